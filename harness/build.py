@@ -1,0 +1,62 @@
+"""Variants of libkpool: build them on demand and say where their libraries live.
+
+The release library is built at install time (hatch_build.py) and shipped as harness/_lib/libkpool.so.
+The other variants need a source checkout: `make -C allocator VARIANT=<v>` writes
+allocator/build/<v>/libkpool.so.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+from harness import output
+from harness.errors import BuildError
+
+VARIANTS = ("release", "debug", "asan", "tsan", "fuzz", "coverage")
+# -fsanitize=fuzzer-no-link exists only in clang.
+NEEDS_CLANG = frozenset({"fuzz", "coverage"})
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+ALLOCATOR_DIR = PACKAGE_DIR.parent / "allocator"
+PACKAGED_LIB = PACKAGE_DIR / "_lib" / "libkpool.so"
+
+
+def variant_path(variant: str) -> Path:
+    """Where `make VARIANT=variant` puts the library (it may not exist yet)."""
+    return ALLOCATOR_DIR / "build" / variant / "libkpool.so"
+
+
+def packaged_library() -> Path:
+    """The release library: the installed copy first, else the source tree's release build."""
+    for path in (PACKAGED_LIB, variant_path("release")):
+        if path.is_file():
+            return path
+    raise BuildError(
+        f"libkpool.so not found (looked for {PACKAGED_LIB}); run `pip install -e .` or `kpool build`"
+    )
+
+
+def build(variant: str = "release") -> Path:
+    """Build one variant with make and return the path of its libkpool.so."""
+    if variant not in VARIANTS:
+        raise BuildError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+    if not (ALLOCATOR_DIR / "Makefile").is_file():
+        raise BuildError(
+            f"building the {variant} variant needs a source checkout (no {ALLOCATOR_DIR}/Makefile)"
+        )
+    if shutil.which("make") is None:
+        raise BuildError("make not found; install the Debian package build-essential")
+    cmd = ["make", "-C", str(ALLOCATOR_DIR), f"VARIANT={variant}", "lib"]
+    if variant in NEEDS_CLANG:
+        if shutil.which("clang") is None:
+            raise BuildError(f"the {variant} variant needs clang; install the Debian package clang")
+        cmd.append("CC=clang")
+    output.progress(f"building libkpool ({variant})")
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    output.detail(proc.stdout)
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-20:])
+        raise BuildError(f"`{' '.join(cmd)}` failed (exit {proc.returncode})", tail)
+    return variant_path(variant)

@@ -1,0 +1,48 @@
+"""The one exception family of the harness.
+
+Every error the harness raises derives from KpoolError. An error caused by the allocator carries the
+allocator's own words in `text` (kp_last_error() or the text of the event it recorded).
+"""
+
+from __future__ import annotations
+
+
+class KpoolError(Exception):
+    """Base of every harness error. `text` is the allocator's message, "" when there is none."""
+
+    def __init__(self, message: str, text: str = "") -> None:
+        super().__init__(f"{message}: {text}" if text else message)
+        self.text = text
+
+
+class LibraryError(KpoolError):
+    """libkpool could not be found or loaded."""
+
+
+class BuildError(KpoolError):
+    """A variant of libkpool could not be built."""
+
+
+class ConfError(KpoolError):
+    """kp_create refused the configuration; `text` names the bad key and value."""
+
+
+class AllocError(KpoolError):
+    """An allocation returned NULL (exhausted, impossible size or alignment, denied)."""
+
+
+class FreeError(KpoolError):
+    """kp_free returned a negative code: `code` is the number, `code_name` its KP_E* name."""
+
+    def __init__(self, message: str, text: str, code: int, code_name: str) -> None:
+        super().__init__(f"{message} ({code_name})", text)
+        self.code = code
+        self.code_name = code_name
+
+
+class DeniedError(KpoolError):
+    """The critical privilege was refused (bad or missing token)."""
+
+
+class ClosedError(KpoolError):
+    """The pool was used after close()."""

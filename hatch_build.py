@@ -1,0 +1,43 @@
+"""Hatchling build hook: compile libkpool (release) and ship it as harness/_lib/libkpool.so.
+
+The wheel carries a native library loaded by ctypes, so it is tagged for the platform but not for a
+Python ABI (py3-none-<platform>). Editable installs load the package from the source tree, so the
+library is copied to harness/_lib/ there as well.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+from typing import Any
+
+from hatchling.builders.hooks.plugin.interface import BuildHookInterface
+
+LIB_IN_PACKAGE = "harness/_lib/libkpool.so"
+
+
+class CustomBuildHook(BuildHookInterface):  # type: ignore[type-arg]
+    def initialize(self, version: str, build_data: dict[str, Any]) -> None:
+        if self.target_name != "wheel":
+            return
+        built = self._make()
+        build_data["pure_python"] = False
+        build_data["tag"] = "py3-none-" + sysconfig.get_platform().replace("-", "_").replace(".", "_")
+        if version == "editable":
+            dest = Path(self.root, LIB_IN_PACKAGE)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(built, dest)
+        else:
+            build_data["force_include"][str(built)] = LIB_IN_PACKAGE
+
+    def _make(self) -> Path:
+        allocator = Path(self.root, "allocator")
+        if shutil.which("make") is None:
+            sys.exit("kpool: building libkpool needs make and a C compiler (Debian: build-essential)")
+        cmd = ["make", "-C", str(allocator), "VARIANT=release", "lib"]
+        if subprocess.run(cmd, check=False).returncode != 0:
+            sys.exit(f"kpool: `{' '.join(cmd)}` failed; see the compiler output above")
+        return allocator / "build" / "release" / "libkpool.so"
