@@ -1,0 +1,316 @@
+"""`kpool bench`: kpool against glibc, jemalloc, mimalloc and tcmalloc, side by side.
+
+The measuring is done in C by allocator/bench/kpbench (built with `make -C allocator bench`): one binary
+that runs each workload against kpool (`--alloc kpool`) or against the process's malloc (`--alloc
+malloc`), so a peer is measured by loading its Debian library with LD_PRELOAD. This module only
+schedules runs, interleaving the allocators round-robin so that a noisy neighbour hurts them all alike,
+and reduces them to medians: ops/s, alloc latency p50/p99/p99.9 (timed in C), kpool's ratio to each
+peer, and for workload (d) the allocating thread's page faults and the time of each round.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness import output
+from harness.build import ALLOCATOR_DIR
+from harness.errors import BuildError
+
+KPBENCH = ALLOCATOR_DIR / "build" / "release" / "kpbench"
+WORKLOADS = ("a", "b", "c", "d")
+LIB_DIRS = (Path("/usr/lib/x86_64-linux-gnu"), Path("/lib/x86_64-linux-gnu"), Path("/usr/lib"), Path("/lib"))
+# The slowest single invocation (glibc on (c), or three 1 GiB rounds of (d)) takes seconds; ten minutes
+# means the allocator hangs, and the remaining runs are still worth having.
+RUN_TIMEOUT_S = 600
+
+
+@dataclass(frozen=True)
+class Allocator:
+    name: str
+    alloc: str  # kpbench --alloc
+    soname: str = ""  # preloaded library, "" for none
+    package: str = ""  # the Debian package that ships it
+
+
+ALLOCATORS = (
+    Allocator("kpool", "kpool"),
+    Allocator("glibc", "malloc"),
+    Allocator("jemalloc", "malloc", "libjemalloc.so.2", "libjemalloc2"),
+    Allocator("mimalloc", "malloc", "libmimalloc.so.2", "libmimalloc2.0"),
+    Allocator("tcmalloc", "malloc", "libtcmalloc_minimal.so.4", "libtcmalloc-minimal4"),
+)
+
+
+@dataclass
+class Runner:
+    binary: Path
+    preload: dict[str, str]  # allocator name -> library path
+    ops: int | None
+    failures: list[str] = field(default_factory=list)
+
+    def run(self, alloc: Allocator, workload: str, seed: int) -> dict[str, Any] | None:
+        """One kpbench process for one workload; its JSON object, or None when it failed."""
+        cmd = [str(self.binary), "--alloc", alloc.alloc, "--workload", workload, "--seed", str(seed)]
+        cmd.append("--json")
+        if self.ops is not None:
+            cmd += ["--ops", str(self.ops)]
+        env = {"LD_PRELOAD": self.preload[alloc.name]} if alloc.soname else {}
+        try:
+            proc = subprocess.run(
+                cmd, capture_output=True, text=True, check=False, timeout=RUN_TIMEOUT_S, env=_env(env)
+            )
+        except subprocess.TimeoutExpired:
+            self._fail(alloc, workload, f"timed out after {RUN_TIMEOUT_S} s", "")
+            return None
+        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+        if proc.returncode != 0 or not lines:
+            how = f"killed by signal {-proc.returncode}" if proc.returncode < 0 else f"exit {proc.returncode}"
+            self._fail(alloc, workload, how, proc.stderr)
+            if not lines:
+                return None
+        result: dict[str, Any] = json.loads(lines[-1])
+        return result
+
+    def _fail(self, alloc: Allocator, workload: str, how: str, stderr: str) -> None:
+        tail = "\n".join(stderr.strip().splitlines()[-10:])
+        self.failures.append(f"({workload}) {alloc.name}: {how}")
+        output.warn(f"kpbench ({workload}) with {alloc.name}: {how}" + (f"\n{tail}" if tail else ""))
+
+
+def _env(extra: dict[str, str]) -> dict[str, str]:
+    """This process's environment without its own LD_PRELOAD, plus extra."""
+    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+    env.update(extra)
+    return env
+
+
+# ---- finding things ------------------------------------------------------------------------------------
+
+
+def find_library(soname: str) -> Path | None:
+    """The path of a shared library: the linker cache first, then the usual Debian directories."""
+    ldconfig = shutil.which("ldconfig") or ("/sbin/ldconfig" if Path("/sbin/ldconfig").exists() else None)
+    if ldconfig:
+        proc = subprocess.run([ldconfig, "-p"], capture_output=True, text=True, check=False)
+        for line in proc.stdout.splitlines():
+            name, _, path = line.strip().partition(" => ")
+            if name.split(" ", 1)[0] == soname and "x86-64" in name and Path(path).is_file():
+                return Path(path)
+    return next((d / soname for d in LIB_DIRS if (d / soname).is_file()), None)
+
+
+def build_kpbench() -> Path:
+    """`make -C allocator bench` (a no-op when kpbench is up to date)."""
+    if shutil.which("make") is None:
+        if KPBENCH.is_file():
+            return KPBENCH
+        raise BuildError("make not found; install the Debian package build-essential")
+    cmd = ["make", "-C", str(ALLOCATOR_DIR), "bench"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    output.detail(proc.stdout)
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-20:])
+        raise BuildError(f"`{' '.join(cmd)}` failed (exit {proc.returncode})", tail)
+    return KPBENCH
+
+
+def available_allocators(wanted: Sequence[str]) -> tuple[list[Allocator], dict[str, str]]:
+    """The allocators to run and the library each preloads; a missing peer is skipped with a message."""
+    chosen: list[Allocator] = []
+    preload: dict[str, str] = {}
+    for alloc in ALLOCATORS:
+        if alloc.name not in wanted:
+            continue
+        if alloc.soname:
+            path = find_library(alloc.soname)
+            if path is None:
+                output.warn(
+                    f"{alloc.name} skipped: {alloc.soname} not found; "
+                    f"install it with `apt-get install {alloc.package}`"
+                )
+                continue
+            preload[alloc.name] = str(path)
+        chosen.append(alloc)
+    return chosen, preload
+
+
+# ---- reducing runs to medians --------------------------------------------------------------------------
+
+
+def _median(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def summarize(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Medians over the runs of one allocator on one workload."""
+    lat = [r["lat_ns"]["alloc"] for r in runs]
+    summary: dict[str, Any] = {
+        "runs": len(runs),
+        "ops_per_s": _median([r["ops_per_s"] for r in runs]),
+        "p50": _median([x["p50"] for x in lat]),
+        "p99": _median([x["p99"] for x in lat]),
+        "p999": _median([x["p999"] for x in lat]),
+        "clock_ns": _median([r["clock_ns"] for r in runs]),
+        "errors": sum(r["verify_errors"] + r["alloc_failures"] + r["free_errors"] for r in runs),
+    }
+    if runs and "rounds" in runs[0]:
+        nrounds = min(len(r["rounds"]) for r in runs)
+        summary["round_s"] = [_median([r["rounds"][i]["alloc_s"] for r in runs]) for i in range(nrounds)]
+        summary["faults"] = [_median([r["rounds"][i]["thread_minflt"] for r in runs]) for i in range(nrounds)]
+        summary["pages"] = [_median([r["rounds"][i]["pages"] for r in runs]) for i in range(nrounds)]
+    stats = [r["kpool_stats"] for r in runs if r.get("kpool_stats")]
+    if stats:
+        summary["kpool_syscalls"] = _syscalls(stats[-1])
+    return summary
+
+
+def _syscalls(stats: dict[str, Any]) -> dict[str, Any]:
+    """The system-call part of kp_stats_json: every top-level key that names OS calls."""
+    keys = ("syscall", "os_", "mmap", "munmap", "madvise", "mprotect")
+    return {k: v for k, v in stats.items() if any(s in k for s in keys)}
+
+
+# ---- printing ------------------------------------------------------------------------------------------
+
+
+def _si(x: float) -> str:
+    if x != x:  # NaN: no successful run
+        return "-"
+    for scale, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if x >= scale:
+            return f"{x / scale:.1f}{unit}"
+    return f"{x:.0f}"
+
+
+def _ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}x" if a == a and b == b and b > 0 else "-"
+
+
+def workload_table(workload: str, desc: str, sums: dict[str, dict[str, Any]]) -> str:
+    """One workload: allocator, ops/s, latency percentiles, kpool's ratio to it (and d's extras)."""
+    kp = sums.get("kpool")
+    headers = ["allocator", "ops/s", "p50 ns", "p99 ns", "p99.9 ns", "kpool ops/s ÷ this"]
+    if workload == "d":
+        headers += ["kpool p99.9 ÷ this", "thread page faults per round", "alloc+touch s per round"]
+    rows = []
+    for name, s in sums.items():
+        row = [name, _si(s["ops_per_s"]), f"{s['p50']:.0f}", f"{s['p99']:.0f}", f"{s['p999']:.0f}"]
+        row.append(_ratio(kp["ops_per_s"], s["ops_per_s"]) if kp and name != "kpool" else "")
+        if workload == "d":
+            row.append(_ratio(kp["p999"], s["p999"]) if kp and name != "kpool" else "")
+            row.append(" / ".join(f"{f:.0f}" for f in s["faults"]))
+            row.append(" / ".join(f"{t:.3f}" for t in s["round_s"]))
+        if s["errors"]:
+            row[0] += f" ({s['errors']} ERRORS)"
+        rows.append(row)
+    lines = [f"({workload}) {desc}", "", output.markdown_table(headers, rows)]
+    timed = "malloc + touching every page" if workload == "d" else "one allocation call"
+    clock = _median([s["clock_ns"] for s in sums.values()])
+    lines.append(f"latency: {timed}, timed in C; each figure includes one clock read (~{clock:.0f} ns)")
+    if workload == "d" and kp:
+        pages = " / ".join(f"{p:.0f}" for p in kp["pages"])
+        lines.append(f"pages allocated per round: {pages}")
+    if kp and kp.get("kpool_syscalls"):
+        lines.append(f"kpool system calls: {json.dumps(kp['kpool_syscalls'], separators=(',', ':'))}")
+    return "\n".join(lines)
+
+
+def ratio_table(summary: dict[str, dict[str, dict[str, Any]]], peers: Sequence[str]) -> str:
+    """kpool ops/s divided by each peer's, one row per workload."""
+    rows = []
+    for workload, sums in summary.items():
+        kp = sums.get("kpool")
+        rows.append(
+            [workload]
+            + [_ratio(kp["ops_per_s"], sums[p]["ops_per_s"]) if kp and p in sums else "-" for p in peers]
+        )
+    return "kpool ops/s ÷ peer ops/s (medians)\n\n" + output.markdown_table(["workload", *peers], rows)
+
+
+# ---- the command ---------------------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="kpool bench", description=__doc__.splitlines()[0])
+    p.add_argument("--workloads", default="a,b,c,d", help="comma-separated subset of a,b,c,d (default all)")
+    p.add_argument("--runs", type=int, default=5, help="runs per allocator and workload (default 5)")
+    p.add_argument("--ops", type=int, default=None, help="ops per run for a/b/c (default: kpbench's)")
+    p.add_argument("--seed", type=int, default=1, help="seed of run 1; run i uses seed+i-1 (default 1)")
+    p.add_argument(
+        "--allocators",
+        default=",".join(a.name for a in ALLOCATORS),
+        help="comma-separated subset of " + ",".join(a.name for a in ALLOCATORS),
+    )
+    p.add_argument("--json", type=Path, default=None, metavar="FILE", help="write the raw results here")
+    args = p.parse_args(list(argv))
+    workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
+    bad = [w for w in workloads if w not in WORKLOADS]
+    if bad or not workloads:
+        p.error(f"--workloads {args.workloads!r}: choose from {','.join(WORKLOADS)}")
+    names = [a.strip() for a in args.allocators.split(",") if a.strip()]
+    unknown = [n for n in names if n not in {a.name for a in ALLOCATORS}]
+    if unknown or not names:
+        p.error(f"--allocators {args.allocators!r}: unknown {', '.join(unknown) or '(empty)'}")
+    if args.runs < 1:
+        p.error(f"--runs {args.runs}: must be at least 1")
+    if args.ops is not None and args.ops < 1:
+        p.error(f"--ops {args.ops}: must be at least 1")
+    args.workloads = workloads
+    args.allocators = names
+    return args
+
+
+def run_all(
+    runner: Runner, allocs: Sequence[Allocator], workloads: Sequence[str], runs: int, seed: int
+) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """Every run, round-robin: for each run and workload, each allocator once, starting one further along."""
+    raw: dict[str, dict[str, list[dict[str, Any]]]] = {w: {a.name: [] for a in allocs} for w in workloads}
+    for i in range(runs):
+        order = list(allocs[i % len(allocs) :]) + list(allocs[: i % len(allocs)])
+        for workload in workloads:
+            for alloc in order:
+                output.progress(f"run {i + 1}/{runs}: ({workload}) {alloc.name}")
+                result = runner.run(alloc, workload, seed + i)
+                if result is not None:
+                    raw[workload][alloc.name].append(result)
+    return raw
+
+
+def main(argv: list[str]) -> int:
+    try:
+        args = parse_args(argv)
+    except SystemExit as exc:  # argparse has printed the usage or the help
+        return int(exc.code or 0)
+    binary = build_kpbench()
+    allocs, preload = available_allocators(args.allocators)
+    runner = Runner(binary, preload, args.ops)
+    raw = run_all(runner, allocs, args.workloads, args.runs, args.seed)
+
+    summary: dict[str, dict[str, dict[str, Any]]] = {}
+    for workload, per_alloc in raw.items():
+        sums = {name: summarize(runs) for name, runs in per_alloc.items() if runs}
+        summary[workload] = sums
+        desc = next((runs[0]["desc"] for runs in per_alloc.values() if runs), "")
+        output.result(workload_table(workload, desc, sums) + "\n")
+    peers = [a.name for a in allocs if a.name != "kpool"]
+    if peers and any(a.name == "kpool" for a in allocs):
+        output.result(ratio_table(summary, peers))
+
+    if args.json is not None:
+        meta = {"runs": args.runs, "ops": args.ops, "seed": args.seed, "preload": preload}
+        doc = {"meta": meta, "summary": summary, "raw": raw, "failures": runner.failures}
+        args.json.write_text(json.dumps(doc, indent=1) + "\n")
+        output.progress(f"raw results written to {args.json}")
+    if runner.failures:
+        output.error(f"{len(runner.failures)} run(s) failed: " + "; ".join(runner.failures))
+        return 1
+    return 0
