@@ -1,0 +1,213 @@
+/*
+ * cross.c - workload (c): two threads, each allocating blocks and handing
+ * them to the other, which frees them.
+ */
+#include "kpbench.h"
+
+#include <pthread.h>
+#include <string.h>
+
+/*
+ * A bounded single-producer single-consumer ring of pointers. Each side
+ * keeps a private copy of the other side's index and re-reads the shared one
+ * only when its copy says full/empty, so the two cache lines bounce only
+ * when they must. Release on publish, acquire on observe: the slot write
+ * happens before the consumer sees the new tail, the slot read before the
+ * producer sees the new head.
+ */
+#define Q_CAP 1024u /* a few hundred KiB of blocks in flight: absorbs a
+			 * descheduled peer without stalling the producer */
+
+struct spsc {
+	_Alignas(64) _Atomic uint64_t head; /* consumer side */
+	uint64_t tail_seen;
+	_Alignas(64) _Atomic uint64_t tail; /* producer side */
+	uint64_t head_seen;
+	_Alignas(64) void *slot[Q_CAP];
+};
+
+static bool spsc_push(struct spsc *q, void *p)
+{
+	uint64_t t = atomic_load_explicit(&q->tail, memory_order_relaxed);
+	if (t - q->head_seen == Q_CAP) {
+		q->head_seen = atomic_load_explicit(&q->head, memory_order_acquire);
+		if (t - q->head_seen == Q_CAP)
+			return false;
+	}
+	q->slot[t & (Q_CAP - 1)] = p;
+	atomic_store_explicit(&q->tail, t + 1, memory_order_release);
+	return true;
+}
+
+static void *spsc_pop(struct spsc *q)
+{
+	uint64_t h = atomic_load_explicit(&q->head, memory_order_relaxed);
+	if (h == q->tail_seen) {
+		q->tail_seen = atomic_load_explicit(&q->tail, memory_order_acquire);
+		if (h == q->tail_seen)
+			return NULL;
+	}
+	void *p = q->slot[h & (Q_CAP - 1)];
+	atomic_store_explicit(&q->head, h + 1, memory_order_release);
+	return p;
+}
+
+struct cworker {
+	struct spsc *in, *out;
+	struct cworker *peer;
+	const struct step *steps;
+	uint64_t n, off;
+	_Atomic int done; /* set (release) after the last push */
+	pthread_barrier_t *start;
+	struct hist *ha, *hf; /* NULL: untimed */
+	uint64_t verify_errors, alloc_failures, minflt;
+};
+
+/* The block carries its size in its first 4 bytes (sizes are >= 16) and a
+ * tag in its last, so the freeing thread can check it without a side table. */
+static inline unsigned cross_check(const void *p)
+{
+	uint32_t n = *(const volatile uint32_t *)p;
+	if (n < 16 || n > 256)
+		return 1;
+	return ((const volatile unsigned char *)p)[n - 1] != tag_of(n);
+}
+
+/* Pop and free up to 256 blocks; returns how many. */
+static unsigned cworker_drain(struct cworker *w)
+{
+	unsigned k = 0;
+	void *p;
+	while (k < 256 && (p = spsc_pop(w->in)) != NULL) {
+		w->verify_errors += cross_check(p);
+		if (w->hf) {
+			uint64_t t0 = now_ns();
+			bx_free(p);
+			hist_add(w->hf, now_ns() - t0);
+		} else {
+			bx_free(p);
+		}
+		k++;
+	}
+	return k;
+}
+
+static void *cworker_main(void *arg)
+{
+	struct cworker *w = arg;
+	unsigned spins = 0;
+	pthread_barrier_wait(w->start);
+	uint64_t f0 = minflt(RUSAGE_THREAD);
+	for (uint64_t i = 0; i < w->n; i++) {
+		uint32_t n = w->steps[(w->off + i) & RTAB_MASK].size;
+		void *p;
+		if (w->ha) {
+			uint64_t t0 = now_ns();
+			p = bx_alloc(n);
+			hist_add(w->ha, now_ns() - t0);
+		} else {
+			p = bx_alloc(n);
+		}
+		if (!p) {
+			w->alloc_failures++;
+			continue;
+		}
+		*(volatile uint32_t *)p = n;
+		((volatile unsigned char *)p)[n - 1] = tag_of(n);
+		while (!spsc_push(w->out, p))
+			if (cworker_drain(w) == 0)
+				cpu_relax(&spins);
+		cworker_drain(w);
+	}
+	atomic_store_explicit(&w->done, 1, memory_order_release);
+	for (;;) {
+		/* Everything the peer pushed happened before its done flag:
+		 * once it is seen, an empty queue stays empty. */
+		int peer_done = atomic_load_explicit(&w->peer->done, memory_order_acquire);
+		if (cworker_drain(w) == 0) {
+			if (peer_done)
+				break;
+			cpu_relax(&spins);
+		}
+	}
+	w->minflt = minflt(RUSAGE_THREAD) - f0;
+	return NULL;
+}
+
+/* One phase: two fresh threads, ops allocations in all. Returns seconds. */
+static double cross_phase(struct result *r, const struct step *steps, uint64_t ops, bool timed)
+{
+	struct spsc *q[2];
+	struct cworker w[2];
+	pthread_t th[2];
+	pthread_barrier_t start;
+	pthread_barrier_init(&start, NULL, 3);
+	for (int i = 0; i < 2; i++) {
+		q[i] = aligned_alloc(64, sizeof(struct spsc));
+		if (!q[i]) {
+			fprintf(stderr, "kpbench: out of memory for a queue\n");
+			exit(2);
+		}
+		memset(q[i], 0, sizeof(struct spsc));
+	}
+	for (int i = 0; i < 2; i++) {
+		memset(&w[i], 0, sizeof(w[i]));
+		w[i].out = q[i];
+		w[i].in = q[1 - i];
+		w[i].peer = &w[1 - i];
+		w[i].steps = steps;
+		w[i].n = ops / 2 + (i == 0 ? ops % 2 : 0);
+		w[i].off = i ? RTAB / 2 : 0;
+		w[i].start = &start;
+		w[i].ha = timed ? hist_new() : NULL;
+		w[i].hf = timed ? hist_new() : NULL;
+		if (pthread_create(&th[i], NULL, cworker_main, &w[i]) != 0) {
+			fprintf(stderr, "kpbench: pthread_create failed\n");
+			exit(2);
+		}
+	}
+	pthread_barrier_wait(&start);
+	uint64_t t0 = now_ns();
+	pthread_join(th[0], NULL);
+	pthread_join(th[1], NULL);
+	uint64_t t1 = now_ns();
+	for (int i = 0; i < 2; i++) {
+		r->verify_errors += w[i].verify_errors;
+		r->alloc_failures += w[i].alloc_failures;
+		if (timed) {
+			hist_merge(r->lat_alloc, w[i].ha);
+			hist_merge(r->lat_free, w[i].hf);
+			free(w[i].ha);
+			free(w[i].hf);
+		} else {
+			r->thread_minflt += w[i].minflt;
+		}
+		free(q[i]);
+	}
+	pthread_barrier_destroy(&start);
+	return secs_between(t0, t1);
+}
+
+int run_c(struct result *r, const struct opts *o)
+{
+	r->desc = "2 threads, 16-256 B uniform, every block freed by the other thread";
+	uint64_t ops = o->ops ? o->ops : OPS_C;
+	uint64_t lat_ops = ops < LAT_OPS_MAX ? ops : LAT_OPS_MAX;
+	struct step *steps = make_steps(0, UNIFORM, 16, 256, o->seed);
+	if (pool_open(o->conf) != 0) {
+		free(steps);
+		return -1;
+	}
+	r->conf = o->conf;
+	r->lat_alloc = hist_new();
+	r->lat_free = hist_new();
+	cross_phase(r, steps, ops / 10, false); /* warm up */
+	r->thread_minflt = 0;
+	r->ops = ops;
+	r->secs = cross_phase(r, steps, ops, false);
+	cross_phase(r, steps, lat_ops, true);
+	pool_close(r);
+	free(steps);
+	return 0;
+}
+
