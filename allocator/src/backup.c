@@ -1,0 +1,171 @@
+/*
+ * backup.c - the backup pool: an emergency reserve for critical callers.
+ *
+ * Deliberately simple (the policy of when to use it lives in pool.c): a
+ * binary buddy allocator over one region mapped and pre-faulted when the
+ * pool is created, with an inaccessible guard page on each side. Its
+ * metadata - a state byte per 256-byte granule and the free lists as index
+ * arrays - lives in a separate mapping, so no user write can reach it.
+ * A freed block coalesces with its buddy at once, so the reserve refills
+ * itself as blocks come back, the way mempool_free refills a mempool.
+ */
+#include "internal.h"
+
+#define GRAN ((size_t)1 << KP_BK_GRAN_SHIFT)
+#define FREE_HEAD 0x80
+#define LIVE_HEAD 0x40
+#define ORDER_MASK 0x3f
+#define NIL UINT32_MAX
+
+static void list_push(kp__backup *b, unsigned order, uint32_t g)
+{
+	b->state[g] = (uint8_t)(FREE_HEAD | order);
+	b->prev[g] = NIL;
+	b->next[g] = b->free_head[order];
+	if (b->free_head[order] != NIL)
+		b->prev[b->free_head[order]] = g;
+	b->free_head[order] = g;
+}
+
+static void list_remove(kp__backup *b, unsigned order, uint32_t g)
+{
+	if (b->prev[g] != NIL)
+		b->next[b->prev[g]] = b->next[g];
+	else
+		b->free_head[order] = b->next[g];
+	if (b->next[g] != NIL)
+		b->prev[b->next[g]] = b->prev[g];
+	b->state[g] = 0;
+}
+
+int kp__backup_init(kp_pool *pool, size_t size)
+{
+	kp__backup *b = &pool->backup;
+	pthread_mutex_init(&b->lock, NULL);
+	for (unsigned o = 0; o < KP_BK_ORDERS; o++)
+		b->free_head[o] = NIL;
+	if (size == 0)
+		return 0;
+	size_t usable = GRAN;
+	unsigned order = 0;
+	while (usable < size)
+		usable <<= 1, order++;
+	size_t ngran = usable >> KP_BK_GRAN_SHIFT;
+	b->meta_size = (ngran * (1 + 2 * sizeof(uint32_t)) + KP_PAGE - 1) & ~(size_t)(KP_PAGE - 1);
+	b->meta = kp__os_map(&pool->os, b->meta_size, KP_PAGE, false);
+	b->map_size = usable + 2 * KP_PAGE;
+	b->map = b->meta ? kp__os_reserve(&pool->os, b->map_size) : NULL;
+	if (!b->map || kp__os_protect(&pool->os, b->map + KP_PAGE, usable, true) < 0) {
+		kp__backup_fini(pool);
+		return -1;
+	}
+	kp__os_populate(&pool->os, b->map + KP_PAGE, usable);
+	b->base = b->map + KP_PAGE;
+	b->size = usable;
+	b->max_order = order;
+	b->next = b->meta;
+	b->prev = b->next + ngran;
+	b->state = (uint8_t *)(b->prev + ngran);
+	list_push(b, order, 0);
+	return 0;
+}
+
+void kp__backup_fini(kp_pool *pool)
+{
+	kp__backup *b = &pool->backup;
+	if (b->map)
+		kp__os_unmap(&pool->os, b->map, b->map_size);
+	if (b->meta)
+		kp__os_unmap(&pool->os, b->meta, b->meta_size);
+	b->map = b->base = NULL;
+	b->meta = NULL;
+	b->size = 0;
+}
+
+void *kp__backup_alloc(kp_pool *pool, size_t size, size_t align)
+{
+	kp__backup *b = &pool->backup;
+	if (!b->size || size > b->size)
+		return NULL;
+	size_t want = size > align ? size : align;
+	unsigned order = 0;
+	while ((GRAN << order) < want)
+		order++;
+	pthread_mutex_lock(&b->lock);
+	unsigned o = order;
+	while (o <= b->max_order && b->free_head[o] == NIL)
+		o++;
+	if (o > b->max_order) {
+		pthread_mutex_unlock(&b->lock);
+		return NULL;
+	}
+	uint32_t g = b->free_head[o];
+	list_remove(b, o, g);
+	while (o > order) { /* split, keeping the lower half */
+		o--;
+		list_push(b, o, g + (1u << o));
+	}
+	b->state[g] = (uint8_t)(LIVE_HEAD | order);
+	pthread_mutex_unlock(&b->lock);
+	size_t bytes = GRAN << order;
+	size_t now = atomic_fetch_add(&b->in_use, bytes) + bytes;
+	size_t peak = atomic_load(&b->peak);
+	while (now > peak && !atomic_compare_exchange_weak(&b->peak, &peak, now))
+		;
+	return b->base + ((size_t)g << KP_BK_GRAN_SHIFT);
+}
+
+int kp__backup_free(kp_pool *pool, void *p)
+{
+	kp__backup *b = &pool->backup;
+	size_t off = (size_t)((char *)p - b->base);
+	if (off & (GRAN - 1))
+		return KP_ENOTOURS;
+	uint32_t g = (uint32_t)(off >> KP_BK_GRAN_SHIFT);
+	pthread_mutex_lock(&b->lock);
+	uint8_t st = b->state[g];
+	if (!(st & LIVE_HEAD)) {
+		pthread_mutex_unlock(&b->lock);
+		return (st & FREE_HEAD) ? KP_EDOUBLEFREE : KP_ENOTOURS;
+	}
+	unsigned order = st & ORDER_MASK;
+	size_t bytes = GRAN << order;
+	b->state[g] = 0;
+	while (order < b->max_order) { /* coalesce with free buddies */
+		uint32_t buddy = g ^ (1u << order);
+		if (b->state[buddy] != (FREE_HEAD | order))
+			break;
+		list_remove(b, order, buddy);
+		g &= ~(1u << order);
+		order++;
+	}
+	list_push(b, order, g);
+	pthread_mutex_unlock(&b->lock);
+	atomic_fetch_sub(&b->in_use, bytes);
+	return 0;
+}
+
+size_t kp__backup_usable(kp_pool *pool, const void *p)
+{
+	kp__backup *b = &pool->backup;
+	size_t off = (size_t)((const char *)p - b->base);
+	if (off & (GRAN - 1))
+		return 0;
+	pthread_mutex_lock(&b->lock);
+	uint8_t st = b->state[off >> KP_BK_GRAN_SHIFT];
+	pthread_mutex_unlock(&b->lock);
+	return (st & LIVE_HEAD) ? GRAN << (st & ORDER_MASK) : 0;
+}
+
+/* Keep the reserve resident: whatever the kernel reclaimed from its free
+ * part (or a fork's copy-on-write left unfaulted) is faulted back in by the
+ * daemon, so a critical allocation never waits on a page fault. Called when
+ * the backup is idle, so no live block is touched. */
+int kp__backup_refill(kp_pool *pool)
+{
+	kp__backup *b = &pool->backup;
+	if (!b->size || atomic_load(&b->in_use) != 0)
+		return 0;
+	kp__os_populate(&pool->os, b->base, b->size);
+	return 1;
+}

@@ -1,0 +1,212 @@
+/*
+ * conf.c - every option declared once, with its default beside it.
+ *
+ * Syntax: "key:value,key:value". Sizes take k/m/g suffixes (powers of 1024),
+ * booleans on/off (also 1/0, true/false). Defaults, then KPOOL_CONF, then
+ * the string given to kp_create.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <strings.h>
+
+static __thread char last_error[256];
+
+void kp__set_error(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(last_error, sizeof last_error, fmt, ap);
+	va_end(ap);
+}
+
+KP_EXPORT const char *kp_last_error(void)
+{
+	return last_error;
+}
+
+enum kind { SIZE, INT, BOOL, PERCENT };
+static const char *const kind_name[] = {"size", "int", "bool", "percent"};
+
+struct option {
+	const char *name;
+	enum kind kind;
+	const char *deflt;
+	size_t offset;
+	uint64_t min, max;
+	const char *help;
+};
+
+#define OFF(f) offsetof(kp__conf, f)
+#define GiB (1ull << 30)
+static const struct option options[] = {
+	{"primary_initial", SIZE, "8m", OFF(primary_initial), 0, 1ull << 40,
+	 "primary capacity mapped and pre-faulted at creation"},
+	{"primary_max", SIZE, "1g", OFF(primary_max), 4ull << 20, 1ull << 44,
+	 "the primary pool never grows past this"},
+	{"backup", SIZE, "4m", OFF(backup), 0, 16 * GiB, "bytes reserved for the backup pool (0: none)"},
+	{"low_wm", SIZE, "8m", OFF(low_wm), 0, 1ull << 40,
+	 "free primary headroom below which the allocation path wakes the daemon"},
+	{"high_wm", SIZE, "32m", OFF(high_wm), 0, 1ull << 40,
+	 "headroom the daemon grows to (and keeps when it shrinks)"},
+	{"critical_wm", PERCENT, "95", OFF(critical_wm), 1, 100,
+	 "primary use (% of primary_max) at which critical traffic moves to the backup"},
+	{"recover_wm", PERCENT, "85", OFF(recover_wm), 0, 100,
+	 "primary use (% of primary_max) below which it moves back (hysteresis)"},
+	{"daemon", BOOL, "on", OFF(daemon), 0, 1, "run the grow daemon thread"},
+	{"daemon_interval_ms", INT, "100", OFF(daemon_interval_ms), 1, 60000,
+	 "the daemon's fallback timer; the allocation path wakes it sooner"},
+	{"decay_ms", INT, "1000", OFF(decay_ms), 0, 3600000,
+	 "a free segment is returned to the OS after staying free this long"},
+	{"seed", INT, "0", OFF(seed), 0, UINT64_MAX, "0: a random per-pool secret; else a fixed one (tests)"},
+};
+#define NOPT (sizeof options / sizeof options[0])
+
+static kp_option_info info[NOPT];
+
+static void info_init(void)
+{
+	for (size_t i = 0; i < NOPT; i++)
+		info[i] = (kp_option_info){options[i].name, kind_name[options[i].kind], options[i].deflt,
+					   options[i].help};
+}
+
+KP_EXPORT size_t kp_options(const kp_option_info **out)
+{
+	static pthread_once_t once = PTHREAD_ONCE_INIT;
+	pthread_once(&once, info_init);
+	if (out)
+		*out = info;
+	return NOPT;
+}
+
+static int parse_value(const struct option *o, const char *v, size_t vlen, uint64_t *out)
+{
+	char buf[64];
+	if (vlen == 0 || vlen >= sizeof buf)
+		return -1;
+	memcpy(buf, v, vlen);
+	buf[vlen] = 0;
+	if (o->kind == BOOL) {
+		if (!strcasecmp(buf, "on") || !strcmp(buf, "1") || !strcasecmp(buf, "true"))
+			return *out = 1, 0;
+		if (!strcasecmp(buf, "off") || !strcmp(buf, "0") || !strcasecmp(buf, "false"))
+			return *out = 0, 0;
+		return -1;
+	}
+	if (buf[0] < '0' || buf[0] > '9')
+		return -1;
+	char *end;
+	errno = 0;
+	unsigned long long n = strtoull(buf, &end, 10);
+	if (errno)
+		return -1;
+	unsigned shift = 0;
+	if (o->kind == SIZE && *end) {
+		switch (*end | 0x20) {
+		case 'k': shift = 10; break;
+		case 'm': shift = 20; break;
+		case 'g': shift = 30; break;
+		default: return -1;
+		}
+		end++;
+		if ((*end | 0x20) == 'b' || (*end | 0x20) == 'i')
+			end += (end[0] | 0x20) == 'i' && (end[1] | 0x20) == 'b' ? 2 : 1;
+	}
+	if (*end || (shift && n > (UINT64_MAX >> shift)))
+		return -1;
+	*out = (uint64_t)n << shift;
+	return 0;
+}
+
+static void store(kp__conf *c, const struct option *o, uint64_t v)
+{
+	char *f = (char *)c + o->offset;
+	switch (o->kind) {
+	case SIZE: *(size_t *)f = (size_t)v; break;
+	case INT:
+		if (o->offset == OFF(seed))
+			*(uint64_t *)f = v;
+		else
+			*(unsigned *)f = (unsigned)v;
+		break;
+	case PERCENT: *(unsigned *)f = (unsigned)v; break;
+	case BOOL: *(bool *)f = v != 0; break;
+	}
+}
+
+static int apply(kp__conf *c, const char *s, const char *origin)
+{
+	while (s && *s) {
+		const char *item = s, *comma = strchr(s, ',');
+		size_t len = comma ? (size_t)(comma - s) : strlen(s);
+		s = comma ? comma + 1 : NULL;
+		while (len && (*item == ' ' || *item == '\t'))
+			item++, len--;
+		while (len && (item[len - 1] == ' ' || item[len - 1] == '\t'))
+			len--;
+		if (len == 0)
+			continue;
+		const char *colon = memchr(item, ':', len);
+		if (!colon) {
+			kp__set_error("%s: option '%.*s' has no value (expected key:value)", origin, (int)len, item);
+			return -1;
+		}
+		size_t klen = (size_t)(colon - item);
+		const char *v = colon + 1;
+		size_t vlen = len - klen - 1;
+		const struct option *o = NULL;
+		for (size_t i = 0; i < NOPT; i++)
+			if (strlen(options[i].name) == klen && !memcmp(options[i].name, item, klen))
+				o = &options[i];
+		if (!o) {
+			kp__set_error("%s: unknown option '%.*s' (value '%.*s')", origin, (int)klen, item, (int)vlen, v);
+			return -1;
+		}
+		uint64_t n;
+		if (parse_value(o, v, vlen, &n) < 0 || n < o->min || n > o->max) {
+			kp__set_error("%s: bad value '%.*s' for option '%s' (a %s from %llu to %llu)", origin, (int)vlen, v,
+				      o->name, kind_name[o->kind], (unsigned long long)o->min,
+				      (unsigned long long)o->max);
+			return -1;
+		}
+		store(c, o, n);
+	}
+	return 0;
+}
+
+int kp__conf_load(kp__conf *c, const char *s)
+{
+	memset(c, 0, sizeof *c);
+	for (size_t i = 0; i < NOPT; i++) {
+		uint64_t n = 0;
+		parse_value(&options[i], options[i].deflt, strlen(options[i].deflt), &n);
+		store(c, &options[i], n);
+	}
+	if (apply(c, getenv("KPOOL_CONF"), "KPOOL_CONF") < 0 || apply(c, s, "conf") < 0) {
+		errno = EINVAL;
+		return -1;
+	}
+	if (c->primary_initial > c->primary_max) {
+		kp__set_error("conf: primary_initial (%zu) exceeds primary_max (%zu)", c->primary_initial,
+			      c->primary_max);
+		errno = EINVAL;
+		return -1;
+	}
+	if (c->recover_wm > c->critical_wm) {
+		kp__set_error("conf: recover_wm (%u) must not exceed critical_wm (%u)", c->recover_wm,
+			      c->critical_wm);
+		errno = EINVAL;
+		return -1;
+	}
+	if (c->low_wm > c->high_wm) {
+		kp__set_error("conf: low_wm (%zu) must not exceed high_wm (%zu)", c->low_wm, c->high_wm);
+		errno = EINVAL;
+		return -1;
+	}
+	kp__set_error("%s", "");
+	return 0;
+}

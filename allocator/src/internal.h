@@ -1,0 +1,357 @@
+/*
+ * internal.h - the map of libkpool. Prototypes are grouped under the file
+ * that defines them. Names: kp_ public, kp__ internal-but-shared, static
+ * file-local.
+ *
+ * Memory layout of the primary pool
+ * ---------------------------------
+ * The primary pool is a list of *segments*: 4 MiB regions aligned to 4 MiB,
+ * so that any address maps to its segment through the global pagemap
+ * (pagemap.c). A segment is 64 *units* of 64 KiB. Unit 0 holds the segment
+ * header (this struct and the 64 span descriptors); units 1..63 are carved
+ * into *spans*: a run of units holding blocks of one size class, or one large
+ * block. Requests too big for a span get a *huge* segment of their own.
+ *
+ * Every block starts with a 16-byte header (kp__hdr) whose tag is keyed by a
+ * per-pool secret; the payload follows it, 16-aligned.
+ *
+ *   invariant (segment): popcount(free_mask) == nfree_units, bit 0 clear;
+ *   invariant (span):    nused + nfree_list + (nblocks - bump) == nblocks.
+ */
+#ifndef KP_INTERNAL_H
+#define KP_INTERNAL_H
+
+#include "kpool.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <string.h>
+
+#define KP_LIKELY(x) __builtin_expect(!!(x), 1)
+#define KP_UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define KP_EXPORT __attribute__((visibility("default")))
+
+/* 4 MiB segments: large enough that a segment header's cost (one 64 KiB unit)
+ * is 1.6%, small enough that a mostly-empty pool can give memory back. */
+#define KP_SEG_SHIFT 22
+#define KP_SEG_SIZE ((size_t)1 << KP_SEG_SHIFT)
+/* 64 KiB units: 64 of them fit one uint64_t free mask per segment. */
+#define KP_UNIT_SHIFT 16
+#define KP_UNIT_SIZE ((size_t)1 << KP_UNIT_SHIFT)
+#define KP_UNITS 64
+#define KP_PAGE 4096
+#define KP_HDR 16
+#define KP_ALIGN_MAX 4096
+/* Size classes cover blocks (header included) up to 128 KiB; beyond that a
+ * block gets a page run of its own. */
+#define KP_NCLASS 47
+#define KP_SMALL_MAX ((size_t)131072)
+/* A large run may use every unit but the header unit. */
+#define KP_LARGE_MAX ((size_t)(KP_UNITS - 1) * KP_UNIT_SIZE)
+/* No request above 2^46 (64 TiB) can be served on x86-64 (47-bit user space);
+ * refusing it up front keeps every size computation far from wrap-around. */
+#define KP_REQ_MAX ((size_t)1 << 46)
+
+/* ---- conf.c ------------------------------------------------------------ */
+typedef struct kp__conf {
+	size_t primary_initial, primary_max, backup;
+	size_t low_wm, high_wm;
+	unsigned critical_wm, recover_wm;
+	bool daemon;
+	unsigned daemon_interval_ms, decay_ms;
+	uint64_t seed;
+} kp__conf;
+
+/* Fill *c from defaults, KPOOL_CONF, then s. 0, or -1 with kp_last_error set. */
+int kp__conf_load(kp__conf *c, const char *s);
+void kp__set_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* ---- os.c: the only file that makes system calls ------------------------ */
+enum kp__os_kind { KP_OS_MMAP, KP_OS_MUNMAP, KP_OS_MADVISE, KP_OS_MPROTECT, KP_OS_OTHER, KP_OS__N };
+/* setup: kp_create and kp_destroy, neither on the allocation path. */
+enum kp__caller { KP_CALLER_ALLOC, KP_CALLER_DAEMON, KP_CALLER_SETUP, KP_CALLER__N };
+typedef struct kp__oscount {
+	_Atomic uint64_t n[KP_CALLER__N][KP_OS__N];
+} kp__oscount;
+
+/* Which caller the current thread counts as (the daemon sets it). */
+extern __thread int kp__os_caller;
+/* Map size bytes aligned to align (a power of two >= page), read-write.
+ * populate: pre-fault every page. NULL on failure. */
+void *kp__os_map(kp__oscount *c, size_t size, size_t align, bool populate);
+int kp__os_unmap(kp__oscount *c, void *p, size_t size);
+/* Map size bytes with no access (a reservation, a guard). */
+void *kp__os_reserve(kp__oscount *c, size_t size);
+int kp__os_protect(kp__oscount *c, void *p, size_t size, bool rw);
+int kp__os_populate(kp__oscount *c, void *p, size_t size);
+int kp__os_dontneed(kp__oscount *c, void *p, size_t size);
+void kp__os_thread_name(kp__oscount *c, const char *name);
+void kp__os_random(kp__oscount *c, void *buf, size_t len);
+uint64_t kp__now_ns(void);
+
+/* ---- pagemap.c: address -> segment, global, lock-free reads ------------- */
+struct kp__seg;
+struct kp__seg *kp__pagemap_get(const void *p);
+int kp__pagemap_set(kp__oscount *c, void *base, size_t size, struct kp__seg *s);
+/* fork handlers: 0 prepare, 1 parent, 2 child */
+void kp__pagemap_fork(int phase);
+
+/* ---- integrity.c (and the inline checks below) -------------------------- */
+enum kp__state { KP_ST_FREE = 0x5a, KP_ST_ALLOC = 0xa5 };
+/* cls field values beyond the size classes */
+#define KP_CLS_LARGE 200
+#define KP_CLS_HUGE 201
+#define KP_CLS_ALIGNED 202 /* a redirect to the enclosing block */
+
+typedef struct kp__hdr {
+	uint64_t tag;  /* kp__tag(secret, address, the three fields below) */
+	uint32_t req;  /* requested size (ALIGNED: offset back to payload) */
+	uint16_t cls;  /* size class or KP_CLS_* */
+	uint8_t state; /* enum kp__state */
+	uint8_t pad;
+} kp__hdr;
+
+static inline uint64_t kp__mix(uint64_t x)
+{
+	x ^= x >> 31;
+	x *= 0x7fb5d329728ea185ull;
+	x ^= x >> 27;
+	return x;
+}
+static inline uint64_t kp__tag(uint64_t secret, const kp__hdr *h, uint32_t req, uint16_t cls, uint8_t st)
+{
+	return kp__mix(secret ^ (uintptr_t)h) ^ ((uint64_t)req << 32 | (uint64_t)cls << 16 | st);
+}
+static inline void kp__hdr_set(uint64_t secret, kp__hdr *h, uint32_t req, uint16_t cls, uint8_t st)
+{
+	h->req = req;
+	h->cls = cls;
+	h->state = st;
+	h->pad = 0;
+	h->tag = kp__tag(secret, h, req, cls, st);
+}
+static inline bool kp__hdr_ok(uint64_t secret, const kp__hdr *h)
+{
+	return h->tag == kp__tag(secret, h, h->req, h->cls, h->state);
+}
+/* Free-list links are stored encoded (like SLAB_FREELIST_HARDENED), so a
+ * stray write does not hand an attacker a pointer the pool will follow. */
+static inline void *kp__link_enc(uint64_t secret, void *slot, void *next)
+{
+	return (void *)((uintptr_t)next ^ (uintptr_t)secret ^ ((uintptr_t)slot >> 12));
+}
+
+/* ---- events.c ------------------------------------------------------------ */
+#define KP_RING_SLOTS 1024 /* ~10 s of a storm at 100 events/s before drops */
+#define KP_RING_WORDS (sizeof(kp_event) / 8)
+typedef struct kp__ring_slot {
+	_Atomic uint64_t seq; /* 2*pos+1 while written, 2*pos+2 when complete */
+	_Atomic uint64_t w[KP_RING_WORDS];
+} kp__ring_slot;
+typedef struct kp__ring {
+	_Atomic uint64_t head; /* next position to write */
+	_Atomic uint64_t tail; /* next position to read */
+	_Atomic uint64_t dropped;
+	kp__ring_slot slot[KP_RING_SLOTS];
+} kp__ring;
+void kp__event(kp_pool *pool, unsigned kind, unsigned which, const void *addr, size_t size, const char *fmt,
+	       ...) __attribute__((format(printf, 6, 7)));
+
+/* ---- primary.c ----------------------------------------------------------- */
+enum kp__span_kind { KP_SPAN_FREE = 0, KP_SPAN_SMALL = 1, KP_SPAN_LARGE = 2 };
+typedef struct kp__span {
+	struct kp__span *next, *prev; /* the class's partial list */
+	char *start;                  /* first block */
+	void *free;                   /* encoded list of returned blocks */
+	uint32_t block;               /* block size, header included */
+	uint32_t nblocks, nused, bump;
+	uint16_t units; /* length of the run */
+	uint8_t head;   /* unit index of the run's first unit */
+	uint8_t kind;   /* enum kp__span_kind */
+	uint8_t cls;
+	uint8_t in_partial;
+} kp__span;
+
+enum kp__seg_kind { KP_SEG_NORMAL = 1, KP_SEG_HUGE = 2 };
+typedef struct kp__seg {
+	uint64_t magic; /* secret ^ address */
+	kp_pool *pool;
+	struct kp__seg *next, *prev;
+	uint64_t free_mask; /* bit u set: unit u is free */
+	uint64_t empty_since_ns;
+	size_t size;        /* bytes mapped */
+	uint32_t kind;      /* enum kp__seg_kind */
+	uint32_t nfree_units;
+	kp__span span[KP_UNITS];
+} kp__seg;
+
+typedef struct kp__central {
+	_Alignas(64) pthread_mutex_t lock; /* one cache line per class */
+	kp__span *partial;                  /* spans with a free block */
+} kp__central;
+
+extern const uint32_t kp__class_size[KP_NCLASS];
+static inline unsigned kp__class_of(size_t need)
+{
+	extern const uint8_t kp__class_small[];
+	if (need <= 1024)
+		return kp__class_small[(need + 15) >> 4];
+	unsigned b = 63u - (unsigned)__builtin_clzll((unsigned long long)(need - 1));
+	return 7u + (b - 7u) * 4u + (unsigned)((need - 1 - ((size_t)1 << b)) >> (b - 2));
+}
+/* Move up to n blocks of class cls into *list (encoded links); returns how
+ * many. Takes the class lock; may take the pool lock to carve a new span. */
+unsigned kp__central_take(kp_pool *pool, unsigned cls, void **list, unsigned n);
+/* Return n blocks (an encoded list of header addresses) to their spans.
+ * Caller holds no lock. */
+void kp__central_give(kp_pool *pool, unsigned cls, void *list, unsigned n);
+void *kp__large_alloc(kp_pool *pool, size_t need);
+void kp__large_free(kp_pool *pool, kp__seg *seg, kp__span *sp);
+void *kp__huge_alloc(kp_pool *pool, size_t need, size_t align);
+void kp__huge_free(kp_pool *pool, kp__seg *seg);
+/* Map, pre-fault and add one segment. 0 or -1. Caller holds no lock. */
+int kp__primary_grow(kp_pool *pool, bool populate);
+/* Unmap fully free segments idle past the decay time, keeping high_wm of
+ * headroom and primary_initial of capacity. Returns segments released. */
+int kp__primary_shrink(kp_pool *pool, uint64_t now_ns);
+void kp__primary_release_all(kp_pool *pool);
+size_t kp__primary_headroom(kp_pool *pool);
+
+/* ---- backup.c ------------------------------------------------------------ */
+/* The reserve: a binary buddy allocator over one region fenced by guard
+ * pages. Its metadata (block state, free lists) lives in a separate mapping,
+ * never beside user data. */
+#define KP_BK_GRAN_SHIFT 8 /* 256 B granules: critical traffic is rare */
+#define KP_BK_ORDERS 40
+typedef struct kp__backup {
+	pthread_mutex_t lock;
+	char *base;     /* first usable byte (after the front guard) */
+	size_t size;    /* usable bytes, a power of two */
+	size_t map_size;
+	char *map;      /* the whole mapping, guards included */
+	uint8_t *state; /* per granule: 0, or 0x80|order free head, 0x40|order live head */
+	uint32_t *next, *prev;
+	uint32_t free_head[KP_BK_ORDERS];
+	unsigned max_order;
+	size_t meta_size;
+	void *meta;
+	_Atomic size_t in_use, peak;
+} kp__backup;
+int kp__backup_init(kp_pool *pool, size_t size);
+void kp__backup_fini(kp_pool *pool);
+void *kp__backup_alloc(kp_pool *pool, size_t size, size_t align);
+/* 0, or KP_EDOUBLEFREE / KP_ENOTOURS. */
+int kp__backup_free(kp_pool *pool, void *p);
+size_t kp__backup_usable(kp_pool *pool, const void *p);
+static inline bool kp__backup_owns(const kp__backup *b, const void *p)
+{
+	return (const char *)p >= b->base && (const char *)p < b->base + b->size;
+}
+int kp__backup_refill(kp_pool *pool);
+
+/* ---- tcache.c: per-thread caches ---------------------------------------- */
+typedef struct kp__bin {
+	void *head; /* encoded list of header addresses */
+	uint32_t count, max;
+} kp__bin;
+typedef struct kp__tcache {
+	uint64_t pool_id;
+	kp_pool *pool;
+	kp__bin bin[KP_NCLASS];
+	/* Written only by the owning thread (load + store, no RMW), read by stats. */
+	_Atomic uint64_t allocs, frees, in_use;
+	int crit_depth;
+	struct kp__tcache *next, *prev; /* the pool's list */
+} kp__tcache;
+kp__tcache *kp__tcache_slow(kp_pool *pool);
+void kp__tcache_flush_bin(kp_pool *pool, kp__tcache *tc, unsigned cls, unsigned keep);
+void kp__tcache_release(kp_pool *pool, kp__tcache *tc);
+void kp__tcache_fini_pool(kp_pool *pool);
+
+#define KP_TLS_SLOTS 4
+typedef struct kp__tls {
+	uint64_t id[KP_TLS_SLOTS];
+	kp__tcache *tc[KP_TLS_SLOTS];
+	bool registered;
+} kp__tls;
+extern __thread kp__tls kp__tls_state __attribute__((tls_model("initial-exec")));
+static inline kp__tcache *kp__tcache_get(kp_pool *pool, uint64_t id)
+{
+	if (KP_LIKELY(kp__tls_state.id[0] == id))
+		return kp__tls_state.tc[0];
+	return kp__tcache_slow(pool);
+}
+static inline void kp__count_inc(_Atomic uint64_t *c, uint64_t by)
+{
+	atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + by, memory_order_relaxed);
+}
+
+/* ---- daemon.c ------------------------------------------------------------ */
+enum kp__dstate { KP_D_OFF, KP_D_RUNNING, KP_D_STOPPING, KP_D_RESTART };
+typedef struct kp__daemon {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	pthread_t thread;
+	_Atomic int state;
+	_Atomic int wake_pending;
+	_Atomic uint64_t wakeups, timer_wakeups, passes, grows, shrinks, refills;
+	_Atomic uint64_t clock_offset_ns; /* added by kp_daemon_step for tests */
+	_Atomic uint64_t refilled_at;     /* backup frees count at the last refill */
+} kp__daemon;
+int kp__daemon_start(kp_pool *pool);
+void kp__daemon_stop(kp_pool *pool);
+void kp__daemon_kick(kp_pool *pool);
+int kp__daemon_pass(kp_pool *pool);
+uint64_t kp__pool_now(kp_pool *pool);
+
+/* ---- pool.c -------------------------------------------------------------- */
+struct kp_pool {
+	uint64_t id;
+	kp_pool *reg_next; /* the registry of live pools */
+	uint64_t secret;
+	kp__conf conf;
+	size_t self_size;
+
+	pthread_mutex_t lock; /* segments, units, capacity, tcache list */
+	kp__seg *segs, *huge;
+	size_t capacity;      /* bytes of normal segments */
+	size_t units_free;    /* free units over all normal segments */
+	size_t units_total;   /* usable units over all normal segments */
+	_Atomic size_t headroom; /* units_free * unit size, readable without lock */
+	_Atomic int backup_mode; /* critical traffic goes to the backup */
+	kp__tcache *tcaches, *tc_free;
+	void **tc_chunks;
+	size_t tc_nchunks;
+
+	kp__central central[KP_NCLASS];
+	kp__backup backup;
+	kp__daemon daemon;
+	kp__oscount os;
+
+	_Atomic int token_given;
+	uint64_t token;
+
+	/* pool-wide counters (slow paths); fast-path counters are per tcache */
+	_Atomic uint64_t allocs, frees, in_use, failures, grows, shrinks;
+	_Atomic size_t out_bytes, peak_out_bytes, huge_bytes;
+	_Atomic uint64_t bk_allocs, bk_frees, bk_refusals, bk_enters, bk_leaves;
+	_Atomic uint64_t double_frees, invalid_frees, corruptions, bad_sizes;
+	_Atomic uint64_t dead_allocs, dead_frees, dead_in_use; /* exited threads */
+
+	kp__ring ring;
+};
+/* Re-evaluate the backup mode after the primary's usage changed (hysteresis).
+ * Caller holds pool->lock. */
+void kp__backup_mode_update(kp_pool *pool, bool primary_failed);
+void kp__account_out(kp_pool *pool, size_t bytes, bool out);
+/* The registry of live pools (for thread exit and fork). */
+void kp__registry_lock(void);
+void kp__registry_unlock(void);
+kp_pool *kp__registry_find(uint64_t id); /* caller holds the registry lock */
+
+/* ---- stats.c ------------------------------------------------------------- */
+int kp__stats_json(kp_pool *pool, char *buf, size_t len);
+
+#endif /* KP_INTERNAL_H */

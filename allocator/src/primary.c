@@ -1,0 +1,420 @@
+/*
+ * primary.c - the primary pool: segments, spans, size classes, page runs for
+ * large blocks and direct regions for huge ones.
+ *
+ * Locks: a class's central lock, then pool->lock (never the reverse).
+ * pool->lock guards the segment list, every segment's free mask and the
+ * capacity figures. A span's fields are written under its class lock; the
+ * geometry (start, block, kind) is published before any of its blocks leave
+ * the lock, so the free path reads it without a lock.
+ */
+#include "internal.h"
+
+#include <errno.h>
+
+const uint32_t kp__class_size[KP_NCLASS] = {
+	32,    48,    64,    80,    96,    112,   128,   160,   192,   224,   256,   320,    384,   448,   512,   640,
+	768,   896,   1024,  1280,  1536,  1792,  2048,  2560,  3072,  3584,  4096,  5120,   6144,  7168,  8192,  10240,
+	12288, 14336, 16384, 20480, 24576, 28672, 32768, 40960, 49152, 57344, 65536, 81920, 98304, 114688, 131072};
+const uint8_t kp__class_small[65] = {0,  0,  0,  1,  2,  3,  4,  5,  6,  7,  7,  8,  8,  9,  9,  10, 10,
+				     11, 11, 11, 11, 12, 12, 12, 12, 13, 13, 13, 13, 14, 14, 14, 14, 15,
+				     15, 15, 15, 15, 15, 15, 15, 16, 16, 16, 16, 16, 16, 16, 16, 17, 17,
+				     17, 17, 17, 17, 17, 17, 18, 18, 18, 18, 18, 18, 18, 18};
+
+_Static_assert(sizeof(kp__seg) + KP_HDR <= 2 * KP_PAGE, "huge payload starts at 8 KiB");
+
+/* A span holds at least 8 blocks (so a class costs at most 1/8 of a span in
+ * tail waste), in at most 16 units. */
+static unsigned span_units(unsigned cls)
+{
+	size_t need = (size_t)kp__class_size[cls] * 8;
+	unsigned n = (unsigned)((need + KP_UNIT_SIZE - 1) / KP_UNIT_SIZE);
+	return n < 1 ? 1 : n > 16 ? 16 : n;
+}
+
+static void headroom_publish(kp_pool *pool)
+{
+	atomic_store_explicit(&pool->headroom, pool->units_free * KP_UNIT_SIZE, memory_order_relaxed);
+}
+
+/* Lowest start of a run of n free units in mask, or -1. */
+static int find_run(uint64_t mask, unsigned n)
+{
+	uint64_t m = mask;
+	for (unsigned i = 1; i < n && m; i++)
+		m &= mask >> i;
+	return m ? __builtin_ctzll(m) : -1;
+}
+
+/* Take a run of n units. Caller holds pool->lock. */
+static kp__span *units_take(kp_pool *pool, unsigned n, kp__seg **segp)
+{
+	for (kp__seg *s = pool->segs; s; s = s->next) {
+		if (s->nfree_units < n)
+			continue;
+		int u = find_run(s->free_mask, n);
+		if (u < 0)
+			continue;
+		uint64_t bits = (n == 64 ? ~0ull : ((1ull << n) - 1)) << u;
+		s->free_mask &= ~bits;
+		s->nfree_units -= n;
+		pool->units_free -= n;
+		for (unsigned i = 0; i < n; i++)
+			s->span[u + (int)i].head = (uint8_t)u;
+		kp__span *sp = &s->span[u];
+		sp->units = (uint16_t)n;
+		sp->start = (char *)s + ((size_t)u << KP_UNIT_SHIFT);
+		*segp = s;
+		headroom_publish(pool);
+		return sp;
+	}
+	return NULL;
+}
+
+/* Give a run back. Caller holds pool->lock. */
+static void units_give(kp_pool *pool, kp__seg *s, kp__span *sp)
+{
+	unsigned u = sp->head, n = sp->units;
+	uint64_t bits = (n == 64 ? ~0ull : ((1ull << n) - 1)) << u;
+	memset(sp, 0, sizeof *sp);
+	sp->head = (uint8_t)u;
+	s->free_mask |= bits;
+	s->nfree_units += n;
+	pool->units_free += n;
+	if (s->nfree_units == KP_UNITS - 1)
+		s->empty_since_ns = kp__pool_now(pool);
+	headroom_publish(pool);
+	kp__backup_mode_update(pool, false);
+}
+
+/* A run of n units for a new span or a large block: from free units, else by
+ * growing on the allocation path (the daemon was too slow or is off). */
+static kp__span *run_alloc(kp_pool *pool, unsigned n, kp__seg **segp)
+{
+	for (int attempt = 0; attempt < 4; attempt++) {
+		pthread_mutex_lock(&pool->lock);
+		kp__span *sp = units_take(pool, n, segp);
+		bool low = pool->units_free * KP_UNIT_SIZE < pool->conf.low_wm;
+		if (sp)
+			kp__backup_mode_update(pool, false);
+		pthread_mutex_unlock(&pool->lock);
+		if (sp) {
+			if (low)
+				kp__daemon_kick(pool);
+			return sp;
+		}
+		kp__daemon_kick(pool);
+		if (kp__primary_grow(pool, false) < 0)
+			break;
+	}
+	pthread_mutex_lock(&pool->lock);
+	kp__backup_mode_update(pool, true);
+	pthread_mutex_unlock(&pool->lock);
+	return NULL;
+}
+
+static kp__span *span_new(kp_pool *pool, unsigned cls)
+{
+	kp__seg *s;
+	kp__span *sp = run_alloc(pool, span_units(cls), &s);
+	if (!sp)
+		return NULL;
+	sp->kind = KP_SPAN_SMALL;
+	sp->cls = (uint8_t)cls;
+	sp->block = kp__class_size[cls];
+	sp->nblocks = (uint32_t)(((size_t)sp->units << KP_UNIT_SHIFT) / sp->block);
+	sp->nused = 0;
+	sp->bump = 0;
+	sp->free = NULL;
+	return sp;
+}
+
+static void partial_push(kp__central *c, kp__span *sp)
+{
+	sp->prev = NULL;
+	sp->next = c->partial;
+	if (c->partial)
+		c->partial->prev = sp;
+	c->partial = sp;
+	sp->in_partial = 1;
+}
+
+static void partial_remove(kp__central *c, kp__span *sp)
+{
+	if (sp->prev)
+		sp->prev->next = sp->next;
+	else
+		c->partial = sp->next;
+	if (sp->next)
+		sp->next->prev = sp->prev;
+	sp->next = sp->prev = NULL;
+	sp->in_partial = 0;
+}
+
+unsigned kp__central_take(kp_pool *pool, unsigned cls, void **list, unsigned n)
+{
+	kp__central *c = &pool->central[cls];
+	uint64_t secret = pool->secret;
+	unsigned got = 0;
+	void *head = *list;
+	pthread_mutex_lock(&c->lock);
+	while (got < n) {
+		kp__span *sp = c->partial;
+		if (!sp) {
+			sp = span_new(pool, cls);
+			if (!sp)
+				break;
+			partial_push(c, sp);
+		}
+		while (got < n) {
+			char *b;
+			if (sp->free) {
+				b = sp->free;
+				sp->free = kp__link_enc(secret, b + KP_HDR, *(void **)(b + KP_HDR));
+			} else if (sp->bump < sp->nblocks) {
+				b = sp->start + (size_t)sp->bump++ * sp->block;
+			} else {
+				break;
+			}
+			sp->nused++;
+			*(void **)(b + KP_HDR) = kp__link_enc(secret, b + KP_HDR, head);
+			head = b;
+			got++;
+		}
+		if (!sp->free && sp->bump == sp->nblocks)
+			partial_remove(c, sp);
+	}
+	pthread_mutex_unlock(&c->lock);
+	*list = head;
+	if (got)
+		kp__account_out(pool, (size_t)got * kp__class_size[cls], true);
+	return got;
+}
+
+static kp__span *span_of(const void *p, kp__seg **segp)
+{
+	kp__seg *s = kp__pagemap_get(p);
+	unsigned u = (unsigned)(((uintptr_t)p - (uintptr_t)s) >> KP_UNIT_SHIFT);
+	*segp = s;
+	return &s->span[s->span[u].head];
+}
+
+void kp__central_give(kp_pool *pool, unsigned cls, void *list, unsigned n)
+{
+	kp__central *c = &pool->central[cls];
+	uint64_t secret = pool->secret;
+	char *b = list;
+	pthread_mutex_lock(&c->lock);
+	for (unsigned i = 0; i < n && b; i++) {
+		char *next = kp__link_enc(secret, b + KP_HDR, *(void **)(b + KP_HDR));
+		kp__seg *s;
+		kp__span *sp = span_of(b, &s);
+		*(void **)(b + KP_HDR) = kp__link_enc(secret, b + KP_HDR, sp->free);
+		sp->free = b;
+		sp->nused--;
+		if (!sp->in_partial)
+			partial_push(c, sp);
+		if (sp->nused == 0) {
+			partial_remove(c, sp);
+			pthread_mutex_lock(&pool->lock);
+			units_give(pool, s, sp);
+			pthread_mutex_unlock(&pool->lock);
+		}
+		b = next;
+	}
+	pthread_mutex_unlock(&c->lock);
+	kp__account_out(pool, (size_t)n * kp__class_size[cls], false);
+}
+
+void *kp__large_alloc(kp_pool *pool, size_t need)
+{
+	unsigned n = (unsigned)((need + KP_UNIT_SIZE - 1) >> KP_UNIT_SHIFT);
+	kp__seg *s;
+	kp__span *sp = run_alloc(pool, n, &s);
+	if (!sp)
+		return NULL;
+	sp->kind = KP_SPAN_LARGE;
+	sp->block = (uint32_t)((size_t)n << KP_UNIT_SHIFT);
+	sp->nblocks = sp->nused = 1;
+	kp__account_out(pool, sp->block, true);
+	return sp->start;
+}
+
+void kp__large_free(kp_pool *pool, kp__seg *s, kp__span *sp)
+{
+	size_t bytes = sp->block;
+	pthread_mutex_lock(&pool->lock);
+	units_give(pool, s, sp);
+	pthread_mutex_unlock(&pool->lock);
+	kp__account_out(pool, bytes, false);
+}
+
+/* A huge block: its own mapping, aligned to the segment size so the pagemap
+ * finds it; the segment header first, the payload page-aligned at 8 KiB. */
+void *kp__huge_alloc(kp_pool *pool, size_t need, size_t align)
+{
+	(void)align; /* the payload is page-aligned, the largest alignment served */
+	size_t size = (need + 2 * KP_PAGE + KP_PAGE - 1) & ~(size_t)(KP_PAGE - 1);
+	pthread_mutex_lock(&pool->lock);
+	size_t used = pool->capacity + atomic_load(&pool->huge_bytes);
+	bool room = used + size <= pool->conf.primary_max;
+	pthread_mutex_unlock(&pool->lock);
+	if (!room)
+		return NULL;
+	kp__seg *s = kp__os_map(&pool->os, size, KP_SEG_SIZE, false);
+	if (!s) {
+		kp__event(pool, KP_EV_OS_FAIL, KP_POOL_PRIMARY, NULL, size, "mmap of %zu bytes refused (%d)", size,
+			  errno);
+		return NULL;
+	}
+	s->magic = pool->secret ^ (uintptr_t)s;
+	s->pool = pool;
+	s->kind = KP_SEG_HUGE;
+	s->size = size;
+	if (kp__pagemap_set(&pool->os, s, size, s) < 0) {
+		kp__os_unmap(&pool->os, s, size);
+		return NULL;
+	}
+	pthread_mutex_lock(&pool->lock);
+	s->next = pool->huge;
+	if (pool->huge)
+		pool->huge->prev = s;
+	pool->huge = s;
+	pthread_mutex_unlock(&pool->lock);
+	atomic_fetch_add(&pool->huge_bytes, size);
+	kp__account_out(pool, size, true);
+	return (char *)s + 2 * KP_PAGE - KP_HDR;
+}
+
+void kp__huge_free(kp_pool *pool, kp__seg *s)
+{
+	pthread_mutex_lock(&pool->lock);
+	if (s->prev)
+		s->prev->next = s->next;
+	else
+		pool->huge = s->next;
+	if (s->next)
+		s->next->prev = s->prev;
+	pthread_mutex_unlock(&pool->lock);
+	size_t size = s->size;
+	kp__pagemap_set(&pool->os, s, size, NULL);
+	atomic_fetch_sub(&pool->huge_bytes, size);
+	kp__account_out(pool, size, false);
+	kp__os_unmap(&pool->os, s, size);
+}
+
+int kp__primary_grow(kp_pool *pool, bool populate)
+{
+	pthread_mutex_lock(&pool->lock);
+	bool room = pool->capacity + KP_SEG_SIZE + atomic_load(&pool->huge_bytes) <= pool->conf.primary_max;
+	if (room)
+		pool->capacity += KP_SEG_SIZE; /* reserved now, so racing growers cannot pass the max */
+	pthread_mutex_unlock(&pool->lock);
+	if (!room)
+		return -1;
+	kp__seg *s = kp__os_map(&pool->os, KP_SEG_SIZE, KP_SEG_SIZE, populate);
+	if (s && kp__pagemap_set(&pool->os, s, KP_SEG_SIZE, s) < 0) {
+		kp__os_unmap(&pool->os, s, KP_SEG_SIZE);
+		s = NULL;
+	}
+	if (!s) {
+		pthread_mutex_lock(&pool->lock);
+		pool->capacity -= KP_SEG_SIZE;
+		pthread_mutex_unlock(&pool->lock);
+		kp__event(pool, KP_EV_OS_FAIL, KP_POOL_PRIMARY, NULL, KP_SEG_SIZE, "segment mmap refused (%d)", errno);
+		return -1;
+	}
+	s->magic = pool->secret ^ (uintptr_t)s;
+	s->pool = pool;
+	s->kind = KP_SEG_NORMAL;
+	s->size = KP_SEG_SIZE;
+	s->free_mask = ~1ull;
+	s->nfree_units = KP_UNITS - 1;
+	s->empty_since_ns = kp__pool_now(pool);
+	for (unsigned u = 0; u < KP_UNITS; u++)
+		s->span[u].head = (uint8_t)u;
+	pthread_mutex_lock(&pool->lock);
+	/* Append: older segments fill first, so the newest are the ones that
+	 * empty out and can be given back. */
+	kp__seg **tail = &pool->segs;
+	while (*tail) {
+		s->prev = *tail;
+		tail = &(*tail)->next;
+	}
+	*tail = s;
+	pool->units_free += KP_UNITS - 1;
+	pool->units_total += KP_UNITS - 1;
+	headroom_publish(pool);
+	size_t cap = pool->capacity;
+	kp__backup_mode_update(pool, false);
+	pthread_mutex_unlock(&pool->lock);
+	atomic_fetch_add(&pool->grows, 1);
+	kp__event(pool, KP_EV_GROW, KP_POOL_PRIMARY, s, KP_SEG_SIZE, "grew by %zu to %zu bytes (%s)",
+		  (size_t)KP_SEG_SIZE, cap, kp__os_caller == KP_CALLER_DAEMON ? "daemon" : "allocation path");
+	return 0;
+}
+
+int kp__primary_shrink(kp_pool *pool, uint64_t now_ns)
+{
+	uint64_t decay = (uint64_t)pool->conf.decay_ms * 1000000ull;
+	kp__seg *gone = NULL;
+	int n = 0;
+	pthread_mutex_lock(&pool->lock);
+	kp__seg *s = pool->segs;
+	while (s && s->next)
+		s = s->next;
+	for (kp__seg *prev; s; s = prev) {
+		prev = s->prev;
+		if (s->nfree_units != KP_UNITS - 1 || now_ns - s->empty_since_ns < decay)
+			continue;
+		size_t after = (pool->units_free - (KP_UNITS - 1)) * KP_UNIT_SIZE;
+		if (after < pool->conf.high_wm || pool->capacity - KP_SEG_SIZE < pool->conf.primary_initial)
+			break;
+		if (s->prev)
+			s->prev->next = s->next;
+		else
+			pool->segs = s->next;
+		if (s->next)
+			s->next->prev = s->prev;
+		pool->capacity -= KP_SEG_SIZE;
+		pool->units_free -= KP_UNITS - 1;
+		pool->units_total -= KP_UNITS - 1;
+		s->next = gone;
+		gone = s;
+		n++;
+	}
+	headroom_publish(pool);
+	size_t cap = pool->capacity;
+	pthread_mutex_unlock(&pool->lock);
+	while (gone) {
+		kp__seg *next = gone->next;
+		kp__pagemap_set(&pool->os, gone, KP_SEG_SIZE, NULL);
+		kp__event(pool, KP_EV_SHRINK, KP_POOL_PRIMARY, gone, KP_SEG_SIZE, "released %zu bytes, capacity %zu",
+			  (size_t)KP_SEG_SIZE, cap);
+		kp__os_unmap(&pool->os, gone, KP_SEG_SIZE);
+		atomic_fetch_add(&pool->shrinks, 1);
+		gone = next;
+	}
+	return n;
+}
+
+void kp__primary_release_all(kp_pool *pool)
+{
+	for (kp__seg *s = pool->segs, *next; s; s = next) {
+		next = s->next;
+		kp__pagemap_set(&pool->os, s, KP_SEG_SIZE, NULL);
+		kp__os_unmap(&pool->os, s, KP_SEG_SIZE);
+	}
+	for (kp__seg *s = pool->huge, *next; s; s = next) {
+		next = s->next;
+		size_t size = s->size;
+		kp__pagemap_set(&pool->os, s, size, NULL);
+		kp__os_unmap(&pool->os, s, size);
+	}
+	pool->segs = pool->huge = NULL;
+}
+
+size_t kp__primary_headroom(kp_pool *pool)
+{
+	return atomic_load_explicit(&pool->headroom, memory_order_relaxed);
+}

@@ -1,0 +1,99 @@
+/*
+ * stats.c - the counters as one JSON object. Readable at any time from any
+ * thread: fast-path counters are summed over the live thread caches (each
+ * written only by its thread) plus what exited threads left behind.
+ */
+#include "internal.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+
+typedef struct out {
+	char *buf;
+	size_t len, pos;
+} out;
+
+static void put(out *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void put(out *o, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	size_t room = o->pos < o->len ? o->len - o->pos : 0;
+	int n = vsnprintf(room ? o->buf + o->pos : NULL, room, fmt, ap);
+	va_end(ap);
+	if (n > 0)
+		o->pos += (size_t)n;
+}
+
+#define U(x) ((unsigned long long)(x))
+#define LD(x) U(atomic_load(&(x)))
+
+static void put_os(out *o, const kp__oscount *c, int who)
+{
+	static const char *const names[KP_OS__N] = {"mmap", "munmap", "madvise", "mprotect", "other"};
+	put(o, "{");
+	for (int k = 0; k < KP_OS__N; k++)
+		put(o, "%s\"%s\":%llu", k ? "," : "", names[k], U(atomic_load(&c->n[who][k])));
+	put(o, "}");
+}
+
+int kp__stats_json(kp_pool *pool, char *buf, size_t len)
+{
+	uint64_t allocs = atomic_load(&pool->dead_allocs), frees = atomic_load(&pool->dead_frees);
+	uint64_t in_use = atomic_load(&pool->dead_in_use);
+	unsigned threads = 0;
+	pthread_mutex_lock(&pool->lock);
+	for (kp__tcache *tc = pool->tcaches; tc; tc = tc->next) {
+		allocs += atomic_load_explicit(&tc->allocs, memory_order_relaxed);
+		frees += atomic_load_explicit(&tc->frees, memory_order_relaxed);
+		in_use += atomic_load_explicit(&tc->in_use, memory_order_relaxed);
+		threads++;
+	}
+	size_t capacity = pool->capacity, segments = 0;
+	for (kp__seg *s = pool->segs; s; s = s->next)
+		segments++;
+	size_t committed = (pool->units_total - pool->units_free) * KP_UNIT_SIZE;
+	pthread_mutex_unlock(&pool->lock);
+
+	out o = {buf, len, 0};
+	put(&o, "{\"primary\":{\"capacity_bytes\":%llu,\"max_bytes\":%llu,\"in_use_bytes\":%llu,", U(capacity),
+	    U(pool->conf.primary_max), U(in_use));
+	put(&o, "\"peak_in_use_bytes\":%llu,\"committed_bytes\":%llu,\"huge_bytes\":%llu,\"segments\":%llu,",
+	    LD(pool->peak_out_bytes), U(committed), LD(pool->huge_bytes), U(segments));
+	put(&o, "\"headroom_bytes\":%llu,\"allocs\":%llu,\"frees\":%llu,\"failures\":%llu,", LD(pool->headroom),
+	    U(allocs), U(frees), LD(pool->failures));
+	put(&o, "\"grows\":%llu,\"shrinks\":%llu},", LD(pool->grows), LD(pool->shrinks));
+	kp__backup *b = &pool->backup;
+	put(&o, "\"backup\":{\"capacity_bytes\":%llu,\"in_use_bytes\":%llu,\"peak_in_use_bytes\":%llu,", U(b->size),
+	    LD(b->in_use), LD(b->peak));
+	put(&o, "\"allocs\":%llu,\"frees\":%llu,\"refusals\":%llu,\"active\":%s,\"enters\":%llu,\"leaves\":%llu},",
+	    LD(pool->bk_allocs), LD(pool->bk_frees), LD(pool->bk_refusals),
+	    atomic_load(&pool->backup_mode) ? "true" : "false", LD(pool->bk_enters), LD(pool->bk_leaves));
+	kp__daemon *d = &pool->daemon;
+	int st = atomic_load(&d->state);
+	put(&o, "\"daemon\":{\"running\":%s,\"state\":\"%s\",\"wakeups\":%llu,\"timer_wakeups\":%llu,",
+	    st == KP_D_RUNNING ? "true" : "false",
+	    st == KP_D_RUNNING ? "running" : st == KP_D_RESTART ? "restart_pending" : st == KP_D_OFF ? "off" : "stopping",
+	    LD(d->wakeups), LD(d->timer_wakeups));
+	put(&o, "\"passes\":%llu,\"grows\":%llu,\"shrinks\":%llu,\"backup_refills\":%llu},", LD(d->passes),
+	    LD(d->grows), LD(d->shrinks), LD(d->refills));
+	put(&o, "\"integrity\":{\"double_frees\":%llu,\"invalid_frees\":%llu,\"corruptions\":%llu,\"bad_sizes\":%llu},",
+	    LD(pool->double_frees), LD(pool->invalid_frees), LD(pool->corruptions), LD(pool->bad_sizes));
+	static const char *const who[KP_CALLER__N] = {"alloc", "daemon", "setup"};
+	uint64_t total = 0;
+	for (int w = 0; w < KP_CALLER__N; w++)
+		for (int k = 0; k < KP_OS__N; k++)
+			total += atomic_load(&pool->os.n[w][k]);
+	put(&o, "\"syscalls\":{");
+	for (int w = 0; w < KP_CALLER__N; w++) {
+		put(&o, "\"%s\":", who[w]);
+		put_os(&o, &pool->os, w);
+		put(&o, ",");
+	}
+	put(&o, "\"total\":%llu},", U(total));
+	put(&o, "\"events\":{\"recorded\":%llu,\"dropped\":%llu},\"threads\":%u}", LD(pool->ring.head),
+	    LD(pool->ring.dropped), threads);
+	if (len)
+		buf[o.pos < len ? o.pos : len - 1] = 0;
+	return (int)o.pos;
+}

@@ -1,0 +1,191 @@
+/*
+ * tcache.c - per-thread caches: the path that takes no lock and makes no
+ * system call.
+ *
+ * A thread keeps, per pool, one bin of free blocks per size class. kp_alloc
+ * pops from the bin and kp_free pushes to it; only an empty bin (refill a
+ * batch from the central lists) or a full one (return half) takes a lock.
+ * Blocks are not owned by threads: a block freed by another thread simply
+ * joins that thread's bin, as in tcmalloc.
+ *
+ * The thread-local slots hold (pool id, cache) pairs. Ids are never reused,
+ * so a slot left behind by a destroyed pool can never match a new pool at
+ * the same address.
+ */
+#include "internal.h"
+
+__thread kp__tls kp__tls_state __attribute__((tls_model("initial-exec")));
+
+static pthread_key_t exit_key;
+static pthread_once_t exit_once = PTHREAD_ONCE_INIT;
+
+/* Bins hold up to 256 KiB of one class (at least 4, at most 256 blocks):
+ * enough to absorb alloc/free churn, small enough that an idle thread pins
+ * little memory. */
+static uint32_t bin_max(unsigned cls)
+{
+	uint32_t n = (uint32_t)((256u << 10) / kp__class_size[cls]);
+	return n < 4 ? 4 : n > 256 ? 256 : n;
+}
+
+static void thread_exit(void *arg)
+{
+	(void)arg;
+	kp__registry_lock();
+	for (int i = 0; i < KP_TLS_SLOTS; i++) {
+		kp_pool *pool = kp__tls_state.id[i] ? kp__registry_find(kp__tls_state.id[i]) : NULL;
+		if (pool)
+			kp__tcache_release(pool, kp__tls_state.tc[i]);
+		kp__tls_state.id[i] = 0;
+		kp__tls_state.tc[i] = NULL;
+	}
+	kp__registry_unlock();
+}
+
+static void exit_key_init(void)
+{
+	pthread_key_create(&exit_key, thread_exit);
+}
+
+/* Metadata for caches comes in chunks of 64 from the OS: a new thread's
+ * first call on a pool is the only time this path maps memory. */
+#define TC_CHUNK 64
+
+static kp__tcache *tcache_new(kp_pool *pool)
+{
+	pthread_mutex_lock(&pool->lock);
+	if (!pool->tc_free) {
+		size_t bytes = TC_CHUNK * sizeof(kp__tcache);
+		kp__tcache *chunk = kp__os_map(&pool->os, bytes, KP_PAGE, false);
+		void **list = chunk ? kp__os_map(&pool->os, (pool->tc_nchunks + 1) * sizeof(void *), KP_PAGE, false)
+				    : NULL;
+		if (!list) {
+			if (chunk)
+				kp__os_unmap(&pool->os, chunk, bytes);
+			pthread_mutex_unlock(&pool->lock);
+			return NULL;
+		}
+		if (pool->tc_chunks) {
+			memcpy(list, pool->tc_chunks, pool->tc_nchunks * sizeof(void *));
+			kp__os_unmap(&pool->os, pool->tc_chunks, pool->tc_nchunks * sizeof(void *));
+		}
+		list[pool->tc_nchunks++] = chunk;
+		pool->tc_chunks = list;
+		for (int i = TC_CHUNK - 1; i >= 0; i--) {
+			chunk[i].next = pool->tc_free;
+			pool->tc_free = &chunk[i];
+		}
+	}
+	kp__tcache *tc = pool->tc_free;
+	pool->tc_free = tc->next;
+	memset(tc, 0, sizeof *tc);
+	tc->pool_id = pool->id;
+	tc->pool = pool;
+	for (unsigned c = 0; c < KP_NCLASS; c++)
+		tc->bin[c].max = bin_max(c);
+	tc->next = pool->tcaches;
+	if (pool->tcaches)
+		pool->tcaches->prev = tc;
+	pool->tcaches = tc;
+	pthread_mutex_unlock(&pool->lock);
+	return tc;
+}
+
+kp__tcache *kp__tcache_slow(kp_pool *pool)
+{
+	kp__tls *t = &kp__tls_state;
+	int i;
+	for (i = 1; i < KP_TLS_SLOTS; i++)
+		if (t->id[i] == pool->id)
+			break;
+	kp__tcache *tc;
+	if (i < KP_TLS_SLOTS) {
+		tc = t->tc[i];
+	} else {
+		tc = tcache_new(pool);
+		if (!tc)
+			return NULL;
+		i = KP_TLS_SLOTS - 1;
+		if (t->id[i]) {
+			/* Evict the least recently used slot: its cache goes back. */
+			kp__registry_lock();
+			kp_pool *old = kp__registry_find(t->id[i]);
+			if (old)
+				kp__tcache_release(old, t->tc[i]);
+			kp__registry_unlock();
+		}
+		if (!t->registered) {
+			pthread_once(&exit_once, exit_key_init);
+			pthread_setspecific(exit_key, t);
+			t->registered = true;
+		}
+	}
+	for (; i > 0; i--) {
+		t->id[i] = t->id[i - 1];
+		t->tc[i] = t->tc[i - 1];
+	}
+	t->id[0] = pool->id;
+	t->tc[0] = tc;
+	return tc;
+}
+
+void kp__tcache_flush_bin(kp_pool *pool, kp__tcache *tc, unsigned cls, unsigned keep)
+{
+	kp__bin *b = &tc->bin[cls];
+	if (b->count <= keep)
+		return;
+	unsigned n = b->count - keep;
+	/* Detach the first n blocks as one list. */
+	void *list = b->head;
+	char *last = b->head;
+	for (unsigned i = 1; i < n; i++)
+		last = kp__link_enc(pool->secret, last + KP_HDR, *(void **)(last + KP_HDR));
+	b->head = kp__link_enc(pool->secret, last + KP_HDR, *(void **)(last + KP_HDR));
+	b->count = keep;
+	kp__central_give(pool, cls, list, n);
+}
+
+void kp__tcache_release(kp_pool *pool, kp__tcache *tc)
+{
+	for (unsigned c = 0; c < KP_NCLASS; c++)
+		kp__tcache_flush_bin(pool, tc, c, 0);
+	pthread_mutex_lock(&pool->lock);
+	atomic_fetch_add(&pool->dead_allocs, atomic_load(&tc->allocs));
+	atomic_fetch_add(&pool->dead_frees, atomic_load(&tc->frees));
+	atomic_fetch_add(&pool->dead_in_use, atomic_load(&tc->in_use));
+	if (tc->prev)
+		tc->prev->next = tc->next;
+	else
+		pool->tcaches = tc->next;
+	if (tc->next)
+		tc->next->prev = tc->prev;
+	tc->pool_id = 0;
+	tc->next = pool->tc_free;
+	pool->tc_free = tc;
+	pthread_mutex_unlock(&pool->lock);
+}
+
+/* The pool is going away: forget its slots on this thread (other threads'
+ * slots hold an id that will never match again). */
+void kp__tcache_fini_pool(kp_pool *pool)
+{
+	kp__tls *t = &kp__tls_state;
+	for (int i = 0; i < KP_TLS_SLOTS; i++)
+		if (t->id[i] == pool->id)
+			t->id[i] = 0;
+	for (size_t i = 0; i < pool->tc_nchunks; i++)
+		kp__os_unmap(&pool->os, pool->tc_chunks[i], TC_CHUNK * sizeof(kp__tcache));
+	if (pool->tc_chunks)
+		kp__os_unmap(&pool->os, pool->tc_chunks, pool->tc_nchunks * sizeof(void *));
+}
+
+KP_EXPORT void kp_thread_flush(kp_pool *pool)
+{
+	if (!pool)
+		return;
+	kp__tcache *tc = kp__tcache_get(pool, pool->id);
+	if (!tc)
+		return;
+	for (unsigned c = 0; c < KP_NCLASS; c++)
+		kp__tcache_flush_bin(pool, tc, c, 0);
+}
