@@ -31,8 +31,9 @@ kp_pool *kp__registry_find(uint64_t id)
 }
 
 /* ---- fork -------------------------------------------------------------- */
-/* Every lock is taken before fork (in the documented order: daemon mutex,
- * class locks, pool lock, backup lock) so no lock is copied mid-update; the
+/* Every lock is taken before fork (in the documented order: class locks,
+ * pool lock, backup lock, then the daemon mutex, a leaf that the allocation
+ * path takes under a class lock to wake the daemon) so no lock is copied mid-update; the
  * child re-initialises them. The daemon thread does not survive fork: the
  * child marks it RESTART and its first slow path starts a new one. Other
  * threads' caches are copied but orphaned in the child: their blocks stay
@@ -41,11 +42,11 @@ static void fork_prepare(void)
 {
 	pthread_mutex_lock(&reg_lock);
 	for (kp_pool *p = reg_head; p; p = p->reg_next) {
-		pthread_mutex_lock(&p->daemon.mu);
 		for (unsigned c = 0; c < KP_NCLASS; c++)
 			pthread_mutex_lock(&p->central[c].lock);
 		pthread_mutex_lock(&p->lock);
 		pthread_mutex_lock(&p->backup.lock);
+		pthread_mutex_lock(&p->daemon.mu);
 	}
 	kp__pagemap_fork(0);
 }
@@ -54,11 +55,11 @@ static void fork_parent(void)
 {
 	kp__pagemap_fork(1);
 	for (kp_pool *p = reg_head; p; p = p->reg_next) {
+		pthread_mutex_unlock(&p->daemon.mu);
 		pthread_mutex_unlock(&p->backup.lock);
 		pthread_mutex_unlock(&p->lock);
 		for (unsigned c = 0; c < KP_NCLASS; c++)
 			pthread_mutex_unlock(&p->central[c].lock);
-		pthread_mutex_unlock(&p->daemon.mu);
 	}
 	pthread_mutex_unlock(&reg_lock);
 }
