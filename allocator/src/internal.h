@@ -105,12 +105,12 @@ enum kp__state { KP_ST_FREE = 0x5a, KP_ST_ALLOC = 0xa5 };
 #define KP_CLS_HUGE 201
 #define KP_CLS_ALIGNED 202 /* a redirect to the enclosing block */
 
+/* meta packs the requested size (or, for ALIGNED, the offset back to the
+ * enclosing payload), the class and the state; tag = mix(secret ^ address)
+ * ^ meta, so any change to meta or a header copied elsewhere is detected. */
 typedef struct kp__hdr {
-	uint64_t tag;  /* kp__tag(secret, address, the three fields below) */
-	uint32_t req;  /* requested size (ALIGNED: offset back to payload) */
-	uint16_t cls;  /* size class or KP_CLS_* */
-	uint8_t state; /* enum kp__state */
-	uint8_t pad;
+	uint64_t tag;
+	uint64_t meta;
 } kp__hdr;
 
 static inline uint64_t kp__mix(uint64_t x)
@@ -120,21 +120,29 @@ static inline uint64_t kp__mix(uint64_t x)
 	x ^= x >> 27;
 	return x;
 }
-static inline uint64_t kp__tag(uint64_t secret, const kp__hdr *h, uint32_t req, uint16_t cls, uint8_t st)
+static inline uint64_t kp__meta(uint32_t req, uint16_t cls, uint8_t st)
 {
-	return kp__mix(secret ^ (uintptr_t)h) ^ ((uint64_t)req << 32 | (uint64_t)cls << 16 | st);
+	return (uint64_t)req << 32 | (uint64_t)cls << 16 | st;
+}
+#define KP_META_REQ(m) ((uint32_t)((m) >> 32))
+#define KP_META_CLS(m) ((unsigned)(uint16_t)((m) >> 16))
+#define KP_META_ST(m) ((unsigned)(uint8_t)(m))
+static inline uint64_t kp__hkey(uint64_t secret, const void *h)
+{
+	return kp__mix(secret ^ (uintptr_t)h);
+}
+static inline void kp__hdr_put(kp__hdr *h, uint64_t key, uint64_t meta)
+{
+	h->meta = meta;
+	h->tag = key ^ meta;
 }
 static inline void kp__hdr_set(uint64_t secret, kp__hdr *h, uint32_t req, uint16_t cls, uint8_t st)
 {
-	h->req = req;
-	h->cls = cls;
-	h->state = st;
-	h->pad = 0;
-	h->tag = kp__tag(secret, h, req, cls, st);
+	kp__hdr_put(h, kp__hkey(secret, h), kp__meta(req, cls, st));
 }
 static inline bool kp__hdr_ok(uint64_t secret, const kp__hdr *h)
 {
-	return h->tag == kp__tag(secret, h, h->req, h->cls, h->state);
+	return (h->tag ^ h->meta) == kp__hkey(secret, h);
 }
 /* Free-list links are stored encoded (like SLAB_FREELIST_HARDENED), so a
  * stray write does not hand an attacker a pointer the pool will follow. */
@@ -255,12 +263,14 @@ int kp__backup_refill(kp_pool *pool);
 typedef struct kp__bin {
 	void *head; /* encoded list of header addresses */
 	uint32_t count, max;
+	/* Written only by the owning thread (load + store, no RMW), read by stats. */
+	_Atomic uint64_t allocs, frees;
 } kp__bin;
 typedef struct kp__tcache {
 	uint64_t pool_id;
 	kp_pool *pool;
 	kp__bin bin[KP_NCLASS];
-	/* Written only by the owning thread (load + store, no RMW), read by stats. */
+	/* Large and huge blocks (the bins count the small ones). */
 	_Atomic uint64_t allocs, frees, in_use;
 	int crit_depth;
 	struct kp__tcache *next, *prev; /* the pool's list */

@@ -215,7 +215,7 @@ static void *bad_size(kp_pool *pool, size_t size, size_t align)
 	return NULL;
 }
 
-static void *small_alloc(kp_pool *pool, kp__tcache *tc, size_t size, unsigned cls)
+static inline __attribute__((always_inline)) void *small_alloc(kp_pool *pool, kp__tcache *tc, size_t size, unsigned cls)
 {
 	kp__bin *b = &tc->bin[cls];
 	char *h = b->head;
@@ -230,8 +230,7 @@ static void *small_alloc(kp_pool *pool, kp__tcache *tc, size_t size, unsigned cl
 	b->head = kp__link_enc(pool->secret, h + KP_HDR, *(void **)(h + KP_HDR));
 	b->count--;
 	kp__hdr_set(pool->secret, (kp__hdr *)h, (uint32_t)size, (uint16_t)cls, KP_ST_ALLOC);
-	kp__count_inc(&tc->allocs, 1);
-	kp__count_inc(&tc->in_use, kp__class_size[cls] - KP_HDR);
+	kp__count_inc(&b->allocs, 1);
 	return h + KP_HDR;
 }
 
@@ -410,7 +409,7 @@ static kp__hdr *primary_hdr(kp_pool *pool, const void *p, kp__seg **segp, int *c
 		}
 		return NULL;
 	}
-	if (h->state != KP_ST_ALLOC) {
+	if (KP_META_ST(h->meta) != KP_ST_ALLOC) {
 		*code = KP_EDOUBLEFREE;
 		return NULL;
 	}
@@ -420,9 +419,10 @@ static kp__hdr *primary_hdr(kp_pool *pool, const void *p, kp__seg **segp, int *c
 
 static size_t primary_usable(kp__seg *s, const kp__hdr *h)
 {
-	if (h->cls < KP_NCLASS)
-		return kp__class_size[h->cls] - KP_HDR;
-	if (h->cls == KP_CLS_HUGE)
+	unsigned cls = KP_META_CLS(h->meta);
+	if (cls < KP_NCLASS)
+		return kp__class_size[cls] - KP_HDR;
+	if (cls == KP_CLS_HUGE)
 		return s->size - 2 * KP_PAGE;
 	uintptr_t off = (uintptr_t)h - (uintptr_t)s;
 	return s->span[s->span[off >> KP_UNIT_SHIFT].head].block - KP_HDR;
@@ -438,20 +438,22 @@ static int primary_free(kp_pool *pool, void *p, int depth)
 			      code, code == KP_EDOUBLEFREE ? "double free of" : code == KP_ECORRUPT
 										 ? "corrupt header at"
 										 : "free of a pointer never given out:");
-	unsigned cls = h->cls;
+	unsigned cls = KP_META_CLS(h->meta);
+	uint32_t req = KP_META_REQ(h->meta);
 	if (cls == KP_CLS_ALIGNED) {
 		if (depth)
 			return reject(pool, p, KP_ECORRUPT, "corrupt header at");
-		char *real = (char *)p - h->req;
-		int rc = primary_free(pool, real, 1);
+		int rc = primary_free(pool, (char *)p - req, 1);
 		if (rc == 0)
-			kp__hdr_set(pool->secret, h, h->req, KP_CLS_ALIGNED, KP_ST_FREE);
+			kp__hdr_set(pool->secret, h, req, KP_CLS_ALIGNED, KP_ST_FREE);
 		return rc;
 	}
 	kp__tcache *tc = kp__tcache_get(pool, pool->id);
 	size_t usable = primary_usable(s, h);
 	kp__hdr_set(pool->secret, h, 0, (uint16_t)cls, KP_ST_FREE);
-	if (tc) {
+	if (tc && cls < KP_NCLASS) {
+		kp__count_inc(&tc->bin[cls].frees, 1);
+	} else if (tc) {
 		kp__count_inc(&tc->frees, 1);
 		kp__count_inc(&tc->in_use, (uint64_t)0 - usable);
 	}
@@ -482,6 +484,27 @@ KP_EXPORT int kp_free(kp_pool *pool, void *p)
 		return 0;
 	if (!pool)
 		return KP_EINVAL;
+	/* The fast path: a live small block of this pool into a bin with room.
+	 * The pagemap vouches for the address before its header is read. */
+	kp__seg *s = kp__pagemap_get(p);
+	uintptr_t off = (uintptr_t)p - (uintptr_t)s;
+	if (KP_LIKELY(s && s->pool == pool && s->kind == KP_SEG_NORMAL && !(off & (KP_HDR - 1)) &&
+		      off >= KP_UNIT_SIZE + KP_HDR)) {
+		kp__hdr *h = (kp__hdr *)((char *)p - KP_HDR);
+		uint64_t key = kp__hkey(pool->secret, h), meta = h->meta;
+		unsigned cls = KP_META_CLS(meta);
+		kp__tcache *tc = kp__tcache_get(pool, pool->id);
+		if (KP_LIKELY((h->tag ^ meta) == key && KP_META_ST(meta) == KP_ST_ALLOC && cls < KP_NCLASS && tc &&
+			      tc->bin[cls].count < tc->bin[cls].max)) {
+			kp__bin *b = &tc->bin[cls];
+			kp__hdr_put(h, key, kp__meta(0, (uint16_t)cls, KP_ST_FREE));
+			*(void **)p = kp__link_enc(pool->secret, p, b->head);
+			b->head = h;
+			b->count++;
+			kp__count_inc(&b->frees, 1);
+			return 0;
+		}
+	}
 	if (kp__backup_owns(&pool->backup, p)) {
 		int rc = kp__backup_free(pool, p);
 		if (rc == 0) {
@@ -505,9 +528,10 @@ KP_EXPORT size_t kp_usable_size(kp_pool *pool, const void *p)
 	const kp__hdr *h = primary_hdr(pool, p, &s, &code);
 	if (!h)
 		return 0;
-	if (h->cls == KP_CLS_ALIGNED) {
-		size_t inner = kp_usable_size(pool, (const char *)p - h->req);
-		return inner > h->req ? inner - h->req : 0;
+	if (KP_META_CLS(h->meta) == KP_CLS_ALIGNED) {
+		uint32_t off = KP_META_REQ(h->meta);
+		size_t inner = kp_usable_size(pool, (const char *)p - off);
+		return inner > off ? inner - off : 0;
 	}
 	return primary_usable(s, h);
 }
@@ -536,14 +560,16 @@ KP_EXPORT void *kp_realloc(kp_pool *pool, void *p, size_t size, unsigned flags)
 	size_t kept = old; /* bytes whose contents matter */
 	if (!backup) {
 		kp__hdr *h = (kp__hdr *)((char *)p - KP_HDR);
-		if (h->cls != KP_CLS_ALIGNED) {
-			kept = h->req < old ? h->req : old;
+		unsigned cls = KP_META_CLS(h->meta);
+		if (cls != KP_CLS_ALIGNED) {
+			uint32_t req = KP_META_REQ(h->meta);
+			kept = req < old ? req : old;
 			/* Shrinking by less than half, or growing within the block: in place. */
 			if (size <= old && size >= old / 2) {
 				if ((flags & KP_ZERO) && size > kept)
 					memset((char *)p + kept, 0, size - kept);
-				kp__hdr_set(pool->secret, h, (uint32_t)(size > UINT32_MAX ? UINT32_MAX : size), h->cls,
-					    KP_ST_ALLOC);
+				kp__hdr_set(pool->secret, h, (uint32_t)(size > UINT32_MAX ? UINT32_MAX : size),
+					    (uint16_t)cls, KP_ST_ALLOC);
 				return p;
 			}
 		}

@@ -47,6 +47,13 @@ int kp__stats_json(kp_pool *pool, char *buf, size_t len)
 		allocs += atomic_load_explicit(&tc->allocs, memory_order_relaxed);
 		frees += atomic_load_explicit(&tc->frees, memory_order_relaxed);
 		in_use += atomic_load_explicit(&tc->in_use, memory_order_relaxed);
+		for (unsigned c = 0; c < KP_NCLASS; c++) {
+			uint64_t a = atomic_load_explicit(&tc->bin[c].allocs, memory_order_relaxed);
+			uint64_t f = atomic_load_explicit(&tc->bin[c].frees, memory_order_relaxed);
+			allocs += a;
+			frees += f;
+			in_use += (a - f) * (kp__class_size[c] - KP_HDR);
+		}
 		threads++;
 	}
 	size_t capacity = pool->capacity, segments = 0;

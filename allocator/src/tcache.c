@@ -150,6 +150,12 @@ void kp__tcache_release(kp_pool *pool, kp__tcache *tc)
 	for (unsigned c = 0; c < KP_NCLASS; c++)
 		kp__tcache_flush_bin(pool, tc, c, 0);
 	pthread_mutex_lock(&pool->lock);
+	for (unsigned c = 0; c < KP_NCLASS; c++) {
+		uint64_t a = atomic_load(&tc->bin[c].allocs), f = atomic_load(&tc->bin[c].frees);
+		atomic_fetch_add(&pool->dead_allocs, a);
+		atomic_fetch_add(&pool->dead_frees, f);
+		atomic_fetch_add(&pool->dead_in_use, (a - f) * (kp__class_size[c] - KP_HDR));
+	}
 	atomic_fetch_add(&pool->dead_allocs, atomic_load(&tc->allocs));
 	atomic_fetch_add(&pool->dead_frees, atomic_load(&tc->frees));
 	atomic_fetch_add(&pool->dead_in_use, atomic_load(&tc->in_use));
