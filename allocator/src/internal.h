@@ -275,6 +275,11 @@ typedef struct kp__tcache {
 	int crit_depth;
 	struct kp__tcache *next, *prev; /* the pool's list */
 } kp__tcache;
+/* Caches come from the OS in chunks of 64; the first chunk is mapped by
+ * kp_create, so only a pool's 65th thread maps on its allocation path. */
+#define KP_TC_CHUNK 64
+#define KP_TC_CHUNKS 64 /* at most 4096 threads per pool */
+int kp__tcache_chunk_add(kp_pool *pool); /* caller holds pool->lock */
 kp__tcache *kp__tcache_slow(kp_pool *pool);
 void kp__tcache_flush_bin(kp_pool *pool, kp__tcache *tc, unsigned cls, unsigned keep);
 void kp__tcache_release(kp_pool *pool, kp__tcache *tc);
@@ -332,7 +337,7 @@ struct kp_pool {
 	_Atomic size_t headroom; /* units_free * unit size, readable without lock */
 	_Atomic int backup_mode; /* critical traffic goes to the backup */
 	kp__tcache *tcaches, *tc_free;
-	void **tc_chunks;
+	void *tc_chunks[KP_TC_CHUNKS];
 	size_t tc_nchunks;
 
 	kp__central central[KP_NCLASS];

@@ -120,7 +120,7 @@ KP_EXPORT kp_pool *kp_create(const char *conf)
 	pool->secret = c.seed ? kp__mix(c.seed ^ 0x9e3779b97f4a7c15ull) | 1 : rnd[0] | 1;
 	pool->token = rnd[1] ? rnd[1] : 0x5bd1e995ull;
 
-	bool ok = kp__backup_init(pool, c.backup) == 0;
+	bool ok = kp__backup_init(pool, c.backup) == 0 && kp__tcache_chunk_add(pool) == 0;
 	size_t nseg = (c.primary_initial + KP_SEG_SIZE - 1) / KP_SEG_SIZE;
 	for (size_t i = 0; ok && i < nseg; i++)
 		ok = kp__primary_grow(pool, true) == 0;

@@ -350,7 +350,10 @@ int kp__primary_grow(kp_pool *pool, bool populate)
 	pthread_mutex_unlock(&pool->lock);
 	atomic_fetch_add(&pool->grows, 1);
 	kp__event(pool, KP_EV_GROW, KP_POOL_PRIMARY, s, KP_SEG_SIZE, "grew by %zu to %zu bytes (%s)",
-		  (size_t)KP_SEG_SIZE, cap, kp__os_caller == KP_CALLER_DAEMON ? "daemon" : "allocation path");
+		  (size_t)KP_SEG_SIZE, cap,
+		  kp__os_caller == KP_CALLER_DAEMON  ? "daemon"
+		  : kp__os_caller == KP_CALLER_SETUP ? "setup"
+						     : "allocation path");
 	return 0;
 }
 

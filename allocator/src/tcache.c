@@ -47,34 +47,27 @@ static void exit_key_init(void)
 	pthread_key_create(&exit_key, thread_exit);
 }
 
-/* Metadata for caches comes in chunks of 64 from the OS: a new thread's
- * first call on a pool is the only time this path maps memory. */
-#define TC_CHUNK 64
+int kp__tcache_chunk_add(kp_pool *pool)
+{
+	if (pool->tc_nchunks == KP_TC_CHUNKS)
+		return -1;
+	kp__tcache *chunk = kp__os_map(&pool->os, KP_TC_CHUNK * sizeof(kp__tcache), KP_PAGE, false);
+	if (!chunk)
+		return -1;
+	pool->tc_chunks[pool->tc_nchunks++] = chunk;
+	for (int i = KP_TC_CHUNK - 1; i >= 0; i--) {
+		chunk[i].next = pool->tc_free;
+		pool->tc_free = &chunk[i];
+	}
+	return 0;
+}
 
 static kp__tcache *tcache_new(kp_pool *pool)
 {
 	pthread_mutex_lock(&pool->lock);
-	if (!pool->tc_free) {
-		size_t bytes = TC_CHUNK * sizeof(kp__tcache);
-		kp__tcache *chunk = kp__os_map(&pool->os, bytes, KP_PAGE, false);
-		void **list = chunk ? kp__os_map(&pool->os, (pool->tc_nchunks + 1) * sizeof(void *), KP_PAGE, false)
-				    : NULL;
-		if (!list) {
-			if (chunk)
-				kp__os_unmap(&pool->os, chunk, bytes);
-			pthread_mutex_unlock(&pool->lock);
-			return NULL;
-		}
-		if (pool->tc_chunks) {
-			memcpy(list, pool->tc_chunks, pool->tc_nchunks * sizeof(void *));
-			kp__os_unmap(&pool->os, pool->tc_chunks, pool->tc_nchunks * sizeof(void *));
-		}
-		list[pool->tc_nchunks++] = chunk;
-		pool->tc_chunks = list;
-		for (int i = TC_CHUNK - 1; i >= 0; i--) {
-			chunk[i].next = pool->tc_free;
-			pool->tc_free = &chunk[i];
-		}
+	if (!pool->tc_free && kp__tcache_chunk_add(pool) < 0) {
+		pthread_mutex_unlock(&pool->lock);
+		return NULL;
 	}
 	kp__tcache *tc = pool->tc_free;
 	pool->tc_free = tc->next;
@@ -180,9 +173,7 @@ void kp__tcache_fini_pool(kp_pool *pool)
 		if (t->id[i] == pool->id)
 			t->id[i] = 0;
 	for (size_t i = 0; i < pool->tc_nchunks; i++)
-		kp__os_unmap(&pool->os, pool->tc_chunks[i], TC_CHUNK * sizeof(kp__tcache));
-	if (pool->tc_chunks)
-		kp__os_unmap(&pool->os, pool->tc_chunks, pool->tc_nchunks * sizeof(void *));
+		kp__os_unmap(&pool->os, pool->tc_chunks[i], KP_TC_CHUNK * sizeof(kp__tcache));
 }
 
 KP_EXPORT void kp_thread_flush(kp_pool *pool)
