@@ -218,7 +218,8 @@ def workload_table(workload: str, desc: str, sums: dict[str, dict[str, Any]]) ->
     lines.append(f"latency: {timed}, timed in C; each figure includes one clock read (~{clock:.0f} ns)")
     if workload == "d" and kp:
         pages = " / ".join(f"{p:.0f}" for p in kp["pages"])
-        lines.append(f"pages allocated per round: {pages}")
+        share = " / ".join(f"{100 * f / p:.1f}%" for f, p in zip(kp["faults"], kp["pages"], strict=True) if p)
+        lines.append(f"pages allocated per round: {pages}; kpool's thread faulted on {share} of them")
     if kp and kp.get("kpool_syscalls"):
         lines.append(f"kpool system calls: {json.dumps(kp['kpool_syscalls'], separators=(',', ':'))}")
     return "\n".join(lines)
