@@ -29,10 +29,14 @@ def variant_path(variant: str) -> Path:
 
 
 def packaged_library() -> Path:
-    """The release library: the installed copy first, else the source tree's release build."""
-    for path in (PACKAGED_LIB, variant_path("release")):
-        if path.is_file():
-            return path
+    """The release library: the installed copy, else the source tree's release build.
+
+    In a source checkout both exist (an editable install copies the build into harness/_lib/); then
+    the newer one wins, so that `make -C allocator` after the install is not shadowed by a stale copy.
+    """
+    found = [p for p in (PACKAGED_LIB, variant_path("release")) if p.is_file()]
+    if found:
+        return max(found, key=lambda p: p.stat().st_mtime)  # max() keeps the first on a tie
     raise BuildError(
         f"libkpool.so not found (looked for {PACKAGED_LIB}); run `pip install -e .` or `kpool build`"
     )

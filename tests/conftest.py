@@ -24,6 +24,8 @@ def pool() -> Iterator[Pool]:
 
 @pytest.fixture
 def quiet_pool() -> Iterator[Pool]:
-    """A pool without the daemon, so that every event comes from the test itself."""
+    """A pool without the daemon, so that every event comes from the test itself (the events of
+    kp_create, such as the initial grow, are drained here)."""
     with Pool("daemon:off") as p:
+        p.events()
         yield p

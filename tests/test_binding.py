@@ -192,10 +192,10 @@ def test_context_manager_closes_the_pool() -> None:
 
 def test_stats_shape(pool: Pool) -> None:
     stats = pool.stats()
-    assert set(stats) == set(STATS_SHAPE)
+    assert set(stats) >= set(STATS_SHAPE)
     for section, keys in STATS_SHAPE.items():
         if keys is not None:
-            assert set(stats[section]) == keys, section
+            assert set(stats[section]) >= keys, section
     for caller in ("alloc", "daemon"):
         assert set(stats["syscalls"][caller]) == SYSCALL_KINDS
     assert isinstance(stats["threads"], int)
@@ -207,7 +207,7 @@ def test_stats_shape(pool: Pool) -> None:
 
 def test_stats_grow_the_buffer_when_needed(pool: Pool, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(binding, "STATS_BUFFER", 8)
-    assert set(pool.stats()) == set(STATS_SHAPE)
+    assert set(pool.stats()) >= set(STATS_SHAPE)
 
 
 def test_double_free_raises_with_code_and_event(quiet_pool: Pool) -> None:

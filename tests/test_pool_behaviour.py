@@ -166,13 +166,15 @@ def test_realloc_keeps_contents(quiet_pool: Pool) -> None:
     balanced(quiet_pool)
 
 
-def test_realloc_zero_flag_clears_the_grown_part(quiet_pool: Pool) -> None:
+@pytest.mark.parametrize("flags", [0, KP_ZERO])
+def test_realloc_keeps_the_whole_old_usable_size(quiet_pool: Pool, flags: int) -> None:
     addr = quiet_pool.alloc(100)
     old = quiet_pool.usable_size(addr)
     ctypes.memset(addr, 0xCD, old)
-    addr = quiet_pool.realloc(addr, 10000, KP_ZERO)
-    assert read(addr, old) == b"\xcd" * old
-    assert read(addr + old, 10000 - old) == bytes(10000 - old)
+    addr = quiet_pool.realloc(addr, 10000, flags)
+    assert read(addr, old) == b"\xcd" * old  # kp_realloc keeps min(old usable, size) bytes
+    if flags & KP_ZERO:
+        assert read(addr + old, 10000 - old) == bytes(10000 - old)
     quiet_pool.free(addr)
 
 
@@ -205,10 +207,11 @@ def test_full_event_ring_keeps_the_newest_and_counts_drops(quiet_pool: Pool) -> 
     buf = ctypes.create_string_buffer(64)
     base = ctypes.addressof(buf)
     total = 100_000  # more than any sane ring holds
+    dropped_before = quiet_pool.stats()["events"]["dropped"]
     for i in range(total):
         quiet_pool.try_free(base + 16 * (i % 4))
     events = quiet_pool.events()
-    dropped = quiet_pool.stats()["events"]["dropped"]
+    dropped = quiet_pool.stats()["events"]["dropped"] - dropped_before
     assert dropped > 0
     assert len(events) + dropped == total
     assert events[-1].addr == base + 16 * ((total - 1) % 4)
@@ -344,9 +347,10 @@ def test_daemon_grows_ahead_of_the_allocating_thread() -> None:
             addrs.append(pool.alloc(size))
             ctypes.memset(addrs[-1], 0x77, size)
             done += size
-            if done - paced >= MiB:  # a pace the daemon can keep ahead of: ~1 GiB/s at most
+            # A pace the daemon can keep ahead of: at most ~200 MiB/s (one 4 MiB segment per 20 ms).
+            if done - paced >= MiB:
                 paced = done
-                time.sleep(0.001)
+                time.sleep(0.005)
         faults = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt - before
         stats = pool.stats()
         for a in addrs:
