@@ -50,6 +50,46 @@ def _make(variant: str, *targets: str, build: str | None = None) -> subprocess.C
     )
 
 
+# The sanitizer settings `make test` uses, for re-running binaries one by one after a failure.
+SANITIZER_ENV = {
+    "ASAN_OPTIONS": "detect_leaks=1:halt_on_error=1",
+    "UBSAN_OPTIONS": "halt_on_error=1:print_stacktrace=1",
+    "TSAN_OPTIONS": "die_after_fork=0:halt_on_error=1",
+}
+# A single C test binary is meant to take under ~20 s under a sanitizer; this is a hang.
+BINARY_TIMEOUT_S = 300
+
+
+def _failure_lines(out: str) -> list[str]:
+    marks = ("CHECK(", "crashed", "timed out", "child exited", "ERROR:", "WARNING: ThreadSanitizer")
+    return [line for line in out.splitlines() if any(m in line for m in marks)]
+
+
+def _each_binary(variant: str, prefix: list[str]) -> str:
+    """`make test` stops at the first failing binary; run them all, for the full picture."""
+    env = {**SANITIZER_ENV, **os.environ}
+    report = []
+    for exe in sorted((ALLOCATOR / "build" / f"pytest-{variant}" / "tests").glob("test_*")):
+        try:
+            proc = subprocess.run(
+                [*prefix, str(exe)],
+                cwd=ALLOCATOR,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=BINARY_TIMEOUT_S,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            report.append(f"{exe.name}: timed out after {BINARY_TIMEOUT_S} s")
+            continue
+        out = proc.stdout + proc.stderr
+        summary = [line for line in out.splitlines() if line.startswith(f"{exe.name}: ")]
+        report.append(f"{exe.name}: exit {proc.returncode}; " + (summary[-1] if summary else "no summary"))
+        report.extend("    " + line for line in _failure_lines(out)[:20])
+    return "\n".join(report)
+
+
 @pytest.mark.parametrize(
     "variant",
     [
@@ -64,24 +104,16 @@ def test_c_suite(variant: str) -> None:
         pytest.skip("make or a C compiler is missing (scripts/setup.sh installs them)")
     proc = _make(variant, "test")
     out = proc.stdout + proc.stderr
+    prefix: list[str] = []
     if proc.returncode != 0 and variant == "tsan" and "unexpected memory mapping" in out:
         # TSan cannot place its shadow memory under high ASLR entropy on some kernels: run the
         # binaries again with ASLR off for this process tree only (as scripts/test.sh does).
         setarch = shutil.which("setarch")
         if setarch is None:
             pytest.skip("TSan cannot map its shadow memory with ASLR on, and setarch is missing")
+        prefix = [setarch, platform.machine(), "-R"]
         proc = subprocess.run(
-            [
-                setarch,
-                platform.machine(),
-                "-R",
-                "make",
-                "-C",
-                str(ALLOCATOR),
-                "VARIANT=tsan",
-                "BUILD=build/pytest-tsan",
-                "test",
-            ],
+            [*prefix, "make", "-C", str(ALLOCATOR), "VARIANT=tsan", "BUILD=build/pytest-tsan", "test"],
             cwd=ROOT,
             capture_output=True,
             text=True,
@@ -89,15 +121,14 @@ def test_c_suite(variant: str) -> None:
             check=False,
         )
         out = proc.stdout + proc.stderr
-    failed = [
-        line for line in out.splitlines() if "CHECK(" in line or "crashed" in line or "timed out" in line
-    ]
-    assert proc.returncode == 0, (
-        f"make VARIANT={variant} test failed (exit {proc.returncode}).\n"
-        + ("Failures:\n" + "\n".join(failed[:40]) + "\n\n" if failed else "")
-        + "Last output:\n"
-        + _tail(out)
-    )
+    if proc.returncode != 0:
+        built = "== build/" in out
+        pytest.fail(
+            f"make VARIANT={variant} test failed (exit {proc.returncode}).\n"
+            + (f"Every binary, run one by one:\n{_each_binary(variant, prefix)}\n\n" if built else "")
+            + f"Last output of make:\n{_tail(out, 40)}",
+            pytrace=False,
+        )
 
 
 # ---- strace: the allocation path makes no system call in steady state -------------------------
