@@ -5,6 +5,8 @@
  */
 #include "ktest.h"
 
+#include <pthread.h>
+
 static void test_conf_errors(void)
 {
 	static const struct {
@@ -211,11 +213,57 @@ static void test_events(void)
 	CHECK(strcmp(kp_event_name(~0u), "unknown") == 0, "out-of-range kind");
 }
 
+/* A thread that used a pool may outlive it: its cache for the dead pool is
+ * never touched again (not at its next allocation on a new pool, which may
+ * sit at the same address, nor at its exit). */
+static kp_pool *outlived;
+static pthread_barrier_t used_it, destroyed_it;
+
+static void *outliving_thread(void *arg)
+{
+	void *p[100];
+	for (int i = 0; i < 100; i++)
+		p[i] = kp_alloc(outlived, (size_t)(64 + i), 0);
+	for (int i = 0; i < 100; i++)
+		kp_free(outlived, p[i]);
+	pthread_barrier_wait(&used_it);
+	pthread_barrier_wait(&destroyed_it);
+	kp_pool *fresh = kp_create("daemon:off");
+	int *ok = (int *)arg;
+	if (fresh != NULL) {
+		void *x = kp_alloc(fresh, 64, 0);
+		*ok = x != NULL && kp_free(fresh, x) == 0;
+		kp_destroy(fresh);
+	}
+	return NULL;
+}
+
+static void test_thread_outlives_pool(void)
+{
+	for (int round = 0; round < 20; round++) {
+		outlived = kp_create("daemon:off");
+		REQUIRE(outlived != NULL, "kp_create: %s", kp_last_error());
+		pthread_barrier_init(&used_it, NULL, 2);
+		pthread_barrier_init(&destroyed_it, NULL, 2);
+		int ok = 0;
+		pthread_t t;
+		REQUIRE(pthread_create(&t, NULL, outliving_thread, &ok) == 0, "pthread_create");
+		pthread_barrier_wait(&used_it);
+		kp_destroy(outlived);
+		pthread_barrier_wait(&destroyed_it);
+		pthread_join(t, NULL);
+		CHECK(ok, "round %d: a thread that outlived its pool could not use a new one", round);
+		pthread_barrier_destroy(&used_it);
+		pthread_barrier_destroy(&destroyed_it);
+	}
+}
+
 int main(void)
 {
 	RUN(test_conf_errors);
 	RUN(test_options);
 	RUN(test_stats_json);
 	RUN(test_events);
+	RUN(test_thread_outlives_pool);
 	return ktest_summary();
 }

@@ -623,6 +623,16 @@ static void test_double_free(void)
 		      "frees after double free");
 		CHECK(kp_free(pool, keep) == 0, "free");
 	}
+	/* A huge block (a region of its own) is returned to the OS at its free,
+	 * so the pool may no longer know it: KP_EDOUBLEFREE or KP_ENOTOURS, an
+	 * event, and never a crash. */
+	void *huge = kp_alloc(pool, 16 * MiB, 0);
+	REQUIRE(huge != NULL, "kp_alloc(16 MiB)");
+	CHECK(kp_free(pool, huge) == 0, "free of a huge block");
+	kt_events_clear(pool);
+	int hrc = kp_free(pool, huge);
+	CHECK(hrc == KP_EDOUBLEFREE || hrc == KP_ENOTOURS, "second free of a huge block: %d", hrc);
+	CHECK(kt_events_count(pool, KP_EV_NONE) >= 1, "second free of a huge block: no event");
 	/* realloc of a freed block: NULL, not a copy of freed memory */
 	void *p = kp_alloc(pool, 100, 0);
 	REQUIRE(p != NULL, "alloc");

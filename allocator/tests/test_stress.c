@@ -6,7 +6,7 @@
  *
  * Knobs (environment; small defaults so it runs in seconds under TSan):
  *   KP_STRESS_THREADS   threads                         (default 4, max 64)
- *   KP_STRESS_OPS       operations per thread           (default 100000)
+ *   KP_STRESS_OPS       operations per thread           (default 300000)
  *   KP_STRESS_MAX_SIZE  largest request in bytes        (default 262144)
  *   KP_STRESS_SLOTS     live blocks per thread          (default 256)
  *   KP_STRESS_SEED      seed (0: from the clock; printed either way)
@@ -196,7 +196,7 @@ static long env_long(const char *name, long deflt, long lo, long hi)
 static void test_stress(void)
 {
 	int nthreads = (int)env_long("KP_STRESS_THREADS", 4, 1, MAX_THREADS);
-	long ops = env_long("KP_STRESS_OPS", 100000, 1, 1L << 40);
+	long ops = env_long("KP_STRESS_OPS", 300000, 1, 1L << 40);
 	size_t max_size = (size_t)env_long("KP_STRESS_MAX_SIZE", 262144, 1, 1L << 32);
 	size_t slots = (size_t)env_long("KP_STRESS_SLOTS", 256, 1, 1 << 20);
 	uint64_t seed = (uint64_t)env_long("KP_STRESS_SEED", 0, 0, 0x7fffffffffffffffL);
