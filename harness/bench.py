@@ -241,7 +241,11 @@ def ratio_table(summary: dict[str, dict[str, dict[str, Any]]], peers: Sequence[s
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="kpool bench", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="kpool bench",
+        description="Benchmark kpool against glibc, jemalloc, mimalloc and tcmalloc (loaded by LD_PRELOAD) "
+        "on the same four workloads, measured in C by allocator/bench's kpbench.",
+    )
     p.add_argument("--workloads", default="a,b,c,d", help="comma-separated subset of a,b,c,d (default all)")
     p.add_argument("--runs", type=int, default=5, help="runs per allocator and workload (default 5)")
     p.add_argument("--ops", type=int, default=None, help="ops per run for a/b/c (default: kpbench's)")
