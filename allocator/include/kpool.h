@@ -38,6 +38,7 @@ typedef struct kp_pool kp_pool;
 #define KP_ECORRUPT (-4)    /* block header or pool metadata damaged */
 #define KP_EDENIED (-5)     /* privilege check failed */
 #define KP_ENOMEM (-6)      /* out of memory */
+#define KP_EOVERFLOW (-7)   /* a write ran past the end of the block */
 
 /* ---- lifecycle --------------------------------------------------------- */
 
@@ -134,6 +135,11 @@ enum kp_event_kind {
 	KP_EV_OS_FAIL = 13,      /* the OS refused a call */
 	KP_EV_DAEMON = 14,       /* daemon started / stopped / restarted */
 	KP_EV_FAULT_INJECTED = 15,
+	KP_EV_OVERFLOW = 16,       /* write past the end of a block (canary) */
+	KP_EV_USE_AFTER_FREE = 17, /* write to a freed block (poison) */
+	KP_EV_FREELIST = 18,       /* a free-list link was damaged */
+	KP_EV_QUARANTINE = 19,     /* a damaged block or span set aside */
+	KP_EV_LOG_SUPPRESSED = 20, /* log lines dropped by the rate limit */
 	KP_EV__COUNT
 };
 
@@ -171,6 +177,25 @@ typedef struct kp_option_info {
 
 /* The option table: returns its length and sets *out to it. Static data. */
 size_t kp_options(const kp_option_info **out);
+
+/* ---- fault injection ---------------------------------------------------- */
+
+/*
+ * kp_fault_inject - make OS calls fail on purpose, or damage the pool on
+ * purpose, so that failover and containment are exercised (like Linux's
+ * failslab). spec: items separated by ';' or spaces:
+ *   KIND@nth=N       fail the Nth call of KIND from now (once)
+ *   KIND@every=N     fail every Nth call of KIND
+ *   KIND@p=F[@seed=S] fail each call of KIND with probability F (0..1)
+ *   KIND@off         stop injecting into KIND
+ *   corrupt@span     quarantine a live primary span as if found corrupt
+ *   corrupt@header   damage the header of a block in the caller's cache
+ *   corrupt@freelist damage a free-list link in the caller's cache
+ * KIND: mmap, munmap, madvise, mprotect, other, or all. Each injected fault
+ * records a fault_injected event. 0, or KP_EINVAL (kp_last_error() says
+ * which item was wrong; items before it took effect).
+ */
+int kp_fault_inject(kp_pool *pool, const char *spec);
 
 /* ---- testing hooks ----------------------------------------------------- */
 

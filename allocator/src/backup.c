@@ -14,6 +14,7 @@
 #define GRAN ((size_t)1 << KP_BK_GRAN_SHIFT)
 #define FREE_HEAD 0x80
 #define LIVE_HEAD 0x40
+#define FREED 0x20 /* was a block start, freed and merged: a second free is a double free */
 #define ORDER_MASK 0x3f
 #define NIL UINT32_MAX
 
@@ -27,7 +28,7 @@ static void list_push(kp__backup *b, unsigned order, uint32_t g)
 	b->free_head[order] = g;
 }
 
-static void list_remove(kp__backup *b, unsigned order, uint32_t g)
+static void list_remove(kp__backup *b, unsigned order, uint32_t g, uint8_t after)
 {
 	if (b->prev[g] != NIL)
 		b->next[b->prev[g]] = b->next[g];
@@ -35,7 +36,7 @@ static void list_remove(kp__backup *b, unsigned order, uint32_t g)
 		b->free_head[order] = b->next[g];
 	if (b->next[g] != NIL)
 		b->prev[b->next[g]] = b->prev[g];
-	b->state[g] = 0;
+	b->state[g] = after;
 }
 
 int kp__backup_init(kp_pool *pool, size_t size)
@@ -60,6 +61,7 @@ int kp__backup_init(kp_pool *pool, size_t size)
 		return -1;
 	}
 	kp__os_populate(&pool->os, b->map + KP_PAGE, usable);
+	KP_POISON(b->map + KP_PAGE, usable);
 	b->base = b->map + KP_PAGE;
 	b->size = usable;
 	b->max_order = order;
@@ -100,12 +102,13 @@ void *kp__backup_alloc(kp_pool *pool, size_t size, size_t align)
 		return NULL;
 	}
 	uint32_t g = b->free_head[o];
-	list_remove(b, o, g);
+	list_remove(b, o, g, 0);
 	while (o > order) { /* split, keeping the lower half */
 		o--;
 		list_push(b, o, g + (1u << o));
 	}
 	b->state[g] = (uint8_t)(LIVE_HEAD | order);
+	memset(b->state + g + 1, 0, ((size_t)1 << order) - 1); /* no stale FREED marks inside */
 	pthread_mutex_unlock(&b->lock);
 	size_t bytes = GRAN << order;
 	size_t now = atomic_fetch_add(&b->in_use, bytes) + bytes;
@@ -126,16 +129,17 @@ int kp__backup_free(kp_pool *pool, void *p)
 	uint8_t st = b->state[g];
 	if (!(st & LIVE_HEAD)) {
 		pthread_mutex_unlock(&b->lock);
-		return (st & FREE_HEAD) ? KP_EDOUBLEFREE : KP_ENOTOURS;
+		return (st & (FREE_HEAD | FREED)) ? KP_EDOUBLEFREE : KP_ENOTOURS;
 	}
 	unsigned order = st & ORDER_MASK;
 	size_t bytes = GRAN << order;
-	b->state[g] = 0;
+	b->state[g] = FREED;
+	KP_POISON(p, bytes);
 	while (order < b->max_order) { /* coalesce with free buddies */
 		uint32_t buddy = g ^ (1u << order);
 		if (b->state[buddy] != (FREE_HEAD | order))
 			break;
-		list_remove(b, order, buddy);
+		list_remove(b, order, buddy, FREED);
 		g &= ~(1u << order);
 		order++;
 	}

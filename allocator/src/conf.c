@@ -28,8 +28,8 @@ KP_EXPORT const char *kp_last_error(void)
 	return last_error;
 }
 
-enum kind { SIZE, INT, BOOL, PERCENT };
-static const char *const kind_name[] = {"size", "int", "bool", "percent"};
+enum kind { SIZE, INT, BOOL, PERCENT, STRING };
+static const char *const kind_name[] = {"size", "int", "bool", "percent", "string"};
 
 struct option {
 	const char *name;
@@ -62,6 +62,18 @@ static const struct option options[] = {
 	{"decay_ms", INT, "1000", OFF(decay_ms), 0, 3600000,
 	 "a free segment is returned to the OS after staying free this long"},
 	{"seed", INT, "0", OFF(seed), 0, UINT64_MAX, "0: a random per-pool secret; else a fixed one (tests)"},
+	{"checks", BOOL, "on", OFF(checks), 0, 1,
+	 "canaries past each block, neighbour headers and free-list links checked (off: header tags only)"},
+	{"poison", BOOL, "off", OFF(poison), 0, 1, "fill freed payloads and verify them on reuse (write after free)"},
+	{"abort_on_corruption", BOOL, "off", OFF(abort_on_corruption), 0, 1,
+	 "abort() at the first integrity violation instead of containing it (debugging)"},
+	{"wait_ms", INT, "0", OFF(wait_ms), 0, 60000,
+	 "an ordinary request the primary cannot serve waits this long for the daemon (0: fail at once)"},
+	{"faults", STRING, "", OFF(faults), 0, KP_FAULT_SPEC_MAX - 1,
+	 "OS faults to inject, e.g. mmap@nth=3;madvise@p=0.1@seed=7 (see kp_fault_inject)"},
+	{"log_fd", INT, "0", OFF(log_fd), 0, 65535, "write one line per event to this descriptor (0: no log)"},
+	{"log_rate", INT, "200", OFF(log_rate), 1, 1000000,
+	 "at most this many log lines per second; the rest are counted and reported as suppressed"},
 };
 #define NOPT (sizeof options / sizeof options[0])
 
@@ -86,6 +98,8 @@ KP_EXPORT size_t kp_options(const kp_option_info **out)
 static int parse_value(const struct option *o, const char *v, size_t vlen, uint64_t *out)
 {
 	char buf[64];
+	if (o->kind == STRING)
+		return vlen <= o->max ? (*out = vlen, 0) : -1;
 	if (vlen == 0 || vlen >= sizeof buf)
 		return -1;
 	memcpy(buf, v, vlen);
@@ -122,10 +136,14 @@ static int parse_value(const struct option *o, const char *v, size_t vlen, uint6
 	return 0;
 }
 
-static void store(kp__conf *c, const struct option *o, uint64_t v)
+static void store(kp__conf *c, const struct option *o, uint64_t v, const char *text)
 {
 	char *f = (char *)c + o->offset;
 	switch (o->kind) {
+	case STRING:
+		memcpy(f, text, (size_t)v);
+		f[v] = 0;
+		break;
 	case SIZE: *(size_t *)f = (size_t)v; break;
 	case INT:
 		if (o->offset == OFF(seed))
@@ -173,7 +191,7 @@ static int apply(kp__conf *c, const char *s, const char *origin)
 				      (unsigned long long)o->max);
 			return -1;
 		}
-		store(c, o, n);
+		store(c, o, n, v);
 	}
 	return 0;
 }
@@ -184,7 +202,7 @@ int kp__conf_load(kp__conf *c, const char *s)
 	for (size_t i = 0; i < NOPT; i++) {
 		uint64_t n = 0;
 		parse_value(&options[i], options[i].deflt, strlen(options[i].deflt), &n);
-		store(c, &options[i], n);
+		store(c, &options[i], n, options[i].deflt);
 	}
 	if (apply(c, getenv("KPOOL_CONF"), "KPOOL_CONF") < 0 || apply(c, s, "conf") < 0) {
 		errno = EINVAL;

@@ -30,13 +30,19 @@ int kp__daemon_pass(kp_pool *pool)
 	int saved = kp__os_caller;
 	kp__os_caller = KP_CALLER_DAEMON;
 	atomic_fetch_add(&d->passes, 1);
-	while (kp__primary_headroom(pool) < pool->conf.high_wm) {
-		if (kp__primary_grow(pool, true) < 0)
+	uint64_t now = kp__pool_now(pool);
+	int boost = atomic_load(&pool->grow_boost);
+	if (boost && now - atomic_load(&pool->boost_at_ns) > (uint64_t)pool->conf.decay_ms * 1000000ull) {
+		atomic_compare_exchange_strong(&pool->grow_boost, &boost, boost - 1);
+		atomic_store(&pool->boost_at_ns, now);
+	}
+	size_t target = pool->conf.high_wm << atomic_load(&pool->grow_boost);
+	while (kp__primary_headroom(pool) < target) {
+		if (kp__primary_grow(pool, true) < 0) /* counts d->grows itself */
 			break;
-		atomic_fetch_add(&d->grows, 1);
 		actions++;
 	}
-	int shrunk = kp__primary_shrink(pool, kp__pool_now(pool));
+	int shrunk = kp__primary_shrink(pool);
 	atomic_fetch_add(&d->shrinks, (uint64_t)shrunk);
 	actions += shrunk;
 	uint64_t frees = atomic_load(&pool->bk_frees);
@@ -47,6 +53,9 @@ int kp__daemon_pass(kp_pool *pool)
 	pthread_mutex_lock(&pool->lock);
 	kp__backup_mode_update(pool, false);
 	pthread_mutex_unlock(&pool->lock);
+	pthread_mutex_lock(&d->mu);
+	pthread_cond_broadcast(&d->pass_cv);
+	pthread_mutex_unlock(&d->mu);
 	kp__os_caller = saved;
 	return actions;
 }

@@ -11,7 +11,7 @@
 #include "internal.h"
 
 #include <stdarg.h>
-#include <stdio.h>
+#include <stdlib.h>
 
 static const char *const names[KP_EV__COUNT] = {
 	"none",         "grow",          "shrink",     "backup_enter", "backup_leave", "backup_alloc",
@@ -22,6 +22,150 @@ static const char *const names[KP_EV__COUNT] = {
 KP_EXPORT const char *kp_event_name(unsigned kind)
 {
 	return kind < KP_EV__COUNT && names[kind] ? names[kind] : "unknown";
+}
+
+/* ---- a formatter with no allocation, safe in a signal handler ---------- */
+
+typedef struct sink {
+	char *buf;
+	size_t len, pos;
+} sink;
+
+static void put_c(sink *k, char c)
+{
+	if (k->pos + 1 < k->len)
+		k->buf[k->pos] = c;
+	k->pos++;
+}
+
+static void put_s(sink *k, const char *s)
+{
+	for (; s && *s; s++)
+		put_c(k, *s);
+}
+
+static void put_u(sink *k, unsigned long long v, unsigned base)
+{
+	char tmp[24];
+	int n = 0;
+	do {
+		tmp[n++] = "0123456789abcdef"[v % base];
+		v /= base;
+	} while (v);
+	while (n)
+		put_c(k, tmp[--n]);
+}
+
+size_t kp__fmt(char *buf, size_t len, const char *fmt, va_list ap)
+{
+	sink k = {buf, len, 0};
+	for (const char *f = fmt; *f; f++) {
+		if (*f != '%') {
+			put_c(&k, *f);
+			continue;
+		}
+		f++;
+		if (*f == 's') {
+			put_s(&k, va_arg(ap, const char *));
+		} else if (*f == 'p') {
+			put_s(&k, "0x");
+			put_u(&k, (uintptr_t)va_arg(ap, void *), 16);
+		} else if (*f == 'c') {
+			put_c(&k, (char)va_arg(ap, int));
+		} else if (*f == 'd') {
+			int v = va_arg(ap, int);
+			if (v < 0)
+				put_c(&k, '-');
+			put_u(&k, v < 0 ? (unsigned long long)-(long long)v : (unsigned long long)v, 10);
+		} else if (*f == 'u') {
+			put_u(&k, va_arg(ap, unsigned), 10);
+		} else if (*f == 'x') {
+			put_u(&k, va_arg(ap, unsigned), 16);
+		} else if (f[0] == 'z' && f[1] == 'u') {
+			put_u(&k, va_arg(ap, size_t), 10);
+			f++;
+		} else if (f[0] == 'l' && f[1] == 'l' && f[2] == 'u') {
+			put_u(&k, va_arg(ap, unsigned long long), 10);
+			f += 2;
+		} else if (*f == '%') {
+			put_c(&k, '%');
+		} else {
+			put_c(&k, '?');
+			if (!*f)
+				break;
+		}
+	}
+	if (len)
+		buf[k.pos < len ? k.pos : len - 1] = 0;
+	return k.pos;
+}
+
+static size_t fmt(char *buf, size_t len, const char *f, ...)
+{
+	va_list ap;
+	va_start(ap, f);
+	size_t n = kp__fmt(buf, len, f, ap);
+	va_end(ap);
+	return n < len ? n : len - 1;
+}
+
+/* ---- the event log --------------------------------------------------------
+ * One line per event, written with one write(2) as it happens. At most
+ * log_rate lines a second: past that, lines are counted, and the first line
+ * of the next second says how many were suppressed, so a storm of double
+ * frees does not become a storm of system calls. */
+static void log_line(kp_pool *pool, const kp_event *ev)
+{
+	uint64_t sec = ev->time_ns / 1000000000ull;
+	char line[160];
+	if (atomic_exchange(&pool->log_sec, sec) != sec) {
+		atomic_store(&pool->log_used, 0);
+		uint64_t lost = atomic_exchange(&pool->log_suppressed, 0);
+		if (lost) {
+			size_t n = fmt(line, sizeof line, "kpool %llu.%llu %s suppressed %llu lines\n",
+				       (unsigned long long)sec, (unsigned long long)(ev->time_ns % 1000000000ull / 1000000),
+				       kp_event_name(KP_EV_LOG_SUPPRESSED), (unsigned long long)lost);
+			kp__os_write(&pool->os, pool->log_fd, line, n);
+		}
+	}
+	if (atomic_fetch_add(&pool->log_used, 1) >= pool->conf.log_rate) {
+		atomic_fetch_add(&pool->log_suppressed, 1);
+		return;
+	}
+	size_t n = fmt(line, sizeof line, "kpool %llu.%llu %s %s\n", (unsigned long long)sec,
+		       (unsigned long long)(ev->time_ns % 1000000000ull / 1000000), kp_event_name(ev->kind), ev->text);
+	kp__os_write(&pool->os, pool->log_fd, line, n);
+}
+
+int kp__log_open(kp_pool *pool)
+{
+	pool->log_fd = (int)pool->conf.log_fd;
+	const char *env = getenv("KPOOL_LOG");
+	if (pool->log_fd || !env || !*env)
+		return 0;
+	if (!strcmp(env, "stderr"))
+		pool->log_fd = 2;
+	else if (!strcmp(env, "stdout"))
+		pool->log_fd = 1;
+	else if (env[0] >= '0' && env[0] <= '9')
+		pool->log_fd = atoi(env);
+	else {
+		pool->log_fd = kp__os_open_log(&pool->os, env);
+		if (pool->log_fd < 0) {
+			pool->log_fd = 0;
+			kp__set_error("KPOOL_LOG: cannot open '%s' for writing", env);
+			return -1;
+		}
+		pool->log_owned = true;
+	}
+	return 0;
+}
+
+void kp__log_close(kp_pool *pool)
+{
+	if (pool->log_owned)
+		kp__os_close(&pool->os, pool->log_fd);
+	pool->log_fd = 0;
 }
 
 void kp__event(kp_pool *pool, unsigned kind, unsigned which, const void *addr, size_t size, const char *fmt, ...)
@@ -41,7 +185,7 @@ void kp__event(kp_pool *pool, unsigned kind, unsigned which, const void *addr, s
 	u.ev.size = size;
 	va_list ap;
 	va_start(ap, fmt);
-	vsnprintf(u.ev.text, sizeof u.ev.text, fmt, ap);
+	kp__fmt(u.ev.text, sizeof u.ev.text, fmt, ap);
 	va_end(ap);
 
 	kp__ring_slot *s = &r->slot[pos % KP_RING_SLOTS];
@@ -50,6 +194,8 @@ void kp__event(kp_pool *pool, unsigned kind, unsigned which, const void *addr, s
 	for (size_t i = 0; i < KP_RING_WORDS; i++)
 		atomic_store_explicit(&s->w[i], u.w[i], memory_order_relaxed);
 	atomic_store_explicit(&s->seq, 2 * pos + 2, memory_order_release);
+	if (pool->log_fd > 0)
+		log_line(pool, &u.ev);
 }
 
 KP_EXPORT size_t kp_events_drain(kp_pool *pool, kp_event *out, size_t max)

@@ -24,10 +24,32 @@
 #include "kpool.h"
 
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
+
+/* ASan sees nothing inside a custom pool unless the pool says what is
+ * poisoned: free payloads, headers, canaries, never-used memory. Our own
+ * accesses to those go through the KP_NOASAN accessors below. */
+#if defined(__SANITIZE_ADDRESS__)
+#define KP_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define KP_ASAN 1
+#endif
+#endif
+#ifdef KP_ASAN
+#include <sanitizer/asan_interface.h>
+#define KP_POISON(p, n) ASAN_POISON_MEMORY_REGION((p), (n))
+#define KP_UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION((p), (n))
+#define KP_NOASAN __attribute__((no_sanitize("address")))
+#else
+#define KP_POISON(p, n) ((void)(p), (void)(n))
+#define KP_UNPOISON(p, n) ((void)(p), (void)(n))
+#define KP_NOASAN
+#endif
 
 #define KP_LIKELY(x) __builtin_expect(!!(x), 1)
 #define KP_UNLIKELY(x) __builtin_expect(!!(x), 0)
@@ -55,6 +77,7 @@
 #define KP_REQ_MAX ((size_t)1 << 46)
 
 /* ---- conf.c ------------------------------------------------------------ */
+#define KP_FAULT_SPEC_MAX 256
 typedef struct kp__conf {
 	size_t primary_initial, primary_max, backup;
 	size_t low_wm, high_wm;
@@ -62,6 +85,9 @@ typedef struct kp__conf {
 	bool daemon;
 	unsigned daemon_interval_ms, decay_ms;
 	uint64_t seed;
+	bool checks, poison, abort_on_corruption;
+	unsigned wait_ms, log_fd, log_rate;
+	char faults[KP_FAULT_SPEC_MAX];
 } kp__conf;
 
 /* Fill *c from defaults, KPOOL_CONF, then s. 0, or -1 with kp_last_error set. */
@@ -72,9 +98,23 @@ void kp__set_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 enum kp__os_kind { KP_OS_MMAP, KP_OS_MUNMAP, KP_OS_MADVISE, KP_OS_MPROTECT, KP_OS_OTHER, KP_OS__N };
 /* setup: kp_create and kp_destroy, neither on the allocation path. */
 enum kp__caller { KP_CALLER_ALLOC, KP_CALLER_DAEMON, KP_CALLER_SETUP, KP_CALLER__N };
+enum kp__fault_mode { KP_FAULT_OFF, KP_FAULT_NTH, KP_FAULT_EVERY, KP_FAULT_PROB };
+typedef struct kp__fault {
+	_Atomic int mode;
+	_Atomic uint64_t n;        /* nth / every */
+	_Atomic uint64_t p32;      /* probability * 2^32 */
+	_Atomic uint64_t calls;    /* calls of this kind since armed */
+	_Atomic uint64_t rng;      /* splitmix64 state */
+	_Atomic uint64_t injected;
+} kp__fault;
 typedef struct kp__oscount {
 	_Atomic uint64_t n[KP_CALLER__N][KP_OS__N];
+	kp__fault fault[KP_OS__N];
+	kp_pool *pool; /* for fault events; NULL while the pool is being made */
 } kp__oscount;
+/* Arm one kind. Returns 0 or -1. */
+int kp__os_fault_arm(kp__oscount *c, int kind, int mode, uint64_t n, double p, uint64_t seed);
+int kp__os_kind(const char *name, size_t len); /* -1 if unknown */
 
 /* Which caller the current thread counts as (the daemon sets it). */
 extern __thread int kp__os_caller;
@@ -89,17 +129,39 @@ int kp__os_populate(kp__oscount *c, void *p, size_t size);
 int kp__os_dontneed(kp__oscount *c, void *p, size_t size);
 void kp__os_thread_name(kp__oscount *c, const char *name);
 void kp__os_random(kp__oscount *c, void *buf, size_t len);
+/* The event log's descriptor: write(2), open(2), close(2). */
+long kp__os_write(kp__oscount *c, int fd, const void *buf, size_t len);
+int kp__os_open_log(kp__oscount *c, const char *path);
+void kp__os_close(kp__oscount *c, int fd);
 uint64_t kp__now_ns(void);
 
 /* ---- pagemap.c: address -> segment, global, lock-free reads ------------- */
 struct kp__seg;
-struct kp__seg *kp__pagemap_get(const void *p);
+#define KP_VA_BITS 47
+#define KP_LEAF_BITS 13
+#define KP_ROOT_BITS (KP_VA_BITS - KP_SEG_SHIFT - KP_LEAF_BITS)
+typedef struct kp__leaf {
+	_Atomic(struct kp__seg *) e[1u << KP_LEAF_BITS];
+} kp__leaf;
+extern _Atomic(kp__leaf *) kp__pagemap_root[1u << KP_ROOT_BITS];
+/* Two dependent loads; never faults, whatever p is. */
+static inline struct kp__seg *kp__pagemap_get(const void *p)
+{
+	uintptr_t chunk = (uintptr_t)p >> KP_SEG_SHIFT;
+	if (__builtin_expect(chunk >> (KP_ROOT_BITS + KP_LEAF_BITS), 0))
+		return NULL;
+	kp__leaf *l = atomic_load_explicit(&kp__pagemap_root[chunk >> KP_LEAF_BITS], memory_order_acquire);
+	if (__builtin_expect(!l, 0))
+		return NULL;
+	return atomic_load_explicit(&l->e[chunk & ((1u << KP_LEAF_BITS) - 1)], memory_order_acquire);
+}
 int kp__pagemap_set(kp__oscount *c, void *base, size_t size, struct kp__seg *s);
 /* fork handlers: 0 prepare, 1 parent, 2 child */
 void kp__pagemap_fork(int phase);
 
 /* ---- integrity.c (and the inline checks below) -------------------------- */
-enum kp__state { KP_ST_FREE = 0x5a, KP_ST_ALLOC = 0xa5 };
+/* QUARANTINE: found damaged, set aside for good (never reused). */
+enum kp__state { KP_ST_FREE = 0x5a, KP_ST_ALLOC = 0xa5, KP_ST_QUARANTINE = 0x3c };
 /* cls field values beyond the size classes */
 #define KP_CLS_LARGE 200
 #define KP_CLS_HUGE 201
@@ -131,16 +193,24 @@ static inline uint64_t kp__hkey(uint64_t secret, const void *h)
 {
 	return kp__mix(secret ^ (uintptr_t)h);
 }
-static inline void kp__hdr_put(kp__hdr *h, uint64_t key, uint64_t meta)
+static inline KP_NOASAN void kp__hdr_put(kp__hdr *h, uint64_t key, uint64_t meta)
 {
 	h->meta = meta;
 	h->tag = key ^ meta;
+}
+static inline KP_NOASAN uint64_t kp__hdr_meta(const kp__hdr *h)
+{
+	return h->meta;
+}
+static inline KP_NOASAN uint64_t kp__hdr_tag(const kp__hdr *h)
+{
+	return h->tag;
 }
 static inline void kp__hdr_set(uint64_t secret, kp__hdr *h, uint32_t req, uint16_t cls, uint8_t st)
 {
 	kp__hdr_put(h, kp__hkey(secret, h), kp__meta(req, cls, st));
 }
-static inline bool kp__hdr_ok(uint64_t secret, const kp__hdr *h)
+static inline KP_NOASAN bool kp__hdr_ok(uint64_t secret, const kp__hdr *h)
 {
 	return (h->tag ^ h->meta) == kp__hkey(secret, h);
 }
@@ -150,6 +220,54 @@ static inline void *kp__link_enc(uint64_t secret, void *slot, void *next)
 {
 	return (void *)((uintptr_t)next ^ (uintptr_t)secret ^ ((uintptr_t)slot >> 12));
 }
+/* A free block's link lives in the first payload word (block + KP_HDR). */
+static inline KP_NOASAN void *kp__link_get(uint64_t secret, void *block)
+{
+	char *slot = (char *)block + KP_HDR;
+	return kp__link_enc(secret, slot, *(void **)slot);
+}
+static inline KP_NOASAN void kp__link_put(uint64_t secret, void *block, void *next)
+{
+	char *slot = (char *)block + KP_HDR;
+	*(void **)slot = kp__link_enc(secret, slot, next);
+}
+
+/* Integrity violations: counted, recorded as an event, abort() when the
+ * pool is configured so; returns code. */
+int kp__violation(kp_pool *pool, unsigned kind, int code, const void *addr, size_t size, const char *what);
+/* The canary in the slack past the requested size: up to 8 bytes, the
+ * block's key ^ 0xa5.. (little-endian bytes), so a canary copied from
+ * another block does not verify. */
+#define KP_CANARY_XOR 0xa5a5a5a5a5a5a5a5ull
+static inline KP_NOASAN void kp__canary_put(uint64_t key, char *payload, size_t req, size_t usable)
+{
+	uint64_t w = key ^ KP_CANARY_XOR;
+	size_t n = usable - req < 8 ? usable - req : 8;
+	if (KP_LIKELY(n == 8))
+		__builtin_memcpy(payload + req, &w, 8);
+	else
+		for (size_t i = 0; i < n; i++)
+			payload[req + i] = (char)(w >> (8 * i));
+}
+static inline KP_NOASAN bool kp__canary_ok(uint64_t key, const char *payload, size_t req, size_t usable)
+{
+	uint64_t w = key ^ KP_CANARY_XOR, got = 0;
+	size_t n = usable - req < 8 ? usable - req : 8;
+	if (KP_LIKELY(n == 8)) {
+		__builtin_memcpy(&got, payload + req, 8);
+		return got == w;
+	}
+	for (size_t i = 0; i < n; i++)
+		if ((uint8_t)payload[req + i] != (uint8_t)(w >> (8 * i)))
+			return false;
+	return true;
+}
+/* Poisoning of freed payloads (the conf switch), past the link word. */
+#define KP_POISON_BYTE 0xdf
+void kp__poison_fill(char *payload, size_t usable);
+bool kp__poison_ok(const char *payload, size_t usable);
+/* Is p a plausible block header of this pool? (pagemap, alignment) */
+bool kp__plausible(kp_pool *pool, const void *h);
 
 /* ---- events.c ------------------------------------------------------------ */
 #define KP_RING_SLOTS 1024 /* ~10 s of a storm at 100 events/s before drops */
@@ -166,6 +284,12 @@ typedef struct kp__ring {
 } kp__ring;
 void kp__event(kp_pool *pool, unsigned kind, unsigned which, const void *addr, size_t size, const char *fmt,
 	       ...) __attribute__((format(printf, 6, 7)));
+/* A formatter that allocates nothing and is async-signal-safe: %s %p %c %d
+ * %u %zu %llu %x (and %%). Returns the length it wanted, like snprintf. */
+size_t kp__fmt(char *buf, size_t len, const char *fmt, va_list ap);
+/* log_fd / KPOOL_LOG: 0 or -1 (kp_last_error set). */
+int kp__log_open(kp_pool *pool);
+void kp__log_close(kp_pool *pool);
 
 /* ---- primary.c ----------------------------------------------------------- */
 enum kp__span_kind { KP_SPAN_FREE = 0, KP_SPAN_SMALL = 1, KP_SPAN_LARGE = 2 };
@@ -180,6 +304,7 @@ typedef struct kp__span {
 	uint8_t kind;   /* enum kp__span_kind */
 	uint8_t cls;
 	uint8_t in_partial;
+	uint8_t quarantined; /* found damaged: never carved from again */
 } kp__span;
 
 enum kp__seg_kind { KP_SEG_NORMAL = 1, KP_SEG_HUGE = 2 };
@@ -223,7 +348,7 @@ void kp__huge_free(kp_pool *pool, kp__seg *seg);
 int kp__primary_grow(kp_pool *pool, bool populate);
 /* Unmap fully free segments idle past the decay time, keeping high_wm of
  * headroom and primary_initial of capacity. Returns segments released. */
-int kp__primary_shrink(kp_pool *pool, uint64_t now_ns);
+int kp__primary_shrink(kp_pool *pool);
 void kp__primary_release_all(kp_pool *pool);
 size_t kp__primary_headroom(kp_pool *pool);
 
@@ -312,6 +437,7 @@ typedef struct kp__daemon {
 	_Atomic int state;
 	_Atomic int wake_pending;
 	_Atomic uint64_t wakeups, timer_wakeups, passes, grows, shrinks, refills;
+	pthread_cond_t pass_cv;           /* broadcast after every pass (waiters) */
 	_Atomic uint64_t clock_offset_ns; /* added by kp_daemon_step for tests */
 	_Atomic uint64_t refilled_at;     /* backup frees count at the last refill */
 } kp__daemon;
@@ -320,6 +446,8 @@ void kp__daemon_stop(kp_pool *pool);
 void kp__daemon_kick(kp_pool *pool);
 int kp__daemon_pass(kp_pool *pool);
 uint64_t kp__pool_now(kp_pool *pool);
+
+#define KP_BOOST_MAX 3 /* at most 8x high_wm of headroom */
 
 /* ---- pool.c -------------------------------------------------------------- */
 struct kp_pool {
@@ -336,6 +464,11 @@ struct kp_pool {
 	size_t units_total;   /* usable units over all normal segments */
 	_Atomic size_t headroom; /* units_free * unit size, readable without lock */
 	_Atomic int backup_mode; /* critical traffic goes to the backup */
+	/* The daemon aims at high_wm << grow_boost of headroom. The allocation
+	 * path raises the boost each time it had to grow by itself (demand
+	 * outran the daemon); it decays after decay_ms without that. */
+	_Atomic int grow_boost;
+	_Atomic uint64_t boost_at_ns;
 	kp__tcache *tcaches, *tc_free;
 	void *tc_chunks[KP_TC_CHUNKS];
 	size_t tc_nchunks;
@@ -353,6 +486,12 @@ struct kp_pool {
 	_Atomic size_t out_bytes, peak_out_bytes, huge_bytes;
 	_Atomic uint64_t bk_allocs, bk_frees, bk_refusals, bk_enters, bk_leaves;
 	_Atomic uint64_t double_frees, invalid_frees, corruptions, bad_sizes;
+	_Atomic uint64_t overflows, use_after_frees, freelist_errors, quarantined, faults_injected;
+	_Atomic uint64_t waits, wait_successes;
+	/* the event log (log_fd): token bucket, refilled per second */
+	_Atomic uint64_t log_sec, log_used, log_suppressed;
+	int log_fd;       /* 0: no log */
+	bool log_owned;   /* opened by us from KPOOL_LOG: closed by kp_destroy */
 	_Atomic uint64_t dead_allocs, dead_frees, dead_in_use; /* exited threads */
 
 	kp__ring ring;
@@ -365,6 +504,9 @@ void kp__account_out(kp_pool *pool, size_t bytes, bool out);
 void kp__registry_lock(void);
 void kp__registry_unlock(void);
 kp_pool *kp__registry_find(uint64_t id); /* caller holds the registry lock */
+
+/* Quarantine a live span of this pool (fault injection). 0 or -1. */
+int kp__primary_quarantine_span(kp_pool *pool);
 
 /* ---- stats.c ------------------------------------------------------------- */
 int kp__stats_json(kp_pool *pool, char *buf, size_t len);

@@ -9,6 +9,7 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
@@ -22,10 +23,76 @@
 
 __thread int kp__os_caller = KP_CALLER_ALLOC;
 
+static const char *const kind_names[KP_OS__N] = {"mmap", "munmap", "madvise", "mprotect", "other"};
+
+int kp__os_kind(const char *name, size_t len)
+{
+	for (int k = 0; k < KP_OS__N; k++)
+		if (strlen(kind_names[k]) == len && !memcmp(kind_names[k], name, len))
+			return k;
+	return -1;
+}
+
 static void count(kp__oscount *c, int kind)
 {
 	if (c)
 		atomic_fetch_add_explicit(&c->n[kp__os_caller][kind], 1, memory_order_relaxed);
+}
+
+int kp__os_fault_arm(kp__oscount *c, int kind, int mode, uint64_t n, double p, uint64_t seed)
+{
+	if (kind < 0 || kind >= KP_OS__N)
+		return -1;
+	kp__fault *f = &c->fault[kind];
+	atomic_store(&f->mode, KP_FAULT_OFF);
+	atomic_store(&f->calls, 0);
+	atomic_store(&f->n, n);
+	atomic_store(&f->p32, (uint64_t)(p * 4294967296.0));
+	atomic_store(&f->rng, seed);
+	atomic_store(&f->mode, mode);
+	return 0;
+}
+
+static uint64_t splitmix(uint64_t x)
+{
+	x += 0x9e3779b97f4a7c15ull;
+	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+	x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+	return x ^ (x >> 31);
+}
+
+/* Count the call, and decide whether to fail it on purpose. */
+static bool enter(kp__oscount *c, int kind)
+{
+	count(c, kind);
+	if (!c)
+		return false;
+	kp__fault *f = &c->fault[kind];
+	int mode = atomic_load_explicit(&f->mode, memory_order_relaxed);
+	if (KP_LIKELY(mode == KP_FAULT_OFF))
+		return false;
+	uint64_t k = atomic_fetch_add(&f->calls, 1) + 1, n = atomic_load(&f->n);
+	bool hit = false;
+	if (mode == KP_FAULT_NTH) {
+		hit = k == n;
+		if (hit)
+			atomic_store(&f->mode, KP_FAULT_OFF);
+	} else if (mode == KP_FAULT_EVERY) {
+		hit = n && k % n == 0;
+	} else {
+		uint64_t r = splitmix(atomic_fetch_add(&f->rng, 0x9e3779b97f4a7c15ull));
+		hit = (r >> 32) < atomic_load(&f->p32);
+	}
+	if (hit) {
+		atomic_fetch_add(&f->injected, 1);
+		if (c->pool) {
+			atomic_fetch_add(&c->pool->faults_injected, 1);
+			kp__event(c->pool, KP_EV_FAULT_INJECTED, KP_POOL_PRIMARY, NULL, 0, "injected %s failure (call %llu)",
+				  kind_names[kind], (unsigned long long)k);
+		}
+		errno = ENOMEM;
+	}
+	return hit;
 }
 
 void *kp__os_map(kp__oscount *c, size_t size, size_t align, bool populate)
@@ -41,7 +108,8 @@ void *kp__os_map(kp__oscount *c, size_t size, size_t align, bool populate)
 		/* The kernel places a new mapping just below the previous one, so
 		 * after one aligned segment the next plain mmap is usually aligned
 		 * too: one call instead of three. */
-		count(c, KP_OS_MMAP);
+		if (enter(c, KP_OS_MMAP))
+			return NULL;
 		p = mmap(NULL, size, prot, flags, -1, 0);
 		if (p == MAP_FAILED)
 			return NULL;
@@ -52,7 +120,8 @@ void *kp__os_map(kp__oscount *c, size_t size, size_t align, bool populate)
 		}
 		kp__os_unmap(c, p, size);
 	}
-	count(c, KP_OS_MMAP);
+	if (enter(c, KP_OS_MMAP))
+		return NULL;
 	p = mmap(NULL, over, prot, flags, -1, 0);
 	if (p == MAP_FAILED)
 		return NULL;
@@ -70,38 +139,52 @@ void *kp__os_map(kp__oscount *c, size_t size, size_t align, bool populate)
 
 int kp__os_unmap(kp__oscount *c, void *p, size_t size)
 {
-	count(c, KP_OS_MUNMAP);
+	if (enter(c, KP_OS_MUNMAP))
+		return -ENOMEM;
+	/* The range may be mapped again by anyone: leave no poison behind. */
+	KP_UNPOISON(p, size);
 	return munmap(p, size) == 0 ? 0 : -errno;
 }
 
 void *kp__os_reserve(kp__oscount *c, size_t size)
 {
-	count(c, KP_OS_MMAP);
+	if (enter(c, KP_OS_MMAP))
+		return NULL;
 	void *p = mmap(NULL, size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	return p == MAP_FAILED ? NULL : p;
 }
 
 int kp__os_protect(kp__oscount *c, void *p, size_t size, bool rw)
 {
-	count(c, KP_OS_MPROTECT);
+	if (enter(c, KP_OS_MPROTECT))
+		return -ENOMEM;
 	return mprotect(p, size, rw ? PROT_READ | PROT_WRITE : PROT_NONE) == 0 ? 0 : -errno;
+}
+
+/* Older kernels: fault every page in by touching it (pool memory that ASan
+ * may consider poisoned, hence no instrumentation). */
+static KP_NOASAN void touch_pages(void *p, size_t size)
+{
+	volatile char *v = p;
+	for (size_t off = 0; off < size; off += KP_PAGE)
+		v[off] = v[off];
 }
 
 int kp__os_populate(kp__oscount *c, void *p, size_t size)
 {
-	count(c, KP_OS_MADVISE);
+	if (enter(c, KP_OS_MADVISE))
+		return -ENOMEM;
 	if (madvise(p, size, MADV_POPULATE_WRITE) == 0)
 		return 0;
-	/* Older kernels: fault every page in by touching it. */
-	volatile char *v = p;
-	for (size_t off = 0; off < size; off += KP_PAGE)
-		v[off] = v[off];
+	if (errno == EINVAL)
+		touch_pages(p, size);
 	return 0;
 }
 
 int kp__os_dontneed(kp__oscount *c, void *p, size_t size)
 {
-	count(c, KP_OS_MADVISE);
+	if (enter(c, KP_OS_MADVISE))
+		return -ENOMEM;
 	return madvise(p, size, MADV_DONTNEED) == 0 ? 0 : -errno;
 }
 
@@ -134,4 +217,22 @@ uint64_t kp__now_ns(void)
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+long kp__os_write(kp__oscount *c, int fd, const void *buf, size_t len)
+{
+	count(c, KP_OS_OTHER);
+	return (long)write(fd, buf, len);
+}
+
+int kp__os_open_log(kp__oscount *c, const char *path)
+{
+	count(c, KP_OS_OTHER);
+	return open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+}
+
+void kp__os_close(kp__oscount *c, int fd)
+{
+	count(c, KP_OS_OTHER);
+	close(fd);
 }

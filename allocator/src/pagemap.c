@@ -10,27 +10,13 @@
  */
 #include "internal.h"
 
-#define VA_BITS 47
-#define LEAF_BITS 13
-#define ROOT_BITS (VA_BITS - KP_SEG_SHIFT - LEAF_BITS)
+#define LEAF_BITS KP_LEAF_BITS
+#define ROOT_BITS KP_ROOT_BITS
+typedef kp__leaf leaf;
 
-typedef struct leaf {
-	_Atomic(kp__seg *) e[1u << LEAF_BITS];
-} leaf;
-
-static _Atomic(leaf *) root[1u << ROOT_BITS];
+_Atomic(kp__leaf *) kp__pagemap_root[1u << KP_ROOT_BITS];
+#define root kp__pagemap_root
 static pthread_mutex_t grow_lock = PTHREAD_MUTEX_INITIALIZER;
-
-kp__seg *kp__pagemap_get(const void *p)
-{
-	uintptr_t chunk = (uintptr_t)p >> KP_SEG_SHIFT;
-	if (KP_UNLIKELY(chunk >> (ROOT_BITS + LEAF_BITS)))
-		return NULL;
-	leaf *l = atomic_load_explicit(&root[chunk >> LEAF_BITS], memory_order_acquire);
-	if (KP_UNLIKELY(!l))
-		return NULL;
-	return atomic_load_explicit(&l->e[chunk & ((1u << LEAF_BITS) - 1)], memory_order_acquire);
-}
 
 int kp__pagemap_set(kp__oscount *c, void *base, size_t size, kp__seg *s)
 {

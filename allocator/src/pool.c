@@ -1,12 +1,13 @@
 /*
- * pool.c - the public API: pool lifecycle, the allocation policy (the one
- * function that decides primary, backup or refusal), free and its checks,
- * the critical privilege, and the fork handlers.
+ * pool.c - pool lifecycle, the registry of live pools, the fork handlers,
+ * the critical privilege and state, and fault injection. The allocation
+ * and free paths are in alloc.c.
  */
 #include "internal.h"
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 
 /* ---- registry of live pools ------------------------------------------- */
 
@@ -70,6 +71,7 @@ static void locks_init(kp_pool *p)
 	pthread_mutex_init(&p->backup.lock, NULL);
 	pthread_mutex_init(&p->daemon.mu, NULL);
 	pthread_cond_init(&p->daemon.cv, NULL);
+	pthread_cond_init(&p->daemon.pass_cv, NULL);
 	for (unsigned c = 0; c < KP_NCLASS; c++)
 		pthread_mutex_init(&p->central[c].lock, NULL);
 }
@@ -113,6 +115,13 @@ KP_EXPORT kp_pool *kp_create(const char *conf)
 	atomic_store(&pool->os.n[KP_CALLER_SETUP][KP_OS_MMAP], 1);
 	pool->self_size = self;
 	pool->conf = c;
+	pool->os.pool = pool;
+	if (kp__log_open(pool) < 0) {
+		kp__os_caller = saved;
+		kp_destroy(pool);
+		errno = EINVAL;
+		return NULL;
+	}
 	pool->id = atomic_fetch_add(&next_id, 1);
 	locks_init(pool);
 	uint64_t rnd[2];
@@ -130,6 +139,15 @@ KP_EXPORT kp_pool *kp_create(const char *conf)
 		kp_destroy(pool);
 		kp__os_caller = saved;
 		errno = ENOMEM;
+		return NULL;
+	}
+	if (c.faults[0] && kp_fault_inject(pool, c.faults) < 0) {
+		char why[200];
+		snprintf(why, sizeof why, "%s", kp_last_error());
+		kp_destroy(pool);
+		kp__set_error("conf: option 'faults': %s", why);
+		kp__os_caller = saved;
+		errno = EINVAL;
 		return NULL;
 	}
 	pthread_mutex_lock(&reg_lock);
@@ -161,6 +179,7 @@ KP_EXPORT void kp_destroy(kp_pool *pool)
 	kp__tcache_fini_pool(pool);
 	kp__primary_release_all(pool);
 	kp__backup_fini(pool);
+	kp__log_close(pool);
 	kp__os_unmap(NULL, pool, pool->self_size);
 	kp__os_caller = saved;
 }
@@ -201,390 +220,6 @@ void kp__backup_mode_update(kp_pool *pool, bool primary_failed)
 		kp__event(pool, KP_EV_BACKUP_LEAVE, KP_POOL_PRIMARY, NULL, used,
 			  "primary recovered (%u%% used): critical traffic returns", pct);
 	}
-}
-
-/* ---- allocation -------------------------------------------------------- */
-
-static void *bad_size(kp_pool *pool, size_t size, size_t align)
-{
-	atomic_fetch_add(&pool->bad_sizes, 1);
-	kp__event(pool, KP_EV_BAD_SIZE, KP_POOL_PRIMARY, NULL, size, "impossible request: size %zu align %zu",
-		  size, align);
-	kp__set_error("bad size %zu (align %zu)", size, align);
-	errno = size > KP_REQ_MAX ? ENOMEM : EINVAL;
-	return NULL;
-}
-
-static inline __attribute__((always_inline)) void *small_alloc(kp_pool *pool, kp__tcache *tc, size_t size, unsigned cls)
-{
-	kp__bin *b = &tc->bin[cls];
-	char *h = b->head;
-	if (KP_UNLIKELY(!h)) {
-		void *list = NULL;
-		unsigned got = kp__central_take(pool, cls, &list, b->max / 2);
-		if (!got)
-			return NULL;
-		b->head = h = list;
-		b->count = got;
-	}
-	b->head = kp__link_enc(pool->secret, h + KP_HDR, *(void **)(h + KP_HDR));
-	b->count--;
-	kp__hdr_set(pool->secret, (kp__hdr *)h, (uint32_t)size, (uint16_t)cls, KP_ST_ALLOC);
-	kp__count_inc(&b->allocs, 1);
-	return h + KP_HDR;
-}
-
-/* The primary alone: size classes, page runs, huge regions. */
-static void *primary_alloc(kp_pool *pool, kp__tcache *tc, size_t size)
-{
-	size_t need = size + KP_HDR;
-	if (need <= KP_SMALL_MAX)
-		return small_alloc(pool, tc, size, kp__class_of(need));
-	char *h;
-	uint16_t cls;
-	size_t usable;
-	if (need <= KP_LARGE_MAX) {
-		h = kp__large_alloc(pool, need);
-		cls = KP_CLS_LARGE;
-		usable = ((need + KP_UNIT_SIZE - 1) & ~(KP_UNIT_SIZE - 1)) - KP_HDR;
-	} else {
-		h = kp__huge_alloc(pool, need, KP_PAGE);
-		cls = KP_CLS_HUGE;
-		usable = h ? ((kp__seg *)kp__pagemap_get(h))->size - 2 * KP_PAGE : 0;
-	}
-	if (!h)
-		return NULL;
-	kp__hdr_set(pool->secret, (kp__hdr *)h, size > UINT32_MAX ? UINT32_MAX : (uint32_t)size, cls, KP_ST_ALLOC);
-	kp__count_inc(&tc->allocs, 1);
-	kp__count_inc(&tc->in_use, usable);
-	return h + KP_HDR;
-}
-
-static void *backup_alloc(kp_pool *pool, size_t size, size_t align, const char *why)
-{
-	void *p = kp__backup_alloc(pool, size ? size : 1, align);
-	if (!p)
-		return NULL;
-	atomic_fetch_add(&pool->bk_allocs, 1);
-	kp__event(pool, KP_EV_BACKUP_ALLOC, KP_POOL_BACKUP, p, size, "backup served %zu bytes at %p (%s)", size, p,
-		  why);
-	return p;
-}
-
-/* Place an aligned payload inside block p (over-allocated by align): a
- * redirect header in front of it points back to p. */
-static void *align_inside(kp_pool *pool, char *p, size_t align)
-{
-	char *q = (char *)(((uintptr_t)p + align - 1) & ~(uintptr_t)(align - 1));
-	if (q != p)
-		kp__hdr_set(pool->secret, (kp__hdr *)(q - KP_HDR), (uint32_t)(q - p), KP_CLS_ALIGNED, KP_ST_ALLOC);
-	return q;
-}
-
-/*
- * The allocation policy, in one place (as mempool_alloc keeps its order):
- *  1. a privileged critical caller while the pool is in the critical state:
- *     the backup first;
- *  2. the primary;
- *  3. the primary failed: a privileged critical caller gets the backup at
- *     once; an unprivileged critical caller is refused (an event); anyone
- *     else gets NULL (an event).
- */
-static void *alloc_policy(kp_pool *pool, size_t size, size_t align, unsigned flags)
-{
-	if (KP_UNLIKELY(size > KP_REQ_MAX))
-		return bad_size(pool, size, align);
-	kp__tcache *tc = kp__tcache_get(pool, pool->id);
-	bool privileged = (flags & KP_CRITICAL) && tc && tc->crit_depth > 0;
-	void *p = NULL;
-	if (privileged && atomic_load_explicit(&pool->backup_mode, memory_order_relaxed))
-		p = backup_alloc(pool, size, align, "critical state");
-	if (!p && tc) {
-		p = primary_alloc(pool, tc, align > KP_HDR ? size + align : size);
-		if (p && align > KP_HDR)
-			p = align_inside(pool, p, align);
-	}
-	if (p)
-		return p;
-	if (privileged) {
-		p = backup_alloc(pool, size, align, "primary failed");
-		if (p)
-			return p;
-		atomic_fetch_add(&pool->failures, 1);
-		kp__event(pool, KP_EV_OOM, KP_POOL_BACKUP, NULL, size, "%zu bytes: primary and backup exhausted",
-			  size);
-	} else if (flags & KP_CRITICAL) {
-		atomic_fetch_add(&pool->bk_refusals, 1);
-		kp__event(pool, KP_EV_DENIED, KP_POOL_BACKUP, NULL, size,
-			  "%zu bytes: backup refused, caller holds no critical scope", size);
-	} else {
-		atomic_fetch_add(&pool->failures, 1);
-		kp__event(pool, KP_EV_OOM, KP_POOL_PRIMARY, NULL, size, "%zu bytes: primary exhausted", size);
-	}
-	errno = ENOMEM;
-	return NULL;
-}
-
-static void zero_block(kp_pool *pool, void *p)
-{
-	memset(p, 0, kp_usable_size(pool, p));
-}
-
-KP_EXPORT void *kp_alloc(kp_pool *pool, size_t size, unsigned flags)
-{
-	if (KP_UNLIKELY(!pool)) {
-		errno = EINVAL;
-		return NULL;
-	}
-	/* The fast path: a small ordinary request served by this thread's cache. */
-	if (KP_LIKELY(size <= KP_SMALL_MAX - KP_HDR && !(flags & KP_CRITICAL))) {
-		kp__tcache *tc = kp__tcache_get(pool, pool->id);
-		unsigned cls = kp__class_of(size + KP_HDR);
-		if (KP_LIKELY(tc && tc->bin[cls].head)) {
-			void *p = small_alloc(pool, tc, size, cls);
-			if (flags & KP_ZERO)
-				memset(p, 0, kp__class_size[cls] - KP_HDR);
-			return p;
-		}
-	}
-	void *p = alloc_policy(pool, size, KP_HDR, flags);
-	if (p && (flags & KP_ZERO))
-		zero_block(pool, p);
-	return p;
-}
-
-KP_EXPORT void *kp_alloc_aligned(kp_pool *pool, size_t size, size_t align, unsigned flags)
-{
-	if (KP_UNLIKELY(!pool)) {
-		errno = EINVAL;
-		return NULL;
-	}
-	if (align == 0 || (align & (align - 1)) || align > KP_ALIGN_MAX)
-		return bad_size(pool, size, align);
-	void *p = alloc_policy(pool, size, align, flags);
-	if (p && (flags & KP_ZERO))
-		zero_block(pool, p);
-	return p;
-}
-
-/* ---- free -------------------------------------------------------------- */
-
-static int reject(kp_pool *pool, const void *p, int code, const char *what)
-{
-	unsigned kind = code == KP_EDOUBLEFREE ? KP_EV_DOUBLE_FREE
-			: code == KP_ECORRUPT  ? KP_EV_CORRUPTION
-					       : KP_EV_INVALID_FREE;
-	atomic_fetch_add(code == KP_EDOUBLEFREE ? &pool->double_frees
-			 : code == KP_ECORRUPT  ? &pool->corruptions
-						: &pool->invalid_frees,
-			 1);
-	kp__event(pool, kind, kp__backup_owns(&pool->backup, p) ? KP_POOL_BACKUP : KP_POOL_PRIMARY, p, 0,
-		  "%s %p", what, p);
-	kp__set_error("%s %p", what, p);
-	return code;
-}
-
-/* Find the header of a live primary block without trusting p: the pagemap
- * says whether the address is ours before anything near it is read. On
- * failure returns NULL and sets *code. */
-static kp__hdr *primary_hdr(kp_pool *pool, const void *p, kp__seg **segp, int *code)
-{
-	kp__seg *s = kp__pagemap_get(p);
-	*code = KP_ENOTOURS;
-	if (!s || s->pool != pool || ((uintptr_t)p & (KP_HDR - 1)))
-		return NULL;
-	uintptr_t off = (uintptr_t)p - (uintptr_t)s;
-	if (s->kind == KP_SEG_HUGE ? off != 2 * KP_PAGE : off < KP_UNIT_SIZE + KP_HDR)
-		return NULL;
-	kp__hdr *h = (kp__hdr *)((uintptr_t)p - KP_HDR);
-	if (!kp__hdr_ok(pool->secret, h)) {
-		/* A block start whose tag does not match was damaged; any other
-		 * address inside a span is an interior pointer. */
-		if (s->kind == KP_SEG_NORMAL) {
-			kp__span *sp = &s->span[s->span[off >> KP_UNIT_SHIFT].head];
-			if (sp->kind != KP_SPAN_FREE && ((char *)h - sp->start) % sp->block == 0)
-				*code = KP_ECORRUPT;
-		} else {
-			*code = KP_ECORRUPT;
-		}
-		return NULL;
-	}
-	if (KP_META_ST(h->meta) != KP_ST_ALLOC) {
-		*code = KP_EDOUBLEFREE;
-		return NULL;
-	}
-	*segp = s;
-	return h;
-}
-
-static size_t primary_usable(kp__seg *s, const kp__hdr *h)
-{
-	unsigned cls = KP_META_CLS(h->meta);
-	if (cls < KP_NCLASS)
-		return kp__class_size[cls] - KP_HDR;
-	if (cls == KP_CLS_HUGE)
-		return s->size - 2 * KP_PAGE;
-	uintptr_t off = (uintptr_t)h - (uintptr_t)s;
-	return s->span[s->span[off >> KP_UNIT_SHIFT].head].block - KP_HDR;
-}
-
-static int primary_free(kp_pool *pool, void *p, int depth)
-{
-	kp__seg *s;
-	int code;
-	kp__hdr *h = primary_hdr(pool, p, &s, &code);
-	if (!h)
-		return reject(pool, p,
-			      code, code == KP_EDOUBLEFREE ? "double free of" : code == KP_ECORRUPT
-										 ? "corrupt header at"
-										 : "free of a pointer never given out:");
-	unsigned cls = KP_META_CLS(h->meta);
-	uint32_t req = KP_META_REQ(h->meta);
-	if (cls == KP_CLS_ALIGNED) {
-		if (depth)
-			return reject(pool, p, KP_ECORRUPT, "corrupt header at");
-		int rc = primary_free(pool, (char *)p - req, 1);
-		if (rc == 0)
-			kp__hdr_set(pool->secret, h, req, KP_CLS_ALIGNED, KP_ST_FREE);
-		return rc;
-	}
-	kp__tcache *tc = kp__tcache_get(pool, pool->id);
-	size_t usable = primary_usable(s, h);
-	kp__hdr_set(pool->secret, h, 0, (uint16_t)cls, KP_ST_FREE);
-	if (tc && cls < KP_NCLASS) {
-		kp__count_inc(&tc->bin[cls].frees, 1);
-	} else if (tc) {
-		kp__count_inc(&tc->frees, 1);
-		kp__count_inc(&tc->in_use, (uint64_t)0 - usable);
-	}
-	if (cls < KP_NCLASS) {
-		if (!tc) {
-			*(void **)((char *)h + KP_HDR) = kp__link_enc(pool->secret, (char *)h + KP_HDR, NULL);
-			kp__central_give(pool, cls, h, 1);
-			return 0;
-		}
-		kp__bin *b = &tc->bin[cls];
-		if (KP_UNLIKELY(b->count >= b->max))
-			kp__tcache_flush_bin(pool, tc, cls, b->max / 2);
-		*(void **)((char *)h + KP_HDR) = kp__link_enc(pool->secret, (char *)h + KP_HDR, b->head);
-		b->head = h;
-		b->count++;
-	} else if (cls == KP_CLS_LARGE) {
-		uintptr_t off = (uintptr_t)h - (uintptr_t)s;
-		kp__large_free(pool, s, &s->span[s->span[off >> KP_UNIT_SHIFT].head]);
-	} else {
-		kp__huge_free(pool, s);
-	}
-	return 0;
-}
-
-KP_EXPORT int kp_free(kp_pool *pool, void *p)
-{
-	if (!p)
-		return 0;
-	if (!pool)
-		return KP_EINVAL;
-	/* The fast path: a live small block of this pool into a bin with room.
-	 * The pagemap vouches for the address before its header is read. */
-	kp__seg *s = kp__pagemap_get(p);
-	uintptr_t off = (uintptr_t)p - (uintptr_t)s;
-	if (KP_LIKELY(s && s->pool == pool && s->kind == KP_SEG_NORMAL && !(off & (KP_HDR - 1)) &&
-		      off >= KP_UNIT_SIZE + KP_HDR)) {
-		kp__hdr *h = (kp__hdr *)((char *)p - KP_HDR);
-		uint64_t key = kp__hkey(pool->secret, h), meta = h->meta;
-		unsigned cls = KP_META_CLS(meta);
-		kp__tcache *tc = kp__tcache_get(pool, pool->id);
-		if (KP_LIKELY((h->tag ^ meta) == key && KP_META_ST(meta) == KP_ST_ALLOC && cls < KP_NCLASS && tc &&
-			      tc->bin[cls].count < tc->bin[cls].max)) {
-			kp__bin *b = &tc->bin[cls];
-			kp__hdr_put(h, key, kp__meta(0, (uint16_t)cls, KP_ST_FREE));
-			*(void **)p = kp__link_enc(pool->secret, p, b->head);
-			b->head = h;
-			b->count++;
-			kp__count_inc(&b->frees, 1);
-			return 0;
-		}
-	}
-	if (kp__backup_owns(&pool->backup, p)) {
-		int rc = kp__backup_free(pool, p);
-		if (rc == 0) {
-			atomic_fetch_add(&pool->bk_frees, 1);
-			return 0;
-		}
-		return reject(pool, p, rc,
-			      rc == KP_EDOUBLEFREE ? "double free of backup block" : "free of a non-block in backup:");
-	}
-	return primary_free(pool, p, 0);
-}
-
-KP_EXPORT size_t kp_usable_size(kp_pool *pool, const void *p)
-{
-	if (!pool || !p)
-		return 0;
-	if (kp__backup_owns(&pool->backup, p))
-		return kp__backup_usable(pool, p);
-	kp__seg *s;
-	int code;
-	const kp__hdr *h = primary_hdr(pool, p, &s, &code);
-	if (!h)
-		return 0;
-	if (KP_META_CLS(h->meta) == KP_CLS_ALIGNED) {
-		uint32_t off = KP_META_REQ(h->meta);
-		size_t inner = kp_usable_size(pool, (const char *)p - off);
-		return inner > off ? inner - off : 0;
-	}
-	return primary_usable(s, h);
-}
-
-KP_EXPORT void *kp_realloc(kp_pool *pool, void *p, size_t size, unsigned flags)
-{
-	if (!p)
-		return kp_alloc(pool, size, flags);
-	if (!pool) {
-		errno = EINVAL;
-		return NULL;
-	}
-	if (size == 0) {
-		kp_free(pool, p);
-		return NULL;
-	}
-	if (size > KP_REQ_MAX)
-		return bad_size(pool, size, KP_HDR);
-	size_t old = kp_usable_size(pool, p);
-	if (!old) {
-		kp_free(pool, p); /* records why: double free, foreign or corrupt */
-		errno = EINVAL;
-		return NULL;
-	}
-	bool backup = kp__backup_owns(&pool->backup, p);
-	size_t kept = old; /* bytes whose contents matter */
-	if (!backup) {
-		kp__hdr *h = (kp__hdr *)((char *)p - KP_HDR);
-		unsigned cls = KP_META_CLS(h->meta);
-		if (cls != KP_CLS_ALIGNED) {
-			uint32_t req = KP_META_REQ(h->meta);
-			kept = req < old ? req : old;
-			/* Shrinking by less than half, or growing within the block: in place. */
-			if (size <= old && size >= old / 2) {
-				if ((flags & KP_ZERO) && size > kept)
-					memset((char *)p + kept, 0, size - kept);
-				kp__hdr_set(pool->secret, h, (uint32_t)(size > UINT32_MAX ? UINT32_MAX : size),
-					    (uint16_t)cls, KP_ST_ALLOC);
-				return p;
-			}
-		}
-	} else if (size <= old && !(flags & KP_ZERO)) {
-		return p;
-	}
-	void *q = kp_alloc(pool, size, flags & ~KP_ZERO);
-	if (!q)
-		return NULL;
-	size_t n = kept < size ? kept : size;
-	memcpy(q, p, n);
-	if ((flags & KP_ZERO) && size > n)
-		memset((char *)q + n, 0, size - n);
-	kp_free(pool, p);
-	return q;
 }
 
 /* ---- the critical privilege --------------------------------------------- */
@@ -633,4 +268,125 @@ KP_EXPORT int kp_stats_json(kp_pool *pool, char *buf, size_t len)
 	if (!pool || (!buf && len))
 		return KP_EINVAL;
 	return kp__stats_json(pool, buf, len);
+}
+
+/* ---- fault injection ---------------------------------------------------- */
+
+/* Damage the head block of the first non-empty bin of the calling thread's
+ * cache: its header (what) or its free-list link. */
+static int corrupt_cache(kp_pool *pool, bool link)
+{
+	kp__tcache *tc = kp__tcache_get(pool, pool->id);
+	for (unsigned c = 0; tc && c < KP_NCLASS; c++) {
+		kp__bin *b = &tc->bin[c];
+		if (!b->head)
+			continue;
+		kp__hdr *h = b->head;
+		if (link)
+			kp__link_put(pool->secret, h, (char *)kp__link_get(pool->secret, h) + ((uintptr_t)1 << 40));
+		else
+			kp__hdr_put(h, kp__hdr_tag(h) ^ 0x10, kp__hdr_meta(h));
+		kp__event(pool, KP_EV_FAULT_INJECTED, KP_POOL_PRIMARY, h, kp__class_size[c], "damaged the %s of %p",
+			  link ? "free-list link" : "header", (void *)h);
+		atomic_fetch_add(&pool->faults_injected, 1);
+		return 0;
+	}
+	kp__set_error("corrupt@%s: the calling thread caches no free block of this pool (allocate and free one first)",
+		      link ? "freelist" : "header");
+	return -1;
+}
+
+static int inject_one(kp_pool *pool, const char *item, size_t len)
+{
+	const char *at = memchr(item, '@', len);
+	if (!at) {
+		kp__set_error("fault '%.*s': expected KIND@MODE", (int)len, item);
+		return -1;
+	}
+	size_t klen = (size_t)(at - item), mlen = len - klen - 1;
+	const char *mode = at + 1;
+	if (klen == 7 && !memcmp(item, "corrupt", 7)) {
+		if (mlen == 4 && !memcmp(mode, "span", 4)) {
+			if (kp__primary_quarantine_span(pool) == 0) {
+				atomic_fetch_add(&pool->faults_injected, 1);
+				return 0;
+			}
+			kp__set_error("corrupt@span: the pool has no live span yet");
+			return -1;
+		}
+		bool link = mlen == 8 && !memcmp(mode, "freelist", 8);
+		if (link || (mlen == 6 && !memcmp(mode, "header", 6))) {
+			if (!pool->conf.checks) {
+				kp__set_error("corrupt@%.*s needs checks:on (without checks the damage would be followed)",
+					      (int)mlen, mode);
+				return -1;
+			}
+			return corrupt_cache(pool, link);
+		}
+		kp__set_error("fault '%.*s': corrupt@ takes span, header or freelist", (int)len, item);
+		return -1;
+	}
+	int kind = kp__os_kind(item, klen);
+	bool all = klen == 3 && !memcmp(item, "all", 3);
+	if (kind < 0 && !all) {
+		kp__set_error("fault '%.*s': unknown kind '%.*s' (mmap, munmap, madvise, mprotect, other, all, corrupt)",
+			      (int)len, item, (int)klen, item);
+		return -1;
+	}
+	char buf[96];
+	if (mlen >= sizeof buf) {
+		kp__set_error("fault '%.*s': too long", (int)len, item);
+		return -1;
+	}
+	memcpy(buf, mode, mlen);
+	buf[mlen] = 0;
+	unsigned long long n = 0, seed = pool->conf.seed;
+	double prob = 0;
+	int m = -1;
+	char *seedp = strstr(buf, "@seed=");
+	if (seedp) {
+		*seedp = 0;
+		char *end;
+		seed = strtoull(seedp + 6, &end, 10);
+		if (*end || end == seedp + 6)
+			m = -2;
+	}
+	char *end = NULL;
+	if (m == -2)
+		m = -1;
+	else if (!strcmp(buf, "off"))
+		m = KP_FAULT_OFF;
+	else if (!strncmp(buf, "nth=", 4) && (n = strtoull(buf + 4, &end, 10)) > 0 && !*end)
+		m = KP_FAULT_NTH;
+	else if (!strncmp(buf, "every=", 6) && (n = strtoull(buf + 6, &end, 10)) > 0 && !*end)
+		m = KP_FAULT_EVERY;
+	else if (!strncmp(buf, "p=", 2) && (prob = strtod(buf + 2, &end)) >= 0 && prob <= 1 && !*end && end != buf + 2)
+		m = KP_FAULT_PROB;
+	if (m < 0) {
+		kp__set_error("fault '%.*s': bad mode '%.*s' (nth=N, every=N, p=0..1 with optional @seed=S, or off)",
+			      (int)len, item, (int)mlen, mode);
+		return -1;
+	}
+	for (int k = 0; k < KP_OS__N; k++)
+		if (all || k == kind)
+			kp__os_fault_arm(&pool->os, k, m, n, prob, seed + (uint64_t)k);
+	return 0;
+}
+
+KP_EXPORT int kp_fault_inject(kp_pool *pool, const char *spec)
+{
+	if (!pool || !spec) {
+		kp__set_error("kp_fault_inject: %s is NULL", pool ? "spec" : "pool");
+		return KP_EINVAL;
+	}
+	const char *s = spec;
+	while (*s) {
+		while (*s == ';' || *s == ' ' || *s == '\t')
+			s++;
+		size_t len = strcspn(s, "; \t");
+		if (len && inject_one(pool, s, len) < 0)
+			return KP_EINVAL;
+		s += len;
+	}
+	return 0;
 }

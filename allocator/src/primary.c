@@ -11,6 +11,7 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <time.h>
 
 const uint32_t kp__class_size[KP_NCLASS] = {
 	32,    48,    64,    80,    96,    112,   128,   160,   192,   224,   256,   320,    384,   448,   512,   640,
@@ -87,14 +88,44 @@ static void units_give(kp_pool *pool, kp__seg *s, kp__span *sp)
 	kp__backup_mode_update(pool, false);
 }
 
-/* A run of n units for a new span or a large block: from free units, else by
- * growing on the allocation path (the daemon was too slow or is off). */
+/* How long the allocation path waits for the daemon's next segment before it
+ * maps one itself: a pre-faulted 4 MiB segment takes the daemon about 1 ms
+ * here, so 5 ms covers one in flight with room to spare, and bounds the stall
+ * when the daemon is starved of CPU. */
+#define GROW_WAIT_NS (5 * 1000000ull)
+
+/* Wait until the daemon adds a segment (or the wait times out). */
+static void wait_daemon_grow(kp_pool *pool)
+{
+	kp__daemon *d = &pool->daemon;
+	uint64_t seen = atomic_load(&d->grows), deadline = kp__now_ns() + GROW_WAIT_NS;
+	kp__daemon_kick(pool);
+	pthread_mutex_lock(&d->mu);
+	while (atomic_load(&d->grows) == seen && atomic_load(&d->state) == KP_D_RUNNING &&
+	       kp__now_ns() < deadline) {
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += 1000000; /* re-check the deadline every millisecond */
+		if (ts.tv_nsec >= 1000000000) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000;
+		}
+		pthread_cond_timedwait(&d->pass_cv, &d->mu, &ts);
+	}
+	pthread_mutex_unlock(&d->mu);
+}
+
+/* A run of n units for a new span or a large block: from free units; else
+ * from the daemon's next segment; else by growing on the allocation path
+ * (the daemon is off, or too slow: then it aims higher from now on). */
 static kp__span *run_alloc(kp_pool *pool, unsigned n, kp__seg **segp)
 {
+	bool waited = false;
 	for (int attempt = 0; attempt < 4; attempt++) {
 		pthread_mutex_lock(&pool->lock);
 		kp__span *sp = units_take(pool, n, segp);
 		bool low = pool->units_free * KP_UNIT_SIZE < pool->conf.low_wm;
+		bool room = pool->capacity + KP_SEG_SIZE + atomic_load(&pool->huge_bytes) <= pool->conf.primary_max;
 		if (sp)
 			kp__backup_mode_update(pool, false);
 		pthread_mutex_unlock(&pool->lock);
@@ -103,6 +134,17 @@ static kp__span *run_alloc(kp_pool *pool, unsigned n, kp__seg **segp)
 				kp__daemon_kick(pool);
 			return sp;
 		}
+		if (!room)
+			break;
+		if (!waited && atomic_load(&pool->daemon.state) == KP_D_RUNNING) {
+			waited = true;
+			wait_daemon_grow(pool);
+			continue;
+		}
+		int boost = atomic_load(&pool->grow_boost);
+		if (boost < KP_BOOST_MAX)
+			atomic_compare_exchange_strong(&pool->grow_boost, &boost, boost + 1);
+		atomic_store(&pool->boost_at_ns, kp__pool_now(pool));
 		kp__daemon_kick(pool);
 		if (kp__primary_grow(pool, false) < 0)
 			break;
@@ -151,6 +193,39 @@ static void partial_remove(kp__central *c, kp__span *sp)
 	sp->in_partial = 0;
 }
 
+/* Pop a block from a span: its free list (link vetted: it must point at a
+ * block start inside the same span) or the never-used tail. NULL when the
+ * span is empty or found damaged (then quarantined). Class lock held. */
+static char *span_pop(kp_pool *pool, kp__central *c, kp__span *sp)
+{
+	char *b = sp->free;
+	if (b) {
+		char *next = kp__link_get(pool->secret, b);
+		char *end = sp->start + (size_t)sp->nblocks * sp->block;
+		if (next && (next < sp->start || next >= end || (size_t)(next - sp->start) % sp->block)) {
+			kp__violation(pool, KP_EV_FREELIST, KP_ECORRUPT, b, sp->block,
+				      "damaged free-list link in span: span quarantined");
+			sp->quarantined = 1;
+			sp->free = NULL;
+			sp->bump = sp->nblocks;
+			atomic_fetch_add(&pool->quarantined, 1);
+			partial_remove(c, sp);
+			return NULL;
+		}
+		sp->free = next;
+		return b;
+	}
+	if (sp->bump == sp->nblocks)
+		return NULL;
+	b = sp->start + (size_t)sp->bump++ * sp->block;
+	/* A never-used block gets a free header now, so every block in a cache
+	 * verifies the same way. */
+	kp__hdr_set(pool->secret, (kp__hdr *)b, 0, sp->cls, KP_ST_FREE);
+	if (pool->conf.poison)
+		kp__poison_fill(b + KP_HDR, sp->block - KP_HDR);
+	return b;
+}
+
 unsigned kp__central_take(kp_pool *pool, unsigned cls, void **list, unsigned n)
 {
 	kp__central *c = &pool->central[cls];
@@ -167,21 +242,15 @@ unsigned kp__central_take(kp_pool *pool, unsigned cls, void **list, unsigned n)
 			partial_push(c, sp);
 		}
 		while (got < n) {
-			char *b;
-			if (sp->free) {
-				b = sp->free;
-				sp->free = kp__link_enc(secret, b + KP_HDR, *(void **)(b + KP_HDR));
-			} else if (sp->bump < sp->nblocks) {
-				b = sp->start + (size_t)sp->bump++ * sp->block;
-			} else {
+			char *b = span_pop(pool, c, sp);
+			if (!b)
 				break;
-			}
 			sp->nused++;
-			*(void **)(b + KP_HDR) = kp__link_enc(secret, b + KP_HDR, head);
+			kp__link_put(secret, b, head);
 			head = b;
 			got++;
 		}
-		if (!sp->free && sp->bump == sp->nblocks)
+		if (sp->in_partial && !sp->free && sp->bump == sp->nblocks)
 			partial_remove(c, sp);
 	}
 	pthread_mutex_unlock(&c->lock);
@@ -206,12 +275,16 @@ void kp__central_give(kp_pool *pool, unsigned cls, void *list, unsigned n)
 	char *b = list;
 	pthread_mutex_lock(&c->lock);
 	for (unsigned i = 0; i < n && b; i++) {
-		char *next = kp__link_enc(secret, b + KP_HDR, *(void **)(b + KP_HDR));
+		char *next = kp__link_get(secret, b);
 		kp__seg *s;
 		kp__span *sp = span_of(b, &s);
-		*(void **)(b + KP_HDR) = kp__link_enc(secret, b + KP_HDR, sp->free);
-		sp->free = b;
 		sp->nused--;
+		if (sp->quarantined) { /* set aside for good: its blocks are not reused */
+			b = next;
+			continue;
+		}
+		kp__link_put(secret, b, sp->free);
+		sp->free = b;
 		if (!sp->in_partial)
 			partial_push(c, sp);
 		if (sp->nused == 0) {
@@ -224,6 +297,31 @@ void kp__central_give(kp_pool *pool, unsigned cls, void *list, unsigned n)
 	}
 	pthread_mutex_unlock(&c->lock);
 	kp__account_out(pool, (size_t)n * kp__class_size[cls], false);
+}
+
+/* Fault injection: quarantine the first live small span found, as if its
+ * metadata had been found damaged. */
+int kp__primary_quarantine_span(kp_pool *pool)
+{
+	for (unsigned cls = 0; cls < KP_NCLASS; cls++) {
+		kp__central *c = &pool->central[cls];
+		pthread_mutex_lock(&c->lock);
+		kp__span *sp = c->partial;
+		if (sp) {
+			sp->quarantined = 1;
+			sp->free = NULL;
+			sp->bump = sp->nblocks;
+			partial_remove(c, sp);
+			atomic_fetch_add(&pool->quarantined, 1);
+		}
+		pthread_mutex_unlock(&c->lock);
+		if (sp) {
+			kp__event(pool, KP_EV_QUARANTINE, KP_POOL_PRIMARY, sp->start, (size_t)sp->units << KP_UNIT_SHIFT,
+				  "span %p of class %u quarantined (injected)", (void *)sp->start, cls);
+			return 0;
+		}
+	}
+	return -1;
 }
 
 void *kp__large_alloc(kp_pool *pool, size_t need)
@@ -267,6 +365,7 @@ void *kp__huge_alloc(kp_pool *pool, size_t need, size_t align)
 			  errno);
 		return NULL;
 	}
+	KP_POISON((char *)s + 2 * KP_PAGE - KP_HDR, size - 2 * KP_PAGE + KP_HDR);
 	s->magic = pool->secret ^ (uintptr_t)s;
 	s->pool = pool;
 	s->kind = KP_SEG_HUGE;
@@ -324,6 +423,7 @@ int kp__primary_grow(kp_pool *pool, bool populate)
 		kp__event(pool, KP_EV_OS_FAIL, KP_POOL_PRIMARY, NULL, KP_SEG_SIZE, "segment mmap refused (%d)", errno);
 		return -1;
 	}
+	KP_POISON((char *)s + KP_UNIT_SIZE, KP_SEG_SIZE - KP_UNIT_SIZE);
 	s->magic = pool->secret ^ (uintptr_t)s;
 	s->pool = pool;
 	s->kind = KP_SEG_NORMAL;
@@ -349,6 +449,13 @@ int kp__primary_grow(kp_pool *pool, bool populate)
 	kp__backup_mode_update(pool, false);
 	pthread_mutex_unlock(&pool->lock);
 	atomic_fetch_add(&pool->grows, 1);
+	if (kp__os_caller == KP_CALLER_DAEMON) {
+		/* Wake allocating threads waiting for this segment. */
+		atomic_fetch_add(&pool->daemon.grows, 1);
+		pthread_mutex_lock(&pool->daemon.mu);
+		pthread_cond_broadcast(&pool->daemon.pass_cv);
+		pthread_mutex_unlock(&pool->daemon.mu);
+	}
 	kp__event(pool, KP_EV_GROW, KP_POOL_PRIMARY, s, KP_SEG_SIZE, "grew by %zu to %zu bytes (%s)",
 		  (size_t)KP_SEG_SIZE, cap,
 		  kp__os_caller == KP_CALLER_DAEMON  ? "daemon"
@@ -357,18 +464,21 @@ int kp__primary_grow(kp_pool *pool, bool populate)
 	return 0;
 }
 
-int kp__primary_shrink(kp_pool *pool, uint64_t now_ns)
+int kp__primary_shrink(kp_pool *pool)
 {
 	uint64_t decay = (uint64_t)pool->conf.decay_ms * 1000000ull;
 	kp__seg *gone = NULL;
 	int n = 0;
 	pthread_mutex_lock(&pool->lock);
+	/* Read under the lock: a segment emptied after an earlier reading would
+	 * look as if it had been empty for ever. */
+	uint64_t now_ns = kp__pool_now(pool);
 	kp__seg *s = pool->segs;
 	while (s && s->next)
 		s = s->next;
 	for (kp__seg *prev; s; s = prev) {
 		prev = s->prev;
-		if (s->nfree_units != KP_UNITS - 1 || now_ns - s->empty_since_ns < decay)
+		if (s->nfree_units != KP_UNITS - 1 || now_ns < s->empty_since_ns || now_ns - s->empty_since_ns < decay)
 			continue;
 		size_t after = (pool->units_free - (KP_UNITS - 1)) * KP_UNIT_SIZE;
 		if (after < pool->conf.high_wm || pool->capacity - KP_SEG_SIZE < pool->conf.primary_initial)

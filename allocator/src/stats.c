@@ -84,8 +84,12 @@ int kp__stats_json(kp_pool *pool, char *buf, size_t len)
 	    LD(d->wakeups), LD(d->timer_wakeups));
 	put(&o, "\"passes\":%llu,\"grows\":%llu,\"shrinks\":%llu,\"backup_refills\":%llu},", LD(d->passes),
 	    LD(d->grows), LD(d->shrinks), LD(d->refills));
-	put(&o, "\"integrity\":{\"double_frees\":%llu,\"invalid_frees\":%llu,\"corruptions\":%llu,\"bad_sizes\":%llu},",
+	put(&o, "\"integrity\":{\"double_frees\":%llu,\"invalid_frees\":%llu,\"corruptions\":%llu,\"bad_sizes\":%llu,",
 	    LD(pool->double_frees), LD(pool->invalid_frees), LD(pool->corruptions), LD(pool->bad_sizes));
+	put(&o, "\"overflows\":%llu,\"use_after_frees\":%llu,\"freelist_errors\":%llu,\"quarantined\":%llu},",
+	    LD(pool->overflows), LD(pool->use_after_frees), LD(pool->freelist_errors), LD(pool->quarantined));
+	put(&o, "\"faults\":{\"injected\":%llu,\"waits\":%llu,\"wait_successes\":%llu},", LD(pool->faults_injected),
+	    LD(pool->waits), LD(pool->wait_successes));
 	static const char *const who[KP_CALLER__N] = {"alloc", "daemon", "setup"};
 	uint64_t total = 0;
 	for (int w = 0; w < KP_CALLER__N; w++)

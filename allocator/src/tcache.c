@@ -132,8 +132,8 @@ void kp__tcache_flush_bin(kp_pool *pool, kp__tcache *tc, unsigned cls, unsigned 
 	void *list = b->head;
 	char *last = b->head;
 	for (unsigned i = 1; i < n; i++)
-		last = kp__link_enc(pool->secret, last + KP_HDR, *(void **)(last + KP_HDR));
-	b->head = kp__link_enc(pool->secret, last + KP_HDR, *(void **)(last + KP_HDR));
+		last = kp__link_get(pool->secret, last);
+	b->head = kp__link_get(pool->secret, last);
 	b->count = keep;
 	kp__central_give(pool, cls, list, n);
 }

@@ -1,0 +1,540 @@
+/*
+ * alloc.c - the allocation and free paths: the per-thread fast paths, the
+ * allocation policy (the one function that decides primary, backup, wait or
+ * refusal), and free with the checks it makes before it trusts a pointer.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <time.h>
+
+#define ALWAYS_INLINE inline __attribute__((always_inline))
+
+static void *bad_size(kp_pool *pool, size_t size, size_t align)
+{
+	atomic_fetch_add(&pool->bad_sizes, 1);
+	kp__event(pool, KP_EV_BAD_SIZE, KP_POOL_PRIMARY, NULL, size, "impossible request: size %zu align %zu",
+		  size, align);
+	kp__set_error("bad size %zu (align %zu)", size, align);
+	errno = size > KP_REQ_MAX ? ENOMEM : EINVAL;
+	return NULL;
+}
+
+/* A thread cache's list failed its check: everything still on it is set
+ * aside (leaked on purpose: none of it can be trusted), and the bin refills
+ * from the central lists. */
+static void bin_damaged(kp_pool *pool, kp__bin *b, const void *h, const char *what)
+{
+	kp__violation(pool, KP_EV_FREELIST, KP_ECORRUPT, h, b->count, what);
+	atomic_fetch_add(&pool->quarantined, b->count);
+	b->head = NULL;
+	b->count = 0;
+}
+
+/* Is next a plausible successor of h on a free list? The same segment as h
+ * (already vetted) is enough; otherwise the pagemap decides. */
+static ALWAYS_INLINE bool next_ok(kp_pool *pool, const char *h, const char *next)
+{
+	return !next || ((((uintptr_t)next ^ (uintptr_t)h) >> KP_SEG_SHIFT) == 0 && !((uintptr_t)next & (KP_HDR - 1)))
+	       || kp__plausible(pool, next);
+}
+
+static ALWAYS_INLINE void *small_alloc(kp_pool *pool, kp__tcache *tc, size_t size, unsigned cls)
+{
+	kp__bin *b = &tc->bin[cls];
+	uint64_t secret = pool->secret;
+	size_t usable = kp__class_size[cls] - KP_HDR;
+	for (;;) {
+		char *h = b->head;
+		if (KP_UNLIKELY(!h)) {
+			void *list = NULL;
+			unsigned got = kp__central_take(pool, cls, &list, b->max / 2);
+			if (!got)
+				return NULL;
+			b->head = h = list;
+			b->count = got;
+		}
+		char *next = kp__link_get(secret, h);
+		uint64_t key = kp__hkey(secret, h);
+		if (pool->conf.checks) {
+			uint64_t m = kp__hdr_meta((kp__hdr *)h);
+			if (KP_UNLIKELY((kp__hdr_tag((kp__hdr *)h) ^ m) != key ||
+					m != kp__meta(0, (uint16_t)cls, KP_ST_FREE) || !next_ok(pool, h, next))) {
+				bin_damaged(pool, b, h, "damaged block or link in a thread cache: list quarantined");
+				continue;
+			}
+		}
+		b->head = next;
+		b->count--;
+		if (KP_UNLIKELY(pool->conf.poison) && !kp__poison_ok(h + KP_HDR, usable)) {
+			kp__hdr_put((kp__hdr *)h, key, kp__meta(0, (uint16_t)cls, KP_ST_QUARANTINE));
+			atomic_fetch_add(&pool->quarantined, 1);
+			kp__violation(pool, KP_EV_USE_AFTER_FREE, KP_ECORRUPT, h + KP_HDR, usable,
+				      "write to a freed block: block quarantined");
+			continue;
+		}
+		kp__hdr_put((kp__hdr *)h, key, kp__meta((uint32_t)size, (uint16_t)cls, KP_ST_ALLOC));
+		KP_UNPOISON(h + KP_HDR, size);
+		if (pool->conf.checks)
+			kp__canary_put(key, h + KP_HDR, size, usable);
+		kp__count_inc(&b->allocs, 1);
+		return h + KP_HDR;
+	}
+}
+
+/* The primary alone: size classes, page runs, huge regions. */
+static void *primary_alloc(kp_pool *pool, kp__tcache *tc, size_t size)
+{
+	/* With checks on, every block keeps at least one byte of slack for its
+	 * canary, so an overflow of even one byte is caught at free. */
+	size_t need = size + KP_HDR + pool->conf.checks;
+	if (need <= KP_SMALL_MAX)
+		return small_alloc(pool, tc, size, kp__class_of(need));
+	char *h;
+	uint16_t cls;
+	size_t usable;
+	if (need <= KP_LARGE_MAX) {
+		h = kp__large_alloc(pool, need);
+		cls = KP_CLS_LARGE;
+		usable = ((need + KP_UNIT_SIZE - 1) & ~(KP_UNIT_SIZE - 1)) - KP_HDR;
+	} else {
+		h = kp__huge_alloc(pool, need, KP_PAGE);
+		cls = KP_CLS_HUGE;
+		usable = h ? ((kp__seg *)kp__pagemap_get(h))->size - 2 * KP_PAGE : 0;
+	}
+	if (!h)
+		return NULL;
+	uint64_t key = kp__hkey(pool->secret, h);
+	KP_UNPOISON(h, KP_HDR);
+	kp__hdr_put((kp__hdr *)h, key, kp__meta(size > UINT32_MAX ? UINT32_MAX : (uint32_t)size, cls, KP_ST_ALLOC));
+	KP_POISON(h, KP_HDR);
+	KP_UNPOISON(h + KP_HDR, size);
+	if (pool->conf.checks && size < UINT32_MAX)
+		kp__canary_put(key, h + KP_HDR, size, usable);
+	kp__count_inc(&tc->allocs, 1);
+	kp__count_inc(&tc->in_use, usable);
+	return h + KP_HDR;
+}
+
+static void *backup_alloc(kp_pool *pool, size_t size, size_t align, const char *why)
+{
+	void *p = kp__backup_alloc(pool, size ? size : 1, align);
+	if (!p)
+		return NULL;
+	KP_UNPOISON(p, size);
+	atomic_fetch_add(&pool->bk_allocs, 1);
+	kp__event(pool, KP_EV_BACKUP_ALLOC, KP_POOL_BACKUP, p, size, "backup served %zu bytes at %p (%s)", size, p,
+		  why);
+	return p;
+}
+
+/* Place an aligned payload inside block p (over-allocated by align): a
+ * redirect header in front of it points back to p. */
+static void *align_inside(kp_pool *pool, char *p, size_t align)
+{
+	char *q = (char *)(((uintptr_t)p + align - 1) & ~(uintptr_t)(align - 1));
+	if (q != p) {
+		kp__hdr_set(pool->secret, (kp__hdr *)(q - KP_HDR), (uint32_t)(q - p), KP_CLS_ALIGNED, KP_ST_ALLOC);
+		KP_POISON(q - KP_HDR, KP_HDR);
+	}
+	return q;
+}
+
+/* An ordinary caller may wait (wait_ms) for the daemon to make room, as
+ * mempool_alloc waits for an element: wake it, sleep until its next pass,
+ * try again. */
+static void *wait_for_daemon(kp_pool *pool, kp__tcache *tc, size_t size)
+{
+	kp__daemon *d = &pool->daemon;
+	if (!pool->conf.wait_ms || atomic_load(&d->state) != KP_D_RUNNING)
+		return NULL;
+	atomic_fetch_add(&pool->waits, 1);
+	uint64_t deadline = kp__now_ns() + (uint64_t)pool->conf.wait_ms * 1000000ull;
+	while (kp__now_ns() < deadline) {
+		uint64_t seen = atomic_load(&d->passes);
+		kp__daemon_kick(pool);
+		pthread_mutex_lock(&d->mu);
+		while (atomic_load(&d->passes) == seen && kp__now_ns() < deadline) {
+			struct timespec ts;
+			clock_gettime(CLOCK_REALTIME, &ts);
+			ts.tv_nsec += 1000000; /* re-check the deadline every millisecond */
+			if (ts.tv_nsec >= 1000000000) {
+				ts.tv_sec++;
+				ts.tv_nsec -= 1000000000;
+			}
+			pthread_cond_timedwait(&d->pass_cv, &d->mu, &ts);
+		}
+		pthread_mutex_unlock(&d->mu);
+		void *p = primary_alloc(pool, tc, size);
+		if (p) {
+			atomic_fetch_add(&pool->wait_successes, 1);
+			return p;
+		}
+	}
+	return NULL;
+}
+
+/*
+ * The allocation policy, in one place (as mempool_alloc keeps its order):
+ *  1. a privileged critical caller while the pool is in the critical state:
+ *     the backup first;
+ *  2. the primary;
+ *  3. the primary failed: a privileged critical caller gets the backup at
+ *     once; an unprivileged critical caller is refused (an event); anyone
+ *     else may wait up to wait_ms for the daemon, then gets NULL (an event).
+ */
+static void *alloc_policy(kp_pool *pool, size_t size, size_t align, unsigned flags)
+{
+	if (KP_UNLIKELY(size > KP_REQ_MAX))
+		return bad_size(pool, size, align);
+	kp__tcache *tc = kp__tcache_get(pool, pool->id);
+	bool privileged = (flags & KP_CRITICAL) && tc && tc->crit_depth > 0;
+	size_t want = align > KP_HDR ? size + align : size;
+	void *p = NULL;
+	if (privileged && atomic_load_explicit(&pool->backup_mode, memory_order_relaxed))
+		p = backup_alloc(pool, size, align, "critical state");
+	if (!p && tc)
+		p = primary_alloc(pool, tc, want);
+	if (!p && tc && !(flags & KP_CRITICAL))
+		p = wait_for_daemon(pool, tc, want);
+	if (p && !kp__backup_owns(&pool->backup, p))
+		return align > KP_HDR ? align_inside(pool, p, align) : p;
+	if (p)
+		return p;
+	if (privileged) {
+		p = backup_alloc(pool, size, align, "primary failed");
+		if (p)
+			return p;
+		atomic_fetch_add(&pool->failures, 1);
+		kp__event(pool, KP_EV_OOM, KP_POOL_BACKUP, NULL, size, "%zu bytes: primary and backup exhausted",
+			  size);
+	} else if (flags & KP_CRITICAL) {
+		atomic_fetch_add(&pool->bk_refusals, 1);
+		kp__event(pool, KP_EV_DENIED, KP_POOL_BACKUP, NULL, size,
+			  "%zu bytes: backup refused, caller holds no critical scope", size);
+	} else {
+		atomic_fetch_add(&pool->failures, 1);
+		kp__event(pool, KP_EV_OOM, KP_POOL_PRIMARY, NULL, size, "%zu bytes: primary exhausted", size);
+	}
+	errno = ENOMEM;
+	return NULL;
+}
+
+KP_EXPORT void *kp_alloc(kp_pool *pool, size_t size, unsigned flags)
+{
+	if (KP_UNLIKELY(!pool)) {
+		errno = EINVAL;
+		return NULL;
+	}
+	void *p;
+	/* The fast path: a small ordinary request served by this thread's cache. */
+	kp__tcache *tc = kp__tcache_get(pool, pool->id);
+	if (KP_LIKELY(size <= KP_SMALL_MAX - KP_HDR - 1 && !(flags & KP_CRITICAL) && tc))
+		p = small_alloc(pool, tc, size, kp__class_of(size + KP_HDR + pool->conf.checks));
+	else
+		p = NULL;
+	if (KP_UNLIKELY(!p))
+		p = alloc_policy(pool, size, KP_HDR, flags);
+	if (p && (flags & KP_ZERO))
+		memset(p, 0, size);
+	return p;
+}
+
+KP_EXPORT void *kp_alloc_aligned(kp_pool *pool, size_t size, size_t align, unsigned flags)
+{
+	if (KP_UNLIKELY(!pool)) {
+		errno = EINVAL;
+		return NULL;
+	}
+	if (align == 0 || (align & (align - 1)) || align > KP_ALIGN_MAX)
+		return bad_size(pool, size, align);
+	void *p = alloc_policy(pool, size, align, flags);
+	if (p && (flags & KP_ZERO))
+		memset(p, 0, size);
+	return p;
+}
+
+/* ---- free -------------------------------------------------------------- */
+
+static const char *why_text(int code)
+{
+	switch (code) {
+	case KP_EDOUBLEFREE: return "double free";
+	case KP_ECORRUPT: return "damaged block header";
+	default: return "free of a pointer never given out";
+	}
+}
+
+static unsigned why_kind(int code)
+{
+	return code == KP_EDOUBLEFREE ? KP_EV_DOUBLE_FREE : code == KP_ECORRUPT ? KP_EV_CORRUPTION : KP_EV_INVALID_FREE;
+}
+
+/* Find the header of a live primary block without trusting p: the pagemap
+ * says whether the address is ours before anything near it is read. On
+ * failure returns NULL and sets *code. */
+static kp__hdr *primary_hdr(kp_pool *pool, const void *p, kp__seg **segp, int *code)
+{
+	kp__seg *s = kp__pagemap_get(p);
+	*code = KP_ENOTOURS;
+	if (!s || s->pool != pool || ((uintptr_t)p & (KP_HDR - 1)))
+		return NULL;
+	uintptr_t off = (uintptr_t)p - (uintptr_t)s;
+	if (s->kind == KP_SEG_HUGE ? off != 2 * KP_PAGE : off < KP_UNIT_SIZE + KP_HDR)
+		return NULL;
+	kp__hdr *h = (kp__hdr *)((uintptr_t)p - KP_HDR);
+	if (!kp__hdr_ok(pool->secret, h)) {
+		/* A block start whose tag does not match was damaged; any other
+		 * address inside a span is an interior pointer. */
+		if (s->kind == KP_SEG_NORMAL) {
+			kp__span *sp = &s->span[s->span[off >> KP_UNIT_SHIFT].head];
+			if (sp->kind != KP_SPAN_FREE && ((char *)h - sp->start) % sp->block == 0)
+				*code = KP_ECORRUPT;
+		} else {
+			*code = KP_ECORRUPT;
+		}
+		return NULL;
+	}
+	unsigned st = KP_META_ST(kp__hdr_meta(h));
+	if (st != KP_ST_ALLOC) {
+		*code = st == KP_ST_FREE ? KP_EDOUBLEFREE : KP_ECORRUPT;
+		return NULL;
+	}
+	*segp = s;
+	return h;
+}
+
+static kp__span *span_at(kp__seg *s, const void *h)
+{
+	uintptr_t off = (uintptr_t)h - (uintptr_t)s;
+	return &s->span[s->span[off >> KP_UNIT_SHIFT].head];
+}
+
+/* The bytes the block's memory spans after its header. */
+static size_t primary_capacity(kp__seg *s, const kp__hdr *h)
+{
+	unsigned cls = KP_META_CLS(kp__hdr_meta(h));
+	if (cls < KP_NCLASS)
+		return kp__class_size[cls] - KP_HDR;
+	if (cls == KP_CLS_HUGE)
+		return s->size - 2 * KP_PAGE;
+	return span_at(s, h)->block - KP_HDR;
+}
+
+/* What the caller may use: with checks on, exactly what it asked for (the
+ * slack past it holds the canary); with checks off, the whole capacity. */
+static size_t primary_usable(kp_pool *pool, kp__seg *s, const kp__hdr *h)
+{
+	size_t cap = primary_capacity(s, h);
+	uint32_t req = KP_META_REQ(kp__hdr_meta(h));
+	return pool->conf.checks && req < cap ? req : cap;
+}
+
+/* With no slack for a canary, the next block's header is the canary: if it
+ * was carved, it must still verify. */
+static bool neighbour_ok(kp_pool *pool, kp__seg *s, const kp__hdr *h, unsigned cls)
+{
+	if (cls >= KP_NCLASS)
+		return true;
+	kp__span *sp = span_at(s, h);
+	const kp__hdr *nb = (const kp__hdr *)((const char *)h + sp->block);
+	kp__central *c = &pool->central[cls];
+	pthread_mutex_lock(&c->lock);
+	bool carved = (const char *)nb < sp->start + (size_t)sp->bump * sp->block;
+	pthread_mutex_unlock(&c->lock);
+	return !carved || kp__hdr_ok(pool->secret, nb);
+}
+
+static int primary_free(kp_pool *pool, void *p, int depth)
+{
+	kp__seg *s;
+	int code;
+	kp__hdr *h = primary_hdr(pool, p, &s, &code);
+	if (!h)
+		return kp__violation(pool, why_kind(code), code, p, 0, why_text(code));
+	uint64_t meta = kp__hdr_meta(h);
+	unsigned cls = KP_META_CLS(meta);
+	uint32_t req = KP_META_REQ(meta);
+	if (cls == KP_CLS_ALIGNED) {
+		if (depth)
+			return kp__violation(pool, KP_EV_CORRUPTION, KP_ECORRUPT, p, 0, "damaged block header");
+		/* Mark the redirect free first: it may lie in the enclosing block's
+		 * first payload word, which becomes that block's free-list link. */
+		kp__hdr_set(pool->secret, h, req, KP_CLS_ALIGNED, KP_ST_FREE);
+		int rc = primary_free(pool, (char *)p - req, 1);
+		if (rc != 0)
+			kp__hdr_set(pool->secret, h, req, KP_CLS_ALIGNED, KP_ST_ALLOC);
+		return rc;
+	}
+	size_t usable = primary_capacity(s, h);
+	uint64_t key = kp__hkey(pool->secret, h);
+	if (pool->conf.checks && req != UINT32_MAX &&
+	    (req < usable ? !kp__canary_ok(key, p, req, usable) : !neighbour_ok(pool, s, h, cls))) {
+		kp__hdr_put(h, key, kp__meta(req, (uint16_t)cls, KP_ST_QUARANTINE));
+		atomic_fetch_add(&pool->quarantined, 1);
+		return kp__violation(pool, KP_EV_OVERFLOW, KP_EOVERFLOW, p, req,
+				     "write past the end of a block: block quarantined");
+	}
+	kp__tcache *tc = kp__tcache_get(pool, pool->id);
+	kp__hdr_put(h, key, kp__meta(0, (uint16_t)cls, KP_ST_FREE));
+	if (tc && cls < KP_NCLASS) {
+		kp__count_inc(&tc->bin[cls].frees, 1);
+	} else if (tc) {
+		kp__count_inc(&tc->frees, 1);
+		kp__count_inc(&tc->in_use, (uint64_t)0 - usable);
+	}
+	if (cls < KP_NCLASS) {
+		if (pool->conf.poison)
+			kp__poison_fill(p, usable);
+		KP_POISON(p, usable);
+		if (!tc) {
+			kp__link_put(pool->secret, h, NULL);
+			kp__central_give(pool, cls, h, 1);
+			return 0;
+		}
+		kp__bin *b = &tc->bin[cls];
+		if (KP_UNLIKELY(b->count >= b->max))
+			kp__tcache_flush_bin(pool, tc, cls, b->max / 2);
+		kp__link_put(pool->secret, h, b->head);
+		b->head = h;
+		b->count++;
+	} else if (cls == KP_CLS_LARGE) {
+		KP_POISON(p, usable);
+		kp__large_free(pool, s, span_at(s, h));
+	} else {
+		kp__huge_free(pool, s);
+	}
+	return 0;
+}
+
+KP_EXPORT int kp_free(kp_pool *pool, void *p)
+{
+	if (!p)
+		return 0;
+	if (!pool)
+		return KP_EINVAL;
+	/* The fast path: a live small block of this pool into a bin with room,
+	 * canary intact. The pagemap vouches for the address before its header
+	 * is read. */
+	kp__seg *s = kp__pagemap_get(p);
+	uintptr_t off = (uintptr_t)p - (uintptr_t)s;
+	if (KP_LIKELY(s && s->pool == pool && s->kind == KP_SEG_NORMAL && !(off & (KP_HDR - 1)) &&
+		      off >= KP_UNIT_SIZE + KP_HDR && !pool->conf.poison)) {
+		kp__hdr *h = (kp__hdr *)((char *)p - KP_HDR);
+		uint64_t key = kp__hkey(pool->secret, h), meta = kp__hdr_meta(h);
+		unsigned cls = KP_META_CLS(meta);
+		kp__tcache *tc = kp__tcache_get(pool, pool->id);
+		if (KP_LIKELY((kp__hdr_tag(h) ^ meta) == key && KP_META_ST(meta) == KP_ST_ALLOC && cls < KP_NCLASS &&
+			      tc && tc->bin[cls].count < tc->bin[cls].max)) {
+			size_t usable = kp__class_size[cls] - KP_HDR, req = KP_META_REQ(meta);
+			if (!pool->conf.checks || (req < usable && kp__canary_ok(key, p, req, usable))) {
+				kp__bin *b = &tc->bin[cls];
+				kp__hdr_put(h, key, kp__meta(0, (uint16_t)cls, KP_ST_FREE));
+				kp__link_put(pool->secret, h, b->head);
+				KP_POISON(p, usable);
+				b->head = h;
+				b->count++;
+				kp__count_inc(&b->frees, 1);
+				return 0;
+			}
+		}
+	}
+	if (kp__backup_owns(&pool->backup, p)) {
+		int rc = kp__backup_free(pool, p);
+		if (rc == 0) {
+			atomic_fetch_add(&pool->bk_frees, 1);
+			return 0;
+		}
+		return kp__violation(pool, why_kind(rc), rc, p, 0,
+				     rc == KP_EDOUBLEFREE ? "double free of a backup block"
+							  : "free of a pointer inside the backup that is no block");
+	}
+	return primary_free(pool, p, 0);
+}
+
+KP_EXPORT size_t kp_usable_size(kp_pool *pool, const void *p)
+{
+	if (!pool || !p)
+		return 0;
+	if (kp__backup_owns(&pool->backup, p))
+		return kp__backup_usable(pool, p);
+	kp__seg *s;
+	int code;
+	const kp__hdr *h = primary_hdr(pool, p, &s, &code);
+	if (!h)
+		return 0;
+	uint64_t meta = kp__hdr_meta(h);
+	if (KP_META_CLS(meta) == KP_CLS_ALIGNED) {
+		uint32_t off = KP_META_REQ(meta);
+		size_t inner = kp_usable_size(pool, (const char *)p - off);
+		return inner > off ? inner - off : 0;
+	}
+	return primary_usable(pool, s, h);
+}
+
+/* Resize in place when the block's capacity fits: shrinking by less than
+ * half, or growing within the slack. Returns p, or NULL to move. */
+static void *realloc_in_place(kp_pool *pool, void *p, size_t size, size_t old, unsigned flags)
+{
+	kp__hdr *h = (kp__hdr *)((char *)p - KP_HDR);
+	kp__seg *s = kp__pagemap_get(h);
+	uint64_t meta = kp__hdr_meta(h);
+	unsigned cls = KP_META_CLS(meta);
+	if (cls == KP_CLS_ALIGNED)
+		return NULL;
+	size_t cap = primary_capacity(s, h), room = cap - pool->conf.checks;
+	if (size > room || size < room / 2 || size >= UINT32_MAX)
+		return NULL;
+	uint64_t key = kp__hkey(pool->secret, h);
+	uint32_t req = KP_META_REQ(meta);
+	if (pool->conf.checks && req < cap && !kp__canary_ok(key, p, req, cap))
+		return NULL; /* let free report the overflow */
+	KP_UNPOISON(p, size);
+	if ((flags & KP_ZERO) && size > old)
+		memset((char *)p + old, 0, size - old);
+	kp__hdr_put(h, key, kp__meta((uint32_t)size, (uint16_t)cls, KP_ST_ALLOC));
+	if (size < cap)
+		KP_POISON((char *)p + size, cap - size);
+	if (pool->conf.checks)
+		kp__canary_put(key, p, size, cap);
+	return p;
+}
+
+KP_EXPORT void *kp_realloc(kp_pool *pool, void *p, size_t size, unsigned flags)
+{
+	if (!p)
+		return kp_alloc(pool, size, flags);
+	if (!pool) {
+		errno = EINVAL;
+		return NULL;
+	}
+	if (size == 0) {
+		kp_free(pool, p);
+		return NULL;
+	}
+	if (size > KP_REQ_MAX)
+		return bad_size(pool, size, KP_HDR);
+	size_t old = kp_usable_size(pool, p);
+	if (!old) {
+		kp_free(pool, p); /* records why: double free, foreign or damaged */
+		errno = EINVAL;
+		return NULL;
+	}
+	if (!kp__backup_owns(&pool->backup, p)) {
+		void *q = realloc_in_place(pool, p, size, old, flags);
+		if (q)
+			return q;
+	} else if (size <= old && !(flags & KP_ZERO)) {
+		return p;
+	}
+	void *q = kp_alloc(pool, size, flags & ~KP_ZERO);
+	if (!q)
+		return NULL;
+	size_t n = old < size ? old : size;
+	memcpy(q, p, n);
+	if ((flags & KP_ZERO) && size > n)
+		memset((char *)q + n, 0, size - n);
+	kp_free(pool, p);
+	return q;
+}

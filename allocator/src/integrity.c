@@ -1,0 +1,68 @@
+/*
+ * integrity.c - what the pool checks before it trusts a byte of its own
+ * metadata, and what it does when a check fails.
+ *
+ * Block headers carry tag = mix(secret ^ address) ^ meta (internal.h): a
+ * header copied, forged or damaged does not verify. With checks on, the
+ * slack past the requested size holds a canary keyed the same way (a write
+ * past the end is found at free at the latest), free-list links are decoded
+ * and vetted before they are followed, and with poison on a freed payload is
+ * filled and verified when it is handed out again (a write after free).
+ * A violation is counted, recorded as an event, and contained: the block or
+ * span concerned is quarantined, never reused, and the pool goes on. The
+ * conf switch abort_on_corruption turns containment into abort() for
+ * debugging.
+ */
+#include "internal.h"
+
+#include <stdlib.h>
+
+int kp__violation(kp_pool *pool, unsigned kind, int code, const void *addr, size_t size, const char *what)
+{
+	_Atomic uint64_t *counter = kind == KP_EV_DOUBLE_FREE	  ? &pool->double_frees
+				    : kind == KP_EV_INVALID_FREE  ? &pool->invalid_frees
+				    : kind == KP_EV_OVERFLOW	  ? &pool->overflows
+				    : kind == KP_EV_USE_AFTER_FREE ? &pool->use_after_frees
+				    : kind == KP_EV_FREELIST	  ? &pool->freelist_errors
+								  : &pool->corruptions;
+	atomic_fetch_add(counter, 1);
+	unsigned which = kp__backup_owns(&pool->backup, addr) ? KP_POOL_BACKUP : KP_POOL_PRIMARY;
+	kp__event(pool, kind, which, addr, size, "%s at %p (size %zu)", what, addr, size);
+	kp__set_error("%s at %p (size %zu)", what, addr, size);
+	if (pool->conf.abort_on_corruption && kind != KP_EV_INVALID_FREE)
+		abort();
+	return code;
+}
+
+/* Freed payloads: the first word is the free-list link; the rest is filled. */
+void kp__poison_fill(char *payload, size_t usable)
+{
+	if (usable <= sizeof(void *))
+		return;
+	KP_UNPOISON(payload + sizeof(void *), usable - sizeof(void *));
+	memset(payload + sizeof(void *), KP_POISON_BYTE, usable - sizeof(void *));
+	KP_POISON(payload + sizeof(void *), usable - sizeof(void *));
+}
+
+KP_NOASAN bool kp__poison_ok(const char *payload, size_t usable)
+{
+	const uint64_t pat = 0x0101010101010101ull * KP_POISON_BYTE;
+	size_t i = sizeof(void *);
+	for (; i + 8 <= usable; i += 8) {
+		uint64_t w;
+		__builtin_memcpy(&w, payload + i, 8);
+		if (w != pat)
+			return false;
+	}
+	for (; i < usable; i++)
+		if ((uint8_t)payload[i] != KP_POISON_BYTE)
+			return false;
+	return true;
+}
+
+bool kp__plausible(kp_pool *pool, const void *h)
+{
+	kp__seg *s = kp__pagemap_get(h);
+	uintptr_t off = (uintptr_t)h - (uintptr_t)s;
+	return s && s->pool == pool && s->kind == KP_SEG_NORMAL && !(off & (KP_HDR - 1)) && off >= KP_UNIT_SIZE;
+}
