@@ -453,12 +453,15 @@ KP_EXPORT int kp_free(kp_pool *pool, void *p)
 	return primary_free(pool, p, 0);
 }
 
-KP_EXPORT size_t kp_usable_size(kp_pool *pool, const void *p)
+/* The usable size of a live block; *ok false when p is not one. */
+static size_t block_usable(kp_pool *pool, const void *p, bool *ok)
 {
-	if (!pool || !p)
-		return 0;
-	if (kp__backup_owns(&pool->backup, p))
-		return kp__backup_usable(pool, p);
+	*ok = false;
+	if (kp__backup_owns(&pool->backup, p)) {
+		size_t n = kp__backup_usable(pool, p);
+		*ok = n > 0;
+		return n;
+	}
 	kp__seg *s;
 	int code;
 	const kp__hdr *h = primary_hdr(pool, p, &s, &code);
@@ -467,10 +470,17 @@ KP_EXPORT size_t kp_usable_size(kp_pool *pool, const void *p)
 	uint64_t meta = kp__hdr_meta(h);
 	if (KP_META_CLS(meta) == KP_CLS_ALIGNED) {
 		uint32_t off = KP_META_REQ(meta);
-		size_t inner = kp_usable_size(pool, (const char *)p - off);
+		size_t inner = block_usable(pool, (const char *)p - off, ok);
 		return inner > off ? inner - off : 0;
 	}
+	*ok = true;
 	return primary_usable(pool, s, h);
+}
+
+KP_EXPORT size_t kp_usable_size(kp_pool *pool, const void *p)
+{
+	bool ok;
+	return pool && p ? block_usable(pool, p, &ok) : 0;
 }
 
 /* Resize in place when the block's capacity fits: shrinking by less than
@@ -515,8 +525,9 @@ KP_EXPORT void *kp_realloc(kp_pool *pool, void *p, size_t size, unsigned flags)
 	}
 	if (size > KP_REQ_MAX)
 		return bad_size(pool, size, KP_HDR);
-	size_t old = kp_usable_size(pool, p);
-	if (!old) {
+	bool ok;
+	size_t old = block_usable(pool, p, &ok);
+	if (!ok) {
 		kp_free(pool, p); /* records why: double free, foreign or damaged */
 		errno = EINVAL;
 		return NULL;

@@ -16,7 +16,8 @@
 static const char *const names[KP_EV__COUNT] = {
 	"none",         "grow",          "shrink",     "backup_enter", "backup_leave", "backup_alloc",
 	"denied",       "oom",           "bad_size",   "double_free",  "invalid_free", "corruption",
-	"token",        "os_fail",       "daemon",     "fault_injected",
+	"token",        "os_fail",       "daemon",     "fault_injected", "overflow",     "use_after_free",
+	"freelist",     "quarantine",    "log_suppressed",
 };
 
 KP_EXPORT const char *kp_event_name(unsigned kind)
