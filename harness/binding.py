@@ -44,6 +44,7 @@ KP_EDOUBLEFREE = -3
 KP_ECORRUPT = -4
 KP_EDENIED = -5
 KP_ENOMEM = -6
+KP_EOVERFLOW = -7
 ERROR_NAMES = {
     KP_OK: "KP_OK",
     KP_EINVAL: "KP_EINVAL",
@@ -52,6 +53,7 @@ ERROR_NAMES = {
     KP_ECORRUPT: "KP_ECORRUPT",
     KP_EDENIED: "KP_EDENIED",
     KP_ENOMEM: "KP_ENOMEM",
+    KP_EOVERFLOW: "KP_EOVERFLOW",
 }
 
 KP_POOL_PRIMARY = 0
@@ -119,6 +121,7 @@ PROTOTYPES: dict[str, tuple[Any, tuple[Any, ...]]] = {
     "kp_events_drain": (c_size_t, (_pool, POINTER(KpEvent), c_size_t)),
     "kp_event_name": (c_char_p, (c_uint,)),
     "kp_options": (c_size_t, (POINTER(POINTER(KpOptionInfo)),)),
+    "kp_fault_inject": (c_int, (_pool, c_char_p)),
     "kp_daemon_step": (c_int, (_pool, c_uint64)),
     "kp_daemon_wake": (None, (_pool,)),
 }
@@ -331,6 +334,11 @@ class Pool:
         out = [*self._backlog, *self._drain()]
         self._backlog.clear()
         return out
+
+    def fault_inject(self, spec: str) -> None:
+        """Inject OS failures or damage on purpose (see kp_fault_inject in kpool.h)."""
+        if self.lib.kp_fault_inject(self.handle, spec.encode()) != KP_OK:
+            raise ConfError(f"fault spec {spec!r}", last_error(self.lib))
 
     def daemon_step(self, advance_ms: int = 0) -> int:
         """One daemon pass on this thread with the clock advanced; the number of grows + shrinks."""

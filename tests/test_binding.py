@@ -133,8 +133,9 @@ def test_option_table() -> None:
     assert set(names) >= REQUIRED_OPTIONS
     assert len(names) == len(set(names))
     for o in opts:
-        assert o["kind"] in {"size", "int", "bool", "percent"}, o
-        assert o["default"] and o["help"], o
+        assert o["kind"] in {"size", "int", "bool", "percent", "string"}, o
+        assert o["help"], o
+        assert o["default"] or o["kind"] == "string", o
     assert {o["name"]: o["default"] for o in opts}["daemon"] == "on"
 
 

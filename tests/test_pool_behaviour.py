@@ -249,12 +249,9 @@ def test_two_threads_free_each_others_blocks(pool: Pool) -> None:
         pool.free(a)
     assert errors == []
     balanced(pool)
-    assert pool.stats()["integrity"] == {
-        "double_frees": 0,
-        "invalid_frees": 0,
-        "corruptions": 0,
-        "bad_sizes": 0,
-    }
+    integrity = pool.stats()["integrity"]
+    assert {"double_frees", "invalid_frees", "corruptions", "bad_sizes"} <= set(integrity)
+    assert all(v == 0 for v in integrity.values()), integrity
 
 
 # ---- fork ---------------------------------------------------------------------------------------------
@@ -264,7 +261,8 @@ def _child(pool: Pool, inherited: int) -> int:
     """Runs in the forked child: 0 when the inherited pool works there."""
     if read(inherited, 4096) != pattern(4096, 42):
         return 2
-    addrs = [pool.alloc(size) for size in range(1, 20000, 37)]
+    # sizes from 38: each block holds the 16-byte pattern (a write past a block is an overflow)
+    addrs = [pool.alloc(size) for size in range(38, 20000, 37)]
     for i, a in enumerate(addrs):
         fill(a, 16, i)
     for i, a in enumerate(addrs):
