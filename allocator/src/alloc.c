@@ -61,7 +61,7 @@ static ALWAYS_INLINE void *small_alloc(kp_pool *pool, kp__tcache *tc, size_t siz
 			uint64_t m = kp__hdr_meta((kp__hdr *)h);
 			if (KP_UNLIKELY((kp__hdr_tag((kp__hdr *)h) ^ m) != key ||
 					m != kp__meta(0, (uint16_t)cls, KP_ST_FREE) || !next_ok(pool, h, next))) {
-				bin_damaged(pool, b, h, "damaged block or link in a thread cache: list quarantined");
+				bin_damaged(pool, b, h, "bad cache link, list quarantined");
 				continue;
 			}
 		}
@@ -71,7 +71,7 @@ static ALWAYS_INLINE void *small_alloc(kp_pool *pool, kp__tcache *tc, size_t siz
 			kp__hdr_put((kp__hdr *)h, key, kp__meta(0, (uint16_t)cls, KP_ST_QUARANTINE));
 			atomic_fetch_add(&pool->quarantined, 1);
 			kp__violation(pool, KP_EV_USE_AFTER_FREE, KP_ECORRUPT, h + KP_HDR, usable,
-				      "write to a freed block: block quarantined");
+				      "write after free, quarantined");
 			continue;
 		}
 		kp__hdr_put((kp__hdr *)h, key, kp__meta((uint32_t)size, (uint16_t)cls, KP_ST_ALLOC));
@@ -374,7 +374,7 @@ static int primary_free(kp_pool *pool, void *p, int depth)
 		kp__hdr_put(h, key, kp__meta(req, (uint16_t)cls, KP_ST_QUARANTINE));
 		atomic_fetch_add(&pool->quarantined, 1);
 		return kp__violation(pool, KP_EV_OVERFLOW, KP_EOVERFLOW, p, req,
-				     "write past the end of a block: block quarantined");
+				     "overflow, quarantined");
 	}
 	kp__tcache *tc = kp__tcache_get(pool, pool->id);
 	kp__hdr_put(h, key, kp__meta(0, (uint16_t)cls, KP_ST_FREE));

@@ -45,7 +45,7 @@ static void put_s(sink *k, const char *s)
 		put_c(k, *s);
 }
 
-static void put_u(sink *k, unsigned long long v, unsigned base)
+static void put_u(sink *k, unsigned long long v, unsigned base, int width)
 {
 	char tmp[24];
 	int n = 0;
@@ -53,6 +53,8 @@ static void put_u(sink *k, unsigned long long v, unsigned base)
 		tmp[n++] = "0123456789abcdef"[v % base];
 		v /= base;
 	} while (v);
+	while (n < width && n < (int)sizeof tmp)
+		tmp[n++] = '0';
 	while (n)
 		put_c(k, tmp[--n]);
 }
@@ -66,27 +68,32 @@ size_t kp__fmt(char *buf, size_t len, const char *fmt, va_list ap)
 			continue;
 		}
 		f++;
+		int width = 0;
+		if (*f == '0') { /* zero-padded width, as in %03llu */
+			while (*++f >= '0' && *f <= '9')
+				width = width * 10 + (*f - '0');
+		}
 		if (*f == 's') {
 			put_s(&k, va_arg(ap, const char *));
 		} else if (*f == 'p') {
 			put_s(&k, "0x");
-			put_u(&k, (uintptr_t)va_arg(ap, void *), 16);
+			put_u(&k, (uintptr_t)va_arg(ap, void *), 16, 0);
 		} else if (*f == 'c') {
 			put_c(&k, (char)va_arg(ap, int));
 		} else if (*f == 'd') {
 			int v = va_arg(ap, int);
 			if (v < 0)
 				put_c(&k, '-');
-			put_u(&k, v < 0 ? (unsigned long long)-(long long)v : (unsigned long long)v, 10);
+			put_u(&k, v < 0 ? (unsigned long long)-(long long)v : (unsigned long long)v, 10, width);
 		} else if (*f == 'u') {
-			put_u(&k, va_arg(ap, unsigned), 10);
+			put_u(&k, va_arg(ap, unsigned), 10, width);
 		} else if (*f == 'x') {
-			put_u(&k, va_arg(ap, unsigned), 16);
+			put_u(&k, va_arg(ap, unsigned), 16, width);
 		} else if (f[0] == 'z' && f[1] == 'u') {
-			put_u(&k, va_arg(ap, size_t), 10);
+			put_u(&k, va_arg(ap, size_t), 10, width);
 			f++;
 		} else if (f[0] == 'l' && f[1] == 'l' && f[2] == 'u') {
-			put_u(&k, va_arg(ap, unsigned long long), 10);
+			put_u(&k, va_arg(ap, unsigned long long), 10, width);
 			f += 2;
 		} else if (*f == '%') {
 			put_c(&k, '%');
@@ -123,7 +130,7 @@ static void log_line(kp_pool *pool, const kp_event *ev)
 		atomic_store(&pool->log_used, 0);
 		uint64_t lost = atomic_exchange(&pool->log_suppressed, 0);
 		if (lost) {
-			size_t n = fmt(line, sizeof line, "kpool %llu.%llu %s suppressed %llu lines\n",
+			size_t n = fmt(line, sizeof line, "kpool %llu.%03llu %s suppressed %llu lines\n",
 				       (unsigned long long)sec, (unsigned long long)(ev->time_ns % 1000000000ull / 1000000),
 				       kp_event_name(KP_EV_LOG_SUPPRESSED), (unsigned long long)lost);
 			kp__os_write(&pool->os, pool->log_fd, line, n);
@@ -133,7 +140,7 @@ static void log_line(kp_pool *pool, const kp_event *ev)
 		atomic_fetch_add(&pool->log_suppressed, 1);
 		return;
 	}
-	size_t n = fmt(line, sizeof line, "kpool %llu.%llu %s %s\n", (unsigned long long)sec,
+	size_t n = fmt(line, sizeof line, "kpool %llu.%03llu %s %s\n", (unsigned long long)sec,
 		       (unsigned long long)(ev->time_ns % 1000000000ull / 1000000), kp_event_name(ev->kind), ev->text);
 	kp__os_write(&pool->os, pool->log_fd, line, n);
 }

@@ -204,7 +204,7 @@ static char *span_pop(kp_pool *pool, kp__central *c, kp__span *sp)
 		char *end = sp->start + (size_t)sp->nblocks * sp->block;
 		if (next && (next < sp->start || next >= end || (size_t)(next - sp->start) % sp->block)) {
 			kp__violation(pool, KP_EV_FREELIST, KP_ECORRUPT, b, sp->block,
-				      "damaged free-list link in span: span quarantined");
+				      "bad span link, span quarantined");
 			sp->quarantined = 1;
 			sp->free = NULL;
 			sp->bump = sp->nblocks;
@@ -300,28 +300,39 @@ void kp__central_give(kp_pool *pool, unsigned cls, void *list, unsigned n)
 }
 
 /* Fault injection: quarantine the first live small span found, as if its
- * metadata had been found damaged. */
+ * metadata had been found damaged. Found under the pool lock, changed under
+ * its class lock (the lock order is class, then pool). */
 int kp__primary_quarantine_span(kp_pool *pool)
 {
-	for (unsigned cls = 0; cls < KP_NCLASS; cls++) {
-		kp__central *c = &pool->central[cls];
-		pthread_mutex_lock(&c->lock);
-		kp__span *sp = c->partial;
-		if (sp) {
-			sp->quarantined = 1;
-			sp->free = NULL;
-			sp->bump = sp->nblocks;
+	kp__span *sp = NULL;
+	unsigned cls = 0;
+	pthread_mutex_lock(&pool->lock);
+	for (kp__seg *s = pool->segs; s && !sp; s = s->next)
+		for (unsigned u = 1; u < KP_UNITS && !sp; u++)
+			if (s->span[u].head == u && s->span[u].kind == KP_SPAN_SMALL && !s->span[u].quarantined) {
+				sp = &s->span[u];
+				cls = sp->cls;
+			}
+	pthread_mutex_unlock(&pool->lock);
+	if (!sp)
+		return -1;
+	kp__central *c = &pool->central[cls];
+	pthread_mutex_lock(&c->lock);
+	bool ok = sp->kind == KP_SPAN_SMALL && sp->cls == cls;
+	if (ok) {
+		if (sp->in_partial)
 			partial_remove(c, sp);
-			atomic_fetch_add(&pool->quarantined, 1);
-		}
-		pthread_mutex_unlock(&c->lock);
-		if (sp) {
-			kp__event(pool, KP_EV_QUARANTINE, KP_POOL_PRIMARY, sp->start, (size_t)sp->units << KP_UNIT_SHIFT,
-				  "span %p of class %u quarantined (injected)", (void *)sp->start, cls);
-			return 0;
-		}
+		sp->quarantined = 1;
+		sp->free = NULL;
+		sp->bump = sp->nblocks;
 	}
-	return -1;
+	pthread_mutex_unlock(&c->lock);
+	if (!ok)
+		return -1;
+	atomic_fetch_add(&pool->quarantined, 1);
+	kp__event(pool, KP_EV_QUARANTINE, KP_POOL_PRIMARY, sp->start, (size_t)sp->units << KP_UNIT_SHIFT,
+		  "%p size %zu: span quarantined (injected)", (void *)sp->start, (size_t)sp->units << KP_UNIT_SHIFT);
+	return 0;
 }
 
 void *kp__large_alloc(kp_pool *pool, size_t need)
