@@ -118,6 +118,13 @@ static void print_text(const struct result *r, uint64_t clock_ns)
 		       i + 1, rd->blocks, (double)rd->bytes / 1048576.0, rd->alloc_s, rd->free_s,
 		       rd->thread_minflt, rd->process_minflt, rd->pages, hist_pct(rd->lat, 0.99));
 	}
+	if (r->wl == 'e') {
+		const struct hist *c = r->lat_free;
+		printf("    critical from the backup: alloc ns p50 %" PRIu64 " p99 %" PRIu64 " p99.9 %" PRIu64
+		       "; p99 ratio to the healthy primary %.2f\n",
+		       hist_pct(c, 0.5), hist_pct(c, 0.99), hist_pct(c, 0.999),
+		       (double)hist_pct(c, 0.99) / (double)(hist_pct(h, 0.99) ? hist_pct(h, 0.99) : 1));
+	}
 	if (r->verify_errors || r->alloc_failures || r->free_errors)
 		printf("    ERRORS: %" PRIu64 " verify, %" PRIu64 " alloc failures, %" PRIu64
 		       " free errors\n",
@@ -202,8 +209,8 @@ static int parse_opts(int argc, char **argv, struct opts *o, const char **worklo
 			g_use_kpool = !strcmp(optarg, "kpool");
 			break;
 		case 'w':
-			if (strcmp(optarg, "all") && strspn(optarg, "abcd,") != strlen(optarg)) {
-				fprintf(stderr, "kpbench: --workload %s: use a, b, c, d or all\n",
+			if (strcmp(optarg, "all") && strspn(optarg, "abcde,") != strlen(optarg)) {
+				fprintf(stderr, "kpbench: --workload %s: use a, b, c, d, e (kpool only) or all\n",
 					optarg);
 				return -1;
 			}
@@ -259,6 +266,7 @@ int main(int argc, char **argv)
 		int err = *w == 'a'   ? run_a(&r, &o)
 			  : *w == 'b' ? run_b(&r, &o)
 			  : *w == 'c' ? run_c(&r, &o)
+			  : *w == 'e' ? run_e(&r, &o)
 				      : run_d(&r, &o);
 		r.free_errors = atomic_load(&g_free_errors);
 		if (err) {

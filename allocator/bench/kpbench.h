@@ -230,5 +230,6 @@ int run_a(struct result *r, const struct opts *o);
 int run_b(struct result *r, const struct opts *o);
 int run_c(struct result *r, const struct opts *o);
 int run_d(struct result *r, const struct opts *o);
+int run_e(struct result *r, const struct opts *o); /* kpool only */
 
 #endif /* KPBENCH_H */

@@ -117,15 +117,19 @@ static void *primary_alloc(kp_pool *pool, kp__tcache *tc, size_t size)
 	return h + KP_HDR;
 }
 
-static void *backup_alloc(kp_pool *pool, size_t size, size_t align, const char *why)
+static void *backup_alloc(kp_pool *pool, size_t size, size_t align, bool in_mode, const char *why)
 {
 	void *p = kp__backup_alloc(pool, size ? size : 1, align);
 	if (!p)
 		return NULL;
 	KP_UNPOISON(p, size);
 	atomic_fetch_add(&pool->bk_allocs, 1);
-	kp__event(pool, KP_EV_BACKUP_ALLOC, KP_POOL_BACKUP, p, size, "backup served %zu bytes at %p (%s)", size, p,
-		  why);
+	/* In the critical state the backup_enter event already says where
+	 * critical traffic goes; a block served by a one-off failover is an
+	 * event of its own. */
+	if (!in_mode)
+		kp__event(pool, KP_EV_BACKUP_ALLOC, KP_POOL_BACKUP, p, size, "%p size %zu: served by the backup (%s)", p,
+			  size, why);
 	return p;
 }
 
@@ -193,7 +197,7 @@ static void *alloc_policy(kp_pool *pool, size_t size, size_t align, unsigned fla
 	size_t want = align > KP_HDR ? size + align : size;
 	void *p = NULL;
 	if (privileged && atomic_load_explicit(&pool->backup_mode, memory_order_relaxed))
-		p = backup_alloc(pool, size, align, "critical state");
+		p = backup_alloc(pool, size, align, true, "critical state");
 	if (!p && tc)
 		p = primary_alloc(pool, tc, want);
 	if (!p && tc && !(flags & KP_CRITICAL))
@@ -203,7 +207,7 @@ static void *alloc_policy(kp_pool *pool, size_t size, size_t align, unsigned fla
 	if (p)
 		return p;
 	if (privileged) {
-		p = backup_alloc(pool, size, align, "primary failed");
+		p = backup_alloc(pool, size, align, false, "primary failed");
 		if (p)
 			return p;
 		atomic_fetch_add(&pool->failures, 1);
