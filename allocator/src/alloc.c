@@ -77,7 +77,7 @@ static ALWAYS_INLINE void *small_alloc(kp_pool *pool, kp__tcache *tc, size_t siz
 		kp__hdr_put((kp__hdr *)h, key, kp__meta((uint32_t)size, (uint16_t)cls, KP_ST_ALLOC));
 		KP_UNPOISON(h + KP_HDR, size);
 		if (pool->conf.checks)
-			kp__canary_put(key, h + KP_HDR, size, usable);
+			kp__canary8_put(key, h + KP_HDR + size);
 		kp__count_inc(&b->allocs, 1);
 		return h + KP_HDR;
 	}
@@ -86,9 +86,9 @@ static ALWAYS_INLINE void *small_alloc(kp_pool *pool, kp__tcache *tc, size_t siz
 /* The primary alone: size classes, page runs, huge regions. */
 static void *primary_alloc(kp_pool *pool, kp__tcache *tc, size_t size)
 {
-	/* With checks on, every block keeps at least one byte of slack for its
-	 * canary, so an overflow of even one byte is caught at free. */
-	size_t need = size + KP_HDR + pool->conf.checks;
+	/* With checks on, every block keeps 8 bytes of slack for its canary, so
+	 * an overflow of even one byte is caught at free. */
+	size_t need = size + KP_HDR + pool->canary;
 	if (need <= KP_SMALL_MAX)
 		return small_alloc(pool, tc, size, kp__class_of(need));
 	char *h;
@@ -234,8 +234,8 @@ KP_EXPORT void *kp_alloc(kp_pool *pool, size_t size, unsigned flags)
 	void *p;
 	/* The fast path: a small ordinary request served by this thread's cache. */
 	kp__tcache *tc = kp__tcache_get(pool, pool->id);
-	if (KP_LIKELY(size <= KP_SMALL_MAX - KP_HDR - 1 && !(flags & KP_CRITICAL) && tc))
-		p = small_alloc(pool, tc, size, kp__class_of(size + KP_HDR + pool->conf.checks));
+	if (KP_LIKELY(size <= KP_SMALL_MAX - KP_HDR - KP_CANARY && !(flags & KP_CRITICAL) && tc))
+		p = small_alloc(pool, tc, size, kp__class_of(size + KP_HDR + pool->canary));
 	else
 		p = NULL;
 	if (KP_UNLIKELY(!p))
@@ -432,7 +432,7 @@ KP_EXPORT int kp_free(kp_pool *pool, void *p)
 		if (KP_LIKELY((kp__hdr_tag(h) ^ meta) == key && KP_META_ST(meta) == KP_ST_ALLOC && cls < KP_NCLASS &&
 			      tc && tc->bin[cls].count < tc->bin[cls].max)) {
 			size_t usable = kp__class_size[cls] - KP_HDR, req = KP_META_REQ(meta);
-			if (!pool->conf.checks || (req < usable && kp__canary_ok(key, p, req, usable))) {
+			if (!pool->conf.checks || kp__canary8_ok(key, (char *)p + req)) {
 				kp__bin *b = &tc->bin[cls];
 				kp__hdr_put(h, key, kp__meta(0, (uint16_t)cls, KP_ST_FREE));
 				kp__link_put(pool->secret, h, b->head);
@@ -497,7 +497,7 @@ static void *realloc_in_place(kp_pool *pool, void *p, size_t size, size_t old, u
 	unsigned cls = KP_META_CLS(meta);
 	if (cls == KP_CLS_ALIGNED)
 		return NULL;
-	size_t cap = primary_capacity(s, h), room = cap - pool->conf.checks;
+	size_t cap = primary_capacity(s, h), room = cap - pool->canary;
 	if (size > room || size < room / 2 || size >= UINT32_MAX)
 		return NULL;
 	uint64_t key = kp__hkey(pool->secret, h);

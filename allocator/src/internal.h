@@ -239,6 +239,19 @@ int kp__violation(kp_pool *pool, unsigned kind, int code, const void *addr, size
  * block's key ^ 0xa5.. (little-endian bytes), so a canary copied from
  * another block does not verify. */
 #define KP_CANARY_XOR 0xa5a5a5a5a5a5a5a5ull
+#define KP_CANARY 8 /* slack every block keeps for it with checks on */
+/* The fast forms, for blocks whose slack holds all 8 bytes (small blocks). */
+static inline KP_NOASAN void kp__canary8_put(uint64_t key, char *at)
+{
+	uint64_t w = key ^ KP_CANARY_XOR;
+	__builtin_memcpy(at, &w, 8);
+}
+static inline KP_NOASAN bool kp__canary8_ok(uint64_t key, const char *at)
+{
+	uint64_t w;
+	__builtin_memcpy(&w, at, 8);
+	return w == (key ^ KP_CANARY_XOR);
+}
 static inline KP_NOASAN void kp__canary_put(uint64_t key, char *payload, size_t req, size_t usable)
 {
 	uint64_t w = key ^ KP_CANARY_XOR;
@@ -468,6 +481,7 @@ struct kp_pool {
 	 * path raises the boost each time it had to grow by itself (demand
 	 * outran the daemon); it decays after decay_ms without that. */
 	_Atomic int grow_boost;
+	size_t canary; /* KP_CANARY with checks on, else 0 */
 	_Atomic uint64_t boost_at_ns;
 	kp__tcache *tcaches, *tc_free;
 	void *tc_chunks[KP_TC_CHUNKS];

@@ -116,6 +116,7 @@ KP_EXPORT kp_pool *kp_create(const char *conf)
 	pool->self_size = self;
 	pool->conf = c;
 	pool->os.pool = pool;
+	pool->canary = c.checks ? KP_CANARY : 0;
 	if (kp__log_open(pool) < 0) {
 		kp__os_caller = saved;
 		kp_destroy(pool);
