@@ -34,6 +34,13 @@ static void bin_damaged(kp_pool *pool, kp__bin *b, const void *h, const char *wh
 
 /* Is next a plausible successor of h on a free list? The same segment as h
  * (already vetted) is enough; otherwise the pagemap decides. */
+/* The fast path's link check: NULL, or in h's segment (vetted) at a header
+ * alignment. Anything else takes the slow path, which asks the pagemap. */
+static ALWAYS_INLINE bool same_segment(const char *h, const char *next)
+{
+	return !next || ((((uintptr_t)next ^ (uintptr_t)h) >> KP_SEG_SHIFT) == 0 && !((uintptr_t)next & (KP_HDR - 1)));
+}
+
 static ALWAYS_INLINE bool next_ok(kp_pool *pool, const char *h, const char *next)
 {
 	return !next || ((((uintptr_t)next ^ (uintptr_t)h) >> KP_SEG_SHIFT) == 0 && !((uintptr_t)next & (KP_HDR - 1)))
@@ -225,24 +232,54 @@ static void *alloc_policy(kp_pool *pool, size_t size, size_t align, unsigned fla
 	return NULL;
 }
 
-KP_EXPORT void *kp_alloc(kp_pool *pool, size_t size, unsigned flags)
+/* Everything but the common case, out of line so that the fast path below
+ * needs no stack frame. */
+static __attribute__((noinline)) void *alloc_slow(kp_pool *pool, size_t size, unsigned flags)
 {
 	if (KP_UNLIKELY(!pool)) {
 		errno = EINVAL;
 		return NULL;
 	}
-	void *p;
-	/* The fast path: a small ordinary request served by this thread's cache. */
+	void *p = NULL;
 	kp__tcache *tc = kp__tcache_get(pool, pool->id);
-	if (KP_LIKELY(size <= KP_SMALL_MAX - KP_HDR - KP_CANARY && !(flags & KP_CRITICAL) && tc))
+	if (size <= KP_SMALL_MAX - KP_HDR - KP_CANARY && !(flags & KP_CRITICAL) && tc)
 		p = small_alloc(pool, tc, size, kp__class_of(size + KP_HDR + pool->canary));
-	else
-		p = NULL;
-	if (KP_UNLIKELY(!p))
+	if (!p)
 		p = alloc_policy(pool, size, KP_HDR, flags);
 	if (p && (flags & KP_ZERO))
 		memset(p, 0, size);
 	return p;
+}
+
+KP_EXPORT void *kp_alloc(kp_pool *pool, size_t size, unsigned flags)
+{
+	/* The fast path: a small ordinary request, this thread's cache for the
+	 * pool in the first slot, a block in the bin, and (checks on) the block
+	 * and its link verified. Anything else goes to alloc_slow. */
+	if (KP_LIKELY(pool && size <= KP_SMALL_MAX - KP_HDR - KP_CANARY && !flags && !pool->conf.poison &&
+		      kp__tls_state.id[0] == pool->id)) {
+		unsigned cls = kp__class_of(size + KP_HDR + pool->canary);
+		kp__bin *b = &kp__tls_state.tc[0]->bin[cls];
+		char *h = b->head;
+		if (KP_LIKELY(h != NULL)) {
+			uint64_t secret = pool->secret, key = kp__hkey(secret, h);
+			char *next = kp__link_get(secret, h);
+			bool checks = pool->conf.checks;
+			if (KP_LIKELY(!checks || (((kp__hdr_tag((kp__hdr *)h) ^ kp__hdr_meta((kp__hdr *)h)) == key) &&
+						  kp__hdr_meta((kp__hdr *)h) == kp__meta(0, (uint16_t)cls, KP_ST_FREE) &&
+						  same_segment(h, next)))) {
+				b->head = next;
+				b->count--;
+				kp__hdr_put((kp__hdr *)h, key, kp__meta((uint32_t)size, (uint16_t)cls, KP_ST_ALLOC));
+				KP_UNPOISON(h + KP_HDR, size);
+				if (checks)
+					kp__canary8_put(key, h + KP_HDR + size);
+				kp__count_inc(&b->allocs, 1);
+				return h + KP_HDR;
+			}
+		}
+	}
+	return alloc_slow(pool, size, flags);
 }
 
 KP_EXPORT void *kp_alloc_aligned(kp_pool *pool, size_t size, size_t align, unsigned flags)
@@ -412,31 +449,29 @@ static int primary_free(kp_pool *pool, void *p, int depth)
 	return 0;
 }
 
+static int free_slow(kp_pool *pool, void *p);
+
 KP_EXPORT int kp_free(kp_pool *pool, void *p)
 {
-	if (!p)
-		return 0;
-	if (!pool)
-		return KP_EINVAL;
-	/* The fast path: a live small block of this pool into a bin with room,
-	 * canary intact. The pagemap vouches for the address before its header
-	 * is read. */
-	kp__seg *s = kp__pagemap_get(p);
-	uintptr_t off = (uintptr_t)p - (uintptr_t)s;
-	if (KP_LIKELY(s && s->pool == pool && s->kind == KP_SEG_NORMAL && !(off & (KP_HDR - 1)) &&
-		      off >= KP_UNIT_SIZE + KP_HDR && !pool->conf.poison)) {
-		kp__hdr *h = (kp__hdr *)((char *)p - KP_HDR);
-		uint64_t key = kp__hkey(pool->secret, h), meta = kp__hdr_meta(h);
-		unsigned cls = KP_META_CLS(meta);
-		kp__tcache *tc = kp__tcache_get(pool, pool->id);
-		if (KP_LIKELY((kp__hdr_tag(h) ^ meta) == key && KP_META_ST(meta) == KP_ST_ALLOC && cls < KP_NCLASS &&
-			      tc && tc->bin[cls].count < tc->bin[cls].max)) {
-			size_t usable = kp__class_size[cls] - KP_HDR, req = KP_META_REQ(meta);
-			if (!pool->conf.checks || kp__canary8_ok(key, (char *)p + req)) {
+	/* The fast path: a live small block of this pool into this thread's bin
+	 * with room, canary intact. The pagemap vouches for the address before
+	 * its header is read. Anything else goes to free_slow. */
+	if (KP_LIKELY(pool && p && !pool->conf.poison && kp__tls_state.id[0] == pool->id)) {
+		kp__seg *s = kp__pagemap_get(p);
+		uintptr_t off = (uintptr_t)p - (uintptr_t)s;
+		if (KP_LIKELY(s && s->pool == pool && s->kind == KP_SEG_NORMAL && !(off & (KP_HDR - 1)) &&
+			      off >= KP_UNIT_SIZE + KP_HDR)) {
+			kp__hdr *h = (kp__hdr *)((char *)p - KP_HDR);
+			uint64_t key = kp__hkey(pool->secret, h), meta = kp__hdr_meta(h);
+			unsigned cls = KP_META_CLS(meta);
+			kp__tcache *tc = kp__tls_state.tc[0];
+			if (KP_LIKELY((kp__hdr_tag(h) ^ meta) == key && KP_META_ST(meta) == KP_ST_ALLOC &&
+				      cls < KP_NCLASS && tc->bin[cls].count < tc->bin[cls].max &&
+				      (!pool->conf.checks || kp__canary8_ok(key, (char *)p + KP_META_REQ(meta))))) {
 				kp__bin *b = &tc->bin[cls];
 				kp__hdr_put(h, key, kp__meta(0, (uint16_t)cls, KP_ST_FREE));
 				kp__link_put(pool->secret, h, b->head);
-				KP_POISON(p, usable);
+				KP_POISON(p, kp__class_size[cls] - KP_HDR);
 				b->head = h;
 				b->count++;
 				kp__count_inc(&b->frees, 1);
@@ -444,6 +479,15 @@ KP_EXPORT int kp_free(kp_pool *pool, void *p)
 			}
 		}
 	}
+	return free_slow(pool, p);
+}
+
+static __attribute__((noinline)) int free_slow(kp_pool *pool, void *p)
+{
+	if (!p)
+		return 0;
+	if (!pool)
+		return KP_EINVAL;
 	if (kp__backup_owns(&pool->backup, p)) {
 		int rc = kp__backup_free(pool, p);
 		if (rc == 0) {

@@ -63,7 +63,7 @@ static const struct option options[] = {
 	 "a free segment is returned to the OS after staying free this long"},
 	{"seed", INT, "0", OFF(seed), 0, UINT64_MAX, "0: a random per-pool secret; else a fixed one (tests)"},
 	{"checks", BOOL, "on", OFF(checks), 0, 1,
-	 "canaries past each block, neighbour headers and free-list links checked (off: header tags only)"},
+	 "an 8-byte canary past every block, free-list links vetted before use (off: header tags only)"},
 	{"poison", BOOL, "off", OFF(poison), 0, 1, "fill freed payloads and verify them on reuse (write after free)"},
 	{"abort_on_corruption", BOOL, "off", OFF(abort_on_corruption), 0, 1,
 	 "abort() at the first integrity violation instead of containing it (debugging)"},
