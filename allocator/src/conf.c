@@ -67,6 +67,8 @@ static const struct option options[] = {
 	{"poison", BOOL, "off", OFF(poison), 0, 1, "fill freed payloads and verify them on reuse (write after free)"},
 	{"abort_on_corruption", BOOL, "off", OFF(abort_on_corruption), 0, 1,
 	 "abort() at the first integrity violation instead of containing it (debugging)"},
+	{"grow_wait_us", INT, "0", OFF(grow_wait_us), 0, 1000000,
+	 "when headroom runs out, wait this long for the daemon's next segment before growing on the allocation path"},
 	{"wait_ms", INT, "0", OFF(wait_ms), 0, 60000,
 	 "an ordinary request the primary cannot serve waits this long for the daemon (0: fail at once)"},
 	{"faults", STRING, "", OFF(faults), 0, KP_FAULT_SPEC_MAX - 1,

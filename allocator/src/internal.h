@@ -86,7 +86,7 @@ typedef struct kp__conf {
 	unsigned daemon_interval_ms, decay_ms;
 	uint64_t seed;
 	bool checks, poison, abort_on_corruption;
-	unsigned wait_ms, log_fd, log_rate;
+	unsigned wait_ms, log_fd, log_rate, grow_wait_us;
 	char faults[KP_FAULT_SPEC_MAX];
 } kp__conf;
 

@@ -88,17 +88,16 @@ static void units_give(kp_pool *pool, kp__seg *s, kp__span *sp)
 	kp__backup_mode_update(pool, false);
 }
 
-/* How long the allocation path waits for the daemon's next segment before it
- * maps one itself: a pre-faulted 4 MiB segment takes the daemon about 1 ms
- * here, so 5 ms covers one in flight with room to spare, and bounds the stall
- * when the daemon is starved of CPU. */
-#define GROW_WAIT_NS (5 * 1000000ull)
-
-/* Wait until the daemon adds a segment (or the wait times out). */
+/* Wait until the daemon adds a segment, at most grow_wait_us. By default
+ * (0) the allocation path does not wait: like direct reclaim when kswapd
+ * falls behind, it maps a segment itself and takes the page faults, which
+ * costs tens of microseconds, where waiting for a pre-faulted segment (about
+ * 1 ms each here) would stall it for milliseconds. */
 static void wait_daemon_grow(kp_pool *pool)
 {
 	kp__daemon *d = &pool->daemon;
-	uint64_t seen = atomic_load(&d->grows), deadline = kp__now_ns() + GROW_WAIT_NS;
+	uint64_t seen = atomic_load(&d->grows);
+	uint64_t deadline = kp__now_ns() + (uint64_t)pool->conf.grow_wait_us * 1000ull;
 	kp__daemon_kick(pool);
 	pthread_mutex_lock(&d->mu);
 	while (atomic_load(&d->grows) == seen && atomic_load(&d->state) == KP_D_RUNNING &&
@@ -136,7 +135,7 @@ static kp__span *run_alloc(kp_pool *pool, unsigned n, kp__seg **segp)
 		}
 		if (!room)
 			break;
-		if (!waited && atomic_load(&pool->daemon.state) == KP_D_RUNNING) {
+		if (!waited && pool->conf.grow_wait_us && atomic_load(&pool->daemon.state) == KP_D_RUNNING) {
 			waited = true;
 			wait_daemon_grow(pool);
 			continue;
