@@ -34,13 +34,6 @@ static void bin_damaged(kp_pool *pool, kp__bin *b, const void *h, const char *wh
 
 /* Is next a plausible successor of h on a free list? The same segment as h
  * (already vetted) is enough; otherwise the pagemap decides. */
-/* The fast path's link check: NULL, or in h's segment (vetted) at a header
- * alignment. Anything else takes the slow path, which asks the pagemap. */
-static ALWAYS_INLINE bool same_segment(const char *h, const char *next)
-{
-	return !next || ((((uintptr_t)next ^ (uintptr_t)h) >> KP_SEG_SHIFT) == 0 && !((uintptr_t)next & (KP_HDR - 1)));
-}
-
 static ALWAYS_INLINE bool next_ok(kp_pool *pool, const char *h, const char *next)
 {
 	return !next || ((((uintptr_t)next ^ (uintptr_t)h) >> KP_SEG_SHIFT) == 0 && !((uintptr_t)next & (KP_HDR - 1)))
@@ -267,7 +260,7 @@ KP_EXPORT void *kp_alloc(kp_pool *pool, size_t size, unsigned flags)
 			bool checks = pool->conf.checks;
 			if (KP_LIKELY(!checks || (((kp__hdr_tag((kp__hdr *)h) ^ kp__hdr_meta((kp__hdr *)h)) == key) &&
 						  kp__hdr_meta((kp__hdr *)h) == kp__meta(0, (uint16_t)cls, KP_ST_FREE) &&
-						  same_segment(h, next)))) {
+						  next_ok(pool, h, next)))) {
 				b->head = next;
 				b->count--;
 				kp__hdr_put((kp__hdr *)h, key, kp__meta((uint32_t)size, (uint16_t)cls, KP_ST_ALLOC));

@@ -59,10 +59,3 @@ KP_NOASAN bool kp__poison_ok(const char *payload, size_t usable)
 			return false;
 	return true;
 }
-
-bool kp__plausible(kp_pool *pool, const void *h)
-{
-	kp__seg *s = kp__pagemap_get(h);
-	uintptr_t off = (uintptr_t)h - (uintptr_t)s;
-	return s && s->pool == pool && s->kind == KP_SEG_NORMAL && !(off & (KP_HDR - 1)) && off >= KP_UNIT_SIZE;
-}

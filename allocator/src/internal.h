@@ -279,8 +279,9 @@ static inline KP_NOASAN bool kp__canary_ok(uint64_t key, const char *payload, si
 #define KP_POISON_BYTE 0xdf
 void kp__poison_fill(char *payload, size_t usable);
 bool kp__poison_ok(const char *payload, size_t usable);
-/* Is p a plausible block header of this pool? (pagemap, alignment) */
-bool kp__plausible(kp_pool *pool, const void *h);
+/* Is h a plausible block header of this pool? (pagemap, alignment) Defined
+ * after struct kp_pool, below. */
+static inline bool kp__plausible(kp_pool *pool, const void *h);
 
 /* ---- events.c ------------------------------------------------------------ */
 #define KP_RING_SLOTS 1024 /* ~10 s of a storm at 100 events/s before drops */
@@ -524,5 +525,12 @@ int kp__primary_quarantine_span(kp_pool *pool);
 
 /* ---- stats.c ------------------------------------------------------------- */
 int kp__stats_json(kp_pool *pool, char *buf, size_t len);
+
+static inline bool kp__plausible(kp_pool *pool, const void *h)
+{
+	kp__seg *s = kp__pagemap_get(h);
+	uintptr_t off = (uintptr_t)h - (uintptr_t)s;
+	return s && s->pool == pool && s->kind == KP_SEG_NORMAL && !(off & (KP_HDR - 1)) && off >= KP_UNIT_SIZE;
+}
 
 #endif /* KP_INTERNAL_H */
