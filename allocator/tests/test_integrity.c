@@ -386,8 +386,49 @@ static void test_event_log(void)
 	close(fds[1]);
 }
 
+/* In an ASan build the pool tells ASan what is poisoned: a write to a freed
+ * block, past a block, or into a header is ASan's report, not silence. */
+static void test_asan_sees_inside(void)
+{
+	if (!KT_ASAN)
+		return;
+	const char *want[] = {"use-after-poison", "use-after-poison", "use-after-poison"};
+	for (int k = 0; k < 3; k++) {
+		int fds[2];
+		REQUIRE(pipe(fds) == 0, "pipe");
+		pid_t pid = fork();
+		if (pid == 0) {
+			dup2(fds[1], 2);
+			kp_pool *pool = kp_create("daemon:off");
+			volatile char *p = kp_alloc(pool, 100, 0);
+			if (k == 0) {
+				kp_free(pool, (void *)p);
+				p[10] = 1; /* after free */
+			} else if (k == 1) {
+				p[100] = 1; /* one past the end */
+			} else {
+				p[-8] = 1; /* the header */
+			}
+			_exit(0);
+		}
+		close(fds[1]);
+		static char buf[65536];
+		size_t n = 0;
+		ssize_t r;
+		while (n < sizeof buf - 1 && (r = read(fds[0], buf + n, sizeof buf - 1 - n)) > 0)
+			n += (size_t)r;
+		buf[n] = 0;
+		close(fds[0]);
+		int st = 0;
+		waitpid(pid, &st, 0);
+		CHECK(!(WIFEXITED(st) && WEXITSTATUS(st) == 0), "case %d: the bad write went unnoticed", k);
+		CHECK(strstr(buf, want[k]) != NULL, "case %d: no ASan %s report: %.300s", k, want[k], buf);
+	}
+}
+
 int main(void)
 {
+	RUN(test_asan_sees_inside);
 	RUN(test_double_free);
 	RUN(test_foreign_pointers);
 	RUN(test_overflow);
