@@ -5,8 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # make and cc; clang for the fuzz/coverage variants; llvm for llvm-symbolizer/llvm-cov;
-# strace for the syscall tests; the peer allocators the benchmark compares against.
-PACKAGES=(build-essential make clang llvm strace libjemalloc2 libmimalloc2.0 libtcmalloc-minimal4)
+# strace for the syscall tests; the peer allocators the benchmark compares against; chromium renders the
+# HTML report in its test.
+PACKAGES=(build-essential make clang llvm strace libjemalloc2 libmimalloc2.0 libtcmalloc-minimal4 chromium)
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do

@@ -1,0 +1,235 @@
+"""The result model of one run: the canonical content of reports/<run-id>/summary.json.
+
+Producers (the stress runner, the fuzz runner, triage) fill a RunReport; the writers (JSON, JUnit, the
+HdrHistogram log, HTML) only read it. Latency is kept as histogram buckets (value in ns, count), so that
+any log-linear histogram the C driver produces converts without loss of its resolution.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class Latency:
+    """One operation kind's latency: buckets of (value_ns, count), value_ns the bucket's upper edge."""
+
+    op: str
+    buckets: list[tuple[int, int]]
+
+    @property
+    def count(self) -> int:
+        return sum(c for _, c in self.buckets)
+
+    def percentile(self, q: float) -> int:
+        """The smallest bucket value with at least q (0..1) of the samples at or below it."""
+        total = self.count
+        if total == 0:
+            return 0
+        need = q * total
+        seen = 0
+        for value, count in sorted(self.buckets):
+            seen += count
+            if seen >= need:
+                return value
+        return max(v for v, _ in self.buckets)
+
+
+@dataclass
+class TimePoint:
+    """The pool's state at one moment of a run (seconds since its start)."""
+
+    t: float
+    capacity_bytes: int = 0
+    in_use_bytes: int = 0
+    backup_in_use_bytes: int = 0
+    syscalls: int = 0
+
+
+@dataclass
+class Outlier:
+    op: str
+    latency_ns: int
+    index: int
+    size: int = 0
+    context: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Slo:
+    name: str
+    limit: str
+    measured: str
+    ok: bool
+
+
+@dataclass
+class WorkloadResult:
+    name: str
+    allocator: str = "kpool"
+    seconds: float = 0.0
+    ops: int = 0
+    latency: list[Latency] = field(default_factory=list)
+    slos: list[Slo] = field(default_factory=list)
+    timeline: list[TimePoint] = field(default_factory=list)
+    outliers: list[Outlier] = field(default_factory=list)
+    integrity_errors: int = 0
+    crashes: int = 0
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return (
+            not self.error and not self.crashes and not self.integrity_errors and all(s.ok for s in self.slos)
+        )
+
+
+@dataclass
+class FuzzResult:
+    target: str
+    seconds: float = 0.0
+    executions: int = 0
+    exec_per_s: float = 0.0
+    coverage: int = 0
+    corpus: int = 0
+    crashes: int = 0
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.error and not self.crashes
+
+
+@dataclass
+class CrashEntry:
+    signature: str
+    title: str
+    kind: str
+    status: str = "new"
+    count: int = 1
+    source: str = ""
+    reproducer: str = ""
+    report_path: str = ""
+
+
+@dataclass
+class RunReport:
+    run_id: str
+    started: float = field(default_factory=time.time)
+    finished: float = 0.0
+    variant: str = "release"
+    revision: str = ""
+    environment: dict[str, Any] = field(default_factory=dict)
+    workloads: list[WorkloadResult] = field(default_factory=list)
+    fuzz: list[FuzzResult] = field(default_factory=list)
+    crashes: list[CrashEntry] = field(default_factory=list)
+
+    @property
+    def new_crashes(self) -> list[CrashEntry]:
+        return [c for c in self.crashes if c.status == "new"]
+
+    @property
+    def broken_slos(self) -> list[tuple[str, Slo]]:
+        return [(w.name, s) for w in self.workloads for s in w.slos if not s.ok]
+
+    @property
+    def ok(self) -> bool:
+        return (
+            not self.new_crashes
+            and all(w.ok for w in self.workloads)
+            and all(f.error == "" for f in self.fuzz)
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["schema"] = SCHEMA_VERSION
+        d["ok"] = self.ok
+        for w, wd in zip(self.workloads, d["workloads"], strict=True):
+            wd["ok"] = w.ok
+            for lat, ld in zip(w.latency, wd["latency"], strict=True):
+                ld["percentiles"] = {f"p{k}": lat.percentile(q) for k, q in PERCENTILES}
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunReport:
+        def workload(w: dict[str, Any]) -> WorkloadResult:
+            return WorkloadResult(
+                name=w["name"],
+                allocator=w.get("allocator", "kpool"),
+                seconds=w.get("seconds", 0.0),
+                ops=w.get("ops", 0),
+                latency=[Latency(x["op"], [(int(v), int(c)) for v, c in x["buckets"]]) for x in w["latency"]],
+                slos=[Slo(**s) for s in w.get("slos", [])],
+                timeline=[TimePoint(**t) for t in w.get("timeline", [])],
+                outliers=[Outlier(**o) for o in w.get("outliers", [])],
+                integrity_errors=w.get("integrity_errors", 0),
+                crashes=w.get("crashes", 0),
+                error=w.get("error", ""),
+            )
+
+        return cls(
+            run_id=d["run_id"],
+            started=d.get("started", 0.0),
+            finished=d.get("finished", 0.0),
+            variant=d.get("variant", "release"),
+            revision=d.get("revision", ""),
+            environment=d.get("environment", {}),
+            workloads=[workload(w) for w in d.get("workloads", [])],
+            fuzz=[FuzzResult(**{k: v for k, v in f.items() if k != "ok"}) for f in d.get("fuzz", [])],
+            crashes=[CrashEntry(**c) for c in d.get("crashes", [])],
+        )
+
+
+# The percentiles every summary states (label, quantile).
+PERCENTILES = (("50", 0.5), ("90", 0.9), ("99", 0.99), ("99.9", 0.999), ("100", 1.0))
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text().strip()
+    except OSError:
+        return ""
+
+
+def _cpu_model() -> str:
+    for line in _read("/proc/cpuinfo").splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
+def git_revision(root: Path) -> str:
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except OSError:
+        return ""
+    return out.stdout.strip()
+
+
+def environment() -> dict[str, Any]:
+    """What the run ran on: machine, kernel, CPU, transparent huge pages, load."""
+    thp = _read("/sys/kernel/mm/transparent_hugepage/enabled")
+    return {
+        "machine": platform.machine(),
+        "node": platform.node(),
+        "kernel": platform.release(),
+        "cpu": _cpu_model(),
+        "cpus": os.cpu_count() or 0,
+        "thp": thp[thp.find("[") + 1 : thp.find("]")] if "[" in thp else thp,
+        "load": list(os.getloadavg()),
+        "python": platform.python_version(),
+    }

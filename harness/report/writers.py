@@ -1,0 +1,120 @@
+"""Writers of a run's report: summary.json (the model), junit.xml, latency.hlog (HdrHistogram's log
+format), index.html (harness.report.html), and the index of all runs under the reports root."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import xml.etree.ElementTree as ET
+from datetime import UTC, datetime
+from pathlib import Path
+
+from hdrh.histogram import HdrHistogram
+
+from harness.report import html
+from harness.report.model import Latency, RunReport
+
+# HdrHistogram range: 1 ns to 1 hour, 3 significant digits (0.1% error, within the driver's 1%).
+HDR_LOWEST_NS, HDR_HIGHEST_NS, HDR_DIGITS = 1, 3_600_000_000_000, 3
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    """Write via a temporary file and rename: an interrupted run never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    Path(tmp).replace(path)
+
+
+def hdr_histogram(lat: Latency) -> HdrHistogram:
+    h = HdrHistogram(HDR_LOWEST_NS, HDR_HIGHEST_NS, HDR_DIGITS)
+    for value, count in lat.buckets:
+        if count > 0:
+            h.record_value(min(max(value, HDR_LOWEST_NS), HDR_HIGHEST_NS), count)
+    return h
+
+
+def write_hlog(report: RunReport, path: Path) -> None:
+    """HdrHistogram's log format (v1.2): one tagged interval histogram per (workload, allocator, op),
+    values in ns, the interval max in ms (the format's usual unit ratio of 10^6)."""
+    stamp = datetime.fromtimestamp(report.started, tz=UTC).isoformat(sep=" ")
+    lines = [
+        f"#kpool run {report.run_id}, revision {report.revision}, latency in ns\n",
+        "#[Histogram log format version 1.2]\n",
+        f"#[StartTime: {report.started:.3f} (seconds since epoch), {stamp}]\n",
+        '"StartTimestamp","Interval_Length","Interval_Max","Interval_Compressed_Histogram"\n',
+    ]
+    for w in report.workloads:
+        for lat in w.latency:
+            h = hdr_histogram(lat)
+            tag = f"{w.name}/{w.allocator}/{lat.op}".replace(",", ";").replace(" ", "_")
+            payload = h.encode().decode()
+            lines.append(
+                f"Tag={tag},{report.started:.3f},{max(w.seconds, 0.001):.3f},"
+                f"{h.get_max_value() / 1e6:.3f},{payload}\n"
+            )
+    _atomic_write(path, "".join(lines))
+
+
+def junit_xml(report: RunReport) -> str:
+    """One test case per workload, per fuzz target and per crash signature."""
+    suite = ET.Element("testsuite", name=f"kpool-{report.run_id}")
+    cases = 0
+    failures = 0
+
+    def case(classname: str, name: str, seconds: float, failure: str) -> None:
+        nonlocal cases, failures
+        tc = ET.SubElement(suite, "testcase", classname=classname, name=name, time=f"{seconds:.3f}")
+        cases += 1
+        if failure:
+            failures += 1
+            ET.SubElement(tc, "failure", message=failure.splitlines()[0][:200]).text = failure
+
+    for w in report.workloads:
+        why = [w.error] if w.error else []
+        why += [f"{w.crashes} worker crash(es)"] if w.crashes else []
+        why += [f"{w.integrity_errors} integrity error(s)"] if w.integrity_errors else []
+        why += [f"SLO {s.name}: {s.measured} (limit {s.limit})" for s in w.slos if not s.ok]
+        case("workload", f"{w.name}[{w.allocator}]", w.seconds, "\n".join(why))
+    for f in report.fuzz:
+        case("fuzz", f.target, f.seconds, f.error or (f"{f.crashes} crash(es)" if f.crashes else ""))
+    for c in report.crashes:
+        case(
+            "crash",
+            f"{c.signature} {c.title}",
+            0.0,
+            f"{c.status}: {c.kind} in {c.source}" if c.status == "new" else "",
+        )
+    suite.set("tests", str(cases))
+    suite.set("failures", str(failures))
+    ET.indent(suite)
+    return ET.tostring(suite, encoding="unicode", xml_declaration=True) + "\n"
+
+
+def write_run(report: RunReport, root: Path) -> Path:
+    """Write reports/<run-id>/ and refresh the index of runs; returns the run's directory."""
+    run_dir = root / report.run_id
+    _atomic_write(run_dir / "summary.json", json.dumps(report.to_dict(), indent=1) + "\n")
+    _atomic_write(run_dir / "junit.xml", junit_xml(report))
+    write_hlog(report, run_dir / "latency.hlog")
+    _atomic_write(run_dir / "index.html", html.run_page(report))
+    write_index(root)
+    return run_dir
+
+
+def load_runs(root: Path) -> list[RunReport]:
+    runs = []
+    for summary in sorted(root.glob("*/summary.json")):
+        try:
+            runs.append(RunReport.from_dict(json.loads(summary.read_text())))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # a damaged or foreign file does not hide the other runs
+    return sorted(runs, key=lambda r: r.started)
+
+
+def write_index(root: Path) -> Path:
+    path = root / "index.html"
+    _atomic_write(path, html.index_page(load_runs(root)))
+    return path
