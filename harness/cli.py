@@ -6,6 +6,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from harness import binding, build, output
 from harness.errors import KpoolError
@@ -23,6 +24,15 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", add_help=False, help="the allocator benchmark (arguments are its own)")
     p.set_defaults(run=_bench)
+
+    p = sub.add_parser(
+        "campaign", add_help=False, help="the nightly job: build, fuzz, stress, triage, report"
+    )
+    p.set_defaults(run=_campaign)
+
+    p = sub.add_parser("report", help="rewrite reports/index.html from the runs under reports/")
+    p.add_argument("--reports", type=Path, default=Path("reports"))
+    p.set_defaults(run=_report)
 
     p = sub.add_parser("options", help="print the pool configuration options as a Markdown table")
     p.set_defaults(run=_options)
@@ -45,6 +55,19 @@ def _bench(args: argparse.Namespace, rest: list[str]) -> int:
     return code
 
 
+def _campaign(args: argparse.Namespace, rest: list[str]) -> int:
+    from harness import campaign
+
+    return campaign.main(rest)
+
+
+def _report(args: argparse.Namespace, rest: list[str]) -> int:
+    from harness.report.writers import write_index
+
+    output.result(str(write_index(args.reports)))
+    return 0
+
+
 def _options(args: argparse.Namespace, rest: list[str]) -> int:
     rows = [(f"`{o['name']}`", o["kind"], f"`{o['default']}`", o["help"]) for o in binding.options()]
     output.result(output.markdown_table(("option", "kind", "default", "meaning"), rows))
@@ -54,7 +77,7 @@ def _options(args: argparse.Namespace, rest: list[str]) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args, rest = parser.parse_known_args(argv)
-    if rest and args.command != "bench":
+    if rest and args.command not in ("bench", "campaign"):
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     output.set_verbosity(args.verbosity)
     try:
