@@ -156,20 +156,7 @@ static void *wait_for_daemon(kp_pool *pool, kp__tcache *tc, size_t size)
 	atomic_fetch_add(&pool->waits, 1);
 	uint64_t deadline = kp__now_ns() + (uint64_t)pool->conf.wait_ms * 1000000ull;
 	while (kp__now_ns() < deadline) {
-		uint64_t seen = atomic_load(&d->passes);
-		kp__daemon_kick(pool);
-		pthread_mutex_lock(&d->mu);
-		while (atomic_load(&d->passes) == seen && kp__now_ns() < deadline) {
-			struct timespec ts;
-			clock_gettime(CLOCK_REALTIME, &ts);
-			ts.tv_nsec += 1000000; /* re-check the deadline every millisecond */
-			if (ts.tv_nsec >= 1000000000) {
-				ts.tv_sec++;
-				ts.tv_nsec -= 1000000000;
-			}
-			pthread_cond_timedwait(&d->pass_cv, &d->mu, &ts);
-		}
-		pthread_mutex_unlock(&d->mu);
+		kp__daemon_wait(pool, &d->passes, deadline);
 		void *p = primary_alloc(pool, tc, size);
 		if (p) {
 			atomic_fetch_add(&pool->wait_successes, 1);

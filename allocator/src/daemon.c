@@ -146,6 +146,29 @@ void kp__daemon_kick(kp_pool *pool)
 	pthread_mutex_unlock(&d->mu);
 }
 
+/* Wake the daemon and wait until *counter (passes or grows) moves, the
+ * daemon stops, or the deadline passes (CLOCK_MONOTONIC ns). The condition
+ * variable is broadcast after every pass and every segment the daemon adds;
+ * the deadline is re-checked every millisecond. */
+void kp__daemon_wait(kp_pool *pool, _Atomic uint64_t *counter, uint64_t deadline)
+{
+	kp__daemon *d = &pool->daemon;
+	uint64_t seen = atomic_load(counter);
+	kp__daemon_kick(pool);
+	pthread_mutex_lock(&d->mu);
+	while (atomic_load(counter) == seen && atomic_load(&d->state) == KP_D_RUNNING && kp__now_ns() < deadline) {
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += 1000000;
+		if (ts.tv_nsec >= 1000000000) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000;
+		}
+		pthread_cond_timedwait(&d->pass_cv, &d->mu, &ts);
+	}
+	pthread_mutex_unlock(&d->mu);
+}
+
 KP_EXPORT void kp_daemon_wake(kp_pool *pool)
 {
 	if (pool)

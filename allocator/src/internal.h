@@ -458,6 +458,7 @@ typedef struct kp__daemon {
 int kp__daemon_start(kp_pool *pool);
 void kp__daemon_stop(kp_pool *pool);
 void kp__daemon_kick(kp_pool *pool);
+void kp__daemon_wait(kp_pool *pool, _Atomic uint64_t *counter, uint64_t deadline_ns);
 int kp__daemon_pass(kp_pool *pool);
 uint64_t kp__pool_now(kp_pool *pool);
 

@@ -95,23 +95,7 @@ static void units_give(kp_pool *pool, kp__seg *s, kp__span *sp)
  * 1 ms each here) would stall it for milliseconds. */
 static void wait_daemon_grow(kp_pool *pool)
 {
-	kp__daemon *d = &pool->daemon;
-	uint64_t seen = atomic_load(&d->grows);
-	uint64_t deadline = kp__now_ns() + (uint64_t)pool->conf.grow_wait_us * 1000ull;
-	kp__daemon_kick(pool);
-	pthread_mutex_lock(&d->mu);
-	while (atomic_load(&d->grows) == seen && atomic_load(&d->state) == KP_D_RUNNING &&
-	       kp__now_ns() < deadline) {
-		struct timespec ts;
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_nsec += 1000000; /* re-check the deadline every millisecond */
-		if (ts.tv_nsec >= 1000000000) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000;
-		}
-		pthread_cond_timedwait(&d->pass_cv, &d->mu, &ts);
-	}
-	pthread_mutex_unlock(&d->mu);
+	kp__daemon_wait(pool, &pool->daemon.grows, kp__now_ns() + (uint64_t)pool->conf.grow_wait_us * 1000ull);
 }
 
 /* A run of n units for a new span or a large block: from free units; else
