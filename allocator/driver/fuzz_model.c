@@ -74,17 +74,24 @@ static const char *const op_name[OP__N] = {
 };
 
 /* Operation tables: allocation and free appear more than once, so a random
- * input keeps a few blocks live. */
-static const uint8_t ops_api[] = {OP_ALLOC,	OP_ALLOC,     OP_ALLOC_ZERO, OP_ALIGNED, OP_REALLOC, OP_REALLOC_ZERO,
-				  OP_FREE,	OP_FREE,      OP_CRIT_ENTER, OP_CRIT_EXIT, OP_ALLOC_CRIT, OP_USABLE,
-				  OP_VERIFY,	OP_STATS,     OP_FLUSH,	     OP_DAEMON};
-static const uint8_t ops_faults[] = {OP_ALLOC,	     OP_ALLOC,	     OP_ALIGNED,   OP_REALLOC,	 OP_FREE,
-				     OP_FREE,	     OP_CRIT_ENTER,  OP_CRIT_EXIT, OP_ALLOC_CRIT, OP_USABLE,
-				     OP_FLUSH,	     OP_DAEMON,	     OP_STALE,	   OP_INTERIOR_FREE, OP_FOREIGN_FREE,
-				     OP_OVERFLOW,    OP_UAF_WRITE,   OP_OS_FAULT,  OP_CORRUPT,	 OP_VERIFY};
-static const uint8_t ops_threads[] = {OP_ALLOC,	  OP_ALLOC,	OP_ALIGNED, OP_REALLOC, OP_FREE,   OP_FREE,
-				      OP_CRIT_ENTER, OP_CRIT_EXIT, OP_ALLOC_CRIT, OP_USABLE, OP_VERIFY, OP_FLUSH,
-				      OP_DAEMON,     OP_GIVE,	   OP_GIVE,	 OP_TAKE,   OP_TAKE};
+ * input keeps a few blocks live; the costly ones (stats formats JSON, a
+ * daemon pass may unmap and so refault a segment, a flush walks every bin)
+ * once. */
+static const uint8_t ops_api[32] = {
+	OP_ALLOC,      OP_ALLOC,       OP_ALLOC,     OP_ALLOC,	   OP_ALLOC,	  OP_ALLOC_ZERO, OP_ALLOC_ZERO, OP_ALIGNED,
+	OP_ALIGNED,    OP_ALIGNED,     OP_REALLOC,   OP_REALLOC,   OP_REALLOC,	  OP_REALLOC_ZERO, OP_REALLOC_ZERO, OP_FREE,
+	OP_FREE,       OP_FREE,	       OP_FREE,	     OP_FREE,	   OP_FREE,	  OP_CRIT_ENTER, OP_CRIT_ENTER, OP_CRIT_EXIT,
+	OP_CRIT_EXIT,  OP_ALLOC_CRIT,  OP_ALLOC_CRIT, OP_USABLE,   OP_VERIFY,	  OP_STATS,	 OP_FLUSH,	OP_DAEMON};
+static const uint8_t ops_faults[32] = {
+	OP_ALLOC,	  OP_ALLOC,	  OP_ALLOC,	OP_ALLOC,     OP_ALIGNED,   OP_ALIGNED,	  OP_REALLOC,	OP_REALLOC,
+	OP_FREE,	  OP_FREE,	  OP_FREE,	OP_FREE,      OP_CRIT_ENTER, OP_CRIT_EXIT, OP_ALLOC_CRIT, OP_USABLE,
+	OP_VERIFY,	  OP_FLUSH,	  OP_DAEMON,	OP_STALE,     OP_STALE,	    OP_INTERIOR_FREE, OP_FOREIGN_FREE, OP_OVERFLOW,
+	OP_OVERFLOW,	  OP_UAF_WRITE,	  OP_UAF_WRITE, OP_OS_FAULT,  OP_OS_FAULT,  OP_CORRUPT,	  OP_CORRUPT,	OP_ALLOC_ZERO};
+static const uint8_t ops_threads[32] = {
+	OP_ALLOC,	OP_ALLOC,     OP_ALLOC,	    OP_ALLOC,	  OP_ALLOC_ZERO, OP_ALIGNED, OP_ALIGNED,    OP_REALLOC,
+	OP_REALLOC,	OP_REALLOC,   OP_FREE,	    OP_FREE,	  OP_FREE,	 OP_FREE,    OP_FREE,	    OP_CRIT_ENTER,
+	OP_CRIT_EXIT,	OP_ALLOC_CRIT, OP_USABLE,   OP_VERIFY,	  OP_FLUSH,	 OP_DAEMON,  OP_GIVE,	    OP_GIVE,
+	OP_GIVE,	OP_GIVE,      OP_TAKE,	    OP_TAKE,	  OP_TAKE,	 OP_TAKE,    OP_ALLOC,	    OP_FREE};
 
 /* ---- the trace and failures -------------------------------------------------- */
 
@@ -150,7 +157,14 @@ void fz_pool_reset(fz_pool *fp)
 
 static bool all_eq(const char *p, size_t n, uint8_t v)
 {
-	for (size_t i = 0; i < n; i++)
+	uint64_t w = 0x0101010101010101ull * v, x;
+	size_t i = 0;
+	for (; i + 8 <= n; i += 8) {
+		memcpy(&x, p + i, 8);
+		if (x != w)
+			return false;
+	}
+	for (; i < n; i++)
 		if ((uint8_t)p[i] != v)
 			return false;
 	return true;
@@ -174,16 +188,17 @@ static size_t check_fill(const char *p, size_t req, uint8_t tag, size_t limit)
 {
 	size_t n = req < limit ? req : limit;
 	size_t head = n < FZ_HEAD ? n : FZ_HEAD;
-	if (!all_eq(p, head, tag)) {
+	if (!all_eq(p, head, tag)) { /* find the byte */
 		for (size_t i = 0; i < head; i++)
 			if ((uint8_t)p[i] != tag)
 				return i;
 	}
 	if (req > FZ_HEAD) {
 		size_t from = req - FZ_TAIL > FZ_HEAD ? req - FZ_TAIL : FZ_HEAD;
-		for (size_t i = from; i < n; i++)
-			if ((uint8_t)p[i] != tag)
-				return i;
+		if (from < n && !all_eq(p + from, n - from, tag))
+			for (size_t i = from; i < n; i++)
+				if ((uint8_t)p[i] != tag)
+					return i;
 	}
 	return SIZE_MAX;
 }
@@ -235,18 +250,30 @@ static size_t edge_size(uint8_t b)
 	return special[(i - KP_NCLASS) % (sizeof special / sizeof special[0])];
 }
 
+/* Mostly small; a page run one time in eight, a huge block rarely: ASan
+ * poisons and unpoisons every byte of a block and a huge block is mapped and
+ * faulted in anew each time, so one costs as much as hundreds of small ones. */
 static size_t read_size(fz_in *r)
 {
 	uint8_t b = fz_u8(r);
-	switch (b & 7) {
+	switch (b & 15) {
 	case 0:
 	case 1:
-	case 2: return fz_u8(r);
+	case 2:
 	case 3:
-	case 4: return fz_u16(r) & 4095;
-	case 5: return (size_t)fz_u16(r) * 2 + (b >> 7); /* up to 128 KiB */
-	case 6: return edge_size(fz_u8(r));
-	default: return ((size_t)fz_u8(r) + 1) << (12 + (b >> 6)); /* 4 KiB .. 8 MiB */
+	case 4:
+	case 5: return fz_u8(r);
+	case 6:
+	case 7:
+	case 8:
+	case 9: return fz_u16(r) & 4095;
+	case 10:
+	case 11: return (size_t)fz_u16(r) * 2 + (b >> 7); /* up to 128 KiB */
+	case 12:
+	case 13: return edge_size(fz_u8(r));
+	case 14: return ((size_t)fz_u8(r) + 1) << 12; /* 4 KiB .. 1 MiB */
+	default: /* huge (its own mapping) one time in sixteen: 32 KiB .. 8 MiB */
+		return ((size_t)fz_u8(r) + 1) << (b >= 0xf0 ? 15 : 13);
 	}
 }
 
@@ -269,8 +296,9 @@ static bool must_succeed(fz_ctx *c, size_t size)
 
 /* ---- the shadow model ------------------------------------------------------------ */
 
-/* A new block: aligned, usable >= request, overlapping no live block. */
-static void check_new(fz_ctx *c, unsigned i, char *p, size_t req, size_t align, const char *what)
+/* A new block: aligned, usable >= request, overlapping no live block.
+ * Returns its usable size. */
+static size_t check_new(fz_ctx *c, unsigned i, char *p, size_t req, size_t align, const char *what)
 {
 	if ((uintptr_t)p % align)
 		FZ_FAIL("%s(%zu, align %zu) returned %p: misaligned", what, req, align, (void *)p);
@@ -287,12 +315,13 @@ static void check_new(fz_ctx *c, unsigned i, char *p, size_t req, size_t align, 
 			FZ_FAIL("%s(%zu) returned %p..%p, overlapping the live block %p..%p of slot %u", what, req,
 				(void *)lo, (void *)hi, (void *)olo, (void *)ohi, j);
 	}
+	return us;
 }
 
-static void slot_set(fz_ctx *c, unsigned i, char *p, size_t req, size_t align)
+static void slot_set(fz_ctx *c, unsigned i, char *p, size_t req, size_t usable, size_t align)
 {
 	fz_slot *s = &c->slot[i];
-	*s = (fz_slot){.p = p, .req = req, .align = align, .tag = new_tag(c), .live = true};
+	*s = (fz_slot){.p = p, .req = req, .usable = usable, .align = align, .tag = new_tag(c), .live = true};
 	s->backup = kp__backup_owns(&c->pool->backup, p);
 	fill(p, req, s->tag);
 }
@@ -312,8 +341,14 @@ static void slot_free(fz_ctx *c, unsigned i)
 	s->live = false;
 }
 
+/* KP_ZERO only up to this size: zeroing a fresh huge mapping faults in every
+ * page of it, a thousand page faults for one operation. */
+#define FZ_ZERO_MAX ((size_t)256 << 10)
+
 static void do_alloc(fz_ctx *c, unsigned i, size_t size, size_t align, unsigned flags, bool aligned)
 {
+	if (size > FZ_ZERO_MAX)
+		flags &= ~KP_ZERO;
 	if (c->slot[i].live)
 		slot_free(c, i);
 	char *p = aligned ? kp_alloc_aligned(c->pool, size, align, flags) : kp_alloc(c->pool, size, flags);
@@ -331,13 +366,13 @@ static void do_alloc(fz_ctx *c, unsigned i, size_t size, size_t align, unsigned 
 		FZ_FAIL("kp_alloc_aligned(%zu, align %zu) accepted an impossible alignment", size, align);
 	if (size > KP_REQ_MAX)
 		FZ_FAIL("kp_alloc(%zu) served an impossible size at %p", size, (void *)p);
-	check_new(c, i, p, size, align < KP_HDR ? KP_HDR : align, "kp_alloc");
+	size_t us = check_new(c, i, p, size, align < KP_HDR ? KP_HDR : align, "kp_alloc");
 	if ((flags & KP_ZERO) && check_fill(p, size, 0, size) != SIZE_MAX)
 		FZ_FAIL("kp_alloc(%zu, KP_ZERO) returned %p with a non-zero byte", size, (void *)p);
 	if ((flags & KP_CRITICAL) && c->depth == 0 && kp__backup_owns(&c->pool->backup, p))
 		FZ_FAIL("kp_alloc(%zu, KP_CRITICAL) outside a critical scope was served by the backup: %p", size,
 			(void *)p);
-	slot_set(c, i, p, size, align < KP_HDR ? KP_HDR : align);
+	slot_set(c, i, p, size, us, align < KP_HDR ? KP_HDR : align);
 }
 
 static void do_realloc(fz_ctx *c, unsigned i, size_t size, unsigned flags)
@@ -348,6 +383,8 @@ static void do_realloc(fz_ctx *c, unsigned i, size_t size, unsigned flags)
 		return;
 	}
 	verify(c, i, "before realloc");
+	if (size > FZ_ZERO_MAX)
+		flags &= ~KP_ZERO;
 	fz_slot old = *s;
 	kp__seg *seg = kp__pagemap_get(old.p);
 	bool huge = !old.backup && seg && seg->kind == KP_SEG_HUGE;
@@ -370,18 +407,19 @@ static void do_realloc(fz_ctx *c, unsigned i, size_t size, unsigned flags)
 	if (size > KP_REQ_MAX)
 		FZ_FAIL("kp_realloc(%zu) served an impossible size at %p", size, (void *)p);
 	s->live = false; /* the old block is gone: no overlap with it */
-	check_new(c, i, p, size, KP_HDR, "kp_realloc");
+	size_t us = check_new(c, i, p, size, KP_HDR, "kp_realloc");
 	size_t bad = check_fill(p, old.req, old.tag, size);
 	if (bad != SIZE_MAX)
 		FZ_FAIL("kp_realloc(%p -> %p, %zu -> %zu) lost the contents at offset %zu", (void *)old.p, (void *)p,
 			old.req, size, bad);
-	if ((flags & KP_ZERO) && size > old.req) {
-		size_t n = size - old.req < FZ_HEAD ? size - old.req : FZ_HEAD;
-		if (!all_eq(p + old.req, n, 0))
-			FZ_FAIL("kp_realloc(%p, %zu -> %zu, KP_ZERO) left a non-zero byte in the grown part",
-				(void *)p, old.req, size);
+	/* The grown part is what lies past the old usable size. */
+	if ((flags & KP_ZERO) && size > old.usable) {
+		size_t n = size - old.usable < FZ_HEAD ? size - old.usable : FZ_HEAD;
+		if (!all_eq(p + old.usable, n, 0))
+			FZ_FAIL("kp_realloc(%p, usable %zu -> %zu, KP_ZERO) left a non-zero byte in the grown part",
+				(void *)p, old.usable, size);
 	}
-	slot_set(c, i, p, size, KP_HDR);
+	slot_set(c, i, p, size, us, KP_HDR);
 }
 
 /* Stats against the model: primary allocs - frees counts the live primary
@@ -702,7 +740,6 @@ void fz_finish(fz_ctx *c)
 	for (unsigned i = 0; i < FZ_SLOTS; i++)
 		if (c->slot[i].live)
 			slot_free(c, i);
-	kp_thread_flush(c->pool);
 	if ((c->mode & FZ_STRICT) && c->stats_seen)
 		check_stats(c);
 	kp_event ev[64];
