@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Fuzz target api_sequence: each input goes to kp_fuzz_api_sequence (allocator/driver/kpfuzz.h) in one call."""
+"""Fuzz target api_sequence: each input goes to kp_fuzz_api_sequence (allocator/driver/kpfuzz.h)."""
 
 import sys
 from pathlib import Path

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Fuzz target concurrent: each input goes to kp_fuzz_concurrent (allocator/driver/kpfuzz.h) in one call."""
+"""Fuzz target concurrent: each input goes to kp_fuzz_concurrent (allocator/driver/kpfuzz.h)."""
 
 import sys
 from pathlib import Path

@@ -45,7 +45,7 @@ def native_main(entry: str) -> None:
     path = library()
     if not fuzz_env.preloaded(os.environ):
         env = fuzz_env.target_env(path)
-        script = os.path.abspath(sys.argv[0])
+        script = str(Path(sys.argv[0]).resolve())
         os.execve(sys.executable, [sys.executable, script, *sys.argv[1:]], env)
     import atheris
 
