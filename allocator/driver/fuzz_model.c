@@ -740,6 +740,7 @@ void fz_finish(fz_ctx *c)
 	for (unsigned i = 0; i < FZ_SLOTS; i++)
 		if (c->slot[i].live)
 			slot_free(c, i);
+	kp_thread_flush(c->pool);
 	if ((c->mode & FZ_STRICT) && c->stats_seen)
 		check_stats(c);
 	kp_event ev[64];

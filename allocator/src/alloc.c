@@ -298,7 +298,7 @@ static kp__hdr *primary_hdr(kp_pool *pool, const void *p, kp__seg **segp, int *c
 		return NULL;
 	}
 	unsigned st = KP_META_ST(kp__hdr_meta(h));
-	if (st != KP_ST_ALLOC) {
+	if (st != KP_ST_ALLOC && !(KP_PLANT == 2 && st == KP_ST_FREE)) { /* planted 2: no double-free check */
 		*code = st == KP_ST_FREE ? KP_EDOUBLEFREE : KP_ECORRUPT;
 		return NULL;
 	}
@@ -495,7 +495,7 @@ static void *realloc_in_place(kp_pool *pool, void *p, size_t size, size_t old, u
 	if (cls == KP_CLS_ALIGNED)
 		return NULL;
 	size_t cap = primary_capacity(s, h), room = cap - pool->conf.checks;
-	if (size > room || size < room / 2 || size >= UINT32_MAX)
+	if (size > room + (KP_PLANT == 5) * KP_HDR || size < room / 2 || size >= UINT32_MAX) /* planted 5 */
 		return NULL;
 	uint64_t key = kp__hkey(pool->secret, h);
 	uint32_t req = KP_META_REQ(meta);
