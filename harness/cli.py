@@ -41,7 +41,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--plant", type=int, default=0, metavar="N", help="fuzz a build with planted bug N")
     p.add_argument("--max-len", type=int, default=None, metavar="B", help="longest input in bytes")
     p.add_argument("--keep-going", action="store_true", help="with --jobs: go on after a crash")
-    p.add_argument("--run-dir", type=Path, default=None, help="where to write (default reports/fuzz-<time>)")
+    p.add_argument(
+        "--run-dir", type=Path, default=None, help="where to write (default <reports>/fuzz-<time>)"
+    )
+    p.add_argument(
+        "--reports", type=Path, default=None, help="reports and working corpora (default reports/)"
+    )
     p.set_defaults(run=_fuzz)
     return parser
 
@@ -72,7 +77,8 @@ def _fuzz(args: argparse.Namespace, rest: list[str]) -> int:
     from harness.fuzz import runner  # imported here: the other commands must work without atheris
 
     if args.merge:
-        merged = [(t, str(a), str(b)) for t, a, b in runner.merge(args.target)]
+        reports = args.reports or runner.REPORTS
+        merged = [(t, str(a), str(b)) for t, a, b in runner.merge(args.target, reports)]
         output.result(output.markdown_table(("target", "inputs before", "inputs after"), merged))
         return 0
     run = runner.run(
@@ -83,6 +89,7 @@ def _fuzz(args: argparse.Namespace, rest: list[str]) -> int:
         max_len=args.max_len,
         keep_going=args.keep_going,
         run_dir=args.run_dir,
+        reports=args.reports or runner.REPORTS,
     )
     rows = [
         (r.target, f"{r.seconds:.0f}", str(r.exec_per_s), str(r.cov), str(r.corpus), str(len(r.crashes)))
