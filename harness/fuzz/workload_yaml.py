@@ -8,6 +8,7 @@ the loader does. Pure Python: atheris instruments the loader's bytecode for cove
 """
 
 import contextlib
+import importlib
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -53,10 +54,11 @@ def loader() -> tuple[Callable[[str], object], tuple[type[BaseException], ...]]:
     """The function under test and the exceptions it may raise."""
     try:
         with atheris.instrument_imports():
-            from harness import spec
-    except ImportError:
+            spec = importlib.import_module("harness.spec")
+    except ModuleNotFoundError:
         return stand_in_load, (StandInSpecError,)
-    return spec.load_text, (spec.SpecError,)
+    load: Callable[[str], object] = spec.load_text
+    return load, (spec.SpecError,)
 
 
 def main() -> None:
