@@ -85,6 +85,7 @@ typedef struct fz_ctx {
 	char *last_freed;
 	size_t last_freed_req;
 	bool last_freed_backup;
+	bool last_freed_aligned; /* a redirect header may be overwritten by the link */
 	bool damaged;    /* corruption injected: the pool is remade after the input */
 	bool stats_seen; /* a stats operation ran: check the balance at the end */
 	/* FZ_HANDOFF: a one-block mailbox shared with the other interpreter;
