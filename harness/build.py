@@ -23,9 +23,9 @@ ALLOCATOR_DIR = PACKAGE_DIR.parent / "allocator"
 PACKAGED_LIB = PACKAGE_DIR / "_lib" / "libkpool.so"
 
 
-def variant_path(variant: str) -> Path:
-    """Where `make VARIANT=variant` puts the library (it may not exist yet)."""
-    return ALLOCATOR_DIR / "build" / variant / "libkpool.so"
+def variant_path(variant: str, plant: int = 0) -> Path:
+    """Where `make VARIANT=variant [PLANT=n]` puts the library (it may not exist yet)."""
+    return ALLOCATOR_DIR / "build" / (f"{variant}-plant{plant}" if plant else variant) / "libkpool.so"
 
 
 def packaged_library() -> Path:
@@ -42,8 +42,12 @@ def packaged_library() -> Path:
     )
 
 
-def build(variant: str = "release") -> Path:
-    """Build one variant with make and return the path of its libkpool.so."""
+def build(variant: str = "release", plant: int = 0) -> Path:
+    """Build one variant with make and return the path of its libkpool.so.
+
+    plant > 0 builds with the planted bug KP_PLANT=plant (the fuzzers' quality tests), in a build
+    directory of its own.
+    """
     if variant not in VARIANTS:
         raise BuildError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
     if not (ALLOCATOR_DIR / "Makefile").is_file():
@@ -52,15 +56,15 @@ def build(variant: str = "release") -> Path:
         )
     if shutil.which("make") is None:
         raise BuildError("make not found; install the Debian package build-essential")
-    cmd = ["make", "-C", str(ALLOCATOR_DIR), f"VARIANT={variant}", "lib"]
+    cmd = ["make", "-C", str(ALLOCATOR_DIR), f"VARIANT={variant}", f"PLANT={plant}", "lib"]
     if variant in NEEDS_CLANG:
         if shutil.which("clang") is None:
             raise BuildError(f"the {variant} variant needs clang; install the Debian package clang")
         cmd.append("CC=clang")
-    output.progress(f"building libkpool ({variant})")
+    output.progress(f"building libkpool ({variant}{f', planted bug {plant}' if plant else ''})")
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     output.detail(proc.stdout)
     if proc.returncode != 0:
         tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-20:])
         raise BuildError(f"`{' '.join(cmd)}` failed (exit {proc.returncode})", tail)
-    return variant_path(variant)
+    return variant_path(variant, plant)

@@ -36,6 +36,27 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("options", help="print the pool configuration options as a Markdown table")
     p.set_defaults(run=_options)
+
+    p = sub.add_parser("fuzz", help="fuzz libkpool with atheris/libFuzzer (ASan+UBSan inside the C code)")
+    p.add_argument(
+        "target",
+        nargs="?",
+        default="all",
+        help="api_sequence, conf, faults, workload_yaml, concurrent or all",
+    )
+    p.add_argument("--time", type=int, default=60, metavar="S", help="seconds per target (default 60)")
+    p.add_argument("--jobs", type=int, default=1, metavar="N", help="libFuzzer -fork=N worker processes")
+    p.add_argument("--merge", action="store_true", help="shrink the working corpus with -merge=1 instead")
+    p.add_argument("--plant", type=int, default=0, metavar="N", help="fuzz a build with planted bug N")
+    p.add_argument("--max-len", type=int, default=None, metavar="B", help="longest input in bytes")
+    p.add_argument("--keep-going", action="store_true", help="with --jobs: go on after a crash")
+    p.add_argument(
+        "--run-dir", type=Path, default=None, help="where to write (default <reports>/fuzz-<time>)"
+    )
+    p.add_argument(
+        "--reports", type=Path, default=None, help="reports and working corpora (default reports/)"
+    )
+    p.set_defaults(run=_fuzz)
     return parser
 
 
@@ -72,6 +93,33 @@ def _options(args: argparse.Namespace, rest: list[str]) -> int:
     rows = [(f"`{o['name']}`", o["kind"], f"`{o['default']}`", o["help"]) for o in binding.options()]
     output.result(output.markdown_table(("option", "kind", "default", "meaning"), rows))
     return 0
+
+
+def _fuzz(args: argparse.Namespace, rest: list[str]) -> int:
+    from harness.fuzz import runner  # imported here: the other commands must work without atheris
+
+    if args.merge:
+        reports = args.reports or runner.REPORTS
+        merged = [(t, str(a), str(b)) for t, a, b in runner.merge(args.target, reports)]
+        output.result(output.markdown_table(("target", "inputs before", "inputs after"), merged))
+        return 0
+    run = runner.run(
+        args.target,
+        args.time,
+        args.jobs,
+        plant=args.plant,
+        max_len=args.max_len,
+        keep_going=args.keep_going,
+        run_dir=args.run_dir,
+        reports=args.reports or runner.REPORTS,
+    )
+    rows = [
+        (r.target, f"{r.seconds:.0f}", str(r.exec_per_s), str(r.cov), str(r.corpus), str(len(r.crashes)))
+        for r in run.results
+    ]
+    output.result(output.markdown_table(("target", "s", "exec/s", "cov", "corpus", "crashes"), rows))
+    output.result(f"reports: {run.run_dir}")
+    return 1 if run.crashed else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -75,7 +75,8 @@ static ALWAYS_INLINE void *small_alloc(kp_pool *pool, kp__tcache *tc, size_t siz
 			continue;
 		}
 		kp__hdr_put((kp__hdr *)h, key, kp__meta((uint32_t)size, (uint16_t)cls, KP_ST_ALLOC));
-		KP_UNPOISON(h + KP_HDR, size);
+		/* Open what kp_usable_size reports: the request with checks on, the capacity without. */
+		KP_UNPOISON(h + KP_HDR, pool->conf.checks ? size : usable);
 		if (pool->conf.checks)
 			kp__canary8_put(key, h + KP_HDR + size);
 		kp__count_inc(&b->allocs, 1);
@@ -109,7 +110,7 @@ static void *primary_alloc(kp_pool *pool, kp__tcache *tc, size_t size)
 	KP_UNPOISON(h, KP_HDR);
 	kp__hdr_put((kp__hdr *)h, key, kp__meta(size > UINT32_MAX ? UINT32_MAX : (uint32_t)size, cls, KP_ST_ALLOC));
 	KP_POISON(h, KP_HDR);
-	KP_UNPOISON(h + KP_HDR, size);
+	KP_UNPOISON(h + KP_HDR, pool->conf.checks ? size : usable);
 	if (pool->conf.checks && size < UINT32_MAX)
 		kp__canary_put(key, h + KP_HDR, size, usable);
 	kp__count_inc(&tc->allocs, 1);
@@ -122,7 +123,7 @@ static void *backup_alloc(kp_pool *pool, size_t size, size_t align, bool in_mode
 	void *p = kp__backup_alloc(pool, size ? size : 1, align);
 	if (!p)
 		return NULL;
-	KP_UNPOISON(p, size);
+	KP_UNPOISON(p, kp__backup_usable(pool, p)); /* the whole buddy block is usable */
 	atomic_fetch_add(&pool->bk_allocs, 1);
 	/* In the critical state the backup_enter event already says where
 	 * critical traffic goes; a block served by a one-off failover is an
@@ -251,7 +252,7 @@ KP_EXPORT void *kp_alloc(kp_pool *pool, size_t size, unsigned flags)
 				b->head = next;
 				b->count--;
 				kp__hdr_put((kp__hdr *)h, key, kp__meta((uint32_t)size, (uint16_t)cls, KP_ST_ALLOC));
-				KP_UNPOISON(h + KP_HDR, size);
+				KP_UNPOISON(h + KP_HDR, checks ? size : kp__class_size[cls] - KP_HDR);
 				if (checks)
 					kp__canary8_put(key, h + KP_HDR + size);
 				kp__count_inc(&b->allocs, 1);
@@ -318,7 +319,7 @@ static kp__hdr *primary_hdr(kp_pool *pool, const void *p, kp__seg **segp, int *c
 		return NULL;
 	}
 	unsigned st = KP_META_ST(kp__hdr_meta(h));
-	if (st != KP_ST_ALLOC) {
+	if (st != KP_ST_ALLOC && !(KP_PLANT == 2 && st == KP_ST_FREE)) { /* planted 2: no double-free check */
 		*code = st == KP_ST_FREE ? KP_EDOUBLEFREE : KP_ECORRUPT;
 		return NULL;
 	}
@@ -522,7 +523,7 @@ static void *realloc_in_place(kp_pool *pool, void *p, size_t size, size_t old, u
 	if (cls == KP_CLS_ALIGNED)
 		return NULL;
 	size_t cap = primary_capacity(s, h), room = cap - pool->canary;
-	if (size > room || size < room / 2 || size >= UINT32_MAX)
+	if (size > room + (KP_PLANT == 5) * KP_HDR || size < room / 2 || size >= UINT32_MAX) /* planted 5 */
 		return NULL;
 	uint64_t key = kp__hkey(pool->secret, h);
 	uint32_t req = KP_META_REQ(meta);
@@ -532,7 +533,7 @@ static void *realloc_in_place(kp_pool *pool, void *p, size_t size, size_t old, u
 	if ((flags & KP_ZERO) && size > old)
 		memset((char *)p + old, 0, size - old);
 	kp__hdr_put(h, key, kp__meta((uint32_t)size, (uint16_t)cls, KP_ST_ALLOC));
-	if (size < cap)
+	if (size < cap && pool->conf.checks)
 		KP_POISON((char *)p + size, cap - size);
 	if (pool->conf.checks)
 		kp__canary_put(key, p, size, cap);

@@ -51,6 +51,12 @@
 #define KP_NOASAN
 #endif
 
+/* KP_PLANT=N plants bug N for the fuzzers' quality tests (make PLANT=N);
+ * each planted line is marked "planted N". 0: none. */
+#ifndef KP_PLANT
+#define KP_PLANT 0
+#endif
+
 #define KP_LIKELY(x) __builtin_expect(!!(x), 1)
 #define KP_UNLIKELY(x) __builtin_expect(!!(x), 0)
 #define KP_EXPORT __attribute__((visibility("default")))
@@ -344,7 +350,7 @@ static inline unsigned kp__class_of(size_t need)
 {
 	extern const uint8_t kp__class_small[];
 	if (need <= 1024)
-		return kp__class_small[(need + 15) >> 4];
+		return kp__class_small[(need + 15 * (KP_PLANT != 1)) >> 4]; /* planted 1: rounds down */
 	unsigned b = 63u - (unsigned)__builtin_clzll((unsigned long long)(need - 1));
 	return 7u + (b - 7u) * 4u + (unsigned)((need - 1 - ((size_t)1 << b)) >> (b - 2));
 }

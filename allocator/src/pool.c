@@ -284,7 +284,7 @@ static int corrupt_cache(kp_pool *pool, bool link)
 			continue;
 		kp__hdr *h = b->head;
 		if (link)
-			kp__link_put(pool->secret, h, (char *)kp__link_get(pool->secret, h) + ((uintptr_t)1 << 40));
+			kp__link_put(pool->secret, h, (void *)((uintptr_t)kp__link_get(pool->secret, h) + ((uintptr_t)1 << 40)));
 		else
 			kp__hdr_put(h, kp__hdr_tag(h) ^ 0x10, kp__hdr_meta(h));
 		kp__event(pool, KP_EV_FAULT_INJECTED, KP_POOL_PRIMARY, h, kp__class_size[c], "damaged the %s of %p",

@@ -271,7 +271,8 @@ void kp__central_give(kp_pool *pool, unsigned cls, void *list, unsigned n)
 		if (!sp->in_partial)
 			partial_push(c, sp);
 		if (sp->nused == 0) {
-			partial_remove(c, sp);
+			if (KP_PLANT != 3) /* planted 3: the units go back while the span is still listed */
+				partial_remove(c, sp);
 			pthread_mutex_lock(&pool->lock);
 			units_give(pool, s, sp);
 			pthread_mutex_unlock(&pool->lock);
@@ -472,7 +473,7 @@ int kp__primary_shrink(kp_pool *pool)
 		s = s->next;
 	for (kp__seg *prev; s; s = prev) {
 		prev = s->prev;
-		if (s->nfree_units != KP_UNITS - 1 || now_ns < s->empty_since_ns || now_ns - s->empty_since_ns < decay)
+		if (s->nfree_units + (KP_PLANT == 4) < KP_UNITS - 1 /* planted 4 */ || now_ns < s->empty_since_ns || now_ns - s->empty_since_ns < decay)
 			continue;
 		size_t after = (pool->units_free - (KP_UNITS - 1)) * KP_UNIT_SIZE;
 		if (after < pool->conf.high_wm || pool->capacity - KP_SEG_SIZE < pool->conf.primary_initial)

@@ -127,13 +127,28 @@ void kp__tcache_flush_bin(kp_pool *pool, kp__tcache *tc, unsigned cls, unsigned 
 	kp__bin *b = &tc->bin[cls];
 	if (b->count <= keep)
 		return;
-	unsigned n = b->count - keep;
-	/* Detach the first n blocks as one list. */
+	unsigned n = b->count - keep, i = 1;
+	/* Detach the first n blocks as one list, vetting each link before it is
+	 * followed (a stray write into a cached block's first word must not
+	 * send the walk outside the pool). */
 	void *list = b->head;
 	char *last = b->head;
-	for (unsigned i = 1; i < n; i++)
-		last = kp__link_get(pool->secret, last);
-	b->head = kp__link_get(pool->secret, last);
+	for (char *next; i < n && (next = kp__link_get(pool->secret, last)) && kp__plausible(pool, next); i++)
+		last = next;
+	char *rest = kp__link_get(pool->secret, last);
+	if (i < n || (rest && !kp__plausible(pool, rest))) {
+		/* Damaged: the blocks before the bad link go back, the rest is set
+		 * aside (leaked on purpose, as small_alloc does with a damaged bin). */
+		kp__violation(pool, KP_EV_FREELIST, KP_ECORRUPT, last, b->count - i,
+			      "damaged link in a thread cache: rest of the list quarantined");
+		atomic_fetch_add(&pool->quarantined, b->count - i);
+		kp__link_put(pool->secret, last, NULL);
+		b->head = NULL;
+		b->count = 0;
+		kp__central_give(pool, cls, list, i);
+		return;
+	}
+	b->head = rest;
 	b->count = keep;
 	kp__central_give(pool, cls, list, n);
 }

@@ -1,0 +1,172 @@
+/*
+ * fuzz_targets.c - the fuzz entry points (kpfuzz.h): which pools, which
+ * interpreter mode, and the conf parser target.
+ *
+ * The first input byte picks one of the target's pools, so one corpus
+ * covers several configurations (checks on and off, poisoning, a tight pool
+ * whose primary fails over to the backup). Seeds are fixed: a crash input
+ * replays against the same secret.
+ */
+#include "fuzz_model.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+/* Common to the sequential pools: no daemon thread (kp_daemon_step drives
+ * passes), grown on demand from nothing, 64 MiB at most, a 1 MiB backup,
+ * 10 ms of decay so a stepped pass shrinks. */
+#define FZ_BASE "daemon:off,primary_initial:0,primary_max:64m,backup:1m,decay_ms:10"
+/* The tight pool: two segments at most, the backup taking critical traffic
+ * from half of them. */
+#define FZ_TIGHT "daemon:off,primary_initial:4m,primary_max:8m,backup:1m,critical_wm:50,recover_wm:25,low_wm:0,high_wm:0,decay_ms:10"
+
+static fz_pool api_pools[] = {
+	{.conf = FZ_BASE ",seed:11,low_wm:0,high_wm:0"},
+	{.conf = FZ_BASE ",seed:12,low_wm:0,high_wm:0,checks:off"},
+	{.conf = FZ_BASE ",seed:13,low_wm:4m,high_wm:8m,poison:on"},
+	{.conf = FZ_TIGHT ",seed:14"},
+};
+
+static fz_pool fault_pools[] = {
+	{.conf = FZ_BASE ",seed:21,low_wm:0,high_wm:0"},
+	{.conf = FZ_BASE ",seed:22,low_wm:0,high_wm:0,poison:on"},
+	{.conf = FZ_BASE ",seed:23,low_wm:0,high_wm:0,checks:off"},
+	{.conf = FZ_TIGHT ",seed:24,poison:on"},
+};
+
+#define NPOOLS(a) (sizeof(a) / sizeof((a)[0]))
+
+static int run_sequence(fz_pool *pools, size_t npools, unsigned mode, const uint8_t *data, size_t len)
+{
+	if (len < 1)
+		return 0;
+	fz_in r = {data + 1, len - 1};
+	fz_ctx c;
+	fz_trace_reset();
+	fz_ctx_init(&c, &pools[data[0] % npools], mode);
+	fz_run(&c, &r);
+	fz_finish(&c);
+	return 0;
+}
+
+KP_EXPORT int kp_fuzz_api_sequence(const uint8_t *data, size_t len)
+{
+	return run_sequence(api_pools, NPOOLS(api_pools), FZ_STRICT, data, len);
+}
+
+KP_EXPORT int kp_fuzz_faults(const uint8_t *data, size_t len)
+{
+	return run_sequence(fault_pools, NPOOLS(fault_pools), FZ_MISUSE | FZ_FAULTS, data, len);
+}
+
+/* ---- concurrent: two threads, one pool, the daemon running ----------------- */
+
+/* The daemon wakes every millisecond and returns segments at once (decay 0),
+ * so it races the two threads for every segment they empty. */
+static fz_pool thread_pools[] = {
+	{.conf = "primary_initial:0,primary_max:128m,backup:1m,low_wm:4m,high_wm:4m,decay_ms:0,"
+		 "daemon_interval_ms:1,seed:31"},
+	{.conf = "primary_initial:4m,primary_max:128m,backup:1m,low_wm:0,high_wm:0,decay_ms:0,"
+		 "daemon_interval_ms:1,poison:on,seed:32"},
+};
+
+typedef struct half {
+	fz_ctx ctx;
+	fz_in in;
+} half;
+
+static void *half_main(void *arg)
+{
+	half *h = arg;
+	fz_trace_reset();
+	fz_run(&h->ctx, &h->in);
+	fz_finish(&h->ctx);
+	return NULL;
+}
+
+KP_EXPORT int kp_fuzz_concurrent(const uint8_t *data, size_t len)
+{
+	if (len < 2)
+		return 0;
+	fz_pool *fp = &thread_pools[data[0] % NPOOLS(thread_pools)];
+	_Atomic(fz_slot *) mailbox = NULL;
+	size_t rest = len - 1, first = rest / 2;
+	half h[2];
+	fz_ctx_init(&h[0].ctx, fp, FZ_HANDOFF);
+	fz_ctx_init(&h[1].ctx, fp, FZ_HANDOFF);
+	h[0].in = (fz_in){data + 1, first};
+	h[1].in = (fz_in){data + 1 + first, rest - first};
+	h[0].ctx.mailbox = h[1].ctx.mailbox = &mailbox;
+	h[1].ctx.next_tag = 0x80; /* the two threads' fill bytes differ */
+	pthread_t t[2];
+	for (int i = 0; i < 2; i++)
+		if (pthread_create(&t[i], NULL, half_main, &h[i]) != 0)
+			FZ_FAIL("pthread_create failed");
+	for (int i = 0; i < 2; i++)
+		pthread_join(t[i], NULL);
+	fz_slot *left = atomic_exchange(&mailbox, NULL);
+	if (left) {
+		h[0].ctx.slot[0] = *left;
+		free(left);
+		h[0].ctx.mailbox = NULL;
+		fz_finish(&h[0].ctx);
+	}
+	return 0;
+}
+
+/* ---- conf: the option and fault-spec parsers ------------------------------------ */
+
+static fz_pool conf_pool = {.conf = "daemon:off,primary_initial:0,backup:0,seed:41"};
+
+#define FZ_CONF_MAX 512
+
+KP_EXPORT int kp_fuzz_conf(const uint8_t *data, size_t len)
+{
+	if (len < 1)
+		return 0;
+	char s[FZ_CONF_MAX + 1];
+	size_t n = len - 1 < FZ_CONF_MAX ? len - 1 : FZ_CONF_MAX;
+	memcpy(s, data + 1, n);
+	s[n] = 0;
+	if (data[0] & 1) { /* a fault spec, on a pool that never allocates */
+		kp_pool *pool = fz_pool_get(&conf_pool);
+		int rc = kp_fault_inject(pool, s);
+		if (rc != 0 && (rc != KP_EINVAL || !kp_last_error()[0]))
+			FZ_FAIL("kp_fault_inject('%s') returned %d with error '%s'", s, rc, kp_last_error());
+		kp_fault_inject(pool, "all@off");
+		return 0;
+	}
+	kp__conf c;
+	errno = 0;
+	if (kp__conf_load(&c, s) < 0) {
+		if (errno != EINVAL || !kp_last_error()[0])
+			FZ_FAIL("conf '%s' refused with errno %d and error '%s'", s, errno, kp_last_error());
+		return 0;
+	}
+	if (kp_last_error()[0])
+		FZ_FAIL("conf '%s' accepted but kp_last_error is '%s'", s, kp_last_error());
+	if (c.primary_initial > c.primary_max || c.recover_wm > c.critical_wm || c.low_wm > c.high_wm ||
+	    c.critical_wm < 1 || c.critical_wm > 100 || c.primary_max < ((size_t)4 << 20) ||
+	    strlen(c.faults) >= KP_FAULT_SPEC_MAX)
+		FZ_FAIL("conf '%s' accepted with inconsistent values", s);
+	/* A cheap conf is also made into a pool and used once. */
+	if (!(data[0] & 2) || c.primary_initial > ((size_t)8 << 20) || c.backup > ((size_t)4 << 20) || c.log_fd ||
+	    c.wait_ms > 10)
+		return 0;
+	kp_pool *pool = kp_create(s);
+	if (!pool) {
+		if ((errno != EINVAL && errno != ENOMEM) || !kp_last_error()[0])
+			FZ_FAIL("kp_create('%s') failed with errno %d and error '%s'", s, errno, kp_last_error());
+		return 0;
+	}
+	void *p = kp_alloc(pool, 100, 0);
+	if (p) {
+		memset(p, 1, 100);
+		if (kp_free(pool, p) != 0)
+			FZ_FAIL("kp_free in a pool made with '%s' failed: %s", s, kp_last_error());
+	}
+	kp_destroy(pool);
+	return 0;
+}

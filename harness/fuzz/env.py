@@ -1,0 +1,59 @@
+"""The process environment of a fuzz target: the sanitizer runtime preloaded, and its options.
+
+A library built with -fsanitize=fuzzer-no-link,address cannot be loaded into a plain Python: its
+coverage hooks (__sancov_lowest_stack, ...) live in libFuzzer, which atheris ships linked into an ASan
+runtime, asan_with_fuzzer.so. That runtime must be in the process from the start, so it goes in
+LD_PRELOAD; a target started without it re-executes itself with it (see target.py).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from harness.errors import KpoolError
+
+RUNTIME = "asan_with_fuzzer.so"
+# detect_leaks=0: a fuzz pool lives for the whole process on purpose, and LeakSanitizer's exit scan
+# costs seconds. allocator_may_return_null=1: an impossible malloc is an answer, not a crash.
+# handle_abort=1: abort() (a violation of the shadow model) gets a stack trace like any ASan report.
+ASAN_OPTIONS = "detect_leaks=0:allocator_may_return_null=1:handle_abort=1:symbolize=1"
+# UBSan reports and carries on unless told to halt; the fuzz build is -fno-sanitize-recover anyway.
+UBSAN_OPTIONS = "halt_on_error=1:print_stacktrace=1"
+# Variables that would change what a fuzz pool is (kp_create reads them).
+CLEARED = ("KPOOL_CONF", "KPOOL_LOG")
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def runtime_path() -> Path:
+    """atheris's ASan runtime with libFuzzer linked in."""
+    try:
+        import atheris
+    except ImportError as exc:
+        raise KpoolError("atheris is not installed (pip install atheris)") from exc
+    path = Path(atheris.path()) / RUNTIME
+    if not path.is_file():
+        raise KpoolError(f"atheris ships no {RUNTIME} at {path}; reinstall atheris from its wheel")
+    return path
+
+
+def preloaded(env: Mapping[str, str]) -> bool:
+    return RUNTIME in env.get("LD_PRELOAD", "")
+
+
+def target_env(library: Path | None, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment to run a target in: library is the fuzz build (None for pure-Python targets)."""
+    env = dict(os.environ if base is None else base)
+    for name in CLEARED:
+        env.pop(name, None)
+    if library is not None:
+        env["KPOOL_LIB"] = str(library)
+        if not preloaded(env):
+            env["LD_PRELOAD"] = " ".join(filter(None, (str(runtime_path()), env.get("LD_PRELOAD", ""))))
+    env["ASAN_OPTIONS"] = ":".join(filter(None, (ASAN_OPTIONS, env.get("ASAN_OPTIONS", ""))))
+    env["UBSAN_OPTIONS"] = ":".join(filter(None, (UBSAN_OPTIONS, env.get("UBSAN_OPTIONS", ""))))
+    paths = env.get("PYTHONPATH", "").split(os.pathsep)
+    if str(REPO_ROOT) not in paths:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(REPO_ROOT), *paths)))
+    return env

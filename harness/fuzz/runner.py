@@ -1,0 +1,310 @@
+"""Run the fuzz targets with libFuzzer's own modes: plain, fork (--jobs), merge.
+
+For each target: build the fuzz variant (once), start the target script with the sanitizer runtime
+preloaded, stream libFuzzer's output into reports/<run>/logs/<target>.log while its progress lines
+(executions per second, coverage, corpus size) are shown, and afterwards keep every crash input under
+reports/<run>/crashes/ with its sanitizer report beside it (<input>.txt, from a replay of the input).
+
+Corpora: the seeds in corpora/<target>/seeds/ are read, never written; what a run discovers goes to a
+working corpus, reports/corpus/<target>/, that persists between runs (a nightly campaign builds on
+the last one). `merge` shrinks the working corpus with -merge=1.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from harness import build, output
+from harness.errors import KpoolError
+from harness.fuzz import NATIVE, TARGETS
+from harness.fuzz import env as fuzz_env
+
+FUZZ_DIR = Path(__file__).resolve().parent
+CORPORA = fuzz_env.REPO_ROOT / "corpora"
+REPORTS = fuzz_env.REPO_ROOT / "reports"
+
+# One input runs in well under a millisecond: one that takes 10 s is a hang (a lock never released,
+# a loop that never ends) and is kept as a timeout crash.
+INPUT_TIMEOUT_S = 10
+# Inputs of the native targets: 64 bytes are 10-20 operations, enough to reach every path of the
+# allocator; longer inputs mostly cost time (exec/s falls as they grow).
+DEFAULT_MAX_LEN = {"api_sequence": 64, "faults": 96, "concurrent": 128, "conf": 256, "workload_yaml": 1024}
+# Progress is shown at most this often; libFuzzer prints a line at every new feature.
+PROGRESS_EVERY_S = 5.0
+# Sanitizer reports are kept for this many crash inputs per target (each replay restarts Python with
+# the ASan runtime, a second or two); the rest keep the input only.
+MAX_REPLAYS = 10
+# Beyond the fuzzing time: building, start-up, and the final pass over the corpus.
+GRACE_S = 120
+ARTIFACT_KINDS = ("crash", "timeout", "oom", "leak", "slow-unit")
+
+# "#1234	NEW    cov: 56 ft: 78 corp: 9/100b lim: 4 exec/s: 123 rss: 45Mb"   (plain)
+# "#1234: cov: 56 ft: 78 corp: 9 exec/s 123 oom/timeout/crash: 0/0/1 time: 5s job: 3"   (fork)
+PROGRESS_RE = re.compile(
+    r"^#(?P<execs>\d+):?\s+\w*\s*cov: (?P<cov>\d+) ft: \d+ corp: (?P<corp>\d+)"
+    r".*?exec/s:? (?P<eps>\d+)(?:.*?oom/timeout/crash: (?P<oom>\d+)/(?P<to>\d+)/(?P<crash>\d+))?"
+)
+# "INFO: Loaded 1 modules   (2716 inline 8-bit counters): ..."
+COUNTERS_RE = re.compile(r"Loaded \d+ modules\s+\((?P<n>\d+) inline 8-bit counters\)")
+# "stat::average_exec_per_sec:     5849"
+STAT_RE = re.compile(r"^stat::(?P<key>\w+):\s+(?P<value>\d+)")
+
+
+@dataclass
+class TargetResult:
+    target: str
+    seconds: float = 0.0
+    returncode: int = 0
+    execs: int = 0
+    exec_per_s: int = 0
+    cov: int = 0
+    counters: int = 0  # the library's edges (inline 8-bit counters), for the share covered
+    corpus: int = 0
+    crashes: list[str] = field(default_factory=list)
+    log: str = ""
+
+
+@dataclass
+class FuzzRun:
+    run_dir: Path
+    results: list[TargetResult]
+
+    @property
+    def crashed(self) -> bool:
+        return any(r.crashes for r in self.results)
+
+
+def script(target: str) -> Path:
+    return FUZZ_DIR / f"{target}.py"
+
+
+def resolve_targets(name: str) -> list[str]:
+    if name == "all":
+        return list(TARGETS)
+    if name not in TARGETS:
+        raise KpoolError(f"unknown fuzz target {name!r}; choose one of {', '.join(TARGETS)} or all")
+    return [name]
+
+
+def new_run_dir(base: Path = REPORTS) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = base / f"fuzz-{stamp}"
+    n = 1
+    while path.exists():
+        n += 1
+        path = base / f"fuzz-{stamp}-{n}"
+    return path
+
+
+def seeds_dir(target: str) -> Path:
+    return CORPORA / target / "seeds"
+
+
+def dictionary(target: str) -> Path | None:
+    path = CORPORA / target / "dict"
+    return path if path.is_file() else None
+
+
+def working_corpus(target: str, reports: Path = REPORTS) -> Path:
+    path = reports / "corpus" / target
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _libfuzzer_args(
+    target: str, seconds: int, jobs: int, crashes: Path, max_len: int | None, keep_going: bool
+) -> list[str]:
+    args = [
+        f"-max_total_time={seconds}",
+        f"-timeout={INPUT_TIMEOUT_S}",
+        f"-artifact_prefix={crashes}/{target}-",
+        f"-max_len={max_len or DEFAULT_MAX_LEN[target]}",
+        "-print_final_stats=1",
+    ]
+    d = dictionary(target)
+    if d:
+        args.append(f"-dict={d}")
+    if jobs > 1:
+        args.append(f"-fork={jobs}")
+        if keep_going:
+            args += ["-ignore_crashes=1", "-ignore_timeouts=1", "-ignore_ooms=1"]
+    return args
+
+
+def _stream(proc: subprocess.Popen[str], log: Path, result: TargetResult) -> None:
+    """Copy the target's output to the log, keeping the newest progress figures."""
+    last_shown = time.monotonic()
+    assert proc.stdout is not None
+    with log.open("w") as out:
+        for line in proc.stdout:
+            out.write(line)
+            m = PROGRESS_RE.match(line)
+            if m:
+                result.execs = int(m["execs"])
+                result.cov = int(m["cov"])
+                result.corpus = int(m["corp"])
+                result.exec_per_s = int(m["eps"])
+            elif (c := COUNTERS_RE.search(line)) is not None:
+                result.counters = max(result.counters, int(c["n"]))
+            elif (s := STAT_RE.match(line)) is not None and s["key"] == "average_exec_per_sec":
+                result.exec_per_s = int(s["value"])
+            if m and time.monotonic() - last_shown >= PROGRESS_EVERY_S:
+                last_shown = time.monotonic()
+                output.progress(_progress_line(result))
+
+
+def _progress_line(r: TargetResult) -> str:
+    share = f" ({100 * r.cov / r.counters:.0f}% of {r.counters} edges)" if r.counters and r.cov else ""
+    return f"{r.target}: {r.execs} runs, {r.exec_per_s} exec/s, cov {r.cov}{share}, corpus {r.corpus}"
+
+
+def _artifacts(crashes: Path, target: str) -> list[Path]:
+    found = [p for p in crashes.glob(f"{target}-*") if p.suffix != ".txt"]
+    return sorted(p for p in found if p.name[len(target) + 1 :].startswith(ARTIFACT_KINDS))
+
+
+def replay(target: str, data: Path, env: dict[str, str], timeout_s: float = 120) -> tuple[int, str]:
+    """Run one input through a target; its exit code and its output (the sanitizer report)."""
+    cmd = [sys.executable, str(script(target)), f"-timeout={INPUT_TIMEOUT_S}", str(data)]
+    try:
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout_s, check=False)
+    except subprocess.TimeoutExpired as exc:
+        text = exc.stderr if isinstance(exc.stderr, str) else ""
+        return -1, text + f"\nkpool: replay timed out after {timeout_s}s\n"
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def _keep_reports(target: str, found: list[Path], env: dict[str, str]) -> None:
+    for n, path in enumerate(found):
+        report = path.with_name(path.name + ".txt")
+        if report.exists() or n >= MAX_REPLAYS:
+            continue
+        code, text = replay(target, path, env)
+        report.write_text(f"# kpool fuzz replay of {path.name}: exit {code}\n{text}")
+
+
+def target_env(target: str, plant: int = 0) -> dict[str, str]:
+    library = build.build("fuzz", plant) if target in NATIVE else None
+    return fuzz_env.target_env(library)
+
+
+def fuzz_target(
+    target: str,
+    seconds: int,
+    jobs: int,
+    run_dir: Path,
+    *,
+    plant: int = 0,
+    max_len: int | None = None,
+    keep_going: bool = False,
+    extra: Sequence[str] = (),
+    reports: Path = REPORTS,
+) -> TargetResult:
+    env = target_env(target, plant)
+    crashes = run_dir / "crashes"
+    logs = run_dir / "logs"
+    crashes.mkdir(parents=True, exist_ok=True)
+    logs.mkdir(parents=True, exist_ok=True)
+    corpus_dirs = [working_corpus(target, reports)]
+    if seeds_dir(target).is_dir():
+        corpus_dirs.append(seeds_dir(target))
+    cmd = [
+        sys.executable,
+        str(script(target)),
+        *map(str, corpus_dirs),
+        *_libfuzzer_args(target, seconds, jobs, crashes, max_len, keep_going),
+        *extra,
+    ]
+    result = TargetResult(target=target, log=str(logs / f"{target}.log"))
+    output.progress(f"fuzzing {target} for {seconds}s ({jobs} job{'s' if jobs > 1 else ''})")
+    output.detail(" ".join(cmd))
+    start = time.monotonic()
+    with subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=run_dir
+    ) as proc:
+        try:
+            _stream(proc, Path(result.log), result)
+            proc.wait(timeout=seconds + GRACE_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            output.warn(f"{target}: libFuzzer overran its time by {GRACE_S}s and was stopped")
+    result.seconds = round(time.monotonic() - start, 1)
+    result.returncode = proc.returncode
+    found = _artifacts(crashes, target)
+    _keep_reports(target, found, env)
+    result.crashes = [str(p) for p in found]
+    if found:
+        output.warn(f"{target}: {len(found)} crash input(s) kept in {crashes}")
+    elif proc.returncode != 0:
+        output.warn(f"{target}: libFuzzer exited {proc.returncode} without a crash input; see {result.log}")
+    output.progress(_progress_line(result))
+    return result
+
+
+def run(
+    name: str,
+    seconds: int,
+    jobs: int = 1,
+    *,
+    plant: int = 0,
+    max_len: int | None = None,
+    keep_going: bool = False,
+    run_dir: Path | None = None,
+    reports: Path = REPORTS,
+    extra: Sequence[str] = (),
+) -> FuzzRun:
+    """Fuzz one target, or all of them one after the other, each for `seconds`."""
+    if seconds <= 0 or jobs <= 0:
+        raise KpoolError(f"--time and --jobs must be positive (got {seconds} and {jobs})")
+    targets = resolve_targets(name)
+    run_dir = run_dir or new_run_dir(reports)
+    results = [
+        fuzz_target(
+            t,
+            seconds,
+            jobs,
+            run_dir,
+            plant=plant,
+            max_len=max_len,
+            keep_going=keep_going,
+            extra=extra,
+            reports=reports,
+        )
+        for t in targets
+    ]
+    summary = {"run_dir": str(run_dir), "plant": plant, "results": [asdict(r) for r in results]}
+    (run_dir / "fuzz.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return FuzzRun(run_dir, results)
+
+
+def merge(name: str, reports: Path = REPORTS) -> list[tuple[str, int, int]]:
+    """Shrink each target's working corpus with -merge=1: (target, inputs before, inputs after)."""
+    out = []
+    for target in resolve_targets(name):
+        env = target_env(target)
+        work = working_corpus(target, reports)
+        before = sum(1 for _ in work.iterdir())
+        merged = work.with_name(work.name + ".merging")
+        shutil.rmtree(merged, ignore_errors=True)
+        merged.mkdir()
+        sources = [work] + ([seeds_dir(target)] if seeds_dir(target).is_dir() else [])
+        cmd = [sys.executable, str(script(target)), "-merge=1", str(merged), *map(str, sources)]
+        output.progress(f"merging the {target} corpus ({before} inputs)")
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False, cwd=merged.parent)
+        if proc.returncode != 0:
+            shutil.rmtree(merged, ignore_errors=True)
+            tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-20:])
+            raise KpoolError(f"merging the {target} corpus failed (exit {proc.returncode})", tail)
+        shutil.rmtree(work)
+        merged.rename(work)
+        out.append((target, before, sum(1 for _ in work.iterdir())))
+    return out

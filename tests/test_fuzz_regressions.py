@@ -1,0 +1,38 @@
+"""Every crash input the fuzzers found in libkpool, replayed against the fuzz build.
+
+tests/data/fuzz/<target>-<what> is an input that crashed the fuzz target <target> (allocator/driver) before
+the bug it found was fixed; the replay runs it once through the target script, with ASan and UBSan,
+and must exit 0. Each file's commit names the bug.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from harness.fuzz import NATIVE, TARGETS, runner
+
+DATA = Path(__file__).resolve().parent / "data" / "fuzz"
+CASES = sorted(p for p in DATA.iterdir() if p.is_file())
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(shutil.which("clang") is None, reason="the fuzz build needs clang"),
+]
+
+
+def _target(path: Path) -> str:
+    target = path.name.split("-", 1)[0]
+    assert target in TARGETS, f"{path.name}: the name must start with a fuzz target ({', '.join(TARGETS)})"
+    return target
+
+
+@pytest.mark.parametrize("path", CASES, ids=[p.name for p in CASES])
+def test_saved_crash_input_no_longer_crashes(path: Path) -> None:
+    pytest.importorskip("atheris")
+    target = _target(path)
+    assert target in NATIVE
+    code, report = runner.replay(target, path, runner.target_env(target))
+    assert code == 0, f"{path.name} crashes {target} again:\n{report[-4000:]}"
