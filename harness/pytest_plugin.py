@@ -40,11 +40,11 @@ def pytest_collect_file(parent: pytest.Collector, file_path: Path) -> pytest.Col
 class WorkloadFile(pytest.File):
     def collect(self) -> Iterator[pytest.Item]:
         try:
-            wl: spec.Workload | spec.SpecError = spec.load(self.path)
-            name = wl.name
+            loaded = spec.load(self.path)
         except spec.SpecError as exc:
-            wl, name = exc, self.path.stem
-        yield WorkloadItem.from_parent(self, name=name, workload=wl)
+            yield WorkloadItem.from_parent(self, name=self.path.stem, workload=exc)
+            return
+        yield WorkloadItem.from_parent(self, name=loaded.name, workload=loaded)
 
 
 class WorkloadItem(pytest.Item):

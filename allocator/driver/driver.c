@@ -533,7 +533,9 @@ static void run_loop(struct kpd_thread *t)
 		if (__builtin_expect(t->id == 0 && t->index == pr->crash_at, 0))
 			wild_write();
 	}
-	t->c.ops = t->index;
+	for (int k = 0; k < KPD_OP__COUNT; k++)
+		t->c.ops += t->c.by_op[k];
+	t->c.steps = t->index;
 	atomic_store_explicit(&t->done, t->index, memory_order_relaxed);
 }
 

@@ -235,7 +235,7 @@ struct kpd_damage {
 };
 
 struct kpd_counters {
-	uint64_t ops, timed;
+	uint64_t ops, steps, timed; /* ops: every op done, victims' frees too; steps: loop turns */
 	uint64_t by_op[KPD_OP__COUNT];
 	uint64_t alloc_failures, critical_allocs, critical_failures, critical_denied;
 	uint64_t realloc_failures;

@@ -51,8 +51,8 @@ static void counters_json(FILE *out, const struct kpd_run *run)
 		"", "KP_EINVAL", "KP_ENOTOURS", "KP_EDOUBLEFREE", "KP_ECORRUPT",
 		"KP_EDENIED", "KP_ENOMEM", "KP_EOVERFLOW",
 	};
-	fprintf(out, "\"counters\":{\"ops\":%llu,\"timed\":%llu,\"by_op\":{",
-		(unsigned long long)c->ops, (unsigned long long)c->timed);
+	fprintf(out, "\"counters\":{\"ops\":%llu,\"steps\":%llu,\"timed\":%llu,\"by_op\":{",
+		(unsigned long long)c->ops, (unsigned long long)c->steps, (unsigned long long)c->timed);
 	for (int k = 0; k < KPD_OP__COUNT; k++)
 		fprintf(out, "%s\"%s\":%llu", k ? "," : "", kpd_op_names[k],
 			(unsigned long long)c->by_op[k]);
