@@ -120,7 +120,7 @@ def test_a_crash_is_recorded_with_a_reproducer_that_replays(tmp_path: Path) -> N
     assert replay.returncode == -signal.SIGSEGV
 
 
-# ---- the runner ----------------------------------------------------------------------------------------------
+# ---- the runner --------------------------------------------------------------------------------------------
 
 
 @pytest.mark.slow
