@@ -11,6 +11,7 @@
 #include "kpdriver.h"
 
 #include <errno.h>
+#include <execinfo.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -682,7 +683,8 @@ static void put_u64(uint64_t v)
 	put(p);
 }
 
-/* Async-signal-safe: write(2) only. The runner parses this line. */
+/* Async-signal-safe: write(2) and a primed backtrace_symbols_fd (which
+ * writes, never allocates). The runner parses the first line. */
 static void on_fatal(int sig)
 {
 	struct kpd_thread *t = t_self;
@@ -695,12 +697,19 @@ static void on_fatal(int sig)
 		put_u64(t->index);
 	}
 	put("\n");
+	void *frames[64];
+	int n = backtrace(frames, 64);
+	backtrace_symbols_fd(frames, n, 2);
 	signal(sig, SIG_DFL);
 	raise(sig);
 }
 
 static void install_handlers(void)
 {
+	/* backtrace() loads libgcc on its first call, which may allocate:
+	 * do that now, not inside a signal handler. */
+	void *prime[1];
+	backtrace(prime, 1);
 	static const int sigs[] = {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT};
 	for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
 		struct sigaction old;
