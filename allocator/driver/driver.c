@@ -72,6 +72,7 @@ struct kpd_thread {
 	_Atomic uint64_t done;
 	_Atomic int finished;
 	uint64_t t_start, t_end;
+	uint64_t cpu_ns; /* CPU time of the op loop (CLOCK_THREAD_CPUTIME_ID) */
 };
 
 /* The thread and op a fatal signal interrupted (read by the handler). */
@@ -86,11 +87,20 @@ static inline uint64_t pattern_word(uint32_t tag)
 	return kpd_splitmix(&s) | 0x0101010101010101ull; /* never a zero byte */
 }
 
+/* 16-byte vectors (SSE2 on x86-64, generic code elsewhere): the pattern
+ * loops run two vectors a turn, four times fewer turns than by words. */
+typedef uint64_t v2u64 __attribute__((vector_size(16)));
+
 static inline void fill_range(unsigned char *p, uint64_t from, uint64_t to, uint64_t w)
 {
 	uint64_t i = from;
 	for (; i < to && (i & 7); i++)
 		p[i] = (unsigned char)(w >> (8 * (i & 7)));
+	v2u64 vw = {w, w};
+	for (; i + 32 <= to; i += 32) {
+		memcpy(p + i, &vw, 16);
+		memcpy(p + i + 16, &vw, 16);
+	}
 	for (; i + 8 <= to; i += 8)
 		memcpy(p + i, &w, 8);
 	for (; i < to; i++)
@@ -105,6 +115,14 @@ static inline uint64_t check_range(const unsigned char *p, uint64_t from, uint64
 	uint64_t i = from, acc = 0;
 	for (; i < to && (i & 7); i++)
 		acc |= p[i] ^ (unsigned char)(w >> (8 * (i & 7)));
+	v2u64 vw = {w, w}, vacc = {0, 0};
+	for (; i + 32 <= to; i += 32) {
+		v2u64 a, b;
+		memcpy(&a, p + i, 16);
+		memcpy(&b, p + i + 16, 16);
+		vacc |= (a ^ vw) | (b ^ vw);
+	}
+	acc |= vacc[0] | vacc[1];
 	for (; i + 8 <= to; i += 8) {
 		uint64_t x;
 		memcpy(&x, p + i, 8);
@@ -241,13 +259,14 @@ static void keep_outlier(struct kpd_thread *t, enum kpd_kind k, uint64_t t0, uin
 		t->heap_floor = t->heap[0].lat_ns;
 }
 
+/* t0, t1: kpd_tick() readings around the call. */
 static inline void record(struct kpd_thread *t, enum kpd_kind k, uint64_t t0, uint64_t t1,
 			  uint64_t size)
 {
-	uint64_t lat = t1 - t0;
+	uint64_t lat = kpd_tick_ns(t1 - t0);
 	kpd_hist_add(t->h[k], lat);
 	if (lat > t->heap_floor)
-		keep_outlier(t, k, t0, lat, size);
+		keep_outlier(t, k, kpd_tick_to_mono(t0), lat, size);
 }
 
 /* Is this op timed? (1 in `sample`.) */
@@ -279,9 +298,9 @@ static void free_block(struct kpd_thread *t, struct block b, bool tm, enum kpd_k
 {
 	check_block(t, &b, b.size, when);
 	if (tm) {
-		uint64_t t0 = kpd_now();
+		uint64_t t0 = kpd_tick();
 		x_free(t, b.p);
-		record(t, k, t0, kpd_now(), b.size);
+		record(t, k, t0, kpd_tick(), b.size);
 	} else {
 		x_free(t, b.p);
 	}
@@ -326,14 +345,14 @@ static void op_alloc(struct kpd_thread *t, const struct step *s, enum kpd_op op,
 	}
 	void *p;
 	if (tm) {
-		uint64_t t0 = kpd_now(), t1 = t0;
+		uint64_t t0 = kpd_tick(), t1 = t0;
 		if (have_victim) {
 			x_free(t, victim.p);
-			t1 = kpd_now();
+			t1 = kpd_tick();
 			record(t, KPD_K_FREE, t0, t1, victim.size);
 		}
 		p = x_alloc(t, s->size, op, crit);
-		record(t, k, t1, kpd_now(), s->size);
+		record(t, k, t1, kpd_tick(), s->size);
 	} else {
 		if (have_victim)
 			x_free(t, victim.p);
@@ -363,9 +382,9 @@ static void op_realloc(struct kpd_thread *t, const struct step *s, bool tm)
 	check_block(t, b, old, "realloc");
 	void *p;
 	if (tm) {
-		uint64_t t0 = kpd_now();
+		uint64_t t0 = kpd_tick();
 		p = t->run->pool ? kp_realloc(t->run->pool, b->p, want, 0) : realloc(b->p, want);
-		record(t, KPD_K_REALLOC, t0, kpd_now(), want);
+		record(t, KPD_K_REALLOC, t0, kpd_tick(), want);
 	} else {
 		p = t->run->pool ? kp_realloc(t->run->pool, b->p, want, 0) : realloc(b->p, want);
 	}
@@ -394,13 +413,13 @@ static void op_realloc(struct kpd_thread *t, const struct step *s, bool tm)
 static void op_touch_verify(struct kpd_thread *t, const struct step *s, bool touch, bool tm)
 {
 	struct block *b = &t->live[pick(t, s->r)];
-	uint64_t t0 = tm ? kpd_now() : 0;
+	uint64_t t0 = tm ? kpd_tick() : 0;
 	if (touch)
 		fill_block(t, b);
 	else
 		check_block(t, b, b->size, "verify");
 	if (tm)
-		record(t, touch ? KPD_K_TOUCH : KPD_K_VERIFY, t0, kpd_now(), b->size);
+		record(t, touch ? KPD_K_TOUCH : KPD_K_VERIFY, t0, kpd_tick(), b->size);
 	t->c.by_op[touch ? KPD_OP_TOUCH : KPD_OP_VERIFY]++;
 }
 
@@ -508,31 +527,63 @@ static void pace(const struct kpd_thread *t, uint64_t i)
 	}
 }
 
+/* The next loop turn (1-based index) at which something other than an op is
+ * due: progress, the deadline and stop checks, pacing, planted bugs. The loop
+ * compares one counter per turn instead of testing each of them. */
+static uint64_t next_special(const struct kpd_thread *t, uint64_t idx)
+{
+	const struct kpd_program *pr = t->run->prog;
+	uint64_t next = (idx / PUBLISH + 1) * PUBLISH;
+	if (pr->rate > 0 && (idx / 64 + 1) * 64 < next)
+		next = (idx / 64 + 1) * 64;
+	if (pr->stray_every && (idx / pr->stray_every + 1) * pr->stray_every < next)
+		next = (idx / pr->stray_every + 1) * pr->stray_every;
+	if (t->id == 0 && pr->hang_at > idx && pr->hang_at < next)
+		next = pr->hang_at;
+	if (t->id == 0 && pr->crash_at > idx && pr->crash_at < next)
+		next = pr->crash_at;
+	return next;
+}
+
+/* Everything due at turn idx; false when the loop must end. */
+static bool special(struct kpd_thread *t, uint64_t idx, uint64_t deadline)
+{
+	const struct kpd_program *pr = t->run->prog;
+	if (idx % PUBLISH == 0) {
+		atomic_store_explicit(&t->done, idx, memory_order_relaxed);
+		if (atomic_load_explicit(&t->run->stop, memory_order_relaxed))
+			return false;
+		if (deadline != UINT64_MAX && kpd_now() >= deadline)
+			return false;
+	}
+	if (pr->rate > 0 && idx % 64 == 0)
+		pace(t, idx);
+	if (pr->stray_every && idx % pr->stray_every == 0)
+		plant_stray(t, t->steps[(idx + 7) & STEP_MASK].r);
+	if (t->id == 0 && idx == pr->hang_at)
+		hang_forever();
+	if (t->id == 0 && idx == pr->crash_at)
+		wild_write();
+	return true;
+}
+
 static void run_loop(struct kpd_thread *t)
 {
 	const struct kpd_program *pr = t->run->prog;
 	bool multi = pr->threads > 1;
-	uint64_t n = pr->ops, deadline = pr->ops ? UINT64_MAX : t->t_start + pr->duration_ms * 1000000ull;
-	for (uint64_t i = 0; n == 0 || i < n; i++) {
-		t->index = i + 1;
-		one_op(t, &t->steps[i & STEP_MASK]);
-		if (multi && (i % INBOX_POLL) == 0)
+	uint64_t n = pr->ops ? pr->ops : UINT64_MAX;
+	uint64_t deadline = pr->ops ? UINT64_MAX : t->t_start + pr->duration_ms * 1000000ull;
+	uint64_t due = next_special(t, 0);
+	for (uint64_t idx = 1; idx <= n; idx++) {
+		t->index = idx;
+		one_op(t, &t->steps[idx & STEP_MASK]);
+		if (multi && (idx % INBOX_POLL) == 0)
 			drain_inbox(t, true);
-		if (__builtin_expect((i & (PUBLISH - 1)) == PUBLISH - 1, 0)) {
-			atomic_store_explicit(&t->done, i + 1, memory_order_relaxed);
-			if (atomic_load_explicit(&t->run->stop, memory_order_relaxed))
+		if (__builtin_expect(idx == due, 0)) {
+			if (!special(t, idx, deadline))
 				break;
-			if (n == 0 && kpd_now() >= deadline)
-				break;
+			due = next_special(t, idx);
 		}
-		if (pr->rate > 0 && (i & 63) == 63)
-			pace(t, i + 1);
-		if (__builtin_expect(pr->stray_every != 0, 0) && t->index % pr->stray_every == 0)
-			plant_stray(t, t->steps[(i + 7) & STEP_MASK].r);
-		if (__builtin_expect(t->id == 0 && t->index == pr->hang_at, 0))
-			hang_forever();
-		if (__builtin_expect(t->id == 0 && t->index == pr->crash_at, 0))
-			wild_write();
 	}
 	for (int k = 0; k < KPD_OP__COUNT; k++)
 		t->c.ops += t->c.by_op[k];
@@ -599,14 +650,23 @@ static struct kpd_thread *thread_new(struct kpd_run *run, unsigned id)
 
 static pthread_barrier_t g_start;
 
+static uint64_t thread_cpu_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
 static void *thread_main(void *arg)
 {
 	struct kpd_thread *t = arg;
 	t_self = t;
 	pthread_barrier_wait(&g_start);
+	uint64_t c0 = thread_cpu_ns();
 	t->t_start = kpd_now();
 	run_loop(t);
 	t->t_end = kpd_now();
+	t->cpu_ns = thread_cpu_ns() - c0;
 	/* Stop accepting blocks, then wait for every thread before the last
 	 * drain, so that nothing handed over is left behind. */
 	atomic_store_explicit(&t->finished, 1, memory_order_release);
@@ -634,9 +694,11 @@ static void merge(struct kpd_run *run)
 	run->loop_start = UINT64_MAX;
 	for (unsigned i = 0; i < n; i++) {
 		struct kpd_thread *t = run->threads[i];
-		for (int k = 0; k < KPD_K__COUNT; k++)
+		for (int k = 0; k < KPD_K__COUNT; k++) {
+			kpd_hist_seal(t->h[k]);
 			if (run->hist[k])
 				kpd_hist_merge(run->hist[k], t->h[k]);
+		}
 		uint64_t *dst = (uint64_t *)&run->c, *src = (uint64_t *)&t->c;
 		for (size_t w = 0; w < sizeof(run->c) / sizeof(uint64_t); w++)
 			dst[w] += src[w];
@@ -649,6 +711,7 @@ static void merge(struct kpd_run *run)
 			run->loop_start = t->t_start;
 		if (t->t_end > run->loop_end)
 			run->loop_end = t->t_end;
+		run->loop_cpu_ns += t->cpu_ns;
 	}
 	if (run->outliers) {
 		qsort(run->outliers, total, sizeof(*run->outliers), cmp_outlier);
@@ -749,6 +812,8 @@ int kpd_run(struct kpd_run *run, const struct kpd_program *prog)
 	run->prog = prog;
 	run->t0 = kpd_now();
 	install_handlers();
+	if (prog->timer_tsc && kpd_timer_use_tsc(run->timer_note, sizeof(run->timer_note)) != 0)
+		run->timer_tsc_refused = true;
 	run->clock_ns = kpd_clock_cost_ns();
 	if (kpd_interfere_start_processes(run) != 0)
 		return -1;

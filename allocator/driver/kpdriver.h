@@ -48,6 +48,48 @@ static inline uint64_t kpd_now(void)
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
+/*
+ * The op timer. By default CLOCK_MONOTONIC (a vDSO call, ~20 ns on a VM).
+ * With timer=tsc, the CPU's invariant time-stamp counter (rdtsc, ~8 ns),
+ * the counter the kernel itself reads for CLOCK_MONOTONIC when its
+ * clocksource is tsc, scaled to ns by a factor calibrated against
+ * CLOCK_MONOTONIC at start. Only offered when the kernel reports
+ * constant_tsc and nonstop_tsc and the clocksource is tsc.
+ */
+extern bool kpd_tsc_on;
+extern uint64_t kpd_tsc_mult; /* ns per tick, 32.32 fixed point */
+extern uint64_t kpd_tsc_base, kpd_mono_base;
+
+#if defined(__x86_64__)
+#include <x86intrin.h>
+#endif
+
+static inline uint64_t kpd_tick(void)
+{
+#if defined(__x86_64__)
+	if (kpd_tsc_on)
+		return __rdtsc();
+#endif
+	return kpd_now();
+}
+
+static inline uint64_t kpd_tick_ns(uint64_t ticks)
+{
+	if (!kpd_tsc_on)
+		return ticks;
+	return (uint64_t)(((unsigned __int128)ticks * kpd_tsc_mult) >> 32);
+}
+
+static inline uint64_t kpd_tick_to_mono(uint64_t tick)
+{
+	if (!kpd_tsc_on)
+		return tick;
+	return kpd_mono_base + kpd_tick_ns(tick - kpd_tsc_base);
+}
+
+/* Switch the timer to the TSC: 0, or -1 with the reason in note. */
+int kpd_timer_use_tsc(char *note, size_t len);
+
 static inline uint64_t kpd_splitmix(uint64_t *s)
 {
 	uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
@@ -92,18 +134,18 @@ static inline unsigned kpd_hist_index(uint64_t v)
 	       (unsigned)((v >> (e - KPD_H_SUB_BITS)) & (KPD_H_SUB - 1));
 }
 
+/* The hot path keeps buckets, sum and max only; kpd_hist_seal() derives
+ * count and min (the low bound of the first bucket: exact below 128 ns). */
 static inline void kpd_hist_add(struct kpd_hist *h, uint64_t v)
 {
 	h->b[kpd_hist_index(v)]++;
-	h->count++;
 	h->sum += v;
 	if (v > h->max)
 		h->max = v;
-	if (v < h->min)
-		h->min = v;
 }
 
 struct kpd_hist *kpd_hist_new(void); /* empty; NULL on out of memory */
+void kpd_hist_seal(struct kpd_hist *h); /* count and min from the buckets */
 void kpd_hist_merge(struct kpd_hist *into, const struct kpd_hist *from);
 uint64_t kpd_hist_bucket_low(unsigned i);
 uint64_t kpd_hist_bucket_high(unsigned i);
@@ -200,6 +242,7 @@ struct kpd_program {
 	struct kpd_interf interf[KPD_MAX_INTERF];
 	unsigned ninterf;
 	unsigned timeline_ms;  /* stats sample period */
+	bool timer_tsc;        /* time ops with the TSC instead of clock_gettime */
 	unsigned progress_ms;  /* progress line period on stderr; 0 = none */
 	/* planted bugs, for the harness's own tests */
 	uint64_t stray_every;   /* every Nth op flips a byte inside a live block */
@@ -256,7 +299,10 @@ struct kpd_run {
 	uint64_t token; /* the critical token, 0 without kpool */
 	uint64_t t0;    /* run start (CLOCK_MONOTONIC ns) */
 	uint64_t loop_start, loop_end; /* first thread start, last thread end */
-	uint64_t clock_ns;
+	uint64_t loop_cpu_ns;          /* CPU time of all op loops together */
+	uint64_t clock_ns;     /* cost of one timer read */
+	bool timer_tsc_refused;
+	char timer_note[128];
 	_Atomic int stop;
 	struct kpd_thread *threads[KPD_MAX_THREADS];
 	struct kpd_monitor *mon;

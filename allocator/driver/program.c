@@ -16,6 +16,7 @@
  *   seed=1  threads=2  critical=0.1  sample=1  outliers=32
  *   verify=full                full | ends | none
  *   rate=0                     ops/s per thread (0: flat out)
+ *   timer=clock                clock (CLOCK_MONOTONIC) | tsc (rdtsc, calibrated)
  *   interfere=mmap,rate=1000,size=1m,threads=1,mode=thread   (repeatable)
  *   timeline_ms=50 progress_ms=250
  *   stray_every=N overrun_every=N hang_at=N crash_at=N   (planted bugs)
@@ -421,6 +422,12 @@ static int parse_line(struct perr *e, char *key, char *v, struct kpd_program *p)
 			return fail(e, "'%s' is not a number >= 0", v);
 		return 0;
 	}
+	if (!strcmp(key, "timer")) {
+		if (strcmp(v, "clock") && strcmp(v, "tsc"))
+			return fail(e, "'%s' is not clock or tsc", v);
+		p->timer_tsc = v[0] == 't';
+		return 0;
+	}
 	if (!strcmp(key, "interfere"))
 		return parse_interf(e, v, p);
 	if (!strcmp(key, "timeline_ms") || !strcmp(key, "progress_ms")) {
@@ -439,7 +446,7 @@ static int parse_line(struct perr *e, char *key, char *v, struct kpd_program *p)
 		return u64_field(e, v, &p->crash_at, 0, UINT64_MAX);
 	return fail(e, "unknown key (allowed: name allocator conf faults ops size realloc_size align "
 		       "working_set count duration_ms seed threads critical sample outliers verify rate "
-		       "interfere timeline_ms progress_ms stray_every overrun_every hang_at crash_at)");
+		       "timer interfere timeline_ms progress_ms stray_every overrun_every hang_at crash_at)");
 }
 
 static char *trim(char *s)

@@ -135,12 +135,16 @@ void kpd_report(FILE *out, const struct kpd_run *run)
 	fprintf(out, ",\"seed\":%llu,\"threads\":%u,\"sample\":%u,\"ok\":%s,\"error\":",
 		(unsigned long long)p->seed, p->threads, p->sample, run->error[0] ? "false" : "true");
 	kpd_json_string(out, run->error);
+	fprintf(out, ",\"timer\":\"%s\",\"timer_note\":", kpd_tsc_on ? "tsc" : "clock_monotonic");
+	kpd_json_string(out, run->timer_note);
 	fprintf(out, ",\"clock_ns\":%llu,\"t0_mono_ns\":%llu,\"loop_start_mono_ns\":%llu,"
-		     "\"loop_end_mono_ns\":%llu,\"loop_s\":%.6f,\"ops_per_s\":%.0f,",
+		     "\"loop_end_mono_ns\":%llu,\"loop_s\":%.6f,\"ops_per_s\":%.0f,"
+		     "\"loop_cpu_s\":%.6f,\"ops_per_cpu_s\":%.0f,",
 		(unsigned long long)run->clock_ns, (unsigned long long)run->t0,
 		(unsigned long long)(run->loop_start == UINT64_MAX ? 0 : run->loop_start),
 		(unsigned long long)run->loop_end, loop_s,
-		loop_s > 0 ? (double)run->c.ops / loop_s : 0.0);
+		loop_s > 0 ? (double)run->c.ops / loop_s : 0.0, (double)run->loop_cpu_ns / 1e9,
+		run->loop_cpu_ns ? (double)run->c.ops * 1e9 / (double)run->loop_cpu_ns : 0.0);
 	fprintf(out, "\"hist\":{\"layout\":{\"sub_bits\":%d,\"max_exp\":%d,\"unit\":\"ns\"}",
 		KPD_H_SUB_BITS, KPD_H_MAX_EXP);
 	for (int k = 0; k < KPD_K__COUNT; k++) {

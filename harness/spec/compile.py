@@ -91,6 +91,7 @@ class Workload:
             ("sample", "sample"),
             ("outliers", "outliers"),
             ("verify", "verify"),
+            ("timer", "timer"),
         ):
             if key in d:
                 lines.append(f"{prog_key}={d[key]}")
