@@ -207,6 +207,20 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         help="comma-separated subset of " + ",".join(a.name for a in ALLOCATORS),
     )
     p.add_argument("--json", type=Path, default=None, metavar="FILE", help="write the raw results here")
+    p.add_argument(
+        "--workload",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="YAML",
+        help="run this stress workload on every allocator instead of a-d (repeatable)",
+    )
+    p.add_argument(
+        "--harness-speed",
+        action="store_true",
+        help="print the driver's timed ops/s per core and the 4-process start time",
+    )
+    p.add_argument("--reports", type=Path, default=Path("reports"), help="where --workload runs keep results")
     args = p.parse_args(list(argv))
     workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
     bad = [w for w in workloads if w not in WORKLOADS]
@@ -246,6 +260,8 @@ def main(argv: list[str]) -> int:
         args = parse_args(argv)
     except SystemExit as exc:  # argparse has printed the usage or the help
         return int(exc.code or 0)
+    if args.workload or args.harness_speed:
+        return _stress_bench(args)
     binary = build_kpbench()
     allocs, preload = available_allocators(args.allocators)
     runner = Runner(binary, preload, args.ops)
@@ -268,5 +284,29 @@ def main(argv: list[str]) -> int:
         output.progress(f"raw results written to {args.json}")
     if runner.failures:
         output.error(f"{len(runner.failures)} run(s) failed: " + "; ".join(runner.failures))
+        return 1
+    return 0
+
+
+def _stress_bench(args: argparse.Namespace) -> int:
+    """Workload files on kpool and its peers (the stress driver), and the harness's own speed."""
+    from harness.stress import compare  # the stress runner is only needed here
+
+    doc: dict[str, Any] = {}
+    if args.workload:
+        allocs, _ = available_allocators(args.allocators)
+        results = compare.compare(args.workload, allocs, args.reports)
+        output.result(compare.compare_text(results))
+        doc["workloads"] = results
+    if args.harness_speed:
+        doc["harness_speed"] = compare.harness_speed(args.reports)
+        output.result(compare.speed_text(doc["harness_speed"]))
+    if args.json is not None:
+        args.json.write_text(json.dumps(doc, indent=1) + "\n")
+    failed = [
+        f"{w} on {a}" for w, per in doc.get("workloads", {}).items() for a, r in per.items() if r["crashes"]
+    ]
+    if failed:
+        output.error("crashed: " + ", ".join(failed))
         return 1
     return 0
