@@ -1,0 +1,76 @@
+"""`kpool stress` on the command line and workloads as pytest items (JUnit XML included)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+OK = """\
+name: fine
+processes: 2
+ops: 5000
+mix: {alloc: 2, free: 1}
+sizes: {dist: uniform, min: 16, max: 512}
+"""
+CORRUPT = OK.replace("name: fine", "name: corrupt") + "planted: {stray_every: 1000}\n"
+INVALID = OK.replace("name: fine", "name: invalid").replace("max: 512", "max: -512")
+
+
+def env() -> dict[str, str]:
+    e = dict(os.environ)
+    e["PYTHONPATH"] = str(ROOT) + os.pathsep + e.get("PYTHONPATH", "")
+    return e
+
+
+def test_cli_writes_the_report_and_fails_on_damage(tmp_path: Path) -> None:
+    (tmp_path / "ok.yaml").write_text(OK)
+    (tmp_path / "bad.yaml").write_text(CORRUPT)
+    cmd = [sys.executable, "-m", "harness.cli", "stress", "ok.yaml", "bad.yaml", "--reports", "r", "--run-id", "x"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 1, proc.stderr
+    assert "| fine | kpool |" in proc.stdout and "| ok |" in proc.stdout
+    assert "| corrupt | kpool |" in proc.stdout and "| FAIL |" in proc.stdout
+    assert "corrupt: broken: integrity_errors:" in proc.stderr
+    report = json.loads((tmp_path / "r" / "x" / "stress.json").read_text())
+    assert [w["passed"] for w in report["workloads"]] == [True, False]
+    assert (tmp_path / "r" / "x" / "fine" / "main-worker-1.json").is_file()
+
+
+def test_cli_names_a_missing_peer_package(tmp_path: Path) -> None:
+    (tmp_path / "ok.yaml").write_text(OK)
+    cmd = [sys.executable, "-m", "harness.cli", "stress", "ok.yaml", "--allocator", "nosuch"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode != 0
+    assert "invalid choice: 'nosuch'" in proc.stderr
+
+
+@pytest.mark.slow
+def test_workloads_are_pytest_items_with_junit(tmp_path: Path) -> None:
+    wdir = tmp_path / "workloads"
+    wdir.mkdir()
+    (wdir / "conftest.py").write_text((ROOT / "workloads" / "conftest.py").read_text())
+    (wdir / "fine.yaml").write_text(OK)
+    (wdir / "corrupt.yaml").write_text(CORRUPT)
+    (wdir / "invalid.yaml").write_text(INVALID)
+    junit = tmp_path / "x.xml"
+    cmd = [sys.executable, "-m", "pytest", "workloads", "-n", "2", f"--junitxml={junit}", "-p", "no:cacheprovider"]
+    e = env()
+    e["KPOOL_REPORTS"] = str(tmp_path / "reports")
+    proc = subprocess.run(cmd, cwd=tmp_path, env=e, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    cases = {c.get("name"): c for c in ET.parse(junit).getroot().iter("testcase")}
+    assert set(cases) == {"fine", "corrupt", "invalid"}
+    assert cases["fine"].find("failure") is None
+    corrupt = cases["corrupt"].find("failure")
+    assert corrupt is not None and "broken: integrity_errors" in (corrupt.text or "")
+    assert "damaged block: worker" in (corrupt.text or "")
+    invalid = cases["invalid"].find("failure")
+    assert invalid is not None
+    assert "invalid.yaml:5:" in (invalid.text or "") and "sizes.max: negative size -512" in (invalid.text or "")
