@@ -23,6 +23,12 @@ CORRUPT = OK.replace("name: fine", "name: corrupt") + "planted: {stray_every: 10
 INVALID = OK.replace("name: fine", "name: invalid").replace("max: 512", "max: -512")
 
 
+def run(cmd: list[str], cwd: Path, extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    e = env()
+    e.update(extra_env or {})
+    return subprocess.run(cmd, cwd=cwd, env=e, capture_output=True, text=True, timeout=300, check=False)
+
+
 def env() -> dict[str, str]:
     e = dict(os.environ)
     e["PYTHONPATH"] = str(ROOT) + os.pathsep + e.get("PYTHONPATH", "")
@@ -32,8 +38,8 @@ def env() -> dict[str, str]:
 def test_cli_writes_the_report_and_fails_on_damage(tmp_path: Path) -> None:
     (tmp_path / "ok.yaml").write_text(OK)
     (tmp_path / "bad.yaml").write_text(CORRUPT)
-    cmd = [sys.executable, "-m", "harness.cli", "stress", "ok.yaml", "bad.yaml", "--reports", "r", "--run-id", "x"]
-    proc = subprocess.run(cmd, cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=120, check=False)
+    cmd = [sys.executable, "-m", "harness.cli", "stress", "ok.yaml", "bad.yaml"]
+    proc = run([*cmd, "--reports", "r", "--run-id", "x"], tmp_path)
     assert proc.returncode == 1, proc.stderr
     assert "| fine | kpool |" in proc.stdout and "| ok |" in proc.stdout
     assert "| corrupt | kpool |" in proc.stdout and "| FAIL |" in proc.stdout
@@ -46,7 +52,7 @@ def test_cli_writes_the_report_and_fails_on_damage(tmp_path: Path) -> None:
 def test_cli_names_a_missing_peer_package(tmp_path: Path) -> None:
     (tmp_path / "ok.yaml").write_text(OK)
     cmd = [sys.executable, "-m", "harness.cli", "stress", "ok.yaml", "--allocator", "nosuch"]
-    proc = subprocess.run(cmd, cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=60, check=False)
+    proc = run(cmd, tmp_path)
     assert proc.returncode != 0
     assert "invalid choice: 'nosuch'" in proc.stderr
 
@@ -60,10 +66,8 @@ def test_workloads_are_pytest_items_with_junit(tmp_path: Path) -> None:
     (wdir / "corrupt.yaml").write_text(CORRUPT)
     (wdir / "invalid.yaml").write_text(INVALID)
     junit = tmp_path / "x.xml"
-    cmd = [sys.executable, "-m", "pytest", "workloads", "-n", "2", f"--junitxml={junit}", "-p", "no:cacheprovider"]
-    e = env()
-    e["KPOOL_REPORTS"] = str(tmp_path / "reports")
-    proc = subprocess.run(cmd, cwd=tmp_path, env=e, capture_output=True, text=True, timeout=300, check=False)
+    cmd = [sys.executable, "-m", "pytest", "workloads", "-n", "2", f"--junitxml={junit}"]
+    proc = run([*cmd, "-p", "no:cacheprovider"], tmp_path, {"KPOOL_REPORTS": str(tmp_path / "reports")})
     assert proc.returncode == 1, proc.stdout + proc.stderr
     cases = {c.get("name"): c for c in ET.parse(junit).getroot().iter("testcase")}
     assert set(cases) == {"fine", "corrupt", "invalid"}
@@ -73,4 +77,5 @@ def test_workloads_are_pytest_items_with_junit(tmp_path: Path) -> None:
     assert "damaged block: worker" in (corrupt.text or "")
     invalid = cases["invalid"].find("failure")
     assert invalid is not None
-    assert "invalid.yaml:5:" in (invalid.text or "") and "sizes.max: negative size -512" in (invalid.text or "")
+    text = invalid.text or ""
+    assert "invalid.yaml:5:" in text and "sizes.max: negative size -512" in text
