@@ -23,9 +23,9 @@ CORRUPT = OK.replace("name: fine", "name: corrupt") + "planted: {stray_every: 10
 INVALID = OK.replace("name: fine", "name: invalid").replace("max: 512", "max: -512")
 
 
-def run(cmd: list[str], cwd: Path, extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run(cmd: list[str], cwd: Path, extra: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     e = env()
-    e.update(extra_env or {})
+    e.update(extra or {})
     return subprocess.run(cmd, cwd=cwd, env=e, capture_output=True, text=True, timeout=300, check=False)
 
 
