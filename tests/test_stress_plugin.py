@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -79,3 +81,42 @@ def test_workloads_are_pytest_items_with_junit(tmp_path: Path) -> None:
     assert invalid is not None
     text = invalid.text or ""
     assert "invalid.yaml:5:" in text and "sizes.max: negative size -512" in text
+
+
+@pytest.mark.slow
+def test_interrupted_run_keeps_what_finished(tmp_path: Path) -> None:
+    (tmp_path / "ok.yaml").write_text(OK)
+    long = OK.replace("name: fine", "name: long").replace("ops: 5000", "duration_ms: 20000")
+    (tmp_path / "long.yaml").write_text(long)
+    cmd = [
+        sys.executable,
+        "-m",
+        "harness.cli",
+        "stress",
+        "ok.yaml",
+        "long.yaml",
+        "--reports",
+        "r",
+        "--run-id",
+        "x",
+    ]
+    proc = subprocess.Popen(
+        cmd,
+        cwd=tmp_path,
+        env=env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    report_path = tmp_path / "r" / "x" / "stress.json"
+    deadline = time.monotonic() + 30
+    while not report_path.exists() and time.monotonic() < deadline:  # the first workload is done
+        time.sleep(0.05)
+    time.sleep(0.5)  # the long one is under way
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=30) == 130
+    report = json.loads(report_path.read_text())
+    assert report["interrupted"] is True
+    fine, cut = report["workloads"]
+    assert fine["passed"] and fine["ops"] > 0
+    assert cut["interrupted"] and not cut["passed"] and cut["crashes"] == []

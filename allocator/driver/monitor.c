@@ -8,6 +8,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* The monitor wakes every TICK_MS: events are drained long before the ring
  * (thousands of entries) fills at any rate a workload produces. */
@@ -123,8 +124,16 @@ static void *monitor_main(void *arg)
 	struct kpd_monitor *m = run->mon;
 	const struct kpd_program *pr = run->prog;
 	uint64_t next_sample = run->t0, next_progress = run->t0 + pr->progress_ms * 1000000ull;
+	/* Under a runner (KPDRIVE_WATCH_PARENT=1), a worker whose runner is gone
+	 * exits rather than run on (or hang) unwatched. */
+	const char *watch = getenv("KPDRIVE_WATCH_PARENT");
+	pid_t parent = watch && watch[0] == '1' ? getppid() : 0;
 	while (!atomic_load(&m->stop)) {
 		uint64_t now = kpd_now();
+		if (parent && getppid() != parent) {
+			fprintf(stderr, "kpdrive: the runner (pid %d) is gone; exiting\n", (int)parent);
+			_exit(4);
+		}
 		drain(run, m);
 		if (pr->timeline_ms && now >= next_sample) {
 			sample(run, m, now);

@@ -122,4 +122,7 @@ def main(argv: Sequence[str]) -> int:
     for line in details(report):
         output.warn(line)
     output.progress(f"report: {report['path']}")
+    if report.get("interrupted"):
+        output.error("interrupted; the report holds what finished")
+        return 130
     return 0 if report["passed"] else 1

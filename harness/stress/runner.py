@@ -76,6 +76,7 @@ class Phase:
     kpdrive: Path
     opts: Options
     on_progress: Callable[[str], None]
+    interrupted: bool = False
 
     def run(self) -> list[dict[str, Any]]:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -87,19 +88,26 @@ class Phase:
         running: list[Worker] = []
         done: list[Worker] = []
         t0 = last = time.monotonic()
-        while pending or running:
-            while pending and len(running) < max(1, self.opts.jobs):
-                w = pending.pop(0)
-                w.start()
-                running.append(w)
-            time.sleep(POLL_S)
-            for w in list(running):
-                if w.poll():
-                    running.remove(w)
-                    done.append(w)
-            if time.monotonic() - last >= self.opts.progress_s:
-                last = time.monotonic()
-                self._progress(t0, running, done)
+        try:
+            while pending or running:
+                while pending and len(running) < max(1, self.opts.jobs):
+                    w = pending.pop(0)
+                    w.start()
+                    running.append(w)
+                time.sleep(POLL_S)
+                for w in list(running):
+                    if w.poll():
+                        running.remove(w)
+                        done.append(w)
+                if time.monotonic() - last >= self.opts.progress_s:
+                    last = time.monotonic()
+                    self._progress(t0, running, done)
+        except KeyboardInterrupt:
+            # Keep what finished; stop the rest (no orphans) and record them as interrupted.
+            self.interrupted = True
+            for w in running:
+                w.kill(interrupted=True)
+            done += running
         return [w.result() for w in sorted(done, key=lambda w: w.index)]
 
     def _worker(self, i: int, prog_path: Path, env: dict[str, str], limit: float) -> Worker:
@@ -129,7 +137,7 @@ def _crash_records(
     out = []
     for w in workers:
         crash = w.get("crash")
-        if not crash:
+        if not crash or crash["kind"] == "interrupted":
             continue
         repro = {
             "workload": wl.path,
@@ -160,7 +168,10 @@ def run_workload(wl: Workload, opts: Options, run_dir: Path, kpdrive: Path) -> d
     if allocator != "kpool":
         directory = run_dir / f"{wl.name}-{allocator}"
 
+    interrupted = False
+
     def phase(label: str, interference: bool) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        nonlocal interrupted
         ph = Phase(
             wl,
             label,
@@ -172,6 +183,7 @@ def run_workload(wl: Workload, opts: Options, run_dir: Path, kpdrive: Path) -> d
             output.progress,
         )
         workers = ph.run()
+        interrupted = interrupted or ph.interrupted
         return workers, merge(workers, int(wl.data.get("outliers", 32)))
 
     t0 = time.monotonic()
@@ -189,7 +201,7 @@ def run_workload(wl: Workload, opts: Options, run_dir: Path, kpdrive: Path) -> d
         "workers": [_worker_summary(w, directory) for w in workers],
         "crashes": crashes,
     }
-    if wl.interference and opts.baseline:
+    if wl.interference and opts.baseline and not interrupted:
         base_workers, base = phase("baseline", False)
         result["interference"] = {
             "ratio": _ratio(merged, base),
@@ -201,6 +213,10 @@ def run_workload(wl: Workload, opts: Options, run_dir: Path, kpdrive: Path) -> d
     result["broken"] = slo.broken(result["slo"])
     result["passed"] = not result["broken"]
     result["wall_s"] = round(time.monotonic() - t0, 3)
+    result["interrupted"] = interrupted
+    if interrupted:
+        result["broken"].append("interrupted before every worker finished")
+        result["passed"] = False
     return result
 
 
@@ -246,6 +262,9 @@ def run(workloads: Sequence[Workload], opts: Options) -> dict[str, Any]:
         report["workloads"].append(result)
         report["passed"] = report["passed"] and result["passed"]
         path.write_text(json.dumps(report, indent=1) + "\n")
+        if result["interrupted"]:
+            report["interrupted"] = True
+            break
     report["path"] = str(path)
     path.write_text(json.dumps(report, indent=1) + "\n")
     return report

@@ -77,6 +77,7 @@ class Worker:
     ended_ns: int = 0
     sample: ProcSample = field(default_factory=ProcSample)
     timed_out: bool = False
+    interrupted: bool = False
     _files: list[IO[bytes]] = field(default_factory=list)
 
     def start(self) -> None:
@@ -84,7 +85,11 @@ class Worker:
         err = self.err_path.open("wb")
         self._files = [out, err]
         self.spawned_ns = time.monotonic_ns()
-        self.proc = subprocess.Popen(self.cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=self.env)
+        # A session of its own: Ctrl-C reaches the runner only, which stops the workers itself and keeps
+        # what finished. A worker outliving its runner exits (KPDRIVE_WATCH_PARENT, monitor.c).
+        self.proc = subprocess.Popen(
+            self.cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=self.env, start_new_session=True
+        )
         try:
             self.ps = psutil.Process(self.proc.pid)
         except psutil.NoSuchProcess:
@@ -107,10 +112,11 @@ class Worker:
             self.kill()
         return False
 
-    def kill(self) -> None:
+    def kill(self, interrupted: bool = False) -> None:
         """SIGKILL the worker and every interference child it forked."""
         if self.proc is None or self.proc.returncode is not None:
             return
+        self.interrupted = interrupted
         children = []
         if self.ps is not None:
             try:
@@ -175,6 +181,8 @@ class Worker:
         report = _sanitizer_report(lines)
         if self.timed_out:
             kind, sig = "timeout", signal.SIGKILL.value
+        elif self.interrupted:
+            kind, sig = "interrupted", signal.SIGKILL.value
         elif rc is not None and rc < 0:
             kind, sig = "signal", -rc
         elif report:
@@ -189,6 +197,8 @@ class Worker:
         crash: dict[str, Any] = {"kind": kind, "signal": sig, "signal_name": _signame(sig), "returncode": rc}
         if kind == "timeout":
             crash["message"] = f"killed after {self.time_limit_s:g} s (time limit)"
+        elif kind == "interrupted":
+            crash["message"] = "stopped: the run was interrupted"
         elif kind == "setup" and doc is not None:
             crash["message"] = str(doc.get("error", ""))
         elif sig:
@@ -236,6 +246,7 @@ def _last_json(path: Path) -> dict[str, Any] | None:
 def child_env(preload: str | None) -> dict[str, str]:
     """This process's environment with LD_PRELOAD set to the peer (or removed for kpool)."""
     env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+    env["KPDRIVE_WATCH_PARENT"] = "1"
     if preload:
         env["LD_PRELOAD"] = preload
     return env
