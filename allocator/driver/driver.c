@@ -11,8 +11,6 @@
 #include "kpdriver.h"
 
 #include <errno.h>
-#include <execinfo.h>
-#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -75,8 +73,6 @@ struct kpd_thread {
 	uint64_t cpu_ns; /* CPU time of the op loop (CLOCK_THREAD_CPUTIME_ID) */
 };
 
-/* The thread and op a fatal signal interrupted (read by the handler). */
-static __thread struct kpd_thread *t_self;
 
 /* ---- patterns ------------------------------------------------------------------- */
 
@@ -660,7 +656,7 @@ static uint64_t thread_cpu_ns(void)
 static void *thread_main(void *arg)
 {
 	struct kpd_thread *t = arg;
-	t_self = t;
+	kpd_crash_context(t->id, &t->index);
 	pthread_barrier_wait(&g_start);
 	uint64_t c0 = thread_cpu_ns();
 	t->t_start = kpd_now();
@@ -728,61 +724,6 @@ uint64_t kpd_ops_done(struct kpd_run *run)
 	return sum;
 }
 
-/* ---- fatal signals ------------------------------------------------------------------------ */
-
-static void put(const char *s)
-{
-	ssize_t r = write(2, s, strlen(s));
-	(void)r;
-}
-
-static void put_u64(uint64_t v)
-{
-	char buf[24], *p = buf + sizeof(buf);
-	*--p = 0;
-	do
-		*--p = (char)('0' + v % 10);
-	while (v /= 10);
-	put(p);
-}
-
-/* Async-signal-safe: write(2) and a primed backtrace_symbols_fd (which
- * writes, never allocates). The runner parses the first line. */
-static void on_fatal(int sig)
-{
-	struct kpd_thread *t = t_self;
-	put("kpdrive: fatal signal ");
-	put_u64((uint64_t)sig);
-	if (t) {
-		put(" thread ");
-		put_u64(t->id);
-		put(" op ");
-		put_u64(t->index);
-	}
-	put("\n");
-	void *frames[64];
-	int n = backtrace(frames, 64);
-	backtrace_symbols_fd(frames, n, 2);
-	signal(sig, SIG_DFL);
-	raise(sig);
-}
-
-static void install_handlers(void)
-{
-	/* backtrace() loads libgcc on its first call, which may allocate:
-	 * do that now, not inside a signal handler. */
-	void *prime[1];
-	backtrace(prime, 1);
-	static const int sigs[] = {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT};
-	for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
-		struct sigaction old;
-		/* A sanitizer's handler (which prints the real report) stays. */
-		if (sigaction(sigs[i], NULL, &old) == 0 && old.sa_handler == SIG_DFL &&
-		    !(old.sa_flags & SA_SIGINFO))
-			signal(sigs[i], on_fatal);
-	}
-}
-
 /* ---- the run --------------------------------------------------------------------------------- */
 
 static int setup_pool(struct kpd_run *run)
@@ -811,7 +752,7 @@ int kpd_run(struct kpd_run *run, const struct kpd_program *prog)
 	memset(run, 0, sizeof(*run));
 	run->prog = prog;
 	run->t0 = kpd_now();
-	install_handlers();
+	kpd_crash_handlers();
 	if (prog->timer_tsc && kpd_timer_use_tsc(run->timer_note, sizeof(run->timer_note)) != 0)
 		run->timer_tsc_refused = true;
 	run->clock_ns = kpd_clock_cost_ns();

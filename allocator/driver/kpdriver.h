@@ -9,6 +9,7 @@
  *   hist.c       the log-linear latency histogram (HdrHistogram-style)
  *   driver.c     the worker threads: the op loop, timing, pattern checks
  *   interfere.c  interference threads and processes (system-call noise)
+ *   crash.c      the fatal-signal line and backtrace the runner parses
  *   monitor.c    the observer thread: kpool events, stats timeline, progress
  *   report.c     the JSON writer and the result document
  *   kpdrive.c    the kpdrive executable: read a program, run, print JSON
@@ -323,6 +324,13 @@ int kpd_run(struct kpd_run *run, const struct kpd_program *prog);
 void kpd_run_free(struct kpd_run *run);
 /* Ops completed so far over all threads (any thread may call it). */
 uint64_t kpd_ops_done(struct kpd_run *run);
+
+/* ---- crashes (crash.c) ------------------------------------------------------------ */
+
+/* Install the fatal-signal handlers (unless a sanitizer has its own). */
+void kpd_crash_handlers(void);
+/* The calling driver thread's id and the address of its op counter. */
+void kpd_crash_context(unsigned thread, const uint64_t *index);
 
 /* ---- interference (interfere.c) --------------------------------------------------- */
 
