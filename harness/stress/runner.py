@@ -31,6 +31,7 @@ from harness.stress.merge import merge
 from harness.stress.worker import Worker, child_env
 
 POLL_S = 0.05  # psutil sample and exit check: 20 a second is smooth and costs ~1% of a core
+RATIO_FIGURES = ("p50", "p99", "p999", "mean")
 RATIO_KINDS = ("alloc", "free", "realloc", "calloc", "aligned", "free_remote", "critical")
 
 
@@ -158,7 +159,7 @@ def _ratio(with_i: dict[str, Any], without: dict[str, Any]) -> dict[str, dict[st
     for kind in RATIO_KINDS:
         a, b = with_i["latency"].get(kind), without["latency"].get(kind)
         if a and b:
-            out[kind] = {p: round(a[p] / b[p], 3) if b[p] else float("nan") for p in ("p50", "p99")}
+            out[kind] = {p: round(a[p] / b[p], 3) if b[p] else float("nan") for p in RATIO_FIGURES}
     return out
 
 
