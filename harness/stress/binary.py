@@ -1,7 +1,8 @@
 """Where the op driver's executable lives, and building it on demand (`make -C allocator driver`).
 
 $KPOOL_KPDRIVE names a prebuilt kpdrive (a sanitizer build, say); otherwise the variant's
-allocator/build/<variant>/kpdrive, built with make when it is missing or older than its sources.
+allocator/build/<variant>/kpdrive, built with make when it is missing or older than its sources; without
+a source checkout, the release kpdrive the wheel ships in harness/_lib/.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import subprocess
 from pathlib import Path
 
 from harness import output
-from harness.build import ALLOCATOR_DIR, NEEDS_CLANG, VARIANTS
+from harness.build import ALLOCATOR_DIR, NEEDS_CLANG, PACKAGE_DIR, VARIANTS
 from harness.errors import BuildError
 
 
@@ -32,8 +33,10 @@ def ensure_kpdrive(variant: str = "release") -> Path:
         raise BuildError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
     target = kpdrive_path(variant)
     if not (ALLOCATOR_DIR / "Makefile").is_file() or shutil.which("make") is None:
-        if target.is_file():
-            return target
+        packaged = PACKAGE_DIR / "_lib" / "kpdrive"
+        for path in (target, packaged if variant == "release" else target):
+            if path.is_file():
+                return path
         raise BuildError("kpdrive needs a source checkout and make (Debian package build-essential)")
     cmd = ["make", "-C", str(ALLOCATOR_DIR), f"VARIANT={variant}", "driver"]
     if variant in NEEDS_CLANG:
