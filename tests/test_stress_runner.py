@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import shutil
 import signal
 import subprocess
 import threading
@@ -114,6 +115,8 @@ def test_a_crash_is_recorded_with_a_reproducer_that_replays(tmp_path: Path) -> N
     assert c["kind"] == "signal" and c["signal_name"] == "SIGSEGV"
     assert c["op_index"] == 5000 and c["thread"] == 0
     assert "kpdrive: fatal signal 11 thread 0 op 5000" in c["stderr_tail"]
+    if shutil.which("addr2line"):
+        assert any(f.startswith("wild_write ") and "driver.c:" in f for f in c["backtrace"]), c["backtrace"]
     rep = c["reproducer"]
     assert rep["sha256"] == wl.sha256 and rep["seed"] == wl.seed + c["worker"]
     replay = subprocess.run(shlex.split(rep["command"]), capture_output=True, check=False, timeout=60)

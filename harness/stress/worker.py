@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -28,6 +29,9 @@ SANITIZER_RE = re.compile(
 )
 UBSAN_RE = re.compile(r"runtime error: ")
 STDERR_TAIL_LINES = 40
+# A backtrace_symbols_fd line: "/path/to/obj(+0x3c9a)[0x55ed5706ec9a]" or "obj(func+0x1a)[0x...]".
+FRAME_RE = re.compile(r"^(?P<obj>[^\s(]+)\((?P<sym>[^+)]*)\+(?P<off>0x[0-9a-f]+)\)\[0x[0-9a-f]+\]$")
+MAX_FRAMES = 32
 
 
 @dataclass
@@ -209,8 +213,30 @@ class Worker:
             crash["thread"], crash["op_index"] = int(fatal.group(2)), int(fatal.group(3))
         crash["stderr_tail"] = tail
         crash["sanitizer_report"] = report
+        crash["backtrace"] = symbolize(lines)
         crash["ops_before"] = self.ops_so_far()
         return crash
+
+
+def symbolize(lines: list[str]) -> list[str]:
+    """The frames of kpdrive's crash backtrace as "function file:line", resolved with addr2line (the
+    driver is built with -g; its static functions have no dynamic symbol to print). A frame that cannot
+    be resolved keeps its raw text."""
+    frames = [m for m in (FRAME_RE.match(ln.strip()) for ln in lines) if m][:MAX_FRAMES]
+    addr2line = shutil.which("addr2line")
+    out = []
+    for m in frames:
+        raw = f"{m['obj']}({m['sym']}+{m['off']})"
+        if not addr2line or m["sym"] or not Path(m["obj"]).is_file():
+            out.append(raw)
+            continue
+        proc = subprocess.run(
+            [addr2line, "-f", "-C", "-e", m["obj"], m["off"]], capture_output=True, text=True, check=False
+        )
+        func, _, where = proc.stdout.partition("\n")
+        resolved = proc.returncode == 0 and func.strip() not in ("", "??")
+        out.append(f"{func.strip()} {where.strip()}" if resolved else raw)
+    return out
 
 
 def _signame(sig: int) -> str:
