@@ -1,4 +1,5 @@
-"""Hatchling build hook: compile libkpool (release) and ship it as harness/_lib/libkpool.so.
+"""Hatchling build hook: compile libkpool (release) and the op driver, and ship them as
+harness/_lib/libkpool.so and harness/_lib/kpdrive.
 
 The wheel carries a native library loaded by ctypes, so it is tagged for the platform but not for a
 Python ABI (py3-none-<platform>). Editable installs load the package from the source tree, so the
@@ -17,6 +18,7 @@ from typing import Any
 from hatchling.builders.hooks.plugin.interface import BuildHookInterface
 
 LIB_IN_PACKAGE = "harness/_lib/libkpool.so"
+DRIVER_IN_PACKAGE = "harness/_lib/kpdrive"
 
 
 class CustomBuildHook(BuildHookInterface):  # type: ignore[type-arg]
@@ -26,18 +28,19 @@ class CustomBuildHook(BuildHookInterface):  # type: ignore[type-arg]
         built = self._make()
         build_data["pure_python"] = False
         build_data["tag"] = "py3-none-" + sysconfig.get_platform().replace("-", "_").replace(".", "_")
-        if version == "editable":
-            dest = Path(self.root, LIB_IN_PACKAGE)
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(built, dest)
-        else:
-            build_data["force_include"][str(built)] = LIB_IN_PACKAGE
+        for src, name in ((built, LIB_IN_PACKAGE), (built.parent / "kpdrive", DRIVER_IN_PACKAGE)):
+            if version == "editable":
+                dest = Path(self.root, name)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(src, dest)
+            else:
+                build_data["force_include"][str(src)] = name
 
     def _make(self) -> Path:
         allocator = Path(self.root, "allocator")
         if shutil.which("make") is None:
             sys.exit("kpool: building libkpool needs make and a C compiler (Debian: build-essential)")
-        cmd = ["make", "-C", str(allocator), "VARIANT=release", "lib"]
+        cmd = ["make", "-C", str(allocator), "VARIANT=release", "lib", "driver"]
         if subprocess.run(cmd, check=False).returncode != 0:
             sys.exit(f"kpool: `{' '.join(cmd)}` failed; see the compiler output above")
         return allocator / "build" / "release" / "libkpool.so"

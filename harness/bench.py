@@ -24,30 +24,13 @@ from typing import Any
 from harness import output
 from harness.build import ALLOCATOR_DIR
 from harness.errors import BuildError
+from harness.peers import ALLOCATORS, Allocator, available_allocators
 
 KPBENCH = ALLOCATOR_DIR / "build" / "release" / "kpbench"
 WORKLOADS = ("a", "b", "c", "d")
-LIB_DIRS = (Path("/usr/lib/x86_64-linux-gnu"), Path("/lib/x86_64-linux-gnu"), Path("/usr/lib"), Path("/lib"))
 # The slowest single invocation (glibc on (c), or three 1 GiB rounds of (d)) takes seconds; ten minutes
 # means the allocator hangs, and the remaining runs are still worth having.
 RUN_TIMEOUT_S = 600
-
-
-@dataclass(frozen=True)
-class Allocator:
-    name: str
-    alloc: str  # kpbench --alloc
-    soname: str = ""  # preloaded library, "" for none
-    package: str = ""  # the Debian package that ships it
-
-
-ALLOCATORS = (
-    Allocator("kpool", "kpool"),
-    Allocator("glibc", "malloc"),
-    Allocator("jemalloc", "malloc", "libjemalloc.so.2", "libjemalloc2"),
-    Allocator("mimalloc", "malloc", "libmimalloc.so.2", "libmimalloc2.0"),
-    Allocator("tcmalloc", "malloc", "libtcmalloc_minimal.so.4", "libtcmalloc-minimal4"),
-)
 
 
 @dataclass
@@ -96,18 +79,6 @@ def _env(extra: dict[str, str]) -> dict[str, str]:
 # ---- finding things ------------------------------------------------------------------------------------
 
 
-def find_library(soname: str) -> Path | None:
-    """The path of a shared library: the linker cache first, then the usual Debian directories."""
-    ldconfig = shutil.which("ldconfig") or ("/sbin/ldconfig" if Path("/sbin/ldconfig").exists() else None)
-    if ldconfig:
-        proc = subprocess.run([ldconfig, "-p"], capture_output=True, text=True, check=False)
-        for line in proc.stdout.splitlines():
-            name, _, path = line.strip().partition(" => ")
-            if name.split(" ", 1)[0] == soname and "x86-64" in name and Path(path).is_file():
-                return Path(path)
-    return next((d / soname for d in LIB_DIRS if (d / soname).is_file()), None)
-
-
 def build_kpbench() -> Path:
     """`make -C allocator bench` (a no-op when kpbench is up to date)."""
     if shutil.which("make") is None:
@@ -121,26 +92,6 @@ def build_kpbench() -> Path:
         tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-20:])
         raise BuildError(f"`{' '.join(cmd)}` failed (exit {proc.returncode})", tail)
     return KPBENCH
-
-
-def available_allocators(wanted: Sequence[str]) -> tuple[list[Allocator], dict[str, str]]:
-    """The allocators to run and the library each preloads; a missing peer is skipped with a message."""
-    chosen: list[Allocator] = []
-    preload: dict[str, str] = {}
-    for alloc in ALLOCATORS:
-        if alloc.name not in wanted:
-            continue
-        if alloc.soname:
-            path = find_library(alloc.soname)
-            if path is None:
-                output.warn(
-                    f"{alloc.name} skipped: {alloc.soname} not found; "
-                    f"install it with `apt-get install {alloc.package}`"
-                )
-                continue
-            preload[alloc.name] = str(path)
-        chosen.append(alloc)
-    return chosen, preload
 
 
 # ---- reducing runs to medians --------------------------------------------------------------------------
@@ -256,6 +207,20 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         help="comma-separated subset of " + ",".join(a.name for a in ALLOCATORS),
     )
     p.add_argument("--json", type=Path, default=None, metavar="FILE", help="write the raw results here")
+    p.add_argument(
+        "--workload",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="YAML",
+        help="run this stress workload on every allocator instead of a-d (repeatable)",
+    )
+    p.add_argument(
+        "--harness-speed",
+        action="store_true",
+        help="print the driver's timed ops/s per core and the 4-process start time",
+    )
+    p.add_argument("--reports", type=Path, default=Path("reports"), help="where --workload runs keep results")
     args = p.parse_args(list(argv))
     workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
     bad = [w for w in workloads if w not in WORKLOADS]
@@ -295,6 +260,8 @@ def main(argv: list[str]) -> int:
         args = parse_args(argv)
     except SystemExit as exc:  # argparse has printed the usage or the help
         return int(exc.code or 0)
+    if args.workload or args.harness_speed:
+        return _stress_bench(args)
     binary = build_kpbench()
     allocs, preload = available_allocators(args.allocators)
     runner = Runner(binary, preload, args.ops)
@@ -317,5 +284,29 @@ def main(argv: list[str]) -> int:
         output.progress(f"raw results written to {args.json}")
     if runner.failures:
         output.error(f"{len(runner.failures)} run(s) failed: " + "; ".join(runner.failures))
+        return 1
+    return 0
+
+
+def _stress_bench(args: argparse.Namespace) -> int:
+    """Workload files on kpool and its peers (the stress driver), and the harness's own speed."""
+    from harness.stress import compare  # the stress runner is only needed here
+
+    doc: dict[str, Any] = {}
+    if args.workload:
+        allocs, _ = available_allocators(args.allocators)
+        results = compare.compare(args.workload, allocs, args.reports)
+        output.result(compare.compare_text(results))
+        doc["workloads"] = results
+    if args.harness_speed:
+        doc["harness_speed"] = compare.harness_speed(args.reports)
+        output.result(compare.speed_text(doc["harness_speed"]))
+    if args.json is not None:
+        args.json.write_text(json.dumps(doc, indent=1) + "\n")
+    failed = [
+        f"{w} on {a}" for w, per in doc.get("workloads", {}).items() for a, r in per.items() if r["crashes"]
+    ]
+    if failed:
+        output.error("crashed: " + ", ".join(failed))
         return 1
     return 0

@@ -34,6 +34,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--reports", type=Path, default=Path("reports"))
     p.set_defaults(run=_report)
 
+    p = sub.add_parser("stress", add_help=False, help="run YAML workloads with worker processes (see --help)")
+    p.set_defaults(run=_stress)
+
     p = sub.add_parser("options", help="print the pool configuration options as a Markdown table")
     p.set_defaults(run=_options)
 
@@ -89,6 +92,13 @@ def _report(args: argparse.Namespace, rest: list[str]) -> int:
     return 0
 
 
+def _stress(args: argparse.Namespace, rest: list[str]) -> int:
+    from harness.stress import command
+
+    code: int = command.main(rest)
+    return code
+
+
 def _options(args: argparse.Namespace, rest: list[str]) -> int:
     rows = [(f"`{o['name']}`", o["kind"], f"`{o['default']}`", o["help"]) for o in binding.options()]
     output.result(output.markdown_table(("option", "kind", "default", "meaning"), rows))
@@ -125,7 +135,7 @@ def _fuzz(args: argparse.Namespace, rest: list[str]) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args, rest = parser.parse_known_args(argv)
-    if rest and args.command not in ("bench", "campaign"):
+    if rest and args.command not in ("bench", "campaign", "stress"):
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     output.set_verbosity(args.verbosity)
     try:

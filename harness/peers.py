@@ -1,0 +1,77 @@
+"""The allocators kpool is measured against, and where their libraries are.
+
+A peer is the process's malloc with a Debian library loaded by LD_PRELOAD; kpool itself is driven
+through its own API. Shared by `kpool bench` and `kpool stress --allocator`.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness import output
+
+LIB_DIRS = (Path("/usr/lib/x86_64-linux-gnu"), Path("/lib/x86_64-linux-gnu"), Path("/usr/lib"), Path("/lib"))
+
+
+@dataclass(frozen=True)
+class Allocator:
+    name: str
+    alloc: str  # kpbench --alloc
+    soname: str = ""  # preloaded library, "" for none
+    package: str = ""  # the Debian package that ships it
+
+
+ALLOCATORS = (
+    Allocator("kpool", "kpool"),
+    Allocator("glibc", "malloc"),
+    Allocator("jemalloc", "malloc", "libjemalloc.so.2", "libjemalloc2"),
+    Allocator("mimalloc", "malloc", "libmimalloc.so.2", "libmimalloc2.0"),
+    Allocator("tcmalloc", "malloc", "libtcmalloc_minimal.so.4", "libtcmalloc-minimal4"),
+)
+
+
+NAMES = tuple(a.name for a in ALLOCATORS)
+
+
+def by_name(name: str) -> Allocator:
+    """The allocator called name; KeyError names the choices."""
+    for alloc in ALLOCATORS:
+        if alloc.name == name:
+            return alloc
+    raise KeyError(f"unknown allocator {name!r}; choose one of {', '.join(NAMES)}")
+
+
+def find_library(soname: str) -> Path | None:
+    """The path of a shared library: the linker cache first, then the usual Debian directories."""
+    ldconfig = shutil.which("ldconfig") or ("/sbin/ldconfig" if Path("/sbin/ldconfig").exists() else None)
+    if ldconfig:
+        proc = subprocess.run([ldconfig, "-p"], capture_output=True, text=True, check=False)
+        for line in proc.stdout.splitlines():
+            name, _, path = line.strip().partition(" => ")
+            if name.split(" ", 1)[0] == soname and "x86-64" in name and Path(path).is_file():
+                return Path(path)
+    return next((d / soname for d in LIB_DIRS if (d / soname).is_file()), None)
+
+
+def available_allocators(wanted: Sequence[str]) -> tuple[list[Allocator], dict[str, str]]:
+    """The allocators to run and the library each preloads; a missing peer is skipped with a message."""
+    chosen: list[Allocator] = []
+    preload: dict[str, str] = {}
+    for alloc in ALLOCATORS:
+        if alloc.name not in wanted:
+            continue
+        if alloc.soname:
+            path = find_library(alloc.soname)
+            if path is None:
+                output.warn(
+                    f"{alloc.name} skipped: {alloc.soname} not found; "
+                    f"install it with `apt-get install {alloc.package}`"
+                )
+                continue
+            preload[alloc.name] = str(path)
+        chosen.append(alloc)
+    return chosen, preload

@@ -1,0 +1,99 @@
+"""pytest plugin: every workloads/*.yaml is a test item.
+
+    pytest workloads -n auto --junitxml=stress.xml
+
+An item runs its workload with the stress runner (all its worker processes) and fails on a crash, an
+integrity error or a broken SLO, with a message that lists each and the reproducer of each crash. A
+file that does not validate fails with the loader's file:line:column messages.
+
+Registered as the `kpool` pytest11 entry point when the package is installed; workloads/conftest.py
+loads it from a source checkout. Settings come from the environment (so that xdist workers see them):
+KPOOL_REPORTS (reports directory, default reports/), KPOOL_ALLOCATOR (run on a peer instead),
+KPOOL_STRESS_BASELINE=1 (also measure the interference ratio).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness import spec
+from harness.stress import runner
+
+
+class WorkloadFailure(Exception):
+    """A workload ran and failed its verdict; the message is the readable report."""
+
+
+def pytest_collect_file(parent: pytest.Collector, file_path: Path) -> pytest.Collector | None:
+    if file_path.suffix in (".yaml", ".yml") and file_path.parent.name == "workloads":
+        collector: pytest.Collector = WorkloadFile.from_parent(parent, path=file_path)
+        return collector
+    return None
+
+
+class WorkloadFile(pytest.File):
+    def collect(self) -> Iterator[pytest.Item]:
+        try:
+            loaded = spec.load(self.path)
+        except spec.SpecError as exc:
+            yield WorkloadItem.from_parent(self, name=self.path.stem, workload=exc)
+            return
+        yield WorkloadItem.from_parent(self, name=loaded.name, workload=loaded)
+
+
+class WorkloadItem(pytest.Item):
+    def __init__(self, *, workload: spec.Workload | spec.SpecError, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.workload = workload
+
+    def runtest(self) -> None:
+        if isinstance(self.workload, spec.SpecError):
+            raise WorkloadFailure(str(self.workload))
+        opts = runner.Options(
+            allocator=os.environ.get("KPOOL_ALLOCATOR") or None,
+            jobs=os.cpu_count() or 1,
+            reports_dir=Path(os.environ.get("KPOOL_REPORTS", "reports")),
+            run_id=f"pytest-{self.workload.name}-{secrets.token_hex(3)}",
+            baseline=os.environ.get("KPOOL_STRESS_BASELINE") == "1",
+            progress_s=3600.0,  # pytest shows its own progress
+        )
+        report = runner.run([self.workload], opts)
+        result = report["workloads"][0]
+        self.user_properties.append(("report", report["path"]))
+        if not result["passed"]:
+            raise WorkloadFailure(failure_text(result, report["path"]))
+
+    def repr_failure(
+        self,
+        excinfo: pytest.ExceptionInfo[BaseException],
+        style: Any = None,
+    ) -> str:
+        if isinstance(excinfo.value, WorkloadFailure):
+            return str(excinfo.value)
+        return str(super().repr_failure(excinfo, style))
+
+    def reportinfo(self) -> tuple[Path, int, str]:
+        return self.path, 0, f"workload {self.name}"
+
+
+def failure_text(result: dict[str, Any], report_path: str) -> str:
+    lines = [f"workload {result['name']} ({result['file']}) failed on {result['allocator']}:"]
+    lines += [f"  broken: {b}" for b in result["broken"]]
+    for c in result["crashes"]:
+        lines.append(f"  worker {c['worker']} {c['kind']}: {c['message']}")
+        lines.append(f"    reproduce: {c['reproducer']['command']}")
+        tail = (c.get("sanitizer_report") or c.get("stderr_tail") or "").strip().splitlines()[-8:]
+        lines += [f"    | {t}" for t in tail]
+    for d in result["damage"][:4]:
+        lines.append(
+            f"  damaged block: worker {d['worker']} thread {d['thread']} op {d['index']}, size {d['size']}, "
+            f"offset {d['offset']} ({d['when']})"
+        )
+    lines.append(f"  report: {report_path}")
+    return "\n".join(lines)

@@ -1,0 +1,159 @@
+"""A validated workload, and its compilation into the program the C driver (kpdrive) expands itself.
+
+The program is key=value lines (allocator/driver/program.c documents them); the runner appends the
+per-worker seed. Nothing here runs anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.spec import marks
+from harness.spec.validate import Issue, SpecError, check, size_bytes
+
+# A workload that gives neither ops nor duration_ms: enough steps for stable percentiles, few enough
+# that the default run takes well under a second per worker.
+DEFAULT_OPS = 200_000
+DEFAULT_TIME_LIMIT_S = 60.0
+PEER_NAMES = ("glibc", "jemalloc", "mimalloc", "tcmalloc")
+
+
+@dataclass(frozen=True)
+class Workload:
+    path: str  # as given, for messages and reproducers
+    sha256: str  # of the file's bytes
+    data: Mapping[str, Any]  # the validated document
+    name: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "name", str(self.data["name"]))
+
+    # ---- fields with their defaults ---------------------------------------------------------------
+
+    @property
+    def processes(self) -> int:
+        return int(self.data.get("processes", 1))
+
+    @property
+    def threads(self) -> int:
+        return int(self.data.get("threads", 1))
+
+    @property
+    def seed(self) -> int:
+        return int(self.data.get("seed", 1))
+
+    @property
+    def allocator(self) -> str:
+        return str(self.data.get("allocator", "kpool"))
+
+    @property
+    def time_limit_s(self) -> float:
+        return float(self.data.get("time_limit_s", DEFAULT_TIME_LIMIT_S))
+
+    @property
+    def slo(self) -> Mapping[str, Any]:
+        slo: Mapping[str, Any] = self.data.get("slo", {})
+        return slo
+
+    @property
+    def interference(self) -> Sequence[Mapping[str, Any]]:
+        items: Sequence[Mapping[str, Any]] = self.data.get("interference", [])
+        return items
+
+    # ---- the driver program -----------------------------------------------------------------------
+
+    def program(self, *, interference: bool = True, allocator: str | None = None, **extra: object) -> str:
+        """The kpdrive program. allocator: kpool or a peer name (a peer runs as malloc)."""
+        d = self.data
+        alloc = allocator or self.allocator
+        lines = [f"name={self.name}", f"allocator={'kpool' if alloc == 'kpool' else 'malloc'}"]
+        if d.get("pool"):
+            lines.append("conf=" + ",".join(f"{k}:{_conf_value(v)}" for k, v in d["pool"].items()))
+        if d.get("faults"):
+            lines.append(f"faults={d['faults']}")
+        lines.append("ops=" + ",".join(f"{k}:{v}" for k, v in d["mix"].items()))
+        lines.append(f"size={_dist(d['sizes'])}")
+        if "realloc_sizes" in d:
+            lines.append(f"realloc_size={_dist(d['realloc_sizes'])}")
+        if "duration_ms" in d:
+            lines.append(f"duration_ms={d['duration_ms']}")
+        else:
+            lines.append(f"count={d.get('ops', DEFAULT_OPS)}")
+        for key, prog_key in (
+            ("align", "align"),
+            ("working_set", "working_set"),
+            ("critical_share", "critical"),
+            ("rate", "rate"),
+            ("sample", "sample"),
+            ("outliers", "outliers"),
+            ("verify", "verify"),
+            ("timer", "timer"),
+        ):
+            if key in d:
+                lines.append(f"{prog_key}={d[key]}")
+        lines.append(f"threads={self.threads}")
+        lines.append(f"seed={self.seed}")
+        for item in self.interference if interference else ():
+            parts = [str(item["kind"])]
+            parts += [f"{k}={size_bytes(v) if k == 'size' else v}" for k, v in item.items() if k != "kind"]
+            lines.append("interfere=" + ",".join(parts))
+        for key, value in d.get("planted", {}).items():
+            lines.append(f"{key}={value}")
+        lines += [f"{k}={v}" for k, v in extra.items()]
+        return "\n".join(lines) + "\n"
+
+
+def _conf_value(v: object) -> str:
+    if isinstance(v, bool):
+        return "on" if v else "off"
+    return str(v)
+
+
+def _dist(d: Mapping[str, Any]) -> str:
+    kind = d["dist"]
+    if kind == "fixed":
+        return f"fixed:{size_bytes(d['size'])}"
+    if kind in ("uniform", "loguniform"):
+        return f"{kind}:{size_bytes(d['min'])}:{size_bytes(d['max'])}"
+    if kind == "lognormal":
+        out = f"lognormal:{size_bytes(d['median'])}:{d['sigma']}"
+        if "min" in d or "max" in d:
+            out += f":{size_bytes(d.get('min', 1))}:{size_bytes(d.get('max', 64 << 20))}"
+        return out
+    return "list:" + ",".join(f"{size_bytes(s['size'])}@{s.get('weight', 1)}" for s in d["sizes"])
+
+
+def _pool_options() -> list[str] | None:
+    """The kp_create option names, or None when libkpool cannot be loaded (then pool keys go unchecked
+    here, and kp_create names a bad one when the run starts)."""
+    try:
+        from harness import binding
+
+        return [o["name"] for o in binding.options()]
+    except Exception:  # no library yet: the check is a convenience, not a gate
+        return None
+
+
+def load_text(text: str, path: str = "<workload>", use_jsonschema: bool = True) -> Workload:
+    """Parse and validate workload text; SpecError lists every problem with its position."""
+    try:
+        located = marks.load(text)
+    except marks.YamlSyntaxError as exc:
+        raise SpecError([Issue(path, exc.pos.line, exc.pos.column, "", f"YAML syntax: {exc}")]) from exc
+    check(located, path, _pool_options(), use_jsonschema)
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    return Workload(path, digest, located.data)
+
+
+def load(path: str | Path, use_jsonschema: bool = True) -> Workload:
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise SpecError([Issue(str(path), 1, 1, "", f"cannot read: {exc.strerror}")]) from exc
+    wl = load_text(raw.decode("utf-8", errors="replace"), str(path), use_jsonschema)
+    return Workload(wl.path, hashlib.sha256(raw).hexdigest(), wl.data)

@@ -1,0 +1,278 @@
+"""Check a workload against the published schema (workloads/schema.json) and the rules a schema cannot
+say (which fields a size distribution needs, ops or duration, min <= max, pool option names).
+
+jsonschema does the schema part when it is installed; otherwise a small checker of the keywords the
+schema uses. Both feed the same messages: every Issue names the file, line, column, field and, where
+there is a choice, the allowed values.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path as FsPath
+from typing import Any
+
+from harness.errors import KpoolError
+from harness.spec.marks import Located, Path
+
+_HERE = FsPath(__file__).resolve().parent
+# The schema lives in workloads/ (published, for editors); the wheel carries a copy beside this module.
+SCHEMA_PATH = next(
+    (p for p in (_HERE.parent.parent / "workloads" / "schema.json", _HERE / "schema.json") if p.is_file()),
+    _HERE.parent.parent / "workloads" / "schema.json",
+)
+SIZE_RE = re.compile(r"^([0-9]+)([kKmMgG]?)[bB]?$")
+DIST_FIELDS: dict[str, tuple[str, ...]] = {
+    "fixed": ("size",),
+    "uniform": ("min", "max"),
+    "loguniform": ("min", "max"),
+    "lognormal": ("median", "sigma"),
+    "list": ("sizes",),
+}
+DIST_OPTIONAL: dict[str, tuple[str, ...]] = {"lognormal": ("min", "max")}
+
+
+@dataclass(frozen=True)
+class Issue:
+    file: str
+    line: int
+    column: int
+    field: str  # dotted path, "" for the document
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}:{self.column}"
+        return f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+
+
+class SpecError(KpoolError):
+    """A workload file is invalid; `issues` lists every problem found, in file order."""
+
+    def __init__(self, issues: Sequence[Issue]) -> None:
+        self.issues = sorted(issues, key=lambda i: (i.file, i.line, i.column))
+        super().__init__("invalid workload\n" + "\n".join(f"  {i}" for i in self.issues))
+
+
+@cache
+def schema() -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads(SCHEMA_PATH.read_text())
+    return loaded
+
+
+def dotted(path: Path) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def size_bytes(value: int | str) -> int:
+    """A schema-valid size (int, or a string with a k/m/g suffix) in bytes."""
+    if isinstance(value, int):
+        return value
+    m = SIZE_RE.match(value)
+    if not m:
+        raise ValueError(f"not a size: {value!r}")
+    return int(m.group(1)) << {"": 0, "k": 10, "m": 20, "g": 30}[m.group(2).lower()]
+
+
+# ---- schema errors, from jsonschema or from the fallback ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class RawError:
+    path: Path
+    validator: str
+    value: Any  # the keyword's value in the schema
+    schema: Mapping[str, Any]
+    instance: Any
+    text: str = ""
+
+
+def _type_name(v: Any) -> str:
+    if isinstance(v, bool):
+        return "boolean"
+    return {int: "integer", float: "number", str: "string", list: "array", dict: "object"}.get(
+        type(v), type(v).__name__
+    )
+
+
+def _show(v: Any) -> str:
+    return json.dumps(v) if isinstance(v, str | int | float | bool) or v is None else _type_name(v)
+
+
+def _messages(err: RawError) -> Iterator[tuple[Path, bool, str]]:
+    """(path, point at the key?, message) for one schema error."""
+    v, inst, path = err.value, err.instance, err.path
+    if err.schema.get("x-kpool-kind") == "size":
+        if isinstance(inst, int | float) and not isinstance(inst, bool) and inst < 0:
+            yield (
+                path,
+                False,
+                f"negative size {inst}: a size is a number of bytes >= 0, or a string like '64k'",
+            )
+        else:
+            yield path, False, f"expected a size (bytes >= 0, or a string like '64k'), got {_show(inst)}"
+    elif err.validator == "type":
+        want = " or ".join(v) if isinstance(v, list) else v
+        yield path, False, f"expected {want}, got {_type_name(inst)} {_show(inst)}"
+    elif err.validator == "additionalProperties" and v is False:
+        allowed = sorted(err.schema.get("properties", {}))
+        for key in sorted(set(inst) - set(allowed)):
+            yield (*path, key), True, f"unknown key '{key}' (allowed: {', '.join(allowed)})"
+    elif err.validator == "required":
+        for key in v:
+            if key not in inst:
+                yield (*path, key), False, f"missing required field '{key}'"
+    elif err.validator == "enum":
+        yield path, False, f"{_show(inst)} is not allowed (allowed: {', '.join(str(x) for x in v)})"
+    elif err.validator == "minimum":
+        yield path, False, f"{_show(inst)} is below the minimum {v}"
+    elif err.validator == "exclusiveMinimum":
+        yield path, False, f"{_show(inst)} must be greater than {v}"
+    elif err.validator == "maximum":
+        yield path, False, f"{_show(inst)} is above the maximum {v}"
+    elif err.validator == "pattern":
+        yield path, False, f"{_show(inst)} does not match the pattern {v}"
+    else:
+        yield path, False, err.text or f"fails the schema's '{err.validator}' rule"
+
+
+def _jsonschema_errors(data: Any) -> list[RawError] | None:
+    try:
+        import jsonschema
+    except ImportError:
+        return None
+    validator = jsonschema.Draft202012Validator(schema())
+    return [
+        RawError(tuple(e.absolute_path), str(e.validator), e.validator_value, e.schema, e.instance, e.message)
+        for e in validator.iter_errors(data)
+    ]
+
+
+def _fallback_errors(value: Any, sch: Mapping[str, Any], path: Path = ()) -> Iterator[RawError]:
+    """The keywords workloads/schema.json uses, checked without jsonschema."""
+    if "$ref" in sch:
+        name = sch["$ref"].rsplit("/", 1)[-1]
+        yield from _fallback_errors(value, schema()["$defs"][name], path)
+        return
+    if "oneOf" in sch:
+        matches = sum(1 for s in sch["oneOf"] if not any(_fallback_errors(value, s, path)))
+        if matches != 1:
+            yield RawError(path, "oneOf", sch["oneOf"], sch, value)
+        return
+    want = sch.get("type")
+    if want is not None:
+        kinds = want if isinstance(want, list) else [want]
+        got = _type_name(value)
+        if not any(k == got or (k == "number" and got == "integer") for k in kinds):
+            yield RawError(path, "type", want, sch, value)
+            return
+    if "enum" in sch and value not in sch["enum"]:
+        yield RawError(path, "enum", sch["enum"], sch, value)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if "minimum" in sch and value < sch["minimum"]:
+            yield RawError(path, "minimum", sch["minimum"], sch, value)
+        if "maximum" in sch and value > sch["maximum"]:
+            yield RawError(path, "maximum", sch["maximum"], sch, value)
+        if "exclusiveMinimum" in sch and value <= sch["exclusiveMinimum"]:
+            yield RawError(path, "exclusiveMinimum", sch["exclusiveMinimum"], sch, value)
+    if isinstance(value, str) and "pattern" in sch and not re.search(sch["pattern"], value):
+        yield RawError(path, "pattern", sch["pattern"], sch, value)
+    if isinstance(value, list):
+        if len(value) < sch.get("minItems", 0):
+            yield RawError(path, "minItems", sch["minItems"], sch, value, "too few items")
+        if len(value) > sch.get("maxItems", len(value)):
+            yield RawError(path, "maxItems", sch["maxItems"], sch, value, "too many items")
+        for i, item in enumerate(value):
+            yield from _fallback_errors(item, sch.get("items", {}), (*path, i))
+    if isinstance(value, dict):
+        if len(value) < sch.get("minProperties", 0):
+            yield RawError(path, "minProperties", sch["minProperties"], sch, value, "must not be empty")
+        missing = [k for k in sch.get("required", ()) if k not in value]
+        if missing:
+            yield RawError(path, "required", sch["required"], sch, value)
+        props = sch.get("properties", {})
+        extra = sch.get("additionalProperties", True)
+        if extra is False and set(value) - set(props):
+            yield RawError(path, "additionalProperties", False, sch, value)
+        for key, item in value.items():
+            if key in props:
+                yield from _fallback_errors(item, props[key], (*path, key))
+            elif isinstance(extra, dict):
+                yield from _fallback_errors(item, extra, (*path, key))
+
+
+def schema_errors(data: Any, use_jsonschema: bool = True) -> list[RawError]:
+    found = _jsonschema_errors(data) if use_jsonschema else None
+    return found if found is not None else list(_fallback_errors(data, schema()))
+
+
+# ---- rules beyond the schema -------------------------------------------------------------------------
+
+
+def _dist_rules(d: Mapping[str, Any], path: Path) -> Iterator[tuple[Path, bool, str]]:
+    kind = str(d.get("dist"))
+    need: tuple[str, ...] = DIST_FIELDS.get(kind, ())
+    allowed = ("dist", *need, *DIST_OPTIONAL.get(kind, ()))
+    for key in need:
+        if key not in d:
+            yield path, False, f"dist {kind} needs field '{key}' (it uses: {', '.join(allowed[1:])})"
+    for key in d:
+        if key not in allowed:
+            yield (
+                (*path, key),
+                True,
+                f"field '{key}' does not apply to dist {kind} (it uses: {', '.join(allowed[1:])})",
+            )
+    if "min" in d and "max" in d and size_bytes(d["min"]) > size_bytes(d["max"]):
+        yield (*path, "min"), False, f"min {d['min']} is above max {d['max']}"
+    if kind == "loguniform" and "min" in d and size_bytes(d["min"]) < 1:
+        yield (*path, "min"), False, "loguniform needs min >= 1"
+    if kind == "lognormal" and "median" in d and size_bytes(d["median"]) < 1:
+        yield (*path, "median"), False, "lognormal needs median >= 1"
+    for key in ("size", "min", "max", "median"):
+        if key in d and size_bytes(d[key]) >= 1 << 32:
+            yield (*path, key), False, f"{d[key]} is above the driver's 4g ceiling"
+
+
+def rule_errors(
+    data: Mapping[str, Any], pool_options: Sequence[str] | None
+) -> Iterator[tuple[Path, bool, str]]:
+    if "ops" in data and "duration_ms" in data:
+        yield ("duration_ms",), True, "give ops or duration_ms, not both"
+    for key in ("sizes", "realloc_sizes"):
+        if isinstance(data.get(key), dict):
+            yield from _dist_rules(data[key], (key,))
+    mix = data.get("mix", {})
+    if mix and sum(mix.values()) <= 0:
+        yield ("mix",), False, "the weights add up to 0; give at least one a positive weight"
+    if pool_options is not None:
+        for key in data.get("pool", {}):
+            if key not in pool_options:
+                yield ("pool", key), True, f"unknown pool option '{key}' (allowed: {', '.join(pool_options)})"
+
+
+def check(
+    located: Located, file: str, pool_options: Sequence[str] | None, use_jsonschema: bool = True
+) -> None:
+    """Raise SpecError listing every problem of the document, or return."""
+    data = located.data
+    if not isinstance(data, dict):
+        got = "an empty file" if data is None else f"a {_type_name(data)}"
+        raise SpecError([Issue(file, 1, 1, "", f"a workload is a mapping of fields, got {got}")])
+    issues = []
+    for err in schema_errors(data, use_jsonschema):
+        for path, at_key, message in _messages(err):
+            pos = located.where(path, key=at_key)
+            issues.append(Issue(file, pos.line, pos.column, dotted(path), message))
+    if not issues:  # the rules assume a schema-valid document
+        for path, at_key, message in rule_errors(data, pool_options):
+            pos = located.where(path, key=at_key)
+            issues.append(Issue(file, pos.line, pos.column, dotted(path), message))
+    if issues:
+        raise SpecError(issues)

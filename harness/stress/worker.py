@@ -1,0 +1,278 @@
+"""One worker process: kpdrive running one program with its own seed, watched with psutil.
+
+The worker's stdout (the JSON result) and stderr (progress lines, a crash line, a sanitizer report) go
+straight to files in the run's directory, so a finished worker's result is on disk the moment it exits,
+whatever happens to the parent afterwards. The parent samples the process (RSS, CPU, context switches,
+page faults), kills it at its time limit, and on exit classifies what happened.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import psutil
+
+# The line kpdrive's fatal-signal handler writes (allocator/driver/driver.c, on_fatal).
+FATAL_RE = re.compile(r"kpdrive: fatal signal (\d+)(?: thread (\d+) op (\d+))?")
+PROGRESS_RE = re.compile(r"kpdrive: progress ops=(\d+)")
+SANITIZER_RE = re.compile(
+    r"^=+\d+=+ ?ERROR: (AddressSanitizer|LeakSanitizer|ThreadSanitizer|UndefinedBehavior)"
+)
+UBSAN_RE = re.compile(r"runtime error: ")
+STDERR_TAIL_LINES = 40
+# A backtrace_symbols_fd line: "/path/to/obj(+0x3c9a)[0x55ed5706ec9a]" or "obj(func+0x1a)[0x...]".
+FRAME_RE = re.compile(r"^(?P<obj>[^\s(]+)\((?P<sym>[^+)]*)\+(?P<off>0x[0-9a-f]+)\)\[0x[0-9a-f]+\]$")
+MAX_FRAMES = 32
+
+
+@dataclass
+class ProcSample:
+    rss_peak: int = 0
+    cpu_user_s: float = 0.0
+    cpu_system_s: float = 0.0
+    ctx_voluntary: int = 0
+    ctx_involuntary: int = 0
+    minflt: int = 0
+    majflt: int = 0
+
+    def update(self, proc: psutil.Process) -> None:
+        """One sample; the process may vanish between calls (then the last sample stands)."""
+        try:
+            with proc.oneshot():
+                self.rss_peak = max(self.rss_peak, proc.memory_info().rss)
+                cpu = proc.cpu_times()
+                self.cpu_user_s, self.cpu_system_s = cpu.user, cpu.system
+                ctx = proc.num_ctx_switches()
+                self.ctx_voluntary, self.ctx_involuntary = ctx.voluntary, ctx.involuntary
+            self.minflt, self.majflt = _faults(proc.pid)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, OSError):
+            pass
+
+
+def _faults(pid: int) -> tuple[int, int]:
+    """Minor and major page faults from /proc/<pid>/stat (psutil does not expose them)."""
+    raw = Path(f"/proc/{pid}/stat").read_text()
+    fields = raw[raw.rindex(")") + 2 :].split()
+    return int(fields[7]), int(fields[9])  # fields 10 and 12 of stat(5), after pid and comm
+
+
+@dataclass
+class Worker:
+    index: int
+    seed: int
+    program_path: Path
+    out_path: Path
+    err_path: Path
+    cmd: list[str]
+    env: dict[str, str]
+    time_limit_s: float
+    proc: subprocess.Popen[bytes] | None = None
+    ps: psutil.Process | None = None
+    spawned_ns: int = 0
+    ended_ns: int = 0
+    sample: ProcSample = field(default_factory=ProcSample)
+    timed_out: bool = False
+    interrupted: bool = False
+    _files: list[IO[bytes]] = field(default_factory=list)
+
+    def start(self) -> None:
+        out = self.out_path.open("wb")
+        err = self.err_path.open("wb")
+        self._files = [out, err]
+        self.spawned_ns = time.monotonic_ns()
+        # A session of its own: Ctrl-C reaches the runner only, which stops the workers itself and keeps
+        # what finished. A worker outliving its runner exits (KPDRIVE_WATCH_PARENT, monitor.c).
+        self.proc = subprocess.Popen(
+            self.cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=self.env, start_new_session=True
+        )
+        try:
+            self.ps = psutil.Process(self.proc.pid)
+        except psutil.NoSuchProcess:
+            self.ps = None
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.returncode is None
+
+    def poll(self) -> bool:
+        """Sample, enforce the time limit; True once the process has exited (and been reaped)."""
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            self._finish()
+            return True
+        if self.ps is not None:
+            self.sample.update(self.ps)
+        if (time.monotonic_ns() - self.spawned_ns) / 1e9 > self.time_limit_s:
+            self.timed_out = True
+            self.kill()
+        return False
+
+    def kill(self, interrupted: bool = False) -> None:
+        """SIGKILL the worker and every interference child it forked."""
+        if self.proc is None or self.proc.returncode is not None:
+            return
+        self.interrupted = interrupted
+        children = []
+        if self.ps is not None:
+            try:
+                children = self.ps.children(recursive=True)
+            except psutil.Error:
+                children = []
+        for p in [self.ps, *children]:
+            try:
+                if p is not None:
+                    p.send_signal(signal.SIGKILL)
+            except psutil.Error:
+                pass
+        self.proc.wait()
+        self._finish()
+
+    def _finish(self) -> None:
+        if not self.ended_ns:
+            self.ended_ns = time.monotonic_ns()
+        for f in self._files:
+            f.close()
+        self._files = []
+
+    def ops_so_far(self) -> int:
+        """The last progress figure the worker printed (0 before its first)."""
+        try:
+            with self.err_path.open("rb") as f:
+                f.seek(max(0, self.err_path.stat().st_size - 512))
+                tail = f.read().decode(errors="replace")
+        except OSError:
+            return 0
+        found = PROGRESS_RE.findall(tail)
+        return int(found[-1]) if found else 0
+
+    # ---- the outcome --------------------------------------------------------------------------------
+
+    def result(self) -> dict[str, Any]:
+        """What the worker produced: its JSON (or None), and a crash record when it did not finish."""
+        assert self.proc is not None
+        rc = self.proc.returncode
+        doc = _last_json(self.out_path)
+        stderr = self.err_path.read_text(errors="replace") if self.err_path.exists() else ""
+        out: dict[str, Any] = {
+            "worker": self.index,
+            "seed": self.seed,
+            "pid": self.proc.pid,
+            "cmd": self.cmd,
+            "returncode": rc,
+            "wall_s": round((self.ended_ns - self.spawned_ns) / 1e9, 3),
+            "spawned_mono_ns": self.spawned_ns,
+            "process": self.sample.__dict__.copy(),
+            "result": doc,
+            "crash": None,
+        }
+        crash = self._crash(rc, doc, stderr)
+        if crash is not None:
+            out["crash"] = crash
+        return out
+
+    def _crash(self, rc: int | None, doc: dict[str, Any] | None, stderr: str) -> dict[str, Any] | None:
+        lines = [ln for ln in stderr.splitlines() if not PROGRESS_RE.match(ln)]
+        tail = "\n".join(lines[-STDERR_TAIL_LINES:])
+        report = _sanitizer_report(lines)
+        if self.timed_out:
+            kind, sig = "timeout", signal.SIGKILL.value
+        elif self.interrupted:
+            kind, sig = "interrupted", signal.SIGKILL.value
+        elif rc is not None and rc < 0:
+            kind, sig = "signal", -rc
+        elif report:
+            kind, sig = "sanitizer", 0
+        elif rc == 3 and doc is not None:
+            kind, sig = "setup", 0
+        elif rc != 0 or doc is None:
+            kind, sig = "exit", 0
+        else:
+            return None
+        fatal = FATAL_RE.search(stderr)
+        crash: dict[str, Any] = {"kind": kind, "signal": sig, "signal_name": _signame(sig), "returncode": rc}
+        if kind == "timeout":
+            crash["message"] = f"killed after {self.time_limit_s:g} s (time limit)"
+        elif kind == "interrupted":
+            crash["message"] = "stopped: the run was interrupted"
+        elif kind == "setup" and doc is not None:
+            crash["message"] = str(doc.get("error", ""))
+        elif sig:
+            crash["message"] = f"killed by {_signame(sig)}"
+        else:
+            crash["message"] = f"exit status {rc}" + ("" if doc is not None else ", no result")
+        if fatal and fatal.group(2) is not None:
+            crash["thread"], crash["op_index"] = int(fatal.group(2)), int(fatal.group(3))
+        crash["stderr_tail"] = tail
+        crash["sanitizer_report"] = report
+        crash["backtrace"] = symbolize(lines)
+        crash["ops_before"] = self.ops_so_far()
+        return crash
+
+
+def symbolize(lines: list[str]) -> list[str]:
+    """The frames of kpdrive's crash backtrace as "function file:line", resolved with addr2line (the
+    driver is built with -g; its static functions have no dynamic symbol to print). A frame that cannot
+    be resolved keeps its raw text."""
+    frames = [m for m in (FRAME_RE.match(ln.strip()) for ln in lines) if m][:MAX_FRAMES]
+    addr2line = shutil.which("addr2line")
+    out = []
+    for m in frames:
+        raw = f"{m['obj']}({m['sym']}+{m['off']})"
+        if not addr2line or m["sym"] or not Path(m["obj"]).is_file():
+            out.append(raw)
+            continue
+        proc = subprocess.run(
+            [addr2line, "-f", "-C", "-e", m["obj"], m["off"]], capture_output=True, text=True, check=False
+        )
+        func, _, where = proc.stdout.partition("\n")
+        resolved = proc.returncode == 0 and func.strip() not in ("", "??")
+        out.append(f"{func.strip()} {where.strip()}" if resolved else raw)
+    return out
+
+
+def _signame(sig: int) -> str:
+    try:
+        return signal.Signals(sig).name if sig else ""
+    except ValueError:
+        return f"signal {sig}"
+
+
+def _sanitizer_report(lines: list[str]) -> str:
+    for i, line in enumerate(lines):
+        if SANITIZER_RE.match(line) or UBSAN_RE.search(line):
+            return "\n".join(lines[i : i + 80])
+    return ""
+
+
+def _last_json(path: Path) -> dict[str, Any] | None:
+    """The last JSON object line of a file, or None (a killed worker wrote nothing)."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return None
+    for line in reversed(text.splitlines()):
+        if line.startswith("{"):
+            try:
+                doc: dict[str, Any] = json.loads(line)
+            except json.JSONDecodeError:
+                return None
+            return doc
+    return None
+
+
+def child_env(preload: str | None) -> dict[str, str]:
+    """This process's environment with LD_PRELOAD set to the peer (or removed for kpool)."""
+    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+    env["KPDRIVE_WATCH_PARENT"] = "1"
+    if preload:
+        env["LD_PRELOAD"] = preload
+    return env
