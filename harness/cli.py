@@ -10,6 +10,7 @@ from pathlib import Path
 
 from harness import binding, build, output
 from harness.errors import KpoolError
+from harness.triage import commands, db, replay
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -60,7 +61,40 @@ def _parser() -> argparse.ArgumentParser:
         "--reports", type=Path, default=None, help="reports and working corpora (default reports/)"
     )
     p.set_defaults(run=_fuzz)
+
+    _triage_parser(sub)
     return parser
+
+
+def _triage_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "triage",
+        help="crash signatures: list, show, replay, minimize, recheck",
+        epilog=commands.EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--db", type=Path, default=db.DEFAULT_PATH, help="crash database (default: %(default)s)")
+    tsub = p.add_subparsers(dest="triage_command", required=True, metavar="ACTION")
+    t = tsub.add_parser("list", help="signatures, new ones first")
+    t.set_defaults(run=lambda a, r: commands.list_signatures(db.CrashDB(a.db)))
+    t = tsub.add_parser("show", help="one signature with its occurrences and reproducers")
+    t.add_argument("id", help="signature id or hash prefix")
+    t.set_defaults(run=lambda a, r: commands.show(db.CrashDB(a.db), a.id))
+    t = tsub.add_parser("replay", help="rerun the reproducer N times and store the reproduction rate")
+    t.add_argument("id", help="signature id or hash prefix")
+    t.add_argument("-n", "--runs", type=int, default=replay.DEFAULT_RUNS)
+    t.set_defaults(run=lambda a, r: commands.replay(db.CrashDB(a.db), a.id, a.runs))
+    t = tsub.add_parser("minimize", help="shrink the reproducer while the same signature reproduces")
+    t.add_argument("id", help="signature id or hash prefix")
+    t.set_defaults(run=lambda a, r: commands.minimize(db.CrashDB(a.db), a.id))
+    t = tsub.add_parser("recheck", help="replay every open signature: fixed, still crashing or flaky")
+    t.add_argument("-n", "--runs", type=int, default=replay.DEFAULT_RUNS)
+    t.set_defaults(run=lambda a, r: commands.recheck(db.CrashDB(a.db), a.runs))
+    t = tsub.add_parser("signature", help="the signature of a crash text (sanitizer report, traceback...)")
+    t.add_argument("file", type=Path)
+    t.add_argument("--source", default="", help="fuzz target or workload, for crashes without frames")
+    t.add_argument("--returncode", type=int, default=None)
+    t.set_defaults(run=lambda a, r: commands.signature_of_file(a.file, a.source, a.returncode))
 
 
 def _build(args: argparse.Namespace, rest: list[str]) -> int:

@@ -1,0 +1,129 @@
+"""`kpool triage ...`: the subcommands behind the CLI. Output goes through harness.output only.
+
+Exit codes (also in `kpool triage --help`):
+  0  success: list/show/signature printed; replay or minimize reproduced the crash; recheck found every
+     open signature fixed (or there was none)
+  1  error: no such signature, no reproducer, unreadable database or file
+  2  usage error (argparse)
+  3  the crash did not reproduce (replay, minimize), or recheck found signatures still crashing or flaky
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from harness import output
+from harness.errors import KpoolError
+from harness.triage import minimize as M
+from harness.triage import replay as R
+from harness.triage import signature as S
+from harness.triage.db import FIXED, CrashDB, SignatureRow
+
+EXIT_OK, EXIT_ERROR, EXIT_NOT_REPRODUCED = 0, 1, 3
+EXIT_CODES_HELP = """exit codes:
+  0  success (replay/minimize: the crash reproduced; recheck: every open signature is fixed)
+  1  error (no such signature, no reproducer, unreadable database)
+  2  usage error
+  3  replay/minimize: the crash did not reproduce; recheck: some signatures still crash or are flaky"""
+
+
+def _rate(row: SignatureRow) -> str:
+    return "-" if row.repro_rate is None else f"{row.repro_rate:.0%} of {row.repro_runs}"
+
+
+def list_signatures(db: CrashDB) -> int:
+    rows = db.signatures()
+    if not rows:
+        output.progress(f"no crashes in {db.path}")
+        return EXIT_OK
+    table = [
+        (str(r.id), r.status, str(r.count), r.kind, r.title, r.last_seen[:19].replace("T", " ")) for r in rows
+    ]
+    output.result(output.markdown_table(("id", "status", "count", "kind", "title", "last seen"), table))
+    return EXIT_OK
+
+
+def show(db: CrashDB, ref: str) -> int:
+    row = db.get(ref)
+    lines = [
+        f"signature {row.id}  {row.hash}",
+        f"title      {row.title}",
+        f"kind       {row.kind}" + (f" ({row.detail})" if row.detail else ""),
+        f"frames     {' < '.join(row.frames) or '-'}",
+        f"status     {row.status}" + (f" (new in run {row.new_run})" if row.status == "new" else ""),
+        f"seen       {row.count} times in {row.runs} runs, first {row.first_seen}, last {row.last_seen}",
+        f"replayed   {_rate(row)}" + (f" at {row.checked_at}" if row.checked_at else ""),
+    ]
+    if row.min_reproducer:
+        lines.append(f"minimised  {row.min_reproducer.to_json()}")
+    for occ in db.occurrences(row.id):
+        lines.append("")
+        lines.append(
+            f"occurrence {occ.id}: run {occ.run_id}, {occ.time}, source {occ.source}, rc {occ.returncode}"
+        )
+        if occ.reproducer:
+            argv, env = occ.reproducer.command()
+            lines.append(f"  reproducer {occ.reproducer.to_json()}")
+            lines.append(f"  command    {' '.join(argv)}" + (f"  env {json.dumps(env)}" if env else ""))
+        if occ.text_path:
+            lines.append(f"  text       {occ.text_path}")
+    last = db.occurrences(row.id)[-1:]
+    if last:
+        lines += ["", "latest text:", last[0].text.rstrip()]
+    output.result("\n".join(lines))
+    return EXIT_OK
+
+
+def replay(db: CrashDB, ref: str, runs: int) -> int:
+    row = db.get(ref)
+    output.progress(f"replaying signature {row.id} ({row.title}) {runs} times")
+    result, _ = R.replay_signature(db, row, runs, update_status=False)
+    output.result(f"signature {row.id}: reproduced {result.reproduced} of {result.runs} ({result.rate:.0%})")
+    for title, n in result.others.most_common():
+        output.result(f"  otherwise {n}x: {title}")
+    return EXIT_OK if result.reproduced else EXIT_NOT_REPRODUCED
+
+
+def minimize(db: CrashDB, ref: str) -> int:
+    row = db.get(ref)
+    repro = db.reproducer(row.id)
+    if repro is None:
+        raise KpoolError(f"signature {row.id} has no reproducer")
+    output.progress(f"minimising signature {row.id} ({row.title})")
+    done = M.minimize(repro, row.hash, db.source(row.id), on_step=lambda s: output.progress(f"kept: {s}"))
+    if not done.steps:
+        first = R.run_once(repro, db.source(row.id))
+        if first.signature.hash != row.hash:
+            output.result(f"signature {row.id}: the reproducer does not reproduce ({first.signature.title})")
+            return EXIT_NOT_REPRODUCED
+        output.result(f"signature {row.id}: nothing smaller reproduces; the reproducer is kept as it is")
+        return EXIT_OK
+    db.set_minimized(row.id, done.reproducer)
+    argv, _ = done.reproducer.command()
+    output.result(f"signature {row.id}: minimised in {done.runs} runs ({'; '.join(done.steps)})")
+    output.result(f"  command {' '.join(argv)}")
+    return EXIT_OK
+
+
+def recheck(db: CrashDB, runs: int) -> int:
+    def report(row: SignatureRow, result: R.ReplayResult | None, status: str) -> None:
+        rate = "no reproducer" if result is None else f"{result.reproduced}/{result.runs}"
+        output.result(f"{row.id:>4}  {status:<6} {rate:<14} {row.title}")
+
+    statuses = R.recheck(db, runs, on_signature=report)
+    still = [sid for sid, status in statuses.items() if status != FIXED]
+    output.progress(
+        f"rechecked {len(statuses)} signatures: {len(statuses) - len(still)} fixed, {len(still)} open"
+    )
+    return EXIT_NOT_REPRODUCED if still else EXIT_OK
+
+
+def signature_of_file(path: Path, source: str, returncode: int | None) -> int:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError as exc:
+        raise KpoolError(f"cannot read {path}: {exc}") from exc
+    sig = S.compute(text, returncode=returncode, source=source)
+    output.result(f"{sig.hash}  {sig.title}")
+    return EXIT_OK

@@ -1,0 +1,361 @@
+"""The crash database: one SQLite file (default reports/crashes.sqlite), one row per signature and one per
+occurrence.
+
+Many processes write at once (xdist workers, fuzz jobs, stress workers' parent), so every write is one short
+`BEGIN IMMEDIATE` transaction on its own connection, in WAL mode (readers never block the writer) with a
+busy timeout, retried with backoff when SQLite still says the database is locked. No row is lost: a test
+runs several processes inserting at once and counts them.
+
+Status of a signature:
+- "new": first seen in run `new_run` (stays new for further occurrences in that same run);
+- "known": seen again in a later run, or replayed and still crashing every time;
+- "flaky": a recheck reproduced it some of the time (0 < rate < 1);
+- "fixed": a recheck never reproduced it. Seen again later, it is "new" again (a regression).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TypeVar
+
+from harness.errors import KpoolError
+from harness.triage import signature as S
+from harness.triage.crash import Crash, Reproducer
+
+DEFAULT_PATH = Path("reports") / "crashes.sqlite"
+NEW, KNOWN, FLAKY, FIXED = "new", "known", "flaky", "fixed"
+OPEN_STATUSES = (NEW, KNOWN, FLAKY)
+# SQLite waits this long for a lock before it reports "database is locked"; a writer holds it for a
+# millisecond or so, so 30 s means something is really stuck.
+BUSY_TIMEOUT_MS = 30_000
+# And then we retry the whole transaction this many times, with jittered backoff (10 ms doubling to 1 s).
+WRITE_ATTEMPTS = 20
+# The text of one occurrence kept in the database (its tail); the producer keeps the full text in a file.
+TEXT_MAX = 256 * 1024
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS signatures (
+    id INTEGER PRIMARY KEY,
+    hash TEXT NOT NULL UNIQUE,
+    title TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    detail TEXT NOT NULL DEFAULT '',
+    frames TEXT NOT NULL DEFAULT '[]',
+    first_seen TEXT NOT NULL,
+    last_seen TEXT NOT NULL,
+    count INTEGER NOT NULL DEFAULT 0,
+    runs INTEGER NOT NULL DEFAULT 0,
+    status TEXT NOT NULL,
+    new_run TEXT NOT NULL,
+    repro_rate REAL,
+    repro_runs INTEGER,
+    checked_at TEXT,
+    min_reproducer TEXT
+);
+CREATE TABLE IF NOT EXISTS occurrences (
+    id INTEGER PRIMARY KEY,
+    signature_id INTEGER NOT NULL REFERENCES signatures(id),
+    run_id TEXT NOT NULL,
+    time TEXT NOT NULL,
+    source TEXT NOT NULL,
+    returncode INTEGER,
+    reproducer TEXT,
+    text TEXT NOT NULL,
+    text_path TEXT
+);
+CREATE INDEX IF NOT EXISTS occurrences_by_signature ON occurrences(signature_id, run_id);
+"""
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class SignatureRow:
+    id: int
+    hash: str
+    title: str
+    kind: str
+    detail: str
+    frames: tuple[str, ...]
+    first_seen: str
+    last_seen: str
+    count: int
+    runs: int
+    status: str
+    new_run: str
+    repro_rate: float | None
+    repro_runs: int | None
+    checked_at: str | None
+    min_reproducer: Reproducer | None
+
+
+@dataclass(frozen=True)
+class Occurrence:
+    id: int
+    signature_id: int
+    run_id: str
+    time: str
+    source: str
+    returncode: int | None
+    reproducer: Reproducer | None
+    text: str
+    text_path: str | None
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """What `record` did: the signature's id and hash, its status now, and whether it is new in this run."""
+
+    signature_id: int
+    hash: str
+    status: str
+    new: bool
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def status_for_rate(rate: float) -> str:
+    return FIXED if rate == 0 else KNOWN if rate == 1 else FLAKY
+
+
+class CrashDB:
+    def __init__(self, path: Path | str = DEFAULT_PATH) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._write(_create_schema, schema=True)
+
+    # ---- plumbing ------------------------------------------------------------------------------------
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        try:
+            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise KpoolError(f"cannot open the crash database {self.path}: {exc}") from exc
+        try:
+            conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            conn.row_factory = sqlite3.Row
+            yield conn
+        finally:
+            conn.close()
+
+    def _write(self, body: Callable[[sqlite3.Connection], T], schema: bool = False) -> T:
+        """Run `body` in one BEGIN IMMEDIATE transaction, retried while the database is locked."""
+        delay = 0.01
+        for attempt in range(WRITE_ATTEMPTS):
+            try:
+                with self._connect() as conn:
+                    if schema:  # the schema: WAL first (it cannot change inside a transaction)
+                        conn.execute("PRAGMA journal_mode=WAL")
+                    conn.execute("BEGIN IMMEDIATE")
+                    try:
+                        result = body(conn)
+                        if conn.in_transaction:
+                            conn.execute("COMMIT")
+                        return result
+                    except BaseException:
+                        if conn.in_transaction:
+                            conn.execute("ROLLBACK")
+                        raise
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise KpoolError(f"crash database {self.path}: {exc}") from exc
+                if attempt == WRITE_ATTEMPTS - 1:
+                    raise KpoolError(f"crash database {self.path} stayed locked: {exc}") from exc
+                time.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, 1.0)
+        raise AssertionError("unreachable")
+
+    def _read(self, sql: str, args: tuple[object, ...] = ()) -> list[sqlite3.Row]:
+        with self._connect() as conn:
+            try:
+                return list(conn.execute(sql, args))
+            except sqlite3.Error as exc:
+                raise KpoolError(f"crash database {self.path}: {exc}") from exc
+
+    # ---- writing -------------------------------------------------------------------------------------
+
+    def record(self, crash: Crash, sig: S.Signature | None = None) -> Recorded:
+        """Add one occurrence of a crash (its signature computed here unless given)."""
+        sig = sig or S.of_crash(crash)
+        at = now_iso()
+        text = crash.text[-TEXT_MAX:]
+        repro = crash.reproducer.to_json() if crash.reproducer else None
+
+        def body(db: sqlite3.Connection) -> Recorded:
+            row = db.execute(
+                "SELECT id, status, new_run FROM signatures WHERE hash = ?", (sig.hash,)
+            ).fetchone()
+            if row is None:
+                cur = db.execute(
+                    "INSERT INTO signatures (hash, title, kind, detail, frames, first_seen, last_seen, count,"
+                    " runs, status, new_run) VALUES (?, ?, ?, ?, ?, ?, ?, 0, 0, ?, ?)",
+                    (
+                        sig.hash,
+                        sig.title,
+                        sig.kind,
+                        sig.detail,
+                        json.dumps(sig.frames),
+                        at,
+                        at,
+                        NEW,
+                        crash.run_id,
+                    ),
+                )
+                sid, status, new_run = int(cur.lastrowid or 0), NEW, crash.run_id
+            else:
+                sid, status, new_run = int(row["id"]), str(row["status"]), str(row["new_run"])
+                if status == FIXED:  # a regression: new again, in this run
+                    status, new_run = NEW, crash.run_id
+                elif status == NEW and new_run != crash.run_id:
+                    status = KNOWN
+            seen = db.execute(
+                "SELECT 1 FROM occurrences WHERE signature_id = ? AND run_id = ? LIMIT 1", (sid, crash.run_id)
+            ).fetchone()
+            db.execute(
+                "INSERT INTO occurrences (signature_id, run_id, time, source, returncode, reproducer, text,"
+                " text_path) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (sid, crash.run_id, at, crash.source, crash.returncode, repro, text, crash.text_path),
+            )
+            db.execute(
+                "UPDATE signatures SET last_seen = ?, count = count + 1, runs = runs + ?, status = ?,"
+                " new_run = ? WHERE id = ?",
+                (at, 0 if seen else 1, status, new_run, sid),
+            )
+            return Recorded(sid, sig.hash, status, status == NEW and new_run == crash.run_id)
+
+        return self._write(body)
+
+    def set_replay(self, sig_id: int, rate: float, runs: int, update_status: bool) -> str:
+        """Store a replay's reproduction rate; with update_status (recheck), also fixed/known/flaky."""
+
+        def body(db: sqlite3.Connection) -> str:
+            row = db.execute("SELECT status FROM signatures WHERE id = ?", (sig_id,)).fetchone()
+            if row is None:
+                raise KpoolError(f"no signature with id {sig_id}")
+            status = status_for_rate(rate) if update_status else str(row["status"])
+            db.execute(
+                "UPDATE signatures SET repro_rate = ?, repro_runs = ?, checked_at = ?, status = ?"
+                " WHERE id = ?",
+                (rate, runs, now_iso(), status, sig_id),
+            )
+            return status
+
+        return self._write(body)
+
+    def set_minimized(self, sig_id: int, reproducer: Reproducer) -> None:
+        def body(db: sqlite3.Connection) -> None:
+            db.execute(
+                "UPDATE signatures SET min_reproducer = ? WHERE id = ?", (reproducer.to_json(), sig_id)
+            )
+
+        self._write(body)
+
+    # ---- reading -------------------------------------------------------------------------------------
+
+    def signatures(self, statuses: tuple[str, ...] | None = None) -> list[SignatureRow]:
+        """New ones first, then by last seen, most recent first."""
+        where = f"WHERE status IN ({','.join('?' * len(statuses))})" if statuses else ""
+        rows = self._read(
+            f"SELECT * FROM signatures {where} ORDER BY status = 'new' DESC, last_seen DESC, id DESC",
+            tuple(statuses or ()),
+        )
+        return [_signature(r) for r in rows]
+
+    def get(self, ref: str | int) -> SignatureRow:
+        """A signature by id, or by hash (a unique prefix of at least 4 characters will do)."""
+        text = str(ref)
+        if text.isdigit():
+            rows = self._read("SELECT * FROM signatures WHERE id = ?", (int(text),))
+        elif len(text) >= 4:
+            rows = self._read("SELECT * FROM signatures WHERE hash LIKE ?", (text.lower() + "%",))
+        else:
+            rows = []
+        if len(rows) != 1:
+            raise KpoolError(
+                f"no signature {text!r} in {self.path}" if not rows else f"{text!r} is ambiguous"
+            )
+        return _signature(rows[0])
+
+    def occurrences(self, sig_id: int) -> list[Occurrence]:
+        rows = self._read("SELECT * FROM occurrences WHERE signature_id = ? ORDER BY id", (sig_id,))
+        return [_occurrence(r) for r in rows]
+
+    def count_occurrences(self) -> int:
+        return int(self._read("SELECT count(*) FROM occurrences")[0][0])
+
+    def reproducer(self, sig_id: int) -> Reproducer | None:
+        """The minimised reproducer if there is one, else the latest occurrence's."""
+        row = self.get(sig_id)
+        if row.min_reproducer:
+            return row.min_reproducer
+        found = self._read(
+            "SELECT reproducer FROM occurrences WHERE signature_id = ? AND reproducer IS NOT NULL"
+            " ORDER BY id DESC LIMIT 1",
+            (sig_id,),
+        )
+        return Reproducer.from_json(found[0][0]) if found else None
+
+    def source(self, sig_id: int) -> str:
+        found = self._read(
+            "SELECT source FROM occurrences WHERE signature_id = ? ORDER BY id DESC LIMIT 1", (sig_id,)
+        )
+        return str(found[0][0]) if found else ""
+
+    def new_in_run(self, run_id: str) -> list[SignatureRow]:
+        """Signatures first seen (or seen again after a fix) in this run: what makes a campaign fail."""
+        rows = self._read(
+            "SELECT * FROM signatures WHERE status = 'new' AND new_run = ? ORDER BY id", (run_id,)
+        )
+        return [_signature(r) for r in rows]
+
+
+def _create_schema(db: sqlite3.Connection) -> None:
+    for statement in _SCHEMA.split(";"):
+        if statement.strip():
+            db.execute(statement)
+
+
+def _signature(r: sqlite3.Row) -> SignatureRow:
+    return SignatureRow(
+        id=int(r["id"]),
+        hash=r["hash"],
+        title=r["title"],
+        kind=r["kind"],
+        detail=r["detail"],
+        frames=tuple(json.loads(r["frames"])),
+        first_seen=r["first_seen"],
+        last_seen=r["last_seen"],
+        count=int(r["count"]),
+        runs=int(r["runs"]),
+        status=r["status"],
+        new_run=r["new_run"],
+        repro_rate=r["repro_rate"],
+        repro_runs=r["repro_runs"],
+        checked_at=r["checked_at"],
+        min_reproducer=Reproducer.from_json(r["min_reproducer"]) if r["min_reproducer"] else None,
+    )
+
+
+def _occurrence(r: sqlite3.Row) -> Occurrence:
+    return Occurrence(
+        id=int(r["id"]),
+        signature_id=int(r["signature_id"]),
+        run_id=r["run_id"],
+        time=r["time"],
+        source=r["source"],
+        returncode=r["returncode"],
+        reproducer=Reproducer.from_json(r["reproducer"]) if r["reproducer"] else None,
+        text=r["text"],
+        text_path=r["text_path"],
+    )

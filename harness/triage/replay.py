@@ -1,0 +1,133 @@
+"""Replay: run a reproducer, take the signature of what it printed, compare with the stored one.
+
+The reproduction rate of N runs is the share whose signature matches. A run that outlives the reproducer's
+timeout is killed (its whole process group) and read as a timeout. Recheck replays every open signature
+and marks it fixed (rate 0), known, i.e. still crashing (rate 1) or flaky (in between).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from harness.errors import KpoolError
+from harness.triage import signature as S
+from harness.triage.crash import Reproducer
+from harness.triage.db import OPEN_STATUSES, CrashDB, SignatureRow
+
+DEFAULT_RUNS = 5  # replays per signature: tells "always" from "sometimes" without taking all night
+_OUTPUT_MAX = 1 << 20  # bytes of a replay's output kept for its signature (its tail)
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    signature: S.Signature
+    returncode: int | None
+    timed_out: bool
+    output: str
+
+
+@dataclass(frozen=True)
+class ReplayResult:
+    runs: int
+    reproduced: int
+    others: Counter[str] = field(default_factory=Counter)  # titles of the other outcomes, by count
+
+    @property
+    def rate(self) -> float:
+        return self.reproduced / self.runs if self.runs else 0.0
+
+
+def run_once(repro: Reproducer, source: str = "", depth: int = S.DEFAULT_DEPTH) -> RunOutcome:
+    """Run the reproducer's command once and compute the signature of its output (stdout + stderr)."""
+    argv, env = repro.command()
+    try:
+        proc = subprocess.Popen(
+            argv,
+            cwd=repro.cwd,
+            env={**os.environ, **env},
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group, so that a timeout kills its children too
+        )
+    except OSError as exc:
+        raise KpoolError(f"cannot run reproducer {argv[0]!r}: {exc}") from exc
+    timed_out = False
+    try:
+        out, _ = proc.communicate(timeout=repro.timeout_s)
+    except subprocess.TimeoutExpired:
+        timed_out = True
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+    text = out[-_OUTPUT_MAX:].decode(errors="replace")
+    sig = S.compute(
+        text,
+        returncode=proc.returncode,
+        guess="timeout" if timed_out else None,
+        source=source,
+        depth=depth,
+    )
+    return RunOutcome(sig, proc.returncode, timed_out, text)
+
+
+def replay(
+    repro: Reproducer,
+    expected: str,
+    runs: int = DEFAULT_RUNS,
+    source: str = "",
+    on_run: Callable[[int, RunOutcome], None] | None = None,
+) -> ReplayResult:
+    """Run `repro` `runs` times; count the runs whose signature hash is `expected`."""
+    if runs < 1:
+        raise KpoolError(f"replay needs at least one run, not {runs}")
+    reproduced = 0
+    others: Counter[str] = Counter()
+    for i in range(runs):
+        outcome = run_once(repro, source)
+        if outcome.signature.hash == expected:
+            reproduced += 1
+        else:
+            others[outcome.signature.title] += 1
+        if on_run:
+            on_run(i, outcome)
+    return ReplayResult(runs, reproduced, others)
+
+
+def replay_signature(
+    db: CrashDB, row: SignatureRow, runs: int, update_status: bool
+) -> tuple[ReplayResult, str]:
+    """Replay a stored signature with its best reproducer; store the rate (and status, for recheck)."""
+    repro = db.reproducer(row.id)
+    if repro is None:
+        raise KpoolError(f"signature {row.id} has no reproducer")
+    result = replay(repro, row.hash, runs, source=db.source(row.id))
+    status = db.set_replay(row.id, result.rate, runs, update_status)
+    return result, status
+
+
+def recheck(
+    db: CrashDB,
+    runs: int = DEFAULT_RUNS,
+    on_signature: Callable[[SignatureRow, ReplayResult | None, str], None] | None = None,
+) -> dict[int, str]:
+    """Replay every open signature; mark it fixed / known (still crashing) / flaky. Returns id -> status.
+
+    A signature without a reproducer cannot be rechecked: it keeps its status.
+    """
+    statuses: dict[int, str] = {}
+    for row in db.signatures(OPEN_STATUSES):
+        if db.reproducer(row.id) is None:
+            statuses[row.id] = row.status
+            if on_signature:
+                on_signature(row, None, row.status)
+            continue
+        result, status = replay_signature(db, row, runs, update_status=True)
+        statuses[row.id] = status
+        if on_signature:
+            on_signature(row, result, status)
+    return statuses

@@ -1,0 +1,239 @@
+"""Crash signatures: the crash kind plus the top frames, normalised, hashed.
+
+Two crashes with the same signature are the same bug as far as triage can tell. The signature must not
+change with addresses, line numbers, build offsets or the path the harness took to reach the C code, so
+frames are cleaned (patterns.CLEANUPS) and uninformative ones skipped (patterns.SKIP_RULES) before the top
+`depth` are kept. A crash with no frames (a broken SLO, a timeout of a whole worker) is told apart by its
+source (the workload or fuzz target) instead.
+
+The kind is chosen in this order: a strong text rule (a sanitizer bug type, an assertion, an exception...),
+the producer's own guess, the signal in the return code, a weak text rule (SLO, generic timeout, benign
+kpool events), a non-zero exit code, and last "unknown".
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+
+from harness.triage import patterns as P
+from harness.triage.crash import Crash
+
+DEFAULT_DEPTH = 3  # three frames: enough to tell call sites apart, few enough to survive refactors
+_DETAIL_MAX = 60  # characters of detail kept (an assertion's expression can be long)
+_HASH_CHARS = 16  # 64 bits of sha256: no collision among the signatures one project will ever see
+
+
+@dataclass(frozen=True)
+class Frame:
+    func: str
+    file: str = ""
+    module: str = ""
+
+    def name(self) -> str:
+        """The stable name: a cleaned function, `stem.func` for Python, `<module>` when unsymbolized."""
+        if not self.func:
+            return f"<{PurePosixPath(self.module).name}>" if self.module else "?"
+        if self.file.endswith(".py"):
+            return f"{PurePosixPath(self.file).stem}.{self.func}"
+        return clean_function(self.func)
+
+
+@dataclass(frozen=True)
+class Signature:
+    kind: str
+    detail: str
+    frames: tuple[str, ...]
+    where: str  # the source, for a signature without frames; "" otherwise
+
+    @property
+    def key(self) -> str:
+        return "\n".join([self.kind, self.detail, *(self.frames or (f"@{self.where}",))])
+
+    @property
+    def hash(self) -> str:
+        return hashlib.sha256(self.key.encode()).hexdigest()[:_HASH_CHARS]
+
+    @property
+    def title(self) -> str:
+        label = f"{self.kind} ({self.detail})" if self.detail else self.kind
+        return f"{label} in {' < '.join(self.frames) or self.where or '?'}"
+
+
+def clean_function(func: str) -> str:
+    out = func.strip()
+    for rule in P.CLEANUPS:
+        if rule is P.TEMPLATE_CLEANUP:
+            continue
+        out = rule.regex.sub(rule.replacement, out)
+    while True:  # nested templates, innermost first
+        shorter = P.TEMPLATE_CLEANUP.regex.sub("", out)
+        if shorter == out:
+            break
+        out = shorter
+    return out.strip()
+
+
+def normalise_detail(text: str) -> str:
+    out = text.strip()
+    for rule in P.DETAIL_NOISE:
+        out = rule.regex.sub(rule.replacement, out)
+    return out[:_DETAIL_MAX]
+
+
+# ---- kinds -------------------------------------------------------------------------------------------
+
+
+def canonical_kind(kind: str) -> str:
+    """One name per signal whoever reported it; ASan's prose aliases to its dashed names."""
+    if kind in P.SANITIZER_SIGNALS:
+        return P.SANITIZER_SIGNALS[kind]
+    if kind in P.SIGNAL_WORDS:
+        return P.SIGNAL_WORDS[kind]
+    if kind.startswith("signal ") and kind[7:].isdigit():
+        return signal_name(int(kind[7:]))
+    return P.ASAN_ALIASES.get(kind, kind)
+
+
+def signal_name(number: int) -> str:
+    return P.SIGNALS.get(number, f"signal-{number}")
+
+
+def signal_of(returncode: int | None) -> str | None:
+    """The signal a return code reports: negative from subprocess, 128+N from a shell."""
+    if returncode is None or returncode == 0:
+        return None
+    if returncode < 0:
+        return signal_name(-returncode)
+    if returncode > 128 and returncode - 128 in P.SIGNALS:
+        return signal_name(returncode - 128)
+    return None
+
+
+def _text_kind(text: str, weak: bool) -> tuple[str, str] | None:
+    for rule in P.KIND_RULES:
+        if rule.weak != weak:
+            continue
+        found = list(rule.regex.finditer(text)) if rule.last else [m for m in [rule.regex.search(text)] if m]
+        if not found:
+            continue
+        groups = {k: v or "" for k, v in found[-1].groupdict().items()}
+        detail = normalise_detail(rule.detail.format(**groups)) if rule.detail else ""
+        return canonical_kind(rule.kind.format(**groups)), detail
+    return None
+
+
+def classify(text: str, returncode: int | None = None, guess: str | None = None) -> tuple[str, str]:
+    """(kind, detail) of a crash; see the module docstring for the order."""
+    strong = _text_kind(text, weak=False)
+    if strong:
+        return strong
+    if guess:
+        return guess, ""
+    sig = signal_of(returncode)
+    if sig:
+        return sig, ""
+    weak = _text_kind(text, weak=True)
+    if weak:
+        return weak
+    if returncode:
+        return "exit-code", str(returncode)
+    return "unknown", ""
+
+
+# ---- frames ------------------------------------------------------------------------------------------
+
+
+def _stacks(text: str) -> list[tuple[str, list[Frame]]]:
+    """Every stack in the text, each innermost frame first, with the name of the rule that read it.
+
+    A stack ends at a blank line, at a frame numbered #0, at a traceback header, or where the frame
+    format changes; other lines (a traceback's source lines) do not end it.
+    """
+    stacks: list[tuple[str, list[Frame]]] = []
+    current: list[Frame] = []
+    current_rule: P.FrameRule | None = None
+
+    def close() -> None:
+        nonlocal current, current_rule
+        if current and current_rule:
+            frames = current[::-1] if current_rule.order == "outermost-first" else current
+            stacks.append((current_rule.name, frames))
+        current, current_rule = [], None
+
+    for line in text.splitlines():
+        if not line.strip() or line.startswith(
+            ("Traceback (most recent call last)", "Current thread", "Thread 0x")
+        ):
+            close()
+            continue
+        for rule in P.FRAME_RULES:
+            m = rule.regex.match(line)
+            if m:
+                groups = m.groupdict()
+                if current_rule is not rule or groups.get("n") == "0":
+                    close()
+                current_rule = rule
+                current.append(
+                    Frame(groups.get("func") or "", groups.get("file") or "", groups.get("module") or "")
+                )
+                break
+    close()
+    return stacks
+
+
+def _skipped(frame: Frame, soft: bool) -> bool:
+    if soft and not frame.func:
+        return True
+    for rule in P.SKIP_RULES:
+        if rule.soft == soft:
+            # Function rules see the stable name: cleaned C++, or `stem.func` for Python (so that a
+            # Python method called `free` is not taken for the libc one).
+            value = frame.name() if rule.field == "func" and frame.func else getattr(frame, rule.field)
+            if value and rule.regex.search(value):
+                return True
+    return False
+
+
+def interesting_frames(frames: list[Frame]) -> list[Frame]:
+    """Frames without the runtime, libc, libFuzzer, interpreter and, unless nothing else is left, harness."""
+    kept = [f for f in frames if not _skipped(f, soft=False)]
+    return [f for f in kept if not _skipped(f, soft=True)] or kept
+
+
+def crash_frames(text: str, kind: str) -> list[Frame]:
+    """The stack that shows the crash: the last traceback for a Python exception, else the first stack."""
+    stacks = _stacks(text)
+    if kind == "python-exception":
+        stacks = [s for s in stacks if s[0] == "python"] or stacks
+        return stacks[-1][1] if stacks else []
+    for _, frames in stacks:  # the first stack with something left after skipping
+        if interesting_frames(frames):
+            return frames
+    return stacks[0][1] if stacks else []
+
+
+def compute(
+    text: str,
+    *,
+    returncode: int | None = None,
+    guess: str | None = None,
+    source: str = "",
+    depth: int = DEFAULT_DEPTH,
+) -> Signature:
+    kind, detail = classify(text, returncode, guess)
+    names: list[str] = []
+    for f in interesting_frames(crash_frames(text, kind)):
+        name = f.name()
+        if name and (not names or names[-1] != name):  # recursion collapses to one frame
+            names.append(name)
+        if len(names) == depth:
+            break
+    return Signature(kind, detail, tuple(names), "" if names else source)
+
+
+def of_crash(crash: Crash, depth: int = DEFAULT_DEPTH) -> Signature:
+    return compute(
+        crash.text, returncode=crash.returncode, guess=crash.kind, source=crash.source, depth=depth
+    )

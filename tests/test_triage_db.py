@@ -1,0 +1,100 @@
+"""The crash database: statuses across runs, reproducers, and parallel writers that lose no rows."""
+
+from __future__ import annotations
+
+import multiprocessing
+from pathlib import Path
+
+import pytest
+
+from harness.errors import KpoolError
+from harness.triage import db as D
+from harness.triage.crash import Crash, Reproducer
+
+ASAN = "==1==ERROR: AddressSanitizer: heap-use-after-free on address 0x1\n    #0 0x1 in {func} a.c:1\n"
+
+
+def crash(
+    func: str = "kp_free", run: str = "r1", source: str = "api", repro: Reproducer | None = None
+) -> Crash:
+    return Crash(text=ASAN.format(func=func), run_id=run, source=source, returncode=1, reproducer=repro)
+
+
+def test_new_then_known_in_a_later_run(tmp_path: Path) -> None:
+    db = D.CrashDB(tmp_path / "c.sqlite")
+    first = db.record(crash(run="r1"))
+    again = db.record(crash(run="r1"))
+    assert (first.status, first.new, again.status, again.new) == ("new", True, "new", True)
+    later = db.record(crash(run="r2"))
+    assert (later.status, later.new) == ("known", False)
+    row = db.get(first.signature_id)
+    assert (row.count, row.runs, row.status, row.kind) == (3, 2, "known", "heap-use-after-free")
+    assert row.title == "heap-use-after-free in kp_free"
+    assert [r.id for r in db.new_in_run("r1")] == []
+
+
+def test_list_puts_new_first_and_get_accepts_a_hash_prefix(tmp_path: Path) -> None:
+    db = D.CrashDB(tmp_path / "c.sqlite")
+    old = db.record(crash("kp_old", run="r1"))
+    db.record(crash("kp_old", run="r2"))
+    new = db.record(crash("kp_new", run="r2"))
+    assert [r.id for r in db.signatures()] == [new.signature_id, old.signature_id]
+    assert db.get(new.hash[:6]).id == new.signature_id
+    assert [r.id for r in db.new_in_run("r2")] == [new.signature_id]
+    with pytest.raises(KpoolError, match="no signature"):
+        db.get(999)
+
+
+def test_recheck_statuses_and_regression(tmp_path: Path) -> None:
+    db = D.CrashDB(tmp_path / "c.sqlite")
+    sid = db.record(crash(run="r1")).signature_id
+    assert db.set_replay(sid, 0.5, 4, update_status=True) == "flaky"
+    assert db.set_replay(sid, 1.0, 4, update_status=False) == "flaky"  # replay stores the rate only
+    assert db.set_replay(sid, 1.0, 4, update_status=True) == "known"
+    assert db.set_replay(sid, 0.0, 4, update_status=True) == "fixed"
+    back = db.record(crash(run="r9"))
+    assert (back.status, back.new) == ("new", True)
+    assert db.get(sid).repro_rate == 0.0
+
+
+def test_reproducers_round_trip_and_the_minimised_one_wins(tmp_path: Path) -> None:
+    db = D.CrashDB(tmp_path / "c.sqlite")
+    repro = Reproducer(
+        argv=("python", "t.py", "${input_path}"),
+        kind="fuzz",
+        input_path="/c/crash-1",
+        target="api",
+        meta={"x": 1},
+    )
+    sid = db.record(crash(repro=repro)).signature_id
+    assert db.reproducer(sid) == repro
+    (occ,) = db.occurrences(sid)
+    assert (occ.reproducer, occ.source, occ.returncode) == (repro, "api", 1)
+    small = repro.evolve(input_path="/c/min-1")
+    db.set_minimized(sid, small)
+    assert db.reproducer(sid) == small
+
+
+def _writer(path: str, worker: int, n: int) -> None:
+    db = D.CrashDB(path)
+    for i in range(n):
+        db.record(crash(f"kp_f{i % 3}", run=f"run{worker}", source=f"w{worker}"))
+
+
+@pytest.mark.parametrize("processes", [4])
+def test_parallel_writers_lose_no_rows(tmp_path: Path, processes: int) -> None:
+    path = str(tmp_path / "c.sqlite")
+    per = 30
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=_writer, args=(path, w, per)) for w in range(processes)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    db = D.CrashDB(path)
+    assert db.count_occurrences() == processes * per
+    rows = db.signatures()
+    assert len(rows) == 3
+    assert sum(r.count for r in rows) == processes * per
+    assert all(r.runs == processes for r in rows)

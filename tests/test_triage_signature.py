@@ -1,0 +1,152 @@
+"""Crash signatures: golden traces with their expected signatures, the pattern table's own examples, and
+normalisation edge cases."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from harness.triage import patterns as P
+from harness.triage import signature as S
+
+TRACES = Path(__file__).parent / "data" / "traces"
+GOLDEN = sorted(TRACES.glob("*.txt"))
+
+
+def test_the_issue_asks_for_these_golden_traces() -> None:
+    names = {p.stem for p in GOLDEN}
+    for needed in ("asan_heap_use_after_free", "asan_double_free", "asan_segv", "ubsan_shift", "abort"):
+        assert needed in names
+    assert {"python_exception", "libfuzzer_timeout"} <= names
+
+
+@pytest.mark.parametrize("trace", GOLDEN, ids=lambda p: p.stem)
+def test_golden_trace(trace: Path) -> None:
+    expected = json.loads(trace.with_suffix(".sig.json").read_text())
+    sig = S.compute(trace.read_text(), returncode=expected["returncode"], source=expected["source"])
+    assert (sig.kind, sig.detail, list(sig.frames)) == (
+        expected["kind"],
+        expected["detail"],
+        expected["frames"],
+    )
+    assert sig.title == expected["title"]
+
+
+@pytest.mark.parametrize("rule", P.KIND_RULES, ids=lambda r: r.name)
+def test_kind_rule_example_matches(rule: P.KindRule) -> None:
+    assert rule.regex.search(rule.example), rule.example
+
+
+@pytest.mark.parametrize("rule", P.FRAME_RULES, ids=lambda r: r.name)
+def test_frame_rule_example_matches(rule: P.FrameRule) -> None:
+    assert rule.regex.match(rule.example), rule.example
+
+
+@pytest.mark.parametrize("rule", P.SKIP_RULES, ids=lambda r: r.example)
+def test_skip_rule_example_matches(rule: P.SkipRule) -> None:
+    assert rule.regex.search(rule.example)
+
+
+@pytest.mark.parametrize("rule", P.CLEANUPS + P.DETAIL_NOISE, ids=lambda r: r.example)
+def test_cleanup_example(rule: P.Cleanup) -> None:
+    assert rule.regex.sub(rule.replacement, rule.example) == rule.expected
+
+
+def _asan(frames: list[str], bug: str = "heap-use-after-free") -> str:
+    lines = [f"==1==ERROR: AddressSanitizer: {bug} on address 0x602000000010 at pc 0x1 bp 0x2 sp 0x3"]
+    lines += [f"    #{i} 0x{0x5000 + i * 16:x} in {f}" for i, f in enumerate(frames)]
+    return "\n".join(lines) + "\n"
+
+
+def test_addresses_lines_and_build_offsets_do_not_change_the_hash() -> None:
+    a = _asan(["kp_free /src/alloc.c:10:3", "kp_run /src/driver.c:5"])
+    b = _asan(["kp_free /other/checkout/alloc.c:99:1", "kp_run /src/driver.c:7"]).replace("0x5", "0x7")
+    assert S.compute(a).hash == S.compute(b).hash
+
+
+def test_kind_and_frames_both_matter() -> None:
+    base = S.compute(_asan(["kp_free a.c:1", "kp_run b.c:2"]))
+    assert S.compute(_asan(["kp_free a.c:1", "kp_run b.c:2"], "double-free")).hash != base.hash
+    assert S.compute(_asan(["kp_alloc a.c:1", "kp_run b.c:2"])).hash != base.hash
+
+
+def test_depth_limits_frames() -> None:
+    text = _asan([f"f{i} x.c:{i}" for i in range(6)])
+    assert S.compute(text).frames == ("f0", "f1", "f2")
+    assert S.compute(text, depth=5).frames == ("f0", "f1", "f2", "f3", "f4")
+
+
+def test_runtime_libc_and_fuzzer_frames_are_skipped() -> None:
+    text = _asan(
+        [
+            "__interceptor_free (/usr/lib/libclang_rt.asan.so+0x10)",
+            "__asan::ReportGenericError(...) asan_report.cpp:1",
+            "kp__span_release /src/primary.c:3",
+            "fuzzer::Fuzzer::ExecuteCallback(unsigned char const*, unsigned long) FuzzerLoop.cpp:614",
+            "__libc_start_main csu/libc-start.c:360",
+        ]
+    )
+    assert S.compute(text).frames == ("kp__span_release",)
+
+
+def test_template_anonymous_namespace_and_clone_noise() -> None:
+    assert S.clean_function("(anonymous namespace)::a<b<c>, d>::f(int) const [clone .cold.1]") == "a::f"
+    assert S.clean_function("kp__grow.constprop.0.isra.0") == "kp__grow"
+    assert S.clean_function("kp_free+0x1f") == "kp_free"
+
+
+def test_recursion_collapses() -> None:
+    text = _asan(["walk a.c:1", "walk a.c:1", "walk a.c:2", "kp_check b.c:1"])
+    assert S.compute(text).frames == ("walk", "kp_check")
+
+
+def test_only_the_first_stack_counts_for_sanitizers() -> None:
+    text = _asan(["kp_use a.c:1"]) + "\nfreed by thread T0 here:\n    #0 0x1 in kp_free b.c:2\n"
+    assert S.compute(text).frames == ("kp_use",)
+
+
+def test_harness_frames_are_kept_when_nothing_else_is_left() -> None:
+    inner = 'Traceback (most recent call last):\n  File "/x/harness/binding.py", line 9, in free\n'
+    text = inner + "    raise FreeError()\nharness.errors.FreeError: no\n"
+    assert S.compute(text).frames == ("binding.free",)
+    outside = (
+        'Traceback (most recent call last):\n  File "/x/harness/fuzz/t.py", line 3, in TestOneInput\n'
+        '    decode(d)\n  File "/x/lib/decoder.py", line 9, in decode\n    raise ValueError\nValueError\n'
+    )
+    sig = S.compute(outside)
+    assert (sig.kind, sig.detail, sig.frames) == ("python-exception", "ValueError", ("decoder.decode",))
+
+
+@pytest.mark.parametrize(
+    ("returncode", "kind"),
+    [(-11, "SIGSEGV"), (-6, "SIGABRT"), (139, "SIGSEGV"), (-7, "SIGBUS"), (-64, "signal-64")],
+)
+def test_signal_from_return_code(returncode: int, kind: str) -> None:
+    assert S.compute("nothing useful", returncode=returncode).kind == kind
+
+
+def test_kind_precedence() -> None:
+    # The producer's guess beats the signal it killed the worker with; a sanitizer type beats the guess.
+    assert S.classify("worker killed", returncode=-9, guess="timeout") == ("timeout", "")
+    assert S.classify(_asan(["f a.c:1"]), returncode=1, guess="timeout")[0] == "heap-use-after-free"
+    # A benign pool event in the log does not hide the signal that killed the process.
+    oom = "kpool 17.001 oom 0x0 size 99: primary and backup exhausted\n"
+    assert S.classify(oom, returncode=-11) == ("SIGSEGV", "")
+    assert S.classify(oom, returncode=0) == ("kpool-oom", "primary and backup exhausted")
+    assert S.classify("", returncode=3) == ("exit-code", "3")
+    assert S.classify("") == ("unknown", "")
+
+
+def test_frameless_signature_uses_the_source() -> None:
+    a = S.compute("kpool: SLO broken: p99_alloc_ns: 1 > 0", source="churn")
+    b = S.compute("kpool: SLO broken: p99_alloc_ns: 9 > 0", source="churn")
+    c = S.compute("kpool: SLO broken: p99_alloc_ns: 1 > 0", source="fork-storm")
+    assert a.hash == b.hash != c.hash
+    assert a.title == "slo (p99_alloc_ns) in churn"
+
+
+def test_kpool_event_detail_has_no_addresses() -> None:
+    a = S.classify("kpool 1.002 freelist 0x7f00 size 64: bad link 0x7f0a3c001040, list quarantined")
+    assert a == ("kpool-freelist", "bad link ADDR, list quarantined")
