@@ -4,10 +4,16 @@ becomes a result (with its error), so a broken runner shows in the report instea
 
 from __future__ import annotations
 
+import json
+import shlex
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harness.report.model import FuzzResult, Latency, Outlier, Slo, TimePoint, WorkloadResult
+from harness.report.model import CrashEntry, FuzzResult, Latency, Outlier, Slo, TimePoint, WorkloadResult
+from harness.triage import Crash, CrashDB, Reproducer
+
+ROOT = Path(__file__).resolve().parents[2]
 
 if TYPE_CHECKING:
     from harness.campaign import Campaign, Job
@@ -117,7 +123,108 @@ def workload_results(doc: dict[str, Any] | None, job: Job, run_dir: Path) -> lis
     return [_workload(w) for w in doc.get("workloads", [])]
 
 
-def triage(c: Campaign, run_dir: Path) -> list[Any]:
-    """The campaign's crashes, deduplicated by signature in the crash database. Filled in by
-    harness.triage once its interface lands; until then no crash entries."""
-    return []
+# What a fuzz reproducer needs from the runner's environment to rerun the input the same way.
+_FUZZ_ENV = ("KPOOL_LIB", "LD_PRELOAD", "ASAN_OPTIONS", "UBSAN_OPTIONS", "PYTHONPATH")
+
+
+def _fuzz_crashes(doc: dict[str, Any], run_id: str, plant: int) -> list[Crash]:
+    from harness.fuzz import runner
+
+    out = []
+    for r in doc.get("results", []):
+        target = r.get("target", "?")
+        if not r.get("crashes"):
+            continue
+        env = runner.target_env(target, plant)
+        for path in r["crashes"]:
+            report = Path(path + ".txt")
+            text = report.read_text(errors="replace") if report.exists() else ""
+            if not text or (
+                text.startswith("# kpool fuzz replay") and ": exit 0\n" in text.split("\n", 1)[0] + "\n"
+            ):
+                # The input alone did not crash again (the crash needed the state earlier inputs
+                # left): the report is the one in the fuzzing log.
+                log = Path(r.get("log", ""))
+                text = log.read_text(errors="replace") if log.is_file() else text
+                report = log
+            repro = Reproducer(
+                argv=(sys.executable, str(runner.script(target)), "-timeout=10", "${input_path}"),
+                kind="fuzz",
+                env={k: env[k] for k in _FUZZ_ENV if k in env},
+                cwd=str(ROOT),
+                input_path=path,
+                target=target,
+            )
+            out.append(
+                Crash(
+                    text=text, run_id=run_id, source=f"fuzz:{target}", reproducer=repro, text_path=str(report)
+                )
+            )
+    return out
+
+
+def _stress_crashes(doc: dict[str, Any], run_id: str) -> list[Crash]:
+    out = []
+    for w in doc.get("workloads", []):
+        for cr in w.get("crashes", []):
+            rep = cr.get("reproducer", {})
+            text = cr.get("sanitizer_report") or cr.get("stderr_tail") or ""
+            if cr.get("signal_name"):
+                text += f"\nkpool: worker killed by {cr['signal_name']}\n"
+            repro = Reproducer(
+                argv=tuple(shlex.split(rep.get("command", "true"))),
+                kind="workload",
+                cwd=str(ROOT),
+                workload=rep.get("workload"),
+                sha256=rep.get("sha256"),
+                seed=rep.get("seed"),
+                worker=rep.get("worker"),
+            )
+            out.append(
+                Crash(
+                    text=text,
+                    run_id=run_id,
+                    source=f"workload:{w.get('name', '?')}",
+                    reproducer=repro,
+                    returncode=cr.get("returncode"),
+                    kind="timeout" if cr.get("kind") == "timeout" else None,
+                )
+            )
+    return out
+
+
+def triage(c: Campaign, run_dir: Path) -> list[CrashEntry]:
+    """Every crash the jobs kept, recorded in the crash database (reports/crashes.sqlite) and
+    deduplicated by signature: one entry per signature, 'new' when this run saw it first."""
+    crashes: list[Crash] = []
+    for j in c.jobs:
+        path = run_dir / j.out
+        if not path.exists():
+            continue
+        doc = json.loads(path.read_text())
+        crashes += (
+            _fuzz_crashes(doc, c.run_id, c.plant) if j.kind == "fuzz" else _stress_crashes(doc, c.run_id)
+        )
+    if not crashes:
+        return []
+    db = CrashDB(run_dir.parent / "crashes.sqlite")
+    entries: dict[str, CrashEntry] = {}
+    for crash in crashes:
+        rec = db.record(crash)
+        row = db.get(rec.signature_id)
+        entry = entries.get(rec.hash)
+        if entry is not None:
+            entry.count += 1
+            continue
+        repro = crash.reproducer.input_path if crash.reproducer and crash.reproducer.input_path else ""
+        entries[rec.hash] = CrashEntry(
+            signature=rec.hash,
+            title=row.title,
+            kind=row.kind,
+            status="new" if rec.new else row.status,
+            count=1,
+            source=crash.source,
+            reproducer=str(Path(repro).relative_to(run_dir)) if repro.startswith(str(run_dir)) else repro,
+            report_path=crash.text_path or "",
+        )
+    return list(entries.values())
