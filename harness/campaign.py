@@ -291,12 +291,19 @@ def main(argv: Sequence[str]) -> int:
         run_id = "campaign-" + time.strftime("%Y%m%d-%H%M%S")
         run_dir = args.reports / run_id
         run_dir.mkdir(parents=True, exist_ok=True)
-        output.progress("building the release and fuzz variants")
-        build.build("release")
         targets = [t for t in args.targets.split(",") if t]
         for t in targets:
             if t not in FUZZ_TARGETS:
                 raise KpoolError(f"--targets: unknown target {t!r} (known: {', '.join(FUZZ_TARGETS)})")
+        # Build every variant once, up front: jobs running side by side must not run make on the
+        # same build directory at once.
+        output.progress("building the release library, the op driver and the fuzz variant")
+        build.build("release")
+        from harness.stress.binary import ensure_kpdrive
+
+        ensure_kpdrive("release")
+        if targets:
+            build.build("fuzz", args.plant)
         workloads = (
             sorted(ROOT.glob(args.workloads))
             if not Path(args.workloads).is_absolute()
