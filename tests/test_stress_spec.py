@@ -73,6 +73,19 @@ def test_unknown_key(tmp_path: Path, use_jsonschema: bool) -> None:
 
 
 @both
+def test_unknown_keys_that_are_not_strings(tmp_path: Path, use_jsonschema: bool) -> None:
+    # found by `kpool fuzz workload_yaml` in the default campaign: an int key beside a string key
+    # made sorting the unknown keys raise TypeError instead of SpecError
+    got = errors(
+        GOOD.replace("mix: {alloc: 3, free: 1}", "mix: {alloc: 3, free: 1, 0: 1, zz: 2}"),
+        tmp_path,
+        use_jsonschema,
+    )
+    assert any("unknown key '0'" in e for e in got), got
+    assert any("unknown key 'zz'" in e for e in got), got
+
+
+@both
 def test_negative_size(tmp_path: Path, use_jsonschema: bool) -> None:
     got = errors(GOOD.replace("min: 16", "min: -16"), tmp_path, use_jsonschema)
     assert got == [

@@ -122,7 +122,7 @@ def _messages(err: RawError) -> Iterator[tuple[Path, bool, str]]:
         yield path, False, f"expected {want}, got {_type_name(inst)} {_show(inst)}"
     elif err.validator == "additionalProperties" and v is False:
         allowed = sorted(err.schema.get("properties", {}))
-        for key in sorted(set(inst) - set(allowed)):
+        for key in sorted(set(inst) - set(allowed), key=str):  # YAML keys need not be strings
             yield (*path, key), True, f"unknown key '{key}' (allowed: {', '.join(allowed)})"
     elif err.validator == "required":
         for key in v:
