@@ -227,7 +227,8 @@ static __attribute__((noinline)) void *alloc_slow(kp_pool *pool, size_t size, un
 		p = small_alloc(pool, tc, size, kp__class_of(size + KP_HDR + pool->canary));
 	if (!p)
 		p = alloc_policy(pool, size, KP_HDR, flags);
-	if (p && (flags & KP_ZERO))
+	/* A huge block is a fresh mapping: already zero. */
+	if (p && (flags & KP_ZERO) && (size + KP_HDR + pool->canary <= KP_LARGE_MAX || kp__backup_owns(&pool->backup, p)))
 		memset(p, 0, size);
 	return p;
 }
@@ -293,6 +294,19 @@ static unsigned why_kind(int code)
 	return code == KP_EDOUBLEFREE ? KP_EV_DOUBLE_FREE : code == KP_ECORRUPT ? KP_EV_CORRUPTION : KP_EV_INVALID_FREE;
 }
 
+/* An aligned block 16 bytes into its enclosing block, freed: its redirect
+ * header's tag was overwritten by the enclosing block's free-list link, but
+ * its meta word still says "aligned, 16 back", and the enclosing block's own
+ * header verifies as free. A second free of it is a double free. */
+static bool aligned_freed(kp_pool *pool, const kp__hdr *h)
+{
+	uint64_t meta = kp__hdr_meta(h);
+	if (KP_META_CLS(meta) != KP_CLS_ALIGNED || KP_META_REQ(meta) != KP_HDR)
+		return false;
+	const kp__hdr *outer = h - 1;
+	return kp__hdr_ok(pool->secret, outer) && KP_META_ST(kp__hdr_meta(outer)) == KP_ST_FREE;
+}
+
 /* Find the header of a live primary block without trusting p: the pagemap
  * says whether the address is ours before anything near it is read. On
  * failure returns NULL and sets *code. */
@@ -313,6 +327,8 @@ static kp__hdr *primary_hdr(kp_pool *pool, const void *p, kp__seg **segp, int *c
 			kp__span *sp = &s->span[s->span[off >> KP_UNIT_SHIFT].head];
 			if (sp->kind != KP_SPAN_FREE && ((char *)h - sp->start) % sp->block == 0)
 				*code = KP_ECORRUPT;
+			else if (aligned_freed(pool, h))
+				*code = KP_EDOUBLEFREE;
 		} else {
 			*code = KP_ECORRUPT;
 		}

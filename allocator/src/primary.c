@@ -24,6 +24,52 @@ const uint8_t kp__class_small[65] = {0,  0,  0,  1,  2,  3,  4,  5,  6,  7,  7, 
 
 _Static_assert(sizeof(kp__seg) + KP_HDR <= 2 * KP_PAGE, "huge payload starts at 8 KiB");
 
+/* ---- invariants (internal.h states them) ---------------------------------
+ * Checked in debug builds (KP_DEBUG >= 1: the sanitizer variants) where the
+ * structure changes; the fuzz variant (KP_DEBUG >= 2) walks every segment. */
+#ifndef KP_DEBUG
+#define KP_DEBUG 0
+#endif
+
+static bool seg_is_valid(const kp__seg *s)
+{
+	if (s->kind != KP_SEG_NORMAL)
+		return s->kind == KP_SEG_HUGE && s->size >= KP_SEG_SIZE / 2;
+	return !(s->free_mask & 1) && (unsigned)__builtin_popcountll(s->free_mask) == s->nfree_units;
+}
+
+/* nused + listed + (nblocks - bump) == nblocks. Caller holds the class lock. */
+static bool span_is_valid(const kp_pool *pool, const kp__span *sp)
+{
+	if (sp->kind != KP_SPAN_SMALL || sp->quarantined)
+		return true;
+	if (sp->bump > sp->nblocks || sp->nused > sp->bump || sp->block != kp__class_size[sp->cls])
+		return false;
+	unsigned listed = 0;
+	for (char *b = sp->free; b && listed <= sp->nblocks; listed++)
+		b = kp__link_get(pool->secret, b);
+	return sp->nused + listed + (sp->nblocks - sp->bump) == sp->nblocks;
+}
+
+/* Caller holds pool->lock. */
+static bool pool_is_valid(const kp_pool *pool)
+{
+	size_t free_units = 0, total = 0;
+	for (const kp__seg *s = pool->segs; s; s = s->next) {
+		if (!seg_is_valid(s) || (s->next && s->next->prev != s))
+			return false;
+		free_units += s->nfree_units;
+		total += KP_UNITS - 1;
+	}
+	return free_units == pool->units_free && total == pool->units_total;
+}
+
+#define KP_ASSERT(level, cond)                                                                                  \
+	do {                                                                                                   \
+		if (KP_DEBUG >= (level) && !(cond))                                                            \
+			kp__violation(pool, KP_EV_CORRUPTION, KP_ECORRUPT, NULL, 0, "invariant broken: " #cond); \
+	} while (0)
+
 /* A span holds at least 8 blocks (so a class costs at most 1/8 of a span in
  * tail waste), in at most 16 units. */
 static unsigned span_units(unsigned cls)
@@ -67,6 +113,8 @@ static kp__span *units_take(kp_pool *pool, unsigned n, kp__seg **segp)
 		sp->start = (char *)s + ((size_t)u << KP_UNIT_SHIFT);
 		*segp = s;
 		headroom_publish(pool);
+		KP_ASSERT(1, seg_is_valid(s));
+		KP_ASSERT(2, pool_is_valid(pool));
 		return sp;
 	}
 	return NULL;
@@ -85,6 +133,8 @@ static void units_give(kp_pool *pool, kp__seg *s, kp__span *sp)
 	if (s->nfree_units == KP_UNITS - 1)
 		s->empty_since_ns = kp__pool_now(pool);
 	headroom_publish(pool);
+	KP_ASSERT(1, seg_is_valid(s));
+	KP_ASSERT(2, pool_is_valid(pool));
 	kp__backup_mode_update(pool, false);
 }
 
@@ -233,6 +283,7 @@ unsigned kp__central_take(kp_pool *pool, unsigned cls, void **list, unsigned n)
 			head = b;
 			got++;
 		}
+		KP_ASSERT(1, span_is_valid(pool, sp));
 		if (sp->in_partial && !sp->free && sp->bump == sp->nblocks)
 			partial_remove(c, sp);
 	}
@@ -268,6 +319,7 @@ void kp__central_give(kp_pool *pool, unsigned cls, void *list, unsigned n)
 		}
 		kp__link_put(secret, b, sp->free);
 		sp->free = b;
+		KP_ASSERT(1, span_is_valid(pool, sp));
 		if (!sp->in_partial)
 			partial_push(c, sp);
 		if (sp->nused == 0) {
@@ -397,6 +449,22 @@ void kp__huge_free(kp_pool *pool, kp__seg *s)
 	kp__os_unmap(&pool->os, s, size);
 }
 
+/* Append a free segment: older segments fill first, so the newest are the
+ * ones that empty out and can be given back. Caller holds pool->lock. */
+static void seg_link(kp_pool *pool, kp__seg *s)
+{
+	kp__seg **tail = &pool->segs;
+	s->prev = s->next = NULL;
+	while (*tail) {
+		s->prev = *tail;
+		tail = &(*tail)->next;
+	}
+	*tail = s;
+	pool->units_free += KP_UNITS - 1;
+	pool->units_total += KP_UNITS - 1;
+	headroom_publish(pool);
+}
+
 int kp__primary_grow(kp_pool *pool, bool populate)
 {
 	pthread_mutex_lock(&pool->lock);
@@ -429,17 +497,7 @@ int kp__primary_grow(kp_pool *pool, bool populate)
 	for (unsigned u = 0; u < KP_UNITS; u++)
 		s->span[u].head = (uint8_t)u;
 	pthread_mutex_lock(&pool->lock);
-	/* Append: older segments fill first, so the newest are the ones that
-	 * empty out and can be given back. */
-	kp__seg **tail = &pool->segs;
-	while (*tail) {
-		s->prev = *tail;
-		tail = &(*tail)->next;
-	}
-	*tail = s;
-	pool->units_free += KP_UNITS - 1;
-	pool->units_total += KP_UNITS - 1;
-	headroom_publish(pool);
+	seg_link(pool, s);
 	size_t cap = pool->capacity;
 	kp__backup_mode_update(pool, false);
 	pthread_mutex_unlock(&pool->lock);
@@ -497,9 +555,22 @@ int kp__primary_shrink(kp_pool *pool)
 	while (gone) {
 		kp__seg *next = gone->next;
 		kp__pagemap_set(&pool->os, gone, KP_SEG_SIZE, NULL);
+		if (kp__os_unmap(&pool->os, gone, KP_SEG_SIZE) != 0) {
+			/* The OS kept it (or a fault was injected): the segment is
+			 * still ours and still free, so it goes back in the pool. */
+			kp__event(pool, KP_EV_OS_FAIL, KP_POOL_PRIMARY, gone, KP_SEG_SIZE,
+				  "munmap of a free segment refused: kept in the pool");
+			kp__pagemap_set(&pool->os, gone, KP_SEG_SIZE, gone);
+			pthread_mutex_lock(&pool->lock);
+			pool->capacity += KP_SEG_SIZE;
+			seg_link(pool, gone);
+			pthread_mutex_unlock(&pool->lock);
+			gone = next;
+			n--;
+			continue;
+		}
 		kp__event(pool, KP_EV_SHRINK, KP_POOL_PRIMARY, gone, KP_SEG_SIZE, "released %zu bytes, capacity %zu",
 			  (size_t)KP_SEG_SIZE, cap);
-		kp__os_unmap(&pool->os, gone, KP_SEG_SIZE);
 		atomic_fetch_add(&pool->shrinks, 1);
 		gone = next;
 	}

@@ -426,8 +426,83 @@ static void test_asan_sees_inside(void)
 	}
 }
 
+/* A block aligned 16 bytes into its enclosing block: the enclosing block's
+ * free-list link lands on the redirect header, yet a second free is still a
+ * double free (it was reported as a foreign pointer). */
+static void test_aligned_double_free(void)
+{
+	kp_pool *pool = kp_create(CONF);
+	REQUIRE(pool, "kp_create: %s", kp_last_error());
+	int doubles = 0, tried = 0;
+	for (size_t align = 32; align <= 4096; align *= 2) {
+		for (size_t size = 1; size < 5000; size = size * 3 + 1) {
+			void *p = kp_alloc_aligned(pool, size, align, 0);
+			REQUIRE(p, "aligned %zu/%zu", size, align);
+			CHECK(kp_free(pool, p) == 0, "free");
+			int rc = kp_free(pool, p);
+			CHECK(rc == KP_EDOUBLEFREE, "second free of aligned %zu/%zu: %d", size, align, rc);
+			doubles += rc == KP_EDOUBLEFREE;
+			tried++;
+		}
+	}
+	CHECK(kt_stat(pool, "integrity.double_frees") == doubles && doubles == tried, "%d of %d", doubles, tried);
+	CHECK(still_works(pool), "pool broken after aligned double frees");
+	kp_destroy(pool);
+}
+
+/* The OS refuses to unmap a free segment: the pool keeps it (it was leaked). */
+static void test_refused_munmap_keeps_the_segment(void)
+{
+	kp_pool *pool = kp_create("primary_initial:4m,high_wm:0,low_wm:0,decay_ms:0,daemon:off,seed:5");
+	REQUIRE(pool, "kp_create: %s", kp_last_error());
+	void *p[64];
+	for (int i = 0; i < 64; i++)
+		p[i] = kp_alloc(pool, 200000, 0); /* grows past the initial segment */
+	for (int i = 0; i < 64; i++)
+		kp_free(pool, p[i]);
+	kp_thread_flush(pool);
+	int64_t cap = kt_stat(pool, "primary.capacity_bytes");
+	CHECK(cap > 4 << 20, "grew to %lld", (long long)cap);
+	CHECK(kp_fault_inject(pool, "munmap@every=1") == 0, "inject");
+	kp_daemon_step(pool, 10);
+	CHECK(kt_stat(pool, "primary.capacity_bytes") == cap, "capacity %lld after refused unmaps (was %lld)",
+	      (long long)kt_stat(pool, "primary.capacity_bytes"), (long long)cap);
+	CHECK(kt_events_count(pool, KP_EV_OS_FAIL) >= 1, "os_fail events");
+	kp_fault_inject(pool, "munmap@off");
+	kp_daemon_step(pool, 10);
+	CHECK(kt_stat(pool, "primary.capacity_bytes") == 4 << 20, "shrinks once the OS agrees: %lld",
+	      (long long)kt_stat(pool, "primary.capacity_bytes"));
+	CHECK(still_works(pool), "pool broken after refused unmaps");
+	kp_destroy(pool);
+}
+
+/* KP_ZERO on a huge block (a fresh mapping, not written again) and on a
+ * reused large one. */
+static void test_zero_huge_and_large(void)
+{
+	kp_pool *pool = kp_create(CONF);
+	REQUIRE(pool, "kp_create: %s", kp_last_error());
+	for (int round = 0; round < 2; round++) {
+		size_t sizes[] = {300000, 10u << 20};
+		for (int k = 0; k < 2; k++) {
+			unsigned char *p = kp_alloc(pool, sizes[k], KP_ZERO);
+			REQUIRE(p, "alloc %zu", sizes[k]);
+			size_t bad = 0;
+			for (size_t i = 0; i < sizes[k]; i += 511)
+				bad += p[i] != 0;
+			CHECK(bad == 0 && p[sizes[k] - 1] == 0, "KP_ZERO block of %zu has %zu non-zero bytes", sizes[k], bad);
+			memset(p, 0xee, sizes[k]);
+			kp_free(pool, p);
+		}
+	}
+	kp_destroy(pool);
+}
+
 int main(void)
 {
+	RUN(test_aligned_double_free);
+	RUN(test_refused_munmap_keeps_the_segment);
+	RUN(test_zero_huge_and_large);
 	RUN(test_asan_sees_inside);
 	RUN(test_double_free);
 	RUN(test_foreign_pointers);
