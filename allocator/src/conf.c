@@ -67,6 +67,8 @@ static const struct option options[] = {
 	{"poison", BOOL, "off", OFF(poison), 0, 1, "fill freed payloads and verify them on reuse (write after free)"},
 	{"abort_on_corruption", BOOL, "off", OFF(abort_on_corruption), 0, 1,
 	 "abort() at the first integrity violation instead of containing it (debugging)"},
+	{"tcache_bytes", SIZE, "256k", OFF(tcache_bytes), 0, 64ull << 20,
+	 "bytes of one size class a thread may cache (4 to 256 blocks); smaller: less memory pinned per thread"},
 	{"grow_wait_us", INT, "0", OFF(grow_wait_us), 0, 1000000,
 	 "when headroom runs out, wait this long for the daemon's next segment before growing on the allocation path"},
 	{"wait_ms", INT, "0", OFF(wait_ms), 0, 60000,

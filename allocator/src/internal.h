@@ -86,7 +86,7 @@
 #define KP_FAULT_SPEC_MAX 256
 typedef struct kp__conf {
 	size_t primary_initial, primary_max, backup;
-	size_t low_wm, high_wm;
+	size_t low_wm, high_wm, tcache_bytes;
 	unsigned critical_wm, recover_wm;
 	bool daemon;
 	unsigned daemon_interval_ms, decay_ms;

@@ -19,12 +19,12 @@ __thread kp__tls kp__tls_state __attribute__((tls_model("initial-exec")));
 static pthread_key_t exit_key;
 static pthread_once_t exit_once = PTHREAD_ONCE_INIT;
 
-/* Bins hold up to 256 KiB of one class (at least 4, at most 256 blocks):
- * enough to absorb alloc/free churn, small enough that an idle thread pins
- * little memory. */
-static uint32_t bin_max(unsigned cls)
+/* Bins hold up to tcache_bytes of one class (at least 4, at most 256
+ * blocks; 256 KiB by default): enough to absorb alloc/free churn, small
+ * enough that an idle thread pins little memory. */
+static uint32_t bin_max(const kp_pool *pool, unsigned cls)
 {
-	uint32_t n = (uint32_t)((256u << 10) / kp__class_size[cls]);
+	uint32_t n = (uint32_t)(pool->conf.tcache_bytes / kp__class_size[cls]);
 	return n < 4 ? 4 : n > 256 ? 256 : n;
 }
 
@@ -75,7 +75,7 @@ static kp__tcache *tcache_new(kp_pool *pool)
 	tc->pool_id = pool->id;
 	tc->pool = pool;
 	for (unsigned c = 0; c < KP_NCLASS; c++)
-		tc->bin[c].max = bin_max(c);
+		tc->bin[c].max = bin_max(pool, c);
 	tc->next = pool->tcaches;
 	if (pool->tcaches)
 		pool->tcaches->prev = tc;
