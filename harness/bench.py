@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import output
-from harness.build import ALLOCATOR_DIR
+from harness.build import ALLOCATOR_DIR, run_make
 from harness.errors import BuildError
 from harness.peers import ALLOCATORS, Allocator, available_allocators
 
@@ -85,12 +85,7 @@ def build_kpbench() -> Path:
         if KPBENCH.is_file():
             return KPBENCH
         raise BuildError("make not found; install the Debian package build-essential")
-    cmd = ["make", "-C", str(ALLOCATOR_DIR), "bench"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    output.detail(proc.stdout)
-    if proc.returncode != 0:
-        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-20:])
-        raise BuildError(f"`{' '.join(cmd)}` failed (exit {proc.returncode})", tail)
+    run_make(["make", "-C", str(ALLOCATOR_DIR), "bench"])
     return KPBENCH
 
 

@@ -62,9 +62,14 @@ def build(variant: str = "release", plant: int = 0) -> Path:
             raise BuildError(f"the {variant} variant needs clang; install the Debian package clang")
         cmd.append("CC=clang")
     output.progress(f"building libkpool ({variant}{f', planted bug {plant}' if plant else ''})")
+    run_make(cmd)
+    return variant_path(variant, plant)
+
+
+def run_make(cmd: list[str]) -> None:
+    """Run a make command; a failure is a BuildError carrying the last lines of its output."""
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     output.detail(proc.stdout)
     if proc.returncode != 0:
         tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-20:])
         raise BuildError(f"`{' '.join(cmd)}` failed (exit {proc.returncode})", tail)
-    return variant_path(variant, plant)

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
-from harness import output
-from harness.build import ALLOCATOR_DIR, NEEDS_CLANG, PACKAGE_DIR, VARIANTS
+from harness.build import ALLOCATOR_DIR, NEEDS_CLANG, PACKAGE_DIR, VARIANTS, run_make
 from harness.errors import BuildError
 
 
@@ -41,9 +39,5 @@ def ensure_kpdrive(variant: str = "release") -> Path:
     cmd = ["make", "-C", str(ALLOCATOR_DIR), f"VARIANT={variant}", "driver"]
     if variant in NEEDS_CLANG:
         cmd.append("CC=clang")
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    output.detail(proc.stdout)
-    if proc.returncode != 0:
-        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-20:])
-        raise BuildError(f"`{' '.join(cmd)}` failed (exit {proc.returncode})", tail)
+    run_make(cmd)
     return target
