@@ -754,7 +754,7 @@ int kpd_run(struct kpd_run *run, const struct kpd_program *prog)
 	run->t0 = kpd_now();
 	kpd_crash_handlers();
 	if (prog->timer_tsc && kpd_timer_use_tsc(run->timer_note, sizeof(run->timer_note)) != 0)
-		run->timer_tsc_refused = true;
+		run->timer_tsc_refused = !prog->timer_auto;
 	run->clock_ns = kpd_clock_cost_ns();
 	if (kpd_interfere_start_processes(run) != 0)
 		return -1;

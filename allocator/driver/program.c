@@ -16,7 +16,8 @@
  *   seed=1  threads=2  critical=0.1  sample=1  outliers=32
  *   verify=full                full | ends | none
  *   rate=0                     ops/s per thread (0: flat out)
- *   timer=clock                clock (CLOCK_MONOTONIC) | tsc (rdtsc, calibrated)
+ *   timer=auto                 auto (tsc where the kernel's clocksource is the invariant
+ *                              TSC, else clock) | clock (CLOCK_MONOTONIC) | tsc (rdtsc, calibrated)
  *   interfere=mmap,rate=1000,size=1m,threads=1,mode=thread   (repeatable)
  *   timeline_ms=50 progress_ms=250
  *   stray_every=N overrun_every=N hang_at=N crash_at=N   (planted bugs)
@@ -60,6 +61,7 @@ void kpd_program_defaults(struct kpd_program *p)
 	p->sample = 1;
 	p->outliers = 32;
 	p->verify = KPD_VERIFY_FULL;
+	p->timer_tsc = p->timer_auto = true; /* the TSC where it is behind CLOCK_MONOTONIC */
 	p->timeline_ms = 50;  /* 20 samples a second: a curve, at no measurable cost */
 	p->progress_ms = 250; /* four lines a second: a live figure, not a flood */
 }
@@ -423,9 +425,10 @@ static int parse_line(struct perr *e, char *key, char *v, struct kpd_program *p)
 		return 0;
 	}
 	if (!strcmp(key, "timer")) {
-		if (strcmp(v, "clock") && strcmp(v, "tsc"))
-			return fail(e, "'%s' is not clock or tsc", v);
-		p->timer_tsc = v[0] == 't';
+		if (strcmp(v, "clock") && strcmp(v, "tsc") && strcmp(v, "auto"))
+			return fail(e, "'%s' is not auto, clock or tsc", v);
+		p->timer_tsc = v[0] != 'c';
+		p->timer_auto = v[0] == 'a';
 		return 0;
 	}
 	if (!strcmp(key, "interfere"))
