@@ -11,7 +11,7 @@
  *   1. grows, mapping and pre-faulting segments, until headroom >= high_wm;
  *   2. shrinks, unmapping segments that stayed free for decay_ms while the
  *      headroom stays >= high_wm and capacity >= primary_initial;
- *   3. refills the backup after use, and re-evaluates the backup mode.
+ *   3. refills the backup after use.
  * Tests drive passes without the thread through kp_daemon_step.
  */
 #include "internal.h"
@@ -50,9 +50,8 @@ int kp__daemon_pass(kp_pool *pool)
 		d->refilled_at = frees;
 		atomic_fetch_add(&d->refills, 1);
 	}
-	pthread_mutex_lock(&pool->lock);
-	kp__backup_mode_update(pool, false);
-	pthread_mutex_unlock(&pool->lock);
+	/* The backup mode follows every change of the primary's use (units_take,
+	 * units_give, grow): the pass need not take the pool lock for it. */
 	pthread_mutex_lock(&d->mu);
 	pthread_cond_broadcast(&d->pass_cv);
 	pthread_mutex_unlock(&d->mu);

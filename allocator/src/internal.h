@@ -483,6 +483,7 @@ struct kp_pool {
 	size_t capacity;      /* bytes of normal segments */
 	size_t units_free;    /* free units over all normal segments */
 	size_t units_total;   /* usable units over all normal segments */
+	_Atomic size_t free_segs; /* normal segments with every unit free */
 	_Atomic size_t headroom; /* units_free * unit size, readable without lock */
 	_Atomic int backup_mode; /* critical traffic goes to the backup */
 	/* The daemon aims at high_wm << grow_boost of headroom. The allocation

@@ -108,6 +108,8 @@ static kp__span *units_take(kp_pool *pool, unsigned n, kp__seg **segp)
 			continue;
 		uint64_t bits = (n == 64 ? ~0ull : ((1ull << n) - 1)) << u;
 		s->free_mask &= ~bits;
+		if (s->nfree_units == KP_UNITS - 1)
+			atomic_fetch_sub(&pool->free_segs, 1);
 		s->nfree_units -= n;
 		pool->units_free -= n;
 		for (unsigned i = 0; i < n; i++)
@@ -133,6 +135,8 @@ static void units_give(kp_pool *pool, kp__seg *s, kp__span *sp)
 	sp->head = (uint8_t)u;
 	s->free_mask |= bits;
 	s->nfree_units += n;
+	if (s->nfree_units == KP_UNITS - 1)
+		atomic_fetch_add(&pool->free_segs, 1);
 	pool->units_free += n;
 	if (s->nfree_units == KP_UNITS - 1)
 		s->empty_since_ns = kp__pool_now(pool);
@@ -467,6 +471,7 @@ static void seg_link(kp_pool *pool, kp__seg *s)
 	*tail = s;
 	pool->units_free += KP_UNITS - 1;
 	pool->units_total += KP_UNITS - 1;
+	atomic_fetch_add(&pool->free_segs, 1);
 	headroom_publish(pool);
 }
 
@@ -527,6 +532,12 @@ int kp__primary_shrink(kp_pool *pool)
 	uint64_t decay = (uint64_t)pool->conf.decay_ms * 1000000ull;
 	kp__seg *gone = NULL;
 	int n = 0;
+	/* Nothing to give back unless a segment is wholly free and the headroom
+	 * would stay at high_wm without it: then the pass takes no lock, so an
+	 * idle daemon never makes an allocating thread wait (a futex call). */
+	if (atomic_load(&pool->free_segs) == 0 ||
+	    kp__primary_headroom(pool) < pool->conf.high_wm + (KP_UNITS - 1) * KP_UNIT_SIZE)
+		return 0;
 	pthread_mutex_lock(&pool->lock);
 	/* Read under the lock: a segment emptied after an earlier reading would
 	 * look as if it had been empty for ever. */
@@ -550,6 +561,7 @@ int kp__primary_shrink(kp_pool *pool)
 		pool->capacity -= KP_SEG_SIZE;
 		pool->units_free -= KP_UNITS - 1;
 		pool->units_total -= KP_UNITS - 1;
+		atomic_fetch_sub(&pool->free_segs, 1);
 		s->next = gone;
 		gone = s;
 		n++;
