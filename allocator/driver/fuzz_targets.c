@@ -17,10 +17,11 @@
 /* Common to the sequential pools: no daemon thread (kp_daemon_step drives
  * passes), one segment kept (primary_initial: a shrink never unmaps it, so
  * an input does not pay for mapping and poisoning 4 MiB again), grown on
- * demand to 64 MiB at most, a 1 MiB backup, 10 ms of decay so a stepped pass
- * shrinks, and the smallest thread cache (the per-input flush returns a few
+ * demand to 64 MiB at most, a 1 MiB backup, 400 ms of decay (a daemon step
+ * advances the clock by up to 1 s, so a long step shrinks, but not every
+ * step unmaps and the next input maps again), and the smallest thread cache (the per-input flush returns a few
  * blocks, not batches of 128). */
-#define FZ_BASE "daemon:off,primary_initial:4m,primary_max:64m,backup:1m,decay_ms:10,tcache_bytes:0"
+#define FZ_BASE "daemon:off,primary_initial:4m,primary_max:64m,backup:1m,decay_ms:400,tcache_bytes:0"
 /* The tight pool: two segments at most, the backup taking critical traffic
  * from half of them. */
 #define FZ_TIGHT "daemon:off,tcache_bytes:0,primary_initial:4m,primary_max:8m,backup:1m,critical_wm:50,recover_wm:25,low_wm:0,high_wm:0,decay_ms:10"
