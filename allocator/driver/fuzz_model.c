@@ -427,22 +427,14 @@ static void do_realloc(fz_ctx *c, unsigned i, size_t size, unsigned flags)
 }
 
 /* Stats against the model: primary allocs - frees counts the live primary
- * blocks, the backup's bytes in use are its live blocks' sizes. */
-static uint64_t json_u64(const char *js, const char *section, const char *key)
-{
-	const char *s = strstr(js, section);
-	const char *k = s ? strstr(s, key) : NULL;
-	if (!k)
-		FZ_FAIL("kp_stats_json has no %s%s: %s", section, key, js);
-	return strtoull(k + strlen(key), NULL, 10);
-}
-
+ * blocks, the backup's bytes in use are its live blocks' sizes. The counters
+ * are read as numbers (formatting and parsing JSON on every check would cost
+ * more than the rest of an input); check_json checks that kp_stats_json says
+ * the same, into a buffer of the input's choosing. */
 static void check_stats(fz_ctx *c)
 {
-	char js[4096];
-	int n = kp_stats_json(c->pool, js, sizeof js);
-	if (n < 0 || (size_t)n >= sizeof js)
-		FZ_FAIL("kp_stats_json returned %d", n);
+	kp__primary_stats st;
+	kp__stats_primary(c->pool, &st);
 	uint64_t live = 0, bk_bytes = 0, req = 0;
 	for (unsigned i = 0; i < FZ_SLOTS; i++) {
 		fz_slot *s = &c->slot[i];
@@ -453,19 +445,51 @@ static void check_stats(fz_ctx *c)
 		else
 			live++, req += s->req;
 	}
-	uint64_t allocs = json_u64(js, "\"primary\":", "\"allocs\":");
-	uint64_t frees = json_u64(js, "\"primary\":", "\"frees\":");
-	uint64_t in_use = json_u64(js, "\"primary\":", "\"in_use_bytes\":");
-	uint64_t bk_in_use = json_u64(js, "\"backup\":", "\"in_use_bytes\":");
-	if (allocs - frees != live)
-		FZ_FAIL("stats: primary allocs %llu - frees %llu != %llu live blocks", (unsigned long long)allocs,
-			(unsigned long long)frees, (unsigned long long)live);
-	if (in_use < req || (live == 0 && in_use != 0))
+	uint64_t bk_in_use = atomic_load(&c->pool->backup.in_use);
+	if (st.allocs - st.frees != live)
+		FZ_FAIL("stats: primary allocs %llu - frees %llu != %llu live blocks", (unsigned long long)st.allocs,
+			(unsigned long long)st.frees, (unsigned long long)live);
+	if (st.in_use < req || (live == 0 && st.in_use != 0))
 		FZ_FAIL("stats: primary in_use_bytes %llu for %llu live blocks of %llu bytes",
-			(unsigned long long)in_use, (unsigned long long)live, (unsigned long long)req);
+			(unsigned long long)st.in_use, (unsigned long long)live, (unsigned long long)req);
 	if (bk_in_use != bk_bytes)
 		FZ_FAIL("stats: backup in_use_bytes %llu != %llu bytes of live backup blocks",
 			(unsigned long long)bk_in_use, (unsigned long long)bk_bytes);
+}
+
+static uint64_t json_u64(const char *js, const char *section, const char *key)
+{
+	const char *s = strstr(js, section);
+	const char *k = s ? strstr(s, key) : NULL;
+	if (!k)
+		FZ_FAIL("kp_stats_json has no %s%s: %s", section, key, js);
+	return strtoull(k + strlen(key), NULL, 10);
+}
+
+/* kp_stats_json into a buffer of len bytes (0 .. the whole): snprintf-style,
+ * the same length whatever the buffer, always terminated; the whole text
+ * agrees with the counters. */
+static void check_json(fz_ctx *c, size_t len)
+{
+	char js[4096];
+	memset(js, 'x', sizeof js);
+	int n = kp_stats_json(c->pool, len ? js : NULL, len);
+	if (n <= 0 || (size_t)n >= sizeof js)
+		FZ_FAIL("kp_stats_json returned %d", n);
+	if (len) {
+		size_t end = (size_t)n < len ? (size_t)n : len - 1;
+		if (js[end] != 0 || memchr(js, 0, end) || (end + 1 < sizeof js && js[end + 1] != 'x'))
+			FZ_FAIL("kp_stats_json(len %zu) = %d: not terminated at %zu, or wrote past it", len, n, end);
+	}
+	if (len <= (size_t)n)
+		return;
+	kp__primary_stats st;
+	kp__stats_primary(c->pool, &st);
+	if (json_u64(js, "\"primary\":", "\"allocs\":") != st.allocs ||
+	    json_u64(js, "\"primary\":", "\"frees\":") != st.frees ||
+	    json_u64(js, "\"primary\":", "\"in_use_bytes\":") != st.in_use ||
+	    json_u64(js, "\"backup\":", "\"in_use_bytes\":") != atomic_load(&c->pool->backup.in_use))
+		FZ_FAIL("kp_stats_json disagrees with the counters: %s", js);
 }
 
 /* ---- misuse (FZ_MISUSE): each refused, reported and contained ------------------------- */
@@ -696,12 +720,18 @@ static void step(fz_ctx *c, fz_in *r)
 			verify(c, i, "verify");
 		}
 		break;
-	case OP_STATS:
-		fz_note(op, 0, 0, 0);
+	case OP_STATS: {
+		/* One time in four, the JSON as well, into a buffer of 0 to 1 KiB
+		 * (truncated) or of 4 KiB (whole). */
+		uint8_t b = fz_u8(r);
+		fz_note(op, 0, b, 0);
 		c->stats_seen = true;
 		if (c->mode & FZ_STRICT)
 			check_stats(c);
+		if ((b & 3) == 0)
+			check_json(c, b & 4 ? 4096 : (size_t)(b >> 3) * 33);
 		break;
+	}
 	case OP_FLUSH:
 		fz_note(op, 0, 0, 0);
 		kp_thread_flush(c->pool);

@@ -110,7 +110,11 @@ static void *primary_alloc(kp_pool *pool, kp__tcache *tc, size_t size)
 	KP_UNPOISON(h, KP_HDR);
 	kp__hdr_put((kp__hdr *)h, key, kp__meta(size > UINT32_MAX ? UINT32_MAX : (uint32_t)size, cls, KP_ST_ALLOC));
 	KP_POISON(h, KP_HDR);
-	KP_UNPOISON(h + KP_HDR, pool->conf.checks ? size : usable);
+	size_t open = pool->conf.checks ? size : usable;
+	if (cls == KP_CLS_HUGE) /* a fresh mapping: only the slack is closed */
+		KP_POISON(h + KP_HDR + open, usable - open);
+	else
+		KP_UNPOISON(h + KP_HDR, open);
 	if (pool->conf.checks && size < UINT32_MAX)
 		kp__canary_put(key, h + KP_HDR, size, usable);
 	kp__count_inc(&tc->allocs, 1);
@@ -441,7 +445,7 @@ static int primary_free(kp_pool *pool, void *p, int depth)
 		KP_POISON(p, usable);
 		kp__large_free(pool, s, span_at(s, h));
 	} else {
-		kp__huge_free(pool, s);
+		kp__huge_free(pool, s, !pool->conf.checks ? SIZE_MAX : req < UINT32_MAX ? req : 0);
 	}
 	return 0;
 }
@@ -545,7 +549,8 @@ static void *realloc_in_place(kp_pool *pool, void *p, size_t size, size_t old, u
 	uint32_t req = KP_META_REQ(meta);
 	if (pool->conf.checks && req < cap && !kp__canary_ok(key, p, req, cap))
 		return NULL; /* let free report the overflow */
-	KP_UNPOISON(p, size);
+	if (size > old) /* [p, p + old) is open already */
+		KP_UNPOISON((char *)p + old, size - old);
 	if ((flags & KP_ZERO) && size > old)
 		memset((char *)p + old, 0, size - old);
 	kp__hdr_put(h, key, kp__meta((uint32_t)size, (uint16_t)cls, KP_ST_ALLOC));
@@ -553,6 +558,45 @@ static void *realloc_in_place(kp_pool *pool, void *p, size_t size, size_t old, u
 		KP_POISON((char *)p + size, cap - size);
 	if (pool->conf.checks)
 		kp__canary_put(key, p, size, cap);
+	return p;
+}
+
+/* A huge block that stays huge is resized by moving its pages (mremap),
+ * not copied: no byte is read or written, no new page faulted. NULL: go the
+ * ordinary way. */
+static void *realloc_huge(kp_pool *pool, void *p, size_t size, size_t old, unsigned flags)
+{
+	kp__hdr *h = (kp__hdr *)((char *)p - KP_HDR);
+	kp__seg *s = kp__pagemap_get(h);
+	uint64_t meta = kp__hdr_meta(h);
+	size_t need = size + KP_HDR + pool->canary;
+	if (KP_META_CLS(meta) != KP_CLS_HUGE || need <= KP_LARGE_MAX || size >= UINT32_MAX)
+		return NULL;
+	bool checks = pool->conf.checks;
+	uint32_t req = KP_META_REQ(meta);
+	size_t cap = s->size - 2 * KP_PAGE;
+	if (checks && req < cap && !kp__canary_ok(kp__hkey(pool->secret, h), p, req, cap))
+		return NULL; /* let free report the overflow */
+	kp__seg *n = kp__huge_resize(pool, s, need, !checks ? SIZE_MAX : req < UINT32_MAX ? req : 0);
+	if (!n)
+		return NULL;
+	size_t usable = n->size - 2 * KP_PAGE, open = checks ? size : usable;
+	h = (kp__hdr *)((char *)n + 2 * KP_PAGE - KP_HDR);
+	p = (char *)h + KP_HDR;
+	uint64_t key = kp__hkey(pool->secret, h);
+	KP_UNPOISON(h, KP_HDR);
+	kp__hdr_put(h, key, kp__meta((uint32_t)size, KP_CLS_HUGE, KP_ST_ALLOC));
+	KP_POISON(h, KP_HDR);
+	KP_POISON((char *)p + open, usable - open);
+	/* Pages past the old mapping are new, so zero; the old slack may hold
+	 * the canary. */
+	if ((flags & KP_ZERO) && size > old)
+		memset((char *)p + old, 0, (size < cap ? size : cap) - old);
+	if (checks)
+		kp__canary_put(key, p, size, usable);
+	kp__tcache *tc = kp__tcache_get(pool, pool->id);
+	if (tc)
+		kp__count_inc(&tc->in_use, (uint64_t)usable - cap);
 	return p;
 }
 
@@ -579,6 +623,8 @@ KP_EXPORT void *kp_realloc(kp_pool *pool, void *p, size_t size, unsigned flags)
 	}
 	if (!kp__backup_owns(&pool->backup, p)) {
 		void *q = realloc_in_place(pool, p, size, old, flags);
+		if (!q)
+			q = realloc_huge(pool, p, size, old, flags);
 		if (q)
 			return q;
 	} else if (size <= old && !(flags & KP_ZERO)) {

@@ -170,6 +170,9 @@ int kp__backup_refill(kp_pool *pool)
 	kp__backup *b = &pool->backup;
 	if (!b->size || atomic_load(&b->in_use) != 0)
 		return 0;
-	kp__os_populate(&pool->os, b->base, b->size);
+	/* Populating walks every page even when all are resident; asking
+	 * first costs a page of mincore vector per 4 MiB. */
+	if (!kp__os_resident(&pool->os, b->base, b->size))
+		kp__os_populate(&pool->os, b->base, b->size);
 	return 1;
 }

@@ -44,7 +44,7 @@ struct option {
 #define GiB (1ull << 30)
 static const struct option options[] = {
 	{"primary_initial", SIZE, "8m", OFF(primary_initial), 0, 1ull << 40,
-	 "primary capacity mapped and pre-faulted at creation"},
+	 "primary capacity mapped at creation (and pre-faulted, unless prefault:off)"},
 	{"primary_max", SIZE, "1g", OFF(primary_max), 4ull << 20, 1ull << 44,
 	 "the primary pool never grows past this"},
 	{"backup", SIZE, "4m", OFF(backup), 0, 16 * GiB, "bytes reserved for the backup pool (0: none)"},
@@ -59,6 +59,8 @@ static const struct option options[] = {
 	{"daemon", BOOL, "on", OFF(daemon), 0, 1, "run the grow daemon thread"},
 	{"daemon_interval_ms", INT, "100", OFF(daemon_interval_ms), 1, 60000,
 	 "the daemon's fallback timer; the allocation path wakes it sooner"},
+	{"prefault", BOOL, "on", OFF(prefault), 0, 1,
+	 "pre-fault the segments mapped ahead of need, at creation and by the daemon (off: pages fault on first touch)"},
 	{"decay_ms", INT, "1000", OFF(decay_ms), 0, 3600000,
 	 "a free segment is returned to the OS after staying free this long"},
 	{"seed", INT, "0", OFF(seed), 0, UINT64_MAX, "0: a random per-pool secret; else a fixed one (tests)"},

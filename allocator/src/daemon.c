@@ -38,7 +38,7 @@ int kp__daemon_pass(kp_pool *pool)
 	}
 	size_t target = pool->conf.high_wm << atomic_load(&pool->grow_boost);
 	while (kp__primary_headroom(pool) < target) {
-		if (kp__primary_grow(pool, true) < 0) /* counts d->grows itself */
+		if (kp__primary_grow(pool, pool->conf.prefault) < 0) /* counts d->grows itself */
 			break;
 		actions++;
 	}

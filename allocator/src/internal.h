@@ -91,7 +91,7 @@ typedef struct kp__conf {
 	bool daemon;
 	unsigned daemon_interval_ms, decay_ms;
 	uint64_t seed;
-	bool checks, poison, abort_on_corruption;
+	bool checks, poison, abort_on_corruption, prefault;
 	unsigned wait_ms, log_fd, log_rate, grow_wait_us;
 	char faults[KP_FAULT_SPEC_MAX];
 } kp__conf;
@@ -128,10 +128,20 @@ extern __thread int kp__os_caller;
  * populate: pre-fault every page. NULL on failure. */
 void *kp__os_map(kp__oscount *c, size_t size, size_t align, bool populate);
 int kp__os_unmap(kp__oscount *c, void *p, size_t size);
+/* The same, for a caller that has unpoisoned what it poisoned in the range
+ * (ASan builds: unpoisoning all of a huge block writes size/8 bytes of
+ * shadow). */
+int kp__os_unmap_clean(kp__oscount *c, void *p, size_t size);
 /* Map size bytes with no access (a reservation, a guard). */
+/* Resize the mapping [p, p + old) to size without copying a byte (mremap,
+ * counted as "other"): to a window `to` already mapped (kp__os_map), which
+ * it replaces, or in place when to is NULL (shrinking only). 0 or -errno. */
+int kp__os_remap(kp__oscount *c, void *p, size_t old, size_t size, void *to);
 void *kp__os_reserve(kp__oscount *c, size_t size);
 int kp__os_protect(kp__oscount *c, void *p, size_t size, bool rw);
 int kp__os_populate(kp__oscount *c, void *p, size_t size);
+/* Is every page of [p, p + size) resident (mincore)? false on failure. */
+bool kp__os_resident(kp__oscount *c, void *p, size_t size);
 int kp__os_dontneed(kp__oscount *c, void *p, size_t size);
 void kp__os_thread_name(kp__oscount *c, const char *name);
 void kp__os_random(kp__oscount *c, void *buf, size_t len);
@@ -363,7 +373,14 @@ void kp__central_give(kp_pool *pool, unsigned cls, void *list, unsigned n);
 void *kp__large_alloc(kp_pool *pool, size_t need);
 void kp__large_free(kp_pool *pool, kp__seg *seg, kp__span *sp);
 void *kp__huge_alloc(kp_pool *pool, size_t need, size_t align);
-void kp__huge_free(kp_pool *pool, kp__seg *seg);
+/* open: the bytes of the payload never poisoned (the request, or all of it
+ * with checks off); only the header and the slack past them are. */
+void kp__huge_free(kp_pool *pool, kp__seg *seg, size_t open);
+/* Resize a huge block's mapping to fit need bytes (header included) by
+ * moving its pages, not its bytes. open as for kp__huge_free. Returns the
+ * block's segment (moved, or the same one), or NULL with the block as it
+ * was (no room under primary_max, or the OS refused). */
+kp__seg *kp__huge_resize(kp_pool *pool, kp__seg *seg, size_t need, size_t open);
 /* Map, pre-fault and add one segment. 0 or -1. Caller holds no lock. */
 int kp__primary_grow(kp_pool *pool, bool populate);
 /* Unmap fully free segments idle past the decay time, keeping high_wm of
@@ -400,7 +417,7 @@ int kp__backup_free(kp_pool *pool, void *p);
 size_t kp__backup_usable(kp_pool *pool, const void *p);
 static inline bool kp__backup_owns(const kp__backup *b, const void *p)
 {
-	return (const char *)p >= b->base && (const char *)p < b->base + b->size;
+	return (uintptr_t)p - (uintptr_t)b->base < b->size; /* one compare; no arithmetic on a NULL base */
 }
 int kp__backup_refill(kp_pool *pool);
 
@@ -532,6 +549,14 @@ kp_pool *kp__registry_find(uint64_t id); /* caller holds the registry lock */
 int kp__primary_quarantine_span(kp_pool *pool);
 
 /* ---- stats.c ------------------------------------------------------------- */
+/* The primary's counters that are sums over the thread caches (taken under
+ * the pool lock); everything else in the stats is one atomic load. */
+typedef struct kp__primary_stats {
+	uint64_t allocs, frees, in_use;
+	size_t capacity, segments, committed;
+	unsigned threads;
+} kp__primary_stats;
+void kp__stats_primary(kp_pool *pool, kp__primary_stats *st);
 int kp__stats_json(kp_pool *pool, char *buf, size_t len);
 
 static inline bool kp__plausible(kp_pool *pool, const void *h)

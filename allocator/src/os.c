@@ -6,6 +6,7 @@
  * in the pool (kp__oscount) so a test or a report can prove that the
  * allocation path made none in steady state.
  */
+#define _GNU_SOURCE /* mremap */
 #include "internal.h"
 
 #include <errno.h>
@@ -118,7 +119,7 @@ void *kp__os_map(kp__oscount *c, size_t size, size_t align, bool populate)
 				kp__os_populate(c, p, size);
 			return p;
 		}
-		kp__os_unmap(c, p, size);
+		kp__os_unmap_clean(c, p, size); /* fresh: nothing poisoned */
 	}
 	if (enter(c, KP_OS_MMAP))
 		return NULL;
@@ -128,22 +129,41 @@ void *kp__os_map(kp__oscount *c, size_t size, size_t align, bool populate)
 	/* Trim the mapping to an aligned window: head and tail go back. */
 	char *a = (char *)(((uintptr_t)p + align - 1) & ~(uintptr_t)(align - 1));
 	if (a > p)
-		kp__os_unmap(c, p, (size_t)(a - p));
+		kp__os_unmap_clean(c, p, (size_t)(a - p));
 	size_t tail = (size_t)((p + over) - (a + size));
 	if (tail)
-		kp__os_unmap(c, a + size, tail);
+		kp__os_unmap_clean(c, a + size, tail);
 	if (populate)
 		kp__os_populate(c, a, size);
 	return a;
 }
 
-int kp__os_unmap(kp__oscount *c, void *p, size_t size)
+static int unmap(kp__oscount *c, void *p, size_t size, bool clean)
 {
 	if (enter(c, KP_OS_MUNMAP))
 		return -ENOMEM;
 	/* The range may be mapped again by anyone: leave no poison behind. */
-	KP_UNPOISON(p, size);
+	if (!clean)
+		KP_UNPOISON(p, size);
 	return munmap(p, size) == 0 ? 0 : -errno;
+}
+
+int kp__os_unmap(kp__oscount *c, void *p, size_t size)
+{
+	return unmap(c, p, size, false);
+}
+
+int kp__os_unmap_clean(kp__oscount *c, void *p, size_t size)
+{
+	return unmap(c, p, size, true);
+}
+
+int kp__os_remap(kp__oscount *c, void *p, size_t old, size_t size, void *to)
+{
+	if (enter(c, KP_OS_OTHER))
+		return -ENOMEM;
+	void *q = to ? mremap(p, old, size, MREMAP_MAYMOVE | MREMAP_FIXED, to) : mremap(p, old, size, 0);
+	return q == MAP_FAILED ? -errno : 0;
 }
 
 void *kp__os_reserve(kp__oscount *c, size_t size)
@@ -179,6 +199,20 @@ int kp__os_populate(kp__oscount *c, void *p, size_t size)
 	if (errno == EINVAL)
 		touch_pages(p, size);
 	return 0;
+}
+
+bool kp__os_resident(kp__oscount *c, void *p, size_t size)
+{
+	unsigned char vec[1024];
+	for (size_t off = 0; off < size; off += sizeof vec * KP_PAGE) {
+		size_t n = size - off < sizeof vec * KP_PAGE ? size - off : sizeof vec * KP_PAGE;
+		if (enter(c, KP_OS_OTHER) || mincore((char *)p + off, n, vec) != 0)
+			return false;
+		for (size_t i = 0; i < (n + KP_PAGE - 1) / KP_PAGE; i++)
+			if (!(vec[i] & 1))
+				return false;
+	}
+	return true;
 }
 
 int kp__os_dontneed(kp__oscount *c, void *p, size_t size)

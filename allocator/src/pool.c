@@ -133,7 +133,7 @@ KP_EXPORT kp_pool *kp_create(const char *conf)
 	bool ok = kp__backup_init(pool, c.backup) == 0 && kp__tcache_chunk_add(pool) == 0;
 	size_t nseg = (c.primary_initial + KP_SEG_SIZE - 1) / KP_SEG_SIZE;
 	for (size_t i = 0; ok && i < nseg; i++)
-		ok = kp__primary_grow(pool, true) == 0;
+		ok = kp__primary_grow(pool, c.prefault) == 0;
 	if (!ok) {
 		kp__set_error("kp_create: could not map the initial pools (primary_initial %zu, backup %zu)",
 			      c.primary_initial, c.backup);

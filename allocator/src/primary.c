@@ -421,7 +421,9 @@ void *kp__huge_alloc(kp_pool *pool, size_t need, size_t align)
 			  errno);
 		return NULL;
 	}
-	KP_POISON((char *)s + 2 * KP_PAGE - KP_HDR, size - 2 * KP_PAGE + KP_HDR);
+	/* A fresh mapping has a clean shadow (kp__os_unmap leaves no poison
+	 * behind): the caller poisons the header and the slack past the
+	 * request, not megabytes it would then unpoison. */
 	s->magic = pool->secret ^ (uintptr_t)s;
 	s->pool = pool;
 	s->kind = KP_SEG_HUGE;
@@ -441,7 +443,7 @@ void *kp__huge_alloc(kp_pool *pool, size_t need, size_t align)
 	return (char *)s + 2 * KP_PAGE - KP_HDR;
 }
 
-void kp__huge_free(kp_pool *pool, kp__seg *s)
+void kp__huge_free(kp_pool *pool, kp__seg *s, size_t open)
 {
 	pthread_mutex_lock(&pool->lock);
 	if (s->prev)
@@ -455,7 +457,83 @@ void kp__huge_free(kp_pool *pool, kp__seg *s)
 	kp__pagemap_set(&pool->os, s, size, NULL);
 	atomic_fetch_sub(&pool->huge_bytes, size);
 	kp__account_out(pool, size, false);
-	kp__os_unmap(&pool->os, s, size);
+	char *h = (char *)s + 2 * KP_PAGE - KP_HDR;
+	KP_UNPOISON(h, KP_HDR);
+	if (open < size - 2 * KP_PAGE)
+		KP_UNPOISON(h + KP_HDR + open, size - 2 * KP_PAGE - open);
+	kp__os_unmap_clean(&pool->os, s, size);
+}
+
+kp__seg *kp__huge_resize(kp_pool *pool, kp__seg *s, size_t need, size_t open)
+{
+	size_t size = (need + 2 * KP_PAGE + KP_PAGE - 1) & ~(size_t)(KP_PAGE - 1), old = s->size;
+	if (size == old)
+		return s;
+	if (size > old) {
+		pthread_mutex_lock(&pool->lock);
+		bool room = pool->capacity + atomic_load(&pool->huge_bytes) + (size - old) <= pool->conf.primary_max;
+		pthread_mutex_unlock(&pool->lock);
+		if (!room)
+			return NULL;
+	}
+	/* A growing block moves to a fresh aligned window (the pages after it
+	 * are seldom free), entered in the pagemap before anything moves so
+	 * that a failure leaves the block where it was; a shrinking one stays. */
+	kp__seg *n = s;
+	if (size > old) {
+		n = kp__os_map(&pool->os, size, KP_SEG_SIZE, false);
+		if (!n)
+			return NULL;
+		if (kp__pagemap_set(&pool->os, n, size, n) < 0) {
+			kp__os_unmap_clean(&pool->os, n, size);
+			return NULL;
+		}
+	}
+	/* ASan's shadow stays where it is when pages move: clean the header
+	 * and slack of the old place (the caller poisons the new ones). */
+	char *h = (char *)s + 2 * KP_PAGE - KP_HDR;
+	KP_UNPOISON(h, KP_HDR);
+	if (open < old - 2 * KP_PAGE)
+		KP_UNPOISON(h + KP_HDR + open, old - 2 * KP_PAGE - open);
+	int rc = kp__os_remap(&pool->os, s, old, size, n == s ? NULL : n);
+	if (rc != 0) {
+		KP_POISON(h, KP_HDR);
+		if (open < old - 2 * KP_PAGE)
+			KP_POISON(h + KP_HDR + open, old - 2 * KP_PAGE - open);
+		if (n != s) {
+			kp__pagemap_set(&pool->os, n, size, NULL);
+			kp__os_unmap_clean(&pool->os, n, size);
+		}
+		kp__event(pool, KP_EV_OS_FAIL, KP_POOL_PRIMARY, NULL, size, "mremap of %zu bytes refused (%d)", size,
+			  -rc);
+		return NULL;
+	}
+	pthread_mutex_lock(&pool->lock);
+	n->size = size;
+	if (n != s) {
+		if (n->prev)
+			n->prev->next = n;
+		else
+			pool->huge = n;
+		if (n->next)
+			n->next->prev = n;
+	}
+	pthread_mutex_unlock(&pool->lock);
+	if (n != s) {
+		kp__pagemap_set(&pool->os, s, old, NULL);
+	} else {
+		size_t keep = (size + KP_SEG_SIZE - 1) & ~(size_t)(KP_SEG_SIZE - 1);
+		if (old > keep)
+			kp__pagemap_set(&pool->os, (char *)s + keep, old - keep, NULL);
+	}
+	if (size > old) {
+		atomic_fetch_add(&pool->huge_bytes, size - old);
+		kp__account_out(pool, size - old, true);
+	} else {
+		atomic_fetch_sub(&pool->huge_bytes, old - size);
+		kp__account_out(pool, old - size, false);
+	}
+	return n;
 }
 
 /* Append a free segment: older segments fill first, so the newest are the

@@ -37,7 +37,7 @@ static void put_os(out *o, const kp__oscount *c, int who)
 	put(o, "}");
 }
 
-int kp__stats_json(kp_pool *pool, char *buf, size_t len)
+void kp__stats_primary(kp_pool *pool, kp__primary_stats *st)
 {
 	uint64_t allocs = atomic_load(&pool->dead_allocs), frees = atomic_load(&pool->dead_frees);
 	uint64_t in_use = atomic_load(&pool->dead_in_use);
@@ -56,11 +56,26 @@ int kp__stats_json(kp_pool *pool, char *buf, size_t len)
 		}
 		threads++;
 	}
-	size_t capacity = pool->capacity, segments = 0;
+	size_t segments = 0;
 	for (kp__seg *s = pool->segs; s; s = s->next)
 		segments++;
-	size_t committed = (pool->units_total - pool->units_free) * KP_UNIT_SIZE;
+	*st = (kp__primary_stats){.allocs = allocs,
+				  .frees = frees,
+				  .in_use = in_use,
+				  .capacity = pool->capacity,
+				  .segments = segments,
+				  .committed = (pool->units_total - pool->units_free) * KP_UNIT_SIZE,
+				  .threads = threads};
 	pthread_mutex_unlock(&pool->lock);
+}
+
+int kp__stats_json(kp_pool *pool, char *buf, size_t len)
+{
+	kp__primary_stats ps;
+	kp__stats_primary(pool, &ps);
+	uint64_t allocs = ps.allocs, frees = ps.frees, in_use = ps.in_use;
+	size_t capacity = ps.capacity, segments = ps.segments, committed = ps.committed;
+	unsigned threads = ps.threads;
 
 	out o = {buf, len, 0};
 	put(&o, "{\"primary\":{\"capacity_bytes\":%llu,\"max_bytes\":%llu,\"in_use_bytes\":%llu,", U(capacity),

@@ -7,6 +7,7 @@
 #include "ktest.h"
 
 #include <pthread.h>
+#include <sys/mman.h>
 
 #define KiB ((size_t)1 << 10)
 #define MiB ((size_t)1 << 20)
@@ -404,6 +405,43 @@ static void test_backup_refill_daemon(void)
 	kp_destroy(pool);
 }
 
+/* A refill asks the kernel first (mincore): a reserve still resident is not
+ * populated again; one whose page the kernel took back is. */
+static void test_backup_refill_resident(void)
+{
+	KT_POOL(pool, CONF);
+	static struct filled f;
+	f.n = 0;
+	uint64_t token = kp_critical_token(pool);
+	fill_primary(pool, &f);
+	REQUIRE(kp_critical_enter(pool, token) == 0, "enter");
+	char *blk = kp_alloc(pool, 64 * KiB, KP_CRITICAL);
+	REQUIRE(blk != NULL, "a critical block from the backup");
+	CHECK(kp_free(pool, blk) == 0, "free");
+	kp_daemon_step(pool, 0);
+	int64_t refills = st(pool, "daemon.backup_refills"), madv = st(pool, "syscalls.daemon.madvise");
+	CHECK(refills == 1, "%lld refills after the backup was used and emptied", (long long)refills);
+
+	blk = kp_alloc(pool, 64 * KiB, KP_CRITICAL);
+	REQUIRE(blk != NULL, "again");
+	CHECK(kp_free(pool, blk) == 0, "free");
+	kp_daemon_step(pool, 0);
+	CHECK(st(pool, "daemon.backup_refills") == refills + 1, "the second use was not refilled");
+	CHECK(st(pool, "syscalls.daemon.madvise") == madv, "a resident reserve was populated again");
+
+	blk = kp_alloc(pool, 64 * KiB, KP_CRITICAL);
+	REQUIRE(blk != NULL, "a third time");
+	CHECK(kp_free(pool, blk) == 0, "free");
+	/* what the kernel does to an idle page under memory pressure */
+	REQUIRE(madvise((void *)((uintptr_t)blk & ~(uintptr_t)4095), 4096, MADV_DONTNEED) == 0, "madvise");
+	kp_daemon_step(pool, 0);
+	CHECK(st(pool, "syscalls.daemon.madvise") == madv + 1, "a page the kernel took back was not faulted in");
+	kp_critical_exit(pool);
+	for (size_t i = 0; i < f.n; i++)
+		kp_free(pool, f.p[i]);
+	kp_destroy(pool);
+}
+
 int main(void)
 {
 	RUN(test_backup_story);
@@ -411,5 +449,6 @@ int main(void)
 	RUN(test_token_per_pool);
 	RUN(test_guard_pages);
 	RUN(test_backup_refill_daemon);
+	RUN(test_backup_refill_resident);
 	return ktest_summary();
 }

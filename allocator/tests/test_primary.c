@@ -8,6 +8,23 @@
 
 #include <pthread.h>
 
+#if defined(__SANITIZE_ADDRESS__)
+#define KT_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define KT_ASAN 1
+#endif
+#endif
+#ifdef KT_ASAN
+#include <sanitizer/asan_interface.h>
+/* ASan builds: the bytes past the request are poisoned, the last one is not. */
+#define CHECK_END_POISONED(p, n)                                                                              \
+	CHECK(!__asan_address_is_poisoned((p) + (n) - 1) && __asan_address_is_poisoned((p) + (n)),            \
+	      "ASan poisoning wrong at the end of a %zu-byte block", (size_t)(n))
+#else
+#define CHECK_END_POISONED(p, n) ((void)(p), (void)(n))
+#endif
+
 #define MiB ((size_t)1 << 20)
 
 /* Enough room for a 64 MiB block beside the sweep's other live blocks. */
@@ -541,6 +558,81 @@ static void *mt_thread(void *varg)
 	return NULL;
 }
 
+/* A huge block that stays huge is resized by moving its pages (one mremap,
+ * counted as "other"), not by copying: contents kept, the grown part zeroed
+ * under KP_ZERO, the canary moved with the end, the accounting right; and a
+ * refused mremap falls back to the copy. */
+static void test_realloc_huge_moves_pages(void)
+{
+	KT_POOL(pool, "primary_max:1g,daemon:off,seed:7");
+	size_t a = 6 * MiB, b = 20 * MiB, c = 24 * MiB, d = 5 * MiB;
+	char *p = kp_alloc(pool, a, 0);
+	REQUIRE(p != NULL, "kp_alloc(6 MiB)");
+	kt_fill(p, a, 3);
+	CHECK_END_POISONED(p, a);
+	int64_t other = kt_stat(pool, "syscalls.alloc.other");
+	char *q = kp_realloc(pool, p, b, 0);
+	REQUIRE(q != NULL, "kp_realloc(6 -> 20 MiB)");
+	CHECK(kt_stat(pool, "syscalls.alloc.other") == other + 1, "growing a huge block made no mremap");
+	CHECK(q != p, "a huge block grew from 6 to 20 MiB in place");
+	CHECK(kt_verify_from(q, p, a, 3) == KT_OK, "contents lost by the move");
+	CHECK(kp_usable_size(pool, q) >= b, "usable %zu < 20 MiB", kp_usable_size(pool, q));
+	CHECK_END_POISONED(q, b);
+	touch_pages(q, b);
+	kt_fill(q, b, 4);
+	char *r = kp_realloc(pool, q, c, KP_ZERO);
+	REQUIRE(r != NULL, "kp_realloc(20 -> 24 MiB, KP_ZERO)");
+	CHECK(kt_verify_from(r, q, b, 4) == KT_OK, "contents lost by the second move");
+	size_t nonzero = 0;
+	for (size_t i = b; i < c; i += 512)
+		nonzero += r[i] != 0;
+	CHECK(nonzero == 0 && r[c - 1] == 0, "the grown part is not zero (%zu samples)", nonzero);
+	CHECK(kt_stat(pool, "primary.huge_bytes") >= (int64_t)c && kt_stat(pool, "primary.huge_bytes") < (int64_t)(c + MiB),
+	      "huge_bytes %lld after growing to 24 MiB", (long long)kt_stat(pool, "primary.huge_bytes"));
+	/* shrinking stays in place */
+	char *s = kp_realloc(pool, r, d, 0);
+	CHECK(s == r, "a huge block shrunk to 5 MiB moved (%p -> %p)", (void *)r, (void *)s);
+	CHECK_END_POISONED(s, d);
+	CHECK(kt_verify_from(s, q, d, 4) == KT_OK, "contents lost by the shrink");
+	CHECK(kt_stat(pool, "primary.huge_bytes") < (int64_t)(d + MiB), "huge_bytes %lld after shrinking to 5 MiB",
+	      (long long)kt_stat(pool, "primary.huge_bytes"));
+	CHECK(kt_stat(pool, "primary.in_use_bytes") >= (int64_t)d &&
+		      kt_stat(pool, "primary.in_use_bytes") < (int64_t)(d + MiB),
+	      "in_use_bytes %lld for one 5 MiB block", (long long)kt_stat(pool, "primary.in_use_bytes"));
+	/* mremap refused: the block is copied instead, and the refusal is an event */
+	kt_events_clear(pool);
+	REQUIRE(kp_fault_inject(pool, "other@nth=1") == 0, "kp_fault_inject: %s", kp_last_error());
+	char *t = kp_realloc(pool, s, 3 * d, 0);
+	REQUIRE(t != NULL, "kp_realloc with mremap refused");
+	CHECK(kt_verify_from(t, q, d, 4) == KT_OK, "contents lost by the fallback copy");
+	CHECK(kt_events_count(pool, KP_EV_OS_FAIL) == 1, "no os_fail event for the refused mremap");
+	kp_fault_inject(pool, "all@off");
+	CHECK(kp_free(pool, t) == 0, "free");
+	CHECK(kt_stat(pool, "primary.huge_bytes") == 0, "huge_bytes %lld with no block",
+	      (long long)kt_stat(pool, "primary.huge_bytes"));
+	CHECK(kt_stat(pool, "primary.in_use_bytes") == 0, "in_use_bytes %lld with no block",
+	      (long long)kt_stat(pool, "primary.in_use_bytes"));
+	kp_destroy(pool);
+}
+
+/* prefault:off maps segments without pre-faulting them (no madvise), at
+ * creation and in the daemon's passes; on, both pre-fault. */
+static void test_prefault_option(void)
+{
+	static const char *const conf[2] = {"primary_initial:8m,backup:0,daemon:off,low_wm:16m,high_wm:16m,prefault:off",
+					    "primary_initial:8m,backup:0,daemon:off,low_wm:16m,high_wm:16m,prefault:on"};
+	for (int on = 0; on < 2; on++) {
+		KT_POOL(pool, conf[on]);
+		CHECK((kt_stat(pool, "syscalls.setup.madvise") > 0) == on, "prefault:%s: %lld madvise calls at creation",
+		      on ? "on" : "off", (long long)kt_stat(pool, "syscalls.setup.madvise"));
+		kp_daemon_step(pool, 0);
+		CHECK(kt_stat(pool, "primary.capacity_bytes") >= (int64_t)(16 * MiB), "the daemon did not grow");
+		CHECK((kt_stat(pool, "syscalls.daemon.madvise") > 0) == on, "prefault:%s: %lld madvise calls by the daemon",
+		      on ? "on" : "off", (long long)kt_stat(pool, "syscalls.daemon.madvise"));
+		kp_destroy(pool);
+	}
+}
+
 static void test_two_threads(void)
 {
 	KT_POOL(pool, CONF);
@@ -735,6 +827,8 @@ int main(void)
 	RUN(test_aligned);
 	RUN(test_huge_sizes);
 	RUN(test_realloc);
+	RUN(test_realloc_huge_moves_pages);
+	RUN(test_prefault_option);
 	RUN(test_double_free);
 	RUN(test_invalid_free);
 	RUN(test_two_threads);
