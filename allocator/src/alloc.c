@@ -561,6 +561,45 @@ static void *realloc_in_place(kp_pool *pool, void *p, size_t size, size_t old, u
 	return p;
 }
 
+/* A large block that stays large grows into the free units right after its
+ * run, or gives its tail units back: nothing copied. NULL: go the ordinary
+ * way. */
+static void *realloc_large(kp_pool *pool, void *p, size_t size, size_t old, unsigned flags)
+{
+	char *h = (char *)p - KP_HDR;
+	kp__seg *s = kp__pagemap_get(h);
+	uint64_t meta = kp__hdr_meta((kp__hdr *)h);
+	size_t need = size + KP_HDR + pool->canary;
+	if (KP_META_CLS(meta) != KP_CLS_LARGE || need <= KP_SMALL_MAX || need > KP_LARGE_MAX)
+		return NULL;
+	kp__span *sp = span_at(s, h);
+	bool checks = pool->conf.checks;
+	size_t b0 = sp->block, cap0 = b0 - KP_HDR;
+	uint32_t req = KP_META_REQ(meta);
+	uint64_t key = kp__hkey(pool->secret, h);
+	if (checks && req < cap0 && !kp__canary_ok(key, p, req, cap0))
+		return NULL; /* let free report the overflow */
+	if (!kp__large_resize(pool, s, sp, need))
+		return NULL;
+	size_t b1 = sp->block, cap1 = b1 - KP_HDR;
+	if (b1 < b0)
+		KP_POISON(h + b1, b0 - b1); /* free units again */
+	size_t open0 = checks ? old : cap0, open1 = checks ? size : cap1;
+	if (open1 > open0)
+		KP_UNPOISON((char *)p + open0, open1 - open0);
+	else
+		KP_POISON((char *)p + open1, (open0 < cap1 ? open0 : cap1) - open1);
+	if ((flags & KP_ZERO) && size > old)
+		memset((char *)p + old, 0, size - old);
+	kp__hdr_put((kp__hdr *)h, key, kp__meta((uint32_t)size, KP_CLS_LARGE, KP_ST_ALLOC));
+	if (checks)
+		kp__canary_put(key, p, size, cap1);
+	kp__tcache *tc = kp__tcache_get(pool, pool->id);
+	if (tc)
+		kp__count_inc(&tc->in_use, (uint64_t)b1 - b0);
+	return p;
+}
+
 /* A huge block that stays huge is resized by moving its pages (mremap),
  * not copied: no byte is read or written, no new page faulted. NULL: go the
  * ordinary way. */
@@ -623,6 +662,8 @@ KP_EXPORT void *kp_realloc(kp_pool *pool, void *p, size_t size, unsigned flags)
 	}
 	if (!kp__backup_owns(&pool->backup, p)) {
 		void *q = realloc_in_place(pool, p, size, old, flags);
+		if (!q)
+			q = realloc_large(pool, p, size, old, flags);
 		if (!q)
 			q = realloc_huge(pool, p, size, old, flags);
 		if (q)

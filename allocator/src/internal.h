@@ -372,6 +372,10 @@ unsigned kp__central_take(kp_pool *pool, unsigned cls, void **list, unsigned n);
 void kp__central_give(kp_pool *pool, unsigned cls, void *list, unsigned n);
 void *kp__large_alloc(kp_pool *pool, size_t need);
 void kp__large_free(kp_pool *pool, kp__seg *seg, kp__span *sp);
+/* Resize a large block's run in place to fit need bytes (header included):
+ * grow into the free units right after it, or give its tail units back.
+ * false: no room there (the block is unchanged). */
+bool kp__large_resize(kp_pool *pool, kp__seg *seg, kp__span *sp, size_t need);
 void *kp__huge_alloc(kp_pool *pool, size_t need, size_t align);
 /* open: the bytes of the payload never poisoned (the request, or all of it
  * with checks off); only the header and the slack past them are. */

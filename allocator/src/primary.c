@@ -403,6 +403,47 @@ void kp__large_free(kp_pool *pool, kp__seg *s, kp__span *sp)
 	kp__account_out(pool, bytes, false);
 }
 
+bool kp__large_resize(kp_pool *pool, kp__seg *s, kp__span *sp, size_t need)
+{
+	unsigned n = (unsigned)((need + KP_UNIT_SIZE - 1) >> KP_UNIT_SHIFT), old = sp->units, u = sp->head;
+	if (n == old)
+		return true;
+	pthread_mutex_lock(&pool->lock);
+	if (n > old) { /* the units right after the run must be free */
+		uint64_t bits = u + n > KP_UNITS ? 0 : ((1ull << (n - old)) - 1) << (u + old);
+		if (!bits || (s->free_mask & bits) != bits) {
+			pthread_mutex_unlock(&pool->lock);
+			return false;
+		}
+		s->free_mask &= ~bits;
+		s->nfree_units -= n - old;
+		pool->units_free -= n - old;
+		for (unsigned i = old; i < n; i++)
+			s->span[u + i].head = (uint8_t)u;
+	} else { /* the tail goes back as free units */
+		uint64_t bits = ((1ull << (old - n)) - 1) << (u + n);
+		for (unsigned i = n; i < old; i++) {
+			memset(&s->span[u + i], 0, sizeof s->span[u + i]);
+			s->span[u + i].head = (uint8_t)(u + i);
+		}
+		s->free_mask |= bits;
+		s->nfree_units += old - n;
+		pool->units_free += old - n;
+	}
+	sp->units = (uint16_t)n;
+	sp->block = (uint32_t)((size_t)n << KP_UNIT_SHIFT);
+	headroom_publish(pool);
+	KP_ASSERT(1, seg_is_valid(s));
+	KP_ASSERT(2, pool_is_valid(pool));
+	kp__backup_mode_update(pool, false);
+	pthread_mutex_unlock(&pool->lock);
+	if (n > old)
+		kp__account_out(pool, (size_t)(n - old) << KP_UNIT_SHIFT, true);
+	else
+		kp__account_out(pool, (size_t)(old - n) << KP_UNIT_SHIFT, false);
+	return true;
+}
+
 /* A huge block: its own mapping, aligned to the segment size so the pagemap
  * finds it; the segment header first, the payload page-aligned at 8 KiB. */
 void *kp__huge_alloc(kp_pool *pool, size_t need, size_t align)

@@ -298,7 +298,10 @@ static void test_aligned(void)
 
 static void test_huge_sizes(void)
 {
-	KT_POOL(pool, CONF);
+	/* No daemon: its events, written concurrently, could hold a drain up
+	 * at a slot still being written (kp_events_drain returns events in
+	 * order), and these checks count events exactly. */
+	KT_POOL(pool, "primary_max:1g,seed:7,daemon:off");
 	/* Near SIZE_MAX: every one of these would wrap in a naive "size + header"
 	 * or "round up to alignment" computation. */
 	static const size_t wrap[] = {SIZE_MAX,        SIZE_MAX - 1,    SIZE_MAX - 15,   SIZE_MAX - 16,
@@ -615,6 +618,47 @@ static void test_realloc_huge_moves_pages(void)
 	kp_destroy(pool);
 }
 
+/* A large block (a run of 64 KiB units) grows into the free units after it
+ * and shrinks by giving its tail units back, without moving; when the units
+ * after it are taken it moves, contents kept. */
+static void test_realloc_large_in_place(void)
+{
+	KT_POOL(pool, "primary_initial:8m,daemon:off,seed:7");
+	size_t a = 512 * 1024, b = MiB, c = 200 * 1024;
+	char *p = kp_alloc(pool, a, 0);
+	REQUIRE(p != NULL, "kp_alloc(512 KiB)");
+	kt_fill(p, a, 5);
+	char *q = kp_realloc(pool, p, b, KP_ZERO);
+	CHECK(q == p, "512 KiB -> 1 MiB moved with free units after it (%p -> %p)", (void *)p, (void *)q);
+	CHECK(kt_verify(q, a, 5) == KT_OK, "contents lost growing in place");
+	size_t nonzero = 0;
+	for (size_t i = a; i < b; i++)
+		nonzero += q[i] != 0;
+	CHECK(nonzero == 0, "%zu non-zero bytes in the grown part under KP_ZERO", nonzero);
+	CHECK_END_POISONED(q, b);
+	q = kp_realloc(pool, q, c, 0);
+	CHECK(q == p, "1 MiB -> 200 KiB moved (%p -> %p)", (void *)p, (void *)q);
+	CHECK(kt_verify(q, c, 5) == KT_OK, "contents lost shrinking in place");
+	CHECK_END_POISONED(q, c);
+	CHECK(kt_stat(pool, "primary.in_use_bytes") < (int64_t)(256 * 1024),
+	      "in_use_bytes %lld for one 200 KiB block", (long long)kt_stat(pool, "primary.in_use_bytes"));
+	/* the tail units went back: the next large block takes them */
+	char *x = kp_alloc(pool, a, 0);
+	REQUIRE(x != NULL, "kp_alloc(512 KiB)");
+	CHECK(x == p + 256 * 1024, "the freed tail units were not reused (%p, expected %p)", (void *)x,
+	      (void *)(p + 256 * 1024));
+	char *r = kp_realloc(pool, q, b, 0);
+	REQUIRE(r != NULL, "kp_realloc(200 KiB -> 1 MiB) with the next units taken");
+	CHECK(r != q, "grew in place over a live block");
+	CHECK(kt_verify_from(r, p, c, 5) == KT_OK, "contents lost by the move");
+	CHECK(kp_free(pool, r) == 0 && kp_free(pool, x) == 0, "free");
+	CHECK(kt_stat(pool, "primary.in_use_bytes") == 0, "in_use_bytes %lld with no block",
+	      (long long)kt_stat(pool, "primary.in_use_bytes"));
+	CHECK(kt_stat(pool, "primary.committed_bytes") == 0, "committed_bytes %lld with no block",
+	      (long long)kt_stat(pool, "primary.committed_bytes"));
+	kp_destroy(pool);
+}
+
 /* prefault:off maps segments without pre-faulting them (no madvise), at
  * creation and in the daemon's passes; on, both pre-fault. */
 static void test_prefault_option(void)
@@ -828,6 +872,7 @@ int main(void)
 	RUN(test_huge_sizes);
 	RUN(test_realloc);
 	RUN(test_realloc_huge_moves_pages);
+	RUN(test_realloc_large_in_place);
 	RUN(test_prefault_option);
 	RUN(test_double_free);
 	RUN(test_invalid_free);
