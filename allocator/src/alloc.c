@@ -609,7 +609,10 @@ static void *realloc_huge(kp_pool *pool, void *p, size_t size, size_t old, unsig
 	kp__seg *s = kp__pagemap_get(h);
 	uint64_t meta = kp__hdr_meta(h);
 	size_t need = size + KP_HDR + pool->canary;
-	if (KP_META_CLS(meta) != KP_CLS_HUGE || need <= KP_LARGE_MAX || size >= UINT32_MAX)
+	/* A huge block shrunk below the huge sizes keeps its mapping down to
+	 * half a segment (as glibc keeps an mmapped chunk): moving it to a page
+	 * run would copy up to 4 MiB. */
+	if (KP_META_CLS(meta) != KP_CLS_HUGE || need + 2 * KP_PAGE < KP_SEG_SIZE / 2 || size >= UINT32_MAX)
 		return NULL;
 	bool checks = pool->conf.checks;
 	uint32_t req = KP_META_REQ(meta);

@@ -596,7 +596,15 @@ static void test_realloc_huge_moves_pages(void)
 	char *s = kp_realloc(pool, r, d, 0);
 	CHECK(s == r, "a huge block shrunk to 5 MiB moved (%p -> %p)", (void *)r, (void *)s);
 	CHECK_END_POISONED(s, d);
-	CHECK(kt_verify_from(s, q, d, 4) == KT_OK, "contents lost by the shrink");
+	/* and below the huge sizes, down to half a segment: no copy of megabytes */
+	char *s3 = kp_realloc(pool, s, 3 * MiB, 0);
+	CHECK(s3 == s, "a huge block shrunk to 3 MiB moved (%p -> %p)", (void *)s, (void *)s3);
+	CHECK(kt_verify_from(s3, q, 3 * MiB, 4) == KT_OK, "contents lost by the shrink to 3 MiB");
+	CHECK_END_POISONED(s3, 3 * MiB);
+	s = kp_realloc(pool, s3, d, 0);
+	CHECK(s == s3, "a 3 MiB huge block grew back to 5 MiB elsewhere");
+	CHECK(kt_verify_from(s, q, 3 * MiB, 4) == KT_OK, "contents lost growing back to 5 MiB");
+	kt_fill(s + 3 * MiB, d - 3 * MiB, 9);
 	CHECK(kt_stat(pool, "primary.huge_bytes") < (int64_t)(d + MiB), "huge_bytes %lld after shrinking to 5 MiB",
 	      (long long)kt_stat(pool, "primary.huge_bytes"));
 	CHECK(kt_stat(pool, "primary.in_use_bytes") >= (int64_t)d &&
@@ -607,7 +615,8 @@ static void test_realloc_huge_moves_pages(void)
 	REQUIRE(kp_fault_inject(pool, "other@nth=1") == 0, "kp_fault_inject: %s", kp_last_error());
 	char *t = kp_realloc(pool, s, 3 * d, 0);
 	REQUIRE(t != NULL, "kp_realloc with mremap refused");
-	CHECK(kt_verify_from(t, q, d, 4) == KT_OK, "contents lost by the fallback copy");
+	CHECK(kt_verify_from(t, q, 3 * MiB, 4) == KT_OK && kt_verify_from(t + 3 * MiB, s + 3 * MiB, d - 3 * MiB, 9) == KT_OK,
+	      "contents lost by the fallback copy");
 	CHECK(kt_events_count(pool, KP_EV_OS_FAIL) == 1, "no os_fail event for the refused mremap");
 	kp_fault_inject(pool, "all@off");
 	CHECK(kp_free(pool, t) == 0, "free");
