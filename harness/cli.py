@@ -55,6 +55,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-len", type=int, default=None, metavar="B", help="longest input in bytes")
     p.add_argument("--keep-going", action="store_true", help="with --jobs: go on after a crash")
     p.add_argument(
+        "--no-seeds",
+        action="store_true",
+        help="start from the working corpus alone, not the committed seeds (what the fuzzer finds by itself)",
+    )
+    p.add_argument(
         "--run-dir", type=Path, default=None, help="where to write (default <reports>/fuzz-<time>)"
     )
     p.add_argument(
@@ -154,6 +159,7 @@ def _fuzz(args: argparse.Namespace, rest: list[str]) -> int:
         plant=args.plant,
         max_len=args.max_len,
         keep_going=args.keep_going,
+        seeds=not args.no_seeds,
         run_dir=args.run_dir,
         reports=args.reports or runner.REPORTS,
     )

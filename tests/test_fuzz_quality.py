@@ -2,9 +2,9 @@
 as long without a crash.
 
 `make PLANT=N` (allocator/src, lines marked "planted N") builds libkpool with one realistic bug;
-`kpool fuzz <target> --plant N` fuzzes that build from the committed seeds only (a fresh reports
-directory, so no working corpus from an earlier run helps). Run these in parallel: `pytest -m quality
--n 2`.
+`kpool fuzz <target> --plant N --no-seeds` fuzzes that build from nothing: no committed seeds (some of
+them reach a planted bug by themselves) and no working corpus from an earlier run (a fresh reports
+directory). Run these in parallel: `pytest -m quality -n 2`.
 """
 
 from __future__ import annotations
@@ -39,9 +39,10 @@ pytestmark = [
 ]
 
 
-def _fuzz(target: str, plant: int, reports: Path) -> tuple[int, dict[str, object]]:
+def _fuzz(target: str, plant: int, reports: Path, *, seeds: bool) -> tuple[int, dict[str, object]]:
     pytest.importorskip("atheris")
     cmd = [sys.executable, "-m", "harness.cli", "-q", "fuzz", target, "--plant", str(plant)]
+    cmd += [] if seeds else ["--no-seeds"]
     cmd += ["--time", str(FUZZ_SECONDS), "--reports", str(reports)]
     proc = subprocess.run(
         cmd, cwd=ROOT, capture_output=True, text=True, timeout=FUZZ_SECONDS + OVERHEAD_S, check=False
@@ -55,7 +56,7 @@ def _fuzz(target: str, plant: int, reports: Path) -> tuple[int, dict[str, object
 @pytest.mark.parametrize("plant", sorted(PLANTS), ids=[f"plant{n}" for n in sorted(PLANTS)])
 def test_planted_bug_is_found(plant: int, tmp_path: Path) -> None:
     target, what = PLANTS[plant]
-    code, result = _fuzz(target, plant, tmp_path)
+    code, result = _fuzz(target, plant, tmp_path, seeds=False)
     crashes = result["crashes"]
     assert code == 1 and isinstance(crashes, list) and crashes, f"planted bug {plant} ({what}) not found"
     seconds = result["seconds"]
@@ -64,5 +65,6 @@ def test_planted_bug_is_found(plant: int, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("target", ["api_sequence", "faults"])
 def test_clean_build_runs_without_a_crash(target: str, tmp_path: Path) -> None:
-    code, result = _fuzz(target, 0, tmp_path)
+    # With the seeds: the clean run should go as deep as it can.
+    code, result = _fuzz(target, 0, tmp_path, seeds=True)
     assert code == 0 and not result["crashes"], f"the clean build crashed: {result['crashes']}"

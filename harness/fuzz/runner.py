@@ -205,6 +205,7 @@ def fuzz_target(
     plant: int = 0,
     max_len: int | None = None,
     keep_going: bool = False,
+    seeds: bool = True,
     extra: Sequence[str] = (),
     reports: Path = REPORTS,
 ) -> TargetResult:
@@ -214,7 +215,7 @@ def fuzz_target(
     crashes.mkdir(parents=True, exist_ok=True)
     logs.mkdir(parents=True, exist_ok=True)
     corpus_dirs = [working_corpus(target, reports)]
-    if seeds_dir(target).is_dir():
+    if seeds and seeds_dir(target).is_dir():
         corpus_dirs.append(seeds_dir(target))
     cmd = [
         sys.executable,
@@ -258,6 +259,7 @@ def run(
     plant: int = 0,
     max_len: int | None = None,
     keep_going: bool = False,
+    seeds: bool = True,
     run_dir: Path | None = None,
     reports: Path = REPORTS,
     extra: Sequence[str] = (),
@@ -276,6 +278,7 @@ def run(
             plant=plant,
             max_len=max_len,
             keep_going=keep_going,
+            seeds=seeds,
             extra=extra,
             reports=reports,
         )
