@@ -16,7 +16,7 @@ static void *bad_size(kp_pool *pool, size_t size, size_t align)
 	atomic_fetch_add(&pool->bad_sizes, 1);
 	kp__event(pool, KP_EV_BAD_SIZE, KP_POOL_PRIMARY, NULL, size, "impossible request: size %zu align %zu",
 		  size, align);
-	kp__set_error("bad size %zu (align %zu)", size, align);
+	kp__set_error_path("bad size %zu (align %zu)", size, align);
 	errno = size > KP_REQ_MAX ? ENOMEM : EINVAL;
 	return NULL;
 }

@@ -23,6 +23,14 @@ void kp__set_error(const char *fmt, ...)
 	va_end(ap);
 }
 
+void kp__set_error_path(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	kp__fmt(last_error, sizeof last_error, fmt, ap);
+	va_end(ap);
+}
+
 KP_EXPORT const char *kp_last_error(void)
 {
 	return last_error;

@@ -28,7 +28,7 @@ int kp__violation(kp_pool *pool, unsigned kind, int code, const void *addr, size
 	atomic_fetch_add(counter, 1);
 	unsigned which = kp__backup_owns(&pool->backup, addr) ? KP_POOL_BACKUP : KP_POOL_PRIMARY;
 	kp__event(pool, kind, which, addr, size, "%p size %zu: %s", addr, size, what);
-	kp__set_error("%p size %zu: %s", addr, size, what);
+	kp__set_error_path("%p size %zu: %s", addr, size, what);
 	if (pool->conf.abort_on_corruption && kind != KP_EV_INVALID_FREE)
 		abort();
 	return code;

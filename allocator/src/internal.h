@@ -99,6 +99,11 @@ typedef struct kp__conf {
 /* Fill *c from defaults, KPOOL_CONF, then s. 0, or -1 with kp_last_error set. */
 int kp__conf_load(kp__conf *c, const char *s);
 void kp__set_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* The same through kp__fmt (no stdio, nothing allocated, async-signal-safe;
+ * it also skips the sanitizers' printf interceptors, which the fuzzers pay
+ * for on every refused size), for the errors of the allocation path:
+ * %s %p %c %d %u %zu %llu %x only. */
+void kp__set_error_path(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* ---- os.c: the only file that makes system calls ------------------------ */
 enum kp__os_kind { KP_OS_MMAP, KP_OS_MUNMAP, KP_OS_MADVISE, KP_OS_MPROTECT, KP_OS_OTHER, KP_OS__N };
