@@ -231,8 +231,10 @@ static __attribute__((noinline)) void *alloc_slow(kp_pool *pool, size_t size, un
 		p = small_alloc(pool, tc, size, kp__class_of(size + KP_HDR + pool->canary));
 	if (!p)
 		p = alloc_policy(pool, size, KP_HDR, flags);
-	/* A huge block is a fresh mapping: already zero. */
-	if (p && (flags & KP_ZERO) && (size + KP_HDR + pool->canary <= KP_LARGE_MAX || kp__backup_owns(&pool->backup, p)))
+	/* A huge block in a fresh mapping is zero already; a kept one is not. */
+	if (p && (flags & KP_ZERO) &&
+	    (size + KP_HDR + pool->canary <= KP_LARGE_MAX || kp__backup_owns(&pool->backup, p) ||
+	     kp__pagemap_get((char *)p - KP_HDR)->dirty))
 		memset(p, 0, size);
 	return p;
 }

@@ -44,7 +44,7 @@ int kp__daemon_pass(kp_pool *pool)
 	}
 	int shrunk = kp__primary_shrink(pool);
 	atomic_fetch_add(&d->shrinks, (uint64_t)shrunk);
-	actions += shrunk;
+	actions += shrunk + kp__huge_cache_trim(pool, false);
 	uint64_t frees = atomic_load(&pool->bk_frees);
 	if (frees != d->refilled_at && kp__backup_refill(pool)) {
 		d->refilled_at = frees;

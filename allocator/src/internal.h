@@ -352,6 +352,7 @@ typedef struct kp__seg {
 	size_t size;        /* bytes mapped */
 	uint32_t kind;      /* enum kp__seg_kind */
 	uint32_t nfree_units;
+	uint32_t dirty; /* huge: a kept mapping used again (not zero) */
 	kp__span span[KP_UNITS];
 } kp__seg;
 
@@ -390,6 +391,9 @@ void kp__huge_free(kp_pool *pool, kp__seg *seg, size_t open);
  * block's segment (moved, or the same one), or NULL with the block as it
  * was (no room under primary_max, or the OS refused). */
 kp__seg *kp__huge_resize(kp_pool *pool, kp__seg *seg, size_t need, size_t open);
+/* Unmap the kept huge mappings unused for decay_ms (all of them with all).
+ * Returns how many; takes no lock when none is kept. */
+int kp__huge_cache_trim(kp_pool *pool, bool all);
 /* Map, pre-fault and add one segment. 0 or -1. Caller holds no lock. */
 int kp__primary_grow(kp_pool *pool, bool populate);
 /* Unmap fully free segments idle past the decay time, keeping high_wm of
@@ -506,6 +510,9 @@ struct kp_pool {
 
 	pthread_mutex_t lock; /* segments, units, capacity, tcache list */
 	kp__seg *segs, *huge;
+	kp__seg *huge_cache; /* freed huge mappings kept for reuse (primary.c) */
+	unsigned huge_ncached;
+	_Atomic size_t huge_cached_bytes;
 	size_t capacity;      /* bytes of normal segments */
 	size_t units_free;    /* free units over all normal segments */
 	size_t units_total;   /* usable units over all normal segments */

@@ -444,36 +444,137 @@ bool kp__large_resize(kp_pool *pool, kp__seg *s, kp__span *sp, size_t need)
 	return true;
 }
 
+/* ---- huge blocks ----------------------------------------------------------- */
+
 /* A huge block: its own mapping, aligned to the segment size so the pagemap
- * finds it; the segment header first, the payload page-aligned at 8 KiB. */
+ * finds it; the segment header first, the payload page-aligned at 8 KiB.
+ *
+ * A freed one keeps its mapping (at most KP_HUGE_CACHE of them, each at
+ * most KP_HUGE_CACHE_MAX bytes) for the next huge request it fits with at
+ * most half of it to spare, so a program that allocates and frees big
+ * buffers makes no mmap or munmap (the allocation path's system calls); the
+ * daemon unmaps those unused for decay_ms, and a segment or huge block that
+ * needs their room under primary_max evicts them. A kept mapping stays in
+ * the pagemap with its header marked free, so a stale pointer into it is a
+ * double free; ASan builds poison the first KP_HUGE_POISON bytes of its
+ * payload (poisoning megabytes would cost more than the munmap saved). */
+#define KP_HUGE_CACHE 4
+#define KP_HUGE_CACHE_MAX ((size_t)32 << 20)
+#define KP_HUGE_POISON ((size_t)64 << 10)
+
+static size_t huge_poisoned(const kp__seg *s)
+{
+	size_t cap = s->size - 2 * KP_PAGE;
+	return cap < KP_HUGE_POISON ? cap : KP_HUGE_POISON;
+}
+
+/* Caller holds pool->lock. */
+static kp__seg *huge_cache_take(kp_pool *pool, size_t size)
+{
+	for (kp__seg **pp = &pool->huge_cache; *pp; pp = &(*pp)->next) {
+		kp__seg *c = *pp;
+		if (c->size >= size && c->size / 2 <= size) {
+			*pp = c->next;
+			pool->huge_ncached--;
+			atomic_fetch_sub(&pool->huge_cached_bytes, c->size);
+			return c;
+		}
+	}
+	return NULL;
+}
+
+/* Caller holds pool->lock: the whole cache, for huge_cache_release. */
+static kp__seg *huge_cache_detach(kp_pool *pool)
+{
+	kp__seg *list = pool->huge_cache;
+	pool->huge_cache = NULL;
+	pool->huge_ncached = 0;
+	atomic_store(&pool->huge_cached_bytes, 0);
+	return list;
+}
+
+/* Unmap detached kept mappings (no lock held). */
+static int huge_cache_release(kp_pool *pool, kp__seg *list)
+{
+	int n = 0;
+	for (kp__seg *c = list, *next; c; c = next, n++) {
+		next = c->next;
+		size_t size = c->size;
+		char *h = (char *)c + 2 * KP_PAGE - KP_HDR;
+		KP_UNPOISON(h, KP_HDR);
+		KP_UNPOISON(h + KP_HDR, huge_poisoned(c));
+		kp__pagemap_set(&pool->os, c, size, NULL);
+		kp__os_unmap_clean(&pool->os, c, size);
+	}
+	return n;
+}
+
+int kp__huge_cache_trim(kp_pool *pool, bool all)
+{
+	if (!atomic_load(&pool->huge_cached_bytes))
+		return 0;
+	uint64_t now = kp__pool_now(pool), decay = (uint64_t)pool->conf.decay_ms * 1000000ull;
+	kp__seg *gone = NULL;
+	pthread_mutex_lock(&pool->lock);
+	for (kp__seg **pp = &pool->huge_cache; *pp;) {
+		kp__seg *c = *pp;
+		if (all || now - c->empty_since_ns >= decay) {
+			*pp = c->next;
+			pool->huge_ncached--;
+			atomic_fetch_sub(&pool->huge_cached_bytes, c->size);
+			c->next = gone;
+			gone = c;
+		} else {
+			pp = &c->next;
+		}
+	}
+	pthread_mutex_unlock(&pool->lock);
+	return huge_cache_release(pool, gone);
+}
+
 void *kp__huge_alloc(kp_pool *pool, size_t need, size_t align)
 {
 	(void)align; /* the payload is page-aligned, the largest alignment served */
 	size_t size = (need + 2 * KP_PAGE + KP_PAGE - 1) & ~(size_t)(KP_PAGE - 1);
+	kp__seg *evict = NULL;
 	pthread_mutex_lock(&pool->lock);
+	kp__seg *s = huge_cache_take(pool, size);
 	size_t used = pool->capacity + atomic_load(&pool->huge_bytes);
-	bool room = used + size <= pool->conf.primary_max;
+	bool room = s || used + atomic_load(&pool->huge_cached_bytes) + size <= pool->conf.primary_max;
+	if (!room && used + size <= pool->conf.primary_max) {
+		evict = huge_cache_detach(pool);
+		room = true;
+	}
 	pthread_mutex_unlock(&pool->lock);
+	huge_cache_release(pool, evict);
 	if (!room)
 		return NULL;
-	kp__seg *s = kp__os_map(&pool->os, size, KP_SEG_SIZE, false);
-	if (!s) {
-		kp__event(pool, KP_EV_OS_FAIL, KP_POOL_PRIMARY, NULL, size, "mmap of %zu bytes refused (%d)", size,
-			  errno);
-		return NULL;
-	}
-	/* A fresh mapping has a clean shadow (kp__os_unmap leaves no poison
-	 * behind): the caller poisons the header and the slack past the
-	 * request, not megabytes it would then unpoison. */
-	s->magic = pool->secret ^ (uintptr_t)s;
-	s->pool = pool;
-	s->kind = KP_SEG_HUGE;
-	s->size = size;
-	if (kp__pagemap_set(&pool->os, s, size, s) < 0) {
-		kp__os_unmap(&pool->os, s, size);
-		return NULL;
+	if (s) { /* a kept mapping: magic, pool, kind, size and pagemap are set */
+		KP_UNPOISON((char *)s + 2 * KP_PAGE, huge_poisoned(s));
+		size = s->size;
+		s->dirty = 1;
+	} else {
+		s = kp__os_map(&pool->os, size, KP_SEG_SIZE, false);
+		if (!s) {
+			kp__event(pool, KP_EV_OS_FAIL, KP_POOL_PRIMARY, NULL, size, "mmap of %zu bytes refused (%d)",
+				  size, errno);
+			return NULL;
+		}
+		/* A fresh mapping has a clean shadow (kp__os_unmap leaves no
+		 * poison behind): the caller poisons the header and the slack past
+		 * the request, not megabytes it would then unpoison. */
+		s->magic = pool->secret ^ (uintptr_t)s;
+		s->pool = pool;
+		s->kind = KP_SEG_HUGE;
+		s->size = size;
+		s->dirty = 0;
+		if (kp__pagemap_set(&pool->os, s, size, s) < 0) {
+			kp__os_unmap(&pool->os, s, size);
+			return NULL;
+		}
 	}
 	pthread_mutex_lock(&pool->lock);
+	s->prev = NULL;
 	s->next = pool->huge;
 	if (pool->huge)
 		pool->huge->prev = s;
@@ -495,13 +596,32 @@ void kp__huge_free(kp_pool *pool, kp__seg *s, size_t open)
 		s->next->prev = s->prev;
 	pthread_mutex_unlock(&pool->lock);
 	size_t size = s->size;
-	kp__pagemap_set(&pool->os, s, size, NULL);
 	atomic_fetch_sub(&pool->huge_bytes, size);
 	kp__account_out(pool, size, false);
 	char *h = (char *)s + 2 * KP_PAGE - KP_HDR;
-	KP_UNPOISON(h, KP_HDR);
 	if (open < size - 2 * KP_PAGE)
 		KP_UNPOISON(h + KP_HDR + open, size - 2 * KP_PAGE - open);
+	if (size <= KP_HUGE_CACHE_MAX) {
+		/* poisoned before it is published: a thread taking it at once
+		 * unpoisons after */
+		KP_POISON(h + KP_HDR, huge_poisoned(s));
+		pthread_mutex_lock(&pool->lock);
+		bool kept = pool->huge_ncached < KP_HUGE_CACHE;
+		if (kept) {
+			s->empty_since_ns = kp__pool_now(pool);
+			s->prev = NULL;
+			s->next = pool->huge_cache;
+			pool->huge_cache = s;
+			pool->huge_ncached++;
+			atomic_fetch_add(&pool->huge_cached_bytes, size);
+		}
+		pthread_mutex_unlock(&pool->lock);
+		if (kept)
+			return;
+		KP_UNPOISON(h + KP_HDR, huge_poisoned(s));
+	}
+	KP_UNPOISON(h, KP_HDR);
+	kp__pagemap_set(&pool->os, s, size, NULL);
 	kp__os_unmap_clean(&pool->os, s, size);
 }
 
@@ -512,7 +632,9 @@ kp__seg *kp__huge_resize(kp_pool *pool, kp__seg *s, size_t need, size_t open)
 		return s;
 	if (size > old) {
 		pthread_mutex_lock(&pool->lock);
-		bool room = pool->capacity + atomic_load(&pool->huge_bytes) + (size - old) <= pool->conf.primary_max;
+		bool room = pool->capacity + atomic_load(&pool->huge_bytes) + atomic_load(&pool->huge_cached_bytes) +
+				    (size - old) <=
+			    pool->conf.primary_max;
 		pthread_mutex_unlock(&pool->lock);
 		if (!room)
 			return NULL;
@@ -597,10 +719,19 @@ static void seg_link(kp_pool *pool, kp__seg *s)
 int kp__primary_grow(kp_pool *pool, bool populate)
 {
 	pthread_mutex_lock(&pool->lock);
-	bool room = pool->capacity + KP_SEG_SIZE + atomic_load(&pool->huge_bytes) <= pool->conf.primary_max;
+	size_t used = pool->capacity + KP_SEG_SIZE + atomic_load(&pool->huge_bytes);
+	bool room = used + atomic_load(&pool->huge_cached_bytes) <= pool->conf.primary_max;
+	kp__seg *evict = NULL;
+	/* Kept huge mappings make way for a segment the allocation path needs,
+	 * not for the daemon's growth ahead of demand. */
+	if (!room && used <= pool->conf.primary_max && kp__os_caller == KP_CALLER_ALLOC) {
+		evict = huge_cache_detach(pool);
+		room = true;
+	}
 	if (room)
 		pool->capacity += KP_SEG_SIZE; /* reserved now, so racing growers cannot pass the max */
 	pthread_mutex_unlock(&pool->lock);
+	huge_cache_release(pool, evict);
 	if (!room)
 		return -1;
 	kp__seg *s = kp__os_map(&pool->os, KP_SEG_SIZE, KP_SEG_SIZE, populate);
@@ -715,6 +846,7 @@ int kp__primary_shrink(kp_pool *pool)
 
 void kp__primary_release_all(kp_pool *pool)
 {
+	kp__huge_cache_trim(pool, true);
 	for (kp__seg *s = pool->segs, *next; s; s = next) {
 		next = s->next;
 		kp__pagemap_set(&pool->os, s, KP_SEG_SIZE, NULL);

@@ -82,6 +82,7 @@ int kp__stats_json(kp_pool *pool, char *buf, size_t len)
 	    U(pool->conf.primary_max), U(in_use));
 	put(&o, "\"peak_in_use_bytes\":%llu,\"committed_bytes\":%llu,\"huge_bytes\":%llu,\"segments\":%llu,",
 	    LD(pool->peak_out_bytes), U(committed), LD(pool->huge_bytes), U(segments));
+	put(&o, "\"huge_cached_bytes\":%llu,", LD(pool->huge_cached_bytes));
 	put(&o, "\"headroom_bytes\":%llu,\"allocs\":%llu,\"frees\":%llu,\"failures\":%llu,", LD(pool->headroom),
 	    U(allocs), U(frees), LD(pool->failures));
 	put(&o, "\"grows\":%llu,\"shrinks\":%llu},", LD(pool->grows), LD(pool->shrinks));

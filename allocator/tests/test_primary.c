@@ -668,6 +668,59 @@ static void test_realloc_large_in_place(void)
 	kp_destroy(pool);
 }
 
+/* A freed huge block keeps its mapping for the next huge request that fits:
+ * no munmap at free, no mmap at the reuse, zeroed under KP_ZERO although
+ * reused, a stale pointer into it a double free; the daemon unmaps it after
+ * decay_ms, and segments that need its room under primary_max evict it. */
+static void test_huge_cache(void)
+{
+	KT_POOL(pool, "primary_initial:4m,primary_max:16m,daemon:off,low_wm:0,high_wm:0,decay_ms:1000,seed:7");
+	size_t a = 6 * MiB;
+	char *p = kp_alloc(pool, a, 0);
+	REQUIRE(p != NULL, "kp_alloc(6 MiB)");
+	memset(p, 0x5a, a);
+	int64_t mmaps = kt_stat(pool, "syscalls.alloc.mmap"), munmaps = kt_stat(pool, "syscalls.alloc.munmap");
+	CHECK(kp_free(pool, p) == 0, "free");
+	CHECK(kt_stat(pool, "syscalls.alloc.munmap") == munmaps, "freeing a huge block unmapped it");
+	CHECK(kt_stat(pool, "primary.huge_cached_bytes") >= (int64_t)a, "huge_cached_bytes %lld after the free",
+	      (long long)kt_stat(pool, "primary.huge_cached_bytes"));
+#ifdef KT_ASAN
+	CHECK(__asan_address_is_poisoned(p), "a kept huge payload is not poisoned");
+#endif
+	CHECK(kp_free(pool, p) == KP_EDOUBLEFREE, "a second free of a kept huge block");
+	char *q = kp_alloc(pool, 5 * MiB, KP_ZERO);
+	CHECK(q == p, "5 MiB did not reuse the kept 6 MiB mapping (%p, kept %p)", (void *)q, (void *)p);
+	CHECK(kt_stat(pool, "syscalls.alloc.mmap") == mmaps, "reusing a kept mapping made an mmap");
+	size_t nonzero = 0;
+	for (size_t i = 0; i < 5 * MiB; i += 64)
+		nonzero += q[i] != 0;
+	CHECK(nonzero == 0 && q[5 * MiB - 1] == 0, "KP_ZERO on a kept mapping left %zu non-zero samples", nonzero);
+	CHECK(kt_stat(pool, "primary.huge_cached_bytes") == 0, "the reused mapping is still counted as kept");
+	CHECK(kp_free(pool, q) == 0, "free");
+	/* the daemon gives it back after decay_ms */
+	kp_daemon_step(pool, 500);
+	CHECK(kt_stat(pool, "primary.huge_cached_bytes") > 0, "unmapped before decay_ms");
+	kp_daemon_step(pool, 1000);
+	CHECK(kt_stat(pool, "primary.huge_cached_bytes") == 0, "kept past decay_ms");
+	CHECK(kt_stat(pool, "syscalls.daemon.munmap") >= 1, "the daemon made no munmap");
+	/* room under primary_max: a kept 6 MiB mapping makes way for segments */
+	p = kp_alloc(pool, a, 0);
+	REQUIRE(p != NULL, "kp_alloc(6 MiB) again");
+	CHECK(kp_free(pool, p) == 0, "free");
+	void *big[4];
+	int n = 0;
+	for (; n < 4; n++)
+		if ((big[n] = kp_alloc(pool, 3 * MiB, 0)) == NULL)
+			break;
+	CHECK(n == 4, "only %d of 4 blocks of 3 MiB (16 MiB of primary_max, 6 MiB kept)", n);
+	CHECK(kt_stat(pool, "primary.huge_cached_bytes") == 0, "the kept mapping was not evicted");
+	CHECK(kt_stat(pool, "primary.capacity_bytes") + kt_stat(pool, "primary.huge_bytes") <= (int64_t)(16 * MiB),
+	      "primary_max passed");
+	for (int i = 0; i < n; i++)
+		kp_free(pool, big[i]);
+	kp_destroy(pool);
+}
+
 /* prefault:off maps segments without pre-faulting them (no madvise), at
  * creation and in the daemon's passes; on, both pre-fault. */
 static void test_prefault_option(void)
@@ -882,6 +935,7 @@ int main(void)
 	RUN(test_realloc);
 	RUN(test_realloc_huge_moves_pages);
 	RUN(test_realloc_large_in_place);
+	RUN(test_huge_cache);
 	RUN(test_prefault_option);
 	RUN(test_double_free);
 	RUN(test_invalid_free);
