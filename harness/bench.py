@@ -27,7 +27,7 @@ from harness.errors import BuildError
 from harness.peers import ALLOCATORS, Allocator, available_allocators
 
 KPBENCH = ALLOCATOR_DIR / "build" / "release" / "kpbench"
-WORKLOADS = ("a", "b", "c", "d")
+WORKLOADS = ("a", "b", "c", "d", "f")
 # The slowest single invocation (glibc on (c), or three 1 GiB rounds of (d)) takes seconds; ten minutes
 # means the allocator hangs, and the remaining runs are still worth having.
 RUN_TIMEOUT_S = 600
@@ -159,7 +159,9 @@ def workload_table(workload: str, desc: str, sums: dict[str, dict[str, Any]]) ->
             row[0] += f" ({s['errors']} ERRORS)"
         rows.append(row)
     lines = [f"({workload}) {desc}", "", output.markdown_table(headers, rows)]
-    timed = "malloc + touching every page" if workload == "d" else "one allocation call"
+    timed = {"d": "malloc + touching every page", "f": "one realloc call"}.get(
+        workload, "one allocation call"
+    )
     clock = _median([s["clock_ns"] for s in sums.values()])
     lines.append(f"latency: {timed}, timed in C; each figure includes one clock read (~{clock:.0f} ns)")
     if workload == "d" and kp:
@@ -190,9 +192,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="kpool bench",
         description="Benchmark kpool against glibc, jemalloc, mimalloc and tcmalloc (loaded by LD_PRELOAD) "
-        "on the same four workloads, measured in C by allocator/bench's kpbench.",
+        "on the same five workloads, measured in C by allocator/bench's kpbench.",
     )
-    p.add_argument("--workloads", default="a,b,c,d", help="comma-separated subset of a,b,c,d (default all)")
+    p.add_argument(
+        "--workloads", default="a,b,c,d,f", help="comma-separated subset of a,b,c,d,f (default all)"
+    )
     p.add_argument("--runs", type=int, default=5, help="runs per allocator and workload (default 5)")
     p.add_argument("--ops", type=int, default=None, help="ops per run for a/b/c (default: kpbench's)")
     p.add_argument("--seed", type=int, default=1, help="seed of run 1; run i uses seed+i-1 (default 1)")

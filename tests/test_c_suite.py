@@ -221,3 +221,28 @@ def test_strace_marker_parser() -> None:
     tid, between = _thread_lines_between_markers(trace)
     assert tid == 100
     assert between == ["mmap(NULL, 4194304, PROT_READ|PROT_WRITE, MAP_PRIVATE|MAP_ANONYMOUS, -1, 0) = 0x7f1"]
+
+
+@pytest.mark.slow
+def test_kpbench_workloads_run_clean_under_asan() -> None:
+    """Every kpbench workload on kpool, shortened, under ASan+UBSan: kpbench exits 1 on a block whose
+    marks did not survive (a realloc that lost its contents), a failed allocation or a refused free."""
+    if shutil.which("clang") is None and shutil.which("cc") is None:
+        pytest.skip("no C compiler")
+    build = "build/pytest-asan-bench"
+    made = _make("asan", "bench", build=build)
+    assert made.returncode == 0, _tail(made.stdout + made.stderr)
+    kpbench = ALLOCATOR / build / "kpbench"
+    env = {**os.environ, **SANITIZER_ENV, "ASAN_OPTIONS": "detect_leaks=0:halt_on_error=1"}
+    for workload, ops in (("a", 20000), ("b", 20000), ("c", 20000), ("f", 400)):
+        proc = subprocess.run(
+            [str(kpbench), "--workload", workload, "--ops", str(ops), "--json"],
+            capture_output=True,
+            text=True,
+            timeout=BINARY_TIMEOUT_S,
+            check=False,
+            env=env,
+        )
+        report = _tail(proc.stdout + proc.stderr)
+        assert proc.returncode == 0, f"({workload}) exit {proc.returncode}:\n{report}"
+        assert '"verify_errors":0' in proc.stdout.replace(" ", ""), proc.stdout[-2000:]

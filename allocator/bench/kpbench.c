@@ -13,6 +13,8 @@
  *   (d) grow to 1 GiB in 4-64 KiB blocks touching every page, free all;
  *       three rounds. Per round: time, malloc+touch latency, and the page
  *       faults of the allocating thread (getrusage RUSAGE_THREAD).
+ *   (f) eight buffers grown by realloc from 4 KiB to 16 MiB, doubling; one
+ *       op is one realloc (grow_realloc.c).
  *
  * One "op" in (a)-(c) is one allocation and one free. Throughput is timed
  * over a whole untimed loop with CLOCK_MONOTONIC; latency comes from a
@@ -148,14 +150,17 @@ static void result_free(struct result *r)
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"usage: kpbench [--alloc kpool|malloc] [--workload a|b|c|d|all] [--ops N]\n"
+		"usage: kpbench [--alloc kpool|malloc] [--workload a|b|c|d|e|f|all] [--ops N]\n"
 		"               [--seed S] [--conf STR] [--grow BYTES] [--rounds N] [--json]\n"
 		"  --alloc     kpool (default), or malloc: the process's malloc/free, so\n"
 		"              LD_PRELOAD=libjemalloc.so.2 etc. measures a peer\n"
 		"  --workload  a: 16-256 B, 1000 live; b: 16 B-64 KiB log-uniform, 10000 live;\n"
 		"              c: two threads, cross-thread frees; d: grow to 1 GiB touching\n"
-		"              every page, free all, repeated; all (default)\n"
-		"  --ops       operations (alloc+free pairs) for a/b/c; default a 50M, b 10M, c 10M\n"
+		"              every page, free all, repeated; e: failover latency (kpool\n"
+		"              only); f: buffers grown by realloc 4 KiB -> 16 MiB; all (default:\n"
+		"              a, b, c, d, f)\n"
+		"  --ops       operations (alloc+free pairs; reallocs for f); default a 50M,\n"
+		"              b 10M, c 10M, f 20k\n"
 		"  --seed      seed of the precomputed random slots and sizes (default 1)\n"
 		"  --conf      kpool conf for every workload (default: none for a/b/c,\n"
 		"              \"" GROW_CONF "\" for d)\n"
@@ -209,12 +214,12 @@ static int parse_opts(int argc, char **argv, struct opts *o, const char **worklo
 			g_use_kpool = !strcmp(optarg, "kpool");
 			break;
 		case 'w':
-			if (strcmp(optarg, "all") && strspn(optarg, "abcde,") != strlen(optarg)) {
-				fprintf(stderr, "kpbench: --workload %s: use a, b, c, d, e (kpool only) or all\n",
+			if (strcmp(optarg, "all") && strspn(optarg, "abcdef,") != strlen(optarg)) {
+				fprintf(stderr, "kpbench: --workload %s: use a, b, c, d, e (kpool only), f or all\n",
 					optarg);
 				return -1;
 			}
-			*workloads = strcmp(optarg, "all") ? optarg : "abcd";
+			*workloads = strcmp(optarg, "all") ? optarg : "abcdf";
 			break;
 		case 'n':
 		case 's':
@@ -252,7 +257,7 @@ static int parse_opts(int argc, char **argv, struct opts *o, const char **worklo
 int main(int argc, char **argv)
 {
 	struct opts o = {.seed = 1, .grow = 1ull << 30, .rounds = 3};
-	const char *workloads = "abcd";
+	const char *workloads = "abcdf";
 	g_use_kpool = true;
 	if (parse_opts(argc, argv, &o, &workloads) != 0)
 		return 2;
@@ -267,6 +272,7 @@ int main(int argc, char **argv)
 			  : *w == 'b' ? run_b(&r, &o)
 			  : *w == 'c' ? run_c(&r, &o)
 			  : *w == 'e' ? run_e(&r, &o)
+			  : *w == 'f' ? run_f(&r, &o)
 				      : run_d(&r, &o);
 		r.free_errors = atomic_load(&g_free_errors);
 		if (err) {

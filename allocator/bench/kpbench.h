@@ -231,5 +231,6 @@ int run_b(struct result *r, const struct opts *o);
 int run_c(struct result *r, const struct opts *o);
 int run_d(struct result *r, const struct opts *o);
 int run_e(struct result *r, const struct opts *o); /* kpool only */
+int run_f(struct result *r, const struct opts *o);
 
 #endif /* KPBENCH_H */

@@ -625,31 +625,55 @@ void kp__huge_free(kp_pool *pool, kp__seg *s, size_t open)
 	kp__os_unmap_clean(&pool->os, s, size);
 }
 
+/* Caller holds pool->lock: the smallest kept mapping of at least size
+ * bytes (a growing block's next window), or NULL. */
+static kp__seg *huge_cache_take_window(kp_pool *pool, size_t size)
+{
+	kp__seg **best = NULL;
+	for (kp__seg **pp = &pool->huge_cache; *pp; pp = &(*pp)->next)
+		if ((*pp)->size >= size && (!best || (*pp)->size < (*best)->size))
+			best = pp;
+	if (!best)
+		return NULL;
+	kp__seg *c = *best;
+	*best = c->next;
+	pool->huge_ncached--;
+	atomic_fetch_sub(&pool->huge_cached_bytes, c->size);
+	return c;
+}
+
 kp__seg *kp__huge_resize(kp_pool *pool, kp__seg *s, size_t need, size_t open)
 {
 	size_t size = (need + 2 * KP_PAGE + KP_PAGE - 1) & ~(size_t)(KP_PAGE - 1), old = s->size;
 	if (size == old)
 		return s;
+	/* A growing block moves to another aligned window (the pages after it
+	 * are seldom free), entered in the pagemap before anything moves so
+	 * that a failure leaves the block where it was; a shrinking one stays.
+	 * The window is a kept mapping when one is big enough: no mmap, and
+	 * the block takes all of it, so that it grows on in place. */
+	kp__seg *n = s;
 	if (size > old) {
 		pthread_mutex_lock(&pool->lock);
-		bool room = pool->capacity + atomic_load(&pool->huge_bytes) + atomic_load(&pool->huge_cached_bytes) +
-				    (size - old) <=
-			    pool->conf.primary_max;
+		n = huge_cache_take_window(pool, size);
+		bool room = n || pool->capacity + atomic_load(&pool->huge_bytes) +
+						 atomic_load(&pool->huge_cached_bytes) + (size - old) <=
+					 pool->conf.primary_max;
 		pthread_mutex_unlock(&pool->lock);
 		if (!room)
 			return NULL;
-	}
-	/* A growing block moves to a fresh aligned window (the pages after it
-	 * are seldom free), entered in the pagemap before anything moves so
-	 * that a failure leaves the block where it was; a shrinking one stays. */
-	kp__seg *n = s;
-	if (size > old) {
-		n = kp__os_map(&pool->os, size, KP_SEG_SIZE, false);
-		if (!n)
-			return NULL;
-		if (kp__pagemap_set(&pool->os, n, size, n) < 0) {
-			kp__os_unmap_clean(&pool->os, n, size);
-			return NULL;
+		if (n) { /* its header and the start of its payload are poisoned */
+			KP_UNPOISON((char *)n + 2 * KP_PAGE - KP_HDR, KP_HDR);
+			KP_UNPOISON((char *)n + 2 * KP_PAGE, huge_poisoned(n));
+			size = n->size;
+		} else {
+			n = kp__os_map(&pool->os, size, KP_SEG_SIZE, false);
+			if (!n)
+				return NULL;
+			if (kp__pagemap_set(&pool->os, n, size, n) < 0) {
+				kp__os_unmap_clean(&pool->os, n, size);
+				return NULL;
+			}
 		}
 	}
 	/* ASan's shadow stays where it is when pages move: clean the header
@@ -673,6 +697,7 @@ kp__seg *kp__huge_resize(kp_pool *pool, kp__seg *s, size_t need, size_t open)
 	}
 	pthread_mutex_lock(&pool->lock);
 	n->size = size;
+	n->magic = pool->secret ^ (uintptr_t)n;
 	if (n != s) {
 		if (n->prev)
 			n->prev->next = n;

@@ -719,6 +719,29 @@ static void test_huge_cache(void)
 	for (int i = 0; i < n; i++)
 		kp_free(pool, big[i]);
 	kp_destroy(pool);
+
+	/* a growing huge block moves into a kept mapping big enough, takes all
+	 * of it, and grows on in place: one mremap, no mmap */
+	KT_POOL(pool2, "primary_initial:4m,primary_max:64m,daemon:off,low_wm:0,high_wm:0,seed:7");
+	char *k = kp_alloc(pool2, 12 * MiB, 0);
+	REQUIRE(k != NULL, "kp_alloc(12 MiB)");
+	CHECK(kp_free(pool2, k) == 0, "free");
+	char *x = kp_alloc(pool2, 5 * MiB, 0);
+	REQUIRE(x != NULL && x != k, "kp_alloc(5 MiB) took the kept 12 MiB mapping (more than half to spare)");
+	kt_fill(x, 5 * MiB, 6);
+	mmaps = kt_stat(pool2, "syscalls.alloc.mmap");
+	int64_t others = kt_stat(pool2, "syscalls.alloc.other");
+	char *y = kp_realloc(pool2, x, 8 * MiB, 0);
+	CHECK(y == k, "8 MiB did not move into the kept mapping (%p, kept %p)", (void *)y, (void *)k);
+	CHECK(kt_stat(pool2, "syscalls.alloc.mmap") == mmaps && kt_stat(pool2, "syscalls.alloc.other") == others + 1,
+	      "moving into a kept mapping: %lld mmap, %lld mremap", (long long)(kt_stat(pool2, "syscalls.alloc.mmap") - mmaps),
+	      (long long)(kt_stat(pool2, "syscalls.alloc.other") - others));
+	CHECK(y && kt_verify_from(y, x, 5 * MiB, 6) == KT_OK, "contents lost moving into a kept mapping");
+	char *z = kp_realloc(pool2, y, 11 * MiB, 0);
+	CHECK(z == y && kt_stat(pool2, "syscalls.alloc.other") == others + 1, "11 MiB did not grow in place");
+	CHECK(z && kt_verify_from(z, x, 5 * MiB, 6) == KT_OK, "contents lost growing in place");
+	CHECK(kp_free(pool2, z) == 0, "free");
+	kp_destroy(pool2);
 }
 
 /* prefault:off maps segments without pre-faulting them (no madvise), at
