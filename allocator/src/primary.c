@@ -532,6 +532,26 @@ int kp__huge_cache_trim(kp_pool *pool, bool all)
 	return huge_cache_release(pool, gone);
 }
 
+/* The live huge blocks' list. Caller holds pool->lock. */
+static void huge_link(kp_pool *pool, kp__seg *s)
+{
+	s->prev = NULL;
+	s->next = pool->huge;
+	if (pool->huge)
+		pool->huge->prev = s;
+	pool->huge = s;
+}
+
+static void huge_unlink(kp_pool *pool, kp__seg *s)
+{
+	if (s->prev)
+		s->prev->next = s->next;
+	else
+		pool->huge = s->next;
+	if (s->next)
+		s->next->prev = s->prev;
+}
+
 void *kp__huge_alloc(kp_pool *pool, size_t need, size_t align)
 {
 	(void)align; /* the payload is page-aligned, the largest alignment served */
@@ -574,11 +594,7 @@ void *kp__huge_alloc(kp_pool *pool, size_t need, size_t align)
 		}
 	}
 	pthread_mutex_lock(&pool->lock);
-	s->prev = NULL;
-	s->next = pool->huge;
-	if (pool->huge)
-		pool->huge->prev = s;
-	pool->huge = s;
+	huge_link(pool, s);
 	pthread_mutex_unlock(&pool->lock);
 	atomic_fetch_add(&pool->huge_bytes, size);
 	kp__account_out(pool, size, true);
@@ -588,12 +604,7 @@ void *kp__huge_alloc(kp_pool *pool, size_t need, size_t align)
 void kp__huge_free(kp_pool *pool, kp__seg *s, size_t open)
 {
 	pthread_mutex_lock(&pool->lock);
-	if (s->prev)
-		s->prev->next = s->next;
-	else
-		pool->huge = s->next;
-	if (s->next)
-		s->next->prev = s->prev;
+	huge_unlink(pool, s);
 	pthread_mutex_unlock(&pool->lock);
 	size_t size = s->size;
 	atomic_fetch_sub(&pool->huge_bytes, size);
@@ -682,12 +693,34 @@ kp__seg *kp__huge_resize(kp_pool *pool, kp__seg *s, size_t need, size_t open)
 	KP_UNPOISON(h, KP_HDR);
 	if (open < old - 2 * KP_PAGE)
 		KP_UNPOISON(h + KP_HDR + open, old - 2 * KP_PAGE - open);
+	/* A block that moves leaves the live list first: its neighbours hold
+	 * its address, and another thread's free relinks them under the lock
+	 * while the pages move without it (the fuzzers' concurrent target
+	 * found that write into the old place). */
+	if (n != s) {
+		pthread_mutex_lock(&pool->lock);
+		huge_unlink(pool, s);
+		pthread_mutex_unlock(&pool->lock);
+	}
+	/* The range given up leaves the pagemap before it is unmapped: once
+	 * unmapped, another thread may map it and enter it (clearing it after
+	 * would lose that thread's block; the same concurrent target found it).
+	 * Clearing entries never fails, nor does setting them again. */
+	size_t keep = (size + KP_SEG_SIZE - 1) & ~(size_t)(KP_SEG_SIZE - 1);
+	if (n != s)
+		kp__pagemap_set(&pool->os, s, old, NULL);
+	else if (old > keep)
+		kp__pagemap_set(&pool->os, (char *)s + keep, old - keep, NULL);
 	int rc = kp__os_remap(&pool->os, s, old, size, n == s ? NULL : n);
 	if (rc != 0) {
 		KP_POISON(h, KP_HDR);
 		if (open < old - 2 * KP_PAGE)
 			KP_POISON(h + KP_HDR + open, old - 2 * KP_PAGE - open);
+		kp__pagemap_set(&pool->os, s, old, s);
 		if (n != s) {
+			pthread_mutex_lock(&pool->lock);
+			huge_link(pool, s);
+			pthread_mutex_unlock(&pool->lock);
 			kp__pagemap_set(&pool->os, n, size, NULL);
 			kp__os_unmap_clean(&pool->os, n, size);
 		}
@@ -698,22 +731,9 @@ kp__seg *kp__huge_resize(kp_pool *pool, kp__seg *s, size_t need, size_t open)
 	pthread_mutex_lock(&pool->lock);
 	n->size = size;
 	n->magic = pool->secret ^ (uintptr_t)n;
-	if (n != s) {
-		if (n->prev)
-			n->prev->next = n;
-		else
-			pool->huge = n;
-		if (n->next)
-			n->next->prev = n;
-	}
+	if (n != s)
+		huge_link(pool, n);
 	pthread_mutex_unlock(&pool->lock);
-	if (n != s) {
-		kp__pagemap_set(&pool->os, s, old, NULL);
-	} else {
-		size_t keep = (size + KP_SEG_SIZE - 1) & ~(size_t)(KP_SEG_SIZE - 1);
-		if (old > keep)
-			kp__pagemap_set(&pool->os, (char *)s + keep, old - keep, NULL);
-	}
 	if (size > old) {
 		atomic_fetch_add(&pool->huge_bytes, size - old);
 		kp__account_out(pool, size - old, true);

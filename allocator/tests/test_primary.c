@@ -744,6 +744,52 @@ static void test_huge_cache(void)
 	kp_destroy(pool2);
 }
 
+/* Two threads each grow huge blocks by realloc (which moves them) while
+ * allocating and freeing others: a block that moves must leave the list of
+ * live huge blocks first, or a neighbour's free writes into its old place
+ * (found by the fuzzers' concurrent target: a SEGV in kp__huge_free). */
+struct huge_race {
+	kp_pool *pool;
+	unsigned seed, errors;
+};
+
+static void *huge_race_main(void *arg)
+{
+	struct huge_race *r = arg;
+	for (unsigned i = 0; i < 400; i++) {
+		size_t a = (size_t)(5 + (r->seed + i) % 4) * MiB;
+		char *p = kp_alloc(r->pool, a, 0);
+		char *q = kp_alloc(r->pool, 6 * MiB, 0);
+		if (!p || !q) {
+			r->errors++;
+			continue;
+		}
+		p[0] = 1;
+		p[a - 1] = 2;
+		char *g = kp_realloc(r->pool, p, a + (size_t)(1 + i % 3) * 4 * MiB, 0);
+		if (!g || g[0] != 1 || g[a - 1] != 2)
+			r->errors++;
+		r->errors += kp_free(r->pool, q) != 0;
+		r->errors += g && kp_free(r->pool, g) != 0;
+	}
+	return NULL;
+}
+
+static void test_huge_realloc_race(void)
+{
+	KT_POOL(pool, "primary_max:1g,daemon:off,seed:7");
+	struct huge_race r[2] = {{pool, 1, 0}, {pool, 2, 0}};
+	pthread_t t[2];
+	for (int i = 0; i < 2; i++)
+		REQUIRE(pthread_create(&t[i], NULL, huge_race_main, &r[i]) == 0, "pthread_create");
+	for (int i = 0; i < 2; i++)
+		pthread_join(t[i], NULL);
+	CHECK(r[0].errors + r[1].errors == 0, "%u errors", r[0].errors + r[1].errors);
+	CHECK(kt_stat(pool, "primary.huge_bytes") == 0, "huge_bytes %lld with no block",
+	      (long long)kt_stat(pool, "primary.huge_bytes"));
+	kp_destroy(pool);
+}
+
 /* prefault:off maps segments without pre-faulting them (no madvise), at
  * creation and in the daemon's passes; on, both pre-fault. */
 static void test_prefault_option(void)
@@ -959,6 +1005,7 @@ int main(void)
 	RUN(test_realloc_huge_moves_pages);
 	RUN(test_realloc_large_in_place);
 	RUN(test_huge_cache);
+	RUN(test_huge_realloc_race);
 	RUN(test_prefault_option);
 	RUN(test_double_free);
 	RUN(test_invalid_free);
