@@ -51,6 +51,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--time", type=int, default=60, metavar="S", help="seconds per target (default 60)")
     p.add_argument("--jobs", type=int, default=1, metavar="N", help="libFuzzer -fork=N worker processes")
     p.add_argument("--merge", action="store_true", help="shrink the working corpus with -merge=1 instead")
+    p.add_argument(
+        "--coverage",
+        action="store_true",
+        help="instead: the share of libkpool's edges the working corpus and seeds reach",
+    )
     p.add_argument("--plant", type=int, default=0, metavar="N", help="fuzz a build with planted bug N")
     p.add_argument("--max-len", type=int, default=None, metavar="B", help="longest input in bytes")
     p.add_argument("--keep-going", action="store_true", help="with --jobs: go on after a crash")
@@ -147,6 +152,16 @@ def _options(args: argparse.Namespace, rest: list[str]) -> int:
 def _fuzz(args: argparse.Namespace, rest: list[str]) -> int:
     from harness.fuzz import runner  # imported here: the other commands must work without atheris
 
+    if args.coverage:
+        cov = runner.coverage(args.target, args.reports or runner.REPORTS)
+        cov_rows = [
+            (c.target, str(c.inputs), str(c.covered), str(c.edges), f"{100 * c.covered / c.edges:.0f}%")
+            for c in cov
+        ]
+        output.result(
+            output.markdown_table(("target", "inputs", "libkpool edges reached", "of", "share"), cov_rows)
+        )
+        return 0
     if args.merge:
         reports = args.reports or runner.REPORTS
         merged = [(t, str(a), str(b)) for t, a, b in runner.merge(args.target, reports)]

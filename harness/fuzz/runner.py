@@ -311,3 +311,46 @@ def merge(name: str, reports: Path = REPORTS) -> list[tuple[str, int, int]]:
         merged.rename(work)
         out.append((target, before, sum(1 for _ in work.iterdir())))
     return out
+
+
+@dataclass
+class Coverage:
+    target: str
+    inputs: int
+    covered: int  # libkpool's edges reached by the corpus
+    edges: int  # libkpool's edges in all
+
+
+_LOADED = re.compile(r"Loaded 1 modules\s+\((\d+) inline 8-bit counters\)")
+_INITED = re.compile(r"INITED cov: (\d+)")
+
+
+def coverage(name: str, reports: Path = REPORTS) -> list[Coverage]:
+    """The share of libkpool's edges each native target's corpus (working corpus and seeds) reaches.
+
+    The corpus runs once (-runs=0) through the coverage variant: the fuzz build with its entry points
+    not instrumented, so that every counter is an edge of libkpool. workload_yaml (pure Python) is
+    skipped.
+    """
+    out = []
+    library = None
+    for target in resolve_targets(name):
+        if target not in NATIVE:
+            output.detail(f"{target}: pure Python, no libkpool edges to count")
+            continue
+        library = library or build.build("coverage")
+        env = fuzz_env.target_env(library)
+        dirs = [working_corpus(target, reports)] + ([seeds_dir(target)] if seeds_dir(target).is_dir() else [])
+        inputs = sum(1 for d in dirs for p in d.iterdir() if p.is_file())
+        output.progress(f"replaying the {target} corpus ({inputs} inputs) through the coverage build")
+        cmd = [sys.executable, str(script(target)), "-runs=0", f"-max_len={DEFAULT_MAX_LEN[target]}"]
+        proc = subprocess.run(
+            [*cmd, *map(str, dirs)], env=env, capture_output=True, text=True, check=False, cwd=reports
+        )
+        log = proc.stdout + proc.stderr
+        loaded, inited = _LOADED.search(log), _INITED.search(log)
+        if proc.returncode != 0 or not loaded or not inited:
+            tail = "\n".join(log.splitlines()[-20:])
+            raise KpoolError(f"replaying the {target} corpus failed (exit {proc.returncode})", tail)
+        out.append(Coverage(target, inputs, int(inited[1]), int(loaded[1])))
+    return out
