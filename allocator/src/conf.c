@@ -69,6 +69,8 @@ static const struct option options[] = {
 	 "the daemon's fallback timer; the allocation path wakes it sooner"},
 	{"prefault", BOOL, "on", OFF(prefault), 0, 1,
 	 "pre-fault the segments mapped ahead of need, at creation and by the daemon (off: pages fault on first touch)"},
+	{"thp", BOOL, "on", OFF(thp), 0, 1,
+	 "ask for transparent huge pages on huge blocks (MADV_HUGEPAGE): a 2 MiB fault instead of 512"},
 	{"decay_ms", INT, "1000", OFF(decay_ms), 0, 3600000,
 	 "a free segment is returned to the OS after staying free this long"},
 	{"seed", INT, "0", OFF(seed), 0, UINT64_MAX, "0: a random per-pool secret; else a fixed one (tests)"},

@@ -91,7 +91,7 @@ typedef struct kp__conf {
 	bool daemon;
 	unsigned daemon_interval_ms, decay_ms;
 	uint64_t seed;
-	bool checks, poison, abort_on_corruption, prefault;
+	bool checks, poison, abort_on_corruption, prefault, thp;
 	unsigned wait_ms, log_fd, log_rate, grow_wait_us;
 	char faults[KP_FAULT_SPEC_MAX];
 } kp__conf;
@@ -147,6 +147,8 @@ int kp__os_protect(kp__oscount *c, void *p, size_t size, bool rw);
 int kp__os_populate(kp__oscount *c, void *p, size_t size);
 /* Is every page of [p, p + size) resident (mincore)? false on failure. */
 bool kp__os_resident(kp__oscount *c, void *p, size_t size);
+/* Ask for transparent huge pages over [p, p + size) (MADV_HUGEPAGE). */
+void kp__os_hugepage(kp__oscount *c, void *p, size_t size);
 int kp__os_dontneed(kp__oscount *c, void *p, size_t size);
 void kp__os_thread_name(kp__oscount *c, const char *name);
 void kp__os_random(kp__oscount *c, void *buf, size_t len);

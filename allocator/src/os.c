@@ -215,6 +215,13 @@ bool kp__os_resident(kp__oscount *c, void *p, size_t size)
 	return true;
 }
 
+void kp__os_hugepage(kp__oscount *c, void *p, size_t size)
+{
+	if (enter(c, KP_OS_MADVISE))
+		return;
+	(void)madvise(p, size, MADV_HUGEPAGE); /* advice: a kernel without THP says EINVAL, and that is fine */
+}
+
 int kp__os_dontneed(kp__oscount *c, void *p, size_t size)
 {
 	if (enter(c, KP_OS_MADVISE))

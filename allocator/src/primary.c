@@ -583,6 +583,8 @@ void *kp__huge_alloc(kp_pool *pool, size_t need, size_t align)
 		/* A fresh mapping has a clean shadow (kp__os_unmap leaves no
 		 * poison behind): the caller poisons the header and the slack past
 		 * the request, not megabytes it would then unpoison. */
+		if (pool->conf.thp)
+			kp__os_hugepage(&pool->os, s, size);
 		s->magic = pool->secret ^ (uintptr_t)s;
 		s->pool = pool;
 		s->kind = KP_SEG_HUGE;
@@ -685,6 +687,7 @@ kp__seg *kp__huge_resize(kp_pool *pool, kp__seg *s, size_t need, size_t open)
 				kp__os_unmap_clean(&pool->os, n, size);
 				return NULL;
 			}
+			/* no MADV_HUGEPAGE here: the moved pages bring theirs */
 		}
 	}
 	/* ASan's shadow stays where it is when pages move: clean the header

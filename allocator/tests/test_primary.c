@@ -682,6 +682,8 @@ static void test_huge_cache(void)
 	int64_t mmaps = kt_stat(pool, "syscalls.alloc.mmap"), munmaps = kt_stat(pool, "syscalls.alloc.munmap");
 	CHECK(kp_free(pool, p) == 0, "free");
 	CHECK(kt_stat(pool, "syscalls.alloc.munmap") == munmaps, "freeing a huge block unmapped it");
+	CHECK(kt_stat(pool, "syscalls.alloc.madvise") == 1, "thp:on (the default): %lld MADV_HUGEPAGE for one huge block",
+	      (long long)kt_stat(pool, "syscalls.alloc.madvise"));
 	CHECK(kt_stat(pool, "primary.huge_cached_bytes") >= (int64_t)a, "huge_cached_bytes %lld after the free",
 	      (long long)kt_stat(pool, "primary.huge_cached_bytes"));
 #ifdef KT_ASAN
@@ -719,6 +721,14 @@ static void test_huge_cache(void)
 	for (int i = 0; i < n; i++)
 		kp_free(pool, big[i]);
 	kp_destroy(pool);
+
+	/* thp:off: no MADV_HUGEPAGE */
+	KT_POOL(nothp, "primary_initial:4m,daemon:off,low_wm:0,high_wm:0,thp:off,seed:7");
+	void *h = kp_alloc(nothp, a, 0);
+	CHECK(h != NULL && kt_stat(nothp, "syscalls.alloc.madvise") == 0, "thp:off: %lld madvise calls",
+	      (long long)kt_stat(nothp, "syscalls.alloc.madvise"));
+	kp_free(nothp, h);
+	kp_destroy(nothp);
 
 	/* a growing huge block moves into a kept mapping big enough, takes all
 	 * of it, and grows on in place: one mremap, no mmap */
