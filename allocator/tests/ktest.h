@@ -28,6 +28,23 @@
 #ifndef KTEST_H
 #define KTEST_H
 
+/* KT_ASAN: 1 in an AddressSanitizer build (tests that ASan would stop
+ * before the pool sees the damage skip themselves; others check what the
+ * pool poisoned), else 0. */
+#if defined(__SANITIZE_ADDRESS__)
+#define KT_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define KT_ASAN 1
+#endif
+#endif
+#ifndef KT_ASAN
+#define KT_ASAN 0
+#endif
+#if KT_ASAN
+#include <sanitizer/asan_interface.h>
+#endif
+
 #include <errno.h>
 #include <stdarg.h>
 #include <stdint.h>

@@ -13,16 +13,6 @@
 #include <stdbool.h>
 #include <pthread.h>
 
-#if defined(__SANITIZE_ADDRESS__)
-#define KT_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define KT_ASAN 1
-#endif
-#endif
-#ifndef KT_ASAN
-#define KT_ASAN 0
-#endif
 
 static const char *const CONF = "primary_initial:4m,backup:1m,daemon:off,seed:5";
 

@@ -8,15 +8,7 @@
 
 #include <pthread.h>
 
-#if defined(__SANITIZE_ADDRESS__)
-#define KT_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define KT_ASAN 1
-#endif
-#endif
-#ifdef KT_ASAN
-#include <sanitizer/asan_interface.h>
+#if KT_ASAN
 /* ASan builds: the bytes past the request are poisoned, the last one is not. */
 #define CHECK_END_POISONED(p, n)                                                                              \
 	CHECK(!__asan_address_is_poisoned((p) + (n) - 1) && __asan_address_is_poisoned((p) + (n)),            \
@@ -686,7 +678,7 @@ static void test_huge_cache(void)
 	      (long long)kt_stat(pool, "syscalls.alloc.madvise"));
 	CHECK(kt_stat(pool, "primary.huge_cached_bytes") >= (int64_t)a, "huge_cached_bytes %lld after the free",
 	      (long long)kt_stat(pool, "primary.huge_cached_bytes"));
-#ifdef KT_ASAN
+#if KT_ASAN
 	CHECK(__asan_address_is_poisoned(p), "a kept huge payload is not poisoned");
 #endif
 	CHECK(kp_free(pool, p) == KP_EDOUBLEFREE, "a second free of a kept huge block");
