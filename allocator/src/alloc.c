@@ -581,11 +581,15 @@ static void *realloc_large(kp_pool *pool, void *p, size_t size, size_t old, unsi
 	uint64_t key = kp__hkey(pool->secret, h);
 	if (checks && req < cap0 && !kp__canary_ok(key, p, req, cap0))
 		return NULL; /* let free report the overflow */
-	if (!kp__large_resize(pool, s, sp, need))
-		return NULL;
-	size_t b1 = sp->block, cap1 = b1 - KP_HDR;
+	/* Units given back are poisoned before they are: once back, another
+	 * thread may carve them and open its own block there (poisoning after
+	 * closed that block; the concurrent fuzz target found it). */
+	size_t b1 = (need + KP_UNIT_SIZE - 1) & ~(KP_UNIT_SIZE - 1);
 	if (b1 < b0)
-		KP_POISON(h + b1, b0 - b1); /* free units again */
+		KP_POISON(h + b1, b0 - b1);
+	if (!kp__large_resize(pool, s, sp, need))
+		return NULL; /* only growing fails: nothing was poisoned */
+	size_t cap1 = b1 - KP_HDR;
 	size_t open0 = checks ? old : cap0, open1 = checks ? size : cap1;
 	if (open1 > open0)
 		KP_UNPOISON((char *)p + open0, open1 - open0);

@@ -7,6 +7,7 @@
 #include "ktest.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 
 #if KT_ASAN
 /* ASan builds: the bytes past the request are poisoned, the last one is not. */
@@ -792,6 +793,57 @@ static void test_huge_realloc_race(void)
 	kp_destroy(pool);
 }
 
+/* One thread shrinks large blocks in place (giving units back) while another
+ * carves those units at once and writes its blocks whole: in an ASan build,
+ * units poisoned after they were given back would close the other thread's
+ * block (found by the fuzzers' concurrent target: use-after-poison). */
+struct shrink_race {
+	kp_pool *pool;
+	int role;
+	unsigned errors;
+	_Atomic int *stop;
+};
+
+static void *shrink_race_main(void *arg)
+{
+	struct shrink_race *r = arg;
+	for (unsigned i = 0; i < 3000 && !atomic_load(r->stop); i++) {
+		if (r->role == 0) { /* shrink 1 MiB -> 130 KiB in place */
+			char *p = kp_alloc(r->pool, MiB, 0);
+			if (!p) {
+				r->errors++;
+				continue;
+			}
+			char *q = kp_realloc(r->pool, p, 130 * 1024, 0);
+			r->errors += q != p || kp_free(r->pool, q) != 0;
+		} else { /* carve and write whole */
+			size_t n = i % 2 ? 150 * 1024 : 600 * 1024;
+			char *p = kp_alloc(r->pool, n, 0);
+			if (!p) {
+				r->errors++;
+				continue;
+			}
+			memset(p, 0x3c, n);
+			r->errors += kp_free(r->pool, p) != 0;
+		}
+	}
+	return NULL;
+}
+
+static void test_large_shrink_race(void)
+{
+	KT_POOL(pool, "primary_initial:8m,daemon:off,seed:7");
+	_Atomic int stop = 0;
+	struct shrink_race r[2] = {{pool, 0, 0, &stop}, {pool, 1, 0, &stop}};
+	pthread_t t[2];
+	for (int i = 0; i < 2; i++)
+		REQUIRE(pthread_create(&t[i], NULL, shrink_race_main, &r[i]) == 0, "pthread_create");
+	for (int i = 0; i < 2; i++)
+		pthread_join(t[i], NULL);
+	CHECK(r[0].errors + r[1].errors == 0, "%u errors", r[0].errors + r[1].errors);
+	kp_destroy(pool);
+}
+
 /* prefault:off maps segments without pre-faulting them (no madvise), at
  * creation and in the daemon's passes; on, both pre-fault. */
 static void test_prefault_option(void)
@@ -1008,6 +1060,7 @@ int main(void)
 	RUN(test_realloc_large_in_place);
 	RUN(test_huge_cache);
 	RUN(test_huge_realloc_race);
+	RUN(test_large_shrink_race);
 	RUN(test_prefault_option);
 	RUN(test_double_free);
 	RUN(test_invalid_free);
