@@ -162,7 +162,12 @@ def _stream(proc: subprocess.Popen[str], log: Path, result: TargetResult) -> Non
 
 
 def _progress_line(r: TargetResult) -> str:
-    share = f" ({100 * r.cov / r.counters:.0f}% of {r.counters} edges)" if r.counters and r.cov else ""
+    # The fuzz build's counters include the fuzz driver's; `kpool fuzz --coverage` counts libkpool's alone.
+    share = (
+        f" ({100 * r.cov / r.counters:.0f}% of {r.counters} edges, driver included)"
+        if r.counters and r.cov
+        else ""
+    )
     return f"{r.target}: {r.execs} runs, {r.exec_per_s} exec/s, cov {r.cov}{share}, corpus {r.corpus}"
 
 
