@@ -744,6 +744,24 @@ static void test_huge_cache(void)
 	CHECK(z == y && kt_stat(pool2, "syscalls.alloc.other") == others + 1, "11 MiB did not grow in place");
 	CHECK(z && kt_verify_from(z, x, 5 * MiB, 6) == KT_OK, "contents lost growing in place");
 	CHECK(kp_free(pool2, z) == 0, "free");
+	/* steady state: a big buffer allocated and freed in a loop makes no
+	 * system call after the first round */
+	char *first = kp_alloc(pool2, 9 * MiB, 0);
+	REQUIRE(first != NULL, "kp_alloc(9 MiB)");
+	first[0] = 1;
+	kp_free(pool2, first);
+	int64_t before = kt_stat(pool2, "syscalls.alloc.mmap") + kt_stat(pool2, "syscalls.alloc.munmap") +
+			 kt_stat(pool2, "syscalls.alloc.madvise") + kt_stat(pool2, "syscalls.alloc.other");
+	for (int i = 0; i < 1000; i++) {
+		char *b = kp_alloc(pool2, 9 * MiB - (size_t)(i % 7) * 4096, 0);
+		if (!b)
+			break;
+		b[i] = (char)i;
+		kp_free(pool2, b);
+	}
+	int64_t after = kt_stat(pool2, "syscalls.alloc.mmap") + kt_stat(pool2, "syscalls.alloc.munmap") +
+			kt_stat(pool2, "syscalls.alloc.madvise") + kt_stat(pool2, "syscalls.alloc.other");
+	CHECK(after == before, "1000 rounds of a 9 MiB buffer made %lld system calls", (long long)(after - before));
 	kp_destroy(pool2);
 }
 
