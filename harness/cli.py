@@ -153,14 +153,27 @@ def _fuzz(args: argparse.Namespace, rest: list[str]) -> int:
     from harness.fuzz import runner  # imported here: the other commands must work without atheris
 
     if args.coverage:
-        cov = runner.coverage(args.target, args.reports or runner.REPORTS)
+        reports = args.reports or runner.REPORTS
+        cov = runner.coverage(args.target, reports)
+
+        def share(n: int) -> str:
+            return f"{100 * n / cov.edges:.0f}%"
+
         cov_rows = [
-            (c.target, str(c.inputs), str(c.covered), str(c.edges), f"{100 * c.covered / c.edges:.0f}%")
-            for c in cov
+            (c.target, str(c.inputs), str(c.covered), str(c.edges), share(c.covered)) for c in cov.targets
         ]
+        if len(cov.targets) > 1:
+            total = sum(c.inputs for c in cov.targets)
+            cov_rows.append(("all", str(total), str(cov.union), str(cov.edges), share(cov.union)))
         output.result(
             output.markdown_table(("target", "inputs", "libkpool edges reached", "of", "share"), cov_rows)
         )
+        who = "no target's corpus" if len(cov.targets) > 1 else f"the {cov.targets[0].target} corpus never"
+        output.result(
+            f"libkpool functions {who} enters: {len(cov.missed)} of {cov.functions}"
+            + "".join(f"\n  {f}" for f in cov.missed)
+        )
+        output.detail(f"written to {reports / 'coverage.json'}")
         return 0
     if args.merge:
         reports = args.reports or runner.REPORTS

@@ -1,8 +1,10 @@
-"""`kpool fuzz --coverage`: the share of libkpool's edges a target's corpus reaches, counted in the
-coverage build (the fuzz build with the entry points not instrumented, so every counter is libkpool's)."""
+"""`kpool fuzz --coverage`: the libkpool edges each target's corpus reaches, their union across the
+targets, and the functions no corpus enters, counted in the coverage build (the fuzz build with the
+entry points not instrumented, so every counter is libkpool's)."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -19,21 +21,78 @@ pytestmark = [
 ]
 
 ROW = re.compile(r"^\| (\w+) \| (\d+) \| (\d+) \| (\d+) \| (\d+)% \|$", re.M)
+MISSED = re.compile(r"^libkpool functions no target's corpus enters: (\d+) of (\d+)$", re.M)
 
 
-def test_coverage_counts_libkpool_edges_of_the_seeds(tmp_path: Path) -> None:
+def _kpool(*args: str) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "harness.cli", *args]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900, check=False)
+
+
+def test_coverage_counts_libkpool_edges_per_target_and_together(tmp_path: Path) -> None:
     pytest.importorskip("atheris")
-    cmd = [sys.executable, "-m", "harness.cli", "fuzz", "all", "--coverage", "--reports", str(tmp_path)]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900, check=False)
+    proc = _kpool("fuzz", "all", "--coverage", "--reports", str(tmp_path))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     rows = {m[1]: tuple(int(x) for x in m.groups()[1:]) for m in ROW.finditer(proc.stdout)}
     # workload_yaml is pure Python: no libkpool edges to count
-    assert set(rows) == {"api_sequence", "conf", "faults", "concurrent"}, proc.stdout
+    assert set(rows) == {"api_sequence", "conf", "faults", "concurrent", "all"}, proc.stdout
     edges = {r[2] for r in rows.values()}
     assert len(edges) == 1, f"one library, one edge count: {rows}"
+    targets = {t: r for t, r in rows.items() if t != "all"}
     for target, (inputs, covered, total, share) in rows.items():
         assert inputs > 0, f"{target}: no seeds replayed"
         assert 0 < covered < total, f"{target}: {covered} of {total}"
         assert share == round(100 * covered / total), rows
     # the operation sequences reach more of the allocator than the option parser does
     assert rows["api_sequence"][1] > rows["conf"][1], rows
+    # the union: at least the best target, more than it (the parser and the misuse paths are
+    # other targets' share), at most the sum
+    union = rows["all"][1]
+    assert max(r[1] for r in targets.values()) < union <= sum(r[1] for r in targets.values()), rows
+    assert rows["all"][0] == sum(r[0] for r in targets.values())
+
+    missed_m = MISSED.search(proc.stdout)
+    assert missed_m, proc.stdout
+    n_missed, n_functions = int(missed_m[1]), int(missed_m[2])
+    assert n_functions > 100 and 0 < n_missed < n_functions
+    listed = re.findall(r"^  (\w+) \((src/[\w.]+:\d+)\)$", proc.stdout, re.M)
+    assert len(listed) == n_missed, proc.stdout
+    names = {name for name, _ in listed}
+    # no fuzz target forks: the fork handlers are never entered; every target allocates
+    assert {"fork_prepare", "fork_child"} <= names, names
+    assert not {"kp_alloc", "kp_free", "kp_create"} & names, names
+
+    saved = json.loads((tmp_path / "coverage.json").read_text())
+    assert saved["union"] == union and saved["edges"] == rows["all"][2]
+    assert {t["target"]: t["covered"] for t in saved["targets"]} == {t: r[1] for t, r in targets.items()}
+    assert sorted(saved["missed"]) == sorted(f"{n} ({loc})" for n, loc in listed)
+
+
+def test_a_target_count_equals_libfuzzers_own(tmp_path: Path) -> None:
+    """The counters are read right: api_sequence's seeds (a deterministic target: no thread, no
+    clock) reach as many edges by our count as libFuzzer reports replaying them (-runs=0)."""
+    pytest.importorskip("atheris")
+    from harness import build
+    from harness.fuzz import env as fuzz_env
+    from harness.fuzz import runner
+
+    proc = _kpool("fuzz", "api_sequence", "--coverage", "--reports", str(tmp_path))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    ours = {m[1]: int(m[3]) for m in ROW.finditer(proc.stdout)}["api_sequence"]
+
+    library = build.build("coverage")
+    (tmp_path / "empty").mkdir()
+    cmd = [
+        sys.executable,
+        str(runner.script("api_sequence")),
+        "-runs=0",
+        f"-max_len={runner.DEFAULT_MAX_LEN['api_sequence']}",
+        str(tmp_path / "empty"),
+        str(runner.seeds_dir("api_sequence")),
+    ]
+    lf = subprocess.run(
+        cmd, env=fuzz_env.target_env(library), capture_output=True, text=True, timeout=300, check=False
+    )
+    inited = re.search(r"INITED cov: (\d+)", lf.stderr)
+    assert lf.returncode == 0 and inited, lf.stderr[-2000:]
+    assert ours == int(inited[1]), f"our count {ours}, libFuzzer's {inited[1]}"

@@ -40,4 +40,12 @@ int kp_fuzz_faults(const uint8_t *data, size_t len);
  * daemon running, handing blocks to each other (cross-thread frees). */
 int kp_fuzz_concurrent(const uint8_t *data, size_t len);
 
+/* This library's coverage counters (clang's inline 8-bit counters) and its
+ * PC table (one (pc, flags) pair per counter; flags bit 0 marks a function's
+ * entry). Returns the number of counters, 0 in a build without them. In the
+ * coverage build the driver is not instrumented, so every counter is an edge
+ * of libkpool: kpool fuzz --coverage replays every target's corpus and reads
+ * them, for the union across targets and the functions none reaches. */
+size_t kp_fuzz_counters(uint8_t **counters, const uintptr_t **pcs);
+
 #endif /* KPFUZZ_H */

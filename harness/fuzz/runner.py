@@ -21,6 +21,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from harness import build, output
 from harness.errors import KpoolError
@@ -326,36 +327,90 @@ class Coverage:
     edges: int  # libkpool's edges in all
 
 
-_LOADED = re.compile(r"Loaded 1 modules\s+\((\d+) inline 8-bit counters\)")
-_INITED = re.compile(r"INITED cov: (\d+)")
+@dataclass
+class CoverageReport:
+    targets: list[Coverage]
+    union: int  # libkpool's edges reached by at least one target's corpus
+    edges: int
+    functions: int  # libkpool's functions (edges that open one)
+    missed: list[str]  # "name (file:line)" of every function no corpus enters
+
+    def to_json(self) -> dict[str, object]:
+        return asdict(self)
 
 
-def coverage(name: str, reports: Path = REPORTS) -> list[Coverage]:
-    """The share of libkpool's edges each native target's corpus (working corpus and seeds) reaches.
+def _symbolize(library: Path, offsets: Sequence[int]) -> list[str]:
+    """'function (file:line)' for each offset in library, by addr2line (the offset when it is missing)."""
+    if not offsets:
+        return []
+    tool = shutil.which("addr2line")
+    if tool is None:
+        return [f"{library.name}+{o:#x}" for o in offsets]
+    proc = subprocess.run(
+        [tool, "-f", "-e", str(library), *(f"{o:#x}" for o in offsets)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    lines = proc.stdout.splitlines()
+    if proc.returncode != 0 or len(lines) != 2 * len(offsets):
+        return [f"{library.name}+{o:#x}" for o in offsets]
+    root = str(fuzz_env.REPO_ROOT / "allocator") + "/"
+    return [f"{lines[2 * i]} ({lines[2 * i + 1].replace(root, '')})" for i in range(len(offsets))]
 
-    The corpus runs once (-runs=0) through the coverage variant: the fuzz build with its entry points
-    not instrumented, so that every counter is an edge of libkpool. workload_yaml (pure Python) is
-    skipped.
+
+def coverage(name: str, reports: Path = REPORTS) -> CoverageReport:
+    """The libkpool edges each native target's corpus (working corpus and seeds) reaches, their union
+    across the targets, and the functions of libkpool that no corpus enters.
+
+    One child process (harness/fuzz/edges.py, with the sanitizer runtime preloaded) sends every input
+    through its target's entry point in the coverage variant (the fuzz build with its entry points not
+    instrumented, so that every counter is an edge of libkpool) and reads the counters after each.
+    workload_yaml (pure Python) is skipped. The result is also written to reports/coverage.json.
     """
-    out = []
-    library = None
+    targets: dict[str, list[str]] = {}
     for target in resolve_targets(name):
         if target not in NATIVE:
             output.detail(f"{target}: pure Python, no libkpool edges to count")
             continue
-        library = library or build.build("coverage")
-        env = fuzz_env.target_env(library)
         dirs = [working_corpus(target, reports)] + ([seeds_dir(target)] if seeds_dir(target).is_dir() else [])
-        inputs = sum(1 for d in dirs for p in d.iterdir() if p.is_file())
-        output.progress(f"replaying the {target} corpus ({inputs} inputs) through the coverage build")
-        cmd = [sys.executable, str(script(target)), "-runs=0", f"-max_len={DEFAULT_MAX_LEN[target]}"]
+        targets[target] = [str(d) for d in dirs]
+    if not targets:
+        raise KpoolError(f"{name}: no native target, so no libkpool edges to count")
+    library = build.build("coverage")
+    inputs = sum(1 for ds in targets.values() for d in ds for p in Path(d).iterdir() if p.is_file())
+    output.progress(f"replaying {inputs} inputs of {', '.join(targets)} through the coverage build")
+    reports.mkdir(parents=True, exist_ok=True)
+    counted: dict[str, Any] = {"targets": {}}
+    for target, corpus_dirs in targets.items():  # a process each: a target's pools outlive its inputs
+        spec, result = reports / f".coverage-{target}.spec", reports / f".coverage-{target}.json"
+        job = {"library": str(library), "targets": {target: corpus_dirs}, "max_len": DEFAULT_MAX_LEN}
+        spec.write_text(json.dumps(job))
+        cmd = [sys.executable, "-m", "harness.fuzz.edges", str(spec), str(result)]
         proc = subprocess.run(
-            [*cmd, *map(str, dirs)], env=env, capture_output=True, text=True, check=False, cwd=reports
+            cmd, env=fuzz_env.target_env(library), capture_output=True, text=True, check=False, cwd=reports
         )
-        log = proc.stdout + proc.stderr
-        loaded, inited = _LOADED.search(log), _INITED.search(log)
-        if proc.returncode != 0 or not loaded or not inited:
-            tail = "\n".join(log.splitlines()[-20:])
-            raise KpoolError(f"replaying the {target} corpus failed (exit {proc.returncode})", tail)
-        out.append(Coverage(target, inputs, int(inited[1]), int(loaded[1])))
-    return out
+        spec.unlink(missing_ok=True)
+        if proc.returncode != 0 or not result.is_file():
+            tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-20:])
+            what = f"replaying the {target} corpus through the coverage build failed"
+            raise KpoolError(f"{what} (exit {proc.returncode})", tail)
+        one = json.loads(result.read_text())
+        result.unlink()
+        counted["edges"], counted["entries"] = one["edges"], one["entries"]
+        counted["targets"].update(one["targets"])
+    edges: int = counted["edges"]
+    rows, union = [], set()
+    for target, got in counted["targets"].items():
+        union.update(got["covered"])
+        rows.append(Coverage(target, got["inputs"], len(got["covered"]), edges))
+    # A static inline function has a copy in every file that calls it out of line: a function is
+    # missed when none of its copies is entered.
+    names = _symbolize(library, [offset for _, offset in counted["entries"]])
+    entered: dict[str, bool] = {}
+    for (index, _), fn in zip(counted["entries"], names, strict=True):
+        entered[fn] = entered.get(fn, False) or index in union
+    missed = [fn for fn, hit in entered.items() if not hit]
+    report = CoverageReport(rows, len(union), edges, len(entered), missed)
+    (reports / "coverage.json").write_text(json.dumps(report.to_json(), indent=2) + "\n")
+    return report
