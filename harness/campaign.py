@@ -24,6 +24,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from harness import build, output
 from harness.errors import KpoolError
@@ -218,8 +219,31 @@ def collect(c: Campaign, run_dir: Path) -> RunReport:
         else:
             report.workloads.extend(ingest.workload_results(doc, j, run_dir))
     report.crashes = ingest.triage(c, run_dir)
+    report.fuzz_coverage = fuzz_coverage(c, run_dir)
     report.finished = time.time()
     return report
+
+
+def fuzz_coverage(c: Campaign, run_dir: Path) -> dict[str, Any]:
+    """libkpool's edges the fuzz targets' corpora reach (kpool fuzz --coverage), {} when none ran.
+
+    A failure is a warning: it must not cost the report of everything else.
+    """
+    from harness.fuzz import NATIVE
+
+    targets = [j.name.split(":", 1)[1] for j in c.jobs if j.kind == "fuzz" and j.state == "done"]
+    native = [t for t in targets if t in NATIVE]
+    if not native:
+        return {}
+    from harness.fuzz import runner
+
+    try:
+        report = runner.coverage(native, runner.REPORTS)
+    except KpoolError as exc:
+        output.warn(f"libkpool coverage of the fuzz corpora: {exc}")
+        return {}
+    (run_dir / "coverage.json").write_text(json.dumps(report.to_json(), indent=2) + "\n")
+    return report.to_json()
 
 
 def summary(report: RunReport, run_dir: Path) -> str:
@@ -231,6 +255,13 @@ def summary(report: RunReport, run_dir: Path) -> str:
         lines.append(
             f"  fuzz     {f.target:<24} {'ok  ' if f.ok else 'FAIL'} {f.exec_per_s:,.0f} exec/s, "
             f"cov {f.coverage}, {f.crashes} crash(es) {f.error}"
+        )
+    cov = report.fuzz_coverage
+    if cov:
+        lines.append(
+            f"  coverage libkpool edges, {len(cov['targets'])} target(s) together: {cov['union']:,} of "
+            f"{cov['edges']:,} ({100 * cov['union'] / cov['edges']:.0f}%); "
+            f"{len(cov['missed'])} of {cov['functions']} functions never entered"
         )
     for cr in report.crashes:
         lines.append(f"  crash    {cr.signature} [{cr.status}] {cr.title} ({cr.source})")

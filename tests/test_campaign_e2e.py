@@ -72,6 +72,18 @@ def test_planted_bug_then_clean_build(tmp_path: Path) -> None:
     clean = _campaign(tmp_path)
     assert clean.returncode == 0, clean.stdout + clean.stderr
     assert "clean" in clean.stdout
+    # after the fuzz jobs, the libkpool edges their corpora reach, in the summary, JSON and page
+    assert "coverage libkpool edges, 1 target(s) together" in clean.stdout, clean.stdout
+    [clean_dir] = [p.parent for p in tmp_path.glob("*/summary.json") if p.parent != run_dir]
+    cov = json.loads((clean_dir / "summary.json").read_text())["fuzz_coverage"]
+    [row] = cov["targets"]
+    assert row["target"] == "api_sequence" and row["inputs"] > 0
+    assert 0 < row["covered"] == cov["union"] < cov["edges"]
+    assert 0 < len(cov["missed"]) < cov["functions"]
+    assert json.loads((clean_dir / "coverage.json").read_text()) == cov
+    page = (clean_dir / "index.html").read_text()
+    assert "libkpool coverage of the fuzz corpora" in page and cov["missed"][0].split(" (")[0] in page
+    assert 'id="trend-coverage"' in (tmp_path / "index.html").read_text()
 
 
 def test_interrupt_keeps_what_finished_and_resume_completes(tmp_path: Path) -> None:

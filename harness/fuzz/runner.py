@@ -359,7 +359,7 @@ def _symbolize(library: Path, offsets: Sequence[int]) -> list[str]:
     return [f"{lines[2 * i]} ({lines[2 * i + 1].replace(root, '')})" for i in range(len(offsets))]
 
 
-def coverage(name: str, reports: Path = REPORTS) -> CoverageReport:
+def coverage(name: str | Sequence[str], reports: Path = REPORTS) -> CoverageReport:
     """The libkpool edges each native target's corpus (working corpus and seeds) reaches, their union
     across the targets, and the functions of libkpool that no corpus enters.
 
@@ -369,14 +369,16 @@ def coverage(name: str, reports: Path = REPORTS) -> CoverageReport:
     workload_yaml (pure Python) is skipped. The result is also written to reports/coverage.json.
     """
     targets: dict[str, list[str]] = {}
-    for target in resolve_targets(name):
+    names = resolve_targets(name) if isinstance(name, str) else list(name)
+    for target in names:
+        resolve_targets(target)  # a known target, or KpoolError
         if target not in NATIVE:
             output.detail(f"{target}: pure Python, no libkpool edges to count")
             continue
         dirs = [working_corpus(target, reports)] + ([seeds_dir(target)] if seeds_dir(target).is_dir() else [])
         targets[target] = [str(d) for d in dirs]
     if not targets:
-        raise KpoolError(f"{name}: no native target, so no libkpool edges to count")
+        raise KpoolError(f"{', '.join(names)}: no native target, so no libkpool edges to count")
     library = build.build("coverage")
     inputs = sum(1 for ds in targets.values() for d in ds for p in Path(d).iterdir() if p.is_file())
     output.progress(f"replaying {inputs} inputs of {', '.join(targets)} through the coverage build")
@@ -406,9 +408,9 @@ def coverage(name: str, reports: Path = REPORTS) -> CoverageReport:
         rows.append(Coverage(target, got["inputs"], len(got["covered"]), edges))
     # A static inline function has a copy in every file that calls it out of line: a function is
     # missed when none of its copies is entered.
-    names = _symbolize(library, [offset for _, offset in counted["entries"]])
+    functions = _symbolize(library, [offset for _, offset in counted["entries"]])
     entered: dict[str, bool] = {}
-    for (index, _), fn in zip(counted["entries"], names, strict=True):
+    for (index, _), fn in zip(counted["entries"], functions, strict=True):
         entered[fn] = entered.get(fn, False) or index in union
     missed = [fn for fn, hit in entered.items() if not hit]
     report = CoverageReport(rows, len(union), edges, len(entered), missed)

@@ -277,6 +277,33 @@ def run_page(r: RunReport) -> str:
                 "fuzz",
             )
         )
+    cov = r.fuzz_coverage
+    if cov:
+        edges = cov["edges"]
+
+        def share(n: int) -> str:
+            return f"{100 * n / edges:.0f}%"
+
+        cov_rows = [
+            (escape(t["target"]), str(t["inputs"]), f"{t['covered']:,}", share(t["covered"]))
+            for t in cov["targets"]
+        ]
+        cov_rows.append(
+            (
+                "<b>together</b>",
+                str(sum(t["inputs"] for t in cov["targets"])),
+                f"{cov['union']:,}",
+                share(cov["union"]),
+            )
+        )
+        parts.append(f"<h2>libkpool coverage of the fuzz corpora ({edges:,} edges)</h2>")
+        parts.append(_table(("target", "inputs", "edges reached", "share"), cov_rows, "coverage"))
+        missed = cov["missed"]
+        parts.append(
+            f"<p id='missed'>{len(missed)} of {cov['functions']} libkpool functions no corpus enters"
+            + (": " + ", ".join(f"<code>{escape(m)}</code>" for m in missed) if missed else "")
+            + ".</p>"
+        )
     parts.append(
         "<p class='muted'>Percentiles as in summary.json: "
         + ", ".join(f"p{k}" for k, _ in PERCENTILES)
@@ -317,6 +344,19 @@ def index_page(runs: Sequence[RunReport]) -> str:
             ],
         )
     )
+    covered = [
+        (float(i), 100 * r.fuzz_coverage["union"] / r.fuzz_coverage["edges"])
+        for i, r in enumerate(runs)
+        if r.fuzz_coverage
+    ]
+    if covered:
+        parts.append(
+            line_chart(
+                "trend-coverage",
+                "libkpool edges the fuzz corpora reach, % by run",
+                [("all targets", covered)],
+            )
+        )
     rows = [
         (
             f"<a href='{escape(r.run_id)}/index.html'>{escape(r.run_id)}</a>",

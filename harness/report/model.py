@@ -131,6 +131,9 @@ class RunReport:
     workloads: list[WorkloadResult] = field(default_factory=list)
     fuzz: list[FuzzResult] = field(default_factory=list)
     crashes: list[CrashEntry] = field(default_factory=list)
+    # kpool fuzz --coverage after the fuzz jobs (runner.CoverageReport as JSON): libkpool's edges per
+    # target and together, the functions no corpus enters; empty when no native target ran.
+    fuzz_coverage: dict[str, Any] = field(default_factory=dict)
 
     @property
     def new_crashes(self) -> list[CrashEntry]:
@@ -185,6 +188,7 @@ class RunReport:
             workloads=[workload(w) for w in d.get("workloads", [])],
             fuzz=[FuzzResult(**{k: v for k, v in f.items() if k != "ok"}) for f in d.get("fuzz", [])],
             crashes=[CrashEntry(**c) for c in d.get("crashes", [])],
+            fuzz_coverage=d.get("fuzz_coverage", {}),
         )
 
 
