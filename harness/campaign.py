@@ -36,6 +36,8 @@ ROOT = Path(__file__).resolve().parents[1]
 FUZZ_TARGETS = ("api_sequence", "conf", "faults", "workload_yaml", "concurrent")
 # The default budget gives a newcomer a full report within minutes on a fresh machine.
 DEFAULT_BUDGET = "2m"
+# Progress: a line whenever a job starts or ends, else one this often (a night is 8 hours).
+PROGRESS_EVERY_S = 30.0
 # Share of the budget for fuzzing; the workloads take the rest (they are bounded by their own size).
 FUZZ_SHARE = 0.6
 # A job may overrun its slot by this much (start-up, builds, a last report) before it is killed.
@@ -150,6 +152,7 @@ def run_jobs(c: Campaign, run_dir: Path) -> bool:
         j.state = "pending"
     running: dict[str, tuple[Job, subprocess.Popen[bytes], float]] = {}
     t0 = time.monotonic()
+    last_state, last_shown = (-1, -1), t0
     old = {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         while pending or running:
@@ -180,10 +183,13 @@ def run_jobs(c: Campaign, run_dir: Path) -> bool:
                 del running[name]
                 c.save(run_dir)
             done = sum(1 for j in c.jobs if j.state in ("done", "failed"))
-            output.progress(
-                f"campaign {c.run_id}: {done}/{len(c.jobs)} jobs done, {len(running)} running, "
-                f"{time.monotonic() - t0:.0f}s elapsed"
-            )
+            now = time.monotonic()
+            if (done, len(running)) != last_state or now - last_shown >= PROGRESS_EVERY_S:
+                last_state, last_shown = (done, len(running)), now
+                output.progress(
+                    f"campaign {c.run_id}: {done}/{len(c.jobs)} jobs done, running "
+                    f"{', '.join(running) or 'none'}, {now - t0:.0f}s elapsed"
+                )
     except Interrupted as why:
         output.progress(
             f"campaign interrupted ({why}): stopping {len(running)} job(s); --resume runs them again"

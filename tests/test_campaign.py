@@ -101,3 +101,17 @@ def test_a_runner_that_wrote_nothing_shows_its_error(tmp_path: Path) -> None:
     job = Job("fuzz:conf", "fuzz", [], 10.0, "y.json", state="failed", returncode=2, log="logs/x.log")
     [f] = ingest.fuzz_results(None, job, tmp_path)
     assert not f.ok and "exit 2" in f.error
+
+
+def test_progress_is_a_line_per_change_not_per_poll(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A job running for 4 s is polled 8 times; the log gets a line when it starts and one when it
+    ends (a night of polling every half second would be 57,600 lines)."""
+    c = Campaign("r", 60.0, 1)
+    sleep = "import pathlib,sys,time; time.sleep(4); pathlib.Path(sys.argv[1]).write_text('{}')"
+    c.jobs = [_job("fuzz:a", "fuzz", [sys.executable, "-c", sleep, str(tmp_path / "a.json")], "a.json")]
+    assert run_jobs(c, tmp_path)
+    lines = [line for line in capsys.readouterr().err.splitlines() if "jobs done" in line]
+    assert len(lines) == 2, lines
+    assert "0/1 jobs done, running fuzz:a" in lines[0] and "1/1 jobs done, running none" in lines[1]
