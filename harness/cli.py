@@ -168,6 +168,10 @@ def _fuzz(args: argparse.Namespace, rest: list[str]) -> int:
         output.result(
             output.markdown_table(("target", "inputs", "libkpool edges reached", "of", "share"), cov_rows)
         )
+        file_rows = [
+            (f.file, str(f.covered), str(f.edges), f"{100 * f.covered / f.edges:.0f}%") for f in cov.files
+        ]
+        output.result(output.markdown_table(("source", "edges reached", "of", "share"), file_rows))
         who = "no target's corpus" if len(cov.targets) > 1 else f"the {cov.targets[0].target} corpus never"
         output.result(
             f"libkpool functions {who} enters: {len(cov.missed)} of {cov.functions}"

@@ -63,6 +63,17 @@ def test_coverage_counts_libkpool_edges_per_target_and_together(tmp_path: Path) 
     assert not {"kp_alloc", "kp_free", "kp_create"} & names, names
 
     saved = json.loads((tmp_path / "coverage.json").read_text())
+    # source by source: every edge in one file, the reached ones adding up to the union
+    files = {f["file"]: f for f in saved["files"]}
+    assert sum(f["edges"] for f in files.values()) == rows["all"][2]
+    assert sum(f["covered"] for f in files.values()) == union
+    assert {"src/alloc.c", "src/primary.c", "src/backup.c", "src/conf.c"} <= set(files), files
+    assert all(0 <= f["covered"] <= f["edges"] for f in files.values())
+    assert files["src/alloc.c"]["covered"] > 0 and files["src/conf.c"]["covered"] > 0
+    printed = re.findall(r"^\| (src/[\w.]+) \| (\d+) \| (\d+) \| \d+% \|$", proc.stdout, re.M)
+    assert {f: (int(c), int(e)) for f, c, e in printed} == {
+        f: (d["covered"], d["edges"]) for f, d in files.items() if f.startswith("src/")
+    }
     assert saved["union"] == union and saved["edges"] == rows["all"][2]
     assert {t["target"]: t["covered"] for t in saved["targets"]} == {t: r[1] for t, r in targets.items()}
     assert sorted(saved["missed"]) == sorted(f"{n} ({loc})" for n, loc in listed)

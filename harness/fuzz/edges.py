@@ -3,8 +3,8 @@
 Run by `kpool fuzz --coverage` in a child process with the sanitizer runtime preloaded (see env.py):
 `python -m harness.fuzz.edges SPEC OUT`. SPEC is a JSON file {"library": path, "targets": {name:
 [corpus dirs]}, "max_len": {name: bytes}} (an input is cut to max_len, as libFuzzer cuts it).
-OUT receives {"edges": N, "targets": {name: {"inputs": n, "covered": [edge indices]}}, "entries":
-[[edge index, offset in the library], ...]}, where entries are the edges that open a function.
+OUT receives {"edges": N, "targets": {name: {"inputs": n, "covered": [edge indices]}}, "pcs": [offset
+in the library of each edge], "entries": [indices of the edges that open a function]}.
 
 Each target runs in a process of its own, as under libFuzzer: the pools of the fuzz entry points
 live as long as the process, so what one target did would change what the next one reaches. Every
@@ -50,7 +50,8 @@ def count(library: Path, targets: dict[str, list[Path]], max_len: dict[str, int]
         raise RuntimeError(f"{library} has no coverage counters: not a coverage or fuzz build")
     addr = ctypes.addressof(counters_p.contents)
     base = _base(library)
-    entries = [[i, pcs_p[2 * i] - base] for i in range(n) if pcs_p[2 * i + 1] & 1]
+    pcs = [pcs_p[2 * i] - base for i in range(n)]
+    entries = [i for i in range(n) if pcs_p[2 * i + 1] & 1]
     out: dict[str, dict[str, object]] = {}
     for name, dirs in targets.items():
         fn = getattr(lib, NATIVE[name])
@@ -67,7 +68,7 @@ def count(library: Path, targets: dict[str, list[Path]], max_len: dict[str, int]
             ctypes.memset(addr, 0, n)
         raw = seen.to_bytes(n, "little")
         out[name] = {"inputs": inputs, "covered": [i for i in range(n) if raw[i]]}
-    return {"edges": n, "targets": out, "entries": entries}
+    return {"edges": n, "targets": out, "pcs": pcs, "entries": entries}
 
 
 def main(argv: list[str]) -> int:

@@ -328,35 +328,44 @@ class Coverage:
 
 
 @dataclass
+class FileCoverage:
+    file: str  # relative to allocator/ (src/primary.c); the edge's innermost inlined source
+    edges: int
+    covered: int  # reached by at least one target's corpus
+
+
+@dataclass
 class CoverageReport:
     targets: list[Coverage]
     union: int  # libkpool's edges reached by at least one target's corpus
     edges: int
     functions: int  # libkpool's functions (edges that open one)
     missed: list[str]  # "name (file:line)" of every function no corpus enters
+    files: list[FileCoverage] = field(default_factory=list)  # the union, source file by source file
 
     def to_json(self) -> dict[str, object]:
         return asdict(self)
 
 
-def _symbolize(library: Path, offsets: Sequence[int]) -> list[str]:
-    """'function (file:line)' for each offset in library, by addr2line (the offset when it is missing)."""
-    if not offsets:
-        return []
+def _locate(library: Path, offsets: Sequence[int]) -> list[tuple[str, str]]:
+    """(function, file:line) of each offset in library, by addr2line; the file is relative to
+    allocator/. ("?", "library+offset") for all of them when addr2line is missing or fails."""
+    unknown = [("?", f"{library.name}+{o:#x}") for o in offsets]
     tool = shutil.which("addr2line")
-    if tool is None:
-        return [f"{library.name}+{o:#x}" for o in offsets]
+    if tool is None or not offsets:
+        return unknown
     proc = subprocess.run(
-        [tool, "-f", "-e", str(library), *(f"{o:#x}" for o in offsets)],
+        [tool, "-f", "-e", str(library)],
+        input="".join(f"{o:#x}\n" for o in offsets),
         capture_output=True,
         text=True,
         check=False,
     )
     lines = proc.stdout.splitlines()
     if proc.returncode != 0 or len(lines) != 2 * len(offsets):
-        return [f"{library.name}+{o:#x}" for o in offsets]
+        return unknown
     root = str(fuzz_env.REPO_ROOT / "allocator") + "/"
-    return [f"{lines[2 * i]} ({lines[2 * i + 1].replace(root, '')})" for i in range(len(offsets))]
+    return [(lines[2 * i], lines[2 * i + 1].replace(root, "")) for i in range(len(offsets))]
 
 
 def coverage(name: str | Sequence[str], reports: Path = REPORTS) -> CoverageReport:
@@ -399,20 +408,27 @@ def coverage(name: str | Sequence[str], reports: Path = REPORTS) -> CoverageRepo
             raise KpoolError(f"{what} (exit {proc.returncode})", tail)
         one = json.loads(result.read_text())
         result.unlink()
-        counted["edges"], counted["entries"] = one["edges"], one["entries"]
+        counted.update(edges=one["edges"], pcs=one["pcs"], entries=one["entries"])
         counted["targets"].update(one["targets"])
     edges: int = counted["edges"]
     rows, union = [], set()
     for target, got in counted["targets"].items():
         union.update(got["covered"])
         rows.append(Coverage(target, got["inputs"], len(got["covered"]), edges))
+    where = _locate(library, counted["pcs"])
     # A static inline function has a copy in every file that calls it out of line: a function is
     # missed when none of its copies is entered.
-    functions = _symbolize(library, [offset for _, offset in counted["entries"]])
     entered: dict[str, bool] = {}
-    for (index, _), fn in zip(counted["entries"], functions, strict=True):
+    for index in counted["entries"]:
+        fn = f"{where[index][0]} ({where[index][1]})"
         entered[fn] = entered.get(fn, False) or index in union
     missed = [fn for fn, hit in entered.items() if not hit]
-    report = CoverageReport(rows, len(union), edges, len(entered), missed)
+    per_file: dict[str, list[int]] = {}
+    for index, (_, line) in enumerate(where):
+        got = per_file.setdefault(line.split(":")[0] if ":" in line else "?", [0, 0])
+        got[0] += 1
+        got[1] += index in union
+    files = [FileCoverage(f, e, c) for f, (e, c) in sorted(per_file.items())]
+    report = CoverageReport(rows, len(union), edges, len(entered), missed, files)
     (reports / "coverage.json").write_text(json.dumps(report.to_json(), indent=2) + "\n")
     return report

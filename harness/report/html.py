@@ -298,6 +298,21 @@ def run_page(r: RunReport) -> str:
         )
         parts.append(f"<h2>libkpool coverage of the fuzz corpora ({edges:,} edges)</h2>")
         parts.append(_table(("target", "inputs", "edges reached", "share"), cov_rows, "coverage"))
+        parts.append(
+            _table(
+                ("source", "edges", "reached", "share"),
+                [
+                    (
+                        escape(f["file"]),
+                        str(f["edges"]),
+                        str(f["covered"]),
+                        f"{100 * f['covered'] / f['edges']:.0f}%",
+                    )
+                    for f in cov.get("files", [])
+                ],
+                "coverage-files",
+            )
+        )
         missed = cov["missed"]
         parts.append(
             f"<p id='missed'>{len(missed)} of {cov['functions']} libkpool functions no corpus enters"
