@@ -14,6 +14,7 @@
 #include "fuzz_model.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -137,9 +138,18 @@ kp_pool *fz_pool_get(fz_pool *fp)
 {
 	if (KP_LIKELY(fp->pool))
 		return fp->pool;
-	fp->pool = kp_create(fp->conf);
+	char conf[512];
+	const char *use = fp->conf;
+	if (fp->log) {
+		static int null_fd = -1; /* kept open for the life of the process */
+		if (null_fd < 0 && (null_fd = open("/dev/null", O_WRONLY | O_CLOEXEC)) < 0)
+			FZ_FAIL("open /dev/null: %s", strerror(errno));
+		snprintf(conf, sizeof conf, "%s,log_fd:%d", fp->conf, null_fd);
+		use = conf;
+	}
+	fp->pool = kp_create(use);
 	if (!fp->pool)
-		FZ_FAIL("kp_create refused the fuzz pool conf '%s': %s", fp->conf, kp_last_error());
+		FZ_FAIL("kp_create refused the fuzz pool conf '%s': %s", use, kp_last_error());
 	fp->token = kp_critical_token(fp->pool);
 	fp->checks = !strstr(fp->conf, "checks:off");
 	fp->poison = strstr(fp->conf, "poison:on") != NULL;
@@ -750,7 +760,10 @@ static void step(fz_ctx *c, fz_in *r)
 	case OP_DAEMON: {
 		uint8_t ms = fz_u8(r);
 		fz_note(op, 0, ms, 0);
-		kp_daemon_step(c->pool, (uint64_t)ms * 4);
+		if (c->fp->daemon && (ms & 1)) /* the thread runs: wake it, as the allocation path does */
+			kp_daemon_wake(c->pool);
+		else
+			kp_daemon_step(c->pool, (uint64_t)ms * 4);
 		break;
 	}
 	case OP_GIVE: op_give(c, i); break;
@@ -797,9 +810,14 @@ void fz_finish(fz_ctx *c)
 	kp_event ev[64];
 	size_t n;
 	while ((n = kp_events_drain(c->pool, ev, 64)) > 0) {
-		for (size_t k = 0; k < n && (c->mode & FZ_STRICT); k++)
-			if (integrity_kind(ev[k].kind))
+		for (size_t k = 0; k < n; k++) {
+			/* Every event names a known kind and carries a terminated text. */
+			if (ev[k].kind >= KP_EV__COUNT || !strcmp(kp_event_name(ev[k].kind), "unknown") ||
+			    !memchr(ev[k].text, 0, sizeof ev[k].text))
+				FZ_FAIL("event #%llu of kind %u is malformed", (unsigned long long)ev[k].seq, ev[k].kind);
+			if ((c->mode & FZ_STRICT) && integrity_kind(ev[k].kind))
 				FZ_FAIL("integrity event '%s' from correct use: %s", kp_event_name(ev[k].kind), ev[k].text);
+		}
 		if (n < 64)
 			break;
 	}

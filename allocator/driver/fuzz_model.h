@@ -39,6 +39,7 @@ __attribute__((noreturn, format(printf, 3, 4))) void fz_fail(const char *file, i
  * input empty. */
 typedef struct fz_pool {
 	const char *conf;
+	bool log; /* log every event to /dev/null (log_fd): the formatter and the rate limit run */
 	kp_pool *pool;
 	uint64_t token;
 	bool checks, poison, daemon;

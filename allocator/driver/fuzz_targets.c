@@ -36,7 +36,7 @@ static fz_pool api_pools[] = {
 
 static fz_pool fault_pools[] = {
 	{.conf = FZ_BASE ",seed:21,low_wm:0,high_wm:0"},
-	{.conf = FZ_BASE ",seed:22,low_wm:0,high_wm:0,poison:on"},
+	{.conf = FZ_BASE ",seed:22,low_wm:0,high_wm:0,poison:on", .log = true},
 	{.conf = FZ_BASE ",seed:23,low_wm:0,high_wm:0,checks:off"},
 	{.conf = FZ_TIGHT ",seed:24,poison:on"},
 };
@@ -69,10 +69,12 @@ KP_EXPORT int kp_fuzz_faults(const uint8_t *data, size_t len)
 /* ---- concurrent: two threads, one pool, the daemon running ----------------- */
 
 /* The daemon wakes every millisecond and returns segments at once (decay 0),
- * so it races the two threads for every segment they empty. */
+ * so it races the two threads for every segment they empty. In the first
+ * pool a thread that must grow waits up to 50 us for the daemon's segment
+ * first (grow_wait_us). */
 static fz_pool thread_pools[] = {
 	{.conf = "primary_initial:0,primary_max:128m,backup:1m,low_wm:4m,high_wm:4m,decay_ms:0,"
-		 "daemon_interval_ms:1,seed:31"},
+		 "daemon_interval_ms:1,grow_wait_us:50,seed:31"},
 	{.conf = "primary_initial:4m,primary_max:128m,backup:1m,low_wm:0,high_wm:0,decay_ms:0,"
 		 "daemon_interval_ms:1,poison:on,seed:32"},
 };
@@ -127,6 +129,25 @@ static fz_pool conf_pool = {.conf = "daemon:off,primary_initial:0,backup:0,seed:
 
 #define FZ_CONF_MAX 512
 
+/* The option table (kp_options) documents every option with a kind, a help
+ * text and a default that the parser itself accepts. */
+static void check_option_table(void)
+{
+	const kp_option_info *opt;
+	size_t n = kp_options(&opt);
+	if (n == 0 || !opt)
+		FZ_FAIL("kp_options returned %zu options", n);
+	for (size_t i = 0; i < n; i++) {
+		char one[128];
+		kp__conf c;
+		if (!opt[i].name || !opt[i].kind || !opt[i].deflt || !opt[i].help || !opt[i].help[0])
+			FZ_FAIL("option %zu of kp_options is not documented", i);
+		snprintf(one, sizeof one, "%s:%s", opt[i].name, opt[i].deflt);
+		if (kp__conf_load(&c, one) < 0)
+			FZ_FAIL("the documented default '%s' is refused: %s", one, kp_last_error());
+	}
+}
+
 KP_EXPORT int kp_fuzz_conf(const uint8_t *data, size_t len)
 {
 	if (len < 1)
@@ -152,6 +173,8 @@ KP_EXPORT int kp_fuzz_conf(const uint8_t *data, size_t len)
 	}
 	if (kp_last_error()[0])
 		FZ_FAIL("conf '%s' accepted but kp_last_error is '%s'", s, kp_last_error());
+	if (data[0] & 4)
+		check_option_table();
 	if (c.primary_initial > c.primary_max || c.recover_wm > c.critical_wm || c.low_wm > c.high_wm ||
 	    c.critical_wm < 1 || c.critical_wm > 100 || c.primary_max < ((size_t)4 << 20) ||
 	    strlen(c.faults) >= KP_FAULT_SPEC_MAX)

@@ -149,7 +149,6 @@ int kp__os_populate(kp__oscount *c, void *p, size_t size);
 bool kp__os_resident(kp__oscount *c, void *p, size_t size);
 /* Ask for transparent huge pages over [p, p + size) (MADV_HUGEPAGE). */
 void kp__os_hugepage(kp__oscount *c, void *p, size_t size);
-int kp__os_dontneed(kp__oscount *c, void *p, size_t size);
 void kp__os_thread_name(kp__oscount *c, const char *name);
 void kp__os_random(kp__oscount *c, void *buf, size_t len);
 /* The event log's descriptor: write(2), open(2), close(2). */

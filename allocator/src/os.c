@@ -222,13 +222,6 @@ void kp__os_hugepage(kp__oscount *c, void *p, size_t size)
 	(void)madvise(p, size, MADV_HUGEPAGE); /* advice: a kernel without THP says EINVAL, and that is fine */
 }
 
-int kp__os_dontneed(kp__oscount *c, void *p, size_t size)
-{
-	if (enter(c, KP_OS_MADVISE))
-		return -ENOMEM;
-	return madvise(p, size, MADV_DONTNEED) == 0 ? 0 : -errno;
-}
-
 void kp__os_thread_name(kp__oscount *c, const char *name)
 {
 	count(c, KP_OS_OTHER);

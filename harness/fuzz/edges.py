@@ -16,11 +16,15 @@ cleared after each input: an 8-bit counter wraps at 256, so it is read before it
 from __future__ import annotations
 
 import ctypes
+import faulthandler
 import json
 import sys
 from pathlib import Path
 
 from harness.fuzz import NATIVE
+
+# As long as one input may run under `kpool fuzz` before it counts as a hang (runner.INPUT_TIMEOUT_S).
+INPUT_TIMEOUT_S = 10
 
 
 def _base(library: Path) -> int:
@@ -33,10 +37,10 @@ def _base(library: Path) -> int:
     raise RuntimeError(f"{real} is not mapped in this process")
 
 
-def _inputs(dirs: list[Path], max_len: int) -> list[bytes]:
+def _inputs(dirs: list[Path], max_len: int) -> list[tuple[Path, bytes]]:
     """The inputs in dirs, cut to max_len, shortest first (libFuzzer's order when it reads a corpus)."""
-    found = [p.read_bytes()[:max_len] for d in dirs for p in sorted(d.iterdir()) if p.is_file()]
-    return sorted(found, key=len)
+    found = [(p, p.read_bytes()[:max_len]) for d in dirs for p in sorted(d.iterdir()) if p.is_file()]
+    return sorted(found, key=lambda pd: len(pd[1]))
 
 
 def count(library: Path, targets: dict[str, list[Path]], max_len: dict[str, int]) -> dict[str, object]:
@@ -60,8 +64,13 @@ def count(library: Path, targets: dict[str, list[Path]], max_len: dict[str, int]
         seen = 0
         inputs = 0
         ctypes.memset(addr, 0, n)
-        for data in _inputs(dirs, max_len[name]):
+        for path, data in _inputs(dirs, max_len[name]):
+            # An input that hangs ends the process with every thread's stack, after its name (the
+            # parent shows the tail of this output).
+            print(f"input {path}", file=sys.stderr, flush=True)
+            faulthandler.dump_traceback_later(INPUT_TIMEOUT_S, exit=True)
             fn(data, len(data))
+            faulthandler.cancel_dump_traceback_later()
             inputs += 1
             # OR of the counter bytes as one integer: a byte is non-zero iff an input hit its edge
             seen |= int.from_bytes(ctypes.string_at(addr, n), "little")

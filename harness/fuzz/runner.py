@@ -403,8 +403,16 @@ def coverage(name: str | Sequence[str], reports: Path = REPORTS) -> CoverageRepo
         )
         spec.unlink(missing_ok=True)
         if proc.returncode != 0 or not result.is_file():
-            tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-20:])
+            # what followed the last input the child named: the sanitizer report or the stacks
+            out = (proc.stdout + proc.stderr).splitlines()
+            named = [i for i, line in enumerate(out) if line.startswith("input ")]
+            tail = "\n".join(out[named[-1] + 1 :][:40] if named else out[-20:])
             what = f"replaying the {target} corpus through the coverage build failed"
+            last = [line[6:] for line in proc.stderr.splitlines() if line.startswith("input ")][-1:]
+            if "Timeout (" in proc.stderr:
+                what += f": an input ran for over {INPUT_TIMEOUT_S} s (a hang)"
+            if last:
+                what += f"; the input: {last[0]}"
             raise KpoolError(f"{what} (exit {proc.returncode})", tail)
         one = json.loads(result.read_text())
         result.unlink()
