@@ -60,7 +60,8 @@ int kp__backup_init(kp_pool *pool, size_t size)
 		kp__backup_fini(pool);
 		return -1;
 	}
-	kp__os_populate(&pool->os, b->map + KP_PAGE, usable);
+	if (pool->conf.prefault) /* off: the reserve faults in on first use, like the segments */
+		kp__os_populate(&pool->os, b->map + KP_PAGE, usable);
 	KP_POISON(b->map + KP_PAGE, usable);
 	b->base = b->map + KP_PAGE;
 	b->size = usable;
@@ -164,11 +165,12 @@ size_t kp__backup_usable(kp_pool *pool, const void *p)
 /* Keep the reserve resident: whatever the kernel reclaimed from its free
  * part (or a fork's copy-on-write left unfaulted) is faulted back in by the
  * daemon, so a critical allocation never waits on a page fault. Called when
- * the backup is idle, so no live block is touched. */
+ * the backup is idle, so no live block is touched. Not with prefault:off,
+ * which leaves every page to fault in on first touch. */
 int kp__backup_refill(kp_pool *pool)
 {
 	kp__backup *b = &pool->backup;
-	if (!b->size || atomic_load(&b->in_use) != 0)
+	if (!b->size || !pool->conf.prefault || atomic_load(&b->in_use) != 0)
 		return 0;
 	/* Populating walks every page even when all are resident; asking
 	 * first costs a page of mincore vector per 4 MiB. */

@@ -442,6 +442,42 @@ static void test_backup_refill_resident(void)
 	kp_destroy(pool);
 }
 
+/* prefault:off leaves the reserve to fault in on first use: it is not
+ * populated at creation, and the daemon does not refill it after use;
+ * prefault:on (the default) populates it at creation and refills it. */
+static void test_backup_prefault_option(void)
+{
+	for (int on = 0; on < 2; on++) {
+		char conf[256];
+		snprintf(conf, sizeof conf, "%s,prefault:%s", CONF, on ? "on" : "off");
+		/* no segment at creation: the only pages to pre-fault are the reserve's */
+		char bare[128];
+		snprintf(bare, sizeof bare, "primary_initial:0,backup:1m,daemon:off,prefault:%s", on ? "on" : "off");
+		KT_POOL(fresh, bare);
+		CHECK((st(fresh, "syscalls.setup.madvise") > 0) == on, "prefault:%s: %lld madvise calls at creation",
+		      on ? "on" : "off", (long long)st(fresh, "syscalls.setup.madvise"));
+		kp_destroy(fresh);
+
+		KT_POOL(pool, conf);
+		static struct filled f;
+		f.n = 0;
+		uint64_t token = kp_critical_token(pool);
+		fill_primary(pool, &f);
+		REQUIRE(kp_critical_enter(pool, token) == 0, "enter");
+		char *blk = kp_alloc(pool, 64 * KiB, KP_CRITICAL);
+		REQUIRE(blk != NULL, "a critical block from the backup");
+		memset(blk, 7, 64 * KiB);
+		CHECK(kp_free(pool, blk) == 0, "free");
+		kp_daemon_step(pool, 0);
+		CHECK(st(pool, "daemon.backup_refills") == on, "prefault:%s: %lld refills after the backup was used",
+		      on ? "on" : "off", (long long)st(pool, "daemon.backup_refills"));
+		kp_critical_exit(pool);
+		for (size_t i = 0; i < f.n; i++)
+			kp_free(pool, f.p[i]);
+		kp_destroy(pool);
+	}
+}
+
 int main(void)
 {
 	RUN(test_backup_story);
@@ -450,5 +486,6 @@ int main(void)
 	RUN(test_guard_pages);
 	RUN(test_backup_refill_daemon);
 	RUN(test_backup_refill_resident);
+	RUN(test_backup_prefault_option);
 	return ktest_summary();
 }
