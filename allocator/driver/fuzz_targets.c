@@ -37,7 +37,8 @@ static fz_pool api_pools[] = {
 static fz_pool fault_pools[] = {
 	{.conf = FZ_BASE ",seed:21,low_wm:0,high_wm:0"},
 	{.conf = FZ_BASE ",seed:22,low_wm:0,high_wm:0,poison:on", .log = true},
-	{.conf = FZ_BASE ",seed:23,low_wm:0,high_wm:0,checks:off"},
+	/* transparent huge pages asked for (and their madvise failing when injected) */
+	{.conf = FZ_BASE ",seed:23,low_wm:0,high_wm:0,checks:off,thp:on"},
 	{.conf = FZ_TIGHT ",seed:24,poison:on"},
 };
 
