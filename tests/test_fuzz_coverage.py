@@ -5,6 +5,7 @@ entry points not instrumented, so every counter is libkpool's)."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -107,3 +108,85 @@ def test_a_target_count_equals_libfuzzers_own(tmp_path: Path) -> None:
     inited = re.search(r"INITED cov: (\d+)", lf.stderr)
     assert lf.returncode == 0 and inited, lf.stderr[-2000:]
     assert ours == int(inited[1]), f"our count {ours}, libFuzzer's {inited[1]}"
+
+
+FAKE_TARGET = r"""
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+static uint8_t counters[4];
+static uintptr_t pcs[8];
+size_t kp_fuzz_counters(uint8_t **c, const uintptr_t **p)
+{
+	for (int i = 0; i < 4; i++)
+		pcs[2 * i] = (uintptr_t)&kp_fuzz_counters + i, pcs[2 * i + 1] = i == 0;
+	*c = counters;
+	*p = pcs;
+	return 4;
+}
+int kp_fuzz_api_sequence(const uint8_t *d, size_t n)
+{
+	counters[0]++;
+	if (n && d[0] == 'h')
+		for (;;) /* a hang */
+			;
+	if (n && d[0] == 'c')
+		abort();
+	counters[1 + (n & 1)]++;
+	return 0;
+}
+"""
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"), [("h", "ran for over 1 s (a hang)"), ("c", "(killed by SIGABRT)")]
+)
+def test_a_corpus_input_that_hangs_or_crashes_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str, message: str
+) -> None:
+    """The replay cannot hang for ever or fail without saying which input: a target that loops on
+    one input ends after the input timeout, and the error names that input."""
+    from harness import build
+    from harness.errors import KpoolError
+    from harness.fuzz import env as fuzz_env
+    from harness.fuzz import runner
+
+    cc = shutil.which("cc") or shutil.which("clang")
+    assert cc, "a C compiler"
+    src, lib = tmp_path / "fake.c", tmp_path / "libfake.so"
+    src.write_text(FAKE_TARGET)
+    subprocess.run([cc, "-shared", "-fPIC", "-O0", "-o", str(lib), str(src)], check=True)
+    corpus = tmp_path / "reports" / "corpus" / "api_sequence"
+    corpus.mkdir(parents=True)
+    (corpus / "good").write_bytes(b"ab")
+    (corpus / "bad").write_bytes(kind.encode() + b"xyz")
+    monkeypatch.setattr(build, "build", lambda variant, plant=0: lib)
+    monkeypatch.setattr(fuzz_env, "target_env", lambda library, base=None: dict(os.environ))
+    monkeypatch.setattr(runner, "INPUT_TIMEOUT_S", 1)
+    monkeypatch.setattr(runner, "seeds_dir", lambda target: tmp_path / "no-seeds")
+    with pytest.raises(KpoolError) as err:
+        runner.coverage("api_sequence", tmp_path / "reports")
+    assert message in str(err.value) and str(corpus / "bad") in str(err.value), str(err.value)
+
+
+def test_the_fake_target_counts_when_all_goes_well(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same fake library with good inputs only: the counts come from its counters."""
+    from harness import build
+    from harness.fuzz import env as fuzz_env
+    from harness.fuzz import runner
+
+    cc = shutil.which("cc") or shutil.which("clang")
+    assert cc, "a C compiler"
+    src, lib = tmp_path / "fake.c", tmp_path / "libfake.so"
+    src.write_text(FAKE_TARGET)
+    subprocess.run([cc, "-shared", "-fPIC", "-O0", "-o", str(lib), str(src)], check=True)
+    corpus = tmp_path / "reports" / "corpus" / "api_sequence"
+    corpus.mkdir(parents=True)
+    (corpus / "even").write_bytes(b"ab")  # counters 0 and 1
+    monkeypatch.setattr(build, "build", lambda variant, plant=0: lib)
+    monkeypatch.setattr(fuzz_env, "target_env", lambda library, base=None: dict(os.environ))
+    monkeypatch.setattr(runner, "seeds_dir", lambda target: tmp_path / "no-seeds")
+    report = runner.coverage("api_sequence", tmp_path / "reports")
+    assert (report.edges, report.union) == (4, 2)
+    (corpus / "odd").write_bytes(b"abc")  # and counter 2
+    assert runner.coverage("api_sequence", tmp_path / "reports").union == 3

@@ -2,7 +2,8 @@
 
 Run by `kpool fuzz --coverage` in a child process with the sanitizer runtime preloaded (see env.py):
 `python -m harness.fuzz.edges SPEC OUT`. SPEC is a JSON file {"library": path, "targets": {name:
-[corpus dirs]}, "max_len": {name: bytes}} (an input is cut to max_len, as libFuzzer cuts it).
+[corpus dirs]}, "max_len": {name: bytes}} (an input is cut to max_len, as libFuzzer cuts it), and
+optionally "timeout_s" (default INPUT_TIMEOUT_S).
 OUT receives {"edges": N, "targets": {name: {"inputs": n, "covered": [edge indices]}}, "pcs": [offset
 in the library of each edge], "entries": [indices of the edges that open a function]}.
 
@@ -43,7 +44,9 @@ def _inputs(dirs: list[Path], max_len: int) -> list[tuple[Path, bytes]]:
     return sorted(found, key=lambda pd: len(pd[1]))
 
 
-def count(library: Path, targets: dict[str, list[Path]], max_len: dict[str, int]) -> dict[str, object]:
+def count(
+    library: Path, targets: dict[str, list[Path]], max_len: dict[str, int], timeout_s: float = 0
+) -> dict[str, object]:
     lib = ctypes.CDLL(str(library))
     counters_p = ctypes.POINTER(ctypes.c_uint8)()
     pcs_p = ctypes.POINTER(ctypes.c_size_t)()
@@ -68,7 +71,7 @@ def count(library: Path, targets: dict[str, list[Path]], max_len: dict[str, int]
             # An input that hangs ends the process with every thread's stack, after its name (the
             # parent shows the tail of this output).
             print(f"input {path}", file=sys.stderr, flush=True)
-            faulthandler.dump_traceback_later(INPUT_TIMEOUT_S, exit=True)
+            faulthandler.dump_traceback_later(timeout_s or INPUT_TIMEOUT_S, exit=True)
             fn(data, len(data))
             faulthandler.cancel_dump_traceback_later()
             inputs += 1
@@ -83,7 +86,7 @@ def count(library: Path, targets: dict[str, list[Path]], max_len: dict[str, int]
 def main(argv: list[str]) -> int:
     spec = json.loads(Path(argv[0]).read_text())
     targets = {name: [Path(d) for d in dirs] for name, dirs in spec["targets"].items()}
-    result = count(Path(spec["library"]), targets, spec["max_len"])
+    result = count(Path(spec["library"]), targets, spec["max_len"], spec.get("timeout_s", 0))
     Path(argv[1]).write_text(json.dumps(result))
     return 0
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -395,7 +396,12 @@ def coverage(name: str | Sequence[str], reports: Path = REPORTS) -> CoverageRepo
     counted: dict[str, Any] = {"targets": {}}
     for target, corpus_dirs in targets.items():  # a process each: a target's pools outlive its inputs
         spec, result = reports / f".coverage-{target}.spec", reports / f".coverage-{target}.json"
-        job = {"library": str(library), "targets": {target: corpus_dirs}, "max_len": DEFAULT_MAX_LEN}
+        job = {
+            "library": str(library),
+            "targets": {target: corpus_dirs},
+            "max_len": DEFAULT_MAX_LEN,
+            "timeout_s": INPUT_TIMEOUT_S,
+        }
         spec.write_text(json.dumps(job))
         cmd = [sys.executable, "-m", "harness.fuzz.edges", str(spec), str(result)]
         proc = subprocess.run(
@@ -410,10 +416,12 @@ def coverage(name: str | Sequence[str], reports: Path = REPORTS) -> CoverageRepo
             what = f"replaying the {target} corpus through the coverage build failed"
             last = [line[6:] for line in proc.stderr.splitlines() if line.startswith("input ")][-1:]
             if "Timeout (" in proc.stderr:
-                what += f": an input ran for over {INPUT_TIMEOUT_S} s (a hang)"
+                what += f": an input ran for over {job['timeout_s']} s (a hang)"
             if last:
                 what += f"; the input: {last[0]}"
-            raise KpoolError(f"{what} (exit {proc.returncode})", tail)
+            rc = proc.returncode
+            how = f"killed by {signal.Signals(-rc).name}" if rc < 0 else f"exit {rc}"
+            raise KpoolError(f"{what} ({how})", tail)
         one = json.loads(result.read_text())
         result.unlink()
         counted.update(edges=one["edges"], pcs=one["pcs"], entries=one["entries"])
