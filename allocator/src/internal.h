@@ -259,24 +259,31 @@ static inline KP_NOASAN void kp__link_put(uint64_t secret, void *block, void *ne
 int kp__violation(kp_pool *pool, unsigned kind, int code, const void *addr, size_t size, const char *what);
 /* The canary in the slack past the requested size: up to 8 bytes, the
  * block's key ^ 0xa5.. (little-endian bytes), so a canary copied from
- * another block does not verify. */
+ * another block does not verify. Its first byte, the one an off-by-one
+ * write hits, always has its top bit set: a stray NUL terminator or ASCII
+ * character is always caught (with a free key byte, one such write in 256
+ * would have matched it and gone unseen). */
 #define KP_CANARY_XOR 0xa5a5a5a5a5a5a5a5ull
 #define KP_CANARY 8 /* slack every block keeps for it with checks on */
+static inline uint64_t kp__canary_word(uint64_t key)
+{
+	return (key ^ KP_CANARY_XOR) | 0x80;
+}
 /* The fast forms, for blocks whose slack holds all 8 bytes (small blocks). */
 static inline KP_NOASAN void kp__canary8_put(uint64_t key, char *at)
 {
-	uint64_t w = key ^ KP_CANARY_XOR;
+	uint64_t w = kp__canary_word(key);
 	__builtin_memcpy(at, &w, 8);
 }
 static inline KP_NOASAN bool kp__canary8_ok(uint64_t key, const char *at)
 {
 	uint64_t w;
 	__builtin_memcpy(&w, at, 8);
-	return w == (key ^ KP_CANARY_XOR);
+	return w == kp__canary_word(key);
 }
 static inline KP_NOASAN void kp__canary_put(uint64_t key, char *payload, size_t req, size_t usable)
 {
-	uint64_t w = key ^ KP_CANARY_XOR;
+	uint64_t w = kp__canary_word(key);
 	size_t n = usable - req < 8 ? usable - req : 8;
 	if (KP_LIKELY(n == 8))
 		__builtin_memcpy(payload + req, &w, 8);
@@ -286,7 +293,7 @@ static inline KP_NOASAN void kp__canary_put(uint64_t key, char *payload, size_t 
 }
 static inline KP_NOASAN bool kp__canary_ok(uint64_t key, const char *payload, size_t req, size_t usable)
 {
-	uint64_t w = key ^ KP_CANARY_XOR, got = 0;
+	uint64_t w = kp__canary_word(key), got = 0;
 	size_t n = usable - req < 8 ? usable - req : 8;
 	if (KP_LIKELY(n == 8)) {
 		__builtin_memcpy(&got, payload + req, 8);
