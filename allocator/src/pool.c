@@ -177,6 +177,12 @@ KP_EXPORT void kp_destroy(kp_pool *pool)
 	pthread_mutex_unlock(&reg_lock);
 	int saved = kp__os_caller;
 	kp__os_caller = KP_CALLER_SETUP;
+	/* Injected failures end with the pool: an injected munmap failure here
+	 * would leave the mapping behind with nobody to own it (found by the
+	 * conf fuzz target: pools made with faults:munmap@p=... leaked their
+	 * segments until the fuzzer ran out of memory). */
+	for (int k = 0; k < KP_OS__N; k++)
+		kp__os_fault_arm(&pool->os, k, KP_FAULT_OFF, 0, 0.0, 0);
 	kp__tcache_fini_pool(pool);
 	kp__primary_release_all(pool);
 	kp__backup_fini(pool);
