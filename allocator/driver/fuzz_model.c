@@ -144,7 +144,8 @@ kp_pool *fz_pool_get(fz_pool *fp)
 		static int null_fd = -1; /* kept open for the life of the process */
 		if (null_fd < 0 && (null_fd = open("/dev/null", O_WRONLY | O_CLOEXEC)) < 0)
 			FZ_FAIL("open /dev/null: %s", strerror(errno));
-		snprintf(conf, sizeof conf, "%s,log_fd:%d", fp->conf, null_fd);
+		if ((size_t)snprintf(conf, sizeof conf, "%s,log_fd:%d", fp->conf, null_fd) >= sizeof conf)
+			FZ_FAIL("the fuzz pool conf '%s' is too long", fp->conf);
 		use = conf;
 	}
 	fp->pool = kp_create(use);
@@ -795,6 +796,30 @@ static bool integrity_kind(unsigned kind)
 	       (kind >= KP_EV_OVERFLOW && kind <= KP_EV_QUARANTINE);
 }
 
+void fz_drain(fz_ctx *c)
+{
+	kp_event ev[64];
+	size_t n;
+	uint64_t last = 0;
+	bool first = true;
+	while ((n = kp_events_drain(c->pool, ev, 64)) > 0) {
+		for (size_t k = 0; k < n; k++) {
+			/* Every event names a real kind, says something, and comes
+			 * after the one before it. */
+			if (ev[k].kind == KP_EV_NONE || ev[k].kind >= KP_EV__COUNT ||
+			    !strcmp(kp_event_name(ev[k].kind), "unknown") || !ev[k].text[0] || (!first && ev[k].seq <= last))
+				FZ_FAIL("event #%llu (after #%llu) of kind %u is malformed: '%s'", (unsigned long long)ev[k].seq,
+					(unsigned long long)last, ev[k].kind, ev[k].text);
+			first = false;
+			last = ev[k].seq;
+			if ((c->mode & FZ_STRICT) && integrity_kind(ev[k].kind))
+				FZ_FAIL("integrity event '%s' from correct use: %s", kp_event_name(ev[k].kind), ev[k].text);
+		}
+		if (n < 64)
+			break;
+	}
+}
+
 void fz_finish(fz_ctx *c)
 {
 	if (c->mode & FZ_FAULTS)
@@ -807,20 +832,8 @@ void fz_finish(fz_ctx *c)
 	kp_thread_flush(c->pool);
 	if ((c->mode & FZ_STRICT) && c->stats_seen)
 		check_stats(c);
-	kp_event ev[64];
-	size_t n;
-	while ((n = kp_events_drain(c->pool, ev, 64)) > 0) {
-		for (size_t k = 0; k < n; k++) {
-			/* Every event names a known kind and carries a terminated text. */
-			if (ev[k].kind >= KP_EV__COUNT || !strcmp(kp_event_name(ev[k].kind), "unknown") ||
-			    !memchr(ev[k].text, 0, sizeof ev[k].text))
-				FZ_FAIL("event #%llu of kind %u is malformed", (unsigned long long)ev[k].seq, ev[k].kind);
-			if ((c->mode & FZ_STRICT) && integrity_kind(ev[k].kind))
-				FZ_FAIL("integrity event '%s' from correct use: %s", kp_event_name(ev[k].kind), ev[k].text);
-		}
-		if (n < 64)
-			break;
-	}
+	if (!(c->mode & FZ_HANDOFF)) /* two threads share the ring: its one drainer runs after both */
+		fz_drain(c);
 	if (c->damaged)
 		fz_pool_reset(c->fp);
 }

@@ -103,6 +103,9 @@ void fz_run(fz_ctx *c, fz_in *r);
  * empty caches and no span in use, so an input replayed alone does what it
  * did in the fuzzing process. */
 void fz_finish(fz_ctx *c);
+/* Drain the pool's events and check each (fz_finish does it, except for the
+ * two halves of the concurrent target: the ring has one drainer). */
+void fz_drain(fz_ctx *c);
 
 /* The operation trace printed by fz_fail: the last FZ_TRACE operations of
  * the thread, kept as numbers (formatting each one would cost more than the

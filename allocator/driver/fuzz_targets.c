@@ -184,6 +184,7 @@ KP_EXPORT int kp_fuzz_concurrent(const uint8_t *data, size_t len)
 		h[0].ctx.mailbox = NULL;
 		fz_finish(&h[0].ctx);
 	}
+	fz_drain(&h[0].ctx);
 	return 0;
 }
 
