@@ -209,7 +209,7 @@ def run_jobs(c: Campaign, run_dir: Path) -> bool:
     return True
 
 
-def collect(c: Campaign, run_dir: Path) -> RunReport:
+def collect(c: Campaign, run_dir: Path, coverage: bool = True) -> RunReport:
     report = RunReport(
         run_id=c.run_id,
         started=c.started,
@@ -225,7 +225,8 @@ def collect(c: Campaign, run_dir: Path) -> RunReport:
         else:
             report.workloads.extend(ingest.workload_results(doc, j, run_dir))
     report.crashes = ingest.triage(c, run_dir)
-    report.fuzz_coverage = fuzz_coverage(c, run_dir)
+    # Not after an interrupt: Ctrl-C keeps what finished at once, without a build and a replay.
+    report.fuzz_coverage = fuzz_coverage(c, run_dir) if coverage else {}
     report.finished = time.time()
     return report
 
@@ -244,11 +245,11 @@ def fuzz_coverage(c: Campaign, run_dir: Path) -> dict[str, Any]:
     from harness.fuzz import runner
 
     try:
-        report = runner.coverage(native, runner.REPORTS)
-    except KpoolError as exc:
+        report = runner.coverage(native, runner.REPORTS, write=False)
+        (run_dir / "coverage.json").write_text(json.dumps(report.to_json(), indent=2) + "\n")
+    except Exception as exc:  # whatever went wrong, the rest of the report is written
         output.warn(f"libkpool coverage of the fuzz corpora: {exc}")
         return {}
-    (run_dir / "coverage.json").write_text(json.dumps(report.to_json(), indent=2) + "\n")
     return report.to_json()
 
 
@@ -353,7 +354,7 @@ def main(argv: Sequence[str]) -> int:
             f"reports in {run_dir}"
         )
     finished = run_jobs(c, run_dir)
-    report = collect(c, run_dir)
+    report = collect(c, run_dir, coverage=finished)
     write_run(report, args.reports)
     output.result(summary(report, run_dir))
     if not finished:

@@ -115,3 +115,23 @@ def test_progress_is_a_line_per_change_not_per_poll(
     lines = [line for line in capsys.readouterr().err.splitlines() if "jobs done" in line]
     assert len(lines) == 2, lines
     assert "0/1 jobs done, running fuzz:a" in lines[0] and "1/1 jobs done, running none" in lines[1]
+
+
+def test_coverage_that_fails_any_way_costs_only_itself(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Counting the fuzz corpora's coverage fails (any exception): a warning, and the report is made."""
+    from harness.fuzz import runner
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise ValueError("-40 is not a valid Signals")
+
+    monkeypatch.setattr(runner, "coverage", broken)
+    c = Campaign("r", 60.0, 1)
+    c.jobs = [Job("fuzz:api_sequence", "fuzz", ["true"], 1.0, "fuzz-api_sequence/fuzz.json", state="done")]
+    assert campaign.fuzz_coverage(c, tmp_path) == {}
+    err = capsys.readouterr().err
+    assert "warning: libkpool coverage of the fuzz corpora: -40 is not a valid Signals" in err
+    # and after an interrupt it is not attempted at all
+    report = campaign.collect(c, tmp_path, coverage=False)
+    assert report.fuzz_coverage == {}

@@ -2,8 +2,9 @@
  * backup.c - the backup pool: an emergency reserve for critical callers.
  *
  * Deliberately simple (the policy of when to use it lives in pool.c): a
- * binary buddy allocator over one region mapped and pre-faulted when the
- * pool is created, with an inaccessible guard page on each side. Its
+ * binary buddy allocator over one region mapped (and, unless prefault:off,
+ * pre-faulted) when the pool is created, with an inaccessible guard page on
+ * each side. Its
  * metadata - a state byte per 256-byte granule and the free lists as index
  * arrays - lives in a separate mapping, so no user write can reach it.
  * A freed block coalesces with its buddy at once, so the reserve refills
@@ -164,9 +165,11 @@ size_t kp__backup_usable(kp_pool *pool, const void *p)
 
 /* Keep the reserve resident: whatever the kernel reclaimed from its free
  * part (or a fork's copy-on-write left unfaulted) is faulted back in by the
- * daemon, so a critical allocation never waits on a page fault. Called when
+ * daemon, so a critical allocation does not wait on a page fault. Called when
  * the backup is idle, so no live block is touched. Not with prefault:off,
- * which leaves every page to fault in on first touch. */
+ * which leaves every page to fault in on first touch: the reserve is then
+ * address space, not memory, until it is used (a weaker reserve, meant for
+ * tests and fuzzing). */
 int kp__backup_refill(kp_pool *pool)
 {
 	kp__backup *b = &pool->backup;

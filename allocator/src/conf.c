@@ -69,7 +69,7 @@ static const struct option options[] = {
 	 "the daemon's fallback timer; the allocation path wakes it sooner"},
 	{"prefault", BOOL, "on", OFF(prefault), 0, 1,
 	 "pre-fault the segments mapped ahead of need and the backup reserve, at creation and by the daemon (off: "
-	 "pages fault on first touch)"},
+	 "pages fault on first touch, and the reserve is not memory until used)"},
 	{"thp", BOOL, "on", OFF(thp), 0, 1,
 	 "ask for transparent huge pages on huge blocks (MADV_HUGEPAGE): a 2 MiB fault instead of 512"},
 	{"decay_ms", INT, "1000", OFF(decay_ms), 0, 3600000,

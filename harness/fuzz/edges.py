@@ -11,7 +11,8 @@ Each target runs in a process of its own, as under libFuzzer: the pools of the f
 live as long as the process, so what one target did would change what the next one reaches. Every
 input of a target goes through the target's entry point in the coverage build of libkpool (its
 driver is not instrumented, so every counter is one of libkpool's edges). The counters are read and
-cleared after each input: an 8-bit counter wraps at 256, so it is read before it can.
+cleared after each input, so that their wrapping at 256 cannot hide an edge across inputs (an edge hit
+a multiple of 256 times within one input still reads 0, as it does for libFuzzer).
 """
 
 from __future__ import annotations
@@ -68,8 +69,8 @@ def count(
         inputs = 0
         ctypes.memset(addr, 0, n)
         for path, data in _inputs(dirs, max_len[name]):
-            # An input that hangs ends the process with every thread's stack, after its name (the
-            # parent shows the tail of this output).
+            # An input that hangs ends the process (with the Python stacks: a C thread stuck
+            # elsewhere does not show), after its name, which the parent reports.
             print(f"input {path}", file=sys.stderr, flush=True)
             faulthandler.dump_traceback_later(timeout_s or INPUT_TIMEOUT_S, exit=True)
             fn(data, len(data))

@@ -18,6 +18,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -353,7 +354,10 @@ def _locate(library: Path, offsets: Sequence[int]) -> list[tuple[str, str]]:
     allocator/. ("?", "library+offset") for all of them when addr2line is missing or fails."""
     unknown = [("?", f"{library.name}+{o:#x}") for o in offsets]
     tool = shutil.which("addr2line")
-    if tool is None or not offsets:
+    if not offsets:
+        return unknown
+    if tool is None:
+        output.warn("addr2line is missing (Debian package binutils): no source files or function names")
         return unknown
     proc = subprocess.run(
         [tool, "-f", "-e", str(library)],
@@ -364,19 +368,66 @@ def _locate(library: Path, offsets: Sequence[int]) -> list[tuple[str, str]]:
     )
     lines = proc.stdout.splitlines()
     if proc.returncode != 0 or len(lines) != 2 * len(offsets):
+        output.warn(f"addr2line could not read {library} (exit {proc.returncode}): no source files or names")
         return unknown
     root = str(fuzz_env.REPO_ROOT / "allocator") + "/"
-    return [(lines[2 * i], lines[2 * i + 1].replace(root, "")) for i in range(len(offsets))]
+    # "src/x.c:12 (discriminator 3)": the line is enough
+    where = [lines[2 * i + 1].split(" (discriminator")[0].replace(root, "") for i in range(len(offsets))]
+    return [(lines[2 * i], where[i]) for i in range(len(offsets))]
 
 
-def coverage(name: str | Sequence[str], reports: Path = REPORTS) -> CoverageReport:
+def _how_it_ended(rc: int) -> str:
+    """'exit 1', 'killed by SIGABRT', 'killed by signal 40' for a child's return code."""
+    if rc >= 0:
+        return f"exit {rc}"
+    try:
+        return f"killed by {signal.Signals(-rc).name}"
+    except ValueError:
+        return f"killed by signal {-rc}"
+
+
+def _count_target(
+    library: Path, target: str, corpus_dirs: list[str], scratch: Path, counted: dict[str, Any]
+) -> None:
+    """Replay one target's corpus in a child process (harness/fuzz/edges.py) and add its counts."""
+    job = {
+        "library": str(library),
+        "targets": {target: corpus_dirs},
+        "max_len": DEFAULT_MAX_LEN,
+        "timeout_s": INPUT_TIMEOUT_S,
+    }
+    spec, result = scratch / f"{target}.spec", scratch / f"{target}.json"
+    spec.write_text(json.dumps(job))
+    cmd = [sys.executable, "-m", "harness.fuzz.edges", str(spec), str(result)]
+    proc = subprocess.run(
+        cmd, env=fuzz_env.target_env(library), capture_output=True, text=True, check=False, cwd=scratch
+    )
+    if proc.returncode != 0 or not result.is_file():
+        # what followed the last input the child named: the sanitizer report or the stacks
+        out = (proc.stdout + proc.stderr).splitlines()
+        named = [i for i, line in enumerate(out) if line.startswith("input ")]
+        tail = "\n".join(out[named[-1] + 1 :][:40] if named else out[-20:])
+        what = f"replaying the {target} corpus through the coverage build failed"
+        last = [line[6:] for line in proc.stderr.splitlines() if line.startswith("input ")][-1:]
+        if "Timeout (" in proc.stderr:
+            what += f": an input ran for over {job['timeout_s']} s (a hang)"
+        if last:
+            what += f"; the input: {last[0]}"
+        raise KpoolError(f"{what} ({_how_it_ended(proc.returncode)})", tail)
+    one = json.loads(result.read_text())
+    counted.update(edges=one["edges"], pcs=one["pcs"], entries=one["entries"])
+    counted["targets"].update(one["targets"])
+
+
+def coverage(name: str | Sequence[str], reports: Path = REPORTS, write: bool = True) -> CoverageReport:
     """The libkpool edges each native target's corpus (working corpus and seeds) reaches, their union
     across the targets, and the functions of libkpool that no corpus enters.
 
     One child process (harness/fuzz/edges.py, with the sanitizer runtime preloaded) sends every input
     through its target's entry point in the coverage variant (the fuzz build with its entry points not
     instrumented, so that every counter is an edge of libkpool) and reads the counters after each.
-    workload_yaml (pure Python) is skipped. The result is also written to reports/coverage.json.
+    workload_yaml (pure Python) is skipped. The result is also written to reports/coverage.json
+    (unless write is False: the campaign writes it into its run).
     """
     targets: dict[str, list[str]] = {}
     names = resolve_targets(name) if isinstance(name, str) else list(name)
@@ -394,38 +445,13 @@ def coverage(name: str | Sequence[str], reports: Path = REPORTS) -> CoverageRepo
     output.progress(f"replaying {inputs} inputs of {', '.join(targets)} through the coverage build")
     reports.mkdir(parents=True, exist_ok=True)
     counted: dict[str, Any] = {"targets": {}}
-    for target, corpus_dirs in targets.items():  # a process each: a target's pools outlive its inputs
-        spec, result = reports / f".coverage-{target}.spec", reports / f".coverage-{target}.json"
-        job = {
-            "library": str(library),
-            "targets": {target: corpus_dirs},
-            "max_len": DEFAULT_MAX_LEN,
-            "timeout_s": INPUT_TIMEOUT_S,
-        }
-        spec.write_text(json.dumps(job))
-        cmd = [sys.executable, "-m", "harness.fuzz.edges", str(spec), str(result)]
-        proc = subprocess.run(
-            cmd, env=fuzz_env.target_env(library), capture_output=True, text=True, check=False, cwd=reports
-        )
-        spec.unlink(missing_ok=True)
-        if proc.returncode != 0 or not result.is_file():
-            # what followed the last input the child named: the sanitizer report or the stacks
-            out = (proc.stdout + proc.stderr).splitlines()
-            named = [i for i, line in enumerate(out) if line.startswith("input ")]
-            tail = "\n".join(out[named[-1] + 1 :][:40] if named else out[-20:])
-            what = f"replaying the {target} corpus through the coverage build failed"
-            last = [line[6:] for line in proc.stderr.splitlines() if line.startswith("input ")][-1:]
-            if "Timeout (" in proc.stderr:
-                what += f": an input ran for over {job['timeout_s']} s (a hang)"
-            if last:
-                what += f"; the input: {last[0]}"
-            rc = proc.returncode
-            how = f"killed by {signal.Signals(-rc).name}" if rc < 0 else f"exit {rc}"
-            raise KpoolError(f"{what} ({how})", tail)
-        one = json.loads(result.read_text())
-        result.unlink()
-        counted.update(edges=one["edges"], pcs=one["pcs"], entries=one["entries"])
-        counted["targets"].update(one["targets"])
+    scratch = Path(tempfile.mkdtemp(prefix=".coverage-", dir=reports))
+    try:
+        for target, corpus_dirs in targets.items():  # a process each: a target's pools outlive its inputs
+            _count_target(library, target, corpus_dirs, scratch, counted)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
     edges: int = counted["edges"]
     rows, union = [], set()
     for target, got in counted["targets"].items():
@@ -446,5 +472,6 @@ def coverage(name: str | Sequence[str], reports: Path = REPORTS) -> CoverageRepo
         got[1] += index in union
     files = [FileCoverage(f, e, c) for f, (e, c) in sorted(per_file.items())]
     report = CoverageReport(rows, len(union), edges, len(entered), missed, files)
-    (reports / "coverage.json").write_text(json.dumps(report.to_json(), indent=2) + "\n")
+    if write:
+        (reports / "coverage.json").write_text(json.dumps(report.to_json(), indent=2) + "\n")
     return report
