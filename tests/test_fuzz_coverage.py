@@ -138,16 +138,11 @@ int kp_fuzz_api_sequence(const uint8_t *d, size_t n)
 """
 
 
-@pytest.mark.parametrize(
-    ("kind", "message"), [("h", "ran for over 1 s (a hang)"), ("c", "(killed by SIGABRT)")]
-)
-def test_a_corpus_input_that_hangs_or_crashes_is_named(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str, message: str
-) -> None:
-    """The replay cannot hang for ever or fail without saying which input: a target that loops on
-    one input ends after the input timeout, and the error names that input."""
+@pytest.fixture
+def fake_corpus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """api_sequence's working corpus under tmp_path/reports, replayed through FAKE_TARGET (built here)
+    instead of the coverage build; no seeds, a 1 s input timeout."""
     from harness import build
-    from harness.errors import KpoolError
     from harness.fuzz import env as fuzz_env
     from harness.fuzz import runner
 
@@ -156,37 +151,37 @@ def test_a_corpus_input_that_hangs_or_crashes_is_named(
     src, lib = tmp_path / "fake.c", tmp_path / "libfake.so"
     src.write_text(FAKE_TARGET)
     subprocess.run([cc, "-shared", "-fPIC", "-O0", "-o", str(lib), str(src)], check=True)
-    corpus = tmp_path / "reports" / "corpus" / "api_sequence"
-    corpus.mkdir(parents=True)
-    (corpus / "good").write_bytes(b"ab")
-    (corpus / "bad").write_bytes(kind.encode() + b"xyz")
     monkeypatch.setattr(build, "build", lambda variant, plant=0: lib)
     monkeypatch.setattr(fuzz_env, "target_env", lambda library, base=None: dict(os.environ))
     monkeypatch.setattr(runner, "INPUT_TIMEOUT_S", 1)
     monkeypatch.setattr(runner, "seeds_dir", lambda target: tmp_path / "no-seeds")
-    with pytest.raises(KpoolError) as err:
-        runner.coverage("api_sequence", tmp_path / "reports")
-    assert message in str(err.value) and str(corpus / "bad") in str(err.value), str(err.value)
-
-
-def test_the_fake_target_counts_when_all_goes_well(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The same fake library with good inputs only: the counts come from its counters."""
-    from harness import build
-    from harness.fuzz import env as fuzz_env
-    from harness.fuzz import runner
-
-    cc = shutil.which("cc") or shutil.which("clang")
-    assert cc, "a C compiler"
-    src, lib = tmp_path / "fake.c", tmp_path / "libfake.so"
-    src.write_text(FAKE_TARGET)
-    subprocess.run([cc, "-shared", "-fPIC", "-O0", "-o", str(lib), str(src)], check=True)
     corpus = tmp_path / "reports" / "corpus" / "api_sequence"
     corpus.mkdir(parents=True)
-    (corpus / "even").write_bytes(b"ab")  # counters 0 and 1
-    monkeypatch.setattr(build, "build", lambda variant, plant=0: lib)
-    monkeypatch.setattr(fuzz_env, "target_env", lambda library, base=None: dict(os.environ))
-    monkeypatch.setattr(runner, "seeds_dir", lambda target: tmp_path / "no-seeds")
-    report = runner.coverage("api_sequence", tmp_path / "reports")
+    return corpus
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"), [("h", "ran for over 1 s (a hang)"), ("c", "(killed by SIGABRT)")]
+)
+def test_a_corpus_input_that_hangs_or_crashes_is_named(fake_corpus: Path, kind: str, message: str) -> None:
+    """The replay cannot hang for ever or fail without saying which input: a target that loops on
+    one input ends after the input timeout, and the error names that input."""
+    from harness.errors import KpoolError
+    from harness.fuzz import runner
+
+    (fake_corpus / "good").write_bytes(b"ab")
+    (fake_corpus / "bad").write_bytes(kind.encode() + b"xyz")
+    with pytest.raises(KpoolError) as err:
+        runner.coverage("api_sequence", fake_corpus.parents[1])
+    assert message in str(err.value) and str(fake_corpus / "bad") in str(err.value), str(err.value)
+
+
+def test_the_fake_target_counts_when_all_goes_well(fake_corpus: Path) -> None:
+    """The same fake library with good inputs only: the counts come from its counters."""
+    from harness.fuzz import runner
+
+    (fake_corpus / "even").write_bytes(b"ab")  # counters 0 and 1
+    report = runner.coverage("api_sequence", fake_corpus.parents[1])
     assert (report.edges, report.union) == (4, 2)
-    (corpus / "odd").write_bytes(b"abc")  # and counter 2
-    assert runner.coverage("api_sequence", tmp_path / "reports").union == 3
+    (fake_corpus / "odd").write_bytes(b"abc")  # and counter 2
+    assert runner.coverage("api_sequence", fake_corpus.parents[1]).union == 3
