@@ -4,9 +4,9 @@
  * Deliberately simple (the policy of when to use it lives in pool.c): a
  * binary buddy allocator over one region mapped (and, unless prefault:off,
  * pre-faulted) when the pool is created, with an inaccessible guard page on
- * each side. Its
- * metadata - a state byte per 256-byte granule and the free lists as index
- * arrays - lives in a separate mapping, so no user write can reach it.
+ * each side. Its metadata - a state byte per 256-byte granule and the free
+ * lists as index arrays - lives in a separate mapping, so no user write can
+ * reach it.
  * A freed block coalesces with its buddy at once, so the reserve refills
  * itself as blocks come back, the way mempool_free refills a mempool.
  */
