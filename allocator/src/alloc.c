@@ -138,11 +138,24 @@ static void *backup_alloc(kp_pool *pool, size_t size, size_t align, bool in_mode
 	return p;
 }
 
-/* Place an aligned payload inside block p (over-allocated by align): a
- * redirect header in front of it points back to p. */
-static void *align_inside(kp_pool *pool, char *p, size_t align)
+/* Place an aligned payload of size bytes inside block p (over-allocated by
+ * align): a redirect header in front of it points back to p. With checks on,
+ * the enclosing block's request is cut to end where the aligned payload ends,
+ * so its canary (checked when it is freed) sits right past the payload and an
+ * overflow of the aligned block is caught like any other. There is room:
+ * q - p is at most align - 16, so q + size + 16 <= p + size + align. */
+static void *align_inside(kp_pool *pool, char *p, size_t size, size_t align)
 {
 	char *q = (char *)(((uintptr_t)p + align - 1) & ~(uintptr_t)(align - 1));
+	kp__hdr *outer = (kp__hdr *)(p - KP_HDR);
+	uint64_t meta = kp__hdr_meta(outer);
+	size_t want = size + align, end = (size_t)(q - p) + size;
+	if (pool->conf.checks && KP_META_REQ(meta) == want && want < UINT32_MAX) {
+		uint64_t key = kp__hkey(pool->secret, outer);
+		kp__hdr_put(outer, key, kp__meta((uint32_t)end, (uint16_t)KP_META_CLS(meta), KP_META_ST(meta)));
+		kp__canary8_put(key, p + end);
+		KP_POISON(p + end, want - end);
+	}
 	if (q != p) {
 		kp__hdr_set(pool->secret, (kp__hdr *)(q - KP_HDR), (uint32_t)(q - p), KP_CLS_ALIGNED, KP_ST_ALLOC);
 		KP_POISON(q - KP_HDR, KP_HDR);
@@ -195,7 +208,7 @@ static void *alloc_policy(kp_pool *pool, size_t size, size_t align, unsigned fla
 	if (!p && tc && !(flags & KP_CRITICAL))
 		p = wait_for_daemon(pool, tc, want);
 	if (p && !kp__backup_owns(&pool->backup, p))
-		return align > KP_HDR ? align_inside(pool, p, align) : p;
+		return align > KP_HDR ? align_inside(pool, p, size, align) : p;
 	if (p)
 		return p;
 	if (privileged) {

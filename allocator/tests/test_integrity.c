@@ -145,6 +145,40 @@ static void test_off_by_one_ascii_always_caught(void)
 	kp_destroy(pool);
 }
 
+/* The same for a block placed by kp_alloc_aligned, whose payload sits inside
+ * a larger block: the canary follows the aligned payload (before, such a
+ * block had none, and every one of these writes went unseen). */
+static void test_off_by_one_aligned_caught(void)
+{
+	if (KT_ASAN)
+		return; /* ASan reports the write itself */
+	KT_POOL(pool, "primary_initial:4m,primary_max:256m,backup:0,daemon:off,tcache_bytes:0");
+	static const size_t sizes[] = {0, 24, 1000, 100000};
+	static const size_t aligns[] = {32, 64, 256, 4096};
+	int missed = 0, n = 0;
+	for (size_t a = 0; a < sizeof aligns / sizeof aligns[0]; a++)
+		for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++)
+			for (int v = 0; v < 0x80; v += 7, n++) {
+				char *p = kp_alloc_aligned(pool, sizes[k], aligns[a], 0);
+				REQUIRE(p && (uintptr_t)p % aligns[a] == 0, "aligned %zu/%zu", sizes[k], aligns[a]);
+				CHECK(kp_usable_size(pool, p) >= sizes[k], "usable size");
+				p[sizes[k]] = (char)v;
+				if (kp_free(pool, p) != KP_EOVERFLOW && missed++ < 5)
+					CHECK(0, "a write of %#x one past %zu bytes aligned to %zu went unseen", v, sizes[k],
+					      aligns[a]);
+			}
+	CHECK(missed == 0, "%d of %d off-by-one writes past aligned blocks unseen", missed, n);
+	/* and an aligned block written exactly to its end frees cleanly */
+	for (size_t a = 0; a < sizeof aligns / sizeof aligns[0]; a++) {
+		char *p = kp_alloc_aligned(pool, 1000, aligns[a], 0);
+		REQUIRE(p, "aligned");
+		memset(p, 0x7a, 1000);
+		CHECK(kp_free(pool, p) == 0, "a clean aligned block of 1000 (align %zu) refused", aligns[a]);
+	}
+	kp_events_drain(pool, NULL, 0);
+	kp_destroy(pool);
+}
+
 static void test_header_damage(void)
 {
 	if (KT_ASAN)
@@ -522,6 +556,7 @@ int main(void)
 	RUN(test_foreign_pointers);
 	RUN(test_overflow);
 	RUN(test_off_by_one_ascii_always_caught);
+	RUN(test_off_by_one_aligned_caught);
 	RUN(test_header_damage);
 	RUN(test_use_after_free);
 	RUN(test_freelist_damage);
