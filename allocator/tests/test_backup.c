@@ -405,16 +405,31 @@ static void test_backup_refill_daemon(void)
 	kp_destroy(pool);
 }
 
+/* Fill the primary and enter a critical scope: what follows is served by the
+ * backup. Undone by leave_and_destroy. */
+static void enter_with_primary_full(kp_pool *pool, struct filled *f)
+{
+	f->n = 0;
+	uint64_t token = kp_critical_token(pool);
+	fill_primary(pool, f);
+	REQUIRE(kp_critical_enter(pool, token) == 0, "enter");
+}
+
+static void leave_and_destroy(kp_pool *pool, struct filled *f)
+{
+	kp_critical_exit(pool);
+	for (size_t i = 0; i < f->n; i++)
+		kp_free(pool, f->p[i]);
+	kp_destroy(pool);
+}
+
 /* A refill asks the kernel first (mincore): a reserve still resident is not
  * populated again; one whose page the kernel took back is. */
 static void test_backup_refill_resident(void)
 {
 	KT_POOL(pool, CONF);
 	static struct filled f;
-	f.n = 0;
-	uint64_t token = kp_critical_token(pool);
-	fill_primary(pool, &f);
-	REQUIRE(kp_critical_enter(pool, token) == 0, "enter");
+	enter_with_primary_full(pool, &f);
 	char *blk = kp_alloc(pool, 64 * KiB, KP_CRITICAL);
 	REQUIRE(blk != NULL, "a critical block from the backup");
 	CHECK(kp_free(pool, blk) == 0, "free");
@@ -436,10 +451,7 @@ static void test_backup_refill_resident(void)
 	REQUIRE(madvise((void *)((uintptr_t)blk & ~(uintptr_t)4095), 4096, MADV_DONTNEED) == 0, "madvise");
 	kp_daemon_step(pool, 0);
 	CHECK(st(pool, "syscalls.daemon.madvise") == madv + 1, "a page the kernel took back was not faulted in");
-	kp_critical_exit(pool);
-	for (size_t i = 0; i < f.n; i++)
-		kp_free(pool, f.p[i]);
-	kp_destroy(pool);
+	leave_and_destroy(pool, &f);
 }
 
 /* prefault:off leaves the reserve to fault in on first use: it is not
@@ -460,10 +472,7 @@ static void test_backup_prefault_option(void)
 
 		KT_POOL(pool, conf);
 		static struct filled f;
-		f.n = 0;
-		uint64_t token = kp_critical_token(pool);
-		fill_primary(pool, &f);
-		REQUIRE(kp_critical_enter(pool, token) == 0, "enter");
+		enter_with_primary_full(pool, &f);
 		char *blk = kp_alloc(pool, 64 * KiB, KP_CRITICAL);
 		REQUIRE(blk != NULL, "a critical block from the backup");
 		memset(blk, 7, 64 * KiB);
@@ -471,10 +480,7 @@ static void test_backup_prefault_option(void)
 		kp_daemon_step(pool, 0);
 		CHECK(st(pool, "daemon.backup_refills") == on, "prefault:%s: %lld refills after the backup was used",
 		      on ? "on" : "off", (long long)st(pool, "daemon.backup_refills"));
-		kp_critical_exit(pool);
-		for (size_t i = 0; i < f.n; i++)
-			kp_free(pool, f.p[i]);
-		kp_destroy(pool);
+		leave_and_destroy(pool, &f);
 	}
 }
 
