@@ -214,7 +214,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.run(args, rest)
     except KpoolError as exc:
         output.error(str(exc))
-        return 1
+        return exc.exit_code
     except KeyboardInterrupt:
         output.error("interrupted")
         return 130

@@ -2,6 +2,10 @@
 
 Every error the harness raises derives from KpoolError. An error caused by the allocator carries the
 allocator's own words in `text` (kp_last_error() or the text of the event it recorded).
+
+`exit_code` is what `kpool` exits with when the error reaches the command line: 1 for a failure of the
+work itself, 2 for a mistake in what the user asked for (a bad argument, configuration or workload file),
+the code argparse uses for usage errors.
 """
 
 from __future__ import annotations
@@ -10,9 +14,23 @@ from __future__ import annotations
 class KpoolError(Exception):
     """Base of every harness error. `text` is the allocator's message, "" when there is none."""
 
+    exit_code: int = 1
+
     def __init__(self, message: str, text: str = "") -> None:
         super().__init__(f"{message}: {text}" if text else message)
         self.text = text
+
+
+class UsageError(KpoolError):
+    """The command line asked for something impossible: names the bad value and what was expected."""
+
+    exit_code = 2
+
+
+class ConfigError(KpoolError):
+    """A configuration (a setting, KPOOL_CONF, a workload value) is invalid: names the value and the rule."""
+
+    exit_code = 2
 
 
 class LibraryError(KpoolError):
@@ -23,7 +41,7 @@ class BuildError(KpoolError):
     """A variant of libkpool could not be built."""
 
 
-class ConfError(KpoolError):
+class ConfError(ConfigError):
     """kp_create refused the configuration; `text` names the bad key and value."""
 
 

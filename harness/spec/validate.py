@@ -52,6 +52,8 @@ class Issue:
 class SpecError(KpoolError):
     """A workload file is invalid; `issues` lists every problem found, in file order."""
 
+    exit_code = 2  # a mistake in the user's input, as ConfigError
+
     def __init__(self, issues: Sequence[Issue]) -> None:
         self.issues = sorted(issues, key=lambda i: (i.file, i.line, i.column))
         super().__init__("invalid workload\n" + "\n".join(f"  {i}" for i in self.issues))
