@@ -4,6 +4,11 @@ PROTOTYPES declares every function of the header, one for one (restype and argty
 them. The library loaded is $KPOOL_LIB when set (e.g. a sanitizer variant), else the packaged release
 build. Pool wraps one kp_pool: failures become exceptions from harness.errors that carry the
 allocator's own text (kp_last_error() or the text of the event it recorded).
+
+Every argument is checked before it reaches C: ctypes silently wraps an integer to the width of its C
+type (a size of 2**64 + 100 would become 100), so an integer outside its C type's range, a value of the
+wrong type, or a string with a NUL (C would stop reading there) raises ArgumentError or
+ArgumentTypeError, which name the argument, the value and what was expected.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import json
+import operator
 import os
 from collections import deque
 from collections.abc import Iterator, Mapping
@@ -24,6 +30,8 @@ from typing import Any
 from harness import build
 from harness.errors import (
     AllocError,
+    ArgumentError,
+    ArgumentTypeError,
     ClosedError,
     ConfError,
     DeniedError,
@@ -62,6 +70,9 @@ POOL_NAMES = {KP_POOL_PRIMARY: "primary", KP_POOL_BACKUP: "backup"}
 
 KP_EVENT_TEXT = 64
 SIZE_MAX = 2 ** (8 * ctypes.sizeof(c_size_t)) - 1
+UINT_MAX = 2 ** (8 * ctypes.sizeof(c_uint)) - 1
+UINT64_MAX = 2**64 - 1
+ADDR_MAX = 2 ** (8 * ctypes.sizeof(c_void_p)) - 1
 
 # Event kinds whose text explains why a call failed (used for exception messages).
 FAILURE_KINDS = frozenset(
@@ -129,6 +140,35 @@ PROTOTYPES: dict[str, tuple[Any, tuple[Any, ...]]] = {
 _loaded: dict[Path, ctypes.CDLL] = {}
 
 
+# ---- argument checks: what ctypes would wrap or cut, refused with the value and the rule ---------------
+
+
+def _integer(name: str, value: object, top: int) -> int:
+    """`value` as an int in 0..top (the range of its C type). bool is refused: True is no size."""
+    if isinstance(value, bool) or not hasattr(type(value), "__index__"):
+        raise ArgumentTypeError(f"{name} {value!r}: expected an integer from 0 to {top}")
+    number = operator.index(value)  # type: ignore[arg-type]
+    if not 0 <= number <= top:
+        raise ArgumentError(f"{name} {number}: out of range, expected an integer from 0 to {top}")
+    return number
+
+
+def _c_string(name: str, value: object) -> bytes:
+    if not isinstance(value, str):
+        raise ArgumentTypeError(f"{name} {value!r}: expected a string")
+    if "\0" in value:
+        raise ArgumentError(f"{name} {value!r}: contains a NUL character, where C would stop reading")
+    return value.encode()
+
+
+def _library(lib: object) -> ctypes.CDLL:
+    if lib is None:
+        return load()
+    if not isinstance(lib, ctypes.CDLL):
+        raise ArgumentTypeError(f"lib {lib!r}: expected a loaded library (from harness.binding.load) or None")
+    return lib
+
+
 def library_path() -> Path:
     """$KPOOL_LIB if set, else the packaged release library."""
     env = os.environ.get("KPOOL_LIB")
@@ -137,6 +177,8 @@ def library_path() -> Path:
 
 def load(path: str | os.PathLike[str] | None = None) -> ctypes.CDLL:
     """Load libkpool (default: library_path()) once per file and declare its functions."""
+    if path is not None and not isinstance(path, (str, os.PathLike)):
+        raise ArgumentTypeError(f"library path {path!r}: expected a path (str or os.PathLike) or None")
     resolved = Path(path or library_path()).resolve()
     if resolved in _loaded:
         return _loaded[resolved]
@@ -161,11 +203,11 @@ def _text(raw: bytes | None) -> str:
 
 def last_error(lib: ctypes.CDLL | None = None) -> str:
     """kp_last_error() of the calling thread."""
-    return _text((lib or load()).kp_last_error())
+    return _text(_library(lib).kp_last_error())
 
 
 def event_name(kind: int, lib: ctypes.CDLL | None = None) -> str:
-    return _text((lib or load()).kp_event_name(kind))
+    return _text(_library(lib).kp_event_name(_integer("event kind", kind, UINT_MAX)))
 
 
 def error_name(code: int) -> str:
@@ -175,7 +217,7 @@ def error_name(code: int) -> str:
 def options(lib: ctypes.CDLL | None = None) -> list[dict[str, str]]:
     """The option table: name, kind, default and help of every conf key."""
     table = POINTER(KpOptionInfo)()
-    count = int((lib or load()).kp_options(ctypes.byref(table)))
+    count = int(_library(lib).kp_options(ctypes.byref(table)))
     return [
         {"name": _text(o.name), "kind": _text(o.kind), "default": _text(o.deflt), "help": _text(o.help)}
         for o in table[:count]
@@ -183,14 +225,37 @@ def options(lib: ctypes.CDLL | None = None) -> list[dict[str, str]]:
 
 
 def conf_string(conf: str | Mapping[str, object] | None) -> str | None:
-    """A conf dict as "key:value,..." (booleans as on/off); strings and None pass through."""
-    if conf is None or isinstance(conf, str):
+    """A conf dict as "key:value,..." (booleans as on/off); strings and None pass through.
+
+    A key may not hold ':' or ',', a value not ',' (they separate the options): kp_create would read
+    them as other options."""
+    if conf is None:
+        return None
+    if isinstance(conf, str):
+        _c_string("conf", conf)
         return conf
+    if not isinstance(conf, Mapping):
+        raise ArgumentTypeError(f"conf {conf!r}: expected a string, a mapping or None")
 
-    def value(v: object) -> str:
-        return ("on" if v else "off") if isinstance(v, bool) else str(v)
+    def key(k: object) -> str:
+        if not isinstance(k, str):
+            raise ArgumentTypeError(f"conf key {k!r}: expected a string")
+        if ":" in k or "," in k:
+            raise ArgumentError(f"conf key {k!r}: must not contain ':' or ','")
+        return k
 
-    return ",".join(f"{k}:{value(v)}" for k, v in conf.items())
+    def value(k: str, v: object) -> str:
+        if isinstance(v, bool):
+            return "on" if v else "off"
+        if not isinstance(v, (str, int, float)):
+            raise ArgumentTypeError(f"conf value {v!r} of {k!r}: expected a string, an integer or a boolean")
+        if "," in str(v):
+            raise ArgumentError(f"conf value {v!r} of {k!r}: must not contain ',' (it separates options)")
+        return str(v)
+
+    joined = ",".join(f"{key(k)}:{value(k, v)}" for k, v in conf.items())
+    _c_string("conf", joined)
+    return joined
 
 
 @dataclass(frozen=True)
@@ -210,8 +275,8 @@ class Pool:
     def __init__(
         self, conf: str | Mapping[str, object] | None = None, lib: str | os.PathLike[str] | None = None
     ):
-        self.lib = load(lib)
         self.conf = conf_string(conf)
+        self.lib = load(lib)
         handle = self.lib.kp_create(None if self.conf is None else self.conf.encode())
         if not handle:
             err, text = ctypes.get_errno(), last_error(self.lib)
@@ -249,6 +314,7 @@ class Pool:
 
     def try_alloc(self, size: int, flags: int = 0) -> int | None:
         """kp_alloc: the address, or None when it returned NULL."""
+        size, flags = _integer("size", size, SIZE_MAX), _integer("flags", flags, UINT_MAX)
         addr = self.lib.kp_alloc(self.handle, size, flags)
         return int(addr) if addr else None
 
@@ -259,6 +325,8 @@ class Pool:
         return addr
 
     def alloc_aligned(self, size: int, align: int, flags: int = 0) -> int:
+        size, align = _integer("size", size, SIZE_MAX), _integer("align", align, SIZE_MAX)
+        flags = _integer("flags", flags, UINT_MAX)
         addr = self.lib.kp_alloc_aligned(self.handle, size, align, flags)
         if not addr:
             raise AllocError(
@@ -268,6 +336,8 @@ class Pool:
 
     def realloc(self, addr: int, size: int, flags: int = 0) -> int:
         """kp_realloc; size 0 frees addr and returns 0. On failure addr is untouched."""
+        addr, size = _integer("addr", addr, ADDR_MAX), _integer("size", size, SIZE_MAX)
+        flags = _integer("flags", flags, UINT_MAX)
         new = self.lib.kp_realloc(self.handle, addr or None, size, flags)
         if new:
             return int(new)
@@ -277,14 +347,17 @@ class Pool:
 
     def try_free(self, addr: int) -> int:
         """kp_free: 0 or a negative KP_E* code."""
+        addr = _integer("addr", addr, ADDR_MAX)
         return int(self.lib.kp_free(self.handle, addr or None))
 
     def free(self, addr: int) -> None:
+        addr = _integer("addr", addr, ADDR_MAX)
         code = self.try_free(addr)
         if code < 0:
             raise FreeError(f"kp_free({addr:#x}) failed", self._failure_text(), code, error_name(code))
 
     def usable_size(self, addr: int) -> int:
+        addr = _integer("addr", addr, ADDR_MAX)
         return int(self.lib.kp_usable_size(self.handle, addr or None))
 
     def thread_flush(self) -> None:
@@ -297,6 +370,7 @@ class Pool:
         return int(self.lib.kp_critical_token(self.handle))
 
     def critical_enter(self, token: int) -> None:
+        token = _integer("token", token, UINT64_MAX)
         code = int(self.lib.kp_critical_enter(self.handle, token))
         if code != KP_OK:
             raise DeniedError(
@@ -337,11 +411,12 @@ class Pool:
 
     def fault_inject(self, spec: str) -> None:
         """Inject OS failures or damage on purpose (see kp_fault_inject in kpool.h)."""
-        if self.lib.kp_fault_inject(self.handle, spec.encode()) != KP_OK:
+        if self.lib.kp_fault_inject(self.handle, _c_string("fault spec", spec)) != KP_OK:
             raise ConfError(f"fault spec {spec!r}", last_error(self.lib))
 
     def daemon_step(self, advance_ms: int = 0) -> int:
         """One daemon pass on this thread with the clock advanced; the number of grows + shrinks."""
+        advance_ms = _integer("advance_ms", advance_ms, UINT64_MAX)
         return int(self.lib.kp_daemon_step(self.handle, advance_ms))
 
     def daemon_wake(self) -> None:

@@ -33,6 +33,17 @@ class ConfigError(KpoolError):
     exit_code = 2
 
 
+class ArgumentError(KpoolError, ValueError):
+    """A value passed to the binding that C cannot take (an integer outside its C type, a string with NUL):
+    names the argument, the value and the range. Also a ValueError, as Python's own functions raise."""
+
+    exit_code = 2
+
+
+class ArgumentTypeError(ArgumentError, TypeError):
+    """An argument of the wrong type (a string for a size...). Also a TypeError."""
+
+
 class LibraryError(KpoolError):
     """libkpool could not be found or loaded."""
 

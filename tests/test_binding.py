@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import types
+from collections.abc import Callable
 from ctypes import POINTER, c_char, c_char_p, c_int, c_size_t, c_uint, c_uint64, c_void_p
 from pathlib import Path
 
@@ -15,7 +16,17 @@ import pytest
 
 from harness import binding, build, cli
 from harness.binding import KP_EDOUBLEFREE, KP_ENOTOURS, KpEvent, KpOptionInfo, Pool
-from harness.errors import BuildError, ClosedError, ConfError, DeniedError, FreeError, KpoolError
+from harness.errors import (
+    AllocError,
+    ArgumentError,
+    ArgumentTypeError,
+    BuildError,
+    ClosedError,
+    ConfError,
+    DeniedError,
+    FreeError,
+    KpoolError,
+)
 
 HEADER = Path(__file__).resolve().parents[1] / "allocator" / "include" / "kpool.h"
 
@@ -278,6 +289,126 @@ def test_daemon_hooks(quiet_pool: Pool) -> None:
     assert quiet_pool.daemon_step(0) >= 0
     quiet_pool.daemon_wake()
     assert quiet_pool.stats()["daemon"]["passes"] >= 1
+
+
+# ---- arguments: every integer passed to C fits its C type, every value has the right type -------------
+
+U64 = 2**64  # size_t, uintptr_t and uint64_t are 64-bit on every platform the harness runs on
+
+SIZE_T = "from 0 to 18446744073709551615"
+UINT = "from 0 to 4294967295"
+# (id, the call, the bad value as it must appear in the message, the range it must name)
+OUT_OF_RANGE: list[tuple[str, Callable[[Pool], object], int, str]] = [
+    ("alloc 2**64+100", lambda p: p.alloc(U64 + 100), U64 + 100, SIZE_T),
+    ("alloc 2**64", lambda p: p.alloc(U64), U64, SIZE_T),
+    ("alloc -1", lambda p: p.alloc(-1), -1, SIZE_T),
+    ("try_alloc", lambda p: p.try_alloc(U64 + 1), U64 + 1, SIZE_T),
+    ("alloc flags 2**32", lambda p: p.alloc(16, 2**32), 2**32, UINT),
+    ("alloc flags -1", lambda p: p.alloc(16, -1), -1, UINT),
+    ("alloc_aligned size", lambda p: p.alloc_aligned(U64 + 16, 16), U64 + 16, SIZE_T),
+    ("alloc_aligned align", lambda p: p.alloc_aligned(16, U64 + 16), U64 + 16, SIZE_T),
+    ("realloc size", lambda p: p.realloc(0, U64 + 5), U64 + 5, SIZE_T),
+    ("realloc addr", lambda p: p.realloc(-8, 16), -8, SIZE_T),
+    ("free 2**64", lambda p: p.free(U64), U64, SIZE_T),
+    ("free -1", lambda p: p.free(-1), -1, SIZE_T),
+    ("try_free", lambda p: p.try_free(U64 + 8), U64 + 8, SIZE_T),
+    ("usable_size", lambda p: p.usable_size(2**65), 2**65, SIZE_T),
+    ("critical_enter", lambda p: p.critical_enter(U64), U64, SIZE_T),
+    ("daemon_step -1", lambda p: p.daemon_step(-1), -1, SIZE_T),
+    ("daemon_step 2**64", lambda p: p.daemon_step(U64), U64, SIZE_T),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("what", "call", "bad", "span"), OUT_OF_RANGE, ids=[c[0] for c in OUT_OF_RANGE])
+def test_integer_out_of_range_raises_naming_value_and_range(
+    quiet_pool: Pool, what: str, call: Callable[[Pool], object], bad: int, span: str
+) -> None:
+    before = quiet_pool.stats()["primary"]["allocs"]
+    with pytest.raises(ArgumentError) as info:
+        call(quiet_pool)
+    message = str(info.value)
+    assert re.search(rf"(?<![\d-]){bad}(?!\d)", message), message
+    assert span in message, message
+    assert isinstance(info.value, ValueError) and isinstance(info.value, KpoolError)
+    assert quiet_pool.stats()["primary"]["allocs"] == before  # nothing reached the allocator
+
+
+WRONG_TYPE: list[tuple[str, Callable[[Pool], object]]] = [
+    ("alloc str", lambda p: p.alloc("x")),
+    ("alloc float", lambda p: p.alloc(1.5)),
+    ("alloc bool", lambda p: p.alloc(True)),
+    ("alloc None", lambda p: p.alloc(None)),
+    ("alloc flags str", lambda p: p.alloc(16, "zero")),
+    ("alloc_aligned", lambda p: p.alloc_aligned(16, "16")),
+    ("realloc", lambda p: p.realloc("0x10", 16)),
+    ("free str", lambda p: p.free("x")),
+    ("try_free", lambda p: p.try_free(b"x")),
+    ("usable_size", lambda p: p.usable_size(1.0)),
+    ("critical_enter", lambda p: p.critical_enter("token")),
+    ("daemon_step", lambda p: p.daemon_step(0.5)),
+    ("fault_inject", lambda p: p.fault_inject(5)),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("what", "call"), WRONG_TYPE, ids=[w for w, _ in WRONG_TYPE])
+def test_wrong_type_raises_the_packages_error(
+    quiet_pool: Pool, what: str, call: Callable[[Pool], object]
+) -> None:
+    with pytest.raises(ArgumentTypeError, match=r"expected (an integer|a string)") as info:
+        call(quiet_pool)
+    assert isinstance(info.value, TypeError) and isinstance(info.value, KpoolError)
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (lambda: Pool(123), r"conf.*123.*expected a string, a mapping or None"),  # type: ignore[arg-type]
+        (lambda: Pool([("daemon", "off")]), r"conf.*expected a string, a mapping or None"),  # type: ignore[arg-type]
+        (lambda: Pool({1: "off"}), r"conf key 1.*expected a string"),  # type: ignore[dict-item]
+        (lambda: Pool({"seed": [1, 2]}), r"conf value \[1, 2\] of 'seed'.*expected"),
+        (lambda: Pool(lib=5), r"library path 5.*expected a path"),  # type: ignore[arg-type]
+        (lambda: binding.load(5), r"library path 5.*expected a path"),  # type: ignore[arg-type]
+        (lambda: binding.event_name("grow"), r"event kind 'grow'.*expected an integer"),  # type: ignore[arg-type]
+        (lambda: binding.last_error("libkpool"), r"expected a loaded library"),  # type: ignore[arg-type]
+        (lambda: binding.options(lib=3), r"expected a loaded library"),  # type: ignore[arg-type]
+        (lambda: binding.conf_string(7), r"conf.*7.*expected a string, a mapping or None"),  # type: ignore[arg-type]
+    ],
+)
+def test_module_functions_and_constructor_check_types(call: Callable[[], object], match: str) -> None:
+    with pytest.raises(ArgumentTypeError, match=match):
+        call()
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (lambda: Pool("daemon:off\0bogus:1"), r"NUL"),
+        (lambda: Pool({"seed": "1,daemon:on"}), r"conf value '1,daemon:on' of 'seed'.*','"),
+        (lambda: Pool({"se:ed": 1}), r"conf key 'se:ed'.*':'"),
+        (lambda: binding.event_name(2**32 + 1), r"4294967297.*from 0 to 4294967295"),
+    ],
+)
+def test_values_the_c_side_would_misread_are_refused(call: Callable[[], object], match: str) -> None:
+    with pytest.raises(ArgumentError, match=match):
+        call()
+
+
+def test_fault_spec_with_nul_is_refused(quiet_pool: Pool) -> None:
+    with pytest.raises(ArgumentError, match="NUL"):
+        quiet_pool.fault_inject("os_mmap@1\0junk")
+
+
+def test_integers_in_range_still_work(quiet_pool: Pool) -> None:
+    class Index:  # any object with __index__ is an integer (numpy integers are)
+        def __index__(self) -> int:
+            return 48
+
+    addr = quiet_pool.alloc(Index())  # type: ignore[arg-type]
+    assert quiet_pool.usable_size(addr) >= 48
+    quiet_pool.free(addr)
+    assert quiet_pool.try_alloc(2**63) is None  # in range for size_t, impossible for the pool
+    with pytest.raises(AllocError, match="bad_size"):
+        quiet_pool.alloc(2**64 - 1)
 
 
 # ---- build and command line ---------------------------------------------------------------------------
