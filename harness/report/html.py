@@ -163,7 +163,9 @@ def run_page(r: RunReport) -> str:
                     escape(c.title),
                     str(c.count),
                     escape(c.source),
-                    f"<a href='{escape(c.reproducer)}'>{escape(c.reproducer.rsplit('/', 1)[-1])}</a>"
+                    f"<code>{escape(c.reproducer)}</code>"  # a workload crash's replay command
+                    if " " in c.reproducer
+                    else f"<a href='{escape(c.reproducer)}'>{escape(c.reproducer.rsplit('/', 1)[-1])}</a>"
                     if c.reproducer
                     else "",
                 )

@@ -163,34 +163,88 @@ def _fuzz_crashes(doc: dict[str, Any], run_id: str, plant: int) -> list[Crash]:
     return out
 
 
+def _program_keys(argv: list[str], cwd: Path) -> dict[str, str]:
+    """The driver keys a kpdrive command runs with: its program file's lines, then its key=value
+    arguments (kpdrive reads them in that order, a later key winning). {} when the program is gone."""
+    if len(argv) < 2 or "=" in argv[1]:
+        return {}
+    try:
+        lines = (cwd / argv[1]).read_text().splitlines()
+    except OSError:
+        return {}
+    keys: dict[str, str] = {}
+    for line in [*lines, *argv[2:]]:
+        key, eq, value = line.partition("=")
+        if not eq:
+            continue
+        keys[key.strip()] = value.strip()
+        if key.strip() == "duration_ms":  # the driver: a duration clears the op count
+            keys.pop("count", None)
+    return keys
+
+
+def _workload_reproducer(rep: dict[str, Any]) -> Reproducer:
+    """A worker's replay command, with its size as fields the command takes through placeholders
+    (count=${ops} threads=${threads}), so that minimisation can cut them. The command replays one worker:
+    one process (the workload's own count of processes is kept in meta as workload_processes)."""
+    argv = shlex.split(rep.get("command", "true"))
+    keys = _program_keys(argv, ROOT)
+    count = keys.get("count", "")
+    ops = int(count) if count.isdigit() and int(count) > 0 else None
+    threads = int(keys["threads"]) if keys.get("threads", "").isdigit() else None
+    if ops is not None:
+        argv.append("count=${ops}")
+    if threads is not None:
+        argv.append("threads=${threads}")
+    meta = {k: rep[k] for k in ("op_index", "phase", "allocator") if rep.get(k) is not None}
+    if rep.get("processes") is not None:
+        meta["workload_processes"] = rep["processes"]
+    return Reproducer(
+        argv=tuple(argv),
+        kind="workload",
+        cwd=str(ROOT),
+        workload=rep.get("workload"),
+        sha256=rep.get("sha256"),
+        seed=rep.get("seed"),
+        worker=rep.get("worker"),
+        ops=ops,
+        processes=1 if keys else None,
+        threads=threads,
+        meta=meta,
+    )
+
+
 def _stress_crashes(doc: dict[str, Any], run_id: str) -> list[Crash]:
     out = []
     for w in doc.get("workloads", []):
         for cr in w.get("crashes", []):
-            rep = cr.get("reproducer", {})
+            rep = {"processes": w.get("processes"), **cr.get("reproducer", {})}
             text = cr.get("sanitizer_report") or cr.get("stderr_tail") or ""
             if cr.get("signal_name"):
                 text += f"\nkpool: worker killed by {cr['signal_name']}\n"
-            repro = Reproducer(
-                argv=tuple(shlex.split(rep.get("command", "true"))),
-                kind="workload",
-                cwd=str(ROOT),
-                workload=rep.get("workload"),
-                sha256=rep.get("sha256"),
-                seed=rep.get("seed"),
-                worker=rep.get("worker"),
-            )
             out.append(
                 Crash(
                     text=text,
                     run_id=run_id,
                     source=f"workload:{w.get('name', '?')}",
-                    reproducer=repro,
+                    reproducer=_workload_reproducer(rep),
                     returncode=cr.get("returncode"),
                     kind="timeout" if cr.get("kind") == "timeout" else None,
                 )
             )
     return out
+
+
+def _shown(repro: Reproducer | None, run_dir: Path) -> str:
+    """A crash's reproducer in the report: a fuzz input (relative to the run when inside it), or the
+    command that replays it."""
+    if repro is None:
+        return ""
+    if repro.input_path:
+        path = repro.input_path
+        return str(Path(path).relative_to(run_dir)) if path.startswith(str(run_dir)) else path
+    argv, env = repro.command()
+    return " ".join([*(f"{k}={shlex.quote(v)}" for k, v in env.items()), shlex.join(argv)])
 
 
 def triage(c: Campaign, run_dir: Path) -> list[CrashEntry]:
@@ -216,7 +270,6 @@ def triage(c: Campaign, run_dir: Path) -> list[CrashEntry]:
         if entry is not None:
             entry.count += 1
             continue
-        repro = crash.reproducer.input_path if crash.reproducer and crash.reproducer.input_path else ""
         entries[rec.hash] = CrashEntry(
             signature=rec.hash,
             title=row.title,
@@ -224,7 +277,7 @@ def triage(c: Campaign, run_dir: Path) -> list[CrashEntry]:
             status="new" if rec.new else row.status,
             count=1,
             source=crash.source,
-            reproducer=str(Path(repro).relative_to(run_dir)) if repro.startswith(str(run_dir)) else repro,
+            reproducer=_shown(crash.reproducer, run_dir),
             report_path=crash.text_path or "",
         )
     return list(entries.values())

@@ -97,11 +97,23 @@ def minimize(db: CrashDB, ref: str) -> int:
         if first.signature.hash != row.hash:
             output.result(f"signature {row.id}: the reproducer does not reproduce ({first.signature.title})")
             return EXIT_NOT_REPRODUCED
-        output.result(f"signature {row.id}: nothing smaller reproduces; the reproducer is kept as it is")
+        if not done.tried:
+            output.result(
+                f"signature {row.id}: nothing to try: the reproducer's command takes no size it could cut"
+                " (ops, processes, threads through ${...} placeholders); it is kept as it is"
+            )
+        else:
+            output.result(
+                f"signature {row.id}: none of {done.tried} smaller candidates reproduces ({done.runs} runs);"
+                " the reproducer is kept as it is"
+            )
         return EXIT_OK
     db.set_minimized(row.id, done.reproducer)
     argv, _ = done.reproducer.command()
-    output.result(f"signature {row.id}: minimised in {done.runs} runs ({'; '.join(done.steps)})")
+    output.result(
+        f"signature {row.id}: minimised, {done.tried} candidates in {done.runs} runs"
+        f" ({'; '.join(done.steps)})"
+    )
     output.result(f"  command {' '.join(argv)}")
     return EXIT_OK
 

@@ -36,16 +36,24 @@ class Minimized:
     reproducer: Reproducer
     steps: list[str] = field(default_factory=list)
     runs: int = 0
+    tried: int = 0  # smaller candidates tried (kept or not)
 
 
 def default_shrink(repro: Reproducer) -> Iterator[Reproducer]:
-    """1, then half, then three quarters (ops) or one less (processes, threads) of each field in use."""
+    """1, then half, then three quarters (ops) or one less (processes, threads) of each field in use.
+
+    When the producer knows the operation the crash happened at (`meta["op_index"]`, counted from 1 in
+    the crashing thread, as kpdrive reports it), ops are first cut to exactly that many.
+    """
     used = " ".join([*repro.argv, *repro.env.values()])
     for name in SHRINK_FIELDS:
         value = getattr(repro, name)
         if value is None or value <= 1 or f"${{{name}}}" not in used:
             continue
         cuts = [1, value // 2, value * 3 // 4] if name == "ops" else [1, value // 2, value - 1]
+        at = repro.meta.get("op_index")
+        if name == "ops" and isinstance(at, int):
+            cuts.insert(0, at)
         seen: set[int] = set()
         for cut in cuts:
             if 1 <= cut < value and cut not in seen:
@@ -93,6 +101,7 @@ def minimize_workload(
             if tried >= max_candidates:
                 break
             tried += 1
+            result.tried = tried
             for _ in range(attempts):
                 result.runs += 1
                 if R.run_once(candidate, source).signature.hash == expected:
@@ -139,6 +148,7 @@ def minimize_fuzz(
     if not out.is_file():
         return result
     candidate = _with_input(repro, str(out))
+    result.tried = 1
     for _ in range(attempts):
         result.runs += 1
         if R.run_once(candidate, source).signature.hash == expected:
