@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
 import xml.etree.ElementTree as ET
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,12 +20,22 @@ HDR_LOWEST_NS, HDR_HIGHEST_NS, HDR_DIGITS = 1, 3_600_000_000_000, 3
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    """Write via a temporary file and rename: an interrupted run never leaves half a file."""
+    """Write via a temporary file and rename: an interrupted run never leaves half a file.
+
+    The temporary file is created with mode 0666 less the umask, like any file the harness writes
+    (tempfile.mkstemp would make it 0600, and the rename would keep that); O_EXCL and a random name
+    keep two writers apart.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    Path(tmp).replace(path)
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def hdr_histogram(lat: Latency) -> HdrHistogram:
