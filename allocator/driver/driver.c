@@ -28,7 +28,7 @@
 #define INBOX 4096u
 #define INBOX_POLL 16u
 
-/* Progress counters are published every PUBLISH ops: one relaxed store. */
+/* Progress counters are published every PUBLISH loop turns: one relaxed store. */
 #define PUBLISH 1024u
 
 struct step {
@@ -67,7 +67,7 @@ struct kpd_thread {
 	struct kpd_damage damage[KPD_MAX_DAMAGE];
 	unsigned ndamage;
 	struct inbox *inbox;
-	_Atomic uint64_t done;
+	_Atomic uint64_t done; /* ops so far, published every PUBLISH turns */
 	_Atomic int finished;
 	uint64_t t_start, t_end;
 	uint64_t cpu_ns; /* CPU time of the op loop (CLOCK_THREAD_CPUTIME_ID) */
@@ -546,7 +546,12 @@ static bool special(struct kpd_thread *t, uint64_t idx, uint64_t deadline)
 {
 	const struct kpd_program *pr = t->run->prog;
 	if (idx % PUBLISH == 0) {
-		atomic_store_explicit(&t->done, idx, memory_order_relaxed);
+		/* ops, not loop turns: a turn into a full working set is two ops
+		 * (the victim's free and the alloc), as the final counters count. */
+		uint64_t ops = 0;
+		for (int k = 0; k < KPD_OP__COUNT; k++)
+			ops += t->c.by_op[k];
+		atomic_store_explicit(&t->done, ops, memory_order_relaxed);
 		if (atomic_load_explicit(&t->run->stop, memory_order_relaxed))
 			return false;
 		if (deadline != UINT64_MAX && kpd_now() >= deadline)
@@ -584,7 +589,7 @@ static void run_loop(struct kpd_thread *t)
 	for (int k = 0; k < KPD_OP__COUNT; k++)
 		t->c.ops += t->c.by_op[k];
 	t->c.steps = t->index;
-	atomic_store_explicit(&t->done, t->index, memory_order_relaxed);
+	atomic_store_explicit(&t->done, t->c.ops, memory_order_relaxed);
 }
 
 /* ---- setup and merge ------------------------------------------------------------------- */

@@ -2,11 +2,13 @@
  * kpdrive.c - the op driver as a program: read a program (key=value lines)
  * from a file or stdin, run it, print one JSON document on stdout.
  *
- *   kpdrive [FILE|-] [KEY=VALUE ...]
+ *   kpdrive [--check] [FILE|-] [KEY=VALUE ...]
  *
  * Arguments after the file override its lines (the runner gives each worker
- * its seed this way). Exit status: 0 the run completed (its verdict is in the
- * JSON), 2 a bad program, 3 the run could not be set up (JSON with "error").
+ * its seed this way). --check only parses the program: the runner's check,
+ * before any worker starts, of every value this parser refuses. Exit status:
+ * 0 the run completed (its verdict is in the JSON) or the program is valid, 2
+ * a bad program, 3 the run could not be set up (JSON with "error").
  * Peers: run with allocator=malloc under LD_PRELOAD=libjemalloc.so.2 etc.
  */
 #include "kpdriver.h"
@@ -37,9 +39,10 @@ static char *read_all(FILE *f)
 
 static void usage(void)
 {
-	fprintf(stderr, "usage: kpdrive [FILE|-] [KEY=VALUE ...]\n"
+	fprintf(stderr, "usage: kpdrive [--check] [FILE|-] [KEY=VALUE ...]\n"
 			"  runs the op-driver program in FILE (or stdin) and prints JSON results;\n"
-			"  KEY=VALUE arguments are appended to the program (later lines win).\n");
+			"  KEY=VALUE arguments are appended to the program (later lines win);\n"
+			"  --check: parse the program only (exit 0 valid, 2 invalid).\n");
 }
 
 int main(int argc, char **argv)
@@ -49,17 +52,20 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	int i = 1;
+	bool check = argc > 1 && !strcmp(argv[1], "--check");
 	char *text = NULL;
-	if (argc > 1 && !strchr(argv[1], '=')) {
-		FILE *f = strcmp(argv[1], "-") ? fopen(argv[1], "r") : stdin;
+	if (check)
+		i++;
+	if (argc > i && !strchr(argv[i], '=')) {
+		FILE *f = strcmp(argv[i], "-") ? fopen(argv[i], "r") : stdin;
 		if (!f) {
-			perror(argv[1]);
+			perror(argv[i]);
 			return 2;
 		}
 		text = read_all(f);
 		if (f != stdin)
 			fclose(f);
-		i = 2;
+		i++;
 	} else {
 		text = strdup("");
 	}
@@ -88,6 +94,8 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	free(text);
+	if (check)
+		return 0;
 	static struct kpd_run run;
 	int rc = kpd_run(&run, &prog);
 	if (rc != 0)
