@@ -109,6 +109,8 @@ def _workload(w: dict[str, Any]) -> WorkloadResult:
         integrity_errors=int(w.get("integrity_errors", 0)),
         crashes=len(crashes),
         error="interrupted" if w.get("interrupted") else "",
+        backup_allocs=int((w.get("backup") or {}).get("allocs", 0)),
+        backup_peak_bytes=int((w.get("backup") or {}).get("peak_in_use_bytes", 0)),
     )
 
 

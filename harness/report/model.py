@@ -70,6 +70,17 @@ class Slo:
     measured: str
     ok: bool
 
+    @property
+    def has_data(self) -> bool:
+        """False for a bound on something the run never measured (the stress runner writes value None
+        and op "n/a", e.g. a latency bound for an operation kind the workload did not do)."""
+        return self.measured not in ("", "None") and not self.limit.startswith("n/a")
+
+    @property
+    def verdict(self) -> str:
+        """One of ok, FAIL or "no data": a bound nothing was measured against has held nothing."""
+        return "no data" if not self.has_data else "ok" if self.ok else "FAIL"
+
 
 @dataclass
 class WorkloadResult:
@@ -84,6 +95,11 @@ class WorkloadResult:
     integrity_errors: int = 0
     crashes: int = 0
     error: str = ""
+    # The pool's backup counters over the whole run (all workers): the timeline's samples can miss
+    # backup use that starts and ends between two of them, or before the last one (taken after the
+    # workers freed their blocks).
+    backup_allocs: int = 0
+    backup_peak_bytes: int = 0
 
     @property
     def ok(self) -> bool:
@@ -176,6 +192,8 @@ class RunReport:
                 integrity_errors=w.get("integrity_errors", 0),
                 crashes=w.get("crashes", 0),
                 error=w.get("error", ""),
+                backup_allocs=w.get("backup_allocs", 0),
+                backup_peak_bytes=w.get("backup_peak_bytes", 0),
             )
 
         return cls(
