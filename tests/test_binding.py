@@ -236,6 +236,63 @@ def test_double_free_raises_with_code_and_event(quiet_pool: Pool) -> None:
     assert quiet_pool.stats()["integrity"]["double_frees"] == 2
 
 
+def test_double_free_text_gives_the_blocks_size_class_never_a_false_zero() -> None:
+    """free clears the requested size from the header; the class remains: the text gives the class's
+    capacity (the most the block could hold), and the event's size field the same number."""
+    with Pool("daemon:off,checks:off") as pool:
+        pool.events()
+        addr = pool.alloc(100)
+        capacity = pool.usable_size(addr)  # checks off: the whole capacity of its class
+        pool.free(addr)
+        with pytest.raises(FreeError) as info:
+            pool.free(addr)
+        (event,) = [e for e in pool.events() if e.kind == "double_free"]
+    assert 100 <= capacity < 256
+    assert event.text == f"{addr:#x} size class {capacity}: double free"
+    assert event.size == capacity
+    assert f"size class {capacity}" in str(info.value)
+    assert "size 0" not in str(info.value)
+
+
+@pytest.mark.parametrize("size", [100, 200_000])  # a small class block, a large (page run) block
+def test_double_free_text_with_checks_on(quiet_pool: Pool, size: int) -> None:
+    addr = quiet_pool.alloc(size)
+    quiet_pool.free(addr)
+    with pytest.raises(FreeError):
+        quiet_pool.free(addr)
+    (event,) = [e for e in quiet_pool.events() if e.kind == "double_free"]
+    assert "size 0" not in event.text
+    if size == 100:
+        assert re.fullmatch(rf"{addr:#x} size class (\d+): double free", event.text), event.text
+        assert 100 <= event.size < 256
+    else:  # a large block's span may be merged once free: its size is not known any more
+        assert event.text == f"{addr:#x} size unknown: double free"
+        assert event.size == 0
+
+
+def test_free_of_a_foreign_pointer_says_size_unknown(quiet_pool: Pool) -> None:
+    buf = ctypes.create_string_buffer(256)
+    addr = ctypes.addressof(buf) + 64
+    assert quiet_pool.try_free(addr) == KP_ENOTOURS
+    (event,) = [e for e in quiet_pool.events() if e.kind == "invalid_free"]
+    assert event.text == f"{addr:#x} size unknown: free of a pointer never given out"
+    assert event.size == 0
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "kpool 1718000000.123 double_free 0x7f0a3c001040 size class 112: double free",
+        "kpool 1718000000.123 double_free 0x7f0a3c001040 size unknown: double free",
+        "kpool 1718000000.123 double_free 0x7f0a3c001040 size 64: double free",
+    ],
+)
+def test_triage_reads_every_size_form_of_the_event_text(line: str) -> None:
+    from harness.triage import signature
+
+    assert signature.classify(line) == ("kpool-double_free", "double free")
+
+
 def test_foreign_pointer_is_not_ours(quiet_pool: Pool) -> None:
     buf = ctypes.create_string_buffer(256)
     addr = ctypes.addressof(buf) + 64

@@ -403,19 +403,38 @@ static bool neighbour_ok(kp_pool *pool, kp__seg *s, const kp__hdr *h, unsigned c
 	return !carved || kp__hdr_ok(pool->secret, nb);
 }
 
+/* What a failed free can still say about the block's size. Free clears the
+ * requested size from the header but keeps the class, so a double free of a
+ * small block knows its class's capacity; a large block's span may have been
+ * merged since, an aligned block's redirect overwritten, and a pointer that
+ * is no block has no size. primary_hdr vouched for the address (the pagemap)
+ * before a double free is reported, so its header may be read. */
+static size_t failed_free_size(kp_pool *pool, const void *p, int code)
+{
+	if (code != KP_EDOUBLEFREE)
+		return KP_SIZE_UNKNOWN;
+	const kp__hdr *h = (const kp__hdr *)((uintptr_t)p - KP_HDR);
+	if (!kp__hdr_ok(pool->secret, h))
+		return KP_SIZE_UNKNOWN;
+	unsigned cls = KP_META_CLS(kp__hdr_meta(h));
+	return cls < KP_NCLASS ? kp__class_size[cls] - KP_HDR : KP_SIZE_UNKNOWN;
+}
+
 static int primary_free(kp_pool *pool, void *p, int depth)
 {
 	kp__seg *s;
 	int code;
 	kp__hdr *h = primary_hdr(pool, p, &s, &code);
 	if (!h)
-		return kp__violation(pool, why_kind(code), code, p, 0, why_text(code));
+		return kp__violation(pool, why_kind(code), code, p, failed_free_size(pool, p, code),
+				     why_text(code));
 	uint64_t meta = kp__hdr_meta(h);
 	unsigned cls = KP_META_CLS(meta);
 	uint32_t req = KP_META_REQ(meta);
 	if (cls == KP_CLS_ALIGNED) {
 		if (depth)
-			return kp__violation(pool, KP_EV_CORRUPTION, KP_ECORRUPT, p, 0, "damaged block header");
+			return kp__violation(pool, KP_EV_CORRUPTION, KP_ECORRUPT, p, KP_SIZE_UNKNOWN,
+					     "damaged block header");
 		/* Mark the redirect free first: it may lie in the enclosing block's
 		 * first payload word, which becomes that block's free-list link. */
 		kp__hdr_set(pool->secret, h, req, KP_CLS_ALIGNED, KP_ST_FREE);
@@ -510,7 +529,7 @@ static __attribute__((noinline)) int free_slow(kp_pool *pool, void *p)
 			atomic_fetch_add(&pool->bk_frees, 1);
 			return 0;
 		}
-		return kp__violation(pool, why_kind(rc), rc, p, 0,
+		return kp__violation(pool, why_kind(rc), rc, p, KP_SIZE_UNKNOWN,
 				     rc == KP_EDOUBLEFREE ? "double free of a backup block"
 							  : "free of a pointer inside the backup that is no block");
 	}

@@ -15,6 +15,7 @@
  */
 #include "internal.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 
 int kp__violation(kp_pool *pool, unsigned kind, int code, const void *addr, size_t size, const char *what)
@@ -27,8 +28,16 @@ int kp__violation(kp_pool *pool, unsigned kind, int code, const void *addr, size
 								  : &pool->corruptions;
 	atomic_fetch_add(counter, 1);
 	unsigned which = kp__backup_owns(&pool->backup, addr) ? KP_POOL_BACKUP : KP_POOL_PRIMARY;
-	kp__event(pool, kind, which, addr, size, "%p size %zu: %s", addr, size, what);
-	kp__set_error_path("%p size %zu: %s", addr, size, what);
+	/* Never a made-up size: "size unknown" rather than a 0 the block never had;
+	 * a freed block keeps only its class, so a double free says "size class". */
+	char sz[40];
+	if (size == KP_SIZE_UNKNOWN)
+		snprintf(sz, sizeof sz, "size unknown");
+	else
+		snprintf(sz, sizeof sz, kind == KP_EV_DOUBLE_FREE ? "size class %zu" : "size %zu", size);
+	size_t known = size == KP_SIZE_UNKNOWN ? 0 : size;
+	kp__event(pool, kind, which, addr, known, "%p %s: %s", addr, sz, what);
+	kp__set_error_path("%p %s: %s", addr, sz, what);
 	if (pool->conf.abort_on_corruption && kind != KP_EV_INVALID_FREE)
 		abort();
 	return code;

@@ -255,7 +255,11 @@ static inline KP_NOASAN void kp__link_put(uint64_t secret, void *block, void *ne
 }
 
 /* Integrity violations: counted, recorded as an event, abort() when the
- * pool is configured so; returns code. */
+ * pool is configured so; returns code. size is the block's size as far as
+ * the pool knows it: for a double free the capacity of its size class (free
+ * clears the request from the header), KP_SIZE_UNKNOWN when it knows none
+ * (the text then says "size unknown", the event's size field is 0). */
+#define KP_SIZE_UNKNOWN SIZE_MAX
 int kp__violation(kp_pool *pool, unsigned kind, int code, const void *addr, size_t size, const char *what);
 /* The canary in the slack past the requested size: up to 8 bytes, the
  * block's key ^ 0xa5.. (little-endian bytes), so a canary copied from

@@ -78,7 +78,8 @@ _ASAN_TYPES = (
     "bad-free|out-of-memory|rss-limit-exceeded|allocator-out-of-memory"
 )
 _KPOOL_VIOLATIONS = "double_free|invalid_free|corruption|overflow|use_after_free|freelist"
-_KPOOL_ADDR = r"(?:0x[0-9a-f]+ size \d+: )?"  # "%p size %zu: " before the text (integrity.c)
+# "%p size %zu: ", "%p size class %zu: " (a double free) or "%p size unknown: " before the text (integrity.c)
+_KPOOL_ADDR = r"(?:0x[0-9a-f]+ size (?:class \d+|\d+|unknown): )?"
 _KPOOL_OTHER_EVENTS = "quarantine|oom|bad_size"  # the pool contained it or refused a request: weak evidence
 
 # Signals by number (Linux x86-64 and arm64 agree on these) and the names sanitizers print for them.
