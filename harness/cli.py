@@ -83,27 +83,61 @@ def _triage_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         epilog=commands.EXIT_CODES_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--db", type=Path, default=db.DEFAULT_PATH, help="crash database (default: %(default)s)")
+    p.add_argument(
+        "--db",
+        type=Path,
+        default=db.DEFAULT_PATH,
+        help="crash database; read only, never created here (default: %(default)s)",
+    )
     tsub = p.add_subparsers(dest="triage_command", required=True, metavar="ACTION")
-    t = tsub.add_parser("list", help="signatures, new ones first")
-    t.set_defaults(run=lambda a, r: commands.list_signatures(db.CrashDB(a.db)))
-    t = tsub.add_parser("show", help="one signature with its occurrences and reproducers")
-    t.add_argument("id", help="signature id or hash prefix")
-    t.set_defaults(run=lambda a, r: commands.show(db.CrashDB(a.db), a.id))
-    t = tsub.add_parser("replay", help="rerun the reproducer N times and store the reproduction rate")
-    t.add_argument("id", help="signature id or hash prefix")
-    t.add_argument("-n", "--runs", type=int, default=replay.DEFAULT_RUNS)
-    t.set_defaults(run=lambda a, r: commands.replay(db.CrashDB(a.db), a.id, a.runs))
-    t = tsub.add_parser("minimize", help="shrink the reproducer while the same signature reproduces")
-    t.add_argument("id", help="signature id or hash prefix")
-    t.set_defaults(run=lambda a, r: commands.minimize(db.CrashDB(a.db), a.id))
-    t = tsub.add_parser("recheck", help="replay every open signature: fixed, still crashing or flaky")
-    t.add_argument("-n", "--runs", type=int, default=replay.DEFAULT_RUNS)
-    t.set_defaults(run=lambda a, r: commands.recheck(db.CrashDB(a.db), a.runs))
-    t = tsub.add_parser("signature", help="the signature of a crash text (sanitizer report, traceback...)")
-    t.add_argument("file", type=Path)
-    t.add_argument("--source", default="", help="fuzz target or workload, for crashes without frames")
-    t.add_argument("--returncode", type=int, default=None)
+
+    def action(name: str, text: str) -> argparse.ArgumentParser:
+        return tsub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
+
+    def add_runs(t: argparse.ArgumentParser) -> None:
+        t.add_argument(
+            "-n",
+            "--runs",
+            type=commands.run_count,
+            default=replay.DEFAULT_RUNS,
+            metavar="N",
+            help="replays per signature (default: %(default)s)",
+        )
+
+    t = action("list", "signatures, new ones first (no database: no crashes recorded)")
+    t.set_defaults(run=lambda a, r: commands.list_signatures(a.db))
+    t = action("show", "one signature with its occurrences and reproducers")
+    t.add_argument("id", help="signature id or hash prefix (at least 4 characters)")
+    t.set_defaults(run=lambda a, r: commands.show(a.db, a.id))
+    t = action("replay", "rerun the reproducer N times and store the reproduction rate")
+    t.add_argument("id", help="signature id or hash prefix (at least 4 characters)")
+    add_runs(t)
+    t.set_defaults(run=lambda a, r: commands.replay(a.db, a.id, a.runs))
+    t = action("minimize", "shrink the reproducer while the same signature reproduces")
+    t.add_argument("id", help="signature id or hash prefix (at least 4 characters)")
+    t.set_defaults(run=lambda a, r: commands.minimize(a.db, a.id))
+    t = action("recheck", "replay every open signature: fixed, still crashing or flaky")
+    add_runs(t)
+    t.set_defaults(run=lambda a, r: commands.recheck(a.db, a.runs))
+    t = action("signature", "print the signature (hash and title) of a crash text; reads no database")
+    t.add_argument(
+        "file",
+        type=Path,
+        help="a file holding the crash text: sanitizer report, backtrace, traceback, stderr",
+    )
+    t.add_argument(
+        "--source",
+        default="",
+        help="fuzz target or workload the crash came from, named in the title of a crash without frames"
+        " (default: none)",
+    )
+    t.add_argument(
+        "--returncode",
+        type=int,
+        default=None,
+        help="the crashed process's exit code (negative: killed by that signal), for a text that names"
+        " no kind (default: none)",
+    )
     t.set_defaults(run=lambda a, r: commands.signature_of_file(a.file, a.source, a.returncode))
 
 

@@ -194,4 +194,4 @@ def test_cli_list_show_replay_minimize_recheck(
 
     assert cli.main([*db, "recheck", "-n", "1"]) == 3  # still crashing
     assert "known" in capsys.readouterr().out
-    assert cli.main([*db, "show", "999"]) == 1
+    assert cli.main([*db, "show", "999"]) == 2  # no such signature: a usage error

@@ -9,6 +9,8 @@ For producers (fuzz runner, stress runner, campaign):
     rec.new  # True when this signature is new in this run (the campaign exits 1 on any)
     CrashDB(path).new_in_run(run)  # the new signatures of a run, for the report
 
+CrashDB(path) creates the database (a writer); readers use CrashDB.open(path), which creates nothing.
+
 Modules: patterns.py (data: regexes with examples), signature.py (kind + normalised top frames),
 crash.py (Crash, Reproducer), db.py (SQLite), replay.py (replay, recheck), minimize.py, commands.py
 (`kpool triage`).

@@ -1,15 +1,21 @@
 """`kpool triage ...`: the subcommands behind the CLI. Output goes through harness.output only.
 
+Every command takes the database's path and opens it for reading (CrashDB.open): none creates a database.
+A missing (or empty) database means that no crash was recorded there: `list` and `recheck` say so and
+succeed; `show`, `replay` and `minimize` name a signature, so for them it is a usage error.
+
 Exit codes (also in `kpool triage --help`):
   0  success: list/show/signature printed; replay or minimize reproduced the crash; recheck found every
      open signature fixed (or there was none)
-  1  error: no such signature, no reproducer, unreadable database or file
-  2  usage error (argparse)
+  1  failure: the signature has no reproducer, a reproducer cannot run, a file cannot be read
+  2  usage error: a bad argument, no such signature, or --db is not a crash database this kpool reads
+     (missing, for show/replay/minimize; not SQLite; other tables; a newer schema)
   3  the crash did not reproduce (replay, minimize), or recheck found signatures still crashing or flaky
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -18,21 +24,40 @@ from harness.errors import KpoolError
 from harness.triage import minimize as M
 from harness.triage import replay as R
 from harness.triage import signature as S
-from harness.triage.db import FIXED, CrashDB, SignatureRow
+from harness.triage.db import FIXED, CrashDB, MissingCrashDB, SignatureRow
 
 EXIT_OK, EXIT_ERROR, EXIT_NOT_REPRODUCED = 0, 1, 3
-EXIT_CODES_HELP = """exit codes:
+EXIT_CODES_HELP = """A missing --db means no crashes recorded: list and recheck say so (exit 0); show, replay
+and minimize stop (exit 2). No triage command creates a database; the campaign does.
+
+exit codes:
   0  success (replay/minimize: the crash reproduced; recheck: every open signature is fixed)
-  1  error (no such signature, no reproducer, unreadable database)
-  2  usage error
+  1  failure (no reproducer, a reproducer that cannot run, an unreadable file)
+  2  usage error (bad arguments, no such signature, --db missing or not a crash database this kpool reads)
   3  replay/minimize: the crash did not reproduce; recheck: some signatures still crash or are flaky"""
+
+
+def run_count(text: str) -> int:
+    """argparse type of -n/--runs: a whole number, at least 1 (a bad one is a usage error, exit 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of runs (expected a whole number >= 1)")
+    return value
 
 
 def _rate(row: SignatureRow) -> str:
     return "-" if row.repro_rate is None else f"{row.repro_rate:.0%} of {row.repro_runs}"
 
 
-def list_signatures(db: CrashDB) -> int:
+def list_signatures(path: Path) -> int:
+    try:
+        db = CrashDB.open(path)
+    except MissingCrashDB as exc:
+        output.progress(str(exc))
+        return EXIT_OK
     rows = db.signatures()
     if not rows:
         output.progress(f"no crashes in {db.path}")
@@ -44,7 +69,8 @@ def list_signatures(db: CrashDB) -> int:
     return EXIT_OK
 
 
-def show(db: CrashDB, ref: str) -> int:
+def show(path: Path, ref: str) -> int:
+    db = CrashDB.open(path)
     row = db.get(ref)
     lines = [
         f"signature {row.id}  {row.hash}",
@@ -75,7 +101,8 @@ def show(db: CrashDB, ref: str) -> int:
     return EXIT_OK
 
 
-def replay(db: CrashDB, ref: str, runs: int) -> int:
+def replay(path: Path, ref: str, runs: int) -> int:
+    db = CrashDB.open(path)
     row = db.get(ref)
     output.progress(f"replaying signature {row.id} ({row.title}) {runs} times")
     result, _ = R.replay_signature(db, row, runs, update_status=False)
@@ -85,7 +112,8 @@ def replay(db: CrashDB, ref: str, runs: int) -> int:
     return EXIT_OK if result.reproduced else EXIT_NOT_REPRODUCED
 
 
-def minimize(db: CrashDB, ref: str) -> int:
+def minimize(path: Path, ref: str) -> int:
+    db = CrashDB.open(path)
     row = db.get(ref)
     repro = db.reproducer(row.id)
     if repro is None:
@@ -118,7 +146,13 @@ def minimize(db: CrashDB, ref: str) -> int:
     return EXIT_OK
 
 
-def recheck(db: CrashDB, runs: int) -> int:
+def recheck(path: Path, runs: int) -> int:
+    try:
+        db = CrashDB.open(path)
+    except MissingCrashDB as exc:
+        output.progress(str(exc))
+        return EXIT_OK
+
     def report(row: SignatureRow, result: R.ReplayResult | None, status: str) -> None:
         rate = "no reproducer" if result is None else f"{result.reproduced}/{result.runs}"
         output.result(f"{row.id:>4}  {status:<6} {rate:<14} {row.title}")

@@ -11,6 +11,13 @@ Status of a signature:
 - "known": seen again in a later run, or replayed and still crashing every time;
 - "flaky": a recheck reproduced it some of the time (0 < rate < 1);
 - "fixed": a recheck never reproduced it. Seen again later, it is "new" again (a regression).
+
+Writers (the campaign's ingest) open it with `CrashDB(path)`, which creates the file, its folder and the
+schema. Readers (`kpool triage`) open it with `CrashDB.open(path)`, which creates nothing: a missing (or
+empty) file raises MissingCrashDB. Both check first that the file is a crash database this version reads:
+SQLite, with our tables, and a schema version (`PRAGMA user_version`) no newer than SCHEMA_VERSION;
+otherwise CrashDBError, naming the file. The schema changes by appending (new tables, new columns), each
+change with a new SCHEMA_VERSION.
 """
 
 from __future__ import annotations
@@ -26,11 +33,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
-from harness.errors import KpoolError
+from harness.errors import KpoolError, UsageError
 from harness.triage import signature as S
 from harness.triage.crash import Crash, Reproducer
 
 DEFAULT_PATH = Path("reports") / "crashes.sqlite"
+# PRAGMA user_version of the schema below. 0 is a database written before the version existed: the same
+# tables; a writer stamps it with 1.
+SCHEMA_VERSION = 1
+_TABLES = {"signatures", "occurrences"}
 NEW, KNOWN, FLAKY, FIXED = "new", "known", "flaky", "fixed"
 OPEN_STATUSES = (NEW, KNOWN, FLAKY)
 # SQLite waits this long for a lock before it reports "database is locked"; a writer holds it for a
@@ -120,6 +131,15 @@ class Recorded:
     new: bool
 
 
+class CrashDBError(UsageError):
+    """The file given as crash database is not one this kpool can read: not SQLite, not ours, or of a newer
+    schema. A usage error (exit 2): the --db argument names the wrong file."""
+
+
+class MissingCrashDB(CrashDBError):
+    """A reader found no crash database at the path (or an empty file): nothing was recorded there."""
+
+
 def now_iso() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
@@ -129,17 +149,68 @@ def status_for_rate(rate: float) -> str:
 
 
 class CrashDB:
-    def __init__(self, path: Path | str = DEFAULT_PATH) -> None:
+    """`CrashDB(path)` for a writer: creates the database (and its folder) if needed. `CrashDB.open(path)`
+    for a reader: creates nothing. Either raises CrashDBError if the file is not a crash database."""
+
+    def __init__(self, path: Path | str = DEFAULT_PATH, *, create: bool = True) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._write(_create_schema, schema=True)
+        self._create = create
+        if create:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._write(self._create_schema, schema=True)
+            return
+        if not self.path.exists():
+            raise MissingCrashDB(f"no crash database at {self.path} yet: no crashes recorded")
+        if not self.path.is_file():
+            raise CrashDBError(f"{self.path} is not a kpool crash database (not a file)")
+        with self._connect() as conn:
+            if not self._check(conn):
+                raise MissingCrashDB(f"{self.path} is an empty database: no crashes recorded")
+
+    @classmethod
+    def open(cls, path: Path | str = DEFAULT_PATH) -> CrashDB:
+        """An existing crash database, for reading (replay and recheck still store their results)."""
+        return cls(path, create=False)
 
     # ---- plumbing ------------------------------------------------------------------------------------
 
+    def _check(self, conn: sqlite3.Connection) -> bool:
+        """Whether the database holds our tables (False: an empty database); CrashDBError when it is not
+        SQLite, holds other tables or is of a newer schema."""
+        try:
+            version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+            tables = {str(r[0]) for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "busy" in str(exc)):
+                raise
+            raise CrashDBError(f"{self.path} is not a kpool crash database ({exc})") from exc
+        if version > SCHEMA_VERSION:
+            raise CrashDBError(
+                f"{self.path}: crash database schema version {version}, newer than this kpool reads"
+                f" ({SCHEMA_VERSION}): use the kpool that wrote it, or another --db"
+            )
+        if not tables and version == 0:
+            return False
+        if not tables >= _TABLES:
+            names = ", ".join(sorted(tables)) or "none"
+            raise CrashDBError(f"{self.path} is not a kpool crash database (its tables: {names})")
+        return True
+
+    def _create_schema(self, db: sqlite3.Connection) -> None:
+        self._check(db)
+        for statement in _SCHEMA.split(";"):
+            if statement.strip():
+                db.execute(statement)
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
+        # A reader opens with mode=rw: SQLite then never creates the file, even if it went away meanwhile.
+        target = self.path if self._create else f"{self.path.resolve().as_uri()}?mode=rw"
         try:
-            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+            conn = sqlite3.connect(
+                target, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, uri=not self._create
+            )
         except sqlite3.Error as exc:
             raise KpoolError(f"cannot open the crash database {self.path}: {exc}") from exc
         try:
@@ -156,6 +227,7 @@ class CrashDB:
             try:
                 with self._connect() as conn:
                     if schema:  # the schema: WAL first (it cannot change inside a transaction)
+                        self._check(conn)  # but not on a file that is not ours
                         conn.execute("PRAGMA journal_mode=WAL")
                     conn.execute("BEGIN IMMEDIATE")
                     try:
@@ -174,6 +246,10 @@ class CrashDB:
                     raise KpoolError(f"crash database {self.path} stayed locked: {exc}") from exc
                 time.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, 1.0)
+            except sqlite3.DatabaseError as exc:
+                if type(exc) is not sqlite3.DatabaseError:  # integrity and the like: a bug of ours
+                    raise
+                raise CrashDBError(f"{self.path} is not a kpool crash database ({exc})") from exc
         raise AssertionError("unreachable")
 
     def _read(self, sql: str, args: tuple[object, ...] = ()) -> list[sqlite3.Row]:
@@ -282,7 +358,7 @@ class CrashDB:
         else:
             rows = []
         if len(rows) != 1:
-            raise KpoolError(
+            raise UsageError(
                 f"no signature {text!r} in {self.path}" if not rows else f"{text!r} is ambiguous"
             )
         return _signature(rows[0])
@@ -318,12 +394,6 @@ class CrashDB:
             "SELECT * FROM signatures WHERE status = 'new' AND new_run = ? ORDER BY id", (run_id,)
         )
         return [_signature(r) for r in rows]
-
-
-def _create_schema(db: sqlite3.Connection) -> None:
-    for statement in _SCHEMA.split(";"):
-        if statement.strip():
-            db.execute(statement)
 
 
 def _signature(r: sqlite3.Row) -> SignatureRow:
