@@ -5,15 +5,21 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from html import escape
 
-from harness.report.model import PERCENTILES, Latency, RunReport
+from harness.report.model import PERCENTILES, Latency, RunReport, Slo, WorkloadResult
 
 Series = tuple[str, Sequence[tuple[float, float]]]
 
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
-W, H, PAD_L, PAD_B, PAD_T, PAD_R = 640, 300, 70, 40, 20, 150
+# The plot area (pixels); the legend goes below it, as many rows as its entries need, so that no name
+# is clipped or cut short.
+W, PLOT_H, PAD_L, PAD_T, PAD_R = 640, 240, 70, 20, 20
+LINE = 14  # pixels per line of text under the plot (tick labels, legend rows)
+CHAR_W = 6.0  # a generous width of one character at font-size 10 (DejaVu Sans averages ~5.5)
+MAX_MARKERS = 30  # a series of more points is drawn as a line alone; markers would hide it
+DASH = "6 3"
 
 CSS = """
 body { font-family: sans-serif; margin: 2em; color: #222; max-width: 1100px; }
@@ -22,7 +28,7 @@ table { border-collapse: collapse; margin: .5em 0; font-size: .9em; }
 th, td { border: 1px solid #ccc; padding: .25em .6em; text-align: left; }
 th { background: #f2f2f2; } .bad { color: #b00; font-weight: bold; } .good { color: #070; }
 svg { background: #fff; border: 1px solid #ddd; margin: .5em 1em .5em 0; }
-.muted { color: #777; font-size: .85em; }
+.muted { color: #777; font-size: .85em; } .nodata { color: #777; font-style: italic; }
 """
 
 
@@ -38,6 +44,24 @@ def _pct_x(p: float) -> float:
     return -math.log10(max(1.0 - p, 1e-6))
 
 
+def _legend(entries: Sequence[tuple[str, str, bool]], top: float, width: int) -> tuple[list[str], float]:
+    """Legend entries (name, colour, dashed) in rows under the plot; returns the SVG and its height."""
+    out: list[str] = []
+    x, y = float(PAD_L), top
+    for name, color, dashed in entries:
+        w = 28 + CHAR_W * len(name)
+        if x > PAD_L and x + w > width - 4:
+            x, y = float(PAD_L), y + LINE
+        dash = f' stroke-dasharray="{DASH}"' if dashed else ""
+        out.append(
+            f'<line x1="{x:.0f}" y1="{y - 4:.0f}" x2="{x + 20:.0f}" y2="{y - 4:.0f}" stroke="{color}" '
+            f'stroke-width="3"{dash}/>'
+        )
+        out.append(f'<text class="legend" x="{x + 24:.0f}" y="{y:.0f}" font-size="10">{escape(name)}</text>')
+        x += w + 12
+    return out, (y - top + LINE if entries else 0.0)
+
+
 def line_chart(
     chart_id: str,
     title: str,
@@ -46,8 +70,16 @@ def line_chart(
     log_y: bool = False,
     x_ticks: Sequence[tuple[float, str]] = (),
     y_fmt: object = None,
+    dashed: Collection[str] = (),
+    width: int = W,
+    x_titles: Mapping[float, str] | None = None,
+    x_pad: float = 0.0,
 ) -> str:
-    """An SVG line chart; every series a polyline with its points and a legend entry."""
+    """An SVG line chart; every series a polyline (in the order given: the last is drawn on top), with
+    markers when it has few points (so that a single point shows), and a legend entry under the plot.
+    Series named in `dashed` are drawn dashed with square markers. A tick label may have several
+    lines; `x_titles` gives the markers at an x a tooltip; `x_pad` widens the x range on both sides (in
+    x units), so that the labels of the first and last ticks fit."""
     pts = [(x, y) for _, s in series for x, y in s if not (log_y and y <= 0)]
     if not pts:
         return f'<p class="muted" id="{chart_id}">{escape(title)}: no data</p>'
@@ -58,9 +90,13 @@ def line_chart(
     y0, y1 = min(ys), max(ys)
     if not log_y:
         y0 = min(y0, 0.0)
-    x1 = x1 if x1 > x0 else x0 + 1
+    if x1 <= x0:  # one x: put it in the middle
+        x0, x1 = x0 - 0.5, x0 + 0.5
+    x0, x1 = x0 - x_pad, x1 + x_pad
     y1 = y1 if y1 > y0 else y0 + 1
-    pw, ph = W - PAD_L - PAD_R, H - PAD_T - PAD_B
+    pw, ph = width - PAD_L - PAD_R, PLOT_H
+    tick_lines = max([label.count("\n") + 1 for _, label in x_ticks] or [1])
+    legend_top = PAD_T + ph + 6 + LINE * tick_lines + LINE
 
     def sx(x: float) -> float:
         return PAD_L + (x - x0) / (x1 - x0) * pw
@@ -69,9 +105,16 @@ def line_chart(
         return PAD_T + ph - (fy(y) - y0) / (y1 - y0) * ph
 
     fmt = y_fmt if callable(y_fmt) else (lambda v: f"{v:.3g}")
+    names = [name for name, s in series if any(not (log_y and y <= 0) for _, y in s)]
+    legend, legend_h = _legend(
+        [(n, COLORS[i % len(COLORS)], n in dashed) for i, (n, _) in enumerate(series) if n in names],
+        legend_top,
+        width,
+    )
+    height = int(legend_top + legend_h)
     out = [
-        f'<svg id="{chart_id}" class="plot" width="{W}" height="{H}" viewBox="0 0 {W} {H}" '
-        f'xmlns="http://www.w3.org/2000/svg" role="img" aria-label="{escape(title)}">',
+        f'<svg id="{chart_id}" class="plot" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
+        f'data-baseline="{PAD_T + ph}" xmlns="http://www.w3.org/2000/svg" role="img" aria-label="{escape(title)}">',
         f'<text x="{PAD_L}" y="14" font-size="13" font-weight="bold">{escape(title)}</text>',
         f'<line x1="{PAD_L}" y1="{PAD_T + ph}" x2="{PAD_L + pw}" y2="{PAD_T + ph}" stroke="#444"/>',
         f'<line x1="{PAD_L}" y1="{PAD_T}" x2="{PAD_L}" y2="{PAD_T + ph}" stroke="#444"/>',
@@ -88,26 +131,65 @@ def line_chart(
     ticks = x_ticks or [(x0 + (x1 - x0) * k / 4, f"{x0 + (x1 - x0) * k / 4:.3g}") for k in range(5)]
     for xv, label in ticks:
         if x0 <= xv <= x1:
+            lines = label.split("\n")
+            spans = "".join(
+                f'<tspan x="{sx(xv):.1f}" dy="{0 if j == 0 else LINE}">{escape(line)}</tspan>'
+                for j, line in enumerate(lines)
+            )
             out.append(
-                f'<text x="{sx(xv):.1f}" y="{PAD_T + ph + 14}" font-size="10" text-anchor="middle">'
-                f"{escape(label)}</text>"
+                f'<text class="x-tick" x="{sx(xv):.1f}" y="{PAD_T + ph + 14}" font-size="10" '
+                f'text-anchor="middle">{spans}</text>'
             )
     for i, (name, s) in enumerate(series):
         color = COLORS[i % len(COLORS)]
         good = [(x, y) for x, y in s if not (log_y and y <= 0)]
         if not good:
             continue
+        dash = f' stroke-dasharray="{DASH}"' if name in dashed else ""
         path = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in good)
         out.append(
-            f'<polyline class="series" fill="none" stroke="{color}" stroke-width="1.8" points="{path}"/>'
+            f'<polyline class="series" data-series="{escape(name)}" fill="none" stroke="{color}" '
+            f'stroke-width="1.8"{dash} points="{path}"/>'
         )
-        ly = PAD_T + 14 * i + 8
-        out.append(
-            f'<line x1="{W - PAD_R + 8}" y1="{ly}" x2="{W - PAD_R + 24}" y2="{ly}" stroke="{color}" stroke-width="3"/>'
-        )
-        out.append(f'<text x="{W - PAD_R + 28}" y="{ly + 4}" font-size="10">{escape(name[:24])}</text>')
+        if len(good) <= MAX_MARKERS:
+            for x, y in good:
+                tip = f"<title>{escape(name)}: {escape(fmt(y))}"
+                tip += f" ({escape(x_titles[x])})" if x_titles and x in x_titles else ""
+                tip += "</title>"
+                px, py = sx(x), sy(y)
+                if name in dashed:
+                    out.append(
+                        f'<rect x="{px - 3.5:.1f}" y="{py - 3.5:.1f}" width="7" height="7" fill="{color}">'
+                        f"{tip}</rect>"
+                    )
+                else:
+                    out.append(f'<circle cx="{px:.1f}" cy="{py:.1f}" r="3" fill="{color}">{tip}</circle>')
+    out.extend(legend)
     out.append("</svg>")
     return "\n".join(out)
+
+
+def _backup_peak_name(w: WorkloadResult) -> str:
+    return (
+        f"backup peak, whole run: {w.backup_peak_bytes / (1 << 20):.3g} MiB "
+        f"({w.backup_allocs:,} backup allocations in all workers)"
+    )
+
+
+def _capacity_series(w: WorkloadResult) -> tuple[str, list[Series]]:
+    """The timeline's MiB curves, and the backup's peak over the whole run as a level line when the
+    pool used its backup at all (its samples may all fall before or after that use)."""
+    mib = 1 << 20
+    tl = w.timeline
+    series: list[Series] = [
+        ("capacity", [(p.t, p.capacity_bytes / mib) for p in tl]),
+        ("in use", [(p.t, p.in_use_bytes / mib) for p in tl]),
+        ("backup in use", [(p.t, p.backup_in_use_bytes / mib) for p in tl]),
+    ]
+    if w.backup_peak_bytes or w.backup_allocs:
+        level = w.backup_peak_bytes / mib
+        series.append((_backup_peak_name(w), [(tl[0].t, level), (tl[-1].t, level)]))
+    return f"{w.name} ({w.allocator}): MiB over seconds", series
 
 
 def latency_curve(lat: Latency) -> list[tuple[float, float]]:
@@ -139,13 +221,44 @@ def _verdict(ok: bool) -> str:
     return '<span class="good">ok</span>' if ok else '<span class="bad">FAIL</span>'
 
 
+def _slo(s: Slo) -> str:
+    if not s.has_data:
+        return f"{escape(s.name)}: <span class='nodata'>no data</span>"
+    return f"{escape(s.name)} {escape(s.measured)} / {escape(s.limit)} {_verdict(s.ok)}"
+
+
+def _env_value(v: object) -> str:
+    """A figure of the environment as a person writes it: a list (the load) as "1.2 0.8 0.5"."""
+    if isinstance(v, float):
+        return f"{round(v, 2):g}"
+    if isinstance(v, list | tuple):
+        return " ".join(_env_value(x) for x in v)
+    return str(v)
+
+
+def _what_ran(r: RunReport) -> str:
+    """The builds the run used, from what it holds: the workloads ran on the variant(s) named in
+    r.variant other than fuzz, the fuzz targets on the fuzz build; a build nothing ran on is not named."""
+    builds = [v for v in r.variant.split("+") if v and v != "fuzz"] or ["release"]
+    parts = []
+    if r.workloads:
+        parts.append(f"{'+'.join(builds)} build ({len(r.workloads)} workload runs)")
+    if r.fuzz:
+        parts.append(f"fuzz build ({len(r.fuzz)} fuzz targets)")
+    return ", ".join(parts) or "nothing ran"
+
+
+# Fewer samples than this and the timeline is a sketch at best: the page says so.
+FEW_SAMPLES = 5
+
+
 def run_page(r: RunReport) -> str:
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.started))
-    env = ", ".join(f"{k} {escape(str(v))}" for k, v in r.environment.items())
+    env = ", ".join(f"{escape(str(k))} {escape(_env_value(v))}" for k, v in r.environment.items())
     parts = [
         f"<!doctype html><html><head><meta charset='utf-8'><title>kpool run {escape(r.run_id)}</title><style>{CSS}</style></head><body>",
         f"<h1>kpool run {escape(r.run_id)} {_verdict(r.ok)}</h1>",
-        f"<p>{when}; build {escape(r.variant)} at {escape(r.revision or '?')}<br><span class='muted'>{env}</span></p>",
+        f"<p>{when}; {escape(_what_ran(r))} at {escape(r.revision or '?')}<br><span class='muted'>{env}</span></p>",
         f"<p>{len(r.workloads)} workload runs, {len(r.fuzz)} fuzz targets, {len(r.crashes)} crash signatures "
         f"({len(r.new_crashes)} new), {len(r.broken_slos)} broken SLOs. Raw data: "
         "<a href='summary.json'>summary.json</a>, <a href='junit.xml'>junit.xml</a>, "
@@ -181,9 +294,7 @@ def run_page(r: RunReport) -> str:
         rows = []
         for w in r.workloads:
             p99 = {lat.op: lat.percentile(0.99) for lat in w.latency}
-            slos = "; ".join(
-                f"{escape(s.name)} {escape(s.measured)} / {escape(s.limit)} {_verdict(s.ok)}" for s in w.slos
-            )
+            slos = "; ".join(_slo(s) for s in w.slos)
             rows.append(
                 (
                     escape(w.name),
@@ -215,19 +326,22 @@ def run_page(r: RunReport) -> str:
                 )
             )
         parts.append("<h2>Pool capacity, backup use and system calls over time</h2>")
+        parts.append(
+            "<p class='muted'>The first worker's pool, sampled every timeline_ms (50 ms unless the "
+            "workload sets it) and once more after its threads freed their blocks. Backup use between two "
+            "samples does not show "
+            "in the sampled curve: the dashed line is the backup's peak over the whole run, from the "
+            "pool's own counters.</p>"
+        )
         for i, w in enumerate(x for x in r.workloads if x.timeline):
-            mib = 1 << 20
-            parts.append(
-                line_chart(
-                    f"capacity-{i}",
-                    f"{w.name} ({w.allocator}): MiB over seconds",
-                    [
-                        ("capacity", [(p.t, p.capacity_bytes / mib) for p in w.timeline]),
-                        ("in use", [(p.t, p.in_use_bytes / mib) for p in w.timeline]),
-                        ("backup in use", [(p.t, p.backup_in_use_bytes / mib) for p in w.timeline]),
-                    ],
+            parts.append(line_chart(f"capacity-{i}", *_capacity_series(w), dashed=(_backup_peak_name(w),)))
+            if len(w.timeline) < FEW_SAMPLES:
+                span = w.timeline[-1].t - w.timeline[0].t
+                parts.append(
+                    f"<p class='muted'>{escape(w.name)}: only {len(w.timeline)} samples, "
+                    f"{span * 1000:.0f} ms apart at most: the run was shorter than a few sampling "
+                    "intervals.</p>"
                 )
-            )
             parts.append(
                 line_chart(
                     f"syscalls-{i}",
@@ -262,7 +376,16 @@ def run_page(r: RunReport) -> str:
         parts.append("<h2>Fuzz targets</h2>")
         parts.append(
             _table(
-                ("target", "seconds", "executions", "exec/s", "coverage", "corpus", "crashes", "verdict"),
+                (
+                    "target",
+                    "seconds",
+                    "executions",
+                    "exec/s",
+                    "libFuzzer cov",
+                    "corpus",
+                    "crashes",
+                    "verdict",
+                ),
                 [
                     (
                         escape(f.target),
@@ -278,6 +401,11 @@ def run_page(r: RunReport) -> str:
                 ],
                 "fuzz",
             )
+        )
+        parts.append(
+            "<p class='muted'>libFuzzer cov: the coverage points libFuzzer counts in everything the "
+            "target's process has instrumented (its driver, and for a Python target the atheris-instrumented "
+            "Python too); not comparable between targets. libkpool's own edges are counted below.</p>"
         )
     cov = r.fuzz_coverage
     if cov:
@@ -298,8 +426,10 @@ def run_page(r: RunReport) -> str:
                 share(cov["union"]),
             )
         )
-        parts.append(f"<h2>libkpool coverage of the fuzz corpora ({edges:,} edges)</h2>")
-        parts.append(_table(("target", "inputs", "edges reached", "share"), cov_rows, "coverage"))
+        parts.append(
+            f"<h2>libkpool coverage: its edges the fuzz corpora reach (of {edges:,} libkpool edges)</h2>"
+        )
+        parts.append(_table(("target", "inputs", "libkpool edges reached", "share"), cov_rows, "coverage"))
         parts.append(
             _table(
                 ("source", "edges", "reached", "share"),
@@ -329,36 +459,87 @@ def run_page(r: RunReport) -> str:
     return "\n".join(parts) + "\n"
 
 
-def index_page(runs: Sequence[RunReport]) -> str:
-    """All runs, newest first, with trends: p99 per workload and crashes per run."""
+# The p99 trend draws at most this many series, one per colour (more would repeat colours, and a legend
+# of more is a wall of text): those with the highest p99 in their latest run; the page says how many
+# it left out.
+TREND_SERIES = len(COLORS)
+# Run names under the trend axis need about this many pixels side by side.
+RUN_TICK_W = 150
+TREND_W = 900
+
+
+def _run_ticks(runs: Sequence[RunReport], width: int) -> list[tuple[float, str]]:
+    """Tick labels "run id / date" under the runs axis, thinned out evenly so that they never overlap."""
+    most = max(1, (width - PAD_L - PAD_R) // RUN_TICK_W)
+    step = max(1, math.ceil(len(runs) / most))
+    keep = list(range(0, len(runs), step))
+    if keep and keep[-1] != len(runs) - 1 and len(runs) - 1 - keep[-1] >= step / 2:
+        keep.append(len(runs) - 1)
+    return [
+        (float(i), f"{runs[i].run_id}\n{time.strftime('%Y-%m-%d %H:%M', time.localtime(runs[i].started))}")
+        for i in keep
+    ]
+
+
+def index_page(runs: Sequence[RunReport], unrecorded: Sequence[tuple[str, float, str]] = ()) -> str:
+    """All runs, newest first, with trends: p99 per workload and crashes per run. `unrecorded` are the
+    run folders without a readable record (name, time, why), listed among the runs."""
     parts = [
         f"<!doctype html><html><head><meta charset='utf-8'><title>kpool runs</title><style>{CSS}</style></head><body>",
         f"<h1>kpool runs ({len(runs)})</h1>",
     ]
+    if unrecorded:
+        parts.append(f"<p>{len(unrecorded)} run folder(s) without a record: see the table below.</p>")
+    if len(runs) == 1:
+        parts.append(
+            "<p class='muted' id='trend-note'>one run: trends need two; the plots show its one point.</p>"
+        )
+    ticks = _run_ticks(runs, TREND_W)
+    names = {
+        float(i): f"{r.run_id}, {time.strftime('%Y-%m-%d %H:%M', time.localtime(r.started))}"
+        for i, r in enumerate(runs)
+    }
     trend: dict[str, list[tuple[float, float]]] = {}
     for i, r in enumerate(runs):
         for w in r.workloads:
             for lat in w.latency:
-                trend.setdefault(f"{w.name} {w.allocator} {lat.op}", []).append(
-                    (float(i), float(lat.percentile(0.99)))
-                )
+                if lat.count:
+                    trend.setdefault(f"{w.name} {w.allocator} {lat.op}", []).append(
+                        (float(i), float(lat.percentile(0.99)))
+                    )
+    chosen = sorted(trend.items(), key=lambda kv: -kv[1][-1][1])[:TREND_SERIES]
+    chosen.sort(key=lambda kv: kv[0])
+    if len(trend) > TREND_SERIES:
+        parts.append(
+            f"<p class='muted' id='trend-p99-note'>{len(chosen)} of {len(trend)} series shown: those with "
+            "the highest p99 in their latest run. Every run's figures are in its own page and summary.json.</p>"
+        )
     parts.append(
         line_chart(
             "trend-p99",
             "p99 latency per workload, by run",
-            list(trend.items())[:8],
+            chosen,
             log_y=True,
             y_fmt=_fmt_ns,
+            x_ticks=ticks,
+            width=TREND_W,
+            x_titles=names,
+            x_pad=0.5,
         )
     )
     parts.append(
         line_chart(
             "trend-crashes",
             "crash signatures per run (new and known)",
-            [
-                ("new", [(float(i), float(len(r.new_crashes))) for i, r in enumerate(runs)]),
+            [  # "new" after "all": drawn on top, dashed, so that it shows where the two are equal
                 ("all", [(float(i), float(len(r.crashes))) for i, r in enumerate(runs)]),
+                ("new", [(float(i), float(len(r.new_crashes))) for i, r in enumerate(runs)]),
             ],
+            dashed=("new",),
+            x_ticks=ticks,
+            width=TREND_W,
+            x_titles=names,
+            x_pad=0.5,
         )
     )
     covered = [
@@ -372,25 +553,49 @@ def index_page(runs: Sequence[RunReport]) -> str:
                 "trend-coverage",
                 "libkpool edges the fuzz corpora reach, % by run",
                 [("all targets", covered)],
+                x_ticks=ticks,
+                width=TREND_W,
+                x_titles=names,
+                x_pad=0.5,
             )
         )
-    rows = [
+    rows: list[tuple[float, tuple[str, ...]]] = [
         (
-            f"<a href='{escape(r.run_id)}/index.html'>{escape(r.run_id)}</a>",
-            time.strftime("%Y-%m-%d %H:%M", time.localtime(r.started)),
-            escape(r.revision),
-            str(len(r.workloads)),
-            str(len(r.fuzz)),
-            str(len(r.new_crashes)),
-            str(len(r.broken_slos)),
-            _verdict(r.ok),
+            r.started,
+            (
+                f"<a href='{escape(r.run_id)}/index.html'>{escape(r.run_id)}</a>",
+                time.strftime("%Y-%m-%d %H:%M", time.localtime(r.started)),
+                escape(r.revision),
+                str(len(r.workloads)),
+                str(len(r.fuzz)),
+                str(len(r.new_crashes)),
+                str(len(r.broken_slos)),
+                _verdict(r.ok),
+            ),
         )
-        for r in reversed(runs)
+        for r in runs
     ]
+    rows += [
+        (
+            when,
+            (
+                escape(name),
+                time.strftime("%Y-%m-%d %H:%M", time.localtime(when)),
+                "",
+                "",
+                "",
+                "",
+                "",
+                f"<span class='nodata'>{escape(why)}</span>",
+            ),
+        )
+        for name, when, why in unrecorded
+    ]
+    rows.sort(key=lambda row: -row[0])  # newest first
     parts.append(
         _table(
             ("run", "started", "revision", "workloads", "fuzz", "new crashes", "broken SLOs", "verdict"),
-            rows,
+            [cells for _, cells in rows],
             "runs",
         )
     )

@@ -115,16 +115,42 @@ def write_run(report: RunReport, root: Path) -> Path:
 
 
 def load_runs(root: Path) -> list[RunReport]:
-    runs = []
-    for summary in sorted(root.glob("*/summary.json")):
+    return sorted(_scan(root)[0], key=lambda r: r.started)
+
+
+# Folders under the reports root that hold no run: the fuzz targets' working corpora.
+NOT_RUNS = frozenset({"corpus"})
+
+
+def _scan(root: Path) -> tuple[list[RunReport], list[tuple[str, float, str]]]:
+    """The runs under root with a readable record (summary.json), and the run folders without one:
+    (name, modification time, why), so that an interrupted or failed run is listed, not skipped."""
+    runs: list[RunReport] = []
+    unrecorded: list[tuple[str, float, str]] = []
+    folders = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    for folder in folders:
+        if folder.name.startswith(".") or folder.name in NOT_RUNS:
+            continue
+        summary = folder / "summary.json"
         try:
             runs.append(RunReport.from_dict(json.loads(summary.read_text())))
-        except (OSError, ValueError, KeyError, TypeError):
-            continue  # a damaged or foreign file does not hide the other runs
-    return sorted(runs, key=lambda r: r.started)
+            continue
+        except FileNotFoundError:
+            if (folder / "stress.json").exists():
+                why = "kpool stress run: stress.json, no report record"
+            elif (folder / "fuzz.json").exists():
+                why = "kpool fuzz run: fuzz.json, no report record"
+            else:
+                why = "no record (interrupted or failed run)"
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            # a damaged or foreign file does not hide the other runs
+            why = f"record unreadable: summary.json ({type(e).__name__})"
+        unrecorded.append((folder.name, folder.stat().st_mtime, why))
+    return runs, unrecorded
 
 
 def write_index(root: Path) -> Path:
     path = root / "index.html"
-    _atomic_write(path, html.index_page(load_runs(root)))
+    runs, unrecorded = _scan(root)
+    _atomic_write(path, html.index_page(sorted(runs, key=lambda r: r.started), unrecorded))
     return path
