@@ -140,3 +140,28 @@ def test_compile_to_program(tmp_path: Path) -> None:
     assert "interfere=mmap,rate=10,size=65536" in prog
     assert not any(line.startswith("interfere=") for line in wl.program(interference=False).splitlines())
     assert "allocator=malloc" in wl.program(allocator="jemalloc").splitlines()
+
+
+@both
+def test_messages_use_the_right_article(tmp_path: Path, use_jsonschema: bool) -> None:
+    assert errors("- a\n- b\n", tmp_path, use_jsonschema) == [
+        f"{tmp_path}/w.yaml:1:1: a workload is a mapping of fields, got an array"
+    ]
+    assert errors("7\n", tmp_path, use_jsonschema) == [
+        f"{tmp_path}/w.yaml:1:1: a workload is a mapping of fields, got an integer"
+    ]
+    got = errors(GOOD.replace("mix: {alloc: 3, free: 1}", "mix: [alloc]"), tmp_path, use_jsonschema)
+    assert got == [f"{tmp_path}/w.yaml:2:6: mix: expected object, got an array"]
+    got = errors(GOOD + "verify: [full]\n", tmp_path, use_jsonschema)
+    assert got == [f"{tmp_path}/w.yaml:7:9: verify: an array is not allowed (allowed: full, ends, none)"]
+    got = errors(GOOD.replace("min: 16", "min: {a: 1}"), tmp_path, use_jsonschema)
+    assert got == [
+        f"{tmp_path}/w.yaml:5:8: sizes.min: expected a size (bytes >= 0, or a string like '64k'), "
+        "got an object"
+    ]
+
+
+@both
+def test_name_longer_than_the_driver_takes(tmp_path: Path, use_jsonschema: bool) -> None:
+    got = errors(GOOD.replace("name: ok", "name: " + "n" * 128), tmp_path, use_jsonschema)
+    assert got == [f"{tmp_path}/w.yaml:1:7: name: 128 characters, more than the 127 allowed"]

@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.spec import marks
-from harness.spec.validate import Issue, SpecError, check, size_bytes
+from harness.spec import marks, poolcheck
+from harness.spec.marks import Path as KeyPath
+from harness.spec.validate import Issue, SpecError, check, dotted, size_bytes
 
 # A workload that gives neither ops nor duration_ms: enough steps for stable percentiles, few enough
 # that the default run takes well under a second per worker.
@@ -72,7 +73,7 @@ class Workload:
         alloc = allocator or self.allocator
         lines = [f"name={self.name}", f"allocator={'kpool' if alloc == 'kpool' else 'malloc'}"]
         if d.get("pool"):
-            lines.append("conf=" + ",".join(f"{k}:{_conf_value(v)}" for k, v in d["pool"].items()))
+            lines.append("conf=" + conf_string(d["pool"]))
         if d.get("faults"):
             lines.append(f"faults={d['faults']}")
         lines.append("ops=" + ",".join(f"{k}:{v}" for k, v in d["mix"].items()))
@@ -138,6 +139,35 @@ def _pool_options() -> list[str] | None:
         return None
 
 
+def conf_string(pool: Mapping[str, Any]) -> str:
+    """The pool settings as the kp_create conf the program carries."""
+    return ",".join(f"{k}:{_conf_value(v)}" for k, v in pool.items())
+
+
+def _check_pool(located: marks.Located, path: str) -> None:
+    """The pool settings and fault spec as kp_create and kp_fault_inject will judge them (after
+    KPOOL_CONF, which kp_create reads first); SpecError at the setting they name."""
+    data = located.data
+    pool: Mapping[str, Any] = data.get("pool", {})
+    found = poolcheck.problem(conf_string(pool), str(data.get("faults", "")))
+    if found is None:
+        return
+    if found.origin == "KPOOL_CONF":
+        if data.get("allocator", "kpool") != "kpool":
+            return  # a peer never calls kp_create
+        env = poolcheck.kpool_conf()
+        where: KeyPath = ()
+        message = f"KPOOL_CONF={env} (in the environment; kp_create reads it first): {found.text}"
+    elif found.origin == "faults":
+        where, message = ("faults",), found.text
+    else:
+        named = [w for w in found.options() if w in pool]
+        where = ("pool", named[0]) if named else ("pool",) if pool else ()
+        message = found.text
+    pos = located.where(where)
+    raise SpecError([Issue(path, pos.line, pos.column, dotted(where), message)])
+
+
 def load_text(text: str, path: str = "<workload>", use_jsonschema: bool = True) -> Workload:
     """Parse and validate workload text; SpecError lists every problem with its position."""
     try:
@@ -145,6 +175,7 @@ def load_text(text: str, path: str = "<workload>", use_jsonschema: bool = True) 
     except marks.YamlSyntaxError as exc:
         raise SpecError([Issue(path, exc.pos.line, exc.pos.column, "", f"YAML syntax: {exc}")]) from exc
     check(located, path, _pool_options(), use_jsonschema)
+    _check_pool(located, path)
     digest = hashlib.sha256(text.encode()).hexdigest()
     return Workload(path, digest, located.data)
 

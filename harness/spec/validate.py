@@ -9,23 +9,23 @@ there is a choice, the allowed values.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
-from pathlib import Path as FsPath
 from typing import Any
 
+from harness import paths
 from harness.errors import KpoolError
 from harness.spec.marks import Located, Path
 
-_HERE = FsPath(__file__).resolve().parent
-# The schema lives in workloads/ (published, for editors); the wheel carries a copy beside this module.
-SCHEMA_PATH = next(
-    (p for p in (_HERE.parent.parent / "workloads" / "schema.json", _HERE / "schema.json") if p.is_file()),
-    _HERE.parent.parent / "workloads" / "schema.json",
-)
+# The schema is published in workloads/ (for editors); a wheel ships that folder (harness/paths.py).
+SCHEMA_PATH = paths.workloads() / "schema.json"
 SIZE_RE = re.compile(r"^([0-9]+)([kKmMgG]?)[bB]?$")
+U64_MAX = 2**64 - 1  # the driver's integers (strtoull)
+SIZE_CEILING = 2**32 - 1  # sizes in the driver's step table are 32 bits (program.c SIZE_CEIL)
+LOGNORMAL_MAX = 64 << 20  # the driver's default upper bound of a lognormal distribution
 DIST_FIELDS: dict[str, tuple[str, ...]] = {
     "fixed": ("size",),
     "uniform": ("min", "max"),
@@ -103,8 +103,14 @@ def _type_name(v: Any) -> str:
     )
 
 
+def _a(type_name: str) -> str:
+    """ "an array", "a string": the type name with its article."""
+    return f"{'an' if type_name[:1] in 'aeiou' else 'a'} {type_name}"
+
+
 def _show(v: Any) -> str:
-    return json.dumps(v) if isinstance(v, str | int | float | bool) or v is None else _type_name(v)
+    """A scalar as JSON ("two", 3, null); anything else by its kind ("an array")."""
+    return json.dumps(v) if isinstance(v, str | int | float | bool) or v is None else _a(_type_name(v))
 
 
 def _messages(err: RawError) -> Iterator[tuple[Path, bool, str]]:
@@ -121,7 +127,8 @@ def _messages(err: RawError) -> Iterator[tuple[Path, bool, str]]:
             yield path, False, f"expected a size (bytes >= 0, or a string like '64k'), got {_show(inst)}"
     elif err.validator == "type":
         want = " or ".join(v) if isinstance(v, list) else v
-        yield path, False, f"expected {want}, got {_type_name(inst)} {_show(inst)}"
+        scalar = isinstance(inst, str | int | float | bool)
+        yield path, False, f"expected {want}, got {f'{_type_name(inst)} ' if scalar else ''}{_show(inst)}"
     elif err.validator == "additionalProperties" and v is False:
         allowed = sorted(err.schema.get("properties", {}))
         for key in sorted(set(inst) - set(allowed), key=str):  # YAML keys need not be strings
@@ -138,6 +145,8 @@ def _messages(err: RawError) -> Iterator[tuple[Path, bool, str]]:
         yield path, False, f"{_show(inst)} must be greater than {v}"
     elif err.validator == "maximum":
         yield path, False, f"{_show(inst)} is above the maximum {v}"
+    elif err.validator == "maxLength":
+        yield path, False, f"{len(inst)} characters, more than the {v} allowed"
     elif err.validator == "pattern":
         yield path, False, f"{_show(inst)} does not match the pattern {v}"
     else:
@@ -183,6 +192,8 @@ def _fallback_errors(value: Any, sch: Mapping[str, Any], path: Path = ()) -> Ite
             yield RawError(path, "maximum", sch["maximum"], sch, value)
         if "exclusiveMinimum" in sch and value <= sch["exclusiveMinimum"]:
             yield RawError(path, "exclusiveMinimum", sch["exclusiveMinimum"], sch, value)
+    if isinstance(value, str) and len(value) > sch.get("maxLength", len(value)):
+        yield RawError(path, "maxLength", sch["maxLength"], sch, value)
     if isinstance(value, str) and "pattern" in sch and not re.search(sch["pattern"], value):
         yield RawError(path, "pattern", sch["pattern"], sch, value)
     if isinstance(value, list):
@@ -237,9 +248,60 @@ def _dist_rules(d: Mapping[str, Any], path: Path) -> Iterator[tuple[Path, bool, 
         yield (*path, "min"), False, "loguniform needs min >= 1"
     if kind == "lognormal" and "median" in d and size_bytes(d["median"]) < 1:
         yield (*path, "median"), False, "lognormal needs median >= 1"
+    if kind == "lognormal" and ("min" in d) != ("max" in d):
+        # the driver takes both bounds or neither: the missing one is its default (1 or 64m)
+        low, high = size_bytes(d.get("min", 1)), size_bytes(d.get("max", LOGNORMAL_MAX))
+        if low > high:
+            key = "min" if "min" in d else "max"
+            yield (*path, key), False, f"{d[key]} leaves min {low} above max {high} (64m when not given)"
     for key in ("size", "min", "max", "median"):
-        if key in d and size_bytes(d[key]) >= 1 << 32:
+        if key in d and size_bytes(d[key]) > SIZE_CEILING:
             yield (*path, key), False, f"{d[key]} is above the driver's 4g ceiling"
+    for i, item in enumerate(d.get("sizes") or ()):
+        if size_bytes(item["size"]) > SIZE_CEILING:
+            yield (*path, "sizes", i, "size"), False, f"{item['size']} is above the driver's 4g ceiling"
+    if kind == "list" and d.get("sizes") and sum(item.get("weight", 1) for item in d["sizes"]) <= 0:
+        yield (*path, "sizes"), False, "the weights add up to 0; give at least one a positive weight"
+
+
+def _nonfinite(value: Any, path: Path) -> Iterator[tuple[Path, bool, str]]:
+    """Every number the driver reads must be finite (YAML's .inf and .nan pass a minimum check)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        yield path, False, f"{value} is not a finite number"
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _nonfinite(item, (*path, key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _nonfinite(item, (*path, i))
+
+
+def _driver_rules(data: Mapping[str, Any]) -> Iterator[tuple[Path, bool, str]]:
+    """What kpdrive's program parser refuses and the schema cannot say (allocator/driver/program.c)."""
+    for key, item in data.items():
+        if key not in ("slo", "description"):
+            yield from _nonfinite(item, (key,))
+    last_seed = data.get("seed", 1) + data.get("processes", 1) - 1
+    if last_seed > U64_MAX:
+        yield (
+            ("seed",),
+            False,
+            f"worker {data.get('processes', 1) - 1} would run with seed {last_seed}, above the driver's "
+            f"limit {U64_MAX} (worker i runs with seed + i)",
+        )
+    for i, item in enumerate(data.get("interference", ())):
+        if "size" in item and size_bytes(item["size"]) > U64_MAX:
+            yield ("interference", i, "size"), False, f"{item['size']} is above the driver's limit {U64_MAX}"
+    # The program is one key=value a line: a line break inside a value would start a line of its own.
+    texts: list[tuple[Path, Any]] = [(("faults",), data.get("faults"))]
+    texts += [(("pool", k), v) for k, v in data.get("pool", {}).items()]
+    for path, text in texts:
+        if isinstance(text, str) and ("\n" in text or "\r" in text or "\0" in text):
+            yield (
+                path,
+                False,
+                f"{json.dumps(text)}: a line break or NUL character cannot be passed to the driver",
+            )
 
 
 def rule_errors(
@@ -253,6 +315,7 @@ def rule_errors(
     mix = data.get("mix", {})
     if mix and sum(mix.values()) <= 0:
         yield ("mix",), False, "the weights add up to 0; give at least one a positive weight"
+    yield from _driver_rules(data)
     if pool_options is not None:
         for key in data.get("pool", {}):
             if key not in pool_options:
@@ -265,7 +328,7 @@ def check(
     """Raise SpecError listing every problem of the document, or return."""
     data = located.data
     if not isinstance(data, dict):
-        got = "an empty file" if data is None else f"a {_type_name(data)}"
+        got = "an empty file" if data is None else _a(_type_name(data))
         raise SpecError([Issue(file, 1, 1, "", f"a workload is a mapping of fields, got {got}")])
     issues = []
     for err in schema_errors(data, use_jsonschema):

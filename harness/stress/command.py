@@ -10,39 +10,123 @@ from pathlib import Path
 from typing import Any
 
 from harness import output, peers, spec
-from harness.stress.runner import Options, run
+from harness.build import VARIANTS
+from harness.errors import UsageError
+from harness.spec.compile import DEFAULT_TIME_LIMIT_S
+from harness.stress.runner import Options, check_run_id, run
+
+GLOB_CHARS = "*?["  # an argument with one of these is a pattern (glob syntax), not a file name
+
+
+def _run_id(text: str) -> str:
+    try:
+        return check_run_id(text)
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix(f"--run-id {text!r}: ")) from exc
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    cpus = os.cpu_count() or 1
     p = argparse.ArgumentParser(
         prog="kpool stress",
         description="Run YAML workloads with worker processes of the C op driver (kpdrive) and report "
-        "latency, crashes, outliers and SLO verdicts under reports/<run-id>/stress.json.",
-    )
-    p.add_argument("workloads", nargs="+", type=Path, help="workload files (workloads/*.yaml)")
-    p.add_argument("--allocator", choices=peers.NAMES, default=None, help="run on this allocator instead")
-    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="worker processes at a time")
-    p.add_argument(
-        "--time-limit", type=float, default=None, metavar="S", help="kill a worker after S seconds"
+        "latency, crashes, outliers and SLO verdicts under REPORTS/<run-id>/stress.json. Exit status: 0 "
+        "every workload passed, 1 a crash or a broken SLO, 2 a usage or configuration error (nothing "
+        "ran), 130 interrupted.",
     )
     p.add_argument(
-        "--reports", type=Path, default=Path("reports"), help="reports directory (default reports/)"
+        "workloads",
+        nargs="+",
+        help="workload files, folders (their *.yaml) or quoted glob patterns, e.g. 'workloads/*.yaml'; "
+        "each must match at least one file",
     )
-    p.add_argument("--run-id", default=None, help="the run's directory name (default: time + random)")
-    p.add_argument("--no-baseline", action="store_true", help="skip the run without interference")
-    p.add_argument("--variant", default="release", help="build variant of kpdrive (release, asan, ...)")
     p.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a driver program key"
+        "--allocator",
+        choices=peers.NAMES,
+        default=None,
+        help="run every workload on this allocator (default: each workload's own, kpool unless it says)",
+    )
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=cpus,
+        metavar="N",
+        help=f"worker processes at a time (default: the number of CPUs, {cpus} here)",
+    )
+    p.add_argument(
+        "--time-limit",
+        type=float,
+        default=None,
+        metavar="S",
+        help="kill a worker after S seconds (default: each workload's time_limit_s, "
+        f"{DEFAULT_TIME_LIMIT_S:g} unless it says)",
+    )
+    p.add_argument(
+        "--reports",
+        type=Path,
+        default=Path("reports"),
+        metavar="DIR",
+        help="reports folder; the run writes DIR/<run-id>/ (default: reports/ in the current directory)",
+    )
+    p.add_argument(
+        "--run-id",
+        type=_run_id,
+        default=None,
+        help="the run's folder name under --reports: letters, digits, '-', '_', '.', not starting with '.' "
+        "(default: the date and time and 4 random hex digits)",
+    )
+    p.add_argument(
+        "--no-baseline",
+        action="store_true",
+        help="skip the second run without interference (default: workloads with interference run twice, "
+        "for the interference ratio)",
+    )
+    p.add_argument(
+        "--variant",
+        choices=VARIANTS,
+        default="release",
+        help="build variant of kpdrive and libkpool (default: release)",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="set a key of the driver program in every worker, e.g. count=1000; repeatable; checked "
+        "before any worker starts (default: none)",
     )
     args = p.parse_args(list(argv))
     if args.jobs < 1:
         p.error(f"--jobs {args.jobs}: must be at least 1")
-    if args.time_limit is not None and args.time_limit <= 0:
-        p.error(f"--time-limit {args.time_limit}: must be positive")
-    bad = [s for s in args.set if "=" not in s]
+    if args.time_limit is not None and not 0 < args.time_limit < float("inf"):
+        p.error(f"--time-limit {args.time_limit}: must be a positive number of seconds")
+    bad = [s for s in args.set if "=" not in s or s.startswith("=")]
     if bad:
         p.error(f"--set {bad[0]!r}: expected KEY=VALUE")
     return args
+
+
+def workload_paths(patterns: Sequence[str]) -> list[Path]:
+    """Each argument as files: a file, a folder's *.yaml, or a glob's matches. One that names nothing is
+    a usage error naming it."""
+    out: list[Path] = []
+    for pattern in patterns:
+        path = Path(pattern)
+        if any(c in pattern for c in GLOB_CHARS):
+            root = Path(path.anchor or ".")
+            found = sorted(p for p in root.glob(str(path.relative_to(root))) if p.is_file())
+            if not found:
+                raise UsageError(f"{pattern}: the pattern matches no workload file")
+        elif path.is_dir():
+            found = sorted(path.glob("*.yaml"))
+            if not found:
+                raise UsageError(f"{pattern}: the folder holds no *.yaml workload file")
+        elif path.is_file():
+            found = [path]
+        else:
+            raise UsageError(f"{pattern}: no such workload file")
+        out += [f for f in found if f not in out]
+    return out
 
 
 def _fmt_ns(v: Any) -> str:
@@ -91,6 +175,8 @@ def details(report: dict[str, Any]) -> list[str]:
     lines = []
     for r in report["workloads"]:
         for b in r["broken"]:
+            if b.startswith("configuration error: "):
+                continue  # main() reports these as errors
             lines.append(f"{r['name']}: broken: {b}")
         for c in r["crashes"]:
             rep = c["reproducer"]
@@ -105,7 +191,7 @@ def main(argv: Sequence[str]) -> int:
         args = parse_args(argv)
     except SystemExit as exc:
         return int(exc.code or 0)
-    workloads = [spec.load(p) for p in args.workloads]
+    workloads = [spec.load(p) for p in workload_paths(args.workloads)]
     overrides = dict(s.split("=", 1) for s in args.set)
     opts = Options(
         allocator=args.allocator,
@@ -125,4 +211,9 @@ def main(argv: Sequence[str]) -> int:
     if report.get("interrupted"):
         output.error("interrupted; the report holds what finished")
         return 130
+    refused = [(r["name"], e) for r in report["workloads"] for e in r.get("config_errors", ())]
+    for name, message in refused:
+        output.error(f"{name}: configuration error: {message}")
+    if refused:
+        return 2
     return 0 if report["passed"] else 1

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shlex
+import subprocess
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -23,8 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from harness import output, peers
-from harness.errors import KpoolError
-from harness.spec import Workload
+from harness.errors import ConfigError, KpoolError, UsageError
+from harness.spec import Workload, poolcheck
+from harness.spec.compile import conf_string
 from harness.stress import slo
 from harness.stress.binary import ensure_kpdrive
 from harness.stress.merge import merge
@@ -48,8 +51,21 @@ class Options:
     progress_s: float = 1.0
 
 
+# A run id names a folder under the reports folder: a plain name, never a path (no '/', no leading '.').
+RUN_ID_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*$")
+
+
 def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
+
+
+def check_run_id(run_id: str) -> str:
+    if not RUN_ID_RE.match(run_id):
+        raise UsageError(
+            f"--run-id {run_id!r}: expected a plain name (letters, digits, '-', '_', '.'; not starting "
+            "with '.'), not a path"
+        )
+    return run_id
 
 
 def _preload(allocator: str) -> str | None:
@@ -62,6 +78,76 @@ def _preload(allocator: str) -> str | None:
             f"{allocator}: {alloc.soname} not found; install it with `apt-get install {alloc.package}`"
         )
     return str(path)
+
+
+# ---- before any worker starts: everything the driver and kp_create would refuse ---------------------------
+
+CHECK_TIMEOUT_S = 30  # `kpdrive --check` only parses: milliseconds; the margin is for a loaded machine
+# "kpdrive: bad program: line 14: " before the driver's message (kpdrive.c): the line is of the program
+# text, which the user never sees.
+BAD_PROGRAM_RE = re.compile(r"^kpdrive: (bad program: )?(line \d+: )?")
+
+
+def _programs(wl: Workload, opts: Options) -> list[str]:
+    allocator = opts.allocator or wl.allocator
+    phases = [True, False] if wl.interference and opts.baseline else [True]
+    return [wl.program(interference=i, allocator=allocator) for i in phases]
+
+
+def _driver_refusal(kpdrive: Path, program: str, args: Sequence[str]) -> str | None:
+    """kpdrive's own words on the program with these arguments, or None when it accepts them."""
+    proc = subprocess.run(
+        [str(kpdrive), "--check", "-", *args],
+        input=program,
+        capture_output=True,
+        text=True,
+        timeout=CHECK_TIMEOUT_S,
+        check=False,
+    )
+    if proc.returncode == 0:
+        return None
+    text = BAD_PROGRAM_RE.sub("", proc.stderr.strip())
+    return text or f"kpdrive --check exited {proc.returncode}"
+
+
+def _check_conf(wl: Workload, opts: Options) -> None:
+    """The pool settings as kp_create will see them: KPOOL_CONF, then the workload's or --set conf."""
+    allocator = opts.overrides.get("allocator") or (
+        "kpool" if (opts.allocator or wl.allocator) == "kpool" else "malloc"
+    )
+    if allocator != "kpool":
+        return
+    conf = opts.overrides.get("conf", conf_string(wl.data.get("pool", {})))
+    faults = opts.overrides.get("faults", str(wl.data.get("faults", "")))
+    found = poolcheck.problem(conf, faults)
+    if found is None:
+        return
+    if found.origin == "KPOOL_CONF":
+        raise ConfigError(f"KPOOL_CONF={poolcheck.kpool_conf()} (in the environment): {found.text}")
+    key = "faults" if found.origin == "faults" else "conf"
+    if key in opts.overrides:
+        raise ConfigError(f"--set {key}={opts.overrides[key]}: {found.text}")
+    raise ConfigError(f"{wl.path}: the pool settings: {found.text}")
+
+
+def preflight(workloads: Sequence[Workload], opts: Options, kpdrive: Path | None = None) -> None:
+    """Raise ConfigError (exit 2) for anything a worker would refuse at start: the compiled programs
+    with every worker's seed and the --set overrides (kpdrive --check, the driver's own parser), and
+    the pool settings with KPOOL_CONF (kp_create's parser). A --set is named by itself."""
+    if opts.run_id is not None:
+        check_run_id(opts.run_id)
+    kpdrive = kpdrive or ensure_kpdrive(opts.variant)
+    for wl in workloads:
+        seeds = [f"seed={wl.seed}", f"seed={wl.seed + wl.processes - 1}"]
+        for program in _programs(wl, opts):
+            refused = _driver_refusal(kpdrive, program, seeds)
+            if refused:
+                raise ConfigError(f"{wl.path}: the op driver refuses the compiled workload: {refused}")
+            for key, value in opts.overrides.items():
+                refused = _driver_refusal(kpdrive, program, [*seeds, f"{key}={value}"])
+                if refused:
+                    raise ConfigError(f"--set {key}={value}: {refused}")
+        _check_conf(wl, opts)
 
 
 # ---- one phase: the workers of one workload, run to the end -------------------------------------------
@@ -89,6 +175,7 @@ class Phase:
         running: list[Worker] = []
         done: list[Worker] = []
         t0 = last = time.monotonic()
+        shown = False
         try:
             while pending or running:
                 while pending and len(running) < max(1, self.opts.jobs):
@@ -103,6 +190,9 @@ class Phase:
                 if time.monotonic() - last >= self.opts.progress_s:
                     last = time.monotonic()
                     self._progress(t0, running, done)
+                    shown = True
+            if shown:  # the closing figure: every worker's final count, the one the report shows
+                self._progress(t0, running, done)
         except KeyboardInterrupt:
             # Keep what finished; stop the rest (no orphans) and record them as interrupted.
             self.interrupted = True
@@ -138,7 +228,7 @@ def _crash_records(
     out = []
     for w in workers:
         crash = w.get("crash")
-        if not crash or crash["kind"] == "interrupted":
+        if not crash or crash["kind"] in ("interrupted", "config"):
             continue
         repro = {
             "workload": wl.path,
@@ -152,6 +242,12 @@ def _crash_records(
         }
         out.append({**crash, "workload": wl.name, "worker": w["worker"], "reproducer": repro})
     return out
+
+
+def _config_errors(workers: Sequence[dict[str, Any]]) -> list[str]:
+    """The distinct messages of workers that refused their configuration (not crashes: nothing ran)."""
+    found = [w["crash"]["message"] for w in workers if w.get("crash") and w["crash"]["kind"] == "config"]
+    return list(dict.fromkeys(found))
 
 
 def _ratio(with_i: dict[str, Any], without: dict[str, Any]) -> dict[str, dict[str, float]]:
@@ -202,6 +298,7 @@ def run_workload(wl: Workload, opts: Options, run_dir: Path, kpdrive: Path) -> d
         "workers": [_worker_summary(w, directory) for w in workers],
         "crashes": crashes,
     }
+    base_workers: list[dict[str, Any]] = []
     if wl.interference and opts.baseline and not interrupted:
         base_workers, base = phase("baseline", False)
         result["interference"] = {
@@ -210,8 +307,10 @@ def run_workload(wl: Workload, opts: Options, run_dir: Path, kpdrive: Path) -> d
             "baseline_ops_per_s_per_thread": base["ops_per_s_per_thread"],
         }
         result["crashes"] += _crash_records(wl, allocator, base_workers, "baseline")
+    result["config_errors"] = _config_errors([*workers, *base_workers])
     result["slo"] = slo.verdicts(wl.slo, merged, len(result["crashes"]))
     result["broken"] = slo.broken(result["slo"])
+    result["broken"] += [f"configuration error: {e}" for e in result["config_errors"]]
     result["passed"] = not result["broken"]
     result["wall_s"] = round(time.monotonic() - t0, 3)
     result["interrupted"] = interrupted
@@ -245,6 +344,7 @@ def _worker_summary(w: dict[str, Any], directory: Path) -> dict[str, Any]:
 def run(workloads: Sequence[Workload], opts: Options) -> dict[str, Any]:
     """Run every workload in turn; write and return the report."""
     kpdrive = ensure_kpdrive(opts.variant)
+    preflight(workloads, opts, kpdrive)
     run_id = opts.run_id or new_run_id()
     run_dir = opts.reports_dir / run_id
     run_dir.mkdir(parents=True, exist_ok=True)

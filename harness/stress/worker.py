@@ -29,6 +29,13 @@ SANITIZER_RE = re.compile(
 )
 UBSAN_RE = re.compile(r"runtime error: ")
 STDERR_TAIL_LINES = 40
+# kpdrive's exit statuses (kpdrive.c): 2 the program is refused before anything runs; 3 the run could not
+# be set up (a JSON document with "error"): a configuration error when kp_create or kp_fault_inject
+# refused the settings (driver.c setup_pool), not when the OS refused memory.
+USAGE_STATUS = 2
+SETUP_STATUS = 3
+BAD_PROGRAM_RE = re.compile(r"kpdrive: bad program: (.*)")
+CONF_REFUSED_RE = re.compile(r'^(kp_create\(".*"\): (KPOOL_CONF|conf): |kp_fault_inject\(".*"\): )')
 # A backtrace_symbols_fd line: "/path/to/obj(+0x3c9a)[0x55ed5706ec9a]" or "obj(func+0x1a)[0x...]".
 FRAME_RE = re.compile(r"^(?P<obj>[^\s(]+)\((?P<sym>[^+)]*)\+(?P<off>0x[0-9a-f]+)\)\[0x[0-9a-f]+\]$")
 MAX_FRAMES = 32
@@ -82,6 +89,7 @@ class Worker:
     sample: ProcSample = field(default_factory=ProcSample)
     timed_out: bool = False
     interrupted: bool = False
+    final_ops: int | None = None  # the result's op count once exited (-1: no result)
     _files: list[IO[bytes]] = field(default_factory=list)
 
     def start(self) -> None:
@@ -144,7 +152,13 @@ class Worker:
         self._files = []
 
     def ops_so_far(self) -> int:
-        """The last progress figure the worker printed (0 before its first)."""
+        """Operations done: the final count of a worker that finished with a result, else the last
+        progress figure it printed (0 before its first). Both count ops as the report does."""
+        if self.final_ops is None and self.proc is not None and self.proc.returncode is not None:
+            ops = ((_last_json(self.out_path) or {}).get("counters") or {}).get("ops")
+            self.final_ops = ops if isinstance(ops, int) else -1  # read the result once
+        if self.final_ops is not None and self.final_ops >= 0:
+            return self.final_ops
         try:
             with self.err_path.open("rb") as f:
                 f.seek(max(0, self.err_path.stat().st_size - 512))
@@ -191,7 +205,9 @@ class Worker:
             kind, sig = "signal", -rc
         elif report:
             kind, sig = "sanitizer", 0
-        elif rc == 3 and doc is not None:
+        elif rc == USAGE_STATUS or (rc == SETUP_STATUS and _conf_refused(doc)):
+            kind, sig = "config", 0
+        elif rc == SETUP_STATUS and doc is not None:
             kind, sig = "setup", 0
         elif rc != 0 or doc is None:
             kind, sig = "exit", 0
@@ -203,6 +219,9 @@ class Worker:
             crash["message"] = f"killed after {self.time_limit_s:g} s (time limit)"
         elif kind == "interrupted":
             crash["message"] = "stopped: the run was interrupted"
+        elif kind == "config":
+            refusal = BAD_PROGRAM_RE.search(stderr)
+            crash["message"] = refusal.group(1) if refusal else str((doc or {}).get("error", "")) or tail
         elif kind == "setup" and doc is not None:
             crash["message"] = str(doc.get("error", ""))
         elif sig:
@@ -216,6 +235,10 @@ class Worker:
         crash["backtrace"] = symbolize(lines)
         crash["ops_before"] = self.ops_so_far()
         return crash
+
+
+def _conf_refused(doc: dict[str, Any] | None) -> bool:
+    return doc is not None and bool(CONF_REFUSED_RE.match(str(doc.get("error", ""))))
 
 
 def symbolize(lines: list[str]) -> list[str]:
