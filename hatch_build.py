@@ -4,6 +4,10 @@ harness/_lib/libkpool.so and harness/_lib/kpdrive.
 The wheel carries a native library loaded by ctypes, so it is tagged for the platform but not for a
 Python ABI (py3-none-<platform>). Editable installs load the package from the source tree, so the
 library is copied to harness/_lib/ there as well.
+
+A wheel also carries the allocator's sources, the seed corpora and the workloads as package data in
+harness/_src/ (harness/paths.py finds them), so that an installed kpool builds its other variants
+(fuzz, coverage, sanitizers, planted bugs) into a cache folder and fuzzes from any directory.
 """
 
 from __future__ import annotations
@@ -19,6 +23,11 @@ from hatchling.builders.hooks.plugin.interface import BuildHookInterface
 
 LIB_IN_PACKAGE = "harness/_lib/libkpool.so"
 DRIVER_IN_PACKAGE = "harness/_lib/kpdrive"
+# Package data of a wheel: what a variant's build, the fuzzers and the campaign read.
+SHIPPED = "harness/_src"
+SHIPPED_TREES = ("allocator", "corpora", "workloads")
+# Build output stays out of the wheel: the installed package builds into its own cache.
+NOT_SHIPPED = frozenset({"build"})
 
 
 class CustomBuildHook(BuildHookInterface):  # type: ignore[type-arg]
@@ -35,6 +44,18 @@ class CustomBuildHook(BuildHookInterface):  # type: ignore[type-arg]
                 shutil.copy2(src, dest)
             else:
                 build_data["force_include"][str(src)] = name
+        if version != "editable":
+            build_data["force_include"].update(self._shipped_sources())
+
+    def _shipped_sources(self) -> dict[str, str]:
+        """{source path: path in the wheel} of the package data in harness/_src/."""
+        shipped = {}
+        for tree in SHIPPED_TREES:
+            for entry in sorted(Path(self.root, tree).iterdir()):
+                if entry.name in NOT_SHIPPED or entry.name.startswith(".") or entry.name == "__pycache__":
+                    continue
+                shipped[str(entry)] = f"{SHIPPED}/{tree}/{entry.name}"
+        return shipped
 
     def _make(self) -> Path:
         allocator = Path(self.root, "allocator")

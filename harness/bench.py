@@ -21,12 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness import output
-from harness.build import ALLOCATOR_DIR, run_make
-from harness.errors import BuildError
+from harness import output, paths
+from harness.build import make_command, run_make
 from harness.peers import ALLOCATORS, Allocator, available_allocators
 
-KPBENCH = ALLOCATOR_DIR / "build" / "release" / "kpbench"
+KPBENCH = paths.build_dir("release") / "kpbench"
 WORKLOADS = ("a", "b", "c", "d", "f")
 # The slowest single invocation (glibc on (c), or three 1 GiB rounds of (d)) takes seconds; ten minutes
 # means the allocator hangs, and the remaining runs are still worth having.
@@ -81,11 +80,9 @@ def _env(extra: dict[str, str]) -> dict[str, str]:
 
 def build_kpbench() -> Path:
     """`make -C allocator bench` (a no-op when kpbench is up to date)."""
-    if shutil.which("make") is None:
-        if KPBENCH.is_file():
-            return KPBENCH
-        raise BuildError("make not found; install the Debian package build-essential")
-    run_make(["make", "-C", str(ALLOCATOR_DIR), "bench"])
+    if shutil.which("make") is None and KPBENCH.is_file():
+        return KPBENCH
+    run_make(make_command("release", "bench"))
     return KPBENCH
 
 

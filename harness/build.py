@@ -1,31 +1,53 @@
 """Variants of libkpool: build them on demand and say where their libraries live.
 
 The release library is built at install time (hatch_build.py) and shipped as harness/_lib/libkpool.so.
-The other variants need a source checkout: `make -C allocator VARIANT=<v>` writes
-allocator/build/<v>/libkpool.so.
+The other variants are built on demand with `make -C <allocator sources> VARIANT=<v> BUILD=<dir>`: in a
+checkout into allocator/build/<v>/, from an installed wheel (which ships the sources) into a cache folder
+of its own (harness/paths.py).
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
 
-from harness import output
+from harness import output, paths
 from harness.errors import BuildError
 
 VARIANTS = ("release", "debug", "asan", "tsan", "fuzz", "coverage")
 # -fsanitize=fuzzer-no-link exists only in clang.
 NEEDS_CLANG = frozenset({"fuzz", "coverage"})
 
-PACKAGE_DIR = Path(__file__).resolve().parent
-ALLOCATOR_DIR = PACKAGE_DIR.parent / "allocator"
-PACKAGED_LIB = PACKAGE_DIR / "_lib" / "libkpool.so"
+PACKAGE_DIR = paths.PACKAGE_DIR
+PACKAGED_LIB = paths.PACKAGED_LIB_DIR / "libkpool.so"
 
 
 def variant_path(variant: str, plant: int = 0) -> Path:
     """Where `make VARIANT=variant [PLANT=n]` puts the library (it may not exist yet)."""
-    return ALLOCATOR_DIR / "build" / (f"{variant}-plant{plant}" if plant else variant) / "libkpool.so"
+    return paths.build_dir(variant, plant) / "libkpool.so"
+
+
+def make_command(variant: str, *targets: str, plant: int = 0) -> list[str]:
+    """`make` for one variant's targets, from the allocator sources into the variant's build folder.
+
+    Checks what the variant needs (make, a C compiler, clang for the coverage-instrumented variants)
+    and raises BuildError naming the Debian package that brings what is missing."""
+    if variant not in VARIANTS:
+        raise BuildError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+    sources = paths.allocator_sources()
+    if shutil.which("make") is None:
+        raise BuildError("make not found; install the Debian package build-essential")
+    cmd = ["make", "-C", str(sources), f"VARIANT={variant}", f"PLANT={plant}"]
+    cmd.append(f"BUILD={paths.build_dir(variant, plant)}")
+    if variant in NEEDS_CLANG:
+        if shutil.which("clang") is None:
+            raise BuildError(f"the {variant} variant needs clang; install the Debian package clang")
+        cmd.append("CC=clang")
+    elif shutil.which(os.environ.get("CC", "cc")) is None:
+        raise BuildError("no C compiler (cc); install the Debian package build-essential")
+    return [*cmd, *targets]
 
 
 def packaged_library() -> Path:
@@ -48,19 +70,7 @@ def build(variant: str = "release", plant: int = 0) -> Path:
     plant > 0 builds with the planted bug KP_PLANT=plant (the fuzzers' quality tests), in a build
     directory of its own.
     """
-    if variant not in VARIANTS:
-        raise BuildError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
-    if not (ALLOCATOR_DIR / "Makefile").is_file():
-        raise BuildError(
-            f"building the {variant} variant needs a source checkout (no {ALLOCATOR_DIR}/Makefile)"
-        )
-    if shutil.which("make") is None:
-        raise BuildError("make not found; install the Debian package build-essential")
-    cmd = ["make", "-C", str(ALLOCATOR_DIR), f"VARIANT={variant}", f"PLANT={plant}", "lib"]
-    if variant in NEEDS_CLANG:
-        if shutil.which("clang") is None:
-            raise BuildError(f"the {variant} variant needs clang; install the Debian package clang")
-        cmd.append("CC=clang")
+    cmd = make_command(variant, "lib", plant=plant)
     output.progress(f"building libkpool ({variant}{f', planted bug {plant}' if plant else ''})")
     run_make(cmd)
     return variant_path(variant, plant)

@@ -33,11 +33,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
+from harness import paths
 from harness.errors import KpoolError, UsageError
 from harness.triage import signature as S
 from harness.triage.crash import Crash, Reproducer
 
-DEFAULT_PATH = Path("reports") / "crashes.sqlite"
+# In the default reports folder ($KPOOL_REPORTS, else ./reports), where the campaign writes it.
+DEFAULT_PATH = paths.reports() / "crashes.sqlite"
 # PRAGMA user_version of the schema below. 0 is a database written before the version existed: the same
 # tables; a writer stamps it with 1.
 SCHEMA_VERSION = 1

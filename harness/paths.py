@@ -1,0 +1,94 @@
+"""Where kpool's files are: the allocator sources, the seed corpora, the shipped workloads, the build
+directories and the default reports folder, for a source checkout and for an installed wheel alike.
+
+- A source checkout (also an editable install) uses its own `allocator/`, `corpora/` and `workloads/`
+  and builds into `allocator/build/<variant>/`.
+- An installed wheel carries the same three folders as package data in `harness/_src/` (see
+  hatch_build.py) and builds variants into a cache folder of its own, one per kpool version and
+  installation: `$KPOOL_CACHE`, else `$XDG_CACHE_HOME/kpool/<version>-<install>/`, else
+  `~/.cache/kpool/<version>-<install>/` (site-packages may be read-only, and two virtual environments
+  with the same version must not share objects built from different sources).
+- Reports go to `$KPOOL_REPORTS`, else `./reports` in the current directory, wherever kpool is installed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from importlib import metadata
+from pathlib import Path
+
+from harness.errors import BuildError
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+# A checkout has the package beside allocator/ and pyproject.toml.
+_CHECKOUT = PACKAGE_DIR.parent
+# What the wheel ships (hatch_build.py): allocator sources, corpora and workloads.
+SHIPPED = PACKAGE_DIR / "_src"
+# Binaries the wheel ships prebuilt (the release library and op driver, built when it was made).
+PACKAGED_LIB_DIR = PACKAGE_DIR / "_lib"
+
+
+def checkout() -> Path | None:
+    """The source checkout this package runs from, or None for an installed wheel."""
+    if (_CHECKOUT / "pyproject.toml").is_file() and (_CHECKOUT / "allocator" / "Makefile").is_file():
+        return _CHECKOUT
+    return None
+
+
+def _data_root() -> Path:
+    return checkout() or SHIPPED
+
+
+def allocator_sources() -> Path:
+    """The folder holding the allocator's Makefile and sources."""
+    path = _data_root() / "allocator"
+    if not (path / "Makefile").is_file():
+        raise BuildError(
+            f"the allocator sources are missing (no {path / 'Makefile'}); "
+            "reinstall kpool (`pip install --force-reinstall kpool`) or run it from a source checkout"
+        )
+    return path
+
+
+def corpora() -> Path:
+    """The committed seed corpora and dictionaries, corpora/<target>/."""
+    return _data_root() / "corpora"
+
+
+def workloads() -> Path:
+    """The shipped YAML workloads and their JSON Schema."""
+    return _data_root() / "workloads"
+
+
+def version() -> str:
+    try:
+        return metadata.version("kpool")
+    except metadata.PackageNotFoundError:  # run from a checkout that was never installed
+        return "0+unknown"
+
+
+def cache_dir() -> Path:
+    """The per-version, per-installation cache of an installed wheel."""
+    override = os.environ.get("KPOOL_CACHE")
+    if override:
+        return Path(override).expanduser()
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    install = hashlib.sha256(str(PACKAGE_DIR).encode()).hexdigest()[:8]
+    return base / "kpool" / f"{version()}-{install}"
+
+
+def build_root() -> Path:
+    """Where `make` writes its variants: build/<variant>[-plant<n>]/ below this folder."""
+    tree = checkout()
+    return tree / "allocator" / "build" if tree else cache_dir() / "build"
+
+
+def build_dir(variant: str, plant: int = 0) -> Path:
+    """The build directory of one variant (as the Makefile's BUILD)."""
+    return build_root() / (f"{variant}-plant{plant}" if plant else variant)
+
+
+def reports() -> Path:
+    """The default reports folder: $KPOOL_REPORTS, else ./reports."""
+    return Path(os.environ.get("KPOOL_REPORTS") or "reports").absolute()
