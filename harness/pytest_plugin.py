@@ -4,7 +4,8 @@
 
 An item runs its workload with the stress runner (all its worker processes) and fails on a crash, an
 integrity error or a broken SLO, with a message that lists each and the reproducer of each crash. A
-file that does not validate fails with the loader's file:line:column messages.
+file that does not validate fails with the loader's file:line:column messages; a configuration the
+driver or kp_create refuses (KPOOL_CONF, say) fails with its one-line message, no worker started.
 
 Registered as the `kpool` pytest11 entry point when the package is installed; workloads/conftest.py
 loads it from a source checkout. Settings come from the environment (so that xdist workers see them):
@@ -23,6 +24,7 @@ from typing import Any
 import pytest
 
 from harness import spec
+from harness.errors import KpoolError
 from harness.stress import runner
 
 
@@ -63,7 +65,14 @@ class WorkloadItem(pytest.Item):
             baseline=os.environ.get("KPOOL_STRESS_BASELINE") == "1",
             progress_s=3600.0,  # pytest shows its own progress
         )
-        report = runner.run([self.workload], opts)
+        try:
+            report = runner.run([self.workload], opts)
+        except KpoolError as exc:
+            if exc.exit_code != 2:  # not the user's configuration: the harness failed, show where
+                raise
+            raise WorkloadFailure(
+                f"workload {self.workload.name} ({self.workload.path}): configuration error: {exc}"
+            ) from exc
         result = report["workloads"][0]
         self.user_properties.append(("report", report["path"]))
         if not result["passed"]:
@@ -84,7 +93,7 @@ class WorkloadItem(pytest.Item):
 
 def failure_text(result: dict[str, Any], report_path: str) -> str:
     lines = [f"workload {result['name']} ({result['file']}) failed on {result['allocator']}:"]
-    lines += [f"  broken: {b}" for b in result["broken"]]
+    lines += [f"  broken: {b}" for b in result["broken"]]  # configuration errors among them
     for c in result["crashes"]:
         lines.append(f"  worker {c['worker']} {c['kind']}: {c['message']}")
         lines.append(f"    reproduce: {c['reproducer']['command']}")

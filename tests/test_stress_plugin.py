@@ -120,3 +120,22 @@ def test_interrupted_run_keeps_what_finished(tmp_path: Path) -> None:
     fine, cut = report["workloads"]
     assert fine["passed"] and fine["ops"] > 0
     assert cut["interrupted"] and not cut["passed"] and cut["crashes"] == []
+
+
+def test_a_configuration_error_fails_the_item_with_its_message(tmp_path: Path) -> None:
+    # the file is valid (a peer never reads KPOOL_CONF); run on kpool, the runner's check refuses it
+    wdir = tmp_path / "workloads"
+    wdir.mkdir()
+    (wdir / "conftest.py").write_text((ROOT / "workloads" / "conftest.py").read_text())
+    (wdir / "peer.yaml").write_text(OK.replace("name: fine", "name: peer") + "allocator: glibc\n")
+    junit = tmp_path / "x.xml"
+    cmd = [sys.executable, "-m", "pytest", "workloads", f"--junitxml={junit}", "-p", "no:cacheprovider"]
+    extra = {"KPOOL_REPORTS": str(tmp_path / "reports"), "KPOOL_ALLOCATOR": "kpool", "KPOOL_CONF": "bogus:1"}
+    proc = run(cmd, tmp_path, extra)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    failure = next(ET.parse(junit).getroot().iter("testcase")).find("failure")
+    assert failure is not None
+    text = failure.text or ""
+    assert "configuration error: KPOOL_CONF=bogus:1" in text and "unknown option 'bogus'" in text
+    assert "Traceback" not in text and "runner.py" not in text
+    assert not list((tmp_path / "reports").rglob("*-worker-*"))
