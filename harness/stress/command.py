@@ -22,7 +22,7 @@ def _run_id(text: str) -> str:
     try:
         return check_run_id(text)
     except UsageError as exc:
-        raise argparse.ArgumentTypeError(str(exc).removeprefix(f"--run-id {text!r}: ")) from exc
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--run-id ")) from exc
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
