@@ -9,18 +9,67 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from harness import binding, build, output
+from harness import fuzz as fuzz_targets
 from harness.errors import KpoolError
 from harness.triage import commands, db, replay
+
+# The longest input `kpool fuzz --max-len` accepts. libFuzzer keeps buffers of max_len bytes per worker
+# (a value near SIZE_MAX dies in std::bad_alloc); a mebibyte is far above any input a target reads (the
+# committed seeds and dictionaries are under 4 KiB).
+MAX_LEN_CEILING = 1 << 20
+
+
+def _integer(text: str, low: int, high: int | None = None) -> int:
+    """An argparse `type=`: a bad value becomes a usage error (exit 2) that names it and the range."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < low or (high is not None and value > high):
+        span = f"from {low} to {high}" if high is not None else f"of at least {low}"
+        raise argparse.ArgumentTypeError(f"{text!r}: expected an integer {span}")
+    return value
+
+
+def positive(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    return _integer(text, 1)
+
+
+def non_negative(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    return _integer(text, 0)
+
+
+def _max_len(text: str) -> int:
+    return _integer(text, 1, MAX_LEN_CEILING)
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kpool", description="Fuzz, stress and benchmark libkpool.")
-    parser.add_argument("-q", "--quiet", action="store_const", const=0, dest="verbosity", default=1)
-    parser.add_argument("-v", "--verbose", action="store_const", const=2, dest="verbosity")
+    parser.add_argument(
+        "-q",
+        "--quiet",
+        action="store_const",
+        const=0,
+        dest="verbosity",
+        default=1,
+        help="print results and errors only, no progress",
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="store_const", const=2, dest="verbosity", help="print details too"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("build", help="build a variant of libkpool and print the library's path")
-    p.add_argument("--variant", choices=build.VARIANTS, default="release")
+    what = "build a variant of libkpool and print the library's path"
+    p = sub.add_parser("build", help=what, description=what[0].upper() + what[1:] + ".")
+    p.add_argument(
+        "--variant",
+        choices=build.VARIANTS,
+        default="release",
+        help="release (-O2), debug, asan (ASan+UBSan), tsan, fuzz (clang, libFuzzer hooks) or coverage "
+        "(default: %(default)s)",
+    )
     p.set_defaults(run=_build)
 
     p = sub.add_parser("bench", add_help=False, help="the allocator benchmark (arguments are its own)")
@@ -31,33 +80,69 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(run=_campaign)
 
-    p = sub.add_parser("report", help="rewrite reports/index.html from the runs under reports/")
-    p.add_argument("--reports", type=Path, default=Path("reports"))
+    what = "rewrite <reports>/index.html, the index of the runs under the reports folder"
+    p = sub.add_parser("report", help=what, description=what[0].upper() + what[1:] + ".")
+    p.add_argument(
+        "--reports",
+        type=Path,
+        default=Path("reports"),
+        metavar="DIR",
+        help="the reports folder whose runs to index (default: reports/ in the current directory)",
+    )
     p.set_defaults(run=_report)
 
     p = sub.add_parser("stress", add_help=False, help="run YAML workloads with worker processes (see --help)")
     p.set_defaults(run=_stress)
 
-    p = sub.add_parser("options", help="print the pool configuration options as a Markdown table")
+    what = "print the pool configuration options as a Markdown table"
+    p = sub.add_parser("options", help=what, description=what[0].upper() + what[1:] + ".")
     p.set_defaults(run=_options)
 
-    p = sub.add_parser("fuzz", help="fuzz libkpool with atheris/libFuzzer (ASan+UBSan inside the C code)")
+    what = "fuzz libkpool with atheris/libFuzzer (ASan+UBSan inside the C code)"
+    p = sub.add_parser(
+        "fuzz",
+        help=what,
+        description=what[0].upper() + what[1:] + ". Exit status: 0 no crash, 1 a crash or a fuzzer "
+        "failure, 2 a usage error, 130 interrupted.",
+    )
     p.add_argument(
         "target",
         nargs="?",
         default="all",
-        help="api_sequence, conf, faults, workload_yaml, concurrent or all",
+        choices=(*fuzz_targets.TARGETS, "all"),
+        metavar="TARGET",
+        help=f"{', '.join(fuzz_targets.TARGETS)} or all (default: all, one after the other)",
     )
-    p.add_argument("--time", type=int, default=60, metavar="S", help="seconds per target (default 60)")
-    p.add_argument("--jobs", type=int, default=1, metavar="N", help="libFuzzer -fork=N worker processes")
+    p.add_argument(
+        "--time", type=positive, default=60, metavar="S", help="seconds per target (default: %(default)s)"
+    )
+    p.add_argument(
+        "--jobs",
+        type=positive,
+        default=1,
+        metavar="N",
+        help="libFuzzer -fork=N worker processes (default: %(default)s, no fork)",
+    )
     p.add_argument("--merge", action="store_true", help="shrink the working corpus with -merge=1 instead")
     p.add_argument(
         "--coverage",
         action="store_true",
         help="instead: the share of libkpool's edges the working corpus and seeds reach",
     )
-    p.add_argument("--plant", type=int, default=0, metavar="N", help="fuzz a build with planted bug N")
-    p.add_argument("--max-len", type=int, default=None, metavar="B", help="longest input in bytes")
+    p.add_argument(
+        "--plant",
+        type=non_negative,
+        default=0,
+        metavar="N",
+        help="fuzz a build with planted bug N (default: %(default)s, none)",
+    )
+    p.add_argument(
+        "--max-len",
+        type=_max_len,
+        default=None,
+        metavar="B",
+        help=f"longest input in bytes, 1 to {MAX_LEN_CEILING} (default: libFuzzer's default)",
+    )
     p.add_argument("--keep-going", action="store_true", help="with --jobs: go on after a crash")
     p.add_argument(
         "--no-seeds",
@@ -65,14 +150,24 @@ def _parser() -> argparse.ArgumentParser:
         help="start from the working corpus alone, not the committed seeds (what the fuzzer finds by itself)",
     )
     p.add_argument(
-        "--run-dir", type=Path, default=None, help="where to write (default <reports>/fuzz-<time>)"
+        "--run-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="where this run writes (default: <reports>/fuzz-<date and time>)",
     )
     p.add_argument(
-        "--reports", type=Path, default=None, help="reports and working corpora (default reports/)"
+        "--reports",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="reports folder: runs and working corpora (default: $KPOOL_REPORTS, else reports/ in the "
+        "current directory)",
     )
     p.set_defaults(run=_fuzz)
 
     _triage_parser(sub)
+    # room for more commands here (kpool doctor)
     return parser
 
 
