@@ -1,0 +1,277 @@
+"""`kpool doctor`: every capability kpool uses, whether this machine has it, what a missing one disables
+and what brings it (a Debian package, or a pip command for Python packages).
+
+The table below is also the list of system files the build variants and the tests need: the test of the
+set-up (tests/test_setup_packages.py) asks dpkg which package owns each file found here and checks that
+scripts/setup.sh installs it, recommends left out.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness import build, output, paths, peers
+from harness.errors import KpoolError
+
+# Debian installs clang's compiler-rt files under /usr/lib/llvm-<major>/lib/clang/<version>/.
+LLVM_ROOTS = "/usr/lib/llvm-*/lib/clang/*"
+
+
+@dataclass(frozen=True)
+class Capability:
+    name: str
+    disables: str  # what a machine without it cannot do
+    remedy: str  # what brings it: `apt-get install PKG` or a pip command
+    find: Callable[[], Path | None]  # the file that proves it, None when missing
+    package: str = ""  # the Debian package that brings it ("" for Python packages and our own files)
+
+
+@dataclass(frozen=True)
+class Finding:
+    capability: Capability
+    found: Path | None
+    detail: str = ""  # why it is missing, when the check itself failed
+
+    @property
+    def ok(self) -> bool:
+        return self.found is not None
+
+
+def _command(name: str) -> Callable[[], Path | None]:
+    def find() -> Path | None:
+        path = shutil.which(name)
+        return Path(path) if path else None
+
+    return find
+
+
+def _both(first: Callable[[], Path | None], second: Callable[[], Path | None]) -> Callable[[], Path | None]:
+    """The second one's file, when both are present."""
+
+    def find() -> Path | None:
+        return second() if first() is not None else None
+
+    return find
+
+
+def _clang_file(relative: str) -> Callable[[], Path | None]:
+    """A file of clang's resource directory (where clang looks for it), else any LLVM's on the machine."""
+
+    def find() -> Path | None:
+        clang = shutil.which("clang")
+        if clang:
+            proc = subprocess.run([clang, "-print-resource-dir"], capture_output=True, text=True, check=False)
+            candidate = Path(proc.stdout.strip(), relative)
+            if proc.returncode == 0 and proc.stdout.strip():
+                return candidate if candidate.is_file() else None
+        return next(iter(sorted(Path("/").glob(f"{LLVM_ROOTS.lstrip('/')}/{relative}"))), None)
+
+    return find
+
+
+def _gcc_file(name: str) -> Callable[[], Path | None]:
+    """A runtime of gcc's sanitizers, where gcc links it from."""
+
+    def find() -> Path | None:
+        gcc = shutil.which("gcc")
+        if not gcc:
+            return None
+        proc = subprocess.run([gcc, f"-print-file-name={name}"], capture_output=True, text=True, check=False)
+        path = Path(proc.stdout.strip())
+        return path if proc.returncode == 0 and path.is_absolute() and path.exists() else None
+
+    return find
+
+
+def _python_module(module: str) -> Callable[[], Path | None]:
+    def find() -> Path | None:
+        spec = importlib.util.find_spec(module)
+        return Path(spec.origin) if spec and spec.origin else None
+
+    return find
+
+
+def _atheris_runtime() -> Path | None:
+    from harness.fuzz import env as fuzz_env
+
+    try:
+        return fuzz_env.runtime_path()
+    except KpoolError:
+        return None
+
+
+def _ours(find: Callable[[], Path]) -> Callable[[], Path | None]:
+    def checked() -> Path | None:
+        try:
+            path = find()
+        except KpoolError:
+            return None
+        return path if path.exists() else None
+
+    return checked
+
+
+def _peer(alloc: peers.Allocator) -> Capability:
+    return Capability(
+        f"peer allocator {alloc.name}",
+        f"{alloc.name} in `kpool bench` and `kpool stress --allocator {alloc.name}`",
+        f"apt-get install {alloc.package}",
+        lambda: peers.find_library(alloc.soname),
+        alloc.package,
+    )
+
+
+REINSTALL = "pip install --force-reinstall kpool (or run from a source checkout)"
+
+CAPABILITIES: tuple[Capability, ...] = (
+    Capability(
+        "C compiler and make",
+        "building libkpool, the op driver and every variant",
+        "apt-get install build-essential",
+        _both(_command("make"), _command("cc")),
+        "build-essential",
+    ),
+    Capability(
+        "gcc's ASan and UBSan runtimes",
+        "the C tests under ASan+UBSan (make VARIANT=asan test)",
+        "apt-get install build-essential",
+        _both(_gcc_file("libasan.so"), _gcc_file("libubsan.so")),
+        "build-essential",
+    ),
+    Capability(
+        "gcc's TSan runtime",
+        "the C tests under TSan (make VARIANT=tsan test)",
+        "apt-get install build-essential",
+        _gcc_file("libtsan.so"),
+        "build-essential",
+    ),
+    Capability(
+        "clang",
+        "the fuzz and coverage variants: kpool fuzz, kpool campaign's fuzzing",
+        "apt-get install clang",
+        _command("clang"),
+        "clang",
+    ),
+    Capability(
+        "sanitizer headers (compiler-rt)",
+        "the fuzz variant (it includes <sanitizer/asan_interface.h>): kpool fuzz, kpool campaign",
+        "apt-get install libclang-rt-14-dev",
+        _clang_file("include/sanitizer/asan_interface.h"),
+        "libclang-rt-14-dev",
+    ),
+    Capability(
+        "Scudo (hardened peer allocator)",
+        "the Scudo peer: a hardened allocator to compare integrity per unit of speed",
+        "apt-get install libclang-rt-14-dev",
+        _clang_file("lib/linux/libclang_rt.scudo_standalone-x86_64.so"),
+        "libclang-rt-14-dev",
+    ),
+    Capability(
+        "llvm-symbolizer",
+        "function names and lines in sanitizer reports (crash signatures fall back to raw addresses)",
+        "apt-get install llvm",
+        _command("llvm-symbolizer"),
+        "llvm",
+    ),
+    Capability(
+        "addr2line",
+        "source files and function names in fuzz coverage and in the op driver's crash backtraces",
+        "apt-get install binutils",
+        _command("addr2line"),
+        "binutils",
+    ),
+    Capability(
+        "strace",
+        "the test proving that the allocation path makes no system call in steady state",
+        "apt-get install strace",
+        _command("strace"),
+        "strace",
+    ),
+    Capability(
+        "chromium",
+        "the test that renders the HTML report in a headless browser",
+        "apt-get install chromium",
+        _command("chromium"),
+        "chromium",
+    ),
+    *(_peer(a) for a in peers.ALLOCATORS if a.soname),
+    Capability(
+        "atheris and its libFuzzer+ASan runtime",
+        "fuzzing: kpool fuzz, kpool campaign's fuzz jobs",
+        "pip install atheris",
+        _atheris_runtime,
+    ),
+    *(
+        Capability(f"Python package {dist}", what, f"pip install {dist}", _python_module(module))
+        for module, dist, what in (
+            ("psutil", "psutil", "kpool stress (worker monitoring)"),
+            ("yaml", "pyyaml", "loading workloads"),
+            ("hdrh", "hdrhistogram", "latency logs in HdrHistogram's format"),
+            ("xdist", "pytest-xdist", "pytest workloads -n auto"),
+        )
+    ),
+    Capability(
+        "libkpool (release)",
+        "everything: the library the harness loads",
+        REINSTALL,
+        _ours(build.packaged_library),
+    ),
+    Capability(
+        "allocator sources",
+        "building any other variant (fuzz, coverage, sanitizers, planted bugs) and kpool bench",
+        REINSTALL,
+        _ours(lambda: paths.allocator_sources() / "Makefile"),
+    ),
+    Capability(
+        "seed corpora",
+        "fuzzing from the committed seeds and dictionaries",
+        REINSTALL,
+        _ours(lambda: paths.corpora() / "api_sequence"),
+    ),
+    Capability(
+        "shipped workloads",
+        "kpool campaign's workloads and the workload schema",
+        REINSTALL,
+        _ours(lambda: paths.workloads() / "schema.json"),
+    ),
+)
+
+
+def check(capabilities: tuple[Capability, ...] = CAPABILITIES) -> list[Finding]:
+    findings = []
+    for cap in capabilities:
+        try:
+            findings.append(Finding(cap, cap.find()))
+        except (
+            OSError,
+            subprocess.SubprocessError,
+        ) as exc:  # a check that cannot run is a missing capability
+            findings.append(Finding(cap, None, str(exc)))
+    return findings
+
+
+def main() -> int:
+    """Print the table; exit 1 when anything is missing (scripts/setup.sh fails on it)."""
+    findings = check()
+    rows = []
+    for f in findings:
+        if f.ok:
+            rows.append(("ok", f.capability.name, str(f.found), ""))
+        else:
+            why = f"disables {f.capability.disables}" + (f" ({f.detail})" if f.detail else "")
+            rows.append(("MISSING", f.capability.name, why, f.capability.remedy))
+    output.result(output.markdown_table(("", "capability", "found at / what is lost", "to get it"), rows))
+    missing = [f for f in findings if not f.ok]
+    if missing:
+        output.error(
+            f"{len(missing)} of {len(findings)} capabilities missing: "
+            + ", ".join(f.capability.name for f in missing)
+        )
+        return 1
+    output.progress(f"all {len(findings)} capabilities present (kpool {paths.version()})")
+    return 0
