@@ -8,9 +8,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from harness import binding, build, output
+from harness import binding, build, output, paths
 from harness import fuzz as fuzz_targets
-from harness.errors import KpoolError
+from harness.errors import KpoolError, UsageError
 from harness.triage import commands, db, replay
 
 # The longest input `kpool fuzz --max-len` accepts. libFuzzer keeps buffers of max_len bytes per worker
@@ -85,9 +85,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--reports",
         type=Path,
-        default=Path("reports"),
+        default=None,
         metavar="DIR",
-        help="the reports folder whose runs to index (default: reports/ in the current directory)",
+        help="the reports folder whose runs to index (default: $KPOOL_REPORTS, else reports/ in the "
+        "current directory)",
     )
     p.set_defaults(run=_report)
 
@@ -261,7 +262,12 @@ def _campaign(args: argparse.Namespace, rest: list[str]) -> int:
 def _report(args: argparse.Namespace, rest: list[str]) -> int:
     from harness.report.writers import write_index
 
-    output.result(str(write_index(args.reports)))
+    reports: Path = args.reports or paths.reports()
+    if not reports.exists():
+        raise UsageError(f"no reports folder {reports} (give the folder of the runs with --reports DIR)")
+    if not reports.is_dir():
+        raise UsageError(f"--reports {reports} is not a folder")
+    output.result(str(write_index(reports)))
     return 0
 
 
@@ -282,7 +288,7 @@ def _fuzz(args: argparse.Namespace, rest: list[str]) -> int:
     from harness.fuzz import runner  # imported here: the other commands must work without atheris
 
     if args.coverage:
-        reports = args.reports or runner.REPORTS
+        reports = args.reports or paths.reports()
         cov = runner.coverage(args.target, reports)
 
         def share(n: int) -> str:
@@ -309,7 +315,7 @@ def _fuzz(args: argparse.Namespace, rest: list[str]) -> int:
         output.detail(f"written to {reports / 'coverage.json'}")
         return 0
     if args.merge:
-        reports = args.reports or runner.REPORTS
+        reports = args.reports or paths.reports()
         merged = [(t, str(a), str(b)) for t, a, b in runner.merge(args.target, reports)]
         output.result(output.markdown_table(("target", "inputs before", "inputs after"), merged))
         return 0
@@ -322,7 +328,7 @@ def _fuzz(args: argparse.Namespace, rest: list[str]) -> int:
         keep_going=args.keep_going,
         seeds=not args.no_seeds,
         run_dir=args.run_dir,
-        reports=args.reports or runner.REPORTS,
+        reports=args.reports or paths.reports(),
     )
     rows = [
         (r.target, f"{r.seconds:.0f}", str(r.exec_per_s), str(r.cov), str(r.corpus), str(len(r.crashes)))
@@ -344,6 +350,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KpoolError as exc:
         output.error(str(exc))
         return exc.exit_code
+    except OSError as exc:  # the machine's refusal (a permission, a full disk), not a bug: one line
+        where = f"{exc.filename}: " if exc.filename else ""
+        output.error(f"{where}{exc.strerror or exc}")
+        return 1
     except KeyboardInterrupt:
         output.error("interrupted")
         return 130

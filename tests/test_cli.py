@@ -202,3 +202,52 @@ def test_one_flag_name_for_the_reports_location(capsys: pytest.CaptureFixture[st
         text = _help([command], capsys)
         names = set(re.findall(r"(?<![\w-])(--[\w-]*report[\w-]*)", text))
         assert names <= {"--reports"}, f"kpool {command}: {names}"
+
+
+# ---- kpool report ---------------------------------------------------------------------------------------
+
+
+def test_report_on_a_missing_folder_is_a_usage_error_and_creates_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "no" / "such"
+    assert cli.main(["report", "--reports", str(missing)]) == 2
+    assert not (tmp_path / "no").exists()
+    err = capsys.readouterr().err
+    assert err.startswith("kpool: error: ") and str(missing) in err
+
+
+def test_report_on_a_file_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    assert cli.main(["report", "--reports", str(afile)]) == 2
+    err = capsys.readouterr().err
+    assert "not a folder" in err and str(afile) in err and "Traceback" not in err
+
+
+def test_an_os_error_is_one_line_not_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    parser = cli._parser()
+    exc = PermissionError(13, "Permission denied", "/root/reports/x")
+    monkeypatch.setattr(parser, "parse_known_args", lambda argv: (_raise(exc), []))
+    monkeypatch.setattr(cli, "_parser", lambda: parser)
+    assert cli.main(["options"]) == 1
+    err = capsys.readouterr().err
+    assert err == "kpool: error: /root/reports/x: Permission denied\n"
+
+
+def test_report_and_fuzz_default_to_the_same_reports_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """$KPOOL_REPORTS, else ./reports: one default for the reports location, as harness.paths says."""
+    monkeypatch.setenv("KPOOL_REPORTS", str(tmp_path))
+    assert cli.main(["report"]) == 0
+    assert capsys.readouterr().out.strip() == str(tmp_path / "index.html")
+
+    from harness.fuzz import runner
+
+    seen: list[Path] = []
+    monkeypatch.setattr(runner, "merge", lambda target, reports: seen.append(reports) or [])
+    assert cli.main(["fuzz", "conf", "--merge"]) == 0
+    assert seen == [tmp_path]
