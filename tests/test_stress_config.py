@@ -245,6 +245,11 @@ def test_help_states_every_default(capsys: pytest.CaptureFixture[str]) -> None:
     assert "--reports DIR" in text
 
 
+def test_reports_default_follows_kpool_reports(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KPOOL_REPORTS", str(tmp_path / "elsewhere"))
+    assert command.parse_args(["w.yaml"]).reports == tmp_path / "elsewhere"
+
+
 @pytest.mark.parametrize("argv", [["--jobs", "0", "w.yaml"], ["--bogus", "w.yaml"], []])
 def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
     assert command.main(argv) == 2

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from harness import output, peers, spec
+from harness import output, paths, peers, spec
 from harness.build import VARIANTS
 from harness.errors import UsageError
 from harness.spec.compile import DEFAULT_TIME_LIMIT_S
@@ -64,9 +64,10 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument(
         "--reports",
         type=Path,
-        default=Path("reports"),
+        default=paths.reports(),
         metavar="DIR",
-        help="reports folder; the run writes DIR/<run-id>/ (default: reports/ in the current directory)",
+        help="reports folder; the run writes DIR/<run-id>/ (default: $KPOOL_REPORTS, else reports/ in the "
+        "current directory)",
     )
     p.add_argument(
         "--run-id",
