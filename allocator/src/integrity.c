@@ -15,7 +15,6 @@
  */
 #include "internal.h"
 
-#include <stdio.h>
 #include <stdlib.h>
 
 int kp__violation(kp_pool *pool, unsigned kind, int code, const void *addr, size_t size, const char *what)
@@ -30,14 +29,14 @@ int kp__violation(kp_pool *pool, unsigned kind, int code, const void *addr, size
 	unsigned which = kp__backup_owns(&pool->backup, addr) ? KP_POOL_BACKUP : KP_POOL_PRIMARY;
 	/* Never a made-up size: "size unknown" rather than a 0 the block never had;
 	 * a freed block keeps only its class, so a double free says "size class". */
-	char sz[40];
-	if (size == KP_SIZE_UNKNOWN)
-		snprintf(sz, sizeof sz, "size unknown");
-	else
-		snprintf(sz, sizeof sz, kind == KP_EV_DOUBLE_FREE ? "size class %zu" : "size %zu", size);
-	size_t known = size == KP_SIZE_UNKNOWN ? 0 : size;
-	kp__event(pool, kind, which, addr, known, "%p %s: %s", addr, sz, what);
-	kp__set_error_path("%p %s: %s", addr, sz, what);
+	if (size == KP_SIZE_UNKNOWN) {
+		kp__event(pool, kind, which, addr, 0, "%p size unknown: %s", addr, what);
+		kp__set_error_path("%p size unknown: %s", addr, what);
+	} else {
+		const char *label = kind == KP_EV_DOUBLE_FREE ? "size class" : "size";
+		kp__event(pool, kind, which, addr, size, "%p %s %zu: %s", addr, label, size, what);
+		kp__set_error_path("%p %s %zu: %s", addr, label, size, what);
+	}
 	if (pool->conf.abort_on_corruption && kind != KP_EV_INVALID_FREE)
 		abort();
 	return code;
