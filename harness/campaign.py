@@ -3,17 +3,23 @@ in parallel up to the core count, triage the crashes, write the report, and say 
 whether anything new broke.
 
 Each piece of work is a job: one `kpool fuzz TARGET` or one `kpool stress WORKLOAD` child process
-writing JSON into the run's directory. The plan and every job's state live in
-reports/<run-id>/campaign.json, rewritten after each change, so an interrupted campaign (Ctrl-C, kill)
-keeps what finished and `--resume` runs only what did not.
+writing JSON into the run's directory, with the run directory as its working directory and absolute
+paths in its arguments. Every output (the runs, the fuzz corpora, logs, the crash database, coverage,
+the index) goes under --reports. The plan and every job's state live in <reports>/<run-id>/campaign.json,
+rewritten after each change, so an interrupted campaign (Ctrl-C, kill) keeps what finished and
+`--resume` runs only what did not.
 
-Exit codes: 0 clean; 1 a new crash signature or a broken SLO; 2 bad arguments or a failed build;
-130 interrupted (what finished is reported).
+The budget counts from the start (builds included). Jobs start while there is time for them; at the
+end of the budget, jobs still running are stopped, and the campaign ends within MARGIN_S more.
+
+Exit codes: 0 clean; 1 a new crash signature, a broken SLO or a failed job; 2 bad arguments, a workload
+that does not load, or a failed build; 130 interrupted (what finished is reported).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -26,33 +32,63 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness import build, output
-from harness.errors import KpoolError
+from harness import build, output, paths
+from harness.errors import ConfigError, UsageError
 from harness.report import ingest
 from harness.report.model import RunReport, environment, git_revision
 from harness.report.writers import write_run
 
 ROOT = Path(__file__).resolve().parents[1]
+# Where `harness` is imported from: the jobs (run elsewhere) import the same package.
+_IMPORT_ROOT = Path(__file__).resolve().parents[1]
 FUZZ_TARGETS = ("api_sequence", "conf", "faults", "workload_yaml", "concurrent")
 # The default budget gives a newcomer a full report within minutes on a fresh machine.
 DEFAULT_BUDGET = "2m"
+DEFAULT_WORKLOADS = "workloads/*.yaml"
 # Progress: a line whenever a job starts or ends, else one this often (a night is 8 hours).
 PROGRESS_EVERY_S = 30.0
 # Share of the budget for fuzzing; the workloads take the rest (they are bounded by their own size).
 FUZZ_SHARE = 0.6
-# A job may overrun its slot by this much (start-up, builds, a last report) before it is killed.
+# A job may overrun its slot by this much (start-up, a last report) before it is killed.
 GRACE_S = 60
+# What a `kpool fuzz` job takes beyond its fuzzing time: Python, atheris and the fuzz build start,
+# libFuzzer reads the corpus and prints its final statistics, crash inputs are replayed (measured:
+# about 2 s on 2 busy cores).
+FUZZ_START_S = 3
+# The same for a pure-Python target (workload_yaml): atheris instruments every module it imports
+# first (measured: 6 to 8 s on 2 busy cores).
+PY_FUZZ_START_S = 8
+# Fuzzing for less than this is not worth starting a job for.
+MIN_FUZZ_S = 1
+# A job is not started with less than this left of the budget: its start-up alone takes about a
+# second, and it would only be stopped at the deadline.
+MIN_JOB_S = 2.0
+# A job still running at the deadline gets SIGINT (a stress job writes what finished) and this long
+# to end before SIGKILL.
+STOP_WAIT_S = 5.0
+# After the budget: stopping the jobs still running (STOP_WAIT_S, all at once), triage, counting the
+# fuzz corpora's coverage (given what is left of this, skipped with a warning past it) and writing
+# the report. A campaign ends within its budget plus this.
+MARGIN_S = 15.0
+# Of MARGIN_S, kept for triage and writing the report after the coverage count.
+REPORT_S = 4.0
+# Polling the running jobs: twice a second costs nothing and stops a job within half a second.
+POLL_S = 0.5
+# Job states. Not finished and run again by --resume: pending (never started, or stopped by an
+# interrupt), running (the campaign died), stopped (still running at the deadline), not-run (no time
+# left in the budget to start it).
+RERUN_STATES = ("pending", "running", "stopped", "not-run")
 
 
 def parse_budget(text: str) -> float:
     """'90s', '2m', '1h30m', '8h' -> seconds."""
     m = re.fullmatch(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s?)?", text.strip())
     if not text.strip() or not m or not any(m.groups()):
-        raise KpoolError(f"--budget {text!r}: expected e.g. 90s, 2m, 1h30m or 8h")
+        raise UsageError(f"--budget {text!r}: expected e.g. 90s, 2m, 1h30m or 8h")
     h, mi, s = (int(g or 0) for g in m.groups())
     seconds = h * 3600 + mi * 60 + s
     if seconds < 20:
-        raise KpoolError(f"--budget {text!r}: at least 20s (builds and start-up need some)")
+        raise UsageError(f"--budget {text!r}: at least 20s (builds and start-up need some)")
     return float(seconds)
 
 
@@ -63,7 +99,7 @@ class Job:
     argv: list[str]
     slot_s: float
     out: str  # the JSON the job writes, relative to the run directory
-    state: str = "pending"  # pending, running, done, failed
+    state: str = "pending"  # pending, running, done, failed, stopped, not-run (see RERUN_STATES)
     returncode: int | None = None
     seconds: float = 0.0
     log: str = ""
@@ -85,15 +121,65 @@ class Campaign:
 
     @classmethod
     def load(cls, run_dir: Path) -> Campaign:
-        d = json.loads((run_dir / "campaign.json").read_text())
-        jobs = [Job(**j) for j in d.pop("jobs")]
-        c = cls(**d)
+        """The campaign recorded in run_dir; UsageError when there is none or it is not a record."""
+        path = run_dir / "campaign.json"
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            raise UsageError(
+                f"--resume {run_dir.name}: no campaign {run_dir.name} in {run_dir.parent} (no {path})"
+            ) from None
+        except OSError as exc:
+            raise UsageError(f"--resume {run_dir.name}: cannot read {path}: {exc.strerror}") from None
+        try:
+            d = json.loads(text)
+            jobs = [Job(**j) for j in d.pop("jobs")]
+            c = cls(**d)
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"--resume {run_dir.name}: {path} is not a campaign record ({exc})") from None
+        except (AttributeError, KeyError, TypeError) as exc:
+            raise UsageError(
+                f"--resume {run_dir.name}: {path} is not a campaign record "
+                f"(missing or unexpected fields: {exc})"
+            ) from None
         c.jobs = jobs
         return c
 
 
+def new_run_dir(reports: Path) -> tuple[str, Path]:
+    """A new run: (run id, its folder), the folder made here. mkdir fails when another campaign (of
+    this second, in another process) made it first, and the next suffix is tried."""
+    stamp = "campaign-" + time.strftime("%Y%m%d-%H%M%S")
+    reports.mkdir(parents=True, exist_ok=True)
+    n = 1
+    while True:
+        run_id = stamp if n == 1 else f"{stamp}-{n}"
+        try:
+            (reports / run_id).mkdir()
+        except FileExistsError:
+            n += 1
+            continue
+        return run_id, reports / run_id
+
+
+def fuzz_start_s(target: str) -> int:
+    """What a `kpool fuzz` job of target takes beyond its fuzzing time."""
+    from harness.fuzz import NATIVE
+
+    return FUZZ_START_S if target in NATIVE else PY_FUZZ_START_S
+
+
 def _kpool(*args: str) -> list[str]:
     return [sys.executable, "-m", "harness.cli", "-q", *args]
+
+
+def _child_env() -> dict[str, str]:
+    """The jobs' environment: they import this same package, whatever their working directory."""
+    env = dict(os.environ)
+    path = env.get("PYTHONPATH", "")
+    if str(_IMPORT_ROOT) not in path.split(os.pathsep):
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(_IMPORT_ROOT), path)))
+    return env
 
 
 def plan(
@@ -105,34 +191,39 @@ def plan(
     targets: Sequence[str],
     workloads: Sequence[Path],
 ) -> Campaign:
-    """Split the budget: the fuzz share across targets run `jobs_n` at a time, the rest across the
-    workloads, each workload bounded by a time limit of its slot."""
+    """Split `budget_s` (the time there is for jobs): the fuzz share across the targets, run `jobs_n`
+    at a time in waves, each fuzzing for its slot less its start-up; the rest across the workloads.
+
+    A workload keeps its own time_limit_s (a worker past it is a hang, a crash): the budget bounds a
+    stress job through the deadline (run_jobs), which stops it without calling it a crash. The fuzz
+    jobs keep their working corpora under run_dir's parent (the reports folder)."""
+    run_dir = run_dir.absolute()
     c = Campaign(run_id=run_id, budget_s=budget_s, jobs_n=jobs_n, plant=plant)
     lanes = max(jobs_n, 1)
     fuzz_waves = max(1, -(-len(targets) // lanes))
-    fuzz_s = max(10, int(budget_s * FUZZ_SHARE / fuzz_waves))
+    slot_s = budget_s * FUZZ_SHARE / fuzz_waves
     for t in targets:
+        fuzz_s = max(MIN_FUZZ_S, int(slot_s - fuzz_start_s(t)))
         argv = _kpool("fuzz", t, "--time", str(fuzz_s), "--run-dir", str(run_dir / f"fuzz-{t}"))
+        argv += ["--reports", str(run_dir.parent)]
         if plant:
             argv += ["--plant", str(plant)]
-        c.jobs.append(Job(f"fuzz:{t}", "fuzz", argv, fuzz_s, f"fuzz-{t}/fuzz.json"))
+        c.jobs.append(Job(f"fuzz:{t}", "fuzz", argv, fuzz_s + fuzz_start_s(t), f"fuzz-{t}/fuzz.json"))
     stress_waves = max(1, -(-len(workloads) // lanes))
-    stress_s = max(15.0, budget_s * (1 - FUZZ_SHARE) / stress_waves)
+    stress_s = budget_s * (1 - FUZZ_SHARE) / stress_waves
     for w in workloads:
         name = w.stem
         argv = _kpool(
             "stress",
-            str(w),
+            str(w.absolute()),
             "--reports",
             str(run_dir),
             "--run-id",
             f"stress-{name}",
             "--jobs",
             "1",
-            "--time-limit",
-            f"{stress_s:.0f}",
         )
-        c.jobs.append(Job(f"stress:{name}", "stress", argv, stress_s, f"stress-{name}/stress.json"))
+        c.jobs.append(Job(f"stress:{name}", "stress", argv, round(stress_s, 1), f"stress-{name}/stress.json"))
     return c
 
 
@@ -144,13 +235,76 @@ def _on_signal(signum: int, frame: object) -> None:
     raise Interrupted(signal.Signals(signum).name)
 
 
-def run_jobs(c: Campaign, run_dir: Path) -> bool:
-    """Run the pending jobs, jobs_n at a time. False if interrupted (running jobs are stopped and
-    left pending, so --resume runs them again)."""
-    pending = [j for j in c.jobs if j.state in ("pending", "running")]
+def _fit(j: Job, left_s: float) -> bool:
+    """Whether job j can start with left_s seconds of the budget left; a fuzz job's fuzzing time is
+    cut to what is left less its start-up."""
+    if left_s < MIN_JOB_S:
+        return False
+    if j.kind != "fuzz" or "--time" not in j.argv:
+        return True
+    at = j.argv.index("--time") + 1
+    seconds = min(int(j.argv[at]), int(left_s - fuzz_start_s(j.name.split(":", 1)[1])))
+    if seconds < MIN_FUZZ_S:
+        return False
+    j.argv[at] = str(seconds)
+    return True
+
+
+def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):  # it ended meanwhile
+        os.killpg(proc.pid, sig)
+
+
+@dataclass
+class _Running:
+    job: Job
+    proc: subprocess.Popen[bytes]
+    started: float
+    stopping: float | None = None  # when SIGINT was sent at the deadline
+
+
+def _start(j: Job, run_dir: Path) -> subprocess.Popen[bytes]:
+    log = run_dir / "logs" / (j.name.replace(":", "-") + ".log")
+    log.parent.mkdir(parents=True, exist_ok=True)
+    j.log = str(log.relative_to(run_dir))
+    with log.open("wb") as f:
+        return subprocess.Popen(
+            j.argv,
+            cwd=run_dir,
+            env=_child_env(),
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def _poll(r: _Running, now: float, deadline: float | None) -> int | None:
+    """The job's exit status once it has ended; stops it past its slot (SIGKILL) or at the deadline
+    (SIGINT, then SIGKILL after STOP_WAIT_S)."""
+    rc = r.proc.poll()
+    if rc is not None:
+        return rc
+    if r.stopping is None and now - r.started > r.job.slot_s + GRACE_S:
+        _signal_group(r.proc, signal.SIGKILL)
+        return r.proc.wait()
+    if r.stopping is None and deadline is not None and now >= deadline:
+        _signal_group(r.proc, signal.SIGINT)
+        r.stopping = now
+    elif r.stopping is not None and now - r.stopping > STOP_WAIT_S:
+        _signal_group(r.proc, signal.SIGKILL)
+        return r.proc.wait()
+    return None
+
+
+def run_jobs(c: Campaign, run_dir: Path, deadline: float | None = None) -> bool:
+    """Run the jobs not finished yet, jobs_n at a time, until `deadline` (time.monotonic()): a job is
+    started only while there is time for it (else 'not-run'), and one still running at the deadline
+    is stopped ('stopped'). False if interrupted (running jobs are stopped and left pending, so
+    --resume runs them again)."""
+    pending = [j for j in c.jobs if j.state in RERUN_STATES]
     for j in pending:
         j.state = "pending"
-    running: dict[str, tuple[Job, subprocess.Popen[bytes], float]] = {}
+    running: dict[str, _Running] = {}
     t0 = time.monotonic()
     last_state, last_shown = (-1, -1), t0
     old = {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -158,32 +312,31 @@ def run_jobs(c: Campaign, run_dir: Path) -> bool:
         while pending or running:
             while pending and len(running) < c.jobs_n:
                 j = pending.pop(0)
-                log = run_dir / "logs" / (j.name.replace(":", "-") + ".log")
-                log.parent.mkdir(parents=True, exist_ok=True)
-                j.log = str(log.relative_to(run_dir))
-                f = log.open("wb")
-                proc = subprocess.Popen(
-                    j.argv, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, start_new_session=True
-                )
-                f.close()
+                if deadline is not None and not _fit(j, deadline - time.monotonic()):
+                    j.state = "not-run"
+                    c.save(run_dir)
+                    continue
+                proc = _start(j, run_dir)
                 j.state = "running"
-                running[j.name] = (j, proc, time.monotonic())
+                running[j.name] = _Running(j, proc, time.monotonic())
                 c.save(run_dir)
-            time.sleep(0.5)
-            for name, (j, proc, started) in list(running.items()):
-                rc = proc.poll()
-                elapsed = time.monotonic() - started
-                if rc is None and elapsed > j.slot_s + GRACE_S:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    rc = proc.wait()
+            if not running:
+                break
+            time.sleep(POLL_S)
+            now = time.monotonic()
+            for name, r in list(running.items()):
+                rc = _poll(r, now, deadline)
                 if rc is None:
                     continue
-                j.returncode, j.seconds = rc, round(elapsed, 1)
-                j.state = "done" if (run_dir / j.out).exists() else "failed"
+                j = r.job
+                j.returncode, j.seconds = rc, round(now - r.started, 1)
+                if r.stopping is not None:
+                    j.state = "stopped"
+                else:
+                    j.state = "done" if (run_dir / j.out).exists() else "failed"
                 del running[name]
                 c.save(run_dir)
             done = sum(1 for j in c.jobs if j.state in ("done", "failed"))
-            now = time.monotonic()
             if (done, len(running)) != last_state or now - last_shown >= PROGRESS_EVERY_S:
                 last_state, last_shown = (done, len(running)), now
                 output.progress(
@@ -194,13 +347,14 @@ def run_jobs(c: Campaign, run_dir: Path) -> bool:
         output.progress(
             f"campaign interrupted ({why}): stopping {len(running)} job(s); --resume runs them again"
         )
-        for j, proc, _ in running.values():
+        for r in running.values():
+            _signal_group(r.proc, signal.SIGTERM)
             try:
-                os.killpg(proc.pid, signal.SIGTERM)
-                proc.wait(timeout=10)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                os.killpg(proc.pid, signal.SIGKILL)
-            j.state = "pending"
+                r.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                _signal_group(r.proc, signal.SIGKILL)
+                r.proc.wait()
+            r.job.state = "pending"
         c.save(run_dir)
         return False
     finally:
@@ -209,7 +363,9 @@ def run_jobs(c: Campaign, run_dir: Path) -> bool:
     return True
 
 
-def collect(c: Campaign, run_dir: Path, coverage: bool = True) -> RunReport:
+def collect(c: Campaign, run_dir: Path, coverage: bool = True, coverage_s: float | None = None) -> RunReport:
+    """The report of the jobs that finished (done or failed). A job that did not run, or was stopped
+    at the deadline, is no result: summary() names it. Its crashes are still triaged."""
     report = RunReport(
         run_id=c.run_id,
         started=c.started,
@@ -218,21 +374,29 @@ def collect(c: Campaign, run_dir: Path, coverage: bool = True) -> RunReport:
         environment=environment(),
     )
     for j in c.jobs:
+        if j.state not in ("done", "failed"):
+            continue
         path = run_dir / j.out
         doc = json.loads(path.read_text()) if path.exists() else None
         if j.kind == "fuzz":
-            report.fuzz.extend(ingest.fuzz_results(doc, j, run_dir))
+            results = ingest.fuzz_results(doc, j, run_dir)
+            # `kpool fuzz` records a libFuzzer that ended abnormally without a crash input
+            errors = [str(r.get("error") or "") for r in (doc or {}).get("results", [])]
+            for result, error in zip(results, errors, strict=False):
+                result.error = result.error or error
+            report.fuzz.extend(results)
         else:
             report.workloads.extend(ingest.workload_results(doc, j, run_dir))
     report.crashes = ingest.triage(c, run_dir)
     # Not after an interrupt: Ctrl-C keeps what finished at once, without a build and a replay.
-    report.fuzz_coverage = fuzz_coverage(c, run_dir) if coverage else {}
+    report.fuzz_coverage = fuzz_coverage(c, run_dir, coverage_s) if coverage else {}
     report.finished = time.time()
     return report
 
 
-def fuzz_coverage(c: Campaign, run_dir: Path) -> dict[str, Any]:
-    """libkpool's edges the fuzz targets' corpora reach (kpool fuzz --coverage), {} when none ran.
+def fuzz_coverage(c: Campaign, run_dir: Path, timeout_s: float | None = None) -> dict[str, Any]:
+    """libkpool's edges the fuzz targets' corpora (under the reports folder, run_dir's parent) reach
+    (kpool fuzz --coverage), {} when none ran. At most timeout_s.
 
     A failure is a warning: it must not cost the report of everything else.
     """
@@ -242,10 +406,13 @@ def fuzz_coverage(c: Campaign, run_dir: Path) -> dict[str, Any]:
     native = [t for t in targets if t in NATIVE]
     if not native:
         return {}
+    if timeout_s is not None and timeout_s <= 0:
+        output.warn("libkpool coverage of the fuzz corpora: no time left in the budget's margin")
+        return {}
     from harness.fuzz import runner
 
     try:
-        report = runner.coverage(native, runner.REPORTS, write=False)
+        report = runner.coverage(native, run_dir.parent, write=False, timeout_s=timeout_s)
         (run_dir / "coverage.json").write_text(json.dumps(report.to_json(), indent=2) + "\n")
     except Exception as exc:  # whatever went wrong, the rest of the report is written
         output.warn(f"libkpool coverage of the fuzz corpora: {exc}")
@@ -253,8 +420,33 @@ def fuzz_coverage(c: Campaign, run_dir: Path) -> dict[str, Any]:
     return report.to_json()
 
 
-def summary(report: RunReport, run_dir: Path) -> str:
-    lines = [f"kpool campaign {report.run_id}: {'clean' if report.ok else 'PROBLEMS'}"]
+def _headline(report: RunReport, c: Campaign, finished: bool) -> str:
+    verdict = "clean" if report.ok else "PROBLEMS"
+    not_run = [j.name for j in c.jobs if j.state in ("pending", "running", "not-run")]
+    stopped = [j.name for j in c.jobs if j.state == "stopped"]
+    ended = sum(1 for j in c.jobs if j.state in ("done", "failed"))
+    if not finished:
+        line = (
+            f"kpool campaign {c.run_id}: interrupted after {ended} of {len(c.jobs)} jobs ({verdict} so far)"
+        )
+        if not_run or stopped:
+            line += (
+                f"; not run: {', '.join(stopped + not_run)} (kpool campaign --resume {c.run_id} runs them)"
+            )
+        return line
+    line = f"kpool campaign {c.run_id}: {verdict}"
+    if stopped or not_run:
+        line += f"; the budget ({c.budget_s:.0f}s) ran out"
+        if stopped:
+            line += f": stopped at the deadline: {', '.join(stopped)}"
+        if not_run:
+            line += f"{';' if stopped else ':'} not run: {', '.join(not_run)}"
+        line += " (a longer --budget, or --resume, runs them)"
+    return line
+
+
+def summary(report: RunReport, run_dir: Path, c: Campaign, finished: bool = True) -> str:
+    lines = [_headline(report, c, finished)]
     for w in report.workloads:
         p99 = ", ".join(f"{lat.op} p99 {lat.percentile(0.99)} ns" for lat in w.latency)
         lines.append(f"  workload {w.name:<24} {'ok  ' if w.ok else 'FAIL'} {p99} {w.error}")
@@ -278,10 +470,20 @@ def summary(report: RunReport, run_dir: Path) -> str:
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        prog="kpool campaign", description=__doc__.split("\n\n")[0] if __doc__ else None
+        prog="kpool campaign",
+        description=__doc__.split("\n\n")[0] if __doc__ else None,
+        epilog=(
+            f"The budget counts from the start, builds included. Jobs start while there is time for "
+            f"them; at the end of the budget the jobs still running are stopped, and the campaign ends "
+            f"within a margin of {MARGIN_S:g} s more (stopping them, triage, the coverage of the fuzz "
+            f"corpora, the report). Exit 0 clean, 1 a new crash, a broken SLO or a failed job, 2 a "
+            f"usage or configuration error, 130 interrupted."
+        ),
     )
     p.add_argument(
-        "--budget", default=DEFAULT_BUDGET, help=f"total time, e.g. 90s, 30m, 8h (default {DEFAULT_BUDGET})"
+        "--budget",
+        default=None,
+        help=f"total time, e.g. 90s, 30m, 8h (default {DEFAULT_BUDGET}; with --resume, the campaign's own)",
     )
     p.add_argument(
         "--jobs", type=int, default=os.cpu_count() or 1, help="jobs at a time (default: the core count)"
@@ -294,15 +496,29 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         metavar="RUN_ID",
         help="continue an interrupted campaign (default: the latest)",
     )
-    p.add_argument("--reports", type=Path, default=ROOT / "reports", help="reports directory")
     p.add_argument(
-        "--targets", default=",".join(FUZZ_TARGETS), help="fuzz targets, comma-separated ('' for none)"
+        "--reports",
+        type=Path,
+        default=None,
+        help="where every output goes: runs, fuzz corpora, crash database, index "
+        "(default $KPOOL_REPORTS, else ./reports)",
     )
     p.add_argument(
-        "--workloads", default="workloads/*.yaml", help="workload files (a glob, relative to the repository)"
+        "--targets",
+        default=",".join(FUZZ_TARGETS),
+        help="fuzz targets, comma-separated ('' for none; default all)",
     )
     p.add_argument(
-        "--plant", type=int, default=0, help="fuzz a build with planted bug N (tests of the campaign)"
+        "--workloads",
+        default=DEFAULT_WORKLOADS,
+        help=f"workload files, a glob ('' for none; default {DEFAULT_WORKLOADS}); a relative glob is "
+        "looked up in the current directory, else beside the shipped workloads/",
+    )
+    p.add_argument(
+        "--plant",
+        type=int,
+        default=0,
+        help="fuzz a build with planted bug N (tests of the campaign; default 0, none)",
     )
     args = p.parse_args(list(argv))
     if args.jobs < 1:
@@ -313,50 +529,120 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 def _latest(reports: Path) -> str:
     runs = sorted((p.parent for p in reports.glob("*/campaign.json")), key=lambda d: d.stat().st_mtime)
     if not runs:
-        raise KpoolError(f"--resume: no campaign under {reports}")
+        raise UsageError(f"--resume: no campaign under {reports} (no */campaign.json)")
     return runs[-1].name
 
 
-def main(argv: Sequence[str]) -> int:
-    args = parse_args(argv)
-    budget = parse_budget(args.budget)
-    if args.resume:
-        run_id = _latest(args.reports) if args.resume == "latest" else args.resume
-        run_dir = args.reports / run_id
-        c = Campaign.load(run_dir)
-        output.progress(f"resuming campaign {run_id}: {sum(j.state != 'done' for j in c.jobs)} job(s) to run")
-    else:
-        run_id = "campaign-" + time.strftime("%Y%m%d-%H%M%S")
-        run_dir = args.reports / run_id
-        run_dir.mkdir(parents=True, exist_ok=True)
-        targets = [t for t in args.targets.split(",") if t]
-        for t in targets:
-            if t not in FUZZ_TARGETS:
-                raise KpoolError(f"--targets: unknown target {t!r} (known: {', '.join(FUZZ_TARGETS)})")
-        # Build every variant once, up front: jobs running side by side must not run make on the
-        # same build directory at once.
-        output.progress("building the release library, the op driver and the fuzz variant")
-        build.build("release")
-        from harness.stress.binary import ensure_kpdrive
+def _targets(text: str) -> list[str]:
+    targets = [t.strip() for t in text.split(",") if t.strip()]
+    for t in targets:
+        if t not in FUZZ_TARGETS:
+            raise UsageError(f"--targets: unknown target {t!r} (known: {', '.join(FUZZ_TARGETS)})")
+    return targets
 
-        ensure_kpdrive("release")
-        if targets:
-            build.build("fuzz", args.plant)
-        workloads = (
-            sorted(ROOT.glob(args.workloads))
-            if not Path(args.workloads).is_absolute()
-            else sorted(Path("/").glob(args.workloads.lstrip("/")))
-        )
-        c = plan(run_id, run_dir, budget, args.jobs, args.plant, targets, workloads)
+
+def _glob(pattern: str, base: Path) -> list[Path]:
+    if Path(pattern).is_absolute():
+        return sorted(Path("/").glob(pattern.lstrip("/")))
+    return sorted(base.glob(pattern))
+
+
+def find_workloads(pattern: str) -> list[Path]:
+    """The workload files a --workloads glob names, as absolute paths: a relative glob in the current
+    directory, else beside the shipped workloads/. UsageError when it names none."""
+    if not pattern.strip():
+        return []
+    shipped = paths.workloads().parent
+    found = _glob(pattern, Path.cwd())
+    if not found and not Path(pattern).is_absolute():
+        found = _glob(pattern, shipped)
+    files = [p.absolute() for p in found if p.is_file()]
+    if not files:
+        where = "" if Path(pattern).is_absolute() else f" (looked in {Path.cwd()} and {shipped})"
+        raise UsageError(f"--workloads {pattern!r} matches no file{where}")
+    stems: dict[str, Path] = {}
+    for f in files:
+        if f.stem in stems:
+            raise UsageError(
+                f"--workloads {pattern!r}: two workloads named {f.stem!r}: {stems[f.stem]} and {f}"
+            )
+        stems[f.stem] = f
+    return files
+
+
+def load_workloads(files: Sequence[Path]) -> None:
+    """Load every workload before any job starts: one that does not load is a configuration error
+    (ConfigError, every problem on one line), never a job failure."""
+    from harness import spec
+
+    for f in files:
+        try:
+            spec.load(f)
+        except spec.SpecError as exc:
+            raise ConfigError(
+                f"workload {f} does not load: " + "; ".join(str(i) for i in exc.issues)
+            ) from None
+
+
+def build_variants(targets: Sequence[str], plant: int) -> None:
+    """Build every variant once, up front: jobs running side by side must not run make on the same
+    build directory at once."""
+    output.progress("building the release library, the op driver and the fuzz variant")
+    build.build("release")
+    from harness.stress.binary import ensure_kpdrive
+
+    ensure_kpdrive("release")
+    if targets:
+        build.build("fuzz", plant)
+        from harness.fuzz import NATIVE
+
+        if any(t in NATIVE for t in targets):
+            build.build("coverage")  # for the coverage of the corpora, after the jobs
+
+
+def _resume(args: argparse.Namespace, reports: Path) -> tuple[Campaign, Path]:
+    name = args.resume
+    if name != "latest" and (not name or "/" in name or name in (".", "..")):
+        raise UsageError(f"--resume {name!r}: a run id is a folder name under {reports}, not a path")
+    run_id = _latest(reports) if name == "latest" else name
+    run_dir = reports / run_id
+    c = Campaign.load(run_dir)
+    output.progress(
+        f"resuming campaign {run_id}: {sum(j.state in RERUN_STATES for j in c.jobs)} job(s) to run"
+    )
+    return c, run_dir
+
+
+def main(argv: Sequence[str]) -> int:
+    t0 = time.monotonic()
+    args = parse_args(argv)
+    reports = (args.reports or paths.reports()).absolute()
+    if args.resume:
+        c, run_dir = _resume(args, reports)
+        budget = parse_budget(args.budget) if args.budget else c.budget_s
+    else:
+        budget = parse_budget(args.budget or DEFAULT_BUDGET)
+        targets = _targets(args.targets)
+        workloads = find_workloads(args.workloads)
+        load_workloads(workloads)
+        if not targets and not workloads:
+            raise UsageError("--targets '' and --workloads '': nothing to run")
+        run_id, run_dir = new_run_dir(reports)
+        build_variants(targets, args.plant)
+        left = budget - (time.monotonic() - t0)
+        c = plan(run_id, run_dir, left, args.jobs, args.plant, targets, workloads)
+        c.budget_s = budget
         c.save(run_dir)
         output.progress(
-            f"campaign {run_id}: {len(c.jobs)} jobs over {budget:.0f}s, {args.jobs} at a time; "
-            f"reports in {run_dir}"
+            f"campaign {run_id}: {len(c.jobs)} jobs in {left:.0f}s of the {budget:.0f}s budget, "
+            f"{args.jobs} at a time; reports in {run_dir}"
         )
-    finished = run_jobs(c, run_dir)
-    report = collect(c, run_dir, coverage=finished)
-    write_run(report, args.reports)
-    output.result(summary(report, run_dir))
+    deadline = t0 + budget
+    finished = run_jobs(c, run_dir, deadline)
+    coverage_s = deadline + MARGIN_S - REPORT_S - time.monotonic()
+    report = collect(c, run_dir, coverage=finished, coverage_s=coverage_s)
+    write_run(report, reports)
+    output.result(summary(report, run_dir, c, finished))
     if not finished:
         return 130
     return 0 if report.ok else 1
