@@ -59,6 +59,11 @@ PROGRESS_RE = re.compile(
 COUNTERS_RE = re.compile(r"Loaded \d+ modules\s+\((?P<n>\d+) inline 8-bit counters\)")
 # "stat::average_exec_per_sec:     5849"
 STAT_RE = re.compile(r"^stat::(?P<key>\w+):\s+(?P<value>\d+)")
+# libFuzzer's last words when it ends as planned: "stat::..." (-print_final_stats=1), "Done 1234 runs
+# in 3 second(s)" (plain), "INFO: exiting: 0 time: 3s" (fork). None of them: it never got to fuzz.
+FINAL_RE = re.compile(r"^(?:stat::\w+:|Done \d+ runs in |INFO: exiting: )")
+# Lines of a failed libFuzzer's log shown with its error.
+ERROR_TAIL_LINES = 10
 
 
 @dataclass
@@ -73,6 +78,7 @@ class TargetResult:
     corpus: int = 0
     crashes: list[str] = field(default_factory=list)
     log: str = ""
+    error: str = ""  # libFuzzer ended abnormally without a crash input ("" when it ended well)
 
 
 @dataclass
@@ -98,13 +104,19 @@ def resolve_targets(name: str) -> list[str]:
 
 
 def new_run_dir(base: Path = REPORTS) -> Path:
+    """A new folder base/fuzz-<time>[-<n>], created here: mkdir fails when another run (of this
+    second, in another process) made it first, and the next suffix is tried."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    path = base / f"fuzz-{stamp}"
+    base.mkdir(parents=True, exist_ok=True)
     n = 1
-    while path.exists():
-        n += 1
-        path = base / f"fuzz-{stamp}-{n}"
-    return path
+    while True:
+        path = base / (f"fuzz-{stamp}" if n == 1 else f"fuzz-{stamp}-{n}")
+        try:
+            path.mkdir()
+        except FileExistsError:
+            n += 1
+            continue
+        return path
 
 
 def seeds_dir(target: str) -> Path:
@@ -142,9 +154,11 @@ def _libfuzzer_args(
     return args
 
 
-def _stream(proc: subprocess.Popen[str], log: Path, result: TargetResult) -> None:
-    """Copy the target's output to the log, keeping the newest progress figures."""
+def _stream(proc: subprocess.Popen[str], log: Path, result: TargetResult) -> bool:
+    """Copy the target's output to the log, keeping the newest progress figures; True when libFuzzer
+    printed its final lines (it ended as planned, not in its start-up)."""
     last_shown = time.monotonic()
+    finished = False
     assert proc.stdout is not None
     with log.open("w") as out:
         for line in proc.stdout:
@@ -159,9 +173,27 @@ def _stream(proc: subprocess.Popen[str], log: Path, result: TargetResult) -> Non
                 result.counters = max(result.counters, int(c["n"]))
             elif (s := STAT_RE.match(line)) is not None and s["key"] == "average_exec_per_sec":
                 result.exec_per_s = int(s["value"])
+            finished = finished or FINAL_RE.match(line) is not None
             if m and time.monotonic() - last_shown >= PROGRESS_EVERY_S:
                 last_shown = time.monotonic()
                 output.progress(_progress_line(result))
+    return finished
+
+
+def _failure(returncode: int, finished: bool) -> str:
+    """Why a libFuzzer run that left no crash input did not end well; "" when it did."""
+    if returncode != 0:
+        return f"libFuzzer ended with {_how_it_ended(returncode)} and left no crash input"
+    if not finished:
+        return "libFuzzer exited 0 but printed no final statistics (it never fuzzed)"
+    return ""
+
+
+def _log_tail(log: Path, lines: int = ERROR_TAIL_LINES) -> str:
+    try:
+        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
 
 
 def _progress_line(r: TargetResult) -> str:
@@ -236,11 +268,12 @@ def fuzz_target(
     output.progress(f"fuzzing {target} for {seconds}s ({jobs} job{'s' if jobs > 1 else ''})")
     output.detail(" ".join(cmd))
     start = time.monotonic()
+    finished = False
     with subprocess.Popen(
         cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=run_dir
     ) as proc:
         try:
-            _stream(proc, Path(result.log), result)
+            finished = _stream(proc, Path(result.log), result)
             proc.wait(timeout=seconds + GRACE_S)
         except subprocess.TimeoutExpired:
             proc.kill()
@@ -253,8 +286,8 @@ def fuzz_target(
     result.crashes = [str(p) for p in found]
     if found:
         output.warn(f"{target}: {len(found)} crash input(s) kept in {crashes}")
-    elif proc.returncode != 0:
-        output.warn(f"{target}: libFuzzer exited {proc.returncode} without a crash input; see {result.log}")
+    else:
+        result.error = _failure(proc.returncode, finished)
     output.progress(_progress_line(result))
     return result
 
@@ -294,6 +327,16 @@ def run(
     ]
     summary = {"run_dir": str(run_dir), "plant": plant, "results": [asdict(r) for r in results]}
     (run_dir / "fuzz.json").write_text(json.dumps(summary, indent=2) + "\n")
+    failed = [r for r in results if r.error]
+    if failed:
+        # after fuzz.json is written: the campaign reads the error from it
+        first = failed[0]
+        more = (
+            f" (and {len(failed) - 1} more target(s), see {run_dir / 'fuzz.json'})" if len(failed) > 1 else ""
+        )
+        raise KpoolError(
+            f"{first.target}: {first.error}{more}; its log, {first.log}, ends", _log_tail(Path(first.log))
+        )
     return FuzzRun(run_dir, results)
 
 
@@ -331,7 +374,9 @@ class Coverage:
 
 @dataclass
 class FileCoverage:
-    file: str  # relative to allocator/ (src/primary.c); the edge's innermost inlined source
+    # relative to allocator/ (src/primary.c): the innermost of the edge's inlined frames that is one
+    # of libkpool's sources (a system header's code inlined into conf.c counts in conf.c)
+    file: str
     edges: int
     covered: int  # reached by at least one target's corpus
 
@@ -349,10 +394,33 @@ class CoverageReport:
         return asdict(self)
 
 
-def _locate(library: Path, offsets: Sequence[int]) -> list[tuple[str, str]]:
-    """(function, file:line) of each offset in library, by addr2line; the file is relative to
-    allocator/. ("?", "library+offset") for all of them when addr2line is missing or fails."""
-    unknown = [("?", f"{library.name}+{o:#x}") for o in offsets]
+def _frames(text: str) -> list[list[tuple[str, str]]] | None:
+    """addr2line -a -f -i output: per address, its (function, file:line) frames, innermost first.
+
+    Each address opens with its own "0x..." line (a function name never starts with a digit).
+    """
+    blocks: list[list[tuple[str, str]]] = []
+    lines = text.splitlines()
+    i = 0
+    while i < len(lines):
+        if lines[i].startswith("0x"):
+            blocks.append([])
+            i += 1
+        elif blocks and i + 1 < len(lines):
+            # "src/x.c:12 (discriminator 3)": the line is enough
+            blocks[-1].append((lines[i], lines[i + 1].split(" (discriminator")[0]))
+            i += 2
+        else:
+            return None
+    return blocks if all(blocks) else None
+
+
+def _locate(library: Path, offsets: Sequence[int]) -> list[tuple[str, str, str]]:
+    """(function, file:line, source file) of each offset in library, by addr2line: the function and
+    line of the innermost inlined frame, and the file of the innermost frame that is libkpool's own
+    (relative to allocator/), so that a system header's code inlined into libkpool counts where it was
+    inlined. ("?", "library+offset", "?") for all of them when addr2line is missing or fails."""
+    unknown = [("?", f"{library.name}+{o:#x}", "?") for o in offsets]
     tool = shutil.which("addr2line")
     if not offsets:
         return unknown
@@ -360,20 +428,24 @@ def _locate(library: Path, offsets: Sequence[int]) -> list[tuple[str, str]]:
         output.warn("addr2line is missing (Debian package binutils): no source files or function names")
         return unknown
     proc = subprocess.run(
-        [tool, "-f", "-e", str(library)],
+        [tool, "-a", "-f", "-i", "-e", str(library)],
         input="".join(f"{o:#x}\n" for o in offsets),
         capture_output=True,
         text=True,
         check=False,
     )
-    lines = proc.stdout.splitlines()
-    if proc.returncode != 0 or len(lines) != 2 * len(offsets):
+    blocks = _frames(proc.stdout)
+    if proc.returncode != 0 or blocks is None or len(blocks) != len(offsets):
         output.warn(f"addr2line could not read {library} (exit {proc.returncode}): no source files or names")
         return unknown
     root = str(fuzz_env.REPO_ROOT / "allocator") + "/"
-    # "src/x.c:12 (discriminator 3)": the line is enough
-    where = [lines[2 * i + 1].split(" (discriminator")[0].replace(root, "") for i in range(len(offsets))]
-    return [(lines[2 * i], where[i]) for i in range(len(offsets))]
+    out = []
+    for frames in blocks:
+        where = [(fn, line.replace(root, "")) for fn, line in frames]
+        files = [line.rsplit(":", 1)[0] for _, line in where]
+        own = [f for f in files if not f.startswith(("/", "?"))]
+        out.append((where[0][0], where[0][1], own[0] if own else files[-1]))
+    return out
 
 
 def _how_it_ended(rc: int) -> str:
@@ -387,7 +459,12 @@ def _how_it_ended(rc: int) -> str:
 
 
 def _count_target(
-    library: Path, target: str, corpus_dirs: list[str], scratch: Path, counted: dict[str, Any]
+    library: Path,
+    target: str,
+    corpus_dirs: list[str],
+    scratch: Path,
+    counted: dict[str, Any],
+    timeout_s: float | None = None,
 ) -> None:
     """Replay one target's corpus in a child process (harness/fuzz/edges.py) and add its counts."""
     job = {
@@ -399,9 +476,20 @@ def _count_target(
     spec, result = scratch / f"{target}.spec", scratch / f"{target}.json"
     spec.write_text(json.dumps(job))
     cmd = [sys.executable, "-m", "harness.fuzz.edges", str(spec), str(result)]
-    proc = subprocess.run(
-        cmd, env=fuzz_env.target_env(library), capture_output=True, text=True, check=False, cwd=scratch
-    )
+    try:
+        proc = subprocess.run(
+            cmd,
+            env=fuzz_env.target_env(library),
+            capture_output=True,
+            text=True,
+            check=False,
+            cwd=scratch,
+            timeout=timeout_s,
+        )
+    except subprocess.TimeoutExpired:
+        raise KpoolError(
+            f"replaying the {target} corpus did not finish in the {timeout_s:.0f} s it had"
+        ) from None
     if proc.returncode != 0 or not result.is_file():
         # what followed the last input the child named: the sanitizer report or the stacks
         out = (proc.stdout + proc.stderr).splitlines()
@@ -419,7 +507,9 @@ def _count_target(
     counted["targets"].update(one["targets"])
 
 
-def coverage(name: str | Sequence[str], reports: Path = REPORTS, write: bool = True) -> CoverageReport:
+def coverage(
+    name: str | Sequence[str], reports: Path = REPORTS, write: bool = True, timeout_s: float | None = None
+) -> CoverageReport:
     """The libkpool edges each native target's corpus (working corpus and seeds) reaches, their union
     across the targets, and the functions of libkpool that no corpus enters.
 
@@ -427,7 +517,7 @@ def coverage(name: str | Sequence[str], reports: Path = REPORTS, write: bool = T
     through its target's entry point in the coverage variant (the fuzz build with its entry points not
     instrumented, so that every counter is an edge of libkpool) and reads the counters after each.
     workload_yaml (pure Python) is skipped. The result is also written to reports/coverage.json
-    (unless write is False: the campaign writes it into its run).
+    (unless write is False: the campaign writes it into its run). timeout_s bounds the replays.
     """
     targets: dict[str, list[str]] = {}
     names = resolve_targets(name) if isinstance(name, str) else list(name)
@@ -446,9 +536,11 @@ def coverage(name: str | Sequence[str], reports: Path = REPORTS, write: bool = T
     reports.mkdir(parents=True, exist_ok=True)
     counted: dict[str, Any] = {"targets": {}}
     scratch = Path(tempfile.mkdtemp(prefix=".coverage-", dir=reports))
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
     try:
         for target, corpus_dirs in targets.items():  # a process each: a target's pools outlive its inputs
-            _count_target(library, target, corpus_dirs, scratch, counted)
+            left = None if deadline is None else max(0.1, deadline - time.monotonic())
+            _count_target(library, target, corpus_dirs, scratch, counted, left)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -466,8 +558,8 @@ def coverage(name: str | Sequence[str], reports: Path = REPORTS, write: bool = T
         entered[fn] = entered.get(fn, False) or index in union
     missed = [fn for fn, hit in entered.items() if not hit]
     per_file: dict[str, list[int]] = {}
-    for index, (_, line) in enumerate(where):
-        got = per_file.setdefault(line.split(":")[0] if ":" in line else "?", [0, 0])
+    for index, (_, _, source) in enumerate(where):
+        got = per_file.setdefault(source, [0, 0])
         got[0] += 1
         got[1] += index in union
     files = [FileCoverage(f, e, c) for f, (e, c) in sorted(per_file.items())]
