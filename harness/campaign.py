@@ -476,8 +476,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
             f"The budget counts from the start, builds included. Jobs start while there is time for "
             f"them; at the end of the budget the jobs still running are stopped, and the campaign ends "
             f"within a margin of {MARGIN_S:g} s more (stopping them, triage, the coverage of the fuzz "
-            f"corpora, the report). Exit 0 clean, 1 a new crash, a broken SLO or a failed job, 2 a "
-            f"usage or configuration error, 130 interrupted."
+            f"corpora, the report); builds that outlast the budget are waited for. Exit 0 clean, "
+            f"1 a new crash, a broken SLO or a failed job, 2 a usage or configuration error, "
+            f"130 interrupted."
         ),
     )
     p.add_argument(
