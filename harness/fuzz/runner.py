@@ -25,14 +25,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness import build, output
+from harness import build, output, paths
 from harness.errors import KpoolError
 from harness.fuzz import NATIVE, TARGETS
 from harness.fuzz import env as fuzz_env
 
 FUZZ_DIR = Path(__file__).resolve().parent
-CORPORA = fuzz_env.REPO_ROOT / "corpora"
-REPORTS = fuzz_env.REPO_ROOT / "reports"
+CORPORA = paths.corpora()
+REPORTS = paths.reports()
 
 # One input runs in well under a millisecond: one that takes 10 s is a hang (a lock never released,
 # a loop that never ends) and is kept as a timeout crash.
@@ -438,7 +438,7 @@ def _locate(library: Path, offsets: Sequence[int]) -> list[tuple[str, str, str]]
     if proc.returncode != 0 or blocks is None or len(blocks) != len(offsets):
         output.warn(f"addr2line could not read {library} (exit {proc.returncode}): no source files or names")
         return unknown
-    root = str(fuzz_env.REPO_ROOT / "allocator") + "/"
+    root = str(paths.allocator_sources()) + "/"
     out = []
     for frames in blocks:
         where = [(fn, line.replace(root, "")) for fn, line in frames]
