@@ -38,7 +38,6 @@ from harness.report import ingest
 from harness.report.model import RunReport, environment, git_revision
 from harness.report.writers import write_run
 
-ROOT = Path(__file__).resolve().parents[1]
 # Where `harness` is imported from: the jobs (run elsewhere) import the same package.
 _IMPORT_ROOT = Path(__file__).resolve().parents[1]
 FUZZ_TARGETS = ("api_sequence", "conf", "faults", "workload_yaml", "concurrent")
@@ -167,6 +166,13 @@ def fuzz_start_s(target: str) -> int:
     from harness.fuzz import NATIVE
 
     return FUZZ_START_S if target in NATIVE else PY_FUZZ_START_S
+
+
+def _revision() -> str:
+    """The checkout's git revision, or the installed version (a wheel has no history; a venv inside some
+    other repository must not borrow its revision)."""
+    tree = paths.checkout()
+    return (git_revision(tree) if tree else "") or f"kpool {paths.version()}"
 
 
 def _kpool(*args: str) -> list[str]:
@@ -370,7 +376,7 @@ def collect(c: Campaign, run_dir: Path, coverage: bool = True, coverage_s: float
         run_id=c.run_id,
         started=c.started,
         variant="release+fuzz",
-        revision=git_revision(ROOT),
+        revision=_revision(),
         environment=environment(),
     )
     for j in c.jobs:
