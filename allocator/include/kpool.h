@@ -107,7 +107,12 @@ void kp_thread_flush(kp_pool *pool);
 uint64_t kp_critical_token(kp_pool *pool);
 
 /* Open a critical scope on the calling thread. 0, or KP_EDENIED (bad token,
- * recorded as an event). Scopes nest; each enter needs an exit. */
+ * or the thread already holds scopes on 16 other pools; an event either
+ * way). Scopes nest; each enter needs an exit. A scope lasts until its exit
+ * whatever else the thread does (other pools, any number of them, between
+ * enter and exit), and belongs to its thread alone: no other thread, not even
+ * one started later, ever holds it. A thread that ends inside a scope simply
+ * loses it. */
 int kp_critical_enter(kp_pool *pool, uint64_t token);
 void kp_critical_exit(kp_pool *pool);
 

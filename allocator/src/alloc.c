@@ -198,7 +198,7 @@ static void *alloc_policy(kp_pool *pool, size_t size, size_t align, unsigned fla
 	if (KP_UNLIKELY(size > KP_REQ_MAX))
 		return bad_size(pool, size, align);
 	kp__tcache *tc = kp__tcache_get(pool, pool->id);
-	bool privileged = (flags & KP_CRITICAL) && tc && tc->crit_depth > 0;
+	bool privileged = (flags & KP_CRITICAL) && kp__scope_depth(pool) > 0;
 	size_t want = align > KP_HDR ? size + align : size;
 	void *p = NULL;
 	if (privileged && atomic_load_explicit(&pool->backup_mode, memory_order_relaxed))

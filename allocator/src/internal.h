@@ -459,7 +459,6 @@ typedef struct kp__tcache {
 	kp__bin bin[KP_NCLASS];
 	/* Large and huge blocks (the bins count the small ones). */
 	_Atomic uint64_t allocs, frees, in_use;
-	int crit_depth;
 	struct kp__tcache *next, *prev; /* the pool's list */
 } kp__tcache;
 /* Caches come from the OS in chunks of 64; the first chunk is mapped by
@@ -471,6 +470,12 @@ kp__tcache *kp__tcache_slow(kp_pool *pool);
 void kp__tcache_flush_bin(kp_pool *pool, kp__tcache *tc, unsigned cls, unsigned keep);
 void kp__tcache_release(kp_pool *pool, kp__tcache *tc);
 void kp__tcache_fini_pool(kp_pool *pool);
+/* The calling thread's critical scopes, kept apart from its caches (which
+ * come and go): depth on pool; enter: 0, or -1 when the thread holds scopes
+ * on too many pools; exit: false when the thread holds no scope on pool. */
+unsigned kp__scope_depth(const kp_pool *pool);
+int kp__scope_enter(kp_pool *pool);
+bool kp__scope_exit(kp_pool *pool);
 
 #define KP_TLS_SLOTS 4
 typedef struct kp__tls {

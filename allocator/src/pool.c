@@ -247,15 +247,18 @@ KP_EXPORT int kp_critical_enter(kp_pool *pool, uint64_t token)
 {
 	if (!pool)
 		return KP_EINVAL;
-	kp__tcache *tc = kp__tcache_get(pool, pool->id);
 	/* Compare without an early exit, so timing says nothing of the token. */
 	uint64_t diff = (token ^ pool->token) | (uint64_t)!atomic_load(&pool->token_given);
-	if (diff || !tc) {
+	if (diff) {
 		kp__event(pool, KP_EV_TOKEN, KP_POOL_BACKUP, NULL, 0, "critical_enter with a bad token: denied");
 		kp__set_error("kp_critical_enter: bad token");
 		return KP_EDENIED;
 	}
-	tc->crit_depth++;
+	if (kp__scope_enter(pool) < 0) {
+		kp__event(pool, KP_EV_TOKEN, KP_POOL_BACKUP, NULL, 0, "critical_enter: scopes on too many pools");
+		kp__set_error("kp_critical_enter: the thread holds scopes on 16 other pools already");
+		return KP_EDENIED;
+	}
 	return 0;
 }
 
@@ -263,10 +266,7 @@ KP_EXPORT void kp_critical_exit(kp_pool *pool)
 {
 	if (!pool)
 		return;
-	kp__tcache *tc = kp__tcache_get(pool, pool->id);
-	if (tc && tc->crit_depth > 0)
-		tc->crit_depth--;
-	else
+	if (!kp__scope_exit(pool))
 		kp__event(pool, KP_EV_TOKEN, KP_POOL_BACKUP, NULL, 0, "critical_exit without a scope");
 }
 

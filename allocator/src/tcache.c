@@ -11,6 +11,11 @@
  * The thread-local slots hold (pool id, cache) pairs. Ids are never reused,
  * so a slot left behind by a destroyed pool can never match a new pool at
  * the same address.
+ *
+ * The thread's critical scopes live here too, in a table of their own: a
+ * cache is evicted when a fifth pool takes its slot, a scope must last until
+ * its exit whatever else the thread does (issue 12: the depth lived in the
+ * cache and was lost with it).
  */
 #include "internal.h"
 
@@ -40,6 +45,66 @@ static void thread_exit(void *arg)
 		kp__tls_state.tc[i] = NULL;
 	}
 	kp__registry_unlock();
+}
+
+/* ---- critical scopes ------------------------------------------------- */
+
+/* Scopes held at once by one thread, on as many pools: a program holds a
+ * scope around an emergency path of one pool, rarely two; 16 leaves room for
+ * nesting across subsystems and costs 256 bytes a thread. Ordinary TLS, not
+ * initial-exec: read only by critical calls, and the static TLS that a
+ * library loaded by dlopen (the Python binding) may take is scarce. A new
+ * thread's table is empty, so no scope is ever inherited. */
+#define KP_SCOPE_SLOTS 16
+static __thread struct {
+	uint64_t id; /* the pool's id (never reused); 0: free */
+	unsigned depth;
+} scopes[KP_SCOPE_SLOTS];
+
+unsigned kp__scope_depth(const kp_pool *pool)
+{
+	for (int i = 0; i < KP_SCOPE_SLOTS; i++)
+		if (scopes[i].id == pool->id)
+			return scopes[i].depth;
+	return 0;
+}
+
+int kp__scope_enter(kp_pool *pool)
+{
+	int free_slot = -1;
+	for (int i = 0; i < KP_SCOPE_SLOTS; i++) {
+		if (scopes[i].id == pool->id) {
+			scopes[i].depth++;
+			return 0;
+		}
+		if (!scopes[i].id && free_slot < 0)
+			free_slot = i;
+	}
+	if (free_slot < 0) { /* full: forget the scopes of pools destroyed inside them */
+		kp__registry_lock();
+		for (int i = 0; i < KP_SCOPE_SLOTS; i++)
+			if (!kp__registry_find(scopes[i].id)) {
+				scopes[i].id = 0;
+				free_slot = i;
+			}
+		kp__registry_unlock();
+		if (free_slot < 0)
+			return -1;
+	}
+	scopes[free_slot].id = pool->id;
+	scopes[free_slot].depth = 1;
+	return 0;
+}
+
+bool kp__scope_exit(kp_pool *pool)
+{
+	for (int i = 0; i < KP_SCOPE_SLOTS; i++)
+		if (scopes[i].id == pool->id) {
+			if (--scopes[i].depth == 0)
+				scopes[i].id = 0;
+			return true;
+		}
+	return false;
 }
 
 static void exit_key_init(void)
@@ -187,6 +252,9 @@ void kp__tcache_fini_pool(kp_pool *pool)
 	for (int i = 0; i < KP_TLS_SLOTS; i++)
 		if (t->id[i] == pool->id)
 			t->id[i] = 0;
+	for (int i = 0; i < KP_SCOPE_SLOTS; i++)
+		if (scopes[i].id == pool->id)
+			scopes[i].id = 0;
 	for (size_t i = 0; i < pool->tc_nchunks; i++)
 		kp__os_unmap(&pool->os, pool->tc_chunks[i], KP_TC_CHUNK * sizeof(kp__tcache));
 }
