@@ -99,6 +99,10 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("options", help=what, description=what[0].upper() + what[1:] + ".")
     p.set_defaults(run=_options)
 
+    what = "check every capability kpool uses: what a missing one disables and the package that brings it"
+    p = sub.add_parser("doctor", help=what, description=what[0].upper() + what[1:] + ".")
+    p.set_defaults(run=_doctor)
+
     what = "fuzz libkpool with atheris/libFuzzer (ASan+UBSan inside the C code)"
     p = sub.add_parser(
         "fuzz",
@@ -282,6 +286,12 @@ def _options(args: argparse.Namespace, rest: list[str]) -> int:
     rows = [(f"`{o['name']}`", o["kind"], f"`{o['default']}`", o["help"]) for o in binding.options()]
     output.result(output.markdown_table(("option", "kind", "default", "meaning"), rows))
     return 0
+
+
+def _doctor(args: argparse.Namespace, rest: list[str]) -> int:
+    from harness import doctor
+
+    return doctor.main()
 
 
 def _fuzz(args: argparse.Namespace, rest: list[str]) -> int:
