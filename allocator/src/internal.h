@@ -408,9 +408,10 @@ kp__seg *kp__huge_resize(kp_pool *pool, kp__seg *seg, size_t need, size_t open);
 int kp__huge_cache_trim(kp_pool *pool, bool all);
 /* Map, pre-fault and add one segment. 0 or -1. Caller holds no lock. */
 int kp__primary_grow(kp_pool *pool, bool populate);
-/* Unmap fully free segments idle past the decay time, keeping high_wm of
- * headroom and primary_initial of capacity. Returns segments released. */
-int kp__primary_shrink(kp_pool *pool);
+/* Unmap fully free segments idle past the decay time, keeping keep bytes of
+ * headroom (the daemon's target, the one its growth aims at) and
+ * primary_initial of capacity. Returns segments released. */
+int kp__primary_shrink(kp_pool *pool, size_t keep);
 void kp__primary_release_all(kp_pool *pool);
 size_t kp__primary_headroom(kp_pool *pool);
 

@@ -825,16 +825,15 @@ int kp__primary_grow(kp_pool *pool, bool populate)
 	return 0;
 }
 
-int kp__primary_shrink(kp_pool *pool)
+int kp__primary_shrink(kp_pool *pool, size_t keep)
 {
 	uint64_t decay = (uint64_t)pool->conf.decay_ms * 1000000ull;
 	kp__seg *gone = NULL;
 	int n = 0;
 	/* Nothing to give back unless a segment is wholly free and the headroom
-	 * would stay at high_wm without it: then the pass takes no lock, so an
+	 * would stay at keep without it: then the pass takes no lock, so an
 	 * idle daemon never makes an allocating thread wait (a futex call). */
-	if (atomic_load(&pool->free_segs) == 0 ||
-	    kp__primary_headroom(pool) < pool->conf.high_wm + (KP_UNITS - 1) * KP_UNIT_SIZE)
+	if (atomic_load(&pool->free_segs) == 0 || kp__primary_headroom(pool) < keep + (KP_UNITS - 1) * KP_UNIT_SIZE)
 		return 0;
 	pthread_mutex_lock(&pool->lock);
 	/* Read under the lock: a segment emptied after an earlier reading would
@@ -848,7 +847,7 @@ int kp__primary_shrink(kp_pool *pool)
 		if (s->nfree_units + (KP_PLANT == 4) < KP_UNITS - 1 /* planted 4 */ || now_ns < s->empty_since_ns || now_ns - s->empty_since_ns < decay)
 			continue;
 		size_t after = (pool->units_free - (KP_UNITS - 1)) * KP_UNIT_SIZE;
-		if (after < pool->conf.high_wm || pool->capacity - KP_SEG_SIZE < pool->conf.primary_initial)
+		if (after < keep || pool->capacity - KP_SEG_SIZE < pool->conf.primary_initial)
 			break;
 		if (s->prev)
 			s->prev->next = s->next;
