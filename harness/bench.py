@@ -200,9 +200,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument(
         "--allocators",
         default=",".join(a.name for a in ALLOCATORS),
-        help="comma-separated subset of " + ",".join(a.name for a in ALLOCATORS),
+        help="comma-separated subset of " + ",".join(a.name for a in ALLOCATORS) + " (default all)",
     )
-    p.add_argument("--json", type=Path, default=None, metavar="FILE", help="write the raw results here")
+    p.add_argument(
+        "--json", type=Path, default=None, metavar="FILE", help="write the raw results here (default: none)"
+    )
     p.add_argument(
         "--workload",
         type=Path,
@@ -216,8 +218,16 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         action="store_true",
         help="print the driver's timed ops/s per core and the 4-process start time",
     )
-    p.add_argument("--reports", type=Path, default=Path("reports"), help="where --workload runs keep results")
+    p.add_argument(
+        "--reports",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="where --workload runs keep results "
+        "(default: $KPOOL_REPORTS, else reports/ in the current directory)",
+    )
     args = p.parse_args(list(argv))
+    args.reports = args.reports or paths.reports()
     workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
     bad = [w for w in workloads if w not in WORKLOADS]
     if bad or not workloads:

@@ -38,6 +38,8 @@ KP_EXPORT const char *kp_last_error(void)
 
 enum kind { SIZE, INT, BOOL, PERCENT, STRING };
 static const char *const kind_name[] = {"size", "int", "bool", "percent", "string"};
+/* For messages: "an int", never "a int". */
+static const char *const kind_article[] = {"a", "an", "a", "a", "a"};
 
 struct option {
 	const char *name;
@@ -203,8 +205,8 @@ static int apply(kp__conf *c, const char *s, const char *origin)
 		}
 		uint64_t n;
 		if (parse_value(o, v, vlen, &n) < 0 || n < o->min || n > o->max) {
-			kp__set_error("%s: bad value '%.*s' for option '%s' (a %s from %llu to %llu)", origin, (int)vlen, v,
-				      o->name, kind_name[o->kind], (unsigned long long)o->min,
+			kp__set_error("%s: bad value '%.*s' for option '%s' (%s %s from %llu to %llu)", origin, (int)vlen,
+				      v, o->name, kind_article[o->kind], kind_name[o->kind], (unsigned long long)o->min,
 				      (unsigned long long)o->max);
 			return -1;
 		}
