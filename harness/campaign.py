@@ -493,7 +493,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         help=f"total time, e.g. 90s, 30m, 8h (default {DEFAULT_BUDGET}; with --resume, the campaign's own)",
     )
     p.add_argument(
-        "--jobs", type=int, default=os.cpu_count() or 1, help="jobs at a time (default: the core count)"
+        "--jobs",
+        type=int,
+        default=os.cpu_count() or 1,
+        metavar="N",
+        help="jobs at a time (default: the core count)",
     )
     p.add_argument(
         "--resume",
@@ -507,6 +511,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         "--reports",
         type=Path,
         default=None,
+        metavar="DIR",
         help="where every output goes: runs, fuzz corpora, crash database, index "
         "(default $KPOOL_REPORTS, else ./reports)",
     )
@@ -525,6 +530,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         "--plant",
         type=int,
         default=0,
+        metavar="N",
         help="fuzz a build with planted bug N (tests of the campaign; default 0, none)",
     )
     args = p.parse_args(list(argv))

@@ -59,6 +59,19 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
 
 
+def new_run_dir(reports: Path) -> tuple[str, Path]:
+    """A run folder of its own: mkdir without exist_ok, so two runs of the same second (whose random
+    suffixes collide) never share one; on a collision a new id is drawn."""
+    reports.mkdir(parents=True, exist_ok=True)
+    while True:
+        run_id = new_run_id()
+        try:
+            (reports / run_id).mkdir()
+        except FileExistsError:
+            continue
+        return run_id, reports / run_id
+
+
 def check_run_id(run_id: str) -> str:
     if not RUN_ID_RE.match(run_id):
         raise UsageError(
@@ -345,9 +358,11 @@ def run(workloads: Sequence[Workload], opts: Options) -> dict[str, Any]:
     """Run every workload in turn; write and return the report."""
     kpdrive = ensure_kpdrive(opts.variant)
     preflight(workloads, opts, kpdrive)
-    run_id = opts.run_id or new_run_id()
-    run_dir = opts.reports_dir / run_id
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if opts.run_id:  # named by the caller (the campaign: inside a run folder of its own)
+        run_id, run_dir = opts.run_id, opts.reports_dir / opts.run_id
+        run_dir.mkdir(parents=True, exist_ok=True)
+    else:
+        run_id, run_dir = new_run_dir(opts.reports_dir)
     report: dict[str, Any] = {
         "run_id": run_id,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
