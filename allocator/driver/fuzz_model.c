@@ -462,8 +462,8 @@ static void check_stats(fz_ctx *c)
 		fz_slot *s = &c->slot[i];
 		if (!s->live)
 			continue;
-		if (s->backup)
-			bk_bytes += kp__backup_usable(c->pool, s->p);
+		if (s->backup) /* in_use counts whole blocks, the canary's 8 bytes included */
+			bk_bytes += kp__backup_usable(c->pool, s->p) + c->pool->canary;
 		else
 			live++, req += s->req;
 	}
@@ -576,21 +576,30 @@ static void op_foreign(fz_ctx *c, uint8_t b)
 		FZ_FAIL("kp_free(%p) of a foreign pointer returned %d, not KP_ENOTOURS", (void *)p, rc);
 }
 
-/* Write one byte past the request of a plain primary block (checks on: the
- * canary is there), then free it: KP_EOVERFLOW, and the block is set aside. */
+/* Write one byte past the request of a plain primary block, or past the
+ * usable size of a backup block (checks on: the canary is there), then free
+ * it: KP_EOVERFLOW; a primary block is set aside, a backup block freed (the
+ * reserve keeps no metadata in its blocks). */
 static void op_overflow(fz_ctx *c, unsigned i)
 {
 	fz_slot *s = &c->slot[i];
-	if (!s->live || s->backup || s->align != KP_HDR || !c->fp->checks || s->req >= UINT32_MAX)
+	if (!s->live || !c->fp->checks || (!s->backup && (s->align != KP_HDR || s->req >= UINT32_MAX)))
 		return;
 	verify(c, i, "before an overflow");
-	raw_put(s->p + s->req, (uint8_t)~raw_get(s->p + s->req));
+	char *past = s->p + (s->backup ? s->usable : s->req);
+	raw_put(past, (uint8_t)~raw_get(past));
 	int rc = kp_free(c->pool, s->p);
 	fz_note(OP_OVERFLOW, i, (uintptr_t)s->p, (uint64_t)(int64_t)rc);
 	if (rc != KP_EOVERFLOW)
-		FZ_FAIL("kp_free(%p) after a write one byte past its %zu bytes returned %d, not KP_EOVERFLOW",
-			(void *)s->p, s->req, rc);
+		FZ_FAIL("kp_free(%p) after a write one byte past its %zu %s bytes returned %d, not KP_EOVERFLOW",
+			(void *)s->p, s->backup ? s->usable : s->req, s->backup ? "usable backup" : "requested", rc);
 	s->live = false;
+	if (s->backup) {
+		c->last_freed = s->p;
+		c->last_freed_req = s->req;
+		c->last_freed_backup = true;
+		c->last_freed_aligned = false;
+	}
 	c->damaged = true;
 }
 

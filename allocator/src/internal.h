@@ -437,10 +437,15 @@ typedef struct kp__backup {
 } kp__backup;
 int kp__backup_init(kp_pool *pool, size_t size);
 void kp__backup_fini(kp_pool *pool);
-void *kp__backup_alloc(kp_pool *pool, size_t size, size_t align);
-/* 0, or KP_EDOUBLEFREE / KP_ENOTOURS. */
+/* *usable: the bytes the caller may use (the block less its canary). */
+void *kp__backup_alloc(kp_pool *pool, size_t size, size_t align, size_t *usable);
+/* 0, or KP_EDOUBLEFREE / KP_ENOTOURS (the block left alone), or KP_EOVERFLOW
+ * (its canary was damaged: reported as a violation, and the block freed). */
 int kp__backup_free(kp_pool *pool, void *p);
+/* Usable bytes of a live backup block (its canary excluded), or 0. */
 size_t kp__backup_usable(kp_pool *pool, const void *p);
+/* Is the canary of live block p intact? (true for anything else) */
+bool kp__backup_intact(kp_pool *pool, const void *p);
 static inline bool kp__backup_owns(const kp__backup *b, const void *p)
 {
 	return (uintptr_t)p - (uintptr_t)b->base < b->size; /* one compare; no arithmetic on a NULL base */
