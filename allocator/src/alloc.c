@@ -40,9 +40,8 @@ static ALWAYS_INLINE bool next_ok(kp_pool *pool, const char *h, const char *next
 	       || kp__plausible(pool, next);
 }
 
-static ALWAYS_INLINE void *small_alloc(kp_pool *pool, kp__tcache *tc, size_t size, unsigned cls)
+static ALWAYS_INLINE void *small_alloc(kp_pool *pool, kp__bin *b, size_t size, unsigned cls)
 {
-	kp__bin *b = &tc->bin[cls];
 	uint64_t secret = pool->secret;
 	size_t usable = kp__class_size[cls] - KP_HDR;
 	for (;;) {
@@ -84,14 +83,37 @@ static ALWAYS_INLINE void *small_alloc(kp_pool *pool, kp__tcache *tc, size_t siz
 	}
 }
 
-/* The primary alone: size classes, page runs, huge regions. */
+/* A call served without a thread cache (made after the thread's exit hook
+ * ran, or when no cache could be made) counts with the exited threads:
+ * +1 block of usable bytes, or -1. */
+static void count_uncached(kp_pool *pool, int blocks, size_t usable)
+{
+	atomic_fetch_add(blocks > 0 ? &pool->dead_allocs : &pool->dead_frees, 1);
+	atomic_fetch_add(&pool->dead_in_use, blocks > 0 ? (uint64_t)usable : (uint64_t)0 - usable);
+}
+
+/* No cache: one block from the central list, through a bin of one. */
+static __attribute__((noinline)) void *small_alloc_uncached(kp_pool *pool, size_t size, unsigned cls)
+{
+	kp__bin b = {.max = 2}; /* refills take max / 2 blocks: one */
+	void *p = small_alloc(pool, &b, size, cls);
+	if (p)
+		count_uncached(pool, 1, kp__class_size[cls] - KP_HDR);
+	return p;
+}
+
+/* The primary alone: size classes, page runs, huge regions. tc may be NULL
+ * (no cache: the shared path). */
 static void *primary_alloc(kp_pool *pool, kp__tcache *tc, size_t size)
 {
 	/* With checks on, every block keeps 8 bytes of slack for its canary, so
 	 * an overflow of even one byte is caught at free. */
 	size_t need = size + KP_HDR + pool->canary;
-	if (need <= KP_SMALL_MAX)
-		return small_alloc(pool, tc, size, kp__class_of(need));
+	if (need <= KP_SMALL_MAX) {
+		unsigned cls = kp__class_of(need);
+		return KP_LIKELY(tc != NULL) ? small_alloc(pool, &tc->bin[cls], size, cls)
+					     : small_alloc_uncached(pool, size, cls);
+	}
 	char *h;
 	uint16_t cls;
 	size_t usable;
@@ -117,8 +139,12 @@ static void *primary_alloc(kp_pool *pool, kp__tcache *tc, size_t size)
 		KP_UNPOISON(h + KP_HDR, open);
 	if (pool->conf.checks && size < UINT32_MAX)
 		kp__canary_put(key, h + KP_HDR, size, usable);
-	kp__count_inc(&tc->allocs, 1);
-	kp__count_inc(&tc->in_use, usable);
+	if (tc) {
+		kp__count_inc(&tc->allocs, 1);
+		kp__count_inc(&tc->in_use, usable);
+	} else {
+		count_uncached(pool, 1, usable);
+	}
 	return h + KP_HDR;
 }
 
@@ -204,9 +230,9 @@ static void *alloc_policy(kp_pool *pool, size_t size, size_t align, unsigned fla
 	void *p = NULL;
 	if (privileged && atomic_load_explicit(&pool->backup_mode, memory_order_relaxed))
 		p = backup_alloc(pool, size, align, true, "critical state");
-	if (!p && tc)
+	if (!p) /* without a cache (tc NULL) too: a thread is always served */
 		p = primary_alloc(pool, tc, want);
-	if (!p && tc && !(flags & KP_CRITICAL))
+	if (!p && !(flags & KP_CRITICAL))
 		p = wait_for_daemon(pool, tc, want);
 	if (p && !kp__backup_owns(&pool->backup, p))
 		return align > KP_HDR ? align_inside(pool, p, size, align) : p;
@@ -241,8 +267,10 @@ static __attribute__((noinline)) void *alloc_slow(kp_pool *pool, size_t size, un
 	}
 	void *p = NULL;
 	kp__tcache *tc = kp__tcache_get(pool, pool->id);
-	if (size <= KP_SMALL_MAX - KP_HDR - KP_CANARY && !(flags & KP_CRITICAL) && tc)
-		p = small_alloc(pool, tc, size, kp__class_of(size + KP_HDR + pool->canary));
+	if (size <= KP_SMALL_MAX - KP_HDR - KP_CANARY && !(flags & KP_CRITICAL) && tc) {
+		unsigned cls = kp__class_of(size + KP_HDR + pool->canary);
+		p = small_alloc(pool, &tc->bin[cls], size, cls);
+	}
 	if (!p)
 		p = alloc_policy(pool, size, KP_HDR, flags);
 	/* A huge block in a fresh mapping is zero already; a kept one is not. */
@@ -460,6 +488,8 @@ static int primary_free(kp_pool *pool, void *p, int depth)
 	} else if (tc) {
 		kp__count_inc(&tc->frees, 1);
 		kp__count_inc(&tc->in_use, (uint64_t)0 - usable);
+	} else {
+		count_uncached(pool, -1, usable);
 	}
 	if (cls < KP_NCLASS) {
 		if (pool->conf.poison)
@@ -636,6 +666,8 @@ static void *realloc_large(kp_pool *pool, void *p, size_t size, size_t old, unsi
 	kp__tcache *tc = kp__tcache_get(pool, pool->id);
 	if (tc)
 		kp__count_inc(&tc->in_use, (uint64_t)b1 - b0);
+	else
+		atomic_fetch_add(&pool->dead_in_use, (uint64_t)b1 - b0);
 	return p;
 }
 
@@ -678,6 +710,8 @@ static void *realloc_huge(kp_pool *pool, void *p, size_t size, size_t old, unsig
 	kp__tcache *tc = kp__tcache_get(pool, pool->id);
 	if (tc)
 		kp__count_inc(&tc->in_use, (uint64_t)usable - cap);
+	else
+		atomic_fetch_add(&pool->dead_in_use, (uint64_t)usable - cap);
 	return p;
 }
 

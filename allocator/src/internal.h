@@ -470,8 +470,10 @@ typedef struct kp__tcache {
 /* Caches come from the OS in chunks of 64; the first chunk is mapped by
  * kp_create, so only a pool's 65th thread maps on its allocation path. */
 #define KP_TC_CHUNK 64
-#define KP_TC_CHUNKS 64 /* at most 4096 threads per pool */
+#define KP_TC_CHUNKS 64 /* at most 4096 caches per pool; more threads take the shared path */
 int kp__tcache_chunk_add(kp_pool *pool); /* caller holds pool->lock */
+/* NULL: no cache (the thread's exit hook ran, or none could be made); the
+ * caller then takes the shared path, which serves without one. */
 kp__tcache *kp__tcache_slow(kp_pool *pool);
 void kp__tcache_flush_bin(kp_pool *pool, kp__tcache *tc, unsigned cls, unsigned keep);
 void kp__tcache_release(kp_pool *pool, kp__tcache *tc);
@@ -488,6 +490,7 @@ typedef struct kp__tls {
 	uint64_t id[KP_TLS_SLOTS];
 	kp__tcache *tc[KP_TLS_SLOTS];
 	bool registered;
+	bool exited; /* the exit hook ran: later calls get no cache */
 } kp__tls;
 extern __thread kp__tls kp__tls_state __attribute__((tls_model("initial-exec")));
 static inline kp__tcache *kp__tcache_get(kp_pool *pool, uint64_t id)
@@ -571,7 +574,8 @@ struct kp_pool {
 	_Atomic uint64_t log_sec, log_used, log_suppressed;
 	int log_fd;       /* 0: no log */
 	bool log_owned;   /* opened by us from KPOOL_LOG: closed by kp_destroy */
-	_Atomic uint64_t dead_allocs, dead_frees, dead_in_use; /* exited threads */
+	/* exited threads, and calls served without a cache (tcache.c) */
+	_Atomic uint64_t dead_allocs, dead_frees, dead_in_use;
 
 	kp__ring ring;
 };

@@ -1,7 +1,8 @@
 /*
  * stats.c - the counters as one JSON object. Readable at any time from any
  * thread: fast-path counters are summed over the live thread caches (each
- * written only by its thread) plus what exited threads left behind.
+ * written only by its thread) plus what exited threads left behind and the
+ * calls served without a cache ("threads" counts the live caches).
  */
 #include "internal.h"
 

@@ -33,9 +33,19 @@ static uint32_t bin_max(const kp_pool *pool, unsigned cls)
 	return n < 4 ? 4 : n > 256 ? 256 : n;
 }
 
+/* The exit hook: every cache of the thread goes back. A thread may use a pool
+ * after it (its own TLS destructors, registered after ours, run later: C++
+ * thread_local objects, pthread keys created after the first pool call); a
+ * cache made then would never be released (issue 12: after 4,096 such threads
+ * no thread got a cache and every kp_alloc returned NULL). So the thread is
+ * marked exited, and from here kp__tcache_slow makes no cache: those late
+ * calls take the shared path, a class lock per call, which for the few calls
+ * of a thread's last moments costs nothing that matters. (Re-arming the key
+ * instead would hold only for PTHREAD_DESTRUCTOR_ITERATIONS rounds.) */
 static void thread_exit(void *arg)
 {
 	(void)arg;
+	kp__tls_state.exited = true;
 	kp__registry_lock();
 	for (int i = 0; i < KP_TLS_SLOTS; i++) {
 		kp_pool *pool = kp__tls_state.id[i] ? kp__registry_find(kp__tls_state.id[i]) : NULL;
@@ -160,7 +170,9 @@ kp__tcache *kp__tcache_slow(kp_pool *pool)
 	if (i < KP_TLS_SLOTS) {
 		tc = t->tc[i];
 	} else {
-		tc = tcache_new(pool);
+		/* Past the exit hook, or no cache to be had (every chunk taken, or
+		 * the OS refused one): the caller takes the shared path. */
+		tc = t->exited ? NULL : tcache_new(pool);
 		if (!tc)
 			return NULL;
 		i = KP_TLS_SLOTS - 1;
