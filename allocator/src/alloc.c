@@ -73,7 +73,7 @@ static ALWAYS_INLINE void *small_alloc(kp_pool *pool, kp__bin *b, size_t size, u
 				      "write after free, quarantined");
 			continue;
 		}
-		kp__hdr_put((kp__hdr *)h, key, kp__meta((uint32_t)size, (uint16_t)cls, KP_ST_ALLOC));
+		kp__hdr_put((kp__hdr *)h, key, kp__meta(size, (uint16_t)cls, KP_ST_ALLOC));
 		/* Open what kp_usable_size reports: the request with checks on, the capacity without. */
 		KP_UNPOISON(h + KP_HDR, pool->conf.checks ? size : usable);
 		if (pool->conf.checks)
@@ -130,14 +130,14 @@ static void *primary_alloc(kp_pool *pool, kp__tcache *tc, size_t size)
 		return NULL;
 	uint64_t key = kp__hkey(pool->secret, h);
 	KP_UNPOISON(h, KP_HDR);
-	kp__hdr_put((kp__hdr *)h, key, kp__meta(size > UINT32_MAX ? UINT32_MAX : (uint32_t)size, cls, KP_ST_ALLOC));
+	kp__hdr_put((kp__hdr *)h, key, kp__meta(size, cls, KP_ST_ALLOC));
 	KP_POISON(h, KP_HDR);
 	size_t open = pool->conf.checks ? size : usable;
 	if (cls == KP_CLS_HUGE) /* a fresh mapping: only the slack is closed */
 		KP_POISON(h + KP_HDR + open, usable - open);
 	else
 		KP_UNPOISON(h + KP_HDR, open);
-	if (pool->conf.checks && size < UINT32_MAX)
+	if (pool->conf.checks)
 		kp__canary_put(key, h + KP_HDR, size, usable);
 	if (tc) {
 		kp__count_inc(&tc->allocs, 1);
@@ -177,14 +177,14 @@ static void *align_inside(kp_pool *pool, char *p, size_t size, size_t align)
 	kp__hdr *outer = (kp__hdr *)(p - KP_HDR);
 	uint64_t meta = kp__hdr_meta(outer);
 	size_t want = size + align, end = (size_t)(q - p) + size;
-	if (pool->conf.checks && KP_META_REQ(meta) == want && want < UINT32_MAX) {
+	if (pool->conf.checks && KP_META_REQ(meta) == want) {
 		uint64_t key = kp__hkey(pool->secret, outer);
-		kp__hdr_put(outer, key, kp__meta((uint32_t)end, (uint16_t)KP_META_CLS(meta), KP_META_ST(meta)));
+		kp__hdr_put(outer, key, kp__meta(end, (uint16_t)KP_META_CLS(meta), KP_META_ST(meta)));
 		kp__canary8_put(key, p + end);
 		KP_POISON(p + end, want - end);
 	}
 	if (q != p) {
-		kp__hdr_set(pool->secret, (kp__hdr *)(q - KP_HDR), (uint32_t)(q - p), KP_CLS_ALIGNED, KP_ST_ALLOC);
+		kp__hdr_set(pool->secret, (kp__hdr *)(q - KP_HDR), (size_t)(q - p), KP_CLS_ALIGNED, KP_ST_ALLOC);
 		KP_POISON(q - KP_HDR, KP_HDR);
 	}
 	return q;
@@ -257,6 +257,15 @@ static void *alloc_policy(kp_pool *pool, size_t size, size_t align, unsigned fla
 	return NULL;
 }
 
+/* Is p in a huge block's fresh mapping, zero already (KP_ZERO need not
+ * write gigabytes: a kept mapping used again is dirty)? A backup block has
+ * no segment. */
+static bool fresh_mapping(const void *p)
+{
+	kp__seg *s = kp__pagemap_get(p);
+	return s && s->kind == KP_SEG_HUGE && !s->dirty;
+}
+
 /* Everything but the common case, out of line so that the fast path below
  * needs no stack frame. */
 static __attribute__((noinline)) void *alloc_slow(kp_pool *pool, size_t size, unsigned flags)
@@ -273,10 +282,7 @@ static __attribute__((noinline)) void *alloc_slow(kp_pool *pool, size_t size, un
 	}
 	if (!p)
 		p = alloc_policy(pool, size, KP_HDR, flags);
-	/* A huge block in a fresh mapping is zero already; a kept one is not. */
-	if (p && (flags & KP_ZERO) &&
-	    (size + KP_HDR + pool->canary <= KP_LARGE_MAX || kp__backup_owns(&pool->backup, p) ||
-	     kp__pagemap_get((char *)p - KP_HDR)->dirty))
+	if (p && (flags & KP_ZERO) && !fresh_mapping(p))
 		memset(p, 0, size);
 	return p;
 }
@@ -300,7 +306,7 @@ KP_EXPORT void *kp_alloc(kp_pool *pool, size_t size, unsigned flags)
 						  next_ok(pool, h, next)))) {
 				b->head = next;
 				b->count--;
-				kp__hdr_put((kp__hdr *)h, key, kp__meta((uint32_t)size, (uint16_t)cls, KP_ST_ALLOC));
+				kp__hdr_put((kp__hdr *)h, key, kp__meta(size, (uint16_t)cls, KP_ST_ALLOC));
 				KP_UNPOISON(h + KP_HDR, checks ? size : kp__class_size[cls] - KP_HDR);
 				if (checks)
 					kp__canary8_put(key, h + KP_HDR + size);
@@ -321,7 +327,7 @@ KP_EXPORT void *kp_alloc_aligned(kp_pool *pool, size_t size, size_t align, unsig
 	if (align == 0 || (align & (align - 1)) || align > KP_ALIGN_MAX)
 		return bad_size(pool, size, align);
 	void *p = alloc_policy(pool, size, align, flags);
-	if (p && (flags & KP_ZERO))
+	if (p && (flags & KP_ZERO) && !fresh_mapping(p))
 		memset(p, 0, size);
 	return p;
 }
@@ -413,7 +419,7 @@ static size_t primary_capacity(kp__seg *s, const kp__hdr *h)
 static size_t primary_usable(kp_pool *pool, kp__seg *s, const kp__hdr *h)
 {
 	size_t cap = primary_capacity(s, h);
-	uint32_t req = KP_META_REQ(kp__hdr_meta(h));
+	size_t req = KP_META_REQ(kp__hdr_meta(h));
 	return pool->conf.checks && req < cap ? req : cap;
 }
 
@@ -459,7 +465,7 @@ static int primary_free(kp_pool *pool, void *p, int depth)
 				     why_text(code));
 	uint64_t meta = kp__hdr_meta(h);
 	unsigned cls = KP_META_CLS(meta);
-	uint32_t req = KP_META_REQ(meta);
+	size_t req = KP_META_REQ(meta);
 	if (cls == KP_CLS_ALIGNED) {
 		if (depth)
 			return kp__violation(pool, KP_EV_CORRUPTION, KP_ECORRUPT, p, KP_SIZE_UNKNOWN,
@@ -474,7 +480,7 @@ static int primary_free(kp_pool *pool, void *p, int depth)
 	}
 	size_t usable = primary_capacity(s, h);
 	uint64_t key = kp__hkey(pool->secret, h);
-	if (pool->conf.checks && req != UINT32_MAX &&
+	if (pool->conf.checks &&
 	    (req < usable ? !kp__canary_ok(key, p, req, usable) : !neighbour_ok(pool, s, h, cls))) {
 		kp__hdr_put(h, key, kp__meta(req, (uint16_t)cls, KP_ST_QUARANTINE));
 		atomic_fetch_add(&pool->quarantined, 1);
@@ -510,7 +516,7 @@ static int primary_free(kp_pool *pool, void *p, int depth)
 		KP_POISON(p, usable);
 		kp__large_free(pool, s, span_at(s, h));
 	} else {
-		kp__huge_free(pool, s, !pool->conf.checks ? SIZE_MAX : req < UINT32_MAX ? req : 0);
+		kp__huge_free(pool, s, !pool->conf.checks ? SIZE_MAX : req);
 	}
 	return 0;
 }
@@ -583,7 +589,7 @@ static size_t block_usable(kp_pool *pool, const void *p, bool *ok)
 		return 0;
 	uint64_t meta = kp__hdr_meta(h);
 	if (KP_META_CLS(meta) == KP_CLS_ALIGNED) {
-		uint32_t off = KP_META_REQ(meta);
+		size_t off = KP_META_REQ(meta);
 		size_t inner = block_usable(pool, (const char *)p - off, ok);
 		return inner > off ? inner - off : 0;
 	}
@@ -608,17 +614,17 @@ static void *realloc_in_place(kp_pool *pool, void *p, size_t size, size_t old, u
 	if (cls == KP_CLS_ALIGNED)
 		return NULL;
 	size_t cap = primary_capacity(s, h), room = cap - pool->canary;
-	if (size > room + (KP_PLANT == 5) * KP_HDR || size < room / 2 || size >= UINT32_MAX) /* planted 5 */
+	if (size > room + (KP_PLANT == 5) * KP_HDR || size < room / 2) /* planted 5 */
 		return NULL;
 	uint64_t key = kp__hkey(pool->secret, h);
-	uint32_t req = KP_META_REQ(meta);
+	size_t req = KP_META_REQ(meta);
 	if (pool->conf.checks && req < cap && !kp__canary_ok(key, p, req, cap))
 		return NULL; /* let free report the overflow */
 	if (size > old) /* [p, p + old) is open already */
 		KP_UNPOISON((char *)p + old, size - old);
 	if ((flags & KP_ZERO) && size > old)
 		memset((char *)p + old, 0, size - old);
-	kp__hdr_put(h, key, kp__meta((uint32_t)size, (uint16_t)cls, KP_ST_ALLOC));
+	kp__hdr_put(h, key, kp__meta(size, (uint16_t)cls, KP_ST_ALLOC));
 	if (size < cap && pool->conf.checks)
 		KP_POISON((char *)p + size, cap - size);
 	if (pool->conf.checks)
@@ -640,7 +646,7 @@ static void *realloc_large(kp_pool *pool, void *p, size_t size, size_t old, unsi
 	kp__span *sp = span_at(s, h);
 	bool checks = pool->conf.checks;
 	size_t b0 = sp->block, cap0 = b0 - KP_HDR;
-	uint32_t req = KP_META_REQ(meta);
+	size_t req = KP_META_REQ(meta);
 	uint64_t key = kp__hkey(pool->secret, h);
 	if (checks && req < cap0 && !kp__canary_ok(key, p, req, cap0))
 		return NULL; /* let free report the overflow */
@@ -660,7 +666,7 @@ static void *realloc_large(kp_pool *pool, void *p, size_t size, size_t old, unsi
 		KP_POISON((char *)p + open1, (open0 < cap1 ? open0 : cap1) - open1);
 	if ((flags & KP_ZERO) && size > old)
 		memset((char *)p + old, 0, size - old);
-	kp__hdr_put((kp__hdr *)h, key, kp__meta((uint32_t)size, KP_CLS_LARGE, KP_ST_ALLOC));
+	kp__hdr_put((kp__hdr *)h, key, kp__meta(size, KP_CLS_LARGE, KP_ST_ALLOC));
 	if (checks)
 		kp__canary_put(key, p, size, cap1);
 	kp__tcache *tc = kp__tcache_get(pool, pool->id);
@@ -683,14 +689,14 @@ static void *realloc_huge(kp_pool *pool, void *p, size_t size, size_t old, unsig
 	/* A huge block shrunk below the huge sizes keeps its mapping down to
 	 * half a segment (as glibc keeps an mmapped chunk): moving it to a page
 	 * run would copy up to 4 MiB. */
-	if (KP_META_CLS(meta) != KP_CLS_HUGE || need + 2 * KP_PAGE < KP_SEG_SIZE / 2 || size >= UINT32_MAX)
+	if (KP_META_CLS(meta) != KP_CLS_HUGE || need + 2 * KP_PAGE < KP_SEG_SIZE / 2)
 		return NULL;
 	bool checks = pool->conf.checks;
-	uint32_t req = KP_META_REQ(meta);
+	size_t req = KP_META_REQ(meta);
 	size_t cap = s->size - 2 * KP_PAGE;
 	if (checks && req < cap && !kp__canary_ok(kp__hkey(pool->secret, h), p, req, cap))
 		return NULL; /* let free report the overflow */
-	kp__seg *n = kp__huge_resize(pool, s, need, !checks ? SIZE_MAX : req < UINT32_MAX ? req : 0);
+	kp__seg *n = kp__huge_resize(pool, s, need, !checks ? SIZE_MAX : req);
 	if (!n)
 		return NULL;
 	size_t usable = n->size - 2 * KP_PAGE, open = checks ? size : usable;
@@ -698,7 +704,7 @@ static void *realloc_huge(kp_pool *pool, void *p, size_t size, size_t old, unsig
 	p = (char *)h + KP_HDR;
 	uint64_t key = kp__hkey(pool->secret, h);
 	KP_UNPOISON(h, KP_HDR);
-	kp__hdr_put(h, key, kp__meta((uint32_t)size, KP_CLS_HUGE, KP_ST_ALLOC));
+	kp__hdr_put(h, key, kp__meta(size, KP_CLS_HUGE, KP_ST_ALLOC));
 	KP_POISON(h, KP_HDR);
 	KP_POISON((char *)p + open, usable - open);
 	/* Pages past the old mapping are new, so zero; the old slack may hold

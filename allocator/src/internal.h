@@ -190,8 +190,11 @@ enum kp__state { KP_ST_FREE = 0x5a, KP_ST_ALLOC = 0xa5, KP_ST_QUARANTINE = 0x3c 
 #define KP_CLS_ALIGNED 202 /* a redirect to the enclosing block */
 
 /* meta packs the requested size (or, for ALIGNED, the offset back to the
- * enclosing payload), the class and the state; tag = mix(secret ^ address)
- * ^ meta, so any change to meta or a header copied elsewhere is detected. */
+ * enclosing payload) in its top 48 bits, the class in the next 8 and the
+ * state in the low 8; tag = mix(secret ^ address) ^ meta, so any change to
+ * meta or a header copied elsewhere is detected. 48 bits hold every request
+ * the pool accepts (KP_REQ_MAX, 2^46): a request kept in 32 bits lost the
+ * size of blocks of 4 GiB and more (issue 12). */
 typedef struct kp__hdr {
 	uint64_t tag;
 	uint64_t meta;
@@ -204,12 +207,15 @@ static inline uint64_t kp__mix(uint64_t x)
 	x ^= x >> 27;
 	return x;
 }
-static inline uint64_t kp__meta(uint32_t req, uint16_t cls, uint8_t st)
+#define KP_META_REQ_BITS 48
+_Static_assert(KP_REQ_MAX < (size_t)1 << KP_META_REQ_BITS, "every request fits the header");
+_Static_assert(KP_CLS_ALIGNED < 256, "every class fits the header's 8 bits");
+static inline uint64_t kp__meta(size_t req, uint16_t cls, uint8_t st)
 {
-	return (uint64_t)req << 32 | (uint64_t)cls << 16 | st;
+	return (uint64_t)req << 16 | (uint64_t)(uint8_t)cls << 8 | st;
 }
-#define KP_META_REQ(m) ((uint32_t)((m) >> 32))
-#define KP_META_CLS(m) ((unsigned)(uint16_t)((m) >> 16))
+#define KP_META_REQ(m) ((size_t)((m) >> 16))
+#define KP_META_CLS(m) ((unsigned)(uint8_t)((m) >> 8))
 #define KP_META_ST(m) ((unsigned)(uint8_t)(m))
 static inline uint64_t kp__hkey(uint64_t secret, const void *h)
 {
@@ -228,7 +234,7 @@ static inline KP_NOASAN uint64_t kp__hdr_tag(const kp__hdr *h)
 {
 	return h->tag;
 }
-static inline void kp__hdr_set(uint64_t secret, kp__hdr *h, uint32_t req, uint16_t cls, uint8_t st)
+static inline void kp__hdr_set(uint64_t secret, kp__hdr *h, size_t req, uint16_t cls, uint8_t st)
 {
 	kp__hdr_put(h, kp__hkey(secret, h), kp__meta(req, cls, st));
 }
