@@ -37,6 +37,7 @@ from harness.errors import ConfigError, UsageError
 from harness.report import ingest
 from harness.report.model import RunReport, environment, git_revision
 from harness.report.writers import write_run
+from harness.triage import record
 
 # Where `harness` is imported from: the jobs (run elsewhere) import the same package.
 _IMPORT_ROOT = Path(__file__).resolve().parents[1]
@@ -179,9 +180,13 @@ def _kpool(*args: str) -> list[str]:
     return [sys.executable, "-m", "harness.cli", "-q", *args]
 
 
-def _child_env() -> dict[str, str]:
-    """The jobs' environment: they import this same package, whatever their working directory."""
+def _child_env(run_id: str = "", run_dir: Path | None = None) -> dict[str, str]:
+    """The jobs' environment: they import this same package, whatever their working directory, and
+    record their crashes in the campaign's database (the reports folder's), under the campaign's run."""
     env = dict(os.environ)
+    if run_dir is not None:
+        env[record.DB_ENV] = str((run_dir.parent / record.DB_NAME).absolute())
+        env[record.RUN_ENV] = run_id
     path = env.get("PYTHONPATH", "")
     if str(_IMPORT_ROOT) not in path.split(os.pathsep):
         env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(_IMPORT_ROOT), path)))
@@ -269,7 +274,7 @@ class _Running:
     stopping: float | None = None  # when SIGINT was sent at the deadline
 
 
-def _start(j: Job, run_dir: Path) -> subprocess.Popen[bytes]:
+def _start(j: Job, run_dir: Path, run_id: str) -> subprocess.Popen[bytes]:
     log = run_dir / "logs" / (j.name.replace(":", "-") + ".log")
     log.parent.mkdir(parents=True, exist_ok=True)
     j.log = str(log.relative_to(run_dir))
@@ -277,7 +282,7 @@ def _start(j: Job, run_dir: Path) -> subprocess.Popen[bytes]:
         return subprocess.Popen(
             j.argv,
             cwd=run_dir,
-            env=_child_env(),
+            env=_child_env(run_id, run_dir),
             stdout=f,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -322,7 +327,7 @@ def run_jobs(c: Campaign, run_dir: Path, deadline: float | None = None) -> bool:
                     j.state = "not-run"
                     c.save(run_dir)
                     continue
-                proc = _start(j, run_dir)
+                proc = _start(j, run_dir, c.run_id)
                 j.state = "running"
                 running[j.name] = _Running(j, proc, time.monotonic())
                 c.save(run_dir)

@@ -29,6 +29,7 @@ from harness import build, output, paths
 from harness.errors import KpoolError
 from harness.fuzz import NATIVE, TARGETS
 from harness.fuzz import env as fuzz_env
+from harness.triage import record
 
 FUZZ_DIR = Path(__file__).resolve().parent
 CORPORA = paths.corpora()
@@ -325,7 +326,14 @@ def run(
         )
         for t in targets
     ]
-    summary = {"run_dir": str(run_dir), "plant": plant, "results": [asdict(r) for r in results]}
+    summary: dict[str, Any] = {
+        "run_dir": str(run_dir),
+        "plant": plant,
+        "results": [asdict(r) for r in results],
+    }
+    # every crash in the crash database (its reports folder's, or the campaign's), before fuzz.json
+    # says where: `kpool triage list` shows them
+    record.record_fuzz(summary, reports, run_dir.name, plant)
     (run_dir / "fuzz.json").write_text(json.dumps(summary, indent=2) + "\n")
     failed = [r for r in results if r.error]
     if failed:

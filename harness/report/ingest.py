@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import json
 import shlex
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness.report.model import CrashEntry, FuzzResult, Latency, Outlier, Slo, TimePoint, WorkloadResult
-from harness.triage import Crash, CrashDB, Reproducer
-
-ROOT = Path(__file__).resolve().parents[2]
+from harness.triage import Crash, CrashDB, Reproducer, record
+from harness.triage.db import NEW
 
 if TYPE_CHECKING:
     from harness.campaign import Campaign, Job
@@ -125,118 +123,6 @@ def workload_results(doc: dict[str, Any] | None, job: Job, run_dir: Path) -> lis
     return [_workload(w) for w in doc.get("workloads", [])]
 
 
-# What a fuzz reproducer needs from the runner's environment to rerun the input the same way.
-_FUZZ_ENV = ("KPOOL_LIB", "LD_PRELOAD", "ASAN_OPTIONS", "UBSAN_OPTIONS", "PYTHONPATH")
-
-
-def _fuzz_crashes(doc: dict[str, Any], run_id: str, plant: int) -> list[Crash]:
-    from harness.fuzz import runner
-
-    out = []
-    for r in doc.get("results", []):
-        target = r.get("target", "?")
-        if not r.get("crashes"):
-            continue
-        env = runner.target_env(target, plant)
-        for path in r["crashes"]:
-            report = Path(path + ".txt")
-            text = report.read_text(errors="replace") if report.exists() else ""
-            if not text or (
-                text.startswith("# kpool fuzz replay") and ": exit 0\n" in text.split("\n", 1)[0] + "\n"
-            ):
-                # The input alone did not crash again (the crash needed the state earlier inputs
-                # left): the report is the one in the fuzzing log.
-                log = Path(r.get("log", ""))
-                text = log.read_text(errors="replace") if log.is_file() else text
-                report = log
-            repro = Reproducer(
-                argv=(sys.executable, str(runner.script(target)), "-timeout=10", "${input_path}"),
-                kind="fuzz",
-                env={k: env[k] for k in _FUZZ_ENV if k in env},
-                cwd=str(ROOT),
-                input_path=path,
-                target=target,
-            )
-            out.append(
-                Crash(
-                    text=text, run_id=run_id, source=f"fuzz:{target}", reproducer=repro, text_path=str(report)
-                )
-            )
-    return out
-
-
-def _program_keys(argv: list[str], cwd: Path) -> dict[str, str]:
-    """The driver keys a kpdrive command runs with: its program file's lines, then its key=value
-    arguments (kpdrive reads them in that order, a later key winning). {} when the program is gone."""
-    if len(argv) < 2 or "=" in argv[1]:
-        return {}
-    try:
-        lines = (cwd / argv[1]).read_text().splitlines()
-    except OSError:
-        return {}
-    keys: dict[str, str] = {}
-    for line in [*lines, *argv[2:]]:
-        key, eq, value = line.partition("=")
-        if not eq:
-            continue
-        keys[key.strip()] = value.strip()
-        if key.strip() == "duration_ms":  # the driver: a duration clears the op count
-            keys.pop("count", None)
-    return keys
-
-
-def _workload_reproducer(rep: dict[str, Any]) -> Reproducer:
-    """A worker's replay command, with its size as fields the command takes through placeholders
-    (count=${ops} threads=${threads}), so that minimisation can cut them. The command replays one worker:
-    one process (the workload's own count of processes is kept in meta as workload_processes)."""
-    argv = shlex.split(rep.get("command", "true"))
-    keys = _program_keys(argv, ROOT)
-    count = keys.get("count", "")
-    ops = int(count) if count.isdigit() and int(count) > 0 else None
-    threads = int(keys["threads"]) if keys.get("threads", "").isdigit() else None
-    if ops is not None:
-        argv.append("count=${ops}")
-    if threads is not None:
-        argv.append("threads=${threads}")
-    meta = {k: rep[k] for k in ("op_index", "phase", "allocator") if rep.get(k) is not None}
-    if rep.get("processes") is not None:
-        meta["workload_processes"] = rep["processes"]
-    return Reproducer(
-        argv=tuple(argv),
-        kind="workload",
-        cwd=str(ROOT),
-        workload=rep.get("workload"),
-        sha256=rep.get("sha256"),
-        seed=rep.get("seed"),
-        worker=rep.get("worker"),
-        ops=ops,
-        processes=1 if keys else None,
-        threads=threads,
-        meta=meta,
-    )
-
-
-def _stress_crashes(doc: dict[str, Any], run_id: str) -> list[Crash]:
-    out = []
-    for w in doc.get("workloads", []):
-        for cr in w.get("crashes", []):
-            rep = {"processes": w.get("processes"), **cr.get("reproducer", {})}
-            text = cr.get("sanitizer_report") or cr.get("stderr_tail") or ""
-            if cr.get("signal_name"):
-                text += f"\nkpool: worker killed by {cr['signal_name']}\n"
-            out.append(
-                Crash(
-                    text=text,
-                    run_id=run_id,
-                    source=f"workload:{w.get('name', '?')}",
-                    reproducer=_workload_reproducer(rep),
-                    returncode=cr.get("returncode"),
-                    kind="timeout" if cr.get("kind") == "timeout" else None,
-                )
-            )
-    return out
-
-
 def _shown(repro: Reproducer | None, run_dir: Path) -> str:
     """A crash's reproducer in the report: a fuzz input (relative to the run when inside it), or the
     command that replays it."""
@@ -250,33 +136,47 @@ def _shown(repro: Reproducer | None, run_dir: Path) -> str:
 
 
 def triage(c: Campaign, run_dir: Path) -> list[CrashEntry]:
-    """Every crash the jobs kept, recorded in the crash database (reports/crashes.sqlite) and
-    deduplicated by signature: one entry per signature, 'new' when this run saw it first."""
-    crashes: list[Crash] = []
+    """Every crash the jobs kept, in the crash database (reports/crashes.sqlite) and deduplicated by
+    signature: one entry per signature, 'new' when this run saw it first. A job told the campaign's
+    database and run (harness/triage/record.py) recorded its crashes itself; the others are recorded here."""
+    path = run_dir.parent / record.DB_NAME
+    found: list[tuple[Crash, str | None]] = []  # a crash, and its signature's hash when a job recorded it
     for j in c.jobs:
-        path = run_dir / j.out
-        if not path.exists():
+        out = run_dir / j.out
+        if not out.exists():
             continue
-        doc = json.loads(path.read_text())
-        crashes += (
-            _fuzz_crashes(doc, c.run_id, c.plant) if j.kind == "fuzz" else _stress_crashes(doc, c.run_id)
-        )
-    if not crashes:
+        doc = json.loads(out.read_text())
+        done = record.recorded_in(doc, path) and doc.get("crash_run") == c.run_id
+        if j.kind == "fuzz":
+            for r in doc.get("results", []):
+                sigs = r.get("signatures", {}) if done else {}
+                for crash in record.fuzz_crashes([r], c.run_id, c.plant):
+                    found.append((crash, sigs.get(crash.reproducer.input_path if crash.reproducer else "")))
+        else:
+            for w in doc.get("workloads", []):
+                for cr in w.get("crashes", []):
+                    known = cr.get("signature") if done else None
+                    found.append((record.stress_crash(w, cr, c.run_id), known))
+    if not found:
         return []
-    db = CrashDB(run_dir.parent / "crashes.sqlite")
+    db = CrashDB(path)
     entries: dict[str, CrashEntry] = {}
-    for crash in crashes:
-        rec = db.record(crash)
-        row = db.get(rec.signature_id)
-        entry = entries.get(rec.hash)
+    for crash, known in found:
+        if known:
+            row = db.get(known)
+            new = row.status == NEW and row.new_run == c.run_id
+        else:
+            rec = db.record(crash)
+            row, new = db.get(rec.signature_id), rec.new
+        entry = entries.get(row.hash)
         if entry is not None:
             entry.count += 1
             continue
-        entries[rec.hash] = CrashEntry(
-            signature=rec.hash,
+        entries[row.hash] = CrashEntry(
+            signature=row.hash,
             title=row.title,
             kind=row.kind,
-            status="new" if rec.new else row.status,
+            status="new" if new else row.status,
             count=1,
             source=crash.source,
             reproducer=_shown(crash.reproducer, run_dir),

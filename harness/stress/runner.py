@@ -32,6 +32,7 @@ from harness.stress import slo
 from harness.stress.binary import ensure_kpdrive
 from harness.stress.merge import merge
 from harness.stress.worker import Worker, child_env
+from harness.triage import record
 
 POLL_S = 0.05  # psutil sample and exit check: 20 a second is smooth and costs ~1% of a core
 RATIO_FIGURES = ("p50", "p99", "p999", "mean")
@@ -376,6 +377,7 @@ def run(workloads: Sequence[Workload], opts: Options) -> dict[str, Any]:
         output.progress(f"{wl.name}: {wl.processes} process(es) x {wl.threads} thread(s) from {wl.path}")
         result = run_workload(wl, opts, run_dir, kpdrive)
         report["workloads"].append(result)
+        record.record_stress(report, result, opts.reports_dir)  # `kpool triage list` shows them
         report["passed"] = report["passed"] and result["passed"]
         path.write_text(json.dumps(report, indent=1) + "\n")
         if result["interrupted"]:

@@ -11,9 +11,12 @@ For producers (fuzz runner, stress runner, campaign):
 
 CrashDB(path) creates the database (a writer); readers use CrashDB.open(path), which creates nothing.
 
+`kpool fuzz` and `kpool stress` record their own crashes (record.py); the campaign tells its jobs its
+database and run (KPOOL_CRASH_DB, KPOOL_CRASH_RUN) and records only what no job recorded.
+
 Modules: patterns.py (data: regexes with examples), signature.py (kind + normalised top frames),
-crash.py (Crash, Reproducer), db.py (SQLite), replay.py (replay, recheck), minimize.py, commands.py
-(`kpool triage`).
+crash.py (Crash, Reproducer), db.py (SQLite), record.py (a runner's crashes into the database),
+replay.py (replay, recheck), minimize.py, commands.py (`kpool triage`).
 """
 
 from harness.triage.crash import Crash, Reproducer
