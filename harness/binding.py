@@ -135,6 +135,8 @@ PROTOTYPES: dict[str, tuple[Any, tuple[Any, ...]]] = {
     "kp_fault_inject": (c_int, (_pool, c_char_p)),
     "kp_daemon_step": (c_int, (_pool, c_uint64)),
     "kp_daemon_wake": (None, (_pool,)),
+    "kp_daemon_start": (c_int, (_pool,)),
+    "kp_daemon_stop": (None, (_pool,)),
 }
 
 _loaded: dict[Path, ctypes.CDLL] = {}

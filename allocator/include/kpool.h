@@ -212,6 +212,28 @@ int kp_daemon_step(kp_pool *pool, uint64_t advance_ms);
 /* Wake the daemon (what the allocation path does at a watermark). */
 void kp_daemon_wake(kp_pool *pool);
 
+/*
+ * kp_daemon_start - start the daemon of a pool made with daemon:off, or the
+ * one a fork child lost, now, on the calling thread: for a caller that must
+ * choose when the thread starts (the preload library starts it lazily, never
+ * while the pool is being made). 0 when the daemon runs after the call (also
+ * if it ran already); KP_ENOMEM when no thread could be made (an event says
+ * why); KP_EINVAL for NULL (any other pointer must be a live pool). It calls
+ * pthread_create, which allocates through malloc: a malloc built on this
+ * pool calls it where a malloc may run, holding no lock of its own. Not
+ * concurrently with kp_daemon_stop or kp_destroy of the same pool.
+ */
+int kp_daemon_start(kp_pool *pool);
+
+/*
+ * kp_daemon_stop - stop the daemon and wait for its thread to end (at most
+ * one pass); from then on the allocation path grows the primary itself. In a
+ * fork child it cancels the pending restart (the allocation path would
+ * otherwise start the thread at its next slow path, under its own locks).
+ * A pool without a daemon: no-op. Not concurrently with kp_daemon_start.
+ */
+void kp_daemon_stop(kp_pool *pool);
+
 #ifdef __cplusplus
 }
 #endif

@@ -188,6 +188,29 @@ KP_EXPORT void kp_daemon_wake(kp_pool *pool)
 		kp__daemon_kick(pool);
 }
 
+KP_EXPORT int kp_daemon_start(kp_pool *pool)
+{
+	if (!pool)
+		return KP_EINVAL;
+	kp__daemon *d = &pool->daemon;
+	int st = atomic_load(&d->state);
+	do {
+		if (st == KP_D_RUNNING)
+			return 0;
+		/* Claim the start with the transient STOPPING, which the
+		 * allocation path's kick ignores (it starts a thread only from
+		 * RESTART): no kpool lock is held across pthread_create. */
+	} while (!atomic_compare_exchange_weak(&d->state, &st, KP_D_STOPPING));
+	atomic_store(&d->wake_pending, 1); /* first pass at once, as kp_create */
+	return kp__daemon_start(pool) == 0 ? 0 : KP_ENOMEM;
+}
+
+KP_EXPORT void kp_daemon_stop(kp_pool *pool)
+{
+	if (pool)
+		kp__daemon_stop(pool);
+}
+
 KP_EXPORT int kp_daemon_step(kp_pool *pool, uint64_t advance_ms)
 {
 	if (!pool)

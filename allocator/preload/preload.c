@@ -1,0 +1,877 @@
+/*
+ * preload.c - libkpool-preload.so: the C allocation API (malloc, free,
+ * calloc, realloc, reallocarray, posix_memalign, aligned_alloc, memalign,
+ * valloc, pvalloc, malloc_usable_size and glibc's __libc_* entry points)
+ * over one kpool pool, for any dynamically linked program:
+ *
+ *     LD_PRELOAD=libkpool-preload.so program ...
+ *
+ * The library holds libkpool's objects and exports only the functions in
+ * preload.map, so a program that also loads libkpool.so (the Python binding)
+ * gets a second, independent copy, never a mix of the two.
+ *
+ * The traps, and what this file does about each:
+ *   - malloc before any constructor ran, even before libc set up the
+ *     environment: until `environ` exists (KPOOL_CONF cannot be read
+ *     before), allocations come from a static bootstrap buffer;
+ *   - allocation while the pool is being made: the thread making it is
+ *     marked, and whatever it allocates meanwhile (through libc) comes from
+ *     the bootstrap buffer; no dlsym, no recursion, other threads wait;
+ *   - the daemon: the pool is made with daemon:off, and the thread is
+ *     started by kp_daemon_start from the allocation call of a thread that
+ *     made `daemon_after` allocations, after this library's constructor ran,
+ *     with no kpool lock held (pthread_create allocates); never in the
+ *     constructor, never while the pool is being made. A program that
+ *     allocates little never gets the thread;
+ *   - fork: the child's pending restart is cancelled in an atfork handler
+ *     (the allocation path would restart it under its own locks, and
+ *     pthread_create's calloc would come back to them); the child's next
+ *     allocation starts it, so a child that only execs never pays for it;
+ *   - thread exit with cached blocks: libkpool's own key destructor returns
+ *     them (tcache.c);
+ *   - a pointer the pool never gave out: bootstrap blocks are never freed
+ *     (free is a no-op, realloc copies them out, malloc_usable_size knows
+ *     their size); anything else is an invalid free;
+ *   - alignments above the pool's 4096: an over-sized block and a table of
+ *     the aligned pointers handed out (looked up only for pointers aligned
+ *     to 8 KiB or more, and only while the table is not empty).
+ *
+ * Integrity: free() and realloc() of a bad pointer, and the events kpool
+ * records on its own (an overflow found when realloc moves a block, a write
+ * after free found at reuse, a damaged free list; swept every SWEEP_EVERY
+ * allocations of a thread and at exit), print one line to stderr in the
+ * format of kpool's event log (the event, the address, the size class) and
+ * abort(); with on_error:log they print the line and the program goes on.
+ * Either way the event is in the pool's log (KPOOL_LOG / log_fd) and in the
+ * figures written at exit.
+ *
+ * Settings, KPOOL_PRELOAD="key:value,...": on_error (abort | log),
+ * daemon_after (allocations of one thread before the daemon starts),
+ * bootstrap (testing: serve the first N allocations from the bootstrap
+ * buffer, as if the pool did not exist yet). KPOOL_CONF configures the pool
+ * as for kp_create. KPOOL_STATS_OUT names a folder: each process writes
+ * kpool-<pid>.json there at exit (its stats, integrity events, settings).
+ *
+ * System calls: this layer writes its error line and its figures itself
+ * (write, open, close, getpid); every call libkpool makes goes through os.c
+ * as always.
+ */
+#define _GNU_SOURCE
+#include "kpool-preload.h"
+#include "kpool.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <malloc.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define API __attribute__((visibility("default")))
+#define TLS __thread __attribute__((tls_model("initial-exec")))
+#define LIKELY(x) __builtin_expect(!!(x), 1)
+#define UNLIKELY(x) __builtin_expect(!!(x), 0)
+
+extern char **environ;
+
+/* ---- settings ------------------------------------------------------------ */
+
+/* A malformed KPOOL_PRELOAD or KPOOL_CONF ends the program with this status,
+ * after one line on stderr: the shell's "command could not be run". */
+#define EXIT_CONF 127
+/* Allocations of one thread before the daemon starts: past the few hundred
+ * a program makes while it loads its libraries and runs their constructors,
+ * so short commands (ls, true, a compiler driver) never start the thread,
+ * and a program that allocates in earnest has it within microseconds. */
+#define DAEMON_AFTER_DEFAULT 1000
+/* Allocations of one thread between two sweeps of the event ring for the
+ * integrity events kpool found on its own: a sweep takes the registry lock,
+ * so once per 1024 calls costs nothing measurable. */
+#define SWEEP_EVERY 1024
+
+enum on_error { ON_ERROR_ABORT, ON_ERROR_LOG };
+
+static struct {
+	enum on_error on_error;
+	unsigned long daemon_after;
+	unsigned long bootstrap;
+	bool daemon; /* KPOOL_CONF's daemon key (the pool's default: on) */
+} cfg = {ON_ERROR_ABORT, DAEMON_AFTER_DEFAULT, 0, true};
+
+static void say(const char *s)
+{
+	ssize_t n = write(2, s, strlen(s));
+	(void)n;
+}
+
+static __attribute__((noreturn)) void conf_fail(const char *what, const char *item, size_t len)
+{
+	char line[256];
+	snprintf(line, sizeof line, "kpool-preload: %s: bad item '%.*s' (%s)\n", "KPOOL_PRELOAD", (int)len, item,
+		 what);
+	say(line);
+	_exit(EXIT_CONF);
+}
+
+static bool eq(const char *s, size_t n, const char *lit)
+{
+	return n == strlen(lit) && !memcmp(s, lit, n);
+}
+
+static bool number(const char *s, size_t n, unsigned long *out)
+{
+	unsigned long v = 0;
+	if (!n || n > 12)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		if (s[i] < '0' || s[i] > '9')
+			return false;
+		v = v * 10 + (unsigned long)(s[i] - '0');
+	}
+	*out = v;
+	return true;
+}
+
+/* KPOOL_PRELOAD, read without allocating (the pool does not exist yet). */
+static void settings_load(void)
+{
+	const char *s = getenv("KPOOL_PRELOAD");
+	while (s && *s) {
+		size_t len = strcspn(s, ",");
+		const char *colon = memchr(s, ':', len);
+		if (len) {
+			if (!colon)
+				conf_fail("expected key:value", s, len);
+			size_t klen = (size_t)(colon - s), vlen = len - klen - 1;
+			const char *v = colon + 1;
+			if (eq(s, klen, "on_error")) {
+				if (eq(v, vlen, "abort"))
+					cfg.on_error = ON_ERROR_ABORT;
+				else if (eq(v, vlen, "log"))
+					cfg.on_error = ON_ERROR_LOG;
+				else
+					conf_fail("on_error takes abort or log", s, len);
+			} else if (eq(s, klen, "daemon_after")) {
+				if (!number(v, vlen, &cfg.daemon_after))
+					conf_fail("daemon_after takes a count of allocations", s, len);
+			} else if (eq(s, klen, "bootstrap")) {
+				if (!number(v, vlen, &cfg.bootstrap))
+					conf_fail("bootstrap takes a count of allocations", s, len);
+			} else {
+				conf_fail("keys: on_error, daemon_after, bootstrap", s, len);
+			}
+		}
+		s += len + (s[len] == ',');
+	}
+	/* The pool is made with daemon:off; whether the program wants one is
+	 * KPOOL_CONF's last daemon item (kp_create validates the value). */
+	const char *c = getenv("KPOOL_CONF");
+	while (c && *c) {
+		size_t len = strcspn(c, ",");
+		if (len > 7 && !memcmp(c, "daemon:", 7)) {
+			const char *v = c + 7;
+			size_t vlen = len - 7;
+			cfg.daemon = !(eq(v, vlen, "off") || eq(v, vlen, "0") || eq(v, vlen, "false") ||
+				       eq(v, vlen, "OFF") || eq(v, vlen, "Off") || eq(v, vlen, "FALSE"));
+		}
+		c += len + (c[len] == ',');
+	}
+}
+
+/* ---- the bootstrap buffer ------------------------------------------------ */
+
+/* Serves what is allocated before the pool exists: by ld.so and libc before
+ * the environment is set, and by libc while kp_create runs (a few hundred
+ * bytes). 1 MiB of .bss costs no memory until touched. Blocks are never
+ * reused: free is a no-op. */
+#define BOOT_SIZE (1u << 20)
+#define BOOT_HDR 16u
+static _Alignas(4096) char boot[BOOT_SIZE];
+static _Atomic size_t boot_used;
+static _Atomic uint64_t boot_allocs, boot_frees;
+
+static bool in_boot(const void *p)
+{
+	return (const char *)p >= boot && (const char *)p < boot + BOOT_SIZE;
+}
+
+static size_t boot_size(const void *p)
+{
+	size_t n;
+	memcpy(&n, (const char *)p - BOOT_HDR, sizeof n);
+	return n;
+}
+
+static void *boot_alloc(size_t size, size_t align, bool zero)
+{
+	(void)zero; /* .bss is zero and never reused */
+	if (align < BOOT_HDR)
+		align = BOOT_HDR;
+	size_t used = atomic_load(&boot_used), start, end;
+	do {
+		start = (used + BOOT_HDR + align - 1) & ~(align - 1);
+		if (start > BOOT_SIZE || size > BOOT_SIZE - start) {
+			errno = ENOMEM;
+			return NULL;
+		}
+		end = (start + size + 15) & ~(size_t)15;
+	} while (!atomic_compare_exchange_weak(&boot_used, &used, end));
+	memcpy(boot + start - BOOT_HDR, &size, sizeof size);
+	atomic_fetch_add(&boot_allocs, 1);
+	return boot + start;
+}
+
+/* ---- the pool ------------------------------------------------------------ */
+
+enum { P_NONE, P_CREATING, P_READY };
+static _Atomic(kp_pool *) pool_ptr;
+static _Atomic int pool_state;
+static uint64_t token;
+static TLS bool creating;       /* this thread is inside kp_create */
+static TLS unsigned crit_depth; /* critical scopes this thread holds */
+static TLS unsigned long calls; /* allocation calls of this thread */
+
+/* The daemon: D_AFTER, start at the daemon_after-th allocation of a thread;
+ * D_NOW, at the next one (a fork child). */
+enum { D_NONE, D_AFTER, D_NOW };
+static _Atomic int daemon_pending;
+static _Atomic bool daemon_started;
+static _Atomic bool ctor_done;
+
+static void after_fork_child(void);
+
+static kp_pool *pool_make(void)
+{
+	int st = P_NONE;
+	if (!atomic_compare_exchange_strong(&pool_state, &st, P_CREATING)) {
+		while (atomic_load(&pool_state) == P_CREATING)
+			sched_yield();
+		return atomic_load(&pool_ptr);
+	}
+	creating = true;
+	int saved = errno;
+	kp_pool *p = kp_create("daemon:off");
+	if (!p) {
+		char line[320];
+		snprintf(line, sizeof line, "kpool-preload: cannot make the pool: %s\n", kp_last_error());
+		say(line);
+		_exit(EXIT_CONF);
+	}
+	token = kp_critical_token(p);
+	pthread_atfork(NULL, NULL, after_fork_child); /* after kp_create's: runs after it in the child */
+	atomic_store(&daemon_pending, cfg.daemon ? D_AFTER : D_NONE);
+	atomic_store_explicit(&pool_ptr, p, memory_order_release);
+	atomic_store(&pool_state, P_READY);
+	creating = false;
+	errno = saved;
+	return p;
+}
+
+static _Atomic bool settings_loaded;
+
+/* The pool, or NULL while allocations must come from the bootstrap buffer. */
+static inline kp_pool *pool_get(void)
+{
+	kp_pool *p = atomic_load_explicit(&pool_ptr, memory_order_acquire);
+	if (LIKELY(p))
+		return p;
+	if (creating || !environ)
+		return NULL;
+	if (!atomic_load(&settings_loaded)) {
+		settings_load(); /* idempotent: racing threads write the same values */
+		atomic_store(&settings_loaded, true);
+	}
+	if (cfg.bootstrap && atomic_load(&boot_allocs) < cfg.bootstrap)
+		return NULL;
+	return pool_make();
+}
+
+static __attribute__((noinline)) void daemon_maybe_start(kp_pool *p, int pend)
+{
+	if (!atomic_load(&ctor_done) || creating)
+		return;
+	if (pend == D_AFTER && calls < cfg.daemon_after)
+		return;
+	if (!atomic_compare_exchange_strong(&daemon_pending, &pend, D_NONE))
+		return;
+	if (kp_daemon_start(p) == 0)
+		atomic_store(&daemon_started, true);
+}
+
+static void after_fork_child(void)
+{
+	kp_pool *p = atomic_load(&pool_ptr);
+	if (!p || !atomic_load(&daemon_started))
+		return;
+	kp_daemon_stop(p); /* the parent's thread did not survive: cancel the restart under kpool's locks */
+	atomic_store(&daemon_started, false);
+	atomic_store(&daemon_pending, D_NOW);
+}
+
+/* ---- integrity ----------------------------------------------------------- */
+
+/* The integrity events kept for the figures written at exit. */
+#define RECORDS 64
+static struct record {
+	unsigned kind;
+	uint64_t addr, size, time_ns;
+	char call[16];
+	char text[KP_EVENT_TEXT];
+} records[RECORDS];
+static _Atomic uint64_t integrity_total;
+static pthread_mutex_t drain_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static bool is_integrity(unsigned kind)
+{
+	switch (kind) {
+	case KP_EV_DOUBLE_FREE:
+	case KP_EV_INVALID_FREE:
+	case KP_EV_CORRUPTION:
+	case KP_EV_OVERFLOW:
+	case KP_EV_USE_AFTER_FREE:
+	case KP_EV_FREELIST: return true;
+	default: return false;
+	}
+}
+
+static void stats_write(kp_pool *p);
+
+/* One integrity event: the line (kpool's event-log format, so that triage
+ * reads it as it reads the log), the record, and abort unless on_error:log. */
+static void report(kp_pool *p, const kp_event *ev, const char *call)
+{
+	uint64_t n = atomic_fetch_add(&integrity_total, 1);
+	if (n < RECORDS) {
+		struct record *r = &records[n];
+		r->kind = ev->kind;
+		r->addr = ev->addr;
+		r->size = ev->size;
+		r->time_ns = ev->time_ns;
+		snprintf(r->call, sizeof r->call, "%s", call);
+		memcpy(r->text, ev->text, sizeof r->text);
+	}
+	char line[256];
+	bool stop = cfg.on_error == ON_ERROR_ABORT;
+	snprintf(line, sizeof line, "kpool %llu.%03llu %s %s in %s; %s\n",
+		 (unsigned long long)(ev->time_ns / 1000000000ull),
+		 (unsigned long long)(ev->time_ns % 1000000000ull / 1000000), kp_event_name(ev->kind), ev->text, call,
+		 stop ? "abort (KPOOL_PRELOAD=on_error:log to go on)" : "going on (on_error:log)");
+	say(line);
+	if (stop) {
+		stats_write(p);
+		abort();
+	}
+}
+
+/* Drain the event ring and report its integrity events; the one about addr
+ * (if any) is attributed to call. Returns whether it was found. When busy is
+ * allowed to skip (a periodic sweep), another thread is draining already. */
+static bool sweep(kp_pool *p, const void *addr, const char *call, bool may_skip)
+{
+	if (may_skip) {
+		if (pthread_mutex_trylock(&drain_lock) != 0)
+			return false;
+	} else {
+		pthread_mutex_lock(&drain_lock);
+	}
+	kp_event ev[16];
+	bool found = false;
+	for (;;) {
+		size_t n = kp_events_drain(p, ev, sizeof ev / sizeof ev[0]);
+		for (size_t i = 0; i < n; i++) {
+			if (!is_integrity(ev[i].kind))
+				continue;
+			bool mine = addr && ev[i].addr == (uintptr_t)addr && !found;
+			found |= mine;
+			if (cfg.on_error == ON_ERROR_ABORT)
+				pthread_mutex_unlock(&drain_lock); /* report does not return */
+			report(p, &ev[i], mine ? call : "a check of kpool's own");
+			if (cfg.on_error == ON_ERROR_ABORT)
+				pthread_mutex_lock(&drain_lock);
+		}
+		if (n < sizeof ev / sizeof ev[0])
+			break;
+	}
+	pthread_mutex_unlock(&drain_lock);
+	return found;
+}
+
+/* free()/realloc() got an error code for addr: report its event. */
+static void bad_pointer(kp_pool *p, const void *addr, const char *call, int code)
+{
+	if (sweep(p, addr, call, false))
+		return;
+	/* The ring lost it (full): say what the return code says. */
+	kp_event ev;
+	memset(&ev, 0, sizeof ev);
+	ev.kind = code == KP_EDOUBLEFREE ? KP_EV_DOUBLE_FREE
+		  : code == KP_EOVERFLOW ? KP_EV_OVERFLOW
+		  : code == KP_ECORRUPT	 ? KP_EV_CORRUPTION
+					 : KP_EV_INVALID_FREE;
+	ev.addr = (uintptr_t)addr;
+	snprintf(ev.text, sizeof ev.text, "%s", kp_last_error());
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	ev.time_ns = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+	report(p, &ev, call);
+}
+
+/* ---- alignments above the pool's ----------------------------------------- */
+
+/* The pool aligns to at most 4096. A larger alignment takes a block of
+ * size + align and hands out the aligned address inside it; this table maps
+ * those addresses back to their blocks. 4096 live blocks of 8 KiB alignment
+ * or more is far more than programs hold (page tables, DMA-like buffers);
+ * past it, the call fails with ENOMEM. */
+#define POOL_ALIGN_MAX 4096u
+#define BIG_SLOTS 4096u
+#define BIG_TOMB ((uintptr_t)1)
+static struct {
+	uintptr_t user;
+	void *base;
+} big[BIG_SLOTS];
+static _Atomic size_t big_live;
+static pthread_mutex_t big_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static size_t big_hash(uintptr_t user)
+{
+	return (size_t)((user >> 13) * 0x9e3779b97f4a7c15ull >> 52) % BIG_SLOTS;
+}
+
+/* Is p one of ours, and its block? Removes it when take. */
+static void *big_find(const void *p, bool take)
+{
+	uintptr_t u = (uintptr_t)p;
+	if ((u & (2 * POOL_ALIGN_MAX - 1)) || !atomic_load_explicit(&big_live, memory_order_relaxed))
+		return NULL;
+	void *base = NULL;
+	pthread_mutex_lock(&big_lock);
+	for (size_t i = big_hash(u), k = 0; k < BIG_SLOTS && big[i].user; i = (i + 1) % BIG_SLOTS, k++)
+		if (big[i].user == u) {
+			base = big[i].base;
+			if (take) {
+				big[i].user = BIG_TOMB;
+				atomic_fetch_sub(&big_live, 1);
+			}
+			break;
+		}
+	pthread_mutex_unlock(&big_lock);
+	return base;
+}
+
+static void *big_alloc(kp_pool *p, size_t align, size_t size, unsigned flags)
+{
+	if (size > SIZE_MAX - align) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	char *base = kp_alloc(p, size + align, flags);
+	if (!base) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	uintptr_t u = ((uintptr_t)base + align - 1) & ~(uintptr_t)(align - 1);
+	bool stored = false;
+	pthread_mutex_lock(&big_lock);
+	for (size_t i = big_hash(u), k = 0; k < BIG_SLOTS; i = (i + 1) % BIG_SLOTS, k++)
+		if (big[i].user <= BIG_TOMB) {
+			big[i].user = u;
+			big[i].base = base;
+			atomic_fetch_add(&big_live, 1);
+			stored = true;
+			break;
+		}
+	pthread_mutex_unlock(&big_lock);
+	if (!stored) {
+		kp_free(p, base);
+		errno = ENOMEM;
+		return NULL;
+	}
+	return (void *)u;
+}
+
+/* ---- the C allocation API ------------------------------------------------ */
+
+static inline unsigned flags_now(void)
+{
+	return crit_depth ? KP_CRITICAL : 0;
+}
+
+/* Every allocation call starts here: the daemon's lazy start and the
+ * periodic sweep, both off the common path. */
+static inline void on_alloc(kp_pool *p)
+{
+	calls++;
+	int pend = atomic_load_explicit(&daemon_pending, memory_order_relaxed);
+	if (UNLIKELY(pend))
+		daemon_maybe_start(p, pend);
+	if (UNLIKELY(calls % SWEEP_EVERY == 0))
+		sweep(p, NULL, "", true);
+}
+
+static void *alloc_aligned(size_t align, size_t size, bool zero)
+{
+	kp_pool *p = pool_get();
+	if (UNLIKELY(!p))
+		return boot_alloc(size, align, zero);
+	on_alloc(p);
+	unsigned flags = flags_now() | (zero ? KP_ZERO : 0);
+	void *r;
+	if (align <= 16)
+		r = kp_alloc(p, size, flags);
+	else if (align <= POOL_ALIGN_MAX)
+		r = kp_alloc_aligned(p, size, align, flags);
+	else
+		return big_alloc(p, align, size, flags);
+	if (UNLIKELY(!r))
+		errno = ENOMEM;
+	return r;
+}
+
+API void *malloc(size_t size)
+{
+	kp_pool *p = atomic_load_explicit(&pool_ptr, memory_order_acquire);
+	if (UNLIKELY(!p) || UNLIKELY(atomic_load_explicit(&daemon_pending, memory_order_relaxed)) ||
+	    UNLIKELY((calls + 1) % SWEEP_EVERY == 0))
+		return alloc_aligned(16, size, false);
+	calls++;
+	void *r = kp_alloc(p, size, flags_now());
+	if (UNLIKELY(!r))
+		errno = ENOMEM;
+	return r;
+}
+
+static void do_free(void *ptr)
+{
+	if (!ptr)
+		return;
+	if (UNLIKELY(in_boot(ptr))) {
+		atomic_fetch_add(&boot_frees, 1);
+		return;
+	}
+	kp_pool *p = atomic_load_explicit(&pool_ptr, memory_order_acquire);
+	int saved = errno;
+	void *base = big_find(ptr, true);
+	int rc = kp_free(p, base ? base : ptr);
+	if (UNLIKELY(rc != 0) && p)
+		bad_pointer(p, ptr, "free()", rc);
+	errno = saved;
+}
+
+API void free(void *ptr)
+{
+	do_free(ptr);
+}
+
+API void *calloc(size_t n, size_t size)
+{
+	size_t total;
+	if (__builtin_mul_overflow(n, size, &total)) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	return alloc_aligned(16, total, true);
+}
+
+static size_t usable(kp_pool *p, const void *ptr)
+{
+	if (in_boot(ptr))
+		return boot_size(ptr);
+	void *base = big_find(ptr, false);
+	if (base)
+		return kp_usable_size(p, base) - (size_t)((const char *)ptr - (const char *)base);
+	return kp_usable_size(p, ptr);
+}
+
+API void *realloc(void *ptr, size_t size)
+{
+	if (!ptr)
+		return malloc(size);
+	if (!size) { /* glibc: free, and NULL */
+		do_free(ptr);
+		return NULL;
+	}
+	kp_pool *p = pool_get();
+	if (UNLIKELY(!p || in_boot(ptr) || big_find(ptr, false))) {
+		/* Not a block of the pool's own (or no pool yet): move it. */
+		if (!p && !in_boot(ptr)) {
+			errno = ENOMEM; /* a block of no pool, before there is one: its size is unknown */
+			return NULL;
+		}
+		size_t old = p ? usable(p, ptr) : boot_size(ptr);
+		void *q = alloc_aligned(16, size, false);
+		if (q) {
+			memcpy(q, ptr, old < size ? old : size);
+			do_free(ptr);
+		}
+		return q;
+	}
+	on_alloc(p);
+	int saved = errno;
+	errno = 0;
+	void *q = kp_realloc(p, ptr, size, flags_now());
+	if (UNLIKELY(!q)) {
+		if (errno == EINVAL) /* ptr is no live block: kp_realloc recorded why */
+			bad_pointer(p, ptr, "realloc()", KP_EINVAL);
+		errno = ENOMEM;
+		return NULL;
+	}
+	errno = saved;
+	return q;
+}
+
+API void *reallocarray(void *ptr, size_t n, size_t size)
+{
+	size_t total;
+	if (__builtin_mul_overflow(n, size, &total)) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	return realloc(ptr, total);
+}
+
+static bool pow2(size_t a)
+{
+	return a && !(a & (a - 1));
+}
+
+API int posix_memalign(void **out, size_t align, size_t size)
+{
+	if (!pow2(align) || align % sizeof(void *))
+		return EINVAL;
+	int saved = errno;
+	void *r = alloc_aligned(align, size, false);
+	int rc = r ? 0 : ENOMEM;
+	errno = saved;
+	if (r)
+		*out = r;
+	return rc;
+}
+
+/* glibc's memalign (and aligned_alloc, which is memalign in glibc 2.36):
+ * alignments up to 16 are malloc's; others are rounded up to a power of two;
+ * past SIZE_MAX / 2 + 1 no power of two is left: EINVAL. */
+API void *memalign(size_t align, size_t size)
+{
+	if (align > SIZE_MAX / 2 + 1) {
+		errno = EINVAL;
+		return NULL;
+	}
+	size_t a = 16;
+	while (a < align)
+		a <<= 1;
+	return alloc_aligned(a, size, false);
+}
+
+API void *aligned_alloc(size_t align, size_t size)
+{
+	return memalign(align, size);
+}
+
+static size_t page_size(void)
+{
+	static _Atomic size_t page;
+	size_t n = atomic_load_explicit(&page, memory_order_relaxed);
+	if (!n) {
+		long v = sysconf(_SC_PAGESIZE);
+		n = v > 0 ? (size_t)v : 4096;
+		atomic_store(&page, n);
+	}
+	return n;
+}
+
+API void *valloc(size_t size)
+{
+	return memalign(page_size(), size);
+}
+
+API void *pvalloc(size_t size)
+{
+	size_t pg = page_size();
+	if (size > SIZE_MAX - pg) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	size_t rounded = (size + pg - 1) & ~(pg - 1);
+	return memalign(pg, rounded ? rounded : pg);
+}
+
+API size_t malloc_usable_size(void *ptr)
+{
+	if (!ptr)
+		return 0;
+	kp_pool *p = atomic_load_explicit(&pool_ptr, memory_order_acquire);
+	if (!p)
+		return in_boot(ptr) ? boot_size(ptr) : 0;
+	return usable(p, ptr);
+}
+
+/* No-ops that keep glibc's arenas out of it: kpool returns memory by its own
+ * decay (the daemon). */
+API int malloc_trim(size_t pad)
+{
+	(void)pad;
+	return 0;
+}
+
+API int mallopt(int param, int value)
+{
+	(void)param;
+	(void)value;
+	return 1;
+}
+
+/* glibc's own names of the same functions, which some programs and
+ * libraries call directly. */
+API void *__libc_malloc(size_t size) __attribute__((alias("malloc"), copy(malloc)));
+API void __libc_free(void *ptr) __attribute__((alias("free"), copy(free)));
+API void *__libc_calloc(size_t n, size_t size) __attribute__((alias("calloc"), copy(calloc)));
+API void *__libc_realloc(void *ptr, size_t size) __attribute__((alias("realloc"), copy(realloc)));
+API void *__libc_memalign(size_t align, size_t size) __attribute__((alias("memalign"), copy(memalign)));
+API void *__libc_valloc(size_t size) __attribute__((alias("valloc"), copy(valloc)));
+API void *__libc_pvalloc(size_t size) __attribute__((alias("pvalloc"), copy(pvalloc)));
+API int __posix_memalign(void **out, size_t align, size_t size) __attribute__((alias("posix_memalign"), copy(posix_memalign)));
+API void cfree(void *ptr) __attribute__((alias("free"), copy(free)));
+
+/* ---- the exported kpool API ---------------------------------------------- */
+
+API int kp_preload_critical_enter(void)
+{
+	kp_pool *p = pool_get();
+	if (!p || kp_critical_enter(p, token) != 0)
+		return -1;
+	crit_depth++;
+	return 0;
+}
+
+API void kp_preload_critical_exit(void)
+{
+	kp_pool *p = atomic_load(&pool_ptr);
+	if (!p)
+		return;
+	if (crit_depth)
+		crit_depth--;
+	kp_critical_exit(p);
+}
+
+API int kp_preload_stats_json(char *buf, size_t len)
+{
+	kp_pool *p = pool_get();
+	return p ? kp_stats_json(p, buf, len) : -1;
+}
+
+/* ---- figures at exit ----------------------------------------------------- */
+
+/* What the figures' JSON writer appends to; on overflow it stops writing and
+ * the file is cut short (never out of bounds). */
+struct out {
+	char *buf;
+	size_t len, pos;
+};
+
+static void put(struct out *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void put(struct out *o, const char *fmt, ...)
+{
+	if (o->pos >= o->len)
+		return;
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(o->buf + o->pos, o->len - o->pos, fmt, ap);
+	va_end(ap);
+	o->pos = n < 0 ? o->len : o->pos + (size_t)n;
+}
+
+static void put_str(struct out *o, const char *s)
+{
+	put(o, "\"");
+	for (; *s; s++) {
+		unsigned char c = (unsigned char)*s;
+		if (c == '"' || c == '\\')
+			put(o, "\\%c", c);
+		else if (c < 0x20)
+			put(o, "\\u%04x", c);
+		else
+			put(o, "%c", c);
+	}
+	put(o, "\"");
+}
+
+static _Atomic bool stats_done;
+
+/* KPOOL_STATS_OUT/kpool-<pid>.json: this process's figures. Written once:
+ * at exit, or before an integrity abort. */
+static void stats_write(kp_pool *p)
+{
+	const char *dir = getenv("KPOOL_STATS_OUT");
+	if (!dir || !*dir || !p || atomic_exchange(&stats_done, true))
+		return;
+	int need = kp_stats_json(p, NULL, 0);
+	if (need < 0)
+		return;
+	size_t len = (size_t)need + 16384 + RECORDS * 256;
+	char *buf = kp_alloc(p, len, 0);
+	if (!buf)
+		return;
+	struct out o = {buf, len, 0};
+	put(&o, "{\"version\": 1, \"pid\": %ld, \"ppid\": %ld, \"settings\": {\"on_error\": \"%s\", ",
+	    (long)getpid(), (long)getppid(), cfg.on_error == ON_ERROR_LOG ? "log" : "abort");
+	put(&o, "\"daemon_after\": %lu, \"daemon\": %s}, ", cfg.daemon_after, cfg.daemon ? "true" : "false");
+	put(&o, "\"daemon_started\": %s, ", atomic_load(&daemon_started) ? "true" : "false");
+	put(&o, "\"bootstrap\": {\"allocs\": %llu, \"frees\": %llu, \"bytes\": %zu}, ",
+	    (unsigned long long)atomic_load(&boot_allocs), (unsigned long long)atomic_load(&boot_frees),
+	    atomic_load(&boot_used));
+	uint64_t total = atomic_load(&integrity_total);
+	put(&o, "\"integrity_total\": %llu, \"integrity\": [", (unsigned long long)total);
+	for (uint64_t i = 0; i < total && i < RECORDS; i++) {
+		const struct record *r = &records[i];
+		put(&o, "%s{\"kind\": \"%s\", \"addr\": \"0x%llx\", \"size\": %llu, \"call\": ", i ? ", " : "",
+		    kp_event_name(r->kind), (unsigned long long)r->addr, (unsigned long long)r->size);
+		put_str(&o, r->call);
+		put(&o, ", \"text\": ");
+		put_str(&o, r->text);
+		put(&o, "}");
+	}
+	put(&o, "], \"stats\": ");
+	if (o.pos < o.len) {
+		int n = kp_stats_json(p, o.buf + o.pos, o.len - o.pos);
+		o.pos = n < 0 ? o.len : o.pos + (size_t)n;
+	}
+	put(&o, "}\n");
+	if (o.pos < o.len) {
+		char path[4096];
+		snprintf(path, sizeof path, "%s/kpool-%ld.json", dir, (long)getpid());
+		int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+		if (fd >= 0) {
+			for (size_t off = 0; off < o.pos;) {
+				ssize_t w = write(fd, buf + off, o.pos - off);
+				if (w <= 0)
+					break;
+				off += (size_t)w;
+			}
+			close(fd);
+		}
+	}
+	kp_free(p, buf);
+}
+
+__attribute__((constructor)) static void preload_init(void)
+{
+	atomic_store(&ctor_done, true);
+}
+
+__attribute__((destructor)) static void preload_fini(void)
+{
+	kp_pool *p = atomic_load(&pool_ptr);
+	if (!p)
+		return;
+	sweep(p, NULL, "", false);
+	stats_write(p);
+}
