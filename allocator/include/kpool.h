@@ -23,8 +23,9 @@
  *     kp_critical_exit check a magic word in the pool: readable memory that is
  *     no pool is refused, but a destroyed pool (its memory is unmapped) is
  *     undefined, as a freed pointer is to free();
- *   - kp_daemon_step and kp_daemon_wake (testing hooks) check only for NULL:
- *     any other pointer that is not a live pool is undefined.
+ *   - kp_daemon_start, kp_daemon_stop, kp_daemon_step and kp_daemon_wake
+ *     check only for NULL: any other pointer that is not a live pool is
+ *     undefined.
  * Nothing in this header is a macro that touches pool internals: the ABI is
  * the function list below, which the Python binding declares one for one.
  */
