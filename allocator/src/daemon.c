@@ -12,7 +12,8 @@
  *      target (high_wm, shifted by the boost: daemon_target);
  *   2. shrinks, unmapping segments that stayed free for decay_ms while the
  *      headroom stays >= the same target and capacity >= primary_initial;
- *   3. refills the backup after use.
+ *   3. refills the backup after use;
+ *   4. unmaps what it released once no lookup can still read it (pagemap.c).
  * Tests drive passes without the thread through kp_daemon_step.
  */
 #include "internal.h"
@@ -59,6 +60,7 @@ int kp__daemon_pass(kp_pool *pool)
 	int shrunk = kp__primary_shrink(pool, target);
 	atomic_fetch_add(&d->shrinks, (uint64_t)shrunk);
 	actions += shrunk + kp__huge_cache_trim(pool, false);
+	kp__grace_reclaim(pool); /* unmap what was released, once no reader can see it */
 	uint64_t frees = atomic_load(&pool->bk_frees);
 	if (frees != d->refilled_at && kp__backup_refill(pool)) {
 		d->refilled_at = frees;

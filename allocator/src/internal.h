@@ -156,6 +156,10 @@ long kp__os_write(kp__oscount *c, int fd, const void *buf, size_t len);
 int kp__os_open_log(kp__oscount *c, const char *path);
 void kp__os_close(kp__oscount *c, int fd);
 uint64_t kp__now_ns(void);
+/* membarrier(2) for the grace periods (pagemap.c), counted as "other". */
+int kp__os_membarrier_register(kp__oscount *c);
+int kp__os_membarrier(kp__oscount *c);
+void kp__os_yield(kp__oscount *c);
 
 /* ---- pagemap.c: address -> segment, global, lock-free reads ------------- */
 struct kp__seg;
@@ -180,6 +184,74 @@ static inline struct kp__seg *kp__pagemap_get(const void *p)
 int kp__pagemap_set(kp__oscount *c, void *base, size_t size, struct kp__seg *s);
 /* fork handlers: 0 prepare, 1 parent, 2 child */
 void kp__pagemap_fork(int phase);
+
+/* Grace periods (pagemap.c): a range the pagemap vouched for stays mapped
+ * while a thread that may have looked it up is still reading it. A reader
+ * (kp_free, kp_usable_size, kp_realloc, kp__plausible) brackets its lookups
+ * and its reads of what they found with kp__grace_enter / kp__grace_exit: two
+ * stores to a record of its own, no lock, no system call, no atomic
+ * read-modify-write (the releasing side pays for the ordering with one
+ * membarrier(2) per reclaim). A release clears the pagemap, then retires the
+ * range (kp__grace_retire); it is unmapped once every reader that entered
+ * before has left (kp__grace_reclaim: the daemon's passes, the allocation
+ * path before it maps, a reader leaving its section, kp_destroy). */
+typedef struct kp__grace_rec {
+	_Alignas(64) _Atomic uint64_t epoch; /* 0: outside; else the epoch read on entry */
+	_Atomic int owned;
+} kp__grace_rec;
+typedef struct kp__grace_tls {
+	kp__grace_rec *rec;
+	kp_pool *pending; /* retired inside a section: reclaim on leaving it */
+	bool exited;      /* the thread-exit destructor ran: the shared path */
+} kp__grace_tls;
+extern __thread kp__grace_tls kp__grace_self __attribute__((tls_model("initial-exec")));
+extern _Atomic uint64_t kp__grace_epoch;
+extern _Atomic int kp__grace_fence; /* 1: no membarrier, readers fence themselves */
+#define KP_GRACE_NESTED 0 /* tokens kp__grace_enter returns */
+#define KP_GRACE_OWN 1
+#define KP_GRACE_SHARED 2
+unsigned kp__grace_enter_slow(void);
+void kp__grace_exit_slow(unsigned token);
+static inline unsigned kp__grace_enter(void)
+{
+	kp__grace_rec *r = kp__grace_self.rec;
+	if (KP_UNLIKELY(!r))
+		return kp__grace_enter_slow();
+	if (atomic_load_explicit(&r->epoch, memory_order_relaxed))
+		return KP_GRACE_NESTED;
+	uint64_t e = atomic_load_explicit(&kp__grace_epoch, memory_order_acquire);
+	/* The store must be visible before the lookups that follow: membarrier
+	 * on the releasing side orders it; without one, a full barrier here (an
+	 * exchange: TSan knows no stand-alone fence). */
+	if (KP_UNLIKELY(atomic_load_explicit(&kp__grace_fence, memory_order_relaxed))) {
+		atomic_exchange_explicit(&r->epoch, e, memory_order_seq_cst);
+	} else {
+		atomic_store_explicit(&r->epoch, e, memory_order_release);
+		atomic_signal_fence(memory_order_seq_cst);
+	}
+	return KP_GRACE_OWN;
+}
+static inline void kp__grace_exit(unsigned token)
+{
+	if (token == KP_GRACE_NESTED)
+		return;
+	if (KP_LIKELY(token == KP_GRACE_OWN && !kp__grace_self.pending)) {
+		atomic_signal_fence(memory_order_seq_cst);
+		atomic_store_explicit(&kp__grace_self.rec->epoch, 0, memory_order_release);
+		return;
+	}
+	kp__grace_exit_slow(token);
+}
+/* [base, base + size) has left the pagemap: unmap it after a grace period.
+ * base is a segment header (its next, empty_since_ns and retired fields are
+ * taken over); a normal segment whose unmap the OS refuses goes back into
+ * the pool, free. Caller holds no lock. */
+void kp__grace_retire(kp_pool *pool, struct kp__seg *base, size_t size);
+/* Unmap what no reader may still see; takes pool->lock briefly, makes one
+ * membarrier call when anything is retired. Returns ranges unmapped. */
+int kp__grace_reclaim(kp_pool *pool);
+/* kp_destroy: wait for every reader, then unmap everything retired. */
+void kp__grace_drain(kp_pool *pool);
 
 /* ---- integrity.c (and the inline checks below) -------------------------- */
 /* QUARANTINE: found damaged, set aside for good (never reused). */
@@ -371,6 +443,7 @@ typedef struct kp__seg {
 	uint32_t kind;      /* enum kp__seg_kind */
 	uint32_t nfree_units;
 	uint32_t dirty; /* huge: a kept mapping used again (not zero) */
+	size_t retired; /* bytes still mapped while it waits out a grace period (pagemap.c) */
 	kp__span span[KP_UNITS];
 } kp__seg;
 
@@ -419,6 +492,9 @@ int kp__primary_grow(kp_pool *pool, bool populate);
  * primary_initial of capacity. Returns segments released. */
 int kp__primary_shrink(kp_pool *pool, size_t keep);
 void kp__primary_release_all(kp_pool *pool);
+/* A free segment retired by a shrink whose unmap the OS refused: back in
+ * the pool (pagemap.c's reclaim). Caller holds no lock. */
+void kp__primary_relink(kp_pool *pool, kp__seg *s);
 size_t kp__primary_headroom(kp_pool *pool);
 
 /* ---- backup.c ------------------------------------------------------------ */
@@ -535,7 +611,6 @@ uint64_t kp__pool_now(kp_pool *pool);
 /* ---- pool.c -------------------------------------------------------------- */
 struct kp_pool {
 	uint64_t id;
-	uint64_t magic;    /* KP_POOL_MAGIC ^ the pool's address while it lives */
 	kp_pool *reg_next; /* the registry of live pools */
 	uint64_t secret;
 	kp__conf conf;
@@ -544,6 +619,7 @@ struct kp_pool {
 	pthread_mutex_t lock; /* segments, units, capacity, tcache list */
 	kp__seg *segs, *huge;
 	kp__seg *huge_cache; /* freed huge mappings kept for reuse (primary.c) */
+	_Atomic(kp__seg *) limbo; /* released, unmapped after a grace period (pagemap.c) */
 	unsigned huge_ncached;
 	_Atomic size_t huge_cached_bytes;
 	size_t capacity;      /* bytes of normal segments */
@@ -590,20 +666,6 @@ struct kp_pool {
  * Caller holds pool->lock. */
 void kp__backup_mode_update(kp_pool *pool, bool primary_failed);
 void kp__account_out(kp_pool *pool, size_t bytes, bool out);
-/* A pool pointer that is not a live pool is bad input (kpool.h says which
- * calls check what). kp__pool_ok: the magic word, keyed by the address (a
- * pool's bytes copied elsewhere do not pass), one load; for calls that must
- * not read memory that is no pool. kp__pool_live: the registry, which never
- * reads the pointer, so a destroyed (unmapped) pool is refused too; for the
- * lifecycle and observation calls. Both set kp_last_error (and errno EINVAL)
- * on refusal, through kp__not_a_pool. */
-#define KP_POOL_MAGIC 0x6b706f6f6c2d6f6bull /* "kpool-ok" */
-static inline bool kp__pool_ok(const kp_pool *pool)
-{
-	return pool && pool->magic == (KP_POOL_MAGIC ^ (uintptr_t)pool);
-}
-void kp__not_a_pool(const void *pool, const char *fn);
-bool kp__pool_live(const kp_pool *pool, const char *fn);
 /* The registry of live pools (for thread exit and fork). */
 void kp__registry_lock(void);
 void kp__registry_unlock(void);
@@ -625,9 +687,12 @@ int kp__stats_json(kp_pool *pool, char *buf, size_t len);
 
 static inline bool kp__plausible(kp_pool *pool, const void *h)
 {
+	unsigned g = kp__grace_enter(); /* the segment's header is read */
 	kp__seg *s = kp__pagemap_get(h);
 	uintptr_t off = (uintptr_t)h - (uintptr_t)s;
-	return s && s->pool == pool && s->kind == KP_SEG_NORMAL && !(off & (KP_HDR - 1)) && off >= KP_UNIT_SIZE;
+	bool ok = s && s->pool == pool && s->kind == KP_SEG_NORMAL && !(off & (KP_HDR - 1)) && off >= KP_UNIT_SIZE;
+	kp__grace_exit(g);
+	return ok;
 }
 
 #endif /* KP_INTERNAL_H */

@@ -11,10 +11,13 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/membarrier.h>
+#include <sched.h>
 #include <stdio.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/random.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -269,4 +272,29 @@ void kp__os_close(kp__oscount *c, int fd)
 {
 	count(c, KP_OS_OTHER);
 	close(fd);
+}
+
+/* ---- membarrier: the releasing side of a grace period (pagemap.c) -------- */
+/* Register for MEMBARRIER_CMD_PRIVATE_EXPEDITED (Linux 4.14). 0, or -errno
+ * (ENOSYS, EINVAL, or a sandbox's EPERM): the readers then fence themselves. */
+int kp__os_membarrier_register(kp__oscount *c)
+{
+	count(c, KP_OS_OTHER);
+	return syscall(__NR_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0 ? 0 : -errno;
+}
+
+/* Every running thread of the process executes a full memory barrier before
+ * this returns (an IPI to the CPUs running them; a thread not running has
+ * passed one in the context switch). Not subject to fault injection: it
+ * takes no memory, and a grace period cannot end without it. 0 or -errno. */
+int kp__os_membarrier(kp__oscount *c)
+{
+	count(c, KP_OS_OTHER);
+	return syscall(__NR_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0 ? 0 : -errno;
+}
+
+void kp__os_yield(kp__oscount *c)
+{
+	count(c, KP_OS_OTHER);
+	sched_yield();
 }

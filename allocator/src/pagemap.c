@@ -7,6 +7,12 @@
  * never faults, whatever the pointer: that is what lets kp_free reject a
  * pointer the pool never gave out before it reads a single byte near it.
  * Leaves are never unmapped: a stale reader always finds valid memory.
+ *
+ * What an entry points to must stay mapped as long as a thread that read the
+ * entry may read it: a grace period (the second half of this file). Before,
+ * a release cleared the entry and unmapped at once, and a kp_free of a stale
+ * pointer that had found the segment a moment earlier read its header after
+ * the unmap (SIGSEGV, issue 12).
  */
 #include "internal.h"
 
@@ -17,9 +23,12 @@ typedef kp__leaf leaf;
 _Atomic(kp__leaf *) kp__pagemap_root[1u << KP_ROOT_BITS];
 #define root kp__pagemap_root
 static pthread_mutex_t grow_lock = PTHREAD_MUTEX_INITIALIZER;
+static void barrier_init(kp__oscount *c);
 
 int kp__pagemap_set(kp__oscount *c, void *base, size_t size, kp__seg *s)
 {
+	if (s)
+		barrier_init(c);
 	uintptr_t first = (uintptr_t)base >> KP_SEG_SHIFT;
 	uintptr_t last = ((uintptr_t)base + size - 1) >> KP_SEG_SHIFT;
 	if (last >> (ROOT_BITS + LEAF_BITS))
@@ -43,6 +52,8 @@ int kp__pagemap_set(kp__oscount *c, void *base, size_t size, kp__seg *s)
 	return 0;
 }
 
+static void grace_fork(int phase);
+
 void kp__pagemap_fork(int phase)
 {
 	if (phase == 0)
@@ -51,4 +62,230 @@ void kp__pagemap_fork(int phase)
 		pthread_mutex_unlock(&grow_lock);
 	else
 		pthread_mutex_init(&grow_lock, NULL);
+	grace_fork(phase);
+}
+
+/* ---- grace periods ----------------------------------------------------------
+ *
+ * Epochs, as in user-space RCU with asymmetric fences (liburcu's "memb"
+ * flavour). A reader stores the global epoch in a record of its own when it
+ * enters its section and 0 when it leaves (kp__grace_enter/exit, internal.h).
+ * A release clears the pagemap entries, then retires the range with the
+ * epoch e it advances past (fetch-and-add: readers entering later read e + 1
+ * or more, and their lookups, ordered after that read, find the entry
+ * cleared). A reclaim issues membarrier(2), so that every reader's record
+ * store is visible and every lookup after it sees the cleared entries, then
+ * unmaps each range whose e is below every epoch still held: the readers
+ * holding e or less may have found it; none other can have.
+ *
+ * Records: a static table (no system call to get one), claimed on a
+ * thread's first section and given back by a thread-exit destructor. A
+ * thread that finds none free, or calls in after its destructor ran, counts
+ * itself in the shared counter instead (an atomic add, which is a full
+ * barrier): while it is non-zero, nothing is reclaimed. */
+
+/* 1024 threads inside libkpool at once before the shared counter is used;
+ * 64 KiB of .bss. */
+#define GRACE_RECS 1024
+static kp__grace_rec recs[GRACE_RECS];
+static _Atomic unsigned recs_used; /* high-water mark: a reclaim scans this many */
+static _Atomic uint64_t shared_readers;
+static pthread_mutex_t recs_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_key_t recs_key;
+static pthread_once_t recs_once = PTHREAD_ONCE_INIT;
+static _Atomic int barrier_ready; /* membarrier registered (or given up: kp__grace_fence) */
+
+__thread kp__grace_tls kp__grace_self __attribute__((tls_model("initial-exec")));
+_Atomic uint64_t kp__grace_epoch = 1;
+_Atomic int kp__grace_fence = 1; /* until membarrier is known to work */
+
+static void rec_release(void *arg)
+{
+	kp__grace_rec *r = arg;
+	atomic_store_explicit(&r->epoch, 0, memory_order_release);
+	atomic_store_explicit(&r->owned, 0, memory_order_release);
+	kp__grace_self.rec = NULL;
+	kp__grace_self.exited = true;
+}
+
+static void recs_key_init(void)
+{
+	pthread_key_create(&recs_key, rec_release);
+}
+
+unsigned kp__grace_enter_slow(void)
+{
+	kp__grace_rec *r = NULL;
+	if (!kp__grace_self.exited) {
+		pthread_once(&recs_once, recs_key_init);
+		pthread_mutex_lock(&recs_lock);
+		for (unsigned i = 0; i < GRACE_RECS && !r; i++)
+			if (!atomic_load_explicit(&recs[i].owned, memory_order_relaxed)) {
+				r = &recs[i];
+				atomic_store(&r->owned, 1);
+				if (i >= atomic_load(&recs_used))
+					atomic_store(&recs_used, i + 1);
+			}
+		pthread_mutex_unlock(&recs_lock);
+		if (r && pthread_setspecific(recs_key, r) != 0) {
+			atomic_store(&r->owned, 0);
+			r = NULL;
+		}
+	}
+	if (r) {
+		kp__grace_self.rec = r;
+		return kp__grace_enter();
+	}
+	atomic_fetch_add(&shared_readers, 1); /* seq_cst: a full barrier */
+	return KP_GRACE_SHARED;
+}
+
+void kp__grace_exit_slow(unsigned token)
+{
+	if (token == KP_GRACE_SHARED) {
+		atomic_fetch_sub(&shared_readers, 1);
+	} else {
+		atomic_signal_fence(memory_order_seq_cst);
+		atomic_store_explicit(&kp__grace_self.rec->epoch, 0, memory_order_release);
+	}
+	kp_pool *pool = kp__grace_self.pending;
+	if (pool) {
+		kp__grace_self.pending = NULL;
+		kp__grace_reclaim(pool);
+	}
+}
+
+/* Once, before the first entry goes into the pagemap (no reader can have
+ * found anything before): membarrier if the kernel has it, else readers
+ * fence. */
+static void barrier_init(kp__oscount *c)
+{
+	if (atomic_load_explicit(&barrier_ready, memory_order_acquire))
+		return;
+	pthread_mutex_lock(&grow_lock);
+	if (!atomic_load(&barrier_ready)) {
+		if (kp__os_membarrier_register(c) == 0)
+			atomic_store(&kp__grace_fence, 0);
+		atomic_store(&barrier_ready, 1);
+	}
+	pthread_mutex_unlock(&grow_lock);
+}
+
+/* Make every reader's entry visible and every later lookup see the cleared
+ * entries. false: no barrier could be had (then nothing is reclaimed). */
+static bool barrier(kp__oscount *c)
+{
+	if (atomic_load(&kp__grace_fence)) {
+		atomic_fetch_add(&kp__grace_epoch, 0); /* a full barrier; readers make one too */
+		return true;
+	}
+	return kp__os_membarrier(c) == 0;
+}
+
+/* The lowest epoch a reader holds (UINT64_MAX: none); 0 while a shared
+ * reader is inside. */
+static uint64_t oldest_reader(void)
+{
+	if (atomic_load(&shared_readers))
+		return 0;
+	uint64_t min = UINT64_MAX;
+	unsigned n = atomic_load(&recs_used);
+	for (unsigned i = 0; i < n; i++) {
+		uint64_t e = atomic_load_explicit(&recs[i].epoch, memory_order_acquire);
+		if (e && e < min)
+			min = e;
+	}
+	return min;
+}
+
+void kp__grace_retire(kp_pool *pool, kp__seg *s, size_t size)
+{
+	s->retired = size;
+	s->empty_since_ns = atomic_fetch_add(&kp__grace_epoch, 1); /* seq_cst, after the pagemap stores */
+	pthread_mutex_lock(&pool->lock);
+	s->next = atomic_load_explicit(&pool->limbo, memory_order_relaxed);
+	atomic_store_explicit(&pool->limbo, s, memory_order_release);
+	pthread_mutex_unlock(&pool->lock);
+}
+
+/* Unmap one retired range; a free segment the OS keeps goes back in the pool. */
+static int grace_unmap(kp_pool *pool, kp__seg *s)
+{
+	size_t size = s->retired;
+	bool normal = s->kind == KP_SEG_NORMAL && size == KP_SEG_SIZE;
+	if (kp__os_unmap(&pool->os, s, size) == 0)
+		return 1;
+	if (!normal)
+		return 0; /* a huge block's header pages: left mapped, as before */
+	kp__event(pool, KP_EV_OS_FAIL, KP_POOL_PRIMARY, s, KP_SEG_SIZE,
+		  "munmap of a free segment refused: kept in the pool");
+	kp__primary_relink(pool, s);
+	return 0;
+}
+
+int kp__grace_reclaim(kp_pool *pool)
+{
+	if (!atomic_load_explicit(&pool->limbo, memory_order_acquire))
+		return 0;
+	kp__grace_rec *self = kp__grace_self.rec;
+	if (self && atomic_load_explicit(&self->epoch, memory_order_relaxed)) {
+		kp__grace_self.pending = pool; /* inside a section: when it ends */
+		return 0;
+	}
+	pthread_mutex_lock(&pool->lock);
+	kp__seg *list = atomic_exchange(&pool->limbo, NULL);
+	pthread_mutex_unlock(&pool->lock);
+	uint64_t oldest = barrier(&pool->os) ? oldest_reader() : 0;
+	kp__seg *keep = NULL;
+	int n = 0;
+	for (kp__seg *s = list, *next; s; s = next) {
+		next = s->next;
+		if (s->empty_since_ns < oldest) {
+			n += grace_unmap(pool, s);
+		} else {
+			s->next = keep;
+			keep = s;
+		}
+	}
+	if (keep) {
+		pthread_mutex_lock(&pool->lock);
+		kp__seg *tail = keep;
+		while (tail->next)
+			tail = tail->next;
+		tail->next = atomic_load_explicit(&pool->limbo, memory_order_relaxed);
+		atomic_store_explicit(&pool->limbo, keep, memory_order_release);
+		pthread_mutex_unlock(&pool->lock);
+	}
+	return n;
+}
+
+void kp__grace_drain(kp_pool *pool)
+{
+	while (atomic_load(&pool->limbo)) {
+		kp__grace_reclaim(pool);
+		if (atomic_load(&pool->limbo))
+			kp__os_yield(&pool->os); /* a reader is inside: sections are short */
+	}
+}
+
+static void grace_fork(int phase)
+{
+	if (phase == 0) {
+		pthread_mutex_lock(&recs_lock);
+		return;
+	}
+	if (phase == 1) {
+		pthread_mutex_unlock(&recs_lock);
+		return;
+	}
+	/* The child has one thread: the others' records (and any section they
+	 * were in) are gone. */
+	pthread_mutex_init(&recs_lock, NULL);
+	atomic_store(&shared_readers, 0);
+	unsigned n = atomic_load(&recs_used);
+	for (unsigned i = 0; i < n; i++)
+		if (&recs[i] != kp__grace_self.rec) {
+			atomic_store(&recs[i].epoch, 0);
+			atomic_store(&recs[i].owned, 0);
+		}
 }

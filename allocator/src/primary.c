@@ -493,18 +493,27 @@ static kp__seg *huge_cache_detach(kp_pool *pool)
 	return list;
 }
 
+/* Give a huge mapping back (its header and slack unpoisoned; no lock held).
+ * A lookup reads nothing of a huge block but its first two pages (the
+ * segment header, the block header at 8 KiB - 16): those wait out a grace
+ * period (pagemap.c); the payload goes at once. */
+static void huge_release(kp_pool *pool, kp__seg *s, size_t size)
+{
+	kp__pagemap_set(&pool->os, s, size, NULL);
+	kp__os_unmap_clean(&pool->os, (char *)s + 2 * KP_PAGE, size - 2 * KP_PAGE);
+	kp__grace_retire(pool, s, 2 * KP_PAGE);
+}
+
 /* Unmap detached kept mappings (no lock held). */
 static int huge_cache_release(kp_pool *pool, kp__seg *list)
 {
 	int n = 0;
 	for (kp__seg *c = list, *next; c; c = next, n++) {
 		next = c->next;
-		size_t size = c->size;
 		char *h = (char *)c + 2 * KP_PAGE - KP_HDR;
 		KP_UNPOISON(h, KP_HDR);
 		KP_UNPOISON(h + KP_HDR, huge_poisoned(c));
-		kp__pagemap_set(&pool->os, c, size, NULL);
-		kp__os_unmap_clean(&pool->os, c, size);
+		huge_release(pool, c, c->size);
 	}
 	return n;
 }
@@ -557,6 +566,7 @@ void *kp__huge_alloc(kp_pool *pool, size_t need, size_t align)
 	(void)align; /* the payload is page-aligned, the largest alignment served */
 	size_t size = (need + 2 * KP_PAGE + KP_PAGE - 1) & ~(size_t)(KP_PAGE - 1);
 	kp__seg *evict = NULL;
+	kp__grace_reclaim(pool); /* before mapping: what waited out its grace period */
 	pthread_mutex_lock(&pool->lock);
 	kp__seg *s = huge_cache_take(pool, size);
 	size_t used = pool->capacity + atomic_load(&pool->huge_bytes);
@@ -634,8 +644,7 @@ void kp__huge_free(kp_pool *pool, kp__seg *s, size_t open)
 		KP_UNPOISON(h + KP_HDR, huge_poisoned(s));
 	}
 	KP_UNPOISON(h, KP_HDR);
-	kp__pagemap_set(&pool->os, s, size, NULL);
-	kp__os_unmap_clean(&pool->os, s, size);
+	huge_release(pool, s, size);
 }
 
 /* Caller holds pool->lock: the smallest kept mapping of at least size
@@ -714,7 +723,11 @@ kp__seg *kp__huge_resize(kp_pool *pool, kp__seg *s, size_t need, size_t open)
 		kp__pagemap_set(&pool->os, s, old, NULL);
 	else if (old > keep)
 		kp__pagemap_set(&pool->os, (char *)s + keep, old - keep, NULL);
-	int rc = kp__os_remap(&pool->os, s, old, size, n == s ? NULL : n);
+	/* Only the payload moves (from 8 KiB on): the first two pages, all a
+	 * lookup of the old address reads, stay where they are until a grace
+	 * period has passed, and are copied to the new place. */
+	int rc = kp__os_remap(&pool->os, (char *)s + 2 * KP_PAGE, old - 2 * KP_PAGE, size - 2 * KP_PAGE,
+			      n == s ? NULL : (char *)n + 2 * KP_PAGE);
 	if (rc != 0) {
 		KP_POISON(h, KP_HDR);
 		if (open < old - 2 * KP_PAGE)
@@ -724,12 +737,15 @@ kp__seg *kp__huge_resize(kp_pool *pool, kp__seg *s, size_t need, size_t open)
 			pthread_mutex_lock(&pool->lock);
 			huge_link(pool, s);
 			pthread_mutex_unlock(&pool->lock);
-			kp__pagemap_set(&pool->os, n, size, NULL);
-			kp__os_unmap_clean(&pool->os, n, size);
+			huge_release(pool, n, size);
 		}
 		kp__event(pool, KP_EV_OS_FAIL, KP_POOL_PRIMARY, NULL, size, "mremap of %zu bytes refused (%d)", size,
 			  -rc);
 		return NULL;
+	}
+	if (n != s) {
+		memcpy(n, s, 2 * KP_PAGE); /* the segment and block headers */
+		kp__grace_retire(pool, s, 2 * KP_PAGE);
 	}
 	pthread_mutex_lock(&pool->lock);
 	n->size = size;
@@ -766,6 +782,8 @@ static void seg_link(kp_pool *pool, kp__seg *s)
 
 int kp__primary_grow(kp_pool *pool, bool populate)
 {
+	if (kp__os_caller == KP_CALLER_ALLOC)
+		kp__grace_reclaim(pool); /* before mapping (the daemon reclaims after each pass) */
 	pthread_mutex_lock(&pool->lock);
 	size_t used = pool->capacity + KP_SEG_SIZE + atomic_load(&pool->huge_bytes);
 	bool room = used + atomic_load(&pool->huge_cached_bytes) <= pool->conf.primary_max;
@@ -866,46 +884,51 @@ int kp__primary_shrink(kp_pool *pool, size_t keep)
 	headroom_publish(pool);
 	size_t cap = pool->capacity;
 	pthread_mutex_unlock(&pool->lock);
+	/* Out of the pagemap now, unmapped after a grace period (a lookup that
+	 * found the segment a moment ago may still read its header): the pass
+	 * reclaims at its end (kp__grace_reclaim), which puts a segment whose
+	 * unmap the OS refuses back in the pool (kp__primary_relink). */
 	while (gone) {
 		kp__seg *next = gone->next;
 		kp__pagemap_set(&pool->os, gone, KP_SEG_SIZE, NULL);
-		if (kp__os_unmap(&pool->os, gone, KP_SEG_SIZE) != 0) {
-			/* The OS kept it (or a fault was injected): the segment is
-			 * still ours and still free, so it goes back in the pool. */
-			kp__event(pool, KP_EV_OS_FAIL, KP_POOL_PRIMARY, gone, KP_SEG_SIZE,
-				  "munmap of a free segment refused: kept in the pool");
-			kp__pagemap_set(&pool->os, gone, KP_SEG_SIZE, gone);
-			pthread_mutex_lock(&pool->lock);
-			pool->capacity += KP_SEG_SIZE;
-			seg_link(pool, gone);
-			pthread_mutex_unlock(&pool->lock);
-			gone = next;
-			n--;
-			continue;
-		}
 		kp__event(pool, KP_EV_SHRINK, KP_POOL_PRIMARY, gone, KP_SEG_SIZE, "released %zu bytes, capacity %zu",
 			  (size_t)KP_SEG_SIZE, cap);
 		atomic_fetch_add(&pool->shrinks, 1);
+		kp__grace_retire(pool, gone, KP_SEG_SIZE);
 		gone = next;
 	}
 	return n;
 }
 
+void kp__primary_relink(kp_pool *pool, kp__seg *s)
+{
+	s->empty_since_ns = kp__pool_now(pool);
+	kp__pagemap_set(&pool->os, s, KP_SEG_SIZE, s);
+	pthread_mutex_lock(&pool->lock);
+	pool->capacity += KP_SEG_SIZE;
+	seg_link(pool, s);
+	pthread_mutex_unlock(&pool->lock);
+}
+
+/* kp_destroy: another pool's kp_free of a foreign pointer may still be
+ * reading a header here, so this pool's memory too waits for its readers. */
 void kp__primary_release_all(kp_pool *pool)
 {
 	kp__huge_cache_trim(pool, true);
 	for (kp__seg *s = pool->segs, *next; s; s = next) {
 		next = s->next;
 		kp__pagemap_set(&pool->os, s, KP_SEG_SIZE, NULL);
-		kp__os_unmap(&pool->os, s, KP_SEG_SIZE);
+		kp__grace_retire(pool, s, KP_SEG_SIZE);
 	}
 	for (kp__seg *s = pool->huge, *next; s; s = next) {
 		next = s->next;
 		size_t size = s->size;
 		kp__pagemap_set(&pool->os, s, size, NULL);
-		kp__os_unmap(&pool->os, s, size);
+		s->kind = KP_SEG_HUGE;
+		kp__grace_retire(pool, s, size);
 	}
 	pool->segs = pool->huge = NULL;
+	kp__grace_drain(pool);
 }
 
 size_t kp__primary_headroom(kp_pool *pool)
