@@ -1,5 +1,5 @@
-"""Hatchling build hook: compile libkpool (release) and the op driver, and ship them as
-harness/_lib/libkpool.so and harness/_lib/kpdrive.
+"""Hatchling build hook: compile libkpool (release), the op driver and the preload library, and ship
+them as harness/_lib/libkpool.so, harness/_lib/kpdrive and harness/_lib/libkpool-preload.so.
 
 The wheel carries a native library loaded by ctypes, so it is tagged for the platform but not for a
 Python ABI (py3-none-<platform>). Editable installs load the package from the source tree, so the
@@ -23,6 +23,7 @@ from hatchling.builders.hooks.plugin.interface import BuildHookInterface
 
 LIB_IN_PACKAGE = "harness/_lib/libkpool.so"
 DRIVER_IN_PACKAGE = "harness/_lib/kpdrive"
+PRELOAD_IN_PACKAGE = "harness/_lib/libkpool-preload.so"
 # Package data of a wheel: what a variant's build, the fuzzers and the campaign read.
 SHIPPED = "harness/_src"
 SHIPPED_TREES = ("allocator", "corpora", "workloads")
@@ -37,7 +38,12 @@ class CustomBuildHook(BuildHookInterface):  # type: ignore[type-arg]
         built = self._make()
         build_data["pure_python"] = False
         build_data["tag"] = "py3-none-" + sysconfig.get_platform().replace("-", "_").replace(".", "_")
-        for src, name in ((built, LIB_IN_PACKAGE), (built.parent / "kpdrive", DRIVER_IN_PACKAGE)):
+        shipped_binaries = (
+            (built, LIB_IN_PACKAGE),
+            (built.parent / "kpdrive", DRIVER_IN_PACKAGE),
+            (built.parent / "libkpool-preload.so", PRELOAD_IN_PACKAGE),
+        )
+        for src, name in shipped_binaries:
             if version == "editable":
                 dest = Path(self.root, name)
                 dest.parent.mkdir(parents=True, exist_ok=True)
@@ -61,7 +67,7 @@ class CustomBuildHook(BuildHookInterface):  # type: ignore[type-arg]
         allocator = Path(self.root, "allocator")
         if shutil.which("make") is None:
             sys.exit("kpool: building libkpool needs make and a C compiler (Debian: build-essential)")
-        cmd = ["make", "-C", str(allocator), "VARIANT=release", "lib", "driver"]
+        cmd = ["make", "-C", str(allocator), "VARIANT=release", "lib", "driver", "preload"]
         if subprocess.run(cmd, check=False).returncode != 0:
             sys.exit(f"kpool: `{' '.join(cmd)}` failed; see the compiler output above")
         return allocator / "build" / "release" / "libkpool.so"

@@ -22,6 +22,11 @@ NEEDS_CLANG = frozenset({"fuzz", "coverage"})
 
 PACKAGE_DIR = paths.PACKAGE_DIR
 PACKAGED_LIB = paths.PACKAGED_LIB_DIR / "libkpool.so"
+# The preload library (allocator/preload/): malloc for any program, built by `make preload`.
+PRELOAD_NAME = "libkpool-preload.so"
+PACKAGED_PRELOAD = paths.PACKAGED_LIB_DIR / PRELOAD_NAME
+# A sanitizer or fuzz build brings a malloc of its own: the preload exists in these two.
+PRELOAD_VARIANTS = ("release", "debug")
 
 
 def variant_path(variant: str, plant: int = 0) -> Path:
@@ -83,3 +88,25 @@ def run_make(cmd: list[str]) -> None:
     if proc.returncode != 0:
         tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-20:])
         raise BuildError(f"`{' '.join(cmd)}` failed (exit {proc.returncode})", tail)
+
+
+def preload_library(variant: str = "release") -> Path:
+    """libkpool-preload.so of a variant (release or debug), for LD_PRELOAD.
+
+    In a source checkout it is (re)built with `make preload` (a no-op when it is up to date), so a
+    change to allocator/ is never shadowed by an old copy. An installed wheel uses the release copy it
+    ships (harness/_lib/), and builds a debug one into its cache folder. BuildError when the variant
+    has no preload library or the build fails."""
+    if variant not in PRELOAD_VARIANTS:
+        raise BuildError(
+            f"the preload library is built in the {' or '.join(PRELOAD_VARIANTS)} variant, not {variant!r}"
+            " (a sanitizer variant brings a malloc of its own)"
+        )
+    if paths.checkout() is None and variant == "release" and PACKAGED_PRELOAD.is_file():
+        return PACKAGED_PRELOAD
+    built = paths.build_dir(variant) / PRELOAD_NAME
+    cmd = make_command(variant, "preload")
+    if not built.is_file():
+        output.progress(f"building {PRELOAD_NAME} ({variant})")
+    run_make(cmd)
+    return built

@@ -1,7 +1,9 @@
 """The allocators kpool is measured against, and where their libraries are.
 
 A peer is the process's malloc with a Debian library loaded by LD_PRELOAD; kpool itself is driven
-through its own API. Shared by `kpool bench` and `kpool stress --allocator`.
+through its own API, and, as "kpool-preload", through malloc with its preload library
+(libkpool-preload.so, harness.build.preload_library), on the same path as the peers. Shared by
+`kpool bench`, `kpool stress --allocator` and `kpool run --allocator`.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ class Allocator:
 
 ALLOCATORS = (
     Allocator("kpool", "kpool"),
+    Allocator("kpool-preload", "malloc", "libkpool-preload.so"),  # kpool's own: built, not installed
     Allocator("glibc", "malloc"),
     Allocator("jemalloc", "malloc", "libjemalloc.so.2", "libjemalloc2"),
     Allocator("mimalloc", "malloc", "libmimalloc.so.2", "libmimalloc2.0"),
@@ -46,7 +49,18 @@ def by_name(name: str) -> Allocator:
 
 
 def find_library(soname: str) -> Path | None:
-    """The path of a shared library: the linker cache first, then the usual Debian directories."""
+    """The path of a shared library: the linker cache first, then the usual Debian directories.
+
+    kpool's own preload library is built (or found in the package) instead: None when it cannot be."""
+    if soname == "libkpool-preload.so":
+        from harness import build
+        from harness.errors import BuildError
+
+        try:
+            return build.preload_library()
+        except BuildError as exc:
+            output.warn(f"the kpool preload library is not available: {exc}")
+            return None
     ldconfig = shutil.which("ldconfig") or ("/sbin/ldconfig" if Path("/sbin/ldconfig").exists() else None)
     if ldconfig:
         proc = subprocess.run([ldconfig, "-p"], capture_output=True, text=True, check=False)

@@ -270,8 +270,8 @@ static bool fresh_mapping(const void *p)
  * needs no stack frame. */
 static __attribute__((noinline)) void *alloc_slow(kp_pool *pool, size_t size, unsigned flags)
 {
-	if (KP_UNLIKELY(!pool)) {
-		errno = EINVAL;
+	if (KP_UNLIKELY(!kp__pool_ok(pool))) {
+		kp__not_a_pool(pool, "kp_alloc");
 		return NULL;
 	}
 	void *p = NULL;
@@ -292,8 +292,11 @@ KP_EXPORT void *kp_alloc(kp_pool *pool, size_t size, unsigned flags)
 	/* The fast path: a small ordinary request, this thread's cache for the
 	 * pool in the first slot, a block in the bin, and (checks on) the block
 	 * and its link verified. Anything else goes to alloc_slow. */
-	if (KP_LIKELY(pool && size <= KP_SMALL_MAX - KP_HDR - KP_CANARY && !flags && !pool->conf.poison &&
-		      kp__tls_state.id[0] == pool->id)) {
+	/* The slot's id first: a pointer that is no pool (id 0 matches only an
+	 * empty slot) goes to alloc_slow, which refuses it, before a field of it
+	 * is read as a flag. */
+	if (KP_LIKELY(pool && kp__tls_state.id[0] == pool->id && pool->id &&
+		      size <= KP_SMALL_MAX - KP_HDR - KP_CANARY && !flags && !pool->conf.poison)) {
 		unsigned cls = kp__class_of(size + KP_HDR + pool->canary);
 		kp__bin *b = &kp__tls_state.tc[0]->bin[cls];
 		char *h = b->head;
@@ -320,8 +323,8 @@ KP_EXPORT void *kp_alloc(kp_pool *pool, size_t size, unsigned flags)
 
 KP_EXPORT void *kp_alloc_aligned(kp_pool *pool, size_t size, size_t align, unsigned flags)
 {
-	if (KP_UNLIKELY(!pool)) {
-		errno = EINVAL;
+	if (KP_UNLIKELY(!kp__pool_ok(pool))) {
+		kp__not_a_pool(pool, "kp_alloc_aligned");
 		return NULL;
 	}
 	if (align == 0 || (align & (align - 1)) || align > KP_ALIGN_MAX)
@@ -528,7 +531,7 @@ static ALWAYS_INLINE int free_inner(kp_pool *pool, void *p)
 	/* The fast path: a live small block of this pool into this thread's bin
 	 * with room, canary intact. The pagemap vouches for the address before
 	 * its header is read. Anything else goes to free_slow. */
-	if (KP_LIKELY(pool && p && !pool->conf.poison && kp__tls_state.id[0] == pool->id)) {
+	if (KP_LIKELY(pool && p && kp__tls_state.id[0] == pool->id && !pool->conf.poison)) {
 		kp__seg *s = kp__pagemap_get(p);
 		uintptr_t off = (uintptr_t)p - (uintptr_t)s;
 		if (KP_LIKELY(s && s->pool == pool && s->kind == KP_SEG_NORMAL && !(off & (KP_HDR - 1)) &&
@@ -558,8 +561,10 @@ static __attribute__((noinline)) int free_slow(kp_pool *pool, void *p)
 {
 	if (!p)
 		return 0;
-	if (!pool)
+	if (!kp__pool_ok(pool)) {
+		kp__not_a_pool(pool, "kp_free");
 		return KP_EINVAL;
+	}
 	if (kp__backup_owns(&pool->backup, p)) {
 		int rc = kp__backup_free(pool, p);
 		if (rc == 0 || rc == KP_EOVERFLOW) { /* an overflow is reported, and the block freed all the same */
@@ -600,7 +605,11 @@ static size_t block_usable(kp_pool *pool, const void *p, bool *ok)
 static size_t usable_inner(kp_pool *pool, const void *p)
 {
 	bool ok;
-	return pool && p ? block_usable(pool, p, &ok) : 0;
+	if (p && !kp__pool_ok(pool)) {
+		kp__not_a_pool(pool, "kp_usable_size");
+		return 0;
+	}
+	return p ? block_usable(pool, p, &ok) : 0;
 }
 
 /* Resize in place when the block's capacity fits: shrinking by less than
@@ -725,8 +734,8 @@ static void *realloc_inner(kp_pool *pool, void *p, size_t size, unsigned flags)
 {
 	if (!p)
 		return kp_alloc(pool, size, flags);
-	if (!pool) {
-		errno = EINVAL;
+	if (!kp__pool_ok(pool)) {
+		kp__not_a_pool(pool, "kp_realloc");
 		return NULL;
 	}
 	if (size == 0) {

@@ -208,7 +208,7 @@ void kp__event(kp_pool *pool, unsigned kind, unsigned which, const void *addr, s
 
 KP_EXPORT size_t kp_events_drain(kp_pool *pool, kp_event *out, size_t max)
 {
-	if (!pool || (!out && max))
+	if (!kp__pool_live(pool, "kp_events_drain") || (!out && max))
 		return 0;
 	kp__ring *r = &pool->ring;
 	uint64_t tail = atomic_load_explicit(&r->tail, memory_order_relaxed);

@@ -611,6 +611,7 @@ uint64_t kp__pool_now(kp_pool *pool);
 /* ---- pool.c -------------------------------------------------------------- */
 struct kp_pool {
 	uint64_t id;
+	uint64_t magic;    /* KP_POOL_MAGIC ^ the pool's address while it lives */
 	kp_pool *reg_next; /* the registry of live pools */
 	uint64_t secret;
 	kp__conf conf;
@@ -666,6 +667,20 @@ struct kp_pool {
  * Caller holds pool->lock. */
 void kp__backup_mode_update(kp_pool *pool, bool primary_failed);
 void kp__account_out(kp_pool *pool, size_t bytes, bool out);
+/* A pool pointer that is not a live pool is bad input (kpool.h says which
+ * calls check what). kp__pool_ok: the magic word, keyed by the address (a
+ * pool's bytes copied elsewhere do not pass), one load; for calls that must
+ * not read memory that is no pool. kp__pool_live: the registry, which never
+ * reads the pointer, so a destroyed (unmapped) pool is refused too; for the
+ * lifecycle and observation calls. Both set kp_last_error (and errno EINVAL)
+ * on refusal, through kp__not_a_pool. */
+#define KP_POOL_MAGIC 0x6b706f6f6c2d6f6bull /* "kpool-ok" */
+static inline bool kp__pool_ok(const kp_pool *pool)
+{
+	return pool && pool->magic == (KP_POOL_MAGIC ^ (uintptr_t)pool);
+}
+void kp__not_a_pool(const void *pool, const char *fn);
+bool kp__pool_live(const kp_pool *pool, const char *fn);
 /* The registry of live pools (for thread exit and fork). */
 void kp__registry_lock(void);
 void kp__registry_unlock(void);

@@ -31,6 +31,25 @@ kp_pool *kp__registry_find(uint64_t id)
 	return NULL;
 }
 
+void kp__not_a_pool(const void *pool, const char *fn)
+{
+	kp__set_error_path("%s: %p is not a live pool (not made by kp_create, or destroyed)", fn, pool);
+	errno = EINVAL;
+}
+
+/* Compares addresses only: never reads *pool. */
+bool kp__pool_live(const kp_pool *pool, const char *fn)
+{
+	pthread_mutex_lock(&reg_lock);
+	const kp_pool *p = reg_head;
+	while (p && p != pool)
+		p = p->reg_next;
+	pthread_mutex_unlock(&reg_lock);
+	if (!p)
+		kp__not_a_pool(pool, fn);
+	return p != NULL;
+}
+
 /* ---- fork -------------------------------------------------------------- */
 /* Every lock is taken before fork (in the documented order: class locks,
  * pool lock, backup lock, then the daemon mutex, a leaf that the allocation
@@ -95,6 +114,9 @@ static void once_init(void)
 
 /* ---- lifecycle --------------------------------------------------------- */
 
+static int fault_inject(kp_pool *pool, const char *spec);
+static void pool_teardown(kp_pool *pool);
+
 KP_EXPORT kp_pool *kp_create(const char *conf)
 {
 	static pthread_once_t once = PTHREAD_ONCE_INIT;
@@ -113,13 +135,14 @@ KP_EXPORT kp_pool *kp_create(const char *conf)
 		return NULL;
 	}
 	atomic_store(&pool->os.n[KP_CALLER_SETUP][KP_OS_MMAP], 1);
+	pool->magic = KP_POOL_MAGIC ^ (uintptr_t)pool;
 	pool->self_size = self;
 	pool->conf = c;
 	pool->os.pool = pool;
 	pool->canary = c.checks ? KP_CANARY : 0;
 	if (kp__log_open(pool) < 0) {
 		kp__os_caller = saved;
-		kp_destroy(pool);
+		pool_teardown(pool);
 		errno = EINVAL;
 		return NULL;
 	}
@@ -137,15 +160,15 @@ KP_EXPORT kp_pool *kp_create(const char *conf)
 	if (!ok) {
 		kp__set_error("kp_create: could not map the initial pools (primary_initial %zu, backup %zu)",
 			      c.primary_initial, c.backup);
-		kp_destroy(pool);
+		pool_teardown(pool);
 		kp__os_caller = saved;
 		errno = ENOMEM;
 		return NULL;
 	}
-	if (c.faults[0] && kp_fault_inject(pool, c.faults) < 0) {
+	if (c.faults[0] && fault_inject(pool, c.faults) < 0) {
 		char why[200];
 		snprintf(why, sizeof why, "%s", kp_last_error());
-		kp_destroy(pool);
+		pool_teardown(pool);
 		kp__set_error("conf: option 'faults': %s", why);
 		kp__os_caller = saved;
 		errno = EINVAL;
@@ -165,8 +188,14 @@ KP_EXPORT kp_pool *kp_create(const char *conf)
 
 KP_EXPORT void kp_destroy(kp_pool *pool)
 {
-	if (!pool)
+	if (!pool || !kp__pool_live(pool, "kp_destroy"))
 		return;
+	pool_teardown(pool);
+}
+
+/* kp_destroy's work, also for a pool kp_create gave up on (never registered). */
+static void pool_teardown(kp_pool *pool)
+{
 	kp__daemon_stop(pool);
 	pthread_mutex_lock(&reg_lock);
 	for (kp_pool **pp = &reg_head; *pp; pp = &(*pp)->reg_next)
@@ -187,6 +216,7 @@ KP_EXPORT void kp_destroy(kp_pool *pool)
 	kp__primary_release_all(pool);
 	kp__backup_fini(pool);
 	kp__log_close(pool);
+	pool->magic = 0;
 	kp__os_unmap(NULL, pool, pool->self_size);
 	kp__os_caller = saved;
 }
@@ -233,7 +263,7 @@ void kp__backup_mode_update(kp_pool *pool, bool primary_failed)
 
 KP_EXPORT uint64_t kp_critical_token(kp_pool *pool)
 {
-	if (!pool)
+	if (!kp__pool_live(pool, "kp_critical_token"))
 		return 0;
 	if (atomic_exchange(&pool->token_given, 1)) {
 		kp__event(pool, KP_EV_TOKEN, KP_POOL_BACKUP, NULL, 0, "token asked for again: refused");
@@ -245,8 +275,10 @@ KP_EXPORT uint64_t kp_critical_token(kp_pool *pool)
 
 KP_EXPORT int kp_critical_enter(kp_pool *pool, uint64_t token)
 {
-	if (!pool)
+	if (!kp__pool_ok(pool)) {
+		kp__not_a_pool(pool, "kp_critical_enter");
 		return KP_EINVAL;
+	}
 	/* Compare without an early exit, so timing says nothing of the token. */
 	uint64_t diff = (token ^ pool->token) | (uint64_t)!atomic_load(&pool->token_given);
 	if (diff) {
@@ -264,15 +296,17 @@ KP_EXPORT int kp_critical_enter(kp_pool *pool, uint64_t token)
 
 KP_EXPORT void kp_critical_exit(kp_pool *pool)
 {
-	if (!pool)
+	if (!kp__pool_ok(pool)) {
+		kp__not_a_pool(pool, "kp_critical_exit");
 		return;
+	}
 	if (!kp__scope_exit(pool))
 		kp__event(pool, KP_EV_TOKEN, KP_POOL_BACKUP, NULL, 0, "critical_exit without a scope");
 }
 
 KP_EXPORT int kp_stats_json(kp_pool *pool, char *buf, size_t len)
 {
-	if (!pool || (!buf && len))
+	if (!kp__pool_live(pool, "kp_stats_json") || (!buf && len))
 		return KP_EINVAL;
 	return kp__stats_json(pool, buf, len);
 }
@@ -382,10 +416,19 @@ static int inject_one(kp_pool *pool, const char *item, size_t len)
 
 KP_EXPORT int kp_fault_inject(kp_pool *pool, const char *spec)
 {
-	if (!pool || !spec) {
-		kp__set_error("kp_fault_inject: %s is NULL", pool ? "spec" : "pool");
+	if (!kp__pool_live(pool, "kp_fault_inject"))
+		return KP_EINVAL;
+	if (!spec) {
+		kp__set_error("kp_fault_inject: spec is NULL");
 		return KP_EINVAL;
 	}
+	return fault_inject(pool, spec);
+}
+
+/* kp_fault_inject's work, also for kp_create's faults option (the pool is not
+ * registered yet). */
+static int fault_inject(kp_pool *pool, const char *spec)
+{
 	const char *s = spec;
 	while (*s) {
 		while (*s == ';' || *s == ' ' || *s == '\t')

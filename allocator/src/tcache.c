@@ -273,8 +273,10 @@ void kp__tcache_fini_pool(kp_pool *pool)
 
 KP_EXPORT void kp_thread_flush(kp_pool *pool)
 {
-	if (!pool)
+	if (!kp__pool_ok(pool)) {
+		kp__not_a_pool(pool, "kp_thread_flush");
 		return;
+	}
 	kp__tcache *tc = kp__tcache_get(pool, pool->id);
 	if (!tc)
 		return;

@@ -1,0 +1,280 @@
+"""The preload library, libkpool-preload.so (allocator/preload/): the C allocation API's edge cases against
+glibc's (tests/data/preload/conformance.c), the known traps of a malloc preload (tests/data/preload/traps.c),
+integrity errors, the critical scope's example program, and real programs as smoke checks."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness import build
+
+DATA = Path(__file__).parent / "data" / "preload"
+# The line an integrity error prints (kpool's event-log format, which triage reads).
+ABORT_LINE = re.compile(
+    r"^kpool \d+\.\d{3} (?P<event>\w+) 0x[0-9a-f]+ (?P<size>size class \d+|size \d+|size unknown): "
+    r"(?P<what>[^\n]*) in (?P<call>\w+\(\)); (?P<then>abort|going on)"
+)
+TIMEOUT_S = 120  # the slowest program here (gcc under the preload) takes a few seconds
+
+
+@pytest.fixture(scope="module")
+def preload() -> Path:
+    return build.preload_library()
+
+
+@pytest.fixture(scope="module")
+def cc() -> str:
+    found = shutil.which("cc") or shutil.which("gcc")
+    if found is None:
+        pytest.skip("no C compiler")
+    return found
+
+
+@pytest.fixture(scope="module")
+def programs(tmp_path_factory: pytest.TempPathFactory, cc: str) -> dict[str, Path]:
+    """tests/data/preload/*.c, compiled without optimisation (so that every call stays)."""
+    out = tmp_path_factory.mktemp("preload-programs")
+    built = {}
+    for src in sorted(DATA.glob("*.c")):
+        exe = out / src.stem
+        subprocess.run(
+            [cc, "-O0", "-fno-builtin", "-pthread", "-Wall", "-Wno-alloc-size-larger-than", "-o", str(exe),
+             str(src)],
+            check=True,
+        )  # fmt: skip
+        built[src.stem] = exe
+    return built
+
+
+def run(
+    argv: list[str], preload: Path | None, env: dict[str, str] | None = None, cwd: Path | str | None = None
+) -> subprocess.CompletedProcess[str]:
+    full = {"PATH": "/usr/bin:/bin", "LANG": "C", **(env or {})}
+    if preload is not None:
+        full["LD_PRELOAD"] = str(preload)
+    return subprocess.run(
+        argv, env=full, cwd=cwd, capture_output=True, text=True, timeout=TIMEOUT_S, check=False
+    )
+
+
+def figures(folder: Path, pid: int | None = None) -> dict[str, object]:
+    files = sorted(folder.glob("kpool-*.json"))
+    assert files, f"no figures in {folder}"
+    path = folder / f"kpool-{pid}.json" if pid else files[-1]
+    return json.loads(path.read_text())  # type: ignore[no-any-return]
+
+
+# ---- conformance -----------------------------------------------------------------------------------
+
+
+def test_conformance_suite_gives_glibc_results(programs: dict[str, Path], preload: Path) -> None:
+    glibc = run([str(programs["conformance"])], None)
+    kpool = run([str(programs["conformance"])], preload)
+    assert glibc.returncode == 0, glibc.stderr
+    assert kpool.returncode == 0, kpool.stderr
+    lines = glibc.stdout.splitlines()
+    assert len(lines) > 40 and lines[-1].startswith("threads:")
+    assert kpool.stdout.splitlines() == lines
+    assert kpool.stderr == ""
+
+
+# ---- the traps --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bootstrap", [0, 1000])
+def test_malloc_before_any_constructor_and_pointers_the_pool_never_gave(
+    programs: dict[str, Path], preload: Path, tmp_path: Path, bootstrap: int
+) -> None:
+    """Blocks from .preinit_array and a constructor are measured, grown and freed in main; with bootstrap:1000
+    they come from the bootstrap buffer (pointers the pool never gave out) and nothing complains."""
+    env = {"KPOOL_STATS_OUT": str(tmp_path), "KPOOL_PRELOAD": f"bootstrap:{bootstrap}"}
+    proc = run([str(programs["traps"]), "early"], preload, env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "early blocks: ok\n"
+    assert proc.stderr == ""
+    doc = figures(tmp_path)
+    boot = doc["bootstrap"]
+    assert isinstance(boot, dict)
+    if bootstrap:
+        assert boot["allocs"] >= 6 and boot["frees"] >= 4
+    assert doc["integrity_total"] == 0
+
+
+def test_fork_from_a_threaded_program_child_allocates_and_its_daemon_restarts(
+    programs: dict[str, Path], preload: Path
+) -> None:
+    proc = run([str(programs["traps"]), "fork"], preload)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "parent daemon: running" in proc.stdout
+    assert "children that allocated with a running daemon: 20 of 20" in proc.stdout
+
+
+def test_threads_that_exit_with_cached_blocks_give_their_caches_back(
+    programs: dict[str, Path], preload: Path
+) -> None:
+    proc = run([str(programs["traps"]), "threads"], preload)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "threads with a cache after 128 exited: 1\n"
+
+
+def test_the_daemon_starts_lazily(programs: dict[str, Path], preload: Path, tmp_path: Path) -> None:
+    """A program that allocates little never gets the thread; one that allocates much has it; daemon:off in
+    KPOOL_CONF is obeyed."""
+    few = run([str(programs["traps"]), "few"], preload, {"KPOOL_STATS_OUT": str(tmp_path)})
+    assert few.stdout == "daemon: off\n"
+    assert figures(tmp_path)["daemon_started"] is False
+    many = run([str(programs["traps"]), "many"], preload)
+    assert many.stdout == "daemon: running\n"
+    off = run([str(programs["traps"]), "many"], preload, {"KPOOL_CONF": "daemon:off"})
+    assert off.stdout == "daemon: off\n"
+
+
+# ---- integrity -----------------------------------------------------------------------------------
+
+
+def test_a_double_free_aborts_with_one_line(programs: dict[str, Path], preload: Path, tmp_path: Path) -> None:
+    proc = run([str(programs["traps"]), "double-free"], preload, {"KPOOL_STATS_OUT": str(tmp_path)})
+    assert proc.returncode == -signal.SIGABRT
+    assert "still running" not in proc.stdout
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1, proc.stderr
+    m = ABORT_LINE.match(lines[0])
+    assert m, lines[0]
+    assert (m["event"], m["call"], m["then"]) == ("double_free", "free()", "abort")
+    assert m["size"].startswith("size class ")
+    doc = figures(tmp_path)
+    assert doc["integrity_total"] == 1
+    events = doc["integrity"]
+    assert isinstance(events, list) and events[0]["kind"] == "double_free"
+
+
+def test_on_error_log_keeps_running(programs: dict[str, Path], preload: Path, tmp_path: Path) -> None:
+    env = {"KPOOL_PRELOAD": "on_error:log", "KPOOL_STATS_OUT": str(tmp_path)}
+    proc = run([str(programs["traps"]), "double-free"], preload, env)
+    assert proc.returncode == 0
+    assert proc.stdout == "still running after the double free\n"
+    m = ABORT_LINE.match(proc.stderr)
+    assert m and m["then"] == "going on", proc.stderr
+    assert figures(tmp_path)["integrity_total"] == 1
+
+
+def test_a_free_of_a_pointer_never_given_out_aborts(programs: dict[str, Path], preload: Path) -> None:
+    proc = run([str(programs["traps"]), "bad-free"], preload)
+    assert proc.returncode == -signal.SIGABRT
+    m = ABORT_LINE.match(proc.stderr)
+    assert m and m["event"] == "invalid_free", proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("env", "says"),
+    [
+        ({"KPOOL_PRELOAD": "on_error:maybe"}, "on_error takes abort or log"),
+        ({"KPOOL_PRELOAD": "colour:blue"}, "keys: on_error, daemon_after, bootstrap"),
+        ({"KPOOL_CONF": "primary_max:lots"}, "primary_max"),
+    ],
+)
+def test_a_bad_setting_is_one_line_and_status_127(
+    programs: dict[str, Path], preload: Path, env: dict[str, str], says: str
+) -> None:
+    proc = run([str(programs["traps"]), "few"], preload, env)
+    assert proc.returncode == 127
+    assert proc.stderr.count("\n") == 1 and says in proc.stderr, proc.stderr
+
+
+def test_only_the_allocation_api_is_exported(preload: Path) -> None:
+    if shutil.which("nm") is None:
+        pytest.skip("no nm (binutils)")
+    out = subprocess.run(
+        ["nm", "-D", "--defined-only", str(preload)], capture_output=True, text=True, check=True
+    )
+    names = {line.split()[-1] for line in out.stdout.splitlines() if line.strip()}
+    assert {
+        "malloc",
+        "free",
+        "calloc",
+        "realloc",
+        "posix_memalign",
+        "__libc_malloc",
+        "malloc_usable_size",
+    } <= names
+    assert {n for n in names if n.startswith("kp_")} == {
+        "kp_preload_critical_enter",
+        "kp_preload_critical_exit",
+        "kp_preload_stats_json",
+    }
+
+
+# ---- the critical scope ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("scope", [True, False])
+def test_example_program_saves_its_state_from_the_backup(preload: Path, tmp_path: Path, scope: bool) -> None:
+    example = preload.parent / "example_critical"
+    state = tmp_path / "state.txt"
+    env = {"KPOOL_CONF": "primary_initial:4m,primary_max:4m,backup:1m"}
+    proc = run([str(example), str(state), *([] if scope else ["noscope"])], preload, env)
+    assert "primary exhausted" in proc.stdout
+    if scope:
+        assert proc.returncode == 0, proc.stderr
+        assert "saved 1000 records" in proc.stdout
+        assert len(state.read_text().splitlines()) == 1000
+    else:  # unprivileged: the backup is not for it
+        assert proc.returncode == 1
+        assert not state.exists() or state.read_text() == ""
+
+
+# ---- real programs ------------------------------------------------------------------------------
+
+
+PY_WORK = """
+import json, re, sqlite3, zlib, collections
+d = [{"k": i, "v": str(i) * (i % 17), "l": list(range(i % 9))} for i in range(60000)]
+text = json.dumps(d)
+back = json.loads(text)
+db = sqlite3.connect(":memory:")
+db.execute("create table t (k integer primary key, v text)")
+db.executemany("insert into t values (?, ?)", ((x["k"], x["v"]) for x in back))
+rows = db.execute("select count(*), sum(length(v)) from t where k % 3 = 0").fetchone()
+words = collections.Counter(re.findall(r"[0-9]+", text[:400000]))
+print(len(text), rows, len(zlib.compress(text.encode())), words.most_common(2))
+"""
+
+
+@pytest.mark.slow
+def test_real_programs_give_glibc_results(
+    preload: Path, programs: dict[str, Path], tmp_path: Path, cc: str
+) -> None:
+    """python (PYTHONMALLOC=malloc), ls, sort and gcc under the preload, each against its run on glibc."""
+    data = tmp_path / "lines.txt"
+    data.write_text("".join(f"{(i * 7919) % 100003:06d} line {i}\n" for i in range(200000)))
+    src = tmp_path / "hello.c"
+    src.write_text('#include <stdio.h>\nint main(void) { printf("%d\\n", 6 * 7); return 0; }\n')
+    python = sys.executable
+    cases = [
+        ([python, "-c", PY_WORK], {"PYTHONMALLOC": "malloc"}),
+        ([python, "-c", "import harness.binding as b; p = b.Pool(); print(p.alloc(100) > 0); p.close()"], {}),
+        (["ls", "-la", "--time-style=+", "/usr/include"], {}),
+        (["sort", "-S", "16M", str(data)], {}),
+        ([cc, "-O2", "-o", "{out}", str(src)], {}),
+    ]
+    for i, (argv, env) in enumerate(cases):
+        results = []
+        for which, lib in (("glibc", None), ("kpool", preload)):
+            exe = tmp_path / f"hello-{which}-{i}"
+            cmd = [a.replace("{out}", str(exe)) for a in argv]
+            proc = run(cmd, lib, {**env, "PYTHONPATH": str(Path(__file__).parents[1])}, cwd=tmp_path)
+            assert proc.returncode == 0, (which, cmd, proc.stderr[-2000:])
+            out = proc.stdout
+            if exe.exists():
+                out += run([str(exe)], None).stdout
+            results.append(out)
+        assert results[0] == results[1], argv
+        assert results[0], argv
