@@ -30,6 +30,11 @@ PLANTS = {
     3: ("api_sequence", "a span's units are given back while it is still on the partial list"),
     4: ("api_sequence", "shrink unmaps a segment that still has one live unit"),
     5: ("api_sequence", "realloc grows a block in place past its capacity"),
+    6: ("api_sequence", "a pointer 16 bytes off for alignments of 4096 and up"),
+    7: ("api_sequence", "a moving realloc copies 8 bytes too few"),
+    8: ("api_sequence", "KP_ZERO leaves the first 8 bytes of a small block as they were"),
+    9: ("api_sequence", "a block aligned to 4096 or more reports 16 bytes less than it has"),
+    10: ("api_sequence", "a block aligned to 4096 or more handed out again while still live"),
 }
 
 pytestmark = [

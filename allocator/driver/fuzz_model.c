@@ -113,10 +113,12 @@ void fz_trace_reset(void)
 	trace_n = 0;
 }
 
-void fz_fail(const char *file, int line, const char *fmt, ...)
+void fz_fail(const char *kind, const char *api, const char *file, int line, const char *fmt, ...)
 {
 	va_list ap;
-	fprintf(stderr, "==kpfuzz== VIOLATION (%s:%d): ", file, line);
+	/* The first line is the verdict triage signs with (harness/triage/patterns.py, "kpfuzz"):
+	 * the violation's kind and the API call it applies to, whatever path led there. */
+	fprintf(stderr, "==kpfuzz== VIOLATION %s in %s (%s:%d): ", kind, api, file, line);
 	va_start(ap, fmt);
 	vfprintf(stderr, fmt, ap);
 	va_end(ap);
@@ -128,7 +130,10 @@ void fz_fail(const char *file, int line, const char *fmt, ...)
 			n->op < OP__N ? op_name[n->op] : "?", n->slot, (unsigned long long)n->a,
 			(unsigned long long)n->b);
 	}
-	fprintf(stderr, "==kpfuzz== last error: %s\n", kp_last_error());
+	/* kp_last_error is only set by a failing call: it says something about this
+	 * violation only when the call refused (or failed the wrong way). */
+	if (!strcmp(kind, "refused") || !strcmp(kind, "wrong-error"))
+		fprintf(stderr, "==kpfuzz== last error: %s\n", kp_last_error());
 	abort();
 }
 
@@ -143,14 +148,14 @@ kp_pool *fz_pool_get(fz_pool *fp)
 	if (fp->log) {
 		static int null_fd = -1; /* kept open for the life of the process */
 		if (null_fd < 0 && (null_fd = open("/dev/null", O_WRONLY | O_CLOEXEC)) < 0)
-			FZ_FAIL("open /dev/null: %s", strerror(errno));
+			FZ_FAIL("harness", "open", "open /dev/null: %s", strerror(errno));
 		if ((size_t)snprintf(conf, sizeof conf, "%s,log_fd:%d", fp->conf, null_fd) >= sizeof conf)
-			FZ_FAIL("the fuzz pool conf '%s' is too long", fp->conf);
+			FZ_FAIL("harness", "kp_create", "the fuzz pool conf '%s' is too long", fp->conf);
 		use = conf;
 	}
 	fp->pool = kp_create(use);
 	if (!fp->pool)
-		FZ_FAIL("kp_create refused the fuzz pool conf '%s': %s", use, kp_last_error());
+		FZ_FAIL("refused", "kp_create", "kp_create refused the fuzz pool conf '%s': %s", use, kp_last_error());
 	fp->token = kp_critical_token(fp->pool);
 	fp->checks = !strstr(fp->conf, "checks:off");
 	fp->poison = strstr(fp->conf, "poison:on") != NULL;
@@ -219,7 +224,7 @@ static void verify(fz_ctx *c, unsigned i, const char *why)
 	fz_slot *s = &c->slot[i];
 	size_t bad = check_fill(s->p, s->req, s->tag, s->req);
 	if (bad != SIZE_MAX)
-		FZ_FAIL("%s: block %p (slot %u, %zu bytes) lost its contents at offset %zu: %#x, expected %#x", why,
+		FZ_FAIL("content-damaged", "live_block", "%s: block %p (slot %u, %zu bytes) lost its contents at offset %zu: %#x, expected %#x", why,
 			(void *)s->p, i, s->req, bad, (uint8_t)s->p[bad], s->tag);
 }
 
@@ -323,10 +328,10 @@ static bool must_succeed(fz_ctx *c, size_t size)
 static size_t check_new(fz_ctx *c, unsigned i, char *p, size_t req, size_t align, const char *what)
 {
 	if ((uintptr_t)p % align)
-		FZ_FAIL("%s(%zu, align %zu) returned %p: misaligned", what, req, align, (void *)p);
+		FZ_FAIL("misaligned", what, "%s(%zu, align %zu) returned %p: misaligned", what, req, align, (void *)p);
 	size_t us = kp_usable_size(c->pool, p);
 	if (us < req)
-		FZ_FAIL("%s(%zu) returned %p with usable size %zu < request", what, req, (void *)p, us);
+		FZ_FAIL("usable-short", what, "%s(%zu) returned %p with usable size %zu < request", what, req, (void *)p, us);
 	uintptr_t lo = (uintptr_t)p, hi = lo + (req ? req : 1);
 	for (unsigned j = 0; j < FZ_SLOTS; j++) {
 		fz_slot *o = &c->slot[j];
@@ -334,7 +339,7 @@ static size_t check_new(fz_ctx *c, unsigned i, char *p, size_t req, size_t align
 			continue;
 		uintptr_t olo = (uintptr_t)o->p, ohi = olo + (o->req ? o->req : 1);
 		if (lo < ohi && olo < hi)
-			FZ_FAIL("%s(%zu) returned %p..%p, overlapping the live block %p..%p of slot %u", what, req,
+			FZ_FAIL("overlap", what, "%s(%zu) returned %p..%p, overlapping the live block %p..%p of slot %u", what, req,
 				(void *)lo, (void *)hi, (void *)olo, (void *)ohi, j);
 	}
 	return us;
@@ -356,7 +361,7 @@ static void slot_free(fz_ctx *c, unsigned i)
 	bool huge = !s->backup && seg && seg->kind == KP_SEG_HUGE;
 	int rc = kp_free(c->pool, s->p);
 	if (rc != 0)
-		FZ_FAIL("kp_free(%p) of a live block (slot %u, %zu bytes) returned %d", (void *)s->p, i, s->req, rc);
+		FZ_FAIL("refused", "kp_free", "kp_free(%p) of a live block (slot %u, %zu bytes) returned %d", (void *)s->p, i, s->req, rc);
 	c->last_freed = s->p;
 	c->last_freed_req = s->req;
 	c->last_freed_backup = s->backup || huge; /* gone from the primary's spans */
@@ -374,6 +379,7 @@ static void do_alloc(fz_ctx *c, unsigned i, size_t size, size_t align, unsigned 
 		flags &= ~KP_ZERO;
 	if (c->slot[i].live)
 		slot_free(c, i);
+	const char *api = aligned ? "kp_alloc_aligned" : "kp_alloc";
 	char *p = aligned ? kp_alloc_aligned(c->pool, size, align, flags) : kp_alloc(c->pool, size, flags);
 	fz_note(aligned ? OP_ALIGNED : OP_ALLOC, i, size, (uintptr_t)p);
 	bool align_ok = align && !(align & (align - 1)) && align <= KP_ALIGN_MAX;
@@ -381,19 +387,19 @@ static void do_alloc(fz_ctx *c, unsigned i, size_t size, size_t align, unsigned 
 		if (aligned && !align_ok)
 			return;
 		if (must_succeed(c, size) && !(flags & KP_CRITICAL))
-			FZ_FAIL("kp_alloc%s(%zu, align %zu) returned NULL in a roomy pool: %s", aligned ? "_aligned" : "",
+			FZ_FAIL("refused", aligned ? "kp_alloc_aligned" : "kp_alloc", "kp_alloc%s(%zu, align %zu) returned NULL in a roomy pool: %s", aligned ? "_aligned" : "",
 				size, align, kp_last_error());
 		return;
 	}
 	if (aligned && !align_ok)
-		FZ_FAIL("kp_alloc_aligned(%zu, align %zu) accepted an impossible alignment", size, align);
+		FZ_FAIL("impossible-served", "kp_alloc_aligned", "kp_alloc_aligned(%zu, align %zu) accepted an impossible alignment", size, align);
 	if (size > KP_REQ_MAX)
-		FZ_FAIL("kp_alloc(%zu) served an impossible size at %p", size, (void *)p);
-	size_t us = check_new(c, i, p, size, align < KP_HDR ? KP_HDR : align, "kp_alloc");
+		FZ_FAIL("impossible-served", api, "%s(%zu) served an impossible size at %p", api, size, (void *)p);
+	size_t us = check_new(c, i, p, size, align < KP_HDR ? KP_HDR : align, api);
 	if ((flags & KP_ZERO) && check_fill(p, size, 0, size) != SIZE_MAX)
-		FZ_FAIL("kp_alloc(%zu, KP_ZERO) returned %p with a non-zero byte", size, (void *)p);
+		FZ_FAIL("not-zeroed", api, "%s(%zu, KP_ZERO) returned %p with a non-zero byte", api, size, (void *)p);
 	if ((flags & KP_CRITICAL) && c->depth == 0 && kp__backup_owns(&c->pool->backup, p))
-		FZ_FAIL("kp_alloc(%zu, KP_CRITICAL) outside a critical scope was served by the backup: %p", size,
+		FZ_FAIL("backup-outside-scope", api, "%s(%zu, KP_CRITICAL) outside a critical scope was served by the backup: %p", api, size,
 			(void *)p);
 	slot_set(c, i, p, size, us, align < KP_HDR ? KP_HDR : align);
 	c->last_freed = NULL; /* the block freed just before may be this one */
@@ -424,24 +430,24 @@ static void do_realloc(fz_ctx *c, unsigned i, size_t size, unsigned flags)
 			return;
 		}
 		if (must_succeed(c, size))
-			FZ_FAIL("kp_realloc(%p, %zu) returned NULL in a roomy pool: %s", (void *)old.p, size,
+			FZ_FAIL("refused", "kp_realloc", "kp_realloc(%p, %zu) returned NULL in a roomy pool: %s", (void *)old.p, size,
 				kp_last_error());
 		verify(c, i, "after a failed realloc"); /* untouched */
 		return;
 	}
 	if (size > KP_REQ_MAX)
-		FZ_FAIL("kp_realloc(%zu) served an impossible size at %p", size, (void *)p);
+		FZ_FAIL("impossible-served", "kp_realloc", "kp_realloc(%zu) served an impossible size at %p", size, (void *)p);
 	s->live = false; /* the old block is gone: no overlap with it */
 	size_t us = check_new(c, i, p, size, KP_HDR, "kp_realloc");
 	size_t bad = check_fill(p, old.req, old.tag, size);
 	if (bad != SIZE_MAX)
-		FZ_FAIL("kp_realloc(%p -> %p, %zu -> %zu) lost the contents at offset %zu", (void *)old.p, (void *)p,
+		FZ_FAIL("content-lost", "kp_realloc", "kp_realloc(%p -> %p, %zu -> %zu) lost the contents at offset %zu", (void *)old.p, (void *)p,
 			old.req, size, bad);
 	/* The grown part is what lies past the old usable size. */
 	if ((flags & KP_ZERO) && size > old.usable) {
 		size_t n = size - old.usable < FZ_HEAD ? size - old.usable : FZ_HEAD;
 		if (!all_eq(p + old.usable, n, 0))
-			FZ_FAIL("kp_realloc(%p, usable %zu -> %zu, KP_ZERO) left a non-zero byte in the grown part",
+			FZ_FAIL("not-zeroed", "kp_realloc", "kp_realloc(%p, usable %zu -> %zu, KP_ZERO) left a non-zero byte in the grown part",
 				(void *)p, old.usable, size);
 	}
 	slot_set(c, i, p, size, us, KP_HDR);
@@ -469,13 +475,13 @@ static void check_stats(fz_ctx *c)
 	}
 	uint64_t bk_in_use = atomic_load(&c->pool->backup.in_use);
 	if (st.allocs - st.frees != live)
-		FZ_FAIL("stats: primary allocs %llu - frees %llu != %llu live blocks", (unsigned long long)st.allocs,
+		FZ_FAIL("stats-mismatch", "kp_stats", "stats: primary allocs %llu - frees %llu != %llu live blocks", (unsigned long long)st.allocs,
 			(unsigned long long)st.frees, (unsigned long long)live);
 	if (st.in_use < req || (live == 0 && st.in_use != 0))
-		FZ_FAIL("stats: primary in_use_bytes %llu for %llu live blocks of %llu bytes",
+		FZ_FAIL("stats-mismatch", "kp_stats", "stats: primary in_use_bytes %llu for %llu live blocks of %llu bytes",
 			(unsigned long long)st.in_use, (unsigned long long)live, (unsigned long long)req);
 	if (bk_in_use != bk_bytes)
-		FZ_FAIL("stats: backup in_use_bytes %llu != %llu bytes of live backup blocks",
+		FZ_FAIL("stats-mismatch", "kp_stats", "stats: backup in_use_bytes %llu != %llu bytes of live backup blocks",
 			(unsigned long long)bk_in_use, (unsigned long long)bk_bytes);
 }
 
@@ -484,7 +490,7 @@ static uint64_t json_u64(const char *js, const char *section, const char *key)
 	const char *s = strstr(js, section);
 	const char *k = s ? strstr(s, key) : NULL;
 	if (!k)
-		FZ_FAIL("kp_stats_json has no %s%s: %s", section, key, js);
+		FZ_FAIL("stats-mismatch", "kp_stats_json", "kp_stats_json has no %s%s: %s", section, key, js);
 	return strtoull(k + strlen(key), NULL, 10);
 }
 
@@ -497,11 +503,11 @@ static void check_json(fz_ctx *c, size_t len)
 	memset(js, 'x', sizeof js);
 	int n = kp_stats_json(c->pool, len ? js : NULL, len);
 	if (n <= 0 || (size_t)n >= sizeof js)
-		FZ_FAIL("kp_stats_json returned %d", n);
+		FZ_FAIL("stats-mismatch", "kp_stats_json", "kp_stats_json returned %d", n);
 	if (len) {
 		size_t end = (size_t)n < len ? (size_t)n : len - 1;
 		if (js[end] != 0 || memchr(js, 0, end) || (end + 1 < sizeof js && js[end + 1] != 'x'))
-			FZ_FAIL("kp_stats_json(len %zu) = %d: not terminated at %zu, or wrote past it", len, n, end);
+			FZ_FAIL("stats-mismatch", "kp_stats_json", "kp_stats_json(len %zu) = %d: not terminated at %zu, or wrote past it", len, n, end);
 	}
 	if (len <= (size_t)n)
 		return;
@@ -511,7 +517,7 @@ static void check_json(fz_ctx *c, size_t len)
 	    json_u64(js, "\"primary\":", "\"frees\":") != st.frees ||
 	    json_u64(js, "\"primary\":", "\"in_use_bytes\":") != st.in_use ||
 	    json_u64(js, "\"backup\":", "\"in_use_bytes\":") != atomic_load(&c->pool->backup.in_use))
-		FZ_FAIL("kp_stats_json disagrees with the counters: %s", js);
+		FZ_FAIL("stats-mismatch", "kp_stats_json", "kp_stats_json disagrees with the counters: %s", js);
 }
 
 /* ---- misuse (FZ_MISUSE): each refused, reported and contained ------------------------- */
@@ -534,17 +540,17 @@ static void op_stale(fz_ctx *c)
 		return;
 	size_t us = kp_usable_size(c->pool, p);
 	if (us)
-		FZ_FAIL("kp_usable_size(%p) of a freed block returned %zu", (void *)p, us);
+		FZ_FAIL("stale-usable", "kp_usable_size", "kp_usable_size(%p) of a freed block returned %zu", (void *)p, us);
 	int rc = kp_free(c->pool, p);
 	fz_note(OP_STALE, 0, (uintptr_t)p, (uint64_t)(int64_t)rc);
 	if (rc != KP_EDOUBLEFREE && rc != KP_ENOTOURS)
-		FZ_FAIL("double free of %p (%zu bytes) returned %d, not KP_EDOUBLEFREE", (void *)p, c->last_freed_req,
+		FZ_FAIL("wrong-error", "kp_free", "double free of %p (%zu bytes) returned %d, not KP_EDOUBLEFREE", (void *)p, c->last_freed_req,
 			rc);
 	/* Known: a freed aligned block's redirect header can lie in the enclosing
 	 * block's link word, so its double free reads as a foreign pointer. */
 	if (rc == KP_ENOTOURS && !c->last_freed_backup && !c->last_freed_aligned &&
 	    c->last_freed_req + KP_HDR + 1 <= KP_LARGE_MAX)
-		FZ_FAIL("double free of %p (%zu bytes, still mapped) returned KP_ENOTOURS, not KP_EDOUBLEFREE",
+		FZ_FAIL("wrong-error", "kp_free", "double free of %p (%zu bytes, still mapped) returned KP_ENOTOURS, not KP_EDOUBLEFREE",
 			(void *)p, c->last_freed_req);
 }
 
@@ -557,7 +563,7 @@ static void op_interior(fz_ctx *c, unsigned i, uint8_t b)
 	int rc = kp_free(c->pool, s->p + off);
 	fz_note(OP_INTERIOR_FREE, i, (uintptr_t)s->p + off, (uint64_t)(int64_t)rc);
 	if (rc >= 0)
-		FZ_FAIL("kp_free(%p) of an interior pointer (%zu bytes into slot %u) returned %d", (void *)(s->p + off),
+		FZ_FAIL("wrong-error", "kp_free", "kp_free(%p) of an interior pointer (%zu bytes into slot %u) returned %d", (void *)(s->p + off),
 			off, i, rc);
 	verify(c, i, "after an interior free");
 }
@@ -573,7 +579,7 @@ static void op_foreign(fz_ctx *c, uint8_t b)
 	fz_note(OP_FOREIGN_FREE, 0, (uintptr_t)p, (uint64_t)(int64_t)rc);
 	free(heap);
 	if (rc != KP_ENOTOURS)
-		FZ_FAIL("kp_free(%p) of a foreign pointer returned %d, not KP_ENOTOURS", (void *)p, rc);
+		FZ_FAIL("wrong-error", "kp_free", "kp_free(%p) of a foreign pointer returned %d, not KP_ENOTOURS", (void *)p, rc);
 }
 
 /* Write one byte past the request of a plain primary block, or past the
@@ -591,7 +597,7 @@ static void op_overflow(fz_ctx *c, unsigned i)
 	int rc = kp_free(c->pool, s->p);
 	fz_note(OP_OVERFLOW, i, (uintptr_t)s->p, (uint64_t)(int64_t)rc);
 	if (rc != KP_EOVERFLOW)
-		FZ_FAIL("kp_free(%p) after a write one byte past its %zu %s bytes returned %d, not KP_EOVERFLOW",
+		FZ_FAIL("wrong-error", "kp_free", "kp_free(%p) after a write one byte past its %zu %s bytes returned %d, not KP_EOVERFLOW",
 			(void *)s->p, s->backup ? s->usable : s->req, s->backup ? "usable backup" : "requested", rc);
 	s->live = false;
 	if (s->backup) {
@@ -636,7 +642,7 @@ static void op_os_fault(fz_ctx *c, fz_in *r)
 	int rc = kp_fault_inject(c->pool, spec);
 	fz_note(OP_OS_FAULT, 0, k, m);
 	if (rc != 0)
-		FZ_FAIL("kp_fault_inject('%s') refused a valid spec: %s", spec, kp_last_error());
+		FZ_FAIL("refused", "kp_fault_inject", "kp_fault_inject('%s') refused a valid spec: %s", spec, kp_last_error());
 }
 
 static void op_corrupt(fz_ctx *c, uint8_t b)
@@ -647,7 +653,7 @@ static void op_corrupt(fz_ctx *c, uint8_t b)
 	if (rc == 0)
 		c->damaged = true;
 	else if (rc != KP_EINVAL)
-		FZ_FAIL("kp_fault_inject('%s') returned %d", what[b % 3], rc);
+		FZ_FAIL("refused", "kp_fault_inject", "kp_fault_inject('%s') returned %d", what[b % 3], rc);
 }
 
 /* ---- handoff between two interpreters (FZ_HANDOFF) ------------------------------------ */
@@ -729,7 +735,7 @@ static void step(fz_ctx *c, fz_in *r)
 	case OP_CRIT_ENTER:
 		fz_note(op, 0, (uint64_t)c->depth, 0);
 		if (kp_critical_enter(c->pool, c->fp->token) != 0)
-			FZ_FAIL("kp_critical_enter refused the pool's token: %s", kp_last_error());
+			FZ_FAIL("refused", "kp_critical_enter", "kp_critical_enter refused the pool's token: %s", kp_last_error());
 		c->depth++;
 		break;
 	case OP_CRIT_EXIT:
@@ -742,7 +748,7 @@ static void step(fz_ctx *c, fz_in *r)
 			size_t us = kp_usable_size(c->pool, s->p);
 			fz_note(op, i, (uintptr_t)s->p, us);
 			if (us < s->req)
-				FZ_FAIL("kp_usable_size(%p) = %zu < %zu asked for", (void *)s->p, us, s->req);
+				FZ_FAIL("usable-short", "kp_usable_size", "kp_usable_size(%p) = %zu < %zu asked for", (void *)s->p, us, s->req);
 		}
 		break;
 	case OP_VERIFY:
@@ -817,12 +823,15 @@ void fz_drain(fz_ctx *c)
 			 * after the one before it. */
 			if (ev[k].kind == KP_EV_NONE || ev[k].kind >= KP_EV__COUNT ||
 			    !strcmp(kp_event_name(ev[k].kind), "unknown") || !ev[k].text[0] || (!first && ev[k].seq <= last))
-				FZ_FAIL("event #%llu (after #%llu) of kind %u is malformed: '%s'", (unsigned long long)ev[k].seq,
+				FZ_FAIL("malformed-event", "kp_events_drain", "event #%llu (after #%llu) of kind %u is malformed: '%s'", (unsigned long long)ev[k].seq,
 					(unsigned long long)last, ev[k].kind, ev[k].text);
 			first = false;
 			last = ev[k].seq;
-			if ((c->mode & FZ_STRICT) && integrity_kind(ev[k].kind))
-				FZ_FAIL("integrity event '%s' from correct use: %s", kp_event_name(ev[k].kind), ev[k].text);
+			if ((c->mode & FZ_STRICT) && integrity_kind(ev[k].kind)) {
+				char kind[48];
+				snprintf(kind, sizeof kind, "integrity-%s", kp_event_name(ev[k].kind));
+				FZ_FAIL(kind, "kp_events_drain", "integrity event '%s' from correct use: %s", kp_event_name(ev[k].kind), ev[k].text);
+			}
 		}
 		if (n < 64)
 			break;

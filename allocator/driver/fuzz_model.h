@@ -23,14 +23,15 @@ uint16_t fz_u16(fz_in *r);
 
 /* ---- failures ------------------------------------------------------------ */
 /* Print the violation and the last operations, then abort(): libFuzzer keeps
- * the input. */
-__attribute__((noreturn, format(printf, 3, 4))) void fz_fail(const char *file, int line, const char *fmt, ...);
-#define FZ_FAIL(...) fz_fail(__FILE__, __LINE__, __VA_ARGS__)
-#define FZ_CHECK(cond, ...)                                                                                         \
-	do {                                                                                                        \
-		if (!(cond))                                                                                        \
-			FZ_FAIL(__VA_ARGS__);                                                                       \
-	} while (0)
+ * the input. `kind` names what the oracle saw (misaligned, usable-short,
+ * overlap, content-damaged, content-lost, not-zeroed, refused, wrong-error,
+ * stats-mismatch, integrity-<event>, ...; a word of [a-z_-]) and `api` the
+ * libkpool call it applies to (kp_alloc, kp_realloc, ...): triage signs a
+ * crash with both, so one bug reached by two paths of the interpreter has one
+ * signature, and two bugs the same abort path reaches have two. */
+__attribute__((noreturn, format(printf, 5, 6))) void fz_fail(const char *kind, const char *api, const char *file, int line,
+							     const char *fmt, ...);
+#define FZ_FAIL(kind, api, ...) fz_fail((kind), (api), __FILE__, __LINE__, __VA_ARGS__)
 
 /* ---- pools ---------------------------------------------------------------- */
 /* One fuzz pool: made on first use and kept (kp_create maps and starts

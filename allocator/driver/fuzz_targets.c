@@ -136,7 +136,7 @@ static void run_halves(half h[2], bool fresh)
 		pthread_t t[2];
 		for (int i = 0; i < 2; i++)
 			if (pthread_create(&t[i], NULL, half_main, &h[i]) != 0)
-				FZ_FAIL("pthread_create failed");
+				FZ_FAIL("harness", "pthread_create", "pthread_create failed");
 		for (int i = 0; i < 2; i++)
 			pthread_join(t[i], NULL);
 		return;
@@ -145,7 +145,7 @@ static void run_halves(half h[2], bool fresh)
 		worker *w = &workers[i];
 		if (!w->started) {
 			if (pthread_create(&w->thread, NULL, worker_main, w) != 0)
-				FZ_FAIL("pthread_create failed");
+				FZ_FAIL("harness", "pthread_create", "pthread_create failed");
 			w->started = true;
 		}
 		pthread_mutex_lock(&w->mu);
@@ -201,15 +201,15 @@ static void check_option_table(void)
 	const kp_option_info *opt;
 	size_t n = kp_options(&opt);
 	if (n == 0 || !opt)
-		FZ_FAIL("kp_options returned %zu options", n);
+		FZ_FAIL("conf-contract", "kp_options", "kp_options returned %zu options", n);
 	for (size_t i = 0; i < n; i++) {
 		char one[128];
 		kp__conf c;
 		if (!opt[i].name || !opt[i].kind || !opt[i].deflt || !opt[i].help || !opt[i].help[0])
-			FZ_FAIL("option %zu of kp_options is not documented", i);
+			FZ_FAIL("conf-contract", "kp_options", "option %zu of kp_options is not documented", i);
 		snprintf(one, sizeof one, "%s:%s", opt[i].name, opt[i].deflt);
 		if (kp__conf_load(&c, one) < 0)
-			FZ_FAIL("the documented default '%s' is refused: %s", one, kp_last_error());
+			FZ_FAIL("conf-contract", "kp_options", "the documented default '%s' is refused: %s", one, kp_last_error());
 	}
 }
 
@@ -225,7 +225,7 @@ KP_EXPORT int kp_fuzz_conf(const uint8_t *data, size_t len)
 		kp_pool *pool = fz_pool_get(&conf_pool);
 		int rc = kp_fault_inject(pool, s);
 		if (rc != 0 && (rc != KP_EINVAL || !kp_last_error()[0]))
-			FZ_FAIL("kp_fault_inject('%s') returned %d with error '%s'", s, rc, kp_last_error());
+			FZ_FAIL("conf-contract", "kp_fault_inject", "kp_fault_inject('%s') returned %d with error '%s'", s, rc, kp_last_error());
 		kp_fault_inject(pool, "all@off");
 		return 0;
 	}
@@ -233,17 +233,17 @@ KP_EXPORT int kp_fuzz_conf(const uint8_t *data, size_t len)
 	errno = 0;
 	if (kp__conf_load(&c, s) < 0) {
 		if (errno != EINVAL || !kp_last_error()[0])
-			FZ_FAIL("conf '%s' refused with errno %d and error '%s'", s, errno, kp_last_error());
+			FZ_FAIL("conf-contract", "kp__conf_load", "conf '%s' refused with errno %d and error '%s'", s, errno, kp_last_error());
 		return 0;
 	}
 	if (kp_last_error()[0])
-		FZ_FAIL("conf '%s' accepted but kp_last_error is '%s'", s, kp_last_error());
+		FZ_FAIL("conf-contract", "kp__conf_load", "conf '%s' accepted but kp_last_error is '%s'", s, kp_last_error());
 	if (data[0] & 4)
 		check_option_table();
 	if (c.primary_initial > c.primary_max || c.recover_wm > c.critical_wm || c.low_wm > c.high_wm ||
 	    c.critical_wm < 1 || c.critical_wm > 100 || c.primary_max < ((size_t)4 << 20) ||
 	    strlen(c.faults) >= KP_FAULT_SPEC_MAX)
-		FZ_FAIL("conf '%s' accepted with inconsistent values", s);
+		FZ_FAIL("conf-contract", "kp__conf_load", "conf '%s' accepted with inconsistent values", s);
 	/* A cheap conf is also made into a pool and used once: at most one
 	 * segment and a 1 MiB reserve to map and pre-fault. (With the defaults,
 	 * 8 MiB and 4 MiB, made cheap, pre-faulting them was 80% of this
@@ -255,14 +255,14 @@ KP_EXPORT int kp_fuzz_conf(const uint8_t *data, size_t len)
 	kp_pool *pool = kp_create(s);
 	if (!pool) {
 		if ((errno != EINVAL && errno != ENOMEM) || !kp_last_error()[0])
-			FZ_FAIL("kp_create('%s') failed with errno %d and error '%s'", s, errno, kp_last_error());
+			FZ_FAIL("conf-contract", "kp_create", "kp_create('%s') failed with errno %d and error '%s'", s, errno, kp_last_error());
 		return 0;
 	}
 	void *p = kp_alloc(pool, 100, 0);
 	if (p) {
 		memset(p, 1, 100);
 		if (kp_free(pool, p) != 0)
-			FZ_FAIL("kp_free in a pool made with '%s' failed: %s", s, kp_last_error());
+			FZ_FAIL("refused", "kp_free", "kp_free in a pool made with '%s' failed: %s", s, kp_last_error());
 	}
 	kp_destroy(pool);
 	return 0;

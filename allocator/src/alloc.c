@@ -282,8 +282,18 @@ static __attribute__((noinline)) void *alloc_slow(kp_pool *pool, size_t size, un
 	}
 	if (!p)
 		p = alloc_policy(pool, size, KP_HDR, flags);
+#if KP_PLANT == 8 /* planted 8: KP_ZERO leaves the first 8 bytes of a small block as they were */
+	uint64_t kept = 0;
+	bool keep = p && (flags & KP_ZERO) && size >= 16 && size <= KP_SMALL_MAX - KP_HDR - KP_CANARY;
+	if (keep)
+		memcpy(&kept, p, 8);
+#endif
 	if (p && (flags & KP_ZERO) && !fresh_mapping(p))
 		memset(p, 0, size);
+#if KP_PLANT == 8 /* planted 8 */
+	if (keep)
+		memcpy(p, &kept, 8);
+#endif
 	return p;
 }
 
@@ -332,6 +342,24 @@ KP_EXPORT void *kp_alloc_aligned(kp_pool *pool, size_t size, size_t align, unsig
 	void *p = alloc_policy(pool, size, align, flags);
 	if (p && (flags & KP_ZERO) && !fresh_mapping(p))
 		memset(p, 0, size);
+#if KP_PLANT == 6 /* planted 6: a pointer 16 bytes off for alignments of 4096 and up */
+	if (p && align >= 4096)
+		return (char *)p + 16;
+#endif
+#if KP_PLANT == 10 /* planted 10: a block aligned to 4096 or more handed out again while still live */
+	static void *again;
+	static kp_pool *again_pool;
+	if (p && align >= 4096) {
+		void *live = again_pool == pool ? again : NULL;
+		again = p;
+		again_pool = pool;
+		if (live && live != p && kp_usable_size(pool, live) >= (size ? size : 1)) { /* a freed one has 0 */
+			kp_free(pool, p);
+			again = live;
+			return live;
+		}
+	}
+#endif
 	return p;
 }
 
@@ -596,6 +624,10 @@ static size_t block_usable(kp_pool *pool, const void *p, bool *ok)
 	if (KP_META_CLS(meta) == KP_CLS_ALIGNED) {
 		size_t off = KP_META_REQ(meta);
 		size_t inner = block_usable(pool, (const char *)p - off, ok);
+#if KP_PLANT == 9 /* planted 9: a block aligned to 4096 or more reports 16 bytes less than it has */
+		if (!((uintptr_t)p & 4095) && inner > off + 16)
+			return inner - off - 16;
+#endif
 		return inner > off ? inner - off : 0;
 	}
 	*ok = true;
@@ -766,6 +798,9 @@ static void *realloc_inner(kp_pool *pool, void *p, size_t size, unsigned flags)
 	if (!q)
 		return NULL;
 	size_t n = old < size ? old : size;
+#if KP_PLANT == 7 /* planted 7: a moving realloc copies 8 bytes too few */
+	n -= n >= 16 ? 8 : 0;
+#endif
 	memcpy(q, p, n);
 	if ((flags & KP_ZERO) && size > n)
 		memset((char *)q + n, 0, size - n);

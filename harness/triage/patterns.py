@@ -34,6 +34,9 @@ class KindRule:
     detail: str = ""
     last: bool = False  # use the last match in the text, not the first (chained Python exceptions)
     weak: bool = False  # only when neither the producer's guess nor a signal names the kind
+    # A template of the frame the verdict names (an oracle's "in kp_alloc"): the signature's only frame,
+    # in place of the stack, which shows the path that led to the check rather than the bug.
+    frame: str = ""
 
 
 @dataclass(frozen=True)
@@ -187,6 +190,14 @@ KIND_RULES: tuple[KindRule, ...] = (
         _re(r"runtime error: |SUMMARY: UndefinedBehaviorSanitizer"),
         "ubsan-undefined-behavior",
         "SUMMARY: UndefinedBehaviorSanitizer: undefined-behavior bug.c:11:84 in",
+    ),
+    # -- the fuzz oracle's verdict (allocator/driver/fuzz_model.c, fz_fail): what it saw, in which call --
+    KindRule(
+        "kpfuzz",
+        _re(r"^==kpfuzz== VIOLATION (?P<v>[\w-]+) in (?P<api>\w+) \("),
+        "oracle-{v}",
+        "==kpfuzz== VIOLATION usable-short in kp_alloc (driver/fuzz_model.c:329): kp_alloc(41) returned 0x7f",
+        frame="{api}",
     ),
     # -- kpool's own integrity events (its log lines: "kpool <sec>.<ms> <event> <text>") -------------------
     KindRule(
@@ -396,6 +407,11 @@ SKIP_RULES: tuple[SkipRule, ...] = (
     SkipRule("func", _re(r"\.<module>$"), "api_sequence.<module>"),
     # The harness itself: kept only when nothing else is left (an exception raised inside the harness).
     SkipRule("file", _re(r"(?:^|/)harness/"), "/work/kpool/harness/binding.py", soft=True),
+    # The op drivers (the fuzz interpreter, kpdrive): the path to a bug in libkpool, not the bug; kept
+    # when nothing else is left (a crash in the driver itself).
+    SkipRule(
+        "file", _re(r"(?:^|/)driver/[\w.-]+\.c$"), "/work/kpool/allocator/driver/fuzz_model.c", soft=True
+    ),
 )
 
 CLEANUPS: tuple[Cleanup, ...] = (

@@ -4,7 +4,10 @@ Two crashes with the same signature are the same bug as far as triage can tell. 
 change with addresses, line numbers, build offsets or the path the harness took to reach the C code, so
 frames are cleaned (patterns.CLEANUPS) and uninformative ones skipped (patterns.SKIP_RULES) before the top
 `depth` are kept. A crash with no frames (a broken SLO, a timeout of a whole worker) is told apart by its
-source (the workload or fuzz target) instead.
+source (the workload or fuzz target) instead. An oracle's verdict that names the kind of violation and the
+call it applies to (the fuzz driver's "VIOLATION overlap in kp_alloc") is signed with that call alone: the
+stack under it shows which path of the interpreter reached the check, not which bug it caught. Frames of
+the op drivers (allocator/driver/) are skipped like the harness's, unless nothing else is left.
 
 The kind is chosen in this order: a strong text rule (a sanitizer bug type, an assertion, an exception...),
 the producer's own guess, the signal in the return code, a weak text rule (SLO, generic timeout, benign
@@ -111,7 +114,9 @@ def signal_of(returncode: int | None) -> str | None:
     return None
 
 
-def _text_kind(text: str, weak: bool) -> tuple[str, str] | None:
+def _text_kind(text: str, weak: bool) -> tuple[str, str, str] | None:
+    """(kind, detail, frame) of the first rule of this strength that matches; frame "" but for a
+    verdict that names where it applies."""
     for rule in P.KIND_RULES:
         if rule.weak != weak:
             continue
@@ -120,26 +125,32 @@ def _text_kind(text: str, weak: bool) -> tuple[str, str] | None:
             continue
         groups = {k: v or "" for k, v in found[-1].groupdict().items()}
         detail = normalise_detail(rule.detail.format(**groups)) if rule.detail else ""
-        return canonical_kind(rule.kind.format(**groups)), detail
+        frame = rule.frame.format(**groups) if rule.frame else ""
+        return canonical_kind(rule.kind.format(**groups)), detail, frame
     return None
 
 
-def classify(text: str, returncode: int | None = None, guess: str | None = None) -> tuple[str, str]:
-    """(kind, detail) of a crash; see the module docstring for the order."""
+def _classify(text: str, returncode: int | None, guess: str | None) -> tuple[str, str, str]:
     strong = _text_kind(text, weak=False)
     if strong:
         return strong
     if guess:
-        return guess, ""
+        return guess, "", ""
     sig = signal_of(returncode)
     if sig:
-        return sig, ""
+        return sig, "", ""
     weak = _text_kind(text, weak=True)
     if weak:
         return weak
     if returncode:
-        return "exit-code", str(returncode)
-    return "unknown", ""
+        return "exit-code", str(returncode), ""
+    return "unknown", "", ""
+
+
+def classify(text: str, returncode: int | None = None, guess: str | None = None) -> tuple[str, str]:
+    """(kind, detail) of a crash; see the module docstring for the order."""
+    kind, detail, _ = _classify(text, returncode, guess)
+    return kind, detail
 
 
 # ---- frames ------------------------------------------------------------------------------------------
@@ -222,7 +233,9 @@ def compute(
     source: str = "",
     depth: int = DEFAULT_DEPTH,
 ) -> Signature:
-    kind, detail = classify(text, returncode, guess)
+    kind, detail, frame = _classify(text, returncode, guess)
+    if frame:  # a verdict that names where it applies: the same bug whatever path reached the check
+        return Signature(kind, detail, (frame,), "")
     names: list[str] = []
     for f in interesting_frames(crash_frames(text, kind)):
         name = f.name()
