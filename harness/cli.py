@@ -171,9 +171,71 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(run=_fuzz)
 
+    _run_parser(sub)
     _triage_parser(sub)
     # room for more commands here (kpool doctor)
     return parser
+
+
+def _run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from harness import run
+
+    what = "run a program on kpool (its preload library) or a peer allocator and print its figures"
+    p = sub.add_parser(
+        "run",
+        help=what,
+        usage="kpool run [--allocator NAME] [--conf OPTIONS] [--on-error abort|log] [--reports DIR]"
+        " -- CMD ...",
+        description=what[0].upper() + what[1:] + ": status, wall and CPU time, peak RSS and, on kpool, the "
+        "pool's stats, integrity events, system calls by caller and daemon activity (on stderr, after the "
+        "program's own output). A crash (a signal; an integrity error aborts) is recorded in the crash "
+        "database with a reproducer for `kpool triage replay`. Exit status: the program's, 128+N when "
+        "signal N killed it, 2 for a usage error.",
+    )
+    p.add_argument(
+        "--allocator",
+        choices=run.ALLOCATORS,
+        default="kpool",
+        help="kpool (libkpool-preload.so), glibc (no preload), or a peer loaded by LD_PRELOAD "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
+        "--conf",
+        default=None,
+        metavar="OPTIONS",
+        help="kpool's pool options, key:value,... (`kpool options`), added after $KPOOL_CONF "
+        "(default: none, the pool's defaults)",
+    )
+    p.add_argument(
+        "--on-error",
+        choices=run.ON_ERROR,
+        default=None,
+        help="on an integrity error: abort the program, or log and go on "
+        "(default: $KPOOL_PRELOAD's on_error, else abort)",
+    )
+    p.add_argument(
+        "--reports",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="a crash is recorded in DIR/crashes.sqlite (default: $KPOOL_CRASH_DB, else $KPOOL_REPORTS, "
+        "else reports/ in the current directory)",
+    )
+    p.add_argument(
+        "program", nargs=argparse.REMAINDER, metavar="CMD", help="the command and its arguments, after --"
+    )
+    p.set_defaults(run=_run)
+
+
+def _run(args: argparse.Namespace, rest: list[str]) -> int:
+    from harness import run
+
+    program = list(args.program)
+    if program[:1] == ["--"]:
+        program = program[1:]
+    if not program:
+        raise UsageError("kpool run needs a command: kpool run [options] -- CMD ARGS...")
+    return run.main(program, args.allocator, args.conf, args.on_error, args.reports or paths.reports())
 
 
 def _triage_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

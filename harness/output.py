@@ -34,6 +34,13 @@ def detail(message: str) -> None:
         print(f"kpool: {message}", file=sys.stderr, flush=True)
 
 
+def relay(data: bytes) -> None:
+    """Bytes a child process wrote to its stderr, passed on as they come (`kpool run` keeps a copy)."""
+    sys.stderr.flush()
+    sys.stderr.buffer.write(data)
+    sys.stderr.buffer.flush()
+
+
 def warn(message: str) -> None:
     print(f"kpool: warning: {message}", file=sys.stderr, flush=True)
 

@@ -363,7 +363,7 @@ static void report(kp_pool *p, const kp_event *ev, const char *call)
 	snprintf(line, sizeof line, "kpool %llu.%03llu %s %s in %s; %s\n",
 		 (unsigned long long)(ev->time_ns / 1000000000ull),
 		 (unsigned long long)(ev->time_ns % 1000000000ull / 1000000), kp_event_name(ev->kind), ev->text, call,
-		 stop ? "abort (KPOOL_PRELOAD=on_error:log to go on)" : "going on (on_error:log)");
+		 stop ? "abort" : "going on");
 	say(line);
 	if (stop) {
 		stats_write(p);

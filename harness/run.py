@@ -1,0 +1,424 @@
+"""`kpool run`: one program on kpool (libkpool-preload.so) or on a peer allocator, with its figures.
+
+    kpool run [--allocator kpool|glibc|jemalloc|mimalloc|tcmalloc] [--conf OPTIONS] -- CMD ARGS...
+
+The program runs with the allocator loaded by LD_PRELOAD (glibc: none), its stdin and stdout the terminal's,
+its stderr passed on as it comes and kept (its tail) for triage. At exit: its status, wall and CPU time
+(os.wait4's rusage: the program and the children it waited for), peak RSS, and, on kpool, the pool's own
+figures: the preload writes them per process to the folder named by KPOOL_STATS_OUT (kpool-<pid>.json: stats,
+integrity events, settings; allocator/preload/preload.c). A crash (killed by a signal; an integrity error
+aborts with SIGABRT) becomes a record in the crash database with a signature and a reproducer (the command
+line, the environment kpool run set, the conf), which `kpool triage replay ID` reruns.
+
+The interface for other runners (program workloads): `run_program(argv, ...)` returns a `RunResult` and
+prints nothing but the program's own stderr; `record_crash(result, reports)` records it; `summary(result)`
+is the text `kpool run` prints.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+from harness import binding, build, output, peers
+from harness.errors import ConfError, KpoolError, UsageError
+from harness.triage import patterns, record
+from harness.triage.crash import Crash, Reproducer
+from harness.triage.db import Recorded
+
+ALLOCATORS = ("kpool", "glibc", "jemalloc", "mimalloc", "tcmalloc")
+ON_ERROR = ("abort", "log")
+# What the preload reads (allocator/preload/preload.c).
+STATS_ENV = "KPOOL_STATS_OUT"
+PRELOAD_ENV = "KPOOL_PRELOAD"
+CONF_ENV = "KPOOL_CONF"
+# Variables of the caller's environment that change how a program allocates: a reproducer keeps them.
+KEPT_ENV = ("KPOOL_CONF", "KPOOL_PRELOAD", "KPOOL_LOG", "PYTHONMALLOC", "LD_LIBRARY_PATH", "MALLOC_ARENA_MAX")
+# The tail of the program's stderr kept for the crash text: a sanitizer report or a backtrace fits.
+STDERR_KEPT = 256 * 1024
+# How often a run with a time limit looks at its program: a limit is honoured within this.
+POLL_S = 0.05
+# Peak RSS: a process forked from Python starts with Python's resident set as its high-water mark, and Linux
+# keeps that mark across exec, so os.wait4 would report at least the harness's own size (14 to 24 MiB here,
+# where `ls` needs 2). GNU time (Debian package `time`), a small process, forks the program and reports the
+# program's own peak (%M, KiB); without it, wait4's figure is shown and marked as an upper bound. GNU time
+# itself must not run on the allocator under test: env(1), started by it, sets LD_PRELOAD and execs the
+# program (which keeps env's pid, a child of GNU time's).
+GNU_TIME = Path("/usr/bin/time")
+ENV = Path("/usr/bin/env")
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """One program run. `returncode` as subprocess gives it (negative: killed by that signal); `figures` the
+    pool's figures of the program's own process (None: not on kpool, or it never allocated, or it ended
+    without exit(): _exit, a signal), `children` those of the processes it started."""
+
+    argv: tuple[str, ...]
+    allocator: str
+    conf: str | None
+    env: dict[str, str]  # what kpool run added to the environment (the reproducer's)
+    cwd: str
+    returncode: int
+    timed_out: bool
+    wall_s: float
+    user_s: float
+    sys_s: float
+    peak_rss_kib: int
+    rss_exact: bool  # False: wait4's figure, which includes the harness's resident set (no GNU time)
+    stderr_tail: str
+    figures: dict[str, Any] | None = None
+    children: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def signal_name(self) -> str | None:
+        if self.returncode >= 0:
+            return None
+        return patterns.SIGNALS.get(-self.returncode) or f"signal {-self.returncode}"
+
+    @property
+    def exit_status(self) -> int:
+        """What `kpool run` exits with: the program's status; 128 + N when signal N killed it (as a shell)."""
+        return self.returncode if self.returncode >= 0 else 128 - self.returncode
+
+    @property
+    def integrity_events(self) -> int:
+        return sum(int(f.get("integrity_total", 0)) for f in self.all_figures)
+
+    @property
+    def all_figures(self) -> list[dict[str, Any]]:
+        return ([self.figures] if self.figures else []) + self.children
+
+    @property
+    def crashed(self) -> bool:
+        """Killed by a signal (an integrity abort included), or stopped at its time limit."""
+        return self.returncode < 0 or self.timed_out
+
+
+def library(allocator: str) -> Path | None:
+    """The library LD_PRELOAD loads for allocator (glibc: None); a missing one is an error naming the fix."""
+    if allocator not in ALLOCATORS:
+        raise UsageError(f"--allocator {allocator!r}: expected one of {', '.join(ALLOCATORS)}")
+    if allocator == "kpool":
+        return build.preload_library()
+    alloc = peers.by_name(allocator)
+    if not alloc.soname:
+        return None
+    path = peers.find_library(alloc.soname)
+    if path is None:
+        raise KpoolError(
+            f"{allocator}: {alloc.soname} not found; install it with `apt-get install {alloc.package}`"
+        )
+    return path
+
+
+def check_conf(conf: str) -> None:
+    """A --conf kp_create refuses is a usage error (exit 2) naming the key and value, before the program runs.
+    Checked by making a small pool (no daemon, nothing pre-faulted) with the same options."""
+    try:
+        binding.Pool(f"{conf},daemon:off,prefault:off").close()
+    except ConfError as exc:
+        raise UsageError(f"--conf {conf!r}: {exc.text or exc}") from exc
+
+
+def environment(
+    allocator: str, conf: str | None, on_error: str | None, base: Mapping[str, str] = os.environ
+) -> dict[str, str]:
+    """The variables kpool run sets for the program (LD_PRELOAD, KPOOL_CONF, KPOOL_PRELOAD), plus those of
+    `base` that change how it allocates (KEPT_ENV): what a reproducer needs besides the command line."""
+    if allocator != "kpool" and (conf is not None or on_error is not None):
+        raise UsageError(f"--conf and --on-error configure kpool; --allocator {allocator} takes neither")
+    if on_error is not None and on_error not in ON_ERROR:
+        raise UsageError(f"--on-error {on_error!r}: expected one of {', '.join(ON_ERROR)}")
+    env = {k: base[k] for k in KEPT_ENV if k in base}
+    if allocator != "kpool":
+        for k in (CONF_ENV, PRELOAD_ENV):
+            env.pop(k, None)
+    lib = library(allocator)
+    if lib is not None:
+        env["LD_PRELOAD"] = str(lib)
+    if conf is not None:
+        check_conf(conf)
+        env[CONF_ENV] = f"{env[CONF_ENV]},{conf}" if env.get(CONF_ENV) else conf
+    if on_error is not None:
+        env[PRELOAD_ENV] = (
+            f"{env[PRELOAD_ENV]},on_error:{on_error}" if env.get(PRELOAD_ENV) else f"on_error:{on_error}"
+        )
+    return env
+
+
+def _relay(pipe: IO[bytes], kept: bytearray, echo: bool) -> None:
+    fd = pipe.fileno()
+    for chunk in iter(lambda: os.read(fd, 65536), b""):
+        if echo:
+            output.relay(chunk)
+        kept += chunk
+        if len(kept) > 2 * STDERR_KEPT:
+            del kept[: len(kept) - STDERR_KEPT]
+
+
+def _figures(folder: Path, pid: int) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    """The program's figures (its pid is `pid`, or its parent is `pid`: GNU time's child) and the others."""
+    mine, others = None, []
+    for path in sorted(folder.glob("kpool-*.json")):
+        try:
+            doc = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:  # cut short (the disk, a kill mid-write): say so, go on
+            output.warn(f"figures of {path.name} unreadable: {exc}")
+            continue
+        if mine is None and pid in (doc.get("pid"), doc.get("ppid")):
+            mine = doc
+        else:
+            others.append(doc)
+    return mine, others
+
+
+def run_program(
+    argv: Sequence[str],
+    allocator: str = "kpool",
+    conf: str | None = None,
+    on_error: str | None = None,
+    *,
+    cwd: str | os.PathLike[str] | None = None,
+    timeout_s: float | None = None,
+    stdin: int | IO[Any] | None = None,
+    stdout: int | IO[Any] | None = None,
+    echo_stderr: bool = True,
+) -> RunResult:
+    """Run argv on the allocator and wait for it. stdin/stdout: as subprocess takes them (None: inherited);
+    stderr is passed on (echo_stderr) and its tail kept. With timeout_s the program runs in a process group
+    of its own and the whole group is killed at the limit (timed_out). Without one it stays in kpool's
+    group, so that ^C reaches it, and kpool waits for it to end."""
+    if not argv:
+        raise UsageError("kpool run needs a command: kpool run [options] -- CMD ARGS...")
+    env = environment(allocator, conf, on_error)
+    folder = Path(tempfile.mkdtemp(prefix="kpool-run-"))
+    where = str(Path(cwd or Path.cwd()).absolute())
+    measured = folder / "time.txt"
+    child_env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+    child_env.update({k: v for k, v in env.items() if k != "LD_PRELOAD"}, **{STATS_ENV: str(folder)})
+    launcher: list[str] = []
+    if GNU_TIME.is_file() and ENV.is_file() and "=" not in argv[0]:
+        preload = [f"LD_PRELOAD={env['LD_PRELOAD']}"] if "LD_PRELOAD" in env else []
+        launcher = [str(GNU_TIME), "-f", "%M", "-o", str(measured), "--", str(ENV), *preload]
+    elif "LD_PRELOAD" in env:
+        child_env["LD_PRELOAD"] = env["LD_PRELOAD"]
+    try:
+        start = time.monotonic()
+        try:
+            proc = subprocess.Popen(
+                [*launcher, *argv],
+                cwd=where,
+                env=child_env,
+                stdin=stdin,
+                stdout=stdout,
+                stderr=subprocess.PIPE,
+                start_new_session=timeout_s is not None,
+            )
+        except OSError as exc:
+            raise UsageError(f"cannot run {argv[0]!r}: {exc.strerror or exc}") from exc
+        kept = bytearray()
+        assert proc.stderr is not None
+        relay = threading.Thread(target=_relay, args=(proc.stderr, kept, echo_stderr), daemon=True)
+        relay.start()
+        status, usage, timed_out = _wait(proc, start, timeout_s)
+        wall = time.monotonic() - start
+        relay.join()
+        proc.stderr.close()
+        returncode = os.waitstatus_to_exitcode(status)
+        proc.returncode = returncode
+        peak_kib, signum = _measured(measured) if launcher else (None, None)
+        if signum is not None and returncode == 128 + signum:
+            returncode = -signum  # GNU time exits 128+N for a program killed by signal N
+        mine, others = _figures(folder, proc.pid)
+    finally:
+        for path in folder.glob("*"):
+            path.unlink()
+        folder.rmdir()
+    return RunResult(
+        argv=tuple(argv),
+        allocator=allocator,
+        conf=conf,
+        env=env,
+        cwd=where,
+        returncode=returncode,
+        timed_out=timed_out,
+        wall_s=wall,
+        user_s=usage.ru_utime,
+        sys_s=usage.ru_stime,
+        peak_rss_kib=peak_kib if peak_kib is not None else int(usage.ru_maxrss),
+        rss_exact=peak_kib is not None,
+        stderr_tail=kept[-STDERR_KEPT:].decode(errors="replace"),
+        figures=mine,
+        children=others,
+    )
+
+
+def _measured(path: Path) -> tuple[int | None, int | None]:
+    """GNU time's file: the peak RSS in KiB (its last line), and the signal that killed the program
+    ("Command terminated by signal N"); None for what it does not say (it was killed itself)."""
+    try:
+        lines = path.read_text().split("\n")
+    except OSError:
+        return None, None
+    lines = [line.strip() for line in lines if line.strip()]
+    peak = int(lines[-1]) if lines and lines[-1].isdigit() else None
+    signum = None
+    for line in lines:
+        if line.startswith("Command terminated by signal ") and line.split()[-1].isdigit():
+            signum = int(line.split()[-1])
+    return peak, signum
+
+
+def _wait(proc: subprocess.Popen[bytes], start: float, timeout_s: float | None) -> tuple[int, Any, bool]:
+    """wait4 the program: its status and rusage, and whether it was killed at the time limit. ^C and a
+    terminal's SIGQUIT are the program's to handle while kpool waits (as `time` does)."""
+    old_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    old_quit = signal.signal(signal.SIGQUIT, signal.SIG_IGN)
+    timed_out = False
+    try:
+        while True:
+            pid, status, usage = os.wait4(proc.pid, 0 if timeout_s is None else os.WNOHANG)
+            if pid:
+                return status, usage, timed_out
+            if not timed_out and time.monotonic() - start > (timeout_s or 0):
+                timed_out = True
+                os.killpg(proc.pid, signal.SIGKILL)
+            time.sleep(POLL_S)
+    finally:
+        signal.signal(signal.SIGINT, old_int)
+        signal.signal(signal.SIGQUIT, old_quit)
+
+
+# ---- the crash record ----------------------------------------------------------------------------------
+
+
+def source(argv: Sequence[str]) -> str:
+    """The crash's source in the database: the program's name."""
+    return f"program:{Path(argv[0]).name}"
+
+
+def crash_of(result: RunResult, run: str) -> Crash:
+    """The crash of a run (result.crashed), with a reproducer that reruns the command with the same
+    environment additions in the same folder. The text is the program's stderr tail (an integrity error's
+    line there is in kpool's event-log format, which triage reads), and the signal."""
+    text = result.stderr_tail
+    if result.signal_name:
+        text += f"\nkpool: program killed by {result.signal_name}\n"
+    meta: dict[str, Any] = {"allocator": result.allocator, "conf": result.conf or ""}
+    if result.figures and result.figures.get("integrity"):
+        meta["integrity"] = result.figures["integrity"]
+    return Crash(
+        text=text,
+        run_id=run,
+        source=source(result.argv),
+        reproducer=Reproducer(
+            argv=result.argv, kind="command", env=dict(result.env), cwd=result.cwd, meta=meta
+        ),
+        returncode=result.returncode,
+        kind="timeout" if result.timed_out else None,
+    )
+
+
+def record_crash(result: RunResult, reports: Path, own_run: str | None = None) -> Recorded | None:
+    """Record a crashed run in the crash database of the reports folder ($KPOOL_CRASH_DB wins, and
+    $KPOOL_CRASH_RUN names the run, as for every runner); None when it did not crash or was not recorded."""
+    if not result.crashed:
+        return None
+    run = record.run_id(own_run or f"run-{datetime.now(UTC):%Y%m%d-%H%M%S}")
+    recorded = record.record([crash_of(result, run)], record.db_path(reports))
+    return recorded[0] if recorded else None
+
+
+# ---- what kpool run prints -------------------------------------------------------------------------------
+
+
+def _mib(n: float) -> str:
+    return f"{n / (1 << 20):.1f} MiB"
+
+
+def _pool_lines(doc: Mapping[str, Any]) -> list[str]:
+    stats = doc.get("stats", {})
+    prim, back, dmn = stats.get("primary", {}), stats.get("backup", {}), stats.get("daemon", {})
+    sysc = stats.get("syscalls", {})
+    peak, capacity = _mib(prim.get("peak_in_use_bytes", 0)), _mib(prim.get("capacity_bytes", 0))
+    lines = [
+        f"pool: {prim.get('allocs', 0):,} allocations, {prim.get('frees', 0):,} frees,"
+        f" {prim.get('failures', 0):,} failed; peak in use {peak}, capacity {capacity}"
+        f" ({prim.get('grows', 0)} grows, {prim.get('shrinks', 0)} shrinks); backup: {back.get('allocs', 0)}"
+        f" allocations, {back.get('refusals', 0)} refused",
+    ]
+    integ = stats.get("integrity", {})
+    found = {k: v for k, v in integ.items() if v and k != "bad_sizes"}
+    events = doc.get("integrity", [])
+    text = ", ".join(f"{k} {v}" for k, v in found.items()) or "none"
+    lines.append(f"integrity: {text}")
+    lines += [f"  {e.get('kind')} in {e.get('call')}: {e.get('text')}" for e in events[:5]]
+
+    def calls(who: str) -> str:
+        kinds = sysc.get(who, {})
+        total = sum(int(v) for v in kinds.values())
+        parts = ", ".join(f"{k} {v}" for k, v in kinds.items() if v)
+        return f"{who} {total}" + (f" ({parts})" if parts else "")
+
+    lines.append("system calls: " + "; ".join(calls(w) for w in ("alloc", "daemon", "setup") if w in sysc))
+    started = "started" if doc.get("daemon_started") else "never started"
+    lines.append(
+        f"daemon: {started}, {dmn.get('state', '?')}; {dmn.get('wakeups', 0)} wake-ups and"
+        f" {dmn.get('timer_wakeups', 0)} by its timer, {dmn.get('grows', 0)} grows,"
+        f" {dmn.get('shrinks', 0)} shrinks"
+    )
+    return lines
+
+
+def summary(result: RunResult, recorded: Recorded | None = None) -> list[str]:
+    """The lines `kpool run` prints when the program has ended."""
+    cmd = shlex.join(result.argv)
+    how = f"killed by {result.signal_name}" if result.signal_name else f"exit status {result.returncode}"
+    if result.timed_out:
+        how = "stopped at its time limit (" + how + ")"
+    lines = [
+        f"{cmd}: {how}",
+        f"allocator {result.allocator}" + (f", conf {result.conf}" if result.conf else ""),
+        f"wall {result.wall_s:.2f} s, cpu {result.user_s:.2f} s user + {result.sys_s:.2f} s system,"
+        f" peak RSS {_mib(result.peak_rss_kib * 1024)}"
+        + ("" if result.rss_exact else " (an upper bound: it includes kpool's own; install GNU time)"),
+    ]
+    if result.allocator == "kpool":
+        if result.figures:
+            lines += _pool_lines(result.figures)
+        else:
+            lines.append(
+                "pool: no figures (the program never allocated, or ended without exit(): _exit, a signal)"
+            )
+        if result.children:
+            n = result.integrity_events - int((result.figures or {}).get("integrity_total", 0))
+            lines.append(f"child processes with figures: {len(result.children)}, their integrity events: {n}")
+    if recorded is not None:
+        state = "new" if recorded.new else recorded.status
+        lines.append(
+            f"crash recorded: signature {recorded.hash} ({state}); kpool triage show {recorded.hash},"
+            f" kpool triage replay {recorded.hash}"
+        )
+    return lines
+
+
+def main(argv: Sequence[str], allocator: str, conf: str | None, on_error: str | None, reports: Path) -> int:
+    """`kpool run`: run, print the figures (on stderr, after the program's own output), record a crash;
+    the program's exit status (128 + N for signal N)."""
+    result = run_program(argv, allocator, conf, on_error)
+    recorded = record_crash(result, reports)
+    for line in summary(result, recorded):
+        output.progress(line)
+    return result.exit_status

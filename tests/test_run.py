@@ -1,0 +1,146 @@
+"""`kpool run` (harness/run.py): a program on kpool or a peer, its figures, its exit status, and a crash that
+becomes a record with a reproducer that `kpool triage replay` reruns."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness import cli, run
+from harness.triage.db import CrashDB
+
+DATA = Path(__file__).parent / "data" / "preload"
+
+
+@pytest.fixture(scope="module")
+def traps(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("no C compiler")
+    exe = tmp_path_factory.mktemp("run") / "traps"
+    subprocess.run([cc, "-O0", "-fno-builtin", "-pthread", "-o", str(exe), str(DATA / "traps.c")], check=True)
+    return exe
+
+
+def kpool(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "harness.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path(__file__).parents[1]), "LANG": "C"},
+    )
+
+
+def test_a_planted_double_free_aborts_is_recorded_and_replays(traps: Path, tmp_path: Path) -> None:
+    proc = kpool("run", "--reports", str(tmp_path), "--", str(traps), "double-free", cwd=tmp_path)
+    assert proc.returncode == 128 + signal.SIGABRT, proc.stderr
+    lines = proc.stderr.splitlines()
+    abort = [line for line in lines if re.match(r"kpool \d+\.\d+ double_free 0x", line)]
+    assert len(abort) == 1 and abort[0].endswith("double free in free(); abort"), proc.stderr
+    assert f"{traps} double-free: killed by SIGABRT" in proc.stderr
+    assert "kpool: integrity: double_frees 1" in proc.stderr
+    assert "crash recorded: signature" in proc.stderr
+
+    db = CrashDB.open(tmp_path / "crashes.sqlite")
+    (sig,) = db.signatures()
+    assert sig.kind == "kpool-double_free"
+    repro = db.reproducer(sig.id)
+    assert repro is not None
+    assert repro.argv == (str(traps), "double-free")
+    assert repro.env["LD_PRELOAD"].endswith("libkpool-preload.so")
+    assert repro.meta["allocator"] == "kpool"
+
+    replay = kpool(
+        "triage", "--db", str(tmp_path / "crashes.sqlite"), "replay", str(sig.id), "-n", "2", cwd=tmp_path
+    )
+    assert replay.returncode == 0, replay.stderr
+    assert "reproduced 2 of 2" in replay.stdout
+
+
+def test_figures_and_exit_status_of_a_clean_run(traps: Path, tmp_path: Path) -> None:
+    result = run.run_program([str(traps), "many"], "kpool", "tcache_bytes:64k", echo_stderr=False,
+                             stdout=subprocess.DEVNULL)  # fmt: skip
+    assert result.returncode == 0 and not result.crashed
+    assert result.figures is not None
+    stats = result.figures["stats"]
+    assert stats["primary"]["allocs"] >= 5000
+    assert result.figures["daemon_started"] is True
+    assert result.env["KPOOL_CONF"].endswith("tcache_bytes:64k")
+    assert result.peak_rss_kib > 0 and result.wall_s > 0
+    text = "\n".join(run.summary(result))
+    for needle in (
+        "exit status 0",
+        "wall ",
+        "peak RSS",
+        "pool: ",
+        "integrity: none",
+        "system calls: ",
+        "daemon: ",
+    ):
+        assert needle in text
+    assert run.record_crash(result, tmp_path) is None
+    assert not (tmp_path / "crashes.sqlite").exists()
+
+
+def test_the_program_exit_status_is_kpool_runs(traps: Path, tmp_path: Path) -> None:
+    proc = kpool("run", "--allocator", "glibc", "--", "sh", "-c", "exit 7", cwd=tmp_path)
+    assert proc.returncode == 7, proc.stderr
+    assert "exit status 7" in proc.stderr
+    assert "kpool: pool:" not in proc.stderr  # glibc: no kpool figures
+
+
+def test_a_peer_runs_through_ld_preload(tmp_path: Path) -> None:
+    try:
+        run.library("jemalloc")
+    except Exception:
+        pytest.skip("jemalloc is not installed")
+    result = run.run_program(["sh", "-c", 'echo "$LD_PRELOAD"'], "jemalloc", stdout=subprocess.PIPE)
+    assert result.env["LD_PRELOAD"].endswith("libjemalloc.so.2")
+    assert result.returncode == 0
+
+
+def test_the_peak_rss_is_the_programs_own(tmp_path: Path) -> None:
+    """Not the harness's (a fork of Python starts with its resident set as high-water mark)."""
+    if not run.GNU_TIME.is_file():
+        pytest.skip("no GNU time")
+    result = run.run_program(["true"], "glibc")
+    assert result.rss_exact and result.peak_rss_kib < 8 * 1024
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["run", "--conf", "bogus:1", "--", "true"], "unknown option 'bogus'"),
+        (["run", "--allocator", "glibc", "--conf", "daemon:off", "--", "true"], "takes neither"),
+        (["run"], "needs a command"),
+        (["run", "--allocator", "hoard", "--", "true"], "invalid choice: 'hoard'"),
+    ],
+)
+def test_usage_errors_exit_2(argv: list[str], says: str, capsys: pytest.CaptureFixture[str]) -> None:
+    try:
+        code = cli.main(argv)
+    except SystemExit as exc:  # argparse's own
+        code = int(exc.code or 0)
+    assert code == 2
+    assert says in capsys.readouterr().err
+
+
+def test_help_states_every_default() -> None:
+    parser = cli._parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    p = sub.choices["run"]
+    assert p.description
+    for action in p._actions:
+        if isinstance(action, argparse._HelpAction) or not action.option_strings:
+            continue
+        assert action.help and "default" in action.help, action.option_strings
