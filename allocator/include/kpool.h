@@ -15,17 +15,15 @@
  * A pool argument is NULL or a pool made by kp_create and not yet destroyed.
  * Anything else is bad input: refused (KP_EINVAL, NULL or 0, errno EINVAL,
  * kp_last_error() says "not a live pool"), never written through, and:
- *   - kp_destroy, kp_stats_json, kp_events_drain, kp_fault_inject and
- *     kp_critical_token look the pointer up among the live pools without
+ *   - kp_destroy, kp_stats_json, kp_events_drain, kp_fault_inject,
+ *     kp_critical_token, kp_daemon_start, kp_daemon_stop, kp_daemon_step and
+ *     kp_daemon_wake look the pointer up among the live pools without
  *     reading it: any pointer is refused, a destroyed pool's included;
  *   - the allocation calls (kp_alloc, kp_alloc_aligned, kp_realloc, kp_free,
  *     kp_usable_size), kp_thread_flush, kp_critical_enter and
  *     kp_critical_exit check a magic word in the pool: readable memory that is
  *     no pool is refused, but a destroyed pool (its memory is unmapped) is
  *     undefined, as a freed pointer is to free();
- *   - kp_daemon_start, kp_daemon_stop, kp_daemon_step and kp_daemon_wake
- *     check only for NULL: any other pointer that is not a live pool is
- *     undefined.
  * Nothing in this header is a macro that touches pool internals: the ABI is
  * the function list below, which the Python binding declares one for one.
  */

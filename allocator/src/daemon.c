@@ -184,15 +184,18 @@ void kp__daemon_wait(kp_pool *pool, _Atomic uint64_t *counter, uint64_t deadline
 	pthread_mutex_unlock(&d->mu);
 }
 
+/* The four calls below are control calls, never on the allocation path: they
+ * look the pool up in the registry of live pools (one global mutex) before
+ * they read a byte of it, so any pointer that is no live pool is refused. */
 KP_EXPORT void kp_daemon_wake(kp_pool *pool)
 {
-	if (pool)
+	if (pool && kp__pool_live(pool, "kp_daemon_wake"))
 		kp__daemon_kick(pool);
 }
 
 KP_EXPORT int kp_daemon_start(kp_pool *pool)
 {
-	if (!pool)
+	if (!pool || !kp__pool_live(pool, "kp_daemon_start"))
 		return KP_EINVAL;
 	kp__daemon *d = &pool->daemon;
 	int st = atomic_load(&d->state);
@@ -209,13 +212,13 @@ KP_EXPORT int kp_daemon_start(kp_pool *pool)
 
 KP_EXPORT void kp_daemon_stop(kp_pool *pool)
 {
-	if (pool)
+	if (pool && kp__pool_live(pool, "kp_daemon_stop"))
 		kp__daemon_stop(pool);
 }
 
 KP_EXPORT int kp_daemon_step(kp_pool *pool, uint64_t advance_ms)
 {
-	if (!pool)
+	if (!pool || !kp__pool_live(pool, "kp_daemon_step"))
 		return KP_EINVAL;
 	atomic_fetch_add(&pool->daemon.clock_offset_ns, advance_ms * 1000000ull);
 	return kp__daemon_pass(pool);

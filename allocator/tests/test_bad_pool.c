@@ -7,7 +7,8 @@
  *  - every call checks a magic word in the pool (keyed by its address) on
  *    entry of its slow path, so memory that is no pool (a buffer of random
  *    bytes, zeros, 0xff) is refused and left untouched;
- *  - the lifecycle and observation calls (kp_destroy, kp_stats_json,
+ *  - the lifecycle and observation calls (kp_destroy, kp_stats_json, the
+ *    kp_daemon_* calls,
  *    kp_events_drain, kp_fault_inject, kp_critical_token) look the pointer up
  *    in the registry of live pools before they read a byte of it, so a
  *    destroyed pool (its memory unmapped) is refused too.
@@ -83,6 +84,11 @@ static void test_garbage_lifecycle_calls(void)
 		CHECK(kp_events_drain(bad, ev, 4) == 0, "kp_events_drain on %s", KIND[kind]);
 		CHECK(kp_fault_inject(bad, "mmap@nth=1") == KP_EINVAL, "kp_fault_inject on %s", KIND[kind]);
 		CHECK(kp_critical_token(bad) == 0, "kp_critical_token on %s", KIND[kind]);
+		CHECK(kp_daemon_step(bad, 1) == KP_EINVAL, "kp_daemon_step on %s", KIND[kind]);
+		CHECK(kp_daemon_start(bad) == KP_EINVAL, "kp_daemon_start on %s", KIND[kind]);
+		kp_daemon_wake(bad);
+		kp_daemon_stop(bad);
+		CHECK(says_not_a_pool(), "kp_daemon_stop on %s: error '%s'", KIND[kind], kp_last_error());
 		kp_destroy(bad);
 		CHECK(says_not_a_pool(), "kp_destroy on %s: error '%s'", KIND[kind], kp_last_error());
 		CHECK(memcmp(g, copy, GARBAGE) == 0, "a call wrote into the %s passed as a pool", KIND[kind]);
@@ -106,6 +112,11 @@ static void test_destroyed_pool(void)
 	CHECK(kp_events_drain(pool, ev, 4) == 0, "kp_events_drain on a destroyed pool");
 	CHECK(kp_fault_inject(pool, "all@off") == KP_EINVAL, "kp_fault_inject on a destroyed pool");
 	CHECK(kp_critical_token(pool) == 0, "kp_critical_token on a destroyed pool");
+	CHECK(kp_daemon_step(pool, 1) == KP_EINVAL, "kp_daemon_step on a destroyed pool");
+	CHECK(kp_daemon_start(pool) == KP_EINVAL, "kp_daemon_start on a destroyed pool");
+	kp_daemon_wake(pool);
+	kp_daemon_stop(pool);
+	CHECK(says_not_a_pool(), "kp_daemon_stop on a destroyed pool: error '%s'", kp_last_error());
 	kp_destroy(pool); /* twice */
 	CHECK(says_not_a_pool(), "a second kp_destroy: error '%s'", kp_last_error());
 	/* the library goes on */
