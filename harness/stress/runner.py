@@ -36,6 +36,7 @@ from harness.triage import record
 
 POLL_S = 0.05  # psutil sample and exit check: 20 a second is smooth and costs ~1% of a core
 RATIO_FIGURES = ("p50", "p99", "p999", "mean")
+TSAN_OPTIONS = "halt_on_error=1"
 RATIO_KINDS = ("alloc", "free", "realloc", "calloc", "aligned", "free_remote", "critical")
 
 
@@ -184,6 +185,9 @@ class Phase:
         prog_path = self.directory / f"{self.label}.prog"
         prog_path.write_text(self.program)
         env = child_env(_preload(self.allocator))
+        # A TSan build stops at its first report, as ASan does: a race leaves the pool's lists damaged, and
+        # a worker that goes on mostly hangs until its time limit (the caller's TSAN_OPTIONS win).
+        env.setdefault("TSAN_OPTIONS", TSAN_OPTIONS)
         limit = self.opts.time_limit_s or self.wl.time_limit_s
         pending = [self._worker(i, prog_path, env, limit) for i in range(self.wl.processes)]
         running: list[Worker] = []

@@ -24,10 +24,16 @@ import psutil
 # The line kpdrive's fatal-signal handler writes (allocator/driver/driver.c, on_fatal).
 FATAL_RE = re.compile(r"kpdrive: fatal signal (\d+)(?: thread (\d+) op (\d+))?")
 PROGRESS_RE = re.compile(r"kpdrive: progress ops=(\d+)")
+# Where a sanitizer's report starts: "==42==ERROR: AddressSanitizer: ..." (ASan, LSan, TSan's own errors),
+# "WARNING: ThreadSanitizer: data race (pid=42)" (after a "==================" line), "f.c:3:5: runtime
+# error: ..." (UBSan).
 SANITIZER_RE = re.compile(
     r"^=+\d+=+ ?ERROR: (AddressSanitizer|LeakSanitizer|ThreadSanitizer|UndefinedBehavior)"
+    r"|^WARNING: ThreadSanitizer: "
 )
 UBSAN_RE = re.compile(r"runtime error: ")
+# Lines of a report kept: a TSan race with its two stacks, the mutexes and the threads' creation fits.
+REPORT_LINES = 200
 STDERR_TAIL_LINES = 40
 # kpdrive's exit statuses (kpdrive.c): 2 the program is refused before anything runs; 3 the run could not
 # be set up (a JSON document with "error"): a configuration error when kp_create or kp_fault_inject
@@ -270,9 +276,11 @@ def _signame(sig: int) -> str:
 
 
 def _sanitizer_report(lines: list[str]) -> str:
+    """The first sanitizer report in a worker's stderr (progress lines left out), "" when there is none."""
+    lines = [ln for ln in lines if not PROGRESS_RE.match(ln)]
     for i, line in enumerate(lines):
         if SANITIZER_RE.match(line) or UBSAN_RE.search(line):
-            return "\n".join(lines[i : i + 80])
+            return "\n".join(lines[i : i + REPORT_LINES])
     return ""
 
 

@@ -106,6 +106,19 @@ SIGNAL_WORDS = {
     "Illegal instruction": "SIGILL",
     "Killed": "SIGKILL",
 }
+# ThreadSanitizer's prose bug types, as dashed kinds.
+TSAN_ALIASES = {
+    "data race": "data-race",
+    "thread leak": "thread-leak",
+    "signal-unsafe call inside of a signal": "signal-unsafe-call",
+    "signal handler spoils errno": "signal-handler-spoils-errno",
+    "destroy of a locked mutex": "destroy-locked-mutex",
+    "unlock of an unlocked mutex": "unlock-unlocked-mutex",
+    "double lock of a mutex": "double-lock",
+    "use of an invalid mutex": "invalid-mutex",
+}
+# Kinds whose report holds two racing accesses, each with its stack: signed with both (signature.py).
+RACE_KINDS = ("data-race",)
 # ASan words that name a bug type without its dashed name.
 ASAN_ALIASES = {"attempting double-free": "double-free", "attempting free on address": "bad-free"}
 
@@ -128,6 +141,17 @@ KIND_RULES: tuple[KindRule, ...] = (
         _re(rf"SUMMARY: AddressSanitizer: (?P<t>{_ASAN_TYPES})\b"),
         "{t}",
         "SUMMARY: AddressSanitizer: allocation-size-too-big (/usr/lib/libkpool.so+0x1a2b3) in kp_alloc",
+    ),
+    # -- ThreadSanitizer (its WARNING line names the bug; its own SEGV is a signal, below) ---------------
+    KindRule(
+        "tsan-warning",
+        _re(
+            r"WARNING: ThreadSanitizer: (?P<t>data race|lock-order-inversion|heap-use-after-free|thread leak"
+            r"|signal-unsafe call inside of a signal|signal handler spoils errno|destroy of a locked mutex"
+            r"|unlock of an unlocked mutex|double lock of a mutex|use of an invalid mutex)"
+        ),
+        "{t}",
+        "WARNING: ThreadSanitizer: data race (pid=11603)",
     ),
     # -- LeakSanitizer ------------------------------------------------------------------------------------
     KindRule(
@@ -160,6 +184,12 @@ KIND_RULES: tuple[KindRule, ...] = (
         _re(r"runtime error: (?:load|store|member access|member call).* misaligned address"),
         "ubsan-misaligned-address",
         "alloc.c:52:3: runtime error: store to misaligned address 0x7f3a1c000005 for type 'uint64_t'",
+    ),
+    KindRule(  # before ubsan-null: pointer arithmetic on NULL, not a dereference
+        "ubsan-null-offset",
+        _re(r"runtime error: applying (?:non-)?zero offset(?: \d+)? to null pointer"),
+        "ubsan-pointer-overflow",
+        "alloc.c:70:20: runtime error: applying zero offset to null pointer",
     ),
     KindRule(
         "ubsan-null",
@@ -316,6 +346,15 @@ FRAME_RULES: tuple[FrameRule, ...] = (
             r"|\s+(?P<file>[^\s()]+?)(?::\d+)*)?\s*$"
         ),
         "    #0 0x5654029bcefe in kp__central_give /work/kpool/allocator/src/alloc.c:6:77",
+    ),
+    # ThreadSanitizer (no address): "#N func file:line (module+0xoff)", or "#N func <null> (module+0xoff)".
+    FrameRule(
+        "tsan",
+        _re(
+            r"^\s*#(?P<n>\d+)\s+(?P<func>[^\s#(][^()]*?)\s+(?P<file>[^\s()]+?)(?::\d+)*"
+            r"\s+\((?P<module>[^()\s]+?)\+0x[0-9a-fA-F]+\)"
+        ),
+        "    #0 partial_push src/primary.c:221 (kpdrive+0x1fe81)",
     ),
     # Sanitizer frame without a symbol: "#N 0xADDR (module+0xoff)".
     FrameRule(

@@ -96,7 +96,7 @@ def canonical_kind(kind: str) -> str:
         return P.SIGNAL_WORDS[kind]
     if kind.startswith("signal ") and kind[7:].isdigit():
         return signal_name(int(kind[7:]))
-    return P.ASAN_ALIASES.get(kind, kind)
+    return P.ASAN_ALIASES.get(kind) or P.TSAN_ALIASES.get(kind, kind)
 
 
 def signal_name(number: int) -> str:
@@ -225,6 +225,19 @@ def crash_frames(text: str, kind: str) -> list[Frame]:
     return stacks[0][1] if stacks else []
 
 
+def race_frames(text: str) -> tuple[str, ...]:
+    """A race's two accesses: the innermost interesting frame of each of the report's first two stacks,
+    sorted, so that a race reported with its accesses either way round has one signature."""
+    firsts: list[str] = []
+    for _, frames in _stacks(text):
+        kept = interesting_frames(frames)
+        if kept:
+            firsts.append(kept[0].name())
+        if len(firsts) == 2:
+            break
+    return tuple(sorted(set(firsts)))
+
+
 def compute(
     text: str,
     *,
@@ -236,6 +249,10 @@ def compute(
     kind, detail, frame = _classify(text, returncode, guess)
     if frame:  # a verdict that names where it applies: the same bug whatever path reached the check
         return Signature(kind, detail, (frame,), "")
+    if kind in P.RACE_KINDS:
+        pair = race_frames(text)
+        if pair:
+            return Signature(kind, detail, pair, "")
     names: list[str] = []
     for f in interesting_frames(crash_frames(text, kind)):
         name = f.name()
