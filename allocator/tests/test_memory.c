@@ -1,0 +1,155 @@
+/*
+ * test_memory.c - what a pool costs in memory on its defaults (issue 14,
+ * points 2 and 3):
+ *   - idle: a process with one default pool and ~100 KB live is resident at
+ *     most 4 MiB beyond the backup reserve (before: 42 MB, 8 MiB of initial
+ *     primary, the 4 MiB reserve and the daemon's fixed 32 MiB of headroom,
+ *     all pre-faulted);
+ *   - the daemon's headroom target follows the measured allocation rate and
+ *     what the allocation path had to fault itself, and falls back to its
+ *     floor when the pool goes idle (driven with kp_daemon_step);
+ *   - no hard cap: by default a pool grows past 1 GiB (before: primary_max
+ *     1g, so 1.5 GiB of untouched memory was refused).
+ * RSS is meaningless under a sanitizer (its shadow and quarantine are
+ * resident): the RSS bound is checked in the release variant.
+ */
+#include "ktest.h"
+
+#define KiB ((size_t)1 << 10)
+#define MiB ((size_t)1 << 20)
+#define GiB ((size_t)1 << 30)
+
+static long status_kb(const char *key)
+{
+	FILE *f = fopen("/proc/self/status", "r");
+	char line[256];
+	long v = -1;
+	size_t n = strlen(key);
+	while (f != NULL && fgets(line, sizeof line, f) != NULL)
+		if (!strncmp(line, key, n) && line[n] == ':')
+			v = atol(line + n + 1);
+	if (f != NULL)
+		fclose(f);
+	return v;
+}
+
+/* Each RUN is a fresh child: nothing of an earlier test is resident. */
+static void test_idle_rss(void)
+{
+	unsetenv("KPOOL_CONF");
+	long rss0 = status_kb("VmRSS");
+	kp_pool *pool = kp_create(NULL);
+	REQUIRE(pool != NULL, "kp_create: %s", kp_last_error());
+	enum { N = 1000, SIZE = 100 }; /* ~100 KB live */
+	static void *b[N];
+	for (int i = 0; i < N; i++) {
+		b[i] = kp_alloc(pool, SIZE, 0);
+		REQUIRE(b[i] != NULL, "kp_alloc #%d", i);
+		memset(b[i], 0x5a, SIZE);
+	}
+	/* idle: the daemon's first passes (woken at once, then its timer) */
+	kt_sleep_ms(500);
+	long rss = status_kb("VmRSS");
+	int64_t backup = kt_stat(pool, "backup.capacity_bytes");
+	int64_t cap = kt_stat(pool, "primary.capacity_bytes");
+	printf("   idle RSS %ld KiB (process before the pool %ld KiB), backup reserve %lld KiB, primary capacity "
+	       "%lld KiB (mapped)\n",
+	       rss, rss0, (long long)(backup >> 10), (long long)(cap >> 10));
+	if (KT_SANITIZED)
+		printf("   (sanitizer build: the RSS bound is checked in the release variant)\n");
+	else
+		CHECK(rss * (long)KiB <= (long)backup + (long)(4 * MiB),
+		      "idle RSS %ld KiB is more than 4 MiB beyond the backup reserve (%lld KiB)", rss,
+		      (long long)(backup >> 10));
+	for (int i = 0; i < N; i++)
+		kp_free(pool, b[i]);
+	kp_destroy(pool);
+}
+
+/* 1.5 GiB live, untouched (prefault off), on an otherwise default pool. */
+static void test_no_1g_cap(void)
+{
+	unsetenv("KPOOL_CONF");
+	KT_POOL(pool, "prefault:off");
+	int64_t max = kt_stat(pool, "primary.max_bytes");
+	printf("   primary.max_bytes by default: %lld MiB\n", (long long)(max >> 20));
+	CHECK(max > (int64_t)(3 * GiB / 2), "the default primary_max is %lld MiB: a pool cannot reach 1.5 GiB",
+	      (long long)(max >> 20));
+	char *one = kp_alloc(pool, 3 * GiB / 2, 0);
+	CHECK(one != NULL, "kp_alloc(1.5 GiB) on a default pool: %s", kp_last_error());
+	if (one != NULL) {
+		one[0] = 1;
+		one[3 * GiB / 2 - 1] = 2;
+		kp_free(pool, one);
+	}
+	/* the same in three live blocks, and 64 MiB of segments beside them */
+	char *b[3] = {0};
+	for (int i = 0; i < 3; i++) {
+		b[i] = kp_alloc(pool, GiB / 2, 0);
+		CHECK(b[i] != NULL, "kp_alloc(512 MiB) #%d with %d GiB/2 live: %s", i, i, kp_last_error());
+	}
+	enum { NS = 64 };
+	void *s[NS] = {0};
+	for (int i = 0; i < NS; i++) {
+		s[i] = kp_alloc(pool, MiB, 0);
+		CHECK(s[i] != NULL, "kp_alloc(1 MiB) #%d beside 1.5 GiB live: %s", i, kp_last_error());
+	}
+	for (int i = 0; i < NS; i++)
+		kp_free(pool, s[i]);
+	for (int i = 0; i < 3; i++)
+		kp_free(pool, b[i]);
+	kp_destroy(pool);
+}
+
+/* The target, driven by the test's clock: a burst raises it (rate times the
+ * horizon, bounded by a share of what is in use), the allocation path that
+ * outran the daemon raises it further, and idleness brings it back to the
+ * floor, high_wm. */
+static void test_adaptive_target(void)
+{
+	unsetenv("KPOOL_CONF");
+	KT_POOL(pool, "daemon:off,seed:7");
+	kp_daemon_step(pool, 0);
+	int64_t floor = kt_stat(pool, "daemon.target_bytes");
+	printf("   target at creation: %lld KiB\n", (long long)(floor >> 10));
+	CHECK(floor > 0 && floor <= (int64_t)(2 * MiB), "idle target %lld KiB (want a small floor)",
+	      (long long)(floor >> 10));
+	/* 256 MiB at 64 MiB per 10 ms step of the test's clock (6.4 GB/s) */
+	enum { NB = 4096 };
+	static void *b[NB];
+	for (int i = 0; i < NB; i++) {
+		b[i] = kp_alloc(pool, 64 * KiB - 64, 0);
+		REQUIRE(b[i] != NULL, "kp_alloc #%d", i);
+		if (i % 1024 == 1023)
+			kp_daemon_step(pool, 10);
+	}
+	int64_t busy = kt_stat(pool, "daemon.target_bytes");
+	int64_t faulted = kt_stat(pool, "daemon.alloc_faulted_bytes");
+	int64_t rate = kt_stat(pool, "daemon.rate_bytes_per_s");
+	printf("   after 256 MiB in 40 ms: target %lld MiB, rate %lld MiB/s, allocation path faulted %lld MiB\n",
+	       (long long)(busy >> 20), (long long)(rate >> 20), (long long)(faulted >> 20));
+	CHECK(busy >= (int64_t)(8 * MiB), "target %lld KiB after a 6.4 GB/s burst (the rate did not count)",
+	      (long long)(busy >> 10));
+	CHECK(busy <= (int64_t)(256 * MiB) / 8, "target %lld MiB: more than 1/8 of the 256 MiB in use",
+	      (long long)(busy >> 20));
+	CHECK(faulted > 0, "daemon:off: the allocation path grew and faulted everything, yet none counted");
+	for (int i = 0; i < NB; i++)
+		kp_free(pool, b[i]);
+	kp_thread_flush(pool);
+	for (int i = 0; i < 50; i++)
+		kp_daemon_step(pool, 100);
+	int64_t idle = kt_stat(pool, "daemon.target_bytes");
+	printf("   5 s idle: target %lld KiB, capacity %lld MiB\n", (long long)(idle >> 10),
+	       (long long)(kt_stat(pool, "primary.capacity_bytes") >> 20));
+	CHECK(idle == floor, "5 s idle: target %lld KiB, not back at the floor %lld KiB", (long long)(idle >> 10),
+	      (long long)(floor >> 10));
+	kp_destroy(pool);
+}
+
+int main(void)
+{
+	RUN(test_idle_rss);
+	RUN(test_no_1g_cap);
+	RUN(test_adaptive_target);
+	return ktest_summary();
+}
