@@ -88,6 +88,26 @@ def _gcc_file(name: str) -> Callable[[], Path | None]:
     return find
 
 
+def _command_path(path: str) -> Callable[[], Path | None]:
+    """A program at a fixed path (a shell builtin of the same name would hide it from PATH lookups)."""
+
+    def find() -> Path | None:
+        return Path(path) if Path(path).is_file() else None
+
+    return find
+
+
+def _preload() -> Path:
+    """The preload library: the shipped copy, or the checkout's release build (never built here)."""
+    for path in (
+        paths.PACKAGED_LIB_DIR / "libkpool-preload.so",
+        paths.build_dir("release") / "libkpool-preload.so",
+    ):
+        if path.is_file():
+            return path
+    raise KpoolError("libkpool-preload.so not found")
+
+
 def _python_module(module: str) -> Callable[[], Path | None]:
     def find() -> Path | None:
         spec = importlib.util.find_spec(module)
@@ -199,7 +219,14 @@ CAPABILITIES: tuple[Capability, ...] = (
         _command("chromium"),
         "chromium",
     ),
-    *(_peer(a) for a in peers.ALLOCATORS if a.soname),
+    *(_peer(a) for a in peers.ALLOCATORS if a.package),  # kpool's own preload is ours, below
+    Capability(
+        "GNU time",
+        "exact peak RSS of a program in `kpool run` (without it the figure is an upper bound)",
+        "apt-get install time",
+        _command_path("/usr/bin/time"),
+        "time",
+    ),
     Capability(
         "atheris and its libFuzzer+ASan runtime",
         "fuzzing: kpool fuzz, kpool campaign's fuzz jobs",
@@ -220,6 +247,12 @@ CAPABILITIES: tuple[Capability, ...] = (
         "everything: the library the harness loads",
         REINSTALL,
         _ours(build.packaged_library),
+    ),
+    Capability(
+        "libkpool-preload (release)",
+        "kpool under real programs: kpool run, the kpool-preload peer",
+        REINSTALL,
+        _ours(_preload),
     ),
     Capability(
         "allocator sources",

@@ -17,7 +17,8 @@ cd "$(dirname "$0")/.."
 #   strace                 the proof that the allocation path makes no system call
 #   libjemalloc2 libmimalloc2.0 libtcmalloc-minimal4   the peer allocators
 #   chromium               renders the HTML report in its test
-PACKAGES=(build-essential make clang libclang-rt-14-dev llvm binutils strace libjemalloc2 libmimalloc2.0 libtcmalloc-minimal4 chromium)
+#   time                   GNU time: a program's own peak RSS in `kpool run`
+PACKAGES=(build-essential make clang libclang-rt-14-dev llvm binutils strace libjemalloc2 libmimalloc2.0 libtcmalloc-minimal4 chromium time)
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do
