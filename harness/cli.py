@@ -152,7 +152,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-seeds",
         action="store_true",
-        help="start from the working corpus alone, not the committed seeds (what the fuzzer finds by itself)",
+        help="start from nothing: neither the committed seeds nor the working corpus (what the fuzzer finds "
+        "by itself; its corpus stays in the run folder)",
     )
     p.add_argument(
         "--run-dir",

@@ -108,6 +108,12 @@ void fz_finish(fz_ctx *c);
  * two halves of the concurrent target: the ring has one drainer). */
 void fz_drain(fz_ctx *c);
 
+/* ---- the input history (fuzz_history.c) ------------------------------------ */
+/* Called with each input before it runs: remakes the target's pools every so
+ * many inputs (so that the inputs since they were made stay few) and keeps
+ * the input in $KPOOL_FUZZ_HISTORY/history-<pid> when that names a folder. */
+void fz_history_add(fz_pool *pools, size_t npools, const uint8_t *data, size_t len);
+
 /* The operation trace printed by fz_fail: the last FZ_TRACE operations of
  * the thread, kept as numbers (formatting each one would cost more than the
  * operation). */

@@ -48,6 +48,7 @@ static int run_sequence(fz_pool *pools, size_t npools, unsigned mode, const uint
 {
 	if (len < 1)
 		return 0;
+	fz_history_add(pools, npools, data, len);
 	fz_in r = {data + 1, len - 1};
 	fz_ctx c;
 	fz_trace_reset();
@@ -166,6 +167,7 @@ KP_EXPORT int kp_fuzz_concurrent(const uint8_t *data, size_t len)
 {
 	if (len < 2)
 		return 0;
+	fz_history_add(thread_pools, NPOOLS(thread_pools), data, len);
 	fz_pool *fp = &thread_pools[data[0] % NPOOLS(thread_pools)];
 	_Atomic(fz_slot *) mailbox = NULL;
 	size_t rest = len - 1, first = rest / 2;

@@ -29,6 +29,7 @@ from harness import build, output, paths
 from harness.errors import KpoolError
 from harness.fuzz import NATIVE, TARGETS
 from harness.fuzz import env as fuzz_env
+from harness.fuzz.target import HISTORY_ENV, HISTORY_FLAG, read_history, write_history
 from harness.triage import record
 
 FUZZ_DIR = Path(__file__).resolve().parent
@@ -46,6 +47,9 @@ PROGRESS_EVERY_S = 5.0
 # Sanitizer reports are kept for this many crash inputs per target (each replay restarts Python with
 # the ASan runtime, a second or two); the rest keep the input only.
 MAX_REPLAYS = 10
+# A crash input that does not crash alone is replayed with the inputs before it this many times at most
+# (each replay restarts Python with the sanitizer runtime, a second or two).
+HISTORY_REPLAYS = 2
 # Beyond the fuzzing time: building, start-up, and the final pass over the corpus.
 GRACE_S = 120
 ARTIFACT_KINDS = ("crash", "timeout", "oom", "leak", "slow-unit")
@@ -78,6 +82,9 @@ class TargetResult:
     counters: int = 0  # the library's edges (inline 8-bit counters), for the share covered
     corpus: int = 0
     crashes: list[str] = field(default_factory=list)
+    # per crash input: how it replays (_keep_reports), for the crash database
+    replays: dict[str, dict[str, Any]] = field(default_factory=dict)
+    first_crash_s: float | None = None  # seconds from the start to the first crash input
     log: str = ""
     error: str = ""  # libFuzzer ended abnormally without a crash input ("" when it ended well)
 
@@ -127,6 +134,12 @@ def seeds_dir(target: str) -> Path:
 def dictionary(target: str) -> Path | None:
     path = CORPORA / target / "dict"
     return path if path.is_file() else None
+
+
+def _fresh_corpus(run_dir: Path, target: str) -> Path:
+    path = run_dir / "corpus" / target
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def working_corpus(target: str, reports: Path = REPORTS) -> Path:
@@ -212,9 +225,15 @@ def _artifacts(crashes: Path, target: str) -> list[Path]:
     return sorted(p for p in found if p.name[len(target) + 1 :].startswith(ARTIFACT_KINDS))
 
 
-def replay(target: str, data: Path, env: dict[str, str], timeout_s: float = 120) -> tuple[int, str]:
-    """Run one input through a target; its exit code and its output (the sanitizer report)."""
-    cmd = [sys.executable, str(script(target)), f"-timeout={INPUT_TIMEOUT_S}", str(data)]
+def replay(
+    target: str, data: Path, env: dict[str, str], timeout_s: float = 120, history: bool = False
+) -> tuple[int, str]:
+    """Run one input through a target (or, with history, every input of a history file, in one process);
+    its exit code and its output (the sanitizer report)."""
+    if history:
+        cmd = [sys.executable, str(script(target)), HISTORY_FLAG, str(data)]
+    else:
+        cmd = [sys.executable, str(script(target)), f"-timeout={INPUT_TIMEOUT_S}", str(data)]
     try:
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout_s, check=False)
     except subprocess.TimeoutExpired as exc:
@@ -223,13 +242,56 @@ def replay(target: str, data: Path, env: dict[str, str], timeout_s: float = 120)
     return proc.returncode, proc.stdout + proc.stderr
 
 
-def _keep_reports(target: str, found: list[Path], env: dict[str, str]) -> None:
+def _histories(found: list[Path], folder: Path) -> None:
+    """Give each crash input the history that ended with it (<input>.history): the inputs since the pools
+    were made, kept by the crashing process (allocator/driver/fuzz_history.c). The processes' own files
+    go."""
+    if not folder.is_dir():
+        return
+    for path in sorted(folder.glob("history-*")):
+        try:
+            inputs = read_history(path)
+        except (OSError, ValueError):
+            continue
+        for crash in found:
+            kept = crash.with_name(crash.name + ".history")
+            if inputs and not kept.exists() and crash.read_bytes() == inputs[-1]:
+                write_history(kept, inputs)  # compact: the process's file is a sparse 64 MiB
+                break
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def _keep_reports(target: str, found: list[Path], env: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """Replay each crash input for its report (<input>.txt): alone first, and when it does not crash
+    alone (it needed the state earlier inputs left in the pools) with its history, up to HISTORY_REPLAYS
+    times. Returns per input how it replays: {"reproducer": "input" | "history" | "none", "history":
+    path or None, "reproduced": n, "runs": n}."""
+    out: dict[str, dict[str, Any]] = {}
     for n, path in enumerate(found):
         report = path.with_name(path.name + ".txt")
+        history = path.with_name(path.name + ".history")
         if report.exists() or n >= MAX_REPLAYS:
             continue
         code, text = replay(target, path, env)
-        report.write_text(f"# kpool fuzz replay of {path.name}: exit {code}\n{text}")
+        how: dict[str, Any] = {"reproducer": "input", "history": None, "reproduced": 1, "runs": 1}
+        header = f"# kpool fuzz replay of {path.name}: exit {code}"
+        if code == 0:
+            how = {"reproducer": "none", "history": None, "reproduced": 0, "runs": 1}
+            for _ in range(HISTORY_REPLAYS if history.is_file() else 0):
+                hcode, htext = replay(target, history, env, history=True)
+                how["runs"] += 1
+                if hcode != 0:
+                    inputs = len(read_history(history))
+                    how = {"reproducer": "history", "history": str(history), "reproduced": 1, "runs": 1}
+                    header = (
+                        f"# kpool fuzz replay of {path.name}: exit 0 alone; exit {hcode} after the"
+                        f" {inputs - 1} inputs before it since the pools were made ({history.name})"
+                    )
+                    code, text = hcode, htext
+                    break
+        out[str(path)] = how
+        report.write_text(f"{header}\n{text}")
+    return out
 
 
 def target_env(target: str, plant: int = 0) -> dict[str, str]:
@@ -255,9 +317,14 @@ def fuzz_target(
     logs = run_dir / "logs"
     crashes.mkdir(parents=True, exist_ok=True)
     logs.mkdir(parents=True, exist_ok=True)
-    corpus_dirs = [working_corpus(target, reports)]
+    # --no-seeds starts from nothing: an empty corpus of this run's own, not the working corpus that
+    # earlier runs (which started from the seeds) filled
+    corpus_dirs = [working_corpus(target, reports) if seeds else _fresh_corpus(run_dir, target)]
     if seeds and seeds_dir(target).is_dir():
         corpus_dirs.append(seeds_dir(target))
+    history = run_dir / "history" / target
+    history.mkdir(parents=True, exist_ok=True)
+    env = {**env, HISTORY_ENV: str(history)}
     cmd = [
         sys.executable,
         str(script(target)),
@@ -268,7 +335,7 @@ def fuzz_target(
     result = TargetResult(target=target, log=str(logs / f"{target}.log"))
     output.progress(f"fuzzing {target} for {seconds}s ({jobs} job{'s' if jobs > 1 else ''})")
     output.detail(" ".join(cmd))
-    start = time.monotonic()
+    start, start_wall = time.monotonic(), time.time()
     finished = False
     with subprocess.Popen(
         cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=run_dir
@@ -283,8 +350,12 @@ def fuzz_target(
     result.seconds = round(time.monotonic() - start, 1)
     result.returncode = proc.returncode
     found = _artifacts(crashes, target)
-    _keep_reports(target, found, env)
+    _histories(found, history)
+    replay_env = {k: v for k, v in env.items() if k != HISTORY_ENV}
+    result.replays = _keep_reports(target, found, replay_env)
     result.crashes = [str(p) for p in found]
+    if found:
+        result.first_crash_s = round(min(p.stat().st_mtime for p in found) - start_wall, 1)
     if found:
         output.warn(f"{target}: {len(found)} crash input(s) kept in {crashes}")
     else:

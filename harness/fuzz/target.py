@@ -40,13 +40,54 @@ def entry_point(name: str, path: Path) -> Callable[[bytes], None]:
     return one_input
 
 
+HISTORY_FLAG = "--kpool-history"
+HISTORY_ENV = "KPOOL_FUZZ_HISTORY"  # the folder the C side writes history-<pid> into on a crash
+HISTORY_MAGIC = b"kpfuzz-history 1\n"
+
+
+def read_history(path: Path) -> list[bytes]:
+    """The inputs of a history file (allocator/driver/fuzz_history.c), oldest first; the last one crashed."""
+    data = path.read_bytes()
+    if not data.startswith(HISTORY_MAGIC):
+        raise ValueError(f"{path} is not a kpfuzz input history")
+    out, at = [], len(HISTORY_MAGIC)
+    while at + 4 <= len(data):
+        n = int.from_bytes(data[at : at + 4], "little")
+        if n == 0:  # the end (the file is longer: a sparse mapping of a fixed size)
+            break
+        out.append(data[at + 4 : at + 4 + n])
+        at += 4 + n
+    return out
+
+
+def write_history(path: Path, inputs: list[bytes]) -> None:
+    records = b"".join(len(i).to_bytes(4, "little") + i for i in inputs)
+    path.write_bytes(HISTORY_MAGIC + records + bytes(4))
+
+
+def replay_history(entry: str, path: Path) -> int:
+    """Run every input of a history through `entry` in this one process, as the fuzzing process did:
+    the pools the crash needed are in the state the earlier inputs left. Returns 0 when nothing crashed
+    (a crash ends the process with the sanitizer's or the oracle's report)."""
+    inputs = read_history(path)
+    one_input = entry_point(entry, library())
+    for data in inputs:
+        one_input(data)
+    sys.stderr.write(f"kpool: {len(inputs)} inputs of {path} replayed without a crash\n")
+    return 0
+
+
 def native_main(entry: str) -> None:
-    """Fuzz the C entry point `entry` with libFuzzer's command line in sys.argv."""
+    """Fuzz the C entry point `entry` with libFuzzer's command line in sys.argv; with
+    `--kpool-history FILE`, replay the inputs of a history file instead."""
     path = library()
     if not fuzz_env.preloaded(os.environ):
         env = fuzz_env.target_env(path)
         script = str(Path(sys.argv[0]).resolve())
         os.execve(sys.executable, [sys.executable, script, *sys.argv[1:]], env)
+    if len(sys.argv) == 3 and sys.argv[1] == HISTORY_FLAG:
+        os.environ.pop(HISTORY_ENV, None)  # a replay keeps no history of its own
+        sys.exit(replay_history(entry, Path(sys.argv[2])))
     import atheris
 
     atheris.Setup(sys.argv, entry_point(entry, path))

@@ -49,7 +49,14 @@ def run_count(text: str) -> int:
 
 
 def _rate(row: SignatureRow) -> str:
-    return "-" if row.repro_rate is None else f"{row.repro_rate:.0%} of {row.repro_runs}"
+    """How the signature replayed: '-' never replayed; 'non-reproducible (0 of 3)', 'flaky (40% of 5)',
+    'reproducible (100% of 5)'."""
+    if row.repro_rate is None:
+        return "-"
+    if row.repro_rate == 0:
+        return f"non-reproducible (0 of {row.repro_runs})"
+    word = "reproducible" if row.repro_rate == 1 else "flaky"
+    return f"{word} ({row.repro_rate:.0%} of {row.repro_runs})"
 
 
 def list_signatures(path: Path) -> int:
@@ -63,9 +70,11 @@ def list_signatures(path: Path) -> int:
         output.progress(f"no crashes in {db.path}")
         return EXIT_OK
     table = [
-        (str(r.id), r.status, str(r.count), r.kind, r.title, r.last_seen[:19].replace("T", " ")) for r in rows
+        (str(r.id), r.status, str(r.count), r.kind, r.title, _rate(r), r.last_seen[:19].replace("T", " "))
+        for r in rows
     ]
-    output.result(output.markdown_table(("id", "status", "count", "kind", "title", "last seen"), table))
+    headers = ("id", "status", "count", "kind", "title", "replays", "last seen")
+    output.result(output.markdown_table(headers, table))
     return EXIT_OK
 
 
@@ -106,7 +115,12 @@ def replay(path: Path, ref: str, runs: int) -> int:
     row = db.get(ref)
     output.progress(f"replaying signature {row.id} ({row.title}) {runs} times")
     result, _ = R.replay_signature(db, row, runs, update_status=False)
-    output.result(f"signature {row.id}: reproduced {result.reproduced} of {result.runs} ({result.rate:.0%})")
+    if (repro := db.reproducer(row.id)) and repro.meta.get("history"):
+        output.progress(f"  with the inputs since the fuzz pools were made: {repro.meta['history']}")
+    verdict = "non-reproducible: " if not result.reproduced else ""
+    output.result(
+        f"signature {row.id}: {verdict}reproduced {result.reproduced} of {result.runs} ({result.rate:.0%})"
+    )
     for title, n in result.others.most_common():
         output.result(f"  otherwise {n}x: {title}")
     return EXIT_OK if result.reproduced else EXIT_NOT_REPRODUCED

@@ -74,6 +74,8 @@ def shrink_function(repro: Reproducer) -> Shrink:
 
 
 def _describe(old: Reproducer, new: Reproducer) -> str:
+    if old.meta.get("history") != new.meta.get("history"):
+        return f"history -> the last {new.meta.get('inputs', '?')} inputs ({new.meta.get('history')})"
     changed = [
         f"{n} {getattr(old, n)} -> {getattr(new, n)}"
         for n in SHRINK_FIELDS
@@ -161,12 +163,32 @@ def minimize_fuzz(
     return result
 
 
+def history_shrink(repro: Reproducer) -> Iterator[Reproducer]:
+    """A history reproducer (the inputs since the fuzz pools were made, the crashing one last) with fewer
+    inputs: the last 1, 2, then a sixteenth, a quarter, half and three quarters of them (the state a crash
+    needs was mostly left by the inputs just before it). Each candidate is a file beside the history."""
+    from harness.fuzz.target import read_history, write_history
+
+    path = Path(str(repro.meta["history"]))
+    inputs = read_history(path)
+    n = len(inputs)
+    seen: set[int] = set()
+    for keep in (1, 2, n // 16, n // 4, n // 2, n * 3 // 4):
+        if 1 <= keep < n and keep not in seen:
+            seen.add(keep)
+            out = path.with_name(f"{path.name}.last{keep}")
+            write_history(out, inputs[-keep:])
+            yield repro.evolve(meta={**repro.meta, "history": str(out), "inputs": keep})
+
+
 def minimize(
     repro: Reproducer,
     expected: str,
     source: str = "",
     on_step: Callable[[str], None] | None = None,
 ) -> Minimized:
+    if repro.kind == "fuzz" and repro.meta.get("history"):
+        return minimize_workload(repro, expected, source, on_step=on_step)
     if repro.kind == "fuzz":
         return minimize_fuzz(repro, expected, source, on_step=on_step)
     if repro.kind == "workload":

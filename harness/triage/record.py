@@ -44,16 +44,28 @@ def run_id(own: str, env: Mapping[str, str] = os.environ) -> str:
 # ---- fuzz ---------------------------------------------------------------------------------------------
 
 
-def fuzz_reproducer(target: str, input_path: str, env: Mapping[str, str]) -> Reproducer:
+def fuzz_reproducer(
+    target: str, input_path: str, env: Mapping[str, str], history: str | None = None
+) -> Reproducer:
+    """The input alone; or, for a crash that needs the state earlier inputs left in the pools, every
+    input since the pools were made replayed in one process (`<target>.py --kpool-history FILE`)."""
     from harness.fuzz import runner
+    from harness.fuzz.target import HISTORY_FLAG
 
+    script = str(runner.script(target))
+    argv = (sys.executable, script, "-timeout=10", "${input_path}")
+    meta: dict[str, Any] = {}
+    if history:
+        argv = (sys.executable, script, HISTORY_FLAG, "${history}")
+        meta = {"history": history, "shrink": "harness.triage.minimize:history_shrink"}
     return Reproducer(
-        argv=(sys.executable, str(runner.script(target)), "-timeout=10", "${input_path}"),
+        argv=argv,
         kind="fuzz",
         env={k: env[k] for k in FUZZ_ENV if k in env},
         cwd=str(ROOT),
         input_path=input_path,
         target=target,
+        meta=meta,
     )
 
 
@@ -67,14 +79,14 @@ def fuzz_crashes(results: Sequence[Mapping[str, Any]], run: str, plant: int) -> 
         if not r.get("crashes"):
             continue
         env = runner.target_env(target, plant)
+        replays = r.get("replays") or {}
         for path in r["crashes"]:
+            how = replays.get(path) or {}
             report = Path(path + ".txt")
             text = report.read_text(errors="replace") if report.exists() else ""
-            if not text or (
-                text.startswith("# kpool fuzz replay") and ": exit 0\n" in text.split("\n", 1)[0] + "\n"
-            ):
-                # The input alone did not crash again (the crash needed the state earlier inputs
-                # left): the report is the one in the fuzzing log.
+            if not text or how.get("reproducer") == "none" or (not how and _replay_exit_0(text)):
+                # Neither the input alone nor the inputs before it crash again: the report is the one
+                # in the fuzzing log, and the crash is recorded as non-reproducible (with its rate).
                 log = Path(str(r.get("log", "")))
                 text = log.read_text(errors="replace") if log.is_file() else text
                 report = log
@@ -83,10 +95,26 @@ def fuzz_crashes(results: Sequence[Mapping[str, Any]], run: str, plant: int) -> 
                     text=text,
                     run_id=run,
                     source=f"fuzz:{target}",
-                    reproducer=fuzz_reproducer(target, path, env),
+                    reproducer=fuzz_reproducer(target, path, env, how.get("history")),
                     text_path=str(report),
                 )
             )
+    return out
+
+
+def _replay_exit_0(text: str) -> bool:
+    first = text.split("\n", 1)[0]
+    return first.startswith("# kpool fuzz replay") and first.endswith(": exit 0")
+
+
+def fuzz_replays(results: Sequence[Mapping[str, Any]]) -> list[tuple[int, int] | None]:
+    """(reproduced, runs) of each crash of fuzz_crashes(results), in its order; None when not replayed."""
+    out: list[tuple[int, int] | None] = []
+    for r in results:
+        replays = r.get("replays") or {}
+        for path in r.get("crashes") or []:
+            how = replays.get(path)
+            out.append((int(how["reproduced"]), int(how["runs"])) if how else None)
     return out
 
 
@@ -185,6 +213,7 @@ def record_fuzz(summary: dict[str, Any], reports: Path, own_run: str, plant: int
     for r in summary["results"]:
         crashes = fuzz_crashes([r], run, plant)
         recorded = record(crashes, path)
+        _store_rates(path, recorded, fuzz_replays([r]))
         if recorded:
             r["signatures"] = {c: rec.hash for c, rec in zip(r["crashes"], recorded, strict=True)}
             summary["crash_db"], summary["crash_run"] = str(path), run
@@ -201,6 +230,17 @@ def record_stress(report: dict[str, Any], workload: dict[str, Any], reports: Pat
     if recorded:
         report["crash_db"], report["crash_run"] = str(path), run
         _say(recorded, path)
+
+
+def _store_rates(path: Path, recorded: Sequence[Recorded], rates: Sequence[tuple[int, int] | None]) -> None:
+    """How often each recorded crash's reproducer crashed again when the runner replayed it: a crash that
+    never did is listed as non-reproducible with that rate (not left unknown)."""
+    if not recorded:
+        return
+    db = CrashDB(path)
+    for rec, rate in zip(recorded, rates, strict=False):
+        if rate is not None and rate[1] > 0:
+            db.set_replay(rec.signature_id, rate[0] / rate[1], rate[1], update_status=False)
 
 
 def _say(recorded: Sequence[Recorded], path: Path) -> None:

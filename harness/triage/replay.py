@@ -75,6 +75,13 @@ def run_once(repro: Reproducer, source: str = "", depth: int = S.DEFAULT_DEPTH) 
     return RunOutcome(sig, proc.returncode, timed_out, text)
 
 
+def outcome_title(outcome: RunOutcome) -> str:
+    """What a run that did not reproduce did instead: another crash's title, or that it ran clean."""
+    if not outcome.timed_out and outcome.returncode == 0 and outcome.signature.kind == "unknown":
+        return "no crash (exit 0)"
+    return outcome.signature.title
+
+
 def replay(
     repro: Reproducer,
     expected: str,
@@ -92,7 +99,7 @@ def replay(
         if outcome.signature.hash == expected:
             reproduced += 1
         else:
-            others[outcome.signature.title] += 1
+            others[outcome_title(outcome)] += 1
         if on_run:
             on_run(i, outcome)
     return ReplayResult(runs, reproduced, others)
