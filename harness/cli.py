@@ -242,7 +242,7 @@ def _run(args: argparse.Namespace, rest: list[str]) -> int:
 def _triage_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "triage",
-        help="crash signatures: list, show, replay, minimize, recheck",
+        help="crash signatures: list, show, replay, minimize, recheck, sarif",
         epilog=commands.EXIT_CODES_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -282,6 +282,11 @@ def _triage_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     t = action("recheck", "replay every open signature: fixed, still crashing or flaky")
     add_runs(t)
     t.set_defaults(run=lambda a, r: commands.recheck(a.db, a.runs))
+    t = action("sarif", "every signature as SARIF 2.1.0 for code scanning (no database: an empty run)")
+    t.add_argument(
+        "--out", type=Path, default=None, metavar="FILE", help="write it here (default: standard output)"
+    )
+    t.set_defaults(run=lambda a, r: commands.sarif(a.db, a.out))
     t = action("signature", "print the signature (hash and title) of a crash text; reads no database")
     t.add_argument(
         "file",

@@ -262,7 +262,8 @@ def run_page(r: RunReport) -> str:
         f"<p>{len(r.workloads)} workload runs, {len(r.fuzz)} fuzz targets, {len(r.crashes)} crash signatures "
         f"({len(r.new_crashes)} new), {len(r.broken_slos)} broken SLOs. Raw data: "
         "<a href='summary.json'>summary.json</a>, <a href='junit.xml'>junit.xml</a>, "
-        "<a href='latency.hlog'>latency.hlog</a> (HdrHistogram log).</p>",
+        "<a href='latency.hlog'>latency.hlog</a> (HdrHistogram log), "
+        "<a href='results.sarif'>results.sarif</a> (the crash signatures, SARIF 2.1.0).</p>",
     ]
     parts.append("<h2>Crashes</h2>")
     parts.append(

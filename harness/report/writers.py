@@ -1,5 +1,6 @@
 """Writers of a run's report: summary.json (the model), junit.xml, latency.hlog (HdrHistogram's log
-format), index.html (harness.report.html), and the index of all runs under the reports root."""
+format), results.sarif (the crash database, harness.report.sarif), index.html (harness.report.html), and
+the index of all runs under the reports root."""
 
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ from pathlib import Path
 
 from hdrh.histogram import HdrHistogram
 
-from harness.report import html
+from harness.report import html, sarif
 from harness.report.model import Latency, RunReport
+from harness.triage import record
+from harness.triage.db import CrashDB, MissingCrashDB
 
 # HdrHistogram range: 1 ns to 1 hour, 3 significant digits (0.1% error, within the driver's 1%).
 HDR_LOWEST_NS, HDR_HIGHEST_NS, HDR_DIGITS = 1, 3_600_000_000_000, 3
@@ -103,12 +106,23 @@ def junit_xml(report: RunReport) -> str:
     return ET.tostring(suite, encoding="unicode", xml_declaration=True) + "\n"
 
 
+def sarif_text(db_path: Path) -> str:
+    """The crash database at db_path as SARIF 2.1.0 (an empty run when there is none)."""
+    try:
+        db: CrashDB | None = CrashDB.open(db_path)
+    except MissingCrashDB:
+        db = None
+    return json.dumps(sarif.document(db), indent=1) + "\n"
+
+
 def write_run(report: RunReport, root: Path) -> Path:
-    """Write reports/<run-id>/ and refresh the index of runs; returns the run's directory."""
+    """Write reports/<run-id>/ (summary.json, junit.xml, latency.hlog, results.sarif of the reports
+    folder's crash database, index.html) and refresh the index of runs; returns the run's directory."""
     run_dir = root / report.run_id
     _atomic_write(run_dir / "summary.json", json.dumps(report.to_dict(), indent=1) + "\n")
     _atomic_write(run_dir / "junit.xml", junit_xml(report))
     write_hlog(report, run_dir / "latency.hlog")
+    _atomic_write(run_dir / "results.sarif", sarif_text(root / record.DB_NAME))
     _atomic_write(run_dir / "index.html", html.run_page(report))
     write_index(root)
     return run_dir

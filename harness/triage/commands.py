@@ -179,6 +179,28 @@ def recheck(path: Path, runs: int) -> int:
     return EXIT_NOT_REPRODUCED if still else EXIT_OK
 
 
+def sarif(path: Path, out: Path | None) -> int:
+    """The database as SARIF 2.1.0 (harness/report/sarif.py), to a file or standard output."""
+    from harness.report import sarif as SARIF
+
+    try:
+        db: CrashDB | None = CrashDB.open(path)
+    except MissingCrashDB as exc:
+        output.progress(str(exc))
+        db = None
+    doc = SARIF.document(db)
+    text = json.dumps(doc, indent=1)
+    if out is None:
+        output.result(text)
+        return EXIT_OK
+    try:
+        out.write_text(text + "\n")
+    except OSError as exc:
+        raise KpoolError(f"cannot write {out}: {exc.strerror or exc}") from exc
+    output.progress(f"{len(doc['runs'][0]['results'])} signature(s) written to {out}")
+    return EXIT_OK
+
+
 def signature_of_file(path: Path, source: str, returncode: int | None) -> int:
     try:
         text = path.read_text(errors="replace")

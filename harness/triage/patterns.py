@@ -41,7 +41,8 @@ class KindRule:
 
 @dataclass(frozen=True)
 class FrameRule:
-    """Named groups: func (may be absent), file, module. `order` is "innermost-first" or "outermost-first"."""
+    """Named groups: func (may be absent), file, line, module. `order` is "innermost-first" or
+    "outermost-first"."""
 
     name: str
     regex: re.Pattern[str]
@@ -343,7 +344,7 @@ FRAME_RULES: tuple[FrameRule, ...] = (
         _re(
             r"^\s*#(?P<n>\d+)\s+0x[0-9a-fA-F]+\s+in\s+(?P<func>.+?)"
             r"(?:\s+\((?P<module>[^()\s]+?)\+0x[0-9a-fA-F]+\)(?:\s+\(BuildId: [0-9a-f]+\))?"
-            r"|\s+(?P<file>[^\s()]+?)(?::\d+)*)?\s*$"
+            r"|\s+(?P<file>[^\s()]+?)(?::(?P<line>\d+))?(?::\d+)*)?\s*$"
         ),
         "    #0 0x5654029bcefe in kp__central_give /work/kpool/allocator/src/alloc.c:6:77",
     ),
@@ -351,7 +352,7 @@ FRAME_RULES: tuple[FrameRule, ...] = (
     FrameRule(
         "tsan",
         _re(
-            r"^\s*#(?P<n>\d+)\s+(?P<func>[^\s#(][^()]*?)\s+(?P<file>[^\s()]+?)(?::\d+)*"
+            r"^\s*#(?P<n>\d+)\s+(?P<func>[^\s#(][^()]*?)\s+(?P<file>[^\s()]+?)(?::(?P<line>\d+))?(?::\d+)*"
             r"\s+\((?P<module>[^()\s]+?)\+0x[0-9a-fA-F]+\)"
         ),
         "    #0 partial_push src/primary.c:221 (kpdrive+0x1fe81)",
@@ -365,7 +366,10 @@ FRAME_RULES: tuple[FrameRule, ...] = (
     # gdb: "#1  0x000055555555 in kp_free (p=0x0) at src/alloc.c:12".
     FrameRule(
         "gdb",
-        _re(r"^#(?P<n>\d+)\s+(?:0x[0-9a-fA-F]+ in )?(?P<func>[\w:~<>.]+) \(.*\)(?: at (?P<file>\S+?):\d+)?$"),
+        _re(
+            r"^#(?P<n>\d+)\s+(?:0x[0-9a-fA-F]+ in )?(?P<func>[\w:~<>.]+) \(.*\)"
+            r"(?: at (?P<file>\S+?):(?P<line>\d+))?$"
+        ),
         "#1  0x00005555555551a9 in kp_free (pool=0x5555, p=0x0) at allocator/src/alloc.c:412",
     ),
     # glibc backtrace_symbols: "module(func+0x1a)[0xADDR]"; "module(+0x1a)" has no name.

@@ -33,6 +33,7 @@ class Frame:
     func: str
     file: str = ""
     module: str = ""
+    line: int = 0  # 0: unknown (never part of a signature: lines move with every edit)
 
     def name(self) -> str:
         """The stable name: a cleaned function, `stem.func` for Python, `<module>` when unsymbolized."""
@@ -186,8 +187,14 @@ def _stacks(text: str) -> list[tuple[str, list[Frame]]]:
                 if current_rule is not rule or groups.get("n") == "0":
                     close()
                 current_rule = rule
+                line_no = int(groups.get("line") or 0)
                 current.append(
-                    Frame(groups.get("func") or "", groups.get("file") or "", groups.get("module") or "")
+                    Frame(
+                        groups.get("func") or "",
+                        groups.get("file") or "",
+                        groups.get("module") or "",
+                        line_no,
+                    )
                 )
                 break
     close()
