@@ -294,9 +294,33 @@ def _keep_reports(target: str, found: list[Path], env: dict[str, str]) -> dict[s
     return out
 
 
+def other_checkout(cwd: Path) -> Path | None:
+    """The kpool checkout cwd is in, when it is not the one this kpool builds from (None otherwise)."""
+    own = paths.checkout()
+    for folder in (cwd, *cwd.parents):
+        if (folder / "allocator" / "Makefile").is_file() and (folder / "pyproject.toml").is_file():
+            if 'name = "kpool"' not in (folder / "pyproject.toml").read_text(errors="replace"):
+                return None
+            return None if own is not None and folder.resolve() == own.resolve() else folder
+    return None
+
+
 def target_env(target: str, plant: int = 0) -> dict[str, str]:
     library = build.build("fuzz", plant) if target in NATIVE else None
     return fuzz_env.target_env(library)
+
+
+def _say_library(env: dict[str, str]) -> None:
+    """Name the library a run loads, and warn when the current directory is another checkout's."""
+    library = env.get("KPOOL_LIB")
+    if library:
+        output.progress(f"library: {library} (from {paths.allocator_sources()})")
+    other = other_checkout(Path.cwd())
+    if other is not None:
+        output.warn(
+            f"the current directory is in the kpool checkout {other}, but this kpool builds and fuzzes "
+            f"{paths.allocator_sources()}: install kpool from {other} (pip install -e {other}) to fuzz it"
+        )
 
 
 def fuzz_target(
@@ -313,6 +337,7 @@ def fuzz_target(
     reports: Path = REPORTS,
 ) -> TargetResult:
     env = target_env(target, plant)
+    _say_library(env)
     crashes = run_dir / "crashes"
     logs = run_dir / "logs"
     crashes.mkdir(parents=True, exist_ok=True)

@@ -15,6 +15,13 @@ from harness.errors import UsageError
 from harness.spec.compile import DEFAULT_TIME_LIMIT_S
 from harness.stress.runner import Options, check_run_id, run
 
+# What each variant is, as `kpool stress` says it before a run.
+VARIANT_MEANS = {
+    "release": "-O2, without sanitizers (latency)",
+    "debug": "-O0 with assertions",
+    "asan": "with ASan+UBSan (memory errors, undefined behaviour)",
+    "tsan": "with TSan (data races)",
+}
 GLOB_CHARS = "*?["  # an argument with one of these is a pattern (glob syntax), not a file name
 
 
@@ -204,6 +211,14 @@ def main(argv: Sequence[str]) -> int:
         variant=args.variant,
         overrides=overrides,
     )
+    output.progress(
+        f"variant {opts.variant}: kpdrive and libkpool built {VARIANT_MEANS.get(opts.variant, '')}"
+    )
+    if opts.variant == "release":
+        output.warn(
+            "the release build catches crashes, not races or canary damage: run the workloads with "
+            "--variant asan (ASan+UBSan) and --variant tsan for correctness"
+        )
     report = run(workloads, opts)
     output.result(summary_table(report))
     for line in details(report):

@@ -372,6 +372,7 @@ def run(workloads: Sequence[Workload], opts: Options) -> dict[str, Any]:
         "run_id": run_id,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "kpdrive": str(kpdrive),
+        "variant": opts.variant,
         "jobs": opts.jobs,
         "workloads": [],
         "passed": True,
