@@ -1,1 +1,1 @@
-"""The result model of a run and its writers: summary.json, junit.xml, an HdrHistogram log, HTML."""
+"""The result model of a run and its writers: summary.json, junit.xml, an HdrHistogram log, SARIF, HTML."""
