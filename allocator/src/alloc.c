@@ -42,7 +42,7 @@ static ALWAYS_INLINE bool next_ok(kp_pool *pool, const char *h, const char *next
 
 static ALWAYS_INLINE void *small_alloc(kp_pool *pool, kp__bin *b, size_t size, unsigned cls)
 {
-	uint64_t secret = pool->secret;
+	kp__key secret = pool->secret;
 	size_t usable = kp__class_size[cls] - KP_HDR;
 	for (;;) {
 		char *h = b->head;
@@ -54,8 +54,8 @@ static ALWAYS_INLINE void *small_alloc(kp_pool *pool, kp__bin *b, size_t size, u
 			b->head = h = list;
 			b->count = got;
 		}
-		char *next = kp__link_get(secret, h);
-		uint64_t key = kp__hkey(secret, h);
+		uint64_t key = h == b->kh ? b->kk : kp__hkey(secret, h);
+		char *next = kp__link_get_k(key, h);
 		if (pool->conf.checks) {
 			uint64_t m = kp__hdr_meta((kp__hdr *)h);
 			if (KP_UNLIKELY((kp__hdr_tag((kp__hdr *)h) ^ m) != key ||
@@ -74,6 +74,8 @@ static ALWAYS_INLINE void *small_alloc(kp_pool *pool, kp__bin *b, size_t size, u
 			continue;
 		}
 		kp__hdr_put((kp__hdr *)h, key, kp__meta(size, (uint16_t)cls, KP_ST_ALLOC));
+		b->kh = h;
+		b->kk = key;
 		/* Open what kp_usable_size reports: the request with checks on, the capacity without. */
 		KP_UNPOISON(h + KP_HDR, pool->conf.checks ? size : usable);
 		if (pool->conf.checks)
@@ -311,8 +313,8 @@ KP_EXPORT void *kp_alloc(kp_pool *pool, size_t size, unsigned flags)
 		kp__bin *b = &kp__tls_state.tc[0]->bin[cls];
 		char *h = b->head;
 		if (KP_LIKELY(h != NULL)) {
-			uint64_t secret = pool->secret, key = kp__hkey(secret, h);
-			char *next = kp__link_get(secret, h);
+			uint64_t key = h == b->kh ? b->kk : kp__hkey(pool->secret, h);
+			char *next = kp__link_get_k(key, h);
 			bool checks = pool->conf.checks;
 			if (KP_LIKELY(!checks || (((kp__hdr_tag((kp__hdr *)h) ^ kp__hdr_meta((kp__hdr *)h)) == key) &&
 						  kp__hdr_meta((kp__hdr *)h) == kp__meta(0, (uint16_t)cls, KP_ST_FREE) &&
@@ -320,6 +322,8 @@ KP_EXPORT void *kp_alloc(kp_pool *pool, size_t size, unsigned flags)
 				b->head = next;
 				b->count--;
 				kp__hdr_put((kp__hdr *)h, key, kp__meta(size, (uint16_t)cls, KP_ST_ALLOC));
+				b->kh = h;
+				b->kk = key;
 				KP_UNPOISON(h + KP_HDR, checks ? size : kp__class_size[cls] - KP_HDR);
 				if (checks)
 					kp__canary8_put(key, h + KP_HDR + size);
@@ -392,6 +396,22 @@ static bool aligned_freed(kp_pool *pool, const kp__hdr *h)
 	return kp__hdr_ok(pool->secret, outer) && KP_META_ST(kp__hdr_meta(outer)) == KP_ST_FREE;
 }
 
+/* Is cls the class of the place h is at: a small block in a span of that
+ * class, a large block at the start of its run, a huge block in a huge
+ * segment (redirects are vetted by their enclosing block)? */
+static bool class_fits(kp__seg *s, const kp__hdr *h, unsigned cls)
+{
+	if (s->kind == KP_SEG_HUGE)
+		return cls == KP_CLS_HUGE;
+	uintptr_t off = (uintptr_t)h - (uintptr_t)s;
+	const kp__span *sp = &s->span[s->span[off >> KP_UNIT_SHIFT].head];
+	if (cls < KP_NCLASS)
+		return sp->kind == KP_SPAN_SMALL && sp->cls == cls;
+	if (cls == KP_CLS_LARGE)
+		return sp->kind == KP_SPAN_LARGE && sp->start == (const char *)h;
+	return cls == KP_CLS_ALIGNED;
+}
+
 /* Find the header of a live primary block without trusting p: the pagemap
  * says whether the address is ours before anything near it is read. On
  * failure returns NULL and sets *code. */
@@ -419,11 +439,19 @@ static kp__hdr *primary_hdr(kp_pool *pool, const void *p, kp__seg **segp, int *c
 		}
 		return NULL;
 	}
-	unsigned st = KP_META_ST(kp__hdr_meta(h));
+	uint64_t meta = kp__hdr_meta(h);
+	unsigned st = KP_META_ST(meta);
 	if (st != KP_ST_ALLOC && !(KP_PLANT == 2 && st == KP_ST_FREE)) { /* planted 2: no double-free check */
 		*code = st == KP_ST_FREE ? KP_EDOUBLEFREE : KP_ECORRUPT;
 		return NULL;
 	}
+	/* The segment's header is trusted from here on (a span's geometry, a
+	 * huge block's size): its keyed magic first. Then the class the header
+	 * claims must be its place's (K(h) stops a header forged elsewhere, not
+	 * one rewritten in place by someone who read it). */
+	*code = KP_ECORRUPT;
+	if (!kp__seg_ok(pool, s) || !class_fits(s, h, KP_META_CLS(meta)))
+		return NULL;
 	*segp = s;
 	return h;
 }
@@ -486,7 +514,10 @@ static size_t failed_free_size(kp_pool *pool, const void *p, int code)
 	return cls < KP_NCLASS ? kp__class_size[cls] - KP_HDR : KP_SIZE_UNKNOWN;
 }
 
-static int primary_free(kp_pool *pool, void *p, int depth)
+/* holds: 0, or for the block a redirect points back to, the redirect's
+ * offset, which must lie inside that block (a redirect rewritten in place
+ * must not free a neighbour). */
+static int primary_free(kp_pool *pool, void *p, size_t holds)
 {
 	kp__seg *s;
 	int code;
@@ -497,14 +528,17 @@ static int primary_free(kp_pool *pool, void *p, int depth)
 	uint64_t meta = kp__hdr_meta(h);
 	unsigned cls = KP_META_CLS(meta);
 	size_t req = KP_META_REQ(meta);
+	if (holds && (cls == KP_CLS_ALIGNED || primary_capacity(s, h) < holds))
+		return kp__violation(pool, KP_EV_CORRUPTION, KP_ECORRUPT, p, KP_SIZE_UNKNOWN,
+				     "damaged block header");
 	if (cls == KP_CLS_ALIGNED) {
-		if (depth)
+		if (req < KP_HDR || req > KP_ALIGN_MAX)
 			return kp__violation(pool, KP_EV_CORRUPTION, KP_ECORRUPT, p, KP_SIZE_UNKNOWN,
 					     "damaged block header");
 		/* Mark the redirect free first: it may lie in the enclosing block's
 		 * first payload word, which becomes that block's free-list link. */
 		kp__hdr_set(pool->secret, h, req, KP_CLS_ALIGNED, KP_ST_FREE);
-		int rc = primary_free(pool, (char *)p - req, 1);
+		int rc = primary_free(pool, (char *)p - req, req);
 		if (rc != 0)
 			kp__hdr_set(pool->secret, h, req, KP_CLS_ALIGNED, KP_ST_ALLOC);
 		return rc;
@@ -533,14 +567,14 @@ static int primary_free(kp_pool *pool, void *p, int depth)
 			kp__poison_fill(p, usable);
 		KP_POISON(p, usable);
 		if (!tc) {
-			kp__link_put(pool->secret, h, NULL);
+			kp__link_put_k(key, h, NULL);
 			kp__central_give(pool, cls, h, 1);
 			return 0;
 		}
 		kp__bin *b = &tc->bin[cls];
 		if (KP_UNLIKELY(b->count >= b->max))
 			kp__tcache_flush_bin(pool, tc, cls, b->max / 2);
-		kp__link_put(pool->secret, h, b->head);
+		kp__link_put_k(key, h, b->head);
 		b->head = h;
 		b->count++;
 	} else if (cls == KP_CLS_LARGE) {
@@ -565,15 +599,22 @@ static ALWAYS_INLINE int free_inner(kp_pool *pool, void *p)
 		if (KP_LIKELY(s && s->pool == pool && s->kind == KP_SEG_NORMAL && !(off & (KP_HDR - 1)) &&
 			      off >= KP_UNIT_SIZE + KP_HDR)) {
 			kp__hdr *h = (kp__hdr *)((char *)p - KP_HDR);
-			uint64_t key = kp__hkey(pool->secret, h), meta = kp__hdr_meta(h);
+			uint64_t meta = kp__hdr_meta(h);
 			unsigned cls = KP_META_CLS(meta);
 			kp__tcache *tc = kp__tls_state.tc[0];
+			kp__bin *b = &tc->bin[cls < KP_NCLASS ? cls : 0];
+			uint64_t key = (char *)h == b->kh ? b->kk : kp__hkey(pool->secret, h);
+			/* The class the header claims must be its span's: K(h) stops
+			 * a header forged elsewhere, this one rewritten in place. */
+			const kp__span *sp = &s->span[s->span[(off - KP_HDR) >> KP_UNIT_SHIFT].head];
 			if (KP_LIKELY((kp__hdr_tag(h) ^ meta) == key && KP_META_ST(meta) == KP_ST_ALLOC &&
-				      cls < KP_NCLASS && tc->bin[cls].count < tc->bin[cls].max &&
+				      cls < KP_NCLASS && sp->cls == cls && sp->kind == KP_SPAN_SMALL &&
+				      b->count < b->max &&
 				      (!pool->conf.checks || kp__canary8_ok(key, (char *)p + KP_META_REQ(meta))))) {
-				kp__bin *b = &tc->bin[cls];
 				kp__hdr_put(h, key, kp__meta(0, (uint16_t)cls, KP_ST_FREE));
-				kp__link_put(pool->secret, h, b->head);
+				kp__link_put_k(key, h, b->head);
+				b->kh = h;
+				b->kk = key;
 				KP_POISON(p, kp__class_size[cls] - KP_HDR);
 				b->head = h;
 				b->count++;

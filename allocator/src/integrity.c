@@ -2,9 +2,13 @@
  * integrity.c - what the pool checks before it trusts a byte of its own
  * metadata, and what it does when a check fails.
  *
- * Block headers carry tag = mix(secret ^ address) ^ meta (internal.h): a
- * header copied, forged or damaged does not verify. With checks on, the
- * slack past the requested size holds a canary keyed the same way (a write
+ * Block headers carry tag = K(address) ^ meta, K a keyed pseudo-random
+ * function (SipHash-1-3 under the pool's 128-bit key, internal.h): a header
+ * copied, forged or damaged does not verify, and no number of headers,
+ * links or canaries read gives K of another address. Segment headers carry
+ * a keyed magic and a keyed seal of their free mask, checked before the
+ * fields are trusted (primary.c). With checks on, the slack past the
+ * requested size holds a canary keyed the same way (a write
  * past the end is found at free at the latest), free-list links are decoded
  * and vetted before they are followed, and with poison on a freed payload is
  * filled and verified when it is handed out again (a write after free).

@@ -147,6 +147,12 @@ int kp__os_protect(kp__oscount *c, void *p, size_t size, bool rw);
 int kp__os_populate(kp__oscount *c, void *p, size_t size);
 /* Is every page of [p, p + size) resident (mincore)? false on failure. */
 bool kp__os_resident(kp__oscount *c, void *p, size_t size);
+/* Pre-fault only the pages not yet resident (mincore); bytes faulted in. */
+size_t kp__os_populate_missing(kp__oscount *c, void *p, size_t size);
+/* What the machine allows this process: the smaller of physical memory plus
+ * swap and the memory limit of its cgroup (v2, the tightest of its
+ * ancestors; or v1's). Not counted (kp_create's conf load, before a pool). */
+size_t kp__os_memory_limit(void);
 /* Ask for transparent huge pages over [p, p + size) (MADV_HUGEPAGE). */
 void kp__os_hugepage(kp__oscount *c, void *p, size_t size);
 void kp__os_thread_name(kp__oscount *c, const char *name);
@@ -261,10 +267,78 @@ enum kp__state { KP_ST_FREE = 0x5a, KP_ST_ALLOC = 0xa5, KP_ST_QUARANTINE = 0x3c 
 #define KP_CLS_HUGE 201
 #define KP_CLS_ALIGNED 202 /* a redirect to the enclosing block */
 
+/* The pool's key: 128 bits from getrandom(2) (or from the seed setting, for
+ * tests), kept as SipHash's four initial state words. */
+typedef struct kp__key {
+	uint64_t v0, v1, v2, v3;
+} kp__key;
+static inline kp__key kp__key_make(uint64_t k0, uint64_t k1)
+{
+	kp__key k = {k0 ^ 0x736f6d6570736575ull, k1 ^ 0x646f72616e646f6dull, k0 ^ 0x6c7967656e657261ull,
+		     k1 ^ 0x7465646279746573ull};
+	return k;
+}
+#define KP_ROTL(x, b) (((x) << (b)) | ((x) >> (64 - (b))))
+#define KP_SIPROUND(v0, v1, v2, v3)                                                                              \
+	do {                                                                                                     \
+		v0 += v1, v1 = KP_ROTL(v1, 13), v1 ^= v0, v0 = KP_ROTL(v0, 32);                                  \
+		v2 += v3, v3 = KP_ROTL(v3, 16), v3 ^= v2;                                                        \
+		v0 += v3, v3 = KP_ROTL(v3, 21), v3 ^= v0;                                                        \
+		v2 += v1, v1 = KP_ROTL(v1, 17), v1 ^= v2, v2 = KP_ROTL(v2, 32);                                  \
+	} while (0)
+/* SipHash-1-3 (one compression round, three finalization rounds: the
+ * variant Rust's and CPython's hash tables use) of the 8 bytes of m, and of
+ * the 16 bytes of a, b. A keyed pseudo-random function: no number of
+ * (input, output) pairs gives the key or the output for another input
+ * (the attack of issue 14 inverted the old unkeyed mix(secret ^ address)
+ * and got the secret from one header). 8 bytes cost 5 rounds, about 20
+ * simple instructions each; 16 bytes 6. */
+static inline __attribute__((always_inline)) uint64_t kp__prf1(kp__key k, uint64_t m)
+{
+	uint64_t v0 = k.v0, v1 = k.v1, v2 = k.v2, v3 = k.v3, b = (uint64_t)8 << 56;
+	v3 ^= m;
+	KP_SIPROUND(v0, v1, v2, v3);
+	v0 ^= m;
+	v3 ^= b;
+	KP_SIPROUND(v0, v1, v2, v3);
+	v0 ^= b;
+	v2 ^= 0xff;
+	KP_SIPROUND(v0, v1, v2, v3);
+	KP_SIPROUND(v0, v1, v2, v3);
+	KP_SIPROUND(v0, v1, v2, v3);
+	return v0 ^ v1 ^ v2 ^ v3;
+}
+static inline __attribute__((always_inline)) uint64_t kp__prf2(kp__key k, uint64_t a, uint64_t m)
+{
+	uint64_t v0 = k.v0, v1 = k.v1, v2 = k.v2, v3 = k.v3, b = (uint64_t)16 << 56;
+	v3 ^= a;
+	KP_SIPROUND(v0, v1, v2, v3);
+	v0 ^= a;
+	v3 ^= m;
+	KP_SIPROUND(v0, v1, v2, v3);
+	v0 ^= m;
+	v3 ^= b;
+	KP_SIPROUND(v0, v1, v2, v3);
+	v0 ^= b;
+	v2 ^= 0xff;
+	KP_SIPROUND(v0, v1, v2, v3);
+	KP_SIPROUND(v0, v1, v2, v3);
+	KP_SIPROUND(v0, v1, v2, v3);
+	return v0 ^ v1 ^ v2 ^ v3;
+}
+
 /* meta packs the requested size (or, for ALIGNED, the offset back to the
  * enclosing payload) in its top 48 bits, the class in the next 8 and the
- * state in the low 8; tag = mix(secret ^ address) ^ meta, so any change to
- * meta or a header copied elsewhere is detected. 48 bits hold every request
+ * state in the low 8. Each block address h has a key K(h) = SipHash(pool key,
+ * h) (kp__hkey); its header holds tag = K(h) ^ meta, so any change to meta
+ * or a header copied elsewhere is detected, and the tag, the canary and the
+ * free-list link of h, all derived from K(h), tell nothing about K of any
+ * other address: a header forged at an address the pool never keyed (inside
+ * a live block) does not verify. Each operation on a block computes K once.
+ * What K does not stop: someone who reads h's header learns K(h), so it can
+ * rewrite h's meta (the class is also checked against the span at free,
+ * alloc.c) or put back an old header of h (a replay); no in-line tag can
+ * stop that without a counter kept out of line. 48 bits hold every request
  * the pool accepts (KP_REQ_MAX, 2^46): a request kept in 32 bits lost the
  * size of blocks of 4 GiB and more (issue 12). */
 typedef struct kp__hdr {
@@ -272,6 +346,7 @@ typedef struct kp__hdr {
 	uint64_t meta;
 } kp__hdr;
 
+/* An unkeyed mixer (the seed setting's expansion); never a tag. */
 static inline uint64_t kp__mix(uint64_t x)
 {
 	x ^= x >> 31;
@@ -289,9 +364,11 @@ static inline uint64_t kp__meta(size_t req, uint16_t cls, uint8_t st)
 #define KP_META_REQ(m) ((size_t)((m) >> 16))
 #define KP_META_CLS(m) ((unsigned)(uint8_t)((m) >> 8))
 #define KP_META_ST(m) ((unsigned)(uint8_t)(m))
-static inline uint64_t kp__hkey(uint64_t secret, const void *h)
+/* K(h). Block headers are 16-aligned, so the low 4 bits of the input are
+ * free for other uses of the key: segment seals (primary.c) set them. */
+static inline __attribute__((always_inline)) uint64_t kp__hkey(kp__key secret, const void *h)
 {
-	return kp__mix(secret ^ (uintptr_t)h);
+	return kp__prf1(secret, (uintptr_t)h);
 }
 static inline KP_NOASAN void kp__hdr_put(kp__hdr *h, uint64_t key, uint64_t meta)
 {
@@ -306,30 +383,41 @@ static inline KP_NOASAN uint64_t kp__hdr_tag(const kp__hdr *h)
 {
 	return h->tag;
 }
-static inline void kp__hdr_set(uint64_t secret, kp__hdr *h, size_t req, uint16_t cls, uint8_t st)
+static inline void kp__hdr_set(kp__key secret, kp__hdr *h, size_t req, uint16_t cls, uint8_t st)
 {
 	kp__hdr_put(h, kp__hkey(secret, h), kp__meta(req, cls, st));
 }
-static inline KP_NOASAN bool kp__hdr_ok(uint64_t secret, const kp__hdr *h)
+static inline KP_NOASAN bool kp__hdr_ok(kp__key secret, const kp__hdr *h)
 {
 	return (h->tag ^ h->meta) == kp__hkey(secret, h);
 }
 /* Free-list links are stored encoded (like SLAB_FREELIST_HARDENED), so a
- * stray write does not hand an attacker a pointer the pool will follow. */
-static inline void *kp__link_enc(uint64_t secret, void *slot, void *next)
+ * stray write does not hand an attacker a pointer the pool will follow, and
+ * a link read after free gives no heap address. The pad is the block's own
+ * key, rotated (the tag holds it unrotated): a link read tells nothing about
+ * the pad of another block (the old pad, one secret ^ slot >> 12 for every
+ * block, gave it away with one known link). */
+static inline uintptr_t kp__link_pad(uint64_t key)
 {
-	return (void *)((uintptr_t)next ^ (uintptr_t)secret ^ ((uintptr_t)slot >> 12));
+	return (uintptr_t)KP_ROTL(key, 29);
 }
-/* A free block's link lives in the first payload word (block + KP_HDR). */
-static inline KP_NOASAN void *kp__link_get(uint64_t secret, void *block)
+/* A free block's link lives in the first payload word (block + KP_HDR). The
+ * _k forms take K(block), computed already by the caller. */
+static inline KP_NOASAN void *kp__link_get_k(uint64_t key, void *block)
 {
-	char *slot = (char *)block + KP_HDR;
-	return kp__link_enc(secret, slot, *(void **)slot);
+	return (void *)(*(uintptr_t *)((char *)block + KP_HDR) ^ kp__link_pad(key));
 }
-static inline KP_NOASAN void kp__link_put(uint64_t secret, void *block, void *next)
+static inline KP_NOASAN void kp__link_put_k(uint64_t key, void *block, void *next)
 {
-	char *slot = (char *)block + KP_HDR;
-	*(void **)slot = kp__link_enc(secret, slot, next);
+	*(uintptr_t *)((char *)block + KP_HDR) = (uintptr_t)next ^ kp__link_pad(key);
+}
+static inline void *kp__link_get(kp__key secret, void *block)
+{
+	return kp__link_get_k(kp__hkey(secret, block), block);
+}
+static inline void kp__link_put(kp__key secret, void *block, void *next)
+{
+	kp__link_put_k(kp__hkey(secret, block), block, next);
 }
 
 /* Integrity violations: counted, recorded as an event, abort() when the
@@ -433,8 +521,18 @@ typedef struct kp__span {
 } kp__span;
 
 enum kp__seg_kind { KP_SEG_NORMAL = 1, KP_SEG_HUGE = 2 };
+/* A segment header sits right after the previous mapping's last bytes (a
+ * block's, when segments are back to back): a linear overflow past that
+ * block reaches magic first, then seal, then the rest. Both are keyed
+ * (SipHash, the pool's key) and checked before the fields they cover are
+ * trusted (primary.c, kp__seg_ok): magic covers the address, kind and size
+ * (constant but for a huge block's resize), seal the free mask (under
+ * pool->lock); nfree_units must equal the mask's popcount, and a list link
+ * must be a segment of this pool in the pagemap. A damaged segment is
+ * quarantined: its units are never handed out again. */
 typedef struct kp__seg {
-	uint64_t magic; /* secret ^ address */
+	uint64_t magic; /* kp__seg_magic */
+	uint64_t seal;  /* kp__seg_seal, normal segments */
 	kp_pool *pool;
 	struct kp__seg *next, *prev;
 	uint64_t free_mask; /* bit u set: unit u is free */
@@ -442,7 +540,8 @@ typedef struct kp__seg {
 	size_t size;        /* bytes mapped */
 	uint32_t kind;      /* enum kp__seg_kind */
 	uint32_t nfree_units;
-	uint32_t dirty; /* huge: a kept mapping used again (not zero) */
+	uint32_t dirty;       /* huge: a kept mapping used again (not zero) */
+	uint32_t quarantined; /* found damaged (reported once): never used again */
 	size_t retired; /* bytes still mapped while it waits out a grace period (pagemap.c) */
 	kp__span span[KP_UNITS];
 } kp__seg;
@@ -485,6 +584,20 @@ kp__seg *kp__huge_resize(kp_pool *pool, kp__seg *seg, size_t need, size_t open);
 /* Unmap the kept huge mappings unused for decay_ms (all of them with all).
  * Returns how many; takes no lock when none is kept. */
 int kp__huge_cache_trim(kp_pool *pool, bool all);
+/* The keyed words of a segment header (see kp__seg). Their inputs set the
+ * low bits of the 4 MiB-aligned address, so they never equal a block's K. */
+static inline uint64_t kp__seg_magic(kp__key k, const kp__seg *s, uint32_t kind, size_t size)
+{
+	return kp__prf2(k, (uintptr_t)s | 1, (uint64_t)size << 8 | kind);
+}
+static inline uint64_t kp__seg_seal(kp__key k, const kp__seg *s)
+{
+	return kp__prf2(k, (uintptr_t)s | 2, s->free_mask);
+}
+/* Is s's magic intact (lock-free: it does not change while s is in use)?
+ * If not, s is quarantined and a corruption event recorded (once). Caller
+ * holds no pool->lock. */
+bool kp__seg_ok(kp_pool *pool, kp__seg *s);
 /* Map, pre-fault and add one segment. 0 or -1. Caller holds no lock. */
 int kp__primary_grow(kp_pool *pool, bool populate);
 /* Unmap fully free segments idle past the decay time, keeping keep bytes of
@@ -538,6 +651,12 @@ int kp__backup_refill(kp_pool *pool);
 typedef struct kp__bin {
 	void *head; /* encoded list of header addresses */
 	uint32_t count, max;
+	/* K(kh) == kk (kp__hkey), written and read by the owning thread: a
+	 * block freed and allocated again at once (the bins are LIFO) is keyed
+	 * once, not twice. K depends on the pool and the address alone, so the
+	 * pair never goes stale. */
+	void *kh;
+	uint64_t kk;
 	/* Written only by the owning thread (load + store, no RMW), read by stats. */
 	_Atomic uint64_t allocs, frees;
 } kp__bin;
@@ -598,6 +717,15 @@ typedef struct kp__daemon {
 	pthread_cond_t pass_cv;           /* broadcast after every pass (waiters) */
 	_Atomic uint64_t clock_offset_ns; /* added by kp_daemon_step for tests */
 	_Atomic uint64_t refilled_at;     /* backup frees count at the last refill */
+	/* The headroom target and what it is made of (daemon.c); written by
+	 * the pass (one at a time: the daemon thread or kp_daemon_step under
+	 * step_mu), read by stats. */
+	pthread_mutex_t step_mu;
+	_Atomic size_t target, ready;     /* target; pre-faulted free bytes at the front */
+	_Atomic uint64_t rate;            /* bytes/s of net demand, decaying */
+	_Atomic uint64_t faulted;         /* bytes the allocation path took before they were pre-faulted */
+	uint64_t last_ns, last_grows, last_shrinks;
+	size_t last_headroom;
 } kp__daemon;
 int kp__daemon_start(kp_pool *pool);
 void kp__daemon_stop(kp_pool *pool);
@@ -606,14 +734,17 @@ void kp__daemon_wait(kp_pool *pool, _Atomic uint64_t *counter, uint64_t deadline
 int kp__daemon_pass(kp_pool *pool);
 uint64_t kp__pool_now(kp_pool *pool);
 
-#define KP_BOOST_MAX 3 /* at most 8x high_wm of headroom */
+#define KP_BOOST_MAX 3 /* at most 8x the rate-based headroom */
+/* Pre-fault floor*bytes of free units in allocation order (kp_create, before
+ * the daemon's first pass). */
+void kp__daemon_prime(kp_pool *pool);
 
 /* ---- pool.c -------------------------------------------------------------- */
 struct kp_pool {
 	uint64_t id;
 	uint64_t magic;    /* KP_POOL_MAGIC ^ the pool's address while it lives */
 	kp_pool *reg_next; /* the registry of live pools */
-	uint64_t secret;
+	kp__key secret; /* the key of every tag, link pad, canary and seal */
 	kp__conf conf;
 	size_t self_size;
 
@@ -633,6 +764,10 @@ struct kp_pool {
 	 * path raises the boost each time it had to grow by itself (demand
 	 * outran the daemon); it decays after decay_ms without that. */
 	_Atomic int grow_boost;
+	/* Free units (bytes) under which the allocation path wakes the daemon:
+	 * the daemon sets it so that it fires when the pre-faulted part of the
+	 * headroom runs low (daemon.c). Read and written under pool->lock. */
+	size_t wake_wm;
 	size_t canary; /* KP_CANARY with checks on, else 0 */
 	_Atomic uint64_t boost_at_ns;
 	kp__tcache *tcaches, *tc_free;

@@ -33,6 +33,8 @@ _Static_assert(sizeof(kp__seg) + KP_HDR <= 2 * KP_PAGE, "huge payload starts at 
 
 static bool seg_is_valid(const kp__seg *s)
 {
+	if (s->quarantined) /* damaged: nothing in it is trusted or counted */
+		return true;
 	if (s->kind != KP_SEG_NORMAL)
 		return s->kind == KP_SEG_HUGE && s->size >= KP_SEG_SIZE / 2;
 	return !(s->free_mask & 1) && (unsigned)__builtin_popcountll(s->free_mask) == s->nfree_units;
@@ -62,7 +64,7 @@ static bool pool_is_valid(const kp_pool *pool)
 	for (const kp__seg *s = pool->segs; s; s = s->next) {
 		if (!seg_is_valid(s) || (s->next && s->next->prev != s))
 			return false;
-		free_units += s->nfree_units;
+		free_units += s->quarantined ? 0 : s->nfree_units;
 		total += KP_UNITS - 1;
 	}
 	return free_units == pool->units_free && total == pool->units_total;
@@ -73,6 +75,92 @@ static bool pool_is_valid(const kp_pool *pool)
 		if (KP_DEBUG >= (level) && !(cond))                                                            \
 			kp__violation(pool, KP_EV_CORRUPTION, KP_ECORRUPT, NULL, 0, "invariant broken: " #cond); \
 	} while (0)
+
+/* ---- segment headers: keyed, checked before use (internal.h, kp__seg) ----
+ * A segment's header is the next bytes after the previous mapping's last
+ * block, so an overflow past that block lands in it (issue 14: a 72-byte
+ * overflow past a 4 MB block marked the next segment's units free, and the
+ * next allocation got a live block). Such an overflow must pass magic
+ * first, then seal; a write that leaves magic as it was (the attacker read
+ * it) still cannot make a mask that verifies. */
+
+static void headroom_publish(kp_pool *pool);
+
+/* Mark s damaged, once: an event, and its units are never handed out again
+ * (its free units leave the pool's count). Caller holds pool->lock. */
+static void seg_quarantine_locked(kp_pool *pool, kp__seg *s)
+{
+	if (__atomic_load_n(&s->quarantined, __ATOMIC_RELAXED))
+		return;
+	__atomic_store_n(&s->quarantined, 1, __ATOMIC_RELAXED); /* read without the lock by kp__seg_ok */
+	atomic_fetch_add(&pool->quarantined, 1);
+	if (s->kind == KP_SEG_NORMAL) { /* recount what the other segments hold */
+		size_t free_units = 0, free_segs = 0;
+		unsigned left = (unsigned)(pool->units_total / (KP_UNITS - 1)) + 1;
+		for (kp__seg *t = pool->segs; t && left--; t = t->next) {
+			if (t->quarantined)
+				continue;
+			free_units += t->nfree_units;
+			free_segs += t->nfree_units == KP_UNITS - 1;
+			if (t->next && kp__pagemap_get(t->next) != t->next)
+				break;
+		}
+		pool->units_free = free_units;
+		atomic_store(&pool->free_segs, free_segs);
+		headroom_publish(pool);
+	}
+	kp__violation(pool, KP_EV_CORRUPTION, KP_ECORRUPT, s, KP_SIZE_UNKNOWN,
+		      "segment header damaged, segment quarantined");
+}
+
+static bool seg_magic_ok(const kp_pool *pool, const kp__seg *s)
+{
+	return s->magic == kp__seg_magic(pool->secret, s, s->kind, s->size) &&
+	       (s->kind == KP_SEG_HUGE || (s->kind == KP_SEG_NORMAL && s->size == KP_SEG_SIZE));
+}
+
+/* The whole header a unit operation trusts: magic, the seal of the mask,
+ * and the count. false (s quarantined) when damaged or quarantined already.
+ * Caller holds pool->lock. */
+static bool seg_ok_locked(kp_pool *pool, kp__seg *s)
+{
+	if (!s->quarantined && seg_magic_ok(pool, s) && s->seal == kp__seg_seal(pool->secret, s) &&
+	    !(s->free_mask & 1) && (unsigned)__builtin_popcountll(s->free_mask) == s->nfree_units)
+		return true;
+	seg_quarantine_locked(pool, s);
+	return false;
+}
+
+static void seg_reseal(kp_pool *pool, kp__seg *s)
+{
+	s->seal = kp__seg_seal(pool->secret, s);
+}
+
+bool kp__seg_ok(kp_pool *pool, kp__seg *s)
+{
+	if (KP_LIKELY(!__atomic_load_n(&s->quarantined, __ATOMIC_RELAXED) && seg_magic_ok(pool, s)))
+		return true;
+	pthread_mutex_lock(&pool->lock);
+	seg_quarantine_locked(pool, s);
+	pthread_mutex_unlock(&pool->lock);
+	return false;
+}
+
+/* The next segment on the pool's list, which must be a segment of this pool
+ * (the pagemap, out of line, says which addresses are segments); a link
+ * that is not quarantines s and ends the walk. Caller holds pool->lock. */
+static kp__seg *seg_step(kp_pool *pool, kp__seg *s, kp__seg *to)
+{
+	if (to && kp__pagemap_get(to) != to) {
+		seg_quarantine_locked(pool, s);
+		return NULL;
+	}
+	if (to && (to->pool != pool || to->kind != KP_SEG_NORMAL)) { /* a segment, its header damaged */
+		seg_quarantine_locked(pool, to);
+		return NULL;
+	}
+	return to;
+}
 
 /* A span holds at least 8 blocks (so a class costs at most 1/8 of a span in
  * tail waste), in at most 16 units. */
@@ -100,14 +188,17 @@ static int find_run(uint64_t mask, unsigned n)
 /* Take a run of n units. Caller holds pool->lock. */
 static kp__span *units_take(kp_pool *pool, unsigned n, kp__seg **segp)
 {
-	for (kp__seg *s = pool->segs; s; s = s->next) {
-		if (s->nfree_units < n)
+	/* A walk bounded by the segment count: damaged links cannot loop it. */
+	unsigned left = (unsigned)(pool->units_total / (KP_UNITS - 1)) + 1;
+	for (kp__seg *s = pool->segs; s && left--; s = seg_step(pool, s, s->next)) {
+		if (s->quarantined || s->nfree_units < n)
 			continue;
 		int u = find_run(s->free_mask, n);
-		if (u < 0)
+		if (u < 0 || !seg_ok_locked(pool, s)) /* the mask found a run: is it the pool's? */
 			continue;
 		uint64_t bits = (n == 64 ? ~0ull : ((1ull << n) - 1)) << u;
 		s->free_mask &= ~bits;
+		seg_reseal(pool, s);
 		if (s->nfree_units == KP_UNITS - 1)
 			atomic_fetch_sub(&pool->free_segs, 1);
 		s->nfree_units -= n;
@@ -130,10 +221,17 @@ static kp__span *units_take(kp_pool *pool, unsigned n, kp__seg **segp)
 static void units_give(kp_pool *pool, kp__seg *s, kp__span *sp)
 {
 	unsigned u = sp->head, n = sp->units;
+	if (!seg_ok_locked(pool, s) || !n || u + n > KP_UNITS)
+		return; /* a damaged header: the run stays taken (leaked), never handed out twice */
 	uint64_t bits = (n == 64 ? ~0ull : ((1ull << n) - 1)) << u;
+	if (s->free_mask & bits) {
+		seg_quarantine_locked(pool, s);
+		return;
+	}
 	memset(sp, 0, sizeof *sp);
 	sp->head = (uint8_t)u;
 	s->free_mask |= bits;
+	seg_reseal(pool, s);
 	s->nfree_units += n;
 	if (s->nfree_units == KP_UNITS - 1)
 		atomic_fetch_add(&pool->free_segs, 1);
@@ -165,7 +263,7 @@ static kp__span *run_alloc(kp_pool *pool, unsigned n, kp__seg **segp)
 	for (int attempt = 0; attempt < 4; attempt++) {
 		pthread_mutex_lock(&pool->lock);
 		kp__span *sp = units_take(pool, n, segp);
-		bool low = pool->units_free * KP_UNIT_SIZE < pool->conf.low_wm;
+		bool low = pool->units_free * KP_UNIT_SIZE < pool->wake_wm; /* set by the daemon */
 		bool room = pool->capacity + KP_SEG_SIZE + atomic_load(&pool->huge_bytes) <= pool->conf.primary_max;
 		if (sp)
 			kp__backup_mode_update(pool, false);
@@ -212,6 +310,18 @@ static kp__span *span_new(kp_pool *pool, unsigned cls)
 	return sp;
 }
 
+/* Is sp NULL or a span slot of one of this pool's normal segments? */
+static bool span_slot_ok(kp_pool *pool, const kp__span *sp)
+{
+	if (!sp)
+		return true;
+	kp__seg *s = kp__pagemap_get(sp);
+	if (!s || s->pool != pool || s->kind != KP_SEG_NORMAL)
+		return false;
+	uintptr_t off = (uintptr_t)sp - (uintptr_t)s->span;
+	return off < sizeof s->span && !(off % sizeof *sp);
+}
+
 static void partial_push(kp__central *c, kp__span *sp)
 {
 	sp->prev = NULL;
@@ -237,11 +347,12 @@ static void partial_remove(kp__central *c, kp__span *sp)
 /* Pop a block from a span: its free list (link vetted: it must point at a
  * block start inside the same span) or the never-used tail. NULL when the
  * span is empty or found damaged (then quarantined). Class lock held. */
-static char *span_pop(kp_pool *pool, kp__central *c, kp__span *sp)
+static char *span_pop(kp_pool *pool, kp__central *c, kp__span *sp, uint64_t *key)
 {
 	char *b = sp->free;
 	if (b) {
-		char *next = kp__link_get(pool->secret, b);
+		*key = kp__hkey(pool->secret, b);
+		char *next = kp__link_get_k(*key, b);
 		char *end = sp->start + (size_t)sp->nblocks * sp->block;
 		if (next && (next < sp->start || next >= end || (size_t)(next - sp->start) % sp->block)) {
 			kp__violation(pool, KP_EV_FREELIST, KP_ECORRUPT, b, sp->block,
@@ -261,7 +372,8 @@ static char *span_pop(kp_pool *pool, kp__central *c, kp__span *sp)
 	b = sp->start + (size_t)sp->bump++ * sp->block;
 	/* A never-used block gets a free header now, so every block in a cache
 	 * verifies the same way. */
-	kp__hdr_set(pool->secret, (kp__hdr *)b, 0, sp->cls, KP_ST_FREE);
+	*key = kp__hkey(pool->secret, b);
+	kp__hdr_put((kp__hdr *)b, *key, kp__meta(0, sp->cls, KP_ST_FREE));
 	if (pool->conf.poison)
 		kp__poison_fill(b + KP_HDR, sp->block - KP_HDR);
 	return b;
@@ -270,7 +382,6 @@ static char *span_pop(kp_pool *pool, kp__central *c, kp__span *sp)
 unsigned kp__central_take(kp_pool *pool, unsigned cls, void **list, unsigned n)
 {
 	kp__central *c = &pool->central[cls];
-	uint64_t secret = pool->secret;
 	unsigned got = 0;
 	void *head = *list;
 	pthread_mutex_lock(&c->lock);
@@ -281,13 +392,23 @@ unsigned kp__central_take(kp_pool *pool, unsigned cls, void **list, unsigned n)
 			if (!sp)
 				break;
 			partial_push(c, sp);
+		} else if (!kp__seg_ok(pool, (kp__seg *)((uintptr_t)sp & ~(uintptr_t)(KP_SEG_SIZE - 1)))) {
+			/* Its segment's header is damaged: set aside, and its list
+			 * links followed only if they are span slots of this pool. */
+			sp->quarantined = 1;
+			if (span_slot_ok(pool, sp->next) && span_slot_ok(pool, sp->prev))
+				partial_remove(c, sp);
+			else
+				c->partial = NULL;
+			continue;
 		}
 		while (got < n) {
-			char *b = span_pop(pool, c, sp);
+			uint64_t key;
+			char *b = span_pop(pool, c, sp, &key);
 			if (!b)
 				break;
 			sp->nused++;
-			kp__link_put(secret, b, head);
+			kp__link_put_k(key, b, head);
 			head = b;
 			got++;
 		}
@@ -313,21 +434,27 @@ static kp__span *span_of(const void *p, kp__seg **segp)
 void kp__central_give(kp_pool *pool, unsigned cls, void *list, unsigned n)
 {
 	kp__central *c = &pool->central[cls];
-	uint64_t secret = pool->secret;
 	char *b = list;
+	kp__seg *vetted = NULL; /* the last segment whose magic was checked */
 #if KP_PLANT != 11 /* planted 11: blocks go back to the central free lists without their lock */
 	pthread_mutex_lock(&c->lock);
 #endif
 	for (unsigned i = 0; i < n && b; i++) {
-		char *next = kp__link_get(secret, b);
-		kp__seg *s;
+		uint64_t key = kp__hkey(pool->secret, b);
+		char *next = kp__link_get_k(key, b);
+		kp__seg *s = (kp__seg *)((uintptr_t)b & ~(uintptr_t)(KP_SEG_SIZE - 1));
+		if (s != vetted && !kp__seg_ok(pool, s)) { /* a damaged segment: its blocks are not reused */
+			b = next;
+			continue;
+		}
+		vetted = s;
 		kp__span *sp = span_of(b, &s);
 		sp->nused--;
 		if (sp->quarantined) { /* set aside for good: its blocks are not reused */
 			b = next;
 			continue;
 		}
-		kp__link_put(secret, b, sp->free);
+		kp__link_put_k(key, b, sp->free);
 		sp->free = b;
 		KP_ASSERT(1, span_is_valid(pool, sp, false));
 		KP_ASSERT(2, sp->nused > 0 || span_is_valid(pool, sp, true));
@@ -413,6 +540,10 @@ bool kp__large_resize(kp_pool *pool, kp__seg *s, kp__span *sp, size_t need)
 	if (n == old)
 		return true;
 	pthread_mutex_lock(&pool->lock);
+	if (!seg_ok_locked(pool, s)) {
+		pthread_mutex_unlock(&pool->lock);
+		return false;
+	}
 	if (n > old) { /* the units right after the run must be free */
 		uint64_t bits = u + n > KP_UNITS ? 0 : ((1ull << (n - old)) - 1) << (u + old);
 		if (!bits || (s->free_mask & bits) != bits) {
@@ -434,6 +565,7 @@ bool kp__large_resize(kp_pool *pool, kp__seg *s, kp__span *sp, size_t need)
 		s->nfree_units += old - n;
 		pool->units_free += old - n;
 	}
+	seg_reseal(pool, s);
 	sp->units = (uint16_t)n;
 	sp->block = (uint32_t)((size_t)n << KP_UNIT_SHIFT);
 	headroom_publish(pool);
@@ -472,9 +604,31 @@ static size_t huge_poisoned(const kp__seg *s)
 	return cap < KP_HUGE_POISON ? cap : KP_HUGE_POISON;
 }
 
+/* The kept mappings' list runs through their headers, each one the next
+ * bytes after some other mapping: the list is cut at the first one whose
+ * magic is damaged (it and those after it are leaked, reported). Caller
+ * holds pool->lock. */
+static void huge_cache_vet(kp_pool *pool)
+{
+	for (kp__seg **pp = &pool->huge_cache; *pp; pp = &(*pp)->next) {
+		if (seg_magic_ok(pool, *pp) && (*pp)->kind == KP_SEG_HUGE)
+			continue;
+		seg_quarantine_locked(pool, *pp);
+		*pp = NULL;
+		size_t bytes = 0;
+		unsigned n = 0;
+		for (kp__seg *c = pool->huge_cache; c; c = c->next, n++)
+			bytes += c->size;
+		pool->huge_ncached = n;
+		atomic_store(&pool->huge_cached_bytes, bytes);
+		return;
+	}
+}
+
 /* Caller holds pool->lock. */
 static kp__seg *huge_cache_take(kp_pool *pool, size_t size)
 {
+	huge_cache_vet(pool);
 	for (kp__seg **pp = &pool->huge_cache; *pp; pp = &(*pp)->next) {
 		kp__seg *c = *pp;
 		if (c->size >= size && c->size / 2 <= size) {
@@ -490,6 +644,7 @@ static kp__seg *huge_cache_take(kp_pool *pool, size_t size)
 /* Caller holds pool->lock: the whole cache, for huge_cache_release. */
 static kp__seg *huge_cache_detach(kp_pool *pool)
 {
+	huge_cache_vet(pool);
 	kp__seg *list = pool->huge_cache;
 	pool->huge_cache = NULL;
 	pool->huge_ncached = 0;
@@ -529,6 +684,7 @@ int kp__huge_cache_trim(kp_pool *pool, bool all)
 	uint64_t now = kp__pool_now(pool), decay = (uint64_t)pool->conf.decay_ms * 1000000ull;
 	kp__seg *gone = NULL;
 	pthread_mutex_lock(&pool->lock);
+	huge_cache_vet(pool);
 	for (kp__seg **pp = &pool->huge_cache; *pp;) {
 		kp__seg *c = *pp;
 		if (all || now - c->empty_since_ns >= decay) {
@@ -599,11 +755,11 @@ void *kp__huge_alloc(kp_pool *pool, size_t need, size_t align)
 		 * the request, not megabytes it would then unpoison. */
 		if (pool->conf.thp)
 			kp__os_hugepage(&pool->os, s, size);
-		s->magic = pool->secret ^ (uintptr_t)s;
 		s->pool = pool;
 		s->kind = KP_SEG_HUGE;
 		s->size = size;
 		s->dirty = 0;
+		s->magic = kp__seg_magic(pool->secret, s, KP_SEG_HUGE, size);
 		if (kp__pagemap_set(&pool->os, s, size, s) < 0) {
 			kp__os_unmap(&pool->os, s, size);
 			return NULL;
@@ -655,6 +811,7 @@ void kp__huge_free(kp_pool *pool, kp__seg *s, size_t open)
  * bytes (a growing block's next window), or NULL. */
 static kp__seg *huge_cache_take_window(kp_pool *pool, size_t size)
 {
+	huge_cache_vet(pool);
 	kp__seg **best = NULL;
 	for (kp__seg **pp = &pool->huge_cache; *pp; pp = &(*pp)->next)
 		if ((*pp)->size >= size && (!best || (*pp)->size < (*best)->size))
@@ -753,7 +910,7 @@ kp__seg *kp__huge_resize(kp_pool *pool, kp__seg *s, size_t need, size_t open)
 	}
 	pthread_mutex_lock(&pool->lock);
 	n->size = size;
-	n->magic = pool->secret ^ (uintptr_t)n;
+	n->magic = kp__seg_magic(pool->secret, n, KP_SEG_HUGE, size);
 	if (n != s)
 		huge_link(pool, n);
 	pthread_mutex_unlock(&pool->lock);
@@ -773,8 +930,11 @@ static void seg_link(kp_pool *pool, kp__seg *s)
 {
 	kp__seg **tail = &pool->segs;
 	s->prev = s->next = NULL;
-	while (*tail) {
+	unsigned left = (unsigned)(pool->units_total / (KP_UNITS - 1)) + 1;
+	while (*tail && left--) {
 		s->prev = *tail;
+		if (!seg_step(pool, *tail, (*tail)->next))
+			(*tail)->next = NULL; /* a damaged link: the list ends here */
 		tail = &(*tail)->next;
 	}
 	*tail = s;
@@ -817,11 +977,12 @@ int kp__primary_grow(kp_pool *pool, bool populate)
 		return -1;
 	}
 	KP_POISON((char *)s + KP_UNIT_SIZE, KP_SEG_SIZE - KP_UNIT_SIZE);
-	s->magic = pool->secret ^ (uintptr_t)s;
 	s->pool = pool;
 	s->kind = KP_SEG_NORMAL;
 	s->size = KP_SEG_SIZE;
 	s->free_mask = ~1ull;
+	s->magic = kp__seg_magic(pool->secret, s, KP_SEG_NORMAL, KP_SEG_SIZE);
+	seg_reseal(pool, s);
 	s->nfree_units = KP_UNITS - 1;
 	s->empty_since_ns = kp__pool_now(pool);
 	for (unsigned u = 0; u < KP_UNITS; u++)
@@ -862,12 +1023,16 @@ int kp__primary_shrink(kp_pool *pool, size_t keep)
 	 * look as if it had been empty for ever. */
 	uint64_t now_ns = kp__pool_now(pool);
 	kp__seg *s = pool->segs;
-	while (s && s->next)
-		s = s->next;
-	for (kp__seg *prev; s; s = prev) {
-		prev = s->prev;
+	unsigned left = (unsigned)(pool->units_total / (KP_UNITS - 1)) + 1;
+	while (s && s->next && left--)
+		s = seg_step(pool, s, s->next);
+	left = (unsigned)(pool->units_total / (KP_UNITS - 1)) + 1;
+	for (kp__seg *prev; s && left--; s = prev) {
+		prev = seg_step(pool, s, s->prev);
 		if (s->nfree_units + (KP_PLANT == 4) < KP_UNITS - 1 /* planted 4 */ || now_ns < s->empty_since_ns || now_ns - s->empty_since_ns < decay)
 			continue;
+		if (!seg_ok_locked(pool, s) || !prev != !s->prev || (s->next && !seg_step(pool, s, s->next)))
+			continue; /* damaged: never released as free (it may hold live blocks) */
 		size_t after = (pool->units_free - (KP_UNITS - 1)) * KP_UNIT_SIZE;
 		if (after < keep || pool->capacity - KP_SEG_SIZE < pool->conf.primary_initial)
 			break;
