@@ -25,6 +25,9 @@
  * Blocks are marked at both ends when allocated and checked before they are
  * freed, through volatile accesses, so no compiler can elide the work.
  *
+ * Resident memory: a sampler thread traces the process's RSS over each
+ * workload (rss.c); the output gives the trace, its peak and VmHWM.
+ *
  * Output: one line per workload, or with --json one JSON object per line
  * (harness/bench.py reads those). With kpool the pool's kp_stats_json()
  * object is embedded, which carries its system-call counts.
@@ -98,6 +101,13 @@ static void print_json(const struct result *r, uint64_t clock_ns)
 		}
 		putchar(']');
 	}
+	const struct rss_trace *t = &r->rss;
+	printf(",\"rss\":{\"start_kib\":%" PRIu64 ",\"peak_kib\":%" PRIu64 ",\"hwm_kib\":%" PRIu64
+	       ",\"end_kib\":%" PRIu64 ",\"interval_ms\":%u,\"kib\":[",
+	       t->start_kib, t->peak_kib, t->hwm_kib, t->end_kib, t->interval_ms);
+	for (unsigned i = 0; i < t->n; i++)
+		printf("%s%u", i ? "," : "", t->kib[i]);
+	printf("]}");
 	printf(",\"kpool_stats\":%s}\n", r->kp_stats ? r->kp_stats : "null");
 	fflush(stdout);
 }
@@ -131,6 +141,10 @@ static void print_text(const struct result *r, uint64_t clock_ns)
 		printf("    ERRORS: %" PRIu64 " verify, %" PRIu64 " alloc failures, %" PRIu64
 		       " free errors\n",
 		       r->verify_errors, r->alloc_failures, r->free_errors);
+	printf("    RSS: peak %.1f MiB (VmHWM %.1f MiB), %.1f MiB at the start, %.1f MiB at the end; %u samples "
+	       "every %u ms\n",
+	       (double)r->rss.peak_kib / 1024.0, (double)r->rss.hwm_kib / 1024.0, (double)r->rss.start_kib / 1024.0,
+	       (double)r->rss.end_kib / 1024.0, r->rss.n, r->rss.interval_ms);
 	if (r->kp_stats)
 		printf("    kpool stats: %s\n", r->kp_stats);
 	fflush(stdout);
@@ -268,12 +282,14 @@ int main(int argc, char **argv)
 			continue;
 		struct result r = {.wl = *w};
 		atomic_store(&g_free_errors, 0);
+		rss_start(&r.rss);
 		int err = *w == 'a'   ? run_a(&r, &o)
 			  : *w == 'b' ? run_b(&r, &o)
 			  : *w == 'c' ? run_c(&r, &o)
 			  : *w == 'e' ? run_e(&r, &o)
 			  : *w == 'f' ? run_f(&r, &o)
 				      : run_d(&r, &o);
+		rss_stop(&r.rss);
 		r.free_errors = atomic_load(&g_free_errors);
 		if (err) {
 			fprintf(stderr, "kpbench: workload %c failed\n", *w);

@@ -2,8 +2,8 @@
  * kpbench.h - what the kpbench files share: constants, the clock, the
  * histogram, the allocator under test, the step tables and the results.
  * One file per concept: common.c (clock, histogram, steps, the pool),
- * slots.c (workloads a and b), cross.c (c), grow.c (d), kpbench.c (options,
- * output, main). The Makefile's bench rule depends on the bench .c files
+ * slots.c (workloads a and b), cross.c (c), grow.c (d), rss.c (resident
+ * memory over a run), kpbench.c (options, output, main). The Makefile's bench rule depends on the bench .c files
  * only: after editing this header alone, touch a .c file (or make clean).
  */
 #ifndef KPBENCH_H
@@ -180,6 +180,20 @@ struct round {
 	struct hist *lat; /* malloc + touch of every page */
 };
 
+/* RSS over a workload (rss.c). */
+#define RSS_SAMPLES 512
+struct rss_trace {
+	unsigned n, interval_ms, skip;
+	uint64_t start_kib, end_kib;
+	uint64_t peak_kib; /* the largest sample */
+	uint64_t hwm_kib;  /* VmHWM: the process's exact peak so far */
+	uint32_t kib[RSS_SAMPLES];
+};
+void rss_start(struct rss_trace *t);
+void rss_stop(struct rss_trace *t);
+uint64_t rss_now_kib(void);
+uint64_t rss_hwm_kib(void);
+
 struct result {
 	char wl;
 	const char *desc;
@@ -192,6 +206,7 @@ struct result {
 	int nrounds;
 	struct round rounds[MAX_ROUNDS];
 	char *kp_stats; /* kp_stats_json() at the end, or NULL */
+	struct rss_trace rss;
 };
 
 struct opts {

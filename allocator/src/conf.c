@@ -53,15 +53,38 @@ struct option {
 #define OFF(f) offsetof(kp__conf, f)
 #define GiB (1ull << 30)
 static const struct option options[] = {
-	{"primary_initial", SIZE, "8m", OFF(primary_initial), 0, 1ull << 40,
-	 "primary capacity mapped at creation (and pre-faulted, unless prefault:off)"},
-	{"primary_max", SIZE, "1g", OFF(primary_max), 4ull << 20, 1ull << 44,
-	 "the primary pool never grows past this"},
-	{"backup", SIZE, "4m", OFF(backup), 0, 16 * GiB, "bytes reserved for the backup pool (0: none)"},
-	{"low_wm", SIZE, "8m", OFF(low_wm), 0, 1ull << 40,
-	 "free primary headroom below which the allocation path wakes the daemon"},
-	{"high_wm", SIZE, "32m", OFF(high_wm), 0, 1ull << 40,
-	 "headroom the daemon grows to (and keeps when it shrinks)"},
+	/* One segment: address space, not memory. Only the daemon's floor of
+	 * it (high_wm) is pre-faulted at creation; shrink keeps this capacity. */
+	{"primary_initial", SIZE, "4m", OFF(primary_initial), 0, 1ull << 40,
+	 "primary capacity mapped at creation (address space: only high_wm of it is pre-faulted) and kept by "
+	 "shrink"},
+	/* 0: no cap of kpool's own. A pool grows as far as the machine allows,
+	 * resolved at kp_create: the smaller of physical memory plus swap and
+	 * the process's cgroup memory limit (memory.max, the tightest of its
+	 * ancestors). Past it kp_alloc gives NULL, an OOM event and the backup
+	 * to critical callers, before the cgroup's OOM killer would act. Under
+	 * strict overcommit (vm.overcommit_memory=2) the kernel may refuse a
+	 * mapping earlier: that too is NULL, an event and the backup. */
+	{"primary_max", SIZE, "0", OFF(primary_max), 0, 1ull << 44,
+	 "the primary pool never grows past this (0: as far as the machine allows, physical memory plus swap or "
+	 "the cgroup's memory limit, whichever is smaller)"},
+	/* The reserve stays resident (pre-faulted: a reserve that must first be
+	 * faulted in fails exactly when memory is short). 1 MiB: what a critical
+	 * path needs to finish and report while the primary is exhausted (4,000
+	 * blocks of 256 B, or one 512 KiB buffer), at a quarter of the 4 MiB it
+	 * cost every process before; a program whose critical path needs more
+	 * sets it. */
+	{"backup", SIZE, "1m", OFF(backup), 0, 16 * GiB, "bytes reserved for the backup pool, resident (0: none)"},
+	/* 0: half the daemon's current target (it moves with the demand). */
+	{"low_wm", SIZE, "0", OFF(low_wm), 0, 1ull << 40,
+	 "pre-faulted headroom below which the allocation path wakes the daemon (0: half the daemon's target)"},
+	/* The floor of an adaptive target (daemon.c: the measured allocation
+	 * rate, what the allocation path had to fault itself, at most 1/16 of
+	 * the bytes in use above the floor). 1 MiB: 16 units, a burst of a few
+	 * spans served without a fault, while an idle pool stays small. */
+	{"high_wm", SIZE, "1m", OFF(high_wm), 0, 1ull << 40,
+	 "the least headroom the daemon keeps mapped and pre-faulted; above it the daemon follows the measured "
+	 "allocation rate (at most 1/16 of the bytes in use)"},
 	{"critical_wm", PERCENT, "95", OFF(critical_wm), 1, 100,
 	 "primary use (% of primary_max) at which critical traffic moves to the backup"},
 	{"recover_wm", PERCENT, "85", OFF(recover_wm), 0, 100,
@@ -70,8 +93,8 @@ static const struct option options[] = {
 	{"daemon_interval_ms", INT, "100", OFF(daemon_interval_ms), 1, 60000,
 	 "the daemon's fallback timer; the allocation path wakes it sooner"},
 	{"prefault", BOOL, "on", OFF(prefault), 0, 1,
-	 "pre-fault the segments mapped ahead of need and the backup reserve, at creation and by the daemon (off: "
-	 "pages fault on first touch, and the reserve is not memory until used)"},
+	 "pre-fault the daemon's headroom (the free memory the allocation path takes next) and the backup reserve "
+	 "(off: pages fault on first touch, and the reserve is not memory until used)"},
 	{"thp", BOOL, "on", OFF(thp), 0, 1,
 	 "ask for transparent huge pages on huge blocks (MADV_HUGEPAGE): a 2 MiB fault instead of 512"},
 	{"decay_ms", INT, "1000", OFF(decay_ms), 0, 3600000,
@@ -226,6 +249,10 @@ int kp__conf_load(kp__conf *c, const char *s)
 	if (apply(c, getenv("KPOOL_CONF"), "KPOOL_CONF") < 0 || apply(c, s, "conf") < 0) {
 		errno = EINVAL;
 		return -1;
+	}
+	if (c->primary_max == 0) { /* as far as the machine allows */
+		size_t lim = kp__os_memory_limit();
+		c->primary_max = lim > (1ull << 44) ? (size_t)1 << 44 : lim < (4u << 20) ? (size_t)4 << 20 : lim;
 	}
 	if (c->primary_initial > c->primary_max) {
 		kp__set_error("conf: primary_initial (%zu) exceeds primary_max (%zu)", c->primary_initial,

@@ -5,15 +5,19 @@
  * A small state machine under d->mu: OFF -> RUNNING -> STOPPING -> OFF, and
  * RESTART in a fork child (the thread does not survive fork; the first slow
  * path in the child starts a new one). The thread waits on a condition
- * variable; the allocation path signals it when headroom falls under low_wm
+ * variable; the allocation path signals it when the pre-faulted headroom
+ * falls under low_wm (pool->wake_wm, set by each pass)
  * (one atomic exchange decides who signals, so a burst costs one wake-up),
  * and daemon_interval_ms is the fallback timer. Each pass:
- *   1. grows, mapping and pre-faulting segments, until headroom >= the
- *      target (high_wm, shifted by the boost: daemon_target);
- *   2. shrinks, unmapping segments that stayed free for decay_ms while the
+ *   1. measures the demand since the last pass and sets the headroom
+ *      target from it (daemon_target, below: the allocation rate and what
+ *      the allocation path had to fault itself, high_wm the floor);
+ *   2. pre-faults the free units the allocation path takes next, and grows
+ *      (mapping segments) until headroom >= the target;
+ *   3. shrinks, unmapping segments that stayed free for decay_ms while the
  *      headroom stays >= the same target and capacity >= primary_initial;
- *   3. refills the backup after use;
- *   4. unmaps what it released once no lookup can still read it (pagemap.c).
+ *   4. refills the backup after use;
+ *   5. unmaps what it released once no lookup can still read it (pagemap.c).
  * Tests drive passes without the thread through kp_daemon_step.
  */
 #include "internal.h"
@@ -25,23 +29,177 @@ uint64_t kp__pool_now(kp_pool *pool)
 	return kp__now_ns() + atomic_load_explicit(&pool->daemon.clock_offset_ns, memory_order_relaxed);
 }
 
-/* The one headroom target of a pass: high_wm shifted by the boost, after
- * the boost has decayed one step per decay_ms without the allocation path
- * growing by itself. Growth fills the headroom up to it and shrink keeps it,
- * so that the two never undo each other: a pass grows only below the target,
- * and shrinks only what leaves at least the target (a band of one segment,
- * the hysteresis). Before, growth aimed at the boosted target while shrink
- * kept only high_wm: after a burst, each segment released was grown back at
- * the next pass (51 grows and 187 shrinks in the 5 s after a 500 MiB free). */
+/* ---- the headroom target --------------------------------------------------
+ *
+ * Headroom is free primary memory the daemon has mapped and pre-faulted
+ * ahead of demand, so that an allocating thread neither maps nor faults.
+ * Every byte of it is resident memory no program asked for, so the target
+ * is sized from what the program does, not fixed:
+ *
+ *   target = max(high_wm, min(rate * KP_HORIZON_MS << boost, in_use / KP_TARGET_SHARE))
+ *
+ * rate: the net demand (bytes taken from the free units, less those given
+ *   back) per second, measured pass to pass; it follows a rise at once and
+ *   decays by half every decay_ms / 4 of quiet.
+ * boost: raised each time the allocation path had to fault memory itself:
+ *   when it grew the pool (primary.c), or when a pass finds that more was
+ *   taken since the last one than the daemon had pre-faulted ("faulted");
+ *   it decays one step per decay_ms without that.
+ * in_use / KP_TARGET_SHARE: the headroom never adds more than 1/16 to the
+ *   memory the program holds, so that a fast-growing program's peak RSS
+ *   stays within a few percent of what it uses (issue 14: 1.1x the best
+ *   peer); explicit watermarks (high_wm) override it.
+ * high_wm: the floor, also the idle headroom (1 MiB by default).
+ *
+ * Growth fills the headroom up to the target and shrink keeps it, so that
+ * the two never undo each other (a band of one segment, the hysteresis;
+ * issue 12: growth aimed higher than shrink kept, and each segment released
+ * was grown back at the next pass).
+ */
+
+/* How long the headroom must last at the measured rate: the time for the
+ * daemon to be woken (a scheduler latency on a loaded 2-core machine, a few
+ * ms) and to map and pre-fault what was taken (4 MiB in about 1 ms), with a
+ * margin of two. */
+#define KP_HORIZON_MS 20
+/* At most 1/16 of the bytes in use as headroom: 6% over the program's own
+ * footprint at its peak, under the 10% the issue allows over the best peer. */
+#define KP_TARGET_SHARE 16
+/* Ranges pre-faulted per pass: a walk of the free units collects at most
+ * this many runs under the pool lock (the rest waits for the next pass). */
+#define KP_PREFAULT_RUNS 64
+
+static size_t seg_usable(void)
+{
+	return (size_t)(KP_UNITS - 1) * KP_UNIT_SIZE;
+}
+
+/* Pre-fault up to upto bytes of free units in the order the allocation path
+ * takes them (oldest segment first, lowest unit first: units_take), skipping
+ * the first from bytes (already pre-faulted). The runs are found under the
+ * pool lock and faulted in without it (the allocation path never waits on a
+ * system call): a unit taken meanwhile is faulted in all the same, which
+ * MADV_POPULATE_WRITE does without touching its bytes. Only the daemon (or
+ * kp_create) unmaps normal segments, so a run found stays mapped. Returns
+ * the bytes covered, from included. */
+static size_t prefault_front(kp_pool *pool, size_t from, size_t upto)
+{
+	struct {
+		char *p;
+		size_t n;
+	} run[KP_PREFAULT_RUNS];
+	unsigned nrun = 0;
+	size_t seen = 0;
+	pthread_mutex_lock(&pool->lock);
+	for (kp__seg *s = pool->segs; s && seen < upto && nrun < KP_PREFAULT_RUNS; s = s->next) {
+		uint64_t m = s->free_mask;
+		while (m && seen < upto && nrun < KP_PREFAULT_RUNS) {
+			unsigned u = (unsigned)__builtin_ctzll(m), n = 0;
+			while (u + n < KP_UNITS && (m >> (u + n)) & 1)
+				n++;
+			m &= n == 64 ? 0 : ~(((1ull << n) - 1) << u);
+			size_t bytes = (size_t)n * KP_UNIT_SIZE;
+			char *p = (char *)s + ((size_t)u << KP_UNIT_SHIFT);
+			if (seen + bytes > from) { /* the part past from, up to upto */
+				size_t skip = from > seen ? from - seen : 0;
+				size_t take = bytes - skip;
+				if (seen + bytes > upto)
+					take -= seen + bytes - upto;
+				run[nrun].p = p + skip;
+				run[nrun++].n = take;
+			}
+			seen += bytes;
+		}
+	}
+	pthread_mutex_unlock(&pool->lock);
+	for (unsigned i = 0; i < nrun; i++)
+		kp__os_populate_missing(&pool->os, run[i].p, run[i].n);
+	return seen < upto ? seen : upto;
+}
+
+/* Where the allocation path wakes the daemon: when the pre-faulted part of
+ * the free units falls under low_wm (0: half the target). The free units
+ * past the pre-faulted front are counted in, since the allocation path
+ * compares all of them. */
+static void set_wake(kp_pool *pool, size_t target, size_t ready)
+{
+	size_t wake = pool->conf.low_wm ? pool->conf.low_wm : target / 2;
+	pthread_mutex_lock(&pool->lock);
+	size_t free_bytes = pool->units_free * KP_UNIT_SIZE;
+	size_t unready = pool->conf.prefault && free_bytes > ready ? free_bytes - ready : 0;
+	pool->wake_wm = unready + wake;
+	pthread_mutex_unlock(&pool->lock);
+}
+
+void kp__daemon_prime(kp_pool *pool)
+{
+	kp__daemon *d = &pool->daemon;
+	size_t target = pool->conf.high_wm;
+	size_t ready = pool->conf.prefault ? prefault_front(pool, 0, target) : 0;
+	atomic_store(&d->target, target);
+	atomic_store(&d->ready, ready);
+	d->last_ns = kp__pool_now(pool);
+	d->last_grows = atomic_load(&pool->grows);
+	d->last_shrinks = atomic_load(&pool->shrinks);
+	d->last_headroom = kp__primary_headroom(pool);
+	set_wake(pool, target, ready);
+}
+
+/* Measure the demand since the last pass and set the target (above). */
 static size_t daemon_target(kp_pool *pool)
 {
+	kp__daemon *d = &pool->daemon;
 	uint64_t now = kp__pool_now(pool);
+	uint64_t grows = atomic_load(&pool->grows), shrinks = atomic_load(&pool->shrinks);
+	size_t headroom = kp__primary_headroom(pool);
+	/* net bytes taken from the free units: what there was, plus what was
+	 * added (by anyone), less what is left */
+	int64_t added = ((int64_t)(grows - d->last_grows) - (int64_t)(shrinks - d->last_shrinks)) * (int64_t)seg_usable();
+	int64_t taken = (int64_t)d->last_headroom + added - (int64_t)headroom;
+	uint64_t dt = now > d->last_ns ? now - d->last_ns : 0;
+	size_t ready = atomic_load(&d->ready);
+	if (taken > 0 && pool->conf.prefault && (size_t)taken > ready) {
+		/* the allocation path went past what was pre-faulted for it */
+		atomic_fetch_add(&d->faulted, (uint64_t)taken - ready);
+		int boost = atomic_load(&pool->grow_boost);
+		if (boost < KP_BOOST_MAX)
+			atomic_compare_exchange_strong(&pool->grow_boost, &boost, boost + 1);
+		atomic_store(&pool->boost_at_ns, now);
+	}
+	/* what stays pre-faulted at the front: ready less what was taken */
+	atomic_store(&d->ready, taken <= 0 ? ready : (size_t)taken >= ready ? 0 : ready - (size_t)taken);
+	uint64_t decay = (uint64_t)pool->conf.decay_ms * 1000000ull;
+	uint64_t rate = atomic_load(&d->rate);
+	if (dt) {
+		/* half per decay_ms / 4 of quiet (a shift per quarter, linear
+		 * within one) */
+		uint64_t q = decay / 4 ? decay / 4 : 1, halvings = dt / q;
+		rate = halvings >= 64 ? 0 : rate >> halvings;
+		rate -= (uint64_t)((double)rate * (double)(dt % q) / (double)q / 2.0);
+		/* over a short interval (kp_daemon_step(0), or a pass woken at
+		 * once) the measured rate would be noise: at least 1 ms */
+		uint64_t inst = taken > 0 ? (uint64_t)((double)taken * 1e9 / (double)(dt > 1000000 ? dt : 1000000)) : 0;
+		if (inst > rate)
+			rate = inst;
+		atomic_store(&d->rate, rate);
+	}
+	d->last_ns = now;
+	d->last_grows = grows;
+	d->last_shrinks = shrinks;
+	d->last_headroom = headroom;
 	int boost = atomic_load(&pool->grow_boost);
-	if (boost && now - atomic_load(&pool->boost_at_ns) > (uint64_t)pool->conf.decay_ms * 1000000ull) {
+	if (boost && now - atomic_load(&pool->boost_at_ns) > decay) {
 		atomic_compare_exchange_strong(&pool->grow_boost, &boost, boost - 1);
 		atomic_store(&pool->boost_at_ns, now);
 	}
-	return pool->conf.high_wm << atomic_load(&pool->grow_boost);
+	double want = (double)rate * KP_HORIZON_MS / 1000.0 * (double)(1u << atomic_load(&pool->grow_boost));
+	double cap = (double)atomic_load(&pool->out_bytes) / KP_TARGET_SHARE;
+	size_t target = want < cap ? (size_t)want : (size_t)cap;
+	target = (target + KP_UNIT_SIZE - 1) & ~(size_t)(KP_UNIT_SIZE - 1);
+	if (target < pool->conf.high_wm)
+		target = pool->conf.high_wm;
+	atomic_store(&d->target, target);
+	return target;
 }
 
 int kp__daemon_pass(kp_pool *pool)
@@ -50,15 +208,38 @@ int kp__daemon_pass(kp_pool *pool)
 	int actions = 0;
 	int saved = kp__os_caller;
 	kp__os_caller = KP_CALLER_DAEMON;
+	pthread_mutex_lock(&d->step_mu);
 	atomic_fetch_add(&d->passes, 1);
 	size_t target = daemon_target(pool);
+	/* 1. pre-fault the free units the allocation path takes next: the whole
+	 * target, only what is not resident (the front is not exactly known: the
+	 * allocation path skips runs too short for a span, and frees return
+	 * resident units anywhere), and only when something was taken */
+	size_t ready = atomic_load(&d->ready);
+	if (pool->conf.prefault && ready < target)
+		ready = prefault_front(pool, 0, target);
+	/* 2. grow: a segment is pre-faulted before it is linked while all of it
+	 * fits under the target; the last one is linked first and pre-faulted
+	 * only as far as the target (the walk below) */
+	bool partial = false;
 	while (kp__primary_headroom(pool) < target) {
-		if (kp__primary_grow(pool, pool->conf.prefault) < 0) /* counts d->grows itself */
+		bool whole = pool->conf.prefault && target - kp__primary_headroom(pool) >= seg_usable();
+		if (kp__primary_grow(pool, whole) < 0) /* counts d->grows itself */
 			break;
+		partial |= !whole;
 		actions++;
 	}
+	if (pool->conf.prefault && actions)
+		ready = partial ? prefault_front(pool, 0, target) : target;
+	/* The next pass measures from this one's start: what it grows and
+	 * shrinks here is counted as added and removed, and what the allocation
+	 * path takes meanwhile as taken (so ready errs low, never high: a page
+	 * pre-faulted twice costs a page-table walk, one never pre-faulted a
+	 * fault on the allocating thread). */
 	int shrunk = kp__primary_shrink(pool, target);
 	atomic_fetch_add(&d->shrinks, (uint64_t)shrunk);
+	atomic_store(&d->ready, pool->conf.prefault ? ready : 0);
+	set_wake(pool, target, ready);
 	actions += shrunk + kp__huge_cache_trim(pool, false);
 	kp__grace_reclaim(pool); /* unmap what was released, once no reader can see it */
 	uint64_t frees = atomic_load(&pool->bk_frees);
@@ -66,6 +247,7 @@ int kp__daemon_pass(kp_pool *pool)
 		d->refilled_at = frees;
 		atomic_fetch_add(&d->refills, 1);
 	}
+	pthread_mutex_unlock(&d->step_mu);
 	/* The backup mode follows every change of the primary's use (units_take,
 	 * units_give, grow): the pass need not take the pool lock for it. */
 	pthread_mutex_lock(&d->mu);

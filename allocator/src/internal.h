@@ -147,6 +147,12 @@ int kp__os_protect(kp__oscount *c, void *p, size_t size, bool rw);
 int kp__os_populate(kp__oscount *c, void *p, size_t size);
 /* Is every page of [p, p + size) resident (mincore)? false on failure. */
 bool kp__os_resident(kp__oscount *c, void *p, size_t size);
+/* Pre-fault only the pages not yet resident (mincore); bytes faulted in. */
+size_t kp__os_populate_missing(kp__oscount *c, void *p, size_t size);
+/* What the machine allows this process: the smaller of physical memory plus
+ * swap and the memory limit of its cgroup (v2, the tightest of its
+ * ancestors; or v1's). Not counted (kp_create's conf load, before a pool). */
+size_t kp__os_memory_limit(void);
 /* Ask for transparent huge pages over [p, p + size) (MADV_HUGEPAGE). */
 void kp__os_hugepage(kp__oscount *c, void *p, size_t size);
 void kp__os_thread_name(kp__oscount *c, const char *name);
@@ -711,6 +717,15 @@ typedef struct kp__daemon {
 	pthread_cond_t pass_cv;           /* broadcast after every pass (waiters) */
 	_Atomic uint64_t clock_offset_ns; /* added by kp_daemon_step for tests */
 	_Atomic uint64_t refilled_at;     /* backup frees count at the last refill */
+	/* The headroom target and what it is made of (daemon.c); written by
+	 * the pass (one at a time: the daemon thread or kp_daemon_step under
+	 * step_mu), read by stats. */
+	pthread_mutex_t step_mu;
+	_Atomic size_t target, ready;     /* target; pre-faulted free bytes at the front */
+	_Atomic uint64_t rate;            /* bytes/s of net demand, decaying */
+	_Atomic uint64_t faulted;         /* bytes the allocation path took before they were pre-faulted */
+	uint64_t last_ns, last_grows, last_shrinks;
+	size_t last_headroom;
 } kp__daemon;
 int kp__daemon_start(kp_pool *pool);
 void kp__daemon_stop(kp_pool *pool);
@@ -719,7 +734,11 @@ void kp__daemon_wait(kp_pool *pool, _Atomic uint64_t *counter, uint64_t deadline
 int kp__daemon_pass(kp_pool *pool);
 uint64_t kp__pool_now(kp_pool *pool);
 
-#define KP_BOOST_MAX 3 /* at most 8x high_wm of headroom */
+#define KP_BOOST_MAX 3 /* at most 8x the rate-based headroom */
+/* Pre-fault the floor (high_wm) of the free units in allocation order and set
+ * the wake threshold (kp_create, before
+ * the daemon's first pass). */
+void kp__daemon_prime(kp_pool *pool);
 
 /* ---- pool.c -------------------------------------------------------------- */
 struct kp_pool {
@@ -746,6 +765,10 @@ struct kp_pool {
 	 * path raises the boost each time it had to grow by itself (demand
 	 * outran the daemon); it decays after decay_ms without that. */
 	_Atomic int grow_boost;
+	/* Free units (bytes) under which the allocation path wakes the daemon:
+	 * the daemon sets it so that it fires when the pre-faulted part of the
+	 * headroom runs low (daemon.c). Read and written under pool->lock. */
+	size_t wake_wm;
 	size_t canary; /* KP_CANARY with checks on, else 0 */
 	_Atomic uint64_t boost_at_ns;
 	kp__tcache *tcaches, *tc_free;

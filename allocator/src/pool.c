@@ -89,6 +89,7 @@ static void locks_init(kp_pool *p)
 	pthread_mutex_init(&p->lock, NULL);
 	pthread_mutex_init(&p->backup.lock, NULL);
 	pthread_mutex_init(&p->daemon.mu, NULL);
+	pthread_mutex_init(&p->daemon.step_mu, NULL);
 	pthread_cond_init(&p->daemon.cv, NULL);
 	pthread_cond_init(&p->daemon.pass_cv, NULL);
 	for (unsigned c = 0; c < KP_NCLASS; c++)
@@ -156,9 +157,14 @@ KP_EXPORT kp_pool *kp_create(const char *conf)
 	pool->token = rnd[2] ? rnd[2] : 0x5bd1e995ull;
 
 	bool ok = kp__backup_init(pool, c.backup) == 0 && kp__tcache_chunk_add(pool) == 0;
+	/* The initial segments are address space: only the daemon's floor
+	 * (high_wm) of them is pre-faulted (kp__daemon_prime), and the daemon
+	 * pre-faults more as the measured demand asks. */
 	size_t nseg = (c.primary_initial + KP_SEG_SIZE - 1) / KP_SEG_SIZE;
 	for (size_t i = 0; ok && i < nseg; i++)
-		ok = kp__primary_grow(pool, c.prefault) == 0;
+		ok = kp__primary_grow(pool, false) == 0;
+	if (ok)
+		kp__daemon_prime(pool);
 	if (!ok) {
 		kp__set_error("kp_create: could not map the initial pools (primary_initial %zu, backup %zu)",
 			      c.primary_initial, c.backup);

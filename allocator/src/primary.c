@@ -263,7 +263,7 @@ static kp__span *run_alloc(kp_pool *pool, unsigned n, kp__seg **segp)
 	for (int attempt = 0; attempt < 4; attempt++) {
 		pthread_mutex_lock(&pool->lock);
 		kp__span *sp = units_take(pool, n, segp);
-		bool low = pool->units_free * KP_UNIT_SIZE < pool->conf.low_wm;
+		bool low = pool->units_free * KP_UNIT_SIZE < pool->wake_wm; /* set by the daemon */
 		bool room = pool->capacity + KP_SEG_SIZE + atomic_load(&pool->huge_bytes) <= pool->conf.primary_max;
 		if (sp)
 			kp__backup_mode_update(pool, false);

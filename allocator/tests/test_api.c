@@ -129,8 +129,9 @@ static void test_stats_json(void)
 	CHECK(kt_syscalls(js, "alloc") != KT_MISSING && kt_syscalls(js, "daemon") != KT_MISSING,
 	      "syscalls.alloc / syscalls.daemon missing");
 	CHECK(total > 0, "kp_create made no counted system call");
-	CHECK(kt_json_int(js, "primary.max_bytes", 0) == 1 << 30, "primary.max_bytes default");
-	CHECK(kt_json_int(js, "primary.capacity_bytes", 0) >= 8 << 20, "primary_initial 8m not mapped");
+	/* primary_max 0: as far as the machine allows (issue 14: no 1 GiB cap) */
+	CHECK(kt_json_int(js, "primary.max_bytes", 0) > 1 << 30, "primary.max_bytes default: the machine's limit");
+	CHECK(kt_json_int(js, "primary.capacity_bytes", 0) >= 4 << 20, "primary_initial 4m not mapped");
 	/* balanced braces: one object */
 	int depth = 0, min_depth = 1;
 	for (const char *c = js; *c; c++) {
