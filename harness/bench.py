@@ -5,7 +5,8 @@ that runs each workload against kpool (`--alloc kpool`) or against the process's
 malloc`), so a peer is measured by loading its Debian library with LD_PRELOAD. This module only
 schedules runs, interleaving the allocators round-robin so that a noisy neighbour hurts them all alike,
 and reduces them to medians: ops/s, alloc latency p50/p99/p99.9 (timed in C), kpool's ratio to each
-peer, and for workload (d) the allocating thread's page faults and the time of each round.
+peer, peak RSS (the process's VmHWM) and RSS over time (kpbench's sampler thread), and for workload
+(d) the allocating thread's page faults and the time of each round.
 """
 
 from __future__ import annotations
@@ -110,6 +111,11 @@ def summarize(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
         summary["round_s"] = [_median([r["rounds"][i]["alloc_s"] for r in runs]) for i in range(nrounds)]
         summary["faults"] = [_median([r["rounds"][i]["thread_minflt"] for r in runs]) for i in range(nrounds)]
         summary["pages"] = [_median([r["rounds"][i]["pages"] for r in runs]) for i in range(nrounds)]
+    rss = [r["rss"] for r in runs if r.get("rss")]
+    if rss:
+        summary["peak_rss_kib"] = _median([x["hwm_kib"] or x["peak_kib"] for x in rss])
+        mid = sorted(rss, key=lambda x: x["hwm_kib"] or x["peak_kib"])[len(rss) // 2]
+        summary["rss_trace"] = {"interval_ms": mid["interval_ms"], "kib": mid["kib"]}
     stats = [r["kpool_stats"] for r in runs if r.get("kpool_stats")]
     if stats:
         summary["kpool_syscalls"] = _syscalls(stats[-1])
@@ -134,6 +140,25 @@ def _si(x: float) -> str:
     return f"{x:.0f}"
 
 
+NAN = float("nan")
+TRACE_POINTS = 12
+
+
+def _mib(kib: float | None) -> str:
+    return "-" if kib is None or kib != kib else f"{kib / 1024:.1f}"
+
+
+def _trace(trace: dict[str, Any]) -> str:
+    """A sampled RSS trace as TRACE_POINTS figures in MiB, evenly spaced, with the sampling period."""
+    kib = trace["kib"]
+    if not kib:
+        return "-"
+    n = min(TRACE_POINTS, len(kib))
+    picks = [kib[round(i * (len(kib) - 1) / max(n - 1, 1))] for i in range(n)]
+    every = trace["interval_ms"] * (len(kib) - 1) / max(n - 1, 1)
+    return " ".join(f"{k / 1024:.0f}" for k in picks) + f"  (every {every:.0f} ms)"
+
+
 def _ratio(a: float, b: float) -> str:
     return f"{a / b:.2f}x" if a == a and b == b and b > 0 else "-"
 
@@ -142,12 +167,16 @@ def workload_table(workload: str, desc: str, sums: dict[str, dict[str, Any]]) ->
     """One workload: allocator, ops/s, latency percentiles, kpool's ratio to it (and d's extras)."""
     kp = sums.get("kpool")
     headers = ["allocator", "ops/s", "p50 ns", "p99 ns", "p99.9 ns", "kpool ops/s ÷ this"]
+    headers += ["peak RSS MiB", "kpool peak RSS ÷ this"]
     if workload == "d":
         headers += ["kpool p99.9 ÷ this", "thread page faults per round", "alloc+touch s per round"]
     rows = []
     for name, s in sums.items():
         row = [name, _si(s["ops_per_s"]), f"{s['p50']:.0f}", f"{s['p99']:.0f}", f"{s['p999']:.0f}"]
         row.append(_ratio(kp["ops_per_s"], s["ops_per_s"]) if kp and name != "kpool" else "")
+        row.append(_mib(s.get("peak_rss_kib")))
+        peak = _ratio(kp.get("peak_rss_kib", NAN), s.get("peak_rss_kib", NAN)) if kp else ""
+        row.append(peak if name != "kpool" else "")
         if workload == "d":
             row.append(_ratio(kp["p999"], s["p999"]) if kp and name != "kpool" else "")
             row.append(" / ".join(f"{f:.0f}" for f in s["faults"]))
@@ -165,6 +194,10 @@ def workload_table(workload: str, desc: str, sums: dict[str, dict[str, Any]]) ->
         pages = " / ".join(f"{p:.0f}" for p in kp["pages"])
         share = " / ".join(f"{100 * f / p:.1f}%" for f, p in zip(kp["faults"], kp["pages"], strict=True) if p)
         lines.append(f"pages allocated per round: {pages}; kpool's thread faulted on {share} of them")
+    traces = [f"  {name}: {_trace(s['rss_trace'])}" for name, s in sums.items() if s.get("rss_trace")]
+    if traces:
+        lines.append("RSS over time, MiB (the median run's sampler, 12 points from start to end):")
+        lines += traces
     if kp and kp.get("kpool_syscalls"):
         lines.append(f"kpool system calls: {json.dumps(kp['kpool_syscalls'], separators=(',', ':'))}")
     return "\n".join(lines)
@@ -179,7 +212,20 @@ def ratio_table(summary: dict[str, dict[str, dict[str, Any]]], peers: Sequence[s
             [workload]
             + [_ratio(kp["ops_per_s"], sums[p]["ops_per_s"]) if kp and p in sums else "-" for p in peers]
         )
-    return "kpool ops/s ÷ peer ops/s (medians)\n\n" + output.markdown_table(["workload", *peers], rows)
+    text = "kpool ops/s ÷ peer ops/s (medians)\n\n" + output.markdown_table(["workload", *peers], rows)
+    rss_rows = []
+    for workload, sums in summary.items():
+        kp = sums.get("kpool")
+        peak = [sums[p].get("peak_rss_kib", NAN) for p in peers if p in sums]
+        best = min((x for x in peak if x == x), default=NAN)
+        rss_rows.append(
+            [workload, _mib(kp.get("peak_rss_kib") if kp else None)]
+            + [_mib(sums[p].get("peak_rss_kib")) if p in sums else "-" for p in peers]
+            + [_ratio(kp.get("peak_rss_kib", NAN), best) if kp else "-"]
+        )
+    headers = ["workload", "kpool", *peers, "kpool ÷ best peer"]
+    text += "\n\npeak RSS, MiB (VmHWM, medians)\n\n" + output.markdown_table(headers, rss_rows)
+    return text
 
 
 # ---- the command ---------------------------------------------------------------------------------------
