@@ -1,9 +1,10 @@
-"""pytest plugin: every workloads/*.yaml is a test item.
+"""pytest plugin: every workloads/*.yaml and workloads/programs/*.yaml is a test item.
 
     pytest workloads -n auto --junitxml=stress.xml
 
-An item runs its workload with the stress runner (all its worker processes) and fails on a crash, an
-integrity error or a broken SLO, with a message that lists each and the reproducer of each crash. A
+An item runs its workload with the stress runner (an op-stream workload: all its worker processes; a
+program workload: the program on kpool's preload and on glibc) and fails on a crash, an integrity
+error or a broken SLO, with a message that lists each and the reproducer of each crash. A
 file that does not validate fails with the loader's file:line:column messages; a configuration the
 driver or kp_create refuses (KPOOL_CONF, say) fails with its one-line message, no worker started.
 
@@ -33,10 +34,16 @@ class WorkloadFailure(Exception):
 
 
 def pytest_collect_file(parent: pytest.Collector, file_path: Path) -> pytest.Collector | None:
-    if file_path.suffix in (".yaml", ".yml") and file_path.parent.name == "workloads":
+    if file_path.suffix in (".yaml", ".yml") and _in_workloads(file_path):
         collector: pytest.Collector = WorkloadFile.from_parent(parent, path=file_path)
         return collector
     return None
+
+
+def _in_workloads(path: Path) -> bool:
+    """workloads/x.yaml, or workloads/programs/x.yaml (the program workloads)."""
+    parent = path.parent
+    return parent.name == "workloads" or (parent.name == "programs" and parent.parent.name == "workloads")
 
 
 class WorkloadFile(pytest.File):
@@ -50,7 +57,7 @@ class WorkloadFile(pytest.File):
 
 
 class WorkloadItem(pytest.Item):
-    def __init__(self, *, workload: spec.Workload | spec.SpecError, **kwargs: Any) -> None:
+    def __init__(self, *, workload: spec.AnyWorkload | spec.SpecError, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.workload = workload
 
@@ -94,12 +101,15 @@ class WorkloadItem(pytest.Item):
 def failure_text(result: dict[str, Any], report_path: str) -> str:
     lines = [f"workload {result['name']} ({result['file']}) failed on {result['allocator']}:"]
     lines += [f"  broken: {b}" for b in result["broken"]]  # configuration errors among them
+    for run in result.get("runs", []):  # a program workload's runs
+        if run["errors"] or run["checks_failed"]:
+            lines.append(f"  {run['allocator']} run {run['round'] + 1} in {run['work']}")
     for c in result["crashes"]:
         lines.append(f"  worker {c['worker']} {c['kind']}: {c['message']}")
         lines.append(f"    reproduce: {c['reproducer']['command']}")
         tail = (c.get("sanitizer_report") or c.get("stderr_tail") or "").strip().splitlines()[-8:]
         lines += [f"    | {t}" for t in tail]
-    for d in result["damage"][:4]:
+    for d in result.get("damage", [])[:4]:
         lines.append(
             f"  damaged block: worker {d['worker']} thread {d['thread']} op {d['index']}, size {d['size']}, "
             f"offset {d['offset']} ({d['when']})"

@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.spec import marks, poolcheck
+from harness.spec import marks, poolcheck, program
 from harness.spec.marks import Path as KeyPath
-from harness.spec.validate import Issue, SpecError, check, dotted, size_bytes
+from harness.spec.program import ProgramWorkload
+from harness.spec.validate import Issue, SpecError, check, dotted, kind_of, size_bytes
 
 # A workload that gives neither ops nor duration_ms: enough steps for stable percentiles, few enough
 # that the default run takes well under a second per worker.
@@ -25,6 +26,9 @@ PEER_NAMES = ("glibc", "jemalloc", "mimalloc", "tcmalloc")
 
 @dataclass(frozen=True)
 class Workload:
+    """A validated op-stream workload."""
+
+    kind = "opstream"
     path: str  # as given, for messages and reproducers
     sha256: str  # of the file's bytes
     data: Mapping[str, Any]  # the validated document
@@ -168,23 +172,39 @@ def _check_pool(located: marks.Located, path: str) -> None:
     raise SpecError([Issue(path, pos.line, pos.column, dotted(where), message)])
 
 
-def load_text(text: str, path: str = "<workload>", use_jsonschema: bool = True) -> Workload:
-    """Parse and validate workload text; SpecError lists every problem with its position."""
+AnyWorkload = Workload | ProgramWorkload
+
+
+def load_text(text: str, path: str = "<workload>", use_jsonschema: bool = True) -> AnyWorkload:
+    """Parse and validate workload text (either kind); SpecError lists every problem with its position."""
     try:
         located = marks.load(text)
     except marks.YamlSyntaxError as exc:
         raise SpecError([Issue(path, exc.pos.line, exc.pos.column, "", f"YAML syntax: {exc}")]) from exc
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    if isinstance(located.data, dict) and kind_of(located.data) == "program":
+        check(located, path, None, use_jsonschema, rules=program.rules)
+        return ProgramWorkload(path, digest, located.data)
     check(located, path, _pool_options(), use_jsonschema)
     _check_pool(located, path)
-    digest = hashlib.sha256(text.encode()).hexdigest()
     return Workload(path, digest, located.data)
 
 
-def load(path: str | Path, use_jsonschema: bool = True) -> Workload:
+def load(path: str | Path, use_jsonschema: bool = True) -> AnyWorkload:
     p = Path(path)
     try:
         raw = p.read_bytes()
     except OSError as exc:
         raise SpecError([Issue(str(path), 1, 1, "", f"cannot read: {exc.strerror}")]) from exc
     wl = load_text(raw.decode("utf-8", errors="replace"), str(path), use_jsonschema)
-    return Workload(wl.path, hashlib.sha256(raw).hexdigest(), wl.data)
+    return type(wl)(wl.path, hashlib.sha256(raw).hexdigest(), wl.data)
+
+
+def load_opstream(path: str | Path, use_jsonschema: bool = True) -> Workload:
+    """An op-stream workload (where only the op driver's kind makes sense: its latency benchmark); a
+    program workload is a SpecError at its `program` key."""
+    wl = load(path, use_jsonschema)
+    if isinstance(wl, Workload):
+        return wl
+    message = "a program workload; this command takes op-stream ones (kpool bench --programs runs programs)"
+    raise SpecError([Issue(str(path), 1, 1, "program", message)])

@@ -1,6 +1,10 @@
 """Check a workload against the published schema (workloads/schema.json) and the rules a schema cannot
 say (which fields a size distribution needs, ops or duration, min <= max, pool option names).
 
+The schema is a `oneOf` of two kinds: an op-stream workload ($defs/opstream) and a program workload
+($defs/program, harness/spec/program.py). A document with the key `program` is a program workload and
+is checked against that kind alone, so that its errors name its own fields (not "matches neither").
+
 jsonschema does the schema part when it is installed; otherwise a small checker of the keywords the
 schema uses. Both feed the same messages: every Issue names the file, line, column, field and, where
 there is a choice, the allowed values.
@@ -11,7 +15,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -65,6 +69,23 @@ def schema() -> dict[str, Any]:
     return loaded
 
 
+KINDS = ("opstream", "program")
+
+
+def kind_of(data: Mapping[str, Any]) -> str:
+    """The workload kind of a document (a mapping): program when it has the key `program`."""
+    return "program" if "program" in data else "opstream"
+
+
+def kind_schema(kind: str) -> dict[str, Any]:
+    """The published schema narrowed to one kind (its $defs kept, for the references)."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown workload kind {kind!r}")
+    narrowed = {k: v for k, v in schema().items() if k != "oneOf"}
+    narrowed["$ref"] = f"#/$defs/{kind}"
+    return narrowed
+
+
 def dotted(path: Path) -> str:
     out = ""
     for part in path:
@@ -116,7 +137,9 @@ def _show(v: Any) -> str:
 def _messages(err: RawError) -> Iterator[tuple[Path, bool, str]]:
     """(path, point at the key?, message) for one schema error."""
     v, inst, path = err.value, err.instance, err.path
-    if err.schema.get("x-kpool-kind") == "size":
+    if err.schema.get("x-kpool-kind") == "exit_status":
+        yield path, False, f'expected "glibc" or an exit status 0-255, got {_show(inst)}'
+    elif err.schema.get("x-kpool-kind") == "size":
         if isinstance(inst, int | float) and not isinstance(inst, bool) and inst < 0:
             yield (
                 path,
@@ -145,6 +168,12 @@ def _messages(err: RawError) -> Iterator[tuple[Path, bool, str]]:
         yield path, False, f"{_show(inst)} must be greater than {v}"
     elif err.validator == "maximum":
         yield path, False, f"{_show(inst)} is above the maximum {v}"
+    elif err.validator == "minLength":
+        yield path, False, "must not be empty"
+    elif err.validator == "minItems":
+        yield path, False, f"at least {v} item{'s' if v != 1 else ''} needed"
+    elif err.validator == "const":
+        yield path, False, f"{_show(inst)} is not allowed (allowed: {v})"
     elif err.validator == "maxLength":
         yield path, False, f"{len(inst)} characters, more than the {v} allowed"
     elif err.validator == "pattern":
@@ -153,12 +182,12 @@ def _messages(err: RawError) -> Iterator[tuple[Path, bool, str]]:
         yield path, False, err.text or f"fails the schema's '{err.validator}' rule"
 
 
-def _jsonschema_errors(data: Any) -> list[RawError] | None:
+def _jsonschema_errors(data: Any, kind: str) -> list[RawError] | None:
     try:
         import jsonschema
     except ImportError:
         return None
-    validator = jsonschema.Draft202012Validator(schema())
+    validator = jsonschema.Draft202012Validator(kind_schema(kind))
     return [
         RawError(tuple(e.absolute_path), str(e.validator), e.validator_value, e.schema, e.instance, e.message)
         for e in validator.iter_errors(data)
@@ -185,6 +214,8 @@ def _fallback_errors(value: Any, sch: Mapping[str, Any], path: Path = ()) -> Ite
             return
     if "enum" in sch and value not in sch["enum"]:
         yield RawError(path, "enum", sch["enum"], sch, value)
+    if "const" in sch and (value != sch["const"] or type(value) is not type(sch["const"])):
+        yield RawError(path, "const", sch["const"], sch, value)
     if isinstance(value, int | float) and not isinstance(value, bool):
         if "minimum" in sch and value < sch["minimum"]:
             yield RawError(path, "minimum", sch["minimum"], sch, value)
@@ -192,6 +223,8 @@ def _fallback_errors(value: Any, sch: Mapping[str, Any], path: Path = ()) -> Ite
             yield RawError(path, "maximum", sch["maximum"], sch, value)
         if "exclusiveMinimum" in sch and value <= sch["exclusiveMinimum"]:
             yield RawError(path, "exclusiveMinimum", sch["exclusiveMinimum"], sch, value)
+    if isinstance(value, str) and len(value) < sch.get("minLength", 0):
+        yield RawError(path, "minLength", sch["minLength"], sch, value)
     if isinstance(value, str) and len(value) > sch.get("maxLength", len(value)):
         yield RawError(path, "maxLength", sch["maxLength"], sch, value)
     if isinstance(value, str) and "pattern" in sch and not re.search(sch["pattern"], value):
@@ -220,9 +253,10 @@ def _fallback_errors(value: Any, sch: Mapping[str, Any], path: Path = ()) -> Ite
                 yield from _fallback_errors(item, extra, (*path, key))
 
 
-def schema_errors(data: Any, use_jsonschema: bool = True) -> list[RawError]:
-    found = _jsonschema_errors(data) if use_jsonschema else None
-    return found if found is not None else list(_fallback_errors(data, schema()))
+def schema_errors(data: Any, use_jsonschema: bool = True, kind: str = "opstream") -> list[RawError]:
+    """The schema's errors of a document checked as a workload of this kind."""
+    found = _jsonschema_errors(data, kind) if use_jsonschema else None
+    return found if found is not None else list(_fallback_errors(data, kind_schema(kind)))
 
 
 # ---- rules beyond the schema -------------------------------------------------------------------------
@@ -323,20 +357,27 @@ def rule_errors(
 
 
 def check(
-    located: Located, file: str, pool_options: Sequence[str] | None, use_jsonschema: bool = True
+    located: Located,
+    file: str,
+    pool_options: Sequence[str] | None,
+    use_jsonschema: bool = True,
+    rules: Callable[[Mapping[str, Any]], Iterator[tuple[Path, bool, str]]] | None = None,
 ) -> None:
-    """Raise SpecError listing every problem of the document, or return."""
+    """Raise SpecError listing every problem of the document, or return. A program workload's rules
+    beyond the schema are `rules` (harness/spec/program.py gives them; the op-stream rules otherwise)."""
     data = located.data
     if not isinstance(data, dict):
         got = "an empty file" if data is None else _a(_type_name(data))
         raise SpecError([Issue(file, 1, 1, "", f"a workload is a mapping of fields, got {got}")])
+    kind = kind_of(data)
     issues = []
-    for err in schema_errors(data, use_jsonschema):
+    for err in schema_errors(data, use_jsonschema, kind):
         for path, at_key, message in _messages(err):
             pos = located.where(path, key=at_key)
             issues.append(Issue(file, pos.line, pos.column, dotted(path), message))
     if not issues:  # the rules assume a schema-valid document
-        for path, at_key, message in rule_errors(data, pool_options):
+        found = rules(data) if rules is not None else rule_errors(data, pool_options)
+        for path, at_key, message in found:
             pos = located.where(path, key=at_key)
             issues.append(Issue(file, pos.line, pos.column, dotted(path), message))
     if issues:

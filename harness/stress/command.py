@@ -37,7 +37,10 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="kpool stress",
         description="Run YAML workloads with worker processes of the C op driver (kpdrive) and report "
-        "latency, crashes, outliers and SLO verdicts under REPORTS/<run-id>/stress.json. Exit status: 0 "
+        "latency, crashes, outliers and SLO verdicts under REPORTS/<run-id>/stress.json; a program "
+        "workload (`program:`, workloads/programs/) runs a real program on kpool's preload and on glibc "
+        "side by side (and on --peers), judged by its exit status, output, integrity events and time and "
+        "RSS ratios. Exit status: 0 "
         "every workload passed, 1 a crash or a broken SLO, 2 a usage or configuration error (nothing "
         "ran), 130 interrupted.",
     )
@@ -103,7 +106,24 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         help="set a key of the driver program in every worker, e.g. count=1000; repeatable; checked "
         "before any worker starts (default: none)",
     )
+    p.add_argument(
+        "--peers",
+        default="",
+        metavar="NAMES",
+        help="program workloads: also run on these peers, comma-separated (jemalloc,mimalloc,tcmalloc or "
+        "'all'), beside kpool and glibc, for their time and peak-RSS ratios (default: none)",
+    )
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        metavar="N",
+        help="program workloads: runs per allocator, the ratios from their medians (default: 1)",
+    )
     args = p.parse_args(list(argv))
+    args.peers = _peers(p, args.peers)
+    if args.repeat < 1:
+        p.error(f"--repeat {args.repeat}: must be at least 1")
     if args.jobs < 1:
         p.error(f"--jobs {args.jobs}: must be at least 1")
     if args.time_limit is not None and not 0 < args.time_limit < float("inf"):
@@ -112,6 +132,19 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     if bad:
         p.error(f"--set {bad[0]!r}: expected KEY=VALUE")
     return args
+
+
+PROGRAM_PEERS = ("jemalloc", "mimalloc", "tcmalloc")
+
+
+def _peers(p: argparse.ArgumentParser, text: str) -> tuple[str, ...]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if names == ["all"]:
+        return PROGRAM_PEERS
+    bad = [n for n in names if n not in PROGRAM_PEERS]
+    if bad:
+        p.error(f"--peers {bad[0]!r}: expected names among {', '.join(PROGRAM_PEERS)}, or 'all'")
+    return tuple(names)
 
 
 def workload_paths(patterns: Sequence[str]) -> list[Path]:
@@ -141,7 +174,47 @@ def _fmt_ns(v: Any) -> str:
     return "-" if v is None else f"{v:,.0f}"
 
 
+def _ratio(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}"
+
+
+def program_table(results: Sequence[dict[str, Any]]) -> str:
+    """Program workloads: kpool's (or --allocator's) wall time, peak RSS and their ratios to each other
+    allocator that ran, the exit status, integrity events and the verdict."""
+    rows = []
+    for r in results:
+        me = r["figures"].get(r["allocator"], {})
+        ratios = ", ".join(
+            f"{peer} {_ratio(x['time'])}/{_ratio(x['rss'])}" for peer, x in r.get("ratios", {}).items()
+        )
+        statuses = sorted({str(run["returncode"]) for run in r["runs"] if run["allocator"] == r["allocator"]})
+        rows.append(
+            [
+                r["name"],
+                r["allocator"],
+                "-" if me.get("wall_s") is None else f"{me['wall_s']:.2f}",
+                "-" if me.get("peak_rss_kib") is None else f"{me['peak_rss_kib'] / 1024:.1f}",
+                ratios or "-",
+                ",".join(statuses) or "-",
+                str(r["integrity_errors"]),
+                str(len(r["crashes"])),
+                "ok" if r["passed"] else "FAIL",
+            ]
+        )
+    headers = ["program", "allocator", "wall s", "peak RSS MiB", "time/RSS ratio to", "exit", "integrity"]
+    return output.markdown_table([*headers, "crashes", "verdict"], rows)
+
+
 def summary_table(report: dict[str, Any]) -> str:
+    programs = [r for r in report["workloads"] if r.get("kind") == "program"]
+    others = [r for r in report["workloads"] if r.get("kind") != "program"]
+    tables = [program_table(programs)] if programs else []
+    if others or not programs:
+        tables.insert(0, _opstream_table({**report, "workloads": others}))
+    return "\n\n".join(tables)
+
+
+def _opstream_table(report: dict[str, Any]) -> str:
     rows = []
     for r in report["workloads"]:
         lat = r["latency"].get("alloc") or r["latency"].get("critical") or {}
@@ -210,6 +283,8 @@ def main(argv: Sequence[str]) -> int:
         baseline=not args.no_baseline,
         variant=args.variant,
         overrides=overrides,
+        peers=args.peers,
+        repeat=args.repeat,
     )
     output.progress(
         f"variant {opts.variant}: kpdrive and libkpool built {VARIANT_MEANS.get(opts.variant, '')}"

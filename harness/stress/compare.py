@@ -65,7 +65,7 @@ def harness_speed(reports_dir: Path) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "start-4.yaml"
         path.write_text(START_WORKLOAD)
-        wl = spec.load(path)
+        wl = spec.load_opstream(path)
         starts = []
         for i in range(SPEED_RUNS):
             opts = runner.Options(reports_dir=Path(tmp), run_id=f"start-{i}", progress_s=3600.0, jobs=4)
@@ -92,7 +92,7 @@ def speed_text(speed: dict[str, Any]) -> str:
 
 def compare(paths: Sequence[Path], allocs: Sequence[Allocator], reports_dir: Path) -> dict[str, Any]:
     """Each workload on each allocator (no interference baseline); results by workload and allocator."""
-    workloads = [spec.load(p) for p in paths]
+    workloads = [spec.load_opstream(p) for p in paths]
     run_id = runner.new_run_id() + "-bench"
     out: dict[str, Any] = {}
     for wl in workloads:

@@ -1,7 +1,10 @@
 """The stress runner: workers for each workload, watched, merged, judged and written down.
 
-For each workload: compile it to a driver program, spawn `processes` kpdrive workers (seed = base seed +
-worker index; at most `jobs` at a time), poll them (psutil samples, time limit), and when all are done
+Each workload runs through its kind's launch (harness/stress/launch.py): an op-stream workload here
+(OpStreamLaunch), a program workload in harness/stress/program.py (ProgramLaunch).
+
+For an op-stream workload: compile it to a driver program, spawn `processes` kpdrive workers (seed = base
+seed + worker index; at most `jobs` at a time), poll them (psutil samples, time limit), and when all are done
 merge what they produced. A crashed or hung worker becomes a crash record with its reproducer; the
 others' results are kept. With interference, the same workers run again without it (same seeds), and
 the ratio of their latency percentiles is the interference ratio.
@@ -26,10 +29,11 @@ from typing import Any
 
 from harness import output, peers
 from harness.errors import ConfigError, KpoolError, UsageError
-from harness.spec import Workload, poolcheck
+from harness.spec import AnyWorkload, ProgramWorkload, Workload, poolcheck
 from harness.spec.compile import conf_string
 from harness.stress import slo
 from harness.stress.binary import ensure_kpdrive
+from harness.stress.launch import Launch
 from harness.stress.merge import merge
 from harness.stress.worker import Worker, child_env
 from harness.triage import record
@@ -51,6 +55,8 @@ class Options:
     variant: str = "release"
     overrides: dict[str, str] = field(default_factory=dict)  # extra program keys, e.g. count=1000
     progress_s: float = 1.0
+    peers: tuple[str, ...] = ()  # program workloads: also run on these allocators, beside glibc
+    repeat: int = 1  # program workloads: runs per allocator (medians)
 
 
 # A run id names a folder under the reports folder: a plain name, never a path (no '/', no leading '.').
@@ -359,10 +365,47 @@ def _worker_summary(w: dict[str, Any], directory: Path) -> dict[str, Any]:
 # ---- a run -------------------------------------------------------------------------------------------------
 
 
-def run(workloads: Sequence[Workload], opts: Options) -> dict[str, Any]:
+@dataclass
+class OpStreamLaunch:
+    """The launch of an op-stream workload: kpdrive workers (harness/stress/launch.py)."""
+
+    wl: Workload
+    kpdrive: Path | None = None
+    name: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.name = self.wl.name
+
+    def _driver(self, opts: Options) -> Path:
+        if self.kpdrive is None:
+            self.kpdrive = ensure_kpdrive(opts.variant)
+        return self.kpdrive
+
+    def preflight(self, opts: Options) -> None:
+        preflight([self.wl], opts, self._driver(opts))
+
+    def run(self, opts: Options, run_dir: Path) -> dict[str, Any]:
+        return run_workload(self.wl, opts, run_dir, self._driver(opts))
+
+
+def launch(wl: AnyWorkload, kpdrive: Path | None = None) -> Launch:
+    """The launch of a workload of either kind."""
+    if isinstance(wl, ProgramWorkload):
+        from harness.stress.program import ProgramLaunch
+
+        return ProgramLaunch(wl)
+    return OpStreamLaunch(wl, kpdrive)
+
+
+def run(workloads: Sequence[AnyWorkload], opts: Options) -> dict[str, Any]:
     """Run every workload in turn; write and return the report."""
-    kpdrive = ensure_kpdrive(opts.variant)
-    preflight(workloads, opts, kpdrive)
+    if opts.run_id is not None:
+        check_run_id(opts.run_id)
+    needs_driver = any(isinstance(wl, Workload) for wl in workloads)
+    kpdrive = ensure_kpdrive(opts.variant) if needs_driver else None
+    launches = [launch(wl, kpdrive) for wl in workloads]
+    for ln in launches:
+        ln.preflight(opts)
     if opts.run_id:  # named by the caller (the campaign: inside a run folder of its own)
         run_id, run_dir = opts.run_id, opts.reports_dir / opts.run_id
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -371,17 +414,23 @@ def run(workloads: Sequence[Workload], opts: Options) -> dict[str, Any]:
     report: dict[str, Any] = {
         "run_id": run_id,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "kpdrive": str(kpdrive),
+        "kpdrive": str(kpdrive or ""),
         "variant": opts.variant,
         "jobs": opts.jobs,
         "workloads": [],
         "passed": True,
     }
     path = run_dir / "stress.json"
-    for wl in workloads:
-        output.progress(f"{wl.name}: {wl.processes} process(es) x {wl.threads} thread(s) from {wl.path}")
-        result = run_workload(wl, opts, run_dir, kpdrive)
+    for wl, ln in zip(workloads, launches, strict=True):
+        if isinstance(wl, Workload):
+            output.progress(f"{wl.name}: {wl.processes} process(es) x {wl.threads} thread(s) from {wl.path}")
+        else:
+            output.progress(f"{wl.name}: the program {wl.command[0]} from {wl.path}")
+        result = ln.run(opts, run_dir)
         report["workloads"].append(result)
+        if any(c.get("signature") for c in result["crashes"]):  # recorded by the launch (a program's)
+            report["crash_db"] = str(record.db_path(opts.reports_dir))
+            report["crash_run"] = record.run_id(run_id)
         record.record_stress(report, result, opts.reports_dir)  # `kpool triage list` shows them
         report["passed"] = report["passed"] and result["passed"]
         path.write_text(json.dumps(report, indent=1) + "\n")

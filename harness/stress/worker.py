@@ -1,4 +1,8 @@
-"""One worker process: kpdrive running one program with its own seed, watched with psutil.
+"""One worker process: kpdrive running one program with its own seed, watched with psutil; and the
+helper processes of a program workload (its setup, driver and check commands), spawned and killed here
+too, so that this module stays the one place of the stress runner that starts and stops processes. The
+program itself runs through `harness.run.run_program` (kpool run's launcher: GNU time, the preload, its
+figures), which the program launcher (harness/stress/program.py) calls.
 
 The worker's stdout (the JSON result) and stderr (progress lines, a crash line, a sanitizer report) go
 straight to files in the run's directory, so a finished worker's result is on disk the moment it exits,
@@ -8,6 +12,7 @@ page faults), kills it at its time limit, and on exit classifies what happened.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -307,3 +312,77 @@ def child_env(preload: str | None) -> dict[str, str]:
     if preload:
         env["LD_PRELOAD"] = preload
     return env
+
+
+# ---- a program workload's helpers (setup, driver, check): commands on glibc, with a time limit ------------
+
+
+@dataclass(frozen=True)
+class HelperResult:
+    argv: list[str]
+    returncode: int  # negative: killed by that signal; -9 at the time limit
+    timed_out: bool
+    output_tail: str  # the last lines of its stdout and stderr together
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0 and not self.timed_out
+
+    def describe(self) -> str:
+        how = "stopped at its time limit" if self.timed_out else f"exit status {self.returncode}"
+        tail = self.output_tail.strip().splitlines()[-3:]
+        return f"{' '.join(self.argv)}: {how}" + (f" ({' | '.join(tail)})" if tail else "")
+
+
+def run_helper(argv: list[str], cwd: Path, env: dict[str, str], time_limit_s: float) -> HelperResult:
+    """Run a helper command to its end (its whole process group killed at the time limit)."""
+    try:
+        proc = subprocess.Popen(
+            argv,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        return HelperResult(argv, 127, False, f"cannot run {argv[0]}: {exc.strerror or exc}")
+    timed_out = False
+    try:
+        out, _ = proc.communicate(timeout=time_limit_s)
+    except subprocess.TimeoutExpired:
+        timed_out = True
+        _kill_group(proc.pid)
+        out, _ = proc.communicate()
+    except BaseException:  # ^C: no helper outlives the run
+        _kill_group(proc.pid)
+        proc.wait()
+        raise
+    return HelperResult(argv, proc.returncode, timed_out, out[-4096:].decode(errors="replace"))
+
+
+def _kill_group(pgid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+def stop_descendants(argv0: str, sig: signal.Signals = signal.SIGTERM) -> int:
+    """Signal this process's descendants whose program is argv0 (by its file name): how a program
+    workload's server is stopped when its driver failed (the program runs under kpool run's launcher,
+    which keeps its pid to itself). The number signalled."""
+    name = Path(argv0).name
+    count = 0
+    try:
+        found = psutil.Process().children(recursive=True)
+    except psutil.Error:
+        return 0
+    for p in found:
+        try:
+            cmd = p.cmdline()
+            if cmd and Path(cmd[0]).name == name:
+                p.send_signal(sig)
+                count += 1
+        except psutil.Error:
+            continue
+    return count
