@@ -136,6 +136,33 @@ def _ours(find: Callable[[], Path]) -> Callable[[], Path | None]:
     return checked
 
 
+def _program_requirements() -> list[tuple[str, str, list[str]]]:
+    """(command, Debian package, the program workloads that need it) from the shipped program workloads'
+    `requires` (workloads/programs/*.yaml): each is a capability, declared once, in its workload."""
+    import yaml
+
+    found: dict[tuple[str, str], list[str]] = {}
+    try:
+        files = sorted((paths.workloads() / "programs").glob("*.yaml"))
+    except OSError:
+        return []
+    for path in files:
+        try:
+            doc = yaml.safe_load(path.read_text())
+            requires = doc["program"].get("requires", {})
+        except (OSError, yaml.YAMLError, KeyError, TypeError, AttributeError):
+            continue  # a broken workload is the loader's to report
+        for cmd, pkg in requires.items():
+            found.setdefault((str(cmd), str(pkg)), []).append(str(doc.get("name", path.stem)))
+    return [(cmd, pkg, names) for (cmd, pkg), names in sorted(found.items())]
+
+
+def _python_tests() -> Path | None:
+    """CPython's own regression tests (the `test` package) of the interpreter kpool runs on."""
+    spec = importlib.util.find_spec("test.regrtest")
+    return Path(spec.origin) if spec is not None and spec.origin else None
+
+
 def _peer(alloc: peers.Allocator) -> Capability:
     return Capability(
         f"peer allocator {alloc.name}",
@@ -226,6 +253,22 @@ CAPABILITIES: tuple[Capability, ...] = (
         "apt-get install time",
         _command_path("/usr/bin/time"),
         "time",
+    ),
+    *(
+        Capability(
+            f"{cmd} (program workloads)",
+            f"the program workload(s) {', '.join(names)} (kpool stress, kpool bench --programs, CI)",
+            f"apt-get install {pkg}",
+            _command(cmd),
+            pkg,
+        )
+        for cmd, pkg, names in _program_requirements()
+    ),
+    Capability(
+        "CPython's regression tests",
+        "the cpython-tests program workload (the interpreter's own `test` package)",
+        "an interpreter with its test suite (Debian's python3: apt-get install libpython3-testsuite)",
+        _python_tests,
     ),
     Capability(
         "atheris and its libFuzzer+ASan runtime",

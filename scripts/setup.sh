@@ -18,7 +18,10 @@ cd "$(dirname "$0")/.."
 #   libjemalloc2 libmimalloc2.0 libtcmalloc-minimal4   the peer allocators
 #   chromium               renders the HTML report in its test
 #   time                   GNU time: a program's own peak RSS in `kpool run`
-PACKAGES=(build-essential make clang libclang-rt-14-dev llvm binutils strace libjemalloc2 libmimalloc2.0 libtcmalloc-minimal4 chromium time)
+#   sqlite3 git redis-server redis-tools   the program workloads (workloads/programs/*.yaml, their
+#                          `requires`): the sqlite3 CLI, git, redis-server and redis-benchmark/redis-cli;
+#                          gcc and make (build-essential) build the benchmark programs and libkpool there
+PACKAGES=(build-essential make clang libclang-rt-14-dev llvm binutils strace libjemalloc2 libmimalloc2.0 libtcmalloc-minimal4 chromium time sqlite3 git redis-server redis-tools)
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do
