@@ -65,6 +65,11 @@ uint64_t kp__pool_now(kp_pool *pool)
 /* At most 1/16 of the bytes in use as headroom: 6% over the program's own
  * footprint at its peak, under the 10% the issue allows over the best peer. */
 #define KP_TARGET_SHARE 16
+/* A small program's share would be too little to absorb a burst: the share
+ * is at least 8 MiB (two segments), what a thread allocating at 200 MiB/s
+ * takes in 40 ms, twice the horizon. It is reached only while the measured
+ * rate asks for it: an idle or slow program keeps the floor. */
+#define KP_TARGET_SMALL ((size_t)8 << 20)
 /* Ranges pre-faulted per pass: a walk of the free units collects at most
  * this many runs under the pool lock (the rest waits for the next pass). */
 #define KP_PREFAULT_RUNS 64
@@ -177,8 +182,9 @@ static size_t daemon_target(kp_pool *pool)
 		rate = halvings >= 64 ? 0 : rate >> halvings;
 		rate -= (uint64_t)((double)rate * (double)(dt % q) / (double)q / 2.0);
 		/* over a short interval (kp_daemon_step(0), or a pass woken at
-		 * once) the measured rate would be noise: at least 1 ms */
-		uint64_t inst = taken > 0 ? (uint64_t)((double)taken * 1e9 / (double)(dt > 1000000 ? dt : 1000000)) : 0;
+		 * once) the measured rate would be noise, and a program's first
+		 * few hundred KB would look like a flood: at least 10 ms */
+		uint64_t inst = taken > 0 ? (uint64_t)((double)taken * 1e9 / (double)(dt > 10000000 ? dt : 10000000)) : 0;
 		if (inst > rate)
 			rate = inst;
 		atomic_store(&d->rate, rate);
@@ -194,6 +200,8 @@ static size_t daemon_target(kp_pool *pool)
 	}
 	double want = (double)rate * KP_HORIZON_MS / 1000.0 * (double)(1u << atomic_load(&pool->grow_boost));
 	double cap = (double)atomic_load(&pool->out_bytes) / KP_TARGET_SHARE;
+	if (cap < (double)KP_TARGET_SMALL)
+		cap = (double)KP_TARGET_SMALL;
 	size_t target = want < cap ? (size_t)want : (size_t)cap;
 	target = (target + KP_UNIT_SIZE - 1) & ~(size_t)(KP_UNIT_SIZE - 1);
 	if (target < pool->conf.high_wm)
@@ -218,12 +226,16 @@ int kp__daemon_pass(kp_pool *pool)
 	size_t ready = atomic_load(&d->ready);
 	if (pool->conf.prefault && ready < target)
 		ready = prefault_front(pool, 0, target);
-	/* 2. grow: a segment is pre-faulted before it is linked while all of it
-	 * fits under the target; the last one is linked first and pre-faulted
-	 * only as far as the target (the walk below) */
+	/* 2. grow: with a target of a segment or more (demand is fast), each
+	 * segment is pre-faulted whole before it is linked, so that the
+	 * allocation path never finds unfaulted free units (it waits
+	 * grow_wait_us for the next one instead); with a smaller one (an idle or
+	 * slow program) the segment is linked first and pre-faulted only as far
+	 * as the target (the walk below): at most a segment of overshoot when
+	 * fast, none when slow */
 	bool partial = false;
 	while (kp__primary_headroom(pool) < target) {
-		bool whole = pool->conf.prefault && target - kp__primary_headroom(pool) >= seg_usable();
+		bool whole = pool->conf.prefault && target >= seg_usable();
 		if (kp__primary_grow(pool, whole) < 0) /* counts d->grows itself */
 			break;
 		partial |= !whole;
