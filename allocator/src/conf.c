@@ -80,11 +80,11 @@ static const struct option options[] = {
 	 "pre-faulted headroom below which the allocation path wakes the daemon (0: half the daemon's target)"},
 	/* The floor of an adaptive target (daemon.c: the measured allocation
 	 * rate, what the allocation path had to fault itself, at most 1/16 of
-	 * the bytes in use above the floor). 1 MiB: 16 units, a burst of a few
+	 * the bytes in use or 8 MiB). 1 MiB: 16 units, a burst of a few
 	 * spans served without a fault, while an idle pool stays small. */
 	{"high_wm", SIZE, "1m", OFF(high_wm), 0, 1ull << 40,
 	 "the least headroom the daemon keeps mapped and pre-faulted; above it the daemon follows the measured "
-	 "allocation rate (at most 1/16 of the bytes in use)"},
+	 "allocation rate (at most 1/16 of the bytes in use, or 8 MiB)"},
 	{"critical_wm", PERCENT, "95", OFF(critical_wm), 1, 100,
 	 "primary use (% of primary_max) at which critical traffic moves to the backup"},
 	{"recover_wm", PERCENT, "85", OFF(recover_wm), 0, 100,

@@ -36,7 +36,8 @@ uint64_t kp__pool_now(kp_pool *pool)
  * Every byte of it is resident memory no program asked for, so the target
  * is sized from what the program does, not fixed:
  *
- *   target = max(high_wm, min(rate * KP_HORIZON_MS << boost, in_use / KP_TARGET_SHARE))
+ *   target = max(high_wm, min(rate * KP_HORIZON_MS << boost,
+ *                             max(in_use / KP_TARGET_SHARE, KP_TARGET_SMALL)))
  *
  * rate: the net demand (bytes taken from the free units, less those given
  *   back) per second, measured pass to pass; it follows a rise at once and
