@@ -260,6 +260,16 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         help="run this stress workload on every allocator instead of a-d (repeatable)",
     )
     p.add_argument(
+        "--programs",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="GLOB",
+        help="instead: every real program (workloads/programs/*.yaml, or GLOB) on kpool and each peer, "
+        "kpool's time and peak RSS as ratios to each, medians of 3 (harness/bench_programs.py; its own "
+        "--runs, --allocators, --reports)",
+    )
+    p.add_argument(
         "--harness-speed",
         action="store_true",
         help="print the driver's timed ops/s per core and the 4-process start time",
@@ -308,6 +318,10 @@ def run_all(
 
 
 def main(argv: list[str]) -> int:
+    if any(a == "--programs" or a.startswith("--programs=") for a in argv):
+        from harness import bench_programs
+
+        return bench_programs.main(argv)
     try:
         args = parse_args(argv)
     except SystemExit as exc:  # argparse has printed the usage or the help

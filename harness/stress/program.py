@@ -420,3 +420,36 @@ def _crash(wl: ProgramWorkload, r: Run) -> dict[str, Any]:
     if r.signature:
         crash["signature"] = r.signature
     return crash
+
+
+# ---- the table of real programs (kpool bench --programs, the campaign's report, the README) -------------
+
+TABLE_PEERS = ("glibc", "jemalloc", "mimalloc", "tcmalloc")
+
+
+def _x(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}"
+
+
+def table(
+    results: Sequence[Mapping[str, Any]], peers: Sequence[str] = TABLE_PEERS
+) -> tuple[list[str], list[list[str]]]:
+    """Headers and rows: per program, the subject's (kpool's) median wall time and peak RSS, and both as
+    ratios to each peer's medians ('-' where a peer did not run), then the verdict. Each result is a
+    program workload's stress.json entry (its name, allocator, figures, ratios, passed)."""
+    headers = ["program", "kpool s", "kpool MiB"]
+    headers += [f"time ÷ {p}" for p in peers] + [f"RSS ÷ {p}" for p in peers] + ["runs", "verdict"]
+    rows = []
+    for r in results:
+        me = r["figures"].get(r["allocator"], {})
+        rat = r.get("ratios", {})
+        row = [
+            str(r["name"]),
+            "-" if me.get("wall_s") is None else f"{me['wall_s']:.2f}",
+            "-" if me.get("peak_rss_kib") is None else f"{me['peak_rss_kib'] / 1024:.1f}",
+        ]
+        row += [_x(rat.get(p, {}).get("time")) for p in peers]
+        row += [_x(rat.get(p, {}).get("rss")) for p in peers]
+        row += [str(me.get("runs", 0)), "ok" if r.get("passed") else "FAIL"]
+        rows.append(row)
+    return headers, rows
