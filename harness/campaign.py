@@ -35,7 +35,7 @@ from typing import Any
 from harness import build, output, paths
 from harness.errors import ConfigError, UsageError
 from harness.report import ingest
-from harness.report.model import RunReport, environment, git_revision
+from harness.report.model import ProgramResult, RunReport, environment, git_revision
 from harness.report.writers import write_run
 from harness.triage import record
 
@@ -45,6 +45,11 @@ FUZZ_TARGETS = ("api_sequence", "conf", "faults", "workload_yaml", "concurrent")
 # The default budget gives a newcomer a full report within minutes on a fresh machine.
 DEFAULT_BUDGET = "2m"
 DEFAULT_WORKLOADS = "workloads/*.yaml"
+# The real programs (program workloads) run, side by side with glibc and the peers, in a campaign of at
+# least this budget unless --programs says otherwise: CPython's tests alone take about three minutes on
+# five allocators, more than the short default budget has.
+DEFAULT_PROGRAMS = "workloads/programs/*.yaml"
+PROGRAMS_MIN_BUDGET_S = 15 * 60.0
 # Progress: a line whenever a job starts or ends, else one this often (a night is 8 hours).
 PROGRESS_EVERY_S = 30.0
 # Share of the budget for fuzzing; the workloads take the rest (they are bounded by their own size).
@@ -201,6 +206,7 @@ def plan(
     plant: int,
     targets: Sequence[str],
     workloads: Sequence[Path],
+    programs: Sequence[Path] = (),
 ) -> Campaign:
     """Split `budget_s` (the time there is for jobs): the fuzz share across the targets, run `jobs_n`
     at a time in waves, each fuzzing for its slot less its start-up; the rest across the workloads.
@@ -220,9 +226,9 @@ def plan(
         if plant:
             argv += ["--plant", str(plant)]
         c.jobs.append(Job(f"fuzz:{t}", "fuzz", argv, fuzz_s + fuzz_start_s(t), f"fuzz-{t}/fuzz.json"))
-    stress_waves = max(1, -(-len(workloads) // lanes))
+    stress_waves = max(1, -(-(len(workloads) + len(programs)) // lanes))
     stress_s = budget_s * (1 - FUZZ_SHARE) / stress_waves
-    for w in workloads:
+    for w in [*workloads, *programs]:
         name = w.stem
         argv = _kpool(
             "stress",
@@ -234,6 +240,8 @@ def plan(
             "--jobs",
             "1",
         )
+        if w in programs:  # a real program: on kpool, glibc and every peer, side by side
+            argv += ["--peers", "all"]
         c.jobs.append(Job(f"stress:{name}", "stress", argv, round(stress_s, 1), f"stress-{name}/stress.json"))
     return c
 
@@ -398,11 +406,21 @@ def collect(c: Campaign, run_dir: Path, coverage: bool = True, coverage_s: float
             report.fuzz.extend(results)
         else:
             report.workloads.extend(ingest.workload_results(doc, j, run_dir))
+            report.programs.extend(_programs(doc))
     report.crashes = ingest.triage(c, run_dir)
     # Not after an interrupt: Ctrl-C keeps what finished at once, without a build and a replay.
     report.fuzz_coverage = fuzz_coverage(c, run_dir, coverage_s) if coverage else {}
     report.finished = time.time()
     return report
+
+
+def _programs(doc: dict[str, Any] | None) -> list[ProgramResult]:
+    """The program workloads' figures of a stress job's stress.json."""
+    return [
+        ProgramResult(w["name"], w["allocator"], w.get("figures", {}), w.get("ratios", {}), bool(w["passed"]))
+        for w in (doc or {}).get("workloads", [])
+        if w.get("kind") == "program"
+    ]
 
 
 def fuzz_coverage(c: Campaign, run_dir: Path, timeout_s: float | None = None) -> dict[str, Any]:
@@ -532,6 +550,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         "looked up in the current directory, else beside the shipped workloads/",
     )
     p.add_argument(
+        "--programs",
+        default=None,
+        metavar="GLOB",
+        help=f"program workloads (real programs on kpool, glibc and the peers), a glob ('' for none; default "
+        f"{DEFAULT_PROGRAMS} when the budget is at least {PROGRAMS_MIN_BUDGET_S / 60:.0f}m, else none)",
+    )
+    p.add_argument(
         "--plant",
         type=int,
         default=0,
@@ -565,7 +590,7 @@ def _glob(pattern: str, base: Path) -> list[Path]:
     return sorted(base.glob(pattern))
 
 
-def find_workloads(pattern: str) -> list[Path]:
+def find_workloads(pattern: str, option: str = "--workloads") -> list[Path]:
     """The workload files a --workloads glob names, as absolute paths: a relative glob in the current
     directory, else beside the shipped workloads/. UsageError when it names none."""
     if not pattern.strip():
@@ -577,13 +602,11 @@ def find_workloads(pattern: str) -> list[Path]:
     files = [p.absolute() for p in found if p.is_file()]
     if not files:
         where = "" if Path(pattern).is_absolute() else f" (looked in {Path.cwd()} and {shipped})"
-        raise UsageError(f"--workloads {pattern!r} matches no file{where}")
+        raise UsageError(f"{option} {pattern!r} matches no file{where}")
     stems: dict[str, Path] = {}
     for f in files:
         if f.stem in stems:
-            raise UsageError(
-                f"--workloads {pattern!r}: two workloads named {f.stem!r}: {stems[f.stem]} and {f}"
-            )
+            raise UsageError(f"{option} {pattern!r}: two workloads named {f.stem!r}: {stems[f.stem]} and {f}")
         stems[f.stem] = f
     return files
 
@@ -642,13 +665,17 @@ def main(argv: Sequence[str]) -> int:
         budget = parse_budget(args.budget or DEFAULT_BUDGET)
         targets = _targets(args.targets)
         workloads = find_workloads(args.workloads)
-        load_workloads(workloads)
-        if not targets and not workloads:
+        programs_glob = args.programs
+        if programs_glob is None:
+            programs_glob = DEFAULT_PROGRAMS if budget >= PROGRAMS_MIN_BUDGET_S else ""
+        programs = [p for p in find_workloads(programs_glob, "--programs") if p not in workloads]
+        load_workloads([*workloads, *programs])
+        if not targets and not workloads and not programs:
             raise UsageError("--targets '' and --workloads '': nothing to run")
         run_id, run_dir = new_run_dir(reports)
         build_variants(targets, args.plant)
         left = budget - (time.monotonic() - t0)
-        c = plan(run_id, run_dir, left, args.jobs, args.plant, targets, workloads)
+        c = plan(run_id, run_dir, left, args.jobs, args.plant, targets, workloads, programs)
         c.budget_s = budget
         c.save(run_dir)
         output.progress(

@@ -252,6 +252,23 @@ def _what_ran(r: RunReport) -> str:
 FEW_SAMPLES = 5
 
 
+def _programs_section(r: RunReport) -> str:
+    """Real programs: kpool's time and peak RSS as ratios to glibc and each peer that ran beside it
+    (the table of kpool bench --programs, from the same launcher's figures)."""
+    from dataclasses import asdict
+
+    from harness.stress.program import table
+
+    head, rows = table([asdict(p) for p in r.programs])
+    cells = [[escape(c) if c not in ("ok", "FAIL") else _verdict(c == "ok") for c in row] for row in rows]
+    runs = sorted({str(f.get("runs", 0)) for p in r.programs for f in p.figures.values()})
+    return (
+        "<h2>Real programs</h2><p>kpool's wall time and peak RSS over each allocator's, side by side in one "
+        f"run (medians of {'/'.join(runs) or '0'} run(s); below 1: kpool faster or smaller; '-': not run). "
+        "The programs' SLOs are in the workload table above.</p>" + _table(head, cells, "programs")
+    )
+
+
 def run_page(r: RunReport) -> str:
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.started))
     env = ", ".join(f"{escape(str(k))} {escape(_env_value(v))}" for k, v in r.environment.items())
@@ -310,6 +327,8 @@ def run_page(r: RunReport) -> str:
         parts.append(
             _table(("workload", "allocator", "ops", "ops/s", "p99", "SLOs", "verdict"), rows, "workloads")
         )
+        if r.programs:
+            parts.append(_programs_section(r))
         parts.append("<h2>Latency percentiles</h2>")
         by_name: dict[str, list[Series]] = {}
         for w in r.workloads:

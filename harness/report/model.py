@@ -109,6 +109,20 @@ class WorkloadResult:
 
 
 @dataclass
+class ProgramResult:
+    """A program workload's figures (harness/stress/program.py): per allocator the medians of its runs
+    (runs, wall_s, cpu_s, peak_rss_kib), and the subject's (kpool's) wall time and peak RSS as ratios
+    to each other allocator's (time, rss; None where one was not measured). Its verdicts are those of
+    the WorkloadResult of the same name."""
+
+    name: str
+    allocator: str = "kpool"
+    figures: dict[str, dict[str, Any]] = field(default_factory=dict)
+    ratios: dict[str, dict[str, Any]] = field(default_factory=dict)
+    passed: bool = True
+
+
+@dataclass
 class FuzzResult:
     target: str
     seconds: float = 0.0
@@ -150,6 +164,8 @@ class RunReport:
     # kpool fuzz --coverage after the fuzz jobs (runner.CoverageReport as JSON): libkpool's edges per
     # target and together, the functions no corpus enters; empty when no native target ran.
     fuzz_coverage: dict[str, Any] = field(default_factory=dict)
+    # The program workloads' figures and ratios (their verdicts are in `workloads`).
+    programs: list[ProgramResult] = field(default_factory=list)
 
     @property
     def new_crashes(self) -> list[CrashEntry]:
@@ -207,6 +223,7 @@ class RunReport:
             fuzz=[FuzzResult(**{k: v for k, v in f.items() if k != "ok"}) for f in d.get("fuzz", [])],
             crashes=[CrashEntry(**c) for c in d.get("crashes", [])],
             fuzz_coverage=d.get("fuzz_coverage", {}),
+            programs=[ProgramResult(**p) for p in d.get("programs", [])],
         )
 
 
