@@ -216,7 +216,8 @@ def ratio_table(summary: dict[str, dict[str, dict[str, Any]]], peers: Sequence[s
     rss_rows = []
     for workload, sums in summary.items():
         kp = sums.get("kpool")
-        peak = [sums[p].get("peak_rss_kib", NAN) for p in peers if p in sums]
+        # kpool's own preload library is no peer to beat
+        peak = [sums[p].get("peak_rss_kib", NAN) for p in peers if p in sums and not p.startswith("kpool")]
         best = min((x for x in peak if x == x), default=NAN)
         rss_rows.append(
             [workload, _mib(kp.get("peak_rss_kib") if kp else None)]
