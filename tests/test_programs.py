@@ -195,3 +195,18 @@ def test_plugin_collects_program_workloads() -> None:
     )
     assert "programs/sqlite3.yaml::sqlite3" in proc.stdout, proc.stdout + proc.stderr
     assert "programs/cpython-tests.yaml::cpython-tests" in proc.stdout
+
+
+def test_work_placeholder_is_absolute_with_a_relative_reports_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pytest plugin's reports folder is relative (reports/): {work} must still name the work folder
+    from inside it (failed before: sqlite3 and the benchmark programs exited 1 and 127 under pytest)."""
+    monkeypatch.chdir(tmp_path)
+    text = GOOD.replace("[/bin/echo, hello]", "[/bin/sh, -c, 'test -d \"$0\"', '{work}']").replace(
+        "glibc", "0"
+    )
+    wl = load(text, tmp_path)
+    opts = runner.Options(reports_dir=Path("reports"), run_id="r", progress_s=3600.0)
+    result = runner.run([wl], opts)["workloads"][0]
+    assert result["passed"], result["broken"]

@@ -186,6 +186,7 @@ class ProgramLaunch:
         return values
 
     def _one(self, alloc: str, rnd: int, work: Path, opts: Options) -> Run:
+        work = work.absolute()  # {work} is passed to programs that run in it: never a relative path
         if work.exists():
             shutil.rmtree(work)
         work.mkdir(parents=True)
