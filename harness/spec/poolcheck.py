@@ -38,6 +38,24 @@ def kpool_conf() -> str:
     return os.environ.get("KPOOL_CONF", "")
 
 
+def _blame(conf: str) -> str:
+    """Where a refusal blamed on "conf" comes from: two settings that disagree may be one from the
+    environment and one from the workload. "KPOOL_CONF" when the pool settings pass without the
+    environment's, else "conf"."""
+    from harness import binding
+
+    saved = os.environ.pop("KPOOL_CONF", None)  # unsetenv: kp_create reads the environment itself
+    if not saved:
+        return "conf"
+    try:
+        binding.Pool(f"{conf},{CHEAP}" if conf else CHEAP).close()
+    except KpoolError:
+        return "conf"
+    finally:
+        os.environ["KPOOL_CONF"] = saved
+    return "KPOOL_CONF"
+
+
 def problem(conf: str, faults: str = "") -> Problem | None:
     """What kp_create (or kp_fault_inject) would refuse in `conf` (or `faults`), or None. None as well
     when libkpool cannot be loaded (the run will say so) or the OS refuses the memory (not a setting)."""
@@ -49,7 +67,9 @@ def problem(conf: str, faults: str = "") -> Problem | None:
         return None
     except ConfError as exc:
         m = ORIGIN_RE.match(exc.text)
-        return Problem(m.group(1), exc.text[m.end() :]) if m else Problem("conf", exc.text)
+        origin, text = (m.group(1), exc.text[m.end() :]) if m else ("conf", exc.text)
+        # libkpool checks settings that must agree after both sources are read, and names "conf".
+        return Problem(_blame(conf) if origin == "conf" else origin, text)
     except KpoolError as exc:  # a value the binding refuses before C sees it (a NUL character)
         return Problem("conf", str(exc))
     try:
