@@ -42,7 +42,6 @@ static ALWAYS_INLINE bool next_ok(kp_pool *pool, const char *h, const char *next
 
 static ALWAYS_INLINE void *small_alloc(kp_pool *pool, kp__bin *b, size_t size, unsigned cls)
 {
-	kp__key secret = pool->secret;
 	size_t usable = kp__class_size[cls] - KP_HDR;
 	for (;;) {
 		char *h = b->head;
@@ -54,7 +53,7 @@ static ALWAYS_INLINE void *small_alloc(kp_pool *pool, kp__bin *b, size_t size, u
 			b->head = h = list;
 			b->count = got;
 		}
-		uint64_t key = h == b->kh ? b->kk : kp__hkey(secret, h);
+		uint64_t key = kp__hkey(pool->secret, h);
 		char *next = kp__link_get_k(key, h);
 		if (pool->conf.checks) {
 			uint64_t m = kp__hdr_meta((kp__hdr *)h);
@@ -74,8 +73,6 @@ static ALWAYS_INLINE void *small_alloc(kp_pool *pool, kp__bin *b, size_t size, u
 			continue;
 		}
 		kp__hdr_put((kp__hdr *)h, key, kp__meta(size, (uint16_t)cls, KP_ST_ALLOC));
-		b->kh = h;
-		b->kk = key;
 		/* Open what kp_usable_size reports: the request with checks on, the capacity without. */
 		KP_UNPOISON(h + KP_HDR, pool->conf.checks ? size : usable);
 		if (pool->conf.checks)
@@ -313,7 +310,7 @@ KP_EXPORT void *kp_alloc(kp_pool *pool, size_t size, unsigned flags)
 		kp__bin *b = &kp__tls_state.tc[0]->bin[cls];
 		char *h = b->head;
 		if (KP_LIKELY(h != NULL)) {
-			uint64_t key = h == b->kh ? b->kk : kp__hkey(pool->secret, h);
+			uint64_t key = kp__hkey(pool->secret, h);
 			char *next = kp__link_get_k(key, h);
 			bool checks = pool->conf.checks;
 			if (KP_LIKELY(!checks || (((kp__hdr_tag((kp__hdr *)h) ^ kp__hdr_meta((kp__hdr *)h)) == key) &&
@@ -322,8 +319,6 @@ KP_EXPORT void *kp_alloc(kp_pool *pool, size_t size, unsigned flags)
 				b->head = next;
 				b->count--;
 				kp__hdr_put((kp__hdr *)h, key, kp__meta(size, (uint16_t)cls, KP_ST_ALLOC));
-				b->kh = h;
-				b->kk = key;
 				KP_UNPOISON(h + KP_HDR, checks ? size : kp__class_size[cls] - KP_HDR);
 				if (checks)
 					kp__canary8_put(key, h + KP_HDR + size);
@@ -601,25 +596,23 @@ static ALWAYS_INLINE int free_inner(kp_pool *pool, void *p)
 			kp__hdr *h = (kp__hdr *)((char *)p - KP_HDR);
 			uint64_t meta = kp__hdr_meta(h);
 			unsigned cls = KP_META_CLS(meta);
-			kp__tcache *tc = kp__tls_state.tc[0];
-			kp__bin *b = &tc->bin[cls < KP_NCLASS ? cls : 0];
-			uint64_t key = (char *)h == b->kh ? b->kk : kp__hkey(pool->secret, h);
+			uint64_t key = kp__hkey(pool->secret, h);
 			/* The class the header claims must be its span's: K(h) stops
 			 * a header forged elsewhere, this one rewritten in place. */
 			const kp__span *sp = &s->span[s->span[(off - KP_HDR) >> KP_UNIT_SHIFT].head];
 			if (KP_LIKELY((kp__hdr_tag(h) ^ meta) == key && KP_META_ST(meta) == KP_ST_ALLOC &&
-				      cls < KP_NCLASS && sp->cls == cls && sp->kind == KP_SPAN_SMALL &&
-				      b->count < b->max &&
-				      (!pool->conf.checks || kp__canary8_ok(key, (char *)p + KP_META_REQ(meta))))) {
-				kp__hdr_put(h, key, kp__meta(0, (uint16_t)cls, KP_ST_FREE));
-				kp__link_put_k(key, h, b->head);
-				b->kh = h;
-				b->kk = key;
-				KP_POISON(p, kp__class_size[cls] - KP_HDR);
-				b->head = h;
-				b->count++;
-				kp__count_inc(&b->frees, 1);
-				return 0;
+				      cls < KP_NCLASS && sp->cls == cls && sp->kind == KP_SPAN_SMALL)) {
+				kp__bin *b = &kp__tls_state.tc[0]->bin[cls];
+				if (KP_LIKELY(b->count < b->max && (!pool->conf.checks ||
+								    kp__canary8_ok(key, (char *)p + KP_META_REQ(meta))))) {
+					kp__hdr_put(h, key, kp__meta(0, (uint16_t)cls, KP_ST_FREE));
+					kp__link_put_k(key, h, b->head);
+					KP_POISON(p, kp__class_size[cls] - KP_HDR);
+					b->head = h;
+					b->count++;
+					kp__count_inc(&b->frees, 1);
+					return 0;
+				}
 			}
 		}
 	}

@@ -3,7 +3,8 @@
  * metadata, and what it does when a check fails.
  *
  * Block headers carry tag = K(address) ^ meta, K a keyed pseudo-random
- * function (SipHash-1-3 under the pool's 128-bit key, internal.h): a header
+ * function (AES-128 by AES-NI where the CPU has it, else SipHash-1-3, under
+ * keys derived from the pool's 128-bit key; internal.h, below): a header
  * copied, forged or damaged does not verify, and no number of headers,
  * links or canaries read gives K of another address. Segment headers carry
  * a keyed magic and a keyed seal of their free mask, checked before the
@@ -20,6 +21,69 @@
 #include "internal.h"
 
 #include <stdlib.h>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+/* ---- the block key K(h) ------------------------------------------------ */
+
+uint64_t kp__sip_hkey(const kp__key *k, uint64_t m)
+{
+	return kp__prf1(k, m);
+}
+
+#if defined(__x86_64__)
+/* Only the key schedule is built for AES-NI (the rounds are kp__aes_hkey's
+ * inline assembly); kp__key_aes_init runs it, and sets k->aes, when the CPU
+ * has AES-NI. */
+#define KP_AES_FN __attribute__((target("aes,sse2")))
+
+/* One step of the AES-128 key expansion (FIPS-197 5.2, as in Intel's AES-NI
+ * white paper): t holds aeskeygenassist(k, rcon). */
+static KP_AES_FN __m128i aes_expand(__m128i k, __m128i t)
+{
+	t = _mm_shuffle_epi32(t, 0xff);
+	k = _mm_xor_si128(k, _mm_slli_si128(k, 4));
+	k = _mm_xor_si128(k, _mm_slli_si128(k, 4));
+	k = _mm_xor_si128(k, _mm_slli_si128(k, 4));
+	return _mm_xor_si128(k, t);
+}
+
+static KP_AES_FN void aes_schedule(uint64_t rk[22], uint64_t k0, uint64_t k1)
+{
+	__m128i *r = (__m128i *)rk;
+	r[0] = _mm_set_epi64x((long long)k1, (long long)k0);
+#define KP_AES_STEP(i, rcon) r[i] = aes_expand(r[i - 1], _mm_aeskeygenassist_si128(r[i - 1], rcon))
+	KP_AES_STEP(1, 0x01);
+	KP_AES_STEP(2, 0x02);
+	KP_AES_STEP(3, 0x04);
+	KP_AES_STEP(4, 0x08);
+	KP_AES_STEP(5, 0x10);
+	KP_AES_STEP(6, 0x20);
+	KP_AES_STEP(7, 0x40);
+	KP_AES_STEP(8, 0x80);
+	KP_AES_STEP(9, 0x1b);
+	KP_AES_STEP(10, 0x36);
+#undef KP_AES_STEP
+}
+
+#endif
+
+/* The AES key is SipHash(k, 3, i): 3 is no block address (those are
+ * 16-aligned, and prf1 takes 8 bytes, not 16) nor a segment word's input
+ * (a 4 MiB-aligned address | 1 or | 2), so it is independent of every
+ * other value keyed by k. */
+void kp__key_aes_init(kp__key *k)
+{
+	k->aes = 0;
+#if defined(__x86_64__)
+	if (__builtin_cpu_supports("aes")) {
+		aes_schedule(k->rk, kp__prf2(k, 3, 0), kp__prf2(k, 3, 1));
+		k->aes = 1;
+	}
+#endif
+}
 
 int kp__violation(kp_pool *pool, unsigned kind, int code, const void *addr, size_t size, const char *what)
 {

@@ -268,14 +268,24 @@ enum kp__state { KP_ST_FREE = 0x5a, KP_ST_ALLOC = 0xa5, KP_ST_QUARANTINE = 0x3c 
 #define KP_CLS_ALIGNED 202 /* a redirect to the enclosing block */
 
 /* The pool's key: 128 bits from getrandom(2) (or from the seed setting, for
- * tests), kept as SipHash's four initial state words. */
+ * tests), kept as SipHash's four initial state words, and (x86-64 with
+ * AES-NI) the round keys of an AES-128 key derived from it: K(h), computed
+ * twice per allocation and free, is AES where the CPU has it (kp__hkey), a
+ * dozen instructions against SipHash's eighty. The key lives in the pool's
+ * own mapping, never next to a block. */
 typedef struct kp__key {
 	uint64_t v0, v1, v2, v3;
+	uint64_t rk[22] __attribute__((aligned(16))); /* AES-128 round keys 0..10 */
+	uint32_t aes;                                 /* 1: K(h) is kp__aes_hkey */
 } kp__key;
+/* Fill k->rk and k->aes from k's SipHash words (integrity.c): the AES key
+ * is SipHash(k, 3, 0..1), an input no other use of k takes. */
+void kp__key_aes_init(kp__key *k);
 static inline kp__key kp__key_make(uint64_t k0, uint64_t k1)
 {
 	kp__key k = {k0 ^ 0x736f6d6570736575ull, k1 ^ 0x646f72616e646f6dull, k0 ^ 0x6c7967656e657261ull,
-		     k1 ^ 0x7465646279746573ull};
+		     k1 ^ 0x7465646279746573ull, {0}, 0};
+	kp__key_aes_init(&k);
 	return k;
 }
 #define KP_ROTL(x, b) (((x) << (b)) | ((x) >> (64 - (b))))
@@ -293,9 +303,9 @@ static inline kp__key kp__key_make(uint64_t k0, uint64_t k1)
  * (the attack of issue 14 inverted the old unkeyed mix(secret ^ address)
  * and got the secret from one header). 8 bytes cost 5 rounds, about 20
  * simple instructions each; 16 bytes 6. */
-static inline __attribute__((always_inline)) uint64_t kp__prf1(kp__key k, uint64_t m)
+static inline __attribute__((always_inline)) uint64_t kp__prf1(const kp__key *k, uint64_t m)
 {
-	uint64_t v0 = k.v0, v1 = k.v1, v2 = k.v2, v3 = k.v3, b = (uint64_t)8 << 56;
+	uint64_t v0 = k->v0, v1 = k->v1, v2 = k->v2, v3 = k->v3, b = (uint64_t)8 << 56;
 	v3 ^= m;
 	KP_SIPROUND(v0, v1, v2, v3);
 	v0 ^= m;
@@ -308,9 +318,9 @@ static inline __attribute__((always_inline)) uint64_t kp__prf1(kp__key k, uint64
 	KP_SIPROUND(v0, v1, v2, v3);
 	return v0 ^ v1 ^ v2 ^ v3;
 }
-static inline __attribute__((always_inline)) uint64_t kp__prf2(kp__key k, uint64_t a, uint64_t m)
+static inline __attribute__((always_inline)) uint64_t kp__prf2(const kp__key *k, uint64_t a, uint64_t m)
 {
-	uint64_t v0 = k.v0, v1 = k.v1, v2 = k.v2, v3 = k.v3, b = (uint64_t)16 << 56;
+	uint64_t v0 = k->v0, v1 = k->v1, v2 = k->v2, v3 = k->v3, b = (uint64_t)16 << 56;
 	v3 ^= a;
 	KP_SIPROUND(v0, v1, v2, v3);
 	v0 ^= a;
@@ -364,12 +374,57 @@ static inline uint64_t kp__meta(size_t req, uint16_t cls, uint8_t st)
 #define KP_META_REQ(m) ((size_t)((m) >> 16))
 #define KP_META_CLS(m) ((unsigned)(uint8_t)((m) >> 8))
 #define KP_META_ST(m) ((unsigned)(uint8_t)(m))
-/* K(h). Block headers are 16-aligned, so the low 4 bits of the input are
- * free for other uses of the key: segment seals (primary.c) set them. */
-static inline __attribute__((always_inline)) uint64_t kp__hkey(kp__key secret, const void *h)
+/* K(h) by AES-128 (x86-64 with AES-NI, k->aes set): the low 64 bits of
+ * AES_k(h, 0), all ten rounds. AES is a pseudo-random permutation (and no
+ * reduced-round shortcut: 4 to 6 rounds fall to integral attacks with 2^8 to
+ * 2^32 chosen inputs, which a heap's addresses could supply), so its
+ * truncated output is a keyed pseudo-random function of h: no number of
+ * (h, K(h)) pairs gives the key or K of another address. Inline assembly,
+ * not intrinsics: an intrinsic needs a function built for AES-NI, which the
+ * allocation path (run on any x86-64) cannot be, and the call to one cost
+ * more than the rounds (spilled registers). volatile: never executed, nor
+ * hoisted, where k->aes is not set. pxor and aesenc read their 16-byte
+ * operands in place (k->rk is 16-aligned). */
+#if defined(__x86_64__)
+typedef long long kp__v2di __attribute__((vector_size(16)));
+static inline __attribute__((always_inline)) uint64_t kp__aes_hkey(const kp__key *k, uint64_t m)
 {
-	return kp__prf1(secret, (uintptr_t)h);
+	uint64_t out;
+	kp__v2di x;
+	__asm__ volatile("movq %[m], %[x]\n\t"
+			 "pxor (%[rk]), %[x]\n\t"
+			 "aesenc 16(%[rk]), %[x]\n\t"
+			 "aesenc 32(%[rk]), %[x]\n\t"
+			 "aesenc 48(%[rk]), %[x]\n\t"
+			 "aesenc 64(%[rk]), %[x]\n\t"
+			 "aesenc 80(%[rk]), %[x]\n\t"
+			 "aesenc 96(%[rk]), %[x]\n\t"
+			 "aesenc 112(%[rk]), %[x]\n\t"
+			 "aesenc 128(%[rk]), %[x]\n\t"
+			 "aesenc 144(%[rk]), %[x]\n\t"
+			 "aesenclast 160(%[rk]), %[x]\n\t"
+			 "movq %[x], %[out]"
+			 : [out] "=r"(out), [x] "=&x"(x)
+			 : [m] "r"(m), [rk] "r"(k->rk), "m"(*(const uint64_t(*)[22])k->rk));
+	return out;
 }
+#endif
+/* K(h) by SipHash-1-3, for CPUs without AES-NI (integrity.c). */
+uint64_t kp__sip_hkey(const kp__key *k, uint64_t m);
+/* K(h). Block headers are 16-aligned, so the low 4 bits of the input are
+ * free for other uses of the key: segment seals (primary.c) set them. The
+ * key-taking helpers below are called with the pool's key as an lvalue
+ * (kp__hkey(pool->secret, h)) and read it in place: a by-value copy of the
+ * round keys on every call would cost more than the AES itself. */
+static inline __attribute__((always_inline)) uint64_t kp__hkey_at(const kp__key *k, const void *h)
+{
+#if defined(__x86_64__)
+	if (KP_LIKELY(k->aes))
+		return kp__aes_hkey(k, (uintptr_t)h);
+#endif
+	return kp__sip_hkey(k, (uintptr_t)h);
+}
+#define kp__hkey(k, h) kp__hkey_at(&(k), (h))
 static inline KP_NOASAN void kp__hdr_put(kp__hdr *h, uint64_t key, uint64_t meta)
 {
 	h->meta = meta;
@@ -383,14 +438,16 @@ static inline KP_NOASAN uint64_t kp__hdr_tag(const kp__hdr *h)
 {
 	return h->tag;
 }
-static inline void kp__hdr_set(kp__key secret, kp__hdr *h, size_t req, uint16_t cls, uint8_t st)
+static inline void kp__hdr_set_at(const kp__key *k, kp__hdr *h, size_t req, uint16_t cls, uint8_t st)
 {
-	kp__hdr_put(h, kp__hkey(secret, h), kp__meta(req, cls, st));
+	kp__hdr_put(h, kp__hkey_at(k, h), kp__meta(req, cls, st));
 }
-static inline KP_NOASAN bool kp__hdr_ok(kp__key secret, const kp__hdr *h)
+#define kp__hdr_set(k, h, req, cls, st) kp__hdr_set_at(&(k), (h), (req), (cls), (st))
+static inline KP_NOASAN bool kp__hdr_ok_at(const kp__key *k, const kp__hdr *h)
 {
-	return (h->tag ^ h->meta) == kp__hkey(secret, h);
+	return (h->tag ^ h->meta) == kp__hkey_at(k, h);
 }
+#define kp__hdr_ok(k, h) kp__hdr_ok_at(&(k), (h))
 /* Free-list links are stored encoded (like SLAB_FREELIST_HARDENED), so a
  * stray write does not hand an attacker a pointer the pool will follow, and
  * a link read after free gives no heap address. The pad is the block's own
@@ -411,14 +468,16 @@ static inline KP_NOASAN void kp__link_put_k(uint64_t key, void *block, void *nex
 {
 	*(uintptr_t *)((char *)block + KP_HDR) = (uintptr_t)next ^ kp__link_pad(key);
 }
-static inline void *kp__link_get(kp__key secret, void *block)
+static inline void *kp__link_get_at(const kp__key *k, void *block)
 {
-	return kp__link_get_k(kp__hkey(secret, block), block);
+	return kp__link_get_k(kp__hkey_at(k, block), block);
 }
-static inline void kp__link_put(kp__key secret, void *block, void *next)
+#define kp__link_get(k, block) kp__link_get_at(&(k), (block))
+static inline void kp__link_put_at(const kp__key *k, void *block, void *next)
 {
-	kp__link_put_k(kp__hkey(secret, block), block, next);
+	kp__link_put_k(kp__hkey_at(k, block), block, next);
 }
+#define kp__link_put(k, block, next) kp__link_put_at(&(k), (block), (next))
 
 /* Integrity violations: counted, recorded as an event, abort() when the
  * pool is configured so; returns code. size is the block's size as far as
@@ -586,14 +645,16 @@ kp__seg *kp__huge_resize(kp_pool *pool, kp__seg *seg, size_t need, size_t open);
 int kp__huge_cache_trim(kp_pool *pool, bool all);
 /* The keyed words of a segment header (see kp__seg). Their inputs set the
  * low bits of the 4 MiB-aligned address, so they never equal a block's K. */
-static inline uint64_t kp__seg_magic(kp__key k, const kp__seg *s, uint32_t kind, size_t size)
+static inline uint64_t kp__seg_magic_at(const kp__key *k, const kp__seg *s, uint32_t kind, size_t size)
 {
 	return kp__prf2(k, (uintptr_t)s | 1, (uint64_t)size << 8 | kind);
 }
-static inline uint64_t kp__seg_seal(kp__key k, const kp__seg *s)
+#define kp__seg_magic(k, s, kind, size) kp__seg_magic_at(&(k), (s), (kind), (size))
+static inline uint64_t kp__seg_seal_at(const kp__key *k, const kp__seg *s)
 {
 	return kp__prf2(k, (uintptr_t)s | 2, s->free_mask);
 }
+#define kp__seg_seal(k, s) kp__seg_seal_at(&(k), (s))
 /* Is s's magic intact (lock-free: it does not change while s is in use)?
  * If not, s is quarantined and a corruption event recorded (once). Caller
  * holds no pool->lock. */
@@ -651,12 +712,6 @@ int kp__backup_refill(kp_pool *pool);
 typedef struct kp__bin {
 	void *head; /* encoded list of header addresses */
 	uint32_t count, max;
-	/* K(kh) == kk (kp__hkey), written and read by the owning thread: a
-	 * block freed and allocated again at once (the bins are LIFO) is keyed
-	 * once, not twice. K depends on the pool and the address alone, so the
-	 * pair never goes stale. */
-	void *kh;
-	uint64_t kk;
 	/* Written only by the owning thread (load + store, no RMW), read by stats. */
 	_Atomic uint64_t allocs, frees;
 } kp__bin;
