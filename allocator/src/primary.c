@@ -965,9 +965,26 @@ int kp__primary_grow(kp_pool *pool, bool populate)
 	if (!room)
 		return -1;
 	kp__seg *s = kp__os_map(&pool->os, KP_SEG_SIZE, KP_SEG_SIZE, populate);
-	if (s && kp__pagemap_set(&pool->os, s, KP_SEG_SIZE, s) < 0) {
-		kp__os_unmap(&pool->os, s, KP_SEG_SIZE);
-		s = NULL;
+	if (s) {
+		/* The header is written before the pagemap publishes the segment
+		 * (a release store): a lookup of a stale pointer into this range
+		 * (a segment released here before) that finds it reads a whole
+		 * header, never one being written. */
+		KP_POISON((char *)s + KP_UNIT_SIZE, KP_SEG_SIZE - KP_UNIT_SIZE);
+		s->pool = pool;
+		s->kind = KP_SEG_NORMAL;
+		s->size = KP_SEG_SIZE;
+		s->free_mask = ~1ull;
+		s->magic = kp__seg_magic(pool->secret, s, KP_SEG_NORMAL, KP_SEG_SIZE);
+		s->nfree_units = KP_UNITS - 1;
+		s->empty_since_ns = kp__pool_now(pool);
+		for (unsigned u = 0; u < KP_UNITS; u++)
+			s->span[u].head = (uint8_t)u;
+		seg_reseal(pool, s);
+		if (kp__pagemap_set(&pool->os, s, KP_SEG_SIZE, s) < 0) {
+			kp__os_unmap(&pool->os, s, KP_SEG_SIZE);
+			s = NULL;
+		}
 	}
 	if (!s) {
 		pthread_mutex_lock(&pool->lock);
@@ -976,17 +993,6 @@ int kp__primary_grow(kp_pool *pool, bool populate)
 		kp__event(pool, KP_EV_OS_FAIL, KP_POOL_PRIMARY, NULL, KP_SEG_SIZE, "segment mmap refused (%d)", errno);
 		return -1;
 	}
-	KP_POISON((char *)s + KP_UNIT_SIZE, KP_SEG_SIZE - KP_UNIT_SIZE);
-	s->pool = pool;
-	s->kind = KP_SEG_NORMAL;
-	s->size = KP_SEG_SIZE;
-	s->free_mask = ~1ull;
-	s->magic = kp__seg_magic(pool->secret, s, KP_SEG_NORMAL, KP_SEG_SIZE);
-	seg_reseal(pool, s);
-	s->nfree_units = KP_UNITS - 1;
-	s->empty_since_ns = kp__pool_now(pool);
-	for (unsigned u = 0; u < KP_UNITS; u++)
-		s->span[u].head = (uint8_t)u;
 	pthread_mutex_lock(&pool->lock);
 	seg_link(pool, s);
 	size_t cap = pool->capacity;
