@@ -46,15 +46,35 @@ static ALWAYS_INLINE bool next_ok(kp_pool *pool, const char *h, const char *next
  * pool->secret.aes is clear). One build choosing at each K would carry a
  * call to the SipHash function in the middle of the AES path, and with it
  * the registers saved around it on every call (5 of 360 instructions per
- * alloc + free on workload a). */
-static ALWAYS_INLINE uint64_t fast_key(kp_pool *pool, const void *h, bool aes)
+ * alloc + free on workload a). SipHash costs about 80 instructions, so its
+ * copies remember the last block keyed in each bin (kp__lastkey: a block
+ * freed then allocated again is keyed once); for AES, 14, the bookkeeping
+ * costs more than it saves (372 against 367). last: where to look, or NULL
+ * (free: the freed block is seldom the last allocated). */
+static ALWAYS_INLINE uint64_t fast_key(kp_pool *pool, const kp__lastkey *last, const void *h, bool aes)
 {
 #if defined(__x86_64__)
 	if (aes)
 		return kp__aes_hkey(&pool->secret, (uintptr_t)h);
 #endif
-	return kp__prf1(&pool->secret, (uintptr_t)h);
+	return last && h == last->h ? last->k : kp__prf1(&pool->secret, (uintptr_t)h);
 }
+
+static ALWAYS_INLINE void fast_key_keep(kp__lastkey *last, void *h, uint64_t key, bool aes)
+{
+	if (!aes) {
+		last->h = h;
+		last->k = key;
+	}
+}
+
+/* The pool key may have AES round keys: on x86-64 (with AES-NI; the copies
+ * built for it check). Elsewhere only the SipHash copies are used. */
+#if defined(__x86_64__)
+#define KP_FAST_AES true
+#else
+#define KP_FAST_AES false
+#endif
 
 static ALWAYS_INLINE void *small_alloc(kp_pool *pool, kp__bin *b, size_t size, unsigned cls)
 {
@@ -327,10 +347,11 @@ static ALWAYS_INLINE void *alloc_fast(kp_pool *pool, size_t size, unsigned flags
 		if (aes && KP_UNLIKELY(!pool->secret.aes))
 			return alloc_fast_sip(pool, size, flags);
 		unsigned cls = kp__class_of(size + KP_HDR + pool->canary);
-		kp__bin *b = &kp__tls_state.tc[0]->bin[cls];
+		kp__tcache *tc = kp__tls_state.tc[0];
+		kp__bin *b = &tc->bin[cls];
 		char *h = b->head;
 		if (KP_LIKELY(h != NULL)) {
-			uint64_t key = fast_key(pool, h, aes);
+			uint64_t key = fast_key(pool, &tc->last[cls], h, aes);
 			char *next = kp__link_get_k(key, h);
 			bool checks = pool->conf.checks;
 			if (KP_LIKELY(!checks || (((kp__hdr_tag((kp__hdr *)h) ^ kp__hdr_meta((kp__hdr *)h)) == key) &&
@@ -339,6 +360,7 @@ static ALWAYS_INLINE void *alloc_fast(kp_pool *pool, size_t size, unsigned flags
 				b->head = next;
 				b->count--;
 				kp__hdr_put((kp__hdr *)h, key, kp__meta(size, (uint16_t)cls, KP_ST_ALLOC));
+				fast_key_keep(&tc->last[cls], h, key, aes);
 				KP_UNPOISON(h + KP_HDR, checks ? size : kp__class_size[cls] - KP_HDR);
 				if (checks)
 					kp__canary8_put(key, h + KP_HDR + size);
@@ -357,7 +379,7 @@ static __attribute__((noinline)) void *alloc_fast_sip(kp_pool *pool, size_t size
 
 KP_EXPORT void *kp_alloc(kp_pool *pool, size_t size, unsigned flags)
 {
-	return alloc_fast(pool, size, flags, true);
+	return alloc_fast(pool, size, flags, KP_FAST_AES);
 }
 
 KP_EXPORT void *kp_alloc_aligned(kp_pool *pool, size_t size, size_t align, unsigned flags)
@@ -630,17 +652,19 @@ static ALWAYS_INLINE int free_fast(kp_pool *pool, void *p, bool aes)
 			kp__hdr *h = (kp__hdr *)((char *)p - KP_HDR);
 			uint64_t meta = kp__hdr_meta(h);
 			unsigned cls = KP_META_CLS(meta);
-			uint64_t key = fast_key(pool, h, aes);
+			uint64_t key = fast_key(pool, NULL, h, aes);
 			/* The class the header claims must be its span's: K(h) stops
 			 * a header forged elsewhere, this one rewritten in place. */
 			const kp__span *sp = &s->span[s->span[(off - KP_HDR) >> KP_UNIT_SHIFT].head];
 			if (KP_LIKELY((kp__hdr_tag(h) ^ meta) == key && KP_META_ST(meta) == KP_ST_ALLOC &&
 				      cls < KP_NCLASS && sp->cls == cls && sp->kind == KP_SPAN_SMALL)) {
-				kp__bin *b = &kp__tls_state.tc[0]->bin[cls];
+				kp__tcache *tc = kp__tls_state.tc[0];
+				kp__bin *b = &tc->bin[cls];
 				if (KP_LIKELY(b->count < b->max && (!pool->conf.checks ||
 								    kp__canary8_ok(key, (char *)p + KP_META_REQ(meta))))) {
 					kp__hdr_put(h, key, kp__meta(0, (uint16_t)cls, KP_ST_FREE));
 					kp__link_put_k(key, h, b->head);
+					fast_key_keep(&tc->last[cls], h, key, aes);
 					KP_POISON(p, kp__class_size[cls] - KP_HDR);
 					b->head = h;
 					b->count++;
@@ -890,7 +914,7 @@ static void *realloc_inner(kp_pool *pool, void *p, size_t size, unsigned flags)
 KP_EXPORT int kp_free(kp_pool *pool, void *p)
 {
 	unsigned g = kp__grace_enter();
-	int rc = free_fast(pool, p, true);
+	int rc = free_fast(pool, p, KP_FAST_AES);
 	kp__grace_exit(g);
 	return rc;
 }

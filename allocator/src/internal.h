@@ -715,10 +715,20 @@ typedef struct kp__bin {
 	/* Written only by the owning thread (load + store, no RMW), read by stats. */
 	_Atomic uint64_t allocs, frees;
 } kp__bin;
+/* K(h) == k, for the fast paths' SipHash copies (alloc.c, fast_key): a
+ * block freed and allocated again at once (the bins are LIFO) is keyed
+ * once, not twice. Owning thread only. K depends on the pool and the
+ * address alone, so the pair never goes stale. Beside the bins, not in
+ * them: a 32-byte kp__bin is indexed with one shift. */
+typedef struct kp__lastkey {
+	void *h;
+	uint64_t k;
+} kp__lastkey;
 typedef struct kp__tcache {
 	uint64_t pool_id;
 	kp_pool *pool;
 	kp__bin bin[KP_NCLASS];
+	kp__lastkey last[KP_NCLASS];
 	/* Large and huge blocks (the bins count the small ones). */
 	_Atomic uint64_t allocs, frees, in_use;
 	struct kp__tcache *next, *prev; /* the pool's list */
