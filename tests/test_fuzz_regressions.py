@@ -35,3 +35,26 @@ def test_saved_crash_input_no_longer_crashes(path: Path) -> None:
     target = _target(path)
     code, report = runner.replay(target, path, runner.target_env(target))
     assert code == 0, f"{path.name} crashes {target} again:\n{report[-4000:]}"
+
+
+HISTORIES = sorted((DATA.parent / "fuzz-history").glob("*.history"))
+
+
+@pytest.mark.parametrize("path", HISTORIES, ids=[p.name for p in HISTORIES])
+def test_saved_crash_history_no_longer_crashes(path: Path) -> None:
+    """A crash that needed the state earlier inputs left: the inputs since the pools were made
+    (tests/data/fuzz-history/<target>-<what>.history), replayed in order by the target script."""
+    pytest.importorskip("atheris")
+    import subprocess
+    import sys
+
+    target = _target(path)
+    proc = subprocess.run(
+        [sys.executable, str(runner.script(target)), "--kpool-history", str(path)],
+        env=runner.target_env(target),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0 and "VIOLATION" not in proc.stderr, proc.stderr[-4000:]

@@ -295,10 +295,17 @@ static void *alloc_policy(kp_pool *pool, size_t size, size_t align, unsigned fla
 /* Is p in a huge block's fresh mapping, zero already (KP_ZERO need not
  * write gigabytes: a kept mapping used again is dirty)? A backup block has
  * no segment. */
-static bool fresh_mapping(const void *p)
+static bool fresh_mapping(kp_pool *pool, const void *p)
 {
+	/* Only this pool's huge block, inside its payload: a backup block
+	 * (in the reserve, never in the pagemap) or anything the pagemap does
+	 * not vouch for as such is zeroed. The fuzzer found a KP_ZERO backup
+	 * block returned dirty (not-zeroed in kp_alloc, critical scope). */
+	if (kp__backup_owns(&pool->backup, p))
+		return false;
 	kp__seg *s = kp__pagemap_get(p);
-	return s && s->kind == KP_SEG_HUGE && !s->dirty;
+	return s && s->pool == pool && s->kind == KP_SEG_HUGE && !s->dirty &&
+	       (const char *)p >= (const char *)s + 2 * KP_PAGE && (const char *)p < (const char *)s + s->size;
 }
 
 /* Everything but the common case, out of line so that the fast path below
@@ -323,7 +330,7 @@ static __attribute__((noinline)) void *alloc_slow(kp_pool *pool, size_t size, un
 	if (keep)
 		memcpy(&kept, p, 8);
 #endif
-	if (p && (flags & KP_ZERO) && !fresh_mapping(p))
+	if (p && (flags & KP_ZERO) && !fresh_mapping(pool, p))
 		memset(p, 0, size);
 #if KP_PLANT == 8 /* planted 8 */
 	if (keep)
@@ -391,7 +398,7 @@ KP_EXPORT void *kp_alloc_aligned(kp_pool *pool, size_t size, size_t align, unsig
 	if (align == 0 || (align & (align - 1)) || align > KP_ALIGN_MAX)
 		return bad_size(pool, size, align);
 	void *p = alloc_policy(pool, size, align, flags);
-	if (p && (flags & KP_ZERO) && !fresh_mapping(p))
+	if (p && (flags & KP_ZERO) && !fresh_mapping(pool, p))
 		memset(p, 0, size);
 #if KP_PLANT == 6 /* planted 6: a pointer 16 bytes off for alignments of 4096 and up */
 	if (p && align >= 4096)
