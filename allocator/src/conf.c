@@ -253,6 +253,11 @@ int kp__conf_load(kp__conf *c, const char *s)
 	if (c->primary_max == 0) { /* as far as the machine allows */
 		size_t lim = kp__os_memory_limit();
 		c->primary_max = lim > (1ull << 44) ? (size_t)1 << 44 : lim < (4u << 20) ? (size_t)4 << 20 : lim;
+	} else if (c->primary_max < KP_SEG_SIZE) { /* a primary holds at least one segment */
+		kp__set_error("conf: primary_max (%zu) is less than one segment (%zu); 0 means the machine's limit",
+			      c->primary_max, (size_t)KP_SEG_SIZE);
+		errno = EINVAL;
+		return -1;
 	}
 	if (c->primary_initial > c->primary_max) {
 		kp__set_error("conf: primary_initial (%zu) exceeds primary_max (%zu)", c->primary_initial,
