@@ -247,12 +247,14 @@ KP_EXPORT int kp_fuzz_conf(const uint8_t *data, size_t len)
 	    strlen(c.faults) >= KP_FAULT_SPEC_MAX)
 		FZ_FAIL("conf-contract", "kp__conf_load", "conf '%s' accepted with inconsistent values", s);
 	/* A cheap conf is also made into a pool and used once: at most one
-	 * segment and a 1 MiB reserve to map and pre-fault. (With the defaults,
+	 * segment and a 1 MiB reserve to map and pre-fault, and a headroom
+	 * floor (high_wm, mapped when the pool is made) of at most a segment:
+	 * 'high_wm:5g' pools, ASan-poisoned, ran the target out of memory. (With the defaults,
 	 * 8 MiB and 4 MiB, made cheap, pre-faulting them was 80% of this
 	 * target's time: 3.1k exec/s and 380 libkpool edges after 40 s, now
 	 * 25.8k and 487.) */
 	if (!(data[0] & 2) || c.primary_initial > ((size_t)4 << 20) || c.backup > ((size_t)1 << 20) || c.log_fd ||
-	    c.wait_ms > 10)
+	    c.wait_ms > 10 || c.high_wm > ((size_t)4 << 20))
 		return 0;
 	kp_pool *pool = kp_create(s);
 	if (!pool) {
