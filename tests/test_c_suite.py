@@ -209,8 +209,8 @@ def test_strace_steady_state_makes_no_syscall(tmp_path: Path) -> None:
         + "\n--\n".join(failures)
         + "\n"
         + (
-            f"the allocating thread {tid} made {len(between)} system call(s) during 1M steady-state operations:\n"
-            + "\n".join(between[:30])
+            f"the allocating thread {tid} made {len(between)} system call(s) "
+            "during 1M steady-state operations:\n" + "\n".join(between[:30])
         )
     )
     counts = dict(re.findall(r"^(\w+)=(-?\d+)$", proc.stdout, re.MULTILINE))
