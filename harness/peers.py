@@ -71,6 +71,22 @@ def find_library(soname: str) -> Path | None:
     return next((d / soname for d in LIB_DIRS if (d / soname).is_file()), None)
 
 
+def preload_path(name: str) -> Path | None:
+    """The library LD_PRELOAD loads to run on allocator name (None for glibc); KpoolError naming the
+    package when it is missing. Shared by `kpool run` and the stress runner."""
+    from harness.errors import KpoolError
+
+    alloc = by_name(name)
+    if not alloc.soname:
+        return None
+    path = find_library(alloc.soname)
+    if path is None:
+        raise KpoolError(
+            f"{name}: {alloc.soname} not found; install it with `apt-get install {alloc.package}`"
+        )
+    return path
+
+
 def available_allocators(wanted: Sequence[str]) -> tuple[list[Allocator], dict[str, str]]:
     """The allocators to run and the library each preloads; a missing peer is skipped with a message."""
     chosen: list[Allocator] = []

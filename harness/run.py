@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from harness import binding, build, output, peers
-from harness.errors import ConfError, KpoolError, UsageError
+from harness.errors import ConfError, UsageError
 from harness.triage import patterns, record
 from harness.triage.crash import Crash, Reproducer
 from harness.triage.db import Recorded
@@ -112,15 +112,7 @@ def library(allocator: str) -> Path | None:
         raise UsageError(f"--allocator {allocator!r}: expected one of {', '.join(ALLOCATORS)}")
     if allocator == "kpool":
         return build.preload_library()
-    alloc = peers.by_name(allocator)
-    if not alloc.soname:
-        return None
-    path = peers.find_library(alloc.soname)
-    if path is None:
-        raise KpoolError(
-            f"{allocator}: {alloc.soname} not found; install it with `apt-get install {alloc.package}`"
-        )
-    return path
+    return peers.preload_path(allocator)
 
 
 def check_conf(conf: str) -> None:

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import output, peers
-from harness.errors import ConfigError, KpoolError, UsageError
+from harness.errors import ConfigError, UsageError
 from harness.spec import AnyWorkload, ProgramWorkload, Workload, poolcheck
 from harness.spec.compile import conf_string
 from harness.stress import slo
@@ -90,15 +90,8 @@ def check_run_id(run_id: str) -> str:
 
 
 def _preload(allocator: str) -> str | None:
-    alloc = peers.by_name(allocator)
-    if not alloc.soname:
-        return None
-    path = peers.find_library(alloc.soname)
-    if path is None:
-        raise KpoolError(
-            f"{allocator}: {alloc.soname} not found; install it with `apt-get install {alloc.package}`"
-        )
-    return str(path)
+    path = peers.preload_path(allocator)
+    return str(path) if path else None
 
 
 # ---- before any worker starts: everything the driver and kp_create would refuse ---------------------------
