@@ -114,6 +114,18 @@ void fz_drain(fz_ctx *c);
  * the input in $KPOOL_FUZZ_HISTORY/history-<pid> when that names a folder. */
 void fz_history_add(fz_pool *pools, size_t npools, const uint8_t *data, size_t len);
 
+/* ---- every thread's stack on a timeout (fuzz_stacks.c) ---------------------- */
+/* What a thread is doing for the input, printed above its stack. */
+enum { FZ_IDLE, FZ_RUNNING, FZ_WAITING };
+/* Called by each entry point when an input starts and when it ends (the
+ * calling thread is marked running the input, then idle). */
+void fz_input_begin(void);
+void fz_input_end(void);
+/* Mark the calling thread: a thread that runs part of an input marks itself
+ * FZ_RUNNING, and FZ_IDLE when done; the fuzzing thread FZ_WAITING while it
+ * waits for them. */
+void fz_thread_mark(int state);
+
 /* The operation trace printed by fz_fail: the last FZ_TRACE operations of
  * the thread, kept as numbers (formatting each one would cost more than the
  * operation). */

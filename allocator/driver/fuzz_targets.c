@@ -49,12 +49,14 @@ static int run_sequence(fz_pool *pools, size_t npools, unsigned mode, const uint
 	if (len < 1)
 		return 0;
 	fz_history_add(pools, npools, data, len);
+	fz_input_begin();
 	fz_in r = {data + 1, len - 1};
 	fz_ctx c;
 	fz_trace_reset();
 	fz_ctx_init(&c, &pools[data[0] % npools], mode);
 	fz_run(&c, &r);
 	fz_finish(&c);
+	fz_input_end();
 	return 0;
 }
 
@@ -88,12 +90,31 @@ typedef struct half {
 	fz_in in;
 } half;
 
+#if KP_PLANT == 12
+/* planted 12: the second thread of the concurrent target takes a lock it
+ * already holds when its half of the input opens with "HG" (a hang in the
+ * second thread: kpool fuzz must sign it with this frame, not with the
+ * fuzzing thread's wait for it). */
+static pthread_mutex_t planted_lock = PTHREAD_MUTEX_INITIALIZER;
+__attribute__((noinline)) static void fz_planted_hang(void)
+{
+	pthread_mutex_lock(&planted_lock);
+	pthread_mutex_lock(&planted_lock);
+}
+#endif
+
 static void *half_main(void *arg)
 {
 	half *h = arg;
+	fz_thread_mark(FZ_RUNNING);
+#if KP_PLANT == 12 /* planted 12 */
+	if (h->ctx.next_tag == 0x80 && h->in.n >= 2 && h->in.p[0] == 'H' && h->in.p[1] == 'G')
+		fz_planted_hang();
+#endif
 	fz_trace_reset();
 	fz_run(&h->ctx, &h->in);
 	fz_finish(&h->ctx);
+	fz_thread_mark(FZ_IDLE);
 	return NULL;
 }
 
@@ -168,6 +189,7 @@ KP_EXPORT int kp_fuzz_concurrent(const uint8_t *data, size_t len)
 	if (len < 2)
 		return 0;
 	fz_history_add(thread_pools, NPOOLS(thread_pools), data, len);
+	fz_input_begin();
 	fz_pool *fp = &thread_pools[data[0] % NPOOLS(thread_pools)];
 	_Atomic(fz_slot *) mailbox = NULL;
 	size_t rest = len - 1, first = rest / 2;
@@ -178,7 +200,9 @@ KP_EXPORT int kp_fuzz_concurrent(const uint8_t *data, size_t len)
 	h[1].in = (fz_in){data + 1 + first, rest - first};
 	h[0].ctx.mailbox = h[1].ctx.mailbox = &mailbox;
 	h[1].ctx.next_tag = 0x80; /* the two threads' fill bytes differ */
+	fz_thread_mark(FZ_WAITING);
 	run_halves(h, (data[0] & 0xf0) == 0xf0);
+	fz_thread_mark(FZ_RUNNING);
 	fz_slot *left = atomic_exchange(&mailbox, NULL);
 	if (left) {
 		h[0].ctx.slot[0] = *left;
@@ -187,6 +211,7 @@ KP_EXPORT int kp_fuzz_concurrent(const uint8_t *data, size_t len)
 		fz_finish(&h[0].ctx);
 	}
 	fz_drain(&h[0].ctx);
+	fz_input_end();
 	return 0;
 }
 
@@ -215,10 +240,8 @@ static void check_option_table(void)
 	}
 }
 
-KP_EXPORT int kp_fuzz_conf(const uint8_t *data, size_t len)
+static void conf_one(const uint8_t *data, size_t len)
 {
-	if (len < 1)
-		return 0;
 	char s[FZ_CONF_MAX + 1];
 	size_t n = len - 1 < FZ_CONF_MAX ? len - 1 : FZ_CONF_MAX;
 	memcpy(s, data + 1, n);
@@ -229,14 +252,14 @@ KP_EXPORT int kp_fuzz_conf(const uint8_t *data, size_t len)
 		if (rc != 0 && (rc != KP_EINVAL || !kp_last_error()[0]))
 			FZ_FAIL("conf-contract", "kp_fault_inject", "kp_fault_inject('%s') returned %d with error '%s'", s, rc, kp_last_error());
 		kp_fault_inject(pool, "all@off");
-		return 0;
+		return;
 	}
 	kp__conf c;
 	errno = 0;
 	if (kp__conf_load(&c, s) < 0) {
 		if (errno != EINVAL || !kp_last_error()[0])
 			FZ_FAIL("conf-contract", "kp__conf_load", "conf '%s' refused with errno %d and error '%s'", s, errno, kp_last_error());
-		return 0;
+		return;
 	}
 	if (kp_last_error()[0])
 		FZ_FAIL("conf-contract", "kp__conf_load", "conf '%s' accepted but kp_last_error is '%s'", s, kp_last_error());
@@ -255,12 +278,12 @@ KP_EXPORT int kp_fuzz_conf(const uint8_t *data, size_t len)
 	 * 25.8k and 487.) */
 	if (!(data[0] & 2) || c.primary_initial > ((size_t)4 << 20) || c.backup > ((size_t)1 << 20) || c.log_fd ||
 	    c.wait_ms > 10 || c.high_wm > ((size_t)4 << 20))
-		return 0;
+		return;
 	kp_pool *pool = kp_create(s);
 	if (!pool) {
 		if ((errno != EINVAL && errno != ENOMEM) || !kp_last_error()[0])
 			FZ_FAIL("conf-contract", "kp_create", "kp_create('%s') failed with errno %d and error '%s'", s, errno, kp_last_error());
-		return 0;
+		return;
 	}
 	void *p = kp_alloc(pool, 100, 0);
 	if (p) {
@@ -269,5 +292,14 @@ KP_EXPORT int kp_fuzz_conf(const uint8_t *data, size_t len)
 			FZ_FAIL("refused", "kp_free", "kp_free in a pool made with '%s' failed: %s", s, kp_last_error());
 	}
 	kp_destroy(pool);
+}
+
+KP_EXPORT int kp_fuzz_conf(const uint8_t *data, size_t len)
+{
+	if (len < 1)
+		return 0;
+	fz_input_begin();
+	conf_one(data, len);
+	fz_input_end();
 	return 0;
 }

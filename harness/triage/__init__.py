@@ -15,8 +15,9 @@ CrashDB(path) creates the database (a writer); readers use CrashDB.open(path), w
 database and run (KPOOL_CRASH_DB, KPOOL_CRASH_RUN) and records only what no job recorded.
 
 Modules: patterns.py (data: regexes with examples), signature.py (kind + normalised top frames),
-crash.py (Crash, Reproducer), db.py (SQLite), record.py (a runner's crashes into the database),
-replay.py (replay, recheck), minimize.py, commands.py (`kpool triage`).
+threads.py (a timeout's thread stacks and the stuck ones), crash.py (Crash, Reproducer), db.py (SQLite),
+record.py (a runner's crashes into the database), replay.py (replay, recheck), minimize.py, commands.py
+(`kpool triage`).
 """
 
 from harness.triage.crash import Crash, Reproducer

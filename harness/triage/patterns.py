@@ -120,6 +120,16 @@ TSAN_ALIASES = {
 }
 # Kinds whose report holds two racing accesses, each with its stack: signed with both (signature.py).
 RACE_KINDS = ("data-race",)
+# Kinds whose report may list every thread's stack (allocator/driver/fuzz_stacks.c): signed with the
+# threads that were running the input, not with the thread that reported the timeout (threads.py).
+HANG_KINDS = ("timeout",)
+# The header above each thread's stack in such a report: its tid, its name and what it was doing.
+THREAD_HEADER = _re(r'^==kpfuzz== thread (?P<tid>\d+) "(?P<name>[^"\n]*)" (?P<state>[^\n]*)$')
+THREAD_HEADER_EXAMPLE = '==kpfuzz== thread 20487 "python3" running the input'
+# The state of a thread that was running (a part of) the input when the stacks were taken.
+THREAD_RUNNING = "running the input"
+# The line after the last thread's stack.
+THREADS_END = _re(r"^==kpfuzz== end of stacks$")
 # ASan words that name a bug type without its dashed name.
 ASAN_ALIASES = {"attempting double-free": "double-free", "attempting free on address": "bad-free"}
 
@@ -448,6 +458,8 @@ SKIP_RULES: tuple[SkipRule, ...] = (
     ),
     SkipRule("file", _re(r"<frozen |/runpy\.py$"), "<frozen runpy>"),
     SkipRule("func", _re(r"\.<module>$"), "api_sequence.<module>"),
+    # The fuzz library's stack printer (allocator/driver/fuzz_stacks.c): above every thread's stack.
+    SkipRule("func", _re(r"^fz_stacks_\w+$"), "fz_stacks_on_signal"),
     # The harness itself: kept only when nothing else is left (an exception raised inside the harness).
     SkipRule("file", _re(r"(?:^|/)harness/"), "/work/kpool/harness/binding.py", soft=True),
     # The op drivers (the fuzz interpreter, kpdrive): the path to a bug in libkpool, not the bug; kept

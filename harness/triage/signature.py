@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from harness.triage import patterns as P
+from harness.triage import threads
 from harness.triage.crash import Crash
 
 DEFAULT_DEPTH = 3  # three frames: enough to tell call sites apart, few enough to survive refactors
@@ -245,6 +246,28 @@ def race_frames(text: str) -> tuple[str, ...]:
     return tuple(sorted(set(firsts)))
 
 
+def hang_frames(text: str, depth: int = DEFAULT_DEPTH) -> tuple[str, ...]:
+    """A hang's frames, from the threads that were running the input (threads.py): one such thread, its
+    top frames; several (a deadlock between them), the innermost interesting frame of each, sorted, so that
+    the order in which the threads were listed does not matter. () when the report lists no such thread."""
+    stacks = [interesting_frames(crash_frames(t.text, "timeout")) for t in threads.stuck(text)]
+    stacks = [s for s in stacks if s]
+    if len(stacks) == 1:
+        return _top_names(stacks[0], depth)
+    return tuple(sorted({s[0].name() for s in stacks}))
+
+
+def _top_names(frames: list[Frame], depth: int) -> tuple[str, ...]:
+    names: list[str] = []
+    for f in frames:
+        name = f.name()
+        if name and (not names or names[-1] != name):  # recursion collapses to one frame
+            names.append(name)
+        if len(names) == depth:
+            break
+    return tuple(names)
+
+
 def compute(
     text: str,
     *,
@@ -260,14 +283,12 @@ def compute(
         pair = race_frames(text)
         if pair:
             return Signature(kind, detail, pair, "")
-    names: list[str] = []
-    for f in interesting_frames(crash_frames(text, kind)):
-        name = f.name()
-        if name and (not names or names[-1] != name):  # recursion collapses to one frame
-            names.append(name)
-        if len(names) == depth:
-            break
-    return Signature(kind, detail, tuple(names), "" if names else source)
+    if kind in P.HANG_KINDS:
+        stuck = hang_frames(text, depth)
+        if stuck:
+            return Signature(kind, detail, stuck, "")
+    names = _top_names(interesting_frames(crash_frames(text, kind)), depth)
+    return Signature(kind, detail, names, "" if names else source)
 
 
 def of_crash(crash: Crash, depth: int = DEFAULT_DEPTH) -> Signature:
