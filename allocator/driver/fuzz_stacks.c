@@ -112,7 +112,10 @@ static int state_of(int tid)
 
 void fz_thread_mark(int state)
 {
-	int tid = self_tid();
+	static __thread int own_tid; /* gettid is a system call: once per thread */
+	if (!own_tid)
+		own_tid = self_tid();
+	int tid = own_tid;
 	for (int i = 0; i < FZ_MARKS; i++)
 		if (atomic_load(&marks[i].tid) == tid) {
 			atomic_store(&marks[i].state, state);
