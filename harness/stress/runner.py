@@ -5,9 +5,10 @@ Each workload runs through its kind's launch (harness/stress/launch.py): an op-s
 
 For an op-stream workload: compile it to a driver program, spawn `processes` kpdrive workers (seed = base
 seed + worker index; at most `jobs` at a time), poll them (psutil samples, time limit), and when all are done
-merge what they produced. A crashed or hung worker becomes a crash record with its reproducer; the
-others' results are kept. With interference, the same workers run again without it (same seeds), and
-the ratio of their latency percentiles is the interference ratio.
+merge what they produced. A crashed or hung worker becomes a crash record with its reproducer, and so does
+one that ended well with integrity errors in its result (integrity.py); the others' results are kept.
+With interference, the same workers run again without it (same seeds), and the ratio of their latency
+percentiles is the interference ratio.
 
 Results go to reports/<run-id>/stress.json, rewritten after each workload, so an interrupted run keeps
 everything finished so far; every worker's raw JSON and stderr stay beside it.
@@ -31,7 +32,7 @@ from harness import output, peers
 from harness.errors import ConfigError, UsageError
 from harness.spec import AnyWorkload, ProgramWorkload, Workload, poolcheck
 from harness.spec.compile import conf_string
-from harness.stress import slo
+from harness.stress import integrity, slo
 from harness.stress.binary import ensure_kpdrive
 from harness.stress.launch import Launch
 from harness.stress.merge import merge
@@ -255,10 +256,22 @@ def _crash_records(
             "allocator": allocator,
             "phase": phase,
             "op_index": crash.get("op_index"),
-            "command": shlex.join(w["cmd"]),
+            # an integrity record's command prints the findings again (integrity.py)
+            "command": crash.get("command") or shlex.join(w["cmd"]),
         }
         out.append({**crash, "workload": wl.name, "worker": w["worker"], "reproducer": repro})
     return out
+
+
+def _integrity_crashes(wl: Workload, workers: Sequence[dict[str, Any]], merged: dict[str, Any]) -> None:
+    """Workers that exited 0 with integrity errors become crash records (integrity.py), unless the workload
+    tolerates that many (slo.max_integrity_errors)."""
+    if merged["integrity_errors"] <= int(wl.slo.get("max_integrity_errors", 0)):
+        return
+    for w in workers:
+        found = integrity.crash(w)
+        if found is not None:
+            w["crash"] = found
 
 
 def _config_errors(workers: Sequence[dict[str, Any]]) -> list[str]:
@@ -298,7 +311,9 @@ def run_workload(wl: Workload, opts: Options, run_dir: Path, kpdrive: Path) -> d
         )
         workers = ph.run()
         interrupted = interrupted or ph.interrupted
-        return workers, merge(workers, int(wl.data.get("outliers", 32)))
+        merged = merge(workers, int(wl.data.get("outliers", 32)))
+        _integrity_crashes(wl, workers, merged)
+        return workers, merged
 
     t0 = time.monotonic()
     workers, merged = phase("main", True)

@@ -248,6 +248,13 @@ KIND_RULES: tuple[KindRule, ...] = (
         "kpool 1718000000.123 double_free 0x7f0a3c001040 size 64: double free",
         detail="{what}",
     ),
+    # -- damage a stress worker found without crashing (harness/stress/integrity.py): its first finding ---
+    KindRule(
+        "integrity",
+        _re(r"^kpool: error: integrity (?P<what>[a-z][a-z-]*): "),
+        "integrity-{what}",
+        "kpool: error: integrity pattern-damage: 2 damaged block(s): thread 0 op 5000, byte 40 of a 80-byte",
+    ),
     # -- assert() and abort() -----------------------------------------------------------------------------
     KindRule(
         "assert",

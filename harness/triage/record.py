@@ -146,7 +146,9 @@ def workload_reproducer(rep: Mapping[str, Any]) -> Reproducer:
     (count=${ops} threads=${threads}), so that minimisation can cut them. The command replays one worker:
     one process (the workload's own count of processes is kept in meta as workload_processes)."""
     argv = shlex.split(str(rep.get("command", "true")))
-    keys = _program_keys(argv, ROOT)
+    # an integrity record's command runs kpdrive through harness.stress.integrity: kpdrive's keys follow it
+    wrapped = 3 if argv[1:3] == ["-m", "harness.stress.integrity"] else 0
+    keys = _program_keys(argv[wrapped:], ROOT)
     count = keys.get("count", "")
     ops = int(count) if count.isdigit() and int(count) > 0 else None
     threads = int(keys["threads"]) if keys.get("threads", "").isdigit() else None
