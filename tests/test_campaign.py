@@ -12,6 +12,7 @@ import pytest
 from harness import campaign
 from harness.campaign import Campaign, Job, parse_budget, plan, run_jobs
 from harness.errors import KpoolError
+from harness.jobs import task
 from harness.report import ingest
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -73,12 +74,17 @@ def test_jobs_run_in_parallel_and_record_their_outcome(tmp_path: Path) -> None:
     assert [j["state"] for j in saved["jobs"]] == ["done", "done", "failed"]
 
 
-def test_a_job_past_its_slot_is_killed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(campaign, "GRACE_S", 0)
+def test_a_job_past_its_slot_is_killed_and_recorded_as_a_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It was recorded as 'failed', like a job that wrote no result: it is a timeout, and says so."""
+    monkeypatch.setattr(task, "GRACE_S", 0)
     c = Campaign("r", 60.0, 1)
     c.jobs = [Job("fuzz:slow", "fuzz", [sys.executable, "-c", "import time; time.sleep(60)"], 1.0, "x.json")]
     assert run_jobs(c, tmp_path)
-    assert c.jobs[0].state == "failed" and c.jobs[0].seconds < 10
+    assert c.jobs[0].state == "timeout" and c.jobs[0].seconds < 10
+    [f] = campaign.collect(c, tmp_path, coverage=False).fuzz
+    assert not f.ok and f.error.startswith("timeout: killed after"), f.error
 
 
 def test_ingest_stress_sample() -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from harness import campaign
-from harness.campaign import Campaign, Job, plan, run_jobs
+from harness.campaign import Campaign, Job, command, plan, run_jobs
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parent / "data"
@@ -123,8 +123,8 @@ def test_two_campaigns_of_the_same_second_get_their_own_run(
     """The second campaign of a second overwrote the first's record: each gets a folder of its own,
     made atomically."""
     monkeypatch.setattr(time, "strftime", lambda fmt, *a: "20250101-000000")
-    monkeypatch.setattr(campaign, "build_variants", lambda targets, plant: None)
-    monkeypatch.setattr(campaign, "run_jobs", lambda c, run_dir, deadline=None: True)
+    monkeypatch.setattr(command, "build_variants", lambda targets, plant, variants=(): None)
+    monkeypatch.setattr(command, "run_jobs", lambda c, run_dir, deadline=None, executor=None: True)
     args = ["--targets", "", "--workloads", str(ROOT / "workloads" / "steady-small.yaml")]
     assert campaign.main([*args, "--reports", str(tmp_path)]) == 0
     assert campaign.main([*args, "--reports", str(tmp_path)]) == 0

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import campaign, cli
+from harness import cli
+from harness.campaign import command
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -21,8 +22,8 @@ def no_jobs(monkeypatch: pytest.MonkeyPatch) -> None:
     def started(*args: object, **kwargs: object) -> bool:
         raise AssertionError("a job started")
 
-    monkeypatch.setattr(campaign, "run_jobs", started)
-    monkeypatch.setattr(campaign.build, "build", lambda *a, **k: Path("/nonexistent"))
+    monkeypatch.setattr(command, "run_jobs", started)
+    monkeypatch.setattr(command.build, "build", lambda *a, **k: Path("/nonexistent"))
 
 
 def _error(capsys: pytest.CaptureFixture[str]) -> str:

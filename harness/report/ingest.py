@@ -1,20 +1,88 @@
-"""Adapters from what the runners write (fuzz.json of `kpool fuzz`, stress.json of `kpool stress`) to
-the report model, and the hand-over of their crashes to triage. A job that wrote nothing still
-becomes a result (with its error), so a broken runner shows in the report instead of vanishing."""
+"""The one place a campaign job's output is read: from what the runners write (fuzz.json of `kpool fuzz`,
+stress.json of `kpool stress`, in the job's folder of the run, whether the job ran here or its results
+came back from a cluster worker) to the report model, and the hand-over of their crashes to the crash
+database, which the coordinator alone writes. A job that wrote nothing still becomes a result (with its
+error), so a broken runner shows in the report instead of vanishing.
+
+Jobs are the typed records of harness/jobs/model.py (their target and variant are fields, never taken
+apart from a name); the runners' JSON is read with the fields it must have, so a renamed field is an
+error here and not a silent zero in the report.
+"""
 
 from __future__ import annotations
 
 import json
 import shlex
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from harness.report.model import CrashEntry, FuzzResult, Latency, Outlier, Slo, TimePoint, WorkloadResult
+from harness.errors import KpoolError
+from harness.jobs.model import Job
+from harness.report.model import (
+    CrashEntry,
+    FuzzResult,
+    Latency,
+    Outlier,
+    ProgramResult,
+    Slo,
+    TimePoint,
+    WorkloadResult,
+)
 from harness.triage import Crash, CrashDB, Reproducer, record
 from harness.triage.db import NEW
 
-if TYPE_CHECKING:
-    from harness.campaign import Campaign, Job
+
+@dataclass
+class JobResults:
+    """What one job contributes to the report."""
+
+    fuzz: list[FuzzResult] = field(default_factory=list)
+    workloads: list[WorkloadResult] = field(default_factory=list)
+    programs: list[ProgramResult] = field(default_factory=list)
+
+
+class ResultFormatError(KpoolError):
+    """A runner's JSON lacks a field the report needs."""
+
+
+def _need(doc: dict[str, Any], key: str, where: str) -> Any:
+    try:
+        return doc[key]
+    except (KeyError, TypeError):
+        raise ResultFormatError(f"{where}: no field {key!r} (the runner's format changed?)") from None
+
+
+def read(job: Job, run_dir: Path) -> dict[str, Any] | None:
+    """The JSON a job wrote (None when it wrote none)."""
+    path = run_dir / job.out
+    if not path.exists():
+        return None
+    doc: dict[str, Any] = json.loads(path.read_text())
+    return doc
+
+
+def job_results(job: Job, run_dir: Path) -> JobResults:
+    """The report's results of one ended job."""
+    doc = read(job, run_dir)
+    if job.kind == "fuzz":
+        results = fuzz_results(doc, job, run_dir)
+        # `kpool fuzz` records a libFuzzer that ended abnormally without a crash input
+        errors = [str(r.get("error") or "") for r in (doc or {}).get("results", [])]
+        for result, error in zip(results, errors, strict=False):
+            result.error = result.error or error
+        return JobResults(fuzz=results)
+    return JobResults(workloads=workload_results(doc, job, run_dir), programs=_programs(doc))
+
+
+def _programs(doc: dict[str, Any] | None) -> list[ProgramResult]:
+    """The program workloads' figures of a stress job's stress.json."""
+    return [
+        ProgramResult(w["name"], w["allocator"], w.get("figures", {}), w.get("ratios", {}), bool(w["passed"]))
+        for w in (doc or {}).get("workloads", [])
+        if w.get("kind") == "program"
+    ]
 
 
 def _tail(run_dir: Path, job: Job, lines: int = 5) -> str:
@@ -25,25 +93,28 @@ def _tail(run_dir: Path, job: Job, lines: int = 5) -> str:
     return " | ".join(text[-lines:])
 
 
+def _no_result(job: Job, run_dir: Path) -> str:
+    if job.error:
+        return job.error
+    return f"no result (exit {job.returncode}): {_tail(run_dir, job)}"
+
+
 def fuzz_results(doc: dict[str, Any] | None, job: Job, run_dir: Path) -> list[FuzzResult]:
-    target = job.name.split(":", 1)[1]
     if doc is None:
-        return [
-            FuzzResult(
-                target, seconds=job.seconds, error=f"no result (exit {job.returncode}): {_tail(run_dir, job)}"
-            )
-        ]
+        return [FuzzResult(job.target, seconds=job.seconds, error=_no_result(job, run_dir))]
     out = []
-    for r in doc.get("results", []):
+    where = f"{job.out} of {job.name}"
+    for r in _need(doc, "results", where):
         out.append(
             FuzzResult(
-                target=r.get("target", target),
-                seconds=float(r.get("seconds", 0.0)),
-                executions=int(r.get("execs", 0)),
-                exec_per_s=float(r.get("exec_per_s", 0)),
-                coverage=int(r.get("cov", 0)),
-                corpus=int(r.get("corpus", 0)),
-                crashes=len(r.get("crashes", [])),
+                target=_need(r, "target", where),
+                seconds=float(_need(r, "seconds", where)),
+                executions=int(_need(r, "execs", where)),
+                exec_per_s=float(_need(r, "exec_per_s", where)),
+                coverage=int(_need(r, "cov", where)),
+                corpus=int(_need(r, "corpus", where)),
+                crashes=len(_need(r, "crashes", where)),
+                error=job.error,
             )
         )
     return out
@@ -113,14 +184,21 @@ def _workload(w: dict[str, Any]) -> WorkloadResult:
 
 
 def workload_results(doc: dict[str, Any] | None, job: Job, run_dir: Path) -> list[WorkloadResult]:
-    name = job.name.split(":", 1)[1]
+    """A stress job's workloads. Under a sanitizer build (a correctness check) a workload is named with
+    its variant (`steady-small [asan]`) and judged without its latency bounds: a sanitizer's slowness is
+    not the allocator's."""
+    name = job.target + ("" if job.variant == "release" else f" [{job.variant}]")
     if doc is None:
-        return [
-            WorkloadResult(
-                name, seconds=job.seconds, error=f"no result (exit {job.returncode}): {_tail(run_dir, job)}"
-            )
-        ]
-    return [_workload(w) for w in doc.get("workloads", [])]
+        return [WorkloadResult(name, seconds=job.seconds, error=_no_result(job, run_dir))]
+    out = [_workload(w) for w in _need(doc, "workloads", f"{job.out} of {job.name}")]
+    if job.correctness_only:
+        for w in out:
+            w.name = f"{w.name} [{job.variant}]"
+            w.slos = [s for s in w.slos if not s.name.startswith("latency_ns.")]
+    if job.error:
+        for w in out:
+            w.error = w.error or job.error
+    return out
 
 
 def _shown(repro: Reproducer | None, run_dir: Path) -> str:
@@ -135,38 +213,46 @@ def _shown(repro: Reproducer | None, run_dir: Path) -> str:
     return " ".join([*(f"{k}={shlex.quote(v)}" for k, v in env.items()), shlex.join(argv)])
 
 
-def triage(c: Campaign, run_dir: Path) -> list[CrashEntry]:
-    """Every crash the jobs kept, in the crash database (reports/crashes.sqlite) and deduplicated by
-    signature: one entry per signature, 'new' when this run saw it first. A job told the campaign's
-    database and run (harness/triage/record.py) recorded its crashes itself; the others are recorded here."""
+def triage(jobs: Sequence[Job], run_id: str, plant: int, run_dir: Path) -> list[CrashEntry]:
+    """Every crash the jobs kept, recorded here (the coordinator alone writes the crash database,
+    reports/crashes.sqlite: a campaign's jobs record into scratch) and deduplicated by signature: one
+    entry per signature, 'new' when this run saw it first. A fuzz crash's reproduction rate (the
+    runner's replays) is stored with it."""
     path = run_dir.parent / record.DB_NAME
-    found: list[tuple[Crash, str | None]] = []  # a crash, and its signature's hash when a job recorded it
-    for j in c.jobs:
-        out = run_dir / j.out
-        if not out.exists():
+    # a crash; how often its replays crashed; its signature's hash when its runner recorded it in this
+    # database under this run already (a runner told so by the environment: the campaign's jobs never are)
+    found: list[tuple[Crash, tuple[int, int] | None, str | None]] = []
+    for j in jobs:
+        doc = read(j, run_dir)
+        if doc is None:
             continue
-        doc = json.loads(out.read_text())
-        done = record.recorded_in(doc, path) and doc.get("crash_run") == c.run_id
+        done = record.recorded_in(doc, path) and doc.get("crash_run") == run_id
         if j.kind == "fuzz":
             for r in doc.get("results", []):
                 sigs = r.get("signatures", {}) if done else {}
-                for crash in record.fuzz_crashes([r], c.run_id, c.plant):
-                    found.append((crash, sigs.get(crash.reproducer.input_path if crash.reproducer else "")))
+                crashes = record.fuzz_crashes([r], run_id, plant)
+                for crash, rate in zip(crashes, record.fuzz_replays([r]), strict=False):
+                    found.append(
+                        (crash, rate, sigs.get(crash.reproducer.input_path if crash.reproducer else ""))
+                    )
         else:
             for w in doc.get("workloads", []):
                 for cr in w.get("crashes", []):
-                    known = cr.get("signature") if done else None
-                    found.append((record.stress_crash(w, cr, c.run_id), known))
+                    found.append(
+                        (record.stress_crash(w, cr, run_id), None, cr.get("signature") if done else None)
+                    )
     if not found:
         return []
     db = CrashDB(path)
     entries: dict[str, CrashEntry] = {}
-    for crash, known in found:
+    for crash, rate, known in found:
         if known:
             row = db.get(known)
-            new = row.status == NEW and row.new_run == c.run_id
+            new = row.status == NEW and row.new_run == run_id
         else:
             rec = db.record(crash)
+            if rate is not None and rate[1] > 0:
+                db.set_replay(rec.signature_id, rate[0] / rate[1], rate[1], update_status=False)
             row, new = db.get(rec.signature_id), rec.new
         entry = entries.get(row.hash)
         if entry is not None:

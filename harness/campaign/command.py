@@ -1,0 +1,300 @@
+"""`kpool campaign`: parse, check everything before anything runs (workloads load, targets exist, the
+cluster's workers run this kpool), build, plan, run, report, and say in the exit code whether anything new
+broke.
+
+The budget counts from the start (builds included). Jobs start while there is time for them; at the end
+of the budget, jobs still running are stopped, and the campaign ends within MARGIN_S more.
+
+Exit codes: 0 clean; 1 a new crash signature, a broken SLO or a failed job; 2 bad arguments, a workload
+that does not load, a cluster that does not answer or runs another kpool, or a failed build; 130
+interrupted (what finished is reported).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from harness import build, output, paths
+from harness.campaign.plan import (
+    FUZZ_TARGETS,
+    Campaign,
+    checks,
+    new_run_dir,
+    parse_budget,
+    plan,
+)
+from harness.campaign.run import collect, run_jobs, summary
+from harness.errors import ConfigError, UsageError
+from harness.jobs.executor import Executor
+from harness.jobs.model import RERUN_STATES
+from harness.report.writers import write_run
+
+# The default budget gives a newcomer a full report within minutes on a fresh machine.
+DEFAULT_BUDGET = "2m"
+DEFAULT_WORKLOADS = "workloads/*.yaml"
+# The real programs (program workloads) run, side by side with glibc and the peers, in a campaign of at
+# least this budget unless --programs says otherwise: CPython's tests alone take about three minutes on
+# five allocators, more than the short default budget has.
+DEFAULT_PROGRAMS = "workloads/programs/*.yaml"
+PROGRAMS_MIN_BUDGET_S = 15 * 60.0
+# After the budget: stopping the jobs still running (task.STOP_WAIT_S, all at once), triage, counting
+# the fuzz corpora's coverage (given what is left of this, skipped with a warning past it) and writing
+# the report. A campaign ends within its budget plus this.
+MARGIN_S = 15.0
+# Of MARGIN_S, kept for triage and writing the report after the coverage count.
+REPORT_S = 4.0
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="kpool campaign",
+        description="The nightly job: build the variants, split a time budget across fuzz targets and "
+        "workloads, run them in parallel (here, or on a Dask cluster with --cluster), triage the crashes, "
+        "write the report.",
+        epilog=(
+            f"The budget counts from the start, builds included. Jobs start while there is time for "
+            f"them; at the end of the budget the jobs still running are stopped, and the campaign ends "
+            f"within a margin of {MARGIN_S:g} s more (stopping them, triage, the coverage of the fuzz "
+            f"corpora, the report); builds that outlast the budget are waited for. Exit 0 clean, "
+            f"1 a new crash, a broken SLO or a failed job, 2 a usage or configuration error, "
+            f"130 interrupted."
+        ),
+    )
+    p.add_argument(
+        "--budget",
+        default=None,
+        help=f"total time, e.g. 90s, 30m, 8h (default {DEFAULT_BUDGET}; with --resume, the campaign's own)",
+    )
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        metavar="N",
+        help="jobs at a time (default: the core count; with --cluster, the workers' threads)",
+    )
+    p.add_argument(
+        "--cluster",
+        default=None,
+        metavar="ADDRESS",
+        help="run the jobs on a Dask cluster: a scheduler's address (tcp://host:8786, tls://...) or "
+        "local:N (N worker processes here, started and stopped by kpool); default: none, child processes "
+        "of this machine. Every worker must run this same kpool (checked before any job)",
+    )
+    p.add_argument(
+        "--resume",
+        nargs="?",
+        const="latest",
+        default=None,
+        metavar="RUN_ID",
+        help="continue an interrupted campaign (default: the latest)",
+    )
+    p.add_argument(
+        "--reports",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="where every output goes: runs, fuzz corpora, crash database, index "
+        "(default $KPOOL_REPORTS, else ./reports)",
+    )
+    p.add_argument(
+        "--targets",
+        default=",".join(FUZZ_TARGETS),
+        help="fuzz targets, comma-separated ('' for none; default all)",
+    )
+    p.add_argument(
+        "--workloads",
+        default=DEFAULT_WORKLOADS,
+        help=f"workload files, a glob ('' for none; default {DEFAULT_WORKLOADS}); a relative glob is "
+        "looked up in the current directory, else beside the shipped workloads/",
+    )
+    p.add_argument(
+        "--programs",
+        default=None,
+        metavar="GLOB",
+        help=f"program workloads (real programs on kpool, glibc and the peers), a glob ('' for none; default "
+        f"{DEFAULT_PROGRAMS} when the budget is at least {PROGRAMS_MIN_BUDGET_S / 60:.0f}m, else none)",
+    )
+    p.add_argument(
+        "--plant",
+        type=int,
+        default=0,
+        metavar="N",
+        help="fuzz a build with planted bug N (tests of the campaign; default 0, none)",
+    )
+    args = p.parse_args(list(argv))
+    if args.jobs is not None and args.jobs < 1:
+        p.error(f"--jobs {args.jobs}: must be at least 1")
+    if args.cluster is not None:
+        from harness.jobs.dask import parse_address
+
+        try:
+            args.cluster = parse_address(args.cluster)
+        except UsageError as exc:
+            p.error(str(exc))
+    return args
+
+
+def _latest(reports: Path) -> str:
+    runs = sorted((p.parent for p in reports.glob("*/campaign.json")), key=lambda d: d.stat().st_mtime)
+    if not runs:
+        raise UsageError(f"--resume: no campaign under {reports} (no */campaign.json)")
+    return runs[-1].name
+
+
+def _targets(text: str) -> list[str]:
+    targets = [t.strip() for t in text.split(",") if t.strip()]
+    for t in targets:
+        if t not in FUZZ_TARGETS:
+            raise UsageError(f"--targets: unknown target {t!r} (known: {', '.join(FUZZ_TARGETS)})")
+    return targets
+
+
+def _glob(pattern: str, base: Path) -> list[Path]:
+    if Path(pattern).is_absolute():
+        return sorted(Path("/").glob(pattern.lstrip("/")))
+    return sorted(base.glob(pattern))
+
+
+def find_workloads(pattern: str, option: str = "--workloads") -> list[Path]:
+    """The workload files a --workloads glob names, as absolute paths: a relative glob in the current
+    directory, else beside the shipped workloads/. UsageError when it names none."""
+    if not pattern.strip():
+        return []
+    shipped = paths.workloads().parent
+    found = _glob(pattern, Path.cwd())
+    if not found and not Path(pattern).is_absolute():
+        found = _glob(pattern, shipped)
+    files = [p.absolute() for p in found if p.is_file()]
+    if not files:
+        where = "" if Path(pattern).is_absolute() else f" (looked in {Path.cwd()} and {shipped})"
+        raise UsageError(f"{option} {pattern!r} matches no file{where}")
+    stems: dict[str, Path] = {}
+    for f in files:
+        if f.stem in stems:
+            raise UsageError(f"{option} {pattern!r}: two workloads named {f.stem!r}: {stems[f.stem]} and {f}")
+        stems[f.stem] = f
+    return files
+
+
+def load_workloads(files: Sequence[Path]) -> None:
+    """Load every workload before any job starts: one that does not load is a configuration error
+    (ConfigError, every problem on one line), never a job failure."""
+    from harness import spec
+
+    for f in files:
+        try:
+            spec.load(f)
+        except spec.SpecError as exc:
+            raise ConfigError(
+                f"workload {f} does not load: " + "; ".join(str(i) for i in exc.issues)
+            ) from None
+
+
+def build_variants(targets: Sequence[str], plant: int, variants: Sequence[str] = ()) -> None:
+    """Build every variant once, up front: jobs running side by side must not run make on the same
+    build directory at once. (A cluster's workers build what their jobs need themselves, one job at a
+    time per machine; this machine still needs the fuzz build for triage and merging corpora.)"""
+    output.progress("building the release library, the op driver and the fuzz variant")
+    build.build("release")
+    from harness.stress.binary import ensure_kpdrive
+
+    ensure_kpdrive("release")
+    for v in variants:
+        build.build(v)
+        ensure_kpdrive(v)
+    if targets:
+        build.build("fuzz", plant)
+        from harness.fuzz import NATIVE
+
+        if any(t in NATIVE for t in targets):
+            build.build("coverage")  # for the coverage of the corpora, after the jobs
+
+
+def _resume(args: argparse.Namespace, reports: Path) -> tuple[Campaign, Path]:
+    name = args.resume
+    if name != "latest" and (not name or "/" in name or name in (".", "..")):
+        raise UsageError(f"--resume {name!r}: a run id is a folder name under {reports}, not a path")
+    run_id = _latest(reports) if name == "latest" else name
+    run_dir = reports / run_id
+    c = Campaign.load(run_dir)
+    output.progress(
+        f"resuming campaign {run_id}: {sum(j.state in RERUN_STATES for j in c.jobs)} job(s) to run"
+    )
+    return c, run_dir
+
+
+def _executor(args: argparse.Namespace, run_id: str) -> Executor | None:
+    """The cluster's executor, its workers checked (None without --cluster)."""
+    if args.cluster is None:
+        return None
+    from harness.jobs.dask import DaskExecutor
+
+    output.progress(f"connecting to the cluster {args.cluster}")
+    ex = DaskExecutor(args.cluster, run_id)
+    try:
+        ex.check()
+    except BaseException:
+        ex.close()
+        raise
+    output.progress(
+        f"cluster {args.cluster}: {len(ex.workers)} worker(s), {ex.slots} slot(s), all run this kpool"
+    )
+    return ex
+
+
+def main(argv: Sequence[str]) -> int:
+    t0 = time.monotonic()
+    args = parse_args(argv)
+    reports = (args.reports or paths.reports()).absolute()
+    if args.resume:
+        c, run_dir = _resume(args, reports)
+        budget = parse_budget(args.budget) if args.budget else c.budget_s
+        executor = _executor(args, c.run_id)
+    else:
+        budget = parse_budget(args.budget or DEFAULT_BUDGET)
+        targets = _targets(args.targets)
+        workloads = find_workloads(args.workloads)
+        programs_glob = args.programs
+        if programs_glob is None:
+            programs_glob = DEFAULT_PROGRAMS if budget >= PROGRAMS_MIN_BUDGET_S else ""
+        programs = [p for p in find_workloads(programs_glob, "--programs") if p not in workloads]
+        load_workloads([*workloads, *programs])
+        if not targets and not workloads and not programs:
+            raise UsageError("--targets '' and --workloads '': nothing to run")
+        run_id, run_dir = new_run_dir(reports)
+        try:
+            executor = _executor(args, run_id)
+        except BaseException:
+            run_dir.rmdir()
+            raise
+        slots = args.jobs or (executor.slots if executor else os.cpu_count() or 1)
+        sanitizer = checks(budget, slots, workloads)
+        build_variants(targets, args.plant, sorted({v for _, v in sanitizer}) if executor is None else ())
+        left = budget - (time.monotonic() - t0)
+        c = plan(run_id, run_dir, left, slots, args.plant, targets, workloads, programs, sanitizer)
+        c.budget_s = budget
+        c.save(run_dir)
+        where = f"on {args.cluster}" if executor else "here"
+        output.progress(
+            f"campaign {run_id}: {len(c.jobs)} jobs in {left:.0f}s of the {budget:.0f}s budget, "
+            f"{slots} at a time {where}; reports in {run_dir}"
+        )
+    if args.jobs and executor is None:
+        c.jobs_n = args.jobs
+    deadline = t0 + budget
+    try:
+        finished = run_jobs(c, run_dir, deadline, executor)
+    finally:
+        if executor is not None:
+            executor.close()
+    coverage_s = deadline + MARGIN_S - REPORT_S - time.monotonic()
+    report = collect(c, run_dir, coverage=finished, coverage_s=coverage_s)
+    write_run(report, reports)
+    output.result(summary(report, run_dir, c, finished))
+    if not finished:
+        return 130
+    return 0 if report.ok else 1

@@ -1,0 +1,203 @@
+"""Running a planned campaign through an executor (harness/jobs/), landing what cluster jobs send back in
+the run's folder, and turning the run into the report: the jobs' results, the crashes (recorded here, in
+the one crash database, by the coordinator alone), the coverage of the corpora, the summary lines."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from harness import output, paths
+from harness.campaign import corpus
+from harness.campaign.plan import Campaign, fit
+from harness.errors import KpoolError
+from harness.jobs import identity
+from harness.jobs.executor import Executor, Hooks
+from harness.jobs.local import LocalExecutor
+from harness.jobs.model import ENDED_STATES, Job, JobResult, JobSpec
+from harness.report import ingest
+from harness.report.model import RunReport, environment, git_revision
+
+
+def _revision() -> str:
+    """The checkout's git revision, or the installed version (a wheel has no history; a venv inside some
+    other repository must not borrow its revision)."""
+    tree = paths.checkout()
+    return (git_revision(tree) if tree else "") or f"kpool {paths.version()}"
+
+
+def spec_of(c: Campaign, j: Job, left_s: float | None, reports: Path) -> JobSpec:
+    """What a cluster worker is sent for job j: no path of this machine's, the corpus as bytes."""
+    spec = JobSpec(
+        name=j.name,
+        kind=j.kind,
+        target=j.target,
+        run_id=c.run_id,
+        slot_s=j.slot_s,
+        plant=c.plant,
+        variant=j.variant,
+        deadline=None if left_s is None else time.time() + left_s,
+        identity=identity.identity(),
+    )
+    if j.kind == "fuzz":
+        spec.seconds = int(j.argv[j.argv.index("--time") + 1])
+        spec.corpus = corpus.entries(reports, j.target)
+    else:
+        w, shipped = Path(j.workload), paths.workloads().resolve()
+        if w.resolve().is_relative_to(shipped):
+            spec.workload_rel = str(w.resolve().relative_to(shipped))
+        else:
+            spec.workload_text = w.read_text()
+        spec.peers = "--peers" in j.argv
+    return spec
+
+
+def land(c: Campaign, j: Job, result: JobResult, run_dir: Path) -> None:
+    """Write what a cluster job sent back into the run's folder, as a local job would have left it: its
+    files under the job's folder (paths in its JSON made this machine's), its log under logs/, and its new
+    corpus entries merged into the working corpus."""
+    folder = run_dir / j.folder
+    build_root = str(paths.build_root())
+    for rel, key in result.files.items():
+        dest = folder / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        data = result.blobs[key]
+        if dest.suffix in (".json", ".txt", ".prog", ".log") and result.root:
+            text = data.decode(errors="surrogateescape").replace(result.root, str(folder))
+            if result.build_root:
+                text = text.replace(result.build_root, build_root)
+            data = text.encode(errors="surrogateescape")
+        dest.write_bytes(data)
+    log = run_dir / "logs" / (j.name.replace(":", "-") + ".log")
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_bytes(result.log)
+    j.log = str(log.relative_to(run_dir))
+    j.state, j.returncode, j.seconds = result.state, result.returncode, result.seconds
+    j.worker, j.error = result.worker, result.error
+    if result.corpus:
+        found = {name: result.blobs[key] for name, key in result.corpus.items()}
+        try:
+            corpus.merge(run_dir.parent, j.target, found, c.plant)
+        except KpoolError as exc:
+            output.warn(f"{j.name}: {exc} (the entries wait in the .incoming folder for the next merge)")
+
+
+def run_jobs(
+    c: Campaign, run_dir: Path, deadline: float | None = None, executor: Executor | None = None
+) -> bool:
+    """Run the jobs not finished yet (local processes unless an executor is given) until `deadline`
+    (time.monotonic()): a job is started only while there is time for it (else 'not-run'), and one
+    still running at the deadline is stopped ('stopped'). False if interrupted (running jobs are stopped
+    and left pending, so --resume runs them again)."""
+    own = executor is None
+    ex: Executor = executor or LocalExecutor(run_dir, c.run_id, c.jobs_n)
+    hooks = Hooks(
+        fit=fit,
+        changed=lambda: c.save(run_dir),
+        landed=lambda j, result: land(c, j, result, run_dir),
+        spec=lambda j, left: spec_of(c, j, left, run_dir.parent),
+    )
+    try:
+        return ex.run(c.jobs, deadline, hooks)
+    finally:
+        if own:
+            ex.close()
+
+
+def collect(c: Campaign, run_dir: Path, coverage: bool = True, coverage_s: float | None = None) -> RunReport:
+    """The report of the jobs that ended (done, failed, timeout). A job that did not run, or was stopped
+    at the deadline, is no result: summary() names it. Its crashes are still triaged."""
+    report = RunReport(
+        run_id=c.run_id,
+        started=c.started,
+        variant="release+fuzz",
+        revision=_revision(),
+        environment=environment(),
+    )
+    for j in c.jobs:
+        if j.state not in ENDED_STATES:
+            continue
+        results = ingest.job_results(j, run_dir)
+        report.fuzz.extend(results.fuzz)
+        report.workloads.extend(results.workloads)
+        report.programs.extend(results.programs)
+    report.crashes = ingest.triage(c.jobs, c.run_id, c.plant, run_dir)
+    # Not after an interrupt: Ctrl-C keeps what finished at once, without a build and a replay.
+    report.fuzz_coverage = fuzz_coverage(c, run_dir, coverage_s) if coverage else {}
+    report.finished = time.time()
+    return report
+
+
+def fuzz_coverage(c: Campaign, run_dir: Path, timeout_s: float | None = None) -> dict[str, Any]:
+    """libkpool's edges the fuzz targets' corpora (under the reports folder, run_dir's parent) reach
+    (kpool fuzz --coverage), {} when none ran. At most timeout_s.
+
+    A failure is a warning: it must not cost the report of everything else.
+    """
+    from harness.fuzz import NATIVE
+
+    native = [j.target for j in c.jobs if j.kind == "fuzz" and j.state == "done" and j.target in NATIVE]
+    if not native:
+        return {}
+    if timeout_s is not None and timeout_s <= 0:
+        output.warn("libkpool coverage of the fuzz corpora: no time left in the budget's margin")
+        return {}
+    from harness.fuzz import runner
+
+    try:
+        report = runner.coverage(native, run_dir.parent, write=False, timeout_s=timeout_s)
+        (run_dir / "coverage.json").write_text(json.dumps(report.to_json(), indent=2) + "\n")
+    except Exception as exc:  # whatever went wrong, the rest of the report is written
+        output.warn(f"libkpool coverage of the fuzz corpora: {exc}")
+        return {}
+    return report.to_json()
+
+
+def _headline(report: RunReport, c: Campaign, finished: bool) -> str:
+    verdict = "clean" if report.ok else "PROBLEMS"
+    not_run = [j.name for j in c.jobs if j.state in ("pending", "running", "not-run")]
+    stopped = [j.name for j in c.jobs if j.state == "stopped"]
+    ended = sum(1 for j in c.jobs if j.state in ENDED_STATES)
+    if not finished:
+        line = (
+            f"kpool campaign {c.run_id}: interrupted after {ended} of {len(c.jobs)} jobs ({verdict} so far)"
+        )
+        if not_run or stopped:
+            line += (
+                f"; not run: {', '.join(stopped + not_run)} (kpool campaign --resume {c.run_id} runs them)"
+            )
+        return line
+    line = f"kpool campaign {c.run_id}: {verdict}"
+    if stopped or not_run:
+        line += f"; the budget ({c.budget_s:.0f}s) ran out"
+        if stopped:
+            line += f": stopped at the deadline: {', '.join(stopped)}"
+        if not_run:
+            line += f"{';' if stopped else ':'} not run: {', '.join(not_run)}"
+        line += " (a longer --budget, or --resume, runs them)"
+    return line
+
+
+def summary(report: RunReport, run_dir: Path, c: Campaign, finished: bool = True) -> str:
+    lines = [_headline(report, c, finished)]
+    for w in report.workloads:
+        p99 = ", ".join(f"{lat.op} p99 {lat.percentile(0.99)} ns" for lat in w.latency)
+        lines.append(f"  workload {w.name:<24} {'ok  ' if w.ok else 'FAIL'} {p99} {w.error}")
+    for f in report.fuzz:
+        lines.append(
+            f"  fuzz     {f.target:<24} {'ok  ' if f.ok else 'FAIL'} {f.exec_per_s:,.0f} exec/s, "
+            f"cov {f.coverage}, {f.crashes} crash(es) {f.error}"
+        )
+    cov = report.fuzz_coverage
+    if cov:
+        lines.append(
+            f"  coverage libkpool edges, {len(cov['targets'])} target(s) together: {cov['union']:,} of "
+            f"{cov['edges']:,} ({100 * cov['union'] / cov['edges']:.0f}%); "
+            f"{len(cov['missed'])} of {cov['functions']} functions never entered"
+        )
+    for cr in report.crashes:
+        lines.append(f"  crash    {cr.signature} [{cr.status}] {cr.title} ({cr.source})")
+    lines.append(f"report: {run_dir / 'index.html'}")
+    return "\n".join(lines)

@@ -1,0 +1,198 @@
+"""Jobs as tasks of a Dask `distributed` cluster: a running scheduler (`tcp://host:8786`, `tls://...`) or a
+LocalCluster of N worker processes that kpool starts and stops (`local:N`).
+
+Before any job, every worker's kpool (version and source hash, harness/jobs/identity.py) is compared with
+this one's: a mismatch is an error naming each worker. Each job is one task (harness/jobs/task.py) that
+returns its results as bytes; they are handed to the campaign the moment they come back, so a job that
+finished is never lost. A worker that dies mid-job: the scheduler runs the job again on another worker, at
+most MAX_RETRIES more times (the scheduler's allowed-failures; for a scheduler kpool did not start, its own
+setting), after which the job is 'failed' with the reason. At the deadline or on an interrupt a Dask Event
+asks the running jobs to stop (each looks at it every task.POLL_S).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+import re
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from harness import output
+from harness.errors import ConfigError, UsageError
+from harness.jobs import identity, task
+from harness.jobs.executor import Hooks, Interrupted, Progress, interruptible
+from harness.jobs.model import RERUN_STATES, Job, JobResult, JobSpec
+
+# A job whose worker died runs again this many times more at most (on a LocalCluster kpool starts; a
+# scheduler of your own has its own distributed.scheduler.allowed-failures, 3 unless set).
+MAX_RETRIES = 2
+# Connecting to a scheduler, and waiting for a LocalCluster's workers to start.
+CONNECT_TIMEOUT_S = 30.0
+# After the stop request (deadline, interrupt), the running jobs get this long to send back what they
+# have (task.STOP_WAIT_S to stop, and the transfer), after which they are cancelled and left pending.
+RETURN_WAIT_S = task.STOP_WAIT_S + 10.0
+# Waiting for the next result: short enough to see the deadline and Ctrl-C promptly.
+WAIT_S = 0.5
+
+_LOCAL = re.compile(r"local:(\d+)")
+
+
+def parse_address(text: str) -> str:
+    """--cluster's value, checked: local:N (N >= 1) or a scheduler address (tcp://, tls://, ...)."""
+    m = _LOCAL.fullmatch(text)
+    if m:
+        if int(m[1]) < 1:
+            raise UsageError(f"--cluster {text!r}: local:N needs N >= 1 worker processes")
+        return text
+    if re.fullmatch(r"(tcp|tls|ucx|inproc)://[^\s/]+(:\d+)?/?", text):
+        return text
+    raise UsageError(f"--cluster {text!r}: expected local:N (N worker processes here) or tcp://HOST:PORT")
+
+
+def _distributed() -> Any:
+    """The `distributed` package (untyped: its calls are typed Any here)."""
+    return importlib.import_module("distributed")
+
+
+def _stop_requested(name: str) -> bool:
+    try:
+        return bool(_distributed().Event(name).is_set())
+    except Exception:  # the scheduler gone: the worker is going too, nothing to stop by request
+        return False
+
+
+def run_remote(spec: JobSpec, stop_event: str) -> JobResult:
+    """The task: run the job on this worker (harness/jobs/task.py), stopping when the event is set."""
+    where = str(_distributed().get_worker().address)
+    return task.run_job(spec, stop=lambda: _stop_requested(stop_event), where=where)
+
+
+def _report_identity() -> dict[str, str]:
+    return identity.describe()
+
+
+class DaskExecutor:
+    def __init__(self, address: str, run_id: str) -> None:
+        dask: Any = importlib.import_module("dask")
+        distributed = _distributed()
+        self.where, self.run_id = address, run_id
+        self.cluster: Any = None
+        m = _LOCAL.fullmatch(address)
+        try:
+            if m:
+                with dask.config.set({"distributed.scheduler.allowed-failures": MAX_RETRIES}):
+                    self.cluster = distributed.LocalCluster(
+                        n_workers=int(m[1]),
+                        threads_per_worker=1,
+                        processes=True,
+                        dashboard_address=None,
+                        silence_logs=logging.ERROR,
+                    )
+                self.client = distributed.Client(self.cluster, timeout=CONNECT_TIMEOUT_S)
+            else:
+                self.client = distributed.Client(address, timeout=CONNECT_TIMEOUT_S)
+        except (OSError, TimeoutError) as exc:
+            self.close()
+            raise ConfigError(f"--cluster {address}: cannot reach the scheduler: {exc}") from None
+        self.stop_name = f"kpool-stop-{run_id}-{time.time_ns()}"
+
+    @property
+    def workers(self) -> dict[str, dict[str, Any]]:
+        return dict(self.client.scheduler_info().get("workers", {}))
+
+    @property
+    def slots(self) -> int:
+        return max(1, sum(int(w.get("nthreads", 1)) for w in self.workers.values()))
+
+    def check(self) -> None:
+        """Every worker runs this kpool, or VersionMismatch naming those that do not; ConfigError when
+        the cluster has no worker."""
+        if not self.workers:
+            with contextlib.suppress(Exception):
+                self.client.wait_for_workers(1, timeout=CONNECT_TIMEOUT_S)
+        if not self.workers:
+            raise ConfigError(f"--cluster {self.where}: the scheduler has no worker")
+        identity.check(identity.identity(), self.client.run(_report_identity))
+
+    def close(self) -> None:
+        for thing in (getattr(self, "client", None), self.cluster):
+            if thing is not None:
+                with contextlib.suppress(Exception):
+                    thing.close()
+
+    def _submit(self, spec: JobSpec) -> Any:
+        return self.client.submit(
+            run_remote, spec, self.stop_name, key=f"kpool-{spec.name}-{time.time_ns()}", pure=False
+        )
+
+    def run(self, jobs: Sequence[Job], deadline: float | None, hooks: Hooks) -> bool:
+        """Run the jobs in a rerun state, `slots` at a time (hooks.spec makes what is sent)."""
+        pending = [j for j in jobs if j.state in RERUN_STATES]
+        for j in pending:
+            j.state = "pending"
+        running: dict[Any, Job] = {}
+        progress = Progress(f"{self.run_id} on {self.where}", jobs)
+        stop = _distributed().Event(self.stop_name, client=self.client)
+        with interruptible():
+            try:
+                while pending or running:
+                    while pending and len(running) < self.slots:
+                        j = pending.pop(0)
+                        left = None if deadline is None else deadline - time.monotonic()
+                        if left is not None and not hooks.fit(j, left):
+                            j.state = "not-run"
+                            hooks.changed()
+                            continue
+                        running[self._submit(hooks.spec(j, left))] = j
+                        j.state, j.attempts, j.error = "running", j.attempts + 1, ""
+                        hooks.changed()
+                    if not running:
+                        break
+                    time.sleep(WAIT_S)
+                    for fut in [f for f in running if f.done()]:
+                        self._land(fut, running.pop(fut), hooks)
+                    if deadline is not None and time.monotonic() > deadline + RETURN_WAIT_S:
+                        # the jobs stop themselves at the deadline; these never answered (a worker lost)
+                        for fut, j in running.items():
+                            fut.cancel()
+                            j.state = "stopped"
+                        running.clear()
+                        hooks.changed()
+                    progress([j.name for j in running.values()])
+            except Interrupted as why:
+                output.progress(
+                    f"campaign interrupted ({why}): stopping {len(running)} cluster job(s); what "
+                    "finished is kept and --resume runs the rest again"
+                )
+                stop.set()
+                with contextlib.suppress(Exception, Interrupted), interruptible():
+                    until = time.monotonic() + RETURN_WAIT_S
+                    while time.monotonic() < until and not all(f.done() for f in running):
+                        time.sleep(WAIT_S)
+                for fut, j in running.items():
+                    if fut.done() and fut.status == "finished":  # it stopped and sent what it had
+                        self._land(fut, j, hooks)
+                        if j.state == "stopped":
+                            j.state = "pending"
+                        continue
+                    fut.cancel()
+                    j.state = "pending"
+                hooks.changed()
+                return False
+        return True
+
+    def _land(self, fut: Any, j: Job, hooks: Hooks) -> None:
+        try:
+            result: JobResult = fut.result()
+        except _distributed().KilledWorker as exc:
+            j.state, j.error = "failed", f"its worker died {MAX_RETRIES + 1} times ({exc})"
+        except identity.VersionMismatch:
+            raise
+        except Exception as exc:  # the task itself failed (a build on the worker, say)
+            j.state, j.error = "failed", f"on the cluster: {type(exc).__name__}: {exc}"
+        else:
+            hooks.landed(j, result)
+        hooks.changed()
