@@ -8,6 +8,7 @@ import time
 from collections.abc import Collection, Mapping, Sequence
 from html import escape
 
+from harness.report import trends
 from harness.report.model import PERCENTILES, Latency, RunReport, Slo, WorkloadResult
 
 Series = tuple[str, Sequence[tuple[float, float]]]
@@ -501,12 +502,113 @@ def _run_ticks(runs: Sequence[RunReport], width: int) -> list[tuple[float, str]]
     ]
 
 
-def index_page(runs: Sequence[RunReport], unrecorded: Sequence[tuple[str, float, str]] = ()) -> str:
-    """All runs, newest first, with trends: p99 per workload and crashes per run. `unrecorded` are the
-    run folders without a readable record (name, time, why), listed among the runs."""
+def _when(t: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(t))
+
+
+def _count(n: int | None, bad: bool = False) -> str:
+    if n is None:
+        return "-"
+    return f"<span class='bad'>{n}</span>" if bad and n else str(n)
+
+
+def nights_section(nights: Sequence[trends.Night], with_db: bool) -> str:
+    """Per night (run), newest first: new, known, fixed and flaky signatures, coverage, p99 per workload."""
+    keys = sorted({k for n in nights for k in n.p99_ns})
+    head = ["night", "started", "new", "known", "fixed", "flaky", "coverage", *(f"p99 {k}" for k in keys)]
+    rows = [
+        [
+            f"<a href='{escape(n.run_id)}/index.html'>{escape(n.run_id)}</a>",
+            _when(n.started),
+            _count(n.new, bad=True),
+            _count(n.known),
+            _count(n.fixed),
+            _count(n.flaky),
+            f"{n.coverage:.1f}%" if n.coverage is not None else "-",
+            *(_fmt_ns(n.p99_ns[k]) if k in n.p99_ns else "-" for k in keys),
+        ]
+        for n in sorted(nights, key=lambda n: -n.started)
+    ]
+    how = (
+        "new: seen for the first time (or again after a fix); known: seen the night before too; flaky: back "
+        "after a night away, or replays only sometimes; fixed: seen the night before, not since. "
+        f"p99 of {trends.P99_OP} per workload."
+        if with_db
+        else "no crash database in this reports folder: each night's own record of its crashes (fixed and "
+        "flaky unknown)."
+    )
+    return f"<h2>Nights</h2><p class='muted'>{how}</p>" + _table(head, rows, "nights")
+
+
+def signatures_section(found: Sequence[trends.SignatureHistory]) -> str:
+    rows = [
+        [
+            f"<a href='signatures/{escape(h.row.hash)}.html'>{escape(h.row.hash)}</a>",
+            escape(h.row.title),
+            escape(h.row.status),
+            escape(h.row.first_seen[:16].replace("T", " ")),
+            escape(h.row.last_seen[:16].replace("T", " ")),
+            str(h.row.runs),
+            str(h.row.count),
+        ]
+        for h in found
+    ]
+    head = ("signature", "title", "status", "first seen", "last seen", "runs", "crashes")
+    return f"<h2>Crash signatures ({len(found)})</h2>" + _table(head, rows, "signatures")
+
+
+def signature_page(h: trends.SignatureHistory) -> str:
+    """One signature: what it is, and its history across the runs (reports/signatures/<hash>.html)."""
+    r = h.row
+    rate = f"{r.repro_rate:.0%} of {r.repro_runs}" if r.repro_rate is not None else "not replayed"
+    facts = [
+        ("kind", r.kind),
+        ("status", r.status),
+        ("first seen", r.first_seen),
+        ("last seen", r.last_seen),
+        ("crashes", str(r.count)),
+        ("runs", str(r.runs)),
+        ("replays", rate),
+    ]
+    rows = []
+    for s in h.sightings:
+        run = escape(s.run_id)
+        link = f"<a href='../{run}/index.html'>{run}</a>" if s.in_index else run
+        state = s.state or "-"
+        if s.occurrences:
+            state += f" ({s.occurrences} crash{'es' if s.occurrences > 1 else ''})"
+        elif s.state == trends.FIXED_STATE and r.status != "fixed":
+            state += " (not seen since; not rechecked)"
+        rows.append([link, _when(s.started), escape(state), escape(", ".join(s.sources))])
+    return (
+        "\n".join(
+            [
+                f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(r.hash)}</title>"
+                f"<style>{CSS}</style></head><body>",
+                f"<p><a href='../index.html'>all runs</a></p><h1>{escape(r.title)}</h1>",
+                _table(("", ""), [(escape(k), escape(v)) for k, v in facts], "facts"),
+                "<h2>History across runs</h2>",
+                _table(("run", "started", "this signature", "sources"), rows, "history"),
+                "</body></html>",
+            ]
+        )
+        + "\n"
+    )
+
+
+def index_page(
+    runs: Sequence[RunReport],
+    unrecorded: Sequence[tuple[str, float, str]] = (),
+    found: Sequence[trends.SignatureHistory] | None = None,
+) -> str:
+    """All runs, newest first, with trends: per night the signatures new, known, fixed and flaky, the
+    coverage and the p99 per workload (trends.py; `found` the signatures' histories, None without a crash
+    database), p99 and crashes per run plotted, and the signatures with links to their pages.
+    `unrecorded` are the run folders without a readable record (name, time, why), listed among the runs."""
     parts = [
         f"<!doctype html><html><head><meta charset='utf-8'><title>kpool runs</title><style>{CSS}</style></head><body>",
         f"<h1>kpool runs ({len(runs)})</h1>",
+        nights_section(trends.nights(runs, found), found is not None),
     ]
     if unrecorded:
         parts.append(f"<p>{len(unrecorded)} run folder(s) without a record: see the table below.</p>")
@@ -619,5 +721,7 @@ def index_page(runs: Sequence[RunReport], unrecorded: Sequence[tuple[str, float,
             "runs",
         )
     )
+    if found:
+        parts.append(signatures_section(found))
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"

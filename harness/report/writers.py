@@ -1,6 +1,7 @@
 """Writers of a run's report: summary.json (the model), junit.xml, latency.hlog (HdrHistogram's log
 format), results.sarif (the crash database, harness.report.sarif), index.html (harness.report.html), and
-the index of all runs under the reports root."""
+the index of all runs under the reports root with the trends per night (harness.report.trends) and a page
+per crash signature."""
 
 from __future__ import annotations
 
@@ -13,10 +14,10 @@ from pathlib import Path
 
 from hdrh.histogram import HdrHistogram
 
-from harness.report import html, sarif
+from harness.report import html, sarif, trends
 from harness.report.model import Latency, RunReport
 from harness.triage import record
-from harness.triage.db import CrashDB, MissingCrashDB
+from harness.triage.db import CrashDB, CrashDBError, MissingCrashDB
 
 # HdrHistogram range: 1 ns to 1 hour, 3 significant digits (0.1% error, within the driver's 1%).
 HDR_LOWEST_NS, HDR_HIGHEST_NS, HDR_DIGITS = 1, 3_600_000_000_000, 3
@@ -132,8 +133,9 @@ def load_runs(root: Path) -> list[RunReport]:
     return sorted(_scan(root)[0], key=lambda r: r.started)
 
 
-# Folders under the reports root that hold no run: the fuzz targets' working corpora.
-NOT_RUNS = frozenset({"corpus"})
+# Folders under the reports root that hold no run: the fuzz targets' working corpora, the signature pages.
+SIGNATURES = "signatures"
+NOT_RUNS = frozenset({"corpus", SIGNATURES})
 
 
 def _scan(root: Path) -> tuple[list[RunReport], list[tuple[str, float, str]]]:
@@ -163,8 +165,23 @@ def _scan(root: Path) -> tuple[list[RunReport], list[tuple[str, float, str]]]:
     return runs, unrecorded
 
 
+def _crash_db(root: Path) -> CrashDB | None:
+    """The reports folder's crash database, None when there is none (or it is not one kpool can read)."""
+    try:
+        return CrashDB.open(root / record.DB_NAME)
+    except CrashDBError:  # MissingCrashDB too
+        return None
+
+
 def write_index(root: Path) -> Path:
+    """reports/index.html (the runs, and the trends per night) and a page per crash signature
+    (reports/signatures/<hash>.html, its history across the runs)."""
     path = root / "index.html"
     runs, unrecorded = _scan(root)
-    _atomic_write(path, html.index_page(sorted(runs, key=lambda r: r.started), unrecorded))
+    runs.sort(key=lambda r: r.started)
+    db = _crash_db(root)
+    found = trends.histories(db, runs) if db is not None else None
+    for h in found or ():
+        _atomic_write(root / SIGNATURES / f"{h.row.hash}.html", html.signature_page(h))
+    _atomic_write(path, html.index_page(runs, unrecorded, found))
     return path

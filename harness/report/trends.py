@@ -1,0 +1,143 @@
+"""Trends across runs, the morning after: per night (each run with a record, summary.json) the crash
+signatures that were new, known, fixed and flaky, the fuzz coverage and the p99 per workload; and per
+signature its history across the runs. Read from what runs leave: their summary.json and the crash
+database of the reports folder (reports/crashes.sqlite), so that no runner has to write anything more.
+
+How a signature's state on a night is decided (each run of the index, oldest first; a run of the
+database that has no record, such as a `kpool fuzz` run, counts where the signature was seen in it):
+
+- new: seen, and never before (or seen again in this run after `kpool triage recheck` called it fixed);
+- known: seen, and seen the run before too;
+- flaky: seen, after a run in which it was not (it comes and goes), or its reproducer replays only
+  sometimes (status flaky in the database);
+- fixed: not seen, seen the run before, and never seen since.
+
+Without a crash database a night counts its own record's crashes (new, and known for the rest), and
+fixed and flaky are unknown (None).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from harness.report.model import Latency, RunReport, WorkloadResult
+from harness.triage.db import FLAKY, NEW, CrashDB, Occurrence, SignatureRow
+
+NEW_STATE, KNOWN_STATE, FLAKY_STATE, FIXED_STATE = "new", "known", "flaky", "fixed"
+NOT_SEEN = "not seen"
+# The operation whose p99 stands for a workload in the nights table: allocation, the one every workload
+# does (a workload without it shows its first operation's).
+P99_OP = "alloc"
+
+
+@dataclass(frozen=True)
+class Sighting:
+    """One run in a signature's history."""
+
+    run_id: str
+    started: float  # the run's start (its record's), else the time of the signature's first occurrence in it
+    in_index: bool  # the run has a record (a page of its own)
+    occurrences: int  # 0: not seen in this run
+    sources: tuple[str, ...]
+    state: str  # new, known, flaky, fixed, "not seen", or "" before the signature was first seen
+
+
+@dataclass(frozen=True)
+class SignatureHistory:
+    row: SignatureRow
+    sightings: list[Sighting]
+
+    def state(self, run_id: str) -> str:
+        return next((s.state for s in self.sightings if s.run_id == run_id), "")
+
+
+@dataclass(frozen=True)
+class Night:
+    run_id: str
+    started: float
+    new: int
+    known: int
+    fixed: int | None  # None: unknown (no crash database)
+    flaky: int | None
+    coverage: float | None  # % of libkpool's edges the fuzz corpora reach; None: not measured
+    p99_ns: dict[str, int] = field(default_factory=dict)  # per workload (see workload_key)
+
+
+def workload_key(w: WorkloadResult) -> str:
+    return w.name if w.allocator == "kpool" else f"{w.name} ({w.allocator})"
+
+
+def p99(w: WorkloadResult) -> int | None:
+    measured = [lat for lat in w.latency if lat.count]
+    chosen: Latency | None = next((lat for lat in measured if lat.op == P99_OP), None)
+    chosen = chosen or (measured[0] if measured else None)
+    return chosen.percentile(0.99) if chosen else None
+
+
+def _epoch(iso: str) -> float:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
+def history(
+    row: SignatureRow, occurrences: Sequence[Occurrence], runs: Sequence[RunReport]
+) -> SignatureHistory:
+    """A signature's history over the runs of the index and the other runs it was seen in."""
+    seen: dict[str, list[Occurrence]] = {}
+    for o in occurrences:
+        seen.setdefault(o.run_id, []).append(o)
+    indexed = {r.run_id: r.started for r in runs}
+    timeline = sorted(
+        {**{rid: min(_epoch(o.time) for o in occ) for rid, occ in seen.items()}, **indexed}.items(),
+        key=lambda kv: kv[1],
+    )
+    last_seen = max((i for i, (rid, _) in enumerate(timeline) if rid in seen), default=-1)
+    out: list[Sighting] = []
+    was_seen = missed = False  # seen in an earlier run; not seen in an indexed run since it was
+    for i, (rid, when) in enumerate(timeline):
+        occ = seen.get(rid, [])
+        if occ:
+            if not was_seen or (row.status == NEW and row.new_run == rid):
+                state = NEW_STATE
+            elif missed or row.status == FLAKY:
+                state = FLAKY_STATE
+            else:
+                state = KNOWN_STATE
+            was_seen, missed = True, False
+        elif not was_seen:
+            state = ""
+        else:
+            state = FIXED_STATE if i - 1 == last_seen else NOT_SEEN
+            missed = True
+        sources = tuple(dict.fromkeys(o.source for o in occ))
+        out.append(Sighting(rid, when, rid in indexed, len(occ), sources, state))
+    return SignatureHistory(row, out)
+
+
+def histories(db: CrashDB | None, runs: Sequence[RunReport]) -> list[SignatureHistory]:
+    if db is None:
+        return []
+    return [history(row, db.occurrences(row.id), runs) for row in db.signatures()]
+
+
+def nights(runs: Sequence[RunReport], found: Sequence[SignatureHistory] | None) -> list[Night]:
+    """Per run of the index (in the order given): the signature counts, coverage and p99s. `found` None:
+    no crash database; the counts come from the runs' own records."""
+    out = []
+    for r in runs:
+        states = [h.state(r.run_id) for h in found] if found is not None else []
+        if found is not None:
+            counts: tuple[int, int, int | None, int | None] = (
+                states.count(NEW_STATE),
+                states.count(KNOWN_STATE),
+                states.count(FIXED_STATE),
+                states.count(FLAKY_STATE),
+            )
+        else:
+            counts = (len(r.new_crashes), len(r.crashes) - len(r.new_crashes), None, None)
+        cov = r.fuzz_coverage
+        coverage = 100 * cov["union"] / cov["edges"] if cov and cov.get("edges") else None
+        figures = {workload_key(w): p for w in r.workloads if (p := p99(w)) is not None}
+        out.append(Night(r.run_id, r.started, *counts, coverage, figures))
+    return out
