@@ -253,7 +253,10 @@ static void fz_stacks_on_alarm(int sig)
 	if (chained.sa_flags & SA_SIGINFO) {
 		if (chained.sa_sigaction)
 			chained.sa_sigaction(sig, NULL, NULL);
-	} else if (chained.sa_handler != SIG_DFL && chained.sa_handler != SIG_IGN) {
+	} else if (chained.sa_handler == SIG_DFL) { /* no fuzzer's handler: SIGALRM ends the process */
+		signal(sig, SIG_DFL);
+		raise(sig);
+	} else if (chained.sa_handler != SIG_IGN) {
 		chained.sa_handler(sig);
 	}
 }
