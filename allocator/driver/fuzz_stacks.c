@@ -194,10 +194,44 @@ static void fz_stacks_on_signal(int sig)
 	errno = saved;
 }
 
+/* Whether the thread blocks FZ_STACKS_SIGNAL (the daemon blocks every
+ * signal): the "SigBlk:" mask of /proc/self/task/<tid>/status, in hex. */
+static bool blocks_signal(int tid)
+{
+	char path[64] = "/proc/self/task/", digits[24], *p = digits + sizeof(digits), buf[2048];
+	*--p = 0;
+	unsigned v = (unsigned)tid;
+	do
+		*--p = (char)('0' + v % 10);
+	while (v /= 10);
+	strcat(path, p);
+	strcat(path, "/status");
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return false;
+	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	buf[n > 0 ? n : 0] = 0;
+	const char *at = strstr(buf, "SigBlk:");
+	if (!at)
+		return false;
+	uint64_t mask = 0;
+	for (at += 7; *at == ' ' || *at == '\t'; at++)
+		;
+	for (; (*at >= '0' && *at <= '9') || (*at >= 'a' && *at <= 'f'); at++)
+		mask = mask << 4 | (uint64_t)(*at <= '9' ? *at - '0' : *at - 'a' + 10);
+	return mask >> (FZ_STACKS_SIGNAL - 1) & 1;
+}
+
 static void fz_stacks_one(int tid)
 {
 	if (tid == self_tid()) {
 		fz_stacks_print_own();
+		return;
+	}
+	if (blocks_signal(tid)) {
+		header(tid, "gave no stack (it blocks signals)");
+		put("\n");
 		return;
 	}
 	atomic_store(&answered, 0);
@@ -209,7 +243,7 @@ static void fz_stacks_one(int tid)
 			return;
 		nanosleep(&ms, NULL);
 	}
-	header(tid, "gave no stack (it blocks signals, or printing its stack did not end)");
+	header(tid, "gave no stack (printing it did not end in time)");
 	put("\n");
 }
 
