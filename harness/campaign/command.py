@@ -131,10 +131,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     if args.cluster is not None:
         from harness.jobs.dask import parse_address
 
-        try:
-            args.cluster = parse_address(args.cluster)
-        except UsageError as exc:
-            p.error(str(exc))
+        args.cluster = parse_address(args.cluster)
     return args
 
 

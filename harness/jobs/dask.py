@@ -188,7 +188,7 @@ class DaskExecutor:
         try:
             result: JobResult = fut.result()
         except _distributed().KilledWorker as exc:
-            j.state, j.error = "failed", f"its worker died {MAX_RETRIES + 1} times ({exc})"
+            j.state, j.error = "failed", f"its worker died {MAX_RETRIES + 1} time(s) ({exc})"
         except identity.VersionMismatch:
             raise
         except Exception as exc:  # the task itself failed (a build on the worker, say)

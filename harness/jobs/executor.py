@@ -11,6 +11,7 @@ running at the deadline is stopped ('stopped'); one past its slot is killed ('ti
 from __future__ import annotations
 
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -64,7 +65,11 @@ def _on_signal(signum: int, frame: object) -> None:
 
 @contextmanager
 def interruptible() -> Iterator[None]:
-    """SIGINT and SIGTERM raise Interrupted inside, as they are restored after."""
+    """SIGINT and SIGTERM raise Interrupted inside, as they are restored after (in the main thread: only
+    it receives signals; elsewhere nothing changes)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
     old = {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
