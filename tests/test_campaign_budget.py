@@ -161,3 +161,53 @@ def test_the_coverage_of_the_corpora_is_counted_under_the_reports(
     (tmp_path / "reports" / "r").mkdir(parents=True)
     campaign.fuzz_coverage(c, tmp_path / "reports" / "r")
     assert seen == [tmp_path / "reports"]
+
+
+def test_workloads_are_checked_under_the_sanitizers_with_a_modest_share(tmp_path: Path) -> None:
+    """Issue 15: the release build misses races and canary damage; the campaign also runs workloads under
+    asan and tsan for correctness, as many as CHECK_SHARE of the budget holds (none left out silently)."""
+    from harness.campaign import budget as planning
+
+    workloads = [Path(f"/w/w{i}.yaml") for i in range(9)]
+    assert planning.checks(60.0, 2, workloads) == []  # a short budget has no room for one
+    few = planning.checks(120.0, 2, workloads)
+    assert few == [(workloads[0], "asan")]
+    night = planning.checks(8 * 3600.0, 2, workloads)
+    assert len(night) == 18 and {v for _, v in night} == {"asan", "tsan"}
+    c = plan("r", tmp_path, 8 * 3600.0, 2, 0, [], workloads[:1], sanitizer=night[:2])
+    names = [j.name for j in c.jobs]
+    assert names == ["stress:w0", "stress:w0@asan", "stress:w0@tsan"], names
+    for j in c.jobs[1:]:
+        assert _arg(j.argv, "--variant") == j.variant and j.slot_s == planning.CHECK_S
+        assert (
+            _arg(j.argv, "--run-id") == f"stress-w0.{j.variant}"
+            and j.out == f"stress-w0.{j.variant}/stress.json"
+        )
+    share = sum(j.slot_s for j in c.jobs[1:]) / 2  # two lanes
+    assert share <= 8 * 3600.0 * planning.CHECK_SHARE
+
+
+def test_a_sanitizer_check_is_judged_on_correctness_not_latency(tmp_path: Path) -> None:
+    from harness.report import ingest
+
+    doc = json.loads((DATA / "stress-sample.json").read_text())
+    job = Job("stress:steady-small@asan", "stress", [], 30.0, "x", variant="asan")
+    [w] = ingest.workload_results(doc, job, tmp_path)
+    assert w.name == "steady-small [asan]"
+    assert w.slos and not [s for s in w.slos if s.name.startswith("latency_ns.")]
+
+
+def test_the_campaign_plans_sanitizer_checks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    built: list[object] = []
+    monkeypatch.setattr(command, "build_variants", lambda targets, plant, variants=(): built.append(variants))
+    monkeypatch.setattr(command, "run_jobs", lambda c, run_dir, deadline=None, executor=None: True)
+    args = ["--targets", "", "--workloads", str(ROOT / "workloads" / "steady-small.yaml"), "--budget", "10m"]
+    assert campaign.main([*args, "--jobs", "2", "--reports", str(tmp_path)]) == 0
+    [record] = tmp_path.glob("*/campaign.json")
+    jobs = json.loads(record.read_text())["jobs"]
+    assert [j["name"] for j in jobs] == [
+        "stress:steady-small",
+        "stress:steady-small@asan",
+        "stress:steady-small@tsan",
+    ]
+    assert built == [["asan", "tsan"]]

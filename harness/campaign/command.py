@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from harness import build, output, paths
-from harness.campaign.plan import (
+from harness.campaign.budget import (
     FUZZ_TARGETS,
     Campaign,
     checks,

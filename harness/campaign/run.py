@@ -11,7 +11,7 @@ from typing import Any
 
 from harness import output, paths
 from harness.campaign import corpus
-from harness.campaign.plan import Campaign, fit
+from harness.campaign.budget import Campaign, fit
 from harness.errors import KpoolError
 from harness.jobs import identity
 from harness.jobs.executor import Executor, Hooks
