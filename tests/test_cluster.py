@@ -264,3 +264,19 @@ def test_job_records_from_before_the_cluster_still_load(tmp_path: Path) -> None:
     )
     [j] = Campaign.load(tmp_path).jobs
     assert j == Job(**old) and j.target == "w" and j.variant == "release"
+
+
+def _readme_section(text: str) -> str:
+    start = text.index("## Campaigns on a cluster")
+    end = text.find("\n## ", start + 1)
+    return text[start : end if end > 0 else None]
+
+
+def test_the_readme_shows_a_cluster_with_tls_and_warns(readme: str = "") -> None:
+    """Issue 16: how to start a scheduler and workers with the dask command line, with TLS; the warning
+    that a reachable scheduler runs others' code; the scale figures, measured and extrapolated."""
+    section = _readme_section(readme or (ROOT / "README.md").read_text())
+    for needed in ("dask scheduler", "dask worker", "--tls-cert", "tls://", "--cluster local:2 --budget 120"):
+        assert needed in section, needed
+    assert "runs the code its clients send" in section
+    assert "10,000" in section and "crashes/s" in section and "100 workers" in section
