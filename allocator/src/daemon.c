@@ -96,7 +96,7 @@ static size_t prefault_front(kp_pool *pool, size_t from, size_t upto)
 	} run[KP_PREFAULT_RUNS];
 	unsigned nrun = 0;
 	size_t seen = 0;
-	pthread_mutex_lock(&pool->lock);
+	kp__pool_lock(pool);
 	for (kp__seg *s = pool->segs; s && seen < upto && nrun < KP_PREFAULT_RUNS; s = s->next) {
 		uint64_t m = s->free_mask;
 		while (m && seen < upto && nrun < KP_PREFAULT_RUNS) {
@@ -130,11 +130,37 @@ static size_t prefault_front(kp_pool *pool, size_t from, size_t upto)
 static void set_wake(kp_pool *pool, size_t target, size_t ready)
 {
 	size_t wake = pool->conf.low_wm ? pool->conf.low_wm : target / 2;
-	pthread_mutex_lock(&pool->lock);
-	size_t free_bytes = pool->units_free * KP_UNIT_SIZE;
+	/* No lock: the free bytes as last published (a take or give racing
+	 * this moves the mark by one run, as if it had come just after). */
+	size_t free_bytes = kp__primary_headroom(pool);
 	size_t unready = pool->conf.prefault && free_bytes > ready ? free_bytes - ready : 0;
-	pool->wake_wm = unready + wake;
-	pthread_mutex_unlock(&pool->lock);
+	atomic_store_explicit(&pool->wake_wm, unready + wake, memory_order_relaxed);
+}
+
+/* How many times the daemon tries the pool lock, yielding the CPU between
+ * tries, before it waits for it like anyone else: the allocation path holds
+ * it for a few microseconds at a time (a run of units), so the first tries
+ * almost always succeed; 64 yields (tens of microseconds to milliseconds on a
+ * loaded machine) bound how long a pool lock held without a break (a thread
+ * storm) keeps the daemon out. */
+#define KP_POLITE_TRIES 64
+
+/* pthread_mutex_lock on a held lock marks it contended, and its owner's
+ * unlock must then make a futex call to wake the waiter: an idle daemon's
+ * timer pass that found the allocating thread inside the lock cost that
+ * thread a system call in steady state (1 strace run in 12 on a loaded
+ * machine). The daemon uses trylock, which never marks the lock, and yields
+ * between tries. */
+void kp__pool_lock(kp_pool *pool)
+{
+	if (kp__os_caller == KP_CALLER_DAEMON) {
+		for (unsigned i = 0; i < KP_POLITE_TRIES; i++) {
+			if (pthread_mutex_trylock(&pool->lock) == 0)
+				return;
+			kp__os_yield(&pool->os);
+		}
+	}
+	pthread_mutex_lock(&pool->lock);
 }
 
 void kp__daemon_prime(kp_pool *pool)

@@ -796,6 +796,9 @@ int kp__daemon_start(kp_pool *pool);
 void kp__daemon_stop(kp_pool *pool);
 void kp__daemon_kick(kp_pool *pool);
 void kp__daemon_wait(kp_pool *pool, _Atomic uint64_t *counter, uint64_t deadline_ns);
+/* pool->lock as every caller takes it: the daemon politely (never leaves a
+ * waiter for an allocating thread's unlock to wake), others plainly. */
+void kp__pool_lock(kp_pool *pool);
 int kp__daemon_pass(kp_pool *pool);
 uint64_t kp__pool_now(kp_pool *pool);
 
@@ -832,8 +835,9 @@ struct kp_pool {
 	_Atomic int grow_boost;
 	/* Free units (bytes) under which the allocation path wakes the daemon:
 	 * the daemon sets it so that it fires when the pre-faulted part of the
-	 * headroom runs low (daemon.c). Read and written under pool->lock. */
-	size_t wake_wm;
+	 * headroom runs low (daemon.c). Written by the daemon without the lock,
+	 * read by the allocation path: a relaxed atomic. */
+	_Atomic size_t wake_wm;
 	size_t canary; /* KP_CANARY with checks on, else 0 */
 	_Atomic uint64_t boost_at_ns;
 	kp__tcache *tcaches, *tc_free;

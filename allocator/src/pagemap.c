@@ -202,7 +202,7 @@ void kp__grace_retire(kp_pool *pool, kp__seg *s, size_t size)
 {
 	s->retired = size;
 	s->empty_since_ns = atomic_fetch_add(&kp__grace_epoch, 1); /* seq_cst, after the pagemap stores */
-	pthread_mutex_lock(&pool->lock);
+	kp__pool_lock(pool);
 	s->next = atomic_load_explicit(&pool->limbo, memory_order_relaxed);
 	atomic_store_explicit(&pool->limbo, s, memory_order_release);
 	pthread_mutex_unlock(&pool->lock);
@@ -232,7 +232,7 @@ int kp__grace_reclaim(kp_pool *pool)
 		kp__grace_self.pending = pool; /* inside a section: when it ends */
 		return 0;
 	}
-	pthread_mutex_lock(&pool->lock);
+	kp__pool_lock(pool);
 	kp__seg *list = atomic_exchange(&pool->limbo, NULL);
 	pthread_mutex_unlock(&pool->lock);
 	uint64_t oldest = barrier(&pool->os) ? oldest_reader() : 0;
@@ -248,7 +248,7 @@ int kp__grace_reclaim(kp_pool *pool)
 		}
 	}
 	if (keep) {
-		pthread_mutex_lock(&pool->lock);
+		kp__pool_lock(pool);
 		kp__seg *tail = keep;
 		while (tail->next)
 			tail = tail->next;

@@ -263,7 +263,7 @@ static kp__span *run_alloc(kp_pool *pool, unsigned n, kp__seg **segp)
 	for (int attempt = 0; attempt < 4; attempt++) {
 		pthread_mutex_lock(&pool->lock);
 		kp__span *sp = units_take(pool, n, segp);
-		bool low = pool->units_free * KP_UNIT_SIZE < pool->wake_wm; /* set by the daemon */
+		bool low = pool->units_free * KP_UNIT_SIZE < atomic_load_explicit(&pool->wake_wm, memory_order_relaxed);
 		bool room = pool->capacity + KP_SEG_SIZE + atomic_load(&pool->huge_bytes) <= pool->conf.primary_max;
 		if (sp)
 			kp__backup_mode_update(pool, false);
@@ -683,7 +683,7 @@ int kp__huge_cache_trim(kp_pool *pool, bool all)
 		return 0;
 	uint64_t now = kp__pool_now(pool), decay = (uint64_t)pool->conf.decay_ms * 1000000ull;
 	kp__seg *gone = NULL;
-	pthread_mutex_lock(&pool->lock);
+	kp__pool_lock(pool);
 	huge_cache_vet(pool);
 	for (kp__seg **pp = &pool->huge_cache; *pp;) {
 		kp__seg *c = *pp;
@@ -948,7 +948,7 @@ int kp__primary_grow(kp_pool *pool, bool populate)
 {
 	if (kp__os_caller == KP_CALLER_ALLOC)
 		kp__grace_reclaim(pool); /* before mapping (the daemon reclaims after each pass) */
-	pthread_mutex_lock(&pool->lock);
+	kp__pool_lock(pool);
 	size_t used = pool->capacity + KP_SEG_SIZE + atomic_load(&pool->huge_bytes);
 	bool room = used + atomic_load(&pool->huge_cached_bytes) <= pool->conf.primary_max;
 	kp__seg *evict = NULL;
@@ -987,13 +987,13 @@ int kp__primary_grow(kp_pool *pool, bool populate)
 		}
 	}
 	if (!s) {
-		pthread_mutex_lock(&pool->lock);
+		kp__pool_lock(pool);
 		pool->capacity -= KP_SEG_SIZE;
 		pthread_mutex_unlock(&pool->lock);
 		kp__event(pool, KP_EV_OS_FAIL, KP_POOL_PRIMARY, NULL, KP_SEG_SIZE, "segment mmap refused (%d)", errno);
 		return -1;
 	}
-	pthread_mutex_lock(&pool->lock);
+	kp__pool_lock(pool);
 	seg_link(pool, s);
 	size_t cap = pool->capacity;
 	kp__backup_mode_update(pool, false);
@@ -1024,7 +1024,7 @@ int kp__primary_shrink(kp_pool *pool, size_t keep)
 	 * idle daemon never makes an allocating thread wait (a futex call). */
 	if (atomic_load(&pool->free_segs) == 0 || kp__primary_headroom(pool) < keep + (KP_UNITS - 1) * KP_UNIT_SIZE)
 		return 0;
-	pthread_mutex_lock(&pool->lock);
+	kp__pool_lock(pool);
 	/* Read under the lock: a segment emptied after an earlier reading would
 	 * look as if it had been empty for ever. */
 	uint64_t now_ns = kp__pool_now(pool);
@@ -1079,7 +1079,7 @@ void kp__primary_relink(kp_pool *pool, kp__seg *s)
 {
 	s->empty_since_ns = kp__pool_now(pool);
 	kp__pagemap_set(&pool->os, s, KP_SEG_SIZE, s);
-	pthread_mutex_lock(&pool->lock);
+	kp__pool_lock(pool);
 	pool->capacity += KP_SEG_SIZE;
 	seg_link(pool, s);
 	pthread_mutex_unlock(&pool->lock);

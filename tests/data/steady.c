@@ -1,7 +1,10 @@
 /*
  * steady.c - the allocation path in steady state, for tests/test_c_suite.py.
  *
- * Warms a fixed working set up, writes a begin marker with write(2), runs a
+ * Warms a fixed working set up until the daemon has settled (no grow or
+ * shrink of the pool for SETTLE_MS: the warm-up's fast start raised its
+ * measured rate, and the headroom it grew for that is given back after
+ * decay_ms), writes a begin marker with write(2), runs a
  * million alloc/free operations on the same working set, writes an end
  * marker, then prints the pool's allocation-path system-call counts before
  * and after the loop. Run under `strace -f`, the allocating thread must make
@@ -15,7 +18,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
+
+/* Steady means the daemon has nothing left to adapt: no grow or shrink for
+ * this long (over two default decay_ms), checked every 50,000 operations. */
+#define SETTLE_MS 2500
+/* A daemon that never settles is a failure of its own, not a reason to wait
+ * for ever. */
+#define SETTLE_MAX_MS 15000
 
 #define SLOTS 1000
 
@@ -41,6 +52,25 @@ static size_t slot_size(unsigned i)
 	if (i % 8 == 0)
 		return 1024 + (size_t)(r % 15000);
 	return (size_t)(r % 1024);
+}
+
+static long long now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* grows + shrinks of the pool, from the stats JSON ("pool grows/shrinks"). */
+static long long pool_changes(kp_pool *pool)
+{
+	static char buf[16384];
+	if (kp_stats_json(pool, buf, sizeof buf) >= (int)sizeof buf)
+		return -1;
+	const char *g = strstr(buf, "\"grows\":"), *s = strstr(buf, "\"shrinks\":");
+	if (g == NULL || s == NULL)
+		return -1;
+	return strtoll(g + 8, NULL, 10) + strtoll(s + 10, NULL, 10);
 }
 
 /* The sum of the five kinds of syscalls.alloc in the stats JSON. */
@@ -80,6 +110,25 @@ int main(int argc, char **argv)
 		kp_free(pool, slot[i]);
 		slot[i] = kp_alloc(pool, slot_size(i), 0);
 	}
+	long long start = now_ms(), quiet_since = start, changes = pool_changes(pool);
+	while (now_ms() - quiet_since < SETTLE_MS) {
+		if (now_ms() - start > SETTLE_MAX_MS) {
+			fprintf(stderr, "the daemon did not settle within %d ms (grows+shrinks %lld)\n", SETTLE_MAX_MS,
+				pool_changes(pool));
+			return 3;
+		}
+		for (int op = 0; op < 50000; op++) {
+			unsigned i = (unsigned)(rng_next(&rng) % SLOTS);
+			kp_free(pool, slot[i]);
+			slot[i] = kp_alloc(pool, slot_size(i), 0);
+		}
+		long long c = pool_changes(pool);
+		if (c != changes) {
+			changes = c;
+			quiet_since = now_ms();
+		}
+	}
+	printf("settled_ms=%lld\n", now_ms() - start);
 	long long before = alloc_syscalls(pool);
 	long nulls = 0;
 	if (write(1, BEGIN, sizeof BEGIN - 1) < 0)
