@@ -339,7 +339,11 @@ def _report(args: argparse.Namespace, rest: list[str]) -> int:
         raise UsageError(f"no reports folder {reports} (give the folder of the runs with --reports DIR)")
     if not reports.is_dir():
         raise UsageError(f"--reports {reports} is not a folder")
-    output.result(str(write_index(reports)))
+    warnings: list[str] = []
+    index = write_index(reports, warnings)
+    for warning in warnings:
+        output.warn(warning)
+    output.result(str(index))
     return 0
 
 

@@ -4,9 +4,11 @@ drawn as inline SVG."""
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Collection, Mapping, Sequence
 from html import escape
+from urllib.parse import quote
 
 from harness.report import trends
 from harness.report.model import PERCENTILES, Latency, RunReport, Slo, WorkloadResult
@@ -31,6 +33,19 @@ th { background: #f2f2f2; } .bad { color: #b00; font-weight: bold; } .good { col
 svg { background: #fff; border: 1px solid #ddd; margin: .5em 1em .5em 0; }
 .muted { color: #777; font-size: .85em; } .nodata { color: #777; font-style: italic; }
 """
+
+
+def href(path: str) -> str:
+    """A relative link to `path` (a run folder's name, a file): percent-encoded from the name's bytes, so
+    that a name that is not UTF-8 still reaches its folder, and a name such as "javascript:..." is a path,
+    never a scheme; then escaped for the attribute."""
+    try:
+        raw = os.fsencode(path)
+    except UnicodeEncodeError:  # a lone surrogate from JSON text: no file has that name
+        raw = path.encode("utf-8", "backslashreplace")
+    if raw.startswith(b"//"):  # "//host/...": a link to another host, not a path
+        raw = b"/" + raw.lstrip(b"/")
+    return escape(quote(raw, safe="/"))
 
 
 def _fmt_ns(v: float) -> str:
@@ -297,7 +312,7 @@ def run_page(r: RunReport) -> str:
                     escape(c.source),
                     f"<code>{escape(c.reproducer)}</code>"  # a workload crash's replay command
                     if " " in c.reproducer
-                    else f"<a href='{escape(c.reproducer)}'>{escape(c.reproducer.rsplit('/', 1)[-1])}</a>"
+                    else f"<a href='{href(c.reproducer)}'>{escape(c.reproducer.rsplit('/', 1)[-1])}</a>"
                     if c.reproducer
                     else "",
                 )
@@ -512,13 +527,13 @@ def _count(n: int | None, bad: bool = False) -> str:
     return f"<span class='bad'>{n}</span>" if bad and n else str(n)
 
 
-def nights_section(nights: Sequence[trends.Night], with_db: bool) -> str:
+def nights_section(nights: Sequence[trends.Night], with_db: bool, db_problem: str = "") -> str:
     """Per night (run), newest first: new, known, fixed and flaky signatures, coverage, p99 per workload."""
     keys = sorted({k for n in nights for k in n.p99_ns})
     head = ["night", "started", "new", "known", "fixed", "flaky", "coverage", *(f"p99 {k}" for k in keys)]
     rows = [
         [
-            f"<a href='{escape(n.run_id)}/index.html'>{escape(n.run_id)}</a>",
+            f"<a href='{href(n.run_id)}/index.html'>{escape(n.run_id)}</a>",
             _when(n.started),
             _count(n.new, bad=True),
             _count(n.known),
@@ -534,10 +549,13 @@ def nights_section(nights: Sequence[trends.Night], with_db: bool) -> str:
         "after a night away, or replays only sometimes; fixed: seen the night before, not since. "
         f"p99 of {trends.P99_OP} per workload."
         if with_db
+        else f"crash database unreadable ({db_problem}): each night's own record of its crashes (fixed and "
+        "flaky unknown)."
+        if db_problem
         else "no crash database in this reports folder: each night's own record of its crashes (fixed and "
         "flaky unknown)."
     )
-    return f"<h2>Nights</h2><p class='muted'>{how}</p>" + _table(head, rows, "nights")
+    return f"<h2>Nights</h2><p class='muted'>{escape(how)}</p>" + _table(head, rows, "nights")
 
 
 def signatures_section(found: Sequence[trends.SignatureHistory]) -> str:
@@ -573,7 +591,9 @@ def signature_page(h: trends.SignatureHistory) -> str:
     rows = []
     for s in h.sightings:
         run = escape(s.run_id)
-        link = f"<a href='../{run}/index.html'>{run}</a>" if s.in_index else run
+        link = f"<a href='../{href(s.run_id)}/index.html'>{run}</a>" if s.in_index else run
+        if s.through:  # several runs in a row
+            link += f" … {escape(s.through)} ({s.runs} runs)"
         state = s.state or "-"
         if s.occurrences:
             state += f" ({s.occurrences} crash{'es' if s.occurrences > 1 else ''})"
@@ -600,15 +620,17 @@ def index_page(
     runs: Sequence[RunReport],
     unrecorded: Sequence[tuple[str, float, str]] = (),
     found: Sequence[trends.SignatureHistory] | None = None,
+    db_problem: str = "",
 ) -> str:
     """All runs, newest first, with trends: per night the signatures new, known, fixed and flaky, the
     coverage and the p99 per workload (trends.py; `found` the signatures' histories, None without a crash
     database), p99 and crashes per run plotted, and the signatures with links to their pages.
-    `unrecorded` are the run folders without a readable record (name, time, why), listed among the runs."""
+    `unrecorded` are the run folders without a readable record (name, time, why), listed among the runs;
+    `db_problem` why the crash database could not be read, if it could not."""
     parts = [
         f"<!doctype html><html><head><meta charset='utf-8'><title>kpool runs</title><style>{CSS}</style></head><body>",
         f"<h1>kpool runs ({len(runs)})</h1>",
-        nights_section(trends.nights(runs, found), found is not None),
+        nights_section(trends.nights(runs, found), found is not None, db_problem),
     ]
     if unrecorded:
         parts.append(f"<p>{len(unrecorded)} run folder(s) without a record: see the table below.</p>")
@@ -685,7 +707,7 @@ def index_page(
         (
             r.started,
             (
-                f"<a href='{escape(r.run_id)}/index.html'>{escape(r.run_id)}</a>",
+                f"<a href='{href(r.run_id)}/index.html'>{escape(r.run_id)}</a>",
                 time.strftime("%Y-%m-%d %H:%M", time.localtime(r.started)),
                 escape(r.revision),
                 str(len(r.workloads)),

@@ -7,10 +7,14 @@ any log-linear histogram the C driver produces converts without loss of its reso
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import os
 import platform
 import subprocess
 import time
+import types
+import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -272,3 +276,65 @@ def environment() -> dict[str, Any]:
         "load": list(os.getloadavg()),
         "python": platform.python_version(),
     }
+
+
+@functools.cache
+def _shape(expected: Any) -> tuple[Any, tuple[Any, ...], tuple[tuple[str, Any], ...] | None]:
+    """A type's origin, its arguments and, for a dataclass, its fields with their types (worked out once
+    per type: a record has thousands of values of a handful of types)."""
+    if dataclasses.is_dataclass(expected) and isinstance(expected, type):
+        hints = typing.get_type_hints(expected)
+        return None, (), tuple((f.name, hints[f.name]) for f in dataclasses.fields(expected))
+    return typing.get_origin(expected), typing.get_args(expected), None
+
+
+def type_problem(value: object, expected: Any = RunReport, where: str = "") -> str:
+    """What in a record read back (RunReport.from_dict of a summary.json) has the wrong type, as
+    "workloads[0].latency: 'x' (expected a list)"; "" when every field has its declared type. from_dict
+    takes what the file holds; a file edited by hand, or damaged, can hold a string where a number goes,
+    and the pages would fail on it far from the cause."""
+    if expected is Any:
+        return ""
+    if expected is str:  # the common cases first
+        ok = isinstance(value, str)
+    elif expected is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif expected is float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+    elif expected is bool:
+        ok = isinstance(value, bool)
+    else:
+        return _composite_problem(value, expected, where)
+    name = getattr(expected, "__name__", str(expected))
+    return "" if ok else f"{where or 'the record'}: {value!r:.40} (expected {name})"
+
+
+def _composite_problem(value: object, expected: Any, where: str) -> str:
+    origin, args, fields = _shape(expected)
+    label = where or "the record"
+    if fields is not None:
+        if not isinstance(value, expected):
+            return f"{label}: {value!r:.40} (expected {expected.__name__})"
+        for name, tp in fields:
+            found = type_problem(getattr(value, name), tp, f"{where}.{name}" if where else name)
+            if found:
+                return found
+        return ""
+    if origin is list:
+        if not isinstance(value, list):
+            return f"{label}: {value!r:.40} (expected a list)"
+        return next((p for i, v in enumerate(value) if (p := type_problem(v, args[0], f"{where}[{i}]"))), "")
+    if origin is tuple:
+        if not isinstance(value, tuple | list) or len(value) != len(args):
+            return f"{label}: {value!r:.40} (expected {len(args)} values)"
+        pairs = enumerate(zip(value, args, strict=True))
+        return next((p for i, (v, t) in pairs if (p := type_problem(v, t, f"{where}[{i}]"))), "")
+    if origin is dict:
+        return "" if isinstance(value, dict) else f"{label}: {value!r:.40} (expected an object)"
+    if origin in (typing.Union, types.UnionType):
+        if any(not type_problem(value, t, where) for t in args):
+            return ""
+        return f"{label}: {value!r:.40} (expected {expected})"
+    if expected is type(None):
+        return "" if value is None else f"{label}: {value!r:.40} (expected null)"
+    return "" if isinstance(value, expected) else f"{label}: {value!r:.40} (expected {expected})"

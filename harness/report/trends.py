@@ -18,9 +18,11 @@ fixed and flaky are unknown (None).
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 
 from harness.report.model import Latency, RunReport, WorkloadResult
 from harness.triage.db import FLAKY, NEW, CrashDB, Occurrence, SignatureRow
@@ -34,14 +36,18 @@ P99_OP = "alloc"
 
 @dataclass(frozen=True)
 class Sighting:
-    """One run in a signature's history."""
+    """One run in a signature's history; or, for runs in a row where it was not seen, all of them
+    (run_id the first, `through` the last, `runs` how many): a history stays as long as its events, not
+    as long as the index."""
 
     run_id: str
     started: float  # the run's start (its record's), else the time of the signature's first occurrence in it
     in_index: bool  # the run has a record (a page of its own)
     occurrences: int  # 0: not seen in this run
     sources: tuple[str, ...]
-    state: str  # new, known, flaky, fixed, "not seen", or "" before the signature was first seen
+    state: str  # new, known, flaky, fixed, "not seen"
+    through: str = ""  # the last of several runs in a row where it was not seen
+    runs: int = 1
 
 
 @dataclass(frozen=True)
@@ -49,8 +55,12 @@ class SignatureHistory:
     row: SignatureRow
     sightings: list[Sighting]
 
+    @cached_property
+    def _states(self) -> dict[str, str]:
+        return {s.run_id: s.state for s in self.sightings}
+
     def state(self, run_id: str) -> str:
-        return next((s.state for s in self.sightings if s.run_id == run_id), "")
+        return self._states.get(run_id, "")
 
 
 @dataclass(frozen=True)
@@ -83,42 +93,69 @@ def _epoch(iso: str) -> float:
 def history(
     row: SignatureRow, occurrences: Sequence[Occurrence], runs: Sequence[RunReport]
 ) -> SignatureHistory:
-    """A signature's history over the runs of the index and the other runs it was seen in."""
+    """A signature's history over the runs of the index and the other runs it was seen in, from its first
+    sighting on (before it, it has none)."""
+    return _history(row, occurrences, sorted((r.started, r.run_id) for r in runs))
+
+
+def _history(
+    row: SignatureRow, occurrences: Sequence[Occurrence], indexed: Sequence[tuple[float, str]]
+) -> SignatureHistory:
+    """history() with the index's runs given as (start, run id), sorted once for all signatures."""
     seen: dict[str, list[Occurrence]] = {}
     for o in occurrences:
         seen.setdefault(o.run_id, []).append(o)
-    indexed = {r.run_id: r.started for r in runs}
-    timeline = sorted(
-        {**{rid: min(_epoch(o.time) for o in occ) for rid, occ in seen.items()}, **indexed}.items(),
-        key=lambda kv: kv[1],
-    )
-    last_seen = max((i for i, (rid, _) in enumerate(timeline) if rid in seen), default=-1)
+    if not seen:
+        return SignatureHistory(row, [])
+    in_index = {rid for _, rid in indexed}
+    first_time = {rid: min(_epoch(o.time) for o in occ) for rid, occ in seen.items()}
+    starts = {rid: t for t, rid in indexed}
+    own = sorted((starts.get(rid, t), rid) for rid, t in first_time.items())
+    # the timeline: the index's runs from the first sighting on, and the runs it was seen in
+    begin = bisect.bisect_left(indexed, own[0])
+    timeline = sorted({(t, rid) for t, rid in indexed[begin:]} | set(own))
+    last_seen = max(i for i, (_, rid) in enumerate(timeline) if rid in seen)
     out: list[Sighting] = []
-    was_seen = missed = False  # seen in an earlier run; not seen in an indexed run since it was
-    for i, (rid, when) in enumerate(timeline):
+    gap: list[tuple[float, str]] = []  # runs in a row where it was not seen, not yet in `out`
+
+    def flush() -> None:
+        if gap:
+            (t, first), last = gap[0], gap[-1][1]
+            out.append(
+                Sighting(first, t, first in in_index, 0, (), NOT_SEEN, last if len(gap) > 1 else "", len(gap))
+            )
+            gap.clear()
+
+    missed = False  # not seen in an indexed run since it was last seen
+    for i, (when, rid) in enumerate(timeline):
         occ = seen.get(rid, [])
         if occ:
-            if not was_seen or (row.status == NEW and row.new_run == rid):
+            flush()
+            if not out or (row.status == NEW and row.new_run == rid):
                 state = NEW_STATE
             elif missed or row.status == FLAKY:
                 state = FLAKY_STATE
             else:
                 state = KNOWN_STATE
-            was_seen, missed = True, False
-        elif not was_seen:
-            state = ""
-        else:
-            state = FIXED_STATE if i - 1 == last_seen else NOT_SEEN
+            missed = False
+            sources = tuple(dict.fromkeys(o.source for o in occ))
+            out.append(Sighting(rid, when, rid in in_index, len(occ), sources, state))
+        elif i - 1 == last_seen:
+            out.append(Sighting(rid, when, rid in in_index, 0, (), FIXED_STATE))
             missed = True
-        sources = tuple(dict.fromkeys(o.source for o in occ))
-        out.append(Sighting(rid, when, rid in indexed, len(occ), sources, state))
+        else:
+            gap.append((when, rid))
+            missed = True
+    flush()
     return SignatureHistory(row, out)
 
 
 def histories(db: CrashDB | None, runs: Sequence[RunReport]) -> list[SignatureHistory]:
     if db is None:
         return []
-    return [history(row, db.occurrences(row.id), runs) for row in db.signatures()]
+    indexed = sorted((r.started, r.run_id) for r in runs)
+    by_signature = db.occurrences_by_signature()
+    return [_history(row, by_signature.get(row.id, []), indexed) for row in db.signatures()]
 
 
 def nights(runs: Sequence[RunReport], found: Sequence[SignatureHistory] | None) -> list[Night]:

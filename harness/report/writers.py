@@ -14,10 +14,11 @@ from pathlib import Path
 
 from hdrh.histogram import HdrHistogram
 
+from harness.errors import KpoolError
 from harness.report import html, sarif, trends
-from harness.report.model import Latency, RunReport
+from harness.report.model import Latency, RunReport, type_problem
 from harness.triage import record
-from harness.triage.db import CrashDB, CrashDBError, MissingCrashDB
+from harness.triage.db import CrashDB, MissingCrashDB
 
 # HdrHistogram range: 1 ns to 1 hour, 3 significant digits (0.1% error, within the driver's 1%).
 HDR_LOWEST_NS, HDR_HIGHEST_NS, HDR_DIGITS = 1, 3_600_000_000_000, 3
@@ -34,7 +35,9 @@ def _atomic_write(path: Path, text: str) -> None:
     tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
     try:
-        with os.fdopen(fd, "w") as f:
+        # backslashreplace: a name that is not UTF-8 (a folder's, a lone surrogate in a record) is shown
+        # escaped rather than failing the page
+        with os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace") as f:
             f.write(text)
         tmp.replace(path)
     except BaseException:
@@ -147,9 +150,8 @@ def _scan(root: Path) -> tuple[list[RunReport], list[tuple[str, float, str]]]:
     for folder in folders:
         if folder.name.startswith(".") or folder.name in NOT_RUNS:
             continue
-        summary = folder / "summary.json"
         try:
-            runs.append(RunReport.from_dict(json.loads(summary.read_text())))
+            runs.append(read_summary(folder / "summary.json"))
             continue
         except FileNotFoundError:
             if (folder / "stress.json").exists():
@@ -158,30 +160,122 @@ def _scan(root: Path) -> tuple[list[RunReport], list[tuple[str, float, str]]]:
                 why = "kpool fuzz run: fuzz.json, no report record"
             else:
                 why = "no record (interrupted or failed run)"
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            # a damaged or foreign file does not hide the other runs
-            why = f"record unreadable: summary.json ({type(e).__name__})"
-        unrecorded.append((folder.name, folder.stat().st_mtime, why))
+        except UnreadableSummary as e:  # a damaged or foreign file does not hide the other runs
+            why = f"record unreadable: summary.json {e}"
+        try:
+            when = folder.stat().st_mtime
+        except OSError:  # gone meanwhile
+            continue
+        unrecorded.append((folder.name, when, why))
     return runs, unrecorded
 
 
-def _crash_db(root: Path) -> CrashDB | None:
-    """The reports folder's crash database, None when there is none (or it is not one kpool can read)."""
+def _builds(data: dict[str, object]) -> bool:
     try:
-        return CrashDB.open(root / record.DB_NAME)
-    except CrashDBError:  # MissingCrashDB too
-        return None
+        RunReport.from_dict(data)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return False
+    return True
 
 
-def write_index(root: Path) -> Path:
+# Values that stand in for a field while looking for the one that breaks an item: one of them has the
+# field's type.
+_NEUTRAL: tuple[object, ...] = ([], "", 0, {})
+
+
+def _locate(data: dict[str, object]) -> str:
+    """Where from_dict failed, as " in workloads[0].latency": the first top-level field that fails alone,
+    its first item that fails alone, and the item's field that, replaced by an empty value, mends it."""
+    base: dict[str, object] = {"run_id": "x"}
+    for key, value in data.items():
+        if _builds({**base, key: value}):
+            continue
+        if not isinstance(value, list):
+            return f" in {key}"
+        for i, item in enumerate(value):
+            if _builds({**base, key: [item]}):
+                continue
+            if isinstance(item, dict):
+                for field in item:
+                    if any(_builds({**base, key: [{**item, field: v}]}) for v in _NEUTRAL):
+                        return f" in {key}[{i}].{field}"
+            return f" in {key}[{i}]"
+        return f" in {key}"
+    return ""
+
+
+class UnreadableSummary(ValueError):
+    """A summary.json that is no run record: the message says what is wrong with it."""
+
+
+# The tail of a reason quoted from a parser's message.
+WHY_MAX = 160
+
+
+def read_summary(path: Path) -> RunReport:
+    """A run's record; FileNotFoundError when there is none, UnreadableSummary naming what is wrong (not
+    JSON, not an object, a field missing or of the wrong type)."""
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise
+    except UnicodeDecodeError as e:
+        raise UnreadableSummary(f"is not UTF-8 text (byte {e.start})") from e
+    except OSError as e:
+        raise UnreadableSummary(f"cannot be read ({e.strerror or e})") from e
+    try:
+        data = json.loads(text)
+    except ValueError as e:  # JSONDecodeError, and a number too long to convert
+        raise UnreadableSummary(f"is not JSON ({str(e)[:WHY_MAX]})") from e
+    if not isinstance(data, dict):
+        raise UnreadableSummary(f"is not a JSON object (a {type(data).__name__})")
+    try:
+        report = RunReport.from_dict(data)
+    except KeyError as e:
+        raise UnreadableSummary(f"lacks the field {e}") from e
+    except (TypeError, ValueError, AttributeError) as e:
+        where = _locate(data)
+        raise UnreadableSummary(f"has a field of the wrong shape{where} ({str(e)[:WHY_MAX]})") from e
+    problem = type_problem(report)
+    if problem:
+        raise UnreadableSummary(f"has a field of the wrong type: {problem}")
+    return report
+
+
+# How long the index waits for another process's lock on the crash database. A writer holds it for a
+# millisecond or so (db.py), so two seconds is a stuck one; the index is then written without it.
+REPORT_LOCK_WAIT_MS = 2000
+
+
+def _crash_db(root: Path) -> tuple[CrashDB | None, str]:
+    """The reports folder's crash database, None when there is none; and, when there is a file that
+    cannot be read (damaged, of a newer schema, locked), why."""
+    try:
+        return CrashDB.open(root / record.DB_NAME, busy_timeout_ms=REPORT_LOCK_WAIT_MS), ""
+    except MissingCrashDB:
+        return None, ""
+    except KpoolError as e:  # CrashDBError, LockedCrashDB, and an open that failed
+        return None, str(e)
+
+
+def write_index(root: Path, warnings: list[str] | None = None) -> Path:
     """reports/index.html (the runs, and the trends per night) and a page per crash signature
-    (reports/signatures/<hash>.html, its history across the runs)."""
+    (reports/signatures/<hash>.html, its history across the runs). A crash database that cannot be read
+    leaves the signatures out (and the file as it is), says why on the page and appends it to
+    `warnings`."""
     path = root / "index.html"
     runs, unrecorded = _scan(root)
     runs.sort(key=lambda r: r.started)
-    db = _crash_db(root)
-    found = trends.histories(db, runs) if db is not None else None
+    db, problem = _crash_db(root)
+    found = None
+    if db is not None:
+        try:
+            found = trends.histories(db, runs)
+        except KpoolError as e:  # damage past the file's first pages, found while reading
+            problem = str(e)
+    if problem and warnings is not None:
+        warnings.append(f"crash database unreadable, the index is written without it: {problem}")
     for h in found or ():
         _atomic_write(root / SIGNATURES / f"{h.row.hash}.html", html.signature_page(h))
-    _atomic_write(path, html.index_page(runs, unrecorded, found))
+    _atomic_write(path, html.index_page(runs, unrecorded, found, db_problem=problem))
     return path

@@ -31,7 +31,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from harness import paths
 from harness.errors import KpoolError, UsageError
@@ -90,6 +90,30 @@ CREATE INDEX IF NOT EXISTS occurrences_by_signature ON occurrences(signature_id,
 T = TypeVar("T")
 
 
+def _columns() -> dict[str, dict[str, str]]:
+    """The columns of each table of _SCHEMA: {table: {column: its declaration}}."""
+    out: dict[str, dict[str, str]] = {}
+    for block in _SCHEMA.split(";"):
+        head, _, body = block.partition("(")
+        if "CREATE TABLE" not in head:
+            continue
+        table = head.split()[-1]
+        lines = [ln.strip().rstrip(",") for ln in body.rsplit(")", 1)[0].splitlines()]
+        out[table] = {ln.split()[0]: " ".join(ln.split()[1:]) for ln in lines if ln}
+    return out
+
+
+COLUMNS = _columns()
+
+
+def _addable(decl: str) -> bool:
+    """Whether an older database without this column can have it added (ALTER TABLE ADD COLUMN): it may
+    be NULL or has a default, and is no key."""
+    return (
+        "PRIMARY KEY" not in decl and "UNIQUE" not in decl and ("NOT NULL" not in decl or "DEFAULT" in decl)
+    )
+
+
 @dataclass(frozen=True)
 class SignatureRow:
     id: int
@@ -138,6 +162,10 @@ class CrashDBError(UsageError):
     schema. A usage error (exit 2): the --db argument names the wrong file."""
 
 
+class LockedCrashDB(KpoolError):
+    """Another process holds the crash database locked for longer than the reader would wait."""
+
+
 class MissingCrashDB(CrashDBError):
     """A reader found no crash database at the path (or an empty file): nothing was recorded there."""
 
@@ -154,9 +182,13 @@ class CrashDB:
     """`CrashDB(path)` for a writer: creates the database (and its folder) if needed. `CrashDB.open(path)`
     for a reader: creates nothing. Either raises CrashDBError if the file is not a crash database."""
 
-    def __init__(self, path: Path | str = DEFAULT_PATH, *, create: bool = True) -> None:
+    def __init__(
+        self, path: Path | str = DEFAULT_PATH, *, create: bool = True, busy_timeout_ms: int = BUSY_TIMEOUT_MS
+    ) -> None:
         self.path = Path(path)
         self._create = create
+        self._busy_ms = busy_timeout_ms
+        self._missing: dict[str, set[str]] = {}  # columns of an older schema this file lacks
         if create:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._write(self._create_schema, schema=True)
@@ -166,13 +198,21 @@ class CrashDB:
         if not self.path.is_file():
             raise CrashDBError(f"{self.path} is not a kpool crash database (not a file)")
         with self._connect() as conn:
-            if not self._check(conn):
+            try:
+                found = self._check(conn)
+            except sqlite3.OperationalError as exc:  # locked or busy
+                raise LockedCrashDB(
+                    f"crash database {self.path} is locked by another process"
+                    f" (waited {self._busy_ms / 1000:g} s): {exc}"
+                ) from exc
+            if not found:
                 raise MissingCrashDB(f"{self.path} is an empty database: no crashes recorded")
 
     @classmethod
-    def open(cls, path: Path | str = DEFAULT_PATH) -> CrashDB:
-        """An existing crash database, for reading (replay and recheck still store their results)."""
-        return cls(path, create=False)
+    def open(cls, path: Path | str = DEFAULT_PATH, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> CrashDB:
+        """An existing crash database, for reading (replay and recheck still store their results).
+        `busy_timeout_ms`: how long to wait for another process's lock (LockedCrashDB after)."""
+        return cls(path, create=False, busy_timeout_ms=busy_timeout_ms)
 
     # ---- plumbing ------------------------------------------------------------------------------------
 
@@ -196,6 +236,17 @@ class CrashDB:
         if not tables >= _TABLES:
             names = ", ".join(sorted(tables)) or "none"
             raise CrashDBError(f"{self.path} is not a kpool crash database (its tables: {names})")
+        self._missing = {}
+        for table, columns in COLUMNS.items():
+            have = {str(r[1]) for r in conn.execute(f"PRAGMA table_info({table})")}
+            lacking = set(columns) - have
+            required = sorted(c for c in lacking if not _addable(columns[c]))
+            if required:
+                raise CrashDBError(
+                    f"{self.path} is not a kpool crash database (table {table} lacks {', '.join(required)})"
+                )
+            if lacking:
+                self._missing[table] = lacking
         return True
 
     def _create_schema(self, db: sqlite3.Connection) -> None:
@@ -203,7 +254,17 @@ class CrashDB:
         for statement in _SCHEMA.split(";"):
             if statement.strip():
                 db.execute(statement)
+        self._add_missing(db)
         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def _add_missing(self, db: sqlite3.Connection) -> None:
+        """A database of an older schema, about to be written: the columns it lacks added (their
+        declarations allow it: NULL or a default), so that the write does not fail on them."""
+        for table, lacking in self._missing.items():
+            have = {str(r[1]) for r in db.execute(f"PRAGMA table_info({table})")}
+            for column in sorted(lacking - have):
+                db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {COLUMNS[table][column]}")
+        self._missing = {}
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -211,12 +272,12 @@ class CrashDB:
         target = self.path if self._create else f"{self.path.resolve().as_uri()}?mode=rw"
         try:
             conn = sqlite3.connect(
-                target, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, uri=not self._create
+                target, timeout=self._busy_ms / 1000, isolation_level=None, uri=not self._create
             )
         except sqlite3.Error as exc:
             raise KpoolError(f"cannot open the crash database {self.path}: {exc}") from exc
         try:
-            conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            conn.execute(f"PRAGMA busy_timeout={self._busy_ms}")
             conn.row_factory = sqlite3.Row
             yield conn
         finally:
@@ -233,6 +294,7 @@ class CrashDB:
                         conn.execute("PRAGMA journal_mode=WAL")
                     conn.execute("BEGIN IMMEDIATE")
                     try:
+                        self._add_missing(conn)
                         result = body(conn)
                         if conn.in_transaction:
                             conn.execute("COMMIT")
@@ -369,6 +431,13 @@ class CrashDB:
         rows = self._read("SELECT * FROM occurrences WHERE signature_id = ? ORDER BY id", (sig_id,))
         return [_occurrence(r) for r in rows]
 
+    def occurrences_by_signature(self) -> dict[int, list[Occurrence]]:
+        """Every occurrence, by signature id (one query, for a report of all signatures)."""
+        out: dict[int, list[Occurrence]] = {}
+        for r in self._read("SELECT * FROM occurrences ORDER BY id"):
+            out.setdefault(int(r["signature_id"]), []).append(_occurrence(r))
+        return out
+
     def count_occurrences(self) -> int:
         return int(self._read("SELECT count(*) FROM occurrences")[0][0])
 
@@ -398,24 +467,29 @@ class CrashDB:
         return [_signature(r) for r in rows]
 
 
+def _get(r: sqlite3.Row, column: str, default: object = None) -> Any:
+    """A column of a row; `default` for a column an older database does not have."""
+    return r[column] if column in r.keys() else default  # noqa: SIM118 (`in r` looks at the values)
+
+
 def _signature(r: sqlite3.Row) -> SignatureRow:
     return SignatureRow(
         id=int(r["id"]),
         hash=r["hash"],
         title=r["title"],
         kind=r["kind"],
-        detail=r["detail"],
-        frames=tuple(json.loads(r["frames"])),
+        detail=_get(r, "detail", ""),
+        frames=tuple(json.loads(_get(r, "frames", "[]"))),
         first_seen=r["first_seen"],
         last_seen=r["last_seen"],
-        count=int(r["count"]),
-        runs=int(r["runs"]),
+        count=int(_get(r, "count", 0)),
+        runs=int(_get(r, "runs", 0)),
         status=r["status"],
         new_run=r["new_run"],
-        repro_rate=r["repro_rate"],
-        repro_runs=r["repro_runs"],
-        checked_at=r["checked_at"],
-        min_reproducer=Reproducer.from_json(r["min_reproducer"]) if r["min_reproducer"] else None,
+        repro_rate=_get(r, "repro_rate"),
+        repro_runs=_get(r, "repro_runs"),
+        checked_at=_get(r, "checked_at"),
+        min_reproducer=Reproducer.from_json(m) if (m := _get(r, "min_reproducer")) else None,
     )
 
 
@@ -426,8 +500,8 @@ def _occurrence(r: sqlite3.Row) -> Occurrence:
         run_id=r["run_id"],
         time=r["time"],
         source=r["source"],
-        returncode=r["returncode"],
-        reproducer=Reproducer.from_json(r["reproducer"]) if r["reproducer"] else None,
+        returncode=_get(r, "returncode"),
+        reproducer=Reproducer.from_json(rep) if (rep := _get(r, "reproducer")) else None,
         text=r["text"],
-        text_path=r["text_path"],
+        text_path=_get(r, "text_path"),
     )
