@@ -64,6 +64,10 @@ def packaged_library() -> Path:
     found = [p for p in (PACKAGED_LIB, variant_path("release")) if p.is_file()]
     if found:
         return max(found, key=lambda p: p.stat().st_mtime)  # max() keeps the first on a tie
+    if paths.checkout() is not None:
+        # A checkout nothing was built in yet (a fresh clone run with `python3 -m harness.cli`): every
+        # command needs the release library, if only to check a workload's pool settings.
+        return build("release")
     raise BuildError(
         f"libkpool.so not found (looked for {PACKAGED_LIB}); run `pip install -e .` or `kpool build`"
     )

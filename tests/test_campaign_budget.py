@@ -211,3 +211,28 @@ def test_the_campaign_plans_sanitizer_checks(tmp_path: Path, monkeypatch: pytest
         "stress:steady-small@tsan",
     ]
     assert built == [["asan", "tsan"]]
+
+
+def test_builds_that_take_the_whole_budget_are_said_plainly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A fresh clone's first campaign on a short budget spent it all on builds and printed "14 jobs
+    in -2s of the 20s budget" (session 5): the time left is never negative, and a warning says why
+    nothing ran and what to do."""
+    clock = iter([0.0, *([1000.0] * 1000)])
+
+    class FakeTime:
+        @staticmethod
+        def monotonic() -> float:
+            return next(clock)
+
+    monkeypatch.setattr(command, "time", FakeTime)
+    monkeypatch.setattr(command, "build_variants", lambda *a, **k: None)
+    rc = command.main(
+        ["--budget", "20s", "--targets", "", "--programs", "", "--reports", str(tmp_path),
+         "--workloads", str(command.paths.workloads() / "steady-small.yaml")]
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    assert rc in (0, 1), err
+    assert "no job can start" in err, err
+    assert "in -" not in err, err

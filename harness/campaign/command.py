@@ -272,6 +272,12 @@ def main(argv: Sequence[str]) -> int:
         sanitizer = checks(budget, slots, workloads)
         build_variants(targets, args.plant, sorted({v for _, v in sanitizer}) if executor is None else ())
         left = budget - (time.monotonic() - t0)
+        if left <= 0:
+            output.warn(
+                f"the builds took {time.monotonic() - t0:.0f}s, the whole {budget:.0f}s budget: no job can "
+                "start (the builds are kept, so the next run starts at once; or give a longer --budget)"
+            )
+            left = 0.0
         c = plan(run_id, run_dir, left, slots, args.plant, targets, workloads, programs, sanitizer)
         c.budget_s = budget
         c.save(run_dir)
