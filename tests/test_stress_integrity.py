@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shlex
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -87,3 +88,41 @@ def test_kpool_stress_prints_the_integrity_crash_with_its_reproduce_line(
     assert code == 1
     assert "worker 0 integrity: " in err and "reproduce: " in err, err
     assert "kpool triage" in err and "1 crash(es) recorded" in err, err
+
+
+# ---- the reproduce line's own command line, given bad arguments ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "named"),
+    [
+        ([], "usage"),
+        (["--bogus"], "--bogus"),
+        (["/nonexistent/kpdrive"], "/nonexistent/kpdrive"),
+        (["/"], "/"),  # a folder
+        (["/etc/hostname"], "/etc/hostname"),  # not executable
+        (["true"], "no result"),  # runs, but is no kpdrive
+    ],
+)
+def test_the_reproduce_module_given_bad_arguments_says_what_and_exits_2(argv: list[str], named: str) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", integrity.MODULE, *argv],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    assert "Traceback" not in proc.stderr
+    assert named in proc.stderr, proc.stderr
+
+
+def test_the_reproduce_module_has_help() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", integrity.MODULE, "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0 and "KPDRIVE" in proc.stdout, proc

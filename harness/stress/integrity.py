@@ -11,10 +11,13 @@ same way (harness/triage/patterns.py, rule "integrity"). Without damage it exits
 from __future__ import annotations
 
 import json
+import os
 import shlex
+import shutil
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from harness import output
@@ -99,12 +102,44 @@ def reproduce_argv(cmd: Sequence[str]) -> list[str]:
     return [sys.executable, "-m", MODULE, *cmd]
 
 
+USAGE = f"usage: python -m {MODULE} KPDRIVE [PROGRAM] [KEY=VALUE ...]"
+HELP = f"""{USAGE}
+
+Run a stress worker's kpdrive command (the reproduce line of an integrity crash record), pass its result
+on, print the integrity errors in it and exit 1 when there are any; else kpdrive's own exit status.
+Exit 2: bad arguments (KPDRIVE missing, not a program, or no kpdrive: it wrote no result)."""
+EXIT_USAGE = 2
+
+
+def _usage_problem(argv: Sequence[str]) -> str:
+    """What is wrong with the command line, "" when it can be run."""
+    if not argv:
+        return USAGE
+    program = argv[0]
+    if program.startswith("-"):
+        return f"unknown option {program!r}: the first argument is the kpdrive program ({USAGE})"
+    found = shutil.which(program) if "/" not in program else program
+    if found is None or not Path(found).exists():
+        return f"KPDRIVE {program!r}: no such program"
+    if Path(found).is_dir() or not os.access(found, os.X_OK):
+        return f"KPDRIVE {program!r} is not an executable program"
+    return ""
+
+
 def main(argv: Sequence[str]) -> int:
     """Run a kpdrive command; pass its result (stdout) and stderr on; print its findings; exit 1 on any."""
-    if not argv:
-        output.error(f"usage: python -m {MODULE} KPDRIVE [PROGRAM] [KEY=VALUE ...]")
-        return 2
-    proc = subprocess.run(list(argv), stdout=subprocess.PIPE, check=False)
+    if list(argv[:1]) in (["-h"], ["--help"]):
+        output.result(HELP)
+        return 0
+    problem = _usage_problem(argv)
+    if problem:
+        output.error(problem)
+        return EXIT_USAGE
+    try:
+        proc = subprocess.run(list(argv), stdout=subprocess.PIPE, check=False)
+    except OSError as e:  # not an executable format, and the like
+        output.error(f"KPDRIVE {argv[0]!r} cannot be run: {e.strerror or e}")
+        return EXIT_USAGE
     text = proc.stdout.decode(errors="replace")
     output.result(text.rstrip("\n"))
     if proc.returncode != 0:
@@ -115,8 +150,8 @@ def main(argv: Sequence[str]) -> int:
     except json.JSONDecodeError:
         doc = None
     if not isinstance(doc, dict):
-        output.error(f"{argv[0]} wrote no result")
-        return EXIT_DAMAGE
+        output.error(f"{argv[0]} wrote no result (a JSON line on its output): is it kpdrive?")
+        return EXIT_USAGE
     lines = findings(doc)
     for line in lines:
         output.error(line)
