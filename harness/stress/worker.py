@@ -26,6 +26,8 @@ from typing import IO, Any
 
 import psutil
 
+from harness.stress import stacks
+
 # The line kpdrive's fatal-signal handler writes (allocator/driver/driver.c, on_fatal).
 FATAL_RE = re.compile(r"kpdrive: fatal signal (\d+)(?: thread (\d+) op (\d+))?")
 PROGRESS_RE = re.compile(r"kpdrive: progress ops=(\d+)")
@@ -101,6 +103,7 @@ class Worker:
     timed_out: bool = False
     interrupted: bool = False
     final_ops: int | None = None  # the result's op count once exited (-1: no result)
+    thread_stacks: str = ""  # every thread's stack, taken before the kill at the time limit (stacks.py)
     _files: list[IO[bytes]] = field(default_factory=list)
 
     def start(self) -> None:
@@ -132,6 +135,9 @@ class Worker:
             self.sample.update(self.ps)
         if (time.monotonic_ns() - self.spawned_ns) / 1e9 > self.time_limit_s:
             self.timed_out = True
+            self.thread_stacks = capture_stacks(
+                self.proc.pid, f"killed at its time limit ({self.time_limit_s:g} s)"
+            )
             self.kill()
         return False
 
@@ -228,6 +234,7 @@ class Worker:
         crash: dict[str, Any] = {"kind": kind, "signal": sig, "signal_name": _signame(sig), "returncode": rc}
         if kind == "timeout":
             crash["message"] = f"killed after {self.time_limit_s:g} s (time limit)"
+            crash["thread_stacks"] = self.thread_stacks
         elif kind == "interrupted":
             crash["message"] = "stopped: the run was interrupted"
         elif kind == "config":
@@ -246,6 +253,55 @@ class Worker:
         crash["backtrace"] = symbolize(lines)
         crash["ops_before"] = self.ops_so_far()
         return crash
+
+
+# gdb attaches and reads the debug information of kpdrive, libkpool and libc in 1-3 s; one that takes
+# 30 s is stuck itself, and the worker is killed without its stacks from gdb.
+GDB_TIMEOUT_S = 30
+
+
+def capture_stacks(pid: int, why: str) -> str:
+    """Every thread's stack of a live process, as stacks.dump formats it: from gdb when it is installed
+    and can attach, else the kernel side from /proc (stacks.dump_proc); "" when the process is gone."""
+    gdb = shutil.which("gdb")
+    if gdb:
+        cmd = [gdb, "-batch", "-nx", "-iex", "set debuginfod enabled off", "-p", str(pid)]
+        cmd += ["-ex", "set pagination off", "-ex", "thread apply all bt"]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DEBUGINFOD")}
+        try:
+            proc = subprocess.run(
+                cmd,
+                capture_output=True,
+                text=True,
+                timeout=GDB_TIMEOUT_S,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                check=False,
+                errors="replace",
+            )
+            threads = stacks.parse_gdb(proc.stdout)
+            if threads:
+                return stacks.dump(pid, why, threads)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+    tasks = _proc_tasks(pid)
+    return stacks.dump_proc(pid, why, tasks) if tasks else ""
+
+
+def _proc_tasks(pid: int) -> dict[int, dict[str, str]]:
+    """/proc/PID/task/*/{comm,wchan,syscall,stack} per thread (a file that cannot be read is left out)."""
+    out: dict[int, dict[str, str]] = {}
+    try:
+        tids = [int(p.name) for p in Path(f"/proc/{pid}/task").iterdir() if p.name.isdigit()]
+    except OSError:
+        return out
+    for tid in tids:
+        files = {}
+        for name in ("comm", "wchan", "syscall", "stack"):
+            with contextlib.suppress(OSError):
+                files[name] = Path(f"/proc/{pid}/task/{tid}/{name}").read_text(errors="replace")
+        out[tid] = files
+    return out
 
 
 def _conf_refused(doc: dict[str, Any] | None) -> bool:

@@ -126,8 +126,11 @@ HANG_KINDS = ("timeout",)
 # The header above each thread's stack in such a report: its tid, its name and what it was doing.
 THREAD_HEADER = _re(r'^==kpfuzz== thread (?P<tid>\d+) "(?P<name>[^"\n]*)" (?P<state>[^\n]*)$')
 THREAD_HEADER_EXAMPLE = '==kpfuzz== thread 20487 "python3" running the input'
-# The state of a thread that was running (a part of) the input when the stacks were taken.
+# The state of a thread that was running (a part of) the input when the stacks were taken; of a stress
+# worker's op thread when the worker was killed at its time limit (harness/stress/stacks.py).
 THREAD_RUNNING = "running the input"
+THREAD_RUNNING_WORKLOAD = "running the workload"
+THREAD_RUNNING_STATES = (THREAD_RUNNING, THREAD_RUNNING_WORKLOAD)
 # The line after the last thread's stack.
 THREADS_END = _re(r"^==kpfuzz== end of stacks$")
 # ASan words that name a bug type without its dashed name.
@@ -436,6 +439,13 @@ SKIP_RULES: tuple[SkipRule, ...] = (
         "module", _re(r"(?:^|/)(?:libc|libpthread|ld-linux[\w-]*|libstdc\+\+|libgcc_s)[.-]"), "/lib/libc.so.6"
     ),
     SkipRule("file", _re(r"^(?:nptl|csu|stdlib|assert|signal|misc|string)/"), "nptl/./nptl/pthread_kill.c"),
+    # glibc's sources as gdb names them (a stress worker's stacks, harness/stress/stacks.py): a mutex or
+    # a sleep under the frame that waits.
+    SkipRule(
+        "file",
+        _re(r"^\.{1,2}/(?:nptl|csu|stdlib|assert|signal|misc|string|sysdeps|posix|time)/"),
+        "./nptl/futex-internal.c",
+    ),
     # libFuzzer and atheris.
     SkipRule(
         "func", _re(r"^fuzzer::|^LLVMFuzzer|^atheris::|^(?:Setup|Fuzz)$"), "fuzzer::Fuzzer::ExecuteCallback"

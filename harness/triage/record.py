@@ -178,6 +178,8 @@ def stress_crash(w: Mapping[str, Any], cr: Mapping[str, Any], run: str) -> Crash
     """One crash record of stress.json's workload `w` as a Crash."""
     rep = {"processes": w.get("processes"), **cr.get("reproducer", {})}
     text = cr.get("sanitizer_report") or cr.get("stderr_tail") or ""
+    if cr.get("thread_stacks"):  # a worker killed at its time limit: every thread's stack (stress/stacks.py)
+        text = f"{cr['thread_stacks']}\n{text}"
     if cr.get("signal_name"):
         text += f"\nkpool: worker killed by {cr['signal_name']}\n"
     return Crash(

@@ -23,7 +23,7 @@ class ThreadStack:
 
     @property
     def running(self) -> bool:
-        return self.state == P.THREAD_RUNNING
+        return self.state in P.THREAD_RUNNING_STATES
 
 
 def thread_stacks(text: str) -> list[ThreadStack]:
