@@ -105,6 +105,16 @@ class RunResult:
         """Killed by a signal (an integrity abort included), or stopped at its time limit."""
         return self.returncode < 0 or self.timed_out
 
+    @property
+    def damaged(self) -> bool:
+        """Integrity errors that kpool counted and let the program go on after (on_error:log): no crash, but
+        a record all the same (its event lines are in the stderr, and a replay prints them again)."""
+        return not self.crashed and self.integrity_events > 0
+
+    @property
+    def recordable(self) -> bool:
+        return self.crashed or self.damaged
+
 
 def library(allocator: str) -> Path | None:
     """The library LD_PRELOAD loads for allocator (glibc: None); a missing one is an error naming the fix."""
@@ -324,9 +334,10 @@ def crash_of(result: RunResult, run: str) -> Crash:
 
 
 def record_crash(result: RunResult, reports: Path, own_run: str | None = None) -> Recorded | None:
-    """Record a crashed run in the crash database of the reports folder ($KPOOL_CRASH_DB wins, and
-    $KPOOL_CRASH_RUN names the run, as for every runner); None when it did not crash or was not recorded."""
-    if not result.crashed:
+    """Record a crashed run, or one with integrity errors it went on after (result.damaged), in the crash
+    database of the reports folder ($KPOOL_CRASH_DB wins, and $KPOOL_CRASH_RUN names the run, as for every
+    runner); None when there was nothing to record or it was not recorded."""
+    if not result.recordable:
         return None
     run = record.run_id(own_run or f"run-{datetime.now(UTC):%Y%m%d-%H%M%S}")
     recorded = record.record([crash_of(result, run)], record.db_path(reports))

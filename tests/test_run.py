@@ -144,3 +144,28 @@ def test_help_states_every_default() -> None:
         if isinstance(action, argparse._HelpAction) or not action.option_strings:
             continue
         assert action.help and "default" in action.help, action.option_strings
+
+
+def test_integrity_events_logged_without_a_crash_are_a_record_that_replays(
+    traps: Path, tmp_path: Path
+) -> None:
+    """on_error:log: the program goes on after kpool counts a double free; the event is still a crash
+    record with a signature and a reproducer (issue 15, point 5, for program workloads)."""
+    proc = kpool(
+        "run", "--on-error", "log", "--reports", str(tmp_path), "--", str(traps), "double-free", cwd=tmp_path
+    )
+    assert "kpool: integrity: double_frees 1" in proc.stderr, proc.stderr
+    assert "killed by" not in proc.stderr
+    assert "crash recorded: signature" in proc.stderr, proc.stderr
+    db = CrashDB.open(tmp_path / "crashes.sqlite")
+    (sig,) = db.signatures()
+    assert sig.kind == "kpool-double_free", sig
+    repro = db.reproducer(sig.id)
+    assert repro is not None and "on_error:log" in repro.env.get("KPOOL_CONF", "") + repro.env.get(
+        "KPOOL_PRELOAD_CONF", ""
+    ) + " ".join(repro.env.values())
+    replay = kpool(
+        "triage", "--db", str(tmp_path / "crashes.sqlite"), "replay", str(sig.id), "-n", "2", cwd=tmp_path
+    )
+    assert replay.returncode == 0, replay.stderr
+    assert "reproduced 2 of 2" in replay.stdout

@@ -118,3 +118,45 @@ def test_kpdrive_threads_are_told_apart() -> None:
     }
     sig = S.compute(stacks.dump(100, "killed", threads), returncode=-9, guess="timeout")
     assert sig.frames[:2] == ("kp__span_lock", "kp_alloc"), sig
+
+
+# ---- a program workload's integrity errors without a crash (issue 15, point 5, program workloads) ------
+
+
+def test_a_program_run_that_went_on_after_integrity_errors_is_a_crash_entry(tmp_path: Path) -> None:
+    from harness import run
+    from harness.spec.program import ProgramWorkload
+    from harness.stress import program
+
+    wl = ProgramWorkload(
+        path=str(tmp_path / "w.yaml"),
+        sha256="0" * 64,
+        data={
+            "name": "logs",
+            "program": {"command": ["./p"]},
+            "slo": {"max_integrity_events": 5, "exit_status": 0},
+        },
+    )
+    result = run.RunResult(
+        argv=("./p",),
+        allocator="kpool",
+        conf=None,
+        env={"LD_PRELOAD": "libkpool-preload.so", "KPOOL_CONF": "on_error:log"},
+        cwd=str(tmp_path),
+        returncode=0,
+        timed_out=False,
+        wall_s=0.1,
+        user_s=0.0,
+        sys_s=0.0,
+        peak_rss_kib=1,
+        rss_exact=True,
+        stderr_tail="kpool 1.5 double_free 0x7f0a3c001040 size 64: double free in free(); going on\n",
+        figures={"integrity_total": 1, "integrity": [{"kind": "double_free", "call": "free", "text": "x"}]},
+    )
+    assert result.damaged and result.recordable and not result.crashed
+    one = program.Run("kpool", 0, tmp_path, result=result, signature="abcd")
+    entry = program.judge(wl, [one], "kpool")
+    (crash,) = entry["crashes"]
+    assert crash["kind"] == "integrity" and crash["signature"] == "abcd"
+    assert "./p" in crash["reproducer"]["command"]
+    assert entry["passed"], entry["broken"]  # tolerated by max_integrity_events: a record, not a failure

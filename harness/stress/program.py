@@ -160,7 +160,7 @@ class ProgramLaunch:
                     output.progress(f"{self.wl.name}: run {rnd + 1} on {alloc}")
                     one = self._one(alloc, rnd, folder / f"{alloc}-{rnd}", opts)
                     runs.append(one)
-                    if one.result is not None and one.result.crashed and alloc != REFERENCE:
+                    if one.result is not None and one.result.recordable and alloc != REFERENCE:
                         recorded = run.record_crash(one.result, opts.reports_dir, own_run=run_dir.name)
                         one.signature = recorded.hash if recorded else None
         except KeyboardInterrupt:
@@ -369,7 +369,10 @@ def judge(wl: ProgramWorkload, runs: Sequence[Run], subject: str) -> dict[str, A
         if key in slo:
             value = rat.get(REFERENCE, {}).get(label)
             verdicts.append(_verdict(key, value, slo[key], value is not None and value <= slo[key], "<="))
-    crashes = [_crash(wl, r) for r in crashed]
+    # and the runs that went on after integrity errors (on_error:log): a record each, the errors judged
+    # by max_integrity_events above
+    damaged = [r for r in mine if r.result is not None and r.result.damaged]
+    crashes = [_crash(wl, r) for r in crashed + damaged]
     broken = [f"{v['slo']}: {v['value']} (bound {v['op']} {v['bound']})" for v in verdicts if not v["ok"]]
     broken += broken_runs
     return {
@@ -401,7 +404,7 @@ def _crash(wl: ProgramWorkload, r: Run) -> dict[str, Any]:
     res = r.result
     env = [f"{k}={v}" for k, v in res.env.items()]
     crash: dict[str, Any] = {
-        "kind": "timeout" if res.timed_out else "signal",
+        "kind": "timeout" if res.timed_out else "signal" if res.crashed else "integrity",
         "signal": -res.returncode if res.returncode < 0 else 0,
         "signal_name": res.signal_name or "",
         "returncode": res.returncode,
