@@ -123,6 +123,7 @@ def collect(c: Campaign, run_dir: Path, coverage: bool = True, coverage_s: float
         report.fuzz.extend(results.fuzz)
         report.workloads.extend(results.workloads)
         report.programs.extend(results.programs)
+    report.jobs = [ingest.job_entry(j) for j in c.jobs]
     report.crashes = ingest.triage(c.jobs, c.run_id, c.plant, run_dir)
     # Not after an interrupt: Ctrl-C keeps what finished at once, without a build and a replay.
     report.fuzz_coverage = fuzz_coverage(c, run_dir, coverage_s) if coverage else {}

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import logging
+import os
 import re
 import time
 from collections.abc import Sequence
@@ -31,6 +32,9 @@ from harness.jobs.model import RERUN_STATES, Job, JobResult, JobSpec
 MAX_RETRIES = 2
 # Connecting to a scheduler, and waiting for a LocalCluster's workers to start.
 CONNECT_TIMEOUT_S = 30.0
+# A scheduler that answers with no worker: this long for one to join (workers started at the same
+# moment as the campaign, by the same night's script), then an error saying so.
+WORKERS_TIMEOUT_S = 30.0
 # After the stop request (deadline, interrupt), the running jobs get this long to send back what they
 # have (task.STOP_WAIT_S to stop, and the transfer), after which they are cancelled and left pending.
 RETURN_WAIT_S = task.STOP_WAIT_S + 10.0
@@ -38,18 +42,49 @@ RETURN_WAIT_S = task.STOP_WAIT_S + 10.0
 WAIT_S = 0.5
 
 _LOCAL = re.compile(r"local:(\d+)")
+# scheme://HOST:PORT, HOST a name, an IPv4 address or a bracketed IPv6 one
+_REMOTE = re.compile(r"(tcp|tls|ucx)://(\[[0-9A-Fa-f:.]+\]|[^\s/:\[\]]+)(?::(\d*))?/?")
+
+
+def _cores() -> int:
+    """The cores this process may use (its affinity, as a container or taskset gives it)."""
+    return len(os.sched_getaffinity(0))
 
 
 def parse_address(text: str) -> str:
-    """--cluster's value, checked: local:N (N >= 1) or a scheduler address (tcp://, tls://, ...)."""
+    """--cluster's value, checked: local:N (1 <= N <= the cores here) or a scheduler address
+    (tcp://HOST:PORT, tls://..., ucx://...) with a port."""
     m = _LOCAL.fullmatch(text)
     if m:
-        if int(m[1]) < 1:
+        n, cores = int(m[1]), _cores()
+        if n < 1:
             raise UsageError(f"--cluster {text!r}: local:N needs N >= 1 worker processes")
+        if n > cores:  # each worker runs one job at a time: more than the cores only slows each down
+            raise UsageError(
+                f"--cluster {text!r}: this machine has {cores} cores and local:N starts N worker "
+                f"processes here, one job each; at most local:{cores} (more slots: a scheduler with "
+                "workers on other machines, tcp://HOST:PORT)"
+            )
         return text
-    if re.fullmatch(r"(tcp|tls|ucx|inproc)://[^\s/]+(:\d+)?/?", text):
+    m = _REMOTE.fullmatch(text)
+    if m and m[3] is None:
+        raise UsageError(f"--cluster {text!r}: no port; a scheduler's address is {m[1]}://HOST:PORT")
+    if m and not 1 <= int(m[3] or 0) <= 65535:
+        raise UsageError(f"--cluster {text!r}: the port must be 1 to 65535")
+    if m:
         return text
     raise UsageError(f"--cluster {text!r}: expected local:N (N worker processes here) or tcp://HOST:PORT")
+
+
+def killed_message(where: str, why: object) -> str:
+    """A job's error when its workers kept dying: the retries are ours on a local:N cluster, the
+    scheduler's own setting elsewhere."""
+    if _LOCAL.fullmatch(where):
+        return f"its worker died {MAX_RETRIES + 1} time(s) ({why})"
+    return (
+        "its worker died as often as the scheduler allows (its distributed.scheduler.allowed-failures) "
+        f"({why})"
+    )
 
 
 def _distributed() -> Any:
@@ -94,7 +129,7 @@ class DaskExecutor:
                 self.client = distributed.Client(self.cluster, timeout=CONNECT_TIMEOUT_S)
             else:
                 self.client = distributed.Client(address, timeout=CONNECT_TIMEOUT_S)
-        except (OSError, TimeoutError) as exc:
+        except Exception as exc:  # OSError, TimeoutError, a ValueError for an address distributed refuses
             self.close()
             raise ConfigError(f"--cluster {address}: cannot reach the scheduler: {exc}") from None
         self.stop_name = f"kpool-stop-{run_id}-{time.time_ns()}"
@@ -111,10 +146,14 @@ class DaskExecutor:
         """Every worker runs this kpool, or VersionMismatch naming those that do not; ConfigError when
         the cluster has no worker."""
         if not self.workers:
+            output.progress(f"--cluster {self.where}: no worker yet, waiting up to {WORKERS_TIMEOUT_S:g} s")
             with contextlib.suppress(Exception):
-                self.client.wait_for_workers(1, timeout=CONNECT_TIMEOUT_S)
+                self.client.wait_for_workers(1, timeout=WORKERS_TIMEOUT_S)
         if not self.workers:
-            raise ConfigError(f"--cluster {self.where}: the scheduler has no worker")
+            raise ConfigError(
+                f"--cluster {self.where}: the scheduler has no worker (none joined within "
+                f"{WORKERS_TIMEOUT_S:g} s); start some with `dask worker {self.where} --nthreads 1`"
+            )
         identity.check(identity.identity(), self.client.run(_report_identity))
 
     def close(self) -> None:
@@ -188,7 +227,7 @@ class DaskExecutor:
         try:
             result: JobResult = fut.result()
         except _distributed().KilledWorker as exc:
-            j.state, j.error = "failed", f"its worker died {MAX_RETRIES + 1} time(s) ({exc})"
+            j.state, j.error = "failed", killed_message(self.where, exc)
         except identity.VersionMismatch:
             raise
         except Exception as exc:  # the task itself failed (a build on the worker, say)

@@ -15,6 +15,7 @@ import fcntl
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -23,6 +24,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from harness import paths
+from harness.errors import KpoolError
 from harness.jobs.identity import VersionMismatch, identity
 from harness.jobs.model import JobResult, JobSpec
 
@@ -204,7 +206,12 @@ def _run(spec: JobSpec, scratch: Path, stop: Callable[[], bool], where: str) -> 
         corpus.mkdir(parents=True)
         for name, data in spec.corpus.items():
             (corpus / name).write_bytes(data)
-    prepare(spec)
+    try:
+        prepare(spec)
+    except KpoolError as exc:  # a worker without clang, say: every job sent to it says so, by name
+        error = f"the {spec.variant if spec.kind == 'stress' else 'fuzz'} build failed on worker "
+        error += f"{where or '?'} (host {socket.gethostname()}): {exc}"
+        return JobResult(name=spec.name, state="failed", worker=where, error=error)
     argv = command(
         spec.kind,
         spec.target,

@@ -23,6 +23,7 @@ from harness.jobs.model import Job
 from harness.report.model import (
     CrashEntry,
     FuzzResult,
+    JobEntry,
     Latency,
     Outlier,
     ProgramResult,
@@ -74,6 +75,11 @@ def job_results(job: Job, run_dir: Path) -> JobResults:
             result.error = result.error or error
         return JobResults(fuzz=results)
     return JobResults(workloads=workload_results(doc, job, run_dir), programs=_programs(doc))
+
+
+def job_entry(job: Job) -> JobEntry:
+    """The report's record of a job: where it ran, how often it was started, how it ended."""
+    return JobEntry(job.name, job.kind, job.state, job.worker, job.attempts, job.seconds, job.error)
 
 
 def _programs(doc: dict[str, Any] | None) -> list[ProgramResult]:

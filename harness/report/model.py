@@ -155,6 +155,20 @@ class CrashEntry:
 
 
 @dataclass
+class JobEntry:
+    """One campaign job: where it ran (a cluster worker's address, or "local"), how often it was
+    started (a cluster job runs again when its worker dies), how it ended and why without results."""
+
+    name: str
+    kind: str = ""
+    state: str = ""
+    worker: str = ""
+    attempts: int = 0
+    seconds: float = 0.0
+    error: str = ""
+
+
+@dataclass
 class RunReport:
     run_id: str
     started: float = field(default_factory=time.time)
@@ -170,6 +184,8 @@ class RunReport:
     fuzz_coverage: dict[str, Any] = field(default_factory=dict)
     # The program workloads' figures and ratios (their verdicts are in `workloads`).
     programs: list[ProgramResult] = field(default_factory=list)
+    # A campaign's jobs (harness/campaign/), in its order; empty for a lone kpool stress or fuzz run.
+    jobs: list[JobEntry] = field(default_factory=list)
 
     @property
     def new_crashes(self) -> list[CrashEntry]:
@@ -228,6 +244,7 @@ class RunReport:
             crashes=[CrashEntry(**c) for c in d.get("crashes", [])],
             fuzz_coverage=d.get("fuzz_coverage", {}),
             programs=[ProgramResult(**p) for p in d.get("programs", [])],
+            jobs=[JobEntry(**j) for j in d.get("jobs", [])],
         )
 
 

@@ -1,0 +1,138 @@
+"""Campaigns on a Dask cluster against a hostile user (issue 16): addresses that cannot work, a scheduler
+with no worker, a worker whose build fails, a worker that keeps dying, and the record of where each job
+ran. The fast tests fake the cluster or use an in-process one; the slow ones run worker processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness import cli
+from harness.campaign import plan
+from harness.errors import BuildError, ConfigError, UsageError
+from harness.jobs import dask as jobs_dask
+from harness.jobs import task
+from harness.jobs.model import JobSpec
+
+ROOT = Path(__file__).resolve().parents[1]
+STEADY = ROOT / "workloads" / "steady-small.yaml"
+
+
+@pytest.mark.parametrize(
+    ("bad", "says"),
+    [
+        ("tls://h", "port"),  # distributed raised ValueError: a traceback, exit 1
+        ("tcp://sched.lan", "port"),
+        ("tcp://sched.lan:99999", "65535"),
+        ("tcp://sched.lan:0", "65535"),
+        ("local:-1", "local:N"),
+        ("local:abc", "local:N"),
+        ("local:", "local:N"),
+    ],
+)
+def test_an_address_that_cannot_work_is_a_usage_error_naming_it(
+    bad: str, says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["campaign", "--cluster", bad, "--workloads", "", "--targets", "conf"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err
+    [line] = [x for x in err.splitlines() if x.startswith("kpool: error:")]
+    assert bad in line and says in line, line
+
+
+def test_more_local_workers_than_cores_is_refused_before_starting_any(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """local:64 on a 2-core machine started 64 worker processes and hung past two minutes."""
+    monkeypatch.setattr(jobs_dask, "_cores", lambda: 2)
+    jobs_dask.parse_address("local:2")  # no error
+    with pytest.raises(UsageError) as err:
+        jobs_dask.parse_address("local:64")
+    text = str(err.value)
+    assert "local:64" in text and "2 cores" in text and "local:2" in text, text
+
+
+def test_an_address_distributed_refuses_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever distributed raises while connecting (a ValueError for an address it cannot parse) is an
+    error naming the address, never a traceback."""
+
+    class Refusing:
+        def Client(self, *a: Any, **k: Any) -> None:
+            raise ValueError("missing port number in address 'h'")
+
+    monkeypatch.setattr(jobs_dask, "_distributed", lambda: Refusing())
+    with pytest.raises(ConfigError) as err:
+        jobs_dask.DaskExecutor("tcp://h:1", "r")
+    assert "tcp://h:1" in str(err.value) and "missing port" in str(err.value)
+
+
+def test_a_scheduler_without_workers_is_an_error_after_a_stated_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+    from distributed import LocalCluster
+
+    monkeypatch.setattr(jobs_dask, "WORKERS_TIMEOUT_S", 1.0)
+    with LocalCluster(n_workers=0, processes=False, dashboard_address=None) as cluster:
+        ex = jobs_dask.DaskExecutor(cluster.scheduler_address, "r")
+        try:
+            t0 = time.monotonic()
+            with pytest.raises(ConfigError) as err:
+                ex.check()
+            took = time.monotonic() - t0
+        finally:
+            ex.close()
+    text = str(err.value)
+    assert took < 10, took
+    assert "no worker" in text and "1 s" in text and "dask worker" in text, text
+
+
+def test_a_build_that_fails_on_a_worker_names_the_worker_and_the_package(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No clang on one worker: the job is a failed result naming that worker and what to install, not an
+    exception that says neither where nor which job."""
+
+    def no_clang(spec: JobSpec) -> None:
+        raise BuildError("the fuzz variant needs clang; install the Debian package clang")
+
+    monkeypatch.setattr(task, "prepare", no_clang)
+    spec = JobSpec("fuzz:conf", "fuzz", "conf", "r", 10.0, seconds=5)
+    result = task.run_job(spec, where="tcp://10.0.0.7:4000")
+    assert result.state == "failed", result
+    assert "tcp://10.0.0.7:4000" in result.error and "package clang" in result.error, result.error
+    assert result.worker == "tcp://10.0.0.7:4000"
+
+
+def test_summary_json_says_where_each_job_ran(tmp_path: Path) -> None:
+    """An experienced user looks in summary.json for which worker ran each job, how often it was
+    started, and why one ended without results."""
+    from harness.campaign.run import collect
+    from harness.report.model import RunReport
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    c = plan("r", run_dir, 60.0, 2, 0, [], [STEADY])
+    [job] = c.jobs
+    job.state, job.worker, job.attempts = "failed", "tcp://10.0.0.7:4000", 3
+    job.error = "its worker died 3 time(s)"
+    report = collect(c, run_dir, coverage=False)
+    d = json.loads(json.dumps(report.to_dict()))
+    [rec] = d["jobs"]
+    assert rec["name"] == job.name and rec["worker"] == "tcp://10.0.0.7:4000", rec
+    assert rec["state"] == "failed" and rec["attempts"] == 3 and "died" in rec["error"], rec
+    assert RunReport.from_dict(d).jobs == report.jobs
+
+
+def test_a_killed_worker_message_does_not_claim_our_retry_count_on_a_foreign_scheduler() -> None:
+    """On a scheduler kpool did not start, allowed-failures is the scheduler's: the error must not say
+    the job ran MAX_RETRIES + 1 times."""
+    assert "3 time" in jobs_dask.killed_message("local:2", "boom")
+    text = jobs_dask.killed_message("tcp://sched.lan:8786", "boom")
+    assert "allowed-failures" in text and f"{jobs_dask.MAX_RETRIES + 1} time" not in text, text
+
+
+def test_the_cores_are_those_this_process_may_use() -> None:
+    assert jobs_dask._cores() == len(os.sched_getaffinity(0))
