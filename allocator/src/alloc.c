@@ -40,32 +40,20 @@ static ALWAYS_INLINE bool next_ok(kp_pool *pool, const char *h, const char *next
 	       || kp__plausible(pool, next);
 }
 
-/* K(h) on the fast paths of kp_alloc and kp_free, which are built twice:
- * with aes (the pool's key has AES-NI round keys: K inline, kp__aes_hkey)
- * and without (SipHash inline, in the noinline _sip copies, taken when
- * pool->secret.aes is clear). One build choosing at each K would carry a
- * call to the SipHash function in the middle of the AES path, and with it
- * the registers saved around it on every call (5 of 360 instructions per
- * alloc + free on workload a). SipHash costs about 80 instructions, so its
- * copies remember the last block keyed in each bin (kp__lastkey: a block
- * freed then allocated again is keyed once); for AES, 14, the bookkeeping
- * costs more than it saves (372 against 367). last: where to look, or NULL
- * (free: the freed block is seldom the last allocated). */
-static ALWAYS_INLINE uint64_t fast_key(kp_pool *pool, const kp__lastkey *last, const void *h, bool aes)
+/* K(h) on the fast path of kp_free, which is built twice: with aes (the
+ * pool's key has AES-NI round keys: K inline, kp__aes_hkey) and without
+ * (SipHash inline, in the noinline _sip copy, taken when pool->secret.aes is
+ * clear). One build choosing at each K would carry a call to the SipHash
+ * function in the middle of the AES path, and with it the registers saved
+ * around it on every call. Allocation computes no K: the bins' key stacks
+ * (kp__tcache) hold it. */
+static ALWAYS_INLINE uint64_t fast_key(kp_pool *pool, const void *h, bool aes)
 {
 #if defined(__x86_64__)
 	if (aes)
 		return kp__aes_hkey(&pool->secret, (uintptr_t)h);
 #endif
-	return last && h == last->h ? last->k : kp__prf1(&pool->secret, (uintptr_t)h);
-}
-
-static ALWAYS_INLINE void fast_key_keep(kp__lastkey *last, void *h, uint64_t key, bool aes)
-{
-	if (!aes) {
-		last->h = h;
-		last->k = key;
-	}
+	return kp__prf1(&pool->secret, (uintptr_t)h);
 }
 
 /* The pool key may have AES round keys: on x86-64 (with AES-NI; the copies
@@ -76,28 +64,37 @@ static ALWAYS_INLINE void fast_key_keep(kp__lastkey *last, void *h, uint64_t key
 #define KP_FAST_AES false
 #endif
 
-static ALWAYS_INLINE void *small_alloc(kp_pool *pool, kp__bin *b, size_t size, unsigned cls)
+/* Is the head h of a bin holding n blocks (n > 0), with K(h) key, a free
+ * block of class cls whose link next is plausible? The link must end the
+ * list exactly at the last block the count says there is: a bin's count
+ * and its list never disagree, so the fast paths test one of them. */
+static ALWAYS_INLINE bool bin_head_ok(kp_pool *pool, const char *h, uint64_t key, unsigned cls, const char *next,
+				      unsigned n)
+{
+	uint64_t m = kp__hdr_meta((const kp__hdr *)h);
+	return (kp__hdr_tag((const kp__hdr *)h) ^ m) == key && m == kp__meta(0, (uint16_t)cls, KP_ST_FREE) &&
+	       (next == NULL) == (n == 1) && next_ok(pool, h, next);
+}
+
+/* keys: the bin's key stack (kp__tcache). */
+static ALWAYS_INLINE void *small_alloc(kp_pool *pool, kp__bin *b, uint64_t *keys, size_t size, unsigned cls)
 {
 	size_t usable = kp__class_size[cls] - KP_HDR;
 	for (;;) {
 		char *h = b->head;
-		if (KP_UNLIKELY(!h)) {
+		if (KP_UNLIKELY(!h || !b->count)) {
 			void *list = NULL;
-			unsigned got = kp__central_take(pool, cls, &list, b->max / 2);
+			unsigned got = kp__central_take(pool, cls, &list, keys, b->max / 2);
 			if (!got)
 				return NULL;
 			b->head = h = list;
 			b->count = got;
 		}
-		uint64_t key = kp__hkey(pool->secret, h);
+		uint64_t key = keys[b->count - 1];
 		char *next = kp__link_get_k(key, h);
-		if (pool->conf.checks) {
-			uint64_t m = kp__hdr_meta((kp__hdr *)h);
-			if (KP_UNLIKELY((kp__hdr_tag((kp__hdr *)h) ^ m) != key ||
-					m != kp__meta(0, (uint16_t)cls, KP_ST_FREE) || !next_ok(pool, h, next))) {
-				bin_damaged(pool, b, h, "bad cache link, list quarantined");
-				continue;
-			}
+		if (pool->conf.checks && KP_UNLIKELY(!bin_head_ok(pool, h, key, cls, next, b->count))) {
+			bin_damaged(pool, b, h, "bad cache link, list quarantined");
+			continue;
 		}
 		b->head = next;
 		b->count--;
@@ -131,7 +128,8 @@ static void count_uncached(kp_pool *pool, int blocks, size_t usable)
 static __attribute__((noinline)) void *small_alloc_uncached(kp_pool *pool, size_t size, unsigned cls)
 {
 	kp__bin b = {.max = 2}; /* refills take max / 2 blocks: one */
-	void *p = small_alloc(pool, &b, size, cls);
+	uint64_t keys[1];
+	void *p = small_alloc(pool, &b, keys, size, cls);
 	if (p)
 		count_uncached(pool, 1, kp__class_size[cls] - KP_HDR);
 	return p;
@@ -146,7 +144,7 @@ static void *primary_alloc(kp_pool *pool, kp__tcache *tc, size_t size)
 	size_t need = size + KP_HDR + pool->canary;
 	if (need <= KP_SMALL_MAX) {
 		unsigned cls = kp__class_of(need);
-		return KP_LIKELY(tc != NULL) ? small_alloc(pool, &tc->bin[cls], size, cls)
+		return KP_LIKELY(tc != NULL) ? small_alloc(pool, &tc->bin[cls], tc->keys[cls], size, cls)
 					     : small_alloc_uncached(pool, size, cls);
 	}
 	char *h;
@@ -320,7 +318,7 @@ static __attribute__((noinline)) void *alloc_slow(kp_pool *pool, size_t size, un
 	kp__tcache *tc = kp__tcache_get(pool, pool->id);
 	if (size <= KP_SMALL_MAX - KP_HDR - KP_CANARY && !(flags & KP_CRITICAL) && tc) {
 		unsigned cls = kp__class_of(size + KP_HDR + pool->canary);
-		p = small_alloc(pool, &tc->bin[cls], size, cls);
+		p = small_alloc(pool, &tc->bin[cls], tc->keys[cls], size, cls);
 	}
 	if (!p)
 		p = alloc_policy(pool, size, KP_HDR, flags);
@@ -339,35 +337,30 @@ static __attribute__((noinline)) void *alloc_slow(kp_pool *pool, size_t size, un
 	return p;
 }
 
-static void *alloc_fast_sip(kp_pool *pool, size_t size, unsigned flags);
-
-static ALWAYS_INLINE void *alloc_fast(kp_pool *pool, size_t size, unsigned flags, bool aes)
+static ALWAYS_INLINE void *alloc_fast(kp_pool *pool, size_t size, unsigned flags)
 {
 	/* The fast path: a small ordinary request, this thread's cache for the
 	 * pool in the first slot, a block in the bin, and (checks on) the block
-	 * and its link verified. Anything else goes to alloc_slow. */
+	 * and its link verified against the key its place in the bin's key
+	 * stack holds. Anything else goes to alloc_slow. */
 	/* The slot's id first: a pointer that is no pool (id 0 matches only an
 	 * empty slot) goes to alloc_slow, which refuses it, before a field of it
 	 * is read as a flag. */
 	if (KP_LIKELY(pool && kp__tls_state.id[0] == pool->id && pool->id &&
 		      size <= KP_SMALL_MAX - KP_HDR - KP_CANARY && !flags && !pool->conf.poison)) {
-		if (aes && KP_UNLIKELY(!pool->secret.aes))
-			return alloc_fast_sip(pool, size, flags);
 		unsigned cls = kp__class_of(size + KP_HDR + pool->canary);
 		kp__tcache *tc = kp__tls_state.tc[0];
 		kp__bin *b = &tc->bin[cls];
+		unsigned n = b->count;
 		char *h = b->head;
-		if (KP_LIKELY(h != NULL)) {
-			uint64_t key = fast_key(pool, &tc->last[cls], h, aes);
+		if (KP_LIKELY(n != 0 && h != NULL)) {
+			uint64_t key = tc->keys[cls][n - 1];
 			char *next = kp__link_get_k(key, h);
 			bool checks = pool->conf.checks;
-			if (KP_LIKELY(!checks || (((kp__hdr_tag((kp__hdr *)h) ^ kp__hdr_meta((kp__hdr *)h)) == key) &&
-						  kp__hdr_meta((kp__hdr *)h) == kp__meta(0, (uint16_t)cls, KP_ST_FREE) &&
-						  next_ok(pool, h, next)))) {
+			if (KP_LIKELY(!checks || bin_head_ok(pool, h, key, cls, next, n))) {
 				b->head = next;
-				b->count--;
+				b->count = n - 1;
 				kp__hdr_put((kp__hdr *)h, key, kp__meta(size, (uint16_t)cls, KP_ST_ALLOC));
-				fast_key_keep(&tc->last[cls], h, key, aes);
 				KP_UNPOISON(h + KP_HDR, checks ? size : kp__class_size[cls] - KP_HDR);
 				if (checks)
 					kp__canary8_put(key, h + KP_HDR + size);
@@ -379,14 +372,9 @@ static ALWAYS_INLINE void *alloc_fast(kp_pool *pool, size_t size, unsigned flags
 	return alloc_slow(pool, size, flags);
 }
 
-static __attribute__((noinline)) void *alloc_fast_sip(kp_pool *pool, size_t size, unsigned flags)
-{
-	return alloc_fast(pool, size, flags, false);
-}
-
 KP_EXPORT void *kp_alloc(kp_pool *pool, size_t size, unsigned flags)
 {
-	return alloc_fast(pool, size, flags, KP_FAST_AES);
+	return alloc_fast(pool, size, flags);
 }
 
 KP_EXPORT void *kp_alloc_aligned(kp_pool *pool, size_t size, size_t align, unsigned flags)
@@ -622,13 +610,14 @@ static int primary_free(kp_pool *pool, void *p, size_t holds)
 		KP_POISON(p, usable);
 		if (!tc) {
 			kp__link_put_k(key, h, NULL);
-			kp__central_give(pool, cls, h, 1);
+			kp__central_give(pool, cls, h, &key, 1);
 			return 0;
 		}
 		kp__bin *b = &tc->bin[cls];
 		if (KP_UNLIKELY(b->count >= b->max))
 			kp__tcache_flush_bin(pool, tc, cls, b->max / 2);
-		kp__link_put_k(key, h, b->head);
+		kp__link_put_k(key, h, b->count ? b->head : NULL);
+		tc->keys[cls][b->count] = key;
 		b->head = h;
 		b->count++;
 	} else if (cls == KP_CLS_LARGE) {
@@ -640,53 +629,42 @@ static int primary_free(kp_pool *pool, void *p, size_t holds)
 	return 0;
 }
 
-static int free_slow(kp_pool *pool, void *p);
-static int free_fast_sip(kp_pool *pool, void *p);
-
-/* aes: see fast_key. */
-static ALWAYS_INLINE int free_fast(kp_pool *pool, void *p, bool aes)
+/* The fast path of kp_free: a live small block of this pool into this
+ * thread's bin with room, canary intact. The pagemap vouches for the
+ * address before its header is read. true: done; false: nothing was
+ * changed, the caller takes free_slow. The caller is inside a grace
+ * section. aes: see fast_key. */
+static ALWAYS_INLINE bool free_fast(kp_pool *pool, void *p, bool aes)
 {
-	/* The fast path: a live small block of this pool into this thread's bin
-	 * with room, canary intact. The pagemap vouches for the address before
-	 * its header is read. Anything else goes to free_slow. */
-	if (KP_LIKELY(pool && p && kp__tls_state.id[0] == pool->id && !pool->conf.poison)) {
-		if (aes && KP_UNLIKELY(!pool->secret.aes))
-			return free_fast_sip(pool, p);
-		kp__seg *s = kp__pagemap_get(p);
-		uintptr_t off = (uintptr_t)p - (uintptr_t)s;
-		if (KP_LIKELY(s && s->pool == pool && s->kind == KP_SEG_NORMAL && !(off & (KP_HDR - 1)) &&
-			      off >= KP_UNIT_SIZE + KP_HDR)) {
-			kp__hdr *h = (kp__hdr *)((char *)p - KP_HDR);
-			uint64_t meta = kp__hdr_meta(h);
-			unsigned cls = KP_META_CLS(meta);
-			uint64_t key = fast_key(pool, NULL, h, aes);
-			/* The class the header claims must be its span's: K(h) stops
-			 * a header forged elsewhere, this one rewritten in place. */
-			const kp__span *sp = &s->span[s->span[(off - KP_HDR) >> KP_UNIT_SHIFT].head];
-			if (KP_LIKELY((kp__hdr_tag(h) ^ meta) == key && KP_META_ST(meta) == KP_ST_ALLOC &&
-				      cls < KP_NCLASS && sp->cls == cls && sp->kind == KP_SPAN_SMALL)) {
-				kp__tcache *tc = kp__tls_state.tc[0];
-				kp__bin *b = &tc->bin[cls];
-				if (KP_LIKELY(b->count < b->max && (!pool->conf.checks ||
-								    kp__canary8_ok(key, (char *)p + KP_META_REQ(meta))))) {
-					kp__hdr_put(h, key, kp__meta(0, (uint16_t)cls, KP_ST_FREE));
-					kp__link_put_k(key, h, b->head);
-					fast_key_keep(&tc->last[cls], h, key, aes);
-					KP_POISON(p, kp__class_size[cls] - KP_HDR);
-					b->head = h;
-					b->count++;
-					kp__count_inc(&b->frees, 1);
-					return 0;
-				}
-			}
-		}
-	}
-	return free_slow(pool, p);
-}
-
-static __attribute__((noinline)) int free_fast_sip(kp_pool *pool, void *p)
-{
-	return free_fast(pool, p, false);
+	if (!(pool && p && kp__tls_state.id[0] == pool->id && !pool->conf.poison))
+		return false;
+	kp__seg *s = kp__pagemap_get(p);
+	uintptr_t off = (uintptr_t)p - (uintptr_t)s;
+	if (!(s && s->pool == pool && s->kind == KP_SEG_NORMAL && !(off & (KP_HDR - 1)) && off >= KP_UNIT_SIZE + KP_HDR))
+		return false;
+	kp__hdr *h = (kp__hdr *)((char *)p - KP_HDR);
+	uint64_t meta = kp__hdr_meta(h);
+	unsigned cls = KP_META_CLS(meta);
+	uint64_t key = fast_key(pool, h, aes);
+	/* The class the header claims must be its span's: K(h) stops a header
+	 * forged elsewhere, this one rewritten in place. */
+	const kp__span *sp = &s->span[s->span[(off - KP_HDR) >> KP_UNIT_SHIFT].head];
+	if (!((kp__hdr_tag(h) ^ meta) == key && KP_META_ST(meta) == KP_ST_ALLOC && cls < KP_NCLASS && sp->cls == cls &&
+	      sp->kind == KP_SPAN_SMALL))
+		return false;
+	kp__tcache *tc = kp__tls_state.tc[0];
+	kp__bin *b = &tc->bin[cls];
+	unsigned n = b->count;
+	if (!(n < b->max && (!pool->conf.checks || kp__canary8_ok(key, (char *)p + KP_META_REQ(meta)))))
+		return false;
+	kp__hdr_put(h, key, kp__meta(0, (uint16_t)cls, KP_ST_FREE));
+	kp__link_put_k(key, h, n ? b->head : NULL);
+	tc->keys[cls][n] = key;
+	KP_POISON(p, kp__class_size[cls] - KP_HDR);
+	b->head = h;
+	b->count = n + 1;
+	kp__count_inc(&b->frees, 1);
+	return true;
 }
 
 static __attribute__((noinline)) int free_slow(kp_pool *pool, void *p)
@@ -918,12 +896,46 @@ static void *realloc_inner(kp_pool *pool, void *p, size_t size, unsigned flags)
  * that segment meanwhile, so a stale or foreign pointer is refused, never a
  * crash. Two stores to this thread's record; no lock, no system call. */
 
-KP_EXPORT int kp_free(kp_pool *pool, void *p)
+/* kp_free, everything but the fast path with AES: a grace section of its
+ * own (nested, shared, or with a reclaim pending on leaving), or a pool key
+ * without AES round keys. Out of line, and reached by tail calls, so that
+ * the fast path in kp_free saves no register. */
+static __attribute__((noinline)) int free_section(kp_pool *pool, void *p)
 {
 	unsigned g = kp__grace_enter();
-	int rc = free_fast(pool, p, KP_FAST_AES);
+	int rc = pool && !pool->secret.aes && free_fast(pool, p, false) ? 0 : free_slow(pool, p);
 	kp__grace_exit(g);
 	return rc;
+}
+
+/* The fast path failed inside the section kp_free opened (KP_GRACE_OWN). */
+static __attribute__((noinline)) int free_slow_own(kp_pool *pool, void *p)
+{
+	int rc = free_slow(pool, p);
+	kp__grace_exit(KP_GRACE_OWN);
+	return rc;
+}
+
+KP_EXPORT int kp_free(kp_pool *pool, void *p)
+{
+	/* kp__grace_enter's own-record path, inline: the thread's record, not
+	 * in a section already, no reclaim pending, no fencing readers. */
+	kp__grace_rec *r = kp__grace_self.rec;
+	if (KP_LIKELY(KP_FAST_AES && r && !atomic_load_explicit(&r->epoch, memory_order_relaxed) &&
+		      !kp__grace_self.pending && !atomic_load_explicit(&kp__grace_fence, memory_order_relaxed) &&
+		      pool && pool->secret.aes)) {
+		atomic_store_explicit(&r->epoch, atomic_load_explicit(&kp__grace_epoch, memory_order_acquire),
+				      memory_order_release);
+		atomic_signal_fence(memory_order_seq_cst);
+		if (KP_LIKELY(free_fast(pool, p, true))) {
+			/* Nothing was retired in here: no reclaim became pending. */
+			atomic_signal_fence(memory_order_seq_cst);
+			atomic_store_explicit(&r->epoch, 0, memory_order_release);
+			return 0;
+		}
+		return free_slow_own(pool, p);
+	}
+	return free_section(pool, p);
 }
 
 KP_EXPORT size_t kp_usable_size(kp_pool *pool, const void *p)

@@ -620,11 +620,14 @@ static inline unsigned kp__class_of(size_t need)
 	return 7u + (b - 7u) * 4u + (unsigned)((need - 1 - ((size_t)1 << b)) >> (b - 2));
 }
 /* Move up to n blocks of class cls into *list (encoded links); returns how
- * many. Takes the class lock; may take the pool lock to carve a new span. */
-unsigned kp__central_take(kp_pool *pool, unsigned cls, void **list, unsigned n);
+ * many. keys: NULL, or where K of the i-th block taken goes (keys[got - 1]
+ * is the new head's: a thread cache's key stack, kp__tcache). Takes the
+ * class lock; may take the pool lock to carve a new span. */
+unsigned kp__central_take(kp_pool *pool, unsigned cls, void **list, uint64_t *keys, unsigned n);
 /* Return n blocks (an encoded list of header addresses) to their spans.
- * Caller holds no lock. */
-void kp__central_give(kp_pool *pool, unsigned cls, void *list, unsigned n);
+ * keys: NULL, or K of each block, the list's i-th at keys[n - 1 - i] (the
+ * caller vetted the list against them). Caller holds no lock. */
+void kp__central_give(kp_pool *pool, unsigned cls, void *list, const uint64_t *keys, unsigned n);
 void *kp__large_alloc(kp_pool *pool, size_t need);
 void kp__large_free(kp_pool *pool, kp__seg *seg, kp__span *sp);
 /* Resize a large block's run in place to fit need bytes (header included):
@@ -715,23 +718,26 @@ typedef struct kp__bin {
 	/* Written only by the owning thread (load + store, no RMW), read by stats. */
 	_Atomic uint64_t allocs, frees;
 } kp__bin;
-/* K(h) == k, for the fast paths' SipHash copies (alloc.c, fast_key): a
- * block freed and allocated again at once (the bins are LIFO) is keyed
- * once, not twice. Owning thread only. K depends on the pool and the
- * address alone, so the pair never goes stale. Beside the bins, not in
- * them: a 32-byte kp__bin is indexed with one shift. */
-typedef struct kp__lastkey {
-	void *h;
-	uint64_t k;
-} kp__lastkey;
+/* A bin holds at most this many blocks (tcache.c, bin_max). */
+#define KP_BIN_MAX 256
+/* Each bin's key stack: keys[cls][i] is K of the bin's (count - i)-th block
+ * from the head, so keys[cls][count - 1] is the head's. A block's K is
+ * computed once, when it is freed (its header verified) or taken from a
+ * span, and kept here, out of line, for its next allocation: that path
+ * computes no K at all (it was one AES, or one SipHash, per allocation),
+ * and a link rewritten to point at another block is caught by that block's
+ * header not verifying under the key its place in the stack holds. The
+ * stacks sit at the end of the cache and are never cleared: only the
+ * entries below count are read, and only the pages a thread's bins reach
+ * are ever touched. Owning thread only. */
 typedef struct kp__tcache {
 	uint64_t pool_id;
 	kp_pool *pool;
 	kp__bin bin[KP_NCLASS];
-	kp__lastkey last[KP_NCLASS];
 	/* Large and huge blocks (the bins count the small ones). */
 	_Atomic uint64_t allocs, frees, in_use;
 	struct kp__tcache *next, *prev; /* the pool's list */
+	uint64_t keys[KP_NCLASS][KP_BIN_MAX] __attribute__((aligned(64)));
 } kp__tcache;
 /* Caches come from the OS in chunks of 64; the first chunk is mapped by
  * kp_create, so only a pool's 65th thread maps on its allocation path. */
@@ -843,6 +849,7 @@ struct kp_pool {
 	kp__tcache *tcaches, *tc_free;
 	void *tc_chunks[KP_TC_CHUNKS];
 	size_t tc_nchunks;
+	size_t tc_fresh; /* caches of the newest chunk never handed out (its last ones) */
 
 	kp__central central[KP_NCLASS];
 	kp__backup backup;

@@ -379,7 +379,7 @@ static char *span_pop(kp_pool *pool, kp__central *c, kp__span *sp, uint64_t *key
 	return b;
 }
 
-unsigned kp__central_take(kp_pool *pool, unsigned cls, void **list, unsigned n)
+unsigned kp__central_take(kp_pool *pool, unsigned cls, void **list, uint64_t *keys, unsigned n)
 {
 	kp__central *c = &pool->central[cls];
 	unsigned got = 0;
@@ -410,6 +410,8 @@ unsigned kp__central_take(kp_pool *pool, unsigned cls, void **list, unsigned n)
 			sp->nused++;
 			kp__link_put_k(key, b, head);
 			head = b;
+			if (keys)
+				keys[got] = key;
 			got++;
 		}
 		KP_ASSERT(1, span_is_valid(pool, sp, false));
@@ -431,7 +433,7 @@ static kp__span *span_of(const void *p, kp__seg **segp)
 	return &s->span[s->span[u].head];
 }
 
-void kp__central_give(kp_pool *pool, unsigned cls, void *list, unsigned n)
+void kp__central_give(kp_pool *pool, unsigned cls, void *list, const uint64_t *keys, unsigned n)
 {
 	kp__central *c = &pool->central[cls];
 	char *b = list;
@@ -440,7 +442,7 @@ void kp__central_give(kp_pool *pool, unsigned cls, void *list, unsigned n)
 	pthread_mutex_lock(&c->lock);
 #endif
 	for (unsigned i = 0; i < n && b; i++) {
-		uint64_t key = kp__hkey(pool->secret, b);
+		uint64_t key = keys ? keys[n - 1 - i] : kp__hkey(pool->secret, b);
 		char *next = kp__link_get_k(key, b);
 		kp__seg *s = (kp__seg *)((uintptr_t)b & ~(uintptr_t)(KP_SEG_SIZE - 1));
 		if (s != vetted && !kp__seg_ok(pool, s)) { /* a damaged segment: its blocks are not reused */

@@ -30,7 +30,7 @@ static pthread_once_t exit_once = PTHREAD_ONCE_INIT;
 static uint32_t bin_max(const kp_pool *pool, unsigned cls)
 {
 	uint32_t n = (uint32_t)(pool->conf.tcache_bytes / kp__class_size[cls]);
-	return n < 4 ? 4 : n > 256 ? 256 : n;
+	return n < 4 ? 4 : n > KP_BIN_MAX ? KP_BIN_MAX : n;
 }
 
 /* The exit hook: every cache of the thread goes back. A thread may use a pool
@@ -129,24 +129,26 @@ int kp__tcache_chunk_add(kp_pool *pool)
 	kp__tcache *chunk = kp__os_map(&pool->os, KP_TC_CHUNK * sizeof(kp__tcache), KP_PAGE, false);
 	if (!chunk)
 		return -1;
+	/* Not linked into tc_free: that would write one page of every cache
+	 * (a cache is ~100 KiB, its key stacks) and make all 64 resident. */
 	pool->tc_chunks[pool->tc_nchunks++] = chunk;
-	for (int i = KP_TC_CHUNK - 1; i >= 0; i--) {
-		chunk[i].next = pool->tc_free;
-		pool->tc_free = &chunk[i];
-	}
+	pool->tc_fresh = KP_TC_CHUNK;
 	return 0;
 }
 
 static kp__tcache *tcache_new(kp_pool *pool)
 {
 	pthread_mutex_lock(&pool->lock);
-	if (!pool->tc_free && kp__tcache_chunk_add(pool) < 0) {
+	if (!pool->tc_free && !pool->tc_fresh && kp__tcache_chunk_add(pool) < 0) {
 		pthread_mutex_unlock(&pool->lock);
 		return NULL;
 	}
 	kp__tcache *tc = pool->tc_free;
-	pool->tc_free = tc->next;
-	memset(tc, 0, sizeof *tc);
+	if (tc)
+		pool->tc_free = tc->next;
+	else
+		tc = (kp__tcache *)pool->tc_chunks[pool->tc_nchunks - 1] + (KP_TC_CHUNK - pool->tc_fresh--);
+	memset(tc, 0, offsetof(kp__tcache, keys)); /* the key stacks: see kp__tcache */
 	tc->pool_id = pool->id;
 	tc->pool = pool;
 	for (unsigned c = 0; c < KP_NCLASS; c++)
@@ -204,30 +206,44 @@ void kp__tcache_flush_bin(kp_pool *pool, kp__tcache *tc, unsigned cls, unsigned 
 	kp__bin *b = &tc->bin[cls];
 	if (b->count <= keep)
 		return;
-	unsigned n = b->count - keep, i = 1;
-	/* Detach the first n blocks as one list, vetting each link before it is
-	 * followed (a stray write into a cached block's first word must not
-	 * send the walk outside the pool). */
-	void *list = b->head;
-	char *last = b->head;
-	for (char *next; i < n && (next = kp__link_get(pool->secret, last)) && kp__plausible(pool, next); i++)
-		last = next;
-	char *rest = kp__link_get(pool->secret, last);
-	if (i < n || (rest && !kp__plausible(pool, rest))) {
-		/* Damaged: the blocks before the bad link go back, the rest is set
+	unsigned n = b->count - keep, i = 0;
+	const uint64_t *keys = tc->keys[cls];
+	/* Detach the first n blocks as one list. Each block must verify as a
+	 * free block of this class under the key its place in the stack holds
+	 * before its link is followed, and each link must be plausible (a
+	 * stray write into a cached block's first word must not send the walk
+	 * outside the pool, nor give the spans a block twice). */
+	uint64_t want = kp__meta(0, (uint16_t)cls, KP_ST_FREE);
+	char *list = b->head, *at = list, *last = NULL;
+	for (; i < n; i++) {
+		uint64_t key = keys[b->count - 1 - i];
+		if (!at || (kp__hdr_tag((kp__hdr *)at) ^ kp__hdr_meta((kp__hdr *)at)) != key ||
+		    kp__hdr_meta((kp__hdr *)at) != want)
+			break;
+		char *next = kp__link_get_k(key, at);
+		if (next && !kp__plausible(pool, next))
+			break;
+		last = at;
+		at = next;
+	}
+	if (i < n || (b->count > n) != (at != NULL)) {
+		/* Damaged: the blocks before the bad one go back, the rest is set
 		 * aside (leaked on purpose, as small_alloc does with a damaged bin). */
-		kp__violation(pool, KP_EV_FREELIST, KP_ECORRUPT, last, b->count - i,
+		kp__violation(pool, KP_EV_FREELIST, KP_ECORRUPT, at ? at : last, b->count - i,
 			      "damaged link in a thread cache: rest of the list quarantined");
 		atomic_fetch_add(&pool->quarantined, b->count - i);
-		kp__link_put(pool->secret, last, NULL);
+		if (last)
+			kp__link_put_k(keys[b->count - i], last, NULL);
+		unsigned count = b->count;
 		b->head = NULL;
 		b->count = 0;
-		kp__central_give(pool, cls, list, i);
+		if (i)
+			kp__central_give(pool, cls, list, keys + count - i, i);
 		return;
 	}
-	b->head = rest;
+	b->head = at;
 	b->count = keep;
-	kp__central_give(pool, cls, list, n);
+	kp__central_give(pool, cls, list, keys + keep, n);
 }
 
 void kp__tcache_release(kp_pool *pool, kp__tcache *tc)

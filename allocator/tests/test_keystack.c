@@ -1,0 +1,112 @@
+/*
+ * test_keystack.c - a thread cache's key stack (kp__tcache.keys, issue 14
+ * point 1): K of each cached block is kept out of line, so allocation
+ * computes no K, and a free-list link rewritten to point at another free
+ * block of the same class is caught.
+ *
+ * The attacker reads a freed block's header and link (a read after free)
+ * and rewrites the link (a write after free). From the header it learns
+ * K(h) = tag ^ meta, so it can encode any link for h. Before the key stack,
+ * a link to another free block of the class (one on its span's free list)
+ * passed every check (the block's own header verifies: it is free, of that
+ * class, keyed by its own address), so that block was handed out by the
+ * cache and stayed on the span's list: handed out twice. Now the block
+ * must verify under the key the stack holds for the block the list had
+ * there, and does not.
+ */
+#define _GNU_SOURCE 1
+#include "ktest.h"
+
+#include "internal.h"
+
+#ifdef KP_ASAN
+#define KT_RAW __attribute__((no_sanitize("address"), noinline))
+#else
+#define KT_RAW __attribute__((noinline))
+#endif
+
+static KT_RAW uint64_t raw_get(const void *at)
+{
+	return *(const volatile uint64_t *)at;
+}
+
+static KT_RAW void raw_put(void *at, uint64_t v)
+{
+	*(volatile uint64_t *)at = v;
+}
+
+#define CONF "primary_initial:4m,daemon:off,backup:0,seed:11"
+
+/* Redirect a cached block's link to a block on its span's free list. */
+static void test_link_to_another_free_block(void)
+{
+	kp_pool *pool = kp_create(CONF);
+	REQUIRE(pool, "kp_create: %s", kp_last_error());
+	char *x = kp_alloc(pool, 48, 0), *a1 = kp_alloc(pool, 48, 0), *a2 = kp_alloc(pool, 48, 0);
+	REQUIRE(x && a1 && a2, "allocations");
+	kp_free(pool, x);
+	kp_thread_flush(pool); /* x: back on its span's free list */
+	kp_free(pool, a1);
+	kp_free(pool, a2); /* the bin: a2 -> a1 */
+	/* Read a2's header: K(a2) = tag ^ meta; its link pad follows. */
+	char *h2 = a2 - KP_HDR;
+	uint64_t k2 = raw_get(h2) ^ raw_get(h2 + 8);
+	uint64_t link = raw_get(a2);
+	CHECK((link ^ (uint64_t)KP_ROTL(k2, 29)) == (uint64_t)(uintptr_t)(a1 - KP_HDR), "the link decodes to a1");
+	raw_put(a2, (uint64_t)(uintptr_t)(x - KP_HDR) ^ (uint64_t)KP_ROTL(k2, 29)); /* now a2 -> x */
+	char *p1 = kp_alloc(pool, 48, 0), *p2 = kp_alloc(pool, 48, 0);
+	CHECK(p1 == a2, "the head first: %p (a2 %p)", (void *)p1, (void *)a2);
+	CHECK(p2 != x, "the redirected link handed out x (%p), a block on its span's free list", (void *)x);
+	CHECK(kt_stat(pool, "integrity.freelist_errors") == 1, "freelist error counted: %llu",
+	      (unsigned long long)kt_stat(pool, "integrity.freelist_errors"));
+	/* No block is handed out twice from here on. */
+	void *q[64];
+	unsigned dup = 0;
+	for (int i = 0; i < 64; i++) {
+		q[i] = kp_alloc(pool, 48, 0);
+		dup += q[i] == p1 || q[i] == p2;
+	}
+	CHECK(dup == 0, "%u blocks handed out while live", dup);
+	for (int i = 0; i < 64; i++)
+		CHECK(kp_free(pool, q[i]) == 0, "free %d", i);
+	CHECK(kp_free(pool, p1) == 0 && kp_free(pool, p2) == 0, "frees");
+	kp_destroy(pool);
+}
+
+/* Many frees and allocations across classes and refills: the key stack and
+ * the lists never disagree (no false alarm), flushes give every block
+ * back. */
+static void test_churn_no_false_alarm(void)
+{
+	kp_pool *pool = kp_create("primary_initial:8m,daemon:off,backup:0,seed:12,tcache_bytes:4k");
+	REQUIRE(pool, "kp_create: %s", kp_last_error());
+	uint64_t seed = 12;
+	enum { N = 512 };
+	void *v[N] = {0};
+	size_t n[N] = {0};
+	for (int i = 0; i < 200000; i++) {
+		unsigned s = (unsigned)kt_rand_range(&seed, 0, N - 1);
+		if (v[s]) {
+			CHECK(kt_verify(v[s], n[s], s) == KT_OK, "block %u intact", s);
+			CHECK(kp_free(pool, v[s]) == 0, "free");
+		}
+		n[s] = kt_rand_log(&seed, 1, 4096);
+		v[s] = kp_alloc(pool, n[s], 0);
+		REQUIRE(v[s], "alloc %zu", n[s]);
+		kt_fill(v[s], n[s], s);
+		if (i % 50000 == 0)
+			kp_thread_flush(pool);
+	}
+	for (int s = 0; s < N; s++)
+		kp_free(pool, v[s]);
+	CHECK(kt_stat(pool, "integrity.freelist_errors") == 0 && kt_stat(pool, "integrity.corruptions") == 0,
+	      "no false alarm");
+	kp_destroy(pool);
+}
+
+int main(void)
+{
+	RUN(test_link_to_another_free_block);
+	RUN(test_churn_no_false_alarm);
+	return ktest_summary();
+}
