@@ -2,12 +2,13 @@
 cluster's workers run this kpool), build, plan, run, report, and say in the exit code whether anything new
 broke.
 
-The budget counts from the start (builds included). Jobs start while there is time for them; at the end
-of the budget, jobs still running are stopped, and the campaign ends within MARGIN_S more.
+The budget is the jobs' time: it starts once the builds are done (a fresh clone's first builds take
+minutes on a small machine, and would leave a short budget nothing). Jobs start while there is time for
+them; at the end of the budget, jobs still running are stopped, and the campaign ends within MARGIN_S more.
 
-Exit codes: 0 clean; 1 a new crash signature, a broken SLO or a failed job; 2 bad arguments, a workload
-that does not load, a cluster that does not answer or runs another kpool, or a failed build; 130
-interrupted (what finished is reported).
+Exit codes: 0 clean; 1 a new crash signature, a broken SLO, a failed job, or no job run at all; 2 bad
+arguments, a workload that does not load, a cluster that does not answer or runs another kpool, or a
+failed build; 130 interrupted (what finished is reported).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from harness.campaign.budget import (
 from harness.campaign.run import collect, run_jobs, summary
 from harness.errors import ConfigError, UsageError
 from harness.jobs.executor import Executor
-from harness.jobs.model import RERUN_STATES
+from harness.jobs.model import ENDED_STATES, RERUN_STATES
 from harness.report.writers import write_run
 
 # The default budget gives a newcomer a full report within minutes on a fresh machine.
@@ -56,12 +57,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         "workloads, run them in parallel (here, or on a Dask cluster with --cluster), triage the crashes, "
         "write the report.",
         epilog=(
-            f"The budget counts from the start, builds included. Jobs start while there is time for "
-            f"them; at the end of the budget the jobs still running are stopped, and the campaign ends "
-            f"within a margin of {MARGIN_S:g} s more (stopping them, triage, the coverage of the fuzz "
-            f"corpora, the report); builds that outlast the budget are waited for. Exit 0 clean, "
-            f"1 a new crash, a broken SLO or a failed job, 2 a usage or configuration error, "
-            f"130 interrupted."
+            f"The budget is the jobs' time: it starts once the builds are done (said, with how long "
+            f"they took). Jobs start while there is time for them; at the end of the budget the jobs "
+            f"still running are stopped, and the campaign ends within a margin of {MARGIN_S:g} s more "
+            f"(stopping them, triage, the coverage of the fuzz corpora, the report). Exit 0 clean, "
+            f"1 a new crash, a broken SLO, a failed job or no job run, 2 a usage or configuration "
+            f"error, 130 interrupted."
         ),
     )
     p.add_argument(
@@ -268,27 +269,25 @@ def main(argv: Sequence[str]) -> int:
         except BaseException:
             run_dir.rmdir()
             raise
-        slots = args.jobs or (executor.slots if executor else os.cpu_count() or 1)
-        sanitizer = checks(budget, slots, workloads)
-        build_variants(targets, args.plant, sorted({v for _, v in sanitizer}) if executor is None else ())
-        left = budget - (time.monotonic() - t0)
-        if left <= 0:
-            output.warn(
-                f"the builds took {time.monotonic() - t0:.0f}s, the whole {budget:.0f}s budget: no job can "
-                "start (the builds are kept, so the next run starts at once; or give a longer --budget)"
+        try:  # a failed or interrupted build stops a LocalCluster kpool started
+            slots = args.jobs or (executor.slots if executor else os.cpu_count() or 1)
+            sanitizer = checks(budget, slots, workloads)
+            build_variants(targets, args.plant, sorted({v for _, v in sanitizer}) if executor is None else ())
+            c = plan(run_id, run_dir, budget, slots, args.plant, targets, workloads, programs, sanitizer)
+            c.budget_s = budget
+            c.save(run_dir)
+            where = f"on {args.cluster}" if executor else "here"
+            output.progress(
+                f"campaign {run_id}: {len(c.jobs)} jobs in the {budget:.0f}s budget (the builds took "
+                f"{time.monotonic() - t0:.0f}s, before it), {slots} at a time {where}; reports in {run_dir}"
             )
-            left = 0.0
-        c = plan(run_id, run_dir, left, slots, args.plant, targets, workloads, programs, sanitizer)
-        c.budget_s = budget
-        c.save(run_dir)
-        where = f"on {args.cluster}" if executor else "here"
-        output.progress(
-            f"campaign {run_id}: {len(c.jobs)} jobs in {left:.0f}s of the {budget:.0f}s budget, "
-            f"{slots} at a time {where}; reports in {run_dir}"
-        )
+        except BaseException:
+            if executor is not None:
+                executor.close()
+            raise
     if args.jobs and executor is None:
         c.jobs_n = args.jobs
-    deadline = t0 + budget
+    deadline = time.monotonic() + budget  # the budget is the jobs' time: it starts now
     try:
         finished = run_jobs(c, run_dir, deadline, executor)
     finally:
@@ -300,4 +299,4 @@ def main(argv: Sequence[str]) -> int:
     output.result(summary(report, run_dir, c, finished))
     if not finished:
         return 130
-    return 0 if report.ok else 1
+    return 0 if report.ok and any(j.state in ENDED_STATES for j in c.jobs) else 1

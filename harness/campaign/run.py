@@ -170,7 +170,7 @@ def _headline(report: RunReport, c: Campaign, finished: bool) -> str:
                 f"; not run: {', '.join(stopped + not_run)} (kpool campaign --resume {c.run_id} runs them)"
             )
         return line
-    line = f"kpool campaign {c.run_id}: {verdict}"
+    line = f"kpool campaign {c.run_id}: {verdict if ended else 'no job ran'}"
     if stopped or not_run:
         line += f"; the budget ({c.budget_s:.0f}s) ran out"
         if stopped:
