@@ -136,3 +136,92 @@ def test_a_killed_worker_message_does_not_claim_our_retry_count_on_a_foreign_sch
 
 def test_the_cores_are_those_this_process_may_use() -> None:
     assert jobs_dask._cores() == len(os.sched_getaffinity(0))
+
+
+@pytest.mark.slow
+def test_a_job_whose_worker_keeps_dying_fails_with_the_reason_and_loses_nothing(tmp_path: Path) -> None:
+    """A job that kills its worker every time (here: the task is os._exit): the nanny restarts the
+    worker, the scheduler runs the job again MAX_RETRIES more times, then the job is 'failed' saying
+    why; the job that ended before it keeps its result, and the executor does not hang."""
+    from harness.jobs.executor import Hooks
+    from harness.jobs.model import Job, JobResult
+
+    ex = jobs_dask.DaskExecutor("local:1", "r")
+    try:
+        ex.check()
+
+        def submit(spec: JobSpec) -> Any:
+            if spec.name == "ok":
+                return ex.client.submit(JobResult, "ok", "done", key="kpool-ok", pure=False)
+            return ex.client.submit(os._exit, 1, key="kpool-killer", pure=False)
+
+        ex._submit = submit  # type: ignore[method-assign]
+        jobs = [Job("ok", "stress", [], 10.0, "ok.json"), Job("killer", "stress", [], 10.0, "k.json")]
+        landed: list[str] = []
+
+        def land(j: Job, result: JobResult) -> None:
+            landed.append(j.name)
+            j.state = result.state
+
+        hooks = Hooks(
+            fit=lambda j, left: True,
+            changed=lambda: None,
+            landed=land,
+            spec=lambda j, left: JobSpec(j.name, j.kind, "t", "r", j.slot_s),
+        )
+        t0 = time.monotonic()
+        assert ex.run(jobs, time.monotonic() + 100, hooks)
+        took = time.monotonic() - t0
+    finally:
+        ex.close()
+    ok, killer = jobs
+    assert landed == ["ok"] and ok.state == "done"
+    assert killer.state == "failed", (killer.state, killer.error)
+    assert f"died {jobs_dask.MAX_RETRIES + 1} time" in killer.error, killer.error
+    assert took < 60, took
+
+
+def test_a_cluster_campaign_resumed_here_runs_as_many_jobs_as_there_are_cores(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A campaign planned for 100 worker slots, resumed without --cluster, ran 100 local jobs at once
+    on a 2-core machine: here it runs as many as the cores (or --jobs), and says where it ran before."""
+    from harness.campaign import Campaign, command
+
+    run_dir = tmp_path / "campaign-1"
+    run_dir.mkdir()
+    c = plan("campaign-1", run_dir, 60.0, 100, 0, [], [STEADY])
+    c.cluster = "tcp://sched.lan:8786"
+    c.save(run_dir)
+    seen: list[int] = []
+
+    def run_jobs(c: Campaign, run_dir: Path, deadline: float | None = None, executor: object = None) -> bool:
+        seen.append(c.jobs_n)
+        return True
+
+    monkeypatch.setattr(command, "run_jobs", run_jobs)
+    command.main(["--resume", "campaign-1", "--reports", str(tmp_path)])
+    assert seen == [os.cpu_count()], seen
+    err = capsys.readouterr().err
+    assert "tcp://sched.lan:8786" in err and "--cluster" in err, err
+    command.main(["--resume", "campaign-1", "--reports", str(tmp_path), "--jobs", "1"])
+    assert seen[-1] == 1
+
+
+def test_a_campaign_records_the_cluster_it_ran_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from harness.campaign import Campaign, command
+
+    class FakeExecutor:
+        where, slots, workers = "tcp://sched.lan:8786", 7, {"a": {}}
+
+        def check(self) -> None: ...
+        def close(self) -> None: ...
+
+    monkeypatch.setattr(jobs_dask, "DaskExecutor", lambda address, run_id: FakeExecutor())
+    monkeypatch.setattr(command, "build_variants", lambda *a, **k: None)
+    monkeypatch.setattr(command, "run_jobs", lambda *a, **k: True)
+    args = ["--cluster", "tcp://sched.lan:8786", "--targets", "", "--workloads", str(STEADY)]
+    command.main([*args, "--reports", str(tmp_path)])
+    [record] = tmp_path.glob("*/campaign.json")
+    c = Campaign.load(record.parent)
+    assert c.cluster == "tcp://sched.lan:8786" and c.jobs_n == 7

@@ -65,6 +65,7 @@ class Campaign:
     plant: int = 0
     started: float = field(default_factory=time.time)
     jobs: list[Job] = field(default_factory=list)
+    cluster: str = ""  # --cluster of its last run ("": here); jobs_n is then the cluster's slots
 
     def save(self, run_dir: Path) -> None:
         tmp = run_dir / ".campaign.json.tmp"

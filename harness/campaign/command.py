@@ -252,6 +252,15 @@ def main(argv: Sequence[str]) -> int:
         c, run_dir = _resume(args, reports)
         budget = parse_budget(args.budget) if args.budget else c.budget_s
         executor = _executor(args, c.run_id)
+        if executor is None and c.cluster:  # its jobs_n is the cluster's slots, not this machine's
+            c.jobs_n = args.jobs or os.cpu_count() or 1
+            output.progress(
+                f"campaign {c.run_id} ran on the cluster {c.cluster}: resuming here, {c.jobs_n} job(s) "
+                f"at a time (--cluster {c.cluster} resumes it there)"
+            )
+        elif executor is not None:
+            c.jobs_n = executor.slots
+        c.cluster = args.cluster or ""
     else:
         budget = parse_budget(args.budget or DEFAULT_BUDGET)
         targets = _targets(args.targets)
@@ -274,7 +283,7 @@ def main(argv: Sequence[str]) -> int:
             sanitizer = checks(budget, slots, workloads)
             build_variants(targets, args.plant, sorted({v for _, v in sanitizer}) if executor is None else ())
             c = plan(run_id, run_dir, budget, slots, args.plant, targets, workloads, programs, sanitizer)
-            c.budget_s = budget
+            c.budget_s, c.cluster = budget, args.cluster or ""
             c.save(run_dir)
             where = f"on {args.cluster}" if executor else "here"
             output.progress(
