@@ -225,3 +225,62 @@ def test_a_campaign_records_the_cluster_it_ran_on(tmp_path: Path, monkeypatch: p
     [record] = tmp_path.glob("*/campaign.json")
     c = Campaign.load(record.parent)
     assert c.cluster == "tcp://sched.lan:8786" and c.jobs_n == 7
+
+
+def _two_worker_run(monkeypatch: pytest.MonkeyPatch, bad: int) -> tuple[list[Any], list[str]]:
+    """Four jobs on an in-process cluster of two workers, the first `bad` of which run another kpool
+    (their tasks answer 'refused', as task.run_job does there)."""
+    from distributed import LocalCluster, get_worker
+
+    from harness.jobs.executor import Hooks
+    from harness.jobs.model import Job, JobResult
+
+    with LocalCluster(n_workers=2, processes=False, threads_per_worker=1, dashboard_address=None) as cl:
+        ex = jobs_dask.DaskExecutor(cl.scheduler_address, "r")
+        refusing = sorted(ex.workers)[:bad]
+
+        def run_remote(spec: JobSpec, stop_event: str) -> JobResult:
+            where = str(get_worker().address)
+            time.sleep(0.3)
+            if where in refusing:
+                return JobResult(spec.name, "refused", worker=where, error=f"worker {where} runs kpool 9")
+            return JobResult(spec.name, "done", worker=where)
+
+        monkeypatch.setattr(jobs_dask, "run_remote", run_remote)
+        jobs = [Job(f"stress:w{i}", "stress", [], 10.0, f"w{i}.json") for i in range(4)]
+
+        def land(j: Job, result: JobResult) -> None:
+            j.state, j.worker = result.state, result.worker
+
+        hooks = Hooks(
+            fit=lambda j, left: True,
+            changed=lambda: None,
+            landed=land,
+            spec=lambda j, left: JobSpec(j.name, j.kind, "t", "r", j.slot_s),
+        )
+        try:
+            assert ex.run(jobs, time.monotonic() + 60, hooks)
+        finally:
+            ex.close()
+    return jobs, refusing
+
+
+def test_a_worker_of_another_kpool_that_joins_mid_run_gets_no_job(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A worker that joined after the check and runs another kpool refuses the job it is given: the job
+    runs on a worker that matches, the refusing worker is named, and it gets no more jobs (it would
+    otherwise refuse every job fastest and take them all)."""
+    jobs, [bad] = _two_worker_run(monkeypatch, 1)
+    assert [j.state for j in jobs] == ["done"] * 4, [(j.state, j.error) for j in jobs]
+    assert all(j.worker != bad for j in jobs)
+    err = capsys.readouterr().err
+    assert bad in err and "kpool 9" in err, err
+
+
+def test_when_every_worker_runs_another_kpool_the_jobs_fail_saying_so(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    jobs, refusing = _two_worker_run(monkeypatch, 2)
+    assert [j.state for j in jobs] == ["failed"] * 4, [(j.state, j.error) for j in jobs]
+    assert all("another kpool" in j.error and refusing[0] in j.error for j in jobs), jobs[0].error

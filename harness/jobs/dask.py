@@ -2,7 +2,8 @@
 LocalCluster of N worker processes that kpool starts and stops (`local:N`).
 
 Before any job, every worker's kpool (version and source hash, harness/jobs/identity.py) is compared with
-this one's: a mismatch is an error naming each worker. Each job is one task (harness/jobs/task.py) that
+this one's: a mismatch is an error naming each worker. A worker that joins later and runs another kpool
+refuses the job it is given (task.run_job): it is named, gets no more jobs, and the job runs elsewhere. Each job is one task (harness/jobs/task.py) that
 returns its results as bytes; they are handed to the campaign the moment they come back, so a job that
 finished is never lost. A worker that dies mid-job: the scheduler runs the job again on another worker, at
 most MAX_RETRIES more times (the scheduler's allowed-failures; for a scheduler kpool did not start, its own
@@ -133,6 +134,9 @@ class DaskExecutor:
             self.close()
             raise ConfigError(f"--cluster {address}: cannot reach the scheduler: {exc}") from None
         self.stop_name = f"kpool-stop-{run_id}-{time.time_ns()}"
+        # Workers that refused a job (another kpool, joined after the check): address -> why. They get
+        # no more jobs; a job they refused runs elsewhere.
+        self.refused: dict[str, str] = {}
 
     @property
     def workers(self) -> dict[str, dict[str, Any]]:
@@ -163,8 +167,23 @@ class DaskExecutor:
                     thing.close()
 
     def _submit(self, spec: JobSpec) -> Any:
+        good = [w for w in self.workers if w not in self.refused] if self.refused else None
         return self.client.submit(
-            run_remote, spec, self.stop_name, key=f"kpool-{spec.name}-{time.time_ns()}", pure=False
+            run_remote,
+            spec,
+            self.stop_name,
+            key=f"kpool-{spec.name}-{time.time_ns()}",
+            pure=False,
+            workers=good,
+            allow_other_workers=False,
+        )
+
+    def _refused_all(self) -> str:
+        """Why no worker may run a job: every worker refused one; "" while some worker may."""
+        if not self.refused or any(w not in self.refused for w in self.workers):
+            return ""
+        return "every worker runs another kpool than this one: " + "; ".join(
+            self.refused[w] for w in sorted(self.refused)
         )
 
     def run(self, jobs: Sequence[Job], deadline: float | None, hooks: Hooks) -> bool:
@@ -180,6 +199,10 @@ class DaskExecutor:
                 while pending or running:
                     while pending and len(running) < self.slots:
                         j = pending.pop(0)
+                        if self._refused_all():
+                            j.state, j.error = "failed", self._refused_all()
+                            hooks.changed()
+                            continue
                         left = None if deadline is None else deadline - time.monotonic()
                         if left is not None and not hooks.fit(j, left):
                             j.state = "not-run"
@@ -192,7 +215,9 @@ class DaskExecutor:
                         break
                     time.sleep(WAIT_S)
                     for fut in [f for f in running if f.done()]:
-                        self._land(fut, running.pop(fut), hooks)
+                        j = running.pop(fut)
+                        if not self._land(fut, j, hooks):
+                            pending.insert(0, j)  # refused by its worker: it runs elsewhere
                     if deadline is not None and time.monotonic() > deadline + RETURN_WAIT_S:
                         # the jobs stop themselves at the deadline; these never answered (a worker lost)
                         for fut, j in running.items():
@@ -223,15 +248,23 @@ class DaskExecutor:
                 return False
         return True
 
-    def _land(self, fut: Any, j: Job, hooks: Hooks) -> None:
+    def _land(self, fut: Any, j: Job, hooks: Hooks) -> bool:
+        """Hand a finished task's result to the campaign; False when its worker refused it (the job is
+        pending again, the worker gets no more)."""
         try:
             result: JobResult = fut.result()
         except _distributed().KilledWorker as exc:
             j.state, j.error = "failed", killed_message(self.where, exc)
-        except identity.VersionMismatch:
-            raise
         except Exception as exc:  # the task itself failed (a build on the worker, say)
             j.state, j.error = "failed", f"on the cluster: {type(exc).__name__}: {exc}"
         else:
+            if result.state == "refused":
+                if result.worker not in self.refused:
+                    output.warn(f"{result.error}: it gets no job of this campaign, the others run them")
+                self.refused[result.worker] = result.error
+                j.state, j.attempts = "pending", j.attempts - 1
+                hooks.changed()
+                return False
             hooks.landed(j, result)
         hooks.changed()
+        return True

@@ -85,7 +85,7 @@ class JobResult:
     """What a job returns: its end, and its outputs as bytes."""
 
     name: str
-    state: str  # done, failed, timeout or stopped
+    state: str  # done, failed, timeout or stopped; refused: the worker runs another kpool, nothing ran
     returncode: int | None = None
     seconds: float = 0.0
     worker: str = ""

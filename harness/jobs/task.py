@@ -25,7 +25,7 @@ from pathlib import Path
 
 from harness import paths
 from harness.errors import KpoolError
-from harness.jobs.identity import VersionMismatch, identity
+from harness.jobs.identity import identity
 from harness.jobs.model import JobResult, JobSpec
 
 # A job may overrun its slot by this much (start-up, a last report) before it is killed as a timeout.
@@ -184,12 +184,16 @@ def _collect(result: JobResult, folder: Path) -> None:
 
 def run_job(spec: JobSpec, stop: Callable[[], bool] = lambda: False, where: str = "") -> JobResult:
     """Run one job here and return its results (never raises for the job's own failure: a job that
-    failed is a result). VersionMismatch when this kpool is not the coordinator's."""
+    failed is a result). State 'refused' when this kpool is not the coordinator's: nothing ran."""
     mine = identity()
-    if spec.identity != ("", "") and mine != spec.identity:
-        raise VersionMismatch(
-            f"worker {where or '?'} runs kpool {mine[0]} sources {mine[1]}, the coordinator "
-            f"kpool {spec.identity[0]} sources {spec.identity[1]}"
+    if spec.identity != ("", "") and mine != spec.identity:  # a worker that joined after the check
+        return JobResult(
+            name=spec.name,
+            state="refused",
+            worker=where,
+            error=f"worker {where or '?'} (host {socket.gethostname()}) runs another kpool: kpool "
+            f"{mine[0]} sources {mine[1]} from {paths.PACKAGE_DIR}, this one kpool {spec.identity[0]} "
+            f"sources {spec.identity[1]}",
         )
     scratch = Path(tempfile.mkdtemp(prefix=f"kpool-job-{spec.kind}-"))
     try:
