@@ -284,3 +284,30 @@ def test_when_every_worker_runs_another_kpool_the_jobs_fail_saying_so(
     jobs, refusing = _two_worker_run(monkeypatch, 2)
     assert [j.state for j in jobs] == ["failed"] * 4, [(j.state, j.error) for j in jobs]
     assert all("another kpool" in j.error and refusing[0] in j.error for j in jobs), jobs[0].error
+
+
+def test_two_campaigns_merging_one_corpus_take_turns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two cluster campaigns with one --reports folder merged into one <target>.incoming folder at
+    once: one's rmtree emptied it under the other's libFuzzer. A merge holds the corpus's lock."""
+    import fcntl
+    import subprocess
+
+    from harness.campaign import corpus
+    from harness.fuzz import runner
+
+    blocked: list[bool] = []
+
+    def merge_run(cmd: list[str], **kw: Any) -> subprocess.CompletedProcess[str]:
+        with (tmp_path / "corpus" / "conf.lock").open("a") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                blocked.append(False)
+            except BlockingIOError:
+                blocked.append(True)
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    monkeypatch.setattr(runner, "script", lambda target: Path("fuzz.py"))
+    monkeypatch.setattr(runner, "target_env", lambda target, plant: {})
+    monkeypatch.setattr(corpus.subprocess, "run", merge_run)
+    corpus.merge(tmp_path, "conf", {"a" * 40: b"x"})
+    assert blocked == [True]
