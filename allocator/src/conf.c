@@ -95,6 +95,10 @@ static const struct option options[] = {
 	{"prefault", BOOL, "on", OFF(prefault), 0, 1,
 	 "pre-fault the daemon's headroom (the free memory the allocation path takes next) and the backup reserve "
 	 "(off: pages fault on first touch, and the reserve is not memory until used)"},
+	{"prefault_touch", PERCENT, "0", OFF(prefault_touch), 0, 100,
+	 "0: the daemon pre-faults its whole headroom; N: past the floor (high_wm, always pre-faulted) only while "
+	 "the program touches at least N% of the memory it takes, measured from the process's page faults "
+	 "(90: pre-faulted but untouched memory stays under a tenth; a sparse program keeps a peer's RSS)"},
 	{"thp", BOOL, "on", OFF(thp), 0, 1,
 	 "ask for transparent huge pages on huge blocks (MADV_HUGEPAGE): a 2 MiB fault instead of 512"},
 	{"decay_ms", INT, "1000", OFF(decay_ms), 0, 3600000,

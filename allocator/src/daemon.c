@@ -80,6 +80,87 @@ static size_t seg_usable(void)
 	return (size_t)(KP_UNITS - 1) * KP_UNIT_SIZE;
 }
 
+/* ---- whether to pre-fault at all -------------------------------------------
+ *
+ * A page the daemon pre-faults is resident whether or not the program ever
+ * touches it. A program that touches every page it allocates (a buffer it
+ * fills) would fault each one itself: pre-faulting moves those faults off
+ * its thread at no cost in memory. A program that touches a little of each
+ * block (a hash table's sparse buckets, the ends of big buffers: kpbench's b
+ * touches 38% of the bytes it takes) gains little, and every page it never
+ * touches is resident memory no peer holds (b: 92 MiB against mimalloc's 47
+ * and kpool's own 58 without pre-faulting).
+ *
+ * The floor, high_wm (1 MiB by default, or what a program set), is
+ * pre-faulted always: it is the headroom asked for. Above it, the daemon
+ * measures: while it pre-faults only the floor, the program faults the
+ * pages it takes past it itself, and the process's minor faults
+ * (getrusage, less the faults of every pass: pre-faulting is the daemon's
+ * own) per page taken from the free units are the share it touches. Known
+ * limit, why it is not the default (prefault_touch:0 pre-faults always): a
+ * program paced so that the pre-faulted floor serves most of what it takes
+ * faults little itself and is measured far below its true share (13% for
+ * test_pool_behaviour's paced run, which writes every page). At the share
+ * prefault_touch:N asks or more, measured over at least KP_TOUCH_SAMPLE
+ * taken, it pre-faults the whole target; a touched share below N% costs at
+ * most (100 - N)% of memory more than the program touches. It stops when
+ * the program has taken nothing for decay_ms (its growth is over; the next
+ * growth is measured again). */
+
+/* A share measured over less than this is noise: a few blocks' headers, a
+ * span of 8 blocks taken whole and carved one block at a time, a program's
+ * start (two segments: the first few milliseconds of a fast program). */
+#define KP_TOUCH_SAMPLE ((size_t)8 << 20)
+
+/* Faults made by passes (pre-faulting, refills) in every pool: the
+ * daemon's own, not the program's. */
+static _Atomic uint64_t pass_faults;
+
+static bool prefaulting(kp_pool *pool)
+{
+	return pool->conf.prefault &&
+	       (pool->conf.prefault_touch == 0 || atomic_load_explicit(&pool->daemon.prefaulting, memory_order_relaxed));
+}
+
+static void prefault_decide(kp_pool *pool, int64_t taken, uint64_t now)
+{
+	kp__daemon *d = &pool->daemon;
+	uint64_t flt = kp__os_minflt(&pool->os, false), pf = atomic_load(&pass_faults);
+	uint64_t others = flt - d->last_flt > pf - d->last_pass_flt ? (flt - d->last_flt) - (pf - d->last_pass_flt) : 0;
+	d->last_flt = flt;
+	d->last_pass_flt = pf;
+	if (!pool->conf.prefault || pool->conf.prefault_touch == 0)
+		return;
+	uint64_t decay = (uint64_t)pool->conf.decay_ms * 1000000ull;
+	bool on = atomic_load(&d->prefaulting);
+	if (taken > 0) {
+		d->quiet_ns = now;
+		if (!on) {
+			/* The process's faults include memory that is not the pool's
+			 * (a program's own tables and stacks, faulted as it starts):
+			 * a pass counts at most the pages it saw taken. */
+			uint64_t pages = (uint64_t)taken / KP_PAGE;
+			d->touch_taken += (uint64_t)taken;
+			d->touch_faults += others < pages ? others : pages;
+		}
+	} else if (on && now - d->quiet_ns > decay) {
+		atomic_store(&d->prefaulting, 0);
+		kp__event(pool, KP_EV_DAEMON, KP_POOL_PRIMARY, NULL, 0,
+			  "pre-faulting off: nothing taken for %u ms", pool->conf.decay_ms);
+	}
+	if (on || d->touch_taken < KP_TOUCH_SAMPLE)
+		return;
+	uint64_t pct = d->touch_faults * KP_PAGE * 100 / d->touch_taken;
+	atomic_store(&d->touch_pct, (unsigned)(pct > 100 ? 100 : pct));
+	if (pct >= pool->conf.prefault_touch) {
+		atomic_store(&d->prefaulting, 1);
+		kp__event(pool, KP_EV_DAEMON, KP_POOL_PRIMARY, NULL, 0,
+			  "pre-faulting on: the program touched %u%% of the %zu bytes it took", (unsigned)pct,
+			  (size_t)d->touch_taken);
+	}
+	d->touch_taken = d->touch_faults = 0;
+}
+
 /* Pre-fault up to upto bytes of free units in the order the allocation path
  * takes them (oldest segment first, lowest unit first: units_take), skipping
  * the first from bytes (already pre-faulted). The runs are found under the
@@ -167,7 +248,11 @@ void kp__daemon_prime(kp_pool *pool)
 {
 	kp__daemon *d = &pool->daemon;
 	size_t target = pool->conf.high_wm;
+	uint64_t own = kp__os_minflt(&pool->os, true);
 	size_t ready = pool->conf.prefault ? prefault_front(pool, 0, target) : 0;
+	atomic_fetch_add(&pass_faults, kp__os_minflt(&pool->os, true) - own);
+	d->last_flt = kp__os_minflt(&pool->os, false);
+	d->last_pass_flt = atomic_load(&pass_faults);
 	atomic_store(&d->target, target);
 	atomic_store(&d->ready, ready);
 	d->last_ns = kp__pool_now(pool);
@@ -190,11 +275,14 @@ static size_t daemon_target(kp_pool *pool)
 	int64_t taken = (int64_t)d->last_headroom + added - (int64_t)headroom;
 	uint64_t dt = now > d->last_ns ? now - d->last_ns : 0;
 	size_t ready = atomic_load(&d->ready);
+	prefault_decide(pool, taken, now);
 	if (taken > 0 && pool->conf.prefault && (size_t)taken > ready) {
-		/* the allocation path went past what was pre-faulted for it */
+		/* the allocation path went past what was pre-faulted for it:
+		 * when that was meant (not pre-faulting past the floor), the
+		 * target need not rise */
 		atomic_fetch_add(&d->faulted, (uint64_t)taken - ready);
 		int boost = atomic_load(&pool->grow_boost);
-		if (boost < KP_BOOST_MAX)
+		if (prefaulting(pool) && boost < KP_BOOST_MAX)
 			atomic_compare_exchange_strong(&pool->grow_boost, &boost, boost + 1);
 		atomic_store(&pool->boost_at_ns, now);
 	}
@@ -244,6 +332,7 @@ int kp__daemon_pass(kp_pool *pool)
 	int saved = kp__os_caller;
 	kp__os_caller = KP_CALLER_DAEMON;
 	pthread_mutex_lock(&d->step_mu);
+	uint64_t own = kp__os_minflt(&pool->os, true); /* this pass's faults are the daemon's */
 	atomic_fetch_add(&d->passes, 1);
 	size_t target = daemon_target(pool);
 	/* 1. pre-fault the free units the allocation path takes next: the whole
@@ -251,8 +340,10 @@ int kp__daemon_pass(kp_pool *pool)
 	 * allocation path skips runs too short for a span, and frees return
 	 * resident units anywhere), and only when something was taken */
 	size_t ready = atomic_load(&d->ready);
-	if (pool->conf.prefault && ready < target)
-		ready = prefault_front(pool, 0, target);
+	bool pre = pool->conf.prefault, all = prefaulting(pool);
+	size_t front = all || target < pool->conf.high_wm ? target : pool->conf.high_wm;
+	if (pre && ready < front)
+		ready = prefault_front(pool, 0, front);
 	/* 2. grow: with a target of a segment or more (demand is fast), each
 	 * segment is pre-faulted whole before it is linked, so that the
 	 * allocation path never finds unfaulted free units (it waits
@@ -262,14 +353,16 @@ int kp__daemon_pass(kp_pool *pool)
 	 * fast, none when slow */
 	bool partial = false;
 	while (kp__primary_headroom(pool) < target) {
-		bool whole = pool->conf.prefault && target >= seg_usable();
+		/* whole: pre-faulted as it is mapped, when the program touches
+		 * what it takes or asked for a floor of a segment or more */
+		bool whole = pre && target >= seg_usable() && (all || pool->conf.high_wm >= seg_usable());
 		if (kp__primary_grow(pool, whole) < 0) /* counts d->grows itself */
 			break;
 		partial |= !whole;
 		actions++;
 	}
-	if (pool->conf.prefault && actions)
-		ready = partial ? prefault_front(pool, 0, target) : target;
+	if (pre && actions)
+		ready = partial ? prefault_front(pool, 0, front) : target;
 	/* The next pass measures from this one's start: what it grows and
 	 * shrinks here is counted as added and removed, and what the allocation
 	 * path takes meanwhile as taken (so ready errs low, never high: a page
@@ -277,7 +370,7 @@ int kp__daemon_pass(kp_pool *pool)
 	 * fault on the allocating thread). */
 	int shrunk = kp__primary_shrink(pool, target);
 	atomic_fetch_add(&d->shrinks, (uint64_t)shrunk);
-	atomic_store(&d->ready, pool->conf.prefault ? ready : 0);
+	atomic_store(&d->ready, pre ? ready : 0);
 	set_wake(pool, target, ready);
 	actions += shrunk + kp__huge_cache_trim(pool, false);
 	kp__grace_reclaim(pool); /* unmap what was released, once no reader can see it */
@@ -286,6 +379,7 @@ int kp__daemon_pass(kp_pool *pool)
 		d->refilled_at = frees;
 		atomic_fetch_add(&d->refills, 1);
 	}
+	atomic_fetch_add(&pass_faults, kp__os_minflt(&pool->os, true) - own);
 	pthread_mutex_unlock(&d->step_mu);
 	/* The backup mode follows every change of the primary's use (units_take,
 	 * units_give, grow): the pass need not take the pool lock for it. */

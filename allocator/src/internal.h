@@ -87,7 +87,7 @@
 typedef struct kp__conf {
 	size_t primary_initial, primary_max, backup;
 	size_t low_wm, high_wm, tcache_bytes;
-	unsigned critical_wm, recover_wm;
+	unsigned critical_wm, recover_wm, prefault_touch;
 	bool daemon;
 	unsigned daemon_interval_ms, decay_ms;
 	uint64_t seed;
@@ -166,6 +166,9 @@ uint64_t kp__now_ns(void);
 int kp__os_membarrier_register(kp__oscount *c);
 int kp__os_membarrier(kp__oscount *c);
 void kp__os_yield(kp__oscount *c);
+/* Minor page faults so far of the whole process (thread false) or of the
+ * calling thread (true), from getrusage; 0 when it fails. */
+uint64_t kp__os_minflt(kp__oscount *c, bool thread);
 
 /* ---- pagemap.c: address -> segment, global, lock-free reads ------------- */
 struct kp__seg;
@@ -795,6 +798,11 @@ typedef struct kp__daemon {
 	_Atomic size_t target, ready;     /* target; pre-faulted free bytes at the front */
 	_Atomic uint64_t rate;            /* bytes/s of net demand, decaying */
 	_Atomic uint64_t faulted;         /* bytes the allocation path took before they were pre-faulted */
+	/* Pre-faulting is on (daemon.c, prefault_decide): the program touches
+	 * what it takes. touch_pct: the last share measured. */
+	_Atomic int prefaulting;
+	_Atomic unsigned touch_pct;
+	uint64_t last_flt, last_pass_flt, quiet_ns, touch_taken, touch_faults;
 	uint64_t last_ns, last_grows, last_shrinks;
 	size_t last_headroom;
 } kp__daemon;

@@ -17,6 +17,7 @@
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/random.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -333,6 +334,15 @@ void kp__os_yield(kp__oscount *c)
 {
 	count(c, KP_OS_OTHER);
 	sched_yield();
+}
+
+uint64_t kp__os_minflt(kp__oscount *c, bool thread)
+{
+	struct rusage ru;
+	count(c, KP_OS_OTHER);
+	if (getrusage(thread ? RUSAGE_THREAD : RUSAGE_SELF, &ru) != 0)
+		return 0;
+	return (uint64_t)ru.ru_minflt;
 }
 
 /* ---- what the machine allows (primary_max:0) ------------------------------ */

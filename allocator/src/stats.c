@@ -101,8 +101,11 @@ int kp__stats_json(kp_pool *pool, char *buf, size_t len)
 	    LD(d->wakeups), LD(d->timer_wakeups));
 	put(&o, "\"passes\":%llu,\"grows\":%llu,\"shrinks\":%llu,\"backup_refills\":%llu,", LD(d->passes),
 	    LD(d->grows), LD(d->shrinks), LD(d->refills));
-	put(&o, "\"target_bytes\":%llu,\"prefaulted_bytes\":%llu,\"rate_bytes_per_s\":%llu,\"alloc_faulted_bytes\":%llu},",
+	put(&o, "\"target_bytes\":%llu,\"prefaulted_bytes\":%llu,\"rate_bytes_per_s\":%llu,\"alloc_faulted_bytes\":%llu,",
 	    LD(d->target), LD(d->ready), LD(d->rate), LD(d->faulted));
+	put(&o, "\"prefaulting\":%s,\"touched_pct\":%u},",
+	    pool->conf.prefault && (pool->conf.prefault_touch == 0 || atomic_load(&d->prefaulting)) ? "true" : "false",
+	    atomic_load(&d->touch_pct));
 	put(&o, "\"integrity\":{\"double_frees\":%llu,\"invalid_frees\":%llu,\"corruptions\":%llu,\"bad_sizes\":%llu,",
 	    LD(pool->double_frees), LD(pool->invalid_frees), LD(pool->corruptions), LD(pool->bad_sizes));
 	put(&o, "\"overflows\":%llu,\"use_after_frees\":%llu,\"freelist_errors\":%llu,\"quarantined\":%llu},",
