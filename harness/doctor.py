@@ -240,6 +240,13 @@ CAPABILITIES: tuple[Capability, ...] = (
         "strace",
     ),
     Capability(
+        "gdb",
+        "every thread's user-space stack when a stress worker hangs (without it: /proc's kernel stacks)",
+        "apt-get install gdb",
+        _command("gdb"),
+        "gdb",
+    ),
+    Capability(
         "chromium",
         "the test that renders the HTML report in a headless browser",
         "apt-get install chromium",
