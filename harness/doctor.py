@@ -290,6 +290,7 @@ CAPABILITIES: tuple[Capability, ...] = (
             ("yaml", "pyyaml", "loading workloads"),
             ("hdrh", "hdrhistogram", "latency logs in HdrHistogram's format"),
             ("xdist", "pytest-xdist", "pytest workloads -n auto"),
+            ("distributed", "distributed", "kpool campaign --cluster (Dask)"),
         )
     ),
     Capability(

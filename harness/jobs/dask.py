@@ -3,8 +3,9 @@ LocalCluster of N worker processes that kpool starts and stops (`local:N`).
 
 Before any job, every worker's kpool (version and source hash, harness/jobs/identity.py) is compared with
 this one's: a mismatch is an error naming each worker. A worker that joins later and runs another kpool
-refuses the job it is given (task.run_job): it is named, gets no more jobs, and the job runs elsewhere. Each job is one task (harness/jobs/task.py) that
-returns its results as bytes; they are handed to the campaign the moment they come back, so a job that
+refuses the job it is given (task.run_job): it is named, gets no more jobs, and the job runs elsewhere.
+Each job is one task (harness/jobs/task.py) that returns its results as bytes; they are handed to the
+campaign the moment they come back, so a job that
 finished is never lost. A worker that dies mid-job: the scheduler runs the job again on another worker, at
 most MAX_RETRIES more times (the scheduler's allowed-failures; for a scheduler kpool did not start, its own
 setting), after which the job is 'failed' with the reason. At the deadline or on an interrupt a Dask Event
