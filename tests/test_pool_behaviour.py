@@ -333,16 +333,22 @@ def test_pool_shrinks_after_decay_and_rss_drops() -> None:
 
 @pytest.mark.slow
 def test_daemon_grows_ahead_of_the_allocating_thread() -> None:
-    """256 MiB in 4-64 KiB blocks, every page touched: no mmap on the allocation path, and the
-    allocating thread takes page faults on under 1% of the pages (the daemon pre-faulted them)."""
+    """256 MiB in 4-64 KiB blocks, every page touched: no mmap on the allocation path, and once the
+    daemon has measured the rate (the first 16 MiB) the allocating thread takes page faults on under
+    1% of the pages (the daemon pre-faulted them); the start, while a fresh pool's daemon learns the
+    rate from its 1 MiB floor, stays under 4 MiB of faults.
+
+    Measured under load (3 busy loops on 2 cores), the same before and after session 5's daemon
+    changes: ~550 faults in the first 16 MiB, ~5 per 16 MiB after; the old single bound over the
+    whole 256 MiB (655 faults) sat right at that start-up cost and failed a CI run with 662."""
     rng = random.Random(3)
-    total = 256 * MiB
+    total, start = 256 * MiB, 16 * MiB
     # grow_wait_us: on a loaded 2-core machine (pytest -n auto) the daemon thread can be descheduled
     # for a few milliseconds; the grace period keeps this a test of the daemon's capacity, not of the
     # scheduler. The C test test_daemon.c runs the same check without it.
     with Pool("primary_initial:1m,grow_wait_us:5000") as pool:
         before = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
-        addrs, done, paced = [], 0, 0
+        addrs, done, paced, at_start = [], 0, 0, None
         while done < total:
             size = rng.randint(4 * KiB, 64 * KiB)
             addrs.append(pool.alloc(size))
@@ -352,10 +358,15 @@ def test_daemon_grows_ahead_of_the_allocating_thread() -> None:
             if done - paced >= MiB:
                 paced = done
                 time.sleep(0.005)
-        faults = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt - before
+            if at_start is None and done >= start:
+                at_start = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
+        after = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
         stats = pool.stats()
         for a in addrs:
             pool.free(a)
+    assert at_start is not None
     assert stats["syscalls"]["alloc"]["mmap"] == 0
     assert stats["primary"]["grows"] > 0
-    assert faults < 0.01 * total / PAGE, f"{faults} page faults for {total // PAGE} pages"
+    assert at_start - before < 4 * MiB / PAGE, f"{at_start - before} page faults in the first 16 MiB"
+    steady = (total - start) // PAGE
+    assert after - at_start < 0.01 * steady, f"{after - at_start} page faults for {steady} pages"

@@ -402,6 +402,7 @@ unsigned kp__central_take(kp_pool *pool, unsigned cls, void **list, uint64_t *ke
 				c->partial = NULL;
 			continue;
 		}
+		unsigned before = got;
 		while (got < n) {
 			uint64_t key;
 			char *b = span_pop(pool, c, sp, &key);
@@ -413,6 +414,19 @@ unsigned kp__central_take(kp_pool *pool, unsigned cls, void **list, uint64_t *ke
 			if (keys)
 				keys[got] = key;
 			got++;
+		}
+		if (got == before && c->partial == sp && !sp->in_partial) {
+			/* Listed, yet no longer a listed span (its units went back, or
+			 * its slot was rewritten: planted 3 does the first): it would
+			 * be found again at once, for ever. Dropped from the list with
+			 * an event; its links are followed only if they are span slots
+			 * of this pool. */
+			kp__violation(pool, KP_EV_FREELIST, KP_ECORRUPT, sp, KP_SIZE_UNKNOWN,
+				      "a span on the central list is no longer listed: dropped from the list");
+			c->partial = span_slot_ok(pool, sp->next) ? sp->next : NULL;
+			if (c->partial)
+				c->partial->prev = NULL;
+			continue;
 		}
 		KP_ASSERT(1, span_is_valid(pool, sp, false));
 		if (sp->in_partial && !sp->free && sp->bump == sp->nblocks)
