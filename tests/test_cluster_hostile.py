@@ -311,3 +311,30 @@ def test_two_campaigns_merging_one_corpus_take_turns(tmp_path: Path, monkeypatch
     monkeypatch.setattr(corpus.subprocess, "run", merge_run)
     corpus.merge(tmp_path, "conf", {"a" * 40: b"x"})
     assert blocked == [True]
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_the_local_cluster_starts_waits_for_it_and_closes_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Ctrl-C in the first second or two of `--cluster local:N`, while the LocalCluster was being made,
+    left a half-made cluster that Dask's finalizers then tore down with an `AssertionError:
+    Status.init` traceback (helper's attack, session 5). Now the interrupt is held until the cluster
+    and its client exist, then raised: the caller closes a whole cluster."""
+    import signal
+
+    distributed = pytest.importorskip("distributed")
+    made: list[Any] = []
+    real = distributed.LocalCluster
+
+    def interrupted_while_starting(*args: Any, **kwargs: Any) -> Any:
+        os.kill(os.getpid(), signal.SIGINT)  # the user's Ctrl-C, mid-start
+        time.sleep(0.2)
+        made.append(real(*args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(distributed, "LocalCluster", interrupted_while_starting)
+    with pytest.raises(KeyboardInterrupt):
+        jobs_dask.DaskExecutor("local:1", "run-x")
+    assert len(made) == 1, "the cluster was never finished: the interrupt cut its start"
+    assert made[0].status.name == "closed", f"the cluster was left {made[0].status.name}"

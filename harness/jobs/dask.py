@@ -19,6 +19,8 @@ import importlib
 import logging
 import os
 import re
+import signal
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -111,6 +113,27 @@ def _report_identity() -> dict[str, str]:
     return identity.describe()
 
 
+@contextlib.contextmanager
+def _hold_interrupts() -> Any:
+    """Ctrl-C held while a LocalCluster and its client are made, then raised: an interrupt in the middle
+    left a half-made cluster that Dask's finalizers tore down with an `AssertionError: Status.init`
+    traceback. The caller closes a whole cluster. (Signal handlers exist in the main thread only.)"""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) in (
+        signal.SIG_IGN,
+        None,
+    ):
+        yield  # no handler here, or Ctrl-C ignored (a background job of a shell): nothing to hold
+        return
+    pending: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: pending.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if pending:
+        raise KeyboardInterrupt
+
+
 class DaskExecutor:
     def __init__(self, address: str, run_id: str) -> None:
         dask: Any = importlib.import_module("dask")
@@ -120,7 +143,10 @@ class DaskExecutor:
         m = _LOCAL.fullmatch(address)
         try:
             if m:
-                with dask.config.set({"distributed.scheduler.allowed-failures": MAX_RETRIES}):
+                with (
+                    _hold_interrupts(),
+                    dask.config.set({"distributed.scheduler.allowed-failures": MAX_RETRIES}),
+                ):
                     self.cluster = distributed.LocalCluster(
                         n_workers=int(m[1]),
                         threads_per_worker=1,
@@ -128,9 +154,12 @@ class DaskExecutor:
                         dashboard_address=None,
                         silence_logs=logging.ERROR,
                     )
-                self.client = distributed.Client(self.cluster, timeout=CONNECT_TIMEOUT_S)
+                    self.client = distributed.Client(self.cluster, timeout=CONNECT_TIMEOUT_S)
             else:
                 self.client = distributed.Client(address, timeout=CONNECT_TIMEOUT_S)
+        except KeyboardInterrupt:
+            self.close()
+            raise
         except Exception as exc:  # OSError, TimeoutError, a ValueError for an address distributed refuses
             self.close()
             raise ConfigError(f"--cluster {address}: cannot reach the scheduler: {exc}") from None
