@@ -338,3 +338,25 @@ def test_ctrl_c_while_the_local_cluster_starts_waits_for_it_and_closes_it(
         jobs_dask.DaskExecutor("local:1", "run-x")
     assert len(made) == 1, "the cluster was never finished: the interrupt cut its start"
     assert made[0].status.name == "closed", f"the cluster was left {made[0].status.name}"
+
+
+@pytest.mark.slow
+def test_workers_build_before_the_budget_starts_and_a_worker_that_cannot_is_set_aside() -> None:
+    """A remote worker built its variants inside its first job's time (a fuzz job on a fresh machine
+    could reach its deadline building: the helper's attack, session 5). The executor now has every
+    worker build what the jobs need before the budget's clock starts; a worker whose build fails is
+    named, with the error, and gets no job."""
+    pytest.importorskip("distributed")
+    ex = jobs_dask.DaskExecutor("local:1", "run-x")
+    try:
+        ex.check()
+        [worker] = ex.workers
+        good = JobSpec(name="stress:x", kind="stress", target="x", run_id="run-x", slot_s=1.0)
+        built = ex.prepare([good])
+        assert built == {worker: ""}, built
+        assert not ex.refused
+        bad = JobSpec(name="stress:y", kind="stress", target="y", run_id="run-x", slot_s=1.0, variant="nope")
+        ex.prepare([bad])
+        assert worker in ex.refused and "nope" in ex.refused[worker], ex.refused
+    finally:
+        ex.close()

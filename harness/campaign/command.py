@@ -31,7 +31,7 @@ from harness.campaign.budget import (
 from harness.campaign.run import collect, run_jobs, summary
 from harness.errors import ConfigError, UsageError
 from harness.jobs.executor import Executor
-from harness.jobs.model import ENDED_STATES, RERUN_STATES
+from harness.jobs.model import ENDED_STATES, RERUN_STATES, JobSpec
 from harness.report.writers import write_run
 
 # The default budget gives a newcomer a full report within minutes on a fresh machine.
@@ -225,6 +225,18 @@ def _resume(args: argparse.Namespace, reports: Path) -> tuple[Campaign, Path]:
     return c, run_dir
 
 
+def build_needs(c: Campaign) -> list[JobSpec]:
+    """One spec per distinct build the jobs need (task.prepare builds from a spec): a cluster's workers
+    build them before the budget starts."""
+    needs: dict[tuple[str, str, str], JobSpec] = {}
+    for j in c.jobs:
+        if j.state in RERUN_STATES:
+            key = (j.kind, j.target if j.kind == "fuzz" else "", j.variant)
+            needs.setdefault(key, JobSpec(name=j.name, kind=j.kind, target=j.target, run_id=c.run_id,
+                                          slot_s=0.0, plant=c.plant, variant=j.variant))  # fmt: skip
+    return list(needs.values())
+
+
 def _executor(args: argparse.Namespace, run_id: str) -> Executor | None:
     """The cluster's executor, its workers checked (None without --cluster)."""
     if args.cluster is None:
@@ -296,6 +308,14 @@ def main(argv: Sequence[str]) -> int:
             raise
     if args.jobs and executor is None:
         c.jobs_n = args.jobs
+    prepare = getattr(executor, "prepare", None)  # a cluster's: its workers build before the budget too
+    if executor is not None and callable(prepare):
+        output.progress("building what the jobs need on the cluster's workers")
+        try:
+            prepare(build_needs(c))
+        except BaseException:
+            executor.close()
+            raise
     deadline = time.monotonic() + budget  # the budget is the jobs' time: it starts now
     try:
         finished = run_jobs(c, run_dir, deadline, executor)

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from harness import output
-from harness.errors import ConfigError, UsageError
+from harness.errors import ConfigError, KpoolError, UsageError
 from harness.jobs import identity, task
 from harness.jobs.executor import Hooks, Interrupted, Progress, interruptible
 from harness.jobs.model import RERUN_STATES, Job, JobResult, JobSpec
@@ -109,6 +109,16 @@ def run_remote(spec: JobSpec, stop_event: str) -> JobResult:
     return task.run_job(spec, stop=lambda: _stop_requested(stop_event), where=where)
 
 
+def prepare_remote(specs: Sequence[JobSpec]) -> str:
+    """The build task: this worker builds (or finds built) what the jobs need; "" or the error."""
+    try:
+        for spec in specs:
+            task.prepare(spec)
+    except KpoolError as exc:
+        return str(exc)
+    return ""
+
+
 def _report_identity() -> dict[str, str]:
     return identity.describe()
 
@@ -189,6 +199,32 @@ class DaskExecutor:
                 f"{WORKERS_TIMEOUT_S:g} s); start some with `dask worker {self.where} --nthreads 1`"
             )
         identity.check(identity.identity(), self.client.run(_report_identity))
+
+    def prepare(self, specs: Sequence[JobSpec]) -> dict[str, str]:
+        """Every worker builds (or finds built) what the jobs need, each in a task of its own, before the
+        budget's clock starts: a remote worker built inside its first job's time. A worker whose build
+        fails is warned about by name and gets no job. Returns worker -> "" or the error."""
+        futures = {
+            w: self.client.submit(
+                prepare_remote,
+                list(specs),
+                key=f"kpool-prepare-{self.run_id}-{i}-{time.time_ns()}",
+                pure=False,
+                workers=[w],
+                allow_other_workers=False,
+            )
+            for i, w in enumerate(sorted(self.workers))
+        }
+        done: dict[str, str] = {}
+        for w, future in futures.items():
+            try:
+                done[w] = str(future.result())
+            except Exception as exc:  # the worker died, or the task could not run there
+                done[w] = f"{type(exc).__name__}: {exc}"
+            if done[w]:
+                self.refused[w] = f"its build failed: {done[w]}"
+                output.warn(f"--cluster {self.where}: worker {w} gets no job, its build failed: {done[w]}")
+        return done
 
     def close(self) -> None:
         for thing in (getattr(self, "client", None), self.cluster):
