@@ -95,8 +95,8 @@ static size_t seg_usable(void)
  * pre-faulted always: it is the headroom asked for. Above it, the daemon
  * measures: while it pre-faults only the floor, the program faults the
  * pages it takes past it itself, and the process's minor faults
- * (getrusage, less the faults of every pass: pre-faulting is the daemon's
- * own) per page taken from the free units are the share it touches. Known
+ * (getrusage, less the pages kpool itself pre-faulted: os.c counts them)
+ * per page taken from the free units are the share it touches. Known
  * limit, why it is not the default (prefault_touch:0 pre-faults always): a
  * program paced so that the pre-faulted floor serves most of what it takes
  * faults little itself and is measured far below its true share (13% for
@@ -112,9 +112,18 @@ static size_t seg_usable(void)
  * start (two segments: the first few milliseconds of a fast program). */
 #define KP_TOUCH_SAMPLE ((size_t)8 << 20)
 
-/* Faults made by passes (pre-faulting, refills) in every pool: the
- * daemon's own, not the program's. */
-static _Atomic uint64_t pass_faults;
+/* Only prefault_touch:N measures: the default makes no system call for it. */
+static bool measuring(const kp_pool *pool)
+{
+	return pool->conf.prefault && pool->conf.prefault_touch != 0;
+}
+
+/* The process's faults and kpool's own pre-faulted pages, as baselines. */
+static void touch_baseline(kp_pool *pool)
+{
+	pool->daemon.last_flt = kp__os_minflt(&pool->os);
+	pool->daemon.last_populated = atomic_load(&kp__os_populated_pages);
+}
 
 static bool prefaulting(kp_pool *pool)
 {
@@ -125,12 +134,13 @@ static bool prefaulting(kp_pool *pool)
 static void prefault_decide(kp_pool *pool, int64_t taken, uint64_t now)
 {
 	kp__daemon *d = &pool->daemon;
-	uint64_t flt = kp__os_minflt(&pool->os, false), pf = atomic_load(&pass_faults);
-	uint64_t others = flt - d->last_flt > pf - d->last_pass_flt ? (flt - d->last_flt) - (pf - d->last_pass_flt) : 0;
-	d->last_flt = flt;
-	d->last_pass_flt = pf;
-	if (!pool->conf.prefault || pool->conf.prefault_touch == 0)
+	if (!measuring(pool))
 		return;
+	uint64_t flt = d->last_flt, pf = d->last_populated;
+	touch_baseline(pool);
+	flt = d->last_flt - flt;
+	pf = d->last_populated - pf;
+	uint64_t others = flt > pf ? flt - pf : 0;
 	uint64_t decay = (uint64_t)pool->conf.decay_ms * 1000000ull;
 	bool on = atomic_load(&d->prefaulting);
 	if (taken > 0) {
@@ -267,11 +277,9 @@ void kp__daemon_prime(kp_pool *pool)
 {
 	kp__daemon *d = &pool->daemon;
 	size_t target = pool->conf.high_wm;
-	uint64_t own = kp__os_minflt(&pool->os, true);
 	size_t ready = pool->conf.prefault ? prefault_front(pool, 0, target) : 0;
-	atomic_fetch_add(&pass_faults, kp__os_minflt(&pool->os, true) - own);
-	d->last_flt = kp__os_minflt(&pool->os, false);
-	d->last_pass_flt = atomic_load(&pass_faults);
+	if (measuring(pool))
+		touch_baseline(pool);
 	atomic_store(&d->target, target);
 	atomic_store(&d->ready, ready);
 	d->last_ns = kp__pool_now(pool);
@@ -351,7 +359,6 @@ int kp__daemon_pass(kp_pool *pool)
 	int saved = kp__os_caller;
 	kp__os_caller = KP_CALLER_DAEMON;
 	pthread_mutex_lock(&d->step_mu);
-	uint64_t own = kp__os_minflt(&pool->os, true); /* this pass's faults are the daemon's */
 	atomic_fetch_add(&d->passes, 1);
 	size_t target = daemon_target(pool);
 	/* 1. pre-fault the free units the allocation path takes next: the whole
@@ -398,7 +405,6 @@ int kp__daemon_pass(kp_pool *pool)
 		d->refilled_at = frees;
 		atomic_fetch_add(&d->refills, 1);
 	}
-	atomic_fetch_add(&pass_faults, kp__os_minflt(&pool->os, true) - own);
 	pthread_mutex_unlock(&d->step_mu);
 	/* The backup mode follows every change of the primary's use (units_take,
 	 * units_give, grow): the pass need not take the pool lock for it. */

@@ -166,9 +166,11 @@ uint64_t kp__now_ns(void);
 int kp__os_membarrier_register(kp__oscount *c);
 int kp__os_membarrier(kp__oscount *c);
 void kp__os_yield(kp__oscount *c);
-/* Minor page faults so far of the whole process (thread false) or of the
- * calling thread (true), from getrusage; 0 when it fails. */
-uint64_t kp__os_minflt(kp__oscount *c, bool thread);
+/* Minor page faults of the process so far (getrusage); 0 when it fails. */
+uint64_t kp__os_minflt(kp__oscount *c);
+/* Pages kpool asked the kernel to pre-fault (kp__os_populate, every pool):
+ * an upper bound of the faults it made itself. */
+extern _Atomic uint64_t kp__os_populated_pages;
 
 /* ---- pagemap.c: address -> segment, global, lock-free reads ------------- */
 struct kp__seg;
@@ -802,7 +804,7 @@ typedef struct kp__daemon {
 	 * what it takes. touch_pct: the last share measured. */
 	_Atomic int prefaulting;
 	_Atomic unsigned touch_pct;
-	uint64_t last_flt, last_pass_flt, quiet_ns, touch_taken, touch_faults;
+	uint64_t last_flt, last_populated, quiet_ns, touch_taken, touch_faults;
 	uint64_t last_ns, last_grows, last_shrinks;
 	size_t last_headroom;
 } kp__daemon;

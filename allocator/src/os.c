@@ -194,8 +194,11 @@ static KP_NOASAN void touch_pages(void *p, size_t size)
 		v[off] = v[off];
 }
 
+_Atomic uint64_t kp__os_populated_pages;
+
 int kp__os_populate(kp__oscount *c, void *p, size_t size)
 {
+	atomic_fetch_add_explicit(&kp__os_populated_pages, size / KP_PAGE, memory_order_relaxed);
 	if (enter(c, KP_OS_MADVISE))
 		return -ENOMEM;
 	if (madvise(p, size, MADV_POPULATE_WRITE) == 0)
@@ -336,11 +339,11 @@ void kp__os_yield(kp__oscount *c)
 	sched_yield();
 }
 
-uint64_t kp__os_minflt(kp__oscount *c, bool thread)
+uint64_t kp__os_minflt(kp__oscount *c)
 {
 	struct rusage ru;
 	count(c, KP_OS_OTHER);
-	if (getrusage(thread ? RUSAGE_THREAD : RUSAGE_SELF, &ru) != 0)
+	if (getrusage(RUSAGE_SELF, &ru) != 0)
 		return 0;
 	return (uint64_t)ru.ru_minflt;
 }
