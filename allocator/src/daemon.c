@@ -399,6 +399,9 @@ int kp__daemon_pass(kp_pool *pool)
 	atomic_store(&d->ready, pre ? ready : 0);
 	set_wake(pool, target, ready);
 	actions += shrunk + kp__huge_cache_trim(pool, false);
+	/* 3b. give back the pages of free units idle for decay_ms, past the
+	 * headroom kept pre-faulted (primary.c, kp__primary_purge) */
+	actions += kp__primary_purge(pool, target);
 	kp__grace_reclaim(pool); /* unmap what was released, once no reader can see it */
 	uint64_t frees = atomic_load(&pool->bk_frees);
 	if (frees != d->refilled_at && kp__backup_refill(pool)) {

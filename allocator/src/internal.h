@@ -149,6 +149,9 @@ int kp__os_populate(kp__oscount *c, void *p, size_t size);
 bool kp__os_resident(kp__oscount *c, void *p, size_t size);
 /* Pre-fault only the pages not yet resident (mincore); bytes faulted in. */
 size_t kp__os_populate_missing(kp__oscount *c, void *p, size_t size);
+/* Give back the resident pages of [p, p + size) (mincore, then
+ * MADV_DONTNEED); they read as zero after. Bytes that were resident. */
+size_t kp__os_purge(kp__oscount *c, void *p, size_t size);
 /* What the machine allows this process: the smaller of physical memory plus
  * swap and the memory limit of its cgroup (v2, the tightest of its
  * ancestors; or v1's). Not counted (kp_create's conf load, before a pool). */
@@ -607,6 +610,13 @@ typedef struct kp__seg {
 	uint32_t dirty;       /* huge: a kept mapping used again (not zero) */
 	uint32_t quarantined; /* found damaged (reported once): never used again */
 	size_t retired; /* bytes still mapped while it waits out a grace period (pagemap.c) */
+	/* Free units given back to the OS (primary.c, kp__primary_purge), under
+	 * pool->lock; each a subset of free_mask. purge_idle: free at the last
+	 * purge checkpoint and not taken since; purged: given back since they
+	 * went free (not resident, so not pre-faulted); purging: being given
+	 * back by the daemon without the lock, never handed out meanwhile. Not
+	 * sealed: a damaged mask can only select among the sealed free units. */
+	uint64_t purge_idle, purged, purging;
 	kp__span span[KP_UNITS];
 } kp__seg;
 
@@ -673,6 +683,13 @@ int kp__primary_grow(kp_pool *pool, bool populate);
  * headroom (the daemon's target, the one its growth aims at) and
  * primary_initial of capacity. Returns segments released. */
 int kp__primary_shrink(kp_pool *pool, size_t keep);
+/* Give back the pages of free units that stayed free for decay_ms (one
+ * checkpoint per decay_ms: a unit free at two checkpoints in a row, never
+ * taken in between), past the first keep bytes of free units in allocation
+ * order (the daemon's pre-faulted headroom, which it is not made to fault
+ * again). The daemon only (its passes are serialized); takes pool->lock
+ * politely, never across a system call. Returns the runs given back. */
+int kp__primary_purge(kp_pool *pool, size_t keep);
 void kp__primary_release_all(kp_pool *pool);
 /* A free segment retired by a shrink whose unmap the OS refused: back in
  * the pool (pagemap.c's reclaim). Caller holds no lock. */
@@ -876,6 +893,10 @@ struct kp_pool {
 	_Atomic uint64_t double_frees, invalid_frees, corruptions, bad_sizes;
 	_Atomic uint64_t overflows, use_after_frees, freelist_errors, quarantined, faults_injected;
 	_Atomic uint64_t waits, wait_successes;
+	/* free units given back (kp__primary_purge): runs, bytes that were
+	 * resident, and the next checkpoint's time (the daemon's alone) */
+	_Atomic uint64_t purges, purged_bytes;
+	uint64_t purge_at_ns;
 	/* the event log (log_fd): token bucket, refilled per second */
 	_Atomic uint64_t log_sec, log_used, log_suppressed;
 	int log_fd;       /* 0: no log */

@@ -193,11 +193,14 @@ static kp__span *units_take(kp_pool *pool, unsigned n, kp__seg **segp)
 	for (kp__seg *s = pool->segs; s && left--; s = seg_step(pool, s, s->next)) {
 		if (s->quarantined || s->nfree_units < n)
 			continue;
-		int u = find_run(s->free_mask, n);
+		/* units the daemon is giving back now are not free to take */
+		int u = find_run(s->free_mask & ~s->purging, n);
 		if (u < 0 || !seg_ok_locked(pool, s)) /* the mask found a run: is it the pool's? */
 			continue;
 		uint64_t bits = (n == 64 ? ~0ull : ((1ull << n) - 1)) << u;
 		s->free_mask &= ~bits;
+		s->purge_idle &= ~bits; /* taken: no longer idle, nor given back */
+		s->purged &= ~bits;
 		seg_reseal(pool, s);
 		if (s->nfree_units == KP_UNITS - 1)
 			atomic_fetch_sub(&pool->free_segs, 1);
@@ -562,11 +565,13 @@ bool kp__large_resize(kp_pool *pool, kp__seg *s, kp__span *sp, size_t need)
 	}
 	if (n > old) { /* the units right after the run must be free */
 		uint64_t bits = u + n > KP_UNITS ? 0 : ((1ull << (n - old)) - 1) << (u + old);
-		if (!bits || (s->free_mask & bits) != bits) {
+		if (!bits || (s->free_mask & ~s->purging & bits) != bits) {
 			pthread_mutex_unlock(&pool->lock);
 			return false;
 		}
 		s->free_mask &= ~bits;
+		s->purge_idle &= ~bits;
+		s->purged &= ~bits;
 		s->nfree_units -= n - old;
 		pool->units_free -= n - old;
 		for (unsigned i = old; i < n; i++)
@@ -991,6 +996,7 @@ int kp__primary_grow(kp_pool *pool, bool populate)
 		s->kind = KP_SEG_NORMAL;
 		s->size = KP_SEG_SIZE;
 		s->free_mask = ~1ull;
+		s->purge_idle = s->purged = s->purging = 0;
 		s->magic = kp__seg_magic(pool->secret, s, KP_SEG_NORMAL, KP_SEG_SIZE);
 		s->nfree_units = KP_UNITS - 1;
 		s->empty_since_ns = kp__pool_now(pool);
@@ -1055,6 +1061,8 @@ int kp__primary_shrink(kp_pool *pool, size_t keep)
 			continue;
 		if (!seg_ok_locked(pool, s) || !prev != !s->prev || (s->next && !seg_step(pool, s, s->next)))
 			continue; /* damaged: never released as free (it may hold live blocks) */
+		if (s->purging)
+			continue; /* being purged (never in the same pass: the daemon does both, in turn) */
 		size_t after = (pool->units_free - (KP_UNITS - 1)) * KP_UNIT_SIZE;
 		if (after < keep || pool->capacity - KP_SEG_SIZE < pool->conf.primary_initial)
 			break;
@@ -1091,9 +1099,101 @@ int kp__primary_shrink(kp_pool *pool, size_t keep)
 	return n;
 }
 
+/* ---- purging free units ----------------------------------------------------
+ *
+ * A segment with one live block is never released, and its free units kept
+ * their pages for ever: a program that freed most of what it took stayed at
+ * its peak RSS. The daemon gives back the pages of free units that stayed
+ * free for decay_ms (MADV_DONTNEED): one checkpoint per decay_ms, at which
+ * the units free at the previous checkpoint and never taken since (units_take
+ * clears purge_idle) are purged and purge_idle becomes the free mask, so a
+ * unit is given back after between one and two decay periods free.
+ *
+ * Never the first keep bytes of free units in allocation order (units_take's
+ * order: oldest segment first, lowest unit first): that front is the
+ * headroom the daemon pre-faults for the allocation path, and purging it
+ * would have the next pass fault it in again, in a loop. A purged unit is
+ * marked (purged) and not purged again until it is taken; when the front
+ * reaches it, the daemon pre-faults it as any other (the mark is cleared).
+ * One the allocation path takes past the front faults on first touch, as
+ * any free unit past the daemon's pre-faulted front does.
+ *
+ * The system calls are made without the pool lock (the allocation path never
+ * waits on one): the runs are marked purging under the lock, which
+ * units_take and kp__large_resize skip, and given back to the free units
+ * after. Only the daemon marks (its passes are serialized), so a mark found
+ * when a checkpoint starts was left by a pass that a fork cut short: cleared. */
+
+/* Runs given back per checkpoint; the rest wait for the next one. */
+#define KP_PURGE_RUNS 256
+
+int kp__primary_purge(kp_pool *pool, size_t keep)
+{
+	uint64_t now = kp__pool_now(pool);
+	if (now < pool->purge_at_ns)
+		return 0;
+	pool->purge_at_ns = now + (uint64_t)pool->conf.decay_ms * 1000000ull;
+	struct {
+		kp__seg *s;
+		unsigned u, n;
+	} run[KP_PURGE_RUNS];
+	unsigned nrun = 0;
+	size_t seen = 0;
+	kp__pool_lock(pool);
+	unsigned left = (unsigned)(pool->units_total / (KP_UNITS - 1)) + 1;
+	for (kp__seg *s = pool->segs; s && left--; s = seg_step(pool, s, s->next)) {
+		s->purging = 0;
+		if (s->quarantined)
+			continue;
+		uint64_t past = s->free_mask; /* the free units past the front */
+		while (past && seen < keep) {
+			s->purged &= ~(past & -past); /* the daemon pre-faults the front */
+			past &= past - 1;
+			seen += KP_UNIT_SIZE;
+		}
+		uint64_t cand = past & s->purge_idle & ~s->purged;
+		s->purge_idle = s->free_mask;
+		if (!cand || !seg_ok_locked(pool, s)) /* its mask is sealed: it says which units are free */
+			continue;
+		while (cand && nrun < KP_PURGE_RUNS) {
+			unsigned u = (unsigned)__builtin_ctzll(cand), n = 0;
+			while (u + n < KP_UNITS && (cand >> (u + n)) & 1)
+				n++;
+			uint64_t bits = (n == 64 ? ~0ull : ((1ull << n) - 1)) << u;
+			cand &= ~bits;
+			s->purging |= bits;
+			run[nrun].s = s;
+			run[nrun].u = u;
+			run[nrun++].n = n;
+		}
+	}
+	pthread_mutex_unlock(&pool->lock);
+	if (!nrun)
+		return 0;
+	int purged = 0;
+	for (unsigned i = 0; i < nrun; i++) {
+		size_t bytes = kp__os_purge(&pool->os, (char *)run[i].s + ((size_t)run[i].u << KP_UNIT_SHIFT),
+					    (size_t)run[i].n << KP_UNIT_SHIFT);
+		if (bytes) {
+			atomic_fetch_add(&pool->purged_bytes, bytes);
+			atomic_fetch_add(&pool->purges, 1);
+			purged++;
+		}
+	}
+	kp__pool_lock(pool);
+	for (unsigned i = 0; i < nrun; i++) {
+		uint64_t bits = (run[i].n == 64 ? ~0ull : ((1ull << run[i].n) - 1)) << run[i].u;
+		run[i].s->purging &= ~bits;
+		run[i].s->purged |= bits & run[i].s->free_mask;
+	}
+	pthread_mutex_unlock(&pool->lock);
+	return purged;
+}
+
 void kp__primary_relink(kp_pool *pool, kp__seg *s)
 {
 	s->empty_since_ns = kp__pool_now(pool);
+	s->purge_idle = s->purged = s->purging = 0;
 	kp__pagemap_set(&pool->os, s, KP_SEG_SIZE, s);
 	kp__pool_lock(pool);
 	pool->capacity += KP_SEG_SIZE;
