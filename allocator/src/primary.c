@@ -1124,7 +1124,10 @@ int kp__primary_shrink(kp_pool *pool, size_t keep)
  * after. Only the daemon marks (its passes are serialized), so a mark found
  * when a checkpoint starts was left by a pass that a fork cut short: cleared. */
 
-/* Runs given back per checkpoint; the rest wait for the next one. */
+/* Runs given back per checkpoint; the rest wait for the next one. 256 (4 KiB
+ * of the daemon's stack) is every free run of 8 segments cut to the worst,
+ * one free unit in two, and of 256 segments (1 GiB) whose free units are
+ * whole: a checkpoint that finds more is a rare, fragmented pool. */
 #define KP_PURGE_RUNS 256
 
 int kp__primary_purge(kp_pool *pool, size_t keep)
