@@ -83,6 +83,7 @@ static ALWAYS_INLINE void *small_alloc(kp_pool *pool, kp__bin *b, uint64_t *keys
 	for (;;) {
 		char *h = b->head;
 		if (KP_UNLIKELY(!h || !b->count)) {
+			kp__bin_miss(b);
 			void *list = NULL;
 			unsigned got = kp__central_take(pool, cls, &list, keys, b->max / 2);
 			if (!got)
@@ -127,7 +128,7 @@ static void count_uncached(kp_pool *pool, int blocks, size_t usable)
 /* No cache: one block from the central list, through a bin of one. */
 static __attribute__((noinline)) void *small_alloc_uncached(kp_pool *pool, size_t size, unsigned cls)
 {
-	kp__bin b = {.max = 2}; /* refills take max / 2 blocks: one */
+	kp__bin b = {.max = 2, .cap = 2}; /* refills take max / 2 blocks: one */
 	uint64_t keys[1];
 	void *p = small_alloc(pool, &b, keys, size, cls);
 	if (p)
@@ -614,8 +615,10 @@ static int primary_free(kp_pool *pool, void *p, size_t holds)
 			return 0;
 		}
 		kp__bin *b = &tc->bin[cls];
-		if (KP_UNLIKELY(b->count >= b->max))
+		if (KP_UNLIKELY(b->count >= b->max)) {
+			kp__bin_miss(b);
 			kp__tcache_flush_bin(pool, tc, cls, b->max / 2);
+		}
 		kp__link_put_k(key, h, b->count ? b->head : NULL);
 		tc->keys[cls][b->count] = key;
 		b->head = h;

@@ -80,11 +80,16 @@ static const struct option options[] = {
 	 "pre-faulted headroom below which the allocation path wakes the daemon (0: half the daemon's target)"},
 	/* The floor of an adaptive target (daemon.c: the measured allocation
 	 * rate, what the allocation path had to fault itself, at most 1/16 of
-	 * the bytes in use or 8 MiB). 1 MiB: 16 units, a burst of a few
-	 * spans served without a fault, while an idle pool stays small. */
-	{"high_wm", SIZE, "1m", OFF(high_wm), 0, 1ull << 40,
-	 "the least headroom the daemon keeps mapped and pre-faulted; above it the daemon follows the measured "
-	 "allocation rate (at most 1/16 of the bytes in use, or 8 MiB)"},
+	 * the bytes in use or 8 MiB). auto: a quarter of the bytes in use, at
+	 * most 1 MiB (16 units, a burst of a few spans served without a
+	 * fault): every pre-faulted byte is resident memory no program asked
+	 * for, and a fixed 1 MiB was most of a small program's excess over
+	 * glibc (test_memory's small program: 2.8x glibc's peak). A size fixes
+	 * the floor whatever the pool holds; 0: none. */
+	{"high_wm", SIZE, "auto", OFF(high_wm), 0, 1ull << 40,
+	 "the least headroom the daemon keeps mapped and pre-faulted (auto: a quarter of the bytes in use, at most "
+	 "1 MiB); above it the daemon follows the measured allocation rate (at most 1/16 of the bytes in use, or "
+	 "8 MiB)"},
 	{"critical_wm", PERCENT, "95", OFF(critical_wm), 1, 100,
 	 "primary use (% of primary_max) at which critical traffic moves to the backup"},
 	{"recover_wm", PERCENT, "85", OFF(recover_wm), 0, 100,
@@ -150,6 +155,8 @@ static int parse_value(const struct option *o, const char *v, size_t vlen, uint6
 		return -1;
 	memcpy(buf, v, vlen);
 	buf[vlen] = 0;
+	if (o->kind == SIZE && o->offset == OFF(high_wm) && !strcasecmp(buf, "auto"))
+		return *out = KP_WM_AUTO, 0;
 	if (o->kind == BOOL) {
 		if (!strcasecmp(buf, "on") || !strcmp(buf, "1") || !strcasecmp(buf, "true"))
 			return *out = 1, 0;
@@ -231,10 +238,11 @@ static int apply(kp__conf *c, const char *s, const char *origin)
 			return -1;
 		}
 		uint64_t n;
-		if (parse_value(o, v, vlen, &n) < 0 || n < o->min || n > o->max) {
-			kp__set_error("%s: bad value '%.*s' for option '%s' (%s %s from %llu to %llu)", origin, (int)vlen,
-				      v, o->name, kind_article[o->kind], kind_name[o->kind], (unsigned long long)o->min,
-				      (unsigned long long)o->max);
+		if (parse_value(o, v, vlen, &n) < 0 || n < o->min || (n > o->max && n != KP_WM_AUTO)) {
+			kp__set_error("%s: bad value '%.*s' for option '%s' (%s %s from %llu to %llu%s)", origin,
+				      (int)vlen, v, o->name, kind_article[o->kind], kind_name[o->kind],
+				      (unsigned long long)o->min, (unsigned long long)o->max,
+				      o->offset == OFF(high_wm) ? ", or auto" : "");
 			return -1;
 		}
 		store(c, o, n, v);
@@ -275,7 +283,7 @@ int kp__conf_load(kp__conf *c, const char *s)
 		errno = EINVAL;
 		return -1;
 	}
-	if (c->low_wm > c->high_wm) {
+	if (c->high_wm != KP_WM_AUTO && c->low_wm > c->high_wm) {
 		kp__set_error("conf: low_wm (%zu) must not exceed high_wm (%zu)", c->low_wm, c->high_wm);
 		errno = EINVAL;
 		return -1;

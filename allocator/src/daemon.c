@@ -36,8 +36,10 @@ uint64_t kp__pool_now(kp_pool *pool)
  * Every byte of it is resident memory no program asked for, so the target
  * is sized from what the program does, not fixed:
  *
- *   target = max(high_wm, min(rate * KP_HORIZON_MS << boost,
- *                             max(in_use / KP_TARGET_SHARE, KP_TARGET_SMALL)))
+ *   target = max(floor, min(rate * KP_HORIZON_MS << boost,
+ *                           max(in_use / KP_TARGET_SHARE, small)))
+ *   small = KP_TARGET_SMALL once KP_BUSY_PASSES passes in a row found
+ *           memory taken, else min(in_use / KP_FLOOR_SHARE, KP_TARGET_SMALL)
  *
  * rate: the net demand (bytes taken from the free units, less those given
  *   back) per second, measured pass to pass; it follows a rise at once and
@@ -50,7 +52,8 @@ uint64_t kp__pool_now(kp_pool *pool)
  *   memory the program holds, so that a fast-growing program's peak RSS
  *   stays within a few percent of what it uses (issue 14: 1.1x the best
  *   peer); explicit watermarks (high_wm) override it.
- * high_wm: the floor, also the idle headroom (1 MiB by default).
+ * high_wm: the floor, also the idle headroom: by default (auto) a quarter
+ *   of the bytes in use, at most KP_FLOOR_AUTO (kp__daemon_floor).
  *
  * Growth fills the headroom up to the target and shrink keeps it, so that
  * the two never undo each other (a band of one segment, the hysteresis;
@@ -68,12 +71,41 @@ uint64_t kp__pool_now(kp_pool *pool)
 #define KP_TARGET_SHARE 16
 /* A small program's share would be too little to absorb a burst: the share
  * is at least 8 MiB (two segments), what a thread allocating at 200 MiB/s
- * takes in 40 ms, twice the horizon. It is reached only while the measured
- * rate asks for it: an idle or slow program keeps the floor. */
+ * takes in 40 ms, twice the horizon, once the program grows (below). It is
+ * reached only while the measured rate asks for it: an idle or slow
+ * program keeps the floor. */
 #define KP_TARGET_SMALL ((size_t)8 << 20)
+/* A program's first burst (its first spans, a few hundred KB in a few ms:
+ * a "rate" of 100 MB/s) would be taken for growth and pre-fault several
+ * times what it holds (test_memory's small program: 3.7x glibc's peak with
+ * the auto floor alone). Until passes in a row have found memory taken
+ * (growth, not a start), the share is at most a quarter of the bytes in
+ * use. Two: a start is over within one pass; a paced grower wakes the
+ * daemon pass after pass (test_pool_behaviour's start: under 4 MiB of
+ * faults in its first 16 MiB). */
+#define KP_BUSY_PASSES 2
 /* Ranges pre-faulted per pass: a walk of the free units collects at most
  * this many runs under the pool lock (the rest waits for the next pass). */
 #define KP_PREFAULT_RUNS 64
+
+/* high_wm:auto's most: 16 units, a burst of a few spans served without a
+ * fault (the fixed floor before). A quarter of the bytes in use below it:
+ * a small program's pre-faulted excess stays under a quarter of what it
+ * holds (the 1.1x of issue 14), and a program's first blocks fault in on
+ * its own thread, as on any allocator. */
+#define KP_FLOOR_AUTO ((size_t)1 << 20)
+#define KP_FLOOR_SHARE 4
+
+size_t kp__daemon_floor(kp_pool *pool)
+{
+	if (pool->conf.high_wm != KP_WM_AUTO)
+		return pool->conf.high_wm;
+	/* whole units, rounded down: below 4 units in use, none (a program's
+	 * first spans fault in on its own thread, as on any allocator) */
+	size_t f = atomic_load_explicit(&pool->out_bytes, memory_order_relaxed) / KP_FLOOR_SHARE;
+	f &= ~(size_t)(KP_UNIT_SIZE - 1);
+	return f < KP_FLOOR_AUTO ? f : KP_FLOOR_AUTO;
+}
 
 static size_t seg_usable(void)
 {
@@ -91,7 +123,7 @@ static size_t seg_usable(void)
  * touches is resident memory no peer holds (b: 92 MiB against mimalloc's 47
  * and kpool's own 58 without pre-faulting).
  *
- * The floor, high_wm (1 MiB by default, or what a program set), is
+ * The floor, high_wm (kp__daemon_floor: at most 1 MiB by default, or what a program set), is
  * pre-faulted always: it is the headroom asked for. Above it, the daemon
  * measures: while it pre-faults only the floor, the program faults the
  * pages it takes past it itself, and the process's minor faults
@@ -276,8 +308,8 @@ void kp__pool_lock(kp_pool *pool)
 void kp__daemon_prime(kp_pool *pool)
 {
 	kp__daemon *d = &pool->daemon;
-	size_t target = pool->conf.high_wm;
-	size_t ready = pool->conf.prefault ? prefault_front(pool, 0, target) : 0;
+	size_t target = kp__daemon_floor(pool);
+	size_t ready = pool->conf.prefault && target ? prefault_front(pool, 0, target) : 0;
 	if (measuring(pool))
 		touch_baseline(pool);
 	atomic_store(&d->target, target);
@@ -303,6 +335,7 @@ static size_t daemon_target(kp_pool *pool)
 	uint64_t dt = now > d->last_ns ? now - d->last_ns : 0;
 	size_t ready = atomic_load(&d->ready);
 	prefault_decide(pool, taken, now);
+	d->busy_passes = taken > 0 ? d->busy_passes + (d->busy_passes < KP_BUSY_PASSES) : 0;
 	if (taken > 0 && pool->conf.prefault && (size_t)taken > ready) {
 		/* the allocation path went past what was pre-faulted for it:
 		 * when that was meant (not pre-faulting past the floor), the
@@ -341,13 +374,18 @@ static size_t daemon_target(kp_pool *pool)
 		atomic_store(&pool->boost_at_ns, now);
 	}
 	double want = (double)rate * KP_HORIZON_MS / 1000.0 * (double)(1u << atomic_load(&pool->grow_boost));
-	double cap = (double)atomic_load(&pool->out_bytes) / KP_TARGET_SHARE;
-	if (cap < (double)KP_TARGET_SMALL)
-		cap = (double)KP_TARGET_SMALL;
+	double out = (double)atomic_load(&pool->out_bytes);
+	double cap = out / KP_TARGET_SHARE;
+	double small = d->busy_passes >= KP_BUSY_PASSES ? (double)KP_TARGET_SMALL : out / KP_FLOOR_SHARE;
+	if (small > (double)KP_TARGET_SMALL)
+		small = (double)KP_TARGET_SMALL;
+	if (cap < small)
+		cap = small;
 	size_t target = want < cap ? (size_t)want : (size_t)cap;
 	target = (target + KP_UNIT_SIZE - 1) & ~(size_t)(KP_UNIT_SIZE - 1);
-	if (target < pool->conf.high_wm)
-		target = pool->conf.high_wm;
+	size_t floor = kp__daemon_floor(pool);
+	if (target < floor)
+		target = floor;
 	atomic_store(&d->target, target);
 	return target;
 }
@@ -367,7 +405,8 @@ int kp__daemon_pass(kp_pool *pool)
 	 * resident units anywhere), and only when something was taken */
 	size_t ready = atomic_load(&d->ready);
 	bool pre = pool->conf.prefault, all = prefaulting(pool);
-	size_t front = all || target < pool->conf.high_wm ? target : pool->conf.high_wm;
+	size_t floor = kp__daemon_floor(pool);
+	size_t front = all || target < floor ? target : floor;
 	if (pre && ready < front)
 		ready = prefault_front(pool, 0, front);
 	/* 2. grow: with a target of a segment or more (demand is fast), each
@@ -381,7 +420,7 @@ int kp__daemon_pass(kp_pool *pool)
 	while (kp__primary_headroom(pool) < target) {
 		/* whole: pre-faulted as it is mapped, when the program touches
 		 * what it takes or asked for a floor of a segment or more */
-		bool whole = pre && target >= seg_usable() && (all || pool->conf.high_wm >= seg_usable());
+		bool whole = pre && target >= seg_usable() && (all || floor >= seg_usable());
 		if (kp__primary_grow(pool, whole) < 0) /* counts d->grows itself */
 			break;
 		partial |= !whole;

@@ -84,9 +84,12 @@
 
 /* ---- conf.c ------------------------------------------------------------ */
 #define KP_FAULT_SPEC_MAX 256
+/* high_wm:auto (conf.c): the daemon's floor follows the bytes in use
+ * (kp__daemon_floor). Above any size an option takes. */
+#define KP_WM_AUTO UINT64_MAX
 typedef struct kp__conf {
 	size_t primary_initial, primary_max, backup;
-	size_t low_wm, high_wm, tcache_bytes;
+	size_t low_wm, high_wm, tcache_bytes; /* high_wm: KP_WM_AUTO or a size */
 	unsigned critical_wm, recover_wm, prefault_touch;
 	bool daemon;
 	unsigned daemon_interval_ms, decay_ms;
@@ -739,9 +742,17 @@ typedef struct kp__bin {
 	uint32_t count, max;
 	/* Written only by the owning thread (load + store, no RMW), read by stats. */
 	_Atomic uint64_t allocs, frees;
+	/* max starts at KP_BIN_START and grows to cap (bin_max) while the bin
+	 * misses often (kp__bin_miss); miss_at: allocs + frees at the last miss. */
+	uint32_t cap, miss_at;
 } kp__bin;
 /* A bin holds at most this many blocks (tcache.c, bin_max). */
 #define KP_BIN_MAX 256
+/* A bin starts at this many (tcache.c, kp__bin_miss): what a thread caches
+ * of a class is memory its spans hold touched, and a small program touching
+ * 14 classes pinned 14 x 256 blocks (730 KiB of 900 in test_memory's small
+ * program). */
+#define KP_BIN_START 16
 /* Each bin's key stack: keys[cls][i] is K of the bin's (count - i)-th block
  * from the head, so keys[cls][count - 1] is the head's. A block's K is
  * computed once, when it is freed (its header verified) or taken from a
@@ -769,6 +780,10 @@ int kp__tcache_chunk_add(kp_pool *pool); /* caller holds pool->lock */
 /* NULL: no cache (the thread's exit hook ran, or none could be made); the
  * caller then takes the shared path, which serves without one. */
 kp__tcache *kp__tcache_slow(kp_pool *pool);
+/* A bin ran empty or full (a refill or flush follows): double its max, up
+ * to its cap, when the last miss was less than KP_BIN_GROW times max
+ * operations ago. Owning thread only. */
+void kp__bin_miss(kp__bin *b);
 void kp__tcache_flush_bin(kp_pool *pool, kp__tcache *tc, unsigned cls, unsigned keep);
 void kp__tcache_release(kp_pool *pool, kp__tcache *tc);
 void kp__tcache_fini_pool(kp_pool *pool);
@@ -824,6 +839,7 @@ typedef struct kp__daemon {
 	uint64_t last_flt, last_populated, quiet_ns, touch_taken, touch_faults;
 	uint64_t last_ns, last_grows, last_shrinks;
 	size_t last_headroom;
+	unsigned busy_passes; /* consecutive passes that found memory taken (daemon.c) */
 } kp__daemon;
 int kp__daemon_start(kp_pool *pool);
 void kp__daemon_stop(kp_pool *pool);
@@ -836,9 +852,12 @@ int kp__daemon_pass(kp_pool *pool);
 uint64_t kp__pool_now(kp_pool *pool);
 
 #define KP_BOOST_MAX 3 /* at most 8x the rate-based headroom */
-/* Pre-fault the floor (high_wm) of the free units in allocation order and set
- * the wake threshold (kp_create, before
- * the daemon's first pass). */
+/* The daemon's floor: high_wm, or under high_wm:auto a quarter of the
+ * bytes in use, at most 1 MiB. Any thread; no lock. */
+size_t kp__daemon_floor(kp_pool *pool);
+/* Pre-fault the floor (kp__daemon_floor) of the free units in allocation
+ * order and set the wake threshold (kp_create, before the daemon's first
+ * pass). */
 void kp__daemon_prime(kp_pool *pool);
 
 /* ---- pool.c -------------------------------------------------------------- */

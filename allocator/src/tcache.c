@@ -151,8 +151,10 @@ static kp__tcache *tcache_new(kp_pool *pool)
 	memset(tc, 0, offsetof(kp__tcache, keys)); /* the key stacks: see kp__tcache */
 	tc->pool_id = pool->id;
 	tc->pool = pool;
-	for (unsigned c = 0; c < KP_NCLASS; c++)
-		tc->bin[c].max = bin_max(pool, c);
+	for (unsigned c = 0; c < KP_NCLASS; c++) {
+		tc->bin[c].cap = bin_max(pool, c);
+		tc->bin[c].max = tc->bin[c].cap < KP_BIN_START ? tc->bin[c].cap : KP_BIN_START;
+	}
 	tc->next = pool->tcaches;
 	if (pool->tcaches)
 		pool->tcaches->prev = tc;
@@ -199,6 +201,23 @@ kp__tcache *kp__tcache_slow(kp_pool *pool)
 	t->id[0] = pool->id;
 	t->tc[0] = tc;
 	return tc;
+}
+
+/* Slow start, as tcmalloc's per-thread lists: a bin whose count walks at
+ * random (frees and allocations of its class in equal measure) misses about
+ * once per (max / 2)^2 operations, one that only fills or drains once per
+ * max / 2. A miss moves max / 2 blocks under the class lock; doubling max
+ * while misses come within KP_BIN_GROW * max operations settles a random
+ * walk at 32-64 blocks (a miss per ~500 operations) and takes a burst of
+ * one class to the cap within a few misses. */
+#define KP_BIN_GROW 4
+void kp__bin_miss(kp__bin *b)
+{
+	uint32_t ops = (uint32_t)(atomic_load_explicit(&b->allocs, memory_order_relaxed) +
+				  atomic_load_explicit(&b->frees, memory_order_relaxed));
+	if (b->max < b->cap && ops - b->miss_at < KP_BIN_GROW * b->max)
+		b->max = b->max * 2 < b->cap ? b->max * 2 : b->cap;
+	b->miss_at = ops;
 }
 
 void kp__tcache_flush_bin(kp_pool *pool, kp__tcache *tc, unsigned cls, unsigned keep)
