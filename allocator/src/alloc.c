@@ -6,6 +6,7 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <time.h>
 
@@ -338,37 +339,73 @@ static __attribute__((noinline)) void *alloc_slow(kp_pool *pool, size_t size, un
 	return p;
 }
 
+/* bin_head_ok for the fast path, which makes no call: the link must stay in
+ * h's segment (or end the list). A link into another segment is not refused
+ * here: alloc_slow vets it through the pagemap (kp__plausible). */
+static ALWAYS_INLINE bool bin_head_near(const char *h, uint64_t key, unsigned cls, const char *next, unsigned n)
+{
+	uint64_t m = kp__hdr_meta((const kp__hdr *)h);
+	return (kp__hdr_tag((const kp__hdr *)h) ^ m) == key && m == kp__meta(0, (uint16_t)cls, KP_ST_FREE) &&
+	       (next == NULL) == (n == 1) &&
+	       (!next || ((((uintptr_t)next ^ (uintptr_t)h) >> KP_SEG_SHIFT) == 0 && !((uintptr_t)next & (KP_HDR - 1))));
+}
+
+/* The conf switches the fast paths test, checks and poison, in one load:
+ * checks on and poison off reads KP_MODE_CHECKED. */
+#define KP_MODE_CHECKED 1u
+_Static_assert(offsetof(kp__conf, poison) == offsetof(kp__conf, checks) + 1 && sizeof(bool) == 1,
+	       "checks and poison are adjacent bytes");
+static ALWAYS_INLINE unsigned conf_mode(const kp_pool *pool)
+{
+	uint16_t m;
+	__builtin_memcpy(&m, &pool->conf.checks, 2);
+	return m;
+}
+
 static ALWAYS_INLINE void *alloc_fast(kp_pool *pool, size_t size, unsigned flags)
 {
 	/* The fast path: a small ordinary request, this thread's cache for the
 	 * pool in the first slot, a block in the bin, and (checks on) the block
 	 * and its link verified against the key its place in the bin's key
-	 * stack holds. Anything else goes to alloc_slow. */
+	 * stack holds. Anything else goes to alloc_slow, which does all of it
+	 * again, so this path makes no call and needs no stack frame. */
 	/* The slot's id first: a pointer that is no pool (id 0 matches only an
 	 * empty slot) goes to alloc_slow, which refuses it, before a field of it
 	 * is read as a flag. */
 	if (KP_LIKELY(pool && kp__tls_state.id[0] == pool->id && pool->id &&
-		      size <= KP_SMALL_MAX - KP_HDR - KP_CANARY && !flags && !pool->conf.poison)) {
-		unsigned cls = kp__class_of(size + KP_HDR + pool->canary);
+		      size <= KP_SMALL_MAX - KP_HDR - KP_CANARY && !flags)) {
+		unsigned mode = conf_mode(pool);
+		if (KP_UNLIKELY(mode > KP_MODE_CHECKED)) /* poisoning: alloc_slow */
+			goto slow;
+		bool checks = mode == KP_MODE_CHECKED;
+		/* pool->canary is KP_CANARY with checks on, else 0 */
+		unsigned cls = kp__class_of(size + KP_HDR + (checks ? KP_CANARY : 0));
 		kp__tcache *tc = kp__tls_state.tc[0];
 		kp__bin *b = &tc->bin[cls];
 		unsigned n = b->count;
 		char *h = b->head;
-		if (KP_LIKELY(n != 0 && h != NULL)) {
-			uint64_t key = tc->keys[cls][n - 1];
-			char *next = kp__link_get_k(key, h);
-			bool checks = pool->conf.checks;
-			if (KP_LIKELY(!checks || bin_head_ok(pool, h, key, cls, next, n))) {
-				b->head = next;
-				b->count = n - 1;
-				kp__hdr_put((kp__hdr *)h, key, kp__meta(size, (uint16_t)cls, KP_ST_ALLOC));
-				KP_UNPOISON(h + KP_HDR, checks ? size : kp__class_size[cls] - KP_HDR);
-				if (checks)
-					kp__canary8_put(key, h + KP_HDR + size);
-				kp__count_inc(&b->allocs, 1);
-				return h + KP_HDR;
-			}
+		if (KP_UNLIKELY(n == 0 || h == NULL))
+			goto slow;
+		uint64_t key = tc->keys[cls][n - 1];
+		char *next = kp__link_get_k(key, h);
+		if (KP_LIKELY(checks)) {
+			if (KP_UNLIKELY(!bin_head_near(h, key, cls, next, n)))
+				goto slow;
+			b->head = next;
+			b->count = n - 1;
+			kp__hdr_put((kp__hdr *)h, key, kp__meta(size, (uint16_t)cls, KP_ST_ALLOC));
+			KP_UNPOISON(h + KP_HDR, size);
+			kp__canary8_put(key, h + KP_HDR + size);
+		} else {
+			b->head = next;
+			b->count = n - 1;
+			kp__hdr_put((kp__hdr *)h, key, kp__meta(size, (uint16_t)cls, KP_ST_ALLOC));
+			KP_UNPOISON(h + KP_HDR, kp__class_size[cls] - KP_HDR);
 		}
+		kp__count_inc(&b->allocs, 1);
+		return h + KP_HDR;
+	slow:
+		return alloc_slow(pool, size, 0); /* flags is 0 here: one register less to keep */
 	}
 	return alloc_slow(pool, size, flags);
 }
@@ -639,7 +676,10 @@ static int primary_free(kp_pool *pool, void *p, size_t holds)
  * section. aes: see fast_key. */
 static ALWAYS_INLINE bool free_fast(kp_pool *pool, void *p, bool aes)
 {
-	if (!(pool && p && kp__tls_state.id[0] == pool->id && !pool->conf.poison))
+	if (!(pool && p && kp__tls_state.id[0] == pool->id))
+		return false;
+	unsigned mode = conf_mode(pool);
+	if (mode > KP_MODE_CHECKED) /* poisoning: the slow path */
 		return false;
 	kp__seg *s = kp__pagemap_get(p);
 	uintptr_t off = (uintptr_t)p - (uintptr_t)s;
@@ -650,15 +690,18 @@ static ALWAYS_INLINE bool free_fast(kp_pool *pool, void *p, bool aes)
 	unsigned cls = KP_META_CLS(meta);
 	uint64_t key = fast_key(pool, h, aes);
 	/* The class the header claims must be its span's: K(h) stops a header
-	 * forged elsewhere, this one rewritten in place. */
+	 * forged elsewhere, this one rewritten in place. The span's kind and
+	 * class are adjacent bytes: one compare (kind small, class cls). */
 	const kp__span *sp = &s->span[s->span[(off - KP_HDR) >> KP_UNIT_SHIFT].head];
-	if (!((kp__hdr_tag(h) ^ meta) == key && KP_META_ST(meta) == KP_ST_ALLOC && cls < KP_NCLASS && sp->cls == cls &&
-	      sp->kind == KP_SPAN_SMALL))
+	uint16_t kc;
+	__builtin_memcpy(&kc, &sp->kind, 2);
+	if (!((kp__hdr_tag(h) ^ meta) == key && KP_META_ST(meta) == KP_ST_ALLOC && cls < KP_NCLASS &&
+	      kc == (KP_SPAN_SMALL | cls << 8)))
 		return false;
 	kp__tcache *tc = kp__tls_state.tc[0];
 	kp__bin *b = &tc->bin[cls];
 	unsigned n = b->count;
-	if (!(n < b->max && (!pool->conf.checks || kp__canary8_ok(key, (char *)p + KP_META_REQ(meta)))))
+	if (!(n < b->max && (mode != KP_MODE_CHECKED || kp__canary8_ok(key, (char *)p + KP_META_REQ(meta)))))
 		return false;
 	kp__hdr_put(h, key, kp__meta(0, (uint16_t)cls, KP_ST_FREE));
 	kp__link_put_k(key, h, n ? b->head : NULL);
@@ -669,6 +712,7 @@ static ALWAYS_INLINE bool free_fast(kp_pool *pool, void *p, bool aes)
 	kp__count_inc(&b->frees, 1);
 	return true;
 }
+_Static_assert(offsetof(kp__span, cls) == offsetof(kp__span, kind) + 1, "a span's kind and class are adjacent");
 
 static __attribute__((noinline)) int free_slow(kp_pool *pool, void *p)
 {
@@ -922,13 +966,13 @@ static __attribute__((noinline)) int free_slow_own(kp_pool *pool, void *p)
 KP_EXPORT int kp_free(kp_pool *pool, void *p)
 {
 	/* kp__grace_enter's own-record path, inline: the thread's record, not
-	 * in a section already, no reclaim pending, no fencing readers. */
+	 * in a section already (so no reclaim pending: internal.h), no fencing
+	 * readers (the grace word says it). */
 	kp__grace_rec *r = kp__grace_self.rec;
-	if (KP_LIKELY(KP_FAST_AES && r && !atomic_load_explicit(&r->epoch, memory_order_relaxed) &&
-		      !kp__grace_self.pending && !atomic_load_explicit(&kp__grace_fence, memory_order_relaxed) &&
+	uint64_t w = atomic_load_explicit(&kp__grace_epoch, memory_order_acquire);
+	if (KP_LIKELY(KP_FAST_AES && r && !(w & KP_GRACE_FENCE) && !atomic_load_explicit(&r->epoch, memory_order_relaxed) &&
 		      pool && pool->secret.aes)) {
-		atomic_store_explicit(&r->epoch, atomic_load_explicit(&kp__grace_epoch, memory_order_acquire),
-				      memory_order_release);
+		atomic_store_explicit(&r->epoch, w, memory_order_release);
 		atomic_signal_fence(memory_order_seq_cst);
 		if (KP_LIKELY(free_fast(pool, p, true))) {
 			/* Nothing was retired in here: no reclaim became pending. */

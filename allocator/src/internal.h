@@ -51,6 +51,13 @@
 #define KP_NOASAN
 #endif
 
+/* Everything declared below is libkpool's own: hidden, so that the library
+ * (built -fPIC) reaches its globals (the pagemap root, the grace epoch, the
+ * class tables) PC-relative, not through the GOT: one load less for each on
+ * the fast paths. The exports (kpool.h) and the sanitizer's interface are
+ * declared above. */
+#pragma GCC visibility push(hidden)
+
 /* KP_PLANT=N plants bug N for the fuzzers' quality tests (make PLANT=N);
  * each planted line is marked "planted N". 0: none. */
 #ifndef KP_PLANT
@@ -213,22 +220,43 @@ void kp__pagemap_fork(int phase);
  * before has left (kp__grace_reclaim: the daemon's passes, the allocation
  * path before it maps, a reader leaving its section, kp_destroy). */
 typedef struct kp__grace_rec {
-	_Alignas(64) _Atomic uint64_t epoch; /* 0: outside; else the epoch read on entry */
+	_Alignas(64) _Atomic uint64_t epoch; /* 0: outside; else the word read on entry */
 	_Atomic int owned;
 } kp__grace_rec;
+/* pending is set only while the thread's record is inside a section (it is
+ * reclaimed when the outermost section ends): a thread outside every section
+ * has none, so an entry need not look at it. */
 typedef struct kp__grace_tls {
 	kp__grace_rec *rec;
 	kp_pool *pending; /* retired inside a section: reclaim on leaving it */
 	bool exited;      /* the thread-exit destructor ran: the shared path */
 } kp__grace_tls;
 extern __thread kp__grace_tls kp__grace_self __attribute__((tls_model("initial-exec")));
+/* The grace word: the epoch << 1, and in bit 0 KP_GRACE_FENCE (no
+ * membarrier: readers fence themselves). One load tells an entering reader
+ * both what to store and how; a release advances it by KP_GRACE_STEP. Never
+ * 0 (the epoch starts at 1), so a record holding a word is inside. */
 extern _Atomic uint64_t kp__grace_epoch;
-extern _Atomic int kp__grace_fence; /* 1: no membarrier, readers fence themselves */
+#define KP_GRACE_FENCE 1ull
+#define KP_GRACE_STEP 2ull
 #define KP_GRACE_NESTED 0 /* tokens kp__grace_enter returns */
 #define KP_GRACE_OWN 1
 #define KP_GRACE_SHARED 2
 unsigned kp__grace_enter_slow(void);
 void kp__grace_exit_slow(unsigned token);
+/* Store the word w read on entry into the thread's record r (outside). */
+static inline __attribute__((always_inline)) void kp__grace_publish(kp__grace_rec *r, uint64_t w)
+{
+	/* The store must be visible before the lookups that follow: membarrier
+	 * on the releasing side orders it; without one, a full barrier here (an
+	 * exchange: TSan knows no stand-alone fence). */
+	if (KP_UNLIKELY(w & KP_GRACE_FENCE)) {
+		atomic_exchange_explicit(&r->epoch, w, memory_order_seq_cst);
+	} else {
+		atomic_store_explicit(&r->epoch, w, memory_order_release);
+		atomic_signal_fence(memory_order_seq_cst);
+	}
+}
 static inline unsigned kp__grace_enter(void)
 {
 	kp__grace_rec *r = kp__grace_self.rec;
@@ -236,16 +264,7 @@ static inline unsigned kp__grace_enter(void)
 		return kp__grace_enter_slow();
 	if (atomic_load_explicit(&r->epoch, memory_order_relaxed))
 		return KP_GRACE_NESTED;
-	uint64_t e = atomic_load_explicit(&kp__grace_epoch, memory_order_acquire);
-	/* The store must be visible before the lookups that follow: membarrier
-	 * on the releasing side orders it; without one, a full barrier here (an
-	 * exchange: TSan knows no stand-alone fence). */
-	if (KP_UNLIKELY(atomic_load_explicit(&kp__grace_fence, memory_order_relaxed))) {
-		atomic_exchange_explicit(&r->epoch, e, memory_order_seq_cst);
-	} else {
-		atomic_store_explicit(&r->epoch, e, memory_order_release);
-		atomic_signal_fence(memory_order_seq_cst);
-	}
+	kp__grace_publish(r, atomic_load_explicit(&kp__grace_epoch, memory_order_acquire));
 	return KP_GRACE_OWN;
 }
 static inline void kp__grace_exit(unsigned token)
@@ -971,5 +990,7 @@ static inline bool kp__plausible(kp_pool *pool, const void *h)
 	kp__grace_exit(g);
 	return ok;
 }
+
+#pragma GCC visibility pop
 
 #endif /* KP_INTERNAL_H */

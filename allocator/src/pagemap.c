@@ -93,11 +93,11 @@ static _Atomic uint64_t shared_readers;
 static pthread_mutex_t recs_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_key_t recs_key;
 static pthread_once_t recs_once = PTHREAD_ONCE_INIT;
-static _Atomic int barrier_ready; /* membarrier registered (or given up: kp__grace_fence) */
+static _Atomic int barrier_ready; /* membarrier registered (or given up: KP_GRACE_FENCE stays) */
 
 __thread kp__grace_tls kp__grace_self __attribute__((tls_model("initial-exec")));
-_Atomic uint64_t kp__grace_epoch = 1;
-_Atomic int kp__grace_fence = 1; /* until membarrier is known to work */
+/* Epoch 1, and readers fence until membarrier is known to work. */
+_Atomic uint64_t kp__grace_epoch = 1 * KP_GRACE_STEP | KP_GRACE_FENCE;
 
 static void rec_release(void *arg)
 {
@@ -165,7 +165,7 @@ static void barrier_init(kp__oscount *c)
 	pthread_mutex_lock(&grow_lock);
 	if (!atomic_load(&barrier_ready)) {
 		if (kp__os_membarrier_register(c) == 0)
-			atomic_store(&kp__grace_fence, 0);
+			atomic_fetch_and(&kp__grace_epoch, ~KP_GRACE_FENCE);
 		atomic_store(&barrier_ready, 1);
 	}
 	pthread_mutex_unlock(&grow_lock);
@@ -175,7 +175,7 @@ static void barrier_init(kp__oscount *c)
  * entries. false: no barrier could be had (then nothing is reclaimed). */
 static bool barrier(kp__oscount *c)
 {
-	if (atomic_load(&kp__grace_fence)) {
+	if (atomic_load(&kp__grace_epoch) & KP_GRACE_FENCE) {
 		atomic_fetch_add(&kp__grace_epoch, 0); /* a full barrier; readers make one too */
 		return true;
 	}
@@ -192,8 +192,8 @@ static uint64_t oldest_reader(void)
 	unsigned n = atomic_load(&recs_used);
 	for (unsigned i = 0; i < n; i++) {
 		uint64_t e = atomic_load_explicit(&recs[i].epoch, memory_order_acquire);
-		if (e && e < min)
-			min = e;
+		if (e && e / KP_GRACE_STEP < min)
+			min = e / KP_GRACE_STEP;
 	}
 	return min;
 }
@@ -201,7 +201,8 @@ static uint64_t oldest_reader(void)
 void kp__grace_retire(kp_pool *pool, kp__seg *s, size_t size)
 {
 	s->retired = size;
-	s->empty_since_ns = atomic_fetch_add(&kp__grace_epoch, 1); /* seq_cst, after the pagemap stores */
+	/* seq_cst, after the pagemap stores; the epoch, not the word */
+	s->empty_since_ns = atomic_fetch_add(&kp__grace_epoch, KP_GRACE_STEP) / KP_GRACE_STEP;
 	kp__pool_lock(pool);
 	s->next = atomic_load_explicit(&pool->limbo, memory_order_relaxed);
 	atomic_store_explicit(&pool->limbo, s, memory_order_release);
