@@ -362,6 +362,32 @@ static ALWAYS_INLINE unsigned conf_mode(const kp_pool *pool)
 	return m;
 }
 
+/* alloc_fast's bin head failed bin_head_near: most often its link leads into
+ * another segment (common once a pool has several), which bin_head_ok vets
+ * through the pagemap (kp__plausible), a call alloc_fast does not make. The
+ * same pop with that check; anything else (a damaged bin, which small_alloc
+ * reports) goes to alloc_slow. alloc_fast checked the rest: a pool, this
+ * thread's cache in the first slot, no flags, checks on, no poisoning, a
+ * block in the bin. */
+static __attribute__((noinline)) void *alloc_far(kp_pool *pool, size_t size, unsigned cls)
+{
+	kp__tcache *tc = kp__tls_state.tc[0];
+	kp__bin *b = &tc->bin[cls];
+	unsigned n = b->count;
+	char *h = b->head;
+	uint64_t key = tc->keys[cls][n - 1];
+	char *next = kp__link_get_k(key, h);
+	if (!bin_head_ok(pool, h, key, cls, next, n))
+		return alloc_slow(pool, size, 0);
+	b->head = next;
+	b->count = n - 1;
+	kp__hdr_put((kp__hdr *)h, key, kp__meta(size, (uint16_t)cls, KP_ST_ALLOC));
+	KP_UNPOISON(h + KP_HDR, size);
+	kp__canary8_put(key, h + KP_HDR + size);
+	kp__count_inc(&b->allocs, 1);
+	return h + KP_HDR;
+}
+
 static ALWAYS_INLINE void *alloc_fast(kp_pool *pool, size_t size, unsigned flags)
 {
 	/* The fast path: a small ordinary request, this thread's cache for the
@@ -390,7 +416,7 @@ static ALWAYS_INLINE void *alloc_fast(kp_pool *pool, size_t size, unsigned flags
 		char *next = kp__link_get_k(key, h);
 		if (KP_LIKELY(checks)) {
 			if (KP_UNLIKELY(!bin_head_near(h, key, cls, next, n)))
-				goto slow;
+				return alloc_far(pool, size, cls);
 			b->head = next;
 			b->count = n - 1;
 			kp__hdr_put((kp__hdr *)h, key, kp__meta(size, (uint16_t)cls, KP_ST_ALLOC));
