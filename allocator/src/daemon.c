@@ -11,11 +11,15 @@
  * and daemon_interval_ms is the fallback timer. Each pass:
  *   1. measures the demand since the last pass and sets the headroom
  *      target from it (daemon_target, below: the allocation rate and what
- *      the allocation path had to fault itself, high_wm the floor);
+ *      the allocation path had to fault itself, high_wm the floor), and
+ *      samples whether the program writes what it takes (probe, below:
+ *      pre-faulting stops for a program that leaves most of it unwritten);
  *   2. pre-faults the free units the allocation path takes next, and grows
  *      (mapping segments) until headroom >= the target;
  *   3. shrinks, unmapping segments that stayed free for decay_ms while the
- *      headroom stays >= the same target and capacity >= primary_initial;
+ *      headroom stays >= the same target and capacity >= primary_initial,
+ *      and gives back the pages of free units that stayed free for
+ *      decay_ms past that headroom (primary.c, kp__primary_purge);
  *   4. refills the backup after use;
  *   5. unmaps what it released once no lookup can still read it (pagemap.c).
  * Tests drive passes without the thread through kp_daemon_step.
@@ -115,46 +119,42 @@ static size_t seg_usable(void)
 /* ---- whether to pre-fault at all -------------------------------------------
  *
  * A page the daemon pre-faults is resident whether or not the program ever
- * touches it. A program that touches every page it allocates (a buffer it
+ * touches it. A program that writes every page it allocates (a buffer it
  * fills) would fault each one itself: pre-faulting moves those faults off
- * its thread at no cost in memory. A program that touches a little of each
+ * its thread at no cost in memory. A program that writes a little of each
  * block (a hash table's sparse buckets, the ends of big buffers: kpbench's b
- * touches 38% of the bytes it takes) gains little, and every page it never
- * touches is resident memory no peer holds (b: 92 MiB against mimalloc's 47
- * and kpool's own 58 without pre-faulting).
+ * writes the first and last byte of blocks up to 64 KiB) gains little, and
+ * every page it never writes is resident memory no peer holds (b: 107-121
+ * MiB against mimalloc's 48, and 58 without pre-faulting).
  *
- * The floor, high_wm (kp__daemon_floor: at most 1 MiB by default, or what a program set), is
- * pre-faulted always: it is the headroom asked for. Above it, the daemon
- * measures: while it pre-faults only the floor, the program faults the
- * pages it takes past it itself, and the process's minor faults
- * (getrusage, less the pages kpool itself pre-faulted: os.c counts them)
- * per page taken from the free units are the share it touches. Known
- * limit, why it is not the default (prefault_touch:0 pre-faults always): a
- * program paced so that the pre-faulted floor serves most of what it takes
- * faults little itself and is measured far below its true share (13% for
- * test_pool_behaviour's paced run, which writes every page). At the share
- * prefault_touch:N asks or more, measured over at least KP_TOUCH_SAMPLE
- * taken, it pre-faults the whole target; a touched share below N% costs at
- * most (100 - N)% of memory more than the program touches. It stops when
- * the program has taken nothing for decay_ms (its growth is over; the next
- * growth is measured again). */
+ * So the daemon samples what the program writes (prefault_touch:N, 90 by
+ * default): each pass picks KP_PROBE_PICKS random pages of the carved spans
+ * (probe_pick). A page holding a block's header, its last requested byte or
+ * its canary is written whatever the program does: it counts as written. A
+ * page inside a live block's payload, past its header and before its last
+ * byte, is read (page_written): all zero, the program never wrote it. The
+ * written share, a moving average over about KP_PROBE_WEIGHT pages, is
+ * daemon.touched_pct; pre-faulting past what an explicit high_wm asks for
+ * stops under N% and resumes at N% + KP_PROBE_HYST. A page read that was
+ * never written maps the kernel's zero page: no memory, no RSS. Before
+ * this, the share was measured from the process's page faults, which a
+ * program served by pre-faulted memory does not take (a paced program that
+ * wrote every page was measured at 13%), so it could not be the default. */
 
-/* A share measured over less than this is noise: a few blocks' headers, a
- * span of 8 blocks taken whole and carved one block at a time, a program's
- * start (two segments: the first few milliseconds of a fast program). */
-#define KP_TOUCH_SAMPLE ((size_t)8 << 20)
+/* Pages sampled per pass: a few microseconds of reads (most stop at the
+ * first word of a written page), under the pool lock only to find them. */
+#define KP_PROBE_PICKS 32
+/* The moving average's weight: a share over about the last 64 pages
+ * sampled, two or three passes. */
+#define KP_PROBE_WEIGHT 64
+/* No decision before this many pages (a pass or two). */
+#define KP_PROBE_MIN 32
+/* Pre-faulting resumes at N% + this: a program near N% does not flap. */
+#define KP_PROBE_HYST 5
 
-/* Only prefault_touch:N measures: the default makes no system call for it. */
 static bool measuring(const kp_pool *pool)
 {
 	return pool->conf.prefault && pool->conf.prefault_touch != 0;
-}
-
-/* The process's faults and kpool's own pre-faulted pages, as baselines. */
-static void touch_baseline(kp_pool *pool)
-{
-	pool->daemon.last_flt = kp__os_minflt(&pool->os);
-	pool->daemon.last_populated = atomic_load(&kp__os_populated_pages);
 }
 
 static bool prefaulting(kp_pool *pool)
@@ -163,44 +163,133 @@ static bool prefaulting(kp_pool *pool)
 	       (pool->conf.prefault_touch == 0 || atomic_load_explicit(&pool->daemon.prefaulting, memory_order_relaxed));
 }
 
-static void prefault_decide(kp_pool *pool, int64_t taken, uint64_t now)
+static uint64_t probe_rand(kp__daemon *d)
+{
+	uint64_t x = d->probe_rng ? d->probe_rng : 0x9e3779b97f4a7c15ull;
+	x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+	return d->probe_rng = x;
+}
+
+/* One random page of unit u of s: NULL when it is no page of a live
+ * block's payload (a free unit, past a span's carved blocks, a free block);
+ * else the page, and *edge when the allocator or the program writes it
+ * whatever the program does (a header, the last requested byte, a
+ * canary, the next block's header). Pool lock held: the span fields are the
+ * pool's (bump is the class lock's: a stale one moves the sample by a
+ * block). The block's meta word is read without a lock: a block allocated
+ * or freed meanwhile is sampled as it was (no_sanitize: the program's
+ * header writes race with this read, harmlessly). */
+__attribute__((no_sanitize("thread"))) static KP_NOASAN char *probe_page(kp__seg *s, unsigned u, uint64_t r,
+									     bool *edge)
+{
+	if ((s->free_mask >> u) & 1)
+		return NULL;
+	const kp__span *sp = &s->span[s->span[u].head];
+	char *page = (char *)s + ((size_t)u << KP_UNIT_SHIFT) + (size_t)(r % (KP_UNIT_SIZE / KP_PAGE)) * KP_PAGE;
+	char *b;
+	size_t block;
+	if (sp->kind == KP_SPAN_SMALL && sp->block && page >= sp->start) {
+		size_t idx = (size_t)(page - sp->start) / sp->block;
+		if (idx >= sp->bump)
+			return NULL;
+		b = sp->start + idx * sp->block;
+		block = sp->block;
+	} else if (sp->kind == KP_SPAN_LARGE && page >= sp->start) {
+		b = sp->start;
+		block = sp->block;
+	} else {
+		return NULL;
+	}
+	uint64_t meta = ((const volatile kp__hdr *)b)->meta;
+	if (KP_META_ST(meta) != KP_ST_ALLOC)
+		return NULL;
+	size_t req = KP_META_REQ(meta);
+	/* written whatever the program does: [b, lo) the header, [last, hi) the
+	 * last requested byte and the canary, past b + block the next block */
+	char *lo = b + KP_HDR, *last = lo + (req ? req - 1 : 0), *hi = lo + req + KP_CANARY;
+	/* Past hi: the class's rounding, which no program writes (up to a
+	 * quarter of a block): not a sample. The question is whether the
+	 * program writes what it asked for (a dense program measured 88-95%
+	 * with it, and pre-faulting flapped at 90). */
+	if (page >= hi)
+		return NULL;
+	*edge = page < lo || (last < page + KP_PAGE && hi > page) || page + KP_PAGE > b + block;
+	return page;
+}
+
+/* Is any byte of the page not zero? Reads the program's memory from the
+ * daemon thread: racing writes make it see a page as it was, harmlessly. */
+__attribute__((no_sanitize("thread"))) static KP_NOASAN bool page_written(const char *page)
+{
+	const volatile uint64_t *w = (const volatile uint64_t *)page;
+	for (size_t i = 0; i < KP_PAGE / sizeof *w; i++)
+		if (w[i])
+			return true;
+	return false;
+}
+
+/* Sample the carved pages and fold them into the written share. */
+static void probe(kp_pool *pool)
+{
+	kp__daemon *d = &pool->daemon;
+	char *read[KP_PROBE_PICKS];
+	unsigned nread = 0, edges = 0;
+	kp__pool_lock(pool);
+	unsigned nseg = 0;
+	for (kp__seg *s = pool->segs; s; s = s->next)
+		nseg++;
+	/* every stride-th segment from a random one, picks spread over them */
+	unsigned stride = nseg / KP_PROBE_PICKS + 1, per = nseg ? (KP_PROBE_PICKS + nseg - 1) / nseg : 0;
+	unsigned at = nseg ? (unsigned)(probe_rand(d) % stride) : 0, i = 0, picks = 0;
+	for (kp__seg *s = pool->segs; s && picks < KP_PROBE_PICKS; s = s->next, i++) {
+		if (i % stride != at || s->quarantined)
+			continue;
+		for (unsigned k = 0; k < per && picks < KP_PROBE_PICKS; k++, picks++) {
+			uint64_t r = probe_rand(d);
+			bool edge = false;
+			char *page = probe_page(s, 1 + (unsigned)(r % (KP_UNITS - 1)), r >> 8, &edge);
+			if (page && edge)
+				edges++;
+			else if (page)
+				read[nread++] = page;
+		}
+	}
+	pthread_mutex_unlock(&pool->lock);
+	/* Only the daemon unmaps normal segments: what was found stays mapped. */
+	unsigned written = edges;
+	for (unsigned k = 0; k < nread; k++)
+		written += page_written(read[k]);
+	/* the plain mean of the first KP_PROBE_WEIGHT pages, then a moving one */
+	for (unsigned k = 0, n = edges + nread; k < n; k++) {
+		int64_t x = k < written ? 65536 : 0;
+		uint64_t w = d->touch_samples < KP_PROBE_WEIGHT ? d->touch_samples + 1 : KP_PROBE_WEIGHT;
+		d->touch_share += (x - d->touch_share) / (int64_t)w;
+		d->touch_samples++;
+	}
+}
+
+static void prefault_decide(kp_pool *pool)
 {
 	kp__daemon *d = &pool->daemon;
 	if (!measuring(pool))
 		return;
-	uint64_t flt = d->last_flt, pf = d->last_populated;
-	touch_baseline(pool);
-	flt = d->last_flt - flt;
-	pf = d->last_populated - pf;
-	uint64_t others = flt > pf ? flt - pf : 0;
-	uint64_t decay = (uint64_t)pool->conf.decay_ms * 1000000ull;
+	probe(pool);
+	if (d->touch_samples < KP_PROBE_MIN)
+		return;
+	unsigned pct = (unsigned)(d->touch_share * 100 / 65536);
+	atomic_store(&d->touch_pct, pct);
 	bool on = atomic_load(&d->prefaulting);
-	if (taken > 0) {
-		d->quiet_ns = now;
-		if (!on) {
-			/* The process's faults include memory that is not the pool's
-			 * (a program's own tables and stacks, faulted as it starts):
-			 * a pass counts at most the pages it saw taken. */
-			uint64_t pages = (uint64_t)taken / KP_PAGE;
-			d->touch_taken += (uint64_t)taken;
-			d->touch_faults += others < pages ? others : pages;
-		}
-	} else if (on && now - d->quiet_ns > decay) {
+	unsigned want = pool->conf.prefault_touch, resume = want + KP_PROBE_HYST > 100 ? 100 : want + KP_PROBE_HYST;
+	if (on && pct < want) {
 		atomic_store(&d->prefaulting, 0);
 		kp__event(pool, KP_EV_DAEMON, KP_POOL_PRIMARY, NULL, 0,
-			  "pre-faulting off: nothing taken for %u ms", pool->conf.decay_ms);
-	}
-	if (on || d->touch_taken < KP_TOUCH_SAMPLE)
-		return;
-	uint64_t pct = d->touch_faults * KP_PAGE * 100 / d->touch_taken;
-	atomic_store(&d->touch_pct, (unsigned)(pct > 100 ? 100 : pct));
-	if (pct >= pool->conf.prefault_touch) {
+			  "pre-faulting off: the program writes %u%% of the pages it takes (prefault_touch %u)", pct,
+			  want);
+	} else if (!on && pct >= resume) {
 		atomic_store(&d->prefaulting, 1);
 		kp__event(pool, KP_EV_DAEMON, KP_POOL_PRIMARY, NULL, 0,
-			  "pre-faulting on: the program touched %u%% of the %zu bytes it took", (unsigned)pct,
-			  (size_t)d->touch_taken);
+			  "pre-faulting on: the program writes %u%% of the pages it takes", pct);
 	}
-	d->touch_taken = d->touch_faults = 0;
 }
 
 /* Pre-fault up to upto bytes of free units in the order the allocation path
@@ -250,13 +339,17 @@ static size_t prefault_front(kp_pool *pool, size_t from, size_t upto)
  * the free units falls under low_wm (0: half the target). The free units
  * past the pre-faulted front are counted in, since the allocation path
  * compares all of them. */
-static void set_wake(kp_pool *pool, size_t target, size_t ready)
+static void set_wake(kp_pool *pool, size_t target, size_t ready, bool pre)
 {
 	size_t wake = pool->conf.low_wm ? pool->conf.low_wm : target / 2;
 	/* No lock: the free bytes as last published (a take or give racing
 	 * this moves the mark by one run, as if it had come just after). */
 	size_t free_bytes = kp__primary_headroom(pool);
-	size_t unready = pool->conf.prefault && free_bytes > ready ? free_bytes - ready : 0;
+	/* pre false: the pass pre-faults nothing (a sparse program, prefault
+	 * off): the daemon is needed only to grow, and the free units are all
+	 * headroom (counting them as unready woke it at every allocation: 557
+	 * passes in kpbench b's 0.2 s) */
+	size_t unready = pre && free_bytes > ready ? free_bytes - ready : 0;
 	atomic_store_explicit(&pool->wake_wm, unready + wake, memory_order_relaxed);
 }
 
@@ -310,15 +403,15 @@ void kp__daemon_prime(kp_pool *pool)
 	kp__daemon *d = &pool->daemon;
 	size_t target = kp__daemon_floor(pool);
 	size_t ready = pool->conf.prefault && target ? prefault_front(pool, 0, target) : 0;
-	if (measuring(pool))
-		touch_baseline(pool);
+	/* pre-faulting until the probe has seen what the program writes */
+	atomic_store(&d->prefaulting, 1);
 	atomic_store(&d->target, target);
 	atomic_store(&d->ready, ready);
 	d->last_ns = kp__pool_now(pool);
 	d->last_grows = atomic_load(&pool->grows);
 	d->last_shrinks = atomic_load(&pool->shrinks);
 	d->last_headroom = kp__primary_headroom(pool);
-	set_wake(pool, target, ready);
+	set_wake(pool, target, ready, pool->conf.prefault);
 }
 
 /* Measure the demand since the last pass and set the target (above). */
@@ -334,7 +427,7 @@ static size_t daemon_target(kp_pool *pool)
 	int64_t taken = (int64_t)d->last_headroom + added - (int64_t)headroom;
 	uint64_t dt = now > d->last_ns ? now - d->last_ns : 0;
 	size_t ready = atomic_load(&d->ready);
-	prefault_decide(pool, taken, now);
+	prefault_decide(pool);
 	d->busy_passes = taken > 0 ? d->busy_passes + (d->busy_passes < KP_BUSY_PASSES) : 0;
 	if (taken > 0 && pool->conf.prefault && (size_t)taken > ready) {
 		/* the allocation path went past what was pre-faulted for it:
@@ -405,7 +498,11 @@ int kp__daemon_pass(kp_pool *pool)
 	 * resident units anywhere), and only when something was taken */
 	size_t ready = atomic_load(&d->ready);
 	bool pre = pool->conf.prefault, all = prefaulting(pool);
-	size_t floor = kp__daemon_floor(pool);
+	/* not pre-faulting (the program leaves most of what it takes
+	 * unwritten): only a floor the program set (high_wm) stays pre-faulted;
+	 * auto's would be faulted in again each time churn frees units at the
+	 * front, for blocks that leave it unwritten (kpbench b: ~25 MiB) */
+	size_t floor = all || pool->conf.high_wm != KP_WM_AUTO ? kp__daemon_floor(pool) : 0;
 	size_t front = all || target < floor ? target : floor;
 	if (pre && ready < front)
 		ready = prefault_front(pool, 0, front);
@@ -436,7 +533,7 @@ int kp__daemon_pass(kp_pool *pool)
 	int shrunk = kp__primary_shrink(pool, target);
 	atomic_fetch_add(&d->shrinks, (uint64_t)shrunk);
 	atomic_store(&d->ready, pre ? ready : 0);
-	set_wake(pool, target, ready);
+	set_wake(pool, target, ready, pre && front > 0);
 	actions += shrunk + kp__huge_cache_trim(pool, false);
 	/* 3b. give back the pages of free units idle for decay_ms, past the
 	 * headroom kept pre-faulted (primary.c, kp__primary_purge) */

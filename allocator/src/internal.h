@@ -179,11 +179,6 @@ uint64_t kp__now_ns(void);
 int kp__os_membarrier_register(kp__oscount *c);
 int kp__os_membarrier(kp__oscount *c);
 void kp__os_yield(kp__oscount *c);
-/* Minor page faults of the process so far (getrusage); 0 when it fails. */
-uint64_t kp__os_minflt(kp__oscount *c);
-/* Pages kpool asked the kernel to pre-fault (kp__os_populate, every pool):
- * an upper bound of the faults it made itself. */
-extern _Atomic uint64_t kp__os_populated_pages;
 
 /* ---- pagemap.c: address -> segment, global, lock-free reads ------------- */
 struct kp__seg;
@@ -851,11 +846,13 @@ typedef struct kp__daemon {
 	_Atomic size_t target, ready;     /* target; pre-faulted free bytes at the front */
 	_Atomic uint64_t rate;            /* bytes/s of net demand, decaying */
 	_Atomic uint64_t faulted;         /* bytes the allocation path took before they were pre-faulted */
-	/* Pre-faulting is on (daemon.c, prefault_decide): the program touches
-	 * what it takes. touch_pct: the last share measured. */
+	/* Pre-faulting is on (daemon.c, prefault_decide): the program writes
+	 * what it takes. touch_pct: the share measured; touch_share the same
+	 * in 1/65536, over touch_samples pages sampled (probe_rng). */
 	_Atomic int prefaulting;
 	_Atomic unsigned touch_pct;
-	uint64_t last_flt, last_populated, quiet_ns, touch_taken, touch_faults;
+	int64_t touch_share;
+	uint64_t touch_samples, probe_rng;
 	uint64_t last_ns, last_grows, last_shrinks;
 	size_t last_headroom;
 	unsigned busy_passes; /* consecutive passes that found memory taken (daemon.c) */

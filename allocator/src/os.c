@@ -194,11 +194,8 @@ static KP_NOASAN void touch_pages(void *p, size_t size)
 		v[off] = v[off];
 }
 
-_Atomic uint64_t kp__os_populated_pages;
-
 int kp__os_populate(kp__oscount *c, void *p, size_t size)
 {
-	atomic_fetch_add_explicit(&kp__os_populated_pages, size / KP_PAGE, memory_order_relaxed);
 	if (enter(c, KP_OS_MADVISE))
 		return -ENOMEM;
 	if (madvise(p, size, MADV_POPULATE_WRITE) == 0)
@@ -368,15 +365,6 @@ void kp__os_yield(kp__oscount *c)
 {
 	count(c, KP_OS_OTHER);
 	sched_yield();
-}
-
-uint64_t kp__os_minflt(kp__oscount *c)
-{
-	struct rusage ru;
-	count(c, KP_OS_OTHER);
-	if (getrusage(RUSAGE_SELF, &ru) != 0)
-		return 0;
-	return (uint64_t)ru.ru_minflt;
 }
 
 /* ---- what the machine allows (primary_max:0) ------------------------------ */
