@@ -69,12 +69,16 @@ static const struct option options[] = {
 	 "the primary pool never grows past this (0: as far as the machine allows, physical memory plus swap or "
 	 "the cgroup's memory limit, whichever is smaller)"},
 	/* The reserve stays resident (pre-faulted: a reserve that must first be
-	 * faulted in fails exactly when memory is short). 1 MiB: what a critical
-	 * path needs to finish and report while the primary is exhausted (4,000
-	 * blocks of 256 B, or one 512 KiB buffer), at a quarter of the 4 MiB it
-	 * cost every process before; a program whose critical path needs more
-	 * sets it. */
-	{"backup", SIZE, "1m", OFF(backup), 0, 16 * GiB, "bytes reserved for the backup pool, resident (0: none)"},
+	 * faulted in fails exactly when memory is short). 256 KiB: what a
+	 * critical path needs to finish and report while the primary is
+	 * exhausted and the daemon recovers it (1,000 blocks of 256 B, an error
+	 * reply, a log line, a state dump's buffers of up to 128 KiB), as a
+	 * mempool_t reserves a few elements, not a share of the pool. It is
+	 * resident in every process: 1 MiB was a quarter of a small program's
+	 * whole peak (kpbench a: 4.0 MiB on glibc), so no small program could
+	 * come within 1.1x of a peer (issue 14). A program whose critical path
+	 * needs more sets it (the critical-exhaustion workload uses 4m). */
+	{"backup", SIZE, "256k", OFF(backup), 0, 16 * GiB, "bytes reserved for the backup pool, resident (0: none)"},
 	/* 0: half the daemon's current target (it moves with the demand). */
 	{"low_wm", SIZE, "0", OFF(low_wm), 0, 1ull << 40,
 	 "pre-faulted headroom below which the allocation path wakes the daemon (0: half the daemon's target)"},

@@ -86,7 +86,8 @@ int kp__stats_json(kp_pool *pool, char *buf, size_t len)
 	put(&o, "\"huge_cached_bytes\":%llu,", LD(pool->huge_cached_bytes));
 	put(&o, "\"headroom_bytes\":%llu,\"allocs\":%llu,\"frees\":%llu,\"failures\":%llu,", LD(pool->headroom),
 	    U(allocs), U(frees), LD(pool->failures));
-	put(&o, "\"grows\":%llu,\"shrinks\":%llu},", LD(pool->grows), LD(pool->shrinks));
+	put(&o, "\"grows\":%llu,\"shrinks\":%llu,\"purges\":%llu,\"purged_bytes\":%llu},", LD(pool->grows),
+	    LD(pool->shrinks), LD(pool->purges), LD(pool->purged_bytes));
 	kp__backup *b = &pool->backup;
 	put(&o, "\"backup\":{\"capacity_bytes\":%llu,\"in_use_bytes\":%llu,\"peak_in_use_bytes\":%llu,", U(b->size),
 	    LD(b->in_use), LD(b->peak));

@@ -195,6 +195,9 @@ static void test_stepped_purge(void)
 	       rss0, rss1, rss2, pct, (long long)madv, (long long)madv2);
 	CHECK(pct <= 10, "%u%% of the freed blocks' pages are still resident after %d ms free", pct,
 	      6 * (DECAY_MS + 1));
+	/* the stats say what the daemon gave back: most of the ~29 MiB freed */
+	int64_t purged = kt_stat(pool, "primary.purged_bytes");
+	CHECK(purged >= (int64_t)(16 << 20), "primary.purged_bytes is %lld after the purge", (long long)purged);
 	CHECK(kt_stat(pool, "primary.segments") == segs, "segments went from %lld to %lld: the test needs them kept",
 	      (long long)segs, (long long)kt_stat(pool, "primary.segments"));
 	CHECK(madv2 == madv, "idle passes made %lld madvise calls (purge and pre-fault in a loop?)",
