@@ -336,11 +336,15 @@ def test_daemon_grows_ahead_of_the_allocating_thread() -> None:
     """256 MiB in 4-64 KiB blocks, every page touched: no mmap on the allocation path, and once the
     daemon has measured the rate (the first 16 MiB) the allocating thread takes page faults on under
     1% of the pages (the daemon pre-faulted them); the start, while a fresh pool's daemon learns the
-    rate from its 1 MiB floor, stays under 4 MiB of faults.
+    rate, stays under 5 MiB of faults (a peer allocator faults all 16 MiB of it).
 
     Measured under load (3 busy loops on 2 cores), the same before and after session 5's daemon
     changes: ~550 faults in the first 16 MiB, ~5 per 16 MiB after; the old single bound over the
-    whole 256 MiB (655 faults) sat right at that start-up cost and failed a CI run with 662."""
+    whole 256 MiB (655 faults) sat right at that start-up cost and failed a CI run with 662.
+
+    Session 6: the floor follows the bytes in use (high_wm:auto) and the headroom share ramps up over
+    passes that find growth (a program's start no longer pre-faults 8 MiB beside a few MB): the start
+    costs 820-970 faults here, so its bound is 5 MiB (1,280); past it, 80-95 faults for 61,440 pages."""
     rng = random.Random(3)
     total, start = 256 * MiB, 16 * MiB
     # grow_wait_us: on a loaded 2-core machine (pytest -n auto) the daemon thread can be descheduled
@@ -367,6 +371,6 @@ def test_daemon_grows_ahead_of_the_allocating_thread() -> None:
     assert at_start is not None
     assert stats["syscalls"]["alloc"]["mmap"] == 0
     assert stats["primary"]["grows"] > 0
-    assert at_start - before < 4 * MiB / PAGE, f"{at_start - before} page faults in the first 16 MiB"
+    assert at_start - before < 5 * MiB / PAGE, f"{at_start - before} page faults in the first 16 MiB"
     steady = (total - start) // PAGE
     assert after - at_start < 0.01 * steady, f"{after - at_start} page faults for {steady} pages"

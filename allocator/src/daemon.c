@@ -42,8 +42,9 @@ uint64_t kp__pool_now(kp_pool *pool)
  *
  *   target = max(floor, min(rate * KP_HORIZON_MS << boost,
  *                           max(in_use / KP_TARGET_SHARE, small)))
- *   small = KP_TARGET_SMALL once KP_BUSY_PASSES passes in a row found
- *           memory taken, else min(in_use / KP_FLOOR_SHARE, KP_TARGET_SMALL)
+ *   small = min(in_use / KP_GROW_SHARE, KP_TARGET_SMALL) once
+ *           KP_BUSY_PASSES passes in a row found memory taken, else
+ *           min(in_use / KP_FLOOR_SHARE, KP_TARGET_SMALL)
  *
  * rate: the net demand (bytes taken from the free units, less those given
  *   back) per second, measured pass to pass; it follows a rise at once and
@@ -73,20 +74,28 @@ uint64_t kp__pool_now(kp_pool *pool)
 /* At most 1/16 of the bytes in use as headroom: 6% over the program's own
  * footprint at its peak, under the 10% the issue allows over the best peer. */
 #define KP_TARGET_SHARE 16
-/* A small program's share would be too little to absorb a burst: the share
- * is at least 8 MiB (two segments), what a thread allocating at 200 MiB/s
- * takes in 40 ms, twice the horizon, once the program grows (below). It is
+/* A small program's 1/16 would be too little to absorb a burst: while it
+ * grows (below) its share is half the bytes in use, at most 8 MiB
+ * (two segments), what a thread allocating at 200 MiB/s takes in 40 ms,
+ * twice the horizon. Not a fixed 8 MiB: a churning program of 8 MB (larson
+ * under the preload: 4 threads replacing blocks, a "rate" of 240 MB/s from
+ * its start) had 8 MiB pre-faulted beside it and peaked at 22 MiB against
+ * mimalloc's 13; at half, 14.4 (`/usr/bin/time`), while
+ * test_pool_behaviour's paced start costs 700-890 faults in its first
+ * 16 MiB (a peer faults all 4,096). (A share rising with the number of
+ * passes that found growth took larson to 13.6 but its paced start to
+ * 820-1,330 faults: a timer pass in between restarts the ramp.) It is
  * reached only while the measured rate asks for it: an idle or slow
  * program keeps the floor. */
 #define KP_TARGET_SMALL ((size_t)8 << 20)
+#define KP_GROW_SHARE 2
 /* A program's first burst (its first spans, a few hundred KB in a few ms:
  * a "rate" of 100 MB/s) would be taken for growth and pre-fault several
  * times what it holds (test_memory's small program: 3.7x glibc's peak with
  * the auto floor alone). Until passes in a row have found memory taken
  * (growth, not a start), the share is at most a quarter of the bytes in
  * use. Two: a start is over within one pass; a paced grower wakes the
- * daemon pass after pass (test_pool_behaviour's start: under 4 MiB of
- * faults in its first 16 MiB). */
+ * daemon pass after pass. */
 #define KP_BUSY_PASSES 2
 /* Ranges pre-faulted per pass: a walk of the free units collects at most
  * this many runs under the pool lock (the rest waits for the next pass). */
@@ -469,7 +478,7 @@ static size_t daemon_target(kp_pool *pool)
 	double want = (double)rate * KP_HORIZON_MS / 1000.0 * (double)(1u << atomic_load(&pool->grow_boost));
 	double out = (double)atomic_load(&pool->out_bytes);
 	double cap = out / KP_TARGET_SHARE;
-	double small = d->busy_passes >= KP_BUSY_PASSES ? (double)KP_TARGET_SMALL : out / KP_FLOOR_SHARE;
+	double small = out / (d->busy_passes >= KP_BUSY_PASSES ? KP_GROW_SHARE : KP_FLOOR_SHARE);
 	if (small > (double)KP_TARGET_SMALL)
 		small = (double)KP_TARGET_SMALL;
 	if (cap < small)
