@@ -339,15 +339,24 @@ static __attribute__((noinline)) void *alloc_slow(kp_pool *pool, size_t size, un
 	return p;
 }
 
+/* The bits of (next ^ h) that must be zero for a link next to stay in h's
+ * segment (the same 4 MiB above bit KP_SEG_SHIFT) and to be a header
+ * address (16-aligned: h is). NULL never passes (no segment at address 0). */
+#define KP_NEAR_MASK (~(uintptr_t)(KP_SEG_SIZE - 1) | (uintptr_t)(KP_HDR - 1))
+
 /* bin_head_ok for the fast path, which makes no call: the link must stay in
  * h's segment (or end the list). A link into another segment is not refused
- * here: alloc_slow vets it through the pagemap (kp__plausible). */
-static ALWAYS_INLINE bool bin_head_near(const char *h, uint64_t key, unsigned cls, const char *next, unsigned n)
+ * here: alloc_far vets it through the pagemap (kp__plausible). The same
+ * conditions as bin_head_ok's, each a difference that must be zero, so that
+ * the path tests them with one branch and few registers: fm is the meta of
+ * a free block of the bin's class, and tag ^ key ^ fm with meta ^ fm zero
+ * say the header holds it under K(h); the link must be NULL when left (the
+ * blocks after h the count says there are) is 0, else near h. */
+static ALWAYS_INLINE bool bin_head_near(const char *h, uint64_t key, uint64_t fm, uintptr_t next, unsigned left)
 {
-	uint64_t m = kp__hdr_meta((const kp__hdr *)h);
-	return (kp__hdr_tag((const kp__hdr *)h) ^ m) == key && m == kp__meta(0, (uint16_t)cls, KP_ST_FREE) &&
-	       (next == NULL) == (n == 1) &&
-	       (!next || ((((uintptr_t)next ^ (uintptr_t)h) >> KP_SEG_SHIFT) == 0 && !((uintptr_t)next & (KP_HDR - 1))));
+	uint64_t bad = (kp__hdr_tag((const kp__hdr *)h) ^ key ^ fm) | (kp__hdr_meta((const kp__hdr *)h) ^ fm);
+	uintptr_t far = left == 0 ? next : (next ^ (uintptr_t)h) & KP_NEAR_MASK;
+	return (bad | far) == 0;
 }
 
 /* The conf switches the fast paths test, checks and poison, in one load:
@@ -365,18 +374,16 @@ static ALWAYS_INLINE unsigned conf_mode(const kp_pool *pool)
 /* alloc_fast's bin head failed bin_head_near: most often its link leads into
  * another segment (common once a pool has several), which bin_head_ok vets
  * through the pagemap (kp__plausible), a call alloc_fast does not make. The
- * same pop with that check; anything else (a damaged bin, which small_alloc
- * reports) goes to alloc_slow. alloc_fast checked the rest: a pool, this
- * thread's cache in the first slot, no flags, checks on, no poisoning, a
- * block in the bin. */
-static __attribute__((noinline)) void *alloc_far(kp_pool *pool, size_t size, unsigned cls)
+ * same pop with that check, from what alloc_fast read: the head h of the
+ * bin b, its key (from the key stack) and its decoded link next.
+ * Anything else (a damaged bin, which small_alloc reports) goes to
+ * alloc_slow. alloc_fast checked the rest: a pool, this thread's cache in
+ * the first slot, no flags, checks on, no poisoning, a block in the bin. */
+static __attribute__((noinline)) void *alloc_far(kp_pool *pool, size_t size, kp__bin *b, char *h, uint64_t key,
+						 char *next)
 {
-	kp__tcache *tc = kp__tls_state.tc[0];
-	kp__bin *b = &tc->bin[cls];
+	unsigned cls = (unsigned)(b - kp__tls_state.tc[0]->bin);
 	unsigned n = b->count;
-	char *h = b->head;
-	uint64_t key = tc->keys[cls][n - 1];
-	char *next = kp__link_get_k(key, h);
 	if (!bin_head_ok(pool, h, key, cls, next, n))
 		return alloc_slow(pool, size, 0);
 	b->head = next;
@@ -412,20 +419,24 @@ static ALWAYS_INLINE void *alloc_fast(kp_pool *pool, size_t size, unsigned flags
 		char *h = b->head;
 		if (KP_UNLIKELY(n == 0 || h == NULL))
 			goto slow;
-		uint64_t key = tc->keys[cls][n - 1];
+		unsigned left = n - 1;
+		uint64_t key = tc->keys[cls][left];
 		char *next = kp__link_get_k(key, h);
+		uint64_t fm = kp__meta(0, (uint16_t)cls, KP_ST_FREE);
+		/* From here b, not tc and cls: fewer registers live. */
+		__asm__("" : "+r"(b));
 		if (KP_LIKELY(checks)) {
-			if (KP_UNLIKELY(!bin_head_near(h, key, cls, next, n)))
-				return alloc_far(pool, size, cls);
+			if (KP_UNLIKELY(!bin_head_near(h, key, fm, (uintptr_t)next, left)))
+				return alloc_far(pool, size, b, h, key, next);
 			b->head = next;
-			b->count = n - 1;
-			kp__hdr_put((kp__hdr *)h, key, kp__meta(size, (uint16_t)cls, KP_ST_ALLOC));
+			b->count = left;
+			kp__hdr_put((kp__hdr *)h, key, (uint64_t)size << 16 | (fm ^ KP_ST_FREE ^ KP_ST_ALLOC));
 			KP_UNPOISON(h + KP_HDR, size);
 			kp__canary8_put(key, h + KP_HDR + size);
 		} else {
 			b->head = next;
-			b->count = n - 1;
-			kp__hdr_put((kp__hdr *)h, key, kp__meta(size, (uint16_t)cls, KP_ST_ALLOC));
+			b->count = left;
+			kp__hdr_put((kp__hdr *)h, key, (uint64_t)size << 16 | (fm ^ KP_ST_FREE ^ KP_ST_ALLOC));
 			KP_UNPOISON(h + KP_HDR, kp__class_size[cls] - KP_HDR);
 		}
 		kp__count_inc(&b->allocs, 1);
