@@ -153,7 +153,7 @@ KP_EXPORT size_t kp_options(const kp_option_info **out)
 	return NOPT;
 }
 
-static int parse_value(const struct option *o, const char *v, size_t vlen, uint64_t *out)
+static int parse_value(const struct option *o, const char *v, size_t vlen, uint64_t *out, bool *is_auto)
 {
 	char buf[64];
 	if (o->kind == STRING)
@@ -162,8 +162,10 @@ static int parse_value(const struct option *o, const char *v, size_t vlen, uint6
 		return -1;
 	memcpy(buf, v, vlen);
 	buf[vlen] = 0;
+	/* auto, not a number: KP_WM_AUTO is past every option's max, so the
+	 * range check lets it through by *is_auto, never by its value */
 	if (o->kind == SIZE && o->offset == OFF(high_wm) && !strcasecmp(buf, "auto"))
-		return *out = KP_WM_AUTO, 0;
+		return *is_auto = true, *out = KP_WM_AUTO, 0;
 	if (o->kind == BOOL) {
 		if (!strcasecmp(buf, "on") || !strcmp(buf, "1") || !strcasecmp(buf, "true"))
 			return *out = 1, 0;
@@ -245,7 +247,8 @@ static int apply(kp__conf *c, const char *s, const char *origin)
 			return -1;
 		}
 		uint64_t n;
-		if (parse_value(o, v, vlen, &n) < 0 || n < o->min || (n > o->max && n != KP_WM_AUTO)) {
+		bool is_auto = false;
+		if (parse_value(o, v, vlen, &n, &is_auto) < 0 || n < o->min || (n > o->max && !is_auto)) {
 			kp__set_error("%s: bad value '%.*s' for option '%s' (%s %s from %llu to %llu%s)", origin,
 				      (int)vlen, v, o->name, kind_article[o->kind], kind_name[o->kind],
 				      (unsigned long long)o->min, (unsigned long long)o->max,
@@ -262,7 +265,8 @@ int kp__conf_load(kp__conf *c, const char *s)
 	memset(c, 0, sizeof *c);
 	for (size_t i = 0; i < NOPT; i++) {
 		uint64_t n = 0;
-		parse_value(&options[i], options[i].deflt, strlen(options[i].deflt), &n);
+		bool is_auto;
+		parse_value(&options[i], options[i].deflt, strlen(options[i].deflt), &n, &is_auto);
 		store(c, &options[i], n, options[i].deflt);
 	}
 	if (apply(c, getenv("KPOOL_CONF"), "KPOOL_CONF") < 0 || apply(c, s, "conf") < 0) {

@@ -203,6 +203,26 @@ static void test_option_bounds(void)
 	CHECK(p != NULL, "prefault_touch:0 refused: %s", kp_last_error());
 	if (p)
 		kp_destroy(p);
+	/* high_wm:auto is stored as UINT64_MAX: that number spelled out, for
+	 * high_wm or any other option, is out of range, not auto (the range
+	 * check let it through for every option: backup:2^64-1 looped for ever
+	 * in kp_create, prefault_touch:2^64-1 made a pool) */
+	static const char *const bad[] = {"prefault_touch:18446744073709551615", "decay_ms:18446744073709551615",
+					  "critical_wm:18446744073709551615", "tcache_bytes:18446744073709551615",
+					  "high_wm:18446744073709551615", "high_wm:autox", "high_wm:1099511627777"};
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		p = kp_create(bad[i]);
+		CHECK(p == NULL, "%s accepted", bad[i]);
+		if (p)
+			kp_destroy(p);
+		else
+			CHECK(strstr(kp_last_error(), "bad value") != NULL, "%s: %s", bad[i], kp_last_error());
+	}
+	CHECK(strstr(kp_last_error(), "or auto") != NULL, "high_wm's error does not say auto: %s", kp_last_error());
+	p = kp_create("high_wm:AUTO,daemon:off");
+	CHECK(p != NULL, "high_wm:AUTO refused: %s", kp_last_error());
+	if (p)
+		kp_destroy(p);
 }
 
 int main(void)
