@@ -724,32 +724,35 @@ static ALWAYS_INLINE bool free_fast(kp_pool *pool, void *p, bool aes)
 		return false;
 	kp__hdr *h = (kp__hdr *)((char *)p - KP_HDR);
 	uint64_t meta = kp__hdr_meta(h);
-	unsigned cls = KP_META_CLS(meta);
 	uint64_t key = fast_key(pool, h, aes);
-	/* The class the header claims must be its span's: K(h) stops a header
-	 * forged elsewhere, this one rewritten in place. The span's kind and
-	 * class are adjacent bytes: one compare (kind small, class cls). */
-	const kp__span *sp = &s->span[s->span[(off - KP_HDR) >> KP_UNIT_SHIFT].head];
-	uint16_t kc;
-	__builtin_memcpy(&kc, &sp->kind, 2);
-	if (!((kp__hdr_tag(h) ^ meta) == key && KP_META_ST(meta) == KP_ST_ALLOC && cls < KP_NCLASS &&
-	      kc == (KP_SPAN_SMALL | cls << 8)))
+	/* The header must verify under K(h) (a header forged elsewhere does
+	 * not), and its class and state must be those of an allocated block
+	 * of its span (unit_meta: a header rewritten in place with another
+	 * class does not pass), in one compare, one branch. unit_meta is
+	 * KP_UNIT_META(c) with c < KP_NCLASS, or 0: the range test refuses 0,
+	 * and keeps the bin index in range whatever the segment header holds. */
+	unsigned um = s->unit_meta[(off - KP_HDR) >> KP_UNIT_SHIFT];
+	if (((kp__hdr_tag(h) ^ meta ^ key) | (uint16_t)(meta ^ um)) != 0 || um - KP_ST_ALLOC >= KP_NCLASS << 8)
 		return false;
+	unsigned cls = um >> 8;
 	kp__tcache *tc = kp__tls_state.tc[0];
 	kp__bin *b = &tc->bin[cls];
+	uint64_t *keys = tc->keys[cls];
+	/* b and keys from here, not tc and cls (the compiler would compute
+	 * them again at each use): fewer registers live. */
+	__asm__("" : "+r"(b), "+r"(keys));
 	unsigned n = b->count;
 	if (!(n < b->max && (mode != KP_MODE_CHECKED || kp__canary8_ok(key, (char *)p + KP_META_REQ(meta)))))
 		return false;
-	kp__hdr_put(h, key, kp__meta(0, (uint16_t)cls, KP_ST_FREE));
+	kp__hdr_put(h, key, (meta & 0xff00) | KP_ST_FREE);
 	kp__link_put_k(key, h, n ? b->head : NULL);
-	tc->keys[cls][n] = key;
+	keys[n] = key;
 	KP_POISON(p, kp__class_size[cls] - KP_HDR);
 	b->head = h;
 	b->count = n + 1;
 	kp__count_inc(&b->frees, 1);
 	return true;
 }
-_Static_assert(offsetof(kp__span, cls) == offsetof(kp__span, kind) + 1, "a span's kind and class are adjacent");
 
 static __attribute__((noinline)) int free_slow(kp_pool *pool, void *p)
 {

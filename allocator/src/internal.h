@@ -590,6 +590,7 @@ void kp__log_close(kp_pool *pool);
 
 /* ---- primary.c ----------------------------------------------------------- */
 enum kp__span_kind { KP_SPAN_FREE = 0, KP_SPAN_SMALL = 1, KP_SPAN_LARGE = 2 };
+#define KP_UNIT_META(cls) ((uint16_t)((unsigned)(cls) << 8 | KP_ST_ALLOC)) /* kp__seg's unit_meta */
 typedef struct kp__span {
 	struct kp__span *next, *prev; /* the class's partial list */
 	char *start;                  /* first block */
@@ -634,6 +635,13 @@ typedef struct kp__seg {
 	 * back by the daemon without the lock, never handed out meanwhile. Not
 	 * sealed: a damaged mask can only select among the sealed free units. */
 	uint64_t purge_idle, purged, purging;
+	/* unit_meta[u]: while unit u belongs to a small span of class c,
+	 * KP_UNIT_META(c), the low 16 bits of the meta of an allocated block
+	 * of it (c << 8 | KP_ST_ALLOC, span_new); else 0 (free units, large
+	 * runs: units_give clears it). kp_free's fast path compares a header's
+	 * class and state with it in one load, not through span[span[u].head].
+	 * Written under the same rules as the span's kind and class. */
+	uint16_t unit_meta[KP_UNITS];
 	kp__span span[KP_UNITS];
 } kp__seg;
 

@@ -37,6 +37,9 @@ static bool seg_is_valid(const kp__seg *s)
 		return true;
 	if (s->kind != KP_SEG_NORMAL)
 		return s->kind == KP_SEG_HUGE && s->size >= KP_SEG_SIZE / 2;
+	for (uint64_t m = s->free_mask; m; m &= m - 1)
+		if (s->unit_meta[__builtin_ctzll(m)]) /* a free unit is in no small span */
+			return false;
 	return !(s->free_mask & 1) && (unsigned)__builtin_popcountll(s->free_mask) == s->nfree_units;
 }
 
@@ -231,6 +234,8 @@ static void units_give(kp_pool *pool, kp__seg *s, kp__span *sp)
 		seg_quarantine_locked(pool, s);
 		return;
 	}
+	for (unsigned i = 0; i < n; i++)
+		s->unit_meta[u + i] = 0;
 	memset(sp, 0, sizeof *sp);
 	sp->head = (uint8_t)u;
 	s->free_mask |= bits;
@@ -305,6 +310,8 @@ static kp__span *span_new(kp_pool *pool, unsigned cls)
 		return NULL;
 	sp->kind = KP_SPAN_SMALL;
 	sp->cls = (uint8_t)cls;
+	for (unsigned i = 0; i < sp->units; i++)
+		s->unit_meta[sp->head + i] = KP_UNIT_META(cls);
 	sp->block = kp__class_size[cls];
 	sp->nblocks = (uint32_t)(((size_t)sp->units << KP_UNIT_SHIFT) / sp->block);
 	sp->nused = 0;
@@ -1002,6 +1009,7 @@ int kp__primary_grow(kp_pool *pool, bool populate)
 		s->empty_since_ns = kp__pool_now(pool);
 		for (unsigned u = 0; u < KP_UNITS; u++)
 			s->span[u].head = (uint8_t)u;
+		memset(s->unit_meta, 0, sizeof s->unit_meta);
 		seg_reseal(pool, s);
 		if (kp__pagemap_set(&pool->os, s, KP_SEG_SIZE, s) < 0) {
 			kp__os_unmap(&pool->os, s, KP_SEG_SIZE);
