@@ -193,7 +193,18 @@ __attribute__((no_sanitize("thread"))) static KP_NOASAN char *probe_page(kp__seg
 {
 	if ((s->free_mask >> u) & 1)
 		return NULL;
-	const kp__span *sp = &s->span[s->span[u].head];
+	/* The span table is not sealed (a stray write can reach it): every
+	 * address read below is kept inside the run the slot describes, within
+	 * this segment, whatever the slot says (a rewritten start sent these
+	 * reads anywhere: test_probe's damaged span table). Every span, small
+	 * or large, starts at its run's first unit. */
+	unsigned hd = s->span[u].head;
+	if (hd == 0 || hd > u)
+		return NULL;
+	const kp__span *sp = &s->span[hd];
+	if (u >= hd + (unsigned)sp->units || hd + (unsigned)sp->units > KP_UNITS ||
+	    sp->start != (char *)s + ((size_t)hd << KP_UNIT_SHIFT))
+		return NULL;
 	char *page = (char *)s + ((size_t)u << KP_UNIT_SHIFT) + (size_t)(r % (KP_UNIT_SIZE / KP_PAGE)) * KP_PAGE;
 	char *b;
 	size_t block;
