@@ -26,10 +26,72 @@
 
 #include <pthread.h>
 #include <signal.h>
+#include <stdbool.h>
 
 #define KiB ((size_t)1 << 10)
 #define BLOCK (64 * KiB - 64) /* one unit each, 16 pages */
 #define NBLOCKS 512
+
+/* Write every page of each block but one in `skip`: a written share of
+ * about 1 - 1/skip. Returns the passes' on/off events over `passes`. */
+static size_t flips(unsigned skip, bool sparse_first, unsigned passes, long long *pct)
+{
+	kp_pool *pool = kp_create("daemon:off");
+	if (!pool) {
+		CHECK(0, "kp_create: %s", kp_last_error());
+		return 0;
+	}
+	static char *bl[NBLOCKS];
+	for (size_t n = 0; n < NBLOCKS; n++) {
+		bl[n] = kp_alloc(pool, BLOCK, 0);
+		if (!bl[n]) {
+			CHECK(0, "kp_alloc: %s", kp_last_error());
+			return 0;
+		}
+		bl[n][0] = 1;
+	}
+	/* sparse_first: the program starts writing one page per block, and
+	 * pre-faulting goes off; else it starts from where the pool starts (on) */
+	if (sparse_first)
+		for (unsigned i = 0; i < 16; i++)
+			kp_daemon_step(pool, 1);
+	for (size_t n = 0; n < NBLOCKS; n++)
+		for (size_t off = 0; off < BLOCK; off += 4096)
+			if ((off / 4096 + n) % skip)
+				memset(bl[n] + off, 1, 8);
+	for (unsigned i = 0; i < 64; i++)
+		kp_daemon_step(pool, 1);
+	kt_events_clear(pool);
+	for (unsigned i = 0; i < passes; i++)
+		kp_daemon_step(pool, 1);
+	size_t ne, n = 0;
+	kp_event *ev = kt_events_all(pool, &ne);
+	for (size_t i = 0; ev && i < ne; i++)
+		n += strstr(ev[i].text, "pre-faulting o") != NULL;
+	free(ev);
+	char *js = kt_stats(pool);
+	*pct = js ? kt_json_int(js, "daemon.touched_pct", -1) : -1;
+	free(js);
+	for (size_t i = 0; i < NBLOCKS; i++)
+		kp_free(pool, bl[i]);
+	kp_destroy(pool);
+	return n;
+}
+
+static void test_steady_program_does_not_flap(void)
+{
+	static const unsigned skips[] = {8, 10, 12, 14, 16, 20, 40};
+	for (int first = 0; first < 2; first++)
+		for (size_t i = 0; i < sizeof skips / sizeof skips[0]; i++) {
+			long long pct = -1;
+			size_t n = flips(skips[i], first, 1000, &pct);
+			printf("   one page in %u unwritten%s: touched_pct %lld, %zu pre-faulting on/off events in 1000 "
+			       "passes\n",
+			       skips[i], first ? " (after a sparse start)" : "", pct, n);
+			CHECK(n <= 1, "one page in %u unwritten%s: pre-faulting turned on or off %zu times in 1000 passes",
+			      skips[i], first ? " (after a sparse start)" : "", n);
+		}
+}
 
 /* A live block of 32 units, 2 MiB: most of the probe's picks in its segment
  * land in it. Its span's start is rewritten to point far outside the
@@ -150,6 +212,7 @@ static void test_churn_while_probing(void)
 int main(void)
 {
 	unsetenv("KPOOL_CONF");
+	RUN(test_steady_program_does_not_flap);
 	RUN(test_damaged_span_start_is_not_followed);
 	RUN(test_churn_while_probing);
 	return ktest_summary();
