@@ -92,7 +92,7 @@ static const struct option options[] = {
 	 * the floor whatever the pool holds; 0: none. */
 	{"high_wm", SIZE, "auto", OFF(high_wm), 0, 1ull << 40,
 	 "the least headroom the daemon keeps mapped and pre-faulted (auto: a quarter of the bytes in use, at most "
-	 "1 MiB); above it the daemon follows the measured allocation rate (at most 1/16 of the bytes in use, or "
+	 "1 MiB, never under low_wm); above it the daemon follows the measured allocation rate (at most 1/16 of the bytes in use, or "
 	 "8 MiB)"},
 	{"critical_wm", PERCENT, "95", OFF(critical_wm), 1, 100,
 	 "primary use (% of primary_max) at which critical traffic moves to the backup"},

@@ -143,6 +143,19 @@ static inline void kt_sleep_ms(unsigned ms)
  * pass/fail counts back through a pipe. KT_NOFORK=1 runs tests in-process
  * (for gdb); KT_TIMEOUT=<seconds> sets the per-test limit (default 300).
  */
+/* The process's resident memory in KiB (/proc/self/statm), -1 if unread. */
+static inline long kt_rss_kb(void)
+{
+	long size = 0, resident = -1;
+	FILE *f = fopen("/proc/self/statm", "r");
+	if (f == NULL)
+		return -1;
+	if (fscanf(f, "%ld %ld", &size, &resident) != 2)
+		resident = -1;
+	fclose(f);
+	return resident < 0 ? -1 : resident * 4;
+}
+
 #define RUN(fn) ktest_run_(#fn, fn)
 
 static inline void ktest_run_(const char *name, void (*fn)(void))

@@ -63,18 +63,6 @@ static int64_t wait_stat(kp_pool *pool, const char *key, int64_t want, unsigned 
 	return v;
 }
 
-static long rss_pages(void)
-{
-	long size = 0, resident = 0;
-	FILE *f = fopen("/proc/self/statm", "r");
-	if (f == NULL)
-		return -1;
-	if (fscanf(f, "%ld %ld", &size, &resident) != 2)
-		resident = -1;
-	fclose(f);
-	return resident;
-}
-
 static long thread_minflt(void)
 {
 	struct rusage ru;
@@ -267,7 +255,7 @@ static void test_grow_ahead_and_shrink(void)
 	free(js);
 
 	/* free everything: the pool shrinks after decay_ms, not at once */
-	long rss_full = rss_pages();
+	long rss_full = (kt_rss_kb() / 4);
 	int64_t cap_full = kt_stat(pool, "primary.capacity_bytes");
 	/* Headroom that was already free when the frees began: segments the
 	 * daemon grew and nobody used may decay before decay_ms after t_free
@@ -293,7 +281,7 @@ static void test_grow_ahead_and_shrink(void)
 		same = c == cap_after ? same + 1 : 0;
 		cap_after = c;
 	}
-	long rss_after = rss_pages();
+	long rss_after = (kt_rss_kb() / 4);
 	size_t nev;
 	kp_event *ev = kt_events_all(pool, &nev);
 	double first_ms = -1, last_ms = -1;

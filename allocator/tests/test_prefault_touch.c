@@ -33,18 +33,6 @@
 #define BLOCK (64 * KiB)
 #define CHUNK (2 * MiB) /* taken between two daemon passes */
 
-static long rss_kb(void)
-{
-	long size = 0, resident = 0;
-	FILE *f = fopen("/proc/self/statm", "r");
-	if (f == NULL)
-		return -1;
-	if (fscanf(f, "%ld %ld", &size, &resident) != 2)
-		resident = -1;
-	fclose(f);
-	return resident * 4;
-}
-
 static long thread_minflt(void)
 {
 	struct rusage ru;
@@ -100,10 +88,10 @@ static long sparse_rss_growth(const char *conf)
 		return -1;
 	}
 	kp_daemon_step(pool, 0);
-	long rss0 = rss_kb();
+	long rss0 = kt_rss_kb();
 	size_t n;
 	take(pool, 48 * MiB, false, 0, &n);
-	long grown = rss_kb() - rss0;
+	long grown = kt_rss_kb() - rss0;
 	char *js = kt_stats(pool);
 	printf("   %s: 48 MiB taken, one byte per 64 KiB written: RSS +%ld KiB, touched_pct %lld, %s\n", conf, grown,
 	       (long long)kt_json_int(js, "daemon.touched_pct", -1),

@@ -42,18 +42,6 @@ struct blk {
 static struct blk blk[MAXB];
 static size_t nblk;
 
-static long rss_kb(void)
-{
-	long size = 0, resident = 0;
-	FILE *f = fopen("/proc/self/statm", "r");
-	if (f == NULL)
-		return -1;
-	if (fscanf(f, "%ld %ld", &size, &resident) != 2)
-		resident = -1;
-	fclose(f);
-	return resident * 4;
-}
-
 /* Resident pages of the whole pages inside [p, p + n). */
 static size_t resident_pages(const char *p, size_t n)
 {
@@ -176,15 +164,15 @@ static void test_stepped_purge(void)
 	kp_pool *pool = kp_create("daemon:off,decay_ms:100,high_wm:64k,seed:7");
 	REQUIRE(pool != NULL, "kp_create: %s", kp_last_error());
 	kp_daemon_step(pool, 0);
-	long rss0 = rss_kb();
+	long rss0 = kt_rss_kb();
 	size_t freed = take_and_free(pool);
-	long rss1 = rss_kb();
+	long rss1 = kt_rss_kb();
 	int64_t segs = kt_stat(pool, "primary.segments");
 	/* the demand measured while taking decays (a halving per decay/4): a
 	 * few periods bring the target back to its floor */
 	for (int i = 0; i < 6; i++)
 		kp_daemon_step(pool, DECAY_MS + 1);
-	long rss2 = rss_kb();
+	long rss2 = kt_rss_kb();
 	unsigned pct = freed_resident_pct();
 	int64_t madv = kt_stat(pool, "syscalls.daemon.madvise");
 	for (int i = 0; i < 4; i++)
