@@ -34,11 +34,14 @@ static void bin_damaged(kp_pool *pool, kp__bin *b, const void *h, const char *wh
 }
 
 /* Is next a plausible successor of h on a free list? The same segment as h
- * (already vetted) is enough; otherwise the pagemap decides. */
+ * (already vetted) is enough; otherwise the pagemap decides (its entry's tag:
+ * a normal segment of this pool, no read of the segment, so no grace
+ * section). The block's header is checked when it is taken, against the key
+ * its place in the bin's key stack holds. */
 static ALWAYS_INLINE bool next_ok(kp_pool *pool, const char *h, const char *next)
 {
 	return !next || ((((uintptr_t)next ^ (uintptr_t)h) >> KP_SEG_SHIFT) == 0 && !((uintptr_t)next & (KP_HDR - 1)))
-	       || kp__plausible(pool, next);
+	       || kp__pagemap_owns(pool->id, next);
 }
 
 /* K(h) on the fast path of kp_free, which is built twice: with aes (the
@@ -346,7 +349,7 @@ static __attribute__((noinline)) void *alloc_slow(kp_pool *pool, size_t size, un
 
 /* bin_head_ok for the fast path, which makes no call: the link must stay in
  * h's segment (or end the list). A link into another segment is not refused
- * here: alloc_far vets it through the pagemap (kp__plausible). The same
+ * here: alloc_far vets it through the pagemap (kp__pagemap_owns). The same
  * conditions as bin_head_ok's, each a difference that must be zero, so that
  * the path tests them with one branch and few registers: fm is the meta of
  * a free block of the bin's class, and tag ^ key ^ fm with meta ^ fm zero
@@ -373,7 +376,7 @@ static ALWAYS_INLINE unsigned conf_mode(const kp_pool *pool)
 
 /* alloc_fast's bin head failed bin_head_near: most often its link leads into
  * another segment (common once a pool has several), which bin_head_ok vets
- * through the pagemap (kp__plausible), a call alloc_fast does not make. The
+ * through the pagemap (kp__pagemap_owns), a lookup alloc_fast does not make. The
  * same pop with that check, from what alloc_fast read: the head h of the
  * bin b, its key (from the key stack) and its decoded link next.
  * Anything else (a damaged bin, which small_alloc reports) goes to
@@ -713,14 +716,24 @@ static int primary_free(kp_pool *pool, void *p, size_t holds)
  * section. aes: see fast_key. */
 static ALWAYS_INLINE bool free_fast(kp_pool *pool, void *p, bool aes)
 {
-	if (!(pool && p && kp__tls_state.id[0] == pool->id))
+	if (!(pool && p))
+		return false;
+	uint64_t id = pool->id;
+	if (kp__tls_state.id[0] != id)
 		return false;
 	unsigned mode = conf_mode(pool);
 	if (mode > KP_MODE_CHECKED) /* poisoning: the slow path */
 		return false;
-	kp__seg *s = kp__pagemap_get(p);
-	uintptr_t off = (uintptr_t)p - (uintptr_t)s;
-	if (!(s && s->pool == pool && s->kind == KP_SEG_NORMAL && !(off & (KP_HDR - 1)) && off >= KP_UNIT_SIZE + KP_HDR))
+	/* A normal segment of this pool: the pagemap entry's tag says it (a
+	 * pool sharing the tag is refused below: its header does not verify
+	 * under this pool's key), without a read of the segment's header. A
+	 * normal segment is one aligned chunk: p's offset in it is p's in the
+	 * chunk. */
+	uintptr_t tag = kp__pagemap_tag(id);
+	uintptr_t e = kp__pagemap_entry(p);
+	uintptr_t off = (uintptr_t)p & KP_PM_TAG_MASK;
+	kp__seg *s = (kp__seg *)((uintptr_t)p - off);
+	if (!((e & KP_PM_TAG_MASK) == tag && !(off & (KP_HDR - 1)) && off >= KP_UNIT_SIZE + KP_HDR))
 		return false;
 	kp__hdr *h = (kp__hdr *)((char *)p - KP_HDR);
 	uint64_t meta = kp__hdr_meta(h);

@@ -185,20 +185,50 @@ struct kp__seg;
 #define KP_VA_BITS 47
 #define KP_LEAF_BITS 13
 #define KP_ROOT_BITS (KP_VA_BITS - KP_SEG_SHIFT - KP_LEAF_BITS)
+/* An entry: the segment's address (every mapping is 4 MiB-aligned), and in
+ * the low bits that leaves free, for a normal segment, its pool's tag
+ * (kp__pagemap_tag), 0 for a huge one. "Is p in a normal segment of this
+ * pool?" is then a question for the pagemap alone: no read of the segment's
+ * header, so no grace section (a released segment's header may be unmapped
+ * under a reader who has none). */
 typedef struct kp__leaf {
-	_Atomic(struct kp__seg *) e[1u << KP_LEAF_BITS];
+	_Atomic uintptr_t e[1u << KP_LEAF_BITS];
 } kp__leaf;
 extern _Atomic(kp__leaf *) kp__pagemap_root[1u << KP_ROOT_BITS];
-/* Two dependent loads; never faults, whatever p is. */
-static inline struct kp__seg *kp__pagemap_get(const void *p)
+#define KP_PM_TAG_MASK ((uintptr_t)KP_SEG_SIZE - 1)
+/* The tag of a pool's normal segments: the low 21 bits of its id, and bit 0
+ * set (never 0, the value of no entry and of a huge segment's). Two pools
+ * share a tag only when their ids differ by a multiple of 2^21: then the tag
+ * lets through a pointer of the other pool, whose block header does not
+ * verify under this pool's key (each check that uses the tag is followed by
+ * one against K(h)), so a shared tag costs a slower refusal, never an
+ * acceptance. */
+static inline uintptr_t kp__pagemap_tag(uint64_t pool_id)
+{
+	return (uintptr_t)(pool_id << 1 | 1) & KP_PM_TAG_MASK;
+}
+/* p's entry, or 0. Two dependent loads; never faults, whatever p is. */
+static inline uintptr_t kp__pagemap_entry(const void *p)
 {
 	uintptr_t chunk = (uintptr_t)p >> KP_SEG_SHIFT;
 	if (__builtin_expect(chunk >> (KP_ROOT_BITS + KP_LEAF_BITS), 0))
-		return NULL;
+		return 0;
 	kp__leaf *l = atomic_load_explicit(&kp__pagemap_root[chunk >> KP_LEAF_BITS], memory_order_acquire);
 	if (__builtin_expect(!l, 0))
-		return NULL;
+		return 0;
 	return atomic_load_explicit(&l->e[chunk & ((1u << KP_LEAF_BITS) - 1)], memory_order_acquire);
+}
+static inline struct kp__seg *kp__pagemap_get(const void *p)
+{
+	return (struct kp__seg *)(kp__pagemap_entry(p) & ~KP_PM_TAG_MASK);
+}
+/* Is p a plausible block header of a normal segment of the pool whose id is
+ * pool_id (16-aligned, past the segment's header unit)? The pagemap alone
+ * (see the tag): any thread, no grace section. */
+static inline bool kp__pagemap_owns(uint64_t pool_id, const void *p)
+{
+	uintptr_t e = kp__pagemap_entry(p), off = (uintptr_t)p & KP_PM_TAG_MASK;
+	return (e & KP_PM_TAG_MASK) == kp__pagemap_tag(pool_id) && !(off & (KP_HDR - 1)) && off >= KP_UNIT_SIZE;
 }
 int kp__pagemap_set(kp__oscount *c, void *base, size_t size, struct kp__seg *s);
 /* fork handlers: 0 prepare, 1 parent, 2 child */
@@ -512,16 +542,20 @@ static inline void kp__link_put_at(const kp__key *k, void *block, void *next)
 #define KP_SIZE_UNKNOWN SIZE_MAX
 int kp__violation(kp_pool *pool, unsigned kind, int code, const void *addr, size_t size, const char *what);
 /* The canary in the slack past the requested size: up to 8 bytes, the
- * block's key ^ 0xa5.. (little-endian bytes), so a canary copied from
+ * block's key with bit 7 set (little-endian bytes), so a canary copied from
  * another block does not verify. Its first byte, the one an off-by-one
  * write hits, always has its top bit set: a stray NUL terminator or ASCII
  * character is always caught (with a free key byte, one such write in 256
- * would have matched it and gone unseen). */
+ * would have matched it and gone unseen). A canary tells what the block's
+ * header tells (K(h), but for bit 7), nothing about K of another address;
+ * the constant it was once XORed with (KP_CANARY_XOR, which test_forgery's
+ * forgery of the old scheme still uses) hid nothing and cost two
+ * instructions at each allocation and each free. */
 #define KP_CANARY_XOR 0xa5a5a5a5a5a5a5a5ull
 #define KP_CANARY 8 /* slack every block keeps for it with checks on */
 static inline uint64_t kp__canary_word(uint64_t key)
 {
-	return (key ^ KP_CANARY_XOR) | 0x80;
+	return key | 0x80;
 }
 /* The fast forms, for blocks whose slack holds all 8 bytes (small blocks). */
 static inline KP_NOASAN void kp__canary8_put(uint64_t key, char *at)

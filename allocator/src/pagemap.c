@@ -6,7 +6,10 @@
  * (64 KiB each) mapped on first use. A lookup is two dependent loads and
  * never faults, whatever the pointer: that is what lets kp_free reject a
  * pointer the pool never gave out before it reads a single byte near it.
- * Leaves are never unmapped: a stale reader always finds valid memory.
+ * Leaves are never unmapped: a stale reader always finds valid memory. An
+ * entry carries, beside the segment's address, its pool's tag (internal.h,
+ * kp__pagemap_tag), so that whether an address lies in a normal segment of a
+ * given pool is known without reading the segment.
  *
  * What an entry points to must stay mapped as long as a thread that read the
  * entry may read it: a grace period (the second half of this file). Before,
@@ -29,6 +32,9 @@ int kp__pagemap_set(kp__oscount *c, void *base, size_t size, kp__seg *s)
 {
 	if (s)
 		barrier_init(c);
+	/* s's kind and pool are written before it is published (a fresh huge
+	 * mapping's kind is still 0: no tag, as for any huge segment). */
+	uintptr_t v = !s ? 0 : (uintptr_t)s | (s->kind == KP_SEG_NORMAL ? kp__pagemap_tag(s->pool->id) : 0);
 	uintptr_t first = (uintptr_t)base >> KP_SEG_SHIFT;
 	uintptr_t last = ((uintptr_t)base + size - 1) >> KP_SEG_SHIFT;
 	if (last >> (ROOT_BITS + LEAF_BITS))
@@ -47,7 +53,7 @@ int kp__pagemap_set(kp__oscount *c, void *base, size_t size, kp__seg *s)
 			if (!l)
 				return -1;
 		}
-		atomic_store_explicit(&l->e[ch & ((1u << LEAF_BITS) - 1)], s, memory_order_release);
+		atomic_store_explicit(&l->e[ch & ((1u << LEAF_BITS) - 1)], v, memory_order_release);
 	}
 	return 0;
 }
