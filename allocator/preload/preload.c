@@ -75,6 +75,10 @@
 #include <time.h>
 #include <unistd.h>
 
+/* kp_free with errno left as it was (internal.h, alloc.c): libkpool's own,
+ * linked into this library. */
+int kp__free_quiet(kp_pool *pool, void *p) __attribute__((visibility("hidden")));
+
 #define API __attribute__((visibility("default")))
 #define TLS __thread __attribute__((tls_model("initial-exec")))
 #define LIKELY(x) __builtin_expect(!!(x), 1)
@@ -235,9 +239,14 @@ enum { P_NONE, P_CREATING, P_READY };
 static _Atomic(kp_pool *) pool_ptr;
 static _Atomic int pool_state;
 static uint64_t token;
-static TLS bool creating;       /* this thread is inside kp_create */
-static TLS unsigned crit_depth; /* critical scopes this thread holds */
-static TLS unsigned long calls; /* allocation calls of this thread */
+/* This layer's thread-local state, one block: one GOT load per call reaches
+ * all of it (each thread-local variable of a -fPIC library has a GOT entry
+ * of its own). */
+static TLS struct {
+	unsigned long calls; /* allocation calls of this thread */
+	unsigned crit_depth; /* critical scopes this thread holds */
+	bool creating;       /* this thread is inside kp_create */
+} me;
 
 /* The daemon: D_AFTER, start at the daemon_after-th allocation of a thread;
  * D_NOW, at the next one (a fork child). */
@@ -256,7 +265,7 @@ static kp_pool *pool_make(void)
 			sched_yield();
 		return atomic_load(&pool_ptr);
 	}
-	creating = true;
+	me.creating = true;
 	int saved = errno;
 	kp_pool *p = kp_create("daemon:off");
 	if (!p) {
@@ -270,7 +279,7 @@ static kp_pool *pool_make(void)
 	atomic_store(&daemon_pending, cfg.daemon ? D_AFTER : D_NONE);
 	atomic_store_explicit(&pool_ptr, p, memory_order_release);
 	atomic_store(&pool_state, P_READY);
-	creating = false;
+	me.creating = false;
 	errno = saved;
 	return p;
 }
@@ -283,7 +292,7 @@ static inline kp_pool *pool_get(void)
 	kp_pool *p = atomic_load_explicit(&pool_ptr, memory_order_acquire);
 	if (LIKELY(p))
 		return p;
-	if (creating || !environ)
+	if (me.creating || !environ)
 		return NULL;
 	if (!atomic_load(&settings_loaded)) {
 		settings_load(); /* idempotent: racing threads write the same values */
@@ -296,9 +305,9 @@ static inline kp_pool *pool_get(void)
 
 static __attribute__((noinline)) void daemon_maybe_start(kp_pool *p, int pend)
 {
-	if (!atomic_load(&ctor_done) || creating)
+	if (!atomic_load(&ctor_done) || me.creating)
 		return;
-	if (pend == D_AFTER && calls < cfg.daemon_after)
+	if (pend == D_AFTER && me.calls < cfg.daemon_after)
 		return;
 	if (!atomic_compare_exchange_strong(&daemon_pending, &pend, D_NONE))
 		return;
@@ -446,11 +455,18 @@ static size_t big_hash(uintptr_t user)
 	return (size_t)((user >> 13) * 0x9e3779b97f4a7c15ull >> 52) % BIG_SLOTS;
 }
 
+/* Can p be one of ours (aligned as they all are, and some live)? Inline,
+ * so that free() of any other pointer makes no call for it. */
+static inline bool big_maybe(const void *p)
+{
+	return !((uintptr_t)p & (2 * POOL_ALIGN_MAX - 1)) && atomic_load_explicit(&big_live, memory_order_relaxed);
+}
+
 /* Is p one of ours, and its block? Removes it when take. */
 static void *big_find(const void *p, bool take)
 {
 	uintptr_t u = (uintptr_t)p;
-	if ((u & (2 * POOL_ALIGN_MAX - 1)) || !atomic_load_explicit(&big_live, memory_order_relaxed))
+	if (!big_maybe(p))
 		return NULL;
 	void *base = NULL;
 	pthread_mutex_lock(&big_lock);
@@ -502,18 +518,18 @@ static void *big_alloc(kp_pool *p, size_t align, size_t size, unsigned flags)
 
 static inline unsigned flags_now(void)
 {
-	return crit_depth ? KP_CRITICAL : 0;
+	return me.crit_depth ? KP_CRITICAL : 0;
 }
 
 /* Every allocation call starts here: the daemon's lazy start and the
  * periodic sweep, both off the common path. */
 static inline void on_alloc(kp_pool *p)
 {
-	calls++;
+	me.calls++;
 	int pend = atomic_load_explicit(&daemon_pending, memory_order_relaxed);
 	if (UNLIKELY(pend))
 		daemon_maybe_start(p, pend);
-	if (UNLIKELY(calls % SWEEP_EVERY == 0))
+	if (UNLIKELY(me.calls % SWEEP_EVERY == 0))
 		sweep(p, NULL, "", true);
 }
 
@@ -540,13 +556,22 @@ API void *malloc(size_t size)
 {
 	kp_pool *p = atomic_load_explicit(&pool_ptr, memory_order_acquire);
 	if (UNLIKELY(!p) || UNLIKELY(atomic_load_explicit(&daemon_pending, memory_order_relaxed)) ||
-	    UNLIKELY((calls + 1) % SWEEP_EVERY == 0))
+	    UNLIKELY((me.calls + 1) % SWEEP_EVERY == 0))
 		return alloc_aligned(16, size, false);
-	calls++;
+	me.calls++;
 	void *r = kp_alloc(p, size, flags_now());
 	if (UNLIKELY(!r))
 		errno = ENOMEM;
 	return r;
+}
+
+/* free() refused ptr: the report, out of line (the common path saves no
+ * register for it), errno as it was. */
+static __attribute__((noinline, cold)) void free_refused(kp_pool *p, void *ptr, int rc)
+{
+	int saved = errno;
+	bad_pointer(p, ptr, "free()", rc);
+	errno = saved;
 }
 
 static void do_free(void *ptr)
@@ -558,12 +583,12 @@ static void do_free(void *ptr)
 		return;
 	}
 	kp_pool *p = atomic_load_explicit(&pool_ptr, memory_order_acquire);
-	int saved = errno;
-	void *base = big_find(ptr, true);
-	int rc = kp_free(p, base ? base : ptr);
+	void *base = big_maybe(ptr) ? big_find(ptr, true) : NULL;
+	/* errno as it was: kp__free_quiet keeps it (its fast path never
+	 * touches it), free_refused brackets its report. */
+	int rc = kp__free_quiet(p, base ? base : ptr);
 	if (UNLIKELY(rc != 0) && p)
-		bad_pointer(p, ptr, "free()", rc);
-	errno = saved;
+		free_refused(p, ptr, rc);
 }
 
 API void free(void *ptr)
@@ -748,7 +773,7 @@ API int kp_preload_critical_enter(void)
 	kp_pool *p = pool_get();
 	if (!p || kp_critical_enter(p, token) != 0)
 		return -1;
-	crit_depth++;
+	me.crit_depth++;
 	return 0;
 }
 
@@ -757,8 +782,8 @@ API void kp_preload_critical_exit(void)
 	kp_pool *p = atomic_load(&pool_ptr);
 	if (!p)
 		return;
-	if (crit_depth)
-		crit_depth--;
+	if (me.crit_depth)
+		me.crit_depth--;
 	kp_critical_exit(p);
 }
 

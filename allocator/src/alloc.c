@@ -1016,7 +1016,27 @@ static __attribute__((noinline)) int free_slow_own(kp_pool *pool, void *p)
 	return rc;
 }
 
-KP_EXPORT int kp_free(kp_pool *pool, void *p)
+/* free(): errno as it was, whatever kp_free did (the slow paths may make a
+ * system call, or refuse the pointer with errno EINVAL). The fast path
+ * never touches errno: only the slow ones keep it. */
+static __attribute__((noinline)) int free_section_quiet(kp_pool *pool, void *p)
+{
+	int e = errno;
+	int rc = free_section(pool, p);
+	errno = e;
+	return rc;
+}
+
+static __attribute__((noinline)) int free_slow_own_quiet(kp_pool *pool, void *p)
+{
+	int e = errno;
+	int rc = free_slow_own(pool, p);
+	errno = e;
+	return rc;
+}
+
+/* kp_free; quiet: errno kept (kp__free_quiet). */
+static ALWAYS_INLINE int free_entry(kp_pool *pool, void *p, bool quiet)
 {
 	/* kp__grace_enter's own-record path, inline: the thread's record, not
 	 * in a section already (so no reclaim pending: internal.h), no fencing
@@ -1033,9 +1053,19 @@ KP_EXPORT int kp_free(kp_pool *pool, void *p)
 			atomic_store_explicit(&r->epoch, 0, memory_order_release);
 			return 0;
 		}
-		return free_slow_own(pool, p);
+		return quiet ? free_slow_own_quiet(pool, p) : free_slow_own(pool, p);
 	}
-	return free_section(pool, p);
+	return quiet ? free_section_quiet(pool, p) : free_section(pool, p);
+}
+
+KP_EXPORT int kp_free(kp_pool *pool, void *p)
+{
+	return free_entry(pool, p, false);
+}
+
+int kp__free_quiet(kp_pool *pool, void *p)
+{
+	return free_entry(pool, p, true);
 }
 
 KP_EXPORT size_t kp_usable_size(kp_pool *pool, const void *p)

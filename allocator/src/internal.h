@@ -89,6 +89,11 @@
  * refusing it up front keeps every size computation far from wrap-around. */
 #define KP_REQ_MAX ((size_t)1 << 46)
 
+/* ---- alloc.c ----------------------------------------------------------- */
+/* kp_free, with errno left as it was (free(): the preload library, which
+ * saved and restored it around every call). The preload declares it too. */
+int kp__free_quiet(kp_pool *pool, void *p);
+
 /* ---- conf.c ------------------------------------------------------------ */
 #define KP_FAULT_SPEC_MAX 256
 /* high_wm:auto (conf.c): the daemon's floor follows the bytes in use
@@ -256,7 +261,21 @@ typedef struct kp__grace_tls {
 	kp_pool *pending; /* retired inside a section: reclaim on leaving it */
 	bool exited;      /* the thread-exit destructor ran: the shared path */
 } kp__grace_tls;
-extern __thread kp__grace_tls kp__grace_self __attribute__((tls_model("initial-exec")));
+/* The thread's state: one thread-local block for the whole library (a -fPIC
+ * library reaches each thread-local variable through a GOT entry of its
+ * own, one load each: one block, one load per call): the thread's caches
+ * (tcache.c, which defines it) and its grace record (kp__grace_self). */
+#define KP_TLS_SLOTS 4
+struct kp__tcache;
+typedef struct kp__tls {
+	uint64_t id[KP_TLS_SLOTS];
+	struct kp__tcache *tc[KP_TLS_SLOTS];
+	bool registered;
+	bool exited; /* the exit hook ran: later calls get no cache */
+	kp__grace_tls grace;
+} kp__tls;
+extern __thread kp__tls kp__tls_state __attribute__((tls_model("initial-exec")));
+#define kp__grace_self (kp__tls_state.grace)
 /* The grace word: the epoch << 1, and in bit 0 KP_GRACE_FENCE (no
  * membarrier: readers fence themselves). One load tells an entering reader
  * both what to store and how; a release advances it by KP_GRACE_STEP. Never
@@ -850,14 +869,8 @@ unsigned kp__scope_depth(const kp_pool *pool);
 int kp__scope_enter(kp_pool *pool);
 bool kp__scope_exit(kp_pool *pool);
 
-#define KP_TLS_SLOTS 4
-typedef struct kp__tls {
-	uint64_t id[KP_TLS_SLOTS];
-	kp__tcache *tc[KP_TLS_SLOTS];
-	bool registered;
-	bool exited; /* the exit hook ran: later calls get no cache */
-} kp__tls;
-extern __thread kp__tls kp__tls_state __attribute__((tls_model("initial-exec")));
+/* The thread's slots (kp__tls, with the pagemap's declarations): the
+ * caches of the last KP_TLS_SLOTS pools it used, the first the latest. */
 static inline kp__tcache *kp__tcache_get(kp_pool *pool, uint64_t id)
 {
 	if (KP_LIKELY(kp__tls_state.id[0] == id))

@@ -101,7 +101,7 @@ static pthread_key_t recs_key;
 static pthread_once_t recs_once = PTHREAD_ONCE_INIT;
 static _Atomic int barrier_ready; /* membarrier registered (or given up: KP_GRACE_FENCE stays) */
 
-__thread kp__grace_tls kp__grace_self __attribute__((tls_model("initial-exec")));
+/* kp__grace_self is a part of kp__tls_state (tcache.c): internal.h. */
 /* Epoch 1, and readers fence until membarrier is known to work. */
 _Atomic uint64_t kp__grace_epoch = 1 * KP_GRACE_STEP | KP_GRACE_FENCE;
 
