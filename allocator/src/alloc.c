@@ -375,23 +375,30 @@ static ALWAYS_INLINE unsigned conf_mode(const kp_pool *pool)
 }
 
 /* alloc_fast's bin head failed bin_head_near: most often its link leads into
- * another segment (common once a pool has several), which bin_head_ok vets
- * through the pagemap (kp__pagemap_owns), a lookup alloc_fast does not make. The
- * same pop with that check, from what alloc_fast read: the head h of the
- * bin b, its key (from the key stack) and its decoded link next.
- * Anything else (a damaged bin, which small_alloc reports) goes to
- * alloc_slow. alloc_fast checked the rest: a pool, this thread's cache in
- * the first slot, no flags, checks on, no poisoning, a block in the bin. */
+ * another segment (common once a pool has several), which the pagemap vets
+ * (kp__pagemap_owns: a normal segment of this pool), a lookup alloc_fast
+ * does not make. The same pop with that check, from what alloc_fast read:
+ * the head h of the bin b, its key (from the key stack) and its decoded
+ * link next. The conditions are bin_head_ok's: the header (tag and meta)
+ * must hold fm (the meta of a free block of b's class) under key, and as
+ * bin_head_near failed with them intact, the link is not near h: it must
+ * not end the list early (h is not the last block) and must be a plausible
+ * header of this pool. Anything else (a damaged bin,
+ * which small_alloc reports) goes to alloc_slow. alloc_fast checked the
+ * rest: a pool, this thread's cache in the first slot, no flags, checks
+ * on, no poisoning, a block in the bin. */
 static __attribute__((noinline)) void *alloc_far(kp_pool *pool, size_t size, kp__bin *b, char *h, uint64_t key,
 						 char *next)
 {
-	unsigned cls = (unsigned)(b - kp__tls_state.tc[0]->bin);
+	/* b's class, from the request as alloc_fast found it (checks on) */
+	uint64_t fm = kp__meta(0, (uint16_t)kp__class_of(size + KP_HDR + KP_CANARY), KP_ST_FREE);
 	unsigned n = b->count;
-	if (!bin_head_ok(pool, h, key, cls, next, n))
+	uint64_t bad = (kp__hdr_tag((const kp__hdr *)h) ^ key ^ fm) | (kp__hdr_meta((const kp__hdr *)h) ^ fm);
+	if (bad || n == 1 || !kp__pagemap_owns(pool->id, next))
 		return alloc_slow(pool, size, 0);
 	b->head = next;
 	b->count = n - 1;
-	kp__hdr_put((kp__hdr *)h, key, kp__meta(size, (uint16_t)cls, KP_ST_ALLOC));
+	kp__hdr_put((kp__hdr *)h, key, (uint64_t)size << 16 | (fm ^ KP_ST_FREE ^ KP_ST_ALLOC));
 	KP_UNPOISON(h + KP_HDR, size);
 	kp__canary8_put(key, h + KP_HDR + size);
 	kp__count_inc(&b->allocs, 1);
