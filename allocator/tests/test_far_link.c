@@ -19,22 +19,6 @@
 
 #include <sys/mman.h>
 
-#ifdef KP_ASAN
-#define KT_RAW __attribute__((no_sanitize("address"), noinline))
-#else
-#define KT_RAW __attribute__((noinline))
-#endif
-
-static KT_RAW uint64_t raw_get(const void *at)
-{
-	return *(const volatile uint64_t *)at;
-}
-
-static KT_RAW void raw_put(void *at, uint64_t v)
-{
-	*(volatile uint64_t *)at = v;
-}
-
 #define SIZE 64
 
 /* Free two blocks of pool (the second freed heads the bin, its link leads
@@ -50,8 +34,8 @@ static void redirect_and_allocate(kp_pool *pool, char *target, const char *what)
 	REQUIRE(x && y, "alloc");
 	CHECK(kp_free(pool, y) == 0 && kp_free(pool, x) == 0, "free");
 	char *h = x - KP_HDR;
-	uint64_t key = raw_get(h) ^ raw_get(h + 8);
-	raw_put(x, (uint64_t)(uintptr_t)target ^ kp__link_pad(key));
+	uint64_t key = kt_raw_get(h) ^ kt_raw_get(h + 8);
+	kt_raw_put(x, (uint64_t)(uintptr_t)target ^ kp__link_pad(key));
 	int64_t before = kt_stat(pool, "integrity.freelist_errors");
 	unsigned got_target = 0;
 	void *more[64];

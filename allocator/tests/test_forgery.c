@@ -26,22 +26,6 @@
 
 #include <stddef.h>
 
-#ifdef KP_ASAN
-#define KT_RAW __attribute__((no_sanitize("address"), noinline))
-#else
-#define KT_RAW __attribute__((noinline))
-#endif
-
-static KT_RAW uint64_t raw_get(const void *at)
-{
-	return *(const volatile uint64_t *)at;
-}
-
-static KT_RAW void raw_put(void *at, uint64_t v)
-{
-	*(volatile uint64_t *)at = v;
-}
-
 static KT_RAW void raw_read(void *dst, const void *src, size_t n)
 {
 	for (size_t i = 0; i < n; i++)
@@ -89,7 +73,7 @@ static uint64_t old_unmix(uint64_t x)
 static uint64_t recover_secret(const void *p)
 {
 	const char *h = (const char *)p - KP_HDR;
-	uint64_t tag = raw_get(h), meta = raw_get(h + 8);
+	uint64_t tag = kt_raw_get(h), meta = kt_raw_get(h + 8);
 	return old_unmix(tag ^ meta) ^ (uintptr_t)h;
 }
 
@@ -152,9 +136,9 @@ static void test_forged_header_refused(void)
 	unsigned fcls = kp__class_of(freq + KP_HDR + KP_CANARY);
 	uint64_t key = old_mix(secret ^ (uintptr_t)fh);
 	uint64_t meta = kp__meta(freq, (uint16_t)fcls, KP_ST_ALLOC);
-	raw_put(fh, key ^ meta);
-	raw_put(fh + 8, meta);
-	raw_put(fp + freq, (key ^ KP_CANARY_XOR) | 0x80); /* the old canary */
+	kt_raw_put(fh, key ^ meta);
+	kt_raw_put(fh + 8, meta);
+	kt_raw_put(fp + freq, (key ^ KP_CANARY_XOR) | 0x80); /* the old canary */
 	int64_t before = kt_stat(pool, "integrity.corruptions") + kt_stat(pool, "integrity.invalid_frees") +
 			  kt_stat(pool, "integrity.overflows");
 	int rc = kp_free(pool, fp);
@@ -198,7 +182,7 @@ static void test_links_leak_no_key(void)
 		CHECK(kp_free(pool, p[i]) == 0, "free");
 	uint64_t pad[8];
 	for (int i = 1; i < 8; i++)
-		pad[i] = raw_get(p[i]) ^ (uintptr_t)(p[i - 1] - KP_HDR);
+		pad[i] = kt_raw_get(p[i]) ^ (uintptr_t)(p[i - 1] - KP_HDR);
 	/* The old encoding: pad = secret ^ slot >> 12, the same secret for all. */
 	unsigned agree = 0;
 	for (int i = 2; i < 8; i++)

@@ -27,22 +27,6 @@
 
 #include "internal.h"
 
-#ifdef KP_ASAN
-#define KT_RAW __attribute__((no_sanitize("address"), noinline))
-#else
-#define KT_RAW __attribute__((noinline))
-#endif
-
-static KT_RAW uint64_t raw_get(const void *at)
-{
-	return *(const volatile uint64_t *)at;
-}
-
-static KT_RAW void raw_put(void *at, uint64_t v)
-{
-	*(volatile uint64_t *)at = v;
-}
-
 static bool overlaps(const char *a, size_t an, const char *b, size_t bn)
 {
 	return a < b + bn && b < a + an;
@@ -54,9 +38,9 @@ static bool overlaps(const char *a, size_t an, const char *b, size_t bn)
 static void forge(char *h, uint64_t key, size_t req, unsigned cls)
 {
 	uint64_t meta = kp__meta(req, (uint16_t)cls, KP_ST_ALLOC);
-	raw_put(h + 8, meta);
-	raw_put(h, key ^ meta);
-	raw_put(h + KP_HDR + req, kp__canary_word(key));
+	kt_raw_put(h + 8, meta);
+	kt_raw_put(h, key ^ meta);
+	kt_raw_put(h + KP_HDR + req, kp__canary_word(key));
 }
 
 static int64_t refusals(kp_pool *pool)
@@ -85,9 +69,9 @@ static void test_class_rewritten_in_place(void)
 	live[0] = kp_alloc(pool, LIVE_SIZE, 0);
 	REQUIRE(live[0], "alloc");
 	char *v = live[7], *h = v - KP_HDR;
-	uint64_t key = raw_get(h) ^ raw_get(h + 8); /* K(h), from its header */
+	uint64_t key = kt_raw_get(h) ^ kt_raw_get(h + 8); /* K(h), from its header */
 	unsigned other = kp__class_of(OTHER_SIZE + KP_HDR + KP_CANARY);
-	REQUIRE(other != KP_META_CLS(raw_get(h + 8)), "the classes differ");
+	REQUIRE(other != KP_META_CLS(kt_raw_get(h + 8)), "the classes differ");
 	forge(h, key, OTHER_SIZE, other);
 	int64_t before = refusals(pool);
 	int rc = kp_free(pool, v);
@@ -126,8 +110,8 @@ static void test_old_header_in_a_large_block(void)
 			top = blk[i];
 	}
 	char *h = top - KP_HDR;
-	uint64_t key = raw_get(h) ^ raw_get(h + 8);
-	unsigned cls = KP_META_CLS(raw_get(h + 8));
+	uint64_t key = kt_raw_get(h) ^ kt_raw_get(h + 8);
+	unsigned cls = KP_META_CLS(kt_raw_get(h + 8));
 	for (int i = 0; i < 4; i++)
 		CHECK(kp_free(pool, blk[i]) == 0, "free");
 	kp_thread_flush(pool); /* the span empties: its units go back */

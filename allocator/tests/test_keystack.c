@@ -19,22 +19,6 @@
 
 #include "internal.h"
 
-#ifdef KP_ASAN
-#define KT_RAW __attribute__((no_sanitize("address"), noinline))
-#else
-#define KT_RAW __attribute__((noinline))
-#endif
-
-static KT_RAW uint64_t raw_get(const void *at)
-{
-	return *(const volatile uint64_t *)at;
-}
-
-static KT_RAW void raw_put(void *at, uint64_t v)
-{
-	*(volatile uint64_t *)at = v;
-}
-
 #define CONF "primary_initial:4m,daemon:off,backup:0,seed:11"
 
 /* Redirect a cached block's link to a block on its span's free list. */
@@ -50,10 +34,10 @@ static void test_link_to_another_free_block(void)
 	kp_free(pool, a2); /* the bin: a2 -> a1 */
 	/* Read a2's header: K(a2) = tag ^ meta; its link pad follows. */
 	char *h2 = a2 - KP_HDR;
-	uint64_t k2 = raw_get(h2) ^ raw_get(h2 + 8);
-	uint64_t link = raw_get(a2);
+	uint64_t k2 = kt_raw_get(h2) ^ kt_raw_get(h2 + 8);
+	uint64_t link = kt_raw_get(a2);
 	CHECK((link ^ (uint64_t)KP_ROTL(k2, 29)) == (uint64_t)(uintptr_t)(a1 - KP_HDR), "the link decodes to a1");
-	raw_put(a2, (uint64_t)(uintptr_t)(x - KP_HDR) ^ (uint64_t)KP_ROTL(k2, 29)); /* now a2 -> x */
+	kt_raw_put(a2, (uint64_t)(uintptr_t)(x - KP_HDR) ^ (uint64_t)KP_ROTL(k2, 29)); /* now a2 -> x */
 	char *p1 = kp_alloc(pool, 48, 0), *p2 = kp_alloc(pool, 48, 0);
 	CHECK(p1 == a2, "the head first: %p (a2 %p)", (void *)p1, (void *)a2);
 	CHECK(p2 != x, "the redirected link handed out x (%p), a block on its span's free list", (void *)x);
