@@ -44,9 +44,10 @@ static long thread_minflt(void)
 static void *blocks[4096];
 
 /* Take total bytes in BLOCK blocks, writing one byte each (sparse) or every
- * page (dense), with a daemon pass after each CHUNK. Returns the thread's
- * faults outside the passes, from after the first skip bytes on. */
-static long take(kp_pool *pool, size_t total, bool dense, size_t skip, size_t *nblocks)
+ * page (dense), and after each CHUNK either a daemon pass (step: daemon:off)
+ * or a 2 ms pause for the daemon thread (1 GB/s at most). Returns the
+ * thread's faults outside the passes, from after the first skip bytes on. */
+static long take(kp_pool *pool, size_t total, bool dense, size_t skip, bool step, size_t *nblocks)
 {
 	long faults = 0;
 	size_t n = 0;
@@ -68,7 +69,10 @@ static long take(kp_pool *pool, size_t total, bool dense, size_t skip, size_t *n
 		}
 		if (done >= skip)
 			faults += thread_minflt() - f0;
-		kp_daemon_step(pool, 20); /* its own faults are not counted above */
+		if (step)
+			kp_daemon_step(pool, 20); /* its own faults are not counted above */
+		else
+			kt_sleep_ms(2);
 	}
 	*nblocks = n;
 	return faults;
@@ -90,7 +94,7 @@ static long sparse_rss_growth(const char *conf)
 	kp_daemon_step(pool, 0);
 	long rss0 = kt_rss_kb();
 	size_t n;
-	take(pool, 48 * MiB, false, 0, &n);
+	take(pool, 48 * MiB, false, 0, true, &n);
 	long grown = kt_rss_kb() - rss0;
 	char *js = kt_stats(pool);
 	printf("   %s: 48 MiB taken, one byte per 64 KiB written: RSS +%ld KiB, touched_pct %lld, %s\n", conf, grown,
@@ -130,25 +134,8 @@ static long dense_faults(const char *conf, long long *pct, bool *on)
 		CHECK(0, "kp_create(%s): %s", conf, kp_last_error());
 		return -1;
 	}
-	long faults = 0;
-	size_t n = 0;
-	const size_t total = 96 * MiB, skip = 16 * MiB;
-	for (size_t done = 0; done < total; done += CHUNK) {
-		long f0 = thread_minflt();
-		for (size_t b = 0; b < CHUNK / BLOCK && n < sizeof blocks / sizeof blocks[0]; b++) {
-			char *p = kp_alloc(pool, BLOCK - 64, 0);
-			if (p == NULL) {
-				CHECK(0, "kp_alloc: %s", kp_last_error());
-				break;
-			}
-			for (size_t off = 0; off < BLOCK - 64; off += 4096)
-				p[off] = 1;
-			blocks[n++] = p;
-		}
-		if (done >= skip)
-			faults += thread_minflt() - f0;
-		kt_sleep_ms(2); /* a pace: 1 GB/s at most */
-	}
+	size_t n;
+	long faults = take(pool, 96 * MiB, true, 16 * MiB, false, &n);
 	char *js = kt_stats(pool);
 	*pct = kt_json_int(js, "daemon.touched_pct", -1);
 	*on = strstr(js, "\"prefaulting\":true") != NULL;
