@@ -126,7 +126,7 @@ def test_two_campaigns_of_the_same_second_get_their_own_run(
     monkeypatch.setattr(command, "build_variants", lambda targets, plant, variants=(): None)
     monkeypatch.setattr(command, "run_jobs", lambda c, run_dir, deadline=None, executor=None: True)
     args = ["--targets", "", "--workloads", str(ROOT / "workloads" / "steady-small.yaml")]
-    # the stub runs no job: exit 1 (no job ran), not a usage error
+    # the fake run_jobs (a test double) runs no job: exit 1 (no job ran), not a usage error
     assert campaign.main([*args, "--reports", str(tmp_path)]) == 1
     assert campaign.main([*args, "--reports", str(tmp_path)]) == 1
     runs = sorted(p.parent.name for p in tmp_path.glob("*/campaign.json"))
@@ -203,7 +203,7 @@ def test_the_campaign_plans_sanitizer_checks(tmp_path: Path, monkeypatch: pytest
     monkeypatch.setattr(command, "build_variants", lambda targets, plant, variants=(): built.append(variants))
     monkeypatch.setattr(command, "run_jobs", lambda c, run_dir, deadline=None, executor=None: True)
     args = ["--targets", "", "--workloads", str(ROOT / "workloads" / "steady-small.yaml"), "--budget", "10m"]
-    assert campaign.main([*args, "--jobs", "2", "--reports", str(tmp_path)]) == 1  # the stub runs no job
+    assert campaign.main([*args, "--jobs", "2", "--reports", str(tmp_path)]) == 1  # no job ran
     [record] = tmp_path.glob("*/campaign.json")
     jobs = json.loads(record.read_text())["jobs"]
     assert [j["name"] for j in jobs] == [
