@@ -260,10 +260,20 @@ static size_t edge_size(uint8_t b)
 		(size_t)1 << 40,
 		KP_UNIT_SIZE - KP_HDR - 1,
 	};
+	/* The 47 class sizes of the layout this table was written for (4 per
+	 * doubling above 1 KiB), frozen: the byte -> size map is the corpora's
+	 * file format, and a class table that grew (75 classes, 8 per doubling
+	 * above 1 KiB) must not shift the specials out of reach. Each of these
+	 * is still a class boundary. */
+	static const uint32_t edge_class[47] = {
+		32,    48,    64,    80,    96,    112,   128,   160,   192,   224,   256,   320,
+		384,   448,   512,   640,   768,   896,   1024,  1280,  1536,  1792,  2048,  2560,
+		3072,  3584,  4096,  5120,  6144,  7168,  8192,  10240, 12288, 14336, 16384, 20480,
+		24576, 28672, 32768, 40960, 49152, 57344, 65536, 81920, 98304, 114688, 131072};
 	unsigned i = b & 63;
-	if (i < KP_NCLASS) /* around a class boundary: the largest fit, and either side */
-		return kp__class_size[i] - KP_HDR - 2 + (b >> 6);
-	return special[(i - KP_NCLASS) % (sizeof special / sizeof special[0])];
+	if (i < 47) /* around a class boundary: the largest fit, and either side */
+		return edge_class[i] - KP_HDR - 2 + (b >> 6);
+	return special[(i - 47) % (sizeof special / sizeof special[0])];
 }
 
 /* Mostly small; a page run one time in eight, a huge block rarely: ASan

@@ -617,10 +617,9 @@ static bool neighbour_ok(kp_pool *pool, kp__seg *s, const kp__hdr *h, unsigned c
 		return true;
 	kp__span *sp = span_at(s, h);
 	const kp__hdr *nb = (const kp__hdr *)((const char *)h + sp->block);
-	kp__central *c = &pool->central[cls];
-	pthread_mutex_lock(&c->lock);
+	pthread_mutex_lock(kp__class_lock(pool, cls));
 	bool carved = (const char *)nb < sp->start + (size_t)sp->bump * sp->block;
-	pthread_mutex_unlock(&c->lock);
+	pthread_mutex_unlock(kp__class_lock(pool, cls));
 	return !carved || kp__hdr_ok(pool->secret, nb);
 }
 

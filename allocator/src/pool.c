@@ -62,8 +62,8 @@ static void fork_prepare(void)
 {
 	pthread_mutex_lock(&reg_lock);
 	for (kp_pool *p = reg_head; p; p = p->reg_next) {
-		for (unsigned c = 0; c < KP_NCLASS; c++)
-			pthread_mutex_lock(&p->central[c].lock);
+		for (unsigned c = 0; c < KP_NCLASS; c += KP_CLASS_LOCK_STEP)
+			pthread_mutex_lock(kp__class_lock(p, c));
 		pthread_mutex_lock(&p->lock);
 		pthread_mutex_lock(&p->backup.lock);
 		pthread_mutex_lock(&p->daemon.mu);
@@ -78,8 +78,8 @@ static void fork_parent(void)
 		pthread_mutex_unlock(&p->daemon.mu);
 		pthread_mutex_unlock(&p->backup.lock);
 		pthread_mutex_unlock(&p->lock);
-		for (unsigned c = 0; c < KP_NCLASS; c++)
-			pthread_mutex_unlock(&p->central[c].lock);
+		for (unsigned c = 0; c < KP_NCLASS; c += KP_CLASS_LOCK_STEP)
+			pthread_mutex_unlock(kp__class_lock(p, c));
 	}
 	pthread_mutex_unlock(&reg_lock);
 }
