@@ -757,6 +757,9 @@ static inline uint64_t kp__seg_seal_at(const kp__key *k, const kp__seg *s)
 bool kp__seg_ok(kp_pool *pool, kp__seg *s);
 /* Map, pre-fault and add one segment. 0 or -1. Caller holds no lock. */
 int kp__primary_grow(kp_pool *pool, bool populate);
+/* Free blocks the daemon holds off their lists at once while it gives
+ * their pages back (primary.c, "purging free blocks"). */
+#define KP_BPURGE_BATCH 64
 /* Unmap fully free segments idle past the decay time, keeping keep bytes of
  * headroom (the daemon's target, the one its growth aims at) and
  * primary_initial of capacity. Returns segments released. */
@@ -987,6 +990,13 @@ struct kp_pool {
 	 * resident, and the next checkpoint's time (the daemon's alone) */
 	_Atomic uint64_t purges, purged_bytes;
 	uint64_t purge_at_ns;
+	/* free blocks given back (primary.c, "purging free blocks"), the
+	 * daemon's alone: the next checkpoint's time and number, and the blocks
+	 * it holds off their lists while it gives their pages back (a pass that
+	 * finds some held was cut short by fork: it puts them back first) */
+	uint64_t bpurge_at_ns, bpurge_seq;
+	unsigned bpurge_n;
+	void *bpurge_blk[KP_BPURGE_BATCH];
 	/* the event log (log_fd): token bucket, refilled per second */
 	_Atomic uint64_t log_sec, log_used, log_suppressed;
 	int log_fd;       /* 0: no log */
