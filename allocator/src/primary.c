@@ -188,37 +188,87 @@ static int find_run(uint64_t mask, unsigned n)
 	return m ? __builtin_ctzll(m) : -1;
 }
 
-/* Take a run of n units. Caller holds pool->lock. */
-static kp__span *units_take(kp_pool *pool, unsigned n, kp__seg **segp)
+static inline uint64_t run_bits(unsigned u, unsigned n)
 {
-	/* A walk bounded by the segment count: damaged links cannot loop it. */
-	unsigned left = (unsigned)(pool->units_total / (KP_UNITS - 1)) + 1;
-	for (kp__seg *s = pool->segs; s && left--; s = seg_step(pool, s, s->next)) {
-		if (s->quarantined || s->nfree_units < n)
+	return (n == 64 ? ~0ull : ((1ull << n) - 1)) << u;
+}
+
+/* Take the free run [u, u + n) of s. Caller holds pool->lock. */
+static kp__span *run_take(kp_pool *pool, kp__seg *s, unsigned u, unsigned n, kp__seg **segp)
+{
+	uint64_t bits = run_bits(u, n);
+	s->free_mask &= ~bits;
+	s->purge_idle &= ~bits; /* taken: no longer idle, nor given back */
+	s->purged &= ~bits;
+	s->used_free &= ~bits;
+	memset(&s->last_cls[u], 0, n);
+	seg_reseal(pool, s);
+	if (s->nfree_units == KP_UNITS - 1)
+		atomic_fetch_sub(&pool->free_segs, 1);
+	s->nfree_units -= n;
+	pool->units_free -= n;
+	for (unsigned i = 0; i < n; i++)
+		s->span[u + i].head = (uint8_t)u;
+	kp__span *sp = &s->span[u];
+	sp->units = (uint16_t)n;
+	sp->start = (char *)s + ((size_t)u << KP_UNIT_SHIFT);
+	*segp = s;
+	headroom_publish(pool);
+	KP_ASSERT(1, seg_is_valid(s));
+	KP_ASSERT(2, pool_is_valid(pool));
+	return sp;
+}
+
+/* Does the program write what it takes (the daemon pre-faults ahead of it:
+ * daemon.c, prefault_decide)? Any thread, no lock. */
+static bool program_writes_all(kp_pool *pool)
+{
+	return pool->conf.prefault && (pool->conf.prefault_touch == 0 ||
+				       atomic_load_explicit(&pool->daemon.prefaulting, memory_order_relaxed));
+}
+
+/* Take a run of n units for a span of class cls (KP_NCLASS: a large block).
+ * Which free run, in this order:
+ *   0. one that last held a span of cls, at the same start (so of the same
+ *      length): its resident pages are where cls's blocks are written;
+ *   1. the lowest one no span used since it was mapped or purged (its pages
+ *      not resident, or pre-faulted: zero), unless the program writes what
+ *      it takes (the daemon pre-faults the lowest free units for it, and a
+ *      block written whole leaves no page unused);
+ *   2. the lowest one (oldest segment first, lowest unit first).
+ * A run carved again at other block bounds keeps the pages its former
+ * blocks wrote, resident inside the new blocks, where nobody uses them: on
+ * kpbench's workload b spans emptied and their units were carved again once
+ * per 2,000 operations, and such pages were 17 MiB of the 71 MiB peak with
+ * every request the size of its class. Caller holds pool->lock. */
+static kp__span *units_take(kp_pool *pool, unsigned n, unsigned cls, kp__seg **segp)
+{
+	int pass = cls < KP_NCLASS ? 0 : 1;
+	bool clean_first = !program_writes_all(pool);
+	for (; pass < 3; pass++) {
+		if (pass == 1 && !clean_first)
 			continue;
-		/* units the daemon is giving back now are not free to take */
-		int u = find_run(s->free_mask & ~s->purging, n);
-		if (u < 0 || !seg_ok_locked(pool, s)) /* the mask found a run: is it the pool's? */
-			continue;
-		uint64_t bits = (n == 64 ? ~0ull : ((1ull << n) - 1)) << u;
-		s->free_mask &= ~bits;
-		s->purge_idle &= ~bits; /* taken: no longer idle, nor given back */
-		s->purged &= ~bits;
-		seg_reseal(pool, s);
-		if (s->nfree_units == KP_UNITS - 1)
-			atomic_fetch_sub(&pool->free_segs, 1);
-		s->nfree_units -= n;
-		pool->units_free -= n;
-		for (unsigned i = 0; i < n; i++)
-			s->span[u + (int)i].head = (uint8_t)u;
-		kp__span *sp = &s->span[u];
-		sp->units = (uint16_t)n;
-		sp->start = (char *)s + ((size_t)u << KP_UNIT_SHIFT);
-		*segp = s;
-		headroom_publish(pool);
-		KP_ASSERT(1, seg_is_valid(s));
-		KP_ASSERT(2, pool_is_valid(pool));
-		return sp;
+		/* A walk bounded by the segment count: damaged links cannot loop it. */
+		unsigned left = (unsigned)(pool->units_total / (KP_UNITS - 1)) + 1;
+		for (kp__seg *s = pool->segs; s && left--; s = seg_step(pool, s, s->next)) {
+			if (s->quarantined || s->nfree_units < n)
+				continue;
+			/* units the daemon is giving back now are not free to take */
+			uint64_t m = s->free_mask & ~s->purging;
+			int u = -1;
+			if (pass == 0) {
+				for (uint64_t h = m & s->used_free; h && u < 0; h &= h - 1) {
+					unsigned v = (unsigned)__builtin_ctzll(h);
+					if (s->last_cls[v] == cls + 1 && v + n <= KP_UNITS && (m & run_bits(v, n)) == run_bits(v, n))
+						u = (int)v;
+				}
+			} else {
+				u = find_run(pass == 1 ? m & ~s->used_free : m, n);
+			}
+			if (u < 0 || !seg_ok_locked(pool, s)) /* the mask found a run: is it the pool's? */
+				continue;
+			return run_take(pool, s, (unsigned)u, n, segp);
+		}
 	}
 	return NULL;
 }
@@ -236,6 +286,9 @@ static void units_give(kp_pool *pool, kp__seg *s, kp__span *sp)
 	}
 	for (unsigned i = 0; i < n; i++)
 		s->unit_meta[u + i] = 0;
+	memset(&s->last_cls[u], 0, n);
+	s->last_cls[u] = sp->kind == KP_SPAN_SMALL ? (uint8_t)(sp->cls + 1) : 0;
+	s->used_free |= bits;
 	memset(sp, 0, sizeof *sp);
 	sp->head = (uint8_t)u;
 	s->free_mask |= bits;
@@ -265,12 +318,12 @@ static void wait_daemon_grow(kp_pool *pool)
 /* A run of n units for a new span or a large block: from free units; else
  * from the daemon's next segment; else by growing on the allocation path
  * (the daemon is off, or too slow: then it aims higher from now on). */
-static kp__span *run_alloc(kp_pool *pool, unsigned n, kp__seg **segp)
+static kp__span *run_alloc(kp_pool *pool, unsigned n, unsigned cls, kp__seg **segp)
 {
 	bool waited = false;
 	for (int attempt = 0; attempt < 4; attempt++) {
 		pthread_mutex_lock(&pool->lock);
-		kp__span *sp = units_take(pool, n, segp);
+		kp__span *sp = units_take(pool, n, cls, segp);
 		bool low = pool->units_free * KP_UNIT_SIZE < atomic_load_explicit(&pool->wake_wm, memory_order_relaxed);
 		bool room = pool->capacity + KP_SEG_SIZE + atomic_load(&pool->huge_bytes) <= pool->conf.primary_max;
 		if (sp)
@@ -305,7 +358,7 @@ static kp__span *run_alloc(kp_pool *pool, unsigned n, kp__seg **segp)
 static kp__span *span_new(kp_pool *pool, unsigned cls)
 {
 	kp__seg *s;
-	kp__span *sp = run_alloc(pool, span_units(cls), &s);
+	kp__span *sp = run_alloc(pool, span_units(cls), cls, &s);
 	if (!sp)
 		return NULL;
 	sp->kind = KP_SPAN_SMALL;
@@ -575,7 +628,7 @@ void *kp__large_alloc(kp_pool *pool, size_t need)
 {
 	unsigned n = (unsigned)((need + KP_UNIT_SIZE - 1) >> KP_UNIT_SHIFT);
 	kp__seg *s;
-	kp__span *sp = run_alloc(pool, n, &s);
+	kp__span *sp = run_alloc(pool, n, KP_NCLASS, &s);
 	if (!sp)
 		return NULL;
 	sp->kind = KP_SPAN_LARGE;
@@ -613,6 +666,8 @@ bool kp__large_resize(kp_pool *pool, kp__seg *s, kp__span *sp, size_t need)
 		s->free_mask &= ~bits;
 		s->purge_idle &= ~bits;
 		s->purged &= ~bits;
+		s->used_free &= ~bits;
+		memset(&s->last_cls[u + old], 0, n - old);
 		s->nfree_units -= n - old;
 		pool->units_free -= n - old;
 		for (unsigned i = old; i < n; i++)
@@ -624,6 +679,7 @@ bool kp__large_resize(kp_pool *pool, kp__seg *s, kp__span *sp, size_t need)
 			s->span[u + i].head = (uint8_t)(u + i);
 		}
 		s->free_mask |= bits;
+		s->used_free |= bits; /* the block's: perhaps written */
 		s->nfree_units += old - n;
 		pool->units_free += old - n;
 	}
@@ -1037,7 +1093,8 @@ int kp__primary_grow(kp_pool *pool, bool populate)
 		s->kind = KP_SEG_NORMAL;
 		s->size = KP_SEG_SIZE;
 		s->free_mask = ~1ull;
-		s->purge_idle = s->purged = s->purging = 0;
+		s->purge_idle = s->purged = s->purging = s->used_free = 0;
+		memset(s->last_cls, 0, sizeof s->last_cls);
 		s->magic = kp__seg_magic(pool->secret, s, KP_SEG_NORMAL, KP_SEG_SIZE);
 		s->nfree_units = KP_UNITS - 1;
 		s->empty_since_ns = kp__pool_now(pool);
@@ -1144,17 +1201,18 @@ int kp__primary_shrink(kp_pool *pool, size_t keep)
 /* ---- purging free blocks ---------------------------------------------------
  *
  * A span keeps its pages while one of its blocks is live, and a free block
- * kept every page its former occupants wrote. On kpbench's workload b
- * (16 B-64 KiB, 10000 live blocks, the first and last byte of each written)
- * that was 9 MiB of free blocks' pages at the 71 MiB peak, and 23 MiB more
- * inside live blocks: pages a former occupant of the block wrote at other
- * offsets (a 40 KiB block's last byte falls on its 9th or 10th page, a
- * 64 KiB block's on any of its last four), resident under a block that
- * never touches them. The daemon gives back the whole pages inside free
- * blocks of the big classes (past the page of the header, the list link
- * and the stamp) once they stayed in their span's free list from one
- * checkpoint to the next; a block taken again after that faults in only
- * the pages its new occupant writes.
+ * kept every page its former occupants wrote: a program that frees most of
+ * its big blocks, but not whole spans, stayed at its peak. The daemon gives
+ * back the whole pages inside free blocks of the big classes (past the page
+ * of the header, the list link and the stamp) once they stayed in their
+ * span's free list from one checkpoint to the next; a block taken again
+ * after that faults in only the pages its new occupant writes (a 40 KiB
+ * block's last byte falls on its 9th or 10th page, a 64 KiB block's on any
+ * of its last four: pages a former occupant wrote stay resident under a
+ * block that never touches them). On kpbench's workload b free blocks are
+ * taken again within a pass (at its peak, 9 MiB of free blocks' pages, none
+ * free at the pass before): there the placement of spans (units_take) is
+ * what cut the peak.
  *
  * The blocks' age is a stamp in each free block (bstamp, above): at each
  * checkpoint a block stamped at the previous one is given back and stamped
@@ -1409,6 +1467,7 @@ int kp__primary_purge(kp_pool *pool, size_t keep)
 		uint64_t bits = (run[i].n == 64 ? ~0ull : ((1ull << run[i].n) - 1)) << run[i].u;
 		run[i].s->purging &= ~bits;
 		run[i].s->purged |= bits & run[i].s->free_mask;
+		run[i].s->used_free &= ~(bits & run[i].s->free_mask); /* not resident: clean */
 	}
 	pthread_mutex_unlock(&pool->lock);
 	return purged;
@@ -1417,7 +1476,7 @@ int kp__primary_purge(kp_pool *pool, size_t keep)
 void kp__primary_relink(kp_pool *pool, kp__seg *s)
 {
 	s->empty_since_ns = kp__pool_now(pool);
-	s->purge_idle = s->purged = s->purging = 0;
+	s->purge_idle = s->purged = s->purging = s->used_free = 0;
 	kp__pagemap_set(&pool->os, s, KP_SEG_SIZE, s);
 	kp__pool_lock(pool);
 	pool->capacity += KP_SEG_SIZE;
