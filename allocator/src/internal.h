@@ -688,6 +688,13 @@ typedef struct kp__seg {
 	 * back by the daemon without the lock, never handed out meanwhile. Not
 	 * sealed: a damaged mask can only select among the sealed free units. */
 	uint64_t purge_idle, purged, purging;
+	/* Which free run a new span takes (primary.c, units_take), under
+	 * pool->lock: used_free, the free units a span or large block used
+	 * since they were mapped or purged; last_cls[u], at the first unit of such a
+	 * run, 1 + the class of the small span it held (0: none). Not sealed:
+	 * they only choose among the sealed free units. */
+	uint64_t used_free;
+	uint8_t last_cls[KP_UNITS];
 	/* unit_meta[u]: while unit u belongs to a small span of class c,
 	 * KP_UNIT_META(c), the low 16 bits of the meta of an allocated block
 	 * of it (c << 8 | KP_ST_ALLOC, span_new); else 0 (free units, large
@@ -757,6 +764,9 @@ static inline uint64_t kp__seg_seal_at(const kp__key *k, const kp__seg *s)
 bool kp__seg_ok(kp_pool *pool, kp__seg *s);
 /* Map, pre-fault and add one segment. 0 or -1. Caller holds no lock. */
 int kp__primary_grow(kp_pool *pool, bool populate);
+/* Free blocks the daemon holds off their lists at once while it gives
+ * their pages back (primary.c, "purging free blocks"). */
+#define KP_BPURGE_BATCH 64
 /* Unmap fully free segments idle past the decay time, keeping keep bytes of
  * headroom (the daemon's target, the one its growth aims at) and
  * primary_initial of capacity. Returns segments released. */
@@ -765,8 +775,11 @@ int kp__primary_shrink(kp_pool *pool, size_t keep);
  * checkpoint per decay_ms: a unit free at two checkpoints in a row, never
  * taken in between), past the first keep bytes of free units in allocation
  * order (the daemon's pre-faulted headroom, which it is not made to fault
- * again). The daemon only (its passes are serialized); takes pool->lock
- * politely, never across a system call. Returns the runs given back. */
+ * again). Also, at most every 10 ms, the whole pages inside free blocks of
+ * 16 KiB and more that stayed in their span's free list from one such
+ * checkpoint to the next. The daemon only (its passes are serialized);
+ * takes pool->lock politely and the class locks, never across a system
+ * call. Returns the runs and blocks given back. */
 int kp__primary_purge(kp_pool *pool, size_t keep);
 void kp__primary_release_all(kp_pool *pool);
 /* A free segment retired by a shrink whose unmap the OS refused: back in
@@ -987,6 +1000,13 @@ struct kp_pool {
 	 * resident, and the next checkpoint's time (the daemon's alone) */
 	_Atomic uint64_t purges, purged_bytes;
 	uint64_t purge_at_ns;
+	/* free blocks given back (primary.c, "purging free blocks"), the
+	 * daemon's alone: the next checkpoint's time and number, and the blocks
+	 * it holds off their lists while it gives their pages back (a pass that
+	 * finds some held was cut short by fork: it puts them back first) */
+	uint64_t bpurge_at_ns, bpurge_seq;
+	unsigned bpurge_n;
+	void *bpurge_blk[KP_BPURGE_BATCH];
 	/* the event log (log_fd): token bucket, refilled per second */
 	_Atomic uint64_t log_sec, log_used, log_suppressed;
 	int log_fd;       /* 0: no log */

@@ -199,37 +199,87 @@ static int find_run(uint64_t mask, unsigned n)
 	return m ? __builtin_ctzll(m) : -1;
 }
 
-/* Take a run of n units. Caller holds pool->lock. */
-static kp__span *units_take(kp_pool *pool, unsigned n, kp__seg **segp)
+static inline uint64_t run_bits(unsigned u, unsigned n)
 {
-	/* A walk bounded by the segment count: damaged links cannot loop it. */
-	unsigned left = (unsigned)(pool->units_total / (KP_UNITS - 1)) + 1;
-	for (kp__seg *s = pool->segs; s && left--; s = seg_step(pool, s, s->next)) {
-		if (s->quarantined || s->nfree_units < n)
+	return (n == 64 ? ~0ull : ((1ull << n) - 1)) << u;
+}
+
+/* Take the free run [u, u + n) of s. Caller holds pool->lock. */
+static kp__span *run_take(kp_pool *pool, kp__seg *s, unsigned u, unsigned n, kp__seg **segp)
+{
+	uint64_t bits = run_bits(u, n);
+	s->free_mask &= ~bits;
+	s->purge_idle &= ~bits; /* taken: no longer idle, nor given back */
+	s->purged &= ~bits;
+	s->used_free &= ~bits;
+	memset(&s->last_cls[u], 0, n);
+	seg_reseal(pool, s);
+	if (s->nfree_units == KP_UNITS - 1)
+		atomic_fetch_sub(&pool->free_segs, 1);
+	s->nfree_units -= n;
+	pool->units_free -= n;
+	for (unsigned i = 0; i < n; i++)
+		s->span[u + i].head = (uint8_t)u;
+	kp__span *sp = &s->span[u];
+	sp->units = (uint16_t)n;
+	sp->start = (char *)s + ((size_t)u << KP_UNIT_SHIFT);
+	*segp = s;
+	headroom_publish(pool);
+	KP_ASSERT(1, seg_is_valid(s));
+	KP_ASSERT(2, pool_is_valid(pool));
+	return sp;
+}
+
+/* Does the program write what it takes (the daemon pre-faults ahead of it:
+ * daemon.c, prefault_decide)? Any thread, no lock. */
+static bool program_writes_all(kp_pool *pool)
+{
+	return pool->conf.prefault && (pool->conf.prefault_touch == 0 ||
+				       atomic_load_explicit(&pool->daemon.prefaulting, memory_order_relaxed));
+}
+
+/* Take a run of n units for a span of class cls (KP_NCLASS: a large block).
+ * Which free run, in this order:
+ *   0. one that last held a span of cls, at the same start (so of the same
+ *      length): its resident pages are where cls's blocks are written;
+ *   1. the lowest one no span used since it was mapped or purged (its pages
+ *      not resident, or pre-faulted: zero), unless the program writes what
+ *      it takes (the daemon pre-faults the lowest free units for it, and a
+ *      block written whole leaves no page unused);
+ *   2. the lowest one (oldest segment first, lowest unit first).
+ * A run carved again at other block bounds keeps the pages its former
+ * blocks wrote, resident inside the new blocks, where nobody uses them: on
+ * kpbench's workload b spans emptied and their units were carved again once
+ * per 2,000 operations, and such pages were 17 MiB of the 71 MiB peak with
+ * every request the size of its class. Caller holds pool->lock. */
+static kp__span *units_take(kp_pool *pool, unsigned n, unsigned cls, kp__seg **segp)
+{
+	int pass = cls < KP_NCLASS ? 0 : 1;
+	bool clean_first = !program_writes_all(pool);
+	for (; pass < 3; pass++) {
+		if (pass == 1 && !clean_first)
 			continue;
-		/* units the daemon is giving back now are not free to take */
-		int u = find_run(s->free_mask & ~s->purging, n);
-		if (u < 0 || !seg_ok_locked(pool, s)) /* the mask found a run: is it the pool's? */
-			continue;
-		uint64_t bits = (n == 64 ? ~0ull : ((1ull << n) - 1)) << u;
-		s->free_mask &= ~bits;
-		s->purge_idle &= ~bits; /* taken: no longer idle, nor given back */
-		s->purged &= ~bits;
-		seg_reseal(pool, s);
-		if (s->nfree_units == KP_UNITS - 1)
-			atomic_fetch_sub(&pool->free_segs, 1);
-		s->nfree_units -= n;
-		pool->units_free -= n;
-		for (unsigned i = 0; i < n; i++)
-			s->span[u + (int)i].head = (uint8_t)u;
-		kp__span *sp = &s->span[u];
-		sp->units = (uint16_t)n;
-		sp->start = (char *)s + ((size_t)u << KP_UNIT_SHIFT);
-		*segp = s;
-		headroom_publish(pool);
-		KP_ASSERT(1, seg_is_valid(s));
-		KP_ASSERT(2, pool_is_valid(pool));
-		return sp;
+		/* A walk bounded by the segment count: damaged links cannot loop it. */
+		unsigned left = (unsigned)(pool->units_total / (KP_UNITS - 1)) + 1;
+		for (kp__seg *s = pool->segs; s && left--; s = seg_step(pool, s, s->next)) {
+			if (s->quarantined || s->nfree_units < n)
+				continue;
+			/* units the daemon is giving back now are not free to take */
+			uint64_t m = s->free_mask & ~s->purging;
+			int u = -1;
+			if (pass == 0) {
+				for (uint64_t h = m & s->used_free; h && u < 0; h &= h - 1) {
+					unsigned v = (unsigned)__builtin_ctzll(h);
+					if (s->last_cls[v] == cls + 1 && v + n <= KP_UNITS && (m & run_bits(v, n)) == run_bits(v, n))
+						u = (int)v;
+				}
+			} else {
+				u = find_run(pass == 1 ? m & ~s->used_free : m, n);
+			}
+			if (u < 0 || !seg_ok_locked(pool, s)) /* the mask found a run: is it the pool's? */
+				continue;
+			return run_take(pool, s, (unsigned)u, n, segp);
+		}
 	}
 	return NULL;
 }
@@ -247,6 +297,9 @@ static void units_give(kp_pool *pool, kp__seg *s, kp__span *sp)
 	}
 	for (unsigned i = 0; i < n; i++)
 		s->unit_meta[u + i] = 0;
+	memset(&s->last_cls[u], 0, n);
+	s->last_cls[u] = sp->kind == KP_SPAN_SMALL ? (uint8_t)(sp->cls + 1) : 0;
+	s->used_free |= bits;
 	memset(sp, 0, sizeof *sp);
 	sp->head = (uint8_t)u;
 	s->free_mask |= bits;
@@ -276,12 +329,12 @@ static void wait_daemon_grow(kp_pool *pool)
 /* A run of n units for a new span or a large block: from free units; else
  * from the daemon's next segment; else by growing on the allocation path
  * (the daemon is off, or too slow: then it aims higher from now on). */
-static kp__span *run_alloc(kp_pool *pool, unsigned n, kp__seg **segp)
+static kp__span *run_alloc(kp_pool *pool, unsigned n, unsigned cls, kp__seg **segp)
 {
 	bool waited = false;
 	for (int attempt = 0; attempt < 4; attempt++) {
 		pthread_mutex_lock(&pool->lock);
-		kp__span *sp = units_take(pool, n, segp);
+		kp__span *sp = units_take(pool, n, cls, segp);
 		bool low = pool->units_free * KP_UNIT_SIZE < atomic_load_explicit(&pool->wake_wm, memory_order_relaxed);
 		bool room = pool->capacity + KP_SEG_SIZE + atomic_load(&pool->huge_bytes) <= pool->conf.primary_max;
 		if (sp)
@@ -316,7 +369,7 @@ static kp__span *run_alloc(kp_pool *pool, unsigned n, kp__seg **segp)
 static kp__span *span_new(kp_pool *pool, unsigned cls)
 {
 	kp__seg *s;
-	kp__span *sp = run_alloc(pool, span_units(cls), &s);
+	kp__span *sp = run_alloc(pool, span_units(cls), cls, &s);
 	if (!sp)
 		return NULL;
 	sp->kind = KP_SPAN_SMALL;
@@ -365,9 +418,34 @@ static void partial_remove(kp__central *c, kp__span *sp)
 	sp->in_partial = 0;
 }
 
+/* A free block's purge stamp: the word after its list link, in the page of
+ * its header (never given back), which says what the daemon knows of the
+ * block since it last came into its span's free list ("purging free
+ * blocks", below): seen there at checkpoint n (bstamp(b, n)), or its pages
+ * given back (bstamp(b, 0)). span_pop clears it as the block leaves. Not
+ * keyed: a program that forges one (it would write it in a free block, or
+ * leave it in the block it frees) only has the daemon give back a free
+ * block's pages early, or keep them. */
+#define KP_BSTAMP_OFF (KP_HDR + sizeof(void *))
+static inline uint64_t bstamp(const void *b, uint64_t n)
+{
+	return kp__mix((uintptr_t)b ^ n * 0x9e3779b97f4a7c15ull);
+}
+static inline KP_NOASAN uint64_t bstamp_get(const char *b)
+{
+	return *(const uint64_t *)(b + KP_BSTAMP_OFF);
+}
+static inline KP_NOASAN void bstamp_put(char *b, uint64_t v)
+{
+	*(uint64_t *)(b + KP_BSTAMP_OFF) = v;
+}
+_Static_assert(KP_BSTAMP_OFF + 8 <= 32, "every block holds a header, a link and a stamp");
+
 /* Pop a block from a span: its free list (link vetted: it must point at a
  * block start inside the same span) or the never-used tail. NULL when the
- * span is empty or found damaged (then quarantined). Class lock held. */
+ * span is empty or found damaged (then quarantined). The block's purge
+ * stamp is cleared (a stale one would make the daemon skip it when it is
+ * free again). Class lock held. */
 static char *span_pop(kp_pool *pool, kp__central *c, kp__span *sp, uint64_t *key)
 {
 	char *b = sp->free;
@@ -386,6 +464,8 @@ static char *span_pop(kp_pool *pool, kp__central *c, kp__span *sp, uint64_t *key
 			return NULL;
 		}
 		sp->free = next;
+		if (!pool->conf.poison) /* (its payload is poisoned past the link: the stamp is never used) */
+			bstamp_put(b, 0);
 		return b;
 	}
 	if (sp->bump == sp->nblocks)
@@ -395,6 +475,7 @@ static char *span_pop(kp_pool *pool, kp__central *c, kp__span *sp, uint64_t *key
 	 * verifies the same way. */
 	*key = kp__hkey(pool->secret, b);
 	kp__hdr_put((kp__hdr *)b, *key, kp__meta(0, sp->cls, KP_ST_FREE));
+	bstamp_put(b, 0); /* what the unit held before: perhaps another block's stamp */
 	if (pool->conf.poison)
 		kp__poison_fill(b + KP_HDR, sp->block - KP_HDR);
 	return b;
@@ -468,6 +549,29 @@ static kp__span *span_of(const void *p, kp__seg **segp)
 	return &s->span[s->span[u].head];
 }
 
+/* Block b (key: K(b)) goes back on its span's free list, and the span's
+ * units to the segment when it empties; nothing, but the count, for a
+ * quarantined span (its blocks are not reused). Class lock held. */
+static void span_give(kp_pool *pool, kp__central *c, kp__seg *s, kp__span *sp, char *b, uint64_t key)
+{
+	sp->nused--;
+	if (sp->quarantined)
+		return;
+	kp__link_put_k(key, b, sp->free);
+	sp->free = b;
+	KP_ASSERT(1, span_is_valid(pool, sp, false));
+	KP_ASSERT(2, sp->nused > 0 || span_is_valid(pool, sp, true));
+	if (!sp->in_partial)
+		partial_push(c, sp);
+	if (sp->nused == 0) {
+		if (KP_PLANT != 3) /* planted 3: the units go back while the span is still listed */
+			partial_remove(c, sp);
+		pthread_mutex_lock(&pool->lock);
+		units_give(pool, s, sp);
+		pthread_mutex_unlock(&pool->lock);
+	}
+}
+
 void kp__central_give(kp_pool *pool, unsigned cls, void *list, const uint64_t *keys, unsigned n)
 {
 	kp__central *c = &pool->central[cls];
@@ -486,24 +590,7 @@ void kp__central_give(kp_pool *pool, unsigned cls, void *list, const uint64_t *k
 		}
 		vetted = s;
 		kp__span *sp = span_of(b, &s);
-		sp->nused--;
-		if (sp->quarantined) { /* set aside for good: its blocks are not reused */
-			b = next;
-			continue;
-		}
-		kp__link_put_k(key, b, sp->free);
-		sp->free = b;
-		KP_ASSERT(1, span_is_valid(pool, sp, false));
-		KP_ASSERT(2, sp->nused > 0 || span_is_valid(pool, sp, true));
-		if (!sp->in_partial)
-			partial_push(c, sp);
-		if (sp->nused == 0) {
-			if (KP_PLANT != 3) /* planted 3: the units go back while the span is still listed */
-				partial_remove(c, sp);
-			pthread_mutex_lock(&pool->lock);
-			units_give(pool, s, sp);
-			pthread_mutex_unlock(&pool->lock);
-		}
+		span_give(pool, c, s, sp, b, key);
 		b = next;
 	}
 #if KP_PLANT != 11 /* planted 11 */
@@ -552,7 +639,7 @@ void *kp__large_alloc(kp_pool *pool, size_t need)
 {
 	unsigned n = (unsigned)((need + KP_UNIT_SIZE - 1) >> KP_UNIT_SHIFT);
 	kp__seg *s;
-	kp__span *sp = run_alloc(pool, n, &s);
+	kp__span *sp = run_alloc(pool, n, KP_NCLASS, &s);
 	if (!sp)
 		return NULL;
 	sp->kind = KP_SPAN_LARGE;
@@ -590,6 +677,8 @@ bool kp__large_resize(kp_pool *pool, kp__seg *s, kp__span *sp, size_t need)
 		s->free_mask &= ~bits;
 		s->purge_idle &= ~bits;
 		s->purged &= ~bits;
+		s->used_free &= ~bits;
+		memset(&s->last_cls[u + old], 0, n - old);
 		s->nfree_units -= n - old;
 		pool->units_free -= n - old;
 		for (unsigned i = old; i < n; i++)
@@ -601,6 +690,7 @@ bool kp__large_resize(kp_pool *pool, kp__seg *s, kp__span *sp, size_t need)
 			s->span[u + i].head = (uint8_t)(u + i);
 		}
 		s->free_mask |= bits;
+		s->used_free |= bits; /* the block's: perhaps written */
 		s->nfree_units += old - n;
 		pool->units_free += old - n;
 	}
@@ -1014,7 +1104,8 @@ int kp__primary_grow(kp_pool *pool, bool populate)
 		s->kind = KP_SEG_NORMAL;
 		s->size = KP_SEG_SIZE;
 		s->free_mask = ~1ull;
-		s->purge_idle = s->purged = s->purging = 0;
+		s->purge_idle = s->purged = s->purging = s->used_free = 0;
+		memset(s->last_cls, 0, sizeof s->last_cls);
 		s->magic = kp__seg_magic(pool->secret, s, KP_SEG_NORMAL, KP_SEG_SIZE);
 		s->nfree_units = KP_UNITS - 1;
 		s->empty_since_ns = kp__pool_now(pool);
@@ -1118,6 +1209,185 @@ int kp__primary_shrink(kp_pool *pool, size_t keep)
 	return n;
 }
 
+/* ---- purging free blocks ---------------------------------------------------
+ *
+ * A span keeps its pages while one of its blocks is live, and a free block
+ * kept every page its former occupants wrote: a program that frees most of
+ * its big blocks, but not whole spans, stayed at its peak. The daemon gives
+ * back the whole pages inside free blocks of the big classes (past the page
+ * of the header, the list link and the stamp) once they stayed in their
+ * span's free list from one checkpoint to the next; a block taken again
+ * after that faults in only the pages its new occupant writes (a 40 KiB
+ * block's last byte falls on its 9th or 10th page, a 64 KiB block's on any
+ * of its last four: pages a former occupant wrote stay resident under a
+ * block that never touches them). On kpbench's workload b free blocks are
+ * taken again within a pass (at its peak, 9 MiB of free blocks' pages, none
+ * free at the pass before): there the placement of spans (units_take) is
+ * what cut the peak.
+ *
+ * The blocks' age is a stamp in each free block (bstamp, above): at each
+ * checkpoint a block stamped at the previous one is given back and stamped
+ * purged; any other block not purged is stamped with this checkpoint's
+ * number. A block that leaves its span (span_pop) loses its stamp, so a
+ * block given back is not looked at again until it has been taken, and an
+ * idle pool makes no system call. A thread's cached blocks are not the
+ * daemon's to touch: they are given back once flushed to their spans.
+ *
+ * The system calls are made without a lock (the allocation path never
+ * waits on one): the blocks are taken off their lists under the class lock
+ * and counted as in use (the span is not released under them), held in
+ * pool->bpurge_blk, given back, and returned as a thread returns blocks
+ * (span_give). Only the daemon holds blocks (its passes are serialized): a
+ * pass that finds some held was cut short by fork, in this child.
+ *
+ * Not with poison on: a poisoned block is checked on reuse, and a page
+ * given back reads zero. */
+
+/* Blocks of 16 KiB and more (four pages, of which at least three whole ones
+ * past the header's page): a smaller block has one or two such pages,
+ * shares the others with its neighbours, and would cost a system call for
+ * every page or two it gives back. */
+#define KP_BPURGE_MIN 16384
+/* Checkpoints at least this far apart (decay_ms when it is shorter):
+ * mimalloc's purge delay, long enough that a block freed and taken again at
+ * once is left alone, short next to the daemon's passes (100 ms apart by
+ * timer, more often under demand): a block is given back after it stayed
+ * free over two passes in a row. */
+#define KP_BPURGE_MS 10
+/* A free list of a span of those classes holds at most 12 blocks (8 to 12
+ * blocks to a span): a longer one is damaged, and left to span_pop, which
+ * quarantines its span when it follows the bad link. */
+#define KP_BPURGE_SPAN 16
+/* Batches of KP_BPURGE_BATCH blocks per checkpoint, at most: the rest are
+ * given back at the next one. 16 batches are 1024 blocks, 16 MiB or more. */
+#define KP_BPURGE_ROUNDS 16
+
+/* The whole pages inside free block b of block bytes past its first 32
+ * (header, link, stamp). */
+static size_t bpurge_range(char *b, size_t block, char **lo)
+{
+	uintptr_t a = ((uintptr_t)b + KP_BSTAMP_OFF + 8 + KP_PAGE - 1) & ~(uintptr_t)(KP_PAGE - 1);
+	uintptr_t e = ((uintptr_t)b + block) & ~(uintptr_t)(KP_PAGE - 1);
+	*lo = (char *)a;
+	return e > a ? e - a : 0;
+}
+
+/* Stamp sp's free blocks with checkpoint seq, and take those stamped at the
+ * one before into pool->bpurge_blk while it has room (counted in use). A
+ * damaged list is left as it is. Class lock held. */
+static void bpurge_take_span(kp_pool *pool, kp__central *c, kp__span *sp, uint64_t seq)
+{
+	char *blk[KP_BPURGE_SPAN];
+	uint64_t key[KP_BPURGE_SPAN];
+	unsigned n = 0, took = 0, taken = 0;
+	char *end = sp->start + (size_t)sp->nblocks * sp->block;
+	for (char *b = sp->free; b; n++) {
+		if (n == KP_BPURGE_SPAN)
+			return;
+		key[n] = kp__hkey(pool->secret, b);
+		blk[n] = b;
+		b = kp__link_get_k(key[n], b);
+		if (b && (b < sp->start || b >= end || (size_t)(b - sp->start) % sp->block))
+			return;
+	}
+	for (unsigned i = 0; i < n; i++) {
+		uint64_t st = bstamp_get(blk[i]);
+		if (st == bstamp(blk[i], seq - 1) && pool->bpurge_n < KP_BPURGE_BATCH) {
+			pool->bpurge_blk[pool->bpurge_n++] = blk[i];
+			taken |= 1u << i;
+			took++;
+		} else if (st != bstamp(blk[i], 0)) {
+			bstamp_put(blk[i], bstamp(blk[i], seq));
+		}
+	}
+	if (!took)
+		return;
+	char *head = NULL; /* the others, in their order */
+	for (unsigned i = n; i-- > 0;)
+		if (!(taken >> i & 1)) {
+			kp__link_put_k(key[i], blk[i], head);
+			head = blk[i];
+		}
+	sp->free = head;
+	sp->nused += took;
+	if (!head && sp->bump == sp->nblocks)
+		partial_remove(c, sp);
+	KP_ASSERT(1, span_is_valid(pool, sp, false));
+}
+
+/* Return the blocks held (pool->bpurge_blk) to their spans. */
+static void bpurge_return(kp_pool *pool)
+{
+	kp__central *locked = NULL;
+	for (unsigned i = 0; i < pool->bpurge_n; i++) {
+		char *b = pool->bpurge_blk[i];
+		kp__seg *s;
+		kp__span *sp = span_of(b, &s);
+		kp__central *c = &pool->central[sp->cls];
+		if (c != locked) {
+			if (locked)
+				pthread_mutex_unlock(&locked->lock);
+			pthread_mutex_lock(&c->lock);
+			locked = c;
+		}
+		span_give(pool, c, s, sp, b, kp__hkey(pool->secret, b));
+	}
+	if (locked)
+		pthread_mutex_unlock(&locked->lock);
+	pool->bpurge_n = 0;
+}
+
+/* One checkpoint: returns the blocks whose pages were given back. */
+static int blocks_purge(kp_pool *pool)
+{
+	if (pool->bpurge_n)
+		bpurge_return(pool); /* held when a fork cut a pass short */
+	uint64_t now = kp__pool_now(pool), gap = pool->conf.decay_ms < KP_BPURGE_MS ? pool->conf.decay_ms : KP_BPURGE_MS;
+	if (pool->conf.poison || now < pool->bpurge_at_ns)
+		return 0;
+	pool->bpurge_at_ns = now + gap * 1000000ull;
+	uint64_t seq = ++pool->bpurge_seq + 1; /* from 2: the one before is never 0, the purged stamp */
+	int purged = 0;
+	kp__pool_lock(pool);
+	size_t spans = pool->units_total + 1; /* a span holds a unit at least: a longer list is damaged */
+	pthread_mutex_unlock(&pool->lock);
+	for (unsigned cls = 0, rounds = 0; cls < KP_NCLASS && rounds < KP_BPURGE_ROUNDS; cls++) {
+		if (kp__class_size[cls] < KP_BPURGE_MIN)
+			continue;
+		kp__central *c = &pool->central[cls];
+		bool more = true;
+		while (more && rounds++ < KP_BPURGE_ROUNDS) {
+			pthread_mutex_lock(&c->lock);
+			size_t left = spans;
+			kp__span *sp = c->partial, *next;
+			for (; sp && left-- && pool->bpurge_n < KP_BPURGE_BATCH; sp = next) {
+				next = sp->next; /* (a span emptied of free blocks leaves the list) */
+				if (!span_slot_ok(pool, next))
+					break;
+				if (!sp->quarantined)
+					bpurge_take_span(pool, c, sp, seq);
+			}
+			more = sp && pool->bpurge_n == KP_BPURGE_BATCH;
+			pthread_mutex_unlock(&c->lock);
+			if (!pool->bpurge_n)
+				break;
+			for (unsigned i = 0; i < pool->bpurge_n; i++) {
+				char *b = pool->bpurge_blk[i], *lo;
+				size_t len = bpurge_range(b, kp__class_size[cls], &lo);
+				size_t bytes = len ? kp__os_purge(&pool->os, lo, len) : 0;
+				bstamp_put(b, bstamp(b, 0));
+				if (bytes) {
+					atomic_fetch_add(&pool->purged_bytes, bytes);
+					atomic_fetch_add(&pool->purges, 1);
+					purged++;
+				}
+			}
+			bpurge_return(pool);
+		}
+	}
+	return purged;
+}
+
 /* ---- purging free units ----------------------------------------------------
  *
  * A segment with one live block is never released, and its free units kept
@@ -1151,9 +1421,10 @@ int kp__primary_shrink(kp_pool *pool, size_t keep)
 
 int kp__primary_purge(kp_pool *pool, size_t keep)
 {
+	int blocks = blocks_purge(pool);
 	uint64_t now = kp__pool_now(pool);
 	if (now < pool->purge_at_ns)
-		return 0;
+		return blocks;
 	pool->purge_at_ns = now + (uint64_t)pool->conf.decay_ms * 1000000ull;
 	struct {
 		kp__seg *s;
@@ -1191,8 +1462,8 @@ int kp__primary_purge(kp_pool *pool, size_t keep)
 	}
 	pthread_mutex_unlock(&pool->lock);
 	if (!nrun)
-		return 0;
-	int purged = 0;
+		return blocks;
+	int purged = blocks;
 	for (unsigned i = 0; i < nrun; i++) {
 		size_t bytes = kp__os_purge(&pool->os, (char *)run[i].s + ((size_t)run[i].u << KP_UNIT_SHIFT),
 					    (size_t)run[i].n << KP_UNIT_SHIFT);
@@ -1207,6 +1478,7 @@ int kp__primary_purge(kp_pool *pool, size_t keep)
 		uint64_t bits = (run[i].n == 64 ? ~0ull : ((1ull << run[i].n) - 1)) << run[i].u;
 		run[i].s->purging &= ~bits;
 		run[i].s->purged |= bits & run[i].s->free_mask;
+		run[i].s->used_free &= ~(bits & run[i].s->free_mask); /* not resident: clean */
 	}
 	pthread_mutex_unlock(&pool->lock);
 	return purged;
@@ -1215,7 +1487,7 @@ int kp__primary_purge(kp_pool *pool, size_t keep)
 void kp__primary_relink(kp_pool *pool, kp__seg *s)
 {
 	s->empty_since_ns = kp__pool_now(pool);
-	s->purge_idle = s->purged = s->purging = 0;
+	s->purge_idle = s->purged = s->purging = s->used_free = 0;
 	kp__pagemap_set(&pool->os, s, KP_SEG_SIZE, s);
 	kp__pool_lock(pool);
 	pool->capacity += KP_SEG_SIZE;
