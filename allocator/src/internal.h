@@ -706,7 +706,10 @@ typedef struct kp__seg {
 } kp__seg;
 
 typedef struct kp__central {
-	_Alignas(64) pthread_mutex_t lock; /* one cache line per class */
+	/* one cache line per class; taken only through kp__class_lock (its pair
+	 * shares the even class's), so this name is not "lock": a direct use
+	 * would lock a mutex the other class of the pair does not take */
+	_Alignas(64) pthread_mutex_t pair_lock;
 	kp__span *partial;                  /* spans with a free block */
 } kp__central;
 
@@ -1038,7 +1041,7 @@ void kp__account_out(kp_pool *pool, size_t bytes, bool out);
 #define KP_CLASS_LOCK_STEP 2
 static inline pthread_mutex_t *kp__class_lock(kp_pool *pool, unsigned cls)
 {
-	return &pool->central[cls & ~(KP_CLASS_LOCK_STEP - 1u)].lock;
+	return &pool->central[cls & ~(KP_CLASS_LOCK_STEP - 1u)].pair_lock;
 }
 #define KP_POOL_MAGIC 0x6b706f6f6c2d6f6bull /* "kpool-ok" */
 static inline bool kp__pool_ok(const kp_pool *pool)

@@ -101,7 +101,7 @@ static void locks_init(kp_pool *p)
 	pthread_cond_init(&p->daemon.cv, NULL);
 	pthread_cond_init(&p->daemon.pass_cv, NULL);
 	for (unsigned c = 0; c < KP_NCLASS; c++)
-		pthread_mutex_init(&p->central[c].lock, NULL);
+		pthread_mutex_init(&p->central[c].pair_lock, NULL);
 }
 
 static void fork_child(void)

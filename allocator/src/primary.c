@@ -1318,22 +1318,23 @@ static void bpurge_take_span(kp_pool *pool, kp__central *c, kp__span *sp, uint64
 /* Return the blocks held (pool->bpurge_blk) to their spans. */
 static void bpurge_return(kp_pool *pool)
 {
-	kp__central *locked = NULL;
+	pthread_mutex_t *locked = NULL;
 	for (unsigned i = 0; i < pool->bpurge_n; i++) {
 		char *b = pool->bpurge_blk[i];
 		kp__seg *s;
 		kp__span *sp = span_of(b, &s);
 		kp__central *c = &pool->central[sp->cls];
-		if (c != locked) {
+		pthread_mutex_t *lock = kp__class_lock(pool, sp->cls);
+		if (lock != locked) {
 			if (locked)
-				pthread_mutex_unlock(&locked->lock);
-			pthread_mutex_lock(&c->lock);
-			locked = c;
+				pthread_mutex_unlock(locked);
+			pthread_mutex_lock(lock);
+			locked = lock;
 		}
 		span_give(pool, c, s, sp, b, kp__hkey(pool->secret, b));
 	}
 	if (locked)
-		pthread_mutex_unlock(&locked->lock);
+		pthread_mutex_unlock(locked);
 	pool->bpurge_n = 0;
 }
 
@@ -1357,7 +1358,7 @@ static int blocks_purge(kp_pool *pool)
 		kp__central *c = &pool->central[cls];
 		bool more = true;
 		while (more && rounds++ < KP_BPURGE_ROUNDS) {
-			pthread_mutex_lock(&c->lock);
+			pthread_mutex_lock(kp__class_lock(pool, cls));
 			size_t left = spans;
 			kp__span *sp = c->partial, *next;
 			for (; sp && left-- && pool->bpurge_n < KP_BPURGE_BATCH; sp = next) {
@@ -1368,7 +1369,7 @@ static int blocks_purge(kp_pool *pool)
 					bpurge_take_span(pool, c, sp, seq);
 			}
 			more = sp && pool->bpurge_n == KP_BPURGE_BATCH;
-			pthread_mutex_unlock(&c->lock);
+			pthread_mutex_unlock(kp__class_lock(pool, cls));
 			if (!pool->bpurge_n)
 				break;
 			for (unsigned i = 0; i < pool->bpurge_n; i++) {
