@@ -834,16 +834,24 @@ typedef struct kp__bin {
 	/* Written only by the owning thread (load + store, no RMW), read by stats. */
 	_Atomic uint64_t allocs, frees;
 	/* max starts at KP_BIN_START and grows to cap (bin_max) while the bin
-	 * misses often (kp__bin_miss); miss_at: allocs + frees at the last miss. */
-	uint32_t cap, miss_at;
+	 * misses often and its thread's growth budget lasts (kp__bin_miss);
+	 * miss_at: allocs + frees at the last miss; cls: the bin's index in
+	 * its cache (the bin of one on the shared path, alloc.c, has cap ==
+	 * max and never grows). */
+	uint32_t miss_at;
+	uint16_t cap, cls;
 } kp__bin;
 /* A bin holds at most this many blocks (tcache.c, bin_max). */
 #define KP_BIN_MAX 256
 /* A bin starts at this many (tcache.c, kp__bin_miss): what a thread caches
  * of a class is memory its spans hold touched, and a small program touching
  * 14 classes pinned 14 x 256 blocks (730 KiB of 900 in test_memory's small
- * program). */
+ * program). And at no more than KP_BIN_START_BYTES of its class (at least 4
+ * blocks): the start is outside the thread's growth budget, and 16 blocks of
+ * every class a thread touched held prodcons's four threads at 1.4 MiB of
+ * cached messages of 16-2048 B beside 1 MB live. */
 #define KP_BIN_START 16
+#define KP_BIN_START_BYTES ((size_t)4096)
 /* Each bin's key stack: keys[cls][i] is K of the bin's (count - i)-th block
  * from the head, so keys[cls][count - 1] is the head's. A block's K is
  * computed once, when it is freed (its header verified) or taken from a
@@ -861,6 +869,9 @@ typedef struct kp__tcache {
 	/* Large and huge blocks (the bins count the small ones). */
 	_Atomic uint64_t allocs, frees, in_use;
 	struct kp__tcache *next, *prev; /* the pool's list */
+	/* Bytes the bins' max grew by past their start, over all classes: at
+	 * most tcache_bytes (kp__bin_miss). Owning thread only. */
+	size_t grown;
 	uint64_t keys[KP_NCLASS][KP_BIN_MAX] __attribute__((aligned(64)));
 } kp__tcache;
 /* Caches come from the OS in chunks of 64; the first chunk is mapped by
