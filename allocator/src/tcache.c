@@ -24,15 +24,19 @@ __thread kp__tls kp__tls_state __attribute__((tls_model("initial-exec")));
 static pthread_key_t exit_key;
 static pthread_once_t exit_once = PTHREAD_ONCE_INIT;
 
-/* A thread's bins hold at most tcache_bytes past their start (at least 4,
- * at most 256 blocks of a class; 256 KiB by default), over all classes
- * (kp__bin_miss): enough to absorb alloc/free churn, small enough that a
- * thread pins little memory. A bound per class let every class a thread
- * touched grow to 256 KiB: two consumer threads of prodcons each cached
- * tens of classes of freed messages, 14 MiB against glibc's 4. */
+/* A thread's bins grow by at most tcache_bytes past their start, over all
+ * classes (kp__bin_miss), and one class's bin holds at most a
+ * KP_BIN_CLASS_SHARE-th of it (at least 4, at most 256 blocks): enough to
+ * absorb alloc/free churn, small enough that a thread pins little memory.
+ * A bound per class alone (256 KiB each) let every class a thread touched
+ * grow to 256 KiB: prodcons's two consumer threads each cached freed
+ * messages of ~20 classes, 14 MiB against glibc's 4. A quarter: one hot
+ * class still grows to 256 blocks of up to 512 B; a thread's whole budget
+ * spread over four classes at least. */
+#define KP_BIN_CLASS_SHARE 4
 static uint16_t bin_max(const kp_pool *pool, unsigned cls)
 {
-	size_t n = pool->conf.tcache_bytes / kp__class_size[cls];
+	size_t n = pool->conf.tcache_bytes / KP_BIN_CLASS_SHARE / kp__class_size[cls];
 	return (uint16_t)(n < 4 ? 4 : n > KP_BIN_MAX ? KP_BIN_MAX : n);
 }
 _Static_assert(KP_BIN_MAX <= UINT16_MAX && KP_NCLASS <= UINT16_MAX, "a bin's cap and class fit 16 bits");
@@ -218,11 +222,22 @@ kp__tcache *kp__tcache_slow(kp_pool *pool)
  * walk at 32-64 blocks (a miss per ~500 operations) and takes a burst of
  * one class to the cap within a few misses. */
 #define KP_BIN_GROW 4
+/* A bin whose thread mostly only frees into it (a consumer of blocks other
+ * threads allocate) or only takes from it (a producer) passes its blocks
+ * through to the central lists whatever its size: growing it saves lock
+ * round trips, not work, and pins up to max blocks that this thread will
+ * never reuse (prodcons under the preload peaked at 5.6-6.1 MiB with
+ * them growing, 4.9-5.2 with them kept at their start; glibc 3.9). Such a
+ * bin stays at its start; one-way: fewer than 1 in KP_BIN_ONE_WAY of its
+ * operations went the other way. */
+#define KP_BIN_ONE_WAY 8
 void kp__bin_miss(kp__bin *b)
 {
-	uint32_t ops = (uint32_t)(atomic_load_explicit(&b->allocs, memory_order_relaxed) +
-				  atomic_load_explicit(&b->frees, memory_order_relaxed));
-	if (b->max < b->cap && ops - b->miss_at < KP_BIN_GROW * b->max) {
+	uint64_t a = atomic_load_explicit(&b->allocs, memory_order_relaxed),
+		 f = atomic_load_explicit(&b->frees, memory_order_relaxed);
+	uint32_t ops = (uint32_t)(a + f);
+	bool one_way = a < f / KP_BIN_ONE_WAY || f < a / KP_BIN_ONE_WAY;
+	if (b->max < b->cap && !one_way && ops - b->miss_at < KP_BIN_GROW * b->max) {
 		/* a bin of a thread's cache: the shared path's bin of one has
 		 * max == cap, so it never gets here */
 		kp__tcache *tc = (kp__tcache *)((char *)(b - b->cls) - offsetof(kp__tcache, bin));
