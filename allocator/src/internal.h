@@ -994,6 +994,7 @@ struct kp_pool {
 	void *tc_chunks[KP_TC_CHUNKS];
 	size_t tc_nchunks;
 	size_t tc_fresh; /* caches of the newest chunk never handed out (its last ones) */
+	_Atomic unsigned tc_live; /* caches handed out (tcache.c: they share tcache_bytes) */
 
 	kp__central central[KP_NCLASS];
 	kp__backup backup;

@@ -24,20 +24,34 @@ __thread kp__tls kp__tls_state __attribute__((tls_model("initial-exec")));
 static pthread_key_t exit_key;
 static pthread_once_t exit_once = PTHREAD_ONCE_INIT;
 
-/* A thread's bins grow by at most tcache_bytes past their start, over all
- * classes (kp__bin_miss), and one class's bin holds at most a
- * KP_BIN_CLASS_SHARE-th of it (at least 4, at most 256 blocks): enough to
- * absorb alloc/free churn, small enough that a thread pins little memory.
- * A bound per class alone (256 KiB each) let every class a thread touched
- * grow to 256 KiB: prodcons's two consumer threads each cached freed
- * messages of ~20 classes, 14 MiB against glibc's 4. A quarter: one hot
- * class still grows to 256 blocks of up to 512 B; a thread's whole budget
- * spread over four classes at least. */
+/* The pool's threads share tcache_bytes (8 MiB by default), as tcmalloc's
+ * overall thread cache: a thread's bins grow by at most its share past
+ * their start, over all classes (kp__bin_miss), and never less than
+ * KP_TC_MIN_BYTES while tcache_bytes allows; one class's bin holds at most
+ * a KP_BIN_CLASS_SHARE-th of tcache_bytes (at least 4, at most 256
+ * blocks). A bound per class alone (256 KiB each) let every class a thread
+ * touched grow to 256 KiB: prodcons's two consumer threads each cached
+ * freed messages of ~20 classes, 14 MiB against glibc's 4. A fixed 256 KiB
+ * per thread cost a single thread of many classes (kpbench b: 16 B-64 KiB)
+ * 20% of its speed and 8 MiB more RSS (a block reused from a bin is one
+ * whose pages are already resident), and two threads of small blocks
+ * (kpbench c) 9% more instructions (conf.c has the figures of the
+ * default). */
 #define KP_BIN_CLASS_SHARE 4
+#define KP_TC_MIN_BYTES ((size_t)256 << 10)
 static uint16_t bin_max(const kp_pool *pool, unsigned cls)
 {
 	size_t n = pool->conf.tcache_bytes / KP_BIN_CLASS_SHARE / kp__class_size[cls];
 	return (uint16_t)(n < 4 ? 4 : n > KP_BIN_MAX ? KP_BIN_MAX : n);
+}
+
+/* This thread's share of tcache_bytes now (threads that come later get a
+ * smaller one; what a thread has grown it keeps). */
+static size_t tc_budget(const kp_pool *pool)
+{
+	size_t total = pool->conf.tcache_bytes, n = atomic_load_explicit(&pool->tc_live, memory_order_relaxed);
+	size_t share = n > 1 ? total / n : total, least = total < KP_TC_MIN_BYTES ? total : KP_TC_MIN_BYTES;
+	return share > least ? share : least;
 }
 _Static_assert(KP_BIN_MAX <= UINT16_MAX && KP_NCLASS <= UINT16_MAX, "a bin's cap and class fit 16 bits");
 
@@ -170,6 +184,7 @@ static kp__tcache *tcache_new(kp_pool *pool)
 	if (pool->tcaches)
 		pool->tcaches->prev = tc;
 	pool->tcaches = tc;
+	atomic_fetch_add_explicit(&pool->tc_live, 1, memory_order_relaxed);
 	pthread_mutex_unlock(&pool->lock);
 	return tc;
 }
@@ -241,7 +256,7 @@ void kp__bin_miss(kp__bin *b)
 		/* a bin of a thread's cache: the shared path's bin of one has
 		 * max == cap, so it never gets here */
 		kp__tcache *tc = (kp__tcache *)((char *)(b - b->cls) - offsetof(kp__tcache, bin));
-		size_t size = kp__class_size[b->cls], budget = tc->pool->conf.tcache_bytes;
+		size_t size = kp__class_size[b->cls], budget = tc_budget(tc->pool);
 		size_t room = budget > tc->grown ? (budget - tc->grown) / size : 0;
 		uint32_t want = b->max * 2 < b->cap ? b->max * 2 : b->cap;
 		if (want - b->max > room)
@@ -317,6 +332,7 @@ void kp__tcache_release(kp_pool *pool, kp__tcache *tc)
 		pool->tcaches = tc->next;
 	if (tc->next)
 		tc->next->prev = tc->prev;
+	atomic_fetch_sub_explicit(&pool->tc_live, 1, memory_order_relaxed);
 	tc->pool_id = 0;
 	tc->next = pool->tc_free;
 	pool->tc_free = tc;
