@@ -57,7 +57,7 @@ static ALWAYS_INLINE uint64_t fast_key(kp_pool *pool, const void *h, bool aes)
 	if (aes)
 		return kp__aes_hkey(&pool->secret, (uintptr_t)h);
 #endif
-	return kp__prf1(&pool->secret, (uintptr_t)h);
+	return kp__prf1(&pool->secret, (uintptr_t)h) | KP_HKEY_BIT;
 }
 
 /* The pool key may have AES round keys: on x86-64 (with AES-NI; the copies
@@ -736,11 +736,10 @@ static ALWAYS_INLINE bool free_fast(kp_pool *pool, void *p, bool aes)
 	 * under this pool's key), without a read of the segment's header. A
 	 * normal segment is one aligned chunk: p's offset in it is p's in the
 	 * chunk. */
-	uintptr_t tag = kp__pagemap_tag(id);
-	uintptr_t e = kp__pagemap_entry(p);
 	uintptr_t off = (uintptr_t)p & KP_PM_TAG_MASK;
 	kp__seg *s = (kp__seg *)((uintptr_t)p - off);
-	if (!((e & KP_PM_TAG_MASK) == tag && !(off & (KP_HDR - 1)) && off >= KP_UNIT_SIZE + KP_HDR))
+	if (!(kp__pagemap_is_normal((uintptr_t)s, kp__pagemap_tag(id)) && !(off & (KP_HDR - 1)) &&
+	      off >= KP_UNIT_SIZE + KP_HDR))
 		return false;
 	kp__hdr *h = (kp__hdr *)((char *)p - KP_HDR);
 	uint64_t meta = kp__hdr_meta(h);
@@ -751,7 +750,7 @@ static ALWAYS_INLINE bool free_fast(kp_pool *pool, void *p, bool aes)
 	 * class does not pass), in one compare, one branch. unit_meta is
 	 * KP_UNIT_META(c) with c < KP_NCLASS, or 0: the range test refuses 0,
 	 * and keeps the bin index in range whatever the segment header holds. */
-	unsigned um = s->unit_meta[(off - KP_HDR) >> KP_UNIT_SHIFT];
+	unsigned um = s->unit_meta[off >> KP_UNIT_SHIFT];
 	if (((kp__hdr_tag(h) ^ meta ^ key) | (uint16_t)(meta ^ um)) != 0 || um - KP_ST_ALLOC >= KP_NCLASS << 8)
 		return false;
 	unsigned cls = um >> 8;

@@ -36,8 +36,8 @@ static void test_link_to_another_free_block(void)
 	char *h2 = a2 - KP_HDR;
 	uint64_t k2 = kt_raw_get(h2) ^ kt_raw_get(h2 + 8);
 	uint64_t link = kt_raw_get(a2);
-	CHECK((link ^ (uint64_t)KP_ROTL(k2, 29)) == (uint64_t)(uintptr_t)(a1 - KP_HDR), "the link decodes to a1");
-	kt_raw_put(a2, (uint64_t)(uintptr_t)(x - KP_HDR) ^ (uint64_t)KP_ROTL(k2, 29)); /* now a2 -> x */
+	CHECK((link ^ (uint64_t)kp__link_pad(k2)) == (uint64_t)(uintptr_t)(a1 - KP_HDR), "the link decodes to a1");
+	kt_raw_put(a2, (uint64_t)(uintptr_t)(x - KP_HDR) ^ (uint64_t)kp__link_pad(k2)); /* now a2 -> x */
 	char *p1 = kp_alloc(pool, 48, 0), *p2 = kp_alloc(pool, 48, 0);
 	CHECK(p1 == a2, "the head first: %p (a2 %p)", (void *)p1, (void *)a2);
 	CHECK(p2 != x, "the redirected link handed out x (%p), a block on its span's free list", (void *)x);
