@@ -728,7 +728,7 @@ extern const uint32_t kp__class_size[KP_NCLASS];
 static inline unsigned kp__class_of(size_t need)
 {
 	extern const uint8_t kp__class_small[];
-	if (need <= 1024)
+	if (KP_LIKELY(need <= 1024)) /* the table inline, the fast paths' common case */
 		return kp__class_small[(need + 15 * (KP_PLANT != 1)) >> 4]; /* planted 1: rounds down */
 	unsigned b = 63u - (unsigned)__builtin_clzll((unsigned long long)(need - 1));
 	return 7u + (b - 7u) * 4u + (unsigned)((need - 1 - ((size_t)1 << b)) >> (b - 2));
