@@ -347,19 +347,19 @@ static __attribute__((noinline)) void *alloc_slow(kp_pool *pool, size_t size, un
  * address (16-aligned: h is). NULL never passes (no segment at address 0). */
 #define KP_NEAR_MASK (~(uintptr_t)(KP_SEG_SIZE - 1) | (uintptr_t)(KP_HDR - 1))
 
-/* bin_head_ok for the fast path, which makes no call: the link must stay in
- * h's segment (or end the list). A link into another segment is not refused
- * here: alloc_far vets it through the pagemap (kp__pagemap_owns). The same
- * conditions as bin_head_ok's, each a difference that must be zero, so that
- * the path tests them with one branch and few registers: fm is the meta of
- * a free block of the bin's class, and tag ^ key ^ fm with meta ^ fm zero
- * say the header holds it under K(h); the link must be NULL when left (the
- * blocks after h the count says there are) is 0, else near h. */
-static ALWAYS_INLINE bool bin_head_near(const char *h, uint64_t key, uint64_t fm, uintptr_t next, unsigned left)
+/* bin_head_ok for the fast path, which makes no call, for a head h that is
+ * not the bin's last block (alloc_fast leaves the last one to small_alloc):
+ * the link must lead to another block, in h's segment. A link into another
+ * segment is not refused here: alloc_far vets it through the pagemap
+ * (kp__pagemap_owns). The same conditions as bin_head_ok's, each a
+ * difference that must be zero, so that the path tests them with one branch
+ * and few registers: fm is the meta of a free block of the bin's class, and
+ * tag ^ key ^ fm with meta ^ fm zero say the header holds it under K(h); the
+ * link must be near h (so not NULL: the count says blocks follow h). */
+static ALWAYS_INLINE bool bin_head_near(const char *h, uint64_t key, uint64_t fm, uintptr_t next)
 {
 	uint64_t bad = (kp__hdr_tag((const kp__hdr *)h) ^ key ^ fm) | (kp__hdr_meta((const kp__hdr *)h) ^ fm);
-	uintptr_t far = left == 0 ? next : (next ^ (uintptr_t)h) & KP_NEAR_MASK;
-	return (bad | far) == 0;
+	return (bad | ((next ^ (uintptr_t)h) & KP_NEAR_MASK)) == 0;
 }
 
 /* The conf switches the fast paths test, checks and poison, in one load:
@@ -427,7 +427,12 @@ static ALWAYS_INLINE void *alloc_fast(kp_pool *pool, size_t size, unsigned flags
 		kp__bin *b = &tc->bin[cls];
 		unsigned n = b->count;
 		char *h = b->head;
-		if (KP_UNLIKELY(n == 0 || h == NULL))
+		/* Two blocks at least. The last block of a bin, whose link must be
+		 * NULL, is taken by small_alloc (bin_head_ok): about as rare as a
+		 * refill, which follows it, and the check here then has one case,
+		 * a link to a block near h (three instructions fewer on every
+		 * allocation: a test, a conditional move and a copy). */
+		if (KP_UNLIKELY(n < 2 || h == NULL))
 			goto slow;
 		unsigned left = n - 1;
 		uint64_t key = tc->keys[cls][left];
@@ -438,7 +443,7 @@ static ALWAYS_INLINE void *alloc_fast(kp_pool *pool, size_t size, unsigned flags
 		/* From here b, not tc and cls: fewer registers live. */
 		__asm__("" : "+r"(b));
 		if (KP_LIKELY(checks)) {
-			if (KP_UNLIKELY(!bin_head_near(h, key, fm, (uintptr_t)next, left)))
+			if (KP_UNLIKELY(!bin_head_near(h, key, fm, (uintptr_t)next)))
 				return alloc_far(pool, size, b, h, key, next);
 			b->head = next;
 			b->count = left;

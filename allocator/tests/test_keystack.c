@@ -57,6 +57,52 @@ static void test_link_to_another_free_block(void)
 	kp_destroy(pool);
 }
 
+/* The last block of a bin has a NULL link: the count says nothing follows
+ * it. A link written there (here to a live block of the same segment, a
+ * near one, encoded with the pad its header gives away) is never followed,
+ * but it says the list and the count disagree: the allocation that takes the
+ * block reports it and sets the bin aside. The fast path leaves a bin's last
+ * block to small_alloc, which checks exactly that; were the fast path to
+ * take it with its own check (the link near h), the damage would go
+ * unseen. */
+static void test_last_link_must_end_the_list(void)
+{
+	kp_pool *pool = kp_create(CONF);
+	REQUIRE(pool, "kp_create: %s", kp_last_error());
+	char *live = kp_alloc(pool, 48, 0), *w = kp_alloc(pool, 48, 0);
+	REQUIRE(live && w, "allocations");
+	CHECK(kp_free(pool, w) == 0, "free"); /* the bin holds blocks: w and the rest of its refill */
+	unsigned cls = kp__class_of(48 + KP_HDR + KP_CANARY);
+	kp__tcache *tc = kp__tls_state.tc[0];
+	REQUIRE(tc && kp__tls_state.id[0] == pool->id, "the pool's cache is the thread's first");
+	kp__bin *b = &tc->bin[cls];
+	unsigned n = b->count;
+	REQUIRE(n >= 2, "the bin holds %u blocks", n);
+	char *at = b->head;
+	for (unsigned i = 0; i + 1 < n; i++)
+		at = kp__link_get_k(tc->keys[cls][n - 1 - i], at);
+	uint64_t key = tc->keys[cls][0];
+	REQUIRE(at && kp__link_get_k(key, at) == NULL, "the last block's link is NULL");
+	CHECK(((uintptr_t)(live - KP_HDR) ^ (uintptr_t)at) >> KP_SEG_SHIFT == 0, "live is near the last block");
+	kt_raw_put(at + KP_HDR, (uint64_t)(uintptr_t)(live - KP_HDR) ^ kp__link_pad(key));
+	int64_t before = kt_stat(pool, "integrity.freelist_errors");
+	char *got[KP_BIN_MAX];
+	unsigned took_last = 0;
+	for (unsigned i = 0; i < n; i++) {
+		got[i] = kp_alloc(pool, 48, 0);
+		REQUIRE(got[i], "alloc %u", i);
+		took_last += got[i] == at + KP_HDR;
+	}
+	CHECK(kt_stat(pool, "integrity.freelist_errors") == before + 1,
+	      "a link past the bin's last block went unseen (%lld events)",
+	      (long long)(kt_stat(pool, "integrity.freelist_errors") - before));
+	CHECK(took_last == 0, "the block whose link was damaged was handed out");
+	for (unsigned i = 0; i < n; i++)
+		CHECK(kp_free(pool, got[i]) == 0, "free %u", i);
+	CHECK(kp_free(pool, live) == 0, "free");
+	kp_destroy(pool);
+}
+
 /* Many frees and allocations across classes and refills: the key stack and
  * the lists never disagree (no false alarm), flushes give every block
  * back. */
@@ -91,6 +137,7 @@ static void test_churn_no_false_alarm(void)
 int main(void)
 {
 	RUN(test_link_to_another_free_block);
+	RUN(test_last_link_must_end_the_list);
 	RUN(test_churn_no_false_alarm);
 	return ktest_summary();
 }
