@@ -771,7 +771,11 @@ static ALWAYS_INLINE bool free_fast(kp_pool *pool, void *p, bool aes)
 	if (!(n < b->max && (mode != KP_MODE_CHECKED || kp__canary8_ok(key, (char *)p + KP_META_REQ(meta)))))
 		return false;
 	kp__hdr_put(h, key, (meta & 0xff00) | KP_ST_FREE);
-	kp__link_put_k(key, h, n ? b->head : NULL);
+	/* An empty bin's head is NULL (every path that empties a bin leaves it
+	 * so: the pop of a last block, whose link bin_head_ok vetted to be
+	 * NULL; bin_damaged; a flush), so the new last block's link ends the
+	 * list without a test of n. */
+	kp__link_put_k(key, h, b->head);
 	keys[n] = key;
 	KP_POISON(p, kp__class_size[cls] - KP_HDR);
 	b->head = h;

@@ -481,23 +481,29 @@ static inline uint64_t kp__meta(size_t req, uint16_t cls, uint8_t st)
 typedef long long kp__v2di __attribute__((vector_size(16)));
 static inline __attribute__((always_inline)) uint64_t kp__aes_hkey(const kp__key *k, uint64_t m)
 {
+	const kp__v2di *rk = (const kp__v2di *)k->rk;
 	uint64_t out;
 	kp__v2di x;
+	/* Each round key a memory operand of its own: the compiler addresses
+	 * it from whatever register holds k (kp_free: the pool), no lea of
+	 * k->rk first. */
 	__asm__ volatile("movq %[m], %[x]\n\t"
-			 "pxor (%[rk]), %[x]\n\t"
-			 "aesenc 16(%[rk]), %[x]\n\t"
-			 "aesenc 32(%[rk]), %[x]\n\t"
-			 "aesenc 48(%[rk]), %[x]\n\t"
-			 "aesenc 64(%[rk]), %[x]\n\t"
-			 "aesenc 80(%[rk]), %[x]\n\t"
-			 "aesenc 96(%[rk]), %[x]\n\t"
-			 "aesenc 112(%[rk]), %[x]\n\t"
-			 "aesenc 128(%[rk]), %[x]\n\t"
-			 "aesenc 144(%[rk]), %[x]\n\t"
-			 "aesenclast 160(%[rk]), %[x]\n\t"
+			 "pxor %[r0], %[x]\n\t"
+			 "aesenc %[r1], %[x]\n\t"
+			 "aesenc %[r2], %[x]\n\t"
+			 "aesenc %[r3], %[x]\n\t"
+			 "aesenc %[r4], %[x]\n\t"
+			 "aesenc %[r5], %[x]\n\t"
+			 "aesenc %[r6], %[x]\n\t"
+			 "aesenc %[r7], %[x]\n\t"
+			 "aesenc %[r8], %[x]\n\t"
+			 "aesenc %[r9], %[x]\n\t"
+			 "aesenclast %[r10], %[x]\n\t"
 			 "movq %[x], %[out]"
 			 : [out] "=r"(out), [x] "=&x"(x)
-			 : [m] "r"(m), [rk] "r"(k->rk), "m"(*(const uint64_t(*)[22])k->rk));
+			 : [m] "r"(m), [r0] "m"(rk[0]), [r1] "m"(rk[1]), [r2] "m"(rk[2]), [r3] "m"(rk[3]),
+			   [r4] "m"(rk[4]), [r5] "m"(rk[5]), [r6] "m"(rk[6]), [r7] "m"(rk[7]), [r8] "m"(rk[8]),
+			   [r9] "m"(rk[9]), [r10] "m"(rk[10]));
 	return out | KP_HKEY_BIT;
 }
 #endif

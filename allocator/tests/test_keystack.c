@@ -103,6 +103,58 @@ static void test_last_link_must_end_the_list(void)
 	kp_destroy(pool);
 }
 
+/* kp_free's fast path links a block freed into an empty bin to the bin's
+ * head, trusting that an empty bin's head is NULL: every way a bin empties
+ * must leave it so, or that block's link would lead out of the list (a
+ * false alarm at best). Each way here: allocation of the last block, a
+ * flush, and a damaged bin set aside then drained; after each, the block
+ * freed into the empty bin must end the list and come back clean. */
+static void test_empty_bin_ends_the_list(void)
+{
+	kp_pool *pool = kp_create(CONF);
+	REQUIRE(pool, "kp_create: %s", kp_last_error());
+	void *w = kp_alloc(pool, 48, 0);
+	REQUIRE(w, "alloc");
+	CHECK(kp_free(pool, w) == 0, "free");
+	unsigned cls = kp__class_of(48 + KP_HDR + KP_CANARY);
+	REQUIRE(kp__tls_state.id[0] == pool->id, "the pool's cache is the thread's first");
+	kp__bin *b = &kp__tls_state.tc[0]->bin[cls];
+	const char *how[] = {"allocation of its last block", "kp_thread_flush", "a damaged bin, drained"};
+	for (int way = 0; way < 3; way++) {
+		void *held[KP_BIN_MAX * 2];
+		unsigned n = 0;
+		if (way == 1)
+			kp_thread_flush(pool);
+		if (way == 2)
+			CHECK(kp_fault_inject(pool, "corrupt@freelist") == 0, "inject: %s", kp_last_error());
+		while (b->count > 0 && n < KP_BIN_MAX * 2) { /* allocation empties it */
+			held[n] = kp_alloc(pool, 48, 0);
+			REQUIRE(held[n], "alloc");
+			n++;
+		}
+		REQUIRE(b->count == 0, "%s: the bin is empty", how[way]);
+		char *x = kp_alloc(pool, 48, 0); /* from a refill: the bin holds its rest */
+		REQUIRE(x, "alloc");
+		while (b->count > 0) {
+			held[n] = kp_alloc(pool, 48, 0);
+			REQUIRE(held[n] && n + 1 < KP_BIN_MAX * 2, "alloc");
+			n++;
+		}
+		int64_t before = kt_stat(pool, "integrity.freelist_errors");
+		CHECK(kp_free(pool, x) == 0, "free");
+		CHECK(b->count == 1 && b->head == x - KP_HDR, "%s: x heads the bin", how[way]);
+		CHECK(kp__link_get_k(kp__tls_state.tc[0]->keys[cls][0], x - KP_HDR) == NULL,
+		      "after %s, a block freed into the empty bin links past the list", how[way]);
+		char *y = kp_alloc(pool, 48, 0);
+		CHECK(y == x, "%s: the block comes back", how[way]);
+		CHECK(kt_stat(pool, "integrity.freelist_errors") == before, "%s: a free-list event", how[way]);
+		kp_free(pool, y);
+		for (unsigned i = 0; i < n; i++)
+			kp_free(pool, held[i]);
+	}
+	kp_destroy(pool);
+}
+
 /* Many frees and allocations across classes and refills: the key stack and
  * the lists never disagree (no false alarm), flushes give every block
  * back. */
@@ -138,6 +190,7 @@ int main(void)
 {
 	RUN(test_link_to_another_free_block);
 	RUN(test_last_link_must_end_the_list);
+	RUN(test_empty_bin_ends_the_list);
 	RUN(test_churn_no_false_alarm);
 	return ktest_summary();
 }
