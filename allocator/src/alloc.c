@@ -375,11 +375,12 @@ static ALWAYS_INLINE unsigned conf_mode(const kp_pool *pool)
 }
 
 /* alloc_fast's bin head failed bin_head_near: most often its link leads into
- * another segment (common once a pool has several), which the pagemap vets
- * (kp__pagemap_owns: a normal segment of this pool), a lookup alloc_fast
- * does not make. The same pop with that check, from what alloc_fast read:
- * the head h of the bin b, its key (from the key stack) and its decoded
- * link next. The conditions are bin_head_ok's: the header (tag and meta)
+ * another segment (common once a pool has several: half of workload b's
+ * allocations), which the pagemap vets (kp__pagemap_owns: a normal segment
+ * of this pool), a lookup alloc_fast does not make. The same pop with that
+ * check, from what alloc_fast read: the bin b (whose head h it has not
+ * moved; its class is its index in this thread's cache, not kp__class_of
+ * again), the head's key (from the key stack) and its decoded link next. The conditions are bin_head_ok's: the header (tag and meta)
  * must hold fm (the meta of a free block of b's class) under key, and as
  * bin_head_near failed with them intact, the link is not near h: it must
  * not end the list early (h is not the last block) and must be a plausible
@@ -387,11 +388,10 @@ static ALWAYS_INLINE unsigned conf_mode(const kp_pool *pool)
  * which small_alloc reports) goes to alloc_slow. alloc_fast checked the
  * rest: a pool, this thread's cache in the first slot, no flags, checks
  * on, no poisoning, a block in the bin. */
-static __attribute__((noinline)) void *alloc_far(kp_pool *pool, size_t size, kp__bin *b, char *h, uint64_t key,
-						 char *next)
+static __attribute__((noinline)) void *alloc_far(kp_pool *pool, size_t size, kp__bin *b, uint64_t key, char *next)
 {
-	/* b's class, from the request as alloc_fast found it (checks on) */
-	uint64_t fm = kp__meta(0, (uint16_t)kp__class_of(size + KP_HDR + KP_CANARY), KP_ST_FREE);
+	uint64_t fm = (uint64_t)(b - kp__tls_state.tc[0]->bin) << 8 | KP_ST_FREE;
+	char *h = b->head;
 	unsigned n = b->count;
 	uint64_t bad = (kp__hdr_tag((const kp__hdr *)h) ^ key ^ fm) | (kp__hdr_meta((const kp__hdr *)h) ^ fm);
 	if (bad || n == 1 || !kp__pagemap_owns(pool->id, next))
@@ -444,7 +444,7 @@ static ALWAYS_INLINE void *alloc_fast(kp_pool *pool, size_t size, unsigned flags
 		__asm__("" : "+r"(b));
 		if (KP_LIKELY(checks)) {
 			if (KP_UNLIKELY(!bin_head_near(h, key, fm, (uintptr_t)next)))
-				return alloc_far(pool, size, b, h, key, next);
+				return alloc_far(pool, size, b, key, next);
 			b->head = next;
 			b->count = left;
 			kp__hdr_put((kp__hdr *)h, key, (uint64_t)size << 16 | (fm ^ KP_ST_FREE ^ KP_ST_ALLOC));

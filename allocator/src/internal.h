@@ -227,14 +227,6 @@ static inline struct kp__seg *kp__pagemap_get(const void *p)
 {
 	return (struct kp__seg *)(kp__pagemap_entry(p) & ~KP_PM_TAG_MASK);
 }
-/* Is p a plausible block header of a normal segment of the pool whose id is
- * pool_id (16-aligned, past the segment's header unit)? The pagemap alone
- * (see the tag): any thread, no grace section. */
-static inline bool kp__pagemap_owns(uint64_t pool_id, const void *p)
-{
-	uintptr_t e = kp__pagemap_entry(p), off = (uintptr_t)p & KP_PM_TAG_MASK;
-	return (e & KP_PM_TAG_MASK) == kp__pagemap_tag(pool_id) && !(off & (KP_HDR - 1)) && off >= KP_UNIT_SIZE;
-}
 /* Is the 4 MiB-aligned address s a normal segment whose pool's tag is tag
  * (kp__pagemap_tag)? Its entry must be exactly s | tag: a normal segment is
  * one chunk, its entry its own address. No test of the 47 bits: past them
@@ -247,6 +239,15 @@ static inline bool kp__pagemap_is_normal(uintptr_t s, uintptr_t tag)
 	kp__leaf *l = atomic_load_explicit(&kp__pagemap_root[(chunk >> KP_LEAF_BITS) & ((1u << KP_ROOT_BITS) - 1)],
 					   memory_order_acquire);
 	return l && atomic_load_explicit(&l->e[chunk & ((1u << KP_LEAF_BITS) - 1)], memory_order_acquire) == (s | tag);
+}
+/* Is p a plausible block header of a normal segment of the pool whose id is
+ * pool_id (16-aligned, past the segment's header unit)? The pagemap alone
+ * (see the tag): any thread, no grace section. */
+static inline bool kp__pagemap_owns(uint64_t pool_id, const void *p)
+{
+	uintptr_t off = (uintptr_t)p & KP_PM_TAG_MASK;
+	return !(off & (KP_HDR - 1)) && off >= KP_UNIT_SIZE &&
+	       kp__pagemap_is_normal((uintptr_t)p - off, kp__pagemap_tag(pool_id));
 }
 int kp__pagemap_set(kp__oscount *c, void *base, size_t size, struct kp__seg *s);
 /* fork handlers: 0 prepare, 1 parent, 2 child */
