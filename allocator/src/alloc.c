@@ -57,7 +57,7 @@ static ALWAYS_INLINE uint64_t fast_key(kp_pool *pool, const void *h, bool aes)
 	if (aes)
 		return kp__aes_hkey(&pool->secret, (uintptr_t)h);
 #endif
-	return kp__prf1(&pool->secret, (uintptr_t)h);
+	return kp__prf1(&pool->secret, (uintptr_t)h) | KP_HKEY_BIT;
 }
 
 /* The pool key may have AES round keys: on x86-64 (with AES-NI; the copies
@@ -347,19 +347,19 @@ static __attribute__((noinline)) void *alloc_slow(kp_pool *pool, size_t size, un
  * address (16-aligned: h is). NULL never passes (no segment at address 0). */
 #define KP_NEAR_MASK (~(uintptr_t)(KP_SEG_SIZE - 1) | (uintptr_t)(KP_HDR - 1))
 
-/* bin_head_ok for the fast path, which makes no call: the link must stay in
- * h's segment (or end the list). A link into another segment is not refused
- * here: alloc_far vets it through the pagemap (kp__pagemap_owns). The same
- * conditions as bin_head_ok's, each a difference that must be zero, so that
- * the path tests them with one branch and few registers: fm is the meta of
- * a free block of the bin's class, and tag ^ key ^ fm with meta ^ fm zero
- * say the header holds it under K(h); the link must be NULL when left (the
- * blocks after h the count says there are) is 0, else near h. */
-static ALWAYS_INLINE bool bin_head_near(const char *h, uint64_t key, uint64_t fm, uintptr_t next, unsigned left)
+/* bin_head_ok for the fast path, which makes no call, for a head h that is
+ * not the bin's last block (alloc_fast leaves the last one to small_alloc):
+ * the link must lead to another block, in h's segment. A link into another
+ * segment is not refused here: alloc_far vets it through the pagemap
+ * (kp__pagemap_owns). The same conditions as bin_head_ok's, each a
+ * difference that must be zero, so that the path tests them with one branch
+ * and few registers: fm is the meta of a free block of the bin's class, and
+ * tag ^ key ^ fm with meta ^ fm zero say the header holds it under K(h); the
+ * link must be near h (so not NULL: the count says blocks follow h). */
+static ALWAYS_INLINE bool bin_head_near(const char *h, uint64_t key, uint64_t fm, uintptr_t next)
 {
 	uint64_t bad = (kp__hdr_tag((const kp__hdr *)h) ^ key ^ fm) | (kp__hdr_meta((const kp__hdr *)h) ^ fm);
-	uintptr_t far = left == 0 ? next : (next ^ (uintptr_t)h) & KP_NEAR_MASK;
-	return (bad | far) == 0;
+	return (bad | ((next ^ (uintptr_t)h) & KP_NEAR_MASK)) == 0;
 }
 
 /* The conf switches the fast paths test, checks and poison, in one load:
@@ -375,11 +375,12 @@ static ALWAYS_INLINE unsigned conf_mode(const kp_pool *pool)
 }
 
 /* alloc_fast's bin head failed bin_head_near: most often its link leads into
- * another segment (common once a pool has several), which the pagemap vets
- * (kp__pagemap_owns: a normal segment of this pool), a lookup alloc_fast
- * does not make. The same pop with that check, from what alloc_fast read:
- * the head h of the bin b, its key (from the key stack) and its decoded
- * link next. The conditions are bin_head_ok's: the header (tag and meta)
+ * another segment (common once a pool has several: half of workload b's
+ * allocations), which the pagemap vets (kp__pagemap_owns: a normal segment
+ * of this pool), a lookup alloc_fast does not make. The same pop with that
+ * check, from what alloc_fast read: the bin b (whose head h it has not
+ * moved; its class is its index in this thread's cache, not kp__class_of
+ * again), the head's key (from the key stack) and its decoded link next. The conditions are bin_head_ok's: the header (tag and meta)
  * must hold fm (the meta of a free block of b's class) under key, and as
  * bin_head_near failed with them intact, the link is not near h: it must
  * not end the list early (h is not the last block) and must be a plausible
@@ -387,11 +388,10 @@ static ALWAYS_INLINE unsigned conf_mode(const kp_pool *pool)
  * which small_alloc reports) goes to alloc_slow. alloc_fast checked the
  * rest: a pool, this thread's cache in the first slot, no flags, checks
  * on, no poisoning, a block in the bin. */
-static __attribute__((noinline)) void *alloc_far(kp_pool *pool, size_t size, kp__bin *b, char *h, uint64_t key,
-						 char *next)
+static __attribute__((noinline)) void *alloc_far(kp_pool *pool, size_t size, kp__bin *b, uint64_t key, char *next)
 {
-	/* b's class, from the request as alloc_fast found it (checks on) */
-	uint64_t fm = kp__meta(0, (uint16_t)kp__class_of(size + KP_HDR + KP_CANARY), KP_ST_FREE);
+	uint64_t fm = (uint64_t)(b - kp__tls_state.tc[0]->bin) << 8 | KP_ST_FREE;
+	char *h = b->head;
 	unsigned n = b->count;
 	uint64_t bad = (kp__hdr_tag((const kp__hdr *)h) ^ key ^ fm) | (kp__hdr_meta((const kp__hdr *)h) ^ fm);
 	if (bad || n == 1 || !kp__pagemap_owns(pool->id, next))
@@ -427,17 +427,24 @@ static ALWAYS_INLINE void *alloc_fast(kp_pool *pool, size_t size, unsigned flags
 		kp__bin *b = &tc->bin[cls];
 		unsigned n = b->count;
 		char *h = b->head;
-		if (KP_UNLIKELY(n == 0 || h == NULL))
+		/* Two blocks at least. The last block of a bin, whose link must be
+		 * NULL, is taken by small_alloc (bin_head_ok): about as rare as a
+		 * refill, which follows it, and the check here then has one case,
+		 * a link to a block near h (three instructions fewer on every
+		 * allocation: a test, a conditional move and a copy). */
+		if (KP_UNLIKELY(n < 2 || h == NULL))
 			goto slow;
 		unsigned left = n - 1;
 		uint64_t key = tc->keys[cls][left];
 		char *next = kp__link_get_k(key, h);
-		uint64_t fm = kp__meta(0, (uint16_t)cls, KP_ST_FREE);
+		/* kp__meta(0, cls, KP_ST_FREE) without its cast to a byte (cls is
+		 * one: kp__class_small's), which cost an instruction */
+		uint64_t fm = (uint64_t)cls << 8 | KP_ST_FREE;
 		/* From here b, not tc and cls: fewer registers live. */
 		__asm__("" : "+r"(b));
 		if (KP_LIKELY(checks)) {
-			if (KP_UNLIKELY(!bin_head_near(h, key, fm, (uintptr_t)next, left)))
-				return alloc_far(pool, size, b, h, key, next);
+			if (KP_UNLIKELY(!bin_head_near(h, key, fm, (uintptr_t)next)))
+				return alloc_far(pool, size, b, key, next);
 			b->head = next;
 			b->count = left;
 			kp__hdr_put((kp__hdr *)h, key, (uint64_t)size << 16 | (fm ^ KP_ST_FREE ^ KP_ST_ALLOC));
@@ -735,11 +742,10 @@ static ALWAYS_INLINE bool free_fast(kp_pool *pool, void *p, bool aes)
 	 * under this pool's key), without a read of the segment's header. A
 	 * normal segment is one aligned chunk: p's offset in it is p's in the
 	 * chunk. */
-	uintptr_t tag = kp__pagemap_tag(id);
-	uintptr_t e = kp__pagemap_entry(p);
 	uintptr_t off = (uintptr_t)p & KP_PM_TAG_MASK;
 	kp__seg *s = (kp__seg *)((uintptr_t)p - off);
-	if (!((e & KP_PM_TAG_MASK) == tag && !(off & (KP_HDR - 1)) && off >= KP_UNIT_SIZE + KP_HDR))
+	if (!(kp__pagemap_is_normal((uintptr_t)s, kp__pagemap_tag(id)) && !(off & (KP_HDR - 1)) &&
+	      off >= KP_UNIT_SIZE + KP_HDR))
 		return false;
 	kp__hdr *h = (kp__hdr *)((char *)p - KP_HDR);
 	uint64_t meta = kp__hdr_meta(h);
@@ -750,8 +756,8 @@ static ALWAYS_INLINE bool free_fast(kp_pool *pool, void *p, bool aes)
 	 * class does not pass), in one compare, one branch. unit_meta is
 	 * KP_UNIT_META(c) with c < KP_NCLASS, or 0: the range test refuses 0,
 	 * and keeps the bin index in range whatever the segment header holds. */
-	unsigned um = s->unit_meta[(off - KP_HDR) >> KP_UNIT_SHIFT];
-	if (((kp__hdr_tag(h) ^ meta ^ key) | (uint16_t)(meta ^ um)) != 0 || um - KP_ST_ALLOC >= KP_NCLASS << 8)
+	unsigned um = s->unit_meta[off >> KP_UNIT_SHIFT];
+	if ((kp__hdr_tag(h) ^ meta ^ key) != 0 || (uint16_t)meta != um || um - KP_ST_ALLOC >= KP_NCLASS << 8)
 		return false;
 	unsigned cls = um >> 8;
 	kp__tcache *tc = kp__tls_state.tc[0];
@@ -764,7 +770,11 @@ static ALWAYS_INLINE bool free_fast(kp_pool *pool, void *p, bool aes)
 	if (!(n < b->max && (mode != KP_MODE_CHECKED || kp__canary8_ok(key, (char *)p + KP_META_REQ(meta)))))
 		return false;
 	kp__hdr_put(h, key, (meta & 0xff00) | KP_ST_FREE);
-	kp__link_put_k(key, h, n ? b->head : NULL);
+	/* An empty bin's head is NULL (every path that empties a bin leaves it
+	 * so: the pop of a last block, whose link bin_head_ok vetted to be
+	 * NULL; bin_damaged; a flush), so the new last block's link ends the
+	 * list without a test of n. */
+	kp__link_put_k(key, h, b->head);
 	keys[n] = key;
 	KP_POISON(p, kp__class_size[cls] - KP_HDR);
 	b->head = h;

@@ -30,7 +30,7 @@
 
 uint64_t kp__sip_hkey(const kp__key *k, uint64_t m)
 {
-	return kp__prf1(k, m);
+	return kp__prf1(k, m) | KP_HKEY_BIT;
 }
 
 #if defined(__x86_64__)

@@ -210,7 +210,7 @@ extern _Atomic(kp__leaf *) kp__pagemap_root[1u << KP_ROOT_BITS];
  * acceptance. */
 static inline uintptr_t kp__pagemap_tag(uint64_t pool_id)
 {
-	return (uintptr_t)(pool_id << 1 | 1) & KP_PM_TAG_MASK;
+	return (uintptr_t)(pool_id * 2 + 1) & KP_PM_TAG_MASK; /* pool_id << 1 | 1: one lea */
 }
 /* p's entry, or 0. Two dependent loads; never faults, whatever p is. */
 static inline uintptr_t kp__pagemap_entry(const void *p)
@@ -227,13 +227,27 @@ static inline struct kp__seg *kp__pagemap_get(const void *p)
 {
 	return (struct kp__seg *)(kp__pagemap_entry(p) & ~KP_PM_TAG_MASK);
 }
+/* Is the 4 MiB-aligned address s a normal segment whose pool's tag is tag
+ * (kp__pagemap_tag)? Its entry must be exactly s | tag: a normal segment is
+ * one chunk, its entry its own address. No test of the 47 bits: past them
+ * the root index wraps (masked), and the entry found there holds an address
+ * below 2^47, never s. Two dependent loads; never faults, whatever s is;
+ * the pagemap alone (any thread, no grace section), like kp__pagemap_owns. */
+static inline bool kp__pagemap_is_normal(uintptr_t s, uintptr_t tag)
+{
+	uintptr_t chunk = s >> KP_SEG_SHIFT;
+	kp__leaf *l = atomic_load_explicit(&kp__pagemap_root[(chunk >> KP_LEAF_BITS) & ((1u << KP_ROOT_BITS) - 1)],
+					   memory_order_acquire);
+	return l && atomic_load_explicit(&l->e[chunk & ((1u << KP_LEAF_BITS) - 1)], memory_order_acquire) == (s | tag);
+}
 /* Is p a plausible block header of a normal segment of the pool whose id is
  * pool_id (16-aligned, past the segment's header unit)? The pagemap alone
  * (see the tag): any thread, no grace section. */
 static inline bool kp__pagemap_owns(uint64_t pool_id, const void *p)
 {
-	uintptr_t e = kp__pagemap_entry(p), off = (uintptr_t)p & KP_PM_TAG_MASK;
-	return (e & KP_PM_TAG_MASK) == kp__pagemap_tag(pool_id) && !(off & (KP_HDR - 1)) && off >= KP_UNIT_SIZE;
+	uintptr_t off = (uintptr_t)p & KP_PM_TAG_MASK;
+	return !(off & (KP_HDR - 1)) && off >= KP_UNIT_SIZE &&
+	       kp__pagemap_is_normal((uintptr_t)p - off, kp__pagemap_tag(pool_id));
 }
 int kp__pagemap_set(kp__oscount *c, void *base, size_t size, struct kp__seg *s);
 /* fork handlers: 0 prepare, 1 parent, 2 child */
@@ -448,8 +462,13 @@ static inline uint64_t kp__meta(size_t req, uint16_t cls, uint8_t st)
 #define KP_META_REQ(m) ((size_t)((m) >> 16))
 #define KP_META_CLS(m) ((unsigned)(uint8_t)((m) >> 8))
 #define KP_META_ST(m) ((unsigned)(uint8_t)(m))
+/* Every K(h) has bit 7 set (KP_HKEY_BIT), whichever function computes it:
+ * K itself is then the canary word (kp__canary_word), whose first byte must
+ * have its top bit set, and neither path pays an OR for it. 63 bits left
+ * for a tag, a link pad, a canary. */
+#define KP_HKEY_BIT 0x80ull
 /* K(h) by AES-128 (x86-64 with AES-NI, k->aes set): the low 64 bits of
- * AES_k(h, 0), all ten rounds. AES is a pseudo-random permutation (and no
+ * AES_k(h, 0), all ten rounds, bit 7 set. AES is a pseudo-random permutation (and no
  * reduced-round shortcut: 4 to 6 rounds fall to integral attacks with 2^8 to
  * 2^32 chosen inputs, which a heap's addresses could supply), so its
  * truncated output is a keyed pseudo-random function of h: no number of
@@ -463,27 +482,33 @@ static inline uint64_t kp__meta(size_t req, uint16_t cls, uint8_t st)
 typedef long long kp__v2di __attribute__((vector_size(16)));
 static inline __attribute__((always_inline)) uint64_t kp__aes_hkey(const kp__key *k, uint64_t m)
 {
+	const kp__v2di *rk = (const kp__v2di *)k->rk;
 	uint64_t out;
 	kp__v2di x;
+	/* Each round key a memory operand of its own: the compiler addresses
+	 * it from whatever register holds k (kp_free: the pool), no lea of
+	 * k->rk first. */
 	__asm__ volatile("movq %[m], %[x]\n\t"
-			 "pxor (%[rk]), %[x]\n\t"
-			 "aesenc 16(%[rk]), %[x]\n\t"
-			 "aesenc 32(%[rk]), %[x]\n\t"
-			 "aesenc 48(%[rk]), %[x]\n\t"
-			 "aesenc 64(%[rk]), %[x]\n\t"
-			 "aesenc 80(%[rk]), %[x]\n\t"
-			 "aesenc 96(%[rk]), %[x]\n\t"
-			 "aesenc 112(%[rk]), %[x]\n\t"
-			 "aesenc 128(%[rk]), %[x]\n\t"
-			 "aesenc 144(%[rk]), %[x]\n\t"
-			 "aesenclast 160(%[rk]), %[x]\n\t"
+			 "pxor %[r0], %[x]\n\t"
+			 "aesenc %[r1], %[x]\n\t"
+			 "aesenc %[r2], %[x]\n\t"
+			 "aesenc %[r3], %[x]\n\t"
+			 "aesenc %[r4], %[x]\n\t"
+			 "aesenc %[r5], %[x]\n\t"
+			 "aesenc %[r6], %[x]\n\t"
+			 "aesenc %[r7], %[x]\n\t"
+			 "aesenc %[r8], %[x]\n\t"
+			 "aesenc %[r9], %[x]\n\t"
+			 "aesenclast %[r10], %[x]\n\t"
 			 "movq %[x], %[out]"
 			 : [out] "=r"(out), [x] "=&x"(x)
-			 : [m] "r"(m), [rk] "r"(k->rk), "m"(*(const uint64_t(*)[22])k->rk));
-	return out;
+			 : [m] "r"(m), [r0] "m"(rk[0]), [r1] "m"(rk[1]), [r2] "m"(rk[2]), [r3] "m"(rk[3]),
+			   [r4] "m"(rk[4]), [r5] "m"(rk[5]), [r6] "m"(rk[6]), [r7] "m"(rk[7]), [r8] "m"(rk[8]),
+			   [r9] "m"(rk[9]), [r10] "m"(rk[10]));
+	return out | KP_HKEY_BIT;
 }
 #endif
-/* K(h) by SipHash-1-3, for CPUs without AES-NI (integrity.c). */
+/* K(h) by SipHash-1-3, for CPUs without AES-NI (integrity.c), bit 7 set. */
 uint64_t kp__sip_hkey(const kp__key *k, uint64_t m);
 /* K(h). Block headers are 16-aligned, so the low 4 bits of the input are
  * free for other uses of the key: segment seals (primary.c) set them. The
@@ -527,10 +552,12 @@ static inline KP_NOASAN bool kp__hdr_ok_at(const kp__key *k, const kp__hdr *h)
  * a link read after free gives no heap address. The pad is the block's own
  * key, rotated (the tag holds it unrotated): a link read tells nothing about
  * the pad of another block (the old pad, one secret ^ slot >> 12 for every
- * block, gave it away with one known link). */
+ * block, gave it away with one known link). Rotated by 57, K's known bit 7
+ * (KP_HKEY_BIT) lands on bit 0, where every link target (16-aligned) has a
+ * known 0 already: the pad hides all of the address's unknown bits. */
 static inline uintptr_t kp__link_pad(uint64_t key)
 {
-	return (uintptr_t)KP_ROTL(key, 29);
+	return (uintptr_t)KP_ROTL(key, 57);
 }
 /* A free block's link lives in the first payload word (block + KP_HDR). The
  * _k forms take K(block), computed already by the caller. */
@@ -561,20 +588,21 @@ static inline void kp__link_put_at(const kp__key *k, void *block, void *next)
 #define KP_SIZE_UNKNOWN SIZE_MAX
 int kp__violation(kp_pool *pool, unsigned kind, int code, const void *addr, size_t size, const char *what);
 /* The canary in the slack past the requested size: up to 8 bytes, the
- * block's key with bit 7 set (little-endian bytes), so a canary copied from
- * another block does not verify. Its first byte, the one an off-by-one
- * write hits, always has its top bit set: a stray NUL terminator or ASCII
- * character is always caught (with a free key byte, one such write in 256
- * would have matched it and gone unseen). A canary tells what the block's
- * header tells (K(h), but for bit 7), nothing about K of another address;
- * the constant it was once XORed with (KP_CANARY_XOR, which test_forgery's
- * forgery of the old scheme still uses) hid nothing and cost two
- * instructions at each allocation and each free. */
+ * block's key K(h) (little-endian bytes), so a canary copied from another
+ * block does not verify. Its first byte, the one an off-by-one write hits,
+ * always has its top bit set (every K has bit 7 set: KP_HKEY_BIT): a stray
+ * NUL terminator or ASCII character is always caught (with a free key byte,
+ * one such write in 256 would have matched it and gone unseen). A canary
+ * tells what the block's header tells (K(h)), nothing about K of another
+ * address; the constant it was once XORed with (KP_CANARY_XOR, which
+ * test_forgery's forgery of the old scheme still uses) hid nothing and cost
+ * two instructions at each allocation and each free, and the bit once set
+ * here (key | 0x80) one at each allocation and two at each free. */
 #define KP_CANARY_XOR 0xa5a5a5a5a5a5a5a5ull
 #define KP_CANARY 8 /* slack every block keeps for it with checks on */
 static inline uint64_t kp__canary_word(uint64_t key)
 {
-	return key | 0x80;
+	return key; /* bit 7 set: K's */
 }
 /* The fast forms, for blocks whose slack holds all 8 bytes (small blocks). */
 static inline KP_NOASAN void kp__canary8_put(uint64_t key, char *at)
@@ -717,7 +745,7 @@ extern const uint32_t kp__class_size[KP_NCLASS];
 static inline unsigned kp__class_of(size_t need)
 {
 	extern const uint8_t kp__class_small[];
-	if (need <= 1024)
+	if (KP_LIKELY(need <= 1024)) /* the table inline, the fast paths' common case */
 		return kp__class_small[(need + 15 * (KP_PLANT != 1)) >> 4]; /* planted 1: rounds down */
 	unsigned b = 63u - (unsigned)__builtin_clzll((unsigned long long)(need - 1));
 	return 19u + (b - 10u) * 8u + (unsigned)((need - 1 - ((size_t)1 << b)) >> (b - 3));

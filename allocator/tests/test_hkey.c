@@ -7,7 +7,8 @@
  * an independent AES implementation, Python's cryptography package, from the
  * key kp__key_make derives), so a dropped round or a wrong schedule step
  * cannot pass. The SipHash fallback must keep working on any CPU: it is
- * forced here by clearing k.aes.
+ * forced here by clearing k.aes. Either way K has bit 7 set (KP_HKEY_BIT):
+ * K is the canary word, whose first byte must have its top bit set.
  */
 #define _GNU_SOURCE 1
 #include "ktest.h"
@@ -26,7 +27,7 @@ static const struct {
 };
 
 /* The AES key is SipHash(pool key, 3, 0..1); K(h) the low half of
- * AES-128(h, 0) under it. */
+ * AES-128(h, 0) under it, bit 7 set (the answers are AES-128's own). */
 static void test_aes_known_answer(void)
 {
 	kp__key k = kp__key_make(KEY0, KEY1);
@@ -42,8 +43,8 @@ static void test_aes_known_answer(void)
 	CHECK(k.aes, "the CPU has AES-NI but the key does not use it");
 	for (size_t i = 0; i < sizeof answers / sizeof answers[0]; i++) {
 		uint64_t got = kp__hkey(k, (void *)answers[i].h);
-		CHECK(got == answers[i].k, "K(%#llx) = %#llx, AES-128 gives %#llx", (unsigned long long)answers[i].h,
-		      (unsigned long long)got, (unsigned long long)answers[i].k);
+		CHECK(got == (answers[i].k | KP_HKEY_BIT), "K(%#llx) = %#llx, AES-128 gives %#llx",
+		      (unsigned long long)answers[i].h, (unsigned long long)got, (unsigned long long)answers[i].k);
 	}
 #else
 	printf("   not x86-64: SipHash only (skipped)\n");
@@ -59,8 +60,8 @@ static void test_sip_fallback(void)
 	unsigned same = 0;
 	for (size_t i = 0; i < sizeof answers / sizeof answers[0]; i++) {
 		uint64_t got = kp__hkey(k, (void *)answers[i].h);
-		CHECK(got == kp__prf1(&k, answers[i].h), "the fallback is not SipHash");
-		same += got == answers[i].k;
+		CHECK(got == (kp__prf1(&k, answers[i].h) | KP_HKEY_BIT), "the fallback is not SipHash");
+		same += got == (answers[i].k | KP_HKEY_BIT);
 	}
 	CHECK(same == 0, "%u SipHash keys equal the AES ones", same);
 
@@ -81,8 +82,42 @@ static void test_sip_fallback(void)
 	kp_destroy(pool);
 }
 
+/* Bit 7 of every K, by either function: of the 4096 block addresses here
+ * half would have it clear by chance. And a pool's blocks (their canaries
+ * are K: the slack's first byte) show it, on the fast paths' keys too: the
+ * key stack's (allocation) and kp_free's own (freed blocks' links). */
+static void test_bit7_always_set(void)
+{
+	kp__key k = kp__key_make(KEY0, KEY1);
+	unsigned clear = 0, has_aes = k.aes;
+	for (unsigned aes = 0; aes < 2; aes++) {
+		k.aes = aes & has_aes;
+		for (uint64_t h = 0x7f0000000000ull; h < 0x7f0000000000ull + 2048 * KP_HDR; h += KP_HDR)
+			clear += !(kp__hkey(k, (void *)h) & KP_HKEY_BIT);
+	}
+	CHECK(clear == 0, "%u of 4096 keys with bit 7 clear", clear);
+
+	kp_pool *pool = kp_create("checks:on,daemon:off,seed:3");
+	REQUIRE(pool, "kp_create: %s", kp_last_error());
+	enum { N = 512 };
+	char *p[N];
+	unsigned bad = 0;
+	for (int round = 0; round < 2; round++) { /* the second round: blocks kp_free keyed */
+		for (int i = 0; i < N; i++) {
+			p[i] = kp_alloc(pool, 40, 0); /* a 64-byte class: 8 bytes of slack, the canary */
+			REQUIRE(p[i], "alloc");
+			bad += !(kt_raw_get(p[i] + 40) & KP_HKEY_BIT);
+		}
+		for (int i = 0; i < N; i++)
+			CHECK(kp_free(pool, p[i]) == 0, "free %d", i);
+	}
+	CHECK(bad == 0, "%u of %d canaries with bit 7 clear", bad, 2 * N);
+	kp_destroy(pool);
+}
+
 int main(void)
 {
+	RUN(test_bit7_always_set);
 	RUN(test_aes_known_answer);
 	RUN(test_sip_fallback);
 	return ktest_summary();

@@ -36,8 +36,8 @@ static void test_link_to_another_free_block(void)
 	char *h2 = a2 - KP_HDR;
 	uint64_t k2 = kt_raw_get(h2) ^ kt_raw_get(h2 + 8);
 	uint64_t link = kt_raw_get(a2);
-	CHECK((link ^ (uint64_t)KP_ROTL(k2, 29)) == (uint64_t)(uintptr_t)(a1 - KP_HDR), "the link decodes to a1");
-	kt_raw_put(a2, (uint64_t)(uintptr_t)(x - KP_HDR) ^ (uint64_t)KP_ROTL(k2, 29)); /* now a2 -> x */
+	CHECK((link ^ (uint64_t)kp__link_pad(k2)) == (uint64_t)(uintptr_t)(a1 - KP_HDR), "the link decodes to a1");
+	kt_raw_put(a2, (uint64_t)(uintptr_t)(x - KP_HDR) ^ (uint64_t)kp__link_pad(k2)); /* now a2 -> x */
 	char *p1 = kp_alloc(pool, 48, 0), *p2 = kp_alloc(pool, 48, 0);
 	CHECK(p1 == a2, "the head first: %p (a2 %p)", (void *)p1, (void *)a2);
 	CHECK(p2 != x, "the redirected link handed out x (%p), a block on its span's free list", (void *)x);
@@ -54,6 +54,104 @@ static void test_link_to_another_free_block(void)
 	for (int i = 0; i < 64; i++)
 		CHECK(kp_free(pool, q[i]) == 0, "free %d", i);
 	CHECK(kp_free(pool, p1) == 0 && kp_free(pool, p2) == 0, "frees");
+	kp_destroy(pool);
+}
+
+/* The last block of a bin has a NULL link: the count says nothing follows
+ * it. A link written there (here to a live block of the same segment, a
+ * near one, encoded with the pad its header gives away) is never followed,
+ * but it says the list and the count disagree: the allocation that takes the
+ * block reports it and sets the bin aside. The fast path leaves a bin's last
+ * block to small_alloc, which checks exactly that; were the fast path to
+ * take it with its own check (the link near h), the damage would go
+ * unseen. */
+static void test_last_link_must_end_the_list(void)
+{
+	kp_pool *pool = kp_create(CONF);
+	REQUIRE(pool, "kp_create: %s", kp_last_error());
+	char *live = kp_alloc(pool, 48, 0), *w = kp_alloc(pool, 48, 0);
+	REQUIRE(live && w, "allocations");
+	CHECK(kp_free(pool, w) == 0, "free"); /* the bin holds blocks: w and the rest of its refill */
+	unsigned cls = kp__class_of(48 + KP_HDR + KP_CANARY);
+	kp__tcache *tc = kp__tls_state.tc[0];
+	REQUIRE(tc && kp__tls_state.id[0] == pool->id, "the pool's cache is the thread's first");
+	kp__bin *b = &tc->bin[cls];
+	unsigned n = b->count;
+	REQUIRE(n >= 2, "the bin holds %u blocks", n);
+	char *at = b->head;
+	for (unsigned i = 0; i + 1 < n; i++)
+		at = kp__link_get_k(tc->keys[cls][n - 1 - i], at);
+	uint64_t key = tc->keys[cls][0];
+	REQUIRE(at && kp__link_get_k(key, at) == NULL, "the last block's link is NULL");
+	CHECK(((uintptr_t)(live - KP_HDR) ^ (uintptr_t)at) >> KP_SEG_SHIFT == 0, "live is near the last block");
+	kt_raw_put(at + KP_HDR, (uint64_t)(uintptr_t)(live - KP_HDR) ^ kp__link_pad(key));
+	int64_t before = kt_stat(pool, "integrity.freelist_errors");
+	char *got[KP_BIN_MAX];
+	unsigned took_last = 0;
+	for (unsigned i = 0; i < n; i++) {
+		got[i] = kp_alloc(pool, 48, 0);
+		REQUIRE(got[i], "alloc %u", i);
+		took_last += got[i] == at + KP_HDR;
+	}
+	CHECK(kt_stat(pool, "integrity.freelist_errors") == before + 1,
+	      "a link past the bin's last block went unseen (%lld events)",
+	      (long long)(kt_stat(pool, "integrity.freelist_errors") - before));
+	CHECK(took_last == 0, "the block whose link was damaged was handed out");
+	for (unsigned i = 0; i < n; i++)
+		CHECK(kp_free(pool, got[i]) == 0, "free %u", i);
+	CHECK(kp_free(pool, live) == 0, "free");
+	kp_destroy(pool);
+}
+
+/* kp_free's fast path links a block freed into an empty bin to the bin's
+ * head, trusting that an empty bin's head is NULL: every way a bin empties
+ * must leave it so, or that block's link would lead out of the list (a
+ * false alarm at best). Each way here: allocation of the last block, a
+ * flush, and a damaged bin set aside then drained; after each, the block
+ * freed into the empty bin must end the list and come back clean. */
+static void test_empty_bin_ends_the_list(void)
+{
+	kp_pool *pool = kp_create(CONF);
+	REQUIRE(pool, "kp_create: %s", kp_last_error());
+	void *w = kp_alloc(pool, 48, 0);
+	REQUIRE(w, "alloc");
+	CHECK(kp_free(pool, w) == 0, "free");
+	unsigned cls = kp__class_of(48 + KP_HDR + KP_CANARY);
+	REQUIRE(kp__tls_state.id[0] == pool->id, "the pool's cache is the thread's first");
+	kp__bin *b = &kp__tls_state.tc[0]->bin[cls];
+	const char *how[] = {"allocation of its last block", "kp_thread_flush", "a damaged bin, drained"};
+	for (int way = 0; way < 3; way++) {
+		void *held[KP_BIN_MAX * 2];
+		unsigned n = 0;
+		if (way == 1)
+			kp_thread_flush(pool);
+		if (way == 2)
+			CHECK(kp_fault_inject(pool, "corrupt@freelist") == 0, "inject: %s", kp_last_error());
+		while (b->count > 0 && n < KP_BIN_MAX * 2) { /* allocation empties it */
+			held[n] = kp_alloc(pool, 48, 0);
+			REQUIRE(held[n], "alloc");
+			n++;
+		}
+		REQUIRE(b->count == 0, "%s: the bin is empty", how[way]);
+		char *x = kp_alloc(pool, 48, 0); /* from a refill: the bin holds its rest */
+		REQUIRE(x, "alloc");
+		while (b->count > 0) {
+			held[n] = kp_alloc(pool, 48, 0);
+			REQUIRE(held[n] && n + 1 < KP_BIN_MAX * 2, "alloc");
+			n++;
+		}
+		int64_t before = kt_stat(pool, "integrity.freelist_errors");
+		CHECK(kp_free(pool, x) == 0, "free");
+		CHECK(b->count == 1 && b->head == x - KP_HDR, "%s: x heads the bin", how[way]);
+		CHECK(kp__link_get_k(kp__tls_state.tc[0]->keys[cls][0], x - KP_HDR) == NULL,
+		      "after %s, a block freed into the empty bin links past the list", how[way]);
+		char *y = kp_alloc(pool, 48, 0);
+		CHECK(y == x, "%s: the block comes back", how[way]);
+		CHECK(kt_stat(pool, "integrity.freelist_errors") == before, "%s: a free-list event", how[way]);
+		kp_free(pool, y);
+		for (unsigned i = 0; i < n; i++)
+			kp_free(pool, held[i]);
+	}
 	kp_destroy(pool);
 }
 
@@ -91,6 +189,8 @@ static void test_churn_no_false_alarm(void)
 int main(void)
 {
 	RUN(test_link_to_another_free_block);
+	RUN(test_last_link_must_end_the_list);
+	RUN(test_empty_bin_ends_the_list);
 	RUN(test_churn_no_false_alarm);
 	return ktest_summary();
 }
