@@ -106,6 +106,9 @@ def summarize(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "clock_ns": _median([r["clock_ns"] for r in runs]),
         "errors": sum(r["verify_errors"] + r["alloc_failures"] + r["free_errors"] for r in runs),
     }
+    cpu = [r.get("ops_per_cpu_s", 0.0) for r in runs]
+    if runs and all(x > 0 for x in cpu):  # a and b: one timed thread
+        summary["ops_per_cpu_s"] = _median(cpu)
     if runs and "rounds" in runs[0]:
         nrounds = min(len(r["rounds"]) for r in runs)
         summary["round_s"] = [_median([r["rounds"][i]["alloc_s"] for r in runs]) for i in range(nrounds)]
@@ -226,6 +229,20 @@ def ratio_table(summary: dict[str, dict[str, dict[str, Any]]], peers: Sequence[s
         )
     headers = ["workload", "kpool", *peers, "kpool ÷ best peer"]
     text += "\n\npeak RSS, MiB (VmHWM, medians)\n\n" + output.markdown_table(headers, rss_rows)
+    # One-thread workloads also by the timed thread's CPU time: on a shared machine the CPU other
+    # processes take from the loop moves wall-time ratios run to run, not these.
+    cpu_rows = [
+        [workload]
+        + [
+            _ratio(kp["ops_per_cpu_s"], sums[p].get("ops_per_cpu_s", NAN)) if p in sums else "-"
+            for p in peers
+        ]
+        for workload, sums in summary.items()
+        if (kp := sums.get("kpool")) and "ops_per_cpu_s" in kp
+    ]
+    if cpu_rows:
+        text += "\n\nkpool ops per CPU second ÷ peer's (one-thread workloads, medians)\n\n"
+        text += output.markdown_table(["workload", *peers], cpu_rows)
     return text
 
 

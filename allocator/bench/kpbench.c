@@ -76,11 +76,11 @@ static void print_json(const struct result *r, uint64_t clock_ns)
 	json_str(getenv("LD_PRELOAD"));
 	printf(",\"conf\":");
 	json_str(g_use_kpool ? (r->conf ? r->conf : "") : NULL);
-	printf(",\"ops\":%" PRIu64 ",\"seconds\":%.6f,\"ops_per_s\":%.1f,\"clock_ns\":%" PRIu64
+	printf(",\"ops\":%" PRIu64 ",\"seconds\":%.6f,\"ops_per_s\":%.1f,\"cpu_seconds\":%.6f,\"ops_per_cpu_s\":%.1f,\"clock_ns\":%" PRIu64
 	       ",\"thread_minflt\":%" PRIu64 ",\"verify_errors\":%" PRIu64
 	       ",\"alloc_failures\":%" PRIu64 ",\"free_errors\":%" PRIu64 ",\"lat_ns\":{",
-	       r->ops, r->secs, r->secs > 0 ? (double)r->ops / r->secs : 0.0, clock_ns,
-	       r->thread_minflt, r->verify_errors, r->alloc_failures, r->free_errors);
+	       r->ops, r->secs, r->secs > 0 ? (double)r->ops / r->secs : 0.0, r->cpu_secs,
+	       r->cpu_secs > 0 ? (double)r->ops / r->cpu_secs : 0.0, clock_ns, r->thread_minflt, r->verify_errors, r->alloc_failures, r->free_errors);
 	json_lat("alloc", r->lat_alloc);
 	if (r->lat_free) {
 		putchar(',');
@@ -122,6 +122,9 @@ static void print_text(const struct result *r, uint64_t clock_ns)
 	       g_use_kpool ? "kpool" : "malloc", r->secs > 0 ? (double)r->ops / r->secs : 0.0,
 	       r->ops, r->secs, hist_pct(h, 0.5), hist_pct(h, 0.99), hist_pct(h, 0.999), h->max,
 	       clock_ns);
+	if (r->cpu_secs > 0)
+		printf("    %-6s %12.0f ops per CPU second of the timed thread (%.3f s of CPU)\n",
+		       g_use_kpool ? "kpool" : "malloc", (double)r->ops / r->cpu_secs, r->cpu_secs);
 	for (int i = 0; i < r->nrounds; i++) {
 		const struct round *rd = &r->rounds[i];
 		printf("    round %d: %" PRIu64 " blocks, %.1f MiB, alloc+touch %.3f s, free %.3f s, "

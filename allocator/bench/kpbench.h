@@ -57,6 +57,13 @@ static inline uint64_t now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
+static inline uint64_t thread_cpu_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
 double secs_between(uint64_t t0, uint64_t t1);
 /* Minor page faults of the calling thread (RUSAGE_THREAD) or of the whole
  * process (RUSAGE_SELF). */
@@ -200,6 +207,11 @@ struct result {
 	const char *conf; /* kpool only */
 	uint64_t ops;
 	double secs;
+	/* The timed loop's thread's CPU time (workloads a and b, one thread;
+	 * 0 elsewhere): on a shared machine, where other processes take the
+	 * CPU from the loop, ops per CPU second compare builds and settings
+	 * (checks on against off) far more steadily than wall time. */
+	double cpu_secs;
 	uint64_t thread_minflt; /* faults of the timed loop's thread(s) */
 	uint64_t verify_errors, alloc_failures, free_errors;
 	struct hist *lat_alloc, *lat_free;

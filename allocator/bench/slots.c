@@ -66,13 +66,14 @@ static int run_slots(struct result *r, const struct opts *o, uint32_t nslots, en
 	for (uint64_t i = 0; i < ops / 10; i++) /* warm up */
 		slots_step(&w, NULL, NULL);
 
-	uint64_t f0 = minflt(RUSAGE_THREAD), t0 = now_ns();
+	uint64_t f0 = minflt(RUSAGE_THREAD), c0 = thread_cpu_ns(), t0 = now_ns();
 	for (uint64_t i = 0; i < ops; i++)
 		slots_step(&w, NULL, NULL);
-	uint64_t t1 = now_ns();
+	uint64_t t1 = now_ns(), c1 = thread_cpu_ns();
 	r->thread_minflt = minflt(RUSAGE_THREAD) - f0;
 	r->ops = ops;
 	r->secs = secs_between(t0, t1);
+	r->cpu_secs = secs_between(c0, c1);
 
 	r->lat_alloc = hist_new();
 	r->lat_free = hist_new();
