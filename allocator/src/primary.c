@@ -1272,23 +1272,41 @@ static size_t bpurge_range(char *b, size_t block, char **lo)
 	return e > a ? e - a : 0;
 }
 
+/* Is sp, found on class cls's list, a span of cls where its slot says it
+ * is? The span table is not sealed (a stray write can reach it): the walk
+ * below trusts the slot's start, block and count only when they are the
+ * run's own (its first unit, the class's size, as many blocks as its units
+ * hold), so that every address it reads or gives back lies inside the run,
+ * in blocks of the class (a rewritten list head sent the daemon's read
+ * anywhere: test_block_purge_held). */
+static bool bpurge_span_ok(const kp__span *sp, unsigned cls)
+{
+	const kp__seg *s = (const kp__seg *)((uintptr_t)sp & ~(uintptr_t)(KP_SEG_SIZE - 1));
+	unsigned u = (unsigned)(sp - s->span);
+	return sp->kind == KP_SPAN_SMALL && sp->cls == cls && sp->head == u && u && u + sp->units <= KP_UNITS &&
+	       sp->units == span_units(cls) && sp->block == kp__class_size[cls] &&
+	       sp->start == (const char *)s + ((size_t)u << KP_UNIT_SHIFT) &&
+	       sp->nblocks == ((size_t)sp->units << KP_UNIT_SHIFT) / sp->block;
+}
+
 /* Stamp sp's free blocks with checkpoint seq, and take those stamped at the
  * one before into pool->bpurge_blk while it has room (counted in use). A
- * damaged list is left as it is. Class lock held. */
-static void bpurge_take_span(kp_pool *pool, kp__central *c, kp__span *sp, uint64_t seq)
+ * damaged slot or list is left as it is (span_pop reports a bad link when
+ * it meets it). Class lock held. */
+static void bpurge_take_span(kp_pool *pool, kp__central *c, kp__span *sp, unsigned cls, uint64_t seq)
 {
 	char *blk[KP_BPURGE_SPAN];
 	uint64_t key[KP_BPURGE_SPAN];
 	unsigned n = 0, took = 0, taken = 0;
+	if (!bpurge_span_ok(sp, cls))
+		return;
 	char *end = sp->start + (size_t)sp->nblocks * sp->block;
 	for (char *b = sp->free; b; n++) {
-		if (n == KP_BPURGE_SPAN)
-			return;
+		if (n == KP_BPURGE_SPAN || b < sp->start || b >= end || (size_t)(b - sp->start) % sp->block)
+			return; /* the head too: the slot is not sealed, and the link of any address would be read */
 		key[n] = kp__hkey(pool->secret, b);
 		blk[n] = b;
 		b = kp__link_get_k(key[n], b);
-		if (b && (b < sp->start || b >= end || (size_t)(b - sp->start) % sp->block))
-			return;
 	}
 	for (unsigned i = 0; i < n; i++) {
 		uint64_t st = bstamp_get(blk[i]);
@@ -1315,12 +1333,19 @@ static void bpurge_take_span(kp_pool *pool, kp__central *c, kp__span *sp, uint64
 	KP_ASSERT(1, span_is_valid(pool, sp, false));
 }
 
-/* Return the blocks held (pool->bpurge_blk) to their spans. */
+/* Return the blocks held (pool->bpurge_blk) to their spans. Each leaves
+ * the count of held blocks under the class lock it goes back under, so
+ * that whenever the daemon holds no class lock the count says which blocks
+ * are still held: a fork then (fork_prepare takes every class lock) gives
+ * the child those, and the child's next pass returns them. The count
+ * cleared after the last unlock had a child forked in between return the
+ * whole batch a second time (each block twice on its list, handed out
+ * twice: test_block_purge_held). */
 static void bpurge_return(kp_pool *pool)
 {
 	pthread_mutex_t *locked = NULL;
-	for (unsigned i = 0; i < pool->bpurge_n; i++) {
-		char *b = pool->bpurge_blk[i];
+	while (pool->bpurge_n) {
+		char *b = pool->bpurge_blk[pool->bpurge_n - 1];
 		kp__seg *s;
 		kp__span *sp = span_of(b, &s);
 		kp__central *c = &pool->central[sp->cls];
@@ -1332,10 +1357,10 @@ static void bpurge_return(kp_pool *pool)
 			locked = lock;
 		}
 		span_give(pool, c, s, sp, b, kp__hkey(pool->secret, b));
+		pool->bpurge_n--;
 	}
 	if (locked)
 		pthread_mutex_unlock(locked);
-	pool->bpurge_n = 0;
 }
 
 /* One checkpoint: returns the blocks whose pages were given back. */
@@ -1366,7 +1391,7 @@ static int blocks_purge(kp_pool *pool)
 				if (!span_slot_ok(pool, next))
 					break;
 				if (!sp->quarantined)
-					bpurge_take_span(pool, c, sp, seq);
+					bpurge_take_span(pool, c, sp, cls, seq);
 			}
 			more = sp && pool->bpurge_n == KP_BPURGE_BATCH;
 			pthread_mutex_unlock(kp__class_lock(pool, cls));
