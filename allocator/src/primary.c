@@ -1238,7 +1238,9 @@ int kp__primary_shrink(kp_pool *pool, size_t keep)
  * and counted as in use (the span is not released under them), held in
  * pool->bpurge_blk, given back, and returned as a thread returns blocks
  * (span_give). Only the daemon holds blocks (its passes are serialized): a
- * pass that finds some held was cut short by fork, in this child.
+ * pass that finds some held was cut short by fork, in this child, or met a
+ * class lock it did not get (bpurge_lock: the daemon does not wait on an
+ * allocating thread).
  *
  * Not with poison on: a poisoned block is checked on reuse, and a page
  * given back reads zero. */
@@ -1338,6 +1340,27 @@ static void bpurge_take_span(kp_pool *pool, kp__central *c, kp__span *sp, unsign
 	KP_ASSERT(1, span_is_valid(pool, sp, false));
 }
 
+/* The daemon's take of a class lock, false when it is not had within
+ * KP_BPURGE_LOCK_NS. A thread holds one for a batch (microseconds), except
+ * one that found no free units and waits under it for the daemon's next
+ * segment (run_alloc, grow_wait_us): a daemon waiting on that thread for
+ * the lock neither grew nor finished its pass until the thread gave up and
+ * mapped the segment itself, a system call on the allocation path
+ * (test_block_purge_held: 1000 ms and 2 mmap calls with grow_wait_us:1s).
+ * The daemon leaves such a class to its next pass instead. */
+#define KP_BPURGE_LOCK_NS 1000000 /* 1 ms: a thousand batches of another thread */
+static bool bpurge_lock(pthread_mutex_t *m)
+{
+	if (pthread_mutex_trylock(m) == 0)
+		return true;
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	uint64_t ns = (uint64_t)ts.tv_nsec + KP_BPURGE_LOCK_NS;
+	ts.tv_sec += (time_t)(ns / 1000000000ull);
+	ts.tv_nsec = (long)(ns % 1000000000ull);
+	return pthread_mutex_timedlock(m, &ts) == 0;
+}
+
 /* Return the blocks held (pool->bpurge_blk) to their spans. Each leaves
  * the count of held blocks under the class lock it goes back under, so
  * that whenever the daemon holds no class lock the count says which blocks
@@ -1349,6 +1372,8 @@ static void bpurge_take_span(kp_pool *pool, kp__central *c, kp__span *sp, unsign
 static void bpurge_return(kp_pool *pool)
 {
 	pthread_mutex_t *locked = NULL;
+	/* A class lock not had (bpurge_lock) leaves the rest held, counted in
+	 * use, until the next pass. */
 	while (pool->bpurge_n) {
 		char *b = pool->bpurge_blk[pool->bpurge_n - 1];
 		kp__seg *s;
@@ -1358,8 +1383,9 @@ static void bpurge_return(kp_pool *pool)
 		if (lock != locked) {
 			if (locked)
 				pthread_mutex_unlock(locked);
-			pthread_mutex_lock(lock);
-			locked = lock;
+			locked = bpurge_lock(lock) ? lock : NULL;
+			if (!locked)
+				break;
 		}
 		span_give(pool, c, s, sp, b, kp__hkey(pool->secret, b));
 		pool->bpurge_n--;
@@ -1372,7 +1398,9 @@ static void bpurge_return(kp_pool *pool)
 static int blocks_purge(kp_pool *pool)
 {
 	if (pool->bpurge_n)
-		bpurge_return(pool); /* held when a fork cut a pass short */
+		bpurge_return(pool); /* held when a fork cut a pass short, or a class lock was busy */
+	if (pool->bpurge_n)
+		return 0;
 	uint64_t now = kp__pool_now(pool), gap = pool->conf.decay_ms < KP_BPURGE_MS ? pool->conf.decay_ms : KP_BPURGE_MS;
 	if (pool->conf.poison || now < pool->bpurge_at_ns)
 		return 0;
@@ -1388,7 +1416,8 @@ static int blocks_purge(kp_pool *pool)
 		kp__central *c = &pool->central[cls];
 		bool more = true;
 		while (more && rounds < KP_BPURGE_ROUNDS) {
-			pthread_mutex_lock(kp__class_lock(pool, cls));
+			if (!bpurge_lock(kp__class_lock(pool, cls)))
+				break; /* at the next pass */
 			size_t left = spans;
 			kp__span *sp = c->partial, *next;
 			for (; sp && left-- && pool->bpurge_n < KP_BPURGE_BATCH; sp = next) {
@@ -1415,6 +1444,8 @@ static int blocks_purge(kp_pool *pool)
 				}
 			}
 			bpurge_return(pool);
+			if (pool->bpurge_n)
+				return purged; /* a class lock busy: the rest at the next pass */
 		}
 	}
 	return purged;

@@ -24,6 +24,12 @@
  *     and handed them out twice (a fork from another thread lands there on
  *     its own: 41 of 24,450 forks in one 8 s run with both threads on one
  *     CPU, the forker waiting on that class lock);
+ *   - a waiting thread: a thread that finds no free units waits for the
+ *     daemon's next segment (grow_wait_us) holding its class lock; the
+ *     daemon, in its walk, waited for that lock, so neither grew nor ended
+ *     its pass until the thread gave up and mapped a segment itself (1000 ms
+ *     and 2 mmap calls on the allocation path with grow_wait_us:1s); it now
+ *     leaves a class whose lock it does not get within 1 ms to its next pass;
  *   - damaged span table: a span slot's free-list head or geometry
  *     rewritten (the span table is not sealed; test_probe does the same to
  *     the probe) must not send the daemon's reads or writes outside the
@@ -372,8 +378,105 @@ static void test_damaged_span_table(void)
 	}
 }
 
+/* ---- the daemon never waits on an allocating thread ------------------------ */
+
+/* A thread that finds no free units waits up to grow_wait_us for the
+ * daemon's next segment, holding the class lock it carves under. The
+ * daemon, stopped inside its purge of class A (the madvise hook), goes on
+ * once that thread waits; the walk reaches class B, whose lock the thread
+ * holds. */
+#define WAIT_US 1000000 /* grow_wait_us: what a daemon stuck on the lock costs the thread */
+static sem_t purge_paused, purge_go;
+static _Atomic int paused_once;
+static _Atomic uint64_t alloc_since_ns;
+static unsigned cls_a, cls_b;
+
+/* Where class c comes in checkpoint seq's walk (blocks_purge's order). */
+static unsigned walk_pos(unsigned c, uint64_t seq)
+{
+	unsigned first = kp__class_of(16384), n = KP_NCLASS - first;
+	return (unsigned)((c - first + n - seq % n) % n);
+}
+
+static void pause_in_purge(void *addr, size_t len)
+{
+	(void)len;
+	uint64_t seq = pool->bpurge_seq + 1; /* the daemon's own field, read on its thread */
+	if (!freed_at(addr) || walk_pos(cls_b, seq) <= walk_pos(cls_a, seq) || atomic_exchange(&paused_once, 1))
+		return;
+	sem_post(&purge_paused);
+	sem_wait(&purge_go);
+}
+
+static void *release_when_waiting(void *arg)
+{
+	(void)arg;
+	for (;;) {
+		uint64_t t0 = atomic_load(&alloc_since_ns);
+		if (t0 && kt_now_ns() - t0 > 20000000ull) /* 20 ms in one allocation: it waits */
+			break;
+		kt_sleep_ms(1);
+	}
+	sem_post(&purge_go);
+	return NULL;
+}
+
+static void test_daemon_does_not_wait_on_a_waiting_thread(void)
+{
+	char conf[128];
+	snprintf(conf, sizeof conf, "prefault:off,high_wm:8m,low_wm:8m,grow_wait_us:%u,seed:25", WAIT_US);
+	pool = kp_create(conf);
+	REQUIRE(pool != NULL, "kp_create: %s", kp_last_error());
+	sem_init(&purge_paused, 0, 0);
+	sem_init(&purge_go, 0, 0);
+	/* A: the 40 KiB class (blk[], freed ones to purge); B: another lock's */
+	cls_a = kp__class_of(BLK + KP_HDR + KP_CANARY);
+	cls_b = cls_a + 2;
+	REQUIRE(kp__class_lock(pool, cls_b) != kp__class_lock(pool, cls_a), "classes A and B share a lock");
+	take_and_free_half();
+	atomic_store(&madvise_hook, pause_in_purge);
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += 10;
+	REQUIRE(sem_timedwait(&purge_paused, &ts) == 0, "the daemon gave back no page of a freed block in 10 s");
+	/* the daemon is stopped in its walk, before class B: take B's blocks
+	 * until the free units run out and an allocation waits */
+	pthread_t t;
+	REQUIRE(pthread_create(&t, NULL, release_when_waiting, NULL) == 0, "pthread_create");
+	int64_t mmaps0 = kt_stat(pool, "syscalls.alloc.mmap");
+	size_t size = kp__class_size[cls_b] - KP_HDR - KP_CANARY;
+	static void *b[8192];
+	unsigned n = 0;
+	uint64_t longest = 0;
+	for (; n < 8192; n++) {
+		uint64_t t0 = kt_now_ns();
+		atomic_store(&alloc_since_ns, t0);
+		b[n] = kp_alloc(pool, size, 0);
+		atomic_store(&alloc_since_ns, 0);
+		uint64_t dt = kt_now_ns() - t0;
+		longest = dt > longest ? dt : longest;
+		if (!b[n] || dt > 20000000ull)
+			break;
+	}
+	pthread_join(t, NULL);
+	atomic_store(&madvise_hook, NULL);
+	int64_t mmaps = kt_stat(pool, "syscalls.alloc.mmap") - mmaps0;
+	printf("   %u blocks of %u B; the one that waited for the daemon: %.0f ms (grow_wait_us %u ms), "
+	       "%lld mmap on the allocation path\n",
+	       n, kp__class_size[cls_b], (double)longest / 1e6, WAIT_US / 1000, (long long)mmaps);
+	CHECK(longest < WAIT_US * 1000ull / 2,
+	      "an allocation waited %.0f ms for a segment: the daemon waited for its class lock (grow_wait_us %u ms)",
+	      (double)longest / 1e6, WAIT_US / 1000);
+	CHECK(mmaps == 0, "%lld mmap calls on the allocation path: the daemon did not grow while it waited",
+	      (long long)mmaps);
+	for (unsigned i = 0; i <= n && i < 8192; i++)
+		kp_free(pool, b[i]);
+	kp_destroy(pool);
+}
+
 int main(void)
 {
+	RUN(test_daemon_does_not_wait_on_a_waiting_thread);
 	RUN(test_held_blocks_stay_held);
 	RUN(test_destroy_while_held);
 	RUN(test_fork_while_held);
