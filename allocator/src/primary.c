@@ -1238,7 +1238,9 @@ int kp__primary_shrink(kp_pool *pool, size_t keep)
  * and counted as in use (the span is not released under them), held in
  * pool->bpurge_blk, given back, and returned as a thread returns blocks
  * (span_give). Only the daemon holds blocks (its passes are serialized): a
- * pass that finds some held was cut short by fork, in this child.
+ * pass that finds some held was cut short by fork, in this child, or met a
+ * class lock it did not get (bpurge_lock: the daemon does not wait on an
+ * allocating thread).
  *
  * Not with poison on: a poisoned block is checked on reuse, and a page
  * given back reads zero. */
@@ -1259,7 +1261,12 @@ int kp__primary_shrink(kp_pool *pool, size_t keep)
  * quarantines its span when it follows the bad link. */
 #define KP_BPURGE_SPAN 16
 /* Batches of KP_BPURGE_BATCH blocks per checkpoint, at most: the rest are
- * given back at the next one. 16 batches are 1024 blocks, 16 MiB or more. */
+ * given back at the next one. 16 batches are 1024 blocks, 16 MiB or more.
+ * Only a batch that took blocks counts, and each checkpoint starts at the
+ * next class, so that every class gets its turn: with one round counted per
+ * class visited, 16 rounds ended at the 60 KiB class (there are 25 classes
+ * of 16 KiB and more), and free blocks of 64-128 KiB were never given back
+ * (test_block_purge_classes). */
 #define KP_BPURGE_ROUNDS 16
 
 /* The whole pages inside free block b of block bytes past its first 32
@@ -1272,23 +1279,41 @@ static size_t bpurge_range(char *b, size_t block, char **lo)
 	return e > a ? e - a : 0;
 }
 
+/* Is sp, found on class cls's list, a span of cls where its slot says it
+ * is? The span table is not sealed (a stray write can reach it): the walk
+ * below trusts the slot's start, block and count only when they are the
+ * run's own (its first unit, the class's size, as many blocks as its units
+ * hold), so that every address it reads or gives back lies inside the run,
+ * in blocks of the class (a rewritten list head sent the daemon's read
+ * anywhere: test_block_purge_held). */
+static bool bpurge_span_ok(const kp__span *sp, unsigned cls)
+{
+	const kp__seg *s = (const kp__seg *)((uintptr_t)sp & ~(uintptr_t)(KP_SEG_SIZE - 1));
+	unsigned u = (unsigned)(sp - s->span);
+	return sp->kind == KP_SPAN_SMALL && sp->cls == cls && sp->head == u && u && u + sp->units <= KP_UNITS &&
+	       sp->units == span_units(cls) && sp->block == kp__class_size[cls] &&
+	       sp->start == (const char *)s + ((size_t)u << KP_UNIT_SHIFT) &&
+	       sp->nblocks == ((size_t)sp->units << KP_UNIT_SHIFT) / sp->block;
+}
+
 /* Stamp sp's free blocks with checkpoint seq, and take those stamped at the
  * one before into pool->bpurge_blk while it has room (counted in use). A
- * damaged list is left as it is. Class lock held. */
-static void bpurge_take_span(kp_pool *pool, kp__central *c, kp__span *sp, uint64_t seq)
+ * damaged slot or list is left as it is (span_pop reports a bad link when
+ * it meets it). Class lock held. */
+static void bpurge_take_span(kp_pool *pool, kp__central *c, kp__span *sp, unsigned cls, uint64_t seq)
 {
 	char *blk[KP_BPURGE_SPAN];
 	uint64_t key[KP_BPURGE_SPAN];
 	unsigned n = 0, took = 0, taken = 0;
+	if (!bpurge_span_ok(sp, cls))
+		return;
 	char *end = sp->start + (size_t)sp->nblocks * sp->block;
 	for (char *b = sp->free; b; n++) {
-		if (n == KP_BPURGE_SPAN)
-			return;
+		if (n == KP_BPURGE_SPAN || b < sp->start || b >= end || (size_t)(b - sp->start) % sp->block)
+			return; /* the head too: the slot is not sealed, and the link of any address would be read */
 		key[n] = kp__hkey(pool->secret, b);
 		blk[n] = b;
 		b = kp__link_get_k(key[n], b);
-		if (b && (b < sp->start || b >= end || (size_t)(b - sp->start) % sp->block))
-			return;
 	}
 	for (unsigned i = 0; i < n; i++) {
 		uint64_t st = bstamp_get(blk[i]);
@@ -1315,12 +1340,42 @@ static void bpurge_take_span(kp_pool *pool, kp__central *c, kp__span *sp, uint64
 	KP_ASSERT(1, span_is_valid(pool, sp, false));
 }
 
-/* Return the blocks held (pool->bpurge_blk) to their spans. */
+/* The daemon's take of a class lock, false when it is not had within
+ * KP_BPURGE_LOCK_NS. A thread holds one for a batch (microseconds), except
+ * one that found no free units and waits under it for the daemon's next
+ * segment (run_alloc, grow_wait_us): a daemon waiting on that thread for
+ * the lock neither grew nor finished its pass until the thread gave up and
+ * mapped the segment itself, a system call on the allocation path
+ * (test_block_purge_held: 1000 ms and 2 mmap calls with grow_wait_us:1s).
+ * The daemon leaves such a class to its next pass instead. */
+#define KP_BPURGE_LOCK_NS 1000000 /* 1 ms: a thousand batches of another thread */
+static bool bpurge_lock(pthread_mutex_t *m)
+{
+	if (pthread_mutex_trylock(m) == 0)
+		return true;
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	uint64_t ns = (uint64_t)ts.tv_nsec + KP_BPURGE_LOCK_NS;
+	ts.tv_sec += (time_t)(ns / 1000000000ull);
+	ts.tv_nsec = (long)(ns % 1000000000ull);
+	return pthread_mutex_timedlock(m, &ts) == 0;
+}
+
+/* Return the blocks held (pool->bpurge_blk) to their spans. Each leaves
+ * the count of held blocks under the class lock it goes back under, so
+ * that whenever the daemon holds no class lock the count says which blocks
+ * are still held: a fork then (fork_prepare takes every class lock) gives
+ * the child those, and the child's next pass returns them. The count
+ * cleared after the last unlock had a child forked in between return the
+ * whole batch a second time (each block twice on its list, handed out
+ * twice: test_block_purge_held). */
 static void bpurge_return(kp_pool *pool)
 {
 	pthread_mutex_t *locked = NULL;
-	for (unsigned i = 0; i < pool->bpurge_n; i++) {
-		char *b = pool->bpurge_blk[i];
+	/* A class lock not had (bpurge_lock) leaves the rest held, counted in
+	 * use, until the next pass. */
+	while (pool->bpurge_n) {
+		char *b = pool->bpurge_blk[pool->bpurge_n - 1];
 		kp__seg *s;
 		kp__span *sp = span_of(b, &s);
 		kp__central *c = &pool->central[sp->cls];
@@ -1328,21 +1383,24 @@ static void bpurge_return(kp_pool *pool)
 		if (lock != locked) {
 			if (locked)
 				pthread_mutex_unlock(locked);
-			pthread_mutex_lock(lock);
-			locked = lock;
+			locked = bpurge_lock(lock) ? lock : NULL;
+			if (!locked)
+				break;
 		}
 		span_give(pool, c, s, sp, b, kp__hkey(pool->secret, b));
+		pool->bpurge_n--;
 	}
 	if (locked)
 		pthread_mutex_unlock(locked);
-	pool->bpurge_n = 0;
 }
 
 /* One checkpoint: returns the blocks whose pages were given back. */
 static int blocks_purge(kp_pool *pool)
 {
 	if (pool->bpurge_n)
-		bpurge_return(pool); /* held when a fork cut a pass short */
+		bpurge_return(pool); /* held when a fork cut a pass short, or a class lock was busy */
+	if (pool->bpurge_n)
+		return 0;
 	uint64_t now = kp__pool_now(pool), gap = pool->conf.decay_ms < KP_BPURGE_MS ? pool->conf.decay_ms : KP_BPURGE_MS;
 	if (pool->conf.poison || now < pool->bpurge_at_ns)
 		return 0;
@@ -1352,13 +1410,14 @@ static int blocks_purge(kp_pool *pool)
 	kp__pool_lock(pool);
 	size_t spans = pool->units_total + 1; /* a span holds a unit at least: a longer list is damaged */
 	pthread_mutex_unlock(&pool->lock);
-	for (unsigned cls = 0, rounds = 0; cls < KP_NCLASS && rounds < KP_BPURGE_ROUNDS; cls++) {
-		if (kp__class_size[cls] < KP_BPURGE_MIN)
-			continue;
+	unsigned first = kp__class_of(KP_BPURGE_MIN), nbig = KP_NCLASS - first, rounds = 0;
+	for (unsigned k = 0; k < nbig && rounds < KP_BPURGE_ROUNDS; k++) {
+		unsigned cls = first + (unsigned)((seq + k) % nbig);
 		kp__central *c = &pool->central[cls];
 		bool more = true;
-		while (more && rounds++ < KP_BPURGE_ROUNDS) {
-			pthread_mutex_lock(kp__class_lock(pool, cls));
+		while (more && rounds < KP_BPURGE_ROUNDS) {
+			if (!bpurge_lock(kp__class_lock(pool, cls)))
+				break; /* at the next pass */
 			size_t left = spans;
 			kp__span *sp = c->partial, *next;
 			for (; sp && left-- && pool->bpurge_n < KP_BPURGE_BATCH; sp = next) {
@@ -1366,12 +1425,13 @@ static int blocks_purge(kp_pool *pool)
 				if (!span_slot_ok(pool, next))
 					break;
 				if (!sp->quarantined)
-					bpurge_take_span(pool, c, sp, seq);
+					bpurge_take_span(pool, c, sp, cls, seq);
 			}
 			more = sp && pool->bpurge_n == KP_BPURGE_BATCH;
 			pthread_mutex_unlock(kp__class_lock(pool, cls));
 			if (!pool->bpurge_n)
 				break;
+			rounds++;
 			for (unsigned i = 0; i < pool->bpurge_n; i++) {
 				char *b = pool->bpurge_blk[i], *lo;
 				size_t len = bpurge_range(b, kp__class_size[cls], &lo);
@@ -1384,6 +1444,8 @@ static int blocks_purge(kp_pool *pool)
 				}
 			}
 			bpurge_return(pool);
+			if (pool->bpurge_n)
+				return purged; /* a class lock busy: the rest at the next pass */
 		}
 	}
 	return purged;
