@@ -344,7 +344,12 @@ def test_daemon_grows_ahead_of_the_allocating_thread() -> None:
 
     Session 6: the floor follows the bytes in use (high_wm:auto) and the headroom share ramps up over
     passes that find growth (a program's start no longer pre-faults 8 MiB beside a few MB): the start
-    costs 820-970 faults here, so its bound is 5 MiB (1,280); past it, 80-95 faults for 61,440 pages."""
+    costs 820-970 faults here, so its bound is 5 MiB (1,280); past it, 80-95 faults for 61,440 pages.
+
+    Session 7: 75 size classes (twice as many spans start in 4-64 KiB) and thread caches bounded by bytes
+    moved the start to 1,050-1,270 faults on a loaded machine (730-1,130 just before, same runs
+    alternated; one CI run reached 1,351), so the bound is 6 MiB (1,536 of the 4,096 pages a peer
+    faults); the steady-state bound (under 1%, the issue's guarantee) is unchanged: 24-107 faults."""
     rng = random.Random(3)
     total, start = 256 * MiB, 16 * MiB
     # grow_wait_us: on a loaded 2-core machine (pytest -n auto) the daemon thread can be descheduled
@@ -371,6 +376,6 @@ def test_daemon_grows_ahead_of_the_allocating_thread() -> None:
     assert at_start is not None
     assert stats["syscalls"]["alloc"]["mmap"] == 0
     assert stats["primary"]["grows"] > 0
-    assert at_start - before < 5 * MiB / PAGE, f"{at_start - before} page faults in the first 16 MiB"
+    assert at_start - before < 6 * MiB / PAGE, f"{at_start - before} page faults in the first 16 MiB"
     steady = (total - start) // PAGE
     assert after - at_start < 0.01 * steady, f"{after - at_start} page faults for {steady} pages"
