@@ -173,6 +173,22 @@ static inline long kt_rss_kb(void)
 	return resident < 0 ? -1 : resident * 4;
 }
 
+/* A "Key: value kB" line of /proc/self/status (VmRSS, VmHWM), in KiB; -1 if
+ * unread. */
+static inline long kt_status_kb(const char *key)
+{
+	FILE *f = fopen("/proc/self/status", "r");
+	char line[256];
+	long v = -1;
+	size_t n = strlen(key);
+	while (f != NULL && fgets(line, sizeof line, f) != NULL)
+		if (!strncmp(line, key, n) && line[n] == ':')
+			v = atol(line + n + 1);
+	if (f != NULL)
+		fclose(f);
+	return v;
+}
+
 #define RUN(fn) ktest_run_(#fn, fn)
 
 static inline void ktest_run_(const char *name, void (*fn)(void))

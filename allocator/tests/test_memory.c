@@ -27,25 +27,11 @@
 #define MiB ((size_t)1 << 20)
 #define GiB ((size_t)1 << 30)
 
-static long status_kb(const char *key)
-{
-	FILE *f = fopen("/proc/self/status", "r");
-	char line[256];
-	long v = -1;
-	size_t n = strlen(key);
-	while (f != NULL && fgets(line, sizeof line, f) != NULL)
-		if (!strncmp(line, key, n) && line[n] == ':')
-			v = atol(line + n + 1);
-	if (f != NULL)
-		fclose(f);
-	return v;
-}
-
 /* Each RUN is a fresh child: nothing of an earlier test is resident. */
 static void test_idle_rss(void)
 {
 	unsetenv("KPOOL_CONF");
-	long rss0 = status_kb("VmRSS");
+	long rss0 = kt_status_kb("VmRSS");
 	kp_pool *pool = kp_create(NULL);
 	REQUIRE(pool != NULL, "kp_create: %s", kp_last_error());
 	enum { N = 1000, SIZE = 100 }; /* ~100 KB live */
@@ -57,7 +43,7 @@ static void test_idle_rss(void)
 	}
 	/* idle: the daemon's first passes (woken at once, then its timer) */
 	kt_sleep_ms(500);
-	long rss = status_kb("VmRSS");
+	long rss = kt_status_kb("VmRSS");
 	int64_t backup = kt_stat(pool, "backup.capacity_bytes");
 	int64_t cap = kt_stat(pool, "primary.capacity_bytes");
 	printf("   idle RSS %ld KiB (process before the pool %ld KiB), backup reserve %lld KiB, primary capacity "
@@ -128,7 +114,7 @@ static long small_program(kp_pool *pool)
 		if (i == STEPS / 2)
 			kt_sleep_ms(300); /* the daemon's timer passes see a steady program */
 	}
-	return status_kb("VmHWM");
+	return kt_status_kb("VmHWM");
 }
 
 static long small_program_child(bool kpool)

@@ -117,20 +117,6 @@ static void *consume(void *arg)
 	return NULL;
 }
 
-static long status_kb(const char *key)
-{
-	FILE *f = fopen("/proc/self/status", "r");
-	char line[256];
-	long v = -1;
-	size_t n = strlen(key);
-	while (f != NULL && fgets(line, sizeof line, f) != NULL)
-		if (!strncmp(line, key, n) && line[n] == ':')
-			v = atol(line + n + 1);
-	if (f != NULL)
-		fclose(f);
-	return v;
-}
-
 /* Run the program; its peak RSS (VmHWM) in KiB, or < 0 when it failed. */
 static long prodcons(void)
 {
@@ -165,7 +151,7 @@ static long prodcons(void)
 		return -12;
 	if (made != seen)
 		return -13;
-	return status_kb("VmHWM");
+	return kt_status_kb("VmHWM");
 }
 
 /* The program in a fresh child, on a default pool or on malloc. */
