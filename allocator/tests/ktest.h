@@ -189,6 +189,32 @@ static inline long kt_status_kb(const char *key)
 	return v;
 }
 
+/* fn(arg) run in a fresh child (fork), its result sent back through a pipe:
+ * a measure of a new process (its peak RSS) that nothing the parent did
+ * weighs on. Negative when the child failed: -3 no answer, -4 a short one,
+ * -5 no pipe, -6 no fork. */
+static inline long kt_in_child(long (*fn)(void *), void *arg)
+{
+	int fd[2];
+	if (pipe(fd) != 0)
+		return -5;
+	pid_t pid = fork();
+	if (pid < 0)
+		return -6;
+	if (pid == 0) {
+		close(fd[0]);
+		long v = fn(arg);
+		ssize_t w = write(fd[1], &v, sizeof v);
+		_exit(w == (ssize_t)sizeof v ? 0 : 1);
+	}
+	close(fd[1]);
+	long v = -3;
+	ssize_t r = read(fd[0], &v, sizeof v);
+	close(fd[0]);
+	waitpid(pid, NULL, 0);
+	return r == (ssize_t)sizeof v ? v : r == 0 ? -3 : -4;
+}
+
 #define RUN(fn) ktest_run_(#fn, fn)
 
 static inline void ktest_run_(const char *name, void (*fn)(void))

@@ -117,32 +117,24 @@ static long small_program(kp_pool *pool)
 	return kt_status_kb("VmHWM");
 }
 
+/* small_program in a fresh child (kt_in_child): its peak less the backup
+ * reserve on a default pool (*(bool *)kpool), or on malloc. */
+static long small_program_in_child(void *kpool)
+{
+	kp_pool *pool = NULL;
+	if (*(bool *)kpool)
+		pool = kp_create(NULL);
+	long hwm = *(bool *)kpool && pool == NULL ? -2 : small_program(pool);
+	if (pool != NULL)
+		hwm = hwm * 1024 > kt_stat(pool, "backup.capacity_bytes")
+			      ? hwm - (long)(kt_stat(pool, "backup.capacity_bytes") >> 10)
+			      : hwm;
+	return hwm;
+}
+
 static long small_program_child(bool kpool)
 {
-	int fd[2];
-	if (pipe(fd) != 0)
-		return -5;
-	pid_t pid = fork();
-	if (pid < 0)
-		return -6;
-	if (pid == 0) {
-		close(fd[0]);
-		kp_pool *pool = NULL;
-		if (kpool)
-			pool = kp_create(NULL);
-		long hwm = kpool && pool == NULL ? -2 : small_program(pool);
-		if (pool != NULL)
-			hwm = hwm * 1024 > kt_stat(pool, "backup.capacity_bytes") ? hwm - (long)(kt_stat(pool,
-					"backup.capacity_bytes") >> 10) : hwm;
-		ssize_t w = write(fd[1], &hwm, sizeof hwm);
-		_exit(w == (ssize_t)sizeof hwm ? 0 : 1);
-	}
-	close(fd[1]);
-	long hwm = -3;
-	ssize_t r = read(fd[0], &hwm, sizeof hwm);
-	close(fd[0]);
-	waitpid(pid, NULL, 0);
-	return r == (ssize_t)sizeof hwm ? hwm : -4;
+	return kt_in_child(small_program_in_child, &kpool);
 }
 
 static void test_small_program_peak(void)

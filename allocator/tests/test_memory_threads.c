@@ -154,30 +154,19 @@ static long prodcons(void)
 	return kt_status_kb("VmHWM");
 }
 
-/* The program in a fresh child, on a default pool or on malloc. */
+/* The program in a fresh child (kt_in_child), on a default pool or on
+ * malloc: *(bool *)kpool says which. */
+static long in_child(void *kpool)
+{
+	unsetenv("KPOOL_CONF");
+	if (*(bool *)kpool)
+		g.pool = kp_create(NULL);
+	return *(bool *)kpool && g.pool == NULL ? -2 : prodcons();
+}
+
 static long child(bool kpool)
 {
-	int fd[2];
-	if (pipe(fd) != 0)
-		return -5;
-	pid_t pid = fork();
-	if (pid < 0)
-		return -6;
-	if (pid == 0) {
-		close(fd[0]);
-		unsetenv("KPOOL_CONF");
-		if (kpool)
-			g.pool = kp_create(NULL);
-		long hwm = kpool && g.pool == NULL ? -2 : prodcons();
-		ssize_t w = write(fd[1], &hwm, sizeof hwm);
-		_exit(w == (ssize_t)sizeof hwm ? 0 : 1);
-	}
-	close(fd[1]);
-	long hwm = -3;
-	ssize_t r = read(fd[0], &hwm, sizeof hwm);
-	close(fd[0]);
-	waitpid(pid, NULL, 0);
-	return r == (ssize_t)sizeof hwm ? hwm : -4;
+	return kt_in_child(in_child, &kpool);
 }
 
 enum { REPEATS = 5 };
