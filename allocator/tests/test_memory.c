@@ -243,7 +243,11 @@ static void test_auto_floor_with_low_wm(void)
 {
 	long long base = churn_wakeups("high_wm:8m,low_wm:8m"), low = churn_wakeups("low_wm:8m");
 	printf("   daemon wakeups: %lld with low_wm:8m, %lld with high_wm:8m,low_wm:8m\n", low, base);
-	CHECK(low <= 3 * base + 50, "low_wm:8m under high_wm:auto: %lld daemon wakeups (%lld with high_wm:8m)", low,
+	/* The defect this guards against woke the daemon 587 times (against 5).
+	 * Both counts are noisy on a shared machine: 2-50 each in release and
+	 * ASan here, and a fresh-clone CI run under ASan measured 76 against 2,
+	 * over the old margin of 50; 150 keeps the defect an order over it. */
+	CHECK(low <= 3 * base + 150, "low_wm:8m under high_wm:auto: %lld daemon wakeups (%lld with high_wm:8m)", low,
 	      base);
 }
 
