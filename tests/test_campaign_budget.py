@@ -272,3 +272,19 @@ def test_a_campaign_in_which_no_job_ran_is_not_clean(
     out = capsys.readouterr().out
     assert rc == 1, out
     assert "clean" not in out.splitlines()[0] and "no job ran" in out, out
+
+
+def test_a_failed_workload_line_names_what_broke(tmp_path: Path) -> None:
+    """A CI run printed 'workload paced-growth FAIL alloc p99 647 ns, free p99 568 ns' and nothing
+    else: the latencies were within their bounds, and the report that said which SLO broke was in a
+    temporary folder gone with the test. The line names each broken SLO with its value and bound."""
+    c = _interrupted_campaign(tmp_path)
+    path = tmp_path / "stress-steady-small" / "stress.json"
+    data = json.loads(path.read_text())
+    slo = next(s for s in data["workloads"][0]["slo"] if s["slo"] == "max_alloc_path_syscalls")
+    slo.update(value=3, ok=False)
+    data["workloads"][0]["passed"] = False
+    path.write_text(json.dumps(data))
+    report = campaign.collect(c, tmp_path, coverage=False)
+    line = next(x for x in campaign.summary(report, tmp_path, c).splitlines() if "steady-small" in x)
+    assert "FAIL" in line and "max_alloc_path_syscalls 3 (bound <= 0)" in line, line

@@ -6,6 +6,8 @@
  */
 #include "kpdriver.h"
 
+#include <dirent.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -32,8 +34,21 @@ struct sample {
 	int b_active;
 };
 
+/* The grow daemon's wait for a CPU: run_delay from the kernel's schedstat of
+ * the thread named kpool-daemon (the time it was runnable but not running).
+ * A verdict on the allocation path's system calls means little when the
+ * machine kept the daemon off every CPU for longer than the allocation path
+ * waits for it (grow_wait_us): the runner reads this to tell the two apart. */
+struct daemon_sched {
+	pid_t tid;		 /* 0: not found yet (no pool, glibc, or not started) */
+	bool found;		 /* read at least once */
+	uint64_t first, last;	 /* run_delay at the first and the last read, ns */
+	uint64_t max_step;	 /* the largest growth between two reads, ns */
+};
+
 struct kpd_monitor {
 	pthread_t th;
+	struct daemon_sched ds;
 	_Atomic int stop;
 	uint64_t counts[KP_EV__COUNT + 1];
 	uint64_t total;
@@ -101,6 +116,61 @@ static char *stats_json(kp_pool *pool)
 	return buf;
 }
 
+/* The contents of a small /proc file into buf (NUL-terminated); false if
+ * it cannot be read. */
+static bool read_small(const char *path, char *buf, size_t size)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return false;
+	ssize_t n = read(fd, buf, size - 1);
+	close(fd);
+	if (n <= 0)
+		return false;
+	buf[n] = 0;
+	return true;
+}
+
+static pid_t find_daemon(void)
+{
+	DIR *d = opendir("/proc/self/task");
+	if (!d)
+		return 0;
+	pid_t tid = 0;
+	struct dirent *e;
+	char path[300], comm[32];
+	while (!tid && (e = readdir(d)) != NULL) {
+		if (e->d_name[0] < '0' || e->d_name[0] > '9')
+			continue;
+		snprintf(path, sizeof path, "/proc/self/task/%s/comm", e->d_name);
+		if (read_small(path, comm, sizeof comm) && strcmp(comm, "kpool-daemon\n") == 0)
+			tid = (pid_t)atoi(e->d_name);
+	}
+	closedir(d);
+	return tid;
+}
+
+static void daemon_sched_read(struct daemon_sched *ds)
+{
+	if (!ds->tid && !(ds->tid = find_daemon()))
+		return;
+	char path[64], buf[128];
+	unsigned long long run_ns, delay_ns;
+	snprintf(path, sizeof path, "/proc/self/task/%d/schedstat", (int)ds->tid);
+	if (!read_small(path, buf, sizeof buf) || sscanf(buf, "%llu %llu", &run_ns, &delay_ns) != 2) {
+		ds->tid = 0; /* gone (a daemon stopped and started again): found anew next time */
+		return;
+	}
+	if (!ds->found) {
+		ds->found = true;
+		ds->first = ds->last = delay_ns;
+	}
+	if (delay_ns >= ds->last && delay_ns - ds->last > ds->max_step)
+		ds->max_step = delay_ns - ds->last;
+	if (delay_ns >= ds->last)
+		ds->last = delay_ns;
+}
+
 static void sample(struct kpd_run *run, struct kpd_monitor *m, uint64_t now)
 {
 	if (m->nsamples >= MAX_SAMPLES)
@@ -135,6 +205,8 @@ static void *monitor_main(void *arg)
 			_exit(4);
 		}
 		drain(run, m);
+		if (run->pool)
+			daemon_sched_read(&m->ds);
 		if (pr->timeline_ms && now >= next_sample) {
 			sample(run, m, now);
 			next_sample = now + pr->timeline_ms * 1000000ull;
@@ -188,6 +260,8 @@ void kpd_monitor_stop(struct kpd_run *run)
 	atomic_store(&m->stop, 1);
 	pthread_join(m->th, NULL);
 	drain(run, m);
+	if (run->pool)
+		daemon_sched_read(&m->ds);
 	sample(run, m, kpd_now());
 	if (run->pool)
 		run->stats_json = stats_json(run->pool);
@@ -228,7 +302,7 @@ void kpd_monitor_report(FILE *out, const struct kpd_run *run)
 {
 	const struct kpd_monitor *m = run->mon;
 	if (!m) {
-		fprintf(out, "\"events\":null,\"timeline\":null");
+		fprintf(out, "\"events\":null,\"timeline\":null,\"daemon_sched\":null");
 		return;
 	}
 	fprintf(out, "\"events\":{\"total\":%llu,\"counts\":{", (unsigned long long)m->total);
@@ -260,5 +334,7 @@ void kpd_monitor_report(FILE *out, const struct kpd_run *run)
 			(unsigned long long)s->t_ms, (unsigned long long)s->ops, s->cap, s->in_use,
 			s->b_in_use, s->b_active, s->syscalls);
 	}
-	fprintf(out, "]}");
+	fprintf(out, "]},\"daemon_sched\":{\"found\":%s,\"run_delay_ms\":%.3f,\"max_step_ms\":%.3f}",
+		m->ds.found ? "true" : "false", (double)(m->ds.last - m->ds.first) / 1e6,
+		(double)m->ds.max_step / 1e6);
 }

@@ -185,7 +185,9 @@ def summary(report: RunReport, run_dir: Path, c: Campaign, finished: bool = True
     lines = [_headline(report, c, finished)]
     for w in report.workloads:
         p99 = ", ".join(f"{lat.op} p99 {lat.percentile(0.99)} ns" for lat in w.latency)
-        lines.append(f"  workload {w.name:<24} {'ok  ' if w.ok else 'FAIL'} {p99} {w.error}")
+        why = f" | broken: {'; '.join(w.broken)}" if w.broken else ""
+        why += f" | {w.rerun}" if w.rerun else ""
+        lines.append(f"  workload {w.name:<24} {'ok  ' if w.ok else 'FAIL'} {p99}{why} {w.error}")
     for f in report.fuzz:
         lines.append(
             f"  fuzz     {f.target:<24} {'ok  ' if f.ok else 'FAIL'} {f.exec_per_s:,.0f} exec/s, "

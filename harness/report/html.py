@@ -337,7 +337,9 @@ def run_page(r: RunReport) -> str:
                     f"{w.ops / w.seconds:,.0f}" if w.seconds else "",
                     ", ".join(f"{escape(k)} {_fmt_ns(v)}" for k, v in p99.items()),
                     slos,
-                    _verdict(w.ok) + (f" {escape(w.error)}" if w.error else ""),
+                    _verdict(w.ok)
+                    + (f" {escape(w.error)}" if w.error else "")
+                    + (f' <span class="muted">({escape(w.rerun)})</span>' if w.rerun else ""),
                 )
             )
         parts.append(

@@ -186,6 +186,7 @@ def _workload(w: dict[str, Any]) -> WorkloadResult:
         error="interrupted" if w.get("interrupted") else "",
         backup_allocs=int((w.get("backup") or {}).get("allocs", 0)),
         backup_peak_bytes=int((w.get("backup") or {}).get("peak_in_use_bytes", 0)),
+        rerun=str(w.get("rerun", "")),
     )
 
 

@@ -104,12 +104,26 @@ class WorkloadResult:
     # workers freed their blocks).
     backup_allocs: int = 0
     backup_peak_bytes: int = 0
+    # Why it was run a second time (the stress runner's rerun: a verdict broken while the machine kept the
+    # grow daemon off every CPU), "" when it ran once; the verdicts are the second run's.
+    rerun: str = ""
 
     @property
     def ok(self) -> bool:
         return (
             not self.error and not self.crashes and not self.integrity_errors and all(s.ok for s in self.slos)
         )
+
+    @property
+    def broken(self) -> list[str]:
+        """What made it fail, one item each: a broken SLO with its value and bound, crashes, integrity
+        errors (the error text is said apart, in ``error``)."""
+        out = [f"{s.name} {s.measured} (bound {s.limit})" for s in self.slos if not s.ok]
+        if self.crashes and not any(s.name == "crashes" for s in self.slos if not s.ok):
+            out.append(f"{self.crashes} crash(es)")
+        if self.integrity_errors and not any(s.name == "integrity_errors" for s in self.slos if not s.ok):
+            out.append(f"{self.integrity_errors} integrity error(s)")
+        return out
 
 
 @dataclass
@@ -230,6 +244,7 @@ class RunReport:
                 error=w.get("error", ""),
                 backup_allocs=w.get("backup_allocs", 0),
                 backup_peak_bytes=w.get("backup_peak_bytes", 0),
+                rerun=w.get("rerun", ""),
             )
 
         return cls(

@@ -96,6 +96,19 @@ def merge(workers: Sequence[Mapping[str, Any]], outliers_k: int = 32) -> dict[st
         "outliers": outliers,
         "damage": damage[:16],
         "start_s": _start_s(workers),
+        "daemon_sched": _daemon_sched(docs),
+    }
+
+
+def _daemon_sched(docs: Iterable[Mapping[str, Any]]) -> dict[str, float] | None:
+    """How long the grow daemon was runnable but off every CPU (kpdrive's daemon_sched, the kernel's
+    run_delay): the longest of the workers' totals and of their longest stretches; None without a daemon."""
+    found = [d["daemon_sched"] for d in docs if (d.get("daemon_sched") or {}).get("found")]
+    if not found:
+        return None
+    return {
+        "run_delay_ms": max(float(x["run_delay_ms"]) for x in found),
+        "max_step_ms": max(float(x["max_step_ms"]) for x in found),
     }
 
 

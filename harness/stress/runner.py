@@ -21,6 +21,7 @@ import os
 import re
 import secrets
 import shlex
+import shutil
 import subprocess
 import time
 from collections.abc import Callable, Sequence
@@ -289,7 +290,59 @@ def _ratio(with_i: dict[str, Any], without: dict[str, Any]) -> dict[str, dict[st
     return out
 
 
+# The system-call verdict is run once more when the daemon waited this long for a CPU in one stretch (the
+# kernel's run_delay between two of kpdrive's 5 ms reads): twice the 5 ms an allocation path waits for it in
+# the shipped paced workload (grow_wait_us). Quiet runs here read 0.5-1.1 ms; the CI failure that prompted
+# it had the daemon stopped for 213 ms; six busy loops on the worker's one CPU read 25-29 ms.
+STARVED_MS = 10.0
+# The verdicts that depend on the daemon keeping ahead, and so on its getting a CPU.
+DAEMON_SLOS = frozenset({"max_alloc_path_syscalls"})
+
+
+def _starved(result: dict[str, Any]) -> str | None:
+    """Why result's broken verdict says more about the machine than about kpool, or None: only verdicts
+    that need the daemon to keep ahead broke, and the daemon waited STARVED_MS or more for a CPU."""
+    bad = [v for v in result["slo"] if not v["ok"]]
+    ds = result.get("daemon_sched") or {}
+    waited = float(ds.get("max_step_ms", 0.0))
+    if (
+        result["passed"]
+        or result["interrupted"]
+        or result["crashes"]
+        or result["config_errors"]
+        or not bad
+        or any(v["slo"] not in DAEMON_SLOS for v in bad)
+        or waited < STARVED_MS
+    ):
+        return None
+    return f"{'; '.join(result['broken'])} while the grow daemon waited {waited:.0f} ms for a CPU"
+
+
 def run_workload(wl: Workload, opts: Options, run_dir: Path, kpdrive: Path) -> dict[str, Any]:
+    """Run wl's workers (and its baseline); a verdict broken only because the machine kept the daemon off
+    every CPU (_starved) is run once more, the first attempt kept under first_attempt and its files under
+    attempt-1/."""
+    result = _run_workload(wl, opts, run_dir, kpdrive)
+    why = _starved(result)
+    if why is None:
+        return result
+    directory = Path(result["workers"][0]["result_file"]).parent if result["workers"] else run_dir / wl.name
+    keep = directory / "attempt-1"
+    keep.mkdir(parents=True, exist_ok=True)
+    for f in directory.glob("*-worker-*"):
+        shutil.move(str(f), keep / f.name)
+    output.progress(f"{wl.name}: {why}; running it once more")
+    again = _run_workload(wl, opts, run_dir, kpdrive)
+    again["first_attempt"] = {
+        "broken": result["broken"],
+        "daemon_waited_ms": float((result.get("daemon_sched") or {}).get("max_step_ms", 0.0)),
+        "files": str(keep),
+    }
+    again["rerun"] = f"{why}; run again: {'passed' if again['passed'] else 'broken again'}"
+    return again
+
+
+def _run_workload(wl: Workload, opts: Options, run_dir: Path, kpdrive: Path) -> dict[str, Any]:
     allocator = opts.allocator or wl.allocator
     directory = run_dir / wl.name
     if allocator != "kpool":
