@@ -59,7 +59,7 @@ def test_kpdrive_says_how_long_the_daemon_waited_for_a_cpu(kpdrive: Path, tmp_pa
     doc = _drive(kpdrive, tmp_path, wl)
     ds = doc["daemon_sched"]
     assert ds["found"] is True, ds
-    assert 0 <= ds["max_step_ms"] <= ds["run_delay_ms"] < 60_000, ds
+    assert 0 <= ds["longest_wait_ms"] <= ds["run_delay_ms"] < 60_000, ds
     glibc = _drive(kpdrive, tmp_path, wl, allocator="glibc")
     assert glibc["daemon_sched"]["found"] is False, glibc["daemon_sched"]
 
@@ -95,7 +95,7 @@ class _Phases:
 def _broken(doc: dict[str, Any], mmaps: int, waited_ms: float) -> dict[str, Any]:
     out = copy.deepcopy(doc)
     out["kpool_stats"]["syscalls"]["alloc"]["mmap"] = mmaps
-    out["daemon_sched"] = {"found": True, "run_delay_ms": waited_ms, "max_step_ms": waited_ms}
+    out["daemon_sched"] = {"found": True, "run_delay_ms": waited_ms, "longest_wait_ms": waited_ms}
     return out
 
 
@@ -109,7 +109,7 @@ def test_a_verdict_broken_while_the_daemon_starved_is_run_again(
 ) -> None:
     wl = _workload(tmp_path)
     good = _drive(kpdrive, tmp_path, wl)
-    good["daemon_sched"] = {"found": True, "run_delay_ms": 1.0, "max_step_ms": 0.5}
+    good["daemon_sched"] = {"found": True, "run_delay_ms": 1.0, "longest_wait_ms": 0.5}
     phases = _Phases([_broken(good, 17, 213.0), good])
     monkeypatch.setattr(runner.Phase, "run", lambda self: phases(self))
     result = _run(tmp_path, wl, kpdrive)

@@ -43,7 +43,9 @@ struct daemon_sched {
 	pid_t tid;		 /* 0: not found yet (no pool, glibc, or not started) */
 	bool found;		 /* read at least once */
 	uint64_t first, last;	 /* run_delay at the first and the last read, ns */
-	uint64_t max_step;	 /* the largest growth between two reads, ns */
+	uint64_t last_t;	 /* when the last read was made, kpd_now() */
+	uint64_t stretch;	 /* run_delay over the current stretch of reads that found it waiting */
+	uint64_t longest;	 /* the longest such stretch, ns */
 };
 
 struct kpd_monitor {
@@ -150,7 +152,12 @@ static pid_t find_daemon(void)
 	return tid;
 }
 
-static void daemon_sched_read(struct daemon_sched *ds)
+/* One read of the daemon's run_delay at now. A read that finds it grew by at
+ * least half the time since the last one (the daemon waited for a CPU most of
+ * that interval) extends the current stretch, any other ends it: a daemon kept
+ * off the CPU for 200 ms reads as one stretch of about 200 ms, however often
+ * the monitor reads (a sleeping monitor wakes with the scheduler's favour). */
+static void daemon_sched_read(struct daemon_sched *ds, uint64_t now)
 {
 	if (!ds->tid && !(ds->tid = find_daemon()))
 		return;
@@ -164,11 +171,16 @@ static void daemon_sched_read(struct daemon_sched *ds)
 	if (!ds->found) {
 		ds->found = true;
 		ds->first = ds->last = delay_ns;
+		ds->last_t = now;
+		return;
 	}
-	if (delay_ns >= ds->last && delay_ns - ds->last > ds->max_step)
-		ds->max_step = delay_ns - ds->last;
-	if (delay_ns >= ds->last)
+	uint64_t step = delay_ns > ds->last ? delay_ns - ds->last : 0, dt = now > ds->last_t ? now - ds->last_t : 0;
+	ds->stretch = step && 2 * step >= dt ? ds->stretch + step : 0;
+	if (ds->stretch > ds->longest)
+		ds->longest = ds->stretch;
+	if (delay_ns > ds->last)
 		ds->last = delay_ns;
+	ds->last_t = now;
 }
 
 static void sample(struct kpd_run *run, struct kpd_monitor *m, uint64_t now)
@@ -206,7 +218,7 @@ static void *monitor_main(void *arg)
 		}
 		drain(run, m);
 		if (run->pool)
-			daemon_sched_read(&m->ds);
+			daemon_sched_read(&m->ds, now);
 		if (pr->timeline_ms && now >= next_sample) {
 			sample(run, m, now);
 			next_sample = now + pr->timeline_ms * 1000000ull;
@@ -261,7 +273,7 @@ void kpd_monitor_stop(struct kpd_run *run)
 	pthread_join(m->th, NULL);
 	drain(run, m);
 	if (run->pool)
-		daemon_sched_read(&m->ds);
+		daemon_sched_read(&m->ds, kpd_now());
 	sample(run, m, kpd_now());
 	if (run->pool)
 		run->stats_json = stats_json(run->pool);
@@ -334,7 +346,7 @@ void kpd_monitor_report(FILE *out, const struct kpd_run *run)
 			(unsigned long long)s->t_ms, (unsigned long long)s->ops, s->cap, s->in_use,
 			s->b_in_use, s->b_active, s->syscalls);
 	}
-	fprintf(out, "]},\"daemon_sched\":{\"found\":%s,\"run_delay_ms\":%.3f,\"max_step_ms\":%.3f}",
+	fprintf(out, "]},\"daemon_sched\":{\"found\":%s,\"run_delay_ms\":%.3f,\"longest_wait_ms\":%.3f}",
 		m->ds.found ? "true" : "false", (double)(m->ds.last - m->ds.first) / 1e6,
-		(double)m->ds.max_step / 1e6);
+		(double)m->ds.longest / 1e6);
 }

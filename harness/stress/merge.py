@@ -108,7 +108,7 @@ def _daemon_sched(docs: Iterable[Mapping[str, Any]]) -> dict[str, float] | None:
         return None
     return {
         "run_delay_ms": max(float(x["run_delay_ms"]) for x in found),
-        "max_step_ms": max(float(x["max_step_ms"]) for x in found),
+        "longest_wait_ms": max(float(x["longest_wait_ms"]) for x in found),
     }
 
 
