@@ -68,7 +68,7 @@ static bool span_is_valid(const kp_pool *pool, const kp__span *sp, bool walk)
 	unsigned listed = 0;
 	for (char *b = sp->free; b && listed <= sp->nblocks; listed++)
 		b = kp__link_get(pool->secret, b);
-	return sp->nused + listed + (sp->nblocks - sp->bump) == sp->nblocks;
+	return listed == sp->nfree && sp->nused + listed + (sp->nblocks - sp->bump) == sp->nblocks;
 }
 
 /* Caller holds pool->lock. */
@@ -381,6 +381,7 @@ static kp__span *span_new(kp_pool *pool, unsigned cls)
 	sp->nused = 0;
 	sp->bump = 0;
 	sp->free = NULL;
+	sp->nfree = 0;
 	return sp;
 }
 
@@ -448,15 +449,17 @@ _Static_assert(KP_BSTAMP_OFF + 8 <= 32, "every block holds a header, a link and 
  * its slot, so it checks them first, once per span per batch: a head sent
  * anywhere was read (signal 11), a head in another span or at a live block
  * handed that block out twice, and a block count or bump index rewritten
- * let the bump run over live blocks (test_span_table). A damaged span is
+ * let the bump run over live blocks (test_span_table). The counts (nused,
+ * nfree, bump) are checked against each other there and when a span's last
+ * block returns (span_give), before its units go back. A damaged span is
  * quarantined (span_quarantine) and the batch served from the next span. */
 
 /* Is sp's geometry its run's own: a small span of cls at its first unit
  * (marked for cls in unit_meta, which the free path trusts), the class's
- * size, length and block count (as many as the run holds: no division), the
- * bump within the count and, with the free list empty, equal to the blocks
- * in use (internal.h's invariant: nothing listed, so every bumped block is
- * in use)? Any thread holding the class lock; sp a span slot. */
+ * size, length and block count (as many as the run holds: no division), and
+ * its counts internal.h's invariant (the bump within the count, every
+ * bumped block in use or listed, a list exactly when nfree says so)? Any
+ * thread holding the class lock; sp a span slot. */
 static inline __attribute__((always_inline)) bool span_geometry_ok(const kp__span *sp, unsigned cls)
 {
 	const kp__seg *s = (const kp__seg *)((uintptr_t)sp & ~(uintptr_t)(KP_SEG_SIZE - 1));
@@ -466,8 +469,9 @@ static inline __attribute__((always_inline)) bool span_geometry_ok(const kp__spa
 	return ((uintptr_t)sp == (uintptr_t)s->span + u * sizeof *sp) & (u != 0) & (u + n <= KP_UNITS) &
 	       (sp->kind == KP_SPAN_SMALL) & (sp->cls == cls) & (n == span_units(cls)) &
 	       (sp->block == kp__class_size[cls]) & (sp->start == (const char *)s + ((size_t)u << KP_UNIT_SHIFT)) &
-	       (fill <= run) & (run - fill < sp->block) & (sp->bump <= sp->nblocks) & (sp->nused <= sp->bump) &
-	       (sp->free || sp->nused == sp->bump) && s->unit_meta[u] == KP_UNIT_META(cls);
+	       (fill <= run) & (run - fill < sp->block) & (sp->bump <= sp->nblocks) &
+	       ((size_t)sp->nused + sp->nfree == sp->bump) & (!sp->free == !sp->nfree) &&
+	       s->unit_meta[u] == KP_UNIT_META(cls);
 }
 
 /* Is b NULL or a block start of sp (its geometry checked)? */
@@ -489,6 +493,7 @@ static void span_quarantine(kp_pool *pool, kp__central *c, kp__span *sp, unsigne
 		atomic_fetch_add(&pool->quarantined, 1);
 	sp->quarantined = 1;
 	sp->free = NULL;
+	sp->nfree = 0;
 	sp->bump = sp->nblocks;
 	if (c->partial == sp) {
 		c->partial = span_slot_ok(pool, sp->next) ? sp->next : NULL;
@@ -526,6 +531,7 @@ static char *span_pop(kp_pool *pool, kp__central *c, kp__span *sp, uint64_t *key
 			return NULL;
 		}
 		sp->free = next;
+		sp->nfree--;
 		if (!pool->conf.poison) /* (its payload is poisoned past the link: the stamp is never used) */
 			bstamp_put(b, 0);
 		return b;
@@ -543,7 +549,7 @@ static char *span_pop(kp_pool *pool, kp__central *c, kp__span *sp, uint64_t *key
 	return b;
 }
 
-#define KP_SPAN_DAMAGED "span table slot damaged (geometry, bump, free-list head or list link), span quarantined"
+#define KP_SPAN_DAMAGED "span table slot damaged (geometry, counts, free-list head or list link), span quarantined"
 
 /* Class cls's list head sp (listed), before a batch is taken from it: its
  * geometry (span_geometry_ok), its free-list head (a block start of its own
@@ -637,8 +643,10 @@ static kp__span *span_of(const void *p, kp__seg **segp)
 }
 
 /* Block b (key: K(b)) goes back on its span's free list, and the span's
- * units to the segment when it empties; nothing, but the count, for a
- * quarantined span (its blocks are not reused). Class lock held. */
+ * units to the segment when it empties (every block it bumped listed: a
+ * rewritten count released the units under live blocks, test_span_table;
+ * else the span is quarantined); nothing, but the count, for a quarantined
+ * span (its blocks are not reused). Class lock held. */
 static void span_give(kp_pool *pool, kp__central *c, kp__seg *s, kp__span *sp, char *b, uint64_t key)
 {
 	sp->nused--;
@@ -646,11 +654,16 @@ static void span_give(kp_pool *pool, kp__central *c, kp__seg *s, kp__span *sp, c
 		return;
 	kp__link_put_k(key, b, sp->free);
 	sp->free = b;
+	sp->nfree++;
 	KP_ASSERT(1, span_is_valid(pool, sp, false));
 	KP_ASSERT(2, sp->nused > 0 || span_is_valid(pool, sp, true));
 	if (!sp->in_partial)
 		partial_push(c, sp);
 	if (sp->nused == 0) {
+		if (sp->nfree != sp->bump) { /* a count rewritten: blocks still out, the units stay (leaked) */
+			span_quarantine(pool, c, sp, KP_EV_CORRUPTION, sp, KP_SIZE_UNKNOWN, KP_SPAN_DAMAGED);
+			return;
+		}
 		if (KP_PLANT != 3) /* planted 3: the units go back while the span is still listed */
 			partial_remove(c, sp);
 		pthread_mutex_lock(&pool->lock);
@@ -711,6 +724,7 @@ int kp__primary_quarantine_span(kp_pool *pool)
 			partial_remove(c, sp);
 		sp->quarantined = 1;
 		sp->free = NULL;
+		sp->nfree = 0;
 		sp->bump = sp->nblocks;
 	}
 	pthread_mutex_unlock(kp__class_lock(pool, cls));
@@ -1409,6 +1423,7 @@ static void bpurge_take_span(kp_pool *pool, kp__central *c, kp__span *sp, unsign
 			head = blk[i];
 		}
 	sp->free = head;
+	sp->nfree = (uint16_t)(sp->nfree - took);
 	sp->nused += took;
 	if (!head && sp->bump == sp->nblocks)
 		partial_remove(c, sp);

@@ -18,7 +18,10 @@
  *   - the head block's link -> a live block of the span, encoded with the
  *     head's key (what one who read the link knows): the live block was
  *     handed out; next -> unmapped (the list's next head: signal 11 when
- *     the span left the list).
+ *     the span left the list);
+ *   - nused -> 1, then one of the span's live blocks freed: the span's
+ *     units went back with 7 blocks live, and the next span carved there
+ *     handed them out again.
  *
  * Then the class is allocated from until the damaged span would be used,
  * and more. Contained means: no crash; every allocation served, none
@@ -47,12 +50,12 @@
 #define SKIP 8
 
 enum damage { D_FREE_OTHER_SPAN, D_FREE_UNMAPPED, D_FREE_MID_BLOCK, D_FREE_LIVE, D_NBLOCKS, D_BUMP, D_BLOCK,
-	      D_START, D_LINK_LIVE, D_NEXT_UNMAPPED, D__N };
+	      D_START, D_LINK_LIVE, D_NEXT_UNMAPPED, D_NUSED, D__N };
 static const char *const damage_name[] = {"free -> a free block of another span", "free -> unmapped",
 					  "free -> the middle of a block", "free -> a live block",
 					  "nblocks -> twice", "bump -> 0", "block -> half (nblocks to match)",
 					  "start -> the next span's", "the head's link -> a live block",
-					  "next -> unmapped"};
+					  "next -> unmapped", "nused -> 1, then a free"};
 
 static kp__span *span_of_block(const char *p)
 {
@@ -120,6 +123,15 @@ static void attack(enum damage d)
 	case D_START: a->start = b->start; break;
 	case D_LINK_LIVE: kp__link_put(pool->secret, a->free, live_in_a - KP_HDR); break;
 	case D_NEXT_UNMAPPED: a->next = (kp__span *)(uintptr_t)KP_PAGE; break;
+	case D_NUSED:
+		a->nused = 1;
+		for (unsigned i = 0; i < NLIVE; i++)
+			if (is_live[i] && live[i] == live_in_a) {
+				CHECK(kp_free(pool, live[i]) == 0, "%s: free", damage_name[d]);
+				is_live[i] = false;
+			}
+		kp_thread_flush(pool);
+		break;
 	case D__N: break;
 	}
 
