@@ -264,7 +264,12 @@ static size_t edge_size(uint8_t b)
 	 * doubling above 1 KiB), frozen: the byte -> size map is the corpora's
 	 * file format, and a class table that grew (75 classes, 8 per doubling
 	 * above 1 KiB) must not shift the specials out of reach. Each of these
-	 * is still a class boundary. */
+	 * is still a class boundary. The tables here are append only, and no
+	 * byte value is free to append to: each decodes to something, and the
+	 * stored inputs use the redundant ones too (the specials' top two
+	 * bits: 439 of their edge bytes are 0xef-0xff). The current classes'
+	 * boundaries are one dictionary token each instead (corpora/<target>/
+	 * dict, checked by tests/test_fuzz_class_edges.py). */
 	static const uint32_t edge_class[47] = {
 		32,    48,    64,    80,    96,    112,   128,   160,   192,   224,   256,   320,
 		384,   448,   512,   640,   768,   896,   1024,  1280,  1536,  1792,  2048,  2560,

@@ -16,7 +16,8 @@
  * per-pool secret; the payload follows it, 16-aligned.
  *
  *   invariant (segment): popcount(free_mask) == nfree_units, bit 0 clear;
- *   invariant (span):    nused + nfree_list + (nblocks - bump) == nblocks.
+ *   invariant (span):    nused + nfree + (nblocks - bump) == nblocks, nfree the
+ *                        length of its free list.
  */
 #ifndef KP_INTERNAL_H
 #define KP_INTERNAL_H
@@ -684,6 +685,12 @@ typedef struct kp__span {
 	uint8_t cls;
 	uint8_t in_partial;
 	uint8_t quarantined; /* found damaged: never carved from again */
+	/* Blocks on the free list: the invariant checked in O(1) where a count
+	 * is trusted (primary.c: a refill takes from the span, its last block
+	 * returns and its units go back), so that a rewritten nused or bump
+	 * does not hand out live blocks. At most 2048 (32-byte blocks, one
+	 * unit). */
+	uint16_t nfree;
 } kp__span;
 
 enum kp__seg_kind { KP_SEG_NORMAL = 1, KP_SEG_HUGE = 2 };

@@ -68,7 +68,7 @@ static bool span_is_valid(const kp_pool *pool, const kp__span *sp, bool walk)
 	unsigned listed = 0;
 	for (char *b = sp->free; b && listed <= sp->nblocks; listed++)
 		b = kp__link_get(pool->secret, b);
-	return sp->nused + listed + (sp->nblocks - sp->bump) == sp->nblocks;
+	return listed == sp->nfree && sp->nused + listed + (sp->nblocks - sp->bump) == sp->nblocks;
 }
 
 /* Caller holds pool->lock. */
@@ -381,6 +381,7 @@ static kp__span *span_new(kp_pool *pool, unsigned cls)
 	sp->nused = 0;
 	sp->bump = 0;
 	sp->free = NULL;
+	sp->nfree = 0;
 	return sp;
 }
 
@@ -441,29 +442,96 @@ static inline KP_NOASAN void bstamp_put(char *b, uint64_t v)
 }
 _Static_assert(KP_BSTAMP_OFF + 8 <= 32, "every block holds a header, a link and a stamp");
 
-/* Pop a block from a span: its free list (link vetted: it must point at a
- * block start inside the same span) or the never-used tail. NULL when the
- * span is empty or found damaged (then quarantined). The block's purge
- * stamp is cleared (a stale one would make the daemon skip it when it is
- * free again). Class lock held. */
+/* ---- the span table, checked before the central path uses it ------------
+ * The span slots sit in the segment's header unit and are not sealed: a
+ * stray write can reach one. The central path (kp__central_take) takes a
+ * span's free-list head, start, block size, block count and bump index from
+ * its slot, so it checks them first, once per span per batch: a head sent
+ * anywhere was read (signal 11), a head in another span or at a live block
+ * handed that block out twice, and a block count or bump index rewritten
+ * let the bump run over live blocks (test_span_table). The counts (nused,
+ * nfree, bump) are checked against each other there and when a span's last
+ * block returns (span_give), before its units go back. A damaged span is
+ * quarantined (span_quarantine) and the batch served from the next span. */
+
+/* Is sp's geometry its run's own: a small span of cls at its first unit
+ * (marked for cls in unit_meta, which the free path trusts), the class's
+ * size, length and block count (as many as the run holds: no division), and
+ * its counts internal.h's invariant (the bump within the count, every
+ * bumped block in use or listed, a list exactly when nfree says so)? Any
+ * thread holding the class lock; sp a span slot. */
+static inline __attribute__((always_inline)) bool span_geometry_ok(const kp__span *sp, unsigned cls)
+{
+	const kp__seg *s = (const kp__seg *)((uintptr_t)sp & ~(uintptr_t)(KP_SEG_SIZE - 1));
+	unsigned u = sp->head, n = sp->units;
+	size_t run = (size_t)n << KP_UNIT_SHIFT, fill = (size_t)sp->nblocks * sp->block;
+	/* & of the compares, not &&: one branch for the lot */
+	return ((uintptr_t)sp == (uintptr_t)s->span + u * sizeof *sp) & (u != 0) & (u + n <= KP_UNITS) &
+	       (sp->kind == KP_SPAN_SMALL) & (sp->cls == cls) & (n == span_units(cls)) &
+	       (sp->block == kp__class_size[cls]) & (sp->start == (const char *)s + ((size_t)u << KP_UNIT_SHIFT)) &
+	       (fill <= run) & (run - fill < sp->block) & (sp->bump <= sp->nblocks) &
+	       ((size_t)sp->nused + sp->nfree == sp->bump) & (!sp->free == !sp->nfree) &&
+	       s->unit_meta[u] == KP_UNIT_META(cls);
+}
+
+/* Is b NULL or a block start of sp (its geometry checked)? */
+static inline bool span_block_ok(const kp__span *sp, const char *b)
+{
+	return !b || (b >= sp->start && b < sp->start + (size_t)sp->nblocks * sp->block &&
+		      !((size_t)(b - sp->start) % sp->block));
+}
+
+/* sp, class cls's list head, found damaged: an event, and the span set
+ * aside for good (its blocks never handed out again, its units never given
+ * back: leaked, span_give), off the list, whose link is followed only if it
+ * is a span slot of this pool. Class lock held. */
+static void span_quarantine(kp_pool *pool, kp__central *c, kp__span *sp, unsigned kind, const void *at,
+			    size_t size, const char *what)
+{
+	kp__violation(pool, kind, KP_ECORRUPT, at, size, what);
+	if (!sp->quarantined)
+		atomic_fetch_add(&pool->quarantined, 1);
+	sp->quarantined = 1;
+	sp->free = NULL;
+	sp->nfree = 0;
+	sp->bump = sp->nblocks;
+	if (c->partial == sp) {
+		c->partial = span_slot_ok(pool, sp->next) ? sp->next : NULL;
+		if (c->partial)
+			c->partial->prev = NULL;
+		sp->next = sp->prev = NULL;
+		sp->in_partial = 0;
+	} else if (span_slot_ok(pool, sp->next) && span_slot_ok(pool, sp->prev)) {
+		partial_remove(c, sp);
+	}
+}
+
+/* Pop a block from a span: its free list or the never-used tail. The head
+ * (range-checked by span_take_ok, or the link vetted at the pop before)
+ * must verify as a free block of the span's class under its key before its
+ * link is read (a head or link at a live block gave that block out while
+ * live), and its link must point at a block start inside the same span.
+ * NULL when the span is empty or found damaged (then quarantined). The
+ * block's purge stamp is cleared (a stale one would make the daemon skip it
+ * when it is free again). Class lock held. */
 static char *span_pop(kp_pool *pool, kp__central *c, kp__span *sp, uint64_t *key)
 {
 	char *b = sp->free;
 	if (b) {
 		*key = kp__hkey(pool->secret, b);
+		const kp__hdr *h = (const kp__hdr *)b;
+		if ((kp__hdr_tag(h) ^ kp__hdr_meta(h)) != *key || kp__hdr_meta(h) != kp__meta(0, sp->cls, KP_ST_FREE)) {
+			span_quarantine(pool, c, sp, KP_EV_FREELIST, b, sp->block,
+					"span free list at a block that is not free, span quarantined");
+			return NULL;
+		}
 		char *next = kp__link_get_k(*key, b);
-		char *end = sp->start + (size_t)sp->nblocks * sp->block;
-		if (next && (next < sp->start || next >= end || (size_t)(next - sp->start) % sp->block)) {
-			kp__violation(pool, KP_EV_FREELIST, KP_ECORRUPT, b, sp->block,
-				      "bad span link, span quarantined");
-			sp->quarantined = 1;
-			sp->free = NULL;
-			sp->bump = sp->nblocks;
-			atomic_fetch_add(&pool->quarantined, 1);
-			partial_remove(c, sp);
+		if (!span_block_ok(sp, next)) {
+			span_quarantine(pool, c, sp, KP_EV_FREELIST, b, sp->block, "bad span link, span quarantined");
 			return NULL;
 		}
 		sp->free = next;
+		sp->nfree--;
 		if (!pool->conf.poison) /* (its payload is poisoned past the link: the stamp is never used) */
 			bstamp_put(b, 0);
 		return b;
@@ -479,6 +547,24 @@ static char *span_pop(kp_pool *pool, kp__central *c, kp__span *sp, uint64_t *key
 	if (pool->conf.poison)
 		kp__poison_fill(b + KP_HDR, sp->block - KP_HDR);
 	return b;
+}
+
+#define KP_SPAN_DAMAGED "span table slot damaged (geometry, counts, free-list head or list link), span quarantined"
+
+/* Class cls's list head sp (listed), before a batch is taken from it: its
+ * geometry (span_geometry_ok), its free-list head (a block start of its own
+ * run, span_block_ok) and its prev link (none, as the head) are sound; if
+ * not, it is quarantined (the event names the slot) and false returned.
+ * Its next link is vetted where it is followed (kp__central_take). Every
+ * write of a list head is vetted so (or takes the span of a block's own
+ * unit, span_give), so the head is a slot of this pool's segments. Class
+ * lock held. */
+static bool span_take_ok(kp_pool *pool, kp__central *c, kp__span *sp, unsigned cls)
+{
+	if (KP_LIKELY(!sp->quarantined && span_geometry_ok(sp, cls) && span_block_ok(sp, sp->free) && !sp->prev))
+		return true;
+	span_quarantine(pool, c, sp, KP_EV_CORRUPTION, sp, KP_SIZE_UNKNOWN, KP_SPAN_DAMAGED);
+	return false;
 }
 
 unsigned kp__central_take(kp_pool *pool, unsigned cls, void **list, uint64_t *keys, unsigned n)
@@ -505,7 +591,9 @@ unsigned kp__central_take(kp_pool *pool, unsigned cls, void **list, uint64_t *ke
 			continue;
 		}
 		unsigned before = got;
-		while (got < n) {
+		if (sp->in_partial && !span_take_ok(pool, c, sp, cls))
+			continue;
+		while (got < n && sp->in_partial) {
 			uint64_t key;
 			char *b = span_pop(pool, c, sp, &key);
 			if (!b)
@@ -531,8 +619,13 @@ unsigned kp__central_take(kp_pool *pool, unsigned cls, void **list, uint64_t *ke
 			continue;
 		}
 		KP_ASSERT(1, span_is_valid(pool, sp, false));
-		if (sp->in_partial && !sp->free && sp->bump == sp->nblocks)
-			partial_remove(c, sp);
+		if (sp->in_partial && !sp->free && sp->bump == sp->nblocks) {
+			/* partial_remove writes through next, the list's next head */
+			if (span_slot_ok(pool, sp->next))
+				partial_remove(c, sp);
+			else
+				span_quarantine(pool, c, sp, KP_EV_CORRUPTION, sp, KP_SIZE_UNKNOWN, KP_SPAN_DAMAGED);
+		}
 	}
 	pthread_mutex_unlock(kp__class_lock(pool, cls));
 	*list = head;
@@ -550,8 +643,10 @@ static kp__span *span_of(const void *p, kp__seg **segp)
 }
 
 /* Block b (key: K(b)) goes back on its span's free list, and the span's
- * units to the segment when it empties; nothing, but the count, for a
- * quarantined span (its blocks are not reused). Class lock held. */
+ * units to the segment when it empties (every block it bumped listed: a
+ * rewritten count released the units under live blocks, test_span_table;
+ * else the span is quarantined); nothing, but the count, for a quarantined
+ * span (its blocks are not reused). Class lock held. */
 static void span_give(kp_pool *pool, kp__central *c, kp__seg *s, kp__span *sp, char *b, uint64_t key)
 {
 	sp->nused--;
@@ -559,11 +654,16 @@ static void span_give(kp_pool *pool, kp__central *c, kp__seg *s, kp__span *sp, c
 		return;
 	kp__link_put_k(key, b, sp->free);
 	sp->free = b;
+	sp->nfree++;
 	KP_ASSERT(1, span_is_valid(pool, sp, false));
 	KP_ASSERT(2, sp->nused > 0 || span_is_valid(pool, sp, true));
 	if (!sp->in_partial)
 		partial_push(c, sp);
 	if (sp->nused == 0) {
+		if (sp->nfree != sp->bump) { /* a count rewritten: blocks still out, the units stay (leaked) */
+			span_quarantine(pool, c, sp, KP_EV_CORRUPTION, sp, KP_SIZE_UNKNOWN, KP_SPAN_DAMAGED);
+			return;
+		}
 		if (KP_PLANT != 3) /* planted 3: the units go back while the span is still listed */
 			partial_remove(c, sp);
 		pthread_mutex_lock(&pool->lock);
@@ -624,6 +724,7 @@ int kp__primary_quarantine_span(kp_pool *pool)
 			partial_remove(c, sp);
 		sp->quarantined = 1;
 		sp->free = NULL;
+		sp->nfree = 0;
 		sp->bump = sp->nblocks;
 	}
 	pthread_mutex_unlock(kp__class_lock(pool, cls));
@@ -1279,23 +1380,6 @@ static size_t bpurge_range(char *b, size_t block, char **lo)
 	return e > a ? e - a : 0;
 }
 
-/* Is sp, found on class cls's list, a span of cls where its slot says it
- * is? The span table is not sealed (a stray write can reach it): the walk
- * below trusts the slot's start, block and count only when they are the
- * run's own (its first unit, the class's size, as many blocks as its units
- * hold), so that every address it reads or gives back lies inside the run,
- * in blocks of the class (a rewritten list head sent the daemon's read
- * anywhere: test_block_purge_held). */
-static bool bpurge_span_ok(const kp__span *sp, unsigned cls)
-{
-	const kp__seg *s = (const kp__seg *)((uintptr_t)sp & ~(uintptr_t)(KP_SEG_SIZE - 1));
-	unsigned u = (unsigned)(sp - s->span);
-	return sp->kind == KP_SPAN_SMALL && sp->cls == cls && sp->head == u && u && u + sp->units <= KP_UNITS &&
-	       sp->units == span_units(cls) && sp->block == kp__class_size[cls] &&
-	       sp->start == (const char *)s + ((size_t)u << KP_UNIT_SHIFT) &&
-	       sp->nblocks == ((size_t)sp->units << KP_UNIT_SHIFT) / sp->block;
-}
-
 /* Stamp sp's free blocks with checkpoint seq, and take those stamped at the
  * one before into pool->bpurge_blk while it has room (counted in use). A
  * damaged slot or list is left as it is (span_pop reports a bad link when
@@ -1305,7 +1389,12 @@ static void bpurge_take_span(kp_pool *pool, kp__central *c, kp__span *sp, unsign
 	char *blk[KP_BPURGE_SPAN];
 	uint64_t key[KP_BPURGE_SPAN];
 	unsigned n = 0, took = 0, taken = 0;
-	if (!bpurge_span_ok(sp, cls))
+	/* The span table is not sealed (a stray write can reach it): the walk
+	 * trusts the slot's start, block and count only when they are the
+	 * run's own (span_geometry_ok), so that every address it reads or gives
+	 * back lies inside the run, in blocks of the class (a rewritten list
+	 * head sent the daemon's read anywhere: test_block_purge_held). */
+	if (!span_geometry_ok(sp, cls))
 		return;
 	char *end = sp->start + (size_t)sp->nblocks * sp->block;
 	for (char *b = sp->free; b; n++) {
@@ -1334,6 +1423,7 @@ static void bpurge_take_span(kp_pool *pool, kp__central *c, kp__span *sp, unsign
 			head = blk[i];
 		}
 	sp->free = head;
+	sp->nfree = (uint16_t)(sp->nfree - took);
 	sp->nused += took;
 	if (!head && sp->bump == sp->nblocks)
 		partial_remove(c, sp);
