@@ -80,8 +80,8 @@ static ALWAYS_INLINE bool bin_head_ok(kp_pool *pool, const char *h, uint64_t key
 	       (next == NULL) == (n == 1) && next_ok(pool, h, next);
 }
 
-/* keys: the bin's key stack (kp__tcache). */
-static ALWAYS_INLINE void *small_alloc(kp_pool *pool, kp__bin *b, uint64_t *keys, size_t size, unsigned cls)
+/* *keys: the bin's key stack (kp__tcache), which a miss may move. */
+static ALWAYS_INLINE void *small_alloc(kp_pool *pool, kp__bin *b, uint64_t *const *keys, size_t size, unsigned cls)
 {
 	size_t usable = kp__class_size[cls] - KP_HDR;
 	for (;;) {
@@ -89,13 +89,13 @@ static ALWAYS_INLINE void *small_alloc(kp_pool *pool, kp__bin *b, uint64_t *keys
 		if (KP_UNLIKELY(!h || !b->count)) {
 			kp__bin_miss(b);
 			void *list = NULL;
-			unsigned got = kp__central_take(pool, cls, &list, keys, b->max / 2);
+			unsigned got = kp__central_take(pool, cls, &list, *keys, b->max / 2);
 			if (!got)
 				return NULL;
 			b->head = h = list;
 			b->count = got;
 		}
-		uint64_t key = keys[b->count - 1];
+		uint64_t key = (*keys)[b->count - 1];
 		char *next = kp__link_get_k(key, h);
 		if (pool->conf.checks && KP_UNLIKELY(!bin_head_ok(pool, h, key, cls, next, b->count))) {
 			bin_damaged(pool, b, h, "bad cache link, list quarantined");
@@ -132,9 +132,9 @@ static void count_uncached(kp_pool *pool, int blocks, size_t usable)
 /* No cache: one block from the central list, through a bin of one. */
 static __attribute__((noinline)) void *small_alloc_uncached(kp_pool *pool, size_t size, unsigned cls)
 {
+	uint64_t keys[1], *stack = keys;
 	kp__bin b = {.max = 2, .cap = 2}; /* refills take max / 2 blocks: one */
-	uint64_t keys[1];
-	void *p = small_alloc(pool, &b, keys, size, cls);
+	void *p = small_alloc(pool, &b, &stack, size, cls);
 	if (p)
 		count_uncached(pool, 1, kp__class_size[cls] - KP_HDR);
 	return p;
@@ -149,7 +149,7 @@ static void *primary_alloc(kp_pool *pool, kp__tcache *tc, size_t size)
 	size_t need = size + KP_HDR + pool->canary;
 	if (need <= KP_SMALL_MAX) {
 		unsigned cls = kp__class_of(need);
-		return KP_LIKELY(tc != NULL) ? small_alloc(pool, &tc->bin[cls], tc->keys[cls], size, cls)
+		return KP_LIKELY(tc != NULL) ? small_alloc(pool, &tc->bin[cls], &tc->stack[cls], size, cls)
 					     : small_alloc_uncached(pool, size, cls);
 	}
 	char *h;
@@ -323,7 +323,7 @@ static __attribute__((noinline)) void *alloc_slow(kp_pool *pool, size_t size, un
 	kp__tcache *tc = kp__tcache_get(pool, pool->id);
 	if (size <= KP_SMALL_MAX - KP_HDR - KP_CANARY && !(flags & KP_CRITICAL) && tc) {
 		unsigned cls = kp__class_of(size + KP_HDR + pool->canary);
-		p = small_alloc(pool, &tc->bin[cls], tc->keys[cls], size, cls);
+		p = small_alloc(pool, &tc->bin[cls], &tc->stack[cls], size, cls);
 	}
 	if (!p)
 		p = alloc_policy(pool, size, KP_HDR, flags);
@@ -425,6 +425,7 @@ static ALWAYS_INLINE void *alloc_fast(kp_pool *pool, size_t size, unsigned flags
 		unsigned cls = kp__class_of(size + KP_HDR + (checks ? KP_CANARY : 0));
 		kp__tcache *tc = kp__tls_state.tc[0];
 		kp__bin *b = &tc->bin[cls];
+		uint64_t *stack = tc->stack[cls];
 		unsigned n = b->count;
 		char *h = b->head;
 		/* Two blocks at least. The last block of a bin, whose link must be
@@ -435,13 +436,13 @@ static ALWAYS_INLINE void *alloc_fast(kp_pool *pool, size_t size, unsigned flags
 		if (KP_UNLIKELY(n < 2 || h == NULL))
 			goto slow;
 		unsigned left = n - 1;
-		uint64_t key = tc->keys[cls][left];
+		uint64_t key = stack[left];
 		char *next = kp__link_get_k(key, h);
 		/* kp__meta(0, cls, KP_ST_FREE) without its cast to a byte (cls is
 		 * one: kp__class_small's), which cost an instruction */
 		uint64_t fm = (uint64_t)cls << 8 | KP_ST_FREE;
-		/* From here b, not tc and cls: fewer registers live. */
-		__asm__("" : "+r"(b));
+		/* From here b, not tc, stack and cls: fewer registers live. */
+		__asm__("" : "+r"(b), "+r"(fm));
 		if (KP_LIKELY(checks)) {
 			if (KP_UNLIKELY(!bin_head_near(h, key, fm, (uintptr_t)next)))
 				return alloc_far(pool, size, b, key, next);
@@ -710,7 +711,7 @@ static int primary_free(kp_pool *pool, void *p, size_t holds)
 			kp__tcache_flush_bin(pool, tc, cls, b->max / 2);
 		}
 		kp__link_put_k(key, h, b->count ? b->head : NULL);
-		tc->keys[cls][b->count] = key;
+		tc->stack[cls][b->count] = key;
 		b->head = h;
 		b->count++;
 	} else if (cls == KP_CLS_LARGE) {
@@ -762,7 +763,7 @@ static ALWAYS_INLINE bool free_fast(kp_pool *pool, void *p, bool aes)
 	unsigned cls = um >> 8;
 	kp__tcache *tc = kp__tls_state.tc[0];
 	kp__bin *b = &tc->bin[cls];
-	uint64_t *keys = tc->keys[cls];
+	uint64_t *keys = tc->stack[cls];
 	/* b and keys from here, not tc and cls (the compiler would compute
 	 * them again at each use): fewer registers live. */
 	__asm__("" : "+r"(b), "+r"(keys));

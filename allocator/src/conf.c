@@ -102,8 +102,9 @@ static const struct option options[] = {
 	{"daemon_interval_ms", INT, "100", OFF(daemon_interval_ms), 1, 60000,
 	 "the daemon's fallback timer; the allocation path wakes it sooner"},
 	{"prefault", BOOL, "on", OFF(prefault), 0, 1,
-	 "pre-fault the daemon's headroom (the free memory the allocation path takes next) and the backup reserve "
-	 "(off: pages fault on first touch, and the reserve is not memory until used)"},
+	 "pre-fault the daemon's headroom (the free memory the allocation path takes next; past a floor set with "
+	 "high_wm, only once the pool has handed out 1 MiB) and the backup reserve (off: pages fault on first touch, "
+	 "and the reserve is not memory until used)"},
 	/* 90: pre-faulted memory the program leaves unwritten stays under a
 	 * tenth of what it takes (issue 14's 1.1x); daemon.c samples it. */
 	{"prefault_touch", PERCENT, "90", OFF(prefault_touch), 0, 100,

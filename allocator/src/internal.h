@@ -887,8 +887,8 @@ typedef struct kp__bin {
  * cached messages of 16-2048 B beside 1 MB live. */
 #define KP_BIN_START 16
 #define KP_BIN_START_BYTES ((size_t)4096)
-/* Each bin's key stack: keys[cls][i] is K of the bin's (count - i)-th block
- * from the head, so keys[cls][count - 1] is the head's. A block's K is
+/* Each bin's key stack: stack[cls][i] is K of the bin's (count - i)-th
+ * block from the head, so stack[cls][count - 1] is the head's. A block's K is
  * computed once, when it is freed (its header verified) or taken from a
  * span, and kept here, out of line, for its next allocation: that path
  * computes no K at all (it was one AES, or one SipHash, per allocation),
@@ -896,17 +896,28 @@ typedef struct kp__bin {
  * header not verifying under the key its place in the stack holds. The
  * stacks sit at the end of the cache and are never cleared: only the
  * entries below count are read, and only the pages a thread's bins reach
- * are ever touched. Owning thread only. */
+ * are ever touched. A bin's stack (stack[cls], room for its max keys: a
+ * pointer apart from the bin, which stays 40 bytes, one lea from its index)
+ * starts in keys_start[cls], the starts of
+ * all classes side by side (a bin starts at KP_BIN_START blocks at most),
+ * and moves to keys[cls] the first time the bin grows past its start
+ * (kp__bin_miss): a thread whose bins stay at their start (most of a
+ * program's threads, and most classes of any thread) touches a page or
+ * three of stacks, not one page per two classes it uses (keys[cls] rows are
+ * 2 KiB: a thread of 17 classes touched 9 pages of them, and thread_churn's
+ * 9 threads alive at once 300 KiB in all). Owning thread only. */
 typedef struct kp__tcache {
 	uint64_t pool_id;
 	kp_pool *pool;
 	kp__bin bin[KP_NCLASS];
+	uint64_t *stack[KP_NCLASS];
 	/* Large and huge blocks (the bins count the small ones). */
 	_Atomic uint64_t allocs, frees, in_use;
 	struct kp__tcache *next, *prev; /* the pool's list */
 	/* Bytes the bins' max grew by past their start, over all classes: at
 	 * most tcache_bytes (kp__bin_miss). Owning thread only. */
 	size_t grown;
+	uint64_t keys_start[KP_NCLASS][KP_BIN_START] __attribute__((aligned(64)));
 	uint64_t keys[KP_NCLASS][KP_BIN_MAX] __attribute__((aligned(64)));
 } kp__tcache;
 /* Caches come from the OS in chunks of 64; the first chunk is mapped by

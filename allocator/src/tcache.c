@@ -170,12 +170,13 @@ static kp__tcache *tcache_new(kp_pool *pool)
 		pool->tc_free = tc->next;
 	else
 		tc = (kp__tcache *)pool->tc_chunks[pool->tc_nchunks - 1] + (KP_TC_CHUNK - pool->tc_fresh--);
-	memset(tc, 0, offsetof(kp__tcache, keys)); /* the key stacks: see kp__tcache */
+	memset(tc, 0, offsetof(kp__tcache, keys_start)); /* the key stacks: see kp__tcache */
 	tc->pool_id = pool->id;
 	tc->pool = pool;
 	for (unsigned c = 0; c < KP_NCLASS; c++) {
 		tc->bin[c].cap = bin_max(pool, c);
 		tc->bin[c].cls = (uint16_t)c;
+		tc->stack[c] = tc->keys_start[c];
 		size_t start = KP_BIN_START_BYTES / kp__class_size[c];
 		start = start < 4 ? 4 : start > KP_BIN_START ? KP_BIN_START : start;
 		tc->bin[c].max = tc->bin[c].cap < start ? tc->bin[c].cap : (uint32_t)start;
@@ -267,6 +268,10 @@ void kp__bin_miss(kp__bin *b)
 			want = b->max + (uint32_t)room;
 		tc->grown += (want - b->max) * size;
 		b->max = want;
+		if (want > KP_BIN_START && tc->stack[b->cls] != tc->keys[b->cls]) { /* out of its start's room */
+			memcpy(tc->keys[b->cls], tc->stack[b->cls], (size_t)b->count * sizeof(uint64_t));
+			tc->stack[b->cls] = tc->keys[b->cls];
+		}
 	}
 	b->miss_at = ops;
 }
@@ -277,7 +282,7 @@ void kp__tcache_flush_bin(kp_pool *pool, kp__tcache *tc, unsigned cls, unsigned 
 	if (b->count <= keep)
 		return;
 	unsigned n = b->count - keep, i = 0;
-	const uint64_t *keys = tc->keys[cls];
+	const uint64_t *keys = tc->stack[cls];
 	/* Detach the first n blocks as one list. Each block must verify as a
 	 * free block of this class under the key its place in the stack holds
 	 * before its link is followed, and each link must be plausible (a

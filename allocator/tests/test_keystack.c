@@ -19,6 +19,8 @@
 
 #include "internal.h"
 
+#include <sys/mman.h>
+
 #define CONF "primary_initial:4m,daemon:off,backup:0,seed:11"
 
 /* Redirect a cached block's link to a block on its span's free list. */
@@ -80,8 +82,8 @@ static void test_last_link_must_end_the_list(void)
 	REQUIRE(n >= 2, "the bin holds %u blocks", n);
 	char *at = b->head;
 	for (unsigned i = 0; i + 1 < n; i++)
-		at = kp__link_get_k(tc->keys[cls][n - 1 - i], at);
-	uint64_t key = tc->keys[cls][0];
+		at = kp__link_get_k(tc->stack[cls][n - 1 - i], at);
+	uint64_t key = tc->stack[cls][0];
 	REQUIRE(at && kp__link_get_k(key, at) == NULL, "the last block's link is NULL");
 	CHECK(((uintptr_t)(live - KP_HDR) ^ (uintptr_t)at) >> KP_SEG_SHIFT == 0, "live is near the last block");
 	kt_raw_put(at + KP_HDR, (uint64_t)(uintptr_t)(live - KP_HDR) ^ kp__link_pad(key));
@@ -143,7 +145,7 @@ static void test_empty_bin_ends_the_list(void)
 		int64_t before = kt_stat(pool, "integrity.freelist_errors");
 		CHECK(kp_free(pool, x) == 0, "free");
 		CHECK(b->count == 1 && b->head == x - KP_HDR, "%s: x heads the bin", how[way]);
-		CHECK(kp__link_get_k(kp__tls_state.tc[0]->keys[cls][0], x - KP_HDR) == NULL,
+		CHECK(kp__link_get_k(kp__tls_state.tc[0]->stack[cls][0], x - KP_HDR) == NULL,
 		      "after %s, a block freed into the empty bin links past the list", how[way]);
 		char *y = kp_alloc(pool, 48, 0);
 		CHECK(y == x, "%s: the block comes back", how[way]);
@@ -186,11 +188,105 @@ static void test_churn_no_false_alarm(void)
 	kp_destroy(pool);
 }
 
+/* What a thread's key stacks cost it in memory: a thread whose bins stay
+ * at their start touches a few pages of stacks, whatever the number of
+ * classes it uses. Before, each class's stack was a 2 KiB row of its own
+ * (KP_BIN_MAX keys), so a bin's first key touched a page per two classes:
+ * 38 pages (152 KiB) for a thread of every class, 9 for one of 16-512 B
+ * blocks, and thread_churn's 9 threads alive at once held 300 KiB of
+ * stacks. */
+static void test_start_stacks_are_packed(void)
+{
+	kp_pool *pool = kp_create(CONF);
+	REQUIRE(pool, "kp_create: %s", kp_last_error());
+	void *b[3];
+	for (unsigned c = 0; c < KP_NCLASS; c++) { /* three blocks of every class: no bin past its start */
+		size_t size = kp__class_size[c] - KP_HDR - KP_CANARY;
+		for (int i = 0; i < 3; i++)
+			REQUIRE((b[i] = kp_alloc(pool, size, 0)) != NULL, "alloc of %zu", size);
+		for (int i = 0; i < 3; i++)
+			kp_free(pool, b[i]);
+	}
+	kp__tcache *tc = kp__tls_state.tc[0];
+	REQUIRE(tc && kp__tls_state.id[0] == pool->id, "the pool's cache is the thread's first");
+	uintptr_t a = (uintptr_t)tc & ~(uintptr_t)(KP_PAGE - 1);
+	uintptr_t e = ((uintptr_t)tc + sizeof *tc + KP_PAGE - 1) & ~(uintptr_t)(KP_PAGE - 1);
+	static unsigned char vec[1024];
+	REQUIRE((e - a) / KP_PAGE <= sizeof vec && mincore((void *)a, e - a, vec) == 0, "mincore");
+	unsigned pages = 0;
+	for (size_t i = 0; i < (e - a) / KP_PAGE; i++)
+		pages += vec[i] & 1;
+	printf("   a thread cache of %zu KiB, every class used, no bin past its start: %u KiB resident\n",
+	       sizeof *tc >> 10, pages * 4);
+	/* its bins (75 of 48 bytes: 1-2 pages) and the start stacks (75 x 16 keys:
+	 * 3 pages) */
+	CHECK(pages <= 6, "a thread cache whose bins never grew has %u pages resident (%u KiB)", pages, pages * 4);
+	kp_destroy(pool);
+}
+
+/* A bin grown past its start has its stack moved (kp__bin_miss): the keys
+ * of the blocks it held come along, nothing is lost or invented (no false
+ * alarm, every block back once), and a link redirected to a free block of
+ * the span is still caught. */
+static void test_grown_bin_keeps_its_keys(void)
+{
+	kp_pool *pool = kp_create(CONF);
+	REQUIRE(pool, "kp_create: %s", kp_last_error());
+	enum { N = 400 };
+	static char *v[N];
+	unsigned cls = kp__class_of(48 + KP_HDR + KP_CANARY);
+	REQUIRE(kp_alloc(pool, 48, 0) != NULL, "alloc"); /* the thread's cache */
+	kp__bin *b = &kp__tls_state.tc[0]->bin[cls];
+	for (int round = 0; round < 8; round++) { /* runs empty, then full, within a few times its size */
+		for (int i = 0; i < N; i++)
+			REQUIRE((v[i] = kp_alloc(pool, 48, 0)) != NULL, "alloc");
+		for (int i = 0; i < N; i++)
+			kt_fill(v[i], 48, (unsigned)i);
+		for (int i = 0; i < N; i++) {
+			CHECK(kt_verify(v[i], 48, (unsigned)i) == KT_OK, "block %d", i);
+			CHECK(kp_free(pool, v[i]) == 0, "free");
+		}
+	}
+	printf("   the 48-byte bin grew to %u blocks, holds %u\n", b->max, b->count);
+	REQUIRE(b->max > KP_BIN_START, "the bin did not grow past its start (%u)", b->max);
+	CHECK(kt_stat(pool, "integrity.freelist_errors") == 0, "a false alarm");
+	/* x on its span's free list; the bin: a2 -> a1 -> ... (more than a start's room) */
+	char *x = kp_alloc(pool, 48, 0);
+	for (int i = 0; i < N; i++)
+		REQUIRE((v[i] = kp_alloc(pool, 48, 0)) != NULL, "alloc");
+	kp_free(pool, x);
+	kp_thread_flush(pool);
+	unsigned n = b->max - 1 < N ? b->max - 1 : N;
+	for (unsigned i = 0; i < n; i++)
+		kp_free(pool, v[i]);
+	REQUIRE(b->count == n && b->head == v[n - 1] - KP_HDR, "the bin holds the %u blocks freed", n);
+	char *h2 = v[n - 1] - KP_HDR;
+	uint64_t k2 = kt_raw_get(h2) ^ kt_raw_get(h2 + 8);
+	kt_raw_put(v[n - 1], (uint64_t)(uintptr_t)(x - KP_HDR) ^ (uint64_t)kp__link_pad(k2));
+	/* the head, then not x (still on its span's list); the bin, found
+	 * damaged, is set aside and the rest comes from the spans: x once */
+	static char *got[N];
+	unsigned dup = 0;
+	for (unsigned i = 0; i < n; i++) {
+		REQUIRE((got[i] = kp_alloc(pool, 48, 0)) != NULL, "alloc");
+		for (unsigned j = 0; j < i; j++)
+			dup += got[j] == got[i];
+	}
+	CHECK(got[0] == v[n - 1], "the head first");
+	CHECK(got[1] != x, "the redirected link handed out x, a block on its span's free list");
+	CHECK(dup == 0, "%u blocks handed out twice", dup);
+	CHECK(kt_stat(pool, "integrity.freelist_errors") == 1, "freelist errors: %lld",
+	      (long long)kt_stat(pool, "integrity.freelist_errors"));
+	kp_destroy(pool);
+}
+
 int main(void)
 {
 	RUN(test_link_to_another_free_block);
 	RUN(test_last_link_must_end_the_list);
 	RUN(test_empty_bin_ends_the_list);
 	RUN(test_churn_no_false_alarm);
+	RUN(test_start_stacks_are_packed);
+	RUN(test_grown_bin_keeps_its_keys);
 	return ktest_summary();
 }

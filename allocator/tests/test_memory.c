@@ -168,6 +168,46 @@ static void test_small_program_peak(void)
 	      "kpool's peak %ld KiB (reserve aside) is more than 1.25 MiB over glibc's %ld KiB", k[1], g[1]);
 }
 
+/* A small program (test_small_program_peak's, ~250 KB handed out) has
+ * nothing pre-faulted for it: every byte the daemon pre-faults ahead is
+ * resident, and so is the rest of each pre-faulted unit a small span then
+ * takes. Before: 64-192 KiB of free units pre-faulted ahead, and every
+ * span's unit resident whole (kpbench a: 256 KiB of its 700 KiB over
+ * glibc). The RSS side: test_small_program_peak. */
+static void test_small_program_prefaults_nothing(void)
+{
+	unsetenv("KPOOL_CONF");
+	if (KT_SANITIZED) {
+		printf("   (sanitizer build: the RSS bound is checked in the release variant)\n");
+		return;
+	}
+	kp_pool *pool = kp_create(NULL);
+	REQUIRE(pool != NULL, "kp_create: %s", kp_last_error());
+	enum { N = 1000, STEPS = 400000 };
+	static char *b[N];
+	uint64_t seed = 42;
+	for (int i = 0; i < STEPS; i++) {
+		unsigned k = (unsigned)(kt_rand(&seed) % N);
+		size_t n = kt_rand_range(&seed, 16, 256);
+		if (b[k] != NULL)
+			kp_free(pool, b[k]);
+		b[k] = kp_alloc(pool, n, 0);
+		REQUIRE(b[k] != NULL, "kp_alloc #%d", i);
+		b[k][0] = b[k][n - 1] = 1;
+		if (i % 100000 == 0)
+			kt_sleep_ms(150); /* timer passes, and passes woken by the start */
+	}
+	kt_sleep_ms(250);
+	int64_t out = kt_stat(pool, "primary.in_use_bytes"), ready = kt_stat(pool, "daemon.prefaulted_bytes");
+	printf("   small program: %lld KiB in use, %lld KiB pre-faulted by the daemon\n", (long long)(out >> 10),
+	       (long long)(ready >> 10));
+	CHECK(ready == 0, "a program holding %lld KiB has %lld KiB of free units pre-faulted ahead of it",
+	      (long long)(out >> 10), (long long)(ready >> 10));
+	for (int i = 0; i < N; i++)
+		kp_free(pool, b[i]);
+	kp_destroy(pool);
+}
+
 /* The target, driven by the test's clock: a burst raises it (rate times the
  * horizon, bounded by a share of what is in use), the allocation path that
  * outran the daemon raises it further, and idleness brings it back to the
@@ -256,6 +296,7 @@ int main(void)
 	RUN(test_idle_rss);
 	RUN(test_no_1g_cap);
 	RUN(test_small_program_peak);
+	RUN(test_small_program_prefaults_nothing);
 	RUN(test_adaptive_target);
 	RUN(test_auto_floor_with_low_wm);
 	return ktest_summary();
