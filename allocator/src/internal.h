@@ -874,6 +874,7 @@ int kp__backup_refill(kp_pool *pool);
 typedef struct kp__xfer {
 	void *list;
 	unsigned n;
+	uint64_t gen; /* the pool's xfer_gen when it was parked */
 	uint64_t keys[KP_XFER_KEYS];
 } kp__xfer;
 /* Park the n blocks of list (vetted by the caller against keys, its last
@@ -887,6 +888,14 @@ bool kp__xfer_put(kp_pool *pool, unsigned cls, void *list, const uint64_t *keys,
  * the class lock only when a batch is parked. The blocks are vetted as
  * every bin's are, one by one when taken (alloc.c, bin_head_ok). */
 unsigned kp__xfer_take(kp_pool *pool, unsigned cls, void **list, uint64_t *keys, unsigned n);
+/* Parked batches back to their spans, vetted again first (parked blocks
+ * are free memory: a write while parked is caught here). The daemon (all
+ * false), at most once per checkpoint (transfer.c, KP_XFER_IDLE_NS): the
+ * batches parked since before the previous checkpoint and never taken;
+ * it never waits for a class lock (a class busy now is visited at the next
+ * checkpoint). kp_thread_flush (all true): every batch. Caller holds no
+ * lock. Returns batches given back. */
+int kp__xfer_drain(kp_pool *pool, bool all);
 
 /* ---- tcache.c: per-thread caches ---------------------------------------- */
 typedef struct kp__bin {
@@ -1059,6 +1068,8 @@ struct kp_pool {
 
 	kp__central central[KP_NCLASS];
 	kp__xfer xfer[KP_NCLASS][KP_XFER_SLOTS]; /* transfer.c; address space until a class uses it */
+	_Atomic uint64_t xfer_gen; /* checkpoints of kp__xfer_drain so far */
+	uint64_t xfer_at_ns;       /* the next one (the daemon's alone) */
 	kp__backup backup;
 	kp__daemon daemon;
 	kp__oscount os;

@@ -377,8 +377,8 @@ KP_EXPORT void kp_thread_flush(kp_pool *pool)
 		return;
 	}
 	kp__tcache *tc = kp__tcache_get(pool, pool->id);
-	if (!tc)
-		return;
-	for (unsigned c = 0; c < KP_NCLASS; c++)
-		kp__tcache_flush_bin(pool, tc, c, 0);
+	if (tc)
+		for (unsigned c = 0; c < KP_NCLASS; c++)
+			kp__tcache_flush_bin(pool, tc, c, 0);
+	kp__xfer_drain(pool, true); /* and the batches parked for any thread's cache */
 }

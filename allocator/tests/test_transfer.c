@@ -164,10 +164,87 @@ static void test_what_is_not_parked(void)
 	kp_destroy(pool);
 }
 
+/* A batch parked and never taken is memory its spans never get back (a
+ * thread that freed a burst and went quiet): the daemon gives back what
+ * stayed parked from one of its checkpoints (decay_ms apart) to the next,
+ * its blocks vetted again first (they are free memory: a write while
+ * parked must not send a live block to its span). */
+static void test_idle_batch_goes_back(void)
+{
+	kp_pool *pool = kp_create(CONF ",decay_ms:100");
+	REQUIRE(pool, "kp_create: %s", kp_last_error());
+	kp__bin *b;
+	unsigned cls = kp__class_of(REQ + KP_HDR + KP_CANARY);
+	park_one(pool, &b);
+	REQUIRE(b, "a batch parked");
+	kp_daemon_step(pool, 0);
+	CHECK(atomic_load(&pool->central[cls].nxfer) == 1, "given back before it stayed parked for decay_ms");
+	kp_daemon_step(pool, 150);
+	CHECK(atomic_load(&pool->central[cls].nxfer) == 0, "still parked after a checkpoint: %u",
+	      atomic_load(&pool->central[cls].nxfer));
+	CHECK(kt_stat(pool, "integrity.freelist_errors") == 0, "no false alarm");
+	kp_destroy(pool);
+}
+
+/* kp_thread_flush gives back every parked batch too: a program that
+ * frees all and flushes gets its memory back after one decay_ms, as
+ * before the transfer cache (test_daemon's shrink). */
+static void test_thread_flush_gives_parked_back(void)
+{
+	kp_pool *pool = kp_create(CONF);
+	REQUIRE(pool, "kp_create: %s", kp_last_error());
+	kp__bin *b;
+	unsigned cls = kp__class_of(REQ + KP_HDR + KP_CANARY);
+	park_one(pool, &b);
+	REQUIRE(b, "a batch parked");
+	kp_thread_flush(pool);
+	CHECK(atomic_load(&pool->central[cls].nxfer) == 0, "still parked after kp_thread_flush");
+	CHECK(kt_stat(pool, "integrity.freelist_errors") == 0, "no false alarm");
+	kp_destroy(pool);
+}
+
+static void test_idle_batch_vetted(void)
+{
+	kp_pool *pool = kp_create(CONF ",decay_ms:100");
+	REQUIRE(pool, "kp_create: %s", kp_last_error());
+	kp__bin *b;
+	unsigned cls = kp__class_of(REQ + KP_HDR + KP_CANARY);
+	char *live = kp_alloc(pool, REQ, 0);
+	REQUIRE(live, "alloc");
+	park_one(pool, &b);
+	REQUIRE(b, "a batch parked");
+	kp__xfer *x = &pool->xfer[cls][0];
+	char *h = x->list;
+	REQUIRE(h && x->n == 8, "a batch parked");
+	/* Its head's link rewritten to a live block of the class. */
+	uint64_t k = kt_raw_get(h) ^ kt_raw_get(h + 8);
+	kt_raw_put(h + KP_HDR, (uint64_t)(uintptr_t)(live - KP_HDR) ^ (uint64_t)kp__link_pad(k));
+	kp_daemon_step(pool, 0);
+	kp_daemon_step(pool, 150);
+	CHECK(atomic_load(&pool->central[cls].nxfer) == 0, "still parked");
+	CHECK(kt_stat(pool, "integrity.freelist_errors") == 1, "the damage reported: %llu",
+	      (unsigned long long)kt_stat(pool, "integrity.freelist_errors"));
+	unsigned dup = 0;
+	void *q[256];
+	for (int i = 0; i < 256; i++) {
+		q[i] = kp_alloc(pool, REQ, 0);
+		REQUIRE(q[i], "alloc");
+		dup += q[i] == live;
+	}
+	CHECK(dup == 0, "the live block was handed out %u times", dup);
+	for (int i = 0; i < 256; i++)
+		CHECK(kp_free(pool, q[i]) == 0, "free %d", i);
+	CHECK(kp_free(pool, live) == 0, "free");
+	kp_destroy(pool);
+}
+
 int main(void)
 {
 	RUN(test_batch_goes_to_the_next_empty_bin);
 	RUN(test_parked_link_rewritten);
 	RUN(test_what_is_not_parked);
+	RUN(test_idle_batch_goes_back);
+	RUN(test_thread_flush_gives_parked_back);
+	RUN(test_idle_batch_vetted);
 	return ktest_summary();
 }
