@@ -8,8 +8,8 @@
  * Through the spans, each block of such a batch cost about 210 instructions
  * (callgrind, kpbench c): its segment vetted and span found and its link
  * rewritten when given back (kp__central_give), its key computed again (one
- * AES) and its link vetted and rewritten when taken (kp__central_take), two
- * cache lines of span metadata written per block by both threads. Parked
+ * AES) and its link vetted and rewritten when taken (kp__central_take), the
+ * span's counts and list written by both threads under the class lock. Parked
  * here, a batch moves as it is: its list and its bin's key stack, one copy
  * of the keys under the class lock on each side.
  *
@@ -21,10 +21,10 @@
  * The keys stay out of line, in the pool's own mapping.
  *
  * A parked batch is memory its spans do not get back: the flush of a
- * thread that leaves, or of kp_thread_flush, goes to the spans (keep 0),
- * the bytes parked per class are bounded (KP_XFER_BYTES, KP_XFER_SLOTS),
- * and the daemon gives back what stayed parked for decay_ms
- * (kp__xfer_drain).
+ * thread that leaves goes to the spans (keep 0), the bytes parked per class
+ * are bounded (KP_XFER_BYTES, KP_XFER_SLOTS), the daemon gives back what
+ * stayed parked through one of its checkpoints (KP_XFER_IDLE_NS), and
+ * kp_thread_flush all of it (kp__xfer_drain).
  */
 #include "internal.h"
 
