@@ -111,8 +111,9 @@ int kp_free(kp_pool *pool, void *p);
  * is not a live block of this pool. */
 size_t kp_usable_size(kp_pool *pool, const void *p);
 
-/* Return the calling thread's cached blocks for this pool to the pool.
- * Threads do this themselves at exit. */
+/* Return the calling thread's cached blocks for this pool to the pool, and
+ * the batches of free blocks the pool holds for its threads' caches (its
+ * transfer cache). Threads return their own cache themselves at exit. */
 void kp_thread_flush(kp_pool *pool);
 
 /* ---- the critical privilege (thread-scoped, like PF_MEMALLOC) ---------- */

@@ -89,7 +89,10 @@ static ALWAYS_INLINE void *small_alloc(kp_pool *pool, kp__bin *b, uint64_t *cons
 		if (KP_UNLIKELY(!h || !b->count)) {
 			kp__bin_miss(b);
 			void *list = NULL;
-			unsigned got = kp__central_take(pool, cls, &list, *keys, b->max / 2);
+			/* A batch another bin parked (transfer.c), else blocks from the spans. */
+			unsigned got = kp__xfer_take(pool, cls, &list, *keys, b->max / 2);
+			if (!got)
+				got = kp__central_take(pool, cls, &list, *keys, b->max / 2);
 			if (!got)
 				return NULL;
 			b->head = h = list;

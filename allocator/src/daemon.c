@@ -588,6 +588,7 @@ int kp__daemon_pass(kp_pool *pool)
 	 * path takes meanwhile as taken (so ready errs low, never high: a page
 	 * pre-faulted twice costs a page-table walk, one never pre-faulted a
 	 * fault on the allocating thread). */
+	kp__xfer_drain(pool, false); /* idle parked batches back to their spans, before the shrink (transfer.c) */
 	int shrunk = kp__primary_shrink(pool, target);
 	atomic_fetch_add(&d->shrinks, (uint64_t)shrunk);
 	atomic_store(&d->ready, pre ? ready : 0);

@@ -296,7 +296,13 @@ void kp__tcache_flush_bin(kp_pool *pool, kp__tcache *tc, unsigned cls, unsigned 
 		    kp__hdr_meta((kp__hdr *)at) != want)
 			break;
 		char *next = kp__link_get_k(key, at);
-		if (next && !kp__plausible(pool, next))
+		/* Plausible as alloc.c's next_ok has it: in at's segment (vetted:
+		 * at's header verified) and 16-aligned, else a normal segment of
+		 * this pool by the pagemap's tag alone (no grace section, no read
+		 * of a segment header: kp__plausible cost 25 instructions a block).
+		 * The block it leads to is vetted against its key next. */
+		if (next && !((((uintptr_t)next ^ (uintptr_t)at) >> KP_SEG_SHIFT) == 0 && !((uintptr_t)next & (KP_HDR - 1))) &&
+		    !kp__pagemap_owns(pool->id, next))
 			break;
 		last = at;
 		at = next;
@@ -318,7 +324,13 @@ void kp__tcache_flush_bin(kp_pool *pool, kp__tcache *tc, unsigned cls, unsigned 
 	}
 	b->head = at;
 	b->count = keep;
-	kp__central_give(pool, cls, list, keys + keep, n);
+	/* The batch ends at its n-th block (its link led to the bin's new
+	 * head): a list of its own, then parked whole for another bin of the
+	 * class (transfer.c) while this thread keeps caching, or back to its
+	 * spans (a thread that leaves, kp_thread_flush, no room parked). */
+	kp__link_put_k(keys[keep], last, NULL);
+	if (!keep || !kp__xfer_put(pool, cls, list, keys + keep, n))
+		kp__central_give(pool, cls, list, keys + keep, n);
 }
 
 void kp__tcache_release(kp_pool *pool, kp__tcache *tc)
@@ -370,8 +382,8 @@ KP_EXPORT void kp_thread_flush(kp_pool *pool)
 		return;
 	}
 	kp__tcache *tc = kp__tcache_get(pool, pool->id);
-	if (!tc)
-		return;
-	for (unsigned c = 0; c < KP_NCLASS; c++)
-		kp__tcache_flush_bin(pool, tc, c, 0);
+	if (tc)
+		for (unsigned c = 0; c < KP_NCLASS; c++)
+			kp__tcache_flush_bin(pool, tc, c, 0);
+	kp__xfer_drain(pool, true); /* and the batches parked for any thread's cache */
 }

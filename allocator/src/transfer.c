@@ -1,0 +1,166 @@
+/*
+ * transfer.c - the transfer cache: whole batches of free blocks handed from
+ * a thread cache that overflowed to the next one of the class that runs
+ * empty, without going back to their spans (tcmalloc's transfer cache).
+ *
+ * Two threads that free each other's blocks (kpbench c, a server's
+ * producer and consumer) fill one bin and empty another of the same class.
+ * Through the spans, each block of such a batch cost about 210 instructions
+ * (callgrind, kpbench c): its segment vetted and span found and its link
+ * rewritten when given back (kp__central_give), its key computed again (one
+ * AES) and its link vetted and rewritten when taken (kp__central_take), the
+ * span's counts and list written by both threads under the class lock. Parked
+ * here, a batch moves as it is: its list and its bin's key stack, one copy
+ * of the keys under the class lock on each side.
+ *
+ * Nothing is verified less. The flushing bin vets every block of the batch
+ * against its key before it parks it (tcache.c, kp__tcache_flush_bin), and
+ * the bin that takes it vets each block again when it hands it out
+ * (alloc.c, bin_head_ok), as it does every block of a bin: a free block
+ * written while parked is caught there, as it would be in a thread's bin.
+ * The keys stay out of line, in the pool's own mapping.
+ *
+ * A parked batch is memory its spans do not get back: the flush of a
+ * thread that leaves goes to the spans (keep 0), the bytes parked per class
+ * are bounded (KP_XFER_BYTES, KP_XFER_SLOTS), the daemon gives back what
+ * stayed parked through one of its checkpoints (KP_XFER_IDLE_NS), and
+ * kp_thread_flush all of it (kp__xfer_drain).
+ */
+#include "internal.h"
+
+#include <stddef.h>
+
+bool kp__xfer_put(kp_pool *pool, unsigned cls, void *list, const uint64_t *keys, unsigned n)
+{
+	if (!n || n > KP_XFER_KEYS || (size_t)n * kp__class_size[cls] > KP_XFER_BYTES)
+		return false;
+	kp__central *c = &pool->central[cls];
+	pthread_mutex_lock(kp__class_lock(pool, cls));
+	unsigned i = atomic_load_explicit(&c->nxfer, memory_order_relaxed);
+	bool ok = i < KP_XFER_SLOTS;
+	if (ok) {
+		kp__xfer *x = &pool->xfer[cls][i];
+		x->list = list;
+		x->n = n;
+		x->gen = atomic_load_explicit(&pool->xfer_gen, memory_order_relaxed);
+		memcpy(x->keys, keys, (size_t)n * sizeof *keys);
+		atomic_store_explicit(&c->nxfer, i + 1, memory_order_relaxed);
+	}
+	pthread_mutex_unlock(kp__class_lock(pool, cls));
+	return ok;
+}
+
+unsigned kp__xfer_take(kp_pool *pool, unsigned cls, void **list, uint64_t *keys, unsigned n)
+{
+	kp__central *c = &pool->central[cls];
+	/* A peek without the lock: a batch parked meanwhile waits for the next
+	 * refill, one the peek saw may be gone (checked again below). */
+	if (!atomic_load_explicit(&c->nxfer, memory_order_relaxed))
+		return 0;
+	unsigned got = 0;
+	pthread_mutex_lock(kp__class_lock(pool, cls));
+	unsigned i = atomic_load_explicit(&c->nxfer, memory_order_relaxed);
+	if (i && i <= KP_XFER_SLOTS && pool->xfer[cls][i - 1].n <= n) {
+		kp__xfer *x = &pool->xfer[cls][i - 1];
+		got = x->n;
+		*list = x->list;
+		memcpy(keys, x->keys, (size_t)got * sizeof *keys);
+		x->list = NULL;
+		x->n = 0;
+		atomic_store_explicit(&c->nxfer, i - 1, memory_order_relaxed);
+	}
+	pthread_mutex_unlock(kp__class_lock(pool, cls));
+	return got;
+}
+
+/* How many blocks at the head of a parked batch still verify: each a free
+ * block of class cls under its key, each link plausible before it is
+ * followed (alloc.c's next_ok), the last one NULL. *last: the last block
+ * that verified. The daemon's, on batches that sat parked a while. */
+static unsigned batch_vet(kp_pool *pool, unsigned cls, const kp__xfer *x, char **last)
+{
+	uint64_t want = kp__meta(0, (uint16_t)cls, KP_ST_FREE);
+	char *at = x->list;
+	unsigned i = 0;
+	*last = NULL;
+	for (; i < x->n; i++) {
+		uint64_t key = x->keys[x->n - 1 - i];
+		if (!at || kp__hdr_meta((kp__hdr *)at) != want || (kp__hdr_tag((kp__hdr *)at) ^ want) != key)
+			break;
+		char *next = kp__link_get_k(key, at);
+		if (i == x->n - 1 ? next != NULL
+				  : !next || !(((((uintptr_t)next ^ (uintptr_t)at) >> KP_SEG_SHIFT) == 0 &&
+						!((uintptr_t)next & (KP_HDR - 1))) ||
+					       kp__pagemap_owns(pool->id, next)))
+			break;
+		*last = at;
+		at = next;
+	}
+	return i;
+}
+
+/* A batch still parked at the daemon's second checkpoint after it was
+ * parked sat idle through at least this long, and through one whole pass
+ * interval of the daemon: kpbench c's batches are taken within
+ * microseconds, and one taken from its spans instead costs what every
+ * refill cost before the transfer cache. A parked block keeps its span,
+ * and so its segment, from going back: with batches given back only after
+ * decay_ms, test_daemon's 256 MiB of 4-64 KiB blocks, all freed, still
+ * held 288 of 336 MiB mapped when its wait for the shrink ended (TSan). */
+#define KP_XFER_IDLE_NS (10 * 1000000ull)
+
+int kp__xfer_drain(kp_pool *pool, bool all)
+{
+	uint64_t gen = UINT64_MAX; /* all: every batch is stale */
+	if (!all) {
+		uint64_t now = kp__pool_now(pool);
+		if (now < pool->xfer_at_ns)
+			return 0;
+		pool->xfer_at_ns = now + KP_XFER_IDLE_NS;
+		/* Stale: parked before this checkpoint's predecessor. A class's
+		 * slots hold them at their bottom (stamps rise towards the top). */
+		gen = atomic_fetch_add_explicit(&pool->xfer_gen, 1, memory_order_relaxed);
+	}
+	int given = 0;
+	for (unsigned cls = 0; cls < KP_NCLASS; cls++) {
+		kp__central *c = &pool->central[cls];
+		if (!atomic_load_explicit(&c->nxfer, memory_order_relaxed))
+			continue;
+		/* A thread holding the class lock may be waiting for this very
+		 * daemon (a refill that grows the pool): the daemon never blocks
+		 * on it. */
+		if (all)
+			pthread_mutex_lock(kp__class_lock(pool, cls));
+		else if (pthread_mutex_trylock(kp__class_lock(pool, cls)) != 0)
+			continue;
+		kp__xfer out[KP_XFER_SLOTS], *x = pool->xfer[cls];
+		unsigned n = atomic_load_explicit(&c->nxfer, memory_order_relaxed), k = 0;
+		while (k < n && k < KP_XFER_SLOTS && x[k].gen < gen)
+			k++;
+		for (unsigned i = 0; i < k; i++)
+			memcpy(&out[i], &x[i], offsetof(kp__xfer, keys) + (size_t)x[i].n * sizeof x[i].keys[0]);
+		for (unsigned i = k; i < n && i < KP_XFER_SLOTS; i++)
+			memcpy(&x[i - k], &x[i], offsetof(kp__xfer, keys) + (size_t)x[i].n * sizeof x[i].keys[0]);
+		if (k)
+			atomic_store_explicit(&c->nxfer, n - k, memory_order_relaxed);
+		pthread_mutex_unlock(kp__class_lock(pool, cls));
+		for (unsigned i = 0; i < k; i++) {
+			char *last;
+			unsigned ok = batch_vet(pool, cls, &out[i], &last);
+			if (ok < out[i].n) {
+				/* Written while parked: the blocks before the bad one go
+				 * back, the rest is set aside (as a thread cache's flush
+				 * does with a damaged bin). */
+				kp__violation(pool, KP_EV_FREELIST, KP_ECORRUPT, last ? last : out[i].list, out[i].n - ok,
+					      "damaged link in a parked batch: rest of the list quarantined");
+				atomic_fetch_add(&pool->quarantined, out[i].n - ok);
+				if (last)
+					kp__link_put_k(out[i].keys[out[i].n - ok], last, NULL);
+			}
+			if (ok)
+				kp__central_give(pool, cls, out[i].list, out[i].keys + (out[i].n - ok), ok);
+			given++;
+		}
+	}
+	return given;
+}
