@@ -71,6 +71,11 @@ uint64_t kp__pool_now(kp_pool *pool)
  * ms) and to map and pre-fault what was taken (4 MiB in about 1 ms), with a
  * margin of two. */
 #define KP_HORIZON_MS 20
+/* Nothing taken for this many horizons: growth has stopped (daemon_target).
+ * One was too few: a program taking 2 MiB per 20 ms, its pass coming just
+ * before its next takes (test_prefault_touch's model of a 100 MB/s grower),
+ * looked quiet at every pass and was never pre-faulted. */
+#define KP_QUIET_HORIZONS 2
 /* At most 1/16 of the bytes in use as headroom: 6% over the program's own
  * footprint at its peak, under the 10% the issue allows over the best peer. */
 #define KP_TARGET_SHARE 16
@@ -510,6 +515,15 @@ static size_t daemon_target(kp_pool *pool)
 		atomic_compare_exchange_strong(&pool->grow_boost, &boost, boost - 1);
 		atomic_store(&pool->boost_at_ns, now);
 	}
+	/* Growth that stopped (nothing taken for KP_QUIET_HORIZONS horizons: a
+	 * burst that ended, a program gone quiet) keeps the floor: the rate it
+	 * left would pre-fault headroom nobody takes (sqlite3 under the preload
+	 * ends on a burst, and the pass after it made 7 MiB resident: 48.5 ->
+	 * 55.7 MiB, test_burst). The rate stays: growth that resumes wakes the
+	 * daemon at the floor's low mark and gets its headroom back. */
+	uint64_t take = atomic_load_explicit(&d->take_ns, memory_order_relaxed);
+	if (now > take && now - take > (uint64_t)KP_QUIET_HORIZONS * KP_HORIZON_MS * 1000000ull)
+		rate = 0;
 	double want = (double)rate * KP_HORIZON_MS / 1000.0 * (double)(1u << atomic_load(&pool->grow_boost));
 	double out = (double)atomic_load(&pool->out_bytes);
 	double cap = out / KP_TARGET_SHARE;
