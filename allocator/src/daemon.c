@@ -451,6 +451,17 @@ void kp__daemon_prime(kp_pool *pool)
 {
 	kp__daemon *d = &pool->daemon;
 	size_t target = kp__daemon_floor(pool);
+	/* A floor set past primary_initial (high_wm, low_wm) is mapped here, as
+	 * address space, so that the allocation path never maps while the
+	 * daemon's first pass is pending: under load (two busy loops on two
+	 * cores) the new thread's first pass can come after the program has
+	 * taken primary_initial and waited grow_wait_us, and it then mapped
+	 * segments itself (workloads/paced-growth.yaml: primary_initial 1m,
+	 * high_wm 96m, 2 mmap calls on the allocation path in 1 run of 10 here,
+	 * and once in CI). The daemon pre-faults them from its first pass on. */
+	while (pool->conf.daemon && kp__primary_headroom(pool) < target)
+		if (kp__primary_grow(pool, false) < 0)
+			break;
 	size_t ready = pool->conf.prefault && target ? prefault_front(pool, 0, target) : 0;
 	/* pre-faulting until the probe has seen what the program writes */
 	atomic_store(&d->prefaulting, 1);

@@ -10,7 +10,12 @@
  * the floor; growth that resumes gets its headroom back at the next pass.
  *
  * Driven with kp_daemon_step (daemon:off): the test's clock decides when a
- * pass runs. RSS is meaningless under a sanitizer: the RSS bound is checked
+ * pass runs.
+ *
+ * And the other end of growth, the start: a floor set past primary_initial
+ * is mapped by kp_create, so the allocation path never maps while the
+ * daemon's first pass is pending (workloads/paced-growth.yaml under two
+ * busy loops: 2 mmap calls on the allocation path in 1 run of 10). RSS is meaningless under a sanitizer: the RSS bound is checked
  * in the release variant, the target in every variant.
  */
 #include "ktest.h"
@@ -73,8 +78,23 @@ static void test_no_headroom_after_the_burst(void)
 	kp_destroy(pool);
 }
 
+/* Right after kp_create, before the daemon thread has had time to grow. */
+static void test_floor_mapped_at_create(void)
+{
+	unsetenv("KPOOL_CONF");
+	KT_POOL(pool, "primary_initial:1m,low_wm:32m,high_wm:96m,prefault:off");
+	int64_t cap = kt_stat(pool, "primary.capacity_bytes");
+	int64_t alloc_mmap = kt_stat(pool, "syscalls.alloc.mmap");
+	printf("   capacity right after kp_create: %lld MiB (high_wm 96 MiB)\n", (long long)(cap >> 20));
+	CHECK(cap >= (int64_t)(96 * MiB), "capacity %lld MiB after kp_create with high_wm:96m: the allocation path "
+	      "maps if it comes before the daemon's first pass", (long long)(cap >> 20));
+	CHECK(alloc_mmap == 0, "%lld mmap calls on the allocation path", (long long)alloc_mmap);
+	kp_destroy(pool);
+}
+
 int main(void)
 {
 	RUN(test_no_headroom_after_the_burst);
+	RUN(test_floor_mapped_at_create);
 	return ktest_summary();
 }
