@@ -526,15 +526,6 @@ static size_t daemon_target(kp_pool *pool)
 		atomic_compare_exchange_strong(&pool->grow_boost, &boost, boost - 1);
 		atomic_store(&pool->boost_at_ns, now);
 	}
-	/* Growth that stopped (nothing taken for KP_QUIET_HORIZONS horizons: a
-	 * burst that ended, a program gone quiet) keeps the floor: the rate it
-	 * left would pre-fault headroom nobody takes (sqlite3 under the preload
-	 * ends on a burst, and the pass after it made 7 MiB resident: 48.5 ->
-	 * 55.7 MiB, test_burst). The rate stays: growth that resumes wakes the
-	 * daemon at the floor's low mark and gets its headroom back. */
-	uint64_t take = atomic_load_explicit(&d->take_ns, memory_order_relaxed);
-	if (now > take && now - take > (uint64_t)KP_QUIET_HORIZONS * KP_HORIZON_MS * 1000000ull)
-		rate = 0;
 	double want = (double)rate * KP_HORIZON_MS / 1000.0 * (double)(1u << atomic_load(&pool->grow_boost));
 	double out = (double)atomic_load(&pool->out_bytes);
 	double cap = out / KP_TARGET_SHARE;
@@ -547,6 +538,25 @@ static size_t daemon_target(kp_pool *pool)
 	target = (target + KP_UNIT_SIZE - 1) & ~(size_t)(KP_UNIT_SIZE - 1);
 	size_t floor = kp__daemon_floor(pool);
 	if (target < floor)
+		target = floor;
+	/* Mapped ahead (address space: no RSS but each segment header's pages):
+	 * the target, and one segment more while the program grows, so that a
+	 * daemon descheduled for longer than the headroom lasts leaves the
+	 * allocation path faulting pages, never mapping segments (under two
+	 * busy loops on two cores the daemon's passes came 30-44 ms apart while
+	 * test_pool_behaviour's paced run took 130-260 MB/s, and it mapped on
+	 * the allocation path in 5 runs of 12). */
+	d->ahead = target + (rate ? seg_usable() : 0);
+	/* Growth that stopped (nothing taken for KP_QUIET_HORIZONS horizons: a
+	 * burst that ended, a program gone quiet) is pre-faulted only up to the
+	 * floor: the rate it left would pre-fault headroom nobody takes (sqlite3
+	 * under the preload ends on a burst, and the pass after it made 7 MiB
+	 * resident: 48.5 -> 55.7 MiB, test_burst). What is mapped ahead stays
+	 * (a program descheduled for that long, on a loaded machine, resumes at
+	 * its rate), and so does the rate: growth that resumes wakes the daemon
+	 * at the floor's low mark and gets its headroom back. */
+	uint64_t take = atomic_load_explicit(&d->take_ns, memory_order_relaxed);
+	if (now > take && now - take > (uint64_t)KP_QUIET_HORIZONS * KP_HORIZON_MS * 1000000ull)
 		target = floor;
 	atomic_store(&d->target, target);
 	return target;
@@ -583,13 +593,23 @@ int kp__daemon_pass(kp_pool *pool)
 	 * as the target (the walk below): at most a segment of overshoot when
 	 * fast, none when slow */
 	bool partial = false;
-	while (kp__primary_headroom(pool) < target) {
+	/* up to what daemon_target maps ahead; pre-faulted up to the target */
+	size_t ahead = d->ahead > target ? d->ahead : target;
+	for (size_t room; (room = kp__primary_headroom(pool)) < ahead;) {
 		/* whole: pre-faulted as it is mapped, when the program touches
-		 * what it takes or asked for a floor of a segment or more */
-		bool whole = pre && target >= seg_usable() && (all || floor >= seg_usable());
+		 * what it takes or asked for a floor of a segment or more; the
+		 * segment past the target never */
+		bool within = room < target;
+		/* ... nor while the allocation path is about to run dry (less
+		 * than a segment free): it gets the units at once, and the walk
+		 * below pre-faults them, front first (a segment pre-faulted
+		 * before it is linked took the daemon 3-5 ms under load, longer
+		 * than the allocation path waits for it) */
+		bool dry = room < seg_usable();
+		bool whole = within && !dry && pre && target >= seg_usable() && (all || floor >= seg_usable());
 		if (kp__primary_grow(pool, whole) < 0) /* counts d->grows itself */
 			break;
-		partial |= !whole;
+		partial |= within && !whole;
 		actions++;
 	}
 	if (pre && actions)
@@ -599,7 +619,7 @@ int kp__daemon_pass(kp_pool *pool)
 	 * path takes meanwhile as taken (so ready errs low, never high: a page
 	 * pre-faulted twice costs a page-table walk, one never pre-faulted a
 	 * fault on the allocating thread). */
-	int shrunk = kp__primary_shrink(pool, target);
+	int shrunk = kp__primary_shrink(pool, ahead);
 	atomic_fetch_add(&d->shrinks, (uint64_t)shrunk);
 	atomic_store(&d->ready, pre ? ready : 0);
 	set_wake(pool, target, ready, pre && front > 0);

@@ -968,6 +968,7 @@ typedef struct kp__daemon {
 	/* when the allocation path last took free units (primary.c, run_alloc;
 	 * kp__pool_now): a pass long after it finds growth that has stopped */
 	_Atomic uint64_t take_ns;
+	size_t ahead; /* free bytes the pass keeps mapped, pre-faulted or not (daemon_target) */
 	unsigned busy_passes; /* consecutive passes that found memory taken (daemon.c) */
 } kp__daemon;
 int kp__daemon_start(kp_pool *pool);

@@ -15,7 +15,9 @@
  * And the other end of growth, the start: a floor set past primary_initial
  * is mapped by kp_create, so the allocation path never maps while the
  * daemon's first pass is pending (workloads/paced-growth.yaml under two
- * busy loops: 2 mmap calls on the allocation path in 1 run of 10). RSS is meaningless under a sanitizer: the RSS bound is checked
+ * busy loops: 2 mmap calls on the allocation path in 1 run of 10); and a
+ * daemon late by more than the headroom lasts leaves the allocation path
+ * faulting pages, not mapping segments. RSS is meaningless under a sanitizer: the RSS bound is checked
  * in the release variant, the target in every variant.
  */
 #include "ktest.h"
@@ -26,9 +28,11 @@
 enum { BLOCK = 60 * 1024, NB = 512 }; /* 30 MiB at most */
 static void *b[NB];
 
+#define NO_PASS UINT64_MAX
+
 /* n blocks, every byte written (the probe sees a program that writes what
  * it takes: pre-faulting on), a pass every 2 MiB at step_ms of the test's
- * clock each. */
+ * clock each (NO_PASS: none, a daemon that is late). */
 static int take(kp_pool *pool, int from, int n, uint64_t step_ms)
 {
 	for (int i = from; i < from + n; i++) {
@@ -38,7 +42,7 @@ static int take(kp_pool *pool, int from, int n, uint64_t step_ms)
 			return i;
 		}
 		memset(b[i], 0x5a, BLOCK);
-		if ((i + 1) % 34 == 0)
+		if ((i + 1) % 34 == 0 && step_ms != NO_PASS)
 			kp_daemon_step(pool, step_ms);
 	}
 	return from + n;
@@ -78,6 +82,32 @@ static void test_no_headroom_after_the_burst(void)
 	kp_destroy(pool);
 }
 
+/* A daemon late by more than its headroom lasts (descheduled on a loaded
+ * machine: passes 30-150 ms apart were seen under other processes' busy
+ * loops) leaves the allocation path faulting pages, never mapping: while
+ * the program grows, a segment more than the target is mapped ahead. */
+static void test_late_daemon_no_alloc_mmap(void)
+{
+	unsetenv("KPOOL_CONF");
+	KT_POOL(pool, "daemon:off,seed:7");
+	kp_daemon_step(pool, 0);
+	int n = take(pool, 0, 200, 2); /* 12 MiB at 1 GB/s */
+	kp_daemon_step(pool, 2);
+	int64_t target = kt_stat(pool, "daemon.target_bytes");
+	int64_t mmap0 = kt_stat(pool, "syscalls.alloc.mmap");
+	/* the daemon is late: the target and 1 MiB more taken without a pass */
+	int more = (int)((target + (int64_t)MiB) / BLOCK) + 1;
+	n = take(pool, n, more, NO_PASS);
+	int64_t mmap1 = kt_stat(pool, "syscalls.alloc.mmap");
+	printf("   target %lld KiB; %d KiB taken with no pass: %lld mmap calls on the allocation path\n",
+	       (long long)(target >> 10), more * (BLOCK / 1024), (long long)(mmap1 - mmap0));
+	CHECK(mmap1 == mmap0, "%lld mmap calls on the allocation path while the daemon was late by the target + 1 MiB",
+	      (long long)(mmap1 - mmap0));
+	for (int i = 0; i < n; i++)
+		kp_free(pool, b[i]);
+	kp_destroy(pool);
+}
+
 /* Right after kp_create, before the daemon thread has had time to grow. */
 static void test_floor_mapped_at_create(void)
 {
@@ -96,5 +126,6 @@ int main(void)
 {
 	RUN(test_no_headroom_after_the_burst);
 	RUN(test_floor_mapped_at_create);
+	RUN(test_late_daemon_no_alloc_mmap);
 	return ktest_summary();
 }
