@@ -71,6 +71,11 @@ uint64_t kp__pool_now(kp_pool *pool)
  * ms) and to map and pre-fault what was taken (4 MiB in about 1 ms), with a
  * margin of two. */
 #define KP_HORIZON_MS 20
+/* Nothing taken for this many horizons: growth has stopped (daemon_target).
+ * One was too few: a program taking 2 MiB per 20 ms, its pass coming just
+ * before its next takes (test_prefault_touch's model of a 100 MB/s grower),
+ * looked quiet at every pass and was never pre-faulted. */
+#define KP_QUIET_HORIZONS 2
 /* At most 1/16 of the bytes in use as headroom: 6% over the program's own
  * footprint at its peak, under the 10% the issue allows over the best peer. */
 #define KP_TARGET_SHARE 16
@@ -460,6 +465,17 @@ void kp__daemon_prime(kp_pool *pool)
 {
 	kp__daemon *d = &pool->daemon;
 	size_t target = kp__daemon_floor(pool);
+	/* A floor set past primary_initial (high_wm, low_wm) is mapped here, as
+	 * address space, so that the allocation path never maps while the
+	 * daemon's first pass is pending: under load (two busy loops on two
+	 * cores) the new thread's first pass can come after the program has
+	 * taken primary_initial and waited grow_wait_us, and it then mapped
+	 * segments itself (workloads/paced-growth.yaml: primary_initial 1m,
+	 * high_wm 96m, 2 mmap calls on the allocation path in 1 run of 10 here,
+	 * and once in CI). The daemon pre-faults them from its first pass on. */
+	while (pool->conf.daemon && kp__primary_headroom(pool) < target)
+		if (kp__primary_grow(pool, false) < 0)
+			break;
 	size_t ready = pool->conf.prefault && target ? prefault_front(pool, 0, target) : 0;
 	/* pre-faulting until the probe has seen what the program writes */
 	atomic_store(&d->prefaulting, 1);
@@ -537,6 +553,25 @@ static size_t daemon_target(kp_pool *pool)
 	size_t floor = kp__daemon_floor(pool);
 	if (target < floor)
 		target = floor;
+	/* Mapped ahead (address space: no RSS but each segment header's pages):
+	 * the target, and one segment more while the program grows, so that a
+	 * daemon descheduled for longer than the headroom lasts leaves the
+	 * allocation path faulting pages, never mapping segments (under two
+	 * busy loops on two cores the daemon's passes came 30-44 ms apart while
+	 * test_pool_behaviour's paced run took 130-260 MB/s, and it mapped on
+	 * the allocation path in 5 runs of 12). */
+	d->ahead = target + (rate ? seg_usable() : 0);
+	/* Growth that stopped (nothing taken for KP_QUIET_HORIZONS horizons: a
+	 * burst that ended, a program gone quiet) is pre-faulted only up to the
+	 * floor: the rate it left would pre-fault headroom nobody takes (sqlite3
+	 * under the preload ends on a burst, and the pass after it made 7 MiB
+	 * resident: 48.5 -> 55.7 MiB, test_burst). What is mapped ahead stays
+	 * (a program descheduled for that long, on a loaded machine, resumes at
+	 * its rate), and so does the rate: growth that resumes wakes the daemon
+	 * at the floor's low mark and gets its headroom back. */
+	uint64_t take = atomic_load_explicit(&d->take_ns, memory_order_relaxed);
+	if (now > take && now - take > (uint64_t)KP_QUIET_HORIZONS * KP_HORIZON_MS * 1000000ull)
+		target = floor;
 	atomic_store(&d->target, target);
 	return target;
 }
@@ -572,13 +607,23 @@ int kp__daemon_pass(kp_pool *pool)
 	 * as the target (the walk below): at most a segment of overshoot when
 	 * fast, none when slow */
 	bool partial = false;
-	while (kp__primary_headroom(pool) < target) {
+	/* up to what daemon_target maps ahead; pre-faulted up to the target */
+	size_t ahead = d->ahead > target ? d->ahead : target;
+	for (size_t room; (room = kp__primary_headroom(pool)) < ahead;) {
 		/* whole: pre-faulted as it is mapped, when the program touches
-		 * what it takes or asked for a floor of a segment or more */
-		bool whole = pre && target >= seg_usable() && (all || floor >= seg_usable());
+		 * what it takes or asked for a floor of a segment or more; the
+		 * segment past the target never */
+		bool within = room < target;
+		/* ... nor while the allocation path is about to run dry (less
+		 * than a segment free): it gets the units at once, and the walk
+		 * below pre-faults them, front first (a segment pre-faulted
+		 * before it is linked took the daemon 3-5 ms under load, longer
+		 * than the allocation path waits for it) */
+		bool dry = room < seg_usable();
+		bool whole = within && !dry && pre && target >= seg_usable() && (all || floor >= seg_usable());
 		if (kp__primary_grow(pool, whole) < 0) /* counts d->grows itself */
 			break;
-		partial |= !whole;
+		partial |= within && !whole;
 		actions++;
 	}
 	if (pre && actions)
@@ -589,7 +634,7 @@ int kp__daemon_pass(kp_pool *pool)
 	 * pre-faulted twice costs a page-table walk, one never pre-faulted a
 	 * fault on the allocating thread). */
 	kp__xfer_drain(pool, false); /* idle parked batches back to their spans, before the shrink (transfer.c) */
-	int shrunk = kp__primary_shrink(pool, target);
+	int shrunk = kp__primary_shrink(pool, ahead);
 	atomic_fetch_add(&d->shrinks, (uint64_t)shrunk);
 	atomic_store(&d->ready, pre ? ready : 0);
 	set_wake(pool, target, ready, pre && front > 0);

@@ -1028,6 +1028,10 @@ typedef struct kp__daemon {
 	uint64_t touch_samples, probe_rng;
 	uint64_t last_ns, last_grows, last_shrinks;
 	size_t last_headroom;
+	/* when the allocation path last took free units (primary.c, run_alloc;
+	 * kp__pool_now): a pass long after it finds growth that has stopped */
+	_Atomic uint64_t take_ns;
+	size_t ahead; /* free bytes the pass keeps mapped, pre-faulted or not (daemon_target) */
 	unsigned busy_passes; /* consecutive passes that found memory taken (daemon.c) */
 } kp__daemon;
 int kp__daemon_start(kp_pool *pool);

@@ -341,6 +341,7 @@ static kp__span *run_alloc(kp_pool *pool, unsigned n, unsigned cls, kp__seg **se
 			kp__backup_mode_update(pool, false);
 		pthread_mutex_unlock(&pool->lock);
 		if (sp) {
+			atomic_store_explicit(&pool->daemon.take_ns, kp__pool_now(pool), memory_order_relaxed);
 			if (low)
 				kp__daemon_kick(pool);
 			return sp;
