@@ -9,6 +9,7 @@ import random
 import resource
 import threading
 import time
+from pathlib import Path
 
 import psutil
 import pytest
@@ -332,6 +333,90 @@ def test_pool_shrinks_after_decay_and_rss_drops() -> None:
 
 
 @pytest.mark.slow
+def _daemon_tids() -> set[int]:
+    out = set()
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            if (task / "comm").read_text().strip() == "kpool-daemon":
+                out.add(int(task.name))
+        except OSError:
+            continue
+    return out
+
+
+class _DaemonWait:
+    """The longest stretch a daemon thread waited for a CPU, from reads of its run_delay that found it
+    grew by half the time since the last read or more (kpdrive's daemon_sched, in Python)."""
+
+    def __init__(self, tid: int | None) -> None:
+        self.tid, self.last, self.t, self.stretch, self.longest_ms = tid, -1, 0.0, 0, 0.0
+
+    def read(self) -> None:
+        if self.tid is None:
+            return
+        try:
+            delay = int(Path(f"/proc/self/task/{self.tid}/schedstat").read_text().split()[1])
+        except (OSError, IndexError, ValueError):
+            return
+        now = time.monotonic_ns()
+        if self.last >= 0:
+            step = delay - self.last
+            self.stretch = self.stretch + step if step > 0 and 2 * step >= now - self.t else 0
+            self.longest_ms = max(self.longest_ms, self.stretch / 1e6)
+        self.last, self.t = delay, now
+
+
+def _paced_run() -> tuple[dict[str, int], float]:
+    """The paced loop once: its figures and the longest stretch its daemon waited for a CPU (ms)."""
+    rng = random.Random(3)
+    total, start = 256 * MiB, 16 * MiB
+    # grow_wait_us: on a loaded 2-core machine (pytest -n auto) the daemon thread can be descheduled
+    # for a few milliseconds; the grace period keeps this a test of the daemon's capacity, not of the
+    # scheduler. The C test test_daemon.c runs the same check without it.
+    others = _daemon_tids()
+    with Pool("primary_initial:1m,grow_wait_us:5000") as pool:
+        mine = _daemon_tids() - others
+        wait = _DaemonWait(min(mine) if len(mine) == 1 else None)
+        wait.read()
+        before = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
+        addrs, done, paced, at_start = [], 0, 0, None
+        while done < total:
+            size = rng.randint(4 * KiB, 64 * KiB)
+            addrs.append(pool.alloc(size))
+            ctypes.memset(addrs[-1], 0x77, size)
+            done += size
+            # A pace the daemon can keep ahead of: at most ~200 MiB/s (one 4 MiB segment per 20 ms).
+            if done - paced >= MiB:
+                paced = done
+                wait.read()
+                time.sleep(0.005)
+            if at_start is None and done >= start:
+                at_start = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
+        after = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
+        wait.read()
+        stats = pool.stats()
+        for a in addrs:
+            pool.free(a)
+    assert at_start is not None
+    figures = {
+        "mmap": stats["syscalls"]["alloc"]["mmap"],
+        "grows": stats["primary"]["grows"],
+        "start_faults": at_start - before,
+        "steady_faults": after - at_start,
+        "steady_pages": (total - start) // PAGE,
+    }
+    return figures, wait.longest_ms
+
+
+def _paced_ok(f: dict[str, int]) -> bool:
+    return (
+        f["mmap"] == 0
+        and f["grows"] > 0
+        and f["start_faults"] < 6 * MiB / PAGE
+        and f["steady_faults"] < 0.01 * f["steady_pages"]
+    )
+
+
 def test_daemon_grows_ahead_of_the_allocating_thread() -> None:
     """256 MiB in 4-64 KiB blocks, every page touched: no mmap on the allocation path, and once the
     daemon has measured the rate (the first 16 MiB) the allocating thread takes page faults on under
@@ -349,33 +434,21 @@ def test_daemon_grows_ahead_of_the_allocating_thread() -> None:
     Session 7: 75 size classes (twice as many spans start in 4-64 KiB) and thread caches bounded by bytes
     moved the start to 1,050-1,270 faults on a loaded machine (730-1,130 just before, same runs
     alternated; one CI run reached 1,351), so the bound is 6 MiB (1,536 of the 4,096 pages a peer
-    faults); the steady-state bound (under 1%, the issue's guarantee) is unchanged: 24-107 faults."""
-    rng = random.Random(3)
-    total, start = 256 * MiB, 16 * MiB
-    # grow_wait_us: on a loaded 2-core machine (pytest -n auto) the daemon thread can be descheduled
-    # for a few milliseconds; the grace period keeps this a test of the daemon's capacity, not of the
-    # scheduler. The C test test_daemon.c runs the same check without it.
-    with Pool("primary_initial:1m,grow_wait_us:5000") as pool:
-        before = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
-        addrs, done, paced, at_start = [], 0, 0, None
-        while done < total:
-            size = rng.randint(4 * KiB, 64 * KiB)
-            addrs.append(pool.alloc(size))
-            ctypes.memset(addrs[-1], 0x77, size)
-            done += size
-            # A pace the daemon can keep ahead of: at most ~200 MiB/s (one 4 MiB segment per 20 ms).
-            if done - paced >= MiB:
-                paced = done
-                time.sleep(0.005)
-            if at_start is None and done >= start:
-                at_start = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
-        after = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
-        stats = pool.stats()
-        for a in addrs:
-            pool.free(a)
-    assert at_start is not None
-    assert stats["syscalls"]["alloc"]["mmap"] == 0
-    assert stats["primary"]["grows"] > 0
-    assert at_start - before < 6 * MiB / PAGE, f"{at_start - before} page faults in the first 16 MiB"
-    steady = (total - start) // PAGE
-    assert after - at_start < 0.01 * steady, f"{after - at_start} page faults for {steady} pages"
+    faults); the steady-state bound (under 1%, the issue's guarantee) is unchanged: 24-107 faults.
+    Session 8: a daemon the machine keeps off every CPU for tens of milliseconds cannot keep ahead (the
+    paced loop failed 5 runs of 12 here under busy loops, before and after session 8's daemon changes,
+    with the daemon's passes 30-150 ms apart). The loop reads the daemon thread's run_delay (the
+    kernel's schedstat) and a run whose daemon waited 10 ms or more in one stretch, as kpool stress's
+    rerun rule says (harness/stress/runner.py, STARVED_MS), is run once more; the second run's figures
+    are the verdict."""
+    f, waited = _paced_run()
+    first = ""
+    if not _paced_ok(f) and waited >= 10.0:
+        first = f"first run {f} while the daemon waited {waited:.0f} ms for a CPU; "
+        f, waited = _paced_run()
+    assert f["mmap"] == 0, f"{first}{f}"
+    assert f["grows"] > 0
+    assert f["start_faults"] < 6 * MiB / PAGE, f"{first}{f['start_faults']} page faults in the first 16 MiB"
+    assert f["steady_faults"] < 0.01 * f["steady_pages"], (
+        f"{first}{f['steady_faults']} page faults for {f['steady_pages']} pages"
+    )
