@@ -22,10 +22,10 @@
  * step unmaps and the next input maps again), the smallest thread cache (the per-input flush returns a few
  * blocks, not batches of 128), and no pre-faulting and no transparent huge pages: an input touches a few
  * bytes of each block, and a 2 MiB page would be zeroed whole on the first. */
-#define FZ_BASE "daemon:off,prefault:off,thp:off,primary_initial:4m,primary_max:64m,backup:1m,decay_ms:400,tcache_bytes:0"
+#define FZ_BASE "daemon:off,step_clock:on,prefault:off,thp:off,primary_initial:4m,primary_max:64m,backup:1m,decay_ms:400,tcache_bytes:0"
 /* The tight pool: two segments at most, the backup taking critical traffic
  * from half of them. */
-#define FZ_TIGHT "daemon:off,prefault:off,thp:off,tcache_bytes:0,primary_initial:4m,primary_max:8m,backup:1m,critical_wm:50,recover_wm:25,low_wm:0,high_wm:0,decay_ms:10"
+#define FZ_TIGHT "daemon:off,step_clock:on,prefault:off,thp:off,tcache_bytes:0,primary_initial:4m,primary_max:8m,backup:1m,critical_wm:50,recover_wm:25,low_wm:0,high_wm:0,decay_ms:10"
 
 static fz_pool api_pools[] = {
 	{.conf = FZ_BASE ",seed:11,low_wm:0,high_wm:0"},

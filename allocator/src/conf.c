@@ -99,6 +99,9 @@ static const struct option options[] = {
 	{"recover_wm", PERCENT, "85", OFF(recover_wm), 0, 100,
 	 "primary use (% of primary_max) below which it moves back (hysteresis)"},
 	{"daemon", BOOL, "on", OFF(daemon), 0, 1, "run the grow daemon thread"},
+	{"step_clock", BOOL, "off", OFF(step_clock), 0, 1,
+	 "with daemon:off, the pool's clock moves only by what kp_daemon_step advances it (tests and fuzz targets: "
+	 "what a pass does, decay and checkpoints, does not depend on how fast the machine runs)"},
 	{"daemon_interval_ms", INT, "100", OFF(daemon_interval_ms), 1, 60000,
 	 "the daemon's fallback timer; the allocation path wakes it sooner"},
 	{"prefault", BOOL, "on", OFF(prefault), 0, 1,

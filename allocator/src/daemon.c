@@ -30,7 +30,12 @@
 
 uint64_t kp__pool_now(kp_pool *pool)
 {
-	return kp__now_ns() + atomic_load_explicit(&pool->daemon.clock_offset_ns, memory_order_relaxed);
+	uint64_t offset = atomic_load_explicit(&pool->daemon.clock_offset_ns, memory_order_relaxed);
+	/* step_clock: a stepped pool's time is its steps' (the fuzz targets:
+	 * the coverage of a replay did not depend on the machine's load) */
+	if (pool->conf.step_clock && !pool->conf.daemon)
+		return offset;
+	return kp__now_ns() + offset;
 }
 
 /* ---- the headroom target --------------------------------------------------

@@ -110,6 +110,7 @@ typedef struct kp__conf {
 	bool checks, poison, abort_on_corruption, prefault, thp;
 	unsigned wait_ms, log_fd, log_rate, grow_wait_us;
 	char faults[KP_FAULT_SPEC_MAX];
+	bool step_clock; /* daemon:off only: the pool's clock is what kp_daemon_step advanced */
 } kp__conf;
 
 /* Fill *c from defaults, KPOOL_CONF, then s. 0, or -1 with kp_last_error set. */
