@@ -96,8 +96,12 @@ def test_coverage_counts_libkpool_edges_per_target_and_together(tmp_path: Path) 
 
 
 def test_a_target_count_equals_libfuzzers_own(tmp_path: Path) -> None:
-    """The counters are read right: api_sequence's seeds (a deterministic target: no thread, no
-    clock) reach as many edges by our count as libFuzzer reports replaying them (-runs=0)."""
+    """The counters are read right: api_sequence's seeds (no thread; its pools' clock is their steps',
+    step_clock) reach as many edges by our count as libFuzzer reports replaying them (-runs=0), within
+    1%: some of libkpool's branches differ between processes (most likely those that follow where the
+    kernel places a mapping: kp__os_map takes one mmap when it happens to be aligned, three when not).
+    A fresh clone's venv python read 663 where our in-process replay read 668, every time; the same
+    tree under the plain python read 668. A misread counter array is off by far more (2,897 edges)."""
     pytest.importorskip("atheris")
     from harness import build
     from harness.fuzz import env as fuzz_env
@@ -124,7 +128,7 @@ def test_a_target_count_equals_libfuzzers_own(tmp_path: Path) -> None:
     )
     inited = re.search(r"INITED cov: (\d+)", lf.stderr)
     assert lf.returncode == 0 and inited, lf.stderr[-2000:]
-    assert ours == int(inited[1]), f"our count {ours}, libFuzzer's {inited[1]}"
+    assert abs(ours - int(inited[1])) <= 0.01 * ours, f"our count {ours}, libFuzzer's {inited[1]}"
 
 
 FAKE_TARGET = r"""
