@@ -97,23 +97,36 @@ static void test_no_1g_cap(void)
 
 /* The small program of test_small_program_peak, on a default pool (pool
  * non-NULL) or on malloc; returns the child's peak RSS (VmHWM) in KiB. */
-static long small_program(kp_pool *pool)
+/* The small program's churn: steps replacements of a random one of N_SMALL
+ * live blocks of 16-256 B (b, all NULL at first), on pool (or malloc when
+ * NULL), written at both ends; a pause of pause_ms at every step i with
+ * i % every == phase. The index of the allocation that failed, or -1. */
+enum { N_SMALL = 1000 };
+static int small_churn(kp_pool *pool, char **b, int steps, int every, int phase, unsigned pause_ms)
 {
-	enum { N = 1000, STEPS = 2000000 };
-	static char *b[N];
 	uint64_t seed = 42;
-	for (int i = 0; i < STEPS; i++) {
-		unsigned k = (unsigned)(kt_rand(&seed) % N);
+	for (int i = 0; i < steps; i++) {
+		unsigned k = (unsigned)(kt_rand(&seed) % N_SMALL);
 		size_t n = kt_rand_range(&seed, 16, 256);
 		if (b[k] != NULL)
 			pool ? (void)kp_free(pool, b[k]) : free(b[k]);
 		b[k] = pool ? kp_alloc(pool, n, 0) : malloc(n);
 		if (b[k] == NULL)
-			return -1;
+			return i;
 		b[k][0] = b[k][n - 1] = 1;
-		if (i == STEPS / 2)
-			kt_sleep_ms(300); /* the daemon's timer passes see a steady program */
+		if (i % every == phase)
+			kt_sleep_ms(pause_ms);
 	}
+	return -1;
+}
+
+static long small_program(kp_pool *pool)
+{
+	enum { STEPS = 2000000 };
+	static char *b[N_SMALL];
+	/* halfway, a pause: the daemon's timer passes see a steady program */
+	if (small_churn(pool, b, STEPS, STEPS, STEPS / 2, 300) >= 0)
+		return -1;
 	return kt_status_kb("VmHWM");
 }
 
@@ -183,27 +196,17 @@ static void test_small_program_prefaults_nothing(void)
 	}
 	kp_pool *pool = kp_create(NULL);
 	REQUIRE(pool != NULL, "kp_create: %s", kp_last_error());
-	enum { N = 1000, STEPS = 400000 };
-	static char *b[N];
-	uint64_t seed = 42;
-	for (int i = 0; i < STEPS; i++) {
-		unsigned k = (unsigned)(kt_rand(&seed) % N);
-		size_t n = kt_rand_range(&seed, 16, 256);
-		if (b[k] != NULL)
-			kp_free(pool, b[k]);
-		b[k] = kp_alloc(pool, n, 0);
-		REQUIRE(b[k] != NULL, "kp_alloc #%d", i);
-		b[k][0] = b[k][n - 1] = 1;
-		if (i % 100000 == 0)
-			kt_sleep_ms(150); /* timer passes, and passes woken by the start */
-	}
+	static char *b[N_SMALL];
+	/* every 100,000 steps a pause: timer passes, and passes woken by the start */
+	int failed = small_churn(pool, b, 400000, 100000, 0, 150);
+	REQUIRE(failed < 0, "kp_alloc #%d", failed);
 	kt_sleep_ms(250);
 	int64_t out = kt_stat(pool, "primary.in_use_bytes"), ready = kt_stat(pool, "daemon.prefaulted_bytes");
 	printf("   small program: %lld KiB in use, %lld KiB pre-faulted by the daemon\n", (long long)(out >> 10),
 	       (long long)(ready >> 10));
 	CHECK(ready == 0, "a program holding %lld KiB has %lld KiB of free units pre-faulted ahead of it",
 	      (long long)(out >> 10), (long long)(ready >> 10));
-	for (int i = 0; i < N; i++)
+	for (int i = 0; i < N_SMALL; i++)
 		kp_free(pool, b[i]);
 	kp_destroy(pool);
 }

@@ -61,15 +61,30 @@ static void park_one(kp_pool *pool, kp__bin **binp)
 	*binp = b;
 }
 
+/* A pool of conf with one batch parked (park_one; *binp as its), or NULL
+ * (a failed check says why). */
+static kp_pool *parked_pool(const char *conf, kp__bin **binp)
+{
+	*binp = NULL;
+	kp_pool *pool = kp_create(conf);
+	CHECK(pool, "kp_create: %s", kp_last_error());
+	if (pool)
+		park_one(pool, binp);
+	CHECK(*binp, "a batch parked");
+	if (pool && !*binp) {
+		kp_destroy(pool);
+		pool = NULL;
+	}
+	return pool;
+}
+
 /* The batch moves whole: the refill takes it, not blocks of the spans. */
 static void test_batch_goes_to_the_next_empty_bin(void)
 {
-	kp_pool *pool = kp_create(CONF);
-	REQUIRE(pool, "kp_create: %s", kp_last_error());
 	kp__bin *b;
+	kp_pool *pool = parked_pool(CONF, &b);
+	REQUIRE(pool, "a pool with a batch parked");
 	unsigned cls = kp__class_of(REQ + KP_HDR + KP_CANARY);
-	park_one(pool, &b);
-	REQUIRE(b, "a batch parked");
 	kp__xfer *x = &pool->xfer[cls][0];
 	unsigned n = x->n;
 	char *head = x->list;
@@ -100,12 +115,10 @@ static void test_batch_goes_to_the_next_empty_bin(void)
  * (it would be handed out again by its span), and must report it. */
 static void test_parked_link_rewritten(void)
 {
-	kp_pool *pool = kp_create(CONF);
-	REQUIRE(pool, "kp_create: %s", kp_last_error());
 	kp__bin *b;
+	kp_pool *pool = parked_pool(CONF, &b);
+	REQUIRE(pool, "a pool with a batch parked");
 	unsigned cls = kp__class_of(REQ + KP_HDR + KP_CANARY);
-	park_one(pool, &b);
-	REQUIRE(b, "a batch parked");
 	kp__xfer *x = &pool->xfer[cls][0];
 	char *h = x->list;
 	REQUIRE(h && x->n == 8, "a batch parked");
@@ -171,12 +184,10 @@ static void test_what_is_not_parked(void)
  * parked must not send a live block to its span). */
 static void test_idle_batch_goes_back(void)
 {
-	kp_pool *pool = kp_create(CONF ",decay_ms:100");
-	REQUIRE(pool, "kp_create: %s", kp_last_error());
 	kp__bin *b;
+	kp_pool *pool = parked_pool(CONF ",decay_ms:100", &b);
+	REQUIRE(pool, "a pool with a batch parked");
 	unsigned cls = kp__class_of(REQ + KP_HDR + KP_CANARY);
-	park_one(pool, &b);
-	REQUIRE(b, "a batch parked");
 	kp_daemon_step(pool, 0);
 	CHECK(atomic_load(&pool->central[cls].nxfer) == 1, "given back before it stayed parked for decay_ms");
 	kp_daemon_step(pool, 150);
@@ -191,12 +202,10 @@ static void test_idle_batch_goes_back(void)
  * before the transfer cache (test_daemon's shrink). */
 static void test_thread_flush_gives_parked_back(void)
 {
-	kp_pool *pool = kp_create(CONF);
-	REQUIRE(pool, "kp_create: %s", kp_last_error());
 	kp__bin *b;
+	kp_pool *pool = parked_pool(CONF, &b);
+	REQUIRE(pool, "a pool with a batch parked");
 	unsigned cls = kp__class_of(REQ + KP_HDR + KP_CANARY);
-	park_one(pool, &b);
-	REQUIRE(b, "a batch parked");
 	kp_thread_flush(pool);
 	CHECK(atomic_load(&pool->central[cls].nxfer) == 0, "still parked after kp_thread_flush");
 	CHECK(kt_stat(pool, "integrity.freelist_errors") == 0, "no false alarm");
