@@ -113,13 +113,10 @@ int kp__xfer_drain(kp_pool *pool, bool all)
 {
 	uint64_t gen = UINT64_MAX; /* all: every batch is stale */
 	if (!all) {
-		/* A pool without the daemon thread is stepped by its owner
-		 * (kp_daemon_step): each step is a checkpoint, so that what a
-		 * step gives back does not depend on how much real time passed
-		 * between two of them (the fuzz targets' pools: a replay under
-		 * load reached 655 edges where libFuzzer's own counted 650). */
+		/* The pool's clock: a stepped pool with step_clock (the fuzz
+		 * targets') gives back the same whatever the machine's load. */
 		uint64_t now = kp__pool_now(pool);
-		if (pool->conf.daemon && now < pool->xfer_at_ns)
+		if (now < pool->xfer_at_ns)
 			return 0;
 		pool->xfer_at_ns = now + KP_XFER_IDLE_NS;
 		/* Stale: parked before this checkpoint's predecessor. A class's
