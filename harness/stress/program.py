@@ -297,7 +297,7 @@ def figures(runs: Sequence[Run]) -> dict[str, dict[str, Any]]:
 
 
 def _how(r: run.RunResult) -> str:
-    """ "signal 6 (SIGABRT): <the first line of its stderr>", or its time limit."""
+    """How a crashed run ended (a signal, with its name, or the time limit) and its stderr's first line."""
     how = f"signal {-r.returncode} ({r.signal_name})" if r.returncode < 0 else f"exit {r.returncode}"
     if r.timed_out:
         how = "time limit"
