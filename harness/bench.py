@@ -1,4 +1,4 @@
-"""`kpool bench`: kpool against glibc, jemalloc, mimalloc and tcmalloc, side by side.
+"""`kpool bench`: kpool against glibc, jemalloc, mimalloc, tcmalloc and Scudo, side by side.
 
 The measuring is done in C by allocator/bench/kpbench (built with `make -C allocator bench`): one binary
 that runs each workload against kpool (`--alloc kpool`) or against the process's malloc (`--alloc
@@ -6,7 +6,9 @@ malloc`), so a peer is measured by loading its Debian library with LD_PRELOAD. T
 schedules runs, interleaving the allocators round-robin so that a noisy neighbour hurts them all alike,
 and reduces them to medians: ops/s, alloc latency p50/p99/p99.9 (timed in C), kpool's ratio to each
 peer, peak RSS (the process's VmHWM) and RSS over time (kpbench's sampler thread), and for workload
-(d) the allocating thread's page faults and the time of each round.
+(d) the allocating thread's page faults and the time of each round. "The best peer" is the best of
+issue 14's four (harness.peers.TARGETS); Scudo, the hardened peer, has its own column beside them. A run
+that fails (a peer's defaults may abort) is a row saying how, with the first line of its stderr.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from typing import Any
 
 from harness import output, paths
 from harness.build import make_command, run_make
-from harness.peers import ALLOCATORS, Allocator, available_allocators
+from harness.peers import ALLOCATORS, TARGETS, Allocator, available_allocators
+from harness.triage.patterns import SIGNALS
 
 KPBENCH = paths.build_dir("release") / "kpbench"
 WORKLOADS = ("a", "b", "c", "d", "f")
@@ -39,6 +42,8 @@ class Runner:
     preload: dict[str, str]  # allocator name -> library path
     ops: int | None
     failures: list[str] = field(default_factory=list)
+    # (workload, allocator) -> how each failed run failed: "signal 6 (SIGABRT): <first stderr line>"
+    failed: dict[tuple[str, str], list[str]] = field(default_factory=dict)
 
     def run(self, alloc: Allocator, workload: str, seed: int) -> dict[str, Any] | None:
         """One kpbench process for one workload; its JSON object, or None when it failed."""
@@ -56,7 +61,11 @@ class Runner:
             return None
         lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
         if proc.returncode != 0 or not lines:
-            how = f"killed by signal {-proc.returncode}" if proc.returncode < 0 else f"exit {proc.returncode}"
+            how = f"exit {proc.returncode}"
+            if proc.returncode < 0:
+                how = f"signal {-proc.returncode}" + (
+                    f" ({SIGNALS[-proc.returncode]})" if -proc.returncode in SIGNALS else ""
+                )
             self._fail(alloc, workload, how, proc.stderr)
             if not lines:
                 return None
@@ -66,6 +75,8 @@ class Runner:
     def _fail(self, alloc: Allocator, workload: str, how: str, stderr: str) -> None:
         tail = "\n".join(stderr.strip().splitlines()[-10:])
         self.failures.append(f"({workload}) {alloc.name}: {how}")
+        first = next((ln.strip() for ln in stderr.splitlines() if ln.strip()), "")
+        self.failed.setdefault((workload, alloc.name), []).append(how + (f": {first}" if first else ""))
         output.warn(f"kpbench ({workload}) with {alloc.name}: {how}" + (f"\n{tail}" if tail else ""))
 
 
@@ -94,8 +105,9 @@ def _median(values: Sequence[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
-def summarize(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Medians over the runs of one allocator on one workload."""
+def summarize(runs: Sequence[dict[str, Any]], failed: Sequence[str] = ()) -> dict[str, Any]:
+    """Medians over the runs of one allocator on one workload (NaN without any), and how the failed ones
+    failed."""
     lat = [r["lat_ns"]["alloc"] for r in runs]
     summary: dict[str, Any] = {
         "runs": len(runs),
@@ -106,6 +118,8 @@ def summarize(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "clock_ns": _median([r["clock_ns"] for r in runs]),
         "errors": sum(r["verify_errors"] + r["alloc_failures"] + r["free_errors"] for r in runs),
     }
+    if failed:
+        summary["failed"] = list(failed)
     cpu = [r.get("ops_per_cpu_s", 0.0) for r in runs]
     if runs and all(x > 0 for x in cpu):  # a and b: one timed thread
         summary["ops_per_cpu_s"] = _median(cpu)
@@ -175,6 +189,9 @@ def workload_table(workload: str, desc: str, sums: dict[str, dict[str, Any]]) ->
         headers += ["kpool p99.9 ÷ this", "thread page faults per round", "alloc+touch s per round"]
     rows = []
     for name, s in sums.items():
+        if not s["runs"]:  # every run failed: say how, in the row
+            rows.append([name, "failed: " + s.get("failed", ["no result"])[0]] + ["-"] * (len(headers) - 2))
+            continue
         row = [name, _si(s["ops_per_s"]), f"{s['p50']:.0f}", f"{s['p99']:.0f}", f"{s['p999']:.0f}"]
         row.append(_ratio(kp["ops_per_s"], s["ops_per_s"]) if kp and name != "kpool" else "")
         row.append(_mib(s.get("peak_rss_kib")))
@@ -186,14 +203,16 @@ def workload_table(workload: str, desc: str, sums: dict[str, dict[str, Any]]) ->
             row.append(" / ".join(f"{t:.3f}" for t in s["round_s"]))
         if s["errors"]:
             row[0] += f" ({s['errors']} ERRORS)"
+        if s.get("failed"):
+            row[0] += f" ({len(s['failed'])} run(s) failed: {s['failed'][0]})"
         rows.append(row)
     lines = [f"({workload}) {desc}", "", output.markdown_table(headers, rows)]
     timed = {"d": "malloc + touching every page", "f": "one realloc call"}.get(
         workload, "one allocation call"
     )
-    clock = _median([s["clock_ns"] for s in sums.values()])
+    clock = _median([s["clock_ns"] for s in sums.values() if s["runs"]])
     lines.append(f"latency: {timed}, timed in C; each figure includes one clock read (~{clock:.0f} ns)")
-    if workload == "d" and kp:
+    if workload == "d" and kp and kp["runs"]:
         pages = " / ".join(f"{p:.0f}" for p in kp["pages"])
         share = " / ".join(f"{100 * f / p:.1f}%" for f, p in zip(kp["faults"], kp["pages"], strict=True) if p)
         lines.append(f"pages allocated per round: {pages}; kpool's thread faulted on {share} of them")
@@ -206,26 +225,52 @@ def workload_table(workload: str, desc: str, sums: dict[str, dict[str, Any]]) ->
     return "\n".join(lines)
 
 
+def _failed(sums: dict[str, dict[str, Any]], peer: str) -> bool:
+    return peer in sums and not sums[peer]["runs"] and bool(sums[peer].get("failed"))
+
+
+def _best(sums: dict[str, dict[str, Any]], key: str, pick: Any) -> tuple[str, float]:
+    """The best of issue 14's peers (TARGETS; never kpool's preload or Scudo) by key: its name and figure."""
+    have = [(p, sums[p].get(key, NAN)) for p in TARGETS if p in sums]
+    have = [(p, x) for p, x in have if x == x]
+    return pick(have, key=lambda px: px[1]) if have else ("", NAN)
+
+
+def _vs_best(kp: dict[str, Any] | None, sums: dict[str, dict[str, Any]], key: str, pick: Any) -> str:
+    name, best = _best(sums, key, pick)
+    return f"{_ratio(kp.get(key, NAN), best)} ({name})" if kp and name else "-"
+
+
 def ratio_table(summary: dict[str, dict[str, dict[str, Any]]], peers: Sequence[str]) -> str:
-    """kpool ops/s divided by each peer's, one row per workload."""
+    """kpool ops/s divided by each peer's, one row per workload, and by the best of issue 14's peers."""
     rows = []
     for workload, sums in summary.items():
         kp = sums.get("kpool")
         rows.append(
             [workload]
-            + [_ratio(kp["ops_per_s"], sums[p]["ops_per_s"]) if kp and p in sums else "-" for p in peers]
+            + [
+                "failed"
+                if _failed(sums, p)
+                else _ratio(kp["ops_per_s"], sums[p]["ops_per_s"])
+                if kp and p in sums
+                else "-"
+                for p in peers
+            ]
+            + [_vs_best(kp, sums, "ops_per_s", max)]
         )
-    text = "kpool ops/s ÷ peer ops/s (medians)\n\n" + output.markdown_table(["workload", *peers], rows)
+    best_note = f"best peer: the best of {', '.join(TARGETS)} (issue 14's)"
+    text = f"kpool ops/s ÷ peer ops/s (medians; {best_note})\n\n"
+    text += output.markdown_table(["workload", *peers, "kpool ÷ best peer"], rows)
     rss_rows = []
     for workload, sums in summary.items():
         kp = sums.get("kpool")
-        # kpool's own preload library is no peer to beat
-        peak = [sums[p].get("peak_rss_kib", NAN) for p in peers if p in sums and not p.startswith("kpool")]
-        best = min((x for x in peak if x == x), default=NAN)
         rss_rows.append(
             [workload, _mib(kp.get("peak_rss_kib") if kp else None)]
-            + [_mib(sums[p].get("peak_rss_kib")) if p in sums else "-" for p in peers]
-            + [_ratio(kp.get("peak_rss_kib", NAN), best) if kp else "-"]
+            + [
+                "failed" if _failed(sums, p) else _mib(sums[p].get("peak_rss_kib")) if p in sums else "-"
+                for p in peers
+            ]
+            + [_vs_best(kp, sums, "peak_rss_kib", min)]
         )
     headers = ["workload", "kpool", *peers, "kpool ÷ best peer"]
     text += "\n\npeak RSS, MiB (VmHWM, medians)\n\n" + output.markdown_table(headers, rss_rows)
@@ -234,7 +279,11 @@ def ratio_table(summary: dict[str, dict[str, dict[str, Any]]], peers: Sequence[s
     cpu_rows = [
         [workload]
         + [
-            _ratio(kp["ops_per_cpu_s"], sums[p].get("ops_per_cpu_s", NAN)) if p in sums else "-"
+            "failed"
+            if _failed(sums, p)
+            else _ratio(kp["ops_per_cpu_s"], sums[p].get("ops_per_cpu_s", NAN))
+            if p in sums
+            else "-"
             for p in peers
         ]
         for workload, sums in summary.items()
@@ -252,8 +301,8 @@ def ratio_table(summary: dict[str, dict[str, dict[str, Any]]], peers: Sequence[s
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="kpool bench",
-        description="Benchmark kpool against glibc, jemalloc, mimalloc and tcmalloc (loaded by LD_PRELOAD) "
-        "on the same five workloads, measured in C by allocator/bench's kpbench.",
+        description="Benchmark kpool against glibc, jemalloc, mimalloc, tcmalloc and Scudo (the hardened "
+        "peer; loaded by LD_PRELOAD) on the same five workloads, measured in C by allocator/bench's kpbench.",
     )
     p.add_argument(
         "--workloads", default="a,b,c,d,f", help="comma-separated subset of a,b,c,d,f (default all)"
@@ -353,7 +402,11 @@ def main(argv: list[str]) -> int:
 
     summary: dict[str, dict[str, dict[str, Any]]] = {}
     for workload, per_alloc in raw.items():
-        sums = {name: summarize(runs) for name, runs in per_alloc.items() if runs}
+        sums = {
+            name: summarize(runs, runner.failed.get((workload, name), ()))
+            for name, runs in per_alloc.items()
+            if runs or (workload, name) in runner.failed
+        }
         summary[workload] = sums
         desc = next((runs[0]["desc"] for runs in per_alloc.values() if runs), "")
         output.result(workload_table(workload, desc, sums) + "\n")

@@ -1,5 +1,6 @@
 """`kpool bench --programs [GLOB]`: every real program (the program workloads, workloads/programs/*.yaml)
-on kpool's preload, glibc, jemalloc, mimalloc and tcmalloc, measured side by side in one run: `--runs`
+on kpool's preload, glibc, jemalloc, mimalloc, tcmalloc and Scudo (the hardened peer, with its defaults: a
+program it aborts is a "failed: signal 6 (SIGABRT): ..." cell), measured side by side in one run: `--runs`
 rounds (3 by default), each allocator once per round, the order turning from round to round; the table
 gives kpool's median wall time and peak RSS as ratios to each other allocator's medians (below 1: kpool
 is faster or smaller).
@@ -23,7 +24,7 @@ from harness.errors import KpoolError, UsageError
 from harness.stress import program, runner
 from harness.stress.command import workload_paths
 
-ALLOCATORS = ("kpool", *program.TABLE_PEERS)
+ALLOCATORS = ("kpool", *program.TABLE_PEERS, "scudo")
 RUNS = 3  # medians of three: one slow minute of a shared machine moves no figure
 
 
@@ -64,9 +65,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     names = [a.strip() for a in args.allocators.split(",") if a.strip()]
     bad = [n for n in names if n not in ALLOCATORS]
     if bad or not names or names[0] != "kpool":
-        p.error(
-            f"--allocators {args.allocators!r}: kpool first, then any of {', '.join(program.TABLE_PEERS)}"
-        )
+        p.error(f"--allocators {args.allocators!r}: kpool first, then any of {', '.join(ALLOCATORS[1:])}")
     if args.runs < 1:
         p.error(f"--runs {args.runs}: must be at least 1")
     args.allocators = names
@@ -140,7 +139,7 @@ def main(argv: Sequence[str]) -> int:
         progress_s=3600.0,
     )
     run_dir, results = measure(workloads, allocators, opts)
-    peers = [a for a in program.TABLE_PEERS if a in allocators]
+    peers = [a for a in ALLOCATORS[1:] if a in allocators]
     text = render(results, peers, "kpool bench " + shlex.join(list(argv)), args.runs)
     (run_dir / "table.md").write_text(text + "\n")
     output.result(text)

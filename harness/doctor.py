@@ -18,9 +18,6 @@ from pathlib import Path
 from harness import build, output, paths, peers
 from harness.errors import KpoolError
 
-# Debian installs clang's compiler-rt files under /usr/lib/llvm-<major>/lib/clang/<version>/.
-LLVM_ROOTS = "/usr/lib/llvm-*/lib/clang/*"
-
 
 @dataclass(frozen=True)
 class Capability:
@@ -61,17 +58,7 @@ def _both(first: Callable[[], Path | None], second: Callable[[], Path | None]) -
 
 def _clang_file(relative: str) -> Callable[[], Path | None]:
     """A file of clang's resource directory (where clang looks for it), else any LLVM's on the machine."""
-
-    def find() -> Path | None:
-        clang = shutil.which("clang")
-        if clang:
-            proc = subprocess.run([clang, "-print-resource-dir"], capture_output=True, text=True, check=False)
-            candidate = Path(proc.stdout.strip(), relative)
-            if proc.returncode == 0 and proc.stdout.strip():
-                return candidate if candidate.is_file() else None
-        return next(iter(sorted(Path("/").glob(f"{LLVM_ROOTS.lstrip('/')}/{relative}"))), None)
-
-    return find
+    return lambda: peers.clang_resource_file(relative)
 
 
 def _gcc_file(name: str) -> Callable[[], Path | None]:
@@ -209,13 +196,6 @@ CAPABILITIES: tuple[Capability, ...] = (
         "the fuzz variant (it includes <sanitizer/asan_interface.h>): kpool fuzz, kpool campaign",
         "apt-get install libclang-rt-14-dev",
         _clang_file("include/sanitizer/asan_interface.h"),
-        "libclang-rt-14-dev",
-    ),
-    Capability(
-        "Scudo (hardened peer allocator)",
-        "the Scudo peer: a hardened allocator to compare integrity per unit of speed",
-        "apt-get install libclang-rt-14-dev",
-        _clang_file("lib/linux/libclang_rt.scudo_standalone-x86_64.so"),
         "libclang-rt-14-dev",
     ),
     Capability(

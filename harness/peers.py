@@ -4,6 +4,10 @@ A peer is the process's malloc with a Debian library loaded by LD_PRELOAD; kpool
 through its own API, and, as "kpool-preload", through malloc with its preload library
 (libkpool-preload.so, harness.build.preload_library), on the same path as the peers. Shared by
 `kpool bench`, `kpool stress --allocator` and `kpool run --allocator`.
+
+Issue 14's targets are against the best of glibc, jemalloc, mimalloc and tcmalloc (TARGETS). Scudo, a
+hardened allocator like kpool (LLVM's standalone Scudo, shipped in clang's resource directory, not in
+the Debian library directories), is measured beside them and never counted as the best peer.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from pathlib import Path
 from harness import output
 
 LIB_DIRS = (Path("/usr/lib/x86_64-linux-gnu"), Path("/lib/x86_64-linux-gnu"), Path("/usr/lib"), Path("/lib"))
+# Debian installs clang's compiler-rt files under /usr/lib/llvm-<major>/lib/clang/<version>/.
+LLVM_ROOTS = "/usr/lib/llvm-*/lib/clang/*"
 
 
 @dataclass(frozen=True)
@@ -25,19 +31,26 @@ class Allocator:
     alloc: str  # kpbench --alloc
     soname: str = ""  # preloaded library, "" for none
     package: str = ""  # the Debian package that ships it
+    clang_rt: bool = False  # the library is a compiler-rt runtime, in clang's resource directory lib/linux/
+    target: bool = False  # one of issue 14's peers: "the best peer" is the best of these
 
 
 ALLOCATORS = (
     Allocator("kpool", "kpool"),
     Allocator("kpool-preload", "malloc", "libkpool-preload.so"),  # kpool's own: built, not installed
-    Allocator("glibc", "malloc"),
-    Allocator("jemalloc", "malloc", "libjemalloc.so.2", "libjemalloc2"),
-    Allocator("mimalloc", "malloc", "libmimalloc.so.2", "libmimalloc2.0"),
-    Allocator("tcmalloc", "malloc", "libtcmalloc_minimal.so.4", "libtcmalloc-minimal4"),
+    Allocator("glibc", "malloc", target=True),
+    Allocator("jemalloc", "malloc", "libjemalloc.so.2", "libjemalloc2", target=True),
+    Allocator("mimalloc", "malloc", "libmimalloc.so.2", "libmimalloc2.0", target=True),
+    Allocator("tcmalloc", "malloc", "libtcmalloc_minimal.so.4", "libtcmalloc-minimal4", target=True),
+    # the hardened peer, with its defaults (no SCUDO_OPTIONS)
+    Allocator(
+        "scudo", "malloc", "libclang_rt.scudo_standalone-x86_64.so", "libclang-rt-14-dev", clang_rt=True
+    ),
 )
 
 
 NAMES = tuple(a.name for a in ALLOCATORS)
+TARGETS = tuple(a.name for a in ALLOCATORS if a.target)
 
 
 def by_name(name: str) -> Allocator:
@@ -48,10 +61,25 @@ def by_name(name: str) -> Allocator:
     raise KeyError(f"unknown allocator {name!r}; choose one of {', '.join(NAMES)}")
 
 
+def clang_resource_file(relative: str) -> Path | None:
+    """A file of clang's resource directory (where clang looks for it), else any LLVM's on the machine.
+    Also `kpool doctor`'s lookup of the sanitizer headers."""
+    clang = shutil.which("clang")
+    if clang:
+        proc = subprocess.run([clang, "-print-resource-dir"], capture_output=True, text=True, check=False)
+        candidate = Path(proc.stdout.strip(), relative)
+        if proc.returncode == 0 and proc.stdout.strip():
+            return candidate if candidate.is_file() else None
+    return next(iter(sorted(Path("/").glob(f"{LLVM_ROOTS.lstrip('/')}/{relative}"))), None)
+
+
 def find_library(soname: str) -> Path | None:
-    """The path of a shared library: the linker cache first, then the usual Debian directories.
+    """The path of a shared library: the linker cache first, then the usual Debian directories; a
+    compiler-rt runtime (Scudo) in clang's resource directory.
 
     kpool's own preload library is built (or found in the package) instead: None when it cannot be."""
+    if any(a.clang_rt and a.soname == soname for a in ALLOCATORS):
+        return clang_resource_file(f"lib/linux/{soname}")
     if soname == "libkpool-preload.so":
         from harness import build
         from harness.errors import BuildError

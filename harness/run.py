@@ -37,7 +37,7 @@ from harness.triage import patterns, record
 from harness.triage.crash import Crash, Reproducer
 from harness.triage.db import Recorded
 
-ALLOCATORS = ("kpool", "glibc", "jemalloc", "mimalloc", "tcmalloc")
+ALLOCATORS = ("kpool", "glibc", "jemalloc", "mimalloc", "tcmalloc", "scudo")
 ON_ERROR = ("abort", "log")
 # What the preload reads (allocator/preload/preload.c).
 STATS_ENV = "KPOOL_STATS_OUT"

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harness import output, paths, run
+from harness import output, paths, peers, run
 from harness.errors import BuildError, ConfigError, KpoolError
 from harness.spec.program import PLACEHOLDERS, ProgramWorkload, cpus, expand, python
 from harness.stress import worker
@@ -290,7 +290,19 @@ def figures(runs: Sequence[Run]) -> dict[str, dict[str, Any]]:
             "cpu_s": _median([r.user_s + r.sys_s for r in ok]),
             "peak_rss_kib": _median([float(r.peak_rss_kib) for r in ok]),
         }
+        crashed = [r for r in mine if r.crashed]
+        if crashed:  # how the first crashed run ended, for the table (a peer's defaults may abort)
+            out[alloc]["failed"] = _how(crashed[0])
     return out
+
+
+def _how(r: run.RunResult) -> str:
+    """How a crashed run ended (a signal, with its name, or the time limit) and its stderr's first line."""
+    how = f"signal {-r.returncode} ({r.signal_name})" if r.returncode < 0 else f"exit {r.returncode}"
+    if r.timed_out:
+        how = "time limit"
+    first = next((ln.strip() for ln in r.stderr_tail.splitlines() if ln.strip()), "")
+    return how + (f": {first}" if first else "")
 
 
 def ratios(figs: Mapping[str, Mapping[str, Any]], subject: str) -> dict[str, dict[str, float | None]]:
@@ -428,7 +440,7 @@ def _crash(wl: ProgramWorkload, r: Run) -> dict[str, Any]:
 
 # ---- the table of real programs (kpool bench --programs, the campaign's report, the README) -------------
 
-TABLE_PEERS = ("glibc", "jemalloc", "mimalloc", "tcmalloc")
+TABLE_PEERS = peers.TARGETS  # issue 14's four; `kpool bench --programs` adds Scudo
 
 
 def _x(v: float | None) -> str:
@@ -439,8 +451,9 @@ def table(
     results: Sequence[Mapping[str, Any]], peers: Sequence[str] = TABLE_PEERS
 ) -> tuple[list[str], list[list[str]]]:
     """Headers and rows: per program, the subject's (kpool's) median wall time and peak RSS, and both as
-    ratios to each peer's medians ('-' where a peer did not run), then the verdict. Each result is a
-    program workload's stress.json entry (its name, allocator, figures, ratios, passed)."""
+    ratios to each peer's medians ('-' where a peer did not run; how it failed where every run of it
+    crashed), then the verdict. Each result is a program workload's stress.json entry (its name,
+    allocator, figures, ratios, passed)."""
     headers = ["program", "kpool s", "kpool MiB"]
     headers += [f"time ÷ {p}" for p in peers] + [f"RSS ÷ {p}" for p in peers] + ["runs", "verdict"]
     rows = []
@@ -452,8 +465,10 @@ def table(
             "-" if me.get("wall_s") is None else f"{me['wall_s']:.2f}",
             "-" if me.get("peak_rss_kib") is None else f"{me['peak_rss_kib'] / 1024:.1f}",
         ]
-        row += [_x(rat.get(p, {}).get("time")) for p in peers]
-        row += [_x(rat.get(p, {}).get("rss")) for p in peers]
+        failed = {p: r["figures"].get(p, {}).get("failed") for p in peers}
+        failed = {p: how for p, how in failed.items() if how and not r["figures"][p].get("runs")}
+        row += [f"failed: {failed[p]}" if p in failed else _x(rat.get(p, {}).get("time")) for p in peers]
+        row += ["failed" if p in failed else _x(rat.get(p, {}).get("rss")) for p in peers]
         row += [str(me.get("runs", 0)), "ok" if r.get("passed") else "FAIL"]
         rows.append(row)
     return headers, rows
