@@ -775,7 +775,10 @@ static ALWAYS_INLINE bool free_fast(kp_pool *pool, void *p, bool aes)
 	 * them again at each use): fewer registers live. */
 	__asm__("" : "+r"(b), "+r"(keys));
 	unsigned n = b->count;
-	if (!(n < b->max && (mode != KP_MODE_CHECKED || kp__canary8_ok(key, (char *)p + KP_META_REQ(meta)))))
+	/* The mode read again, not kept from above: a register less across
+	 * the AES rounds, and no callee-saved register to push. */
+	if (!(n < b->max &&
+	      (*(volatile const uint8_t *)&pool->conf.checks == 0 || kp__canary8_ok(key, (char *)p + KP_META_REQ(meta)))))
 		return false;
 	kp__hdr_put(h, key, (meta & 0xff00) | KP_ST_FREE);
 	/* An empty bin's head is NULL (every path that empties a bin leaves it
@@ -785,7 +788,9 @@ static ALWAYS_INLINE bool free_fast(kp_pool *pool, void *p, bool aes)
 	kp__link_put_k(key, h, b->head);
 	keys[n] = key;
 	KP_POISON(p, kp__class_size[cls] - KP_HDR);
-	b->head = h;
+	char *q = p;
+	__asm__("" : "+r"(q)); /* h again from p: one register less */
+	b->head = q - KP_HDR;
 	b->count = n + 1;
 	kp__count_inc(&b->frees, 1);
 	return true;
