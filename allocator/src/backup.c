@@ -3,9 +3,10 @@
  *
  * Deliberately simple (the policy of when to use it lives in pool.c): a
  * binary buddy allocator over one region reserved when the pool is created,
- * with an inaccessible guard page on each side. Its metadata - a state byte
- * per 256-byte granule and the free lists as index arrays - lives in a
- * separate mapping, so no user write can reach it.
+ * with an inaccessible guard page on each side. Its metadata - per 256-byte
+ * granule a state byte and the free lists' two links, side by side, so a
+ * reserve of a few pages has one page of it resident - lives in a separate
+ * mapping, so no user write can reach it.
  *
  * How much of the region is the reserve: with an explicit size (backup:1m),
  * all of it, pre-faulted (unless prefault:off) at creation. With backup:auto
@@ -56,23 +57,24 @@
 
 static void list_push(kp__backup *b, unsigned order, uint32_t g)
 {
-	b->state[g] = (uint8_t)(FREE_HEAD | order);
-	b->prev[g] = NIL;
-	b->next[g] = b->free_head[order];
+	b->gran[g].state = (uint8_t)(FREE_HEAD | order);
+	b->gran[g].prev = NIL;
+	b->gran[g].next = b->free_head[order];
 	if (b->free_head[order] != NIL)
-		b->prev[b->free_head[order]] = g;
+		b->gran[b->free_head[order]].prev = g;
 	b->free_head[order] = g;
 }
 
 static void list_remove(kp__backup *b, unsigned order, uint32_t g, uint8_t after)
 {
-	if (b->prev[g] != NIL)
-		b->next[b->prev[g]] = b->next[g];
+	kp__bk_gran *e = &b->gran[g];
+	if (e->prev != NIL)
+		b->gran[e->prev].next = e->next;
 	else
-		b->free_head[order] = b->next[g];
-	if (b->next[g] != NIL)
-		b->prev[b->next[g]] = b->prev[g];
-	b->state[g] = after;
+		b->free_head[order] = e->next;
+	if (e->next != NIL)
+		b->gran[e->next].prev = e->prev;
+	e->state = after;
 }
 
 /* Free block g of `order` into the lists, coalesced with its free buddies
@@ -81,7 +83,7 @@ static void give_back(kp__backup *b, uint32_t g, unsigned order)
 {
 	while (order < b->max_order) {
 		uint32_t buddy = g ^ (1u << order);
-		if (b->state[buddy] != (FREE_HEAD | order))
+		if (b->gran[buddy].state != (FREE_HEAD | order))
 			break;
 		list_remove(b, order, buddy, FREED);
 		g &= ~(1u << order);
@@ -109,7 +111,7 @@ int kp__backup_init(kp_pool *pool, size_t size)
 	while ((GRAN << order) < first)
 		order++;
 	size_t ngran = region >> KP_BK_GRAN_SHIFT;
-	b->meta_size = (ngran * (1 + 2 * sizeof(uint32_t)) + KP_PAGE - 1) & ~(size_t)(KP_PAGE - 1);
+	b->meta_size = (ngran * sizeof(kp__bk_gran) + KP_PAGE - 1) & ~(size_t)(KP_PAGE - 1);
 	b->meta = kp__os_map(&pool->os, b->meta_size, KP_PAGE, false);
 	b->map_size = region + 2 * KP_PAGE;
 	b->map = b->meta ? kp__os_reserve(&pool->os, b->map_size) : NULL;
@@ -123,9 +125,7 @@ int kp__backup_init(kp_pool *pool, size_t size)
 	b->base = b->map + KP_PAGE;
 	b->region = region;
 	b->max_order = order;
-	b->next = b->meta;
-	b->prev = b->next + ngran;
-	b->state = (uint8_t *)(b->prev + ngran);
+	b->gran = b->meta;
 	list_push(b, order, 0);
 	atomic_store(&b->size, first);
 	return 0;
@@ -175,8 +175,9 @@ void *kp__backup_alloc(kp_pool *pool, size_t size, size_t align, size_t *usable)
 		o--;
 		list_push(b, o, g + (1u << o));
 	}
-	b->state[g] = (uint8_t)(LIVE_HEAD | order);
-	memset(b->state + g + 1, 0, ((size_t)1 << order) - 1); /* no stale FREED marks inside */
+	b->gran[g].state = (uint8_t)(LIVE_HEAD | order);
+	for (uint32_t i = 1; i < (1u << order); i++) /* no stale FREED marks inside */
+		b->gran[g + i].state = 0;
 	pthread_mutex_unlock(&b->lock);
 	size_t bytes = GRAN << order;
 	size_t now = atomic_fetch_add(&b->in_use, bytes) + bytes;
@@ -199,7 +200,7 @@ int kp__backup_free(kp_pool *pool, void *p)
 	uint32_t g = (uint32_t)(off >> KP_BK_GRAN_SHIFT);
 	uint64_t key = kp__hkey(pool->secret, p);
 	pthread_mutex_lock(&b->lock);
-	uint8_t st = b->state[g];
+	uint8_t st = b->gran[g].state;
 	if (!(st & LIVE_HEAD)) {
 		pthread_mutex_unlock(&b->lock);
 		return (st & (FREE_HEAD | FREED)) ? KP_EDOUBLEFREE : KP_ENOTOURS;
@@ -209,7 +210,7 @@ int kp__backup_free(kp_pool *pool, void *p)
 	/* Read while the block is still live: once FREED, another thread may
 	 * allocate it and write its own canary. */
 	bool intact = !pool->canary || kp__canary8_ok(key, canary_at(p, bytes));
-	b->state[g] = FREED;
+	b->gran[g].state = FREED;
 	KP_POISON(p, bytes);
 	give_back(b, g, order);
 	pthread_mutex_unlock(&b->lock);
@@ -227,7 +228,7 @@ static size_t block_bytes(kp__backup *b, const void *p)
 	if (off & (GRAN - 1))
 		return 0;
 	pthread_mutex_lock(&b->lock);
-	uint8_t st = b->state[off >> KP_BK_GRAN_SHIFT];
+	uint8_t st = b->gran[off >> KP_BK_GRAN_SHIFT].state;
 	pthread_mutex_unlock(&b->lock);
 	return (st & LIVE_HEAD) ? GRAN << (st & ORDER_MASK) : 0;
 }

@@ -837,6 +837,12 @@ size_t kp__primary_headroom(kp_pool *pool);
  * never beside user data. */
 #define KP_BK_GRAN_SHIFT 8 /* 256 B granules: critical traffic is rare */
 #define KP_BK_ORDERS 40
+/* One granule's metadata: its state (0, or 0x80|order free head, 0x40|order
+ * live head, 0x20 freed) and, for a free head, its list links (indices). */
+typedef struct kp__bk_gran {
+	uint32_t next, prev;
+	uint8_t state;
+} kp__bk_gran;
 typedef struct kp__backup {
 	pthread_mutex_t lock;
 	char *base;     /* first usable byte (after the front guard) */
@@ -845,8 +851,7 @@ typedef struct kp__backup {
 	bool auto_size; /* backup:auto: the daemon grows size with the pool (kp__backup_grow) */
 	size_t map_size;
 	char *map;      /* the whole mapping, guards included */
-	uint8_t *state; /* per granule: 0, or 0x80|order free head, 0x40|order live head */
-	uint32_t *next, *prev;
+	kp__bk_gran *gran; /* per granule, in the metadata mapping */
 	uint32_t free_head[KP_BK_ORDERS];
 	unsigned max_order;
 	size_t meta_size;

@@ -12,10 +12,15 @@
  *     that must first be faulted in fails when memory is short), and a
  *     critical caller gets a 512 KiB block of it on an exhausted primary
  *     (before: NULL, the reserve was 256 KiB).
+ *   - the reserve's metadata (out of band: a state byte and two list links
+ *     per 256-byte granule) is one resident page for a reserve of a few
+ *     pages (before: three, the state, next and prev arrays apart).
  * Driven with daemon:off and kp_daemon_step: nothing moves unless the test
  * moves it.
  */
 #include "ktest.h"
+
+#include "internal.h"
 
 #include <sys/mman.h>
 #include <unistd.h>
@@ -130,6 +135,18 @@ static void test_grows_with_peak(void)
 	kp_destroy(pool);
 }
 
+static void test_meta_one_page(void)
+{
+	unsetenv("KPOOL_CONF");
+	KT_POOL(pool, "daemon:off,seed:3");
+	kp__backup *b = &pool->backup;
+	size_t pages = b->meta_size / (size_t)sysconf(_SC_PAGESIZE);
+	size_t resident = pages - not_resident(b->meta, b->meta_size);
+	printf("   reserve metadata: %zu of %zu pages resident\n", resident, pages);
+	CHECK(resident <= 1, "the default reserve's metadata is %zu pages resident at creation (want 1)", resident);
+	kp_destroy(pool);
+}
+
 /* An explicit size is the whole reserve, resident from creation, as before
  * (the critical-exhaustion workload and test_backup set one). */
 static void test_explicit_size_is_whole(void)
@@ -148,5 +165,6 @@ int main(void)
 	RUN(test_starts_small);
 	RUN(test_grows_with_peak);
 	RUN(test_explicit_size_is_whole);
+	RUN(test_meta_one_page);
 	return ktest_summary();
 }
