@@ -15,8 +15,8 @@
  *   - the reserve's metadata (out of band: a state byte and two list links
  *     per 256-byte granule) is one resident page for a reserve of a few
  *     pages (before: three, the state, next and prev arrays apart).
- * Driven with daemon:off and kp_daemon_step: nothing moves unless the test
- * moves it.
+ * Driven with daemon:off and kp_daemon_step (nothing moves unless the test
+ * moves it), and once by the daemon thread itself.
  */
 #include "ktest.h"
 
@@ -135,6 +135,26 @@ static void test_grows_with_peak(void)
 	kp_destroy(pool);
 }
 
+/* The daemon thread itself (not kp_daemon_step) grows it, woken by the
+ * program's growth or by its timer. */
+static void test_daemon_thread_grows_it(void)
+{
+	unsetenv("KPOOL_CONF");
+	KT_POOL(pool, "seed:3");
+	static void *b[1 << 12];
+	size_t n = fill(pool, b, sizeof b / sizeof b[0], 4 * KiB, 16 * MiB);
+	int64_t cap = 0;
+	for (int i = 0; i < 100 && cap < (int64_t)(128 * KiB); i++) { /* up to 2 s: ten timer periods and more */
+		kt_sleep_ms(20);
+		cap = kt_stat(pool, "backup.capacity_bytes");
+	}
+	printf("   16 MiB handed out, the daemon running: reserve %lld KiB\n", (long long)(cap >> 10));
+	CHECK(cap >= (int64_t)(128 * KiB), "the daemon left the reserve at %lld KiB with 16 MiB in use",
+	      (long long)(cap >> 10));
+	free_all(pool, b, n);
+	kp_destroy(pool);
+}
+
 static void test_meta_one_page(void)
 {
 	unsetenv("KPOOL_CONF");
@@ -165,6 +185,7 @@ int main(void)
 	RUN(test_starts_small);
 	RUN(test_grows_with_peak);
 	RUN(test_explicit_size_is_whole);
+	RUN(test_daemon_thread_grows_it);
 	RUN(test_meta_one_page);
 	return ktest_summary();
 }
