@@ -276,8 +276,9 @@ static void conf_one(const uint8_t *data, size_t len)
 	 * 8 MiB and 4 MiB, made cheap, pre-faulting them was 80% of this
 	 * target's time: 3.1k exec/s and 380 libkpool edges after 40 s, now
 	 * 25.8k and 487.) */
-	if (!(data[0] & 2) || c.primary_initial > ((size_t)4 << 20) || c.backup > ((size_t)1 << 20) || c.log_fd ||
-	    c.wait_ms > 10 || c.high_wm > ((size_t)4 << 20))
+	if (!(data[0] & 2) || c.primary_initial > ((size_t)4 << 20) ||
+	    (c.backup != KP_BK_AUTO && c.backup > ((size_t)1 << 20)) || c.log_fd || c.wait_ms > 10 ||
+	    c.high_wm > ((size_t)4 << 20))
 		return;
 	kp_pool *pool = kp_create(s);
 	if (!pool) {

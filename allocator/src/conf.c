@@ -69,16 +69,20 @@ static const struct option options[] = {
 	 "the primary pool never grows past this (0: as far as the machine allows, physical memory plus swap or "
 	 "the cgroup's memory limit, whichever is smaller)"},
 	/* The reserve stays resident (pre-faulted: a reserve that must first be
-	 * faulted in fails exactly when memory is short). 256 KiB: what a
-	 * critical path needs to finish and report while the primary is
-	 * exhausted and the daemon recovers it (1,000 blocks of 256 B, an error
-	 * reply, a log line, a state dump's buffers of up to 128 KiB), as a
-	 * mempool_t reserves a few elements, not a share of the pool. It is
-	 * resident in every process: 1 MiB was a quarter of a small program's
-	 * whole peak (kpbench a: 4.0 MiB on glibc), so no small program could
-	 * come within 1.1x of a peer (issue 14). A program whose critical path
-	 * needs more sets it (the critical-exhaustion workload uses 4m). */
-	{"backup", SIZE, "256k", OFF(backup), 0, 16 * GiB, "bytes reserved for the backup pool, resident (0: none)"},
+	 * faulted in fails exactly when memory is short). auto: it scales with
+	 * the pool, as Linux's min_free_kbytes scales with memory (backup.c):
+	 * 16 KiB at creation, what a small program's critical path needs to
+	 * finish and report while its primary is exhausted (a log line, an
+	 * error reply, a stdio stream, a few dozen small blocks), grown by the
+	 * daemon to 1/128-1/64 of the primary's peak bytes in use, up to 1 MiB
+	 * (reserved and guard-fenced at creation, reached at 64 MiB in use).
+	 * The fixed 256 KiB it replaces was a tenth of a 2.3 MiB program's
+	 * peak, the whole of its 1.1x margin over glibc (issue 14). A size
+	 * fixes the reserve, all of it resident from kp_create (the
+	 * critical-exhaustion workload uses 4m). */
+	{"backup", SIZE, "auto", OFF(backup), 0, 16 * GiB,
+	 "bytes reserved for the backup pool, resident from creation (auto: 16 KiB at creation, grown by the daemon "
+	 "to 1/128-1/64 of the primary's peak bytes in use, at most 1 MiB; 0: none)"},
 	/* 0: half the daemon's current target (it moves with the demand). */
 	{"low_wm", SIZE, "0", OFF(low_wm), 0, 1ull << 40,
 	 "pre-faulted headroom below which the allocation path wakes the daemon (0: half the daemon's target)"},
@@ -178,8 +182,8 @@ static int parse_value(const struct option *o, const char *v, size_t vlen, uint6
 	buf[vlen] = 0;
 	/* auto, not a number: KP_WM_AUTO is past every option's max, so the
 	 * range check lets it through by *is_auto, never by its value */
-	if (o->kind == SIZE && o->offset == OFF(high_wm) && !strcasecmp(buf, "auto"))
-		return *is_auto = true, *out = KP_WM_AUTO, 0;
+	if (o->kind == SIZE && (o->offset == OFF(high_wm) || o->offset == OFF(backup)) && !strcasecmp(buf, "auto"))
+		return *is_auto = true, *out = KP_WM_AUTO, 0; /* KP_BK_AUTO for backup */
 	if (o->kind == BOOL) {
 		if (!strcasecmp(buf, "on") || !strcmp(buf, "1") || !strcasecmp(buf, "true"))
 			return *out = 1, 0;
@@ -266,7 +270,7 @@ static int apply(kp__conf *c, const char *s, const char *origin)
 			kp__set_error("%s: bad value '%.*s' for option '%s' (%s %s from %llu to %llu%s)", origin,
 				      (int)vlen, v, o->name, kind_article[o->kind], kind_name[o->kind],
 				      (unsigned long long)o->min, (unsigned long long)o->max,
-				      o->offset == OFF(high_wm) ? ", or auto" : "");
+				      o->offset == OFF(high_wm) || o->offset == OFF(backup) ? ", or auto" : "");
 			return -1;
 		}
 		store(c, o, n, v);

@@ -648,6 +648,7 @@ int kp__daemon_pass(kp_pool *pool)
 	 * headroom kept pre-faulted (primary.c, kp__primary_purge) */
 	actions += kp__primary_purge(pool, target);
 	kp__grace_reclaim(pool); /* unmap what was released, once no reader can see it */
+	kp__backup_grow(pool); /* backup:auto follows the peak use (backup.c) */
 	uint64_t frees = atomic_load(&pool->bk_frees);
 	if (frees != d->refilled_at && kp__backup_refill(pool)) {
 		d->refilled_at = frees;

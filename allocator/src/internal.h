@@ -100,6 +100,8 @@ int kp__free_quiet(kp_pool *pool, void *p);
 /* high_wm:auto (conf.c): the daemon's floor follows the bytes in use
  * (kp__daemon_floor). Above any size an option takes. */
 #define KP_WM_AUTO UINT64_MAX
+/* backup:auto (conf.c, backup.c): a reserve that grows with the pool. */
+#define KP_BK_AUTO KP_WM_AUTO
 typedef struct kp__conf {
 	size_t primary_initial, primary_max, backup;
 	size_t low_wm, high_wm, tcache_bytes; /* high_wm: KP_WM_AUTO or a size */
@@ -835,14 +837,21 @@ size_t kp__primary_headroom(kp_pool *pool);
  * never beside user data. */
 #define KP_BK_GRAN_SHIFT 8 /* 256 B granules: critical traffic is rare */
 #define KP_BK_ORDERS 40
+/* One granule's metadata: its state (0, or 0x80|order free head, 0x40|order
+ * live head, 0x20 freed) and, for a free head, its list links (indices). */
+typedef struct kp__bk_gran {
+	uint32_t next, prev;
+	uint8_t state;
+} kp__bk_gran;
 typedef struct kp__backup {
 	pthread_mutex_t lock;
 	char *base;     /* first usable byte (after the front guard) */
-	size_t size;    /* usable bytes, a power of two */
+	_Atomic size_t size; /* the reserve: usable bytes served, a power of two (grows under backup:auto) */
+	size_t region;  /* usable bytes reserved, a power of two: size's cap */
+	bool auto_size; /* backup:auto: the daemon grows size with the pool (kp__backup_grow) */
 	size_t map_size;
 	char *map;      /* the whole mapping, guards included */
-	uint8_t *state; /* per granule: 0, or 0x80|order free head, 0x40|order live head */
-	uint32_t *next, *prev;
+	kp__bk_gran *gran; /* per granule, in the metadata mapping */
 	uint32_t free_head[KP_BK_ORDERS];
 	unsigned max_order;
 	size_t meta_size;
@@ -862,9 +871,12 @@ size_t kp__backup_usable(kp_pool *pool, const void *p);
 bool kp__backup_intact(kp_pool *pool, const void *p);
 static inline bool kp__backup_owns(const kp__backup *b, const void *p)
 {
-	return (uintptr_t)p - (uintptr_t)b->base < b->size; /* one compare; no arithmetic on a NULL base */
+	return (uintptr_t)p - (uintptr_t)b->base < b->region; /* one compare; no arithmetic on a NULL base */
 }
 int kp__backup_refill(kp_pool *pool);
+/* backup:auto: grow the reserve with the primary's peak use (the daemon's
+ * pass); 1 if it grew. */
+int kp__backup_grow(kp_pool *pool);
 
 /* ---- transfer.c: whole batches between thread caches -------------------- */
 /* A batch parked by a bin that overflowed, for the next bin of its class

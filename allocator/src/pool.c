@@ -174,8 +174,12 @@ KP_EXPORT kp_pool *kp_create(const char *conf)
 	if (ok)
 		kp__daemon_prime(pool);
 	if (!ok) {
-		kp__set_error("kp_create: could not map the initial pools (primary_initial %zu, backup %zu)",
-			      c.primary_initial, c.backup);
+		if (c.backup == KP_BK_AUTO)
+			kp__set_error("kp_create: could not map the initial pools (primary_initial %zu, backup auto)",
+				      c.primary_initial);
+		else
+			kp__set_error("kp_create: could not map the initial pools (primary_initial %zu, backup %zu)",
+				      c.primary_initial, c.backup);
 		pool_teardown(pool);
 		kp__os_caller = saved;
 		errno = ENOMEM;
