@@ -51,7 +51,7 @@ static int take(kp_pool *pool, int from, int n, uint64_t step_ms)
 static void test_no_headroom_after_the_burst(void)
 {
 	unsetenv("KPOOL_CONF");
-	KT_POOL(pool, "daemon:off,seed:7");
+	KT_POOL(pool, "daemon:off,step_clock:on,seed:7");
 	kp_daemon_step(pool, 0);
 	/* 24 MiB at 2 MiB per 2 ms (1 GB/s), then nothing */
 	int n = take(pool, 0, 400, 2);
@@ -89,7 +89,7 @@ static void test_no_headroom_after_the_burst(void)
 static void test_late_daemon_no_alloc_mmap(void)
 {
 	unsetenv("KPOOL_CONF");
-	KT_POOL(pool, "daemon:off,seed:7");
+	KT_POOL(pool, "daemon:off,step_clock:on,seed:7");
 	kp_daemon_step(pool, 0);
 	int n = take(pool, 0, 200, 2); /* 12 MiB at 1 GB/s */
 	kp_daemon_step(pool, 2);
