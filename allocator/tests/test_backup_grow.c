@@ -248,11 +248,126 @@ static void test_larger_than_reserve(void)
 	kp_destroy(pool);
 }
 
+/* fork while another thread grows the reserve: the child's reserve is
+ * whole, before or after the growth, never between (its size a power of two
+ * it can serve in one block, nothing in use). */
+typedef struct grower {
+	kp_pool *pool;
+	_Atomic int go;
+} grower;
+
+static void *grow_thread(void *arg)
+{
+	grower *g = arg;
+	while (!atomic_load(&g->go))
+		;
+	for (size_t to = 32 * KiB; to <= MiB; to <<= 1) {
+		set_peak(g->pool, to * 64);
+		kp_daemon_step(g->pool, 10);
+	}
+	return NULL;
+}
+
+static long child_reserve_whole(void *arg)
+{
+	kp_pool *pool = arg;
+	kp__backup *b = &pool->backup;
+	size_t size = atomic_load(&b->size), usable = 0;
+	if (size < 16 * KiB || size > MiB || (size & (size - 1)))
+		return 1;
+	if (atomic_load(&b->in_use) != 0)
+		return 2;
+	void *all = kp__backup_alloc(pool, size - pool->canary, 16, &usable);
+	if (all == NULL)
+		return 3;
+	KP_UNPOISON(all, usable); /* what alloc.c does for a backup block */
+	memset(all, 5, usable);
+	if (kp__backup_free(pool, all) != 0)
+		return 4;
+	set_peak(pool, 64 * MiB); /* and it still grows in the child */
+	kp_daemon_step(pool, 10);
+	if (atomic_load(&b->size) != MiB)
+		return 5;
+	return 0;
+}
+
+static void test_fork_during_growth(void)
+{
+	unsetenv("KPOOL_CONF");
+	int bad = 0;
+	for (int round = 0; round < 20; round++) {
+		KT_POOL(pool, "daemon:off,seed:3");
+		grower g = {.pool = pool};
+		pthread_t th;
+		REQUIRE(pthread_create(&th, NULL, grow_thread, &g) == 0, "pthread_create");
+		atomic_store(&g.go, 1);
+		long rc = kt_in_child(child_reserve_whole, pool);
+		pthread_join(th, NULL);
+		if (rc != 0 && bad++ == 0)
+			CHECK(rc == 0, "round %d: the child's reserve was not whole (%ld)", round, rc);
+		kp_destroy(pool);
+	}
+	CHECK(bad == 0, "%d of 20 children saw a broken reserve", bad);
+}
+
+/* kp_destroy while the daemon thread grows the reserve: it stops the
+ * daemon first (ASan: no use of the unmapped reserve). */
+static void test_destroy_during_growth(void)
+{
+	unsetenv("KPOOL_CONF");
+	for (int round = 0; round < 20; round++) {
+		KT_POOL(pool, "seed:3");
+		set_peak(pool, 64 * MiB);
+		kp_daemon_wake(pool);
+		if (round & 1)
+			kt_sleep_ms(1);
+		kp_destroy(pool);
+	}
+	CHECK(1, "destroyed");
+}
+
+/* The critical state, entered before the reserve grows, is the same
+ * episode after it grew: no second enter, no leave, and its traffic goes
+ * to the grown reserve. */
+static void test_hysteresis_across_growth(void)
+{
+	unsetenv("KPOOL_CONF");
+	KT_POOL(pool, "primary_initial:4m,primary_max:4m,daemon:off,seed:3");
+	static void *b[1 << 12];
+	size_t n = exhaust(pool, b, sizeof b / sizeof b[0]);
+	REQUIRE(kp_critical_enter(pool, kp_critical_token(pool)) == 0, "enter");
+	void *small = kp_alloc(pool, 1000, KP_CRITICAL);
+	CHECK(small != NULL && kp__backup_owns(&pool->backup, small), "critical block not from the reserve");
+	CHECK(kt_stat(pool, "backup.enters") == 1, "enters %lld", (long long)kt_stat(pool, "backup.enters"));
+	set_peak(pool, 64 * MiB);
+	kp_daemon_step(pool, 10);
+	CHECK(kt_stat(pool, "backup.capacity_bytes") == (int64_t)MiB, "not grown");
+	void *big = kp_alloc(pool, 256 * KiB, KP_CRITICAL);
+	CHECK(big != NULL && kp__backup_owns(&pool->backup, big), "256 KiB critical block not from the grown reserve");
+	CHECK(kt_stat(pool, "backup.enters") == 1 && kt_stat(pool, "backup.leaves") == 0,
+	      "growth mid-episode: enters %lld leaves %lld", (long long)kt_stat(pool, "backup.enters"),
+	      (long long)kt_stat(pool, "backup.leaves"));
+	int64_t in_use = kt_stat(pool, "backup.in_use_bytes"), cap = kt_stat(pool, "backup.capacity_bytes");
+	CHECK(in_use > 0 && in_use <= cap, "in use %lld of capacity %lld", (long long)in_use, (long long)cap);
+	kp_free(pool, small);
+	kp_free(pool, big);
+	kp_critical_exit(pool);
+	free_all(pool, b, n);
+	kp_daemon_step(pool, 10);
+	CHECK(kt_stat(pool, "backup.in_use_bytes") == 0, "in use after frees");
+	CHECK(kt_stat(pool, "backup.leaves") == 1, "leaves %lld after the primary recovered",
+	      (long long)kt_stat(pool, "backup.leaves"));
+	kp_destroy(pool);
+}
+
 int main(void)
 {
 	RUN(test_grow_madvise_refused);
 	RUN(test_grow_race);
 	RUN(test_free_outside_grown);
 	RUN(test_larger_than_reserve);
+	RUN(test_fork_during_growth);
+	RUN(test_destroy_during_growth);
+	RUN(test_hysteresis_across_growth);
 	return ktest_summary();
 }
