@@ -7,14 +7,23 @@
  *   - critical callers on two threads allocating and freeing from the
  *     reserve while it doubles step by step up to its region: no block is
  *     handed out twice (each holds its pattern), no double free or overflow
- *     is reported, and once all are back the reserve coalesces into one
- *     block of its whole capacity;
+ *     is reported (grown by kp_daemon_step, and by the daemon thread), and
+ *     once all are back the reserve coalesces into one block of its whole
+ *     capacity;
+ *   - a model check: random blocks taken and given back while it grows at
+ *     random moments lie inside the grown reserve, never overlap, and all
+ *     given back coalesce into one block;
  *   - a free of a pointer into the not-yet-added part of the region is an
  *     invalid free (reported, no change), before and after that part is
  *     added; a free of the grown reserve's free head is a double free;
  *     neither damages the reserve;
  *   - a critical request larger than the current reserve is refused
- *     cleanly (NULL, an OOM event) and served once the reserve has grown.
+ *     cleanly (NULL, an OOM event) and served once the reserve has grown;
+ *   - fork while another thread grows it: the child's reserve is whole
+ *     (before or after the growth) and grows in the child;
+ *   - kp_destroy while the daemon thread grows it;
+ *   - the critical state entered before a growth is one episode across it
+ *     (one enter, one leave), its traffic served by the grown reserve.
  */
 #include "ktest.h"
 
@@ -149,8 +158,11 @@ static void *race_thread(void *arg)
 static void test_grow_race(void)
 {
 	unsetenv("KPOOL_CONF");
-	for (int round = 0; round < 3; round++) {
-		KT_POOL(pool, "primary_initial:4m,primary_max:4m,daemon:off,seed:3");
+	for (int round = 0; round < 4; round++) {
+		/* the last round: the daemon thread grows it, woken */
+		bool thread = round == 3;
+		KT_POOL(pool, thread ? "primary_initial:4m,primary_max:4m,seed:3"
+				     : "primary_initial:4m,primary_max:4m,daemon:off,seed:3");
 		static void *b[1 << 12];
 		size_t n = exhaust(pool, b, sizeof b / sizeof b[0]);
 		REQUIRE(kp_alloc(pool, 16 * KiB, 0) == NULL, "primary not exhausted");
@@ -165,7 +177,13 @@ static void test_grow_race(void)
 		for (size_t to = 32 * KiB; to <= MiB; to <<= 1) {
 			kt_sleep_ms(5);
 			set_peak(pool, to * 64);
-			kp_daemon_step(pool, 10);
+			if (!thread) {
+				kp_daemon_step(pool, 10);
+				continue;
+			}
+			kp_daemon_wake(pool);
+			for (int i = 0; i < 200 && atomic_load(&pool->backup.size) < to; i++)
+				kt_sleep_ms(5);
 		}
 		kt_sleep_ms(10);
 		atomic_store(&stop, 1);
@@ -360,10 +378,65 @@ static void test_hysteresis_across_growth(void)
 	kp_destroy(pool);
 }
 
+/* A model check: random blocks (256 B to 256 KiB) taken and given back
+ * while the reserve grows at random moments; every block lies inside the
+ * grown reserve and overlaps no live one, and all given back, the reserve
+ * is one block again. */
+static void test_grow_model(void)
+{
+	unsetenv("KPOOL_CONF");
+	uint64_t s = 77;
+	for (int round = 0; round < 20; round++) {
+		KT_POOL(pool, "daemon:off,seed:3");
+		kp__backup *b = &pool->backup;
+		enum { N = 64 };
+		char *blk[N] = {0};
+		size_t len[N] = {0}, to = 16 * KiB;
+		unsigned bad = 0;
+		for (int step = 0; step < 4000; step++) {
+			if (kt_rand_range(&s, 0, 99) == 0 && to < MiB) {
+				to <<= 1;
+				set_peak(pool, to * 64);
+				kp_daemon_step(pool, 10);
+			}
+			unsigned i = (unsigned)kt_rand_range(&s, 0, N - 1);
+			if (blk[i]) {
+				bad += kp__backup_free(pool, blk[i]) != 0;
+				blk[i] = NULL;
+				continue;
+			}
+			size_t want = kt_rand_log(&s, 1, 256 * KiB), usable = 0;
+			char *p = kp__backup_alloc(pool, want, 16, &usable);
+			if (!p)
+				continue;
+			size_t size = atomic_load(&b->size);
+			bad += p < b->base || p + usable > b->base + size || usable < want;
+			for (unsigned j = 0; j < N; j++)
+				bad += blk[j] && p < blk[j] + len[j] && blk[j] < p + usable;
+			blk[i] = p;
+			len[i] = usable;
+		}
+		for (unsigned i = 0; i < N; i++)
+			if (blk[i])
+				bad += kp__backup_free(pool, blk[i]) != 0;
+		size_t size = atomic_load(&b->size), usable = 0;
+		void *all = kp__backup_alloc(pool, size - pool->canary, 16, &usable);
+		if (round == 0)
+			printf("   reserve grown to %zu KiB under random traffic\n", size >> 10);
+		CHECK(bad == 0, "round %d: %u blocks out of the reserve, overlapping or refused at free", round, bad);
+		CHECK(all == b->base, "round %d: the reserve (%zu KiB) did not coalesce: %p", round, size >> 10, all);
+		CHECK(atomic_load(&b->in_use) == (all ? size : 0), "in use %zu", atomic_load(&b->in_use));
+		if (all)
+			kp__backup_free(pool, all);
+		kp_destroy(pool);
+	}
+}
+
 int main(void)
 {
 	RUN(test_grow_madvise_refused);
 	RUN(test_grow_race);
+	RUN(test_grow_model);
 	RUN(test_free_outside_grown);
 	RUN(test_larger_than_reserve);
 	RUN(test_fork_during_growth);
