@@ -14,9 +14,10 @@
  * scales with memory: a few pages at creation (AUTO_FIRST), grown by the
  * daemon (kp__backup_grow) to follow the primary's peak bytes in use
  * (between 1/128 and 1/64 of it, AUTO_SHARE) up to the region (AUTO_REGION),
- * never shrunk. Growth doubles the reserve: the new half is pre-faulted first,
- * then added to the free lists as one block, the buddy of the old reserve,
- * so it coalesces like a free. Only the grown prefix (size) is ever served.
+ * never shrunk. Growth doubles the reserve: the new half is pre-faulted first
+ * (not added while the OS refuses: served, it would fault), then added to
+ * the free lists as one block, the buddy of the old reserve, so it coalesces
+ * like a free. Only the grown prefix (size) is ever served.
  * A freed block coalesces with its buddy at once, so the reserve refills
  * itself as blocks come back, the way mempool_free refills a mempool.
  *
@@ -282,8 +283,14 @@ int kp__backup_grow(kp_pool *pool)
 		to <<= 1;
 	if (to == size)
 		return 0;
-	if (pool->conf.prefault)
-		kp__os_populate(&pool->os, b->base + size, to - size);
+	/* The OS may refuse (MADV_POPULATE_WRITE's ENOMEM, or a fallback that
+	 * did not fault every page): then the half stays out, and a later pass
+	 * tries again. Added unfaulted it would be served unfaulted, and the
+	 * refill runs only after a critical episode: a critical caller would
+	 * fault in the reserve when memory is short, what it exists to avoid. */
+	if (pool->conf.prefault && (kp__os_populate(&pool->os, b->base + size, to - size) < 0 ||
+				    !kp__os_resident(&pool->os, b->base + size, to - size)))
+		return 0;
 	pthread_mutex_lock(&b->lock);
 	for (size_t at = size; at < to; at <<= 1) { /* each step: the buddy of [0, at) */
 		unsigned order = 0;
