@@ -418,6 +418,14 @@ static void set_wake(kp_pool *pool, size_t target, size_t ready, bool pre)
 	 * headroom (counting them as unready woke it at every allocation: 557
 	 * passes in kpbench b's 0.2 s) */
 	size_t unready = pre && free_bytes > ready ? free_bytes - ready : 0;
+	/* A pool that has not handed out KP_PREFAULT_MIN yet wakes the daemon
+	 * when it does: from there the daemon pre-faults (prefaulting), and a
+	 * mark left at half a small target let a program growing past it fault
+	 * a whole segment on its own thread first (test_prefault_gate). */
+	size_t out = atomic_load_explicit(&pool->out_bytes, memory_order_relaxed);
+	if (pool->conf.prefault && out < KP_PREFAULT_MIN && free_bytes > KP_PREFAULT_MIN - out &&
+	    free_bytes - (KP_PREFAULT_MIN - out) > unready + wake)
+		unready = free_bytes - (KP_PREFAULT_MIN - out) - wake;
 	atomic_store_explicit(&pool->wake_wm, unready + wake, memory_order_relaxed);
 }
 
