@@ -418,12 +418,16 @@ static void set_wake(kp_pool *pool, size_t target, size_t ready, bool pre)
 	 * headroom (counting them as unready woke it at every allocation: 557
 	 * passes in kpbench b's 0.2 s) */
 	size_t unready = pre && free_bytes > ready ? free_bytes - ready : 0;
-	/* A pool that has not handed out KP_PREFAULT_MIN yet wakes the daemon
-	 * when it does: from there the daemon pre-faults (prefaulting), and a
-	 * mark left at half a small target let a program growing past it fault
-	 * a whole segment on its own thread first (test_prefault_gate). */
+	/* A pool that has never handed out KP_PREFAULT_MIN wakes the daemon
+	 * when it first does: from there the daemon pre-faults (prefaulting),
+	 * and a mark left at half a small target let a program growing past it
+	 * fault a whole segment on its own thread first (test_prefault_gate).
+	 * Once only (the peak): a program whose use hovers about 1 MiB would
+	 * otherwise wake the daemon at each crossing, a system call on its
+	 * allocation path in steady state. */
 	size_t out = atomic_load_explicit(&pool->out_bytes, memory_order_relaxed);
-	if (pool->conf.prefault && out < KP_PREFAULT_MIN && free_bytes > KP_PREFAULT_MIN - out &&
+	size_t peak = atomic_load_explicit(&pool->peak_out_bytes, memory_order_relaxed);
+	if (pool->conf.prefault && peak < KP_PREFAULT_MIN && out < KP_PREFAULT_MIN && free_bytes > KP_PREFAULT_MIN - out &&
 	    free_bytes - (KP_PREFAULT_MIN - out) > unready + wake)
 		unready = free_bytes - (KP_PREFAULT_MIN - out) - wake;
 	atomic_store_explicit(&pool->wake_wm, unready + wake, memory_order_relaxed);
