@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_bench_tables import _run as bench_run
 
 from harness import bench, bench_programs, peers, run
 from harness.stress import program
@@ -62,15 +63,8 @@ def test_the_best_peer_is_one_of_issue_14s_four() -> None:
 
 
 def _run(ops_s: float, hwm: int) -> dict[str, Any]:
-    return {
-        "ops_per_s": ops_s,
-        "clock_ns": 20,
-        "lat_ns": {"alloc": {"p50": 20, "p99": 30, "p999": 40}},
-        "verify_errors": 0,
-        "alloc_failures": 0,
-        "free_errors": 0,
-        "rss": {"hwm_kib": hwm, "peak_kib": hwm, "interval_ms": 5, "kib": [hwm]},
-    }
+    """One kpbench run's JSON: test_bench_tables' without a CPU time."""
+    return bench_run(ops_s, None, hwm)
 
 
 def test_ratio_table_reports_scudo_beside_but_never_as_best() -> None:

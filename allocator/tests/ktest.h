@@ -53,6 +53,7 @@
 #include <string.h>
 #include <time.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -612,6 +613,22 @@ static inline size_t kt_count_kind(const kp_event *ev, size_t n, unsigned kind)
 	for (size_t i = 0; i < n; i++)
 		c += ev[i].kind == kind;
 	return c;
+}
+
+/* Pages of [p, p + n) not resident (mincore), before anything touches them;
+ * all of them when mincore fails or the range is past 16 MiB. */
+static inline size_t kt_not_resident(const void *p, size_t n)
+{
+	size_t page = (size_t)sysconf(_SC_PAGESIZE);
+	uintptr_t lo = (uintptr_t)p & ~(uintptr_t)(page - 1);
+	size_t pages = ((uintptr_t)p + n - lo + page - 1) / page;
+	static unsigned char vec[1 << 12];
+	if (pages > sizeof vec || mincore((void *)lo, pages * page, vec) != 0)
+		return pages;
+	size_t missing = 0;
+	for (size_t i = 0; i < pages; i++)
+		missing += !(vec[i] & 1);
+	return missing;
 }
 
 /* A pool, or a failed REQUIRE naming the conf and kp_last_error(). */

@@ -50,21 +50,6 @@ static void free_all(kp_pool *pool, void **b, size_t n)
 	kp_thread_flush(pool);
 }
 
-/* Pages of [p, p + n) not resident (mincore), before anything touches them. */
-static size_t not_resident(const void *p, size_t n)
-{
-	size_t page = (size_t)sysconf(_SC_PAGESIZE);
-	uintptr_t lo = (uintptr_t)p & ~(uintptr_t)(page - 1);
-	size_t pages = ((uintptr_t)p + n - lo + page - 1) / page;
-	static unsigned char vec[1 << 12];
-	if (pages > sizeof vec || mincore((void *)lo, pages * page, vec) != 0)
-		return pages;
-	size_t missing = 0;
-	for (size_t i = 0; i < pages; i++)
-		missing += !(vec[i] & 1);
-	return missing;
-}
-
 static void test_starts_small(void)
 {
 	unsetenv("KPOOL_CONF");
@@ -82,7 +67,7 @@ static void test_starts_small(void)
 	CHECK(c != NULL, "a critical caller on an exhausted primary got NULL from the default reserve");
 	CHECK(kt_stat(pool, "backup.allocs") == 1, "backup.allocs %lld", (long long)kt_stat(pool, "backup.allocs"));
 	if (c != NULL) {
-		CHECK(not_resident(c, 1000) == 0, "the reserve's first block was not resident before use");
+		CHECK(kt_not_resident(c, 1000) == 0, "the reserve's first block was not resident before use");
 		memset(c, 1, 1000);
 		kp_free(pool, c);
 	}
@@ -125,7 +110,7 @@ static void test_grows_with_peak(void)
 	char *c = kp_alloc(pool, 512 * KiB, KP_CRITICAL);
 	CHECK(c != NULL, "no 512 KiB critical block from a reserve grown to %lld KiB", (long long)(cap >> 10));
 	if (c != NULL) {
-		size_t missing = not_resident(c, 512 * KiB);
+		size_t missing = kt_not_resident(c, 512 * KiB);
 		CHECK(missing == 0, "%zu pages of the grown reserve's block were not resident before use", missing);
 		memset(c, 2, 512 * KiB);
 		kp_free(pool, c);
@@ -161,7 +146,7 @@ static void test_meta_one_page(void)
 	KT_POOL(pool, "daemon:off,seed:3");
 	kp__backup *b = &pool->backup;
 	size_t pages = b->meta_size / (size_t)sysconf(_SC_PAGESIZE);
-	size_t resident = pages - not_resident(b->meta, b->meta_size);
+	size_t resident = pages - kt_not_resident(b->meta, b->meta_size);
 	printf("   reserve metadata: %zu of %zu pages resident\n", resident, pages);
 	CHECK(resident <= 1, "the default reserve's metadata is %zu pages resident at creation (want 1)", resident);
 	kp_destroy(pool);

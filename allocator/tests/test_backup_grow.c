@@ -36,20 +36,6 @@
 #define KiB ((size_t)1 << 10)
 #define MiB ((size_t)1 << 20)
 
-static size_t not_resident(const void *p, size_t n)
-{
-	size_t page = (size_t)sysconf(_SC_PAGESIZE);
-	uintptr_t lo = (uintptr_t)p & ~(uintptr_t)(page - 1);
-	size_t pages = ((uintptr_t)p + n - lo + page - 1) / page;
-	static unsigned char vec[1 << 12];
-	if (pages > sizeof vec || mincore((void *)lo, pages * page, vec) != 0)
-		return pages;
-	size_t missing = 0;
-	for (size_t i = 0; i < pages; i++)
-		missing += !(vec[i] & 1);
-	return missing;
-}
-
 /* Exhaust the primary of a small pool; the blocks go into b. */
 static size_t exhaust(kp_pool *pool, void **b, size_t cap)
 {
@@ -88,7 +74,7 @@ static void test_grow_madvise_refused(void)
 	kp_daemon_step(pool, 10);
 	REQUIRE(kp_fault_inject(pool, "madvise@off") == 0, "kp_fault_inject off");
 	int64_t cap = kt_stat(pool, "backup.capacity_bytes");
-	size_t missing = not_resident(b->base, (size_t)cap);
+	size_t missing = kt_not_resident(b->base, (size_t)cap);
 	printf("   madvise refused: reserve %lld KiB (was %lld), %zu pages of it not resident\n",
 	       (long long)(cap >> 10), (long long)(first >> 10), missing);
 	CHECK(missing == 0, "the reserve grew to %lld KiB with its pre-fault refused: %zu pages not resident",
@@ -98,7 +84,7 @@ static void test_grow_madvise_refused(void)
 	cap = kt_stat(pool, "backup.capacity_bytes");
 	CHECK(cap == (int64_t)(512 * KiB), "after the refusal ended the reserve is %lld KiB (want 512)",
 	      (long long)(cap >> 10));
-	missing = not_resident(b->base, (size_t)cap);
+	missing = kt_not_resident(b->base, (size_t)cap);
 	CHECK(missing == 0, "%zu pages of the grown reserve not resident", missing);
 	kp_destroy(pool);
 }
