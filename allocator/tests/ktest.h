@@ -631,6 +631,15 @@ static inline size_t kt_not_resident(const void *p, size_t n)
 	return missing;
 }
 
+/* Free n blocks of b and flush this thread's cache, so that they are back
+ * in the pool's central lists. */
+static inline void kt_free_all(kp_pool *pool, void **b, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		kp_free(pool, b[i]);
+	kp_thread_flush(pool);
+}
+
 /* A pool, or a failed REQUIRE naming the conf and kp_last_error(). */
 #define KT_POOL(var, conf)                                                     \
 	kp_pool *var = kp_create(conf);                                        \

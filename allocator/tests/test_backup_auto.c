@@ -43,13 +43,6 @@ static size_t fill(kp_pool *pool, void **b, size_t cap, size_t size, size_t upto
 	return n;
 }
 
-static void free_all(kp_pool *pool, void **b, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		kp_free(pool, b[i]);
-	kp_thread_flush(pool);
-}
-
 static void test_starts_small(void)
 {
 	unsetenv("KPOOL_CONF");
@@ -72,7 +65,7 @@ static void test_starts_small(void)
 		kp_free(pool, c);
 	}
 	kp_critical_exit(pool);
-	free_all(pool, b, n);
+	kt_free_all(pool, b, n);
 	kp_destroy(pool);
 }
 
@@ -91,7 +84,7 @@ static void test_grows_with_peak(void)
 	       (long long)(cap >> 10), (long long)(first >> 10));
 	CHECK(cap >= peak / 128 && cap <= peak / 64, "reserve %lld KiB for a peak of %lld KiB (want 1/128 to 1/64)",
 	      (long long)(cap >> 10), (long long)(peak >> 10));
-	free_all(pool, b, n);
+	kt_free_all(pool, b, n);
 	kp_daemon_step(pool, 10);
 	CHECK(kt_stat(pool, "backup.capacity_bytes") == cap, "the reserve shrank to %lld KiB when use fell",
 	      (long long)(kt_stat(pool, "backup.capacity_bytes") >> 10));
@@ -116,7 +109,7 @@ static void test_grows_with_peak(void)
 		kp_free(pool, c);
 	}
 	kp_critical_exit(pool);
-	free_all(pool, b, n);
+	kt_free_all(pool, b, n);
 	kp_destroy(pool);
 }
 
@@ -136,7 +129,7 @@ static void test_daemon_thread_grows_it(void)
 	printf("   16 MiB handed out, the daemon running: reserve %lld KiB\n", (long long)(cap >> 10));
 	CHECK(cap >= (int64_t)(128 * KiB), "the daemon left the reserve at %lld KiB with 16 MiB in use",
 	      (long long)(cap >> 10));
-	free_all(pool, b, n);
+	kt_free_all(pool, b, n);
 	kp_destroy(pool);
 }
 

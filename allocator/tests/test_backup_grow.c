@@ -49,13 +49,6 @@ static size_t exhaust(kp_pool *pool, void **b, size_t cap)
 	return n;
 }
 
-static void free_all(kp_pool *pool, void **b, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		kp_free(pool, b[i]);
-	kp_thread_flush(pool);
-}
-
 /* Pretend the primary's peak was `peak` bytes: the next pass grows the
  * reserve toward peak / 64. */
 static void set_peak(kp_pool *pool, size_t peak)
@@ -196,7 +189,7 @@ static void test_grow_race(void)
 		CHECK(all != NULL, "the reserve did not coalesce into one 1 MiB block");
 		if (all)
 			CHECK(kp__backup_free(pool, all) == 0, "free of the whole-reserve block");
-		free_all(pool, b, n);
+		kt_free_all(pool, b, n);
 		kp_destroy(pool);
 	}
 }
@@ -248,7 +241,7 @@ static void test_larger_than_reserve(void)
 		kp_free(pool, p);
 	}
 	kp_critical_exit(pool);
-	free_all(pool, b, n);
+	kt_free_all(pool, b, n);
 	kp_destroy(pool);
 }
 
@@ -360,7 +353,7 @@ static void test_hysteresis_across_growth(void)
 	kp_free(pool, small);
 	kp_free(pool, big);
 	kp_critical_exit(pool);
-	free_all(pool, b, n);
+	kt_free_all(pool, b, n);
 	kp_daemon_step(pool, 10);
 	CHECK(kt_stat(pool, "backup.in_use_bytes") == 0, "in use after frees");
 	CHECK(kt_stat(pool, "backup.leaves") == 1, "leaves %lld after the primary recovered",
