@@ -1021,6 +1021,7 @@ typedef struct kp__daemon {
 	pthread_t thread;
 	_Atomic int state;
 	_Atomic int wake_pending;
+	_Atomic int lock_tid; /* glibc's owner id of pool->lock as the daemon took it (kp__pool_lock) */
 	_Atomic uint64_t wakeups, timer_wakeups, passes, grows, shrinks, refills;
 	pthread_cond_t pass_cv;           /* broadcast after every pass (waiters) */
 	_Atomic uint64_t clock_offset_ns; /* added by kp_daemon_step for tests */

@@ -154,7 +154,7 @@ bool kp__seg_ok(kp_pool *pool, kp__seg *s)
 {
 	if (KP_LIKELY(!__atomic_load_n(&s->quarantined, __ATOMIC_RELAXED) && seg_magic_ok(pool, s)))
 		return true;
-	pthread_mutex_lock(&pool->lock);
+	kp__pool_lock(pool);
 	seg_quarantine_locked(pool, s);
 	pthread_mutex_unlock(&pool->lock);
 	return false;
@@ -333,7 +333,7 @@ static kp__span *run_alloc(kp_pool *pool, unsigned n, unsigned cls, kp__seg **se
 {
 	bool waited = false;
 	for (int attempt = 0; attempt < 4; attempt++) {
-		pthread_mutex_lock(&pool->lock);
+		kp__pool_lock(pool);
 		kp__span *sp = units_take(pool, n, cls, segp);
 		bool low = pool->units_free * KP_UNIT_SIZE < atomic_load_explicit(&pool->wake_wm, memory_order_relaxed);
 		bool room = pool->capacity + KP_SEG_SIZE + atomic_load(&pool->huge_bytes) <= pool->conf.primary_max;
@@ -361,7 +361,7 @@ static kp__span *run_alloc(kp_pool *pool, unsigned n, unsigned cls, kp__seg **se
 		if (kp__primary_grow(pool, false) < 0)
 			break;
 	}
-	pthread_mutex_lock(&pool->lock);
+	kp__pool_lock(pool);
 	kp__backup_mode_update(pool, true);
 	pthread_mutex_unlock(&pool->lock);
 	return NULL;
@@ -667,7 +667,7 @@ static void span_give(kp_pool *pool, kp__central *c, kp__seg *s, kp__span *sp, c
 		}
 		if (KP_PLANT != 3) /* planted 3: the units go back while the span is still listed */
 			partial_remove(c, sp);
-		pthread_mutex_lock(&pool->lock);
+		kp__pool_lock(pool);
 		units_give(pool, s, sp);
 		pthread_mutex_unlock(&pool->lock);
 	}
@@ -707,7 +707,7 @@ int kp__primary_quarantine_span(kp_pool *pool)
 {
 	kp__span *sp = NULL;
 	unsigned cls = 0;
-	pthread_mutex_lock(&pool->lock);
+	kp__pool_lock(pool);
 	for (kp__seg *s = pool->segs; s && !sp; s = s->next)
 		for (unsigned u = 1; u < KP_UNITS && !sp; u++)
 			if (s->span[u].head == u && s->span[u].kind == KP_SPAN_SMALL && !s->span[u].quarantined) {
@@ -754,7 +754,7 @@ void *kp__large_alloc(kp_pool *pool, size_t need)
 void kp__large_free(kp_pool *pool, kp__seg *s, kp__span *sp)
 {
 	size_t bytes = sp->block;
-	pthread_mutex_lock(&pool->lock);
+	kp__pool_lock(pool);
 	units_give(pool, s, sp);
 	pthread_mutex_unlock(&pool->lock);
 	kp__account_out(pool, bytes, false);
@@ -765,7 +765,7 @@ bool kp__large_resize(kp_pool *pool, kp__seg *s, kp__span *sp, size_t need)
 	unsigned n = (unsigned)((need + KP_UNIT_SIZE - 1) >> KP_UNIT_SHIFT), old = sp->units, u = sp->head;
 	if (n == old)
 		return true;
-	pthread_mutex_lock(&pool->lock);
+	kp__pool_lock(pool);
 	if (!seg_ok_locked(pool, s)) {
 		pthread_mutex_unlock(&pool->lock);
 		return false;
@@ -958,7 +958,7 @@ void *kp__huge_alloc(kp_pool *pool, size_t need, size_t align)
 	size_t size = (need + 2 * KP_PAGE + KP_PAGE - 1) & ~(size_t)(KP_PAGE - 1);
 	kp__seg *evict = NULL;
 	kp__grace_reclaim(pool); /* before mapping: what waited out its grace period */
-	pthread_mutex_lock(&pool->lock);
+	kp__pool_lock(pool);
 	kp__seg *s = huge_cache_take(pool, size);
 	size_t used = pool->capacity + atomic_load(&pool->huge_bytes);
 	bool room = s || used + atomic_load(&pool->huge_cached_bytes) + size <= pool->conf.primary_max;
@@ -996,7 +996,7 @@ void *kp__huge_alloc(kp_pool *pool, size_t need, size_t align)
 			return NULL;
 		}
 	}
-	pthread_mutex_lock(&pool->lock);
+	kp__pool_lock(pool);
 	huge_link(pool, s);
 	pthread_mutex_unlock(&pool->lock);
 	atomic_fetch_add(&pool->huge_bytes, size);
@@ -1006,7 +1006,7 @@ void *kp__huge_alloc(kp_pool *pool, size_t need, size_t align)
 
 void kp__huge_free(kp_pool *pool, kp__seg *s, size_t open)
 {
-	pthread_mutex_lock(&pool->lock);
+	kp__pool_lock(pool);
 	huge_unlink(pool, s);
 	pthread_mutex_unlock(&pool->lock);
 	size_t size = s->size;
@@ -1019,7 +1019,7 @@ void kp__huge_free(kp_pool *pool, kp__seg *s, size_t open)
 		/* poisoned before it is published: a thread taking it at once
 		 * unpoisons after */
 		KP_POISON(h + KP_HDR, huge_poisoned(s));
-		pthread_mutex_lock(&pool->lock);
+		kp__pool_lock(pool);
 		bool kept = pool->huge_ncached < KP_HUGE_CACHE;
 		if (kept) {
 			s->empty_since_ns = kp__pool_now(pool);
@@ -1068,7 +1068,7 @@ kp__seg *kp__huge_resize(kp_pool *pool, kp__seg *s, size_t need, size_t open)
 	 * the block takes all of it, so that it grows on in place. */
 	kp__seg *n = s;
 	if (size > old) {
-		pthread_mutex_lock(&pool->lock);
+		kp__pool_lock(pool);
 		n = huge_cache_take_window(pool, size);
 		bool room = n || pool->capacity + atomic_load(&pool->huge_bytes) +
 						 atomic_load(&pool->huge_cached_bytes) + (size - old) <=
@@ -1102,7 +1102,7 @@ kp__seg *kp__huge_resize(kp_pool *pool, kp__seg *s, size_t need, size_t open)
 	 * while the pages move without it (the fuzzers' concurrent target
 	 * found that write into the old place). */
 	if (n != s) {
-		pthread_mutex_lock(&pool->lock);
+		kp__pool_lock(pool);
 		huge_unlink(pool, s);
 		pthread_mutex_unlock(&pool->lock);
 	}
@@ -1126,7 +1126,7 @@ kp__seg *kp__huge_resize(kp_pool *pool, kp__seg *s, size_t need, size_t open)
 			KP_POISON(h + KP_HDR + open, old - 2 * KP_PAGE - open);
 		kp__pagemap_set(&pool->os, s, old, s);
 		if (n != s) {
-			pthread_mutex_lock(&pool->lock);
+			kp__pool_lock(pool);
 			huge_link(pool, s);
 			pthread_mutex_unlock(&pool->lock);
 			huge_release(pool, n, size);
@@ -1139,7 +1139,7 @@ kp__seg *kp__huge_resize(kp_pool *pool, kp__seg *s, size_t need, size_t open)
 		memcpy(n, s, 2 * KP_PAGE); /* the segment and block headers */
 		kp__grace_retire(pool, s, 2 * KP_PAGE);
 	}
-	pthread_mutex_lock(&pool->lock);
+	kp__pool_lock(pool);
 	n->size = size;
 	n->magic = kp__seg_magic(pool->secret, n, KP_SEG_HUGE, size);
 	if (n != s)
