@@ -763,9 +763,17 @@ static ALWAYS_INLINE bool free_fast(kp_pool *pool, void *p, bool aes)
 	 * of its span (unit_meta: a header rewritten in place with another
 	 * class does not pass), in one compare, one branch. unit_meta is
 	 * KP_UNIT_META(c) with c < KP_NCLASS, or 0: the range test refuses 0,
-	 * and keeps the bin index in range whatever the segment header holds. */
+	 * and keeps the bin index in range whatever the segment header holds.
+	 * It is a test of the state too: um - KP_ST_ALLOC rotated right by 8
+	 * is c only when its low byte is 0 (else that byte lands on top). A
+	 * subtraction and compare alone let through c << 8 | KP_ST_FREE, and
+	 * with unit_meta rewritten so (the segment header follows the previous
+	 * mapping's last bytes) and K(h) written after free over the link,
+	 * where a free block's canary is read, a double free passed
+	 * (test_free_class). */
 	unsigned um = s->unit_meta[off >> KP_UNIT_SHIFT];
-	if ((kp__hdr_tag(h) ^ meta ^ key) != 0 || (uint16_t)meta != um || um - KP_ST_ALLOC >= KP_NCLASS << 8)
+	uint32_t cv = (uint32_t)um - KP_ST_ALLOC;
+	if ((kp__hdr_tag(h) ^ meta ^ key) != 0 || (uint16_t)meta != um || (cv >> 8 | cv << 24) >= KP_NCLASS)
 		return false;
 	unsigned cls = um >> 8;
 	kp__tcache *tc = kp__tls_state.tc[0];

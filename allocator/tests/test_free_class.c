@@ -18,7 +18,15 @@
  *     be freed into a bin while the large block lives, if the unit still
  *     said "small span of class c".
  *
- * Both must be refused with an event, and no later allocation may overlap a
+ *  3. unit_meta itself rewritten with the state of a free block (the segment
+ *     header sits right after the previous mapping's last bytes, and the
+ *     fast path reads unit_meta without checking the header's magic), and
+ *     the freed block's canary (at its request size, 0 once free: over the
+ *     list link) written after free with K(h), read from its header: the
+ *     freed block's header, which says free, would then match, and a
+ *     double free would go into the bin a second time.
+ *
+ * Each must be refused with an event, and no later allocation may overlap a
  * live block. The raw header reads and writes bypass ASan (the attack must
  * reach the pool, not ASan's report).
  */
@@ -138,9 +146,49 @@ static void test_old_header_in_a_large_block(void)
 	kp_destroy(pool);
 }
 
+static void test_unit_meta_says_free(void)
+{
+	kp_pool *pool = kp_create("primary_initial:4m,daemon:off");
+	REQUIRE(pool, "kp_create: %s", kp_last_error());
+	char *blk[8];
+	for (int i = 0; i < 8; i++) {
+		blk[i] = kp_alloc(pool, LIVE_SIZE, 0);
+		REQUIRE(blk[i], "alloc");
+	}
+	CHECK(kp_free(pool, blk[0]) == 0, "free"); /* the slow first free (see above) */
+	blk[0] = kp_alloc(pool, LIVE_SIZE, 0);
+	REQUIRE(blk[0], "alloc");
+	char *v = blk[5];
+	kp__seg *s = (kp__seg *)((uintptr_t)v & ~(uintptr_t)(KP_SEG_SIZE - 1));
+	unsigned u = (unsigned)(((uintptr_t)v & (KP_SEG_SIZE - 1)) >> KP_UNIT_SHIFT);
+	unsigned cls = KP_META_CLS(kt_raw_get(v - KP_HDR + 8));
+	REQUIRE(s->unit_meta[u] == KP_UNIT_META(cls), "unit %u of the block's segment is of its class", u);
+	uint64_t key = kt_raw_get(v - KP_HDR) ^ kt_raw_get(v - KP_HDR + 8); /* K(h), from its header */
+	CHECK(kp_free(pool, v) == 0, "the first free");
+	/* A free block's request is 0: the fast path reads its canary at v,
+	 * over the free-list link. A write after free puts K(h) there. */
+	kt_raw_put(v, kp__canary_word(key));
+	s->unit_meta[u] = (uint16_t)(cls << 8 | KP_ST_FREE); /* what a free block's header says */
+	int64_t before = refusals(pool);
+	int rc = kp_free(pool, v);
+	s->unit_meta[u] = KP_UNIT_META(cls);
+	CHECK(rc != 0, "a double free was accepted with unit_meta saying free (rc %d)", rc);
+	CHECK(refusals(pool) > before, "no integrity event for the double free");
+	void *a = kp_alloc(pool, LIVE_SIZE, 0), *b = kp_alloc(pool, LIVE_SIZE, 0);
+	CHECK(a != b, "two allocations returned the same block %p", a);
+	kp_free(pool, a);
+	if (b != a)
+		kp_free(pool, b);
+	for (int i = 0; i < 8; i++)
+		if (i != 5)
+			CHECK(kp_free(pool, blk[i]) == 0, "free of a live block");
+	kp_destroy(pool);
+}
+
 int main(void)
 {
 	RUN(test_class_rewritten_in_place);
 	RUN(test_old_header_in_a_large_block);
+	RUN(test_unit_meta_says_free);
 	return ktest_summary();
 }
