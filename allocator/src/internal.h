@@ -894,11 +894,19 @@ int kp__backup_grow(kp_pool *pool);
  * a 2 KiB class's flushes of 16) is a few pages. Bigger batches go to their
  * spans. */
 #define KP_XFER_BYTES ((size_t)32 << 10)
+/* A slot's keys are kept in two parts (transfer.c): its first
+ * KP_XFER_HEAD in the pool's xfer_head, those of every slot of every class
+ * side by side, and the rest in xfer_tail. A bin at its start (at most 16
+ * blocks: every bin of a thread that only frees a class or only allocates
+ * it, and most bins of a short thread) parks batches of at most 8, which
+ * touch xfer_head alone: 256 bytes a class. With the keys inline, 2 KiB a
+ * class, each class parked touched a page or half of one (prodcons under
+ * the preload: 16 pages of the pool, test_transfer_pages). */
+#define KP_XFER_HEAD 16
 typedef struct kp__xfer {
 	void *list;
 	unsigned n;
 	uint64_t gen; /* the pool's xfer_gen when it was parked */
-	uint64_t keys[KP_XFER_KEYS];
 } kp__xfer;
 /* Park the n blocks of list (vetted by the caller against keys, its last
  * link NULL) for another bin of class cls. false: no room (every slot
@@ -1122,7 +1130,10 @@ struct kp_pool {
 	_Atomic unsigned tc_live; /* caches handed out (tcache.c: they share tcache_bytes) */
 
 	kp__central central[KP_NCLASS];
-	kp__xfer xfer[KP_NCLASS][KP_XFER_SLOTS]; /* transfer.c; address space until a class uses it */
+	/* transfer.c; address space until a class uses it */
+	kp__xfer xfer[KP_NCLASS][KP_XFER_SLOTS];
+	uint64_t xfer_head[KP_NCLASS][KP_XFER_SLOTS][KP_XFER_HEAD];
+	uint64_t xfer_tail[KP_NCLASS][KP_XFER_SLOTS][KP_XFER_KEYS - KP_XFER_HEAD];
 	_Atomic uint64_t xfer_gen; /* checkpoints of kp__xfer_drain so far */
 	uint64_t xfer_at_ns;       /* the next one (the daemon's alone) */
 	kp__backup backup;
