@@ -144,12 +144,23 @@ static bool number(const char *s, size_t n, unsigned long *out)
 	return true;
 }
 
+/* The length of s up to its first c or its end: strcspn, whose SSE4.2 code
+ * sits in a 64 KiB window of libc that a small program otherwise never
+ * touches (tests/test_create_libc.c). */
+static size_t item_len(const char *s, char c)
+{
+	size_t n = 0;
+	while (s[n] && s[n] != c)
+		n++;
+	return n;
+}
+
 /* KPOOL_PRELOAD, read without allocating (the pool does not exist yet). */
 static void settings_load(void)
 {
 	const char *s = getenv("KPOOL_PRELOAD");
 	while (s && *s) {
-		size_t len = strcspn(s, ",");
+		size_t len = item_len(s, ',');
 		const char *colon = memchr(s, ':', len);
 		if (len) {
 			if (!colon)
@@ -179,7 +190,7 @@ static void settings_load(void)
 	 * KPOOL_CONF's last daemon item (kp_create validates the value). */
 	const char *c = getenv("KPOOL_CONF");
 	while (c && *c) {
-		size_t len = strcspn(c, ",");
+		size_t len = item_len(c, ',');
 		if (len > 7 && !memcmp(c, "daemon:", 7)) {
 			const char *v = c + 7;
 			size_t vlen = len - 7;

@@ -894,11 +894,19 @@ int kp__backup_grow(kp_pool *pool);
  * a 2 KiB class's flushes of 16) is a few pages. Bigger batches go to their
  * spans. */
 #define KP_XFER_BYTES ((size_t)32 << 10)
+/* A slot's keys are kept in two parts (transfer.c): its first
+ * KP_XFER_HEAD in the pool's xfer_head, those of every slot of every class
+ * side by side, and the rest in xfer_tail. A bin at its start (at most 16
+ * blocks: every bin of a thread that only frees a class or only allocates
+ * it, and most bins of a short thread) parks batches of at most 8, which
+ * touch xfer_head alone: 256 bytes a class. With the keys inline, 2 KiB a
+ * class, each class parked touched a page or half of one (prodcons under
+ * the preload: 16 pages of the pool, test_transfer_pages). */
+#define KP_XFER_HEAD 16
 typedef struct kp__xfer {
 	void *list;
 	unsigned n;
 	uint64_t gen; /* the pool's xfer_gen when it was parked */
-	uint64_t keys[KP_XFER_KEYS];
 } kp__xfer;
 /* Park the n blocks of list (vetted by the caller against keys, its last
  * link NULL) for another bin of class cls. false: no room (every slot
@@ -958,12 +966,25 @@ typedef struct kp__bin {
  * pointer apart from the bin, which stays 40 bytes, one lea from its index)
  * starts in keys_start[cls], the starts of
  * all classes side by side (a bin starts at KP_BIN_START blocks at most),
- * and moves to keys[cls] the first time the bin grows past its start
+ * and moves to a row of keys the first time the bin grows past its start
  * (kp__bin_miss): a thread whose bins stay at their start (most of a
  * program's threads, and most classes of any thread) touches a page or
- * three of stacks, not one page per two classes it uses (keys[cls] rows are
+ * three of stacks, not one page per two classes it uses (keys[cls] rows of
  * 2 KiB: a thread of 17 classes touched 9 pages of them, and thread_churn's
- * 9 threads alive at once 300 KiB in all). Owning thread only. */
+ * 9 threads alive at once 300 KiB in all). A row holds a power of two of
+ * keys, 32 to KP_BIN_MAX, the least that holds the bin's max (a bin in
+ * keys holds pow2ceil(max) at most): rows are taken from keys in the order
+ * bins grow (row_used words so far), and a bin that outgrows its row leaves
+ * it in row_free[level] (32 << level keys; its first word links the next)
+ * for the next bin that grows to that size. A bin of a random walk settles
+ * at 32-64 blocks, a row of 256-512 bytes: rows of 2 KiB, one per class a
+ * stride apart, had each grown bin touch its own page or half page
+ * (thread_churn: 4-5 pages of rows a thread, small_objects 7, larson 10).
+ * At most KP_NCLASS rows of each size are in use at once, and one is taken
+ * from row_used only when none is free, so keys never runs out. Owning
+ * thread only. */
+#define KP_ROW_LEVELS 4 /* rows of 32, 64, 128 and 256 keys */
+_Static_assert(KP_BIN_START < 32 && 32 << (KP_ROW_LEVELS - 1) == KP_BIN_MAX, "rows of 32 to KP_BIN_MAX keys");
 typedef struct kp__tcache {
 	uint64_t pool_id;
 	kp_pool *pool;
@@ -975,8 +996,12 @@ typedef struct kp__tcache {
 	/* Bytes the bins' max grew by past their start, over all classes: at
 	 * most tcache_bytes (kp__bin_miss). Owning thread only. */
 	size_t grown;
+	/* Words of keys taken by rows, and the rows left by bins that outgrew
+	 * them, by size (see above). Owning thread only. */
+	size_t row_used;
+	uint64_t *row_free[KP_ROW_LEVELS];
 	uint64_t keys_start[KP_NCLASS][KP_BIN_START] __attribute__((aligned(64)));
-	uint64_t keys[KP_NCLASS][KP_BIN_MAX] __attribute__((aligned(64)));
+	uint64_t keys[KP_NCLASS * (2 * KP_BIN_MAX - 32)] __attribute__((aligned(64)));
 } kp__tcache;
 /* Caches come from the OS in chunks of 64; the first chunk is mapped by
  * kp_create, so only a pool's 65th thread maps on its allocation path. */
@@ -1106,7 +1131,10 @@ struct kp_pool {
 	_Atomic unsigned tc_live; /* caches handed out (tcache.c: they share tcache_bytes) */
 
 	kp__central central[KP_NCLASS];
-	kp__xfer xfer[KP_NCLASS][KP_XFER_SLOTS]; /* transfer.c; address space until a class uses it */
+	/* transfer.c; address space until a class uses it */
+	kp__xfer xfer[KP_NCLASS][KP_XFER_SLOTS];
+	uint64_t xfer_head[KP_NCLASS][KP_XFER_SLOTS][KP_XFER_HEAD];
+	uint64_t xfer_tail[KP_NCLASS][KP_XFER_SLOTS][KP_XFER_KEYS - KP_XFER_HEAD];
 	_Atomic uint64_t xfer_gen; /* checkpoints of kp__xfer_drain so far */
 	uint64_t xfer_at_ns;       /* the next one (the daemon's alone) */
 	kp__backup backup;

@@ -251,6 +251,46 @@ kp__tcache *kp__tcache_slow(kp_pool *pool)
  * daemon had not pre-faulted, test_pool_behaviour's paced start 1,230-1,340
  * faults in its first 16 MiB against 1,030-1,100 before d70df12). */
 #define KP_BIN_ONE_WAY 8
+
+/* The keys a row for a bin of max blocks holds (max > KP_BIN_START): the
+ * power of two at or above it, at least 32; its level: 32 << level keys. */
+static unsigned row_keys(uint32_t max)
+{
+	unsigned k = 32;
+	while (k < max)
+		k <<= 1;
+	return k;
+}
+static int row_level(unsigned keys)
+{
+	return __builtin_ctz(keys) - 5;
+}
+
+/* A row for a bin growing to want blocks, holding its count keys copied
+ * from old, which goes to row_free[old_level] (-1: old is the bin's start,
+ * kept). See kp__tcache. */
+static uint64_t *row_move(kp__tcache *tc, uint64_t *old, int old_level, unsigned count, uint32_t want)
+{
+	unsigned keys = row_keys(want);
+	int level = row_level(keys);
+	uint64_t *row = tc->row_free[level];
+	if (row) {
+		tc->row_free[level] = (uint64_t *)(uintptr_t)row[0];
+	} else {
+		row = tc->keys + tc->row_used;
+		tc->row_used += keys;
+	}
+	memcpy(row, old, (size_t)count * sizeof *row);
+	if (old_level >= 0) {
+		old[0] = (uint64_t)(uintptr_t)tc->row_free[old_level];
+		tc->row_free[old_level] = old;
+	}
+	return row;
+}
+_Static_assert(sizeof(((kp__tcache *)0)->keys) / sizeof(uint64_t) ==
+		       (size_t)KP_NCLASS * (32 + 64 + 128 + 256),
+	       "room for KP_NCLASS rows of every size");
+
 void kp__bin_miss(kp__bin *b)
 {
 	uint64_t a = atomic_load_explicit(&b->allocs, memory_order_relaxed),
@@ -267,11 +307,12 @@ void kp__bin_miss(kp__bin *b)
 		if (want - b->max > room)
 			want = b->max + (uint32_t)room;
 		tc->grown += (want - b->max) * size;
+		uint64_t *old = tc->stack[b->cls];
+		bool in_row = old != tc->keys_start[b->cls];
+		unsigned have = in_row ? row_keys(b->max) : KP_BIN_START;
+		if (want > have) /* out of its row's room (or its start's) */
+			tc->stack[b->cls] = row_move(tc, old, in_row ? row_level(have) : -1, b->count, want);
 		b->max = want;
-		if (want > KP_BIN_START && tc->stack[b->cls] != tc->keys[b->cls]) { /* out of its start's room */
-			memcpy(tc->keys[b->cls], tc->stack[b->cls], (size_t)b->count * sizeof(uint64_t));
-			tc->stack[b->cls] = tc->keys[b->cls];
-		}
 	}
 	b->miss_at = ops;
 }

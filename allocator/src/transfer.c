@@ -30,6 +30,25 @@
 
 #include <stddef.h>
 
+/* Slot i of class cls's keys, in from keys[0..n) and out to keys[0..n): the
+ * first KP_XFER_HEAD in xfer_head, the rest in xfer_tail (kp__xfer). Class
+ * lock held. */
+static void keys_in(kp_pool *pool, unsigned cls, unsigned i, const uint64_t *keys, unsigned n)
+{
+	unsigned h = n < KP_XFER_HEAD ? n : KP_XFER_HEAD;
+	memcpy(pool->xfer_head[cls][i], keys, (size_t)h * sizeof *keys);
+	if (n > h)
+		memcpy(pool->xfer_tail[cls][i], keys + h, (size_t)(n - h) * sizeof *keys);
+}
+
+static void keys_out(const kp_pool *pool, unsigned cls, unsigned i, uint64_t *keys, unsigned n)
+{
+	unsigned h = n < KP_XFER_HEAD ? n : KP_XFER_HEAD;
+	memcpy(keys, pool->xfer_head[cls][i], (size_t)h * sizeof *keys);
+	if (n > h)
+		memcpy(keys + h, pool->xfer_tail[cls][i], (size_t)(n - h) * sizeof *keys);
+}
+
 bool kp__xfer_put(kp_pool *pool, unsigned cls, void *list, const uint64_t *keys, unsigned n)
 {
 	if (!n || n > KP_XFER_KEYS || (size_t)n * kp__class_size[cls] > KP_XFER_BYTES)
@@ -43,7 +62,7 @@ bool kp__xfer_put(kp_pool *pool, unsigned cls, void *list, const uint64_t *keys,
 		x->list = list;
 		x->n = n;
 		x->gen = atomic_load_explicit(&pool->xfer_gen, memory_order_relaxed);
-		memcpy(x->keys, keys, (size_t)n * sizeof *keys);
+		keys_in(pool, cls, i, keys, n);
 		atomic_store_explicit(&c->nxfer, i + 1, memory_order_relaxed);
 	}
 	pthread_mutex_unlock(kp__class_lock(pool, cls));
@@ -64,7 +83,7 @@ unsigned kp__xfer_take(kp_pool *pool, unsigned cls, void **list, uint64_t *keys,
 		kp__xfer *x = &pool->xfer[cls][i - 1];
 		got = x->n;
 		*list = x->list;
-		memcpy(keys, x->keys, (size_t)got * sizeof *keys);
+		keys_out(pool, cls, i - 1, keys, got);
 		x->list = NULL;
 		x->n = 0;
 		atomic_store_explicit(&c->nxfer, i - 1, memory_order_relaxed);
@@ -77,14 +96,14 @@ unsigned kp__xfer_take(kp_pool *pool, unsigned cls, void **list, uint64_t *keys,
  * block of class cls under its key, each link plausible before it is
  * followed (alloc.c's next_ok), the last one NULL. *last: the last block
  * that verified. The daemon's, on batches that sat parked a while. */
-static unsigned batch_vet(kp_pool *pool, unsigned cls, const kp__xfer *x, char **last)
+static unsigned batch_vet(kp_pool *pool, unsigned cls, const kp__xfer *x, const uint64_t *keys, char **last)
 {
 	uint64_t want = kp__meta(0, (uint16_t)cls, KP_ST_FREE);
 	char *at = x->list;
 	unsigned i = 0;
 	*last = NULL;
 	for (; i < x->n; i++) {
-		uint64_t key = x->keys[x->n - 1 - i];
+		uint64_t key = keys[x->n - 1 - i];
 		if (!at || kp__hdr_meta((kp__hdr *)at) != want || (kp__hdr_tag((kp__hdr *)at) ^ want) != key)
 			break;
 		char *next = kp__link_get_k(key, at);
@@ -136,19 +155,25 @@ int kp__xfer_drain(kp_pool *pool, bool all)
 		else if (pthread_mutex_trylock(kp__class_lock(pool, cls)) != 0)
 			continue;
 		kp__xfer out[KP_XFER_SLOTS], *x = pool->xfer[cls];
+		uint64_t out_keys[KP_XFER_SLOTS][KP_XFER_KEYS], moved[KP_XFER_KEYS];
 		unsigned n = atomic_load_explicit(&c->nxfer, memory_order_relaxed), k = 0;
 		while (k < n && k < KP_XFER_SLOTS && x[k].gen < gen)
 			k++;
-		for (unsigned i = 0; i < k; i++)
-			memcpy(&out[i], &x[i], offsetof(kp__xfer, keys) + (size_t)x[i].n * sizeof x[i].keys[0]);
-		for (unsigned i = k; i < n && i < KP_XFER_SLOTS; i++)
-			memcpy(&x[i - k], &x[i], offsetof(kp__xfer, keys) + (size_t)x[i].n * sizeof x[i].keys[0]);
+		for (unsigned i = 0; i < k; i++) {
+			out[i] = x[i];
+			keys_out(pool, cls, i, out_keys[i], x[i].n);
+		}
+		for (unsigned i = k; i < n && i < KP_XFER_SLOTS; i++) {
+			x[i - k] = x[i];
+			keys_out(pool, cls, i, moved, x[i].n);
+			keys_in(pool, cls, i - k, moved, x[i].n);
+		}
 		if (k)
 			atomic_store_explicit(&c->nxfer, n - k, memory_order_relaxed);
 		pthread_mutex_unlock(kp__class_lock(pool, cls));
 		for (unsigned i = 0; i < k; i++) {
 			char *last;
-			unsigned ok = batch_vet(pool, cls, &out[i], &last);
+			unsigned ok = batch_vet(pool, cls, &out[i], out_keys[i], &last);
 			if (ok < out[i].n) {
 				/* Written while parked: the blocks before the bad one go
 				 * back, the rest is set aside (as a thread cache's flush
@@ -157,10 +182,10 @@ int kp__xfer_drain(kp_pool *pool, bool all)
 					      "damaged link in a parked batch: rest of the list quarantined");
 				atomic_fetch_add(&pool->quarantined, out[i].n - ok);
 				if (last)
-					kp__link_put_k(out[i].keys[out[i].n - ok], last, NULL);
+					kp__link_put_k(out_keys[i][out[i].n - ok], last, NULL);
 			}
 			if (ok)
-				kp__central_give(pool, cls, out[i].list, out[i].keys + (out[i].n - ok), ok);
+				kp__central_give(pool, cls, out[i].list, out_keys[i] + (out[i].n - ok), ok);
 			given++;
 		}
 	}
