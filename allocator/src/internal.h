@@ -749,6 +749,7 @@ typedef struct kp__central {
 	 * would lock a mutex the other class of the pair does not take */
 	_Alignas(64) pthread_mutex_t pair_lock;
 	kp__span *partial;                  /* spans with a free block */
+	unsigned spans;                     /* small spans of the class (primary.c, span_new) */
 	/* batches parked in the pool's xfer[cls] (transfer.c): written under
 	 * the class lock, peeked at without it */
 	_Atomic unsigned nxfer;

@@ -177,13 +177,34 @@ static kp__seg *seg_step(kp_pool *pool, kp__seg *s, kp__seg *to)
 }
 
 /* A span holds at least 8 blocks (so a class costs at most 1/8 of a span in
- * tail waste), in at most 16 units. */
+ * tail waste), in at most 16 units: the fewest units that hold 8. */
 static unsigned span_units(unsigned cls)
 {
 	size_t need = (size_t)kp__class_size[cls] * 8;
 	unsigned n = (unsigned)((need + KP_UNIT_SIZE - 1) / KP_UNIT_SIZE);
 	return n < 1 ? 1 : n > 16 ? 16 : n;
 }
+
+/* Units to a span of a class that holds KP_SPAN_FIT_AFTER spans already:
+ * when span_units' n > 1 leaves more than 1/32 of the run past the last
+ * block, the count in n..2n (at most 16) that leaves the least (the first
+ * such). The tail is resident whenever the daemon pre-faulted the units the
+ * span took, and the 9-64 KiB classes left up to a tenth of their run there
+ * (36864: 8 blocks in 5 units, 32 KiB unused; 16 in 9, none): kpbench d
+ * (4-64 KiB, every page written) held 4.3% of its 1 GiB in span tails,
+ * beside the 4.2% of class rounding; with these, 0.3%. A class of 16 KiB and
+ * more has at most 17 blocks to such a span (KP_BPURGE_SPAN bounds the
+ * purge's walk). test_span_fit checks the bounds. */
+static const uint8_t span_fit_tab[KP_NCLASS] = {
+	1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+	1, 1, 1, 1, 1, 2, 3, 4, 3, 4, 2, 4, 2, 4, 5, 6, 3, 7, 4, 8, 4, 9, 5, 11, 6, 13, 7, 15, 8, 9, 10, 11, 12, 13, 14, 15, 16};
+/* Only past a class's first spans: the longer runs, taken from the free
+ * units' front before the daemon pre-faults past its small start-up
+ * headroom, cost test_pool_behaviour's paced start 1,541-1,709 faults on
+ * the allocating thread in its first 16 MiB (bound 1,536; 1,076-1,343 with
+ * span_units alone), when each of its ~30 classes holds a span or two. A
+ * class that holds 4 is one the program uses in bulk. */
+#define KP_SPAN_FIT_AFTER 4
 
 static void headroom_publish(kp_pool *pool)
 {
@@ -367,12 +388,16 @@ static kp__span *run_alloc(kp_pool *pool, unsigned n, unsigned cls, kp__seg **se
 	return NULL;
 }
 
+/* Caller holds cls's class lock (the count of its spans). */
 static kp__span *span_new(kp_pool *pool, unsigned cls)
 {
 	kp__seg *s;
-	kp__span *sp = run_alloc(pool, span_units(cls), cls, &s);
+	kp__central *c = &pool->central[cls];
+	unsigned n = c->spans >= KP_SPAN_FIT_AFTER ? span_fit_tab[cls] : span_units(cls);
+	kp__span *sp = run_alloc(pool, n, cls, &s);
 	if (!sp)
 		return NULL;
+	c->spans++;
 	sp->kind = KP_SPAN_SMALL;
 	sp->cls = (uint8_t)cls;
 	for (unsigned i = 0; i < sp->units; i++)
@@ -468,7 +493,7 @@ static inline __attribute__((always_inline)) bool span_geometry_ok(const kp__spa
 	size_t run = (size_t)n << KP_UNIT_SHIFT, fill = (size_t)sp->nblocks * sp->block;
 	/* & of the compares, not &&: one branch for the lot */
 	return ((uintptr_t)sp == (uintptr_t)s->span + u * sizeof *sp) & (u != 0) & (u + n <= KP_UNITS) &
-	       (sp->kind == KP_SPAN_SMALL) & (sp->cls == cls) & (n == span_units(cls)) &
+	       (sp->kind == KP_SPAN_SMALL) & (sp->cls == cls) & ((n == span_units(cls)) | (n == span_fit_tab[cls])) &
 	       (sp->block == kp__class_size[cls]) & (sp->start == (const char *)s + ((size_t)u << KP_UNIT_SHIFT)) &
 	       (fill <= run) & (run - fill < sp->block) & (sp->bump <= sp->nblocks) &
 	       ((size_t)sp->nused + sp->nfree == sp->bump) & (!sp->free == !sp->nfree) &&
@@ -667,6 +692,7 @@ static void span_give(kp_pool *pool, kp__central *c, kp__seg *s, kp__span *sp, c
 		}
 		if (KP_PLANT != 3) /* planted 3: the units go back while the span is still listed */
 			partial_remove(c, sp);
+		c->spans -= c->spans > 0;
 		kp__pool_lock(pool);
 		units_give(pool, s, sp);
 		pthread_mutex_unlock(&pool->lock);
@@ -1358,10 +1384,10 @@ int kp__primary_shrink(kp_pool *pool, size_t keep)
  * timer, more often under demand): a block is given back after it stayed
  * free over two passes in a row. */
 #define KP_BPURGE_MS 10
-/* A free list of a span of those classes holds at most 12 blocks (8 to 12
- * blocks to a span): a longer one is damaged, and left to span_pop, which
- * quarantines its span when it follows the bad link. */
-#define KP_BPURGE_SPAN 16
+/* A free list of a span of those classes holds at most 17 blocks (8 to 17
+ * blocks to a span: span_units, span_fit_tab): a longer one is damaged, and
+ * left to span_pop, which quarantines its span when it follows the bad link. */
+#define KP_BPURGE_SPAN 24
 /* Batches of KP_BPURGE_BATCH blocks per checkpoint, at most: the rest are
  * given back at the next one. 16 batches are 1024 blocks, 16 MiB or more.
  * Only a batch that took blocks counts, and each checkpoint starts at the

@@ -36,12 +36,15 @@
 #define KiB ((size_t)1 << 10)
 #define MiB ((size_t)1 << 20)
 
-/* Exhaust the primary of a small pool; the blocks go into b. */
+/* Exhaust the primary of a small pool; the blocks go into b. 4 KiB blocks
+ * (header and canary included): one-unit spans, so no unit is left free for
+ * another class's span (16 KiB requests: 3-unit spans, then 4-unit ones in
+ * bulk, left 3 of 63 units free). */
 static size_t exhaust(kp_pool *pool, void **b, size_t cap)
 {
 	size_t n = 0;
 	while (n < cap) {
-		void *p = kp_alloc(pool, 16 * KiB, 0);
+		void *p = kp_alloc(pool, 4 * KiB - KP_HDR - KP_CANARY, 0);
 		if (p == NULL)
 			break;
 		b[n++] = p;
