@@ -936,10 +936,11 @@ typedef struct kp__bin {
 	_Atomic uint64_t allocs, frees;
 	/* max starts at KP_BIN_START and grows to cap (bin_max) while the bin
 	 * misses often and its thread's growth budget lasts (kp__bin_miss);
-	 * miss_at: allocs + frees at the last miss; cls: the bin's index in
-	 * its cache (the bin of one on the shared path, alloc.c, has cap ==
-	 * max and never grows). */
-	uint32_t miss_at;
+	 * miss_at: allocs + frees at the last miss, allocs_at: allocs then
+	 * (the window since, one way or both: kp__bin_miss); cls: the bin's
+	 * index in its cache (the bin of one on the shared path, alloc.c, has
+	 * cap == max and never grows). */
+	uint32_t miss_at, allocs_at;
 	uint16_t cap, cls;
 } kp__bin;
 /* A bin holds at most this many blocks (tcache.c, bin_max). */
@@ -1013,8 +1014,11 @@ int kp__tcache_chunk_add(kp_pool *pool); /* caller holds pool->lock */
 kp__tcache *kp__tcache_slow(kp_pool *pool);
 /* A bin ran empty or full (a refill or flush follows): double its max, up
  * to its cap, when the last miss was less than KP_BIN_GROW times max
- * operations ago. Owning thread only. */
-void kp__bin_miss(kp__bin *b);
+ * operations ago. Returns the count the bin is to hold after the refill or
+ * flush: half its max, or, when the operations since its last miss went
+ * one way (only allocations before a refill, only frees before a flush),
+ * its max (a whole refill) or 1 (a whole flush). Owning thread only. */
+unsigned kp__bin_miss(kp__bin *b);
 void kp__tcache_flush_bin(kp_pool *pool, kp__tcache *tc, unsigned cls, unsigned keep);
 void kp__tcache_release(kp_pool *pool, kp__tcache *tc);
 void kp__tcache_fini_pool(kp_pool *pool);
