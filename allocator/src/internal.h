@@ -898,7 +898,8 @@ int kp__backup_grow(kp_pool *pool);
  * KP_XFER_HEAD in the pool's xfer_head, those of every slot of every class
  * side by side, and the rest in xfer_tail. A bin at its start (at most 16
  * blocks: every bin of a thread that only frees a class or only allocates
- * it, and most bins of a short thread) parks batches of at most 8, which
+ * it, and most bins of a short thread) parks batches of at most 15 (the
+ * whole flush of a bin that only frees keeps one: kp__bin_miss), which
  * touch xfer_head alone: 256 bytes a class. With the keys inline, 2 KiB a
  * class, each class parked touched a page or half of one (prodcons under
  * the preload: 16 pages of the pool, test_transfer_pages). */

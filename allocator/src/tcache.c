@@ -4,7 +4,8 @@
  *
  * A thread keeps, per pool, one bin of free blocks per size class. kp_alloc
  * pops from the bin and kp_free pushes to it; only an empty bin (refill a
- * batch from the central lists) or a full one (return half) takes a lock.
+ * batch from the central lists) or a full one (return half, or all but one
+ * block when it only takes frees: kp__bin_miss) takes a lock.
  * Blocks are not owned by threads: a block freed by another thread simply
  * joins that thread's bin, as in tcmalloc.
  *
@@ -233,7 +234,8 @@ kp__tcache *kp__tcache_slow(kp_pool *pool)
 /* Slow start, as tcmalloc's per-thread lists: a bin whose count walks at
  * random (frees and allocations of its class in equal measure) misses about
  * once per (max / 2)^2 operations, one that only fills or drains once per
- * max / 2. A miss moves max / 2 blocks under the class lock; doubling max
+ * max / 2. A miss moves max / 2 blocks under the class lock (a two-way
+ * bin's: a one-way one moves whole batches, below); doubling max
  * while misses come within KP_BIN_GROW * max operations settles a random
  * walk at 32-64 blocks (a miss per ~500 operations) and takes a burst of
  * one class to the cap within a few misses. */
@@ -297,17 +299,16 @@ _Static_assert(sizeof(((kp__tcache *)0)->keys) / sizeof(uint64_t) ==
  * a bin passes blocks through (a producer's, a consumer's, or any thread's
  * in a phase of one class): it moves whole batches, a refill to its max, a
  * flush down to one block, so each class lock moves max blocks, not max / 2
- * (issue 14: prodcons under the preload, producer and consumers in bins of
- * 16, took 2M blocks in 830K refills and flushed them 2.5 a lock; with
- * whole batches 1.64M lock acquisitions fell to 953K and its time 1.10 to
- * 0.75 s, in a prototype). A window that went both ways is a bin whose
+ * (issue 14: prodcons under the preload, its producers' and consumers'
+ * bins at their start of 4-16 blocks, made 830K refills and 806K flushes
+ * for 2M blocks; with whole batches 423K and 530K). A window that went both ways is a bin whose
  * count walks: it keeps half batches (a refill to its max would overflow at
  * its next free, and a flush to one block run empty at its next few
  * allocations). The window, not the bin's life: a thread that produced a
  * class for a while and then uses it both ways moves half batches from its
- * next miss on. A flush keeps one block rather than none: with none the
- * flush would be a thread's last (tcache.c gives those to the spans, not to
- * the transfer cache), and the batch stays within what parks whole. */
+ * next miss on. A flush keeps one block rather than none (a flush that
+ * keeps none, a thread's last, goes to the spans: kp__tcache_flush_bin),
+ * and moves no more than parks whole (KP_XFER_KEYS, KP_XFER_BYTES). */
 static unsigned whole_flush_keep(const kp__bin *b)
 {
 	unsigned size = kp__class_size[b->cls];
