@@ -87,12 +87,12 @@ static ALWAYS_INLINE void *small_alloc(kp_pool *pool, kp__bin *b, uint64_t *cons
 	for (;;) {
 		char *h = b->head;
 		if (KP_UNLIKELY(!h || !b->count)) {
-			kp__bin_miss(b);
+			unsigned want = kp__bin_miss(b);
 			void *list = NULL;
 			/* A batch another bin parked (transfer.c), else blocks from the spans. */
-			unsigned got = kp__xfer_take(pool, cls, &list, *keys, b->max / 2);
+			unsigned got = kp__xfer_take(pool, cls, &list, *keys, want);
 			if (!got)
-				got = kp__central_take(pool, cls, &list, *keys, b->max / 2);
+				got = kp__central_take(pool, cls, &list, *keys, want);
 			if (!got)
 				return NULL;
 			b->head = h = list;
@@ -714,8 +714,7 @@ static int primary_free(kp_pool *pool, void *p, size_t holds)
 		}
 		kp__bin *b = &tc->bin[cls];
 		if (KP_UNLIKELY(b->count >= b->max)) {
-			kp__bin_miss(b);
-			kp__tcache_flush_bin(pool, tc, cls, b->max / 2);
+			kp__tcache_flush_bin(pool, tc, cls, kp__bin_miss(b));
 		}
 		kp__link_put_k(key, h, b->count ? b->head : NULL);
 		tc->stack[cls][b->count] = key;

@@ -899,7 +899,8 @@ int kp__backup_grow(kp_pool *pool);
  * KP_XFER_HEAD in the pool's xfer_head, those of every slot of every class
  * side by side, and the rest in xfer_tail. A bin at its start (at most 16
  * blocks: every bin of a thread that only frees a class or only allocates
- * it, and most bins of a short thread) parks batches of at most 8, which
+ * it, and most bins of a short thread) parks batches of at most 15 (the
+ * whole flush of a bin that only frees keeps one: kp__bin_miss), which
  * touch xfer_head alone: 256 bytes a class. With the keys inline, 2 KiB a
  * class, each class parked touched a page or half of one (prodcons under
  * the preload: 16 pages of the pool, test_transfer_pages). */
@@ -937,10 +938,11 @@ typedef struct kp__bin {
 	_Atomic uint64_t allocs, frees;
 	/* max starts at KP_BIN_START and grows to cap (bin_max) while the bin
 	 * misses often and its thread's growth budget lasts (kp__bin_miss);
-	 * miss_at: allocs + frees at the last miss; cls: the bin's index in
-	 * its cache (the bin of one on the shared path, alloc.c, has cap ==
-	 * max and never grows). */
-	uint32_t miss_at;
+	 * miss_at: allocs + frees at the last miss, allocs_at: allocs then
+	 * (the window since, one way or both: kp__bin_miss); cls: the bin's
+	 * index in its cache (the bin of one on the shared path, alloc.c, has
+	 * cap == max and never grows). */
+	uint32_t miss_at, allocs_at;
 	uint16_t cap, cls;
 } kp__bin;
 /* A bin holds at most this many blocks (tcache.c, bin_max). */
@@ -1014,8 +1016,11 @@ int kp__tcache_chunk_add(kp_pool *pool); /* caller holds pool->lock */
 kp__tcache *kp__tcache_slow(kp_pool *pool);
 /* A bin ran empty or full (a refill or flush follows): double its max, up
  * to its cap, when the last miss was less than KP_BIN_GROW times max
- * operations ago. Owning thread only. */
-void kp__bin_miss(kp__bin *b);
+ * operations ago. Returns the count the bin is to hold after the refill or
+ * flush: half its max, or, when the operations since its last miss went
+ * one way (only allocations before a refill, only frees before a flush),
+ * its max (a whole refill) or 1 (a whole flush). Owning thread only. */
+unsigned kp__bin_miss(kp__bin *b);
 void kp__tcache_flush_bin(kp_pool *pool, kp__tcache *tc, unsigned cls, unsigned keep);
 void kp__tcache_release(kp_pool *pool, kp__tcache *tc);
 void kp__tcache_fini_pool(kp_pool *pool);

@@ -4,7 +4,8 @@
  *
  * A thread keeps, per pool, one bin of free blocks per size class. kp_alloc
  * pops from the bin and kp_free pushes to it; only an empty bin (refill a
- * batch from the central lists) or a full one (return half) takes a lock.
+ * batch from the central lists) or a full one (return half, or all but one
+ * block when it only takes frees: kp__bin_miss) takes a lock.
  * Blocks are not owned by threads: a block freed by another thread simply
  * joins that thread's bin, as in tcmalloc.
  *
@@ -233,7 +234,8 @@ kp__tcache *kp__tcache_slow(kp_pool *pool)
 /* Slow start, as tcmalloc's per-thread lists: a bin whose count walks at
  * random (frees and allocations of its class in equal measure) misses about
  * once per (max / 2)^2 operations, one that only fills or drains once per
- * max / 2. A miss moves max / 2 blocks under the class lock; doubling max
+ * max / 2. A miss moves max / 2 blocks under the class lock (a two-way
+ * bin's: a one-way one moves whole batches, below); doubling max
  * while misses come within KP_BIN_GROW * max operations settles a random
  * walk at 32-64 blocks (a miss per ~500 operations) and takes a burst of
  * one class to the cap within a few misses. */
@@ -291,12 +293,39 @@ _Static_assert(sizeof(((kp__tcache *)0)->keys) / sizeof(uint64_t) ==
 		       (size_t)KP_NCLASS * (32 + 64 + 128 + 256),
 	       "room for KP_NCLASS rows of every size");
 
-void kp__bin_miss(kp__bin *b)
+/* A miss whose window (the operations since the bin's last miss) went one
+ * way: fewer than 1 in KP_BIN_ONE_WAY of them the other way (a refill
+ * after only allocations, a flush after only frees), and at least one. Such
+ * a bin passes blocks through (a producer's, a consumer's, or any thread's
+ * in a phase of one class): it moves whole batches, a refill to its max, a
+ * flush down to one block, so each class lock moves max blocks, not max / 2
+ * (issue 14: prodcons under the preload, its producers' and consumers'
+ * bins at their start of 4-16 blocks, made 830K refills and 806K flushes
+ * for 2M blocks; with whole batches 423K and 530K). A window that went both ways is a bin whose
+ * count walks: it keeps half batches (a refill to its max would overflow at
+ * its next free, and a flush to one block run empty at its next few
+ * allocations). The window, not the bin's life: a thread that produced a
+ * class for a while and then uses it both ways moves half batches from its
+ * next miss on. A flush keeps one block rather than none (a flush that
+ * keeps none, a thread's last, goes to the spans: kp__tcache_flush_bin),
+ * and moves no more than parks whole (KP_XFER_KEYS, KP_XFER_BYTES). */
+static unsigned whole_flush_keep(const kp__bin *b)
+{
+	unsigned size = kp__class_size[b->cls];
+	unsigned fit = KP_XFER_BYTES / size < KP_XFER_KEYS ? (unsigned)(KP_XFER_BYTES / size) : KP_XFER_KEYS;
+	unsigned keep = b->count > fit ? b->count - fit : 1;
+	return keep < b->max / 2 ? keep : b->max / 2;
+}
+
+unsigned kp__bin_miss(kp__bin *b)
 {
 	uint64_t a = atomic_load_explicit(&b->allocs, memory_order_relaxed),
 		 f = atomic_load_explicit(&b->frees, memory_order_relaxed);
 	uint32_t ops = (uint32_t)(a + f);
+	/* This miss's window: da allocations, df frees. */
+	uint64_t da = (uint32_t)a - b->allocs_at, df = (uint32_t)(ops - b->miss_at) - da;
 	bool one_way = !a || !f || a < f / KP_BIN_ONE_WAY || f < a / KP_BIN_ONE_WAY;
+	bool grew = false;
 	if (b->max < b->cap && !one_way && ops - b->miss_at < KP_BIN_GROW * b->max) {
 		/* a bin of a thread's cache: the shared path's bin of one has
 		 * max == cap, so it never gets here */
@@ -312,9 +341,20 @@ void kp__bin_miss(kp__bin *b)
 		unsigned have = in_row ? row_keys(b->max) : KP_BIN_START;
 		if (want > have) /* out of its row's room (or its start's) */
 			tc->stack[b->cls] = row_move(tc, old, in_row ? row_level(have) : -1, b->count, want);
+		grew = want > b->max;
 		b->max = want;
 	}
 	b->miss_at = ops;
+	b->allocs_at = (uint32_t)a;
+	/* A bin that grew has room for what overflowed (a flush of it keeps
+	 * max / 2, the count it had: none). */
+	if (!grew) {
+		if (!b->count && da && df * KP_BIN_ONE_WAY < da)
+			return b->max;
+		if (b->count && df && da * KP_BIN_ONE_WAY < df)
+			return whole_flush_keep(b);
+	}
+	return b->max / 2;
 }
 
 void kp__tcache_flush_bin(kp_pool *pool, kp__tcache *tc, unsigned cls, unsigned keep)
