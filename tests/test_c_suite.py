@@ -182,7 +182,7 @@ def test_strace_steady_state_makes_no_syscall(tmp_path: Path) -> None:
     # One run, no retry: the daemon takes the pool lock only with trylock (a lock it had waited for
     # cost the allocating thread a futex wake at its unlock), the allocating thread spins up to
     # 200 us on a pool lock the daemon holds before it sleeps (glibc's adaptive mutex slept after
-    # about ten spins: futex waits here in 3 of 50 runs on a loaded machine, 0 of 50 after;
+    # about ten spins: futex waits here in 3 of 56 runs on a loaded machine, 0 of 50 after;
     # allocator/tests/test_pool_lock_wait.c), and steady.c waits until the daemon has stopped
     # growing and shrinking before its begin marker.
     trace_file = tmp_path / "trace.txt"
