@@ -51,9 +51,12 @@ uint64_t kp__pool_now(kp_pool *pool)
  *           KP_BUSY_PASSES passes in a row found memory taken, else
  *           min(in_use / KP_FLOOR_SHARE, KP_TARGET_SMALL)
  *
- * rate: the net demand (bytes taken from the free units, less those given
- *   back) per second, measured pass to pass; it follows a rise at once and
- *   decays by half every decay_ms / 4 of quiet.
+ * rate: the demand per second, measured pass to pass: bytes taken from the
+ *   free units (less those given back) as far as the bytes in use went past
+ *   their peak (memory given back and taken again is resident already); it
+ *   follows a rise at once, decays by half every decay_ms / 4 of quiet, is
+ *   replaced by a rate under 1/KP_SLOWED of it, and forgotten (with the
+ *   boost) once growth has stopped.
  * boost: raised each time the allocation path had to fault memory itself:
  *   when it grew the pool (primary.c), or when a pass finds that more was
  *   taken since the last one than the daemon had pre-faulted ("faulted");
@@ -64,6 +67,12 @@ uint64_t kp__pool_now(kp_pool *pool)
  *   peer); explicit watermarks (high_wm) override it.
  * high_wm: the floor, also the idle headroom: by default (auto) a quarter
  *   of the bytes in use, at most KP_FLOOR_AUTO (kp__daemon_floor).
+ *
+ * The front, the part of the headroom pre-faulted, is the target less the
+ * high_wm:auto floor: what the rate asks for (an explicit high_wm is
+ * pre-faulted whole). The floor stays mapped, not resident, when the
+ * program is not growing. What was pre-faulted past the front is given
+ * back once free for KP_RELEASE_MS (a burst that ended).
  *
  * Growth fills the headroom up to the target and shrink keeps it, so that
  * the two never undo each other (a band of one segment, the hysteresis;
@@ -107,6 +116,28 @@ uint64_t kp__pool_now(kp_pool *pool)
  * use. Two: a start is over within one pass; a paced grower wakes the
  * daemon pass after pass. */
 #define KP_BUSY_PASSES 2
+/* The smallest front the allocation path wakes the daemon for (set_wake):
+ * four units, a wake-up per 128 KiB taken at most. */
+#define KP_WAKE_FRONT ((size_t)4 * KP_UNIT_SIZE)
+/* Pages pre-faulted for growth that stopped (the front fell under what was
+ * pre-faulted by more than KP_RELEASE_MIN) are given back once free for
+ * KP_RELEASE_MS, not decay_ms (kp__primary_purge's checkpoints, brought
+ * forward: one at that pass, the next KP_RELEASE_MS later). larson grows to
+ * 7 MB in 20 ms and then replaces blocks for the rest of its run: the
+ * 3.3 MiB pre-faulted for its burst stayed resident beside what its
+ * churn went on to touch (peak 13.4 MiB, 9.7 with prefault:off). Five
+ * horizons: growth that resumes within them finds its pages still there. */
+#define KP_RELEASE_MS (5 * KP_HORIZON_MS)
+#define KP_RELEASE_MIN ((size_t)4 * KP_UNIT_SIZE)
+/* A slowed-down growth's rate replaces the one it had (daemon_target)
+ * when under 1/KP_SLOWED of it over KP_SLOWED_MS or more: four horizons,
+ * under the timer's 100 ms (a pass of a program that only churns comes
+ * from the timer). Over two, a paced grower's pauses (test_pool_behaviour:
+ * a Python loop) read as slowed, and the growth after each faulted until
+ * the rate was measured again (380-420 faults past its start, 20-70
+ * before). */
+#define KP_SLOWED 8
+#define KP_SLOWED_MS (4 * KP_HORIZON_MS)
 /* Ranges pre-faulted per pass: a walk of the free units collects at most
  * this many runs under the pool lock (the rest waits for the next pass). */
 #define KP_PREFAULT_RUNS 64
@@ -565,6 +596,8 @@ void kp__daemon_prime(kp_pool *pool)
 	d->last_grows = atomic_load(&pool->grows);
 	d->last_shrinks = atomic_load(&pool->shrinks);
 	d->last_headroom = kp__primary_headroom(pool);
+	d->last_peak = atomic_load(&pool->peak_out_bytes);
+	d->front = target;
 	set_wake(pool, target, ready, pool->conf.prefault);
 }
 
@@ -581,13 +614,24 @@ static size_t daemon_target(kp_pool *pool)
 	int64_t taken = (int64_t)d->last_headroom + added - (int64_t)headroom;
 	uint64_t dt = now > d->last_ns ? now - d->last_ns : 0;
 	size_t ready = atomic_load(&d->ready);
+	/* Demand is growth past the peak use: what was taken, as far as the
+	 * bytes in use went past their highest (a program that gives memory
+	 * back and takes it again finds it resident; larson's swings below its
+	 * peak read as 13-50 MB/s for seconds and kept 1-3 MiB pre-faulted
+	 * beside it: test_churn_front). */
+	size_t peak = atomic_load(&pool->peak_out_bytes);
+	size_t grew = peak > d->last_peak ? peak - d->last_peak : 0;
+	d->last_peak = peak;
+	size_t demand = taken > 0 ? ((size_t)taken < grew ? (size_t)taken : grew) : 0;
+	if (demand)
+		d->grow_ns = now;
 	prefault_decide(pool);
-	d->busy_passes = taken > 0 ? d->busy_passes + (d->busy_passes < KP_BUSY_PASSES) : 0;
-	if (taken > 0 && pool->conf.prefault && (size_t)taken > ready) {
+	d->busy_passes = demand ? d->busy_passes + (d->busy_passes < KP_BUSY_PASSES) : 0;
+	if (demand && pool->conf.prefault && demand > ready) {
 		/* the allocation path went past what was pre-faulted for it:
 		 * when that was meant (not pre-faulting past the floor), the
 		 * target need not rise */
-		atomic_fetch_add(&d->faulted, (uint64_t)taken - ready);
+		atomic_fetch_add(&d->faulted, (uint64_t)(demand - ready));
 		int boost = atomic_load(&pool->grow_boost);
 		if (prefaulting(pool) && boost < KP_BOOST_MAX)
 			atomic_compare_exchange_strong(&pool->grow_boost, &boost, boost + 1);
@@ -597,6 +641,7 @@ static size_t daemon_target(kp_pool *pool)
 	atomic_store(&d->ready, taken <= 0 ? ready : (size_t)taken >= ready ? 0 : ready - (size_t)taken);
 	uint64_t decay = (uint64_t)pool->conf.decay_ms * 1000000ull;
 	uint64_t rate = atomic_load(&d->rate);
+	bool slowed = false;
 	if (dt) {
 		/* half per decay_ms / 4 of quiet (a shift per quarter, linear
 		 * within one) */
@@ -606,9 +651,16 @@ static size_t daemon_target(kp_pool *pool)
 		/* over a short interval (kp_daemon_step(0), or a pass woken at
 		 * once) the measured rate would be noise, and a program's first
 		 * few hundred KB would look like a flood: at least 10 ms */
-		uint64_t inst = taken > 0 ? (uint64_t)((double)taken * 1e9 / (double)(dt > 10000000 ? dt : 10000000)) : 0;
+		uint64_t inst = demand ? (uint64_t)((double)demand * 1e9 / (double)(dt > 10000000 ? dt : 10000000)) : 0;
 		if (inst > rate)
 			rate = inst;
+		/* growth that slowed down: measured over KP_SLOWED_MS or more, a
+		 * rate under 1/KP_SLOWED of what the front was sized for
+		 * replaces it (larson's swings past its peak, a few hundred KB
+		 * per 100 ms timer pass after its burst, kept the burst's rate
+		 * and refreshed its 3.6 MiB front for seconds) */
+		else if (dt >= (uint64_t)KP_SLOWED_MS * 1000000ull && inst * KP_SLOWED < rate)
+			rate = inst, slowed = true;
 		atomic_store(&d->rate, rate);
 	}
 	d->last_ns = now;
@@ -616,7 +668,13 @@ static size_t daemon_target(kp_pool *pool)
 	d->last_shrinks = shrinks;
 	d->last_headroom = headroom;
 	int boost = atomic_load(&pool->grow_boost);
-	if (boost && now - atomic_load(&pool->boost_at_ns) > decay) {
+	/* the faults that raised the boost were the burst's: a slowed growth
+	 * starts from none (kept, larson's boost of 3, from its first 20 ms,
+	 * multiplied the trickle after it by 8) */
+	if (boost && slowed) {
+		atomic_compare_exchange_strong(&pool->grow_boost, &boost, 0);
+		atomic_store(&pool->boost_at_ns, now);
+	} else if (boost && now - atomic_load(&pool->boost_at_ns) > decay) {
 		atomic_compare_exchange_strong(&pool->grow_boost, &boost, boost - 1);
 		atomic_store(&pool->boost_at_ns, now);
 	}
@@ -650,8 +708,25 @@ static size_t daemon_target(kp_pool *pool)
 	 * its rate), and so does the rate: growth that resumes wakes the daemon
 	 * at the floor's low mark and gets its headroom back. */
 	uint64_t take = atomic_load_explicit(&d->take_ns, memory_order_relaxed);
-	if (now > take && now - take > (uint64_t)KP_QUIET_HORIZONS * KP_HORIZON_MS * 1000000ull)
+	uint64_t quiet = (uint64_t)KP_QUIET_HORIZONS * KP_HORIZON_MS * 1000000ull;
+	bool stopped = (now > take && now - take > quiet) || (!demand && now - d->grow_ns > quiet);
+	if (stopped) {
 		target = floor;
+		/* and the rate it left is forgotten: growth that resumes is
+		 * measured afresh, from its first pass on. Kept, it had a new
+		 * peak of a few KB, 200 ms after larson's burst, pre-fault the
+		 * burst's 3.6 MiB again (the rate decays over seconds). */
+		atomic_store(&d->rate, 0);
+	}
+	/* The front pre-faulted (kp__daemon_pass) is what the rate asks for,
+	 * not high_wm:auto's floor: the floor stays mapped (the allocation
+	 * path never maps) but faults in on first touch, as on any allocator,
+	 * when the program is not growing (larson, prodcons: the floor was
+	 * most of what they held resident past prefault:off). A floor the
+	 * program set is pre-faulted whole, as before. */
+	size_t grow = want < cap ? (size_t)want : (size_t)cap;
+	grow = stopped ? 0 : (grow + KP_UNIT_SIZE - 1) & ~(size_t)(KP_UNIT_SIZE - 1);
+	d->front = pool->conf.high_wm != KP_WM_AUTO || grow > target ? target : grow;
 	atomic_store(&d->target, target);
 	return target;
 }
@@ -675,8 +750,8 @@ int kp__daemon_pass(kp_pool *pool)
 	 * unwritten): only a floor the program set (high_wm) stays pre-faulted;
 	 * auto's would be faulted in again each time churn frees units at the
 	 * front, for blocks that leave it unwritten (kpbench b: ~25 MiB) */
-	size_t floor = all || pool->conf.high_wm != KP_WM_AUTO ? kp__daemon_floor(pool) : 0;
-	size_t front = all || target < floor ? target : floor;
+	size_t floor = pool->conf.high_wm != KP_WM_AUTO ? kp__daemon_floor(pool) : 0;
+	size_t front = all ? d->front : target < floor ? target : floor;
 	if (pre && ready < front)
 		ready = prefault_front(pool, 0, front);
 	/* 2. grow: with a target of a segment or more (demand is fast), each
@@ -693,21 +768,21 @@ int kp__daemon_pass(kp_pool *pool)
 		/* whole: pre-faulted as it is mapped, when the program touches
 		 * what it takes or asked for a floor of a segment or more; the
 		 * segment past the target never */
-		bool within = room < target;
+		bool within = room < front;
 		/* ... nor while the allocation path is about to run dry (less
 		 * than a segment free): it gets the units at once, and the walk
 		 * below pre-faults them, front first (a segment pre-faulted
 		 * before it is linked took the daemon 3-5 ms under load, longer
 		 * than the allocation path waits for it) */
 		bool dry = room < seg_usable();
-		bool whole = within && !dry && pre && target >= seg_usable() && (all || floor >= seg_usable());
+		bool whole = within && !dry && pre && front >= seg_usable();
 		if (kp__primary_grow(pool, whole) < 0) /* counts d->grows itself */
 			break;
 		partial |= within && !whole;
 		actions++;
 	}
 	if (pre && actions)
-		ready = partial ? prefault_front(pool, 0, front) : target;
+		ready = partial ? prefault_front(pool, 0, front) : front;
 	/* The next pass measures from this one's start: what it grows and
 	 * shrinks here is counted as added and removed, and what the allocation
 	 * path takes meanwhile as taken (so ready errs low, never high: a page
@@ -716,12 +791,26 @@ int kp__daemon_pass(kp_pool *pool)
 	kp__xfer_drain(pool, false); /* idle parked batches back to their spans, before the shrink (transfer.c) */
 	int shrunk = kp__primary_shrink(pool, ahead);
 	atomic_fetch_add(&d->shrinks, (uint64_t)shrunk);
+	/* past the front, pages pre-faulted for growth that stopped are given
+	 * back once idle (the purge below): not counted as ready (errs low) */
+	bool release = pre && ready > front + KP_RELEASE_MIN;
+	ready = ready < front ? ready : front;
 	atomic_store(&d->ready, pre ? ready : 0);
-	set_wake(pool, target, ready, pre && front > 0);
+	/* woken at half the front; a front under KP_WAKE_FRONT (a trickle) is
+	 * refilled by the timer and the floor's mark, not by a wake-up (a
+	 * system call on the allocation path) every few blocks */
+	set_wake(pool, front >= KP_WAKE_FRONT ? front : target, ready, pre && front >= KP_WAKE_FRONT);
 	actions += shrunk + kp__huge_cache_trim(pool, false);
 	/* 3b. give back the pages of free units idle for decay_ms, past the
 	 * headroom kept pre-faulted (primary.c, kp__primary_purge) */
-	actions += kp__primary_purge(pool, target);
+	uint64_t now = kp__pool_now(pool), soon = (uint64_t)KP_RELEASE_MS * 1000000ull;
+	if (release && pool->purge_at_ns > now + soon)
+		pool->purge_at_ns = now; /* a checkpoint now, the next one soon */
+	else
+		release = false;
+	actions += kp__primary_purge(pool, front);
+	if (release)
+		pool->purge_at_ns = now + soon;
 	kp__grace_reclaim(pool); /* unmap what was released, once no reader can see it */
 	kp__backup_grow(pool); /* backup:auto follows the peak use (backup.c) */
 	uint64_t frees = atomic_load(&pool->bk_frees);

@@ -1077,7 +1077,11 @@ typedef struct kp__daemon {
 	 * kp__pool_now): a pass long after it finds growth that has stopped */
 	_Atomic uint64_t take_ns;
 	size_t ahead; /* free bytes the pass keeps mapped, pre-faulted or not (daemon_target) */
-	unsigned busy_passes; /* consecutive passes that found memory taken (daemon.c) */
+	unsigned busy_passes; /* consecutive passes that found growth (daemon.c) */
+	/* growth past the peak use (daemon_target): the peak at the last pass,
+	 * when a pass last found it, and the pre-faulted front it asks for */
+	size_t last_peak, front;
+	uint64_t grow_ns;
 } kp__daemon;
 int kp__daemon_start(kp_pool *pool);
 void kp__daemon_stop(kp_pool *pool);
