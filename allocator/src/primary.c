@@ -846,8 +846,13 @@ bool kp__large_resize(kp_pool *pool, kp__seg *s, kp__span *sp, size_t need)
  * most KP_HUGE_CACHE_MAX bytes) for the next huge request it fits with at
  * most half of it to spare, so a program that allocates and frees big
  * buffers makes no mmap or munmap (the allocation path's system calls); the
- * daemon unmaps those unused for decay_ms, and a segment or huge block that
- * needs their room under primary_max evicts them. A kept mapping stays in
+ * daemon gives back the pages of those kept while the pool grew (the
+ * mapping stays: a block taken there faults in what it writes, as a fresh
+ * mapping would), unmaps those unused for decay_ms, and a segment or huge
+ * block that needs their room under primary_max evicts them. A kept
+ * mapping's purge_idle holds pool->grows at its free; purging: the daemon
+ * is giving its pages back (without the pool lock), so it is neither taken
+ * nor evicted meanwhile; purged: its pages were given back. A kept mapping stays in
  * the pagemap with its header marked free, so a stale pointer into it is a
  * double free; ASan builds poison the first KP_HUGE_POISON bytes of its
  * payload (poisoning megabytes would cost more than the munmap saved). */
@@ -888,7 +893,7 @@ static kp__seg *huge_cache_take(kp_pool *pool, size_t size)
 	huge_cache_vet(pool);
 	for (kp__seg **pp = &pool->huge_cache; *pp; pp = &(*pp)->next) {
 		kp__seg *c = *pp;
-		if (c->size >= size && c->size / 2 <= size) {
+		if (!c->purging && c->size >= size && c->size / 2 <= size) {
 			*pp = c->next;
 			pool->huge_ncached--;
 			atomic_fetch_sub(&pool->huge_cached_bytes, c->size);
@@ -898,14 +903,24 @@ static kp__seg *huge_cache_take(kp_pool *pool, size_t size)
 	return NULL;
 }
 
-/* Caller holds pool->lock: the whole cache, for huge_cache_release. */
+/* Caller holds pool->lock: the whole cache but the mappings being purged,
+ * for huge_cache_release. */
 static kp__seg *huge_cache_detach(kp_pool *pool)
 {
 	huge_cache_vet(pool);
-	kp__seg *list = pool->huge_cache;
-	pool->huge_cache = NULL;
-	pool->huge_ncached = 0;
-	atomic_store(&pool->huge_cached_bytes, 0);
+	kp__seg *list = NULL;
+	for (kp__seg **pp = &pool->huge_cache; *pp;) {
+		kp__seg *c = *pp;
+		if (c->purging) {
+			pp = &c->next;
+			continue;
+		}
+		*pp = c->next;
+		pool->huge_ncached--;
+		atomic_fetch_sub(&pool->huge_cached_bytes, c->size);
+		c->next = list;
+		list = c;
+	}
 	return list;
 }
 
@@ -939,11 +954,17 @@ int kp__huge_cache_trim(kp_pool *pool, bool all)
 	if (!atomic_load(&pool->huge_cached_bytes))
 		return 0;
 	uint64_t now = kp__pool_now(pool), decay = (uint64_t)pool->conf.decay_ms * 1000000ull;
-	kp__seg *gone = NULL;
+	uint64_t grows = atomic_load(&pool->grows);
+	kp__seg *gone = NULL, *purge[KP_HUGE_CACHE];
+	unsigned npurge = 0;
 	kp__pool_lock(pool);
 	huge_cache_vet(pool);
 	for (kp__seg **pp = &pool->huge_cache; *pp;) {
 		kp__seg *c = *pp;
+		/* Only the daemon marks (its passes are serialized, and kp_destroy
+		 * stops it first): a mark found here was left by a pass that a
+		 * fork cut short. */
+		c->purging = 0;
 		if (all || now - c->empty_since_ns >= decay) {
 			*pp = c->next;
 			pool->huge_ncached--;
@@ -951,11 +972,43 @@ int kp__huge_cache_trim(kp_pool *pool, bool all)
 			c->next = gone;
 			gone = c;
 		} else {
+			/* A kept mapping held every page its block wrote until it
+			 * was unmapped decay_ms later, where glibc unmaps at free:
+			 * a program that frees a big buffer and grows its heap
+			 * within decay_ms held both. Given back once the pool grew
+			 * since the free (the process's memory grows while these
+			 * pages sit unused), not on a timer: 10 ms after each free
+			 * (mimalloc's delay) cost kpbench f 6%, its kept mappings
+			 * faulted in again each round (test_huge_purge). */
+			if (!c->purged && c->purge_idle != grows && npurge < KP_HUGE_CACHE) {
+				c->purging = 1;
+				purge[npurge++] = c;
+			}
 			pp = &c->next;
 		}
 	}
 	pthread_mutex_unlock(&pool->lock);
-	return huge_cache_release(pool, gone);
+	int n = huge_cache_release(pool, gone);
+	/* The payload past the block header's page; the two first pages (the
+	 * headers a lookup reads) stay. Without the lock: the marked mappings
+	 * stay mapped and unused until their mark is cleared. */
+	for (unsigned i = 0; i < npurge; i++) {
+		size_t bytes = kp__os_purge(&pool->os, (char *)purge[i] + 2 * KP_PAGE, purge[i]->size - 2 * KP_PAGE);
+		if (bytes) {
+			atomic_fetch_add(&pool->purged_bytes, bytes);
+			atomic_fetch_add(&pool->purges, 1);
+			n++;
+		}
+	}
+	if (npurge) {
+		kp__pool_lock(pool);
+		for (unsigned i = 0; i < npurge; i++) {
+			purge[i]->purged = 1;
+			purge[i]->purging = 0;
+		}
+		pthread_mutex_unlock(&pool->lock);
+	}
+	return n;
 }
 
 /* The live huge blocks' list. Caller holds pool->lock. */
@@ -989,8 +1042,8 @@ void *kp__huge_alloc(kp_pool *pool, size_t need, size_t align)
 	size_t used = pool->capacity + atomic_load(&pool->huge_bytes);
 	bool room = s || used + atomic_load(&pool->huge_cached_bytes) + size <= pool->conf.primary_max;
 	if (!room && used + size <= pool->conf.primary_max) {
-		evict = huge_cache_detach(pool);
-		room = true;
+		evict = huge_cache_detach(pool); /* all but those being purged, which still count */
+		room = used + atomic_load(&pool->huge_cached_bytes) + size <= pool->conf.primary_max;
 	}
 	pthread_mutex_unlock(&pool->lock);
 	huge_cache_release(pool, evict);
@@ -1049,6 +1102,8 @@ void kp__huge_free(kp_pool *pool, kp__seg *s, size_t open)
 		bool kept = pool->huge_ncached < KP_HUGE_CACHE;
 		if (kept) {
 			s->empty_since_ns = kp__pool_now(pool);
+			s->purged = s->purging = 0; /* its block wrote it */
+			s->purge_idle = atomic_load(&pool->grows);
 			s->prev = NULL;
 			s->next = pool->huge_cache;
 			pool->huge_cache = s;
@@ -1071,7 +1126,7 @@ static kp__seg *huge_cache_take_window(kp_pool *pool, size_t size)
 	huge_cache_vet(pool);
 	kp__seg **best = NULL;
 	for (kp__seg **pp = &pool->huge_cache; *pp; pp = &(*pp)->next)
-		if ((*pp)->size >= size && (!best || (*pp)->size < (*best)->size))
+		if (!(*pp)->purging && (*pp)->size >= size && (!best || (*pp)->size < (*best)->size))
 			best = pp;
 	if (!best)
 		return NULL;
@@ -1212,8 +1267,8 @@ int kp__primary_grow(kp_pool *pool, bool populate)
 	/* Kept huge mappings make way for a segment the allocation path needs,
 	 * not for the daemon's growth ahead of demand. */
 	if (!room && used <= pool->conf.primary_max && kp__os_caller == KP_CALLER_ALLOC) {
-		evict = huge_cache_detach(pool);
-		room = true;
+		evict = huge_cache_detach(pool); /* all but those being purged, which still count */
+		room = used + atomic_load(&pool->huge_cached_bytes) <= pool->conf.primary_max;
 	}
 	if (room)
 		pool->capacity += KP_SEG_SIZE; /* reserved now, so racing growers cannot pass the max */
