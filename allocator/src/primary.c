@@ -18,12 +18,18 @@
  * mimalloc's and jemalloc's. At 4 per doubling a request just over a power
  * of two (4096 + 8) lost a quarter of its block, and sqlite3's page cache
  * (malloc(4368)) a sixth: its peak RSS fell 60.7 -> 56.4 MiB at 8, and
- * kpbench b's 74 -> 69 (test_classes bounds the rounding). Append-free: the
- * fuzz size table keeps its own copy of the old 47 (fuzz_model.c). */
+ * kpbench b's 74 -> 69 (test_classes bounds the rounding). One class off
+ * the grid, KP_CLASS_PAGE_PLUS (4480): a page plus a caller's header of up
+ * to 360 bytes, sqlite3's page cache entry (4368 + 24 bytes), took a 4608
+ * block in a one-unit span of 14 (4681 bytes of span a block, 6.6% over
+ * what it needs); at 4480, in five-unit spans of 73 past the class's first
+ * spans (span_fit_tab), 4489 (test_classes, test_page_plus_header_in_bulk).
+ * Append-free: the fuzz size table keeps its own copy of the old 47
+ * (fuzz_model.c). */
 const uint32_t kp__class_size[KP_NCLASS] = {
 	32, 48, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320,
 	384, 448, 512, 640, 768, 896, 1024, 1152, 1280, 1408, 1536, 1664,
-	1792, 1920, 2048, 2304, 2560, 2816, 3072, 3328, 3584, 3840, 4096, 4608,
+	1792, 1920, 2048, 2304, 2560, 2816, 3072, 3328, 3584, 3840, 4096, KP_CLASS_PAGE_PLUS, 4608,
 	5120, 5632, 6144, 6656, 7168, 7680, 8192, 9216, 10240, 11264, 12288, 13312,
 	14336, 15360, 16384, 18432, 20480, 22528, 24576, 26624, 28672, 30720, 32768, 36864,
 	40960, 45056, 49152, 53248, 57344, 61440, 65536, 73728, 81920, 90112, 98304, 106496,
@@ -192,12 +198,15 @@ static unsigned span_units(unsigned cls)
  * span took, and the 9-64 KiB classes left up to a tenth of their run there
  * (36864: 8 blocks in 5 units, 32 KiB unused; 16 in 9, none): kpbench d
  * (4-64 KiB, every page written) held 4.3% of its 1 GiB in span tails,
- * beside the 4.2% of class rounding; with these, 0.3%. A class of 16 KiB and
+ * beside the 4.2% of class rounding; with these, 0.3%. A one-unit span
+ * that leaves more than 1/32 (3-8 KiB blocks: 5120's 12 leave 4 KiB,
+ * 6656's 9 leave 5.5 KiB) takes the fewest units up to 8 that leave at most
+ * 1/128 (6144: 32 blocks in 3 units, 4480: 73 in 5). A class of 16 KiB and
  * more has at most 17 blocks to such a span (KP_BPURGE_SPAN bounds the
  * purge's walk). test_span_fit checks the bounds. */
 static const uint8_t span_fit_tab[KP_NCLASS] = {
-	1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
-	1, 1, 1, 1, 1, 2, 3, 4, 3, 4, 2, 4, 2, 4, 5, 6, 3, 7, 4, 8, 4, 9, 5, 11, 6, 13, 7, 15, 8, 9, 10, 11, 12, 13, 14, 15, 16};
+	1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 3, 1, 1, 1, 5, 1, 4,
+	5, 3, 5, 1, 2, 1, 2, 3, 4, 3, 4, 2, 4, 2, 4, 5, 6, 3, 7, 4, 8, 4, 9, 5, 11, 6, 13, 7, 15, 8, 9, 10, 11, 12, 13, 14, 15, 16};
 /* Only past a class's first spans: the longer runs, taken from the free
  * units' front before the daemon pre-faults past its small start-up
  * headroom, cost test_pool_behaviour's paced start 1,541-1,709 faults on
