@@ -767,10 +767,11 @@ static inline unsigned kp__class_of(size_t need)
 	if (KP_LIKELY(need <= 1024)) /* the table inline, the fast paths' common case */
 		return kp__class_small[(need + 15 * (KP_PLANT != 1)) >> 4]; /* planted 1: rounds down */
 	unsigned b = 63u - (unsigned)__builtin_clzll((unsigned long long)(need - 1));
-	unsigned g = 19u + (b - 10u) * 8u + (unsigned)((need - 1 - ((size_t)1 << b)) >> (b - 3));
-	/* the grid's classes from 4608 on are one further; 4097..4480 go to
-	 * KP_CLASS_PAGE_PLUS (the unsigned difference wraps below 4097) */
-	return g + (g >= KP_CLASS_PAGE_IDX) - (need - 4097u < KP_CLASS_PAGE_PLUS - 4096u);
+	/* 8 classes per doubling; those past KP_CLASS_PAGE_PLUS one further:
+	 * 4097..4480 land on the grid's 4608 index, which is now 4480's
+	 * (KP_CLASS_PAGE_IDX). One compare and a carry (cmp, adc). */
+	return 19u + (b - 10u) * 8u + (unsigned)((need - 1 - ((size_t)1 << b)) >> (b - 3)) +
+	       (need > KP_CLASS_PAGE_PLUS);
 }
 /* Move up to n blocks of class cls into *list (encoded links); returns how
  * many. keys: NULL, or where K of the i-th block taken goes (keys[got - 1]
