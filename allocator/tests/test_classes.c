@@ -23,6 +23,8 @@ static void test_smallest_class_that_holds(void)
 		CHECK(kp__class_size[c] > kp__class_size[c - 1] && kp__class_size[c] % KP_HDR == 0,
 		      "class %u: %u after %u", c, kp__class_size[c], kp__class_size[c - 1]);
 	CHECK(kp__class_size[KP_NCLASS - 1] == KP_SMALL_MAX, "the last class is KP_SMALL_MAX");
+	CHECK(kp__class_size[KP_CLASS_PAGE_IDX] == KP_CLASS_PAGE_PLUS, "class %u is %u, not KP_CLASS_PAGE_PLUS",
+	      KP_CLASS_PAGE_IDX, kp__class_size[KP_CLASS_PAGE_IDX]);
 	for (size_t need = KP_HDR + 1; need <= KP_SMALL_MAX; need++) {
 		unsigned c = kp__class_of(need);
 		bool ok = c < KP_NCLASS && kp__class_size[c] >= need && (c == 0 || kp__class_size[c - 1] < need);
