@@ -18,12 +18,18 @@
  * mimalloc's and jemalloc's. At 4 per doubling a request just over a power
  * of two (4096 + 8) lost a quarter of its block, and sqlite3's page cache
  * (malloc(4368)) a sixth: its peak RSS fell 60.7 -> 56.4 MiB at 8, and
- * kpbench b's 74 -> 69 (test_classes bounds the rounding). Append-free: the
- * fuzz size table keeps its own copy of the old 47 (fuzz_model.c). */
+ * kpbench b's 74 -> 69 (test_classes bounds the rounding). One class off
+ * the grid, KP_CLASS_PAGE_PLUS (4480): a page plus a caller's header of up
+ * to 360 bytes, sqlite3's page cache entry (4368 + 24 bytes), took a 4608
+ * block in a one-unit span of 14 (4681 bytes of span a block, 6.6% over
+ * what it needs); at 4480, in five-unit spans of 73 past the class's first
+ * spans (span_fit_tab), 4489 (test_classes, test_page_plus_header_in_bulk).
+ * Append-free: the fuzz size table keeps its own copy of the old 47
+ * (fuzz_model.c). */
 const uint32_t kp__class_size[KP_NCLASS] = {
 	32, 48, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320,
 	384, 448, 512, 640, 768, 896, 1024, 1152, 1280, 1408, 1536, 1664,
-	1792, 1920, 2048, 2304, 2560, 2816, 3072, 3328, 3584, 3840, 4096, 4608,
+	1792, 1920, 2048, 2304, 2560, 2816, 3072, 3328, 3584, 3840, 4096, 4480, 4608,
 	5120, 5632, 6144, 6656, 7168, 7680, 8192, 9216, 10240, 11264, 12288, 13312,
 	14336, 15360, 16384, 18432, 20480, 22528, 24576, 26624, 28672, 30720, 32768, 36864,
 	40960, 45056, 49152, 53248, 57344, 61440, 65536, 73728, 81920, 90112, 98304, 106496,
@@ -192,12 +198,15 @@ static unsigned span_units(unsigned cls)
  * span took, and the 9-64 KiB classes left up to a tenth of their run there
  * (36864: 8 blocks in 5 units, 32 KiB unused; 16 in 9, none): kpbench d
  * (4-64 KiB, every page written) held 4.3% of its 1 GiB in span tails,
- * beside the 4.2% of class rounding; with these, 0.3%. A class of 16 KiB and
+ * beside the 4.2% of class rounding; with these, 0.3%. A one-unit span
+ * that leaves more than 1/32 (3-8 KiB blocks: 5120's 12 leave 4 KiB,
+ * 6656's 9 leave 5.5 KiB) takes the fewest units up to 8 that leave at most
+ * 1/128 (6144: 32 blocks in 3 units, 4480: 73 in 5). A class of 16 KiB and
  * more has at most 17 blocks to such a span (KP_BPURGE_SPAN bounds the
  * purge's walk). test_span_fit checks the bounds. */
 static const uint8_t span_fit_tab[KP_NCLASS] = {
-	1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
-	1, 1, 1, 1, 1, 2, 3, 4, 3, 4, 2, 4, 2, 4, 5, 6, 3, 7, 4, 8, 4, 9, 5, 11, 6, 13, 7, 15, 8, 9, 10, 11, 12, 13, 14, 15, 16};
+	1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 3, 1, 1, 1, 5, 1, 4,
+	5, 3, 5, 1, 2, 1, 2, 3, 4, 3, 4, 2, 4, 2, 4, 5, 6, 3, 7, 4, 8, 4, 9, 5, 11, 6, 13, 7, 15, 8, 9, 10, 11, 12, 13, 14, 15, 16};
 /* Only past a class's first spans: the longer runs, taken from the free
  * units' front before the daemon pre-faults past its small start-up
  * headroom, cost test_pool_behaviour's paced start 1,541-1,709 faults on
@@ -846,8 +855,13 @@ bool kp__large_resize(kp_pool *pool, kp__seg *s, kp__span *sp, size_t need)
  * most KP_HUGE_CACHE_MAX bytes) for the next huge request it fits with at
  * most half of it to spare, so a program that allocates and frees big
  * buffers makes no mmap or munmap (the allocation path's system calls); the
- * daemon unmaps those unused for decay_ms, and a segment or huge block that
- * needs their room under primary_max evicts them. A kept mapping stays in
+ * daemon gives back the pages of those kept while the pool grew (the
+ * mapping stays: a block taken there faults in what it writes, as a fresh
+ * mapping would), unmaps those unused for decay_ms, and a segment or huge
+ * block that needs their room under primary_max evicts them. A kept
+ * mapping's purge_idle holds pool->grows at its free; purging: the daemon
+ * is giving its pages back (without the pool lock), so it is neither taken
+ * nor evicted meanwhile; purged: its pages were given back. A kept mapping stays in
  * the pagemap with its header marked free, so a stale pointer into it is a
  * double free; ASan builds poison the first KP_HUGE_POISON bytes of its
  * payload (poisoning megabytes would cost more than the munmap saved). */
@@ -888,7 +902,7 @@ static kp__seg *huge_cache_take(kp_pool *pool, size_t size)
 	huge_cache_vet(pool);
 	for (kp__seg **pp = &pool->huge_cache; *pp; pp = &(*pp)->next) {
 		kp__seg *c = *pp;
-		if (c->size >= size && c->size / 2 <= size) {
+		if (!c->purging && c->size >= size && c->size / 2 <= size) {
 			*pp = c->next;
 			pool->huge_ncached--;
 			atomic_fetch_sub(&pool->huge_cached_bytes, c->size);
@@ -898,14 +912,24 @@ static kp__seg *huge_cache_take(kp_pool *pool, size_t size)
 	return NULL;
 }
 
-/* Caller holds pool->lock: the whole cache, for huge_cache_release. */
+/* Caller holds pool->lock: the whole cache but the mappings being purged,
+ * for huge_cache_release. */
 static kp__seg *huge_cache_detach(kp_pool *pool)
 {
 	huge_cache_vet(pool);
-	kp__seg *list = pool->huge_cache;
-	pool->huge_cache = NULL;
-	pool->huge_ncached = 0;
-	atomic_store(&pool->huge_cached_bytes, 0);
+	kp__seg *list = NULL;
+	for (kp__seg **pp = &pool->huge_cache; *pp;) {
+		kp__seg *c = *pp;
+		if (c->purging) {
+			pp = &c->next;
+			continue;
+		}
+		*pp = c->next;
+		pool->huge_ncached--;
+		atomic_fetch_sub(&pool->huge_cached_bytes, c->size);
+		c->next = list;
+		list = c;
+	}
 	return list;
 }
 
@@ -939,11 +963,17 @@ int kp__huge_cache_trim(kp_pool *pool, bool all)
 	if (!atomic_load(&pool->huge_cached_bytes))
 		return 0;
 	uint64_t now = kp__pool_now(pool), decay = (uint64_t)pool->conf.decay_ms * 1000000ull;
-	kp__seg *gone = NULL;
+	uint64_t grows = atomic_load(&pool->grows);
+	kp__seg *gone = NULL, *purge[KP_HUGE_CACHE];
+	unsigned npurge = 0;
 	kp__pool_lock(pool);
 	huge_cache_vet(pool);
 	for (kp__seg **pp = &pool->huge_cache; *pp;) {
 		kp__seg *c = *pp;
+		/* Only the daemon marks (its passes are serialized, and kp_destroy
+		 * stops it first): a mark found here was left by a pass that a
+		 * fork cut short. */
+		c->purging = 0;
 		if (all || now - c->empty_since_ns >= decay) {
 			*pp = c->next;
 			pool->huge_ncached--;
@@ -951,11 +981,43 @@ int kp__huge_cache_trim(kp_pool *pool, bool all)
 			c->next = gone;
 			gone = c;
 		} else {
+			/* A kept mapping held every page its block wrote until it
+			 * was unmapped decay_ms later, where glibc unmaps at free:
+			 * a program that frees a big buffer and grows its heap
+			 * within decay_ms held both. Given back once the pool grew
+			 * since the free (the process's memory grows while these
+			 * pages sit unused), not on a timer: 10 ms after each free
+			 * (mimalloc's delay) cost kpbench f 6%, its kept mappings
+			 * faulted in again each round (test_huge_purge). */
+			if (!c->purged && c->purge_idle != grows && npurge < KP_HUGE_CACHE) {
+				c->purging = 1;
+				purge[npurge++] = c;
+			}
 			pp = &c->next;
 		}
 	}
 	pthread_mutex_unlock(&pool->lock);
-	return huge_cache_release(pool, gone);
+	int n = huge_cache_release(pool, gone);
+	/* The payload past the block header's page; the two first pages (the
+	 * headers a lookup reads) stay. Without the lock: the marked mappings
+	 * stay mapped and unused until their mark is cleared. */
+	for (unsigned i = 0; i < npurge; i++) {
+		size_t bytes = kp__os_purge(&pool->os, (char *)purge[i] + 2 * KP_PAGE, purge[i]->size - 2 * KP_PAGE);
+		if (bytes) {
+			atomic_fetch_add(&pool->purged_bytes, bytes);
+			atomic_fetch_add(&pool->purges, 1);
+			n++;
+		}
+	}
+	if (npurge) {
+		kp__pool_lock(pool);
+		for (unsigned i = 0; i < npurge; i++) {
+			purge[i]->purged = 1;
+			purge[i]->purging = 0;
+		}
+		pthread_mutex_unlock(&pool->lock);
+	}
+	return n;
 }
 
 /* The live huge blocks' list. Caller holds pool->lock. */
@@ -989,8 +1051,8 @@ void *kp__huge_alloc(kp_pool *pool, size_t need, size_t align)
 	size_t used = pool->capacity + atomic_load(&pool->huge_bytes);
 	bool room = s || used + atomic_load(&pool->huge_cached_bytes) + size <= pool->conf.primary_max;
 	if (!room && used + size <= pool->conf.primary_max) {
-		evict = huge_cache_detach(pool);
-		room = true;
+		evict = huge_cache_detach(pool); /* all but those being purged, which still count */
+		room = used + atomic_load(&pool->huge_cached_bytes) + size <= pool->conf.primary_max;
 	}
 	pthread_mutex_unlock(&pool->lock);
 	huge_cache_release(pool, evict);
@@ -1049,6 +1111,8 @@ void kp__huge_free(kp_pool *pool, kp__seg *s, size_t open)
 		bool kept = pool->huge_ncached < KP_HUGE_CACHE;
 		if (kept) {
 			s->empty_since_ns = kp__pool_now(pool);
+			s->purged = s->purging = 0; /* its block wrote it */
+			s->purge_idle = atomic_load(&pool->grows);
 			s->prev = NULL;
 			s->next = pool->huge_cache;
 			pool->huge_cache = s;
@@ -1071,7 +1135,7 @@ static kp__seg *huge_cache_take_window(kp_pool *pool, size_t size)
 	huge_cache_vet(pool);
 	kp__seg **best = NULL;
 	for (kp__seg **pp = &pool->huge_cache; *pp; pp = &(*pp)->next)
-		if ((*pp)->size >= size && (!best || (*pp)->size < (*best)->size))
+		if (!(*pp)->purging && (*pp)->size >= size && (!best || (*pp)->size < (*best)->size))
 			best = pp;
 	if (!best)
 		return NULL;
@@ -1212,8 +1276,8 @@ int kp__primary_grow(kp_pool *pool, bool populate)
 	/* Kept huge mappings make way for a segment the allocation path needs,
 	 * not for the daemon's growth ahead of demand. */
 	if (!room && used <= pool->conf.primary_max && kp__os_caller == KP_CALLER_ALLOC) {
-		evict = huge_cache_detach(pool);
-		room = true;
+		evict = huge_cache_detach(pool); /* all but those being purged, which still count */
+		room = used + atomic_load(&pool->huge_cached_bytes) <= pool->conf.primary_max;
 	}
 	if (room)
 		pool->capacity += KP_SEG_SIZE; /* reserved now, so racing growers cannot pass the max */
