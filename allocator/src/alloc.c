@@ -382,18 +382,19 @@ static ALWAYS_INLINE unsigned conf_mode(const kp_pool *pool)
  * allocations), which the pagemap vets (kp__pagemap_owns: a normal segment
  * of this pool), a lookup alloc_fast does not make. The same pop with that
  * check, from what alloc_fast read: the bin b (whose head h it has not
- * moved; its class is its index in this thread's cache, not kp__class_of
- * again), the head's key (from the key stack) and its decoded link next. The conditions are bin_head_ok's: the header (tag and meta)
- * must hold fm (the meta of a free block of b's class) under key, and as
+ * moved), the head's key (from the key stack), its decoded link next and
+ * fm, the meta of a free block of b's class (passed: computing it again
+ * from b's index in the cache cost six instructions). The conditions are
+ * bin_head_ok's: the header (tag and meta) must hold fm under key, and as
  * bin_head_near failed with them intact, the link is not near h: it must
  * not end the list early (h is not the last block) and must be a plausible
  * header of this pool. Anything else (a damaged bin,
  * which small_alloc reports) goes to alloc_slow. alloc_fast checked the
  * rest: a pool, this thread's cache in the first slot, no flags, checks
  * on, no poisoning, a block in the bin. */
-static __attribute__((noinline)) void *alloc_far(kp_pool *pool, size_t size, kp__bin *b, uint64_t key, char *next)
+static __attribute__((noinline)) void *alloc_far(kp_pool *pool, size_t size, kp__bin *b, uint64_t key, char *next,
+						 uint64_t fm)
 {
-	uint64_t fm = (uint64_t)(b - kp__tls_state.tc[0]->bin) << 8 | KP_ST_FREE;
 	char *h = b->head;
 	unsigned n = b->count;
 	uint64_t bad = (kp__hdr_tag((const kp__hdr *)h) ^ key ^ fm) | (kp__hdr_meta((const kp__hdr *)h) ^ fm);
@@ -401,6 +402,9 @@ static __attribute__((noinline)) void *alloc_far(kp_pool *pool, size_t size, kp_
 		return alloc_slow(pool, size, 0);
 	b->head = next;
 	b->count = n - 1;
+	/* The next block's link, as alloc_fast fetches it: in b the classes
+	 * whose links lead far are the large ones, whose blocks are cold. */
+	__builtin_prefetch(next + KP_HDR, 0, 3);
 	kp__hdr_put((kp__hdr *)h, key, (uint64_t)size << 16 | (fm ^ KP_ST_FREE ^ KP_ST_ALLOC));
 	KP_UNPOISON(h + KP_HDR, size);
 	kp__canary8_put(key, h + KP_HDR + size);
@@ -448,7 +452,7 @@ static ALWAYS_INLINE void *alloc_fast(kp_pool *pool, size_t size, unsigned flags
 		__asm__("" : "+r"(b), "+r"(fm));
 		if (KP_LIKELY(checks)) {
 			if (KP_UNLIKELY(!bin_head_near(h, key, fm, (uintptr_t)next)))
-				return alloc_far(pool, size, b, key, next);
+				return alloc_far(pool, size, b, key, next, fm);
 			b->head = next;
 			b->count = left;
 			/* The next block's link: the next allocation of this class
