@@ -85,10 +85,10 @@ static void test_full_bin(void)
 	p[i++] = NULL;
 	uint64_t key = kt_raw_get(h) ^ kt_raw_get(h + 8);
 	unsigned other = kp__class_of(40 + KP_HDR + KP_CANARY);
-	uint64_t meta = kp__meta(20, (uint16_t)other, KP_ST_ALLOC);
+	uint64_t meta = kp__meta(24, (uint16_t)other, KP_ST_ALLOC);
 	kt_raw_put(h + 8, meta);
 	kt_raw_put(h, key ^ meta);
-	kt_raw_put(f + 20, kp__canary_word(key));
+	kt_raw_put(f + 24, kp__canary_word(key));
 	CHECK(kp_free(pool, f) != 0, "forged class freed into a full bin");
 
 	/* The rest, then every block of the class back once: no block handed
