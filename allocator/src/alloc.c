@@ -783,9 +783,10 @@ enum { KP_FREE_NO, KP_FREE_DONE, KP_FREE_FULL };
  * thread's bin, canary intact. The pagemap vouches for the address before
  * its header is read. The caller is inside a grace section. aes: see
  * fast_key. A full bin: flush false (the inline copy, which makes no
- * call), KP_FREE_FULL and nothing changed; flush true (the copy out of
- * line, free_full), the bin is flushed (kp__tcache_flush_bin, as
- * primary_free does) and the block goes in. A block freed into a full bin
+ * call), KP_FREE_FULL and nothing changed; flush true (the copies out of
+ * line: free_slow_own, told the bin was full, and free_section), the bin
+ * is flushed (kp__tcache_flush_bin, as primary_free does) and the block
+ * goes in. A block freed into a full bin
  * went through primary_free before, which checks it all again (the
  * segment's keyed magic and seal, K(h) a second time: about 500
  * instructions, and 2% of workload b's frees were such). */
