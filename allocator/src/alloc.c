@@ -382,18 +382,19 @@ static ALWAYS_INLINE unsigned conf_mode(const kp_pool *pool)
  * allocations), which the pagemap vets (kp__pagemap_owns: a normal segment
  * of this pool), a lookup alloc_fast does not make. The same pop with that
  * check, from what alloc_fast read: the bin b (whose head h it has not
- * moved; its class is its index in this thread's cache, not kp__class_of
- * again), the head's key (from the key stack) and its decoded link next. The conditions are bin_head_ok's: the header (tag and meta)
- * must hold fm (the meta of a free block of b's class) under key, and as
+ * moved), the head's key (from the key stack), its decoded link next and
+ * fm, the meta of a free block of b's class (passed: computing it again
+ * from b's index in the cache cost six instructions). The conditions are
+ * bin_head_ok's: the header (tag and meta) must hold fm under key, and as
  * bin_head_near failed with them intact, the link is not near h: it must
  * not end the list early (h is not the last block) and must be a plausible
  * header of this pool. Anything else (a damaged bin,
  * which small_alloc reports) goes to alloc_slow. alloc_fast checked the
  * rest: a pool, this thread's cache in the first slot, no flags, checks
  * on, no poisoning, a block in the bin. */
-static __attribute__((noinline)) void *alloc_far(kp_pool *pool, size_t size, kp__bin *b, uint64_t key, char *next)
+static __attribute__((noinline)) void *alloc_far(kp_pool *pool, size_t size, kp__bin *b, uint64_t key, char *next,
+						 uint64_t fm)
 {
-	uint64_t fm = (uint64_t)(b - kp__tls_state.tc[0]->bin) << 8 | KP_ST_FREE;
 	char *h = b->head;
 	unsigned n = b->count;
 	uint64_t bad = (kp__hdr_tag((const kp__hdr *)h) ^ key ^ fm) | (kp__hdr_meta((const kp__hdr *)h) ^ fm);
@@ -401,6 +402,9 @@ static __attribute__((noinline)) void *alloc_far(kp_pool *pool, size_t size, kp_
 		return alloc_slow(pool, size, 0);
 	b->head = next;
 	b->count = n - 1;
+	/* The next block's link, as alloc_fast fetches it: in b the classes
+	 * whose links lead far are the large ones, whose blocks are cold. */
+	__builtin_prefetch(next + KP_HDR, 0, 3);
 	kp__hdr_put((kp__hdr *)h, key, (uint64_t)size << 16 | (fm ^ KP_ST_FREE ^ KP_ST_ALLOC));
 	KP_UNPOISON(h + KP_HDR, size);
 	kp__canary8_put(key, h + KP_HDR + size);
@@ -448,7 +452,7 @@ static ALWAYS_INLINE void *alloc_fast(kp_pool *pool, size_t size, unsigned flags
 		__asm__("" : "+r"(b), "+r"(fm));
 		if (KP_LIKELY(checks)) {
 			if (KP_UNLIKELY(!bin_head_near(h, key, fm, (uintptr_t)next)))
-				return alloc_far(pool, size, b, key, next);
+				return alloc_far(pool, size, b, key, next, fm);
 			b->head = next;
 			b->count = left;
 			/* The next block's link: the next allocation of this class
@@ -771,21 +775,31 @@ static ALWAYS_INLINE void canary_prefetch(const kp__hdr *h, unsigned um)
 	__builtin_prefetch((const char *)h + r[2], 0, 3);
 }
 
+/* What free_fast did: nothing (the caller takes free_slow), the block is
+ * in the bin, or nothing because the bin is full (the block verified). */
+enum { KP_FREE_NO, KP_FREE_DONE, KP_FREE_FULL };
+
 /* The fast path of kp_free: a live small block of this pool into this
- * thread's bin with room, canary intact. The pagemap vouches for the
- * address before its header is read. true: done; false: nothing was
- * changed, the caller takes free_slow. The caller is inside a grace
- * section. aes: see fast_key. */
-static ALWAYS_INLINE bool free_fast(kp_pool *pool, void *p, bool aes)
+ * thread's bin, canary intact. The pagemap vouches for the address before
+ * its header is read. The caller is inside a grace section. aes: see
+ * fast_key. A full bin: flush false (the inline copy, which makes no
+ * call), KP_FREE_FULL and nothing changed; flush true (the copies out of
+ * line: free_slow_own, told the bin was full, and free_section), the bin
+ * is flushed (kp__tcache_flush_bin, as primary_free does) and the block
+ * goes in. A block freed into a full bin
+ * went through primary_free before, which checks it all again (the
+ * segment's keyed magic and seal, K(h) a second time: about 500
+ * instructions, and 2% of workload b's frees were such). */
+static ALWAYS_INLINE int free_fast(kp_pool *pool, void *p, bool aes, bool flush)
 {
 	if (!(pool && p))
-		return false;
+		return KP_FREE_NO;
 	uint64_t id = pool->id;
 	if (kp__tls_state.id[0] != id)
-		return false;
+		return KP_FREE_NO;
 	unsigned mode = conf_mode(pool);
 	if (mode > KP_MODE_CHECKED) /* poisoning: the slow path */
-		return false;
+		return KP_FREE_NO;
 	/* A normal segment of this pool: the pagemap entry's tag says it (a
 	 * pool sharing the tag is refused below: its header does not verify
 	 * under this pool's key), without a read of the segment's header. A
@@ -795,7 +809,7 @@ static ALWAYS_INLINE bool free_fast(kp_pool *pool, void *p, bool aes)
 	kp__seg *s = (kp__seg *)((uintptr_t)p - off);
 	if (!(kp__pagemap_is_normal((uintptr_t)s, kp__pagemap_tag(id)) && !(off & (KP_HDR - 1)) &&
 	      off >= KP_UNIT_SIZE + KP_HDR))
-		return false;
+		return KP_FREE_NO;
 	kp__hdr *h = (kp__hdr *)((char *)p - KP_HDR);
 	unsigned um = s->unit_meta[off >> KP_UNIT_SHIFT];
 	canary_prefetch(h, um);
@@ -816,7 +830,7 @@ static ALWAYS_INLINE bool free_fast(kp_pool *pool, void *p, bool aes)
 	 * (test_free_class). */
 	uint32_t cv = (uint32_t)um - KP_ST_ALLOC;
 	if ((kp__hdr_tag(h) ^ meta ^ key) != 0 || (uint16_t)meta != um || (cv >> 8 | cv << 24) >= KP_NCLASS)
-		return false;
+		return KP_FREE_NO;
 	unsigned cls = um >> 8;
 	kp__tcache *tc = kp__tls_state.tc[0];
 	kp__bin *b = &tc->bin[cls];
@@ -824,12 +838,26 @@ static ALWAYS_INLINE bool free_fast(kp_pool *pool, void *p, bool aes)
 	/* b and keys from here, not tc and cls (the compiler would compute
 	 * them again at each use): fewer registers live. */
 	__asm__("" : "+r"(b), "+r"(keys));
-	unsigned n = b->count;
+	unsigned n = b->count, counted = 0;
 	/* The mode read again, not kept from above: a register less across
 	 * the AES rounds, and no callee-saved register to push. */
 	if (!(n < b->max &&
-	      (*(volatile const uint8_t *)&pool->conf.checks == 0 || kp__canary8_ok(key, (char *)p + KP_META_REQ(meta)))))
-		return false;
+	      (*(volatile const uint8_t *)&pool->conf.checks == 0 || kp__canary8_ok(key, (char *)p + KP_META_REQ(meta))))) {
+		if (n < b->max ||
+		    (*(volatile const uint8_t *)&pool->conf.checks && !kp__canary8_ok(key, (char *)p + KP_META_REQ(meta))))
+			return KP_FREE_NO; /* an overflow: free_slow reports it */
+		if (!flush)
+			return KP_FREE_FULL;
+		/* This free counted before the miss, as primary_free counts it
+		 * (kp__bin_miss reads the counts) */
+		kp__count_inc(&b->frees, 1);
+		counted = 1;
+		kp__tcache_flush_bin(pool, tc, cls, kp__bin_miss(b));
+		keys = tc->stack[cls]; /* kp__bin_miss may have moved it */
+		n = b->count;
+		if (n >= b->max)
+			return KP_FREE_NO;
+	}
 	kp__hdr_put(h, key, (meta & 0xff00) | KP_ST_FREE);
 	/* An empty bin's head is NULL (every path that empties a bin leaves it
 	 * so: the pop of a last block, whose link bin_head_ok vetted to be
@@ -842,8 +870,8 @@ static ALWAYS_INLINE bool free_fast(kp_pool *pool, void *p, bool aes)
 	__asm__("" : "+r"(q)); /* h again from p: one register less */
 	b->head = q - KP_HDR;
 	b->count = n + 1;
-	kp__count_inc(&b->frees, 1);
-	return true;
+	kp__count_inc(&b->frees, 1 - counted);
+	return KP_FREE_DONE;
 }
 
 static __attribute__((noinline)) int free_slow(kp_pool *pool, void *p)
@@ -1082,15 +1110,16 @@ static void *realloc_inner(kp_pool *pool, void *p, size_t size, unsigned flags)
 static __attribute__((noinline)) int free_section(kp_pool *pool, void *p)
 {
 	unsigned g = kp__grace_enter();
-	int rc = pool && !pool->secret.aes && free_fast(pool, p, false) ? 0 : free_slow(pool, p);
+	int rc = pool && !pool->secret.aes && free_fast(pool, p, false, true) == KP_FREE_DONE ? 0 : free_slow(pool, p);
 	kp__grace_exit(g);
 	return rc;
 }
 
-/* The fast path failed inside the section kp_free opened (KP_GRACE_OWN). */
-static __attribute__((noinline)) int free_slow_own(kp_pool *pool, void *p)
+/* The fast path failed inside the section kp_free opened (KP_GRACE_OWN);
+ * full: it found the bin full, the block sound. */
+static __attribute__((noinline)) int free_slow_own(kp_pool *pool, void *p, bool full)
 {
-	int rc = free_slow(pool, p);
+	int rc = full && free_fast(pool, p, true, true) == KP_FREE_DONE ? 0 : free_slow(pool, p);
 	kp__grace_exit(KP_GRACE_OWN);
 	return rc;
 }
@@ -1106,10 +1135,10 @@ static __attribute__((noinline)) int free_section_quiet(kp_pool *pool, void *p)
 	return rc;
 }
 
-static __attribute__((noinline)) int free_slow_own_quiet(kp_pool *pool, void *p)
+static __attribute__((noinline)) int free_slow_own_quiet(kp_pool *pool, void *p, bool full)
 {
 	int e = errno;
-	int rc = free_slow_own(pool, p);
+	int rc = free_slow_own(pool, p, full);
 	errno = e;
 	return rc;
 }
@@ -1126,13 +1155,15 @@ static ALWAYS_INLINE int free_entry(kp_pool *pool, void *p, bool quiet)
 		      pool && pool->secret.aes)) {
 		atomic_store_explicit(&r->epoch, w, memory_order_release);
 		atomic_signal_fence(memory_order_seq_cst);
-		if (KP_LIKELY(free_fast(pool, p, true))) {
+		int res = free_fast(pool, p, true, false);
+		if (KP_LIKELY(res == KP_FREE_DONE)) {
 			/* Nothing was retired in here: no reclaim became pending. */
 			atomic_signal_fence(memory_order_seq_cst);
 			atomic_store_explicit(&r->epoch, 0, memory_order_release);
 			return 0;
 		}
-		return quiet ? free_slow_own_quiet(pool, p) : free_slow_own(pool, p);
+		return quiet ? free_slow_own_quiet(pool, p, res == KP_FREE_FULL)
+			     : free_slow_own(pool, p, res == KP_FREE_FULL);
 	}
 	return quiet ? free_section_quiet(pool, p) : free_section(pool, p);
 }
