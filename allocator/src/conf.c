@@ -139,8 +139,8 @@ static const struct option options[] = {
 	 * peak at 12.5 MiB (2m: 10.9; before the bound: 14.4). */
 	{"tcache_bytes", SIZE, "8m", OFF(tcache_bytes), 0, 64ull << 20,
 	 "bytes the pool's thread caches may grow by, shared among its threads (at least 256k each), a quarter "
-	 "of it at most in one class, past each class's start of at most 16 blocks or 4 KiB (a class holds 4 to "
-	 "256 blocks); smaller: less memory pinned per thread"},
+	 "of it and 256 KiB at most in one class, past each class's start of at most 16 blocks or 4 KiB (a class "
+	 "holds 2 to 256 blocks; one left unused gives them back); smaller: less memory pinned per thread"},
 	{"grow_wait_us", INT, "0", OFF(grow_wait_us), 0, 1000000,
 	 "when headroom runs out, wait this long for the daemon's next segment before growing on the allocation path"},
 	{"wait_ms", INT, "0", OFF(wait_ms), 0, 60000,

@@ -29,9 +29,10 @@ static pthread_once_t exit_once = PTHREAD_ONCE_INIT;
  * overall thread cache: a thread's bins grow by at most its share past
  * their start, over all classes (kp__bin_miss), and never less than
  * KP_TC_MIN_BYTES while tcache_bytes allows; one class's bin holds at most
- * a KP_BIN_CLASS_SHARE-th of tcache_bytes (at least 4, at most 256
- * blocks). A bound per class alone (256 KiB each) let every class a thread
- * touched grow to 256 KiB: prodcons's two consumer threads each cached
+ * a KP_BIN_CLASS_SHARE-th of tcache_bytes and KP_BIN_CLASS_BYTES (at least
+ * KP_BIN_LEAST, at most KP_BIN_MAX blocks). A bound per class alone (256
+ * KiB each, with no budget shared) let every class a thread touched grow to
+ * 256 KiB: prodcons's two consumer threads each cached
  * freed messages of ~20 classes, 14 MiB against glibc's 4. A fixed 256 KiB
  * per thread cost a single thread of many classes (kpbench b: 16 B-64 KiB)
  * 20% of its speed and 8 MiB more RSS (a block reused from a bin is one
@@ -42,12 +43,22 @@ static pthread_once_t exit_once = PTHREAD_ONCE_INIT;
 #define KP_TC_MIN_BYTES ((size_t)256 << 10)
 static uint16_t bin_max(const kp_pool *pool, unsigned cls)
 {
-	size_t n = pool->conf.tcache_bytes / KP_BIN_CLASS_SHARE / kp__class_size[cls];
-	return (uint16_t)(n < 4 ? 4 : n > KP_BIN_MAX ? KP_BIN_MAX : n);
+	size_t share = pool->conf.tcache_bytes / KP_BIN_CLASS_SHARE;
+	size_t n = (share < KP_BIN_CLASS_BYTES ? share : KP_BIN_CLASS_BYTES) / kp__class_size[cls];
+	return (uint16_t)(n < KP_BIN_LEAST ? KP_BIN_LEAST : n > KP_BIN_MAX ? KP_BIN_MAX : n);
+}
+
+/* A bin's max at its start (KP_BIN_START, KP_BIN_START_BYTES), at most cap. */
+static uint32_t bin_start(unsigned cls, uint32_t cap)
+{
+	size_t start = KP_BIN_START_BYTES / kp__class_size[cls];
+	start = start < KP_BIN_LEAST ? KP_BIN_LEAST : start > KP_BIN_START ? KP_BIN_START : start;
+	return cap < start ? cap : (uint32_t)start;
 }
 
 /* This thread's share of tcache_bytes now (threads that come later get a
- * smaller one; what a thread has grown it keeps). */
+ * smaller one; what a thread has grown it keeps, but for the growth of
+ * bins the idle sweep gives back: bin_sweep). */
 static size_t tc_budget(const kp_pool *pool)
 {
 	size_t total = pool->conf.tcache_bytes, n = atomic_load_explicit(&pool->tc_live, memory_order_relaxed);
@@ -178,9 +189,7 @@ static kp__tcache *tcache_new(kp_pool *pool)
 		tc->bin[c].cap = bin_max(pool, c);
 		tc->bin[c].cls = (uint16_t)c;
 		tc->stack[c] = tc->keys_start[c];
-		size_t start = KP_BIN_START_BYTES / kp__class_size[c];
-		start = start < 4 ? 4 : start > KP_BIN_START ? KP_BIN_START : start;
-		tc->bin[c].max = tc->bin[c].cap < start ? tc->bin[c].cap : (uint32_t)start;
+		tc->bin[c].max = bin_start(c, tc->bin[c].cap);
 	}
 	tc->next = pool->tcaches;
 	if (pool->tcaches)
@@ -293,6 +302,52 @@ _Static_assert(sizeof(((kp__tcache *)0)->keys) / sizeof(uint64_t) ==
 		       (size_t)KP_NCLASS * (32 + 64 + 128 + 256),
 	       "room for KP_NCLASS rows of every size");
 
+/* The idle sweep, at every KP_SWEEP_MISSES-th miss of a thread's bins: a
+ * bin with no operation since the previous sweep gives its blocks back to
+ * their spans and its grown max back to the thread's budget (it starts
+ * again from its start when its class is used again). A bin keeps what its
+ * thread's last use of the class left in it, and its max grows for good:
+ * without the sweep, a phase of a program that walks a few big classes
+ * leaves their blocks pinned for the thread's life, memory that no other
+ * class and no other thread can reuse (test_tcache_bytes: six 16-48 KiB
+ * bins held 6.6 MiB through 400K later operations of another class; git's
+ * largest process held 3-6 MiB of bins at its peak). tcmalloc's thread
+ * caches give back what their lists did not use between scavenges (the
+ * low-water mark, kept on every pop); a bin's operation counts, kept
+ * anyway, tell use from idleness with nothing on the fast paths. Misses
+ * are the clock: a thread that allocates and frees keeps missing in some
+ * class, and 64 of them are thousands of operations (kpbench b: about one
+ * miss per 30), so a class used at all between two sweeps is never swept,
+ * and a sweep (a pass over the bins' counts) costs about 5 instructions a
+ * miss. */
+#define KP_SWEEP_MISSES 64
+static void bin_sweep(kp__tcache *tc, const kp__bin *busy)
+{
+	for (unsigned c = 0; c < KP_NCLASS; c++) {
+		kp__bin *b = &tc->bin[c];
+		uint32_t ops = (uint32_t)(atomic_load_explicit(&b->allocs, memory_order_relaxed) +
+					  atomic_load_explicit(&b->frees, memory_order_relaxed));
+		bool idle = ops == tc->swept_ops[c];
+		tc->swept_ops[c] = ops;
+		if (!idle || b == busy)
+			continue;
+		if (b->count)
+			kp__tcache_flush_bin(tc->pool, tc, c, 0);
+		uint32_t start = bin_start(c, b->cap);
+		if (b->count || b->max <= start)
+			continue;
+		tc->grown -= (size_t)(b->max - start) * kp__class_size[c];
+		uint64_t *row = tc->stack[c];
+		if (row != tc->keys_start[c]) { /* its row goes to the free rows of its size */
+			int level = row_level(row_keys(b->max));
+			row[0] = (uint64_t)(uintptr_t)tc->row_free[level];
+			tc->row_free[level] = row;
+			tc->stack[c] = tc->keys_start[c];
+		}
+		b->max = start;
+	}
+}
+
 /* A miss whose window (the operations since the bin's last miss) went one
  * way: fewer than 1 in KP_BIN_ONE_WAY of them the other way (a refill
  * after only allocations, a flush after only frees), and at least one. Such
@@ -326,6 +381,11 @@ unsigned kp__bin_miss(kp__bin *b)
 	uint64_t da = (uint32_t)a - b->allocs_at, df = (uint32_t)(ops - b->miss_at) - da;
 	bool one_way = !a || !f || a < f / KP_BIN_ONE_WAY || f < a / KP_BIN_ONE_WAY;
 	bool grew = false;
+	/* The shared path's bin of one is no cache's: only a bin of the
+	 * thread's cache counts and sweeps. */
+	kp__tcache *mine = kp__tls_state.tc[0];
+	if (mine && (uintptr_t)b - (uintptr_t)mine->bin < sizeof mine->bin && ++mine->misses % KP_SWEEP_MISSES == 0)
+		bin_sweep(mine, b);
 	if (b->max < b->cap && !one_way && ops - b->miss_at < KP_BIN_GROW * b->max) {
 		/* a bin of a thread's cache: the shared path's bin of one has
 		 * max == cap, so it never gets here */

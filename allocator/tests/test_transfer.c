@@ -166,11 +166,12 @@ static void test_what_is_not_parked(void)
 		kp_free(pool, v[i]);
 	kp_thread_flush(pool);
 	CHECK(atomic_load(&pool->central[cls].nxfer) == 0, "kp_thread_flush parked a batch");
-	/* 16 KiB blocks: a bin of 4 (its start: KP_BIN_START_BYTES), whose
-	 * overflow moves 2, 32 KiB and more with their headers. */
-	size_t big = 17000;
+	/* 40 KiB blocks: any batch of them, one block or more, is over
+	 * KP_XFER_BYTES (a bin starts at KP_BIN_LEAST blocks of a class past
+	 * KP_BIN_START_BYTES, and a whole flush may move one). */
+	size_t big = 40000;
 	unsigned bc = kp__class_of(big + KP_HDR + KP_CANARY);
-	REQUIRE((size_t)2 * kp__class_size[bc] > KP_XFER_BYTES, "class %u: %u bytes", bc, kp__class_size[bc]);
+	REQUIRE(kp__class_size[bc] > KP_XFER_BYTES, "class %u: %u bytes", bc, kp__class_size[bc]);
 	void *w[16];
 	for (int i = 0; i < 16; i++)
 		w[i] = kp_alloc(pool, big, 0);
