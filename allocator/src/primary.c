@@ -1100,7 +1100,7 @@ void *kp__huge_alloc(kp_pool *pool, size_t need, size_t align)
 	huge_link(pool, s);
 	pthread_mutex_unlock(&pool->lock);
 	atomic_fetch_add(&pool->huge_bytes, size);
-	kp__account_out(pool, size, true);
+	kp__account_huge(pool, size, true);
 	return (char *)s + 2 * KP_PAGE - KP_HDR;
 }
 
@@ -1111,7 +1111,7 @@ void kp__huge_free(kp_pool *pool, kp__seg *s, size_t open)
 	pthread_mutex_unlock(&pool->lock);
 	size_t size = s->size;
 	atomic_fetch_sub(&pool->huge_bytes, size);
-	kp__account_out(pool, size, false);
+	kp__account_huge(pool, size, false);
 	char *h = (char *)s + 2 * KP_PAGE - KP_HDR;
 	if (open < size - 2 * KP_PAGE)
 		KP_UNPOISON(h + KP_HDR + open, size - 2 * KP_PAGE - open);
@@ -1249,10 +1249,10 @@ kp__seg *kp__huge_resize(kp_pool *pool, kp__seg *s, size_t need, size_t open)
 	pthread_mutex_unlock(&pool->lock);
 	if (size > old) {
 		atomic_fetch_add(&pool->huge_bytes, size - old);
-		kp__account_out(pool, size - old, true);
+		kp__account_huge(pool, size - old, true);
 	} else {
 		atomic_fetch_sub(&pool->huge_bytes, old - size);
-		kp__account_out(pool, old - size, false);
+		kp__account_huge(pool, old - size, false);
 	}
 	return n;
 }
