@@ -596,7 +596,7 @@ void kp__daemon_prime(kp_pool *pool)
 	d->last_grows = atomic_load(&pool->grows);
 	d->last_shrinks = atomic_load(&pool->shrinks);
 	d->last_headroom = kp__primary_headroom(pool);
-	d->last_peak = atomic_load(&pool->peak_out_bytes);
+	d->last_peak = atomic_load(&pool->peak_seg_out_bytes);
 	d->front = target;
 	set_wake(pool, target, ready, pool->conf.prefault);
 }
@@ -618,8 +618,10 @@ static size_t daemon_target(kp_pool *pool)
 	 * bytes in use went past their highest (a program that gives memory
 	 * back and takes it again finds it resident; larson's swings below its
 	 * peak read as 13-50 MB/s for seconds and kept 1-3 MiB pre-faulted
-	 * beside it: test_churn_front). */
-	size_t peak = atomic_load(&pool->peak_out_bytes);
+	 * beside it: test_churn_front). Huge blocks aside: one freed leaves
+	 * no room in segments, and growth after it under the peak it set went
+	 * unmeasured (test_demand_huge_freed). */
+	size_t peak = atomic_load(&pool->peak_seg_out_bytes);
 	size_t grew = peak > d->last_peak ? peak - d->last_peak : 0;
 	d->last_peak = peak;
 	size_t demand = taken > 0 ? ((size_t)taken < grew ? (size_t)taken : grew) : 0;

@@ -1187,6 +1187,10 @@ struct kp_pool {
 	/* pool-wide counters (slow paths); fast-path counters are per tcache */
 	_Atomic uint64_t allocs, frees, in_use, failures, grows, shrinks;
 	_Atomic size_t out_bytes, peak_out_bytes, huge_bytes;
+	/* out_bytes but for huge blocks, and its peak: the memory in segments
+	 * the daemon's demand measures (daemon_target: a huge block freed
+	 * leaves no room in segments to grow into again) */
+	_Atomic size_t seg_out_bytes, peak_seg_out_bytes;
 	_Atomic uint64_t bk_allocs, bk_frees, bk_refusals, bk_enters, bk_leaves;
 	_Atomic uint64_t double_frees, invalid_frees, corruptions, bad_sizes;
 	_Atomic uint64_t overflows, use_after_frees, freelist_errors, quarantined, faults_injected;
@@ -1215,6 +1219,8 @@ struct kp_pool {
  * Caller holds pool->lock. */
 void kp__backup_mode_update(kp_pool *pool, bool primary_failed);
 void kp__account_out(kp_pool *pool, size_t bytes, bool out);
+/* The same for a huge block: out_bytes only, not seg_out_bytes. */
+void kp__account_huge(kp_pool *pool, size_t bytes, bool out);
 /* A pool pointer that is not a live pool is bad input (kpool.h says which
  * calls check what). kp__pool_ok: the magic word, keyed by the address (a
  * pool's bytes copied elsewhere do not pass), one load; for calls that must

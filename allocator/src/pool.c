@@ -243,16 +243,27 @@ static void pool_teardown(kp_pool *pool)
 
 /* ---- accounting -------------------------------------------------------- */
 
-void kp__account_out(kp_pool *pool, size_t bytes, bool out)
+static void account(_Atomic size_t *use, _Atomic size_t *peak_use, size_t bytes, bool out)
 {
 	if (!out) {
-		atomic_fetch_sub_explicit(&pool->out_bytes, bytes, memory_order_relaxed);
+		atomic_fetch_sub_explicit(use, bytes, memory_order_relaxed);
 		return;
 	}
-	size_t now = atomic_fetch_add_explicit(&pool->out_bytes, bytes, memory_order_relaxed) + bytes;
-	size_t peak = atomic_load_explicit(&pool->peak_out_bytes, memory_order_relaxed);
-	while (now > peak && !atomic_compare_exchange_weak(&pool->peak_out_bytes, &peak, now))
+	size_t now = atomic_fetch_add_explicit(use, bytes, memory_order_relaxed) + bytes;
+	size_t peak = atomic_load_explicit(peak_use, memory_order_relaxed);
+	while (now > peak && !atomic_compare_exchange_weak(peak_use, &peak, now))
 		;
+}
+
+void kp__account_out(kp_pool *pool, size_t bytes, bool out)
+{
+	account(&pool->out_bytes, &pool->peak_out_bytes, bytes, out);
+	account(&pool->seg_out_bytes, &pool->peak_seg_out_bytes, bytes, out);
+}
+
+void kp__account_huge(kp_pool *pool, size_t bytes, bool out)
+{
+	account(&pool->out_bytes, &pool->peak_out_bytes, bytes, out);
 }
 
 /* The critical state, with hysteresis: entered when the primary fails or its

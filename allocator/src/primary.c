@@ -861,7 +861,8 @@ bool kp__large_resize(kp_pool *pool, kp__seg *s, kp__span *sp, size_t need)
  * block that needs their room under primary_max evicts them. A kept
  * mapping's purge_idle holds pool->grows at its free; purging: the daemon
  * is giving its pages back (without the pool lock), so it is neither taken
- * nor evicted meanwhile; purged: its pages were given back. A kept mapping stays in
+ * nor unmapped meanwhile (evicted, 2: the daemon unmaps it after); purged:
+ * its pages were given back. A kept mapping stays in
  * the pagemap with its header marked free, so a stale pointer into it is a
  * double free; ASan builds poison the first KP_HUGE_POISON bytes of its
  * payload (poisoning megabytes would cost more than the munmap saved). */
@@ -912,21 +913,25 @@ static kp__seg *huge_cache_take(kp_pool *pool, size_t size)
 	return NULL;
 }
 
-/* Caller holds pool->lock: the whole cache but the mappings being purged,
- * for huge_cache_release. */
+/* Caller holds pool->lock: the whole cache, for huge_cache_release, but
+ * the mappings being purged: those leave the cache and its count too
+ * (purging 2: evicted), and the daemon unmaps them when its madvise is done
+ * (kp__huge_cache_trim). Kept counted until then, they failed the
+ * allocation that needed their room for as long as the madvise took
+ * (test_huge_purge_evict). */
 static kp__seg *huge_cache_detach(kp_pool *pool)
 {
 	huge_cache_vet(pool);
 	kp__seg *list = NULL;
 	for (kp__seg **pp = &pool->huge_cache; *pp;) {
 		kp__seg *c = *pp;
-		if (c->purging) {
-			pp = &c->next;
-			continue;
-		}
 		*pp = c->next;
 		pool->huge_ncached--;
 		atomic_fetch_sub(&pool->huge_cached_bytes, c->size);
+		if (c->purging) {
+			c->purging = 2;
+			continue;
+		}
 		c->next = list;
 		list = c;
 	}
@@ -1010,12 +1015,19 @@ int kp__huge_cache_trim(kp_pool *pool, bool all)
 		}
 	}
 	if (npurge) {
+		gone = NULL;
 		kp__pool_lock(pool);
 		for (unsigned i = 0; i < npurge; i++) {
+			if (purge[i]->purging == 2) { /* evicted meanwhile (huge_cache_detach) */
+				purge[i]->next = gone;
+				gone = purge[i];
+				continue;
+			}
 			purge[i]->purged = 1;
 			purge[i]->purging = 0;
 		}
 		pthread_mutex_unlock(&pool->lock);
+		n += huge_cache_release(pool, gone);
 	}
 	return n;
 }
@@ -1051,8 +1063,8 @@ void *kp__huge_alloc(kp_pool *pool, size_t need, size_t align)
 	size_t used = pool->capacity + atomic_load(&pool->huge_bytes);
 	bool room = s || used + atomic_load(&pool->huge_cached_bytes) + size <= pool->conf.primary_max;
 	if (!room && used + size <= pool->conf.primary_max) {
-		evict = huge_cache_detach(pool); /* all but those being purged, which still count */
-		room = used + atomic_load(&pool->huge_cached_bytes) + size <= pool->conf.primary_max;
+		evict = huge_cache_detach(pool);
+		room = true;
 	}
 	pthread_mutex_unlock(&pool->lock);
 	huge_cache_release(pool, evict);
@@ -1088,7 +1100,7 @@ void *kp__huge_alloc(kp_pool *pool, size_t need, size_t align)
 	huge_link(pool, s);
 	pthread_mutex_unlock(&pool->lock);
 	atomic_fetch_add(&pool->huge_bytes, size);
-	kp__account_out(pool, size, true);
+	kp__account_huge(pool, size, true);
 	return (char *)s + 2 * KP_PAGE - KP_HDR;
 }
 
@@ -1099,7 +1111,7 @@ void kp__huge_free(kp_pool *pool, kp__seg *s, size_t open)
 	pthread_mutex_unlock(&pool->lock);
 	size_t size = s->size;
 	atomic_fetch_sub(&pool->huge_bytes, size);
-	kp__account_out(pool, size, false);
+	kp__account_huge(pool, size, false);
 	char *h = (char *)s + 2 * KP_PAGE - KP_HDR;
 	if (open < size - 2 * KP_PAGE)
 		KP_UNPOISON(h + KP_HDR + open, size - 2 * KP_PAGE - open);
@@ -1237,10 +1249,10 @@ kp__seg *kp__huge_resize(kp_pool *pool, kp__seg *s, size_t need, size_t open)
 	pthread_mutex_unlock(&pool->lock);
 	if (size > old) {
 		atomic_fetch_add(&pool->huge_bytes, size - old);
-		kp__account_out(pool, size - old, true);
+		kp__account_huge(pool, size - old, true);
 	} else {
 		atomic_fetch_sub(&pool->huge_bytes, old - size);
-		kp__account_out(pool, old - size, false);
+		kp__account_huge(pool, old - size, false);
 	}
 	return n;
 }
@@ -1276,8 +1288,8 @@ int kp__primary_grow(kp_pool *pool, bool populate)
 	/* Kept huge mappings make way for a segment the allocation path needs,
 	 * not for the daemon's growth ahead of demand. */
 	if (!room && used <= pool->conf.primary_max && kp__os_caller == KP_CALLER_ALLOC) {
-		evict = huge_cache_detach(pool); /* all but those being purged, which still count */
-		room = used + atomic_load(&pool->huge_cached_bytes) <= pool->conf.primary_max;
+		evict = huge_cache_detach(pool);
+		room = true;
 	}
 	if (room)
 		pool->capacity += KP_SEG_SIZE; /* reserved now, so racing growers cannot pass the max */
