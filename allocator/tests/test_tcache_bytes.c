@@ -75,6 +75,19 @@ static size_t held(const kp__tcache *tc, unsigned cls)
 	return (size_t)tc->bin[cls].count * kp__class_size[cls];
 }
 
+/* One step over 4096 slots of 16 B-4 KiB blocks: free the slot's block or
+ * fill the slot (the small classes' bins miss, and sweep, now and then). */
+static void small_step(kp_pool *pool, char **small)
+{
+	unsigned k = rnd(4096);
+	if (small[k]) {
+		kp_free(pool, small[k]);
+		small[k] = NULL;
+	} else {
+		small[k] = kp_alloc(pool, 16 + rnd(4080), 0);
+	}
+}
+
 static void test_big_class_bin_bounded_by_bytes(void)
 {
 	kp_pool *pool = kp_create(CONF);
@@ -118,13 +131,7 @@ static void test_idle_bins_go_back(void)
 	 * goes on working, and its bins of those classes miss now and then. */
 	static char *small[4096];
 	for (unsigned i = 0; i < 400000; i++) {
-		unsigned k = rnd(4096);
-		if (small[k]) {
-			kp_free(pool, small[k]);
-			small[k] = NULL;
-		} else {
-			small[k] = kp_alloc(pool, 16 + rnd(4080), 0);
-		}
+		small_step(pool, small);
 	}
 	size_t after = 0;
 	unsigned grown = 0;
@@ -159,13 +166,7 @@ static void test_bins_in_use_are_kept(void)
 	/* Small blocks of 16 B-4 KiB (their bins miss, and sweep, now and then)
 	 * with a step of the 20 KiB class per 20 of them. */
 	for (unsigned i = 0; i < 400000; i++) {
-		unsigned k = rnd(4096);
-		if (small[k]) {
-			kp_free(pool, small[k]);
-			small[k] = NULL;
-		} else {
-			small[k] = kp_alloc(pool, 16 + rnd(4080), 0);
-		}
+		small_step(pool, small);
 		if (i % 20 == 0) {
 			walk(pool, slot, req, 1);
 			shrunk += tc->bin[cls].max < grown_to / 2;
