@@ -953,6 +953,7 @@ typedef struct kp__bin {
 	 * cap == max and never grows). */
 	uint32_t miss_at, allocs_at;
 	uint16_t cap, cls;
+	bool flushed; /* the last miss was a flush (a full bin), not a refill: kp__bin_miss */
 } kp__bin;
 /* A bin holds at most this many blocks (tcache.c, bin_max). */
 #define KP_BIN_MAX 256
@@ -1046,8 +1047,9 @@ int kp__tcache_chunk_add(kp_pool *pool); /* caller holds pool->lock */
 kp__tcache *kp__tcache_slow(kp_pool *pool);
 /* A bin ran empty or full (a refill or flush follows): double its max, up
  * to its cap, when the last miss was less than KP_BIN_GROW times max
- * operations ago. Returns the count the bin is to hold after the refill or
- * flush: half its max, or, when the operations since its last miss went
+ * operations ago and at the other end of the bin. Returns the count the
+ * bin is to hold after the refill or flush: half its max, or, when the
+ * operations since its last miss went
  * one way (only allocations before a refill, only frees before a flush),
  * its max (a whole refill) or 1 (a whole flush). Owning thread only. */
 unsigned kp__bin_miss(kp__bin *b);

@@ -247,7 +247,19 @@ kp__tcache *kp__tcache_slow(kp_pool *pool)
  * bin's: a one-way one moves whole batches, below); doubling max
  * while misses come within KP_BIN_GROW * max operations settles a random
  * walk at 32-64 blocks (a miss per ~500 operations) and takes a burst of
- * one class to the cap within a few misses. */
+ * one class to the cap within a few misses.
+ *
+ * Only a swing grows a bin: a miss at the other end from the last one (a
+ * flush after a refill, a refill after a flush), the count carried across
+ * the bin's whole range. Misses at one end, however quick, are a drift (a
+ * thread's heap growing: each refill's blocks stay live; or shrinking),
+ * which a bigger bin does not absorb: it only moves the same blocks in
+ * fewer, bigger batches, and then holds them when the drift stops. Larson
+ * (issue 14): each of its four threads' bins of 640-1024 B grew to 192-256
+ * blocks while the thread's first table filled and held 500-800 KiB through
+ * the rest of the run (test_bin_drift: a filling thread's bins reached 256
+ * blocks; now 80 at most); its peak RSS under the preload 11.9 -> 10.2 MiB
+ * (medians of 5, glibc 9.4). */
 #define KP_BIN_GROW 4
 /* A bin whose thread mostly only frees into it (a consumer of blocks other
  * threads allocate) or only takes from it (a producer) passes its blocks
@@ -380,13 +392,17 @@ unsigned kp__bin_miss(kp__bin *b)
 	/* This miss's window: da allocations, df frees. */
 	uint64_t da = (uint32_t)a - b->allocs_at, df = (uint32_t)(ops - b->miss_at) - da;
 	bool one_way = !a || !f || a < f / KP_BIN_ONE_WAY || f < a / KP_BIN_ONE_WAY;
+	/* A swing: this miss is at the other end of the bin from the last one
+	 * (a flush after a refill, or a refill after a flush). */
+	bool flush = b->count != 0, swing = flush != b->flushed;
+	b->flushed = flush;
 	bool grew = false;
 	/* The shared path's bin of one is no cache's: only a bin of the
 	 * thread's cache counts and sweeps. */
 	kp__tcache *mine = kp__tls_state.tc[0];
 	if (mine && (uintptr_t)b - (uintptr_t)mine->bin < sizeof mine->bin && ++mine->misses % KP_SWEEP_MISSES == 0)
 		bin_sweep(mine, b);
-	if (b->max < b->cap && !one_way && ops - b->miss_at < KP_BIN_GROW * b->max) {
+	if (b->max < b->cap && !one_way && swing && ops - b->miss_at < KP_BIN_GROW * b->max) {
 		/* a bin of a thread's cache: the shared path's bin of one has
 		 * max == cap, so it never gets here */
 		kp__tcache *tc = (kp__tcache *)((char *)(b - b->cls) - offsetof(kp__tcache, bin));
