@@ -920,16 +920,17 @@ typedef struct kp__xfer {
 	uint64_t gen; /* the pool's xfer_gen when it was parked */
 } kp__xfer;
 /* Park the n blocks of list (a whole bin, or a part of one vetted by the
- * caller against keys; its last link NULL) for another bin of class cls. false: no room (every slot
- * taken, or the batch too big), nothing changed: the caller gives them to
- * their spans (kp__central_give). Takes the class lock; any thread. */
+ * caller against keys; its last link NULL) for another bin of class cls.
+ * false: no room (every slot taken, or the batch too big), nothing
+ * changed: the caller gives them to their spans (kp__central_give). Takes
+ * the class lock; any thread. */
 bool kp__xfer_put(kp_pool *pool, unsigned cls, void *list, const uint64_t *keys, unsigned n);
 /* An empty bin takes the last batch parked for its class if it holds at
  * most n blocks (the bin's room: its max, not only what its refill wants):
  * *list its head, keys[0..got) its key stack. Returns how many (0: none,
- * or too big: the caller goes to kp__central_take). Takes
- * the class lock only when a batch is parked. The blocks are vetted as
- * every bin's are, one by one when taken (alloc.c, bin_head_ok). */
+ * or too big: the caller goes to kp__central_take). Takes the class lock
+ * only when a batch is parked. The blocks are vetted as every bin's are,
+ * one by one when taken (alloc.c, bin_head_ok). */
 unsigned kp__xfer_take(kp_pool *pool, unsigned cls, void **list, uint64_t *keys, unsigned n);
 /* Parked batches back to their spans, vetted again first (parked blocks
  * are free memory: a write while parked is caught here). The daemon (all

@@ -258,8 +258,8 @@ kp__tcache *kp__tcache_slow(kp_pool *pool)
  * (issue 14): each of its four threads' bins of 640-1024 B grew to 192-256
  * blocks while the thread's first table filled and held 500-800 KiB through
  * the rest of the run (test_bin_drift: a filling thread's bins reached 256
- * blocks; now 80 at most); its peak RSS under the preload 11.9 -> 10.2 MiB
- * (medians of 5, glibc 9.4). */
+ * blocks; now 80 at most); its peak RSS under the preload 11.6 -> 10.0 MiB
+ * (`kpool bench`, medians of 9; glibc 9.1), CPU time unchanged. */
 #define KP_BIN_GROW 4
 /* A bin whose thread mostly only frees into it (a consumer of blocks other
  * threads allocate) or only takes from it (a producer) passes its blocks
@@ -376,10 +376,11 @@ static void bin_sweep(kp__tcache *tc, const kp__bin *busy)
  * next miss on. A whole flush parks the bin as it is, list and keys, when
  * it fits a parked batch (KP_XFER_KEYS, KP_XFER_BYTES; else it keeps what
  * does not fit), and the bin that takes it may take up to its max, not only
- * what its refill wanted (alloc.c, small_alloc): with bins of 64 blocks,
- * kpbench c's refills found the batch parked too big for them 48K times in
- * 10M operations and went to the spans, and about as many flushes found the
- * class's slots full. */
+ * what its refill wanted (alloc.c, small_alloc): in kpbench c with bins
+ * bound to 64 blocks (an experiment: bins of its classes reach 256), 48K
+ * refills in 10M operations found the batch parked too big for them and
+ * went to the spans, and about as many flushes found the class's slots
+ * full. */
 static unsigned whole_flush_keep(const kp__bin *b)
 {
 	unsigned size = kp__class_size[b->cls];
@@ -446,8 +447,9 @@ void kp__tcache_flush_bin(kp_pool *pool, kp__tcache *tc, unsigned cls, unsigned 
 		/* The whole bin in one step: its list (whose last link is NULL,
 		 * as every bin's) and its key stack as they are, no block read.
 		 * A flush that cuts the list walks to its cut, one dependent load
-		 * of a block header after another: with bins bound to 64 blocks,
-		 * 8.4% of kpbench c's samples, two thirds of them on that load.
+		 * of a block header after another: 3% of kpbench c's samples, and
+		 * 8.4% with bins bound to 64 blocks (an experiment), two thirds of
+		 * them on that load.
 		 * Each block was vetted when it was freed into the bin, and is
 		 * again, against the same key, by the bin that takes the batch
 		 * (alloc.c, bin_head_ok) or by the daemon before it gives a stale
