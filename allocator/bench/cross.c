@@ -61,6 +61,7 @@ struct cworker {
 	pthread_barrier_t *start;
 	struct hist *ha, *hf; /* NULL: untimed */
 	uint64_t verify_errors, alloc_failures, minflt;
+	uint64_t cpu_ns; /* the thread's CPU time over its run, waits for the peer included */
 };
 
 /* The block carries its size in its first 4 bytes (sizes are >= 16) and a
@@ -97,7 +98,7 @@ static void *cworker_main(void *arg)
 	struct cworker *w = arg;
 	unsigned spins = 0;
 	pthread_barrier_wait(w->start);
-	uint64_t f0 = minflt(RUSAGE_THREAD);
+	uint64_t f0 = minflt(RUSAGE_THREAD), c0 = thread_cpu_ns();
 	for (uint64_t i = 0; i < w->n; i++) {
 		uint32_t n = w->steps[(w->off + i) & RTAB_MASK].size;
 		void *p;
@@ -131,11 +132,13 @@ static void *cworker_main(void *arg)
 		}
 	}
 	w->minflt = minflt(RUSAGE_THREAD) - f0;
+	w->cpu_ns = thread_cpu_ns() - c0;
 	return NULL;
 }
 
-/* One phase: two fresh threads, ops allocations in all. Returns seconds. */
-static double cross_phase(struct result *r, const struct step *steps, uint64_t ops, bool timed)
+/* One phase: two fresh threads, ops allocations in all. Returns seconds;
+ * *cpu_secs (if not NULL): the two threads' CPU time. */
+static double cross_phase(struct result *r, const struct step *steps, uint64_t ops, bool timed, double *cpu_secs)
 {
 	struct spsc *q[2];
 	struct cworker w[2];
@@ -185,6 +188,8 @@ static double cross_phase(struct result *r, const struct step *steps, uint64_t o
 		free(q[i]);
 	}
 	pthread_barrier_destroy(&start);
+	if (cpu_secs)
+		*cpu_secs = (double)(w[0].cpu_ns + w[1].cpu_ns) / 1e9;
 	return secs_between(t0, t1);
 }
 
@@ -201,11 +206,11 @@ int run_c(struct result *r, const struct opts *o)
 	r->conf = o->conf;
 	r->lat_alloc = hist_new();
 	r->lat_free = hist_new();
-	cross_phase(r, steps, ops / 10, false); /* warm up */
+	cross_phase(r, steps, ops / 10, false, NULL); /* warm up */
 	r->thread_minflt = 0;
 	r->ops = ops;
-	r->secs = cross_phase(r, steps, ops, false);
-	cross_phase(r, steps, lat_ops, true);
+	r->secs = cross_phase(r, steps, ops, false, &r->cpu_secs);
+	cross_phase(r, steps, lat_ops, true, NULL);
 	pool_close(r);
 	free(steps);
 	return 0;

@@ -123,8 +123,8 @@ static void print_text(const struct result *r, uint64_t clock_ns)
 	       r->ops, r->secs, hist_pct(h, 0.5), hist_pct(h, 0.99), hist_pct(h, 0.999), h->max,
 	       clock_ns);
 	if (r->cpu_secs > 0)
-		printf("    %-6s %12.0f ops per CPU second of the timed thread (%.3f s of CPU)\n",
-		       g_use_kpool ? "kpool" : "malloc", (double)r->ops / r->cpu_secs, r->cpu_secs);
+		printf("    %-6s %12.0f ops per CPU second of the timed thread%s (%.3f s of CPU)\n",
+		       g_use_kpool ? "kpool" : "malloc", (double)r->ops / r->cpu_secs, r->wl == 'c' ? "s" : "", r->cpu_secs);
 	for (int i = 0; i < r->nrounds; i++) {
 		const struct round *rd = &r->rounds[i];
 		printf("    round %d: %" PRIu64 " blocks, %.1f MiB, alloc+touch %.3f s, free %.3f s, "

@@ -88,9 +88,13 @@ static ALWAYS_INLINE void *small_alloc(kp_pool *pool, kp__bin *b, uint64_t *cons
 		char *h = b->head;
 		if (KP_UNLIKELY(!h || !b->count)) {
 			unsigned want = kp__bin_miss(b);
+			if (KP_UNLIKELY(want > b->max)) /* KP_FLUSH_WHOLE: a count with no list (never) */
+				want = b->max / 2;
 			void *list = NULL;
-			/* A batch another bin parked (transfer.c), else blocks from the spans. */
-			unsigned got = kp__xfer_take(pool, cls, &list, *keys, want);
+			/* A batch another bin parked (transfer.c), up to the bin's max
+			 * (the shared path's bin of one, cap KP_BIN_LEAST, has room for
+			 * one), else blocks from the spans. */
+			unsigned got = kp__xfer_take(pool, cls, &list, *keys, b->cap > KP_BIN_LEAST ? b->max : want);
 			if (!got)
 				got = kp__central_take(pool, cls, &list, *keys, want);
 			if (!got)

@@ -919,16 +919,18 @@ typedef struct kp__xfer {
 	unsigned n;
 	uint64_t gen; /* the pool's xfer_gen when it was parked */
 } kp__xfer;
-/* Park the n blocks of list (vetted by the caller against keys, its last
- * link NULL) for another bin of class cls. false: no room (every slot
- * taken, or the batch too big), nothing changed: the caller gives them to
- * their spans (kp__central_give). Takes the class lock; any thread. */
+/* Park the n blocks of list (a whole bin, or a part of one vetted by the
+ * caller against keys; its last link NULL) for another bin of class cls.
+ * false: no room (every slot taken, or the batch too big), nothing
+ * changed: the caller gives them to their spans (kp__central_give). Takes
+ * the class lock; any thread. */
 bool kp__xfer_put(kp_pool *pool, unsigned cls, void *list, const uint64_t *keys, unsigned n);
 /* An empty bin takes the last batch parked for its class if it holds at
- * most n blocks: *list its head, keys[0..got) its key stack. Returns how
- * many (0: none, or too big: the caller goes to kp__central_take). Takes
- * the class lock only when a batch is parked. The blocks are vetted as
- * every bin's are, one by one when taken (alloc.c, bin_head_ok). */
+ * most n blocks (the bin's room: its max, not only what its refill wants):
+ * *list its head, keys[0..got) its key stack. Returns how many (0: none,
+ * or too big: the caller goes to kp__central_take). Takes the class lock
+ * only when a batch is parked. The blocks are vetted as every bin's are,
+ * one by one when taken (alloc.c, bin_head_ok). */
 unsigned kp__xfer_take(kp_pool *pool, unsigned cls, void **list, uint64_t *keys, unsigned n);
 /* Parked batches back to their spans, vetted again first (parked blocks
  * are free memory: a write while parked is caught here). The daemon (all
@@ -953,6 +955,7 @@ typedef struct kp__bin {
 	 * cap == max and never grows). */
 	uint32_t miss_at, allocs_at;
 	uint16_t cap, cls;
+	bool flushed; /* the last miss was a flush (a full bin), not a refill: kp__bin_miss */
 } kp__bin;
 /* A bin holds at most this many blocks (tcache.c, bin_max). */
 #define KP_BIN_MAX 256
@@ -1046,11 +1049,16 @@ int kp__tcache_chunk_add(kp_pool *pool); /* caller holds pool->lock */
 kp__tcache *kp__tcache_slow(kp_pool *pool);
 /* A bin ran empty or full (a refill or flush follows): double its max, up
  * to its cap, when the last miss was less than KP_BIN_GROW times max
- * operations ago. Returns the count the bin is to hold after the refill or
- * flush: half its max, or, when the operations since its last miss went
- * one way (only allocations before a refill, only frees before a flush),
- * its max (a whole refill) or 1 (a whole flush). Owning thread only. */
+ * operations ago and at the other end of the bin. Returns the count the
+ * bin is to hold after the refill or flush: half its max, or, when the
+ * operations since its last miss went one way (only allocations before a
+ * refill, only frees before a flush), its max (a whole refill) or
+ * KP_FLUSH_WHOLE (a whole flush: the bin parked as it is, or, too big to
+ * park whole, all but what parks). Owning thread only. */
 unsigned kp__bin_miss(kp__bin *b);
+/* keep for kp__tcache_flush_bin: park every block of the bin as one batch,
+ * in one step, or keep one if it can not be parked whole. */
+#define KP_FLUSH_WHOLE (~0u)
 void kp__tcache_flush_bin(kp_pool *pool, kp__tcache *tc, unsigned cls, unsigned keep);
 void kp__tcache_release(kp_pool *pool, kp__tcache *tc);
 void kp__tcache_fini_pool(kp_pool *pool);

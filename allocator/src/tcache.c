@@ -247,7 +247,19 @@ kp__tcache *kp__tcache_slow(kp_pool *pool)
  * bin's: a one-way one moves whole batches, below); doubling max
  * while misses come within KP_BIN_GROW * max operations settles a random
  * walk at 32-64 blocks (a miss per ~500 operations) and takes a burst of
- * one class to the cap within a few misses. */
+ * one class to the cap within a few misses.
+ *
+ * Only a swing grows a bin: a miss at the other end from the last one (a
+ * flush after a refill, a refill after a flush), the count carried across
+ * the bin's whole range. Misses at one end, however quick, are a drift (a
+ * thread's heap growing: each refill's blocks stay live; or shrinking),
+ * which a bigger bin does not absorb: it only moves the same blocks in
+ * fewer, bigger batches, and then holds them when the drift stops. Larson
+ * (issue 14): each of its four threads' bins of 640-1024 B grew to 192-256
+ * blocks while the thread's first table filled and held 500-800 KiB through
+ * the rest of the run (test_bin_drift: a filling thread's bins reached 256
+ * blocks; now 80 at most); its peak RSS under the preload 11.6 -> 10.0 MiB
+ * (`kpool bench`, medians of 9; glibc 9.1), CPU time unchanged. */
 #define KP_BIN_GROW 4
 /* A bin whose thread mostly only frees into it (a consumer of blocks other
  * threads allocate) or only takes from it (a producer) passes its blocks
@@ -361,14 +373,21 @@ static void bin_sweep(kp__tcache *tc, const kp__bin *busy)
  * its next free, and a flush to one block run empty at its next few
  * allocations). The window, not the bin's life: a thread that produced a
  * class for a while and then uses it both ways moves half batches from its
- * next miss on. A flush keeps one block rather than none (a flush that
- * keeps none, a thread's last, goes to the spans: kp__tcache_flush_bin),
- * and moves no more than parks whole (KP_XFER_KEYS, KP_XFER_BYTES). */
+ * next miss on. A whole flush parks the bin as it is, list and keys, when
+ * it fits a parked batch (KP_XFER_KEYS, KP_XFER_BYTES; else it keeps what
+ * does not fit), and the bin that takes it may take up to its max, not only
+ * what its refill wanted (alloc.c, small_alloc): in kpbench c with bins
+ * bound to 64 blocks (an experiment: bins of its classes reach 256), 48K
+ * refills in 10M operations found the batch parked too big for them and
+ * went to the spans, and about as many flushes found the class's slots
+ * full. */
 static unsigned whole_flush_keep(const kp__bin *b)
 {
 	unsigned size = kp__class_size[b->cls];
 	unsigned fit = KP_XFER_BYTES / size < KP_XFER_KEYS ? (unsigned)(KP_XFER_BYTES / size) : KP_XFER_KEYS;
-	unsigned keep = b->count > fit ? b->count - fit : 1;
+	if (b->count <= fit)
+		return KP_FLUSH_WHOLE;
+	unsigned keep = b->count - fit;
 	return keep < b->max / 2 ? keep : b->max / 2;
 }
 
@@ -380,13 +399,17 @@ unsigned kp__bin_miss(kp__bin *b)
 	/* This miss's window: da allocations, df frees. */
 	uint64_t da = (uint32_t)a - b->allocs_at, df = (uint32_t)(ops - b->miss_at) - da;
 	bool one_way = !a || !f || a < f / KP_BIN_ONE_WAY || f < a / KP_BIN_ONE_WAY;
+	/* A swing: this miss is at the other end of the bin from the last one
+	 * (a flush after a refill, or a refill after a flush). */
+	bool flush = b->count != 0, swing = flush != b->flushed;
+	b->flushed = flush;
 	bool grew = false;
 	/* The shared path's bin of one is no cache's: only a bin of the
 	 * thread's cache counts and sweeps. */
 	kp__tcache *mine = kp__tls_state.tc[0];
 	if (mine && (uintptr_t)b - (uintptr_t)mine->bin < sizeof mine->bin && ++mine->misses % KP_SWEEP_MISSES == 0)
 		bin_sweep(mine, b);
-	if (b->max < b->cap && !one_way && ops - b->miss_at < KP_BIN_GROW * b->max) {
+	if (b->max < b->cap && !one_way && swing && ops - b->miss_at < KP_BIN_GROW * b->max) {
 		/* a bin of a thread's cache: the shared path's bin of one has
 		 * max == cap, so it never gets here */
 		kp__tcache *tc = (kp__tcache *)((char *)(b - b->cls) - offsetof(kp__tcache, bin));
@@ -420,6 +443,25 @@ unsigned kp__bin_miss(kp__bin *b)
 void kp__tcache_flush_bin(kp_pool *pool, kp__tcache *tc, unsigned cls, unsigned keep)
 {
 	kp__bin *b = &tc->bin[cls];
+	if (keep == KP_FLUSH_WHOLE) {
+		/* The whole bin in one step: its list (whose last link is NULL,
+		 * as every bin's) and its key stack as they are, no block read.
+		 * A flush that cuts the list walks to its cut, one dependent load
+		 * of a block header after another: 3% of kpbench c's samples, and
+		 * 8.4% with bins bound to 64 blocks (an experiment), two thirds of
+		 * them on that load.
+		 * Each block was vetted when it was freed into the bin, and is
+		 * again, against the same key, by the bin that takes the batch
+		 * (alloc.c, bin_head_ok) or by the daemon before it gives a stale
+		 * batch to its spans (transfer.c, batch_vet): a link written
+		 * meanwhile is caught before it is followed, as it is in a bin. */
+		if (b->count && kp__xfer_put(pool, cls, b->head, tc->stack[cls], b->count)) {
+			b->head = NULL;
+			b->count = 0;
+			return;
+		}
+		keep = 1; /* no room parked: all but one block to the spans */
+	}
 	if (b->count <= keep)
 		return;
 	unsigned n = b->count - keep, i = 0;

@@ -13,11 +13,14 @@
  * here, a batch moves as it is: its list and its bin's key stack, one copy
  * of the keys under the class lock on each side.
  *
- * Nothing is verified less. The flushing bin vets every block of the batch
- * against its key before it parks it (tcache.c, kp__tcache_flush_bin), and
- * the bin that takes it vets each block again when it hands it out
- * (alloc.c, bin_head_ok), as it does every block of a bin: a free block
- * written while parked is caught there, as it would be in a thread's bin.
+ * No link is followed unverified. A flush that cuts its bin's list vets
+ * each block it walks against its key (tcache.c, kp__tcache_flush_bin); a
+ * bin parked whole is not walked at all (each of its blocks was vetted when
+ * it was freed into the bin). The bin that takes a batch vets each block
+ * when it hands it out (alloc.c, bin_head_ok), as it does every block of a
+ * bin, and the daemon each block of a stale batch before its spans get it
+ * (batch_vet): a free block written while parked is caught there, as it
+ * would be in a thread's bin.
  * The keys stay out of line, in the pool's own mapping.
  *
  * A parked batch is memory its spans do not get back: the flush of a

@@ -5,10 +5,11 @@
  *
  * The pattern is kpbench c's and a server's: one thread frees what
  * another allocates. A thread P frees 17 blocks the main thread allocated:
- * its bin (16 blocks at its start) overflows and parks the 15 it freed last
- * (a bin that has only freed flushes all but one block: tcache.c,
- * kp__bin_miss; 8, half its max, before whole batches for one-way bins).
- * The main thread, its bin of the class emptied, takes that batch.
+ * its bin (16 blocks at its start) overflows and parks all 16 (a bin that
+ * has only freed parks whole: tcache.c, kp__bin_miss; all but one block
+ * before test_xfer_whole, and 8, half its max, before whole batches for
+ * one-way bins). The main thread, its bin of the class emptied, takes that
+ * batch.
  */
 #define _GNU_SOURCE 1
 #include "ktest.h"
@@ -20,7 +21,7 @@
 #define CONF "primary_initial:4m,daemon:off,backup:0,seed:13"
 #define REQ 48 /* an 80-byte class: a bin starts at 16 blocks (KP_BIN_START) */
 #define NBLK 17
-#define BATCH 15 /* what P parks: NBLK - 1 (its 16 blocks) - 1 (kept) */
+#define BATCH 16 /* what P parks: NBLK - 1, its whole bin */
 
 static kp_pool *g_pool;
 static char *g_blk[NBLK];
@@ -125,8 +126,9 @@ static void test_parked_link_rewritten(void)
 	kp__xfer *x = &pool->xfer[cls][0];
 	char *h = x->list;
 	REQUIRE(h && x->n == BATCH, "a batch parked");
-	/* A block of the class on its span's free list: one P's exit gave back. */
-	char *spare = g_blk[0] - KP_HDR;
+	/* A block of the class on its span's free list: the one P's exit gave
+	 * back (its last free, the only block its bin held then). */
+	char *spare = g_blk[NBLK - 1] - KP_HDR;
 	uint64_t k = kt_raw_get(h) ^ kt_raw_get(h + 8);
 	kt_raw_put(h + KP_HDR, (uint64_t)(uintptr_t)spare ^ (uint64_t)kp__link_pad(k));
 	char *p1 = kp_alloc(pool, REQ, 0), *p2 = kp_alloc(pool, REQ, 0);
