@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/sysinfo.h>
 #include <sys/random.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
@@ -407,8 +408,12 @@ static size_t cgroup_limit(void)
 			while (p[len] && p[len] != '\n')
 				len++;
 			for (;;) {
-				int k = snprintf(path, sizeof path, "/sys/fs/cgroup%.*s/memory.max", (int)len, p);
-				if (k > 0 && (size_t)k < sizeof path) {
+				/* "/sys/fs/cgroup" p[0..len) "/memory.max", without snprintf */
+				static const char root[] = "/sys/fs/cgroup", leaf[] = "/memory.max";
+				if (sizeof root - 1 + len + sizeof leaf <= sizeof path) {
+					memcpy(path, root, sizeof root - 1);
+					memcpy(path + sizeof root - 1, p, len);
+					memcpy(path + sizeof root - 1 + len, leaf, sizeof leaf);
 					size_t v = file_number(path);
 					best = v < best ? v : best;
 				}
@@ -426,8 +431,13 @@ static size_t cgroup_limit(void)
 
 size_t kp__os_memory_limit(void)
 {
-	long pages = sysconf(_SC_PHYS_PAGES), psize = sysconf(_SC_PAGESIZE);
-	size_t phys = pages > 0 && psize > 0 ? (size_t)pages * (size_t)psize : (size_t)1 << 40;
+	/* sysinfo(2) as sysconf(_SC_PHYS_PAGES) reads it, through syscall():
+	 * sysconf's jump table and sysinfo's wrapper are each a 64 KiB window of
+	 * libc that a small program never touches otherwise (fault-around) */
+	struct sysinfo si;
+	size_t phys = syscall(SYS_sysinfo, &si) == 0 && si.totalram
+			      ? (size_t)si.totalram * (si.mem_unit ? si.mem_unit : 1)
+			      : (size_t)1 << 40;
 	/* swap: the machine allows it too (Linux's overcommit heuristic counts it) */
 	size_t swap = 0;
 	char buf[4096];
