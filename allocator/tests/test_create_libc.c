@@ -9,7 +9,8 @@
  * of /proc/self/cgroup. Likewise sysconf (its jump table is a window of
  * libc's read-only data), strcasecmp and strtoull (the option defaults are
  * parsed at every kp_create) and snprintf (a cgroup path, and an empty
- * kp_last_error). This file defines those functions, which the test's copy
+ * kp_last_error), and open (the files that say how much memory the machine
+ * and the cgroup allow). This file defines those functions, which the test's copy
  * of libkpool then calls instead of libc's, counts the calls and passes
  * them on to the C library.
  */
@@ -17,9 +18,10 @@
 #include "ktest.h"
 
 #include <dlfcn.h>
+#include <fcntl.h>
 #include <string.h>
 
-static unsigned strcspn_calls, sysconf_calls, strcasecmp_calls, strtoull_calls, printf_calls;
+static unsigned strcspn_calls, sysconf_calls, strcasecmp_calls, strtoull_calls, printf_calls, open_calls;
 
 size_t strcspn(const char *s, const char *reject)
 {
@@ -55,6 +57,16 @@ unsigned long long strtoull(const char *s, char **end, int base)
 {
 	strtoull_calls++;
 	return ((unsigned long long (*)(const char *, char **, int))next("strtoull"))(s, end, base);
+}
+
+int open(const char *path, int flags, ...)
+{
+	open_calls++;
+	va_list ap;
+	va_start(ap, flags);
+	int mode = flags & O_CREAT ? va_arg(ap, int) : 0;
+	va_end(ap);
+	return ((int (*)(const char *, int, ...))next("open"))(path, flags, mode);
 }
 
 int vsnprintf(char *buf, size_t len, const char *fmt, va_list ap)
@@ -95,7 +107,7 @@ static void test_create_calls_no_strcspn(void)
  * strtoull or printf family, and the values still parsed. */
 static void test_create_calls_none_of_the_rare_windows(void)
 {
-	sysconf_calls = strcasecmp_calls = strtoull_calls = printf_calls = 0;
+	sysconf_calls = strcasecmp_calls = strtoull_calls = printf_calls = open_calls = 0;
 	kp_pool *pool = kp_create("daemon:OFF,checks:True,decay_ms:250,backup:1MiB,high_wm:auto");
 	REQUIRE(pool, "kp_create: %s", kp_last_error());
 	void *p = kp_alloc(pool, 100, 0);
@@ -105,6 +117,7 @@ static void test_create_calls_none_of_the_rare_windows(void)
 	CHECK(strcasecmp_calls == 0, "kp_create called strcasecmp %u times", strcasecmp_calls);
 	CHECK(strtoull_calls == 0, "kp_create called strtoull %u times", strtoull_calls);
 	CHECK(printf_calls == 0, "kp_create called the printf family %u times", printf_calls);
+	CHECK(open_calls == 0, "kp_create called open %u times", open_calls);
 	CHECK(kt_stat(pool, "backup.capacity_bytes") == 1 << 20, "backup:1MiB parsed: %lld",
 	      (long long)kt_stat(pool, "backup.capacity_bytes"));
 	CHECK(kt_stat(pool, "daemon.running") == 0, "daemon:OFF parsed");
@@ -113,6 +126,19 @@ static void test_create_calls_none_of_the_rare_windows(void)
 	 * formatted with vsnprintf */
 	CHECK(kp_create("decay_ms:x") == NULL, "a bad value is refused");
 	CHECK(printf_calls > 0, "vsnprintf here is not the library's");
+	/* and open: a log file is opened with it */
+	char log[] = "/tmp/kpool-create-libc-XXXXXX";
+	int fd = mkstemp(log);
+	REQUIRE(fd >= 0, "mkstemp");
+	close(fd);
+	setenv("KPOOL_LOG", log, 1);
+	pool = kp_create("daemon:off");
+	unsetenv("KPOOL_LOG");
+	CHECK(pool != NULL, "kp_create with KPOOL_LOG=%s: %s", log, kp_last_error());
+	CHECK(open_calls > 0, "open here is not the library's");
+	if (pool)
+		kp_destroy(pool);
+	unlink(log);
 	/* values past 64 bits are refused, as strtoull's ERANGE refused them */
 	CHECK(kp_create("decay_ms:18446744073709551616") == NULL, "2^64 is refused");
 	CHECK(kp_create("backup:17179869184g") == NULL, "2^64 bytes are refused");
