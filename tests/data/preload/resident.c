@@ -3,9 +3,11 @@
  * resident, for tests/test_preload.py: the work of the small benchmark
  * programs (bench/programs/small_objects.c, thread_churn.c) in brief, a pause
  * for the daemon's passes, then the pages of the library's executable mapping
- * that are present (/proc/self/pagemap), printed as
+ * and of its zero-filled data (.bss: the anonymous mapping right after the
+ * library's own) that are present (/proc/self/pagemap), printed as
  *
  *     text resident KiB: N of M
+ *     bss resident KiB: N of M
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -53,19 +55,27 @@ int main(void)
 	FILE *maps = fopen("/proc/self/maps", "r");
 	int pm = open("/proc/self/pagemap", O_RDONLY);
 	char line[512];
-	unsigned long present = 0, pages = 0;
+	unsigned long text = 0, text_pages = 0, bss = 0, bss_pages = 0;
+	int after_library = 0;
 	while (maps && pm >= 0 && fgets(line, sizeof line, maps)) {
-		unsigned long a, b;
-		char perm[8];
-		if (!strstr(line, "libkpool-preload") || sscanf(line, "%lx-%lx %7s", &a, &b, perm) != 3 ||
-		    strcmp(perm, "r-xp") != 0)
+		unsigned long a, b, off, inode;
+		char perm[8], dev[16], name[256] = "";
+		if (sscanf(line, "%lx-%lx %7s %lx %15s %lu %255s", &a, &b, perm, &off, dev, &inode, name) < 6)
 			continue;
-		for (unsigned long p = a; p < b; p += 4096, pages++) {
+		int mine = strstr(name, "libkpool-preload") != NULL;
+		unsigned long *present = NULL, *pages = NULL;
+		if (mine && !strcmp(perm, "r-xp"))
+			present = &text, pages = &text_pages;
+		else if (!mine && after_library && !name[0] && !strcmp(perm, "rw-p"))
+			present = &bss, pages = &bss_pages;
+		after_library = mine;
+		for (unsigned long p = a; present && p < b; p += 4096, (*pages)++) {
 			uint64_t e = 0;
 			if (pread(pm, &e, sizeof e, (off_t)(p / 4096 * sizeof e)) == sizeof e && e >> 63)
-				present++;
+				(*present)++;
 		}
 	}
-	printf("text resident KiB: %lu of %lu\n", present * 4, pages * 4);
+	printf("text resident KiB: %lu of %lu\n", text * 4, text_pages * 4);
+	printf("bss resident KiB: %lu of %lu\n", bss * 4, bss_pages * 4);
 	return 0;
 }
