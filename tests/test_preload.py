@@ -125,6 +125,38 @@ def test_threads_that_exit_with_cached_blocks_give_their_caches_back(
     assert proc.stdout == "threads with a cache after 128 exited: 1\n"
 
 
+def test_a_small_program_keeps_one_window_of_the_text_resident_and_little_bss(
+    programs: dict[str, Path], preload: Path
+) -> None:
+    """The functions small programs run sit together in the first 64 KiB window of the library's text
+    (allocator/preload/hot.txt), so the rest is never faulted in: all 88 KiB were resident before. The
+    small state every call reads shares a page, the large arrays are apart (.lbss): 20-28 KiB of bss were
+    resident before, 8 now (the rest: a page of the page map's root, whose index is the address's)."""
+    proc = run([str(programs["resident"])], preload)
+    assert proc.returncode == 0, proc.stderr
+    found = re.fullmatch(
+        r"text resident KiB: (\d+) of (\d+)\nbss resident KiB: (\d+) of (\d+)\n", proc.stdout
+    )
+    assert found, proc.stdout
+    text, text_all, bss = int(found[1]), int(found[2]), int(found[3])
+    assert text_all > 64, "the text fits one window: nothing to keep out"
+    assert text <= 64, f"{text} KiB of the text resident: a function small programs run is not in hot.txt"
+    assert bss <= 12, f"{bss} KiB of the bss resident"
+
+
+def test_every_name_in_the_hot_list_is_a_function_of_the_library(preload: Path) -> None:
+    """hot.txt names functions; a renamed one would silently go cold."""
+    nm = shutil.which("nm")
+    if nm is None:
+        pytest.skip("no nm")
+    listed = Path(__file__).parents[1] / "allocator" / "preload" / "hot.txt"
+    names = [n for n in listed.read_text().split("\n") if n and not n.startswith("#")]
+    symbols = subprocess.run([nm, "--defined-only", str(preload)], capture_output=True, text=True, check=True)
+    functions = {f[2].split(".")[0] for f in (line.split() for line in symbols.stdout.splitlines())
+                 if len(f) == 3 and f[1] in "tT"}  # fmt: skip
+    assert [n for n in names if n not in functions] == []
+
+
 def test_the_daemon_starts_lazily(programs: dict[str, Path], preload: Path, tmp_path: Path) -> None:
     """A program that allocates little never gets the thread; one that allocates much has it; daemon:off in
     KPOOL_CONF is obeyed."""

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/sysinfo.h>
 #include <sys/random.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
@@ -369,17 +370,29 @@ void kp__os_yield(kp__oscount *c)
 
 /* ---- what the machine allows (primary_max:0) ------------------------------ */
 
+/* A small file's first len - 1 bytes, NUL-terminated, through syscall():
+ * libc's open sits in a 64 KiB window of its text that a small program
+ * otherwise never touches (fault-around; tests/test_create_libc.c). The
+ * byte count, or -1. */
+static ssize_t file_read(const char *path, char *buf, size_t len)
+{
+	long fd = syscall(SYS_openat, AT_FDCWD, path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	long n = syscall(SYS_read, fd, buf, len - 1);
+	syscall(SYS_close, fd);
+	if (n >= 0)
+		buf[n] = 0;
+	return n;
+}
+
 /* The number in a small file (a cgroup's memory.max: "max" or bytes), or
  * SIZE_MAX when it says "max", is missing or unreadable. open/read only: no
  * stdio, nothing allocated (kp_create may run inside the preload's malloc). */
 static size_t file_number(const char *path)
 {
 	char buf[64];
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return SIZE_MAX;
-	ssize_t n = read(fd, buf, sizeof buf - 1);
-	close(fd);
+	ssize_t n = file_read(path, buf, sizeof buf);
 	if (n <= 0 || buf[0] < '0' || buf[0] > '9')
 		return SIZE_MAX;
 	size_t v = 0;
@@ -393,10 +406,7 @@ static size_t file_number(const char *path)
 static size_t cgroup_limit(void)
 {
 	char line[512], path[640];
-	int fd = open("/proc/self/cgroup", O_RDONLY | O_CLOEXEC);
-	ssize_t n = fd < 0 ? -1 : read(fd, line, sizeof line - 1);
-	if (fd >= 0)
-		close(fd);
+	ssize_t n = file_read("/proc/self/cgroup", line, sizeof line);
 	size_t best = SIZE_MAX;
 	if (n > 3) {
 		line[n] = 0;
@@ -407,8 +417,12 @@ static size_t cgroup_limit(void)
 			while (p[len] && p[len] != '\n')
 				len++;
 			for (;;) {
-				int k = snprintf(path, sizeof path, "/sys/fs/cgroup%.*s/memory.max", (int)len, p);
-				if (k > 0 && (size_t)k < sizeof path) {
+				/* "/sys/fs/cgroup" p[0..len) "/memory.max", without snprintf */
+				static const char root[] = "/sys/fs/cgroup", leaf[] = "/memory.max";
+				if (sizeof root - 1 + len + sizeof leaf <= sizeof path) {
+					memcpy(path, root, sizeof root - 1);
+					memcpy(path + sizeof root - 1, p, len);
+					memcpy(path + sizeof root - 1 + len, leaf, sizeof leaf);
 					size_t v = file_number(path);
 					best = v < best ? v : best;
 				}
@@ -426,15 +440,17 @@ static size_t cgroup_limit(void)
 
 size_t kp__os_memory_limit(void)
 {
-	long pages = sysconf(_SC_PHYS_PAGES), psize = sysconf(_SC_PAGESIZE);
-	size_t phys = pages > 0 && psize > 0 ? (size_t)pages * (size_t)psize : (size_t)1 << 40;
+	/* sysinfo(2) as sysconf(_SC_PHYS_PAGES) reads it, through syscall():
+	 * sysconf's jump table and sysinfo's wrapper are each a 64 KiB window of
+	 * libc that a small program never touches otherwise (fault-around) */
+	struct sysinfo si;
+	size_t phys = syscall(SYS_sysinfo, &si) == 0 && si.totalram
+			      ? (size_t)si.totalram * (si.mem_unit ? si.mem_unit : 1)
+			      : (size_t)1 << 40;
 	/* swap: the machine allows it too (Linux's overcommit heuristic counts it) */
 	size_t swap = 0;
 	char buf[4096];
-	int fd = open("/proc/meminfo", O_RDONLY | O_CLOEXEC);
-	ssize_t n = fd < 0 ? -1 : read(fd, buf, sizeof buf - 1);
-	if (fd >= 0)
-		close(fd);
+	ssize_t n = file_read("/proc/meminfo", buf, sizeof buf);
 	if (n > 0) {
 		buf[n] = 0;
 		char *p = strstr(buf, "SwapTotal:");

@@ -6,15 +6,22 @@
  * peak RSS (issue 14's memory target): strcspn (libc's SSE4.2 version, in a
  * window of string code a program rarely runs) cost small_objects under the
  * preload 7-12 pages of libc, and was called only to find the end of a line
- * of /proc/self/cgroup. This file defines strcspn, which the test's copy of
- * libkpool then calls instead of libc's, and counts the calls.
+ * of /proc/self/cgroup. Likewise sysconf (its jump table is a window of
+ * libc's read-only data), strcasecmp and strtoull (the option defaults are
+ * parsed at every kp_create) and snprintf (a cgroup path, and an empty
+ * kp_last_error), and open (the files that say how much memory the machine
+ * and the cgroup allow). This file defines those functions, which the test's copy
+ * of libkpool then calls instead of libc's, counts the calls and passes
+ * them on to the C library.
  */
 #define _GNU_SOURCE 1
 #include "ktest.h"
 
+#include <dlfcn.h>
+#include <fcntl.h>
 #include <string.h>
 
-static unsigned strcspn_calls;
+static unsigned strcspn_calls, sysconf_calls, strcasecmp_calls, strtoull_calls, printf_calls, open_calls;
 
 size_t strcspn(const char *s, const char *reject)
 {
@@ -22,6 +29,58 @@ size_t strcspn(const char *s, const char *reject)
 	size_t n = 0;
 	while (s[n] && !strchr(reject, s[n]))
 		n++;
+	return n;
+}
+
+/* The next definition of name (libc's, or a sanitizer's interceptor). */
+static void *next(const char *name)
+{
+	void *f = dlsym(RTLD_NEXT, name);
+	if (!f)
+		abort();
+	return f;
+}
+
+long sysconf(int name)
+{
+	sysconf_calls++;
+	return ((long (*)(int))next("sysconf"))(name);
+}
+
+int strcasecmp(const char *a, const char *b)
+{
+	strcasecmp_calls++;
+	return ((int (*)(const char *, const char *))next("strcasecmp"))(a, b);
+}
+
+unsigned long long strtoull(const char *s, char **end, int base)
+{
+	strtoull_calls++;
+	return ((unsigned long long (*)(const char *, char **, int))next("strtoull"))(s, end, base);
+}
+
+int open(const char *path, int flags, ...)
+{
+	open_calls++;
+	va_list ap;
+	va_start(ap, flags);
+	int mode = flags & O_CREAT ? va_arg(ap, int) : 0;
+	va_end(ap);
+	return ((int (*)(const char *, int, ...))next("open"))(path, flags, mode);
+}
+
+int vsnprintf(char *buf, size_t len, const char *fmt, va_list ap)
+{
+	printf_calls++;
+	return ((int (*)(char *, size_t, const char *, va_list))next("vsnprintf"))(buf, len, fmt, ap);
+}
+
+int snprintf(char *buf, size_t len, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(buf, len, fmt, ap);
+	va_end(ap);
 	return n;
 }
 
@@ -43,8 +102,51 @@ static void test_create_calls_no_strcspn(void)
 	kp_destroy(pool);
 }
 
+/* The default pool (primary_max 0: the machine's memory, the cgroup's
+ * limit) with a conf of each kind of value: no sysconf, strcasecmp,
+ * strtoull or printf family, and the values still parsed. */
+static void test_create_calls_none_of_the_rare_windows(void)
+{
+	sysconf_calls = strcasecmp_calls = strtoull_calls = printf_calls = open_calls = 0;
+	kp_pool *pool = kp_create("daemon:OFF,checks:True,decay_ms:250,backup:1MiB,high_wm:auto");
+	REQUIRE(pool, "kp_create: %s", kp_last_error());
+	void *p = kp_alloc(pool, 100, 0);
+	CHECK(p != NULL, "alloc");
+	kp_free(pool, p);
+	CHECK(sysconf_calls == 0, "kp_create called sysconf %u times", sysconf_calls);
+	CHECK(strcasecmp_calls == 0, "kp_create called strcasecmp %u times", strcasecmp_calls);
+	CHECK(strtoull_calls == 0, "kp_create called strtoull %u times", strtoull_calls);
+	CHECK(printf_calls == 0, "kp_create called the printf family %u times", printf_calls);
+	CHECK(open_calls == 0, "kp_create called open %u times", open_calls);
+	CHECK(kt_stat(pool, "backup.capacity_bytes") == 1 << 20, "backup:1MiB parsed: %lld",
+	      (long long)kt_stat(pool, "backup.capacity_bytes"));
+	CHECK(kt_stat(pool, "daemon.running") == 0, "daemon:OFF parsed");
+	kp_destroy(pool);
+	/* the library calls the definitions above: a bad value's message is
+	 * formatted with vsnprintf */
+	CHECK(kp_create("decay_ms:x") == NULL, "a bad value is refused");
+	CHECK(printf_calls > 0, "vsnprintf here is not the library's");
+	/* and open: a log file is opened with it */
+	char log[] = "/tmp/kpool-create-libc-XXXXXX";
+	int fd = mkstemp(log);
+	REQUIRE(fd >= 0, "mkstemp");
+	close(fd);
+	setenv("KPOOL_LOG", log, 1);
+	pool = kp_create("daemon:off");
+	unsetenv("KPOOL_LOG");
+	CHECK(pool != NULL, "kp_create with KPOOL_LOG=%s: %s", log, kp_last_error());
+	CHECK(open_calls > 0, "open here is not the library's");
+	if (pool)
+		kp_destroy(pool);
+	unlink(log);
+	/* values past 64 bits are refused, as strtoull's ERANGE refused them */
+	CHECK(kp_create("decay_ms:18446744073709551616") == NULL, "2^64 is refused");
+	CHECK(kp_create("backup:17179869184g") == NULL, "2^64 bytes are refused");
+}
+
 int main(void)
 {
 	RUN(test_create_calls_no_strcspn);
+	RUN(test_create_calls_none_of_the_rare_windows);
 	return ktest_summary();
 }

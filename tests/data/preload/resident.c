@@ -1,0 +1,81 @@
+/*
+ * resident.c - how much of the preload library's text a small program keeps
+ * resident, for tests/test_preload.py: the work of the small benchmark
+ * programs (bench/programs/small_objects.c, thread_churn.c) in brief, a pause
+ * for the daemon's passes, then the pages of the library's executable mapping
+ * and of its zero-filled data (.bss: the anonymous mapping right after the
+ * library's own) that are present (/proc/self/pagemap), printed as
+ *
+ *     text resident KiB: N of M
+ *     bss resident KiB: N of M
+ */
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static uint64_t next(uint64_t *s)
+{
+	*s ^= *s << 13;
+	*s ^= *s >> 7;
+	*s ^= *s << 17;
+	return *s;
+}
+
+static void *churn(void *arg)
+{
+	uint64_t seed = 0x9e3779b97f4a7c15ull ^ (uintptr_t)arg;
+	char *live[64] = {0};
+	for (int i = 0; i < 20000; i++) {
+		size_t k = next(&seed) % 64;
+		free(live[k]);
+		live[k] = malloc(8 + next(&seed) % 512);
+		live[k][0] = 1;
+	}
+	for (int k = 0; k < 64; k++)
+		free(live[k]);
+	return NULL;
+}
+
+int main(void)
+{
+	for (int wave = 0; wave < 20; wave++) {
+		pthread_t t[4];
+		for (long i = 0; i < 4; i++)
+			pthread_create(&t[i], NULL, churn, (void *)i);
+		for (int i = 0; i < 4; i++)
+			pthread_join(t[i], NULL);
+	}
+	churn(NULL);
+	usleep(300000); /* the daemon's passes */
+	FILE *maps = fopen("/proc/self/maps", "r");
+	int pm = open("/proc/self/pagemap", O_RDONLY);
+	char line[512];
+	unsigned long text = 0, text_pages = 0, bss = 0, bss_pages = 0;
+	int after_library = 0;
+	while (maps && pm >= 0 && fgets(line, sizeof line, maps)) {
+		unsigned long a, b, off, inode;
+		char perm[8], dev[16], name[256] = "";
+		if (sscanf(line, "%lx-%lx %7s %lx %15s %lu %255s", &a, &b, perm, &off, dev, &inode, name) < 6)
+			continue;
+		int mine = strstr(name, "libkpool-preload") != NULL;
+		unsigned long *present = NULL, *pages = NULL;
+		if (mine && !strcmp(perm, "r-xp"))
+			present = &text, pages = &text_pages;
+		else if (!mine && after_library && !name[0] && !strcmp(perm, "rw-p"))
+			present = &bss, pages = &bss_pages;
+		after_library = mine;
+		for (unsigned long p = a; present && p < b; p += 4096, (*pages)++) {
+			uint64_t e = 0;
+			if (pread(pm, &e, sizeof e, (off_t)(p / 4096 * sizeof e)) == sizeof e && e >> 63)
+				(*present)++;
+		}
+	}
+	printf("text resident KiB: %lu of %lu\n", text * 4, text_pages * 4);
+	printf("bss resident KiB: %lu of %lu\n", bss * 4, bss_pages * 4);
+	return 0;
+}
