@@ -631,6 +631,7 @@ void kp__daemon_prime(kp_pool *pool)
 	d->last_shrinks = atomic_load(&pool->shrinks);
 	d->last_headroom = kp__primary_headroom(pool);
 	d->last_peak = atomic_load(&pool->peak_seg_out_bytes);
+	d->slow_ns = d->last_ns;
 	d->front = target;
 	set_wake(pool, target, ready, pool->conf.prefault);
 }
@@ -688,15 +689,24 @@ static size_t daemon_target(kp_pool *pool)
 		 * once) the measured rate would be noise, and a program's first
 		 * few hundred KB would look like a flood: at least 10 ms */
 		uint64_t inst = demand ? (uint64_t)((double)demand * 1e9 / (double)(dt > 10000000 ? dt : 10000000)) : 0;
-		if (inst > rate)
-			rate = inst;
 		/* growth that slowed down: measured over KP_SLOWED_MS or more, a
 		 * rate under 1/KP_SLOWED of what the front was sized for
 		 * replaces it (larson's swings past its peak, a few hundred KB
 		 * per 100 ms timer pass after its burst, kept the burst's rate
-		 * and refreshed its 3.6 MiB front for seconds) */
-		else if (dt >= (uint64_t)KP_SLOWED_MS * 1000000ull && inst * KP_SLOWED < rate)
-			rate = inst, slowed = true;
+		 * and refreshed its 3.6 MiB front for seconds). Measured over
+		 * the passes since the rate last rose, not one pass: a front
+		 * filled in steps wakes the daemon more often, and passes 26 and
+		 * 79 ms apart never read larson's creep as slowed
+		 * (test_creep_after_a_burst) */
+		d->slow_demand += demand;
+		uint64_t win = now > d->slow_ns ? now - d->slow_ns : 0;
+		uint64_t avg = win ? (uint64_t)((double)d->slow_demand * 1e9 / (double)win) : 0;
+		if (inst > rate)
+			rate = inst, win = 0;
+		else if (win >= (uint64_t)KP_SLOWED_MS * 1000000ull && avg * KP_SLOWED < rate)
+			rate = avg, slowed = true;
+		if (!win || win >= (uint64_t)KP_SLOWED_MS * 1000000ull)
+			d->slow_ns = now, d->slow_demand = 0;
 		atomic_store(&d->rate, rate);
 	}
 	d->last_ns = now;

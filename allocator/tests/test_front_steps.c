@@ -28,7 +28,7 @@
 #define KiB ((size_t)1 << 10)
 #define MiB ((size_t)1 << 20)
 
-enum { BLOCK = 60 * 1024, PER_PASS = 34, PASSES = 12, NB = PER_PASS * PASSES };
+enum { CREEP = 192 * 1024, BLOCK = 60 * 1024, PER_PASS = 34, PASSES = 12, NB = PER_PASS * PASSES + 32 };
 static void *b[NB];
 
 struct burst {
@@ -107,8 +107,49 @@ static void test_front_filled_in_steps(void)
 		      "%ld KiB resident past prefault:off when a burst with an 8 MiB front stopped", excess);
 }
 
+/* A burst that slows to a creep: filled in steps, the front wakes the
+ * daemon more often, and a pass that came less than KP_SLOWED_MS (80 ms)
+ * after the last never measured the growth as slowed (larson under the
+ * preload: passes 26 and 79 ms apart after its burst, each finding a few
+ * hundred KB past its peak, kept the burst's 3.6 MiB front for 200 ms,
+ * 12.4 MiB peak). Slowed growth is measured over a window of passes since
+ * the rate last rose. Here: 12 MiB at 1 GB/s, then one block of 192 KiB
+ * per 20 ms pass, 10 MB/s, for 300 ms. */
+static void test_creep_after_a_burst(void)
+{
+	unsetenv("KPOOL_CONF");
+	KT_POOL(pool, "daemon:off,step_clock:on,seed:7");
+	kp_daemon_step(pool, 0);
+	int n = 0;
+	for (; n < 6 * PER_PASS; n++) {
+		b[n] = kp_alloc(pool, BLOCK, 0);
+		CHECK(b[n] != NULL, "kp_alloc #%d: %s", n, kp_last_error());
+		memset(b[n], 0x5a, BLOCK);
+		if ((n + 1) % PER_PASS == 0)
+			kp_daemon_step(pool, 2);
+	}
+	int64_t burst = kt_stat(pool, "daemon.rate_bytes_per_s");
+	for (int k = 0; k < 15; k++, n++) { /* large blocks: each takes free units */
+		b[n] = kp_alloc(pool, CREEP, 0);
+		CHECK(b[n] != NULL, "kp_alloc #%d: %s", n, kp_last_error());
+		memset(b[n], 0x5a, CREEP);
+		kp_daemon_step(pool, 20);
+	}
+	int64_t rate = kt_stat(pool, "daemon.rate_bytes_per_s"), ready = kt_stat(pool, "daemon.prefaulted_bytes");
+	printf("   rate %lld MB/s in the burst, %lld MB/s after 300 ms at 10 MB/s; %lld KiB pre-faulted ahead\n",
+	       (long long)(burst / 1000000), (long long)(rate / 1000000), (long long)(ready >> 10));
+	CHECK(burst >= 200000000, "a rate of %lld B/s during a 1 GB/s burst", (long long)burst);
+	CHECK(rate * 8 < burst, "the rate read %lld B/s 300 ms into a 10 MB/s creep after a %lld B/s burst",
+	      (long long)rate, (long long)burst);
+	CHECK(ready <= (int64_t)(512 * KiB), "%lld KiB pre-faulted ahead of a 10 MB/s creep", (long long)(ready >> 10));
+	for (int i = 0; i < n; i++)
+		kp_free(pool, b[i]);
+	kp_destroy(pool);
+}
+
 int main(void)
 {
 	RUN(test_front_filled_in_steps);
+	RUN(test_creep_after_a_burst);
 	return ktest_summary();
 }
