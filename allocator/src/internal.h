@@ -1120,6 +1120,9 @@ typedef struct kp__daemon {
 	 * when a pass last found it, and the pre-faulted front it asks for */
 	size_t last_peak, front;
 	uint64_t grow_ns;
+	/* since when growth is measured for slowing down, and what it took */
+	uint64_t slow_ns;
+	size_t slow_demand;
 } kp__daemon;
 int kp__daemon_start(kp_pool *pool);
 void kp__daemon_stop(kp_pool *pool);
