@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -334,8 +335,17 @@ def test_ctrl_c_while_the_local_cluster_starts_waits_for_it_and_closes_it(
         return made[-1]
 
     monkeypatch.setattr(distributed, "LocalCluster", interrupted_while_starting)
-    with pytest.raises(KeyboardInterrupt):
-        jobs_dask.DaskExecutor("local:1", "run-x")
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signal handlers exist in the main thread only")
+    # Python's own SIGINT handler, whatever an earlier test in this worker left installed: a fresh-clone CI
+    # run (session 12, under load) saw no KeyboardInterrupt at all; the handler found at entry is the one
+    # state this test did not set (the cause was not found: not reproduced)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            jobs_dask.DaskExecutor("local:1", "run-x")
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert len(made) == 1, "the cluster was never finished: the interrupt cut its start"
     assert made[0].status.name == "closed", f"the cluster was left {made[0].status.name}"
 
