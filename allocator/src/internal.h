@@ -788,18 +788,6 @@ void kp__large_free(kp_pool *pool, kp__seg *seg, kp__span *sp);
  * grow into the free units right after it, or give its tail units back.
  * false: no room there (the block is unchanged). */
 bool kp__large_resize(kp_pool *pool, kp__seg *seg, kp__span *sp, size_t need);
-void *kp__huge_alloc(kp_pool *pool, size_t need, size_t align);
-/* open: the bytes of the payload never poisoned (the request, or all of it
- * with checks off); only the header and the slack past them are. */
-void kp__huge_free(kp_pool *pool, kp__seg *seg, size_t open);
-/* Resize a huge block's mapping to fit need bytes (header included) by
- * moving its pages, not its bytes. open as for kp__huge_free. Returns the
- * block's segment (moved, or the same one), or NULL with the block as it
- * was (no room under primary_max, or the OS refused). */
-kp__seg *kp__huge_resize(kp_pool *pool, kp__seg *seg, size_t need, size_t open);
-/* Unmap the kept huge mappings unused for decay_ms (all of them with all).
- * Returns how many; takes no lock when none is kept. */
-int kp__huge_cache_trim(kp_pool *pool, bool all);
 /* The keyed words of a segment header (see kp__seg). Their inputs set the
  * low bits of the 4 MiB-aligned address, so they never equal a block's K. */
 static inline uint64_t kp__seg_magic_at(const kp__key *k, const kp__seg *s, uint32_t kind, size_t size)
@@ -840,6 +828,32 @@ void kp__primary_release_all(kp_pool *pool);
  * the pool (pagemap.c's reclaim). Caller holds no lock. */
 void kp__primary_relink(kp_pool *pool, kp__seg *s);
 size_t kp__primary_headroom(kp_pool *pool);
+/* A segment header's magic intact (kind and size plausible)? Lock-free. */
+bool kp__seg_magic_ok(const kp_pool *pool, const kp__seg *s);
+/* Mark s damaged, once: an event, and its units never handed out again.
+ * Caller holds pool->lock. */
+void kp__seg_quarantine_locked(kp_pool *pool, kp__seg *s);
+
+/* ---- huge.c: blocks in a mapping of their own, and the kept mappings ----- */
+void *kp__huge_alloc(kp_pool *pool, size_t need, size_t align);
+/* open: the bytes of the payload never poisoned (the request, or all of it
+ * with checks off); only the header and the slack past them are. */
+void kp__huge_free(kp_pool *pool, kp__seg *seg, size_t open);
+/* Resize a huge block's mapping to fit need bytes (header included) by
+ * moving its pages, not its bytes. open as for kp__huge_free. Returns the
+ * block's segment (moved, or the same one), or NULL with the block as it
+ * was (no room under primary_max, or the OS refused). */
+kp__seg *kp__huge_resize(kp_pool *pool, kp__seg *seg, size_t need, size_t open);
+/* Unmap the kept huge mappings unused for decay_ms (all of them with all).
+ * Returns how many; takes no lock when none is kept. */
+int kp__huge_cache_trim(kp_pool *pool, bool all);
+/* Take the kept huge mappings off the cache (the allocation path's growth
+ * evicts them to make room under primary_max); those being purged are
+ * marked evicted and left to the daemon. Caller holds pool->lock. */
+kp__seg *kp__huge_cache_detach(kp_pool *pool);
+/* Unmap a list detached by kp__huge_cache_detach. Caller holds no lock.
+ * Returns how many were unmapped. */
+int kp__huge_cache_release(kp_pool *pool, kp__seg *list);
 
 /* ---- backup.c ------------------------------------------------------------ */
 /* The reserve: a binary buddy allocator over one region fenced by guard
@@ -1154,7 +1168,7 @@ struct kp_pool {
 
 	pthread_mutex_t lock; /* segments, units, capacity, tcache list */
 	kp__seg *segs, *huge;
-	kp__seg *huge_cache; /* freed huge mappings kept for reuse (primary.c) */
+	kp__seg *huge_cache; /* freed huge mappings kept for reuse (huge.c) */
 	_Atomic(kp__seg *) limbo; /* released, unmapped after a grace period (pagemap.c) */
 	unsigned huge_ncached;
 	_Atomic size_t huge_cached_bytes;

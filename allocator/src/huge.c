@@ -1,0 +1,422 @@
+/*
+ * huge.c - huge blocks: requests too big for a span, each in a mapping of
+ * its own (a segment of kind KP_SEG_HUGE), resized by moving pages, and the
+ * small cache of freed huge mappings kept for reuse, which the daemon
+ * purges and trims. Split from primary.c, which keeps segments and spans.
+ *
+ * Locks: pool->lock guards the huge list and the cache, as it guards the
+ * segment list (primary.c).
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <string.h>
+
+/* A huge block: its own mapping, aligned to the segment size so the pagemap
+ * finds it; the segment header first, the payload page-aligned at 8 KiB.
+ *
+ * A freed one keeps its mapping (at most KP_HUGE_CACHE of them, each at
+ * most KP_HUGE_CACHE_MAX bytes) for the next huge request it fits with at
+ * most half of it to spare, so a program that allocates and frees big
+ * buffers makes no mmap or munmap (the allocation path's system calls); the
+ * daemon gives back the pages of those kept while the pool grew (the
+ * mapping stays: a block taken there faults in what it writes, as a fresh
+ * mapping would), unmaps those unused for decay_ms, and a segment or huge
+ * block that needs their room under primary_max evicts them. A kept
+ * mapping's purge_idle holds pool->grows at its free; purging: the daemon
+ * is giving its pages back (without the pool lock), so it is neither taken
+ * nor unmapped meanwhile (evicted, 2: the daemon unmaps it after); purged:
+ * its pages were given back. A kept mapping stays in
+ * the pagemap with its header marked free, so a stale pointer into it is a
+ * double free; ASan builds poison the first KP_HUGE_POISON bytes of its
+ * payload (poisoning megabytes would cost more than the munmap saved). */
+#define KP_HUGE_CACHE 4
+#define KP_HUGE_CACHE_MAX ((size_t)32 << 20)
+#define KP_HUGE_POISON ((size_t)64 << 10)
+
+static size_t huge_poisoned(const kp__seg *s)
+{
+	size_t cap = s->size - 2 * KP_PAGE;
+	return cap < KP_HUGE_POISON ? cap : KP_HUGE_POISON;
+}
+
+/* The kept mappings' list runs through their headers, each one the next
+ * bytes after some other mapping: the list is cut at the first one whose
+ * magic is damaged (it and those after it are leaked, reported). Caller
+ * holds pool->lock. */
+static void huge_cache_vet(kp_pool *pool)
+{
+	for (kp__seg **pp = &pool->huge_cache; *pp; pp = &(*pp)->next) {
+		if (kp__seg_magic_ok(pool, *pp) && (*pp)->kind == KP_SEG_HUGE)
+			continue;
+		kp__seg_quarantine_locked(pool, *pp);
+		*pp = NULL;
+		size_t bytes = 0;
+		unsigned n = 0;
+		for (kp__seg *c = pool->huge_cache; c; c = c->next, n++)
+			bytes += c->size;
+		pool->huge_ncached = n;
+		atomic_store(&pool->huge_cached_bytes, bytes);
+		return;
+	}
+}
+
+/* Caller holds pool->lock. */
+static kp__seg *huge_cache_take(kp_pool *pool, size_t size)
+{
+	huge_cache_vet(pool);
+	for (kp__seg **pp = &pool->huge_cache; *pp; pp = &(*pp)->next) {
+		kp__seg *c = *pp;
+		if (!c->purging && c->size >= size && c->size / 2 <= size) {
+			*pp = c->next;
+			pool->huge_ncached--;
+			atomic_fetch_sub(&pool->huge_cached_bytes, c->size);
+			return c;
+		}
+	}
+	return NULL;
+}
+
+/* Caller holds pool->lock: the whole cache, for kp__huge_cache_release, but
+ * the mappings being purged: those leave the cache and its count too
+ * (purging 2: evicted), and the daemon unmaps them when its madvise is done
+ * (kp__huge_cache_trim). Kept counted until then, they failed the
+ * allocation that needed their room for as long as the madvise took
+ * (test_huge_purge_evict). */
+kp__seg *kp__huge_cache_detach(kp_pool *pool)
+{
+	huge_cache_vet(pool);
+	kp__seg *list = NULL;
+	for (kp__seg **pp = &pool->huge_cache; *pp;) {
+		kp__seg *c = *pp;
+		*pp = c->next;
+		pool->huge_ncached--;
+		atomic_fetch_sub(&pool->huge_cached_bytes, c->size);
+		if (c->purging) {
+			c->purging = 2;
+			continue;
+		}
+		c->next = list;
+		list = c;
+	}
+	return list;
+}
+
+/* Give a huge mapping back (its header and slack unpoisoned; no lock held).
+ * A lookup reads nothing of a huge block but its first two pages (the
+ * segment header, the block header at 8 KiB - 16): those wait out a grace
+ * period (pagemap.c); the payload goes at once. */
+static void huge_release(kp_pool *pool, kp__seg *s, size_t size)
+{
+	kp__pagemap_set(&pool->os, s, size, NULL);
+	kp__os_unmap_clean(&pool->os, (char *)s + 2 * KP_PAGE, size - 2 * KP_PAGE);
+	kp__grace_retire(pool, s, 2 * KP_PAGE);
+}
+
+/* Unmap detached kept mappings (no lock held). */
+int kp__huge_cache_release(kp_pool *pool, kp__seg *list)
+{
+	int n = 0;
+	for (kp__seg *c = list, *next; c; c = next, n++) {
+		next = c->next;
+		char *h = (char *)c + 2 * KP_PAGE - KP_HDR;
+		KP_UNPOISON(h, KP_HDR);
+		KP_UNPOISON(h + KP_HDR, huge_poisoned(c));
+		huge_release(pool, c, c->size);
+	}
+	return n;
+}
+
+int kp__huge_cache_trim(kp_pool *pool, bool all)
+{
+	if (!atomic_load(&pool->huge_cached_bytes))
+		return 0;
+	uint64_t now = kp__pool_now(pool), decay = (uint64_t)pool->conf.decay_ms * 1000000ull;
+	uint64_t grows = atomic_load(&pool->grows);
+	kp__seg *gone = NULL, *purge[KP_HUGE_CACHE];
+	unsigned npurge = 0;
+	kp__pool_lock(pool);
+	huge_cache_vet(pool);
+	for (kp__seg **pp = &pool->huge_cache; *pp;) {
+		kp__seg *c = *pp;
+		/* Only the daemon marks (its passes are serialized, and kp_destroy
+		 * stops it first): a mark found here was left by a pass that a
+		 * fork cut short. */
+		c->purging = 0;
+		if (all || now - c->empty_since_ns >= decay) {
+			*pp = c->next;
+			pool->huge_ncached--;
+			atomic_fetch_sub(&pool->huge_cached_bytes, c->size);
+			c->next = gone;
+			gone = c;
+		} else {
+			/* A kept mapping held every page its block wrote until it
+			 * was unmapped decay_ms later, where glibc unmaps at free:
+			 * a program that frees a big buffer and grows its heap
+			 * within decay_ms held both. Given back once the pool grew
+			 * since the free (the process's memory grows while these
+			 * pages sit unused), not on a timer: 10 ms after each free
+			 * (mimalloc's delay) cost kpbench f 6%, its kept mappings
+			 * faulted in again each round (test_huge_purge). */
+			if (!c->purged && c->purge_idle != grows && npurge < KP_HUGE_CACHE) {
+				c->purging = 1;
+				purge[npurge++] = c;
+			}
+			pp = &c->next;
+		}
+	}
+	pthread_mutex_unlock(&pool->lock);
+	int n = kp__huge_cache_release(pool, gone);
+	/* The payload past the block header's page; the two first pages (the
+	 * headers a lookup reads) stay. Without the lock: the marked mappings
+	 * stay mapped and unused until their mark is cleared. */
+	for (unsigned i = 0; i < npurge; i++) {
+		size_t bytes = kp__os_purge(&pool->os, (char *)purge[i] + 2 * KP_PAGE, purge[i]->size - 2 * KP_PAGE);
+		if (bytes) {
+			atomic_fetch_add(&pool->purged_bytes, bytes);
+			atomic_fetch_add(&pool->purges, 1);
+			n++;
+		}
+	}
+	if (npurge) {
+		gone = NULL;
+		kp__pool_lock(pool);
+		for (unsigned i = 0; i < npurge; i++) {
+			if (purge[i]->purging == 2) { /* evicted meanwhile (huge_cache_detach) */
+				purge[i]->next = gone;
+				gone = purge[i];
+				continue;
+			}
+			purge[i]->purged = 1;
+			purge[i]->purging = 0;
+		}
+		pthread_mutex_unlock(&pool->lock);
+		n += kp__huge_cache_release(pool, gone);
+	}
+	return n;
+}
+
+/* The live huge blocks' list. Caller holds pool->lock. */
+static void huge_link(kp_pool *pool, kp__seg *s)
+{
+	s->prev = NULL;
+	s->next = pool->huge;
+	if (pool->huge)
+		pool->huge->prev = s;
+	pool->huge = s;
+}
+
+static void huge_unlink(kp_pool *pool, kp__seg *s)
+{
+	if (s->prev)
+		s->prev->next = s->next;
+	else
+		pool->huge = s->next;
+	if (s->next)
+		s->next->prev = s->prev;
+}
+
+void *kp__huge_alloc(kp_pool *pool, size_t need, size_t align)
+{
+	(void)align; /* the payload is page-aligned, the largest alignment served */
+	size_t size = (need + 2 * KP_PAGE + KP_PAGE - 1) & ~(size_t)(KP_PAGE - 1);
+	kp__seg *evict = NULL;
+	kp__grace_reclaim(pool); /* before mapping: what waited out its grace period */
+	kp__pool_lock(pool);
+	kp__seg *s = huge_cache_take(pool, size);
+	size_t used = pool->capacity + atomic_load(&pool->huge_bytes);
+	bool room = s || used + atomic_load(&pool->huge_cached_bytes) + size <= pool->conf.primary_max;
+	if (!room && used + size <= pool->conf.primary_max) {
+		evict = kp__huge_cache_detach(pool);
+		room = true;
+	}
+	pthread_mutex_unlock(&pool->lock);
+	kp__huge_cache_release(pool, evict);
+	if (!room)
+		return NULL;
+	if (s) { /* a kept mapping: magic, pool, kind, size and pagemap are set */
+		KP_UNPOISON((char *)s + 2 * KP_PAGE, huge_poisoned(s));
+		size = s->size;
+		s->dirty = 1;
+	} else {
+		s = kp__os_map(&pool->os, size, KP_SEG_SIZE, false);
+		if (!s) {
+			kp__event(pool, KP_EV_OS_FAIL, KP_POOL_PRIMARY, NULL, size, "mmap of %zu bytes refused (%d)",
+				  size, errno);
+			return NULL;
+		}
+		/* A fresh mapping has a clean shadow (kp__os_unmap leaves no
+		 * poison behind): the caller poisons the header and the slack past
+		 * the request, not megabytes it would then unpoison. */
+		if (pool->conf.thp)
+			kp__os_hugepage(&pool->os, s, size);
+		s->pool = pool;
+		s->kind = KP_SEG_HUGE;
+		s->size = size;
+		s->dirty = 0;
+		s->magic = kp__seg_magic(pool->secret, s, KP_SEG_HUGE, size);
+		if (kp__pagemap_set(&pool->os, s, size, s) < 0) {
+			kp__os_unmap(&pool->os, s, size);
+			return NULL;
+		}
+	}
+	kp__pool_lock(pool);
+	huge_link(pool, s);
+	pthread_mutex_unlock(&pool->lock);
+	atomic_fetch_add(&pool->huge_bytes, size);
+	kp__account_huge(pool, size, true);
+	return (char *)s + 2 * KP_PAGE - KP_HDR;
+}
+
+void kp__huge_free(kp_pool *pool, kp__seg *s, size_t open)
+{
+	kp__pool_lock(pool);
+	huge_unlink(pool, s);
+	pthread_mutex_unlock(&pool->lock);
+	size_t size = s->size;
+	atomic_fetch_sub(&pool->huge_bytes, size);
+	kp__account_huge(pool, size, false);
+	char *h = (char *)s + 2 * KP_PAGE - KP_HDR;
+	if (open < size - 2 * KP_PAGE)
+		KP_UNPOISON(h + KP_HDR + open, size - 2 * KP_PAGE - open);
+	if (size <= KP_HUGE_CACHE_MAX) {
+		/* poisoned before it is published: a thread taking it at once
+		 * unpoisons after */
+		KP_POISON(h + KP_HDR, huge_poisoned(s));
+		kp__pool_lock(pool);
+		bool kept = pool->huge_ncached < KP_HUGE_CACHE;
+		if (kept) {
+			s->empty_since_ns = kp__pool_now(pool);
+			s->purged = s->purging = 0; /* its block wrote it */
+			s->purge_idle = atomic_load(&pool->grows);
+			s->prev = NULL;
+			s->next = pool->huge_cache;
+			pool->huge_cache = s;
+			pool->huge_ncached++;
+			atomic_fetch_add(&pool->huge_cached_bytes, size);
+		}
+		pthread_mutex_unlock(&pool->lock);
+		if (kept)
+			return;
+		KP_UNPOISON(h + KP_HDR, huge_poisoned(s));
+	}
+	KP_UNPOISON(h, KP_HDR);
+	huge_release(pool, s, size);
+}
+
+/* Caller holds pool->lock: the smallest kept mapping of at least size
+ * bytes (a growing block's next window), or NULL. */
+static kp__seg *huge_cache_take_window(kp_pool *pool, size_t size)
+{
+	huge_cache_vet(pool);
+	kp__seg **best = NULL;
+	for (kp__seg **pp = &pool->huge_cache; *pp; pp = &(*pp)->next)
+		if (!(*pp)->purging && (*pp)->size >= size && (!best || (*pp)->size < (*best)->size))
+			best = pp;
+	if (!best)
+		return NULL;
+	kp__seg *c = *best;
+	*best = c->next;
+	pool->huge_ncached--;
+	atomic_fetch_sub(&pool->huge_cached_bytes, c->size);
+	return c;
+}
+
+kp__seg *kp__huge_resize(kp_pool *pool, kp__seg *s, size_t need, size_t open)
+{
+	size_t size = (need + 2 * KP_PAGE + KP_PAGE - 1) & ~(size_t)(KP_PAGE - 1), old = s->size;
+	if (size == old)
+		return s;
+	/* A growing block moves to another aligned window (the pages after it
+	 * are seldom free), entered in the pagemap before anything moves so
+	 * that a failure leaves the block where it was; a shrinking one stays.
+	 * The window is a kept mapping when one is big enough: no mmap, and
+	 * the block takes all of it, so that it grows on in place. */
+	kp__seg *n = s;
+	if (size > old) {
+		kp__pool_lock(pool);
+		n = huge_cache_take_window(pool, size);
+		bool room = n || pool->capacity + atomic_load(&pool->huge_bytes) +
+						 atomic_load(&pool->huge_cached_bytes) + (size - old) <=
+					 pool->conf.primary_max;
+		pthread_mutex_unlock(&pool->lock);
+		if (!room)
+			return NULL;
+		if (n) { /* its header and the start of its payload are poisoned */
+			KP_UNPOISON((char *)n + 2 * KP_PAGE - KP_HDR, KP_HDR);
+			KP_UNPOISON((char *)n + 2 * KP_PAGE, huge_poisoned(n));
+			size = n->size;
+		} else {
+			n = kp__os_map(&pool->os, size, KP_SEG_SIZE, false);
+			if (!n)
+				return NULL;
+			if (kp__pagemap_set(&pool->os, n, size, n) < 0) {
+				kp__os_unmap_clean(&pool->os, n, size);
+				return NULL;
+			}
+			/* no MADV_HUGEPAGE here: the moved pages bring theirs */
+		}
+	}
+	/* ASan's shadow stays where it is when pages move: clean the header
+	 * and slack of the old place (the caller poisons the new ones). */
+	char *h = (char *)s + 2 * KP_PAGE - KP_HDR;
+	KP_UNPOISON(h, KP_HDR);
+	if (open < old - 2 * KP_PAGE)
+		KP_UNPOISON(h + KP_HDR + open, old - 2 * KP_PAGE - open);
+	/* A block that moves leaves the live list first: its neighbours hold
+	 * its address, and another thread's free relinks them under the lock
+	 * while the pages move without it (the fuzzers' concurrent target
+	 * found that write into the old place). */
+	if (n != s) {
+		kp__pool_lock(pool);
+		huge_unlink(pool, s);
+		pthread_mutex_unlock(&pool->lock);
+	}
+	/* The range given up leaves the pagemap before it is unmapped: once
+	 * unmapped, another thread may map it and enter it (clearing it after
+	 * would lose that thread's block; the same concurrent target found it).
+	 * Clearing entries never fails, nor does setting them again. */
+	size_t keep = (size + KP_SEG_SIZE - 1) & ~(size_t)(KP_SEG_SIZE - 1);
+	if (n != s)
+		kp__pagemap_set(&pool->os, s, old, NULL);
+	else if (old > keep)
+		kp__pagemap_set(&pool->os, (char *)s + keep, old - keep, NULL);
+	/* Only the payload moves (from 8 KiB on): the first two pages, all a
+	 * lookup of the old address reads, stay where they are until a grace
+	 * period has passed, and are copied to the new place. */
+	int rc = kp__os_remap(&pool->os, (char *)s + 2 * KP_PAGE, old - 2 * KP_PAGE, size - 2 * KP_PAGE,
+			      n == s ? NULL : (char *)n + 2 * KP_PAGE);
+	if (rc != 0) {
+		KP_POISON(h, KP_HDR);
+		if (open < old - 2 * KP_PAGE)
+			KP_POISON(h + KP_HDR + open, old - 2 * KP_PAGE - open);
+		kp__pagemap_set(&pool->os, s, old, s);
+		if (n != s) {
+			kp__pool_lock(pool);
+			huge_link(pool, s);
+			pthread_mutex_unlock(&pool->lock);
+			huge_release(pool, n, size);
+		}
+		kp__event(pool, KP_EV_OS_FAIL, KP_POOL_PRIMARY, NULL, size, "mremap of %zu bytes refused (%d)", size,
+			  -rc);
+		return NULL;
+	}
+	if (n != s) {
+		memcpy(n, s, 2 * KP_PAGE); /* the segment and block headers */
+		kp__grace_retire(pool, s, 2 * KP_PAGE);
+	}
+	kp__pool_lock(pool);
+	n->size = size;
+	n->magic = kp__seg_magic(pool->secret, n, KP_SEG_HUGE, size);
+	if (n != s)
+		huge_link(pool, n);
+	pthread_mutex_unlock(&pool->lock);
+	if (size > old) {
+		atomic_fetch_add(&pool->huge_bytes, size - old);
+		kp__account_huge(pool, size - old, true);
+	} else {
+		atomic_fetch_sub(&pool->huge_bytes, old - size);
+		kp__account_huge(pool, old - size, false);
+	}
+	return n;
+}
