@@ -164,10 +164,17 @@ int kp__tcache_chunk_add(kp_pool *pool)
 	if (!chunk)
 		return -1;
 	/* Not linked into tc_free: that would write one page of every cache
-	 * (a cache is ~100 KiB, its key stacks) and make all 64 resident. */
+	 * (a cache is 300 KiB, nearly all its key rows) and make all 64 resident. */
 	pool->tc_chunks[pool->tc_nchunks++] = chunk;
 	pool->tc_fresh = KP_TC_CHUNK;
 	return 0;
+}
+
+/* Where bin cls's key stack starts (kp__tcache: the first classes' starts
+ * beside the header, the others' after the rows). */
+static uint64_t *key_start(kp__tcache *tc, unsigned cls)
+{
+	return cls < KP_FRONT_CLASSES ? tc->starts_front[cls] : tc->starts_back[cls - KP_FRONT_CLASSES];
 }
 
 static kp__tcache *tcache_new(kp_pool *pool)
@@ -182,13 +189,13 @@ static kp__tcache *tcache_new(kp_pool *pool)
 		pool->tc_free = tc->next;
 	else
 		tc = (kp__tcache *)pool->tc_chunks[pool->tc_nchunks - 1] + (KP_TC_CHUNK - pool->tc_fresh--);
-	memset(tc, 0, offsetof(kp__tcache, keys_start)); /* the key stacks: see kp__tcache */
+	memset(tc, 0, offsetof(kp__tcache, starts_front)); /* the key stacks: see kp__tcache */
 	tc->pool_id = pool->id;
 	tc->pool = pool;
 	for (unsigned c = 0; c < KP_NCLASS; c++) {
 		tc->bin[c].cap = bin_max(pool, c);
 		tc->bin[c].cls = (uint16_t)c;
-		tc->stack[c] = tc->keys_start[c];
+		tc->stack[c] = key_start(tc, c);
 		tc->bin[c].max = bin_start(c, tc->bin[c].cap);
 	}
 	tc->next = pool->tcaches;
@@ -350,11 +357,11 @@ static void bin_sweep(kp__tcache *tc, const kp__bin *busy)
 			continue;
 		tc->grown -= (size_t)(b->max - start) * kp__class_size[c];
 		uint64_t *row = tc->stack[c];
-		if (row != tc->keys_start[c]) { /* its row goes to the free rows of its size */
+		if (row != key_start(tc, c)) { /* its row goes to the free rows of its size */
 			int level = row_level(row_keys(b->max));
 			row[0] = (uint64_t)(uintptr_t)tc->row_free[level];
 			tc->row_free[level] = row;
-			tc->stack[c] = tc->keys_start[c];
+			tc->stack[c] = key_start(tc, c);
 		}
 		b->max = start;
 	}
@@ -420,7 +427,7 @@ unsigned kp__bin_miss(kp__bin *b)
 			want = b->max + (uint32_t)room;
 		tc->grown += (want - b->max) * size;
 		uint64_t *old = tc->stack[b->cls];
-		bool in_row = old != tc->keys_start[b->cls];
+		bool in_row = old != key_start(tc, b->cls);
 		unsigned have = in_row ? row_keys(b->max) : KP_BIN_START;
 		if (want > have) /* out of its row's room (or its start's) */
 			tc->stack[b->cls] = row_move(tc, old, in_row ? row_level(have) : -1, b->count, want);
