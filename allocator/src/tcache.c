@@ -266,7 +266,10 @@ kp__tcache *kp__tcache_slow(kp_pool *pool)
  * blocks while the thread's first table filled and held 500-800 KiB through
  * the rest of the run (test_bin_drift: a filling thread's bins reached 256
  * blocks; now 80 at most); its peak RSS under the preload 11.6 -> 10.0 MiB
- * (`kpool bench`, medians of 9; glibc 9.1), CPU time unchanged. */
+ * (`kpool bench`, medians of 9; glibc 9.1), CPU time unchanged.
+ * And a young bin (fewer than KP_BIN_YOUNG operations) neither grows nor
+ * refills more than a quarter of its start: a short-lived thread's bins are
+ * memory its spans hold touched, for a thread that will not reuse them. */
 #define KP_BIN_GROW 4
 /* A bin whose thread mostly only frees into it (a consumer of blocks other
  * threads allocate) or only takes from it (a producer) passes its blocks
@@ -416,7 +419,8 @@ unsigned kp__bin_miss(kp__bin *b)
 	kp__tcache *mine = kp__tls_state.tc[0];
 	if (mine && (uintptr_t)b - (uintptr_t)mine->bin < sizeof mine->bin && ++mine->misses % KP_SWEEP_MISSES == 0)
 		bin_sweep(mine, b);
-	if (b->max < b->cap && !one_way && swing && ops - b->miss_at < KP_BIN_GROW * b->max) {
+	bool young = ops < KP_BIN_YOUNG;
+	if (b->max < b->cap && !young && !one_way && swing && ops - b->miss_at < KP_BIN_GROW * b->max) {
 		/* a bin of a thread's cache: the shared path's bin of one has
 		 * max == cap, so it never gets here */
 		kp__tcache *tc = (kp__tcache *)((char *)(b - b->cls) - offsetof(kp__tcache, bin));
@@ -438,6 +442,8 @@ unsigned kp__bin_miss(kp__bin *b)
 	b->allocs_at = (uint32_t)a;
 	/* A bin that grew has room for what overflowed (a flush of it keeps
 	 * max / 2, the count it had: none). */
+	if (young && !b->count) /* a young bin's refill: a quarter of its start */
+		return b->max / 4 ? b->max / 4 : 1;
 	if (!grew) {
 		if (!b->count && da && df * KP_BIN_ONE_WAY < da)
 			return b->max;
