@@ -985,13 +985,14 @@ typedef struct kp__bin {
 #define KP_BIN_START 16
 #define KP_BIN_START_BYTES ((size_t)4096)
 /* A bin is young until its thread made this many operations of its class
- * (tcache.c, kp__bin_miss): it does not grow, and a refill takes a quarter
- * of its start, not half. Short-lived threads (thread_churn: 400 operations
- * over 16 classes, 10-120 of each) cached 184 KiB over 8 threads alive at
- * once, 141 without growing and 115 with the quarter refills; their live
- * blocks are 143 KiB (test_bin_young). 256: a thread that keeps using a
- * class is past it within microseconds. */
-#define KP_BIN_YOUNG 256
+ * per block of its start (256 for a start of 16 blocks; tcache.c,
+ * kp__bin_miss): it does not grow, and a refill of a small class's bin takes
+ * a quarter of its start, not half. Short-lived threads (thread_churn: 400
+ * operations over 16 classes, 10-120 of each) cached 184 KiB over 8 threads
+ * alive at once, 141 without growing and 115 with the quarter refills;
+ * their live blocks are 143 KiB (test_bin_young). A thread that keeps using
+ * a class is past it within microseconds. */
+#define KP_BIN_YOUNG 16
 /* Each bin's key stack: stack[cls][i] is K of the bin's (count - i)-th
  * block from the head, so stack[cls][count - 1] is the head's. A block's K is
  * computed once, when it is freed (its header verified) or taken from a

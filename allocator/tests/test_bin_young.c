@@ -1,8 +1,8 @@
 /*
  * test_bin_young.c - a short-lived thread's bins stay small (tcache.c,
  * kp__bin_miss, KP_BIN_YOUNG): until its thread made KP_BIN_YOUNG operations
- * of its class a bin does not grow past its start, and a refill takes a
- * quarter of its start, not half.
+ * of its class per block of its start a bin does not grow past its start,
+ * and a refill of a small class's bin takes a quarter of its start, not half.
  *
  * Issue 14, bench-thread-churn under the preload: waves of 8 threads of 400
  * operations each (64 blocks of 16-512 bytes live, 16 classes, 10-120

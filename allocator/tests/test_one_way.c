@@ -13,7 +13,8 @@
  * do not grow) moving half batches makes 125 of each per 1000 blocks. And
  * a bin whose thread allocates and frees the class in equal measure still
  * moves half batches (a full refill would overflow at its next free),
- * once it is past its young first KP_BIN_YOUNG operations (a quarter then).
+ * once it is past its young first operations (KP_BIN_YOUNG per block of its
+ * start: a quarter then).
  */
 #define _GNU_SOURCE 1
 #include "ktest.h"
@@ -106,8 +107,9 @@ static void test_two_way_bin_moves_half(void)
 			b = my_bin(pool);
 			if (before == 0 && round > 0) {
 				/* a young bin (KP_BIN_YOUNG) takes a quarter of its start */
-				unsigned want = ops < KP_BIN_YOUNG ? b->max / 4 : b->max / 2;
-				refills += ops >= KP_BIN_YOUNG;
+				bool young = ops < KP_BIN_YOUNG * b->max;
+				unsigned want = young ? b->max / 4 : b->max / 2;
+				refills += !young;
 				bad += b->count + 1 != want;
 			}
 		}
