@@ -998,6 +998,15 @@ typedef struct kp__bin {
  * threads at 1.4 MiB of cached messages of 16-2048 B beside 1 MB live. */
 #define KP_BIN_START 16
 #define KP_BIN_START_BYTES ((size_t)4096)
+/* A bin is young until its thread made this many operations of its class
+ * per block of its start (256 for a start of 16 blocks; tcache.c,
+ * kp__bin_miss): it does not grow, and a refill of a small class's bin takes
+ * a quarter of its start, not half. Short-lived threads (thread_churn: 400
+ * operations over 16 classes, 10-120 of each) cached 184 KiB over 8 threads
+ * alive at once, 141 without growing and 115 with the quarter refills;
+ * their live blocks are 143 KiB (test_bin_young). A thread that keeps using
+ * a class is past it within microseconds. */
+#define KP_BIN_YOUNG 16
 /* Each bin's key stack: stack[cls][i] is K of the bin's (count - i)-th
  * block from the head, so stack[cls][count - 1] is the head's. A block's K is
  * computed once, when it is freed (its header verified) or taken from a
@@ -1008,10 +1017,10 @@ typedef struct kp__bin {
  * stacks sit at the end of the cache and are never cleared: only the
  * entries below count are read, and only the pages a thread's bins reach
  * are ever touched. A bin's stack (stack[cls], room for its max keys: a
- * pointer apart from the bin, which stays 40 bytes, one lea from its index)
- * starts in keys_start[cls], the starts of
- * all classes side by side (a bin starts at KP_BIN_START blocks at most),
- * and moves to a row of keys the first time the bin grows past its start
+ * pointer apart from the bin, which stays 48 bytes, one lea from its index)
+ * starts in its class's start (tcache.c, key_start: a bin starts at
+ * KP_BIN_START blocks at most), and moves to a row of keys the first time
+ * the bin grows past its start
  * (kp__bin_miss): a thread whose bins stay at their start (most of a
  * program's threads, and most classes of any thread) touches a page or
  * three of stacks, not one page per two classes it uses (keys[cls] rows of
@@ -1027,10 +1036,19 @@ typedef struct kp__bin {
  * (thread_churn: 4-5 pages of rows a thread, small_objects 7, larson 10).
  * At most KP_NCLASS rows of each size are in use at once, and one is taken
  * from row_used only when none is free, so keys never runs out. Owning
- * thread only. */
+ * thread only.
+ * Pages: a cache is page-aligned, its header (bins, stack pointers, counts:
+ * 4.6 KiB, all written when the cache is made) fills its first page and the
+ * start of its second, and the starts of the first KP_FRONT_CLASSES classes
+ * (blocks up to 640 bytes) and the first rows follow on that second page; the
+ * other classes' starts sit after the rows. So a thread of small blocks whose
+ * bins stay near their start touches two pages of its cache (they were
+ * spread over 6.7 KiB, at strides of 76 classes, in caches of 306,240 bytes
+ * back to back: 3-5 pages a thread, test_tcache_thread_pages). */
 #define KP_ROW_LEVELS 4 /* rows of 32, 64, 128 and 256 keys */
 _Static_assert(KP_BIN_START < 32 && 32 << (KP_ROW_LEVELS - 1) == KP_BIN_MAX, "rows of 32 to KP_BIN_MAX keys");
-typedef struct kp__tcache {
+#define KP_FRONT_CLASSES 16 /* classes 0-15, blocks of 32-640 bytes: a small program's */
+typedef struct __attribute__((aligned(KP_PAGE))) kp__tcache {
 	uint64_t pool_id;
 	kp_pool *pool;
 	kp__bin bin[KP_NCLASS];
@@ -1050,8 +1068,9 @@ typedef struct kp__tcache {
 	 * them, by size (see above). Owning thread only. */
 	size_t row_used;
 	uint64_t *row_free[KP_ROW_LEVELS];
-	uint64_t keys_start[KP_NCLASS][KP_BIN_START] __attribute__((aligned(64)));
+	uint64_t starts_front[KP_FRONT_CLASSES][KP_BIN_START] __attribute__((aligned(64)));
 	uint64_t keys[KP_NCLASS * (2 * KP_BIN_MAX - 32)] __attribute__((aligned(64)));
+	uint64_t starts_back[KP_NCLASS - KP_FRONT_CLASSES][KP_BIN_START];
 } kp__tcache;
 /* Caches come from the OS in chunks of 64; the first chunk is mapped by
  * kp_create, so only a pool's 65th thread maps on its allocation path. */

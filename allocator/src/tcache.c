@@ -164,10 +164,17 @@ int kp__tcache_chunk_add(kp_pool *pool)
 	if (!chunk)
 		return -1;
 	/* Not linked into tc_free: that would write one page of every cache
-	 * (a cache is ~100 KiB, its key stacks) and make all 64 resident. */
+	 * (a cache is 300 KiB, nearly all its key rows) and make all 64 resident. */
 	pool->tc_chunks[pool->tc_nchunks++] = chunk;
 	pool->tc_fresh = KP_TC_CHUNK;
 	return 0;
+}
+
+/* Where bin cls's key stack starts (kp__tcache: the first classes' starts
+ * beside the header, the others' after the rows). */
+static uint64_t *key_start(kp__tcache *tc, unsigned cls)
+{
+	return cls < KP_FRONT_CLASSES ? tc->starts_front[cls] : tc->starts_back[cls - KP_FRONT_CLASSES];
 }
 
 static kp__tcache *tcache_new(kp_pool *pool)
@@ -182,13 +189,13 @@ static kp__tcache *tcache_new(kp_pool *pool)
 		pool->tc_free = tc->next;
 	else
 		tc = (kp__tcache *)pool->tc_chunks[pool->tc_nchunks - 1] + (KP_TC_CHUNK - pool->tc_fresh--);
-	memset(tc, 0, offsetof(kp__tcache, keys_start)); /* the key stacks: see kp__tcache */
+	memset(tc, 0, offsetof(kp__tcache, starts_front)); /* the key stacks: see kp__tcache */
 	tc->pool_id = pool->id;
 	tc->pool = pool;
 	for (unsigned c = 0; c < KP_NCLASS; c++) {
 		tc->bin[c].cap = bin_max(pool, c);
 		tc->bin[c].cls = (uint16_t)c;
-		tc->stack[c] = tc->keys_start[c];
+		tc->stack[c] = key_start(tc, c);
 		tc->bin[c].max = bin_start(c, tc->bin[c].cap);
 	}
 	tc->next = pool->tcaches;
@@ -259,7 +266,14 @@ kp__tcache *kp__tcache_slow(kp_pool *pool)
  * blocks while the thread's first table filled and held 500-800 KiB through
  * the rest of the run (test_bin_drift: a filling thread's bins reached 256
  * blocks; now 80 at most); its peak RSS under the preload 11.6 -> 10.0 MiB
- * (`kpool bench`, medians of 9; glibc 9.1), CPU time unchanged. */
+ * (`kpool bench`, medians of 9; glibc 9.1), CPU time unchanged.
+ * And a young bin (fewer than KP_BIN_YOUNG operations per block of its
+ * start) does not grow, and one of a small class (a start of 8 or more
+ * blocks) refills a quarter of its start: a short-lived thread's bins are
+ * memory its spans hold touched, for a thread that will not reuse them. A
+ * bound per block of the start, not one count for all: bins of big classes
+ * (a start of 2-4 blocks) held young for 256 operations, refilling one block
+ * at a time, cost kpbench b 1.4% more instructions in kp_alloc. */
 #define KP_BIN_GROW 4
 /* A bin whose thread mostly only frees into it (a consumer of blocks other
  * threads allocate) or only takes from it (a producer) passes its blocks
@@ -350,11 +364,11 @@ static void bin_sweep(kp__tcache *tc, const kp__bin *busy)
 			continue;
 		tc->grown -= (size_t)(b->max - start) * kp__class_size[c];
 		uint64_t *row = tc->stack[c];
-		if (row != tc->keys_start[c]) { /* its row goes to the free rows of its size */
+		if (row != key_start(tc, c)) { /* its row goes to the free rows of its size */
 			int level = row_level(row_keys(b->max));
 			row[0] = (uint64_t)(uintptr_t)tc->row_free[level];
 			tc->row_free[level] = row;
-			tc->stack[c] = tc->keys_start[c];
+			tc->stack[c] = key_start(tc, c);
 		}
 		b->max = start;
 	}
@@ -409,7 +423,9 @@ unsigned kp__bin_miss(kp__bin *b)
 	kp__tcache *mine = kp__tls_state.tc[0];
 	if (mine && (uintptr_t)b - (uintptr_t)mine->bin < sizeof mine->bin && ++mine->misses % KP_SWEEP_MISSES == 0)
 		bin_sweep(mine, b);
-	if (b->max < b->cap && !one_way && swing && ops - b->miss_at < KP_BIN_GROW * b->max) {
+	uint32_t start = bin_start(b->cls, b->cap);
+	bool young = ops < KP_BIN_YOUNG * start;
+	if (b->max < b->cap && !young && !one_way && swing && ops - b->miss_at < KP_BIN_GROW * b->max) {
 		/* a bin of a thread's cache: the shared path's bin of one has
 		 * max == cap, so it never gets here */
 		kp__tcache *tc = (kp__tcache *)((char *)(b - b->cls) - offsetof(kp__tcache, bin));
@@ -420,7 +436,7 @@ unsigned kp__bin_miss(kp__bin *b)
 			want = b->max + (uint32_t)room;
 		tc->grown += (want - b->max) * size;
 		uint64_t *old = tc->stack[b->cls];
-		bool in_row = old != tc->keys_start[b->cls];
+		bool in_row = old != key_start(tc, b->cls);
 		unsigned have = in_row ? row_keys(b->max) : KP_BIN_START;
 		if (want > have) /* out of its row's room (or its start's) */
 			tc->stack[b->cls] = row_move(tc, old, in_row ? row_level(have) : -1, b->count, want);
@@ -431,6 +447,8 @@ unsigned kp__bin_miss(kp__bin *b)
 	b->allocs_at = (uint32_t)a;
 	/* A bin that grew has room for what overflowed (a flush of it keeps
 	 * max / 2, the count it had: none). */
+	if (young && !b->count && b->max >= KP_BIN_START / 2) /* a young bin's refill: a quarter of its start */
+		return b->max / 4;
 	if (!grew) {
 		if (!b->count && da && df * KP_BIN_ONE_WAY < da)
 			return b->max;
