@@ -309,14 +309,11 @@ static long child_takes(void *arg)
 {
 	(void)arg;
 	memset(taken, 0, sizeof taken);
-	/* A new thread of the child takes the batch; under TSan the child's
-	 * main thread: pool.c's fork_child re-initialises the locks its
-	 * prepare took, and TSan, which keeps their owner across the re-init,
-	 * reports a double lock when another thread of the child takes one. */
-	if (KT_TSAN)
-		taker((void *)(uintptr_t)TAKE);
-	else
-		run(taker, (void *)(uintptr_t)TAKE);
+	/* A new thread of the child, not the one that forked, takes the batch:
+	 * the class lock the fork's prepare took must be free for it (under
+	 * TSan too, which reported a double lock while fork_child
+	 * re-initialised the locks instead of unlocking them). */
+	run(taker, (void *)(uintptr_t)TAKE);
 	long bad = (long)dups(taken, TAKE, NULL, 0);
 	bad += kt_stat(pool, "integrity.freelist_errors") != 0;
 	bad += atomic_load(&pool->central[cls].nxfer) != 0; /* the child's taker took it */
