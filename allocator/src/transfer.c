@@ -58,6 +58,15 @@ bool kp__xfer_put(kp_pool *pool, unsigned cls, void *list, const uint64_t *keys,
 	if (!n || n > KP_XFER_KEYS || (size_t)n * kp__class_size[cls] > KP_XFER_BYTES)
 		return false;
 	kp__central *c = &pool->central[cls];
+	/* A peek without the lock, as kp__xfer_take's: slots all taken is how
+	 * a put fails, and the caller then takes the class lock to give the
+	 * batch to its spans (kp__central_give). A whole flush into full slots
+	 * took it three times, twice only to find no room (a put of the whole
+	 * bin, then of the part the flush cut: test_xfer_lock_once); now once.
+	 * A slot emptied after the peek is missed (the batch goes to its
+	 * spans); one taken after it is found under the lock, as before. */
+	if (atomic_load_explicit(&c->nxfer, memory_order_relaxed) >= KP_XFER_SLOTS)
+		return false;
 	pthread_mutex_lock(kp__class_lock(pool, cls));
 	unsigned i = atomic_load_explicit(&c->nxfer, memory_order_relaxed);
 	bool ok = i < KP_XFER_SLOTS;
