@@ -193,7 +193,8 @@ static void taker_catches_conf(const char *conf, const char *what, unsigned pos,
 		char *at = batch_at(pos + 1), *next = batch_at(pos + 2);
 		REQUIRE(at && next, "no block at %u", pos + 2);
 		uint64_t k = kt_raw_get(at) ^ kt_raw_get(at + 8);
-		memcpy(outside, at, KP_HDR);
+		kt_raw_put(outside, kt_raw_get(at)); /* its header (poisoned under ASan) */
+		kt_raw_put(outside + 8, kt_raw_get(at + 8));
 		kt_raw_put(outside + KP_HDR, (uint64_t)(uintptr_t)next ^ (uint64_t)kp__link_pad(k));
 		relink(pos, outside);
 	}
