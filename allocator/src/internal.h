@@ -944,7 +944,9 @@ bool kp__xfer_put(kp_pool *pool, unsigned cls, void *list, const uint64_t *keys,
  * *list its head, keys[0..got) its key stack. Returns how many (0: none,
  * or too big: the caller goes to kp__central_take). Takes the class lock
  * only when a batch is parked. The blocks are vetted as every bin's are,
- * one by one when taken (alloc.c, bin_head_ok). */
+ * one by one when taken (alloc.c, bin_head_ok); with checks off, which
+ * vets none of a bin's, the whole batch as it is taken (transfer.c,
+ * take_vet: a damaged batch is cut before its bad block, perhaps to 0). */
 unsigned kp__xfer_take(kp_pool *pool, unsigned cls, void **list, uint64_t *keys, unsigned n);
 /* Parked batches back to their spans, vetted again first (parked blocks
  * are free memory: a write while parked is caught here). The daemon (all

@@ -62,12 +62,11 @@ static void grace_fork(int phase);
 
 void kp__pagemap_fork(int phase)
 {
+	/* prepare locks, parent and child unlock (pool.c, fork_prepare) */
 	if (phase == 0)
 		pthread_mutex_lock(&grow_lock);
-	else if (phase == 1)
-		pthread_mutex_unlock(&grow_lock);
 	else
-		pthread_mutex_init(&grow_lock, NULL);
+		pthread_mutex_unlock(&grow_lock);
 	grace_fork(phase);
 }
 
@@ -281,13 +280,11 @@ static void grace_fork(int phase)
 		pthread_mutex_lock(&recs_lock);
 		return;
 	}
-	if (phase == 1) {
-		pthread_mutex_unlock(&recs_lock);
+	pthread_mutex_unlock(&recs_lock);
+	if (phase == 1)
 		return;
-	}
 	/* The child has one thread: the others' records (and any section they
 	 * were in) are gone. */
-	pthread_mutex_init(&recs_lock, NULL);
 	atomic_store(&shared_readers, 0);
 	unsigned n = atomic_load(&recs_used);
 	for (unsigned i = 0; i < n; i++)

@@ -51,13 +51,26 @@ bool kp__pool_live(const kp_pool *pool, const char *fn)
 }
 
 /* ---- fork -------------------------------------------------------------- */
-/* Every lock is taken before fork (in the documented order: class locks,
- * pool lock, backup lock, then the daemon mutex, a leaf that the allocation
- * path takes under a class lock to wake the daemon) so no lock is copied mid-update; the
- * child re-initialises them. The daemon thread does not survive fork: the
- * child marks it RESTART and its first slow path starts a new one. Other
- * threads' caches are copied but orphaned in the child: their blocks stay
- * allocated (never handed out twice). */
+/* Every lock is taken before fork, in the documented order: the class
+ * locks, the pool lock, the backup lock, then the daemon mutex, a leaf that
+ * the allocation path takes under a class lock to wake the daemon; then the
+ * pagemap's. No lock is copied mid-update, and all are held by the thread
+ * that forks: the parent and the child each unlock them (jemalloc's and
+ * glibc's malloc prefork and postfork handlers do the same). The child must
+ * not re-initialise a lock it holds: TSan keeps the owner across
+ * pthread_mutex_init and reported a double lock when any other thread of
+ * the child took it (test_fork_locks; POSIX leaves re-initialising an
+ * initialised mutex undefined).
+ * The daemon's step lock is not taken: a fork may cut a pass short (the
+ * blocks it holds go back at the child's next pass, primary.c's
+ * bpurge_return), and a fork that waited for the pass would wait as long
+ * as the pass (test_block_purge_held forks while one is paused). Held at
+ * fork, it is held by a thread the child does not have: only then is it
+ * made anew. The condition variables are made anew: the threads that
+ * waited on them do not exist in the child. The daemon thread does not
+ * survive fork: the child marks it RESTART and its first slow path starts
+ * a new one. Other threads' caches are copied but orphaned in the child:
+ * their blocks stay allocated (never handed out twice). */
 static void fork_prepare(void)
 {
 	pthread_mutex_lock(&reg_lock);
@@ -71,9 +84,10 @@ static void fork_prepare(void)
 	kp__pagemap_fork(0);
 }
 
-static void fork_parent(void)
+/* fork_prepare's locks, released in the reverse order: the parent's and
+ * the child's (the thread that forked holds them in both). */
+static void fork_unlock(void)
 {
-	kp__pagemap_fork(1);
 	for (kp_pool *p = reg_head; p; p = p->reg_next) {
 		pthread_mutex_unlock(&p->daemon.mu);
 		pthread_mutex_unlock(&p->backup.lock);
@@ -82,6 +96,12 @@ static void fork_parent(void)
 			pthread_mutex_unlock(kp__class_lock(p, c));
 	}
 	pthread_mutex_unlock(&reg_lock);
+}
+
+static void fork_parent(void)
+{
+	kp__pagemap_fork(1);
+	fork_unlock();
 }
 
 static void locks_init(kp_pool *p)
@@ -108,12 +128,17 @@ static void fork_child(void)
 {
 	kp__pagemap_fork(2);
 	for (kp_pool *p = reg_head; p; p = p->reg_next) {
-		locks_init(p);
+		if (pthread_mutex_trylock(&p->daemon.step_mu) == 0)
+			pthread_mutex_unlock(&p->daemon.step_mu);
+		else /* a pass was running: its thread is gone */
+			pthread_mutex_init(&p->daemon.step_mu, NULL);
+		pthread_cond_init(&p->daemon.cv, NULL);
+		pthread_cond_init(&p->daemon.pass_cv, NULL);
 		if (atomic_load(&p->daemon.state) == KP_D_RUNNING)
 			atomic_store(&p->daemon.state, KP_D_RESTART);
 		atomic_store(&p->daemon.wake_pending, 0);
 	}
-	pthread_mutex_init(&reg_lock, NULL);
+	fork_unlock();
 }
 
 static void once_init(void)

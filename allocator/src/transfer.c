@@ -18,9 +18,10 @@
  * bin parked whole is not walked at all (each of its blocks was vetted when
  * it was freed into the bin). The bin that takes a batch vets each block
  * when it hands it out (alloc.c, bin_head_ok), as it does every block of a
- * bin, and the daemon each block of a stale batch before its spans get it
- * (batch_vet): a free block written while parked is caught there, as it
- * would be in a thread's bin.
+ * bin (with checks off, which vets no block of a bin, the taker walks the
+ * batch once as it takes it: take_vet), and the daemon each block of a
+ * stale batch before its spans get it (batch_vet): a free block written
+ * while parked is caught there, as it would be in a thread's bin.
  * The keys stay out of line, in the pool's own mapping.
  *
  * A parked batch is memory its spans do not get back: the flush of a
@@ -57,6 +58,15 @@ bool kp__xfer_put(kp_pool *pool, unsigned cls, void *list, const uint64_t *keys,
 	if (!n || n > KP_XFER_KEYS || (size_t)n * kp__class_size[cls] > KP_XFER_BYTES)
 		return false;
 	kp__central *c = &pool->central[cls];
+	/* A peek without the lock, as kp__xfer_take's: slots all taken is how
+	 * a put fails, and the caller then takes the class lock to give the
+	 * batch to its spans (kp__central_give). A whole flush into full slots
+	 * took it three times, twice only to find no room (a put of the whole
+	 * bin, then of the part the flush cut: test_xfer_lock_once); now once.
+	 * A slot emptied after the peek is missed (the batch goes to its
+	 * spans); one taken after it is found under the lock, as before. */
+	if (atomic_load_explicit(&c->nxfer, memory_order_relaxed) >= KP_XFER_SLOTS)
+		return false;
 	pthread_mutex_lock(kp__class_lock(pool, cls));
 	unsigned i = atomic_load_explicit(&c->nxfer, memory_order_relaxed);
 	bool ok = i < KP_XFER_SLOTS;
@@ -69,6 +79,67 @@ bool kp__xfer_put(kp_pool *pool, unsigned cls, void *list, const uint64_t *keys,
 		atomic_store_explicit(&c->nxfer, i + 1, memory_order_relaxed);
 	}
 	pthread_mutex_unlock(kp__class_lock(pool, cls));
+	return ok;
+}
+
+/* How many blocks at the head of a parked batch still verify: each a free
+ * block of class cls under its key, each link plausible before it is
+ * followed (alloc.c's next_ok), the last one NULL. *last: the last block
+ * that verified. The daemon's, on batches that sat parked a while, and
+ * (checks off) the taker's (take_vet). */
+static unsigned batch_vet(kp_pool *pool, unsigned cls, const kp__xfer *x, const uint64_t *keys, char **last)
+{
+	uint64_t want = kp__meta(0, (uint16_t)cls, KP_ST_FREE);
+	char *at = x->list;
+	unsigned i = 0;
+	*last = NULL;
+	for (; i < x->n; i++) {
+		uint64_t key = keys[x->n - 1 - i];
+		if (!at || kp__hdr_meta((kp__hdr *)at) != want || (kp__hdr_tag((kp__hdr *)at) ^ want) != key)
+			break;
+		char *next = kp__link_get_k(key, at);
+		if (i == x->n - 1 ? next != NULL
+				  : !next || !(((((uintptr_t)next ^ (uintptr_t)at) >> KP_SEG_SHIFT) == 0 &&
+						!((uintptr_t)next & (KP_HDR - 1))) ||
+					       kp__pagemap_owns(pool->id, next)))
+			break;
+		*last = at;
+		at = next;
+	}
+	return i;
+}
+
+/* With checks off, a bin vets none of the blocks it hands out (alloc.c,
+ * small_alloc and alloc_fast): its own, freed into it by its thread and
+ * vetted then, are trusted as they are in tcmalloc's thread caches. A
+ * parked batch is not its own: a bin parked whole (tcache.c,
+ * KP_FLUSH_WHOLE) was never walked, and any batch may be written while
+ * parked, so a taker that vets nothing followed a damaged link wherever it
+ * led: out of the pool (the block there handed out, test_xfer_attack's
+ * forgery), to a live block (handed out twice, and its bytes then followed
+ * as a link: SIGSEGV). Every other way blocks leave a thread's bin vets
+ * them whatever the checks setting (a flush that cuts its list, the
+ * daemon's batch_vet, the spans' own checks when they hand blocks out):
+ * so here, the batch walked once as it is taken. The blocks before the
+ * bad one are kept, the rest set aside (as the daemon does). The taker
+ * reads each block's link next anyway: the walk moves those loads, it
+ * adds few misses. Returns the blocks kept (keys[0..kept) theirs). */
+static unsigned take_vet(kp_pool *pool, unsigned cls, void **list, uint64_t *keys, unsigned n)
+{
+	kp__xfer x = {.list = *list, .n = n};
+	char *last;
+	unsigned ok = batch_vet(pool, cls, &x, keys, &last);
+	if (ok == n)
+		return n;
+	kp__violation(pool, KP_EV_FREELIST, KP_ECORRUPT, last ? last : *list, n - ok,
+		      "damaged link in a parked batch taken: rest of the list quarantined");
+	atomic_fetch_add(&pool->quarantined, n - ok);
+	if (last)
+		kp__link_put_k(keys[n - ok], last, NULL);
+	else
+		*list = NULL;
+	/* block i of the kept list has its key at ok - 1 - i, as in a bin */
+	memmove(keys, keys + (n - ok), (size_t)ok * sizeof *keys);
 	return ok;
 }
 
@@ -92,33 +163,9 @@ unsigned kp__xfer_take(kp_pool *pool, unsigned cls, void **list, uint64_t *keys,
 		atomic_store_explicit(&c->nxfer, i - 1, memory_order_relaxed);
 	}
 	pthread_mutex_unlock(kp__class_lock(pool, cls));
+	if (got && !pool->conf.checks)
+		got = take_vet(pool, cls, list, keys, got);
 	return got;
-}
-
-/* How many blocks at the head of a parked batch still verify: each a free
- * block of class cls under its key, each link plausible before it is
- * followed (alloc.c's next_ok), the last one NULL. *last: the last block
- * that verified. The daemon's, on batches that sat parked a while. */
-static unsigned batch_vet(kp_pool *pool, unsigned cls, const kp__xfer *x, const uint64_t *keys, char **last)
-{
-	uint64_t want = kp__meta(0, (uint16_t)cls, KP_ST_FREE);
-	char *at = x->list;
-	unsigned i = 0;
-	*last = NULL;
-	for (; i < x->n; i++) {
-		uint64_t key = keys[x->n - 1 - i];
-		if (!at || kp__hdr_meta((kp__hdr *)at) != want || (kp__hdr_tag((kp__hdr *)at) ^ want) != key)
-			break;
-		char *next = kp__link_get_k(key, at);
-		if (i == x->n - 1 ? next != NULL
-				  : !next || !(((((uintptr_t)next ^ (uintptr_t)at) >> KP_SEG_SHIFT) == 0 &&
-						!((uintptr_t)next & (KP_HDR - 1))) ||
-					       kp__pagemap_owns(pool->id, next)))
-			break;
-		*last = at;
-		at = next;
-	}
-	return i;
 }
 
 /* A batch still parked at the daemon's second checkpoint after it was

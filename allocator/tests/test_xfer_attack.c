@@ -16,7 +16,12 @@
  *    parked: reported, and nothing in the batch handed out twice;
  * 5. a fork while a batch is parked: parent and child each hand its
  *    blocks out once;
- * 6. the bytes in use (stats) through a whole park, a take and the frees.
+ * 6. the bytes in use (stats) through a whole park, a take and the frees;
+ * 7. 1.'s damage, and a link forged to lead outside the pool and back,
+ *    with checks off: the bin that takes the batch then vets no block it
+ *    hands out (alloc.c, as its own blocks), so the batch is vetted when
+ *    it is taken (transfer.c, kp__xfer_take): no block outside the pool,
+ *    none live, none twice.
  *
  * The pattern is test_xfer_whole's: thread P allocates 17 blocks of a
  * 64-byte class, thread C frees them (its bin of 16 overflows and parks
@@ -159,31 +164,57 @@ static unsigned dups(char *const *v, unsigned n, char *const *live, unsigned nl)
 	return d;
 }
 
-/* 1. The taker: the damage caught, the live block never handed out. */
-static void taker_catches(const char *what, unsigned pos, int how)
+/* A fake block outside the pool, for a link forged to lead to it (7.). */
+static _Alignas(64) char outside[256];
+
+/* 1. The taker: the damage caught, the live block never handed out. how: 0
+ * a link to a live block, 1 a link that ends the list, 2 a header
+ * rewritten, 3 a link to a block outside the pool in place of the next
+ * one, whose own link leads back to the one after (a forgery that needs
+ * the key of the block it stands for, which its header gives away). */
+static void taker_catches_conf(const char *conf, const char *what, unsigned pos, int how)
 {
 	script_plain();
-	if (!parked(CONF))
+	if (!parked(conf))
 		return;
 	char *live = blocks[N]; /* live through the test (not main's: its first allocation would take the batch) */
 	if (how == 0) {
 		relink(pos, live - KP_HDR);
 	} else if (how == 1) {
 		relink(pos, NULL);
-	} else {
+	} else if (how == 2) {
 		char *at = batch_at(pos);
 		REQUIRE(at, "no block at %u", pos);
 		kt_raw_put(at, kt_raw_get(at) ^ 0x100); /* its tag: no longer K(h) ^ meta */
+	} else {
+		/* the fake takes the place of block pos + 1, whose key the bin's
+		 * key stack holds for it: its header and its link under that key,
+		 * the link to block pos + 2 */
+		char *at = batch_at(pos + 1), *next = batch_at(pos + 2);
+		REQUIRE(at && next, "no block at %u", pos + 2);
+		uint64_t k = kt_raw_get(at) ^ kt_raw_get(at + 8);
+		kt_raw_put(outside, kt_raw_get(at)); /* its header (poisoned under ASan) */
+		kt_raw_put(outside + 8, kt_raw_get(at + 8));
+		kt_raw_put(outside + KP_HDR, (uint64_t)(uintptr_t)next ^ (uint64_t)kp__link_pad(k));
+		relink(pos, outside);
 	}
 	run(taker, (void *)(uintptr_t)TAKE);
-	unsigned d = dups(taken, TAKE, &live, 1);
-	printf("   %s at %u: freelist errors %lld, quarantined %lld, %u bad hand-outs\n", what, pos,
-	       (long long)kt_stat(pool, "integrity.freelist_errors"), (long long)kt_stat(pool, "integrity.quarantined"),
-	       d);
+	unsigned d = dups(taken, TAKE, &live, 1), out = 0;
+	for (unsigned i = 0; i < TAKE; i++)
+		out += taken[i] && !kp__pagemap_owns(pool->id, taken[i] - KP_HDR);
+	printf("   %s at %u: freelist errors %lld, quarantined %lld, %u bad hand-outs, %u outside the pool\n", what,
+	       pos, (long long)kt_stat(pool, "integrity.freelist_errors"),
+	       (long long)kt_stat(pool, "integrity.quarantined"), d, out);
 	CHECK(d == 0, "%s at %u: %u blocks handed out twice or NULL", what, pos, d);
+	CHECK(out == 0, "%s at %u: %u blocks outside the pool handed out", what, pos, out);
 	CHECK(kt_stat(pool, "integrity.freelist_errors") == 1, "%s at %u: %lld freelist errors (want 1)", what, pos,
 	      (long long)kt_stat(pool, "integrity.freelist_errors"));
 	kp_destroy(pool);
+}
+
+static void taker_catches(const char *what, unsigned pos, int how)
+{
+	taker_catches_conf(CONF, what, pos, how);
 }
 
 static void test_taker_middle_link_to_live(void)
@@ -204,6 +235,26 @@ static void test_taker_list_cut_short(void)
 static void test_taker_header_rewritten(void)
 {
 	taker_catches("header rewritten", 9, 2);
+}
+
+static void test_taker_link_outside_pool(void)
+{
+	taker_catches("middle link out of the pool and back", 6, 3);
+}
+
+/* 7. The same, with checks off. */
+static void test_taker_checks_off(void)
+{
+	const char *off = CONF ",checks:off";
+	/* first the forgeries that a taker that vets nothing follows without
+	 * a crash (it then hands out the block outside the pool); a link to a
+	 * live block sends it on through the live block's bytes (SIGSEGV) */
+	taker_catches_conf(off, "checks off, middle link out of the pool and back", 6, 3);
+	taker_catches_conf(off, "checks off, first link out of the pool and back", 0, 3);
+	taker_catches_conf(off, "checks off, link ends the list early", 7, 1);
+	taker_catches_conf(off, "checks off, header rewritten", 9, 2);
+	taker_catches_conf(off, "checks off, last link to a live block", BATCH - 1, 0);
+	taker_catches_conf(off, "checks off, middle link to a live block", 6, 0);
 }
 
 /* 2. Given back to the spans: vetted there, checks on or off. */
@@ -309,14 +360,11 @@ static long child_takes(void *arg)
 {
 	(void)arg;
 	memset(taken, 0, sizeof taken);
-	/* A new thread of the child takes the batch; under TSan the child's
-	 * main thread: pool.c's fork_child re-initialises the locks its
-	 * prepare took, and TSan, which keeps their owner across the re-init,
-	 * reports a double lock when another thread of the child takes one. */
-	if (KT_TSAN)
-		taker((void *)(uintptr_t)TAKE);
-	else
-		run(taker, (void *)(uintptr_t)TAKE);
+	/* A new thread of the child, not the one that forked, takes the batch:
+	 * the class lock the fork's prepare took must be free for it (under
+	 * TSan too, which reported a double lock while fork_child
+	 * re-initialised the locks instead of unlocking them). */
+	run(taker, (void *)(uintptr_t)TAKE);
 	long bad = (long)dups(taken, TAKE, NULL, 0);
 	bad += kt_stat(pool, "integrity.freelist_errors") != 0;
 	bad += atomic_load(&pool->central[cls].nxfer) != 0; /* the child's taker took it */
@@ -385,6 +433,8 @@ int main(void)
 	RUN(test_taker_last_link_to_live);
 	RUN(test_taker_list_cut_short);
 	RUN(test_taker_header_rewritten);
+	RUN(test_taker_link_outside_pool);
+	RUN(test_taker_checks_off);
 	RUN(test_flush_vets_whole_batch);
 	RUN(test_daemon_vets_whole_batch);
 	RUN(test_release_vets_taken_batch);
