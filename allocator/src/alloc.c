@@ -796,7 +796,9 @@ enum { KP_FREE_NO, KP_FREE_DONE, KP_FREE_FULL };
  * instructions, and 2% of workload b's frees were such). */
 static ALWAYS_INLINE int free_fast(kp_pool *pool, void *p, bool aes, bool flush)
 {
-	if (!(pool && p))
+	/* p NULL is refused by the pagemap (no segment at address 0, and the
+	 * offset test): free_slow returns 0 for it. */
+	if (!pool)
 		return KP_FREE_NO;
 	uint64_t id = pool->id;
 	if (kp__tls_state.id[0] != id)
@@ -804,15 +806,15 @@ static ALWAYS_INLINE int free_fast(kp_pool *pool, void *p, bool aes, bool flush)
 	unsigned mode = conf_mode(pool);
 	if (mode > KP_MODE_CHECKED) /* poisoning: the slow path */
 		return KP_FREE_NO;
-	/* A normal segment of this pool: the pagemap entry's tag says it (a
-	 * pool sharing the tag is refused below: its header does not verify
+	/* A normal segment of this pool: the flat pagemap's word says it (a
+	 * pool sharing the word is refused below: its header does not verify
 	 * under this pool's key), without a read of the segment's header. A
 	 * normal segment is one aligned chunk: p's offset in it is p's in the
-	 * chunk. */
+	 * chunk. Where the flat map cannot say (not reserved), free_slow asks
+	 * the two-level map. */
 	uintptr_t off = (uintptr_t)p & KP_PM_TAG_MASK;
 	kp__seg *s = (kp__seg *)((uintptr_t)p - off);
-	if (!(kp__pagemap_is_normal((uintptr_t)s, kp__pagemap_tag(id)) && !(off & (KP_HDR - 1)) &&
-	      off >= KP_UNIT_SIZE + KP_HDR))
+	if (!(kp__pagemap_flat_is((uintptr_t)s, id) && !(off & (KP_HDR - 1)) && off >= KP_UNIT_SIZE + KP_HDR))
 		return KP_FREE_NO;
 	kp__hdr *h = (kp__hdr *)((char *)p - KP_HDR);
 	unsigned um = s->unit_meta[off >> KP_UNIT_SHIFT];
