@@ -1121,9 +1121,25 @@ static inline kp__tcache *kp__tcache_get(kp_pool *pool, uint64_t id)
 		return kp__tls_state.tc[0];
 	return kp__tcache_slow(pool);
 }
+/* A counter of the owning thread, read by any: one writer, so a load and a
+ * store (no atomic read-modify-write). On x86-64 one add to memory does
+ * both (two instructions fewer on each fast path): its load and store are
+ * each a single aligned access, as the relaxed pair's are, and no reader
+ * sees anything the pair would not show it. TSan sees the atomic pair. */
+#if defined(__x86_64__) && !defined(__SANITIZE_THREAD__)
+#define KP_COUNT_ASM 1
+#elif defined(__has_feature)
+#if defined(__x86_64__) && !__has_feature(thread_sanitizer)
+#define KP_COUNT_ASM 1
+#endif
+#endif
 static inline void kp__count_inc(_Atomic uint64_t *c, uint64_t by)
 {
+#ifdef KP_COUNT_ASM
+	__asm__("addq %1, %0" : "+m"(*(uint64_t *)c) : "er"(by));
+#else
 	atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + by, memory_order_relaxed);
+#endif
 }
 
 /* ---- daemon.c ------------------------------------------------------------ */
