@@ -396,11 +396,24 @@ static ALWAYS_INLINE unsigned conf_mode(const kp_pool *pool)
  * which small_alloc reports) goes to alloc_slow. alloc_fast checked the
  * rest: a pool, this thread's cache in the first slot, no flags, checks
  * on, no poisoning, a block in the bin. */
+/* b->count = left (its count less one), on x86-64 by a decrement in
+ * memory: left is not kept in a register across the checks, and
+ * alloc_fast saves none (2 instructions fewer: callgrind, kpbench a). */
+static ALWAYS_INLINE void bin_count_dec(kp__bin *b, unsigned left)
+{
+#if defined(__x86_64__)
+	(void)left;
+	__asm__("subl $1, %0" : "+m"(b->count));
+#else
+	b->count = left;
+#endif
+}
+
 static ALWAYS_INLINE void *far_pop(size_t size, kp__bin *b, char *h, unsigned n, uint64_t key, char *next,
 				   uint64_t fm)
 {
 	b->head = next;
-	b->count = n - 1;
+	bin_count_dec(b, n - 1);
 	/* The next block's link, as alloc_fast fetches it: in b the classes
 	 * whose links lead far are the large ones, whose blocks are cold. */
 	__builtin_prefetch(next + KP_HDR, 0, 3);
@@ -483,7 +496,7 @@ static ALWAYS_INLINE void *alloc_fast(kp_pool *pool, size_t size, unsigned flags
 			if (KP_UNLIKELY(!bin_head_near(h, key, fm, (uintptr_t)next)))
 				return alloc_far(pool, size, b, key, next, fm);
 			b->head = next;
-			b->count = left;
+			bin_count_dec(b, left);
 			/* The next block's link: the next allocation of this class
 			 * reads it first, and in a program with many classes (b)
 			 * it has gone cold in the bin by then (b +11%, medians of 7). */
