@@ -409,6 +409,17 @@ static ALWAYS_INLINE void bin_count_dec(kp__bin *b, unsigned left)
 #endif
 }
 
+/* b->count = n (its count plus one), as bin_count_dec. */
+static ALWAYS_INLINE void bin_count_inc(kp__bin *b, unsigned n)
+{
+#if defined(__x86_64__)
+	(void)n;
+	__asm__("addl $1, %0" : "+m"(b->count));
+#else
+	b->count = n;
+#endif
+}
+
 static ALWAYS_INLINE void *far_pop(size_t size, kp__bin *b, char *h, unsigned n, uint64_t key, char *next,
 				   uint64_t fm)
 {
@@ -913,7 +924,7 @@ static ALWAYS_INLINE int free_fast(kp_pool *pool, void *p, bool aes, bool flush)
 	char *q = p;
 	__asm__("" : "+r"(q)); /* h again from p: one register less */
 	b->head = q - KP_HDR;
-	b->count = n + 1;
+	bin_count_inc(b, n + 1);
 	kp__count_inc(&b->frees, 1 - counted);
 	return KP_FREE_DONE;
 }
