@@ -1165,6 +1165,8 @@ static void *realloc_inner(kp_pool *pool, void *p, size_t size, unsigned flags)
 static __attribute__((noinline)) int free_section(kp_pool *pool, void *p)
 {
 	unsigned g = kp__grace_enter();
+	if (KP_UNLIKELY(!kp__grace_self.fast))
+		kp__grace_note_fast(); /* readers stopped fencing since the record was claimed */
 	int rc = pool && !pool->secret.aes && free_fast(pool, p, false, true) == KP_FREE_DONE ? 0 : free_slow(pool, p);
 	kp__grace_exit(g);
 	return rc;
@@ -1203,11 +1205,12 @@ static ALWAYS_INLINE int free_entry(kp_pool *pool, void *p, bool quiet)
 {
 	/* kp__grace_enter's own-record path, inline: the thread's record, not
 	 * in a section already (so no reclaim pending: internal.h), no fencing
-	 * readers (the grace word says it). */
-	kp__grace_rec *r = kp__grace_self.rec;
+	 * readers (the fast record is one only once the grace word said so,
+	 * and it never says so again: kp__grace_tls). */
+	kp__grace_rec *r = kp__grace_self.fast;
 	uint64_t w = atomic_load_explicit(&kp__grace_epoch, memory_order_acquire);
-	if (KP_LIKELY(KP_FAST_AES && r && !(w & KP_GRACE_FENCE) && !atomic_load_explicit(&r->epoch, memory_order_relaxed) &&
-		      pool && pool->secret.aes)) {
+	if (KP_LIKELY(KP_FAST_AES && r && !atomic_load_explicit(&r->epoch, memory_order_relaxed) && pool &&
+		      pool->secret.aes)) {
 		atomic_store_explicit(&r->epoch, w, memory_order_release);
 		atomic_signal_fence(memory_order_seq_cst);
 		int res = free_fast(pool, p, true, false);

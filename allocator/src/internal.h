@@ -325,6 +325,11 @@ typedef struct kp__grace_rec {
  * has none, so an entry need not look at it. */
 typedef struct kp__grace_tls {
 	kp__grace_rec *rec;
+	/* rec, once the grace word was seen without KP_GRACE_FENCE (which is
+	 * only ever cleared, never set again: pagemap.c, barrier_init), else
+	 * NULL: kp_free's inline section takes it, and need not test the
+	 * word's fence bit on every call. Set by kp__grace_note_fast. */
+	kp__grace_rec *fast;
 	kp_pool *pending; /* retired inside a section: reclaim on leaving it */
 	bool exited;      /* the thread-exit destructor ran: the shared path */
 } kp__grace_tls;
@@ -354,6 +359,13 @@ extern _Atomic uint64_t kp__grace_epoch;
 #define KP_GRACE_OWN 1
 #define KP_GRACE_SHARED 2
 unsigned kp__grace_enter_slow(void);
+/* The thread's record becomes its fast one (kp__grace_tls) if the readers
+ * no longer fence. Cheap; any time. */
+static inline void kp__grace_note_fast(void)
+{
+	if (kp__grace_self.rec && !(atomic_load_explicit(&kp__grace_epoch, memory_order_relaxed) & KP_GRACE_FENCE))
+		kp__grace_self.fast = kp__grace_self.rec;
+}
 void kp__grace_exit_slow(unsigned token);
 /* Store the word w read on entry into the thread's record r (outside). */
 static inline __attribute__((always_inline)) void kp__grace_publish(kp__grace_rec *r, uint64_t w)

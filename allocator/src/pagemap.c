@@ -147,6 +147,7 @@ static void rec_release(void *arg)
 	atomic_store_explicit(&r->epoch, 0, memory_order_release);
 	atomic_store_explicit(&r->owned, 0, memory_order_release);
 	kp__grace_self.rec = NULL;
+	kp__grace_self.fast = NULL;
 	kp__grace_self.exited = true;
 }
 
@@ -176,6 +177,7 @@ unsigned kp__grace_enter_slow(void)
 	}
 	if (r) {
 		kp__grace_self.rec = r;
+		kp__grace_note_fast();
 		return kp__grace_enter();
 	}
 	atomic_fetch_add(&shared_readers, 1); /* seq_cst: a full barrier */
