@@ -381,21 +381,6 @@ static ALWAYS_INLINE unsigned conf_mode(const kp_pool *pool)
 	return m;
 }
 
-/* alloc_fast's bin head failed bin_head_near: most often its link leads into
- * another segment (common once a pool has several: half of workload b's
- * allocations), which the pagemap vets (kp__pagemap_owns: a normal segment
- * of this pool), a lookup alloc_fast does not make. The same pop with that
- * check, from what alloc_fast read: the bin b (whose head h it has not
- * moved), the head's key (from the key stack), its decoded link next and
- * fm, the meta of a free block of b's class (passed: computing it again
- * from b's index in the cache cost six instructions). The conditions are
- * bin_head_ok's: the header (tag and meta) must hold fm under key, and as
- * bin_head_near failed with them intact, the link is not near h: it must
- * not end the list early (h is not the last block) and must be a plausible
- * header of this pool. Anything else (a damaged bin,
- * which small_alloc reports) goes to alloc_slow. alloc_fast checked the
- * rest: a pool, this thread's cache in the first slot, no flags, checks
- * on, no poisoning, a block in the bin. */
 /* b->count = left (its count less one), on x86-64 by a decrement in
  * memory: left is not kept in a register across the checks, and
  * alloc_fast saves none (2 instructions fewer: callgrind, kpbench a). */
@@ -420,6 +405,7 @@ static ALWAYS_INLINE void bin_count_inc(kp__bin *b, unsigned n)
 #endif
 }
 
+/* The pop of alloc_far and alloc_far_vet, once the head and its link are vetted. */
 static ALWAYS_INLINE void *far_pop(size_t size, kp__bin *b, char *h, unsigned n, uint64_t key, char *next,
 				   uint64_t fm)
 {
@@ -448,10 +434,24 @@ static __attribute__((noinline)) void *alloc_far_vet(kp_pool *pool, size_t size,
 	return far_pop(size, b, h, n, key, next, fm);
 }
 
-/* The flat map alone (kp__pagemap_flat_is), with kp__pagemap_owns's other
- * tests; no from it goes to alloc_far_vet, by a tail call: the two-level
- * lookup inline here cost four registers saved on every call (workload b:
- * half of its allocations come here). */
+/* alloc_fast's bin head failed bin_head_near: most often its link leads into
+ * another segment (common once a pool has several: half of workload b's
+ * allocations), which the pagemap vets (kp__pagemap_owns: a normal segment
+ * of this pool), a lookup alloc_fast does not make. The same pop with that
+ * check, from what alloc_fast read: the bin b (whose head h it has not
+ * moved), the head's key (from the key stack), its decoded link next and
+ * fm, the meta of a free block of b's class (passed: computing it again
+ * from b's index in the cache cost six instructions). The conditions are
+ * bin_head_ok's: the header (tag and meta) must hold fm under key, and as
+ * bin_head_near failed with them intact, the link is not near h: it must
+ * not end the list early (h is not the last block) and must be a plausible
+ * header of this pool. Anything else (a damaged bin,
+ * which small_alloc reports) goes to alloc_slow. alloc_fast checked the
+ * rest: a pool, this thread's cache in the first slot, no flags, checks
+ * on, no poisoning, a block in the bin. Here the flat pagemap alone
+ * (kp__pagemap_flat_is, with kp__pagemap_owns's other tests); a no from it
+ * goes to alloc_far_vet by a tail call: the two-level lookup inline here
+ * cost four registers saved on every call. */
 static __attribute__((noinline)) void *alloc_far(kp_pool *pool, size_t size, kp__bin *b, uint64_t key, char *next,
 						 uint64_t fm)
 {
