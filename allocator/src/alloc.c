@@ -381,6 +381,59 @@ static ALWAYS_INLINE unsigned conf_mode(const kp_pool *pool)
 	return m;
 }
 
+/* b->count = left (its count less one), on x86-64 by a decrement in
+ * memory: left is not kept in a register across the checks, and
+ * alloc_fast saves none (2 instructions fewer: callgrind, kpbench a). */
+static ALWAYS_INLINE void bin_count_dec(kp__bin *b, unsigned left)
+{
+#if defined(__x86_64__)
+	(void)left;
+	__asm__("subl $1, %0" : "+m"(b->count));
+#else
+	b->count = left;
+#endif
+}
+
+/* b->count = n (its count plus one), as bin_count_dec. */
+static ALWAYS_INLINE void bin_count_inc(kp__bin *b, unsigned n)
+{
+#if defined(__x86_64__)
+	(void)n;
+	__asm__("addl $1, %0" : "+m"(b->count));
+#else
+	b->count = n;
+#endif
+}
+
+/* The pop of alloc_far and alloc_far_vet, once the head and its link are vetted. */
+static ALWAYS_INLINE void *far_pop(size_t size, kp__bin *b, char *h, unsigned n, uint64_t key, char *next,
+				   uint64_t fm)
+{
+	b->head = next;
+	bin_count_dec(b, n - 1);
+	/* The next block's link, as alloc_fast fetches it: in b the classes
+	 * whose links lead far are the large ones, whose blocks are cold. */
+	__builtin_prefetch(next + KP_HDR, 0, 3);
+	kp__hdr_put((kp__hdr *)h, key, (uint64_t)size << 16 | (fm ^ KP_ST_FREE ^ KP_ST_ALLOC));
+	KP_UNPOISON(h + KP_HDR, size);
+	kp__canary8_put(key, h + KP_HDR + size);
+	kp__count_inc(&b->allocs, 1);
+	return h + KP_HDR;
+}
+
+/* alloc_far when the flat pagemap could not vouch for the link: the
+ * two-level map decides (kp__pagemap_owns). */
+static __attribute__((noinline)) void *alloc_far_vet(kp_pool *pool, size_t size, kp__bin *b, uint64_t key, char *next,
+						     uint64_t fm)
+{
+	char *h = b->head;
+	unsigned n = b->count;
+	uint64_t bad = (kp__hdr_tag((const kp__hdr *)h) ^ key ^ fm) | (kp__hdr_meta((const kp__hdr *)h) ^ fm);
+	if (bad || n == 1 || !kp__pagemap_owns(pool->id, next))
+		return alloc_slow(pool, size, 0);
+	return far_pop(size, b, h, n, key, next, fm);
+}
+
 /* alloc_fast's bin head failed bin_head_near: most often its link leads into
  * another segment (common once a pool has several: half of workload b's
  * allocations), which the pagemap vets (kp__pagemap_owns: a normal segment
@@ -395,25 +448,21 @@ static ALWAYS_INLINE unsigned conf_mode(const kp_pool *pool)
  * header of this pool. Anything else (a damaged bin,
  * which small_alloc reports) goes to alloc_slow. alloc_fast checked the
  * rest: a pool, this thread's cache in the first slot, no flags, checks
- * on, no poisoning, a block in the bin. */
+ * on, no poisoning, a block in the bin. Here the flat pagemap alone
+ * (kp__pagemap_flat_is, with kp__pagemap_owns's other tests); a no from it
+ * goes to alloc_far_vet by a tail call: the two-level lookup inline here
+ * cost four registers saved on every call. */
 static __attribute__((noinline)) void *alloc_far(kp_pool *pool, size_t size, kp__bin *b, uint64_t key, char *next,
 						 uint64_t fm)
 {
 	char *h = b->head;
 	unsigned n = b->count;
 	uint64_t bad = (kp__hdr_tag((const kp__hdr *)h) ^ key ^ fm) | (kp__hdr_meta((const kp__hdr *)h) ^ fm);
-	if (bad || n == 1 || !kp__pagemap_owns(pool->id, next))
-		return alloc_slow(pool, size, 0);
-	b->head = next;
-	b->count = n - 1;
-	/* The next block's link, as alloc_fast fetches it: in b the classes
-	 * whose links lead far are the large ones, whose blocks are cold. */
-	__builtin_prefetch(next + KP_HDR, 0, 3);
-	kp__hdr_put((kp__hdr *)h, key, (uint64_t)size << 16 | (fm ^ KP_ST_FREE ^ KP_ST_ALLOC));
-	KP_UNPOISON(h + KP_HDR, size);
-	kp__canary8_put(key, h + KP_HDR + size);
-	kp__count_inc(&b->allocs, 1);
-	return h + KP_HDR;
+	uintptr_t off = (uintptr_t)next & KP_PM_TAG_MASK;
+	if (KP_UNLIKELY(bad || n == 1 || (off & (KP_HDR - 1)) || off < KP_UNIT_SIZE ||
+			!kp__pagemap_flat_is((uintptr_t)next - off, pool->id)))
+		return alloc_far_vet(pool, size, b, key, next, fm);
+	return far_pop(size, b, h, n, key, next, fm);
 }
 
 static ALWAYS_INLINE void *alloc_fast(kp_pool *pool, size_t size, unsigned flags)
@@ -458,7 +507,7 @@ static ALWAYS_INLINE void *alloc_fast(kp_pool *pool, size_t size, unsigned flags
 			if (KP_UNLIKELY(!bin_head_near(h, key, fm, (uintptr_t)next)))
 				return alloc_far(pool, size, b, key, next, fm);
 			b->head = next;
-			b->count = left;
+			bin_count_dec(b, left);
 			/* The next block's link: the next allocation of this class
 			 * reads it first, and in a program with many classes (b)
 			 * it has gone cold in the bin by then (b +11%, medians of 7). */
@@ -796,7 +845,9 @@ enum { KP_FREE_NO, KP_FREE_DONE, KP_FREE_FULL };
  * instructions, and 2% of workload b's frees were such). */
 static ALWAYS_INLINE int free_fast(kp_pool *pool, void *p, bool aes, bool flush)
 {
-	if (!(pool && p))
+	/* p NULL is refused by the pagemap (no segment at address 0, and the
+	 * offset test): free_slow returns 0 for it. */
+	if (!pool)
 		return KP_FREE_NO;
 	uint64_t id = pool->id;
 	if (kp__tls_state.id[0] != id)
@@ -804,15 +855,15 @@ static ALWAYS_INLINE int free_fast(kp_pool *pool, void *p, bool aes, bool flush)
 	unsigned mode = conf_mode(pool);
 	if (mode > KP_MODE_CHECKED) /* poisoning: the slow path */
 		return KP_FREE_NO;
-	/* A normal segment of this pool: the pagemap entry's tag says it (a
-	 * pool sharing the tag is refused below: its header does not verify
+	/* A normal segment of this pool: the flat pagemap's word says it (a
+	 * pool sharing the word is refused below: its header does not verify
 	 * under this pool's key), without a read of the segment's header. A
 	 * normal segment is one aligned chunk: p's offset in it is p's in the
-	 * chunk. */
+	 * chunk. Where the flat map cannot say (not reserved), free_slow asks
+	 * the two-level map. */
 	uintptr_t off = (uintptr_t)p & KP_PM_TAG_MASK;
 	kp__seg *s = (kp__seg *)((uintptr_t)p - off);
-	if (!(kp__pagemap_is_normal((uintptr_t)s, kp__pagemap_tag(id)) && !(off & (KP_HDR - 1)) &&
-	      off >= KP_UNIT_SIZE + KP_HDR))
+	if (!(kp__pagemap_flat_is((uintptr_t)s, id) && !(off & (KP_HDR - 1)) && off >= KP_UNIT_SIZE + KP_HDR))
 		return KP_FREE_NO;
 	kp__hdr *h = (kp__hdr *)((char *)p - KP_HDR);
 	unsigned um = s->unit_meta[off >> KP_UNIT_SHIFT];
@@ -873,7 +924,7 @@ static ALWAYS_INLINE int free_fast(kp_pool *pool, void *p, bool aes, bool flush)
 	char *q = p;
 	__asm__("" : "+r"(q)); /* h again from p: one register less */
 	b->head = q - KP_HDR;
-	b->count = n + 1;
+	bin_count_inc(b, n + 1);
 	kp__count_inc(&b->frees, 1 - counted);
 	return KP_FREE_DONE;
 }
@@ -1114,6 +1165,8 @@ static void *realloc_inner(kp_pool *pool, void *p, size_t size, unsigned flags)
 static __attribute__((noinline)) int free_section(kp_pool *pool, void *p)
 {
 	unsigned g = kp__grace_enter();
+	if (KP_UNLIKELY(!kp__grace_self.fast))
+		kp__grace_note_fast(); /* readers stopped fencing since the record was claimed */
 	int rc = pool && !pool->secret.aes && free_fast(pool, p, false, true) == KP_FREE_DONE ? 0 : free_slow(pool, p);
 	kp__grace_exit(g);
 	return rc;
@@ -1152,11 +1205,12 @@ static ALWAYS_INLINE int free_entry(kp_pool *pool, void *p, bool quiet)
 {
 	/* kp__grace_enter's own-record path, inline: the thread's record, not
 	 * in a section already (so no reclaim pending: internal.h), no fencing
-	 * readers (the grace word says it). */
-	kp__grace_rec *r = kp__grace_self.rec;
+	 * readers (the fast record is one only once the grace word said so,
+	 * and it never says so again: kp__grace_tls). */
+	kp__grace_rec *r = kp__grace_self.fast;
 	uint64_t w = atomic_load_explicit(&kp__grace_epoch, memory_order_acquire);
-	if (KP_LIKELY(KP_FAST_AES && r && !(w & KP_GRACE_FENCE) && !atomic_load_explicit(&r->epoch, memory_order_relaxed) &&
-		      pool && pool->secret.aes)) {
+	if (KP_LIKELY(KP_FAST_AES && r && !atomic_load_explicit(&r->epoch, memory_order_relaxed) && pool &&
+		      pool->secret.aes)) {
 		atomic_store_explicit(&r->epoch, w, memory_order_release);
 		atomic_signal_fence(memory_order_seq_cst);
 		int res = free_fast(pool, p, true, false);

@@ -16,6 +16,11 @@
  * a release cleared the entry and unmapped at once, and a kp_free of a stale
  * pointer that had found the segment a moment earlier read its header after
  * the unmap (SIGSEGV, issue 12).
+ *
+ * Beside it, for the fast paths, a flat map of one 32-bit word per chunk
+ * (internal.h, kp__pagemap_flat): whether the chunk is a normal segment, and
+ * whose, in one load. Written here with the two-level entries, read under
+ * the same grace periods.
  */
 #include "internal.h"
 
@@ -28,13 +33,37 @@ _Atomic(kp__leaf *) kp__pagemap_root[1u << KP_ROOT_BITS];
 static pthread_mutex_t grow_lock = PTHREAD_MUTEX_INITIALIZER;
 static void barrier_init(kp__oscount *c);
 
+/* 2^25 chunks of 4 MiB: the 47-bit user space. */
+#define FLAT_CHUNKS ((uintptr_t)1 << (KP_VA_BITS - KP_SEG_SHIFT))
+_Atomic uint32_t *kp__pagemap_flat;
+_Atomic uintptr_t kp__pagemap_flat_n; /* 0 until the flat map is reserved */
+static bool flat_tried;               /* under grow_lock: reserved once, or given up */
+
+/* Once, before the first segment goes into the pagemap, under grow_lock:
+ * reserve the flat map (one mmap, counted to the pool that maps first).
+ * Refused (an address-space limit, an injected fault): the fast paths ask
+ * the two-level map, or take their slow paths, for the life of the process. */
+static void flat_init(kp__oscount *c)
+{
+	if (flat_tried)
+		return;
+	flat_tried = true;
+	_Atomic uint32_t *t = kp__os_map(c, FLAT_CHUNKS * sizeof(uint32_t), KP_PAGE, false);
+	if (!t)
+		return;
+	atomic_store_explicit(&kp__pagemap_flat, t, memory_order_relaxed);
+	atomic_store_explicit(&kp__pagemap_flat_n, FLAT_CHUNKS, memory_order_release);
+}
+
 int kp__pagemap_set(kp__oscount *c, void *base, size_t size, kp__seg *s)
 {
 	if (s)
 		barrier_init(c);
 	/* s's kind and pool are written before it is published (a fresh huge
 	 * mapping's kind is still 0: no tag, as for any huge segment). */
-	uintptr_t v = !s ? 0 : (uintptr_t)s | (s->kind == KP_SEG_NORMAL ? kp__pagemap_tag(s->pool->id) : 0);
+	bool normal = s && s->kind == KP_SEG_NORMAL;
+	uintptr_t v = !s ? 0 : (uintptr_t)s | (normal ? kp__pagemap_tag(s->pool->id) : 0);
+	uint32_t fv = normal ? kp__pagemap_flat_tag(s->pool->id) : 0;
 	uintptr_t first = (uintptr_t)base >> KP_SEG_SHIFT;
 	uintptr_t last = ((uintptr_t)base + size - 1) >> KP_SEG_SHIFT;
 	if (last >> (ROOT_BITS + LEAF_BITS))
@@ -43,6 +72,7 @@ int kp__pagemap_set(kp__oscount *c, void *base, size_t size, kp__seg *s)
 		leaf *l = atomic_load_explicit(&root[ch >> LEAF_BITS], memory_order_acquire);
 		if (!l) {
 			pthread_mutex_lock(&grow_lock);
+			flat_init(c);
 			l = atomic_load_explicit(&root[ch >> LEAF_BITS], memory_order_acquire);
 			if (!l) {
 				l = kp__os_map(c, sizeof(leaf), KP_PAGE, false);
@@ -54,6 +84,12 @@ int kp__pagemap_set(kp__oscount *c, void *base, size_t size, kp__seg *s)
 				return -1;
 		}
 		atomic_store_explicit(&l->e[ch & ((1u << LEAF_BITS) - 1)], v, memory_order_release);
+		/* flat_init ran before the first leaf was mapped, so before the
+		 * first entry: the flat map has every entry the two-level one has.
+		 * A page of it is committed here, on its first write. */
+		if (ch < atomic_load_explicit(&kp__pagemap_flat_n, memory_order_acquire))
+			atomic_store_explicit(&atomic_load_explicit(&kp__pagemap_flat, memory_order_relaxed)[ch], fv,
+					      memory_order_release);
 	}
 	return 0;
 }
@@ -110,6 +146,7 @@ static void rec_release(void *arg)
 	atomic_store_explicit(&r->epoch, 0, memory_order_release);
 	atomic_store_explicit(&r->owned, 0, memory_order_release);
 	kp__grace_self.rec = NULL;
+	kp__grace_self.fast = NULL;
 	kp__grace_self.exited = true;
 }
 
@@ -139,6 +176,7 @@ unsigned kp__grace_enter_slow(void)
 	}
 	if (r) {
 		kp__grace_self.rec = r;
+		kp__grace_note_fast();
 		return kp__grace_enter();
 	}
 	atomic_fetch_add(&shared_readers, 1); /* seq_cst: a full barrier */
