@@ -69,8 +69,9 @@ uint64_t kp__pool_now(kp_pool *pool)
  *   of the bytes in use, at most KP_FLOOR_AUTO (kp__daemon_floor).
  *
  * The front, the part of the headroom pre-faulted, is the target less the
- * high_wm:auto floor: what the rate asks for (an explicit high_wm is
- * pre-faulted whole). The floor stays mapped, not resident, when the
+ * high_wm:auto floor: what the rate asks for, at most the ramp, which
+ * doubles each time the allocation path overran the front (KP_RAMP_START;
+ * an explicit high_wm is pre-faulted whole). The floor stays mapped, not resident, when the
  * program is not growing. What was pre-faulted past the front is given
  * back once free for KP_RELEASE_MS (a burst that ended).
  *
@@ -152,6 +153,38 @@ uint64_t kp__pool_now(kp_pool *pool)
  * sixteenth measured the same (sqlite3 45.8 against 45.9 MiB, larson 11.1
  * and 11.2, medians of 5), with twice the wake-ups. */
 #define KP_FRONT_STEP 8
+/* The front is at most the ramp (daemon_target), which starts at
+ * KP_RAMP_START (twice KP_WAKE_FRONT) and doubles at a pass that finds the
+ * front overrun: more taken than was pre-faulted, or the first free unit
+ * not resident (front_reached); back to the start after decay_ms without
+ * growth. TCP's slow start: the window grows while it is the limit. What
+ * the rate asks for, filled whole or in steps, was the front from the
+ * first pass of a burst, and a burst that stopped left up to 5/8 of it
+ * resident and never used: sqlite3 under the preload ends on a 16 MB burst
+ * in 40 ms with an 8 MiB front, 5 MiB of it ahead when it stopped (44.3
+ * MiB peak, 37.9 with prefault:off); larson's first 5 MB in 5 ms, 1.7-3
+ * MiB ahead (9.9 against 8.8). A program that grows on (the paced run of
+ * test_pool_behaviour) overruns each front it is given and reaches the
+ * rate's within 5 doublings; one whose burst ends stops the ramp where it
+ * was (test_burst_ramp). */
+#define KP_RAMP_START ((size_t)256 << 10)
+#define KP_RAMP_MAX ((size_t)1 << 40)
+/* At most one doubling per quarter horizon (5 ms): the front a doubling
+ * asks for takes the daemon a wake-up and a pass to fill, and the passes
+ * that come meanwhile still find the old one overrun (larson's 4 threads
+ * woke the daemon every 1-2 ms in their 5 ms burst: 4 doublings, 2 MiB
+ * ahead when it stopped, against 1 at most now). A quarter: a paced grower
+ * wakes it about once per 1 MiB written, 5-6 ms apart (test_pool_behaviour:
+ * at half a horizon its start went from 1,000-1,380 faults to 1,150-1,650,
+ * its bound 1,536). */
+#define KP_RAMP_NS ((uint64_t)KP_HORIZON_MS * 1000000ull / 4)
+/* ... and only while the ramp covers less than two horizons of the demand
+ * the pass measured (over KP_RAMP_DT_NS at least): a pass that finds the
+ * growth slowing at the end of a burst does not double it (sqlite3's last
+ * pass: 300 KB in 8 ms after 400 MB/s, the front 2 -> 4 MiB with 40.8
+ * MiB peak, 39.9 without). */
+#define KP_RAMP_COVER_MS (2 * KP_HORIZON_MS)
+#define KP_RAMP_DT_NS 2000000ull
 /* Ranges pre-faulted per pass: a walk of the free units collects at most
  * this many runs under the pool lock (the rest waits for the next pass). */
 #define KP_PREFAULT_RUNS 64
@@ -633,7 +666,22 @@ void kp__daemon_prime(kp_pool *pool)
 	d->last_peak = atomic_load(&pool->peak_seg_out_bytes);
 	d->slow_ns = d->last_ns;
 	d->front = target;
+	d->ramp = KP_RAMP_START;
 	set_wake(pool, target, ready, pool->conf.prefault);
+}
+
+/* Has the allocation path reached the end of the pre-faulted front: is the
+ * first free unit, in the order it takes them, not resident? */
+static bool front_reached(kp_pool *pool)
+{
+	char *p = NULL;
+	kp__pool_lock(pool);
+	for (kp__seg *s = pool->segs; s && !p; s = s->next)
+		if (s->free_mask)
+			p = (char *)s + ((size_t)__builtin_ctzll(s->free_mask) << KP_UNIT_SHIFT);
+	pthread_mutex_unlock(&pool->lock);
+	/* only the daemon unmaps normal segments: what was found stays mapped */
+	return p && !kp__os_page_resident(&pool->os, p);
 }
 
 /* Measure the demand since the last pass and set the target (above). */
@@ -674,6 +722,17 @@ static size_t daemon_target(kp_pool *pool)
 			atomic_compare_exchange_strong(&pool->grow_boost, &boost, boost + 1);
 		atomic_store(&pool->boost_at_ns, now);
 	}
+	/* The front was overrun: the allocation path took more than was
+	 * pre-faulted, or reached its end (the first free unit in its order
+	 * is not resident: the estimate above misses pages the thread touched
+	 * while the daemon was pre-faulting them). It may be twice as far
+	 * ahead (KP_RAMP_START), at most once per KP_RAMP_NS, and only while
+	 * it covers less than KP_RAMP_COVER_MS of the demand measured. */
+	uint64_t span = dt > KP_RAMP_DT_NS ? dt : KP_RAMP_DT_NS;
+	double covers = demand ? (double)d->ramp * (double)span / (double)demand : 0;
+	if (demand && prefaulting(pool) && d->ramp < KP_RAMP_MAX && now - d->ramp_ns >= KP_RAMP_NS &&
+	    covers < (double)KP_RAMP_COVER_MS * 1e6 && (demand > ready || front_reached(pool)))
+		d->ramp *= 2, d->ramp_ns = now;
 	/* what stays pre-faulted at the front: ready less what was taken */
 	atomic_store(&d->ready, taken <= 0 ? ready : (size_t)taken >= ready ? 0 : ready - (size_t)taken);
 	uint64_t decay = (uint64_t)pool->conf.decay_ms * 1000000ull;
@@ -764,6 +823,9 @@ static size_t daemon_target(kp_pool *pool)
 		 * burst's 3.6 MiB again (the rate decays over seconds). */
 		atomic_store(&d->rate, 0);
 	}
+	/* quiet for decay_ms: the ramp starts again (KP_RAMP_START) */
+	if (!demand && now - d->grow_ns > decay)
+		d->ramp = KP_RAMP_START;
 	/* The front pre-faulted (kp__daemon_pass) is what the rate asks for,
 	 * not high_wm:auto's floor: the floor stays mapped (the allocation
 	 * path never maps) but faults in on first touch, as on any allocator,
@@ -772,6 +834,8 @@ static size_t daemon_target(kp_pool *pool)
 	 * program set is pre-faulted whole, as before. */
 	size_t grow = want < cap ? (size_t)want : (size_t)cap;
 	grow = stopped ? 0 : (grow + KP_UNIT_SIZE - 1) & ~(size_t)(KP_UNIT_SIZE - 1);
+	if (grow > d->ramp)
+		grow = d->ramp;
 	d->front = pool->conf.high_wm != KP_WM_AUTO || grow > target ? target : grow;
 	atomic_store(&d->target, target);
 	return target;

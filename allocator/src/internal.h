@@ -173,6 +173,7 @@ int kp__os_populate(kp__oscount *c, void *p, size_t size);
 bool kp__os_resident(kp__oscount *c, void *p, size_t size);
 /* Pre-fault only the pages not yet resident (mincore); bytes faulted in. */
 size_t kp__os_populate_missing(kp__oscount *c, void *p, size_t size);
+bool kp__os_page_resident(kp__oscount *c, void *p);
 /* Give back the resident pages of [p, p + size) (mincore, then
  * MADV_DONTNEED); they read as zero after. Bytes that were resident. */
 size_t kp__os_purge(kp__oscount *c, void *p, size_t size);
@@ -1226,6 +1227,8 @@ typedef struct kp__daemon {
 	/* growth past the peak use (daemon_target): the peak at the last pass,
 	 * when a pass last found it, and the pre-faulted front it asks for */
 	size_t last_peak, front;
+	size_t ramp; /* the most the front may be while growth lasts: doubled when it was overrun (daemon.c) */
+	uint64_t ramp_ns;     /* when the ramp last doubled */
 	uint64_t grow_ns;
 	/* since when growth is measured for slowing down, and what it took */
 	uint64_t slow_ns;

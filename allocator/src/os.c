@@ -206,6 +206,17 @@ int kp__os_populate(kp__oscount *c, void *p, size_t size)
 	return 0;
 }
 
+/* Whether the first page at p is resident (mincore): the daemon's test of
+ * whether the allocation path reached the end of what was pre-faulted for it
+ * (daemon.c). A failed call reads as resident. */
+bool kp__os_page_resident(kp__oscount *c, void *p)
+{
+	unsigned char v = 1;
+	if (enter(c, KP_OS_OTHER) || mincore(p, KP_PAGE, &v) != 0)
+		return true;
+	return v & 1;
+}
+
 /* Pre-fault the pages of [p, p+size) that are not resident, found with
  * mincore (0.1 ms for 64 MiB here, where MADV_POPULATE_WRITE walks 64 MiB of
  * resident pages in 25 ms): the daemon calls it on its whole target each

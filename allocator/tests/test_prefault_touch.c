@@ -118,10 +118,16 @@ static void test_sparse_program_is_not_prefaulted(void)
 	}
 	/* written: 768 pages (3 MiB) of 48 MiB, and as many by kpool (each
 	 * block's canary ends its last page); the floor 1 MiB; the cache and
-	 * page tables a little more: 9 MiB here, 56 MiB pre-faulting always */
+	 * page tables a little more: 9 MiB here, 56 MiB pre-faulting always.
+	 * Since the front is a ramp that doubles only when the allocation
+	 * path overran it (daemon.c, KP_RAMP_START), pre-faulting always adds
+	 * less for a program that never reaches what was pre-faulted: 15.4
+	 * MiB against 7.0 (35 MiB before the ramp) */
 	CHECK(adaptive < 16 * 1024, "RSS grew by %ld KiB for 6 MiB written (pre-faulted what it never touches)",
 	      adaptive);
-	CHECK(always > 24 * 1024, "prefault_touch:0 (always) grew RSS by only %ld KiB: the check cannot tell", always);
+	CHECK(always > adaptive + 6 * 1024,
+	      "prefault_touch:0 (always) grew RSS by only %ld KiB, %ld KiB without: the check cannot tell", always,
+	      adaptive);
 }
 
 /* With the daemon thread on the pool's defaults: 96 MiB written page by
