@@ -250,7 +250,7 @@ static inline struct kp__seg *kp__pagemap_get(const void *p)
  * it cannot be: then the two-level map alone answers), then 2^25, so the
  * bound is the only test a lookup makes. Written beside the two-level
  * entries, in kp__pagemap_set, under the same grace periods. */
-extern _Atomic uint32_t *_Atomic kp__pagemap_flat;
+extern _Atomic uint32_t *_Atomic kp__pagemap_flat; /* atomic itself: clang loads no other */
 extern _Atomic uintptr_t kp__pagemap_flat_n;
 /* A normal segment's word: its pool's id, times 2, plus 1, in 32 bits (never
  * 0, no entry's). Pools share it only when their ids differ by a multiple of
