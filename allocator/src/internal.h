@@ -1277,8 +1277,7 @@ struct kp_pool {
 	 * decay_ms after such a run was last taken (the daemon's, from
 	 * take_min_ns): its front skips free runs shorter than both, which the
 	 * allocation path passes over (daemon.c, take_len). */
-	_Atomic unsigned take_min;
-	unsigned take_min_prev;
+	_Atomic unsigned take_min, take_min_prev;
 	uint64_t take_min_ns;
 	_Atomic size_t free_segs; /* normal segments with every unit free */
 	_Atomic size_t headroom; /* units_free * unit size, readable without lock */
