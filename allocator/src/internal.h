@@ -1271,6 +1271,14 @@ struct kp_pool {
 	size_t capacity;      /* bytes of normal segments */
 	size_t units_free;    /* free units over all normal segments */
 	size_t units_total;   /* usable units over all normal segments */
+	/* The shortest run units_take took since the daemon's last pass (0:
+	 * none; written under lock, taken by the daemon's pass with an
+	 * exchange), and the shortest over the passes before it, kept for
+	 * decay_ms after such a run was last taken (the daemon's, from
+	 * take_min_ns): its front skips free runs shorter than both, which the
+	 * allocation path passes over (daemon.c, take_len). */
+	_Atomic unsigned take_min, take_min_prev;
+	uint64_t take_min_ns;
 	_Atomic size_t free_segs; /* normal segments with every unit free */
 	_Atomic size_t headroom; /* units_free * unit size, readable without lock */
 	_Atomic int backup_mode; /* critical traffic goes to the backup */

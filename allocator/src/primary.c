@@ -248,6 +248,9 @@ static kp__span *run_take(kp_pool *pool, kp__seg *s, unsigned u, unsigned n, kp_
 		atomic_fetch_sub(&pool->free_segs, 1);
 	s->nfree_units -= n;
 	pool->units_free -= n;
+	unsigned tm = atomic_load_explicit(&pool->take_min, memory_order_relaxed);
+	if (!tm || n < tm) /* the daemon's pass resets it (daemon.c, take_len) */
+		atomic_store_explicit(&pool->take_min, n, memory_order_relaxed);
 	for (unsigned i = 0; i < n; i++)
 		s->span[u + i].head = (uint8_t)u;
 	kp__span *sp = &s->span[u];

@@ -170,7 +170,12 @@ static void test_dense_program_is_prefaulted(void)
 	CHECK(on, "not pre-faulting for a program that writes every page");
 	if (!KT_SANITIZED) {
 		CHECK(pct >= 90, "touched_pct %lld for a program that writes every page", pct);
-		CHECK(adaptive <= always + always / 2 + pages / 50,
+		/* pages / 10: the daemon now keeps ahead of this program (its
+		 * front skips the holes its 8-unit spans pass over, daemon.c
+		 * take_len): 79-1,598 faults of 20,480 either way, each run's
+		 * own luck on a loaded machine; before, neither kept ahead
+		 * (20,480 both, pages / 50 apart) */
+		CHECK(adaptive <= always + always / 2 + pages / 10,
 		      "the allocating thread faulted %ld pages, %ld on the default", adaptive, always);
 	}
 }
