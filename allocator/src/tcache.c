@@ -439,8 +439,10 @@ unsigned kp__bin_miss(kp__bin *b)
 	 * roles: kpbench c's bins stayed at 16 for whole runs, 1.2-1.5M class
 	 * locks per 10M operations (test_xfer_phases). A drift (a thread's
 	 * heap growing) is one way over the thread's life too, and does not
-	 * grow its bins (test_bin_drift). */
-	bool phase = pass && !swing;
+	 * grow its bins (test_bin_drift). A phase moved at least KP_BIN_START
+ * blocks: a bin of a big class (a start of 2-4 blocks) goes one way for a
+ * window of a few operations by chance (kpbench b's 16 B-64 KiB). */
+	bool phase = pass && !swing && ops - b->miss_at >= KP_BIN_START;
 	if (b->max < b->cap && !young && !one_way && (swing || phase) && ops - b->miss_at < KP_BIN_GROW * b->max) {
 		/* a bin of a thread's cache: the shared path's bin of one has
 		 * max == cap, so it never gets here */
