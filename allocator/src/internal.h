@@ -968,10 +968,14 @@ int kp__backup_grow(kp_pool *pool);
  * bursts (callgrind, lockstep bursts of 1-2048 blocks) ran 956.8M
  * instructions with 1, 929.4M with 2, 926.2M with 4 (1037.8M with none). */
 #define KP_XFER_SLOTS 2
-#define KP_XFER_KEYS 128 /* KP_BIN_MAX / 2: what one flush of a full bin moves */
+/* KP_BIN_MAX: a full bin of a class of 128 bytes or less (KP_XFER_BYTES)
+ * parked whole and taken whole, one class lock per 256 blocks on each side;
+ * at 128 a full bin was cut in two, two locks each side (kpbench c's
+ * producer/consumer phases, test_xfer_phases: 12 -> 8 locks per 1000). */
+#define KP_XFER_KEYS 256
 /* At most this many bytes of blocks in one batch: a parked batch is memory
  * no span gets back, so 2 of them per class pin at most 4.7 MiB over all 75
- * classes, and a class's pair of 32 KiB (c's 16-256 B blocks, 128 a batch;
+ * classes, and a class's pair of 32 KiB (c's 16-256 B blocks, 128-256 a batch;
  * a 2 KiB class's flushes of 16) is a few pages. Bigger batches go to their
  * spans. */
 #define KP_XFER_BYTES ((size_t)32 << 10)

@@ -425,7 +425,25 @@ unsigned kp__bin_miss(kp__bin *b)
 		bin_sweep(mine, b);
 	uint32_t start = bin_start(b->cls, b->cap);
 	bool young = ops < KP_BIN_YOUNG * start;
-	if (b->max < b->cap && !young && !one_way && swing && ops - b->miss_at < KP_BIN_GROW * b->max) {
+	/* This window went one way (a refill after only allocations, a flush
+	 * after only frees, but for fewer than 1 in KP_BIN_ONE_WAY): the bin
+	 * passes blocks through, in whole batches (below). */
+	bool pass = flush ? df && da * KP_BIN_ONE_WAY < df : da && df * KP_BIN_ONE_WAY < da;
+	/* A pass-through by a thread that uses the class both ways over its
+	 * life (not one way: a producer's, a consumer's bins keep their start)
+	 * is a phase, one thread the producer of the class and another its
+	 * consumer for a while (kpbench c when its two threads run at once:
+	 * thousands of blocks each way before the roles swap): it grows, so
+	 * each class lock moves a batch of up to KP_XFER_KEYS blocks, not the
+	 * 16 of the bin's start. A swing alone grew it once per change of
+	 * roles: kpbench c's bins stayed at 16 for whole runs, 1.2-1.5M class
+	 * locks per 10M operations (test_xfer_phases). A drift (a thread's
+	 * heap growing) is one way over the thread's life too, and does not
+	 * grow its bins (test_bin_drift). A phase moved at least KP_BIN_START
+ * blocks: a bin of a big class (a start of 2-4 blocks) goes one way for a
+ * window of a few operations by chance (kpbench b's 16 B-64 KiB). */
+	bool phase = pass && !swing && ops - b->miss_at >= KP_BIN_START;
+	if (b->max < b->cap && !young && !one_way && (swing || phase) && ops - b->miss_at < KP_BIN_GROW * b->max) {
 		/* a bin of a thread's cache: the shared path's bin of one has
 		 * max == cap, so it never gets here */
 		kp__tcache *tc = (kp__tcache *)((char *)(b - b->cls) - offsetof(kp__tcache, bin));
@@ -449,12 +467,8 @@ unsigned kp__bin_miss(kp__bin *b)
 	 * max / 2, the count it had: none). */
 	if (young && !b->count && b->max >= KP_BIN_START / 2) /* a young bin's refill: a quarter of its start */
 		return b->max / 4;
-	if (!grew) {
-		if (!b->count && da && df * KP_BIN_ONE_WAY < da)
-			return b->max;
-		if (b->count && df && da * KP_BIN_ONE_WAY < df)
-			return whole_flush_keep(b);
-	}
+	if (!grew && pass)
+		return flush ? whole_flush_keep(b) : b->max;
 	return b->max / 2;
 }
 
