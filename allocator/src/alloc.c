@@ -465,6 +465,32 @@ static __attribute__((noinline)) void *alloc_far(kp_pool *pool, size_t size, kp_
 	return far_pop(size, b, h, n, key, next, fm);
 }
 
+/* kp_alloc for a pool the thread's fast word (kp__tls_state.fast_alloc)
+ * does not name: a pool of the first slot with checks off pops its bin
+ * here (no canary, no link to vet: checks off), anything else goes to
+ * alloc_slow. Out of line, so that alloc_fast tests one word for its mode. */
+static __attribute__((noinline)) void *alloc_other(kp_pool *pool, size_t size, unsigned flags)
+{
+	if (pool && kp__tls_state.id[0] == pool->id && pool->id && size <= KP_SMALL_MAX - KP_HDR - KP_CANARY &&
+	    !flags && conf_mode(pool) == 0) { /* checks off, poison off */
+		unsigned cls = kp__class_of(size + KP_HDR);
+		kp__tcache *tc = kp__tls_state.tc[0];
+		kp__bin *b = &tc->bin[cls];
+		unsigned n = b->count;
+		char *h = b->head;
+		if (KP_LIKELY(n >= 2 && h != NULL)) { /* the last block: small_alloc (bin_head_ok) */
+			uint64_t key = tc->stack[cls][n - 1];
+			b->head = kp__link_get_k(key, h);
+			b->count = n - 1;
+			kp__hdr_put((kp__hdr *)h, key, kp__meta(size, (uint16_t)cls, KP_ST_ALLOC));
+			KP_UNPOISON(h + KP_HDR, kp__class_size[cls] - KP_HDR);
+			kp__count_inc(&b->allocs, 1);
+			return h + KP_HDR;
+		}
+	}
+	return alloc_slow(pool, size, flags);
+}
+
 static ALWAYS_INLINE void *alloc_fast(kp_pool *pool, size_t size, unsigned flags)
 {
 	/* The fast path: a small ordinary request, this thread's cache for the
@@ -473,16 +499,28 @@ static ALWAYS_INLINE void *alloc_fast(kp_pool *pool, size_t size, unsigned flags
 	 * stack holds. Anything else goes to alloc_slow, which does all of it
 	 * again, so this path makes no call and needs no stack frame. */
 	/* The slot's id first: a pointer that is no pool (id 0 matches only an
-	 * empty slot) goes to alloc_slow, which refuses it, before a field of it
-	 * is read as a flag. */
-	if (KP_LIKELY(pool && kp__tls_state.id[0] == pool->id && pool->id &&
-		      size <= KP_SMALL_MAX - KP_HDR - KP_CANARY && !flags)) {
-		unsigned mode = conf_mode(pool);
-		if (KP_UNLIKELY(mode > KP_MODE_CHECKED)) /* poisoning: alloc_slow */
+	 * empty slot, or one whose pool takes no fast path) goes to alloc_slow,
+	 * which refuses it, before a field of it is read. fast_alloc (kp__tls)
+	 * is the first slot's id only when its pool has checks on and poison
+	 * off: the mode costs no test here. A pool of another mode goes to
+	 * alloc_other. */
+	if (KP_LIKELY(pool && kp__tls_state.fast_alloc == pool->id && !flags)) {
+		/* Memory that is no pool, its first word 0, matched an empty
+		 * slot. A branch of its own: in the condition above gcc made
+		 * the two compares two set instructions and a test (one more). */
+		if (KP_UNLIKELY(!pool->id))
 			goto slow;
-		bool checks = mode == KP_MODE_CHECKED;
-		/* pool->canary is KP_CANARY with checks on, else 0 */
-		unsigned cls = kp__class_of(size + KP_HDR + (checks ? KP_CANARY : 0));
+		/* pool->canary is KP_CANARY: checks are on. The sizes of
+		 * kp__class_of's table first, with one test: the bound of the
+		 * small sizes is tested only past it (kp_alloc 1 instruction
+		 * fewer on workload a). */
+		unsigned cls;
+		if (KP_LIKELY(size <= KP_CLASS_TABLE_MAX - KP_HDR - KP_CANARY))
+			cls = kp__class_of(size + KP_HDR + KP_CANARY);
+		else if (size <= KP_SMALL_MAX - KP_HDR - KP_CANARY)
+			cls = kp__class_of(size + KP_HDR + KP_CANARY);
+		else
+			goto slow;
 		kp__tcache *tc = kp__tls_state.tc[0];
 		kp__bin *b = &tc->bin[cls];
 		uint64_t *stack = tc->stack[cls];
@@ -492,8 +530,19 @@ static ALWAYS_INLINE void *alloc_fast(kp_pool *pool, size_t size, unsigned flags
 		 * NULL, is taken by small_alloc (bin_head_ok): about as rare as a
 		 * refill, which follows it, and the check here then has one case,
 		 * a link to a block near h (three instructions fewer on every
-		 * allocation: a test, a conditional move and a copy). */
-		if (KP_UNLIKELY(n < 2 || h == NULL))
+		 * allocation: a test, a conditional move and a copy). A count
+		 * of two or more has a head: the bin is its thread's alone (its
+		 * cache, never user memory), and every path that writes it
+		 * writes the two together (a NULL head with a count: the pop of a
+		 * last block, bin_damaged, a flush, each vetting the list against
+		 * the count: bin_head_ok, kp__tcache_flush_bin), so h is not
+		 * tested (2 instructions fewer; small_alloc, on the rare paths,
+		 * tests both). */
+#if defined(KP_DEBUG) && KP_DEBUG
+		if (n >= 2 && h == NULL) /* the sanitizer and fuzz builds check the invariant */
+			__builtin_trap();
+#endif
+		if (KP_UNLIKELY(n < 2))
 			goto slow;
 		unsigned left = n - 1;
 		uint64_t key = stack[left];
@@ -503,30 +552,23 @@ static ALWAYS_INLINE void *alloc_fast(kp_pool *pool, size_t size, unsigned flags
 		uint64_t fm = (uint64_t)cls << 8 | KP_ST_FREE;
 		/* From here b, not tc, stack and cls: fewer registers live. */
 		__asm__("" : "+r"(b), "+r"(fm));
-		if (KP_LIKELY(checks)) {
-			if (KP_UNLIKELY(!bin_head_near(h, key, fm, (uintptr_t)next)))
-				return alloc_far(pool, size, b, key, next, fm);
-			b->head = next;
-			bin_count_dec(b, left);
-			/* The next block's link: the next allocation of this class
-			 * reads it first, and in a program with many classes (b)
-			 * it has gone cold in the bin by then (b +11%, medians of 7). */
-			__builtin_prefetch(next + KP_HDR, 0, 3);
-			kp__hdr_put((kp__hdr *)h, key, (uint64_t)size << 16 | (fm ^ KP_ST_FREE ^ KP_ST_ALLOC));
-			KP_UNPOISON(h + KP_HDR, size);
-			kp__canary8_put(key, h + KP_HDR + size);
-		} else {
-			b->head = next;
-			b->count = left;
-			kp__hdr_put((kp__hdr *)h, key, (uint64_t)size << 16 | (fm ^ KP_ST_FREE ^ KP_ST_ALLOC));
-			KP_UNPOISON(h + KP_HDR, kp__class_size[cls] - KP_HDR);
-		}
+		if (KP_UNLIKELY(!bin_head_near(h, key, fm, (uintptr_t)next)))
+			return alloc_far(pool, size, b, key, next, fm);
+		b->head = next;
+		bin_count_dec(b, left);
+		/* The next block's link: the next allocation of this class
+		 * reads it first, and in a program with many classes (b)
+		 * it has gone cold in the bin by then (b +11%, medians of 7). */
+		__builtin_prefetch(next + KP_HDR, 0, 3);
+		kp__hdr_put((kp__hdr *)h, key, (uint64_t)size << 16 | (fm ^ KP_ST_FREE ^ KP_ST_ALLOC));
+		KP_UNPOISON(h + KP_HDR, size);
+		kp__canary8_put(key, h + KP_HDR + size);
 		kp__count_inc(&b->allocs, 1);
 		return h + KP_HDR;
 	slow:
 		return alloc_slow(pool, size, 0); /* flags is 0 here: one register less to keep */
 	}
-	return alloc_slow(pool, size, flags);
+	return alloc_other(pool, size, flags);
 }
 
 KP_EXPORT void *kp_alloc(kp_pool *pool, size_t size, unsigned flags)
@@ -820,9 +862,10 @@ __attribute__((constructor)) static void canary_reach_init(void)
 	}
 }
 
+_Static_assert(sizeof(((kp__seg *)0)->unit_meta[0]) == 2, "unit_meta's high byte is um >> 8");
 static ALWAYS_INLINE void canary_prefetch(const kp__hdr *h, unsigned um)
 {
-	const uint16_t *r = canary_reach[(uint16_t)um >> 8];
+	const uint16_t *r = canary_reach[um >> 8]; /* um < 1 << 16 (unit_meta), so its high byte */
 	__builtin_prefetch((const char *)h + r[0], 0, 3);
 	__builtin_prefetch((const char *)h + r[1], 0, 3);
 	__builtin_prefetch((const char *)h + r[2], 0, 3);
@@ -842,18 +885,18 @@ enum { KP_FREE_NO, KP_FREE_DONE, KP_FREE_FULL };
  * goes in. A block freed into a full bin
  * went through primary_free before, which checks it all again (the
  * segment's keyed magic and seal, K(h) a second time: about 500
- * instructions, and 2% of workload b's frees were such). */
-static ALWAYS_INLINE int free_fast(kp_pool *pool, void *p, bool aes, bool flush)
+ * instructions, and 2% of workload b's frees were such). checked: the
+ * caller found pool in the first slot with checks on and poison off
+ * (kp__tls_state.fast_free: kp_free's copies), else this tests it. */
+static ALWAYS_INLINE int free_fast(kp_pool *pool, uint64_t id, void *p, bool aes, bool flush, bool checked)
 {
 	/* p NULL is refused by the pagemap (no segment at address 0, and the
-	 * offset test): free_slow returns 0 for it. */
+	 * offset test): free_slow returns 0 for it. id: pool->id, which the
+	 * caller read (kp_free's copy, before its section's fences: the
+	 * compiler loaded it again after them). */
 	if (!pool)
 		return KP_FREE_NO;
-	uint64_t id = pool->id;
-	if (kp__tls_state.id[0] != id)
-		return KP_FREE_NO;
-	unsigned mode = conf_mode(pool);
-	if (mode > KP_MODE_CHECKED) /* poisoning: the slow path */
+	if (!checked && (kp__tls_state.id[0] != id || conf_mode(pool) > KP_MODE_CHECKED)) /* poisoning: slow */
 		return KP_FREE_NO;
 	/* A normal segment of this pool: the flat pagemap's word says it (a
 	 * pool sharing the word is refused below: its header does not verify
@@ -896,10 +939,10 @@ static ALWAYS_INLINE int free_fast(kp_pool *pool, void *p, bool aes, bool flush)
 	unsigned n = b->count, counted = 0;
 	/* The mode read again, not kept from above: a register less across
 	 * the AES rounds, and no callee-saved register to push. */
-	if (!(n < b->max &&
-	      (*(volatile const uint8_t *)&pool->conf.checks == 0 || kp__canary8_ok(key, (char *)p + KP_META_REQ(meta))))) {
-		if (n < b->max ||
-		    (*(volatile const uint8_t *)&pool->conf.checks && !kp__canary8_ok(key, (char *)p + KP_META_REQ(meta))))
+	if (!(n < b->max && (!(checked || *(volatile const uint8_t *)&pool->conf.checks) ||
+			     kp__canary8_ok(key, (char *)p + KP_META_REQ(meta))))) {
+		if (n < b->max || ((checked || *(volatile const uint8_t *)&pool->conf.checks) &&
+				   !kp__canary8_ok(key, (char *)p + KP_META_REQ(meta))))
 			return KP_FREE_NO; /* an overflow: free_slow reports it */
 		if (!flush)
 			return KP_FREE_FULL;
@@ -1167,16 +1210,19 @@ static __attribute__((noinline)) int free_section(kp_pool *pool, void *p)
 	unsigned g = kp__grace_enter();
 	if (KP_UNLIKELY(!kp__grace_self.fast))
 		kp__grace_note_fast(); /* readers stopped fencing since the record was claimed */
-	int rc = pool && !pool->secret.aes && free_fast(pool, p, false, true) == KP_FREE_DONE ? 0 : free_slow(pool, p);
+	int rc = pool && !pool->secret.aes && free_fast(pool, pool->id, p, false, true, false) == KP_FREE_DONE
+			 ? 0
+			 : free_slow(pool, p);
 	kp__grace_exit(g);
 	return rc;
 }
 
 /* The fast path failed inside the section kp_free opened (KP_GRACE_OWN);
- * full: it found the bin full, the block sound. */
+ * full: it found the bin full, the block sound (either copy: free_entry's
+ * or free_other's, so the mode is tested again). */
 static __attribute__((noinline)) int free_slow_own(kp_pool *pool, void *p, bool full)
 {
-	int rc = full && free_fast(pool, p, true, true) == KP_FREE_DONE ? 0 : free_slow(pool, p);
+	int rc = full && free_fast(pool, pool->id, p, true, true, false) == KP_FREE_DONE ? 0 : free_slow(pool, p);
 	kp__grace_exit(KP_GRACE_OWN);
 	return rc;
 }
@@ -1200,8 +1246,21 @@ static __attribute__((noinline)) int free_slow_own_quiet(kp_pool *pool, void *p,
 	return rc;
 }
 
-/* kp_free; quiet: errno kept (kp__free_quiet). */
-static ALWAYS_INLINE int free_entry(kp_pool *pool, void *p, bool quiet)
+/* kp_free; quiet: errno kept (kp__free_quiet). checked: the copy for a
+ * pool that kp__tls_state.fast_free names (the first slot's, checks on,
+ * poison off, AES round keys), whose fast path tests no mode; else any
+ * pool's (free_other), which tests it. */
+static ALWAYS_INLINE int free_body(kp_pool *pool, void *p, bool quiet, bool checked);
+static __attribute__((noinline)) int free_other(kp_pool *pool, void *p)
+{
+	return free_body(pool, p, false, false);
+}
+static __attribute__((noinline)) int free_other_quiet(kp_pool *pool, void *p)
+{
+	return free_body(pool, p, true, false);
+}
+
+static ALWAYS_INLINE int free_body(kp_pool *pool, void *p, bool quiet, bool checked)
 {
 	/* kp__grace_enter's own-record path, inline: the thread's record, not
 	 * in a section already (so no reclaim pending: internal.h), no fencing
@@ -1209,11 +1268,12 @@ static ALWAYS_INLINE int free_entry(kp_pool *pool, void *p, bool quiet)
 	 * and it never says so again: kp__grace_tls). */
 	kp__grace_rec *r = kp__grace_self.fast;
 	uint64_t w = atomic_load_explicit(&kp__grace_epoch, memory_order_acquire);
+	uint64_t id;
 	if (KP_LIKELY(KP_FAST_AES && r && !atomic_load_explicit(&r->epoch, memory_order_relaxed) && pool &&
-		      pool->secret.aes)) {
+		      (checked ? kp__tls_state.fast_free == (id = pool->id) : (id = pool->id, pool->secret.aes)))) {
 		atomic_store_explicit(&r->epoch, w, memory_order_release);
 		atomic_signal_fence(memory_order_seq_cst);
-		int res = free_fast(pool, p, true, false);
+		int res = free_fast(pool, id, p, true, false, checked);
 		if (KP_LIKELY(res == KP_FREE_DONE)) {
 			/* Nothing was retired in here: no reclaim became pending. */
 			atomic_signal_fence(memory_order_seq_cst);
@@ -1223,17 +1283,19 @@ static ALWAYS_INLINE int free_entry(kp_pool *pool, void *p, bool quiet)
 		return quiet ? free_slow_own_quiet(pool, p, res == KP_FREE_FULL)
 			     : free_slow_own(pool, p, res == KP_FREE_FULL);
 	}
+	if (checked) /* a pool of another mode (checks off), or the section is not the inline one's */
+		return quiet ? free_other_quiet(pool, p) : free_other(pool, p);
 	return quiet ? free_section_quiet(pool, p) : free_section(pool, p);
 }
 
 KP_EXPORT int kp_free(kp_pool *pool, void *p)
 {
-	return free_entry(pool, p, false);
+	return free_body(pool, p, false, true);
 }
 
 int kp__free_quiet(kp_pool *pool, void *p)
 {
-	return free_entry(pool, p, true);
+	return free_body(pool, p, true, true);
 }
 
 KP_EXPORT size_t kp_usable_size(kp_pool *pool, const void *p)

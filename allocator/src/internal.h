@@ -343,6 +343,14 @@ struct kp__tcache;
 typedef struct kp__tls {
 	uint64_t id[KP_TLS_SLOTS];
 	struct kp__tcache *tc[KP_TLS_SLOTS];
+	/* The fast paths' slot test (alloc.c): id[0] when the pool of the
+	 * first slot takes that path (fast_alloc: checks on, poison off;
+	 * fast_free: and AES round keys, kp_free's inline K), else 0. A pool's
+	 * checks, poison and key never change after kp_create, so the test of
+	 * the slot is the test of the pool's mode too: one compare where the
+	 * slot, the mode and the key's kind were three (kp__tcache_slow sets
+	 * them with slot 0, every write of slot 0 clears or sets them). */
+	uint64_t fast_alloc, fast_free;
 	bool registered;
 	bool exited; /* the exit hook ran: later calls get no cache */
 	kp__grace_tls grace;
@@ -818,10 +826,11 @@ typedef struct kp__central {
 } kp__central;
 
 extern const uint32_t kp__class_size[KP_NCLASS];
+#define KP_CLASS_TABLE_MAX 1024 /* kp__class_of: the needs its table covers */
 static inline unsigned kp__class_of(size_t need)
 {
 	extern const uint8_t kp__class_small[];
-	if (KP_LIKELY(need <= 1024)) /* the table inline, the fast paths' common case */
+	if (KP_LIKELY(need <= KP_CLASS_TABLE_MAX)) /* the table inline, the fast paths' common case */
 		return kp__class_small[(need + 15 * (KP_PLANT != 1)) >> 4]; /* planted 1: rounds down */
 	unsigned b = 63u - (unsigned)__builtin_clzll((unsigned long long)(need - 1));
 	/* 8 classes per doubling; those past KP_CLASS_PAGE_PLUS one further:

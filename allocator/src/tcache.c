@@ -80,6 +80,7 @@ static void thread_exit(void *arg)
 {
 	(void)arg;
 	kp__tls_state.exited = true;
+	kp__tls_state.fast_alloc = kp__tls_state.fast_free = 0;
 	kp__registry_lock();
 	for (int i = 0; i < KP_TLS_SLOTS; i++) {
 		kp_pool *pool = kp__tls_state.id[i] ? kp__registry_find(kp__tls_state.id[i]) : NULL;
@@ -244,6 +245,11 @@ kp__tcache *kp__tcache_slow(kp_pool *pool)
 	}
 	t->id[0] = pool->id;
 	t->tc[0] = tc;
+	/* The fast paths' test of the slot (kp__tls): the pool's mode, fixed
+	 * at kp_create. */
+	bool checked = pool->conf.checks && !pool->conf.poison;
+	t->fast_alloc = checked ? pool->id : 0;
+	t->fast_free = checked && pool->secret.aes ? pool->id : 0;
 	return tc;
 }
 
@@ -583,6 +589,10 @@ void kp__tcache_fini_pool(kp_pool *pool)
 	for (int i = 0; i < KP_TLS_SLOTS; i++)
 		if (t->id[i] == pool->id)
 			t->id[i] = 0;
+	if (t->fast_alloc == pool->id)
+		t->fast_alloc = 0;
+	if (t->fast_free == pool->id)
+		t->fast_free = 0;
 	for (int i = 0; i < KP_SCOPE_SLOTS; i++)
 		if (scopes[i].id == pool->id)
 			scopes[i].id = 0;
