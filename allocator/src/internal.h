@@ -906,9 +906,11 @@ kp__seg *kp__huge_resize(kp_pool *pool, kp__seg *seg, size_t need, size_t open);
 int kp__huge_cache_trim(kp_pool *pool, bool all);
 /* Take the kept huge mappings off the cache (the allocation path's growth
  * evicts them to make room under primary_max); those being purged are
- * marked evicted and left to the daemon. Caller holds pool->lock. */
+ * marked evicted and left to the daemon. Caller holds release_mu and
+ * pool->lock. */
 kp__seg *kp__huge_cache_detach(kp_pool *pool);
-/* Unmap a list detached by kp__huge_cache_detach. Caller holds no lock.
+/* Unmap a list detached by kp__huge_cache_detach. Caller holds release_mu
+ * (the list is in hand: no fork until it is unmapped), no other lock.
  * Returns how many were unmapped. */
 int kp__huge_cache_release(kp_pool *pool, kp__seg *list);
 
@@ -1270,6 +1272,16 @@ struct kp_pool {
 	kp__seg *segs, *huge;
 	kp__seg *huge_cache; /* freed huge mappings kept for reuse (huge.c) */
 	_Atomic(kp__seg *) limbo; /* released, unmapped after a grace period (pagemap.c) */
+	/* Held, before pool->lock, by a thread that has mappings off the pool's
+	 * lists on their way out until they are unmapped or on the grace list:
+	 * the grace list it reclaims (pagemap.c), kept huge mappings evicted or
+	 * expired (huge.c), segments a shrink released (primary.c). fork_prepare
+	 * takes it, so no child inherits mappings that nothing holds
+	 * (test_fork_held). */
+	pthread_mutex_t release_mu;
+	/* Kept huge mappings evicted while the daemon gives their pages back
+	 * (purging 2): it unmaps them after (huge.c); pool->lock. */
+	_Atomic(kp__seg *) huge_evicted;
 	unsigned huge_ncached;
 	_Atomic size_t huge_cached_bytes;
 	size_t capacity;      /* bytes of normal segments */

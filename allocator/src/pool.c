@@ -52,7 +52,8 @@ bool kp__pool_live(const kp_pool *pool, const char *fn)
 
 /* ---- fork -------------------------------------------------------------- */
 /* Every lock is taken before fork, in the documented order: the class
- * locks, the pool lock, the backup lock, then the daemon mutex, a leaf that
+ * locks, the release lock (held while mappings are off the pool's lists on
+ * their way out: none is in hand at the fork), the pool lock, the backup lock, then the daemon mutex, a leaf that
  * the allocation path takes under a class lock to wake the daemon; then the
  * pagemap's. No lock is copied mid-update, and all are held by the thread
  * that forks: the parent and the child each unlock them (jemalloc's and
@@ -77,6 +78,7 @@ static void fork_prepare(void)
 	for (kp_pool *p = reg_head; p; p = p->reg_next) {
 		for (unsigned c = 0; c < KP_NCLASS; c += KP_CLASS_LOCK_STEP)
 			pthread_mutex_lock(kp__class_lock(p, c));
+		pthread_mutex_lock(&p->release_mu);
 		pthread_mutex_lock(&p->lock);
 		pthread_mutex_lock(&p->backup.lock);
 		pthread_mutex_lock(&p->daemon.mu);
@@ -92,6 +94,7 @@ static void fork_unlock(void)
 		pthread_mutex_unlock(&p->daemon.mu);
 		pthread_mutex_unlock(&p->backup.lock);
 		pthread_mutex_unlock(&p->lock);
+		pthread_mutex_unlock(&p->release_mu);
 		for (unsigned c = 0; c < KP_NCLASS; c += KP_CLASS_LOCK_STEP)
 			pthread_mutex_unlock(kp__class_lock(p, c));
 	}
@@ -116,6 +119,7 @@ static void locks_init(kp_pool *p)
 	pthread_mutex_init(&p->lock, &adaptive);
 	pthread_mutexattr_destroy(&adaptive);
 	pthread_mutex_init(&p->backup.lock, NULL);
+	pthread_mutex_init(&p->release_mu, NULL);
 	pthread_mutex_init(&p->daemon.mu, NULL);
 	pthread_mutex_init(&p->daemon.step_mu, NULL);
 	pthread_cond_init(&p->daemon.cv, NULL);

@@ -873,6 +873,8 @@ int kp__primary_grow(kp_pool *pool, bool populate)
 {
 	if (kp__os_caller == KP_CALLER_ALLOC)
 		kp__grace_reclaim(pool); /* before mapping (the daemon reclaims after each pass) */
+	bool release = false; /* holding release_mu: evicted mappings in hand (huge.c) */
+again:
 	kp__pool_lock(pool);
 	size_t used = pool->capacity + KP_SEG_SIZE + atomic_load(&pool->huge_bytes);
 	bool room = used + atomic_load(&pool->huge_cached_bytes) <= pool->conf.primary_max;
@@ -880,6 +882,12 @@ int kp__primary_grow(kp_pool *pool, bool populate)
 	/* Kept huge mappings make way for a segment the allocation path needs,
 	 * not for the daemon's growth ahead of demand. */
 	if (!room && used <= pool->conf.primary_max && kp__os_caller == KP_CALLER_ALLOC) {
+		if (!release) { /* release_mu comes before pool->lock */
+			pthread_mutex_unlock(&pool->lock);
+			pthread_mutex_lock(&pool->release_mu);
+			release = true;
+			goto again;
+		}
 		evict = kp__huge_cache_detach(pool);
 		room = true;
 	}
@@ -887,6 +895,8 @@ int kp__primary_grow(kp_pool *pool, bool populate)
 		pool->capacity += KP_SEG_SIZE; /* reserved now, so racing growers cannot pass the max */
 	pthread_mutex_unlock(&pool->lock);
 	kp__huge_cache_release(pool, evict);
+	if (release)
+		pthread_mutex_unlock(&pool->release_mu);
 	if (!room)
 		return -1;
 	kp__seg *s = kp__os_map(&pool->os, KP_SEG_SIZE, KP_SEG_SIZE, populate);
@@ -952,6 +962,7 @@ int kp__primary_shrink(kp_pool *pool, size_t keep)
 	 * idle daemon never makes an allocating thread wait (a futex call). */
 	if (atomic_load(&pool->free_segs) == 0 || kp__primary_headroom(pool) < keep + (KP_UNITS - 1) * KP_UNIT_SIZE)
 		return 0;
+	pthread_mutex_lock(&pool->release_mu); /* the released segments in hand till retired: no fork */
 	kp__pool_lock(pool);
 	/* Read under the lock: a segment emptied after an earlier reading would
 	 * look as if it had been empty for ever. */
@@ -1002,6 +1013,7 @@ int kp__primary_shrink(kp_pool *pool, size_t keep)
 		kp__grace_retire(pool, gone, KP_SEG_SIZE);
 		gone = next;
 	}
+	pthread_mutex_unlock(&pool->release_mu);
 	return n;
 }
 
