@@ -1028,7 +1028,8 @@ typedef struct kp__bin {
 	_Atomic uint64_t allocs, frees;
 	/* max starts at KP_BIN_START and grows to cap (bin_max) while the bin
 	 * misses often and its thread's growth budget lasts (kp__bin_miss);
-	 * miss_at: allocs + frees at the last miss, allocs_at: allocs then
+	 * miss_at: allocs + frees at the last miss, allocs_at: allocs then, both
+	 * modulo 2^32 (a window's counts: the bin's age is allocs + frees)
 	 * (the window since, one way or both: kp__bin_miss); cls: the bin's
 	 * index in its cache (the bin of one on the shared path, alloc.c, has
 	 * cap == max and never grows). */
