@@ -870,6 +870,9 @@ int kp__primary_grow(kp_pool *pool, bool populate);
  * headroom (the daemon's target, the one its growth aims at) and
  * primary_initial of capacity. Returns segments released. */
 int kp__primary_shrink(kp_pool *pool, size_t keep);
+/* The fork child's handler: unmaps the segments grows that the fork cut
+ * short had mapped (pool.c, fork_child). Single-threaded. */
+void kp__primary_fork_child(kp_pool *pool);
 /* Give back the pages of free units that stayed free for decay_ms (one
  * checkpoint per decay_ms: a unit free at two checkpoints in a row, never
  * taken in between), past the first keep bytes of free units in allocation
@@ -1283,6 +1286,9 @@ struct kp_pool {
 	/* Kept huge mappings evicted while the daemon gives their pages back
 	 * (purging 2): it unmaps them after (huge.c); pool->lock. */
 	_Atomic(kp__seg *) huge_evicted;
+	/* Segments mapped by kp__primary_grow, not yet linked (primary.c);
+	 * pool->lock. */
+	kp__seg *growing;
 	unsigned huge_ncached;
 	_Atomic size_t huge_cached_bytes;
 	size_t capacity;      /* bytes of normal segments */

@@ -141,6 +141,7 @@ static void fork_child(void)
 		if (atomic_load(&p->daemon.state) == KP_D_RUNNING)
 			atomic_store(&p->daemon.state, KP_D_RESTART);
 		atomic_store(&p->daemon.wake_pending, 0);
+		kp__primary_fork_child(p); /* a grow's segment, mapped, not linked */
 	}
 	fork_unlock();
 }

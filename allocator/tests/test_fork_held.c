@@ -9,7 +9,8 @@
  * (huge.c, kp__huge_cache_trim: expired ones; a kept mapping evicted by an
  * allocation while the daemon gave its pages back, purging 2), and the free
  * segments a shrink released (primary.c, kp__primary_shrink: out of the
- * segment list, retired one by one). A fork in between copied the mappings
+ * segment list, retired one by one), and a grow maps a segment before it
+ * links it (primary.c, kp__primary_grow). A fork in between copied the mappings
  * into the child, where nothing held them any more: the pass that would
  * have unmapped them runs on in the parent only. The tests stop the pass
  * inside each window by interposing the call it makes there (munmap,
@@ -19,6 +20,7 @@
  *   - the ranges the pass held are unmapped once the child has used its
  *     pool (small, large and huge blocks, a pass) and destroyed it: not
  *     leaked;
+ *   - its capacity counts the segments on its list, none a grow reserved;
  *   - a sentinel the child maps over any of them that was already unmapped
  *     at the fork survives all that: nothing unmapped twice;
  * and in the parent: the pass ends, the ranges are unmapped, the pool works.
@@ -51,7 +53,7 @@ static kp_pool *pool;
 
 /* ---- the window: an interposed call stops the pass until the fork ------- */
 
-enum { W_NONE, W_MUNMAP, W_MADVISE, W_WRITE };
+enum { W_NONE, W_MUNMAP, W_MADVISE, W_WRITE, W_MMAP };
 static _Atomic int armed;		/* which call, once */
 static _Atomic uintptr_t watch_lo, watch_hi; /* munmap/madvise: its address in [lo, hi) */
 static const char *watch_text;		/* write: a line that holds this */
@@ -92,6 +94,27 @@ int madvise(void *addr, size_t len, int advice)
 	if (advice == MADV_DONTNEED && watched(W_MADVISE, addr))
 		window();
 	return (int)syscall(SYS_madvise, addr, len, advice);
+}
+
+/* W_MMAP: after the stepper thread's mmap of a segment or more returns
+ * (the grow's), its range recorded. */
+static __thread bool is_stepper;
+static _Atomic uintptr_t mmap_got;
+static size_t mmap_len;
+
+void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
+{
+	void *r = (void *)syscall(SYS_mmap, addr, len, prot, flags, fd, off);
+	if (atomic_load(&armed) == W_MMAP && len >= KP_SEG_SIZE && r != MAP_FAILED &&
+	    is_stepper) {
+		int k = W_MMAP;
+		if (atomic_compare_exchange_strong(&armed, &k, W_NONE)) {
+			mmap_len = len;
+			atomic_store(&mmap_got, (uintptr_t)r);
+			window();
+		}
+	}
+	return r;
 }
 
 ssize_t write(int fd, const void *buf, size_t len)
@@ -154,6 +177,17 @@ static int child(void)
 {
 	int bad = 0;
 	char *sent[NRANGE] = {0};
+	if (!nheld && atomic_load(&mmap_got))
+		hold((char *)atomic_load(&mmap_got), mmap_len);
+	/* the capacity is the segments on the list: none reserved for a grow
+	 * that the fork cut short */
+	size_t nseg = 0;
+	for (kp__seg *s = pool->segs; s; s = s->next)
+		nseg++;
+	if (pool->capacity != nseg * KP_SEG_SIZE) {
+		printf("   child: capacity %zu MiB, %zu segments of 4 MiB\n", pool->capacity >> 20, nseg);
+		bad |= 8;
+	}
 	size_t at_fork = held_mapped();
 	for (unsigned i = 0; i < nheld; i++) {
 		if (pages_mapped(held[i].p, held[i].len))
@@ -207,6 +241,7 @@ static int child(void)
 		bad |= 2;
 	if (lost)
 		bad |= 4;
+	/* 8: the capacity counted a segment not on the list (above) */
 	return bad;
 }
 
@@ -217,6 +252,7 @@ static sem_t may_exit; /* the stepper ends after the fork: TSan's child saw a fi
 static void *stepper(void *arg)
 {
 	(void)arg;
+	is_stepper = true;
 	kp_daemon_step(pool, step_ms);
 	sem_wait(&may_exit);
 	return NULL;
@@ -252,10 +288,11 @@ static void fork_in_window(uint64_t ms, const char *what)
 	int status = 0;
 	if (pid > 0) {
 		waitpid(pid, &status, 0);
-		CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "%s: the child %s%s%s (status %#x)", what,
+		CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "%s: the child %s%s%s%s (status %#x)", what,
 		      WIFEXITED(status) && WEXITSTATUS(status) & 1 ? "failed to allocate; " : "",
 		      WIFEXITED(status) && WEXITSTATUS(status) & 2 ? "leaked the held mappings; " : "",
-		      WIFEXITED(status) && WEXITSTATUS(status) & 4 ? "unmapped a sentinel (unmapped twice)" : "",
+		      WIFEXITED(status) && WEXITSTATUS(status) & 4 ? "unmapped a sentinel (unmapped twice); " : "",
+		      WIFEXITED(status) && WEXITSTATUS(status) & 8 ? "counted a segment it does not have" : "",
 		      (unsigned)status);
 	}
 	while (sem_trywait(&forked) == 0)
@@ -434,6 +471,39 @@ static void test_fork_in_shrink(void)
 	close(fd[1]);
 }
 
+static bool any(char *p)
+{
+	(void)p;
+	return true;
+}
+
+/* The pass grows the pool: the mmap of a new segment has returned, the
+ * segment is not on the pool's list yet (and pre-faulted first when the
+ * program touches what it takes). */
+static void test_fork_in_grow(void)
+{
+	start("daemon:off,seed:9,backup:0,primary_initial:4m");
+	REQUIRE(pool != NULL, "kp_create: %s", kp_last_error());
+	atomic_store(&mmap_got, 0);
+	static void *q[64];
+	for (unsigned i = 0; i < 64; i++)
+		q[i] = kp_alloc(pool, 48 * KiB, 0); /* demand: the pass grows */
+	still_held = any; /* the parent links it: its segment */
+	arm(W_MMAP, NULL, 0);
+	fork_in_window(1, "a segment the pass mapped");
+	size_t nseg = 0;
+	kp__pool_lock(pool);
+	for (kp__seg *s = pool->segs; s; s = s->next)
+		nseg++;
+	size_t cap = pool->capacity;
+	pthread_mutex_unlock(&pool->lock);
+	CHECK(cap == nseg * KP_SEG_SIZE, "the parent: capacity %zu MiB, %zu segments", cap >> 20, nseg);
+	for (unsigned i = 0; i < 64; i++)
+		kp_free(pool, q[i]);
+	kp_destroy(pool);
+	atomic_store(&mmap_got, 0);
+}
+
 int main(void)
 {
 	RUN(test_fork_in_grace_reclaim);
@@ -441,5 +511,6 @@ int main(void)
 	RUN(test_fork_in_huge_trim);
 	RUN(test_fork_in_huge_purge_evicted);
 	RUN(test_fork_in_shrink);
+	RUN(test_fork_in_grow);
 	return ktest_summary();
 }
