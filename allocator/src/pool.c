@@ -71,7 +71,13 @@ bool kp__pool_live(const kp_pool *pool, const char *fn)
  * waited on them do not exist in the child. The daemon thread does not
  * survive fork: the child marks it RESTART and its first slow path starts
  * a new one. Other threads' caches are copied but orphaned in the child:
- * their blocks stay allocated (never handed out twice). */
+ * their blocks stay allocated (never handed out twice). No mapping is in
+ * hand off the pool's lists at the fork (release_mu: the grace list being
+ * reclaimed, huge mappings expired or evicted, segments a shrink
+ * released); a segment a grow mapped and had not linked yet is unmapped by
+ * the child (kp__primary_fork_child), and kept huge mappings evicted while
+ * a pass purged them wait on huge_evicted for the child's next trim
+ * (test_fork_held). */
 static void fork_prepare(void)
 {
 	pthread_mutex_lock(&reg_lock);
