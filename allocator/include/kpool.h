@@ -222,7 +222,9 @@ int kp_fault_inject(kp_pool *pool, const char *spec);
 
 /* Run one daemon pass now on the calling thread, as if the timer fired with
  * the clock advanced by advance_ms (so decay can be tested without sleeping).
- * Returns the number of actions taken (grows + shrinks). */
+ * Returns the number of actions taken (grows + shrinks), or KP_EINVAL (errno
+ * EINVAL, kp_last_error() and a daemon event say why) when the steps would
+ * move the pool's clock past 2^62 ns in all (146 years): it would wrap. */
 int kp_daemon_step(kp_pool *pool, uint64_t advance_ms);
 
 /* Wake the daemon (what the allocation path does at a watermark). */

@@ -26,6 +26,7 @@
  */
 #include "internal.h"
 
+#include <errno.h>
 #include <signal.h>
 
 uint64_t kp__pool_now(kp_pool *pool)
@@ -1153,10 +1154,31 @@ KP_EXPORT void kp_daemon_stop(kp_pool *pool)
 		kp__daemon_stop(pool);
 }
 
+/* The steps move the pool's clock (kp__pool_now: the monotonic clock plus
+ * their offset) by at most 2^62 ns in all (146 years), so that it and every
+ * deadline made from it (at most decay_ms, an hour, ahead) stay far under
+ * 2^64: advance_ms * 10^6 wrapped past 2^64 / 10^6 ms, and steps adding up
+ * past 2^64 ns wrapped the offset, so the clock went back
+ * (test_daemon_step_range). */
+#define KP_STEP_MAX_NS ((uint64_t)1 << 62)
+
 KP_EXPORT int kp_daemon_step(kp_pool *pool, uint64_t advance_ms)
 {
 	if (!pool || !kp__pool_live(pool, "kp_daemon_step"))
 		return KP_EINVAL;
-	atomic_fetch_add(&pool->daemon.clock_offset_ns, advance_ms * 1000000ull);
+	_Atomic uint64_t *offset = &pool->daemon.clock_offset_ns;
+	uint64_t was = atomic_load(offset);
+	do {
+		if (advance_ms > (KP_STEP_MAX_NS - was) / 1000000ull) {
+			kp__set_error("kp_daemon_step: advance_ms %llu refused: the steps would move the pool's clock "
+				      "past 2^62 ns (%llu ms moved so far)",
+				      (unsigned long long)advance_ms, (unsigned long long)(was / 1000000ull));
+			kp__event(pool, KP_EV_DAEMON, KP_POOL_PRIMARY, NULL, 0,
+				  "kp_daemon_step: advance_ms %llu refused (the clock would pass 2^62 ns of steps)",
+				  (unsigned long long)advance_ms);
+			errno = EINVAL;
+			return KP_EINVAL;
+		}
+	} while (!atomic_compare_exchange_weak(offset, &was, was + advance_ms * 1000000ull));
 	return kp__daemon_pass(pool);
 }

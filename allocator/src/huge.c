@@ -77,10 +77,11 @@ static kp__seg *huge_cache_take(kp_pool *pool, size_t size)
 	return NULL;
 }
 
-/* Caller holds pool->lock: the whole cache, for kp__huge_cache_release, but
- * the mappings being purged: those leave the cache and its count too
- * (purging 2: evicted), and the daemon unmaps them when its madvise is done
- * (kp__huge_cache_trim). Kept counted until then, they failed the
+/* Caller holds pool->lock and release_mu: the whole cache, for
+ * kp__huge_cache_release, but the mappings being purged: those leave the
+ * cache and its count too (purging 2: evicted) for pool->huge_evicted, and
+ * the daemon unmaps them when its madvise is done (kp__huge_cache_trim; a
+ * fork child's next trim, when the fork cut the pass short). Kept counted until then, they failed the
  * allocation that needed their room for as long as the madvise took
  * (test_huge_purge_evict). */
 kp__seg *kp__huge_cache_detach(kp_pool *pool)
@@ -94,6 +95,8 @@ kp__seg *kp__huge_cache_detach(kp_pool *pool)
 		atomic_fetch_sub(&pool->huge_cached_bytes, c->size);
 		if (c->purging) {
 			c->purging = 2;
+			c->next = atomic_load_explicit(&pool->huge_evicted, memory_order_relaxed);
+			atomic_store_explicit(&pool->huge_evicted, c, memory_order_relaxed);
 			continue;
 		}
 		c->next = list;
@@ -129,13 +132,17 @@ int kp__huge_cache_release(kp_pool *pool, kp__seg *list)
 
 int kp__huge_cache_trim(kp_pool *pool, bool all)
 {
-	if (!atomic_load(&pool->huge_cached_bytes))
+	if (!atomic_load(&pool->huge_cached_bytes) && !atomic_load_explicit(&pool->huge_evicted, memory_order_relaxed))
 		return 0;
 	uint64_t now = kp__pool_now(pool), decay = (uint64_t)pool->conf.decay_ms * 1000000ull;
 	uint64_t grows = atomic_load(&pool->grows);
 	kp__seg *gone = NULL, *purge[KP_HUGE_CACHE];
 	unsigned npurge = 0;
+	/* expired and evicted mappings in hand till unmapped: no fork meanwhile */
+	pthread_mutex_lock(&pool->release_mu);
 	kp__pool_lock(pool);
+	/* evicted while a pass that a fork cut short purged them */
+	gone = atomic_exchange_explicit(&pool->huge_evicted, NULL, memory_order_relaxed);
 	huge_cache_vet(pool);
 	for (kp__seg **pp = &pool->huge_cache; *pp;) {
 		kp__seg *c = *pp;
@@ -167,6 +174,7 @@ int kp__huge_cache_trim(kp_pool *pool, bool all)
 	}
 	pthread_mutex_unlock(&pool->lock);
 	int n = kp__huge_cache_release(pool, gone);
+	pthread_mutex_unlock(&pool->release_mu);
 	/* The payload past the block header's page; the two first pages (the
 	 * headers a lookup reads) stay. Without the lock: the marked mappings
 	 * stay mapped and unused until their mark is cleared. */
@@ -179,19 +187,18 @@ int kp__huge_cache_trim(kp_pool *pool, bool all)
 		}
 	}
 	if (npurge) {
-		gone = NULL;
+		pthread_mutex_lock(&pool->release_mu);
 		kp__pool_lock(pool);
 		for (unsigned i = 0; i < npurge; i++) {
-			if (purge[i]->purging == 2) { /* evicted meanwhile (huge_cache_detach) */
-				purge[i]->next = gone;
-				gone = purge[i];
+			if (purge[i]->purging == 2) /* evicted meanwhile: on huge_evicted */
 				continue;
-			}
 			purge[i]->purged = 1;
 			purge[i]->purging = 0;
 		}
+		gone = atomic_exchange_explicit(&pool->huge_evicted, NULL, memory_order_relaxed);
 		pthread_mutex_unlock(&pool->lock);
 		n += kp__huge_cache_release(pool, gone);
+		pthread_mutex_unlock(&pool->release_mu);
 	}
 	return n;
 }
@@ -221,17 +228,27 @@ void *kp__huge_alloc(kp_pool *pool, size_t need, size_t align)
 	(void)align; /* the payload is page-aligned, the largest alignment served */
 	size_t size = (need + 2 * KP_PAGE + KP_PAGE - 1) & ~(size_t)(KP_PAGE - 1);
 	kp__seg *evict = NULL;
+	bool release = false; /* holding release_mu: evicted mappings in hand */
 	kp__grace_reclaim(pool); /* before mapping: what waited out its grace period */
+again:
 	kp__pool_lock(pool);
 	kp__seg *s = huge_cache_take(pool, size);
 	size_t used = pool->capacity + atomic_load(&pool->huge_bytes);
 	bool room = s || used + atomic_load(&pool->huge_cached_bytes) + size <= pool->conf.primary_max;
 	if (!room && used + size <= pool->conf.primary_max) {
+		if (!release) { /* release_mu comes before pool->lock */
+			pthread_mutex_unlock(&pool->lock);
+			pthread_mutex_lock(&pool->release_mu);
+			release = true;
+			goto again;
+		}
 		evict = kp__huge_cache_detach(pool);
 		room = true;
 	}
 	pthread_mutex_unlock(&pool->lock);
 	kp__huge_cache_release(pool, evict);
+	if (release)
+		pthread_mutex_unlock(&pool->release_mu);
 	if (!room)
 		return NULL;
 	if (s) { /* a kept mapping: magic, pool, kind, size and pagemap are set */

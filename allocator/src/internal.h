@@ -879,6 +879,9 @@ int kp__primary_grow(kp_pool *pool, bool populate);
  * headroom (the daemon's target, the one its growth aims at) and
  * primary_initial of capacity. Returns segments released. */
 int kp__primary_shrink(kp_pool *pool, size_t keep);
+/* The fork child's handler: unmaps the segments grows that the fork cut
+ * short had mapped (pool.c, fork_child). Single-threaded. */
+void kp__primary_fork_child(kp_pool *pool);
 /* Give back the pages of free units that stayed free for decay_ms (one
  * checkpoint per decay_ms: a unit free at two checkpoints in a row, never
  * taken in between), past the first keep bytes of free units in allocation
@@ -915,9 +918,11 @@ kp__seg *kp__huge_resize(kp_pool *pool, kp__seg *seg, size_t need, size_t open);
 int kp__huge_cache_trim(kp_pool *pool, bool all);
 /* Take the kept huge mappings off the cache (the allocation path's growth
  * evicts them to make room under primary_max); those being purged are
- * marked evicted and left to the daemon. Caller holds pool->lock. */
+ * marked evicted and left to the daemon. Caller holds release_mu and
+ * pool->lock. */
 kp__seg *kp__huge_cache_detach(kp_pool *pool);
-/* Unmap a list detached by kp__huge_cache_detach. Caller holds no lock.
+/* Unmap a list detached by kp__huge_cache_detach. Caller holds release_mu
+ * (the list is in hand: no fork until it is unmapped), no other lock.
  * Returns how many were unmapped. */
 int kp__huge_cache_release(kp_pool *pool, kp__seg *list);
 
@@ -1035,7 +1040,8 @@ typedef struct kp__bin {
 	_Atomic uint64_t allocs, frees;
 	/* max starts at KP_BIN_START and grows to cap (bin_max) while the bin
 	 * misses often and its thread's growth budget lasts (kp__bin_miss);
-	 * miss_at: allocs + frees at the last miss, allocs_at: allocs then
+	 * miss_at: allocs + frees at the last miss, allocs_at: allocs then, both
+	 * modulo 2^32 (a window's counts: the bin's age is allocs + frees)
 	 * (the window since, one way or both: kp__bin_miss); cls: the bin's
 	 * index in its cache (the bin of one on the shared path, alloc.c, has
 	 * cap == max and never grows). */
@@ -1279,6 +1285,19 @@ struct kp_pool {
 	kp__seg *segs, *huge;
 	kp__seg *huge_cache; /* freed huge mappings kept for reuse (huge.c) */
 	_Atomic(kp__seg *) limbo; /* released, unmapped after a grace period (pagemap.c) */
+	/* Held, before pool->lock, by a thread that has mappings off the pool's
+	 * lists on their way out until they are unmapped or on the grace list:
+	 * the grace list it reclaims (pagemap.c), kept huge mappings evicted or
+	 * expired (huge.c), segments a shrink released (primary.c). fork_prepare
+	 * takes it, so no child inherits mappings that nothing holds
+	 * (test_fork_held). */
+	pthread_mutex_t release_mu;
+	/* Kept huge mappings evicted while the daemon gives their pages back
+	 * (purging 2): it unmaps them after (huge.c); pool->lock. */
+	_Atomic(kp__seg *) huge_evicted;
+	/* Segments mapped by kp__primary_grow, not yet linked (primary.c);
+	 * pool->lock. */
+	kp__seg *growing;
 	unsigned huge_ncached;
 	_Atomic size_t huge_cached_bytes;
 	size_t capacity;      /* bytes of normal segments */

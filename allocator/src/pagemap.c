@@ -276,6 +276,11 @@ int kp__grace_reclaim(kp_pool *pool)
 		kp__grace_self.pending = pool; /* inside a section: when it ends */
 		return 0;
 	}
+	/* The list taken is in hand until each is unmapped or back on it: no
+	 * fork meanwhile (release_mu). Another thread reclaiming (or a fork)
+	 * has it: that one unmaps what has waited out its grace period. */
+	if (pthread_mutex_trylock(&pool->release_mu) != 0)
+		return 0;
 	kp__pool_lock(pool);
 	kp__seg *list = atomic_exchange(&pool->limbo, NULL);
 	pthread_mutex_unlock(&pool->lock);
@@ -300,6 +305,7 @@ int kp__grace_reclaim(kp_pool *pool)
 		atomic_store_explicit(&pool->limbo, keep, memory_order_release);
 		pthread_mutex_unlock(&pool->lock);
 	}
+	pthread_mutex_unlock(&pool->release_mu);
 	return n;
 }
 

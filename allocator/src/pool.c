@@ -52,7 +52,8 @@ bool kp__pool_live(const kp_pool *pool, const char *fn)
 
 /* ---- fork -------------------------------------------------------------- */
 /* Every lock is taken before fork, in the documented order: the class
- * locks, the pool lock, the backup lock, then the daemon mutex, a leaf that
+ * locks, the release lock (held while mappings are off the pool's lists on
+ * their way out: none is in hand at the fork), the pool lock, the backup lock, then the daemon mutex, a leaf that
  * the allocation path takes under a class lock to wake the daemon; then the
  * pagemap's. No lock is copied mid-update, and all are held by the thread
  * that forks: the parent and the child each unlock them (jemalloc's and
@@ -70,13 +71,20 @@ bool kp__pool_live(const kp_pool *pool, const char *fn)
  * waited on them do not exist in the child. The daemon thread does not
  * survive fork: the child marks it RESTART and its first slow path starts
  * a new one. Other threads' caches are copied but orphaned in the child:
- * their blocks stay allocated (never handed out twice). */
+ * their blocks stay allocated (never handed out twice). No mapping is in
+ * hand off the pool's lists at the fork (release_mu: the grace list being
+ * reclaimed, huge mappings expired or evicted, segments a shrink
+ * released); a segment a grow mapped and had not linked yet is unmapped by
+ * the child (kp__primary_fork_child), and kept huge mappings evicted while
+ * a pass purged them wait on huge_evicted for the child's next trim
+ * (test_fork_held). */
 static void fork_prepare(void)
 {
 	pthread_mutex_lock(&reg_lock);
 	for (kp_pool *p = reg_head; p; p = p->reg_next) {
 		for (unsigned c = 0; c < KP_NCLASS; c += KP_CLASS_LOCK_STEP)
 			pthread_mutex_lock(kp__class_lock(p, c));
+		pthread_mutex_lock(&p->release_mu);
 		pthread_mutex_lock(&p->lock);
 		pthread_mutex_lock(&p->backup.lock);
 		pthread_mutex_lock(&p->daemon.mu);
@@ -92,6 +100,7 @@ static void fork_unlock(void)
 		pthread_mutex_unlock(&p->daemon.mu);
 		pthread_mutex_unlock(&p->backup.lock);
 		pthread_mutex_unlock(&p->lock);
+		pthread_mutex_unlock(&p->release_mu);
 		for (unsigned c = 0; c < KP_NCLASS; c += KP_CLASS_LOCK_STEP)
 			pthread_mutex_unlock(kp__class_lock(p, c));
 	}
@@ -116,6 +125,7 @@ static void locks_init(kp_pool *p)
 	pthread_mutex_init(&p->lock, &adaptive);
 	pthread_mutexattr_destroy(&adaptive);
 	pthread_mutex_init(&p->backup.lock, NULL);
+	pthread_mutex_init(&p->release_mu, NULL);
 	pthread_mutex_init(&p->daemon.mu, NULL);
 	pthread_mutex_init(&p->daemon.step_mu, NULL);
 	pthread_cond_init(&p->daemon.cv, NULL);
@@ -137,6 +147,7 @@ static void fork_child(void)
 		if (atomic_load(&p->daemon.state) == KP_D_RUNNING)
 			atomic_store(&p->daemon.state, KP_D_RESTART);
 		atomic_store(&p->daemon.wake_pending, 0);
+		kp__primary_fork_child(p); /* a grow's segment, mapped, not linked */
 	}
 	fork_unlock();
 }

@@ -869,10 +869,42 @@ static void seg_link(kp_pool *pool, kp__seg *s)
 	headroom_publish(pool);
 }
 
+/* Off pool->growing (kp__primary_grow). Caller holds pool->lock. */
+static void growing_unlink(kp_pool *pool, kp__seg *s)
+{
+	if (s->prev)
+		s->prev->next = s->next;
+	else
+		pool->growing = s->next;
+	if (s->next)
+		s->next->prev = s->prev;
+}
+
+/* A fork child's segments mapped by a grow that the fork cut short (the
+ * thread that mapped them is not in the child): their pagemap entries
+ * cleared, unmapped, their reservation undone. The child's one thread,
+ * from the fork handler. */
+void kp__primary_fork_child(kp_pool *pool)
+{
+	for (kp__seg *s = pool->growing, *next; s; s = next) {
+		next = s->next;
+		kp__pagemap_set(&pool->os, s, KP_SEG_SIZE, NULL);
+		kp__os_unmap(&pool->os, s, KP_SEG_SIZE);
+		pool->capacity -= KP_SEG_SIZE;
+	}
+	pool->growing = NULL;
+}
+
 int kp__primary_grow(kp_pool *pool, bool populate)
 {
 	if (kp__os_caller == KP_CALLER_ALLOC)
 		kp__grace_reclaim(pool); /* before mapping (the daemon reclaims after each pass) */
+	/* From the reservation until the new segment is on pool->growing (or
+	 * the reservation is undone), and while kept huge mappings evicted for
+	 * it are in hand: no fork (release_mu). A fork after leaves the child
+	 * a growing segment, which it unmaps (pool.c, fork_child): it had 4
+	 * MiB mapped and counted in its capacity that nothing held. */
+	pthread_mutex_lock(&pool->release_mu);
 	kp__pool_lock(pool);
 	size_t used = pool->capacity + KP_SEG_SIZE + atomic_load(&pool->huge_bytes);
 	bool room = used + atomic_load(&pool->huge_cached_bytes) <= pool->conf.primary_max;
@@ -887,10 +919,34 @@ int kp__primary_grow(kp_pool *pool, bool populate)
 		pool->capacity += KP_SEG_SIZE; /* reserved now, so racing growers cannot pass the max */
 	pthread_mutex_unlock(&pool->lock);
 	kp__huge_cache_release(pool, evict);
-	if (!room)
+	if (!room) {
+		pthread_mutex_unlock(&pool->release_mu);
 		return -1;
-	kp__seg *s = kp__os_map(&pool->os, KP_SEG_SIZE, KP_SEG_SIZE, populate);
+	}
+	/* pre-faulted after it is on pool->growing: a fork waits for the mmap
+	 * alone, not for the 3-5 ms of a segment's faults under load */
+	kp__seg *s = kp__os_map(&pool->os, KP_SEG_SIZE, KP_SEG_SIZE, false);
+	int mmap_errno = errno;
+	kp__pool_lock(pool);
 	if (s) {
+		s->prev = NULL;
+		s->next = pool->growing;
+		if (pool->growing)
+			pool->growing->prev = s;
+		pool->growing = s;
+	} else {
+		pool->capacity -= KP_SEG_SIZE;
+	}
+	pthread_mutex_unlock(&pool->lock);
+	pthread_mutex_unlock(&pool->release_mu);
+	if (!s) {
+		kp__event(pool, KP_EV_OS_FAIL, KP_POOL_PRIMARY, NULL, KP_SEG_SIZE, "segment mmap refused (%d)",
+			  mmap_errno);
+		return -1;
+	}
+	if (populate)
+		kp__os_populate(&pool->os, s, KP_SEG_SIZE);
+	{
 		/* The header is written before the pagemap publishes the segment
 		 * (a release store): a lookup of a stale pointer into this range
 		 * (a segment released here before) that finds it reads a whole
@@ -910,18 +966,20 @@ int kp__primary_grow(kp_pool *pool, bool populate)
 		memset(s->unit_meta, 0, sizeof s->unit_meta);
 		seg_reseal(pool, s);
 		if (kp__pagemap_set(&pool->os, s, KP_SEG_SIZE, s) < 0) {
+			pthread_mutex_lock(&pool->release_mu);
+			kp__pool_lock(pool);
+			growing_unlink(pool, s);
+			pool->capacity -= KP_SEG_SIZE;
+			pthread_mutex_unlock(&pool->lock);
 			kp__os_unmap(&pool->os, s, KP_SEG_SIZE);
-			s = NULL;
+			pthread_mutex_unlock(&pool->release_mu);
+			kp__event(pool, KP_EV_OS_FAIL, KP_POOL_PRIMARY, NULL, KP_SEG_SIZE, "segment mmap refused (%d)",
+				  errno);
+			return -1;
 		}
 	}
-	if (!s) {
-		kp__pool_lock(pool);
-		pool->capacity -= KP_SEG_SIZE;
-		pthread_mutex_unlock(&pool->lock);
-		kp__event(pool, KP_EV_OS_FAIL, KP_POOL_PRIMARY, NULL, KP_SEG_SIZE, "segment mmap refused (%d)", errno);
-		return -1;
-	}
 	kp__pool_lock(pool);
+	growing_unlink(pool, s);
 	seg_link(pool, s);
 	size_t cap = pool->capacity;
 	kp__backup_mode_update(pool, false);
@@ -952,6 +1010,7 @@ int kp__primary_shrink(kp_pool *pool, size_t keep)
 	 * idle daemon never makes an allocating thread wait (a futex call). */
 	if (atomic_load(&pool->free_segs) == 0 || kp__primary_headroom(pool) < keep + (KP_UNITS - 1) * KP_UNIT_SIZE)
 		return 0;
+	pthread_mutex_lock(&pool->release_mu); /* the released segments in hand till retired: no fork */
 	kp__pool_lock(pool);
 	/* Read under the lock: a segment emptied after an earlier reading would
 	 * look as if it had been empty for ever. */
@@ -1002,6 +1061,7 @@ int kp__primary_shrink(kp_pool *pool, size_t keep)
 		kp__grace_retire(pool, gone, KP_SEG_SIZE);
 		gone = next;
 	}
+	pthread_mutex_unlock(&pool->release_mu);
 	return n;
 }
 

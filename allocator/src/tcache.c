@@ -415,6 +415,10 @@ unsigned kp__bin_miss(kp__bin *b)
 {
 	uint64_t a = atomic_load_explicit(&b->allocs, memory_order_relaxed),
 		 f = atomic_load_explicit(&b->frees, memory_order_relaxed);
+	/* The window's counts are modulo 2^32 (miss_at, allocs_at: exact while
+	 * a window is under 2^32 operations); the bin's age is not: truncated,
+	 * it was young again for 256 operations after every 2^32
+	 * (test_bin_wrap). */
 	uint32_t ops = (uint32_t)(a + f);
 	/* This miss's window: da allocations, df frees. */
 	uint64_t da = (uint32_t)a - b->allocs_at, df = (uint32_t)(ops - b->miss_at) - da;
@@ -430,7 +434,7 @@ unsigned kp__bin_miss(kp__bin *b)
 	if (mine && (uintptr_t)b - (uintptr_t)mine->bin < sizeof mine->bin && ++mine->misses % KP_SWEEP_MISSES == 0)
 		bin_sweep(mine, b);
 	uint32_t start = bin_start(b->cls, b->cap);
-	bool young = ops < KP_BIN_YOUNG * start;
+	bool young = a + f < KP_BIN_YOUNG * start;
 	/* This window went one way (a refill after only allocations, a flush
 	 * after only frees, but for fewer than 1 in KP_BIN_ONE_WAY): the bin
 	 * passes blocks through, in whole batches (below). */
