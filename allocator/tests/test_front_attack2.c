@@ -12,6 +12,11 @@
  *    (2a93ba1) 8 grows, 0 shrinks in 64 rounds; with the front's skip 29
  *    grows and 21 shrinks (a segment mapped, pre-faulted and unmapped
  *    every 3 rounds).
+ * 2. Free runs of exactly take_len: taken first, with the clock stepped
+ *    2^40 ms and with decay_ms 0 (held).
+ * 3. primary_max with all headroom passed over: the growth loop ends, a
+ *    7-unit block fails cleanly, small blocks still fill the holes, and
+ *    the pool shrinks back once all is freed (held).
  */
 #include "ktest.h"
 
@@ -70,8 +75,120 @@ static void test_idle_pass_thrash(void)
 	kp_destroy(pool);
 }
 
+
+/* 2. Free runs exactly take_len long (holes of 7 units between live 7-unit
+ * blocks), then a program that takes 7-unit runs, one per pass: the holes
+ * are where it takes them (a run of take_len is not passed over), every
+ * one before the pool grows for the rest; the front's record (take_len
+ * 7) changes nothing there. The same with the clock stepped 2^40 ms past
+ * take_min_ns between two takes, and with decay_ms 0. (Whether their
+ * pages are resident when taken: test_front_purged_attack2.) */
+enum { NHOLE = 9 * 8, NTAKE = 48 };
+static void *hole[NHOLE], *took[NTAKE];
+
+static void exact_runs(const char *conf, uint64_t jump)
+{
+	KT_POOL(pool, conf);
+	kp_daemon_step(pool, 0);
+	for (int i = 0; i < NHOLE; i++) {
+		hole[i] = kp_alloc(pool, RUN7, 0);
+		REQUIRE(hole[i], "kp_alloc #%d: %s", i, kp_last_error());
+		memset(hole[i], 1, RUN7);
+		kp_daemon_step(pool, 10);
+	}
+	size_t freed = 0;
+	static void *freed_at[NHOLE / 2];
+	for (int i = 0; i < NHOLE; i += 2)
+		freed_at[i / 2] = hole[i], kp_free(pool, hole[i]), hole[i] = NULL, freed++;
+	for (int i = 0; i < 40; i++)
+		kp_daemon_step(pool, 10);
+	unsigned in_holes = 0;
+	for (int r = 0; r < NTAKE; r++) {
+		took[r] = kp_alloc(pool, RUN7, 0);
+		REQUIRE(took[r], "kp_alloc #%d: %s", r, kp_last_error());
+		for (int i = 0; i < NHOLE; i += 2)
+			in_holes += took[r] == freed_at[i / 2];
+		memset(took[r], 2, RUN7);
+		kp_daemon_step(pool, r == NTAKE / 2 ? jump : 10);
+	}
+	printf("   %s, jump %llu ms: %u of %d blocks in the %zu holes of exactly 7 units\n", conf,
+	       (unsigned long long)jump, in_holes, NTAKE, freed);
+	/* units_take: oldest segment first, lowest unit first: the holes take
+	 * the first 36 blocks */
+	CHECK(in_holes == freed, "%s: %u blocks in the %zu holes", conf, in_holes, freed);
+	for (int i = 0; i < NHOLE; i++)
+		kp_free(pool, hole[i]);
+	for (int i = 0; i < NTAKE; i++)
+		kp_free(pool, took[i]);
+	kp_destroy(pool);
+}
+
+static void test_runs_of_exactly_take_len(void)
+{
+	unsetenv("KPOOL_CONF");
+	exact_runs("daemon:off,step_clock:on,seed:9,decay_ms:50,primary_initial:4m", 10);
+	exact_runs("daemon:off,step_clock:on,seed:9,decay_ms:50,primary_initial:4m", 1ull << 40);
+	exact_runs("daemon:off,step_clock:on,seed:9,decay_ms:0,primary_initial:4m", 10);
+}
+
+/* 3. A primary_max the front cannot grow past, with take_len 7 and every
+ * segment holding 3-unit holes (all the headroom passed over): the pass's
+ * growth loop ends when the pool is full, kp_alloc of a 7-unit block then
+ * fails cleanly, small blocks still fill the holes, and once everything is
+ * freed the pool shrinks back. */
+static void test_front_at_primary_max(void)
+{
+	unsetenv("KPOOL_CONF");
+	KT_POOL(pool, "daemon:off,step_clock:on,seed:11,decay_ms:20,primary_initial:4m,primary_max:24m,backup:0");
+	kp_daemon_step(pool, 0);
+	int nf = 0, nb = 0;
+	for (; nf < NFRAG; nf++) {
+		frag[nf] = kp_alloc(pool, RUN3, 0);
+		if (!frag[nf])
+			break;
+		memset(frag[nf], 1, 4096);
+		kp_daemon_step(pool, 10);
+	}
+	CHECK(nf > 60 && nf < NFRAG, "%d 3-unit blocks in a 24 MiB pool", nf);
+	for (int i = 0; i < nf; i += 2)
+		kp_free(pool, frag[i]), frag[i] = NULL;
+	for (; nb < NBIG; nb++) {
+		big[nb] = kp_alloc(pool, RUN7, 0);
+		kp_daemon_step(pool, 10);
+		if (!big[nb])
+			break;
+	}
+	int64_t cap = kt_stat(pool, "primary.capacity_bytes");
+	printf("   %d 3-unit blocks, %d 7-unit ones in a pool of %lld MiB (max 24)\n", nf, nb, (long long)(cap >> 20));
+	CHECK(cap <= (int64_t)(24 * MiB), "capacity %lld past primary_max", (long long)cap);
+	CHECK(nb < NBIG, "%d 7-unit blocks in 24 MiB of 3-unit holes", nb);
+	int small = 0;
+	static void *sm[4096];
+	for (; small < 4096; small++) {
+		sm[small] = kp_alloc(pool, 1000, 0);
+		if (!sm[small])
+			break;
+	}
+	CHECK(small == 4096, "only %d 1000-byte blocks in the holes", small);
+	for (int i = 0; i < small; i++)
+		kp_free(pool, sm[i]);
+	for (int i = 0; i < nf; i++)
+		kp_free(pool, frag[i]);
+	for (int i = 0; i < nb; i++)
+		kp_free(pool, big[i]);
+	kp_thread_flush(pool);
+	for (int i = 0; i < 40; i++)
+		kp_daemon_step(pool, 10);
+	int64_t after = kt_stat(pool, "primary.capacity_bytes");
+	printf("   all freed: capacity %lld MiB\n", (long long)(after >> 20));
+	CHECK(after <= (int64_t)(16 * MiB), "capacity %lld MiB after everything was freed", (long long)(after >> 20));
+	kp_destroy(pool);
+}
+
 int main(void)
 {
 	RUN(test_idle_pass_thrash);
+	RUN(test_runs_of_exactly_take_len);
+	RUN(test_front_at_primary_max);
 	return ktest_summary();
 }
