@@ -25,13 +25,15 @@
  *    the parent's, each hands each block out once;
  * 6. A takes the batches through kp_realloc and kp_alloc_aligned;
  * 7. pools destroyed with batches of 256 parked while their daemons run,
- *    8 pools at once from 8 threads.
+ *    8 pools at once from 8 threads;
+ * 8. threads on the least stacks parking, taking and flushing.
  */
 #define _GNU_SOURCE 1
 #include "ktest.h"
 
 #include "internal.h"
 
+#include <limits.h>
 #include <pthread.h>
 
 #define CONF "primary_initial:16m,daemon:off,backup:0,seed:43"
@@ -461,7 +463,9 @@ static void *pool_life(void *arg)
 	}
 	if (!p)
 		return (void *)1;
-	static _Thread_local char *v[NB];
+	char **v = malloc(NB * sizeof *v);
+	if (!v)
+		return (void *)1;
 	uintptr_t bad = 0;
 	for (unsigned round = 0; round < 4; round++) {
 		/* this thread both ways, with a helper thread as the other */
@@ -476,6 +480,7 @@ static void *pool_life(void *arg)
 		parked += atomic_load(&p->central[c].nxfer);
 	atomic_fetch_add(&pools_parked, parked != 0);
 	kp_destroy(p); /* batches parked, the daemon running */
+	free(v);
 	return (void *)bad;
 }
 
@@ -500,6 +505,58 @@ static void test_many_pools_destroyed_parked(void)
 	}
 }
 
+
+/* 8. Threads on the least stack glibc gives them park and take batches
+ * of 256 and call kp_thread_flush, whose drain holds two slots' keys and
+ * a move buffer on its stack (transfer.c: 6 KiB at KP_XFER_KEYS 256). */
+static void *small_prod(void *arg)
+{
+	job *j = arg;
+	do_alloc(j);
+	return NULL;
+}
+
+static void *small_cons(void *arg)
+{
+	job *j = arg;
+	do_free(j);
+	kp_thread_flush(j->pool);
+	return NULL;
+}
+
+static void test_least_stack_threads(void)
+{
+	pool = kp_create(CONF);
+	REQUIRE(pool, "kp_create: %s", kp_last_error());
+	cls = kp__class_of(REQ + KP_HDR + pool->canary);
+	pthread_attr_t at;
+	pthread_attr_init(&at);
+	/* the least glibc takes (PTHREAD_STACK_MIN where the static TLS
+	 * leaves room) */
+	size_t st = PTHREAD_STACK_MIN;
+	pthread_t probe;
+	job none = {.pool = pool};
+	while (st < ((size_t)1 << 20) &&
+	       (pthread_attr_setstacksize(&at, st) != 0 || pthread_create(&probe, &at, small_prod, &none) != 0))
+		st *= 2;
+	REQUIRE(st < ((size_t)1 << 20), "no thread on a stack under 1 MiB");
+	pthread_join(probe, NULL);
+	printf("   threads on %zu KiB stacks\n", st >> 10);
+	job j = {.pool = pool, .v = blocks, .n = NB};
+	for (int r = 0; r < 6; r++) {
+		pthread_t t;
+		REQUIRE(pthread_create(&t, &at, small_prod, &j) == 0, "pthread_create");
+		pthread_join(t, NULL);
+		REQUIRE(pthread_create(&t, &at, small_cons, &j) == 0, "pthread_create");
+		pthread_join(t, NULL);
+	}
+	pthread_attr_destroy(&at);
+	CHECK(!atomic_load(&j.failed), "an allocation or a free failed");
+	CHECK(atomic_load(&pool->central[cls].nxfer) == 0, "batches parked after kp_thread_flush");
+	CHECK(kt_stat(pool, "integrity.freelist_errors") == 0, "freelist errors");
+	kp_destroy(pool);
+}
+
 int main(void)
 {
 	RUN(test_taker_catches_deep_damage);
@@ -509,5 +566,6 @@ int main(void)
 	RUN(test_fork_with_batches_of_256);
 	RUN(test_realloc_and_aligned_take_batches);
 	RUN(test_many_pools_destroyed_parked);
+	RUN(test_least_stack_threads);
 	return ktest_summary();
 }
