@@ -17,10 +17,15 @@
  * 3. primary_max with all headroom passed over: the growth loop ends, a
  *    7-unit block fails cleanly, small blocks still fill the holes, and
  *    the pool shrinks back once all is freed (held).
+ * 4. The daemon's thread passing every ms beside threads taking runs of
+ *    3-63 units and small blocks and a thread stepping it by hand, 4 pools
+ *    destroyed with their daemons running (held; TSan: no race).
  */
 #include "ktest.h"
 
 #include "internal.h"
+
+#include <pthread.h>
 
 #define MiB ((size_t)1 << 20)
 #define UNIT ((size_t)64 << 10)
@@ -185,10 +190,96 @@ static void test_front_at_primary_max(void)
 	kp_destroy(pool);
 }
 
+
+/* 4. The daemon's thread (a pass every ms) while threads take runs of 3-63
+ * units (take_min written under the pool lock, exchanged by the pass;
+ * take_min_prev and take_min_ns its own) and small blocks, a thread steps
+ * the daemon by hand as well (kp_daemon_step beside the thread's passes),
+ * at a primary_max the front cannot always grow into; 4 pools at once,
+ * destroyed with the daemons running. Under TSan: no race. */
+#define NPOOL4 4
+static atomic_long fails4;
+
+static void *runs_thread(void *arg)
+{
+	kp_pool *pool = arg;
+	uint64_t seed = (uint64_t)(uintptr_t)&seed;
+	void *held[16] = {0};
+	for (int i = 0; i < 6000; i++) {
+		unsigned k = (unsigned)kt_rand_range(&seed, 0, 15);
+		if (held[k]) {
+			if (kp_free(pool, held[k]) != 0)
+				atomic_fetch_add(&fails4, 1);
+			held[k] = NULL;
+		} else {
+			size_t units = kt_rand_range(&seed, 3, 63);
+			held[k] = kp_alloc(pool, units * UNIT - 256, 0); /* NULL at primary_max: fine */
+			if (held[k])
+				memset(held[k], 3, 64);
+		}
+	}
+	for (int k = 0; k < 16; k++)
+		if (held[k] && kp_free(pool, held[k]) != 0)
+			atomic_fetch_add(&fails4, 1);
+	return NULL;
+}
+
+static void *small_thread(void *arg)
+{
+	kp_pool *pool = arg;
+	static _Thread_local void *v[512];
+	for (int r = 0; r < 100; r++) {
+		for (int i = 0; i < 512; i++)
+			v[i] = kp_alloc(pool, 24 + (size_t)(i % 40) * 100, 0);
+		for (int i = 0; i < 512; i++)
+			if (v[i] && kp_free(pool, v[i]) != 0)
+				atomic_fetch_add(&fails4, 1);
+	}
+	return NULL;
+}
+
+static void *stepper(void *arg)
+{
+	kp_pool *pool = arg;
+	for (int i = 0; i < 1000; i++)
+		kp_daemon_step(pool, 0);
+	return NULL;
+}
+
+static void test_daemon_thread_and_takes(void)
+{
+	unsetenv("KPOOL_CONF");
+	kp_pool *pools[NPOOL4];
+	pthread_t t[NPOOL4][3];
+	for (int p = 0; p < NPOOL4; p++) {
+		pools[p] = kp_create("primary_initial:4m,primary_max:48m,backup:0,daemon_interval_ms:1,decay_ms:5");
+		REQUIRE(pools[p], "kp_create: %s", kp_last_error());
+	}
+	for (int p = 0; p < NPOOL4; p++) {
+		REQUIRE(pthread_create(&t[p][0], NULL, runs_thread, pools[p]) == 0, "pthread_create");
+		REQUIRE(pthread_create(&t[p][1], NULL, small_thread, pools[p]) == 0, "pthread_create");
+		REQUIRE(pthread_create(&t[p][2], NULL, stepper, pools[p]) == 0, "pthread_create");
+	}
+	for (int p = 0; p < NPOOL4; p++)
+		for (int k = 0; k < 3; k++)
+			pthread_join(t[p][k], NULL);
+	for (int p = 0; p < NPOOL4; p++) {
+		kp_thread_flush(pools[p]);
+		CHECK(kt_stat(pools[p], "primary.in_use_bytes") == 0, "pool %d: %lld bytes in use after all freed", p,
+		      (long long)kt_stat(pools[p], "primary.in_use_bytes"));
+		CHECK(kt_stat(pools[p], "primary.capacity_bytes") <= (int64_t)(48 * MiB), "pool %d: past primary_max", p);
+		CHECK(kt_stat(pools[p], "integrity.corruptions") == 0 && kt_stat(pools[p], "integrity.freelist_errors") == 0,
+		      "pool %d: integrity events", p);
+		kp_destroy(pools[p]); /* its daemon running */
+	}
+	CHECK(atomic_load(&fails4) == 0, "%ld frees failed", atomic_load(&fails4));
+}
+
 int main(void)
 {
 	RUN(test_idle_pass_thrash);
 	RUN(test_runs_of_exactly_take_len);
 	RUN(test_front_at_primary_max);
+	RUN(test_daemon_thread_and_takes);
 	return ktest_summary();
 }
