@@ -20,6 +20,8 @@
  * 4. The daemon's thread passing every ms beside threads taking runs of
  *    3-63 units and small blocks and a thread stepping it by hand, 4 pools
  *    destroyed with their daemons running (held; TSan: no race).
+ * 5. take_len's record at the edge of decay_ms, with passes that saw no
+ *    take, and the clock stepped 2^40 ms (held).
  */
 #include "ktest.h"
 
@@ -275,11 +277,53 @@ static void test_daemon_thread_and_takes(void)
 	CHECK(atomic_load(&fails4) == 0, "%ld frees failed", atomic_load(&fails4));
 }
 
+
+/* 5. take_len's record at the edge of decay_ms (step_clock, decay_ms 100):
+ * a pass that saw a 3-unit take keeps 3; 7-unit takes 99 ms later do not
+ * replace it, 100 ms later they do; a shorter take replaces it at once; a
+ * clock stepped 2^40 ms replaces it at the next pass that saw a take, and
+ * passes that saw none keep it. */
+static void test_take_len_record_at_decay(void)
+{
+	unsetenv("KPOOL_CONF");
+	KT_POOL(pool, "daemon:off,step_clock:on,seed:13,decay_ms:100,primary_initial:16m");
+	kp_daemon_step(pool, 0);
+	void *a = kp_alloc(pool, RUN3, 0);
+	REQUIRE(a, "kp_alloc: %s", kp_last_error());
+	kp_daemon_step(pool, 1);
+	unsigned got = atomic_load(&pool->take_min_prev);
+	CHECK(got == 3, "after a 3-unit take: %u", got);
+	void *b = kp_alloc(pool, RUN7, 0);
+	kp_daemon_step(pool, 99);
+	got = atomic_load(&pool->take_min_prev);
+	CHECK(got == 3, "7 units taken 99 ms after 3: %u (want 3 kept)", got);
+	void *c = kp_alloc(pool, RUN7, 0);
+	kp_daemon_step(pool, 1);
+	got = atomic_load(&pool->take_min_prev);
+	CHECK(got == 7, "7 units taken 100 ms after 3: %u (want 7)", got);
+	for (int i = 0; i < 5; i++)
+		kp_daemon_step(pool, 1000);
+	got = atomic_load(&pool->take_min_prev);
+	CHECK(got == 7, "passes with no take: %u (want 7 kept)", got);
+	void *d = kp_alloc(pool, RUN3, 0);
+	kp_daemon_step(pool, 1);
+	got = atomic_load(&pool->take_min_prev);
+	CHECK(got == 3, "3 units taken after 7: %u (want 3 at once)", got);
+	void *e = kp_alloc(pool, (size_t)63 * UNIT - 256, 0);
+	kp_daemon_step(pool, 1ull << 40);
+	got = atomic_load(&pool->take_min_prev);
+	CHECK(got == 63, "63 units taken, the clock stepped 2^40 ms: %u (want 63)", got);
+	CHECK(a && b && c && d && e, "an allocation failed");
+	kp_free(pool, a), kp_free(pool, b), kp_free(pool, c), kp_free(pool, d), kp_free(pool, e);
+	kp_destroy(pool);
+}
+
 int main(void)
 {
 	RUN(test_idle_pass_thrash);
 	RUN(test_runs_of_exactly_take_len);
 	RUN(test_front_at_primary_max);
 	RUN(test_daemon_thread_and_takes);
+	RUN(test_take_len_record_at_decay);
 	return ktest_summary();
 }
