@@ -931,9 +931,16 @@ int kp__daemon_pass(kp_pool *pool)
 	/* up to what daemon_target maps ahead; pre-faulted up to the target */
 	size_t ahead = d->ahead > target ? d->ahead : target;
 	/* the runs too short for it are no room ahead of the allocation path
-	 * (counted when it took any since the last pass: an idle pass takes
-	 * no pool lock) */
-	size_t passed = pre && atomic_load_explicit(&pool->take_min, memory_order_relaxed) ? short_runs(pool) : 0;
+	 * (counted when it took any since the last pass, or when the shrink
+	 * below may take the pool lock anyway: an idle pass takes none; an
+	 * idle pass that did not count them unmapped what the last take's
+	 * pass grew past them, every few takes: test_front_attack2) */
+	size_t passed = pre && (atomic_load_explicit(&pool->take_min, memory_order_relaxed) ||
+				(atomic_load_explicit(&pool->take_min_prev, memory_order_relaxed) > 1 &&
+				 atomic_load(&pool->free_segs) &&
+				 kp__primary_headroom(pool) >= ahead + (KP_UNITS - 1) * KP_UNIT_SIZE))
+			    ? short_runs(pool)
+			    : 0;
 	for (size_t room, h; (h = kp__primary_headroom(pool), room = h > passed ? h - passed : 0) < ahead;) {
 		/* whole: pre-faulted as it is mapped, when the program touches
 		 * what it takes or asked for a floor of a segment or more; the
