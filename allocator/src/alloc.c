@@ -102,7 +102,7 @@ static ALWAYS_INLINE void *small_alloc(kp_pool *pool, kp__bin *b, uint64_t *cons
 			b->head = h = list;
 			b->count = got;
 		}
-		uint64_t key = (*keys)[b->count - 1];
+		uint64_t key = (*keys)[b->count - 1] ^ kp__kslot(&pool->secret, h);
 		char *next = kp__link_get_k(key, h);
 		if (pool->conf.checks && KP_UNLIKELY(!bin_head_ok(pool, h, key, cls, next, b->count))) {
 			bin_damaged(pool, b, h, "bad cache link, list quarantined");
@@ -545,7 +545,8 @@ static ALWAYS_INLINE void *alloc_fast(kp_pool *pool, size_t size, unsigned flags
 		if (KP_UNLIKELY(n < 2))
 			goto slow;
 		unsigned left = n - 1;
-		uint64_t key = stack[left];
+		/* K(h): the stack holds it bound to h (internal.h, kp__kslot) */
+		uint64_t key = stack[left] ^ kp__kslot(&pool->secret, h);
 		char *next = kp__link_get_k(key, h);
 		/* kp__meta(0, cls, KP_ST_FREE) without its cast to a byte (cls is
 		 * one: kp__class_small's), which cost an instruction */
@@ -808,7 +809,8 @@ static int primary_free(kp_pool *pool, void *p, size_t holds)
 		KP_POISON(p, usable);
 		if (!tc) {
 			kp__link_put_k(key, h, NULL);
-			kp__central_give(pool, cls, h, &key, 1);
+			uint64_t e = key ^ kp__kslot(&pool->secret, h); /* as a key stack holds it */
+			kp__central_give(pool, cls, h, &e, 1);
 			return 0;
 		}
 		kp__bin *b = &tc->bin[cls];
@@ -816,7 +818,7 @@ static int primary_free(kp_pool *pool, void *p, size_t holds)
 			kp__tcache_flush_bin(pool, tc, cls, kp__bin_miss(b));
 		}
 		kp__link_put_k(key, h, b->count ? b->head : NULL);
-		tc->stack[cls][b->count] = key;
+		tc->stack[cls][b->count] = key ^ kp__kslot(&pool->secret, h);
 		b->head = h;
 		b->count++;
 	} else if (cls == KP_CLS_LARGE) {
@@ -962,7 +964,7 @@ static ALWAYS_INLINE int free_fast(kp_pool *pool, uint64_t id, void *p, bool aes
 	 * NULL; bin_damaged; a flush), so the new last block's link ends the
 	 * list without a test of n. */
 	kp__link_put_k(key, h, b->head);
-	keys[n] = key;
+	keys[n] = key ^ kp__kslot(&pool->secret, h);
 	KP_POISON(p, kp__class_size[cls] - KP_HDR);
 	char *q = p;
 	__asm__("" : "+r"(q)); /* h again from p: one register less */

@@ -76,6 +76,7 @@ static KP_AES_FN void aes_schedule(uint64_t rk[22], uint64_t k0, uint64_t k1)
  * other value keyed by k. */
 void kp__key_aes_init(kp__key *k)
 {
+	k->smul = kp__prf2(k, 4, 0) | 1; /* an input no other use of k takes */
 	k->aes = 0;
 #if defined(__x86_64__)
 	if (__builtin_cpu_supports("aes")) {

@@ -439,6 +439,7 @@ typedef struct kp__key {
 	uint64_t v0, v1, v2, v3;
 	uint64_t rk[22] __attribute__((aligned(16))); /* AES-128 round keys 0..10 */
 	uint32_t aes;                                 /* 1: K(h) is kp__aes_hkey */
+	uint64_t smul; /* odd, secret: kp__kslot's multiplier (kp__key_aes_init) */
 } kp__key;
 /* Fill k->rk and k->aes from k's SipHash words (integrity.c): the AES key
  * is SipHash(k, 3, 0..1), an input no other use of k takes. */
@@ -446,7 +447,7 @@ void kp__key_aes_init(kp__key *k);
 static inline kp__key kp__key_make(uint64_t k0, uint64_t k1)
 {
 	kp__key k = {k0 ^ 0x736f6d6570736575ull, k1 ^ 0x646f72616e646f6dull, k0 ^ 0x6c7967656e657261ull,
-		     k1 ^ 0x7465646279746573ull, {0}, 0};
+		     k1 ^ 0x7465646279746573ull, {0}, 0, 0};
 	kp__key_aes_init(&k);
 	return k;
 }
@@ -598,6 +599,28 @@ static inline __attribute__((always_inline)) uint64_t kp__hkey_at(const kp__key 
 	return kp__sip_hkey(k, (uintptr_t)h);
 }
 #define kp__hkey(k, h) kp__hkey_at(&(k), (h))
+/* A key stack (a thread cache's bin, a parked batch, a central take's
+ * keys) holds K(h) ^ kp__kslot(k, h) for its block h, not K(h): a header
+ * gives K(h) away (tag ^ meta), and a stack of bare keys let a header copied
+ * to another address (inside a live block, a free block's link rewritten to
+ * lead there) pass as the block whose key the stack held for that place:
+ * the block was handed out inside the live one (test_xfer_relocate_attack2).
+ * Bound to the address, the stack's word unmasks to K(h) only at h. The
+ * mask is h times a secret odd multiplier, never written next to a block:
+ * no header, link or canary tells anything of it. For a copy at F of the
+ * header of B, the attacker needs kslot(F) ^ kslot(B): its bits below the
+ * lowest bit d where F and B differ are 0 and bit d is 1 (a product's low
+ * bits depend only on the factors' low bits), the other 63 - d are unknown:
+ * at least 42 bits for F in B's 4 MiB segment, 28 for a pool of 64 GiB, one
+ * guess each (a wrong one is caught and its list quarantined). A fold of
+ * the high bits into the low (m ^ m >> 29) would hide all 64 but cost
+ * kpbench a 5% of its instructions (callgrind); the multiply alone costs
+ * 2% of them (and 4-5% of a's ops per CPU second, medians of 7). The same
+ * call masks and unmasks. */
+static inline __attribute__((always_inline)) uint64_t kp__kslot(const kp__key *k, const void *h)
+{
+	return (uint64_t)(uintptr_t)h * k->smul;
+}
 static inline KP_NOASAN void kp__hdr_put(kp__hdr *h, uint64_t key, uint64_t meta)
 {
 	h->meta = meta;

@@ -640,7 +640,7 @@ unsigned kp__central_take(kp_pool *pool, unsigned cls, void **list, uint64_t *ke
 			kp__link_put_k(key, b, head);
 			head = b;
 			if (keys)
-				keys[got] = key;
+				keys[got] = key ^ kp__kslot(&pool->secret, b);
 			got++;
 		}
 		if (got == before && c->partial == sp && !sp->in_partial) {
@@ -720,7 +720,7 @@ void kp__central_give(kp_pool *pool, unsigned cls, void *list, const uint64_t *k
 	pthread_mutex_lock(kp__class_lock(pool, cls));
 #endif
 	for (unsigned i = 0; i < n && b; i++) {
-		uint64_t key = keys ? keys[n - 1 - i] : kp__hkey(pool->secret, b);
+		uint64_t key = keys ? keys[n - 1 - i] ^ kp__kslot(&pool->secret, b) : kp__hkey(pool->secret, b);
 		char *next = kp__link_get_k(key, b);
 		kp__seg *s = (kp__seg *)((uintptr_t)b & ~(uintptr_t)(KP_SEG_SIZE - 1));
 		if (s != vetted && !kp__seg_ok(pool, s)) { /* a damaged segment: its blocks are not reused */

@@ -516,7 +516,7 @@ void kp__tcache_flush_bin(kp_pool *pool, kp__tcache *tc, unsigned cls, unsigned 
 	uint64_t want = kp__meta(0, (uint16_t)cls, KP_ST_FREE);
 	char *list = b->head, *at = list, *last = NULL;
 	for (; i < n; i++) {
-		uint64_t key = keys[b->count - 1 - i];
+		uint64_t key = keys[b->count - 1 - i] ^ kp__kslot(&pool->secret, at);
 		if (!at || (kp__hdr_tag((kp__hdr *)at) ^ kp__hdr_meta((kp__hdr *)at)) != key ||
 		    kp__hdr_meta((kp__hdr *)at) != want)
 			break;
@@ -539,7 +539,7 @@ void kp__tcache_flush_bin(kp_pool *pool, kp__tcache *tc, unsigned cls, unsigned 
 			      "damaged link in a thread cache: rest of the list quarantined");
 		atomic_fetch_add(&pool->quarantined, b->count - i);
 		if (last)
-			kp__link_put_k(keys[b->count - i], last, NULL);
+			kp__link_put_k(keys[b->count - i] ^ kp__kslot(&pool->secret, last), last, NULL);
 		unsigned count = b->count;
 		b->head = NULL;
 		b->count = 0;
@@ -553,7 +553,7 @@ void kp__tcache_flush_bin(kp_pool *pool, kp__tcache *tc, unsigned cls, unsigned 
 	 * head): a list of its own, then parked whole for another bin of the
 	 * class (transfer.c) while this thread keeps caching, or back to its
 	 * spans (a thread that leaves, kp_thread_flush, no room parked). */
-	kp__link_put_k(keys[keep], last, NULL);
+	kp__link_put_k(keys[keep] ^ kp__kslot(&pool->secret, last), last, NULL);
 	if (!keep || !kp__xfer_put(pool, cls, list, keys + keep, n))
 		kp__central_give(pool, cls, list, keys + keep, n);
 }

@@ -94,7 +94,7 @@ static unsigned batch_vet(kp_pool *pool, unsigned cls, const kp__xfer *x, const 
 	unsigned i = 0;
 	*last = NULL;
 	for (; i < x->n; i++) {
-		uint64_t key = keys[x->n - 1 - i];
+		uint64_t key = keys[x->n - 1 - i] ^ kp__kslot(&pool->secret, at);
 		if (!at || kp__hdr_meta((kp__hdr *)at) != want || (kp__hdr_tag((kp__hdr *)at) ^ want) != key)
 			break;
 		char *next = kp__link_get_k(key, at);
@@ -135,7 +135,7 @@ static unsigned take_vet(kp_pool *pool, unsigned cls, void **list, uint64_t *key
 		      "damaged link in a parked batch taken: rest of the list quarantined");
 	atomic_fetch_add(&pool->quarantined, n - ok);
 	if (last)
-		kp__link_put_k(keys[n - ok], last, NULL);
+		kp__link_put_k(keys[n - ok] ^ kp__kslot(&pool->secret, last), last, NULL);
 	else
 		*list = NULL;
 	/* block i of the kept list has its key at ok - 1 - i, as in a bin */
@@ -232,7 +232,8 @@ int kp__xfer_drain(kp_pool *pool, bool all)
 					      "damaged link in a parked batch: rest of the list quarantined");
 				atomic_fetch_add(&pool->quarantined, out[i].n - ok);
 				if (last)
-					kp__link_put_k(out_keys[i][out[i].n - ok], last, NULL);
+					kp__link_put_k(out_keys[i][out[i].n - ok] ^ kp__kslot(&pool->secret, last), last,
+						       NULL);
 			}
 			if (ok)
 				kp__central_give(pool, cls, out[i].list, out_keys[i] + (out[i].n - ok), ok);

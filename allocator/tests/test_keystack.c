@@ -82,8 +82,8 @@ static void test_last_link_must_end_the_list(void)
 	REQUIRE(n >= 2, "the bin holds %u blocks", n);
 	char *at = b->head;
 	for (unsigned i = 0; i + 1 < n; i++)
-		at = kp__link_get_k(tc->stack[cls][n - 1 - i], at);
-	uint64_t key = tc->stack[cls][0];
+		at = kp__link_get_k(tc->stack[cls][n - 1 - i] ^ kp__kslot(&pool->secret, at), at);
+	uint64_t key = tc->stack[cls][0] ^ kp__kslot(&pool->secret, at); /* stacks hold K ^ kslot */
 	REQUIRE(at && kp__link_get_k(key, at) == NULL, "the last block's link is NULL");
 	CHECK(((uintptr_t)(live - KP_HDR) ^ (uintptr_t)at) >> KP_SEG_SHIFT == 0, "live is near the last block");
 	kt_raw_put(at + KP_HDR, (uint64_t)(uintptr_t)(live - KP_HDR) ^ kp__link_pad(key));
@@ -145,7 +145,8 @@ static void test_empty_bin_ends_the_list(void)
 		int64_t before = kt_stat(pool, "integrity.freelist_errors");
 		CHECK(kp_free(pool, x) == 0, "free");
 		CHECK(b->count == 1 && b->head == x - KP_HDR, "%s: x heads the bin", how[way]);
-		CHECK(kp__link_get_k(kp__tls_state.tc[0]->stack[cls][0], x - KP_HDR) == NULL,
+		CHECK(kp__link_get_k(kp__tls_state.tc[0]->stack[cls][0] ^ kp__kslot(&pool->secret, x - KP_HDR), x - KP_HDR) ==
+			      NULL,
 		      "after %s, a block freed into the empty bin links past the list", how[way]);
 		char *y = kp_alloc(pool, 48, 0);
 		CHECK(y == x, "%s: the block comes back", how[way]);
