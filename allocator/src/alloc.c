@@ -479,7 +479,7 @@ static __attribute__((noinline)) void *alloc_other(kp_pool *pool, size_t size, u
 		unsigned n = b->count;
 		char *h = b->head;
 		if (KP_LIKELY(n >= 2 && h != NULL)) { /* the last block: small_alloc (bin_head_ok) */
-			uint64_t key = tc->stack[cls][n - 1];
+			uint64_t key = tc->stack[cls][n - 1] ^ kp__kslot(&pool->secret, h);
 			b->head = kp__link_get_k(key, h);
 			b->count = n - 1;
 			kp__hdr_put((kp__hdr *)h, key, kp__meta(size, (uint16_t)cls, KP_ST_ALLOC));
