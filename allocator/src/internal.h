@@ -750,6 +750,7 @@ typedef struct kp__span {
 	uint8_t cls;
 	uint8_t in_partial;
 	uint8_t quarantined; /* found damaged: never carved from again */
+	uint8_t moving;      /* large: in-place growth failed, realloc moves it (primary.c, units_give) */
 	/* Blocks on the free list: the invariant checked in O(1) where a count
 	 * is trusted (primary.c: a refill takes from the span, its last block
 	 * returns and its units go back), so that a rewritten nused or bump

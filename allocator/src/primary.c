@@ -337,7 +337,7 @@ static void units_give(kp_pool *pool, kp__seg *s, kp__span *sp)
 		s->unit_meta[u + i] = 0;
 	memset(&s->last_cls[u], 0, n);
 	s->last_cls[u] = sp->kind == KP_SPAN_SMALL ? (uint8_t)(sp->cls + 1)
-			 : sp->kind == KP_SPAN_LARGE ? (uint8_t)(KP_LAST_LARGE + n)
+			 : sp->kind == KP_SPAN_LARGE && !sp->moving ? (uint8_t)(KP_LAST_LARGE + n)
 						     : 0;
 	s->used_free |= bits;
 	memset(sp, 0, sizeof *sp);
@@ -818,6 +818,7 @@ bool kp__large_resize(kp_pool *pool, kp__seg *s, kp__span *sp, size_t need)
 	if (n > old) { /* the units right after the run must be free */
 		uint64_t bits = u + n > KP_UNITS ? 0 : ((1ull << (n - old)) - 1) << (u + old);
 		if (!bits || (s->free_mask & ~s->purging & bits) != bits) {
+			sp->moving = 1; /* its run is no large block's to reuse: realloc grows by moving */
 			pthread_mutex_unlock(&pool->lock);
 			return false;
 		}
