@@ -781,6 +781,7 @@ typedef struct kp__span {
 	uint8_t cls;
 	uint8_t in_partial;
 	uint8_t quarantined; /* found damaged: never carved from again */
+	uint8_t moving;      /* large: in-place growth failed, realloc moves it (primary.c, units_give) */
 	/* Blocks on the free list: the invariant checked in O(1) where a count
 	 * is trusted (primary.c: a refill takes from the span, its last block
 	 * returns and its units go back), so that a rewritten nused or bump
@@ -789,6 +790,8 @@ typedef struct kp__span {
 	uint16_t nfree;
 } kp__span;
 
+#define KP_LAST_LARGE 128u /* kp__seg's last_cls of a large run: past 1 + every class */
+_Static_assert(KP_NCLASS < KP_LAST_LARGE && KP_LAST_LARGE + KP_UNITS <= 255, "last_cls marks fit a byte");
 enum kp__seg_kind { KP_SEG_NORMAL = 1, KP_SEG_HUGE = 2 };
 /* A segment header sits right after the previous mapping's last bytes (a
  * block's, when segments are back to back): a linear overflow past that
@@ -822,7 +825,8 @@ typedef struct kp__seg {
 	/* Which free run a new span takes (primary.c, units_take), under
 	 * pool->lock: used_free, the free units a span or large block used
 	 * since they were mapped or purged; last_cls[u], at the first unit of such a
-	 * run, 1 + the class of the small span it held (0: none). Not sealed:
+	 * run, 1 + the class of the small span it held, KP_LAST_LARGE + its
+	 * length for a large block (0: none). Not sealed:
 	 * they only choose among the sealed free units. */
 	uint64_t used_free;
 	uint8_t last_cls[KP_UNITS];
