@@ -1,0 +1,193 @@
+/*
+ * xfer_rig.h - the rig of the attacks on whole parked batches
+ * (test_xfer_attack2.c, test_xfer_relocate_attack2.c): two persistent
+ * threads A and B take turns allocating and freeing NB blocks of a 64-byte
+ * class (REQ) for PHASES phases, so both bins grow to 256 and two batches
+ * are parked, the top one a whole bin; live[] holds B's LIVE live blocks.
+ * setup() builds it (NULL and a failed check if the batches are not there),
+ * teardown() ends it; batch_at() and relink() read and rewrite a parked
+ * batch's links. Included once by each test, after ktest.h and internal.h.
+ */
+#ifndef XFER_RIG_H
+#define XFER_RIG_H
+
+#include <limits.h>
+#include <pthread.h>
+#define CONF "primary_initial:16m,daemon:off,backup:0,seed:43"
+#define REQ 40 /* a 64-byte class: its bins start at 16, their cap 256 */
+#define NB 4096
+#define PHASES 6
+#define TAKE 1024
+#define LIVE 8
+
+/* ---- persistent workers ------------------------------------------------- */
+typedef struct worker {
+	pthread_t t;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	void (*fn)(void *);
+	void *arg;
+	int busy, quit;
+} worker;
+
+static void *worker_main(void *p)
+{
+	worker *w = p;
+	pthread_mutex_lock(&w->mu);
+	for (;;) {
+		while (!w->busy && !w->quit)
+			pthread_cond_wait(&w->cv, &w->mu);
+		if (!w->busy)
+			break;
+		pthread_mutex_unlock(&w->mu);
+		w->fn(w->arg);
+		pthread_mutex_lock(&w->mu);
+		w->busy = 0;
+		pthread_cond_broadcast(&w->cv);
+	}
+	pthread_mutex_unlock(&w->mu);
+	return NULL;
+}
+
+static void w_start(worker *w)
+{
+	memset(w, 0, sizeof *w);
+	pthread_mutex_init(&w->mu, NULL);
+	pthread_cond_init(&w->cv, NULL);
+	if (pthread_create(&w->t, NULL, worker_main, w) != 0)
+		abort();
+}
+
+static void w_call(worker *w, void (*fn)(void *), void *arg)
+{
+	pthread_mutex_lock(&w->mu);
+	w->fn = fn;
+	w->arg = arg;
+	w->busy = 1;
+	pthread_cond_broadcast(&w->cv);
+	while (w->busy)
+		pthread_cond_wait(&w->cv, &w->mu);
+	pthread_mutex_unlock(&w->mu);
+}
+
+static void w_stop(worker *w)
+{
+	pthread_mutex_lock(&w->mu);
+	w->quit = 1;
+	pthread_cond_broadcast(&w->cv);
+	pthread_mutex_unlock(&w->mu);
+	pthread_join(w->t, NULL);
+	pthread_mutex_destroy(&w->mu);
+	pthread_cond_destroy(&w->cv);
+}
+
+/* ---- the pool with two batches of 256 parked ----------------------------- */
+typedef struct job {
+	kp_pool *pool;
+	char **v;
+	unsigned n;
+	int how; /* 0 kp_alloc, 1 kp_realloc of a 16-byte block, 2 kp_alloc_aligned(64) */
+	atomic_int failed;
+} job;
+
+static void do_alloc(void *arg)
+{
+	job *j = arg;
+	for (unsigned i = 0; i < j->n; i++) {
+		char *p;
+		if (j->how == 1) {
+			char *q = kp_alloc(j->pool, 8, 0);
+			if (q)
+				memset(q, 7, 8);
+			p = kp_realloc(j->pool, q, REQ, 0);
+			if (p && p[0] != 7)
+				atomic_store(&j->failed, 1);
+		} else if (j->how == 2) {
+			p = kp_alloc_aligned(j->pool, REQ, 64, 0);
+			if (p && ((uintptr_t)p & 63))
+				atomic_store(&j->failed, 1);
+		} else {
+			p = kp_alloc(j->pool, REQ, 0);
+		}
+		j->v[i] = p;
+		if (!p)
+			atomic_store(&j->failed, 1);
+		else
+			memset(p, 0x5a, REQ);
+	}
+}
+
+static void do_free(void *arg)
+{
+	job *j = arg;
+	for (unsigned i = 0; i < j->n; i++)
+		if (j->v[i] && kp_free(j->pool, j->v[i]) != 0)
+			atomic_store(&j->failed, 1);
+}
+
+static kp_pool *pool;
+static unsigned cls;
+static worker wa, wb;
+static char *blocks[NB], *live[LIVE], *taken[TAKE];
+
+/* A pool, A and B running, two whole batches of 256 parked (A's frees);
+ * live[] B's. NULL (and a failed check) if the batches are not there. */
+static kp_pool *setup(const char *conf)
+{
+	pool = kp_create(conf);
+	CHECK(pool, "kp_create(%s): %s", conf, kp_last_error());
+	if (!pool)
+		return NULL;
+	cls = kp__class_of(REQ + KP_HDR + pool->canary);
+	w_start(&wa);
+	w_start(&wb);
+	job j = {.pool = pool, .v = blocks, .n = NB};
+	for (unsigned p = 0; p < PHASES; p++) {
+		w_call(p % 2 ? &wb : &wa, do_alloc, &j);
+		w_call(p % 2 ? &wa : &wb, do_free, &j);
+	}
+	job l = {.pool = pool, .v = live, .n = LIVE};
+	w_call(&wb, do_alloc, &l);
+	unsigned k = atomic_load(&pool->central[cls].nxfer);
+	/* the top one a whole bin of 256 (the first parked in the phase may
+	 * be a half flush of a bin that grew: 128) */
+	bool ok = k == KP_XFER_SLOTS && pool->xfer[cls][0].n >= 64 && pool->xfer[cls][1].n == KP_XFER_KEYS &&
+		  !atomic_load(&j.failed) && !atomic_load(&l.failed);
+	CHECK(ok, "%u batches parked, of %u and %u (want 2, the top of %d)", k, k ? pool->xfer[cls][0].n : 0,
+	      k > 1 ? pool->xfer[cls][1].n : 0, KP_XFER_KEYS);
+	CHECK(kt_stat(pool, "integrity.freelist_errors") == 0, "freelist errors while parking");
+	if (!ok) {
+		w_stop(&wa);
+		w_stop(&wb);
+		kp_destroy(pool);
+		return pool = NULL;
+	}
+	return pool;
+}
+
+static void teardown(void)
+{
+	w_stop(&wa);
+	w_stop(&wb);
+	kp_destroy(pool);
+	pool = NULL;
+}
+
+static char *batch_at(unsigned slot, unsigned i)
+{
+	char *at = pool->xfer[cls][slot].list;
+	for (; i && at; i--) {
+		uint64_t k = kt_raw_get(at) ^ kt_raw_get(at + 8);
+		at = (char *)(uintptr_t)(kt_raw_get(at + KP_HDR) ^ (uint64_t)kp__link_pad(k));
+	}
+	return at;
+}
+
+static void relink(unsigned slot, unsigned i, const char *to)
+{
+	char *at = batch_at(slot, i);
+	uint64_t k = kt_raw_get(at) ^ kt_raw_get(at + 8);
+	kt_raw_put(at + KP_HDR, (uint64_t)(uintptr_t)to ^ (uint64_t)kp__link_pad(k));
+}
+
+#endif
