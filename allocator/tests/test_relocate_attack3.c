@@ -76,15 +76,18 @@ static void attack(int how, unsigned seed)
 	pool = kp_create(conf);
 	REQUIRE(pool, "kp_create: %s", kp_last_error());
 	cls = kp__class_of(REQ + KP_HDR + pool->canary);
+	/* live blocks before and after the small ones: segments on both
+	 * sides of theirs (the high-bit case wants one at B ^ 2^d) */
+	char *v[24];
 	for (unsigned i = 0; i < NLIVE; i++) {
+		if (i == NLIVE / 2)
+			for (int j = 0; j < 24; j++)
+				v[j] = kp_alloc(pool, REQ, 0);
 		live[i] = kp_alloc(pool, LSIZE, 0);
 		REQUIRE(live[i], "live block %u", i);
 		memset(live[i], 0x6c, LSIZE);
 	}
 	/* a bin of REQ's class with blocks in it, freed by this thread */
-	char *v[24];
-	for (int i = 0; i < 24; i++)
-		v[i] = kp_alloc(pool, REQ, 0);
 	for (int i = 0; i < 24; i++)
 		kp_free(pool, v[i]);
 	kp__bin *b = &kp__tls_state.tc[0]->bin[cls];
