@@ -12,6 +12,10 @@
  *      exactly (none lost, none counted twice); each refusal returns
  *      KP_EINVAL with errno EINVAL; a thread watching the pool's clock
  *      meanwhile never sees it go back.
+ *   3. The same pool's daemon running (a pass every ms) while three
+ *      threads step it by 0-2,000 ms and two allocate and free small, large
+ *      and huge blocks: every step passes, the clock never goes back, the
+ *      blocks keep their bytes, no integrity event.
  */
 #define _GNU_SOURCE 1
 #include "ktest.h"
@@ -122,9 +126,78 @@ static void test_concurrent_near_bound(void)
 	kp_destroy(pool);
 }
 
+static atomic_int churn_stop;
+static atomic_uint churn_bad;
+
+static void *stepper3(void *arg)
+{
+	uint64_t s = (uint64_t)(uintptr_t)arg, bad = 0;
+	for (int i = 0; i < 300; i++)
+		bad += kp_daemon_step(pool, kt_rand_range(&s, 0, 2000)) < 0;
+	atomic_fetch_add(&churn_bad, (unsigned)bad);
+	return NULL;
+}
+
+static void *churner(void *arg)
+{
+	uint64_t s = (uint64_t)(uintptr_t)arg;
+	unsigned char *v[16] = {0};
+	size_t n[16] = {0};
+	while (!atomic_load(&churn_stop)) {
+		unsigned i = (unsigned)kt_rand_range(&s, 0, 15);
+		if (v[i]) {
+			if (v[i][0] != (unsigned char)i || v[i][n[i] - 1] != (unsigned char)i)
+				atomic_fetch_add(&churn_bad, 1);
+			kp_free(pool, v[i]);
+		}
+		unsigned w = (unsigned)kt_rand_range(&s, 0, 19);
+		n[i] = w == 0 ? kt_rand_range(&s, 5u << 20, 9u << 20) : w < 5 ? kt_rand_range(&s, 140000, 700000)
+									  : kt_rand_range(&s, 1, 2000);
+		v[i] = kp_alloc(pool, n[i], 0);
+		if (!v[i]) {
+			atomic_fetch_add(&churn_bad, 1);
+			continue;
+		}
+		v[i][0] = v[i][n[i] - 1] = (unsigned char)i;
+	}
+	for (unsigned i = 0; i < 16; i++)
+		kp_free(pool, v[i]);
+	return NULL;
+}
+
+static void test_steps_beside_daemon(void)
+{
+	pool = kp_create("daemon_interval_ms:1,decay_ms:0,seed:6,backup:0,primary_max:128m");
+	REQUIRE(pool, "kp_create: %s", kp_last_error());
+	atomic_store(&stop_watch, 0);
+	atomic_store(&went_back, 0);
+	atomic_store(&churn_stop, 0);
+	pthread_t w, c[2], st[3];
+	REQUIRE(pthread_create(&w, NULL, watch_main, NULL) == 0, "thread");
+	for (uintptr_t i = 0; i < 2; i++)
+		REQUIRE(pthread_create(&c[i], NULL, churner, (void *)(i + 11)) == 0, "thread");
+	for (uintptr_t i = 0; i < 3; i++)
+		REQUIRE(pthread_create(&st[i], NULL, stepper3, (void *)(i + 3)) == 0, "thread");
+	for (int i = 0; i < 3; i++)
+		pthread_join(st[i], NULL);
+	atomic_store(&churn_stop, 1);
+	for (int i = 0; i < 2; i++)
+		pthread_join(c[i], NULL);
+	atomic_store(&stop_watch, 1);
+	pthread_join(w, NULL);
+	printf("   900 steps beside a running daemon and two churning threads: %u bad, clock back %llu times\n",
+	       atomic_load(&churn_bad), (unsigned long long)atomic_load(&went_back));
+	CHECK(atomic_load(&churn_bad) == 0, "%u steps refused or blocks changed", atomic_load(&churn_bad));
+	CHECK(atomic_load(&went_back) == 0, "the pool's clock went back");
+	CHECK(kt_stat(pool, "integrity.corruptions") == 0 && kt_stat(pool, "integrity.freelist_errors") == 0,
+	      "integrity events");
+	kp_destroy(pool);
+}
+
 int main(void)
 {
 	RUN(test_edges);
 	RUN(test_concurrent_near_bound);
+	RUN(test_steps_beside_daemon);
 	return ktest_summary();
 }
