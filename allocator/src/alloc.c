@@ -647,8 +647,10 @@ static bool class_fits(kp__seg *s, const kp__hdr *h, unsigned cls)
 		return cls == KP_CLS_HUGE;
 	uintptr_t off = (uintptr_t)h - (uintptr_t)s;
 	const kp__span *sp = &s->span[s->span[off >> KP_UNIT_SHIFT].head];
-	if (cls < KP_NCLASS)
-		return sp->kind == KP_SPAN_SMALL && sp->cls == cls;
+	if (cls < KP_NCLASS) /* and a block start of its span (free_fast's test) */
+		return sp->kind == KP_SPAN_SMALL && sp->cls == cls && (const char *)h >= sp->start &&
+		       ((const char *)h - sp->start) % sp->block == 0 &&
+		       (size_t)((const char *)h - sp->start) / sp->block < sp->nblocks;
 	if (cls == KP_CLS_LARGE)
 		return sp->kind == KP_SPAN_LARGE && sp->start == (const char *)h;
 	return cls == KP_CLS_ALIGNED;
@@ -911,8 +913,22 @@ static ALWAYS_INLINE int free_fast(kp_pool *pool, uint64_t id, void *p, bool aes
 	if (!(kp__pagemap_flat_is((uintptr_t)s, id) && !(off & (KP_HDR - 1)) && off >= KP_UNIT_SIZE + KP_HDR))
 		return KP_FREE_NO;
 	kp__hdr *h = (kp__hdr *)((char *)p - KP_HDR);
-	unsigned um = s->unit_meta[off >> KP_UNIT_SHIFT];
+	/* h's unit (p's, unless h ends the unit before: same span if valid) */
+	uintptr_t hu = (off - KP_HDR) >> KP_UNIT_SHIFT;
+	unsigned um = s->unit_meta[hu];
 	canary_prefetch(h, um);
+	/* h must be a block start of its span: K(h) depends on h alone, so a
+	 * header written inside a live block at the address of a block that
+	 * was there before (whose header gave K(h) away) verified, and the
+	 * block was handed out inside the live one (test_stale_header_attack3).
+	 * x: h's offset in its span (spans start at a unit: span_new). Tested
+	 * before the key is computed, its registers free again by then (after
+	 * it, kp_free saved five: 125 instructions a call on a, 107 before);
+	 * um is not yet vetted, kp__class_div has an entry for each high byte. */
+	uint32_t x = (uint32_t)(off - KP_HDR) - s->unit_span[hu];
+	uint64_t dv = kp__class_div[um >> 8];
+	if (KP_UNLIKELY((uint64_t)x * dv > dv - 1))
+		return KP_FREE_NO;
 	uint64_t meta = kp__hdr_meta(h);
 	uint64_t key = fast_key(pool, h, aes);
 	/* The header must verify under K(h) (a header forged elsewhere does

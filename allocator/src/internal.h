@@ -837,6 +837,13 @@ typedef struct kp__seg {
 	 * class and state with it in one load, not through span[span[u].head].
 	 * Written under the same rules as the span's kind and class. */
 	uint16_t unit_meta[KP_UNITS];
+	/* unit_span[u]: while unit u belongs to a small span, the offset of the
+	 * span's first block in the segment (its head unit's: span_new): kp_free's
+	 * fast path finds a block's offset in its span from it, and refuses a
+	 * header at no block start (a header forged inside a live block at an
+	 * address whose K(h) an old block's header there gave away:
+	 * test_stale_header_attack3). */
+	uint32_t unit_span[KP_UNITS];
 	kp__span span[KP_UNITS];
 } kp__seg;
 
@@ -853,6 +860,11 @@ typedef struct kp__central {
 } kp__central;
 
 extern const uint32_t kp__class_size[KP_NCLASS];
+/* 1 + UINT64_MAX / kp__class_size[c]: x (< 2^32) is a multiple of the
+ * class's size exactly when x * kp__class_div[c] <= kp__class_div[c] - 1
+ * (mod 2^64; Lemire, Kaser and Kurz, "Faster remainder by direct
+ * computation"): a block-start test without a division. */
+extern const uint64_t kp__class_div[256]; /* past KP_NCLASS: 0, every x passes (a unit_meta the caller refuses) */
 #define KP_CLASS_TABLE_MAX 1024 /* kp__class_of: the needs its table covers */
 static inline unsigned kp__class_of(size_t need)
 {

@@ -34,6 +34,21 @@ const uint32_t kp__class_size[KP_NCLASS] = {
 	14336, 15360, 16384, 18432, 20480, 22528, 24576, 26624, 28672, 30720, 32768, 36864,
 	40960, 45056, 49152, 53248, 57344, 61440, 65536, 73728, 81920, 90112, 98304, 106496,
 	114688, 122880, 131072};
+#define KP_DIV(d) (UINT64_MAX / (d) + 1)
+const uint64_t kp__class_div[256] = {
+	KP_DIV(32), KP_DIV(48), KP_DIV(64), KP_DIV(80), KP_DIV(96), KP_DIV(112), KP_DIV(128), KP_DIV(160),
+	KP_DIV(192), KP_DIV(224), KP_DIV(256), KP_DIV(320), KP_DIV(384), KP_DIV(448), KP_DIV(512), KP_DIV(640),
+	KP_DIV(768), KP_DIV(896), KP_DIV(1024), KP_DIV(1152), KP_DIV(1280), KP_DIV(1408), KP_DIV(1536),
+	KP_DIV(1664), KP_DIV(1792), KP_DIV(1920), KP_DIV(2048), KP_DIV(2304), KP_DIV(2560), KP_DIV(2816),
+	KP_DIV(3072), KP_DIV(3328), KP_DIV(3584), KP_DIV(3840), KP_DIV(4096), KP_DIV(4480), KP_DIV(4608),
+	KP_DIV(5120), KP_DIV(5632), KP_DIV(6144), KP_DIV(6656), KP_DIV(7168), KP_DIV(7680), KP_DIV(8192),
+	KP_DIV(9216), KP_DIV(10240), KP_DIV(11264), KP_DIV(12288), KP_DIV(13312), KP_DIV(14336), KP_DIV(15360),
+	KP_DIV(16384), KP_DIV(18432), KP_DIV(20480), KP_DIV(22528), KP_DIV(24576), KP_DIV(26624), KP_DIV(28672),
+	KP_DIV(30720), KP_DIV(32768), KP_DIV(36864), KP_DIV(40960), KP_DIV(45056), KP_DIV(49152), KP_DIV(53248),
+	KP_DIV(57344), KP_DIV(61440), KP_DIV(65536), KP_DIV(73728), KP_DIV(81920), KP_DIV(90112), KP_DIV(98304),
+	KP_DIV(106496), KP_DIV(114688), KP_DIV(122880), KP_DIV(131072)};
+#undef KP_DIV
+
 const uint8_t kp__class_small[65] = {0,  0,  0,  1,  2,  3,  4,  5,  6,  7,  7,  8,  8,  9,  9,  10, 10,
 				     11, 11, 11, 11, 12, 12, 12, 12, 13, 13, 13, 13, 14, 14, 14, 14, 15,
 				     15, 15, 15, 15, 15, 15, 15, 16, 16, 16, 16, 16, 16, 16, 16, 17, 17,
@@ -419,8 +434,10 @@ static kp__span *span_new(kp_pool *pool, unsigned cls)
 	c->spans++;
 	sp->kind = KP_SPAN_SMALL;
 	sp->cls = (uint8_t)cls;
-	for (unsigned i = 0; i < sp->units; i++)
+	for (unsigned i = 0; i < sp->units; i++) {
 		s->unit_meta[sp->head + i] = KP_UNIT_META(cls);
+		s->unit_span[sp->head + i] = (uint32_t)sp->head << KP_UNIT_SHIFT;
+	}
 	sp->block = kp__class_size[cls];
 	sp->nblocks = (uint32_t)(((size_t)sp->units << KP_UNIT_SHIFT) / sp->block);
 	sp->nused = 0;

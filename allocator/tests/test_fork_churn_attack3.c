@@ -135,6 +135,15 @@ static int child(void)
 
 static void test_fork_churn(void)
 {
+	/* Not under TSan: each child's daemon restarts at its first allocation,
+	 * and TSan refuses a child's new thread (die_after_fork) or, allowed,
+	 * sees the parent's daemon thread's stack and id again ("dup thread
+	 * with used id", as test_fork and test_fork_held note): 2-3 of 12
+	 * children died of it in the lead's runs. */
+	if (KT_TSAN) {
+		printf("   skipped under TSan\n");
+		return;
+	}
 	pool = kp_create(CONF);
 	REQUIRE(pool, "kp_create: %s", kp_last_error());
 	fill(&mine[0], kp_alloc(pool, 100, 0), 100, 0xa1);
