@@ -820,8 +820,11 @@ typedef struct kp__seg {
 	 * purge checkpoint and not taken since; purged: given back since they
 	 * went free (not resident, so not pre-faulted); purging: being given
 	 * back by the daemon without the lock, never handed out meanwhile. Not
-	 * sealed: a damaged mask can only select among the sealed free units. */
-	uint64_t purge_idle, purged, purging;
+	 * sealed: a damaged mask can only select among the sealed free units.
+	 * refill: used, then given back since they were last taken, kept when the daemon
+	 * pre-faults them again (purged is cleared then): taken, they count
+	 * as demand under the peak (pool->purged_taken, daemon.c). */
+	uint64_t purge_idle, purged, purging, refill;
 	/* Which free run a new span takes (primary.c, units_take), under
 	 * pool->lock: used_free, the free units a span or large block used
 	 * since they were mapped or purged; last_cls[u], at the first unit of such a
@@ -1285,9 +1288,11 @@ typedef struct kp__daemon {
 	/* growth past the peak use (daemon_target): the peak at the last pass,
 	 * when a pass last found it, and the pre-faulted front it asks for */
 	size_t last_peak, front;
+	size_t last_purged_taken; /* pool->purged_taken at the last pass */
 	size_t ramp; /* the most the front may be while growth lasts: doubled when it was overrun (daemon.c) */
 	uint64_t ramp_ns;     /* when the ramp last doubled */
 	uint64_t grow_ns;
+	uint64_t refill_ns; /* when a pass last found purged units taken (daemon_target) */
 	/* since when growth is measured for slowing down, and what it took */
 	uint64_t slow_ns;
 	size_t slow_demand;
@@ -1352,6 +1357,9 @@ struct kp_pool {
 	uint64_t take_min_ns;
 	_Atomic size_t free_segs; /* normal segments with every unit free */
 	_Atomic size_t headroom; /* units_free * unit size, readable without lock */
+	/* bytes of purged free units taken (run_take, kp__large_resize; written
+	 * under lock): demand under the peak the daemon pre-faults (daemon.c) */
+	_Atomic size_t purged_taken;
 	_Atomic int backup_mode; /* critical traffic goes to the backup */
 	/* The daemon aims at high_wm << grow_boost of headroom. The allocation
 	 * path raises the boost each time it had to grow by itself (demand

@@ -255,7 +255,11 @@ static kp__span *run_take(kp_pool *pool, kp__seg *s, unsigned u, unsigned n, kp_
 	uint64_t bits = run_bits(u, n);
 	s->free_mask &= ~bits;
 	s->purge_idle &= ~bits; /* taken: no longer idle, nor given back */
+	if (s->refill & bits) /* demand the daemon pre-faults, under the peak */
+		atomic_fetch_add_explicit(&pool->purged_taken, (size_t)__builtin_popcountll(s->refill & bits) << KP_UNIT_SHIFT,
+					  memory_order_relaxed);
 	s->purged &= ~bits;
+	s->refill &= ~bits;
 	s->used_free &= ~bits;
 	memset(&s->last_cls[u], 0, n);
 	seg_reseal(pool, s);
@@ -841,7 +845,12 @@ bool kp__large_resize(kp_pool *pool, kp__seg *s, kp__span *sp, size_t need)
 		}
 		s->free_mask &= ~bits;
 		s->purge_idle &= ~bits;
+		if (s->refill & bits)
+			atomic_fetch_add_explicit(&pool->purged_taken,
+						  (size_t)__builtin_popcountll(s->refill & bits) << KP_UNIT_SHIFT,
+						  memory_order_relaxed);
 		s->purged &= ~bits;
+		s->refill &= ~bits;
 		s->used_free &= ~bits;
 		memset(&s->last_cls[u + old], 0, n - old);
 		s->nfree_units -= n - old;
@@ -981,7 +990,7 @@ int kp__primary_grow(kp_pool *pool, bool populate)
 		s->kind = KP_SEG_NORMAL;
 		s->size = KP_SEG_SIZE;
 		s->free_mask = ~1ull;
-		s->purge_idle = s->purged = s->purging = s->used_free = 0;
+		s->purge_idle = s->purged = s->purging = s->refill = s->used_free = 0;
 		memset(s->last_cls, 0, sizeof s->last_cls);
 		s->magic = kp__seg_magic(pool->secret, s, KP_SEG_NORMAL, KP_SEG_SIZE);
 		s->nfree_units = KP_UNITS - 1;
@@ -1416,6 +1425,7 @@ int kp__primary_purge(kp_pool *pool, size_t keep)
 		uint64_t bits = (run[i].n == 64 ? ~0ull : ((1ull << run[i].n) - 1)) << run[i].u;
 		run[i].s->purging &= ~bits;
 		run[i].s->purged |= bits & run[i].s->free_mask;
+		run[i].s->refill |= bits & run[i].s->free_mask & run[i].s->used_free; /* pages a span used */
 		run[i].s->used_free &= ~(bits & run[i].s->free_mask); /* not resident: clean */
 	}
 	pthread_mutex_unlock(&pool->lock);
@@ -1425,7 +1435,7 @@ int kp__primary_purge(kp_pool *pool, size_t keep)
 void kp__primary_relink(kp_pool *pool, kp__seg *s)
 {
 	s->empty_since_ns = kp__pool_now(pool);
-	s->purge_idle = s->purged = s->purging = s->used_free = 0;
+	s->purge_idle = s->purged = s->purging = s->refill = s->used_free = 0;
 	kp__pagemap_set(&pool->os, s, KP_SEG_SIZE, s);
 	kp__pool_lock(pool);
 	pool->capacity += KP_SEG_SIZE;
