@@ -1,7 +1,9 @@
 /*
- * test_front_purged_attack2.c - FAILING on main (2a93ba1) and on
- * sess13-merge alike: units the daemon purged are never pre-faulted again
- * when the program takes them back under its peak.
+ * test_front_purged_attack2.c - units the daemon purged are pre-faulted
+ * again when the program takes them back under its peak (failed on main
+ * 2a93ba1 through b90f33d: never; since sess15-hD the daemon counts purged
+ * units taken back as demand: 141 of 5,376 pages faulted, the first blocks
+ * before any rate was measured). What it found:
  *
  * The daemon measures demand as growth past the peak use (daemon.c,
  * daemon_target: "a program that gives memory back and takes it again
