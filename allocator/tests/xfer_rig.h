@@ -19,74 +19,18 @@
 #define PHASES 6
 #define TAKE 1024
 #define LIVE 8
+#ifndef RIG_ALIGN /* do_alloc's alignment for how 2 (16: taken from the bin) */
+#define RIG_ALIGN 64
+#endif
 
-/* ---- persistent workers ------------------------------------------------- */
-typedef struct worker {
-	pthread_t t;
-	pthread_mutex_t mu;
-	pthread_cond_t cv;
-	void (*fn)(void *);
-	void *arg;
-	int busy, quit;
-} worker;
-
-static void *worker_main(void *p)
-{
-	worker *w = p;
-	pthread_mutex_lock(&w->mu);
-	for (;;) {
-		while (!w->busy && !w->quit)
-			pthread_cond_wait(&w->cv, &w->mu);
-		if (!w->busy)
-			break;
-		pthread_mutex_unlock(&w->mu);
-		w->fn(w->arg);
-		pthread_mutex_lock(&w->mu);
-		w->busy = 0;
-		pthread_cond_broadcast(&w->cv);
-	}
-	pthread_mutex_unlock(&w->mu);
-	return NULL;
-}
-
-static void w_start(worker *w)
-{
-	memset(w, 0, sizeof *w);
-	pthread_mutex_init(&w->mu, NULL);
-	pthread_cond_init(&w->cv, NULL);
-	if (pthread_create(&w->t, NULL, worker_main, w) != 0)
-		abort();
-}
-
-static void w_call(worker *w, void (*fn)(void *), void *arg)
-{
-	pthread_mutex_lock(&w->mu);
-	w->fn = fn;
-	w->arg = arg;
-	w->busy = 1;
-	pthread_cond_broadcast(&w->cv);
-	while (w->busy)
-		pthread_cond_wait(&w->cv, &w->mu);
-	pthread_mutex_unlock(&w->mu);
-}
-
-static void w_stop(worker *w)
-{
-	pthread_mutex_lock(&w->mu);
-	w->quit = 1;
-	pthread_cond_broadcast(&w->cv);
-	pthread_mutex_unlock(&w->mu);
-	pthread_join(w->t, NULL);
-	pthread_mutex_destroy(&w->mu);
-	pthread_cond_destroy(&w->cv);
-}
+#include "kt_worker.h"
 
 /* ---- the pool with two batches of 256 parked ----------------------------- */
 typedef struct job {
 	kp_pool *pool;
 	char **v;
 	unsigned n;
-	int how; /* 0 kp_alloc, 1 kp_realloc of a 16-byte block, 2 kp_alloc_aligned(64) */
+	int how; /* 0 kp_alloc, 1 kp_realloc of a 16-byte block, 2 kp_alloc_aligned(RIG_ALIGN) */
 	atomic_int failed;
 } job;
 
@@ -103,8 +47,8 @@ static void do_alloc(void *arg)
 			if (p && p[0] != 7)
 				atomic_store(&j->failed, 1);
 		} else if (j->how == 2) {
-			p = kp_alloc_aligned(j->pool, REQ, 64, 0);
-			if (p && ((uintptr_t)p & 63))
+			p = kp_alloc_aligned(j->pool, REQ, RIG_ALIGN, 0);
+			if (p && ((uintptr_t)p & (RIG_ALIGN - 1)))
 				atomic_store(&j->failed, 1);
 		} else {
 			p = kp_alloc(j->pool, REQ, 0);
