@@ -47,11 +47,26 @@ def _pos(node: yaml.Node) -> Pos:
     return Pos(node.start_mark.line + 1, node.start_mark.column + 1)
 
 
+# A workload is a few dozen values; aliases can make a short text expand to billions ("billion laughs"),
+# which the walk below, the validator and the compiler would each go through: refuse past this many.
+MAX_VALUES = 100_000
+# The schema nests five levels deep; the parser allows 1,000, past Python's recursion limit for this walk.
+MAX_DEPTH = 64
+
+
 def _walk(node: yaml.Node, path: Path, out: Located) -> None:
     out.values[path] = _pos(node)
+    if len(out.values) > MAX_VALUES:
+        raise YamlSyntaxError(f"more than {MAX_VALUES} values once aliases are expanded", _pos(node))
+    if len(path) > MAX_DEPTH:
+        raise YamlSyntaxError(f"nested more than {MAX_DEPTH} levels deep", _pos(node))
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
             key = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key_node.value)
+            first = out.keys.get((*path, key))
+            if first is not None:
+                message = f"key {key!r} given twice (first at line {first.line})"
+                raise YamlSyntaxError(message, _pos(key_node))
             out.keys[(*path, key)] = _pos(key_node)
             _walk(value_node, (*path, key), out)
     elif isinstance(node, yaml.SequenceNode):
@@ -70,14 +85,14 @@ def load(text: str) -> Located:
         node = yaml.compose(text, Loader=_COMPOSER)
         if node is None:
             return Located(None)
+        out = Located(None)
+        _walk(node, (), out)  # before the data is built: it refuses a bomb, deep nesting, duplicate keys
         loader = yaml.SafeLoader("")
-        data = loader.construct_document(node)
+        out.data = loader.construct_document(node)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         pos = Pos(mark.line + 1, mark.column + 1) if mark else Pos(1, 1)
         raise YamlSyntaxError(f"{exc.problem or exc.context or 'bad YAML'}", pos) from exc
     except yaml.YAMLError as exc:
         raise YamlSyntaxError(str(exc), Pos(1, 1)) from exc
-    out = Located(data)
-    _walk(node, (), out)
     return out

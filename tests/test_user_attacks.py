@@ -1,0 +1,70 @@
+"""A user's attacks on the harness (session 16): hostile workload files, interrupted and concurrent runs,
+unwritable outputs, and triage of planted bugs. Each test failed on the main it was written against."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness import spec
+
+ROOT = Path(__file__).resolve().parent.parent
+
+GOOD = """\
+name: ok
+mix: {alloc: 3, free: 1}
+sizes:
+  dist: uniform
+  min: 16
+  max: 4k
+"""
+
+# "billion laughs": nine levels of nine aliases, 9**9 values once expanded, from 600 bytes of text
+BOMB = "a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
+    f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]\n" for i in range(1, 9)
+)
+
+
+def test_yaml_bomb_is_refused_quickly(tmp_path: Path) -> None:
+    """Aliases that expand to hundreds of millions of values: a clear error in moments, not a hang."""
+    path = tmp_path / "bomb.yaml"
+    path.write_text(GOOD + BOMB)
+    code = (
+        "import sys\nfrom harness import spec\n"
+        f"try:\n    spec.load({str(path)!r})\nexcept spec.SpecError as e:\n    print(e.issues[0])\n"
+    )
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=20, check=False
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("a YAML bomb kept the workload loader busy for 20 s")
+    assert done.returncode == 0, done.stderr
+    assert "bomb.yaml" in done.stdout and "alias" in done.stdout, done.stdout
+
+
+def test_aliases_of_a_small_document_still_load(tmp_path: Path) -> None:
+    path = tmp_path / "w.yaml"
+    path.write_text(GOOD + "slo:\n  latency_ns:\n    alloc: &l {p50: 500, p99: 5000}\n    free: *l\n")
+    assert spec.load(path).name == "ok"
+
+
+def test_duplicate_key_is_an_error(tmp_path: Path) -> None:
+    """`ops:` written twice: YAML's last-one-wins would run a workload the user did not mean."""
+    path = tmp_path / "w.yaml"
+    path.write_text(GOOD + "ops: 1000\nthreads: 2\nops: 5\n")
+    with pytest.raises(spec.SpecError) as info:
+        spec.load(path)
+    got = [str(i) for i in info.value.issues]
+    assert any("w.yaml:9:1" in g and "ops" in g and "twice" in g for g in got), got
+
+
+def test_deep_nesting_is_an_error_not_a_traceback(tmp_path: Path) -> None:
+    path = tmp_path / "w.yaml"
+    path.write_text(GOOD + "slo: " + "[" * 990 + "]" * 990 + "\n")
+    with pytest.raises(spec.SpecError) as info:
+        spec.load(path)
+    assert "nested" in str(info.value.issues[0]), info.value.issues
