@@ -3,6 +3,7 @@ unwritable outputs, and triage of planted bugs. Each test failed on the main it 
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -68,3 +69,25 @@ def test_deep_nesting_is_an_error_not_a_traceback(tmp_path: Path) -> None:
     with pytest.raises(spec.SpecError) as info:
         spec.load(path)
     assert "nested" in str(info.value.issues[0]), info.value.issues
+
+
+needs_fuzz = pytest.mark.skipif(shutil.which("clang") is None, reason="the fuzz build needs clang")
+
+
+@pytest.mark.slow
+@needs_fuzz
+def test_fuzz_merge_and_coverage_with_a_relative_reports_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`kpool fuzz --reports out`: libFuzzer runs in the run folder, where `out/corpus/conf` is not; it
+    ended with exit 1 ("The required directory ... does not exist") and the run said so."""
+    pytest.importorskip("atheris")
+    from harness import cli
+
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["fuzz", "conf", "--time", "2", "--reports", "out"]) == 0
+    assert any((tmp_path / "out" / "corpus" / "conf").iterdir())
+    assert cli.main(["fuzz", "conf", "--merge", "--reports", "out"]) == 0
+    assert cli.main(["fuzz", "conf", "--coverage", "--reports", "out"]) == 0
+    assert cli.main(["fuzz", "conf", "--time", "2", "--run-dir", "here", "--reports", "out"]) == 0
+    assert (tmp_path / "here" / "fuzz.json").is_file()

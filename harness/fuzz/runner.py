@@ -406,7 +406,9 @@ def run(
     if seconds <= 0 or jobs <= 0:
         raise KpoolError(f"--time and --jobs must be positive (got {seconds} and {jobs})")
     targets = resolve_targets(name)
-    run_dir = run_dir or new_run_dir(reports)
+    # absolute: libFuzzer runs in the run folder, where a relative corpus or crash path means nothing
+    reports = reports.absolute()
+    run_dir = (run_dir or new_run_dir(reports)).absolute()
     results = [
         fuzz_target(
             t,
@@ -449,7 +451,7 @@ def merge(name: str, reports: Path = REPORTS) -> list[tuple[str, int, int]]:
     out = []
     for target in resolve_targets(name):
         env = target_env(target)
-        work = working_corpus(target, reports)
+        work = working_corpus(target, reports.absolute())  # libFuzzer runs beside it, not here
         before = sum(1 for _ in work.iterdir())
         merged = work.with_name(work.name + ".merging")
         shutil.rmtree(merged, ignore_errors=True)
@@ -625,6 +627,7 @@ def coverage(
     """
     targets: dict[str, list[str]] = {}
     names = resolve_targets(name) if isinstance(name, str) else list(name)
+    reports = reports.absolute()  # the replays run in a scratch folder, where a relative path means nothing
     for target in names:
         resolve_targets(target)  # a known target, or KpoolError
         if target not in NATIVE:
