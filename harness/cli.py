@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from harness import binding, build, output, paths
@@ -421,6 +424,24 @@ def _fuzz(args: argparse.Namespace, rest: list[str]) -> int:
     return 1 if run.crashed else 0
 
 
+def _on_term(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _term_as_interrupt() -> Iterator[None]:
+    """SIGTERM (`timeout`, a CI runner, systemd) ends a command as Ctrl-C does: its children stopped and
+    what finished kept, not the process gone at once with its children left running."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.signal(signal.SIGTERM, _on_term)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args, rest = parser.parse_known_args(argv)
@@ -428,7 +449,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     output.set_verbosity(args.verbosity)
     try:
-        code: int = args.run(args, rest)
+        with _term_as_interrupt():
+            code: int = args.run(args, rest)
     except KpoolError as exc:
         output.error(str(exc))
         return exc.exit_code

@@ -3,9 +3,15 @@ unwritable outputs, and triage of planted bugs. Each test failed on the main it 
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import select
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -91,3 +97,73 @@ def test_fuzz_merge_and_coverage_with_a_relative_reports_folder(
     assert cli.main(["fuzz", "conf", "--coverage", "--reports", "out"]) == 0
     assert cli.main(["fuzz", "conf", "--time", "2", "--run-dir", "here", "--reports", "out"]) == 0
     assert (tmp_path / "here" / "fuzz.json").is_file()
+
+
+def _kpool(args: list[str], cwd: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "harness.cli", *args],
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def _wait_for_line(proc: subprocess.Popen[str], text: str, timeout_s: float) -> str:
+    """What proc printed up to text (fails the test at timeout_s); the rest of its output is left."""
+    assert proc.stdout is not None
+    fd, seen, end = proc.stdout.fileno(), b"", time.monotonic() + timeout_s
+    while text.encode() not in seen and time.monotonic() < end:
+        if select.select([fd], [], [], 0.2)[0]:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            seen += chunk
+    if text.encode() not in seen:
+        proc.kill()
+        pytest.fail(f"no {text!r} in {timeout_s} s; printed:\n{seen.decode(errors='replace')}")
+    return seen.decode(errors="replace")
+
+
+def _alive(marker: str) -> list[str]:
+    """Command lines of the processes whose command line holds marker."""
+    out = []
+    for p in Path("/proc").iterdir():
+        with contextlib.suppress(OSError):
+            cmd = (p / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            if marker in cmd and p.name.isdigit() and int(p.name) != os.getpid():
+                out.append(cmd)
+    return out
+
+
+@pytest.mark.slow
+@needs_fuzz
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_fuzz_signalled_alone_stops_libfuzzer_and_keeps_what_it_fuzzed(tmp_path: Path, sig: int) -> None:
+    """A signal to kpool alone (`timeout`, a CI runner's cancel; not Ctrl-C, which reaches the whole
+    group): libFuzzer ran on, orphaned, and fuzz.json (with the targets already fuzzed and their crashes)
+    was never written; SIGTERM ended kpool at once (exit -15)."""
+    pytest.importorskip("atheris")
+    reports = tmp_path / "reports"
+    proc = _kpool(["fuzz", "all", "--time", "3", "--run-dir", "run", "--reports", str(reports)], tmp_path)
+    _wait_for_line(proc, "fuzzing conf", 120)  # the second target
+    time.sleep(1)
+    proc.send_signal(sig)
+    try:
+        code = proc.wait(timeout=30)
+    finally:
+        proc.kill()
+    left = _alive(str(tmp_path / "run"))
+    for _ in range(20):  # an orphan would run on for its 3 s
+        if not left:
+            break
+        time.sleep(0.1)
+        left = _alive(str(tmp_path / "run"))
+    assert code == 130
+    assert not left, left
+    summary = json.loads((tmp_path / "run" / "fuzz.json").read_text())
+    assert [r["target"] for r in summary["results"]] == ["api_sequence", "conf", "faults"][
+        : len(summary["results"])
+    ]
+    assert summary["results"][0]["execs"] > 0 and summary["results"][-1]["interrupted"]

@@ -12,6 +12,7 @@ the last one). `merge` shrinks the working corpus with -merge=1.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shutil
@@ -44,6 +45,8 @@ INPUT_TIMEOUT_S = 10
 DEFAULT_MAX_LEN = {"api_sequence": 64, "faults": 96, "concurrent": 128, "conf": 256, "workload_yaml": 1024}
 # Progress is shown at most this often; libFuzzer prints a line at every new feature.
 PROGRESS_EVERY_S = 5.0
+# An interrupted libFuzzer gets this long to end after SIGINT (it writes nothing more) before SIGKILL.
+STOP_WAIT_S = 5.0
 # Sanitizer reports are kept for this many crash inputs per target (each replay restarts Python with
 # the ASan runtime, a second or two); the rest keep the input only.
 MAX_REPLAYS = 10
@@ -87,6 +90,7 @@ class TargetResult:
     first_crash_s: float | None = None  # seconds from the start to the first crash input
     log: str = ""
     error: str = ""  # libFuzzer ended abnormally without a crash input ("" when it ended well)
+    interrupted: bool = False  # kpool was interrupted (SIGINT, SIGTERM) and stopped libFuzzer early
 
 
 @dataclass
@@ -192,6 +196,17 @@ def _stream(proc: subprocess.Popen[str], log: Path, result: TargetResult) -> boo
                 last_shown = time.monotonic()
                 output.progress(_progress_line(result))
     return finished
+
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    """End libFuzzer as Ctrl-C would (it prints its final figures); kill it if it does not end soon."""
+    with contextlib.suppress(ProcessLookupError):
+        proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=STOP_WAIT_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def _failure(returncode: int, finished: bool) -> str:
@@ -372,6 +387,9 @@ def fuzz_target(
             proc.kill()
             proc.wait()
             output.warn(f"{target}: libFuzzer overran its time by {GRACE_S}s and was stopped")
+        except KeyboardInterrupt:  # SIGINT or SIGTERM to kpool alone: libFuzzer would run on, orphaned
+            _stop(proc)
+            result.interrupted = True
     result.seconds = round(time.monotonic() - start, 1)
     result.returncode = proc.returncode
     found = _artifacts(crashes, target)
@@ -383,7 +401,7 @@ def fuzz_target(
         result.first_crash_s = round(min(p.stat().st_mtime for p in found) - start_wall, 1)
     if found:
         output.warn(f"{target}: {len(found)} crash input(s) kept in {crashes}")
-    else:
+    elif not result.interrupted:
         result.error = _failure(proc.returncode, finished)
     output.progress(_progress_line(result))
     return result
@@ -409,21 +427,24 @@ def run(
     # absolute: libFuzzer runs in the run folder, where a relative corpus or crash path means nothing
     reports = reports.absolute()
     run_dir = (run_dir or new_run_dir(reports)).absolute()
-    results = [
-        fuzz_target(
-            t,
-            seconds,
-            jobs,
-            run_dir,
-            plant=plant,
-            max_len=max_len,
-            keep_going=keep_going,
-            seeds=seeds,
-            extra=extra,
-            reports=reports,
+    results: list[TargetResult] = []
+    for t in targets:
+        results.append(
+            fuzz_target(
+                t,
+                seconds,
+                jobs,
+                run_dir,
+                plant=plant,
+                max_len=max_len,
+                keep_going=keep_going,
+                seeds=seeds,
+                extra=extra,
+                reports=reports,
+            )
         )
-        for t in targets
-    ]
+        if results[-1].interrupted:
+            break  # the targets fuzzed so far, and their crashes, are kept below
     summary: dict[str, Any] = {
         "run_dir": str(run_dir),
         "plant": plant,
@@ -433,6 +454,9 @@ def run(
     # says where: `kpool triage list` shows them
     record.record_fuzz(summary, reports, run_dir.name, plant)
     (run_dir / "fuzz.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if results[-1].interrupted:
+        output.warn(f"interrupted: what was fuzzed is in {run_dir / 'fuzz.json'}")
+        raise KeyboardInterrupt
     failed = [r for r in results if r.error]
     if failed:
         # after fuzz.json is written: the campaign reads the error from it
