@@ -370,18 +370,22 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 def run_all(
     runner: Runner, allocs: Sequence[Allocator], workloads: Sequence[str], runs: int, seed: int
-) -> dict[str, dict[str, list[dict[str, Any]]]]:
-    """Every run, round-robin: for each run and workload, each allocator once, starting one further along."""
+) -> tuple[dict[str, dict[str, list[dict[str, Any]]]], bool]:
+    """Every run, round-robin: for each run and workload, each allocator once, starting one further along.
+    (the runs, False), or (the runs that finished, True) when interrupted (Ctrl-C, SIGTERM)."""
     raw: dict[str, dict[str, list[dict[str, Any]]]] = {w: {a.name: [] for a in allocs} for w in workloads}
-    for i in range(runs):
-        order = list(allocs[i % len(allocs) :]) + list(allocs[: i % len(allocs)])
-        for workload in workloads:
-            for alloc in order:
-                output.progress(f"run {i + 1}/{runs}: ({workload}) {alloc.name}")
-                result = runner.run(alloc, workload, seed + i)
-                if result is not None:
-                    raw[workload][alloc.name].append(result)
-    return raw
+    try:
+        for i in range(runs):
+            order = list(allocs[i % len(allocs) :]) + list(allocs[: i % len(allocs)])
+            for workload in workloads:
+                for alloc in order:
+                    output.progress(f"run {i + 1}/{runs}: ({workload}) {alloc.name}")
+                    result = runner.run(alloc, workload, seed + i)
+                    if result is not None:
+                        raw[workload][alloc.name].append(result)
+    except KeyboardInterrupt:  # subprocess.run has killed the kpbench it ran
+        return raw, True
+    return raw, False
 
 
 def main(argv: list[str]) -> int:
@@ -398,7 +402,7 @@ def main(argv: list[str]) -> int:
     binary = build_kpbench()
     allocs, preload = available_allocators(args.allocators)
     runner = Runner(binary, preload, args.ops)
-    raw = run_all(runner, allocs, args.workloads, args.runs, args.seed)
+    raw, interrupted = run_all(runner, allocs, args.workloads, args.runs, args.seed)
 
     summary: dict[str, dict[str, dict[str, Any]]] = {}
     for workload, per_alloc in raw.items():
@@ -416,9 +420,14 @@ def main(argv: list[str]) -> int:
 
     if args.json is not None:
         meta = {"runs": args.runs, "ops": args.ops, "seed": args.seed, "preload": preload}
+        if interrupted:
+            meta["interrupted"] = True  # the runs that finished, fewer than "runs" for some
         doc = {"meta": meta, "summary": summary, "raw": raw, "failures": runner.failures}
         args.json.write_text(json.dumps(doc, indent=1) + "\n")
         output.progress(f"raw results written to {args.json}")
+    if interrupted:
+        output.warn("interrupted: the tables hold the runs that finished")
+        raise KeyboardInterrupt
     if runner.failures:
         output.error(f"{len(runner.failures)} run(s) failed: " + "; ".join(runner.failures))
         return 1

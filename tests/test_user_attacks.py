@@ -167,3 +167,37 @@ def test_fuzz_signalled_alone_stops_libfuzzer_and_keeps_what_it_fuzzed(tmp_path:
         : len(summary["results"])
     ]
     assert summary["results"][0]["execs"] > 0 and summary["results"][-1]["interrupted"]
+
+
+def test_bench_interrupted_keeps_the_runs_that_finished(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Ctrl-C (or SIGTERM) in the third of six runs: the two that finished were lost (no table, no
+    --json file); now they are printed and written, marked interrupted, and the command still ends 130."""
+    from harness import bench
+
+    calls = []
+
+    def fake_run(self: bench.Runner, alloc: object, workload: str, seed: int) -> dict[str, object]:
+        calls.append(seed)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        lat = {"alloc": {"p50": 20, "p99": 30, "p999": 40}}
+        rss = {"hwm_kib": 4000, "peak_kib": 4000, "interval_ms": 5, "kib": [4000]}
+        counts = {"verify_errors": 0, "alloc_failures": 0, "free_errors": 0}
+        return {"desc": "fake", "ops_per_s": 1e6, "clock_ns": 20, "lat_ns": lat, "rss": rss, **counts}
+
+    monkeypatch.setattr(bench, "build_kpbench", lambda: tmp_path / "kpbench")
+    monkeypatch.setattr(bench.Runner, "run", fake_run)
+    out = tmp_path / "raw.json"
+    argv = ["--workloads", "a", "--runs", "3", "--allocators", "kpool,glibc", "--json", str(out)]
+    with pytest.raises(KeyboardInterrupt):
+        bench.main(argv)
+    doc = json.loads(out.read_text())
+    assert doc["meta"]["interrupted"] is True
+    assert [len(doc["raw"]["a"][n]) for n in ("kpool", "glibc")] == [1, 1]
+    assert "| a |" in capsys.readouterr().out
+    calls[:] = [0, 0]  # interrupted in the first run: nothing to show, and no traceback either
+    with pytest.raises(KeyboardInterrupt):
+        bench.main(argv)
+    assert json.loads(out.read_text())["raw"]["a"] == {"kpool": [], "glibc": []}
