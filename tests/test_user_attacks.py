@@ -201,3 +201,27 @@ def test_bench_interrupted_keeps_the_runs_that_finished(
     with pytest.raises(KeyboardInterrupt):
         bench.main(argv)
     assert json.loads(out.read_text())["raw"]["a"] == {"kpool": [], "glibc": []}
+
+
+@pytest.mark.slow
+@needs_fuzz
+def test_campaign_killed_leaves_no_job_running(tmp_path: Path) -> None:
+    """kill -9 of `kpool campaign`: its jobs (each in a session of its own) ran on unsupervised for their
+    whole slot (hours in a night's budget), beside a --resume that starts the same jobs in the same
+    folders. Now each job is told (SIGTERM) when the campaign dies, stops, and keeps what it fuzzed."""
+    pytest.importorskip("atheris")
+    reports = tmp_path / "reports"
+    argv = ["campaign", "--budget", "60", "--jobs", "1", "--targets", "conf", "--workloads", ""]
+    proc = _kpool([*argv, "--reports", str(reports)], tmp_path)
+    _wait_for_line(proc, "running fuzz:conf", 300)
+    time.sleep(3)
+    proc.kill()
+    proc.wait()
+    for _ in range(100):
+        left = _alive(str(reports))
+        if not left:
+            break
+        time.sleep(0.1)
+    assert not left, left
+    [summary] = reports.glob("campaign-*/fuzz-conf/fuzz.json")
+    assert json.loads(summary.read_text())["results"][0]["execs"] > 0

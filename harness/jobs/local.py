@@ -42,6 +42,13 @@ def child_env(run_id: str, db: Path | None) -> dict[str, str]:
     return env
 
 
+def _stop_with_campaign() -> None:
+    """In the job: SIGTERM when the campaign dies (kill -9), which the job takes as an interrupt: it stops
+    its fuzzer or workers and keeps what it did; it would otherwise run on, unsupervised, to its slot's end
+    (the job is in a session of its own: nothing else reaches it). Jobs start from the main thread."""
+    task.die_with_parent(signal.SIGTERM)
+
+
 @dataclass
 class _Running:
     job: Job
@@ -73,6 +80,7 @@ class LocalExecutor:
                 stdout=f,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=_stop_with_campaign,
             )
 
     @staticmethod

@@ -74,10 +74,15 @@ def command(
     return [*argv, "--peers", "all"] if peers else argv
 
 
+def die_with_parent(sig: signal.Signals = signal.SIGKILL) -> None:
+    """In the child (a preexec_fn): sig when the thread that started it dies."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, sig)
+
+
 def _die_with_parent() -> None:
     """In the child: SIGKILL when the worker that started it dies (a killed worker leaves no job)."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    die_with_parent(signal.SIGKILL)
 
 
 def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
