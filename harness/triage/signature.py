@@ -17,6 +17,7 @@ kpool events), a non-zero exit code, and last "unknown".
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
@@ -27,6 +28,10 @@ from harness.triage.crash import Crash
 DEFAULT_DEPTH = 3  # three frames: enough to tell call sites apart, few enough to survive refactors
 _DETAIL_MAX = 60  # characters of detail kept (an assertion's expression can be long)
 _HASH_CHARS = 16  # 64 bits of sha256: no collision among the signatures one project will ever see
+# A terminal's colour codes (ASAN_OPTIONS=color=always): "\x1b[1m\x1b[31m==1==ERROR: ..." and
+# "    #0 0x4f1 in \x1b[1mkp_free\x1b[0m /k/src/alloc.c:700:3". Taken out before anything is read, with
+# the other control characters (a newline and a tab aside), which no signature should carry.
+_CONTROL = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|[\x00-\x08\x0b-\x1f\x7f]")
 
 
 @dataclass(frozen=True)
@@ -276,6 +281,7 @@ def compute(
     source: str = "",
     depth: int = DEFAULT_DEPTH,
 ) -> Signature:
+    text = _CONTROL.sub("", text)
     kind, detail, frame = _classify(text, returncode, guess)
     if frame:  # a verdict that names where it applies: the same bug whatever path reached the check
         return Signature(kind, detail, (frame,), "")
