@@ -225,3 +225,45 @@ def test_campaign_killed_leaves_no_job_running(tmp_path: Path) -> None:
     assert not left, left
     [summary] = reports.glob("campaign-*/fuzz-conf/fuzz.json")
     assert json.loads(summary.read_text())["results"][0]["execs"] > 0
+
+
+PLAIN_ASAN = (
+    "==1==ERROR: AddressSanitizer: heap-use-after-free on address 0x602000000010 at pc 0x1 bp 0x2 sp 0x3\n"
+    "READ of size 8 at 0x602000000010 thread T0\n"
+    "    #0 0x4f1 in kp_free /k/allocator/src/alloc.c:700:3\n"
+    "    #1 0x4f2 in do_free /k/allocator/driver/fuzz_model.c:300:5\n"
+    "    #2 0x4f3 in run_ops /k/allocator/driver/fuzz_model.c:400:5\n"
+)
+
+
+def test_a_coloured_sanitizer_report_has_the_plain_reports_signature() -> None:
+    """ASAN_OPTIONS=color=always (a user's own setting, or a terminal): the escape codes went into the
+    frame names, so one bug had two signatures, one of them with ESC characters in its title."""
+    from harness.triage import signature as S
+
+    red, bold, reset = "\x1b[1m\x1b[31m", "\x1b[1m", "\x1b[0m"
+    lines = PLAIN_ASAN.splitlines(keepends=True)
+    coloured = f"{red}{lines[0][:-1]}{reset}\n{bold}{lines[1][:-1]}{reset}\n" + "".join(
+        ln.replace(" in ", f" in {bold}").replace(" /k", f"{reset} /k") for ln in lines[2:]
+    )
+    plain, colour = S.compute(PLAIN_ASAN), S.compute(coloured)
+    assert colour.title == plain.title, (colour.title, plain.title)
+    assert colour.hash == plain.hash
+
+
+def test_junit_stays_well_formed_xml_with_control_characters() -> None:
+    """A crash title or a workload's error holds what a crashed program printed: a NUL or an ESC in it
+    made junit.xml ill-formed (CI rejects the whole file, every result with it)."""
+    import xml.etree.ElementTree as ET
+
+    from harness.report.model import CrashEntry, RunReport, WorkloadResult
+    from harness.report.writers import junit_xml
+
+    report = RunReport(run_id="r1", started=0.0)
+    report.crashes = [
+        CrashEntry("0123", 'assert (p != "\x1b[31m\x00") in f', "assertion", source="run:\x07x")
+    ]
+    report.workloads = [WorkloadResult(name="w", allocator="kpool", error="worker 0: \x1b[0m\x0c<&>")]
+    root = ET.fromstring(junit_xml(report).split("\n", 1)[1])
+    texts = " ".join(el.get("name", "") + el.get("message", "") + (el.text or "") for el in root.iter())
+    assert "<&>" in texts and 'assert (p != "' in texts

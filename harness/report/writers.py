@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import xml.etree.ElementTree as ET
 from datetime import UTC, datetime
@@ -75,14 +76,24 @@ def write_hlog(report: RunReport, path: Path) -> None:
     _atomic_write(path, "".join(lines))
 
 
+# Characters XML 1.0 cannot hold at all, escaped or not (ElementTree writes them as they are, and the
+# file is then ill-formed): a crashed program's output can carry any of them.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
+
+
+def _xml_text(text: str) -> str:
+    return _NOT_XML.sub("\ufffd", text)
+
+
 def junit_xml(report: RunReport) -> str:
     """One test case per workload, per fuzz target and per crash signature."""
-    suite = ET.Element("testsuite", name=f"kpool-{report.run_id}")
+    suite = ET.Element("testsuite", name=_xml_text(f"kpool-{report.run_id}"))
     cases = 0
     failures = 0
 
     def case(classname: str, name: str, seconds: float, failure: str) -> None:
         nonlocal cases, failures
+        name, failure = _xml_text(name), _xml_text(failure)
         tc = ET.SubElement(suite, "testcase", classname=classname, name=name, time=f"{seconds:.3f}")
         cases += 1
         if failure:
