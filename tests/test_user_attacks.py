@@ -267,3 +267,41 @@ def test_junit_stays_well_formed_xml_with_control_characters() -> None:
     root = ET.fromstring(junit_xml(report).split("\n", 1)[1])
     texts = " ".join(el.get("name", "") + el.get("message", "") + (el.text or "") for el in root.iter())
     assert "<&>" in texts and 'assert (p != "' in texts
+
+
+def test_a_crash_whose_input_is_gone_is_not_marked_fixed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The run folder holding a fuzz crash's input was cleaned up (or the reports moved): the replay ran
+    the fuzzer on a missing file, which exits 1 without the crash, and `recheck` marked the bug FIXED."""
+    from harness import cli
+    from harness.triage.crash import Crash, Reproducer
+    from harness.triage.db import CrashDB
+
+    fuzzer = tmp_path / "fuzzer.py"  # crashes on any input it can read, as the real bug would
+    fuzzer.write_text(
+        f"import sys\nopen(sys.argv[1]).read()\nsys.stderr.write({PLAIN_ASAN!r})\nsys.exit(1)\n"
+    )
+    crash_input = tmp_path / "run" / "crashes" / "api_sequence-crash-0a1b"
+    crash_input.parent.mkdir(parents=True)
+    crash_input.write_bytes(b"\x00\x05")
+    repro = Reproducer(
+        argv=(sys.executable, str(fuzzer), "${input_path}"),
+        kind="fuzz",
+        input_path=str(crash_input),
+        target="api_sequence",
+    )
+    path = tmp_path / "crashes.sqlite"
+    db = CrashDB(path)
+    sid = db.record(
+        Crash(text=PLAIN_ASAN, run_id="r1", source="fuzz:api_sequence", reproducer=repro)
+    ).signature_id
+    assert cli.main(["triage", "--db", str(path), "replay", str(sid), "--runs", "1"]) == 0
+    crash_input.unlink()
+    capsys.readouterr()
+    assert cli.main(["triage", "--db", str(path), "replay", str(sid), "--runs", "1"]) == 1
+    err = capsys.readouterr().err
+    assert str(crash_input) in err and "gone" in err, err
+    assert cli.main(["triage", "--db", str(path), "recheck", "--runs", "1"]) == 3  # open, not fixed
+    assert CrashDB(path).get(str(sid)).status == "new"
+    assert "input gone" in capsys.readouterr().out

@@ -132,6 +132,9 @@ def minimize(path: Path, ref: str) -> int:
     repro = db.reproducer(row.id)
     if repro is None:
         raise KpoolError(f"signature {row.id} has no reproducer")
+    gone = repro.missing()
+    if gone is not None:
+        raise KpoolError(f"signature {row.id}: its reproducer's {gone} is gone (moved or deleted)")
     output.progress(f"minimising signature {row.id} ({row.title})")
     done = M.minimize(repro, row.hash, db.source(row.id), on_step=lambda s: output.progress(f"kept: {s}"))
     if not done.steps:
@@ -168,7 +171,9 @@ def recheck(path: Path, runs: int) -> int:
         return EXIT_OK
 
     def report(row: SignatureRow, result: R.ReplayResult | None, status: str) -> None:
-        rate = "no reproducer" if result is None else f"{result.reproduced}/{result.runs}"
+        repro = db.reproducer(row.id) if result is None else None
+        rate = "no reproducer" if repro is None else "input gone"
+        rate = rate if result is None else f"{result.reproduced}/{result.runs}"
         output.result(f"{row.id:>4}  {status:<6} {rate:<14} {row.title}")
 
     statuses = R.recheck(db, runs, on_signature=report)

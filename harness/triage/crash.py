@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
 from typing import Any
 
 from harness.errors import KpoolError
@@ -74,6 +75,16 @@ class Reproducer:
             return _PLACEHOLDER.sub(one, text)
 
         return [fill(a) for a in self.argv], {k: fill(v) for k, v in self.env.items()}
+
+    def missing(self) -> str | None:
+        """A file the reproducer needs that is gone (its run folder cleaned up or moved): the fuzz input,
+        or a workload's operation stream (kpdrive's .prog); None when nothing is missing. Replaying
+        without it fails in another way, which would read as the bug fixed."""
+        argv, _ = self.command()
+        needed = [self.input_path] if self.input_path else []
+        if self.kind == "workload":
+            needed += [a for a in argv if a.endswith(".prog") and a.startswith("/")]
+        return next((p for p in needed if not (Path(self.cwd or ".") / p).exists()), None)
 
     def evolve(self, **changes: Any) -> Reproducer:
         return replace(self, **changes)

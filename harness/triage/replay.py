@@ -112,6 +112,9 @@ def replay_signature(
     repro = db.reproducer(row.id)
     if repro is None:
         raise KpoolError(f"signature {row.id} has no reproducer")
+    gone = repro.missing()
+    if gone is not None:
+        raise KpoolError(f"signature {row.id}: its reproducer's {gone} is gone (moved or deleted): no replay")
     result = replay(repro, row.hash, runs, source=db.source(row.id))
     status = db.set_replay(row.id, result.rate, runs, update_status)
     return result, status
@@ -124,11 +127,13 @@ def recheck(
 ) -> dict[int, str]:
     """Replay every open signature; mark it fixed / known (still crashing) / flaky. Returns id -> status.
 
-    A signature without a reproducer cannot be rechecked: it keeps its status.
+    A signature without a reproducer, or whose reproducer's input is gone, cannot be rechecked: it keeps
+    its status.
     """
     statuses: dict[int, str] = {}
     for row in db.signatures(OPEN_STATUSES):
-        if db.reproducer(row.id) is None:
+        repro = db.reproducer(row.id)
+        if repro is None or repro.missing() is not None:  # its input gone: not a sign of a fix
             statuses[row.id] = row.status
             if on_signature:
                 on_signature(row, None, row.status)
