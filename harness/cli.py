@@ -424,6 +424,17 @@ def _fuzz(args: argparse.Namespace, rest: list[str]) -> int:
     return 1 if run.crashed else 0
 
 
+def _path_in_traceback(exc: BaseException) -> Path | None:
+    """The path whose method raised exc, innermost first: a write that fails half-way (ENOSPC in
+    Path.write_text) raises an OSError without a file name."""
+    found, tb = None, exc.__traceback__
+    while tb is not None:
+        obj = tb.tb_frame.f_locals.get("self")
+        found = obj if isinstance(obj, Path) else found
+        tb = tb.tb_next
+    return found
+
+
 def _on_term(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -455,7 +466,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         output.error(str(exc))
         return exc.exit_code
     except OSError as exc:  # the machine's refusal (a permission, a full disk), not a bug: one line
-        where = f"{exc.filename}: " if exc.filename else ""
+        filename = exc.filename or _path_in_traceback(exc)
+        where = f"{filename}: " if filename else ""
         output.error(f"{where}{exc.strerror or exc}")
         return 1
     except KeyboardInterrupt:
