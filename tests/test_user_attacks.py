@@ -305,3 +305,71 @@ def test_a_crash_whose_input_is_gone_is_not_marked_fixed(
     assert cli.main(["triage", "--db", str(path), "recheck", "--runs", "1"]) == 3  # open, not fixed
     assert CrashDB(path).get(str(sid)).status == "new"
     assert "input gone" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (every write: ENOSPC)")
+def test_a_full_disk_error_names_the_file(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A write that fails with ENOSPC half-way (pathlib's write_text, the harness's way of writing
+    stress.json, fuzz.json, --json, a workload's .prog) carries no file name: the error was a bare
+    "No space left on device", naming nothing the user could free or move."""
+    from harness import bench, cli
+
+    def write_results(argv: list[str]) -> int:
+        Path("/dev/full").write_text("{}\n" * 100_000)
+        return 0
+
+    monkeypatch.setattr(bench, "main", write_results)
+    assert cli.main(["bench", "--json", "/dev/full"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == "kpool: error: /dev/full: No space left on device", err
+
+
+QUICK = """\
+name: {name}
+processes: 1
+threads: 1
+ops: 2000
+seed: 1
+mix: {{alloc: 1}}
+sizes: {{dist: uniform, min: 16, max: 256}}
+working_set: 100
+"""
+
+
+def test_a_full_disk_while_stress_json_is_rewritten_keeps_the_workloads_that_finished(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """stress.json is rewritten after every workload; the disk filled up during the rewrite after the
+    second: the file was left cut short (or empty), and the first workload's results with it."""
+    import io
+
+    from harness import cli
+
+    files = []
+    for name in ("first", "second"):
+        files.append(tmp_path / f"{name}.yaml")
+        files[-1].write_text(QUICK.format(name=name))
+    real_open = io.open
+    writes = []
+
+    class Full(io.StringIO):
+        def write(self, s: str) -> int:
+            raise OSError(28, "No space left on device")
+
+    def full_on_second_rewrite(file: object, mode: str = "r", *args: object, **kw: object) -> object:
+        if "w" in mode and "stress.json" in str(file):
+            writes.append(file)
+            if len(writes) == 2:
+                real_open(file, mode, *args, **kw).close()  # opening for writing truncates
+                return Full()
+        return real_open(file, mode, *args, **kw)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(io, "open", full_on_second_rewrite)
+    code = cli.main(["stress", *map(str, files), "--reports", str(tmp_path / "r"), "--run-id", "t"])
+    monkeypatch.undo()
+    assert code == 1
+    assert "stress.json" in capsys.readouterr().err
+    kept = json.loads((tmp_path / "r" / "t" / "stress.json").read_text())
+    assert [w["name"] for w in kept["workloads"]] == ["first"]

@@ -496,10 +496,21 @@ def run(workloads: Sequence[AnyWorkload], opts: Options) -> dict[str, Any]:
             report["crash_run"] = record.run_id(run_id)
         record.record_stress(report, result, opts.reports_dir)  # `kpool triage list` shows them
         report["passed"] = report["passed"] and result["passed"]
-        path.write_text(json.dumps(report, indent=1) + "\n")
+        _write_report(path, report)
         if result["interrupted"]:
             report["interrupted"] = True
             break
     report["path"] = str(path)
-    path.write_text(json.dumps(report, indent=1) + "\n")
+    _write_report(path, report)
     return report
+
+
+def _write_report(path: Path, report: dict[str, Any]) -> None:
+    """stress.json, whole or not at all: a rewrite that fails (a full disk, a kill) leaves the last one,
+    with the workloads that finished before, not a file cut short."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps(report, indent=1) + "\n")
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
