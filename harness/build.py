@@ -9,12 +9,13 @@ of its own (harness/paths.py).
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
 
 from harness import output, paths
-from harness.errors import BuildError
+from harness.errors import BuildError, UsageError
 
 VARIANTS = ("release", "debug", "asan", "tsan", "fuzz", "coverage")
 # -fsanitize=fuzzer-no-link exists only in clang.
@@ -32,6 +33,30 @@ PRELOAD_VARIANTS = ("release", "debug")
 def variant_path(variant: str, plant: int = 0) -> Path:
     """Where `make VARIANT=variant [PLANT=n]` puts the library (it may not exist yet)."""
     return paths.build_dir(variant, plant) / "libkpool.so"
+
+
+# A planted bug's lines in the allocator sources: "#if KP_PLANT == 8 /* planted 8: ... */" and
+# "if (KP_PLANT != 3) /* planted 3: ... */".
+_PLANT_MARK = re.compile(rb"KP_PLANT\s*[=!]=\s*(\d+)")
+
+
+def plants() -> set[int]:
+    """The planted bugs the allocator sources hold."""
+    found: set[int] = set()
+    for f in paths.allocator_sources().rglob("*.[ch]"):
+        found.update(int(n) for n in _PLANT_MARK.findall(f.read_bytes()))
+    return found
+
+
+def check_plant(plant: int) -> None:
+    """UsageError unless plant is 0 (none) or a planted bug of the sources: any other number builds an
+    allocator with no bug planted, and a fuzz run of it proves nothing."""
+    if plant == 0:
+        return
+    known = sorted(plants())
+    if plant not in known:
+        have = ", ".join(map(str, known)) or "none"
+        raise UsageError(f"--plant {plant}: the allocator sources plant no bug {plant} (they plant {have})")
 
 
 def make_command(variant: str, *targets: str, plant: int = 0) -> list[str]:
@@ -79,6 +104,7 @@ def build(variant: str = "release", plant: int = 0) -> Path:
     plant > 0 builds with the planted bug KP_PLANT=plant (the fuzzers' quality tests), in a build
     directory of its own.
     """
+    check_plant(plant)
     cmd = make_command(variant, "lib", plant=plant)
     output.progress(f"building libkpool ({variant}{f', planted bug {plant}' if plant else ''})")
     run_make(cmd)

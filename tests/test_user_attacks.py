@@ -373,3 +373,19 @@ def test_a_full_disk_while_stress_json_is_rewritten_keeps_the_workloads_that_fin
     assert "stress.json" in capsys.readouterr().err
     kept = json.loads((tmp_path / "r" / "t" / "stress.json").read_text())
     assert [w["name"] for w in kept["workloads"]] == ["first"]
+
+
+def test_a_plant_the_sources_do_not_hold_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--plant 99` built and fuzzed a build with no planted bug (a quality run that proves nothing);
+    `kpool campaign --plant -1` ran the whole budget, every fuzz job failing with the child's usage error."""
+    from harness import cli
+
+    reports = str(tmp_path / "r")
+    assert cli.main(["fuzz", "conf", "--plant", "99", "--time", "1", "--reports", reports]) == 2
+    assert "--plant 99" in capsys.readouterr().err
+    argv = ["campaign", "--budget", "20", "--targets", "conf", "--workloads", "", "--reports", reports]
+    assert cli.main([*argv, "--plant", "-1"]) == 2
+    assert cli.main([*argv, "--plant", "99"]) == 2
+    assert not list((tmp_path / "r").glob("campaign-*"))

@@ -129,6 +129,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     args = p.parse_args(list(argv))
     if args.jobs is not None and args.jobs < 1:
         p.error(f"--jobs {args.jobs}: must be at least 1")
+    build.check_plant(args.plant)  # before any job: a bad one failed every fuzz job of the budget
     if args.cluster is not None:
         from harness.jobs.dask import parse_address
 
