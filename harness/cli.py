@@ -131,8 +131,11 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help="libFuzzer -fork=N worker processes (default: %(default)s, no fork)",
     )
-    p.add_argument("--merge", action="store_true", help="shrink the working corpus with -merge=1 instead")
-    p.add_argument(
+    instead = p.add_mutually_exclusive_group()
+    instead.add_argument(
+        "--merge", action="store_true", help="shrink the working corpus with -merge=1 instead"
+    )
+    instead.add_argument(
         "--coverage",
         action="store_true",
         help="instead: the share of libkpool's edges the working corpus and seeds reach",

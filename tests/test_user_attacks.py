@@ -389,3 +389,13 @@ def test_a_plant_the_sources_do_not_hold_is_a_usage_error(
     assert cli.main([*argv, "--plant", "-1"]) == 2
     assert cli.main([*argv, "--plant", "99"]) == 2
     assert not list((tmp_path / "r").glob("campaign-*"))
+
+
+def test_fuzz_merge_and_coverage_together_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    """Both "instead" modes at once: it ran --coverage alone, silently dropping --merge."""
+    from harness import cli
+
+    with pytest.raises(SystemExit) as info:
+        cli.main(["fuzz", "conf", "--merge", "--coverage"])
+    assert info.value.code == 2
+    assert "not allowed with argument" in capsys.readouterr().err
