@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import os
 import signal
 import sys
 import threading
@@ -468,6 +469,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KpoolError as exc:
         output.error(str(exc))
         return exc.exit_code
+    except BrokenPipeError:  # `kpool ... | head`: the reader has what it wanted; nothing failed
+        with contextlib.suppress(OSError):  # no second error when Python flushes stdout at exit
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     except OSError as exc:  # the machine's refusal (a permission, a full disk), not a bug: one line
         filename = exc.filename or _path_in_traceback(exc)
         where = f"{filename}: " if filename else ""

@@ -399,3 +399,19 @@ def test_fuzz_merge_and_coverage_together_is_a_usage_error(capsys: pytest.Captur
         cli.main(["fuzz", "conf", "--merge", "--coverage"])
     assert info.value.code == 2
     assert "not allowed with argument" in capsys.readouterr().err
+
+
+def test_output_piped_into_head_ends_quietly() -> None:
+    """`kpool triage show 1 | head`: the reader goes away, and kpool printed "kpool: error: Broken pipe"
+    and exited 1, as if the command had failed."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "harness.cli", "options"],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # before it writes a byte
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 141 and err == "", err
