@@ -415,3 +415,22 @@ def test_output_piped_into_head_ends_quietly() -> None:
     proc.stdout.close()  # before it writes a byte
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=60) == 141 and err == "", err
+
+
+@pytest.mark.parametrize("command", ["/nonexistent/prog", "/tmp", "no-such-program-kpool"])
+def test_a_program_workload_whose_program_cannot_run_fails(
+    command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A typo in program.command: exec failed (status 127, or 126 for a folder) under kpool and under
+    glibc alike, so "the same exit status as glibc" held and the workload passed: a night's report
+    said ok for a program that never ran."""
+    from harness import cli
+
+    wl = tmp_path / "p.yaml"
+    wl.write_text(f"name: p\nprogram: {{command: [{command}]}}\n")
+    code = cli.main(["stress", str(wl), "--reports", str(tmp_path / "r"), "--run-id", "t"])
+    out = capsys.readouterr()
+    assert code == 1, out.out
+    report = json.loads((tmp_path / "r" / "t" / "stress.json").read_text())
+    [entry] = report["workloads"]
+    assert not entry["passed"] and any(command in b for b in entry["broken"]), entry["broken"]

@@ -17,6 +17,7 @@ commands, and the time and peak-RSS ratios to glibc (medians of the runs).
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import shutil
@@ -202,6 +203,10 @@ class ProgramLaunch:
                 one.errors.append(f"setup: {done.describe()}")
                 return one
         argv = expand(self.wl.command, values)
+        missing = _not_runnable(argv[0], work, expand_env(self.wl.env, values) if self.wl.env else {})
+        if missing:
+            one.errors.append(f"command: {missing}")  # exec would fail alike on glibc: no "same as glibc"
+            return one
         if self.wl.env:
             argv = ["/usr/bin/env", *(f"{k}={v}" for k, v in expand_env(self.wl.env, values).items()), *argv]
         driver = None
@@ -229,6 +234,17 @@ class ProgramLaunch:
             if not done.ok:
                 one.checks.append(done.describe())
         return one
+
+
+def _not_runnable(program: str, work: Path, env: Mapping[str, str]) -> str:
+    """Why program cannot be run from work ("" when it can): a path that is no executable file, a name
+    found on no PATH directory."""
+    if "/" in program:
+        path = work / program  # an absolute program stays itself
+        ok = path.is_file() and os.access(path, os.X_OK)
+        return "" if ok else f"{program}: no executable file"
+    found = shutil.which(program, path=env.get("PATH", os.environ.get("PATH", os.defpath)))
+    return "" if found else f"{program}: not found on PATH"
 
 
 def expand_env(env: Mapping[str, str], values: Mapping[str, str]) -> dict[str, str]:
