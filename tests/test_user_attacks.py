@@ -434,3 +434,15 @@ def test_a_program_workload_whose_program_cannot_run_fails(
     report = json.loads((tmp_path / "r" / "t" / "stress.json").read_text())
     [entry] = report["workloads"]
     assert not entry["passed"] and any(command in b for b in entry["broken"]), entry["broken"]
+
+
+def test_triage_signature_of_a_missing_file_or_a_folder_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Exit 2 as every "nothing ran" error (it was 1, a crash found), and the reason said once, not
+    "cannot read X: [Errno 2] No such file or directory: 'X'"."""
+    from harness import cli
+
+    for path, why in ((tmp_path / "nope.txt", "No such file or directory"), (tmp_path, "Is a directory")):
+        assert cli.main(["triage", "signature", str(path)]) == 2
+        assert capsys.readouterr().err.strip() == f"kpool: error: cannot read {path}: {why}"

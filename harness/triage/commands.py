@@ -20,7 +20,7 @@ import json
 from pathlib import Path
 
 from harness import output
-from harness.errors import KpoolError
+from harness.errors import KpoolError, UsageError
 from harness.triage import minimize as M
 from harness.triage import replay as R
 from harness.triage import signature as S
@@ -210,7 +210,7 @@ def signature_of_file(path: Path, source: str, returncode: int | None) -> int:
     try:
         text = path.read_text(errors="replace")
     except OSError as exc:
-        raise KpoolError(f"cannot read {path}: {exc}") from exc
+        raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from exc
     sig = S.compute(text, returncode=returncode, source=source)
     output.result(f"{sig.hash}  {sig.title}")
     return EXIT_OK
