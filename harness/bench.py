@@ -363,6 +363,10 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         p.error(f"--runs {args.runs}: must be at least 1")
     if args.ops is not None and args.ops < 1:
         p.error(f"--ops {args.ops}: must be at least 1")
+    if args.json is not None and (args.json.is_dir() or not args.json.absolute().parent.is_dir()):
+        # said before the runs, not after them
+        what = "is a folder" if args.json.is_dir() else "is not in a folder"
+        p.error(f"--json {args.json}: {what}: nowhere to write the results")
     args.workloads = workloads
     args.allocators = names
     return args

@@ -446,3 +446,24 @@ def test_triage_signature_of_a_missing_file_or_a_folder_is_a_usage_error(
     for path, why in ((tmp_path / "nope.txt", "No such file or directory"), (tmp_path, "Is a directory")):
         assert cli.main(["triage", "signature", str(path)]) == 2
         assert capsys.readouterr().err.strip() == f"kpool: error: cannot read {path}: {why}"
+
+
+@pytest.mark.parametrize("where", ["folder", "under_a_file", "no_parent"])
+def test_bench_json_that_cannot_be_written_is_refused_before_the_runs(
+    where: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--json` naming a folder, or a path under a file or a missing folder: the whole bench ran (minutes
+    on five workloads and six allocators) and then failed to write its results."""
+    from harness import bench
+
+    (tmp_path / "afile").write_text("x")
+    target = {"folder": tmp_path, "under_a_file": tmp_path / "afile" / "x.json"}.get(
+        where, tmp_path / "missing" / "x.json"
+    )
+
+    def must_not_run() -> Path:
+        raise AssertionError("the bench ran")
+
+    monkeypatch.setattr(bench, "build_kpbench", must_not_run)
+    assert bench.main(["--workloads", "a", "--runs", "1", "--json", str(target)]) == 2
+    assert f"--json {target}" in capsys.readouterr().err
