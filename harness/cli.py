@@ -476,7 +476,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:  # the machine's refusal (a permission, a full disk), not a bug: one line
         filename = exc.filename or _path_in_traceback(exc)
         where = f"{filename}: " if filename else ""
-        output.error(f"{where}{exc.strerror or exc}")
+        why = exc.strerror or str(exc)
+        if isinstance(exc, FileExistsError) and filename and Path(filename).is_file():
+            why = "a file, where a folder is expected"  # mkdir of a folder given as --reports, --run-dir
+        output.error(f"{where}{why}")
         return 1
     except KeyboardInterrupt:
         output.error("interrupted")

@@ -467,3 +467,16 @@ def test_bench_json_that_cannot_be_written_is_refused_before_the_runs(
     monkeypatch.setattr(bench, "build_kpbench", must_not_run)
     assert bench.main(["--workloads", "a", "--runs", "1", "--json", str(target)]) == 2
     assert f"--json {target}" in capsys.readouterr().err
+
+
+def test_reports_folder_that_is_a_file_is_said_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`--reports notes.txt`: mkdir's "File exists" named the file but not what was wrong with it."""
+    from harness import cli
+
+    afile = tmp_path / "notes.txt"
+    afile.write_text("x")
+    wl = tmp_path / "w.yaml"
+    wl.write_text(QUICK.format(name="w"))
+    assert cli.main(["stress", str(wl), "--reports", str(afile)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err == f"kpool: error: {afile}: a file, where a folder is expected", err
