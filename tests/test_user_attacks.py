@@ -480,3 +480,22 @@ def test_reports_folder_that_is_a_file_is_said_so(tmp_path: Path, capsys: pytest
     assert cli.main(["stress", str(wl), "--reports", str(afile)]) == 1
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err == f"kpool: error: {afile}: a file, where a folder is expected", err
+
+
+@pytest.mark.slow
+@needs_fuzz
+def test_fuzz_killed_leaves_no_fuzzer_running(tmp_path: Path) -> None:
+    """kill -9 of `kpool fuzz`: libFuzzer ran on, orphaned, for the rest of its --time (a night's run:
+    hours), writing into the working corpus beside the next run."""
+    pytest.importorskip("atheris")
+    proc = _kpool(["fuzz", "conf", "--time", "60", "--run-dir", "run", "--reports", "reports"], tmp_path)
+    _wait_for_line(proc, "fuzzing conf", 120)
+    time.sleep(2)
+    proc.kill()
+    proc.wait()
+    for _ in range(50):
+        left = _alive(str(tmp_path / "run"))
+        if not left:
+            break
+        time.sleep(0.1)
+    assert not left, left

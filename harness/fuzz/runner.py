@@ -13,6 +13,7 @@ the last one). `merge` shrinks the working corpus with -merge=1.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import re
 import shutil
@@ -45,6 +46,7 @@ INPUT_TIMEOUT_S = 10
 DEFAULT_MAX_LEN = {"api_sequence": 64, "faults": 96, "concurrent": 128, "conf": 256, "workload_yaml": 1024}
 # Progress is shown at most this often; libFuzzer prints a line at every new feature.
 PROGRESS_EVERY_S = 5.0
+_PR_SET_PDEATHSIG = 1  # prctl(2)
 # An interrupted libFuzzer gets this long to end after SIGINT (it writes nothing more) before SIGKILL.
 STOP_WAIT_S = 5.0
 # Sanitizer reports are kept for this many crash inputs per target (each replay restarts Python with
@@ -196,6 +198,13 @@ def _stream(proc: subprocess.Popen[str], log: Path, result: TargetResult) -> boo
                 last_shown = time.monotonic()
                 output.progress(_progress_line(result))
     return finished
+
+
+def _stop_with_kpool() -> None:
+    """In libFuzzer's process: SIGINT (its own clean stop) when kpool dies, by kill -9 too; it would run
+    on, orphaned, to its --time's end. kpool starts it from its main thread."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGINT)
 
 
 def _stop(proc: subprocess.Popen[str]) -> None:
@@ -378,7 +387,13 @@ def fuzz_target(
     start, start_wall = time.monotonic(), time.time()
     finished = False
     with subprocess.Popen(
-        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=run_dir
+        cmd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=run_dir,
+        preexec_fn=_stop_with_kpool,
     ) as proc:
         try:
             finished = _stream(proc, Path(result.log), result)
