@@ -499,3 +499,29 @@ def test_fuzz_killed_leaves_no_fuzzer_running(tmp_path: Path) -> None:
             break
         time.sleep(0.1)
     assert not left, left
+
+
+@pytest.mark.parametrize("damage", ["cut", "not_json", "a_list", "no_results"])
+def test_a_damaged_job_result_is_that_jobs_failure_not_the_reports(tmp_path: Path, damage: str) -> None:
+    """A fuzz.json cut short (a kill, a full disk) or not the runner's: the campaign's report ended in a
+    JSONDecodeError traceback (or a KpoolError) after every job had run, and nothing was reported."""
+    from harness.jobs.model import Job
+    from harness.report import ingest
+
+    good = {"run_dir": "x", "plant": 0, "results": [{"target": "conf", "seconds": 1, "execs": 5}]}
+    text = {
+        "cut": json.dumps(good)[:40],
+        "not_json": "\x00\xff garbage",
+        "a_list": "[1, 2]",
+        "no_results": "{}",
+    }[damage]
+    (tmp_path / "fuzz-conf").mkdir()
+    (tmp_path / "fuzz-conf" / "fuzz.json").write_text(text)
+    fuzz = Job("fuzz:conf", "fuzz", [], 10.0, "fuzz-conf/fuzz.json", state="done")
+    [result] = ingest.job_results(fuzz, tmp_path).fuzz
+    assert result.target == "conf" and "fuzz-conf/fuzz.json" in result.error, result
+    (tmp_path / "stress.json").write_text(text)
+    stress = Job("stress:w", "stress", [], 10.0, "stress.json", state="done")
+    [entry] = ingest.job_results(stress, tmp_path).workloads
+    assert entry.name == "w" and "stress.json" in entry.error, entry
+    assert ingest.triage([fuzz, stress], "r1", 0, tmp_path) == []  # what it cannot read, it says and skips

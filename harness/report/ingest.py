@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness import output
 from harness.errors import KpoolError
 from harness.jobs.model import Job
 from harness.report.model import (
@@ -60,12 +61,28 @@ def read(job: Job, run_dir: Path) -> dict[str, Any] | None:
     path = run_dir / job.out
     if not path.exists():
         return None
-    doc: dict[str, Any] = json.loads(path.read_text())
+    try:
+        doc = json.loads(path.read_text(errors="replace"))
+    except (OSError, ValueError) as exc:  # cut short (a kill, a full disk), or not JSON at all
+        raise ResultFormatError(f"{job.out} of {job.name}: unreadable: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise ResultFormatError(f"{job.out} of {job.name}: not a JSON object")
     return doc
 
 
 def job_results(job: Job, run_dir: Path) -> JobResults:
-    """The report's results of one ended job."""
+    """The report's results of one ended job. A result file that is damaged, or lacks a field, fails
+    that job alone (its error says why), not the report of every other job."""
+    try:
+        return _job_results(job, run_dir)
+    except ResultFormatError as exc:
+        if job.kind == "fuzz":
+            return JobResults(fuzz=[FuzzResult(job.target, seconds=job.seconds, error=str(exc))])
+        name = job.target + ("" if job.variant == "release" else f" [{job.variant}]")
+        return JobResults(workloads=[WorkloadResult(name, seconds=job.seconds, error=str(exc))])
+
+
+def _job_results(job: Job, run_dir: Path) -> JobResults:
     doc = read(job, run_dir)
     if job.kind == "fuzz":
         results = fuzz_results(doc, job, run_dir)
@@ -230,7 +247,11 @@ def triage(jobs: Sequence[Job], run_id: str, plant: int, run_dir: Path) -> list[
     # database under this run already (a runner told so by the environment: the campaign's jobs never are)
     found: list[tuple[Crash, tuple[int, int] | None, str | None]] = []
     for j in jobs:
-        doc = read(j, run_dir)
+        try:
+            doc = read(j, run_dir)
+        except ResultFormatError as exc:  # the job's failure says so in the report; its crashes are
+            output.warn(f"{exc}: its crashes, if any, are not triaged (they are in {j.folder}/)")
+            continue
         if doc is None:
             continue
         done = record.recorded_in(doc, path) and doc.get("crash_run") == run_id
