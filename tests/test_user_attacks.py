@@ -525,3 +525,23 @@ def test_a_damaged_job_result_is_that_jobs_failure_not_the_reports(tmp_path: Pat
     [entry] = ingest.job_results(stress, tmp_path).workloads
     assert entry.name == "w" and "stress.json" in entry.error, entry
     assert ingest.triage([fuzz, stress], "r1", 0, tmp_path) == []  # what it cannot read, it says and skips
+
+
+def test_two_workloads_of_one_name_in_one_run_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two files that both say `name: q1` (a copy edited, another folder's): both ran into the run's q1/
+    folder, the second's worker files and operation stream over the first's, so the first's crash
+    reproducer (its .prog) replayed the second workload."""
+    from harness import cli
+
+    files = []
+    for folder, ops in (("a", 2000), ("b", 3000)):
+        (tmp_path / folder).mkdir()
+        files.append(tmp_path / folder / "q1.yaml")
+        files[-1].write_text(QUICK.format(name="q1").replace("ops: 2000", f"ops: {ops}"))
+    reports = tmp_path / "r"
+    assert cli.main(["stress", *map(str, files), "--reports", str(reports)]) == 2
+    err = capsys.readouterr().err
+    assert str(files[0]) in err and str(files[1]) in err and "'q1'" in err, err
+    assert not list(reports.glob("*/stress.json"))

@@ -464,6 +464,13 @@ def run(workloads: Sequence[AnyWorkload], opts: Options) -> dict[str, Any]:
     """Run every workload in turn; write and return the report."""
     if opts.run_id is not None:
         check_run_id(opts.run_id)
+    by_name: dict[str, str] = {}
+    for wl in workloads:  # a workload's name is its folder in the run: one folder, one workload
+        first = by_name.setdefault(wl.name, str(wl.path))
+        if first != str(wl.path):
+            raise UsageError(
+                f"{wl.path}: workload name {wl.name!r} is {first}'s too; one run needs distinct names"
+            )
     needs_driver = any(isinstance(wl, Workload) for wl in workloads)
     kpdrive = ensure_kpdrive(opts.variant) if needs_driver else None
     launches = [launch(wl, kpdrive) for wl in workloads]
