@@ -545,3 +545,40 @@ def test_two_workloads_of_one_name_in_one_run_are_refused(
     err = capsys.readouterr().err
     assert str(files[0]) in err and str(files[1]) in err and "'q1'" in err, err
     assert not list(reports.glob("*/stress.json"))
+
+
+@pytest.mark.slow
+@needs_fuzz
+def test_merge_interrupted_while_it_swaps_keeps_a_whole_corpus(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`kpool fuzz --merge` deleted the working corpus file by file, then renamed the merged one in: a
+    Ctrl-C or kill during the deletion (thousands of files) left half a corpus, the merged one aside in
+    .merging, which the next merge deletes first."""
+    pytest.importorskip("atheris")
+    from harness import cli
+    from harness.fuzz import runner
+
+    reports = tmp_path / "r"
+    assert cli.main(["fuzz", "conf", "--time", "3", "--reports", str(reports)]) == 0
+    work = reports / "corpus" / "conf"
+    runner.merge("conf", reports)  # a merged corpus: merging it again keeps (about) all of it
+    before = len(list(work.iterdir()))
+    real_rmtree = shutil.rmtree
+
+    def killed_half_way(path: object, *args: object, **kw: object) -> None:
+        files = sorted(Path(str(path)).iterdir()) if Path(str(path)).is_dir() else []
+        if files and not str(path).endswith(".merging"):
+            for f in files[: len(files) // 2]:
+                f.unlink()
+            raise KeyboardInterrupt
+        real_rmtree(path, *args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(runner.shutil, "rmtree", killed_half_way)
+    with pytest.raises(KeyboardInterrupt):
+        runner.merge("conf", reports)
+    monkeypatch.undo()
+    kept = len(list(runner.working_corpus("conf", reports).iterdir()))
+    assert kept >= 0.9 * before, f"{kept} of {before} inputs left"  # half, before
+    runner.merge("conf", reports)  # and the next merge cleans up what the interrupted one left
+    assert work.is_dir() and not list(work.parent.glob("conf.*"))

@@ -150,6 +150,9 @@ def _fresh_corpus(run_dir: Path, target: str) -> Path:
 
 def working_corpus(target: str, reports: Path = REPORTS) -> Path:
     path = reports / "corpus" / target
+    old = path.with_name(path.name + ".premerge")
+    if not path.exists() and old.is_dir():  # a merge stopped between its two renames: the corpus back
+        old.rename(path)
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -503,8 +506,13 @@ def merge(name: str, reports: Path = REPORTS) -> list[tuple[str, int, int]]:
             shutil.rmtree(merged, ignore_errors=True)
             tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-20:])
             raise KpoolError(f"merging the {target} corpus failed (exit {proc.returncode})", tail)
-        shutil.rmtree(work)
+        # renames, then the deletion: stopped anywhere, a whole corpus is left (the old one, or the
+        # merged one), never one half deleted
+        old = work.with_name(work.name + ".premerge")
+        shutil.rmtree(old, ignore_errors=True)
+        work.rename(old)
         merged.rename(work)
+        shutil.rmtree(old)
         out.append((target, before, sum(1 for _ in work.iterdir())))
     return out
 
