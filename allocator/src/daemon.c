@@ -1078,6 +1078,13 @@ static void *daemon_main(void *arg)
 		kp__daemon_pass(pool);
 		pthread_mutex_lock(&d->mu);
 	}
+	/* Parked (kp__daemon_park): no pass from here on, and nothing of the
+	 * pool is read but d->mu, d->cv, d->reap. The thread exits when reaped,
+	 * after the pool's memory is gone (kp_destroy). */
+	atomic_store(&d->parked, 1);
+	pthread_cond_broadcast(&d->pass_cv);
+	while (!atomic_load(&d->reap))
+		pthread_cond_wait(&d->cv, &d->mu);
 	pthread_mutex_unlock(&d->mu);
 	return NULL;
 }
@@ -1090,6 +1097,8 @@ int kp__daemon_start(kp_pool *pool)
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &old);
 	atomic_store(&d->state, KP_D_RUNNING);
+	atomic_store(&d->parked, 0);
+	atomic_store(&d->reap, 0);
 	int rc = pthread_create(&d->thread, NULL, daemon_main, pool);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (rc != 0) {
@@ -1101,7 +1110,16 @@ int kp__daemon_start(kp_pool *pool)
 	return 0;
 }
 
-void kp__daemon_stop(kp_pool *pool)
+/* Stop the passes: when this returns true the thread makes none and reads
+ * nothing of the pool but d->mu, d->cv and d->reap, and it has not exited:
+ * kp__daemon_reap lets it exit and joins it. false: no thread was running.
+ * The split is for kp_destroy, which gives the pool's memory back between
+ * the two: a thread's exit faults in libc's per-thread clean-up code
+ * (__libc_thread_freeres: the resolver's and RPC's, 192 KiB of text, 3
+ * fault-around windows), and made before the segments were unmapped it sat
+ * on top of everything the pool held: kpbench a's peak RSS was set there
+ * (test_destroy_peak). Caller: not the daemon thread. */
+bool kp__daemon_park(kp_pool *pool)
 {
 	kp__daemon *d = &pool->daemon;
 	pthread_mutex_lock(&d->mu);
@@ -1109,13 +1127,31 @@ void kp__daemon_stop(kp_pool *pool)
 	if (st != KP_D_RUNNING) {
 		atomic_store(&d->state, KP_D_OFF);
 		pthread_mutex_unlock(&d->mu);
-		return;
+		return false;
 	}
 	atomic_store(&d->state, KP_D_STOPPING);
 	pthread_cond_signal(&d->cv);
+	while (!atomic_load(&d->parked))
+		pthread_cond_wait(&d->pass_cv, &d->mu);
+	pthread_mutex_unlock(&d->mu);
+	return true;
+}
+
+void kp__daemon_reap(kp_pool *pool)
+{
+	kp__daemon *d = &pool->daemon;
+	pthread_mutex_lock(&d->mu);
+	atomic_store(&d->reap, 1);
+	pthread_cond_broadcast(&d->cv);
 	pthread_mutex_unlock(&d->mu);
 	pthread_join(d->thread, NULL);
 	atomic_store(&d->state, KP_D_OFF);
+}
+
+void kp__daemon_stop(kp_pool *pool)
+{
+	if (kp__daemon_park(pool))
+		kp__daemon_reap(pool);
 }
 
 /* Called by the allocation path at a watermark: cheap when the daemon is

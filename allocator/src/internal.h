@@ -1263,6 +1263,7 @@ typedef struct kp__daemon {
 	_Atomic int state;
 	_Atomic int wake_pending;
 	_Atomic int lock_tid; /* glibc's owner id of pool->lock as the daemon took it (kp__pool_lock) */
+	_Atomic int parked, reap; /* the thread is out of its passes; it may exit (kp__daemon_park) */
 	_Atomic uint64_t wakeups, timer_wakeups, passes, grows, shrinks, refills;
 	pthread_cond_t pass_cv;           /* broadcast after every pass (waiters) */
 	_Atomic uint64_t clock_offset_ns; /* added by kp_daemon_step for tests */
@@ -1302,6 +1303,8 @@ typedef struct kp__daemon {
 } kp__daemon;
 int kp__daemon_start(kp_pool *pool);
 void kp__daemon_stop(kp_pool *pool);
+bool kp__daemon_park(kp_pool *pool);
+void kp__daemon_reap(kp_pool *pool);
 void kp__daemon_kick(kp_pool *pool);
 void kp__daemon_wait(kp_pool *pool, _Atomic uint64_t *counter, uint64_t deadline_ns);
 /* pool->lock as every caller takes it: the daemon politely (never leaves a

@@ -252,7 +252,8 @@ KP_EXPORT void kp_destroy(kp_pool *pool)
 /* kp_destroy's work, also for a pool kp_create gave up on (never registered). */
 static void pool_teardown(kp_pool *pool)
 {
-	kp__daemon_stop(pool);
+	/* the thread exits after the pool's memory is gone (kp__daemon_park) */
+	bool parked = kp__daemon_park(pool);
 	pthread_mutex_lock(&reg_lock);
 	for (kp_pool **pp = &reg_head; *pp; pp = &(*pp)->reg_next)
 		if (*pp == pool) {
@@ -271,6 +272,8 @@ static void pool_teardown(kp_pool *pool)
 	kp__tcache_fini_pool(pool);
 	kp__primary_release_all(pool);
 	kp__backup_fini(pool);
+	if (parked)
+		kp__daemon_reap(pool);
 	kp__log_close(pool);
 	pool->magic = 0;
 	kp__os_unmap(NULL, pool, pool->self_size);
