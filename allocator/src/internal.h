@@ -84,9 +84,9 @@
  * block gets a page run of its own. */
 #define KP_NCLASS 76
 /* One class off the grid of 8 per doubling (primary.c, kp__class_size): a
- * page plus a caller's header of up to 360 bytes (sqlite3's page cache,
+ * page plus a caller's header of up to 280 bytes (sqlite3's page cache,
  * 4096 + 272), at KP_CLASS_PAGE_IDX between 4096 and 4608. */
-#define KP_CLASS_PAGE_PLUS 4480u
+#define KP_CLASS_PAGE_PLUS 4400u
 #define KP_CLASS_PAGE_IDX 35u
 #define KP_SMALL_MAX ((size_t)131072)
 /* A large run may use every unit but the header unit. */
@@ -876,7 +876,7 @@ static inline unsigned kp__class_of(size_t need)
 		return kp__class_small[(need + 15 * (KP_PLANT != 1)) >> 4]; /* planted 1: rounds down */
 	unsigned b = 63u - (unsigned)__builtin_clzll((unsigned long long)(need - 1));
 	/* 8 classes per doubling; those past KP_CLASS_PAGE_PLUS one further:
-	 * 4097..4480 land on the grid's 4608 index, which is now 4480's
+	 * 4097..4400 land on the grid's 4608 index, which is now 4400's
 	 * (KP_CLASS_PAGE_IDX). One compare and a carry (cmp, adc). */
 	return 19u + (b - 10u) * 8u + (unsigned)((need - 1 - ((size_t)1 << b)) >> (b - 3)) +
 	       (need > KP_CLASS_PAGE_PLUS);

@@ -110,8 +110,9 @@ static void take_and_free_half(void)
 	for (unsigned i = 1; i < NBLK; i += 2)
 		CHECK(kp_free(pool, blk[i]) == 0, "kp_free: %s", kp_last_error());
 	kp_thread_flush(pool);
-	/* the pass that finds the memory taken above: growth, when the daemon
-	 * purges no block (primary.c, blocks_purge); the tests' passes follow */
+	/* the pass that finds the memory taken above: growth, in which the
+	 * daemon stamps the freed blocks (prefault off, headroom to spare:
+	 * primary.c, blocks_purge); the tests' passes follow */
 	kp_daemon_step(pool, 100);
 }
 
@@ -288,9 +289,12 @@ static void fork_run(void (*arm)(void), void (*disarm)(void))
 	pthread_t t;
 	REQUIRE(pthread_create(&t, NULL, forker, NULL) == 0, "pthread_create");
 	take_and_free_half();
-	kp_daemon_step(pool, 100); /* the freed blocks stamped */
 	arm();
-	kp_daemon_step(pool, 100); /* and given back: the fork happens in there */
+	/* the freed blocks stamped, then given back: the fork happens in
+	 * there (the growth pass in take_and_free_half stamps them already
+	 * with prefault off: primary.c, blocks_purge) */
+	kp_daemon_step(pool, 100);
+	kp_daemon_step(pool, 100);
 	disarm();
 	atomic_store(&fork_quit, 1);
 	sem_post(&fork_go);
