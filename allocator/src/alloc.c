@@ -787,6 +787,11 @@ static int primary_free(kp_pool *pool, void *p, size_t holds)
 		return rc;
 	}
 	size_t usable = primary_capacity(s, h);
+	/* A request past the block's capacity: rewritten by a caller who read
+	 * K(h) (tag ^ meta; test_req_rewritten), never written so. */
+	if (req > usable)
+		return kp__violation(pool, KP_EV_CORRUPTION, KP_ECORRUPT, p, KP_SIZE_UNKNOWN,
+				     "damaged block header");
 	uint64_t key = kp__hkey(pool->secret, h);
 	if (pool->conf.checks &&
 	    (req < usable ? !kp__canary_ok(key, p, req, usable) : !neighbour_ok(pool, s, h, cls))) {
@@ -867,12 +872,13 @@ __attribute__((constructor)) static void canary_reach_init(void)
 }
 
 _Static_assert(sizeof(((kp__seg *)0)->unit_meta[0]) == 2, "unit_meta's high byte is um >> 8");
-static ALWAYS_INLINE void canary_prefetch(const kp__hdr *h, unsigned um)
+static ALWAYS_INLINE const uint16_t *canary_prefetch(const kp__hdr *h, unsigned um)
 {
 	const uint16_t *r = canary_reach[um >> 8]; /* um < 1 << 16 (unit_meta), so its high byte */
 	__builtin_prefetch((const char *)h + r[0], 0, 3);
 	__builtin_prefetch((const char *)h + r[1], 0, 3);
 	__builtin_prefetch((const char *)h + r[2], 0, 3);
+	return r;
 }
 
 /* What free_fast did: nothing (the caller takes free_slow), the block is
@@ -916,7 +922,7 @@ static ALWAYS_INLINE int free_fast(kp_pool *pool, uint64_t id, void *p, bool aes
 	/* h's unit (p's, unless h ends the unit before: same span if valid) */
 	uintptr_t hu = (off - KP_HDR) >> KP_UNIT_SHIFT;
 	unsigned um = s->unit_meta[hu];
-	canary_prefetch(h, um);
+	const uint16_t *reach = canary_prefetch(h, um);
 	/* h must be a block start of its span: K(h) depends on h alone, so a
 	 * header written inside a live block at the address of a block that
 	 * was there before (whose header gave K(h) away) verified, and the
@@ -946,6 +952,14 @@ static ALWAYS_INLINE int free_fast(kp_pool *pool, uint64_t id, void *p, bool aes
 	 * (test_free_class). */
 	uint32_t cv = (uint32_t)um - KP_ST_ALLOC;
 	if ((kp__hdr_tag(h) ^ meta ^ key) != 0 || (uint16_t)meta != um || (cv >> 8 | cv << 24) >= KP_NCLASS)
+		return KP_FREE_NO;
+	/* The canary read below must stay inside the block: its request, which
+	 * the header alone says, at most the class's capacity less the canary
+	 * (reach[2], the last canary's offset from h; 0 for classes past 64
+	 * KiB, which take free_slow). A caller who read K(h) from the header
+	 * (tag ^ meta) could rewrite the request to 2^40, and kp_free read the
+	 * canary there: SIGSEGV (test_req_rewritten). */
+	if (KP_UNLIKELY(KP_META_REQ(meta) + KP_HDR > reach[2]))
 		return KP_FREE_NO;
 	unsigned cls = um >> 8;
 	kp__tcache *tc = kp__tls_state.tc[0];

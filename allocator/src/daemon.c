@@ -215,7 +215,7 @@ size_t kp__daemon_floor(kp_pool *pool)
 
 static size_t seg_usable(void)
 {
-	return (size_t)(KP_UNITS - 1) * KP_UNIT_SIZE;
+	return (size_t)(KP_SEG_UNITS) * KP_UNIT_SIZE;
 }
 
 /* ---- whether to pre-fault at all -------------------------------------------
@@ -323,7 +323,7 @@ __attribute__((no_sanitize("thread"))) static KP_NOASAN char *probe_page(kp__seg
 	if (hd == 0 || hd > u)
 		return NULL;
 	const kp__span *sp = &s->span[hd];
-	if (u >= hd + (unsigned)sp->units || hd + (unsigned)sp->units > KP_UNITS ||
+	if (u >= hd + (unsigned)sp->units || hd + (unsigned)sp->units > KP_SEG_END ||
 	    sp->start != (char *)s + ((size_t)hd << KP_UNIT_SHIFT))
 		return NULL;
 	char *page = (char *)s + ((size_t)u << KP_UNIT_SHIFT) + (size_t)(r % (KP_UNIT_SIZE / KP_PAGE)) * KP_PAGE;
@@ -388,7 +388,7 @@ static void probe(kp_pool *pool)
 		for (unsigned k = 0; k < per && picks < KP_PROBE_PICKS; k++, picks++) {
 			uint64_t r = probe_rand(d);
 			bool edge = false;
-			char *page = probe_page(s, 1 + (unsigned)(r % (KP_UNITS - 1)), r >> 8, &edge);
+			char *page = probe_page(s, 1 + (unsigned)(r % (KP_SEG_UNITS)), r >> 8, &edge);
 			if (page && edge)
 				edges++;
 			else if (page)
@@ -960,7 +960,7 @@ int kp__daemon_pass(kp_pool *pool)
 	size_t passed = pre && (atomic_load_explicit(&pool->take_min, memory_order_relaxed) ||
 				(atomic_load_explicit(&pool->take_min_prev, memory_order_relaxed) > 1 &&
 				 atomic_load(&pool->free_segs) &&
-				 kp__primary_headroom(pool) >= ahead + (KP_UNITS - 1) * KP_UNIT_SIZE))
+				 kp__primary_headroom(pool) >= ahead + (KP_SEG_UNITS) * KP_UNIT_SIZE))
 			    ? short_runs(pool)
 			    : 0;
 	for (size_t room, h; (h = kp__primary_headroom(pool), room = h > passed ? h - passed : 0) < ahead;) {

@@ -77,6 +77,21 @@
 #define KP_UNIT_SHIFT 16
 #define KP_UNIT_SIZE ((size_t)1 << KP_UNIT_SHIFT)
 #define KP_UNITS 64
+/* The last unit of a normal segment is a guard: never handed out and mapped
+ * read-only (kp__os_guard; primary.c, where a segment is mapped), so that no segment header is ever the
+ * next bytes after a user block. Segments are aligned chunks mapped back to
+ * back, each one's header in its first unit: without the guard, an overflow
+ * past the last block of one segment rewrote the next one's span slots,
+ * unit_meta and unit_span, which the magic and seal do not cover, and freed
+ * a live neighbour's units or let a header forged inside a live block pass
+ * kp_free (sess16-hA4's attacks, test_seg_guard). Its cost: 1/64 of the
+ * address space, no resident page, one mprotect per segment mapped and one
+ * more mapping each (vm.max_map_count, 65,530 by default, then caps normal
+ * segments near 120 GiB). Units 1 .. KP_SEG_END - 1 hold spans and runs. */
+#define KP_SEG_GUARD (KP_UNITS - 1)
+#define KP_SEG_END KP_SEG_GUARD
+#define KP_SEG_UNITS (KP_UNITS - 2)
+#define KP_SEG_FREE_ALL (((1ull << KP_SEG_GUARD) - 1) & ~1ull)
 #define KP_PAGE 4096
 #define KP_HDR 16
 #define KP_ALIGN_MAX 4096
@@ -89,8 +104,8 @@
 #define KP_CLASS_PAGE_PLUS 4400u
 #define KP_CLASS_PAGE_IDX 35u
 #define KP_SMALL_MAX ((size_t)131072)
-/* A large run may use every unit but the header unit. */
-#define KP_LARGE_MAX ((size_t)(KP_UNITS - 1) * KP_UNIT_SIZE)
+/* A large run may use every unit but the header and guard units. */
+#define KP_LARGE_MAX ((size_t)KP_SEG_UNITS * KP_UNIT_SIZE)
 /* No request above 2^46 (64 TiB) can be served on x86-64 (47-bit user space);
  * refusing it up front keeps every size computation far from wrap-around. */
 #define KP_REQ_MAX ((size_t)1 << 46)
@@ -168,6 +183,11 @@ int kp__os_unmap_clean(kp__oscount *c, void *p, size_t size);
 int kp__os_remap(kp__oscount *c, void *p, size_t old, size_t size, void *to);
 void *kp__os_reserve(kp__oscount *c, size_t size);
 int kp__os_protect(kp__oscount *c, void *p, size_t size, bool rw);
+/* A guard after user blocks: read-only, so an overflow faults at its first
+ * byte while a read (a lookup of a stale or forged address, a canary read
+ * of 8 bytes past a block's end) finds zeros and never crashes the
+ * allocator; resident pages never (a read maps the shared zero page). */
+int kp__os_guard(kp__oscount *c, void *p, size_t size);
 int kp__os_populate(kp__oscount *c, void *p, size_t size);
 /* Is every page of [p, p + size) resident (mincore)? false on failure. */
 bool kp__os_resident(kp__oscount *c, void *p, size_t size);

@@ -186,6 +186,13 @@ int kp__os_protect(kp__oscount *c, void *p, size_t size, bool rw)
 	return mprotect(p, size, rw ? PROT_READ | PROT_WRITE : PROT_NONE) == 0 ? 0 : -errno;
 }
 
+int kp__os_guard(kp__oscount *c, void *p, size_t size)
+{
+	if (enter(c, KP_OS_MPROTECT))
+		return -ENOMEM;
+	return mprotect(p, size, PROT_READ) == 0 ? 0 : -errno;
+}
+
 /* Older kernels: fault every page in by touching it (pool memory that ASan
  * may consider poisoned, hence no instrumentation). */
 static KP_NOASAN void touch_pages(void *p, size_t size)

@@ -76,7 +76,7 @@ static bool seg_is_valid(const kp__seg *s)
 	for (uint64_t m = s->free_mask; m; m &= m - 1)
 		if (s->unit_meta[__builtin_ctzll(m)]) /* a free unit is in no small span */
 			return false;
-	return !(s->free_mask & 1) && (unsigned)__builtin_popcountll(s->free_mask) == s->nfree_units;
+	return !(s->free_mask & ~KP_SEG_FREE_ALL) && (unsigned)__builtin_popcountll(s->free_mask) == s->nfree_units;
 }
 
 /* The span's counts are consistent; with walk, nused + listed + (nblocks -
@@ -104,7 +104,7 @@ static bool pool_is_valid(const kp_pool *pool)
 		if (!seg_is_valid(s) || (s->next && s->next->prev != s))
 			return false;
 		free_units += s->quarantined ? 0 : s->nfree_units;
-		total += KP_UNITS - 1;
+		total += KP_SEG_UNITS;
 	}
 	return free_units == pool->units_free && total == pool->units_total;
 }
@@ -135,12 +135,12 @@ void kp__seg_quarantine_locked(kp_pool *pool, kp__seg *s)
 	atomic_fetch_add(&pool->quarantined, 1);
 	if (s->kind == KP_SEG_NORMAL) { /* recount what the other segments hold */
 		size_t free_units = 0, free_segs = 0;
-		unsigned left = (unsigned)(pool->units_total / (KP_UNITS - 1)) + 1;
+		unsigned left = (unsigned)(pool->units_total / (KP_SEG_UNITS)) + 1;
 		for (kp__seg *t = pool->segs; t && left--; t = t->next) {
 			if (t->quarantined)
 				continue;
 			free_units += t->nfree_units;
-			free_segs += t->nfree_units == KP_UNITS - 1;
+			free_segs += t->nfree_units == KP_SEG_UNITS;
 			if (t->next && kp__pagemap_get(t->next) != t->next)
 				break;
 		}
@@ -164,7 +164,7 @@ bool kp__seg_magic_ok(const kp_pool *pool, const kp__seg *s)
 static bool seg_ok_locked(kp_pool *pool, kp__seg *s)
 {
 	if (!s->quarantined && kp__seg_magic_ok(pool, s) && s->seal == kp__seg_seal(pool->secret, s) &&
-	    !(s->free_mask & 1) && (unsigned)__builtin_popcountll(s->free_mask) == s->nfree_units)
+	    !(s->free_mask & ~KP_SEG_FREE_ALL) && (unsigned)__builtin_popcountll(s->free_mask) == s->nfree_units)
 		return true;
 	kp__seg_quarantine_locked(pool, s);
 	return false;
@@ -267,7 +267,7 @@ static kp__span *run_take(kp_pool *pool, kp__seg *s, unsigned u, unsigned n, kp_
 	s->used_free &= ~bits;
 	memset(&s->last_cls[u], 0, n);
 	seg_reseal(pool, s);
-	if (s->nfree_units == KP_UNITS - 1)
+	if (s->nfree_units == KP_SEG_UNITS)
 		atomic_fetch_sub(&pool->free_segs, 1);
 	s->nfree_units -= n;
 	pool->units_free -= n;
@@ -321,7 +321,7 @@ static kp__span *units_take(kp_pool *pool, unsigned n, unsigned cls, kp__seg **s
 		if (pass == 1 && !clean_first)
 			continue;
 		/* A walk bounded by the segment count: damaged links cannot loop it. */
-		unsigned left = (unsigned)(pool->units_total / (KP_UNITS - 1)) + 1;
+		unsigned left = (unsigned)(pool->units_total / (KP_SEG_UNITS)) + 1;
 		for (kp__seg *s = pool->segs; s && left--; s = seg_step(pool, s, s->next)) {
 			if (s->quarantined || s->nfree_units < n)
 				continue;
@@ -331,7 +331,7 @@ static kp__span *units_take(kp_pool *pool, unsigned n, unsigned cls, kp__seg **s
 			if (pass == 0) {
 				for (uint64_t h = m & s->used_free; h && u < 0; h &= h - 1) {
 					unsigned v = (unsigned)__builtin_ctzll(h);
-					if (s->last_cls[v] == last && v + n <= KP_UNITS && (m & run_bits(v, n)) == run_bits(v, n))
+					if (s->last_cls[v] == last && v + n <= KP_SEG_END && (m & run_bits(v, n)) == run_bits(v, n))
 						u = (int)v;
 				}
 			} else {
@@ -349,7 +349,7 @@ static kp__span *units_take(kp_pool *pool, unsigned n, unsigned cls, kp__seg **s
 static void units_give(kp_pool *pool, kp__seg *s, kp__span *sp)
 {
 	unsigned u = sp->head, n = sp->units;
-	if (!seg_ok_locked(pool, s) || !n || u + n > KP_UNITS)
+	if (!seg_ok_locked(pool, s) || !n || u + n > KP_SEG_END)
 		return; /* a damaged header: the run stays taken (leaked), never handed out twice */
 	uint64_t bits = (n == 64 ? ~0ull : ((1ull << n) - 1)) << u;
 	if (s->free_mask & bits) {
@@ -368,10 +368,10 @@ static void units_give(kp_pool *pool, kp__seg *s, kp__span *sp)
 	s->free_mask |= bits;
 	seg_reseal(pool, s);
 	s->nfree_units += n;
-	if (s->nfree_units == KP_UNITS - 1)
+	if (s->nfree_units == KP_SEG_UNITS)
 		atomic_fetch_add(&pool->free_segs, 1);
 	pool->units_free += n;
-	if (s->nfree_units == KP_UNITS - 1)
+	if (s->nfree_units == KP_SEG_UNITS)
 		s->empty_since_ns = kp__pool_now(pool);
 	headroom_publish(pool);
 	KP_ASSERT(1, seg_is_valid(s));
@@ -536,7 +536,7 @@ static inline __attribute__((always_inline)) bool span_geometry_ok(const kp__spa
 	unsigned u = sp->head, n = sp->units;
 	size_t run = (size_t)n << KP_UNIT_SHIFT, fill = (size_t)sp->nblocks * sp->block;
 	/* & of the compares, not &&: one branch for the lot */
-	return ((uintptr_t)sp == (uintptr_t)s->span + u * sizeof *sp) & (u != 0) & (u + n <= KP_UNITS) &
+	return ((uintptr_t)sp == (uintptr_t)s->span + u * sizeof *sp) & (u != 0) & (u + n <= KP_SEG_END) &
 	       (sp->kind == KP_SPAN_SMALL) & (sp->cls == cls) & ((n == span_units(cls)) | (n == span_fit_tab[cls])) &
 	       (sp->block == kp__class_size[cls]) & (sp->start == (const char *)s + ((size_t)u << KP_UNIT_SHIFT)) &
 	       (fill <= run) & (run - fill < sp->block) & (sp->bump <= sp->nblocks) &
@@ -841,7 +841,7 @@ bool kp__large_resize(kp_pool *pool, kp__seg *s, kp__span *sp, size_t need)
 		return false;
 	}
 	if (n > old) { /* the units right after the run must be free */
-		uint64_t bits = u + n > KP_UNITS ? 0 : ((1ull << (n - old)) - 1) << (u + old);
+		uint64_t bits = u + n > KP_SEG_END ? 0 : ((1ull << (n - old)) - 1) << (u + old);
 		if (!bits || (s->free_mask & ~s->purging & bits) != bits) {
 			sp->moving = 1; /* its run is no large block's to reuse: realloc grows by moving */
 			pthread_mutex_unlock(&pool->lock);
@@ -893,7 +893,7 @@ static void seg_link(kp_pool *pool, kp__seg *s)
 {
 	kp__seg **tail = &pool->segs;
 	s->prev = s->next = NULL;
-	unsigned left = (unsigned)(pool->units_total / (KP_UNITS - 1)) + 1;
+	unsigned left = (unsigned)(pool->units_total / (KP_SEG_UNITS)) + 1;
 	while (*tail && left--) {
 		s->prev = *tail;
 		if (!seg_step(pool, *tail, (*tail)->next))
@@ -901,8 +901,8 @@ static void seg_link(kp_pool *pool, kp__seg *s)
 		tail = &(*tail)->next;
 	}
 	*tail = s;
-	pool->units_free += KP_UNITS - 1;
-	pool->units_total += KP_UNITS - 1;
+	pool->units_free += KP_SEG_UNITS;
+	pool->units_total += KP_SEG_UNITS;
 	atomic_fetch_add(&pool->free_segs, 1);
 	headroom_publish(pool);
 }
@@ -965,6 +965,13 @@ int kp__primary_grow(kp_pool *pool, bool populate)
 	 * alone, not for the 3-5 ms of a segment's faults under load */
 	kp__seg *s = kp__os_map(&pool->os, KP_SEG_SIZE, KP_SEG_SIZE, false);
 	int mmap_errno = errno;
+	/* The guard unit (KP_SEG_GUARD), before the segment is anyone's */
+	int prot = s ? kp__os_guard(&pool->os, (char *)s + KP_SEG_GUARD * KP_UNIT_SIZE, KP_UNIT_SIZE) : 0;
+	if (prot < 0) {
+		mmap_errno = -prot;
+		kp__os_unmap(&pool->os, s, KP_SEG_SIZE);
+		s = NULL;
+	}
 	kp__pool_lock(pool);
 	if (s) {
 		s->prev = NULL;
@@ -983,7 +990,7 @@ int kp__primary_grow(kp_pool *pool, bool populate)
 		return -1;
 	}
 	if (populate)
-		kp__os_populate(&pool->os, s, KP_SEG_SIZE);
+		kp__os_populate(&pool->os, s, KP_SEG_GUARD * KP_UNIT_SIZE);
 	{
 		/* The header is written before the pagemap publishes the segment
 		 * (a release store): a lookup of a stale pointer into this range
@@ -993,11 +1000,11 @@ int kp__primary_grow(kp_pool *pool, bool populate)
 		s->pool = pool;
 		s->kind = KP_SEG_NORMAL;
 		s->size = KP_SEG_SIZE;
-		s->free_mask = ~1ull;
+		s->free_mask = KP_SEG_FREE_ALL;
 		s->purge_idle = s->purged = s->purging = s->refill = s->used_free = 0;
 		memset(s->last_cls, 0, sizeof s->last_cls);
 		s->magic = kp__seg_magic(pool->secret, s, KP_SEG_NORMAL, KP_SEG_SIZE);
-		s->nfree_units = KP_UNITS - 1;
+		s->nfree_units = KP_SEG_UNITS;
 		s->empty_since_ns = kp__pool_now(pool);
 		for (unsigned u = 0; u < KP_UNITS; u++)
 			s->span[u].head = (uint8_t)u;
@@ -1046,7 +1053,7 @@ int kp__primary_shrink(kp_pool *pool, size_t keep)
 	/* Nothing to give back unless a segment is wholly free and the headroom
 	 * would stay at keep without it: then the pass takes no lock, so an
 	 * idle daemon never makes an allocating thread wait (a futex call). */
-	if (atomic_load(&pool->free_segs) == 0 || kp__primary_headroom(pool) < keep + (KP_UNITS - 1) * KP_UNIT_SIZE)
+	if (atomic_load(&pool->free_segs) == 0 || kp__primary_headroom(pool) < keep + (KP_SEG_UNITS) * KP_UNIT_SIZE)
 		return 0;
 	pthread_mutex_lock(&pool->release_mu); /* the released segments in hand till retired: no fork */
 	kp__pool_lock(pool);
@@ -1054,19 +1061,19 @@ int kp__primary_shrink(kp_pool *pool, size_t keep)
 	 * look as if it had been empty for ever. */
 	uint64_t now_ns = kp__pool_now(pool);
 	kp__seg *s = pool->segs;
-	unsigned left = (unsigned)(pool->units_total / (KP_UNITS - 1)) + 1;
+	unsigned left = (unsigned)(pool->units_total / (KP_SEG_UNITS)) + 1;
 	while (s && s->next && left--)
 		s = seg_step(pool, s, s->next);
-	left = (unsigned)(pool->units_total / (KP_UNITS - 1)) + 1;
+	left = (unsigned)(pool->units_total / (KP_SEG_UNITS)) + 1;
 	for (kp__seg *prev; s && left--; s = prev) {
 		prev = seg_step(pool, s, s->prev);
-		if (s->nfree_units + (KP_PLANT == 4) < KP_UNITS - 1 /* planted 4 */ || now_ns < s->empty_since_ns || now_ns - s->empty_since_ns < decay)
+		if (s->nfree_units + (KP_PLANT == 4) < KP_SEG_UNITS /* planted 4 */ || now_ns < s->empty_since_ns || now_ns - s->empty_since_ns < decay)
 			continue;
 		if (!seg_ok_locked(pool, s) || !prev != !s->prev || (s->next && !seg_step(pool, s, s->next)))
 			continue; /* damaged: never released as free (it may hold live blocks) */
 		if (s->purging)
 			continue; /* being purged (never in the same pass: the daemon does both, in turn) */
-		size_t after = (pool->units_free - (KP_UNITS - 1)) * KP_UNIT_SIZE;
+		size_t after = (pool->units_free - (KP_SEG_UNITS)) * KP_UNIT_SIZE;
 		if (after < keep || pool->capacity - KP_SEG_SIZE < pool->conf.primary_initial)
 			break;
 		if (s->prev)
@@ -1076,8 +1083,8 @@ int kp__primary_shrink(kp_pool *pool, size_t keep)
 		if (s->next)
 			s->next->prev = s->prev;
 		pool->capacity -= KP_SEG_SIZE;
-		pool->units_free -= KP_UNITS - 1;
-		pool->units_total -= KP_UNITS - 1;
+		pool->units_free -= KP_SEG_UNITS;
+		pool->units_total -= KP_SEG_UNITS;
 		atomic_fetch_sub(&pool->free_segs, 1);
 		s->next = gone;
 		gone = s;
@@ -1394,7 +1401,7 @@ int kp__primary_purge(kp_pool *pool, size_t keep)
 	unsigned nrun = 0;
 	size_t seen = 0;
 	kp__pool_lock(pool);
-	unsigned left = (unsigned)(pool->units_total / (KP_UNITS - 1)) + 1;
+	unsigned left = (unsigned)(pool->units_total / (KP_SEG_UNITS)) + 1;
 	for (kp__seg *s = pool->segs; s && left--; s = seg_step(pool, s, s->next)) {
 		s->purging = 0;
 		if (s->quarantined)

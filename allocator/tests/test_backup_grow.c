@@ -39,7 +39,7 @@
 /* Exhaust the primary of a small pool; the blocks go into b. 4 KiB blocks
  * (header and canary included): one-unit spans, so no unit is left free for
  * another class's span (16 KiB requests: 3-unit spans, then 4-unit ones in
- * bulk, left 3 of 63 units free). */
+ * bulk, left 2 of 62 units free). */
 static size_t exhaust(kp_pool *pool, void **b, size_t cap)
 {
 	size_t n = 0;

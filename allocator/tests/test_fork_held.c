@@ -455,7 +455,7 @@ static void test_fork_in_shrink(void)
 	/* the free segments: every segment of the pool but the first */
 	kp__pool_lock(pool);
 	for (kp__seg *s = pool->segs; s; s = s->next)
-		if (s->nfree_units == KP_UNITS - 1 && nheld < NRANGE)
+		if (s->nfree_units == KP_SEG_UNITS && nheld < NRANGE)
 			hold(s, KP_SEG_SIZE);
 	pthread_mutex_unlock(&pool->lock);
 	REQUIRE(nheld >= 3, "only %u free segments", nheld);

@@ -309,10 +309,11 @@ static void test_take_len_record_at_decay(void)
 	kp_daemon_step(pool, 1);
 	got = atomic_load(&pool->take_min_prev);
 	CHECK(got == 3, "3 units taken after 7: %u (want 3 at once)", got);
-	void *e = kp_alloc(pool, (size_t)63 * UNIT - 256, 0);
+	void *e = kp_alloc(pool, (size_t)KP_SEG_UNITS * UNIT - 256, 0);
 	kp_daemon_step(pool, 1ull << 40);
 	got = atomic_load(&pool->take_min_prev);
-	CHECK(got == 63, "63 units taken, the clock stepped 2^40 ms: %u (want 63)", got);
+	CHECK(got == KP_SEG_UNITS, "a segment's units taken, the clock stepped 2^40 ms: %u (want %u)", got,
+	      (unsigned)KP_SEG_UNITS);
 	CHECK(a && b && c && d && e, "an allocation failed");
 	kp_free(pool, a), kp_free(pool, b), kp_free(pool, c), kp_free(pool, d), kp_free(pool, e);
 	kp_destroy(pool);

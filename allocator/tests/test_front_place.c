@@ -3,7 +3,7 @@
  * path takes next, not runs it passes over.
  *
  * A span of a big class takes a run of several units (8 for 64 KiB less a
- * header's 64 B), lowest first; a segment's 63 units leave a hole shorter
+ * header's 64 B), lowest first; a segment's 62 units leave a hole shorter
  * than that run, which the allocation path passes over for every later
  * span of the class while the daemon's front (prefault_front) started at
  * the pool's first free unit: that hole, resident after the first pass, and
