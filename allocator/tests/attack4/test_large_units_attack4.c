@@ -1,0 +1,82 @@
+/*
+ * test_large_units_attack4.c - FAILING (sess16-hA4): a large block's span
+ * slot, rewritten by an overflow into its segment's header, frees a live
+ * neighbour's units, and the next large allocations overlap the live block.
+ *
+ * A segment's header is the next bytes after the previous mapping's last
+ * block (test_forgery.c). Its magic covers the address, kind and size, its
+ * seal the free mask; the span slots (kp__seg.span[]) are covered by
+ * neither. The central path checks a small span's slot before it uses it
+ * (span_geometry_ok, test_span_table); the large path does not: kp_free of
+ * a large block checks the slot's kind and start (class_fits), and
+ * units_give trusts its head and units: the run [head, head + units) must
+ * only be taken and inside the segment. The attacker overflows past the
+ * last block of segment A into segment B's header, keeps every byte but
+ * span[1].units (its own 3-unit block L at units 1-3; a victim V at units
+ * 4-6), sets it to 6 and frees L: units 1-6 go back, V's with them, with no
+ * event, and two 3-unit allocations later one of them is V.
+ *
+ * Build and run (from the repository root):
+ *   make -C allocator VARIANT=release build/release/tests/attack4/test_large_units_attack4 &&
+ *     allocator/build/release/tests/attack4/test_large_units_attack4
+ *   (VARIANT=asan: the same with asan in both paths)
+ */
+#define _GNU_SOURCE 1
+#include "seg_rig.h"
+
+#define L_REQ 150000 /* need 150024: 3 units */
+#define L_UNITS 3
+
+static void test_large_units_rewritten(void)
+{
+	rig r;
+	if (!rig_open(&r, "primary_initial:16m,primary_max:16m,backup:1m,daemon:off")) {
+		printf("   no two segments back to back (skipped)\n");
+		if (r.pool)
+			kp_destroy(r.pool);
+		return;
+	}
+	kp_pool *pool = r.pool;
+	char *L = kp_alloc(pool, L_REQ, 0), *V = kp_alloc(pool, L_REQ, 0);
+	REQUIRE(L && V, "large blocks");
+	REQUIRE(L == r.segb + KP_UNIT_SIZE + KP_HDR && V == L + L_UNITS * KP_UNIT_SIZE,
+		"L %p and V %p at units 1 and 4 of B %p", (void *)L, (void *)V, (void *)r.segb);
+	memset(V, 0x56, L_REQ); /* the victim's data */
+	/* The overflow: B's header up to span[1] read, span[1].units set to 6. */
+	size_t n = offsetof(kp__seg, span) + 2 * sizeof(kp__span);
+	unsigned char *hdr = malloc(n);
+	REQUIRE(hdr, "malloc");
+	rig_hdr_read(&r, hdr, n);
+	kp__span *sp1 = (kp__span *)(hdr + offsetof(kp__seg, span) + sizeof(kp__span));
+	REQUIRE(sp1->kind == KP_SPAN_LARGE && sp1->units == L_UNITS, "span[1] is L's (kind %u units %u)", sp1->kind,
+		sp1->units);
+	sp1->units = 2 * L_UNITS;
+	rig_hdr_write(&r, hdr, n);
+	free(hdr);
+	int64_t ev0 = rig_events(pool);
+	int rc = kp_free(pool, L);
+	printf("   kp_free(L) after span[1].units 3 -> 6: rc %d, events %lld -> %lld\n", rc, (long long)ev0,
+	       (long long)rig_events(pool));
+	/* No allocation may overlap the live V. */
+	char *q[4];
+	unsigned bad = 0;
+	for (int i = 0; i < 4; i++) {
+		q[i] = kp_alloc(pool, L_REQ, 0);
+		if (q[i] && rig_overlaps(q[i], L_REQ, V, L_REQ)) {
+			bad++;
+			printf("   allocation %d returned %p, inside the live V %p\n", i, (void *)q[i], (void *)V);
+		}
+	}
+	CHECK(bad == 0, "%u large allocations overlap the live block V", bad);
+	CHECK(rc != 0 || rig_events(pool) > ev0, "the rewritten span slot freed with no event (rc %d)", rc);
+	for (int i = 0; i < 4; i++)
+		if (q[i] && !rig_overlaps(q[i], L_REQ, V, L_REQ))
+			kp_free(pool, q[i]);
+	kp_destroy(pool);
+}
+
+int main(void)
+{
+	RUN(test_large_units_rewritten);
+	return ktest_summary();
+}
