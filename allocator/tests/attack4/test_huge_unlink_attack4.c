@@ -25,58 +25,7 @@
  *   (VARIANT=asan: the same with asan in both paths)
  */
 #define _GNU_SOURCE 1
-#include "seg_rig.h"
-
-/* A request whose mapping is exactly one segment: need + 2 pages = 4 MiB. */
-#define H_REQ (KP_SEG_SIZE - 2 * KP_PAGE - KP_HDR - KP_CANARY)
-#define NH 6
-
-typedef struct hrig {
-	kp_pool *pool;
-	char *h[NH];
-	int a, b; /* h[a]'s payload ends where h[b]'s mapping starts */
-	char *segb;
-} hrig;
-
-static bool hrig_open(hrig *r)
-{
-	memset(r, 0, sizeof *r);
-	r->a = r->b = -1;
-	r->pool = kp_create("primary_initial:4m,primary_max:256m,backup:1m,daemon:off");
-	if (!r->pool)
-		return false;
-	for (int i = 0; i < NH; i++)
-		if (!(r->h[i] = kp_alloc(r->pool, H_REQ, 0)))
-			return false;
-	for (int i = 0; i < NH && r->a < 0; i++)
-		for (int j = 0; j < NH; j++)
-			if (r->h[j] - 2 * KP_PAGE == r->h[i] - 2 * KP_PAGE + KP_SEG_SIZE) {
-				r->a = i;
-				r->b = j;
-				break;
-			}
-	if (r->a < 0)
-		return false;
-	r->segb = r->h[r->b] - 2 * KP_PAGE;
-	return true;
-}
-
-/* The overflow past h[a]'s request: its canary and slack as they were, then
- * B's header with next and prev set. */
-static void hrig_links(hrig *r, void *next, void *prev)
-{
-	size_t n = offsetof(kp__seg, prev) + sizeof(void *);
-	unsigned char buf[256];
-	rig_raw_read(buf, r->segb, n);
-	memcpy(buf + offsetof(kp__seg, next), &next, sizeof next);
-	memcpy(buf + offsetof(kp__seg, prev), &prev, sizeof prev);
-	char *from = r->h[r->a] + H_REQ;
-	size_t slack = (size_t)(r->segb - from);
-	unsigned char keep[64];
-	rig_raw_read(keep, from, slack);
-	rig_raw_write(from, keep, slack);
-	rig_raw_write(r->segb, buf, n);
-}
+#include "huge_rig.h"
 
 static void test_huge_unlink_write(void)
 {
