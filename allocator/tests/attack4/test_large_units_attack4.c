@@ -15,6 +15,12 @@
  * span[1].units (its own 3-unit block L at units 1-3; a victim V at units
  * 4-6), sets it to 6 and frees L: units 1-6 go back, V's with them, with no
  * event, and two 3-unit allocations later one of them is V.
+ * test_large_resize_rewritten: the same slot's block and units rewritten
+ * (3 -> 6 units), then kp_realloc of L to a 3-unit size: realloc_large
+ * takes the slot's 6 units for L's, and kp__large_resize gives the "tail"
+ * (V's run) back with no check that it was L's (it ORs the bits into the
+ * mask). (kp_usable_size stays at the request with checks on; with checks
+ * off it would report the capacity, 6 units.)
  * test_small_units_rewritten: the same through a small span (about 1 KiB blocks,
  * one unit, full, so off the central list where span_take_ok would check
  * it): its units rewritten to reach over V's run, its blocks freed and
@@ -80,6 +86,51 @@ static void test_large_units_rewritten(void)
 	kp_destroy(pool);
 }
 
+static void test_large_resize_rewritten(void)
+{
+	rig r;
+	if (!rig_open(&r, "primary_initial:16m,primary_max:16m,backup:1m,daemon:off")) {
+		printf("   no two segments back to back (skipped)\n");
+		if (r.pool)
+			kp_destroy(r.pool);
+		return;
+	}
+	kp_pool *pool = r.pool;
+	char *L = kp_alloc(pool, L_REQ, 0), *V = kp_alloc(pool, L_REQ, 0);
+	REQUIRE(L && V, "large blocks");
+	REQUIRE(L == r.segb + KP_UNIT_SIZE + KP_HDR && V == L + L_UNITS * KP_UNIT_SIZE,
+		"L %p and V %p at units 1 and 4 of B %p", (void *)L, (void *)V, (void *)r.segb);
+	memset(V, 0x56, L_REQ);
+	size_t n = offsetof(kp__seg, span) + 2 * sizeof(kp__span);
+	unsigned char *hdr = malloc(n);
+	REQUIRE(hdr, "malloc");
+	rig_hdr_read(&r, hdr, n);
+	kp__span *sp1 = (kp__span *)(hdr + offsetof(kp__seg, span) + sizeof(kp__span));
+	sp1->units = 2 * L_UNITS;
+	sp1->block = (uint32_t)(2 * L_UNITS * KP_UNIT_SIZE);
+	rig_hdr_write(&r, hdr, n);
+	free(hdr);
+	int64_t ev0 = rig_events(pool);
+	size_t u = kp_usable_size(pool, L);
+	printf("   kp_usable_size(L) after the rewrite: %zu (L's run is %zu bytes)\n", u,
+	       (size_t)L_UNITS * KP_UNIT_SIZE);
+	char *L2 = kp_realloc(pool, L, L_REQ - 8, 0);
+	char *q[4];
+	unsigned bad = 0;
+	for (int i = 0; i < 4; i++) {
+		q[i] = kp_alloc(pool, L_REQ, 0);
+		if (q[i] && rig_overlaps(q[i], L_REQ, V, L_REQ)) {
+			bad++;
+			printf("   allocation %d returned %p, over the live V %p (realloc gave %p)\n", i, (void *)q[i],
+			       (void *)V, (void *)L2);
+		}
+	}
+	printf("   events %lld -> %lld\n", (long long)ev0, (long long)rig_events(pool));
+	CHECK(u <= L_UNITS * KP_UNIT_SIZE, "kp_usable_size(L) %zu reaches into V", u);
+	CHECK(bad == 0, "%u large allocations overlap the live block V", bad);
+	kp_destroy(pool);
+}
+
 #define S_REQ 1000 /* about 1 KiB blocks: a one-unit span */
 #define S_N 256
 
@@ -142,6 +193,7 @@ static void test_small_units_rewritten(void)
 int main(void)
 {
 	RUN(test_large_units_rewritten);
+	RUN(test_large_resize_rewritten);
 	RUN(test_small_units_rewritten);
 	return ktest_summary();
 }
