@@ -6,7 +6,11 @@
  * advanced past decay_ms at each step, huge blocks mapped and freed between
  * steps, where the segments were): every call is refused (rc < 0, usable size 0, realloc NULL), none
  * crashes, and the blocks held live all along keep their bytes and free
- * with rc 0. Run under ASan and TSan too (make test).
+ * with rc 0. And test_destroyed_while_freed: pools made and destroyed over
+ * and over while another thread frees (into a second, live pool) and sizes
+ * the pointers of their blocks: refused each time, no crash (the grace
+ * periods keep a segment mapped while a lookup may read it). Run under ASan
+ * and TSan too (make test).
  */
 #define _GNU_SOURCE 1
 #include "ktest.h"
@@ -95,8 +99,54 @@ static void test_stale_during_shrink(void)
 	kp_destroy(pool);
 }
 
+static kp_pool *live_pool;
+static char *_Atomic foreign[NSTALE];
+
+static void *foreign_freer(void *arg)
+{
+	(void)arg;
+	while (!atomic_load(&stop)) {
+		for (int i = 0; i < NSTALE; i++) {
+			char *p = atomic_load(&foreign[i]);
+			if (!p)
+				continue;
+			atomic_fetch_add(&calls, 1);
+			if (kp_free(live_pool, p) == 0 || kp_usable_size(live_pool, p) != 0)
+				atomic_fetch_add(&accepted, 1);
+		}
+	}
+	return NULL;
+}
+
+static void test_destroyed_while_freed(void)
+{
+	live_pool = kp_create("primary_initial:4m,backup:0,daemon:off");
+	REQUIRE(live_pool, "kp_create");
+	atomic_store(&stop, 0);
+	atomic_store(&accepted, 0);
+	atomic_store(&calls, 0);
+	pthread_t th;
+	REQUIRE(pthread_create(&th, NULL, foreign_freer, NULL) == 0, "thread");
+	static const size_t sz[] = {40, 1000, 300000, 5000000};
+	for (int round = 0; round < 30; round++) {
+		kp_pool *a = kp_create("primary_initial:4m,backup:0,daemon:off");
+		REQUIRE(a, "kp_create");
+		for (int i = 0; i < NSTALE; i++)
+			atomic_store(&foreign[i], kp_alloc(a, sz[i % 4], 0));
+		kt_sleep_ms(2);
+		kp_destroy(a); /* the other thread keeps freeing its pointers */
+		kt_sleep_ms(1);
+	}
+	atomic_store(&stop, 1);
+	pthread_join(th, NULL);
+	printf("   %u calls with another pool's pointers\n", atomic_load(&calls));
+	CHECK(atomic_load(&accepted) == 0, "%u foreign calls accepted", atomic_load(&accepted));
+	kp_destroy(live_pool);
+}
+
 int main(void)
 {
 	RUN(test_stale_during_shrink);
+	RUN(test_destroyed_while_freed);
 	return ktest_summary();
 }
