@@ -29,7 +29,15 @@
  * its pages were given back. A kept mapping stays in
  * the pagemap with its header marked free, so a stale pointer into it is a
  * double free; ASan builds poison the first KP_HUGE_POISON bytes of its
- * payload (poisoning megabytes would cost more than the munmap saved). */
+ * payload (poisoning megabytes would cost more than the munmap saved).
+ *
+ * Each mapping ends in KP_HUGE_GUARD, a read-only page past s->size
+ * (kp__os_guard), moved with the end when a block shrinks in place: a huge
+ * block's payload runs to its mapping's end, and whatever the kernel maps
+ * next (another huge block's header with its list links, a retired header
+ * on the grace list, a thread-cache chunk in the hole a shrink left) was
+ * the next bytes after it (sess16-hA4's attacks; test_seg_guard). */
+#define KP_HUGE_GUARD ((size_t)KP_PAGE)
 #define KP_HUGE_CACHE 4
 #define KP_HUGE_CACHE_MAX ((size_t)32 << 20)
 #define KP_HUGE_POISON ((size_t)64 << 10)
@@ -112,7 +120,7 @@ kp__seg *kp__huge_cache_detach(kp_pool *pool)
 static void huge_release(kp_pool *pool, kp__seg *s, size_t size)
 {
 	kp__pagemap_set(&pool->os, s, size, NULL);
-	kp__os_unmap_clean(&pool->os, (char *)s + 2 * KP_PAGE, size - 2 * KP_PAGE);
+	kp__os_unmap_clean(&pool->os, (char *)s + 2 * KP_PAGE, size - 2 * KP_PAGE + KP_HUGE_GUARD);
 	kp__grace_retire(pool, s, 2 * KP_PAGE);
 }
 
@@ -256,10 +264,15 @@ again:
 		size = s->size;
 		s->dirty = 1;
 	} else {
-		s = kp__os_map(&pool->os, size, KP_SEG_SIZE, false);
+		s = kp__os_map(&pool->os, size + KP_HUGE_GUARD, KP_SEG_SIZE, false);
+		int err = s ? -kp__os_guard(&pool->os, (char *)s + size, KP_HUGE_GUARD) : errno;
+		if (s && err) {
+			kp__os_unmap_clean(&pool->os, s, size + KP_HUGE_GUARD);
+			s = NULL;
+		}
 		if (!s) {
 			kp__event(pool, KP_EV_OS_FAIL, KP_POOL_PRIMARY, NULL, size, "mmap of %zu bytes refused (%d)",
-				  size, errno);
+				  size, err);
 			return NULL;
 		}
 		/* A fresh mapping has a clean shadow (kp__os_unmap leaves no
@@ -273,7 +286,7 @@ again:
 		s->dirty = 0;
 		s->magic = kp__seg_magic(pool->secret, s, KP_SEG_HUGE, size);
 		if (kp__pagemap_set(&pool->os, s, size, s) < 0) {
-			kp__os_unmap(&pool->os, s, size);
+			kp__os_unmap(&pool->os, s, size + KP_HUGE_GUARD);
 			return NULL;
 		}
 	}
@@ -364,11 +377,12 @@ kp__seg *kp__huge_resize(kp_pool *pool, kp__seg *s, size_t need, size_t open)
 			KP_UNPOISON((char *)n + 2 * KP_PAGE, huge_poisoned(n));
 			size = n->size;
 		} else {
-			n = kp__os_map(&pool->os, size, KP_SEG_SIZE, false);
+			n = kp__os_map(&pool->os, size + KP_HUGE_GUARD, KP_SEG_SIZE, false);
 			if (!n)
 				return NULL;
-			if (kp__pagemap_set(&pool->os, n, size, n) < 0) {
-				kp__os_unmap_clean(&pool->os, n, size);
+			if (kp__os_guard(&pool->os, (char *)n + size, KP_HUGE_GUARD) < 0 ||
+			    kp__pagemap_set(&pool->os, n, size, n) < 0) {
+				kp__os_unmap_clean(&pool->os, n, size + KP_HUGE_GUARD);
 				return NULL;
 			}
 			/* no MADV_HUGEPAGE here: the moved pages bring theirs */
@@ -401,8 +415,17 @@ kp__seg *kp__huge_resize(kp_pool *pool, kp__seg *s, size_t need, size_t open)
 	/* Only the payload moves (from 8 KiB on): the first two pages, all a
 	 * lookup of the old address reads, stay where they are until a grace
 	 * period has passed, and are copied to the new place. */
-	int rc = kp__os_remap(&pool->os, (char *)s + 2 * KP_PAGE, old - 2 * KP_PAGE, size - 2 * KP_PAGE,
-			      n == s ? NULL : (char *)n + 2 * KP_PAGE);
+	/* A block that shrinks in place: its new end becomes the guard (a
+	 * page of its old payload) and the rest goes with the old guard. */
+	int rc;
+	if (n == s) {
+		rc = kp__os_guard(&pool->os, (char *)s + size, KP_HUGE_GUARD);
+		if (rc == 0 && (rc = kp__os_unmap_clean(&pool->os, (char *)s + size + KP_HUGE_GUARD, old - size)) != 0)
+			kp__os_protect(&pool->os, (char *)s + size, KP_HUGE_GUARD, true);
+	} else {
+		rc = kp__os_remap(&pool->os, (char *)s + 2 * KP_PAGE, old - 2 * KP_PAGE, size - 2 * KP_PAGE,
+				  (char *)n + 2 * KP_PAGE);
+	}
 	if (rc != 0) {
 		KP_POISON(h, KP_HDR);
 		if (open < old - 2 * KP_PAGE)
@@ -420,6 +443,7 @@ kp__seg *kp__huge_resize(kp_pool *pool, kp__seg *s, size_t need, size_t open)
 	}
 	if (n != s) {
 		memcpy(n, s, 2 * KP_PAGE); /* the segment and block headers */
+		kp__os_unmap_clean(&pool->os, (char *)s + old, KP_HUGE_GUARD); /* its guard */
 		kp__grace_retire(pool, s, 2 * KP_PAGE);
 	}
 	kp__pool_lock(pool);

@@ -1479,7 +1479,7 @@ void kp__primary_release_all(kp_pool *pool)
 		size_t size = s->size;
 		kp__pagemap_set(&pool->os, s, size, NULL);
 		s->kind = KP_SEG_HUGE;
-		kp__grace_retire(pool, s, size);
+		kp__grace_retire(pool, s, size + KP_PAGE); /* its guard page (huge.c, KP_HUGE_GUARD) */
 	}
 	pool->segs = pool->huge = NULL;
 	kp__grace_drain(pool);

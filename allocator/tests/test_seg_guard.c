@@ -16,6 +16,10 @@
  *    it;
  *  - test_guard_pointers: pointers into the guard (stale or forged) freed,
  *    sized and reallocated are refused, never a crash;
+ *  - test_huge_guard: a huge block's mapping ends in a read-only page, right
+ *    after its payload's last page, also once kp_realloc shrank it in place
+ *    (the hole it left was where a thread-cache chunk landed, right after the
+ *    block: sess16-hA4) or moved it to grow; a write there faults;
  *  - test_req_rewritten: a caller who read its block's header knows K(h)
  *    (tag ^ meta) and can rewrite the request the header holds: kp_free's
  *    fast path read the canary at p + req, SIGSEGV for req 2^40 (on main
@@ -112,6 +116,56 @@ static void test_guard_pointers(void)
 	kp_destroy(pool);
 }
 
+/* The first page at or past end that is not read-write: read-only, and
+ * every page before it from p read-write. */
+static bool guard_after(const char *p, size_t req, const char **guard)
+{
+	char perm[5];
+	const char *g = (const char *)(((uintptr_t)p + req + 4095) & ~(uintptr_t)4095);
+	for (int i = 0; i < 4; i++, g += 4096) {
+		prot_of(g, perm);
+		if (strcmp(perm, "rw-p") != 0)
+			break;
+	}
+	*guard = g;
+	prot_of(g, perm);
+	return strcmp(perm, "r--p") == 0;
+}
+
+static bool write_faults(const char *at)
+{
+	pid_t pid = fork();
+	if (pid == 0) {
+		((volatile char *)at)[0] = 1;
+		_exit(0);
+	}
+	int st = 0;
+	waitpid(pid, &st, 0);
+	return WIFSIGNALED(st) && WTERMSIG(st) == SIGSEGV;
+}
+
+static void test_huge_guard(void)
+{
+	kp_pool *pool = kp_create("daemon:off");
+	REQUIRE(pool, "kp_create: %s", kp_last_error());
+	size_t sizes[] = {(size_t)5 << 20, (size_t)20 << 20, (size_t)9 << 20, (size_t)40 << 20};
+	char *p = NULL;
+	for (unsigned i = 0; i < 4; i++) {
+		char *q = p ? kp_realloc(pool, p, sizes[i], 0) : kp_alloc(pool, sizes[i], 0);
+		REQUIRE(q, "huge block of %zu", sizes[i]);
+		p = q;
+		memset(p, 0x5a, sizes[i]);
+		const char *g;
+		bool ok = guard_after(p, sizes[i], &g);
+		CHECK(ok, "%s to %zu: no read-only page past the payload (the first other page %td bytes past it)",
+		      i ? "realloc" : "alloc", sizes[i], g - (p + sizes[i]));
+		if (ok)
+			CHECK(write_faults(g), "a write at the guard past a block of %zu did not fault", sizes[i]);
+	}
+	CHECK(kp_free(pool, p) == 0, "free");
+	kp_destroy(pool);
+}
+
 static void test_req_rewritten(void)
 {
 	kp_pool *pool = kp_create("daemon:off");
@@ -141,6 +195,7 @@ int main(void)
 {
 	RUN(test_guard_unit);
 	RUN(test_guard_pointers);
+	RUN(test_huge_guard);
 	RUN(test_req_rewritten);
 	return ktest_summary();
 }

@@ -54,11 +54,7 @@ static __attribute__((unused)) void hrig_links(hrig *r, void *next, void *prev)
 	rig_raw_read(buf, r->segb, n);
 	memcpy(buf + offsetof(kp__seg, next), &next, sizeof next);
 	memcpy(buf + offsetof(kp__seg, prev), &prev, sizeof prev);
-	char *from = r->h[r->a] + H_REQ;
-	size_t slack = (size_t)(r->segb - from);
-	unsigned char keep[64];
-	rig_raw_read(keep, from, slack);
-	rig_raw_write(from, keep, slack);
+	rig_pass(r->h[r->a] + H_REQ, r->segb);
 	rig_raw_write(r->segb, buf, n);
 }
 

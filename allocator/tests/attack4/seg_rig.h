@@ -17,6 +17,8 @@
 
 #include "internal.h"
 
+#include <setjmp.h>
+#include <signal.h>
 #include <stddef.h>
 
 #define RIG_BIG_REQ (KP_LARGE_MAX - KP_HDR - KP_CANARY)
@@ -34,10 +36,52 @@ static KT_RAW __attribute__((unused)) void rig_raw_read(void *dst, const void *s
 		((volatile char *)dst)[i] = ((const volatile char *)src)[i];
 }
 
+/* The overflow's writes run byte by byte from the block's end, as a real
+ * overflow does: a write that faults (a guard: the segments' read-only
+ * last unit, the page past a huge mapping) stops the overflow there, and
+ * every later write of the attack is skipped (rig_stopped): what the
+ * attack needs never reaches the header. */
+static sigjmp_buf rig_jmp;
+static volatile int rig_stopped;
+static void *volatile rig_fault_at;
+static void rig_fault(int sig, siginfo_t *si, void *uc)
+{
+	(void)sig;
+	(void)uc;
+	rig_fault_at = si->si_addr;
+	siglongjmp(rig_jmp, 1);
+}
+
 static KT_RAW __attribute__((unused)) void rig_raw_write(void *dst, const void *src, size_t n)
 {
-	for (size_t i = 0; i < n; i++)
-		((volatile char *)dst)[i] = ((const volatile char *)src)[i];
+	if (rig_stopped)
+		return;
+	struct sigaction sa, old;
+	memset(&sa, 0, sizeof sa);
+	sa.sa_sigaction = rig_fault;
+	sa.sa_flags = SA_SIGINFO | SA_NODEFER;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGSEGV, &sa, &old);
+	if (!sigsetjmp(rig_jmp, 1)) {
+		for (size_t i = 0; i < n; i++)
+			((volatile char *)dst)[i] = ((const volatile char *)src)[i];
+	} else {
+		rig_stopped = 1;
+		printf("   the overflow stopped at %p, %td bytes past where it started (a guard)\n", rig_fault_at,
+		       (char *)rig_fault_at - (char *)dst);
+	}
+	sigaction(SIGSEGV, &old, NULL);
+}
+
+/* The bytes an overflow passes from from to to, each written as it was. */
+static KT_RAW __attribute__((unused)) void rig_pass(char *from, char *to)
+{
+	for (char *p = from; p < to && !rig_stopped; p += 4096) {
+		size_t n = (size_t)(to - p) < 4096 ? (size_t)(to - p) : 4096;
+		unsigned char buf[4096];
+		rig_raw_read(buf, p, n);
+		rig_raw_write(p, buf, n);
+	}
 }
 
 /* false: no two segments back to back (the caller skips). */
@@ -76,9 +120,7 @@ static __attribute__((unused)) void rig_hdr_read(rig *r, void *buf, size_t n)
 
 static __attribute__((unused)) void rig_hdr_write(rig *r, const void *buf, size_t n)
 {
-	unsigned char canary[KP_CANARY];
-	rig_raw_read(canary, r->big[r->a] + RIG_BIG_REQ, KP_CANARY);
-	rig_raw_write(r->big[r->a] + RIG_BIG_REQ, canary, KP_CANARY); /* the bytes the overflow passes */
+	rig_pass(r->big[r->a] + RIG_BIG_REQ, r->segb); /* the canary, and any guard after it */
 	rig_raw_write(r->segb, buf, n);
 }
 

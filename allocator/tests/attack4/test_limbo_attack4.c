@@ -70,9 +70,7 @@ static char *attack(lrig *r)
 	retired = MAP_OF(B_REQ) + MAP_OF(V_REQ);
 	memcpy(hdr + offsetof(kp__seg, retired), &retired, sizeof retired);
 	char *from = r->A + A_REQ;
-	unsigned char keep[64];
-	rig_raw_read(keep, from, (size_t)(b - from));
-	rig_raw_write(from, keep, (size_t)(b - from));
+	rig_pass(from, b);
 	rig_raw_write(b, hdr, n);
 	return kp_alloc(r->pool, V_REQ, 0); /* maps: reclaims the grace list first */
 }
