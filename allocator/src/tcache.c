@@ -433,9 +433,14 @@ static unsigned whole_flush_keep(const kp__bin *b)
  * kpbench c's two threads held 300-450 KiB in bins and 100-250 KiB parked
  * beside 50-150 KiB live, and its spans reached 1 MiB where glibc's two
  * arenas hold 0.4 (peak RSS 5.3 MiB against glibc's 4.3). Bound to 16 KiB
- * a class (256 blocks of 64 bytes, 64 of 256), its spans reach 0.5 MiB:
- * every class lock moves fewer blocks, more class locks for the same
- * blocks (test_xfer_shared_held has the figures). A random walk of a bin
+ * a class (256 blocks of 64 bytes, 64 of 256), its spans reach 0.5 MiB and
+ * its peak RSS 5.24-5.44 -> 4.86-4.95 MiB (glibc 4.23-4.46). The cost: each
+ * class lock moves fewer blocks, 1.3-1.7 -> 21 class locks per 1000 blocks
+ * in kpbench c, and under callgrind (its threads run in turn, long one-way
+ * phases) 11.8% more instructions, flushes that find both parked slots
+ * taken going to the spans (with 4 slots: 5.6%, but 0.1 MiB more RSS).
+ * test_xfer_shared_held: 690-730 -> 350-410 KiB in bins and parked
+ * batches, 11 -> 24 class locks per 1000 blocks. A random walk of a bin
  * settles at 32-64 blocks (kp__bin_miss, slow start), which the floor
  * keeps for the bigger small classes (Larson's 640-1024 byte bins grew to
  * 40-80). A single thread (kpbench a and b) keeps the whole cap. */
