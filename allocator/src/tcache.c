@@ -420,13 +420,40 @@ static unsigned whole_flush_keep(const kp__bin *b)
  * 19.0-19.5 -> 18.4-18.6 MiB, as low as with tcache_bytes:0). A single
  * thread of many classes (kpbench b, 16 B-64 KiB) keeps the whole bound,
  * and its speed (a 64 KiB bin of 2 blocks misses at every other
- * operation). test_big_bin_threads. */
-static uint32_t big_bin_bound(const kp_pool *pool, const kp__bin *b, uint32_t want)
+ * operation). test_big_bin_threads.
+ *
+ * A bin of a small class of a pool with two or more threads' caches grows
+ * to at most KP_BIN_SHARED_BYTES of its class, and never below
+ * KP_BIN_SHARED_LEAST blocks. Threads that free each other's blocks
+ * (kpbench c, a server's producers and consumers) swap roles every few
+ * hundred blocks (as their queues fill and drain): each such swing grew
+ * their bins, to the cap of 256 blocks, and each bin then held the blocks of
+ * a whole phase, up to 256 of its class, while the other thread's bin of
+ * the class, and the batches parked between them, held as many again:
+ * kpbench c's two threads held 300-450 KiB in bins and 100-250 KiB parked
+ * beside 50-150 KiB live, and its spans reached 1 MiB where glibc's two
+ * arenas hold 0.4 (peak RSS 5.3 MiB against glibc's 4.3). Bound to 16 KiB
+ * a class (256 blocks of 64 bytes, 64 of 256), its spans reach 0.5 MiB and
+ * its peak RSS 5.24-5.44 -> 4.86-4.95 MiB (glibc 4.23-4.46). The cost: each
+ * class lock moves fewer blocks, 1.3-1.7 -> 21 class locks per 1000 blocks
+ * in kpbench c, and under callgrind (its threads run in turn, long one-way
+ * phases) 11.8% more instructions, flushes that find both parked slots
+ * taken going to the spans (with 4 slots: 5.6%, but 0.1 MiB more RSS).
+ * test_xfer_shared_held: 690-730 -> 350-410 KiB in bins and parked
+ * batches, 11 -> 24 class locks per 1000 blocks. A random walk of a bin
+ * settles at 32-64 blocks (kp__bin_miss, slow start), which the floor
+ * keeps for the bigger small classes (Larson's 640-1024 byte bins grew to
+ * 40-80). A single thread (kpbench a and b) keeps the whole cap. */
+#define KP_BIN_SHARED_BYTES ((size_t)16 << 10)
+#define KP_BIN_SHARED_LEAST 64u
+static uint32_t shared_bin_bound(const kp_pool *pool, const kp__bin *b, uint32_t want)
 {
 	size_t size = kp__class_size[b->cls], n = atomic_load_explicit(&pool->tc_live, memory_order_relaxed);
-	if (size < KP_BIN_BIG || n < 2)
+	if (n < 2)
 		return want;
-	size_t lim = KP_BIN_CLASS_BYTES / n / size;
+	size_t lim = size < KP_BIN_BIG ? KP_BIN_SHARED_BYTES / size : KP_BIN_CLASS_BYTES / n / size;
+	if (size < KP_BIN_BIG && lim < KP_BIN_SHARED_LEAST)
+		lim = KP_BIN_SHARED_LEAST;
 	if (lim < b->max)
 		lim = b->max;
 	return want > lim ? (uint32_t)lim : want;
@@ -483,7 +510,7 @@ unsigned kp__bin_miss(kp__bin *b)
 		uint32_t want = b->max * 2 < b->cap ? b->max * 2 : b->cap;
 		if (want - b->max > room)
 			want = b->max + (uint32_t)room;
-		want = big_bin_bound(tc->pool, b, want);
+		want = shared_bin_bound(tc->pool, b, want);
 		tc->grown += (want - b->max) * size;
 		uint64_t *old = tc->stack[b->cls];
 		bool in_row = old != key_start(tc, b->cls);

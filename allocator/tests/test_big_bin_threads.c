@@ -1,6 +1,6 @@
 /*
  * test_big_bin_threads.c - a pool's threads share the bound of a big class's
- * bin (tcache.c, big_bin_bound): with n threads' caches, a bin of a class of
+ * bin (tcache.c, shared_bin_bound): with n threads' caches, a bin of a class of
  * KP_BIN_BIG bytes or more grows to KP_BIN_CLASS_BYTES / n at most.
  *
  * git pack-objects under the preload: its three threads each walk classes of
