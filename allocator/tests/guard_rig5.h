@@ -1,6 +1,6 @@
 /*
  * guard_rig5.h - helpers of the guard attacks (sess16-hA5;
- * tests/test_guard_attack5.c, tests/attack4/test_huge_fault_attack5.c):
+ * tests/test_guard_attack5.c):
  * /proc/self/maps read back (the mapping at an address, the mappings in a
  * range, the process's anonymous totals), a huge block's layout (its guard
  * page right past its mapping's end), writes that fault tested in a child.

@@ -29,6 +29,10 @@
  *    (kp_fault_inject, the faults option) where a guard is set: NULL, an
  *    os_fail event, no crash, no mapping left behind, a block whose resize
  *    failed intact, its guard in place, its whole payload writable;
+ *    test_shrink_unmap_and_reprotect: the shrink's munmap and the page's
+ *    mprotect back both refused: the block keeps its new end, never a
+ *    read-only page inside a payload; test_grow_guard_event: a refused
+ *    grow window records an os_fail event;
  *  - test_guard_pointers_huge: pointers into a huge guard page, a kept
  *    mapping's guard, the range an in-place shrink unmapped, and a normal
  *    segment's guard unit (at its first byte, whose header would be the last
@@ -655,6 +659,73 @@ static void test_fault_huge_grow(void)
 	kp_destroy(pool);
 }
 
+/* The shrink's guard set, the tail's munmap refused, and the guard's page
+ * made read-write again refused too: the block kept its old size with a
+ * read-only page inside its payload, kept at its free and handed out again
+ * (a write at payload offset 3149824 of 8392704 faulted: FAILING in
+ * tests/attack4 until huge.c kept the new end). Now the shrink stands, the
+ * tail left mapped, an os_fail event. A growing block's new window refused
+ * (its guard's mprotect or its mmap): an os_fail event (none before). */
+static void test_shrink_unmap_and_reprotect(void)
+{
+	KT_POOL(pool, "daemon:off,step_clock:on,prefault:off,seed:22");
+	char *p = kp_alloc(pool, 8 * MiB, 0);
+	REQUIRE(p, "8 MiB");
+	kt_fill(p, 8 * MiB, 61);
+	settle(pool);
+	kt_events_clear(pool);
+	/* the shrink: mprotect 1 the guard, munmap 1 the tail, mprotect 2 the
+	 * guard's page back */
+	REQUIRE(kp_fault_inject(pool, "munmap@nth=1;mprotect@nth=2") == 0, "inject");
+	char *q = kp_realloc(pool, p, 3 * MiB, 0);
+	kp_fault_inject(pool, "all@off");
+	REQUIRE(q, "realloc");
+	CHECK(os_fails(pool) >= 1, "no os_fail event");
+	CHECK(kt_verify_from(q, p, 3 * MiB, 61) == KT_OK, "content");
+	size_t off = KT_OK;
+	if (q == p) {
+		huge_layout_ok(q, "shrunk, the tail's munmap and the page's mprotect refused");
+		off = first_write_fault(p, seg_size(huge_base(p)) - 2 * KP_PAGE);
+		CHECK(off == KT_OK, "the block: payload offset %zu is read-only", off);
+	} else {
+		/* moved: the old mapping is kept, and the next 8 MiB takes it */
+		char *k = kp_alloc(pool, 8 * MiB, 0);
+		REQUIRE(k, "8 MiB");
+		CHECK(k == p, "the kept mapping was not reused (%p, old %p)", (void *)k, (void *)p);
+		huge_layout_ok(k, "reused after the refused shrink");
+		off = first_write_fault(k, seg_size(huge_base(k)) - 2 * KP_PAGE);
+		CHECK(off == KT_OK, "a kept mapping handed out with a read-only page at payload offset %zu of %zu", off,
+		      seg_size(huge_base(k)) - 2 * KP_PAGE);
+		kp_free(pool, k);
+	}
+	kp_free(pool, q);
+	kp_destroy(pool);
+}
+
+static void test_grow_guard_event(void)
+{
+	KT_POOL(pool, "daemon:off,step_clock:on,prefault:off,seed:23");
+	char *p = kp_alloc(pool, 5 * MiB, 0);
+	REQUIRE(p, "5 MiB");
+	kt_fill(p, 5 * MiB, 62);
+	char *origin = p;
+	for (int k = 0; k < 2; k++) {
+		kt_events_clear(pool);
+		/* once: the new window's guard (k 0) or its mmap (k 1) */
+		REQUIRE(kp_fault_inject(pool, k ? "mmap@nth=1" : "mprotect@nth=1") == 0, "inject");
+		char *q = kp_realloc(pool, p, (size_t)(12 + 4 * k) * MiB, 0);
+		kp_fault_inject(pool, "all@off");
+		REQUIRE(q, "grow with one refused call");
+		CHECK(os_fails(pool) >= 1, "a grow whose new window's %s was refused recorded no os_fail event",
+		      k ? "mmap" : "guard");
+		CHECK(kt_verify_from(q, origin, 5 * MiB, 62) == KT_OK, "content");
+		huge_layout_ok(q, "grown after a refused call");
+		p = q;
+	}
+	kp_free(pool, p);
+	kp_destroy(pool);
+}
+
 /* ---- 3. pointers into guards ------------------------------------------------------ */
 
 static unsigned poke(kp_pool *pool, char *at, unsigned *events)
@@ -834,6 +905,8 @@ int main(void)
 	RUN(test_fault_option_every);
 	RUN(test_fault_huge_shrink);
 	RUN(test_fault_huge_grow);
+	RUN(test_shrink_unmap_and_reprotect);
+	RUN(test_grow_guard_event);
 	RUN(test_guard_pointers_huge);
 	RUN(test_large_max_boundary);
 	RUN(test_daemon_near_guard);
