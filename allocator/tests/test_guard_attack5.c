@@ -24,6 +24,8 @@
  *    place, below the huge sizes) and frees with daemon passes: every live
  *    block's guard right after its capacity at each step, and the anonymous
  *    mappings and bytes after the pool settles as before;
+ *  - test_threads_daemon_cycles: two threads resize and free huge blocks
+ *    while the daemon purges and trims kept mappings: guards hold;
  *  - test_fault_huge_alloc, test_fault_segment_grow, test_fault_option_every,
  *    test_fault_huge_shrink, test_fault_huge_grow: mprotect refused
  *    (kp_fault_inject, the faults option) where a guard is set: NULL, an
@@ -47,6 +49,8 @@
  */
 #define _GNU_SOURCE 1
 #include "guard_rig5.h"
+
+#include <pthread.h>
 
 /* ---- 1. huge paths ------------------------------------------------------------ */
 
@@ -481,6 +485,63 @@ static void test_cycles_no_leak(void)
 		      t0.n, t0.bytes, t0.ro, t3.n, t3.bytes, t3.ro);
 }
 
+/* Two threads resize and free huge blocks while the daemon runs (1 ms
+ * passes, 5 ms decay: kept mappings purged, trimmed and taken meanwhile):
+ * every block's guard right past its mapping at every step. */
+typedef struct {
+	kp_pool *pool;
+	uint64_t seed;
+	unsigned bad;
+} thr_arg;
+
+static void *thr_cycles(void *arg)
+{
+	thr_arg *t = arg;
+	char *b = NULL;
+	size_t req = 0;
+	for (unsigned it = 0; it < 120; it++) {
+		size_t sz = kt_rand_log(&t->seed, 4 * MiB + 1, 20 * MiB);
+		unsigned op = (unsigned)kt_rand_range(&t->seed, 0, 3);
+		if (!b) {
+			b = kp_alloc(t->pool, sz, 0);
+			req = sz;
+		} else if (op == 0) {
+			kp_free(t->pool, b);
+			b = NULL;
+			continue;
+		} else {
+			char *n = kp_realloc(t->pool, b, sz, 0);
+			if (n) {
+				t->bad += n[0] != (char)0x77 || (sz >= req && n[req - 1] != (char)0x77);
+				b = n;
+				req = sz;
+			}
+		}
+		if (!b) {
+			t->bad++;
+			continue;
+		}
+		b[0] = b[req - 1] = 0x77;
+		t->bad += !huge_layout_ok(b, "threads");
+	}
+	if (b)
+		kp_free(t->pool, b);
+	return NULL;
+}
+
+static void test_threads_daemon_cycles(void)
+{
+	KT_POOL(pool, "daemon:on,daemon_interval_ms:1,decay_ms:5,seed:24");
+	pthread_t th[2];
+	thr_arg a[2] = {{pool, 1, 0}, {pool, 2, 0}};
+	for (int i = 0; i < 2; i++)
+		REQUIRE(pthread_create(&th[i], NULL, thr_cycles, &a[i]) == 0, "thread");
+	for (int i = 0; i < 2; i++)
+		pthread_join(th[i], NULL);
+	CHECK(a[0].bad + a[1].bad == 0, "%u + %u bad steps", a[0].bad, a[1].bad);
+	kp_destroy(pool);
+}
+
 /* ---- 2. mprotect refused --------------------------------------------------------- */
 
 static void test_fault_huge_alloc(void)
@@ -900,6 +961,7 @@ int main(void)
 	RUN(test_destroy_live_and_cached);
 	RUN(test_fork_child_frees);
 	RUN(test_cycles_no_leak);
+	RUN(test_threads_daemon_cycles);
 	RUN(test_fault_huge_alloc);
 	RUN(test_fault_segment_grow);
 	RUN(test_fault_option_every);
