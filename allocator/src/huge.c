@@ -286,7 +286,10 @@ again:
 		s->dirty = 0;
 		s->magic = kp__seg_magic(pool->secret, s, KP_SEG_HUGE, size);
 		if (kp__pagemap_set(&pool->os, s, size, s) < 0) {
-			kp__os_unmap(&pool->os, s, size + KP_HUGE_GUARD);
+			/* the entries it wrote point here: cleared, and the header
+			 * pages wait out a grace period (test_pagemap_stale_attack5) */
+			kp__event(pool, KP_EV_OS_FAIL, KP_POOL_PRIMARY, NULL, size, "pagemap leaf refused (%d)", errno);
+			huge_release(pool, s, size);
 			return NULL;
 		}
 	}
@@ -387,7 +390,9 @@ kp__seg *kp__huge_resize(kp_pool *pool, kp__seg *s, size_t need, size_t open)
 				return NULL;
 			}
 			if (kp__pagemap_set(&pool->os, n, size, n) < 0) {
-				kp__os_unmap_clean(&pool->os, n, size + KP_HUGE_GUARD);
+				kp__event(pool, KP_EV_OS_FAIL, KP_POOL_PRIMARY, NULL, size, "pagemap leaf refused (%d)",
+					  errno);
+				huge_release(pool, n, size); /* as kp__huge_alloc */
 				return NULL;
 			}
 			/* no MADV_HUGEPAGE here: the moved pages bring theirs */
