@@ -152,8 +152,13 @@ static void test_grow_into_kept(void)
 	kt_fill(b, 5 * MiB, 7);
 	char *bs = huge_base(b);
 	size_t bsize = seg_size(bs);
-	char *c = kp_realloc(pool, b, 15 * MiB, 0);
+	char *c = kp_realloc(pool, b, 15 * MiB, KP_ZERO);
 	REQUIRE(c, "grow to 15 MiB");
+	/* the kept mapping held 0x5a: what the block grew by reads zero */
+	size_t nz = 0;
+	for (size_t i = 5 * MiB; i < 15 * MiB; i += 512)
+		nz += c[i] != 0;
+	CHECK(nz == 0, "%zu of the grown bytes sampled are not zero (the kept mapping's old bytes)", nz);
 	CHECK(c == a, "grew into %p, not the kept mapping's %p", (void *)c, (void *)a);
 	CHECK(kt_verify_from(c, b, 5 * MiB, 7) == KT_OK, "grown: content");
 	huge_layout_ok(c, "grown into a kept mapping");
