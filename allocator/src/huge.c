@@ -382,7 +382,7 @@ kp__seg *kp__huge_resize(kp_pool *pool, kp__seg *s, size_t need, size_t open)
 		} else {
 			n = kp__os_map(&pool->os, size + KP_HUGE_GUARD, KP_SEG_SIZE, false);
 			int err = n ? -kp__os_guard(&pool->os, (char *)n + size, KP_HUGE_GUARD) : errno;
-			if (!n || err) { /* recorded as kp__huge_alloc records it (test_huge_fault_attack5) */
+			if (!n || err) { /* recorded as kp__huge_alloc records it (test_guard_attack5) */
 				if (n)
 					kp__os_unmap_clean(&pool->os, n, size + KP_HUGE_GUARD);
 				kp__event(pool, KP_EV_OS_FAIL, KP_POOL_PRIMARY, NULL, size,
@@ -432,7 +432,7 @@ kp__seg *kp__huge_resize(kp_pool *pool, kp__seg *s, size_t need, size_t open)
 	 * end (the guard in place) and the rest stays mapped, lost: a
 	 * read-only page inside its payload faulted the program's next write
 	 * there, or the next block's that was given its kept mapping
-	 * (test_huge_fault_attack5). */
+	 * (test_guard_attack5). */
 	int rc;
 	if (n == s) {
 		rc = kp__os_guard(&pool->os, (char *)s + size, KP_HUGE_GUARD);
