@@ -286,7 +286,10 @@ again:
 		s->dirty = 0;
 		s->magic = kp__seg_magic(pool->secret, s, KP_SEG_HUGE, size);
 		if (kp__pagemap_set(&pool->os, s, size, s) < 0) {
-			kp__os_unmap(&pool->os, s, size + KP_HUGE_GUARD);
+			/* the entries it wrote point here: cleared, and the header
+			 * pages wait out a grace period (test_pagemap_stale_attack5) */
+			kp__event(pool, KP_EV_OS_FAIL, KP_POOL_PRIMARY, NULL, size, "pagemap leaf refused (%d)", errno);
+			huge_release(pool, s, size);
 			return NULL;
 		}
 	}
@@ -378,11 +381,18 @@ kp__seg *kp__huge_resize(kp_pool *pool, kp__seg *s, size_t need, size_t open)
 			size = n->size;
 		} else {
 			n = kp__os_map(&pool->os, size + KP_HUGE_GUARD, KP_SEG_SIZE, false);
-			if (!n)
+			int err = n ? -kp__os_guard(&pool->os, (char *)n + size, KP_HUGE_GUARD) : errno;
+			if (!n || err) { /* recorded as kp__huge_alloc records it (test_guard_attack5) */
+				if (n)
+					kp__os_unmap_clean(&pool->os, n, size + KP_HUGE_GUARD);
+				kp__event(pool, KP_EV_OS_FAIL, KP_POOL_PRIMARY, NULL, size,
+					  "mmap of %zu bytes refused (%d)", size, err);
 				return NULL;
-			if (kp__os_guard(&pool->os, (char *)n + size, KP_HUGE_GUARD) < 0 ||
-			    kp__pagemap_set(&pool->os, n, size, n) < 0) {
-				kp__os_unmap_clean(&pool->os, n, size + KP_HUGE_GUARD);
+			}
+			if (kp__pagemap_set(&pool->os, n, size, n) < 0) {
+				kp__event(pool, KP_EV_OS_FAIL, KP_POOL_PRIMARY, NULL, size, "pagemap leaf refused (%d)",
+					  errno);
+				huge_release(pool, n, size); /* as kp__huge_alloc */
 				return NULL;
 			}
 			/* no MADV_HUGEPAGE here: the moved pages bring theirs */
@@ -416,12 +426,23 @@ kp__seg *kp__huge_resize(kp_pool *pool, kp__seg *s, size_t need, size_t open)
 	 * lookup of the old address reads, stay where they are until a grace
 	 * period has passed, and are copied to the new place. */
 	/* A block that shrinks in place: its new end becomes the guard (a
-	 * page of its old payload) and the rest goes with the old guard. */
+	 * page of its old payload) and the rest goes with the old guard. The
+	 * rest's munmap refused, the guard's page is made writable again and
+	 * the block keeps its size; that refused too, the block keeps its new
+	 * end (the guard in place) and the rest stays mapped, lost: a
+	 * read-only page inside its payload faulted the program's next write
+	 * there, or the next block's that was given its kept mapping
+	 * (test_guard_attack5). */
 	int rc;
 	if (n == s) {
 		rc = kp__os_guard(&pool->os, (char *)s + size, KP_HUGE_GUARD);
-		if (rc == 0 && (rc = kp__os_unmap_clean(&pool->os, (char *)s + size + KP_HUGE_GUARD, old - size)) != 0)
-			kp__os_protect(&pool->os, (char *)s + size, KP_HUGE_GUARD, true);
+		if (rc == 0 && (rc = kp__os_unmap_clean(&pool->os, (char *)s + size + KP_HUGE_GUARD, old - size)) != 0 &&
+		    kp__os_protect(&pool->os, (char *)s + size, KP_HUGE_GUARD, true) != 0) {
+			kp__event(pool, KP_EV_OS_FAIL, KP_POOL_PRIMARY, (char *)s + size + KP_HUGE_GUARD, old - size,
+				  "munmap of a shrunk huge block's %zu-byte tail refused (%d): left mapped", old - size,
+				  -rc);
+			rc = 0;
+		}
 	} else {
 		rc = kp__os_remap(&pool->os, (char *)s + 2 * KP_PAGE, old - 2 * KP_PAGE, size - 2 * KP_PAGE,
 				  (char *)n + 2 * KP_PAGE);

@@ -70,6 +70,8 @@ int kp__pagemap_set(kp__oscount *c, void *base, size_t size, kp__seg *s)
 		return -1;
 	for (uintptr_t ch = first; ch <= last; ch++) {
 		leaf *l = atomic_load_explicit(&root[ch >> LEAF_BITS], memory_order_acquire);
+		if (!l && !s)
+			continue; /* a leaf never mapped has no entry to clear */
 		if (!l) {
 			pthread_mutex_lock(&grow_lock);
 			flat_init(c);
