@@ -77,21 +77,27 @@
 #define KP_UNIT_SHIFT 16
 #define KP_UNIT_SIZE ((size_t)1 << KP_UNIT_SHIFT)
 #define KP_UNITS 64
-/* The last unit of a normal segment is a guard: never handed out and mapped
- * read-only (kp__os_guard; primary.c, where a segment is mapped), so that no segment header is ever the
- * next bytes after a user block. Segments are aligned chunks mapped back to
- * back, each one's header in its first unit: without the guard, an overflow
- * past the last block of one segment rewrote the next one's span slots,
- * unit_meta and unit_span, which the magic and seal do not cover, and freed
- * a live neighbour's units or let a header forged inside a live block pass
- * kp_free (sess16-hA4's attacks, test_seg_guard). Its cost: 1/64 of the
- * address space, no resident page, one mprotect per segment mapped and one
- * more mapping each (vm.max_map_count, 65,530 by default, then caps normal
- * segments near 120 GiB). Units 1 .. KP_SEG_END - 1 hold spans and runs. */
-#define KP_SEG_GUARD (KP_UNITS - 1)
-#define KP_SEG_END KP_SEG_GUARD
-#define KP_SEG_UNITS (KP_UNITS - 2)
-#define KP_SEG_FREE_ALL (((1ull << KP_SEG_GUARD) - 1) & ~1ull)
+/* A normal segment is mapped with a guard past its chunk: KP_SEG_MAP bytes,
+ * the 64 KiB after the 4 MiB chunk read-only (kp__os_guard; primary.c, where
+ * a segment is mapped), so that no segment header, nor anything else, is
+ * the next bytes after its last block. Segments are aligned chunks, each
+ * one's header in its first unit: without the guard, an overflow past the
+ * last block of one segment rewrote the next one's span slots, unit_meta and
+ * unit_span, which the magic and seal do not cover, and freed a live
+ * neighbour's units or let a header forged inside a live block pass kp_free
+ * (sess16-hA4's attacks, test_seg_guard). The guard sits in the next chunk,
+ * so no segment starts there (segments are 8 MiB apart in address space;
+ * the rest of that chunk is free for other mappings). A guard unit inside
+ * the chunk instead (63 -> 62 usable units) raised the paced run's faults
+ * on the allocating thread from 300-430 to 455-765 (cause not found).
+ * Cost: address space, no resident page, one mprotect per segment, two
+ * kernel mappings each (vm.max_map_count, 65,530 by default, then caps
+ * normal segments near 120 GiB). KP_SEG_GUARD: the guard's unit index. */
+#define KP_SEG_MAP (KP_SEG_SIZE + KP_UNIT_SIZE)
+#define KP_SEG_GUARD KP_UNITS
+#define KP_SEG_END KP_UNITS
+#define KP_SEG_UNITS (KP_UNITS - 1)
+#define KP_SEG_FREE_ALL (~1ull)
 #define KP_PAGE 4096
 #define KP_HDR 16
 #define KP_ALIGN_MAX 4096

@@ -258,7 +258,7 @@ void kp__grace_retire(kp_pool *pool, kp__seg *s, size_t size)
 static int grace_unmap(kp_pool *pool, kp__seg *s)
 {
 	size_t size = s->retired;
-	bool normal = s->kind == KP_SEG_NORMAL && size == KP_SEG_SIZE;
+	bool normal = s->kind == KP_SEG_NORMAL && size == KP_SEG_MAP;
 	if (kp__os_unmap(&pool->os, s, size) == 0)
 		return 1;
 	if (!normal)

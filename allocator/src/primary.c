@@ -927,7 +927,7 @@ void kp__primary_fork_child(kp_pool *pool)
 	for (kp__seg *s = pool->growing, *next; s; s = next) {
 		next = s->next;
 		kp__pagemap_set(&pool->os, s, KP_SEG_SIZE, NULL);
-		kp__os_unmap(&pool->os, s, KP_SEG_SIZE);
+		kp__os_unmap(&pool->os, s, KP_SEG_MAP);
 		pool->capacity -= KP_SEG_SIZE;
 	}
 	pool->growing = NULL;
@@ -963,13 +963,13 @@ int kp__primary_grow(kp_pool *pool, bool populate)
 	}
 	/* pre-faulted after it is on pool->growing: a fork waits for the mmap
 	 * alone, not for the 3-5 ms of a segment's faults under load */
-	kp__seg *s = kp__os_map(&pool->os, KP_SEG_SIZE, KP_SEG_SIZE, false);
+	kp__seg *s = kp__os_map(&pool->os, KP_SEG_MAP, KP_SEG_SIZE, false);
 	int mmap_errno = errno;
 	/* The guard unit (KP_SEG_GUARD), before the segment is anyone's */
-	int prot = s ? kp__os_guard(&pool->os, (char *)s + KP_SEG_GUARD * KP_UNIT_SIZE, KP_UNIT_SIZE) : 0;
+	int prot = s ? kp__os_guard(&pool->os, (char *)s + KP_SEG_SIZE, KP_SEG_MAP - KP_SEG_SIZE) : 0;
 	if (prot < 0) {
 		mmap_errno = -prot;
-		kp__os_unmap(&pool->os, s, KP_SEG_SIZE);
+		kp__os_unmap(&pool->os, s, KP_SEG_MAP);
 		s = NULL;
 	}
 	kp__pool_lock(pool);
@@ -990,7 +990,7 @@ int kp__primary_grow(kp_pool *pool, bool populate)
 		return -1;
 	}
 	if (populate)
-		kp__os_populate(&pool->os, s, KP_SEG_GUARD * KP_UNIT_SIZE);
+		kp__os_populate(&pool->os, s, KP_SEG_SIZE);
 	{
 		/* The header is written before the pagemap publishes the segment
 		 * (a release store): a lookup of a stale pointer into this range
@@ -1016,7 +1016,7 @@ int kp__primary_grow(kp_pool *pool, bool populate)
 			growing_unlink(pool, s);
 			pool->capacity -= KP_SEG_SIZE;
 			pthread_mutex_unlock(&pool->lock);
-			kp__os_unmap(&pool->os, s, KP_SEG_SIZE);
+			kp__os_unmap(&pool->os, s, KP_SEG_MAP);
 			pthread_mutex_unlock(&pool->release_mu);
 			kp__event(pool, KP_EV_OS_FAIL, KP_POOL_PRIMARY, NULL, KP_SEG_SIZE, "segment mmap refused (%d)",
 				  errno);
@@ -1103,7 +1103,7 @@ int kp__primary_shrink(kp_pool *pool, size_t keep)
 		kp__event(pool, KP_EV_SHRINK, KP_POOL_PRIMARY, gone, KP_SEG_SIZE, "released %zu bytes, capacity %zu",
 			  (size_t)KP_SEG_SIZE, cap);
 		atomic_fetch_add(&pool->shrinks, 1);
-		kp__grace_retire(pool, gone, KP_SEG_SIZE);
+		kp__grace_retire(pool, gone, KP_SEG_MAP);
 		gone = next;
 	}
 	pthread_mutex_unlock(&pool->release_mu);
@@ -1472,7 +1472,7 @@ void kp__primary_release_all(kp_pool *pool)
 	for (kp__seg *s = pool->segs, *next; s; s = next) {
 		next = s->next;
 		kp__pagemap_set(&pool->os, s, KP_SEG_SIZE, NULL);
-		kp__grace_retire(pool, s, KP_SEG_SIZE);
+		kp__grace_retire(pool, s, KP_SEG_MAP);
 	}
 	for (kp__seg *s = pool->huge, *next; s; s = next) {
 		next = s->next;

@@ -111,7 +111,12 @@ static __attribute__((unused)) size_t stray_vmas(kp_pool *pool, const char *lo, 
 		if (s && s->pool == pool)
 			continue;
 		const char *a = c < lo ? lo : c, *b = c + KP_SEG_SIZE > hi ? hi : c + KP_SEG_SIZE;
-		n += vmas_in(a, b);
+		/* a normal segment's guard lies past its chunk (KP_SEG_MAP) */
+		kp__seg *prev = kp__pagemap_get(c - KP_SEG_SIZE);
+		if (prev && prev->pool == pool && prev->kind == KP_SEG_NORMAL && a < c + (KP_SEG_MAP - KP_SEG_SIZE))
+			a = c + (KP_SEG_MAP - KP_SEG_SIZE);
+		if (a < b)
+			n += vmas_in(a, b);
 	}
 	return n;
 }

@@ -8,9 +8,9 @@
  * first unit. An overflow past the last block of one segment rewrote the
  * next one's span slots and unit_meta/unit_span, which neither the magic nor
  * the seal covers (sess16-hA4's attacks: a live neighbour's units freed, a
- * header forged inside a live block accepted). Now each segment's last unit
- * is a read-only guard (KP_SEG_GUARD):
- *  - test_guard_unit: the last unit is mapped read-only and never handed out:
+ * header forged inside a live block accepted). Now each segment's chunk
+ * is followed by a read-only guard (KP_SEG_MAP):
+ *  - test_guard_unit: the 64 KiB past the chunk are mapped read-only:
  *    every large block of the largest size ends where the guard begins, and a
  *    write there faults (in a child); a pool full of 1 KiB blocks has none in
  *    it;
