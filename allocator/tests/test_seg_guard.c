@@ -31,35 +31,11 @@
 
 #include "internal.h"
 
+#include "guard_rig5.h" /* write_faults, SEGBASE */
+
 #include <signal.h>
 #include <sys/wait.h>
 
-#define SEGBASE(p) ((char *)((uintptr_t)(p) & ~(uintptr_t)(KP_SEG_SIZE - 1)))
-
-static void child_fault(int sig)
-{
-	(void)sig;
-	_exit(77);
-}
-
-/* A write at p, in a child: true if it faulted (SIGSEGV; the child's own
- * handler, so that ASan's report does not stand in for the fault). The
- * write is not instrumented: ASan's shadow of pool memory is poisoned. */
-static KT_RAW bool write_faults(const char *at)
-{
-	pid_t pid = fork();
-	if (pid == 0) {
-		struct sigaction sa;
-		memset(&sa, 0, sizeof sa);
-		sa.sa_handler = child_fault;
-		sigaction(SIGSEGV, &sa, NULL);
-		((volatile char *)at)[0] = 1;
-		_exit(0);
-	}
-	int st = 0;
-	waitpid(pid, &st, 0);
-	return (WIFEXITED(st) && WEXITSTATUS(st) == 77) || (WIFSIGNALED(st) && WTERMSIG(st) == SIGSEGV);
-}
 
 static KT_RAW void raw_copy(void *dst, const void *src, size_t n)
 {
