@@ -1213,6 +1213,10 @@ typedef struct __attribute__((aligned(KP_PAGE))) kp__tcache {
 	 * Owning thread only. */
 	uint32_t misses;
 	uint32_t swept_ops[KP_NCLASS];
+	/* Frees of small blocks kp_free's fast path left to primary_free (a
+	 * full bin, a damaged block, a pool in another mode). Owning thread
+	 * only; tests read it (test_free_fast_modes). */
+	uint64_t slow_frees;
 	/* Words of keys taken by rows, and the rows left by bins that outgrew
 	 * them, by size (see above). Owning thread only. */
 	size_t row_used;
