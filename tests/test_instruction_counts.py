@@ -25,7 +25,6 @@ Another compiler makes other code: the budgets are this one's.
 
 from __future__ import annotations
 
-import fcntl
 import shutil
 import subprocess
 import tempfile
@@ -33,10 +32,8 @@ from functools import cache
 from pathlib import Path
 
 import pytest
-from test_c_suite import ALLOCATOR, _make, _tail
+from test_c_suite import _tail, release_kpbench
 
-# A build of its own: pytest-xdist workers and a developer's `make` never compile into the same files.
-BUILD = "build/pytest-callgrind"
 # Two operation counts: 200k operations apart, each run ~3 s under callgrind on an idle core.
 OPS = (100_000, 300_000)
 # A 300k-operation run takes seconds under callgrind; five minutes means it hangs.
@@ -56,13 +53,7 @@ CONF = {"on": "", "off": "checks:off"}
 def kpbench() -> Path:
     if shutil.which("valgrind") is None:
         pytest.skip("valgrind is not installed (scripts/setup.sh installs it)")
-    lock = ALLOCATOR / f"{BUILD}.lock"  # pytest-xdist workers share the build: one make at a time
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    with lock.open("w") as held:
-        fcntl.flock(held, fcntl.LOCK_EX)
-        made = _make("release", "bench", build=BUILD)
-    assert made.returncode == 0, _tail(made.stdout + made.stderr)
-    return ALLOCATOR / BUILD / "kpbench"
+    return release_kpbench()
 
 
 def parse_callgrind(text: str) -> tuple[int, int]:
