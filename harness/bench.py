@@ -9,6 +9,11 @@ peer, peak RSS (the process's VmHWM) and RSS over time (kpbench's sampler thread
 (d) the allocating thread's page faults and the time of each round. "The best peer" is the best of
 issue 14's four (harness.peers.TARGETS); Scudo, the hardened peer, has its own column beside them. A run
 that fails (a peer's defaults may abort) is a row saying how, with the first line of its stderr.
+
+Issue 14 also asks for the cost of kpool's integrity checks: on workloads a-c kpool runs a second time in
+every round with `--conf checks:off` (the row "kpool-checks-off"), and each of those workloads gets a line
+"cost of checks: X% (ops/s on vs off, medians)", X being how much longer an operation takes with checks
+on (off's ops/s ÷ on's, less one); the --json file carries it under "cost_of_checks".
 """
 
 from __future__ import annotations
@@ -31,6 +36,11 @@ from harness.triage.patterns import SIGNALS
 
 KPBENCH = paths.build_dir("release") / "kpbench"
 WORKLOADS = ("a", "b", "c", "d", "f")
+# kpool with its integrity checks off, beside kpool in every round. Only where the pool's conf is kpbench's
+# default (a-c): d runs its own grow conf, f measures realloc's copies, not the checks.
+CHECKS_OFF = Allocator("kpool-checks-off", "kpool", conf="checks:off")
+CHECKS_OFF_WORKLOADS = ("a", "b", "c")
+BENCH_ALLOCATORS = (ALLOCATORS[0], CHECKS_OFF, *ALLOCATORS[1:])
 # The slowest single invocation (glibc on (c), or three 1 GiB rounds of (d)) takes seconds; ten minutes
 # means the allocator hangs, and the remaining runs are still worth having.
 RUN_TIMEOUT_S = 600
@@ -49,6 +59,8 @@ class Runner:
         """One kpbench process for one workload; its JSON object, or None when it failed."""
         cmd = [str(self.binary), "--alloc", alloc.alloc, "--workload", workload, "--seed", str(seed)]
         cmd.append("--json")
+        if alloc.conf:
+            cmd += ["--conf", alloc.conf]
         if self.ops is not None:
             cmd += ["--ops", str(self.ops)]
         env = {"LD_PRELOAD": self.preload[alloc.name]} if alloc.soname else {}
@@ -216,6 +228,9 @@ def workload_table(workload: str, desc: str, sums: dict[str, dict[str, Any]]) ->
         pages = " / ".join(f"{p:.0f}" for p in kp["pages"])
         share = " / ".join(f"{100 * f / p:.1f}%" for f, p in zip(kp["faults"], kp["pages"], strict=True) if p)
         lines.append(f"pages allocated per round: {pages}; kpool's thread faulted on {share} of them")
+    cost = cost_of_checks(sums)
+    if cost is not None:
+        lines.append(cost_line(cost))
     traces = [f"  {name}: {_trace(s['rss_trace'])}" for name, s in sums.items() if s.get("rss_trace")]
     if traces:
         lines.append("RSS over time, MiB (the median run's sampler, 12 points from start to end):")
@@ -223,6 +238,31 @@ def workload_table(workload: str, desc: str, sums: dict[str, dict[str, Any]]) ->
     if kp and kp.get("kpool_syscalls"):
         lines.append(f"kpool system calls: {json.dumps(kp['kpool_syscalls'], separators=(',', ':'))}")
     return "\n".join(lines)
+
+
+def cost_of_checks(sums: dict[str, dict[str, Any]]) -> dict[str, float] | None:
+    """How much longer an operation takes with checks on than off, in percent (off's ops/s ÷ on's, less
+    one: negative when the checked pool is the faster), from the medians of kpool and kpool-checks-off;
+    the same by CPU time where there is one. None without runs of both."""
+    on, off = sums.get("kpool"), sums.get(CHECKS_OFF.name)
+    if not on or not off or not on["runs"] or not off["runs"]:
+        return None
+    cost = {
+        "pct": 100 * (off["ops_per_s"] / on["ops_per_s"] - 1),
+        "on_ops_per_s": on["ops_per_s"],
+        "off_ops_per_s": off["ops_per_s"],
+    }
+    if "ops_per_cpu_s" in on and "ops_per_cpu_s" in off:
+        cost["pct_cpu"] = 100 * (off["ops_per_cpu_s"] / on["ops_per_cpu_s"] - 1)
+    return cost
+
+
+def cost_line(cost: dict[str, float]) -> str:
+    line = f"cost of checks: {cost['pct']:+.1f}% (ops/s on vs off, medians: "
+    line += f"{_si(cost['on_ops_per_s'])} against {_si(cost['off_ops_per_s'])})"
+    if "pct_cpu" in cost:
+        line += f"; by ops per CPU second {cost['pct_cpu']:+.1f}%"
+    return line
 
 
 def _failed(sums: dict[str, dict[str, Any]], peer: str) -> bool:
@@ -312,8 +352,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=1, help="seed of run 1; run i uses seed+i-1 (default 1)")
     p.add_argument(
         "--allocators",
-        default=",".join(a.name for a in ALLOCATORS),
-        help="comma-separated subset of " + ",".join(a.name for a in ALLOCATORS) + " (default all)",
+        default=",".join(a.name for a in BENCH_ALLOCATORS),
+        help="comma-separated subset of "
+        + ",".join(a.name for a in BENCH_ALLOCATORS)
+        + f" (default all; {CHECKS_OFF.name} is kpool with --conf {CHECKS_OFF.conf}, on "
+        + ",".join(CHECKS_OFF_WORKLOADS)
+        + " only)",
     )
     p.add_argument(
         "--json", type=Path, default=None, metavar="FILE", help="write the raw results here (default: none)"
@@ -356,7 +400,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     if bad or not workloads:
         p.error(f"--workloads {args.workloads!r}: choose from {','.join(WORKLOADS)}")
     names = [a.strip() for a in args.allocators.split(",") if a.strip()]
-    unknown = [n for n in names if n not in {a.name for a in ALLOCATORS}]
+    unknown = [n for n in names if n not in {a.name for a in BENCH_ALLOCATORS}]
     if unknown or not names:
         p.error(f"--allocators {args.allocators!r}: unknown {', '.join(unknown) or '(empty)'}")
     if args.runs < 1:
@@ -377,12 +421,16 @@ def run_all(
 ) -> tuple[dict[str, dict[str, list[dict[str, Any]]]], bool]:
     """Every run, round-robin: for each run and workload, each allocator once, starting one further along.
     (the runs, False), or (the runs that finished, True) when interrupted (Ctrl-C, SIGTERM)."""
-    raw: dict[str, dict[str, list[dict[str, Any]]]] = {w: {a.name: [] for a in allocs} for w in workloads}
+    raw: dict[str, dict[str, list[dict[str, Any]]]] = {
+        w: {a.name: [] for a in allocs if not a.conf or w in CHECKS_OFF_WORKLOADS} for w in workloads
+    }
     try:
         for i in range(runs):
             order = list(allocs[i % len(allocs) :]) + list(allocs[: i % len(allocs)])
             for workload in workloads:
                 for alloc in order:
+                    if alloc.name not in raw[workload]:  # kpool-checks-off on d or f
+                        continue
                     output.progress(f"run {i + 1}/{runs}: ({workload}) {alloc.name}")
                     result = runner.run(alloc, workload, seed + i)
                     if result is not None:
@@ -405,6 +453,8 @@ def main(argv: list[str]) -> int:
         return _stress_bench(args)
     binary = build_kpbench()
     allocs, preload = available_allocators(args.allocators)
+    if CHECKS_OFF.name in args.allocators:  # kpool's own, not a peer: beside kpool, after it
+        allocs.insert(next((i + 1 for i, a in enumerate(allocs) if a.name == "kpool"), 0), CHECKS_OFF)
     runner = Runner(binary, preload, args.ops)
     raw, interrupted = run_all(runner, allocs, args.workloads, args.runs, args.seed)
 
@@ -426,7 +476,14 @@ def main(argv: list[str]) -> int:
         meta = {"runs": args.runs, "ops": args.ops, "seed": args.seed, "preload": preload}
         if interrupted:
             meta["interrupted"] = True  # the runs that finished, fewer than "runs" for some
-        doc = {"meta": meta, "summary": summary, "raw": raw, "failures": runner.failures}
+        costs = {w: c for w, sums in summary.items() if (c := cost_of_checks(sums)) is not None}
+        doc = {
+            "meta": meta,
+            "summary": summary,
+            "cost_of_checks": costs,
+            "raw": raw,
+            "failures": runner.failures,
+        }
         args.json.write_text(json.dumps(doc, indent=1) + "\n")
         output.progress(f"raw results written to {args.json}")
     if interrupted:

@@ -220,6 +220,13 @@ CAPABILITIES: tuple[Capability, ...] = (
         "strace",
     ),
     Capability(
+        "valgrind",
+        "the instruction-count tests of kp_alloc and kp_free (callgrind: tests/test_instruction_counts.py)",
+        "apt-get install valgrind",
+        _command("valgrind"),
+        "valgrind",
+    ),
+    Capability(
         "gdb",
         "every thread's user-space stack when a stress worker hangs (without it: /proc's kernel stacks)",
         "apt-get install gdb",

@@ -33,6 +33,7 @@ class Allocator:
     package: str = ""  # the Debian package that ships it
     clang_rt: bool = False  # the library is a compiler-rt runtime, in clang's resource directory lib/linux/
     target: bool = False  # one of issue 14's peers: "the best peer" is the best of these
+    conf: str = ""  # kpbench --conf: kpool in a configuration of its own (`kpool bench`'s checks-off row)
 
 
 ALLOCATORS = (

@@ -12,6 +12,7 @@ writes around a million steady-state operations, and that the pool's own counter
 
 from __future__ import annotations
 
+import fcntl
 import os
 import platform
 import re
@@ -50,6 +51,22 @@ def _make(variant: str, *targets: str, build: str | None = None) -> subprocess.C
         timeout=MAKE_TIMEOUT_S.get(variant, 600),
         check=False,
     )
+
+
+# kpbench's release build for the tests that run it (test_bench_checks, test_instruction_counts): a folder
+# of its own, never compiled into by test_c_suite's `make test` or a developer's `make`.
+BENCH_BUILD = "build/pytest-bench"
+
+
+def release_kpbench() -> Path:
+    """kpbench built in BENCH_BUILD, one make at a time: pytest-xdist workers share the folder."""
+    lock = ALLOCATOR / f"{BENCH_BUILD}.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with lock.open("w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        made = _make("release", "bench", build=BENCH_BUILD)
+    assert made.returncode == 0, _tail(made.stdout + made.stderr)
+    return ALLOCATOR / BENCH_BUILD / "kpbench"
 
 
 # The sanitizer settings `make test` uses, for re-running binaries one by one after a failure.

@@ -1,0 +1,92 @@
+"""`kpool bench` reports the cost of kpool's integrity checks (issue 14): kpool with checks:off beside
+kpool in the same runs of workloads a-c, and a "cost of checks" line per workload, in the tables and in
+the --json file. Until 81482b7 a checks-off pool ran 40% slower than the default and `kpool bench` had
+no row that could show it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_bench_tables import _run
+from test_c_suite import release_kpbench
+
+from harness import bench
+
+
+def test_bench_runs_kpool_with_checks_off_beside_kpool(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The real kpbench, a tiny --ops: a row for kpool-checks-off in a, b and c, a cost line each, the
+    conf passed to kpbench (its JSON echoes it) and the costs in the --json file."""
+    monkeypatch.setattr(bench, "build_kpbench", release_kpbench)
+    out = tmp_path / "bench.json"
+    argv = ["--workloads", "a,b,c", "--allocators", "kpool,kpool-checks-off", "--runs", "1", "--ops", "2000"]
+    assert bench.main([*argv, "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    for workload in "abc":
+        table = text.split(f"({workload}) ")[1].split("\n(")[0]
+        assert "| kpool-checks-off |" in table, table
+        assert "cost of checks: " in table and "% (ops/s on vs off, medians" in table, table
+    doc = json.loads(out.read_text())
+    assert sorted(doc["cost_of_checks"]) == ["a", "b", "c"]
+    for workload in "abc":
+        assert doc["raw"][workload]["kpool"][0]["conf"] == ""
+        assert doc["raw"][workload]["kpool-checks-off"][0]["conf"] == "checks:off"
+        assert doc["summary"][workload]["kpool-checks-off"]["runs"] == 1
+    assert "pct_cpu" in doc["cost_of_checks"]["a"]  # one timed thread: a CPU figure too
+    assert "kpool ÷ kpool-checks-off" in text or "| workload | kpool-checks-off |" in text
+
+
+def test_checks_off_runs_only_on_a_to_c(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """d runs its own grow conf and f measures realloc: kpool-checks-off is not run on them."""
+    ran: list[tuple[str, str]] = []
+
+    def fake_run(self: bench.Runner, alloc: Any, workload: str, seed: int) -> dict[str, Any]:
+        ran.append((workload, alloc.name))
+        rounds = [{"alloc_s": 0.5, "thread_minflt": 10, "pages": 1000}] if workload == "d" else []
+        return {"desc": "fake", **_run(1e6, 2e6, 4000), **({"rounds": rounds} if rounds else {})}
+
+    monkeypatch.setattr(bench, "build_kpbench", lambda: tmp_path / "kpbench")
+    monkeypatch.setattr(bench.Runner, "run", fake_run)
+    out = tmp_path / "bench.json"
+    argv = [
+        "--workloads",
+        "a,d,f",
+        "--allocators",
+        "kpool,kpool-checks-off",
+        "--runs",
+        "2",
+        "--json",
+        str(out),
+    ]
+    assert bench.main(argv) == 0
+    assert sorted(set(ran)) == [("a", "kpool"), ("a", "kpool-checks-off"), ("d", "kpool"), ("f", "kpool")]
+    doc = json.loads(out.read_text())
+    assert sorted(doc["raw"]["d"]) == ["kpool"]
+    assert sorted(doc["cost_of_checks"]) == ["a"]
+
+
+def test_cost_of_checks_is_the_extra_time_per_operation_with_checks_on() -> None:
+    # on 40M ops/s, off 44M: an operation takes 10% longer with checks on; by CPU 50M against 50M: 0%.
+    sums = {
+        "kpool": bench.summarize([_run(40e6, 50e6, 4000)]),
+        "kpool-checks-off": bench.summarize([_run(44e6, 50e6, 4000)]),
+    }
+    cost = bench.cost_of_checks(sums)
+    assert cost is not None
+    assert cost["pct"] == pytest.approx(10.0) and cost["pct_cpu"] == pytest.approx(0.0)
+    line = bench.cost_line(cost)
+    assert line.startswith("cost of checks: +10.0% (ops/s on vs off, medians: 40.0M against 44.0M)")
+    assert "by ops per CPU second +0.0%" in line
+    assert "cost of checks: +10.0%" in bench.workload_table("a", "desc", sums)
+    # checked faster than unchecked: a negative cost, said as such
+    sums["kpool-checks-off"] = bench.summarize([_run(30e6, None, 4000)])
+    cost = bench.cost_of_checks(sums)
+    assert cost is not None and cost["pct"] == pytest.approx(-25.0) and "pct_cpu" not in cost
+    # no checks-off runs (every one failed): no line
+    sums["kpool-checks-off"] = bench.summarize([], ["exit 1"])
+    assert bench.cost_of_checks(sums) is None
+    assert "cost of checks" not in bench.workload_table("a", "desc", sums)

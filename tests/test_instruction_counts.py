@@ -1,0 +1,146 @@
+"""Instructions per operation of kp_alloc + kp_free, counted by callgrind: exact and repeatable whatever
+else the machine runs, so a slower allocation path fails a test where a timing could not.
+
+Until 81482b7 a pool with checks:off ran 40% slower than the default (checks on) on kpbench's workload
+(a), and nothing noticed: kp_free's fast path sent the top 8 bytes of every class to the slow free.
+These tests run kpbench (allocator/bench) under `valgrind --tool=callgrind`, collecting only inside
+kp_alloc and kp_free (--toggle-collect: kpbench's own loop and the daemon thread are not counted), at
+two operation counts: the instructions per operation are the difference of the two totals divided by
+the difference of the two numbers of kp_alloc calls (from callgrind's call counts), so pool creation,
+the fill of the slots and the destruction cancel. One operation is one kp_free and one kp_alloc.
+
+Figures (gcc 12.2 -O2, valgrind 3.19, Debian 12; 100k against 300k operations):
+
+    workload  checks  81482b7 (main)  7b00711 (before)
+    a         on      183.1           183.1
+    a         off     212.1           335.5
+    b         on      248.5           248.7
+    b         off     261.0           314.8
+
+A checks-off pool still runs more instructions than a checks-on one (a +15.9%, b +5.0%): the fast
+paths in alloc.c are specialised for the default mode, and a checks-off pool goes through alloc_other
+and free_other. That gap is OFF_MARGIN's, and the strict xfail below is the bound it should meet.
+Another compiler makes other code: the budgets are this one's.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+from functools import cache
+from pathlib import Path
+
+import pytest
+from test_c_suite import _tail, release_kpbench
+
+# Two operation counts: 200k operations apart, each run ~3 s under callgrind on an idle core.
+OPS = (100_000, 300_000)
+# A 300k-operation run takes seconds under callgrind; five minutes means it hangs.
+RUN_TIMEOUT_S = 300
+# How many more instructions per operation checks:off may run than checks on. Today's gap on (a) is
+# 15.9% (module docstring); 7b00711's was 83% on (a) and 27% on (b), which this bound fails.
+OFF_MARGIN = 0.20
+# The bound issue 14 means: off is no dearer than on, but for a few instructions of mode tests.
+OFF_MARGIN_GOAL = 0.02
+# kp_alloc + kp_free per operation on main (81482b7) plus 5% headroom: 183.1 -> 192, 212.1 -> 223,
+# 248.5 -> 261, 261.0 -> 274. Lower them when a change makes the path cheaper.
+BUDGET = {("a", "on"): 192.0, ("a", "off"): 223.0, ("b", "on"): 261.0, ("b", "off"): 274.0}
+CONF = {"on": "", "off": "checks:off"}
+
+
+@cache
+def kpbench() -> Path:
+    if shutil.which("valgrind") is None:
+        pytest.skip("valgrind is not installed (scripts/setup.sh installs it)")
+    return release_kpbench()
+
+
+def parse_callgrind(text: str) -> tuple[int, int]:
+    """(instructions collected, calls to kp_alloc) from a callgrind output file written with
+    --compress-strings=no (so every cfn= line names its function)."""
+    total = calls = 0
+    callee = ""
+    for line in text.splitlines():
+        if line.startswith(("summary:", "totals:")):
+            total = int(line.split()[1])
+        elif line.startswith("cfn="):
+            callee = line[4:].strip()
+        elif line.startswith("calls=") and callee == "kp_alloc":
+            calls += int(line[6:].split()[0])
+    return total, calls
+
+
+def callgrind_run(binary: Path, workload: str, ops: int, conf: str, out: Path) -> tuple[int, int]:
+    cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", "--compress-strings=no",
+           "--compress-pos=no", "--toggle-collect=kp_alloc", "--toggle-collect=kp_free",
+           str(binary), "--workload", workload, "--ops", str(ops)]  # fmt: skip
+    if conf:
+        cmd += ["--conf", conf]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=RUN_TIMEOUT_S, check=False)
+    assert proc.returncode == 0, f"{' '.join(cmd)}: exit {proc.returncode}\n{_tail(proc.stderr)}"
+    return parse_callgrind(out.read_text())
+
+
+@cache
+def per_op(workload: str, mode: str) -> float:
+    """kp_alloc + kp_free instructions per operation: the difference between OPS[1] and OPS[0]."""
+    binary = kpbench()
+    with tempfile.TemporaryDirectory(prefix="kpool-callgrind-") as tmp:
+        out = Path(tmp) / "callgrind.out"
+        (ir0, calls0), (ir1, calls1) = (callgrind_run(binary, workload, n, CONF[mode], out) for n in OPS)
+    assert ir0 > 0 and calls1 - calls0 >= OPS[1] - OPS[0], (ir0, calls0, ir1, calls1)
+    return (ir1 - ir0) / (calls1 - calls0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workload", ["a", "b"])
+def test_checks_off_runs_no_more_instructions_than_on(workload: str) -> None:
+    on, off = per_op(workload, "on"), per_op(workload, "off")
+    assert off <= on * (1 + OFF_MARGIN), (
+        f"({workload}) checks:off runs {off:.1f} instructions per kp_alloc+kp_free, checks on "
+        f"{on:.1f}: {100 * (off / on - 1):+.1f}%, more than {100 * OFF_MARGIN:.0f}%"
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="checks:off goes through alloc_other/free_other, not the fast paths: +15.9% on (a), +5.0% on "
+    "(b); when this passes, lower OFF_MARGIN to OFF_MARGIN_GOAL and drop this mark",
+)
+@pytest.mark.parametrize("workload", ["a", "b"])
+def test_checks_off_is_no_dearer_than_on(workload: str) -> None:
+    on, off = per_op(workload, "on"), per_op(workload, "off")
+    assert off <= on * (1 + OFF_MARGIN_GOAL), f"({workload}) off {off:.1f}, on {on:.1f}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("workload", "mode"), sorted(BUDGET))
+def test_alloc_and_free_stay_within_their_instruction_budget(workload: str, mode: str) -> None:
+    got = per_op(workload, mode)
+    budget = BUDGET[workload, mode]
+    assert got <= budget, (
+        f"({workload}) checks {mode}: kp_alloc+kp_free run {got:.1f} instructions per operation, "
+        f"over the budget of {budget:.0f}"
+    )
+
+
+def test_parse_callgrind_counts_the_calls_of_kp_alloc() -> None:
+    text = "\n".join(
+        [
+            "events: Ir",
+            "fn=run_slots",
+            "cfn=kp_alloc",
+            "calls=1000 507",
+            "152 353087",
+            "cfn=kp_free",
+            "calls=999 1308",
+            "159 2512251",
+            "cfn=kp_alloc",
+            "calls=20000 507",
+            "152 1281147",
+            "summary: 4146485",
+        ]
+    )
+    assert parse_callgrind(text) == (4146485, 21000)
