@@ -424,6 +424,8 @@ def _fuzz(args: argparse.Namespace, rest: list[str]) -> int:
         for r in run.results
     ]
     output.result(output.markdown_table(("target", "s", "exec/s", "cov", "corpus", "crashes"), rows))
+    for r in run.recovered:
+        output.result(f"recovered {r['input']} (its run was killed): {r['signature']} [{r['status']}]")
     output.result(f"reports: {run.run_dir}")
     return 1 if run.crashed else 0
 

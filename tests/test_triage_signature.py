@@ -150,3 +150,70 @@ def test_frameless_signature_uses_the_source() -> None:
 def test_kpool_event_detail_has_no_addresses() -> None:
     a = S.classify("kpool 1.002 freelist 0x7f00 size 64: bad link 0x7f0a3c001040, list quarantined")
     assert a == ("kpool-freelist", "bad link ADDR, list quarantined")
+
+
+# ---- a huge crash output -----------------------------------------------------------------------------
+
+# What signing may read of a crash output, whatever its size: a report is kilobytes; 2 MiB leaves room
+# for the largest real ones (a hang report with every thread's stack) and is far below 50 MB.
+_READ_AT_MOST = 2 << 20
+_HUGE = 50_000_000
+
+
+def _leak_block(n: int) -> str:
+    return (
+        f"Direct leak of {n} byte(s) in 1 object(s) allocated from:\n"
+        "    #0 0x563a4771514e in __interceptor_malloc (/k/planted_leak+0xa314e)\n"
+        f"    #1 0x563a4774feb4 in kp_leaky_{n % 7} /k/src/backup.c:2:71\n"
+        "    #2 0x563a4774ff03 in main /k/src/backup.c:4:26\n\n"
+    )
+
+
+def _reading(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The length of every text the kind rules and the stack reader are given."""
+    seen: list[int] = []
+    classify, stacks = S._classify, S._stacks
+
+    def spy_classify(text: str, *args: object) -> tuple[str, str, str]:
+        seen.append(len(text))
+        return classify(text, *args)  # type: ignore[arg-type]
+
+    def spy_stacks(text: str) -> list[tuple[str, list[S.Frame]]]:
+        seen.append(len(text))
+        return stacks(text)
+
+    monkeypatch.setattr(S, "_classify", spy_classify)
+    monkeypatch.setattr(S, "_stacks", spy_stacks)
+    return seen
+
+
+def test_a_huge_leak_report_is_signed_from_its_first_part(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Signing a 50 MB crash output took about 10 s (every line went through the frame rules): a leak
+    report listing a million objects is signed as its first part is, from a bounded part of it."""
+    report = (TRACES / "lsan_leak.txt").read_text()
+    head, summary = report.split("SUMMARY:")
+    blocks = []
+    size = len(report)
+    while size < _HUGE:
+        blocks.append(_leak_block(len(blocks)))
+        size += len(blocks[-1])
+    huge = head + "".join(blocks) + "SUMMARY:" + summary
+    assert len(huge) >= _HUGE
+    normal = S.compute(report, source="api_sequence")
+    seen = _reading(monkeypatch)
+    got = S.compute(huge, source="api_sequence")
+    assert got == normal, (got.title, normal.title)
+    assert seen and max(seen) <= _READ_AT_MOST, f"read {max(seen):,} characters of {len(huge):,}"
+
+
+def test_a_report_at_the_end_of_a_huge_fuzzing_log_is_signed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A crash that does not reproduce is signed from the fuzzing log, whose report comes last, after
+    hours of progress lines: the end of a huge output is read too, still within the bound."""
+    report = (TRACES / "asan_heap_use_after_free.txt").read_text()
+    line = "#123456\tNEW    cov: 56 ft: 78 corp: 9/100b lim: 4 exec/s: 123 rss: 45Mb L: 7/64 MS: 1 Shuf-\n"
+    huge = "INFO: Seed: 1\n" + line * (_HUGE // len(line)) + report
+    normal = S.compute(report)
+    seen = _reading(monkeypatch)
+    got = S.compute(huge)
+    assert got == normal, (got.title, normal.title)
+    assert seen and max(seen) <= _READ_AT_MOST, f"read {max(seen):,} characters of {len(huge):,}"

@@ -14,12 +14,13 @@ failed build; 130 interrupted (what finished is reported).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from harness import build, output, paths
+from harness import build, output, paths, runlock
 from harness.campaign.budget import (
     FUZZ_TARGETS,
     Campaign,
@@ -258,11 +259,19 @@ def _executor(args: argparse.Namespace, run_id: str) -> Executor | None:
 
 
 def main(argv: Sequence[str]) -> int:
+    # the run's folder is held to the end (harness/runlock.py), by kill -9 too: the crash inputs its jobs
+    # leave are its own to record until then, and a second --resume of it while it runs is refused
+    with contextlib.ExitStack() as held:
+        return _main(argv, held)
+
+
+def _main(argv: Sequence[str], held: contextlib.ExitStack) -> int:
     t0 = time.monotonic()
     args = parse_args(argv)
     reports = (args.reports or paths.reports()).absolute()
     if args.resume:
         c, run_dir = _resume(args, reports)
+        held.enter_context(runlock.hold(run_dir, kind="campaign"))
         budget = parse_budget(args.budget) if args.budget else c.budget_s
         executor = _executor(args, c.run_id)
         if executor is None and c.cluster:  # its jobs_n is the cluster's slots, not this machine's
@@ -292,6 +301,7 @@ def main(argv: Sequence[str]) -> int:
             run_dir.rmdir()
             raise
         try:  # a failed or interrupted build stops a LocalCluster kpool started
+            held.enter_context(runlock.hold(run_dir, kind="campaign", plant=args.plant))
             slots = args.jobs or (executor.slots if executor else os.cpu_count() or 1)
             sanitizer = checks(budget, slots, workloads)
             build_variants(targets, args.plant, sorted({v for _, v in sanitizer}) if executor is None else ())
@@ -324,7 +334,7 @@ def main(argv: Sequence[str]) -> int:
         if executor is not None:
             executor.close()
     coverage_s = deadline + MARGIN_S - REPORT_S - time.monotonic()
-    report = collect(c, run_dir, coverage=finished, coverage_s=coverage_s)
+    report = collect(c, run_dir, coverage=finished, coverage_s=coverage_s, recover=finished)
     write_run(report, reports)
     output.result(summary(report, run_dir, c, finished))
     if not finished:

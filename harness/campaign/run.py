@@ -18,7 +18,8 @@ from harness.jobs.executor import Executor, Hooks
 from harness.jobs.local import LocalExecutor
 from harness.jobs.model import ENDED_STATES, Job, JobResult, JobSpec
 from harness.report import ingest
-from harness.report.model import RunReport, environment, git_revision
+from harness.report.model import CrashEntry, RunReport, environment, git_revision
+from harness.triage import record
 
 
 def _revision() -> str:
@@ -106,9 +107,12 @@ def run_jobs(
             ex.close()
 
 
-def collect(c: Campaign, run_dir: Path, coverage: bool = True, coverage_s: float | None = None) -> RunReport:
+def collect(
+    c: Campaign, run_dir: Path, coverage: bool = True, coverage_s: float | None = None, recover: bool = False
+) -> RunReport:
     """The report of the jobs that ended (done, failed, timeout). A job that did not run, or was stopped
-    at the deadline, is no result: summary() names it. Its crashes are still triaged."""
+    at the deadline, is no result: summary() names it. Its crashes are still triaged. With recover, so
+    are the crash inputs killed runs left unrecorded under the reports folder (fuzz/orphans.py)."""
     report = RunReport(
         run_id=c.run_id,
         started=c.started,
@@ -124,11 +128,30 @@ def collect(c: Campaign, run_dir: Path, coverage: bool = True, coverage_s: float
         report.workloads.extend(results.workloads)
         report.programs.extend(results.programs)
     report.jobs = [ingest.job_entry(j) for j in c.jobs]
-    report.crashes = ingest.triage(c.jobs, c.run_id, c.plant, run_dir)
+    report.crashes = _triage(c, run_dir, recover)
     # Not after an interrupt: Ctrl-C keeps what finished at once, without a build and a replay.
     report.fuzz_coverage = fuzz_coverage(c, run_dir, coverage_s) if coverage else {}
     report.finished = time.time()
     return report
+
+
+def _triage(c: Campaign, run_dir: Path, recover: bool) -> list[CrashEntry]:
+    """The jobs' crashes, and with recover what killed runs (`kpool fuzz`, campaigns) left under the
+    reports folder unrecorded, recorded under this run (their folders locked meanwhile)."""
+    if not recover:
+        return ingest.triage(c.jobs, c.run_id, c.plant, run_dir)
+    from harness.fuzz import orphans
+
+    with orphans.left(run_dir.parent, run_dir.parent / record.DB_NAME, skip=run_dir) as left:
+        found = [
+            (crash, rate)
+            for one in left
+            for r in one.results
+            for crash, rate in zip(
+                record.fuzz_crashes([r], c.run_id, one.plant), record.fuzz_replays([r]), strict=False
+            )
+        ]
+        return ingest.triage(c.jobs, c.run_id, c.plant, run_dir, recovered=found)
 
 
 def fuzz_coverage(c: Campaign, run_dir: Path, timeout_s: float | None = None) -> dict[str, Any]:

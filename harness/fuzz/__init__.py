@@ -2,7 +2,8 @@
 
 Native targets hand each input to a C entry point (allocator/driver/kpfuzz.h) in one ctypes call;
 coverage and sanitizers are inside the C code. `kpool fuzz` (runner.py) builds the fuzz variant, sets
-up the sanitizer runtime and runs libFuzzer's own modes (fork, merge, minimize).
+up the sanitizer runtime and runs libFuzzer's own modes (fork, merge, minimize); orphans.py finds the
+crash inputs a killed run left unrecorded.
 """
 
 TARGETS = ("api_sequence", "conf", "faults", "workload_yaml", "concurrent")

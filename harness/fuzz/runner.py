@@ -8,6 +8,9 @@ reports/<run>/crashes/ with its sanitizer report beside it (<input>.txt, from a 
 Corpora: the seeds in corpora/<target>/seeds/ are read, never written; what a run discovers goes to a
 working corpus, reports/corpus/<target>/, that persists between runs (a nightly campaign builds on
 the last one). `merge` shrinks the working corpus with -merge=1.
+
+A run holds its folder's lock (harness/runlock.py) from start to end, and before it fuzzes records the
+crash inputs that runs killed before recording them left under the reports folder (orphans.py).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import json
+import os
 import re
 import shutil
 import signal
@@ -27,9 +31,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness import build, output, paths
+from harness import build, output, paths, runlock
 from harness.errors import KpoolError
-from harness.fuzz import NATIVE, TARGETS
+from harness.fuzz import NATIVE, TARGETS, orphans
 from harness.fuzz import env as fuzz_env
 from harness.fuzz.target import HISTORY_ENV, HISTORY_FLAG, read_history, write_history
 from harness.triage import record
@@ -99,10 +103,13 @@ class TargetResult:
 class FuzzRun:
     run_dir: Path
     results: list[TargetResult]
+    # crash inputs killed runs had left unrecorded, recorded by this one: {"input", "signature", ...}
+    recovered: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def crashed(self) -> bool:
-        return any(r.crashes for r in self.results)
+        """A crash found, or one that no run had recorded until this one."""
+        return any(r.crashes for r in self.results) or bool(self.recovered)
 
 
 def script(target: str) -> Path:
@@ -248,7 +255,9 @@ def _progress_line(r: TargetResult) -> str:
 
 
 def _artifacts(crashes: Path, target: str) -> list[Path]:
-    found = [p for p in crashes.glob(f"{target}-*") if p.suffix != ".txt"]
+    """The crash inputs of a target in a crashes folder: libFuzzer names them <target>-<kind>-<sha1>, with
+    no dot; what kpool writes beside them has a suffix (.txt, .history, a .tmp on its way)."""
+    found = [p for p in crashes.glob(f"{target}-*") if "." not in p.name]
     return sorted(p for p in found if p.name[len(target) + 1 :].startswith(ARTIFACT_KINDS))
 
 
@@ -317,7 +326,10 @@ def _keep_reports(target: str, found: list[Path], env: dict[str, str]) -> dict[s
                     code, text = hcode, htext
                     break
         out[str(path)] = how
-        report.write_text(f"{header}\n{text}")
+        # whole or not at all: a report cut short by a kill would be read as this input's for good
+        tmp = report.with_name(report.name + ".tmp")
+        tmp.write_text(f"{header}\n{text}")
+        tmp.replace(report)
     return out
 
 
@@ -445,33 +457,38 @@ def run(
     # absolute: libFuzzer runs in the run folder, where a relative corpus or crash path means nothing
     reports = reports.absolute()
     run_dir = (run_dir or new_run_dir(reports)).absolute()
-    results: list[TargetResult] = []
-    for t in targets:
-        results.append(
-            fuzz_target(
-                t,
-                seconds,
-                jobs,
-                run_dir,
-                plant=plant,
-                max_len=max_len,
-                keep_going=keep_going,
-                seeds=seeds,
-                extra=extra,
-                reports=reports,
+    # held to the end, by kill -9 too: another run takes the crash inputs of this folder for lost only
+    # once this process is gone (fuzz/orphans.py)
+    with runlock.hold(run_dir, kind="fuzz", plant=plant, targets=targets):
+        recovered = _recover(reports, run_dir)
+        results: list[TargetResult] = []
+        for t in targets:
+            results.append(
+                fuzz_target(
+                    t,
+                    seconds,
+                    jobs,
+                    run_dir,
+                    plant=plant,
+                    max_len=max_len,
+                    keep_going=keep_going,
+                    seeds=seeds,
+                    extra=extra,
+                    reports=reports,
+                )
             )
-        )
-        if results[-1].interrupted:
-            break  # the targets fuzzed so far, and their crashes, are kept below
-    summary: dict[str, Any] = {
-        "run_dir": str(run_dir),
-        "plant": plant,
-        "results": [asdict(r) for r in results],
-    }
-    # every crash in the crash database (its reports folder's, or the campaign's), before fuzz.json
-    # says where: `kpool triage list` shows them
-    record.record_fuzz(summary, reports, run_dir.name, plant)
-    (run_dir / "fuzz.json").write_text(json.dumps(summary, indent=2) + "\n")
+            if results[-1].interrupted:
+                break  # the targets fuzzed so far, and their crashes, are kept below
+        summary: dict[str, Any] = {
+            "run_dir": str(run_dir),
+            "plant": plant,
+            "results": [asdict(r) for r in results],
+            "recovered": recovered,
+        }
+        # every crash in the crash database (its reports folder's, or the campaign's), before fuzz.json
+        # says where: `kpool triage list` shows them
+        record.record_fuzz(summary, reports, run_dir.name, plant)
+        (run_dir / "fuzz.json").write_text(json.dumps(summary, indent=2) + "\n")
     if results[-1].interrupted:
         output.warn(f"interrupted: what was fuzzed is in {run_dir / 'fuzz.json'}")
         raise KeyboardInterrupt
@@ -485,7 +502,16 @@ def run(
         raise KpoolError(
             f"{first.target}: {first.error}{more}; its log, {first.log}, ends", _log_tail(Path(first.log))
         )
-    return FuzzRun(run_dir, results)
+    return FuzzRun(run_dir, results, recovered)
+
+
+def _recover(reports: Path, run_dir: Path) -> list[dict[str, Any]]:
+    """Record the crash inputs that runs killed before recording them left under reports (fuzz/orphans.py),
+    under this run. Not in a campaign's job: the campaign records what its runs left."""
+    if os.environ.get(record.RUN_ENV):
+        return []
+    with orphans.left(reports, record.db_path(reports), skip=run_dir) as left:
+        return record.record_left(left, reports, run_dir.name)
 
 
 def merge(name: str, reports: Path = REPORTS) -> list[tuple[str, int, int]]:

@@ -237,15 +237,22 @@ def _shown(repro: Reproducer | None, run_dir: Path) -> str:
     return " ".join([*(f"{k}={shlex.quote(v)}" for k, v in env.items()), shlex.join(argv)])
 
 
-def triage(jobs: Sequence[Job], run_id: str, plant: int, run_dir: Path) -> list[CrashEntry]:
-    """Every crash the jobs kept, recorded here (the coordinator alone writes the crash database,
+def triage(
+    jobs: Sequence[Job],
+    run_id: str,
+    plant: int,
+    run_dir: Path,
+    recovered: Sequence[tuple[Crash, tuple[int, int] | None]] = (),
+) -> list[CrashEntry]:
+    """Every crash the jobs kept, and the recovered ones (crash inputs killed runs left unrecorded, with
+    their replays' rates), recorded here (the coordinator alone writes the crash database,
     reports/crashes.sqlite: a campaign's jobs record into scratch) and deduplicated by signature: one
     entry per signature, 'new' when this run saw it first. A fuzz crash's reproduction rate (the
     runner's replays) is stored with it."""
     path = run_dir.parent / record.DB_NAME
     # a crash; how often its replays crashed; its signature's hash when its runner recorded it in this
     # database under this run already (a runner told so by the environment: the campaign's jobs never are)
-    found: list[tuple[Crash, tuple[int, int] | None, str | None]] = []
+    found: list[tuple[Crash, tuple[int, int] | None, str | None]] = [(c, r, None) for c, r in recovered]
     for j in jobs:
         try:
             doc = read(j, run_dir)
@@ -272,8 +279,13 @@ def triage(jobs: Sequence[Job], run_id: str, plant: int, run_dir: Path) -> list[
     if not found:
         return []
     db = CrashDB(path)
+    # a fuzz input recorded already (by a run that recovered it after this campaign was killed, or by
+    # this campaign before it was interrupted and resumed) is not recorded twice
+    inputs = db.inputs()
     entries: dict[str, CrashEntry] = {}
     for crash, rate, known in found:
+        if not known and crash.reproducer and crash.reproducer.input_path:
+            known = inputs.get(crash.reproducer.input_path)
         if known:
             row = db.get(known)
             new = row.status == NEW and row.new_run == run_id

@@ -441,6 +441,24 @@ class CrashDB:
     def count_occurrences(self) -> int:
         return int(self._read("SELECT count(*) FROM occurrences")[0][0])
 
+    def inputs(self) -> dict[str, str]:
+        """The input file of every occurrence that has one (a fuzz crash), as its path was recorded, with
+        its signature's hash: what a sweep for crash inputs a killed run left unrecorded
+        (harness/fuzz/orphans.py) and the campaign's triage find recorded already."""
+        out: dict[str, str] = {}
+        rows = self._read(
+            "SELECT o.reproducer, s.hash FROM occurrences o JOIN signatures s ON s.id = o.signature_id"
+            " WHERE o.reproducer IS NOT NULL"
+        )
+        for r in rows:
+            try:
+                path = json.loads(r[0]).get("input_path")
+            except (ValueError, AttributeError):
+                continue
+            if path:
+                out[str(path)] = str(r[1])
+        return out
+
     def reproducer(self, sig_id: int) -> Reproducer | None:
         """The minimised reproducer if there is one, else the latest occurrence's."""
         row = self.get(sig_id)

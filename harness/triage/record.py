@@ -14,12 +14,15 @@ import shlex
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness import output, paths
 from harness.errors import KpoolError
 from harness.triage.crash import Crash, Reproducer
 from harness.triage.db import CrashDB, Recorded
+
+if TYPE_CHECKING:
+    from harness.fuzz.orphans import Left
 
 # Set by the campaign for its jobs: the database they record in, and the run id they record under.
 DB_ENV = "KPOOL_CRASH_DB"
@@ -222,6 +225,26 @@ def record_fuzz(summary: dict[str, Any], reports: Path, own_run: str, plant: int
             r["signatures"] = {c: rec.hash for c, rec in zip(r["crashes"], recorded, strict=True)}
             summary["crash_db"], summary["crash_run"] = str(path), run
             _say(recorded, path)
+
+
+def record_left(left: Sequence[Left], reports: Path, own_run: str) -> list[dict[str, Any]]:
+    """Record the crash inputs killed runs left unrecorded (harness/fuzz/orphans.py's Left, replayed) under
+    this run: per input, {"input", "signature", "status", "from": its run's folder}."""
+    path, run = db_path(reports), run_id(own_run)
+    out: list[dict[str, Any]] = []
+    everything: list[Recorded] = []
+    for one in left:
+        for r in one.results:
+            recorded = record(fuzz_crashes([r], run, one.plant), path)
+            _store_rates(path, recorded, fuzz_replays([r]))
+            everything += recorded
+            for crash, rec in zip(r["crashes"], recorded, strict=False):
+                out.append(
+                    {"input": crash, "signature": rec.hash, "status": rec.status, "from": str(one.folder)}
+                )
+    if everything:
+        _say(everything, path)
+    return out
 
 
 def record_stress(report: dict[str, Any], workload: dict[str, Any], reports: Path) -> None:

@@ -9,6 +9,10 @@ call it applies to (the fuzz driver's "VIOLATION overlap in kp_alloc") is signed
 stack under it shows which path of the interpreter reached the check, not which bug it caught. Frames of
 the op drivers (allocator/driver/) are skipped like the harness's, unless nothing else is left.
 
+A huge output (a leak report listing a million objects, a fuzzing log of hours with its report at the
+end) is read only in part: its first HEAD_CHARS and its last TAIL_CHARS (`readable`), so that signing takes
+about the same time whatever the size, and the signature is the one the report's own lines give.
+
 The kind is chosen in this order: a strong text rule (a sanitizer bug type, an assertion, an exception...),
 the producer's own guess, the signal in the return code, a weak text rule (SLO, generic timeout, benign
 kpool events), a non-zero exit code, and last "unknown".
@@ -32,6 +36,12 @@ _HASH_CHARS = 16  # 64 bits of sha256: no collision among the signatures one pro
 # "    #0 0x4f1 in \x1b[1mkp_free\x1b[0m /k/src/alloc.c:700:3". Taken out before anything is read, with
 # the other control characters (a newline and a tab aside), which no signature should carry.
 _CONTROL = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|[\x00-\x08\x0b-\x1f\x7f]")
+# What is read of a crash output. A sanitizer report, a backtrace or a traceback is kilobytes; the largest
+# real ones (a hang report with every thread's stack: 100 threads of 30 frames are about 400 KB) fit in
+# the first MiB, read from the start. The last 256 KiB (what the crash database keeps of a text,
+# db.TEXT_MAX) hold the report at the end of a fuzzing log. Reading every line of 50 MB took about 10 s.
+HEAD_CHARS = 1 << 20
+TAIL_CHARS = 256 << 10
 
 
 @dataclass(frozen=True)
@@ -154,9 +164,21 @@ def _classify(text: str, returncode: int | None, guess: str | None) -> tuple[str
     return "unknown", "", ""
 
 
+def readable(text: str) -> str:
+    """The part of a crash output that signing reads: all of it up to HEAD_CHARS + TAIL_CHARS; past that,
+    its first HEAD_CHARS and last TAIL_CHARS cut at line ends, a blank line between them (which ends any
+    stack the cut went through)."""
+    if len(text) <= HEAD_CHARS + TAIL_CHARS:
+        return text
+    head, tail = text[:HEAD_CHARS], text[-TAIL_CHARS:]
+    head = head[: head.rfind("\n") + 1] or head
+    tail = tail[tail.find("\n") + 1 :]
+    return f"{head}\n{tail}"
+
+
 def classify(text: str, returncode: int | None = None, guess: str | None = None) -> tuple[str, str]:
     """(kind, detail) of a crash; see the module docstring for the order."""
-    kind, detail, _ = _classify(text, returncode, guess)
+    kind, detail, _ = _classify(readable(text), returncode, guess)
     return kind, detail
 
 
@@ -281,7 +303,7 @@ def compute(
     source: str = "",
     depth: int = DEFAULT_DEPTH,
 ) -> Signature:
-    text = _CONTROL.sub("", text)
+    text = _CONTROL.sub("", readable(text))
     kind, detail, frame = _classify(text, returncode, guess)
     if frame:  # a verdict that names where it applies: the same bug whatever path reached the check
         return Signature(kind, detail, (frame,), "")

@@ -1,0 +1,92 @@
+"""A run folder's lock: <folder>/run.lock, held (flock) by the process that runs it, from start to end.
+
+The kernel lets go of an flock when its process dies, by kill -9 too, so a folder whose lock nobody holds
+is a run that has ended, well or not, and what it left on disk will not change any more. `kpool fuzz` holds
+its run folder; `kpool campaign` holds its own (the fuzz jobs inside it hold theirs). A sweep for crash
+inputs a killed run left unrecorded (harness/fuzz/orphans.py) takes the lock of a folder before it touches
+it, and leaves a folder alone whose lock is held.
+
+The file also says which run holds it: JSON with the process id, the start time and the run's settings
+(`kpool fuzz` writes its plant, which a replay of its crash inputs needs). It stays when the run ends.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any
+
+from harness.errors import KpoolError
+
+NAME = "run.lock"
+
+
+class RunLock:
+    """A run folder's lock, held until release() (or the end of a `with` block, or the process)."""
+
+    def __init__(self, folder: Path, handle: IO[str]) -> None:
+        self.folder, self._handle = folder, handle
+
+    def info(self) -> dict[str, Any]:
+        """What the run that holds (or held) the lock wrote in it; {} when nothing readable."""
+        self._handle.seek(0)
+        try:
+            doc = json.loads(self._handle.read() or "{}")
+        except ValueError:  # cut short by a kill while it was written
+            return {}
+        return doc if isinstance(doc, dict) else {}
+
+    def release(self) -> None:
+        if not self._handle.closed:
+            fcntl.flock(self._handle, fcntl.LOCK_UN)
+            self._handle.close()
+
+    def __enter__(self) -> RunLock:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.release()
+
+
+def _open(folder: Path) -> IO[str]:
+    # "a+": created when missing, never truncated here (a sweep keeps what the dead run wrote)
+    return (folder / NAME).open("a+")
+
+
+def take(folder: Path) -> RunLock | None:
+    """The lock of a run that has ended (or of a folder that never had one); None while a run holds it."""
+    try:
+        handle = _open(folder)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        return None
+    return RunLock(folder, handle)
+
+
+def hold(folder: Path, **info: Any) -> RunLock:
+    """Hold a run's folder for this process, writing who holds it and `info`. KpoolError when another
+    process holds it: two runs in one folder would write over each other's files."""
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = take(folder)
+    if lock is None:
+        try:
+            holder = json.loads((folder / NAME).read_text() or "{}").get("pid", "?")
+        except (OSError, ValueError, AttributeError):
+            holder = "?"
+        raise KpoolError(f"{folder} is the folder of a run still going (process {holder})")
+    handle = lock._handle
+    handle.seek(0)
+    handle.truncate()
+    handle.write(json.dumps({"pid": os.getpid(), "started": time.time(), **info}) + "\n")
+    handle.flush()
+    return lock
