@@ -2,6 +2,11 @@
  * kt_worker.h - persistent worker threads for tests that need the same
  * thread to act several times (its thread cache kept between calls):
  * w_start, w_call(w, fn, arg) runs fn(arg) on w and waits, w_stop.
+ * kt_cache_holder(pool): a thread that holds a cache of pool, empty, for
+ * the rest of the process: a flush parks batches only while a second
+ * thread's cache could take them (tcache.c, park_ok), so a test that
+ * parks from one thread at a time (a producer that left, then a consumer)
+ * keeps one alive beside it.
  */
 #ifndef KT_WORKER_H
 #define KT_WORKER_H
@@ -9,6 +14,8 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "kpool.h"
 
 typedef struct worker {
 	pthread_t t;
@@ -68,6 +75,26 @@ static inline void w_stop(worker *w)
 	pthread_join(w->t, NULL);
 	pthread_mutex_destroy(&w->mu);
 	pthread_cond_destroy(&w->cv);
+}
+
+static inline void kt_hold_cache_fn(void *arg)
+{
+	kp_pool *pool = arg;
+	void *p = kp_alloc(pool, 1000, 0); /* a class no test of parking uses */
+	kp_free(pool, p);
+	kp_thread_flush(pool); /* its bins empty again (nothing is parked yet) */
+}
+
+/* Never stopped: the worker waits until the process (a test's child) ends;
+ * its cache is gone with the pool, whose id no later call matches. */
+static inline void kt_cache_holder(kp_pool *pool)
+{
+	static worker holders[8];
+	static unsigned n;
+	if (n == sizeof holders / sizeof holders[0])
+		abort();
+	w_start(&holders[n]);
+	w_call(&holders[n++], kt_hold_cache_fn, pool);
 }
 
 #endif
