@@ -113,7 +113,8 @@ static kp_pool *parked(const char *conf)
 	if (!pool)
 		return NULL;
 	cls = kp__class_of(REQ + KP_HDR + pool->canary);
-	kt_cache_holder(pool); /* P and C run one after the other: a cache beside C's */
+	/* P and C run one after the other: a cache beside C's while it parks */
+	worker *holder = kt_cache_holder(pool);
 	run(producer, NULL);
 	for (unsigned i = 0; i <= N; i++)
 		if (!blocks[i]) {
@@ -122,6 +123,7 @@ static kp_pool *parked(const char *conf)
 			return pool = NULL;
 		}
 	run(consumer, NULL);
+	kt_cache_release(holder); /* no thread but this one across a fork (kt_worker.h) */
 	unsigned k = atomic_load(&pool->central[cls].nxfer);
 	CHECK(k == 1 && pool->xfer[cls][0].n == BATCH, "%u batches parked (want one of %d, whole)", k, BATCH);
 	if (k != 1) {
