@@ -92,13 +92,17 @@ static kp_pool *setup(const char *conf)
 	}
 	job l = {.pool = pool, .v = live, .n = LIVE};
 	w_call(&wb, do_alloc, &l);
+	/* The slots under their class lock: with the daemon on, its drain
+	 * rewrites them (TSan saw the unlocked read race with it). */
+	pthread_mutex_lock(kp__class_lock(pool, cls));
 	unsigned k = atomic_load(&pool->central[cls].nxfer);
+	unsigned n0 = k ? pool->xfer[cls][0].n : 0, n1 = k > 1 ? pool->xfer[cls][1].n : 0;
+	pthread_mutex_unlock(kp__class_lock(pool, cls));
 	/* the top one a whole bin of 256 (the first parked in the phase may
 	 * be a half flush of a bin that grew: 128) */
-	bool ok = k == KP_XFER_SLOTS && pool->xfer[cls][0].n >= 64 && pool->xfer[cls][1].n == KP_XFER_KEYS &&
-		  !atomic_load(&j.failed) && !atomic_load(&l.failed);
-	CHECK(ok, "%u batches parked, of %u and %u (want 2, the top of %d)", k, k ? pool->xfer[cls][0].n : 0,
-	      k > 1 ? pool->xfer[cls][1].n : 0, KP_XFER_KEYS);
+	bool ok = k == KP_XFER_SLOTS && n0 >= 64 && n1 == KP_XFER_KEYS && !atomic_load(&j.failed) &&
+		  !atomic_load(&l.failed);
+	CHECK(ok, "%u batches parked, of %u and %u (want 2, the top of %d)", k, n0, n1, KP_XFER_KEYS);
 	CHECK(kt_stat(pool, "integrity.freelist_errors") == 0, "freelist errors while parking");
 	if (!ok) {
 		w_stop(&wa);
