@@ -1236,11 +1236,14 @@ kp__tcache *kp__tcache_slow(kp_pool *pool);
 /* A bin ran empty or full (a refill or flush follows): double its max, up
  * to its cap, when the last miss was less than KP_BIN_GROW times max
  * operations ago and at the other end of the bin. Returns the count the
- * bin is to hold after the refill or flush: half its max, or, when the
- * operations since its last miss went one way (only allocations before a
- * refill, only frees before a flush), its max (a whole refill) or
- * KP_FLUSH_WHOLE (a whole flush: the bin parked as it is, or, too big to
- * park whole, all but what parks). Owning thread only. */
+ * bin is to hold after the refill or flush: half its max (a quarter for
+ * the refill of a bin of 32 or more, tcache.c's KP_REFILL_QUARTER, and of
+ * a young one), or, when the operations since its last miss went one way
+ * (only allocations before a refill, only frees before a flush), its max
+ * (a whole refill) or KP_FLUSH_WHOLE (a whole flush: the bin parked as it
+ * is, or, too big to park whole, all but what parks; or, with no other
+ * thread's cache to take it, tcache.c's park_ok, all but one block to the
+ * spans). Owning thread only. */
 unsigned kp__bin_miss(kp__bin *b);
 /* keep for kp__tcache_flush_bin: park every block of the bin as one batch,
  * in one step, or keep one if it can not be parked whole. */

@@ -459,6 +459,21 @@ static uint32_t shared_bin_bound(const kp_pool *pool, const kp__bin *b, uint32_t
 	return want > lim ? (uint32_t)lim : want;
 }
 
+/* A refill is the only step that takes blocks out of their spans for a
+ * bin (frees and allocations move them between the bin and the program),
+ * so a class's spans are carved as far as its live blocks plus what its
+ * bin held after a refill ever reached together: a random walk of the
+ * class's live count reaches its peak while allocations outnumber frees,
+ * its bin drained and refilled over and over, holding at most one refill.
+ * A refill of max / 4 (a flush still keeps max / 2) carves a quarter of
+ * max less at that peak: small_objects' spans (11 classes of 48-320 B,
+ * bins of 128-256) 85 -> 76 pages at exit under the preload, kpbench a's
+ * instructions +0.2% (callgrind: a refill from an empty bin misses again
+ * a little sooner, and its bins grow a step further). Bins of fewer than
+ * KP_REFILL_QUARTER keep half refills: a quarter of 16 or less is a lock
+ * per 4 blocks or fewer (test_refill_quarter). */
+#define KP_REFILL_QUARTER 32u
+
 unsigned kp__bin_miss(kp__bin *b)
 {
 	uint64_t a = atomic_load_explicit(&b->allocs, memory_order_relaxed),
@@ -528,7 +543,26 @@ unsigned kp__bin_miss(kp__bin *b)
 		return b->max / 4;
 	if (!grew && pass)
 		return flush ? whole_flush_keep(b) : b->max;
+	/* A two-way refill of a grown bin takes a quarter of its max, not half
+	 * (KP_REFILL_QUARTER). */
+	if (!flush && b->max >= KP_REFILL_QUARTER)
+		return b->max / 4;
 	return b->max / 2;
+}
+
+/* Park a flushed batch (transfer.c) only when another thread's cache could
+ * take it: with one cache in the pool, the next bin of the class to run
+ * empty is this thread's own, which would find the blocks in its spans as
+ * well. A parked batch is blocks its spans do not have: a single thread's
+ * refills carved new blocks beside them, and its keys filled the pool's
+ * xfer_tail rows (2 KiB a class and slot, apart). small_objects under the
+ * preload parked batches of 10 classes, holding 4-10 pages more of its
+ * spans and 9 pages of xfer_tail (test_single_thread_parks_nothing). A
+ * second thread's first allocation makes parking worth it again (tc_live
+ * counts the caches handed out). */
+static bool park_ok(const kp_pool *pool)
+{
+	return atomic_load_explicit(&pool->tc_live, memory_order_relaxed) > 1;
 }
 
 void kp__tcache_flush_bin(kp_pool *pool, kp__tcache *tc, unsigned cls, unsigned keep)
@@ -546,12 +580,12 @@ void kp__tcache_flush_bin(kp_pool *pool, kp__tcache *tc, unsigned cls, unsigned 
 		 * (alloc.c, bin_head_ok) or by the daemon before it gives a stale
 		 * batch to its spans (transfer.c, batch_vet): a link written
 		 * meanwhile is caught before it is followed, as it is in a bin. */
-		if (b->count && kp__xfer_put(pool, cls, b->head, tc->stack[cls], b->count)) {
+		if (b->count && park_ok(pool) && kp__xfer_put(pool, cls, b->head, tc->stack[cls], b->count)) {
 			b->head = NULL;
 			b->count = 0;
 			return;
 		}
-		keep = 1; /* no room parked: all but one block to the spans */
+		keep = 1; /* not parked (no room, or no other cache): all but one block to the spans */
 	}
 	if (b->count <= keep)
 		return;
@@ -603,7 +637,7 @@ void kp__tcache_flush_bin(kp_pool *pool, kp__tcache *tc, unsigned cls, unsigned 
 	 * class (transfer.c) while this thread keeps caching, or back to its
 	 * spans (a thread that leaves, kp_thread_flush, no room parked). */
 	kp__link_put_k(keys[keep] ^ kp__kslot(&pool->secret, last), last, NULL);
-	if (!keep || !kp__xfer_put(pool, cls, list, keys + keep, n))
+	if (!keep || !park_ok(pool) || !kp__xfer_put(pool, cls, list, keys + keep, n))
 		kp__central_give(pool, cls, list, keys + keep, n);
 }
 

@@ -14,6 +14,8 @@
 
 #include "internal.h"
 
+#include "kt_worker.h"
+
 #define CONF "primary_initial:4m,daemon:off,backup:0,seed:9"
 #define FIRST 4 /* classes 4..27: 96 B to 2 KiB */
 #define NCLS 24
@@ -36,6 +38,7 @@ static size_t xfer_pages(kp_pool *pool)
 static void test_small_batches_packed(void)
 {
 	KT_POOL(pool, CONF);
+	kt_cache_holder(pool); /* a single thread's flushes park nothing (test_park_single) */
 	/* A consumer's pattern: a bin that has only freed 1 in 8 of its
 	 * operations stays at its start and parks what overflows (tcache.c,
 	 * KP_BIN_ONE_WAY): N allocations, then the first frees. */
@@ -86,6 +89,7 @@ static void test_small_batches_packed(void)
 static void test_big_batches(void)
 {
 	KT_POOL(pool, CONF);
+	kt_cache_holder(pool);
 	enum { N = 400 };
 	static char *v[N];
 	size_t req = request(3);

@@ -25,6 +25,8 @@
 #include <dlfcn.h>
 #include <pthread.h>
 
+#include "kt_worker.h"
+
 #define CONF "primary_initial:8m,daemon:off,backup:0,seed:37"
 #define REQ 40 /* a class of 64-byte blocks: a bin starts at 16 */
 #define BIN 16
@@ -84,6 +86,7 @@ static void test_full_slots_one_lock(void)
 	pool = kp_create(CONF);
 	REQUIRE(pool, "kp_create: %s", kp_last_error());
 	unsigned cls = kp__class_of(REQ + KP_HDR + pool->canary);
+	kt_cache_holder(pool); /* P and C run one after the other: a cache beside C's */
 	run(producer, NULL);
 	for (unsigned i = 0; i < N; i++)
 		REQUIRE(blocks[i], "allocation %u failed", i);

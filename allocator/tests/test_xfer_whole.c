@@ -22,6 +22,8 @@
 
 #include <pthread.h>
 
+#include "kt_worker.h"
+
 #define CONF "primary_initial:8m,daemon:off,backup:0,seed:31"
 #define REQ 40 /* a class of 64-byte blocks: a bin starts at 16 */
 #define N 17
@@ -93,6 +95,7 @@ static void test_whole_batch(void)
 	REQUIRE(pool, "kp_create: %s", kp_last_error());
 	cls = kp__class_of(REQ + KP_HDR + KP_CANARY);
 	REQUIRE(kp__class_size[cls] == 64, "a 64-byte class (%u)", kp__class_size[cls]);
+	kt_cache_holder(pool); /* P and C run one after the other: a cache beside C's */
 	run(producer);
 	for (unsigned i = 0; i < N; i++)
 		REQUIRE(blocks[i], "allocation %u failed", i);
