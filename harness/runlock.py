@@ -59,12 +59,18 @@ def _open(folder: Path) -> IO[str]:
     return (folder / NAME).open("a+")
 
 
+class Unusable(KpoolError):
+    """The lock file cannot be opened (a folder of that name, no permission, a read-only file system): no
+    run can hold it, and whether one holds the folder is unknown."""
+
+
 def take(folder: Path) -> RunLock | None:
-    """The lock of a run that has ended (or of a folder that never had one); None while a run holds it."""
+    """The lock of a run that has ended (or of a folder that never had one); None while a run holds it.
+    Unusable when the lock file cannot be opened."""
     try:
         handle = _open(folder)
-    except OSError:
-        return None
+    except OSError as exc:
+        raise Unusable(f"{folder / NAME}: cannot be opened to lock the run's folder: {exc.strerror}") from exc
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:

@@ -71,7 +71,11 @@ def _take(folder: Path, reports: Path, held: dict[Path, runlock.RunLock]) -> boo
             break
         if f in held:
             continue
-        lock = runlock.take(f)
+        try:
+            lock = runlock.take(f)
+        except runlock.Unusable as exc:  # said, not taken for a run still going (and silently skipped)
+            output.warn(f"{folder}: its crash inputs are left alone: {exc}")
+            lock = None
         if lock is None:
             for n in new:
                 held.pop(n).release()

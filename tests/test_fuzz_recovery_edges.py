@@ -1,0 +1,62 @@
+"""Crash-input recovery (harness/fuzz/orphans.py, harness/runlock.py) from a user's side: a lock file
+that cannot be opened, and Ctrl-C while the next run sweeps what a killed run left."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from test_fuzz_recovery import _occurrences, _orphan, fake  # noqa: F401 (fake: the fixture)
+
+from harness import runlock
+from harness.errors import KpoolError
+from harness.fuzz import runner
+
+
+def test_a_lock_file_that_cannot_be_opened_is_said_not_taken_for_a_live_run(
+    fake: Path,  # noqa: F811
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """run.lock a folder (or unreadable, or on a read-only file system): the sweep said nothing and left
+    the crash inputs unrecorded for good, as though a run still held them; `kpool fuzz --run-dir` into
+    such a folder said "the folder of a run still going (process ?)"."""
+    reports = fake / "reports"
+    old = reports / "fuzz-old"
+    _orphan(old)
+    (old / runlock.NAME).mkdir()
+    capsys.readouterr()
+    run = runner.run("api_sequence", 1, run_dir=reports / "fuzz-next", reports=reports)
+    err = capsys.readouterr().err
+    assert str(old / runlock.NAME) in err and "cannot be opened" in err, err
+    assert _occurrences(reports) == [] and not run.crashed  # left alone, but not in silence
+
+    with pytest.raises(KpoolError) as exc:
+        runner.run("api_sequence", 1, run_dir=old, reports=reports)
+    assert "still going" not in str(exc.value) and "cannot be opened" in str(exc.value), exc.value
+
+
+def test_ctrl_c_during_the_sweep_says_what_is_left_and_loses_nothing(
+    fake: Path,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Ctrl-C while the crash inputs of a killed run are replayed: the user is told that what is not
+    recorded yet the next run records (it said only "interrupted"), and the next run does."""
+    reports = fake / "reports"
+    crash = _orphan(reports / "fuzz-killed")
+    keep = runner._keep_reports
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "_keep_reports", interrupted)
+    capsys.readouterr()
+    with pytest.raises(KeyboardInterrupt):
+        runner.run("api_sequence", 1, run_dir=reports / "fuzz-stopped", reports=reports)
+    err = capsys.readouterr().err
+    assert "interrupted" in err and "not recorded yet" in err and str(reports) in err, err
+    assert _occurrences(reports) == []
+
+    monkeypatch.setattr(runner, "_keep_reports", keep)
+    run = runner.run("api_sequence", 1, run_dir=reports / "fuzz-next", reports=reports)
+    assert [p for p, _, _ in _occurrences(reports)] == [str(crash)] and run.crashed
