@@ -60,3 +60,22 @@ def test_ctrl_c_during_the_sweep_says_what_is_left_and_loses_nothing(
     monkeypatch.setattr(runner, "_keep_reports", keep)
     run = runner.run("api_sequence", 1, run_dir=reports / "fuzz-next", reports=reports)
     assert [p for p, _, _ in _occurrences(reports)] == [str(crash)] and run.crashed
+
+
+def test_a_moved_reports_folder_does_not_turn_recorded_crashes_into_lost_ones(
+    fake: Path,  # noqa: F811
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The crash database holds each input by the absolute path it had when recorded. A reports folder
+    moved, or restored from a CI cache into another workspace, made every recorded input look like one a
+    killed run left: replayed, recorded a second time, "never recorded" said of it, and exit 1."""
+    reports = fake / "reports"
+    crash = _orphan(reports / "fuzz-killed")
+    campaign_crash = _orphan(reports / "campaign-killed" / "fuzz-api_sequence")
+    assert runner.run("api_sequence", 1, run_dir=reports / "fuzz-next", reports=reports).crashed
+    assert sorted(p for p, _, _ in _occurrences(reports)) == sorted([str(crash), str(campaign_crash)])
+    moved = reports.rename(fake / "restored")
+    capsys.readouterr()
+    run = runner.run("api_sequence", 1, run_dir=moved / "fuzz-after", reports=moved)
+    assert "never recorded" not in capsys.readouterr().err
+    assert not run.crashed and len(_occurrences(moved)) == 2
