@@ -79,3 +79,42 @@ def test_a_moved_reports_folder_does_not_turn_recorded_crashes_into_lost_ones(
     run = runner.run("api_sequence", 1, run_dir=moved / "fuzz-after", reports=moved)
     assert "never recorded" not in capsys.readouterr().err
     assert not run.crashed and len(_occurrences(moved)) == 2
+
+
+def test_ctrl_c_during_a_campaigns_sweep_keeps_its_own_report(
+    fake: Path,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A campaign that ended sweeps what killed runs left as it triages. Ctrl-C during that sweep (it
+    replays every such input, minutes for many) ended the campaign with no report and its own jobs'
+    crashes untriaged; now the sweep stops and the campaign's own crashes are triaged and reported."""
+    import json
+
+    from harness import campaign
+    from harness.campaign import Campaign, Job
+
+    reports = fake / "reports"
+    _orphan(reports / "fuzz-killed")
+    run_dir = reports / "campaign-now"
+    own = _orphan(run_dir / "fuzz-api_sequence", "api_sequence-crash-9")
+    own.with_name(own.name + ".txt").write_text((fake / "report.txt").read_text())
+    result = {"target": "api_sequence", "crashes": [str(own)], "replays": {}, "log": ""}
+    result |= {"seconds": 1.0, "execs": 10, "exec_per_s": 10, "cov": 1, "corpus": 1}
+    (run_dir / "fuzz-api_sequence" / "fuzz.json").write_text(json.dumps({"plant": 0, "results": [result]}))
+    job = Job("fuzz:api_sequence", "fuzz", [], 10.0, "fuzz-api_sequence/fuzz.json", state="done")
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "_keep_reports", interrupted)
+    capsys.readouterr()
+    c = Campaign("campaign-now", 60.0, 1, jobs=[job])
+    try:
+        report = campaign.collect(c, run_dir, coverage=False, recover=True)
+    except KeyboardInterrupt:
+        pytest.fail("the campaign's collect ended on the sweep's Ctrl-C: no report, its crashes untriaged")
+    err = capsys.readouterr().err
+    assert "interrupted" in err and "not recorded yet" in err, err
+    assert [(p, run) for p, _, run in _occurrences(reports)] == [(str(own), "campaign-now")]
+    assert len(report.crashes) == 1

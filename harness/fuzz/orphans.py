@@ -7,12 +7,12 @@ going down) leaves the input on disk and nowhere else.
 
 The next `kpool fuzz` (before it fuzzes) and `kpool campaign` (when it triages) over the same reports
 folder look for such inputs with `left()`: every crash input of a fuzz run's folder (<reports>/<run>/
-crashes/, or a campaign's <reports>/<run>/fuzz-<target>/crashes/) that the crash database does not hold
-by its path from the run folder on (TAILS), where the run has ended: nobody holds the folder's lock, nor the campaign's around it
-(harness/runlock.py). A run still going records its own. Each input is replayed as its run would have
-(runner._keep_reports, on the build of the run's planted bug; one replayed before the kill keeps its
-report), and the locks are held until the caller has recorded them, so that two runs sweeping at once
-record each input once.
+crashes/, or a campaign's <reports>/<run>/fuzz-<target>/crashes/) that the crash database does not hold by
+its path from the run folder on (TAILS), where the run has ended: nobody holds the folder's lock, nor the
+campaign's around it (harness/runlock.py). A run still going records its own. Each input is replayed as
+its run would have (runner._keep_reports, on the build of the run's planted bug; one replayed before the
+kill keeps its report), and the locks are held until the caller has recorded them, so that two runs
+sweeping at once record each input once.
 """
 
 from __future__ import annotations
