@@ -79,6 +79,16 @@ def take(folder: Path) -> RunLock | None:
     return RunLock(folder, handle)
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's
+        return True
+    return True
+
+
 def hold(folder: Path, **info: Any) -> RunLock:
     """Hold a run's folder for this process, writing who holds it and `info`. KpoolError when another
     process holds it: two runs in one folder would write over each other's files."""
@@ -89,6 +99,11 @@ def hold(folder: Path, **info: Any) -> RunLock:
             holder = json.loads((folder / NAME).read_text() or "{}").get("pid", "?")
         except (OSError, ValueError, AttributeError):
             holder = "?"
+        if isinstance(holder, int) and not _alive(holder):  # its run ended: a sweep holds the folder
+            raise KpoolError(
+                f"{folder}: another kpool is recovering the crash inputs its run (process {holder}, ended)"
+                " left; try again once it has recorded them"
+            )
         raise KpoolError(f"{folder} is the folder of a run still going (process {holder})")
     handle = lock._handle
     handle.seek(0)

@@ -118,3 +118,24 @@ def test_ctrl_c_during_a_campaigns_sweep_keeps_its_own_report(
     assert "interrupted" in err and "not recorded yet" in err, err
     assert [(p, run) for p, _, run in _occurrences(reports)] == [(str(own), "campaign-now")]
     assert len(report.crashes) == 1
+
+
+def test_a_folder_held_by_a_sweep_does_not_name_its_dead_run_as_going(tmp_path: Path) -> None:
+    """`kpool campaign --resume` (or `kpool fuzz --run-dir`) of a killed run's folder while another kpool
+    sweeps it: the lock file still names the killed process, and hold() said "the folder of a run still
+    going (process <the dead one>)"."""
+    import subprocess
+    import sys
+
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    folder = tmp_path / "campaign-killed"
+    folder.mkdir()
+    (folder / runlock.NAME).write_text(f'{{"pid": {int(dead.stdout)}, "started": 1.0}}\n')
+    sweep = runlock.take(folder)  # what orphans.left holds while it replays and records
+    assert sweep is not None
+    with sweep, pytest.raises(KpoolError) as exc:
+        runlock.hold(folder, kind="campaign")
+    text = str(exc.value)
+    assert f"process {int(dead.stdout)})" not in text and "recovering" in text, text
