@@ -403,6 +403,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     unknown = [n for n in names if n not in {a.name for a in BENCH_ALLOCATORS}]
     if unknown or not names:
         p.error(f"--allocators {args.allocators!r}: unknown {', '.join(unknown) or '(empty)'}")
+    bare = [w for w in workloads if w not in CHECKS_OFF_WORKLOADS] if set(names) == {CHECKS_OFF.name} else []
+    if bare:  # an empty table that says nothing, and exit 0
+        p.error(
+            f"--allocators {CHECKS_OFF.name} runs on {','.join(CHECKS_OFF_WORKLOADS)} only: nothing to run on"
+            f" --workloads {','.join(bare)} (add kpool or a peer)"
+        )
     if args.runs < 1:
         p.error(f"--runs {args.runs}: must be at least 1")
     if args.ops is not None and args.ops < 1:

@@ -59,18 +59,34 @@ def _open(folder: Path) -> IO[str]:
     return (folder / NAME).open("a+")
 
 
+class Unusable(KpoolError):
+    """The lock file cannot be opened (a folder of that name, no permission, a read-only file system): no
+    run can hold it, and whether one holds the folder is unknown."""
+
+
 def take(folder: Path) -> RunLock | None:
-    """The lock of a run that has ended (or of a folder that never had one); None while a run holds it."""
+    """The lock of a run that has ended (or of a folder that never had one); None while a run holds it.
+    Unusable when the lock file cannot be opened."""
     try:
         handle = _open(folder)
-    except OSError:
-        return None
+    except OSError as exc:
+        raise Unusable(f"{folder / NAME}: cannot be opened to lock the run's folder: {exc.strerror}") from exc
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         handle.close()
         return None
     return RunLock(folder, handle)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's
+        return True
+    return True
 
 
 def hold(folder: Path, **info: Any) -> RunLock:
@@ -83,6 +99,11 @@ def hold(folder: Path, **info: Any) -> RunLock:
             holder = json.loads((folder / NAME).read_text() or "{}").get("pid", "?")
         except (OSError, ValueError, AttributeError):
             holder = "?"
+        if isinstance(holder, int) and not _alive(holder):  # its run ended: a sweep holds the folder
+            raise KpoolError(
+                f"{folder}: another kpool is recovering the crash inputs its run (process {holder}, ended)"
+                " left; try again once it has recorded them"
+            )
         raise KpoolError(f"{folder} is the folder of a run still going (process {holder})")
     handle = lock._handle
     handle.seek(0)

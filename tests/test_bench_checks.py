@@ -90,3 +90,18 @@ def test_cost_of_checks_is_the_extra_time_per_operation_with_checks_on() -> None
     sums["kpool-checks-off"] = bench.summarize([], ["exit 1"])
     assert bench.cost_of_checks(sums) is None
     assert "cost of checks" not in bench.workload_table("a", "desc", sums)
+
+
+@pytest.mark.parametrize("workloads", ["d,f", "a,d"])
+def test_a_workload_with_nothing_to_run_is_a_usage_error(
+    workloads: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--allocators kpool-checks-off alone on d or f: nothing runs there (checks:off is on a-c only). It
+    printed an empty table per workload, "(~nan ns)", and exited 0 as though it had measured something."""
+    ran: list[str] = []
+    monkeypatch.setattr(bench, "build_kpbench", lambda: Path("/nonexistent/kpbench"))
+    monkeypatch.setattr(bench.Runner, "run", lambda self, alloc, w, seed: ran.append(w))
+    assert bench.main(["--allocators", "kpool-checks-off", "--workloads", workloads, "--runs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "--allocators" in err and "kpool-checks-off" in err and "a,b,c" in err, err
+    assert ran == []

@@ -4,6 +4,7 @@ the one crash database, by the coordinator alone), the coverage of the corpora, 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -142,7 +143,18 @@ def _triage(c: Campaign, run_dir: Path, recover: bool) -> list[CrashEntry]:
         return ingest.triage(c.jobs, c.run_id, c.plant, run_dir)
     from harness.fuzz import orphans
 
-    with orphans.left(run_dir.parent, run_dir.parent / record.DB_NAME, skip=run_dir) as left:
+    with contextlib.ExitStack() as held:
+        try:
+            left = held.enter_context(
+                orphans.left(run_dir.parent, run_dir.parent / record.DB_NAME, skip=run_dir)
+            )
+        except KeyboardInterrupt:  # the sweep stops; this campaign's own crashes are still its report's
+            output.warn(
+                "interrupted while recovering the crash inputs killed runs left: those not recorded yet, the"
+                f" next kpool fuzz or kpool campaign over {run_dir.parent} replays and records; this"
+                " campaign's own crashes are triaged"
+            )
+            left = []
         found = [
             (crash, rate)
             for one in left

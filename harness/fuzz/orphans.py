@@ -7,12 +7,12 @@ going down) leaves the input on disk and nowhere else.
 
 The next `kpool fuzz` (before it fuzzes) and `kpool campaign` (when it triages) over the same reports
 folder look for such inputs with `left()`: every crash input of a fuzz run's folder (<reports>/<run>/
-crashes/, or a campaign's <reports>/<run>/fuzz-<target>/crashes/) that the crash database does not hold
-by its path, where the run has ended: nobody holds the folder's lock, nor the campaign's around it
-(harness/runlock.py). A run still going records its own. Each input is replayed as its run would have
-(runner._keep_reports, on the build of the run's planted bug; one replayed before the kill keeps its
-report), and the locks are held until the caller has recorded them, so that two runs sweeping at once
-record each input once.
+crashes/, or a campaign's <reports>/<run>/fuzz-<target>/crashes/) that the crash database does not hold by
+its path from the run folder on (TAILS), where the run has ended: nobody holds the folder's lock, nor the
+campaign's around it (harness/runlock.py). A run still going records its own. Each input is replayed as
+its run would have (runner._keep_reports, on the build of the run's planted bug; one replayed before the
+kill keeps its report), and the locks are held until the caller has recorded them, so that two runs
+sweeping at once record each input once.
 """
 
 from __future__ import annotations
@@ -40,14 +40,26 @@ class Left:
     results: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _recorded(db: Path) -> set[Path]:
+# A recorded input is known by its path's last parts, from its run's folder on (<run>/crashes/<input>, or
+# a campaign's <run>/fuzz-<target>/crashes/<input>), not by the whole path: a reports folder moved, or
+# restored from a CI cache into another workspace, keeps its database's absolute paths. Run folders are
+# named by their time and inputs by their content's hash, so the tail names one input.
+TAILS = (3, 4)
+
+
+def _recorded(db: Path) -> set[tuple[str, ...]]:
     try:
-        return {Path(p).resolve() for p in CrashDB.open(db).inputs()}
+        paths = [Path(p).parts for p in CrashDB.open(db).inputs()]
     except MissingCrashDB:
         return set()
+    return {parts[-n:] for parts in paths for n in TAILS if len(parts) >= n}
 
 
-def _unrecorded(reports: Path, recorded: set[Path], skip: Path | None) -> dict[Path, list[Path]]:
+def _is_recorded(path: Path, reports: Path, recorded: set[tuple[str, ...]]) -> bool:
+    return path.relative_to(reports).parts in recorded
+
+
+def _unrecorded(reports: Path, recorded: set[tuple[str, ...]], skip: Path | None) -> dict[Path, list[Path]]:
     """Run folder -> its crash inputs the database does not hold."""
     from harness.fuzz import runner
 
@@ -56,7 +68,8 @@ def _unrecorded(reports: Path, recorded: set[Path], skip: Path | None) -> dict[P
         folder = crashes.parent
         if skip is not None and folder.resolve().is_relative_to(skip.resolve()):
             continue
-        inputs = [p for t in TARGETS for p in runner._artifacts(crashes, t) if p.resolve() not in recorded]
+        found = [p for t in TARGETS for p in runner._artifacts(crashes, t)]
+        inputs = [p for p in found if not _is_recorded(p, reports, recorded)]
         if inputs:
             out[folder] = inputs
     return out
@@ -71,7 +84,11 @@ def _take(folder: Path, reports: Path, held: dict[Path, runlock.RunLock]) -> boo
             break
         if f in held:
             continue
-        lock = runlock.take(f)
+        try:
+            lock = runlock.take(f)
+        except runlock.Unusable as exc:  # said, not taken for a run still going (and silently skipped)
+            output.warn(f"{folder}: its crash inputs are left alone: {exc}")
+            lock = None
         if lock is None:
             for n in new:
                 held.pop(n).release()
@@ -129,7 +146,7 @@ def left(reports: Path, db: Path, skip: Path | None = None) -> Iterator[list[Lef
         recorded = _recorded(db) if taken else set()  # again: a run may have recorded them as it ended
         found = []
         for folder, all_inputs in taken.items():
-            inputs = [p for p in all_inputs if p.resolve() not in recorded]
+            inputs = [p for p in all_inputs if not _is_recorded(p, reports, recorded)]
             if not inputs:
                 continue
             output.warn(

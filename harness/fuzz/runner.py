@@ -510,8 +510,15 @@ def _recover(reports: Path, run_dir: Path) -> list[dict[str, Any]]:
     under this run. Not in a campaign's job: the campaign records what its runs left."""
     if os.environ.get(record.RUN_ENV):
         return []
-    with orphans.left(reports, record.db_path(reports), skip=run_dir) as left:
-        return record.record_left(left, reports, run_dir.name)
+    try:
+        with orphans.left(reports, record.db_path(reports), skip=run_dir) as left:
+            return record.record_left(left, reports, run_dir.name)
+    except KeyboardInterrupt:  # their replays' reports are kept: the next run records them sooner
+        output.warn(
+            "interrupted while recovering the crash inputs killed runs left: those not recorded yet, the"
+            f" next kpool fuzz or kpool campaign over {reports} replays and records"
+        )
+        raise
 
 
 def merge(name: str, reports: Path = REPORTS) -> list[tuple[str, int, int]]:

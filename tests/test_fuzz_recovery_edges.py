@@ -1,0 +1,141 @@
+"""Crash-input recovery (harness/fuzz/orphans.py, harness/runlock.py) from a user's side: a lock file
+that cannot be opened, and Ctrl-C while the next run sweeps what a killed run left."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from test_fuzz_recovery import _occurrences, _orphan, fake  # noqa: F401 (fake: the fixture)
+
+from harness import runlock
+from harness.errors import KpoolError
+from harness.fuzz import runner
+
+
+def test_a_lock_file_that_cannot_be_opened_is_said_not_taken_for_a_live_run(
+    fake: Path,  # noqa: F811
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """run.lock a folder (or unreadable, or on a read-only file system): the sweep said nothing and left
+    the crash inputs unrecorded for good, as though a run still held them; `kpool fuzz --run-dir` into
+    such a folder said "the folder of a run still going (process ?)"."""
+    reports = fake / "reports"
+    old = reports / "fuzz-old"
+    _orphan(old)
+    (old / runlock.NAME).mkdir()
+    capsys.readouterr()
+    run = runner.run("api_sequence", 1, run_dir=reports / "fuzz-next", reports=reports)
+    err = capsys.readouterr().err
+    assert str(old / runlock.NAME) in err and "cannot be opened" in err, err
+    assert _occurrences(reports) == [] and not run.crashed  # left alone, but not in silence
+
+    with pytest.raises(KpoolError) as exc:
+        runner.run("api_sequence", 1, run_dir=old, reports=reports)
+    assert "still going" not in str(exc.value) and "cannot be opened" in str(exc.value), exc.value
+
+
+def test_ctrl_c_during_the_sweep_says_what_is_left_and_loses_nothing(
+    fake: Path,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Ctrl-C while the crash inputs of a killed run are replayed: the user is told that what is not
+    recorded yet the next run records (it said only "interrupted"), and the next run does."""
+    reports = fake / "reports"
+    crash = _orphan(reports / "fuzz-killed")
+    keep = runner._keep_reports
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "_keep_reports", interrupted)
+    capsys.readouterr()
+    with pytest.raises(KeyboardInterrupt):
+        runner.run("api_sequence", 1, run_dir=reports / "fuzz-stopped", reports=reports)
+    err = capsys.readouterr().err
+    assert "interrupted" in err and "not recorded yet" in err and str(reports) in err, err
+    assert _occurrences(reports) == []
+
+    monkeypatch.setattr(runner, "_keep_reports", keep)
+    run = runner.run("api_sequence", 1, run_dir=reports / "fuzz-next", reports=reports)
+    assert [p for p, _, _ in _occurrences(reports)] == [str(crash)] and run.crashed
+
+
+def test_a_moved_reports_folder_does_not_turn_recorded_crashes_into_lost_ones(
+    fake: Path,  # noqa: F811
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The crash database holds each input by the absolute path it had when recorded. A reports folder
+    moved, or restored from a CI cache into another workspace, made every recorded input look like one a
+    killed run left: replayed, recorded a second time, "never recorded" said of it, and exit 1."""
+    reports = fake / "reports"
+    crash = _orphan(reports / "fuzz-killed")
+    campaign_crash = _orphan(reports / "campaign-killed" / "fuzz-api_sequence")
+    assert runner.run("api_sequence", 1, run_dir=reports / "fuzz-next", reports=reports).crashed
+    assert sorted(p for p, _, _ in _occurrences(reports)) == sorted([str(crash), str(campaign_crash)])
+    moved = reports.rename(fake / "restored")
+    capsys.readouterr()
+    run = runner.run("api_sequence", 1, run_dir=moved / "fuzz-after", reports=moved)
+    assert "never recorded" not in capsys.readouterr().err
+    assert not run.crashed and len(_occurrences(moved)) == 2
+
+
+def test_ctrl_c_during_a_campaigns_sweep_keeps_its_own_report(
+    fake: Path,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A campaign that ended sweeps what killed runs left as it triages. Ctrl-C during that sweep (it
+    replays every such input, minutes for many) ended the campaign with no report and its own jobs'
+    crashes untriaged; now the sweep stops and the campaign's own crashes are triaged and reported."""
+    import json
+
+    from harness import campaign
+    from harness.campaign import Campaign, Job
+
+    reports = fake / "reports"
+    _orphan(reports / "fuzz-killed")
+    run_dir = reports / "campaign-now"
+    own = _orphan(run_dir / "fuzz-api_sequence", "api_sequence-crash-9")
+    own.with_name(own.name + ".txt").write_text((fake / "report.txt").read_text())
+    result = {"target": "api_sequence", "crashes": [str(own)], "replays": {}, "log": ""}
+    result |= {"seconds": 1.0, "execs": 10, "exec_per_s": 10, "cov": 1, "corpus": 1}
+    (run_dir / "fuzz-api_sequence" / "fuzz.json").write_text(json.dumps({"plant": 0, "results": [result]}))
+    job = Job("fuzz:api_sequence", "fuzz", [], 10.0, "fuzz-api_sequence/fuzz.json", state="done")
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "_keep_reports", interrupted)
+    capsys.readouterr()
+    c = Campaign("campaign-now", 60.0, 1, jobs=[job])
+    try:
+        report = campaign.collect(c, run_dir, coverage=False, recover=True)
+    except KeyboardInterrupt:
+        pytest.fail("the campaign's collect ended on the sweep's Ctrl-C: no report, its crashes untriaged")
+    err = capsys.readouterr().err
+    assert "interrupted" in err and "not recorded yet" in err, err
+    assert [(p, run) for p, _, run in _occurrences(reports)] == [(str(own), "campaign-now")]
+    assert len(report.crashes) == 1
+
+
+def test_a_folder_held_by_a_sweep_does_not_name_its_dead_run_as_going(tmp_path: Path) -> None:
+    """`kpool campaign --resume` (or `kpool fuzz --run-dir`) of a killed run's folder while another kpool
+    sweeps it: the lock file still names the killed process, and hold() said "the folder of a run still
+    going (process <the dead one>)"."""
+    import subprocess
+    import sys
+
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    folder = tmp_path / "campaign-killed"
+    folder.mkdir()
+    (folder / runlock.NAME).write_text(f'{{"pid": {int(dead.stdout)}, "started": 1.0}}\n')
+    sweep = runlock.take(folder)  # what orphans.left holds while it replays and records
+    assert sweep is not None
+    with sweep, pytest.raises(KpoolError) as exc:
+        runlock.hold(folder, kind="campaign")
+    text = str(exc.value)
+    assert f"process {int(dead.stdout)})" not in text and "recovering" in text, text
