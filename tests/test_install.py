@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import sysconfig
 import venv
 from pathlib import Path
 
@@ -39,6 +40,18 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     env_dir = root / "venv"
     venv.create(env_dir, system_site_packages=True, with_pip=True)
     py = env_dir / "bin" / "python"
+    # The dependencies are this interpreter's: on a fresh machine they are in the venv set-up made, and the
+    # base interpreter (all system_site_packages gives) has none of them (CI failed here on a new machine:
+    # no psutil, hdrh, atheris). Its folders go in as plain paths after the venv's own, not as site
+    # folders, so that their .pth files (this checkout's editable install) are not read.
+    here = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
+    site = subprocess.run(
+        [str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    (Path(site) / "kpool-test-deps.pth").write_text("".join(f"{d}\n" for d in sorted(here)))
     subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-deps", str(wheel)], check=True)
     env = {
         **os.environ,
