@@ -303,6 +303,19 @@ static inline uint64_t kt_rand(uint64_t *s)
 	return z ^ (z >> 31);
 }
 
+/* xorshift64*: the generator the tests whose bounds were measured with it
+ * use (test_bin_young, test_tcache_thread_pages, test_park_single,
+ * test_refill_quarter); a seed must not be 0. */
+static inline uint64_t kt_xorshift(uint64_t *s)
+{
+	uint64_t x = *s;
+	x ^= x >> 12;
+	x ^= x << 25;
+	x ^= x >> 27;
+	*s = x;
+	return x * 0x2545F4914F6CDD1DULL;
+}
+
 /* Uniform in [lo, hi]. */
 static inline size_t kt_rand_range(uint64_t *s, size_t lo, size_t hi)
 {

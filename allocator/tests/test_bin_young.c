@@ -48,16 +48,6 @@ static uint32_t start_of(unsigned cls)
 	return start < KP_BIN_LEAST ? KP_BIN_LEAST : start > KP_BIN_START ? KP_BIN_START : (uint32_t)start;
 }
 
-static uint64_t next_rand(uint64_t *s)
-{
-	uint64_t x = *s;
-	x ^= x >> 12;
-	x ^= x << 25;
-	x ^= x >> 27;
-	*s = x;
-	return x * 0x2545F4914F6CDD1DULL;
-}
-
 static void *first_refill(void *arg)
 {
 	(void)arg;
@@ -94,7 +84,7 @@ static void *churn(void *arg)
 	char *live[LIVE] = {0};
 	pthread_barrier_wait(&bar);
 	for (int i = 0; i < OPS; i++) {
-		size_t n = 16 + (size_t)(next_rand(&seed) % 497), k = (size_t)(next_rand(&seed) % LIVE);
+		size_t n = 16 + (size_t)(kt_xorshift(&seed) % 497), k = (size_t)(kt_xorshift(&seed) % LIVE);
 		if (live[k] && kp_free(pool, live[k]) != 0)
 			atomic_fetch_add(&errors, 1);
 		if (!(live[k] = kp_alloc(pool, n, 0)))
@@ -147,7 +137,7 @@ static void test_busy_bin_grows(void)
 	uint64_t seed = 99;
 	size_t req = 100;
 	for (int i = 0; i < 20000; i++) {
-		size_t k = (size_t)(next_rand(&seed) % N);
+		size_t k = (size_t)(kt_xorshift(&seed) % N);
 		if (v[k]) {
 			kp_free(pool, v[k]);
 			v[k] = NULL;

@@ -55,16 +55,6 @@ static size_t out_of_spans(kp_pool *pool, unsigned cls)
 	return n;
 }
 
-static uint64_t next_rand(uint64_t *s)
-{
-	uint64_t x = *s;
-	x ^= x >> 12;
-	x ^= x << 25;
-	x ^= x >> 27;
-	*s = x;
-	return x * 0x2545F4914F6CDD1DULL;
-}
-
 /* Fill, free all, then a random walk of N / 2 live blocks a class. The
  * classes that parked a batch. */
 static unsigned churn(kp_pool *pool)
@@ -84,7 +74,7 @@ static unsigned churn(kp_pool *pool)
 	memset(v, 0, sizeof v);
 	uint64_t seed = 42;
 	for (int i = 0; i < 200000; i++) {
-		unsigned c = (unsigned)(next_rand(&seed) % NCLS), k = (unsigned)(next_rand(&seed) % (N / 2));
+		unsigned c = (unsigned)(kt_xorshift(&seed) % NCLS), k = (unsigned)(kt_xorshift(&seed) % (N / 2));
 		if (v[c][k])
 			CHECK(kp_free(pool, v[c][k]) == 0, "free");
 		v[c][k] = kp_alloc(pool, request(FIRST + c), 0);

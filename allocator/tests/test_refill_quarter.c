@@ -26,19 +26,9 @@
 #define BURST 16
 #define STEPS 2000000
 
-static uint64_t next_rand(uint64_t *s)
-{
-	uint64_t x = *s;
-	x ^= x >> 12;
-	x ^= x << 25;
-	x ^= x >> 27;
-	*s = x;
-	return x * 0x2545F4914F6CDD1DULL;
-}
-
 static size_t rand_size(uint64_t *s, size_t lo, size_t hi)
 {
-	return lo + (size_t)(next_rand(s) % (hi - lo + 1));
+	return lo + (size_t)(kt_xorshift(s) % (hi - lo + 1));
 }
 
 static unsigned refills, big_refills;
@@ -77,7 +67,7 @@ static void test_small_objects_refills(void)
 	uint64_t seed = 42;
 	unsigned bad = 0;
 	for (long i = 0; i < STEPS; i++) {
-		size_t k = (size_t)(next_rand(&seed) % LIVE), n = rand_size(&seed, 8, 256);
+		size_t k = (size_t)(kt_xorshift(&seed) % LIVE), n = rand_size(&seed, 8, 256);
 		if (live[k])
 			bad += kp_free(pool, live[k]) != 0;
 		if (!(live[k] = watched_alloc(pool, n)))

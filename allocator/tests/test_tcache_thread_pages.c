@@ -33,16 +33,6 @@ static kp_pool *pool;
 static pthread_barrier_t bar;
 static _Atomic unsigned errors;
 
-static uint64_t next_rand(uint64_t *s)
-{
-	uint64_t x = *s;
-	x ^= x >> 12;
-	x ^= x << 25;
-	x ^= x >> 27;
-	*s = x;
-	return x * 0x2545F4914F6CDD1DULL;
-}
-
 /* thread_churn's worker: a random walk of 64 live blocks of 16-512 bytes */
 static void *worker(void *arg)
 {
@@ -50,7 +40,7 @@ static void *worker(void *arg)
 	char *live[LIVE] = {0};
 	pthread_barrier_wait(&bar); /* every thread alive before any works */
 	for (int i = 0; i < OPS; i++) {
-		size_t n = 16 + (size_t)(next_rand(&seed) % 497), k = (size_t)(next_rand(&seed) % LIVE);
+		size_t n = 16 + (size_t)(kt_xorshift(&seed) % 497), k = (size_t)(kt_xorshift(&seed) % LIVE);
 		if (live[k] && kp_free(pool, live[k]) != 0)
 			atomic_fetch_add(&errors, 1);
 		if (!(live[k] = kp_alloc(pool, n, 0)))
