@@ -288,3 +288,24 @@ def test_driver_progress_counts_ops_not_loop_steps() -> None:
     live = [int(n) for n in PROGRESS_RE.findall(proc.stderr)]
     assert live and counters["ops"] > 1.9 * counters["steps"]
     assert counters["steps"] < live[-1] <= counters["ops"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "field"),
+    [
+        ("slo: {latency_ns: {alloc: {p99: .nan}}}\n", "slo.latency_ns.alloc.p99"),
+        ("slo: {min_ops_per_s: .inf}\n", "slo.min_ops_per_s"),
+        ("slo: {latency_ns: {free: {p50: .inf}}}\n", "slo.latency_ns.free.p50"),
+    ],
+)
+def test_a_non_finite_slo_bound_is_a_spec_error(tmp_path: Path, extra: str, field: str) -> None:
+    # a NaN bound fails every verdict and an infinite one holds every verdict, and either is written
+    # into stress.json as NaN or Infinity, which strict JSON readers (jq, browsers) refuse
+    got = issues(write(tmp_path, SMALL + extra))
+    assert any(f": {field}: " in g and "not a finite number" in g for g in got), got
+
+
+def test_a_non_finite_program_slo_bound_is_a_spec_error(tmp_path: Path) -> None:
+    text = 'name: prog\nprogram: {command: ["true"]}\nslo: {max_time_ratio: .nan}\n'
+    got = issues(write(tmp_path, text))
+    assert any(": slo.max_time_ratio: " in g and "not a finite number" in g for g in got), got

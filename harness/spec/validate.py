@@ -12,6 +12,7 @@ there is a choice, the allowed values.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import re
@@ -299,7 +300,9 @@ def _dist_rules(d: Mapping[str, Any], path: Path) -> Iterator[tuple[Path, bool, 
 
 
 def _nonfinite(value: Any, path: Path) -> Iterator[tuple[Path, bool, str]]:
-    """Every number the driver reads must be finite (YAML's .inf and .nan pass a minimum check)."""
+    """Every number of a workload must be finite (YAML's .inf and .nan pass a minimum check): the driver
+    cannot take one, an SLO bound of NaN fails every verdict and one of infinity holds every verdict, and
+    either would reach stress.json as NaN or Infinity, which strict JSON readers refuse."""
     if isinstance(value, float) and not math.isfinite(value):
         yield path, False, f"{value} is not a finite number"
     elif isinstance(value, dict):
@@ -312,9 +315,6 @@ def _nonfinite(value: Any, path: Path) -> Iterator[tuple[Path, bool, str]]:
 
 def _driver_rules(data: Mapping[str, Any]) -> Iterator[tuple[Path, bool, str]]:
     """What kpdrive's program parser refuses and the schema cannot say (allocator/driver/program.c)."""
-    for key, item in data.items():
-        if key not in ("slo", "description"):
-            yield from _nonfinite(item, (key,))
     last_seed = data.get("seed", 1) + data.get("processes", 1) - 1
     if last_seed > U64_MAX:
         yield (
@@ -377,7 +377,7 @@ def check(
             issues.append(Issue(file, pos.line, pos.column, dotted(path), message))
     if not issues:  # the rules assume a schema-valid document
         found = rules(data) if rules is not None else rule_errors(data, pool_options)
-        for path, at_key, message in found:
+        for path, at_key, message in itertools.chain(_nonfinite(data, ()), found):
             pos = located.where(path, key=at_key)
             issues.append(Issue(file, pos.line, pos.column, dotted(path), message))
     if issues:
