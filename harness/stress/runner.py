@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness import output, peers
+from harness import output, peers, runlock
 from harness.errors import ConfigError, UsageError
 from harness.spec import AnyWorkload, ProgramWorkload, Workload, poolcheck
 from harness.spec.compile import conf_string
@@ -460,10 +460,22 @@ def launch(wl: AnyWorkload, kpdrive: Path | None = None) -> Launch:
     return OpStreamLaunch(wl, kpdrive)
 
 
+def _refuse_finished(run_dir: Path) -> None:
+    """A --run-id folder that already holds a report is another run's: a second run there would write
+    its stress.json over the first's (and its workloads' folders over theirs)."""
+    if (run_dir / "stress.json").exists():
+        raise UsageError(
+            f"--run-id {run_dir.name}: {run_dir / 'stress.json'} is the report of an earlier run; give "
+            "another --run-id (or none, for a new folder)"
+        )
+
+
 def run(workloads: Sequence[AnyWorkload], opts: Options) -> dict[str, Any]:
-    """Run every workload in turn; write and return the report."""
+    """Run every workload in turn; write and return the report. The run holds its folder's lock
+    (harness/runlock.py) from start to end: a second run given the same --run-id meanwhile is refused."""
     if opts.run_id is not None:
         check_run_id(opts.run_id)
+        _refuse_finished(opts.reports_dir / opts.run_id)
     by_name: dict[str, str] = {}
     for wl in workloads:  # a workload's name is its folder in the run: one folder, one workload
         first = by_name.setdefault(wl.name, str(wl.path))
@@ -478,9 +490,21 @@ def run(workloads: Sequence[AnyWorkload], opts: Options) -> dict[str, Any]:
         ln.preflight(opts)
     if opts.run_id:  # named by the caller (the campaign: inside a run folder of its own)
         run_id, run_dir = opts.run_id, opts.reports_dir / opts.run_id
-        run_dir.mkdir(parents=True, exist_ok=True)
     else:
         run_id, run_dir = new_run_dir(opts.reports_dir)
+    with runlock.hold(run_dir, command="stress"):
+        _refuse_finished(run_dir)  # one that ended between the check above and the lock
+        return _run(workloads, launches, opts, run_id, run_dir, kpdrive)
+
+
+def _run(
+    workloads: Sequence[AnyWorkload],
+    launches: Sequence[Launch],
+    opts: Options,
+    run_id: str,
+    run_dir: Path,
+    kpdrive: Path | None,
+) -> dict[str, Any]:
     report: dict[str, Any] = {
         "run_id": run_id,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
