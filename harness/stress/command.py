@@ -83,7 +83,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         "--run-id",
         type=_run_id,
         default=None,
-        help="the run's folder name under --reports: letters, digits, '-', '_', '.', not starting with '.' "
+        help="the run's folder name under --reports: letters, digits, '-', '_', '.', not starting with '.'"
         "; a folder that holds an earlier run's report, or a run still going, is refused "
         "(default: the date and time and 4 random hex digits)",
     )
