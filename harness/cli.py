@@ -167,7 +167,8 @@ def _parser() -> argparse.ArgumentParser:
         type=Path,
         default=None,
         metavar="DIR",
-        help="where this run writes (default: <reports>/fuzz-<date and time>)",
+        help="where this run writes; the folder of an earlier run, or of a run still going, is refused "
+        "(default: <reports>/fuzz-<date and time>)",
     )
     p.add_argument(
         "--reports",

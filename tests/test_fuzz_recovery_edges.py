@@ -9,7 +9,7 @@ import pytest
 from test_fuzz_recovery import _occurrences, _orphan, fake  # noqa: F401 (fake: the fixture)
 
 from harness import runlock
-from harness.errors import KpoolError
+from harness.errors import KpoolError, UsageError
 from harness.fuzz import runner
 
 
@@ -139,3 +139,32 @@ def test_a_folder_held_by_a_sweep_does_not_name_its_dead_run_as_going(tmp_path: 
         runlock.hold(folder, kind="campaign")
     text = str(exc.value)
     assert f"process {int(dead.stdout)})" not in text and "recovering" in text, text
+
+
+def test_a_run_dir_holding_an_earlier_run_is_refused_and_kept(fake: Path) -> None:  # noqa: F811
+    """`kpool fuzz --run-dir nightly` twice: the second wrote its fuzz.json over the first's (its targets
+    and crashes gone from it) and took the first run's crash inputs for its own (replayed again and
+    recorded as a second occurrence each)."""
+    reports = fake / "reports"
+    folder = reports / "nightly"
+    runner.run("api_sequence", 1, run_dir=folder, reports=reports)
+    before = (folder / "fuzz.json").read_bytes()
+    with pytest.raises(UsageError) as exc:
+        runner.run("conf", 1, run_dir=folder, reports=reports)
+    assert str(folder / "fuzz.json") in str(exc.value) and "--run-dir" in str(exc.value), exc.value
+    assert (folder / "fuzz.json").read_bytes() == before
+    assert not (folder / "logs" / "conf.log").exists()
+
+
+def test_a_run_dir_a_killed_run_left_is_refused_and_its_crash_inputs_recorded_later(
+    fake: Path,  # noqa: F811
+) -> None:
+    reports = fake / "reports"
+    killed = reports / "fuzz-killed"
+    crash = _orphan(killed)
+    with pytest.raises(UsageError) as exc:
+        runner.run("api_sequence", 1, run_dir=killed, reports=reports)
+    assert "crash input" in str(exc.value) and "--run-dir" in str(exc.value), exc.value
+    assert _occurrences(reports) == []
+    runner.run("api_sequence", 1, run_dir=reports / "fuzz-next", reports=reports)
+    assert [o[0] for o in _occurrences(reports)] == [str(crash)]

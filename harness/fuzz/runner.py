@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import build, output, paths, runlock
-from harness.errors import KpoolError
+from harness.errors import KpoolError, UsageError
 from harness.fuzz import NATIVE, TARGETS, orphans
 from harness.fuzz import env as fuzz_env
 from harness.fuzz.target import HISTORY_ENV, HISTORY_FLAG, read_history, write_history
@@ -460,6 +460,7 @@ def run(
     # held to the end, by kill -9 too: another run takes the crash inputs of this folder for lost only
     # once this process is gone (fuzz/orphans.py)
     with runlock.hold(run_dir, kind="fuzz", plant=plant, targets=targets):
+        _refuse_earlier(run_dir)
         recovered = _recover(reports, run_dir)
         results: list[TargetResult] = []
         for t in targets:
@@ -503,6 +504,23 @@ def run(
             f"{first.target}: {first.error}{more}; its log, {first.log}, ends", _log_tail(Path(first.log))
         )
     return FuzzRun(run_dir, results, recovered)
+
+
+def _refuse_earlier(run_dir: Path) -> None:
+    """A --run-dir that an earlier run ended in (its fuzz.json) or was killed in (its crash inputs) is that
+    run's: a second run there would write its fuzz.json over the first's and take the first's crash inputs
+    for its own (replayed again, recorded again)."""
+    if (run_dir / "fuzz.json").exists():
+        raise UsageError(
+            f"--run-dir {run_dir}: {run_dir / 'fuzz.json'} is the report of an earlier run; give another "
+            "folder (or none, for a new one)"
+        )
+    left = [p for t in TARGETS for p in _artifacts(run_dir / "crashes", t)]
+    if left:
+        raise UsageError(
+            f"--run-dir {run_dir}: holds {len(left)} crash input(s) of an earlier run that was killed, such"
+            f" as {left[0]}; give another folder (a kpool fuzz over the same reports folder records them)"
+        )
 
 
 def _recover(reports: Path, run_dir: Path) -> list[dict[str, Any]]:
