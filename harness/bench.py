@@ -44,6 +44,7 @@ BENCH_ALLOCATORS = (ALLOCATORS[0], CHECKS_OFF, *ALLOCATORS[1:])
 # The slowest single invocation (glibc on (c), or three 1 GiB rounds of (d)) takes seconds; ten minutes
 # means the allocator hangs, and the remaining runs are still worth having.
 RUN_TIMEOUT_S = 600
+U64_MAX = 2**64 - 1  # kpbench reads --seed and --ops as uint64_t (parse_u64), and refuses a sign
 
 
 @dataclass
@@ -411,12 +412,24 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         )
     if args.runs < 1:
         p.error(f"--runs {args.runs}: must be at least 1")
-    if args.ops is not None and args.ops < 1:
-        p.error(f"--ops {args.ops}: must be at least 1")
-    if args.json is not None and (args.json.is_dir() or not args.json.absolute().parent.is_dir()):
-        # said before the runs, not after them
-        what = "is a folder" if args.json.is_dir() else "is not in a folder"
-        p.error(f"--json {args.json}: {what}: nowhere to write the results")
+    if args.ops is not None and not 1 <= args.ops <= U64_MAX:
+        p.error(f"--ops {args.ops}: expected 1 to {U64_MAX} (kpbench's 64 bits)")
+    if not 0 <= args.seed <= U64_MAX - (args.runs - 1):
+        p.error(
+            f"--seed {args.seed}: expected 0 to {U64_MAX - (args.runs - 1)} (run i uses seed+i-1, in "
+            f"kpbench's 64 bits)"
+        )
+    if args.json is not None:  # said before the runs, not after them
+        folder = args.json.absolute().parent
+        if args.json.is_dir():
+            p.error(f"--json {args.json}: is a folder: nowhere to write the results")
+        if not folder.is_dir():
+            p.error(f"--json {args.json}: is not in a folder: nowhere to write the results")
+        if not os.access(folder, os.W_OK | os.X_OK):  # EROFS for root too
+            p.error(
+                f"--json {args.json}: {folder} cannot be written in (a read-only file system, or no "
+                "permission)"
+            )
     args.workloads = workloads
     args.allocators = names
     return args

@@ -1,8 +1,11 @@
-"""Shared fixtures: pools that are always closed, and a clean KPOOL_CONF."""
+"""Shared fixtures: pools that are always closed, a clean KPOOL_CONF, a read-only folder."""
 
 from __future__ import annotations
 
+import os
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -29,3 +32,25 @@ def quiet_pool() -> Iterator[Pool]:
     with Pool("daemon:off") as p:
         p.events()
         yield p
+
+
+@pytest.fixture
+def read_only_folder(tmp_path: Path) -> Iterator[Path]:
+    """A folder nothing can be written in, as on a read-only file system: a read-only tmpfs for root (whom
+    file modes do not stop), a folder without write permission for anyone else."""
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        try:
+            yield folder
+        finally:
+            folder.chmod(0o755)
+        return
+    mount = ["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(folder)]
+    if subprocess.run(mount, capture_output=True).returncode != 0:
+        pytest.skip("no read-only folder: root, and mount refused")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], capture_output=True)

@@ -582,3 +582,41 @@ def test_merge_interrupted_while_it_swaps_keeps_a_whole_corpus(
     assert kept >= 0.9 * before, f"{kept} of {before} inputs left"  # half, before
     runner.merge("conf", reports)  # and the next merge cleans up what the interrupted one left
     assert work.is_dir() and not list(work.parent.glob("conf.*"))
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["--seed", "-1"], "--seed -1"),
+        (["--seed", str(2**64)], f"--seed {2**64}"),
+        (["--runs", "3", "--seed", str(2**64 - 2)], f"--seed {2**64 - 2}"),  # run 3 would be 2**64
+        (["--ops", str(2**64)], f"--ops {2**64}"),
+    ],
+)
+def test_bench_seed_or_ops_kpbench_cannot_take_is_refused_before_the_runs(
+    argv: list[str], said: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`kpool bench --seed -1` ran the whole bench, every allocator's first run failing in kpbench ("bad
+    value for --seed") and the later ones not; a seed or op count above 64 bits failed every run."""
+    from harness import bench
+
+    def must_not_run() -> Path:
+        raise AssertionError("the bench ran")
+
+    monkeypatch.setattr(bench, "build_kpbench", must_not_run)
+    assert bench.main(["--workloads", "a", *argv]) == 2
+    assert said in capsys.readouterr().err
+
+
+def test_bench_json_on_a_read_only_file_system_is_refused_before_the_runs(
+    read_only_folder: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from harness import bench
+
+    def must_not_run() -> Path:
+        raise AssertionError("the bench ran")
+
+    monkeypatch.setattr(bench, "build_kpbench", must_not_run)
+    target = read_only_folder / "x.json"
+    assert bench.main(["--workloads", "a", "--runs", "1", "--json", str(target)]) == 2
+    assert f"--json {target}" in capsys.readouterr().err
