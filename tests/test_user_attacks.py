@@ -620,3 +620,28 @@ def test_bench_json_on_a_read_only_file_system_is_refused_before_the_runs(
     target = read_only_folder / "x.json"
     assert bench.main(["--workloads", "a", "--runs", "1", "--json", str(target)]) == 2
     assert f"--json {target}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["fuzz", "conf", "--time", "1"],
+        ["fuzz", "conf", "--merge"],
+        ["campaign", "--budget", "20s", "--targets", "conf", "--workloads", ""],
+    ],
+)
+def test_a_reports_folder_whose_name_is_not_utf8_is_a_usage_error_for_the_fuzzer(
+    argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """atheris takes its arguments as UTF-8 text: a corpus or crash folder under a name with other bytes
+    made every target die in atheris.Setup (a TypeError and its traceback, as the fuzz log's tail); the
+    campaign said its fuzz job failed with "libFuzzer ended with exit 1". The stress runner has no such
+    limit (its driver takes bytes), nor has --coverage (its replays read the folders themselves)."""
+    from harness import cli
+
+    reports = tmp_path / os.fsdecode(b"caf\xe9 reports")
+    assert cli.main([*argv, "--reports", str(reports)]) == 2
+    err = capsys.readouterr().err
+    assert "caf\\xe9 reports" in err and "UTF-8" in err, err
+    assert "Traceback" not in err
+    assert not any(reports.glob("*-*")), list(reports.iterdir())  # no run folder

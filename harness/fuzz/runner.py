@@ -456,6 +456,9 @@ def run(
     targets = resolve_targets(name)
     # absolute: libFuzzer runs in the run folder, where a relative corpus or crash path means nothing
     reports = reports.absolute()
+    check_utf8_path(reports, "--reports")
+    if run_dir is not None:
+        check_utf8_path(run_dir.absolute(), "--run-dir")
     run_dir = (run_dir or new_run_dir(reports)).absolute()
     # held to the end, by kill -9 too: another run takes the crash inputs of this folder for lost only
     # once this process is gone (fuzz/orphans.py)
@@ -506,6 +509,19 @@ def run(
     return FuzzRun(run_dir, results, recovered)
 
 
+def check_utf8_path(path: Path, option: str) -> None:
+    """UsageError when path is not UTF-8 text: atheris.Setup takes its arguments (the corpus and crash
+    folders, the inputs a replay runs) as UTF-8 strings and dies on any other byte in them."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        shown = os.fsencode(path).decode("ascii", "backslashreplace")
+        raise UsageError(
+            f"{option} {shown}: the path is not UTF-8 text, and the fuzzer (atheris) takes UTF-8 paths "
+            "only; give a folder whose path is"
+        ) from None
+
+
 def _refuse_earlier(run_dir: Path) -> None:
     """A --run-dir that an earlier run ended in (its fuzz.json) or was killed in (its crash inputs) is that
     run's: a second run there would write its fuzz.json over the first's and take the first's crash inputs
@@ -541,6 +557,7 @@ def _recover(reports: Path, run_dir: Path) -> list[dict[str, Any]]:
 
 def merge(name: str, reports: Path = REPORTS) -> list[tuple[str, int, int]]:
     """Shrink each target's working corpus with -merge=1: (target, inputs before, inputs after)."""
+    check_utf8_path(reports.absolute(), "--reports")
     out = []
     for target in resolve_targets(name):
         env = target_env(target)
