@@ -168,3 +168,26 @@ def test_a_run_dir_a_killed_run_left_is_refused_and_its_crash_inputs_recorded_la
     assert _occurrences(reports) == []
     runner.run("api_sequence", 1, run_dir=reports / "fuzz-next", reports=reports)
     assert [o[0] for o in _occurrences(reports)] == [str(crash)]
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (every write: ENOSPC)")
+def test_a_full_disk_under_the_fuzz_log_keeps_the_crash_and_names_the_log(
+    fake: Path,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The disk filled up while libFuzzer's output was copied to its log: kpool stopped at once with a
+    bare "No space left on device", naming no file, and left the crash input libFuzzer had written
+    unreplayed and unrecorded, with no fuzz.json."""
+    monkeypatch.setenv("KPOOL_FAKE", "crash")
+    reports = fake / "reports"
+    folder = reports / "fuzz-full"
+    (folder / "logs").mkdir(parents=True)
+    log = folder / "logs" / "api_sequence.log"
+    log.symlink_to("/dev/full")  # every write to the log: ENOSPC
+    run = runner.run("api_sequence", 1, run_dir=folder, reports=reports)
+    err = capsys.readouterr().err
+    assert str(log) in err and "No space left on device" in err, err
+    assert run.crashed and [Path(c).name for c in run.results[0].crashes] == ["api_sequence-crash-0badc0de"]
+    assert (folder / "fuzz.json").is_file()
+    assert [Path(o[0]).name for o in _occurrences(reports)] == ["api_sequence-crash-0badc0de"]

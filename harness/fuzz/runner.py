@@ -29,7 +29,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from harness import build, output, paths, runlock
 from harness.errors import KpoolError, UsageError
@@ -184,13 +184,58 @@ def _libfuzzer_args(
     return args
 
 
+class _Log:
+    """libFuzzer's output copied to a file, as long as the file takes it: a log that cannot be written (the
+    disk full) is said once, and libFuzzer goes on, its crash inputs kept and recorded; stopping kpool there
+    would leave them unrecorded."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._out: IO[str] | None = None
+        try:
+            self._out = path.open("w")
+        except OSError as exc:
+            self._lost(exc)
+
+    def _lost(self, exc: OSError) -> None:
+        output.warn(
+            f"cannot write the log {self.path}: {exc.strerror or exc}; libFuzzer goes on, its output from "
+            "here not kept"
+        )
+
+    def write(self, line: str) -> None:
+        if self._out is None:
+            return
+        try:
+            self._out.write(line)
+        except OSError as exc:
+            self.close(exc)
+
+    def close(self, exc: OSError | None = None) -> None:
+        out, self._out = self._out, None
+        if out is None:
+            return
+        try:
+            out.close()  # flushes: a full disk may say so only here
+        except OSError as late:
+            exc = exc or late
+        if exc is not None:
+            self._lost(exc)
+
+    def __enter__(self) -> _Log:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def _stream(proc: subprocess.Popen[str], log: Path, result: TargetResult) -> bool:
     """Copy the target's output to the log, keeping the newest progress figures; True when libFuzzer
     printed its final lines (it ended as planned, not in its start-up)."""
     last_shown = time.monotonic()
     finished = False
     assert proc.stdout is not None
-    with log.open("w") as out:
+    with _Log(log) as out:
         for line in proc.stdout:
             out.write(line)
             m = PROGRESS_RE.match(line)
