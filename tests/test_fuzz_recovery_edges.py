@@ -191,3 +191,54 @@ def test_a_full_disk_under_the_fuzz_log_keeps_the_crash_and_names_the_log(
     assert run.crashed and [Path(c).name for c in run.results[0].crashes] == ["api_sequence-crash-0badc0de"]
     assert (folder / "fuzz.json").is_file()
     assert [Path(o[0]).name for o in _occurrences(reports)] == ["api_sequence-crash-0badc0de"]
+
+
+TINY = """\
+name: tiny
+processes: 1
+ops: 2000
+mix: {alloc: 2, free: 1}
+sizes: {dist: uniform, min: 16, max: 256}
+working_set: 100
+"""
+
+
+@pytest.mark.parametrize("phase", ["sweep", "coverage"])
+def test_a_campaign_interrupted_after_its_jobs_writes_its_report_and_exits_130(
+    phase: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Ctrl-C while the campaign swept what killed runs left: it wrote its report and exited by the report
+    (0 when clean), as though nothing had been interrupted; while it measured the coverage of the corpora:
+    no report at all (the KeyboardInterrupt went past it). Both now: the report, then 130."""
+    import contextlib
+    from collections.abc import Iterator
+
+    from harness import campaign
+    from harness.campaign import run as campaign_run
+    from harness.fuzz import orphans
+
+    @contextlib.contextmanager
+    def interrupted_sweep(*args: object, **kwargs: object) -> Iterator[list[object]]:
+        raise KeyboardInterrupt
+        yield []
+
+    def interrupted_coverage(*args: object, **kwargs: object) -> dict[str, object]:
+        raise KeyboardInterrupt
+
+    if phase == "sweep":
+        monkeypatch.setattr(orphans, "left", interrupted_sweep)
+    else:
+        monkeypatch.setattr(campaign_run, "fuzz_coverage", interrupted_coverage)
+    workload = tmp_path / "tiny.yaml"
+    workload.write_text(TINY)
+    reports = tmp_path / "reports"
+    argv = ["--budget", "20s", "--targets", "", "--workloads", str(workload), "--programs", ""]
+    try:
+        code = campaign.main([*argv, "--reports", str(reports)])
+    except KeyboardInterrupt:
+        pytest.fail(f"Ctrl-C during the {phase} went past the campaign's report")
+    assert code == 130
+    [run_dir] = reports.glob("campaign-*")
+    assert (run_dir / "summary.json").is_file() and (run_dir / "index.html").is_file()
+    out, err = capsys.readouterr()
+    assert "interrupted" in out and "interrupted" in err, (out, err)

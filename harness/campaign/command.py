@@ -338,9 +338,10 @@ def _main(argv: Sequence[str], held: contextlib.ExitStack) -> int:
         if executor is not None:
             executor.close()
     coverage_s = deadline + MARGIN_S - REPORT_S - time.monotonic()
-    report = collect(c, run_dir, coverage=finished, coverage_s=coverage_s, recover=finished)
+    cut: list[str] = []  # what Ctrl-C cut short after the jobs: the report is written all the same
+    report = collect(c, run_dir, coverage=finished, coverage_s=coverage_s, recover=finished, interrupted=cut)
     write_run(report, reports)
-    output.result(summary(report, run_dir, c, finished))
-    if not finished:
+    output.result(summary(report, run_dir, c, finished and not cut))
+    if not finished or cut:
         return 130
     return 0 if report.ok and any(j.state in ENDED_STATES for j in c.jobs) else 1

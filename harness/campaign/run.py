@@ -109,11 +109,21 @@ def run_jobs(
 
 
 def collect(
-    c: Campaign, run_dir: Path, coverage: bool = True, coverage_s: float | None = None, recover: bool = False
+    c: Campaign,
+    run_dir: Path,
+    coverage: bool = True,
+    coverage_s: float | None = None,
+    recover: bool = False,
+    interrupted: list[str] | None = None,
 ) -> RunReport:
     """The report of the jobs that ended (done, failed, timeout). A job that did not run, or was stopped
     at the deadline, is no result: summary() names it. Its crashes are still triaged. With recover, so
-    are the crash inputs killed runs left unrecorded under the reports folder (fuzz/orphans.py)."""
+    are the crash inputs killed runs left unrecorded under the reports folder (fuzz/orphans.py).
+
+    Ctrl-C (or SIGTERM) during the sweep of what killed runs left, or during the coverage of the corpora,
+    cuts that part short and the report is made of the rest; the parts cut short ("sweep", "coverage")
+    are appended to `interrupted`, so that the caller ends as interrupted once the report is written."""
+    cut = interrupted if interrupted is not None else []
     report = RunReport(
         run_id=c.run_id,
         started=c.started,
@@ -129,14 +139,23 @@ def collect(
         report.workloads.extend(results.workloads)
         report.programs.extend(results.programs)
     report.jobs = [ingest.job_entry(j) for j in c.jobs]
-    report.crashes = _triage(c, run_dir, recover)
+    report.crashes = _triage(c, run_dir, recover, cut)
     # Not after an interrupt: Ctrl-C keeps what finished at once, without a build and a replay.
-    report.fuzz_coverage = fuzz_coverage(c, run_dir, coverage_s) if coverage else {}
+    report.fuzz_coverage = {}
+    if coverage and not cut:
+        try:
+            report.fuzz_coverage = fuzz_coverage(c, run_dir, coverage_s)
+        except KeyboardInterrupt:
+            output.warn(
+                "interrupted while measuring the coverage of the fuzz corpora: the report goes without it "
+                f"(kpool fuzz --coverage --reports {run_dir.parent} measures it)"
+            )
+            cut.append("coverage")
     report.finished = time.time()
     return report
 
 
-def _triage(c: Campaign, run_dir: Path, recover: bool) -> list[CrashEntry]:
+def _triage(c: Campaign, run_dir: Path, recover: bool, cut: list[str]) -> list[CrashEntry]:
     """The jobs' crashes, and with recover what killed runs (`kpool fuzz`, campaigns) left under the
     reports folder unrecorded, recorded under this run (their folders locked meanwhile)."""
     if not recover:
@@ -154,6 +173,7 @@ def _triage(c: Campaign, run_dir: Path, recover: bool) -> list[CrashEntry]:
                 f" next kpool fuzz or kpool campaign over {run_dir.parent} replays and records; this"
                 " campaign's own crashes are triaged"
             )
+            cut.append("sweep")
             left = []
         found = [
             (crash, rate)
