@@ -3,7 +3,11 @@ that cannot be opened, and Ctrl-C while the next run sweeps what a killed run le
 
 from __future__ import annotations
 
+import os
+import subprocess
+import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 from test_fuzz_recovery import _occurrences, _orphan, fake  # noqa: F401 (fake: the fixture)
@@ -242,3 +246,66 @@ def test_a_campaign_interrupted_after_its_jobs_writes_its_report_and_exits_130(
     assert (run_dir / "summary.json").is_file() and (run_dir / "index.html").is_file()
     out, err = capsys.readouterr()
     assert "interrupted" in out and "interrupted" in err, (out, err)
+
+
+# A stand-in for libFuzzer's -merge=1: keeps every other input of the working corpus (the first folder
+# after the output one) in the output folder.
+FAKE_MERGE = r"""
+import shutil, sys
+from pathlib import Path
+args = [a for a in sys.argv[1:] if not a.startswith("-")]
+out, work = Path(args[0]), Path(args[1])
+for p in sorted(work.iterdir())[::2]:
+    shutil.copy(p, out / p.name)
+"""
+
+
+def _fake_merge(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, inputs: int) -> Path:
+    script = tmp_path / "fake_merge.py"
+    script.write_text(FAKE_MERGE)
+    monkeypatch.setattr(runner, "script", lambda target: script)
+    monkeypatch.setattr(runner, "target_env", lambda target, plant=0: dict(os.environ))
+    monkeypatch.setattr(runner, "seeds_dir", lambda target: tmp_path / "no-seeds")
+    work = runner.working_corpus("conf", tmp_path / "reports")
+    for i in range(inputs):
+        (work / f"{i:040x}").write_bytes(bytes([i % 256]))
+    return work
+
+
+def test_an_input_a_running_fuzzer_adds_during_a_merge_is_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`kpool fuzz --merge` while a `kpool fuzz` (or a campaign's merge) wrote into the same working
+    corpus: the merge renamed the corpus away and deleted it once its merged one was in place, and every
+    input written meanwhile into the corpus was deleted with it."""
+    work = _fake_merge(tmp_path, monkeypatch, 10)
+    real_run = subprocess.run
+
+    def merge_while_a_fuzzer_writes(*args: Any, **kwargs: Any) -> Any:
+        done = real_run(*args, **kwargs)
+        (work / "found-while-merging").write_bytes(b"new")  # after the merge read the corpus
+        return done
+
+    monkeypatch.setattr(runner.subprocess, "run", merge_while_a_fuzzer_writes)
+    [(_, before, after)] = runner.merge("conf", tmp_path / "reports")
+    names = sorted(p.name for p in work.iterdir())
+    assert "found-while-merging" in names
+    assert names == sorted([f"{i:040x}" for i in range(0, 10, 2)] + ["found-while-merging"])
+    assert (before, after) == (10, 6)
+    assert not list(work.parent.glob("conf.*m*"))  # no .merging or .premerge left
+
+
+def test_two_merges_of_one_corpus_at_once_take_turns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two `kpool fuzz --merge` over one reports folder: the second deleted the first's .merging folder
+    while the first's libFuzzer wrote into it, and the first then moved that half-written folder in as the
+    working corpus."""
+    work = _fake_merge(tmp_path, monkeypatch, 10)
+    with runner.corpus_lock(work):  # another merge (a campaign's, or a kpool fuzz --merge) under way
+        done: list[object] = []
+        thread = threading.Thread(target=lambda: done.append(runner.merge("conf", tmp_path / "reports")))
+        thread.start()
+        thread.join(timeout=1.0)
+        assert thread.is_alive() and not done  # it waits for the other to end
+        assert len(list(work.iterdir())) == 10
+    thread.join(timeout=30)
+    assert done and len(list(work.iterdir())) == 5

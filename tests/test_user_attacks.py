@@ -554,7 +554,8 @@ def test_merge_interrupted_while_it_swaps_keeps_a_whole_corpus(
 ) -> None:
     """`kpool fuzz --merge` deleted the working corpus file by file, then renamed the merged one in: a
     Ctrl-C or kill during the deletion (thousands of files) left half a corpus, the merged one aside in
-    .merging, which the next merge deletes first."""
+    .merging, which the next merge deletes first. (The merge now shrinks the corpus where it is, deleting
+    only the inputs the merge left out: stopped there, the corpus still holds every merged input.)"""
     pytest.importorskip("atheris")
     from harness import cli
     from harness.fuzz import runner
@@ -564,24 +565,25 @@ def test_merge_interrupted_while_it_swaps_keeps_a_whole_corpus(
     work = reports / "corpus" / "conf"
     runner.merge("conf", reports)  # a merged corpus: merging it again keeps (about) all of it
     before = len(list(work.iterdir()))
-    real_rmtree = shutil.rmtree
+    for i in range(20):  # inputs the merge leaves out (their features are the corpus's already)
+        (work / f"{i:040x}").write_bytes(b"")
+    real_unlink = Path.unlink
+    deleted: list[Path] = []
 
-    def killed_half_way(path: object, *args: object, **kw: object) -> None:
-        files = sorted(Path(str(path)).iterdir()) if Path(str(path)).is_dir() else []
-        if files and not str(path).endswith(".merging"):
-            for f in files[: len(files) // 2]:
-                f.unlink()
+    def killed_half_way(self: Path, missing_ok: bool = False) -> None:
+        if self.parent == work and len(deleted) >= 10:
             raise KeyboardInterrupt
-        real_rmtree(path, *args, **kw)  # type: ignore[arg-type]
+        deleted.append(self)
+        real_unlink(self, missing_ok=missing_ok)
 
-    monkeypatch.setattr(runner.shutil, "rmtree", killed_half_way)
+    monkeypatch.setattr(Path, "unlink", killed_half_way)
     with pytest.raises(KeyboardInterrupt):
         runner.merge("conf", reports)
     monkeypatch.undo()
     kept = len(list(runner.working_corpus("conf", reports).iterdir()))
     assert kept >= 0.9 * before, f"{kept} of {before} inputs left"  # half, before
     runner.merge("conf", reports)  # and the next merge cleans up what the interrupted one left
-    assert work.is_dir() and not list(work.parent.glob("conf.*"))
+    assert work.is_dir() and [p.name for p in work.parent.glob("conf.*")] == ["conf.lock"]
 
 
 @pytest.mark.parametrize(

@@ -5,13 +5,10 @@ one corpus, minimal in what it adds."""
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 from harness import output
@@ -35,25 +32,15 @@ def entries(reports: Path, target: str) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in files[:MAX_SENT_ENTRIES]}
 
 
-@contextlib.contextmanager
-def _locked(work: Path) -> Iterator[None]:
-    """One merge into a working corpus at a time: two campaigns sharing a reports folder would share
-    its .incoming folder (<reports>/corpus/<target>.lock, held while merging)."""
-    with work.with_name(work.name + ".lock").open("a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def merge(reports: Path, target: str, found: dict[str, bytes], plant: int = 0) -> tuple[int, int, float]:
     """Merge the entries a job found into the working corpus with -merge=1: (entries offered, entries
     kept, seconds). KpoolError when libFuzzer's merge fails (the offered entries are then kept in
     <reports>/corpus/<target>.incoming/ for the next merge)."""
     work = reports / "corpus" / target
     work.mkdir(parents=True, exist_ok=True)
-    with _locked(work):
+    from harness.fuzz import runner
+
+    with runner.corpus_lock(work):
         return _merge(reports, target, work, found, plant)
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import fcntl
 import json
 import os
 import re
@@ -26,7 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -600,34 +601,56 @@ def _recover(reports: Path, run_dir: Path) -> list[dict[str, Any]]:
         raise
 
 
+@contextlib.contextmanager
+def corpus_lock(work: Path) -> Iterator[None]:
+    """One merge into a working corpus at a time (<reports>/corpus/<target>.lock, held while merging):
+    `kpool fuzz --merge` and a campaign's merge of what its jobs found share its .merging or .incoming
+    folder. Waits for the merge under way to end."""
+    with work.with_name(work.name + ".lock").open("a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def merge(name: str, reports: Path = REPORTS) -> list[tuple[str, int, int]]:
     """Shrink each target's working corpus with -merge=1: (target, inputs before, inputs after)."""
     check_utf8_path(reports.absolute(), "--reports")
     out = []
     for target in resolve_targets(name):
-        env = target_env(target)
         work = working_corpus(target, reports.absolute())  # libFuzzer runs beside it, not here
-        before = sum(1 for _ in work.iterdir())
-        merged = work.with_name(work.name + ".merging")
-        shutil.rmtree(merged, ignore_errors=True)
-        merged.mkdir()
+        with corpus_lock(work):
+            out.append(_merge(target, work))
+    return out
+
+
+def _merge(target: str, work: Path) -> tuple[str, int, int]:
+    """The corpus shrunk where it is, never swapped: a `kpool fuzz` (or a campaign's merge) may be writing
+    into it meanwhile, and what it writes after the merge read the corpus is no input of the merge, so it
+    must stay. The merged inputs the corpus lacks (seeds, under libFuzzer's names) are moved in first, then
+    the inputs the merge left out deleted: stopped anywhere, a whole corpus is left."""
+    env = target_env(target)
+    before = {p.name for p in work.iterdir() if p.is_file()}
+    merged = work.with_name(work.name + ".merging")
+    shutil.rmtree(merged, ignore_errors=True)  # a merge killed before this one (the lock is ours)
+    merged.mkdir()
+    try:
         sources = [work] + ([seeds_dir(target)] if seeds_dir(target).is_dir() else [])
         cmd = [sys.executable, str(script(target)), "-merge=1", str(merged), *map(str, sources)]
-        output.progress(f"merging the {target} corpus ({before} inputs)")
+        output.progress(f"merging the {target} corpus ({len(before)} inputs)")
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False, cwd=merged.parent)
         if proc.returncode != 0:
-            shutil.rmtree(merged, ignore_errors=True)
             tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-20:])
             raise KpoolError(f"merging the {target} corpus failed (exit {proc.returncode})", tail)
-        # renames, then the deletion: stopped anywhere, a whole corpus is left (the old one, or the
-        # merged one), never one half deleted
-        old = work.with_name(work.name + ".premerge")
-        shutil.rmtree(old, ignore_errors=True)
-        work.rename(old)
-        merged.rename(work)
-        shutil.rmtree(old)
-        out.append((target, before, sum(1 for _ in work.iterdir())))
-    return out
+        kept = {p.name for p in merged.iterdir() if p.is_file()}
+        for name in sorted(kept - before):
+            (merged / name).replace(work / name)  # one file system: a rename, whole or not at all
+        for name in sorted(before - kept):
+            (work / name).unlink(missing_ok=True)  # libFuzzer may have replaced it by a smaller one
+    finally:
+        shutil.rmtree(merged, ignore_errors=True)
+    return target, len(before), sum(1 for p in work.iterdir() if p.is_file())
 
 
 @dataclass
