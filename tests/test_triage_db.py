@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -98,3 +99,57 @@ def test_parallel_writers_lose_no_rows(tmp_path: Path, processes: int) -> None:
     assert len(rows) == 3
     assert sum(r.count for r in rows) == processes * per
     assert all(r.runs == processes for r in rows)
+
+
+def _counting_transactions(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The write transactions CrashDB makes from now on (each with a connection of its own)."""
+    begun: list[str] = []
+    real = D.CrashDB._write
+
+    def counted(self: D.CrashDB, *args: Any, **kwargs: Any) -> Any:
+        begun.append(str(self.path))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(D.CrashDB, "_write", counted)
+    return begun
+
+
+def test_many_crashes_with_their_replays_are_recorded_in_one_transaction(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sweep of the crash inputs killed runs left (and a fuzz run's own crashes) recorded each input and
+    then its replay's rate in a transaction (and a connection) of its own: ~17 ms each, 24 s of the 38.8 s
+    700 inputs took."""
+    from harness.fuzz import runner
+    from harness.triage import record
+
+    monkeypatch.setattr(runner, "target_env", lambda target, plant=0: {})
+    inputs = []
+    for i in range(60):
+        inputs.append(str(tmp_path / f"api_sequence-crash-{i}"))
+        Path(inputs[-1]).write_bytes(bytes([i]))
+        Path(inputs[-1] + ".txt").write_text(ASAN.format(func=f"kp_f{i % 7}"))
+    replays = {p: {"reproduced": 1, "runs": 2} for p in inputs[::2]}
+    summary = {"results": [{"target": "api_sequence", "crashes": inputs, "replays": replays}]}
+    D.CrashDB(tmp_path / "crashes.sqlite")  # the schema, made once
+    transactions = _counting_transactions(monkeypatch)
+    record.record_fuzz(summary, tmp_path, "fuzz-1", 0)
+    assert len(transactions) <= 2, len(transactions)  # CrashDB's schema check when opened, the records
+    rows = {r.title: r for r in D.CrashDB.open(tmp_path / "crashes.sqlite").signatures()}
+    assert len(rows) == 7 and sum(r.count for r in rows.values()) == 60
+    assert rows["heap-use-after-free in kp_f0"].repro_rate == 0.5  # inputs 0, 14, ...: replayed, rate kept
+
+
+def test_a_campaign_records_what_it_triages_in_one_transaction(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from harness.report import ingest
+
+    run_dir = tmp_path / "campaign-x"
+    run_dir.mkdir()
+    D.CrashDB(tmp_path / "crashes.sqlite")
+    found = [(crash(f"kp_f{i % 5}", run="campaign-x"), (1, 1)) for i in range(40)]
+    transactions = _counting_transactions(monkeypatch)
+    entries = ingest.triage([], "campaign-x", 0, run_dir, recovered=found)
+    assert len(transactions) <= 2, len(transactions)  # CrashDB's schema check when opened, the records
+    assert sorted(e.count for e in entries) == [8] * 5 and all(e.status == "new" for e in entries)

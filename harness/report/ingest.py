@@ -282,17 +282,25 @@ def triage(
     # a fuzz input recorded already (by a run that recovered it after this campaign was killed, or by
     # this campaign before it was interrupted and resumed) is not recorded twice
     inputs = db.inputs()
+    knowns = [
+        known
+        or (
+            inputs.get(crash.reproducer.input_path)
+            if crash.reproducer and crash.reproducer.input_path
+            else None
+        )
+        for crash, _, known in found
+    ]
+    todo = [(crash, rate) for (crash, rate, _), known in zip(found, knowns, strict=True) if not known]
+    # in one transaction: one each cost a sweep of 700 inputs killed runs left 24 s
+    recorded = iter(db.record_all([c for c, _ in todo], [r for _, r in todo]))
     entries: dict[str, CrashEntry] = {}
-    for crash, rate, known in found:
-        if not known and crash.reproducer and crash.reproducer.input_path:
-            known = inputs.get(crash.reproducer.input_path)
+    for (crash, _, _), known in zip(found, knowns, strict=True):
         if known:
             row = db.get(known)
             new = row.status == NEW and row.new_run == run_id
         else:
-            rec = db.record(crash)
-            if rate is not None and rate[1] > 0:
-                db.set_replay(rec.signature_id, rate[0] / rate[1], rate[1], update_status=False)
+            rec = next(recorded)
             row, new = db.get(rec.signature_id), rec.new
         entry = entries.get(row.hash)
         if entry is not None:

@@ -202,13 +202,16 @@ def stress_crashes(doc: Mapping[str, Any], run: str) -> list[Crash]:
 # ---- recording ----------------------------------------------------------------------------------------
 
 
-def record(crashes: Sequence[Crash], path: Path) -> list[Recorded]:
-    """Record each crash; a database that cannot be written is a warning (the run's results stand)."""
+def record(
+    crashes: Sequence[Crash], path: Path, replays: Sequence[tuple[int, int] | None] = ()
+) -> list[Recorded]:
+    """Record each crash, with the (reproduced, runs) of its runner's replay (a crash that never reproduced
+    is listed as non-reproducible with that rate, not left unknown), in one transaction; a database that
+    cannot be written is a warning (the run's results stand)."""
     if not crashes:
         return []
     try:
-        db = CrashDB(path)
-        return [db.record(c) for c in crashes]
+        return CrashDB(path).record_all(crashes, replays)
     except KpoolError as exc:
         output.warn(f"the crashes were not recorded in {path}: {exc}")
         return []
@@ -218,9 +221,7 @@ def record_fuzz(summary: dict[str, Any], reports: Path, own_run: str, plant: int
     """Record fuzz.json's crashes (summary, changed in place: crash_db, crash_run, signatures)."""
     path, run = db_path(reports), run_id(own_run)
     for r in summary["results"]:
-        crashes = fuzz_crashes([r], run, plant)
-        recorded = record(crashes, path)
-        _store_rates(path, recorded, fuzz_replays([r]))
+        recorded = record(fuzz_crashes([r], run, plant), path, fuzz_replays([r]))
         if recorded:
             r["signatures"] = {c: rec.hash for c, rec in zip(r["crashes"], recorded, strict=True)}
             summary["crash_db"], summary["crash_run"] = str(path), run
@@ -235,8 +236,7 @@ def record_left(left: Sequence[Left], reports: Path, own_run: str) -> list[dict[
     everything: list[Recorded] = []
     for one in left:
         for r in one.results:
-            recorded = record(fuzz_crashes([r], run, one.plant), path)
-            _store_rates(path, recorded, fuzz_replays([r]))
+            recorded = record(fuzz_crashes([r], run, one.plant), path, fuzz_replays([r]))
             everything += recorded
             for crash, rec in zip(r["crashes"], recorded, strict=False):
                 out.append(
@@ -257,17 +257,6 @@ def record_stress(report: dict[str, Any], workload: dict[str, Any], reports: Pat
     if recorded:
         report["crash_db"], report["crash_run"] = str(path), run
         _say(recorded, path)
-
-
-def _store_rates(path: Path, recorded: Sequence[Recorded], rates: Sequence[tuple[int, int] | None]) -> None:
-    """How often each recorded crash's reproducer crashed again when the runner replayed it: a crash that
-    never did is listed as non-reproducible with that rate (not left unknown)."""
-    if not recorded:
-        return
-    db = CrashDB(path)
-    for rec, rate in zip(recorded, rates, strict=False):
-        if rate is not None and rate[1] > 0:
-            db.set_replay(rec.signature_id, rate[0] / rate[1], rate[1], update_status=False)
 
 
 def _say(recorded: Sequence[Recorded], path: Path) -> None:
