@@ -115,3 +115,36 @@ def test_a_workload_that_does_not_load_is_a_configuration_error(
     line = _error(capsys)
     assert str(bad) in line and "bogus_field" in line, line
     assert not list(reports.glob("*/campaign.json"))
+
+
+def test_a_campaign_resumed_from_a_moved_reports_folder_runs_its_jobs_there(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A reports folder renamed, or restored from a CI cache into another workspace, and resumed: the
+    jobs' commands still named the old folder, so they ran there (creating it again), the campaign found
+    no result in its own folder ("no result (exit 0)", FAIL) and the working corpora grew in the old one."""
+    from harness.campaign import budget
+
+    old, new = tmp_path / "old reports", tmp_path / "new reports"
+    run_dir = old / "campaign-1"
+    run_dir.mkdir(parents=True)
+    c = budget.plan("campaign-1", run_dir, 60.0, 1, 0, ["conf"], [ROOT / "workloads" / "steady-small.yaml"])
+    c.save(run_dir)
+    old.rename(new)
+    ran: list[list[str]] = []
+
+    def run_jobs(c: budget.Campaign, run_dir: Path, *args: object, **kwargs: object) -> bool:
+        ran.extend(j.argv for j in c.jobs)
+        return False  # as though interrupted: no report to make
+
+    monkeypatch.setattr(command, "run_jobs", run_jobs)
+    monkeypatch.setattr(command.build, "build", lambda *a, **k: Path("/nonexistent"))
+    assert cli.main(["campaign", "--resume", "campaign-1", "--reports", str(new)]) == 130
+    assert len(ran) == 2
+    for argv in ran:
+        assert not any(str(old) in a for a in argv), argv
+    fuzz, stress = ran
+    assert fuzz[fuzz.index("--run-dir") + 1] == str(new / "campaign-1" / "fuzz-conf")
+    assert fuzz[fuzz.index("--reports") + 1] == str(new)
+    assert stress[stress.index("--reports") + 1] == str(new / "campaign-1")
+    assert not old.exists()

@@ -221,10 +221,42 @@ def _resume(args: argparse.Namespace, reports: Path) -> tuple[Campaign, Path]:
     run_id = _latest(reports) if name == "latest" else name
     run_dir = reports / run_id
     c = Campaign.load(run_dir)
+    _relocate(c, run_dir)
     output.progress(
         f"resuming campaign {run_id}: {sum(j.state in RERUN_STATES for j in c.jobs)} job(s) to run"
     )
     return c, run_dir
+
+
+def _planned_run_dir(c: Campaign) -> Path | None:
+    """The run folder the campaign's job commands name (task.command): a stress job's --reports, a fuzz
+    job's --run-dir's parent."""
+    for j in c.jobs:
+        if j.kind == "fuzz" and "--run-dir" in j.argv[:-1]:
+            return Path(j.argv[j.argv.index("--run-dir") + 1]).parent
+        if j.kind == "stress" and "--reports" in j.argv[:-1]:
+            return Path(j.argv[j.argv.index("--reports") + 1])
+    return None
+
+
+def _relocate(c: Campaign, run_dir: Path) -> None:
+    """The jobs' commands name the campaign's folders by absolute path: a reports folder moved since it was
+    planned (renamed, restored from a CI cache into another workspace) is where they run now. Else they
+    ran in the old place, making it again, and the campaign found no result in its own folder."""
+    planned = _planned_run_dir(c)
+    if planned is None or planned == run_dir:
+        return
+    moves = ((str(planned), str(run_dir)), (str(planned.parent), str(run_dir.parent)))
+
+    def moved(arg: str) -> str:
+        for old, new in moves:
+            if arg == old or arg.startswith(old + "/"):
+                return new + arg[len(old) :]
+        return arg
+
+    for j in c.jobs:
+        j.argv = [moved(a) for a in j.argv]
+    output.progress(f"campaign {c.run_id} was planned in {planned}: its jobs run in {run_dir}")
 
 
 def build_needs(c: Campaign) -> list[JobSpec]:
