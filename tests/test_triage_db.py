@@ -153,3 +153,40 @@ def test_a_campaign_records_what_it_triages_in_one_transaction(
     entries = ingest.triage([], "campaign-x", 0, run_dir, recovered=found)
     assert len(transactions) <= 2, len(transactions)  # CrashDB's schema check when opened, the records
     assert sorted(e.count for e in entries) == [8] * 5 and all(e.status == "new" for e in entries)
+
+
+def test_a_moved_reports_folder_keeps_its_reproducers_replayable(tmp_path: Path) -> None:
+    """A reports folder renamed or restored from a CI cache elsewhere: its database names the crash inputs
+    and operation streams by their old absolute paths, so `kpool triage replay` said the reproducer's
+    input was gone (it lies beside the database) and recheck listed every signature "input gone"."""
+    old, new = tmp_path / "old", tmp_path / "new"
+    crash_input = old / "fuzz-1" / "crashes" / "api_sequence-crash-1"
+    crash_input.parent.mkdir(parents=True)
+    crash_input.write_bytes(b"\x01")
+    prog = old / "campaign-1" / "stress-w" / "run-1" / "w" / "main.prog"
+    prog.parent.mkdir(parents=True)
+    prog.write_text("count=1\n")
+    fuzz = Reproducer(argv=("python", "t.py", "${input_path}"), kind="fuzz", input_path=str(crash_input))
+    stress = Reproducer(argv=("kpdrive", str(prog), "seed=1"), kind="workload", cwd=str(prog.parent))
+    db = D.CrashDB(old / "crashes.sqlite")
+    one = db.record(crash("kp_a", repro=fuzz))
+    two = db.record(crash("kp_b", repro=stress))
+    old.rename(new)
+
+    moved = D.CrashDB.open(new / "crashes.sqlite")
+    got = moved.reproducer(one.signature_id)
+    assert got is not None and got.missing() is None
+    assert got.input_path == str(new / "fuzz-1" / "crashes" / "api_sequence-crash-1")
+    got = moved.reproducer(two.signature_id)
+    assert got is not None and got.missing() is None
+    assert got.argv[1] == str(new / "campaign-1" / "stress-w" / "run-1" / "w" / "main.prog")
+    assert got.cwd == str(new / "campaign-1" / "stress-w" / "run-1" / "w")
+
+
+def test_a_reproducer_whose_input_is_really_gone_still_says_so(tmp_path: Path) -> None:
+    gone = tmp_path / "fuzz-1" / "crashes" / "api_sequence-crash-1"
+    repro = Reproducer(argv=("python", "${input_path}"), kind="fuzz", input_path=str(gone))
+    db = D.CrashDB(tmp_path / "crashes.sqlite")
+    rec = db.record(crash(repro=repro))
+    got = db.reproducer(rec.signature_id)
+    assert got is not None and got.missing() == str(gone)

@@ -86,6 +86,37 @@ class Reproducer:
             needed += [a for a in argv if a.endswith(".prog") and a.startswith("/")]
         return next((p for p in needed if not (Path(self.cwd or ".") / p).exists()), None)
 
+    def relocated(self, folder: Path) -> Reproducer:
+        """This reproducer with its paths moved to folder, when the files it needs are gone from where it
+        was recorded but lie under folder at the same place from some run folder on: a reports folder
+        renamed, or restored from a CI cache into another workspace, keeps its database's absolute paths.
+        Itself when nothing is missing, or when folder does not hold it either."""
+        gone = self.missing()
+        if gone is None:
+            return self
+        parts = Path(gone).parts
+        # the shortest tail that folder holds: run folders are named by their time and crash inputs by
+        # their content's hash, so a tail of a run folder on names one file
+        n = next((n for n in range(2, len(parts)) if folder.joinpath(*parts[-n:]).exists()), None)
+        if n is None:
+            return self
+        old, new = str(Path(*parts[:-n])), str(folder)
+
+        def move(value: Any) -> Any:
+            if isinstance(value, str) and (value == old or value.startswith(old + "/")):
+                return new + value[len(old) :]
+            return value
+
+        return replace(
+            self,
+            argv=tuple(move(a) for a in self.argv),
+            env={k: move(v) for k, v in self.env.items()},
+            cwd=move(self.cwd),
+            input_path=move(self.input_path),
+            workload=move(self.workload),
+            meta={k: move(v) for k, v in self.meta.items()},
+        )
+
     def evolve(self, **changes: Any) -> Reproducer:
         return replace(self, **changes)
 

@@ -481,16 +481,17 @@ class CrashDB:
         return out
 
     def reproducer(self, sig_id: int) -> Reproducer | None:
-        """The minimised reproducer if there is one, else the latest occurrence's."""
+        """The minimised reproducer if there is one, else the latest occurrence's; its paths moved beside
+        this database when its reports folder has moved since (Reproducer.relocated)."""
         row = self.get(sig_id)
         if row.min_reproducer:
-            return row.min_reproducer
+            return row.min_reproducer.relocated(self.path.absolute().parent)
         found = self._read(
             "SELECT reproducer FROM occurrences WHERE signature_id = ? AND reproducer IS NOT NULL"
             " ORDER BY id DESC LIMIT 1",
             (sig_id,),
         )
-        return Reproducer.from_json(found[0][0]) if found else None
+        return Reproducer.from_json(found[0][0]).relocated(self.path.absolute().parent) if found else None
 
     def source(self, sig_id: int) -> str:
         found = self._read(
