@@ -309,3 +309,19 @@ def test_a_non_finite_program_slo_bound_is_a_spec_error(tmp_path: Path) -> None:
     text = 'name: prog\nprogram: {command: ["true"]}\nslo: {max_time_ratio: .nan}\n'
     got = issues(write(tmp_path, text))
     assert any(": slo.max_time_ratio: " in g and "not a finite number" in g for g in got), got
+
+
+def test_a_huge_workload_file_is_refused_before_it_is_parsed(tmp_path: Path) -> None:
+    """A 300 MB file given as a workload (a log, a core file, a wrong glob) was read and parsed whole:
+    19 s and 1.7 GB of memory before "a workload is a mapping of fields, got a string"."""
+    path = tmp_path / "huge.yaml"
+    path.write_bytes(b"name: x\n" + b"# " + b"a" * (8 << 20) + b"\n")
+    got = issues(path)
+    assert len(got) == 1 and "MiB" in got[0] and "workload" in got[0], got
+
+
+def test_a_workload_path_that_is_no_regular_file_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, err = stress(tmp_path, capsys, "/dev/zero")
+    assert code == 2 and "/dev/zero: not a regular file" in err, err

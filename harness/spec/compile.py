@@ -22,6 +22,10 @@ from harness.spec.validate import Issue, SpecError, check, dotted, kind_of, size
 DEFAULT_OPS = 200_000
 DEFAULT_TIME_LIMIT_S = 60.0
 PEER_NAMES = ("glibc", "jemalloc", "mimalloc", "tcmalloc")
+# The largest workload file read: the shipped ones are under 4 KiB; a file far past this is something else
+# (a log, a core file, a glob that matched the wrong thing), which YAML would take seconds and gigabytes to
+# parse before saying so.
+MAX_WORKLOAD_BYTES = 4 << 20
 
 
 @dataclass(frozen=True)
@@ -193,9 +197,13 @@ def load_text(text: str, path: str = "<workload>", use_jsonschema: bool = True) 
 def load(path: str | Path, use_jsonschema: bool = True) -> AnyWorkload:
     p = Path(path)
     try:
-        raw = p.read_bytes()
+        with p.open("rb") as f:
+            raw = f.read(MAX_WORKLOAD_BYTES + 1)
     except OSError as exc:
         raise SpecError([Issue(str(path), 1, 1, "", f"cannot read: {exc.strerror}")]) from exc
+    if len(raw) > MAX_WORKLOAD_BYTES:
+        message = f"more than {MAX_WORKLOAD_BYTES >> 20} MiB: not a workload (is it the file you meant?)"
+        raise SpecError([Issue(str(path), 1, 1, "", message)])
     wl = load_text(raw.decode("utf-8", errors="replace"), str(path), use_jsonschema)
     return type(wl)(wl.path, hashlib.sha256(raw).hexdigest(), wl.data)
 

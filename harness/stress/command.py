@@ -165,6 +165,8 @@ def workload_paths(patterns: Sequence[str]) -> list[Path]:
                 raise UsageError(f"{pattern}: the folder holds no *.yaml workload file")
         elif path.is_file():
             found = [path]
+        elif path.exists():  # a device, a FIFO, a socket: reading it could block or never end
+            raise UsageError(f"{pattern}: not a regular file: a workload is a YAML file")
         else:
             raise UsageError(f"{pattern}: no such workload file")
         out += [f for f in found if f not in out]
