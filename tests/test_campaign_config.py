@@ -148,3 +148,19 @@ def test_a_campaign_resumed_from_a_moved_reports_folder_runs_its_jobs_there(
     assert fuzz[fuzz.index("--reports") + 1] == str(new)
     assert stress[stress.index("--reports") + 1] == str(new / "campaign-1")
     assert not old.exists()
+
+
+@pytest.mark.parametrize("resume", [False, True])
+def test_an_empty_budget_is_a_usage_error_not_the_default(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], no_jobs: None, resume: bool
+) -> None:
+    """`--budget ''` (an unset variable in a CI script: --budget "$BUDGET") ran the default budget, or
+    with --resume the campaign's own, as though no --budget had been given."""
+    if resume:
+        (tmp_path / "r").mkdir()
+        (tmp_path / "r" / "campaign.json").write_text(
+            '{"run_id": "r", "budget_s": 60, "jobs_n": 1, "jobs": []}'
+        )
+    argv = ["campaign", "--budget", "", "--reports", str(tmp_path), *(["--resume", "r"] if resume else [])]
+    assert cli.main(argv) == 2
+    assert "--budget ''" in _error(capsys)

@@ -304,7 +304,7 @@ def _main(argv: Sequence[str], held: contextlib.ExitStack) -> int:
     if args.resume:
         c, run_dir = _resume(args, reports)
         held.enter_context(runlock.hold(run_dir, kind="campaign"))
-        budget = parse_budget(args.budget) if args.budget else c.budget_s
+        budget = parse_budget(args.budget) if args.budget is not None else c.budget_s
         executor = _executor(args, c.run_id)
         if executor is None and c.cluster:  # its jobs_n is the cluster's slots, not this machine's
             c.jobs_n = args.jobs or os.cpu_count() or 1
@@ -316,7 +316,7 @@ def _main(argv: Sequence[str], held: contextlib.ExitStack) -> int:
             c.jobs_n = executor.slots
         c.cluster = args.cluster or ""
     else:
-        budget = parse_budget(args.budget or DEFAULT_BUDGET)
+        budget = parse_budget(DEFAULT_BUDGET if args.budget is None else args.budget)
         targets = _targets(args.targets)
         workloads = find_workloads(args.workloads)
         programs_glob = args.programs
