@@ -361,11 +361,15 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         + " only)",
     )
     p.add_argument(
-        "--json", type=Path, default=None, metavar="FILE", help="write the raw results here (default: none)"
+        "--json",
+        type=paths.given,
+        default=None,
+        metavar="FILE",
+        help="write the raw results here (default: none)",
     )
     p.add_argument(
         "--workload",
-        type=Path,
+        type=paths.given,
         action="append",
         default=[],
         metavar="YAML",
@@ -388,7 +392,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     )
     p.add_argument(
         "--reports",
-        type=Path,
+        type=paths.given,
         default=None,
         metavar="DIR",
         help="where --workload runs keep results "

@@ -52,7 +52,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     )
     p.add_argument(
         "--reports",
-        type=Path,
+        type=paths.given,
         default=None,
         metavar="DIR",
         help="reports folder (default: $KPOOL_REPORTS, else reports/ in the current directory)",

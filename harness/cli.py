@@ -88,7 +88,7 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help=what, description=what[0].upper() + what[1:] + ".")
     p.add_argument(
         "--reports",
-        type=Path,
+        type=paths.given,
         default=None,
         metavar="DIR",
         help="the reports folder whose runs to index (default: $KPOOL_REPORTS, else reports/ in the "
@@ -164,7 +164,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--run-dir",
-        type=Path,
+        type=paths.given,
         default=None,
         metavar="DIR",
         help="where this run writes; the folder of an earlier run, or of a run still going, is refused "
@@ -172,7 +172,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--reports",
-        type=Path,
+        type=paths.given,
         default=None,
         metavar="DIR",
         help="reports folder: runs and working corpora (default: $KPOOL_REPORTS, else reports/ in the "
@@ -224,7 +224,7 @@ def _run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     )
     p.add_argument(
         "--reports",
-        type=Path,
+        type=paths.given,
         default=None,
         metavar="DIR",
         help="a crash is recorded in DIR/crashes.sqlite (default: $KPOOL_CRASH_DB, else $KPOOL_REPORTS, "
@@ -256,7 +256,7 @@ def _triage_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     )
     p.add_argument(
         "--db",
-        type=Path,
+        type=paths.given,
         default=db.DEFAULT_PATH,
         help="crash database; read only, never created here (default: %(default)s)",
     )
@@ -292,13 +292,17 @@ def _triage_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     t.set_defaults(run=lambda a, r: commands.recheck(a.db, a.runs))
     t = action("sarif", "every signature as SARIF 2.1.0 for code scanning (no database: an empty run)")
     t.add_argument(
-        "--out", type=Path, default=None, metavar="FILE", help="write it here (default: standard output)"
+        "--out",
+        type=paths.given,
+        default=None,
+        metavar="FILE",
+        help="write it here (default: standard output)",
     )
     t.set_defaults(run=lambda a, r: commands.sarif(a.db, a.out))
     t = action("signature", "print the signature (hash and title) of a crash text; reads no database")
     t.add_argument(
         "file",
-        type=Path,
+        type=paths.given,
         help="a file holding the crash text: sanitizer report, backtrace, traceback, stderr",
     )
     t.add_argument(

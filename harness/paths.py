@@ -13,6 +13,7 @@ directories and the default reports folder, for a source checkout and for an ins
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import os
 from importlib import metadata
@@ -87,6 +88,15 @@ def build_root() -> Path:
 def build_dir(variant: str, plant: int = 0) -> Path:
     """The build directory of one variant (as the Makefile's BUILD)."""
     return build_root() / (f"{variant}-plant{plant}" if plant else variant)
+
+
+def given(text: str) -> Path:
+    """argparse `type=` of a path option: an empty one (a script's unset variable, --reports "$DIR") is a
+    usage error; as a Path it would be the current folder, and a run would write its folders, corpora and
+    database straight into it."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path (an unset variable?): give a file or folder")
+    return Path(text)
 
 
 def reports() -> Path:

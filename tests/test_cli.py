@@ -251,3 +251,35 @@ def test_report_and_fuzz_default_to_the_same_reports_folder(
     monkeypatch.setattr(runner, "merge", lambda target, reports: seen.append(reports) or [])
     assert cli.main(["fuzz", "conf", "--merge"]) == 0
     assert seen == [tmp_path]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["report", "--reports", ""],
+        ["fuzz", "conf", "--time", "1", "--reports", ""],
+        ["fuzz", "conf", "--time", "1", "--run-dir", ""],
+        ["stress", "workloads/steady-small.yaml", "--reports", ""],
+        ["campaign", "--budget", "20s", "--targets", "", "--reports", ""],
+        ["run", "--reports", "", "--", "true"],
+        ["triage", "--db", "", "list"],
+        ["triage", "sarif", "--out", ""],
+        ["bench", "--json", ""],
+    ],
+)
+def test_an_empty_path_is_a_usage_error_not_the_current_folder(
+    argv: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--reports "$REPORTS"` with the variable unset: an empty path is the current folder, so every run
+    folder, the working corpora, crashes.sqlite and index.html were written straight into it (the
+    checkout's root, in CI) instead of its reports/."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("KPOOL_REPORTS", raising=False)
+    try:
+        code = cli.main(argv)
+    except SystemExit as exc:
+        code = exc.code  # type: ignore[assignment]
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "empty" in err and "Traceback" not in err, err
+    assert list(tmp_path.iterdir()) == [], list(tmp_path.iterdir())

@@ -96,7 +96,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     )
     p.add_argument(
         "--reports",
-        type=Path,
+        type=paths.given,
         default=None,
         metavar="DIR",
         help="where every output goes: runs, fuzz corpora, crash database, index "

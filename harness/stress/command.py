@@ -73,7 +73,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     )
     p.add_argument(
         "--reports",
-        type=Path,
+        type=paths.given,
         default=paths.reports(),
         metavar="DIR",
         help="reports folder; the run writes DIR/<run-id>/ (default: $KPOOL_REPORTS, else reports/ in the "
