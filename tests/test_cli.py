@@ -260,6 +260,7 @@ def test_report_and_fuzz_default_to_the_same_reports_folder(
         ["fuzz", "conf", "--time", "1", "--reports", ""],
         ["fuzz", "conf", "--time", "1", "--run-dir", ""],
         ["stress", "workloads/steady-small.yaml", "--reports", ""],
+        ["stress", ""],  # the current folder's *.yaml, every one of them run
         ["campaign", "--budget", "20s", "--targets", "", "--reports", ""],
         ["run", "--reports", "", "--", "true"],
         ["triage", "--db", "", "list"],

@@ -153,6 +153,8 @@ def workload_paths(patterns: Sequence[str]) -> list[Path]:
     a usage error naming it."""
     out: list[Path] = []
     for pattern in patterns:
+        if not pattern.strip():  # a script's unset variable: as a path, the current folder's *.yaml
+            raise UsageError(f"{pattern!r}: an empty workload path (an unset variable?)")
         path = Path(pattern)
         if any(c in pattern for c in GLOB_CHARS):
             root = Path(path.anchor or ".")
