@@ -325,3 +325,17 @@ def test_a_workload_path_that_is_no_regular_file_says_so(
 ) -> None:
     code, err = stress(tmp_path, capsys, "/dev/zero")
     assert code == 2 and "/dev/zero: not a regular file" in err, err
+
+
+@pytest.mark.parametrize("name", ["..", ".", ".hidden", "stress.json", "run.lock"])
+@pytest.mark.parametrize("kind", ["opstream", "program"])
+def test_a_workload_name_that_is_no_folder_of_its_own_is_a_spec_error(
+    tmp_path: Path, name: str, kind: str
+) -> None:
+    """The name is the workload's folder in its run: `name: ..` wrote its workers' files into the reports
+    folder (in a campaign, into the campaign's folder), and `name: stress.json` (or run.lock) made a
+    folder where the run writes its report, which was then lost after the workload had run."""
+    text = SMALL if kind == "opstream" else 'name: cfg\nprogram: {command: ["true"]}\n'
+    path = write(tmp_path, text.replace("name: cfg", f"name: {json.dumps(name)}"))
+    got = issues(path)
+    assert any(": name: " in g for g in got), got

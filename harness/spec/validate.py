@@ -313,6 +313,21 @@ def _nonfinite(value: Any, path: Path) -> Iterator[tuple[Path, bool, str]]:
             yield from _nonfinite(item, (*path, i))
 
 
+# What a stress run writes in its folder beside the workloads' folders (harness/stress/runner.py): a
+# workload named so would take its place.
+RUN_FILES = ("stress.json", "run.lock")
+
+
+def _name_rules(data: Mapping[str, Any]) -> Iterator[tuple[Path, bool, str]]:
+    """The name is the workload's folder in its run (the schema keeps it a plain name, not '.' or '..')."""
+    if data.get("name") in RUN_FILES:
+        yield (
+            ("name",),
+            False,
+            f"{data['name']!r} is a file every run folder holds; name the workload otherwise",
+        )
+
+
 def _driver_rules(data: Mapping[str, Any]) -> Iterator[tuple[Path, bool, str]]:
     """What kpdrive's program parser refuses and the schema cannot say (allocator/driver/program.c)."""
     last_seed = data.get("seed", 1) + data.get("processes", 1) - 1
@@ -377,7 +392,7 @@ def check(
             issues.append(Issue(file, pos.line, pos.column, dotted(path), message))
     if not issues:  # the rules assume a schema-valid document
         found = rules(data) if rules is not None else rule_errors(data, pool_options)
-        for path, at_key, message in itertools.chain(_nonfinite(data, ()), found):
+        for path, at_key, message in itertools.chain(_nonfinite(data, ()), _name_rules(data), found):
             pos = located.where(path, key=at_key)
             issues.append(Issue(file, pos.line, pos.column, dotted(path), message))
     if issues:
