@@ -67,7 +67,13 @@ class Runner:
         env = {"LD_PRELOAD": self.preload[alloc.name]} if alloc.soname else {}
         try:
             proc = subprocess.run(
-                cmd, capture_output=True, text=True, check=False, timeout=RUN_TIMEOUT_S, env=_env(env)
+                cmd,
+                capture_output=True,
+                text=True,
+                errors="replace",
+                check=False,
+                timeout=RUN_TIMEOUT_S,
+                env=_env(env),
             )
         except subprocess.TimeoutExpired:
             self._fail(alloc, workload, f"timed out after {RUN_TIMEOUT_S} s", "")

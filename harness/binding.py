@@ -160,7 +160,10 @@ def _c_string(name: str, value: object) -> bytes:
         raise ArgumentTypeError(f"{name} {value!r}: expected a string")
     if "\0" in value:
         raise ArgumentError(f"{name} {value!r}: contains a NUL character, where C would stop reading")
-    return value.encode()
+    try:
+        return value.encode()
+    except UnicodeEncodeError:  # an argument's bytes that are not UTF-8 (surrogate escapes)
+        raise ArgumentError(f"{name} {value!r}: holds bytes that are not UTF-8 text") from None
 
 
 def _library(lib: object) -> ctypes.CDLL:

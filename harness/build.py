@@ -113,7 +113,7 @@ def build(variant: str = "release", plant: int = 0) -> Path:
 
 def run_make(cmd: list[str]) -> None:
     """Run a make command; a failure is a BuildError carrying the last lines of its output."""
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace", check=False)
     output.detail(proc.stdout)
     if proc.returncode != 0:
         tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-20:])

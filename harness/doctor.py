@@ -68,7 +68,9 @@ def _gcc_file(name: str) -> Callable[[], Path | None]:
         gcc = shutil.which("gcc")
         if not gcc:
             return None
-        proc = subprocess.run([gcc, f"-print-file-name={name}"], capture_output=True, text=True, check=False)
+        proc = subprocess.run(
+            [gcc, f"-print-file-name={name}"], capture_output=True, text=True, errors="replace", check=False
+        )
         path = Path(proc.stdout.strip())
         return path if proc.returncode == 0 and path.is_absolute() and path.exists() else None
 

@@ -17,21 +17,27 @@ def set_verbosity(level: int) -> None:
     _verbosity = level
 
 
+def _text(text: str) -> str:
+    """text that any stream takes: bytes of an argument or a path that are not UTF-8 (surrogate escapes)
+    written as \\udcXX, not an error of the stream (stdout is strict under a UTF-8 locale)."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def result(text: str) -> None:
     """The product of a command, on stdout."""
-    print(text, flush=True)
+    print(_text(text), flush=True)
 
 
 def progress(message: str) -> None:
     """A step under way; hidden when quiet."""
     if _verbosity >= 1:
-        print(f"kpool: {message}", file=sys.stderr, flush=True)
+        print(f"kpool: {_text(message)}", file=sys.stderr, flush=True)
 
 
 def detail(message: str) -> None:
     """Verbose-only detail."""
     if _verbosity >= 2:
-        print(f"kpool: {message}", file=sys.stderr, flush=True)
+        print(f"kpool: {_text(message)}", file=sys.stderr, flush=True)
 
 
 def relay(data: bytes) -> None:
@@ -42,11 +48,11 @@ def relay(data: bytes) -> None:
 
 
 def warn(message: str) -> None:
-    print(f"kpool: warning: {message}", file=sys.stderr, flush=True)
+    print(f"kpool: warning: {_text(message)}", file=sys.stderr, flush=True)
 
 
 def error(message: str) -> None:
-    print(f"kpool: error: {message}", file=sys.stderr, flush=True)
+    print(f"kpool: error: {_text(message)}", file=sys.stderr, flush=True)
 
 
 def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:

@@ -67,7 +67,9 @@ def clang_resource_file(relative: str) -> Path | None:
     Also `kpool doctor`'s lookup of the sanitizer headers."""
     clang = shutil.which("clang")
     if clang:
-        proc = subprocess.run([clang, "-print-resource-dir"], capture_output=True, text=True, check=False)
+        proc = subprocess.run(
+            [clang, "-print-resource-dir"], capture_output=True, text=True, errors="replace", check=False
+        )
         candidate = Path(proc.stdout.strip(), relative)
         if proc.returncode == 0 and proc.stdout.strip():
             return candidate if candidate.is_file() else None
@@ -92,7 +94,7 @@ def find_library(soname: str) -> Path | None:
             return None
     ldconfig = shutil.which("ldconfig") or ("/sbin/ldconfig" if Path("/sbin/ldconfig").exists() else None)
     if ldconfig:
-        proc = subprocess.run([ldconfig, "-p"], capture_output=True, text=True, check=False)
+        proc = subprocess.run([ldconfig, "-p"], capture_output=True, text=True, errors="replace", check=False)
         for line in proc.stdout.splitlines():
             name, _, path = line.strip().partition(" => ")
             if name.split(" ", 1)[0] == soname and "x86-64" in name and Path(path).is_file():

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from harness import binding, build, output, peers
-from harness.errors import ConfError, UsageError
+from harness.errors import ArgumentError, ConfError, UsageError
 from harness.triage import patterns, record
 from harness.triage.crash import Crash, Reproducer
 from harness.triage.db import Recorded
@@ -132,6 +132,8 @@ def check_conf(conf: str) -> None:
         binding.Pool(f"{conf},daemon:off,prefault:off").close()
     except ConfError as exc:
         raise UsageError(f"--conf {conf!r}: {exc.text or exc}") from exc
+    except ArgumentError as exc:  # not text C can take (bytes that are not UTF-8, a NUL)
+        raise UsageError(f"--conf {conf!r}: {exc}") from exc
 
 
 def environment(

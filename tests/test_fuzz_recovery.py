@@ -25,9 +25,9 @@ ROOT = Path(__file__).resolve().parents[1]
 REPORT = (Path(__file__).parent / "data" / "traces" / "asan_heap_use_after_free.txt").read_text()
 
 # A stand-in for a target script. Given an input file it replays it: the sanitizer report, exit 1.
-# Fuzzing: "fine" ends well at once; "crash" writes a crash input and ends as libFuzzer does then;
-# "crash_then_hang" writes a crash input where libFuzzer would, says so in a file, and hangs, so that the
-# test can kill kpool between the input and its recording.
+# Fuzzing: "fine" ends well at once (so does "noise", printing bytes that are not UTF-8); "crash" writes
+# a crash input and ends as libFuzzer does then; "crash_then_hang" writes a crash input where libFuzzer
+# would, says so in a file, and hangs, so that the test can kill kpool between the input and its recording.
 FAKE_TARGET = r"""
 import os, sys, time
 from pathlib import Path
@@ -37,6 +37,9 @@ if any(not a.startswith("-") and Path(a).is_file() for a in args):
     sys.exit(1)
 prefix = next(a.split("=", 1)[1] for a in args if a.startswith("-artifact_prefix="))
 print("INFO: Seed: 1", flush=True)
+if os.environ.get("KPOOL_FAKE") == "noise":  # bytes that are not UTF-8, as a target's own output may be
+    sys.stdout.buffer.write(b"INFO: \xff\xfe not text\n")
+    sys.stdout.flush()
 if os.environ.get("KPOOL_FAKE") == "crash":
     Path(prefix + "crash-0badc0de").write_bytes(b"\x01\x02\x03")
     print("==1==ERROR: AddressSanitizer: heap-use-after-free", flush=True)

@@ -647,3 +647,42 @@ def test_a_reports_folder_whose_name_is_not_utf8_is_a_usage_error_for_the_fuzzer
     assert "caf\\xe9 reports" in err and "UTF-8" in err, err
     assert "Traceback" not in err
     assert not any(reports.glob("*-*")), list(reports.iterdir())  # no run folder
+
+
+def test_option_values_that_are_not_utf8_are_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
+    """An argument with bytes that are not UTF-8 (a Latin-1 terminal, a binary pasted into a script) in a
+    value kpool passes to C or to the op driver: a UnicodeEncodeError (or, from the driver's answer
+    quoting it, a UnicodeDecodeError) traceback."""
+    from harness import cli
+
+    bad = os.fsdecode(b"\xff")
+    steady = str(Path(__file__).resolve().parents[1] / "workloads" / "steady-small.yaml")
+    for argv, said in (
+        (["run", "--conf", f"checks:on,{bad}:1", "--", "true"], "--conf"),
+        (["stress", steady, "--set", f"count={bad}"], "--set count="),
+        (["stress", steady, "--set", f"conf={bad}:1"], "--set conf="),
+    ):
+        code = cli.main(argv)
+        err = capsys.readouterr().err
+        assert code == 2 and said in err and "Traceback" not in err, (argv, err)
+
+
+def test_a_fuzz_target_printing_bytes_that_are_not_utf8_is_fuzzed_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """libFuzzer's output was read as UTF-8 text: a target (or the sanitizer, quoting memory) printing any
+    other byte stopped kpool with a UnicodeDecodeError while libFuzzer ran on."""
+    from test_fuzz_recovery import FAKE_TARGET
+
+    from harness.fuzz import runner
+
+    script = tmp_path / "fake_target.py"
+    script.write_text(FAKE_TARGET)
+    monkeypatch.setattr(runner, "script", lambda target: script)
+    monkeypatch.setattr(runner, "target_env", lambda target, plant=0: dict(os.environ))
+    monkeypatch.setattr(runner, "seeds_dir", lambda target: tmp_path / "no-seeds")
+    monkeypatch.setenv("KPOOL_FAKE", "noise")
+    run = runner.run("api_sequence", 1, run_dir=tmp_path / "run", reports=tmp_path / "reports")
+    [result] = run.results
+    assert result.error == "" and result.exec_per_s == 100
+    assert "not text" in Path(result.log).read_text()

@@ -62,7 +62,13 @@ def _merge(
     t0 = time.monotonic()
     cmd = [sys.executable, str(runner.script(target)), "-merge=1", str(work), str(incoming)]
     proc = subprocess.run(
-        cmd, env=runner.target_env(target, plant), capture_output=True, text=True, check=False, cwd=reports
+        cmd,
+        env=runner.target_env(target, plant),
+        capture_output=True,
+        text=True,
+        errors="replace",
+        check=False,
+        cwd=reports,
     )
     took = time.monotonic() - t0
     if proc.returncode != 0:

@@ -317,7 +317,9 @@ def replay(
     else:
         cmd = [sys.executable, str(script(target)), f"-timeout={INPUT_TIMEOUT_S}", str(data)]
     try:
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout_s, check=False)
+        proc = subprocess.run(
+            cmd, env=env, capture_output=True, text=True, errors="replace", timeout=timeout_s, check=False
+        )
     except subprocess.TimeoutExpired as exc:
         text = exc.stderr if isinstance(exc.stderr, str) else ""
         return -1, text + f"\nkpool: replay timed out after {timeout_s}s\n"
@@ -453,6 +455,7 @@ def fuzz_target(
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        errors="replace",
         cwd=run_dir,
         preexec_fn=_stop_with_kpool,
     ) as proc:
@@ -639,7 +642,9 @@ def _merge(target: str, work: Path) -> tuple[str, int, int]:
         sources = [work] + ([seeds_dir(target)] if seeds_dir(target).is_dir() else [])
         cmd = [sys.executable, str(script(target)), "-merge=1", str(merged), *map(str, sources)]
         output.progress(f"merging the {target} corpus ({len(before)} inputs)")
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False, cwd=merged.parent)
+        proc = subprocess.run(
+            cmd, env=env, capture_output=True, text=True, errors="replace", check=False, cwd=merged.parent
+        )
         if proc.returncode != 0:
             tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-20:])
             raise KpoolError(f"merging the {target} corpus failed (exit {proc.returncode})", tail)
@@ -721,6 +726,7 @@ def _locate(library: Path, offsets: Sequence[int]) -> list[tuple[str, str, str]]
         input="".join(f"{o:#x}\n" for o in offsets),
         capture_output=True,
         text=True,
+        errors="replace",
         check=False,
     )
     blocks = _frames(proc.stdout)
@@ -771,6 +777,7 @@ def _count_target(
             env=fuzz_env.target_env(library),
             capture_output=True,
             text=True,
+            errors="replace",
             check=False,
             cwd=scratch,
             timeout=timeout_s,

@@ -287,6 +287,7 @@ def git_revision(root: Path) -> str:
             ["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"],
             capture_output=True,
             text=True,
+            errors="replace",
             timeout=10,
             check=False,
         )

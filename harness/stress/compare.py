@@ -42,6 +42,7 @@ def _drive(kpdrive: Path, *args: str) -> dict[str, Any]:
         input=SPEED_PROGRAM,
         capture_output=True,
         text=True,
+        errors="replace",
         check=True,
         timeout=120,
     )

@@ -117,6 +117,7 @@ def _driver_refusal(kpdrive: Path, program: str, args: Sequence[str]) -> str | N
         input=program,
         capture_output=True,
         text=True,
+        errors="replace",
         timeout=CHECK_TIMEOUT_S,
         check=False,
     )

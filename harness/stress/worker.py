@@ -321,7 +321,11 @@ def symbolize(lines: list[str]) -> list[str]:
             out.append(raw)
             continue
         proc = subprocess.run(
-            [addr2line, "-f", "-C", "-e", m["obj"], m["off"]], capture_output=True, text=True, check=False
+            [addr2line, "-f", "-C", "-e", m["obj"], m["off"]],
+            capture_output=True,
+            text=True,
+            errors="replace",
+            check=False,
         )
         func, _, where = proc.stdout.partition("\n")
         resolved = proc.returncode == 0 and func.strip() not in ("", "??")
