@@ -309,3 +309,22 @@ def test_two_merges_of_one_corpus_at_once_take_turns(tmp_path: Path, monkeypatch
         assert len(list(work.iterdir())) == 10
     thread.join(timeout=30)
     assert done and len(list(work.iterdir())) == 5
+
+
+def test_a_campaigns_job_run_again_in_its_folder_is_not_refused(
+    fake: Path,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`kpool campaign --resume` runs a job its interruption stopped again, in the same folder: that
+    folder holds the stopped attempt's fuzz.json and crash inputs (the new attempt replays and reports
+    them), and is no other run's."""
+    from harness.triage import record
+
+    reports = fake / "reports"
+    folder = reports / "campaign-1" / "fuzz-api_sequence"
+    runner.run("api_sequence", 1, run_dir=folder, reports=reports)  # the stopped attempt
+    (folder / "crashes" / "api_sequence-crash-2").write_bytes(b"\x02")  # found before the stop
+    monkeypatch.setenv(record.RUN_ENV, "campaign-1")  # as the campaign's jobs run
+    monkeypatch.setenv(record.DB_ENV, str(fake / "scratch.sqlite"))
+    run = runner.run("api_sequence", 1, run_dir=folder, reports=reports)
+    assert [Path(c).name for c in run.results[0].crashes] == ["api_sequence-crash-2"]

@@ -77,3 +77,16 @@ def test_a_run_id_held_by_a_run_still_going_is_refused(
     assert "still going" in err and str(os.getpid()) in err, err
     assert not (folder / "stress.json").exists()
     assert not (folder / "second").exists()
+
+
+def test_a_campaigns_stress_job_run_again_in_its_folder_is_not_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`kpool campaign --resume` runs a stress job its interruption stopped again, under the same
+    --run-id: the stopped attempt's stress.json is its own, not another run's."""
+    from harness.triage import record
+
+    assert _stress(tmp_path, "first", "stress-first") == 0
+    monkeypatch.setenv(record.RUN_ENV, "campaign-1")
+    monkeypatch.setenv(record.DB_ENV, str(tmp_path / "scratch.sqlite"))
+    assert _stress(tmp_path, "first", "stress-first") == 0

@@ -574,7 +574,10 @@ def check_utf8_path(path: Path, option: str) -> None:
 def _refuse_earlier(run_dir: Path) -> None:
     """A --run-dir that an earlier run ended in (its fuzz.json) or was killed in (its crash inputs) is that
     run's: a second run there would write its fuzz.json over the first's and take the first's crash inputs
-    for its own (replayed again, recorded again)."""
+    for its own (replayed again, recorded again). Not a campaign's job: `kpool campaign --resume` runs a
+    job it stopped again in the same folder, and the new attempt reports what the stopped one found."""
+    if os.environ.get(record.RUN_ENV):  # a campaign's job, run again in its folder by --resume: its own
+        return
     if (run_dir / "fuzz.json").exists():
         raise UsageError(
             f"--run-dir {run_dir}: {run_dir / 'fuzz.json'} is the report of an earlier run; give another "

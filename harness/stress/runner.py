@@ -463,8 +463,9 @@ def launch(wl: AnyWorkload, kpdrive: Path | None = None) -> Launch:
 
 def _refuse_finished(run_dir: Path) -> None:
     """A --run-id folder that already holds a report is another run's: a second run there would write
-    its stress.json over the first's (and its workloads' folders over theirs)."""
-    if (run_dir / "stress.json").exists():
+    its stress.json over the first's (and its workloads' folders over theirs). Not a campaign's job:
+    `kpool campaign --resume` runs a job it stopped again under the same --run-id."""
+    if (run_dir / "stress.json").exists() and not os.environ.get(record.RUN_ENV):
         raise UsageError(
             f"--run-id {run_dir.name}: {run_dir / 'stress.json'} is the report of an earlier run; give "
             "another --run-id (or none, for a new folder)"
