@@ -195,3 +195,19 @@ def test_cli_list_show_replay_minimize_recheck(
     assert cli.main([*db, "recheck", "-n", "1"]) == 3  # still crashing
     assert "known" in capsys.readouterr().out
     assert cli.main([*db, "show", "999"]) == 2  # no such signature: a usage error
+
+
+def test_a_minimised_fuzz_input_that_does_not_crash_is_not_left_beside_the_input(tmp_path: Path) -> None:
+    """`kpool triage minimize` said "none of 1 smaller candidates reproduces; the reproducer is kept as it
+    is" and left the candidate in the run's crashes/ folder (minimized-<hash>-<input>), which reads as the
+    minimised reproducer."""
+    fuzzer = tmp_path / "fuzzer.py"
+    fuzzer.write_text(FUZZER.replace('write_bytes(b"X")', 'write_bytes(b"Y")'))
+    crash_input = tmp_path / "crash-1"
+    crash_input.write_bytes(b"abcXdef")
+    r = Reproducer(
+        argv=(sys.executable, str(fuzzer), str(crash_input)), kind="fuzz", input_path=str(crash_input)
+    )
+    done = M.minimize(r, SIG.hash)
+    assert done.reproducer.input_path == str(crash_input)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["crash-1", "fuzzer.py"]

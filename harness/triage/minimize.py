@@ -160,6 +160,8 @@ def minimize_fuzz(
                 on_step(step)
             result.reproducer = candidate
             break
+    else:  # no smaller input crashes the same way: none is kept (beside the input it would read as one)
+        out.unlink(missing_ok=True)
     return result
 
 
