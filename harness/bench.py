@@ -12,8 +12,9 @@ that fails (a peer's defaults may abort) is a row saying how, with the first lin
 
 Issue 14 also asks for the cost of kpool's integrity checks: on workloads a-c kpool runs a second time in
 every round with `--conf checks:off` (the row "kpool-checks-off"), and each of those workloads gets a line
-"cost of checks: X% (ops/s on vs off, medians)", X being how much longer an operation takes with checks
-on (off's ops/s ÷ on's, less one); the --json file carries it under "cost_of_checks".
+"cost of checks: X% (ops/s on vs off, medians of N rounds' ratios; ...)", X being how much longer an
+operation takes with checks on (off's ops/s ÷ on's, less one; the median of the rounds' ratios, each round
+running both back to back with one seed); the --json file carries it under "cost_of_checks".
 """
 
 from __future__ import annotations
@@ -89,6 +90,7 @@ class Runner:
             if not lines:
                 return None
         result: dict[str, Any] = json.loads(lines[-1])
+        result["seed"] = seed  # the round's: cost_of_checks pairs kpool's run with checks-off's by it
         return result
 
     def _fail(self, alloc: Allocator, workload: str, how: str, stderr: str) -> None:
@@ -142,6 +144,10 @@ def summarize(runs: Sequence[dict[str, Any]], failed: Sequence[str] = ()) -> dic
     cpu = [r.get("ops_per_cpu_s", 0.0) for r in runs]
     if runs and all(x > 0 for x in cpu):  # a and b: one timed thread
         summary["ops_per_cpu_s"] = _median(cpu)
+    # Each round's figures by its seed (ops/s, ops per CPU second or 0), for cost_of_checks's pairs.
+    summary["by_seed"] = {
+        r["seed"]: (r["ops_per_s"], r.get("ops_per_cpu_s", 0.0)) for r in runs if "seed" in r
+    }
     if runs and "rounds" in runs[0]:
         nrounds = min(len(r["rounds"]) for r in runs)
         summary["round_s"] = [_median([r["rounds"][i]["alloc_s"] for r in runs]) for i in range(nrounds)]
@@ -249,23 +255,40 @@ def workload_table(workload: str, desc: str, sums: dict[str, dict[str, Any]]) ->
 
 def cost_of_checks(sums: dict[str, dict[str, Any]]) -> dict[str, float] | None:
     """How much longer an operation takes with checks on than off, in percent (off's ops/s ÷ on's, less
-    one: negative when the checked pool is the faster), from the medians of kpool and kpool-checks-off;
-    the same by CPU time where there is one. None without runs of both."""
+    one: negative when the checked pool is the faster); the same by CPU time where there is one. None
+    without runs of both.
+
+    The ratio is the median of the rounds' own ratios: a round runs kpool and kpool-checks-off back to
+    back with one seed (run_all), so both meet the same minute of the machine's load, and a drift of the
+    load from round to round cancels. The ratio of the two medians, taken over different minutes, does not:
+    on a shared machine it said +15.2% where the rounds said -0.9% (test_bench_checks). Runs without a
+    common seed (none recorded) fall back to the ratio of the medians."""
     on, off = sums.get("kpool"), sums.get(CHECKS_OFF.name)
     if not on or not off or not on["runs"] or not off["runs"]:
         return None
-    cost = {
-        "pct": 100 * (off["ops_per_s"] / on["ops_per_s"] - 1),
-        "on_ops_per_s": on["ops_per_s"],
-        "off_ops_per_s": off["ops_per_s"],
-    }
+    cost = {"on_ops_per_s": on["ops_per_s"], "off_ops_per_s": off["ops_per_s"]}
+    pairs = [
+        (on["by_seed"][k], off["by_seed"][k]) for k in on.get("by_seed", {}) if k in off.get("by_seed", {})
+    ]
+    if pairs:
+        cost["rounds"] = len(pairs)
+        cost["pct"] = 100 * (_median([b[0] / a[0] for a, b in pairs]) - 1)
+        if all(a[1] > 0 and b[1] > 0 for a, b in pairs):
+            cost["pct_cpu"] = 100 * (_median([b[1] / a[1] for a, b in pairs]) - 1)
+        return cost
+    cost["pct"] = 100 * (off["ops_per_s"] / on["ops_per_s"] - 1)
     if "ops_per_cpu_s" in on and "ops_per_cpu_s" in off:
         cost["pct_cpu"] = 100 * (off["ops_per_cpu_s"] / on["ops_per_cpu_s"] - 1)
     return cost
 
 
 def cost_line(cost: dict[str, float]) -> str:
-    line = f"cost of checks: {cost['pct']:+.1f}% (ops/s on vs off, medians: "
+    line = f"cost of checks: {cost['pct']:+.1f}% (ops/s on vs off, medians"
+    if "rounds" in cost:
+        n = int(cost["rounds"])
+        line += f" of {n} rounds' ratios; of the runs " if n > 1 else " of 1 round's ratio; of the runs "
+    else:
+        line += ": "
     line += f"{_si(cost['on_ops_per_s'])} against {_si(cost['off_ops_per_s'])})"
     if "pct_cpu" in cost:
         line += f"; by ops per CPU second {cost['pct_cpu']:+.1f}%"

@@ -105,3 +105,40 @@ def test_a_workload_with_nothing_to_run_is_a_usage_error(
     err = capsys.readouterr().err
     assert "--allocators" in err and "kpool-checks-off" in err and "a,b,c" in err, err
     assert ran == []
+
+
+# One `kpool bench --workloads b --runs 5 --allocators kpool,kpool-checks-off` on a shared 2-core machine
+# (session 18): (ops/s, ops per CPU second) of each round, kpool and kpool-checks-off run back to back
+# with the round's seed. Throughput drifted 1.7x from round to round with the machine's load, and the
+# ratio of the two medians said checks cost +15.2% (+19.8% by CPU) while the rounds' own ratios were
+# -0.9% and +4.8% at their medians.
+B_ON = [(1153601, 4040397), (1211555, 3760698), (1411758, 3891674), (1980157, 6681876), (1748487, 5449400)]
+B_OFF = [(1142977, 4665655), (1109155, 3942641), (1626643, 4839495), (1694836, 4977342), (1764803, 5691731)]
+
+
+def _seeded(figures: list[tuple[int, int]], seeds: list[int]) -> list[dict[str, Any]]:
+    return [{**_run(ops, cpu, 4000), "seed": seed} for (ops, cpu), seed in zip(figures, seeds, strict=True)]
+
+
+def test_cost_of_checks_pairs_on_and_off_by_round() -> None:
+    """The cost is the median of each round's off ÷ on (the two runs of a round share its seed and its
+    minute of the machine's load), not the ratio of two medians taken over different minutes."""
+    seeds = [1, 2, 3, 4, 5]
+    sums = {
+        "kpool": bench.summarize(_seeded(B_ON, seeds)),
+        "kpool-checks-off": bench.summarize(_seeded(B_OFF, seeds)),
+    }
+    cost = bench.cost_of_checks(sums)
+    assert cost is not None
+    assert cost["pct"] == pytest.approx(100 * (1142977 / 1153601 - 1))  # round 1's ratio is the median
+    assert cost["pct_cpu"] == pytest.approx(100 * (3942641 / 3760698 - 1))  # round 2's
+    assert cost["rounds"] == 5
+    line = bench.cost_line(cost)
+    assert line.startswith("cost of checks: -0.9% (ops/s on vs off, medians of 5 rounds' ratios;"), line
+    assert "by ops per CPU second +4.8%" in line
+    # A round whose checks-off run failed has no pair: the other rounds decide.
+    sums["kpool-checks-off"] = bench.summarize(_seeded(B_OFF[1:], seeds[1:]))
+    cost = bench.cost_of_checks(sums)
+    assert cost is not None and cost["rounds"] == 4
+    ratios = sorted(off[0] / on[0] for on, off in zip(B_ON[1:], B_OFF[1:], strict=True))
+    assert cost["pct"] == pytest.approx(100 * (ratios[1] + ratios[2]) / 2 - 100)

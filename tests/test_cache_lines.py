@@ -1,0 +1,105 @@
+"""Cache lines that kpbench's workload (b) misses per operation, checks on against off, counted by
+callgrind's cache simulation: exact and repeatable whatever else the machine runs.
+
+With checks on, kp_free reads the canary right past the request, a line at the far end of a block of up to
+64 KiB, and kp_alloc writes it. The program (kpbench, like most) writes and reads the last byte it asked
+for, which is on that line in 56 of 64 cases: the other 8 (the canary starts at a line or straddles two)
+are the only lines the checks add. Session 18 measured it (gcc 12.2 -O2, valgrind 3.19, D1 32 KiB 8-way,
+LL 32 MiB 16-way, 100k against 300k operations, the whole program: kpbench's own marks included, where
+the misses that kp_alloc takes with checks on fall with checks off):
+
+    checks  D1 read misses  D1 write misses  LL misses  (per kp_alloc + kp_free, and the loop around them)
+    on      6.05            1.07             0.60
+    off     6.05            1.04             0.64
+
+So b's cost of checks is not the canary's line (a hypothesis of issue 14); this test keeps it so: a
+canary moved to a line the program does not touch would add up to two misses per operation (+28%).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import tempfile
+from functools import cache
+from pathlib import Path
+
+import pytest
+from test_c_suite import _tail
+from test_instruction_counts import CONF, RUN_TIMEOUT_S, kpbench
+
+# Two operation counts: the difference cancels pool creation, the fill of the slots and the destruction.
+OPS = (100_000, 300_000)
+# The host's caches as valgrind would guess them vary by machine (this one: a 256 MiB direct-mapped LL):
+# fixed here, the sizes of the machine the figures above come from (L1d 32 KiB, L3 32 MiB).
+CACHES = ("--D1=32768,8,64", "--LL=33554432,16,64")
+# How many more D1 misses per operation checks on may take than off: today +0.4%; a canary on a line of
+# its own in every block is +28%.
+MARGIN = 0.05
+
+
+def parse_cache(text: str) -> tuple[dict[str, int], int]:
+    """(event totals, calls to kp_alloc) from a callgrind output file written with
+    --compress-strings=no."""
+    events: list[str] = []
+    totals: dict[str, int] = {}
+    calls = 0
+    callee = ""
+    for line in text.splitlines():
+        if line.startswith("events:"):
+            events = line.split()[1:]
+        elif line.startswith("summary:"):
+            totals = dict(zip(events, map(int, line.split()[1:]), strict=False))
+        elif line.startswith("cfn="):
+            callee = line[4:].strip()
+        elif line.startswith("calls=") and callee == "kp_alloc":
+            calls += int(line[6:].split()[0])
+    return totals, calls
+
+
+def cache_run(binary: Path, ops: int, conf: str, out: Path) -> tuple[dict[str, int], int]:
+    cmd = ["valgrind", "--tool=callgrind", "--cache-sim=yes", *CACHES, f"--callgrind-out-file={out}",
+           "--compress-strings=no", "--compress-pos=no", str(binary), "--workload", "b",
+           "--ops", str(ops)]  # fmt: skip
+    if conf:
+        cmd += ["--conf", conf]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=RUN_TIMEOUT_S, check=False)
+    assert proc.returncode == 0, f"{' '.join(cmd)}: exit {proc.returncode}\n{_tail(proc.stderr)}"
+    return parse_cache(out.read_text())
+
+
+@cache
+def misses_per_op(mode: str) -> dict[str, float]:
+    """Cache events per operation on (b): the difference between OPS[1] and OPS[0]."""
+    binary = kpbench()
+    with tempfile.TemporaryDirectory(prefix="kpool-cachesim-") as tmp:
+        out = Path(tmp) / "callgrind.out"
+        (ev0, calls0), (ev1, calls1) = (cache_run(binary, n, CONF[mode], out) for n in OPS)
+    assert calls1 - calls0 >= OPS[1] - OPS[0], (calls0, calls1)
+    return {k: (ev1[k] - ev0[k]) / (calls1 - calls0) for k in ev1}
+
+
+@pytest.mark.slow
+def test_checks_add_no_cache_lines_on_mixed_sizes() -> None:
+    on, off = misses_per_op("on"), misses_per_op("off")
+    d1_on, d1_off = on["D1mr"] + on["D1mw"], off["D1mr"] + off["D1mw"]
+    assert d1_on <= d1_off * (1 + MARGIN), (
+        f"(b) checks on miss D1 {d1_on:.2f} times per operation, off {d1_off:.2f}: "
+        f"{100 * (d1_on / d1_off - 1):+.1f}%, more than {100 * MARGIN:.0f}%"
+    )
+
+
+def test_parse_cache_reads_the_summary_and_the_calls_of_kp_alloc() -> None:
+    text = "\n".join(
+        [
+            "events: Ir Dr Dw I1mr D1mr D1mw ILmr DLmr DLmw",
+            "fn=run_slots",
+            "cfn=kp_alloc",
+            "calls=1000 507",
+            "152 353087 1 1 0 3 2 0 1 1",
+            "cfn=kp_free",
+            "calls=999 1308",
+            "summary: 4146485 900 800 7 60 50 5 40 30",
+        ]
+    )
+    totals, calls = parse_cache(text)
+    assert calls == 1000 and totals["D1mr"] == 60 and totals["DLmw"] == 30 and totals["Ir"] == 4146485
