@@ -185,6 +185,20 @@ def test_the_daemon_starts_lazily(programs: dict[str, Path], preload: Path, tmp_
     few = run([str(programs["traps"]), "few"], preload, {"KPOOL_STATS_OUT": str(tmp_path)})
     assert few.stdout == "daemon: off\n"
     assert figures(tmp_path)["daemon_started"] is False
+
+
+def test_a_busy_program_of_little_memory_never_gets_the_daemon(
+    programs: dict[str, Path], preload: Path, tmp_path: Path
+) -> None:
+    """200,000 allocations that never hold more than 160 KiB: the pool's first segment serves them all and
+    the daemon would pre-fault nothing (it starts once 1 MiB was handed out), so the thread would only cost
+    its stack, a segment it maps ahead and the libc code that starts it: 96-128 KiB of bench-small-objects'
+    and bench-false-sharing's peak RSS (glibc's is 1.5 MiB). It started at the 1,000th allocation."""
+    busy = run([str(programs["traps"]), "busy"], preload, {"KPOOL_STATS_OUT": str(tmp_path)})
+    assert busy.stdout == "daemon: off\n", busy.stderr
+    doc = figures(tmp_path)
+    assert doc["daemon_started"] is False
+    assert doc["stats"]["primary"]["allocs"] >= 200000
     many = run([str(programs["traps"]), "many"], preload)
     assert many.stdout == "daemon: running\n"
     off = run([str(programs["traps"]), "many"], preload, {"KPOOL_CONF": "daemon:off"})

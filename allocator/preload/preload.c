@@ -19,10 +19,11 @@
  *     the bootstrap buffer; no dlsym, no recursion, other threads wait;
  *   - the daemon: the pool is made with daemon:off, and the thread is
  *     started by kp_daemon_start from the allocation call of a thread that
- *     made `daemon_after` allocations, after this library's constructor ran,
- *     with no kpool lock held (pthread_create allocates); never in the
- *     constructor, never while the pool is being made. A program that
- *     allocates little never gets the thread;
+ *     made `daemon_after` allocations, once the pool has work for it (1 MiB
+ *     handed out), after this library's constructor ran, with no kpool lock
+ *     held (pthread_create allocates); never in the constructor, never while
+ *     the pool is being made. A program that allocates little, or often but
+ *     within 1 MiB, never gets the thread;
  *   - fork: the child's pending restart is cancelled in an atfork handler
  *     (the allocation path would restart it under its own locks, and
  *     pthread_create's calloc would come back to them); the child's next
@@ -46,7 +47,7 @@
  * figures written at exit.
  *
  * Settings, KPOOL_PRELOAD="key:value,...": on_error (abort | log),
- * daemon_after (allocations of one thread before the daemon starts),
+ * daemon_after (allocations of one thread before the daemon may start),
  * bootstrap (testing: serve the first N allocations from the bootstrap
  * buffer, as if the pool did not exist yet). KPOOL_CONF configures the pool
  * as for kp_create. KPOOL_STATS_OUT names a folder: each process writes
@@ -75,9 +76,11 @@
 #include <time.h>
 #include <unistd.h>
 
-/* kp_free with errno left as it was (internal.h, alloc.c): libkpool's own,
+/* kp_free with errno left as it was (internal.h, alloc.c), and whether the
+ * pool has work for its daemon yet (internal.h, daemon.c): libkpool's own,
  * linked into this library. */
 int kp__free_quiet(kp_pool *pool, void *p) __attribute__((visibility("hidden")));
+bool kp__daemon_wanted(kp_pool *pool) __attribute__((visibility("hidden")));
 
 #define API __attribute__((visibility("default")))
 #define TLS __thread __attribute__((tls_model("initial-exec")))
@@ -103,6 +106,12 @@ extern char **environ;
  * so short commands (ls, true, a compiler driver) never start the thread,
  * and a program that allocates in earnest has it within microseconds. */
 #define DAEMON_AFTER_DEFAULT 1000
+/* Past daemon_after, how often (allocation calls of a thread) the pool is
+ * asked whether it has work for the daemon (kp__daemon_wanted: 1 MiB handed
+ * out): a program of a few MiB a second crosses it within a few
+ * milliseconds of the check that would have seen it, long before its
+ * first segment runs out, and the common path pays one test of a bit. */
+#define DAEMON_POLL 64
 /* Allocations of one thread between two sweeps of the event ring for the
  * integrity events kpool found on its own: a sweep takes the registry lock,
  * so once per 1024 calls costs nothing measurable. */
@@ -325,7 +334,7 @@ static __attribute__((noinline)) void daemon_maybe_start(kp_pool *p, int pend)
 {
 	if (!atomic_load(&ctor_done) || me.creating)
 		return;
-	if (pend == D_AFTER && me.calls < cfg.daemon_after)
+	if (pend == D_AFTER && (me.calls < cfg.daemon_after || !kp__daemon_wanted(p)))
 		return;
 	if (!atomic_compare_exchange_strong(&daemon_pending, &pend, D_NONE))
 		return;
@@ -545,7 +554,7 @@ static inline void on_alloc(kp_pool *p)
 {
 	me.calls++;
 	int pend = atomic_load_explicit(&daemon_pending, memory_order_relaxed);
-	if (UNLIKELY(pend))
+	if (UNLIKELY(pend) && (pend == D_NOW || me.calls % DAEMON_POLL == 0))
 		daemon_maybe_start(p, pend);
 	if (UNLIKELY(me.calls % SWEEP_EVERY == 0))
 		sweep(p, NULL, "", true);
