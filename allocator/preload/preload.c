@@ -822,23 +822,46 @@ API int kp_preload_stats_json(char *buf, size_t len)
 
 /* ---- figures at exit ----------------------------------------------------- */
 
-/* What the figures' JSON writer appends to; on overflow it stops writing and
- * the file is cut short (never out of bounds). */
+/* What the figures' JSON writer appends to: a buffer written out to fd
+ * whenever the next item does not fit. An item longer than the whole buffer,
+ * or a failed write, stops it (bad), and the file is removed rather than
+ * left cut short. */
 struct out {
 	char *buf;
 	size_t len, pos;
+	int fd;
+	bool bad;
 };
+
+static void out_flush(struct out *o)
+{
+	for (size_t off = 0; off < o->pos && !o->bad;) {
+		ssize_t w = write(o->fd, o->buf + off, o->pos - off);
+		if (w <= 0)
+			o->bad = true;
+		else
+			off += (size_t)w;
+	}
+	o->pos = 0;
+}
 
 static void put(struct out *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void put(struct out *o, const char *fmt, ...)
 {
-	if (o->pos >= o->len)
-		return;
-	va_list ap;
-	va_start(ap, fmt);
-	int n = vsnprintf(o->buf + o->pos, o->len - o->pos, fmt, ap);
-	va_end(ap);
-	o->pos = n < 0 ? o->len : o->pos + (size_t)n;
+	for (int tries = 0; tries < 2 && !o->bad; tries++) {
+		va_list ap;
+		va_start(ap, fmt);
+		int n = vsnprintf(o->buf + o->pos, o->len - o->pos, fmt, ap);
+		va_end(ap);
+		if (n >= 0 && (size_t)n < o->len - o->pos) {
+			o->pos += (size_t)n;
+			return;
+		}
+		if (n < 0 || o->pos == 0)
+			o->bad = true;
+		else
+			out_flush(o);
+	}
 }
 
 static void put_str(struct out *o, const char *s)
@@ -858,6 +881,16 @@ static void put_str(struct out *o, const char *s)
 
 static _Atomic bool stats_done;
 
+/* The figures' buffer: the file's path, then its text a piece at a time. A
+ * page of .lbss that only the exit touches: the text was formatted into a
+ * block of the pool (its size, 34 KiB, was the figures' most with every
+ * integrity record kept), which took a large class's span, and the end of
+ * the thread cache where that class's bin starts: 16 KiB of small_objects'
+ * peak RSS under kpool bench, which sets KPOOL_STATS_OUT; and a path of
+ * 4 KiB on the stack pushed the exit's calls a page deeper. The stats
+ * (kp_stats_json, 1-2 KiB) are written into it whole. */
+static char figures[4096] LARGE __attribute__((aligned(4096)));
+
 /* KPOOL_STATS_OUT/kpool-<pid>.json: this process's figures. Written once:
  * at exit, or before an integrity abort. */
 static void stats_write(kp_pool *p)
@@ -865,14 +898,13 @@ static void stats_write(kp_pool *p)
 	const char *dir = getenv("KPOOL_STATS_OUT");
 	if (!dir || !*dir || !p || atomic_exchange(&stats_done, true))
 		return;
-	int need = kp_stats_json(p, NULL, 0);
-	if (need < 0)
+	int n = snprintf(figures, sizeof figures, "%s/kpool-%ld.json", dir, (long)getpid());
+	if (n < 0 || (size_t)n >= sizeof figures)
 		return;
-	size_t len = (size_t)need + 16384 + RECORDS * 256;
-	char *buf = kp_alloc(p, len, 0);
-	if (!buf)
+	int fd = open(figures, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0)
 		return;
-	struct out o = {buf, len, 0};
+	struct out o = {figures, sizeof figures, 0, fd, false};
 	put(&o, "{\"version\": 1, \"pid\": %ld, \"ppid\": %ld, \"settings\": {\"on_error\": \"%s\", ",
 	    (long)getpid(), (long)getppid(), cfg.on_error == ON_ERROR_LOG ? "log" : "abort");
 	put(&o, "\"daemon_after\": %lu, \"daemon\": %s}, ", cfg.daemon_after, cfg.daemon ? "true" : "false");
@@ -892,26 +924,23 @@ static void stats_write(kp_pool *p)
 		put(&o, "}");
 	}
 	put(&o, "], \"stats\": ");
-	if (o.pos < o.len) {
-		int n = kp_stats_json(p, o.buf + o.pos, o.len - o.pos);
-		o.pos = n < 0 ? o.len : o.pos + (size_t)n;
+	int need = kp_stats_json(p, NULL, 0);
+	if (need >= 0 && (size_t)need >= o.len - o.pos)
+		out_flush(&o);
+	if (need < 0 || (size_t)need >= o.len - o.pos)
+		o.bad = true;
+	if (!o.bad) {
+		int m = kp_stats_json(p, o.buf + o.pos, o.len - o.pos);
+		if (m < 0 || (size_t)m >= o.len - o.pos)
+			o.bad = true;
+		else
+			o.pos += (size_t)m;
 	}
 	put(&o, "}\n");
-	if (o.pos < o.len) {
-		char path[4096];
-		snprintf(path, sizeof path, "%s/kpool-%ld.json", dir, (long)getpid());
-		int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-		if (fd >= 0) {
-			for (size_t off = 0; off < o.pos;) {
-				ssize_t w = write(fd, buf + off, o.pos - off);
-				if (w <= 0)
-					break;
-				off += (size_t)w;
-			}
-			close(fd);
-		}
-	}
-	kp_free(p, buf);
+	out_flush(&o);
+	close(fd);
+	if (o.bad && snprintf(figures, sizeof figures, "%s/kpool-%ld.json", dir, (long)getpid()) > 0)
+		unlink(figures);
 }
 
 __attribute__((constructor)) static void preload_init(void)

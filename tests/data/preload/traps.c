@@ -18,6 +18,9 @@
  *                     nothing from it, and pays its stack and pages)
  *   traps many        many allocations that hold 2.5 MiB at once (the
  *                     daemon expected)
+ *   traps in-use      a handful of allocations, freed; the pool's bytes in
+ *                     use as main returns (the figures written at exit
+ *                     should say the same)
  *   traps double-free a planted double free of a 48-byte block
  *   traps bad-free    free of a pointer inside a block (never given out)
  */
@@ -208,6 +211,16 @@ static int mode_count(int n, size_t size)
 	return 0;
 }
 
+static int mode_in_use(void)
+{
+	static char buf[1 << 16];
+	hold(10, 32);
+	if (!kp_preload_stats_json || kp_preload_stats_json(buf, sizeof buf) < 0)
+		return 1;
+	printf("in use: %ld\n", field(buf, "\"in_use_bytes\":"));
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	setvbuf(stdout, NULL, _IONBF, 0);
@@ -224,6 +237,8 @@ int main(int argc, char **argv)
 		return mode_count(200000, 32);
 	if (!strcmp(mode, "many"))
 		return mode_count(5000, 512);
+	if (!strcmp(mode, "in-use"))
+		return mode_in_use();
 	if (!strcmp(mode, "double-free")) {
 		char *volatile p = malloc(48);
 		free(p);
@@ -237,6 +252,6 @@ int main(int argc, char **argv)
 		printf("still running after the bad free\n");
 		return 0;
 	}
-	fprintf(stderr, "usage: traps early|fork|threads|few|busy|many|double-free|bad-free\n");
+	fprintf(stderr, "usage: traps early|fork|threads|few|busy|many|in-use|double-free|bad-free\n");
 	return 2;
 }
