@@ -531,26 +531,15 @@ size_t kp__os_memory_limit(void)
 	 * sysconf's jump table and sysinfo's wrapper are each a 64 KiB window of
 	 * libc that a small program never touches otherwise (fault-around) */
 	struct sysinfo si;
-	size_t phys = syscall(SYS_sysinfo, &si) == 0 && si.totalram
-			      ? (size_t)si.totalram * (si.mem_unit ? si.mem_unit : 1)
-			      : (size_t)1 << 40;
-	/* swap: the machine allows it too (Linux's overcommit heuristic counts it) */
-	size_t swap = 0;
-	char buf[4096];
-	ssize_t n = file_read("/proc/meminfo", buf, sizeof buf);
-	if (n > 0) {
-		buf[n] = 0;
-		char *p = strstr(buf, "SwapTotal:");
-		if (p) {
-			p += 10;
-			while (*p == ' ')
-				p++;
-			size_t kb = 0;
-			while (*p >= '0' && *p <= '9')
-				kb = kb * 10 + (size_t)(*p++ - '0');
-			swap = kb << 10;
-		}
-	}
+	bool ok = syscall(SYS_sysinfo, &si) == 0;
+	size_t unit = ok && si.mem_unit ? si.mem_unit : 1;
+	size_t phys = ok && si.totalram ? (size_t)si.totalram * unit : (size_t)1 << 40;
+	/* swap: the machine allows it too (Linux's overcommit heuristic counts
+	 * it); sysinfo's totalswap is /proc/meminfo's SwapTotal, which was read
+	 * into 4 KiB on the stack: kp_create, which the first malloc of a
+	 * program under the preload runs, took the stack two pages deeper than
+	 * the program ever did (test_create_stack) */
+	size_t swap = ok ? (size_t)si.totalswap * unit : 0;
 	size_t machine = phys + swap, cg = cgroup_limit();
 	return cg < machine ? cg : machine;
 }
