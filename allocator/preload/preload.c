@@ -548,16 +548,28 @@ static inline unsigned flags_now(void)
 	return me.crit_depth ? KP_CRITICAL : 0;
 }
 
-/* Every allocation call starts here: the daemon's lazy start and the
- * periodic sweep, both off the common path. */
+_Static_assert(SWEEP_EVERY % DAEMON_POLL == 0, "a sweep falls on a poll");
+
+/* Every DAEMON_POLL-th allocation call of a thread: the daemon's lazy start
+ * (a pending D_AFTER) and, every SWEEP_EVERY-th, the sweep. */
+static __attribute__((noinline)) void on_poll(kp_pool *p)
+{
+	int pend = atomic_load_explicit(&daemon_pending, memory_order_relaxed);
+	if (pend == D_AFTER)
+		daemon_maybe_start(p, pend);
+	if (me.calls % SWEEP_EVERY == 0)
+		sweep(p, NULL, "", true);
+}
+
+/* Every allocation call but malloc's common one starts here: a fork
+ * child's restart of the daemon, and the poll, both off the common path. */
 static inline void on_alloc(kp_pool *p)
 {
 	me.calls++;
-	int pend = atomic_load_explicit(&daemon_pending, memory_order_relaxed);
-	if (UNLIKELY(pend) && (pend == D_NOW || me.calls % DAEMON_POLL == 0))
-		daemon_maybe_start(p, pend);
-	if (UNLIKELY(me.calls % SWEEP_EVERY == 0))
-		sweep(p, NULL, "", true);
+	if (UNLIKELY(atomic_load_explicit(&daemon_pending, memory_order_relaxed) == D_NOW))
+		daemon_maybe_start(p, D_NOW);
+	if (UNLIKELY(me.calls % DAEMON_POLL == 0))
+		on_poll(p);
 }
 
 static void *alloc_aligned(size_t align, size_t size, bool zero)
@@ -581,9 +593,14 @@ static void *alloc_aligned(size_t align, size_t size, bool zero)
 
 API void *malloc(size_t size)
 {
+	/* The common path: what on_alloc would do is nothing (no fork child's
+	 * restart, not a poll's call). A start pending until the pool has work
+	 * for the daemon (D_AFTER) is the poll's to check: sending every call
+	 * while it pends to alloc_aligned cost small_objects 11% more
+	 * instructions (callgrind, 2M steps: 724.5M -> 802.8M). */
 	kp_pool *p = atomic_load_explicit(&pool_ptr, memory_order_acquire);
-	if (UNLIKELY(!p) || UNLIKELY(atomic_load_explicit(&daemon_pending, memory_order_relaxed)) ||
-	    UNLIKELY((me.calls + 1) % SWEEP_EVERY == 0))
+	if (UNLIKELY(!p) || UNLIKELY(atomic_load_explicit(&daemon_pending, memory_order_relaxed) == D_NOW) ||
+	    UNLIKELY((me.calls + 1) % DAEMON_POLL == 0))
 		return alloc_aligned(16, size, false);
 	me.calls++;
 	void *r = kp_alloc(p, size, flags_now());
