@@ -286,6 +286,21 @@ static bool measuring(const kp_pool *pool)
  * 1,000 blocks of 16-256 B: 256 KiB of its 700 KiB over glibc). */
 #define KP_PREFAULT_MIN ((size_t)1 << 20)
 
+/* Below KP_PREFAULT_MIN handed out, a running daemon pre-faults nothing
+ * (prefaulting), and with that much still free in the segments it has
+ * nothing to grow either: a program that stays there (a small tool, a
+ * benchmark of 1,000 live objects making millions of calls) would get from
+ * the thread only what it costs, its stack, a segment mapped ahead of a
+ * need that never comes and the libc code that starts it (96-128 KiB of
+ * bench-small-objects' and bench-false-sharing's peak RSS, a twelfth of
+ * glibc's; tests/test_preload.py's busy program). The peak, not the bytes
+ * out now: a program that went past it once keeps the thread's decay. */
+bool kp__daemon_wanted(kp_pool *pool)
+{
+	return atomic_load_explicit(&pool->peak_out_bytes, memory_order_relaxed) >= KP_PREFAULT_MIN ||
+	       kp__primary_headroom(pool) < KP_PREFAULT_MIN;
+}
+
 static bool prefaulting(kp_pool *pool)
 {
 	return pool->conf.prefault &&

@@ -1336,6 +1336,10 @@ typedef struct kp__daemon {
 } kp__daemon;
 int kp__daemon_start(kp_pool *pool);
 void kp__daemon_stop(kp_pool *pool);
+/* Whether a pool whose daemon starts lazily (the preload's) has work for it
+ * yet: it handed out KP_PREFAULT_MIN, or less than that is left to hand out
+ * in its segments. Any thread, no lock, never blocks. */
+bool kp__daemon_wanted(kp_pool *pool);
 bool kp__daemon_park(kp_pool *pool);
 void kp__daemon_reap(kp_pool *pool);
 void kp__daemon_kick(kp_pool *pool);

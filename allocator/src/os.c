@@ -9,11 +9,14 @@
 #define _GNU_SOURCE /* mremap */
 #include "internal.h"
 
+#include <elf.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <link.h>
 #include <linux/membarrier.h>
 #include <sched.h>
 #include <stdio.h>
+#include <sys/auxv.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/sysinfo.h>
@@ -335,11 +338,77 @@ void kp__os_random(kp__oscount *c, void *buf, size_t len)
 	}
 }
 
-/* clock_gettime(CLOCK_MONOTONIC) is served by the vDSO: no system call. */
+/* The clock: the kernel's vDSO function, called directly. libc's
+ * clock_gettime only calls it too, but sits in a 64 KiB window of libc's
+ * text (the time functions) that nothing else a small program runs touches,
+ * and a fault there maps the whole window (fault-around): up to 64 KiB of
+ * its peak RSS for a wrapper (small_objects under the preload: 16 pages of
+ * libc's text more than under glibc's malloc, by clock_gettime alone;
+ * tests/test_create_libc.c). The symbol is looked up once in the vDSO's
+ * own ELF image (as the kernel's tools/testing/selftests/vDSO/parse_vdso.c
+ * does: PT_DYNAMIC's DT_SYMTAB, DT_STRTAB and DT_HASH); libc's wrapper is
+ * the fallback when there is no vDSO or no such symbol, and when the vDSO's
+ * function fails. */
+typedef int (*clock_fn)(clockid_t, struct timespec *);
+
+static clock_fn vdso_lookup(void)
+{
+	uintptr_t base = (uintptr_t)getauxval(AT_SYSINFO_EHDR);
+	if (!base)
+		return NULL;
+	const ElfW(Ehdr) *eh = (const ElfW(Ehdr) *)base;
+	if (memcmp(eh->e_ident, ELFMAG, SELFMAG) || eh->e_ident[EI_CLASS] != (sizeof(void *) == 8 ? ELFCLASS64 : ELFCLASS32))
+		return NULL;
+	const ElfW(Phdr) *ph = (const ElfW(Phdr) *)(base + eh->e_phoff);
+	uintptr_t bias = 0;
+	const ElfW(Dyn) *dyn = NULL;
+	bool loaded = false;
+	for (unsigned i = 0; i < eh->e_phnum; i++) {
+		if (ph[i].p_type == PT_LOAD && !loaded)
+			bias = base + ph[i].p_offset - ph[i].p_vaddr, loaded = true;
+		else if (ph[i].p_type == PT_DYNAMIC)
+			dyn = (const ElfW(Dyn) *)(base + ph[i].p_offset);
+	}
+	if (!loaded || !dyn)
+		return NULL;
+	const ElfW(Sym) *sym = NULL;
+	const char *str = NULL;
+	const ElfW(Word) *hash = NULL;
+	for (; dyn->d_tag != DT_NULL; dyn++) {
+		if (dyn->d_tag == DT_SYMTAB)
+			sym = (const ElfW(Sym) *)(bias + dyn->d_un.d_ptr);
+		else if (dyn->d_tag == DT_STRTAB)
+			str = (const char *)(bias + dyn->d_un.d_ptr);
+		else if (dyn->d_tag == DT_HASH)
+			hash = (const ElfW(Word) *)(bias + dyn->d_un.d_ptr);
+	}
+	if (!sym || !str || !hash)
+		return NULL;
+	for (ElfW(Word) i = 0; i < hash[1]; i++) { /* hash[1]: nchain, the count of symbols */
+		const ElfW(Sym) *s = &sym[i];
+		if ((s->st_info & 0xf) == STT_FUNC && s->st_shndx != SHN_UNDEF &&
+		    (s->st_info >> 4 == STB_GLOBAL || s->st_info >> 4 == STB_WEAK) &&
+		    !strcmp(str + s->st_name, "__vdso_clock_gettime"))
+			return (clock_fn)(bias + s->st_value);
+	}
+	return NULL;
+}
+
+/* clock_gettime(CLOCK_MONOTONIC), served by the vDSO: no system call.
+ * Racing first calls look up the same address. */
 uint64_t kp__now_ns(void)
 {
+	static _Atomic(clock_fn) fn;
+	clock_fn f = atomic_load_explicit(&fn, memory_order_relaxed);
+	if (KP_UNLIKELY(!f)) {
+		f = vdso_lookup();
+		if (!f)
+			f = clock_gettime;
+		atomic_store_explicit(&fn, f, memory_order_relaxed);
+	}
 	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
+	if (KP_UNLIKELY(f(CLOCK_MONOTONIC, &ts) != 0))
+		clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
@@ -462,26 +531,15 @@ size_t kp__os_memory_limit(void)
 	 * sysconf's jump table and sysinfo's wrapper are each a 64 KiB window of
 	 * libc that a small program never touches otherwise (fault-around) */
 	struct sysinfo si;
-	size_t phys = syscall(SYS_sysinfo, &si) == 0 && si.totalram
-			      ? (size_t)si.totalram * (si.mem_unit ? si.mem_unit : 1)
-			      : (size_t)1 << 40;
-	/* swap: the machine allows it too (Linux's overcommit heuristic counts it) */
-	size_t swap = 0;
-	char buf[4096];
-	ssize_t n = file_read("/proc/meminfo", buf, sizeof buf);
-	if (n > 0) {
-		buf[n] = 0;
-		char *p = strstr(buf, "SwapTotal:");
-		if (p) {
-			p += 10;
-			while (*p == ' ')
-				p++;
-			size_t kb = 0;
-			while (*p >= '0' && *p <= '9')
-				kb = kb * 10 + (size_t)(*p++ - '0');
-			swap = kb << 10;
-		}
-	}
+	bool ok = syscall(SYS_sysinfo, &si) == 0;
+	size_t unit = ok && si.mem_unit ? si.mem_unit : 1;
+	size_t phys = ok && si.totalram ? (size_t)si.totalram * unit : (size_t)1 << 40;
+	/* swap: the machine allows it too (Linux's overcommit heuristic counts
+	 * it); sysinfo's totalswap is /proc/meminfo's SwapTotal, which was read
+	 * into 4 KiB on the stack: kp_create, which the first malloc of a
+	 * program under the preload runs, took the stack two pages deeper than
+	 * the program ever did (test_create_stack) */
+	size_t swap = ok ? (size_t)si.totalswap * unit : 0;
 	size_t machine = phys + swap, cg = cgroup_limit();
 	return cg < machine ? cg : machine;
 }

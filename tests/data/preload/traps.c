@@ -13,7 +13,14 @@
  *   traps threads     threads that cache blocks and exit; the thread count
  *                     and bytes in use of the pool afterwards
  *   traps few         a handful of allocations (no daemon expected)
- *   traps many        many allocations (the daemon expected)
+ *   traps busy        many allocations of little memory, 64 KiB live at
+ *                     most (no daemon expected: a small program gains
+ *                     nothing from it, and pays its stack and pages)
+ *   traps many        many allocations that hold 2.5 MiB at once (the
+ *                     daemon expected)
+ *   traps in-use      a handful of allocations, freed; the pool's bytes in
+ *                     use as main returns (the figures written at exit
+ *                     should say the same)
  *   traps double-free a planted double free of a 48-byte block
  *   traps bad-free    free of a pointer inside a block (never given out)
  */
@@ -95,6 +102,21 @@ static const char *daemon_state(char *buf, size_t len)
 	return out;
 }
 
+/* n allocations of size bytes, up to 5000 of them live at once, then freed:
+ * what a program holds decides whether the preload starts its daemon. */
+static void hold(int n, size_t size)
+{
+	static void *p[5000];
+	for (int i = 0; i < n; i++) {
+		free(p[i % 5000]);
+		if (!(p[i % 5000] = malloc(size)))
+			exit(3);
+		memset(p[i % 5000], 1, size);
+	}
+	for (int i = 0; i < 5000; i++)
+		free(p[i]), p[i] = NULL;
+}
+
 static volatile int stop;
 
 static void *churn(void *arg)
@@ -113,9 +135,8 @@ static void *churn(void *arg)
 static int mode_fork(void)
 {
 	static char buf[1 << 16];
-	/* enough allocations for the parent's daemon to start */
-	for (int i = 0; i < 5000; i++)
-		free(malloc(64));
+	/* enough allocations, and memory, for the parent's daemon to start */
+	hold(5000, 512);
 	printf("parent daemon: %s\n", daemon_state(buf, sizeof buf));
 	pthread_t t[4];
 	for (int i = 0; i < 4; i++)
@@ -182,12 +203,21 @@ static int mode_threads(void)
 	return 0;
 }
 
-static int mode_count(int n)
+static int mode_count(int n, size_t size)
 {
 	static char buf[1 << 16];
-	for (int i = 0; i < n; i++)
-		free(malloc(32));
+	hold(n, size);
 	printf("daemon: %s\n", daemon_state(buf, sizeof buf));
+	return 0;
+}
+
+static int mode_in_use(void)
+{
+	static char buf[1 << 16];
+	hold(10, 32);
+	if (!kp_preload_stats_json || kp_preload_stats_json(buf, sizeof buf) < 0)
+		return 1;
+	printf("in use: %ld\n", field(buf, "\"in_use_bytes\":"));
 	return 0;
 }
 
@@ -202,9 +232,13 @@ int main(int argc, char **argv)
 	if (!strcmp(mode, "threads"))
 		return mode_threads();
 	if (!strcmp(mode, "few"))
-		return mode_count(10);
+		return mode_count(10, 32);
+	if (!strcmp(mode, "busy"))
+		return mode_count(200000, 32);
 	if (!strcmp(mode, "many"))
-		return mode_count(5000);
+		return mode_count(5000, 512);
+	if (!strcmp(mode, "in-use"))
+		return mode_in_use();
 	if (!strcmp(mode, "double-free")) {
 		char *volatile p = malloc(48);
 		free(p);
@@ -218,6 +252,6 @@ int main(int argc, char **argv)
 		printf("still running after the bad free\n");
 		return 0;
 	}
-	fprintf(stderr, "usage: traps early|fork|threads|few|many|double-free|bad-free\n");
+	fprintf(stderr, "usage: traps early|fork|threads|few|busy|many|in-use|double-free|bad-free\n");
 	return 2;
 }
