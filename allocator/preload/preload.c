@@ -91,7 +91,7 @@
 #define HIDDEN __attribute__((visibility("hidden")))
 int kp__free_quiet(kp_pool *pool, void *p) HIDDEN;
 int kp__free_try(kp_pool *pool, void *p) HIDDEN;
-int kp__free_rest_quiet(kp_pool *pool, void *p) HIDDEN;
+int kp__free_rest_quiet(kp_pool *pool, void *p, bool tried) HIDDEN;
 int kp__free_miss(kp_pool *pool, void *p, bool tried) HIDDEN;
 
 #define API __attribute__((visibility("default")))
@@ -662,7 +662,7 @@ static __attribute__((noinline, cold)) void free_refused(kp_pool *p, void *ptr, 
 /* What kp__free_try did not free (alloc.c): NULL, a block of the bootstrap
  * buffer, a big alignment's pointer, a block the fast path does not take,
  * anything the pool never gave out; tried: kp_free's fast path refused ptr
- * already. errno as it was: kp__free_quiet and kp__free_rest_quiet keep it,
+ * already. errno as it was: kp__free_rest_quiet and kp__free_quiet keep it,
  * free_refused brackets its report. The fast path never frees the first
  * three: NULL and the buffer are no segment of the pool's, and a big
  * alignment's pointer is inside its block, never at a block's start
@@ -676,7 +676,7 @@ int kp__free_miss(kp_pool *p, void *ptr, bool tried)
 		return 0;
 	}
 	void *base = big_maybe(ptr) ? big_find(ptr, true) : NULL;
-	int rc = base ? kp__free_quiet(p, base) : tried ? kp__free_rest_quiet(p, ptr) : kp__free_quiet(p, ptr);
+	int rc = base ? kp__free_quiet(p, base) : kp__free_rest_quiet(p, ptr, tried);
 	if (UNLIKELY(rc != 0) && p)
 		free_refused(p, ptr, rc);
 	return 0;

@@ -1368,19 +1368,23 @@ int kp__free_try(kp_pool *pool, void *p)
 	return kp__free_miss(pool, p, false);
 }
 
-/* kp__free_quiet after kp__free_try's fast path refused p: the slow path
- * alone (free_section finds this pool's AES round keys, which the fast
- * path needs, and goes to free_slow at once). */
-int kp__free_rest_quiet(kp_pool *pool, void *p)
+/* kp__free_quiet's result for what kp__free_try handed to the hook.
+ * tried: its fast path refused p, the slow path alone is left (free_section
+ * finds this pool's AES round keys, which the fast path needs, and goes to
+ * free_slow at once). Else kp__free_quiet's own way when its inline path
+ * cannot be taken (kp__free_try tested the same), the copy that tests the
+ * pool's mode: so a small program never runs kp__free_quiet, whose text
+ * stays out of the preload's hot window (preload/hot.txt). */
+int kp__free_rest_quiet(kp_pool *pool, void *p, bool tried)
 {
-	return free_section_quiet(pool, p);
+	return tried ? free_section_quiet(pool, p) : free_other_quiet(pool, p);
 }
 
 /* The default hook, for a program that links no other (libkpool.so, the C
- * tests): kp__free_quiet's result, the fast path not tried twice. */
+ * tests). */
 __attribute__((weak)) int kp__free_miss(kp_pool *pool, void *p, bool tried)
 {
-	return tried ? kp__free_rest_quiet(pool, p) : kp__free_quiet(pool, p);
+	return kp__free_rest_quiet(pool, p, tried);
 }
 
 KP_EXPORT size_t kp_usable_size(kp_pool *pool, const void *p)

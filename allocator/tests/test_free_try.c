@@ -28,7 +28,7 @@ int kp__free_miss(kp_pool *pool, void *p, bool tried)
 	misses++;
 	last_tried = tried;
 	last_p = p;
-	return tried ? kp__free_rest_quiet(pool, p) : kp__free_quiet(pool, p);
+	return kp__free_rest_quiet(pool, p, tried);
 }
 
 /* kp__free_try(pool, p) with errno set to a mark: its result, the hook's
