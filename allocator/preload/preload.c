@@ -1,8 +1,9 @@
 /*
  * preload.c - libkpool-preload.so: the C allocation API (malloc, free,
  * calloc, realloc, reallocarray, posix_memalign, aligned_alloc, memalign,
- * valloc, pvalloc, malloc_usable_size and glibc's __libc_* entry points)
- * over one kpool pool, for any dynamically linked program:
+ * valloc, pvalloc, malloc_usable_size and glibc's __libc_* entry points) and
+ * C++'s operators new and delete over one kpool pool, for any dynamically
+ * linked program:
  *
  *     LD_PRELOAD=libkpool-preload.so program ...
  *
@@ -69,6 +70,7 @@
 #include "kpool-preload.h"
 #include "kpool.h"
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <malloc.h>
@@ -908,6 +910,117 @@ API void *__libc_valloc(size_t size) __attribute__((alias("valloc"), copy(valloc
 API void *__libc_pvalloc(size_t size) __attribute__((alias("pvalloc"), copy(pvalloc)));
 API int __posix_memalign(void **out, size_t align, size_t size) __attribute__((alias("posix_memalign"), copy(posix_memalign)));
 API void cfree(void *ptr) __attribute__((alias("free"), copy(free)));
+
+/* ---- C++'s operators new and delete -------------------------------------- */
+
+/* libstdc++'s operator new calls malloc and, when it fails, the program's
+ * new-handler in a loop, then throws std::bad_alloc; its delete calls free.
+ * Defined here, the common case goes to the pool with one call and one PLT
+ * jump less each. A failure goes on to the next definition (libstdc++'s,
+ * looked up then), which tries malloc (this file's) again, calls the
+ * handler and throws: C cannot throw. The Itanium C++ ABI's names, size_t
+ * being unsigned long: m; std::align_val_t is a size_t, std::nothrow_t a
+ * reference (a pointer). */
+static __attribute__((noinline, cold)) void *cxx_next(const char *name)
+{
+	void *f = dlsym(RTLD_NEXT, name);
+	if (!f) { /* no C++ runtime after this library: nothing could throw */
+		say("kpool-preload: out of memory in operator new, and no std::bad_alloc to throw\n");
+		abort();
+	}
+	return f;
+}
+
+/* An alignment of operator new's: a power of two (the language's rule), at
+ * least malloc's 16. */
+static inline void *cxx_aligned(size_t size, size_t align)
+{
+	return alloc_aligned(align < 16 ? 16 : align, size, false);
+}
+
+#define NOTHROW const void *
+API void *_Znwm(size_t size);
+API void *_Znam(size_t size);
+API void *_ZnwmRKSt9nothrow_t(size_t size, NOTHROW nt);
+API void *_ZnamRKSt9nothrow_t(size_t size, NOTHROW nt);
+API void *_ZnwmSt11align_val_t(size_t size, size_t align);
+API void *_ZnamSt11align_val_t(size_t size, size_t align);
+API void *_ZnwmSt11align_val_tRKSt9nothrow_t(size_t size, size_t align, NOTHROW nt);
+API void *_ZnamSt11align_val_tRKSt9nothrow_t(size_t size, size_t align, NOTHROW nt);
+
+API void *_Znwm(size_t size)
+{
+	void *r = malloc(size);
+	return LIKELY(r) ? r : ((void *(*)(size_t))cxx_next("_Znwm"))(size);
+}
+
+API void *_Znam(size_t size)
+{
+	void *r = malloc(size);
+	return LIKELY(r) ? r : ((void *(*)(size_t))cxx_next("_Znam"))(size);
+}
+
+API void *_ZnwmRKSt9nothrow_t(size_t size, NOTHROW nt)
+{
+	void *r = malloc(size);
+	return LIKELY(r) ? r : ((void *(*)(size_t, NOTHROW))cxx_next("_ZnwmRKSt9nothrow_t"))(size, nt);
+}
+
+API void *_ZnamRKSt9nothrow_t(size_t size, NOTHROW nt)
+{
+	void *r = malloc(size);
+	return LIKELY(r) ? r : ((void *(*)(size_t, NOTHROW))cxx_next("_ZnamRKSt9nothrow_t"))(size, nt);
+}
+
+API void *_ZnwmSt11align_val_t(size_t size, size_t align)
+{
+	void *r = cxx_aligned(size, align);
+	return LIKELY(r) ? r : ((void *(*)(size_t, size_t))cxx_next("_ZnwmSt11align_val_t"))(size, align);
+}
+
+API void *_ZnamSt11align_val_t(size_t size, size_t align)
+{
+	void *r = cxx_aligned(size, align);
+	return LIKELY(r) ? r : ((void *(*)(size_t, size_t))cxx_next("_ZnamSt11align_val_t"))(size, align);
+}
+
+API void *_ZnwmSt11align_val_tRKSt9nothrow_t(size_t size, size_t align, NOTHROW nt)
+{
+	void *r = cxx_aligned(size, align);
+	return LIKELY(r) ? r
+			 : ((void *(*)(size_t, size_t, NOTHROW))cxx_next("_ZnwmSt11align_val_tRKSt9nothrow_t"))(
+				   size, align, nt);
+}
+
+API void *_ZnamSt11align_val_tRKSt9nothrow_t(size_t size, size_t align, NOTHROW nt)
+{
+	void *r = cxx_aligned(size, align);
+	return LIKELY(r) ? r
+			 : ((void *(*)(size_t, size_t, NOTHROW))cxx_next("_ZnamSt11align_val_tRKSt9nothrow_t"))(
+				   size, align, nt);
+}
+
+/* Every delete is free(): the size and the alignment are the block's own. */
+#define DELETE(name, ...)                 \
+	API void name(void *p, ##__VA_ARGS__); \
+	API void name(void *p, ##__VA_ARGS__)  \
+	{                                      \
+		do_free(p);                    \
+	}
+DELETE(_ZdlPv)
+DELETE(_ZdaPv)
+DELETE(_ZdlPvm, size_t size)
+DELETE(_ZdaPvm, size_t size)
+DELETE(_ZdlPvRKSt9nothrow_t, NOTHROW nt)
+DELETE(_ZdaPvRKSt9nothrow_t, NOTHROW nt)
+DELETE(_ZdlPvSt11align_val_t, size_t align)
+DELETE(_ZdaPvSt11align_val_t, size_t align)
+DELETE(_ZdlPvmSt11align_val_t, size_t size, size_t align)
+DELETE(_ZdaPvmSt11align_val_t, size_t size, size_t align)
+DELETE(_ZdlPvSt11align_val_tRKSt9nothrow_t, size_t align, NOTHROW nt)
+DELETE(_ZdaPvSt11align_val_tRKSt9nothrow_t, size_t align, NOTHROW nt)
+#undef DELETE
+#undef NOTHROW
 
 /* ---- the exported kpool API ---------------------------------------------- */
 
