@@ -117,6 +117,48 @@ def test_fork_from_a_threaded_program_child_allocates_and_its_daemon_restarts(
     assert "children that allocated with a running daemon: 20 of 20" in proc.stdout
 
 
+def test_blocks_aligned_past_the_pool_are_made_and_freed_without_a_complaint(
+    programs: dict[str, Path], preload: Path, tmp_path: Path
+) -> None:
+    """Alignments of 8-64 KiB come from the preload's own table: free() hands their pointers, which are
+    inside a block of the pool's, to the preload (kp__free_miss) after kp_free's fast path refused them."""
+    proc = run([str(programs["traps"]), "aligned"], preload, {"KPOOL_STATS_OUT": str(tmp_path)})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout == "aligned blocks: ok\n"
+    assert figures(tmp_path)["integrity_total"] == 0
+
+
+# C++'s operators new and delete as the Itanium ABI names them: the preload defines each (one call and one PLT
+# jump less than libstdc++'s, which call malloc and free).
+CXX_OPERATORS = {
+    "_Znwm", "_Znam", "_ZnwmRKSt9nothrow_t", "_ZnamRKSt9nothrow_t", "_ZnwmSt11align_val_t",
+    "_ZnamSt11align_val_t", "_ZnwmSt11align_val_tRKSt9nothrow_t", "_ZnamSt11align_val_tRKSt9nothrow_t",
+    "_ZdlPv", "_ZdaPv", "_ZdlPvm", "_ZdaPvm", "_ZdlPvRKSt9nothrow_t", "_ZdaPvRKSt9nothrow_t",
+    "_ZdlPvSt11align_val_t", "_ZdaPvSt11align_val_t", "_ZdlPvmSt11align_val_t", "_ZdaPvmSt11align_val_t",
+    "_ZdlPvSt11align_val_tRKSt9nothrow_t", "_ZdaPvSt11align_val_tRKSt9nothrow_t",
+}  # fmt: skip
+
+
+def test_cxx_operators_new_and_delete_are_the_preloads_and_keep_their_contract(
+    preload: Path, tmp_path: Path
+) -> None:
+    """tests/data/preload/operators.cc: every form of new and delete, the new-handler and std::bad_alloc on a
+    request nobody can serve (the preload's new hands its failure to libstdc++'s, which throws); the same
+    lines as under glibc, and the program's operator new is the preload's."""
+    gxx = shutil.which("g++") or shutil.which("c++")
+    if gxx is None:
+        pytest.skip("no C++ compiler")
+    exe = tmp_path / "operators"
+    subprocess.run([gxx, "-O2", "-std=c++17", "-o", str(exe), str(DATA / "operators.cc")], check=True)
+    glibc = run([str(exe)], None)
+    kpool = run([str(exe)], preload, {"LD_DEBUG": "bindings"})
+    assert glibc.returncode == 0 and kpool.returncode == 0, glibc.stderr + kpool.stderr[-2000:]
+    assert "std::bad_alloc after 1 new-handler call(s)" in glibc.stdout
+    assert kpool.stdout == glibc.stdout
+    bound = re.search(r"binding file \S*operators \[0\] to (\S+) \[0\]: normal symbol `_Znwm'", kpool.stderr)
+    assert bound and Path(bound[1]).name == preload.name, bound and bound[0]
+
+
 def test_threads_that_exit_with_cached_blocks_give_their_caches_back(
     programs: dict[str, Path], preload: Path
 ) -> None:
@@ -320,6 +362,7 @@ def test_only_the_allocation_api_is_exported(preload: Path) -> None:
         "__libc_malloc",
         "malloc_usable_size",
     } <= names
+    assert not CXX_OPERATORS - names, sorted(CXX_OPERATORS - names)
     assert {n for n in names if n.startswith("kp_")} == {
         "kp_preload_critical_enter",
         "kp_preload_critical_exit",

@@ -83,13 +83,16 @@ const char *kp_last_error(void);
  * kp_alloc - size bytes aligned to 16. size 0 returns a unique non-NULL
  * pointer to a block of usable size >= 0 that must be freed like any other.
  * Returns NULL (and records an event) when memory is exhausted, when size is
- * too large to represent (SIZE_MAX and its neighbours), or pool is NULL.
+ * too large to represent (SIZE_MAX and its neighbours), or pool is NULL;
+ * errno is then ENOMEM (EINVAL for a bad pool), so that malloc() can return
+ * the result as it is (test_free_try).
  * Does not block on the daemon; takes no lock on the per-thread-cache path.
  */
 void *kp_alloc(kp_pool *pool, size_t size, unsigned flags);
 
 /* As kp_alloc, aligned to align: a power of two, at most 4096. Other values
- * return NULL, errno EINVAL and an event. */
+ * return NULL, errno EINVAL and an event; a failure as kp_alloc's, errno
+ * ENOMEM. */
 void *kp_alloc_aligned(kp_pool *pool, size_t size, size_t align, unsigned flags);
 
 /*

@@ -1,8 +1,9 @@
 /*
  * preload.c - libkpool-preload.so: the C allocation API (malloc, free,
  * calloc, realloc, reallocarray, posix_memalign, aligned_alloc, memalign,
- * valloc, pvalloc, malloc_usable_size and glibc's __libc_* entry points)
- * over one kpool pool, for any dynamically linked program:
+ * valloc, pvalloc, malloc_usable_size and glibc's __libc_* entry points) and
+ * C++'s operators new and delete over one kpool pool, for any dynamically
+ * linked program:
  *
  *     LD_PRELOAD=libkpool-preload.so program ...
  *
@@ -37,6 +38,15 @@
  *     the aligned pointers handed out (looked up only for pointers aligned
  *     to 8 KiB or more, and only while the table is not empty).
  *
+ * The common path makes no call of its own (tests/test_preload_instructions.py
+ * counts what it adds): malloc tests one thread-local count (me.fast) and
+ * jumps to kp_alloc, which sets errno itself; free jumps to kp__free_try
+ * (alloc.c), which frees on kp_free's fast path and hands anything else to
+ * kp__free_miss here (NULL, the bootstrap buffer, big alignments, reports);
+ * calloc takes kp_alloc's fast path and zeroes. What is due now and then
+ * (making the pool, the daemon's start, the sweep, a critical scope's
+ * flags) waits for the call that finds the count at 0 (alloc_look).
+ *
  * Integrity: free() and realloc() of a bad pointer, and the events kpool
  * records on its own (an overflow found when realloc moves a block, a write
  * after free found at reuse, a damaged free list; swept every SWEEP_EVERY
@@ -61,6 +71,7 @@
 #include "kpool-preload.h"
 #include "kpool.h"
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <malloc.h>
@@ -76,11 +87,17 @@
 #include <time.h>
 #include <unistd.h>
 
-/* kp_free with errno left as it was (internal.h, alloc.c), and whether the
- * pool has work for its daemon yet (internal.h, daemon.c): libkpool's own,
- * linked into this library. */
-int kp__free_quiet(kp_pool *pool, void *p) __attribute__((visibility("hidden")));
-bool kp__daemon_wanted(kp_pool *pool) __attribute__((visibility("hidden")));
+/* free()'s entries in alloc.c, and whether the pool has work for its daemon
+ * yet (daemon.c; both in internal.h): libkpool's own, linked into this
+ * library. kp__free_try frees a block on kp_free's fast path and hands
+ * anything else to kp__free_miss, which this file defines; the
+ * other two keep errno as it was. */
+#define HIDDEN __attribute__((visibility("hidden")))
+int kp__free_quiet(kp_pool *pool, void *p) HIDDEN;
+int kp__free_try(kp_pool *pool, void *p) HIDDEN;
+int kp__free_rest_quiet(kp_pool *pool, void *p, bool tried) HIDDEN;
+int kp__free_miss(kp_pool *pool, void *p, bool tried) HIDDEN;
+bool kp__daemon_wanted(kp_pool *pool) HIDDEN;
 
 #define API __attribute__((visibility("default")))
 #define TLS __thread __attribute__((tls_model("initial-exec")))
@@ -110,7 +127,8 @@ extern char **environ;
  * asked whether it has work for the daemon (kp__daemon_wanted: 1 MiB handed
  * out): a program of a few MiB a second crosses it within a few
  * milliseconds of the check that would have seen it, long before its
- * first segment runs out, and the common path pays one test of a bit. */
+ * first segment runs out; malloc's common path pays nothing for it
+ * (alloc_look arms me.fast for DAEMON_POLL calls at most while it pends). */
 #define DAEMON_POLL 64
 /* Allocations of one thread between two sweeps of the event ring for the
  * integrity events kpool found on its own: a sweep takes the registry lock,
@@ -231,7 +249,7 @@ static _Atomic uint64_t boot_allocs, boot_frees;
 
 static bool in_boot(const void *p)
 {
-	return (const char *)p >= boot && (const char *)p < boot + BOOT_SIZE;
+	return (uintptr_t)p - (uintptr_t)boot < BOOT_SIZE; /* one compare: below boot wraps round */
 }
 
 static size_t boot_size(const void *p)
@@ -268,12 +286,30 @@ static _Atomic int pool_state;
 static uint64_t token;
 /* This layer's thread-local state, one block: one GOT load per call reaches
  * all of it (each thread-local variable of a -fPIC library has a GOT entry
- * of its own). */
+ * of its own).
+ *
+ * fast: how many more allocation calls of this thread may go straight to
+ * libkpool (the pool made, no critical scope, no daemon start or sweep due
+ * before); the call that finds it 0 takes alloc_look, which does what is
+ * due and sets it again (armed: what it was set to). So the common path
+ * tests one word for all of it, and counts nothing else: calls is the
+ * count at the last look, calls + armed - fast the thread's true count. */
 static TLS struct {
-	unsigned long calls; /* allocation calls of this thread */
+	unsigned long fast;  /* allocation calls left before the next look */
+	unsigned long armed; /* fast as the last look set it */
+	unsigned long calls; /* allocation calls of this thread, to the last look */
+	int *err;	     /* this thread's errno (realloc), set by the first look */
 	unsigned crit_depth; /* critical scopes this thread holds */
 	bool creating;       /* this thread is inside kp_create */
 } me;
+
+/* The next allocation call of this thread takes alloc_look (a critical
+ * scope opened, a fork child's daemon to start). */
+static void look_next(void)
+{
+	me.calls += me.armed - me.fast;
+	me.armed = me.fast = 0;
+}
 
 /* The daemon: D_AFTER, start at the daemon_after-th allocation of a thread;
  * D_NOW, at the next one (a fork child). */
@@ -350,6 +386,7 @@ static void after_fork_child(void)
 	kp_daemon_stop(p); /* the parent's thread did not survive: cancel the restart under kpool's locks */
 	atomic_store(&daemon_started, false);
 	atomic_store(&daemon_pending, D_NOW);
+	look_next(); /* the child's one thread is this one */
 }
 
 /* ---- integrity ----------------------------------------------------------- */
@@ -521,7 +558,10 @@ static void *big_alloc(kp_pool *p, size_t align, size_t size, unsigned flags)
 		errno = ENOMEM;
 		return NULL;
 	}
-	uintptr_t u = ((uintptr_t)base + align - 1) & ~(uintptr_t)(align - 1);
+	/* Past the block's start, even when base is aligned already: a pointer
+	 * at a block's start is one kp_free's fast path would free, and its
+	 * entry here would stay (kp__free_miss). */
+	uintptr_t u = ((uintptr_t)base + align) & ~(uintptr_t)(align - 1);
 	bool stored = false;
 	pthread_mutex_lock(&big_lock);
 	for (size_t i = big_hash(u), k = 0; k < BIG_SLOTS; i = (i + 1) % BIG_SLOTS, k++)
@@ -548,65 +588,84 @@ static inline unsigned flags_now(void)
 	return me.crit_depth ? KP_CRITICAL : 0;
 }
 
-_Static_assert(SWEEP_EVERY % DAEMON_POLL == 0, "a sweep falls on a poll");
-
-/* Every DAEMON_POLL-th allocation call of a thread: the daemon's lazy start
- * (a pending D_AFTER) and, every SWEEP_EVERY-th, the sweep. */
-static __attribute__((noinline)) void on_poll(kp_pool *p)
-{
-	int pend = atomic_load_explicit(&daemon_pending, memory_order_relaxed);
-	if (pend == D_AFTER)
-		daemon_maybe_start(p, pend);
-	if (me.calls % SWEEP_EVERY == 0)
-		sweep(p, NULL, "", true);
-}
-
-/* Every allocation call but malloc's common one starts here: a fork
- * child's restart of the daemon, and the poll, both off the common path. */
-static inline void on_alloc(kp_pool *p)
-{
-	me.calls++;
-	if (UNLIKELY(atomic_load_explicit(&daemon_pending, memory_order_relaxed) == D_NOW))
-		daemon_maybe_start(p, D_NOW);
-	if (UNLIKELY(me.calls % DAEMON_POLL == 0))
-		on_poll(p);
-}
-
-static void *alloc_aligned(size_t align, size_t size, bool zero)
+/* The allocation call that found me.fast 0: make the pool (NULL while
+ * allocations must come from the bootstrap buffer), count the calls, start
+ * the daemon and sweep the event ring when due, and set me.fast to the
+ * calls that may go straight to libkpool before the next look: up to the
+ * next sweep, or the daemon_after-th call while the daemon waits for it
+ * and every DAEMON_POLL-th past it until the pool has work for it; none
+ * while a critical scope is open (its calls need flags_now()) or the
+ * daemon could not start yet. */
+static __attribute__((noinline)) kp_pool *alloc_look(void)
 {
 	kp_pool *p = pool_get();
 	if (UNLIKELY(!p))
-		return boot_alloc(size, align, zero);
-	on_alloc(p);
-	unsigned flags = flags_now() | (zero ? KP_ZERO : 0);
-	void *r;
-	if (align <= 16)
-		r = kp_alloc(p, size, flags);
-	else if (align <= POOL_ALIGN_MAX)
-		r = kp_alloc_aligned(p, size, align, flags);
-	else
-		return big_alloc(p, align, size, flags);
-	if (UNLIKELY(!r))
-		errno = ENOMEM;
-	return r;
+		return NULL;
+	look_next();
+	me.calls++;
+	me.err = &errno;
+	int pend = atomic_load_explicit(&daemon_pending, memory_order_relaxed);
+	if (UNLIKELY(pend))
+		daemon_maybe_start(p, pend);
+	if (UNLIKELY(me.calls % SWEEP_EVERY == 0))
+		sweep(p, NULL, "", true);
+	if (me.crit_depth || me.creating)
+		return p;
+	unsigned long next = SWEEP_EVERY - me.calls % SWEEP_EVERY; /* calls to the next sweep */
+	/* A start pending: at the daemon_after-th call, and past it every
+	 * DAEMON_POLL-th (daemon_maybe_start waits until the pool has work for
+	 * the daemon, kp__daemon_wanted; a look at every call while it waits
+	 * cost small_objects 11% more instructions). */
+	if (atomic_load_explicit(&daemon_pending, memory_order_relaxed)) {
+		unsigned long until = me.calls < cfg.daemon_after ? cfg.daemon_after - me.calls : DAEMON_POLL;
+		if (until < next)
+			next = until;
+	}
+	me.armed = me.fast = next - 1;
+	return p;
 }
 
+/* The pool for an allocation call that may go straight to libkpool (its
+ * flags are 0: no critical scope), or NULL. fast > 0 means this thread
+ * saw the pool made (an acquire load in pool_get), which is never unmade:
+ * a relaxed load finds it. */
+static inline kp_pool *pool_fast(void)
+{
+	if (LIKELY(me.fast)) {
+		me.fast--;
+		return atomic_load_explicit(&pool_ptr, memory_order_relaxed);
+	}
+	return NULL;
+}
+
+/* kp_alloc and kp_alloc_aligned set errno ENOMEM when they return NULL
+ * (kpool.h): their results are returned as they are. */
+static void *alloc_aligned(size_t align, size_t size, bool zero)
+{
+	kp_pool *p = pool_fast();
+	if (UNLIKELY(!p) && !(p = alloc_look()))
+		return boot_alloc(size, align, zero);
+	unsigned flags = flags_now() | (zero ? KP_ZERO : 0);
+	if (align <= 16)
+		return kp_alloc(p, size, flags);
+	if (align <= POOL_ALIGN_MAX)
+		return kp_alloc_aligned(p, size, align, flags);
+	return big_alloc(p, align, size, flags);
+}
+
+static __attribute__((noinline)) void *malloc_look(size_t size)
+{
+	return alloc_aligned(16, size, false);
+}
+
+/* The common path: one test of me.fast, and kp_alloc by a tail call. */
 API void *malloc(size_t size)
 {
-	/* The common path: what on_alloc would do is nothing (no fork child's
-	 * restart, not a poll's call). A start pending until the pool has work
-	 * for the daemon (D_AFTER) is the poll's to check: sending every call
-	 * while it pends to alloc_aligned cost small_objects 11% more
-	 * instructions (callgrind, 2M steps: 724.5M -> 802.8M). */
-	kp_pool *p = atomic_load_explicit(&pool_ptr, memory_order_acquire);
-	if (UNLIKELY(!p) || UNLIKELY(atomic_load_explicit(&daemon_pending, memory_order_relaxed) == D_NOW) ||
-	    UNLIKELY((me.calls + 1) % DAEMON_POLL == 0))
-		return alloc_aligned(16, size, false);
-	me.calls++;
-	void *r = kp_alloc(p, size, flags_now());
-	if (UNLIKELY(!r))
-		errno = ENOMEM;
-	return r;
+	if (LIKELY(me.fast)) {
+		me.fast--;
+		return kp_alloc(atomic_load_explicit(&pool_ptr, memory_order_relaxed), size, 0);
+	}
+	return malloc_look(size);
 }
 
 /* free() refused ptr: the report, out of line (the common path saves no
@@ -618,21 +677,34 @@ static __attribute__((noinline, cold)) void free_refused(kp_pool *p, void *ptr, 
 	errno = saved;
 }
 
-static void do_free(void *ptr)
+/* What kp__free_try did not free (alloc.c): NULL, a block of the bootstrap
+ * buffer, a big alignment's pointer, a block the fast path does not take,
+ * anything the pool never gave out; tried: kp_free's fast path refused ptr
+ * already. errno as it was: kp__free_rest_quiet and kp__free_quiet keep it,
+ * free_refused brackets its report. The fast path never frees the first
+ * three: NULL and the buffer are no segment of the pool's, and a big
+ * alignment's pointer is inside its block, never at a block's start
+ * (big_alloc), where the fast path finds headers. */
+int kp__free_miss(kp_pool *p, void *ptr, bool tried)
 {
 	if (!ptr)
-		return;
+		return 0;
 	if (UNLIKELY(in_boot(ptr))) {
 		atomic_fetch_add(&boot_frees, 1);
-		return;
+		return 0;
 	}
-	kp_pool *p = atomic_load_explicit(&pool_ptr, memory_order_acquire);
 	void *base = big_maybe(ptr) ? big_find(ptr, true) : NULL;
-	/* errno as it was: kp__free_quiet keeps it (its fast path never
-	 * touches it), free_refused brackets its report. */
-	int rc = kp__free_quiet(p, base ? base : ptr);
+	int rc = base ? kp__free_quiet(p, base) : kp__free_rest_quiet(p, ptr, tried);
 	if (UNLIKELY(rc != 0) && p)
 		free_refused(p, ptr, rc);
+	return 0;
+}
+
+/* free(): kp__free_try by a tail call. Before the pool is made, pool_ptr
+ * is NULL, which kp__free_try hands to kp__free_miss at once. */
+static inline void do_free(void *ptr)
+{
+	kp__free_try(atomic_load_explicit(&pool_ptr, memory_order_acquire), ptr);
 }
 
 API void free(void *ptr)
@@ -640,12 +712,24 @@ API void free(void *ptr)
 	do_free(ptr);
 }
 
+/* calloc's blocks up to this size are zeroed here, after kp_alloc's fast
+ * path: KP_ZERO takes its slow path (alloc_slow: 150 instructions more a
+ * call, tests/test_preload_instructions.py), which would memset a block of
+ * the size classes all the same. A larger block keeps KP_ZERO, which leaves
+ * a fresh mapping as it is (huge blocks). The largest size class's. */
+#define CALLOC_FAST_MAX (128u << 10)
+
 API void *calloc(size_t n, size_t size)
 {
 	size_t total;
 	if (__builtin_mul_overflow(n, size, &total)) {
 		errno = ENOMEM;
 		return NULL;
+	}
+	if (LIKELY(total <= CALLOC_FAST_MAX) && LIKELY(me.fast)) {
+		me.fast--;
+		void *r = kp_alloc(atomic_load_explicit(&pool_ptr, memory_order_relaxed), total, 0);
+		return r ? memset(r, 0, total) : NULL;
 	}
 	return alloc_aligned(16, total, true);
 }
@@ -660,7 +744,40 @@ static size_t usable(kp_pool *p, const void *ptr)
 	return kp_usable_size(p, ptr);
 }
 
-API void *realloc(void *ptr, size_t size)
+/* realloc of a block that is not the pool's own (the bootstrap buffer's,
+ * a big alignment's): moved into a new one. */
+static __attribute__((noinline)) void *realloc_move(void *ptr, size_t size)
+{
+	size_t old = in_boot(ptr) ? boot_size(ptr) : usable(atomic_load(&pool_ptr), ptr);
+	void *q = alloc_aligned(16, size, false);
+	if (q) {
+		memcpy(q, ptr, old < size ? old : size);
+		do_free(ptr);
+	}
+	return q;
+}
+
+/* kp_realloc for realloc(). It sets errno whenever it returns NULL
+ * (EINVAL: ptr is no live block; ENOMEM), and may set it on its way to a
+ * success (a system call that failed, and a way round it): errno as it was
+ * then. err: errno's address (me.err on the common path, which saves a
+ * call to libc for it). */
+static __attribute__((noinline)) void *realloc_pool(kp_pool *p, void *ptr, size_t size, unsigned flags, int *err)
+{
+	int saved = *err;
+	void *q = kp_realloc(p, ptr, size, flags);
+	if (LIKELY(q)) {
+		*err = saved;
+		return q;
+	}
+	if (*err == EINVAL) /* ptr is no live block: kp_realloc recorded why */
+		bad_pointer(p, ptr, "realloc()", KP_EINVAL);
+	*err = ENOMEM;
+	return NULL;
+}
+
+/* realloc() but for its common case. */
+static __attribute__((noinline)) void *realloc_other(void *ptr, size_t size)
 {
 	if (!ptr)
 		return malloc(size);
@@ -668,33 +785,24 @@ API void *realloc(void *ptr, size_t size)
 		do_free(ptr);
 		return NULL;
 	}
-	kp_pool *p = pool_get();
-	if (UNLIKELY(!p || in_boot(ptr) || big_find(ptr, false))) {
-		/* Not a block of the pool's own (or no pool yet): move it. */
-		if (!p && !in_boot(ptr)) {
-			errno = ENOMEM; /* a block of no pool, before there is one: its size is unknown */
-			return NULL;
-		}
-		size_t old = p ? usable(p, ptr) : boot_size(ptr);
-		void *q = alloc_aligned(16, size, false);
-		if (q) {
-			memcpy(q, ptr, old < size ? old : size);
-			do_free(ptr);
-		}
-		return q;
-	}
-	on_alloc(p);
-	int saved = errno;
-	errno = 0;
-	void *q = kp_realloc(p, ptr, size, flags_now());
-	if (UNLIKELY(!q)) {
-		if (errno == EINVAL) /* ptr is no live block: kp_realloc recorded why */
-			bad_pointer(p, ptr, "realloc()", KP_EINVAL);
-		errno = ENOMEM;
+	if (in_boot(ptr) || (big_maybe(ptr) && big_find(ptr, false)))
+		return realloc_move(ptr, size);
+	kp_pool *p = pool_fast();
+	if (!p && !(p = alloc_look())) {
+		errno = ENOMEM; /* a block of no pool, before there is one: its size is unknown */
 		return NULL;
 	}
-	errno = saved;
-	return q;
+	return realloc_pool(p, ptr, size, flags_now(), &errno);
+}
+
+/* The common case: a block of the pool's, a new size, a call that may go
+ * straight to libkpool (me.fast: flags 0, and me.err set). */
+API void *realloc(void *ptr, size_t size)
+{
+	if (UNLIKELY(!ptr || !size || in_boot(ptr) || big_maybe(ptr) || !me.fast))
+		return realloc_other(ptr, size);
+	me.fast--;
+	return realloc_pool(atomic_load_explicit(&pool_ptr, memory_order_relaxed), ptr, size, 0, me.err);
 }
 
 API void *reallocarray(void *ptr, size_t n, size_t size)
@@ -773,14 +881,23 @@ API void *pvalloc(size_t size)
 	return memalign(pg, rounded ? rounded : pg);
 }
 
-API size_t malloc_usable_size(void *ptr)
+static __attribute__((noinline)) size_t usable_other(kp_pool *p, void *ptr)
 {
 	if (!ptr)
 		return 0;
-	kp_pool *p = atomic_load_explicit(&pool_ptr, memory_order_acquire);
 	if (!p)
 		return in_boot(ptr) ? boot_size(ptr) : 0;
 	return usable(p, ptr);
+}
+
+/* kp_usable_size by a tail call, for a pointer that can be a block of the
+ * pool's (NULL is: kp_usable_size's 0). */
+API size_t malloc_usable_size(void *ptr)
+{
+	kp_pool *p = atomic_load_explicit(&pool_ptr, memory_order_acquire);
+	if (UNLIKELY(!p || in_boot(ptr) || big_maybe(ptr)))
+		return usable_other(p, ptr);
+	return kp_usable_size(p, ptr);
 }
 
 /* No-ops that keep glibc's arenas out of it: kpool returns memory by its own
@@ -810,6 +927,117 @@ API void *__libc_pvalloc(size_t size) __attribute__((alias("pvalloc"), copy(pval
 API int __posix_memalign(void **out, size_t align, size_t size) __attribute__((alias("posix_memalign"), copy(posix_memalign)));
 API void cfree(void *ptr) __attribute__((alias("free"), copy(free)));
 
+/* ---- C++'s operators new and delete -------------------------------------- */
+
+/* libstdc++'s operator new calls malloc and, when it fails, the program's
+ * new-handler in a loop, then throws std::bad_alloc; its delete calls free.
+ * Defined here, the common case goes to the pool with one call and one PLT
+ * jump less each. A failure goes on to the next definition (libstdc++'s,
+ * looked up then), which tries malloc (this file's) again, calls the
+ * handler and throws: C cannot throw. The Itanium C++ ABI's names, size_t
+ * being unsigned long: m; std::align_val_t is a size_t, std::nothrow_t a
+ * reference (a pointer). */
+static __attribute__((noinline, cold)) void *cxx_next(const char *name)
+{
+	void *f = dlsym(RTLD_NEXT, name);
+	if (!f) { /* no C++ runtime after this library: nothing could throw */
+		say("kpool-preload: out of memory in operator new, and no std::bad_alloc to throw\n");
+		abort();
+	}
+	return f;
+}
+
+/* An alignment of operator new's: a power of two (the language's rule), at
+ * least malloc's 16. */
+static inline void *cxx_aligned(size_t size, size_t align)
+{
+	return alloc_aligned(align < 16 ? 16 : align, size, false);
+}
+
+#define NOTHROW const void *
+API void *_Znwm(size_t size);
+API void *_Znam(size_t size);
+API void *_ZnwmRKSt9nothrow_t(size_t size, NOTHROW nt);
+API void *_ZnamRKSt9nothrow_t(size_t size, NOTHROW nt);
+API void *_ZnwmSt11align_val_t(size_t size, size_t align);
+API void *_ZnamSt11align_val_t(size_t size, size_t align);
+API void *_ZnwmSt11align_val_tRKSt9nothrow_t(size_t size, size_t align, NOTHROW nt);
+API void *_ZnamSt11align_val_tRKSt9nothrow_t(size_t size, size_t align, NOTHROW nt);
+
+API void *_Znwm(size_t size)
+{
+	void *r = malloc(size);
+	return LIKELY(r) ? r : ((void *(*)(size_t))cxx_next("_Znwm"))(size);
+}
+
+API void *_Znam(size_t size)
+{
+	void *r = malloc(size);
+	return LIKELY(r) ? r : ((void *(*)(size_t))cxx_next("_Znam"))(size);
+}
+
+API void *_ZnwmRKSt9nothrow_t(size_t size, NOTHROW nt)
+{
+	void *r = malloc(size);
+	return LIKELY(r) ? r : ((void *(*)(size_t, NOTHROW))cxx_next("_ZnwmRKSt9nothrow_t"))(size, nt);
+}
+
+API void *_ZnamRKSt9nothrow_t(size_t size, NOTHROW nt)
+{
+	void *r = malloc(size);
+	return LIKELY(r) ? r : ((void *(*)(size_t, NOTHROW))cxx_next("_ZnamRKSt9nothrow_t"))(size, nt);
+}
+
+API void *_ZnwmSt11align_val_t(size_t size, size_t align)
+{
+	void *r = cxx_aligned(size, align);
+	return LIKELY(r) ? r : ((void *(*)(size_t, size_t))cxx_next("_ZnwmSt11align_val_t"))(size, align);
+}
+
+API void *_ZnamSt11align_val_t(size_t size, size_t align)
+{
+	void *r = cxx_aligned(size, align);
+	return LIKELY(r) ? r : ((void *(*)(size_t, size_t))cxx_next("_ZnamSt11align_val_t"))(size, align);
+}
+
+API void *_ZnwmSt11align_val_tRKSt9nothrow_t(size_t size, size_t align, NOTHROW nt)
+{
+	void *r = cxx_aligned(size, align);
+	return LIKELY(r) ? r
+			 : ((void *(*)(size_t, size_t, NOTHROW))cxx_next("_ZnwmSt11align_val_tRKSt9nothrow_t"))(
+				   size, align, nt);
+}
+
+API void *_ZnamSt11align_val_tRKSt9nothrow_t(size_t size, size_t align, NOTHROW nt)
+{
+	void *r = cxx_aligned(size, align);
+	return LIKELY(r) ? r
+			 : ((void *(*)(size_t, size_t, NOTHROW))cxx_next("_ZnamSt11align_val_tRKSt9nothrow_t"))(
+				   size, align, nt);
+}
+
+/* Every delete is free(): the size and the alignment are the block's own. */
+#define DELETE(name, ...)                 \
+	API void name(void *p, ##__VA_ARGS__); \
+	API void name(void *p, ##__VA_ARGS__)  \
+	{                                      \
+		do_free(p);                    \
+	}
+DELETE(_ZdlPv)
+DELETE(_ZdaPv)
+DELETE(_ZdlPvm, size_t size)
+DELETE(_ZdaPvm, size_t size)
+DELETE(_ZdlPvRKSt9nothrow_t, NOTHROW nt)
+DELETE(_ZdaPvRKSt9nothrow_t, NOTHROW nt)
+DELETE(_ZdlPvSt11align_val_t, size_t align)
+DELETE(_ZdaPvSt11align_val_t, size_t align)
+DELETE(_ZdlPvmSt11align_val_t, size_t size, size_t align)
+DELETE(_ZdaPvmSt11align_val_t, size_t size, size_t align)
+DELETE(_ZdlPvSt11align_val_tRKSt9nothrow_t, size_t align, NOTHROW nt)
+DELETE(_ZdaPvSt11align_val_tRKSt9nothrow_t, size_t align, NOTHROW nt)
+#undef DELETE
+#undef NOTHROW
+
 /* ---- the exported kpool API ---------------------------------------------- */
 
 API int kp_preload_critical_enter(void)
@@ -818,6 +1046,7 @@ API int kp_preload_critical_enter(void)
 	if (!p || kp_critical_enter(p, token) != 0)
 		return -1;
 	me.crit_depth++;
+	look_next(); /* its allocations need KP_CRITICAL: none goes straight to libkpool */
 	return 0;
 }
 

@@ -1337,6 +1337,56 @@ int kp__free_quiet(kp_pool *pool, void *p)
 	return free_body(pool, p, true, true);
 }
 
+/* The free() of the preload library (internal.h): kp_free's inline fast
+ * path, and everything it does not free to kp__free_miss, by a tail call,
+ * with no grace section open. A block the fast path found sound with its
+ * bin full is this pool's (the pagemap vouched, the header verified): it
+ * goes on to free_slow_own_quiet as in kp__free_quiet, not to the hook. */
+int kp__free_try(kp_pool *pool, void *p)
+{
+	kp__grace_rec *r = kp__grace_self.fast;
+	uint64_t w = atomic_load_explicit(&kp__grace_epoch, memory_order_acquire);
+	uint64_t id;
+	if (KP_LIKELY(KP_FAST_AES && r && !atomic_load_explicit(&r->epoch, memory_order_relaxed) && pool &&
+		      kp__tls_state.fast_free == (id = pool->id))) {
+		atomic_store_explicit(&r->epoch, w, memory_order_release);
+		atomic_signal_fence(memory_order_seq_cst);
+		int res = free_fast(pool, id, p, true, false, true);
+		if (KP_LIKELY(res == KP_FREE_DONE)) {
+			atomic_signal_fence(memory_order_seq_cst);
+			atomic_store_explicit(&r->epoch, 0, memory_order_release);
+			return 0;
+		}
+		if (res == KP_FREE_FULL)
+			return free_slow_own_quiet(pool, p, true);
+		/* Nothing was retired in here: the section closes as the
+		 * fast path's does. */
+		atomic_signal_fence(memory_order_seq_cst);
+		atomic_store_explicit(&r->epoch, 0, memory_order_release);
+		return kp__free_miss(pool, p, true);
+	}
+	return kp__free_miss(pool, p, false);
+}
+
+/* kp__free_quiet's result for what kp__free_try handed to the hook.
+ * tried: its fast path refused p, the slow path alone is left (free_section
+ * finds this pool's AES round keys, which the fast path needs, and goes to
+ * free_slow at once). Else kp__free_quiet's own way when its inline path
+ * cannot be taken (kp__free_try tested the same), the copy that tests the
+ * pool's mode: so a small program never runs kp__free_quiet, whose text
+ * stays out of the preload's hot window (preload/hot.txt). */
+int kp__free_rest_quiet(kp_pool *pool, void *p, bool tried)
+{
+	return tried ? free_section_quiet(pool, p) : free_other_quiet(pool, p);
+}
+
+/* The default hook, for a program that links no other (libkpool.so, the C
+ * tests). */
+__attribute__((weak)) int kp__free_miss(kp_pool *pool, void *p, bool tried)
+{
+	return kp__free_rest_quiet(pool, p, tried);
+}
+
 KP_EXPORT size_t kp_usable_size(kp_pool *pool, const void *p)
 {
 	unsigned g = kp__grace_enter();

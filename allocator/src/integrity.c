@@ -79,6 +79,13 @@ void kp__key_aes_init(kp__key *k)
 	k->smul = kp__prf2(k, 4, 0) | 1; /* an input no other use of k takes */
 	k->aes = 0;
 #if defined(__x86_64__)
+	/* __builtin_cpu_supports reads what libgcc's constructor found, and
+	 * a pool can be made before it ran (.preinit_array; a preloaded malloc
+	 * called by another library's constructor: libstdc++'s in every C++
+	 * program): probe now (once; idempotent), or the key had no AES
+	 * round keys and kp_free never took its inline path
+	 * (test_key_early). */
+	__builtin_cpu_init();
 	if (__builtin_cpu_supports("aes")) {
 		aes_schedule(k->rk, kp__prf2(k, 3, 0), kp__prf2(k, 3, 1));
 		k->aes = 1;

@@ -120,6 +120,17 @@
 /* kp_free, with errno left as it was (free(): the preload library, which
  * saved and restored it around every call). The preload declares it too. */
 int kp__free_quiet(kp_pool *pool, void *p);
+/* The preload's free(), which makes no call of its own on the common path:
+ * kp__free_try frees p on kp_free's fast path (errno untouched) and hands
+ * anything else to kp__free_miss by a tail call, telling whether the fast
+ * path was tried; kp__free_rest_quiet(pool, p, tried) then gives
+ * kp__free_quiet's result without trying it twice. kp__free_miss is weak in
+ * alloc.c (that default); the preload library defines its own, which first
+ * sorts out the pointers that are no block of the pool (NULL, its bootstrap
+ * buffer, its big alignments). */
+int kp__free_try(kp_pool *pool, void *p);
+int kp__free_rest_quiet(kp_pool *pool, void *p, bool tried);
+int kp__free_miss(kp_pool *pool, void *p, bool tried);
 
 /* ---- conf.c ------------------------------------------------------------ */
 #define KP_FAULT_SPEC_MAX 256

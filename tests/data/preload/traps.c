@@ -23,10 +23,15 @@
  *                     should say the same)
  *   traps double-free a planted double free of a 48-byte block
  *   traps bad-free    free of a pointer inside a block (never given out)
+ *   traps aligned     blocks aligned to 8-64 KiB (past the pool's 4096: the
+ *                     preload's table of them), 20,000 made and freed, 64
+ *                     live at a time, of sizes that put some blocks of the
+ *                     pool's at an aligned address already
  */
 #define _GNU_SOURCE
 #include <malloc.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -221,6 +226,31 @@ static int mode_in_use(void)
 	return 0;
 }
 
+/* Every block aligned, writable and freed, and the table of big
+ * alignments never full (a stale entry left by a free would fill it). */
+static int mode_aligned(void)
+{
+	static char *live[64];
+	for (int i = 0; i < 20000; i++) {
+		size_t align = (size_t)8192 << (i % 4), size = 16 + (size_t)(i * 7919 % 20000);
+		int k = i % 64;
+		free(live[k]);
+		if (posix_memalign((void **)&live[k], align, size) != 0) {
+			printf("aligned: posix_memalign(%zu, %zu) failed at %d\n", align, size, i);
+			return 1;
+		}
+		if ((uintptr_t)live[k] % align) {
+			printf("aligned: %p is not aligned to %zu\n", (void *)live[k], align);
+			return 1;
+		}
+		memset(live[k], i, size);
+	}
+	for (int k = 0; k < 64; k++)
+		free(live[k]);
+	printf("aligned blocks: ok\n");
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	setvbuf(stdout, NULL, _IONBF, 0);
@@ -231,6 +261,8 @@ int main(int argc, char **argv)
 		return mode_fork();
 	if (!strcmp(mode, "threads"))
 		return mode_threads();
+	if (!strcmp(mode, "aligned"))
+		return mode_aligned();
 	if (!strcmp(mode, "few"))
 		return mode_count(10, 32);
 	if (!strcmp(mode, "busy"))
@@ -252,6 +284,7 @@ int main(int argc, char **argv)
 		printf("still running after the bad free\n");
 		return 0;
 	}
-	fprintf(stderr, "usage: traps early|fork|threads|few|busy|many|in-use|double-free|bad-free\n");
+	fprintf(stderr, "usage: traps early|fork|threads|aligned|few|busy|many|in-use|double-free|bad-free
+");
 	return 2;
 }
