@@ -284,7 +284,6 @@ int main(int argc, char **argv)
 		printf("still running after the bad free\n");
 		return 0;
 	}
-	fprintf(stderr, "usage: traps early|fork|threads|aligned|few|busy|many|in-use|double-free|bad-free
-");
+	fprintf(stderr, "usage: traps early|fork|threads|aligned|few|busy|many|in-use|double-free|bad-free\n");
 	return 2;
 }
