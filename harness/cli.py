@@ -130,7 +130,8 @@ def _parser() -> argparse.ArgumentParser:
         type=positive,
         default=1,
         metavar="N",
-        help="libFuzzer -fork=N worker processes (default: %(default)s, no fork)",
+        help="libFuzzer -fork=N worker processes, at most the CPUs kpool may use (more are run as that many, "
+        "with a warning; default: %(default)s, no fork)",
     )
     instead = p.add_mutually_exclusive_group()
     instead.add_argument(

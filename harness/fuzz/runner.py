@@ -165,6 +165,14 @@ def working_corpus(target: str, reports: Path = REPORTS) -> Path:
     return path
 
 
+def max_jobs() -> int:
+    """The most fork-mode workers a run starts: the CPUs this process may use. A worker is a busy process
+    (a fuzzer never waits), so more than that only take turns on the same CPUs, each with its own
+    sanitizer shadow memory; libFuzzer's -jobs likewise runs its jobs on at most half the cores unless
+    told -workers."""
+    return max(1, len(os.sched_getaffinity(0)))
+
+
 def _libfuzzer_args(
     target: str, seconds: int, jobs: int, crashes: Path, max_len: int | None, keep_going: bool
 ) -> list[str]:
@@ -178,8 +186,8 @@ def _libfuzzer_args(
     d = dictionary(target)
     if d:
         args.append(f"-dict={d}")
-    if jobs > 1:
-        args.append(f"-fork={jobs}")
+    if jobs > 1:  # fork mode, also when the CPUs cap the workers at one: --keep-going needs it
+        args.append(f"-fork={min(jobs, max_jobs())}")
         if keep_going:
             args += ["-ignore_crashes=1", "-ignore_timeouts=1", "-ignore_ooms=1"]
     return args
@@ -445,7 +453,8 @@ def fuzz_target(
         *extra,
     ]
     result = TargetResult(target=target, log=str(logs / f"{target}.log"))
-    output.progress(f"fuzzing {target} for {seconds}s ({jobs} job{'s' if jobs > 1 else ''})")
+    workers = min(jobs, max_jobs())
+    output.progress(f"fuzzing {target} for {seconds}s ({workers} job{'s' if workers > 1 else ''})")
     output.detail(" ".join(cmd))
     start, start_wall = time.monotonic(), time.time()
     finished = False
@@ -502,6 +511,12 @@ def run(
     """Fuzz one target, or all of them one after the other, each for `seconds`."""
     if seconds <= 0 or jobs <= 0:
         raise KpoolError(f"--time and --jobs must be positive (got {seconds} and {jobs})")
+    if jobs > max_jobs():
+        output.warn(
+            f"--jobs {jobs}: more than the {max_jobs()} CPUs this process may use; running {max_jobs()} "
+            f"fuzz worker{'s' if max_jobs() > 1 else ''} (a fuzzing worker is busy all the time: more "
+            "only take turns on the same CPUs)"
+        )
     targets = resolve_targets(name)
     # absolute: libFuzzer runs in the run folder, where a relative corpus or crash path means nothing
     reports = reports.absolute()
