@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness import output, paths
+from harness import atomic, output, paths
 from harness.build import make_command, run_make
 from harness.peers import ALLOCATORS, TARGETS, Allocator, available_allocators
 from harness.triage.patterns import SIGNALS
@@ -536,7 +536,7 @@ def main(argv: list[str]) -> int:
             "raw": raw,
             "failures": runner.failures,
         }
-        args.json.write_text(json.dumps(doc, indent=1) + "\n")
+        atomic.write_text(args.json, json.dumps(doc, indent=1) + "\n")
         output.progress(f"raw results written to {args.json}")
     if interrupted:
         output.warn("interrupted: the tables hold the runs that finished")
@@ -561,7 +561,7 @@ def _stress_bench(args: argparse.Namespace) -> int:
         doc["harness_speed"] = compare.harness_speed(args.reports)
         output.result(compare.speed_text(doc["harness_speed"]))
     if args.json is not None:
-        args.json.write_text(json.dumps(doc, indent=1) + "\n")
+        atomic.write_text(args.json, json.dumps(doc, indent=1) + "\n")
     failed = [
         f"{w} on {a}" for w, per in doc.get("workloads", {}).items() for a, r in per.items() if r["crashes"]
     ]

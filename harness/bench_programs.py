@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from harness import output, paths, run, spec
+from harness import atomic, output, paths, run, spec
 from harness.errors import KpoolError, UsageError
 from harness.stress import program, runner
 from harness.stress.command import workload_paths
@@ -109,8 +109,8 @@ def measure(
         launch = program.ProgramLaunch(wl)
         launch.preflight(opts)
         results.append(launch.run(opts, run_dir))
-    (run_dir / "bench-programs.json").write_text(
-        json.dumps({"run_id": run_id, "programs": results}, indent=1)
+    atomic.write_text(
+        run_dir / "bench-programs.json", json.dumps({"run_id": run_id, "programs": results}, indent=1)
     )
     return run_dir, results
 
@@ -141,7 +141,7 @@ def main(argv: Sequence[str]) -> int:
     run_dir, results = measure(workloads, allocators, opts)
     peers = [a for a in ALLOCATORS[1:] if a in allocators]
     text = render(results, peers, "kpool bench " + shlex.join(list(argv)), args.runs)
-    (run_dir / "table.md").write_text(text + "\n")
+    atomic.write_text(run_dir / "table.md", text + "\n")
     output.result(text)
     output.progress(f"results: {run_dir / 'bench-programs.json'}")
     return 0 if all(r["passed"] for r in results) else 1

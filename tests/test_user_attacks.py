@@ -359,7 +359,9 @@ def test_a_full_disk_while_stress_json_is_rewritten_keeps_the_workloads_that_fin
             raise OSError(28, "No space left on device")
 
     def full_on_second_rewrite(file: object, mode: str = "r", *args: object, **kw: object) -> object:
-        if "w" in mode and "stress.json" in str(file):
+        # a file opened by name, or by descriptor (os.fdopen of a temporary file on its way to the name)
+        name = str(Path(f"/proc/self/fd/{file}").readlink()) if isinstance(file, int) else str(file)
+        if "w" in mode and "stress.json" in name:
             writes.append(file)
             if len(writes) == 2:
                 real_open(file, mode, *args, **kw).close()  # opening for writing truncates

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from harness import atomic
 from harness.errors import UsageError
 from harness.jobs import task
 from harness.jobs.model import Job
@@ -68,9 +69,7 @@ class Campaign:
     cluster: str = ""  # --cluster of its last run ("": here); jobs_n is then the cluster's slots
 
     def save(self, run_dir: Path) -> None:
-        tmp = run_dir / ".campaign.json.tmp"
-        tmp.write_text(json.dumps(asdict(self), indent=1) + "\n")
-        tmp.replace(run_dir / "campaign.json")
+        atomic.write_text(run_dir / "campaign.json", json.dumps(asdict(self), indent=1) + "\n")
 
     @classmethod
     def load(cls, run_dir: Path) -> Campaign:

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness import output, paths
+from harness import atomic, output, paths
 from harness.campaign import corpus
 from harness.campaign.budget import Campaign, fit
 from harness.errors import KpoolError
@@ -71,10 +71,10 @@ def land(c: Campaign, j: Job, result: JobResult, run_dir: Path) -> None:
             if result.build_root:
                 text = text.replace(result.build_root, build_root)
             data = text.encode(errors="surrogateescape")
-        dest.write_bytes(data)
+        atomic.write_bytes(dest, data)  # a crash input or a job's report: whole or not there
     log = run_dir / "logs" / (j.name.replace(":", "-") + ".log")
     log.parent.mkdir(parents=True, exist_ok=True)
-    log.write_bytes(result.log)
+    atomic.write_bytes(log, result.log)
     j.log = str(log.relative_to(run_dir))
     j.state, j.returncode, j.seconds = result.state, result.returncode, result.seconds
     j.worker, j.error = result.worker, result.error
@@ -204,7 +204,7 @@ def fuzz_coverage(c: Campaign, run_dir: Path, timeout_s: float | None = None) ->
 
     try:
         report = runner.coverage(native, run_dir.parent, write=False, timeout_s=timeout_s)
-        (run_dir / "coverage.json").write_text(json.dumps(report.to_json(), indent=2) + "\n")
+        atomic.write_text(run_dir / "coverage.json", json.dumps(report.to_json(), indent=2) + "\n")
     except Exception as exc:  # whatever went wrong, the rest of the report is written
         output.warn(f"libkpool coverage of the fuzz corpora: {exc}")
         return {}

@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from harness import build, output, paths, runlock
+from harness import atomic, build, output, paths, runlock
 from harness.errors import KpoolError, UsageError
 from harness.fuzz import NATIVE, TARGETS, orphans
 from harness.fuzz import env as fuzz_env
@@ -383,9 +383,7 @@ def _keep_reports(target: str, found: list[Path], env: dict[str, str]) -> dict[s
                     break
         out[str(path)] = how
         # whole or not at all: a report cut short by a kill would be read as this input's for good
-        tmp = report.with_name(report.name + ".tmp")
-        tmp.write_text(f"{header}\n{text}")
-        tmp.replace(report)
+        atomic.write_text(report, f"{header}\n{text}")
     return out
 
 
@@ -556,7 +554,8 @@ def run(
         # every crash in the crash database (its reports folder's, or the campaign's), before fuzz.json
         # says where: `kpool triage list` shows them
         record.record_fuzz(summary, reports, run_dir.name, plant)
-        (run_dir / "fuzz.json").write_text(json.dumps(summary, indent=2) + "\n")
+        # whole or not at all: an empty one (a full disk, a kill) was read by the campaign as damaged
+        atomic.write_text(run_dir / "fuzz.json", json.dumps(summary, indent=2) + "\n")
     if results[-1].interrupted:
         output.warn(f"interrupted: what was fuzzed is in {run_dir / 'fuzz.json'}")
         raise KeyboardInterrupt
@@ -880,5 +879,5 @@ def coverage(
     files = [FileCoverage(f, e, c) for f, (e, c) in sorted(per_file.items())]
     report = CoverageReport(rows, len(union), edges, len(entered), missed, files)
     if write:
-        (reports / "coverage.json").write_text(json.dumps(report.to_json(), indent=2) + "\n")
+        atomic.write_text(reports / "coverage.json", json.dumps(report.to_json(), indent=2) + "\n")
     return report

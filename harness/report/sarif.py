@@ -19,7 +19,7 @@ import shlex
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from harness import paths
+from harness import atomic, paths
 from harness.triage import signature as S
 from harness.triage.crash import Reproducer
 from harness.triage.db import FIXED, CrashDB, MissingCrashDB, Occurrence, SignatureRow
@@ -194,6 +194,5 @@ def write(db_path: Path, out: Path) -> int:
     except MissingCrashDB:
         db = None
     doc = document(db)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(doc, indent=1) + "\n")
+    atomic.write_text(out, json.dumps(doc, indent=1) + "\n")
     return len(doc["runs"][0]["results"])

@@ -6,15 +6,14 @@ per crash signature."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import secrets
 import xml.etree.ElementTree as ET
 from datetime import UTC, datetime
 from pathlib import Path
 
 from hdrh.histogram import HdrHistogram
 
+from harness import atomic
 from harness.errors import KpoolError
 from harness.report import html, sarif, trends
 from harness.report.model import Latency, RunReport, type_problem
@@ -23,27 +22,6 @@ from harness.triage.db import CrashDB, MissingCrashDB
 
 # HdrHistogram range: 1 ns to 1 hour, 3 significant digits (0.1% error, within the driver's 1%).
 HDR_LOWEST_NS, HDR_HIGHEST_NS, HDR_DIGITS = 1, 3_600_000_000_000, 3
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    """Write via a temporary file and rename: an interrupted run never leaves half a file.
-
-    The temporary file is created with mode 0666 less the umask, like any file the harness writes
-    (tempfile.mkstemp would make it 0600, and the rename would keep that); O_EXCL and a random name
-    keep two writers apart.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
-    try:
-        # backslashreplace: a name that is not UTF-8 (a folder's, a lone surrogate in a record) is shown
-        # escaped rather than failing the page
-        with os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace") as f:
-            f.write(text)
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def hdr_histogram(lat: Latency) -> HdrHistogram:
@@ -73,7 +51,7 @@ def write_hlog(report: RunReport, path: Path) -> None:
                 f"Tag={tag},{report.started:.3f},{max(w.seconds, 0.001):.3f},"
                 f"{h.get_max_value() / 1e6:.3f},{payload}\n"
             )
-    _atomic_write(path, "".join(lines))
+    atomic.write_text(path, "".join(lines))
 
 
 # Characters XML 1.0 cannot hold at all, escaped or not (ElementTree writes them as they are, and the
@@ -134,11 +112,11 @@ def write_run(report: RunReport, root: Path) -> Path:
     """Write reports/<run-id>/ (summary.json, junit.xml, latency.hlog, results.sarif of the reports
     folder's crash database, index.html) and refresh the index of runs; returns the run's directory."""
     run_dir = root / report.run_id
-    _atomic_write(run_dir / "summary.json", json.dumps(report.to_dict(), indent=1) + "\n")
-    _atomic_write(run_dir / "junit.xml", junit_xml(report))
+    atomic.write_text(run_dir / "summary.json", json.dumps(report.to_dict(), indent=1) + "\n")
+    atomic.write_text(run_dir / "junit.xml", junit_xml(report))
     write_hlog(report, run_dir / "latency.hlog")
-    _atomic_write(run_dir / "results.sarif", sarif_text(root / record.DB_NAME))
-    _atomic_write(run_dir / "index.html", html.run_page(report))
+    atomic.write_text(run_dir / "results.sarif", sarif_text(root / record.DB_NAME))
+    atomic.write_text(run_dir / "index.html", html.run_page(report))
     write_index(root)
     return run_dir
 
@@ -287,6 +265,6 @@ def write_index(root: Path, warnings: list[str] | None = None) -> Path:
     if problem and warnings is not None:
         warnings.append(f"crash database unreadable, the index is written without it: {problem}")
     for h in found or ():
-        _atomic_write(root / SIGNATURES / f"{h.row.hash}.html", html.signature_page(h))
-    _atomic_write(path, html.index_page(runs, unrecorded, found, db_problem=problem))
+        atomic.write_text(root / SIGNATURES / f"{h.row.hash}.html", html.signature_page(h))
+    atomic.write_text(path, html.index_page(runs, unrecorded, found, db_problem=problem))
     return path

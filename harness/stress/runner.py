@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness import output, peers, runlock
+from harness import atomic, output, peers, runlock
 from harness.errors import ConfigError, UsageError
 from harness.spec import AnyWorkload, ProgramWorkload, Workload, poolcheck
 from harness.spec.compile import conf_string
@@ -541,9 +541,4 @@ def _run(
 def _write_report(path: Path, report: dict[str, Any]) -> None:
     """stress.json, whole or not at all: a rewrite that fails (a full disk, a kill) leaves the last one,
     with the workloads that finished before, not a file cut short."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(json.dumps(report, indent=1) + "\n")
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic.write_text(path, json.dumps(report, indent=1) + "\n")

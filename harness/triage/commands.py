@@ -19,7 +19,7 @@ import argparse
 import json
 from pathlib import Path
 
-from harness import output
+from harness import atomic, output
 from harness.errors import KpoolError, UsageError
 from harness.triage import minimize as M
 from harness.triage import replay as R
@@ -199,7 +199,7 @@ def sarif(path: Path, out: Path | None) -> int:
         output.result(text)
         return EXIT_OK
     try:
-        out.write_text(text + "\n")
+        atomic.write_text(out, text + "\n")
     except OSError as exc:
         raise KpoolError(f"cannot write {out}: {exc.strerror or exc}") from exc
     output.progress(f"{len(doc['runs'][0]['results'])} signature(s) written to {out}")

@@ -1,0 +1,70 @@
+"""Files written whole or not at all: every report and state file of the harness (fuzz.json, stress.json,
+summary.json, junit.xml, index.html, campaign.json, ...) goes through here.
+
+The data goes to a temporary file in the same folder (a rename is atomic within one file system only),
+which is synced to disk and then renamed over the old file; the folder is synced after the rename, so
+that the new name survives a power cut too. A full disk, a kill or a crash at any moment leaves either
+the old file or the new one, never an empty or truncated one that a later reader (the campaign reading a
+fuzz.json, `kpool report` reading a summary.json) would take for a damaged run.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    """Replace path with data, atomically and durably; on any error the old file (or none) is left, no
+    temporary file, and the error is raised.
+
+    The temporary file is created with mode 0666 less the umask, like any file the harness writes
+    (tempfile.mkstemp would make it 0600, and the rename would keep that); O_EXCL and a random name keep
+    two writers of the same file apart (the last rename wins, each file whole).
+
+    A path the user named that is not a regular file (--out /dev/stdout, a pipe) is written as it is:
+    there is nothing to rename over. A symbolic link is followed: the file it names is replaced, the
+    link kept."""
+    if path.is_symlink():
+        path = path.resolve()
+    if path.exists() and not path.is_file():
+        with path.open("wb") as out:
+            out.write(data)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)  # noqa: PTH105 (os.replace: the one rename the tests watch)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.filename is None:
+            exc.filename = str(path)  # a write on a descriptor names no file: the one it was for
+        raise
+    _sync_folder(path.parent)
+
+
+def write_text(path: Path, text: str) -> None:
+    """write_bytes of text in UTF-8. backslashreplace: a name that is not UTF-8 (a folder's, a lone
+    surrogate in a record or a sanitizer report) is written escaped rather than failing the file."""
+    write_bytes(path, text.encode("utf-8", "backslashreplace"))
+
+
+def _sync_folder(folder: Path) -> None:
+    """fsync the folder, so the rename is on disk; a file system that cannot sync a folder (some network
+    and FUSE ones refuse with EINVAL) keeps the rename in its cache, as it does for every other file."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
