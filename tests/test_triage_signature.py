@@ -4,6 +4,7 @@ normalisation edge cases."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -217,3 +218,114 @@ def test_a_report_at_the_end_of_a_huge_fuzzing_log_is_signed(monkeypatch: pytest
     got = S.compute(huge)
     assert got == normal, (got.title, normal.title)
     assert seen and max(seen) <= _READ_AT_MOST, f"read {max(seen):,} characters of {len(huge):,}"
+
+
+# ---- `kpool triage signature FILE` on a huge file ------------------------------------------------------
+
+# What the command may allocate to sign a file, whatever its size: the part signing reads (HEAD_CHARS and
+# TAIL_CHARS, 1.25 MiB) as bytes and as text, with room to spare; far below a 50 MB file read whole.
+_ALLOCATED_AT_MOST = 16 << 20
+
+
+def _huge_file(path: Path, report: str, at_end: bool, filler: bytes = b"") -> Path:
+    """A 50 MB file holding report at its start or its end; the rest is filler, then a hole (zeros, which
+    cost no disk)."""
+    with path.open("wb") as f:
+        if not at_end:
+            f.write(report.encode())
+        f.write(filler)
+        if at_end:
+            f.seek(_HUGE - len(report.encode()))
+            f.write(report.encode())
+        else:
+            f.truncate(_HUGE)
+    assert path.stat().st_size == _HUGE
+    return path
+
+
+def _sign(path: Path, capsys: pytest.CaptureFixture[str]) -> tuple[str, int]:
+    """The command's output and the peak of what Python allocated while it ran."""
+    import tracemalloc
+
+    from harness import cli
+
+    tracemalloc.start()
+    try:
+        assert cli.main(["triage", "signature", str(path)]) == 0
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    return capsys.readouterr().out, peak
+
+
+@pytest.mark.parametrize("at_end", [False, True], ids=["report first", "report last"])
+def test_signing_a_50_mb_file_reads_a_bounded_part_of_it(
+    at_end: bool, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`kpool triage signature` read the whole file into one string before the bounded signing: 50 MB of
+    bytes that are not UTF-8 took 442 MB (each a replacement character) and seconds. The file is read in
+    part, as signing reads the text: the same signature as the report alone."""
+    report = (TRACES / "asan_heap_use_after_free.txt").read_text()
+    alone = tmp_path / "alone.txt"
+    alone.write_text(report)
+    expected, _ = _sign(alone, capsys)
+    # 2 MiB of bytes that are not UTF-8 beside the report, where the command reads
+    huge = _huge_file(tmp_path / "huge.txt", report, at_end, filler=b"\xff" * (2 << 20))
+    got, peak = _sign(huge, capsys)
+    assert got == expected
+    assert peak <= _ALLOCATED_AT_MOST, f"allocated {peak:,} bytes to sign a {_HUGE:,}-byte file"
+
+
+def test_signing_a_stream_keeps_its_start_and_its_end_only(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A pipe (`... | kpool triage signature /dev/stdin`) has no size to seek by: it is read to its end,
+    keeping its first and last parts, in bounded memory."""
+    import threading
+
+    report = (TRACES / "asan_heap_use_after_free.txt").read_text()
+    alone = tmp_path / "alone.txt"
+    alone.write_text(report)
+    expected, _ = _sign(alone, capsys)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    line = b"#123456\tNEW    cov: 56 ft: 78 corp: 9/100b lim: 4 exec/s: 123 rss: 45Mb L: 7/64 MS: 1 Shuf-\n"
+
+    def feed() -> None:
+        with fifo.open("wb") as f:
+            for _ in range((24 << 20) // (len(line) * 1000)):
+                f.write(line * 1000)
+            f.write(report.encode())
+
+    writer = threading.Thread(target=feed)
+    writer.start()
+    got, peak = _sign(fifo, capsys)
+    writer.join()
+    assert got == expected
+    assert peak <= _ALLOCATED_AT_MOST, f"allocated {peak:,} bytes to sign a 24 MiB stream"
+
+
+def test_a_crash_signed_from_a_huge_fuzzing_log_reads_a_bounded_part_of_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A crash whose input does not crash again is signed from the fuzzing log, which a night in fork mode
+    makes huge: the log was read whole (record.fuzz_crashes), its report at the end."""
+    import tracemalloc
+
+    from harness.fuzz import runner
+    from harness.triage import record
+
+    monkeypatch.setattr(runner, "target_env", lambda target, plant=0: {})
+    report = (TRACES / "asan_heap_use_after_free.txt").read_text()
+    log = _huge_file(tmp_path / "api_sequence.log", report, at_end=True)
+    crash = tmp_path / "api_sequence-crash-0badc0de"
+    crash.write_bytes(b"\x01")
+    result = {"target": "api_sequence", "log": str(log), "crashes": [str(crash)], "replays": {}}
+    tracemalloc.start()
+    try:
+        [got] = record.fuzz_crashes([result], "r1", 0)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert S.of_crash(got) == S.compute(report, source="fuzz:api_sequence")
+    assert peak <= _ALLOCATED_AT_MOST, f"allocated {peak:,} bytes for a {_HUGE:,}-byte log"

@@ -208,7 +208,7 @@ def sarif(path: Path, out: Path | None) -> int:
 
 def signature_of_file(path: Path, source: str, returncode: int | None) -> int:
     try:
-        text = path.read_text(errors="replace")
+        text = S.read_output(path)  # the part signing reads: a 50 MB file is not read whole
     except OSError as exc:
         raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from exc
     sig = S.compute(text, returncode=returncode, source=source)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from harness import output, paths
 from harness.errors import KpoolError
+from harness.triage import signature
 from harness.triage.crash import Crash, Reproducer
 from harness.triage.db import CrashDB, Recorded
 
@@ -86,12 +87,13 @@ def fuzz_crashes(results: Sequence[Mapping[str, Any]], run: str, plant: int) -> 
         for path in r["crashes"]:
             how = replays.get(path) or {}
             report = Path(path + ".txt")
-            text = report.read_text(errors="replace") if report.exists() else ""
+            text = signature.read_output(report) if report.exists() else ""
             if not text or how.get("reproducer") == "none" or (not how and _replay_exit_0(text)):
                 # Neither the input alone nor the inputs before it crash again: the report is the one
                 # in the fuzzing log, and the crash is recorded as non-reproducible (with its rate).
                 log = Path(str(r.get("log", "")))
-                text = log.read_text(errors="replace") if log.is_file() else text
+                # the part signing reads: a night's log in fork mode is hundreds of MB
+                text = signature.read_output(log) if log.is_file() else text
                 report = log
             out.append(
                 Crash(

@@ -11,7 +11,9 @@ the op drivers (allocator/driver/) are skipped like the harness's, unless nothin
 
 A huge output (a leak report listing a million objects, a fuzzing log of hours with its report at the
 end) is read only in part: its first HEAD_CHARS and its last TAIL_CHARS (`readable`), so that signing takes
-about the same time whatever the size, and the signature is the one the report's own lines give.
+about the same time whatever the size, and the signature is the one the report's own lines give. A file
+(`kpool triage signature FILE`, a replay report, a fuzzing log) is read the same way, by `read_output`,
+its middle never read.
 
 The kind is chosen in this order: a strong text rule (a sanitizer bug type, an assertion, an exception...),
 the producer's own guess, the signal in the return code, a weak text rule (SLO, generic timeout, benign
@@ -21,9 +23,11 @@ kpool events), a non-zero exit code, and last "unknown".
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import stat
 from dataclasses import dataclass
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
 from harness.triage import patterns as P
 from harness.triage import threads
@@ -170,7 +174,39 @@ def readable(text: str) -> str:
     stack the cut went through)."""
     if len(text) <= HEAD_CHARS + TAIL_CHARS:
         return text
-    head, tail = text[:HEAD_CHARS], text[-TAIL_CHARS:]
+    return readable_parts(text[:HEAD_CHARS], text[-TAIL_CHARS:])
+
+
+# A stream (a pipe) is read on to its end in pieces of this size, the last TAIL_CHARS bytes kept.
+_CHUNK = 1 << 20
+
+
+def read_output(path: Path) -> str:
+    """The part of a crash output file that signing reads (`readable`), without reading the rest: its first
+    HEAD_CHARS and last TAIL_CHARS bytes (a seek to the end of a file; a pipe read through, its last bytes
+    kept), decoded with errors replaced. The memory it takes is bounded whatever the file's size; a file of
+    50 MB read whole was a string of 200 MB (each byte that is not UTF-8 one replacement character)."""
+    limit = HEAD_CHARS + TAIL_CHARS
+    with path.open("rb") as f:
+        head = f.read(limit + 1)
+        if len(head) <= limit:  # all of it
+            return head.decode(errors="replace")
+        head, kept = head[:HEAD_CHARS], bytearray(head[HEAD_CHARS:])
+        st = os.fstat(f.fileno())
+        if stat.S_ISREG(st.st_mode) and st.st_size > limit:
+            f.seek(st.st_size - TAIL_CHARS)
+            tail = f.read(TAIL_CHARS)
+        else:  # a pipe, a device: no size to seek by
+            while chunk := f.read(_CHUNK):
+                kept += chunk
+                del kept[:-TAIL_CHARS]
+            tail = bytes(kept)
+    return readable_parts(head.decode(errors="replace"), tail.decode(errors="replace"))
+
+
+def readable_parts(head: str, tail: str) -> str:
+    """A head and a tail of a text too long to read whole, cut at line ends (a line cut in two would be
+    read as another), a blank line between them (which ends any stack the cut went through)."""
     head = head[: head.rfind("\n") + 1] or head
     tail = tail[tail.find("\n") + 1 :]
     return f"{head}\n{tail}"
