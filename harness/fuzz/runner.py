@@ -36,7 +36,14 @@ from harness import atomic, build, output, paths, runlock
 from harness.errors import KpoolError, UsageError
 from harness.fuzz import NATIVE, TARGETS, orphans
 from harness.fuzz import env as fuzz_env
-from harness.fuzz.target import HISTORY_ENV, HISTORY_FLAG, read_history, write_history
+from harness.fuzz.target import (
+    HISTORY_ENV,
+    HISTORY_FLAG,
+    REPLAY_EACH_FLAG,
+    REPLAYED,
+    read_history,
+    write_history,
+)
 from harness.triage import record
 
 FUZZ_DIR = Path(__file__).resolve().parent
@@ -54,8 +61,9 @@ PROGRESS_EVERY_S = 5.0
 _PR_SET_PDEATHSIG = 1  # prctl(2)
 # An interrupted libFuzzer gets this long to end after SIGINT (it writes nothing more) before SIGKILL.
 STOP_WAIT_S = 5.0
-# Sanitizer reports are kept for this many crash inputs per target (each replay restarts Python with
-# the ASan runtime, a second or two); the rest keep the input only.
+# Sanitizer reports are kept for this many crash inputs per target (a crashing replay costs about a
+# second, mostly the sanitizer symbolizing its stack, even with the inputs of a target replayed by one
+# process: replay_alone); the rest keep the input only.
 MAX_REPLAYS = 10
 # A crash input that does not crash alone is replayed with the inputs before it this many times at most
 # (each replay restarts Python with the sanitizer runtime, a second or two).
@@ -334,6 +342,75 @@ def replay(
     return proc.returncode, proc.stdout + proc.stderr
 
 
+def _say_replayed(target: str, done: int, total: int, path: Path, code: int) -> None:
+    alone = " (does not crash alone)" if code == 0 else ""
+    output.progress(f"{target}: replayed {done}/{total} {path.name}: exit {code}{alone}")
+
+
+def replay_alone(
+    target: str, inputs: list[Path], env: dict[str, str], timeout_s: float = 120
+) -> dict[Path, tuple[int, str]]:
+    """Replay each input alone, as replay() does, with progress per input; a native target's inputs in
+    one process that starts Python and the sanitizer runtime once (target.py --kpool-replay-each forks a
+    child per input, on fresh pools, with libFuzzer's own replay in it). An input the batch gave no
+    verdict for (it died, or is not a native target's) is replayed by itself. Returns input -> (exit code,
+    output)."""
+    out: dict[Path, tuple[int, str]] = {}
+    if target in NATIVE and len(inputs) > 1:
+        out = _replay_batch(target, inputs, env, timeout_s)
+    for path in inputs:
+        if path not in out:
+            out[path] = replay(target, path, env, timeout_s)
+            _say_replayed(target, len(out), len(inputs), path, out[path][0])
+    return out
+
+
+def _replay_batch(
+    target: str, inputs: list[Path], env: dict[str, str], timeout_s: float
+) -> dict[Path, tuple[int, str]]:
+    out: dict[Path, tuple[int, str]] = {}
+    with tempfile.TemporaryDirectory(prefix="kpool-replay-") as scratch:
+        cmd = [
+            sys.executable,
+            str(script(target)),
+            REPLAY_EACH_FLAG,
+            scratch,
+            str(timeout_s),
+            f"-timeout={INPUT_TIMEOUT_S}",
+            *map(str, inputs),
+        ]
+        log = Path(scratch) / "batch.log"
+        with (
+            log.open("wb") as err,
+            subprocess.Popen(
+                cmd,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=err,
+                text=True,
+                errors="replace",
+                preexec_fn=_stop_with_kpool,
+            ) as proc,
+        ):
+            assert proc.stdout is not None
+            try:
+                for line in proc.stdout:
+                    word, index, code = ([*line.split(), "", "", ""])[:3]
+                    if word != REPLAYED or not index.isdigit() or int(index) >= len(inputs):
+                        continue
+                    path = inputs[int(index)]
+                    text = (Path(scratch) / f"{index}.out").read_text(errors="replace")
+                    out[path] = (int(code), text)
+                    _say_replayed(target, len(out), len(inputs), path, int(code))
+            finally:
+                proc.kill()  # it has ended (its output closed), or kpool is being stopped
+        if len(out) < len(inputs):
+            output.detail(
+                f"{target}: the batch replay ended early: {log.read_text(errors='replace')[-2000:]}"
+            )
+    return out
+
+
 def _histories(found: list[Path], folder: Path) -> None:
     """Give each crash input the history that ended with it (<input>.history): the inputs since the pools
     were made, kept by the crashing process (allocator/driver/fuzz_history.c). The processes' own files
@@ -359,12 +436,12 @@ def _keep_reports(target: str, found: list[Path], env: dict[str, str]) -> dict[s
     times. Returns per input how it replays: {"reproducer": "input" | "history" | "none", "history":
     path or None, "reproduced": n, "runs": n}."""
     out: dict[str, dict[str, Any]] = {}
-    for n, path in enumerate(found):
+    todo = [p for n, p in enumerate(found) if n < MAX_REPLAYS and not p.with_name(p.name + ".txt").exists()]
+    alone = replay_alone(target, todo, env)
+    for path in todo:
         report = path.with_name(path.name + ".txt")
         history = path.with_name(path.name + ".history")
-        if report.exists() or n >= MAX_REPLAYS:
-            continue
-        code, text = replay(target, path, env)
+        code, text = alone[path]
         how: dict[str, Any] = {"reproducer": "input", "history": None, "reproduced": 1, "runs": 1}
         header = f"# kpool fuzz replay of {path.name}: exit {code}"
         if code == 0:
