@@ -18,14 +18,11 @@ canary moved to a line the program does not touch would add up to two misses per
 
 from __future__ import annotations
 
-import subprocess
-import tempfile
 from functools import cache
-from pathlib import Path
 
+import callgrind
 import pytest
-from test_c_suite import _tail
-from test_instruction_counts import CONF, RUN_TIMEOUT_S, kpbench
+from test_instruction_counts import CONF, kpbench_argv
 
 # Two operation counts: the difference cancels pool creation, the fill of the slots and the destruction.
 OPS = (100_000, 300_000)
@@ -38,42 +35,20 @@ MARGIN = 0.05
 
 
 def parse_cache(text: str) -> tuple[dict[str, int], int]:
-    """(event totals, calls to kp_alloc) from a callgrind output file written with
-    --compress-strings=no."""
-    events: list[str] = []
-    totals: dict[str, int] = {}
-    calls = 0
-    callee = ""
-    for line in text.splitlines():
-        if line.startswith("events:"):
-            events = line.split()[1:]
-        elif line.startswith("summary:"):
-            totals = dict(zip(events, map(int, line.split()[1:]), strict=False))
-        elif line.startswith("cfn="):
-            callee = line[4:].strip()
-        elif line.startswith("calls=") and callee == "kp_alloc":
-            calls += int(line[6:].split()[0])
-    return totals, calls
+    """(event totals, calls to kp_alloc) from a callgrind output file (callgrind.parse)."""
+    p = callgrind.parse(text)
+    return p.totals, p.calls.get("kp_alloc", 0)
 
 
-def cache_run(binary: Path, ops: int, conf: str, out: Path) -> tuple[dict[str, int], int]:
-    cmd = ["valgrind", "--tool=callgrind", "--cache-sim=yes", *CACHES, f"--callgrind-out-file={out}",
-           "--compress-strings=no", "--compress-pos=no", str(binary), "--workload", "b",
-           "--ops", str(ops)]  # fmt: skip
-    if conf:
-        cmd += ["--conf", conf]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=RUN_TIMEOUT_S, check=False)
-    assert proc.returncode == 0, f"{' '.join(cmd)}: exit {proc.returncode}\n{_tail(proc.stderr)}"
-    return parse_cache(out.read_text())
+def cache_run(ops: int, conf: str) -> tuple[dict[str, int], int]:
+    p = callgrind.run(kpbench_argv("b", ops, conf), options=["--cache-sim=yes", *CACHES])
+    return p.totals, p.calls.get("kp_alloc", 0)
 
 
 @cache
 def misses_per_op(mode: str) -> dict[str, float]:
     """Cache events per operation on (b): the difference between OPS[1] and OPS[0]."""
-    binary = kpbench()
-    with tempfile.TemporaryDirectory(prefix="kpool-cachesim-") as tmp:
-        out = Path(tmp) / "callgrind.out"
-        (ev0, calls0), (ev1, calls1) = (cache_run(binary, n, CONF[mode], out) for n in OPS)
+    (ev0, calls0), (ev1, calls1) = (cache_run(n, CONF[mode]) for n in OPS)
     assert calls1 - calls0 >= OPS[1] - OPS[0], (calls0, calls1)
     return {k: (ev1[k] - ev0[k]) / (calls1 - calls0) for k in ev1}
 

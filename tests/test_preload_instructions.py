@@ -32,8 +32,8 @@ import tempfile
 from functools import cache
 from pathlib import Path
 
+import callgrind
 import pytest
-from test_c_suite import _tail
 
 from harness import build
 
@@ -41,8 +41,6 @@ DATA = Path(__file__).parent / "data" / "preload"
 # Two step counts, 40k steps apart (each step makes two mallocs, two frees, a calloc, a realloc and a
 # malloc_usable_size): ~2 s each under callgrind on an idle core.
 STEPS = (20_000, 60_000)
-# A 60k-step run takes seconds under callgrind; five minutes means it hangs.
-RUN_TIMEOUT_S = 300
 # The instructions the preload may add to each call (the one_* function of call_cost.c that makes it):
 # after's figures in the module docstring plus a little headroom. Lower them when a change makes a
 # wrapper cheaper.
@@ -57,38 +55,29 @@ def call_cost() -> Path:
     cc = shutil.which("cc") or shutil.which("gcc")
     if cc is None:
         pytest.skip("no C compiler")
-    if shutil.which("valgrind") is None:
-        pytest.skip("valgrind is not installed (scripts/setup.sh installs it)")
+    callgrind.require()
     out = Path(tempfile.mkdtemp(prefix="kpool-call-cost-")) / "call_cost"
     subprocess.run([cc, "-O2", "-o", str(out), str(DATA / "call_cost.c")], check=True)
     return out
 
 
+def one_calls(p: callgrind.Profile) -> dict[str, int]:
+    """The inclusive instructions of the calls to each one_* function, by the name after one_."""
+    return {
+        callee[4:]: cost.get("Ir", 0) for callee, cost in p.inclusive.items() if callee.startswith("one_")
+    }
+
+
 def parse_inclusive(text: str) -> dict[str, int]:
-    """The inclusive cost of the calls to each one_* function, from a callgrind output file written with
-    --compress-strings=no (so every cfn= line names its function): the cost line after each calls= line
-    is the inclusive cost of those calls."""
-    cost: dict[str, int] = {}
-    callee = ""
-    lines = text.splitlines()
-    for i, line in enumerate(lines):
-        if line.startswith("cfn="):
-            callee = line[4:].strip()
-        elif line.startswith("calls=") and callee.startswith("one_") and i + 1 < len(lines):
-            name = callee[4:]
-            cost[name] = cost.get(name, 0) + int(lines[i + 1].split()[1])
-    return cost
+    """one_calls of a callgrind output file (callgrind.parse)."""
+    return one_calls(callgrind.parse(text))
 
 
-def callgrind_run(mode: str, steps: int, out: Path) -> dict[str, int]:
-    cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", "--compress-strings=no",
-           "--compress-pos=no", str(call_cost()), mode, str(steps)]  # fmt: skip
+def callgrind_run(mode: str, steps: int) -> dict[str, int]:
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "KPOOL_CONF": "daemon:off"}
     if mode == "libc":
         env["LD_PRELOAD"] = str(build.preload_library())
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=RUN_TIMEOUT_S, env=env, check=False)
-    assert proc.returncode == 0, f"{' '.join(cmd)}: exit {proc.returncode}\n{_tail(proc.stderr)}"
-    return parse_inclusive(out.read_text())
+    return one_calls(callgrind.run([str(call_cost()), mode, str(steps)], env=env))
 
 
 @cache
@@ -96,9 +85,7 @@ def per_call() -> dict[str, tuple[float, float]]:
     """(through the preload, straight to libkpool) instructions per call of each function."""
     lib = str(build.build("release"))
     result = {}
-    with tempfile.TemporaryDirectory(prefix="kpool-callgrind-") as tmp:
-        out = Path(tmp) / "callgrind.out"
-        runs = {mode: [callgrind_run(mode, n, out) for n in STEPS] for mode in ("libc", lib)}
+    runs = {mode: [callgrind_run(mode, n) for n in STEPS] for mode in ("libc", lib)}
     calls = STEPS[1] - STEPS[0]
     for name, k in PER_STEP.items():
         preload, direct = ((r[1][name] - r[0][name]) / (calls * k) for r in (runs["libc"], runs[lib]))
