@@ -34,7 +34,11 @@ def write_bytes(path: Path, data: bytes) -> None:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+    except OSError as exc:
+        exc.filename = str(path)  # the file asked for, not a temporary name nobody will find
+        raise
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -43,7 +47,7 @@ def write_bytes(path: Path, data: bytes) -> None:
         os.replace(tmp, path)  # noqa: PTH105 (os.replace: the one rename the tests watch)
     except BaseException as exc:
         tmp.unlink(missing_ok=True)
-        if isinstance(exc, OSError) and exc.filename is None:
+        if isinstance(exc, OSError) and exc.filename in (None, str(tmp)):
             exc.filename = str(path)  # a write on a descriptor names no file: the one it was for
         raise
     _sync_folder(path.parent)

@@ -173,3 +173,14 @@ def test_a_link_keeps_pointing_at_the_new_file_and_a_pipe_is_written_as_it_is(tm
     atomic.write_text(fifo, "through the pipe")
     assert reader.communicate(timeout=30)[0] == b"through the pipe"
     assert fifo.is_fifo()
+
+
+def test_a_folder_that_refuses_the_file_is_said_with_the_files_name(read_only_folder: Path) -> None:
+    """`kpool report --reports RO` said "RO/.index.html.6231.da4f32ff.tmp: Read-only file system": the
+    temporary file's name, which the user never asked for and cannot find."""
+    from harness import atomic
+
+    with pytest.raises(OSError) as info:
+        atomic.write_text(read_only_folder / "index.html", "<html></html>\n")
+    assert info.value.filename == str(read_only_folder / "index.html")
+    assert list(read_only_folder.iterdir()) == []
