@@ -49,6 +49,10 @@ def _max_len(text: str) -> int:
     return _integer(text, 1, MAX_LEN_CEILING)
 
 
+def _fuzz_seconds(text: str) -> int:
+    return _integer(text, 1, fuzz_targets.MAX_SECONDS)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kpool", description="Fuzz, stress and benchmark libkpool.")
     parser.add_argument(
@@ -123,7 +127,11 @@ def _parser() -> argparse.ArgumentParser:
         help=f"{', '.join(fuzz_targets.TARGETS)} or all (default: all, one after the other)",
     )
     p.add_argument(
-        "--time", type=positive, default=60, metavar="S", help="seconds per target (default: %(default)s)"
+        "--time",
+        type=_fuzz_seconds,
+        default=60,
+        metavar="S",
+        help=f"seconds per target, 1 to {fuzz_targets.MAX_SECONDS} (default: %(default)s)",
     )
     p.add_argument(
         "--jobs",

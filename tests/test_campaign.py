@@ -25,7 +25,7 @@ def test_budget(text: str, seconds: int) -> None:
     assert parse_budget(text) == seconds
 
 
-@pytest.mark.parametrize("text", ["", "soon", "2x", "5s", "-3m"])
+@pytest.mark.parametrize("text", ["", "soon", "2x", "5s", "-3m", "600000h", "99999999999999999999s"])
 def test_bad_budget_names_the_value(text: str) -> None:
     with pytest.raises(KpoolError, match="--budget"):
         parse_budget(text)

@@ -65,6 +65,8 @@ def test_every_error_class_has_an_exit_code() -> None:
         (["fuzz", "--time", "0"], "'0'"),
         (["fuzz", "--time", "-5"], "'-5'"),
         (["fuzz", "--time", "soon"], "'soon'"),
+        # libFuzzer's -max_total_time is a C int: 2**32 + 1 s wrapped to 1 s of fuzzing
+        (["fuzz", "--time", "4294967297"], "to 2147483647"),
         (["fuzz", "--jobs", "0"], "'0'"),
         (["fuzz", "api_sequence", "--max-len", "-3"], "'-3'"),
         (["fuzz", "api_sequence", "--max-len", "0"], "'0'"),

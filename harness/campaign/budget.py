@@ -19,6 +19,7 @@ from pathlib import Path
 
 from harness import atomic
 from harness.errors import UsageError
+from harness.fuzz import MAX_SECONDS
 from harness.jobs import task
 from harness.jobs.model import Job
 
@@ -55,6 +56,8 @@ def parse_budget(text: str) -> float:
     seconds = h * 3600 + mi * 60 + s
     if seconds < 20:
         raise UsageError(f"--budget {text!r}: at least 20s (builds and start-up need some)")
+    if seconds > MAX_SECONDS:  # a fuzz job may get the whole budget, as `kpool fuzz --time`
+        raise UsageError(f"--budget {text!r}: at most {MAX_SECONDS}s (libFuzzer's longest run)")
     return float(seconds)
 
 

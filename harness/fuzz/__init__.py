@@ -14,3 +14,6 @@ NATIVE = {
     "faults": "kp_fuzz_faults",
     "concurrent": "kp_fuzz_concurrent",
 }
+# The longest `kpool fuzz --time` (and campaign --budget, all of which a fuzz job may get): libFuzzer's
+# -max_total_time is a C int, and more wraps (2**32 + 1 s fuzzed for 1 s; 2**31 s for ever). 68 years.
+MAX_SECONDS = 2**31 - 1
