@@ -78,3 +78,19 @@ def test_jobs_on_one_cpu_keep_fork_mode_and_keep_going(
     runner.run("api_sequence", 1, 4, keep_going=True, run_dir=tmp_path / "run", reports=tmp_path / "reports")
     [argv] = [json.loads(line) for line in recorded.read_text().splitlines()]
     assert "-fork=1" in argv and "-ignore_crashes=1" in argv
+
+
+def test_campaign_jobs_beyond_the_cpus_run_as_many_at_a_time_and_say_so(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`kpool campaign --jobs 64` on a 3-CPU machine planned 64 lanes: every fuzz target and every workload
+    at once, the workloads' latency measured on CPUs shared by 15 busy processes (broken SLOs that say
+    nothing about kpool)."""
+    from harness import campaign
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2})
+    assert campaign.parse_args(["--jobs", "64"]).jobs == 3
+    err = capsys.readouterr().err
+    assert "--jobs 64" in err and "3 CPUs" in err, err
+    assert campaign.parse_args(["--jobs", "2"]).jobs == 2
+    assert "--jobs" not in capsys.readouterr().err

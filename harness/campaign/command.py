@@ -51,6 +51,11 @@ MARGIN_S = 15.0
 REPORT_S = 4.0
 
 
+def cpus() -> int:
+    """The CPUs this process may use (its affinity: a CI runner's cgroup or taskset, not the host's)."""
+    return max(1, len(os.sched_getaffinity(0)))
+
+
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="kpool campaign",
@@ -76,7 +81,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         type=int,
         default=None,
         metavar="N",
-        help="jobs at a time (default: the core count; with --cluster, the workers' threads)",
+        help="jobs at a time, at most the CPUs kpool may use (more run as that many, with a warning; "
+        "default: the CPUs; with --cluster, the workers' threads)",
     )
     p.add_argument(
         "--cluster",
@@ -130,6 +136,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     args = p.parse_args(list(argv))
     if args.jobs is not None and args.jobs < 1:
         p.error(f"--jobs {args.jobs}: must be at least 1")
+    if args.jobs is not None and args.cluster is None and args.jobs > cpus():
+        output.warn(
+            f"--jobs {args.jobs}: more than the {cpus()} CPUs kpool may use here; running {cpus()} job(s) "
+            "at a time (a job is a busy process: more only take turns on the same CPUs, and the "
+            "workloads' latencies would measure that)"
+        )
+        args.jobs = cpus()
     build.check_plant(args.plant)  # before any job: a bad one failed every fuzz job of the budget
     if args.cluster is not None:
         from harness.jobs.dask import parse_address
@@ -307,7 +320,7 @@ def _main(argv: Sequence[str], held: contextlib.ExitStack) -> int:
         budget = parse_budget(args.budget) if args.budget is not None else c.budget_s
         executor = _executor(args, c.run_id)
         if executor is None and c.cluster:  # its jobs_n is the cluster's slots, not this machine's
-            c.jobs_n = args.jobs or os.cpu_count() or 1
+            c.jobs_n = args.jobs or cpus()
             output.progress(
                 f"campaign {c.run_id} ran on the cluster {c.cluster}: resuming here, {c.jobs_n} job(s) "
                 f"at a time (--cluster {c.cluster} resumes it there)"
@@ -338,7 +351,7 @@ def _main(argv: Sequence[str], held: contextlib.ExitStack) -> int:
             raise
         try:  # a failed or interrupted build stops a LocalCluster kpool started
             held.enter_context(runlock.hold(run_dir, kind="campaign", plant=args.plant))
-            slots = args.jobs or (executor.slots if executor else os.cpu_count() or 1)
+            slots = args.jobs or (executor.slots if executor else cpus())
             sanitizer = checks(budget, slots, workloads)
             build_variants(targets, args.plant, sorted({v for _, v in sanitizer}) if executor is None else ())
             c = plan(run_id, run_dir, budget, slots, args.plant, targets, workloads, programs, sanitizer)
