@@ -61,6 +61,19 @@ def test_wrong_type(tmp_path: Path, use_jsonschema: bool) -> None:
 
 
 @both
+def test_a_number_yaml_reads_as_text_says_how_to_write_it(tmp_path: Path, use_jsonschema: bool) -> None:
+    """YAML 1.1 (PyYAML) reads 1e9 and 1e+9 as strings (it wants a dot: 1.0e+9): "expected number, got
+    string "1e9"" left the user sure that 1e9 is a number."""
+    got = errors(GOOD + "ops: 1e6\nrate: 2e+5\n", tmp_path, use_jsonschema)
+    assert got == [
+        f'{tmp_path}/w.yaml:7:6: ops: expected integer, got string "1e6" (YAML reads it as text: write '
+        "1000000)",
+        f'{tmp_path}/w.yaml:8:7: rate: expected number, got string "2e+5" (YAML reads it as text: write '
+        "200000 or 2.0e+5)",
+    ]
+
+
+@both
 def test_unknown_key(tmp_path: Path, use_jsonschema: bool) -> None:
     got = errors(
         GOOD.replace("mix: {alloc: 3, free: 1}", "mix: {alloc: 3, frees: 1}"), tmp_path, use_jsonschema

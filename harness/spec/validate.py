@@ -135,6 +135,28 @@ def _show(v: Any) -> str:
     return json.dumps(v) if isinstance(v, str | int | float | bool) or v is None else _a(_type_name(v))
 
 
+# A number in exponent notation without a dot or an exponent sign ("1e9", "2e+5"): YAML 1.1, which PyYAML
+# reads, takes it for text (its floats are like 1.0e+9).
+_EXPONENT_TEXT = re.compile(r"([-+]?[0-9]+(?:\.[0-9]*)?)[eE]([-+]?[0-9]+)")
+
+
+def _number_as_text(text: str, want: str) -> str:
+    """How to write a number YAML read as text, for an "expected number" message; "" for other text."""
+    m = _EXPONENT_TEXT.fullmatch(text.strip())
+    if not m or not ("integer" in want or "number" in want):
+        return ""
+    value = float(text)
+    mantissa, exponent = m[1] if "." in m[1] else m[1] + ".0", m[2] if m[2][0] in "+-" else "+" + m[2]
+    plain = f"{int(value)}" if value.is_integer() and abs(value) < 1e18 else ""
+    if "number" in want:
+        forms = [f for f in (plain, f"{mantissa}e{exponent}") if f]
+    elif plain:
+        forms = [plain]
+    else:
+        return ""
+    return f" (YAML reads it as text: write {' or '.join(forms)})"
+
+
 def _messages(err: RawError) -> Iterator[tuple[Path, bool, str]]:
     """(path, point at the key?, message) for one schema error."""
     v, inst, path = err.value, err.instance, err.path
@@ -152,7 +174,12 @@ def _messages(err: RawError) -> Iterator[tuple[Path, bool, str]]:
     elif err.validator == "type":
         want = " or ".join(v) if isinstance(v, list) else v
         scalar = isinstance(inst, str | int | float | bool)
-        yield path, False, f"expected {want}, got {f'{_type_name(inst)} ' if scalar else ''}{_show(inst)}"
+        hint = _number_as_text(inst, want) if isinstance(inst, str) else ""
+        yield (
+            path,
+            False,
+            f"expected {want}, got {f'{_type_name(inst)} ' if scalar else ''}{_show(inst)}{hint}",
+        )
     elif err.validator == "additionalProperties" and v is False:
         allowed = sorted(err.schema.get("properties", {}))
         for key in sorted(set(inst) - set(allowed), key=str):  # YAML keys need not be strings
