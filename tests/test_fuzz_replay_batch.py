@@ -6,6 +6,7 @@ two, with progress per folder only: a sweep of many inputs said nothing for minu
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -29,6 +30,33 @@ def test_the_sweep_says_each_input_it_replays(
     err = capsys.readouterr().err
     for n in (1, 2, 3):
         assert f"replayed {n}/3 api_sequence-crash-{n}: exit 1" in err, err
+
+
+def test_an_interrupted_replay_keeps_the_reports_of_the_inputs_replayed_before(
+    fake: Path,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Ctrl-C during the replays: each input's report is written as its replay ends, so the inputs
+    replayed before the interruption keep theirs (the next run records them without replaying)."""
+    crashes = fake / "crashes"
+    crashes.mkdir()
+    inputs = [crashes / f"api_sequence-crash-{n}" for n in range(4)]
+    for path in inputs:
+        path.write_bytes(b"\x07")
+    real, calls = runner.replay, []
+
+    def interrupted_at_the_third(*args: object, **kw: object) -> tuple[int, str]:
+        calls.append(args)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(runner, "replay", interrupted_at_the_third)
+    monkeypatch.setattr(runner, "NATIVE", {})  # one by one: the stand-in target has no batch mode
+    with pytest.raises(KeyboardInterrupt):
+        runner._keep_reports("api_sequence", inputs, dict(os.environ))
+    kept = [p.with_name(p.name + ".txt").is_file() for p in inputs]
+    assert kept == [True, True, False, False]
 
 
 # ---- the real fuzz build ------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -349,26 +349,29 @@ def _say_replayed(target: str, done: int, total: int, path: Path, code: int) -> 
 
 def replay_alone(
     target: str, inputs: list[Path], env: dict[str, str], timeout_s: float = 120
-) -> dict[Path, tuple[int, str]]:
-    """Replay each input alone, as replay() does, with progress per input; a native target's inputs in
-    one process that starts Python and the sanitizer runtime once (target.py --kpool-replay-each forks a
-    child per input, on fresh pools, with libFuzzer's own replay in it). An input the batch gave no
-    verdict for (it died, or is not a native target's) is replayed by itself. Returns input -> (exit code,
-    output)."""
-    out: dict[Path, tuple[int, str]] = {}
-    if target in NATIVE and len(inputs) > 1:
-        out = _replay_batch(target, inputs, env, timeout_s)
+) -> Generator[tuple[Path, int, str], None, None]:
+    """Replay each input alone, as replay() does, yielding (input, exit code, output) as each ends, with
+    progress per input; a native target's inputs in one process that starts Python and the sanitizer
+    runtime once (target.py --kpool-replay-each forks a child per input, on fresh pools, with libFuzzer's
+    own replay in it). An input the batch gave no verdict for (it died, or is not a native target's) is
+    replayed by itself."""
+    done: set[Path] = set()
+    batch = _replay_batch(target, inputs, env, timeout_s) if target in NATIVE and len(inputs) > 1 else ()
+    for path, code, text in batch:
+        done.add(path)
+        _say_replayed(target, len(done), len(inputs), path, code)
+        yield path, code, text
     for path in inputs:
-        if path not in out:
-            out[path] = replay(target, path, env, timeout_s)
-            _say_replayed(target, len(out), len(inputs), path, out[path][0])
-    return out
+        if path not in done:
+            code, text = replay(target, path, env, timeout_s)
+            done.add(path)
+            _say_replayed(target, len(done), len(inputs), path, code)
+            yield path, code, text
 
 
 def _replay_batch(
     target: str, inputs: list[Path], env: dict[str, str], timeout_s: float
-) -> dict[Path, tuple[int, str]]:
-    out: dict[Path, tuple[int, str]] = {}
+) -> Generator[tuple[Path, int, str], None, None]:
     with tempfile.TemporaryDirectory(prefix="kpool-replay-") as scratch:
         cmd = [
             sys.executable,
@@ -380,6 +383,7 @@ def _replay_batch(
             *map(str, inputs),
         ]
         log = Path(scratch) / "batch.log"
+        seen = 0
         with (
             log.open("wb") as err,
             subprocess.Popen(
@@ -398,17 +402,14 @@ def _replay_batch(
                     word, index, code = ([*line.split(), "", "", ""])[:3]
                     if word != REPLAYED or not index.isdigit() or int(index) >= len(inputs):
                         continue
-                    path = inputs[int(index)]
                     text = (Path(scratch) / f"{index}.out").read_text(errors="replace")
-                    out[path] = (int(code), text)
-                    _say_replayed(target, len(out), len(inputs), path, int(code))
+                    seen += 1
+                    yield inputs[int(index)], int(code), text
             finally:
                 proc.kill()  # it has ended (its output closed), or kpool is being stopped
-        if len(out) < len(inputs):
-            output.detail(
-                f"{target}: the batch replay ended early: {log.read_text(errors='replace')[-2000:]}"
-            )
-    return out
+        if seen < len(inputs):
+            why = log.read_text(errors="replace")[-2000:]
+            output.detail(f"{target}: the batch replay ended early, the rest are replayed one by one: {why}")
 
 
 def _histories(found: list[Path], folder: Path) -> None:
@@ -437,30 +438,31 @@ def _keep_reports(target: str, found: list[Path], env: dict[str, str]) -> dict[s
     path or None, "reproduced": n, "runs": n}."""
     out: dict[str, dict[str, Any]] = {}
     todo = [p for n, p in enumerate(found) if n < MAX_REPLAYS and not p.with_name(p.name + ".txt").exists()]
-    alone = replay_alone(target, todo, env)
-    for path in todo:
-        report = path.with_name(path.name + ".txt")
-        history = path.with_name(path.name + ".history")
-        code, text = alone[path]
-        how: dict[str, Any] = {"reproducer": "input", "history": None, "reproduced": 1, "runs": 1}
-        header = f"# kpool fuzz replay of {path.name}: exit {code}"
-        if code == 0:
-            how = {"reproducer": "none", "history": None, "reproduced": 0, "runs": 1}
-            for _ in range(HISTORY_REPLAYS if history.is_file() else 0):
-                hcode, htext = replay(target, history, env, history=True)
-                how["runs"] += 1
-                if hcode != 0:
-                    inputs = len(read_history(history))
-                    how = {"reproducer": "history", "history": str(history), "reproduced": 1, "runs": 1}
-                    header = (
-                        f"# kpool fuzz replay of {path.name}: exit 0 alone; exit {hcode} after the"
-                        f" {inputs - 1} inputs before it since the pools were made ({history.name})"
-                    )
-                    code, text = hcode, htext
-                    break
-        out[str(path)] = how
-        # whole or not at all: a report cut short by a kill would be read as this input's for good
-        atomic.write_text(report, f"{header}\n{text}")
+    # each report written as its replay ends: an interrupted sweep keeps those of the inputs replayed;
+    # the replays closed at once when this stops (Ctrl-C), the batch process with them
+    with contextlib.closing(replay_alone(target, todo, env)) as replays:
+        for path, code, text in replays:
+            report = path.with_name(path.name + ".txt")
+            history = path.with_name(path.name + ".history")
+            how: dict[str, Any] = {"reproducer": "input", "history": None, "reproduced": 1, "runs": 1}
+            header = f"# kpool fuzz replay of {path.name}: exit {code}"
+            if code == 0:
+                how = {"reproducer": "none", "history": None, "reproduced": 0, "runs": 1}
+                for _ in range(HISTORY_REPLAYS if history.is_file() else 0):
+                    hcode, htext = replay(target, history, env, history=True)
+                    how["runs"] += 1
+                    if hcode != 0:
+                        inputs = len(read_history(history))
+                        how = {"reproducer": "history", "history": str(history), "reproduced": 1, "runs": 1}
+                        header = (
+                            f"# kpool fuzz replay of {path.name}: exit 0 alone; exit {hcode} after the"
+                            f" {inputs - 1} inputs before it since the pools were made ({history.name})"
+                        )
+                        code, text = hcode, htext
+                        break
+            out[str(path)] = how
+            # whole or not at all: a report cut short by a kill would be read as this input's for good
+            atomic.write_text(report, f"{header}\n{text}")
     return out
 
 
