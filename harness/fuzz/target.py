@@ -93,7 +93,7 @@ def _run_alone(entry: Callable[[bytes], None], argv: list[str], out: Path) -> No
         os.dup2(fd, 1)
         os.dup2(fd, 2)
         ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, 9)  # SIGKILL: the batch (or kpool) gone, nothing waits
-        import atheris
+        import atheris  # imported by replay_each already: a name lookup here
 
         atheris.Setup(argv, entry)
         atheris.Fuzz()  # runs the input and exits with libFuzzer's code
@@ -127,6 +127,8 @@ def replay_each(entry: Callable[[bytes], None], out_dir: Path, inputs: list[str]
     (they live across inputs in one process: a plain `<target>.py A B` runs B on what A left, and ends at
     the first crash). Input i's output goes to <out_dir>/<i>.out; its exit code (-1: it ran past
     timeout_s) is printed on standard output as "kpool-replayed <i> <code>" when it has ended."""
+    import atheris  # noqa: F401 (once, here: each child has it without importing it again)
+
     timeout_arg = next((a for a in sys.argv if a.startswith("-timeout=")), "-timeout=10")
     for i, data in enumerate(inputs):
         sys.stdout.flush()
