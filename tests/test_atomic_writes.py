@@ -184,3 +184,14 @@ def test_a_folder_that_refuses_the_file_is_said_with_the_files_name(read_only_fo
         atomic.write_text(read_only_folder / "index.html", "<html></html>\n")
     assert info.value.filename == str(read_only_folder / "index.html")
     assert list(read_only_folder.iterdir()) == []
+
+
+def test_a_crash_inputs_history_is_synced_then_renamed(disk: Disk, tmp_path: Path) -> None:
+    """<input>.history (the inputs before a crash, its reproducer when it does not crash alone) was
+    written in place: cut short by a kill, its last input read back is not the one that crashed."""
+    from harness.fuzz.target import read_history, write_history
+
+    path = tmp_path / "api_sequence-crash-1.history"
+    write_history(path, [b"\x01", b"\x02\x03"])
+    assert disk.whole(path)
+    assert read_history(path) == [b"\x01", b"\x02\x03"]

@@ -15,7 +15,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from harness import build
+from harness import atomic, build
 from harness.fuzz import env as fuzz_env
 
 
@@ -63,7 +63,7 @@ def read_history(path: Path) -> list[bytes]:
 
 def write_history(path: Path, inputs: list[bytes]) -> None:
     records = b"".join(len(i).to_bytes(4, "little") + i for i in inputs)
-    path.write_bytes(HISTORY_MAGIC + records + bytes(4))
+    atomic.write_bytes(path, HISTORY_MAGIC + records + bytes(4))  # a reproducer: whole or not there
 
 
 def replay_history(entry: str, path: Path) -> int:
