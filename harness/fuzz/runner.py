@@ -3,7 +3,8 @@
 For each target: build the fuzz variant (once), start the target script with the sanitizer runtime
 preloaded, stream libFuzzer's output into reports/<run>/logs/<target>.log while its progress lines
 (executions per second, coverage, corpus size) are shown, and afterwards keep every crash input under
-reports/<run>/crashes/ with its sanitizer report beside it (<input>.txt, from a replay of the input).
+reports/<run>/crashes/ with its sanitizer report beside it (<input>.txt, from a replay of the input
+alone: a native target's inputs by one process that forks a child per input, replay_alone).
 
 Corpora: the seeds in corpora/<target>/seeds/ are read, never written; what a run discovers goes to a
 working corpus, reports/corpus/<target>/, that persists between runs (a nightly campaign builds on
