@@ -94,3 +94,23 @@ def test_campaign_jobs_beyond_the_cpus_run_as_many_at_a_time_and_say_so(
     assert "--jobs 64" in err and "3 CPUs" in err, err
     assert campaign.parse_args(["--jobs", "2"]).jobs == 2
     assert "--jobs" not in capsys.readouterr().err
+
+
+# libFuzzer's last progress line, then its final statistics with the same figures (as fork mode ends)
+LAST_LINE_TWICE = r"""
+print("#5944\tDONE   cov: 780 ft: 900 corp: 8/80b lim: 4 exec/s: 2972 rss: 45Mb", flush=True)
+print("Done 5944 runs in 2 second(s)", flush=True)
+print("stat::average_exec_per_sec:     2972", flush=True)
+"""
+
+
+def test_the_last_progress_line_is_not_said_twice(
+    recorded: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`kpool fuzz --jobs 2` printed "conf: 5944 runs, 2972 exec/s, ..." twice at its end: the streamed
+    progress line, then the final one with the same figures."""
+    (tmp_path / "record_args.py").write_text(LAST_LINE_TWICE)
+    monkeypatch.setattr(runner, "PROGRESS_EVERY_S", 0.0)  # every progress line shown as it comes
+    runner.run("api_sequence", 1, run_dir=tmp_path / "run", reports=tmp_path / "reports")
+    err = capsys.readouterr().err
+    assert err.count("api_sequence: 5944 runs, 2972 exec/s") == 1, err

@@ -247,9 +247,10 @@ class _Log:
         self.close()
 
 
-def _stream(proc: subprocess.Popen[str], log: Path, result: TargetResult) -> bool:
-    """Copy the target's output to the log, keeping the newest progress figures; True when libFuzzer
-    printed its final lines (it ended as planned, not in its start-up)."""
+def _stream(proc: subprocess.Popen[str], log: Path, result: TargetResult, shown: list[str]) -> bool:
+    """Copy the target's output to the log, keeping the newest progress figures (the progress lines said
+    appended to shown); True when libFuzzer printed its final lines (it ended as planned, not in its
+    start-up)."""
     last_shown = time.monotonic()
     finished = False
     assert proc.stdout is not None
@@ -269,7 +270,8 @@ def _stream(proc: subprocess.Popen[str], log: Path, result: TargetResult) -> boo
             finished = finished or FINAL_RE.match(line) is not None
             if m and time.monotonic() - last_shown >= PROGRESS_EVERY_S:
                 last_shown = time.monotonic()
-                output.progress(_progress_line(result))
+                shown.append(_progress_line(result))
+                output.progress(shown[-1])
     return finished
 
 
@@ -536,6 +538,7 @@ def fuzz_target(
     output.detail(" ".join(cmd))
     start, start_wall = time.monotonic(), time.time()
     finished = False
+    shown: list[str] = []
     with subprocess.Popen(
         cmd,
         env=env,
@@ -547,7 +550,7 @@ def fuzz_target(
         preexec_fn=_stop_with_kpool,
     ) as proc:
         try:
-            finished = _stream(proc, Path(result.log), result)
+            finished = _stream(proc, Path(result.log), result, shown)
             proc.wait(timeout=seconds + GRACE_S)
         except subprocess.TimeoutExpired:
             proc.kill()
@@ -569,7 +572,8 @@ def fuzz_target(
         output.warn(f"{target}: {len(found)} crash input(s) kept in {crashes}")
     elif not result.interrupted:
         result.error = _failure(proc.returncode, finished)
-    output.progress(_progress_line(result))
+    if shown[-1:] != [_progress_line(result)]:  # not again when the last line said has these figures
+        output.progress(_progress_line(result))
     return result
 
 
