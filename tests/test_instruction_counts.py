@@ -34,6 +34,8 @@ from pathlib import Path
 import pytest
 from test_c_suite import _tail, release_kpbench
 
+from harness import build
+
 # Two operation counts: 200k operations apart, each run ~3 s under callgrind on an idle core.
 OPS = (100_000, 300_000)
 # A 300k-operation run takes seconds under callgrind; five minutes means it hangs.
@@ -144,3 +146,65 @@ def test_parse_callgrind_counts_the_calls_of_kp_alloc() -> None:
         ]
     )
     assert parse_callgrind(text) == (4146485, 21000)
+
+
+# ---- kp_usable_size and kp_realloc -------------------------------------------------------------------
+#
+# tests/data/realloc_cost.c calls kp_usable_size (a live block of 8-256 bytes), kp_realloc within a class
+# (100 <-> 101 bytes, in place) and kp_realloc across classes (40 <-> 200 bytes, a move), each from a
+# function of its own, whose inclusive cost callgrind gives (a call through a function pointer included).
+# Per call: the difference of two step counts, as above. Figures (gcc 12.2 -O2, valgrind 3.19):
+#
+#     call                     46a3b3e (main)   after
+#     kp_usable_size           341.0            see REALLOC_BUDGET
+#     kp_realloc, same class   464.0
+#     kp_realloc, cross class  988.5
+#
+# main ran both through the slow path: the segment's keyed magic, primary_hdr's lookup and class test,
+# and (cross class) kp_alloc and kp_free after block_usable had verified the block once already.
+REALLOC_STEPS = (2_000, 6_000)
+REALLOC_BUDGET = {"usable": 100.0, "same": 150.0, "cross": 350.0}
+REALLOC_DATA = Path(__file__).parent / "data" / "realloc_cost.c"
+
+
+@cache
+def realloc_cost() -> Path:
+    """realloc_cost.c built with -O2 into a folder of this process's own."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("no C compiler")
+    if shutil.which("valgrind") is None:
+        pytest.skip("valgrind is not installed (scripts/setup.sh installs it)")
+    out = Path(tempfile.mkdtemp(prefix="kpool-realloc-cost-")) / "realloc_cost"
+    subprocess.run([cc, "-O2", "-o", str(out), str(REALLOC_DATA), "-ldl"], check=True)
+    return out
+
+
+@cache
+def realloc_per_call() -> dict[str, float]:
+    """Instructions per call of each one_* function of realloc_cost.c, straight to libkpool.so."""
+    from test_preload_instructions import parse_inclusive
+
+    lib = str(build.build("release"))
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="kpool-callgrind-") as tmp:
+        out = Path(tmp) / "callgrind.out"
+        for steps in REALLOC_STEPS:
+            cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", "--compress-strings=no",
+                   "--compress-pos=no", str(realloc_cost()), lib, str(steps)]  # fmt: skip
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=RUN_TIMEOUT_S, check=False)
+            assert proc.returncode == 0, f"{' '.join(cmd)}: exit {proc.returncode}\n{_tail(proc.stderr)}"
+            runs.append(parse_inclusive(out.read_text()))
+    calls = REALLOC_STEPS[1] - REALLOC_STEPS[0]
+    return {name: (runs[1][name] - runs[0][name]) / calls for name in REALLOC_BUDGET}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(REALLOC_BUDGET))
+def test_usable_size_and_realloc_stay_within_their_instruction_budget(name: str) -> None:
+    got = realloc_per_call()[name]
+    budget = REALLOC_BUDGET[name]
+    assert got <= budget, (
+        f"one_{name} (tests/data/realloc_cost.c): {got:.1f} instructions per call, over the budget of "
+        f"{budget:.0f}"
+    )
