@@ -1085,6 +1085,10 @@ static void *realloc_in_place(kp_pool *pool, void *p, size_t size, size_t old, u
 		return NULL;
 	uint64_t key = kp__hkey(pool->secret, h);
 	size_t req = KP_META_REQ(meta);
+	/* A request past the capacity was rewritten (primary_free): resized in
+	 * place, the header was made sound again and nothing reported. */
+	if (req > cap)
+		return NULL; /* let free report the damage */
 	if (pool->conf.checks && req < cap && !kp__canary_ok(key, p, req, cap))
 		return NULL; /* let free report the overflow */
 	if (size > old) /* [p, p + old) is open already */
@@ -1115,6 +1119,8 @@ static void *realloc_large(kp_pool *pool, void *p, size_t size, size_t old, unsi
 	size_t b0 = sp->block, cap0 = b0 - KP_HDR;
 	size_t req = KP_META_REQ(meta);
 	uint64_t key = kp__hkey(pool->secret, h);
+	if (req > cap0)
+		return NULL; /* rewritten (realloc_in_place): let free report the damage */
 	if (checks && req < cap0 && !kp__canary_ok(key, p, req, cap0))
 		return NULL; /* let free report the overflow */
 	/* Units given back are poisoned before they are: once back, another

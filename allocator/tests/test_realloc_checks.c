@@ -280,6 +280,54 @@ static void test_damaged_header(void)
 	kp_destroy(pool);
 }
 
+/* A caller who read its block's header knows K(h) (tag ^ meta) and can
+ * rewrite the request it holds (test_seg_guard's test_req_rewritten, for
+ * kp_free): kp_usable_size never says more than the block has, and
+ * kp_realloc reads no canary at p + 2^40 (SIGSEGV): the block is reported. */
+static void test_request_rewritten(void)
+{
+	kp_pool *pool = kp_create(CONF);
+	REQUIRE(pool, "kp_create: %s", kp_last_error());
+	static const uint64_t reqs[] = {1ull << 40, 1ull << 30, (uint64_t)5 << 20, 200000, 4096, 33};
+	for (unsigned i = 0; i < sizeof reqs / sizeof reqs[0]; i++) {
+		char *p = kp_alloc(pool, 20, 0); /* the 48-byte class: 32 bytes past the header */
+		REQUIRE(p, "alloc");
+		uint64_t tag = kt_raw_get(p - 16), meta = kt_raw_get(p - 8);
+		uint64_t m2 = (meta & 0xffff) | reqs[i] << 16;
+		kt_raw_put(p - 16, tag ^ meta ^ m2);
+		kt_raw_put(p - 8, m2);
+		CHECK(kp_usable_size(pool, p) <= 32, "a request rewritten to %llu: usable size %zu",
+		      (unsigned long long)reqs[i], kp_usable_size(pool, p));
+		int64_t before = kt_stat(pool, "integrity.corruptions") + overflows(pool);
+		char *q = kp_realloc(pool, p, i & 1 ? 24 : 200, 0);
+		CHECK(kt_stat(pool, "integrity.corruptions") + overflows(pool) == before + 1,
+		      "a request rewritten to %llu: not reported by realloc", (unsigned long long)reqs[i]);
+		if (q && q != p)
+			kp_free(pool, q);
+	}
+	/* a page run's, resized within its run or moved */
+	for (unsigned i = 0; i < 4; i++) {
+		char *p = kp_alloc(pool, 200000, 0);
+		REQUIRE(p, "alloc");
+		size_t u = kp_usable_size(pool, p);
+		uint64_t tag = kt_raw_get(p - 16), meta = kt_raw_get(p - 8);
+		uint64_t m2 = (meta & 0xffff) | (i & 2 ? 1ull << 40 : 300000ull) << 16;
+		kt_raw_put(p - 16, tag ^ meta ^ m2);
+		kt_raw_put(p - 8, m2);
+		CHECK(kp_usable_size(pool, p) < 300000, "a large block's request rewritten: usable size %zu",
+		      kp_usable_size(pool, p));
+		int64_t before = kt_stat(pool, "integrity.corruptions") + overflows(pool);
+		char *q = kp_realloc(pool, p, i & 1 ? u : 100000, 0);
+		CHECK(kt_stat(pool, "integrity.corruptions") + overflows(pool) == before + 1,
+		      "a large block's request rewritten (%u): not reported by realloc", i);
+		if (q && q != p)
+			kp_free(pool, q);
+	}
+	kt_events_clear(pool);
+	CHECK(still_works(pool), "pool broken");
+	kp_destroy(pool);
+}
+
 /* Backup blocks: usable size, an in-place shrink, a move within the
  * reserve, and an overflow found at realloc. */
 static void test_backup_blocks(void)
@@ -436,6 +484,7 @@ int main(void)
 	RUN(test_realloc_of_a_freed_block);
 	RUN(test_wild_pointers);
 	RUN(test_damaged_header);
+	RUN(test_request_rewritten);
 	RUN(test_backup_blocks);
 	RUN(test_huge_and_large_blocks);
 	RUN(test_aligned_and_checks_off);
