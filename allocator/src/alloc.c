@@ -1056,6 +1056,12 @@ static size_t block_usable(kp_pool *pool, const void *p, bool *ok)
 #endif
 		return inner > off ? inner - off : 0;
 	}
+	/* A request past the capacity was rewritten by a caller who read K(h)
+	 * (primary_free: test_req_rewritten): the header is damaged. realloc
+	 * resized such a block in place, and made the header sound again with
+	 * nothing reported, or copied its capacity (test_request_rewritten). */
+	if (KP_META_REQ(meta) > primary_capacity(s, h))
+		return 0;
 	*ok = true;
 	return primary_usable(pool, s, h);
 }
@@ -1085,10 +1091,6 @@ static void *realloc_in_place(kp_pool *pool, void *p, size_t size, size_t old, u
 		return NULL;
 	uint64_t key = kp__hkey(pool->secret, h);
 	size_t req = KP_META_REQ(meta);
-	/* A request past the capacity was rewritten (primary_free): resized in
-	 * place, the header was made sound again and nothing reported. */
-	if (req > cap)
-		return NULL; /* let free report the damage */
 	if (pool->conf.checks && req < cap && !kp__canary_ok(key, p, req, cap))
 		return NULL; /* let free report the overflow */
 	if (size > old) /* [p, p + old) is open already */
@@ -1119,8 +1121,6 @@ static void *realloc_large(kp_pool *pool, void *p, size_t size, size_t old, unsi
 	size_t b0 = sp->block, cap0 = b0 - KP_HDR;
 	size_t req = KP_META_REQ(meta);
 	uint64_t key = kp__hkey(pool->secret, h);
-	if (req > cap0)
-		return NULL; /* rewritten (realloc_in_place): let free report the damage */
 	if (checks && req < cap0 && !kp__canary_ok(key, p, req, cap0))
 		return NULL; /* let free report the overflow */
 	/* Units given back are poisoned before they are: once back, another

@@ -282,8 +282,9 @@ static void test_damaged_header(void)
 
 /* A caller who read its block's header knows K(h) (tag ^ meta) and can
  * rewrite the request it holds (test_seg_guard's test_req_rewritten, for
- * kp_free): kp_usable_size never says more than the block has, and
- * kp_realloc reads no canary at p + 2^40 (SIGSEGV): the block is reported. */
+ * kp_free): the header is damaged. kp_usable_size does not trust it (0),
+ * kp_realloc refuses the block (NULL, EINVAL, a corruption event: as
+ * test_damaged_header's) and reads no canary at p + 2^40 (SIGSEGV). */
 static void test_request_rewritten(void)
 {
 	kp_pool *pool = kp_create(CONF);
@@ -296,11 +297,14 @@ static void test_request_rewritten(void)
 		uint64_t m2 = (meta & 0xffff) | reqs[i] << 16;
 		kt_raw_put(p - 16, tag ^ meta ^ m2);
 		kt_raw_put(p - 8, m2);
-		CHECK(kp_usable_size(pool, p) <= 32, "a request rewritten to %llu: usable size %zu",
+		CHECK(kp_usable_size(pool, p) == 0, "a request rewritten to %llu: usable size %zu",
 		      (unsigned long long)reqs[i], kp_usable_size(pool, p));
-		int64_t before = kt_stat(pool, "integrity.corruptions") + overflows(pool);
+		int64_t before = kt_stat(pool, "integrity.corruptions");
+		errno = 0;
 		char *q = kp_realloc(pool, p, i & 1 ? 24 : 200, 0);
-		CHECK(kt_stat(pool, "integrity.corruptions") + overflows(pool) == before + 1,
+		CHECK(q == NULL && errno == EINVAL, "a request rewritten to %llu: realloc served it",
+		      (unsigned long long)reqs[i]);
+		CHECK(kt_stat(pool, "integrity.corruptions") == before + 1,
 		      "a request rewritten to %llu: not reported by realloc", (unsigned long long)reqs[i]);
 		if (q && q != p)
 			kp_free(pool, q);
@@ -314,11 +318,13 @@ static void test_request_rewritten(void)
 		uint64_t m2 = (meta & 0xffff) | (i & 2 ? 1ull << 40 : 300000ull) << 16;
 		kt_raw_put(p - 16, tag ^ meta ^ m2);
 		kt_raw_put(p - 8, m2);
-		CHECK(kp_usable_size(pool, p) < 300000, "a large block's request rewritten: usable size %zu",
+		CHECK(kp_usable_size(pool, p) == 0, "a large block's request rewritten: usable size %zu",
 		      kp_usable_size(pool, p));
-		int64_t before = kt_stat(pool, "integrity.corruptions") + overflows(pool);
+		int64_t before = kt_stat(pool, "integrity.corruptions");
+		errno = 0;
 		char *q = kp_realloc(pool, p, i & 1 ? u : 100000, 0);
-		CHECK(kt_stat(pool, "integrity.corruptions") + overflows(pool) == before + 1,
+		CHECK(q == NULL && errno == EINVAL, "a large block's request rewritten (%u): realloc served it", i);
+		CHECK(kt_stat(pool, "integrity.corruptions") == before + 1,
 		      "a large block's request rewritten (%u): not reported by realloc", i);
 		if (q && q != p)
 			kp_free(pool, q);
