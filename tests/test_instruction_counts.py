@@ -25,12 +25,17 @@ Another compiler makes other code: the budgets are this one's.
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import tempfile
 from functools import cache
 from pathlib import Path
 
 import callgrind
 import pytest
 from test_c_suite import release_kpbench
+
+from harness import build
 
 # Two operation counts: 200k operations apart, each run ~3 s under callgrind on an idle core.
 OPS = (100_000, 300_000)
@@ -139,3 +144,59 @@ def test_only_the_shared_helper_runs_callgrind_or_reads_its_output() -> None:
         if path.name != "callgrind.py":
             text = path.read_text()
             assert tool not in text and reader not in text, f"{path.name}: use tests/callgrind.py"
+
+
+# ---- kp_usable_size and kp_realloc -------------------------------------------------------------------
+#
+# tests/data/realloc_cost.c calls kp_usable_size (a live block of 8-256 bytes), kp_realloc within a class
+# (100 <-> 101 bytes, in place) and kp_realloc across classes (40 <-> 200 bytes, a move), each from a
+# function of its own, whose inclusive cost callgrind gives (a call through a function pointer included).
+# Per call: the difference of two step counts, as above. Figures (gcc 12.2 -O2, valgrind 3.19):
+#
+#     call                     46a3b3e (main)   after (s19-realloc)
+#     kp_usable_size           341.0            88.0
+#     kp_realloc, same class   464.0            119.0
+#     kp_realloc, cross class  988.5            245.5
+#
+# main ran both through the slow path: the segment's keyed magic, primary_hdr's lookup and class test,
+# and (cross class) kp_alloc and kp_free after block_usable had verified the block once already. Now a
+# small block of a pool in its default mode is verified as kp_free's fast path verifies it (alloc.c,
+# small_live), resized in place or moved with kp_alloc's fast path and put in its bin without a second
+# check. The budgets: after plus 5% headroom; lower them when a change makes a path cheaper.
+REALLOC_STEPS = (2_000, 6_000)
+REALLOC_BUDGET = {"usable": 93.0, "same": 125.0, "cross": 258.0}
+REALLOC_DATA = Path(__file__).parent / "data" / "realloc_cost.c"
+
+
+@cache
+def realloc_cost() -> Path:
+    """realloc_cost.c built with -O2 into a folder of this process's own."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("no C compiler")
+    callgrind.require()
+    out = Path(tempfile.mkdtemp(prefix="kpool-realloc-cost-")) / "realloc_cost"
+    subprocess.run([cc, "-O2", "-o", str(out), str(REALLOC_DATA), "-ldl"], check=True)
+    return out
+
+
+@cache
+def realloc_per_call() -> dict[str, float]:
+    """Instructions per call of each one_* function of realloc_cost.c, straight to libkpool.so."""
+    from test_preload_instructions import one_calls
+
+    lib = str(build.build("release"))
+    runs = [one_calls(callgrind.run([str(realloc_cost()), lib, str(steps)])) for steps in REALLOC_STEPS]
+    calls = REALLOC_STEPS[1] - REALLOC_STEPS[0]
+    return {name: (runs[1][name] - runs[0][name]) / calls for name in REALLOC_BUDGET}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(REALLOC_BUDGET))
+def test_usable_size_and_realloc_stay_within_their_instruction_budget(name: str) -> None:
+    got = realloc_per_call()[name]
+    budget = REALLOC_BUDGET[name]
+    assert got <= budget, (
+        f"one_{name} (tests/data/realloc_cost.c): {got:.1f} instructions per call, over the budget of "
+        f"{budget:.0f}"
+    )

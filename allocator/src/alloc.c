@@ -1056,6 +1056,14 @@ static size_t block_usable(kp_pool *pool, const void *p, bool *ok)
 #endif
 		return inner > off ? inner - off : 0;
 	}
+	/* A request past the capacity was rewritten by a caller who read K(h)
+	 * (primary_free: test_req_rewritten): the header is damaged. realloc
+	 * resized such a block in place, and made the header sound again with
+	 * nothing reported, or copied its capacity (test_request_rewritten).
+	 * Not a huge block's: test_bad_input_attack4's huge test wants realloc
+	 * to serve it, inside its mapping (kp_free refuses it). */
+	if (KP_META_CLS(meta) != KP_CLS_HUGE && KP_META_REQ(meta) > primary_capacity(s, h))
+		return 0;
 	*ok = true;
 	return primary_usable(pool, s, h);
 }
@@ -1387,7 +1395,86 @@ __attribute__((weak)) int kp__free_miss(kp_pool *pool, void *p, bool tried)
 	return kp__free_rest_quiet(pool, p, tried);
 }
 
-KP_EXPORT size_t kp_usable_size(kp_pool *pool, const void *p)
+/* ---- the fast paths of kp_usable_size and kp_realloc ---------------------
+ * A live small block of the pool whose thread cache is in this thread's
+ * first slot, in its default mode (kp__tls_state.fast_free: checks on,
+ * poison off, AES round keys), verified as free_fast verifies it: the same
+ * reads, the same tests. Anything else (another mode or pool, a backup,
+ * large, huge or aligned block, a freed, damaged or wild pointer, an
+ * overflowed block for kp_realloc) takes the slow path, which finds it and
+ * reports it as before. main ran both through the slow path alone:
+ * kp__seg_ok's keyed magic, primary_hdr's lookup and class test, and, for a
+ * move, kp_alloc and kp_free after it, which verified the block again:
+ * 341 instructions a kp_usable_size, 464 a kp_realloc in place, 988 one that
+ * moved (tests/test_instruction_counts.py, callgrind). */
+
+/* Is p a live small block of the pool whose id is id? Its header, with
+ * *meta its meta and *key K(h), or NULL. The caller is inside a grace
+ * section (the segment's header is read) and found the pool's mode in the
+ * thread's fast word (fast_free == id, id not 0). free_fast's tests, in its
+ * order and for the same reasons (see there): the flat pagemap vouches for a
+ * normal segment of this pool before anything in it is read; h must be a
+ * block start of its span (kp__class_div: a stale header written inside a
+ * live block at the address of an old block does not pass); the header
+ * must verify under K(h) with the class and state of an allocated block of
+ * that span (unit_meta). Then the request must leave the canary inside the
+ * block: a request rewritten by a caller who read K(h) is not trusted (the
+ * slow path says it is damaged). */
+static ALWAYS_INLINE kp__hdr *small_live(kp_pool *pool, uint64_t id, const void *p, uint64_t *meta, uint64_t *key)
+{
+	uintptr_t off = (uintptr_t)p & KP_PM_TAG_MASK;
+	kp__seg *s = (kp__seg *)((uintptr_t)p - off);
+	if (!(kp__pagemap_flat_is((uintptr_t)s, id) && !(off & (KP_HDR - 1)) && off >= KP_UNIT_SIZE + KP_HDR))
+		return NULL;
+	kp__hdr *h = (kp__hdr *)((uintptr_t)p - KP_HDR);
+	uintptr_t hu = (off - KP_HDR) >> KP_UNIT_SHIFT;
+	unsigned um = s->unit_meta[hu];
+	uint32_t x = (uint32_t)(off - KP_HDR) - s->unit_span[hu];
+	uint64_t dv = kp__class_div[um >> 8];
+	if (KP_UNLIKELY((uint64_t)x * dv > dv - 1))
+		return NULL;
+	uint64_t m = kp__hdr_meta(h);
+	uint64_t k = fast_key(pool, h, true);
+	uint32_t cv = (uint32_t)um - KP_ST_ALLOC;
+	if ((kp__hdr_tag(h) ^ m ^ k) != 0 || (uint16_t)m != um || (cv >> 8 | cv << 24) >= KP_NCLASS)
+		return NULL;
+	if (KP_UNLIKELY(KP_META_REQ(m) > kp__class_size[um >> 8] - KP_HDR - KP_CANARY))
+		return NULL;
+	*meta = m;
+	*key = k;
+	return h;
+}
+
+/* Can the fast paths take this call? On x86-64 (the AES copies alone),
+ * with the pool whose cache is in the thread's first slot in its default
+ * mode (fast_free: checks on, poison off, AES round keys; id not 0, which
+ * matches an empty slot), and the thread's fast grace record outside any
+ * section (kp_free's inline section: free_body). Then the section is open
+ * (*r: the record), and fast_close closes it. *id: the pool's id. */
+static ALWAYS_INLINE bool fast_open(kp_pool *pool, uint64_t *id, kp__grace_rec **r)
+{
+	kp__grace_rec *rec = kp__grace_self.fast;
+	uint64_t w = atomic_load_explicit(&kp__grace_epoch, memory_order_acquire);
+	if (!(KP_FAST_AES && rec && !atomic_load_explicit(&rec->epoch, memory_order_relaxed) && pool &&
+	      (*id = pool->id) != 0 && kp__tls_state.fast_free == *id))
+		return false;
+	atomic_store_explicit(&rec->epoch, w, memory_order_release);
+	atomic_signal_fence(memory_order_seq_cst);
+	*r = rec;
+	return true;
+}
+
+/* Nothing was retired inside (no reclaim became pending): the section
+ * closes as free_body's does. */
+static ALWAYS_INLINE void fast_close(kp__grace_rec *r)
+{
+	atomic_signal_fence(memory_order_seq_cst);
+	atomic_store_explicit(&r->epoch, 0, memory_order_release);
+}
+
+/* The slow paths, out of line (so that the fast ones need no stack frame),
+ * each in a section of its own, as before. */
+static __attribute__((noinline)) size_t usable_slow(kp_pool *pool, const void *p)
 {
 	unsigned g = kp__grace_enter();
 	size_t n = usable_inner(pool, p);
@@ -1395,10 +1482,110 @@ KP_EXPORT size_t kp_usable_size(kp_pool *pool, const void *p)
 	return n;
 }
 
-KP_EXPORT void *kp_realloc(kp_pool *pool, void *p, size_t size, unsigned flags)
+static __attribute__((noinline)) void *realloc_slow(kp_pool *pool, void *p, size_t size, unsigned flags)
 {
 	unsigned g = kp__grace_enter();
 	void *q = realloc_inner(pool, p, size, flags);
 	kp__grace_exit(g);
 	return q;
+}
+
+/* The block h (p, its class cls, K(h) key, meta its verified meta) goes back
+ * to the thread's bin for its class, as free_fast puts it there, once
+ * kp_realloc has moved its contents: it was verified (canary too) before
+ * the move, and nothing of it has changed since but what the caller may
+ * write (a race of its own). A full bin, or a first slot that is no longer
+ * this pool's (the allocation of the new block may have made a cache),
+ * takes the slow free, which checks it all again and flushes. */
+static ALWAYS_INLINE void moved_free(kp_pool *pool, uint64_t id, kp__hdr *h, uint64_t meta, uint64_t key)
+{
+	unsigned cls = KP_META_CLS(meta);
+	kp__tcache *tc = kp__tls_state.tc[0];
+	if (KP_LIKELY(kp__tls_state.fast_free == id)) {
+		kp__bin *b = &tc->bin[cls];
+		unsigned n = b->count;
+		if (KP_LIKELY(n < b->max)) {
+			kp__hdr_put(h, key, (meta & 0xff00) | KP_ST_FREE);
+			kp__link_put_k(key, h, b->head); /* an empty bin's head is NULL (free_fast) */
+			tc->stack[cls][n] = key ^ kp__kslot(&pool->secret, h);
+			KP_POISON((char *)h + KP_HDR, kp__class_size[cls] - KP_HDR);
+			b->head = (char *)h;
+			b->count = n + 1;
+			kp__count_inc(&b->frees, 1);
+			return;
+		}
+	}
+	free_slow(pool, (char *)h + KP_HDR);
+}
+
+/* The move of kp_realloc, out of line (so that the in-place resize saves
+ * no register): a new block from kp_alloc's fast path, the contents
+ * copied, the old block (p, its verified meta, K(h) key) into its bin. In
+ * the section kp_realloc opened (KP_GRACE_OWN), closed here: the
+ * allocation may retire a range (a reclaim pending on leaving). */
+static __attribute__((noinline)) void *realloc_move(kp_pool *pool, void *p, size_t size, uint64_t meta, uint64_t key)
+{
+	void *q = alloc_fast(pool, size, 0);
+	if (q) { /* else p is untouched, the failure recorded by the allocation */
+		size_t req = KP_META_REQ(meta), n = req < size ? req : size;
+#if KP_PLANT == 7 /* planted 7: a moving realloc copies 8 bytes too few (as realloc_inner) */
+		n -= n >= 16 ? 8 : 0;
+#endif
+		memcpy(q, p, n);
+		moved_free(pool, pool->id, (kp__hdr *)((char *)p - KP_HDR), meta, key);
+	}
+	kp__grace_exit(KP_GRACE_OWN);
+	return q;
+}
+
+/* kp_usable_size: with checks on, the request (primary_usable: the slack
+ * past it holds the canary), which a verified header says. */
+KP_EXPORT size_t kp_usable_size(kp_pool *pool, const void *p)
+{
+	uint64_t id, meta, key;
+	kp__grace_rec *r;
+	if (KP_LIKELY(fast_open(pool, &id, &r))) {
+		bool live = small_live(pool, id, p, &meta, &key) != NULL;
+		fast_close(r);
+		if (KP_LIKELY(live))
+			return KP_META_REQ(meta);
+	}
+	return usable_slow(pool, p);
+}
+
+/* kp_realloc of a verified small block with flags 0: in place when the new
+ * size keeps it in its class (realloc_in_place's rule: at most the room
+ * its class leaves past the canary, at least half of it), the header's
+ * request and the canary moved to the new end; else realloc_move. An
+ * overflowed block (its canary damaged) goes to the slow path, which moves
+ * it and reports the overflow. */
+KP_EXPORT void *kp_realloc(kp_pool *pool, void *p, size_t size, unsigned flags)
+{
+	uint64_t id, meta, key;
+	kp__grace_rec *r;
+	kp__hdr *h;
+	if (KP_UNLIKELY(flags != 0 || size - 1 >= KP_REQ_MAX || !fast_open(pool, &id, &r)))
+		return realloc_slow(pool, p, size, flags);
+	if (KP_UNLIKELY(!(h = small_live(pool, id, p, &meta, &key)) ||
+			!kp__canary8_ok(key, (char *)p + KP_META_REQ(meta)))) {
+		fast_close(r);
+		return realloc_slow(pool, p, size, flags);
+	}
+	size_t req = KP_META_REQ(meta);
+	unsigned cls = KP_META_CLS(meta);
+	size_t cap = kp__class_size[cls] - KP_HDR, room = cap - KP_CANARY;
+	if (!(size <= room + (KP_PLANT == 5) * KP_HDR && size >= room / 2)) /* planted 5, as realloc_in_place */
+		return realloc_move(pool, p, size, meta, key);
+	if (size > req) /* [p, p + req) is open already */
+		KP_UNPOISON((char *)p + req, size - req);
+	kp__hdr_put(h, key, kp__meta(size, (uint16_t)cls, KP_ST_ALLOC));
+	if (size < cap)
+		KP_POISON((char *)p + size, cap - size);
+#if KP_PLANT == 5 /* the canary may not fit */
+	kp__canary_put(key, p, size, cap);
+#else
+	kp__canary8_put(key, (char *)p + size);
+#endif
+	fast_close(r);
+	return p;
 }
