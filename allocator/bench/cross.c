@@ -6,13 +6,15 @@
  * threads. On one CPU they run in turn: one fills its queue (Q_CAP blocks),
  * yields, and the other frees them all and fills its own, each thread's
  * cache working in long one-way runs with no cache line shared at the
- * time (kpool, jemalloc and mimalloc all 20-35M ops/s with --pin same, a
- * run's same_cpu near 1). On two they run at once, every block and queue
- * index moving between the CPUs' caches, and each one's speed hangs on the
- * other: a thread that stops (preempted, or asleep in a lock) fills the
- * peer's queue and stalls it (with --pin apart: 4-42M on a machine with
- * other work, same_cpu 0). The JSON's "cross" object says which mode a run
- * was in: compare allocators run for run, or pin.
+ * time (with --pin same, load 4-9: kpool 16-29M ops/s, jemalloc 22-36M,
+ * mimalloc 18-34M; unpinned runs that were fast had same_cpu 0.96-1). On
+ * two they run at once, every block and queue index moving between the
+ * CPUs' caches, and each one's speed hangs on the other: a thread that
+ * stops (preempted, asleep in a lock, or giving a batch back to its spans)
+ * fills the peer's queue and stalls it (with --pin apart, same_cpu 0: all
+ * three 0.4-42M as the machine's other work came and went, jemalloc's
+ * median 0.9-2.1x kpool's in five rounds). The JSON's "cross" object says which mode a run was in:
+ * compare allocators run for run, or pin.
  */
 #include "kpbench.h"
 

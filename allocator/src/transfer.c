@@ -63,7 +63,8 @@ static void keys_out(const kp_pool *pool, unsigned cls, unsigned i, uint64_t *ke
  * comes back only when the unlock's wake-up interrupt is delivered:
  * kpbench c, its two threads pinned to the two CPUs, slept 363-508 times
  * a run (4M operations) on its class locks, jemalloc 6-15; with up to 128
- * tries (about 10 us here) 132-239, with 512 (about 40 us) 1-13. A holder
+ * tries (about 10 us here) 132-239, with 512 (about 40 us) 1-13, with this
+ * spin 1-7 (main 355-444 in the same rounds, load 12-15). A holder
  * that is preempted keeps a sleeper waiting as long: the spin then costs
  * this much CPU once and the thread sleeps as before. Bounded by the clock,
  * not a count: a pause takes 10 to 150 cycles from one CPU to the next.
