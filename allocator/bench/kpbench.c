@@ -108,6 +108,10 @@ static void print_json(const struct result *r, uint64_t clock_ns)
 	for (unsigned i = 0; i < t->n; i++)
 		printf("%s%u", i ? "," : "", t->kib[i]);
 	printf("]}");
+	if (r->cross.set)
+		printf(",\"cross\":{\"same_cpu\":%.3f,\"queue_full\":%" PRIu64 ",\"yields\":%" PRIu64
+		       ",\"vcsw\":%" PRIu64 ",\"ivcsw\":%" PRIu64 "}",
+		       r->cross.same_cpu, r->cross.queue_full, r->cross.yields, r->cross.vcsw, r->cross.ivcsw);
 	printf(",\"kpool_stats\":%s}\n", r->kp_stats ? r->kp_stats : "null");
 	fflush(stdout);
 }
@@ -125,6 +129,10 @@ static void print_text(const struct result *r, uint64_t clock_ns)
 	if (r->cpu_secs > 0)
 		printf("    %-6s %12.0f ops per CPU second of the timed thread%s (%.3f s of CPU)\n",
 		       g_use_kpool ? "kpool" : "malloc", (double)r->ops / r->cpu_secs, r->wl == 'c' ? "s" : "", r->cpu_secs);
+	if (r->cross.set)
+		printf("    threads on one CPU in %.0f%% of samples; %" PRIu64 " pushes found a full queue, %" PRIu64
+		       " yields; %" PRIu64 " voluntary, %" PRIu64 " involuntary context switches\n",
+		       100.0 * r->cross.same_cpu, r->cross.queue_full, r->cross.yields, r->cross.vcsw, r->cross.ivcsw);
 	for (int i = 0; i < r->nrounds; i++) {
 		const struct round *rd = &r->rounds[i];
 		printf("    round %d: %" PRIu64 " blocks, %.1f MiB, alloc+touch %.3f s, free %.3f s, "
@@ -168,7 +176,8 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 		"usage: kpbench [--alloc kpool|malloc] [--workload a|b|c|d|e|f|all] [--ops N]\n"
-		"               [--seed S] [--conf STR] [--grow BYTES] [--rounds N] [--json]\n"
+		"               [--seed S] [--conf STR] [--grow BYTES] [--rounds N] [--pin same|apart]\n"
+		"               [--json]\n"
 		"  --alloc     kpool (default), or malloc: the process's malloc/free, so\n"
 		"              LD_PRELOAD=libjemalloc.so.2 etc. measures a peer\n"
 		"  --workload  a: 16-256 B, 1000 live; b: 16 B-64 KiB log-uniform, 10000 live;\n"
@@ -183,6 +192,10 @@ static void usage(FILE *f)
 		"              \"" GROW_CONF "\" for d)\n"
 		"  --grow      bytes per round of d, k/m/g suffixes (default 1g)\n"
 		"  --rounds    rounds of d (default 3, at most %d)\n"
+		"  --pin       c's two threads both on the first CPU the process may use\n"
+		"              (same) or on its first two (apart); default: wherever the\n"
+		"              scheduler puts them. c is bimodal on that placement: the\n"
+		"              output's cross.same_cpu says which mode a run was in\n"
 		"  --json      one JSON object per workload on stdout\n",
 		MAX_ROUNDS);
 }
@@ -217,6 +230,7 @@ static int parse_opts(int argc, char **argv, struct opts *o, const char **worklo
 		{"ops", required_argument, NULL, 'n'},   {"seed", required_argument, NULL, 's'},
 		{"conf", required_argument, NULL, 'c'},  {"grow", required_argument, NULL, 'g'},
 		{"rounds", required_argument, NULL, 'r'}, {"json", no_argument, NULL, 'j'},
+		{"pin", required_argument, NULL, 'p'},
 		{"help", no_argument, NULL, 'h'},        {NULL, 0, NULL, 0},
 	};
 	uint64_t v;
@@ -259,6 +273,13 @@ static int parse_opts(int argc, char **argv, struct opts *o, const char **worklo
 				o->rounds = (int)v;
 			break;
 		case 'c': o->conf = optarg; break;
+		case 'p':
+			if (strcmp(optarg, "same") && strcmp(optarg, "apart")) {
+				fprintf(stderr, "kpbench: --pin %s: use same or apart\n", optarg);
+				return -1;
+			}
+			o->pin = optarg[0];
+			break;
 		case 'j': o->json = true; break;
 		case 'h': usage(stdout); exit(0);
 		default: usage(stderr); return -1;

@@ -217,6 +217,14 @@ struct result {
 	struct hist *lat_alloc, *lat_free;
 	int nrounds;
 	struct round rounds[MAX_ROUNDS];
+	/* (c) only, over the timed loop: which mode the run was in (cross.c). */
+	struct cross_mode {
+		bool set;
+		double same_cpu;	/* share of samples with both threads on one CPU */
+		uint64_t queue_full;	/* pushes that found the peer's queue full */
+		uint64_t yields;	/* sched_yield calls while waiting for the peer */
+		uint64_t vcsw, ivcsw;	/* the two threads' voluntary, involuntary switches */
+	} cross;
 	char *kp_stats; /* kp_stats_json() at the end, or NULL */
 	struct rss_trace rss;
 };
@@ -228,6 +236,7 @@ struct opts {
 	uint64_t seed;
 	uint64_t grow;
 	int rounds;
+	char pin; /* (c): 0 the scheduler's choice, 's' both threads on one CPU, 'a' one each */
 };
 
 /* Create the pool (kpool only): 0, or -1 with a message on stderr. */

@@ -1110,6 +1110,13 @@ unsigned kp__xfer_take(kp_pool *pool, unsigned cls, void **list, uint64_t *keys,
  * checkpoint). kp_thread_flush (all true): every batch. Caller holds no
  * lock. Returns batches given back. */
 int kp__xfer_drain(kp_pool *pool, bool all);
+/* Take class cls's lock as an allocating thread does (a refill, a flush,
+ * a park or a take): tried, then tried again on the CPU for a while
+ * (transfer.c, KP_CLASS_SPIN_NS) before it waits in the mutex like anyone
+ * else. Every holder keeps it for a batch and never across a system call
+ * (but a span carved, which may take the pool lock). Any thread; the
+ * daemon uses trylock instead. */
+void kp__class_lock_wait(pthread_mutex_t *m);
 
 /* ---- tcache.c: per-thread caches ---------------------------------------- */
 typedef struct kp__bin {
@@ -1502,6 +1509,12 @@ void kp__account_huge(kp_pool *pool, size_t bytes, bool out);
 static inline pthread_mutex_t *kp__class_lock(kp_pool *pool, unsigned cls)
 {
 	return &pool->central[cls & ~(KP_CLASS_LOCK_STEP - 1u)].pair_lock;
+}
+static inline void kp__class_lock_take(kp_pool *pool, unsigned cls)
+{
+	pthread_mutex_t *m = kp__class_lock(pool, cls);
+	if (KP_UNLIKELY(pthread_mutex_trylock(m) != 0))
+		kp__class_lock_wait(m);
 }
 #define KP_POOL_MAGIC 0x6b706f6f6c2d6f6bull /* "kpool-ok" */
 static inline bool kp__pool_ok(const kp_pool *pool)

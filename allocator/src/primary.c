@@ -642,7 +642,7 @@ unsigned kp__central_take(kp_pool *pool, unsigned cls, void **list, uint64_t *ke
 	kp__central *c = &pool->central[cls];
 	unsigned got = 0;
 	void *head = *list;
-	pthread_mutex_lock(kp__class_lock(pool, cls));
+	kp__class_lock_take(pool, cls);
 	while (got < n) {
 		kp__span *sp = c->partial;
 		if (!sp) {
@@ -749,7 +749,7 @@ void kp__central_give(kp_pool *pool, unsigned cls, void *list, const uint64_t *k
 	char *b = list;
 	kp__seg *vetted = NULL; /* the last segment whose magic was checked */
 #if KP_PLANT != 11 /* planted 11: blocks go back to the central free lists without their lock */
-	pthread_mutex_lock(kp__class_lock(pool, cls));
+	kp__class_lock_take(pool, cls);
 #endif
 	for (unsigned i = 0; i < n && b; i++) {
 		uint64_t key = keys ? keys[n - 1 - i] ^ kp__kslot(&pool->secret, b) : kp__hkey(pool->secret, b);

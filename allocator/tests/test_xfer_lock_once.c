@@ -32,7 +32,7 @@
 #define BIN 16
 #define N (3 * BIN + 1)
 
-static int (*real_lock)(pthread_mutex_t *);
+static int (*real_lock)(pthread_mutex_t *), (*real_trylock)(pthread_mutex_t *);
 static pthread_mutex_t *_Atomic watch;
 static __thread int counting;
 static atomic_int locks;
@@ -40,6 +40,7 @@ static atomic_int locks;
 __attribute__((constructor)) static void find_real_lock(void)
 {
 	real_lock = (int (*)(pthread_mutex_t *))dlsym(RTLD_NEXT, "pthread_mutex_lock");
+	real_trylock = (int (*)(pthread_mutex_t *))dlsym(RTLD_NEXT, "pthread_mutex_trylock");
 }
 
 int pthread_mutex_lock(pthread_mutex_t *m)
@@ -47,6 +48,16 @@ int pthread_mutex_lock(pthread_mutex_t *m)
 	if (counting && m == atomic_load(&watch))
 		atomic_fetch_add(&locks, 1);
 	return real_lock(m);
+}
+
+/* A class lock is tried first (kp__class_lock_take): a try that takes it
+ * counts as a lock, one that fails does not (the lock that follows does). */
+int pthread_mutex_trylock(pthread_mutex_t *m)
+{
+	int r = real_trylock(m);
+	if (r == 0 && counting && m == atomic_load(&watch))
+		atomic_fetch_add(&locks, 1);
+	return r;
 }
 
 static kp_pool *pool;
@@ -82,7 +93,7 @@ static void run(void *(*fn)(void *), void *arg)
 
 static void test_full_slots_one_lock(void)
 {
-	REQUIRE(real_lock, "dlsym(pthread_mutex_lock)");
+	REQUIRE(real_lock && real_trylock, "dlsym(pthread_mutex_lock, pthread_mutex_trylock)");
 	pool = kp_create(CONF);
 	REQUIRE(pool, "kp_create: %s", kp_last_error());
 	unsigned cls = kp__class_of(REQ + KP_HDR + pool->canary);
