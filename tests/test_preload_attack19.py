@@ -18,6 +18,9 @@ ABORT_LINE = re.compile(
     r"^kpool \d+\.\d{3} (?P<event>\w+) 0x[0-9a-f]+ (?P<size>size class \d+|size \d+|size unknown): "
     r"(?P<what>[^\n]*) in (?P<call>\w+\(\)); (?P<then>abort|going on)"
 )
+# How a program re-entered from a signal handler ends: an event of kpool's own checks (the event-log
+# format), or the line of a lock its thread holds.
+ENDED_LINE = re.compile(r"^kpool(: .*holds the pool's lock .*| \d+\.\d{3} \w+ 0x[0-9a-f]+ .*); abort$")
 TIMEOUT_S = 120  # each program here ends within a second or two, even under a loaded machine
 
 
@@ -51,3 +54,20 @@ def test_a_free_of_a_stack_address_aborts_even_before_the_first_allocation(
     m = ABORT_LINE.match(lines[0])
     assert m, lines[0]
     assert (m["event"], m["call"], m["size"]) == ("invalid_free", "free()", "size unknown")
+
+
+def test_a_signal_handler_that_mallocs_ends_the_program_never_hangs_it(program: Path, preload: Path) -> None:
+    """A handler's malloc that interrupted malloc waited for its own thread's lock, forever (4 runs in 5).
+
+    malloc is not async-signal-safe: glibc, re-entered so, finds its arena damaged and aborts. kpool now
+    ends the same way, with one line that says why (a lock its thread holds, or a cache link the
+    interrupted call left half made), or runs to the end; a hang is the failure (the timeout)."""
+    for _ in range(3):
+        proc = run([str(program), "signal-malloc"], preload)
+        if proc.returncode == 0:
+            assert proc.stdout == "done\n"
+            continue
+        assert proc.returncode == -signal.SIGABRT, (proc.returncode, proc.stderr[-2000:])
+        lines = proc.stderr.splitlines()
+        assert len(lines) == 1, proc.stderr
+        assert ENDED_LINE.match(lines[0]), lines[0]

@@ -6,10 +6,53 @@
  *                   allocation (before the pool exists): an invalid free,
  *                   reported as one (it was refused in silence)
  *   foreign-later   the same free after an allocation (the pool exists)
+ *   signal-malloc   a single-threaded program whose 50 us timer's handler
+ *                   mallocs and frees while the program allocates: malloc
+ *                   is not async-signal-safe, and glibc finds its arena
+ *                   damaged and aborts; under kpool it hung, a handler's
+ *                   allocation waiting for a lock its own thread held (or
+ *                   for a pthread_once its thread was inside). It must
+ *                   end: done, or an abort with one line of kpool's
  */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/time.h>
+
+static volatile long hits;
+
+static void handler(int sig)
+{
+	(void)sig;
+	size_t n = (size_t)(hits % 3000 + 1);
+	char *p = malloc(n);
+	if (p)
+		memset(p, 2, n);
+	free(p);
+	hits++;
+}
+
+static int signal_malloc(void)
+{
+	struct sigaction sa;
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = handler;
+	sa.sa_flags = SA_RESTART;
+	sigaction(SIGALRM, &sa, NULL);
+	struct itimerval it = {{0, 50}, {0, 50}};
+	setitimer(ITIMER_REAL, &it, NULL);
+	static void *held[512];
+	for (long i = 0; i < 20000000 && hits < 20000; i++) {
+		int k = (int)(i % 512);
+		free(held[k]);
+		held[k] = (i & 7) == 0 ? realloc(malloc(10), (size_t)(i % 70000)) : malloc((size_t)(i * 31) % 5000);
+	}
+	struct itimerval off = {{0, 0}, {0, 0}};
+	setitimer(ITIMER_REAL, &off, NULL);
+	printf("done\n");
+	return 0;
+}
 
 int main(int argc, char **argv)
 {
@@ -23,6 +66,8 @@ int main(int argc, char **argv)
 		printf("still running after the free of a stack address\n");
 		return 0;
 	}
-	fprintf(stderr, "usage: attack19 foreign-first|foreign-later\n");
+	if (!strcmp(mode, "signal-malloc"))
+		return signal_malloc();
+	fprintf(stderr, "usage: attack19 foreign-first|foreign-later|signal-malloc\n");
 	return 2;
 }
