@@ -28,6 +28,7 @@
 
 #include <errno.h>
 #include <signal.h>
+#include <stdlib.h>
 
 uint64_t kp__pool_now(kp_pool *pool)
 {
@@ -1067,12 +1068,40 @@ int kp__daemon_pass(kp_pool *pool)
 	return actions;
 }
 
+/* Daemon threads running passes, of every pool (daemon_main). */
+static _Atomic unsigned daemons_live;
+static _Atomic bool program_exiting;
+/* How often a daemon looks whether the program's own threads have all
+ * ended: about once a second of timer passes (the look reads a proc file). */
+#define LONE_LOOK_MS 1000u
+
+/* Has every thread of the program's own ended, the daemons alone left? glibc
+ * ends a process with exit(0) when its last thread exits, main's by
+ * pthread_exit included, but a daemon is a thread, and one that blocks
+ * every signal: such a process outlived its program forever, and no
+ * SIGTERM could end it (CPython's test_threading under the preload: a child
+ * forked from a thread; test_last_thread_attack19). The first thread ended
+ * (a zombie leader, which the count still holds) and every other live
+ * thread a daemon: nothing can allocate, start a thread or wake anyone
+ * again. */
+static bool program_ended(kp_pool *pool)
+{
+	unsigned threads;
+	bool leader_gone;
+	if (kp__os_threads(&pool->os, &threads, &leader_gone) < 0)
+		return false;
+	return leader_gone && threads <= 1 + atomic_load(&daemons_live);
+}
+
 static void *daemon_main(void *arg)
 {
 	kp_pool *pool = arg;
 	kp__daemon *d = &pool->daemon;
 	kp__os_caller = KP_CALLER_DAEMON;
 	kp__os_thread_name(&pool->os, "kpool-daemon");
+	unsigned look_every = LONE_LOOK_MS / pool->conf.daemon_interval_ms;
+	look_every += !look_every;
+	atomic_fetch_add(&daemons_live, 1);
 	pthread_mutex_lock(&d->mu);
 	while (atomic_load(&d->state) == KP_D_RUNNING) {
 		if (!atomic_load(&d->wake_pending)) {
@@ -1085,14 +1114,25 @@ static void *daemon_main(void *arg)
 		}
 		if (atomic_load(&d->state) != KP_D_RUNNING)
 			break;
-		if (atomic_exchange(&d->wake_pending, 0))
+		if (atomic_exchange(&d->wake_pending, 0)) {
 			atomic_fetch_add(&d->wakeups, 1);
-		else
-			atomic_fetch_add(&d->timer_wakeups, 1);
+		} else if ((atomic_fetch_add(&d->timer_wakeups, 1) + 1) % look_every == 0 && program_ended(pool) &&
+			   !atomic_exchange(&program_exiting, true)) {
+			/* exit(0) as glibc's last thread would, on this one: parked
+			 * first, so that a kp_destroy run by an exit handler finds it
+			 * so and does not wait for it (its join of this thread fails
+			 * at once, EDEADLK). */
+			kp__event(pool, KP_EV_DAEMON, KP_POOL_PRIMARY, NULL, 0,
+				  "every thread of the program ended: exit(0) for it");
+			atomic_store(&d->parked, 1);
+			pthread_mutex_unlock(&d->mu);
+			exit(0);
+		}
 		pthread_mutex_unlock(&d->mu);
 		kp__daemon_pass(pool);
 		pthread_mutex_lock(&d->mu);
 	}
+	atomic_fetch_sub(&daemons_live, 1);
 	/* Parked (kp__daemon_park): no pass from here on, and nothing of the
 	 * pool is read but d->mu, d->cv, d->reap. The thread exits when reaped,
 	 * after the pool's memory is gone (kp_destroy). */

@@ -244,6 +244,9 @@ uint64_t kp__now_ns(void);
 /* membarrier(2) for the grace periods (pagemap.c), counted as "other". */
 int kp__os_membarrier_register(kp__oscount *c);
 int kp__os_membarrier(kp__oscount *c);
+/* The process's threads (zombies included) and whether main's has ended
+ * (daemon.c: program_ended). 0, or -1. */
+int kp__os_threads(kp__oscount *c, unsigned *threads, bool *leader_gone);
 void kp__os_yield(kp__oscount *c);
 
 /* ---- pagemap.c: address -> segment, global, lock-free reads ------------- */

@@ -486,6 +486,33 @@ static ssize_t file_read(const char *path, char *buf, size_t len)
 	return n;
 }
 
+/* The process's threads, zombies included, and whether its first thread
+ * (the group's leader: main's) has ended, from /proc/self/stat (its state
+ * and num_threads fields). 0, or -1 when it cannot be read. Three calls
+ * (open, read, close), counted as one other. */
+int kp__os_threads(kp__oscount *c, unsigned *threads, bool *leader_gone)
+{
+	count(c, KP_OS_OTHER);
+	char buf[1024];
+	ssize_t n = file_read("/proc/self/stat", buf, sizeof buf);
+	const char *p = n > 0 ? strrchr(buf, ')') : NULL; /* the name may hold ')' and spaces */
+	if (!p || p[1] != ' ')
+		return -1;
+	p += 2;
+	*leader_gone = *p == 'Z' || *p == 'X';
+	for (int field = 3; field < 20; field++) { /* state is field 3, num_threads 20 */
+		while (*p && *p != ' ')
+			p++;
+		if (*p++ != ' ')
+			return -1;
+	}
+	unsigned v = 0;
+	for (; *p >= '0' && *p <= '9'; p++)
+		v = v * 10 + (unsigned)(*p - '0');
+	*threads = v;
+	return v ? 0 : -1;
+}
+
 /* The number in a small file (a cgroup's memory.max: "max" or bytes), or
  * SIZE_MAX when it says "max", is missing or unreadable. open/read only: no
  * stdio, nothing allocated (kp_create may run inside the preload's malloc). */
