@@ -3,6 +3,7 @@ glibc refuses loudly must be refused loudly here too, and hostile programs must 
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import subprocess
@@ -71,3 +72,15 @@ def test_a_signal_handler_that_mallocs_ends_the_program_never_hangs_it(program: 
         lines = proc.stderr.splitlines()
         assert len(lines) == 1, proc.stderr
         assert ENDED_LINE.match(lines[0]), lines[0]
+
+
+def test_a_program_whose_main_ends_by_pthread_exit_ends_when_its_threads_do(
+    program: Path, preload: Path, tmp_path: Path
+) -> None:
+    """The daemon (a thread that takes no signal) kept the process alive after its last thread, forever."""
+    env = {"KPOOL_PRELOAD": "daemon_after:100", "KPOOL_STATS_OUT": str(tmp_path)}
+    proc = run([str(program), "main-exit"], preload, env)
+    assert proc.returncode == 0, (proc.returncode, proc.stderr[-2000:])
+    assert proc.stdout == "main ends\n"
+    doc = json.loads(next(tmp_path.glob("kpool-*.json")).read_text())
+    assert doc["daemon_started"] is True  # the case needs the daemon: without it there was no hang

@@ -13,7 +13,12 @@
  *                   allocation waiting for a lock its own thread held (or
  *                   for a pthread_once its thread was inside). It must
  *                   end: done, or an abort with one line of kpool's
+ *   main-exit       main starts two threads that allocate (enough for the
+ *                   daemon to start) and ends by pthread_exit: the process
+ *                   ends with 0 when they return, as under glibc; the
+ *                   daemon kept it alive forever, deaf to SIGTERM
  */
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -54,6 +59,33 @@ static int signal_malloc(void)
 	return 0;
 }
 
+static void *worker(void *arg)
+{
+	static void *held[2][256];
+	void **v = held[arg != NULL];
+	for (int i = 0; i < 100000; i++) {
+		int k = i & 255;
+		free(v[k]);
+		size_t n = (size_t)(i * 37) % 20000 + 1;
+		v[k] = malloc(n);
+		if (v[k])
+			memset(v[k], 1, n);
+	}
+	for (int k = 0; k < 256; k++)
+		free(v[k]);
+	return NULL;
+}
+
+static int main_exit(void)
+{
+	pthread_t t[2];
+	for (int i = 0; i < 2; i++)
+		pthread_create(&t[i], NULL, worker, i ? &t : NULL);
+	printf("main ends\n");
+	fflush(stdout);
+	pthread_exit(NULL);
+}
+
 int main(int argc, char **argv)
 {
 	const char *mode = argc > 1 ? argv[1] : "";
@@ -68,6 +100,8 @@ int main(int argc, char **argv)
 	}
 	if (!strcmp(mode, "signal-malloc"))
 		return signal_malloc();
-	fprintf(stderr, "usage: attack19 foreign-first|foreign-later|signal-malloc\n");
+	if (!strcmp(mode, "main-exit"))
+		return main_exit();
+	fprintf(stderr, "usage: attack19 foreign-first|foreign-later|signal-malloc|main-exit\n");
 	return 2;
 }
