@@ -25,7 +25,9 @@ ENDED_LINE = re.compile(r"^kpool(: .*holds the pool's lock .*| \d+\.\d{3} \w+ 0x
 TIMEOUT_S = 120  # each program here ends within a second or two, even under a loaded machine
 
 
-def run(argv: list[str], preload: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run(
+    argv: list[str], preload: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     full = {"PATH": "/usr/bin:/bin", "LANG": "C", "LD_PRELOAD": str(preload), **(env or {})}
     return subprocess.run(argv, env=full, capture_output=True, text=True, timeout=TIMEOUT_S, check=False)
 

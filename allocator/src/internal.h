@@ -31,12 +31,13 @@
 #include <stdint.h>
 #include <string.h>
 
-/* Every kpool lock is taken through kp__mutex_lock (pool.c): a trylock,
- * and when the lock is held, a look at whether this very thread holds it,
- * which only a call into the pool nested inside the pool can do (a signal
- * handler that allocates, its signal taken in a slow path); that aborts
- * with one line instead of waiting for itself forever
- * (test_reenter_attack19). Any other holder is waited for as before. */
+/* Every kpool lock is taken through kp__mutex_lock (pool.c): when the lock
+ * is held, a look at whether this very thread holds it, which only a call
+ * into the pool nested inside the pool can do (a signal handler that
+ * allocates, its signal taken in a slow path); that aborts with one line
+ * instead of waiting for itself forever (test_reenter_attack19). Any other
+ * holder is waited for as before. A test that counts pthread_mutex_lock
+ * calls defines it after #undef pthread_mutex_lock. */
 int kp__mutex_lock(pthread_mutex_t *m);
 #define pthread_mutex_lock(m) kp__mutex_lock(m)
 

@@ -54,7 +54,7 @@ bool kp__pool_live(const kp_pool *pool, const char *fn)
 /* ---- every kpool lock ---------------------------------------------------- */
 
 /* This thread's kernel id, or 0 until a lock of kpool's was first found
- * busy (fork_child resets it: the child's thread has another). */
+ * held (fork_child resets it: the child's thread has another). */
 static __thread int lock_tid;
 
 /* pthread_mutex_lock, with the one deadlock no lock order prevents: the
@@ -62,23 +62,25 @@ static __thread int lock_tid;
  * a kpool call does (a signal handler that allocates, its signal taken in
  * an allocation's slow path; kpool never nests its own calls). glibc
  * records the holder's thread id in every mutex of the types kpool uses
- * (normal and adaptive), so a busy lock held by this thread is known before
- * waiting; glibc's own malloc, so re-entered, finds its arena damaged and
- * aborts, and so does this, with a line that says why, touching nothing.
- * The common case costs what pthread_mutex_lock does (one atomic
- * exchange: the trylock); a busy lock adds a load, and once per thread a
- * gettid. */
+ * (normal and adaptive) and clears it before it lets go, so an id there
+ * that is this thread's means this thread holds m: it cannot change under
+ * us. glibc's own malloc, so re-entered, finds its arena damaged and
+ * aborts; so does this, with a line that says why, touching nothing. A
+ * free lock (no holder) costs one load more than pthread_mutex_lock, and
+ * the thread's id is asked for (gettid, once per thread) only when a lock
+ * is held by someone. */
 #undef pthread_mutex_lock
 int kp__mutex_lock(pthread_mutex_t *m)
 {
-	if (KP_LIKELY(pthread_mutex_trylock(m) == 0))
-		return 0;
-	int tid = lock_tid;
-	if (KP_UNLIKELY(!tid))
-		lock_tid = tid = kp__os_tid();
-	if (KP_UNLIKELY(__atomic_load_n(&m->__data.__owner, __ATOMIC_RELAXED) == tid))
-		kp__os_die("kpool: a call into the pool on a thread that holds the pool's lock it needs "
-			   "(an allocation in a signal handler that interrupted one); abort\n");
+	int holder = __atomic_load_n(&m->__data.__owner, __ATOMIC_RELAXED);
+	if (KP_UNLIKELY(holder)) {
+		int tid = lock_tid;
+		if (!tid)
+			lock_tid = tid = kp__os_tid();
+		if (holder == tid)
+			kp__os_die("kpool: a call into the pool on a thread that holds the pool's lock it needs "
+				   "(an allocation in a signal handler that interrupted one); abort\n");
+	}
 	return pthread_mutex_lock(m);
 }
 #define pthread_mutex_lock(m) kp__mutex_lock(m)
