@@ -28,7 +28,6 @@
 
 #include <errno.h>
 #include <signal.h>
-#include <stdlib.h>
 
 uint64_t kp__pool_now(kp_pool *pool)
 {
@@ -1070,7 +1069,6 @@ int kp__daemon_pass(kp_pool *pool)
 
 /* Daemon threads running passes, of every pool (daemon_main). */
 static _Atomic unsigned daemons_live;
-static _Atomic bool program_exiting;
 /* How often a daemon looks whether the program's own threads have all
  * ended: about once a second of timer passes (the look reads a proc file). */
 #define LONE_LOOK_MS 1000u
@@ -1083,7 +1081,9 @@ static _Atomic bool program_exiting;
  * forked from a thread; test_last_thread_attack19). The first thread ended
  * (a zombie leader, which the count still holds) and every other live
  * thread a daemon: nothing can allocate, start a thread or wake anyone
- * again. */
+ * again. Each daemon that finds it so ends its thread, and glibc calls
+ * exit(0) on the last one's way out, as it would have on the program's
+ * last thread. */
 static bool program_ended(kp_pool *pool)
 {
 	unsigned threads;
@@ -1116,17 +1116,16 @@ static void *daemon_main(void *arg)
 			break;
 		if (atomic_exchange(&d->wake_pending, 0)) {
 			atomic_fetch_add(&d->wakeups, 1);
-		} else if ((atomic_fetch_add(&d->timer_wakeups, 1) + 1) % look_every == 0 && program_ended(pool) &&
-			   !atomic_exchange(&program_exiting, true)) {
-			/* exit(0) as glibc's last thread would, on this one: parked
-			 * first, so that a kp_destroy run by an exit handler finds it
-			 * so and does not wait for it (its join of this thread fails
-			 * at once, EDEADLK). */
+		} else if ((atomic_fetch_add(&d->timer_wakeups, 1) + 1) % look_every == 0 && program_ended(pool)) {
+			/* Off, as a stopped daemon is (a kp_destroy run by an exit
+			 * handler on this very thread then waits for no one), and
+			 * gone: glibc's exit(0) follows if this was the last. */
 			kp__event(pool, KP_EV_DAEMON, KP_POOL_PRIMARY, NULL, 0,
-				  "every thread of the program ended: exit(0) for it");
-			atomic_store(&d->parked, 1);
+				  "every thread of the program ended: the daemon ends too");
+			atomic_store(&d->state, KP_D_OFF);
+			atomic_fetch_sub(&daemons_live, 1);
 			pthread_mutex_unlock(&d->mu);
-			exit(0);
+			return NULL;
 		}
 		pthread_mutex_unlock(&d->mu);
 		kp__daemon_pass(pool);

@@ -495,7 +495,11 @@ int kp__os_threads(kp__oscount *c, unsigned *threads, bool *leader_gone)
 	count(c, KP_OS_OTHER);
 	char buf[1024];
 	ssize_t n = file_read("/proc/self/stat", buf, sizeof buf);
-	const char *p = n > 0 ? strrchr(buf, ')') : NULL; /* the name may hold ')' and spaces */
+	const char *p = NULL; /* the last ')': the name may hold ')' and spaces (no strrchr: a libc import
+			       * more moved the preload's bss a page, test_preload's resident test) */
+	for (ssize_t i = 0; i < n; i++)
+		if (buf[i] == ')')
+			p = buf + i;
 	if (!p || p[1] != ' ')
 		return -1;
 	p += 2;

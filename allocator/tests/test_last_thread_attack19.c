@@ -6,8 +6,9 @@
  * even SIGTERM could not end it (every live thread blocked it): under the
  * preload, CPython's test_threading hung in a child forked from a thread
  * (session 19's attack). Now the daemon, finding at a timer pass that the
- * program's first thread has ended and no thread is left but daemons,
- * calls exit(0) for it (daemon.c: program_ended).
+ * program's first thread has ended and no thread is left but daemons, ends
+ * its own thread, and glibc calls exit(0) on the last one's way out
+ * (daemon.c: program_ended).
  *
  * Each case runs in a child of its own, killed (SIGKILL: it takes no other
  * signal) past the hang guard (a hang is the failure, not a timing).
