@@ -34,6 +34,13 @@
  *   - a pointer the pool never gave out: bootstrap blocks are never freed
  *     (free is a no-op, realloc copies them out, malloc_usable_size knows
  *     their size); anything else is an invalid free;
+ *   - malloc from a signal handler that interrupted malloc (not
+ *     async-signal-safe, as glibc's is not): a slow path that needs a lock
+ *     its own thread holds aborts with one line (pool.c: kp__mutex_lock),
+ *     a cache list the interrupted call left half made is found by the
+ *     checks and reported; never a wait for itself forever;
+ *   - main ending by pthread_exit: the daemon ends its thread once the
+ *     program's have all ended, and glibc's exit(0) follows (daemon.c);
  *   - alignments above the pool's 4096: an over-sized block and a table of
  *     the aligned pointers handed out (looked up only for pointers aligned
  *     to 8 KiB or more, and only while the table is not empty).
