@@ -105,6 +105,13 @@ static void test_main_ends_by_pthread_exit_two_pools(void)
 
 int main(void)
 {
+#if defined(__SANITIZE_THREAD__)
+	/* TSan's runtime keeps a thread of its own, which /proc counts: the
+	 * daemon never finds itself alone, and the case hangs as it did before
+	 * the fix (release and ASan builds run it). */
+	printf("-- skipped under TSan: its runtime's own thread counts as one of the program's\n");
+	return ktest_summary();
+#endif
 	RUN(test_main_ends_by_pthread_exit_one_pool);
 	RUN(test_main_ends_by_pthread_exit_two_pools);
 	return ktest_summary();
