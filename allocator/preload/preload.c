@@ -34,6 +34,13 @@
  *   - a pointer the pool never gave out: bootstrap blocks are never freed
  *     (free is a no-op, realloc copies them out, malloc_usable_size knows
  *     their size); anything else is an invalid free;
+ *   - malloc from a signal handler that interrupted malloc (not
+ *     async-signal-safe, as glibc's is not): a slow path that needs a lock
+ *     its own thread holds aborts with one line (pool.c: kp__mutex_lock),
+ *     a cache list the interrupted call left half made is found by the
+ *     checks and reported; never a wait for itself forever;
+ *   - main ending by pthread_exit: the daemon ends its thread once the
+ *     program's have all ended, and glibc's exit(0) follows (daemon.c);
  *   - alignments above the pool's 4096: an over-sized block and a table of
  *     the aligned pointers handed out (looked up only for pointers aligned
  *     to 8 KiB or more, and only while the table is not empty).
@@ -477,24 +484,32 @@ static bool sweep(kp_pool *p, const void *addr, const char *call, bool may_skip)
 	return found;
 }
 
+/* An integrity event that is in no pool's ring: made here and reported. */
+static void report_unlogged(kp_pool *p, const void *addr, const char *call, unsigned kind, const char *text)
+{
+	kp_event ev;
+	memset(&ev, 0, sizeof ev);
+	ev.kind = kind;
+	ev.addr = (uintptr_t)addr;
+	snprintf(ev.text, sizeof ev.text, "%s", text);
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	ev.time_ns = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+	report(p, &ev, call);
+}
+
 /* free()/realloc() got an error code for addr: report its event. */
 static void bad_pointer(kp_pool *p, const void *addr, const char *call, int code)
 {
 	if (sweep(p, addr, call, false))
 		return;
 	/* The ring lost it (full): say what the return code says. */
-	kp_event ev;
-	memset(&ev, 0, sizeof ev);
-	ev.kind = code == KP_EDOUBLEFREE ? KP_EV_DOUBLE_FREE
-		  : code == KP_EOVERFLOW ? KP_EV_OVERFLOW
-		  : code == KP_ECORRUPT	 ? KP_EV_CORRUPTION
-					 : KP_EV_INVALID_FREE;
-	ev.addr = (uintptr_t)addr;
-	snprintf(ev.text, sizeof ev.text, "%s", kp_last_error());
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	ev.time_ns = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-	report(p, &ev, call);
+	report_unlogged(p, addr, call,
+			code == KP_EDOUBLEFREE ? KP_EV_DOUBLE_FREE
+			: code == KP_EOVERFLOW ? KP_EV_OVERFLOW
+			: code == KP_ECORRUPT  ? KP_EV_CORRUPTION
+					       : KP_EV_INVALID_FREE,
+			kp_last_error());
 }
 
 /* ---- alignments above the pool's ----------------------------------------- */
@@ -677,6 +692,25 @@ static __attribute__((noinline, cold)) void free_refused(kp_pool *p, void *ptr, 
 	errno = saved;
 }
 
+/* free() of a pointer, not NULL and not the bootstrap buffer's, before the
+ * pool is made: nothing else was ever given out, so it is an invalid free,
+ * reported as one once there is a pool to free it to (made now, as the
+ * first allocation would; it was refused in silence, test_preload_attack19);
+ * before the environment exists, or while this thread makes the pool, the
+ * event is made here. */
+static __attribute__((noinline, cold)) int free_unmade(void *ptr)
+{
+	kp_pool *p = pool_get();
+	if (p)
+		return kp__free_miss(p, ptr, false);
+	int saved = errno;
+	char text[KP_EVENT_TEXT];
+	snprintf(text, sizeof text, "%p size unknown: free of a pointer never given out", ptr);
+	report_unlogged(NULL, ptr, "free()", KP_EV_INVALID_FREE, text);
+	errno = saved;
+	return 0;
+}
+
 /* What kp__free_try did not free (alloc.c): NULL, a block of the bootstrap
  * buffer, a big alignment's pointer, a block the fast path does not take,
  * anything the pool never gave out; tried: kp_free's fast path refused ptr
@@ -693,6 +727,8 @@ int kp__free_miss(kp_pool *p, void *ptr, bool tried)
 		atomic_fetch_add(&boot_frees, 1);
 		return 0;
 	}
+	if (UNLIKELY(!p))
+		return free_unmade(ptr);
 	void *base = big_maybe(ptr) ? big_find(ptr, true) : NULL;
 	int rc = base ? kp__free_quiet(p, base) : kp__free_rest_quiet(p, ptr, tried);
 	if (UNLIKELY(rc != 0) && p)

@@ -1067,12 +1067,41 @@ int kp__daemon_pass(kp_pool *pool)
 	return actions;
 }
 
+/* Daemon threads running passes, of every pool (daemon_main). */
+static _Atomic unsigned daemons_live;
+/* How often a daemon looks whether the program's own threads have all
+ * ended: about once a second of timer passes (the look reads a proc file). */
+#define LONE_LOOK_MS 1000u
+
+/* Has every thread of the program's own ended, the daemons alone left? glibc
+ * ends a process with exit(0) when its last thread exits, main's by
+ * pthread_exit included, but a daemon is a thread, and one that blocks
+ * every signal: such a process outlived its program forever, and no
+ * SIGTERM could end it (CPython's test_threading under the preload: a child
+ * forked from a thread; test_last_thread_attack19). The first thread ended
+ * (a zombie leader, which the count still holds) and every other live
+ * thread a daemon: nothing can allocate, start a thread or wake anyone
+ * again. Each daemon that finds it so ends its thread, and glibc calls
+ * exit(0) on the last one's way out, as it would have on the program's
+ * last thread. */
+static bool program_ended(kp_pool *pool)
+{
+	unsigned threads;
+	bool leader_gone;
+	if (kp__os_threads(&pool->os, &threads, &leader_gone) < 0)
+		return false;
+	return leader_gone && threads <= 1 + atomic_load(&daemons_live);
+}
+
 static void *daemon_main(void *arg)
 {
 	kp_pool *pool = arg;
 	kp__daemon *d = &pool->daemon;
 	kp__os_caller = KP_CALLER_DAEMON;
 	kp__os_thread_name(&pool->os, "kpool-daemon");
+	unsigned look_every = LONE_LOOK_MS / pool->conf.daemon_interval_ms;
+	look_every += !look_every;
+	atomic_fetch_add(&daemons_live, 1);
 	pthread_mutex_lock(&d->mu);
 	while (atomic_load(&d->state) == KP_D_RUNNING) {
 		if (!atomic_load(&d->wake_pending)) {
@@ -1085,14 +1114,24 @@ static void *daemon_main(void *arg)
 		}
 		if (atomic_load(&d->state) != KP_D_RUNNING)
 			break;
-		if (atomic_exchange(&d->wake_pending, 0))
+		if (atomic_exchange(&d->wake_pending, 0)) {
 			atomic_fetch_add(&d->wakeups, 1);
-		else
-			atomic_fetch_add(&d->timer_wakeups, 1);
+		} else if ((atomic_fetch_add(&d->timer_wakeups, 1) + 1) % look_every == 0 && program_ended(pool)) {
+			/* Off, as a stopped daemon is (a kp_destroy run by an exit
+			 * handler on this very thread then waits for no one), and
+			 * gone: glibc's exit(0) follows if this was the last. */
+			kp__event(pool, KP_EV_DAEMON, KP_POOL_PRIMARY, NULL, 0,
+				  "every thread of the program ended: the daemon ends too");
+			atomic_store(&d->state, KP_D_OFF);
+			atomic_fetch_sub(&daemons_live, 1);
+			pthread_mutex_unlock(&d->mu);
+			return NULL;
+		}
 		pthread_mutex_unlock(&d->mu);
 		kp__daemon_pass(pool);
 		pthread_mutex_lock(&d->mu);
 	}
+	atomic_fetch_sub(&daemons_live, 1);
 	/* Parked (kp__daemon_park): no pass from here on, and nothing of the
 	 * pool is read but d->mu, d->cv, d->reap. The thread exits when reaped,
 	 * after the pool's memory is gone (kp_destroy). */

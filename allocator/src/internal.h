@@ -31,6 +31,16 @@
 #include <stdint.h>
 #include <string.h>
 
+/* Every kpool lock is taken through kp__mutex_lock (pool.c): when the lock
+ * is held, a look at whether this very thread holds it, which only a call
+ * into the pool nested inside the pool can do (a signal handler that
+ * allocates, its signal taken in a slow path); that aborts with one line
+ * instead of waiting for itself forever (test_reenter_attack19). Any other
+ * holder is waited for as before. A test that counts pthread_mutex_lock
+ * calls defines it after #undef pthread_mutex_lock. */
+int kp__mutex_lock(pthread_mutex_t *m);
+#define pthread_mutex_lock(m) kp__mutex_lock(m)
+
 /* ASan sees nothing inside a custom pool unless the pool says what is
  * poisoned: free payloads, headers, canaries, never-used memory. Our own
  * accesses to those go through the KP_NOASAN accessors below. */
@@ -162,6 +172,11 @@ void kp__set_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void kp__set_error_path(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* ---- os.c: the only file that makes system calls ------------------------ */
+/* The calling thread's kernel id (gettid): uncounted, as it takes no memory
+ * and is made once per thread (kp__mutex_lock, when a lock is busy). */
+int kp__os_tid(void);
+/* One line to stderr and abort(): for what no pool can contain. */
+__attribute__((noreturn)) void kp__os_die(const char *line);
 enum kp__os_kind { KP_OS_MMAP, KP_OS_MUNMAP, KP_OS_MADVISE, KP_OS_MPROTECT, KP_OS_OTHER, KP_OS__N };
 /* setup: kp_create and kp_destroy, neither on the allocation path. */
 enum kp__caller { KP_CALLER_ALLOC, KP_CALLER_DAEMON, KP_CALLER_SETUP, KP_CALLER__N };
@@ -230,9 +245,15 @@ uint64_t kp__now_ns(void);
 /* membarrier(2) for the grace periods (pagemap.c), counted as "other". */
 int kp__os_membarrier_register(kp__oscount *c);
 int kp__os_membarrier(kp__oscount *c);
+/* The process's threads (zombies included) and whether main's has ended
+ * (daemon.c: program_ended). 0, or -1. */
+int kp__os_threads(kp__oscount *c, unsigned *threads, bool *leader_gone);
 void kp__os_yield(kp__oscount *c);
 
 /* ---- pagemap.c: address -> segment, global, lock-free reads ------------- */
+/* Make the grace records' thread key now (kp_create's first call), not at a
+ * thread's first lookup inside pthread_once (pool.c: once_init). */
+void kp__pagemap_keys_init(void);
 struct kp__seg;
 #define KP_VA_BITS 47
 #define KP_LEAF_BITS 13
@@ -1119,6 +1140,9 @@ int kp__xfer_drain(kp_pool *pool, bool all);
 void kp__class_lock_wait(pthread_mutex_t *m);
 
 /* ---- tcache.c: per-thread caches ---------------------------------------- */
+/* Make the thread-exit key now (kp_create's first call), not at a thread's
+ * first cache inside pthread_once (pool.c: once_init). */
+void kp__tcache_keys_init(void);
 typedef struct kp__bin {
 	void *head; /* encoded list of header addresses */
 	uint32_t count, max;

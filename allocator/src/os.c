@@ -15,6 +15,7 @@
 #include <link.h>
 #include <linux/membarrier.h>
 #include <sched.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <sys/auxv.h>
 #include <sys/mman.h>
@@ -449,6 +450,18 @@ int kp__os_membarrier(kp__oscount *c)
 	return syscall(__NR_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0 ? 0 : -errno;
 }
 
+int kp__os_tid(void)
+{
+	return (int)syscall(SYS_gettid);
+}
+
+void kp__os_die(const char *line)
+{
+	ssize_t n = write(2, line, strlen(line));
+	(void)n;
+	abort();
+}
+
 void kp__os_yield(kp__oscount *c)
 {
 	count(c, KP_OS_OTHER);
@@ -471,6 +484,37 @@ static ssize_t file_read(const char *path, char *buf, size_t len)
 	if (n >= 0)
 		buf[n] = 0;
 	return n;
+}
+
+/* The process's threads, zombies included, and whether its first thread
+ * (the group's leader: main's) has ended, from /proc/self/stat (its state
+ * and num_threads fields). 0, or -1 when it cannot be read. Three calls
+ * (open, read, close), counted as one other. */
+int kp__os_threads(kp__oscount *c, unsigned *threads, bool *leader_gone)
+{
+	count(c, KP_OS_OTHER);
+	char buf[1024];
+	ssize_t n = file_read("/proc/self/stat", buf, sizeof buf);
+	const char *p = NULL; /* the last ')': the name may hold ')' and spaces (no strrchr: a libc import
+			       * more moved the preload's bss a page, test_preload's resident test) */
+	for (ssize_t i = 0; i < n; i++)
+		if (buf[i] == ')')
+			p = buf + i;
+	if (!p || p[1] != ' ')
+		return -1;
+	p += 2;
+	*leader_gone = *p == 'Z' || *p == 'X';
+	for (int field = 3; field < 20; field++) { /* state is field 3, num_threads 20 */
+		while (*p && *p != ' ')
+			p++;
+		if (*p++ != ' ')
+			return -1;
+	}
+	unsigned v = 0;
+	for (; *p >= '0' && *p <= '9'; p++)
+		v = v * 10 + (unsigned)(*p - '0');
+	*threads = v;
+	return v ? 0 : -1;
 }
 
 /* The number in a small file (a cgroup's memory.max: "max" or bytes), or

@@ -157,6 +157,11 @@ static void recs_key_init(void)
 	pthread_key_create(&recs_key, rec_release);
 }
 
+void kp__pagemap_keys_init(void)
+{
+	pthread_once(&recs_once, recs_key_init);
+}
+
 unsigned kp__grace_enter_slow(void)
 {
 	kp__grace_rec *r = NULL;

@@ -51,6 +51,40 @@ bool kp__pool_live(const kp_pool *pool, const char *fn)
 }
 
 /* ---- fork -------------------------------------------------------------- */
+/* ---- every kpool lock ---------------------------------------------------- */
+
+/* This thread's kernel id, or 0 until a lock of kpool's was first found
+ * held (fork_child resets it: the child's thread has another). */
+static __thread int lock_tid;
+
+/* pthread_mutex_lock, with the one deadlock no lock order prevents: the
+ * thread that holds m asking for it again, which a kpool call made inside
+ * a kpool call does (a signal handler that allocates, its signal taken in
+ * an allocation's slow path; kpool never nests its own calls). glibc
+ * records the holder's thread id in every mutex of the types kpool uses
+ * (normal and adaptive) and clears it before it lets go, so an id there
+ * that is this thread's means this thread holds m: it cannot change under
+ * us. glibc's own malloc, so re-entered, finds its arena damaged and
+ * aborts; so does this, with a line that says why, touching nothing. A
+ * free lock (no holder) costs one load more than pthread_mutex_lock, and
+ * the thread's id is asked for (gettid, once per thread) only when a lock
+ * is held by someone. */
+#undef pthread_mutex_lock
+int kp__mutex_lock(pthread_mutex_t *m)
+{
+	int holder = __atomic_load_n(&m->__data.__owner, __ATOMIC_RELAXED);
+	if (KP_UNLIKELY(holder)) {
+		int tid = lock_tid;
+		if (!tid)
+			lock_tid = tid = kp__os_tid();
+		if (holder == tid)
+			kp__os_die("kpool: a call into the pool on a thread that holds the pool's lock it needs "
+				   "(an allocation in a signal handler that interrupted one); abort\n");
+	}
+	return pthread_mutex_lock(m);
+}
+#define pthread_mutex_lock(m) kp__mutex_lock(m)
+
 /* Every lock is taken before fork, in the documented order: the class
  * locks, the release lock (held while mappings are off the pool's lists on
  * their way out: none is in hand at the fork), the pool lock, the backup lock, then the daemon mutex, a leaf that
@@ -136,6 +170,7 @@ static void locks_init(kp_pool *p)
 
 static void fork_child(void)
 {
+	lock_tid = 0;
 	kp__pagemap_fork(2);
 	for (kp_pool *p = reg_head; p; p = p->reg_next) {
 		if (pthread_mutex_trylock(&p->daemon.step_mu) == 0)
@@ -155,6 +190,11 @@ static void fork_child(void)
 static void once_init(void)
 {
 	pthread_atfork(fork_prepare, fork_parent, fork_child);
+	/* The thread keys the allocation path would otherwise make at its
+	 * first use, inside pthread_once: a signal handler that allocates,
+	 * taken there, waited for that once forever (test_reenter_attack19). */
+	kp__tcache_keys_init();
+	kp__pagemap_keys_init();
 }
 
 /* ---- lifecycle --------------------------------------------------------- */

@@ -157,6 +157,11 @@ static void exit_key_init(void)
 	pthread_key_create(&exit_key, thread_exit);
 }
 
+void kp__tcache_keys_init(void)
+{
+	pthread_once(&exit_once, exit_key_init);
+}
+
 int kp__tcache_chunk_add(kp_pool *pool)
 {
 	if (pool->tc_nchunks == KP_TC_CHUNKS)

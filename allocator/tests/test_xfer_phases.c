@@ -51,6 +51,7 @@ __attribute__((constructor)) static void find_real_lock(void)
 	real_trylock = (int (*)(pthread_mutex_t *))dlsym(RTLD_NEXT, "pthread_mutex_trylock");
 }
 
+#undef pthread_mutex_lock /* internal.h's kp__mutex_lock calls this one */
 int pthread_mutex_lock(pthread_mutex_t *m)
 {
 	if (m == atomic_load(&watch))
