@@ -407,6 +407,10 @@ static struct record {
 	char text[KP_EVENT_TEXT];
 } records[RECORDS] LARGE;
 static _Atomic uint64_t integrity_total;
+/* The library's lock taker (pool.c): a thread that already holds the lock
+ * (a handler that interrupted its own sweep or big-block walk) aborts with
+ * one line, never waits for itself. */
+int kp__mutex_lock(pthread_mutex_t *m);
 static pthread_mutex_t drain_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static bool is_integrity(unsigned kind)
@@ -460,7 +464,7 @@ static bool sweep(kp_pool *p, const void *addr, const char *call, bool may_skip)
 		if (pthread_mutex_trylock(&drain_lock) != 0)
 			return false;
 	} else {
-		pthread_mutex_lock(&drain_lock);
+		kp__mutex_lock(&drain_lock);
 	}
 	kp_event ev[16];
 	bool found = false;
@@ -475,7 +479,7 @@ static bool sweep(kp_pool *p, const void *addr, const char *call, bool may_skip)
 				pthread_mutex_unlock(&drain_lock); /* report does not return */
 			report(p, &ev[i], mine ? call : "a check of kpool's own");
 			if (cfg.on_error == ON_ERROR_ABORT)
-				pthread_mutex_lock(&drain_lock);
+				kp__mutex_lock(&drain_lock);
 		}
 		if (n < sizeof ev / sizeof ev[0])
 			break;
@@ -548,7 +552,7 @@ static void *big_find(const void *p, bool take)
 	if (!big_maybe(p))
 		return NULL;
 	void *base = NULL;
-	pthread_mutex_lock(&big_lock);
+	kp__mutex_lock(&big_lock);
 	for (size_t i = big_hash(u), k = 0; k < BIG_SLOTS && big[i].user; i = (i + 1) % BIG_SLOTS, k++)
 		if (big[i].user == u) {
 			base = big[i].base;
@@ -578,7 +582,7 @@ static void *big_alloc(kp_pool *p, size_t align, size_t size, unsigned flags)
 	 * entry here would stay (kp__free_miss). */
 	uintptr_t u = ((uintptr_t)base + align) & ~(uintptr_t)(align - 1);
 	bool stored = false;
-	pthread_mutex_lock(&big_lock);
+	kp__mutex_lock(&big_lock);
 	for (size_t i = big_hash(u), k = 0; k < BIG_SLOTS; i = (i + 1) % BIG_SLOTS, k++)
 		if (big[i].user <= BIG_TOMB) {
 			big[i].user = u;
