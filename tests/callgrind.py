@@ -79,3 +79,15 @@ def run(argv: Sequence[str], options: Sequence[str] = (), env: Mapping[str, str]
         )
         assert proc.returncode == 0, f"{' '.join(cmd)}: exit {proc.returncode}\n{_tail(proc.stderr)}"
         return parse(out.read_text())
+
+
+def build_program(source: Path, *libs: str) -> Path:
+    """A C program of tests/data built with -O2 into a folder of this process's own, for a run under
+    callgrind (skips the test without a C compiler or valgrind)."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("no C compiler")
+    require()
+    out = Path(tempfile.mkdtemp(prefix=f"kpool-{source.stem}-")) / source.stem
+    subprocess.run([cc, "-O2", "-o", str(out), str(source), *libs], check=True)
+    return out

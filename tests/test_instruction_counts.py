@@ -25,9 +25,6 @@ Another compiler makes other code: the budgets are this one's.
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import tempfile
 from functools import cache
 from pathlib import Path
 
@@ -171,13 +168,7 @@ REALLOC_DATA = Path(__file__).parent / "data" / "realloc_cost.c"
 @cache
 def realloc_cost() -> Path:
     """realloc_cost.c built with -O2 into a folder of this process's own."""
-    cc = shutil.which("cc") or shutil.which("gcc")
-    if cc is None:
-        pytest.skip("no C compiler")
-    callgrind.require()
-    out = Path(tempfile.mkdtemp(prefix="kpool-realloc-cost-")) / "realloc_cost"
-    subprocess.run([cc, "-O2", "-o", str(out), str(REALLOC_DATA), "-ldl"], check=True)
-    return out
+    return callgrind.build_program(REALLOC_DATA, "-ldl")
 
 
 @cache
