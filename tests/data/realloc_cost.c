@@ -21,6 +21,7 @@
  * that nothing is optimised away and a lost byte shows).
  */
 #define _GNU_SOURCE
+#include "cost_common.h"
 #include <dlfcn.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -48,25 +49,6 @@ NOINLINE static void *one_same(void *p, size_t n)
 NOINLINE static void *one_cross(void *p, size_t n)
 {
 	return kp_realloc_fn(pool, p, n, 0);
-}
-
-static uint64_t rng(uint64_t *s)
-{
-	uint64_t x = *s;
-	x ^= x >> 12;
-	x ^= x << 25;
-	x ^= x >> 27;
-	*s = x;
-	return x * 0x2545F4914F6CDD1DULL;
-}
-
-static void *must(void *p)
-{
-	if (!p) {
-		fprintf(stderr, "allocation failed\n");
-		exit(1);
-	}
-	return p;
 }
 
 int main(int argc, char **argv)

@@ -20,6 +20,7 @@
  * with -O0 too, and never runs it). Prints "checksum: N".
  */
 #define _GNU_SOURCE
+#include "../cost_common.h"
 #include <dlfcn.h>
 #include <malloc.h>
 #include <stdint.h>
@@ -65,25 +66,6 @@ NOINLINE static void *one_realloc(void *p, size_t n)
 NOINLINE static size_t one_usable(void *p)
 {
 	return pool ? kp_usable_fn(pool, p) : malloc_usable_size(p);
-}
-
-static uint64_t rng(uint64_t *s)
-{
-	uint64_t x = *s;
-	x ^= x >> 12;
-	x ^= x << 25;
-	x ^= x >> 27;
-	*s = x;
-	return x * 0x2545F4914F6CDD1DULL;
-}
-
-static void *must(void *p)
-{
-	if (!p) {
-		fprintf(stderr, "allocation failed\n");
-		exit(1);
-	}
-	return p;
 }
 
 int main(int argc, char **argv)
