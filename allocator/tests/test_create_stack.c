@@ -25,7 +25,9 @@
 /* The most making a pool and serving its first blocks may reach below the
  * thread's start: 3,960 bytes measured (the conf, the cgroup's file, the
  * first segment, the thread's cache; 8,056 when /proc/meminfo was read),
- * with a little room. */
+ * with a little room. 2,520 on an AMD EPYC with AVX-512, whose lazy PLT
+ * resolver (it saves the vector registers on the stack) took it to 5,560
+ * until the Makefile bound every import at load (-z now). */
 #define DEPTH_MAX (5u << 10)
 
 static void *make_pool(void *arg)
