@@ -59,14 +59,17 @@ static const struct option options[] = {
 	 "shrink"},
 	/* 0: no cap of kpool's own. A pool grows as far as the machine allows,
 	 * resolved at kp_create: the smaller of physical memory plus swap and
-	 * the process's cgroup memory limit (memory.max, the tightest of its
-	 * ancestors). Past it kp_alloc gives NULL, an OOM event and the backup
-	 * to critical callers, before the cgroup's OOM killer would act. Under
+	 * the process's cgroup memory limit (v2's memory.max or v1's
+	 * memory.limit_in_bytes, the tightest of its group and ancestors), less
+	 * a sixteenth of it, a fixed backup and what the process holds then
+	 * (kp__conf_load). Past it kp_alloc gives NULL, an OOM event and the
+	 * backup to critical callers, before the cgroup's OOM killer would act. Under
 	 * strict overcommit (vm.overcommit_memory=2) the kernel may refuse a
 	 * mapping earlier: that too is NULL, an event and the backup. */
 	{"primary_max", SIZE, "0", OFF(primary_max), 0, 1ull << 44,
-	 "the primary pool never grows past this (0: as far as the machine allows, physical memory plus swap or "
-	 "the cgroup's memory limit, whichever is smaller)"},
+	 "the primary pool never grows past this (0: as far as the machine allows: physical memory plus swap or "
+	 "the cgroup's memory limit, whichever is smaller, less a sixteenth, a fixed backup and what the process "
+	 "holds at kp_create)"},
 	/* The reserve stays resident (pre-faulted: a reserve that must first be
 	 * faulted in fails exactly when memory is short). auto: it scales with
 	 * the pool, as Linux's min_free_kbytes scales with memory (backup.c):
@@ -292,6 +295,11 @@ static int apply(kp__conf *c, const char *s, const char *origin)
 	return 0;
 }
 
+/* A fixed reserve up to this size is not compared with the memory limit
+ * (which costs kp_create four more system calls): 64 MiB fits any machine
+ * kpool runs on, and the workloads' reserves are a few MiB. */
+#define KP_BACKUP_UNCHECKED ((size_t)64 << 20)
+
 int kp__conf_load(kp__conf *c, const char *s)
 {
 	memset(c, 0, sizeof *c);
@@ -305,9 +313,38 @@ int kp__conf_load(kp__conf *c, const char *s)
 		errno = EINVAL;
 		return -1;
 	}
+	/* The memory this process may use: the machine's (physical plus swap)
+	 * or its cgroup's limit, whichever is smaller (os.c). Read only when a
+	 * setting depends on it: the default primary_max, or a fixed reserve
+	 * large enough to matter. */
+	size_t lim = c->primary_max == 0 || (c->backup != KP_BK_AUTO && c->backup > KP_BACKUP_UNCHECKED)
+			     ? kp__os_memory_limit()
+			     : SIZE_MAX;
+	/* The reserve is faulted in whole by kp_create: one past the limit is
+	 * not a reserve but an OOM kill inside kp_create (a cgroup of 256 MiB
+	 * and backup:1g: the process ended by SIGKILL). It must fit beside what
+	 * the process holds already and the sixteenth of the limit kept for
+	 * what it holds outside the pool (as primary_max below). */
+	size_t spare = 0;
+	if (lim != SIZE_MAX) {
+		size_t held = kp__os_self_resident() + lim / 16;
+		spare = lim > held ? lim - held : 0;
+	}
+	if (c->backup != KP_BK_AUTO && c->backup > KP_BACKUP_UNCHECKED && c->backup > spare) {
+		kp__set_error("conf: backup (%zu) is more than this process has room for (%zu: the memory limit %zu, the "
+			      "smaller of physical memory plus swap and the cgroup's, less what the process holds and a "
+			      "sixteenth); the reserve is resident from kp_create",
+			      (size_t)c->backup, spare, lim);
+		errno = EINVAL;
+		return -1;
+	}
 	if (c->primary_max == 0) { /* as far as the machine allows */
-		size_t lim = kp__os_memory_limit();
-		c->primary_max = lim > (1ull << 44) ? (size_t)1 << 44 : lim < (4u << 20) ? (size_t)4 << 20 : lim;
+		/* Less what the process holds already, a fixed reserve, and a
+		 * sixteenth for what it will hold outside the pool (stacks,
+		 * libraries, page tables), so that the pool says NULL before
+		 * the cgroup's OOM killer acts (tests/test_cgroup_limits.py). */
+		size_t bk = c->backup != KP_BK_AUTO ? (size_t)c->backup : 0, room = spare > bk ? spare - bk : 0;
+		c->primary_max = room > (1ull << 44) ? (size_t)1 << 44 : room < (4u << 20) ? (size_t)4 << 20 : room;
 	} else if (c->primary_max < KP_SEG_SIZE) { /* a primary holds at least one segment */
 		kp__set_error("conf: primary_max (%zu) is less than one segment (%zu); 0 means the machine's limit",
 			      c->primary_max, (size_t)KP_SEG_SIZE);

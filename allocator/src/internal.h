@@ -233,6 +233,7 @@ size_t kp__os_purge(kp__oscount *c, void *p, size_t size);
  * swap and the memory limit of its cgroup (v2, the tightest of its
  * ancestors; or v1's). Not counted (kp_create's conf load, before a pool). */
 size_t kp__os_memory_limit(void);
+size_t kp__os_self_resident(void);
 /* Ask for transparent huge pages over [p, p + size) (MADV_HUGEPAGE). */
 void kp__os_hugepage(kp__oscount *c, void *p, size_t size);
 void kp__os_thread_name(kp__oscount *c, const char *name);

@@ -532,41 +532,87 @@ static size_t file_number(const char *path)
 	return v;
 }
 
-/* The tightest memory.max of this process's cgroup v2 and its ancestors
- * (/proc/self/cgroup: "0::/path"), else cgroup v1's limit, else SIZE_MAX. */
+/* The tightest limit in file leaf of the cgroup at p[0..len) (a path from
+ * /proc/self/cgroup, "/" for the root) and of its ancestors, under root. */
+static size_t tightest(const char *root, size_t rlen, const char *p, size_t len, const char *leaf, size_t llen)
+{
+	char path[640];
+	size_t best = SIZE_MAX;
+	for (;;) {
+		/* root p[0..len) leaf, without snprintf */
+		if (rlen + len + llen + 1 <= sizeof path) {
+			memcpy(path, root, rlen);
+			memcpy(path + rlen, p, len);
+			memcpy(path + rlen + len, leaf, llen + 1);
+			size_t v = file_number(path);
+			best = v < best ? v : best;
+		}
+		while (len > 1 && p[len - 1] != '/')
+			len--;
+		if (len <= 1)
+			break;
+		len--; /* the parent */
+	}
+	return best;
+}
+
+/* The length of the path that starts at p and ends its line. Not strcspn:
+ * its SSE4.2 code is a 64 KiB window of libc no other call touches. */
+static size_t line_len(const char *p)
+{
+	size_t len = 0;
+	while (p[len] && p[len] != '\n')
+		len++;
+	return len;
+}
+
+/* The tightest memory limit of this process's cgroup and its ancestors, from
+ * /proc/self/cgroup: cgroup v2's memory.max ("0::/path"), and cgroup v1's
+ * memory.limit_in_bytes ("N:memory:/path", or the root's where the path is
+ * not mounted: a container sees its own group as the root), else SIZE_MAX.
+ * Before v1's own group was read, a process in a v1 group of 256 MiB took
+ * no limit at all, and the OOM killer ended it where kp_alloc should have
+ * said NULL (tests/test_cgroup_limits.py). */
 static size_t cgroup_limit(void)
 {
-	char line[512], path[640];
+	static const char v2[] = "/sys/fs/cgroup", v2leaf[] = "/memory.max";
+	static const char v1[] = "/sys/fs/cgroup/memory", v1leaf[] = "/memory.limit_in_bytes";
+	char line[1024];
 	ssize_t n = file_read("/proc/self/cgroup", line, sizeof line);
 	size_t best = SIZE_MAX;
 	if (n > 3) {
-		line[n] = 0;
 		char *p = strstr(line, "0::/");
-		if (p) {
+		if (p && (p == line || p[-1] == '\n')) {
 			p += 3;
-			size_t len = 0; /* not strcspn: its SSE4.2 code is a 64 KiB window of libc no other call touches */
-			while (p[len] && p[len] != '\n')
-				len++;
-			for (;;) {
-				/* "/sys/fs/cgroup" p[0..len) "/memory.max", without snprintf */
-				static const char root[] = "/sys/fs/cgroup", leaf[] = "/memory.max";
-				if (sizeof root - 1 + len + sizeof leaf <= sizeof path) {
-					memcpy(path, root, sizeof root - 1);
-					memcpy(path + sizeof root - 1, p, len);
-					memcpy(path + sizeof root - 1 + len, leaf, sizeof leaf);
-					size_t v = file_number(path);
-					best = v < best ? v : best;
-				}
-				while (len > 1 && p[len - 1] != '/')
-					len--;
-				if (len <= 1)
-					break;
-				len--; /* the parent */
-			}
+			size_t v = tightest(v2, sizeof v2 - 1, p, line_len(p), v2leaf, sizeof v2leaf - 1);
+			best = v < best ? v : best;
+		}
+		p = strstr(line, ":memory:/");
+		if (p) {
+			p += 8;
+			size_t v = tightest(v1, sizeof v1 - 1, p, line_len(p), v1leaf, sizeof v1leaf - 1);
+			best = v < best ? v : best;
 		}
 	}
-	size_t v1 = file_number("/sys/fs/cgroup/memory/memory.limit_in_bytes");
-	return v1 < best ? v1 : best;
+	size_t v1root = file_number("/sys/fs/cgroup/memory/memory.limit_in_bytes");
+	return v1root < best ? v1root : best;
+}
+
+/* The bytes this process holds resident now (/proc/self/statm's second
+ * field, in pages), or 0 when it cannot be read. */
+size_t kp__os_self_resident(void)
+{
+	char buf[128];
+	ssize_t n = file_read("/proc/self/statm", buf, sizeof buf);
+	const char *p = buf;
+	if (n <= 0)
+		return 0;
+	while (*p && *p != ' ')
+		p++;
+	size_t pages = 0;
+	for (p++; p < buf + n && *p >= '0' && *p <= '9'; p++)
+		pages = pages * 10 + (size_t)(*p - '0');
+	return pages * (size_t)KP_PAGE;
 }
 
 size_t kp__os_memory_limit(void)

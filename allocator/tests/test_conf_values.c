@@ -122,7 +122,7 @@ static void test_good_values(void)
 		{"high_wm:Auto", F(high_wm), KP_WM_AUTO},
 		{"high_wm:16m", F(high_wm), 16u << 20},
 		{"backup:aUtO", F(backup), KP_WM_AUTO},
-		{"backup:16g", F(backup), 16ull << 30},
+		{"backup:64m", F(backup), 64u << 20}, /* 16g, the range's top: test_machine_limit */
 		{"daemon:ON", F(daemon), 1},
 		{"daemon:On", F(daemon), 1},
 		{"daemon:TRUE", F(daemon), 1},
@@ -207,14 +207,50 @@ static void test_machine_limit(void)
 	}
 	if (f)
 		fclose(f);
+	/* v1's group of this process too, and its ancestors, where mounted */
+	f = fopen("/proc/self/cgroup", "r");
+	while (f && fgets(line, sizeof line, f)) {
+		char *g = strstr(line, ":memory:/");
+		if (!g)
+			continue;
+		g += 8;
+		g[strcspn(g, "\n")] = 0;
+		for (size_t len = strlen(g); len >= 1;) {
+			char path[512];
+			snprintf(path, sizeof path, "/sys/fs/cgroup/memory%.*s/memory.limit_in_bytes", (int)len, g);
+			size_t v = file_value(path);
+			cg = v < cg ? v : cg;
+			while (len > 1 && g[len - 1] != '/')
+				len--;
+			if (len <= 1)
+				break;
+			len--;
+		}
+	}
+	if (f)
+		fclose(f);
 	size_t want = cg < machine ? cg : machine;
 	printf("   physical %zu + swap %zu (sysconf, /proc/meminfo), cgroup %zu: os.c says %zu\n", phys, swap, cg, got);
 	CHECK(got == want, "kp__os_memory_limit %zu, libc's sysconf and the files say %zu", got, want);
 	KT_POOL(pool, "daemon:off");
-	size_t max = want > (1ull << 44) ? (size_t)1 << 44 : want < (4u << 20) ? (size_t)4 << 20 : want;
-	CHECK(kt_stat(pool, "primary.max_bytes") == (int64_t)max, "max_bytes %lld, want %zu",
-	      (long long)kt_stat(pool, "primary.max_bytes"), max);
+	/* primary_max:0 is the limit less a sixteenth and what the process
+	 * holds (this test: well under 256 MiB) */
+	size_t room = want - want / 16;
+	size_t top = room > (1ull << 44) ? (size_t)1 << 44 : room;
+	int64_t max = kt_stat(pool, "primary.max_bytes");
+	CHECK(max <= (int64_t)top && max + (256 << 20) >= (int64_t)top, "max_bytes %lld, want %zu less what the process holds",
+	      (long long)max, top);
 	kp_destroy(pool);
+	/* The top of backup's range, 16g, where the machine has room for it; a
+	 * reserve past the room is refused, naming it */
+	kp__conf c;
+	int rc = kp__conf_load(&c, "backup:16g");
+	if ((16ull << 30) + (256u << 20) <= room)
+		CHECK(rc == 0 && c.backup == 16ull << 30, "backup:16g refused with room %zu: %s", room, kp_last_error());
+	else if ((16ull << 30) > room)
+		CHECK(rc < 0 && strstr(kp_last_error(), "backup (17179869184)"), "backup:16g with room %zu: rc %d, %s",
+		      room, rc, kp_last_error());
+	printf("   backup:16g with room %zu: %s\n", room, rc ? kp_last_error() : "taken");
 }
 
 int main(void)
