@@ -479,40 +479,6 @@ static uint32_t shared_bin_bound(const kp_pool *pool, const kp__bin *b, uint32_t
  * per 4 blocks or fewer (test_refill_quarter). */
 #define KP_REFILL_QUARTER 32u
 
-/* A grown bin whose count walks at random shrinks back (halves, down to
- * its start) at a two-way refill that came KP_BIN_SHRINK x max or more of
- * its operations after its previous miss: a walk from max / 4 needs about
- * (max / 4)^2 operations to end at either side, so a bin of 64 blocks or
- * more that misses that rarely is bigger than its swings, and what it holds
- * is the thread's memory for nothing. Growth alone was a ratchet: now and
- * then a walk comes in under KP_BIN_GROW x max, and over a long run every
- * bin of a random walk reached its cap of 256 blocks (issue 14,
- * bench-small-objects under the preload: all 11 bins of its 8-256 byte
- * objects at 256 after 20M steps, peak in use 270 KiB against 181 with no
- * growth, 25 KiB of key rows; test_bin_walk). With the shrink such a bin
- * walks between 32 and 128. At a refill the bin is empty: its keys move to
- * a smaller row (or back to its start) with none to copy. */
-#define KP_BIN_SHRINK 8
-static void bin_shrink(kp__bin *b, uint32_t start)
-{
-	kp__tcache *tc = (kp__tcache *)((char *)(b - b->cls) - offsetof(kp__tcache, bin));
-	uint32_t want = b->max / 2 > start ? b->max / 2 : start;
-	uint64_t *row = tc->stack[b->cls];
-	if (row != key_start(tc, b->cls)) {
-		unsigned keys = row_keys(b->max);
-		if (want <= KP_BIN_START) { /* back to its start: the row goes to the free rows */
-			row[0] = (uint64_t)(uintptr_t)tc->row_free[row_level(keys)];
-			tc->row_free[row_level(keys)] = row;
-			tc->stack[b->cls] = key_start(tc, b->cls);
-		} else if (row_keys(want) < keys) {
-			tc->stack[b->cls] = row_move(tc, row, row_level(keys), 0, want);
-		}
-	}
-	size_t give = (size_t)(b->max - want) * kp__class_size[b->cls];
-	tc->grown = tc->grown > give ? tc->grown - give : 0;
-	b->max = want;
-}
-
 unsigned kp__bin_miss(kp__bin *b)
 {
 	uint64_t a = atomic_load_explicit(&b->allocs, memory_order_relaxed),
@@ -573,8 +539,6 @@ unsigned kp__bin_miss(kp__bin *b)
 			tc->stack[b->cls] = row_move(tc, old, in_row ? row_level(have) : -1, b->count, want);
 		grew = want > b->max;
 		b->max = want;
-	} else if (!flush && !pass && !young && b->max > start && ops - b->miss_at >= KP_BIN_SHRINK * b->max) {
-		bin_shrink(b, start);
 	}
 	b->miss_at = ops;
 	b->allocs_at = (uint32_t)a;
