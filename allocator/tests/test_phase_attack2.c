@@ -132,11 +132,6 @@ static void phases(const char *conf, size_t top, long want_grown)
 	atomic_store(&bad_bytes, 0);
 	atomic_store(&failed, 0);
 	atomic_store(&bins_at_max, 0);
-	/* A heap the bins may grow with: a thread's bins grow by at most a
-	 * quarter of what the pool handed out (tcache.c, tc_budget), and the
-	 * rings alone are a small heap. */
-	void *ballast = kp_alloc(pool, (size_t)4 << 20, 0);
-	REQUIRE(ballast, "ballast");
 	pthread_barrier_init(&bar, NULL, NT);
 	pthread_t t[NT];
 	for (unsigned i = 0; i < NT; i++)
@@ -146,7 +141,6 @@ static void phases(const char *conf, size_t top, long want_grown)
 	pthread_barrier_destroy(&bar);
 	for (unsigned i = 0; i < NT; i++)
 		free(box[i].v), free(box[i].size);
-	kp_free(pool, ballast);
 	kp_thread_flush(pool);
 	int64_t u = kt_stat(pool, "primary.in_use_bytes"), committed = kt_stat(pool, "primary.committed_bytes");
 	printf("   %s: %u classes, %ld overwritten, %ld failed; in use %lld (was %lld), committed %lld KiB\n", conf,
