@@ -237,6 +237,44 @@ def test_the_exit_that_writes_the_figures_runs_in_the_first_window_of_the_text(p
     assert outside == {}, f"past the text's first window ({start:#x}+64 KiB)"
 
 
+def test_the_read_only_data_shares_the_first_segment_and_the_unwind_tables_part_the_text(
+    preload: Path,
+) -> None:
+    """The library's own pages in every small program (bench-small-objects, bench-thread-churn): 116 KiB on
+    main (the first segment 12, the text's first 64 KiB window, .rodata and .eh_frame 32, relro and data 8),
+    84 now. .rodata opened the read-only segment after the text, with .eh_frame behind it: a touch of a
+    setting's name or the class table faulted all 32 KiB in. Now .rodata sits in the first segment with the
+    dynamic symbols the loader reads anyway, and the unwind tables (read only when an exception unwinds
+    through the library) sit between the hot text and the rest, so the hot text is a mapping of its own and a
+    fault in it maps that (52 KiB), not a 64 KiB window with the start of the cold text in it. The
+    constructors and destructors every program runs are in the hot text. libgcc's CPU probe (4.5 KiB run at
+    load) is gone: integrity.c asks CPUID itself."""
+    readelf, nm = shutil.which("readelf"), shutil.which("nm")
+    if readelf is None or nm is None:
+        pytest.skip("no readelf or nm")
+    segments = subprocess.run(
+        [readelf, "-lW", str(preload)], capture_output=True, text=True, check=True
+    ).stdout
+    mapping = segments.split("Section to Segment mapping:")[1]
+    loads = [line.split()[1:] for line in mapping.splitlines() if re.match(r"^\s*\d\d\s", line)]
+    with_rodata = [names for names in loads if any(n.startswith(".rodata") for n in names)]
+    assert with_rodata and all(".dynsym" in names for names in with_rodata), mapping
+    hot = next((i for i, names in enumerate(loads) if ".text.kp_hot" in names), None)
+    assert hot is not None and ".text" not in loads[hot], mapping
+    assert loads[hot + 1] and all(n.startswith(".eh_frame") for n in loads[hot + 1]), mapping
+    assert ".text" in loads[hot + 2], mapping
+    text = re.findall(
+        r"^\s*LOAD\s+0x[0-9a-f]+ 0x([0-9a-f]+) 0x[0-9a-f]+ 0x[0-9a-f]+ 0x([0-9a-f]+) R E ", segments, re.M
+    )
+    start, size = (int(x, 16) for x in text[0])
+    assert size <= 60 << 10, f"the hot text is {size} bytes: past a 64 KiB window with .init and .plt"
+    symbols = subprocess.run([nm, "--defined-only", str(preload)], capture_output=True, text=True, check=True)
+    at = {f[2]: int(f[0], 16) for f in (line.split() for line in symbols.stdout.splitlines()) if len(f) == 3}
+    assert "__cpu_indicator_init" not in at
+    for name in ("preload_init", "canary_reach_init", "preload_fini"):
+        assert start <= at[name] < start + size, f"{name} at {at[name]:#x}, outside the hot text"
+
+
 def test_the_figures_at_exit_take_no_block_of_the_pool(
     programs: dict[str, Path], preload: Path, tmp_path: Path
 ) -> None:

@@ -23,6 +23,7 @@
 #include <stdlib.h>
 
 #if defined(__x86_64__)
+#include <cpuid.h>
 #include <immintrin.h>
 #endif
 
@@ -79,14 +80,15 @@ void kp__key_aes_init(kp__key *k)
 	k->smul = kp__prf2(k, 4, 0) | 1; /* an input no other use of k takes */
 	k->aes = 0;
 #if defined(__x86_64__)
-	/* __builtin_cpu_supports reads what libgcc's constructor found, and
-	 * a pool can be made before it ran (.preinit_array; a preloaded malloc
-	 * called by another library's constructor: libstdc++'s in every C++
-	 * program): probe now (once; idempotent), or the key had no AES
-	 * round keys and kp_free never took its inline path
-	 * (test_key_early). */
-	__builtin_cpu_init();
-	if (__builtin_cpu_supports("aes")) {
+	/* CPUID itself, now, not __builtin_cpu_supports: that reads what
+	 * libgcc's constructor found, and a pool can be made before it ran
+	 * (.preinit_array; a preloaded malloc called by another library's
+	 * constructor: libstdc++'s in every C++ program), when the key had no
+	 * AES round keys and kp_free never took its inline path
+	 * (test_key_early). And libgcc's probe is 4.5 KiB of code that the
+	 * preload library's hot text window (preload/hot.txt) had to hold. */
+	unsigned eax, ebx, ecx, edx;
+	if (__get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx & bit_AES)) {
 		aes_schedule(k->rk, kp__prf2(k, 3, 0), kp__prf2(k, 3, 1));
 		k->aes = 1;
 	}
