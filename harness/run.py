@@ -17,7 +17,6 @@ is the text `kpool run` prints.
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import signal
@@ -31,7 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from harness import binding, build, output, peers
+from harness import atomic, binding, build, output, peers
 from harness.errors import ArgumentError, ConfError, UsageError
 from harness.triage import patterns, record
 from harness.triage.crash import Crash, Reproducer
@@ -177,7 +176,7 @@ def _figures(folder: Path, pid: int) -> tuple[dict[str, Any] | None, list[dict[s
     mine, others = None, []
     for path in sorted(folder.glob("kpool-*.json")):
         try:
-            doc = json.loads(path.read_text())
+            doc = atomic.loads(path.read_text())
         except (OSError, ValueError) as exc:  # cut short (the disk, a kill mid-write): say so, go on
             output.warn(f"figures of {path.name} unreadable: {exc}")
             continue

@@ -11,14 +11,13 @@ error here and not a silent zero in the report.
 
 from __future__ import annotations
 
-import json
 import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness import output
+from harness import atomic, output
 from harness.errors import KpoolError
 from harness.jobs.model import Job
 from harness.report.model import (
@@ -62,7 +61,7 @@ def read(job: Job, run_dir: Path) -> dict[str, Any] | None:
     if not path.exists():
         return None
     try:
-        doc = json.loads(path.read_text(errors="replace"))
+        doc = atomic.loads(path.read_text(errors="replace"))
     except (OSError, ValueError) as exc:  # cut short (a kill, a full disk), or not JSON at all
         raise ResultFormatError(f"{job.out} of {job.name}: unreadable: {exc}") from exc
     if not isinstance(doc, dict):

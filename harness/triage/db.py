@@ -33,7 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from harness import paths
+from harness import atomic, paths
 from harness.errors import KpoolError, UsageError
 from harness.triage import signature as S
 from harness.triage.crash import Crash, Reproducer
@@ -473,7 +473,7 @@ class CrashDB:
         )
         for r in rows:
             try:
-                path = json.loads(r[0]).get("input_path")
+                path = atomic.loads(r[0]).get("input_path")
             except (ValueError, AttributeError):
                 continue
             if path:
