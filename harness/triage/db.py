@@ -436,10 +436,14 @@ class CrashDB:
     def get(self, ref: str | int) -> SignatureRow:
         """A signature by id, or by hash (a unique prefix of at least 4 characters will do)."""
         text = str(ref)
-        if text.isdigit():
-            rows = self._read("SELECT * FROM signatures WHERE id = ?", (int(text),))
+        # ASCII digits only ('²'.isdigit(), and int() refuses it), and an id SQLite can hold (a longer
+        # one was an OverflowError); a prefix compared as it is (LIKE took '%' and '_' as wildcards)
+        if text.isascii() and text.isdigit():
+            n = int(text)
+            rows = self._read("SELECT * FROM signatures WHERE id = ?", (n,)) if n < 1 << 63 else []
         elif len(text) >= 4:
-            rows = self._read("SELECT * FROM signatures WHERE hash LIKE ?", (text.lower() + "%",))
+            prefix = text.lower()
+            rows = self._read("SELECT * FROM signatures WHERE substr(hash, 1, ?) = ?", (len(prefix), prefix))
         else:
             rows = []
         if len(rows) != 1:
