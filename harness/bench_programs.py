@@ -109,6 +109,8 @@ def measure(
         launch = program.ProgramLaunch(wl)
         launch.preflight(opts)
         results.append(launch.run(opts, run_dir))
+        if results[-1]["interrupted"]:  # ^C or SIGTERM: what finished is kept, nothing more is started
+            break
     atomic.write_text(
         run_dir / "bench-programs.json", json.dumps({"run_id": run_id, "programs": results}, indent=1)
     )
@@ -144,4 +146,7 @@ def main(argv: Sequence[str]) -> int:
     atomic.write_text(run_dir / "table.md", text + "\n")
     output.result(text)
     output.progress(f"results: {run_dir / 'bench-programs.json'}")
+    if any(r["interrupted"] for r in results):
+        output.error("interrupted; the tables hold the runs that finished")
+        return 130
     return 0 if all(r["passed"] for r in results) else 1
