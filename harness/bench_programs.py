@@ -68,6 +68,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         p.error(f"--allocators {args.allocators!r}: kpool first, then any of {', '.join(ALLOCATORS[1:])}")
     if args.runs < 1:
         p.error(f"--runs {args.runs}: must be at least 1")
+    if args.time_limit is not None and not 0 < args.time_limit < float("inf"):  # nan, 0, inf: no limit
+        p.error(f"--time-limit {args.time_limit}: must be a positive number of seconds")
     args.allocators = names
     return args
 

@@ -29,3 +29,16 @@ def test_a_device_given_as_a_folder_is_named_as_not_a_folder(
     err = capsys.readouterr().err
     errors = [line for line in err.splitlines() if line.startswith("kpool: error:")]
     assert errors == ["kpool: error: /dev/null: not a folder"], err
+
+
+@pytest.mark.parametrize("limit", ["nan", "inf", "0", "-1"])
+def test_bench_programs_refuses_a_time_limit_that_is_no_limit(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], limit: str
+) -> None:
+    """`kpool bench --programs --time-limit nan` (or inf, 0) ran each program with no limit at all, and
+    -1 killed it at once and reported the program broken; `kpool stress --time-limit` refuses them."""
+    argv = ["bench", "--programs", str(ROOT / "workloads/programs/*.yaml"), "--time-limit", limit]
+    assert cli.main([*argv, "--reports", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "--time-limit" in err and "positive number of seconds" in err, err
+    assert not any(tmp_path.iterdir()), "a run started"
