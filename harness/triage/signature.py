@@ -227,6 +227,8 @@ def read_output(path: Path) -> str:
     with os.fdopen(fd, "rb") as f:
         st = os.fstat(fd)
         regular, stream = stat.S_ISREG(st.st_mode), stat.S_ISFIFO(st.st_mode) or stat.S_ISSOCK(st.st_mode)
+        if stat.S_ISDIR(st.st_mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
         if not regular and not stream:
             raise OSError(
                 errno.EINVAL, "not a regular file or a pipe (a device such as /dev/zero never ends)"
