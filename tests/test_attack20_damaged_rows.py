@@ -62,3 +62,19 @@ def test_a_damaged_occurrence_reproducer_is_named_at_replay(
     assert cli.main(["triage", "--db", str(path), "replay", "1"]) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and "signature 1's reproducer is damaged" in err, err
+
+
+def test_recheck_goes_on_past_a_damaged_reproducer(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One signature's reproducer that does not parse stopped `kpool triage recheck` for every other."""
+    path = tmp_path / "crashes.sqlite"
+    for frame in ("f0", "f1"):
+        D.CrashDB(path).record(Crash(text=ASAN.format(frame), run_id="r1", source="api"))
+    with closing(sqlite3.connect(path)) as conn, conn:
+        conn.execute("UPDATE occurrences SET reproducer = 'garbage' WHERE signature_id = 1")
+    cli.main(["triage", "--db", str(path), "recheck"])
+    out = capsys.readouterr()
+    assert "Traceback" not in out.err and "signature 1's reproducer is damaged" in out.err, out.err
+    assert "rechecked 2 signatures" in out.err, out.err
+    assert len(out.out.splitlines()) == 2 and "   1  new    damaged" in out.out, out.out
