@@ -6,13 +6,32 @@ which is synced to disk and then renamed over the old file; the folder is synced
 that the new name survives a power cut too. A full disk, a kill or a crash at any moment leaves either
 the old file or the new one, never an empty or truncated one that a later reader (the campaign reading a
 fuzz.json, `kpool report` reading a summary.json) would take for a damaged run.
+
+`loads` reads such a file's JSON back: a file damaged or written by hand may hold anything, and every way
+it is not a record is a ValueError (a document nested deeper than the parser recurses is one too: json's
+RecursionError stopped `kpool report` and `kpool campaign --resume` with a traceback).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 from pathlib import Path
+from typing import Any
+
+
+class NestedTooDeep(ValueError):
+    """A JSON document nested deeper than the parser recurses (`[[[[...]]]]`, thousands deep)."""
+
+
+def loads(text: str | bytes) -> Any:
+    """json.loads of a file kpool wrote and read back; ValueError (JSONDecodeError, NestedTooDeep) for
+    anything that is not JSON it can read, never another exception."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise NestedTooDeep("nested too deep to read (arrays or objects thousands deep)") from None
 
 
 def write_bytes(path: Path, data: bytes) -> None:

@@ -68,6 +68,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         p.error(f"--allocators {args.allocators!r}: kpool first, then any of {', '.join(ALLOCATORS[1:])}")
     if args.runs < 1:
         p.error(f"--runs {args.runs}: must be at least 1")
+    if args.time_limit is not None and not 0 < args.time_limit < float("inf"):  # nan, 0, inf: no limit
+        p.error(f"--time-limit {args.time_limit}: must be a positive number of seconds")
     args.allocators = names
     return args
 
@@ -109,6 +111,8 @@ def measure(
         launch = program.ProgramLaunch(wl)
         launch.preflight(opts)
         results.append(launch.run(opts, run_dir))
+        if results[-1]["interrupted"]:  # ^C or SIGTERM: what finished is kept, nothing more is started
+            break
     atomic.write_text(
         run_dir / "bench-programs.json", json.dumps({"run_id": run_id, "programs": results}, indent=1)
     )
@@ -144,4 +148,7 @@ def main(argv: Sequence[str]) -> int:
     atomic.write_text(run_dir / "table.md", text + "\n")
     output.result(text)
     output.progress(f"results: {run_dir / 'bench-programs.json'}")
+    if any(r["interrupted"] for r in results):
+        output.error("interrupted; the tables hold the runs that finished")
+        return 130
     return 0 if all(r["passed"] for r in results) else 1

@@ -493,8 +493,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         filename = exc.filename or _path_in_traceback(exc)
         where = f"{filename}: " if filename else ""
         why = exc.strerror or str(exc)
-        if isinstance(exc, FileExistsError) and filename and Path(filename).is_file():
-            why = "a file, where a folder is expected"  # mkdir of a folder given as --reports, --run-dir
+        if isinstance(exc, FileExistsError) and filename and not Path(filename).is_dir():
+            # mkdir of a folder given as --reports, --run-dir: a file, or /dev/null ("File exists")
+            why = "a file, where a folder is expected" if Path(filename).is_file() else "not a folder"
         output.error(f"{where}{why}")
         return 1
     except KeyboardInterrupt:

@@ -17,7 +17,7 @@ is the text `kpool run` prints.
 
 from __future__ import annotations
 
-import json
+import contextlib
 import os
 import shlex
 import signal
@@ -31,7 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from harness import binding, build, output, peers
+from harness import atomic, binding, build, output, peers
 from harness.errors import ArgumentError, ConfError, UsageError
 from harness.triage import patterns, record
 from harness.triage.crash import Crash, Reproducer
@@ -177,7 +177,7 @@ def _figures(folder: Path, pid: int) -> tuple[dict[str, Any] | None, list[dict[s
     mine, others = None, []
     for path in sorted(folder.glob("kpool-*.json")):
         try:
-            doc = json.loads(path.read_text())
+            doc = atomic.loads(path.read_text())
         except (OSError, ValueError) as exc:  # cut short (the disk, a kill mid-write): say so, go on
             output.warn(f"figures of {path.name} unreadable: {exc}")
             continue
@@ -286,9 +286,18 @@ def _measured(path: Path) -> tuple[int | None, int | None]:
 
 
 def _wait(proc: subprocess.Popen[bytes], start: float, timeout_s: float | None) -> tuple[int, Any, bool]:
-    """wait4 the program: its status and rusage, and whether it was killed at the time limit. ^C and a
-    terminal's SIGQUIT are the program's to handle while kpool waits (as `time` does)."""
-    old_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    """wait4 the program: its status and rusage, and whether it was killed at the time limit. Without a
+    time limit the program shares kpool's process group: ^C and a terminal's SIGQUIT are the program's to
+    handle while kpool waits (as `time` does). With one, the program has a session of its own that a
+    terminal's ^C never reaches: ^C is kpool's, which stops it.
+
+    kpool interrupted while it waits (KeyboardInterrupt: ^C with a time limit, SIGTERM either way) stops
+    the program and reaps it before it raises: no program is left running after kpool (SIGTERM ended
+    kpool and left the program an orphan; ^C with a time limit was ignored to the program's end)."""
+    own_group = timeout_s is not None
+    old_int = signal.getsignal(signal.SIGINT)
+    if not own_group:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     old_quit = signal.signal(signal.SIGQUIT, signal.SIG_IGN)
     timed_out = False
     try:
@@ -300,9 +309,62 @@ def _wait(proc: subprocess.Popen[bytes], start: float, timeout_s: float | None) 
                 timed_out = True
                 os.killpg(proc.pid, signal.SIGKILL)
             time.sleep(POLL_S)
+    except KeyboardInterrupt:
+        _stop(proc, own_group)
+        raise
     finally:
         signal.signal(signal.SIGINT, old_int)
         signal.signal(signal.SIGQUIT, old_quit)
+
+
+# An interrupted program gets this long to end after SIGTERM (its own handlers, its atexit work) before
+# SIGKILL: a second or two is plenty for a program, short enough not to look like a hang.
+STOP_WAIT_S = 3.0
+
+
+def _stop(proc: subprocess.Popen[bytes], own_group: bool) -> None:
+    """Stop the program kpool was waiting for and reap it: SIGTERM, SIGKILL after STOP_WAIT_S. In a group
+    of its own, the whole group; in kpool's, its process tree (GNU time, env, the program: GNU time dies
+    of a SIGTERM and would leave the program running). Further ^C and SIGTERM wait until it is done."""
+    import psutil
+
+    old = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        try:
+            tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+        except psutil.Error:
+            tree = []
+
+        def send(sig: signal.Signals) -> None:
+            if own_group:
+                with contextlib.suppress(OSError):
+                    os.killpg(proc.pid, sig)
+            for p in tree:
+                with contextlib.suppress(psutil.Error):
+                    p.send_signal(sig)
+
+        send(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_WAIT_S
+        while time.monotonic() < deadline and any(_running(p) for p in tree):
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(proc.pid, os.WNOHANG)
+            time.sleep(POLL_S)
+        send(signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(proc.pid, 0)
+        proc.returncode = proc.returncode if proc.returncode is not None else -signal.SIGKILL
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+
+
+def _running(p: Any) -> bool:
+    import psutil
+
+    try:
+        return bool(p.is_running() and p.status() != psutil.STATUS_ZOMBIE)
+    except psutil.Error:
+        return False
 
 
 # ---- the crash record ----------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
+from harness import atomic
 from harness.errors import KpoolError
 
 NAME = "run.lock"
@@ -35,7 +36,7 @@ class RunLock:
         """What the run that holds (or held) the lock wrote in it; {} when nothing readable."""
         self._handle.seek(0)
         try:
-            doc = json.loads(self._handle.read() or "{}")
+            doc = atomic.loads(self._handle.read() or "{}")
         except ValueError:  # cut short by a kill while it was written
             return {}
         return doc if isinstance(doc, dict) else {}
@@ -96,7 +97,7 @@ def hold(folder: Path, **info: Any) -> RunLock:
     lock = take(folder)
     if lock is None:
         try:
-            holder = json.loads((folder / NAME).read_text() or "{}").get("pid", "?")
+            holder = atomic.loads((folder / NAME).read_text() or "{}").get("pid", "?")
         except (OSError, ValueError, AttributeError):
             holder = "?"
         if isinstance(holder, int) and not _alive(holder):  # its run ended: a sweep holds the folder

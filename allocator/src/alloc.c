@@ -1060,9 +1060,9 @@ static size_t block_usable(kp_pool *pool, const void *p, bool *ok)
 	 * (primary_free: test_req_rewritten): the header is damaged. realloc
 	 * resized such a block in place, and made the header sound again with
 	 * nothing reported, or copied its capacity (test_request_rewritten).
-	 * Not a huge block's: test_bad_input_attack4's huge test wants realloc
-	 * to serve it, inside its mapping (kp_free refuses it). */
-	if (KP_META_CLS(meta) != KP_CLS_HUGE && KP_META_REQ(meta) > primary_capacity(s, h))
+	 * A huge block's too: realloc_huge moved its pages and wrote the header
+	 * sound again, nothing reported (test_huge_realloc_attack20). */
+	if (KP_META_REQ(meta) > primary_capacity(s, h))
 		return 0;
 	*ok = true;
 	return primary_usable(pool, s, h);

@@ -22,6 +22,7 @@ from harness.errors import UsageError
 from harness.fuzz import MAX_SECONDS
 from harness.jobs import task
 from harness.jobs.model import Job
+from harness.report.model import type_problem
 
 FUZZ_TARGETS = ("api_sequence", "conf", "faults", "workload_yaml", "concurrent")
 # Share of the budget for fuzzing; the workloads take the rest (they are bounded by their own size).
@@ -86,19 +87,44 @@ class Campaign:
             ) from None
         except OSError as exc:
             raise UsageError(f"--resume {run_dir.name}: cannot read {path}: {exc.strerror}") from None
+        bad = f"--resume {run_dir.name}: {path} is not a campaign record"
         try:
-            d = json.loads(text)
+            d = atomic.loads(text)
+        except ValueError as exc:  # not JSON, or nested too deep
+            raise UsageError(f"{bad} ({str(exc)[:WHY_MAX]})") from None
+        problem = _shape_problem(d)
+        if problem:
+            raise UsageError(f"{bad}: {problem}")
+        try:
             jobs = [Job(**j) for j in d.pop("jobs")]
             c = cls(**d)
-        except json.JSONDecodeError as exc:
-            raise UsageError(f"--resume {run_dir.name}: {path} is not a campaign record ({exc})") from None
         except (AttributeError, KeyError, TypeError) as exc:
-            raise UsageError(
-                f"--resume {run_dir.name}: {path} is not a campaign record "
-                f"(missing or unexpected fields: {exc})"
-            ) from None
+            raise UsageError(f"{bad} (missing or unexpected fields: {exc})") from None
         c.jobs = jobs
+        # a field of the wrong type (a record edited by hand, or damaged) would fail far from here, in
+        # the resumed campaign (`"jobs_n": "two"` was a TypeError traceback in the executor)
+        problem = type_problem(c, Campaign)
+        if problem:
+            raise UsageError(f"{bad}: {problem}")
         return c
+
+
+# The tail of a reason quoted from the JSON parser's message.
+WHY_MAX = 160
+
+
+def _shape_problem(d: object) -> str:
+    """What keeps a campaign.json's JSON from being a record's fields: not an object, jobs not a list
+    of objects; "" when it has the shape."""
+    if not isinstance(d, dict):
+        return f"a JSON {type(d).__name__}, not an object"
+    jobs = d.get("jobs")
+    if not isinstance(jobs, list):
+        return f"jobs: {jobs!r:.40} (expected a list)"
+    return next(
+        (f"jobs[{i}]: {j!r:.40} (expected an object)" for i, j in enumerate(jobs) if not isinstance(j, dict)),
+        "",
+    )
 
 
 def new_run_dir(reports: Path) -> tuple[str, Path]:

@@ -18,13 +18,12 @@ sweeping at once record each input once.
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness import output, runlock
+from harness import atomic, output, runlock
 from harness.errors import KpoolError
 from harness.fuzz import TARGETS
 from harness.triage.db import CrashDB, MissingCrashDB
@@ -102,7 +101,7 @@ def _plant(lock: runlock.RunLock) -> int:
     plant = lock.info().get("plant")
     if plant is None:
         with contextlib.suppress(OSError, ValueError, AttributeError):
-            plant = json.loads((lock.folder / "fuzz.json").read_text()).get("plant")
+            plant = atomic.loads((lock.folder / "fuzz.json").read_text()).get("plant")
     return int(plant) if isinstance(plant, int) else 0
 
 

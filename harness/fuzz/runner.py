@@ -321,8 +321,9 @@ def _progress_line(r: TargetResult) -> str:
 
 def _artifacts(crashes: Path, target: str) -> list[Path]:
     """The crash inputs of a target in a crashes folder: libFuzzer names them <target>-<kind>-<sha1>, with
-    no dot; what kpool writes beside them has a suffix (.txt, .history, a .tmp on its way)."""
-    found = [p for p in crashes.glob(f"{target}-*") if "." not in p.name]
+    no dot; what kpool writes beside them has a suffix (.txt, .history, a .tmp on its way). Regular files
+    only: a FIFO, a folder or a link to /dev/zero of that name hung the replay of what a killed run left."""
+    found = [p for p in crashes.glob(f"{target}-*") if "." not in p.name and p.is_file()]
     return sorted(p for p in found if p.name[len(target) + 1 :].startswith(ARTIFACT_KINDS))
 
 

@@ -11,14 +11,13 @@ error here and not a silent zero in the report.
 
 from __future__ import annotations
 
-import json
 import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness import output
+from harness import atomic, output
 from harness.errors import KpoolError
 from harness.jobs.model import Job
 from harness.report.model import (
@@ -31,6 +30,7 @@ from harness.report.model import (
     Slo,
     TimePoint,
     WorkloadResult,
+    type_problem,
 )
 from harness.triage import Crash, CrashDB, Reproducer, record
 from harness.triage.db import NEW
@@ -62,7 +62,7 @@ def read(job: Job, run_dir: Path) -> dict[str, Any] | None:
     if not path.exists():
         return None
     try:
-        doc = json.loads(path.read_text(errors="replace"))
+        doc = atomic.loads(path.read_text(errors="replace"))
     except (OSError, ValueError) as exc:  # cut short (a kill, a full disk), or not JSON at all
         raise ResultFormatError(f"{job.out} of {job.name}: unreadable: {exc}") from exc
     if not isinstance(doc, dict):
@@ -71,15 +71,35 @@ def read(job: Job, run_dir: Path) -> dict[str, Any] | None:
 
 
 def job_results(job: Job, run_dir: Path) -> JobResults:
-    """The report's results of one ended job. A result file that is damaged, or lacks a field, fails
-    that job alone (its error says why), not the report of every other job."""
+    """The report's results of one ended job. A result file that is damaged, lacks a field or holds one
+    of the wrong type (edited by hand, or damaged: a TypeError traceback stopped the campaign's report),
+    fails that job alone (its error says why), not the report of every other job."""
     try:
-        return _job_results(job, run_dir)
+        results = _job_results(job, run_dir)
+        why = _type_problem(results)
     except ResultFormatError as exc:
-        if job.kind == "fuzz":
-            return JobResults(fuzz=[FuzzResult(job.target, seconds=job.seconds, error=str(exc))])
-        name = job.target + ("" if job.variant == "release" else f" [{job.variant}]")
-        return JobResults(workloads=[WorkloadResult(name, seconds=job.seconds, error=str(exc))])
+        why = str(exc)
+    except (TypeError, ValueError, AttributeError, KeyError) as exc:
+        why = f"{job.out} of {job.name}: a field of the wrong type ({str(exc)[:WHY_MAX]})"
+    else:
+        if not why:
+            return results
+        why = f"{job.out} of {job.name}: a field of the wrong type: {why}"
+    if job.kind == "fuzz":
+        return JobResults(fuzz=[FuzzResult(job.target, seconds=job.seconds, error=why)])
+    name = job.target + ("" if job.variant == "release" else f" [{job.variant}]")
+    return JobResults(workloads=[WorkloadResult(name, seconds=job.seconds, error=why)])
+
+
+# The tail of a reason quoted from an exception's message.
+WHY_MAX = 160
+
+
+def _type_problem(results: JobResults) -> str:
+    """The first value of the wrong type in a job's results ("" when none): a report's pages fail on
+    one far from the cause."""
+    every = (*results.fuzz, *results.workloads, *results.programs)
+    return next((p for r in every if (p := type_problem(r, type(r)))), "")
 
 
 def _job_results(job: Job, run_dir: Path) -> JobResults:
@@ -237,6 +257,31 @@ def _shown(repro: Reproducer | None, run_dir: Path) -> str:
     return " ".join([*(f"{k}={shlex.quote(v)}" for k, v in env.items()), shlex.join(argv)])
 
 
+def _job_crashes(
+    j: Job,
+    doc: dict[str, Any],
+    run_id: str,
+    plant: int,
+    path: Path,
+    found: list[tuple[Crash, tuple[int, int] | None, str | None]],
+) -> None:
+    """Append the crashes of a job's result file to `found`, each as it is read (a field of the wrong type
+    past some of them raises, and those before it are kept)."""
+    done = record.recorded_in(doc, path) and doc.get("crash_run") == run_id
+    if j.kind == "fuzz":
+        for r in doc.get("results", []):
+            sigs = r.get("signatures", {}) if done else {}
+            crashes = record.fuzz_crashes([r], run_id, plant)
+            for crash, rate in zip(crashes, record.fuzz_replays([r]), strict=False):
+                found.append((crash, rate, sigs.get(crash.reproducer.input_path if crash.reproducer else "")))
+    else:
+        for w in doc.get("workloads", []):
+            for cr in w.get("crashes", []):
+                found.append(
+                    (record.stress_crash(w, cr, run_id), None, cr.get("signature") if done else None)
+                )
+
+
 def triage(
     jobs: Sequence[Job],
     run_id: str,
@@ -261,21 +306,13 @@ def triage(
             continue
         if doc is None:
             continue
-        done = record.recorded_in(doc, path) and doc.get("crash_run") == run_id
-        if j.kind == "fuzz":
-            for r in doc.get("results", []):
-                sigs = r.get("signatures", {}) if done else {}
-                crashes = record.fuzz_crashes([r], run_id, plant)
-                for crash, rate in zip(crashes, record.fuzz_replays([r]), strict=False):
-                    found.append(
-                        (crash, rate, sigs.get(crash.reproducer.input_path if crash.reproducer else ""))
-                    )
-        else:
-            for w in doc.get("workloads", []):
-                for cr in w.get("crashes", []):
-                    found.append(
-                        (record.stress_crash(w, cr, run_id), None, cr.get("signature") if done else None)
-                    )
+        try:
+            _job_crashes(j, doc, run_id, plant, path, found)
+        except (TypeError, ValueError, AttributeError, KeyError) as exc:  # a field of the wrong type
+            output.warn(
+                f"{j.out} of {j.name}: a field of the wrong type ({str(exc)[:WHY_MAX]}): not every crash of"
+                f" it is triaged (they are in {j.folder}/)"
+            )
     if not found:
         return []
     db = CrashDB(path)

@@ -213,7 +213,9 @@ def read_summary(path: Path) -> RunReport:
     except OSError as e:
         raise UnreadableSummary(f"cannot be read ({e.strerror or e})") from e
     try:
-        data = json.loads(text)
+        data = atomic.loads(text)
+    except atomic.NestedTooDeep as e:
+        raise UnreadableSummary(f"is {e}") from e
     except ValueError as e:  # JSONDecodeError, and a number too long to convert
         raise UnreadableSummary(f"is not JSON ({str(e)[:WHY_MAX]})") from e
     if not isinstance(data, dict):

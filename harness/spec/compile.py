@@ -7,6 +7,8 @@ per-worker seed. Nothing here runs anything.
 from __future__ import annotations
 
 import hashlib
+import os
+import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -197,7 +199,12 @@ def load_text(text: str, path: str = "<workload>", use_jsonschema: bool = True) 
 def load(path: str | Path, use_jsonschema: bool = True) -> AnyWorkload:
     p = Path(path)
     try:
-        with p.open("rb") as f:
+        # not waiting in open() for a FIFO's writer (`kpool bench --workload FIFO`, a FIFO a campaign's
+        # glob matched: open() hung), and nothing but a regular file read (a device never ends)
+        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise SpecError([Issue(str(path), 1, 1, "", "not a regular file: a workload is a YAML file")])
             raw = f.read(MAX_WORKLOAD_BYTES + 1)
     except OSError as exc:
         raise SpecError([Issue(str(path), 1, 1, "", f"cannot read: {exc.strerror}")]) from exc

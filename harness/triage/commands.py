@@ -24,7 +24,7 @@ from harness.errors import KpoolError, UsageError
 from harness.triage import minimize as M
 from harness.triage import replay as R
 from harness.triage import signature as S
-from harness.triage.db import FIXED, CrashDB, MissingCrashDB, SignatureRow
+from harness.triage.db import FIXED, CrashDB, CrashDBError, MissingCrashDB, SignatureRow
 
 EXIT_OK, EXIT_ERROR, EXIT_NOT_REPRODUCED = 0, 1, 3
 EXIT_CODES_HELP = """A missing --db means no crashes recorded: list and recheck say so (exit 0); show, replay
@@ -171,8 +171,11 @@ def recheck(path: Path, runs: int) -> int:
         return EXIT_OK
 
     def report(row: SignatureRow, result: R.ReplayResult | None, status: str) -> None:
-        repro = db.reproducer(row.id) if result is None else None
-        rate = "no reproducer" if repro is None else "input gone"
+        try:
+            repro = db.reproducer(row.id) if result is None else None
+            rate = "no reproducer" if repro is None else "input gone"
+        except CrashDBError:  # said by the recheck
+            rate = "damaged"
         rate = rate if result is None else f"{result.reproduced}/{result.runs}"
         output.result(f"{row.id:>4}  {status:<6} {rate:<14} {row.title}")
 

@@ -33,7 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from harness import paths
+from harness import atomic, paths
 from harness.errors import KpoolError, UsageError
 from harness.triage import signature as S
 from harness.triage.crash import Crash, Reproducer
@@ -436,10 +436,14 @@ class CrashDB:
     def get(self, ref: str | int) -> SignatureRow:
         """A signature by id, or by hash (a unique prefix of at least 4 characters will do)."""
         text = str(ref)
-        if text.isdigit():
-            rows = self._read("SELECT * FROM signatures WHERE id = ?", (int(text),))
+        # ASCII digits only ('²'.isdigit(), and int() refuses it), and an id SQLite can hold (a longer
+        # one was an OverflowError); a prefix compared as it is (LIKE took '%' and '_' as wildcards)
+        if text.isascii() and text.isdigit():
+            n = int(text)
+            rows = self._read("SELECT * FROM signatures WHERE id = ?", (n,)) if n < 1 << 63 else []
         elif len(text) >= 4:
-            rows = self._read("SELECT * FROM signatures WHERE hash LIKE ?", (text.lower() + "%",))
+            prefix = text.lower()
+            rows = self._read("SELECT * FROM signatures WHERE substr(hash, 1, ?) = ?", (len(prefix), prefix))
         else:
             rows = []
         if len(rows) != 1:
@@ -473,7 +477,7 @@ class CrashDB:
         )
         for r in rows:
             try:
-                path = json.loads(r[0]).get("input_path")
+                path = atomic.loads(r[0]).get("input_path")
             except (ValueError, AttributeError):
                 continue
             if path:
@@ -491,7 +495,14 @@ class CrashDB:
             " ORDER BY id DESC LIMIT 1",
             (sig_id,),
         )
-        return Reproducer.from_json(found[0][0]).relocated(self.path.absolute().parent) if found else None
+        if not found:
+            return None
+        try:
+            return Reproducer.from_json(found[0][0]).relocated(self.path.absolute().parent)
+        except _DAMAGED as exc:
+            raise CrashDBError(
+                f"{self.path}: signature {sig_id}'s reproducer is damaged ({exc!r:.120})"
+            ) from None
 
     def source(self, sig_id: int) -> str:
         found = self._read(
@@ -512,6 +523,40 @@ def _get(r: sqlite3.Row, column: str, default: object = None) -> Any:
     return r[column] if column in r.keys() else default  # noqa: SIM118 (`in r` looks at the values)
 
 
+# A row damaged by hand (`sqlite3 crashes.sqlite "UPDATE ..."`) or by a disk: one field that does not
+# parse stopped every triage command and `kpool report` with a traceback, hiding every other signature.
+# A field that does not parse reads as empty (no frames, a count of 0, no minimised reproducer: the
+# latest occurrence's is used); a reproducer a replay needs is an error naming it.
+_DAMAGED = (ValueError, TypeError, KeyError, AttributeError)
+
+
+def _frames(text: object) -> tuple[str, ...]:
+    try:
+        frames = atomic.loads(text) if isinstance(text, str | bytes) else None
+    except ValueError:
+        return ()
+    return tuple(f for f in frames if isinstance(f, str)) if isinstance(frames, list) else ()
+
+
+def _int(value: object) -> int:
+    if not isinstance(value, int | float | str):
+        return 0
+    try:
+        return int(value)
+    except _DAMAGED:
+        return 0
+
+
+def _reproducer(text: object) -> Reproducer | None:
+    """A stored reproducer; None when there is none or it does not parse."""
+    if not text:
+        return None
+    try:
+        return Reproducer.from_json(str(text))
+    except _DAMAGED:
+        return None
+
+
 def _signature(r: sqlite3.Row) -> SignatureRow:
     return SignatureRow(
         id=int(r["id"]),
@@ -519,17 +564,17 @@ def _signature(r: sqlite3.Row) -> SignatureRow:
         title=r["title"],
         kind=r["kind"],
         detail=_get(r, "detail", ""),
-        frames=tuple(json.loads(_get(r, "frames", "[]"))),
+        frames=_frames(_get(r, "frames", "[]")),
         first_seen=r["first_seen"],
         last_seen=r["last_seen"],
-        count=int(_get(r, "count", 0)),
-        runs=int(_get(r, "runs", 0)),
+        count=_int(_get(r, "count", 0)),
+        runs=_int(_get(r, "runs", 0)),
         status=r["status"],
         new_run=r["new_run"],
         repro_rate=_get(r, "repro_rate"),
         repro_runs=_get(r, "repro_runs"),
         checked_at=_get(r, "checked_at"),
-        min_reproducer=Reproducer.from_json(m) if (m := _get(r, "min_reproducer")) else None,
+        min_reproducer=_reproducer(_get(r, "min_reproducer")),
     )
 
 
@@ -541,7 +586,7 @@ def _occurrence(r: sqlite3.Row) -> Occurrence:
         time=r["time"],
         source=r["source"],
         returncode=_get(r, "returncode"),
-        reproducer=Reproducer.from_json(rep) if (rep := _get(r, "reproducer")) else None,
+        reproducer=_reproducer(_get(r, "reproducer")),
         text=r["text"],
         text_path=_get(r, "text_path"),
     )

@@ -14,10 +14,11 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from harness import output
 from harness.errors import KpoolError
 from harness.triage import signature as S
 from harness.triage.crash import Reproducer
-from harness.triage.db import OPEN_STATUSES, CrashDB, SignatureRow
+from harness.triage.db import OPEN_STATUSES, CrashDB, CrashDBError, SignatureRow
 
 DEFAULT_RUNS = 5  # replays per signature: tells "always" from "sometimes" without taking all night
 _OUTPUT_MAX = 1 << 20  # bytes of a replay's output kept for its signature (its tail)
@@ -127,12 +128,17 @@ def recheck(
 ) -> dict[int, str]:
     """Replay every open signature; mark it fixed / known (still crashing) / flaky. Returns id -> status.
 
-    A signature without a reproducer, or whose reproducer's input is gone, cannot be rechecked: it keeps
+    A signature without a reproducer, whose reproducer's input is gone, or whose stored reproducer is
+    damaged (said, and the others rechecked: it stopped the whole recheck), cannot be rechecked: it keeps
     its status.
     """
     statuses: dict[int, str] = {}
     for row in db.signatures(OPEN_STATUSES):
-        repro = db.reproducer(row.id)
+        try:
+            repro = db.reproducer(row.id)
+        except CrashDBError as exc:
+            output.warn(str(exc))
+            repro = None
         if repro is None or repro.missing() is not None:  # its input gone: not a sign of a fix
             statuses[row.id] = row.status
             if on_signature:

@@ -22,10 +22,12 @@ kpool events), a non-zero exit code, and last "unknown".
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
 import stat
+import time
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -181,23 +183,73 @@ def readable(text: str) -> str:
 _CHUNK = 1 << 20
 
 
+# A pipe (or FIFO) is read to its end, up to this many bytes: a crash report, even a night's fuzzing log
+# in fork mode (hundreds of MB), is less; a writer that never stops (`yes |`) is an error past it, not a
+# read that never ends.
+PIPE_MAX = 1 << 30
+
+
+# How long a FIFO no one has opened for writing is waited for (`mkfifo f; prog 2>f &` opens it a moment
+# after kpool may): long enough for a program to start, short enough that a FIFO with no writer is an
+# error, not a hang.
+FIFO_WAIT_S = 5.0
+
+
+def _first_byte(fd: int) -> bytes:
+    """The first byte of a pipe opened without blocking, once a writer is there (b"" when its writer
+    closed it empty); OSError when no writer came within FIFO_WAIT_S."""
+    deadline = time.monotonic() + FIFO_WAIT_S
+    while True:
+        try:
+            first = os.read(fd, 1)
+        except BlockingIOError:  # a writer, no byte yet: the blocking reads wait for it
+            return b""
+        if first:
+            return first
+        # end of file: no writer (yet), or it wrote nothing and closed
+        if time.monotonic() >= deadline:
+            raise OSError(errno.ENODATA, f"nothing to read (no writer opened the pipe in {FIFO_WAIT_S:g} s)")
+        time.sleep(0.05)
+
+
 def read_output(path: Path) -> str:
     """The part of a crash output file that signing reads (`readable`), without reading the rest: its first
     HEAD_CHARS and last TAIL_CHARS bytes (a seek to the end of a file; a pipe read through, its last bytes
     kept), decoded with errors replaced. The memory it takes is bounded whatever the file's size; a file of
-    50 MB read whole was a string of 200 MB (each byte that is not UTF-8 one replacement character)."""
+    50 MB read whole was a string of 200 MB (each byte that is not UTF-8 one replacement character).
+
+    OSError (its strerror saying why) for what is neither a regular file nor a pipe: a device such as
+    /dev/zero never ends (it was read forever), a folder; for a FIFO with nothing to read (no writer:
+    opened without waiting for one, where open() waited forever; one is waited for FIFO_WAIT_S); and for
+    a pipe past PIPE_MAX bytes."""
     limit = HEAD_CHARS + TAIL_CHARS
-    with path.open("rb") as f:
-        head = f.read(limit + 1)
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # a FIFO's open waits for no writer
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(fd)
+        regular, stream = stat.S_ISREG(st.st_mode), stat.S_ISFIFO(st.st_mode) or stat.S_ISSOCK(st.st_mode)
+        if stat.S_ISDIR(st.st_mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
+        if not regular and not stream:
+            raise OSError(
+                errno.EINVAL, "not a regular file or a pipe (a device such as /dev/zero never ends)"
+            )
+        first = b"" if regular else _first_byte(fd)
+        os.set_blocking(fd, True)  # a writer is there: wait for its bytes
+        head = first + f.read(limit + 1 - len(first))
         if len(head) <= limit:  # all of it
             return head.decode(errors="replace")
         head, kept = head[:HEAD_CHARS], bytearray(head[HEAD_CHARS:])
-        st = os.fstat(f.fileno())
-        if stat.S_ISREG(st.st_mode) and st.st_size > limit:
+        if regular and st.st_size > limit:
             f.seek(st.st_size - TAIL_CHARS)
             tail = f.read(TAIL_CHARS)
-        else:  # a pipe, a device: no size to seek by
+        else:  # a pipe, or a file that grew: no size to seek by
+            total = len(head) + len(kept)
             while chunk := f.read(_CHUNK):
+                total += len(chunk)
+                if not regular and total > PIPE_MAX:
+                    raise OSError(
+                        errno.EFBIG, f"more than {PIPE_MAX >> 20} MiB from a pipe: save it to a file"
+                    )
                 kept += chunk
                 del kept[:-TAIL_CHARS]
             tail = bytes(kept)
