@@ -131,6 +131,15 @@ uint64_t kp__pool_now(kp_pool *pool)
  * horizons: growth that resumes within them finds its pages still there. */
 #define KP_RELEASE_MS (5 * KP_HORIZON_MS)
 #define KP_RELEASE_MIN ((size_t)4 * KP_UNIT_SIZE)
+/* A sparse program's free units (not pre-faulting: kp__daemon_pass) are
+ * given back when free at two checkpoints in a row this far apart, 20-40
+ * ms after they went free (KP_RELEASE_MS before: git pack-objects' units
+ * of a burst of large blocks, 2.5 MiB, stayed resident 100-200 ms, while
+ * its spans grew past the burst's peak beside them; test_purge_soon). Two
+ * block checkpoints (KP_BPURGE_MS): a unit freed and taken again within
+ * them is not given back (git's 325 KiB delta buffers, taken and freed
+ * once per object, keep their pages). */
+#define KP_SPARSE_MS 20
 /* A slowed-down growth's rate replaces the one it had (daemon_target)
  * when under 1/KP_SLOWED of it over KP_SLOWED_MS or more: four horizons,
  * under the timer's 100 ms (a pass of a program that only churns comes
@@ -932,6 +941,51 @@ static size_t daemon_target(kp_pool *pool)
 	return target;
 }
 
+/* The daemon's wait after a pass: daemon_interval_ms, the timer, unless
+ * the purge has KP_HURRY_MIN or more to give back at a checkpoint due
+ * sooner (free blocks stamped at the last one, or resident free units idle
+ * at the last one: primary.c, kp__primary_purge_due); then until that
+ * checkpoint, KP_HURRY_MS at least. The passes that purge came 100 ms apart
+ * (the timer) when nothing woke the daemon, while the blocks' checkpoints
+ * are KP_BPURGE_MS apart: git pack-objects, a program of 0.5-1 s that does
+ * not pre-fault, kept the pages of free blocks and units 100-200 ms after
+ * it freed them, and set its peak RSS with them (2.5 MiB of units a burst
+ * of large blocks gave back, 1.2 MiB of free 8-40 KiB blocks;
+ * test_purge_soon). A pass that came early for the purge and gave back
+ * less than KP_HURRY_MIN (a program that takes its free blocks again
+ * within a checkpoint) is followed by the timer's wait: a churning program
+ * costs one early pass per timer pass at most, never a pass per 10 ms.
+ * A pass woken because the program freed a quarter of what it held
+ * (primary.c, freed_kick) waits for the next checkpoint too. */
+#define KP_HURRY_MS 10
+#define KP_HURRY_MIN ((size_t)256 << 10)
+static void next_wait(kp_pool *pool, uint64_t now)
+{
+	kp__daemon *d = &pool->daemon;
+	uint64_t interval = (uint64_t)pool->conf.daemon_interval_ms * 1000000ull;
+	uint64_t wait = interval, least = (uint64_t)KP_HURRY_MS * 1000000ull;
+	bool paid = !d->hurried || atomic_load(&pool->purged_bytes) - d->purged_at >= KP_HURRY_MIN;
+	uint64_t due = paid ? kp__primary_purge_due(pool, KP_HURRY_MIN) : UINT64_MAX;
+	d->hurried = due != UINT64_MAX;
+	/* woken by a fall of the bytes in use (primary.c, freed_kick): what
+	 * was freed is stamped at the next checkpoint, whatever the last one
+	 * found (that pass only stamps: it is not held to a yield) */
+	if (atomic_exchange_explicit(&d->freed, 0, memory_order_relaxed)) {
+		uint64_t next = pool->bpurge_at_ns < pool->purge_at_ns ? pool->bpurge_at_ns : pool->purge_at_ns;
+		due = next < due ? next : due;
+		d->hurried = false;
+	}
+	if (due != UINT64_MAX) {
+		uint64_t w = due > now ? due - now : 0;
+		w = w > least ? w : least;
+		wait = w < wait ? w : wait;
+	}
+	d->hurried = d->hurried && wait < interval;
+	atomic_store(&d->wait_ns, wait);
+	atomic_store_explicit(&d->out_at, atomic_load(&pool->out_bytes), memory_order_relaxed);
+	atomic_store_explicit(&d->peak_at, atomic_load(&pool->peak_seg_out_bytes), memory_order_relaxed);
+}
+
 int kp__daemon_pass(kp_pool *pool)
 {
 	kp__daemon *d = &pool->daemon;
@@ -940,6 +994,7 @@ int kp__daemon_pass(kp_pool *pool)
 	kp__os_caller = KP_CALLER_DAEMON;
 	pthread_mutex_lock(&d->step_mu);
 	atomic_fetch_add(&d->passes, 1);
+	d->purged_at = atomic_load(&pool->purged_bytes);
 	size_t target = daemon_target(pool);
 	/* 1. pre-fault the free units the allocation path takes next: the
 	 * front, in steps (fill_to), only what is not resident (the front is not exactly known: the
@@ -1033,8 +1088,12 @@ int kp__daemon_pass(kp_pool *pool)
 	 * resident for its whole 0.5-1 s life at decay_ms, its new spans
 	 * faulting clean units in beside them (test_sparse_purge). */
 	bool sparse = pre && pool->conf.prefault_touch && !atomic_load_explicit(&d->prefaulting, memory_order_relaxed);
-	if (release || (sparse && pool->purge_at_ns > now + soon))
+	uint64_t sparse_soon = (uint64_t)KP_SPARSE_MS * 1000000ull;
+	if (release)
 		pool->purge_at_ns = now + soon;
+	else if (sparse && pool->purge_at_ns > now + sparse_soon)
+		pool->purge_at_ns = now + sparse_soon;
+	next_wait(pool, now);
 	kp__grace_reclaim(pool); /* unmap what was released, once no reader can see it */
 	kp__backup_grow(pool); /* backup:auto follows the peak use (backup.c) */
 	uint64_t frees = atomic_load(&pool->bk_frees);
@@ -1099,24 +1158,34 @@ static void *daemon_main(void *arg)
 	kp__daemon *d = &pool->daemon;
 	kp__os_caller = KP_CALLER_DAEMON;
 	kp__os_thread_name(&pool->os, "kpool-daemon");
-	unsigned look_every = LONE_LOOK_MS / pool->conf.daemon_interval_ms;
-	look_every += !look_every;
+	uint64_t look_ns = (uint64_t)LONE_LOOK_MS * 1000000ull, looked = kp__now_ns();
 	atomic_fetch_add(&daemons_live, 1);
 	pthread_mutex_lock(&d->mu);
 	while (atomic_load(&d->state) == KP_D_RUNNING) {
 		if (!atomic_load(&d->wake_pending)) {
 			struct timespec ts;
 			clock_gettime(CLOCK_REALTIME, &ts);
-			uint64_t ns = (uint64_t)ts.tv_nsec + (uint64_t)pool->conf.daemon_interval_ms * 1000000ull;
+			uint64_t wait = atomic_load(&d->wait_ns); /* next_wait's; 0 before the first pass */
+			if (!wait)
+				wait = (uint64_t)pool->conf.daemon_interval_ms * 1000000ull;
+			uint64_t ns = (uint64_t)ts.tv_nsec + wait;
 			ts.tv_sec += (time_t)(ns / 1000000000ull);
 			ts.tv_nsec = (long)(ns % 1000000000ull);
 			pthread_cond_timedwait(&d->cv, &d->mu, &ts);
 		}
 		if (atomic_load(&d->state) != KP_D_RUNNING)
 			break;
+		bool look = false;
 		if (atomic_exchange(&d->wake_pending, 0)) {
 			atomic_fetch_add(&d->wakeups, 1);
-		} else if ((atomic_fetch_add(&d->timer_wakeups, 1) + 1) % look_every == 0 && program_ended(pool)) {
+		} else {
+			atomic_fetch_add(&d->timer_wakeups, 1);
+			/* by time, not by count: the timer's wait varies (next_wait) */
+			uint64_t t = kp__now_ns();
+			if (t - looked >= look_ns)
+				look = true, looked = t;
+		}
+		if (look && program_ended(pool)) {
 			/* Off, as a stopped daemon is (a kp_destroy run by an exit
 			 * handler on this very thread then waits for no one), and
 			 * gone: glibc's exit(0) follows if this was the last. */

@@ -993,6 +993,10 @@ void kp__primary_fork_child(kp_pool *pool);
  * takes pool->lock politely and the class locks, never across a system
  * call. Returns the runs and blocks given back. */
 int kp__primary_purge(kp_pool *pool, size_t keep);
+/* When the purge's next checkpoint with at least least bytes to give back
+ * is due (the pool's clock), UINT64_MAX when none is: the daemon's wait
+ * (daemon.c, next_wait). The daemon only. */
+uint64_t kp__primary_purge_due(kp_pool *pool, size_t least);
 void kp__primary_release_all(kp_pool *pool);
 /* A free segment retired by a shrink whose unmap the OS refused: back in
  * the pool (pagemap.c's reclaim). Caller holds no lock. */
@@ -1376,6 +1380,19 @@ typedef struct kp__daemon {
 	/* since when growth is measured for slowing down, and what it took */
 	uint64_t slow_ns;
 	size_t slow_demand;
+	/* The thread's wait after a pass (daemon.c, next_wait): the timer's
+	 * daemon_interval_ms, or less when the purge has memory to give back
+	 * at a checkpoint sooner; hurried: so it was, and purged_at: the
+	 * bytes purged so far when that pass began. */
+	_Atomic uint64_t wait_ns;
+	bool hurried;
+	uint64_t purged_at;
+	/* The pool's out_bytes and peak_seg_out_bytes at the last pass: a
+	 * free that takes out_bytes a quarter or more under the higher of
+	 * out_at and a peak set since wakes the daemon (primary.c,
+	 * freed_kick). */
+	_Atomic size_t out_at, peak_at;
+	_Atomic int freed; /* freed_kick woke it: its wait ends at the next checkpoint */
 } kp__daemon;
 int kp__daemon_start(kp_pool *pool);
 void kp__daemon_stop(kp_pool *pool);
@@ -1499,6 +1516,10 @@ struct kp_pool {
 	 * finds some held was cut short by fork: it puts them back first) */
 	uint64_t bpurge_at_ns, bpurge_seq;
 	unsigned bpurge_n;
+	/* what the next checkpoints may give back (primary.c,
+	 * kp__primary_purge_due): the whole pages of the free blocks stamped
+	 * at the last one, and the resident free units idle at the last one */
+	size_t bpurge_pending, purge_pending;
 	void *bpurge_blk[KP_BPURGE_BATCH];
 	/* the event log (log_fd): token bucket, refilled per second */
 	_Atomic uint64_t log_sec, log_used, log_suppressed;
