@@ -1108,6 +1108,18 @@ typedef struct kp__xfer {
 	unsigned n;
 	uint64_t gen; /* the pool's xfer_gen when it was parked */
 } kp__xfer;
+/* What became of the batches of a class that reached the transfer cache
+ * (stats "transfer", summed over the classes): parked and taken by a bin;
+ * full, offered when there was no room (they went to their spans,
+ * kp__central_give: the cost the transfer cache is there to save); empty,
+ * refills that found nothing to take, or nothing that fit the bin (they
+ * went to the spans, kp__central_take); returned, given back to their
+ * spans by kp__xfer_drain. Written under the class lock (a load and a
+ * store) but for full and empty found by a peek without it (an atomic
+ * add). */
+typedef struct kp__xcount {
+	_Atomic uint64_t parked, taken, full, empty, returned;
+} kp__xcount;
 /* Park the n blocks of list (a whole bin, or a part of one vetted by the
  * caller against keys; its last link NULL) for another bin of class cls.
  * false: no room (every slot taken, or the batch too big), nothing
@@ -1469,6 +1481,7 @@ struct kp_pool {
 	uint64_t xfer_head[KP_NCLASS][KP_XFER_SLOTS][KP_XFER_HEAD];
 	uint64_t xfer_tail[KP_NCLASS][KP_XFER_SLOTS][KP_XFER_KEYS - KP_XFER_HEAD];
 	_Atomic uint64_t xfer_gen; /* checkpoints of kp__xfer_drain so far */
+	kp__xcount xfer_count[KP_NCLASS];
 	uint64_t xfer_at_ns;       /* the next one (the daemon's alone) */
 	kp__backup backup;
 	kp__daemon daemon;

@@ -88,6 +88,13 @@ void kp__class_lock_wait(pthread_mutex_t *m)
 	pthread_mutex_lock(m);
 }
 
+/* A counter of kp__xcount written under the class lock: a load and a
+ * store, no atomic add (a peek without the lock adds atomically). */
+static inline void count_one(_Atomic uint64_t *n)
+{
+	atomic_store_explicit(n, atomic_load_explicit(n, memory_order_relaxed) + 1, memory_order_relaxed);
+}
+
 bool kp__xfer_put(kp_pool *pool, unsigned cls, void *list, const uint64_t *keys, unsigned n)
 {
 	if (!n || n > KP_XFER_KEYS || (size_t)n * kp__class_size[cls] > KP_XFER_BYTES)
@@ -100,8 +107,11 @@ bool kp__xfer_put(kp_pool *pool, unsigned cls, void *list, const uint64_t *keys,
 	 * bin, then of the part the flush cut: test_xfer_lock_once); now once.
 	 * A slot emptied after the peek is missed (the batch goes to its
 	 * spans); one taken after it is found under the lock, as before. */
-	if (atomic_load_explicit(&c->nxfer, memory_order_relaxed) >= KP_XFER_SLOTS)
+	kp__xcount *count = &pool->xfer_count[cls];
+	if (atomic_load_explicit(&c->nxfer, memory_order_relaxed) >= KP_XFER_SLOTS) {
+		atomic_fetch_add_explicit(&count->full, 1, memory_order_relaxed);
 		return false;
+	}
 	kp__class_lock_take(pool, cls);
 	unsigned i = atomic_load_explicit(&c->nxfer, memory_order_relaxed);
 	bool ok = i < KP_XFER_SLOTS;
@@ -112,6 +122,9 @@ bool kp__xfer_put(kp_pool *pool, unsigned cls, void *list, const uint64_t *keys,
 		x->gen = atomic_load_explicit(&pool->xfer_gen, memory_order_relaxed);
 		keys_in(pool, cls, i, keys, n);
 		atomic_store_explicit(&c->nxfer, i + 1, memory_order_relaxed);
+		count_one(&count->parked);
+	} else {
+		count_one(&count->full);
 	}
 	pthread_mutex_unlock(kp__class_lock(pool, cls));
 	return ok;
@@ -183,8 +196,11 @@ unsigned kp__xfer_take(kp_pool *pool, unsigned cls, void **list, uint64_t *keys,
 	kp__central *c = &pool->central[cls];
 	/* A peek without the lock: a batch parked meanwhile waits for the next
 	 * refill, one the peek saw may be gone (checked again below). */
-	if (!atomic_load_explicit(&c->nxfer, memory_order_relaxed))
+	kp__xcount *count = &pool->xfer_count[cls];
+	if (!atomic_load_explicit(&c->nxfer, memory_order_relaxed)) {
+		atomic_fetch_add_explicit(&count->empty, 1, memory_order_relaxed);
 		return 0;
+	}
 	unsigned got = 0;
 	kp__class_lock_take(pool, cls);
 	unsigned i = atomic_load_explicit(&c->nxfer, memory_order_relaxed);
@@ -196,6 +212,9 @@ unsigned kp__xfer_take(kp_pool *pool, unsigned cls, void **list, uint64_t *keys,
 		x->list = NULL;
 		x->n = 0;
 		atomic_store_explicit(&c->nxfer, i - 1, memory_order_relaxed);
+		count_one(&count->taken);
+	} else {
+		count_one(&count->empty);
 	}
 	pthread_mutex_unlock(kp__class_lock(pool, cls));
 	if (got && !pool->conf.checks)
@@ -253,8 +272,12 @@ int kp__xfer_drain(kp_pool *pool, bool all)
 			keys_out(pool, cls, i, moved, x[i].n);
 			keys_in(pool, cls, i - k, moved, x[i].n);
 		}
-		if (k)
+		if (k) {
 			atomic_store_explicit(&c->nxfer, n - k, memory_order_relaxed);
+			atomic_store_explicit(&pool->xfer_count[cls].returned,
+					      atomic_load_explicit(&pool->xfer_count[cls].returned, memory_order_relaxed) + k,
+					      memory_order_relaxed);
+		}
 		pthread_mutex_unlock(kp__class_lock(pool, cls));
 		for (unsigned i = 0; i < k; i++) {
 			char *last;
