@@ -62,39 +62,49 @@
 #define KP_DEBUG 0
 #endif
 
-/* The class's keys [at, at + n) in from keys[0..n), and out to keys[0..n):
- * the first KP_XFER_HEAD of the class in xfer_head, the rest in xfer_tail.
+/* The class's key at position p, and how many follow it in the same part
+ * (*run): positions below KP_XFER_HEAD in xfer_head, the next KP_XFER_MID
+ * in xfer_mid, the rest in xfer_tail (internal.h). */
+static uint64_t *key_at(kp_pool *pool, unsigned cls, unsigned p, unsigned *run)
+{
+	if (p < KP_XFER_HEAD) {
+		*run = KP_XFER_HEAD - p;
+		return &pool->xfer_head[cls][p];
+	}
+	if (p < KP_XFER_HEAD + KP_XFER_MID) {
+		*run = KP_XFER_HEAD + KP_XFER_MID - p;
+		return &pool->xfer_mid[cls][p - KP_XFER_HEAD];
+	}
+	*run = KP_XFER_CLASS_KEYS - p;
+	return &pool->xfer_tail[cls][p - KP_XFER_HEAD - KP_XFER_MID];
+}
+
+/* The class's keys [at, at + n) in from keys[0..n), and out to keys[0..n).
  * Class lock held. */
 static void keys_in(kp_pool *pool, unsigned cls, unsigned at, const uint64_t *keys, unsigned n)
 {
-	if (at < KP_XFER_HEAD) {
-		unsigned h = KP_XFER_HEAD - at < n ? KP_XFER_HEAD - at : n;
-		memcpy(&pool->xfer_head[cls][at], keys, (size_t)h * sizeof *keys);
-		keys += h;
-		at += h;
-		n -= h;
+	while (n) {
+		unsigned run;
+		uint64_t *to = key_at(pool, cls, at, &run);
+		unsigned k = n < run ? n : run;
+		memcpy(to, keys, (size_t)k * sizeof *keys);
+		keys += k;
+		at += k;
+		n -= k;
 	}
-	if (n)
-		memcpy(&pool->xfer_tail[cls][at - KP_XFER_HEAD], keys, (size_t)n * sizeof *keys);
 }
 
-static void keys_out(const kp_pool *pool, unsigned cls, unsigned at, uint64_t *keys, unsigned n)
+static void keys_out(kp_pool *pool, unsigned cls, unsigned at, uint64_t *keys, unsigned n)
 {
-	if (at < KP_XFER_HEAD) {
-		unsigned h = KP_XFER_HEAD - at < n ? KP_XFER_HEAD - at : n;
-		memcpy(keys, &pool->xfer_head[cls][at], (size_t)h * sizeof *keys);
-		keys += h;
-		at += h;
-		n -= h;
+	while (n) {
+		unsigned run;
+		const uint64_t *from = key_at(pool, cls, at, &run);
+		unsigned k = n < run ? n : run;
+		memcpy(keys, from, (size_t)k * sizeof *keys);
+		keys += k;
+		at += k;
+		n -= k;
 	}
-	if (n)
-		memcpy(keys, &pool->xfer_tail[cls][at - KP_XFER_HEAD], (size_t)n * sizeof *keys);
-}
-
-/* The class's key at position p. */
-static uint64_t *key_at(kp_pool *pool, unsigned cls, unsigned p)
-{
-	return p < KP_XFER_HEAD ? &pool->xfer_head[cls][p] : &pool->xfer_tail[cls][p - KP_XFER_HEAD];
 }
 
 /* Batch j of the i parked for class cls leaves the stack: the keys of the
@@ -109,13 +119,19 @@ static void slot_remove(kp_pool *pool, unsigned cls, unsigned j, unsigned i)
 		const kp__xfer *top = kp__xfer_slot(pool, cls, i - 1);
 		unsigned to = kp__xfer_slot(pool, cls, j)->at, from = kp__xfer_slot(pool, cls, j + 1)->at;
 		unsigned left = top->at + top->n > KP_XFER_CLASS_KEYS || from < to ? 0 : top->at + top->n - from;
-		/* downwards: the head's part one by one, then the tail's at once
-		 * (from > to: a key moved into the tail comes from the tail) */
-		for (; left && to < KP_XFER_HEAD; left--)
-			*key_at(pool, cls, to++) = *key_at(pool, cls, from++);
-		if (left)
-			memmove(&pool->xfer_tail[cls][to - KP_XFER_HEAD], &pool->xfer_tail[cls][from - KP_XFER_HEAD],
-				(size_t)left * sizeof(uint64_t));
+		/* downwards, one run of a part at a time (from > to: each key is
+		 * read before it is overwritten; memmove within a part) */
+		while (left) {
+			unsigned run_to, run_from;
+			uint64_t *dst = key_at(pool, cls, to, &run_to);
+			const uint64_t *src = key_at(pool, cls, from, &run_from);
+			unsigned k = left < run_to ? left : run_to;
+			k = k < run_from ? k : run_from;
+			memmove(dst, src, (size_t)k * sizeof *dst);
+			to += k;
+			from += k;
+			left -= k;
+		}
 		for (unsigned k = j + 1; k < i; k++) {
 			kp__xfer *down = kp__xfer_slot(pool, cls, k - 1);
 			*down = *kp__xfer_slot(pool, cls, k);
