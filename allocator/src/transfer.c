@@ -61,11 +61,16 @@
 #ifndef KP_DEBUG
 #define KP_DEBUG 0
 #endif
+/* The helpers of kp__xfer_put and kp__xfer_take stay inside them: the
+ * preload library's text places those two in the window small programs keep
+ * resident (preload/hot.txt), and a helper of theirs left out of line put a
+ * second 64 KiB window of text back (test_preload's resident test). */
+#define XFER_INLINE inline __attribute__((always_inline))
 
 /* The class's key at position p, and how many follow it in the same part
  * (*run): positions below KP_XFER_HEAD in xfer_head, the next KP_XFER_MID
  * in xfer_mid, the rest in xfer_tail (internal.h). */
-static uint64_t *key_at(kp_pool *pool, unsigned cls, unsigned p, unsigned *run)
+static XFER_INLINE uint64_t *key_at(kp_pool *pool, unsigned cls, unsigned p, unsigned *run)
 {
 	if (p < KP_XFER_HEAD) {
 		*run = KP_XFER_HEAD - p;
@@ -81,7 +86,7 @@ static uint64_t *key_at(kp_pool *pool, unsigned cls, unsigned p, unsigned *run)
 
 /* The class's keys [at, at + n) in from keys[0..n), and out to keys[0..n).
  * Class lock held. */
-static void keys_in(kp_pool *pool, unsigned cls, unsigned at, const uint64_t *keys, unsigned n)
+static XFER_INLINE void keys_in(kp_pool *pool, unsigned cls, unsigned at, const uint64_t *keys, unsigned n)
 {
 	while (n) {
 		unsigned run;
@@ -94,7 +99,7 @@ static void keys_in(kp_pool *pool, unsigned cls, unsigned at, const uint64_t *ke
 	}
 }
 
-static void keys_out(kp_pool *pool, unsigned cls, unsigned at, uint64_t *keys, unsigned n)
+static XFER_INLINE void keys_out(kp_pool *pool, unsigned cls, unsigned at, uint64_t *keys, unsigned n)
 {
 	while (n) {
 		unsigned run;
@@ -112,7 +117,7 @@ static void keys_out(kp_pool *pool, unsigned cls, unsigned at, uint64_t *keys, u
  * allocation path's stack, test_create_stack), and their records with them
  * (stamps still rising towards the top). Class lock held; the caller has
  * copied what it needs of batch j and stores nxfer and xkeys. */
-static void slot_remove(kp_pool *pool, unsigned cls, unsigned j, unsigned i)
+static XFER_INLINE void slot_remove(kp_pool *pool, unsigned cls, unsigned j, unsigned i)
 {
 	unsigned n = kp__xfer_slot(pool, cls, j)->n;
 	if (j + 1 < i) {
@@ -184,7 +189,7 @@ static inline void count_one(_Atomic uint64_t *n)
 }
 
 /* Are keys blocks of size bytes within 1 / 2^shift of a class's bound? */
-static bool within(size_t size, unsigned keys, unsigned shift)
+static XFER_INLINE bool within(size_t size, unsigned keys, unsigned shift)
 {
 	return keys <= KP_XFER_CLASS_KEYS >> shift && (size_t)keys * size <= (KP_XFER_CLASS_BYTES >> shift);
 }
@@ -216,14 +221,14 @@ static void stack_check(kp_pool *pool, unsigned cls)
 
 /* Is there room for one more batch, the i-th, bringing the class's blocks
  * parked to keys, at the room's level? */
-static bool room_for(size_t size, unsigned i, unsigned keys, unsigned level)
+static XFER_INLINE bool room_for(size_t size, unsigned i, unsigned keys, unsigned level)
 {
 	return i < KP_XFER_SLOTS && within(size, keys, 0) &&
 	       (i < KP_XFER_BASE || (level && within(size, keys, KP_XFER_LEVELS - level)));
 }
 
 /* Would there be, the room grown (a bin took a batch since it last grew)? */
-static bool room_if_grown(size_t size, unsigned i, unsigned keys, unsigned level, unsigned taken)
+static XFER_INLINE bool room_if_grown(size_t size, unsigned i, unsigned keys, unsigned level, unsigned taken)
 {
 	return taken && level < KP_XFER_LEVELS && room_for(size, i, keys, KP_XFER_LEVELS);
 }
