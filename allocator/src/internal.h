@@ -1157,10 +1157,10 @@ typedef struct kp__xcount {
  * changed: the caller gives them to their spans (kp__central_give). Takes
  * the class lock; any thread. */
 bool kp__xfer_put(kp_pool *pool, unsigned cls, void *list, const uint64_t *keys, unsigned n);
-/* An empty bin takes the newest batch parked for its class that holds at
+/* An empty bin takes the newest batch parked for its class if it holds at
  * most n blocks (the bin's room: its max, not only what its refill wants):
  * *list its head, keys[0..got) its key stack. Returns how many (0: none,
- * or all too big: the caller goes to kp__central_take). Takes the class lock
+ * or too big: the caller goes to kp__central_take). Takes the class lock
  * only when a batch is parked. The blocks are vetted as every bin's are,
  * one by one when taken (alloc.c, bin_head_ok); with checks off, which
  * vets none of a bin's, the whole batch as it is taken (transfer.c,
