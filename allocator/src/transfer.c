@@ -21,11 +21,14 @@
  * that finds no room goes to its spans; the room grows, to the least level
  * that holds it, only when a bin took one of the class's batches since the
  * room last grew: a flow from thread to thread that overflowed. Two slots a
- * class, as before, sent a third of kpbench c's batches to the spans under
- * callgrind (its threads take turns, a queue of 1024 blocks at a time), and
- * 4-7K of 135K pinned to two CPUs; a producer's bin at its start parks 15
- * or 16 blocks at a time, and a burst of 1024 sent 132 batches of 8 to the
- * spans (test_xfer_spill). A class whose parked batches nobody takes (a
+ * class (the base alone) sent a third of kpbench c's batches to the spans
+ * under callgrind (its threads take turns, a queue of 1024 blocks at a
+ * time: 2.7-2.8K of 8.4K in --ops 300000; now 126-130), 30-50K a run when
+ * its threads shared a CPU unpinned (now 0-164), 2.5-20K pinned apart (now
+ * 45-960); kp_alloc + kp_free 227.2 -> 204.1 instructions an operation
+ * (test_cross_instructions). A producer's bin at its start parks 15 or 16
+ * blocks at a time, and a burst of 1024 sent 132 batches of 8 to the spans
+ * (test_xfer_spill; now none). A class whose parked batches nobody takes (a
  * thread that frees what it allocated, beside a thread that does not take
  * them) keeps the base and its keys in xfer_head (test_transfer_pages). The
  * room never shrinks: what is parked is bounded all the same, and given
