@@ -916,9 +916,13 @@ typedef struct kp__central {
 	_Alignas(64) pthread_mutex_t pair_lock;
 	kp__span *partial;                  /* spans with a free block */
 	unsigned spans;                     /* small spans of the class (primary.c, span_new) */
-	/* batches parked in the pool's xfer[cls] (transfer.c): written under
-	 * the class lock, peeked at without it */
+	/* batches parked in the pool's xfer[cls] (transfer.c), their blocks,
+	 * the level of the class's room for more (KP_XFER_LEVELS), and whether
+	 * a bin took a batch since the room last grew: written under the class
+	 * lock, peeked at without it */
 	_Atomic unsigned nxfer;
+	_Atomic uint16_t xkeys;
+	_Atomic uint8_t xlevel, xtaken;
 } kp__central;
 
 extern const uint32_t kp__class_size[KP_NCLASS];
@@ -1083,43 +1087,82 @@ int kp__backup_grow(kp_pool *pool);
  * that runs empty (tcmalloc's transfer cache): list is an encoded list of n
  * free blocks, its last link NULL, and keys[n - 1 - i] is K of its i-th
  * block, a bin's key stack as it was (kp__tcache). Under the class lock. */
-/* Batches parked per class: two threads freeing each other's blocks in
- * bursts (callgrind, lockstep bursts of 1-2048 blocks) ran 956.8M
- * instructions with 1, 929.4M with 2, 926.2M with 4 (1037.8M with none). */
-#define KP_XFER_SLOTS 2
+/* A class parks a stack of batches (transfer.c): KP_XFER_BASE of them
+ * whatever their size, and more while its blocks parked stay within its
+ * room, which grows in KP_XFER_LEVELS steps, once a bin took a batch of the
+ * class, up to KP_XFER_CLASS_KEYS blocks and KP_XFER_CLASS_BYTES bytes, and
+ * KP_XFER_SLOTS batches: KP_XFER_CLASS_KEYS in batches of a bin at its
+ * start (KP_BIN_START; a one-way producer's and consumer's bins keep it),
+ * 8 slots sent 84-136 of kpbench c's batches to the spans under callgrind
+ * (300K operations), 32 slots 4, and a burst of 1024 blocks of a bin at its
+ * start needs 64 (test_xfer_spill). */
+#define KP_XFER_BASE 2
+#define KP_XFER_LEVELS 4
+#define KP_XFER_SLOTS 64
 /* KP_BIN_MAX: a full bin of a class of 128 bytes or less (KP_XFER_BYTES)
  * parked whole and taken whole, one class lock per 256 blocks on each side;
  * at 128 a full bin was cut in two, two locks each side (kpbench c's
  * producer/consumer phases, test_xfer_phases: 12 -> 8 locks per 1000). */
 #define KP_XFER_KEYS 256
-/* At most this many bytes of blocks in one batch: a parked batch is memory
- * no span gets back, so 2 of them per class pin at most 4.7 MiB over all 75
- * classes, and a class's pair of 32 KiB (c's 16-256 B blocks, 128-256 a batch;
- * a 2 KiB class's flushes of 16) is a few pages. Bigger batches go to their
- * spans. */
+/* At most this many bytes of blocks in one batch (a 2 KiB class's flushes
+ * of 16 fit). Bigger batches go to their spans. */
 #define KP_XFER_BYTES ((size_t)32 << 10)
-/* A slot's keys are kept in two parts (transfer.c): its first
- * KP_XFER_HEAD in the pool's xfer_head, those of every slot of every class
- * side by side, and the rest in xfer_tail. A bin at its start (at most 16
- * blocks: every bin of a thread that only frees a class or only allocates
- * it, and most bins of a short thread) parks batches of at most 15 (the
- * whole flush of a bin that only frees keeps one: kp__bin_miss), which
- * touch xfer_head alone: 256 bytes a class. With the keys inline, 2 KiB a
- * class, each class parked touched a page or half of one (prodcons under
- * the preload: 16 pages of the pool, test_transfer_pages). */
-#define KP_XFER_HEAD 16
+/* At most this many bytes parked per class: what the two slots of
+ * KP_XFER_BYTES a class had before held at most (4.7 MiB over all 75
+ * classes), now in as many batches as fit. kp_alloc + kp_free instructions
+ * per operation of kpbench c under callgrind (whole bins of its classes are
+ * 16 KiB): 290 at 16 KiB a class, 219 at 32, 203.5 at 64, 203.3 at 128
+ * (227.6 with the two slots). */
+#define KP_XFER_CLASS_BYTES ((size_t)64 << 10)
+/* And this many blocks: 64 KiB of a 64-byte class, the keys of a class 8 KiB
+ * (the 32-byte class parks 32 KiB at most). */
+#define KP_XFER_CLASS_KEYS 1024u
+/* A class's keys, a stack of its batches' key stacks one above the other
+ * (transfer.c), are kept in three parts: its first KP_XFER_HEAD in the
+ * pool's xfer_head, those of every class side by side (256 bytes a class),
+ * the next KP_XFER_MID in xfer_mid, side by side too (768 bytes a class),
+ * and the rest in xfer_tail (7 KiB a class). A bin at its start (at most
+ * 16 blocks: every bin of a thread that only frees a class or only
+ * allocates it, and most bins of a short thread) parks batches of at most
+ * 15 or 16 (the whole flush of a bin that only frees keeps one:
+ * kp__bin_miss): the two of the base touch xfer_head alone. With the keys
+ * inline, 2 KiB a class, each class parked touched a page or half of one
+ * (prodcons under the preload: 16 pages of the pool, test_transfer_pages).
+ * A class that parks a few batches more touches xfer_mid: with only a head
+ * and a tail, prodcons (27 classes of messages, one-way bins of 16) touched
+ * a page of tail for each class, and its peak RSS was 4144 KiB against
+ * main's 4080 (medians of 9; 3992 with 128 keys side by side). */
+#define KP_XFER_HEAD 32
+#define KP_XFER_MID 96
+_Static_assert(KP_XFER_CLASS_KEYS > KP_XFER_HEAD + KP_XFER_MID, "a tail of keys for every class");
+_Static_assert(KP_XFER_CLASS_KEYS >= KP_XFER_BASE * KP_XFER_KEYS && KP_XFER_CLASS_KEYS < 65536,
+	       "the base's batches fit a class's keys, whose positions fit 16 bits");
+_Static_assert(KP_XFER_CLASS_BYTES >= KP_XFER_BASE * KP_XFER_BYTES, "the base's batches fit a class's bytes");
 typedef struct kp__xfer {
 	void *list;
-	unsigned n;
-	uint64_t gen; /* the pool's xfer_gen when it was parked */
+	uint16_t n;   /* blocks */
+	uint16_t at;  /* its keys: the class's keys [at, at + n) (transfer.c) */
+	uint32_t gen; /* the pool's xfer_gen when it was parked (modulo 2^32) */
 } kp__xfer;
+/* What became of the batches of a class that reached the transfer cache
+ * (stats "transfer", summed over the classes): parked and taken by a bin;
+ * full, offered when there was no room (they went to their spans,
+ * kp__central_give: the cost the transfer cache is there to save); empty,
+ * refills that found nothing to take, or nothing that fit the bin (they
+ * went to the spans, kp__central_take); returned, given back to their
+ * spans by kp__xfer_drain. Written under the class lock (a load and a
+ * store) but for full and empty found by a peek without it (an atomic
+ * add). */
+typedef struct kp__xcount {
+	_Atomic uint64_t parked, taken, full, empty, returned;
+} kp__xcount;
 /* Park the n blocks of list (a whole bin, or a part of one vetted by the
  * caller against keys; its last link NULL) for another bin of class cls.
- * false: no room (every slot taken, or the batch too big), nothing
+ * false: no room (the class's room full, or the batch too big), nothing
  * changed: the caller gives them to their spans (kp__central_give). Takes
  * the class lock; any thread. */
 bool kp__xfer_put(kp_pool *pool, unsigned cls, void *list, const uint64_t *keys, unsigned n);
-/* An empty bin takes the last batch parked for its class if it holds at
+/* An empty bin takes the newest batch parked for its class if it holds at
  * most n blocks (the bin's room: its max, not only what its refill wants):
  * *list its head, keys[0..got) its key stack. Returns how many (0: none,
  * or too big: the caller goes to kp__central_take). Takes the class lock
@@ -1483,10 +1526,13 @@ struct kp_pool {
 
 	kp__central central[KP_NCLASS];
 	/* transfer.c; address space until a class uses it */
-	kp__xfer xfer[KP_NCLASS][KP_XFER_SLOTS];
-	uint64_t xfer_head[KP_NCLASS][KP_XFER_SLOTS][KP_XFER_HEAD];
-	uint64_t xfer_tail[KP_NCLASS][KP_XFER_SLOTS][KP_XFER_KEYS - KP_XFER_HEAD];
+	kp__xfer xfer[KP_NCLASS][KP_XFER_BASE]; /* the first batches of each class; kp__xfer_slot */
+	uint64_t xfer_head[KP_NCLASS][KP_XFER_HEAD];
+	uint64_t xfer_mid[KP_NCLASS][KP_XFER_MID];
+	kp__xfer xfer_more[KP_NCLASS][KP_XFER_SLOTS - KP_XFER_BASE];
+	uint64_t xfer_tail[KP_NCLASS][KP_XFER_CLASS_KEYS - KP_XFER_HEAD - KP_XFER_MID];
 	_Atomic uint64_t xfer_gen; /* checkpoints of kp__xfer_drain so far */
+	kp__xcount xfer_count[KP_NCLASS];
 	uint64_t xfer_at_ns;       /* the next one (the daemon's alone) */
 	kp__backup backup;
 	kp__daemon daemon;
@@ -1561,6 +1607,13 @@ static inline void kp__class_lock_take(kp_pool *pool, unsigned cls)
 	pthread_mutex_t *m = kp__class_lock(pool, cls);
 	if (KP_UNLIKELY(pthread_mutex_trylock(m) != 0))
 		kp__class_lock_wait(m);
+}
+/* Batch i of those parked for class cls (i < KP_XFER_SLOTS): the first
+ * KP_XFER_BASE of every class side by side (a class that parks no more
+ * touches them alone), the rest apart. Class lock held. */
+static inline kp__xfer *kp__xfer_slot(kp_pool *pool, unsigned cls, unsigned i)
+{
+	return i < KP_XFER_BASE ? &pool->xfer[cls][i] : &pool->xfer_more[cls][i - KP_XFER_BASE];
 }
 #define KP_POOL_MAGIC 0x6b706f6f6c2d6f6bull /* "kpool-ok" */
 static inline bool kp__pool_ok(const kp_pool *pool)

@@ -111,6 +111,17 @@ int kp__stats_json(kp_pool *pool, char *buf, size_t len)
 	    LD(pool->double_frees), LD(pool->invalid_frees), LD(pool->corruptions), LD(pool->bad_sizes));
 	put(&o, "\"overflows\":%llu,\"use_after_frees\":%llu,\"freelist_errors\":%llu,\"quarantined\":%llu},",
 	    LD(pool->overflows), LD(pool->use_after_frees), LD(pool->freelist_errors), LD(pool->quarantined));
+	uint64_t xc[5] = {0};
+	for (unsigned c = 0; c < KP_NCLASS; c++) {
+		const kp__xcount *x = &pool->xfer_count[c];
+		xc[0] += atomic_load_explicit(&x->parked, memory_order_relaxed);
+		xc[1] += atomic_load_explicit(&x->taken, memory_order_relaxed);
+		xc[2] += atomic_load_explicit(&x->full, memory_order_relaxed);
+		xc[3] += atomic_load_explicit(&x->empty, memory_order_relaxed);
+		xc[4] += atomic_load_explicit(&x->returned, memory_order_relaxed);
+	}
+	put(&o, "\"transfer\":{\"parked\":%llu,\"taken\":%llu,\"full\":%llu,\"empty\":%llu,\"returned\":%llu},",
+	    U(xc[0]), U(xc[1]), U(xc[2]), U(xc[3]), U(xc[4]));
 	put(&o, "\"faults\":{\"injected\":%llu,\"waits\":%llu,\"wait_successes\":%llu},", LD(pool->faults_injected),
 	    LD(pool->waits), LD(pool->wait_successes));
 	static const char *const who[KP_CALLER__N] = {"alloc", "daemon", "setup"};

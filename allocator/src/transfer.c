@@ -13,6 +13,35 @@
  * here, a batch moves as it is: its list and its bin's key stack, one copy
  * of the keys under the class lock on each side.
  *
+ * A class parks a stack of batches. Its room: KP_XFER_BASE batches whatever
+ * their size (up to KP_XFER_KEYS blocks and KP_XFER_BYTES each), and past
+ * them as many as its room's level lets its blocks parked reach: level L of
+ * KP_XFER_LEVELS, 1 / 2^(KP_XFER_LEVELS - L) of KP_XFER_CLASS_KEYS blocks
+ * and KP_XFER_CLASS_BYTES bytes (level 0: nothing past the base). A batch
+ * that finds no room goes to its spans; the room grows, to the least level
+ * that holds it, only when a bin took one of the class's batches since the
+ * room last grew: a flow from thread to thread that overflowed. Two slots a
+ * class (the base alone) sent a third of kpbench c's batches to the spans
+ * under callgrind (its threads take turns, a queue of 1024 blocks at a
+ * time: 2.7-2.8K of 8.4K in --ops 300000; now 126-130), 30-50K a run when
+ * its threads shared a CPU unpinned (now 0-164), 2.5-20K pinned apart (now
+ * 45-960); kp_alloc + kp_free 227.2 -> 204.1 instructions an operation
+ * (test_cross_instructions). A producer's bin at its start parks 15 or 16
+ * blocks at a time, and a burst of 1024 sent 132 batches of 8 to the spans
+ * (test_xfer_spill; now none). A class whose parked batches nobody takes (a
+ * thread that frees what it allocated, beside a thread that does not take
+ * them) keeps the base and its keys in xfer_head (test_transfer_pages). The
+ * room never shrinks: what is parked is bounded all the same, and given
+ * back by the daemon when it stays parked (below).
+ *
+ * A bin that runs empty takes the newest batch if it fits (its max), and
+ * nothing moves. Taking the newest one that fits, the batches above it
+ * moving down, took as many batches (kpbench c pinned apart: 600-980
+ * refills a run found none they could take either way; under callgrind
+ * 204.1 against 205.1 instructions an operation) and moved up to 8 KiB of
+ * keys just written by the other CPU under the class lock. Batches leave
+ * from the bottom only when the daemon gives back stale ones.
+ *
  * No link is followed unverified. A flush that cuts its bin's list vets
  * each block it walks against its key (tcache.c, kp__tcache_flush_bin); a
  * bin parked whole is not walked at all (each of its blocks was vetted when
@@ -26,31 +55,101 @@
  *
  * A parked batch is memory its spans do not get back: the flush of a
  * thread that leaves goes to the spans (keep 0), the bytes parked per class
- * are bounded (KP_XFER_BYTES, KP_XFER_SLOTS), the daemon gives back what
- * stayed parked through one of its checkpoints (KP_XFER_IDLE_NS), and
- * kp_thread_flush all of it (kp__xfer_drain).
+ * are bounded (KP_XFER_CLASS_BYTES: 64 KiB, what two batches of
+ * KP_XFER_BYTES were), the daemon gives back what stayed parked through one
+ * of its checkpoints (KP_XFER_IDLE_NS), and kp_thread_flush all of it
+ * (kp__xfer_drain).
  */
 #include "internal.h"
 
 #include <stddef.h>
 
-/* Slot i of class cls's keys, in from keys[0..n) and out to keys[0..n): the
- * first KP_XFER_HEAD in xfer_head, the rest in xfer_tail (kp__xfer). Class
- * lock held. */
-static void keys_in(kp_pool *pool, unsigned cls, unsigned i, const uint64_t *keys, unsigned n)
+#ifndef KP_DEBUG
+#define KP_DEBUG 0
+#endif
+/* The helpers of kp__xfer_put and kp__xfer_take stay inside them: the
+ * preload library's text places those two in the window small programs keep
+ * resident (preload/hot.txt), and a helper of theirs left out of line put a
+ * second 64 KiB window of text back (test_preload's resident test). */
+#define XFER_INLINE inline __attribute__((always_inline))
+
+/* The class's key at position p, and how many follow it in the same part
+ * (*run): positions below KP_XFER_HEAD in xfer_head, the next KP_XFER_MID
+ * in xfer_mid, the rest in xfer_tail (internal.h). */
+static XFER_INLINE uint64_t *key_at(kp_pool *pool, unsigned cls, unsigned p, unsigned *run)
 {
-	unsigned h = n < KP_XFER_HEAD ? n : KP_XFER_HEAD;
-	memcpy(pool->xfer_head[cls][i], keys, (size_t)h * sizeof *keys);
-	if (n > h)
-		memcpy(pool->xfer_tail[cls][i], keys + h, (size_t)(n - h) * sizeof *keys);
+	if (p < KP_XFER_HEAD) {
+		*run = KP_XFER_HEAD - p;
+		return &pool->xfer_head[cls][p];
+	}
+	if (p < KP_XFER_HEAD + KP_XFER_MID) {
+		*run = KP_XFER_HEAD + KP_XFER_MID - p;
+		return &pool->xfer_mid[cls][p - KP_XFER_HEAD];
+	}
+	*run = KP_XFER_CLASS_KEYS - p;
+	return &pool->xfer_tail[cls][p - KP_XFER_HEAD - KP_XFER_MID];
 }
 
-static void keys_out(const kp_pool *pool, unsigned cls, unsigned i, uint64_t *keys, unsigned n)
+/* The class's keys [at, at + n) in from keys[0..n), and out to keys[0..n).
+ * Class lock held. */
+static XFER_INLINE void keys_in(kp_pool *pool, unsigned cls, unsigned at, const uint64_t *keys, unsigned n)
 {
-	unsigned h = n < KP_XFER_HEAD ? n : KP_XFER_HEAD;
-	memcpy(keys, pool->xfer_head[cls][i], (size_t)h * sizeof *keys);
-	if (n > h)
-		memcpy(keys + h, pool->xfer_tail[cls][i], (size_t)(n - h) * sizeof *keys);
+	while (n) {
+		unsigned run;
+		uint64_t *to = key_at(pool, cls, at, &run);
+		unsigned k = n < run ? n : run;
+		memcpy(to, keys, (size_t)k * sizeof *keys);
+		keys += k;
+		at += k;
+		n -= k;
+	}
+}
+
+static XFER_INLINE void keys_out(kp_pool *pool, unsigned cls, unsigned at, uint64_t *keys, unsigned n)
+{
+	while (n) {
+		unsigned run;
+		const uint64_t *from = key_at(pool, cls, at, &run);
+		unsigned k = n < run ? n : run;
+		memcpy(keys, from, (size_t)k * sizeof *keys);
+		keys += k;
+		at += k;
+		n -= k;
+	}
+}
+
+/* Batch j of the i parked for class cls leaves the stack: the keys of the
+ * batches above it move down into its place (in place: no buffer on the
+ * allocation path's stack, test_create_stack), and their records with them
+ * (stamps still rising towards the top). Class lock held; the caller has
+ * copied what it needs of batch j and stores nxfer and xkeys. */
+static XFER_INLINE void slot_remove(kp_pool *pool, unsigned cls, unsigned j, unsigned i)
+{
+	unsigned n = kp__xfer_slot(pool, cls, j)->n;
+	if (j + 1 < i) {
+		const kp__xfer *top = kp__xfer_slot(pool, cls, i - 1);
+		unsigned to = kp__xfer_slot(pool, cls, j)->at, from = kp__xfer_slot(pool, cls, j + 1)->at;
+		unsigned left = top->at + top->n > KP_XFER_CLASS_KEYS || from < to ? 0 : top->at + top->n - from;
+		/* downwards, one run of a part at a time (from > to: each key is
+		 * read before it is overwritten; memmove within a part) */
+		while (left) {
+			unsigned run_to, run_from;
+			uint64_t *dst = key_at(pool, cls, to, &run_to);
+			const uint64_t *src = key_at(pool, cls, from, &run_from);
+			unsigned k = left < run_to ? left : run_to;
+			k = k < run_from ? k : run_from;
+			memmove(dst, src, (size_t)k * sizeof *dst);
+			to += k;
+			from += k;
+			left -= k;
+		}
+		for (unsigned k = j + 1; k < i; k++) {
+			kp__xfer *down = kp__xfer_slot(pool, cls, k - 1);
+			*down = *kp__xfer_slot(pool, cls, k);
+			down->at = (uint16_t)(down->at - n);
+		}
+	}
+	*kp__xfer_slot(pool, cls, i - 1) = (kp__xfer){0};
 }
 
 /* How long a thread that finds its class lock held tries it again on the
@@ -88,31 +187,107 @@ void kp__class_lock_wait(pthread_mutex_t *m)
 	pthread_mutex_lock(m);
 }
 
+/* A counter of kp__xcount written under the class lock: a load and a
+ * store, no atomic add (a peek without the lock adds atomically). */
+static inline void count_one(_Atomic uint64_t *n)
+{
+	atomic_store_explicit(n, atomic_load_explicit(n, memory_order_relaxed) + 1, memory_order_relaxed);
+}
+
+/* Are keys blocks of size bytes within 1 / 2^shift of a class's bound? */
+static XFER_INLINE bool within(size_t size, unsigned keys, unsigned shift)
+{
+	return keys <= KP_XFER_CLASS_KEYS >> shift && (size_t)keys * size <= (KP_XFER_CLASS_BYTES >> shift);
+}
+
+/* The class's stack as it must be: i batches of 1 to KP_XFER_KEYS blocks,
+ * each one's keys right above the one below's from position 0, the top's
+ * end at xkeys, within the class's bounds. O(i): checked in debug builds
+ * (KP_DEBUG 2: the fuzz builds) after each change. Class lock held. */
+static bool stack_is_valid(kp_pool *pool, unsigned cls, unsigned i)
+{
+	if (i > KP_XFER_SLOTS)
+		return false;
+	unsigned at = 0;
+	for (unsigned k = 0; k < i; k++) {
+		const kp__xfer *x = kp__xfer_slot(pool, cls, k);
+		if (x->at != at || !x->n || x->n > KP_XFER_KEYS || !x->list)
+			return false;
+		at += x->n;
+	}
+	return at == atomic_load_explicit(&pool->central[cls].xkeys, memory_order_relaxed) &&
+	       within(kp__class_size[cls], at, 0);
+}
+
+static void stack_check(kp_pool *pool, unsigned cls)
+{
+	if (KP_DEBUG >= 2 && !stack_is_valid(pool, cls, atomic_load_explicit(&pool->central[cls].nxfer, memory_order_relaxed)))
+		kp__violation(pool, KP_EV_CORRUPTION, KP_ECORRUPT, NULL, 0, "invariant broken: a class's parked batches");
+}
+
+/* Is there room for one more batch, the i-th, bringing the class's blocks
+ * parked to keys, at the room's level? */
+static XFER_INLINE bool room_for(size_t size, unsigned i, unsigned keys, unsigned level)
+{
+	return i < KP_XFER_SLOTS && within(size, keys, 0) &&
+	       (i < KP_XFER_BASE || (level && within(size, keys, KP_XFER_LEVELS - level)));
+}
+
+/* Would there be, the room grown (a bin took a batch since it last grew)? */
+static XFER_INLINE bool room_if_grown(size_t size, unsigned i, unsigned keys, unsigned level, unsigned taken)
+{
+	return taken && level < KP_XFER_LEVELS && room_for(size, i, keys, KP_XFER_LEVELS);
+}
+
 bool kp__xfer_put(kp_pool *pool, unsigned cls, void *list, const uint64_t *keys, unsigned n)
 {
-	if (!n || n > KP_XFER_KEYS || (size_t)n * kp__class_size[cls] > KP_XFER_BYTES)
+	size_t size = kp__class_size[cls];
+	if (!n || n > KP_XFER_KEYS || (size_t)n * size > KP_XFER_BYTES)
 		return false;
 	kp__central *c = &pool->central[cls];
-	/* A peek without the lock, as kp__xfer_take's: slots all taken is how
-	 * a put fails, and the caller then takes the class lock to give the
-	 * batch to its spans (kp__central_give). A whole flush into full slots
-	 * took it three times, twice only to find no room (a put of the whole
-	 * bin, then of the part the flush cut: test_xfer_lock_once); now once.
-	 * A slot emptied after the peek is missed (the batch goes to its
-	 * spans); one taken after it is found under the lock, as before. */
-	if (atomic_load_explicit(&c->nxfer, memory_order_relaxed) >= KP_XFER_SLOTS)
-		return false;
-	kp__class_lock_take(pool, cls);
+	kp__xcount *count = &pool->xfer_count[cls];
+	/* A peek without the lock, as kp__xfer_take's: no room, and none if
+	 * it grew, is how a put fails, and the caller then takes the class
+	 * lock to give the batch to its spans (kp__central_give). A whole
+	 * flush into full slots took it three times, twice only to find no
+	 * room (a put of the whole bin, then of the part the flush cut:
+	 * test_xfer_lock_once); now once. Room made after the peek is missed
+	 * (the batch goes to its spans); room taken after it is found under
+	 * the lock, as before. */
 	unsigned i = atomic_load_explicit(&c->nxfer, memory_order_relaxed);
-	bool ok = i < KP_XFER_SLOTS;
-	if (ok) {
-		kp__xfer *x = &pool->xfer[cls][i];
-		x->list = list;
-		x->n = n;
-		x->gen = atomic_load_explicit(&pool->xfer_gen, memory_order_relaxed);
-		keys_in(pool, cls, i, keys, n);
-		atomic_store_explicit(&c->nxfer, i + 1, memory_order_relaxed);
+	unsigned at = atomic_load_explicit(&c->xkeys, memory_order_relaxed);
+	unsigned level = atomic_load_explicit(&c->xlevel, memory_order_relaxed);
+	if (!room_for(size, i, at + n, level) &&
+	    !room_if_grown(size, i, at + n, level, atomic_load_explicit(&c->xtaken, memory_order_relaxed))) {
+		atomic_fetch_add_explicit(&count->full, 1, memory_order_relaxed);
+		return false;
 	}
+	kp__class_lock_take(pool, cls);
+	i = atomic_load_explicit(&c->nxfer, memory_order_relaxed);
+	at = atomic_load_explicit(&c->xkeys, memory_order_relaxed);
+	level = atomic_load_explicit(&c->xlevel, memory_order_relaxed);
+	bool ok = room_for(size, i, at + n, level);
+	if (!ok && room_if_grown(size, i, at + n, level, atomic_load_explicit(&c->xtaken, memory_order_relaxed))) {
+		while (!room_for(size, i, at + n, ++level))
+			;
+		atomic_store_explicit(&c->xlevel, (uint8_t)level, memory_order_relaxed);
+		atomic_store_explicit(&c->xtaken, 0, memory_order_relaxed);
+		ok = true;
+	}
+	if (ok) {
+		*kp__xfer_slot(pool, cls, i) =
+			(kp__xfer){.list = list,
+				   .n = (uint16_t)n,
+				   .at = (uint16_t)at,
+				   .gen = (uint32_t)atomic_load_explicit(&pool->xfer_gen, memory_order_relaxed)};
+		keys_in(pool, cls, at, keys, n);
+		atomic_store_explicit(&c->xkeys, (uint16_t)(at + n), memory_order_relaxed);
+		atomic_store_explicit(&c->nxfer, i + 1, memory_order_relaxed);
+		count_one(&count->parked);
+	} else {
+		count_one(&count->full);
+	}
+	stack_check(pool, cls);
 	pthread_mutex_unlock(kp__class_lock(pool, cls));
 	return ok;
 }
@@ -126,14 +301,14 @@ static unsigned batch_vet(kp_pool *pool, unsigned cls, const kp__xfer *x, const 
 {
 	uint64_t want = kp__meta(0, (uint16_t)cls, KP_ST_FREE);
 	char *at = x->list;
-	unsigned i = 0;
+	unsigned i = 0, n = x->n;
 	*last = NULL;
-	for (; i < x->n; i++) {
-		uint64_t key = keys[x->n - 1 - i] ^ kp__kslot(&pool->secret, at);
+	for (; i < n; i++) {
+		uint64_t key = keys[n - 1 - i] ^ kp__kslot(&pool->secret, at);
 		if (!at || kp__hdr_meta((kp__hdr *)at) != want || (kp__hdr_tag((kp__hdr *)at) ^ want) != key)
 			break;
 		char *next = kp__link_get_k(key, at);
-		if (i == x->n - 1 ? next != NULL
+		if (i == n - 1 ? next != NULL
 				  : !next || !(((((uintptr_t)next ^ (uintptr_t)at) >> KP_SEG_SHIFT) == 0 &&
 						!((uintptr_t)next & (KP_HDR - 1))) ||
 					       kp__pagemap_owns(pool->id, next)))
@@ -161,7 +336,7 @@ static unsigned batch_vet(kp_pool *pool, unsigned cls, const kp__xfer *x, const 
  * adds few misses. Returns the blocks kept (keys[0..kept) theirs). */
 static unsigned take_vet(kp_pool *pool, unsigned cls, void **list, uint64_t *keys, unsigned n)
 {
-	kp__xfer x = {.list = *list, .n = n};
+	kp__xfer x = {.list = *list, .n = (uint16_t)n};
 	char *last;
 	unsigned ok = batch_vet(pool, cls, &x, keys, &last);
 	if (ok == n)
@@ -181,22 +356,37 @@ static unsigned take_vet(kp_pool *pool, unsigned cls, void **list, uint64_t *key
 unsigned kp__xfer_take(kp_pool *pool, unsigned cls, void **list, uint64_t *keys, unsigned n)
 {
 	kp__central *c = &pool->central[cls];
+	kp__xcount *count = &pool->xfer_count[cls];
 	/* A peek without the lock: a batch parked meanwhile waits for the next
 	 * refill, one the peek saw may be gone (checked again below). */
-	if (!atomic_load_explicit(&c->nxfer, memory_order_relaxed))
+	if (!atomic_load_explicit(&c->nxfer, memory_order_relaxed)) {
+		atomic_fetch_add_explicit(&count->empty, 1, memory_order_relaxed);
 		return 0;
+	}
 	unsigned got = 0;
 	kp__class_lock_take(pool, cls);
-	unsigned i = atomic_load_explicit(&c->nxfer, memory_order_relaxed);
-	if (i && i <= KP_XFER_SLOTS && pool->xfer[cls][i - 1].n <= n) {
-		kp__xfer *x = &pool->xfer[cls][i - 1];
+	unsigned i = atomic_load_explicit(&c->nxfer, memory_order_relaxed), j = i <= KP_XFER_SLOTS ? i : 0;
+	/* the newest batch, if it fits the bin (and the class's keys: a record
+	 * is trusted no further) */
+	if (j > 0 && (kp__xfer_slot(pool, cls, j - 1)->n > n ||
+		      kp__xfer_slot(pool, cls, j - 1)->at + n > KP_XFER_CLASS_KEYS))
+		j = 0;
+	if (j > 0) {
+		const kp__xfer *x = kp__xfer_slot(pool, cls, --j);
 		got = x->n;
 		*list = x->list;
-		keys_out(pool, cls, i - 1, keys, got);
-		x->list = NULL;
-		x->n = 0;
+		keys_out(pool, cls, x->at, keys, got);
+		slot_remove(pool, cls, j, i);
 		atomic_store_explicit(&c->nxfer, i - 1, memory_order_relaxed);
+		atomic_store_explicit(&c->xkeys, (uint16_t)(atomic_load_explicit(&c->xkeys, memory_order_relaxed) - got),
+				      memory_order_relaxed);
+		if (!atomic_load_explicit(&c->xtaken, memory_order_relaxed))
+			atomic_store_explicit(&c->xtaken, 1, memory_order_relaxed);
+		count_one(&count->taken);
+	} else {
+		count_one(&count->empty);
 	}
+	stack_check(pool, cls);
 	pthread_mutex_unlock(kp__class_lock(pool, cls));
 	if (got && !pool->conf.checks)
 		got = take_vet(pool, cls, list, keys, got);
@@ -215,7 +405,7 @@ unsigned kp__xfer_take(kp_pool *pool, unsigned cls, void **list, uint64_t *keys,
 
 int kp__xfer_drain(kp_pool *pool, bool all)
 {
-	uint64_t gen = UINT64_MAX; /* all: every batch is stale */
+	uint32_t gen = 0; /* all: every batch is stale */
 	if (!all) {
 		/* The pool's clock: a stepped pool with step_clock (the fuzz
 		 * targets') gives back the same whatever the machine's load. */
@@ -224,54 +414,58 @@ int kp__xfer_drain(kp_pool *pool, bool all)
 			return 0;
 		pool->xfer_at_ns = now + KP_XFER_IDLE_NS;
 		/* Stale: parked before this checkpoint's predecessor. A class's
-		 * slots hold them at their bottom (stamps rise towards the top). */
-		gen = atomic_fetch_add_explicit(&pool->xfer_gen, 1, memory_order_relaxed);
+		 * stack holds them at its bottom (stamps rise towards the top). */
+		gen = (uint32_t)atomic_fetch_add_explicit(&pool->xfer_gen, 1, memory_order_relaxed);
 	}
 	int given = 0;
 	for (unsigned cls = 0; cls < KP_NCLASS; cls++) {
 		kp__central *c = &pool->central[cls];
-		if (!atomic_load_explicit(&c->nxfer, memory_order_relaxed))
-			continue;
-		/* A thread holding the class lock may be waiting for this very
-		 * daemon (a refill that grows the pool): the daemon never blocks
-		 * on it. */
-		if (all)
-			pthread_mutex_lock(kp__class_lock(pool, cls));
-		else if (pthread_mutex_trylock(kp__class_lock(pool, cls)) != 0)
-			continue;
-		kp__xfer out[KP_XFER_SLOTS], *x = pool->xfer[cls];
-		uint64_t out_keys[KP_XFER_SLOTS][KP_XFER_KEYS], moved[KP_XFER_KEYS];
-		unsigned n = atomic_load_explicit(&c->nxfer, memory_order_relaxed), k = 0;
-		while (k < n && k < KP_XFER_SLOTS && x[k].gen < gen)
-			k++;
-		for (unsigned i = 0; i < k; i++) {
-			out[i] = x[i];
-			keys_out(pool, cls, i, out_keys[i], x[i].n);
-		}
-		for (unsigned i = k; i < n && i < KP_XFER_SLOTS; i++) {
-			x[i - k] = x[i];
-			keys_out(pool, cls, i, moved, x[i].n);
-			keys_in(pool, cls, i - k, moved, x[i].n);
-		}
-		if (k)
-			atomic_store_explicit(&c->nxfer, n - k, memory_order_relaxed);
-		pthread_mutex_unlock(kp__class_lock(pool, cls));
-		for (unsigned i = 0; i < k; i++) {
+		/* One batch at a time, each under the lock taken again: its keys
+		 * copied out (KP_XFER_KEYS of them on the stack), then vetted and
+		 * given back without the lock. */
+		while (atomic_load_explicit(&c->nxfer, memory_order_relaxed)) {
+			/* A thread holding the class lock may be waiting for this very
+			 * daemon (a refill that grows the pool): the daemon never
+			 * blocks on it (a class busy now is visited at the next
+			 * checkpoint). */
+			if (all)
+				pthread_mutex_lock(kp__class_lock(pool, cls));
+			else if (pthread_mutex_trylock(kp__class_lock(pool, cls)) != 0)
+				break;
+			kp__xfer out = {0};
+			uint64_t out_keys[KP_XFER_KEYS];
+			unsigned i = atomic_load_explicit(&c->nxfer, memory_order_relaxed);
+			/* all: the top one, nothing moves; else the bottom one, if stale */
+			unsigned j = all ? i - 1 : 0;
+			const kp__xfer *x = i && i <= KP_XFER_SLOTS ? kp__xfer_slot(pool, cls, j) : NULL;
+			if (x && x->n <= KP_XFER_KEYS && x->at + x->n <= KP_XFER_CLASS_KEYS &&
+			    (all || (int32_t)(x->gen - gen) < 0)) {
+				out = *kp__xfer_slot(pool, cls, j);
+				keys_out(pool, cls, out.at, out_keys, out.n);
+				slot_remove(pool, cls, j, i);
+				atomic_store_explicit(&c->nxfer, i - 1, memory_order_relaxed);
+				atomic_store_explicit(&c->xkeys,
+						      (uint16_t)(atomic_load_explicit(&c->xkeys, memory_order_relaxed) - out.n),
+						      memory_order_relaxed);
+				count_one(&pool->xfer_count[cls].returned);
+			}
+			pthread_mutex_unlock(kp__class_lock(pool, cls));
+			if (!out.n)
+				break;
 			char *last;
-			unsigned ok = batch_vet(pool, cls, &out[i], out_keys[i], &last);
-			if (ok < out[i].n) {
+			unsigned ok = batch_vet(pool, cls, &out, out_keys, &last);
+			if (ok < out.n) {
 				/* Written while parked: the blocks before the bad one go
 				 * back, the rest is set aside (as a thread cache's flush
 				 * does with a damaged bin). */
-				kp__violation(pool, KP_EV_FREELIST, KP_ECORRUPT, last ? last : out[i].list, out[i].n - ok,
+				kp__violation(pool, KP_EV_FREELIST, KP_ECORRUPT, last ? last : out.list, out.n - ok,
 					      "damaged link in a parked batch: rest of the list quarantined");
-				atomic_fetch_add(&pool->quarantined, out[i].n - ok);
+				atomic_fetch_add(&pool->quarantined, out.n - ok);
 				if (last)
-					kp__link_put_k(out_keys[i][out[i].n - ok] ^ kp__kslot(&pool->secret, last), last,
-						       NULL);
+					kp__link_put_k(out_keys[out.n - ok] ^ kp__kslot(&pool->secret, last), last, NULL);
 			}
 			if (ok)
-				kp__central_give(pool, cls, out[i].list, out_keys[i] + (out[i].n - ok), ok);
+				kp__central_give(pool, cls, out.list, out_keys + (out.n - ok), ok);
 			given++;
 		}
 	}

@@ -7,8 +7,10 @@
  *
  * Two persistent threads A and B take turns (test_xfer_phases): in phase p
  * one allocates NB blocks and the other frees them; after six phases both
- * bins are at 256, B allocated last and A freed: two batches are parked,
- * the top one a whole bin of 256 (the other 128 or 256). Then, per attack, with checks on and off:
+ * bins are at 256, B allocated last and A freed: two batches or more are
+ * parked (the class's room grew in the phases: transfer.c), the top one a
+ * whole bin of 256 (the one below it 128 or 256); the attacks are on those
+ * two (xfer_rig.h's slots 0 and 1). Then, per attack, with checks on and off:
  *
  * 1. the top batch damaged at block 0, 15, 16, 17, 200, 254, 255 (a link
  *    to a live block, a link that ends the list early, a header flipped,
@@ -159,7 +161,7 @@ static void drained(const char *conf, bool daemon, unsigned pos, int how)
 {
 	if (!setup(conf))
 		return;
-	damage(0, pos % (pool->xfer[cls][0].n - 2), how);
+	damage(0, pos % (kp__xfer_slot(pool, cls, base_slot)->n - 2), how);
 	damage(1, 255 - pos, how == 3 ? 0 : how);
 	if (daemon)
 		for (int i = 0; i < 4; i++)

@@ -94,7 +94,7 @@ static void count_held(size_t *held, size_t *most)
 		}
 	for (unsigned c = 0; c < KP_NCLASS; c++)
 		for (unsigned i = 0; i < atomic_load(&pool->central[c].nxfer) && i < KP_XFER_SLOTS; i++)
-			*held += (size_t)pool->xfer[c][i].n * kp__class_size[c];
+			*held += (size_t)kp__xfer_slot(pool, c, i)->n * kp__class_size[c];
 }
 
 static void *worker(void *arg)

@@ -41,7 +41,7 @@ static kp__tcache *my_cache(void)
 static unsigned parked(unsigned *n)
 {
 	unsigned k = atomic_load(&pool->central[cls].nxfer);
-	*n = k ? pool->xfer[cls][k - 1].n : 0;
+	*n = k ? kp__xfer_slot(pool, cls, k - 1)->n : 0;
 	return k;
 }
 
