@@ -40,6 +40,13 @@
  * calls defines it after #undef pthread_mutex_lock. */
 int kp__mutex_lock(pthread_mutex_t *m);
 #define pthread_mutex_lock(m) kp__mutex_lock(m)
+/* Every unlock through kp__mutex_unlock, which marks the thread as inside
+ * the unlock of m: glibc clears a mutex's holder before it frees the lock
+ * word, and a signal taken between the two saw no holder and waited for
+ * the lock its own thread was releasing (a hang, 1 run in 300 of
+ * test_preload_attack19's signal-malloc). */
+int kp__mutex_unlock(pthread_mutex_t *m);
+#define pthread_mutex_unlock(m) kp__mutex_unlock(m)
 
 /* ASan sees nothing inside a custom pool unless the pool says what is
  * poisoned: free payloads, headers, canaries, never-used memory. Our own

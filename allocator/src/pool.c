@@ -56,6 +56,14 @@ bool kp__pool_live(const kp_pool *pool, const char *fn)
 /* This thread's kernel id, or 0 until a lock of kpool's was first found
  * held (fork_child resets it: the child's thread has another). */
 static __thread int lock_tid;
+/* The lock this thread is inside glibc's lock or unlock of, or NULL:
+ * the windows where m's holder field and its lock word disagree (the word
+ * taken and no holder yet, or no holder and the word not yet free). A
+ * signal handler's call into the pool that needs m there would wait for
+ * its own thread. volatile: the stores must surround the call, which the
+ * compiler would otherwise see as unable to read a variable whose address
+ * never escapes. */
+static __thread pthread_mutex_t *volatile lock_busy;
 
 /* pthread_mutex_lock, with the one deadlock no lock order prevents: the
  * thread that holds m asking for it again, which a kpool call made inside
@@ -81,9 +89,29 @@ int kp__mutex_lock(pthread_mutex_t *m)
 			kp__os_die("kpool: a call into the pool on a thread that holds the pool's lock it needs "
 				   "(an allocation in a signal handler that interrupted one); abort\n");
 	}
-	return pthread_mutex_lock(m);
+	if (KP_UNLIKELY(lock_busy == m))
+		kp__os_die("kpool: a call into the pool on a thread that holds the pool's lock it needs "
+			   "(an allocation in a signal handler that interrupted one); abort\n");
+	/* Inside glibc's lock of m, the lock word is taken before the holder
+	 * is written: marked, as kp__mutex_unlock marks its own window. */
+	pthread_mutex_t *was = lock_busy;
+	lock_busy = m;
+	int rc = pthread_mutex_lock(m);
+	lock_busy = was;
+	return rc;
 }
 #define pthread_mutex_lock(m) kp__mutex_lock(m)
+
+#undef pthread_mutex_unlock
+int kp__mutex_unlock(pthread_mutex_t *m)
+{
+	pthread_mutex_t *was = lock_busy;
+	lock_busy = m;
+	int rc = pthread_mutex_unlock(m);
+	lock_busy = was;
+	return rc;
+}
+#define pthread_mutex_unlock(m) kp__mutex_unlock(m)
 
 /* Every lock is taken before fork, in the documented order: the class
  * locks, the release lock (held while mappings are off the pool's lists on

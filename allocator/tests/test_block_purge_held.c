@@ -84,6 +84,7 @@ __attribute__((constructor)) static void find_real_unlock(void)
 	real_unlock = (int (*)(pthread_mutex_t *))dlsym(RTLD_NEXT, "pthread_mutex_unlock");
 }
 
+#undef pthread_mutex_unlock /* internal.h sends kpool's unlocks to kp__mutex_unlock, which calls this */
 int pthread_mutex_unlock(pthread_mutex_t *m)
 {
 	int rc = real_unlock(m);
