@@ -47,6 +47,11 @@ int kp__mutex_lock(pthread_mutex_t *m);
  * test_preload_attack19's signal-malloc). */
 int kp__mutex_unlock(pthread_mutex_t *m);
 #define pthread_mutex_unlock(m) kp__mutex_unlock(m)
+/* And every trylock: inside glibc's trylock the lock word is taken before
+ * the holder is written (the same hang, the signal taken in a class lock's
+ * trylock). */
+int kp__mutex_trylock(pthread_mutex_t *m);
+#define pthread_mutex_trylock(m) kp__mutex_trylock(m)
 
 /* ASan sees nothing inside a custom pool unless the pool says what is
  * poisoned: free payloads, headers, canaries, never-used memory. Our own

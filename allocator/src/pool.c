@@ -113,6 +113,17 @@ int kp__mutex_unlock(pthread_mutex_t *m)
 }
 #define pthread_mutex_unlock(m) kp__mutex_unlock(m)
 
+#undef pthread_mutex_trylock
+int kp__mutex_trylock(pthread_mutex_t *m)
+{
+	pthread_mutex_t *was = lock_busy;
+	lock_busy = m;
+	int rc = pthread_mutex_trylock(m);
+	lock_busy = was;
+	return rc;
+}
+#define pthread_mutex_trylock(m) kp__mutex_trylock(m)
+
 /* Every lock is taken before fork, in the documented order: the class
  * locks, the release lock (held while mappings are off the pool's lists on
  * their way out: none is in hand at the fork), the pool lock, the backup lock, then the daemon mutex, a leaf that

@@ -62,6 +62,7 @@ int pthread_mutex_lock(pthread_mutex_t *m)
 
 /* A class lock is tried first (kp__class_lock_take): a try that takes it
  * counts as a lock, one that fails does not (the lock that follows does). */
+#undef pthread_mutex_trylock /* internal.h sends kpool's trylocks to kp__mutex_trylock, which calls this */
 int pthread_mutex_trylock(pthread_mutex_t *m)
 {
 	int r = real_trylock(m);
