@@ -129,15 +129,20 @@ static void free_kept(kp_pool *pool)
 
 static void test_thread(void)
 {
-	kp_pool *pool = kp_create("daemon_interval_ms:1000,prefault:off,seed:5");
+	/* The timer 5 s and the window 2 s: a daemon the machine starves for
+	 * half a second (the fresh-clone CI, the C suites in three variants
+	 * beside pytest -n auto: 100% still resident after 502 ms with a 1 s
+	 * timer, in one run of three) still has its kick answered, and the
+	 * timer alone (main's purge) answers nothing inside the window. */
+	kp_pool *pool = kp_create("daemon_interval_ms:5000,prefault:off,seed:5");
 	REQUIRE(pool != NULL, "kp_create: %s", kp_last_error());
 	run_two(pool);
 	uint64_t t0 = kt_now_ms();
 	unsigned pct0 = freed_resident_pct(sides), pct = pct0;
 	uint64_t took = 0;
-	while ((took = kt_now_ms() - t0) < 500 && (pct = freed_resident_pct(sides)) >= 40)
+	while ((took = kt_now_ms() - t0) < 2000 && (pct = freed_resident_pct(sides)) >= 40)
 		kt_sleep_ms(2);
-	printf("   freed 16-64 KiB blocks' pages resident: %u%% at the frees, %u%% %llu ms after (daemon timer 1 s)\n",
+	printf("   freed 16-64 KiB blocks' pages resident: %u%% at the frees, %u%% %llu ms after (daemon timer 5 s)\n",
 	       pct0, pct, (unsigned long long)took);
 	CHECK(pct0 >= 75, "the freed blocks were written whole: %u%% resident at the frees", pct0);
 	CHECK(pct < 40, "%u%% of the freed blocks' pages still resident %llu ms after the frees", pct,
