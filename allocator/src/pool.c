@@ -78,6 +78,19 @@ static __thread pthread_mutex_t *volatile lock_busy;
  * the thread's id is asked for (gettid, once per thread) only when a lock
  * is held by someone. */
 #undef pthread_mutex_lock
+#undef pthread_mutex_unlock
+#undef pthread_mutex_trylock
+/* op (glibc's lock, unlock or trylock) of m, the thread marked as inside
+ * it (lock_busy) for its length. */
+static inline __attribute__((always_inline)) int in_window(pthread_mutex_t *m, int (*op)(pthread_mutex_t *))
+{
+	pthread_mutex_t *was = lock_busy;
+	lock_busy = m;
+	int rc = op(m);
+	lock_busy = was;
+	return rc;
+}
+
 int kp__mutex_lock(pthread_mutex_t *m)
 {
 	int holder = __atomic_load_n(&m->__data.__owner, __ATOMIC_RELAXED);
@@ -94,34 +107,20 @@ int kp__mutex_lock(pthread_mutex_t *m)
 			   "(an allocation in a signal handler that interrupted one); abort\n");
 	/* Inside glibc's lock of m, the lock word is taken before the holder
 	 * is written: marked, as kp__mutex_unlock marks its own window. */
-	pthread_mutex_t *was = lock_busy;
-	lock_busy = m;
-	int rc = pthread_mutex_lock(m);
-	lock_busy = was;
-	return rc;
+	return in_window(m, pthread_mutex_lock);
 }
-#define pthread_mutex_lock(m) kp__mutex_lock(m)
 
-#undef pthread_mutex_unlock
 int kp__mutex_unlock(pthread_mutex_t *m)
 {
-	pthread_mutex_t *was = lock_busy;
-	lock_busy = m;
-	int rc = pthread_mutex_unlock(m);
-	lock_busy = was;
-	return rc;
+	return in_window(m, pthread_mutex_unlock);
 }
-#define pthread_mutex_unlock(m) kp__mutex_unlock(m)
 
-#undef pthread_mutex_trylock
 int kp__mutex_trylock(pthread_mutex_t *m)
 {
-	pthread_mutex_t *was = lock_busy;
-	lock_busy = m;
-	int rc = pthread_mutex_trylock(m);
-	lock_busy = was;
-	return rc;
+	return in_window(m, pthread_mutex_trylock);
 }
+#define pthread_mutex_lock(m) kp__mutex_lock(m)
+#define pthread_mutex_unlock(m) kp__mutex_unlock(m)
 #define pthread_mutex_trylock(m) kp__mutex_trylock(m)
 
 /* Every lock is taken before fork, in the documented order: the class
