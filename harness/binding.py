@@ -68,7 +68,7 @@ KP_POOL_PRIMARY = 0
 KP_POOL_BACKUP = 1
 POOL_NAMES = {KP_POOL_PRIMARY: "primary", KP_POOL_BACKUP: "backup"}
 
-KP_EVENT_TEXT = 64
+KP_EVENT_TEXT = 128  # kpool.h; test_binding checks the layout against the compiler's
 SIZE_MAX = 2 ** (8 * ctypes.sizeof(c_size_t)) - 1
 UINT_MAX = 2 ** (8 * ctypes.sizeof(c_uint)) - 1
 UINT64_MAX = 2**64 - 1
@@ -88,7 +88,7 @@ FAILURE_KINDS = frozenset(
         "fault_injected",
     }
 )
-# Drains per kp_events_drain call; any size works, this one keeps the buffer at 32 KiB.
+# Drains per kp_events_drain call; any size works, this one keeps the buffer at 42 KiB (168-byte events).
 DRAIN_BATCH = 256
 # Events drained to explain a failure are kept for events(); past this many the oldest are dropped
 # (their seq numbers show the gap), so a caller that never reads events does not grow without bound.

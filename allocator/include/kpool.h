@@ -167,7 +167,10 @@ enum kp_event_kind {
 	KP_EV__COUNT
 };
 
-#define KP_EVENT_TEXT 64
+/* Every text libkpool writes fits, the widest being an integrity verdict
+ * after a 16-digit pointer and a 20-digit size (tests/test_event_text.py
+ * checks each format at its widest); one that did not would end in "...". */
+#define KP_EVENT_TEXT 128
 
 typedef struct kp_event {
 	uint64_t seq;     /* position in the event stream, from 0 */

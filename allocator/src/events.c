@@ -125,7 +125,7 @@ static size_t fmt(char *buf, size_t len, const char *f, ...)
 static void log_line(kp_pool *pool, const kp_event *ev)
 {
 	uint64_t sec = ev->time_ns / 1000000000ull;
-	char line[160];
+	char line[KP_EVENT_TEXT + 64]; /* "kpool", 20+4 digits of time, the kind's name, the text, "\n" */
 	if (atomic_exchange(&pool->log_sec, sec) != sec) {
 		atomic_store(&pool->log_used, 0);
 		uint64_t lost = atomic_exchange(&pool->log_suppressed, 0);
@@ -193,7 +193,8 @@ void kp__event(kp_pool *pool, unsigned kind, unsigned which, const void *addr, s
 	u.ev.size = size;
 	va_list ap;
 	va_start(ap, fmt);
-	kp__fmt(u.ev.text, sizeof u.ev.text, fmt, ap);
+	if (kp__fmt(u.ev.text, sizeof u.ev.text, fmt, ap) >= sizeof u.ev.text) /* never so (KP_EVENT_TEXT) */
+		memcpy(u.ev.text + sizeof u.ev.text - 4, "...", 4);
 	va_end(ap);
 
 	kp__ring_slot *s = &r->slot[pos % KP_RING_SLOTS];
