@@ -765,6 +765,9 @@ static int primary_free(kp_pool *pool, void *p, size_t holds)
 	kp__seg *s;
 	int code;
 	kp__hdr *h = primary_hdr(pool, p, &s, &code);
+	if (!h && code == KP_ENOTOURS && kp__huge_gone(pool, p)) /* its mapping gone: nothing to read */
+		return kp__violation(pool, KP_EV_DOUBLE_FREE, KP_EDOUBLEFREE, p, KP_SIZE_UNKNOWN,
+				     "double free of a huge block");
 	if (!h)
 		return kp__violation(pool, why_kind(code), code, p, failed_free_size(pool, p, code),
 				     why_text(code));

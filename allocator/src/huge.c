@@ -113,12 +113,45 @@ kp__seg *kp__huge_cache_detach(kp_pool *pool)
 	return list;
 }
 
+/* ---- huge blocks given back ----------------------------------------------
+ * The pagemap forgets a huge block's address when its mapping goes, so a
+ * second free of a block over KP_HUGE_CACHE_MAX, or of a kept one the
+ * daemon trimmed, found nothing there and was reported as a pointer never
+ * given out, not the double free it is (session 20's outside attack). The
+ * payload addresses of the last KP_HUGE_GONE mappings given back (freed,
+ * trimmed or evicted from the cache, or left by a realloc that moved the
+ * block) are kept in a small ring: a slot claimed with one fetch_add, no
+ * lock; read only by a free that found no block (kp__huge_gone), so the
+ * paths that work pay one store per huge release. Nothing of the memory
+ * that is gone is read. An address mapped again is found by the pagemap
+ * first; one forgotten (KP_HUGE_GONE released since) is an invalid free,
+ * as before. Noted before the pagemap forgets it: a free in between finds
+ * the block itself. */
+static void huge_note_gone(kp_pool *pool, const kp__seg *s)
+{
+	unsigned i = atomic_fetch_add_explicit(&pool->huge_gone_next, 1, memory_order_relaxed);
+	atomic_store_explicit(&pool->huge_gone[i % KP_HUGE_GONE], (uintptr_t)s + 2 * KP_PAGE, memory_order_relaxed);
+}
+
+bool kp__huge_gone(kp_pool *pool, const void *p)
+{
+	if (((uintptr_t)p & (KP_SEG_SIZE - 1)) != 2 * KP_PAGE) /* a huge payload's place in its mapping */
+		return false;
+	for (unsigned i = 0; i < KP_HUGE_GONE; i++)
+		if (atomic_load_explicit(&pool->huge_gone[i], memory_order_relaxed) == (uintptr_t)p)
+			return true;
+	return false;
+}
+
 /* Give a huge mapping back (its header and slack unpoisoned; no lock held).
  * A lookup reads nothing of a huge block but its first two pages (the
  * segment header, the block header at 8 KiB - 16): those wait out a grace
- * period (pagemap.c); the payload goes at once. */
-static void huge_release(kp_pool *pool, kp__seg *s, size_t size)
+ * period (pagemap.c); the payload goes at once. given: it held a block that
+ * was given out (not a fresh mapping that failed before it was). */
+static void huge_release(kp_pool *pool, kp__seg *s, size_t size, bool given)
 {
+	if (given)
+		huge_note_gone(pool, s);
 	kp__pagemap_set(&pool->os, s, size, NULL);
 	kp__os_unmap_clean(&pool->os, (char *)s + 2 * KP_PAGE, size - 2 * KP_PAGE + KP_HUGE_GUARD);
 	kp__grace_retire(pool, s, 2 * KP_PAGE);
@@ -133,7 +166,7 @@ int kp__huge_cache_release(kp_pool *pool, kp__seg *list)
 		char *h = (char *)c + 2 * KP_PAGE - KP_HDR;
 		KP_UNPOISON(h, KP_HDR);
 		KP_UNPOISON(h + KP_HDR, huge_poisoned(c));
-		huge_release(pool, c, c->size);
+		huge_release(pool, c, c->size, true);
 	}
 	return n;
 }
@@ -289,7 +322,7 @@ again:
 			/* the entries it wrote point here: cleared, and the header
 			 * pages wait out a grace period (test_pagemap_stale_attack5) */
 			kp__event(pool, KP_EV_OS_FAIL, KP_POOL_PRIMARY, NULL, size, "pagemap leaf refused (%d)", errno);
-			huge_release(pool, s, size);
+			huge_release(pool, s, size, false);
 			return NULL;
 		}
 	}
@@ -334,7 +367,7 @@ void kp__huge_free(kp_pool *pool, kp__seg *s, size_t open)
 		KP_UNPOISON(h + KP_HDR, huge_poisoned(s));
 	}
 	KP_UNPOISON(h, KP_HDR);
-	huge_release(pool, s, size);
+	huge_release(pool, s, size, true);
 }
 
 /* Caller holds pool->lock: the smallest kept mapping of at least size
@@ -366,9 +399,11 @@ kp__seg *kp__huge_resize(kp_pool *pool, kp__seg *s, size_t need, size_t open)
 	 * The window is a kept mapping when one is big enough: no mmap, and
 	 * the block takes all of it, so that it grows on in place. */
 	kp__seg *n = s;
+	bool kept = false; /* n a kept mapping: its last block was given out */
 	if (size > old) {
 		kp__pool_lock(pool);
 		n = huge_cache_take_window(pool, size);
+		kept = n != NULL;
 		bool room = n || pool->capacity + atomic_load(&pool->huge_bytes) +
 						 atomic_load(&pool->huge_cached_bytes) + (size - old) <=
 					 pool->conf.primary_max;
@@ -392,7 +427,7 @@ kp__seg *kp__huge_resize(kp_pool *pool, kp__seg *s, size_t need, size_t open)
 			if (kp__pagemap_set(&pool->os, n, size, n) < 0) {
 				kp__event(pool, KP_EV_OS_FAIL, KP_POOL_PRIMARY, NULL, size, "pagemap leaf refused (%d)",
 					  errno);
-				huge_release(pool, n, size); /* as kp__huge_alloc */
+				huge_release(pool, n, size, false); /* as kp__huge_alloc */
 				return NULL;
 			}
 			/* no MADV_HUGEPAGE here: the moved pages bring theirs */
@@ -418,8 +453,10 @@ kp__seg *kp__huge_resize(kp_pool *pool, kp__seg *s, size_t need, size_t open)
 	 * would lose that thread's block; the same concurrent target found it).
 	 * Clearing entries never fails, nor does setting them again. */
 	size_t keep = (size + KP_SEG_SIZE - 1) & ~(size_t)(KP_SEG_SIZE - 1);
-	if (n != s)
+	if (n != s) {
+		huge_note_gone(pool, s); /* a free of the old address is a double free */
 		kp__pagemap_set(&pool->os, s, old, NULL);
+	}
 	else if (old > keep)
 		kp__pagemap_set(&pool->os, (char *)s + keep, old - keep, NULL);
 	/* Only the payload moves (from 8 KiB on): the first two pages, all a
@@ -456,7 +493,7 @@ kp__seg *kp__huge_resize(kp_pool *pool, kp__seg *s, size_t need, size_t open)
 			kp__pool_lock(pool);
 			huge_link(pool, s);
 			pthread_mutex_unlock(&pool->lock);
-			huge_release(pool, n, size);
+			huge_release(pool, n, size, kept);
 		}
 		kp__event(pool, KP_EV_OS_FAIL, KP_POOL_PRIMARY, NULL, size, "mremap of %zu bytes refused (%d)", size,
 			  -rc);

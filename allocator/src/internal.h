@@ -1046,6 +1046,10 @@ kp__seg *kp__huge_cache_detach(kp_pool *pool);
  * (the list is in hand: no fork until it is unmapped), no other lock.
  * Returns how many were unmapped. */
 int kp__huge_cache_release(kp_pool *pool, kp__seg *list);
+/* Is p the payload of one of the last KP_HUGE_GONE huge blocks whose
+ * mappings were given back (a free of it is a double free)? Lock-free,
+ * reads nothing at p. */
+bool kp__huge_gone(kp_pool *pool, const void *p);
 
 /* ---- backup.c ------------------------------------------------------------ */
 /* The reserve: a binary buddy allocator over one region fenced by guard
@@ -1502,6 +1506,12 @@ struct kp_pool {
 	kp__seg *growing;
 	unsigned huge_ncached;
 	_Atomic size_t huge_cached_bytes;
+	/* The payloads of the last huge mappings given back (huge.c,
+	 * kp__huge_gone): 16, more than a program frees twice in a row in any
+	 * double free seen (one, at once); 136 bytes a pool. */
+#define KP_HUGE_GONE 16
+	_Atomic uintptr_t huge_gone[KP_HUGE_GONE];
+	_Atomic unsigned huge_gone_next;
 	size_t capacity;      /* bytes of normal segments */
 	size_t units_free;    /* free units over all normal segments */
 	size_t units_total;   /* usable units over all normal segments */
