@@ -32,7 +32,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from harness import atomic, binding, build, output, peers
-from harness.errors import ArgumentError, ConfError, UsageError
+from harness.errors import AllocError, ArgumentError, ConfError, UsageError
+from harness.spec import poolcheck
 from harness.triage import patterns, record
 from harness.triage.crash import Crash, Reproducer
 from harness.triage.db import Recorded
@@ -125,15 +126,36 @@ def library(allocator: str) -> Path | None:
     return peers.preload_path(allocator)
 
 
-def check_conf(conf: str) -> None:
-    """A --conf kp_create refuses is a usage error (exit 2) naming the key and value, before the program runs.
-    Checked by making a small pool (no daemon, nothing pre-faulted) with the same options."""
+def _refused(conf: str) -> str | None:
+    """kp_create's reason to refuse conf read alone (KPOOL_CONF unset meanwhile: kp_create reads it
+    itself), without where-it-came-from prefix; None when it takes it. A small pool: no daemon, nothing
+    pre-faulted, no log."""
+    saved = os.environ.pop(CONF_ENV, None)
     try:
-        binding.Pool(f"{conf},daemon:off,prefault:off").close()
+        binding.Pool(f"{conf},{poolcheck.CHEAP}" if conf else poolcheck.CHEAP).close()
     except ConfError as exc:
-        raise UsageError(f"--conf {conf!r}: {exc.text or exc}") from exc
+        text = exc.text or str(exc)
+        m = poolcheck.ORIGIN_RE.match(text)
+        return text[m.end() :] if m else text
     except ArgumentError as exc:  # not text C can take (bytes that are not UTF-8, a NUL)
-        raise UsageError(f"--conf {conf!r}: {exc}") from exc
+        return str(exc)
+    except AllocError:  # the OS refused the memory: not a setting; the run will say so
+        return None
+    finally:
+        if saved is not None:
+            os.environ[CONF_ENV] = saved
+    return None
+
+
+def check_conf(env_conf: str | None, conf: str | None) -> None:
+    """The options the preload's kp_create will read, checked before the program runs: KPOOL_CONF (the
+    environment's) first, then --conf after it. A refused one is a usage error (exit 2) that names where it
+    came from, the option and the value; the program is never started (session 20's attack: a bad
+    KPOOL_CONF started it, and its preload gave up with exit 127 once it had)."""
+    if env_conf and (why := _refused(env_conf)):
+        raise UsageError(f"{CONF_ENV}={env_conf!r} (in the environment): {why}")
+    if conf is not None and (why := _refused(f"{env_conf},{conf}" if env_conf else conf)):
+        raise UsageError(f"--conf {conf!r}: {why}")
 
 
 def environment(
@@ -152,8 +174,9 @@ def environment(
     lib = library(allocator)
     if lib is not None:
         env["LD_PRELOAD"] = str(lib)
+    if allocator == "kpool":
+        check_conf(env.get(CONF_ENV), conf)
     if conf is not None:
-        check_conf(conf)
         env[CONF_ENV] = f"{env[CONF_ENV]},{conf}" if env.get(CONF_ENV) else conf
     if on_error is not None:
         env[PRELOAD_ENV] = (

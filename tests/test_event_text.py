@@ -113,6 +113,8 @@ def test_a_wild_free_of_a_long_pointer_keeps_its_whole_verdict() -> None:
         for addr in (0x123456789ABCDEF0, 0xFFFFFFFFFFFFFFF0):
             with pytest.raises(FreeError) as info:
                 pool.free(addr)
-            assert info.value.text == f"invalid_free: {addr:#x} size unknown: free of a pointer never given out"
+            assert (
+                info.value.text == f"invalid_free: {addr:#x} size unknown: free of a pointer never given out"
+            )
         events = [e for e in pool.events() if e.kind == "invalid_free"]
     assert [e.text.endswith("never given out") for e in events] == [True, True], events

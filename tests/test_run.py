@@ -29,7 +29,7 @@ def traps(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return exe
 
 
-def kpool(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+def kpool(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "harness.cli", *args],
         cwd=cwd,
@@ -37,7 +37,7 @@ def kpool(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=300,
         check=False,
-        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path(__file__).parents[1]), "LANG": "C"},
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path(__file__).parents[1]), "LANG": "C", **env},
     )
 
 
@@ -133,6 +133,55 @@ def test_usage_errors_exit_2(argv: list[str], says: str, capsys: pytest.CaptureF
         code = int(exc.code or 0)
     assert code == 2
     assert says in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("kpool_conf", "args", "says"),
+    [
+        (
+            "primary_max:banana",
+            [],
+            "KPOOL_CONF='primary_max:banana' (in the environment): bad value 'banana' for option "
+            "'primary_max'",
+        ),
+        (
+            "bogus:1",
+            ["--conf", "daemon:off"],
+            "KPOOL_CONF='bogus:1' (in the environment): unknown option 'bogus'",
+        ),
+        ("daemon:off", ["--conf", "seed:x"], "--conf 'seed:x': bad value 'x' for option 'seed'"),
+    ],
+)
+def test_a_bad_kpool_conf_is_refused_before_the_program_runs(
+    kpool_conf: str, args: list[str], says: str, tmp_path: Path
+) -> None:
+    """Session 20's attack: with a bad KPOOL_CONF, kpool run started the program, whose preload then gave
+    up (exit 127) after the program had begun. Now refused first: exit 2, the field and value named, the
+    program never started (its marker file absent) and nothing written (no crash database)."""
+    marker, reports = tmp_path / "ran", tmp_path / "reports"
+    proc = kpool(
+        "run",
+        "--reports",
+        str(reports),
+        *args,
+        "--",
+        "/bin/sh",
+        "-c",
+        f"touch {marker}",
+        cwd=tmp_path,
+        KPOOL_CONF=kpool_conf,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert says in proc.stderr
+    assert not marker.exists(), "the program ran"
+    assert not reports.exists()
+
+
+def test_a_good_kpool_conf_still_runs(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    proc = kpool("run", "--", "/bin/sh", "-c", f"touch {marker}", cwd=tmp_path, KPOOL_CONF="daemon:off")
+    assert proc.returncode == 0, proc.stderr
+    assert marker.exists()
 
 
 def test_help_states_every_default() -> None:
