@@ -124,8 +124,8 @@ kp__seg *kp__huge_cache_detach(kp_pool *pool)
  * lock; read only by a free that found no block (kp__huge_gone), so the
  * paths that work pay one store per huge release. Nothing of the memory
  * that is gone is read. An address mapped again is found by the pagemap
- * first; one forgotten (KP_HUGE_GONE released since) is an invalid free,
- * as before. Noted before the pagemap forgets it: a free in between finds
+ * first, and one another pool mapped since is that pool's; one forgotten
+ * (KP_HUGE_GONE released since) is an invalid free, as before. Noted before the pagemap forgets it: a free in between finds
  * the block itself. */
 static void huge_note_gone(kp_pool *pool, const kp__seg *s)
 {
@@ -136,6 +136,9 @@ static void huge_note_gone(kp_pool *pool, const kp__seg *s)
 bool kp__huge_gone(kp_pool *pool, const void *p)
 {
 	if (((uintptr_t)p & (KP_SEG_SIZE - 1)) != 2 * KP_PAGE) /* a huge payload's place in its mapping */
+		return false;
+	const kp__seg *now = kp__pagemap_get(p);
+	if (now && now->pool != pool) /* mapped again by another pool: not ours, whatever it was */
 		return false;
 	for (unsigned i = 0; i < KP_HUGE_GONE; i++)
 		if (atomic_load_explicit(&pool->huge_gone[i], memory_order_relaxed) == (uintptr_t)p)
