@@ -65,6 +65,7 @@
 #define SLICE_SIZE (1ul << SLICE_SHIFT)
 #define NSLICES (SEG_SIZE / SLICE_SIZE)
 #define SEGMAP_N (1ul << (47 - SEG_SHIFT)) /* user addresses are below 2^47 */
+#define SLICEMAP_N (1ul << (47 - SLICE_SHIFT)) /* 2^31 entries: 16 GiB, MAP_NORESERVE */
 #define PAGE 4096ul
 /* Metadata reserve per segment, untouched pages cost nothing: 64 slices of the
  * 16-byte class, 4096 blocks each of (2 B stack + 16 B record) = 4.5 MiB. */
@@ -133,6 +134,11 @@ static struct heap empty_heap = {.cur = {[0 ... NCLASS - 1] = &empty_page}};
 static __thread struct heap *tls_heap __attribute__((tls_model("initial-exec"))) = &empty_heap;
 
 static struct segment *segmap[SEGMAP_N]; /* 256 MiB of .bss, a page per 2 GiB used */
+/* The span of every 64 KiB slice of the address space, or NULL: free's one
+ * lookup. slicemap_n is 0 until the map exists, so a free before the first
+ * malloc (of NULL, or of a foreign pointer) fails the bound check. */
+static struct page **slicemap;
+static uintptr_t slicemap_n;
 static __m128i aes_rk[11];
 static _Atomic int inited;
 static atomic_flag glock = ATOMIC_FLAG_INIT; /* segments, the segment map */
@@ -241,6 +247,10 @@ static void init(void)
 	lock();
 	if (!inited) {
 		key_init();
+		slicemap = os_map(SLICEMAP_N * sizeof(*slicemap));
+		if (!slicemap)
+			abort();
+		slicemap_n = SLICEMAP_N;
 		contain = getenv("PROTO_CONTAIN") != NULL;
 		inited = 1;
 	}
@@ -299,7 +309,7 @@ static struct page *span_new(struct heap *h, uint32_t cls)
 	uint32_t bs = class_size[cls];
 	uint32_t nsl = bs <= 8192 ? 1 : (uint32_t)((8ul * bs + SLICE_SIZE - 1) / SLICE_SIZE);
 	uint32_t nb = (uint32_t)(nsl * SLICE_SIZE / bs);
-	size_t need = nb * sizeof(uint16_t) + 64 + nb * sizeof(struct brec);
+	size_t need = nb * sizeof(uint16_t) + 64 + (nb + 1) * sizeof(struct brec);
 	struct segment *s = h->seg;
 	if (!s || s->used + nsl > NSLICES || (size_t)(s->end - s->bump) < need) {
 		s = segment_new(SEG_SIZE, META_RESERVE);
@@ -313,7 +323,9 @@ static struct page *span_new(struct heap *h, uint32_t cls)
 	pg->recip = ((1ull << 40) + bs - 1) / bs;
 	pg->nblocks = nb;
 	pg->stack = meta_take(s, nb * sizeof(uint16_t));
-	pg->rec = meta_take(s, nb * sizeof(struct brec));
+	/* rec[nb]: a sentinel, never allocated, so the end check of free is the
+	 * double-free check (offset nb * bsize is in the span's tail). */
+	pg->rec = meta_take(s, (nb + 1) * sizeof(struct brec));
 	pg->heap = h;
 	pg->cls = cls;
 	for (uint32_t i = 0; i < nb; i++)
@@ -324,8 +336,10 @@ static struct page *span_new(struct heap *h, uint32_t cls)
 	for (uint32_t i = 0; i < nb; i++)
 		pg->rec[i].canary = aes_k(gen ^ (uintptr_t)(pg->start + (size_t)i * bs));
 #endif
-	for (uint32_t i = 0; i < nsl; i++)
+	for (uint32_t i = 0; i < nsl; i++) {
 		s->slice[s->used + i] = pg;
+		slicemap[((uintptr_t)pg->start >> SLICE_SHIFT) + i] = pg;
+	}
 	s->used += nsl;
 	return pg;
 }
@@ -442,7 +456,9 @@ NOINLINE static void *huge_alloc(size_t n)
 		init();
 	if (n > ((size_t)1 << 46))
 		goto oom;
-	size_t total = (n + CANARY_SZ + PAGE - 1) & ~(PAGE - 1);
+	/* whole 4 MiB units: no other mapping shares a unit the segment map
+	 * gives to this block (untouched pages cost nothing) */
+	size_t total = (n + CANARY_SZ + SEG_SIZE - 1) & ~(SEG_SIZE - 1);
 	struct segment *s = segment_new(total, PAGE);
 	if (!s)
 		goto oom;
@@ -520,16 +536,17 @@ NOINLINE static void free_slow(void *p)
 static inline struct page *block_of(void *p, uint32_t *idx_out)
 {
 	uintptr_t a = (uintptr_t)p;
-	struct segment *s = segmap[(a >> SEG_SHIFT) & (SEGMAP_N - 1)];
-	if (UNLIKELY(!s || (PROTO_CHECK_PTR && (a >> SEG_SHIFT) >= SEGMAP_N)))
+	if (UNLIKELY((a >> SLICE_SHIFT) >= slicemap_n))
 		return NULL;
-	struct page *pg = s->slice[(a >> SLICE_SHIFT) & (NSLICES - 1)];
+	struct page *pg = slicemap[a >> SLICE_SHIFT];
 	if (UNLIKELY(!pg))
 		return NULL;
 	uintptr_t off = a - (uintptr_t)pg->start;
 	uint32_t idx = (uint32_t)((off * pg->recip) >> 40);
 #if PROTO_CHECK_PTR
-	if (UNLIKELY((uintptr_t)idx * pg->bsize != off || idx >= pg->nblocks))
+	/* idx == nblocks (the tail) lands on the sentinel record: free's
+	 * allocated-bit check refuses it; without that check, it is checked here. */
+	if (UNLIKELY((uintptr_t)idx * pg->bsize != off || (!PROTO_CHECK_DFREE && idx >= pg->nblocks)))
 		return NULL;
 #endif
 	*idx_out = idx;
@@ -548,7 +565,7 @@ EXPORT void free(void *p)
 	uint32_t st = r->state;
 #if PROTO_CHECK_DFREE
 	if (UNLIKELY(!(st & ALLOC_BIT))) {
-		violation(PROTO_ERR_DOUBLE_FREE, p);
+		violation(idx < pg->nblocks ? PROTO_ERR_DOUBLE_FREE : PROTO_ERR_INVALID, p);
 		return;
 	}
 #endif
