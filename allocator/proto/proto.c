@@ -74,15 +74,15 @@
 #define SMALL_MAX 65536u /* larger requests: a mapping of their own */
 #define TBL_MAX (1024u - CANARY_SZ)
 #define NCLASS 49 /* 16..256 by 16, then 4 per doubling up to 80 KiB */
-#define ALLOC_BIT 0x80000000u
-#define SIZE_MASK 0x7fffffffu
-#define PG_FULL 1u /* retired from cur, in no list: a local free relists it */
+#define ST_FREE 0xffffffffu /* a block's state when free; else its request size */
+#define SENT 0xffffu /* stack[0] of every span: the stack is empty when sp points at it */
+#define OWN_FULL 1u /* in page->owner: retired from cur, in no list; free relists it */
 
 struct brec { /* one per block, out of line */
 #if PROTO_CANARY == 1
 	uint64_t canary;
 #endif
-	uint32_t state; /* ALLOC_BIT | request size, or 0 when free */
+	uint32_t state; /* the request size, or ST_FREE */
 	uint32_t next;  /* cross-thread free list: index + 1 */
 };
 
@@ -90,9 +90,12 @@ struct heap;
 struct page { /* a span: the first block, its size, its free stack */
 	uint8_t *start;
 	uint64_t recip; /* ceil(2^40 / bsize): offset * recip >> 40 = index */
-	uint32_t bsize, top, nblocks, flags;
-	uint16_t *stack; /* free block indices, top of stack at [top - 1] */
+	uint32_t bsize, nblocks;
+	uint16_t *sp; /* the top of the stack of free block indices */
 	struct brec *rec;
+	/* the owning thread's thread pointer (%fs:0), | OWN_FULL when retired:
+	 * free's one compare says "local and listed" */
+	uintptr_t owner;
 	struct heap *heap;
 	struct page *next; /* in the heap's avail list */
 	_Atomic uint32_t remote; /* cross-thread frees: index + 1 of the head */
@@ -111,7 +114,9 @@ struct segment {
 };
 
 struct heap {
+	struct page *direct[65]; /* by (n + canary + 15) >> 4: cur of that class */
 	struct page *cur[NCLASS];
+	uintptr_t self; /* the thread pointer */
 	struct page *avail[NCLASS];
 	struct segment *seg;
 	struct page *_Atomic dirty; /* spans with cross-thread frees */
@@ -129,8 +134,9 @@ static const uint8_t class_tbl[65] = {
 	17, 17, 17, 18, 18, 18, 18, 19, 19, 19, 19, 20, 20, 20, 20, 20, 20, 20, 20, 21, 21, 21,
 	21, 21, 21, 21, 21, 22, 22, 22, 22, 22, 22, 22, 22, 23, 23, 23, 23, 23, 23, 23, 23};
 
-static struct page empty_page; /* top 0: every malloc of a new thread goes slow */
-static struct heap empty_heap = {.cur = {[0 ... NCLASS - 1] = &empty_page}};
+static uint16_t empty_stack = SENT;
+static struct page empty_page = {.sp = &empty_stack}; /* every malloc of a new thread goes slow */
+static struct heap empty_heap = {.direct = {[0 ... 64] = &empty_page}, .cur = {[0 ... NCLASS - 1] = &empty_page}};
 static __thread struct heap *tls_heap __attribute__((tls_model("initial-exec"))) = &empty_heap;
 
 static struct segment *segmap[SEGMAP_N]; /* 256 MiB of .bss, a page per 2 GiB used */
@@ -309,7 +315,7 @@ static struct page *span_new(struct heap *h, uint32_t cls)
 	uint32_t bs = class_size[cls];
 	uint32_t nsl = bs <= 8192 ? 1 : (uint32_t)((8ul * bs + SLICE_SIZE - 1) / SLICE_SIZE);
 	uint32_t nb = (uint32_t)(nsl * SLICE_SIZE / bs);
-	size_t need = nb * sizeof(uint16_t) + 64 + (nb + 1) * sizeof(struct brec);
+	size_t need = (nb + 1) * sizeof(uint16_t) + 64 + (nb + 1) * sizeof(struct brec);
 	struct segment *s = h->seg;
 	if (!s || s->used + nsl > NSLICES || (size_t)(s->end - s->bump) < need) {
 		s = segment_new(SEG_SIZE, META_RESERVE);
@@ -322,15 +328,19 @@ static struct page *span_new(struct heap *h, uint32_t cls)
 	pg->bsize = bs;
 	pg->recip = ((1ull << 40) + bs - 1) / bs;
 	pg->nblocks = nb;
-	pg->stack = meta_take(s, nb * sizeof(uint16_t));
+	uint16_t *stack = meta_take(s, (nb + 1) * sizeof(uint16_t));
 	/* rec[nb]: a sentinel, never allocated, so the end check of free is the
 	 * double-free check (offset nb * bsize is in the span's tail). */
 	pg->rec = meta_take(s, (nb + 1) * sizeof(struct brec));
 	pg->heap = h;
+	pg->owner = h->self;
 	pg->cls = cls;
+	stack[0] = SENT;
 	for (uint32_t i = 0; i < nb; i++)
-		pg->stack[i] = (uint16_t)(nb - 1 - i);
-	pg->top = nb;
+		stack[i + 1] = (uint16_t)(nb - 1 - i);
+	pg->sp = stack + nb;
+	for (uint32_t i = 0; i <= nb; i++)
+		pg->rec[i].state = ST_FREE;
 #if PROTO_CANARY == 1
 	uint64_t gen = atomic_fetch_add(&span_gen, 1) << 47;
 	for (uint32_t i = 0; i < nb; i++)
@@ -348,7 +358,7 @@ static struct page *span_new(struct heap *h, uint32_t cls)
 
 static void free_remote(struct page *pg, uint32_t idx, struct brec *r, uint32_t st)
 {
-	if (!__atomic_compare_exchange_n(&r->state, &st, 0, false, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) {
+	if (!__atomic_compare_exchange_n(&r->state, &st, ST_FREE, false, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) {
 		violation(PROTO_ERR_DOUBLE_FREE, pg->start + (size_t)idx * pg->bsize);
 		return;
 	}
@@ -369,7 +379,7 @@ static void free_remote(struct page *pg, uint32_t idx, struct brec *r, uint32_t 
 
 static void page_relist(struct heap *h, struct page *pg)
 {
-	pg->flags = 0;
+	pg->owner = h->self;
 	pg->next = h->avail[pg->cls];
 	h->avail[pg->cls] = pg;
 }
@@ -383,10 +393,10 @@ static void drain_remote(struct heap *h)
 		struct page *nx = atomic_load_explicit(&pg->dirty_next, memory_order_relaxed);
 		uint32_t i = atomic_exchange_explicit(&pg->remote, 0, memory_order_acquire);
 		while (i) {
-			pg->stack[pg->top++] = (uint16_t)(i - 1);
+			*++pg->sp = (uint16_t)(i - 1);
 			i = pg->rec[i - 1].next;
 		}
-		if (pg->flags & PG_FULL)
+		if (pg->owner & OWN_FULL)
 			page_relist(h, pg);
 		pg = nx;
 	}
@@ -394,14 +404,13 @@ static void drain_remote(struct heap *h)
 
 /* ---- malloc -------------------------------------------------------------- */
 
-static inline void *alloc_from(struct page *pg, size_t n)
+/* Pop idx, the top of pg's stack (not SENT). */
+static inline void *alloc_from(struct page *pg, uint16_t *sp, uint32_t idx, size_t n)
 {
-	uint32_t t = pg->top - 1;
-	uint32_t idx = pg->stack[t];
-	pg->top = t;
+	pg->sp = sp - 1;
 	uint8_t *p = pg->start + (size_t)idx * pg->bsize;
 	struct brec *r = &pg->rec[idx];
-	r->state = ALLOC_BIT | (uint32_t)n;
+	r->state = (uint32_t)n;
 #if PROTO_CANARY == 1
 	memcpy(p + n, &r->canary, 8);
 #elif PROTO_CANARY == 2
@@ -420,6 +429,9 @@ static struct heap *heap_new(void)
 		return NULL;
 	for (int c = 0; c < NCLASS; c++)
 		h->cur[c] = &empty_page;
+	for (int q = 0; q < 65; q++)
+		h->direct[q] = &empty_page;
+	h->self = (uintptr_t)__builtin_thread_pointer();
 	tls_heap = h;
 	return h;
 }
@@ -430,10 +442,10 @@ NOINLINE static void *alloc_slow(uint32_t cls, size_t n)
 	if (h == &empty_heap && !(h = heap_new()))
 		goto oom;
 	struct page *pg = h->cur[cls];
-	if (pg->top)
-		return alloc_from(pg, n);
+	if (*pg->sp != SENT)
+		return alloc_from(pg, pg->sp, *pg->sp, n);
 	if (pg != &empty_page)
-		pg->flags = PG_FULL;
+		pg->owner = h->self | OWN_FULL;
 	if (!h->avail[cls])
 		drain_remote(h);
 	pg = h->avail[cls];
@@ -441,9 +453,12 @@ NOINLINE static void *alloc_slow(uint32_t cls, size_t n)
 		h->avail[cls] = pg->next;
 	else if (!(pg = span_new(h, cls)))
 		goto oom;
-	pg->flags = 0;
 	h->cur[cls] = pg;
-	return alloc_from(pg, n);
+	if (class_size[cls] <= 1024)
+		for (int q = 0; q < 65; q++)
+			if (class_tbl[q] == cls)
+				h->direct[q] = pg;
+	return alloc_from(pg, pg->sp, *pg->sp, n);
 oom:
 	errno = ENOMEM;
 	return NULL;
@@ -484,15 +499,24 @@ static inline uint32_t class_of(size_t n) /* n: request + canary, > 1 KiB */
 static inline void *alloc_cls(uint32_t cls, size_t n)
 {
 	struct page *pg = tls_heap->cur[cls];
-	if (UNLIKELY(pg->top == 0))
+	uint16_t *sp = pg->sp;
+	uint32_t idx = *sp;
+	if (UNLIKELY(idx == SENT))
 		return alloc_slow(cls, n);
-	return alloc_from(pg, n);
+	return alloc_from(pg, sp, idx, n);
 }
 
 EXPORT void *malloc(size_t n)
 {
-	if (LIKELY(n <= TBL_MAX))
-		return alloc_cls(class_tbl[(n + CANARY_SZ + 15) >> 4], n);
+	if (LIKELY(n <= TBL_MAX)) {
+		size_t q = (n + CANARY_SZ + 15) >> 4;
+		struct page *pg = tls_heap->direct[q];
+		uint16_t *sp = pg->sp;
+		uint32_t idx = *sp;
+		if (UNLIKELY(idx == SENT))
+			return alloc_slow(class_tbl[q], n);
+		return alloc_from(pg, sp, idx, n);
+	}
 	if (n <= SMALL_MAX)
 		return alloc_cls(class_of(n + CANARY_SZ), n);
 	return huge_alloc(n);
@@ -553,6 +577,22 @@ static inline struct page *block_of(void *p, uint32_t *idx_out)
 	return pg;
 }
 
+/* Not the owner's listed span: the owner's retired one (relist it), or
+ * another thread's (its cross-thread list). */
+NOINLINE static void free_other(struct page *pg, uint32_t idx, struct brec *r, uint32_t st)
+{
+	struct heap *h = tls_heap;
+	if (pg->heap != h) {
+		free_remote(pg, idx, r, st);
+		return;
+	}
+#if PROTO_CHECK_DFREE
+	r->state = ST_FREE;
+#endif
+	*++pg->sp = (uint16_t)idx;
+	page_relist(h, pg);
+}
+
 EXPORT void free(void *p)
 {
 	uint32_t idx;
@@ -564,14 +604,14 @@ EXPORT void free(void *p)
 	struct brec *r = &pg->rec[idx];
 	uint32_t st = r->state;
 #if PROTO_CHECK_DFREE
-	if (UNLIKELY(!(st & ALLOC_BIT))) {
+	if (UNLIKELY(st == ST_FREE)) {
 		violation(idx < pg->nblocks ? PROTO_ERR_DOUBLE_FREE : PROTO_ERR_INVALID, p);
 		return;
 	}
 #endif
 #if PROTO_CANARY
 	uint64_t c;
-	memcpy(&c, (uint8_t *)p + (st & SIZE_MASK), 8);
+	memcpy(&c, (uint8_t *)p + st, 8);
 #if PROTO_CANARY == 1
 	uint64_t want = r->canary;
 #else
@@ -582,19 +622,16 @@ EXPORT void free(void *p)
 		return;
 	}
 #endif
-	struct heap *h = tls_heap;
-	if (UNLIKELY(pg->heap != h)) {
-		free_remote(pg, idx, r, st);
+	if (UNLIKELY(pg->owner != (uintptr_t)__builtin_thread_pointer())) {
+		free_other(pg, idx, r, st);
 		return;
 	}
 #if PROTO_CHECK_DFREE
-	r->state = 0;
+	r->state = ST_FREE;
 #endif
-	uint32_t t = pg->top;
-	pg->stack[t] = (uint16_t)idx;
-	pg->top = t + 1;
-	if (UNLIKELY(pg->flags & PG_FULL))
-		page_relist(h, pg);
+	uint16_t *sp = pg->sp + 1;
+	*sp = (uint16_t)idx;
+	pg->sp = sp;
 }
 
 /* ---- the rest of the C API ----------------------------------------------- */
@@ -604,7 +641,7 @@ EXPORT size_t malloc_usable_size(void *p)
 	uint32_t idx;
 	struct page *pg = block_of(p, &idx);
 	if (pg)
-		return pg->rec[idx].state & SIZE_MASK;
+		return pg->rec[idx].state == ST_FREE ? 0 : pg->rec[idx].state;
 	uintptr_t a = (uintptr_t)p;
 	struct segment *s = p && (a >> SEG_SHIFT) < SEGMAP_N ? segmap[a >> SEG_SHIFT] : NULL;
 	return s && s->huge_size && s->base == p ? s->huge_req : 0;
