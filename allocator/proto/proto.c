@@ -92,6 +92,8 @@ struct page { /* a span: the first block, its size, its free stack */
 	uint64_t recip; /* ceil(2^40 / bsize): offset * recip >> 40 = index */
 	uint32_t bsize, nblocks;
 	uint16_t *sp; /* the top of the stack of free block indices */
+	uint16_t *stack0; /* its bottom: the sentinel */
+	uint32_t relist_at; /* free blocks a retired span needs to be listed again */
 	struct brec *rec;
 	/* the owning thread's thread pointer (%fs:0), | OWN_FULL when retired:
 	 * free's one compare says "local and listed" */
@@ -339,6 +341,8 @@ static struct page *span_new(struct heap *h, uint32_t cls)
 	for (uint32_t i = 0; i < nb; i++)
 		stack[i + 1] = (uint16_t)(nb - 1 - i);
 	pg->sp = stack + nb;
+	pg->stack0 = stack;
+	pg->relist_at = nb / 8 ? nb / 8 : 1;
 	for (uint32_t i = 0; i <= nb; i++)
 		pg->rec[i].state = ST_FREE;
 #if PROTO_CANARY == 1
@@ -454,10 +458,9 @@ NOINLINE static void *alloc_slow(uint32_t cls, size_t n)
 	else if (!(pg = span_new(h, cls)))
 		goto oom;
 	h->cur[cls] = pg;
-	if (class_size[cls] <= 1024)
-		for (int q = 0; q < 65; q++)
-			if (class_tbl[q] == cls)
-				h->direct[q] = pg;
+	if (class_size[cls] <= 1024) /* the sizes of class cls, by 16 */
+		for (uint32_t q = cls ? class_size[cls - 1] / 16 + 1 : 0; q <= class_size[cls] / 16; q++)
+			h->direct[q] = pg;
 	return alloc_from(pg, pg->sp, *pg->sp, n);
 oom:
 	errno = ENOMEM;
@@ -590,7 +593,10 @@ NOINLINE static void free_other(struct page *pg, uint32_t idx, struct brec *r, u
 	r->state = ST_FREE;
 #endif
 	*++pg->sp = (uint16_t)idx;
-	page_relist(h, pg);
+	/* Relisted once an eighth of it is free: a span with one free block
+	 * would send the next malloc of its class down the slow path again. */
+	if ((uint32_t)(pg->sp - pg->stack0) >= pg->relist_at)
+		page_relist(h, pg);
 }
 
 EXPORT void free(void *p)
