@@ -315,7 +315,10 @@ static void *meta_take(struct segment *s, size_t n)
 static struct page *span_new(struct heap *h, uint32_t cls)
 {
 	uint32_t bs = class_size[cls];
-	uint32_t nsl = bs <= 8192 ? 1 : (uint32_t)((8ul * bs + SLICE_SIZE - 1) / SLICE_SIZE);
+	/* at least 32 blocks a span: fewer spans to switch between when the
+	 * frees of a class are spread over many (kpbench b); untouched pages of
+	 * a span cost no memory */
+	uint32_t nsl = (uint32_t)((32ul * bs + SLICE_SIZE - 1) / SLICE_SIZE);
 	uint32_t nb = (uint32_t)(nsl * SLICE_SIZE / bs);
 	size_t need = (nb + 1) * sizeof(uint16_t) + 64 + (nb + 1) * sizeof(struct brec);
 	struct segment *s = h->seg;
