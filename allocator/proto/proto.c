@@ -255,7 +255,7 @@ static void init(void)
 	lock();
 	if (!inited) {
 		key_init();
-		slicemap = os_map(SLICEMAP_N * sizeof(*slicemap));
+		slicemap = os_map_guarded(SLICEMAP_N * sizeof(*slicemap));
 		if (!slicemap)
 			abort();
 		slicemap_n = SLICEMAP_N;
