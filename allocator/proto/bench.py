@@ -49,7 +49,7 @@ def main() -> None:
     res: dict = {(n, w): [] for n in names for w in wls}
     rss: dict = {(n, w): [] for n in names for w in wls}
     for r in range(rounds):
-        order = names[r % len(names):] + names[: r % len(names)]
+        order = names[r % len(names) :] + names[: r % len(names)]
         for w in wls:
             for n in order:
                 d = run(n, w)
