@@ -669,11 +669,54 @@ EXPORT void *calloc(size_t k, size_t n)
 	return p;
 }
 
+/* In place when the block still fits (the canary checked first, then
+ * moved); else a new block, a copy, and free's checks. */
 EXPORT void *realloc(void *p, size_t n)
 {
 	if (!p)
 		return malloc(n);
-	size_t old = malloc_usable_size(p);
+	uint32_t idx;
+	struct page *pg = block_of(p, &idx);
+	uintptr_t a = (uintptr_t)p;
+	struct segment *s = !pg && (a >> SEG_SHIFT) < SEGMAP_N ? segmap[a >> SEG_SHIFT] : NULL;
+	uint32_t *state = NULL;
+	size_t old = 0, room = 0;
+	const void *secret = NULL;
+	if (pg && pg->rec[idx].state != ST_FREE) {
+		state = &pg->rec[idx].state;
+		old = *state;
+		room = pg->bsize;
+#if PROTO_CANARY == 1
+		secret = &pg->rec[idx].canary;
+#endif
+	} else if (s && s->huge_size && s->base == p && n > SMALL_MAX) {
+		old = s->huge_req;
+		room = s->huge_size;
+		secret = &s->huge_canary;
+	}
+	(void)secret; /* without a canary */
+	/* a span's block: not twice too big; a huge block: anything that fits
+	 * its mapping (its untouched pages cost nothing) */
+	if (room && n + CANARY_SZ <= room && (!state || n + CANARY_SZ > room / 2)) {
+#if PROTO_CANARY
+		uint64_t want = 0;
+		if (PROTO_CANARY == 2 && state)
+			want = aes_k(a);
+		else
+			memcpy(&want, secret, 8);
+		if (memcmp((uint8_t *)p + old, &want, 8)) {
+			violation(PROTO_ERR_OVERFLOW, p);
+			return NULL;
+		}
+		memcpy((uint8_t *)p + n, &want, 8);
+#endif
+		if (state)
+			*state = (uint32_t)n;
+		else
+			s->huge_req = n;
+		return p;
+	}
+	old = malloc_usable_size(p);
 	void *q = malloc(n);
 	if (!q)
 		return NULL;

@@ -266,6 +266,39 @@ static void test_cross_thread(void)
 	CHECK(reused == 1000, "%d of 1000 blocks freed by another thread reused", reused);
 }
 
+/* realloc keeps the contents, moves the canary when it resizes in place,
+ * and finds an overflow made before it. */
+static void test_realloc(void)
+{
+	uint64_t other, n;
+	size_t sizes[] = {100, 110, 60, 900, 5000, 70000, 1000000, 3000000, 5000000, 200, 0};
+	unsigned char *p = malloc(50);
+	memset(p, 7, 50);
+	size_t have = 50;
+	for (int i = 0; i < 11; i++) {
+		p = realloc(p, sizes[i]);
+		size_t keep = have < sizes[i] ? have : sizes[i];
+		int same = 1;
+		for (size_t k = 0; k < keep; k++)
+			same &= p[k] == 7;
+		CHECK(same, "realloc to %zu lost the contents", sizes[i]);
+		memset(p, 7, sizes[i]);
+		have = sizes[i];
+	}
+	free(p);
+	n = new_errors(PROTO_ERR_OVERFLOW, &other);
+	CHECK(n == 0 && other == 0, "clean reallocs reported %llu, %llu", (unsigned long long)n,
+	      (unsigned long long)other);
+	unsigned char *q = malloc(100);
+	q[100] ^= 1;
+	CHECK(realloc(q, 104) == NULL, "realloc in place of an overflowed block did not refuse");
+	unsigned char *h = malloc(100000);
+	h[100000] ^= 1;
+	CHECK(realloc(h, 100008) == NULL, "realloc in place of an overflowed huge block did not refuse");
+	n = new_errors(PROTO_ERR_OVERFLOW, &other);
+	CHECK(n == 2 && other == 0, "overflows found by realloc: %llu of 2", (unsigned long long)n);
+}
+
 int main(void)
 {
 	proto_set_contain(1);
@@ -277,6 +310,7 @@ int main(void)
 	test_no_inline_metadata();
 	test_no_syscall();
 	test_cross_thread();
+	test_realloc();
 	printf("%s: %d failure(s)\n", failures ? "FAIL" : "ok", failures);
 	return failures != 0;
 }
