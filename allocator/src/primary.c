@@ -637,23 +637,6 @@ static bool span_take_ok(kp_pool *pool, kp__central *c, kp__span *sp, unsigned c
 	return false;
 }
 
-/* Would the next block sp hands out be a never-used one whose header opens
- * a page no block before it reached, in the class's first span? A batch
- * stops there once it has a block (kp__central_take): each size class of a
- * program whose every class holds a few pages (bench-small-objects: 12
- * classes of 1-11 pages) took a refill's whole batch from the bump, pages
- * past what the class ever held at once, resident for good. A class that
- * needs a second span has shown its demand: its batches are whole again,
- * as are the batches of the free list (its pages are resident already).
- * Class lock held. */
-static inline __attribute__((always_inline)) bool page_ahead(const kp__central *c, const kp__span *sp)
-{
-	if (sp->free || sp->bump == sp->nblocks || c->spans > 1)
-		return false;
-	uintptr_t at = (uintptr_t)sp->start + (size_t)sp->bump * sp->block;
-	return sp->bump && (at >> 12) != ((at - sp->block) >> 12);
-}
-
 unsigned kp__central_take(kp_pool *pool, unsigned cls, void **list, uint64_t *keys, unsigned n)
 {
 	kp__central *c = &pool->central[cls];
@@ -682,8 +665,6 @@ unsigned kp__central_take(kp_pool *pool, unsigned cls, void **list, uint64_t *ke
 			continue;
 		while (got < n && sp->in_partial) {
 			uint64_t key;
-			if (got && page_ahead(c, sp))
-				goto done;
 			char *b = span_pop(pool, c, sp, &key);
 			if (!b)
 				break;
@@ -716,7 +697,6 @@ unsigned kp__central_take(kp_pool *pool, unsigned cls, void **list, uint64_t *ke
 				span_quarantine(pool, c, sp, KP_EV_CORRUPTION, sp, KP_SIZE_UNKNOWN, KP_SPAN_DAMAGED);
 		}
 	}
-done:
 	pthread_mutex_unlock(kp__class_lock(pool, cls));
 	*list = head;
 	if (got)
