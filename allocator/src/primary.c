@@ -970,16 +970,6 @@ void kp__primary_fork_child(kp_pool *pool)
 	pool->growing = NULL;
 }
 
-/* Are s's span slots all zero, as a fresh mapping's are? Debug builds. */
-static bool seg_slots_fresh(const kp__seg *s)
-{
-	static const kp__span zero;
-	for (unsigned u = 0; u < KP_UNITS; u++)
-		if (memcmp(&s->span[u], &zero, sizeof zero))
-			return false;
-	return true;
-}
-
 int kp__primary_grow(kp_pool *pool, bool populate)
 {
 	if (kp__os_caller == KP_CALLER_ALLOC)
@@ -1060,7 +1050,6 @@ int kp__primary_grow(kp_pool *pool, bool populate)
 		 * table's last 9 slots (units 55-63) are the header unit's second
 		 * page: resident in every segment, where a small program's blocks
 		 * take a dozen units (test_seg_header_page). */
-		KP_ASSERT(1, seg_slots_fresh(s));
 		memset(s->unit_meta, 0, sizeof s->unit_meta);
 		seg_reseal(pool, s);
 		if (kp__pagemap_set(&pool->os, s, KP_SEG_SIZE, s) < 0) {
