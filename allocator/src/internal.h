@@ -1547,6 +1547,11 @@ struct kp_pool {
 	_Atomic unsigned tc_live; /* caches handed out (tcache.c: they share tcache_bytes) */
 
 	kp__central central[KP_NCLASS];
+	/* transfer.c's counts, beside the central lists: every refill that
+	 * finds no batch parked counts one, in every program; past the
+	 * transfer arrays they were a page resident for them alone
+	 * (test_pool_pages) */
+	kp__xcount xfer_count[KP_NCLASS];
 	/* transfer.c; address space until a class uses it */
 	kp__xfer xfer[KP_NCLASS][KP_XFER_BASE]; /* the first batches of each class; kp__xfer_slot */
 	uint64_t xfer_head[KP_NCLASS][KP_XFER_HEAD];
@@ -1554,7 +1559,6 @@ struct kp_pool {
 	kp__xfer xfer_more[KP_NCLASS][KP_XFER_SLOTS - KP_XFER_BASE];
 	uint64_t xfer_tail[KP_NCLASS][KP_XFER_CLASS_KEYS - KP_XFER_HEAD - KP_XFER_MID];
 	_Atomic uint64_t xfer_gen; /* checkpoints of kp__xfer_drain so far */
-	kp__xcount xfer_count[KP_NCLASS];
 	uint64_t xfer_at_ns;       /* the next one (the daemon's alone) */
 	kp__backup backup;
 	kp__daemon daemon;

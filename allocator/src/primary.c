@@ -1043,8 +1043,13 @@ int kp__primary_grow(kp_pool *pool, bool populate)
 		s->magic = kp__seg_magic(pool->secret, s, KP_SEG_NORMAL, KP_SEG_SIZE);
 		s->nfree_units = KP_SEG_UNITS;
 		s->empty_since_ns = kp__pool_now(pool);
-		for (unsigned u = 0; u < KP_UNITS; u++)
-			s->span[u].head = (uint8_t)u;
+		/* The span slots stay as the fresh mapping has them, zero: a unit
+		 * no run has held yet has head 0, the header unit's slot, a free
+		 * span's (KP_SPAN_FREE), as a pointer into it must find (alloc.c's
+		 * lookups, daemon.c's probe_page). Their first writes were every slot's head, and the
+		 * table's last 9 slots (units 55-63) are the header unit's second
+		 * page: resident in every segment, where a small program's blocks
+		 * take a dozen units (test_seg_header_page). */
 		memset(s->unit_meta, 0, sizeof s->unit_meta);
 		seg_reseal(pool, s);
 		if (kp__pagemap_set(&pool->os, s, KP_SEG_SIZE, s) < 0) {
