@@ -580,6 +580,20 @@ static inline size_t kt_events_clear(kp_pool *pool)
 	return total;
 }
 
+/* Drain every pending event and keep the newest of one kind (kind 0 in the
+ * result: none found). */
+static inline kp_event kt_last_event(kp_pool *pool, unsigned kind)
+{
+	kp_event ev[64], found;
+	memset(&found, 0, sizeof found);
+	size_t n;
+	while ((n = kp_events_drain(pool, ev, 64)) > 0)
+		for (size_t i = 0; i < n; i++)
+			if (ev[i].kind == kind)
+				found = ev[i];
+	return found;
+}
+
 /* Drain every pending event and count those of one kind (all kinds when
  * kind is KP_EV_NONE). With 'verbose' set in KT_VERBOSE, print them. */
 static inline size_t kt_events_count(kp_pool *pool, unsigned kind)

@@ -19,19 +19,6 @@
 
 #define MiB ((size_t)1 << 20)
 
-/* The newest event of a kind, drained (kind 0: none found). */
-static kp_event last_of(kp_pool *pool, unsigned kind)
-{
-	kp_event ev[64], found;
-	memset(&found, 0, sizeof found);
-	size_t n;
-	while ((n = kp_events_drain(pool, ev, 64)) > 0)
-		for (size_t i = 0; i < n; i++)
-			if (ev[i].kind == kind)
-				found = ev[i];
-	return found;
-}
-
 static void check_double_free(kp_pool *pool, void *p, const char *what)
 {
 	int64_t before = kt_stat(pool, "integrity.double_frees");
@@ -43,7 +30,7 @@ static void check_double_free(kp_pool *pool, void *p, const char *what)
 	CHECK(kt_stat(pool, "integrity.double_frees") == before + 1, "%s: double_frees %lld, want %lld", what,
 	      (long long)kt_stat(pool, "integrity.double_frees"), (long long)before + 1);
 	CHECK(kt_stat(pool, "integrity.invalid_frees") == invalid, "%s: counted as an invalid free", what);
-	kp_event ev = last_of(pool, KP_EV_DOUBLE_FREE);
+	kp_event ev = kt_last_event(pool, KP_EV_DOUBLE_FREE);
 	CHECK(ev.kind == KP_EV_DOUBLE_FREE && ev.addr == (uint64_t)(uintptr_t)p,
 	      "%s: no double_free event for %p", what, p);
 	CHECK(strstr(ev.text, "double free") != NULL, "%s: event text '%s'", what, ev.text);

@@ -16,19 +16,6 @@
 
 static const char *const CONF = "primary_initial:4m,backup:1m,daemon:off,seed:5";
 
-/* Drain and keep the last event of a kind (kind 0: none found). */
-static kp_event last_event(kp_pool *pool, unsigned kind)
-{
-	kp_event ev[64], found;
-	memset(&found, 0, sizeof found);
-	size_t n;
-	while ((n = kp_events_drain(pool, ev, 64)) > 0)
-		for (size_t i = 0; i < n; i++)
-			if (ev[i].kind == kind)
-				found = ev[i];
-	return found;
-}
-
 /* The pool still serves: a round of allocations, filled and verified. */
 static int still_works(kp_pool *pool)
 {
@@ -65,7 +52,7 @@ static void test_double_free(void)
 	void *p = kp_alloc(pool, 100, 0);
 	CHECK(kp_free(pool, p) == 0, "first free");
 	CHECK(kp_free(pool, p) == KP_EDOUBLEFREE, "second free is a double free");
-	kp_event ev = last_event(pool, KP_EV_DOUBLE_FREE);
+	kp_event ev = kt_last_event(pool, KP_EV_DOUBLE_FREE);
 	CHECK(ev.kind == KP_EV_DOUBLE_FREE, "no double_free event");
 	check_text(&ev, p);
 	CHECK(kt_stat(pool, "integrity.double_frees") == 1, "counter");
@@ -85,7 +72,7 @@ static void test_foreign_pointers(void)
 	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
 		int rc = kp_free(pool, bad[i]);
 		CHECK(rc == KP_ENOTOURS, "free of bad pointer %zu (%p): %d", i, bad[i], rc);
-		kp_event ev = last_event(pool, KP_EV_INVALID_FREE);
+		kp_event ev = kt_last_event(pool, KP_EV_INVALID_FREE);
 		CHECK(ev.kind == KP_EV_INVALID_FREE, "no invalid_free event for %p", bad[i]);
 		check_text(&ev, bad[i]);
 		CHECK(kp_usable_size(pool, bad[i]) == 0, "usable size of a foreign pointer");
@@ -109,7 +96,7 @@ static void test_overflow(void)
 		memset(p, 'x', sizes[i] + 1); /* one byte too many */
 		int rc = kp_free(pool, p);
 		CHECK(rc == KP_EOVERFLOW, "free after a 1-byte overflow of %zu: %d", sizes[i], rc);
-		kp_event ev = last_event(pool, KP_EV_OVERFLOW);
+		kp_event ev = kt_last_event(pool, KP_EV_OVERFLOW);
 		CHECK(ev.kind == KP_EV_OVERFLOW && ev.size == sizes[i], "overflow event for %zu", sizes[i]);
 		check_text(&ev, p);
 		/* contained: the block is quarantined, not freed twice, not reused */
@@ -188,7 +175,7 @@ static void test_header_damage(void)
 	char *p = kp_alloc(pool, 64, 0);
 	p[-3] ^= 0x40; /* one bit in the header */
 	CHECK(kp_free(pool, p) == KP_ECORRUPT, "free of a block with a damaged header");
-	kp_event ev = last_event(pool, KP_EV_CORRUPTION);
+	kp_event ev = kt_last_event(pool, KP_EV_CORRUPTION);
 	CHECK(ev.kind == KP_EV_CORRUPTION, "corruption event");
 	check_text(&ev, p);
 	CHECK(kp_usable_size(pool, p) == 0, "usable size does not trust a damaged header");
@@ -213,7 +200,7 @@ static void test_use_after_free(void)
 		q[i] = kp_alloc(pool, 200, 0);
 		CHECK(q[i] != NULL && q[i] != p, "allocation %d after a write after free: %p", i, q[i]);
 	}
-	kp_event ev = last_event(pool, KP_EV_USE_AFTER_FREE);
+	kp_event ev = kt_last_event(pool, KP_EV_USE_AFTER_FREE);
 	CHECK(ev.kind == KP_EV_USE_AFTER_FREE, "use_after_free event");
 	check_text(&ev, p);
 	CHECK(kt_stat(pool, "integrity.use_after_frees") == 1, "counter");
