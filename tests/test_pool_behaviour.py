@@ -336,7 +336,6 @@ def test_pool_shrinks_after_decay_and_rss_drops() -> None:
         assert dropped > 0.75 * total, f"RSS dropped by {dropped / MiB:.1f} MiB of {total / MiB:.0f} MiB"
 
 
-@pytest.mark.slow
 def _daemon_tids() -> set[int]:
     out = set()
     for task in Path("/proc/self/task").iterdir():
@@ -434,6 +433,7 @@ def _paced_ok(f: dict[str, int]) -> bool:
     )
 
 
+@pytest.mark.slow
 def test_daemon_grows_ahead_of_the_allocating_thread() -> None:
     """256 MiB in 4-64 KiB blocks, every page touched: no mmap on the allocation path, and once the
     daemon has measured the rate (the first 16 MiB) the allocating thread takes page faults on under
