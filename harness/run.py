@@ -158,6 +158,29 @@ def check_conf(env_conf: str | None, conf: str | None) -> None:
         raise UsageError(f"--conf {conf!r}: {why}")
 
 
+def _preload_refused(item: str) -> str | None:
+    """Why the preload would refuse one KPOOL_PRELOAD item (allocator/preload/preload.c, settings_load), or
+    None: the same keys and values, in the same words."""
+    key, colon, value = item.partition(":")
+    if not colon:
+        return "expected key:value"
+    if key == "on_error":
+        return None if value in ON_ERROR else f"on_error takes {' or '.join(ON_ERROR)}"
+    if key in ("daemon_after", "bootstrap"):
+        # number(): 1 to 12 decimal digits
+        ok = 0 < len(value) <= 12 and all("0" <= c <= "9" for c in value)
+        return None if ok else f"{key} takes a count of allocations"
+    return f"unknown key {key!r} (keys: on_error, daemon_after, bootstrap)"
+
+
+def check_preload(env_preload: str | None) -> None:
+    """KPOOL_PRELOAD (the environment's), checked before the program runs, as KPOOL_CONF is (check_conf): a
+    bad item made the preload give up with its own exit code once the program had started."""
+    for item in (env_preload or "").split(","):
+        if item and (why := _preload_refused(item)):
+            raise UsageError(f"{PRELOAD_ENV}={env_preload!r} (in the environment): {item!r}: {why}")
+
+
 def environment(
     allocator: str, conf: str | None, on_error: str | None, base: Mapping[str, str] = os.environ
 ) -> dict[str, str]:
@@ -176,6 +199,7 @@ def environment(
         env["LD_PRELOAD"] = str(lib)
     if allocator == "kpool":
         check_conf(env.get(CONF_ENV), conf)
+        check_preload(env.get(PRELOAD_ENV))
     if conf is not None:
         env[CONF_ENV] = f"{env[CONF_ENV]},{conf}" if env.get(CONF_ENV) else conf
     if on_error is not None:

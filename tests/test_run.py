@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from harness import cli, run
+from harness.errors import UsageError
 from harness.triage.db import CrashDB
 
 DATA = Path(__file__).parent / "data" / "preload"
@@ -182,6 +183,86 @@ def test_a_good_kpool_conf_still_runs(tmp_path: Path) -> None:
     proc = kpool("run", "--", "/bin/sh", "-c", f"touch {marker}", cwd=tmp_path, KPOOL_CONF="daemon:off")
     assert proc.returncode == 0, proc.stderr
     assert marker.exists()
+
+
+@pytest.mark.parametrize(
+    ("setting", "says"),
+    [
+        (
+            "on_error:maybe",
+            "KPOOL_PRELOAD='on_error:maybe' (in the environment): 'on_error:maybe': on_error takes",
+        ),
+        ("daemon_after:-1", "'daemon_after:-1': daemon_after takes a count of allocations"),
+        ("bootstrap:lots", "'bootstrap:lots': bootstrap takes a count of allocations"),
+        ("colour:blue", "'colour:blue': unknown key 'colour' (keys: on_error, daemon_after, bootstrap)"),
+        ("on_error", "'on_error': expected key:value"),
+    ],
+)
+def test_a_bad_kpool_preload_is_refused_before_the_program_runs(
+    setting: str, says: str, tmp_path: Path
+) -> None:
+    """As KPOOL_CONF (above): a bad KPOOL_PRELOAD made the preload give up (its own exit code, 127) once
+    the program had started; kpool run now refuses it first, naming the item, and starts nothing."""
+    marker, reports = tmp_path / "ran", tmp_path / "reports"
+    proc = kpool(
+        "run",
+        "--reports",
+        str(reports),
+        "--",
+        "/bin/sh",
+        "-c",
+        f"touch {marker}",
+        cwd=tmp_path,
+        KPOOL_PRELOAD=setting,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert says in proc.stderr, proc.stderr
+    assert not marker.exists(), "the program ran"
+    assert not reports.exists()
+
+
+def test_a_good_kpool_preload_still_runs(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    proc = kpool(
+        "run",
+        "--",
+        "/bin/sh",
+        "-c",
+        f"touch {marker}",
+        cwd=tmp_path,
+        KPOOL_PRELOAD="on_error:log,daemon_after:10,bootstrap:0,",
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert marker.exists()
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [
+        "on_error:maybe",
+        "daemon_after:-1",
+        "bootstrap:lots",
+        "colour:blue",
+        "on_error",
+        "daemon_after:1234567890123",
+        "on_error:log,daemon_after:10,bootstrap:0,",
+        "daemon_after:123456789012",
+        ",,on_error:abort",
+    ],
+)
+def test_the_check_agrees_with_the_preloads_own_verdict(setting: str) -> None:
+    """The preload itself (LD_PRELOAD on ls, which allocates: the settings are read at the first malloc)
+    refuses exactly what kpool run's check refuses."""
+    lib = run.library("kpool")
+    assert lib is not None and lib.exists()
+    env = {"PATH": "/usr/bin:/bin", "LD_PRELOAD": str(lib), "KPOOL_PRELOAD": setting}
+    own = subprocess.run(["/bin/ls", "/"], env=env, capture_output=True, text=True, timeout=60, check=False)
+    try:
+        run.check_preload(setting)
+        refused = False
+    except UsageError:
+        refused = True
+    assert (own.returncode != 0) == refused, (own.returncode, own.stderr)
 
 
 def test_help_states_every_default() -> None:
