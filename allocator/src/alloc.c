@@ -413,8 +413,7 @@ static ALWAYS_INLINE void *far_pop(size_t size, kp__bin *b, char *h, unsigned n,
 	bin_count_dec(b, n - 1);
 	/* The next block's link, as alloc_fast fetches it: in b the classes
 	 * whose links lead far are the large ones, whose blocks are cold. */
-	if (next)
-		__builtin_prefetch(next + KP_HDR, 0, 3);
+	__builtin_prefetch(next + KP_HDR, 0, 3);
 	kp__hdr_put((kp__hdr *)h, key, (uint64_t)size << 16 | (fm ^ KP_ST_FREE ^ KP_ST_ALLOC));
 	KP_UNPOISON(h + KP_HDR, size);
 	kp__canary8_put(key, h + KP_HDR + size);
@@ -460,19 +459,10 @@ static __attribute__((noinline)) void *alloc_far(kp_pool *pool, size_t size, kp_
 	unsigned n = b->count;
 	uint64_t bad = (kp__hdr_tag((const kp__hdr *)h) ^ key ^ fm) | (kp__hdr_meta((const kp__hdr *)h) ^ fm);
 	uintptr_t off = (uintptr_t)next & KP_PM_TAG_MASK;
-	if (KP_LIKELY(!bad && n > 1 && !(off & (KP_HDR - 1)) && off >= KP_UNIT_SIZE &&
-		      kp__pagemap_flat_is((uintptr_t)next - off, pool->id)))
-		return far_pop(size, b, h, n, key, next, fm);
-	/* The bin's last block, its link NULL (the list ends with it):
-	 * bin_head_ok's case of n == 1, popped here rather than through
-	 * alloc_slow (kp__pool_ok, the cache's lookup, the class again and
-	 * small_alloc: about 150 instructions more). A bin of a big class
-	 * (a max of 2-8 blocks, refilled by half) pops its last block at
-	 * every other refill: 19K of kpbench b's 31K calls of alloc_slow in
-	 * 330K allocations went there for nothing else (callgrind). */
-	if (!bad && n == 1 && !next)
-		return far_pop(size, b, h, 1, key, NULL, fm);
-	return alloc_far_vet(pool, size, b, key, next, fm);
+	if (KP_UNLIKELY(bad || n == 1 || (off & (KP_HDR - 1)) || off < KP_UNIT_SIZE ||
+			!kp__pagemap_flat_is((uintptr_t)next - off, pool->id)))
+		return alloc_far_vet(pool, size, b, key, next, fm);
+	return far_pop(size, b, h, n, key, next, fm);
 }
 
 /* kp_alloc for a pool the thread's fast word (kp__tls_state.fast_alloc)
@@ -536,23 +526,23 @@ static ALWAYS_INLINE void *alloc_fast(kp_pool *pool, size_t size, unsigned flags
 		uint64_t *stack = tc->stack[cls];
 		unsigned n = b->count;
 		char *h = b->head;
-		/* One block at least. The last block of a bin, whose link must be
-		 * NULL, fails the test below (a link to a block near h: three
-		 * instructions fewer on every allocation than a test of the last
-		 * block, a conditional move and a copy) and alloc_far pops it:
-		 * about as rare as a refill, which follows it, but for bins of big
-		 * classes (kpbench b). A count of one or more has a head: the bin
-		 * is its thread's alone (its cache, never user memory), and every
-		 * path that writes it writes the two together (a NULL head and
-		 * count 0: the pop of a last block, bin_damaged, a flush, each
-		 * vetting the list against the count: bin_head_ok, alloc_far,
-		 * kp__tcache_flush_bin), so h is not tested (2 instructions
-		 * fewer; small_alloc, on the rare paths, tests both). */
+		/* Two blocks at least. The last block of a bin, whose link must be
+		 * NULL, is taken by small_alloc (bin_head_ok): about as rare as a
+		 * refill, which follows it, and the check here then has one case,
+		 * a link to a block near h (three instructions fewer on every
+		 * allocation: a test, a conditional move and a copy). A count
+		 * of two or more has a head: the bin is its thread's alone (its
+		 * cache, never user memory), and every path that writes it
+		 * writes the two together (a NULL head with a count: the pop of a
+		 * last block, bin_damaged, a flush, each vetting the list against
+		 * the count: bin_head_ok, kp__tcache_flush_bin), so h is not
+		 * tested (2 instructions fewer; small_alloc, on the rare paths,
+		 * tests both). */
 #if defined(KP_DEBUG) && KP_DEBUG
-		if (n >= 1 && h == NULL) /* the sanitizer and fuzz builds check the invariant */
+		if (n >= 2 && h == NULL) /* the sanitizer and fuzz builds check the invariant */
 			__builtin_trap();
 #endif
-		if (KP_UNLIKELY(!n))
+		if (KP_UNLIKELY(n < 2))
 			goto slow;
 		unsigned left = n - 1;
 		/* K(h): the stack holds it bound to h (internal.h, kp__kslot) */
@@ -863,8 +853,9 @@ static int primary_free(kp_pool *pool, void *p, size_t holds)
  * canary_reach[c]: those three offsets from h for class c, indexed by any
  * byte (unit_meta is not vetted yet: a prefetch never faults), 0 (the
  * header's line again) for a byte that is no class and for classes past
- * 64 KiB (their offsets do not fit: free_slow takes them); 8 bytes an entry (one shift to index). A table rather than
- * arithmetic on kp__class_size: three loads of one line instead of a range
+ * 64 KiB (their offsets do not fit: free_slow takes them); 8 bytes an
+ * entry (one shift to index). A table rather than arithmetic on
+ * kp__class_size: three loads of one line instead of a range
  * check and the sums. Workload a (hot blocks: nothing to gain) ran 8.8%
  * more instructions than without the prefetch with the sums, 3.8% with the
  * table (callgrind, kpbench a, 1M ops). Filled when the library is loaded;
@@ -970,7 +961,8 @@ static ALWAYS_INLINE int free_fast(kp_pool *pool, uint64_t id, void *p, bool aes
 	/* The canary read below must stay inside the block: its request, which
 	 * the header alone says, at most the class's capacity less the canary
 	 * (reach[2], the last canary's offset from h; 0 for classes past 64
-	 * KiB, which take free_slow; 65,528 for the 64 KiB class). A caller who read K(h) from the header
+	 * KiB, which take free_slow; 65,528 for the 64 KiB class). A caller
+	 * who read K(h) from the header
 	 * (tag ^ meta) could rewrite the request to 2^40, and kp_free read the
 	 * canary there: SIGSEGV (test_req_rewritten). */
 	size_t lim = reach[2];

@@ -91,7 +91,7 @@ static uint32_t bin_start(unsigned cls, uint32_t cap)
  * of about 80 MB) spent its 8 MiB, and its bins of 16-64 KiB held 4-16
  * blocks, each class missing every 4-40 operations of its own: with
  * KP_TC_SOLO (and the classes' bound that follows the budget,
- * class_bound) its kp_alloc + kp_free run 246.8 -> 226.3 instructions an
+ * class_bound) its kp_alloc + kp_free run 247.8 -> 225.8 instructions an
  * operation (callgrind, tests/test_instruction_counts.py; 221.2 with 4
  * times, its bins then holding twice the bytes: test_bin_solo, 4.9 against
  * 9.9 MiB on a heap of 120 MB), its peak RSS +0.9 MiB (47.2 -> 48.1;
