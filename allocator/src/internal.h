@@ -1238,7 +1238,7 @@ typedef struct kp__bin {
 #define KP_BIN_SOLO_BYTES ((size_t)1 << 20)
 /* A bin of a class of this many bytes or more, in a pool with n threads'
  * caches, grows to KP_BIN_CLASS_BYTES / n at most (tcache.c, big_bin_bound). */
-#define KP_BIN_BIG ((size_t)16 << 10)
+#define KP_BIN_BIG ((size_t)4 << 10)
 /* A bin holds at least this many blocks, at its start too: a refill or a
  * two-way flush moves half its max, one block (4 before: 4 blocks of
  * every 128 KiB class a thread touched were outside any bound). */
