@@ -856,8 +856,9 @@ static int primary_free(kp_pool *pool, void *p, size_t holds)
  * canary_reach[c]: those three offsets from h for class c, indexed by any
  * byte (unit_meta is not vetted yet: a prefetch never faults), 0 (the
  * header's line again) for a byte that is no class and for classes past
- * 64 KiB; 8 bytes an entry (one shift to index). A table rather than
- * arithmetic on kp__class_size: three loads of one line instead of a range
+ * 64 KiB (their offsets do not fit: free_slow takes them); 8 bytes an
+ * entry (one shift to index). A table rather than arithmetic on
+ * kp__class_size: three loads of one line instead of a range
  * check and the sums. Workload a (hot blocks: nothing to gain) ran 8.8%
  * more instructions than without the prefetch with the sums, 3.8% with the
  * table (callgrind, kpbench a, 1M ops). Filled when the library is loaded;
@@ -867,7 +868,10 @@ static uint16_t canary_reach[256][4];
 
 __attribute__((constructor)) static void canary_reach_init(void)
 {
-	for (unsigned c = 0; c < KP_NCLASS && kp__class_size[c] <= UINT16_MAX; c++) {
+	/* every class whose offsets fit 16 bits: the 64 KiB class too (its
+	 * last is 65,528; bounded by the class's size, it took free_slow:
+	 * test_free_fast_big) */
+	for (unsigned c = 0; c < KP_NCLASS && kp__class_size[c] - 8 <= UINT16_MAX; c++) {
 		unsigned lo = (c ? kp__class_size[c - 1] : KP_HDR + KP_CANARY) - 7, hi = kp__class_size[c] - 8;
 		canary_reach[c][0] = (uint16_t)lo;
 		canary_reach[c][1] = (uint16_t)(lo + (hi - lo) / 2);
@@ -960,7 +964,8 @@ static ALWAYS_INLINE int free_fast(kp_pool *pool, uint64_t id, void *p, bool aes
 	/* The canary read below must stay inside the block: its request, which
 	 * the header alone says, at most the class's capacity less the canary
 	 * (reach[2], the last canary's offset from h; 0 for classes past 64
-	 * KiB, which take free_slow). A caller who read K(h) from the header
+	 * KiB, which take free_slow; 65,528 for the 64 KiB class). A caller
+	 * who read K(h) from the header
 	 * (tag ^ meta) could rewrite the request to 2^40, and kp_free read the
 	 * canary there: SIGSEGV (test_req_rewritten). */
 	size_t lim = reach[2];

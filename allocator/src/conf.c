@@ -140,9 +140,10 @@ static const struct option options[] = {
 	 * pages are resident); larson's five threads get 1.6 MiB each and
 	 * peak at 12.5 MiB (2m: 10.9; before the bound: 14.4). */
 	{"tcache_bytes", SIZE, "8m", OFF(tcache_bytes), 0, 64ull << 20,
-	 "bytes the pool's thread caches may grow by, shared among its threads (at least 256k each), a quarter "
-	 "of it and 256 KiB at most in one class, past each class's start of at most 16 blocks or 4 KiB (a class "
-	 "holds 2 to 256 blocks; one left unused gives them back); smaller: less memory pinned per thread"},
+	 "bytes the pool's thread caches may grow by, shared among its threads (at least 256k each; a lone "
+	 "thread up to twice it, within a quarter of its heap), a quarter of it and 256 KiB at most in one class "
+	 "(a lone thread's budget / 32, 1 MiB at most), past each class's start of at most 16 blocks or 4 KiB (a "
+	 "class holds 2 to 256 blocks; one left unused gives them back); smaller: less memory pinned per thread"},
 	{"grow_wait_us", INT, "0", OFF(grow_wait_us), 0, 1000000,
 	 "when headroom runs out, wait this long for the daemon's next segment before growing on the allocation path"},
 	{"wait_ms", INT, "0", OFF(wait_ms), 0, 60000,

@@ -1237,9 +1237,12 @@ typedef struct kp__bin {
  * 64 KiB bin of 2 misses at every other operation); git's peak RSS 0.7
  * MiB lower, 1.3 at 128 KiB. */
 #define KP_BIN_CLASS_BYTES ((size_t)256 << 10)
+/* A lone thread's bin on a big heap grows further, with its budget
+ * (tcache.c, KP_TC_SOLO and class_bound), to this many bytes at most. */
+#define KP_BIN_SOLO_BYTES ((size_t)1 << 20)
 /* A bin of a class of this many bytes or more, in a pool with n threads'
  * caches, grows to KP_BIN_CLASS_BYTES / n at most (tcache.c, big_bin_bound). */
-#define KP_BIN_BIG ((size_t)16 << 10)
+#define KP_BIN_BIG ((size_t)4 << 10)
 /* A bin holds at least this many blocks, at its start too: a refill or a
  * two-way flush moves half its max, one block (4 before: 4 blocks of
  * every 128 KiB class a thread touched were outside any bound). */

@@ -41,10 +41,14 @@ static pthread_once_t exit_once = PTHREAD_ONCE_INIT;
  * default). */
 #define KP_BIN_CLASS_SHARE 4
 #define KP_TC_MIN_BYTES ((size_t)256 << 10)
+/* A bin's cap (its max never passes it): a KP_BIN_CLASS_SHARE-th of
+ * tcache_bytes and KP_BIN_SOLO_BYTES of its class at most. What a bin may
+ * grow to now is bounded further, by its thread's budget (class_bound):
+ * KP_BIN_CLASS_BYTES but for a lone thread on a big heap. */
 static uint16_t bin_max(const kp_pool *pool, unsigned cls)
 {
 	size_t share = pool->conf.tcache_bytes / KP_BIN_CLASS_SHARE;
-	size_t n = (share < KP_BIN_CLASS_BYTES ? share : KP_BIN_CLASS_BYTES) / kp__class_size[cls];
+	size_t n = (share < KP_BIN_SOLO_BYTES ? share : KP_BIN_SOLO_BYTES) / kp__class_size[cls];
 	return (uint16_t)(n < KP_BIN_LEAST ? KP_BIN_LEAST : n > KP_BIN_MAX ? KP_BIN_MAX : n);
 }
 
@@ -79,6 +83,25 @@ static uint32_t bin_start(unsigned cls, uint32_t cap)
  * 4 MiB, ran 229 -> 271-274 instructions per operation with the bound. */
 #define KP_TC_OUT_SHARE 4
 #define KP_TC_OUT_FLOOR ((size_t)64 << 10)
+/* A lone thread's budget goes past tcache_bytes, up to KP_TC_SOLO times
+ * it, while a quarter of the heap allows (a heap of more than 32 MiB, with
+ * the default): a pool of one thread has no other thread's caches to leave
+ * room for, and on a big heap a miss costs more than the bytes a bin
+ * holds. kpbench b (one thread, 10,000 live blocks of 16 B-64 KiB: a heap
+ * of about 80 MB) spent its 8 MiB, and its bins of 16-64 KiB held 4-16
+ * blocks, each class missing every 4-40 operations of its own: with
+ * KP_TC_SOLO (and the classes' bound that follows the budget,
+ * class_bound) its kp_alloc + kp_free run 247.8 -> 225.8 instructions an
+ * operation (callgrind, tests/test_instruction_counts.py; 221.2 with 4
+ * times, its bins then holding twice the bytes: test_bin_solo, 4.9 against
+ * 9.9 MiB on a heap of 120 MB), its peak RSS +0.9 MiB (47.2 -> 48.1;
+ * mimalloc's 49.9, tcmalloc's 53.7: a cached big block's untouched pages
+ * are not resident). gperftools' thread cache holds up to 4 MiB a thread,
+ * its transfer and central caches more, and a miss there costs about a
+ * hundred instructions; here 1,100-1,400 (kp__central_take and _give: the
+ * segment's keyed magic per block, kp__seg_ok, a quarter of it). A heap of
+ * 32 MiB or less keeps the budget it had. */
+#define KP_TC_SOLO 2
 static size_t tc_budget(const kp_pool *pool)
 {
 	size_t total = pool->conf.tcache_bytes, n = atomic_load_explicit(&pool->tc_live, memory_order_relaxed);
@@ -88,7 +111,24 @@ static size_t tc_budget(const kp_pool *pool)
 		return budget;
 	size_t heap = atomic_load_explicit(&pool->out_bytes, memory_order_relaxed) / KP_TC_OUT_SHARE;
 	heap = heap > KP_TC_OUT_FLOOR ? heap : KP_TC_OUT_FLOOR;
+	budget *= KP_TC_SOLO;
 	return budget < heap ? budget : heap;
+}
+
+/* How far a bin of size-byte blocks may grow on its thread's budget: a
+ * KP_BIN_CLASS_PARTS-th of the budget, KP_BIN_CLASS_BYTES at least (and
+ * KP_BIN_SOLO_BYTES at most: the bin's cap). With the default 8 MiB that
+ * is KP_BIN_CLASS_BYTES; only a lone thread's bigger budget (KP_TC_SOLO)
+ * raises it. A bound per class that did not follow the budget left it
+ * unused: kpbench b with a 32 MiB budget and 256 KiB a class ran 246
+ * instructions an operation (its 64 KiB bins stayed at 4 blocks); with a
+ * 1 MiB bound and its 8 MiB budget, 268 (its big classes took the budget
+ * its small ones had used better). */
+#define KP_BIN_CLASS_PARTS 32
+static size_t class_bound(size_t budget)
+{
+	size_t b = budget / KP_BIN_CLASS_PARTS;
+	return b > KP_BIN_CLASS_BYTES ? b : KP_BIN_CLASS_BYTES;
 }
 _Static_assert(KP_BIN_MAX <= UINT16_MAX && KP_NCLASS <= UINT16_MAX, "a bin's cap and class fit 16 bits");
 
@@ -441,7 +481,12 @@ static unsigned whole_flush_keep(const kp__bin *b)
 	return keep < b->max / 2 ? keep : b->max / 2;
 }
 
-/* A bin of a big class (KP_BIN_BIG and up) of a pool with n threads'
+/* A bin of a big class (KP_BIN_BIG and up: 4 KiB; it was 16 KiB, and the
+ * bins of 4-16 KiB classes grew as small classes' do, to 64 blocks and
+ * their cap of 256 KiB: two threads walking 4-16 KiB blocks, one handing a
+ * quarter of its frees to the other, held 2.9-3.1 MiB in one thread's bins
+ * and parked batches and peaked at 25.2 MiB, now 1.6-1.8 and 23.8, for 7%
+ * more instructions: test_mid_bin_threads) of a pool with n threads'
  * caches grows to at most KP_BIN_CLASS_BYTES / n of its class (never below
  * its max now, at least KP_BIN_LEAST): big blocks cached by several threads
  * at once are the pages RSS counts, each thread's its own (git
@@ -553,6 +598,9 @@ unsigned kp__bin_miss(kp__bin *b)
 		size_t size = kp__class_size[b->cls], budget = tc_budget(tc->pool);
 		size_t room = budget > tc->grown ? (budget - tc->grown) / size : 0;
 		uint32_t want = b->max * 2 < b->cap ? b->max * 2 : b->cap;
+		size_t bound = class_bound(budget) / size;
+		if (want > bound)
+			want = bound > b->max ? (uint32_t)bound : b->max;
 		if (want - b->max > room)
 			want = b->max + (uint32_t)room;
 		want = shared_bin_bound(tc->pool, b, want);
