@@ -159,21 +159,18 @@ def test_a_bad_kpool_conf_is_refused_before_the_program_runs(
     """Session 20's attack: with a bad KPOOL_CONF, kpool run started the program, whose preload then gave
     up (exit 127) after the program had begun. Now refused first: exit 2, the field and value named, the
     program never started (its marker file absent) and nothing written (no crash database)."""
+    _refused_before_start(tmp_path, args, says, KPOOL_CONF=kpool_conf)
+
+
+def _refused_before_start(tmp_path: Path, args: list[str], says: str, **env: str) -> None:
+    """kpool run with `env` exits 2 saying `says`, and neither starts the program (its marker file stays
+    absent) nor writes its reports folder."""
     marker, reports = tmp_path / "ran", tmp_path / "reports"
     proc = kpool(
-        "run",
-        "--reports",
-        str(reports),
-        *args,
-        "--",
-        "/bin/sh",
-        "-c",
-        f"touch {marker}",
-        cwd=tmp_path,
-        KPOOL_CONF=kpool_conf,
+        "run", "--reports", str(reports), *args, "--", "/bin/sh", "-c", f"touch {marker}", cwd=tmp_path, **env
     )
     assert proc.returncode == 2, proc.stderr
-    assert says in proc.stderr
+    assert says in proc.stderr, proc.stderr
     assert not marker.exists(), "the program ran"
     assert not reports.exists()
 
@@ -203,22 +200,7 @@ def test_a_bad_kpool_preload_is_refused_before_the_program_runs(
 ) -> None:
     """As KPOOL_CONF (above): a bad KPOOL_PRELOAD made the preload give up (its own exit code, 127) once
     the program had started; kpool run now refuses it first, naming the item, and starts nothing."""
-    marker, reports = tmp_path / "ran", tmp_path / "reports"
-    proc = kpool(
-        "run",
-        "--reports",
-        str(reports),
-        "--",
-        "/bin/sh",
-        "-c",
-        f"touch {marker}",
-        cwd=tmp_path,
-        KPOOL_PRELOAD=setting,
-    )
-    assert proc.returncode == 2, proc.stderr
-    assert says in proc.stderr, proc.stderr
-    assert not marker.exists(), "the program ran"
-    assert not reports.exists()
+    _refused_before_start(tmp_path, [], says, KPOOL_PRELOAD=setting)
 
 
 def test_a_good_kpool_preload_still_runs(tmp_path: Path) -> None:
