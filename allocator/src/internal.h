@@ -1526,6 +1526,18 @@ struct kp_pool {
 	 * allocation path passes over (daemon.c, take_len). */
 	_Atomic unsigned take_min, take_min_prev;
 	uint64_t take_min_ns;
+	/* The runs of units small spans took since the daemon's last pass
+	 * (under lock; units_take): their blocks are handed out over the next
+	 * bursts, and the part of such a run past the pre-faulted front is no
+	 * longer free, so the front never covers it. The daemon's pass
+	 * pre-faults what of them is not resident, once (daemon.c,
+	 * prefault_taken). */
+#define KP_TAKEN_RUNS 16
+	struct {
+		kp__seg *s;
+		uint8_t u, n;
+	} taken[KP_TAKEN_RUNS];
+	unsigned ntaken;
 	_Atomic size_t free_segs; /* normal segments with every unit free */
 	_Atomic size_t headroom; /* units_free * unit size, readable without lock */
 	/* bytes of purged free units taken (run_take, kp__large_resize; written

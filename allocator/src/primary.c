@@ -339,6 +339,15 @@ static kp__span *units_take(kp_pool *pool, unsigned n, unsigned cls, kp__seg **s
 			}
 			if (u < 0 || !seg_ok_locked(pool, s)) /* the mask found a run: is it the pool's? */
 				continue;
+			/* a new span for a program that writes what it takes: the
+			 * daemon's next pass pre-faults what of it is not resident
+			 * (daemon.c, prefault_taken); not a run a span of cls held
+			 * (pass 0: resident where its blocks were written) */
+			if (cls < KP_NCLASS && pass && !clean_first && pool->ntaken < KP_TAKEN_RUNS) {
+				pool->taken[pool->ntaken].s = s;
+				pool->taken[pool->ntaken].u = (uint8_t)u;
+				pool->taken[pool->ntaken++].n = (uint8_t)n;
+			}
 			return run_take(pool, s, (unsigned)u, n, segp);
 		}
 	}
@@ -1131,6 +1140,7 @@ int kp__primary_shrink(kp_pool *pool, size_t keep)
 		s->next = gone;
 		gone = s;
 		n++;
+		pool->ntaken = 0; /* the runs the daemon pre-faults may lie in it (daemon.c, prefault_taken) */
 	}
 	headroom_publish(pool);
 	size_t cap = pool->capacity;
