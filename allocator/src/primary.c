@@ -312,7 +312,7 @@ static bool program_writes_all(kp_pool *pool)
  * kpbench's workload b spans emptied and their units were carved again once
  * per 2,000 operations, and such pages were 17 MiB of the 71 MiB peak with
  * every request the size of its class. Caller holds pool->lock. */
-static kp__span *units_take(kp_pool *pool, unsigned n, unsigned cls, kp__seg **segp)
+static kp__span *units_take(kp_pool *pool, unsigned n, unsigned cls, bool bulk, kp__seg **segp)
 {
 	int pass = 0;
 	unsigned last = cls < KP_NCLASS ? cls + 1 : KP_LAST_LARGE + n; /* units_give's mark */
@@ -339,11 +339,12 @@ static kp__span *units_take(kp_pool *pool, unsigned n, unsigned cls, kp__seg **s
 			}
 			if (u < 0 || !seg_ok_locked(pool, s)) /* the mask found a run: is it the pool's? */
 				continue;
-			/* a new span for a program that writes what it takes: the
-			 * daemon's next pass pre-faults what of it is not resident
-			 * (daemon.c, prefault_taken); not a run a span of cls held
-			 * (pass 0: resident where its blocks were written) */
-			if (cls < KP_NCLASS && pass && !clean_first && pool->ntaken < KP_TAKEN_RUNS) {
+			/* a new span of a class in bulk use (KP_SPAN_FIT_AFTER spans)
+			 * for a program that writes what it takes: the daemon's next
+			 * pass pre-faults what of it is not resident (daemon.c,
+			 * prefault_taken); not a run a span of cls held (pass 0:
+			 * resident where its blocks were written) */
+			if (bulk && pass && !clean_first && pool->ntaken < KP_TAKEN_RUNS) {
 				pool->taken[pool->ntaken].s = s;
 				pool->taken[pool->ntaken].u = (uint8_t)u;
 				pool->taken[pool->ntaken++].n = (uint8_t)n;
@@ -401,12 +402,12 @@ static void wait_daemon_grow(kp_pool *pool)
 /* A run of n units for a new span or a large block: from free units; else
  * from the daemon's next segment; else by growing on the allocation path
  * (the daemon is off, or too slow: then it aims higher from now on). */
-static kp__span *run_alloc(kp_pool *pool, unsigned n, unsigned cls, kp__seg **segp)
+static kp__span *run_alloc(kp_pool *pool, unsigned n, unsigned cls, bool bulk, kp__seg **segp)
 {
 	bool waited = false;
 	for (int attempt = 0; attempt < 4; attempt++) {
 		kp__pool_lock(pool);
-		kp__span *sp = units_take(pool, n, cls, segp);
+		kp__span *sp = units_take(pool, n, cls, bulk, segp);
 		bool low = pool->units_free * KP_UNIT_SIZE < atomic_load_explicit(&pool->wake_wm, memory_order_relaxed);
 		bool room = pool->capacity + KP_SEG_SIZE + atomic_load(&pool->huge_bytes) <= pool->conf.primary_max;
 		if (sp)
@@ -445,7 +446,7 @@ static kp__span *span_new(kp_pool *pool, unsigned cls)
 	kp__seg *s;
 	kp__central *c = &pool->central[cls];
 	unsigned n = c->spans >= KP_SPAN_FIT_AFTER ? span_fit_tab[cls] : span_units(cls);
-	kp__span *sp = run_alloc(pool, n, cls, &s);
+	kp__span *sp = run_alloc(pool, n, cls, c->spans >= KP_SPAN_FIT_AFTER, &s);
 	if (!sp)
 		return NULL;
 	c->spans++;
@@ -856,7 +857,7 @@ void *kp__large_alloc(kp_pool *pool, size_t need)
 {
 	unsigned n = (unsigned)((need + KP_UNIT_SIZE - 1) >> KP_UNIT_SHIFT);
 	kp__seg *s;
-	kp__span *sp = run_alloc(pool, n, KP_NCLASS, &s);
+	kp__span *sp = run_alloc(pool, n, KP_NCLASS, false, &s);
 	if (!sp)
 		return NULL;
 	sp->kind = KP_SPAN_LARGE;
