@@ -574,7 +574,8 @@ static size_t prefault_taken(kp_pool *pool)
 	unsigned nrun = 0;
 	size_t bytes = 0;
 	kp__pool_lock(pool);
-	for (unsigned i = 0; i < pool->ntaken; i++) {
+	unsigned nt = atomic_load_explicit(&pool->ntaken, memory_order_relaxed);
+	for (unsigned i = 0; i < nt; i++) {
 		kp__seg *s = pool->taken[i].s;
 		unsigned u = pool->taken[i].u, n = pool->taken[i].n;
 		uint64_t bits = (n >= 64 ? ~0ull : ((1ull << n) - 1)) << u;
@@ -585,7 +586,7 @@ static size_t prefault_taken(kp_pool *pool)
 		run[nrun++].n = (size_t)n << KP_UNIT_SHIFT;
 		bytes += (size_t)n << KP_UNIT_SHIFT;
 	}
-	pool->ntaken = 0;
+	atomic_store_explicit(&pool->ntaken, 0, memory_order_relaxed);
 	pthread_mutex_unlock(&pool->lock);
 	for (unsigned i = 0; i < nrun; i++)
 		kp__os_populate_missing(&pool->os, run[i].p, run[i].n);
@@ -1049,7 +1050,7 @@ int kp__daemon_pass(kp_pool *pool)
 	size_t front = all ? d->front : target < floor ? target : floor;
 	/* in steps: half the front (the wake mark) and an eighth of it ahead */
 	size_t fill = all ? fill_to(pool, front) : front;
-	if (pre && all && pool->ntaken)
+	if (pre && all && atomic_load_explicit(&pool->ntaken, memory_order_relaxed))
 		prefault_taken(pool);
 	if (pre && ready < fill)
 		ready = prefault_front(pool, 0, fill);

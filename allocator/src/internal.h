@@ -1537,7 +1537,7 @@ struct kp_pool {
 		kp__seg *s;
 		uint8_t u, n;
 	} taken[KP_TAKEN_RUNS];
-	unsigned ntaken;
+	_Atomic unsigned ntaken; /* written under lock; the pass reads it without */
 	_Atomic size_t free_segs; /* normal segments with every unit free */
 	_Atomic size_t headroom; /* units_free * unit size, readable without lock */
 	/* bytes of purged free units taken (run_take, kp__large_resize; written

@@ -344,10 +344,12 @@ static kp__span *units_take(kp_pool *pool, unsigned n, unsigned cls, bool bulk, 
 			 * pass pre-faults what of it is not resident (daemon.c,
 			 * prefault_taken); not a run a span of cls held (pass 0:
 			 * resident where its blocks were written) */
-			if (bulk && pass && !clean_first && pool->ntaken < KP_TAKEN_RUNS) {
-				pool->taken[pool->ntaken].s = s;
-				pool->taken[pool->ntaken].u = (uint8_t)u;
-				pool->taken[pool->ntaken++].n = (uint8_t)n;
+			unsigned nt = atomic_load_explicit(&pool->ntaken, memory_order_relaxed);
+			if (bulk && pass && !clean_first && nt < KP_TAKEN_RUNS) {
+				pool->taken[nt].s = s;
+				pool->taken[nt].u = (uint8_t)u;
+				pool->taken[nt].n = (uint8_t)n;
+				atomic_store_explicit(&pool->ntaken, nt + 1, memory_order_relaxed);
 			}
 			return run_take(pool, s, (unsigned)u, n, segp);
 		}
@@ -1141,7 +1143,8 @@ int kp__primary_shrink(kp_pool *pool, size_t keep)
 		s->next = gone;
 		gone = s;
 		n++;
-		pool->ntaken = 0; /* the runs the daemon pre-faults may lie in it (daemon.c, prefault_taken) */
+		/* the runs the daemon pre-faults may lie in it (daemon.c, prefault_taken) */
+		atomic_store_explicit(&pool->ntaken, 0, memory_order_relaxed);
 	}
 	headroom_publish(pool);
 	size_t cap = pool->capacity;

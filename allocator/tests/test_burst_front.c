@@ -8,6 +8,13 @@
  * allocating thread should fault on under 1% of the pages it writes; the
  * blocks whose first page was not resident when handed out are counted
  * too (mincore), to tell where the units taken lie against the front.
+ *
+ * On s21-int: 998 faults on 30,350 pages, 797 pages not resident when
+ * handed out, all in the tails of new spans of the 32-64 KiB classes (8-15
+ * units, up to 1 MiB) that a burst took at the end of the front: units a
+ * span took are no longer free, so the front never covered them, and the
+ * blocks carved from them over the next bursts faulted. With the daemon
+ * pre-faulting such tails (daemon.c, prefault_taken): 167 and 87.
  */
 #define _GNU_SOURCE /* RUSAGE_THREAD */
 #include "ktest.h"
