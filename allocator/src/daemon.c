@@ -506,6 +506,12 @@ static size_t short_runs(kp_pool *pool)
 	return bytes;
 }
 
+/* A range found under the pool lock, faulted in after it is let go. */
+struct prefault_run {
+	char *p;
+	size_t n;
+};
+
 /* Pre-fault up to upto bytes of free units in the order the allocation path
  * takes them (oldest segment first, lowest unit first: units_take; runs
  * shorter than take_len passed over), skipping the first from bytes
@@ -517,10 +523,7 @@ static size_t short_runs(kp_pool *pool)
  * the bytes covered, from included. */
 static size_t prefault_front(kp_pool *pool, size_t from, size_t upto)
 {
-	struct {
-		char *p;
-		size_t n;
-	} run[KP_PREFAULT_RUNS];
+	struct prefault_run run[KP_PREFAULT_RUNS];
 	unsigned nrun = 0;
 	size_t seen = 0;
 	kp__pool_lock(pool);
@@ -567,10 +570,7 @@ static size_t prefault_front(kp_pool *pool, size_t from, size_t upto)
  * unmaps, and only empty segments). Returns the bytes looked at. */
 static size_t prefault_taken(kp_pool *pool)
 {
-	struct {
-		char *p;
-		size_t n;
-	} run[KP_TAKEN_RUNS];
+	struct prefault_run run[KP_TAKEN_RUNS];
 	unsigned nrun = 0;
 	size_t bytes = 0;
 	kp__pool_lock(pool);
