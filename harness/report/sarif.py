@@ -22,7 +22,7 @@ from typing import Any
 from harness import atomic, paths
 from harness.triage import signature as S
 from harness.triage.crash import Reproducer
-from harness.triage.db import FIXED, CrashDB, MissingCrashDB, Occurrence, SignatureRow
+from harness.triage.db import FIXED, CrashDB, CrashDBError, MissingCrashDB, Occurrence, SignatureRow
 
 SARIF_VERSION = "2.1.0"
 SARIF_SCHEMA = "https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json"
@@ -165,9 +165,11 @@ def document(db: CrashDB | None) -> dict[str, Any]:
     for row in rows:
         assert db is not None
         occurrences = db.occurrences(row.id)
-        results.append(
-            _result(row, occurrences[-1] if occurrences else None, db.reproducer(row.id), index[row.kind])
-        )
+        try:
+            repro = db.reproducer(row.id)
+        except CrashDBError:  # a damaged row: the result without its reproducer, the others whole
+            repro = None
+        results.append(_result(row, occurrences[-1] if occurrences else None, repro, index[row.kind]))
     return {
         "$schema": SARIF_SCHEMA,
         "version": SARIF_VERSION,

@@ -87,7 +87,10 @@ def p99(w: WorkloadResult) -> int | None:
 
 
 def _epoch(iso: str) -> float:
-    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+    try:
+        return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+    except ValueError:  # a damaged row's time: the sighting sorts first, the others keep theirs
+        return 0.0
 
 
 def history(

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -460,7 +461,7 @@ class CrashDB:
         """Every occurrence, by signature id (one query, for a report of all signatures)."""
         out: dict[int, list[Occurrence]] = {}
         for r in self._read("SELECT * FROM occurrences ORDER BY id"):
-            out.setdefault(int(r["signature_id"]), []).append(_occurrence(r))
+            out.setdefault(_int(r["signature_id"]), []).append(_occurrence(r))
         return out
 
     def count_occurrences(self) -> int:
@@ -547,6 +548,39 @@ def _int(value: object) -> int:
         return 0
 
 
+# SQLite keeps the type it is given whatever the column declares: a BLOB in a TEXT column, text in a REAL
+# or INTEGER one (session 22: a TypeError or ValueError traceback in list, show, sarif and kpool report).
+# Text reads as text (a BLOB's bad bytes replaced), a number as a number, anything else as none.
+
+
+def _text(value: object, default: str = "") -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    return default if value is None else str(value)
+
+
+def _hash(value: object, sig_id: int) -> str:
+    """A signature's hash, hex digits as record() writes it; a damaged one is named by the row's id: it
+    names the signature's page in the report (reports/signatures/<hash>.html), and `../` in it wrote there
+    outside the reports folder."""
+    text = _text(value)
+    return text if re.fullmatch(r"[0-9a-f]{1,128}", text) else f"damaged-{sig_id}"
+
+
+def _opt_text(value: object) -> str | None:
+    return None if value is None else _text(value)
+
+
+def _opt_int(value: object) -> int | None:
+    return value if isinstance(value, int) else None
+
+
+def _opt_rate(value: object) -> float | None:
+    return float(value) if isinstance(value, int | float) and 0 <= value <= 1 else None
+
+
 def _reproducer(text: object) -> Reproducer | None:
     """A stored reproducer; None when there is none or it does not parse."""
     if not text:
@@ -560,20 +594,20 @@ def _reproducer(text: object) -> Reproducer | None:
 def _signature(r: sqlite3.Row) -> SignatureRow:
     return SignatureRow(
         id=int(r["id"]),
-        hash=r["hash"],
-        title=r["title"],
-        kind=r["kind"],
-        detail=_get(r, "detail", ""),
+        hash=_hash(r["hash"], int(r["id"])),
+        title=_text(r["title"]),
+        kind=_text(r["kind"]),
+        detail=_text(_get(r, "detail", "")),
         frames=_frames(_get(r, "frames", "[]")),
-        first_seen=r["first_seen"],
-        last_seen=r["last_seen"],
+        first_seen=_text(r["first_seen"]),
+        last_seen=_text(r["last_seen"]),
         count=_int(_get(r, "count", 0)),
         runs=_int(_get(r, "runs", 0)),
-        status=r["status"],
-        new_run=r["new_run"],
-        repro_rate=_get(r, "repro_rate"),
-        repro_runs=_get(r, "repro_runs"),
-        checked_at=_get(r, "checked_at"),
+        status=_text(r["status"]),
+        new_run=_text(r["new_run"]),
+        repro_rate=_opt_rate(_get(r, "repro_rate")),
+        repro_runs=_opt_int(_get(r, "repro_runs")),
+        checked_at=_opt_text(_get(r, "checked_at")),
         min_reproducer=_reproducer(_get(r, "min_reproducer")),
     )
 
@@ -581,12 +615,12 @@ def _signature(r: sqlite3.Row) -> SignatureRow:
 def _occurrence(r: sqlite3.Row) -> Occurrence:
     return Occurrence(
         id=int(r["id"]),
-        signature_id=int(r["signature_id"]),
-        run_id=r["run_id"],
-        time=r["time"],
-        source=r["source"],
-        returncode=_get(r, "returncode"),
+        signature_id=_int(r["signature_id"]),
+        run_id=_text(r["run_id"]),
+        time=_text(r["time"]),
+        source=_text(r["source"]),
+        returncode=_opt_int(_get(r, "returncode")),
         reproducer=_reproducer(_get(r, "reproducer")),
-        text=r["text"],
-        text_path=_get(r, "text_path"),
+        text=_text(r["text"]),
+        text_path=_opt_text(_get(r, "text_path")),
     )
