@@ -501,6 +501,7 @@ def main(argv: list[str]) -> int:
         args = parse_args(argv)
     except SystemExit as exc:  # argparse has printed the usage or the help
         return int(exc.code or 0)
+    check_environment(args.allocators)
     if args.workload or args.harness_speed:
         return _stress_bench(args)
     binary = build_kpbench()
@@ -545,6 +546,20 @@ def main(argv: list[str]) -> int:
         output.error(f"{len(runner.failures)} run(s) failed: " + "; ".join(runner.failures))
         return 1
     return 0
+
+
+def check_environment(allocators: Sequence[str]) -> None:
+    """What kpool's runs read from the environment, judged before any run as `kpool run` judges it: a
+    KPOOL_CONF kp_create refuses, a KPOOL_LOG it cannot open or a KPOOL_PRELOAD the preload refuses made
+    every kpool run fail (exit 1, or the preload's 127) after every peer's rounds. UsageError naming it."""
+    from harness import run
+    from harness.spec import poolcheck
+
+    if {"kpool", CHECKS_OFF.name, "kpool-preload"} & set(allocators):
+        run.check_conf(os.environ.get(run.CONF_ENV), None)
+        poolcheck.check_log()
+    if "kpool-preload" in allocators:
+        run.check_preload(os.environ.get(run.PRELOAD_ENV))
 
 
 def _stress_bench(args: argparse.Namespace) -> int:

@@ -132,7 +132,8 @@ def _refused(conf: str) -> str | None:
     pre-faulted, no log."""
     saved = os.environ.pop(CONF_ENV, None)
     try:
-        binding.Pool(f"{conf},{poolcheck.CHEAP}" if conf else poolcheck.CHEAP).close()
+        with poolcheck.no_log():  # KPOOL_LOG is judged on its own (check_log): not blamed on the conf
+            binding.Pool(f"{conf},{poolcheck.CHEAP}" if conf else poolcheck.CHEAP).close()
     except ConfError as exc:
         text = exc.text or str(exc)
         m = poolcheck.ORIGIN_RE.match(text)
@@ -200,6 +201,7 @@ def environment(
     if allocator == "kpool":
         check_conf(env.get(CONF_ENV), conf)
         check_preload(env.get(PRELOAD_ENV))
+        poolcheck.check_log()  # the preload's pool opens it: one it cannot is exit 127 once started
     if conf is not None:
         env[CONF_ENV] = f"{env[CONF_ENV]},{conf}" if env.get(CONF_ENV) else conf
     if on_error is not None:

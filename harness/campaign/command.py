@@ -34,6 +34,7 @@ from harness.errors import ConfigError, UsageError
 from harness.jobs.executor import Executor
 from harness.jobs.model import ENDED_STATES, RERUN_STATES, JobSpec
 from harness.report.writers import write_run
+from harness.spec import poolcheck
 
 # The default budget gives a newcomer a full report within minutes on a fresh machine.
 DEFAULT_BUDGET = "2m"
@@ -198,6 +199,8 @@ def load_workloads(files: Sequence[Path]) -> None:
     (ConfigError, every problem on one line), never a job failure."""
     from harness import spec
 
+    if files:  # the workloads' pools open it: a bad one failed every stress job
+        poolcheck.check_log()
     for f in files:
         try:
             spec.load(f)

@@ -4,18 +4,25 @@ libkpool's own parser is the judge: a throw-away pool is created in this process
 KPOOL_CONF from the environment, as kp_create reads it), and the fault spec is given to
 kp_fault_inject. The check pool is made cheap and silent by settings appended after the user's, which
 win (later keys do) yet leave every user value parsed and range-checked: no pre-faulting, no daemon
-thread, no event log. Injection is switched off again before the check pool is destroyed.
+thread, no event log (and KPOOL_LOG unset around it: with log_fd:0 kp_create opens KPOOL_LOG, and a log
+it could not open was blamed on the settings). Injection is switched off again before the check pool is
+destroyed. KPOOL_LOG is judged on its own, by check_log().
 
     problem(conf, faults) -> Problem | None
+    check_log()  (UsageError naming KPOOL_LOG)
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import stat
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
-from harness.errors import AllocError, ConfError, KpoolError, LibraryError
+from harness.errors import AllocError, ConfError, KpoolError, LibraryError, UsageError
 
 CHEAP = "prefault:off,daemon:off,log_fd:0"
 # kp_last_error() begins with where the bad text came from (allocator/src/conf.c, apply()).
@@ -34,8 +41,54 @@ class Problem:
         return WORD_RE.findall(self.text)
 
 
+LOG_ENV = "KPOOL_LOG"
+
+
 def kpool_conf() -> str:
     return os.environ.get("KPOOL_CONF", "")
+
+
+@contextlib.contextmanager
+def no_log() -> Iterator[None]:
+    """KPOOL_LOG unset (unsetenv: kp_create reads it itself) while a check pool is made."""
+    saved = os.environ.pop(LOG_ENV, None)
+    try:
+        yield
+    finally:
+        if saved is not None:
+            os.environ[LOG_ENV] = saved
+
+
+def log_problem(value: str | None) -> str | None:
+    """Why kp_create would refuse KPOOL_LOG=value (allocator/src/events.c, kp__log_open), or None: stderr,
+    stdout and a leading digit (a descriptor) are taken as they are, anything else is a file it opens to
+    append, creating it. Judged without leaving a file behind; a FIFO is not opened (the pool's open
+    waits for its reader, as its user meant)."""
+    if not value or value in ("stderr", "stdout") or value[0] in "0123456789":
+        return None
+    try:
+        exists = True
+        if stat.S_ISFIFO(Path(value).stat().st_mode):
+            return None
+    except OSError:
+        exists = False
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC | os.O_NONBLOCK
+    try:
+        fd = os.open(value, flags if exists else flags | os.O_CREAT | os.O_EXCL, 0o644)
+    except OSError as exc:
+        return f"cannot open it for writing: {exc.strerror or exc}"
+    os.close(fd)
+    if not exists:
+        with contextlib.suppress(OSError):
+            Path(value).unlink()
+    return None
+
+
+def check_log() -> None:
+    """KPOOL_LOG (the environment's) as every pool kpool starts will open it: a usage error naming it."""
+    value = os.environ.get(LOG_ENV)
+    if why := log_problem(value):
+        raise UsageError(f"{LOG_ENV}={value!r} (in the environment): {why}")
 
 
 def _blame(conf: str) -> str:
@@ -48,7 +101,8 @@ def _blame(conf: str) -> str:
     if not saved:
         return "conf"
     try:
-        binding.Pool(f"{conf},{CHEAP}" if conf else CHEAP).close()
+        with no_log():
+            binding.Pool(f"{conf},{CHEAP}" if conf else CHEAP).close()
     except KpoolError:
         return "conf"
     finally:
@@ -62,7 +116,8 @@ def problem(conf: str, faults: str = "") -> Problem | None:
     from harness import binding
 
     try:
-        pool = binding.Pool(f"{conf},{CHEAP}" if conf else CHEAP)
+        with no_log():
+            pool = binding.Pool(f"{conf},{CHEAP}" if conf else CHEAP)
     except (LibraryError, AllocError):
         return None
     except ConfError as exc:

@@ -12,6 +12,7 @@ from typing import Any
 from harness import output, paths, peers, spec
 from harness.build import VARIANTS
 from harness.errors import UsageError
+from harness.spec import poolcheck
 from harness.spec.compile import DEFAULT_TIME_LIMIT_S
 from harness.stress.runner import Options, check_run_id, run
 
@@ -277,7 +278,10 @@ def main(argv: Sequence[str]) -> int:
         args = parse_args(argv)
     except SystemExit as exc:
         return int(exc.code or 0)
-    workloads = [spec.load(p) for p in workload_paths(args.workloads)]
+    files = workload_paths(args.workloads)
+    if args.allocator in (None, "kpool", "kpool-preload"):  # every kpool pool opens it
+        poolcheck.check_log()
+    workloads = [spec.load(p) for p in files]
     overrides = dict(s.split("=", 1) for s in args.set)
     opts = Options(
         allocator=args.allocator,
