@@ -343,9 +343,10 @@ def _main(argv: Sequence[str], held: contextlib.ExitStack) -> int:
         if not targets and not workloads and not programs:
             raise UsageError("--targets '' and --workloads '': nothing to run")
         if targets:  # the fuzz corpora and crash inputs live under it
-            from harness.fuzz.runner import check_utf8_path
+            from harness.fuzz.runner import check_corpora_writable, check_utf8_path
 
             check_utf8_path(reports, "--reports")
+            check_corpora_writable(targets, reports)
         run_id, run_dir = new_run_dir(reports)
         try:
             executor = _executor(args, run_id)

@@ -606,6 +606,8 @@ def run(
     check_utf8_path(reports, "--reports")
     if run_dir is not None:
         check_utf8_path(run_dir.absolute(), "--run-dir")
+    if seeds:  # --no-seeds fuzzes a corpus of the run's own, in its folder
+        check_corpora_writable(targets, reports)
     run_dir = (run_dir or new_run_dir(reports)).absolute()
     # held to the end, by kill -9 too: another run takes the crash inputs of this folder for lost only
     # once this process is gone (fuzz/orphans.py)
@@ -668,6 +670,22 @@ def check_utf8_path(path: Path, option: str) -> None:
             f"{option} {shown}: the path is not UTF-8 text, and the fuzzer (atheris) takes UTF-8 paths "
             "only; give a folder whose path is"
         ) from None
+
+
+def check_corpora_writable(targets: Sequence[str], reports: Path) -> None:
+    """UsageError when a target's working corpus (or the folder it would be made in) cannot be written in:
+    libFuzzer writes each input that adds coverage into the first corpus folder and says nothing when it
+    cannot, so a read-only reports/corpus (a bind mount, a CI cache restored read-only) fuzzed for the
+    whole run and kept none of what it found (session 22: `new_units_added: 74` in the log, exit 0)."""
+    for t in targets:
+        folder = reports / "corpus" / t
+        probe = next(p for p in (folder, *folder.parents) if p.exists())
+        if not os.access(probe, os.W_OK | os.X_OK):  # a read-only file system for root too
+            raise UsageError(
+                f"{folder}: cannot be written in ({probe}: a read-only file system, or no permission): the"
+                " inputs the fuzzer adds to the working corpus would be lost; give --reports a folder that"
+                " can be (or --no-seeds: a corpus of the run's own, in its folder)"
+            )
 
 
 def _refuse_earlier(run_dir: Path) -> None:
