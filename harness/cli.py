@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import importlib
 import os
 import signal
@@ -497,7 +498,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             # mkdir of a folder given as --reports, --run-dir: a file, or /dev/null ("File exists")
             why = "a file, where a folder is expected" if Path(filename).is_file() else "not a folder"
         output.error(f"{where}{why}")
-        return 1
+        # a name the file system cannot hold is one the user gave (--reports, --run-id, --db, a workload
+        # path): a usage error, nothing ran (it was exit 1, a failure of the work)
+        return 2 if exc.errno == errno.ENAMETOOLONG else 1
     except KeyboardInterrupt:
         output.error("interrupted")
         return 130
