@@ -14,11 +14,13 @@ RecursionError stopped `kpool report` and `kpool campaign --resume` with a trace
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import secrets
+import stat
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 
 class NestedTooDeep(ValueError):
@@ -32,6 +34,33 @@ def loads(text: str | bytes) -> Any:
         return json.loads(text)
     except RecursionError:
         raise NestedTooDeep("nested too deep to read (arrays or objects thousands deep)") from None
+
+
+class NotRegular(OSError):
+    """A record's path that holds no regular file (a FIFO, a device): refused, never waited on."""
+
+
+def read_bytes(path: Path) -> bytes:
+    """A record kpool wrote, read back: a regular file only, opened without waiting for a FIFO's writer
+    (a FIFO named summary.json or campaign.json hung `kpool report` and `--resume` in open()) and without
+    reading a device that never ends. FileNotFoundError and the other OSErrors as open() raises them;
+    NotRegular (an OSError) for anything but a regular file."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise NotRegular(errno.EINVAL, "not a regular file", str(path))
+        return f.read()
+
+
+def open_lock(path: Path) -> IO[str]:
+    """A lock file to flock, made if missing (append: never truncated); NotRegular when path is something
+    else (a FIFO there hung open() for a writer)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_NONBLOCK | os.O_CLOEXEC, 0o666)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise NotRegular(errno.EINVAL, "not a regular file", str(path))
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "a+")
 
 
 def write_bytes(path: Path, data: bytes) -> None:

@@ -80,7 +80,7 @@ class Campaign:
         """The campaign recorded in run_dir; UsageError when there is none or it is not a record."""
         path = run_dir / "campaign.json"
         try:
-            text = path.read_text()
+            text = atomic.read_bytes(path).decode("utf-8", errors="replace")
         except FileNotFoundError:
             raise UsageError(
                 f"--resume {run_dir.name}: no campaign {run_dir.name} in {run_dir.parent} (no {path})"

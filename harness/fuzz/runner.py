@@ -729,7 +729,7 @@ def corpus_lock(work: Path) -> Iterator[None]:
     """One merge into a working corpus at a time (<reports>/corpus/<target>.lock, held while merging):
     `kpool fuzz --merge` and a campaign's merge of what its jobs found share its .merging or .incoming
     folder. Waits for the merge under way to end."""
-    with work.with_name(work.name + ".lock").open("a") as f:
+    with atomic.open_lock(work.with_name(work.name + ".lock")) as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
             yield

@@ -205,7 +205,7 @@ def read_summary(path: Path) -> RunReport:
     """A run's record; FileNotFoundError when there is none, UnreadableSummary naming what is wrong (not
     JSON, not an object, a field missing or of the wrong type)."""
     try:
-        text = path.read_bytes().decode("utf-8")
+        text = atomic.read_bytes(path).decode("utf-8")
     except FileNotFoundError:
         raise
     except UnicodeDecodeError as e:
