@@ -7,6 +7,7 @@ and marks it fixed (rate 0), known, i.e. still crashing (rate 1) or flaky (in be
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -65,6 +66,11 @@ def run_once(repro: Reproducer, source: str = "", depth: int = S.DEFAULT_DEPTH) 
         timed_out = True
         os.killpg(proc.pid, signal.SIGKILL)
         out, _ = proc.communicate()
+    except BaseException:  # ^C, SIGTERM: its session is out of the terminal's reach; it was left running
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
     text = out[-_OUTPUT_MAX:].decode(errors="replace")
     sig = S.compute(
         text,
