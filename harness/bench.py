@@ -374,9 +374,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         description="Benchmark kpool against glibc, jemalloc, mimalloc, tcmalloc and Scudo (the hardened "
         "peer; loaded by LD_PRELOAD) on the same five workloads, measured in C by allocator/bench's kpbench.",
     )
-    p.add_argument(
-        "--workloads", default="a,b,c,d,f", help="comma-separated subset of a,b,c,d,f (default all)"
-    )
+    p.add_argument("--workloads", default=None, help="comma-separated subset of a,b,c,d,f (default all)")
     p.add_argument("--runs", type=int, default=5, help="runs per allocator and workload (default 5)")
     p.add_argument("--ops", type=int, default=None, help="ops per run for a/b/c (default: kpbench's)")
     p.add_argument("--seed", type=int, default=1, help="seed of run 1; run i uses seed+i-1 (default 1)")
@@ -429,6 +427,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     )
     args = p.parse_args(list(argv))
     args.reports = args.reports or paths.reports()
+    if args.workload and args.workloads is not None:  # kpbench's a-f do not run beside --workload
+        p.error(
+            f"--workload runs YAML workloads instead of kpbench's a-f: --workloads {args.workloads!r} too"
+        )
+    if args.workloads is None:
+        args.workloads = ",".join(WORKLOADS)
     workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
     bad = [w for w in workloads if w not in WORKLOADS]
     if bad or not workloads:
@@ -443,8 +447,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
             f"--allocators {CHECKS_OFF.name} runs on {','.join(CHECKS_OFF_WORKLOADS)} only: nothing to run on"
             f" --workloads {','.join(bare)} (add kpool or a peer)"
         )
-    if args.runs < 1:
-        p.error(f"--runs {args.runs}: must be at least 1")
+    if not 1 <= args.runs <= U64_MAX:  # past it, the seeds of the runs do not fit kpbench's 64 bits
+        p.error(f"--runs {args.runs}: expected 1 to {U64_MAX}")
     if args.ops is not None and not 1 <= args.ops <= U64_MAX:
         p.error(f"--ops {args.ops}: expected 1 to {U64_MAX} (kpbench's 64 bits)")
     if not 0 <= args.seed <= U64_MAX - (args.runs - 1):

@@ -680,6 +680,8 @@ def check_corpora_writable(targets: Sequence[str], reports: Path) -> None:
     for t in targets:
         folder = reports / "corpus" / t
         probe = next(p for p in (folder, *folder.parents) if p.exists())
+        if not probe.is_dir():  # a file or a device where a folder goes: making the folder says so
+            return
         if not os.access(probe, os.W_OK | os.X_OK):  # a read-only file system for root too
             raise UsageError(
                 f"{folder}: cannot be written in ({probe}: a read-only file system, or no permission): the"
