@@ -150,30 +150,49 @@ def _peers(p: argparse.ArgumentParser, text: str) -> tuple[str, ...]:
 
 
 def workload_paths(patterns: Sequence[str]) -> list[Path]:
-    """Each argument as files: a file, a folder's *.yaml, or a glob's matches. One that names nothing is
-    a usage error naming it."""
+    """Each argument as files: a file, a folder's *.yaml, or a glob's matches; a relative one the current
+    folder does not hold is looked up beside the shipped workloads/ (an installed kpool run from another
+    folder: `kpool stress workloads/x.yaml`, as `kpool campaign --workloads` does). One that names nothing
+    is a usage error naming it and where it was looked for."""
     out: list[Path] = []
+    shipped = paths.workloads().parent
     for pattern in patterns:
         if not pattern.strip():  # a script's unset variable: as a path, the current folder's *.yaml
             raise UsageError(f"{pattern!r}: an empty workload path (an unset variable?)")
-        path = Path(pattern)
-        if any(c in pattern for c in GLOB_CHARS):
-            root = Path(path.anchor or ".")
-            found = sorted(p for p in root.glob(str(path.relative_to(root))) if p.is_file())
-            if not found:
-                raise UsageError(f"{pattern}: the pattern matches no workload file")
-        elif path.is_dir():
-            found = sorted(path.glob("*.yaml"))
-            if not found:
-                raise UsageError(f"{pattern}: the folder holds no *.yaml workload file")
-        elif path.is_file():
-            found = [path]
-        elif path.exists():  # a device, a FIFO, a socket: reading it could block or never end
-            raise UsageError(f"{pattern}: not a regular file: a workload is a YAML file")
-        else:
-            raise UsageError(f"{pattern}: no such workload file")
+        found = _named(pattern, Path())
+        if found is None and not Path(pattern).is_absolute() and shipped.resolve() != Path.cwd().resolve():
+            found = _named(pattern, shipped)
+            if found is None:
+                raise UsageError(f"{pattern}: {_missing(pattern)} (looked in {Path.cwd()} and {shipped})")
+        if found is None:
+            raise UsageError(f"{pattern}: {_missing(pattern)}")
         out += [f for f in found if f not in out]
     return out
+
+
+def _missing(pattern: str) -> str:
+    if any(c in pattern for c in GLOB_CHARS):
+        return "the pattern matches no workload file"
+    return "no such workload file"
+
+
+def _named(pattern: str, base: Path) -> list[Path] | None:
+    """The files pattern names under base (a relative pattern), None when it names nothing there;
+    UsageError for a folder without workloads or a path that is no regular file."""
+    path = base / pattern
+    if any(c in pattern for c in GLOB_CHARS):
+        root = Path(path.anchor or ".")
+        return sorted(p for p in root.glob(str(path.relative_to(root))) if p.is_file()) or None
+    if path.is_dir():
+        found = sorted(path.glob("*.yaml"))
+        if not found:
+            raise UsageError(f"{pattern}: the folder holds no *.yaml workload file")
+        return found
+    if path.is_file():
+        return [path]
+    if path.exists():  # a device, a FIFO, a socket: reading it could block or never end
+        raise UsageError(f"{pattern}: not a regular file: a workload is a YAML file")
+    return None
 
 
 def _fmt_ns(v: Any) -> str:
