@@ -572,8 +572,10 @@ def _stress_bench(args: argparse.Namespace) -> int:
 
     doc: dict[str, Any] = {}
     if args.workload:
+        from harness.stress.command import workload_paths  # the shipped ones too, from another folder
+
         allocs, _ = available_allocators(args.allocators)
-        results = compare.compare(args.workload, allocs, args.reports)
+        results = compare.compare(workload_paths([str(w) for w in args.workload]), allocs, args.reports)
         output.result(compare.compare_text(results))
         doc["workloads"] = results
     if args.harness_speed:

@@ -43,3 +43,14 @@ def test_a_name_found_nowhere_says_where_it_looked(elsewhere: Path) -> None:
     with pytest.raises(UsageError) as e:
         workload_paths(["workloads/no-such.yaml"])
     assert "no such workload file" in str(e.value) and str(paths.workloads().parent) in str(e.value)
+
+
+def test_bench_runs_a_shipped_workload_from_another_folder(
+    elsewhere: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`kpool bench --workload workloads/x.yaml` from another folder said 'cannot read: No such file'."""
+    from harness import cli
+
+    argv = ["bench", "--workload", "workloads/steady-small.yaml", "--allocators", "glibc"]
+    assert cli.main([*argv, "--reports", str(elsewhere / "reports")]) == 0, capsys.readouterr().err
+    assert "steady-small" in capsys.readouterr().out
