@@ -52,3 +52,16 @@ def test_merge_does_not_wait_on_a_fifo_named_as_its_lock(tmp_path: Path) -> None
     proc = _kpool("fuzz", "conf", "--merge", "--reports", str(tmp_path))
     assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
     assert "conf.lock" in proc.stderr and "not a regular file" in proc.stderr, proc.stderr
+
+
+@pytest.mark.skipif(shutil.which("clang") is None, reason="the fuzz build needs clang")
+def test_the_sweep_for_lost_crash_inputs_does_not_wait_on_a_fifo_named_fuzz_json(tmp_path: Path) -> None:
+    """A run folder holding a crash input and a FIFO named fuzz.json (read for the run's planted bug):
+    `kpool fuzz` (and a campaign) hung in the sweep for crash inputs killed runs left, before fuzzing."""
+    old = tmp_path / "fuzz-old"
+    (old / "crashes").mkdir(parents=True)
+    (old / "crashes" / "conf-crash-1").write_bytes(b"seed:1")
+    os.mkfifo(old / "fuzz.json")
+    proc = _kpool("fuzz", "conf", "--time", "1", "--reports", str(tmp_path))
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert "fuzzing conf" in proc.stderr, proc.stderr

@@ -101,7 +101,7 @@ def _plant(lock: runlock.RunLock) -> int:
     plant = lock.info().get("plant")
     if plant is None:
         with contextlib.suppress(OSError, ValueError, AttributeError):
-            plant = atomic.loads((lock.folder / "fuzz.json").read_text()).get("plant")
+            plant = atomic.loads(atomic.read_bytes(lock.folder / "fuzz.json")).get("plant")
     return int(plant) if isinstance(plant, int) else 0
 
 

@@ -62,7 +62,7 @@ def read(job: Job, run_dir: Path) -> dict[str, Any] | None:
     if not path.exists():
         return None
     try:
-        doc = atomic.loads(path.read_text(errors="replace"))
+        doc = atomic.loads(atomic.read_bytes(path).decode(errors="replace"))  # a FIFO: refused, not waited on
     except (OSError, ValueError) as exc:  # cut short (a kill, a full disk), or not JSON at all
         raise ResultFormatError(f"{job.out} of {job.name}: unreadable: {exc}") from exc
     if not isinstance(doc, dict):
