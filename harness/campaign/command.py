@@ -35,6 +35,7 @@ from harness.jobs.executor import Executor
 from harness.jobs.model import ENDED_STATES, RERUN_STATES, JobSpec
 from harness.report.writers import write_run
 from harness.spec import poolcheck
+from harness.stress.runner import RUN_ID_RE
 
 # The default budget gives a newcomer a full report within minutes on a fresh machine.
 DEFAULT_BUDGET = "2m"
@@ -188,6 +189,13 @@ def find_workloads(pattern: str, option: str = "--workloads") -> list[Path]:
         raise UsageError(f"{option} {pattern!r} matches no file{where}")
     stems: dict[str, Path] = {}
     for f in files:
+        # the job's run folder, stress-<stem> (jobs/task.py): a stem kpool stress --run-id refuses made
+        # the job fail "no result (exit 2)" after the builds, its slot of the budget spent on nothing
+        if not RUN_ID_RE.match(f"stress-{f.stem}"):
+            raise UsageError(
+                f"{option} {pattern!r}: {f}: a campaign names the workload's job and folder after its file,"
+                " which takes letters, digits, '-', '_' and '.' only: rename it"
+            )
         if f.stem in stems:
             raise UsageError(f"{option} {pattern!r}: two workloads named {f.stem!r}: {stems[f.stem]} and {f}")
         stems[f.stem] = f
