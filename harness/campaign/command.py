@@ -136,6 +136,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         help="fuzz a build with planted bug N (tests of the campaign; default 0, none)",
     )
     args = p.parse_args(list(argv))
+    if args.resume is not None:  # a resumed campaign runs what it planned: these were ignored in silence
+        given = [o for o in ("--targets", "--workloads", "--programs", "--plant") if _given(argv, o)]
+        if given:
+            raise UsageError(
+                f"--resume continues a campaign as it was planned: {', '.join(given)} belong(s) to a new"
+                " campaign (--budget and --jobs apply to a resume)"
+            )
     if args.jobs is not None and args.jobs < 1:
         p.error(f"--jobs {args.jobs}: must be at least 1")
     if args.jobs is not None and args.cluster is None and args.jobs > cpus():
@@ -151,6 +158,10 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
         args.cluster = parse_address(args.cluster)
     return args
+
+
+def _given(argv: Sequence[str], option: str) -> bool:
+    return any(a == option or a.startswith(option + "=") for a in argv)
 
 
 def _latest(reports: Path) -> str:
