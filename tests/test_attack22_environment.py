@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from harness import cli
+from harness.errors import UsageError
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ["bench", "--workloads", "a", "--runs", "1", "--ops", "1000"]
@@ -128,3 +129,22 @@ def test_the_check_pool_does_not_open_the_log(tmp_path: Path, monkeypatch: pytes
     assert poolcheck.problem("bogus:1") is not None
     assert not log.exists()
     assert os.environ["KPOOL_LOG"] == str(log)
+
+
+def test_judging_the_log_leaves_no_trace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The check creates nothing, and leaves a log that is there as it was: a check that made the file
+    and removed it again could remove it under another run's pool that had just opened it."""
+    from harness.spec import poolcheck
+
+    new = tmp_path / "new.log"
+    monkeypatch.setenv("KPOOL_LOG", str(new))
+    poolcheck.check_log()
+    assert not new.exists()
+    old = tmp_path / "old.log"
+    old.write_text("kept\n")
+    monkeypatch.setenv("KPOOL_LOG", str(old))
+    poolcheck.check_log()
+    assert old.read_text() == "kept\n"
+    monkeypatch.setenv("KPOOL_LOG", str(tmp_path))
+    with pytest.raises(UsageError, match="Is a directory"):
+        poolcheck.check_log()

@@ -15,6 +15,7 @@ destroyed. KPOOL_LOG is judged on its own, by check_log().
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import stat
@@ -62,25 +63,29 @@ def no_log() -> Iterator[None]:
 def log_problem(value: str | None) -> str | None:
     """Why kp_create would refuse KPOOL_LOG=value (allocator/src/events.c, kp__log_open), or None: stderr,
     stdout and a leading digit (a descriptor) are taken as they are, anything else is a file it opens to
-    append, creating it. Judged without leaving a file behind; a FIFO is not opened (the pool's open
-    waits for its reader, as its user meant)."""
+    append, creating it. Judged without side effects: nothing created (a check that made and removed the
+    file could remove it under a pool of another run that had just opened it), a FIFO not opened (the
+    pool's open waits for its reader, as its user meant)."""
     if not value or value in ("stderr", "stdout") or value[0] in "0123456789":
         return None
+    path = Path(value)
     try:
-        exists = True
-        if stat.S_ISFIFO(Path(value).stat().st_mode):
-            return None
-    except OSError:
-        exists = False
-    flags = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC | os.O_NONBLOCK
-    try:
-        fd = os.open(value, flags if exists else flags | os.O_CREAT | os.O_EXCL, 0o644)
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        folder = path.parent
+        if not folder.is_dir():
+            return f"cannot open it for writing: {os.strerror(errno.ENOENT)}"
+        if not os.access(folder, os.W_OK | os.X_OK):  # a read-only file system for root too
+            return f"cannot open it for writing: {folder} cannot be written in"
+        return None
     except OSError as exc:
         return f"cannot open it for writing: {exc.strerror or exc}"
-    os.close(fd)
-    if not exists:
-        with contextlib.suppress(OSError):
-            Path(value).unlink()
+    if stat.S_ISFIFO(mode):
+        return None
+    try:  # no O_CREAT, no O_TRUNC: the file as it is
+        os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC | os.O_NONBLOCK))
+    except OSError as exc:
+        return f"cannot open it for writing: {exc.strerror or exc}"
     return None
 
 
