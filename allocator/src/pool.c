@@ -484,6 +484,23 @@ static int corrupt_cache(kp_pool *pool, bool link)
 		      link ? "freelist" : "header");
 	return -1;
 }
+/* A fault spec's count or seed: decimal digits only, within 64 bits.
+ * strtoull alone takes a sign ("-1" is 2^64 - 1: nth=-1 would arm a fault
+ * that never comes) and saturates past 64 bits, so both are refused here,
+ * as any other bad mode is (session 22's review,
+ * tests/test_attack22_fault_spec.py). */
+static bool fault_count(const char *s, unsigned long long *out)
+{
+	if (*s < '0' || *s > '9')
+		return false;
+	char *end;
+	errno = 0;
+	unsigned long long v = strtoull(s, &end, 10);
+	if (*end || errno == ERANGE)
+		return false;
+	*out = v;
+	return true;
+}
 
 static int inject_one(kp_pool *pool, const char *item, size_t len)
 {
@@ -535,9 +552,7 @@ static int inject_one(kp_pool *pool, const char *item, size_t len)
 	char *seedp = strstr(buf, "@seed=");
 	if (seedp) {
 		*seedp = 0;
-		char *end;
-		seed = strtoull(seedp + 6, &end, 10);
-		if (*end || end == seedp + 6)
+		if (!fault_count(seedp + 6, &seed))
 			m = -2;
 	}
 	char *end = NULL;
@@ -545,9 +560,9 @@ static int inject_one(kp_pool *pool, const char *item, size_t len)
 		m = -1;
 	else if (!strcmp(buf, "off"))
 		m = KP_FAULT_OFF;
-	else if (!strncmp(buf, "nth=", 4) && (n = strtoull(buf + 4, &end, 10)) > 0 && !*end)
+	else if (!strncmp(buf, "nth=", 4) && fault_count(buf + 4, &n) && n > 0)
 		m = KP_FAULT_NTH;
-	else if (!strncmp(buf, "every=", 6) && (n = strtoull(buf + 6, &end, 10)) > 0 && !*end)
+	else if (!strncmp(buf, "every=", 6) && fault_count(buf + 6, &n) && n > 0)
 		m = KP_FAULT_EVERY;
 	else if (!strncmp(buf, "p=", 2) && (prob = strtod(buf + 2, &end)) >= 0 && prob <= 1 && !*end && end != buf + 2)
 		m = KP_FAULT_PROB;
