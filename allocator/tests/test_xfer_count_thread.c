@@ -4,7 +4,7 @@
  * other's blocks (kpbench c) are written in their own thread caches, not
  * in the pool's shared counters, and the stats report the same totals.
  *
- * On main every park and every take bumped its class's counter in the
+ * Up to 21fec7b every park and every take bumped its class's counter in the
  * pool (pool->xfer_count[cls], 40 bytes a class, packed: two or three
  * classes to a cache line), and a peek that found no room or nothing
  * parked did so with an atomic add: a line both CPUs write, once per batch
@@ -18,7 +18,7 @@
  * (alternately) allocates N blocks of 16-256 bytes (kpbench c's sizes),
  * then the other frees them all. Phases are separated by barriers and the
  * daemon is off, so the run is the same every time and so are its counts:
- * TOTALS, measured on main (21fec7b) before the counters moved.
+ * TOTALS, measured at 21fec7b before the counters moved.
  *   1. The pool's shared counters hold nothing while both threads live
  *      (21fec7b: every count the run made, 2,398).
  *   2. The stats' totals are TOTALS, while the threads live and after
