@@ -80,8 +80,10 @@ static ALWAYS_INLINE bool bin_head_ok(kp_pool *pool, const char *h, uint64_t key
 	       (next == NULL) == (n == 1) && next_ok(pool, h, next);
 }
 
-/* *keys: the bin's key stack (kp__tcache), which a miss may move. */
-static ALWAYS_INLINE void *small_alloc(kp_pool *pool, kp__bin *b, uint64_t *const *keys, size_t size, unsigned cls)
+/* *keys: the bin's key stack (kp__tcache), which a miss may move; xc: its
+ * cache's transfer counts (NULL: the shared path's bin of one). */
+static ALWAYS_INLINE void *small_alloc(kp_pool *pool, kp__bin *b, uint64_t *const *keys, size_t size, unsigned cls,
+				       kp__xcount *xc)
 {
 	size_t usable = kp__class_size[cls] - KP_HDR;
 	for (;;) {
@@ -94,7 +96,7 @@ static ALWAYS_INLINE void *small_alloc(kp_pool *pool, kp__bin *b, uint64_t *cons
 			/* A batch another bin parked (transfer.c), up to the bin's max
 			 * (the shared path's bin of one, cap KP_BIN_LEAST, has room for
 			 * one), else blocks from the spans. */
-			unsigned got = kp__xfer_take(pool, cls, &list, *keys, b->cap > KP_BIN_LEAST ? b->max : want);
+			unsigned got = kp__xfer_take(pool, cls, &list, *keys, b->cap > KP_BIN_LEAST ? b->max : want, xc);
 			if (!got)
 				got = kp__central_take(pool, cls, &list, *keys, want);
 			if (!got)
@@ -141,7 +143,7 @@ static __attribute__((noinline)) void *small_alloc_uncached(kp_pool *pool, size_
 {
 	uint64_t keys[1], *stack = keys;
 	kp__bin b = {.max = 2, .cap = 2}; /* refills take max / 2 blocks: one */
-	void *p = small_alloc(pool, &b, &stack, size, cls);
+	void *p = small_alloc(pool, &b, &stack, size, cls, NULL);
 	if (p)
 		count_uncached(pool, 1, kp__class_size[cls] - KP_HDR);
 	return p;
@@ -156,7 +158,7 @@ static void *primary_alloc(kp_pool *pool, kp__tcache *tc, size_t size)
 	size_t need = size + KP_HDR + pool->canary;
 	if (need <= KP_SMALL_MAX) {
 		unsigned cls = kp__class_of(need);
-		return KP_LIKELY(tc != NULL) ? small_alloc(pool, &tc->bin[cls], &tc->stack[cls], size, cls)
+		return KP_LIKELY(tc != NULL) ? small_alloc(pool, &tc->bin[cls], &tc->stack[cls], size, cls, &tc->xcount)
 					     : small_alloc_uncached(pool, size, cls);
 	}
 	char *h;
@@ -330,7 +332,7 @@ static __attribute__((noinline)) void *alloc_slow(kp_pool *pool, size_t size, un
 	kp__tcache *tc = kp__tcache_get(pool, pool->id);
 	if (size <= KP_SMALL_MAX - KP_HDR - KP_CANARY && !(flags & KP_CRITICAL) && tc) {
 		unsigned cls = kp__class_of(size + KP_HDR + pool->canary);
-		p = small_alloc(pool, &tc->bin[cls], &tc->stack[cls], size, cls);
+		p = small_alloc(pool, &tc->bin[cls], &tc->stack[cls], size, cls, &tc->xcount);
 	}
 	if (!p)
 		p = alloc_policy(pool, size, KP_HDR, flags);

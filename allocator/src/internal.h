@@ -1160,15 +1160,26 @@ typedef struct kp__xfer {
 	uint16_t at;  /* its keys: the class's keys [at, at + n) (transfer.c) */
 	uint32_t gen; /* the pool's xfer_gen when it was parked (modulo 2^32) */
 } kp__xfer;
-/* What became of the batches of a class that reached the transfer cache
- * (stats "transfer", summed over the classes): parked and taken by a bin;
- * full, offered when there was no room (they went to their spans,
- * kp__central_give: the cost the transfer cache is there to save); empty,
- * refills that found nothing to take, or nothing that fit the bin (they
- * went to the spans, kp__central_take); returned, given back to their
- * spans by kp__xfer_drain. Written under the class lock (a load and a
- * store) but for full and empty found by a peek without it (an atomic
- * add). */
+/* What became of the batches that reached the transfer cache (stats
+ * "transfer", summed over the classes and the thread caches): parked and
+ * taken by a bin; full, offered when there was no room (they went to their
+ * spans, kp__central_give: the cost the transfer cache is there to save);
+ * empty, refills that found nothing to take, or nothing that fit the bin
+ * (they went to the spans, kp__central_take); returned, given back to
+ * their spans by kp__xfer_drain.
+ * Each thread cache counts its own parks and takes (kp__tcache.xcount,
+ * written by its thread alone, as its bins' allocs and frees are); the
+ * pool's (pool->xfer_count) holds what exited threads' caches counted
+ * (folded in by kp__tcache_release, under the pool lock, as their allocs
+ * are), the takes of the shared path (no cache) and every returned, with
+ * atomic adds. Kept in the pool per class (40 bytes each, packed: two or
+ * three classes a line), they were lines kpbench c's two threads both
+ * wrote for each batch each way, under the class lock and in the peeks
+ * without it (test_xfer_count_thread). Moved, kpbench c's speed did not
+ * measurably: 65 rounds pinned apart, each beside the code before, a
+ * median ratio of 1.06 (faster in 37: within the noise of two shared
+ * vCPUs), 50 unpinned 1.00; callgrind 204.8 instructions an operation
+ * either way (test_cross_instructions). */
 typedef struct kp__xcount {
 	_Atomic uint64_t parked, taken, full, empty, returned;
 } kp__xcount;
@@ -1176,8 +1187,8 @@ typedef struct kp__xcount {
  * caller against keys; its last link NULL) for another bin of class cls.
  * false: no room (the class's room full, or the batch too big), nothing
  * changed: the caller gives them to their spans (kp__central_give). Takes
- * the class lock; any thread. */
-bool kp__xfer_put(kp_pool *pool, unsigned cls, void *list, const uint64_t *keys, unsigned n);
+ * the class lock; any thread with a cache, count its cache's xcount. */
+bool kp__xfer_put(kp_pool *pool, unsigned cls, void *list, const uint64_t *keys, unsigned n, kp__xcount *count);
 /* An empty bin takes the newest batch parked for its class if it holds at
  * most n blocks (the bin's room: its max, not only what its refill wants):
  * *list its head, keys[0..got) its key stack. Returns how many (0: none,
@@ -1185,8 +1196,10 @@ bool kp__xfer_put(kp_pool *pool, unsigned cls, void *list, const uint64_t *keys,
  * only when a batch is parked. The blocks are vetted as every bin's are,
  * one by one when taken (alloc.c, bin_head_ok); with checks off, which
  * vets none of a bin's, the whole batch as it is taken (transfer.c,
- * take_vet: a damaged batch is cut before its bad block, perhaps to 0). */
-unsigned kp__xfer_take(kp_pool *pool, unsigned cls, void **list, uint64_t *keys, unsigned n);
+ * take_vet: a damaged batch is cut before its bad block, perhaps to 0).
+ * count: the calling thread's cache's xcount, or NULL on the shared path
+ * (counted in the pool's). */
+unsigned kp__xfer_take(kp_pool *pool, unsigned cls, void **list, uint64_t *keys, unsigned n, kp__xcount *count);
 /* Parked batches back to their spans, vetted again first (parked blocks
  * are free memory: a write while parked is caught here). The daemon (all
  * false), at most once per checkpoint (transfer.c, KP_XFER_IDLE_NS): the
@@ -1313,6 +1326,10 @@ typedef struct __attribute__((aligned(KP_PAGE))) kp__tcache {
 	uint64_t *stack[KP_NCLASS];
 	/* Large and huge blocks (the bins count the small ones). */
 	_Atomic uint64_t allocs, frees, in_use;
+	/* The thread's parks and takes of batches (transfer.c; returned stays
+	 * 0): written by it alone, summed by kp_stats, folded into the pool's
+	 * when the cache is released (kp__xcount). */
+	kp__xcount xcount;
 	struct kp__tcache *next, *prev; /* the pool's list */
 	/* Bytes the bins' max grew by past their start, over all classes: at
 	 * most tcache_bytes (kp__bin_miss). Owning thread only. */
@@ -1562,18 +1579,26 @@ struct kp_pool {
 	_Atomic unsigned tc_live; /* caches handed out (tcache.c: they share tcache_bytes) */
 
 	kp__central central[KP_NCLASS];
-	/* transfer.c's counts, beside the central lists: every refill that
-	 * finds no batch parked counts one, in every program; past the
-	 * transfer arrays they were a page resident for them alone
-	 * (test_pool_pages) */
-	kp__xcount xfer_count[KP_NCLASS];
-	/* transfer.c; address space until a class uses it */
-	kp__xfer xfer[KP_NCLASS][KP_XFER_BASE]; /* the first batches of each class; kp__xfer_slot */
+	/* transfer.c's counts of exited threads, of the shared path and of
+	 * kp__xfer_drain (the live caches keep their own: kp__xcount), beside
+	 * the central lists: past the transfer arrays they were a page
+	 * resident for them alone (test_pool_pages) */
+	kp__xcount xfer_count;
+	/* transfer.c; address space until a class uses it. From a line of
+	 * their own: the first classes' records, written by each park and
+	 * take, away from xfer_count, written by neither */
+	_Alignas(64) kp__xfer xfer[KP_NCLASS][KP_XFER_BASE]; /* the first batches of each class; kp__xfer_slot */
 	uint64_t xfer_head[KP_NCLASS][KP_XFER_HEAD];
 	uint64_t xfer_mid[KP_NCLASS][KP_XFER_MID];
 	kp__xfer xfer_more[KP_NCLASS][KP_XFER_SLOTS - KP_XFER_BASE];
 	uint64_t xfer_tail[KP_NCLASS][KP_XFER_CLASS_KEYS - KP_XFER_HEAD - KP_XFER_MID];
-	_Atomic uint64_t xfer_gen; /* checkpoints of kp__xfer_drain so far */
+	/* The pool's tail, from a page of its own: what every program touches
+	 * here (the daemon, the pool-wide counters, the ring's head) fits one
+	 * page wherever the arrays above end (xfer_count shrank from a class's
+	 * counts each to one set, 2,960 bytes, and the tail then straddled two
+	 * pages: test_pool_pages). xfer_gen, read by each park, shares its line
+	 * with the daemon's xfer_at_ns and the backup's lock alone. */
+	_Alignas(KP_PAGE) _Atomic uint64_t xfer_gen; /* checkpoints of kp__xfer_drain so far */
 	uint64_t xfer_at_ns;       /* the next one (the daemon's alone) */
 	kp__backup backup;
 	kp__daemon daemon;

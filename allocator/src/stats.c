@@ -70,6 +70,28 @@ void kp__stats_primary(kp_pool *pool, kp__primary_stats *st)
 	pthread_mutex_unlock(&pool->lock);
 }
 
+static void xcount_add(uint64_t xc[5], const kp__xcount *x)
+{
+	xc[0] += atomic_load_explicit(&x->parked, memory_order_relaxed);
+	xc[1] += atomic_load_explicit(&x->taken, memory_order_relaxed);
+	xc[2] += atomic_load_explicit(&x->full, memory_order_relaxed);
+	xc[3] += atomic_load_explicit(&x->empty, memory_order_relaxed);
+	xc[4] += atomic_load_explicit(&x->returned, memory_order_relaxed);
+}
+
+/* The transfer cache's counts (kp__xcount): the pool's (exited threads,
+ * the shared path, the drains) and each live cache's, under the pool lock,
+ * which kp__tcache_release holds while it folds a cache's into the pool's
+ * and unlists it: none is missed or counted twice. */
+static void xfer_totals(kp_pool *pool, uint64_t xc[5])
+{
+	pthread_mutex_lock(&pool->lock);
+	xcount_add(xc, &pool->xfer_count);
+	for (const kp__tcache *tc = pool->tcaches; tc; tc = tc->next)
+		xcount_add(xc, &tc->xcount);
+	pthread_mutex_unlock(&pool->lock);
+}
+
 int kp__stats_json(kp_pool *pool, char *buf, size_t len)
 {
 	kp__primary_stats ps;
@@ -112,14 +134,7 @@ int kp__stats_json(kp_pool *pool, char *buf, size_t len)
 	put(&o, "\"overflows\":%llu,\"use_after_frees\":%llu,\"freelist_errors\":%llu,\"quarantined\":%llu},",
 	    LD(pool->overflows), LD(pool->use_after_frees), LD(pool->freelist_errors), LD(pool->quarantined));
 	uint64_t xc[5] = {0};
-	for (unsigned c = 0; c < KP_NCLASS; c++) {
-		const kp__xcount *x = &pool->xfer_count[c];
-		xc[0] += atomic_load_explicit(&x->parked, memory_order_relaxed);
-		xc[1] += atomic_load_explicit(&x->taken, memory_order_relaxed);
-		xc[2] += atomic_load_explicit(&x->full, memory_order_relaxed);
-		xc[3] += atomic_load_explicit(&x->empty, memory_order_relaxed);
-		xc[4] += atomic_load_explicit(&x->returned, memory_order_relaxed);
-	}
+	xfer_totals(pool, xc);
 	put(&o, "\"transfer\":{\"parked\":%llu,\"taken\":%llu,\"full\":%llu,\"empty\":%llu,\"returned\":%llu},",
 	    U(xc[0]), U(xc[1]), U(xc[2]), U(xc[3]), U(xc[4]));
 	put(&o, "\"faults\":{\"injected\":%llu,\"waits\":%llu,\"wait_successes\":%llu},", LD(pool->faults_injected),

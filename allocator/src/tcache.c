@@ -658,7 +658,7 @@ void kp__tcache_flush_bin(kp_pool *pool, kp__tcache *tc, unsigned cls, unsigned 
 		 * (alloc.c, bin_head_ok) or by the daemon before it gives a stale
 		 * batch to its spans (transfer.c, batch_vet): a link written
 		 * meanwhile is caught before it is followed, as it is in a bin. */
-		if (b->count && park_ok(pool) && kp__xfer_put(pool, cls, b->head, tc->stack[cls], b->count)) {
+		if (b->count && park_ok(pool) && kp__xfer_put(pool, cls, b->head, tc->stack[cls], b->count, &tc->xcount)) {
 			b->head = NULL;
 			b->count = 0;
 			return;
@@ -715,7 +715,7 @@ void kp__tcache_flush_bin(kp_pool *pool, kp__tcache *tc, unsigned cls, unsigned 
 	 * class (transfer.c) while this thread keeps caching, or back to its
 	 * spans (a thread that leaves, kp_thread_flush, no room parked). */
 	kp__link_put_k(keys[keep] ^ kp__kslot(&pool->secret, last), last, NULL);
-	if (!keep || !park_ok(pool) || !kp__xfer_put(pool, cls, list, keys + keep, n))
+	if (!keep || !park_ok(pool) || !kp__xfer_put(pool, cls, list, keys + keep, n, &tc->xcount))
 		kp__central_give(pool, cls, list, keys + keep, n);
 }
 
@@ -733,6 +733,12 @@ void kp__tcache_release(kp_pool *pool, kp__tcache *tc)
 	atomic_fetch_add(&pool->dead_allocs, atomic_load(&tc->allocs));
 	atomic_fetch_add(&pool->dead_frees, atomic_load(&tc->frees));
 	atomic_fetch_add(&pool->dead_in_use, atomic_load(&tc->in_use));
+	/* its transfer counts too (kp__xcount): kp_stats sums the pool's and
+	 * the listed caches' under this lock, so none is counted twice */
+	atomic_fetch_add(&pool->xfer_count.parked, atomic_load(&tc->xcount.parked));
+	atomic_fetch_add(&pool->xfer_count.taken, atomic_load(&tc->xcount.taken));
+	atomic_fetch_add(&pool->xfer_count.full, atomic_load(&tc->xcount.full));
+	atomic_fetch_add(&pool->xfer_count.empty, atomic_load(&tc->xcount.empty));
 	if (tc->prev)
 		tc->prev->next = tc->next;
 	else

@@ -187,12 +187,13 @@ void kp__class_lock_wait(pthread_mutex_t *m)
 	pthread_mutex_lock(m);
 }
 
-/* A counter of kp__xcount written under the class lock: a load and a
- * store, no atomic add (a peek without the lock adds atomically). */
-static inline void count_one(_Atomic uint64_t *n)
-{
-	atomic_store_explicit(n, atomic_load_explicit(n, memory_order_relaxed) + 1, memory_order_relaxed);
-}
+/* One more count of the calling thread: in its cache's xcount, which its
+ * thread alone writes (a plain add: kp__count_inc), or with no cache (the
+ * shared path, count NULL) in the pool's, which any thread may (an atomic
+ * add). Either way no line the other threads write: kp__xcount. */
+#define COUNT(pool, count, what)                                                                                 \
+	((count) ? kp__count_inc(&(count)->what, 1)                                                              \
+		 : (void)atomic_fetch_add_explicit(&(pool)->xfer_count.what, 1, memory_order_relaxed))
 
 /* Are keys blocks of size bytes within 1 / 2^shift of a class's bound? */
 static XFER_INLINE bool within(size_t size, unsigned keys, unsigned shift)
@@ -239,13 +240,12 @@ static XFER_INLINE bool room_if_grown(size_t size, unsigned i, unsigned keys, un
 	return taken && level < KP_XFER_LEVELS && room_for(size, i, keys, KP_XFER_LEVELS);
 }
 
-bool kp__xfer_put(kp_pool *pool, unsigned cls, void *list, const uint64_t *keys, unsigned n)
+bool kp__xfer_put(kp_pool *pool, unsigned cls, void *list, const uint64_t *keys, unsigned n, kp__xcount *count)
 {
 	size_t size = kp__class_size[cls];
 	if (!n || n > KP_XFER_KEYS || (size_t)n * size > KP_XFER_BYTES)
 		return false;
 	kp__central *c = &pool->central[cls];
-	kp__xcount *count = &pool->xfer_count[cls];
 	/* A peek without the lock, as kp__xfer_take's: no room, and none if
 	 * it grew, is how a put fails, and the caller then takes the class
 	 * lock to give the batch to its spans (kp__central_give). A whole
@@ -259,7 +259,7 @@ bool kp__xfer_put(kp_pool *pool, unsigned cls, void *list, const uint64_t *keys,
 	unsigned level = atomic_load_explicit(&c->xlevel, memory_order_relaxed);
 	if (!room_for(size, i, at + n, level) &&
 	    !room_if_grown(size, i, at + n, level, atomic_load_explicit(&c->xtaken, memory_order_relaxed))) {
-		atomic_fetch_add_explicit(&count->full, 1, memory_order_relaxed);
+		COUNT(pool, count, full);
 		return false;
 	}
 	kp__class_lock_take(pool, cls);
@@ -283,9 +283,9 @@ bool kp__xfer_put(kp_pool *pool, unsigned cls, void *list, const uint64_t *keys,
 		keys_in(pool, cls, at, keys, n);
 		atomic_store_explicit(&c->xkeys, (uint16_t)(at + n), memory_order_relaxed);
 		atomic_store_explicit(&c->nxfer, i + 1, memory_order_relaxed);
-		count_one(&count->parked);
+		COUNT(pool, count, parked);
 	} else {
-		count_one(&count->full);
+		COUNT(pool, count, full);
 	}
 	stack_check(pool, cls);
 	pthread_mutex_unlock(kp__class_lock(pool, cls));
@@ -353,14 +353,13 @@ static unsigned take_vet(kp_pool *pool, unsigned cls, void **list, uint64_t *key
 	return ok;
 }
 
-unsigned kp__xfer_take(kp_pool *pool, unsigned cls, void **list, uint64_t *keys, unsigned n)
+unsigned kp__xfer_take(kp_pool *pool, unsigned cls, void **list, uint64_t *keys, unsigned n, kp__xcount *count)
 {
 	kp__central *c = &pool->central[cls];
-	kp__xcount *count = &pool->xfer_count[cls];
 	/* A peek without the lock: a batch parked meanwhile waits for the next
 	 * refill, one the peek saw may be gone (checked again below). */
 	if (!atomic_load_explicit(&c->nxfer, memory_order_relaxed)) {
-		atomic_fetch_add_explicit(&count->empty, 1, memory_order_relaxed);
+		COUNT(pool, count, empty);
 		return 0;
 	}
 	unsigned got = 0;
@@ -382,9 +381,9 @@ unsigned kp__xfer_take(kp_pool *pool, unsigned cls, void **list, uint64_t *keys,
 				      memory_order_relaxed);
 		if (!atomic_load_explicit(&c->xtaken, memory_order_relaxed))
 			atomic_store_explicit(&c->xtaken, 1, memory_order_relaxed);
-		count_one(&count->taken);
+		COUNT(pool, count, taken);
 	} else {
-		count_one(&count->empty);
+		COUNT(pool, count, empty);
 	}
 	stack_check(pool, cls);
 	pthread_mutex_unlock(kp__class_lock(pool, cls));
@@ -447,7 +446,7 @@ int kp__xfer_drain(kp_pool *pool, bool all)
 				atomic_store_explicit(&c->xkeys,
 						      (uint16_t)(atomic_load_explicit(&c->xkeys, memory_order_relaxed) - out.n),
 						      memory_order_relaxed);
-				count_one(&pool->xfer_count[cls].returned);
+				atomic_fetch_add_explicit(&pool->xfer_count.returned, 1, memory_order_relaxed);
 			}
 			pthread_mutex_unlock(kp__class_lock(pool, cls));
 			if (!out.n)
