@@ -67,6 +67,7 @@ def make_command(variant: str, *targets: str, plant: int = 0) -> list[str]:
     if variant not in VARIANTS:
         raise BuildError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
     sources = paths.allocator_sources()
+    paths.usable_build_root()
     if shutil.which("make") is None:
         raise BuildError("make not found; install the Debian package build-essential")
     cmd = ["make", "-C", str(sources), f"VARIANT={variant}", f"PLANT={plant}"]
