@@ -33,7 +33,7 @@ from harness.campaign.run import collect, run_jobs, summary
 from harness.errors import ConfigError, UsageError
 from harness.jobs.executor import Executor
 from harness.jobs.model import ENDED_STATES, RERUN_STATES, JobSpec
-from harness.report.writers import write_run
+from harness.report.writers import UnreadableSummary, read_summary, write_run
 from harness.spec import poolcheck
 from harness.stress.runner import RUN_ID_RE
 
@@ -257,10 +257,42 @@ def _resume(args: argparse.Namespace, reports: Path) -> tuple[Campaign, Path]:
     run_dir = reports / run_id
     c = Campaign.load(run_dir)
     _relocate(c, run_dir)
-    output.progress(
-        f"resuming campaign {run_id}: {sum(j.state in RERUN_STATES for j in c.jobs)} job(s) to run"
-    )
     return c, run_dir
+
+
+def _finished(c: Campaign, run_dir: Path) -> int | None:
+    """A campaign with no job left to run and its report written: said, its report left as it is (a new
+    one would count the coverage of the corpora as they are today, not as the campaign left them), and
+    the exit code it ended with. None when there is something to resume, or its report is to be made."""
+    if not c.reported or any(j.state in RERUN_STATES for j in c.jobs):
+        return None
+    try:
+        report = read_summary(run_dir / "summary.json")
+    except (OSError, UnreadableSummary) as exc:
+        why = "missing" if isinstance(exc, FileNotFoundError) else f"unreadable: {exc}"
+        output.warn(f"campaign {c.run_id} is finished, but its report is {why}: writing it again")
+        return None
+    ended = sum(j.state in ENDED_STATES for j in c.jobs)
+    output.progress(
+        f"campaign {c.run_id} is finished ({ended} of {len(c.jobs)} jobs ended, none left to run):"
+        " nothing to resume; its report is left as it was"
+    )
+    output.result(summary(report, run_dir, c))
+    return 0 if report.ok and ended else 1
+
+
+def _check_rerun(c: Campaign, reports: Path) -> None:
+    """What a new campaign checks before its jobs, for the jobs --resume runs again: the fuzz jobs'
+    working corpora writable, KPOOL_LOG one the stress jobs' pools can open (usage errors, exit 2)."""
+    rerun = [j for j in c.jobs if j.state in RERUN_STATES]
+    if any(j.kind != "fuzz" for j in rerun):
+        poolcheck.check_log()
+    targets = sorted({j.target for j in rerun if j.kind == "fuzz"})
+    if targets:
+        from harness.fuzz.runner import check_corpora_writable, check_utf8_path
+
+        check_utf8_path(reports, "--reports")
+        check_corpora_writable(targets, reports)
 
 
 def _planned_run_dir(c: Campaign) -> Path | None:
@@ -339,6 +371,13 @@ def _main(argv: Sequence[str], held: contextlib.ExitStack) -> int:
     if args.resume:
         c, run_dir = _resume(args, reports)
         held.enter_context(runlock.hold(run_dir, kind="campaign"))
+        done = _finished(c, run_dir)
+        if done is not None:
+            return done
+        _check_rerun(c, reports)
+        output.progress(
+            f"resuming campaign {c.run_id}: {sum(j.state in RERUN_STATES for j in c.jobs)} job(s) to run"
+        )
         budget = parse_budget(args.budget) if args.budget is not None else c.budget_s
         executor = _executor(args, c.run_id)
         if executor is None and c.cluster:  # its jobs_n is the cluster's slots, not this machine's
@@ -409,6 +448,9 @@ def _main(argv: Sequence[str], held: contextlib.ExitStack) -> int:
     cut: list[str] = []  # what Ctrl-C cut short after the jobs: the report is written all the same
     report = collect(c, run_dir, coverage=finished, coverage_s=coverage_s, recover=finished, interrupted=cut)
     write_run(report, reports)
+    if finished and not cut:
+        c.reported = True
+        c.save(run_dir)
     output.result(summary(report, run_dir, c, finished and not cut))
     if not finished or cut:
         return 130
