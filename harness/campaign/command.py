@@ -281,10 +281,19 @@ def _finished(c: Campaign, run_dir: Path) -> int | None:
     return 0 if report.ok and ended else 1
 
 
-def _check_rerun(c: Campaign, reports: Path) -> None:
-    """What a new campaign checks before its jobs, for the jobs --resume runs again: the fuzz jobs'
-    working corpora writable, KPOOL_LOG one the stress jobs' pools can open (usage errors, exit 2)."""
-    rerun = [j for j in c.jobs if j.state in RERUN_STATES]
+def _no_clang(targets: Sequence[str], resume: str = "") -> str:
+    again = f"kpool campaign --resume {resume}" if resume else "a campaign"
+    return (
+        f"clang not found (PATH): the fuzz jobs ({', '.join(targets)}) are skipped, the rest runs; the fuzz"
+        f" targets are built with clang (libFuzzer); {build.CLANG_HINT}, then {again} fuzzes them"
+    )
+
+
+def _check_rerun(c: Campaign, reports: Path, skipped: set[str]) -> None:
+    """What a new campaign checks before its jobs, for the jobs --resume runs again (not those skipped):
+    the fuzz jobs' working corpora writable, KPOOL_LOG one the stress jobs' pools can open (usage errors,
+    exit 2)."""
+    rerun = [j for j in c.jobs if j.state in RERUN_STATES and j.name not in skipped]
     if any(j.kind != "fuzz" for j in rerun):
         poolcheck.check_log()
     targets = sorted({j.target for j in rerun if j.kind == "fuzz"})
@@ -368,13 +377,20 @@ def _main(argv: Sequence[str], held: contextlib.ExitStack) -> int:
     t0 = time.monotonic()
     args = parse_args(argv)
     reports = (args.reports or paths.reports()).absolute()
+    no_clang = ""  # the warning when the fuzz jobs are left out for want of clang
+    skipped: set[str] = set()  # the names of those jobs (--resume)
     if args.resume:
         c, run_dir = _resume(args, reports)
         held.enter_context(runlock.hold(run_dir, kind="campaign"))
         done = _finished(c, run_dir)
         if done is not None:
             return done
-        _check_rerun(c, reports)
+        fuzz = [j for j in c.jobs if j.kind == "fuzz" and j.state in RERUN_STATES]
+        if fuzz and build.clang_missing():
+            no_clang = _no_clang([j.target for j in fuzz], resume=c.run_id)
+            output.warn(no_clang)
+            skipped = {j.name for j in fuzz}
+        _check_rerun(c, reports, skipped)
         output.progress(
             f"resuming campaign {c.run_id}: {sum(j.state in RERUN_STATES for j in c.jobs)} job(s) to run"
         )
@@ -392,6 +408,10 @@ def _main(argv: Sequence[str], held: contextlib.ExitStack) -> int:
     else:
         budget = parse_budget(DEFAULT_BUDGET if args.budget is None else args.budget)
         targets = _targets(args.targets)
+        if targets and build.clang_missing():
+            no_clang = _no_clang(targets)
+            output.warn(no_clang)
+            targets = []
         workloads = find_workloads(args.workloads)
         programs_glob = args.programs
         if programs_glob is None:
@@ -399,6 +419,8 @@ def _main(argv: Sequence[str], held: contextlib.ExitStack) -> int:
         programs = [p for p in find_workloads(programs_glob, "--programs") if p not in workloads]
         load_workloads([*workloads, *programs])
         if not targets and not workloads and not programs:
+            if no_clang:
+                raise UsageError(f"nothing to run: {no_clang}, and --workloads {args.workloads!r} gives none")
             raise UsageError("--targets '' and --workloads '': nothing to run")
         if targets:  # the fuzz corpora and crash inputs live under it
             from harness.fuzz.runner import check_corpora_writable, check_utf8_path
@@ -440,7 +462,7 @@ def _main(argv: Sequence[str], held: contextlib.ExitStack) -> int:
             raise
     deadline = time.monotonic() + budget  # the budget is the jobs' time: it starts now
     try:
-        finished = run_jobs(c, run_dir, deadline, executor)
+        finished = run_jobs(c, run_dir, deadline, executor, skip=skipped)
     finally:
         if executor is not None:
             executor.close()
@@ -452,6 +474,8 @@ def _main(argv: Sequence[str], held: contextlib.ExitStack) -> int:
         c.reported = True
         c.save(run_dir)
     output.result(summary(report, run_dir, c, finished and not cut))
+    if no_clang:  # said again after the summary, where a CI log is read
+        output.warn(no_clang)
     if not finished or cut:
         return 130
     return 0 if report.ok and any(j.state in ENDED_STATES for j in c.jobs) else 1
