@@ -233,7 +233,9 @@ def build_variants(targets: Sequence[str], plant: int, variants: Sequence[str] =
     """Build every variant once, up front: jobs running side by side must not run make on the same
     build directory at once. (A cluster's workers build what their jobs need themselves, one job at a
     time per machine; this machine still needs the fuzz build for triage and merging corpora.)"""
-    output.progress("building the release library, the op driver and the fuzz variant")
+    output.progress(
+        "building the release library, the op driver" + (" and the fuzz variant" if targets else "")
+    )
     build.build("release")
     from harness.stress.binary import ensure_kpdrive
 
