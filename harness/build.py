@@ -59,6 +59,14 @@ def check_plant(plant: int) -> None:
         raise UsageError(f"--plant {plant}: the allocator sources plant no bug {plant} (they plant {have})")
 
 
+CLANG_HINT = "install it with scripts/setup.sh (or the Debian package clang)"
+
+
+def clang_missing() -> bool:
+    """No clang on PATH: the fuzz and coverage variants (so every fuzz target) cannot be built."""
+    return shutil.which("clang") is None
+
+
 def make_command(variant: str, *targets: str, plant: int = 0) -> list[str]:
     """`make` for one variant's targets, from the allocator sources into the variant's build folder.
 
@@ -67,13 +75,14 @@ def make_command(variant: str, *targets: str, plant: int = 0) -> list[str]:
     if variant not in VARIANTS:
         raise BuildError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
     sources = paths.allocator_sources()
+    paths.usable_build_root()
     if shutil.which("make") is None:
         raise BuildError("make not found; install the Debian package build-essential")
     cmd = ["make", "-C", str(sources), f"VARIANT={variant}", f"PLANT={plant}"]
     cmd.append(f"BUILD={paths.build_dir(variant, plant)}")
     if variant in NEEDS_CLANG:
-        if shutil.which("clang") is None:
-            raise BuildError(f"the {variant} variant needs clang; install the Debian package clang")
+        if clang_missing():
+            raise BuildError(f"the {variant} variant needs clang; {CLANG_HINT}")
         cmd.append("CC=clang")
     elif shutil.which(os.environ.get("CC", "cc")) is None:
         raise BuildError("no C compiler (cc); install the Debian package build-essential")

@@ -19,7 +19,7 @@ import os
 from importlib import metadata
 from pathlib import Path
 
-from harness.errors import BuildError
+from harness.errors import BuildError, UsageError
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 # A checkout has the package beside allocator/ and pyproject.toml.
@@ -83,6 +83,29 @@ def build_root() -> Path:
     """Where `make` writes its variants: build/<variant>[-plant<n>]/ below this folder."""
     tree = checkout()
     return tree / "allocator" / "build" if tree else cache_dir() / "build"
+
+
+def usable_build_root() -> Path:
+    """build_root(), made and checked writable before make writes in it. An installed wheel's cache that
+    cannot hold it (a file, a folder under a file, a read-only folder or file system) is a UsageError
+    naming the variable that chose it (KPOOL_CACHE, else XDG_CACHE_HOME), not make's mkdir error."""
+    root = build_root()
+    if checkout() is not None:
+        return root
+    var = next((v for v in ("KPOOL_CACHE", "XDG_CACHE_HOME") if os.environ.get(v)), None)
+    where = f"{var}={os.environ[var]}" if var else f"the cache folder {cache_dir()}"
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        probe = root / f".kpool-write-test-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        if isinstance(exc, (FileExistsError, NotADirectoryError)):
+            reason = "a file is in the way of a folder"
+        hint = "set KPOOL_CACHE to a folder kpool may write in" if var else "set KPOOL_CACHE to one"
+        raise UsageError(f"{where}: cannot build there ({root}: {reason}); {hint}") from exc
+    return root
 
 
 def build_dir(variant: str, plant: int = 0) -> Path:

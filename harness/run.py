@@ -81,6 +81,7 @@ class RunResult:
     stderr_tail: str
     figures: dict[str, Any] | None = None
     children: list[dict[str, Any]] = field(default_factory=list)
+    oom_kills: int = 0  # the kernel's OOM kills (/proc/vmstat oom_kill) while it ran, on the whole machine
 
     @property
     def signal_name(self) -> str | None:
@@ -107,6 +108,13 @@ class RunResult:
         return self.returncode < 0 or self.timed_out
 
     @property
+    def killed_from_outside(self) -> bool:
+        """Killed by a SIGKILL kpool did not send (its time limit sends one): the OOM killer, a kill -9, a
+        container stopping. No allocator crash: the allocator's checks abort (SIGABRT), and SIGKILL is
+        neither caught nor raised by a fault in the program; it makes no crash record."""
+        return self.returncode == -signal.SIGKILL and not self.timed_out
+
+    @property
     def damaged(self) -> bool:
         """Integrity errors that kpool counted and let the program go on after (on_error:log): no crash, but
         a record all the same (its event lines are in the stderr, and a replay prints them again)."""
@@ -114,7 +122,7 @@ class RunResult:
 
     @property
     def recordable(self) -> bool:
-        return self.crashed or self.damaged
+        return (self.crashed and not self.killed_from_outside) or self.damaged
 
 
 def library(allocator: str) -> Path | None:
@@ -237,6 +245,17 @@ def _figures(folder: Path, pid: int) -> tuple[dict[str, Any] | None, list[dict[s
     return mine, others
 
 
+def _oom_kills() -> int:
+    """The kernel's count of processes the OOM killer killed since boot (0 where it does not say)."""
+    try:
+        for line in Path("/proc/vmstat").read_text().splitlines():
+            if line.startswith("oom_kill "):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
 def run_program(
     argv: Sequence[str],
     allocator: str = "kpool",
@@ -267,6 +286,7 @@ def run_program(
         launcher = [str(GNU_TIME), "-f", "%M", "-o", str(measured), "--", str(ENV), *preload]
     elif "LD_PRELOAD" in env:
         child_env["LD_PRELOAD"] = env["LD_PRELOAD"]
+    oom_before = _oom_kills()
     try:
         start = time.monotonic()
         try:
@@ -315,6 +335,7 @@ def run_program(
         stderr_tail=kept[-STDERR_KEPT:].decode(errors="replace"),
         figures=mine,
         children=others,
+        oom_kills=max(0, _oom_kills() - oom_before),
     )
 
 
@@ -504,6 +525,16 @@ def summary(result: RunResult, recorded: Recorded | None = None) -> list[str]:
     how = f"killed by {result.signal_name}" if result.signal_name else f"exit status {result.returncode}"
     if result.timed_out:
         how = "stopped at its time limit (" + how + ")"
+    elif result.killed_from_outside:
+        oom = (
+            f"the OOM killer killed {result.oom_kills} process(es) while it ran"
+            if result.oom_kills
+            else "the OOM killer (see dmesg), a kill -9 or a container stopping"
+        )
+        how = (
+            f"killed by signal {signal.SIGKILL} (SIGKILL) from outside kpool: {oom}; not an allocator crash,"
+            " no crash recorded"
+        )
     lines = [
         f"{cmd}: {how}",
         f"allocator {result.allocator}" + (f", conf {result.conf}" if result.conf else ""),

@@ -152,7 +152,11 @@ def test_a_crash_input_left_by_a_killed_kpool_fuzz_is_recorded_by_the_next_run(
 
 
 def _orphan(folder: Path, name: str = "api_sequence-crash-1") -> Path:
-    """A crash input in a run folder's crashes/, as a run killed before recording it leaves it."""
+    """A crash input in a run folder's crashes/, as a run killed before recording it leaves it: with the
+    run.lock the run wrote when it started (the sweep looks in run folders only, not in any crashes/)."""
+    from harness import runlock
+
+    runlock.hold(folder, kind="fuzz", plant=0).release()  # what kpool fuzz writes, and kill -9 leaves
     crashes = folder / "crashes"
     crashes.mkdir(parents=True)
     crash = crashes / name

@@ -27,6 +27,7 @@ def test_a_lock_file_that_cannot_be_opened_is_said_not_taken_for_a_live_run(
     reports = fake / "reports"
     old = reports / "fuzz-old"
     _orphan(old)
+    (old / runlock.NAME).unlink()  # the run.lock the killed run left, made a folder
     (old / runlock.NAME).mkdir()
     capsys.readouterr()
     run = runner.run("api_sequence", 1, run_dir=reports / "fuzz-next", reports=reports)

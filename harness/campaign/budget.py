@@ -71,6 +71,9 @@ class Campaign:
     started: float = field(default_factory=time.time)
     jobs: list[Job] = field(default_factory=list)
     cluster: str = ""  # --cluster of its last run ("": here); jobs_n is then the cluster's slots
+    # its report (summary.json, the pages, coverage.json) was written when its run ended, not cut short:
+    # with no job left to run it is finished, and --resume leaves the report as it is
+    reported: bool = False
 
     def save(self, run_dir: Path) -> None:
         atomic.write_text(run_dir / "campaign.json", json.dumps(asdict(self), indent=1) + "\n")

@@ -33,7 +33,7 @@ from harness.campaign.run import collect, run_jobs, summary
 from harness.errors import ConfigError, UsageError
 from harness.jobs.executor import Executor
 from harness.jobs.model import ENDED_STATES, RERUN_STATES, JobSpec
-from harness.report.writers import write_run
+from harness.report.writers import UnreadableSummary, read_summary, write_run
 from harness.spec import poolcheck
 from harness.stress.runner import RUN_ID_RE
 
@@ -233,7 +233,9 @@ def build_variants(targets: Sequence[str], plant: int, variants: Sequence[str] =
     """Build every variant once, up front: jobs running side by side must not run make on the same
     build directory at once. (A cluster's workers build what their jobs need themselves, one job at a
     time per machine; this machine still needs the fuzz build for triage and merging corpora.)"""
-    output.progress("building the release library, the op driver and the fuzz variant")
+    output.progress(
+        "building the release library, the op driver" + (" and the fuzz variant" if targets else "")
+    )
     build.build("release")
     from harness.stress.binary import ensure_kpdrive
 
@@ -257,10 +259,51 @@ def _resume(args: argparse.Namespace, reports: Path) -> tuple[Campaign, Path]:
     run_dir = reports / run_id
     c = Campaign.load(run_dir)
     _relocate(c, run_dir)
-    output.progress(
-        f"resuming campaign {run_id}: {sum(j.state in RERUN_STATES for j in c.jobs)} job(s) to run"
-    )
     return c, run_dir
+
+
+def _finished(c: Campaign, run_dir: Path) -> int | None:
+    """A campaign with no job left to run and its report written: said, its report left as it is (a new
+    one would count the coverage of the corpora as they are today, not as the campaign left them), and
+    the exit code it ended with. None when there is something to resume, or its report is to be made."""
+    if not c.reported or any(j.state in RERUN_STATES for j in c.jobs):
+        return None
+    try:
+        report = read_summary(run_dir / "summary.json")
+    except (OSError, UnreadableSummary) as exc:
+        why = "missing" if isinstance(exc, FileNotFoundError) else f"unreadable: {exc}"
+        output.warn(f"campaign {c.run_id} is finished, but its report is {why}: writing it again")
+        return None
+    ended = sum(j.state in ENDED_STATES for j in c.jobs)
+    output.progress(
+        f"campaign {c.run_id} is finished ({ended} of {len(c.jobs)} jobs ended, none left to run):"
+        " nothing to resume; its report is left as it was"
+    )
+    output.result(summary(report, run_dir, c))
+    return 0 if report.ok and ended else 1
+
+
+def _no_clang(targets: Sequence[str], resume: str = "") -> str:
+    again = f"kpool campaign --resume {resume}" if resume else "a campaign"
+    return (
+        f"clang not found (PATH): the fuzz jobs ({', '.join(targets)}) are skipped, the rest runs; the fuzz"
+        f" targets are built with clang (libFuzzer); {build.CLANG_HINT}, then {again} fuzzes them"
+    )
+
+
+def _check_rerun(c: Campaign, reports: Path, skipped: set[str]) -> None:
+    """What a new campaign checks before its jobs, for the jobs --resume runs again (not those skipped):
+    the fuzz jobs' working corpora writable, KPOOL_LOG one the stress jobs' pools can open (usage errors,
+    exit 2)."""
+    rerun = [j for j in c.jobs if j.state in RERUN_STATES and j.name not in skipped]
+    if any(j.kind != "fuzz" for j in rerun):
+        poolcheck.check_log()
+    targets = sorted({j.target for j in rerun if j.kind == "fuzz"})
+    if targets:
+        from harness.fuzz.runner import check_corpora_writable, check_utf8_path
+
+        check_utf8_path(reports, "--reports")
+        check_corpora_writable(targets, reports)
 
 
 def _planned_run_dir(c: Campaign) -> Path | None:
@@ -336,9 +379,23 @@ def _main(argv: Sequence[str], held: contextlib.ExitStack) -> int:
     t0 = time.monotonic()
     args = parse_args(argv)
     reports = (args.reports or paths.reports()).absolute()
+    no_clang = ""  # the warning when the fuzz jobs are left out for want of clang
+    skipped: set[str] = set()  # the names of those jobs (--resume)
     if args.resume:
         c, run_dir = _resume(args, reports)
         held.enter_context(runlock.hold(run_dir, kind="campaign"))
+        done = _finished(c, run_dir)
+        if done is not None:
+            return done
+        fuzz = [j for j in c.jobs if j.kind == "fuzz" and j.state in RERUN_STATES]
+        if fuzz and build.clang_missing():
+            no_clang = _no_clang([j.target for j in fuzz], resume=c.run_id)
+            output.warn(no_clang)
+            skipped = {j.name for j in fuzz}
+        _check_rerun(c, reports, skipped)
+        output.progress(
+            f"resuming campaign {c.run_id}: {sum(j.state in RERUN_STATES for j in c.jobs)} job(s) to run"
+        )
         budget = parse_budget(args.budget) if args.budget is not None else c.budget_s
         executor = _executor(args, c.run_id)
         if executor is None and c.cluster:  # its jobs_n is the cluster's slots, not this machine's
@@ -353,6 +410,10 @@ def _main(argv: Sequence[str], held: contextlib.ExitStack) -> int:
     else:
         budget = parse_budget(DEFAULT_BUDGET if args.budget is None else args.budget)
         targets = _targets(args.targets)
+        if targets and build.clang_missing():
+            no_clang = _no_clang(targets)
+            output.warn(no_clang)
+            targets = []
         workloads = find_workloads(args.workloads)
         programs_glob = args.programs
         if programs_glob is None:
@@ -360,6 +421,8 @@ def _main(argv: Sequence[str], held: contextlib.ExitStack) -> int:
         programs = [p for p in find_workloads(programs_glob, "--programs") if p not in workloads]
         load_workloads([*workloads, *programs])
         if not targets and not workloads and not programs:
+            if no_clang:
+                raise UsageError(f"nothing to run: {no_clang}, and --workloads {args.workloads!r} gives none")
             raise UsageError("--targets '' and --workloads '': nothing to run")
         if targets:  # the fuzz corpora and crash inputs live under it
             from harness.fuzz.runner import check_corpora_writable, check_utf8_path
@@ -401,7 +464,8 @@ def _main(argv: Sequence[str], held: contextlib.ExitStack) -> int:
             raise
     deadline = time.monotonic() + budget  # the budget is the jobs' time: it starts now
     try:
-        finished = run_jobs(c, run_dir, deadline, executor)
+        # skip only when there is any: the tests' stand-ins for run_jobs take the four arguments
+        finished = run_jobs(c, run_dir, deadline, executor, **({"skip": skipped} if skipped else {}))
     finally:
         if executor is not None:
             executor.close()
@@ -409,7 +473,12 @@ def _main(argv: Sequence[str], held: contextlib.ExitStack) -> int:
     cut: list[str] = []  # what Ctrl-C cut short after the jobs: the report is written all the same
     report = collect(c, run_dir, coverage=finished, coverage_s=coverage_s, recover=finished, interrupted=cut)
     write_run(report, reports)
+    if finished and not cut:
+        c.reported = True
+        c.save(run_dir)
     output.result(summary(report, run_dir, c, finished and not cut))
+    if no_clang:  # said again after the summary, where a CI log is read
+        output.warn(no_clang)
     if not finished or cut:
         return 130
     return 0 if report.ok and any(j.state in ENDED_STATES for j in c.jobs) else 1

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -87,12 +88,17 @@ def land(c: Campaign, j: Job, result: JobResult, run_dir: Path) -> None:
 
 
 def run_jobs(
-    c: Campaign, run_dir: Path, deadline: float | None = None, executor: Executor | None = None
+    c: Campaign,
+    run_dir: Path,
+    deadline: float | None = None,
+    executor: Executor | None = None,
+    skip: Collection[str] = (),
 ) -> bool:
     """Run the jobs not finished yet (local processes unless an executor is given) until `deadline`
     (time.monotonic()): a job is started only while there is time for it (else 'not-run'), and one
     still running at the deadline is stopped ('stopped'). False if interrupted (running jobs are stopped
-    and left pending, so --resume runs them again)."""
+    and left pending, so --resume runs them again). The jobs named in skip are left as they are (a
+    resume's fuzz jobs on a machine without clang)."""
     own = executor is None
     ex: Executor = executor or LocalExecutor(run_dir, c.run_id, c.jobs_n)
     hooks = Hooks(
@@ -102,7 +108,7 @@ def run_jobs(
         spec=lambda j, left: spec_of(c, j, left, run_dir.parent),
     )
     try:
-        return ex.run(c.jobs, deadline, hooks)
+        return ex.run([j for j in c.jobs if j.name not in skip], deadline, hooks)
     finally:
         if own:
             ex.close()

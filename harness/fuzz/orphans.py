@@ -9,15 +9,18 @@ The next `kpool fuzz` (before it fuzzes) and `kpool campaign` (when it triages) 
 folder look for such inputs with `left()`: every crash input of a fuzz run's folder (<reports>/<run>/
 crashes/, or a campaign's <reports>/<run>/fuzz-<target>/crashes/) that the crash database does not hold by
 its path from the run folder on (TAILS), where the run has ended: nobody holds the folder's lock, nor the
-campaign's around it (harness/runlock.py). A run still going records its own. Each input is replayed as
-its run would have (runner._keep_reports, on the build of the run's planted bug; one replayed before the
-kill keeps its report), and the locks are held until the caller has recorded them, so that two runs
-sweeping at once record each input once.
+campaign's around it (harness/runlock.py). A run folder is one with a run.lock: its run wrote it before it
+fuzzed, and a kill leaves it; a crashes/ folder without one was never a kpool run's, and its files are no
+crash of kpool's. A run still going records its own. Each input is replayed as its run would have
+(runner._keep_reports, on the build of the run's planted bug; one replayed before the kill keeps its
+report), and the locks are held until the caller has recorded them, so that two runs sweeping at once
+record each input once.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,6 +69,8 @@ def _unrecorded(reports: Path, recorded: set[tuple[str, ...]], skip: Path | None
     for crashes in sorted([*reports.glob("*/crashes"), *reports.glob("*/*/crashes")]):
         folder = crashes.parent
         if skip is not None and folder.resolve().is_relative_to(skip.resolve()):
+            continue
+        if not os.path.lexists(folder / runlock.NAME):  # no kpool run's folder: its files are not ours
             continue
         found = [p for t in TARGETS for p in runner._artifacts(crashes, t)]
         inputs = [p for p in found if not _is_recorded(p, reports, recorded)]

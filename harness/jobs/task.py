@@ -140,7 +140,7 @@ def supervise(
 @contextlib.contextmanager
 def _build_lock() -> Iterator[None]:
     """Jobs side by side on one machine build one at a time (make on one build folder at once breaks)."""
-    root = paths.build_root()
+    root = paths.usable_build_root()
     root.mkdir(parents=True, exist_ok=True)
     with (root / ".kpool-jobs.lock").open("w") as f:
         fcntl.flock(f, fcntl.LOCK_EX)

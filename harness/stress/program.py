@@ -432,7 +432,13 @@ def _crash(wl: ProgramWorkload, r: Run) -> dict[str, Any]:
     res = r.result
     env = [f"{k}={v}" for k, v in res.env.items()]
     crash: dict[str, Any] = {
-        "kind": "timeout" if res.timed_out else "signal" if res.crashed else "integrity",
+        "kind": "timeout"
+        if res.timed_out
+        else "killed"  # a SIGKILL from outside (the OOM killer): no crash record
+        if res.killed_from_outside
+        else "signal"
+        if res.crashed
+        else "integrity",
         "signal": -res.returncode if res.returncode < 0 else 0,
         "signal_name": res.signal_name or "",
         "returncode": res.returncode,

@@ -37,14 +37,21 @@ exit codes:
   3  replay/minimize: the crash did not reproduce; recheck: some signatures still crash or are flaky"""
 
 
+# The most replays one signature gets: each is a process run to its end (up to its time-out), and the count
+# is stored in a 64-bit INTEGER column; 10^23 was taken and would never have finished.
+MAX_RUNS = 100_000
+
+
 def run_count(text: str) -> int:
-    """argparse type of -n/--runs: a whole number, at least 1 (a bad one is a usage error, exit 2)."""
+    """argparse type of -n/--runs: a whole number, 1 to MAX_RUNS (a bad one is a usage error, exit 2)."""
     try:
         value = int(text)
     except ValueError:
         value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of runs (expected a whole number >= 1)")
+    if not 1 <= value <= MAX_RUNS:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a number of runs (expected a whole number from 1 to {MAX_RUNS})"
+        )
     return value
 
 
