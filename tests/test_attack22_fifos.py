@@ -58,7 +58,11 @@ def test_merge_does_not_wait_on_a_fifo_named_as_its_lock(tmp_path: Path) -> None
 def test_the_sweep_for_lost_crash_inputs_does_not_wait_on_a_fifo_named_fuzz_json(tmp_path: Path) -> None:
     """A run folder holding a crash input and a FIFO named fuzz.json (read for the run's planted bug):
     `kpool fuzz` (and a campaign) hung in the sweep for crash inputs killed runs left, before fuzzing."""
+    from harness import runlock
+
     old = tmp_path / "fuzz-old"
+    # a run folder as a killed run leaves it (swept), its lock naming no plant: fuzz.json is read for it
+    runlock.hold(old, kind="fuzz").release()
     (old / "crashes").mkdir(parents=True)
     (old / "crashes" / "conf-crash-1").write_bytes(b"seed:1")
     os.mkfifo(old / "fuzz.json")
