@@ -568,9 +568,11 @@ static uint32_t shared_bin_bound(const kp_pool *pool, const kp__bin *b, uint32_t
  * class: git pack-objects' delta search (two threads walking blocks of
  * 4-128 KiB, beside the main thread's cache) held 1.0-1.9 MiB in such bins
  * at its peak, 1-8 blocks of each of some 20 classes in each cache; its peak
- * RSS fell 18.5 -> 17.6 MiB (glibc 16.1, medians of 9 alternated runs; with
- * no thread cache at all, 17.4). The cost: a class lock per such block and
- * operation, against a program that writes 4 KiB or more of each.
+ * RSS fell 18,268 -> 17,524 KiB (glibc 16,004; medians of 11 alternated
+ * runs of pack-objects alone; with no thread cache at all about 17,400),
+ * and the whole git workload's under kpool bench 18.0 -> 17.4 MiB, 1.15 ->
+ * 1.10x glibc. The cost: a class lock per such block and operation, against
+ * a program that writes 4 KiB or more of each.
  * test_big_pass_threads. Returns the miss's count: none kept (a flush),
  * one block (a refill). */
 static unsigned bin_pass(kp__tcache *tc, kp__bin *b, bool flush)

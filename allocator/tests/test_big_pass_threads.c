@@ -5,18 +5,18 @@
  * (tcache.c, kp__bin_miss; alloc.c). A thread alone caches them as before.
  *
  * Issue 14 (peak RSS within 1.1x the best peer): git pack-objects under the
- * preload peaked at 18.2-18.5 MiB against glibc's 16.1 (its own run, medians
+ * preload peaked at 18.2-18.5 MiB against glibc's 16.0 (its own run, medians
  * of 9-15 alternated runs, session 22). At its peak (the delta search: two
  * threads walking blocks of 4-128 KiB, and the main thread's cache) its
  * bins held 1.0-1.9 MiB, almost all of classes of 4 KiB and more, 1-8
  * blocks of each of some 20 classes in each thread; a block in one thread's
  * bin serves no other thread, and no other class. With no thread cache at
  * all it peaked at 17.3-17.7 MiB; with big blocks passing through (this)
- * 17.6 (1.10x glibc).
+ * 17,524 KiB against 18,268 (1.10x glibc).
  *
  * A thread walks LIVE blocks of 4-64 KiB at random while a second thread
  * holds a cache of its own: its bins of classes of 4 KiB and more hold no
- * block at any point (up to 1.2 MiB before). Once the second thread has
+ * block at any point (2,271 KiB at most on main). Once the second thread has
  * ended, a block of such a class freed goes to the thread's bin again.
  */
 #define _GNU_SOURCE 1
