@@ -92,11 +92,12 @@ static ALWAYS_INLINE void *small_alloc(kp_pool *pool, kp__bin *b, uint64_t *cons
 			unsigned want = kp__bin_miss(b);
 			if (KP_UNLIKELY(want > b->max)) /* KP_FLUSH_WHOLE: a count with no list (never) */
 				want = b->max / 2;
+			want += !want; /* a big block passing through, its bin at max 0 (tcache.c, bin_pass) */
 			void *list = NULL;
 			/* A batch another bin parked (transfer.c), up to the bin's max
 			 * (the shared path's bin of one, cap KP_BIN_LEAST, has room for
 			 * one), else blocks from the spans. */
-			unsigned got = kp__xfer_take(pool, cls, &list, *keys, b->cap > KP_BIN_LEAST ? b->max : want, xc);
+			unsigned got = kp__xfer_take(pool, cls, &list, *keys, b->cap > KP_BIN_LEAST && b->max ? b->max : want, xc);
 			if (!got)
 				got = kp__central_take(pool, cls, &list, *keys, want);
 			if (!got)
@@ -830,6 +831,12 @@ static int primary_free(kp_pool *pool, void *p, size_t holds)
 		if (KP_UNLIKELY(b->count >= b->max)) {
 			kp__tcache_flush_bin(pool, tc, cls, kp__bin_miss(b));
 		}
+		if (KP_UNLIKELY(!b->max)) { /* a big block passing through (tcache.c, bin_pass): to its span */
+			kp__link_put_k(key, h, NULL);
+			uint64_t e = key ^ kp__kslot(&pool->secret, h);
+			kp__central_give(pool, cls, h, &e, 1);
+			return 0;
+		}
 		kp__link_put_k(key, h, b->count ? b->head : NULL);
 		tc->stack[cls][b->count] = key ^ kp__kslot(&pool->secret, h);
 		b->head = h;
@@ -1002,6 +1009,14 @@ static ALWAYS_INLINE int free_fast(kp_pool *pool, uint64_t id, void *p, bool aes
 		kp__tcache_flush_bin(pool, tc, cls, kp__bin_miss(b));
 		keys = tc->stack[cls]; /* kp__bin_miss may have moved it */
 		n = b->count;
+		if (!b->max) { /* a big block passing through (tcache.c, bin_pass): to its span */
+			kp__hdr_put(h, key, (meta & 0xff00) | KP_ST_FREE);
+			KP_POISON(p, kp__class_size[cls] - KP_HDR);
+			kp__link_put_k(key, h, NULL);
+			uint64_t e = key ^ kp__kslot(&pool->secret, h);
+			kp__central_give(pool, cls, h, &e, 1);
+			return KP_FREE_DONE;
+		}
 		if (n >= b->max)
 			return KP_FREE_NO;
 	}

@@ -311,7 +311,15 @@ static bool program_writes_all(kp_pool *pool)
  * blocks wrote, resident inside the new blocks, where nobody uses them: on
  * kpbench's workload b spans emptied and their units were carved again once
  * per 2,000 operations, and such pages were 17 MiB of the 71 MiB peak with
- * every request the size of its class. Caller holds pool->lock. */
+ * every request the size of its class. Reusing other runs' resident pages
+ * sooner does not lower a sparse program's peak either (git pack-objects
+ * alone, /usr/bin/time's peak, medians of 11 alternated runs, session 22):
+ * new spans taking runs large blocks left before clean ones peaked at
+ * 19,024 KiB against 18,364, and a large block taking a run a longer large
+ * block left (pass 0 by any length) at 19,244 against 18,548: the kept runs
+ * serve the next block of their own length (git's 332744-byte buffers) and
+ * the rest are given back within 20-40 ms (daemon.c, KP_SPARSE_MS).
+ * Caller holds pool->lock. */
 static kp__span *units_take(kp_pool *pool, unsigned n, unsigned cls, bool bulk, kp__seg **segp)
 {
 	int pass = 0;
@@ -1360,7 +1368,11 @@ static int blocks_purge(kp_pool *pool)
 	 * waits for no pass: there the blocks are given back as when it does
 	 * not grow (git pack-objects grows in all but a few passes, and its
 	 * peak held about 0.8 MiB of free 16-28 KiB blocks' pages:
-	 * test_block_purge_growth). */
+	 * test_block_purge_growth). Neither this hold nor the 16 KiB floor is
+	 * what keeps git's peak up: never holding, or giving back blocks of
+	 * 8 KiB and up, peaked at 18,388 and 18,356 KiB against main's 18,440
+	 * (git pack-objects alone, medians of 15 alternated runs, session 22);
+	 * its free blocks at the peak are taken again within a pass or two. */
 	size_t out = atomic_load_explicit(&pool->seg_out_bytes, memory_order_relaxed);
 	size_t peak = atomic_load_explicit(&pool->peak_seg_out_bytes, memory_order_relaxed);
 	/* ... nor, whatever the pass measured, when the program holds a
