@@ -349,6 +349,11 @@ static __attribute__((noinline)) void *alloc_slow(kp_pool *pool, size_t size, un
 	return p;
 }
 
+void *kp__alloc_classic(kp_pool *pool, size_t size, unsigned flags)
+{
+	return alloc_slow(pool, size, flags);
+}
+
 /* The bits of (next ^ h) that must be zero for a link next to stay in h's
  * segment (the same 4 MiB above bit KP_SEG_SHIFT) and to be a header
  * address (16-aligned: h is). NULL never passes (no segment at address 0). */
@@ -471,6 +476,11 @@ static __attribute__((noinline)) void *alloc_far(kp_pool *pool, size_t size, kp_
  * alloc_slow. Out of line, so that alloc_fast tests one word for its mode. */
 static __attribute__((noinline)) void *alloc_other(kp_pool *pool, size_t size, unsigned flags)
 {
+	/* layout:outline (outline.c): its pools never take alloc_fast (their
+	 * id is never the thread's fast word), so the inline path pays nothing
+	 * for this test */
+	if (KP_UNLIKELY(kp__ol_pool(pool)))
+		return kp__ol_alloc(pool, size, flags);
 	if (pool && kp__tls_state.id[0] == pool->id && pool->id && size <= KP_SMALL_MAX - KP_HDR - KP_CANARY &&
 	    !flags && conf_mode(pool) == 0) { /* checks off, poison off */
 		unsigned cls = kp__class_of(size + KP_HDR);
@@ -583,6 +593,10 @@ KP_EXPORT void *kp_alloc_aligned(kp_pool *pool, size_t size, size_t align, unsig
 		kp__not_a_pool(pool, "kp_alloc_aligned");
 		return NULL;
 	}
+	/* outline.c's blocks are 16-aligned; larger alignments take the
+	 * inline path's blocks, which kp_free finds by the same dispatch */
+	if (pool->ol && align <= KP_HDR && align && !(align & (align - 1)))
+		return kp__ol_alloc(pool, size, flags);
 	if (align == 0 || (align & (align - 1)) || align > KP_ALIGN_MAX)
 		return bad_size(pool, size, align);
 	void *p = alloc_policy(pool, size, align, flags);
@@ -1308,11 +1322,25 @@ static __attribute__((noinline)) int free_slow_own_quiet(kp_pool *pool, void *p,
 static ALWAYS_INLINE int free_body(kp_pool *pool, void *p, bool quiet, bool checked);
 static __attribute__((noinline)) int free_other(kp_pool *pool, void *p)
 {
+	if (KP_UNLIKELY(kp__ol_pool(pool))) /* layout:outline: as alloc_other */
+		return kp__ol_free(pool, p);
 	return free_body(pool, p, false, false);
 }
 static __attribute__((noinline)) int free_other_quiet(kp_pool *pool, void *p)
 {
+	if (KP_UNLIKELY(kp__ol_pool(pool))) {
+		int e = errno;
+		int rc = kp__ol_free(pool, p);
+		errno = e;
+		return rc;
+	}
 	return free_body(pool, p, true, false);
+}
+
+/* outline.c's way back for a pointer its slice map does not know */
+int kp__free_classic(kp_pool *pool, void *p)
+{
+	return free_body(pool, p, false, false);
 }
 
 static ALWAYS_INLINE int free_body(kp_pool *pool, void *p, bool quiet, bool checked)
@@ -1484,6 +1512,13 @@ static ALWAYS_INLINE void fast_close(kp__grace_rec *r)
  * each in a section of its own, as before. */
 static __attribute__((noinline)) size_t usable_slow(kp_pool *pool, const void *p)
 {
+	if (KP_UNLIKELY(kp__ol_pool(pool)))
+		return kp__ol_usable(pool, p);
+	return kp__usable_classic(pool, p);
+}
+
+size_t kp__usable_classic(kp_pool *pool, const void *p)
+{
 	unsigned g = kp__grace_enter();
 	size_t n = usable_inner(pool, p);
 	kp__grace_exit(g);
@@ -1491,6 +1526,13 @@ static __attribute__((noinline)) size_t usable_slow(kp_pool *pool, const void *p
 }
 
 static __attribute__((noinline)) void *realloc_slow(kp_pool *pool, void *p, size_t size, unsigned flags)
+{
+	if (KP_UNLIKELY(kp__ol_pool(pool)))
+		return kp__ol_realloc(pool, p, size, flags);
+	return kp__realloc_classic(pool, p, size, flags);
+}
+
+void *kp__realloc_classic(kp_pool *pool, void *p, size_t size, unsigned flags)
 {
 	unsigned g = kp__grace_enter();
 	void *q = realloc_inner(pool, p, size, flags);

@@ -1,0 +1,654 @@
+/*
+ * outline.c - the out-of-line small path: a pool made with layout:outline
+ * serves requests up to 64 KiB here (issue 14; the design and its
+ * measurements: allocator/proto/README.md, whose fast paths this carries
+ * over). Everything else (larger blocks: huge.c and the large runs; a
+ * critical request: the backup; a pointer that is none of these blocks)
+ * goes to alloc.c's path as with layout:inline.
+ *
+ * Memory: 4 MiB data segments, 4 MiB aligned, cut into 64 KiB slices; a span
+ * of one or more slices holds blocks of one size class. Nothing of the
+ * allocator lives in a data segment: each segment's metadata (the span
+ * records, each span's free stack of block indices, one record per block)
+ * is in a mapping of its own with a PROT_NONE page on either side, and so is
+ * each thread's heap. No header precedes a block and no link lives in a free
+ * one: there is nothing to forge (test_outline_integrity's overwrite of a
+ * span's free blocks).
+ *
+ * The pool's slice map (one pointer per 64 KiB of the 47-bit address space,
+ * a 16 GiB MAP_NORESERVE mapping of which only the entries of used slices
+ * are touched) takes a pointer to its span in one load: a pointer the map
+ * does not know is no block of this path, and alloc.c's path decides (a
+ * huge or backup block, or an invalid free). So kp_free of a stack, data,
+ * foreign or another pool's pointer is refused before anything near it is
+ * read; an interior pointer fails index * size == offset; a span's tail
+ * lands on a sentinel record that is always free.
+ *
+ * Checks (checks:on, the default), each contained with kpool's events,
+ * "leak the block, keep going" (kp__violation):
+ *  - double free, exact: a block's record holds its request, or OL_FREE;
+ *    a cross-thread free changes it by compare-and-swap;
+ *  - write past the request: 8 bytes at p + request hold the block's canary
+ *    secret, K(address ^ span generation) drawn when its span is made and
+ *    kept in its record (K: the pool's keyed function, kp__hkey: AES-NI
+ *    where the CPU has it), so a canary read from one block is no other's;
+ *  - invalid pointers, as above.
+ * checks:off drops the canary and its 8 bytes; the pointer and double-free
+ * tests stay, as the free stacks' soundness depends on them.
+ *
+ * Threads: a heap per thread and pool (its spans, no lock); a span's owner
+ * is its heap's thread pointer (%fs:0), so free's one compare says "this
+ * thread's"; with OWN_FULL set the span is retired (full, in no list).
+ * Frees from other threads push the block onto the span's remote list (CAS)
+ * and the span onto its heap's dirty list; the owner takes them back when a
+ * class runs dry. A thread's heap is found again by its thread pointer, so a
+ * new thread that gets a dead thread's pointer adopts its heap.
+ *
+ * System calls (os.c, counted): a new segment (data and metadata), a heap,
+ * the slice map at kp_create. None on kp_alloc/kp_free in steady state.
+ *
+ * Not done yet: spans and segments are never given back before kp_destroy;
+ * poison:on is not applied here; the stats' bytes in use do not count these
+ * blocks; the daemon neither pre-faults nor grows for this path.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <string.h>
+
+#define OL_SEG_SHIFT 22 /* 4 MiB segments: mimalloc's size; 64 slices each */
+#define OL_SEG_SIZE ((size_t)1 << OL_SEG_SHIFT)
+#define OL_SLICE_SHIFT 16 /* 64 KiB: 4096 blocks of 16 B, so an index fits 16 bits */
+#define OL_SLICE_SIZE ((size_t)1 << OL_SLICE_SHIFT)
+#define OL_NSLICES (OL_SEG_SIZE / OL_SLICE_SIZE)
+#define OL_MAP_N ((uintptr_t)1 << (47 - OL_SLICE_SHIFT)) /* user addresses are below 2^47 */
+/* Metadata per segment, address space (untouched pages cost nothing): 64
+ * slices of the 16-byte class, 4096 blocks each of (2 B stack + 16 B
+ * record) = 4.5 MiB, the span records and alignment. */
+#define OL_META (6 * ((size_t)1 << 20))
+#define OL_CANARY 8u
+#define OL_SMALL_MAX 65536u /* request + canary; larger: alloc.c's path */
+#define OL_TBL_MAX (1024u - OL_CANARY) /* requests by direct[] (either mode) */
+#define OL_NCLASS 48 /* 16..256 by 16, then 4 per doubling up to 64 KiB */
+#define OL_FREE 0xffffffffu /* a block's state when free; else its request */
+#define OL_SENT 0xffffu /* stack[0] of every span: the stack is empty when sp points at it */
+#define OL_OWN_FULL 1u /* in span->owner: retired, in no list; a free relists it */
+
+struct ol_rec { /* one per block, out of line */
+	uint64_t canary;
+	uint32_t state; /* the request, or OL_FREE */
+	uint32_t next;  /* cross-thread free list: index + 1 */
+};
+
+struct ol_heap;
+struct ol_span {
+	uint8_t *start;
+	uint64_t recip; /* ceil(2^40 / bsize): offset * recip >> 40 = index */
+	uint32_t bsize, nblocks;
+	uint16_t *sp;     /* the top of the stack of free block indices */
+	uint16_t *stack0; /* its bottom: the sentinel */
+	struct ol_rec *rec;
+	/* the owner's thread pointer, | OL_OWN_FULL while retired: read by
+	 * other threads' frees, written by the owner (relaxed) */
+	_Atomic uintptr_t owner;
+	uint32_t csz; /* the canary's bytes: OL_CANARY, or 0 with checks off */
+	uint32_t relist_at; /* free blocks a retired span needs to be listed again */
+	struct ol_heap *heap;
+	struct ol_span *next; /* in the heap's avail list */
+	_Atomic uint32_t remote; /* cross-thread frees: index + 1 of the head */
+	uint32_t cls;
+	struct ol_span *_Atomic dirty_next;
+};
+
+struct ol_seg {
+	uint8_t *base;
+	uint8_t *bump, *end; /* the metadata arrays of its spans */
+	uint32_t used;       /* slices given to spans */
+	struct ol_seg *next; /* the pool's list */
+	struct ol_span spans[OL_NSLICES];
+};
+
+struct ol_heap {
+	struct ol_span *direct[65]; /* by (n + csz + 15) >> 4: cur of that class */
+	struct ol_span *cur[OL_NCLASS];
+	uintptr_t self; /* the thread pointer */
+	uint32_t csz;
+	struct ol_span *avail[OL_NCLASS];
+	struct ol_seg *seg; /* where its spans are carved */
+	struct ol_span *_Atomic dirty; /* spans with cross-thread frees */
+	struct ol_heap *next;          /* the pool's list */
+};
+
+struct kp__ol {
+	struct ol_span **map; /* OL_MAP_N entries */
+	pthread_mutex_t lock; /* segs, heaps */
+	struct ol_seg *segs;
+	struct ol_heap *heaps;
+	_Atomic uint64_t span_gen;
+	uint32_t csz;
+};
+
+static const uint32_t class_size[OL_NCLASS] = {
+	16,   32,   48,   64,   80,   96,   112,  128,   144,   160,   176,   192,   208,   224,   240,   256,
+	320,  384,  448,  512,  640,  768,  896,  1024,  1280,  1536,  1792,  2048,  2560,  3072,  3584,  4096,
+	5120, 6144, 7168, 8192, 10240, 12288, 14336, 16384, 20480, 24576, 28672, 32768, 40960, 49152, 57344, 65536};
+/* The class of q * 16 bytes, q = 0..64: every class boundary up to 1 KiB is
+ * a multiple of 16, so (n + csz + 15) >> 4 indexes it. */
+static const uint8_t class_tbl[65] = {
+	0,  0,  1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 12, 13, 14, 15, 16, 16, 16, 16, 17,
+	17, 17, 17, 18, 18, 18, 18, 19, 19, 19, 19, 20, 20, 20, 20, 20, 20, 20, 20, 21, 21, 21,
+	21, 21, 21, 21, 21, 22, 22, 22, 22, 22, 22, 22, 22, 23, 23, 23, 23, 23, 23, 23, 23};
+
+/* Where a heap has no span of a class yet: its stack is empty, so the fast
+ * path takes the slow one without a test of its own. Never written. */
+static uint16_t empty_stack = OL_SENT;
+static struct ol_span empty_span = {.sp = &empty_stack, .stack0 = &empty_stack};
+
+/* A new thread's heap for a pool is found on the slow path: the slot names
+ * the pool whose heap it holds (a pool id: never reused, so a destroyed
+ * pool's slot matches no live pool). */
+typedef struct kp__ol_tls {
+	uint64_t id;
+	struct ol_heap *heap;
+} kp__ol_tls;
+static __thread kp__ol_tls ol_tls __attribute__((tls_model("initial-exec")));
+
+static inline uintptr_t self_tp(void)
+{
+	return (uintptr_t)__builtin_thread_pointer();
+}
+
+/* ---- mappings (os.c) ------------------------------------------------------ */
+
+/* n bytes of metadata with a PROT_NONE page on either side. */
+static void *map_guarded(kp_pool *pool, size_t n)
+{
+	uint8_t *p = kp__os_map(&pool->os, n + 2 * KP_PAGE, KP_PAGE, false);
+	if (!p)
+		return NULL;
+	if (kp__os_protect(&pool->os, p, KP_PAGE, false) ||
+	    kp__os_protect(&pool->os, p + KP_PAGE + n, KP_PAGE, false)) {
+		kp__os_unmap(&pool->os, p, n + 2 * KP_PAGE);
+		return NULL;
+	}
+	return p + KP_PAGE;
+}
+
+static void unmap_guarded(kp_pool *pool, void *p, size_t n)
+{
+	kp__os_unmap(&pool->os, (uint8_t *)p - KP_PAGE, n + 2 * KP_PAGE);
+}
+
+#define HEAP_BYTES ((sizeof(struct ol_heap) + KP_PAGE - 1) & ~(size_t)(KP_PAGE - 1))
+
+int kp__ol_create(kp_pool *pool)
+{
+	kp__ol *ol = kp__os_map(&pool->os, (sizeof(kp__ol) + KP_PAGE - 1) & ~(size_t)(KP_PAGE - 1), KP_PAGE, false);
+	if (!ol)
+		return -1;
+	ol->map = kp__os_map(&pool->os, OL_MAP_N * sizeof(*ol->map), KP_PAGE, false);
+	if (!ol->map) {
+		kp__os_unmap(&pool->os, ol, (sizeof(kp__ol) + KP_PAGE - 1) & ~(size_t)(KP_PAGE - 1));
+		return -1;
+	}
+	pthread_mutex_init(&ol->lock, NULL);
+	ol->csz = pool->conf.checks ? OL_CANARY : 0;
+	pool->ol = ol;
+	return 0;
+}
+
+void kp__ol_destroy(kp_pool *pool)
+{
+	kp__ol *ol = pool->ol;
+	if (!ol)
+		return;
+	for (struct ol_seg *s = ol->segs, *nx; s; s = nx) {
+		nx = s->next;
+		kp__os_unmap(&pool->os, s->base, OL_SEG_SIZE);
+		unmap_guarded(pool, s, OL_META);
+	}
+	for (struct ol_heap *h = ol->heaps, *nx; h; h = nx) {
+		nx = h->next;
+		unmap_guarded(pool, h, HEAP_BYTES);
+	}
+	kp__os_unmap(&pool->os, ol->map, OL_MAP_N * sizeof(*ol->map));
+	pthread_mutex_destroy(&ol->lock);
+	kp__os_unmap(&pool->os, ol, (sizeof(kp__ol) + KP_PAGE - 1) & ~(size_t)(KP_PAGE - 1));
+	pool->ol = NULL;
+}
+
+/* Fork: the pool's lock held across it (pool.c's fork handlers); the
+ * child's other threads are gone, their heaps adopted by whichever new
+ * thread gets their thread pointers. */
+void kp__ol_fork(kp_pool *pool, int phase)
+{
+	if (!pool->ol)
+		return;
+	if (phase == 0)
+		pthread_mutex_lock(&pool->ol->lock);
+	else
+		pthread_mutex_unlock(&pool->ol->lock);
+}
+
+/* ---- spans and segments --------------------------------------------------- */
+
+static struct ol_seg *segment_new(kp_pool *pool)
+{
+	uint8_t *base = kp__os_map(&pool->os, OL_SEG_SIZE, OL_SEG_SIZE, false);
+	if (!base)
+		return NULL;
+	struct ol_seg *s = map_guarded(pool, OL_META);
+	if (!s) {
+		kp__os_unmap(&pool->os, base, OL_SEG_SIZE);
+		return NULL;
+	}
+	s->base = base;
+	s->bump = (uint8_t *)(((uintptr_t)(s + 1) + 63) & ~(uintptr_t)63);
+	s->end = (uint8_t *)s + OL_META;
+	kp__ol *ol = pool->ol;
+	pthread_mutex_lock(&ol->lock);
+	s->next = ol->segs;
+	ol->segs = s;
+	pthread_mutex_unlock(&ol->lock);
+	return s;
+}
+
+static void *meta_take(struct ol_seg *s, size_t n)
+{
+	uint8_t *p = s->bump;
+	s->bump = (uint8_t *)(((uintptr_t)p + n + 63) & ~(uintptr_t)63);
+	return p;
+}
+
+static struct ol_span *span_new(kp_pool *pool, struct ol_heap *h, uint32_t cls)
+{
+	uint32_t bs = class_size[cls];
+	/* at least 32 blocks a span: fewer spans to switch between when the
+	 * frees of a class are spread over many (kpbench b); untouched pages of
+	 * a span cost no memory */
+	uint32_t nsl = (uint32_t)((32ul * bs + OL_SLICE_SIZE - 1) / OL_SLICE_SIZE);
+	uint32_t nb = (uint32_t)(nsl * OL_SLICE_SIZE / bs);
+	size_t need = (nb + 1) * sizeof(uint16_t) + 64 + (nb + 1) * sizeof(struct ol_rec) + 64;
+	struct ol_seg *s = h->seg;
+	if (!s || s->used + nsl > OL_NSLICES || (size_t)(s->end - s->bump) < need) {
+		s = segment_new(pool);
+		if (!s)
+			return NULL;
+		h->seg = s;
+	}
+	struct ol_span *pg = &s->spans[s->used];
+	pg->start = s->base + (size_t)s->used * OL_SLICE_SIZE;
+	pg->bsize = bs;
+	pg->recip = ((1ull << 40) + bs - 1) / bs;
+	pg->nblocks = nb;
+	pg->csz = h->csz;
+	uint16_t *stack = meta_take(s, (nb + 1) * sizeof(uint16_t));
+	/* rec[nb]: a sentinel, never allocated, so a free of the span's tail
+	 * (offset nb * bsize) meets a free record and is refused. */
+	pg->rec = meta_take(s, (nb + 1) * sizeof(struct ol_rec));
+	pg->heap = h;
+	atomic_store_explicit(&pg->owner, h->self, memory_order_relaxed);
+	pg->cls = cls;
+	stack[0] = OL_SENT;
+	for (uint32_t i = 0; i < nb; i++)
+		stack[i + 1] = (uint16_t)(nb - 1 - i);
+	pg->sp = stack + nb;
+	pg->stack0 = stack;
+	pg->relist_at = nb / 8 ? nb / 8 : 1;
+	for (uint32_t i = 0; i <= nb; i++)
+		pg->rec[i].state = OL_FREE;
+	if (h->csz) {
+		/* per block, K(address ^ generation): distinct per slot and per
+		 * span made at that address */
+		uint64_t gen = atomic_fetch_add(&pool->ol->span_gen, 1) << 47;
+		for (uint32_t i = 0; i < nb; i++)
+			pg->rec[i].canary =
+				kp__hkey(pool->secret, (const void *)(gen ^ (uintptr_t)(pg->start + (size_t)i * bs)));
+	}
+	/* published last: a free of a pointer into the span finds it whole
+	 * (a pointer into it comes from an allocation after this, on this
+	 * thread, or through the caller's own synchronisation) */
+	struct ol_span **map = pool->ol->map;
+	for (uint32_t i = 0; i < nsl; i++)
+		map[((uintptr_t)pg->start >> OL_SLICE_SHIFT) + i] = pg;
+	s->used += nsl;
+	return pg;
+}
+
+/* ---- cross-thread frees --------------------------------------------------- */
+
+static int free_remote(kp_pool *pool, struct ol_span *pg, uint32_t idx, struct ol_rec *r, uint32_t st, void *p)
+{
+	if (!__atomic_compare_exchange_n(&r->state, &st, OL_FREE, false, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
+		return kp__violation(pool, KP_EV_DOUBLE_FREE, KP_EDOUBLEFREE, p, pg->bsize - pg->csz, "double free");
+	uint32_t old = atomic_load_explicit(&pg->remote, memory_order_relaxed);
+	do
+		r->next = old;
+	while (!atomic_compare_exchange_weak_explicit(&pg->remote, &old, idx + 1, memory_order_release,
+						      memory_order_relaxed));
+	if (old == 0) { /* first on the list: tell the owner about the span */
+		struct ol_heap *h = pg->heap;
+		struct ol_span *head = atomic_load_explicit(&h->dirty, memory_order_relaxed);
+		do
+			atomic_store_explicit(&pg->dirty_next, head, memory_order_relaxed);
+		while (!atomic_compare_exchange_weak_explicit(&h->dirty, &head, pg, memory_order_release,
+							      memory_order_relaxed));
+	}
+	return 0;
+}
+
+static void span_relist(struct ol_heap *h, struct ol_span *pg)
+{
+	atomic_store_explicit(&pg->owner, h->self, memory_order_relaxed);
+	pg->next = h->avail[pg->cls];
+	h->avail[pg->cls] = pg;
+}
+
+/* The owner takes back what other threads freed. A span's dirty link is
+ * read before its list is taken: after that a freer may push it again. */
+static void drain_remote(struct ol_heap *h)
+{
+	struct ol_span *pg = atomic_exchange_explicit(&h->dirty, NULL, memory_order_acquire);
+	while (pg) {
+		struct ol_span *nx = atomic_load_explicit(&pg->dirty_next, memory_order_relaxed);
+		uint32_t i = atomic_exchange_explicit(&pg->remote, 0, memory_order_acquire);
+		while (i) {
+			*++pg->sp = (uint16_t)(i - 1);
+			i = pg->rec[i - 1].next;
+		}
+		if (atomic_load_explicit(&pg->owner, memory_order_relaxed) & OL_OWN_FULL)
+			span_relist(h, pg);
+		pg = nx;
+	}
+}
+
+/* ---- kp_alloc ------------------------------------------------------------- */
+
+/* Pop idx, the top of pg's stack (not OL_SENT). */
+static inline __attribute__((always_inline)) void *alloc_from(struct ol_span *pg, uint16_t *sp, uint32_t idx,
+							       size_t n)
+{
+	pg->sp = sp - 1;
+	uint8_t *p = pg->start + (size_t)idx * pg->bsize;
+	struct ol_rec *r = &pg->rec[idx];
+	r->state = (uint32_t)n;
+	if (KP_LIKELY(pg->csz))
+		memcpy(p + n, &r->canary, 8);
+	return p;
+}
+
+/* The calling thread's heap for the pool: its own, a dead thread's with the
+ * same thread pointer (adopted), or a new one. NULL when the OS refuses. */
+static struct ol_heap *heap_get(kp_pool *pool)
+{
+	kp__ol *ol = pool->ol;
+	uintptr_t tp = self_tp();
+	pthread_mutex_lock(&ol->lock);
+	struct ol_heap *h = ol->heaps;
+	while (h && h->self != tp)
+		h = h->next;
+	pthread_mutex_unlock(&ol->lock);
+	if (!h) {
+		h = map_guarded(pool, HEAP_BYTES);
+		if (!h)
+			return NULL;
+		h->self = tp;
+		h->csz = ol->csz;
+		for (int c = 0; c < OL_NCLASS; c++)
+			h->cur[c] = &empty_span;
+		for (int q = 0; q < 65; q++)
+			h->direct[q] = &empty_span;
+		pthread_mutex_lock(&ol->lock);
+		h->next = ol->heaps;
+		ol->heaps = h;
+		pthread_mutex_unlock(&ol->lock);
+	}
+	ol_tls.id = pool->id;
+	ol_tls.heap = h;
+	return h;
+}
+
+static inline uint32_t class_big(size_t n) /* n: request + canary, 1 KiB < n <= 64 KiB */
+{
+	size_t m = n - 1;
+	uint32_t b = 63u - (uint32_t)__builtin_clzl(m);
+	return 16u + (b - 8) * 4 + (uint32_t)((m >> (b - 2)) & 3);
+}
+
+/* A class ran dry (or the span in hand is a placeholder): retire the span,
+ * take one from the avail list, the cross-thread frees, or a new one. */
+static __attribute__((noinline)) void *alloc_refill(kp_pool *pool, struct ol_heap *h, uint32_t cls, size_t n)
+{
+	struct ol_span *pg = h->cur[cls];
+	if (*pg->sp != OL_SENT)
+		return alloc_from(pg, pg->sp, *pg->sp, n);
+	if (pg != &empty_span)
+		atomic_store_explicit(&pg->owner, h->self | OL_OWN_FULL, memory_order_relaxed);
+	if (!h->avail[cls])
+		drain_remote(h);
+	pg = h->avail[cls];
+	if (pg)
+		h->avail[cls] = pg->next;
+	else if (!(pg = span_new(pool, h, cls)))
+		return NULL;
+	h->cur[cls] = pg;
+	if (class_size[cls] <= 1024) /* the sizes of class cls, by 16 */
+		for (uint32_t q = cls ? class_size[cls - 1] / 16 + 1 : 0; q <= class_size[cls] / 16; q++)
+			h->direct[q] = pg;
+	return alloc_from(pg, pg->sp, *pg->sp, n);
+}
+
+/* Everything but the common case: no heap yet on this thread for this pool
+ * (or another pool's in the slot), flags, a request past the table, a class
+ * run dry. Larger requests and critical ones go to alloc.c's path. */
+static __attribute__((noinline)) void *alloc_slow(kp_pool *pool, size_t n, unsigned flags)
+{
+	kp__ol *ol = pool->ol;
+	if (n > OL_SMALL_MAX - ol->csz || (flags & KP_CRITICAL))
+		return kp__alloc_classic(pool, n, flags);
+	struct ol_heap *h = ol_tls.id == pool->id ? ol_tls.heap : heap_get(pool);
+	void *p = NULL;
+	if (h) {
+		size_t need = n + h->csz;
+		uint32_t cls = need <= 1024 ? class_tbl[(need + 15) >> 4] : class_big(need);
+		struct ol_span *pg = h->cur[cls];
+		p = *pg->sp != OL_SENT ? alloc_from(pg, pg->sp, *pg->sp, n) : alloc_refill(pool, h, cls, n);
+	}
+	if (!p) /* the OS refused a segment: alloc_policy's order (wait, backup, event) */
+		return kp__alloc_classic(pool, n, flags);
+	if (flags & KP_ZERO)
+		memset(p, 0, n);
+	return p;
+}
+
+void *kp__ol_alloc(kp_pool *pool, size_t n, unsigned flags)
+{
+	if (KP_LIKELY(ol_tls.id == pool->id && !flags && n <= OL_TBL_MAX)) {
+		struct ol_heap *h = ol_tls.heap;
+		size_t q = (n + h->csz + 15) >> 4;
+		struct ol_span *pg = h->direct[q];
+		uint16_t *sp = pg->sp;
+		uint32_t idx = *sp;
+		if (KP_LIKELY(idx != OL_SENT))
+			return alloc_from(pg, sp, idx, n);
+		return alloc_refill(pool, h, class_tbl[q], n);
+	}
+	return alloc_slow(pool, n, flags);
+}
+
+/* ---- kp_free -------------------------------------------------------------- */
+
+/* p's span and block index, or NULL: not in the slice map (*ours false: no
+ * block of this path, alloc.c's path decides), or no block start (*ours
+ * true: an interior pointer or a span's tail, refused here). */
+static inline __attribute__((always_inline)) struct ol_span *block_of(kp__ol *ol, const void *p, uint32_t *idx_out,
+								      bool *ours)
+{
+	uintptr_t a = (uintptr_t)p;
+	*ours = false;
+	if (KP_UNLIKELY((a >> OL_SLICE_SHIFT) >= OL_MAP_N))
+		return NULL;
+	struct ol_span *pg = ol->map[a >> OL_SLICE_SHIFT];
+	if (KP_UNLIKELY(!pg))
+		return NULL;
+	*ours = true;
+	uintptr_t off = a - (uintptr_t)pg->start;
+	uint32_t idx = (uint32_t)((off * pg->recip) >> 40);
+	/* idx == nblocks (the tail) lands on the sentinel record: free's
+	 * state test refuses it */
+	if (KP_UNLIKELY((uintptr_t)idx * pg->bsize != off))
+		return NULL;
+	*idx_out = idx;
+	return pg;
+}
+
+/* Not the owner's listed span: the owner's retired one (relist it), or
+ * another thread's (its cross-thread list). */
+static __attribute__((noinline)) int free_other(kp_pool *pool, struct ol_span *pg, uint32_t idx, struct ol_rec *r,
+						uint32_t st, void *p)
+{
+	uintptr_t own = atomic_load_explicit(&pg->owner, memory_order_relaxed);
+	if ((own & ~(uintptr_t)OL_OWN_FULL) != self_tp())
+		return free_remote(pool, pg, idx, r, st, p);
+	r->state = OL_FREE;
+	*++pg->sp = (uint16_t)idx;
+	/* Relisted once an eighth of it is free: a span with one free block
+	 * would send the next allocation of its class down the slow path. */
+	if ((uint32_t)(pg->sp - pg->stack0) >= pg->relist_at)
+		span_relist(pg->heap, pg);
+	return 0;
+}
+
+static __attribute__((noinline)) int free_bad(kp_pool *pool, void *p, bool ours, struct ol_span *pg, uint32_t idx)
+{
+	if (!ours) /* huge, large, backup, NULL, or no block at all */
+		return kp__free_classic(pool, p);
+	if (pg && idx < pg->nblocks)
+		return kp__violation(pool, KP_EV_DOUBLE_FREE, KP_EDOUBLEFREE, p, pg->bsize - pg->csz, "double free");
+	return kp__violation(pool, KP_EV_INVALID_FREE, KP_ENOTOURS, p, KP_SIZE_UNKNOWN,
+			     "free of a pointer never given out");
+}
+
+static __attribute__((noinline)) int free_overflow(kp_pool *pool, void *p, uint32_t st)
+{
+	atomic_fetch_add(&pool->quarantined, 1); /* the block stays allocated: never handed out again */
+	return kp__violation(pool, KP_EV_OVERFLOW, KP_EOVERFLOW, p, st, "overflow, quarantined");
+}
+
+int kp__ol_free(kp_pool *pool, void *p)
+{
+	uint32_t idx = 0;
+	bool ours;
+	struct ol_span *pg = block_of(pool->ol, p, &idx, &ours);
+	if (KP_UNLIKELY(!pg))
+		return free_bad(pool, p, ours, NULL, 0);
+	struct ol_rec *r = &pg->rec[idx];
+	uint32_t st = r->state;
+	if (KP_UNLIKELY(st == OL_FREE))
+		return free_bad(pool, p, true, pg, idx);
+	if (KP_LIKELY(pg->csz)) {
+		uint64_t c;
+		memcpy(&c, (uint8_t *)p + st, 8);
+		if (KP_UNLIKELY(c != r->canary))
+			return free_overflow(pool, p, st);
+	}
+	if (KP_UNLIKELY(atomic_load_explicit(&pg->owner, memory_order_relaxed) != self_tp()))
+		return free_other(pool, pg, idx, r, st, p);
+	r->state = OL_FREE;
+	uint16_t *sp = pg->sp + 1;
+	*sp = (uint16_t)idx;
+	pg->sp = sp;
+	return 0;
+}
+
+/* ---- the rest of the block API -------------------------------------------- */
+
+/* A live block's record, or NULL (*ours: whether the slice map knew p). */
+static struct ol_rec *live_rec(kp__ol *ol, const void *p, bool *ours, struct ol_span **pgp)
+{
+	uint32_t idx;
+	struct ol_span *pg = block_of(ol, p, &idx, ours);
+	if (!pg || pg->rec[idx].state == OL_FREE)
+		return NULL;
+	*pgp = pg;
+	return &pg->rec[idx];
+}
+
+size_t kp__ol_usable(kp_pool *pool, const void *p)
+{
+	bool ours;
+	struct ol_span *pg;
+	struct ol_rec *r = live_rec(pool->ol, p, &ours, &pg);
+	if (!ours)
+		return kp__usable_classic(pool, p);
+	if (!r)
+		return 0;
+	/* with checks on the request (the canary follows it), as inline */
+	return pg->csz ? r->state : pg->bsize;
+}
+
+/* In place when the block still fits its class (at most its room, at least
+ * half of it), the canary checked first, then moved; else a new block, the
+ * contents copied, and kp_free's checks on the old one (an overflow found
+ * so is reported, the new block returned: the inline path's rule). */
+void *kp__ol_realloc(kp_pool *pool, void *p, size_t size, unsigned flags)
+{
+	if (!p)
+		return kp_alloc(pool, size, flags);
+	bool ours;
+	struct ol_span *pg = NULL;
+	struct ol_rec *r = live_rec(pool->ol, p, &ours, &pg);
+	if (!ours)
+		return kp__realloc_classic(pool, p, size, flags);
+	if (size == 0) {
+		kp__ol_free(pool, p);
+		return NULL;
+	}
+	if (!r) {
+		kp__ol_free(pool, p); /* records why: a double free or a pointer inside a block */
+		errno = EINVAL;
+		return NULL;
+	}
+	size_t old = r->state, room = pg->bsize - pg->csz;
+	bool intact = true;
+	if (pg->csz) {
+		uint64_t c;
+		memcpy(&c, (uint8_t *)p + old, 8);
+		intact = c == r->canary;
+	}
+	if (intact && size <= room && size >= room / 2 && !(flags & KP_CRITICAL)) {
+		if ((flags & KP_ZERO) && size > old)
+			memset((uint8_t *)p + old, 0, size - old);
+		r->state = (uint32_t)size;
+		if (pg->csz)
+			memcpy((uint8_t *)p + size, &r->canary, 8);
+		return p;
+	}
+	void *q = kp_alloc(pool, size, flags & ~KP_ZERO);
+	if (!q)
+		return NULL;
+	size_t n = old < size ? old : size;
+#if KP_PLANT == 7 /* planted 7: a moving realloc copies 8 bytes too few */
+	n -= n >= 16 ? 8 : 0;
+#endif
+	memcpy(q, p, n);
+	if ((flags & KP_ZERO) && size > n)
+		memset((char *)q + n, 0, size - n);
+	kp__ol_free(pool, p);
+	return q;
+}
+
+/* Tests: the metadata mapping of p's segment, or NULL. */
+void *kp__ol_meta_of(kp_pool *pool, const void *p)
+{
+	kp__ol *ol = pool->ol;
+	if (!ol)
+		return NULL;
+	void *found = NULL;
+	pthread_mutex_lock(&ol->lock);
+	for (struct ol_seg *s = ol->segs; s; s = s->next)
+		if ((const uint8_t *)p >= s->base && (const uint8_t *)p < s->base + OL_SEG_SIZE)
+			found = s;
+	pthread_mutex_unlock(&ol->lock);
+	return found;
+}
