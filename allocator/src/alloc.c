@@ -4,6 +4,7 @@
  * refusal), and free with the checks it makes before it trusts a pointer.
  */
 #include "internal.h"
+#include "outline.h"
 
 #include <errno.h>
 #include <stddef.h>
@@ -320,12 +321,26 @@ static bool fresh_mapping(kp_pool *pool, const void *p)
 
 /* Everything but the common case, out of line so that the fast path below
  * needs no stack frame. */
+static void *alloc_slow_inline(kp_pool *pool, size_t size, unsigned flags);
 static __attribute__((noinline)) void *alloc_slow(kp_pool *pool, size_t size, unsigned flags)
 {
 	if (KP_UNLIKELY(!kp__pool_ok(pool))) {
 		kp__not_a_pool(pool, "kp_alloc");
 		return NULL;
 	}
+	if (pool->ol) /* layout:outline, a thread whose slot names no heap of it yet */
+		return kp__ol_alloc(pool, size, flags);
+	return alloc_slow_inline(pool, size, flags);
+}
+
+void *kp__alloc_slow(kp_pool *pool, size_t size, unsigned flags)
+{
+	return alloc_slow(pool, size, flags);
+}
+
+/* alloc_slow's inline layout (outline.c's blocks larger than its own). */
+static void *alloc_slow_inline(kp_pool *pool, size_t size, unsigned flags)
+{
 	void *p = NULL;
 	kp__tcache *tc = kp__tcache_get(pool, pool->id);
 	if (size <= KP_SMALL_MAX - KP_HDR - KP_CANARY && !(flags & KP_CRITICAL) && tc) {
@@ -351,7 +366,7 @@ static __attribute__((noinline)) void *alloc_slow(kp_pool *pool, size_t size, un
 
 void *kp__alloc_classic(kp_pool *pool, size_t size, unsigned flags)
 {
-	return alloc_slow(pool, size, flags);
+	return alloc_slow_inline(pool, size, flags);
 }
 
 /* The bits of (next ^ h) that must be zero for a link next to stay in h's
@@ -474,13 +489,22 @@ static __attribute__((noinline)) void *alloc_far(kp_pool *pool, size_t size, kp_
  * does not name: a pool of the first slot with checks off pops its bin
  * here (no canary, no link to vet: checks off), anything else goes to
  * alloc_slow. Out of line, so that alloc_fast tests one word for its mode. */
+/* layout:outline (outline.c), the pool the thread's slot names: its pools
+ * never take alloc_fast (their id is never the thread's fast word,
+ * tcache.c), so the default path pays nothing for this test, and the
+ * checks-off one (alloc_other) nothing when it pops a block. (An outline
+ * pool with checks off may pop an inline block there, which it holds only
+ * when the inline path served a block of it, a critical or aligned one, and
+ * kp_free gave it back to a thread cache: a block of the pool either way.)
+ * Out of line, so that alloc_other saves no register for it. alloc_slow
+ * sends the other calls of an outline pool to outline.c. */
+static __attribute__((noinline)) void *alloc_outline(kp_pool *pool, size_t size, unsigned flags)
+{
+	return kp__ol_alloc_fast(pool, size, flags);
+}
+
 static __attribute__((noinline)) void *alloc_other(kp_pool *pool, size_t size, unsigned flags)
 {
-	/* layout:outline (outline.c): its pools never take alloc_fast (their
-	 * id is never the thread's fast word), so the inline path pays nothing
-	 * for this test */
-	if (KP_UNLIKELY(kp__ol_pool(pool)))
-		return kp__ol_alloc(pool, size, flags);
 	if (pool && kp__tls_state.id[0] == pool->id && pool->id && size <= KP_SMALL_MAX - KP_HDR - KP_CANARY &&
 	    !flags && conf_mode(pool) == 0) { /* checks off, poison off */
 		unsigned cls = kp__class_of(size + KP_HDR);
@@ -579,6 +603,11 @@ static ALWAYS_INLINE void *alloc_fast(kp_pool *pool, size_t size, unsigned flags
 	slow:
 		return alloc_slow(pool, size, 0); /* flags is 0 here: one register less to keep */
 	}
+	/* layout:outline, the pool the thread's slot names (outline.h): its
+	 * id is never the fast word (tcache.c), so the test costs the default
+	 * path nothing; a tail call, so it saves no register either */
+	if (KP_LIKELY(pool != NULL) && kp__ol_slot.id == pool->id)
+		return alloc_outline(pool, size, flags);
 	return alloc_other(pool, size, flags);
 }
 
@@ -1041,6 +1070,8 @@ static __attribute__((noinline)) int free_slow(kp_pool *pool, void *p)
 		kp__not_a_pool(pool, "kp_free");
 		return KP_EINVAL;
 	}
+	if (pool->ol && kp__ol_knows(pool, p)) /* layout:outline, a thread whose slot names another pool */
+		return kp__ol_free(pool, p);
 	if (kp__backup_owns(&pool->backup, p)) {
 		int rc = kp__backup_free(pool, p);
 		if (rc == 0 || rc == KP_EOVERFLOW) { /* an overflow is reported, and the block freed all the same */
@@ -1320,21 +1351,27 @@ static __attribute__((noinline)) int free_slow_own_quiet(kp_pool *pool, void *p,
  * poison off, AES round keys), whose fast path tests no mode; else any
  * pool's (free_other), which tests it. */
 static ALWAYS_INLINE int free_body(kp_pool *pool, void *p, bool quiet, bool checked);
+static __attribute__((noinline)) int free_mode(kp_pool *pool, void *p)
+{
+	return free_body(pool, p, false, false);
+}
+static __attribute__((noinline)) int free_mode_quiet(kp_pool *pool, void *p)
+{
+	return free_body(pool, p, true, false);
+}
 static __attribute__((noinline)) int free_other(kp_pool *pool, void *p)
 {
-	if (KP_UNLIKELY(kp__ol_pool(pool))) /* layout:outline: as alloc_other */
-		return kp__ol_free(pool, p);
-	return free_body(pool, p, false, false);
+	return free_mode(pool, p);
 }
 static __attribute__((noinline)) int free_other_quiet(kp_pool *pool, void *p)
 {
-	if (KP_UNLIKELY(kp__ol_pool(pool))) {
-		int e = errno;
-		int rc = kp__ol_free(pool, p);
-		errno = e;
-		return rc;
-	}
-	return free_body(pool, p, true, false);
+	return free_mode_quiet(pool, p);
+}
+/* layout:outline, the pool the thread's slot names (outline.h); errno is
+ * kept by kp__ol_free_slow (free(): the preload). */
+static __attribute__((noinline)) int free_outline(kp_pool *pool, void *p)
+{
+	return kp__ol_free_fast(pool, p);
 }
 
 /* outline.c's way back for a pointer its slice map does not know */
@@ -1366,6 +1403,9 @@ static ALWAYS_INLINE int free_body(kp_pool *pool, void *p, bool quiet, bool chec
 		return quiet ? free_slow_own_quiet(pool, p, res == KP_FREE_FULL)
 			     : free_slow_own(pool, p, res == KP_FREE_FULL);
 	}
+	/* layout:outline (as alloc_fast): the default path never gets here */
+	if (checked && KP_LIKELY(pool != NULL) && kp__ol_slot.id == pool->id)
+		return free_outline(pool, p);
 	if (checked) /* a pool of another mode (checks off), or the section is not the inline one's */
 		return quiet ? free_other_quiet(pool, p) : free_other(pool, p);
 	return quiet ? free_section_quiet(pool, p) : free_section(pool, p);
@@ -1409,6 +1449,10 @@ int kp__free_try(kp_pool *pool, void *p)
 		atomic_store_explicit(&r->epoch, 0, memory_order_release);
 		return kp__free_miss(pool, p, true);
 	}
+	/* layout:outline: a pointer its slice map knows; the rest (NULL, the
+	 * preload's own) to the hook as before */
+	if (KP_LIKELY(pool != NULL) && kp__ol_slot.id == pool->id && kp__ol_slot_knows(p))
+		return free_outline(pool, p);
 	return kp__free_miss(pool, p, false);
 }
 

@@ -159,6 +159,8 @@ int kp__free_miss(kp_pool *pool, void *p, bool tried);
  * policy), kp_free's (a pointer outline.c's slice map does not know: huge,
  * large, backup, or no block), kp_usable_size's and kp_realloc's. */
 void *kp__alloc_classic(kp_pool *pool, size_t size, unsigned flags);
+/* kp_alloc's slow path whole: the pool checked, then either layout. */
+void *kp__alloc_slow(kp_pool *pool, size_t size, unsigned flags);
 int kp__free_classic(kp_pool *pool, void *p);
 size_t kp__usable_classic(kp_pool *pool, const void *p);
 void *kp__realloc_classic(kp_pool *pool, void *p, size_t size, unsigned flags);
@@ -178,6 +180,8 @@ void kp__ol_fork(kp_pool *pool, int phase);
  * reports a violation as kp_free does (kp__violation) and leaks the block. */
 void *kp__ol_alloc(kp_pool *pool, size_t size, unsigned flags);
 int kp__ol_free(kp_pool *pool, void *p);
+/* Does the pool's slice map know p (a block of this path, or inside one)? */
+bool kp__ol_knows(kp_pool *pool, const void *p);
 size_t kp__ol_usable(kp_pool *pool, const void *p);
 void *kp__ol_realloc(kp_pool *pool, void *p, size_t size, unsigned flags);
 /* Tests: the guarded metadata mapping of p's data segment, or NULL. */

@@ -51,90 +51,18 @@
  * poison:on is not applied here; the stats' bytes in use do not count these
  * blocks; the daemon neither pre-faults nor grows for this path.
  */
-#include "internal.h"
+#include "outline.h"
 
 #include <errno.h>
 #include <string.h>
-
-#define OL_SEG_SHIFT 22 /* 4 MiB segments: mimalloc's size; 64 slices each */
-#define OL_SEG_SIZE ((size_t)1 << OL_SEG_SHIFT)
-#define OL_SLICE_SHIFT 16 /* 64 KiB: 4096 blocks of 16 B, so an index fits 16 bits */
-#define OL_SLICE_SIZE ((size_t)1 << OL_SLICE_SHIFT)
-#define OL_NSLICES (OL_SEG_SIZE / OL_SLICE_SIZE)
-#define OL_MAP_N ((uintptr_t)1 << (47 - OL_SLICE_SHIFT)) /* user addresses are below 2^47 */
-/* Metadata per segment, address space (untouched pages cost nothing): 64
- * slices of the 16-byte class, 4096 blocks each of (2 B stack + 16 B
- * record) = 4.5 MiB, the span records and alignment. */
-#define OL_META (6 * ((size_t)1 << 20))
-#define OL_CANARY 8u
-#define OL_SMALL_MAX 65536u /* request + canary; larger: alloc.c's path */
-#define OL_TBL_MAX (1024u - OL_CANARY) /* requests by direct[] (either mode) */
-#define OL_NCLASS 48 /* 16..256 by 16, then 4 per doubling up to 64 KiB */
-#define OL_FREE 0xffffffffu /* a block's state when free; else its request */
-#define OL_SENT 0xffffu /* stack[0] of every span: the stack is empty when sp points at it */
-#define OL_OWN_FULL 1u /* in span->owner: retired, in no list; a free relists it */
-
-struct ol_rec { /* one per block, out of line */
-	uint64_t canary;
-	uint32_t state; /* the request, or OL_FREE */
-	uint32_t next;  /* cross-thread free list: index + 1 */
-};
-
-struct ol_heap;
-struct ol_span {
-	uint8_t *start;
-	uint64_t recip; /* ceil(2^40 / bsize): offset * recip >> 40 = index */
-	uint32_t bsize, nblocks;
-	uint16_t *sp;     /* the top of the stack of free block indices */
-	uint16_t *stack0; /* its bottom: the sentinel */
-	struct ol_rec *rec;
-	/* the owner's thread pointer, | OL_OWN_FULL while retired: read by
-	 * other threads' frees, written by the owner (relaxed) */
-	_Atomic uintptr_t owner;
-	uint32_t csz; /* the canary's bytes: OL_CANARY, or 0 with checks off */
-	uint32_t relist_at; /* free blocks a retired span needs to be listed again */
-	struct ol_heap *heap;
-	struct ol_span *next; /* in the heap's avail list */
-	_Atomic uint32_t remote; /* cross-thread frees: index + 1 of the head */
-	uint32_t cls;
-	struct ol_span *_Atomic dirty_next;
-};
-
-struct ol_seg {
-	uint8_t *base;
-	uint8_t *bump, *end; /* the metadata arrays of its spans */
-	uint32_t used;       /* slices given to spans */
-	struct ol_seg *next; /* the pool's list */
-	struct ol_span spans[OL_NSLICES];
-};
-
-struct ol_heap {
-	struct ol_span *direct[65]; /* by (n + csz + 15) >> 4: cur of that class */
-	struct ol_span *cur[OL_NCLASS];
-	uintptr_t self; /* the thread pointer */
-	uint32_t csz;
-	struct ol_span *avail[OL_NCLASS];
-	struct ol_seg *seg; /* where its spans are carved */
-	struct ol_span *_Atomic dirty; /* spans with cross-thread frees */
-	struct ol_heap *next;          /* the pool's list */
-};
-
-struct kp__ol {
-	struct ol_span **map; /* OL_MAP_N entries */
-	pthread_mutex_t lock; /* segs, heaps */
-	struct ol_seg *segs;
-	struct ol_heap *heaps;
-	_Atomic uint64_t span_gen;
-	uint32_t csz;
-};
 
 static const uint32_t class_size[OL_NCLASS] = {
 	16,   32,   48,   64,   80,   96,   112,  128,   144,   160,   176,   192,   208,   224,   240,   256,
 	320,  384,  448,  512,  640,  768,  896,  1024,  1280,  1536,  1792,  2048,  2560,  3072,  3584,  4096,
 	5120, 6144, 7168, 8192, 10240, 12288, 14336, 16384, 20480, 24576, 28672, 32768, 40960, 49152, 57344, 65536};
 /* The class of q * 16 bytes, q = 0..64: every class boundary up to 1 KiB is
- * a multiple of 16, so (n + csz + 15) >> 4 indexes it. */
-static const uint8_t class_tbl[65] = {
+ * a multiple of 16, so (n + OL_CANARY + 15) >> 4 indexes it (either mode). */
+const uint8_t kp__ol_class_tbl[65] = {
 	0,  0,  1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 12, 13, 14, 15, 16, 16, 16, 16, 17,
 	17, 17, 17, 18, 18, 18, 18, 19, 19, 19, 19, 20, 20, 20, 20, 20, 20, 20, 20, 21, 21, 21,
 	21, 21, 21, 21, 21, 22, 22, 22, 22, 22, 22, 22, 22, 23, 23, 23, 23, 23, 23, 23, 23};
@@ -143,20 +71,8 @@ static const uint8_t class_tbl[65] = {
  * path takes the slow one without a test of its own. Never written. */
 static uint16_t empty_stack = OL_SENT;
 static struct ol_span empty_span = {.sp = &empty_stack, .stack0 = &empty_stack};
-
-/* A new thread's heap for a pool is found on the slow path: the slot names
- * the pool whose heap it holds (a pool id: never reused, so a destroyed
- * pool's slot matches no live pool). */
-typedef struct kp__ol_tls {
-	uint64_t id;
-	struct ol_heap *heap;
-} kp__ol_tls;
-static __thread kp__ol_tls ol_tls __attribute__((tls_model("initial-exec")));
-
-static inline uintptr_t self_tp(void)
-{
-	return (uintptr_t)__builtin_thread_pointer();
-}
+struct ol_heap kp__ol_empty_heap = {.direct = {[0 ... 64] = &empty_span}, .cur = {[0 ... OL_NCLASS - 1] = &empty_span}};
+__thread kp__ol_tls kp__ol_slot __attribute__((tls_model("initial-exec"))) = {0, &kp__ol_empty_heap, NULL, 0};
 
 /* ---- mappings (os.c) ------------------------------------------------------ */
 
@@ -364,25 +280,13 @@ static void drain_remote(struct ol_heap *h)
 
 /* ---- kp_alloc ------------------------------------------------------------- */
 
-/* Pop idx, the top of pg's stack (not OL_SENT). */
-static inline __attribute__((always_inline)) void *alloc_from(struct ol_span *pg, uint16_t *sp, uint32_t idx,
-							       size_t n)
-{
-	pg->sp = sp - 1;
-	uint8_t *p = pg->start + (size_t)idx * pg->bsize;
-	struct ol_rec *r = &pg->rec[idx];
-	r->state = (uint32_t)n;
-	if (KP_LIKELY(pg->csz))
-		memcpy(p + n, &r->canary, 8);
-	return p;
-}
-
 /* The calling thread's heap for the pool: its own, a dead thread's with the
- * same thread pointer (adopted), or a new one. NULL when the OS refuses. */
+ * same thread pointer (adopted), or a new one; the thread's slot names it.
+ * NULL when the OS refuses. */
 static struct ol_heap *heap_get(kp_pool *pool)
 {
 	kp__ol *ol = pool->ol;
-	uintptr_t tp = self_tp();
+	uintptr_t tp = kp__ol_self();
 	pthread_mutex_lock(&ol->lock);
 	struct ol_heap *h = ol->heaps;
 	while (h && h->self != tp)
@@ -403,25 +307,21 @@ static struct ol_heap *heap_get(kp_pool *pool)
 		ol->heaps = h;
 		pthread_mutex_unlock(&ol->lock);
 	}
-	ol_tls.id = pool->id;
-	ol_tls.heap = h;
+	kp__ol_slot = (kp__ol_tls){pool->id, h, ol->map, OL_MAP_N};
 	return h;
 }
 
-static inline uint32_t class_big(size_t n) /* n: request + canary, 1 KiB < n <= 64 KiB */
+/* A class ran dry (or the span in hand is the placeholder): retire the span,
+ * take one from the avail list, the cross-thread frees, or a new one. The
+ * empty heap (a slot that names the pool but holds no heap of it yet):
+ * kp__ol_alloc finds or makes the thread's. */
+__attribute__((noinline)) void *kp__ol_refill(kp_pool *pool, struct ol_heap *h, uint32_t cls, size_t n)
 {
-	size_t m = n - 1;
-	uint32_t b = 63u - (uint32_t)__builtin_clzl(m);
-	return 16u + (b - 8) * 4 + (uint32_t)((m >> (b - 2)) & 3);
-}
-
-/* A class ran dry (or the span in hand is a placeholder): retire the span,
- * take one from the avail list, the cross-thread frees, or a new one. */
-static __attribute__((noinline)) void *alloc_refill(kp_pool *pool, struct ol_heap *h, uint32_t cls, size_t n)
-{
+	if (h == &kp__ol_empty_heap) /* pool: any pointer whose first word is the slot's id */
+		return kp__alloc_slow(pool, n, 0);
 	struct ol_span *pg = h->cur[cls];
 	if (*pg->sp != OL_SENT)
-		return alloc_from(pg, pg->sp, *pg->sp, n);
+		return kp__ol_pop(pg, pg->sp, *pg->sp, n);
 	if (pg != &empty_span)
 		atomic_store_explicit(&pg->owner, h->self | OL_OWN_FULL, memory_order_relaxed);
 	if (!h->avail[cls])
@@ -435,45 +335,33 @@ static __attribute__((noinline)) void *alloc_refill(kp_pool *pool, struct ol_hea
 	if (class_size[cls] <= 1024) /* the sizes of class cls, by 16 */
 		for (uint32_t q = cls ? class_size[cls - 1] / 16 + 1 : 0; q <= class_size[cls] / 16; q++)
 			h->direct[q] = pg;
-	return alloc_from(pg, pg->sp, *pg->sp, n);
+	return kp__ol_pop(pg, pg->sp, *pg->sp, n);
 }
 
 /* Everything but the common case: no heap yet on this thread for this pool
- * (or another pool's in the slot), flags, a request past the table, a class
- * run dry. Larger requests and critical ones go to alloc.c's path. */
-static __attribute__((noinline)) void *alloc_slow(kp_pool *pool, size_t n, unsigned flags)
+ * (or another pool's in the slot), flags, a request past the table. Larger
+ * requests and critical ones go to alloc.c's path; so does a request the OS
+ * refused memory for here (its policy: wait, backup, events). pool: a live
+ * pool of layout:outline (alloc.c's alloc_slow tested it, or the slot
+ * names it). */
+void *kp__ol_alloc(kp_pool *pool, size_t n, unsigned flags)
 {
-	kp__ol *ol = pool->ol;
-	if (n > OL_SMALL_MAX - ol->csz || (flags & KP_CRITICAL))
+	if (n > OL_SMALL_MAX - OL_CANARY || (flags & KP_CRITICAL))
 		return kp__alloc_classic(pool, n, flags);
-	struct ol_heap *h = ol_tls.id == pool->id ? ol_tls.heap : heap_get(pool);
+	struct ol_heap *h = kp__ol_slot.id == pool->id && kp__ol_slot.heap != &kp__ol_empty_heap ? kp__ol_slot.heap
+												   : heap_get(pool);
 	void *p = NULL;
 	if (h) {
-		size_t need = n + h->csz;
-		uint32_t cls = need <= 1024 ? class_tbl[(need + 15) >> 4] : class_big(need);
+		size_t need = n + OL_CANARY; /* either mode: outline.h */
+		uint32_t cls = need <= 1024 ? kp__ol_class_tbl[(need + 15) >> 4] : kp__ol_class_big(need);
 		struct ol_span *pg = h->cur[cls];
-		p = *pg->sp != OL_SENT ? alloc_from(pg, pg->sp, *pg->sp, n) : alloc_refill(pool, h, cls, n);
+		p = *pg->sp != OL_SENT ? kp__ol_pop(pg, pg->sp, *pg->sp, n) : kp__ol_refill(pool, h, cls, n);
 	}
-	if (!p) /* the OS refused a segment: alloc_policy's order (wait, backup, event) */
+	if (!p)
 		return kp__alloc_classic(pool, n, flags);
 	if (flags & KP_ZERO)
 		memset(p, 0, n);
 	return p;
-}
-
-void *kp__ol_alloc(kp_pool *pool, size_t n, unsigned flags)
-{
-	if (KP_LIKELY(ol_tls.id == pool->id && !flags && n <= OL_TBL_MAX)) {
-		struct ol_heap *h = ol_tls.heap;
-		size_t q = (n + h->csz + 15) >> 4;
-		struct ol_span *pg = h->direct[q];
-		uint16_t *sp = pg->sp;
-		uint32_t idx = *sp;
-		if (KP_LIKELY(idx != OL_SENT))
-			return alloc_from(pg, sp, idx, n);
-		return alloc_refill(pool, h, class_tbl[q], n);
-	}
-	return alloc_slow(pool, n, flags);
 }
 
 /* ---- kp_free -------------------------------------------------------------- */
@@ -481,14 +369,14 @@ void *kp__ol_alloc(kp_pool *pool, size_t n, unsigned flags)
 /* p's span and block index, or NULL: not in the slice map (*ours false: no
  * block of this path, alloc.c's path decides), or no block start (*ours
  * true: an interior pointer or a span's tail, refused here). */
-static inline __attribute__((always_inline)) struct ol_span *block_of(kp__ol *ol, const void *p, uint32_t *idx_out,
+static inline __attribute__((always_inline)) struct ol_span *block_of(struct ol_span **map, const void *p, uint32_t *idx_out,
 								      bool *ours)
 {
 	uintptr_t a = (uintptr_t)p;
 	*ours = false;
 	if (KP_UNLIKELY((a >> OL_SLICE_SHIFT) >= OL_MAP_N))
 		return NULL;
-	struct ol_span *pg = ol->map[a >> OL_SLICE_SHIFT];
+	struct ol_span *pg = map[a >> OL_SLICE_SHIFT];
 	if (KP_UNLIKELY(!pg))
 		return NULL;
 	*ours = true;
@@ -503,13 +391,18 @@ static inline __attribute__((always_inline)) struct ol_span *block_of(kp__ol *ol
 }
 
 /* Not the owner's listed span: the owner's retired one (relist it), or
- * another thread's (its cross-thread list). */
-static __attribute__((noinline)) int free_other(kp_pool *pool, struct ol_span *pg, uint32_t idx, struct ol_rec *r,
-						uint32_t st, void *p)
+ * another thread's (its cross-thread list; a double free found there is
+ * reported, errno kept). */
+__attribute__((noinline)) int kp__ol_free_other(kp_pool *pool, struct ol_span *pg, uint32_t idx, uint32_t st, void *p)
 {
+	struct ol_rec *r = &pg->rec[idx];
 	uintptr_t own = atomic_load_explicit(&pg->owner, memory_order_relaxed);
-	if ((own & ~(uintptr_t)OL_OWN_FULL) != self_tp())
-		return free_remote(pool, pg, idx, r, st, p);
+	if ((own & ~(uintptr_t)OL_OWN_FULL) != kp__ol_self()) {
+		int e = errno;
+		int rc = free_remote(pool, pg, idx, r, st, p);
+		errno = e;
+		return rc;
+	}
 	r->state = OL_FREE;
 	*++pg->sp = (uint16_t)idx;
 	/* Relisted once an eighth of it is free: a span with one free block
@@ -519,46 +412,51 @@ static __attribute__((noinline)) int free_other(kp_pool *pool, struct ol_span *p
 	return 0;
 }
 
-static __attribute__((noinline)) int free_bad(kp_pool *pool, void *p, bool ours, struct ol_span *pg, uint32_t idx)
+/* What kp__ol_free_fast did not free, by why (outline.h). */
+static int free_slow(kp_pool *pool, void *p, struct ol_span *pg, uint32_t idx, uint32_t st, int why)
 {
-	if (!ours) /* huge, large, backup, NULL, or no block at all */
+	switch (why) {
+	case KP_OL_MISS: /* huge, large, backup, NULL, or no block at all: alloc.c's path decides */
 		return kp__free_classic(pool, p);
-	if (pg && idx < pg->nblocks)
-		return kp__violation(pool, KP_EV_DOUBLE_FREE, KP_EDOUBLEFREE, p, pg->bsize - pg->csz, "double free");
+	case KP_OL_DFREE:
+		if (idx < pg->nblocks)
+			return kp__violation(pool, KP_EV_DOUBLE_FREE, KP_EDOUBLEFREE, p, pg->bsize - pg->csz,
+					     "double free");
+		break; /* the span's tail: never a block */
+	case KP_OL_OVERFLOW:
+		atomic_fetch_add(&pool->quarantined, 1); /* the block stays allocated: never handed out again */
+		return kp__violation(pool, KP_EV_OVERFLOW, KP_EOVERFLOW, p, st, "overflow, quarantined");
+	default: break;
+	}
 	return kp__violation(pool, KP_EV_INVALID_FREE, KP_ENOTOURS, p, KP_SIZE_UNKNOWN,
 			     "free of a pointer never given out");
 }
 
-static __attribute__((noinline)) int free_overflow(kp_pool *pool, void *p, uint32_t st)
+/* errno as it was: free() (the preload) calls it too. */
+__attribute__((noinline)) int kp__ol_free_slow(kp_pool *pool, void *p, struct ol_span *pg, uint32_t idx, uint32_t st,
+					       int why)
 {
-	atomic_fetch_add(&pool->quarantined, 1); /* the block stays allocated: never handed out again */
-	return kp__violation(pool, KP_EV_OVERFLOW, KP_EOVERFLOW, p, st, "overflow, quarantined");
+	int e = errno;
+	int rc = free_slow(pool, p, pg, idx, st, why);
+	errno = e;
+	return rc;
 }
 
+bool kp__ol_knows(kp_pool *pool, const void *p)
+{
+	uintptr_t a = (uintptr_t)p;
+	return (a >> OL_SLICE_SHIFT) < OL_MAP_N && pool->ol->map[a >> OL_SLICE_SHIFT] != NULL;
+}
+
+/* kp_free from alloc.c's slow path, for a pointer the pool's slice map
+ * knows (kp__ol_knows), on a thread whose slot may name another pool: the
+ * slot names this one from now (with its heap, or the empty one until the
+ * thread allocates), and kp__ol_free_fast frees. */
 int kp__ol_free(kp_pool *pool, void *p)
 {
-	uint32_t idx = 0;
-	bool ours;
-	struct ol_span *pg = block_of(pool->ol, p, &idx, &ours);
-	if (KP_UNLIKELY(!pg))
-		return free_bad(pool, p, ours, NULL, 0);
-	struct ol_rec *r = &pg->rec[idx];
-	uint32_t st = r->state;
-	if (KP_UNLIKELY(st == OL_FREE))
-		return free_bad(pool, p, true, pg, idx);
-	if (KP_LIKELY(pg->csz)) {
-		uint64_t c;
-		memcpy(&c, (uint8_t *)p + st, 8);
-		if (KP_UNLIKELY(c != r->canary))
-			return free_overflow(pool, p, st);
-	}
-	if (KP_UNLIKELY(atomic_load_explicit(&pg->owner, memory_order_relaxed) != self_tp()))
-		return free_other(pool, pg, idx, r, st, p);
-	r->state = OL_FREE;
-	uint16_t *sp = pg->sp + 1;
-	*sp = (uint16_t)idx;
-	pg->sp = sp;
-	return 0;
+	if (kp__ol_slot.id != pool->id)
+		kp__ol_slot = (kp__ol_tls){pool->id, &kp__ol_empty_heap, pool->ol->map, OL_MAP_N};
+	return kp__ol_free_fast(pool, p);
 }
 
 /* ---- the rest of the block API -------------------------------------------- */
@@ -567,7 +465,7 @@ int kp__ol_free(kp_pool *pool, void *p)
 static struct ol_rec *live_rec(kp__ol *ol, const void *p, bool *ours, struct ol_span **pgp)
 {
 	uint32_t idx;
-	struct ol_span *pg = block_of(ol, p, &idx, ours);
+	struct ol_span *pg = block_of(ol->map, p, &idx, ours);
 	if (!pg || pg->rec[idx].state == OL_FREE)
 		return NULL;
 	*pgp = pg;
@@ -601,11 +499,11 @@ void *kp__ol_realloc(kp_pool *pool, void *p, size_t size, unsigned flags)
 	if (!ours)
 		return kp__realloc_classic(pool, p, size, flags);
 	if (size == 0) {
-		kp__ol_free(pool, p);
+		kp_free(pool, p);
 		return NULL;
 	}
 	if (!r) {
-		kp__ol_free(pool, p); /* records why: a double free or a pointer inside a block */
+		kp_free(pool, p); /* records why: a double free or a pointer inside a block */
 		errno = EINVAL;
 		return NULL;
 	}
@@ -634,7 +532,7 @@ void *kp__ol_realloc(kp_pool *pool, void *p, size_t size, unsigned flags)
 	memcpy(q, p, n);
 	if ((flags & KP_ZERO) && size > n)
 		memset((char *)q + n, 0, size - n);
-	kp__ol_free(pool, p);
+	kp_free(pool, p);
 	return q;
 }
 

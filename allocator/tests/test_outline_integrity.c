@@ -174,9 +174,11 @@ static void test_overflow(void)
 			CHECK(other == 0, "others at %zu", sz);
 		}
 	}
-	/* past the small path: today's large and huge paths catch them */
+	/* past the small path: today's large and huge paths catch them (not
+	 * under ASan: there it stops the write first, into what the inline
+	 * path poisoned, as in test_integrity) */
 	size_t big[] = {4000, 65528, 65529, 65536, 65537, 300000};
-	for (int i = 0; i < 6; i++) {
+	for (int i = 0; i < (KT_ASAN ? 2 : 6); i++) {
 		unsigned char *p = kp_alloc(pool, big[i], 0);
 		p[big[i]] ^= 0x80;
 		CHECK(kp_free(pool, p) == KP_EOVERFLOW, "overflow of %zu bytes not refused", big[i]);
