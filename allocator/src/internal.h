@@ -184,6 +184,9 @@ int kp__ol_free(kp_pool *pool, void *p);
 bool kp__ol_knows(kp_pool *pool, const void *p);
 size_t kp__ol_usable(kp_pool *pool, const void *p);
 void *kp__ol_realloc(kp_pool *pool, void *p, size_t size, unsigned flags);
+/* kp_stats' bytes in use of the outline blocks (stats.c); 0 for an inline
+ * pool. Takes the outline lock. */
+uint64_t kp__ol_in_use(kp_pool *pool);
 /* Tests: the guarded metadata mapping of p's data segment, or NULL. */
 void *kp__ol_meta_of(kp_pool *pool, const void *p);
 

@@ -84,15 +84,20 @@ static void *map_guarded(kp_pool *pool, size_t n)
 		return NULL;
 	if (kp__os_protect(&pool->os, p, KP_PAGE, false) ||
 	    kp__os_protect(&pool->os, p + KP_PAGE + n, KP_PAGE, false)) {
-		kp__os_unmap(&pool->os, p, n + 2 * KP_PAGE);
+		kp__os_unmap_clean(&pool->os, p, n + 2 * KP_PAGE);
 		return NULL;
 	}
 	return p + KP_PAGE;
 }
 
+/* Nothing of this path is ever poisoned (ASan): unmapped clean, or
+ * kp_destroy would unpoison the slice map's 16 GiB, 2 GiB of shadow. */
+/* Nothing of this path is ever poisoned (ASan): every mapping goes back
+ * clean, or kp_destroy would unpoison the slice map's 16 GiB (2 GiB of
+ * shadow written: test_invalid took 17 s under ASan). */
 static void unmap_guarded(kp_pool *pool, void *p, size_t n)
 {
-	kp__os_unmap(&pool->os, (uint8_t *)p - KP_PAGE, n + 2 * KP_PAGE);
+	kp__os_unmap_clean(&pool->os, (uint8_t *)p - KP_PAGE, n + 2 * KP_PAGE);
 }
 
 #define HEAP_BYTES ((sizeof(struct ol_heap) + KP_PAGE - 1) & ~(size_t)(KP_PAGE - 1))
@@ -104,7 +109,7 @@ int kp__ol_create(kp_pool *pool)
 		return -1;
 	ol->map = kp__os_map(&pool->os, OL_MAP_N * sizeof(*ol->map), KP_PAGE, false);
 	if (!ol->map) {
-		kp__os_unmap(&pool->os, ol, (sizeof(kp__ol) + KP_PAGE - 1) & ~(size_t)(KP_PAGE - 1));
+		kp__os_unmap_clean(&pool->os, ol, (sizeof(kp__ol) + KP_PAGE - 1) & ~(size_t)(KP_PAGE - 1));
 		return -1;
 	}
 	pthread_mutex_init(&ol->lock, NULL);
@@ -120,16 +125,16 @@ void kp__ol_destroy(kp_pool *pool)
 		return;
 	for (struct ol_seg *s = ol->segs, *nx; s; s = nx) {
 		nx = s->next;
-		kp__os_unmap(&pool->os, s->base, OL_SEG_SIZE);
+		kp__os_unmap_clean(&pool->os, s->base, OL_SEG_SIZE);
 		unmap_guarded(pool, s, OL_META);
 	}
 	for (struct ol_heap *h = ol->heaps, *nx; h; h = nx) {
 		nx = h->next;
 		unmap_guarded(pool, h, HEAP_BYTES);
 	}
-	kp__os_unmap(&pool->os, ol->map, OL_MAP_N * sizeof(*ol->map));
+	kp__os_unmap_clean(&pool->os, ol->map, OL_MAP_N * sizeof(*ol->map));
 	pthread_mutex_destroy(&ol->lock);
-	kp__os_unmap(&pool->os, ol, (sizeof(kp__ol) + KP_PAGE - 1) & ~(size_t)(KP_PAGE - 1));
+	kp__os_unmap_clean(&pool->os, ol, (sizeof(kp__ol) + KP_PAGE - 1) & ~(size_t)(KP_PAGE - 1));
 	pool->ol = NULL;
 }
 
@@ -155,7 +160,7 @@ static struct ol_seg *segment_new(kp_pool *pool)
 		return NULL;
 	struct ol_seg *s = map_guarded(pool, OL_META);
 	if (!s) {
-		kp__os_unmap(&pool->os, base, OL_SEG_SIZE);
+		kp__os_unmap_clean(&pool->os, base, OL_SEG_SIZE);
 		return NULL;
 	}
 	s->base = base;
@@ -208,7 +213,7 @@ static struct ol_span *span_new(kp_pool *pool, struct ol_heap *h, uint32_t cls)
 	stack[0] = OL_SENT;
 	for (uint32_t i = 0; i < nb; i++)
 		stack[i + 1] = (uint16_t)(nb - 1 - i);
-	pg->sp = stack + nb;
+	kp__ol_sp_set(pg, stack + nb);
 	pg->stack0 = stack;
 	pg->relist_at = nb / 8 ? nb / 8 : 1;
 	for (uint32_t i = 0; i <= nb; i++)
@@ -227,7 +232,7 @@ static struct ol_span *span_new(kp_pool *pool, struct ol_heap *h, uint32_t cls)
 	struct ol_span **map = pool->ol->map;
 	for (uint32_t i = 0; i < nsl; i++)
 		map[((uintptr_t)pg->start >> OL_SLICE_SHIFT) + i] = pg;
-	s->used += nsl;
+	__atomic_store_n(&s->used, s->used + nsl, __ATOMIC_RELEASE); /* the span whole: kp__ol_in_use */
 	return pg;
 }
 
@@ -237,6 +242,7 @@ static int free_remote(kp_pool *pool, struct ol_span *pg, uint32_t idx, struct o
 {
 	if (!__atomic_compare_exchange_n(&r->state, &st, OL_FREE, false, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
 		return kp__violation(pool, KP_EV_DOUBLE_FREE, KP_EDOUBLEFREE, p, pg->bsize - pg->csz, "double free");
+	atomic_fetch_add_explicit(&pg->nremote, 1, memory_order_relaxed);
 	uint32_t old = atomic_load_explicit(&pg->remote, memory_order_relaxed);
 	do
 		r->next = old;
@@ -268,10 +274,15 @@ static void drain_remote(struct ol_heap *h)
 	while (pg) {
 		struct ol_span *nx = atomic_load_explicit(&pg->dirty_next, memory_order_relaxed);
 		uint32_t i = atomic_exchange_explicit(&pg->remote, 0, memory_order_acquire);
+		uint16_t *sp = kp__ol_sp(pg);
+		uint32_t n = 0;
 		while (i) {
-			*++pg->sp = (uint16_t)(i - 1);
+			*++sp = (uint16_t)(i - 1);
 			i = pg->rec[i - 1].next;
+			n++;
 		}
+		kp__ol_sp_set(pg, sp);
+		atomic_fetch_sub_explicit(&pg->nremote, n, memory_order_relaxed);
 		if (atomic_load_explicit(&pg->owner, memory_order_relaxed) & OL_OWN_FULL)
 			span_relist(h, pg);
 		pg = nx;
@@ -320,8 +331,9 @@ __attribute__((noinline)) void *kp__ol_refill(kp_pool *pool, struct ol_heap *h, 
 	if (h == &kp__ol_empty_heap) /* pool: any pointer whose first word is the slot's id */
 		return kp__alloc_slow(pool, n, 0);
 	struct ol_span *pg = h->cur[cls];
-	if (*pg->sp != OL_SENT)
-		return kp__ol_pop(pg, pg->sp, *pg->sp, n);
+	uint16_t *sp = kp__ol_sp(pg);
+	if (*sp != OL_SENT)
+		return kp__ol_pop(pg, sp, *sp, n);
 	if (pg != &empty_span)
 		atomic_store_explicit(&pg->owner, h->self | OL_OWN_FULL, memory_order_relaxed);
 	if (!h->avail[cls])
@@ -335,7 +347,8 @@ __attribute__((noinline)) void *kp__ol_refill(kp_pool *pool, struct ol_heap *h, 
 	if (class_size[cls] <= 1024) /* the sizes of class cls, by 16 */
 		for (uint32_t q = cls ? class_size[cls - 1] / 16 + 1 : 0; q <= class_size[cls] / 16; q++)
 			h->direct[q] = pg;
-	return kp__ol_pop(pg, pg->sp, *pg->sp, n);
+	sp = kp__ol_sp(pg);
+	return kp__ol_pop(pg, sp, *sp, n);
 }
 
 /* Everything but the common case: no heap yet on this thread for this pool
@@ -355,7 +368,8 @@ void *kp__ol_alloc(kp_pool *pool, size_t n, unsigned flags)
 		size_t need = n + OL_CANARY; /* either mode: outline.h */
 		uint32_t cls = need <= 1024 ? kp__ol_class_tbl[(need + 15) >> 4] : kp__ol_class_big(need);
 		struct ol_span *pg = h->cur[cls];
-		p = *pg->sp != OL_SENT ? kp__ol_pop(pg, pg->sp, *pg->sp, n) : kp__ol_refill(pool, h, cls, n);
+		uint16_t *sp = kp__ol_sp(pg);
+		p = *sp != OL_SENT ? kp__ol_pop(pg, sp, *sp, n) : kp__ol_refill(pool, h, cls, n);
 	}
 	if (!p)
 		return kp__alloc_classic(pool, n, flags);
@@ -404,10 +418,12 @@ __attribute__((noinline)) int kp__ol_free_other(kp_pool *pool, struct ol_span *p
 		return rc;
 	}
 	r->state = OL_FREE;
-	*++pg->sp = (uint16_t)idx;
+	uint16_t *sp = kp__ol_sp(pg) + 1;
+	*sp = (uint16_t)idx;
+	kp__ol_sp_set(pg, sp);
 	/* Relisted once an eighth of it is free: a span with one free block
 	 * would send the next allocation of its class down the slow path. */
-	if ((uint32_t)(pg->sp - pg->stack0) >= pg->relist_at)
+	if ((uint32_t)(sp - pg->stack0) >= pg->relist_at)
 		span_relist(pg->heap, pg);
 	return 0;
 }
@@ -534,6 +550,33 @@ void *kp__ol_realloc(kp_pool *pool, void *p, size_t size, unsigned flags)
 		memset((char *)q + n, 0, size - n);
 	kp_free(pool, p);
 	return q;
+}
+
+/* The usable bytes of the live blocks of every span (kp_stats): what no
+ * stack holds and no cross-thread list waits to give back. Any thread;
+ * takes the pool's outline lock; a figure of a moment, as the counts it
+ * reads move. */
+uint64_t kp__ol_in_use(kp_pool *pool)
+{
+	kp__ol *ol = pool->ol;
+	if (!ol)
+		return 0;
+	uint64_t bytes = 0;
+	pthread_mutex_lock(&ol->lock);
+	for (struct ol_seg *s = ol->segs; s; s = s->next) {
+		uint32_t used = __atomic_load_n(&s->used, __ATOMIC_ACQUIRE);
+		for (uint32_t i = 0; i < used; i++) {
+			struct ol_span *pg = &s->spans[i];
+			if (!pg->start)
+				continue; /* a later slice of a span of several */
+			int64_t live = (int64_t)pg->nblocks - (kp__ol_sp(pg) - pg->stack0) -
+				       atomic_load_explicit(&pg->nremote, memory_order_relaxed);
+			if (live > 0)
+				bytes += (uint64_t)live * (pg->bsize - pg->csz);
+		}
+	}
+	pthread_mutex_unlock(&ol->lock);
+	return bytes;
 }
 
 /* Tests: the metadata mapping of p's segment, or NULL. */

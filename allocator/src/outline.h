@@ -53,6 +53,7 @@ struct ol_span {
 	struct ol_heap *heap;
 	struct ol_span *next; /* in the heap's avail list */
 	_Atomic uint32_t remote; /* cross-thread frees: index + 1 of the head */
+	_Atomic uint32_t nremote; /* blocks on that list (kp__ol_in_use) */
 	uint32_t cls;
 	struct ol_span *_Atomic dirty_next;
 };
@@ -111,6 +112,18 @@ static inline uintptr_t kp__ol_self(void)
 	return (uintptr_t)__builtin_thread_pointer();
 }
 
+/* A span's stack pointer: written by its owner alone, read by kp_stats
+ * (kp__ol_in_use) from any thread, so relaxed atomics (plain moves on
+ * x86-64: the fast paths' code is the same). */
+static inline uint16_t *kp__ol_sp(const struct ol_span *pg)
+{
+	return __atomic_load_n(&pg->sp, __ATOMIC_RELAXED);
+}
+static inline void kp__ol_sp_set(struct ol_span *pg, uint16_t *sp)
+{
+	__atomic_store_n(&pg->sp, sp, __ATOMIC_RELAXED);
+}
+
 /* The class of n bytes (request and canary), 1 KiB < n <= 64 KiB. */
 static inline uint32_t kp__ol_class_big(size_t n)
 {
@@ -126,7 +139,7 @@ extern const uint8_t kp__ol_class_tbl[65];
 static inline __attribute__((always_inline)) void *kp__ol_pop(struct ol_span *pg, uint16_t *sp, uint32_t idx,
 							       size_t n)
 {
-	pg->sp = sp - 1;
+	kp__ol_sp_set(pg, sp - 1);
 	uint8_t *p = pg->start + (size_t)idx * pg->bsize;
 	struct ol_rec *r = &pg->rec[idx];
 	r->state = (uint32_t)n;
@@ -148,7 +161,7 @@ static inline __attribute__((always_inline)) void *kp__ol_alloc_fast(kp_pool *po
 		 * block keeps the 8 bytes (the mode is not loaded here) */
 		size_t q = (n + OL_CANARY + 15) >> 4;
 		struct ol_span *pg = h->direct[q];
-		uint16_t *sp = pg->sp;
+		uint16_t *sp = kp__ol_sp(pg);
 		uint32_t idx = *sp;
 		if (KP_LIKELY(idx != OL_SENT))
 			return kp__ol_pop(pg, sp, idx, n);
@@ -158,7 +171,7 @@ static inline __attribute__((always_inline)) void *kp__ol_alloc_fast(kp_pool *po
 		struct ol_heap *h = kp__ol_slot.heap;
 		uint32_t cls = kp__ol_class_big(n + OL_CANARY);
 		struct ol_span *pg = h->cur[cls];
-		uint16_t *sp = pg->sp;
+		uint16_t *sp = kp__ol_sp(pg);
 		uint32_t idx = *sp;
 		if (KP_LIKELY(idx != OL_SENT))
 			return kp__ol_pop(pg, sp, idx, n);
@@ -206,9 +219,9 @@ static inline __attribute__((always_inline)) int kp__ol_free_fast(kp_pool *pool,
 	if (KP_UNLIKELY(atomic_load_explicit(&pg->owner, memory_order_relaxed) != kp__ol_self()))
 		return kp__ol_free_other(pool, pg, idx, st, p);
 	r->state = OL_FREE;
-	uint16_t *top = pg->sp + 1;
+	uint16_t *top = kp__ol_sp(pg) + 1;
 	*top = (uint16_t)idx;
-	pg->sp = top;
+	kp__ol_sp_set(pg, top);
 	return 0;
 }
 
