@@ -1371,7 +1371,15 @@ static __attribute__((noinline)) int free_other_quiet(kp_pool *pool, void *p)
  * kept by kp__ol_free_slow (free(): the preload). */
 static __attribute__((noinline)) int free_outline(kp_pool *pool, void *p)
 {
-	return kp__ol_free_fast(pool, p);
+	return kp__ol_free_fast(pool, p, false);
+}
+
+/* kp__free_try's: what is no plain free goes to the preload's hook, which
+ * reports a refusal in free()'s name (outline.h, try_only). */
+static __attribute__((noinline)) int free_outline_try(kp_pool *pool, void *p)
+{
+	int rc = kp__ol_free_fast(pool, p, true);
+	return rc == KP_OL_UNTRIED ? kp__free_miss(pool, p, false) : rc;
 }
 
 /* outline.c's way back for a pointer its slice map does not know */
@@ -1449,10 +1457,10 @@ int kp__free_try(kp_pool *pool, void *p)
 		atomic_store_explicit(&r->epoch, 0, memory_order_release);
 		return kp__free_miss(pool, p, true);
 	}
-	/* layout:outline: a pointer its slice map knows; the rest (NULL, the
-	 * preload's own) to the hook as before */
-	if (KP_LIKELY(pool != NULL) && kp__ol_slot.id == pool->id && kp__ol_slot_knows(p))
-		return free_outline(pool, p);
+	/* layout:outline: its plain frees; the rest (NULL, the preload's own
+	 * pointers, refusals) to the hook as before */
+	if (KP_LIKELY(pool != NULL) && kp__ol_slot.id == pool->id)
+		return free_outline_try(pool, p);
 	return kp__free_miss(pool, p, false);
 }
 

@@ -472,7 +472,7 @@ int kp__ol_free(kp_pool *pool, void *p)
 {
 	if (kp__ol_slot.id != pool->id)
 		kp__ol_slot = (kp__ol_tls){pool->id, &kp__ol_empty_heap, pool->ol->map, OL_MAP_N};
-	return kp__ol_free_fast(pool, p);
+	return kp__ol_free_fast(pool, p, false);
 }
 
 /* ---- the rest of the block API -------------------------------------------- */

@@ -180,41 +180,42 @@ static inline __attribute__((always_inline)) void *kp__ol_alloc_fast(kp_pool *po
 	return kp__alloc_slow(pool, n, flags); /* pool: checked there, then kp__ol_alloc */
 }
 
-/* Does the slice map of the pool the slot names know p? */
-static inline bool kp__ol_slot_knows(const void *p)
-{
-	uintptr_t a = (uintptr_t)p;
-	return (a >> OL_SLICE_SHIFT) < kp__ol_slot.map_n && kp__ol_slot.map[a >> OL_SLICE_SHIFT] != NULL;
-}
+/* What kp__ol_free_fast returns with try_only for a pointer it leaves
+ * alone (positive: no kp_free code). */
+#define KP_OL_UNTRIED 1
 
 /* kp_free of a pool whose id the calling thread's slot names (alloc.c tested
  * it): the slice map finds p's span in one load, or not (a pointer of
  * alloc.c's path, or none); then p must be a block start, its record
  * allocated, its canary intact, and the span this thread's listed one;
- * anything else goes to kp__ol_free_slow, which reports or hands over. */
-static inline __attribute__((always_inline)) int kp__ol_free_fast(kp_pool *pool, void *p)
+ * anything else goes to kp__ol_free_slow, which reports or hands over.
+ * try_only (the preload's free(), kp__free_try): what is no plain free
+ * (a pointer the map does not know, a violation) is left alone,
+ * KP_OL_UNTRIED, for the preload's hook, which frees or reports it in
+ * free()'s name; a free to another thread's span or a retired one is made. */
+static inline __attribute__((always_inline)) int kp__ol_free_fast(kp_pool *pool, void *p, bool try_only)
 {
 	uintptr_t a = (uintptr_t)p;
 	if (KP_UNLIKELY((a >> OL_SLICE_SHIFT) >= kp__ol_slot.map_n))
-		return kp__ol_free_slow(pool, p, NULL, 0, 0, KP_OL_MISS);
+		return try_only ? KP_OL_UNTRIED : kp__ol_free_slow(pool, p, NULL, 0, 0, KP_OL_MISS);
 	struct ol_span *pg = kp__ol_slot.map[a >> OL_SLICE_SHIFT];
 	if (KP_UNLIKELY(!pg))
-		return kp__ol_free_slow(pool, p, NULL, 0, 0, KP_OL_MISS);
+		return try_only ? KP_OL_UNTRIED : kp__ol_free_slow(pool, p, NULL, 0, 0, KP_OL_MISS);
 	uintptr_t off = a - (uintptr_t)pg->start;
 	uint32_t idx = (uint32_t)((off * pg->recip) >> 40);
 	/* an interior pointer fails the product; the span's tail (idx ==
 	 * nblocks) lands on the sentinel record, always free */
 	if (KP_UNLIKELY((uintptr_t)idx * pg->bsize != off))
-		return kp__ol_free_slow(pool, p, pg, idx, 0, KP_OL_BAD);
+		return try_only ? KP_OL_UNTRIED : kp__ol_free_slow(pool, p, pg, idx, 0, KP_OL_BAD);
 	struct ol_rec *r = &pg->rec[idx];
 	uint32_t st = r->state;
 	if (KP_UNLIKELY(st == OL_FREE))
-		return kp__ol_free_slow(pool, p, pg, idx, st, KP_OL_DFREE);
+		return try_only ? KP_OL_UNTRIED : kp__ol_free_slow(pool, p, pg, idx, st, KP_OL_DFREE);
 	if (KP_LIKELY(pg->csz)) {
 		uint64_t c;
 		memcpy(&c, (uint8_t *)p + st, 8);
 		if (KP_UNLIKELY(c != r->canary))
-			return kp__ol_free_slow(pool, p, pg, idx, st, KP_OL_OVERFLOW);
+			return try_only ? KP_OL_UNTRIED : kp__ol_free_slow(pool, p, pg, idx, st, KP_OL_OVERFLOW);
 	}
 	if (KP_UNLIKELY(atomic_load_explicit(&pg->owner, memory_order_relaxed) != kp__ol_self()))
 		return kp__ol_free_other(pool, pg, idx, st, p);
