@@ -47,9 +47,14 @@
  * System calls (os.c, counted): a new segment (data and metadata), a heap,
  * the slice map at kp_create. None on kp_alloc/kp_free in steady state.
  *
+ * Stats: kp_stats' bytes in use count these blocks (kp__ol_in_use, from the
+ * spans, nothing counted on the fast paths).
+ *
  * Not done yet: spans and segments are never given back before kp_destroy;
- * poison:on is not applied here; the stats' bytes in use do not count these
- * blocks; the daemon neither pre-faults nor grows for this path.
+ * poison:on is not applied here; kp_stats does not count these allocations
+ * and frees, and primary_max does not bound this path; the daemon neither
+ * pre-faults nor grows for it; the small path's planted bugs (KP_PLANT 2, 5,
+ * 8, 11) are not planted here.
  */
 #include "outline.h"
 

@@ -14,6 +14,8 @@
 #include "internal.h"
 
 #include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 
 static const char *const CONF = "layout:outline,daemon:off,seed:5";
@@ -491,12 +493,18 @@ static void test_stats_in_use(void)
 }
 
 /* fork: the child of a threaded parent allocates and frees in the pool,
- * frees what the parent allocated, and sees no violation. */
+ * frees what the parent allocated, and sees no violation. The other thread
+ * runs in the pool until after the fork (a thread that had ended, unjoined,
+ * is a "thread leak" to TSan in the child). */
+static atomic_int holder_stop, holder_busy;
 static void *holder(void *arg)
 {
 	kp_pool *pool = arg;
-	for (int i = 0; i < 1000; i++)
-		kp_free(pool, kp_alloc(pool, (size_t)i, 0));
+	for (int i = 0; !atomic_load(&holder_stop); i++) {
+		kp_free(pool, kp_alloc(pool, (size_t)(i % 2000), 0));
+		if (i == 1000)
+			atomic_store(&holder_busy, 1);
+	}
 	return kp_alloc(pool, 64, 0);
 }
 static void test_fork(void)
@@ -509,6 +517,8 @@ static void test_fork(void)
 	pthread_t t;
 	void *theirs = NULL;
 	pthread_create(&t, NULL, holder, pool);
+	while (!atomic_load(&holder_busy))
+		sched_yield();
 	pid_t pid = fork();
 	if (pid == 0) {
 		int bad = 0;
@@ -523,6 +533,7 @@ static void test_fork(void)
 		}
 		_exit(bad ? 1 : 0);
 	}
+	atomic_store(&holder_stop, 1);
 	pthread_join(t, &theirs);
 	int st = 0;
 	waitpid(pid, &st, 0);
