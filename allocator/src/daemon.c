@@ -1034,6 +1034,7 @@ int kp__daemon_pass(kp_pool *pool)
 	kp__os_caller = KP_CALLER_DAEMON;
 	pthread_mutex_lock(&d->step_mu);
 	atomic_fetch_add(&d->passes, 1);
+	kp__ol_daemon_pass(pool); /* layout:outline's spare segment (outline.c); nothing for inline */
 	d->purged_at = atomic_load(&pool->purged_bytes);
 	size_t target = daemon_target(pool);
 	/* 1. pre-fault the free units the allocation path takes next: the

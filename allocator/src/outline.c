@@ -10,8 +10,8 @@
  * of one or more slices holds blocks of one size class. Nothing of the
  * allocator lives in a data segment: each segment's metadata (the span
  * records, each span's free stack of block indices, one record per block)
- * is in a mapping of its own with a PROT_NONE page on either side, and so is
- * each thread's heap. No header precedes a block and no link lives in a free
+ * is in a mapping of its own with a PROT_NONE page on either side, and so
+ * are the threads' heaps (the first 64 in one arena). No header precedes a block and no link lives in a free
  * one: there is nothing to forge (test_outline_integrity's overwrite of a
  * span's free blocks).
  *
@@ -44,8 +44,10 @@
  * class runs dry. A thread's heap is found again by its thread pointer, so a
  * new thread that gets a dead thread's pointer adopts its heap.
  *
- * System calls (os.c, counted): a new segment (data and metadata), a heap,
- * the slice map at kp_create. None on kp_alloc/kp_free in steady state.
+ * System calls (os.c, counted): the slice map, the heap arena and a spare
+ * segment at kp_create; a segment past the spare (the daemon's pass maps the
+ * spare again), a heap past the arena's 64. None on kp_alloc/kp_free in
+ * steady state, nor on a thread's first span.
  *
  * Stats: kp_stats' bytes in use count these blocks (kp__ol_in_use, from the
  * spans, nothing counted on the fast paths).
@@ -106,6 +108,13 @@ static void unmap_guarded(kp_pool *pool, void *p, size_t n)
 }
 
 #define HEAP_BYTES ((sizeof(struct ol_heap) + KP_PAGE - 1) & ~(size_t)(KP_PAGE - 1))
+/* Heaps in kp_create's arena: 64 threads (address space: 64 x 1.5 KiB),
+ * each at a 64-byte line of its own. */
+#define OL_ARENA_HEAPS 64u
+#define OL_HEAP_STRIDE ((sizeof(struct ol_heap) + 63) & ~(size_t)63)
+#define OL_ARENA_BYTES ((OL_ARENA_HEAPS * OL_HEAP_STRIDE + KP_PAGE - 1) & ~(size_t)(KP_PAGE - 1))
+
+static struct ol_seg *segment_map(kp_pool *pool);
 
 int kp__ol_create(kp_pool *pool)
 {
@@ -120,6 +129,14 @@ int kp__ol_create(kp_pool *pool)
 	pthread_mutex_init(&ol->lock, NULL);
 	ol->csz = pool->conf.checks ? OL_CANARY : 0;
 	pool->ol = ol;
+	/* the first heaps and a first segment, now (kp_create's system
+	 * calls): a thread's first allocations make none */
+	ol->arena = map_guarded(pool, OL_ARENA_BYTES);
+	ol->spare = segment_map(pool);
+	if (!ol->arena || !ol->spare) {
+		kp__ol_destroy(pool);
+		return -1;
+	}
 	return 0;
 }
 
@@ -133,10 +150,17 @@ void kp__ol_destroy(kp_pool *pool)
 		kp__os_unmap_clean(&pool->os, s->base, OL_SEG_SIZE);
 		unmap_guarded(pool, s, OL_META);
 	}
+	if (ol->spare) {
+		kp__os_unmap_clean(&pool->os, ol->spare->base, OL_SEG_SIZE);
+		unmap_guarded(pool, ol->spare, OL_META);
+	}
 	for (struct ol_heap *h = ol->heaps, *nx; h; h = nx) {
 		nx = h->next;
-		unmap_guarded(pool, h, HEAP_BYTES);
+		if (h->own_map)
+			unmap_guarded(pool, h, HEAP_BYTES);
 	}
+	if (ol->arena)
+		unmap_guarded(pool, ol->arena, OL_ARENA_BYTES);
 	kp__os_unmap_clean(&pool->os, ol->map, OL_MAP_N * sizeof(*ol->map));
 	pthread_mutex_destroy(&ol->lock);
 	kp__os_unmap_clean(&pool->os, ol, (sizeof(kp__ol) + KP_PAGE - 1) & ~(size_t)(KP_PAGE - 1));
@@ -158,7 +182,8 @@ void kp__ol_fork(kp_pool *pool, int phase)
 
 /* ---- spans and segments --------------------------------------------------- */
 
-static struct ol_seg *segment_new(kp_pool *pool)
+/* A data segment and its guarded metadata, on no list yet. */
+static struct ol_seg *segment_map(kp_pool *pool)
 {
 	uint8_t *base = kp__os_map(&pool->os, OL_SEG_SIZE, OL_SEG_SIZE, false);
 	if (!base)
@@ -171,12 +196,52 @@ static struct ol_seg *segment_new(kp_pool *pool)
 	s->base = base;
 	s->bump = (uint8_t *)(((uintptr_t)(s + 1) + 63) & ~(uintptr_t)63);
 	s->end = (uint8_t *)s + OL_META;
+	return s;
+}
+
+/* A segment for a heap's spans: the spare, or one mapped now (the
+ * allocation path's system calls, counted so). */
+static struct ol_seg *segment_new(kp_pool *pool)
+{
 	kp__ol *ol = pool->ol;
+	pthread_mutex_lock(&ol->lock);
+	struct ol_seg *s = ol->spare;
+	ol->spare = NULL;
+	pthread_mutex_unlock(&ol->lock);
+	if (!s && !(s = segment_map(pool)))
+		return NULL;
 	pthread_mutex_lock(&ol->lock);
 	s->next = ol->segs;
 	ol->segs = s;
 	pthread_mutex_unlock(&ol->lock);
 	return s;
+}
+
+/* The daemon's pass (daemon.c): the spare segment mapped again once a heap
+ * took it. Counted as the daemon's system calls. */
+void kp__ol_daemon_pass(kp_pool *pool)
+{
+	kp__ol *ol = pool->ol;
+	if (!ol)
+		return;
+	pthread_mutex_lock(&ol->lock);
+	bool want = ol->spare == NULL;
+	pthread_mutex_unlock(&ol->lock);
+	if (!want)
+		return;
+	struct ol_seg *s = segment_map(pool);
+	if (!s)
+		return;
+	pthread_mutex_lock(&ol->lock);
+	if (!ol->spare) {
+		ol->spare = s;
+		s = NULL;
+	}
+	pthread_mutex_unlock(&ol->lock);
+	if (s) { /* another pass made one meanwhile (kp_daemon_step beside the thread) */
+		kp__os_unmap_clean(&pool->os, s->base, OL_SEG_SIZE);
+		unmap_guarded(pool, s, OL_META);
+	}
 }
 
 static void *meta_take(struct ol_seg *s, size_t n)
@@ -309,7 +374,12 @@ static struct ol_heap *heap_get(kp_pool *pool)
 		h = h->next;
 	pthread_mutex_unlock(&ol->lock);
 	if (!h) {
-		h = map_guarded(pool, HEAP_BYTES);
+		pthread_mutex_lock(&ol->lock);
+		if (ol->arena_used < OL_ARENA_HEAPS)
+			h = (struct ol_heap *)(ol->arena + ol->arena_used++ * OL_HEAP_STRIDE);
+		pthread_mutex_unlock(&ol->lock);
+		if (!h && (h = map_guarded(pool, HEAP_BYTES)) != NULL)
+			h->own_map = true;
 		if (!h)
 			return NULL;
 		h->self = tp;

@@ -75,13 +75,22 @@ struct ol_heap {
 	struct ol_seg *seg; /* where its spans are carved */
 	struct ol_span *_Atomic dirty; /* spans with cross-thread frees */
 	struct ol_heap *next;          /* the pool's list */
+	bool own_map;                  /* not in the arena: a mapping of its own */
 };
 
 struct kp__ol {
 	struct ol_span **map; /* OL_MAP_N entries */
-	pthread_mutex_t lock; /* segs, heaps */
+	pthread_mutex_t lock; /* segs, heaps, spare, the arena's count */
 	struct ol_seg *segs;
 	struct ol_heap *heaps;
+	/* a segment mapped ahead (kp_create, then the daemon's passes:
+	 * kp__ol_daemon_pass), so that a thread's first span makes no system
+	 * call; NULL when taken */
+	struct ol_seg *spare;
+	/* the first OL_ARENA_HEAPS heaps, in one guarded mapping made by
+	 * kp_create; later ones each in a mapping of their own */
+	uint8_t *arena;
+	uint32_t arena_used;
 	_Atomic uint64_t span_gen;
 	uint32_t csz;
 };

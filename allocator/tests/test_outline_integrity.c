@@ -328,6 +328,45 @@ static void test_no_syscall(void)
 	kp_destroy(pool);
 }
 
+/* A thread's first allocations make no system call either: its heap comes
+ * from the arena kp_create mapped, its first segment from the spare the
+ * pool keeps (kp_create's, then the daemon's). steady-small's SLO
+ * (max_alloc_path_syscalls: 0) failed on layout:outline with 9 a process. */
+static void *first_allocs(void *arg)
+{
+	kp_pool *pool = arg;
+	for (int i = 0; i < 1000; i++)
+		if (!kp_alloc(pool, 16 + (size_t)(i % 241), 0))
+			return arg;
+	return NULL;
+}
+static void test_first_allocs_make_no_syscall(void)
+{
+	kp_pool *pool = outline_pool();
+	REQUIRE(pool, "pool");
+	char *json = kt_stats(pool);
+	int64_t before = kt_syscalls(json, "alloc");
+	free(json);
+	CHECK(first_allocs(pool) == NULL, "allocations failed");
+	json = kt_stats(pool);
+	int64_t after = kt_syscalls(json, "alloc");
+	free(json);
+	CHECK(before != KT_MISSING && after == before, "%lld system calls on the allocation path of a thread's first "
+	      "1000 allocations", (long long)(after - before));
+	/* a second thread takes the spare segment the daemon's pass left */
+	CHECK(kp_daemon_step(pool, 0) >= 0, "daemon step");
+	pthread_t t;
+	void *res = pool;
+	pthread_create(&t, NULL, first_allocs, pool);
+	pthread_join(t, &res);
+	json = kt_stats(pool);
+	int64_t second = kt_syscalls(json, "alloc");
+	free(json);
+	CHECK(res == NULL && second == after, "%lld system calls on a second thread's first allocations",
+	      (long long)(second - after));
+	kp_destroy(pool);
+}
+
 /* Cross-thread frees come back to the owner, and a double one is found. */
 struct xarg {
 	kp_pool *pool;
@@ -553,6 +592,7 @@ int main(void)
 	RUN(test_checks_off);
 	RUN(test_no_inline_metadata);
 	RUN(test_no_syscall);
+	RUN(test_first_allocs_make_no_syscall);
 	RUN(test_cross_thread);
 	RUN(test_threads);
 	RUN(test_realloc);
