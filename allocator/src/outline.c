@@ -310,8 +310,12 @@ static struct ol_span *span_new(kp_pool *pool, struct ol_heap *h, uint32_t cls)
 
 static int free_remote(kp_pool *pool, struct ol_span *pg, uint32_t idx, struct ol_rec *r, uint32_t st, void *p)
 {
-	if (!__atomic_compare_exchange_n(&r->state, &st, OL_FREE, false, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
-		return kp__violation(pool, KP_EV_DOUBLE_FREE, KP_EDOUBLEFREE, p, pg->bsize - pg->csz, "double free");
+	if (!__atomic_compare_exchange_n(&r->state, &st, OL_FREE, false, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) {
+		int e = errno; /* free() (the preload) keeps it */
+		int rc = kp__violation(pool, KP_EV_DOUBLE_FREE, KP_EDOUBLEFREE, p, pg->bsize - pg->csz, "double free");
+		errno = e;
+		return rc;
+	}
 	atomic_fetch_add_explicit(&pg->nremote, 1, memory_order_relaxed);
 	uint32_t old = atomic_load_explicit(&pg->remote, memory_order_relaxed);
 	do
@@ -481,17 +485,13 @@ static inline __attribute__((always_inline)) struct ol_span *block_of(struct ol_
 
 /* Not the owner's listed span: the owner's retired one (relist it), or
  * another thread's (its cross-thread list; a double free found there is
- * reported, errno kept). */
+ * reported, errno kept: free_remote). */
 __attribute__((noinline)) int kp__ol_free_other(kp_pool *pool, struct ol_span *pg, uint32_t idx, uint32_t st, void *p)
 {
 	struct ol_rec *r = &pg->rec[idx];
 	uintptr_t own = atomic_load_explicit(&pg->owner, memory_order_relaxed);
-	if ((own & ~(uintptr_t)OL_OWN_FULL) != kp__ol_self()) {
-		int e = errno;
-		int rc = free_remote(pool, pg, idx, r, st, p);
-		errno = e;
-		return rc;
-	}
+	if ((own & ~(uintptr_t)OL_OWN_FULL) != kp__ol_self())
+		return free_remote(pool, pg, idx, r, st, p);
 	r->state = OL_FREE;
 	uint16_t *sp = kp__ol_sp(pg) + 1;
 	*sp = (uint16_t)idx;
