@@ -485,24 +485,21 @@ static __attribute__((noinline)) void *alloc_far(kp_pool *pool, size_t size, kp_
 	return far_pop(size, b, h, n, key, next, fm);
 }
 
-/* kp_alloc for a pool the thread's fast word (kp__tls_state.fast_alloc)
- * does not name: a pool of the first slot with checks off pops its bin
- * here (no canary, no link to vet: checks off), anything else goes to
- * alloc_slow. Out of line, so that alloc_fast tests one word for its mode. */
 /* layout:outline (outline.c), the pool the thread's slot names: its pools
  * never take alloc_fast (their id is never the thread's fast word,
  * tcache.c), so the default path pays nothing for this test, and the
- * checks-off one (alloc_other) nothing when it pops a block. (An outline
- * pool with checks off may pop an inline block there, which it holds only
- * when the inline path served a block of it, a critical or aligned one, and
- * kp_free gave it back to a thread cache: a block of the pool either way.)
- * Out of line, so that alloc_other saves no register for it. alloc_slow
- * sends the other calls of an outline pool to outline.c. */
+ * checks-off one (alloc_other) three instructions. Out of line and by a
+ * tail call, so that alloc_fast saves no register for it. alloc_slow sends
+ * the other calls of an outline pool to outline.c. */
 static __attribute__((noinline)) void *alloc_outline(kp_pool *pool, size_t size, unsigned flags)
 {
 	return kp__ol_alloc_fast(pool, size, flags);
 }
 
+/* kp_alloc for a pool the thread's fast word (kp__tls_state.fast_alloc)
+ * does not name: a pool of the first slot with checks off pops its bin
+ * here (no canary, no link to vet: checks off), anything else goes to
+ * alloc_slow. Out of line, so that alloc_fast tests one word for its mode. */
 static __attribute__((noinline)) void *alloc_other(kp_pool *pool, size_t size, unsigned flags)
 {
 	if (pool && kp__tls_state.id[0] == pool->id && pool->id && size <= KP_SMALL_MAX - KP_HDR - KP_CANARY &&
@@ -1351,21 +1348,13 @@ static __attribute__((noinline)) int free_slow_own_quiet(kp_pool *pool, void *p,
  * poison off, AES round keys), whose fast path tests no mode; else any
  * pool's (free_other), which tests it. */
 static ALWAYS_INLINE int free_body(kp_pool *pool, void *p, bool quiet, bool checked);
-static __attribute__((noinline)) int free_mode(kp_pool *pool, void *p)
+static __attribute__((noinline)) int free_other(kp_pool *pool, void *p)
 {
 	return free_body(pool, p, false, false);
 }
-static __attribute__((noinline)) int free_mode_quiet(kp_pool *pool, void *p)
-{
-	return free_body(pool, p, true, false);
-}
-static __attribute__((noinline)) int free_other(kp_pool *pool, void *p)
-{
-	return free_mode(pool, p);
-}
 static __attribute__((noinline)) int free_other_quiet(kp_pool *pool, void *p)
 {
-	return free_mode_quiet(pool, p);
+	return free_body(pool, p, true, false);
 }
 /* layout:outline, the pool the thread's slot names (outline.h); errno is
  * kept by kp__ol_free_slow (free(): the preload). */
