@@ -1,8 +1,10 @@
 /*
- * outline.h - layout:outline's structures and its fast paths, inline in
- * alloc.c's dispatch (alloc_other, free_other) so that an outline pool's
- * kp_alloc and kp_free make no call past it; the rest is outline.c (its
- * opening comment: the design, the checks, what is not done).
+ * outline.h - layout:outline's structures and its fast paths, inlined in
+ * alloc.c's dispatch (alloc_outline, free_outline, free_outline_try: the
+ * tail calls of alloc_fast's, free_body's and kp__free_try's miss branches)
+ * so that an outline pool's kp_alloc and kp_free make no other call; the
+ * rest is outline.c (its opening comment: the design, the checks, what is
+ * not done).
  */
 #ifndef KP_OUTLINE_H
 #define KP_OUTLINE_H
