@@ -185,8 +185,12 @@ bool kp__ol_knows(kp_pool *pool, const void *p);
 size_t kp__ol_usable(kp_pool *pool, const void *p);
 void *kp__ol_realloc(kp_pool *pool, void *p, size_t size, unsigned flags);
 /* The daemon's pass (daemon.c): map the spare segment again once taken, so
- * that a heap's next segment makes no system call on the allocation path. */
+ * that a heap's next segment makes no system call on the allocation path,
+ * and give back the pages of spans wholly free for decay_ms. */
 void kp__ol_daemon_pass(kp_pool *pool);
+/* Whether an outline pool has work for a lazily started daemon (the
+ * preload: kp__daemon_wanted): more than one data segment mapped. */
+bool kp__ol_wanted(kp_pool *pool);
 /* kp_stats' bytes in use of the outline blocks (stats.c); 0 for an inline
  * pool. Takes the outline lock. */
 uint64_t kp__ol_in_use(kp_pool *pool);

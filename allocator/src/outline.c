@@ -115,6 +115,8 @@ static void unmap_guarded(kp_pool *pool, void *p, size_t n)
 #define OL_ARENA_BYTES ((OL_ARENA_HEAPS * OL_HEAP_STRIDE + KP_PAGE - 1) & ~(size_t)(KP_PAGE - 1))
 
 static struct ol_seg *segment_map(kp_pool *pool);
+static void avail_lock(kp_pool *pool, struct ol_heap *h);
+static void avail_unlock(struct ol_heap *h);
 
 int kp__ol_create(kp_pool *pool)
 {
@@ -174,10 +176,16 @@ void kp__ol_fork(kp_pool *pool, int phase)
 {
 	if (!pool->ol)
 		return;
-	if (phase == 0)
-		pthread_mutex_lock(&pool->ol->lock);
-	else
-		pthread_mutex_unlock(&pool->ol->lock);
+	kp__ol *ol = pool->ol;
+	if (phase == 0) {
+		pthread_mutex_lock(&ol->lock);
+		for (struct ol_heap *h = ol->heaps; h; h = h->next)
+			avail_lock(pool, h); /* no owner in the middle of a list move */
+	} else {
+		for (struct ol_heap *h = ol->heaps; h; h = h->next)
+			avail_unlock(h);
+		pthread_mutex_unlock(&ol->lock);
+	}
 }
 
 /* ---- spans and segments --------------------------------------------------- */
@@ -213,17 +221,21 @@ static struct ol_seg *segment_new(kp_pool *pool)
 	pthread_mutex_lock(&ol->lock);
 	s->next = ol->segs;
 	ol->segs = s;
+	ol->nsegs++;
 	pthread_mutex_unlock(&ol->lock);
 	return s;
 }
 
 /* The daemon's pass (daemon.c): the spare segment mapped again once a heap
  * took it. Counted as the daemon's system calls. */
+static void purge_idle(kp_pool *pool);
+
 void kp__ol_daemon_pass(kp_pool *pool)
 {
 	kp__ol *ol = pool->ol;
 	if (!ol)
 		return;
+	purge_idle(pool);
 	pthread_mutex_lock(&ol->lock);
 	bool want = ol->spare == NULL;
 	pthread_mutex_unlock(&ol->lock);
@@ -242,6 +254,84 @@ void kp__ol_daemon_pass(kp_pool *pool)
 		kp__os_unmap_clean(&pool->os, s->base, OL_SEG_SIZE);
 		unmap_guarded(pool, s, OL_META);
 	}
+}
+
+bool kp__ol_wanted(kp_pool *pool)
+{
+	kp__ol *ol = pool->ol;
+	return ol && __atomic_load_n(&ol->nsegs, __ATOMIC_RELAXED) > 1;
+}
+
+/* A heap's avail lock (outline.h): the owner in its slow paths, the daemon
+ * for list moves; neither makes a system call while it holds it. A long
+ * wait (the holder preempted) yields. */
+static void avail_lock(kp_pool *pool, struct ol_heap *h)
+{
+	for (unsigned spins = 0; atomic_exchange_explicit(&h->avail_lock, 1, memory_order_acquire); spins++) {
+		while (atomic_load_explicit(&h->avail_lock, memory_order_relaxed)) {
+			if (++spins > 256) {
+				kp__os_yield(&pool->os);
+				spins = 0;
+			}
+			__builtin_ia32_pause();
+		}
+	}
+}
+static void avail_unlock(struct ol_heap *h)
+{
+	atomic_store_explicit(&h->avail_lock, 0, memory_order_release);
+}
+
+/* The purge, on the daemon's pass: a span on its heap's avail list whose
+ * blocks are all on its stack is seen so; still so decay_ms later, its data
+ * pages go back (kp__os_purge; they read as zero when taken again: no
+ * allocator state lives in them). The span is taken off its list while its
+ * pages go, so the owner never waits on a system call: a span wholly free
+ * and off every list is out of reach (no block of it is allocated, so no
+ * free reaches its stack, and a free of a pointer into it finds its record
+ * free and is refused). Spans in hand (cur[]), retired ones and those with
+ * cross-thread frees not yet taken back are left alone. */
+static void purge_idle(kp_pool *pool)
+{
+	kp__ol *ol = pool->ol;
+	uint64_t now = kp__pool_now(pool), decay = (uint64_t)pool->conf.decay_ms * 1000000ull;
+	pthread_mutex_lock(&ol->lock);
+	for (struct ol_heap *h = ol->heaps; h; h = h->next) {
+		struct ol_span *take = NULL;
+		avail_lock(pool, h);
+		for (uint32_t c = 0; c < OL_NCLASS; c++)
+			for (struct ol_span **pp = &h->avail[c], *pg; (pg = *pp) != NULL;) {
+				bool empty = (uint32_t)(kp__ol_sp(pg) - pg->stack0) == pg->nblocks;
+				if (!empty || pg->idle_ns == OL_PURGED || !pg->idle_ns ||
+				    now - pg->idle_ns < decay) {
+					if (!empty)
+						pg->idle_ns = 0;
+					else if (!pg->idle_ns)
+						pg->idle_ns = now ? now : 1;
+					pp = &pg->next;
+					continue;
+				}
+				*pp = pg->next; /* off the list while its pages go */
+				pg->next = take;
+				take = pg;
+			}
+		avail_unlock(h);
+		if (!take)
+			continue;
+		for (struct ol_span *pg = take; pg; pg = pg->next) {
+			size_t bytes = ((size_t)pg->nblocks * pg->bsize + KP_PAGE - 1) & ~(size_t)(KP_PAGE - 1);
+			kp__os_purge(&pool->os, pg->start, bytes);
+			pg->idle_ns = OL_PURGED;
+		}
+		avail_lock(pool, h);
+		for (struct ol_span *pg = take, *nx; pg; pg = nx) {
+			nx = pg->next;
+			pg->next = h->avail[pg->cls];
+			h->avail[pg->cls] = pg;
+		}
+		avail_unlock(h);
+	}
+	pthread_mutex_unlock(&ol->lock);
 }
 
 static void *meta_take(struct ol_seg *s, size_t n)
@@ -415,12 +505,16 @@ __attribute__((noinline)) void *kp__ol_refill(kp_pool *pool, struct ol_heap *h, 
 		return kp__ol_pop(pg, sp, *sp, n);
 	if (pg != &empty_span)
 		atomic_store_explicit(&pg->owner, h->self | OL_OWN_FULL, memory_order_relaxed);
+	avail_lock(pool, h);
 	if (!h->avail[cls])
 		drain_remote(h);
 	pg = h->avail[cls];
-	if (pg)
+	if (pg) {
 		h->avail[cls] = pg->next;
-	else if (!(pg = span_new(pool, h, cls)))
+		pg->idle_ns = 0;
+	}
+	avail_unlock(h);
+	if (!pg && !(pg = span_new(pool, h, cls)))
 		return NULL;
 	h->cur[cls] = pg;
 	if (class_size[cls] <= 1024) /* the sizes of class cls, by 16 */
@@ -498,8 +592,12 @@ __attribute__((noinline)) int kp__ol_free_other(kp_pool *pool, struct ol_span *p
 	kp__ol_sp_set(pg, sp);
 	/* Relisted once an eighth of it is free: a span with one free block
 	 * would send the next allocation of its class down the slow path. */
-	if ((uint32_t)(sp - pg->stack0) >= pg->relist_at)
-		span_relist(pg->heap, pg);
+	if ((uint32_t)(sp - pg->stack0) >= pg->relist_at) {
+		struct ol_heap *h = pg->heap;
+		avail_lock(pool, h);
+		span_relist(h, pg);
+		avail_unlock(h);
+	}
 	return 0;
 }
 

@@ -58,7 +58,12 @@ struct ol_span {
 	_Atomic uint32_t nremote; /* blocks on that list (kp__ol_in_use) */
 	uint32_t cls;
 	struct ol_span *_Atomic dirty_next;
+	/* the daemon's purge (kp__ol_daemon_pass), of a span on its heap's avail
+	 * list, under the heap's avail_lock: when it was first seen wholly free
+	 * (pool clock, ns; 0: not seen so), OL_PURGED once its pages went back */
+	uint64_t idle_ns;
 };
+#define OL_PURGED UINT64_MAX
 
 struct ol_seg {
 	uint8_t *base;
@@ -78,6 +83,10 @@ struct ol_heap {
 	struct ol_span *_Atomic dirty; /* spans with cross-thread frees */
 	struct ol_heap *next;          /* the pool's list */
 	bool own_map;                  /* not in the arena: a mapping of its own */
+	/* avail[] and the relisting of spans, between the owner's slow paths
+	 * (refill, a relisting free) and the daemon's purge: a spin lock, held
+	 * for list moves only (no system call under it) */
+	_Atomic int avail_lock;
 };
 
 struct kp__ol {
@@ -95,6 +104,7 @@ struct kp__ol {
 	uint32_t arena_used;
 	_Atomic uint64_t span_gen;
 	uint32_t csz;
+	uint32_t nsegs; /* data segments mapped (the lock): kp__ol_wanted */
 };
 
 /* The calling thread's heap for one outline pool, and that pool's slice map
