@@ -1631,6 +1631,10 @@ struct kp_pool {
 	/* pool-wide counters (slow paths); fast-path counters are per tcache */
 	_Atomic uint64_t allocs, frees, in_use, failures, grows, shrinks;
 	_Atomic size_t out_bytes, peak_out_bytes, huge_bytes;
+	/* layout:outline's data segments in use (outline.c, segment_new:
+	 * reserved under the pool lock): primary_max bounds them with the
+	 * primary's capacity and the huge blocks */
+	_Atomic size_t ol_bytes;
 	/* out_bytes but for huge blocks, and its peak: the memory in segments
 	 * the daemon's demand measures (daemon_target: a huge block freed
 	 * leaves no room in segments to grow into again) */

@@ -216,12 +216,24 @@ static struct ol_seg *segment_map(kp_pool *pool)
 static struct ol_seg *segment_new(kp_pool *pool)
 {
 	kp__ol *ol = pool->ol;
+	/* primary_max: the segment reserved under the pool lock, as the
+	 * primary's growth reserves its own (primary.c, kp__primary_grow) */
+	kp__pool_lock(pool);
+	bool room = pool->capacity + atomic_load(&pool->huge_bytes) + atomic_load(&pool->ol_bytes) + OL_SEG_SIZE <=
+		    pool->conf.primary_max;
+	if (room)
+		atomic_fetch_add(&pool->ol_bytes, OL_SEG_SIZE);
+	pthread_mutex_unlock(&pool->lock);
+	if (!room)
+		return NULL; /* kp__ol_alloc: alloc.c's path, its policy (oom, the backup) */
 	pthread_mutex_lock(&ol->lock);
 	struct ol_seg *s = ol->spare;
 	ol->spare = NULL;
 	pthread_mutex_unlock(&ol->lock);
-	if (!s && !(s = segment_map(pool)))
+	if (!s && !(s = segment_map(pool))) {
+		atomic_fetch_sub(&pool->ol_bytes, OL_SEG_SIZE);
 		return NULL;
+	}
 	pthread_mutex_lock(&ol->lock);
 	s->next = ol->segs;
 	ol->segs = s;
@@ -519,7 +531,7 @@ __attribute__((noinline)) void *kp__ol_refill(kp_pool *pool, struct ol_heap *h, 
 	}
 	avail_unlock(h);
 	if (!pg && !(pg = span_new(pool, h, cls)))
-		return NULL;
+		return kp__alloc_classic(pool, n, 0); /* primary_max or the OS: alloc.c's policy (oom, the backup) */
 	h->cur[cls] = pg;
 	if (class_size[cls] <= 1024) /* the sizes of class cls, by 16 */
 		for (uint32_t q = cls ? class_size[cls - 1] / 16 + 1 : 0; q <= class_size[cls] / 16; q++)

@@ -132,10 +132,42 @@ static void test_churn_no_syscall(void)
 	kp_destroy(pool);
 }
 
+/* primary_max bounds layout:outline as it bounds inline: 1 KiB blocks until
+ * NULL within the cap (with an oom event), then a critical caller in its
+ * scope is served by the backup. */
+static void test_primary_max(void)
+{
+	kp_pool *pool = kp_create("layout:outline,primary_initial:1m,primary_max:8m,backup:4m,daemon:off,seed:3");
+	REQUIRE(pool, "kp_create: %s", kp_last_error());
+	enum { MAX = 64 << 10 }; /* 64 MiB of 1 KiB blocks: 8 times the cap */
+	static void *p[MAX];
+	size_t n = 0;
+	while (n < MAX && (p[n] = kp_alloc(pool, 1024, 0)) != NULL)
+		n++;
+	CHECK(n < MAX, "%zu blocks of 1 KiB (%zu MiB) with primary_max 8m, and no NULL", n, n >> 10);
+	CHECK(n <= 8 << 10, "%zu blocks of 1 KiB (%zu MiB) with primary_max 8m", n, n >> 10);
+	CHECK(n >= 4 << 10, "NULL after %zu blocks of 1 KiB: the cap is 8 MiB", n);
+	CHECK(kt_events_count(pool, KP_EV_OOM) >= 1, "no oom event");
+	CHECK(kp_alloc(pool, 100, 0) == NULL, "a smaller block past the cap");
+	kp_critical_enter(pool, kp_critical_token(pool));
+	void *c = kp_alloc(pool, 1024, KP_CRITICAL);
+	CHECK(c != NULL, "a critical caller in its scope was refused past the cap");
+	CHECK(kt_stat(pool, "backup.allocs") >= 1, "the critical block came from no backup");
+	kp_free(pool, c);
+	kp_critical_exit(pool);
+	for (size_t i = 0; i < n; i++)
+		kp_free(pool, p[i]);
+	void *q = kp_alloc(pool, 1024, 0);
+	CHECK(q != NULL, "served again once freed");
+	kp_free(pool, q);
+	kp_destroy(pool);
+}
+
 int main(void)
 {
 	RUN(test_give_back_256);
 	RUN(test_give_back_1k);
 	RUN(test_churn_no_syscall);
+	RUN(test_primary_max);
 	return ktest_summary();
 }
