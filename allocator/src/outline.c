@@ -52,11 +52,23 @@
  * Stats: kp_stats' bytes in use count these blocks (kp__ol_in_use, from the
  * spans, nothing counted on the fast paths).
  *
- * Not done yet: spans and segments are never given back before kp_destroy;
- * poison:on is not applied here; kp_stats does not count these allocations
- * and frees, and primary_max does not bound this path; the daemon neither
- * pre-faults nor grows for it; the small path's planted bugs (KP_PLANT 2, 5,
- * 8, 11) are not planted here.
+ * Memory back: the daemon's pass purges the data pages of a span wholly free
+ * on its heap's avail list for decay_ms (purge_idle); segments are never
+ * unmapped before kp_destroy, nor are a span's records and stack given back.
+ * primary_max: data segments are reserved against it with the primary's
+ * capacity and the huge blocks (pool->ol_bytes); past it, alloc.c's path
+ * and its policy (oom event, the backup for critical callers).
+ *
+ * Not done yet: poison:on is not applied here; kp_stats does not count these
+ * allocations and frees; the daemon neither pre-faults nor grows for it; the
+ * spans in hand (cur[]) of an idle thread, retired spans and those whose
+ * cross-thread frees wait on the dirty list are not purged.
+ *
+ * Planted bugs (KP_PLANT, the inline path's in this path's terms): 2 a double
+ * free of the owner's block pushed again; 5 a realloc in place 8 bytes past
+ * the room; 8 KP_ZERO leaves 8 bytes; 11 the owner's avail lists moved
+ * without their lock (the daemon's purge races them). test_outline_integrity
+ * and test_outline_memory find each.
  */
 #include "outline.h"
 
@@ -297,6 +309,19 @@ static void avail_unlock(struct ol_heap *h)
 {
 	atomic_store_explicit(&h->avail_lock, 0, memory_order_release);
 }
+/* The owner's side (refill, a relisting free). */
+static void owner_lock(kp_pool *pool, struct ol_heap *h)
+{
+#if KP_PLANT != 11 /* planted 11: the owner moves its avail lists without their lock */
+	avail_lock(pool, h);
+#endif
+}
+static void owner_unlock(struct ol_heap *h)
+{
+#if KP_PLANT != 11 /* planted 11 */
+	avail_unlock(h);
+#endif
+}
 
 /* The purge, on the daemon's pass: a span on its heap's avail list whose
  * blocks are all on its stack is seen so; still so decay_ms later, its data
@@ -521,7 +546,7 @@ __attribute__((noinline)) void *kp__ol_refill(kp_pool *pool, struct ol_heap *h, 
 		return kp__ol_pop(pg, sp, *sp, n);
 	if (pg != &empty_span)
 		atomic_store_explicit(&pg->owner, h->self | OL_OWN_FULL, memory_order_relaxed);
-	avail_lock(pool, h);
+	owner_lock(pool, h);
 	if (!h->avail[cls])
 		drain_remote(h);
 	pg = h->avail[cls];
@@ -529,7 +554,7 @@ __attribute__((noinline)) void *kp__ol_refill(kp_pool *pool, struct ol_heap *h, 
 		h->avail[cls] = pg->next;
 		pg->idle_ns = 0;
 	}
-	avail_unlock(h);
+	owner_unlock(h);
 	if (!pg && !(pg = span_new(pool, h, cls)))
 		return kp__alloc_classic(pool, n, 0); /* primary_max or the OS: alloc.c's policy (oom, the backup) */
 	h->cur[cls] = pg;
@@ -562,8 +587,15 @@ void *kp__ol_alloc(kp_pool *pool, size_t n, unsigned flags)
 	}
 	if (!p)
 		return kp__alloc_classic(pool, n, flags);
-	if (flags & KP_ZERO)
+	if (flags & KP_ZERO) {
+#if KP_PLANT == 8 /* planted 8: KP_ZERO leaves the first 8 bytes of a block as they were */
+		if (n >= 16) {
+			memset((uint8_t *)p + 8, 0, n - 8);
+			return p;
+		}
+#endif
 		memset(p, 0, n);
+	}
 	return p;
 }
 
@@ -610,9 +642,9 @@ __attribute__((noinline)) int kp__ol_free_other(kp_pool *pool, struct ol_span *p
 	 * would send the next allocation of its class down the slow path. */
 	if ((uint32_t)(sp - pg->stack0) >= pg->relist_at) {
 		struct ol_heap *h = pg->heap;
-		avail_lock(pool, h);
+		owner_lock(pool, h);
 		span_relist(h, pg);
-		avail_unlock(h);
+		owner_unlock(h);
 	}
 	return 0;
 }
@@ -624,6 +656,15 @@ static int free_slow(kp_pool *pool, void *p, struct ol_span *pg, uint32_t idx, u
 	case KP_OL_MISS: /* huge, large, backup, NULL, or no block at all: alloc.c's path decides */
 		return kp__free_classic(pool, p);
 	case KP_OL_DFREE:
+#if KP_PLANT == 2 /* planted 2: no double-free check (the owner's free block pushed again) */
+		if (idx < pg->nblocks &&
+		    (atomic_load_explicit(&pg->owner, memory_order_relaxed) & ~(uintptr_t)OL_OWN_FULL) == kp__ol_self()) {
+			uint16_t *top = kp__ol_sp(pg) + 1;
+			*top = (uint16_t)idx;
+			kp__ol_sp_set(pg, top);
+			return 0;
+		}
+#endif
 		if (idx < pg->nblocks)
 			return kp__violation(pool, KP_EV_DOUBLE_FREE, KP_EDOUBLEFREE, p, pg->bsize - pg->csz,
 					     "double free");
@@ -719,7 +760,8 @@ void *kp__ol_realloc(kp_pool *pool, void *p, size_t size, unsigned flags)
 		memcpy(&c, (uint8_t *)p + old, 8);
 		intact = c == r->canary;
 	}
-	if (intact && size <= room && size >= room / 2 && !(flags & KP_CRITICAL)) {
+	/* planted 5: in place 8 bytes past the room (the canary does not fit) */
+	if (intact && size <= room + (KP_PLANT == 5) * pg->csz && size >= room / 2 && !(flags & KP_CRITICAL)) {
 		if ((flags & KP_ZERO) && size > old)
 			memset((uint8_t *)p + old, 0, size - old);
 		r->state = (uint32_t)size;

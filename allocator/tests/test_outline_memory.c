@@ -163,11 +163,94 @@ static void test_primary_max(void)
 	kp_destroy(pool);
 }
 
+/* A realloc in place only while the canary still fits the block (KP_PLANT 5
+ * lets it grow 8 bytes past the room: the canary lands on the next block). */
+static void test_realloc_room(void)
+{
+	kp_pool *pool = kp_create("layout:outline,daemon:off,seed:3");
+	REQUIRE(pool, "kp_create: %s", kp_last_error());
+	unsigned char *p = kp_alloc(pool, 40, 0), *q = kp_alloc(pool, 40, 0); /* class 48: room 40 */
+	REQUIRE(p && q, "alloc");
+	memset(q, 0x33, 40);
+	size_t room = kp_usable_size(pool, p);
+	unsigned char *p2 = kp_realloc(pool, p, 48, 0);
+	REQUIRE(p2, "realloc to 48");
+	memset(p2, 0x44, 48);
+	bool intact = true;
+	for (int i = 0; i < 40; i++)
+		intact &= q[i] == 0x33;
+	CHECK(intact, "a realloc from %zu (room %zu) to 48 bytes wrote into the next block (%s)", (size_t)40, room,
+	      p2 == p ? "in place" : "moved");
+	CHECK(kp_free(pool, p2) == 0 && kp_free(pool, q) == 0, "frees");
+	CHECK(kt_events_count(pool, KP_EV_OVERFLOW) == 0, "an overflow reported");
+	kp_destroy(pool);
+}
+
+/* The daemon's purge beside threads that churn, free across threads and
+ * relist spans: no block in use loses its contents (a span purged while in
+ * use reads zero), and TSan sees the avail lists under their lock (KP_PLANT
+ * 11 takes them without it). */
+enum { CH_THREADS = 3, CH_SLOTS = 512 };
+static _Atomic int churn_stop;
+static _Atomic size_t churn_bad;
+static void *churner(void *arg)
+{
+	kp_pool *pool = arg;
+	unsigned char *slot[CH_SLOTS] = {0};
+	size_t sz[CH_SLOTS] = {0};
+	uint64_t seed = (uintptr_t)&slot;
+	size_t bad = 0;
+	while (!atomic_load_explicit(&churn_stop, memory_order_relaxed)) {
+		for (int r = 0; r < 4 * CH_SLOTS; r++) {
+			int k = (int)(kt_rand(&seed) % CH_SLOTS);
+			if (slot[k]) {
+				for (size_t i = 0; i < sz[k]; i++)
+					bad += slot[k][i] != (unsigned char)(k + sz[k]);
+				kp_free(pool, slot[k]);
+			}
+			sz[k] = 16 + kt_rand(&seed) % 2000;
+			slot[k] = kp_alloc(pool, sz[k], 0);
+			if (slot[k])
+				memset(slot[k], (unsigned char)(k + sz[k]), sz[k]);
+		}
+		for (int k = 0; k < CH_SLOTS; k++) /* all free: whole spans go idle */
+			if (slot[k]) {
+				for (size_t i = 0; i < sz[k]; i++)
+					bad += slot[k][i] != (unsigned char)(k + sz[k]);
+				kp_free(pool, slot[k]);
+				slot[k] = NULL;
+			}
+	}
+	atomic_fetch_add(&churn_bad, bad);
+	return NULL;
+}
+
+static void test_purge_beside_churn(void)
+{
+	kp_pool *pool = kp_create("layout:outline,daemon:off,seed:3,decay_ms:0");
+	REQUIRE(pool, "kp_create: %s", kp_last_error());
+	pthread_t t[CH_THREADS];
+	for (int i = 0; i < CH_THREADS; i++)
+		pthread_create(&t[i], NULL, churner, pool);
+	uint64_t end = kp__now_ns() + 500000000ull; /* 0.5 s of passes */
+	while (kp__now_ns() < end)
+		kp_daemon_step(pool, 1);
+	atomic_store(&churn_stop, 1);
+	for (int i = 0; i < CH_THREADS; i++)
+		pthread_join(t[i], NULL);
+	CHECK(atomic_load(&churn_bad) == 0, "%zu bytes of blocks in use changed beside the purge",
+	      atomic_load(&churn_bad));
+	CHECK(kt_stat(pool, "syscalls.daemon.madvise") > 0, "the purge never ran beside the churn");
+	kp_destroy(pool);
+}
+
 int main(void)
 {
 	RUN(test_give_back_256);
 	RUN(test_give_back_1k);
 	RUN(test_churn_no_syscall);
 	RUN(test_primary_max);
+	RUN(test_realloc_room);
+	RUN(test_purge_beside_churn);
 	return ktest_summary();
 }
