@@ -335,6 +335,8 @@ static void owner_unlock(struct ol_heap *h)
 static void purge_idle(kp_pool *pool)
 {
 	kp__ol *ol = pool->ol;
+	if (pool->conf.poison)
+		return; /* a purged page reads zero, no fill: poison:on keeps its pages */
 	uint64_t now = kp__pool_now(pool), decay = (uint64_t)pool->conf.decay_ms * 1000000ull;
 	pthread_mutex_lock(&ol->lock);
 	for (struct ol_heap *h = ol->heaps; h; h = h->next) {
@@ -417,6 +419,8 @@ static struct ol_span *span_new(kp_pool *pool, struct ol_heap *h, uint32_t cls)
 	kp__ol_sp_set(pg, stack + nb);
 	pg->stack0 = stack;
 	pg->relist_at = nb / 8 ? nb / 8 : 1;
+	if (pool->conf.poison) /* every block as a freed one: poison_alloc verifies it */
+		memset(pg->start, KP_POISON_BYTE, (size_t)nb * bs);
 	for (uint32_t i = 0; i <= nb; i++)
 		pg->rec[i].state = OL_FREE;
 	if (h->csz) {
@@ -496,6 +500,15 @@ static void drain_remote(struct ol_heap *h)
 
 /* ---- kp_alloc ------------------------------------------------------------- */
 
+/* poison:on (poison_alloc, poison_free): the thread's heap of such a pool,
+ * kept out of kp__ol_slot so that kp_alloc and kp_free come through
+ * kp__ol_alloc and kp__ol_free. */
+struct ol_pslot {
+	uint64_t id;
+	struct ol_heap *heap;
+};
+static __thread struct ol_pslot kp__ol_pslot __attribute__((tls_model("initial-exec")));
+
 /* The calling thread's heap for the pool: its own, a dead thread's with the
  * same thread pointer (adopted), or a new one; the thread's slot names it.
  * NULL when the OS refuses. */
@@ -528,7 +541,10 @@ static struct ol_heap *heap_get(kp_pool *pool)
 		ol->heaps = h;
 		pthread_mutex_unlock(&ol->lock);
 	}
-	kp__ol_slot = (kp__ol_tls){pool->id, h, ol->map, OL_MAP_N};
+	if (pool->conf.poison) /* never in the slot: alloc.c's fast dispatch would skip the fill */
+		kp__ol_pslot = (struct ol_pslot){pool->id, h};
+	else
+		kp__ol_slot = (kp__ol_tls){pool->id, h, ol->map, OL_MAP_N};
 	return h;
 }
 
@@ -565,6 +581,43 @@ __attribute__((noinline)) void *kp__ol_refill(kp_pool *pool, struct ol_heap *h, 
 	return kp__ol_pop(pg, sp, *sp, n);
 }
 
+/* The fill of a freed block, all its bytes; verified whole but for the
+ * canary poison_alloc has just written at p + n (kp__ol_pop). */
+static bool poison_ok(const uint8_t *p, size_t from, size_t to)
+{
+	for (size_t i = from; i < to; i++)
+		if (p[i] != KP_POISON_BYTE)
+			return false;
+	return true;
+}
+
+static void *poison_alloc(kp_pool *pool, size_t n, unsigned flags)
+{
+	struct ol_heap *h = kp__ol_pslot.id == pool->id ? kp__ol_pslot.heap : heap_get(pool);
+	if (!h)
+		return kp__alloc_classic(pool, n, flags);
+	size_t need = n + OL_CANARY;
+	uint32_t cls = need <= 1024 ? kp__ol_class_tbl[(need + 15) >> 4] : kp__ol_class_big(need);
+	for (;;) {
+		struct ol_span *pg = h->cur[cls];
+		uint16_t *sp = kp__ol_sp(pg);
+		uint8_t *p = *sp != OL_SENT ? kp__ol_pop(pg, sp, *sp, n) : kp__ol_refill(pool, h, cls, n);
+		if (!p || !kp__ol_knows(pool, p)) /* alloc.c's path served it (primary_max) */
+			return p && (flags & KP_ZERO) ? memset(p, 0, n) : p;
+		pg = h->cur[cls];
+		if (poison_ok(p, 0, n) && poison_ok(p, n + pg->csz, pg->bsize)) {
+			if (flags & KP_ZERO)
+				memset(p, 0, n);
+			return p;
+		}
+		/* written after its free: never handed out again (its record says
+		 * allocated, no stack holds it) */
+		atomic_fetch_add(&pool->quarantined, 1);
+		kp__violation(pool, KP_EV_USE_AFTER_FREE, KP_ECORRUPT, p, pg->bsize - pg->csz,
+			      "write after free, quarantined");
+	}
+}
+
 /* Everything but the common case: no heap yet on this thread for this pool
  * (or another pool's in the slot), flags, a request past the table. Larger
  * requests and critical ones go to alloc.c's path; so does a request the OS
@@ -575,6 +628,8 @@ void *kp__ol_alloc(kp_pool *pool, size_t n, unsigned flags)
 {
 	if (n > OL_SMALL_MAX - OL_CANARY || (flags & KP_CRITICAL))
 		return kp__alloc_classic(pool, n, flags);
+	if (KP_UNLIKELY(pool->conf.poison))
+		return poison_alloc(pool, n, flags);
 	struct ol_heap *h = kp__ol_slot.id == pool->id && kp__ol_slot.heap != &kp__ol_empty_heap ? kp__ol_slot.heap
 												   : heap_get(pool);
 	void *p = NULL;
@@ -698,8 +753,46 @@ bool kp__ol_knows(kp_pool *pool, const void *p)
  * knows (kp__ol_knows), on a thread whose slot may name another pool: the
  * slot names this one from now (with its heap, or the empty one until the
  * thread allocates), and kp__ol_free_fast frees. */
+static int poison_free(kp_pool *pool, void *p)
+{
+	int e = errno;
+	uint32_t idx;
+	bool ours;
+	struct ol_span *pg = block_of(pool->ol->map, p, &idx, &ours);
+	int rc;
+	if (!pg)
+		rc = free_slow(pool, p, NULL, 0, 0, ours ? KP_OL_BAD : KP_OL_MISS);
+	else {
+		struct ol_rec *r = &pg->rec[idx];
+		uint32_t st = r->state;
+		uint64_t c = 0;
+		if (st != OL_FREE && pg->csz)
+			memcpy(&c, (uint8_t *)p + st, 8);
+		if (st == OL_FREE)
+			rc = free_slow(pool, p, pg, idx, st, KP_OL_DFREE);
+		else if (pg->csz && c != r->canary)
+			rc = free_slow(pool, p, pg, idx, st, KP_OL_OVERFLOW);
+		else {
+			memset(p, KP_POISON_BYTE, pg->bsize);
+			if (atomic_load_explicit(&pg->owner, memory_order_relaxed) != kp__ol_self())
+				rc = kp__ol_free_other(pool, pg, idx, st, p);
+			else {
+				r->state = OL_FREE;
+				uint16_t *top = kp__ol_sp(pg) + 1;
+				*top = (uint16_t)idx;
+				kp__ol_sp_set(pg, top);
+				rc = 0;
+			}
+		}
+	}
+	errno = e;
+	return rc;
+}
+
 int kp__ol_free(kp_pool *pool, void *p)
 {
+	if (KP_UNLIKELY(pool->conf.poison))
+		return poison_free(pool, p);
 	if (kp__ol_slot.id != pool->id)
 		kp__ol_slot = (kp__ol_tls){pool->id, &kp__ol_empty_heap, pool->ol->map, OL_MAP_N};
 	return kp__ol_free_fast(pool, p, false);

@@ -244,6 +244,40 @@ static void test_purge_beside_churn(void)
 	kp_destroy(pool);
 }
 
+/* poison:on: a freed block is filled, and a write after its free is found
+ * when the block would be handed out again (a use_after_free event, the
+ * block quarantined); a clean run reports nothing. */
+static void test_poison(void)
+{
+	kp_pool *pool = kp_create("layout:outline,daemon:off,seed:3,poison:on");
+	REQUIRE(pool, "kp_create: %s", kp_last_error());
+	void *q[300];
+	for (int r = 0; r < 3; r++) { /* clean: across spans, sizes and a refill */
+		for (int i = 0; i < 300; i++) {
+			q[i] = kp_alloc(pool, 24 + (size_t)i * 13, 0);
+			REQUIRE(q[i], "alloc");
+			memset(q[i], 0x5c, 24 + (size_t)i * 13);
+		}
+		for (int i = 0; i < 300; i++)
+			kp_free(pool, q[i]);
+	}
+	CHECK(kt_events_count(pool, KP_EV_USE_AFTER_FREE) == 0, "a clean run reported a write after free");
+	unsigned char *p = kp_alloc(pool, 100, 0);
+	REQUIRE(p, "alloc");
+	kp_free(pool, p);
+	p[50] = 1; /* after its free */
+	bool again = false;
+	for (int i = 0; i < 300; i++) {
+		q[i] = kp_alloc(pool, 100, 0);
+		again |= q[i] == p;
+	}
+	CHECK(!again, "the block written after its free was handed out again");
+	CHECK(kt_events_count(pool, KP_EV_USE_AFTER_FREE) == 1, "the write after free not reported once");
+	for (int i = 0; i < 300; i++)
+		kp_free(pool, q[i]);
+	kp_destroy(pool);
+}
+
 int main(void)
 {
 	RUN(test_give_back_256);
@@ -252,5 +286,6 @@ int main(void)
 	RUN(test_primary_max);
 	RUN(test_realloc_room);
 	RUN(test_purge_beside_churn);
+	RUN(test_poison);
 	return ktest_summary();
 }
