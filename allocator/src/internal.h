@@ -194,6 +194,8 @@ bool kp__ol_wanted(kp_pool *pool);
 /* kp_stats' bytes in use of the outline blocks (stats.c); 0 for an inline
  * pool. Takes the outline lock. */
 uint64_t kp__ol_in_use(kp_pool *pool);
+/* Adds layout:outline's allocations and frees to *allocs and *frees (stats.c). */
+void kp__ol_counts(kp_pool *pool, uint64_t *allocs, uint64_t *frees);
 /* Tests: the guarded metadata mapping of p's data segment, or NULL. */
 void *kp__ol_meta_of(kp_pool *pool, const void *p);
 

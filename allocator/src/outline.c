@@ -559,7 +559,7 @@ __attribute__((noinline)) void *kp__ol_refill(kp_pool *pool, struct ol_heap *h, 
 	struct ol_span *pg = h->cur[cls];
 	uint16_t *sp = kp__ol_sp(pg);
 	if (*sp != OL_SENT)
-		return kp__ol_pop(pg, sp, *sp, n);
+		return kp__ol_pop(h, pg, sp, *sp, n);
 	if (pg != &empty_span)
 		atomic_store_explicit(&pg->owner, h->self | OL_OWN_FULL, memory_order_relaxed);
 	owner_lock(pool, h);
@@ -578,7 +578,7 @@ __attribute__((noinline)) void *kp__ol_refill(kp_pool *pool, struct ol_heap *h, 
 		for (uint32_t q = cls ? class_size[cls - 1] / 16 + 1 : 0; q <= class_size[cls] / 16; q++)
 			h->direct[q] = pg;
 	sp = kp__ol_sp(pg);
-	return kp__ol_pop(pg, sp, *sp, n);
+	return kp__ol_pop(h, pg, sp, *sp, n);
 }
 
 /* The fill of a freed block, all its bytes; verified whole but for the
@@ -601,7 +601,7 @@ static void *poison_alloc(kp_pool *pool, size_t n, unsigned flags)
 	for (;;) {
 		struct ol_span *pg = h->cur[cls];
 		uint16_t *sp = kp__ol_sp(pg);
-		uint8_t *p = *sp != OL_SENT ? kp__ol_pop(pg, sp, *sp, n) : kp__ol_refill(pool, h, cls, n);
+		uint8_t *p = *sp != OL_SENT ? kp__ol_pop(h, pg, sp, *sp, n) : kp__ol_refill(pool, h, cls, n);
 		if (!p || !kp__ol_knows(pool, p)) /* alloc.c's path served it (primary_max) */
 			return p && (flags & KP_ZERO) ? memset(p, 0, n) : p;
 		pg = h->cur[cls];
@@ -613,6 +613,7 @@ static void *poison_alloc(kp_pool *pool, size_t n, unsigned flags)
 		/* written after its free: never handed out again (its record says
 		 * allocated, no stack holds it) */
 		atomic_fetch_add(&pool->quarantined, 1);
+		kp__count_inc(&h->allocs, (uint64_t)-1); /* popped, never handed out */
 		kp__violation(pool, KP_EV_USE_AFTER_FREE, KP_ECORRUPT, p, pg->bsize - pg->csz,
 			      "write after free, quarantined");
 	}
@@ -638,7 +639,7 @@ void *kp__ol_alloc(kp_pool *pool, size_t n, unsigned flags)
 		uint32_t cls = need <= 1024 ? kp__ol_class_tbl[(need + 15) >> 4] : kp__ol_class_big(need);
 		struct ol_span *pg = h->cur[cls];
 		uint16_t *sp = kp__ol_sp(pg);
-		p = *sp != OL_SENT ? kp__ol_pop(pg, sp, *sp, n) : kp__ol_refill(pool, h, cls, n);
+		p = *sp != OL_SENT ? kp__ol_pop(h, pg, sp, *sp, n) : kp__ol_refill(pool, h, cls, n);
 	}
 	if (!p)
 		return kp__alloc_classic(pool, n, flags);
@@ -901,6 +902,34 @@ uint64_t kp__ol_in_use(kp_pool *pool)
 	}
 	pthread_mutex_unlock(&ol->lock);
 	return bytes;
+}
+
+/* kp_stats' allocations and frees of this path: the heaps' counts, and the
+ * frees as those less the live blocks (no count on kp_free's paths). Read
+ * in that order, so that the frees err low while threads go on. */
+void kp__ol_counts(kp_pool *pool, uint64_t *allocs, uint64_t *frees)
+{
+	kp__ol *ol = pool->ol;
+	if (!ol)
+		return;
+	uint64_t a = 0, live = 0;
+	pthread_mutex_lock(&ol->lock);
+	for (struct ol_heap *h = ol->heaps; h; h = h->next)
+		a += atomic_load_explicit(&h->allocs, memory_order_relaxed);
+	for (struct ol_seg *s = ol->segs; s; s = s->next) {
+		uint32_t used = __atomic_load_n(&s->used, __ATOMIC_ACQUIRE);
+		for (uint32_t i = 0; i < used; i++) {
+			struct ol_span *pg = &s->spans[i];
+			if (!pg->start)
+				continue;
+			int64_t l = (int64_t)pg->nblocks - (kp__ol_sp(pg) - pg->stack0) -
+				    atomic_load_explicit(&pg->nremote, memory_order_relaxed);
+			live += l > 0 ? (uint64_t)l : 0;
+		}
+	}
+	pthread_mutex_unlock(&ol->lock);
+	*allocs += a;
+	*frees += a > live ? a - live : 0;
 }
 
 /* Tests: the metadata mapping of p's segment, or NULL. */

@@ -83,6 +83,9 @@ struct ol_heap {
 	struct ol_span *_Atomic dirty; /* spans with cross-thread frees */
 	struct ol_heap *next;          /* the pool's list */
 	bool own_map;                  /* not in the arena: a mapping of its own */
+	/* blocks handed out (kp__ol_pop; the owner writes, kp_stats reads):
+	 * frees are these less the live blocks (kp__ol_counts) */
+	_Atomic uint64_t allocs;
 	/* avail[] and the relisting of spans, between the owner's slow paths
 	 * (refill, a relisting free) and the daemon's purge: a spin lock, held
 	 * for list moves only (no system call under it) */
@@ -157,9 +160,10 @@ static inline uint32_t kp__ol_class_big(size_t n)
 extern const uint8_t kp__ol_class_tbl[65];
 
 /* Pop idx, the top of pg's stack (not OL_SENT). */
-static inline __attribute__((always_inline)) void *kp__ol_pop(struct ol_span *pg, uint16_t *sp, uint32_t idx,
-							       size_t n)
+static inline __attribute__((always_inline)) void *kp__ol_pop(struct ol_heap *h, struct ol_span *pg, uint16_t *sp,
+							       uint32_t idx, size_t n)
 {
+	kp__count_inc(&h->allocs, 1);
 	kp__ol_sp_set(pg, sp - 1);
 	uint8_t *p = pg->start + (size_t)idx * pg->bsize;
 	struct ol_rec *r = &pg->rec[idx];
@@ -185,7 +189,7 @@ static inline __attribute__((always_inline)) void *kp__ol_alloc_fast(kp_pool *po
 		uint16_t *sp = kp__ol_sp(pg);
 		uint32_t idx = *sp;
 		if (KP_LIKELY(idx != OL_SENT))
-			return kp__ol_pop(pg, sp, idx, n);
+			return kp__ol_pop(h, pg, sp, idx, n);
 		return kp__ol_refill(pool, h, kp__ol_class_tbl[q], n);
 	}
 	if (KP_LIKELY(nf <= OL_SMALL_MAX - OL_CANARY)) { /* past the table: 8 classes a doubling */
@@ -195,7 +199,7 @@ static inline __attribute__((always_inline)) void *kp__ol_alloc_fast(kp_pool *po
 		uint16_t *sp = kp__ol_sp(pg);
 		uint32_t idx = *sp;
 		if (KP_LIKELY(idx != OL_SENT))
-			return kp__ol_pop(pg, sp, idx, n);
+			return kp__ol_pop(h, pg, sp, idx, n);
 		return kp__ol_refill(pool, h, cls, n);
 	}
 	return kp__alloc_slow(pool, n, flags); /* pool: checked there, then kp__ol_alloc */

@@ -278,6 +278,37 @@ static void test_poison(void)
 	kp_destroy(pool);
 }
 
+/* kp_stats counts layout:outline's allocations and frees (a thread's own,
+ * another thread's, a large block on alloc.c's path beside them). */
+static void *free_half(void *arg)
+{
+	void **p = arg;
+	for (int i = 0; i < 500; i += 2)
+		kp_free(*(kp_pool **)p, p[1 + i]);
+	return NULL;
+}
+static void test_stats_counts(void)
+{
+	kp_pool *pool = kp_create("layout:outline,daemon:off,seed:3");
+	REQUIRE(pool, "kp_create: %s", kp_last_error());
+	int64_t a0 = kt_stat(pool, "primary.allocs"), f0 = kt_stat(pool, "primary.frees");
+	static void *p[1 + 1000];
+	p[0] = pool;
+	for (int i = 0; i < 1000; i++)
+		p[1 + i] = kp_alloc(pool, 16 + (size_t)i * 7, 0);
+	for (int i = 500; i < 1000; i++)
+		kp_free(pool, p[1 + i]);
+	pthread_t t; /* 250 of the rest freed by another thread */
+	pthread_create(&t, NULL, free_half, p);
+	pthread_join(t, NULL);
+	int64_t a = kt_stat(pool, "primary.allocs") - a0, f = kt_stat(pool, "primary.frees") - f0;
+	CHECK(a == 1000 && f == 750, "kp_stats: %lld allocations and %lld frees, not 1000 and 750", (long long)a,
+	      (long long)f);
+	for (int i = 1; i < 500; i += 2)
+		kp_free(pool, p[1 + i]);
+	kp_destroy(pool);
+}
+
 int main(void)
 {
 	RUN(test_give_back_256);
@@ -287,5 +318,6 @@ int main(void)
 	RUN(test_realloc_room);
 	RUN(test_purge_beside_churn);
 	RUN(test_poison);
+	RUN(test_stats_counts);
 	return ktest_summary();
 }
