@@ -28,7 +28,7 @@
 #define OL_CANARY 8u
 #define OL_SMALL_MAX 65536u /* request + canary; larger: alloc.c's path */
 #define OL_TBL_MAX (1024u - OL_CANARY) /* requests by direct[] (either mode) */
-#define OL_NCLASS 80 /* 16..256 by 16, then 8 per doubling up to 64 KiB */
+#define OL_NCLASS 72 /* 16..256 by 16, 4 per doubling up to 1 KiB, then 8 up to 64 KiB */
 #define OL_FREE 0xffffffffu /* a block's state when free; else its request */
 #define OL_SENT 0xffffu /* stack[0] of every span: the stack is empty when sp points at it */
 #define OL_OWN_FULL 1u /* in span->owner: retired, in no list; a free relists it */
@@ -153,7 +153,7 @@ static inline uint32_t kp__ol_class_big(size_t n)
 {
 	size_t m = n - 1;
 	uint32_t b = 63u - (uint32_t)__builtin_clzl(m);
-	return 16u + (b - 8) * 8 + (uint32_t)((m >> (b - 3)) & 7);
+	return 24u + (b - 10) * 8 + (uint32_t)((m >> (b - 3)) & 7);
 }
 
 /* The class of q * 16 bytes, q = 0..64 (outline.c). */
