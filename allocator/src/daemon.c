@@ -307,7 +307,7 @@ static bool measuring(const kp_pool *pool)
 bool kp__daemon_wanted(kp_pool *pool)
 {
 	return atomic_load_explicit(&pool->peak_out_bytes, memory_order_relaxed) >= KP_PREFAULT_MIN ||
-	       kp__primary_headroom(pool) < KP_PREFAULT_MIN || kp__ol_wanted(pool);
+	       kp__primary_headroom(pool) < KP_PREFAULT_MIN || (pool->ol && kp__ol_wanted(pool));
 }
 
 static bool prefaulting(kp_pool *pool)
