@@ -3,7 +3,8 @@
 
 Rounds alternate the allocators (each round runs every allocator once, in a
 rotated order), and the table gives the median ops_per_cpu_s of each.
-Run from allocator/: python3 proto/bench.py [rounds] [workloads]
+Run from allocator/: python3 proto/bench.py [rounds] [workloads] [allocators, comma-separated]
+(kpool-outline: kpool's pool with layout:outline, the prototype's design inside libkpool.)
 """
 
 import json
@@ -26,6 +27,7 @@ ALLOCS = {
     "jemalloc": f"{LIB}/libjemalloc.so.2",
     "glibc": None,
     "kpool": "kpool",
+    "kpool-outline": "kpool:layout:outline",
 }
 
 
@@ -33,8 +35,11 @@ def run(name: str, wl: str) -> dict:
     lib = ALLOCS[name]
     env = dict(os.environ)
     env.pop("LD_PRELOAD", None)
-    cmd = [KPBENCH, "--alloc", "kpool" if lib == "kpool" else "malloc", "--workload", wl, "--json"]
-    if lib and lib != "kpool":
+    kpool = lib is not None and lib.startswith("kpool")
+    cmd = [KPBENCH, "--alloc", "kpool" if kpool else "malloc", "--workload", wl, "--json"]
+    if lib and lib.startswith("kpool:"):
+        cmd += ["--conf", lib.split(":", 1)[1]]
+    if lib and not kpool:
         env["LD_PRELOAD"] = lib
     out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout
     d = json.loads(out.splitlines()[0])
@@ -45,7 +50,7 @@ def run(name: str, wl: str) -> dict:
 def main() -> None:
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 5
     wls = sys.argv[2] if len(sys.argv) > 2 else "ab"
-    names = list(ALLOCS)
+    names = sys.argv[3].split(",") if len(sys.argv) > 3 else list(ALLOCS)
     res: dict = {(n, w): [] for n in names for w in wls}
     rss: dict = {(n, w): [] for n in names for w in wls}
     for r in range(rounds):
@@ -55,10 +60,12 @@ def main() -> None:
                 d = run(n, w)
                 res[n, w].append(d["ops_per_cpu_s"] / 1e6)
                 rss[n, w].append(d["rss"]["hwm_kib"])
+    print(json.dumps({f"{n} {w}": v for (n, w), v in res.items()}))
     print(f"median of {rounds} alternated rounds, ops_per_cpu_s in millions (min-max), VmHWM MiB")
     for w in wls:
         mi = statistics.median(res["mimalloc", w])
-        best = max(statistics.median(res[p, w]) for p in ("mimalloc", "tcmalloc", "jemalloc", "glibc"))
+        peers = [p for p in ("mimalloc", "tcmalloc", "jemalloc", "glibc") if p in names]
+        best = max(statistics.median(res[p, w]) for p in peers)
         print(f"\nworkload {w}: best peer {best:.1f}M")
         print("| allocator | M ops/cpu-s | min-max | x mimalloc | x best peer | VmHWM MiB |")
         print("|---|---|---|---|---|---|")

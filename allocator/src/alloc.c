@@ -4,6 +4,7 @@
  * refusal), and free with the checks it makes before it trusts a pointer.
  */
 #include "internal.h"
+#include "outline.h"
 
 #include <errno.h>
 #include <stddef.h>
@@ -323,12 +324,26 @@ static bool fresh_mapping(kp_pool *pool, const void *p)
 
 /* Everything but the common case, out of line so that the fast path below
  * needs no stack frame. */
+static void *alloc_slow_inline(kp_pool *pool, size_t size, unsigned flags);
 static __attribute__((noinline)) void *alloc_slow(kp_pool *pool, size_t size, unsigned flags)
 {
 	if (KP_UNLIKELY(!kp__pool_ok(pool))) {
 		kp__not_a_pool(pool, "kp_alloc");
 		return NULL;
 	}
+	if (pool->ol) /* layout:outline, a thread whose slot names no heap of it yet */
+		return kp__ol_alloc(pool, size, flags);
+	return alloc_slow_inline(pool, size, flags);
+}
+
+void *kp__alloc_slow(kp_pool *pool, size_t size, unsigned flags)
+{
+	return alloc_slow(pool, size, flags);
+}
+
+/* alloc_slow's inline layout (outline.c's blocks larger than its own). */
+static void *alloc_slow_inline(kp_pool *pool, size_t size, unsigned flags)
+{
 	void *p = NULL;
 	kp__tcache *tc = kp__tcache_get(pool, pool->id);
 	if (size <= KP_SMALL_MAX - KP_HDR - KP_CANARY && !(flags & KP_CRITICAL) && tc) {
@@ -350,6 +365,11 @@ static __attribute__((noinline)) void *alloc_slow(kp_pool *pool, size_t size, un
 		memcpy(p, &kept, 8);
 #endif
 	return p;
+}
+
+void *kp__alloc_classic(kp_pool *pool, size_t size, unsigned flags)
+{
+	return alloc_slow_inline(pool, size, flags);
 }
 
 /* The bits of (next ^ h) that must be zero for a link next to stay in h's
@@ -468,6 +488,17 @@ static __attribute__((noinline)) void *alloc_far(kp_pool *pool, size_t size, kp_
 	return far_pop(size, b, h, n, key, next, fm);
 }
 
+/* layout:outline (outline.c), the pool the thread's slot names: its pools
+ * never take alloc_fast (their id is never the thread's fast word,
+ * tcache.c), so the default path pays nothing for this test, and the
+ * checks-off one (alloc_other) three instructions. Out of line and by a
+ * tail call, so that alloc_fast saves no register for it. alloc_slow sends
+ * the other calls of an outline pool to outline.c. */
+static __attribute__((noinline)) void *alloc_outline(kp_pool *pool, size_t size, unsigned flags)
+{
+	return kp__ol_alloc_fast(pool, size, flags);
+}
+
 /* kp_alloc for a pool the thread's fast word (kp__tls_state.fast_alloc)
  * does not name: a pool of the first slot with checks off pops its bin
  * here (no canary, no link to vet: checks off), anything else goes to
@@ -572,6 +603,11 @@ static ALWAYS_INLINE void *alloc_fast(kp_pool *pool, size_t size, unsigned flags
 	slow:
 		return alloc_slow(pool, size, 0); /* flags is 0 here: one register less to keep */
 	}
+	/* layout:outline, the pool the thread's slot names (outline.h): its
+	 * id is never the fast word (tcache.c), so the test costs the default
+	 * path nothing; a tail call, so it saves no register either */
+	if (KP_LIKELY(pool != NULL) && kp__ol_slot.id == pool->id)
+		return alloc_outline(pool, size, flags);
 	return alloc_other(pool, size, flags);
 }
 
@@ -586,6 +622,10 @@ KP_EXPORT void *kp_alloc_aligned(kp_pool *pool, size_t size, size_t align, unsig
 		kp__not_a_pool(pool, "kp_alloc_aligned");
 		return NULL;
 	}
+	/* outline.c's blocks are 16-aligned; larger alignments take the
+	 * inline path's blocks, which kp_free finds by the same dispatch */
+	if (pool->ol && align <= KP_HDR && align && !(align & (align - 1)))
+		return kp__ol_alloc(pool, size, flags);
 	if (align == 0 || (align & (align - 1)) || align > KP_ALIGN_MAX)
 		return bad_size(pool, size, align);
 	void *p = alloc_policy(pool, size, align, flags);
@@ -1044,6 +1084,8 @@ static __attribute__((noinline)) int free_slow(kp_pool *pool, void *p)
 		kp__not_a_pool(pool, "kp_free");
 		return KP_EINVAL;
 	}
+	if (pool->ol && kp__ol_knows(pool, p)) /* layout:outline, a thread whose slot names another pool */
+		return kp__ol_free(pool, p);
 	if (kp__backup_owns(&pool->backup, p)) {
 		int rc = kp__backup_free(pool, p);
 		if (rc == 0 || rc == KP_EOVERFLOW) { /* an overflow is reported, and the block freed all the same */
@@ -1331,6 +1373,26 @@ static __attribute__((noinline)) int free_other_quiet(kp_pool *pool, void *p)
 {
 	return free_body(pool, p, true, false);
 }
+/* layout:outline, the pool the thread's slot names (outline.h); errno is
+ * kept by kp__ol_free_slow (free(): the preload). */
+static __attribute__((noinline)) int free_outline(kp_pool *pool, void *p)
+{
+	return kp__ol_free_fast(pool, p, false);
+}
+
+/* kp__free_try's: what is no plain free goes to the preload's hook, which
+ * reports a refusal in free()'s name (outline.h, try_only). */
+static __attribute__((noinline)) int free_outline_try(kp_pool *pool, void *p)
+{
+	int rc = kp__ol_free_fast(pool, p, true);
+	return rc == KP_OL_UNTRIED ? kp__free_miss(pool, p, false) : rc;
+}
+
+/* outline.c's way back for a pointer its slice map does not know */
+int kp__free_classic(kp_pool *pool, void *p)
+{
+	return free_body(pool, p, false, false);
+}
 
 static ALWAYS_INLINE int free_body(kp_pool *pool, void *p, bool quiet, bool checked)
 {
@@ -1355,6 +1417,9 @@ static ALWAYS_INLINE int free_body(kp_pool *pool, void *p, bool quiet, bool chec
 		return quiet ? free_slow_own_quiet(pool, p, res == KP_FREE_FULL)
 			     : free_slow_own(pool, p, res == KP_FREE_FULL);
 	}
+	/* layout:outline (as alloc_fast): the default path never gets here */
+	if (checked && KP_LIKELY(pool != NULL) && kp__ol_slot.id == pool->id)
+		return free_outline(pool, p);
 	if (checked) /* a pool of another mode (checks off), or the section is not the inline one's */
 		return quiet ? free_other_quiet(pool, p) : free_other(pool, p);
 	return quiet ? free_section_quiet(pool, p) : free_section(pool, p);
@@ -1398,6 +1463,10 @@ int kp__free_try(kp_pool *pool, void *p)
 		atomic_store_explicit(&r->epoch, 0, memory_order_release);
 		return kp__free_miss(pool, p, true);
 	}
+	/* layout:outline: its plain frees; the rest (NULL, the preload's own
+	 * pointers, refusals) to the hook as before */
+	if (KP_LIKELY(pool != NULL) && kp__ol_slot.id == pool->id)
+		return free_outline_try(pool, p);
 	return kp__free_miss(pool, p, false);
 }
 
@@ -1501,6 +1570,13 @@ static ALWAYS_INLINE void fast_close(kp__grace_rec *r)
  * each in a section of its own, as before. */
 static __attribute__((noinline)) size_t usable_slow(kp_pool *pool, const void *p)
 {
+	if (KP_UNLIKELY(kp__ol_pool(pool)))
+		return kp__ol_usable(pool, p);
+	return kp__usable_classic(pool, p);
+}
+
+size_t kp__usable_classic(kp_pool *pool, const void *p)
+{
 	unsigned g = kp__grace_enter();
 	size_t n = usable_inner(pool, p);
 	kp__grace_exit(g);
@@ -1508,6 +1584,13 @@ static __attribute__((noinline)) size_t usable_slow(kp_pool *pool, const void *p
 }
 
 static __attribute__((noinline)) void *realloc_slow(kp_pool *pool, void *p, size_t size, unsigned flags)
+{
+	if (KP_UNLIKELY(kp__ol_pool(pool)))
+		return kp__ol_realloc(pool, p, size, flags);
+	return kp__realloc_classic(pool, p, size, flags);
+}
+
+void *kp__realloc_classic(kp_pool *pool, void *p, size_t size, unsigned flags)
 {
 	unsigned g = kp__grace_enter();
 	void *q = realloc_inner(pool, p, size, flags);

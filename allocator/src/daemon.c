@@ -309,7 +309,7 @@ static bool measuring(const kp_pool *pool)
 bool kp__daemon_wanted(kp_pool *pool)
 {
 	return atomic_load_explicit(&pool->peak_out_bytes, memory_order_relaxed) >= KP_PREFAULT_MIN ||
-	       kp__primary_headroom(pool) < KP_PREFAULT_MIN;
+	       kp__primary_headroom(pool) < KP_PREFAULT_MIN || (pool->ol && kp__ol_wanted(pool));
 }
 
 static bool prefaulting(kp_pool *pool)
@@ -1036,6 +1036,7 @@ int kp__daemon_pass(kp_pool *pool)
 	kp__os_caller = KP_CALLER_DAEMON;
 	pthread_mutex_lock(&d->step_mu);
 	atomic_fetch_add(&d->passes, 1);
+	kp__ol_daemon_pass(pool); /* layout:outline's spare segment (outline.c); nothing for inline */
 	d->purged_at = atomic_load(&pool->purged_bytes);
 	size_t target = daemon_target(pool);
 	/* 1. pre-fault the free units the allocation path takes next: the

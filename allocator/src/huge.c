@@ -277,7 +277,7 @@ void *kp__huge_alloc(kp_pool *pool, size_t need, size_t align)
 again:
 	kp__pool_lock(pool);
 	kp__seg *s = huge_cache_take(pool, size);
-	size_t used = pool->capacity + atomic_load(&pool->huge_bytes);
+	size_t used = pool->capacity + atomic_load(&pool->huge_bytes) + atomic_load(&pool->ol_bytes);
 	bool room = s || used + atomic_load(&pool->huge_cached_bytes) + size <= pool->conf.primary_max;
 	if (!room && used + size <= pool->conf.primary_max) {
 		if (!release) { /* release_mu comes before pool->lock */
@@ -407,7 +407,7 @@ kp__seg *kp__huge_resize(kp_pool *pool, kp__seg *s, size_t need, size_t open)
 		kp__pool_lock(pool);
 		n = huge_cache_take_window(pool, size);
 		kept = n != NULL;
-		bool room = n || pool->capacity + atomic_load(&pool->huge_bytes) +
+		bool room = n || pool->capacity + atomic_load(&pool->huge_bytes) + atomic_load(&pool->ol_bytes) +
 						 atomic_load(&pool->huge_cached_bytes) + (size - old) <=
 					 pool->conf.primary_max;
 		pthread_mutex_unlock(&pool->lock);

@@ -154,6 +154,51 @@ int kp__free_try(kp_pool *pool, void *p);
 int kp__free_rest_quiet(kp_pool *pool, void *p, bool tried);
 int kp__free_miss(kp_pool *pool, void *p, bool tried);
 
+/* alloc.c's own path, for outline.c to hand what it does not serve to:
+ * kp_alloc's slow path (larger blocks, critical requests, the allocation
+ * policy), kp_free's (a pointer outline.c's slice map does not know: huge,
+ * large, backup, or no block), kp_usable_size's and kp_realloc's. */
+void *kp__alloc_classic(kp_pool *pool, size_t size, unsigned flags);
+/* kp_alloc's slow path whole: the pool checked, then either layout. */
+void *kp__alloc_slow(kp_pool *pool, size_t size, unsigned flags);
+int kp__free_classic(kp_pool *pool, void *p);
+size_t kp__usable_classic(kp_pool *pool, const void *p);
+void *kp__realloc_classic(kp_pool *pool, void *p, size_t size, unsigned flags);
+
+/* ---- outline.c: the out-of-line small path (layout:outline) ------------- */
+typedef struct kp__ol kp__ol;
+/* kp_create of a layout:outline pool: its slice map and lock. 0, or -1 when
+ * the OS refused. kp__ol_destroy: every mapping of the path (kp_destroy). */
+int kp__ol_create(kp_pool *pool);
+void kp__ol_destroy(kp_pool *pool);
+/* pool.c's fork handlers: phase 0 before fork (the lock taken), 1 after it
+ * in the parent or the child (released). */
+void kp__ol_fork(kp_pool *pool, int phase);
+/* kp_alloc, kp_free, kp_usable_size and kp_realloc of a layout:outline
+ * pool (alloc.c dispatches, pool is a live pool with pool->ol set). Any
+ * thread; no lock and no system call on the common path; kp__ol_free
+ * reports a violation as kp_free does (kp__violation) and leaks the block. */
+void *kp__ol_alloc(kp_pool *pool, size_t size, unsigned flags);
+int kp__ol_free(kp_pool *pool, void *p);
+/* Does the pool's slice map know p (a block of this path, or inside one)? */
+bool kp__ol_knows(kp_pool *pool, const void *p);
+size_t kp__ol_usable(kp_pool *pool, const void *p);
+void *kp__ol_realloc(kp_pool *pool, void *p, size_t size, unsigned flags);
+/* The daemon's pass (daemon.c): map the spare segment again once taken, so
+ * that a heap's next segment makes no system call on the allocation path,
+ * and give back the pages of spans wholly free for decay_ms. */
+void kp__ol_daemon_pass(kp_pool *pool);
+/* Whether an outline pool has work for a lazily started daemon (the
+ * preload: kp__daemon_wanted): more than one data segment mapped. */
+bool kp__ol_wanted(kp_pool *pool);
+/* kp_stats' bytes in use of the outline blocks (stats.c); 0 for an inline
+ * pool. Takes the outline lock. */
+uint64_t kp__ol_in_use(kp_pool *pool);
+/* Adds layout:outline's allocations and frees to *allocs and *frees (stats.c). */
+void kp__ol_counts(kp_pool *pool, uint64_t *allocs, uint64_t *frees);
+/* Tests: the guarded metadata mapping of p's data segment, or NULL. */
+void *kp__ol_meta_of(kp_pool *pool, const void *p);
+
 /* ---- conf.c ------------------------------------------------------------ */
 #define KP_FAULT_SPEC_MAX 256
 /* high_wm:auto (conf.c): the daemon's floor follows the bytes in use
@@ -172,6 +217,8 @@ typedef struct kp__conf {
 	unsigned wait_ms, log_fd, log_rate, grow_wait_us;
 	char faults[KP_FAULT_SPEC_MAX];
 	bool step_clock; /* daemon:off only: the pool's clock is what kp_daemon_step advanced */
+	char layout[8];  /* "inline" or "outline" (conf.c) */
+	bool outline;    /* layout:outline: blocks up to 64 KiB on outline.c's path */
 } kp__conf;
 
 /* Fill *c from defaults, KPOOL_CONF, then s. 0, or -1 with kp_last_error set. */
@@ -1506,6 +1553,7 @@ struct kp_pool {
 	kp__key secret; /* the key of every tag, link pad, canary and seal */
 	kp__conf conf;
 	size_t self_size;
+	kp__ol *ol; /* layout:outline's state (outline.c), else NULL */
 
 	pthread_mutex_t lock; /* segments, units, capacity, tcache list */
 	kp__seg *segs, *huge;
@@ -1610,6 +1658,10 @@ struct kp_pool {
 	/* pool-wide counters (slow paths); fast-path counters are per tcache */
 	_Atomic uint64_t allocs, frees, in_use, failures, grows, shrinks;
 	_Atomic size_t out_bytes, peak_out_bytes, huge_bytes;
+	/* layout:outline's data segments in use (outline.c, segment_new:
+	 * reserved under the pool lock): primary_max bounds them with the
+	 * primary's capacity and the huge blocks */
+	_Atomic size_t ol_bytes;
 	/* out_bytes but for huge blocks, and its peak: the memory in segments
 	 * the daemon's demand measures (daemon_target: a huge block freed
 	 * leaves no room in segments to grow into again) */
@@ -1687,6 +1739,12 @@ static inline bool kp__pool_ok(const kp_pool *pool)
 	return pool && pool->magic == (KP_POOL_MAGIC ^ (uintptr_t)pool);
 }
 void kp__not_a_pool(const void *pool, const char *fn);
+/* A live pool of layout:outline (alloc.c's dispatch, off the inline fast
+ * paths: their thread word never names such a pool, tcache.c). */
+static inline bool kp__ol_pool(const kp_pool *pool)
+{
+	return kp__pool_ok(pool) && pool->ol != NULL;
+}
 bool kp__pool_live(const kp_pool *pool, const char *fn);
 /* The registry of live pools (for thread exit and fork). */
 void kp__registry_lock(void);

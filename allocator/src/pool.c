@@ -160,6 +160,7 @@ static void fork_prepare(void)
 		pthread_mutex_lock(&p->lock);
 		pthread_mutex_lock(&p->backup.lock);
 		pthread_mutex_lock(&p->daemon.mu);
+		kp__ol_fork(p, 0);
 	}
 	kp__pagemap_fork(0);
 }
@@ -169,6 +170,7 @@ static void fork_prepare(void)
 static void fork_unlock(void)
 {
 	for (kp_pool *p = reg_head; p; p = p->reg_next) {
+		kp__ol_fork(p, 1);
 		pthread_mutex_unlock(&p->daemon.mu);
 		pthread_mutex_unlock(&p->backup.lock);
 		pthread_mutex_unlock(&p->lock);
@@ -285,6 +287,8 @@ KP_EXPORT kp_pool *kp_create(const char *conf)
 	size_t nseg = (c.primary_initial + KP_SEG_SIZE - 1) / KP_SEG_SIZE;
 	for (size_t i = 0; ok && i < nseg; i++)
 		ok = kp__primary_grow(pool, false) == 0;
+	if (ok && c.outline)
+		ok = kp__ol_create(pool) == 0;
 	if (ok)
 		kp__daemon_prime(pool);
 	if (!ok) {
@@ -348,6 +352,7 @@ static void pool_teardown(kp_pool *pool)
 	for (int k = 0; k < KP_OS__N; k++)
 		kp__os_fault_arm(&pool->os, k, KP_FAULT_OFF, 0, 0.0, 0);
 	kp__tcache_fini_pool(pool);
+	kp__ol_destroy(pool);
 	kp__primary_release_all(pool);
 	kp__backup_fini(pool);
 	if (parked)

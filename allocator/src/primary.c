@@ -419,7 +419,8 @@ static kp__span *run_alloc(kp_pool *pool, unsigned n, unsigned cls, bool bulk, k
 		kp__pool_lock(pool);
 		kp__span *sp = units_take(pool, n, cls, bulk, segp);
 		bool low = pool->units_free * KP_UNIT_SIZE < atomic_load_explicit(&pool->wake_wm, memory_order_relaxed);
-		bool room = pool->capacity + KP_SEG_SIZE + atomic_load(&pool->huge_bytes) <= pool->conf.primary_max;
+		bool room = pool->capacity + KP_SEG_SIZE + atomic_load(&pool->huge_bytes) + atomic_load(&pool->ol_bytes) <=
+			    pool->conf.primary_max;
 		if (sp)
 			kp__backup_mode_update(pool, false);
 		pthread_mutex_unlock(&pool->lock);
@@ -1001,7 +1002,7 @@ int kp__primary_grow(kp_pool *pool, bool populate)
 	 * MiB mapped and counted in its capacity that nothing held. */
 	pthread_mutex_lock(&pool->release_mu);
 	kp__pool_lock(pool);
-	size_t used = pool->capacity + KP_SEG_SIZE + atomic_load(&pool->huge_bytes);
+	size_t used = pool->capacity + KP_SEG_SIZE + atomic_load(&pool->huge_bytes) + atomic_load(&pool->ol_bytes);
 	bool room = used + atomic_load(&pool->huge_cached_bytes) <= pool->conf.primary_max;
 	kp__seg *evict = NULL;
 	/* Kept huge mappings make way for a segment the allocation path needs,

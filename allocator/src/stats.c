@@ -57,6 +57,8 @@ void kp__stats_primary(kp_pool *pool, kp__primary_stats *st)
 		}
 		threads++;
 	}
+	in_use += kp__ol_in_use(pool); /* layout:outline's blocks, from its spans (outline.c) */
+	kp__ol_counts(pool, &allocs, &frees);
 	size_t segments = 0;
 	for (kp__seg *s = pool->segs; s; s = s->next)
 		segments++;

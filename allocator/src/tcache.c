@@ -317,7 +317,7 @@ kp__tcache *kp__tcache_slow(kp_pool *pool)
 	t->tc[0] = tc;
 	/* The fast paths' test of the slot (kp__tls): the pool's mode, fixed
 	 * at kp_create. */
-	bool checked = pool->conf.checks && !pool->conf.poison;
+	bool checked = pool->conf.checks && !pool->conf.poison && !pool->conf.outline; /* outline: alloc.c's dispatch */
 	t->fast_alloc = checked ? pool->id : 0;
 	t->fast_free = checked && pool->secret.aes ? pool->id : 0;
 	return tc;

@@ -1,0 +1,947 @@
+/*
+ * outline.c - the out-of-line small path: a pool made with layout:outline
+ * serves requests up to 64 KiB here (issue 14; the design and its
+ * measurements: allocator/proto/README.md, whose fast paths this carries
+ * over). Everything else (larger blocks: huge.c and the large runs; a
+ * critical request: the backup; a pointer that is none of these blocks)
+ * goes to alloc.c's path as with layout:inline.
+ *
+ * Memory: 4 MiB data segments, 4 MiB aligned, cut into 64 KiB slices; a span
+ * of one or more slices holds blocks of one size class. Nothing of the
+ * allocator lives in a data segment: each segment's metadata (the span
+ * records, each span's free stack of block indices, one record per block)
+ * is in a mapping of its own with a PROT_NONE page on either side, and so
+ * are the threads' heaps (the first 64 in one arena). No header precedes a block and no link lives in a free
+ * one: there is nothing to forge (test_outline_integrity's overwrite of a
+ * span's free blocks).
+ *
+ * The pool's slice map (one pointer per 64 KiB of the 47-bit address space,
+ * a 16 GiB MAP_NORESERVE mapping of which only the entries of used slices
+ * are touched) takes a pointer to its span in one load: a pointer the map
+ * does not know is no block of this path, and alloc.c's path decides (a
+ * huge or backup block, or an invalid free). So kp_free of a stack, data,
+ * foreign or another pool's pointer is refused before anything near it is
+ * read; an interior pointer fails index * size == offset; a span's tail
+ * lands on a sentinel record that is always free.
+ *
+ * Checks (checks:on, the default), each contained with kpool's events,
+ * "leak the block, keep going" (kp__violation):
+ *  - double free, exact: a block's record holds its request, or OL_FREE;
+ *    a cross-thread free changes it by compare-and-swap;
+ *  - write past the request: 8 bytes at p + request hold the block's canary
+ *    secret, K(address ^ span generation) drawn when its span is made and
+ *    kept in its record (K: the pool's keyed function, kp__hkey: AES-NI
+ *    where the CPU has it), so a canary read from one block is no other's;
+ *  - invalid pointers, as above.
+ * checks:off drops the canary and its 8 bytes; the pointer and double-free
+ * tests stay, as the free stacks' soundness depends on them.
+ *
+ * Threads: a heap per thread and pool (its spans, no lock); a span's owner
+ * is its heap's thread pointer (%fs:0), so free's one compare says "this
+ * thread's"; with OWN_FULL set the span is retired (full, in no list).
+ * Frees from other threads push the block onto the span's remote list (CAS)
+ * and the span onto its heap's dirty list; the owner takes them back when a
+ * class runs dry. A thread's heap is found again by its thread pointer, so a
+ * new thread that gets a dead thread's pointer adopts its heap.
+ *
+ * System calls (os.c, counted): the slice map, the heap arena and a spare
+ * segment at kp_create; a segment past the spare (the daemon's pass maps the
+ * spare again), a heap past the arena's 64. None on kp_alloc/kp_free in
+ * steady state, nor on a thread's first span.
+ *
+ * Stats: kp_stats' bytes in use count these blocks (kp__ol_in_use, from the
+ * spans, nothing counted on the fast paths).
+ *
+ * Memory back: the daemon's pass purges the data pages of a span wholly free
+ * on its heap's avail list for decay_ms (purge_idle); segments are never
+ * unmapped before kp_destroy, nor are a span's records and stack given back.
+ * primary_max: data segments are reserved against it with the primary's
+ * capacity and the huge blocks (pool->ol_bytes); past it, alloc.c's path
+ * and its policy (oom event, the backup for critical callers).
+ *
+ * Not done yet: poison:on is not applied here; kp_stats does not count these
+ * allocations and frees; the daemon neither pre-faults nor grows for it; the
+ * spans in hand (cur[]) of an idle thread, retired spans and those whose
+ * cross-thread frees wait on the dirty list are not purged.
+ *
+ * Planted bugs (KP_PLANT, the inline path's in this path's terms): 2 a double
+ * free of the owner's block pushed again; 5 a realloc in place 8 bytes past
+ * the room; 8 KP_ZERO leaves 8 bytes; 11 the owner's avail lists moved
+ * without their lock (the daemon's purge races them). test_outline_integrity
+ * and test_outline_memory find each.
+ */
+#include "outline.h"
+
+#include <errno.h>
+#include <string.h>
+
+static const uint32_t class_size[OL_NCLASS] = {
+	16, 32, 48, 64, 80, 96, 112, 128, 144, 160, 176, 192,
+	208, 224, 240, 256, 320, 384, 448, 512, 640, 768, 896, 1024,
+	1152, 1280, 1408, 1536, 1664, 1792, 1920, 2048, 2304, 2560, 2816, 3072,
+	3328, 3584, 3840, 4096, 4608, 5120, 5632, 6144, 6656, 7168, 7680, 8192,
+	9216, 10240, 11264, 12288, 13312, 14336, 15360, 16384, 18432, 20480, 22528, 24576,
+	26624, 28672, 30720, 32768, 36864, 40960, 45056, 49152, 53248, 57344, 61440, 65536};
+/* The class of q * 16 bytes, q = 0..64: every class boundary up to 1 KiB is
+ * a multiple of 16, so (n + OL_CANARY + 15) >> 4 indexes it (either mode). */
+const uint8_t kp__ol_class_tbl[65] = {
+	0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 16, 16, 16, 17,
+	17, 17, 17, 18, 18, 18, 18, 19, 19, 19, 19, 20, 20, 20, 20, 20, 20, 20, 20, 21, 21, 21,
+	21, 21, 21, 21, 21, 22, 22, 22, 22, 22, 22, 22, 22, 23, 23, 23, 23, 23, 23, 23, 23};
+
+/* Where a heap has no span of a class yet: its stack is empty, so the fast
+ * path takes the slow one without a test of its own. Never written. */
+static uint16_t empty_stack = OL_SENT;
+static struct ol_span empty_span = {.sp = &empty_stack, .stack0 = &empty_stack};
+struct ol_heap kp__ol_empty_heap = {.direct = {[0 ... 64] = &empty_span}, .cur = {[0 ... OL_NCLASS - 1] = &empty_span}};
+__thread kp__ol_tls kp__ol_slot __attribute__((tls_model("initial-exec"))) = {0, &kp__ol_empty_heap, NULL, 0};
+
+/* ---- mappings (os.c) ------------------------------------------------------ */
+
+/* n bytes of metadata with a PROT_NONE page on either side. */
+static void *map_guarded(kp_pool *pool, size_t n)
+{
+	uint8_t *p = kp__os_map(&pool->os, n + 2 * KP_PAGE, KP_PAGE, false);
+	if (!p)
+		return NULL;
+	if (kp__os_protect(&pool->os, p, KP_PAGE, false) ||
+	    kp__os_protect(&pool->os, p + KP_PAGE + n, KP_PAGE, false)) {
+		kp__os_unmap_clean(&pool->os, p, n + 2 * KP_PAGE);
+		return NULL;
+	}
+	return p + KP_PAGE;
+}
+
+/* Nothing of this path is ever poisoned (ASan): unmapped clean, or
+ * kp_destroy would unpoison the slice map's 16 GiB, 2 GiB of shadow. */
+/* Nothing of this path is ever poisoned (ASan): every mapping goes back
+ * clean, or kp_destroy would unpoison the slice map's 16 GiB (2 GiB of
+ * shadow written: test_invalid took 17 s under ASan). */
+static void unmap_guarded(kp_pool *pool, void *p, size_t n)
+{
+	kp__os_unmap_clean(&pool->os, (uint8_t *)p - KP_PAGE, n + 2 * KP_PAGE);
+}
+
+#define HEAP_BYTES ((sizeof(struct ol_heap) + KP_PAGE - 1) & ~(size_t)(KP_PAGE - 1))
+/* Heaps in kp_create's arena: 64 threads (address space: 64 x 1.5 KiB),
+ * each at a 64-byte line of its own. */
+#define OL_ARENA_HEAPS 64u
+#define OL_HEAP_STRIDE ((sizeof(struct ol_heap) + 63) & ~(size_t)63)
+#define OL_ARENA_BYTES ((OL_ARENA_HEAPS * OL_HEAP_STRIDE + KP_PAGE - 1) & ~(size_t)(KP_PAGE - 1))
+
+static struct ol_seg *segment_map(kp_pool *pool);
+static void avail_lock(kp_pool *pool, struct ol_heap *h);
+static void avail_unlock(struct ol_heap *h);
+
+int kp__ol_create(kp_pool *pool)
+{
+	kp__ol *ol = kp__os_map(&pool->os, (sizeof(kp__ol) + KP_PAGE - 1) & ~(size_t)(KP_PAGE - 1), KP_PAGE, false);
+	if (!ol)
+		return -1;
+	ol->map = kp__os_map(&pool->os, OL_MAP_N * sizeof(*ol->map), KP_PAGE, false);
+	if (!ol->map) {
+		kp__os_unmap_clean(&pool->os, ol, (sizeof(kp__ol) + KP_PAGE - 1) & ~(size_t)(KP_PAGE - 1));
+		return -1;
+	}
+	pthread_mutex_init(&ol->lock, NULL);
+	ol->csz = pool->conf.checks ? OL_CANARY : 0;
+	pool->ol = ol;
+	/* the first heaps and a first segment, now (kp_create's system
+	 * calls): a thread's first allocations make none */
+	ol->arena = map_guarded(pool, OL_ARENA_BYTES);
+	ol->spare = segment_map(pool);
+	if (!ol->arena || !ol->spare) {
+		kp__ol_destroy(pool);
+		return -1;
+	}
+	return 0;
+}
+
+void kp__ol_destroy(kp_pool *pool)
+{
+	kp__ol *ol = pool->ol;
+	if (!ol)
+		return;
+	for (struct ol_seg *s = ol->segs, *nx; s; s = nx) {
+		nx = s->next;
+		kp__os_unmap_clean(&pool->os, s->base, OL_SEG_SIZE);
+		unmap_guarded(pool, s, OL_META);
+	}
+	if (ol->spare) {
+		kp__os_unmap_clean(&pool->os, ol->spare->base, OL_SEG_SIZE);
+		unmap_guarded(pool, ol->spare, OL_META);
+	}
+	for (struct ol_heap *h = ol->heaps, *nx; h; h = nx) {
+		nx = h->next;
+		if (h->own_map)
+			unmap_guarded(pool, h, HEAP_BYTES);
+	}
+	if (ol->arena)
+		unmap_guarded(pool, ol->arena, OL_ARENA_BYTES);
+	kp__os_unmap_clean(&pool->os, ol->map, OL_MAP_N * sizeof(*ol->map));
+	pthread_mutex_destroy(&ol->lock);
+	kp__os_unmap_clean(&pool->os, ol, (sizeof(kp__ol) + KP_PAGE - 1) & ~(size_t)(KP_PAGE - 1));
+	pool->ol = NULL;
+}
+
+/* Fork: the pool's lock held across it (pool.c's fork handlers); the
+ * child's other threads are gone, their heaps adopted by whichever new
+ * thread gets their thread pointers. */
+void kp__ol_fork(kp_pool *pool, int phase)
+{
+	if (!pool->ol)
+		return;
+	kp__ol *ol = pool->ol;
+	if (phase == 0) {
+		pthread_mutex_lock(&ol->lock);
+		for (struct ol_heap *h = ol->heaps; h; h = h->next)
+			avail_lock(pool, h); /* no owner in the middle of a list move */
+	} else {
+		for (struct ol_heap *h = ol->heaps; h; h = h->next)
+			avail_unlock(h);
+		pthread_mutex_unlock(&ol->lock);
+	}
+}
+
+/* ---- spans and segments --------------------------------------------------- */
+
+/* A data segment and its guarded metadata, on no list yet. */
+static struct ol_seg *segment_map(kp_pool *pool)
+{
+	uint8_t *base = kp__os_map(&pool->os, OL_SEG_SIZE, OL_SEG_SIZE, false);
+	if (!base)
+		return NULL;
+	struct ol_seg *s = map_guarded(pool, OL_META);
+	if (!s) {
+		kp__os_unmap_clean(&pool->os, base, OL_SEG_SIZE);
+		return NULL;
+	}
+	s->base = base;
+	s->bump = (uint8_t *)(((uintptr_t)(s + 1) + 63) & ~(uintptr_t)63);
+	s->end = (uint8_t *)s + OL_META;
+	return s;
+}
+
+/* A segment for a heap's spans: the spare, or one mapped now (the
+ * allocation path's system calls, counted so). */
+static struct ol_seg *segment_new(kp_pool *pool)
+{
+	kp__ol *ol = pool->ol;
+	/* primary_max: the segment reserved under the pool lock, as the
+	 * primary's growth reserves its own (primary.c, kp__primary_grow) */
+	kp__pool_lock(pool);
+	bool room = pool->capacity + atomic_load(&pool->huge_bytes) + atomic_load(&pool->ol_bytes) + OL_SEG_SIZE <=
+		    pool->conf.primary_max;
+	if (room)
+		atomic_fetch_add(&pool->ol_bytes, OL_SEG_SIZE);
+	pthread_mutex_unlock(&pool->lock);
+	if (!room)
+		return NULL; /* kp__ol_alloc: alloc.c's path, its policy (oom, the backup) */
+	pthread_mutex_lock(&ol->lock);
+	struct ol_seg *s = ol->spare;
+	ol->spare = NULL;
+	pthread_mutex_unlock(&ol->lock);
+	if (!s && !(s = segment_map(pool))) {
+		atomic_fetch_sub(&pool->ol_bytes, OL_SEG_SIZE);
+		return NULL;
+	}
+	pthread_mutex_lock(&ol->lock);
+	s->next = ol->segs;
+	ol->segs = s;
+	ol->nsegs++;
+	pthread_mutex_unlock(&ol->lock);
+	return s;
+}
+
+/* The daemon's pass (daemon.c): the spare segment mapped again once a heap
+ * took it. Counted as the daemon's system calls. */
+static void purge_idle(kp_pool *pool);
+
+void kp__ol_daemon_pass(kp_pool *pool)
+{
+	kp__ol *ol = pool->ol;
+	if (!ol)
+		return;
+	purge_idle(pool);
+	pthread_mutex_lock(&ol->lock);
+	bool want = ol->spare == NULL;
+	pthread_mutex_unlock(&ol->lock);
+	if (!want)
+		return;
+	struct ol_seg *s = segment_map(pool);
+	if (!s)
+		return;
+	pthread_mutex_lock(&ol->lock);
+	if (!ol->spare) {
+		ol->spare = s;
+		s = NULL;
+	}
+	pthread_mutex_unlock(&ol->lock);
+	if (s) { /* another pass made one meanwhile (kp_daemon_step beside the thread) */
+		kp__os_unmap_clean(&pool->os, s->base, OL_SEG_SIZE);
+		unmap_guarded(pool, s, OL_META);
+	}
+}
+
+bool kp__ol_wanted(kp_pool *pool)
+{
+	kp__ol *ol = pool->ol;
+	return ol && __atomic_load_n(&ol->nsegs, __ATOMIC_RELAXED) > 1;
+}
+
+/* A heap's avail lock (outline.h): the owner in its slow paths, the daemon
+ * for list moves; neither makes a system call while it holds it. A long
+ * wait (the holder preempted) yields. */
+static void avail_lock(kp_pool *pool, struct ol_heap *h)
+{
+	for (unsigned spins = 0; atomic_exchange_explicit(&h->avail_lock, 1, memory_order_acquire); spins++) {
+		while (atomic_load_explicit(&h->avail_lock, memory_order_relaxed)) {
+			if (++spins > 256) {
+				kp__os_yield(&pool->os);
+				spins = 0;
+			}
+			__builtin_ia32_pause();
+		}
+	}
+}
+static void avail_unlock(struct ol_heap *h)
+{
+	atomic_store_explicit(&h->avail_lock, 0, memory_order_release);
+}
+/* The owner's side (refill, a relisting free). */
+static void owner_lock(kp_pool *pool, struct ol_heap *h)
+{
+#if KP_PLANT != 11 /* planted 11: the owner moves its avail lists without their lock */
+	avail_lock(pool, h);
+#endif
+}
+static void owner_unlock(struct ol_heap *h)
+{
+#if KP_PLANT != 11 /* planted 11 */
+	avail_unlock(h);
+#endif
+}
+
+/* The purge, on the daemon's pass: a span on its heap's avail list whose
+ * blocks are all on its stack is seen so; still so decay_ms later, its data
+ * pages go back (kp__os_purge; they read as zero when taken again: no
+ * allocator state lives in them). The span is taken off its list while its
+ * pages go, so the owner never waits on a system call: a span wholly free
+ * and off every list is out of reach (no block of it is allocated, so no
+ * free reaches its stack, and a free of a pointer into it finds its record
+ * free and is refused). Spans in hand (cur[]), retired ones and those with
+ * cross-thread frees not yet taken back are left alone. */
+static void purge_idle(kp_pool *pool)
+{
+	kp__ol *ol = pool->ol;
+	if (pool->conf.poison)
+		return; /* a purged page reads zero, no fill: poison:on keeps its pages */
+	uint64_t now = kp__pool_now(pool), decay = (uint64_t)pool->conf.decay_ms * 1000000ull;
+	pthread_mutex_lock(&ol->lock);
+	for (struct ol_heap *h = ol->heaps; h; h = h->next) {
+		struct ol_span *take = NULL;
+		avail_lock(pool, h);
+		for (uint32_t c = 0; c < OL_NCLASS; c++)
+			for (struct ol_span **pp = &h->avail[c], *pg; (pg = *pp) != NULL;) {
+				bool empty = (uint32_t)(kp__ol_sp(pg) - pg->stack0) == pg->nblocks;
+				if (!empty || pg->idle_ns == OL_PURGED || !pg->idle_ns ||
+				    now - pg->idle_ns < decay) {
+					if (!empty)
+						pg->idle_ns = 0;
+					else if (!pg->idle_ns)
+						pg->idle_ns = now ? now : 1;
+					pp = &pg->next;
+					continue;
+				}
+				*pp = pg->next; /* off the list while its pages go */
+				pg->next = take;
+				take = pg;
+			}
+		avail_unlock(h);
+		if (!take)
+			continue;
+		for (struct ol_span *pg = take; pg; pg = pg->next) {
+			size_t bytes = ((size_t)pg->nblocks * pg->bsize + KP_PAGE - 1) & ~(size_t)(KP_PAGE - 1);
+			kp__os_purge(&pool->os, pg->start, bytes);
+			pg->idle_ns = OL_PURGED;
+		}
+		avail_lock(pool, h);
+		for (struct ol_span *pg = take, *nx; pg; pg = nx) {
+			nx = pg->next;
+			pg->next = h->avail[pg->cls];
+			h->avail[pg->cls] = pg;
+		}
+		avail_unlock(h);
+	}
+	pthread_mutex_unlock(&ol->lock);
+}
+
+static void *meta_take(struct ol_seg *s, size_t n)
+{
+	uint8_t *p = s->bump;
+	s->bump = (uint8_t *)(((uintptr_t)p + n + 63) & ~(uintptr_t)63);
+	return p;
+}
+
+static struct ol_span *span_new(kp_pool *pool, struct ol_heap *h, uint32_t cls)
+{
+	uint32_t bs = class_size[cls];
+	/* at least 32 blocks a span: fewer spans to switch between when the
+	 * frees of a class are spread over many (kpbench b); untouched pages of
+	 * a span cost no memory */
+	uint32_t nsl = (uint32_t)((32ul * bs + OL_SLICE_SIZE - 1) / OL_SLICE_SIZE);
+	uint32_t nb = (uint32_t)(nsl * OL_SLICE_SIZE / bs);
+	size_t need = (nb + 1) * sizeof(uint16_t) + 64 + (nb + 1) * sizeof(struct ol_rec) + 64;
+	struct ol_seg *s = h->seg;
+	if (!s || s->used + nsl > OL_NSLICES || (size_t)(s->end - s->bump) < need) {
+		s = segment_new(pool);
+		if (!s)
+			return NULL;
+		h->seg = s;
+	}
+	struct ol_span *pg = &s->spans[s->used];
+	pg->start = s->base + (size_t)s->used * OL_SLICE_SIZE;
+	pg->bsize = bs;
+	pg->recip = ((1ull << 40) + bs - 1) / bs;
+	pg->nblocks = nb;
+	pg->csz = h->csz;
+	uint16_t *stack = meta_take(s, (nb + 1) * sizeof(uint16_t));
+	/* rec[nb]: a sentinel, never allocated, so a free of the span's tail
+	 * (offset nb * bsize) meets a free record and is refused. */
+	pg->rec = meta_take(s, (nb + 1) * sizeof(struct ol_rec));
+	pg->heap = h;
+	atomic_store_explicit(&pg->owner, h->self, memory_order_relaxed);
+	pg->cls = cls;
+	stack[0] = OL_SENT;
+	for (uint32_t i = 0; i < nb; i++)
+		stack[i + 1] = (uint16_t)(nb - 1 - i);
+	kp__ol_sp_set(pg, stack + nb);
+	pg->stack0 = stack;
+	pg->relist_at = nb / 8 ? nb / 8 : 1;
+	if (pool->conf.poison) /* every block as a freed one: poison_alloc verifies it */
+		memset(pg->start, KP_POISON_BYTE, (size_t)nb * bs);
+	for (uint32_t i = 0; i <= nb; i++)
+		pg->rec[i].state = OL_FREE;
+	if (h->csz) {
+		/* per block, K(address ^ generation): distinct per slot and per
+		 * span made at that address */
+		uint64_t gen = atomic_fetch_add(&pool->ol->span_gen, 1) << 47;
+		for (uint32_t i = 0; i < nb; i++)
+			pg->rec[i].canary =
+				kp__hkey(pool->secret, (const void *)(gen ^ (uintptr_t)(pg->start + (size_t)i * bs)));
+	}
+	/* published last: a free of a pointer into the span finds it whole
+	 * (a pointer into it comes from an allocation after this, on this
+	 * thread, or through the caller's own synchronisation) */
+	struct ol_span **map = pool->ol->map;
+	for (uint32_t i = 0; i < nsl; i++)
+		map[((uintptr_t)pg->start >> OL_SLICE_SHIFT) + i] = pg;
+	__atomic_store_n(&s->used, s->used + nsl, __ATOMIC_RELEASE); /* the span whole: kp__ol_in_use */
+	return pg;
+}
+
+/* ---- cross-thread frees --------------------------------------------------- */
+
+static int free_remote(kp_pool *pool, struct ol_span *pg, uint32_t idx, struct ol_rec *r, uint32_t st, void *p)
+{
+	if (!__atomic_compare_exchange_n(&r->state, &st, OL_FREE, false, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) {
+		int e = errno; /* free() (the preload) keeps it */
+		int rc = kp__violation(pool, KP_EV_DOUBLE_FREE, KP_EDOUBLEFREE, p, pg->bsize - pg->csz, "double free");
+		errno = e;
+		return rc;
+	}
+	atomic_fetch_add_explicit(&pg->nremote, 1, memory_order_relaxed);
+	uint32_t old = atomic_load_explicit(&pg->remote, memory_order_relaxed);
+	do
+		r->next = old;
+	while (!atomic_compare_exchange_weak_explicit(&pg->remote, &old, idx + 1, memory_order_release,
+						      memory_order_relaxed));
+	if (old == 0) { /* first on the list: tell the owner about the span */
+		struct ol_heap *h = pg->heap;
+		struct ol_span *head = atomic_load_explicit(&h->dirty, memory_order_relaxed);
+		do
+			atomic_store_explicit(&pg->dirty_next, head, memory_order_relaxed);
+		while (!atomic_compare_exchange_weak_explicit(&h->dirty, &head, pg, memory_order_release,
+							      memory_order_relaxed));
+	}
+	return 0;
+}
+
+static void span_relist(struct ol_heap *h, struct ol_span *pg)
+{
+	atomic_store_explicit(&pg->owner, h->self, memory_order_relaxed);
+	pg->next = h->avail[pg->cls];
+	h->avail[pg->cls] = pg;
+}
+
+/* The owner takes back what other threads freed. A span's dirty link is
+ * read before its list is taken: after that a freer may push it again. */
+static void drain_remote(struct ol_heap *h)
+{
+	struct ol_span *pg = atomic_exchange_explicit(&h->dirty, NULL, memory_order_acquire);
+	while (pg) {
+		struct ol_span *nx = atomic_load_explicit(&pg->dirty_next, memory_order_relaxed);
+		uint32_t i = atomic_exchange_explicit(&pg->remote, 0, memory_order_acquire);
+		uint16_t *sp = kp__ol_sp(pg);
+		uint32_t n = 0;
+		while (i) {
+			*++sp = (uint16_t)(i - 1);
+			i = pg->rec[i - 1].next;
+			n++;
+		}
+		kp__ol_sp_set(pg, sp);
+		atomic_fetch_sub_explicit(&pg->nremote, n, memory_order_relaxed);
+		if (atomic_load_explicit(&pg->owner, memory_order_relaxed) & OL_OWN_FULL)
+			span_relist(h, pg);
+		pg = nx;
+	}
+}
+
+/* ---- kp_alloc ------------------------------------------------------------- */
+
+/* poison:on (poison_alloc, poison_free): the thread's heap of such a pool,
+ * kept out of kp__ol_slot so that kp_alloc and kp_free come through
+ * kp__ol_alloc and kp__ol_free. */
+struct ol_pslot {
+	uint64_t id;
+	struct ol_heap *heap;
+};
+static __thread struct ol_pslot kp__ol_pslot __attribute__((tls_model("initial-exec")));
+
+/* The calling thread's heap for the pool: its own, a dead thread's with the
+ * same thread pointer (adopted), or a new one; the thread's slot names it.
+ * NULL when the OS refuses. */
+static struct ol_heap *heap_get(kp_pool *pool)
+{
+	kp__ol *ol = pool->ol;
+	uintptr_t tp = kp__ol_self();
+	pthread_mutex_lock(&ol->lock);
+	struct ol_heap *h = ol->heaps;
+	while (h && h->self != tp)
+		h = h->next;
+	pthread_mutex_unlock(&ol->lock);
+	if (!h) {
+		pthread_mutex_lock(&ol->lock);
+		if (ol->arena_used < OL_ARENA_HEAPS)
+			h = (struct ol_heap *)(ol->arena + ol->arena_used++ * OL_HEAP_STRIDE);
+		pthread_mutex_unlock(&ol->lock);
+		if (!h && (h = map_guarded(pool, HEAP_BYTES)) != NULL)
+			h->own_map = true;
+		if (!h)
+			return NULL;
+		h->self = tp;
+		h->csz = ol->csz;
+		for (int c = 0; c < OL_NCLASS; c++)
+			h->cur[c] = &empty_span;
+		for (int q = 0; q < 65; q++)
+			h->direct[q] = &empty_span;
+		pthread_mutex_lock(&ol->lock);
+		h->next = ol->heaps;
+		ol->heaps = h;
+		pthread_mutex_unlock(&ol->lock);
+	}
+	if (pool->conf.poison) /* never in the slot: alloc.c's fast dispatch would skip the fill */
+		kp__ol_pslot = (struct ol_pslot){pool->id, h};
+	else
+		kp__ol_slot = (kp__ol_tls){pool->id, h, ol->map, OL_MAP_N};
+	return h;
+}
+
+/* A class ran dry (or the span in hand is the placeholder): retire the span,
+ * take one from the avail list, the cross-thread frees, or a new one. The
+ * empty heap (a slot that names the pool but holds no heap of it yet):
+ * kp__ol_alloc finds or makes the thread's. */
+__attribute__((noinline)) void *kp__ol_refill(kp_pool *pool, struct ol_heap *h, uint32_t cls, size_t n)
+{
+	if (h == &kp__ol_empty_heap) /* pool: any pointer whose first word is the slot's id */
+		return kp__alloc_slow(pool, n, 0);
+	struct ol_span *pg = h->cur[cls];
+	uint16_t *sp = kp__ol_sp(pg);
+	if (*sp != OL_SENT)
+		return kp__ol_pop(h, pg, sp, *sp, n);
+	if (pg != &empty_span)
+		atomic_store_explicit(&pg->owner, h->self | OL_OWN_FULL, memory_order_relaxed);
+	owner_lock(pool, h);
+	if (!h->avail[cls])
+		drain_remote(h);
+	pg = h->avail[cls];
+	if (pg) {
+		h->avail[cls] = pg->next;
+		pg->idle_ns = 0;
+	}
+	owner_unlock(h);
+	if (!pg && !(pg = span_new(pool, h, cls)))
+		return kp__alloc_classic(pool, n, 0); /* primary_max or the OS: alloc.c's policy (oom, the backup) */
+	h->cur[cls] = pg;
+	if (class_size[cls] <= 1024) /* the sizes of class cls, by 16 */
+		for (uint32_t q = cls ? class_size[cls - 1] / 16 + 1 : 0; q <= class_size[cls] / 16; q++)
+			h->direct[q] = pg;
+	sp = kp__ol_sp(pg);
+	return kp__ol_pop(h, pg, sp, *sp, n);
+}
+
+/* The fill of a freed block, all its bytes; verified whole but for the
+ * canary poison_alloc has just written at p + n (kp__ol_pop). */
+static bool poison_ok(const uint8_t *p, size_t from, size_t to)
+{
+	for (size_t i = from; i < to; i++)
+		if (p[i] != KP_POISON_BYTE)
+			return false;
+	return true;
+}
+
+static void *poison_alloc(kp_pool *pool, size_t n, unsigned flags)
+{
+	struct ol_heap *h = kp__ol_pslot.id == pool->id ? kp__ol_pslot.heap : heap_get(pool);
+	if (!h)
+		return kp__alloc_classic(pool, n, flags);
+	size_t need = n + OL_CANARY;
+	uint32_t cls = need <= 1024 ? kp__ol_class_tbl[(need + 15) >> 4] : kp__ol_class_big(need);
+	for (;;) {
+		struct ol_span *pg = h->cur[cls];
+		uint16_t *sp = kp__ol_sp(pg);
+		uint8_t *p = *sp != OL_SENT ? kp__ol_pop(h, pg, sp, *sp, n) : kp__ol_refill(pool, h, cls, n);
+		if (!p || !kp__ol_knows(pool, p)) /* alloc.c's path served it (primary_max) */
+			return p && (flags & KP_ZERO) ? memset(p, 0, n) : p;
+		pg = h->cur[cls];
+		if (poison_ok(p, 0, n) && poison_ok(p, n + pg->csz, pg->bsize)) {
+			if (flags & KP_ZERO)
+				memset(p, 0, n);
+			return p;
+		}
+		/* written after its free: never handed out again (its record says
+		 * allocated, no stack holds it) */
+		atomic_fetch_add(&pool->quarantined, 1);
+		kp__count_inc(&h->allocs, (uint64_t)-1); /* popped, never handed out */
+		kp__violation(pool, KP_EV_USE_AFTER_FREE, KP_ECORRUPT, p, pg->bsize - pg->csz,
+			      "write after free, quarantined");
+	}
+}
+
+/* Everything but the common case: no heap yet on this thread for this pool
+ * (or another pool's in the slot), flags, a request past the table. Larger
+ * requests and critical ones go to alloc.c's path; so does a request the OS
+ * refused memory for here (its policy: wait, backup, events). pool: a live
+ * pool of layout:outline (alloc.c's alloc_slow tested it, or the slot
+ * names it). */
+void *kp__ol_alloc(kp_pool *pool, size_t n, unsigned flags)
+{
+	if (n > OL_SMALL_MAX - OL_CANARY || (flags & KP_CRITICAL))
+		return kp__alloc_classic(pool, n, flags);
+	if (KP_UNLIKELY(pool->conf.poison))
+		return poison_alloc(pool, n, flags);
+	struct ol_heap *h = kp__ol_slot.id == pool->id && kp__ol_slot.heap != &kp__ol_empty_heap ? kp__ol_slot.heap
+												   : heap_get(pool);
+	void *p = NULL;
+	if (h) {
+		size_t need = n + OL_CANARY; /* either mode: outline.h */
+		uint32_t cls = need <= 1024 ? kp__ol_class_tbl[(need + 15) >> 4] : kp__ol_class_big(need);
+		struct ol_span *pg = h->cur[cls];
+		uint16_t *sp = kp__ol_sp(pg);
+		p = *sp != OL_SENT ? kp__ol_pop(h, pg, sp, *sp, n) : kp__ol_refill(pool, h, cls, n);
+	}
+	if (!p)
+		return kp__alloc_classic(pool, n, flags);
+	if (flags & KP_ZERO) {
+#if KP_PLANT == 8 /* planted 8: KP_ZERO leaves the first 8 bytes of a block as they were */
+		if (n >= 16) {
+			memset((uint8_t *)p + 8, 0, n - 8);
+			return p;
+		}
+#endif
+		memset(p, 0, n);
+	}
+	return p;
+}
+
+/* ---- kp_free -------------------------------------------------------------- */
+
+/* p's span and block index, or NULL: not in the slice map (*ours false: no
+ * block of this path, alloc.c's path decides), or no block start (*ours
+ * true: an interior pointer or a span's tail, refused here). */
+static inline __attribute__((always_inline)) struct ol_span *block_of(struct ol_span **map, const void *p, uint32_t *idx_out,
+								      bool *ours)
+{
+	uintptr_t a = (uintptr_t)p;
+	*ours = false;
+	if (KP_UNLIKELY((a >> OL_SLICE_SHIFT) >= OL_MAP_N))
+		return NULL;
+	struct ol_span *pg = map[a >> OL_SLICE_SHIFT];
+	if (KP_UNLIKELY(!pg))
+		return NULL;
+	*ours = true;
+	uintptr_t off = a - (uintptr_t)pg->start;
+	uint32_t idx = (uint32_t)((off * pg->recip) >> 40);
+	/* idx == nblocks (the tail) lands on the sentinel record: free's
+	 * state test refuses it */
+	if (KP_UNLIKELY((uintptr_t)idx * pg->bsize != off))
+		return NULL;
+	*idx_out = idx;
+	return pg;
+}
+
+/* Not the owner's listed span: the owner's retired one (relist it), or
+ * another thread's (its cross-thread list; a double free found there is
+ * reported, errno kept: free_remote). */
+__attribute__((noinline)) int kp__ol_free_other(kp_pool *pool, struct ol_span *pg, uint32_t idx, uint32_t st, void *p)
+{
+	struct ol_rec *r = &pg->rec[idx];
+	uintptr_t own = atomic_load_explicit(&pg->owner, memory_order_relaxed);
+	if ((own & ~(uintptr_t)OL_OWN_FULL) != kp__ol_self())
+		return free_remote(pool, pg, idx, r, st, p);
+	r->state = OL_FREE;
+	uint16_t *sp = kp__ol_sp(pg) + 1;
+	*sp = (uint16_t)idx;
+	kp__ol_sp_set(pg, sp);
+	/* Relisted once an eighth of it is free: a span with one free block
+	 * would send the next allocation of its class down the slow path. */
+	if ((uint32_t)(sp - pg->stack0) >= pg->relist_at) {
+		struct ol_heap *h = pg->heap;
+		owner_lock(pool, h);
+		span_relist(h, pg);
+		owner_unlock(h);
+	}
+	return 0;
+}
+
+/* What kp__ol_free_fast did not free, by why (outline.h). */
+static int free_slow(kp_pool *pool, void *p, struct ol_span *pg, uint32_t idx, uint32_t st, int why)
+{
+	switch (why) {
+	case KP_OL_MISS: /* huge, large, backup, NULL, or no block at all: alloc.c's path decides */
+		return kp__free_classic(pool, p);
+	case KP_OL_DFREE:
+#if KP_PLANT == 2 /* planted 2: no double-free check (the owner's free block pushed again) */
+		if (idx < pg->nblocks &&
+		    (atomic_load_explicit(&pg->owner, memory_order_relaxed) & ~(uintptr_t)OL_OWN_FULL) == kp__ol_self()) {
+			uint16_t *top = kp__ol_sp(pg) + 1;
+			*top = (uint16_t)idx;
+			kp__ol_sp_set(pg, top);
+			return 0;
+		}
+#endif
+		if (idx < pg->nblocks)
+			return kp__violation(pool, KP_EV_DOUBLE_FREE, KP_EDOUBLEFREE, p, pg->bsize - pg->csz,
+					     "double free");
+		break; /* the span's tail: never a block */
+	case KP_OL_OVERFLOW:
+		atomic_fetch_add(&pool->quarantined, 1); /* the block stays allocated: never handed out again */
+		return kp__violation(pool, KP_EV_OVERFLOW, KP_EOVERFLOW, p, st, "overflow, quarantined");
+	default: break;
+	}
+	return kp__violation(pool, KP_EV_INVALID_FREE, KP_ENOTOURS, p, KP_SIZE_UNKNOWN,
+			     "free of a pointer never given out");
+}
+
+/* errno as it was: free() (the preload) calls it too. */
+__attribute__((noinline)) int kp__ol_free_slow(kp_pool *pool, void *p, struct ol_span *pg, uint32_t idx, uint32_t st,
+					       int why)
+{
+	int e = errno;
+	int rc = free_slow(pool, p, pg, idx, st, why);
+	errno = e;
+	return rc;
+}
+
+bool kp__ol_knows(kp_pool *pool, const void *p)
+{
+	uintptr_t a = (uintptr_t)p;
+	return (a >> OL_SLICE_SHIFT) < OL_MAP_N && pool->ol->map[a >> OL_SLICE_SHIFT] != NULL;
+}
+
+/* kp_free from alloc.c's slow path, for a pointer the pool's slice map
+ * knows (kp__ol_knows), on a thread whose slot may name another pool: the
+ * slot names this one from now (with its heap, or the empty one until the
+ * thread allocates), and kp__ol_free_fast frees. */
+static int poison_free(kp_pool *pool, void *p)
+{
+	int e = errno;
+	uint32_t idx;
+	bool ours;
+	struct ol_span *pg = block_of(pool->ol->map, p, &idx, &ours);
+	int rc;
+	if (!pg)
+		rc = free_slow(pool, p, NULL, 0, 0, ours ? KP_OL_BAD : KP_OL_MISS);
+	else {
+		struct ol_rec *r = &pg->rec[idx];
+		uint32_t st = r->state;
+		uint64_t c = 0;
+		if (st != OL_FREE && pg->csz)
+			memcpy(&c, (uint8_t *)p + st, 8);
+		if (st == OL_FREE)
+			rc = free_slow(pool, p, pg, idx, st, KP_OL_DFREE);
+		else if (pg->csz && c != r->canary)
+			rc = free_slow(pool, p, pg, idx, st, KP_OL_OVERFLOW);
+		else {
+			memset(p, KP_POISON_BYTE, pg->bsize);
+			if (atomic_load_explicit(&pg->owner, memory_order_relaxed) != kp__ol_self())
+				rc = kp__ol_free_other(pool, pg, idx, st, p);
+			else {
+				r->state = OL_FREE;
+				uint16_t *top = kp__ol_sp(pg) + 1;
+				*top = (uint16_t)idx;
+				kp__ol_sp_set(pg, top);
+				rc = 0;
+			}
+		}
+	}
+	errno = e;
+	return rc;
+}
+
+int kp__ol_free(kp_pool *pool, void *p)
+{
+	if (KP_UNLIKELY(pool->conf.poison))
+		return poison_free(pool, p);
+	if (kp__ol_slot.id != pool->id)
+		kp__ol_slot = (kp__ol_tls){pool->id, &kp__ol_empty_heap, pool->ol->map, OL_MAP_N};
+	return kp__ol_free_fast(pool, p, false);
+}
+
+/* ---- the rest of the block API -------------------------------------------- */
+
+/* A live block's record, or NULL (*ours: whether the slice map knew p). */
+static struct ol_rec *live_rec(kp__ol *ol, const void *p, bool *ours, struct ol_span **pgp)
+{
+	uint32_t idx;
+	struct ol_span *pg = block_of(ol->map, p, &idx, ours);
+	if (!pg || pg->rec[idx].state == OL_FREE)
+		return NULL;
+	*pgp = pg;
+	return &pg->rec[idx];
+}
+
+size_t kp__ol_usable(kp_pool *pool, const void *p)
+{
+	bool ours;
+	struct ol_span *pg;
+	struct ol_rec *r = live_rec(pool->ol, p, &ours, &pg);
+	if (!ours)
+		return kp__usable_classic(pool, p);
+	if (!r)
+		return 0;
+	/* with checks on the request (the canary follows it), as inline */
+	return pg->csz ? r->state : pg->bsize;
+}
+
+/* In place when the block still fits its class (at most its room, at least
+ * half of it), the canary checked first, then moved; else a new block, the
+ * contents copied, and kp_free's checks on the old one (an overflow found
+ * so is reported, the new block returned: the inline path's rule). */
+void *kp__ol_realloc(kp_pool *pool, void *p, size_t size, unsigned flags)
+{
+	if (!p)
+		return kp_alloc(pool, size, flags);
+	bool ours;
+	struct ol_span *pg = NULL;
+	struct ol_rec *r = live_rec(pool->ol, p, &ours, &pg);
+	if (!ours)
+		return kp__realloc_classic(pool, p, size, flags);
+	if (size == 0) {
+		kp_free(pool, p);
+		return NULL;
+	}
+	if (!r) {
+		kp_free(pool, p); /* records why: a double free or a pointer inside a block */
+		errno = EINVAL;
+		return NULL;
+	}
+	size_t old = r->state, room = pg->bsize - pg->csz;
+	bool intact = true;
+	if (pg->csz) {
+		uint64_t c;
+		memcpy(&c, (uint8_t *)p + old, 8);
+		intact = c == r->canary;
+	}
+	/* planted 5: in place 8 bytes past the room (the canary does not fit) */
+	if (intact && size <= room + (KP_PLANT == 5) * pg->csz && size >= room / 2 && !(flags & KP_CRITICAL)) {
+		if ((flags & KP_ZERO) && size > old)
+			memset((uint8_t *)p + old, 0, size - old);
+		r->state = (uint32_t)size;
+		if (pg->csz)
+			memcpy((uint8_t *)p + size, &r->canary, 8);
+		return p;
+	}
+	void *q = kp_alloc(pool, size, flags & ~KP_ZERO);
+	if (!q)
+		return NULL;
+	size_t n = old < size ? old : size;
+#if KP_PLANT == 7 /* planted 7: a moving realloc copies 8 bytes too few */
+	n -= n >= 16 ? 8 : 0;
+#endif
+	memcpy(q, p, n);
+	if ((flags & KP_ZERO) && size > n)
+		memset((char *)q + n, 0, size - n);
+	kp_free(pool, p);
+	return q;
+}
+
+/* The usable bytes of the live blocks of every span (kp_stats): what no
+ * stack holds and no cross-thread list waits to give back. Any thread;
+ * takes the pool's outline lock; a figure of a moment, as the counts it
+ * reads move. */
+uint64_t kp__ol_in_use(kp_pool *pool)
+{
+	kp__ol *ol = pool->ol;
+	if (!ol)
+		return 0;
+	uint64_t bytes = 0;
+	pthread_mutex_lock(&ol->lock);
+	for (struct ol_seg *s = ol->segs; s; s = s->next) {
+		uint32_t used = __atomic_load_n(&s->used, __ATOMIC_ACQUIRE);
+		for (uint32_t i = 0; i < used; i++) {
+			struct ol_span *pg = &s->spans[i];
+			if (!pg->start)
+				continue; /* a later slice of a span of several */
+			int64_t live = (int64_t)pg->nblocks - (kp__ol_sp(pg) - pg->stack0) -
+				       atomic_load_explicit(&pg->nremote, memory_order_relaxed);
+			if (live > 0)
+				bytes += (uint64_t)live * (pg->bsize - pg->csz);
+		}
+	}
+	pthread_mutex_unlock(&ol->lock);
+	return bytes;
+}
+
+/* kp_stats' allocations and frees of this path: the heaps' counts, and the
+ * frees as those less the live blocks (no count on kp_free's paths). Read
+ * in that order, so that the frees err low while threads go on. */
+void kp__ol_counts(kp_pool *pool, uint64_t *allocs, uint64_t *frees)
+{
+	kp__ol *ol = pool->ol;
+	if (!ol)
+		return;
+	uint64_t a = 0, live = 0;
+	pthread_mutex_lock(&ol->lock);
+	for (struct ol_heap *h = ol->heaps; h; h = h->next)
+		a += atomic_load_explicit(&h->allocs, memory_order_relaxed);
+	for (struct ol_seg *s = ol->segs; s; s = s->next) {
+		uint32_t used = __atomic_load_n(&s->used, __ATOMIC_ACQUIRE);
+		for (uint32_t i = 0; i < used; i++) {
+			struct ol_span *pg = &s->spans[i];
+			if (!pg->start)
+				continue;
+			int64_t l = (int64_t)pg->nblocks - (kp__ol_sp(pg) - pg->stack0) -
+				    atomic_load_explicit(&pg->nremote, memory_order_relaxed);
+			live += l > 0 ? (uint64_t)l : 0;
+		}
+	}
+	pthread_mutex_unlock(&ol->lock);
+	*allocs += a;
+	*frees += a > live ? a - live : 0;
+}
+
+/* Tests: the metadata mapping of p's segment, or NULL. */
+void *kp__ol_meta_of(kp_pool *pool, const void *p)
+{
+	kp__ol *ol = pool->ol;
+	if (!ol)
+		return NULL;
+	void *found = NULL;
+	pthread_mutex_lock(&ol->lock);
+	for (struct ol_seg *s = ol->segs; s; s = s->next)
+		if ((const uint8_t *)p >= s->base && (const uint8_t *)p < s->base + OL_SEG_SIZE)
+			found = s;
+	pthread_mutex_unlock(&ol->lock);
+	return found;
+}

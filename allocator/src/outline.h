@@ -1,0 +1,256 @@
+/*
+ * outline.h - layout:outline's structures and its fast paths, inlined in
+ * alloc.c's dispatch (alloc_outline, free_outline, free_outline_try: the
+ * tail calls of alloc_fast's, free_body's and kp__free_try's miss branches)
+ * so that an outline pool's kp_alloc and kp_free make no other call; the
+ * rest is outline.c (its opening comment: the design, the checks, what is
+ * not done).
+ */
+#ifndef KP_OUTLINE_H
+#define KP_OUTLINE_H
+
+#include "internal.h"
+
+#include <string.h>
+
+#pragma GCC visibility push(hidden)
+
+#define OL_SEG_SHIFT 22 /* 4 MiB segments: mimalloc's size; 64 slices each */
+#define OL_SEG_SIZE ((size_t)1 << OL_SEG_SHIFT)
+#define OL_SLICE_SHIFT 16 /* 64 KiB: 4096 blocks of 16 B, so an index fits 16 bits */
+#define OL_SLICE_SIZE ((size_t)1 << OL_SLICE_SHIFT)
+#define OL_NSLICES (OL_SEG_SIZE / OL_SLICE_SIZE)
+#define OL_MAP_N ((uintptr_t)1 << (47 - OL_SLICE_SHIFT)) /* user addresses are below 2^47 */
+/* Metadata per segment, address space (untouched pages cost nothing): 64
+ * slices of the 16-byte class, 4096 blocks each of (2 B stack + 16 B
+ * record) = 4.5 MiB, the span records and alignment. */
+#define OL_META (6 * ((size_t)1 << 20))
+#define OL_CANARY 8u
+#define OL_SMALL_MAX 65536u /* request + canary; larger: alloc.c's path */
+#define OL_TBL_MAX (1024u - OL_CANARY) /* requests by direct[] (either mode) */
+#define OL_NCLASS 72 /* 16..256 by 16, 4 per doubling up to 1 KiB, then 8 up to 64 KiB */
+#define OL_FREE 0xffffffffu /* a block's state when free; else its request */
+#define OL_SENT 0xffffu /* stack[0] of every span: the stack is empty when sp points at it */
+#define OL_OWN_FULL 1u /* in span->owner: retired, in no list; a free relists it */
+
+struct ol_rec { /* one per block, out of line */
+	uint64_t canary;
+	uint32_t state; /* the request, or OL_FREE */
+	uint32_t next;  /* cross-thread free list: index + 1 */
+};
+
+struct ol_heap;
+struct ol_span {
+	uint8_t *start;
+	uint64_t recip; /* ceil(2^40 / bsize): offset * recip >> 40 = index */
+	uint32_t bsize, nblocks;
+	uint16_t *sp;     /* the top of the stack of free block indices */
+	uint16_t *stack0; /* its bottom: the sentinel */
+	struct ol_rec *rec;
+	/* the owner's thread pointer, | OL_OWN_FULL while retired: read by
+	 * other threads' frees, written by the owner (relaxed) */
+	_Atomic uintptr_t owner;
+	uint32_t csz; /* the canary's bytes: OL_CANARY, or 0 with checks off */
+	uint32_t relist_at; /* free blocks a retired span needs to be listed again */
+	struct ol_heap *heap;
+	struct ol_span *next; /* in the heap's avail list */
+	_Atomic uint32_t remote; /* cross-thread frees: index + 1 of the head */
+	_Atomic uint32_t nremote; /* blocks on that list (kp__ol_in_use) */
+	uint32_t cls;
+	struct ol_span *_Atomic dirty_next;
+	/* the daemon's purge (kp__ol_daemon_pass), of a span on its heap's avail
+	 * list, under the heap's avail_lock: when it was first seen wholly free
+	 * (pool clock, ns; 0: not seen so), OL_PURGED once its pages went back */
+	uint64_t idle_ns;
+};
+#define OL_PURGED UINT64_MAX
+
+struct ol_seg {
+	uint8_t *base;
+	uint8_t *bump, *end; /* the metadata arrays of its spans */
+	uint32_t used;       /* slices given to spans */
+	struct ol_seg *next; /* the pool's list */
+	struct ol_span spans[OL_NSLICES];
+};
+
+struct ol_heap {
+	struct ol_span *direct[65]; /* by (n + OL_CANARY + 15) >> 4: cur of that class */
+	struct ol_span *cur[OL_NCLASS];
+	uintptr_t self; /* the thread pointer */
+	uint32_t csz;
+	struct ol_span *avail[OL_NCLASS];
+	struct ol_seg *seg; /* where its spans are carved */
+	struct ol_span *_Atomic dirty; /* spans with cross-thread frees */
+	struct ol_heap *next;          /* the pool's list */
+	bool own_map;                  /* not in the arena: a mapping of its own */
+	/* blocks handed out (kp__ol_pop; the owner writes, kp_stats reads):
+	 * frees are these less the live blocks (kp__ol_counts) */
+	_Atomic uint64_t allocs;
+	/* avail[] and the relisting of spans, between the owner's slow paths
+	 * (refill, a relisting free) and the daemon's purge: a spin lock, held
+	 * for list moves only (no system call under it) */
+	_Atomic int avail_lock;
+};
+
+struct kp__ol {
+	struct ol_span **map; /* OL_MAP_N entries */
+	pthread_mutex_t lock; /* segs, heaps, spare, the arena's count */
+	struct ol_seg *segs;
+	struct ol_heap *heaps;
+	/* a segment mapped ahead (kp_create, then the daemon's passes:
+	 * kp__ol_daemon_pass), so that a thread's first span makes no system
+	 * call; NULL when taken */
+	struct ol_seg *spare;
+	/* the first OL_ARENA_HEAPS heaps, in one guarded mapping made by
+	 * kp_create; later ones each in a mapping of their own */
+	uint8_t *arena;
+	uint32_t arena_used;
+	_Atomic uint64_t span_gen;
+	uint32_t csz;
+	uint32_t nsegs; /* data segments mapped (the lock): kp__ol_wanted */
+};
+
+/* The calling thread's heap for one outline pool, and that pool's slice map
+ * (so that kp_free reads no pool field): the slot names the pool by its id,
+ * never reused, so a destroyed pool's slot matches no live pool. Before a
+ * thread's first call, and on a thread that only frees, heap is
+ * kp__ol_empty_heap, whose classes all take the slow path. map_n is 0 until
+ * the slot names a pool: every pointer misses the map. */
+typedef struct kp__ol_tls {
+	uint64_t id;
+	struct ol_heap *heap;
+	struct ol_span **map;
+	uintptr_t map_n;
+} kp__ol_tls;
+extern __thread kp__ol_tls kp__ol_slot __attribute__((tls_model("initial-exec")));
+extern struct ol_heap kp__ol_empty_heap;
+
+/* The slow halves (outline.c): a class run dry, and everything else. */
+void *kp__ol_refill(kp_pool *pool, struct ol_heap *h, uint32_t cls, size_t n);
+int kp__ol_free_slow(kp_pool *pool, void *p, struct ol_span *pg, uint32_t idx, uint32_t st, int why);
+int kp__ol_free_other(kp_pool *pool, struct ol_span *pg, uint32_t idx, uint32_t st, void *p);
+enum { KP_OL_MISS, KP_OL_BAD, KP_OL_DFREE, KP_OL_OVERFLOW, KP_OL_OTHER };
+
+static inline uintptr_t kp__ol_self(void)
+{
+	return (uintptr_t)__builtin_thread_pointer();
+}
+
+/* A span's stack pointer: written by its owner alone, read by kp_stats
+ * (kp__ol_in_use) from any thread, so relaxed atomics (plain moves on
+ * x86-64: the fast paths' code is the same). */
+static inline uint16_t *kp__ol_sp(const struct ol_span *pg)
+{
+	return __atomic_load_n(&pg->sp, __ATOMIC_RELAXED);
+}
+static inline void kp__ol_sp_set(struct ol_span *pg, uint16_t *sp)
+{
+	__atomic_store_n(&pg->sp, sp, __ATOMIC_RELAXED);
+}
+
+/* The class of n bytes (request and canary), 1 KiB < n <= 64 KiB. */
+static inline uint32_t kp__ol_class_big(size_t n)
+{
+	size_t m = n - 1;
+	uint32_t b = 63u - (uint32_t)__builtin_clzl(m);
+	return 24u + (b - 10) * 8 + (uint32_t)((m >> (b - 3)) & 7);
+}
+
+/* The class of q * 16 bytes, q = 0..64 (outline.c). */
+extern const uint8_t kp__ol_class_tbl[65];
+
+/* Pop idx, the top of pg's stack (not OL_SENT). */
+static inline __attribute__((always_inline)) void *kp__ol_pop(struct ol_heap *h, struct ol_span *pg, uint16_t *sp,
+							       uint32_t idx, size_t n)
+{
+	kp__count_inc(&h->allocs, 1);
+	kp__ol_sp_set(pg, sp - 1);
+	uint8_t *p = pg->start + (size_t)idx * pg->bsize;
+	struct ol_rec *r = &pg->rec[idx];
+	r->state = (uint32_t)n;
+	if (KP_LIKELY(pg->csz))
+		memcpy(p + n, &r->canary, 8);
+	return p;
+}
+
+/* kp_alloc of the pool whose id the calling thread's slot names (alloc.c
+ * tested it): a request the table covers pops its class's span in hand;
+ * anything else goes to kp__ol_alloc. */
+static inline __attribute__((always_inline)) void *kp__ol_alloc_fast(kp_pool *pool, size_t n, unsigned flags)
+{
+	/* flags past bit 40: any flag fails both bounds, one test each */
+	size_t nf = n | (size_t)flags << 40;
+	if (KP_LIKELY(nf <= OL_TBL_MAX)) {
+		struct ol_heap *h = kp__ol_slot.heap;
+		/* the class of n and a canary, in either mode: with checks off a
+		 * block keeps the 8 bytes (the mode is not loaded here) */
+		size_t q = (n + OL_CANARY + 15) >> 4;
+		struct ol_span *pg = h->direct[q];
+		uint16_t *sp = kp__ol_sp(pg);
+		uint32_t idx = *sp;
+		if (KP_LIKELY(idx != OL_SENT))
+			return kp__ol_pop(h, pg, sp, idx, n);
+		return kp__ol_refill(pool, h, kp__ol_class_tbl[q], n);
+	}
+	if (KP_LIKELY(nf <= OL_SMALL_MAX - OL_CANARY)) { /* past the table: 8 classes a doubling */
+		struct ol_heap *h = kp__ol_slot.heap;
+		uint32_t cls = kp__ol_class_big(n + OL_CANARY);
+		struct ol_span *pg = h->cur[cls];
+		uint16_t *sp = kp__ol_sp(pg);
+		uint32_t idx = *sp;
+		if (KP_LIKELY(idx != OL_SENT))
+			return kp__ol_pop(h, pg, sp, idx, n);
+		return kp__ol_refill(pool, h, cls, n);
+	}
+	return kp__alloc_slow(pool, n, flags); /* pool: checked there, then kp__ol_alloc */
+}
+
+/* What kp__ol_free_fast returns with try_only for a pointer it leaves
+ * alone (positive: no kp_free code). */
+#define KP_OL_UNTRIED 1
+
+/* kp_free of a pool whose id the calling thread's slot names (alloc.c tested
+ * it): the slice map finds p's span in one load, or not (a pointer of
+ * alloc.c's path, or none); then p must be a block start, its record
+ * allocated, its canary intact, and the span this thread's listed one;
+ * anything else goes to kp__ol_free_slow, which reports or hands over.
+ * try_only (the preload's free(), kp__free_try): what is no plain free
+ * (a pointer the map does not know, a violation) is left alone,
+ * KP_OL_UNTRIED, for the preload's hook, which frees or reports it in
+ * free()'s name; a free to another thread's span or a retired one is made. */
+static inline __attribute__((always_inline)) int kp__ol_free_fast(kp_pool *pool, void *p, bool try_only)
+{
+	uintptr_t a = (uintptr_t)p;
+	if (KP_UNLIKELY((a >> OL_SLICE_SHIFT) >= kp__ol_slot.map_n))
+		return try_only ? KP_OL_UNTRIED : kp__ol_free_slow(pool, p, NULL, 0, 0, KP_OL_MISS);
+	struct ol_span *pg = kp__ol_slot.map[a >> OL_SLICE_SHIFT];
+	if (KP_UNLIKELY(!pg))
+		return try_only ? KP_OL_UNTRIED : kp__ol_free_slow(pool, p, NULL, 0, 0, KP_OL_MISS);
+	uintptr_t off = a - (uintptr_t)pg->start;
+	uint32_t idx = (uint32_t)((off * pg->recip) >> 40);
+	/* an interior pointer fails the product; the span's tail (idx ==
+	 * nblocks) lands on the sentinel record, always free */
+	if (KP_UNLIKELY((uintptr_t)idx * pg->bsize != off))
+		return try_only ? KP_OL_UNTRIED : kp__ol_free_slow(pool, p, pg, idx, 0, KP_OL_BAD);
+	struct ol_rec *r = &pg->rec[idx];
+	uint32_t st = r->state;
+	if (KP_UNLIKELY(st == OL_FREE))
+		return try_only ? KP_OL_UNTRIED : kp__ol_free_slow(pool, p, pg, idx, st, KP_OL_DFREE);
+	if (KP_LIKELY(pg->csz)) {
+		uint64_t c;
+		memcpy(&c, (uint8_t *)p + st, 8);
+		if (KP_UNLIKELY(c != r->canary))
+			return try_only ? KP_OL_UNTRIED : kp__ol_free_slow(pool, p, pg, idx, st, KP_OL_OVERFLOW);
+	}
+	if (KP_UNLIKELY(atomic_load_explicit(&pg->owner, memory_order_relaxed) != kp__ol_self()))
+		return kp__ol_free_other(pool, pg, idx, st, p);
+	r->state = OL_FREE;
+	uint16_t *top = kp__ol_sp(pg) + 1;
+	*top = (uint16_t)idx;
+	kp__ol_sp_set(pg, top);
+	return 0;
+}
+
+#pragma GCC visibility pop
+
+#endif /* KP_OUTLINE_H */
