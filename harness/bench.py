@@ -15,6 +15,10 @@ every round with `--conf checks:off` (the row "kpool-checks-off"), and each of t
 "cost of checks: X% (ops/s on vs off, medians of N rounds' ratios; ...)", X being how much longer an
 operation takes with checks on (off's ops/s ÷ on's, less one; the median of the rounds' ratios, each round
 running both back to back with one seed); the --json file carries it under "cost_of_checks".
+
+kpool's second small path, the pool option `layout:outline` (allocator/src/outline.c: metadata out of line),
+runs the same way on a-c as the row "kpool-outline", and the ratio table gets a column "outline ÷ best
+peer" beside kpool's own.
 """
 
 from __future__ import annotations
@@ -40,8 +44,11 @@ WORKLOADS = ("a", "b", "c", "d", "f")
 # kpool with its integrity checks off, beside kpool in every round. Only where the pool's conf is kpbench's
 # default (a-c): d runs its own grow conf, f measures realloc's copies, not the checks.
 CHECKS_OFF = Allocator("kpool-checks-off", "kpool", conf="checks:off")
+# kpool with its out-of-line small path (layout:outline), on the same workloads.
+OUTLINE = Allocator("kpool-outline", "kpool", conf="layout:outline")
+CONF_ROWS = (CHECKS_OFF, OUTLINE)  # kpool in a configuration of its own, beside kpool, on a-c only
 CHECKS_OFF_WORKLOADS = ("a", "b", "c")
-BENCH_ALLOCATORS = (ALLOCATORS[0], CHECKS_OFF, *ALLOCATORS[1:])
+BENCH_ALLOCATORS = (ALLOCATORS[0], *CONF_ROWS, *ALLOCATORS[1:])
 # The slowest single invocation (glibc on (c), or three 1 GiB rounds of (d)) takes seconds; ten minutes
 # means the allocator hangs, and the remaining runs are still worth having.
 RUN_TIMEOUT_S = 600
@@ -312,7 +319,9 @@ def _vs_best(kp: dict[str, Any] | None, sums: dict[str, dict[str, Any]], key: st
 
 
 def ratio_table(summary: dict[str, dict[str, dict[str, Any]]], peers: Sequence[str]) -> str:
-    """kpool ops/s divided by each peer's, one row per workload, and by the best of issue 14's peers."""
+    """kpool ops/s divided by each peer's, one row per workload, and by the best of issue 14's peers (and
+    kpool-outline's by the best peer's, when it ran)."""
+    outline = any(OUTLINE.name in sums for sums in summary.values())
     rows = []
     for workload, sums in summary.items():
         kp = sums.get("kpool")
@@ -327,10 +336,12 @@ def ratio_table(summary: dict[str, dict[str, dict[str, Any]]], peers: Sequence[s
                 for p in peers
             ]
             + [_vs_best(kp, sums, "ops_per_s", max)]
+            + ([_vs_best(sums.get(OUTLINE.name), sums, "ops_per_s", max)] if outline else [])
         )
     best_note = f"best peer: the best of {', '.join(TARGETS)} (issue 14's)"
     text = f"kpool ops/s ÷ peer ops/s (medians; {best_note})\n\n"
-    text += output.markdown_table(["workload", *peers, "kpool ÷ best peer"], rows)
+    extra = ["outline ÷ best peer"] if outline else []
+    text += output.markdown_table(["workload", *peers, "kpool ÷ best peer", *extra], rows)
     rss_rows = []
     for workload, sums in summary.items():
         kp = sums.get("kpool")
@@ -341,8 +352,9 @@ def ratio_table(summary: dict[str, dict[str, dict[str, Any]]], peers: Sequence[s
                 for p in peers
             ]
             + [_vs_best(kp, sums, "peak_rss_kib", min)]
+            + ([_vs_best(sums.get(OUTLINE.name), sums, "peak_rss_kib", min)] if outline else [])
         )
-    headers = ["workload", "kpool", *peers, "kpool ÷ best peer"]
+    headers = ["workload", "kpool", *peers, "kpool ÷ best peer", *extra]
     text += "\n\npeak RSS, MiB (VmHWM, medians)\n\n" + output.markdown_table(headers, rss_rows)
     # One-thread workloads also by the timed thread's CPU time: on a shared machine the CPU other
     # processes take from the loop moves wall-time ratios run to run, not these.
@@ -383,7 +395,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         default=",".join(a.name for a in BENCH_ALLOCATORS),
         help="comma-separated subset of "
         + ",".join(a.name for a in BENCH_ALLOCATORS)
-        + f" (default all; {CHECKS_OFF.name} is kpool with --conf {CHECKS_OFF.conf}, on "
+        + " (default all; "
+        + ", ".join(f"{a.name} is kpool with --conf {a.conf}" for a in CONF_ROWS)
+        + ", on "
         + ",".join(CHECKS_OFF_WORKLOADS)
         + " only)",
     )
@@ -441,10 +455,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     unknown = [n for n in names if n not in {a.name for a in BENCH_ALLOCATORS}]
     if unknown or not names:
         p.error(f"--allocators {args.allocators!r}: unknown {', '.join(unknown) or '(empty)'}")
-    bare = [w for w in workloads if w not in CHECKS_OFF_WORKLOADS] if set(names) == {CHECKS_OFF.name} else []
+    conf_only = set(names) <= {a.name for a in CONF_ROWS}
+    bare = [w for w in workloads if w not in CHECKS_OFF_WORKLOADS] if conf_only else []
     if bare:  # an empty table that says nothing, and exit 0
         p.error(
-            f"--allocators {CHECKS_OFF.name} runs on {','.join(CHECKS_OFF_WORKLOADS)} only: nothing to run on"
+            f"--allocators {','.join(names)} runs on {','.join(CHECKS_OFF_WORKLOADS)} only: nothing to run on"
             f" --workloads {','.join(bare)} (add kpool or a peer)"
         )
     if not 1 <= args.runs <= U64_MAX:  # past it, the seeds of the runs do not fit kpbench's 64 bits
@@ -485,7 +500,7 @@ def run_all(
             order = list(allocs[i % len(allocs) :]) + list(allocs[: i % len(allocs)])
             for workload in workloads:
                 for alloc in order:
-                    if alloc.name not in raw[workload]:  # kpool-checks-off on d or f
+                    if alloc.name not in raw[workload]:  # kpool-checks-off or kpool-outline on d or f
                         continue
                     output.progress(f"run {i + 1}/{runs}: ({workload}) {alloc.name}")
                     result = runner.run(alloc, workload, seed + i)
@@ -510,8 +525,9 @@ def main(argv: list[str]) -> int:
         return _stress_bench(args)
     binary = build_kpbench()
     allocs, preload = available_allocators(args.allocators)
-    if CHECKS_OFF.name in args.allocators:  # kpool's own, not a peer: beside kpool, after it
-        allocs.insert(next((i + 1 for i, a in enumerate(allocs) if a.name == "kpool"), 0), CHECKS_OFF)
+    for row in reversed(CONF_ROWS):  # kpool's own, not peers: beside kpool, after it
+        if row.name in args.allocators:
+            allocs.insert(next((i + 1 for i, a in enumerate(allocs) if a.name == "kpool"), 0), row)
     runner = Runner(binary, preload, args.ops)
     raw, interrupted = run_all(runner, allocs, args.workloads, args.runs, args.seed)
 
@@ -559,7 +575,7 @@ def check_environment(allocators: Sequence[str]) -> None:
     from harness import run
     from harness.spec import poolcheck
 
-    if {"kpool", CHECKS_OFF.name, "kpool-preload"} & set(allocators):
+    if {"kpool", *(a.name for a in CONF_ROWS), "kpool-preload"} & set(allocators):
         run.check_conf(os.environ.get(run.CONF_ENV), None)
         poolcheck.check_log()
     if "kpool-preload" in allocators:
