@@ -52,8 +52,8 @@ def test_conformance_suite_gives_glibc_results_on_outline(programs: dict[str, Pa
 
 
 # Not traps' fork case: it requires the daemon running in the parent, and a preload pool starts its daemon
-# once the primary has handed out memory (kp__daemon_wanted), which an outline pool's small blocks never
-# take from it (the daemon's work for outline.c is not done). test_outline_integrity's test_fork forks.
+# once the primary has handed out memory or an outline pool maps its second segment (kp__daemon_wanted),
+# which the fork trap's few small blocks never do. test_outline_integrity's test_fork forks.
 @pytest.mark.parametrize(("trap", "says"), [("early", "early blocks: ok")])
 def test_traps_pass_on_outline(programs: dict[str, Path], preload: Path, trap: str, says: str) -> None:
     proc = run([str(programs["traps"]), trap], preload, OUTLINE)
