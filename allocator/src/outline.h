@@ -152,6 +152,13 @@ static inline void kp__ol_sp_set(struct ol_span *pg, uint16_t *sp)
 {
 	__atomic_store_n(&pg->sp, sp, __ATOMIC_RELAXED);
 }
+/* A free's push: release (a plain move on x86-64 too), so that a heap that
+ * adopts the span wholly free (outline.c, span_adopt: its acquire load of
+ * sp) sees the stack and the records as the owner left them. */
+static inline void kp__ol_sp_push(struct ol_span *pg, uint16_t *sp)
+{
+	__atomic_store_n(&pg->sp, sp, __ATOMIC_RELEASE);
+}
 
 /* The class of n bytes (request and canary), 1 KiB < n <= 64 KiB. */
 static inline uint32_t kp__ol_class_big(size_t n)
@@ -252,7 +259,7 @@ static inline __attribute__((always_inline)) int kp__ol_free_fast(kp_pool *pool,
 	r->state = OL_FREE;
 	uint16_t *top = kp__ol_sp(pg) + 1;
 	*top = (uint16_t)idx;
-	kp__ol_sp_set(pg, top);
+	kp__ol_sp_push(pg, top);
 	return 0;
 }
 
