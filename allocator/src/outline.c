@@ -56,6 +56,13 @@
  * Memory back: the daemon's pass purges the data pages of a span wholly free
  * on its heap's avail list for decay_ms (purge_idle); segments are never
  * unmapped before kp_destroy, nor are a span's records and stack given back.
+ * A span's records and stack entries are made a page of blocks at a time as
+ * its blocks are first taken (span_extend): metadata in proportion to the
+ * blocks used. A heap that needs a new span first takes a wholly free one of
+ * the class from another heap (span_adopt). What still costs memory under
+ * larson (4 threads on 2 CPUs, s22): blocks freed by other threads while
+ * their owner is not running wait on its spans' cross-thread lists (about 3
+ * MiB at its peak), and what they leave wholly free when it drains them.
  * primary_max: data segments are reserved against it with the primary's
  * capacity and the huge blocks (pool->ol_bytes); past it, alloc.c's path
  * and its policy (oom event, the backup for critical callers).
