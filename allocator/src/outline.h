@@ -29,13 +29,13 @@
 #define OL_SMALL_MAX 65536u /* request + canary; larger: alloc.c's path */
 #define OL_TBL_MAX (1024u - OL_CANARY) /* requests by direct[] (either mode) */
 #define OL_NCLASS 72 /* 16..256 by 16, 4 per doubling up to 1 KiB, then 8 up to 64 KiB */
-#define OL_FREE 0xffffffffu /* a block's state when free; else its request */
+#define OL_FREE 0u /* a block's state when free (a zero page's); else its request + 1 */
 #define OL_SENT 0xffffu /* stack[0] of every span: the stack is empty when sp points at it */
 #define OL_OWN_FULL 1u /* in span->owner: retired, in no list; a free relists it */
 
 struct ol_rec { /* one per block, out of line */
 	uint64_t canary;
-	uint32_t state; /* the request, or OL_FREE */
+	uint32_t state; /* the request + 1, or OL_FREE (0) */
 	uint32_t next;  /* cross-thread free list: index + 1 */
 };
 
@@ -62,6 +62,11 @@ struct ol_span {
 	 * list, under the heap's avail_lock: when it was first seen wholly free
 	 * (pool clock, ns; 0: not seen so), OL_PURGED once its pages went back */
 	uint64_t idle_ns;
+	/* blocks whose records and stack entries are made (span_extend): the
+	 * first fresh; the rest were never handed out, their records zero
+	 * (free). The owner writes it, kp_stats reads it (relaxed). */
+	uint32_t fresh;
+	uint64_t gen; /* the span's generation, in its blocks' canaries */
 };
 #define OL_PURGED UINT64_MAX
 
@@ -147,6 +152,13 @@ static inline void kp__ol_sp_set(struct ol_span *pg, uint16_t *sp)
 {
 	__atomic_store_n(&pg->sp, sp, __ATOMIC_RELAXED);
 }
+/* A free's push: release (a plain move on x86-64 too), so that a heap that
+ * adopts the span wholly free (outline.c, span_adopt: its acquire load of
+ * sp) sees the stack and the records as the owner left them. */
+static inline void kp__ol_sp_push(struct ol_span *pg, uint16_t *sp)
+{
+	__atomic_store_n(&pg->sp, sp, __ATOMIC_RELEASE);
+}
 
 /* The class of n bytes (request and canary), 1 KiB < n <= 64 KiB. */
 static inline uint32_t kp__ol_class_big(size_t n)
@@ -167,7 +179,7 @@ static inline __attribute__((always_inline)) void *kp__ol_pop(struct ol_heap *h,
 	kp__ol_sp_set(pg, sp - 1);
 	uint8_t *p = pg->start + (size_t)idx * pg->bsize;
 	struct ol_rec *r = &pg->rec[idx];
-	r->state = (uint32_t)n;
+	r->state = (uint32_t)n + 1;
 	if (KP_LIKELY(pg->csz))
 		memcpy(p + n, &r->canary, 8);
 	return p;
@@ -238,7 +250,7 @@ static inline __attribute__((always_inline)) int kp__ol_free_fast(kp_pool *pool,
 		return try_only ? KP_OL_UNTRIED : kp__ol_free_slow(pool, p, pg, idx, st, KP_OL_DFREE);
 	if (KP_LIKELY(pg->csz)) {
 		uint64_t c;
-		memcpy(&c, (uint8_t *)p + st, 8);
+		memcpy(&c, (uint8_t *)p + st - 1, 8);
 		if (KP_UNLIKELY(c != r->canary))
 			return try_only ? KP_OL_UNTRIED : kp__ol_free_slow(pool, p, pg, idx, st, KP_OL_OVERFLOW);
 	}
@@ -247,7 +259,7 @@ static inline __attribute__((always_inline)) int kp__ol_free_fast(kp_pool *pool,
 	r->state = OL_FREE;
 	uint16_t *top = kp__ol_sp(pg) + 1;
 	*top = (uint16_t)idx;
-	kp__ol_sp_set(pg, top);
+	kp__ol_sp_push(pg, top);
 	return 0;
 }
 
