@@ -79,3 +79,25 @@ def test_outline_findings_have_distinct_signatures() -> None:
     if len(_found) < len(PLANTS):
         pytest.skip("needs every plant's finding (run the whole file)")
     assert len(set(_found.values())) == len(PLANTS), _found
+
+
+# The outline functions a target's committed seeds must enter (kpool fuzz --coverage, the coverage
+# build): the seeds named outline-* pick an outline pool with their first byte.
+OUTLINE_ENTERED = {
+    "api_sequence": {"kp__ol_create", "kp__ol_alloc", "kp__ol_realloc", "kp__ol_usable"},
+    "faults": {"kp__ol_create", "kp__ol_alloc", "kp__ol_free_slow", "kp__ol_knows"},
+    "concurrent": {"kp__ol_create", "kp__ol_alloc", "kp__ol_free_other"},
+}
+
+
+@pytest.mark.parametrize("target", sorted(OUTLINE_ENTERED))
+def test_seeds_reach_outline(target: str, tmp_path: Path) -> None:
+    pytest.importorskip("atheris")
+    cmd = [sys.executable, "-m", "harness.cli", "fuzz", target, "--coverage", "--reports", str(tmp_path)]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    saved = json.loads((tmp_path / "coverage.json").read_text())
+    missed = {m.split(" ", 1)[0] for m in saved["missed"]}
+    assert not OUTLINE_ENTERED[target] & missed, f"{target}'s seeds never enter {OUTLINE_ENTERED[target] & missed}"
+    files = {f["file"]: f for f in saved["files"]}
+    assert files["src/outline.c"]["covered"] > files["src/outline.c"]["edges"] // 10, files["src/outline.c"]
