@@ -44,6 +44,7 @@ typedef struct fz_pool {
 	kp_pool *pool;
 	uint64_t token;
 	bool checks, poison, daemon;
+	bool outline; /* layout:outline (outline.c): its verdicts read "outline-<kind>", its stats are not kept */
 } fz_pool;
 /* The pool, made (or remade) as needed; abort()s if kp_create refuses a conf
  * that is known good. */

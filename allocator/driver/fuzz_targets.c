@@ -4,8 +4,14 @@
  *
  * The first input byte picks one of the target's pools, so one corpus
  * covers several configurations (checks on and off, poisoning, a tight pool
- * whose primary fails over to the backup). Seeds are fixed: a crash input
- * replays against the same secret.
+ * whose primary fails over to the backup, layout:outline). Seeds are fixed:
+ * a crash input replays against the same secret.
+ *
+ * The outline pools (layout:outline, allocator/src/outline.c) come after the
+ * inline ones in each table: an input's first byte picks one modulo the
+ * table's length. $KPOOL_FUZZ_LAYOUT=outline (or inline) narrows the pick to
+ * that layout's pools: a plant in both paths (KP_PLANT 2, 5, 8) is then found
+ * on the one asked for (tests/test_fuzz_outline.py).
  */
 #include "fuzz_model.h"
 
@@ -13,6 +19,7 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* Common to the sequential pools: no daemon thread (kp_daemon_step drives
  * passes), one segment kept (primary_initial: a shrink never unmaps it, so
@@ -32,6 +39,9 @@ static fz_pool api_pools[] = {
 	{.conf = FZ_BASE ",seed:12,low_wm:0,high_wm:0,checks:off"},
 	{.conf = FZ_BASE ",seed:13,low_wm:4m,high_wm:8m,poison:on"},
 	{.conf = FZ_TIGHT ",seed:14"},
+	/* layout:outline: no poison (outline.c does not apply it), so none is asked for */
+	{.conf = FZ_BASE ",seed:15,low_wm:0,high_wm:0,layout:outline"},
+	{.conf = FZ_BASE ",seed:16,low_wm:0,high_wm:0,checks:off,layout:outline"},
 };
 
 static fz_pool fault_pools[] = {
@@ -40,9 +50,33 @@ static fz_pool fault_pools[] = {
 	/* transparent huge pages asked for (and their madvise failing when injected) */
 	{.conf = FZ_BASE ",seed:23,low_wm:0,high_wm:0,checks:off,thp:on"},
 	{.conf = FZ_TIGHT ",seed:24,poison:on"},
+	{.conf = FZ_BASE ",seed:25,low_wm:0,high_wm:0,layout:outline"},
+	{.conf = FZ_TIGHT ",seed:26,layout:outline"},
 };
 
 #define NPOOLS(a) (sizeof(a) / sizeof((a)[0]))
+
+/* The pool of a table an input's first byte picks: among all of them, or
+ * among those of one layout when $KPOOL_FUZZ_LAYOUT names it (read once). */
+static fz_pool *pick_pool(fz_pool *pools, size_t npools, uint8_t b)
+{
+	static int layout = -1; /* -1 unread, 0 any, 1 inline, 2 outline */
+	if (layout < 0) {
+		const char *want = getenv("KPOOL_FUZZ_LAYOUT");
+		layout = !want || !want[0] ? 0 : !strcmp(want, "outline") ? 2 : !strcmp(want, "inline") ? 1 : -2;
+		if (layout == -2)
+			FZ_FAIL("harness", "getenv", "KPOOL_FUZZ_LAYOUT='%s': inline, outline or unset", want);
+	}
+	if (layout == 0)
+		return &pools[b % npools];
+	size_t n = 0, idx[16];
+	for (size_t i = 0; i < npools && n < 16; i++)
+		if ((strstr(pools[i].conf, "layout:outline") != NULL) == (layout == 2))
+			idx[n++] = i;
+	if (n == 0)
+		FZ_FAIL("harness", "getenv", "KPOOL_FUZZ_LAYOUT='%s': no pool of this target has that layout", getenv("KPOOL_FUZZ_LAYOUT"));
+	return &pools[idx[b % n]];
+}
 
 static int run_sequence(fz_pool *pools, size_t npools, unsigned mode, const uint8_t *data, size_t len)
 {
@@ -53,7 +87,7 @@ static int run_sequence(fz_pool *pools, size_t npools, unsigned mode, const uint
 	fz_in r = {data + 1, len - 1};
 	fz_ctx c;
 	fz_trace_reset();
-	fz_ctx_init(&c, &pools[data[0] % npools], mode);
+	fz_ctx_init(&c, pick_pool(pools, npools, data[0]), mode);
 	fz_run(&c, &r);
 	fz_finish(&c);
 	fz_input_end();
@@ -83,6 +117,8 @@ static fz_pool thread_pools[] = {
 		 "daemon_interval_ms:1,grow_wait_us:50,thp:off,seed:31"},
 	{.conf = "primary_initial:4m,primary_max:128m,backup:1m,low_wm:0,high_wm:0,decay_ms:0,"
 		 "daemon_interval_ms:1,poison:on,thp:off,seed:32"},
+	{.conf = "primary_initial:4m,primary_max:128m,backup:1m,low_wm:0,high_wm:0,decay_ms:0,"
+		 "daemon_interval_ms:1,thp:off,seed:33,layout:outline"},
 };
 
 typedef struct half {
@@ -193,7 +229,7 @@ KP_EXPORT int kp_fuzz_concurrent(const uint8_t *data, size_t len)
 		return 0;
 	fz_history_add(thread_pools, NPOOLS(thread_pools), data, len);
 	fz_input_begin();
-	fz_pool *fp = &thread_pools[data[0] % NPOOLS(thread_pools)];
+	fz_pool *fp = pick_pool(thread_pools, NPOOLS(thread_pools), data[0]);
 	_Atomic(fz_slot *) mailbox = NULL;
 	size_t rest = len - 1, first = rest / 2;
 	half h[2];

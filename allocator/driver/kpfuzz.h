@@ -8,6 +8,12 @@
  * was violated and the last operations to stderr: libFuzzer then keeps the
  * input as a crash. Memory errors are left to ASan/UBSan.
  *
+ * The first input byte of api_sequence, faults and concurrent picks one of
+ * the target's pools, the layout:outline ones (outline.c) among them;
+ * $KPOOL_FUZZ_LAYOUT=outline (or inline) narrows the pick to that layout's
+ * pools, and a violation on an outline pool is reported as
+ * "VIOLATION outline-<kind>" (triage files it apart from the inline path's).
+ *
  * Not part of the public contract (kpool.h): these are built only into the
  * fuzz and coverage variants. Every function returns 0; none is thread-safe
  * with itself (libFuzzer runs one input at a time).
