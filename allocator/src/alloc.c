@@ -1295,6 +1295,14 @@ static void *realloc_inner(kp_pool *pool, void *p, size_t size, unsigned flags)
 	} else if (size <= old && !(flags & KP_ZERO) && kp__backup_intact(pool, p)) {
 		return p; /* a damaged canary: move, and let free report the overflow */
 	}
+	return kp__realloc_move(pool, p, size, old, flags);
+}
+
+/* A realloc that moves: a new block, the old one's first min(old, size)
+ * bytes copied, the rest zeroed under KP_ZERO, the old block freed (which
+ * reports what is wrong with it). Either layout's kp_realloc ends here. */
+void *kp__realloc_move(kp_pool *pool, void *p, size_t size, size_t old, unsigned flags)
+{
 	void *q = kp_alloc(pool, size, flags & ~KP_ZERO);
 	if (!q)
 		return NULL;

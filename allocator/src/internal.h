@@ -164,6 +164,7 @@ void *kp__alloc_slow(kp_pool *pool, size_t size, unsigned flags);
 int kp__free_classic(kp_pool *pool, void *p);
 size_t kp__usable_classic(kp_pool *pool, const void *p);
 void *kp__realloc_classic(kp_pool *pool, void *p, size_t size, unsigned flags);
+void *kp__realloc_move(kp_pool *pool, void *p, size_t size, size_t old, unsigned flags);
 
 /* ---- outline.c: the out-of-line small path (layout:outline) ------------- */
 typedef struct kp__ol kp__ol;

@@ -931,18 +931,7 @@ void *kp__ol_realloc(kp_pool *pool, void *p, size_t size, unsigned flags)
 			memcpy((uint8_t *)p + size, &r->canary, 8);
 		return p;
 	}
-	void *q = kp_alloc(pool, size, flags & ~KP_ZERO);
-	if (!q)
-		return NULL;
-	size_t n = old < size ? old : size;
-#if KP_PLANT == 7 /* planted 7: a moving realloc copies 8 bytes too few */
-	n -= n >= 16 ? 8 : 0;
-#endif
-	memcpy(q, p, n);
-	if ((flags & KP_ZERO) && size > n)
-		memset((char *)q + n, 0, size - n);
-	kp_free(pool, p);
-	return q;
+	return kp__realloc_move(pool, p, size, old, flags);
 }
 
 /* The usable bytes of the live blocks of every span (kp_stats): what no
