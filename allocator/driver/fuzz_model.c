@@ -462,9 +462,15 @@ static void do_realloc(fz_ctx *c, unsigned i, size_t size, unsigned flags)
 	s->live = false; /* the old block is gone: no overlap with it */
 	size_t us = check_new(c, i, p, size, KP_HDR, "kp_realloc");
 	size_t bad = check_fill(p, old.req, old.tag, size);
-	if (bad != SIZE_MAX)
+	if (bad != SIZE_MAX) {
+		/* A block that moved was copied by kp__realloc_move, which both layouts end in:
+		 * one bug whichever pool it shows on, so no "outline-" (fz_fail). In place, the
+		 * layout's own code kept or lost it. fz_fail does not return. */
+		if (p != old.p)
+			cur_pool = NULL;
 		FZ_FAIL("content-lost", "kp_realloc", "kp_realloc(%p -> %p, %zu -> %zu) lost the contents at offset %zu", (void *)old.p, (void *)p,
 			old.req, size, bad);
+	}
 	/* The grown part is what lies past the old usable size. */
 	if ((flags & KP_ZERO) && size > old.usable) {
 		size_t n = size - old.usable < FZ_HEAD ? size - old.usable : FZ_HEAD;
