@@ -229,6 +229,13 @@ CAPABILITIES: tuple[Capability, ...] = (
         "valgrind",
     ),
     Capability(
+        "clang-format",
+        "the C format check of the test suite (scripts/test.sh: allocator/'s .c and .h against .clang-format)",
+        "apt-get install clang-format",
+        _command("clang-format"),
+        "clang-format",
+    ),
+    Capability(
         "gdb",
         "every thread's user-space stack when a stress worker hangs (without it: /proc's kernel stacks)",
         "apt-get install gdb",

@@ -16,6 +16,7 @@ cd "$(dirname "$0")/.."
 #   binutils               addr2line, for coverage per source file and the op driver's backtraces
 #   strace                 the proof that the allocation path makes no system call
 #   gdb                    every thread's stack when a stress worker hangs (else /proc's kernel stacks)
+#   clang-format           the C format check in scripts/test.sh (.clang-format)
 #   valgrind               callgrind: the exact instruction counts of kp_alloc and kp_free that the slow
 #                          tests hold to a budget (tests/test_instruction_counts.py)
 #   libjemalloc2 libmimalloc2.0 libtcmalloc-minimal4   the peer allocators
@@ -24,7 +25,7 @@ cd "$(dirname "$0")/.."
 #   sqlite3 git redis-server redis-tools   the program workloads (workloads/programs/*.yaml, their
 #                          `requires`): the sqlite3 CLI, git, redis-server and redis-benchmark/redis-cli;
 #                          gcc and make (build-essential) build the benchmark programs and libkpool there
-PACKAGES=(build-essential make clang libclang-rt-14-dev llvm binutils strace gdb valgrind libjemalloc2 libmimalloc2.0 libtcmalloc-minimal4 chromium time sqlite3 git redis-server redis-tools)
+PACKAGES=(build-essential make clang clang-format libclang-rt-14-dev llvm binutils strace gdb valgrind libjemalloc2 libmimalloc2.0 libtcmalloc-minimal4 chromium time sqlite3 git redis-server redis-tools)
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do
