@@ -165,6 +165,13 @@ def _parser() -> argparse.ArgumentParser:
         metavar="B",
         help=f"longest input in bytes, 1 to {MAX_LEN_CEILING} (default: libFuzzer's default)",
     )
+    p.add_argument(
+        "--layout",
+        default=None,
+        metavar="L",
+        help="the pools an input's first byte picks among: inline, outline or any (default: "
+        "$KPOOL_FUZZ_LAYOUT, else any); a crash's reproducer keeps it",
+    )
     p.add_argument("--keep-going", action="store_true", help="with --jobs: go on after a crash")
     p.add_argument(
         "--no-seeds",
@@ -433,6 +440,7 @@ def _fuzz(args: argparse.Namespace, rest: list[str]) -> int:
         seeds=not args.no_seeds,
         run_dir=args.run_dir,
         reports=args.reports or paths.reports(),
+        layout=args.layout,
     )
     rows = [
         (r.target, f"{r.seconds:.0f}", str(r.exec_per_s), str(r.cov), str(r.corpus), str(len(r.crashes)))

@@ -230,7 +230,7 @@ CAPABILITIES: tuple[Capability, ...] = (
     ),
     Capability(
         "clang-format",
-        "the C format check of the test suite (scripts/test.sh: allocator/'s .c and .h against .clang-format)",
+        "the C format check in scripts/test.sh (allocator/'s .c and .h against .clang-format)",
         "apt-get install clang-format",
         _command("clang-format"),
         "clang-format",

@@ -111,3 +111,26 @@ def test_seeds_reach_outline(target: str, tmp_path: Path) -> None:
     assert not never, f"{target}'s seeds never enter {never}"
     files = {f["file"]: f for f in saved["files"]}
     assert files["src/outline.c"]["covered"] > files["src/outline.c"]["edges"] // 10, files["src/outline.c"]
+
+
+def test_outline_reproducer_replays_without_the_environment(tmp_path: Path) -> None:
+    """A crash found with `kpool fuzz --layout outline` replays from its reproducer alone: the layout that
+    narrowed the first byte's pick of a pool is in the reproducer, not only in the fuzzing shell's
+    environment. Before (session 23), the reproducer kept no KPOOL_FUZZ_LAYOUT: `kpool triage replay` in
+    a shell without it picked an inline pool with the same byte and said "non-reproducible: reproduced 0
+    of 3, otherwise 3x: oracle-not-zeroed" for planted 8's outline finding."""
+    pytest.importorskip("atheris")
+    cmd = [sys.executable, "-m", "harness.cli", "-q", "fuzz", "api_sequence", "--plant", "8", "--no-seeds"]
+    cmd += ["--layout", "outline", "--time", str(FUZZ_SECONDS), "--reports", str(tmp_path)]
+    env = {k: v for k, v in os.environ.items() if k != "KPOOL_FUZZ_LAYOUT"}
+    proc = subprocess.run(
+        cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=FUZZ_SECONDS + OVERHEAD_S, check=False
+    )
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    result = json.loads(sorted(tmp_path.glob("fuzz-*/fuzz.json"))[-1].read_text())["results"][0]
+    assert result["layout"] == "outline", result
+    db = tmp_path / "crashes.sqlite"
+    replay = [sys.executable, "-m", "harness.cli", "triage", "--db", str(db), "replay", "1", "-n", "2"]
+    proc = subprocess.run(replay, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0 and "reproduced 2 of 2" in out, out

@@ -110,7 +110,14 @@ def _plant(lock: runlock.RunLock) -> int:
     return int(plant) if isinstance(plant, int) else 0
 
 
-def _replay(folder: Path, inputs: list[Path], plant: int) -> Left:
+def _layout(lock: runlock.RunLock) -> str:
+    """The layout the run narrowed its pools to (runner.resolve_layout): from its lock, "" (any) when the
+    lock does not say (a run of a kpool before session 23, which had none but by the environment)."""
+    layout = lock.info().get("layout")
+    return layout if isinstance(layout, str) else ""
+
+
+def _replay(folder: Path, inputs: list[Path], plant: int, layout: str = "") -> Left:
     from harness.fuzz import runner
 
     left = Left(folder, plant)
@@ -120,6 +127,9 @@ def _replay(folder: Path, inputs: list[Path], plant: int) -> Left:
             continue
         try:
             env = runner.target_env(target, plant)
+            env.pop(runner.LAYOUT_ENV, None)
+            if layout:
+                env[runner.LAYOUT_ENV] = layout
         except KpoolError as exc:  # the build failed: they wait for a later run, this one goes on
             output.warn(f"{folder}: the {target} crash inputs cannot be replayed, so stay unrecorded: {exc}")
             continue
@@ -127,7 +137,9 @@ def _replay(folder: Path, inputs: list[Path], plant: int) -> Left:
         replays = runner._keep_reports(target, found, env)
         log = folder / "logs" / f"{target}.log"
         crashes = [str(p) for p in found]
-        left.results.append({"target": target, "crashes": crashes, "replays": replays, "log": str(log)})
+        left.results.append(
+            {"target": target, "crashes": crashes, "replays": replays, "log": str(log), "layout": layout}
+        )
     return left
 
 
@@ -157,7 +169,7 @@ def left(reports: Path, db: Path, skip: Path | None = None) -> Iterator[list[Lef
                 f"{folder}: {len(inputs)} crash input(s) its run never recorded (it was killed, or the"
                 " machine stopped, before it could): replaying and recording them now"
             )
-            found.append(_replay(folder, inputs, _plant(held[folder])))
+            found.append(_replay(folder, inputs, _plant(held[folder]), _layout(held[folder])))
         yield found
     finally:
         for lock in held.values():

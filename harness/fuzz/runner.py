@@ -90,6 +90,28 @@ FINAL_RE = re.compile(r"^(?:stat::\w+:|Done \d+ runs in |INFO: exiting: )")
 ERROR_TAIL_LINES = 10
 
 
+# The pool layouts a native target's first input byte may be narrowed to (fuzz_targets.c, pick_pool):
+# $KPOOL_FUZZ_LAYOUT in the target's environment; "" picks among every pool of the target.
+LAYOUT_ENV = "KPOOL_FUZZ_LAYOUT"
+LAYOUTS = ("inline", "outline")
+
+
+def resolve_layout(given: str | None, env: dict[str, str] | None = None) -> str:
+    """The layout a run narrows its pools to: --layout (given; "any" or "" for none), else
+    $KPOOL_FUZZ_LAYOUT, else "" (any). UsageError naming a value that is no layout, before anything is
+    built."""
+    if given is not None:
+        if given in ("any", ""):
+            return ""
+        if given not in LAYOUTS:
+            raise UsageError(f"--layout {given!r}: one of {', '.join(LAYOUTS)} or any")
+        return given
+    value = (os.environ if env is None else env).get(LAYOUT_ENV, "")
+    if value and value not in LAYOUTS:
+        raise UsageError(f"${LAYOUT_ENV}={value!r}: one of {', '.join(LAYOUTS)}, or unset for any")
+    return value
+
+
 @dataclass
 class TargetResult:
     target: str
@@ -107,6 +129,9 @@ class TargetResult:
     log: str = ""
     error: str = ""  # libFuzzer ended abnormally without a crash input ("" when it ended well)
     interrupted: bool = False  # kpool was interrupted (SIGINT, SIGTERM) and stopped libFuzzer early
+    # the pools the first input byte picked among ($KPOOL_FUZZ_LAYOUT): "" all, else inline or outline;
+    # the crash database's reproducers run with it (triage/record.py)
+    layout: str = ""
 
 
 @dataclass
@@ -511,8 +536,14 @@ def fuzz_target(
     seeds: bool = True,
     extra: Sequence[str] = (),
     reports: Path = REPORTS,
+    layout: str | None = None,
 ) -> TargetResult:
     env = target_env(target, plant)
+    layout = resolve_layout(layout, env)
+    if layout:
+        env[LAYOUT_ENV] = layout
+    else:
+        env.pop(LAYOUT_ENV, None)
     _say_library(env)
     crashes = run_dir / "crashes"
     logs = run_dir / "logs"
@@ -533,7 +564,7 @@ def fuzz_target(
         *_libfuzzer_args(target, seconds, jobs, crashes, max_len, keep_going),
         *extra,
     ]
-    result = TargetResult(target=target, log=str(logs / f"{target}.log"))
+    result = TargetResult(target=target, log=str(logs / f"{target}.log"), layout=layout)
     workers = min(jobs, max_jobs())
     output.progress(f"fuzzing {target} for {seconds}s ({workers} job{'s' if workers > 1 else ''})")
     output.detail(" ".join(cmd))
@@ -590,10 +621,13 @@ def run(
     run_dir: Path | None = None,
     reports: Path = REPORTS,
     extra: Sequence[str] = (),
+    layout: str | None = None,
 ) -> FuzzRun:
-    """Fuzz one target, or all of them one after the other, each for `seconds`."""
+    """Fuzz one target, or all of them one after the other, each for `seconds`; layout: resolve_layout's
+    (None: $KPOOL_FUZZ_LAYOUT)."""
     if seconds <= 0 or jobs <= 0:
         raise KpoolError(f"--time and --jobs must be positive (got {seconds} and {jobs})")
+    layout = resolve_layout(layout)
     if jobs > max_jobs():
         output.warn(
             f"--jobs {jobs}: more than the {max_jobs()} CPUs this process may use; running {max_jobs()} "
@@ -611,7 +645,7 @@ def run(
     run_dir = (run_dir or new_run_dir(reports)).absolute()
     # held to the end, by kill -9 too: another run takes the crash inputs of this folder for lost only
     # once this process is gone (fuzz/orphans.py)
-    with runlock.hold(run_dir, kind="fuzz", plant=plant, targets=targets):
+    with runlock.hold(run_dir, kind="fuzz", plant=plant, targets=targets, layout=layout):
         _refuse_earlier(run_dir)
         recovered = _recover(reports, run_dir)
         results: list[TargetResult] = []
@@ -628,6 +662,7 @@ def run(
                     seeds=seeds,
                     extra=extra,
                     reports=reports,
+                    layout=layout,
                 )
             )
             if results[-1].interrupted:

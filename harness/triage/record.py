@@ -32,7 +32,9 @@ DB_NAME = "crashes.sqlite"
 # What a fuzz reproducer needs from the runner's environment to rerun the input the same way.
 # Reproducers run here: the folder holding the harness package (a checkout's root).
 ROOT = paths.PACKAGE_DIR.parent
-FUZZ_ENV = ("KPOOL_LIB", "LD_PRELOAD", "ASAN_OPTIONS", "UBSAN_OPTIONS", "PYTHONPATH")
+# KPOOL_FUZZ_LAYOUT: the pools an input's first byte picks among (fuzz_targets.c): the same bytes pick
+# another pool without it.
+FUZZ_ENV = ("KPOOL_LIB", "LD_PRELOAD", "ASAN_OPTIONS", "UBSAN_OPTIONS", "PYTHONPATH", "KPOOL_FUZZ_LAYOUT")
 
 
 def db_path(reports: Path, env: Mapping[str, str] = os.environ) -> Path:
@@ -83,6 +85,10 @@ def fuzz_crashes(results: Sequence[Mapping[str, Any]], run: str, plant: int) -> 
         if not r.get("crashes"):
             continue
         env = runner.target_env(target, plant)
+        # the layout the run narrowed its pools to (fuzz.json), not this process's environment's
+        env.pop(runner.LAYOUT_ENV, None)
+        if r.get("layout"):
+            env[runner.LAYOUT_ENV] = str(r["layout"])
         replays = r.get("replays") or {}
         for path in r["crashes"]:
             how = replays.get(path) or {}
