@@ -135,3 +135,32 @@ def test_a_resume_without_clang_leaves_its_fuzz_jobs_for_later(
     assert "fuzz:conf" not in given and "scripts/setup.sh" in err and "--resume campaign-1" in err, err
     jobs = json.loads((run_dir / "campaign.json").read_text())["jobs"]
     assert {j["name"]: j["state"] for j in jobs if j["kind"] == "fuzz"} == {"fuzz:conf": "pending"}
+
+
+def test_a_resume_without_clang_does_not_blame_the_budget(
+    tmp_path: Path, no_clang: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The headline of that resume names clang for the fuzz jobs it left, not the budget. Before (session
+    23): 'the budget (20s) ran out: not run: fuzz:conf (a longer --budget, or --resume, runs them)'."""
+    from harness.campaign import budget
+    from harness.campaign import run as campaign_run
+    from harness.jobs.local import LocalExecutor
+
+    reports = tmp_path / "reports"
+    run_dir = reports / "campaign-1"
+    run_dir.mkdir(parents=True)
+    budget.plan("campaign-1", run_dir, 20.0, 1, 0, ["conf"], [WORKLOAD]).save(run_dir)
+
+    def run(self: object, jobs: list[Any], deadline: object, hooks: object) -> bool:
+        for j in jobs:
+            j.state = "done"
+        return True
+
+    monkeypatch.setattr(LocalExecutor, "run", run)
+    monkeypatch.setattr(campaign_run, "fuzz_coverage", lambda *a, **k: {})
+    monkeypatch.delenv("KPOOL_LOG", raising=False)
+    cli.main(["campaign", "--resume", "campaign-1", "--reports", str(reports)])
+    out = capsys.readouterr().out
+    [headline] = [ln for ln in out.splitlines() if ln.startswith("kpool campaign campaign-1")]
+    assert "budget" not in headline, headline
+    assert "clang" in headline and "fuzz:conf" in headline and "--resume campaign-1" in headline, headline

@@ -476,7 +476,7 @@ def _main(argv: Sequence[str], held: contextlib.ExitStack) -> int:
     if finished and not cut:
         c.reported = True
         c.save(run_dir)
-    output.result(summary(report, run_dir, c, finished and not cut))
+    output.result(summary(report, run_dir, c, finished and not cut, skipped))
     if no_clang:  # said again after the summary, where a CI log is read
         output.warn(no_clang)
     if not finished or cut:

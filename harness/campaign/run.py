@@ -217,9 +217,12 @@ def fuzz_coverage(c: Campaign, run_dir: Path, timeout_s: float | None = None) ->
     return report.to_json()
 
 
-def _headline(report: RunReport, c: Campaign, finished: bool) -> str:
+def _headline(report: RunReport, c: Campaign, finished: bool, skipped: Collection[str] = ()) -> str:
     verdict = "clean" if report.ok else "PROBLEMS"
-    not_run = [j.name for j in c.jobs if j.state in ("pending", "running", "not-run")]
+    not_run = [
+        j.name for j in c.jobs if j.state in ("pending", "running", "not-run") and j.name not in skipped
+    ]
+    left = [j.name for j in c.jobs if j.name in skipped and j.state in ("pending", "not-run")]
     stopped = [j.name for j in c.jobs if j.state == "stopped"]
     ended = sum(1 for j in c.jobs if j.state in ENDED_STATES)
     if not finished:
@@ -232,6 +235,11 @@ def _headline(report: RunReport, c: Campaign, finished: bool) -> str:
             )
         return line
     line = f"kpool campaign {c.run_id}: {verdict if ended else 'no job ran'}"
+    if left:  # a resume's fuzz jobs on a machine without clang (command.py): not the budget's doing
+        line += (
+            f"; left for a machine with clang: {', '.join(left)} (install clang, then kpool campaign"
+            f" --resume {c.run_id} runs them)"
+        )
     if stopped or not_run:
         line += f"; the budget ({c.budget_s:.0f}s) ran out"
         if stopped:
@@ -242,8 +250,12 @@ def _headline(report: RunReport, c: Campaign, finished: bool) -> str:
     return line
 
 
-def summary(report: RunReport, run_dir: Path, c: Campaign, finished: bool = True) -> str:
-    lines = [_headline(report, c, finished)]
+def summary(
+    report: RunReport, run_dir: Path, c: Campaign, finished: bool = True, skipped: Collection[str] = ()
+) -> str:
+    """The one-screen summary; skipped: jobs this run left as they were (a resume's fuzz jobs without
+    clang), named as such and not as the budget's."""
+    lines = [_headline(report, c, finished, skipped)]
     for w in report.workloads:
         p99 = ", ".join(f"{lat.op} p99 {lat.percentile(0.99)} ns" for lat in w.latency)
         why = f" | broken: {'; '.join(w.broken)}" if w.broken else ""
