@@ -78,6 +78,29 @@ def test_resuming_a_finished_campaign_leaves_its_report_as_it_was(
     assert stubbed["jobs"] == 1 and stubbed["coverage"] == 1
 
 
+def test_a_finished_campaign_of_an_older_kpool_is_left_as_it_was(
+    tmp_path: Path, stubbed: dict[str, int], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A record written before the `reported` field (session 22) has none: with every job ended and its
+    summary.json there, the campaign was finished and reported. Before (session 23) --resume wrote its
+    report again, the coverage counted from today's corpora."""
+    reports = tmp_path / "reports"
+    argv = ["campaign", "--budget", "20s", "--targets", "api_sequence", "--workloads", str(WORKLOAD)]
+    first = cli.main([*argv, "--reports", str(reports)])
+    [run_dir] = [p.parent for p in reports.glob("*/campaign.json")]
+    record = json.loads((run_dir / "campaign.json").read_text())
+    del record["reported"]  # as an older kpool wrote it
+    (run_dir / "campaign.json").write_text(json.dumps(record, indent=1) + "\n")
+    before = _files(run_dir)
+    capsys.readouterr()
+    code = cli.main(["campaign", "--resume", run_dir.name, "--reports", str(reports)])
+    out = capsys.readouterr()
+    assert code == first, out.err
+    assert "finished" in out.err + out.out, out
+    assert _files(run_dir) == before, "the report of a finished campaign was written again"
+    assert stubbed["coverage"] == 1
+
+
 def test_a_campaign_whose_report_was_never_written_is_still_reported_by_resume(
     tmp_path: Path, stubbed: dict[str, int]
 ) -> None:

@@ -98,12 +98,17 @@ class Campaign:
         problem = _shape_problem(d)
         if problem:
             raise UsageError(f"{bad}: {problem}")
+        # a record of a kpool before the field (session 22): its report was written when its run ended,
+        # so one that is there belongs to a run that ended (_finished still requires every job ended)
+        older = "reported" not in d
         try:
             jobs = [Job(**j) for j in d.pop("jobs")]
             c = cls(**d)
         except (AttributeError, KeyError, TypeError) as exc:
             raise UsageError(f"{bad} (missing or unexpected fields: {exc})") from None
         c.jobs = jobs
+        if older:
+            c.reported = (run_dir / "summary.json").is_file()
         # a field of the wrong type (a record edited by hand, or damaged) would fail far from here, in
         # the resumed campaign (`"jobs_n": "two"` was a TypeError traceback in the executor)
         problem = type_problem(c, Campaign)
