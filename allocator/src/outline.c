@@ -997,6 +997,25 @@ void kp__ol_counts(kp_pool *pool, uint64_t *allocs, uint64_t *frees)
 	*frees += a > live ? a - live : 0;
 }
 
+/* The pool's data segments and their slices given to spans (kp_stats): the
+ * outline lock, a figure of a moment. */
+void kp__ol_space(kp_pool *pool, size_t *capacity, size_t *segments, size_t *committed)
+{
+	kp__ol *ol = pool->ol;
+	if (!ol)
+		return;
+	size_t n = 0, slices = 0;
+	pthread_mutex_lock(&ol->lock);
+	for (struct ol_seg *s = ol->segs; s; s = s->next) {
+		n++;
+		slices += __atomic_load_n(&s->used, __ATOMIC_ACQUIRE);
+	}
+	pthread_mutex_unlock(&ol->lock);
+	*capacity += n * OL_SEG_SIZE;
+	*segments += n;
+	*committed += slices * OL_SLICE_SIZE;
+}
+
 /* Tests: the metadata mapping of p's segment, or NULL. */
 void *kp__ol_meta_of(kp_pool *pool, const void *p)
 {

@@ -7,7 +7,10 @@
  *    through its stale pointer, is a double free (KP_EDOUBLEFREE and its
  *    event), and never handed out again;
  *  - a free of a block start the pool never handed out is an invalid free
- *    (KP_ENOTOURS, invalid_free), as on the inline path, not a double free.
+ *    (KP_ENOTOURS, invalid_free), as on the inline path, not a double free;
+ *  - kp_stats counts the outline segments: capacity, segments and committed
+ *    bytes cover the blocks in use, and the peak is at least what was in use
+ *    (before: 64 MiB in use against a capacity of 4 MiB and a peak of 0).
  * Each failed on main before its fix (the review's reproducers).
  */
 #define _GNU_SOURCE 1
@@ -100,10 +103,47 @@ static void test_never_handed_out_is_invalid(void)
 	kp_destroy(pool);
 }
 
+/* A field of kp_stats_json's "primary" object. */
+static long long primary_field(kp_pool *pool, const char *key)
+{
+	static char buf[16384];
+	kp_stats_json(pool, buf, sizeof buf);
+	const char *s = strstr(buf, "\"primary\"");
+	char k[64];
+	snprintf(k, sizeof k, "\"%s\":", key);
+	s = s ? strstr(s, k) : NULL;
+	return s ? atoll(s + strlen(k)) : -1;
+}
+
+static void test_stats_count_outline(void)
+{
+	kp_pool *pool = kp_create("layout:outline,daemon:off,seed:2");
+	REQUIRE(pool != NULL, "kp_create: %s", kp_last_error());
+	enum { N = 64 * 1024 };
+	static void *v[N];
+	for (int i = 0; i < N; i++)
+		v[i] = kp_alloc(pool, 1000, 0);
+	long long in_use = primary_field(pool, "in_use_bytes");
+	long long cap = primary_field(pool, "capacity_bytes"), committed = primary_field(pool, "committed_bytes");
+	long long segs = primary_field(pool, "segments"), peak = primary_field(pool, "peak_in_use_bytes");
+	CHECK(in_use >= (long long)N * 1000, "in_use %lld", in_use);
+	CHECK(cap >= in_use, "capacity %lld below the %lld bytes in use", cap, in_use);
+	CHECK(committed >= in_use && committed <= cap, "committed %lld (in use %lld, capacity %lld)", committed,
+	      in_use, cap);
+	CHECK(segs >= in_use / (4 << 20), "%lld segments for %lld bytes in use", segs, in_use);
+	CHECK(peak >= in_use, "peak %lld below the %lld bytes in use", peak, in_use);
+	for (int i = 0; i < N; i++)
+		kp_free(pool, v[i]);
+	CHECK(primary_field(pool, "in_use_bytes") == 0, "in use after the frees");
+	CHECK(primary_field(pool, "peak_in_use_bytes") >= in_use, "the peak fell with the frees");
+	kp_destroy(pool);
+}
+
 int main(void)
 {
 	RUN(test_realloc_keeps_usable_checks_off);
 	RUN(test_poison_quarantined_freed_again);
 	RUN(test_never_handed_out_is_invalid);
+	RUN(test_stats_count_outline);
 	return ktest_summary();
 }
