@@ -197,6 +197,9 @@ bool kp__ol_wanted(kp_pool *pool);
 uint64_t kp__ol_in_use(kp_pool *pool);
 /* Adds layout:outline's allocations and frees to *allocs and *frees (stats.c). */
 void kp__ol_counts(kp_pool *pool, uint64_t *allocs, uint64_t *frees);
+/* kp_stats' space of layout:outline: its data segments (bytes and count)
+ * and the bytes of their slices given to spans (committed). Adds to *. */
+void kp__ol_space(kp_pool *pool, size_t *capacity, size_t *segments, size_t *committed);
 /* Tests: the guarded metadata mapping of p's data segment, or NULL. */
 void *kp__ol_meta_of(kp_pool *pool, const void *p);
 

@@ -678,8 +678,11 @@ static void *poison_alloc(kp_pool *pool, size_t n, unsigned flags)
 				memset(p, 0, n);
 			return p;
 		}
-		/* written after its free: never handed out again (its record says
-		 * allocated, no stack holds it) */
+		/* written after its free: never handed out again (no stack holds
+		 * it), and a free of its stale pointer is a double free (OL_QUAR;
+		 * before, the record said allocated and such a free put it back:
+		 * test_outline_edges) */
+		pg->rec[((uintptr_t)p - (uintptr_t)pg->start) / pg->bsize].state = OL_QUAR;
 		atomic_fetch_add(&pool->quarantined, 1);
 		kp__count_inc(&h->allocs, (uint64_t)-1); /* popped, never handed out */
 		kp__violation(pool, KP_EV_USE_AFTER_FREE, KP_ECORRUPT, p, pg->bsize - pg->csz,
@@ -789,10 +792,13 @@ static int free_slow(kp_pool *pool, void *p, struct ol_span *pg, uint32_t idx, u
 			return 0;
 		}
 #endif
-		if (idx < pg->nblocks)
+		/* a block its span never made (span_extend) was never handed out:
+		 * an invalid free, as on the inline path; one made but not yet
+		 * handed out reads as a freed one (its record is the same) */
+		if (idx < __atomic_load_n(&pg->fresh, __ATOMIC_RELAXED))
 			return kp__violation(pool, KP_EV_DOUBLE_FREE, KP_EDOUBLEFREE, p, pg->bsize - pg->csz,
 					     "double free");
-		break; /* the span's tail: never a block */
+		break; /* never made, or the span's tail: never a block */
 	case KP_OL_OVERFLOW:
 		atomic_fetch_add(&pool->quarantined, 1); /* the block stays allocated: never handed out again */
 		return kp__violation(pool, KP_EV_OVERFLOW, KP_EOVERFLOW, p, st - 1, "overflow, quarantined");
@@ -835,9 +841,9 @@ static int poison_free(kp_pool *pool, void *p)
 		struct ol_rec *r = &pg->rec[idx];
 		uint32_t st = r->state;
 		uint64_t c = 0;
-		if (st != OL_FREE && pg->csz)
+		if (st != OL_FREE && st != OL_QUAR && pg->csz)
 			memcpy(&c, (uint8_t *)p + st - 1, 8);
-		if (st == OL_FREE)
+		if (st == OL_FREE || st == OL_QUAR)
 			rc = free_slow(pool, p, pg, idx, st, KP_OL_DFREE);
 		else if (pg->csz && c != r->canary)
 			rc = free_slow(pool, p, pg, idx, st, KP_OL_OVERFLOW);
@@ -874,7 +880,7 @@ static struct ol_rec *live_rec(kp__ol *ol, const void *p, bool *ours, struct ol_
 {
 	uint32_t idx;
 	struct ol_span *pg = block_of(ol->map, p, &idx, ours);
-	if (!pg || pg->rec[idx].state == OL_FREE)
+	if (!pg || pg->rec[idx].state == OL_FREE || pg->rec[idx].state == OL_QUAR)
 		return NULL;
 	*pgp = pg;
 	return &pg->rec[idx];
@@ -915,7 +921,9 @@ void *kp__ol_realloc(kp_pool *pool, void *p, size_t size, unsigned flags)
 		errno = EINVAL;
 		return NULL;
 	}
-	size_t old = r->state - 1, room = pg->bsize - pg->csz;
+	/* with checks off the whole block is usable (kp__ol_usable), and a
+	 * moving realloc keeps min(old usable, size) (kpool.h): all of it */
+	size_t old = pg->csz ? r->state - 1 : pg->bsize, room = pg->bsize - pg->csz;
 	bool intact = true;
 	if (pg->csz) {
 		uint64_t c;
@@ -987,6 +995,25 @@ void kp__ol_counts(kp_pool *pool, uint64_t *allocs, uint64_t *frees)
 	pthread_mutex_unlock(&ol->lock);
 	*allocs += a;
 	*frees += a > live ? a - live : 0;
+}
+
+/* The pool's data segments and their slices given to spans (kp_stats): the
+ * outline lock, a figure of a moment. */
+void kp__ol_space(kp_pool *pool, size_t *capacity, size_t *segments, size_t *committed)
+{
+	kp__ol *ol = pool->ol;
+	if (!ol)
+		return;
+	size_t n = 0, slices = 0;
+	pthread_mutex_lock(&ol->lock);
+	for (struct ol_seg *s = ol->segs; s; s = s->next) {
+		n++;
+		slices += __atomic_load_n(&s->used, __ATOMIC_ACQUIRE);
+	}
+	pthread_mutex_unlock(&ol->lock);
+	*capacity += n * OL_SEG_SIZE;
+	*segments += n;
+	*committed += slices * OL_SLICE_SIZE;
 }
 
 /* Tests: the metadata mapping of p's segment, or NULL. */

@@ -31,6 +31,11 @@
 #define OL_NCLASS 72 /* 16..256 by 16, 4 per doubling up to 1 KiB, then 8 up to 64 KiB */
 #define OL_FREE 0u /* a block's state when free (a zero page's); else its request + 1 */
 #define OL_SENT 0xffffu /* stack[0] of every span: the stack is empty when sp points at it */
+/* A poison pool's block found written after its free (outline.c,
+ * poison_alloc): never handed out again, and a free of it is a double free.
+ * Only a poison pool's paths read it (poison_free, live_rec): such a pool
+ * never takes kp__ol_free_fast, whose canary test would read past it. */
+#define OL_QUAR 0xffffffffu
 #define OL_OWN_FULL 1u /* in span->owner: retired, in no list; a free relists it */
 
 struct ol_rec { /* one per block, out of line */

@@ -59,17 +59,28 @@ void kp__stats_primary(kp_pool *pool, kp__primary_stats *st)
 	}
 	in_use += kp__ol_in_use(pool); /* layout:outline's blocks, from its spans (outline.c) */
 	kp__ol_counts(pool, &allocs, &frees);
-	size_t segments = 0;
+	size_t segments = 0, capacity = pool->capacity;
+	size_t committed = (pool->units_total - pool->units_free) * KP_UNIT_SIZE;
 	for (kp__seg *s = pool->segs; s; s = s->next)
 		segments++;
+	kp__ol_space(pool, &capacity, &segments, &committed); /* layout:outline's segments */
 	*st = (kp__primary_stats){.allocs = allocs,
 				  .frees = frees,
 				  .in_use = in_use,
-				  .capacity = pool->capacity,
+				  .capacity = capacity,
 				  .segments = segments,
-				  .committed = (pool->units_total - pool->units_free) * KP_UNIT_SIZE,
+				  .committed = committed,
 				  .threads = threads};
 	pthread_mutex_unlock(&pool->lock);
+	/* layout:outline's blocks are counted on no fast path: the peak of an
+	 * outline pool is the most a kp_stats reading found in use (a sample,
+	 * not every moment's), at least its inline path's own peak */
+	if (pool->ol) {
+		size_t peak = atomic_load_explicit(&pool->peak_out_bytes, memory_order_relaxed);
+		while (peak < in_use && !atomic_compare_exchange_weak_explicit(&pool->peak_out_bytes, &peak, in_use,
+									       memory_order_relaxed, memory_order_relaxed))
+			;
+	}
 }
 
 static void xcount_add(uint64_t xc[5], const kp__xcount *x)
