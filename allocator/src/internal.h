@@ -1545,6 +1545,17 @@ size_t kp__daemon_floor(kp_pool *pool);
  * order and set the wake threshold (kp_create, before the daemon's first
  * pass). */
 void kp__daemon_prime(kp_pool *pool);
+/* A layout's own headroom, sized by the daemon's rules (daemon_target's rate,
+ * boost and share): layout:outline's spare segments (outline.c). demand: the
+ * bytes taken since the last call; faulted: some of them were not
+ * pre-faulted (or were mapped by the allocation path); held: the bytes the
+ * layout holds. Returns the bytes to keep pre-faulted ahead. The daemon's
+ * pass alone (its step lock) calls it and writes *g. */
+typedef struct kp__grow {
+	uint64_t rate, last_ns, grow_ns, boost_ns;
+	unsigned boost, busy;
+} kp__grow;
+size_t kp__daemon_grow_target(kp_pool *pool, kp__grow *g, size_t demand, bool faulted, size_t held);
 
 /* ---- pool.c -------------------------------------------------------------- */
 struct kp_pool {

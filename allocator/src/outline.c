@@ -158,6 +158,8 @@ int kp__ol_create(kp_pool *pool)
 	 * calls): a thread's first allocations make none */
 	ol->arena = map_guarded(pool, OL_ARENA_BYTES);
 	ol->spare = segment_map(pool);
+	ol->nspare = ol->spare != NULL;
+	atomic_store(&ol->wake_spares, 1);
 	if (!ol->arena || !ol->spare) {
 		kp__ol_destroy(pool);
 		return -1;
@@ -175,9 +177,10 @@ void kp__ol_destroy(kp_pool *pool)
 		kp__os_unmap_clean(&pool->os, s->base, OL_SEG_SIZE);
 		unmap_guarded(pool, s, OL_META);
 	}
-	if (ol->spare) {
-		kp__os_unmap_clean(&pool->os, ol->spare->base, OL_SEG_SIZE);
-		unmap_guarded(pool, ol->spare, OL_META);
+	for (struct ol_seg *s = ol->spare, *nx; s; s = nx) {
+		nx = s->next;
+		kp__os_unmap_clean(&pool->os, s->base, OL_SEG_SIZE);
+		unmap_guarded(pool, s, OL_META);
 	}
 	for (struct ol_heap *h = ol->heaps, *nx; h; h = nx) {
 		nx = h->next;
@@ -230,8 +233,11 @@ static struct ol_seg *segment_map(kp_pool *pool)
 	return s;
 }
 
-/* A segment for a heap's spans: the spare, or one mapped now (the
- * allocation path's system calls, counted so). */
+/* A segment for a heap's spans: the oldest spare, or one mapped now (the
+ * allocation path's system calls, counted so, and in ol->alloc_maps: the
+ * daemon keeps spares ahead, so this is rare). Taking a spare leaves fewer
+ * than the daemon wants: it is woken (a futex call at most, once per 4 MiB
+ * while the heaps grow, none in steady state). */
 static struct ol_seg *segment_new(kp_pool *pool)
 {
 	kp__ol *ol = pool->ol;
@@ -247,13 +253,29 @@ static struct ol_seg *segment_new(kp_pool *pool)
 		return NULL; /* kp__ol_alloc: alloc.c's path, its policy (oom, the backup) */
 	pthread_mutex_lock(&ol->lock);
 	struct ol_seg *s = ol->spare;
-	ol->spare = NULL;
-	pthread_mutex_unlock(&ol->lock);
-	if (!s && !(s = segment_map(pool))) {
-		atomic_fetch_sub(&pool->ol_bytes, OL_SEG_SIZE);
-		return NULL;
+	if (s) {
+		ol->spare = s->next;
+		ol->nspare--;
+		atomic_store_explicit(&s->taken, true, memory_order_relaxed); /* the daemon's pre-fault stops */
 	}
+	bool kick = ol->nspare < atomic_load_explicit(&ol->wake_spares, memory_order_relaxed);
+	pthread_mutex_unlock(&ol->lock);
+	if (kick)
+		kp__daemon_kick(pool);
+	bool cold = !s || !atomic_load_explicit(&s->ready, memory_order_relaxed);
+	if (s && cold)
+		atomic_fetch_add_explicit(&ol->cold, 1, memory_order_relaxed);
+	if (!s) {
+		if (!(s = segment_map(pool))) {
+			atomic_fetch_sub(&pool->ol_bytes, OL_SEG_SIZE);
+			return NULL;
+		}
+		atomic_fetch_add_explicit(&ol->alloc_maps, 1, memory_order_relaxed);
+	}
+	atomic_fetch_add_explicit(&ol->taken, 1, memory_order_relaxed);
 	pthread_mutex_lock(&ol->lock);
+	if (cold && ol->ncold < OL_COLD_MAX)
+		ol->cold_segs[ol->ncold++] = s;
 	s->next = ol->segs;
 	ol->segs = s;
 	ol->nsegs++;
@@ -261,34 +283,182 @@ static struct ol_seg *segment_new(kp_pool *pool)
 	return s;
 }
 
-/* The daemon's pass (daemon.c): the spare segment mapped again once a heap
- * took it. Counted as the daemon's system calls. */
+/* ---- the daemon's pass: spares ahead of demand, back when it falls -------- */
+
+/* The metadata pre-faulted with a spare's data: the segment's record and
+ * the first span records and stacks (a segment of 4-64 KiB blocks uses
+ * 20-30 KiB of it; kpbench d's thread faulted on them past the data). */
+#define OL_META_AHEAD ((size_t)64 << 10)
+/* A spare is pre-faulted in steps of this much, the order a heap carves it,
+ * and the daemon moves on once a heap took it (the heap and the daemon
+ * faulting the same pages would wait on each other's page-table locks). */
+#define OL_FAULT_STEP ((size_t)1 << 20)
+/* Segments a pass maps or pre-faults at most: a pass is bounded (4 MiB
+ * pre-faulted takes about 1 ms), the next comes at the allocation path's
+ * next wake-up. 64: 256 MiB, what a 2.5 GB/s grower (kpbench d with its
+ * pages pre-faulted) takes in 100 ms. */
+#define OL_PASS_SEGS 64u
+
+/* The first page of s's metadata past its own record: what a purge of a
+ * spare's metadata may give back (the record, written at segment_map, not). */
+static uint8_t *meta_after_record(struct ol_seg *s)
+{
+	return (uint8_t *)(((uintptr_t)(s + 1) + KP_PAGE - 1) & ~(uintptr_t)(KP_PAGE - 1));
+}
+
+/* Pre-fault spare s (the daemon, no lock: only the daemon unmaps a spare,
+ * so s stays mapped), until a heap takes it. Ready when it was not taken. */
+static void spare_fault(kp_pool *pool, struct ol_seg *s, uint64_t now)
+{
+	kp__os_populate(&pool->os, s, OL_META_AHEAD);
+	for (size_t off = 0; off < OL_SEG_SIZE; off += OL_FAULT_STEP) {
+		if (atomic_load_explicit(&s->taken, memory_order_relaxed))
+			return;
+		kp__os_populate(&pool->os, s->base + off, OL_FAULT_STEP);
+	}
+	atomic_store_explicit(&s->ready, true, memory_order_relaxed);
+	s->spare_ns = now;
+}
+
+/* The purge of a spare idle past what the demand asks for: its data and
+ * metadata pages back (a spare is no heap's: nothing reads them). */
+static void spare_purge(kp_pool *pool, struct ol_seg *s)
+{
+	kp__os_purge(&pool->os, s->base, OL_SEG_SIZE);
+	uint8_t *m = meta_after_record(s);
+	kp__os_purge(&pool->os, m, OL_META_AHEAD - (size_t)(m - (uint8_t *)s));
+	atomic_store_explicit(&s->ready, false, memory_order_relaxed);
+}
+
 static void purge_idle(kp_pool *pool);
 
+/* The daemon's pass (daemon.c, first in kp__daemon_pass): the demand since
+ * the last pass (segments heaps took) sizes the spares by the daemon's rules
+ * (kp__daemon_grow_target: the rate, raised when heaps took spares not yet
+ * pre-faulted or mapped their own, within a share of the bytes held). The
+ * spares ahead of the heaps are kept pre-faulted, twice as many mapped (a
+ * daemon that falls behind pre-faulting leaves the allocation path faulting
+ * pages, never mapping), at least one; past what the demand asks for, a
+ * spare idle for decay_ms is purged, and one past the mapped count
+ * unmapped. Counted as the daemon's system calls. */
 void kp__ol_daemon_pass(kp_pool *pool)
 {
 	kp__ol *ol = pool->ol;
 	if (!ol)
 		return;
 	purge_idle(pool);
+	uint64_t taken = atomic_load(&ol->taken);
+	uint64_t cold = atomic_load(&ol->cold) + atomic_load(&ol->alloc_maps);
+	size_t demand = (size_t)(taken - ol->last_taken) * OL_SEG_SIZE;
+	bool faulted = cold != ol->last_cold;
+	ol->last_taken = taken, ol->last_cold = cold;
+	size_t held = (size_t)__atomic_load_n(&ol->nsegs, __ATOMIC_RELAXED) * OL_SEG_SIZE;
+	size_t target = kp__daemon_grow_target(pool, &ol->grow, demand, faulted, held);
+	uint32_t nready = (uint32_t)((target + OL_SEG_SIZE - 1) / OL_SEG_SIZE);
+	/* within primary_max: a spare is reserved against it only once taken
+	 * (segment_new), so no more are made than it has room for */
+	size_t used = pool->capacity + atomic_load(&pool->huge_bytes) + atomic_load(&pool->ol_bytes);
+	size_t room = pool->conf.primary_max > used ? (pool->conf.primary_max - used) / OL_SEG_SIZE : 0;
+	nready = nready < room ? nready : (uint32_t)room;
+	nready = nready < OL_PASS_SEGS ? nready : OL_PASS_SEGS;
+	uint32_t nmapped = 2 * nready > 1 ? 2 * nready : 1;
+	if (!pool->conf.prefault)
+		nready = 0;
+	atomic_store_explicit(&ol->wake_spares, nmapped, memory_order_relaxed);
+	uint64_t now = kp__pool_now(pool), decay = (uint64_t)pool->conf.decay_ms * 1000000ull;
+	/* 0. the segments heaps took before they were pre-faulted, finished
+	 * (while the pool pre-faults): their spans hand out blocks for many
+	 * passes to come (a span of 64 KiB blocks is 2 MiB), and a segment
+	 * taken cold in a program's first burst, before its rate was measured,
+	 * had its thread fault on 4% of the pages of the next 35 MiB
+	 * (test_outline_grow). Only what is not resident. */
+	struct ol_seg *cold_segs[OL_COLD_MAX];
 	pthread_mutex_lock(&ol->lock);
-	bool want = ol->spare == NULL;
+	uint32_t ncold = ol->ncold;
+	memcpy(cold_segs, ol->cold_segs, ncold * sizeof cold_segs[0]);
+	ol->ncold = 0;
 	pthread_mutex_unlock(&ol->lock);
-	if (!want)
-		return;
-	struct ol_seg *s = segment_map(pool);
-	if (!s)
-		return;
+	for (uint32_t k = 0; k < ncold && pool->conf.prefault; k++) /* heaps' segments: unmapped at kp_destroy only */
+		kp__os_populate_missing(&pool->os, cold_segs[k]->base, OL_SEG_SIZE);
+	/* 1. mapped ahead (cheap: address space and one page), appended */
+	for (uint32_t made = 0; made < OL_PASS_SEGS; made++) {
+		pthread_mutex_lock(&ol->lock);
+		bool want = ol->nspare < nmapped;
+		pthread_mutex_unlock(&ol->lock);
+		struct ol_seg *s;
+		if (!want || !(s = segment_map(pool)))
+			break;
+		s->spare_ns = now;
+		pthread_mutex_lock(&ol->lock);
+		struct ol_seg **pp = &ol->spare;
+		while (*pp)
+			pp = &(*pp)->next;
+		*pp = s;
+		ol->nspare++;
+		pthread_mutex_unlock(&ol->lock);
+	}
+	/* 2. the first nready spares pre-faulted, the next a heap takes first */
+	for (uint32_t done = 0; done < OL_PASS_SEGS; done++) {
+		struct ol_seg *todo = NULL;
+		pthread_mutex_lock(&ol->lock);
+		uint32_t i = 0;
+		for (struct ol_seg *s = ol->spare; s && i < nready && !todo; s = s->next, i++)
+			if (!atomic_load_explicit(&s->ready, memory_order_relaxed))
+				todo = s;
+		pthread_mutex_unlock(&ol->lock);
+		if (!todo)
+			break;
+		spare_fault(pool, todo, now);
+	}
+	/* 3. past what the demand asks for, idle for decay_ms: unmapped past
+	 * the mapped count, else purged (the oldest spares stay, in the order
+	 * taken). Either is off the list first: a heap never takes a spare
+	 * whose pages are going. */
+	struct ol_seg *drop = NULL, *purge = NULL;
+	uint32_t i = 0;
 	pthread_mutex_lock(&ol->lock);
-	if (!ol->spare) {
-		ol->spare = s;
-		s = NULL;
+	for (struct ol_seg **pp = &ol->spare, *s; (s = *pp) != NULL;) {
+		bool ready = atomic_load_explicit(&s->ready, memory_order_relaxed);
+		bool wanted = i < nready || (i < nmapped && !ready); /* as it is */
+		if (wanted)
+			s->spare_ns = now;
+		if (wanted || now - s->spare_ns <= decay) {
+			pp = &s->next, i++;
+			continue;
+		}
+		*pp = s->next;
+		ol->nspare--;
+		if (i >= nmapped) {
+			s->next = drop;
+			drop = s;
+		} else {
+			s->next = purge;
+			purge = s;
+		}
 	}
 	pthread_mutex_unlock(&ol->lock);
-	if (s) { /* another pass made one meanwhile (kp_daemon_step beside the thread) */
+	for (struct ol_seg *s = drop, *nx; s; s = nx) {
+		nx = s->next;
 		kp__os_unmap_clean(&pool->os, s->base, OL_SEG_SIZE);
 		unmap_guarded(pool, s, OL_META);
 	}
+	if (!purge)
+		return;
+	struct ol_seg *last = purge;
+	uint32_t n = 0;
+	for (struct ol_seg *s = purge; s; s = s->next, n++) {
+		spare_purge(pool, s);
+		s->spare_ns = now;
+		last = s;
+	}
+	pthread_mutex_lock(&ol->lock); /* back at the tail: the last a heap takes */
+	struct ol_seg **pp = &ol->spare;
+	while (*pp)
+		pp = &(*pp)->next;
+	*pp = purge;
+	last->next = NULL;
+	ol->nspare += n;
+	pthread_mutex_unlock(&ol->lock);
 }
 
 bool kp__ol_wanted(kp_pool *pool)
