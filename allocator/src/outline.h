@@ -81,6 +81,7 @@ struct ol_seg {
 	 * (pool clock, ns) */
 	_Atomic bool ready, taken;
 	uint64_t spare_ns;
+	struct ol_seg *pnext; /* on the pool's partial lists (kp__ol.partial) */
 	struct ol_span spans[OL_NSLICES];
 };
 
@@ -118,6 +119,10 @@ struct kp__ol {
 	 * taken before the daemon had pre-faulted them, those mapped because no
 	 * spare was left (the allocation path's mmap: rare, counted) */
 	_Atomic uint64_t taken, cold, alloc_maps;
+	/* segments a heap left with slices free (a span did not fit), by
+	 * their free slices: the next heap whose span fits takes one (the lock;
+	 * outline.c, segment_for) */
+	struct ol_seg *partial[OL_NSLICES + 1];
 	/* segments a heap took before the daemon had pre-faulted them, the
 	 * daemon's to finish (the lock; at most OL_COLD_MAX a pass) */
 #define OL_COLD_MAX 16

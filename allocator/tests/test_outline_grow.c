@@ -71,6 +71,18 @@ static void spares(kp_pool *pool, unsigned *n, size_t *resident)
 	pthread_mutex_unlock(&ol->lock);
 }
 
+/* Pages of the heaps' segments resident. */
+static size_t segs_resident(kp_pool *pool)
+{
+	kp__ol *ol = pool->ol;
+	size_t res = 0;
+	pthread_mutex_lock(&ol->lock);
+	for (struct ol_seg *s = ol->segs; s; s = s->next)
+		res += OL_SEG_SIZE / 4096 - unresident(s->base, OL_SEG_SIZE);
+	pthread_mutex_unlock(&ol->lock);
+	return res;
+}
+
 static void *blocks[16384];
 
 static void test_grows_ahead_then_shrinks(void)
@@ -121,7 +133,9 @@ static void test_grows_ahead_then_shrinks(void)
 	       "segments mapped past the spare %llu\n",
 	       n, done >> 20, (long long)mm, faults, missed, pages, ready_passes, passes,
 	       (unsigned long long)atomic_load(&pool->ol->alloc_maps));
-	printf("   taken %llu cold %llu rate %llu boost %u\n", (unsigned long long)atomic_load(&pool->ol->taken), (unsigned long long)atomic_load(&pool->ol->cold), (unsigned long long)pool->ol->grow.rate, pool->ol->grow.boost);
+	printf("   segments taken %llu, %llu of them cold; rate %llu MB/s, boost %u\n",
+	       (unsigned long long)atomic_load(&pool->ol->taken), (unsigned long long)atomic_load(&pool->ol->cold),
+	       (unsigned long long)(pool->ol->grow.rate / 1000000), pool->ol->grow.boost);
 	CHECK(mm0 >= 0 && mm == 0, "%lld mmap calls on the allocating thread after the warm-up", (long long)mm);
 	CHECK(ready_passes == passes, "a whole spare segment pre-faulted after %u passes of %u", ready_passes,
 	      passes);
@@ -129,6 +143,15 @@ static void test_grows_ahead_then_shrinks(void)
 	if (!KT_SANITIZED) /* a sanitizer's shadow faults on the thread too */
 		CHECK(pages > 0 && (size_t)faults * 100 < pages, "the allocating thread faulted %ld of %zu pages", faults,
 		      pages);
+	/* what pre-faulting whole segments costs: the heaps' segments resident
+	 * against the pages of the blocks. Past them: the untaken blocks of the
+	 * spans in hand (a span per class, up to 2 MiB each: 16-20 MiB here) and
+	 * the rest of the heap's segment. A heap that left its segment's tail
+	 * for a new one (segment_for) had 1.32x resident, the tails too. */
+	size_t all = done / 4096, held = segs_resident(pool);
+	printf("   %zu pages of the heaps' segments resident for %zu pages of blocks (%.2fx)\n", held, all,
+	       (double)held / (double)all);
+	CHECK(held <= all + all / 4, "%zu pages of the heaps' segments resident for %zu pages of blocks", held, all);
 	/* the growth stops, the blocks go back: the spares follow within decay_ms */
 	for (size_t i = 0; i < n; i++)
 		kp_free(pool, blocks[i]);
