@@ -22,6 +22,12 @@
  *      decay_ms past that headroom (primary.c, kp__primary_purge);
  *   4. refills the backup after use;
  *   5. unmaps what it released once no lookup can still read it (pagemap.c).
+ * A layout:outline pool's spare segments come first (outline.c,
+ * kp__ol_daemon_pass), sized by the same rules (kp__daemon_grow_target);
+ * there high_wm is the floor of outline segments kept pre-faulted (a heap
+ * that takes the last spares wakes the daemon: low_wm is not used), and the
+ * inline primary, which serves only blocks over 64 KiB and critical
+ * requests there, keeps auto watermarks.
  * Tests drive passes without the thread through kp_daemon_step.
  */
 #include "internal.h"
@@ -1106,7 +1112,7 @@ int kp__daemon_pass(kp_pool *pool)
 	kp__os_caller = KP_CALLER_DAEMON;
 	pthread_mutex_lock(&d->step_mu);
 	atomic_fetch_add(&d->passes, 1);
-	kp__ol_daemon_pass(pool); /* layout:outline's spare segment (outline.c); nothing for inline */
+	kp__ol_daemon_pass(pool); /* layout:outline's spare segments (outline.c); nothing for inline */
 	d->purged_at = atomic_load(&pool->purged_bytes);
 	size_t target = daemon_target(pool);
 	/* 1. pre-fault the free units the allocation path takes next: the

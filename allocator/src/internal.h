@@ -185,9 +185,11 @@ int kp__ol_free(kp_pool *pool, void *p);
 bool kp__ol_knows(kp_pool *pool, const void *p);
 size_t kp__ol_usable(kp_pool *pool, const void *p);
 void *kp__ol_realloc(kp_pool *pool, void *p, size_t size, unsigned flags);
-/* The daemon's pass (daemon.c): map the spare segment again once taken, so
- * that a heap's next segment makes no system call on the allocation path,
- * and give back the pages of spans wholly free for decay_ms. */
+/* The daemon's pass (daemon.c): keep spare segments mapped and pre-faulted
+ * ahead of the heaps as the measured demand asks for, so that a heap's next
+ * segment makes no system call and its pages no fault on the allocation
+ * path; give back the spares past the demand and the pages of spans wholly
+ * free, after decay_ms. */
 void kp__ol_daemon_pass(kp_pool *pool);
 /* Whether an outline pool has work for a lazily started daemon (the
  * preload: kp__daemon_wanted): more than one data segment mapped. */
