@@ -350,10 +350,18 @@ static struct ol_seg *segment_for(kp_pool *pool, struct ol_heap *h, uint32_t nsl
  * and the daemon moves on once a heap took it (the heap and the daemon
  * faulting the same pages would wait on each other's page-table locks). */
 #define OL_FAULT_STEP ((size_t)1 << 20)
-/* Segments a pass maps or pre-faults at most: a pass is bounded (4 MiB
- * pre-faulted takes about 1 ms), the next comes at the allocation path's
- * next wake-up. 64: 256 MiB, what a 2.5 GB/s grower (kpbench d with its
- * pages pre-faulted) takes in 100 ms. */
+/* The daemon pre-faults spares past a floor set with high_wm only once the
+ * heaps hold this much: a spare is 4 MiB, a quarter of it. Below it a
+ * program's pages fault in on its own thread, as on any allocator (the
+ * inline primary's KP_PREFAULT_MIN, in its 32 KiB units, is 1 MiB). Before
+ * it, larson under the preload (4 threads, 7 MB in use) had a spare or two
+ * pre-faulted beside it at its start: 14.5 -> 27.4 MiB peak. */
+#define OL_PREFAULT_MIN ((size_t)16 << 20)
+/* Segments a pass maps or pre-faults at most, and the most spares kept
+ * pre-faulted (a high_wm past 256 MiB is kept to that): a pass is bounded
+ * (4 MiB pre-faulted takes about 1 ms), the next comes at the allocation
+ * path's next wake-up. 64: 256 MiB, what a 2.5 GB/s grower (kpbench d with
+ * its pages pre-faulted) takes in 100 ms. */
 #define OL_PASS_SEGS 64u
 
 /* The first page of s's metadata past its own record: what a purge of a
@@ -409,8 +417,16 @@ void kp__ol_daemon_pass(kp_pool *pool)
 	size_t demand = (size_t)(taken - ol->last_taken) * OL_SEG_SIZE;
 	bool faulted = cold != ol->last_cold;
 	ol->last_taken = taken, ol->last_cold = cold;
-	size_t held = (size_t)__atomic_load_n(&ol->nsegs, __ATOMIC_RELAXED) * OL_SEG_SIZE;
-	size_t target = kp__daemon_grow_target(pool, &ol->grow, demand, faulted, held);
+	/* the share of the bytes in use, as the inline primary's (of its
+	 * segments' bytes, larson under the preload, 4 threads holding 7 MB in
+	 * 8 segments, had 8 MiB pre-faulted beside it: 31.7 MiB peak against
+	 * 14.5) */
+	size_t in_use = kp__ol_in_use(pool);
+	size_t target = kp__daemon_grow_target(pool, &ol->grow, demand, faulted, in_use);
+	/* a program holding less than OL_PREFAULT_MIN: its floor (high_wm)
+	 * only */
+	if (in_use < OL_PREFAULT_MIN)
+		target = pool->conf.high_wm != KP_WM_AUTO && pool->conf.high_wm < target ? pool->conf.high_wm : 0;
 	uint32_t nready = (uint32_t)((target + OL_SEG_SIZE - 1) / OL_SEG_SIZE);
 	/* within primary_max: a spare is reserved against it only once taken
 	 * (segment_new), so no more are made than it has room for */
@@ -470,14 +486,18 @@ void kp__ol_daemon_pass(kp_pool *pool)
 	 * taken cold in a program's first burst, before its rate was measured,
 	 * had its thread fault on 4% of the pages of the next 35 MiB
 	 * (test_outline_grow). Only what is not resident. */
-	struct ol_seg *cold_segs[OL_COLD_MAX];
-	pthread_mutex_lock(&ol->lock);
-	uint32_t ncold = ol->ncold;
-	memcpy(cold_segs, ol->cold_segs, ncold * sizeof cold_segs[0]);
-	ol->ncold = 0;
-	pthread_mutex_unlock(&ol->lock);
-	for (uint32_t k = 0; k < ncold && caught_up && nready; k++) /* heaps' segments: unmapped at kp_destroy only */
-		kp__os_populate_missing(&pool->os, cold_segs[k]->base, OL_SEG_SIZE);
+	if (caught_up && nready) { /* else kept: those a program took before it held OL_PREFAULT_MIN, at the first pass past it */
+		struct ol_seg *cold_segs[OL_COLD_MAX];
+		pthread_mutex_lock(&ol->lock);
+		uint32_t ncold = ol->ncold;
+		memcpy(cold_segs, ol->cold_segs, ncold * sizeof cold_segs[0]);
+		ol->ncold = 0;
+		pthread_mutex_unlock(&ol->lock);
+		for (uint32_t k = 0; k < ncold; k++) { /* heaps' segments: unmapped at kp_destroy only */
+			kp__os_populate_missing(&pool->os, cold_segs[k], OL_META_AHEAD);
+			kp__os_populate_missing(&pool->os, cold_segs[k]->base, OL_SEG_SIZE);
+		}
+	}
 	/* 3. past what the demand asks for, idle for decay_ms: unmapped past
 	 * the mapped count, else purged (the oldest spares stay, in the order
 	 * taken). Either is off the list first: a heap never takes a spare
