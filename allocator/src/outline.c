@@ -351,12 +351,14 @@ static struct ol_seg *segment_for(kp_pool *pool, struct ol_heap *h, uint32_t nsl
  * faulting the same pages would wait on each other's page-table locks). */
 #define OL_FAULT_STEP ((size_t)1 << 20)
 /* The daemon pre-faults spares past a floor set with high_wm only once the
- * heaps hold this much: a spare is 4 MiB, a quarter of it. Below it a
- * program's pages fault in on its own thread, as on any allocator (the
- * inline primary's KP_PREFAULT_MIN, in its 32 KiB units, is 1 MiB). Before
- * it, larson under the preload (4 threads, 7 MB in use) had a spare or two
- * pre-faulted beside it at its start: 14.5 -> 27.4 MiB peak. */
-#define OL_PREFAULT_MIN ((size_t)16 << 20)
+ * heaps hold this much: a spare is 4 MiB, 1/16 of it (daemon.c's
+ * KP_TARGET_SHARE: the headroom adds at most 1/16 to what a program holds).
+ * Below it a program's pages fault in on its own thread, as on any
+ * allocator. At 16 MiB, sqlite3 under the preload (35 MB in use at its
+ * peak, growing in bursts) had two spares pre-faulted at its last burst and
+ * its first segments finished: 41.1 -> 61 MiB peak; larson (7 MB) had one
+ * or two at its start at 1 MiB: 14.5 -> 27.4 MiB. */
+#define OL_PREFAULT_MIN ((size_t)64 << 20)
 /* Segments a pass maps or pre-faults at most, and the most spares kept
  * pre-faulted (a high_wm past 256 MiB is kept to that): a pass is bounded
  * (4 MiB pre-faulted takes about 1 ms), the next comes at the allocation
@@ -412,22 +414,28 @@ void kp__ol_daemon_pass(kp_pool *pool)
 	if (!ol)
 		return;
 	purge_idle(pool);
-	uint64_t taken = atomic_load(&ol->taken);
-	uint64_t cold = atomic_load(&ol->cold) + atomic_load(&ol->alloc_maps);
-	size_t demand = (size_t)(taken - ol->last_taken) * OL_SEG_SIZE;
-	bool faulted = cold != ol->last_cold;
-	ol->last_taken = taken, ol->last_cold = cold;
-	/* the share of the bytes in use, as the inline primary's (of its
-	 * segments' bytes, larson under the preload, 4 threads holding 7 MB in
-	 * 8 segments, had 8 MiB pre-faulted beside it: 31.7 MiB peak against
-	 * 14.5) */
+	/* The demand: how far the bytes in use went past their peak (blocks
+	 * freed and taken again are resident already). Not the segments heaps
+	 * took: they come 4 MiB at a time, and a program taking one every
+	 * 200 ms read as 400 MB/s at the pass after each (sqlite3 under the
+	 * preload: 41.1 -> 61.4 MiB peak). The share is of the bytes in use, as
+	 * the inline primary's (of the segments' bytes, larson, 7 MB in use in
+	 * 8 segments, had 8 MiB pre-faulted beside it: 14.5 -> 31.7 MiB). */
 	size_t in_use = kp__ol_in_use(pool);
+	size_t demand = in_use > ol->peak_in_use ? in_use - ol->peak_in_use : 0;
+	ol->peak_in_use = in_use > ol->peak_in_use ? in_use : ol->peak_in_use;
+	uint64_t cold = atomic_load(&ol->cold) + atomic_load(&ol->alloc_maps);
+	bool faulted = cold != ol->last_cold;
+	ol->last_cold = cold;
 	size_t target = kp__daemon_grow_target(pool, &ol->grow, demand, faulted, in_use);
-	/* a program holding less than OL_PREFAULT_MIN: its floor (high_wm)
-	 * only */
-	if (in_use < OL_PREFAULT_MIN)
-		target = pool->conf.high_wm != KP_WM_AUTO && pool->conf.high_wm < target ? pool->conf.high_wm : 0;
-	uint32_t nready = (uint32_t)((target + OL_SEG_SIZE - 1) / OL_SEG_SIZE);
+	/* In whole segments: what the rate asks for rounded down (a program
+	 * whose demand asks for less than a segment ahead gets none, rather
+	 * than 4 MiB resident beside it), a floor set with high_wm rounded up;
+	 * past the floor nothing while the heaps hold under OL_PREFAULT_MIN. */
+	size_t floor = pool->conf.high_wm != KP_WM_AUTO ? pool->conf.high_wm : 0;
+	uint32_t nready = in_use >= OL_PREFAULT_MIN ? (uint32_t)(target / OL_SEG_SIZE) : 0;
+	uint32_t nfloor = (uint32_t)((floor + OL_SEG_SIZE - 1) / OL_SEG_SIZE);
+	nready = nready > nfloor ? nready : nfloor;
 	/* within primary_max: a spare is reserved against it only once taken
 	 * (segment_new), so no more are made than it has room for */
 	kp__pool_lock(pool); /* the capacity is the pool lock's */
@@ -436,7 +444,14 @@ void kp__ol_daemon_pass(kp_pool *pool)
 	size_t room = pool->conf.primary_max > used ? (pool->conf.primary_max - used) / OL_SEG_SIZE : 0;
 	nready = nready < room ? nready : (uint32_t)room;
 	nready = nready < OL_PASS_SEGS ? nready : OL_PASS_SEGS;
-	uint32_t nmapped = 2 * nready > 1 ? 2 * nready : 1;
+	/* mapped ahead: twice what the rate asks for, under OL_PREFAULT_MIN
+	 * too (address space and a page each: a program growing there maps
+	 * no segment on its allocation path either) */
+	uint32_t nahead = (uint32_t)((target + OL_SEG_SIZE - 1) / OL_SEG_SIZE);
+	nahead = nahead > nready ? nahead : nready;
+	nahead = nahead < room ? nahead : (uint32_t)room;
+	nahead = nahead < OL_PASS_SEGS ? nahead : OL_PASS_SEGS;
+	uint32_t nmapped = 2 * nahead > 1 ? 2 * nahead : 1;
 	if (!pool->conf.prefault)
 		nready = 0;
 	atomic_store_explicit(&ol->wake_spares, nmapped, memory_order_relaxed);

@@ -125,7 +125,7 @@ struct kp__ol {
 	struct ol_seg *partial[OL_NSLICES + 1];
 	/* segments a heap took before the daemon had pre-faulted them, the
 	 * daemon's to finish (the lock; at most OL_COLD_MAX a pass) */
-#define OL_COLD_MAX 16
+#define OL_COLD_MAX 32
 	struct ol_seg *cold_segs[OL_COLD_MAX];
 	uint32_t ncold;
 	/* the spares under which segment_new wakes the daemon (the pass sets it) */
@@ -133,7 +133,8 @@ struct kp__ol {
 	/* the daemon's pass alone (kp__daemon_pass's step_mu): its measure of
 	 * the demand (bytes of segments per second) and what it keeps ahead */
 	kp__grow grow;
-	uint64_t last_taken, last_cold;
+	uint64_t last_cold;
+	size_t peak_in_use; /* the bytes in use at their highest, as the passes saw them */
 	/* the first OL_ARENA_HEAPS heaps, in one guarded mapping made by
 	 * kp_create; later ones each in a mapping of their own */
 	uint8_t *arena;

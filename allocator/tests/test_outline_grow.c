@@ -3,8 +3,10 @@
  * demand (issue 14, point 2; outline.c, kp__ol_daemon_pass): a thread that
  * grows at a steady rate, 4-64 KiB blocks each written whole, 2 MiB between
  * two daemon passes 10 ms apart on the pool's clock (200 MB/s; daemon:off,
- * step_clock:on: the passes come at known points), after a warm-up of 16
- * MiB makes no mmap itself (kp_stats' system calls by who), finds the pages
+ * step_clock:on: the passes come at known points), after a warm-up of 64
+ * MiB (the daemon pre-faults for a pool holding that much: outline.c,
+ * OL_PREFAULT_MIN; the segments taken before are finished then) makes no
+ * mmap itself (kp_stats' system calls by who), finds the pages
  * of the blocks it is handed resident (the daemon pre-faulted its spare
  * segments: mincore), and faults on under 1% of the pages it writes. When
  * the growth stops and the blocks are freed, the spares go back within
@@ -25,8 +27,8 @@
 
 #define KiB ((size_t)1 << 10)
 #define MiB ((size_t)1 << 20)
-#define TOTAL (160 * MiB)
-#define WARM (16 * MiB)
+#define TOTAL (224 * MiB)
+#define WARM (64 * MiB)
 #define BURST (2 * MiB)
 
 static long thread_minflt(void)
@@ -131,7 +133,7 @@ static void test_grows_ahead_then_shrinks(void)
 		}
 	}
 	int64_t mm = alloc_mmaps(pool) - mm0;
-	printf("   %zu blocks, %zu MiB; past the first 16 MiB: %lld mmap on the allocating thread, %ld faults (on %zu pages) and "
+	printf("   %zu blocks, %zu MiB; past the first 64 MiB: %lld mmap on the allocating thread, %ld faults (on %zu pages) and "
 	       "%zu pages not resident when handed out of %zu, a whole spare pre-faulted after %u passes of %u; "
 	       "segments mapped past the spare %llu\n",
 	       n, done >> 20, (long long)mm, faults, fpages, missed, pages, ready_passes, passes,
