@@ -1550,8 +1550,9 @@ void kp__daemon_prime(kp_pool *pool);
 /* A layout's own headroom, sized by the daemon's rules (daemon_target's rate,
  * boost and share): layout:outline's spare segments (outline.c). demand: the
  * bytes taken since the last call; faulted: some of them were not
- * pre-faulted (or were mapped by the allocation path); held: the bytes the
- * layout holds. Returns the bytes to keep pre-faulted ahead. The daemon's
+ * pre-faulted (or were mapped by the allocation path); held: the bytes in
+ * use, of which the headroom is a share. Returns the bytes to keep
+ * pre-faulted ahead. The daemon's
  * pass alone (its step lock) calls it and writes *g. */
 typedef struct kp__grow {
 	uint64_t rate, last_ns, grow_ns, boost_ns;

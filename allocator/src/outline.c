@@ -53,10 +53,11 @@
  * Growth (the grow daemon's pass, kp__ol_daemon_pass): spare segments are
  * kept mapped and pre-faulted ahead of the heaps, as many as the demand
  * measured pass to pass asks for (daemon.c, kp__daemon_grow_target: the
- * inline primary's rate, boost and share of the bytes held; high_wm, when
- * set, the floor kept pre-faulted), twice as many mapped; a heap that takes
- * the last spares wakes the daemon. A segment taken before it was
- * pre-faulted is finished by the next pass; spares past the demand go back
+ * inline primary's rate, boost and share of the bytes in use; high_wm, when
+ * set, the floor kept pre-faulted), from OL_PREFAULT_MIN in use, twice as
+ * many mapped; a heap that takes the last spares wakes the daemon. A segment
+ * taken before it was pre-faulted is finished once the pool pre-faults (and
+ * the spares are ready); spares past the demand go back
  * after decay_ms idle (purged, then unmapped). A heap whose span does not
  * fit its segment's tail leaves the segment to the next span that fits
  * (segment_for), so that pre-faulted tails are used.
@@ -284,9 +285,9 @@ static struct ol_seg *segment_new(kp_pool *pool)
 		atomic_fetch_add_explicit(&ol->alloc_maps, 1, memory_order_relaxed);
 	}
 	pthread_mutex_lock(&ol->lock);
-	/* The pool's first segment is its start, not growth: not counted as
-	 * demand nor finished by the daemon (counted, a program holding 100 KB
-	 * had its first segment pre-faulted whole: 4 MiB resident, idle) */
+	/* The pool's first segment is its start: not counted cold nor finished
+	 * by the daemon (it was, and a program holding 100 KB had its segment
+	 * pre-faulted whole: 4 MiB resident, idle; test_outline_grow) */
 	if (ol->nsegs) {
 		atomic_fetch_add_explicit(&ol->taken, 1, memory_order_relaxed);
 		if (cold)
@@ -400,14 +401,16 @@ static void spare_purge(kp_pool *pool, struct ol_seg *s)
 static void purge_idle(kp_pool *pool);
 
 /* The daemon's pass (daemon.c, first in kp__daemon_pass): the demand since
- * the last pass (segments heaps took) sizes the spares by the daemon's rules
- * (kp__daemon_grow_target: the rate, raised when heaps took spares not yet
- * pre-faulted or mapped their own, within a share of the bytes held). The
- * spares ahead of the heaps are kept pre-faulted, twice as many mapped (a
- * daemon that falls behind pre-faulting leaves the allocation path faulting
- * pages, never mapping), at least one; past what the demand asks for, a
- * spare idle for decay_ms is purged, and one past the mapped count
- * unmapped. Counted as the daemon's system calls. */
+ * the last pass (the bytes in use past their peak) sizes the spares by the
+ * daemon's rules (kp__daemon_grow_target: the rate, the boost raised when
+ * heaps took spares not yet pre-faulted or mapped their own, within a share
+ * of the bytes in use). The spares ahead of the heaps are kept pre-faulted
+ * (once the heaps hold OL_PREFAULT_MIN; a high_wm floor always), twice as
+ * many mapped (a daemon that falls behind pre-faulting leaves the
+ * allocation path faulting pages, never mapping), at least one; past what
+ * the demand asks for, a spare idle for decay_ms is purged, and one past
+ * the mapped count unmapped. Counted as the daemon's system calls. Under
+ * kp__daemon_pass's step lock (one pass at a time). */
 void kp__ol_daemon_pass(kp_pool *pool)
 {
 	kp__ol *ol = pool->ol;
@@ -496,10 +499,10 @@ void kp__ol_daemon_pass(kp_pool *pool)
 		spare_fault(pool, todo, now);
 	}
 	/* 2. once the spares are ready, the segments heaps took before they
-	 * were pre-faulted, finished: their spans hand out blocks for many
-	 * passes to come (a span of 64 KiB blocks is 2 MiB), and a segment
-	 * taken cold in a program's first burst, before its rate was measured,
-	 * had its thread fault on 4% of the pages of the next 35 MiB
+	 * were pre-faulted (up to OL_COLD_MAX), finished: their spans hand out
+	 * blocks for many passes to come (a span of 64 KiB blocks is 2 MiB),
+	 * and the segments a program took before it held OL_PREFAULT_MIN had
+	 * its thread fault on 4-8% of the pages of the next 35 MiB
 	 * (test_outline_grow). Only what is not resident. */
 	if (caught_up && nready) { /* else kept: those a program took before it held OL_PREFAULT_MIN, at the first pass past it */
 		struct ol_seg *cold_segs[OL_COLD_MAX];
