@@ -17,8 +17,8 @@ operation takes with checks on (off's ops/s ÷ on's, less one; the median of the
 running both back to back with one seed); the --json file carries it under "cost_of_checks".
 
 kpool's second small path, the pool option `layout:outline` (allocator/src/outline.c: metadata out of line),
-runs the same way on a-c as the row "kpool-outline", and the ratio table gets a column "outline ÷ best
-peer" beside kpool's own.
+runs the same way on a-d as the row "kpool-outline" (on d with d's own grow conf, GROW_CONF, and the layout),
+and the ratio table gets a column "outline ÷ best peer" beside kpool's own.
 """
 
 from __future__ import annotations
@@ -44,10 +44,15 @@ WORKLOADS = ("a", "b", "c", "d", "f")
 # kpool with its integrity checks off, beside kpool in every round. Only where the pool's conf is kpbench's
 # default (a-c): d runs its own grow conf, f measures realloc's copies, not the checks.
 CHECKS_OFF = Allocator("kpool-checks-off", "kpool", conf="checks:off")
-# kpool with its out-of-line small path (layout:outline), on the same workloads.
+# kpool with its out-of-line small path (layout:outline), on the same workloads and on d.
 OUTLINE = Allocator("kpool-outline", "kpool", conf="layout:outline")
-CONF_ROWS = (CHECKS_OFF, OUTLINE)  # kpool in a configuration of its own, beside kpool, on a-c only
+CONF_ROWS = (CHECKS_OFF, OUTLINE)  # kpool in a configuration of its own, beside kpool
 CHECKS_OFF_WORKLOADS = ("a", "b", "c")
+# The workloads each configuration row runs on.
+CONF_WORKLOADS = {CHECKS_OFF.name: CHECKS_OFF_WORKLOADS, OUTLINE.name: ("a", "b", "c", "d")}
+# kpbench's pool conf for d (allocator/bench/kpbench.h, GROW_CONF; tests/test_bench_outline.py holds the two
+# the same): --conf replaces it, so a row of its own on d passes it whole, its own options after it.
+GROW_CONF = "primary_initial:1m,low_wm:32m,high_wm:128m,primary_max:2g"
 BENCH_ALLOCATORS = (ALLOCATORS[0], *CONF_ROWS, *ALLOCATORS[1:])
 # The slowest single invocation (glibc on (c), or three 1 GiB rounds of (d)) takes seconds; ten minutes
 # means the allocator hangs, and the remaining runs are still worth having.
@@ -68,8 +73,9 @@ class Runner:
         """One kpbench process for one workload; its JSON object, or None when it failed."""
         cmd = [str(self.binary), "--alloc", alloc.alloc, "--workload", workload, "--seed", str(seed)]
         cmd.append("--json")
-        if alloc.conf:
-            cmd += ["--conf", alloc.conf]
+        conf = run_conf(alloc, workload)
+        if conf:
+            cmd += ["--conf", conf]
         if self.ops is not None:
             cmd += ["--ops", str(self.ops)]
         env = {"LD_PRELOAD": self.preload[alloc.name]} if alloc.soname else {}
@@ -106,6 +112,18 @@ class Runner:
         first = next((ln.strip() for ln in stderr.splitlines() if ln.strip()), "")
         self.failed.setdefault((workload, alloc.name), []).append(how + (f": {first}" if first else ""))
         output.warn(f"kpbench ({workload}) with {alloc.name}: {how}" + (f"\n{tail}" if tail else ""))
+
+
+def runs_on(alloc: Allocator, workload: str) -> bool:
+    """Whether the row runs this workload: a peer and kpool on all, a configuration row where it says."""
+    return not alloc.conf or workload in CONF_WORKLOADS.get(alloc.name, CHECKS_OFF_WORKLOADS)
+
+
+def run_conf(alloc: Allocator, workload: str) -> str:
+    """kpbench --conf for the row on the workload: its own conf, on d after d's grow conf."""
+    if alloc.conf and workload == "d":
+        return f"{GROW_CONF},{alloc.conf}"
+    return alloc.conf
 
 
 def _env(extra: dict[str, str]) -> dict[str, str]:
@@ -244,10 +262,13 @@ def workload_table(workload: str, desc: str, sums: dict[str, dict[str, Any]]) ->
     )
     clock = _median([s["clock_ns"] for s in sums.values() if s["runs"]])
     lines.append(f"latency: {timed}, timed in C; each figure includes one clock read (~{clock:.0f} ns)")
-    if workload == "d" and kp and kp["runs"]:
-        pages = " / ".join(f"{p:.0f}" for p in kp["pages"])
-        share = " / ".join(f"{100 * f / p:.1f}%" for f, p in zip(kp["faults"], kp["pages"], strict=True) if p)
-        lines.append(f"pages allocated per round: {pages}; kpool's thread faulted on {share} of them")
+    for name in ("kpool", OUTLINE.name):
+        row_sum = sums.get(name)
+        if workload == "d" and row_sum and row_sum["runs"]:
+            pages = " / ".join(f"{p:.0f}" for p in row_sum["pages"])
+            rounds = zip(row_sum["faults"], row_sum["pages"], strict=True)
+            share = " / ".join(f"{100 * f / p:.1f}%" for f, p in rounds if p)
+            lines.append(f"pages allocated per round: {pages}; {name}'s thread faulted on {share} of them")
     cost = cost_of_checks(sums)
     if cost is not None:
         lines.append(cost_line(cost))
@@ -255,8 +276,10 @@ def workload_table(workload: str, desc: str, sums: dict[str, dict[str, Any]]) ->
     if traces:
         lines.append("RSS over time, MiB (the median run's sampler, 12 points from start to end):")
         lines += traces
-    if kp and kp.get("kpool_syscalls"):
-        lines.append(f"kpool system calls: {json.dumps(kp['kpool_syscalls'], separators=(',', ':'))}")
+    for name in ("kpool", OUTLINE.name):
+        if sums.get(name, {}).get("kpool_syscalls"):
+            calls = json.dumps(sums[name]["kpool_syscalls"], separators=(",", ":"))
+            lines.append(f"{name} system calls: {calls}")
     return "\n".join(lines)
 
 
@@ -396,10 +419,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         help="comma-separated subset of "
         + ",".join(a.name for a in BENCH_ALLOCATORS)
         + " (default all; "
-        + ", ".join(f"{a.name} is kpool with --conf {a.conf}" for a in CONF_ROWS)
-        + ", on "
-        + ",".join(CHECKS_OFF_WORKLOADS)
-        + " only)",
+        + ", ".join(
+            f"{a.name} is kpool with --conf {a.conf}, on {','.join(CONF_WORKLOADS[a.name])} only"
+            for a in CONF_ROWS
+        )
+        + ")",
     )
     p.add_argument(
         "--json",
@@ -456,10 +480,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     if unknown or not names:
         p.error(f"--allocators {args.allocators!r}: unknown {', '.join(unknown) or '(empty)'}")
     conf_only = set(names) <= {a.name for a in CONF_ROWS}
-    bare = [w for w in workloads if w not in CHECKS_OFF_WORKLOADS] if conf_only else []
+    rows = [a for a in CONF_ROWS if a.name in names]
+    bare = [w for w in workloads if not any(runs_on(a, w) for a in rows)] if conf_only else []
     if bare:  # an empty table that says nothing, and exit 0
+        on = sorted({w for a in rows for w in CONF_WORKLOADS[a.name]})
         p.error(
-            f"--allocators {','.join(names)} runs on {','.join(CHECKS_OFF_WORKLOADS)} only: nothing to run on"
+            f"--allocators {','.join(names)} runs on {','.join(on)} only: nothing to run on"
             f" --workloads {','.join(bare)} (add kpool or a peer)"
         )
     if not 1 <= args.runs <= U64_MAX:  # past it, the seeds of the runs do not fit kpbench's 64 bits
@@ -493,14 +519,14 @@ def run_all(
     """Every run, round-robin: for each run and workload, each allocator once, starting one further along.
     (the runs, False), or (the runs that finished, True) when interrupted (Ctrl-C, SIGTERM)."""
     raw: dict[str, dict[str, list[dict[str, Any]]]] = {
-        w: {a.name: [] for a in allocs if not a.conf or w in CHECKS_OFF_WORKLOADS} for w in workloads
+        w: {a.name: [] for a in allocs if runs_on(a, w)} for w in workloads
     }
     try:
         for i in range(runs):
             order = list(allocs[i % len(allocs) :]) + list(allocs[: i % len(allocs)])
             for workload in workloads:
                 for alloc in order:
-                    if alloc.name not in raw[workload]:  # kpool-checks-off or kpool-outline on d or f
+                    if alloc.name not in raw[workload]:  # kpool-checks-off on d or f, kpool-outline on f
                         continue
                     output.progress(f"run {i + 1}/{runs}: ({workload}) {alloc.name}")
                     result = runner.run(alloc, workload, seed + i)

@@ -22,6 +22,12 @@
  *      decay_ms past that headroom (primary.c, kp__primary_purge);
  *   4. refills the backup after use;
  *   5. unmaps what it released once no lookup can still read it (pagemap.c).
+ * A layout:outline pool's spare segments come first (outline.c,
+ * kp__ol_daemon_pass), sized by the same rules (kp__daemon_grow_target);
+ * there high_wm is the floor of outline segments kept pre-faulted (a heap
+ * that takes the last spares wakes the daemon: low_wm is not used), and the
+ * inline primary, which serves only blocks over 64 KiB and critical
+ * requests there, keeps auto watermarks.
  * Tests drive passes without the thread through kp_daemon_step.
  */
 #include "internal.h"
@@ -209,10 +215,24 @@ uint64_t kp__pool_now(kp_pool *pool)
 #define KP_FLOOR_AUTO ((size_t)1 << 20)
 #define KP_FLOOR_SHARE 4
 
+/* The watermarks of the inline primary's headroom: the pool's, but in a
+ * layout:outline pool, where the primary serves only blocks over 64 KiB and
+ * critical requests, auto and 0: there high_wm is the outline segments'
+ * floor (kp__daemon_grow_target), and 128 MiB of the primary pre-faulted
+ * beside them (kpbench d's conf) was memory no request of the pool took. */
+static size_t high_wm(const kp_pool *pool)
+{
+	return pool->ol ? KP_WM_AUTO : pool->conf.high_wm;
+}
+static size_t low_wm(const kp_pool *pool)
+{
+	return pool->ol ? 0 : pool->conf.low_wm;
+}
+
 size_t kp__daemon_floor(kp_pool *pool)
 {
-	if (pool->conf.high_wm != KP_WM_AUTO)
-		return pool->conf.high_wm;
+	if (high_wm(pool) != KP_WM_AUTO)
+		return high_wm(pool);
 	/* whole units, rounded down: below 4 units in use, none (a program's
 	 * first spans fault in on its own thread, as on any allocator) */
 	size_t f = atomic_load_explicit(&pool->out_bytes, memory_order_relaxed) / KP_FLOOR_SHARE;
@@ -221,7 +241,7 @@ size_t kp__daemon_floor(kp_pool *pool)
 	/* never under low_wm, as an explicit high_wm is not (conf.c): a
 	 * target under the mark the allocation path wakes the daemon at had
 	 * every span carved wake it (test_memory: 391 wakeups against 5) */
-	return f > pool->conf.low_wm ? f : pool->conf.low_wm;
+	return f > low_wm(pool) ? f : low_wm(pool);
 }
 
 static size_t seg_usable(void)
@@ -598,7 +618,7 @@ static size_t prefault_taken(kp_pool *pool)
 /* The pre-faulted bytes at which the allocation path wakes the daemon. */
 static size_t wake_mark(kp_pool *pool, size_t target)
 {
-	return pool->conf.low_wm ? pool->conf.low_wm : target / 2;
+	return low_wm(pool) ? low_wm(pool) : target / 2;
 }
 
 /* How far a pass pre-faults a front (KP_FRONT_STEP): the wake mark and a
@@ -608,7 +628,7 @@ static size_t wake_mark(kp_pool *pool, size_t target)
  * no wake-up set for it). */
 static size_t fill_to(kp_pool *pool, size_t front)
 {
-	if (pool->conf.high_wm != KP_WM_AUTO || pool->conf.low_wm || front < KP_WAKE_FRONT)
+	if (high_wm(pool) != KP_WM_AUTO || low_wm(pool) || front < KP_WAKE_FRONT)
 		return front;
 	size_t step = front / KP_FRONT_STEP;
 	size_t fill = (wake_mark(pool, front) + step + KP_UNIT_SIZE - 1) & ~(size_t)(KP_UNIT_SIZE - 1);
@@ -805,6 +825,38 @@ static bool front_reached(kp_pool *pool)
 	return p && !kp__os_page_resident(&pool->os, p);
 }
 
+/* The measured rate after dt ns of quiet: half per decay_ms / 4 (a shift
+ * per quarter, linear within one). */
+static uint64_t rate_decay(uint64_t rate, uint64_t dt, uint64_t decay)
+{
+	uint64_t q = decay / 4 ? decay / 4 : 1, halvings = dt / q;
+	rate = halvings >= 64 ? 0 : rate >> halvings;
+	return rate - (uint64_t)((double)rate * (double)(dt % q) / (double)q / 2.0);
+}
+
+/* The rate of demand bytes taken over dt ns: over a short interval
+ * (kp_daemon_step(0), or a pass woken at once) it would be noise, and a
+ * program's first few hundred KB would look like a flood: at least 10 ms. */
+static uint64_t rate_of(size_t demand, uint64_t dt)
+{
+	return demand ? (uint64_t)((double)demand * 1e9 / (double)(dt > 10000000 ? dt : 10000000)) : 0;
+}
+
+/* The headroom the rate asks for, within the share of the bytes held (the
+ * formula above, without the floor; not rounded). */
+static size_t rate_headroom(uint64_t rate, unsigned boost, size_t held, bool busy)
+{
+	double want = (double)rate * KP_HORIZON_MS / 1000.0 * (double)(1u << boost);
+	double out = (double)held;
+	double cap = out / KP_TARGET_SHARE;
+	double small = out / (busy ? KP_GROW_SHARE : KP_FLOOR_SHARE);
+	if (small > (double)KP_TARGET_SMALL)
+		small = (double)KP_TARGET_SMALL;
+	if (cap < small)
+		cap = small;
+	return want < cap ? (size_t)want : (size_t)cap;
+}
+
 /* Measure the demand since the last pass and set the target (above). */
 static size_t daemon_target(kp_pool *pool)
 {
@@ -869,15 +921,8 @@ static size_t daemon_target(kp_pool *pool)
 	uint64_t rate = atomic_load(&d->rate);
 	bool slowed = false;
 	if (dt) {
-		/* half per decay_ms / 4 of quiet (a shift per quarter, linear
-		 * within one) */
-		uint64_t q = decay / 4 ? decay / 4 : 1, halvings = dt / q;
-		rate = halvings >= 64 ? 0 : rate >> halvings;
-		rate -= (uint64_t)((double)rate * (double)(dt % q) / (double)q / 2.0);
-		/* over a short interval (kp_daemon_step(0), or a pass woken at
-		 * once) the measured rate would be noise, and a program's first
-		 * few hundred KB would look like a flood: at least 10 ms */
-		uint64_t inst = demand ? (uint64_t)((double)demand * 1e9 / (double)(dt > 10000000 ? dt : 10000000)) : 0;
+		rate = rate_decay(rate, dt, decay);
+		uint64_t inst = rate_of(demand, dt);
 		/* growth that slowed down: measured over KP_SLOWED_MS or more, a
 		 * rate under 1/KP_SLOWED of what the front was sized for
 		 * replaces it (larson's swings past its peak, a few hundred KB
@@ -913,16 +958,9 @@ static size_t daemon_target(kp_pool *pool)
 		atomic_compare_exchange_strong(&pool->grow_boost, &boost, boost - 1);
 		atomic_store(&pool->boost_at_ns, now);
 	}
-	double want = (double)rate * KP_HORIZON_MS / 1000.0 * (double)(1u << atomic_load(&pool->grow_boost));
-	double out = (double)atomic_load(&pool->out_bytes);
-	double cap = out / KP_TARGET_SHARE;
-	double small = out / (d->busy_passes >= KP_BUSY_PASSES ? KP_GROW_SHARE : KP_FLOOR_SHARE);
-	if (small > (double)KP_TARGET_SMALL)
-		small = (double)KP_TARGET_SMALL;
-	if (cap < small)
-		cap = small;
-	size_t target = want < cap ? (size_t)want : (size_t)cap;
-	target = (target + KP_UNIT_SIZE - 1) & ~(size_t)(KP_UNIT_SIZE - 1);
+	size_t headroom_want = rate_headroom(rate, (unsigned)atomic_load(&pool->grow_boost), atomic_load(&pool->out_bytes),
+					d->busy_passes >= KP_BUSY_PASSES);
+	size_t target = (headroom_want + KP_UNIT_SIZE - 1) & ~(size_t)(KP_UNIT_SIZE - 1);
 	size_t floor = kp__daemon_floor(pool);
 	if (target < floor)
 		target = floor;
@@ -962,7 +1000,7 @@ static size_t daemon_target(kp_pool *pool)
 	 * when the program is not growing (larson, prodcons: the floor was
 	 * most of what they held resident past prefault:off). A floor the
 	 * program set is pre-faulted whole, as before. */
-	size_t grow = want < cap ? (size_t)want : (size_t)cap;
+	size_t grow = headroom_want;
 	grow = stopped ? 0 : (grow + KP_UNIT_SIZE - 1) & ~(size_t)(KP_UNIT_SIZE - 1);
 	/* The ramp bounds what a burst that stops leaves resident past the
 	 * peak; while purged units are taken back under it (within a quiet
@@ -978,9 +1016,47 @@ static size_t daemon_target(kp_pool *pool)
 		ramp = peak - seg_out < 2 * ramp ? peak - seg_out : 2 * ramp;
 	if (grow > ramp)
 		grow = ramp;
-	d->front = pool->conf.high_wm != KP_WM_AUTO || grow > target ? target : grow;
+	d->front = high_wm(pool) != KP_WM_AUTO || grow > target ? target : grow;
 	atomic_store(&d->target, target);
 	return target;
+}
+
+/* A layout's own headroom by daemon_target's rules (layout:outline's spare
+ * segments, outline.c): the rate of the demand measured pass to pass (it
+ * follows a rise at once and decays by half per decay_ms / 4), the boost
+ * raised at a pass that finds the allocation path took memory the daemon had
+ * not pre-faulted (or mapped it itself), one step down per decay_ms without,
+ * and rate_headroom() of the bytes held; the floor (high_wm; 0 under auto) alone
+ * once growth stopped (nothing taken for KP_QUIET_HORIZONS horizons), the
+ * rate then forgotten. Not carried over: the ramp, the probe of what the
+ * program writes, the slowed rate (a segment is 4 MiB: the demand comes in
+ * whole segments, and the share of the bytes held bounds what a burst that
+ * stops leaves pre-faulted). */
+size_t kp__daemon_grow_target(kp_pool *pool, kp__grow *g, size_t demand, bool faulted, size_t held)
+{
+	uint64_t now = kp__pool_now(pool), decay = (uint64_t)pool->conf.decay_ms * 1000000ull;
+	uint64_t dt = now > g->last_ns ? now - g->last_ns : 0;
+	g->last_ns = now;
+	if (demand)
+		g->grow_ns = now;
+	g->busy = demand ? g->busy + (g->busy < KP_BUSY_PASSES) : 0;
+	if (dt) {
+		g->rate = rate_decay(g->rate, dt, decay);
+		uint64_t inst = rate_of(demand, dt);
+		g->rate = inst > g->rate ? inst : g->rate;
+	}
+	if (faulted && pool->conf.prefault && g->boost < KP_BOOST_MAX)
+		g->boost++, g->boost_ns = now;
+	else if (g->boost && now - g->boost_ns > decay)
+		g->boost--, g->boost_ns = now;
+	size_t floor = pool->conf.high_wm != KP_WM_AUTO ? pool->conf.high_wm : 0;
+	uint64_t quiet = (uint64_t)KP_QUIET_HORIZONS * KP_HORIZON_MS * 1000000ull;
+	if (!g->grow_ns || now - g->grow_ns > quiet) {
+		g->rate = 0;
+		return floor;
+	}
+	size_t want = rate_headroom(g->rate, g->boost, held, g->busy >= KP_BUSY_PASSES);
+	return want > floor ? want : floor;
 }
 
 /* The daemon's wait after a pass: daemon_interval_ms, the timer, unless
@@ -1036,7 +1112,7 @@ int kp__daemon_pass(kp_pool *pool)
 	kp__os_caller = KP_CALLER_DAEMON;
 	pthread_mutex_lock(&d->step_mu);
 	atomic_fetch_add(&d->passes, 1);
-	kp__ol_daemon_pass(pool); /* layout:outline's spare segment (outline.c); nothing for inline */
+	kp__ol_daemon_pass(pool); /* layout:outline's spare segments (outline.c); nothing for inline */
 	d->purged_at = atomic_load(&pool->purged_bytes);
 	size_t target = daemon_target(pool);
 	/* 1. pre-fault the free units the allocation path takes next: the
@@ -1049,7 +1125,7 @@ int kp__daemon_pass(kp_pool *pool)
 	 * unwritten): only a floor the program set (high_wm) stays pre-faulted;
 	 * auto's would be faulted in again each time churn frees units at the
 	 * front, for blocks that leave it unwritten (kpbench b: ~25 MiB) */
-	size_t floor = pool->conf.high_wm != KP_WM_AUTO ? kp__daemon_floor(pool) : 0;
+	size_t floor = high_wm(pool) != KP_WM_AUTO ? kp__daemon_floor(pool) : 0;
 	size_t front = all ? d->front : target < floor ? target : floor;
 	/* in steps: half the front (the wake mark) and an eighth of it ahead */
 	size_t fill = all ? fill_to(pool, front) : front;

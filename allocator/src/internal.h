@@ -185,9 +185,11 @@ int kp__ol_free(kp_pool *pool, void *p);
 bool kp__ol_knows(kp_pool *pool, const void *p);
 size_t kp__ol_usable(kp_pool *pool, const void *p);
 void *kp__ol_realloc(kp_pool *pool, void *p, size_t size, unsigned flags);
-/* The daemon's pass (daemon.c): map the spare segment again once taken, so
- * that a heap's next segment makes no system call on the allocation path,
- * and give back the pages of spans wholly free for decay_ms. */
+/* The daemon's pass (daemon.c): keep spare segments mapped and pre-faulted
+ * ahead of the heaps as the measured demand asks for, so that a heap's next
+ * segment makes no system call and its pages no fault on the allocation
+ * path; give back the spares past the demand and the pages of spans wholly
+ * free, after decay_ms. */
 void kp__ol_daemon_pass(kp_pool *pool);
 /* Whether an outline pool has work for a lazily started daemon (the
  * preload: kp__daemon_wanted): more than one data segment mapped. */
@@ -1548,6 +1550,18 @@ size_t kp__daemon_floor(kp_pool *pool);
  * order and set the wake threshold (kp_create, before the daemon's first
  * pass). */
 void kp__daemon_prime(kp_pool *pool);
+/* A layout's own headroom, sized by the daemon's rules (daemon_target's rate,
+ * boost and share): layout:outline's spare segments (outline.c). demand: the
+ * bytes taken since the last call; faulted: some of them were not
+ * pre-faulted (or were mapped by the allocation path); held: the bytes in
+ * use, of which the headroom is a share. Returns the bytes to keep
+ * pre-faulted ahead. The daemon's
+ * pass alone (its step lock) calls it and writes *g. */
+typedef struct kp__grow {
+	uint64_t rate, last_ns, grow_ns, boost_ns;
+	unsigned boost, busy;
+} kp__grow;
+size_t kp__daemon_grow_target(kp_pool *pool, kp__grow *g, size_t demand, bool faulted, size_t held);
 
 /* ---- pool.c -------------------------------------------------------------- */
 struct kp_pool {

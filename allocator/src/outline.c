@@ -46,16 +46,29 @@
  * new thread that gets a dead thread's pointer adopts its heap.
  *
  * System calls (os.c, counted): the slice map, the heap arena and a spare
- * segment at kp_create; a segment past the spare (the daemon's pass maps the
- * spare again), a heap past the arena's 64. None on kp_alloc/kp_free in
+ * segment at kp_create; a heap past the arena's 64; a segment when no spare
+ * is left (rare: counted in ol->alloc_maps). None on kp_alloc/kp_free in
  * steady state, nor on a thread's first span.
+ *
+ * Growth (the grow daemon's pass, kp__ol_daemon_pass): spare segments are
+ * kept mapped and pre-faulted ahead of the heaps, as many as the demand
+ * measured pass to pass asks for (daemon.c, kp__daemon_grow_target: the
+ * inline primary's rate, boost and share of the bytes in use; high_wm, when
+ * set, the floor kept pre-faulted), from OL_PREFAULT_MIN in use, twice as
+ * many mapped; a heap that takes the last spares wakes the daemon. A segment
+ * taken before it was pre-faulted is finished once the pool pre-faults (and
+ * the spares are ready); spares past the demand go back
+ * after decay_ms idle (purged, then unmapped). A heap whose span does not
+ * fit its segment's tail leaves the segment to the next span that fits
+ * (segment_for), so that pre-faulted tails are used.
  *
  * Stats: kp_stats' bytes in use count these blocks (kp__ol_in_use, from the
  * spans, nothing counted on the fast paths).
  *
  * Memory back: the daemon's pass purges the data pages of a span wholly free
- * on its heap's avail list for decay_ms (purge_idle); segments are never
- * unmapped before kp_destroy, nor are a span's records and stack given back.
+ * on its heap's avail list for decay_ms (purge_idle), and the spares past
+ * the demand (above); a heap's segments are never unmapped before
+ * kp_destroy, nor are a span's records and stack given back.
  * A span's records and stack entries are made a page of blocks at a time as
  * its blocks are first taken (span_extend): metadata in proportion to the
  * blocks used. A heap that needs a new span first takes a wholly free one of
@@ -67,10 +80,11 @@
  * capacity and the huge blocks (pool->ol_bytes); past it, alloc.c's path
  * and its policy (oom event, the backup for critical callers).
  *
- * Not done yet: poison:on is not applied here; kp_stats does not count these
- * allocations and frees; the daemon neither pre-faults nor grows for it; the
- * spans in hand (cur[]) of an idle thread, retired spans and those whose
- * cross-thread frees wait on the dirty list are not purged.
+ * Not done yet: the spans in hand (cur[]) of an idle thread, retired
+ * spans and those whose cross-thread frees wait on the dirty list are not
+ * purged; a program growing faster than the daemon pre-faults (kpbench d's
+ * first round, 1 GiB in 0.3-0.6 s) still faults on about 40% of the pages on
+ * its own thread; kp_stats does not show the spares' counts.
  *
  * Planted bugs (KP_PLANT, the inline path's in this path's terms): 2 a double
  * free of the owner's block pushed again; 5 a realloc in place 8 bytes past
@@ -158,6 +172,8 @@ int kp__ol_create(kp_pool *pool)
 	 * calls): a thread's first allocations make none */
 	ol->arena = map_guarded(pool, OL_ARENA_BYTES);
 	ol->spare = segment_map(pool);
+	ol->nspare = ol->spare != NULL;
+	atomic_store(&ol->wake_spares, 1);
 	if (!ol->arena || !ol->spare) {
 		kp__ol_destroy(pool);
 		return -1;
@@ -175,9 +191,10 @@ void kp__ol_destroy(kp_pool *pool)
 		kp__os_unmap_clean(&pool->os, s->base, OL_SEG_SIZE);
 		unmap_guarded(pool, s, OL_META);
 	}
-	if (ol->spare) {
-		kp__os_unmap_clean(&pool->os, ol->spare->base, OL_SEG_SIZE);
-		unmap_guarded(pool, ol->spare, OL_META);
+	for (struct ol_seg *s = ol->spare, *nx; s; s = nx) {
+		nx = s->next;
+		kp__os_unmap_clean(&pool->os, s->base, OL_SEG_SIZE);
+		unmap_guarded(pool, s, OL_META);
 	}
 	for (struct ol_heap *h = ol->heaps, *nx; h; h = nx) {
 		nx = h->next;
@@ -230,8 +247,11 @@ static struct ol_seg *segment_map(kp_pool *pool)
 	return s;
 }
 
-/* A segment for a heap's spans: the spare, or one mapped now (the
- * allocation path's system calls, counted so). */
+/* A segment for a heap's spans: the oldest spare, or one mapped now (the
+ * allocation path's system calls, counted so, and in ol->alloc_maps: the
+ * daemon keeps spares ahead, so this is rare). Taking a spare leaves fewer
+ * than the daemon wants: it is woken (a futex call at most, once per 4 MiB
+ * while the heaps grow, none in steady state). */
 static struct ol_seg *segment_new(kp_pool *pool)
 {
 	kp__ol *ol = pool->ol;
@@ -247,13 +267,34 @@ static struct ol_seg *segment_new(kp_pool *pool)
 		return NULL; /* kp__ol_alloc: alloc.c's path, its policy (oom, the backup) */
 	pthread_mutex_lock(&ol->lock);
 	struct ol_seg *s = ol->spare;
-	ol->spare = NULL;
+	if (s) {
+		ol->spare = s->next;
+		ol->nspare--;
+		atomic_store_explicit(&s->taken, true, memory_order_relaxed); /* the daemon's pre-fault stops */
+	}
+	bool kick = ol->nspare < atomic_load_explicit(&ol->wake_spares, memory_order_relaxed);
 	pthread_mutex_unlock(&ol->lock);
-	if (!s && !(s = segment_map(pool))) {
-		atomic_fetch_sub(&pool->ol_bytes, OL_SEG_SIZE);
-		return NULL;
+	if (kick)
+		kp__daemon_kick(pool);
+	bool cold = !s || !atomic_load_explicit(&s->ready, memory_order_relaxed);
+	if (!s) {
+		if (!(s = segment_map(pool))) {
+			atomic_fetch_sub(&pool->ol_bytes, OL_SEG_SIZE);
+			return NULL;
+		}
+		atomic_fetch_add_explicit(&ol->alloc_maps, 1, memory_order_relaxed);
 	}
 	pthread_mutex_lock(&ol->lock);
+	/* The pool's first segment is its start: not counted cold nor finished
+	 * by the daemon (it was, and a program holding 100 KB had its segment
+	 * pre-faulted whole: 4 MiB resident, idle; test_outline_grow) */
+	if (ol->nsegs) {
+		atomic_fetch_add_explicit(&ol->taken, 1, memory_order_relaxed);
+		if (cold)
+			atomic_fetch_add_explicit(&ol->cold, 1, memory_order_relaxed);
+		if (cold && ol->ncold < OL_COLD_MAX)
+			ol->cold_segs[ol->ncold++] = s;
+	}
 	s->next = ol->segs;
 	ol->segs = s;
 	ol->nsegs++;
@@ -261,34 +302,269 @@ static struct ol_seg *segment_new(kp_pool *pool)
 	return s;
 }
 
-/* The daemon's pass (daemon.c): the spare segment mapped again once a heap
- * took it. Counted as the daemon's system calls. */
+static bool segment_fits(const struct ol_seg *s, uint32_t nsl, size_t need)
+{
+	return s->used + nsl <= OL_NSLICES && (size_t)(s->end - s->bump) >= need;
+}
+
+/* A segment for h's next span of nsl slices and need bytes of records: h's
+ * own, else the one with the least room that fits among those heaps left
+ * (ol->partial), else a new one (segment_new). The one h leaves with slices
+ * free goes onto ol->partial. Before, a heap whose span did not fit its
+ * segment's tail took a new segment and never used the tail: with spans of
+ * 2-32 slices (kpbench d's 4-64 KiB blocks) 53 segments for 160 MiB of
+ * blocks (test_outline_grow), address space then, but resident memory once
+ * the daemon pre-faults spares whole. The owner, in its slow path. */
+static struct ol_seg *segment_for(kp_pool *pool, struct ol_heap *h, uint32_t nsl, size_t need)
+{
+	struct ol_seg *s = h->seg, *got = NULL;
+	if (s && segment_fits(s, nsl, need))
+		return s;
+	kp__ol *ol = pool->ol;
+	h->seg = NULL;
+	pthread_mutex_lock(&ol->lock);
+	if (s && s->used < OL_NSLICES) {
+		s->pnext = ol->partial[OL_NSLICES - s->used];
+		ol->partial[OL_NSLICES - s->used] = s;
+	}
+	for (uint32_t r = nsl; r <= OL_NSLICES && !got; r++)
+		for (struct ol_seg **pp = &ol->partial[r]; *pp; pp = &(*pp)->pnext)
+			if (segment_fits(*pp, nsl, need)) {
+				got = *pp;
+				*pp = got->pnext;
+				break;
+			}
+	pthread_mutex_unlock(&ol->lock);
+	if (!got)
+		got = segment_new(pool);
+	h->seg = got;
+	return got;
+}
+
+/* ---- the daemon's pass: spares ahead of demand, back when it falls -------- */
+
+/* The metadata pre-faulted with a spare's data: the segment's record and
+ * the first span records and stacks (a segment of 4-64 KiB blocks uses
+ * 20-30 KiB of it; kpbench d's thread faulted on them past the data). */
+#define OL_META_AHEAD ((size_t)64 << 10)
+/* A spare is pre-faulted in steps of this much, the order a heap carves it,
+ * and the daemon moves on once a heap took it (the heap and the daemon
+ * faulting the same pages would wait on each other's page-table locks). */
+#define OL_FAULT_STEP ((size_t)1 << 20)
+/* The daemon pre-faults spares past a floor set with high_wm only once the
+ * heaps hold this much: a spare is 4 MiB, 1/16 of it (daemon.c's
+ * KP_TARGET_SHARE: the headroom adds at most 1/16 to what a program holds).
+ * Below it a program's pages fault in on its own thread, as on any
+ * allocator. At 16 MiB, sqlite3 under the preload (35 MB in use at its
+ * peak, growing in bursts) had two spares pre-faulted at its last burst and
+ * its first segments finished: 41.1 -> 61 MiB peak; larson (7 MB) had one
+ * or two at its start at 1 MiB: 14.5 -> 27.4 MiB. */
+#define OL_PREFAULT_MIN ((size_t)64 << 20)
+/* Segments a pass maps or pre-faults at most, and the most spares kept
+ * pre-faulted (a high_wm past 256 MiB is kept to that): a pass is bounded
+ * (4 MiB pre-faulted takes about 1 ms), the next comes at the allocation
+ * path's next wake-up. 64: 256 MiB, what a 2.5 GB/s grower (kpbench d with
+ * its pages pre-faulted) takes in 100 ms. */
+#define OL_PASS_SEGS 64u
+
+/* The first page of s's metadata past its own record: what a purge of a
+ * spare's metadata may give back (the record, written at segment_map, not). */
+static uint8_t *meta_after_record(struct ol_seg *s)
+{
+	return (uint8_t *)(((uintptr_t)(s + 1) + KP_PAGE - 1) & ~(uintptr_t)(KP_PAGE - 1));
+}
+
+/* Pre-fault spare s (the daemon, no lock: only the daemon unmaps a spare,
+ * so s stays mapped), until a heap takes it. Ready when it was not taken. */
+static void spare_fault(kp_pool *pool, struct ol_seg *s, uint64_t now)
+{
+	kp__os_populate(&pool->os, s, OL_META_AHEAD);
+	for (size_t off = 0; off < OL_SEG_SIZE; off += OL_FAULT_STEP) {
+		if (atomic_load_explicit(&s->taken, memory_order_relaxed))
+			return;
+		kp__os_populate(&pool->os, s->base + off, OL_FAULT_STEP);
+	}
+	atomic_store_explicit(&s->ready, true, memory_order_relaxed);
+	s->spare_ns = now;
+}
+
+/* The purge of a spare idle past what the demand asks for: its data and
+ * metadata pages back (a spare is no heap's: nothing reads them). */
+static void spare_purge(kp_pool *pool, struct ol_seg *s)
+{
+	kp__os_purge(&pool->os, s->base, OL_SEG_SIZE);
+	uint8_t *m = meta_after_record(s);
+	kp__os_purge(&pool->os, m, OL_META_AHEAD - (size_t)(m - (uint8_t *)s));
+	atomic_store_explicit(&s->ready, false, memory_order_relaxed);
+}
+
 static void purge_idle(kp_pool *pool);
 
+/* The daemon's pass (daemon.c, first in kp__daemon_pass): the demand since
+ * the last pass (the bytes in use past their peak) sizes the spares by the
+ * daemon's rules (kp__daemon_grow_target: the rate, the boost raised when
+ * heaps took spares not yet pre-faulted or mapped their own, within a share
+ * of the bytes in use). The spares ahead of the heaps are kept pre-faulted
+ * (once the heaps hold OL_PREFAULT_MIN; a high_wm floor always), twice as
+ * many mapped (a daemon that falls behind pre-faulting leaves the
+ * allocation path faulting pages, never mapping), at least one; past what
+ * the demand asks for, a spare idle for decay_ms is purged, and one past
+ * the mapped count unmapped. Counted as the daemon's system calls. Under
+ * kp__daemon_pass's step lock (one pass at a time). */
 void kp__ol_daemon_pass(kp_pool *pool)
 {
 	kp__ol *ol = pool->ol;
 	if (!ol)
 		return;
 	purge_idle(pool);
+	/* The demand: how far the bytes in use went past their peak (blocks
+	 * freed and taken again are resident already). Not the segments heaps
+	 * took: they come 4 MiB at a time, and a program taking one every
+	 * 200 ms read as 400 MB/s at the pass after each (sqlite3 under the
+	 * preload: 41.1 -> 61.4 MiB peak). The share is of the bytes in use, as
+	 * the inline primary's (of the segments' bytes, larson, 7 MB in use in
+	 * 8 segments, had 8 MiB pre-faulted beside it: 14.5 -> 31.7 MiB). */
+	size_t in_use = kp__ol_in_use(pool);
+	size_t demand = in_use > ol->peak_in_use ? in_use - ol->peak_in_use : 0;
+	ol->peak_in_use = in_use > ol->peak_in_use ? in_use : ol->peak_in_use;
+	uint64_t cold = atomic_load(&ol->cold) + atomic_load(&ol->alloc_maps);
+	bool faulted = cold != ol->last_cold;
+	ol->last_cold = cold;
+	size_t target = kp__daemon_grow_target(pool, &ol->grow, demand, faulted, in_use);
+	/* In whole segments: what the rate asks for rounded down (a program
+	 * whose demand asks for less than a segment ahead gets none, rather
+	 * than 4 MiB resident beside it), a floor set with high_wm rounded up;
+	 * past the floor nothing while the heaps hold under OL_PREFAULT_MIN. */
+	size_t floor = pool->conf.high_wm != KP_WM_AUTO ? pool->conf.high_wm : 0;
+	uint32_t nready = in_use >= OL_PREFAULT_MIN ? (uint32_t)(target / OL_SEG_SIZE) : 0;
+	uint32_t nfloor = (uint32_t)((floor + OL_SEG_SIZE - 1) / OL_SEG_SIZE);
+	nready = nready > nfloor ? nready : nfloor;
+	/* within primary_max: a spare is reserved against it only once taken
+	 * (segment_new), so no more are made than it has room for */
+	kp__pool_lock(pool); /* the capacity is the pool lock's */
+	size_t used = pool->capacity + atomic_load(&pool->huge_bytes) + atomic_load(&pool->ol_bytes);
+	pthread_mutex_unlock(&pool->lock);
+	size_t room = pool->conf.primary_max > used ? (pool->conf.primary_max - used) / OL_SEG_SIZE : 0;
+	nready = nready < room ? nready : (uint32_t)room;
+	nready = nready < OL_PASS_SEGS ? nready : OL_PASS_SEGS;
+	/* mapped ahead: twice what the rate asks for, under OL_PREFAULT_MIN
+	 * too (address space and a page each: a program growing there maps
+	 * no segment on its allocation path either) */
+	uint32_t nahead = (uint32_t)((target + OL_SEG_SIZE - 1) / OL_SEG_SIZE);
+	nahead = nahead > nready ? nahead : nready;
+	nahead = nahead < room ? nahead : (uint32_t)room;
+	nahead = nahead < OL_PASS_SEGS ? nahead : OL_PASS_SEGS;
+	uint32_t nmapped = 2 * nahead > 1 ? 2 * nahead : 1;
+	if (!pool->conf.prefault)
+		nready = 0;
+	atomic_store_explicit(&ol->wake_spares, nmapped, memory_order_relaxed);
+	uint64_t now = kp__pool_now(pool), decay = (uint64_t)pool->conf.decay_ms * 1000000ull;
+	/* 1. spares mapped ahead (cheap: address space and a page) and the first
+	 * nready pre-faulted, in one loop: a pre-fault that takes long (a heap
+	 * growing faster than the daemon faults pages in) never lets the
+	 * mapped ones run out. The farthest spare of the window not yet ready
+	 * first: a heap that overruns the daemon takes the nearest and faults
+	 * them itself, and the two meet in between instead of faulting the
+	 * same pages (nearest first: 178 of kpbench d's 287 segments taken
+	 * cold, 62% against 40% of its first round's pages faulted on its
+	 * thread). */
+	bool caught_up = false;
+	for (uint32_t k = 0; k < 2 * OL_PASS_SEGS; k++) {
+		struct ol_seg *todo = NULL;
+		pthread_mutex_lock(&ol->lock);
+		bool more = ol->nspare < nmapped;
+		uint32_t i = 0;
+		for (struct ol_seg *s = ol->spare; s && i < nready; s = s->next, i++)
+			if (!atomic_load_explicit(&s->ready, memory_order_relaxed))
+				todo = s;
+		pthread_mutex_unlock(&ol->lock);
+		if (more) {
+			struct ol_seg *s = segment_map(pool);
+			if (!s)
+				break;
+			s->spare_ns = now;
+			pthread_mutex_lock(&ol->lock);
+			struct ol_seg **pp = &ol->spare;
+			while (*pp)
+				pp = &(*pp)->next;
+			*pp = s;
+			ol->nspare++;
+			pthread_mutex_unlock(&ol->lock);
+			continue;
+		}
+		if (!todo) {
+			caught_up = true;
+			break;
+		}
+		spare_fault(pool, todo, now);
+	}
+	/* 2. once the spares are ready, the segments heaps took before they
+	 * were pre-faulted (up to OL_COLD_MAX), finished: their spans hand out
+	 * blocks for many passes to come (a span of 64 KiB blocks is 2 MiB),
+	 * and the segments a program took before it held OL_PREFAULT_MIN had
+	 * its thread fault on 4-8% of the pages of the next 35 MiB
+	 * (test_outline_grow). Only what is not resident. */
+	if (caught_up && nready) { /* else kept: those a program took before it held OL_PREFAULT_MIN, at the first pass past it */
+		struct ol_seg *cold_segs[OL_COLD_MAX];
+		pthread_mutex_lock(&ol->lock);
+		uint32_t ncold = ol->ncold;
+		memcpy(cold_segs, ol->cold_segs, ncold * sizeof cold_segs[0]);
+		ol->ncold = 0;
+		pthread_mutex_unlock(&ol->lock);
+		for (uint32_t k = 0; k < ncold; k++) { /* heaps' segments: unmapped at kp_destroy only */
+			kp__os_populate_missing(&pool->os, cold_segs[k], OL_META_AHEAD);
+			kp__os_populate_missing(&pool->os, cold_segs[k]->base, OL_SEG_SIZE);
+		}
+	}
+	/* 3. past what the demand asks for, idle for decay_ms: unmapped past
+	 * the mapped count, else purged (the oldest spares stay, in the order
+	 * taken). Either is off the list first: a heap never takes a spare
+	 * whose pages are going. */
+	struct ol_seg *drop = NULL, *purge = NULL;
+	uint32_t i = 0;
 	pthread_mutex_lock(&ol->lock);
-	bool want = ol->spare == NULL;
-	pthread_mutex_unlock(&ol->lock);
-	if (!want)
-		return;
-	struct ol_seg *s = segment_map(pool);
-	if (!s)
-		return;
-	pthread_mutex_lock(&ol->lock);
-	if (!ol->spare) {
-		ol->spare = s;
-		s = NULL;
+	for (struct ol_seg **pp = &ol->spare, *s; (s = *pp) != NULL;) {
+		bool ready = atomic_load_explicit(&s->ready, memory_order_relaxed);
+		bool wanted = i < nready || (i < nmapped && !ready); /* as it is */
+		if (wanted)
+			s->spare_ns = now;
+		if (wanted || now - s->spare_ns <= decay) {
+			pp = &s->next, i++;
+			continue;
+		}
+		*pp = s->next;
+		ol->nspare--;
+		if (i >= nmapped) {
+			s->next = drop;
+			drop = s;
+		} else {
+			s->next = purge;
+			purge = s;
+		}
 	}
 	pthread_mutex_unlock(&ol->lock);
-	if (s) { /* another pass made one meanwhile (kp_daemon_step beside the thread) */
+	for (struct ol_seg *s = drop, *nx; s; s = nx) {
+		nx = s->next;
 		kp__os_unmap_clean(&pool->os, s->base, OL_SEG_SIZE);
 		unmap_guarded(pool, s, OL_META);
 	}
+	if (!purge)
+		return;
+	struct ol_seg *last = purge;
+	uint32_t n = 0;
+	for (struct ol_seg *s = purge; s; s = s->next, n++) {
+		spare_purge(pool, s);
+		s->spare_ns = now;
+		last = s;
+	}
+	pthread_mutex_lock(&ol->lock); /* back at the tail: the last a heap takes */
+	struct ol_seg **pp = &ol->spare;
+	while (*pp)
+		pp = &(*pp)->next;
+	*pp = purge;
+	last->next = NULL;
+	ol->nspare += n;
+	pthread_mutex_unlock(&ol->lock);
 }
 
 bool kp__ol_wanted(kp_pool *pool)
@@ -420,13 +696,9 @@ static struct ol_span *span_new(kp_pool *pool, struct ol_heap *h, uint32_t cls)
 	uint32_t nsl = (uint32_t)((32ul * bs + OL_SLICE_SIZE - 1) / OL_SLICE_SIZE);
 	uint32_t nb = (uint32_t)(nsl * OL_SLICE_SIZE / bs);
 	size_t need = (nb + 1) * sizeof(uint16_t) + 64 + (nb + 1) * sizeof(struct ol_rec) + 64;
-	struct ol_seg *s = h->seg;
-	if (!s || s->used + nsl > OL_NSLICES || (size_t)(s->end - s->bump) < need) {
-		s = segment_new(pool);
-		if (!s)
-			return NULL;
-		h->seg = s;
-	}
+	struct ol_seg *s = segment_for(pool, h, nsl, need);
+	if (!s)
+		return NULL;
 	struct ol_span *pg = &s->spans[s->used];
 	pg->start = s->base + (size_t)s->used * OL_SLICE_SIZE;
 	pg->bsize = bs;

@@ -79,7 +79,14 @@ struct ol_seg {
 	uint8_t *base;
 	uint8_t *bump, *end; /* the metadata arrays of its spans */
 	uint32_t used;       /* slices given to spans */
-	struct ol_seg *next; /* the pool's list */
+	struct ol_seg *next; /* the pool's list, or the spares' */
+	/* a spare's (outline.c, the daemon's pass): its data pages pre-faulted
+	 * whole; taken by a heap (from then on no spare: the daemon stops
+	 * pre-faulting it); when it became a spare, or was last pre-faulted
+	 * (pool clock, ns) */
+	_Atomic bool ready, taken;
+	uint64_t spare_ns;
+	struct ol_seg *pnext; /* on the pool's partial lists (kp__ol.partial) */
 	struct ol_span spans[OL_NSLICES];
 };
 
@@ -107,10 +114,32 @@ struct kp__ol {
 	pthread_mutex_t lock; /* segs, heaps, spare, the arena's count */
 	struct ol_seg *segs;
 	struct ol_heap *heaps;
-	/* a segment mapped ahead (kp_create, then the daemon's passes:
-	 * kp__ol_daemon_pass), so that a thread's first span makes no system
-	 * call; NULL when taken */
+	/* segments mapped ahead, oldest first (kp_create's one, then the
+	 * daemon's passes: kp__ol_daemon_pass maps and pre-faults as many as the
+	 * measured demand asks for), so that a heap's next segment makes no
+	 * system call and its pages no fault; NULL when none is left */
 	struct ol_seg *spare;
+	uint32_t nspare; /* on that list (the lock) */
+	/* the allocation path's side (segment_new): segments heaps took, those
+	 * taken before the daemon had pre-faulted them, those mapped because no
+	 * spare was left (the allocation path's mmap: rare, counted) */
+	_Atomic uint64_t taken, cold, alloc_maps;
+	/* segments a heap left with slices free (a span did not fit), by
+	 * their free slices: the next heap whose span fits takes one (the lock;
+	 * outline.c, segment_for) */
+	struct ol_seg *partial[OL_NSLICES + 1];
+	/* segments a heap took before the daemon had pre-faulted them, the
+	 * daemon's to finish (the lock; at most OL_COLD_MAX a pass) */
+#define OL_COLD_MAX 32
+	struct ol_seg *cold_segs[OL_COLD_MAX];
+	uint32_t ncold;
+	/* the spares under which segment_new wakes the daemon (the pass sets it) */
+	_Atomic uint32_t wake_spares;
+	/* the daemon's pass alone (kp__daemon_pass's step_mu): its measure of
+	 * the demand (bytes of segments per second) and what it keeps ahead */
+	kp__grow grow;
+	uint64_t last_cold;
+	size_t peak_in_use; /* the bytes in use at their highest, as the passes saw them */
 	/* the first OL_ARENA_HEAPS heaps, in one guarded mapping made by
 	 * kp_create; later ones each in a mapping of their own */
 	uint8_t *arena;
