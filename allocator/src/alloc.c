@@ -322,6 +322,14 @@ static bool fresh_mapping(kp_pool *pool, const void *p)
 	       (const char *)p >= (const char *)s + 2 * KP_PAGE && (const char *)p < (const char *)s + s->size;
 }
 
+/* Does the thread's outline slot name pool, with its checks off
+ * (kp__ol_slot_id)? free_other's test: such a pool comes through it, off
+ * the default path. */
+static ALWAYS_INLINE bool ol_names_unchecked(const kp_pool *pool)
+{
+	return pool && kp__ol_slot.id == (pool->id | KP_OL_ID_UNCHECKED);
+}
+
 /* Everything but the common case, out of line so that the fast path below
  * needs no stack frame. */
 static void *alloc_slow_inline(kp_pool *pool, size_t size, unsigned flags);
@@ -488,16 +496,11 @@ static __attribute__((noinline)) void *alloc_far(kp_pool *pool, size_t size, kp_
 	return far_pop(size, b, h, n, key, next, fm);
 }
 
-/* Does the thread's outline slot name pool with checks off (kp__ol_slot_id)?
- * On the miss paths of kp_alloc and kp_free, after their compare of the
- * slot with id: the slot is read again through a pointer the compiler
- * cannot see through, so that it does not keep the first read in a
- * register on the paths that hit (one instruction more on each). */
-static ALWAYS_INLINE bool ol_names_unchecked(uint64_t id)
+/* kp_alloc of an outline pool with checks off (kp__ol_slot_id): its outline
+ * path out of line, so that alloc_fast saves no register for it. */
+static __attribute__((noinline)) void *alloc_outline_unchecked(kp_pool *pool, size_t size, unsigned flags)
 {
-	const uint64_t *slot = &kp__ol_slot.id;
-	__asm__("" : "+r"(slot));
-	return *slot == (id | KP_OL_ID_UNCHECKED);
+	return KP_LIKELY(!flags) ? kp__ol_alloc_fast(pool, size) : alloc_slow(pool, size, flags);
 }
 
 /* kp_alloc for a pool the thread's fast word (kp__tls_state.fast_alloc)
@@ -539,7 +542,7 @@ static ALWAYS_INLINE void *alloc_fast(kp_pool *pool, size_t size, unsigned flags
 	 * is the first slot's id only when its pool has checks on and poison
 	 * off: the mode costs no test here. A pool of another mode goes to
 	 * alloc_other. */
-	if (KP_UNLIKELY(!pool || flags))
+	if (KP_UNLIKELY(!pool))
 		return alloc_other(pool, size, flags);
 	uint64_t id = pool->id;
 	/* layout:outline with checks on, the pool the thread's slot names
@@ -549,8 +552,8 @@ static ALWAYS_INLINE void *alloc_fast(kp_pool *pool, size_t size, unsigned flags
 	 * word (tcache.c). The default path pays this compare (2 instructions:
 	 * the slot is in kp__tls, no GOT load of its own). */
 	if (kp__ol_slot.id == id)
-		return kp__ol_alloc_fast(pool, size);
-	if (KP_LIKELY(kp__tls_state.fast_alloc == id)) {
+		return KP_LIKELY(!flags) ? kp__ol_alloc_fast(pool, size) : alloc_other(pool, size, flags);
+	if (KP_LIKELY(kp__tls_state.fast_alloc == id && !flags)) {
 		/* Memory that is no pool, its first word 0, matched an empty
 		 * slot. A branch of its own: in the condition above gcc made
 		 * the two compares two set instructions and a test (one more). */
@@ -615,9 +618,13 @@ static ALWAYS_INLINE void *alloc_fast(kp_pool *pool, size_t size, unsigned flags
 	slow:
 		return alloc_slow(pool, size, 0); /* flags is 0 here: one register less to keep */
 	}
-	/* layout:outline with checks off (kp__ol_slot_id): the same path */
-	if (ol_names_unchecked(id))
-		return kp__ol_alloc_fast(pool, size);
+	/* layout:outline with checks off (kp__ol_slot_id). The slot is read
+	 * again past a compiler barrier, so that gcc does not keep the first
+	 * read in a register on the paths that hit (one instruction more on
+	 * each) but compares it in memory. */
+	__asm__ __volatile__("" ::: "memory");
+	if (kp__ol_slot.id == (id | KP_OL_ID_UNCHECKED))
+		return alloc_outline_unchecked(pool, size, flags);
 	return alloc_other(pool, size, flags);
 }
 
@@ -1388,13 +1395,13 @@ static __attribute__((noinline)) int free_other(kp_pool *pool, void *p)
 	/* layout:outline with checks off (kp__ol_slot_id): kp_free's copy of
 	 * the outline path, without the canary (here, not in kp_free: there gcc
 	 * shared the tail of the two copies, a jump more for checks on) */
-	if (KP_LIKELY(pool != NULL) && ol_names_unchecked(pool->id))
+	if (ol_names_unchecked(pool))
 		return kp__ol_free_check(pool, p, false, KP_OL_CANARY_OFF, false);
 	return free_body(pool, p, false, false);
 }
 static __attribute__((noinline)) int free_other_quiet(kp_pool *pool, void *p)
 {
-	if (KP_LIKELY(pool != NULL) && ol_names_unchecked(pool->id)) /* as free_other */
+	if (ol_names_unchecked(pool)) /* as free_other */
 		return kp__ol_free_check(pool, p, false, KP_OL_CANARY_OFF, false);
 	return free_body(pool, p, true, false);
 }
@@ -1516,7 +1523,7 @@ int kp__free_try(kp_pool *pool, void *p)
 				atomic_store_explicit(&r->epoch, 0, memory_order_release);
 				return kp__free_miss(pool, p, true);
 			}
-		} else if (kp__ol_slot.id == id || ol_names_unchecked(id)) {
+		} else if ((kp__ol_slot.id & ~KP_OL_ID_UNCHECKED) == id) {
 			/* its refusals go to the hook (kp__ol_free_refused) */
 			return kp__ol_free_check(pool, p, true, KP_OL_CANARY_SPAN, false);
 		}
