@@ -456,7 +456,8 @@ typedef struct kp__grace_tls {
 /* The thread's state: one thread-local block for the whole library (a -fPIC
  * library reaches each thread-local variable through a GOT entry of its
  * own, one load each: one block, one load per call): the thread's caches
- * (tcache.c, which defines it) and its grace record (kp__grace_self). */
+ * (tcache.c, which defines it), its grace record (kp__grace_self) and its
+ * layout:outline slot (kp__ol_slot). */
 #define KP_TLS_SLOTS 4
 struct kp__tcache;
 struct ol_heap;
