@@ -322,6 +322,14 @@ static bool fresh_mapping(kp_pool *pool, const void *p)
 	       (const char *)p >= (const char *)s + 2 * KP_PAGE && (const char *)p < (const char *)s + s->size;
 }
 
+/* Does the thread's outline slot name pool, with its checks off
+ * (kp__ol_slot_id)? free_other's test: such a pool comes through it, off
+ * the default path. */
+static ALWAYS_INLINE bool ol_names_unchecked(const kp_pool *pool)
+{
+	return pool && kp__ol_slot.id == (pool->id | KP_OL_ID_UNCHECKED);
+}
+
 /* Everything but the common case, out of line so that the fast path below
  * needs no stack frame. */
 static void *alloc_slow_inline(kp_pool *pool, size_t size, unsigned flags);
@@ -488,15 +496,11 @@ static __attribute__((noinline)) void *alloc_far(kp_pool *pool, size_t size, kp_
 	return far_pop(size, b, h, n, key, next, fm);
 }
 
-/* layout:outline (outline.c), the pool the thread's slot names: its pools
- * never take alloc_fast (their id is never the thread's fast word,
- * tcache.c), so the default path pays nothing for this test, and the
- * checks-off one (alloc_other) three instructions. Out of line and by a
- * tail call, so that alloc_fast saves no register for it. alloc_slow sends
- * the other calls of an outline pool to outline.c. */
-static __attribute__((noinline)) void *alloc_outline(kp_pool *pool, size_t size, unsigned flags)
+/* kp_alloc of an outline pool with checks off (kp__ol_slot_id): its outline
+ * path out of line, so that alloc_fast saves no register for it. */
+static __attribute__((noinline)) void *alloc_outline_unchecked(kp_pool *pool, size_t size, unsigned flags)
 {
-	return kp__ol_alloc_fast(pool, size, flags);
+	return KP_LIKELY(!flags) ? kp__ol_alloc_fast(pool, size) : alloc_slow(pool, size, flags);
 }
 
 /* kp_alloc for a pool the thread's fast word (kp__tls_state.fast_alloc)
@@ -537,12 +541,23 @@ static ALWAYS_INLINE void *alloc_fast(kp_pool *pool, size_t size, unsigned flags
 	 * which refuses it, before a field of it is read. fast_alloc (kp__tls)
 	 * is the first slot's id only when its pool has checks on and poison
 	 * off: the mode costs no test here. A pool of another mode goes to
-	 * alloc_other. */
-	if (KP_LIKELY(pool && kp__tls_state.fast_alloc == pool->id && !flags)) {
+	 * alloc_other, and so does a call with flags. */
+	if (KP_UNLIKELY(!pool))
+		return alloc_other(pool, size, flags);
+	uint64_t id = pool->id;
+	/* layout:outline with checks on, the pool the thread's slot names
+	 * (outline.h, kp__ol_slot_id): first, inline, no call (kp_alloc +
+	 * kp_free 100.0 -> 75.0 instructions on kpbench a, where a tail call
+	 * behind the fast word's test came first); its id is never the fast
+	 * word (tcache.c). The default path pays this compare (2 instructions:
+	 * the slot is in kp__tls, no GOT load of its own). */
+	if (kp__ol_slot.id == id)
+		return KP_LIKELY(!flags) ? kp__ol_alloc_fast(pool, size) : alloc_other(pool, size, flags);
+	if (KP_LIKELY(kp__tls_state.fast_alloc == id && !flags)) {
 		/* Memory that is no pool, its first word 0, matched an empty
 		 * slot. A branch of its own: in the condition above gcc made
 		 * the two compares two set instructions and a test (one more). */
-		if (KP_UNLIKELY(!pool->id))
+		if (KP_UNLIKELY(!id))
 			goto slow;
 		/* pool->canary is KP_CANARY: checks are on. The sizes of
 		 * kp__class_of's table first, with one test: the bound of the
@@ -603,11 +618,13 @@ static ALWAYS_INLINE void *alloc_fast(kp_pool *pool, size_t size, unsigned flags
 	slow:
 		return alloc_slow(pool, size, 0); /* flags is 0 here: one register less to keep */
 	}
-	/* layout:outline, the pool the thread's slot names (outline.h): its
-	 * id is never the fast word (tcache.c), so the test costs the default
-	 * path nothing; a tail call, so it saves no register either */
-	if (KP_LIKELY(pool != NULL) && kp__ol_slot.id == pool->id)
-		return alloc_outline(pool, size, flags);
+	/* layout:outline with checks off (kp__ol_slot_id). The slot is read
+	 * again past a compiler barrier, so that gcc does not keep the first
+	 * read in a register on the paths that hit (one instruction more on
+	 * each) but compares it in memory. */
+	__asm__ __volatile__("" ::: "memory");
+	if (kp__ol_slot.id == (id | KP_OL_ID_UNCHECKED))
+		return alloc_outline_unchecked(pool, size, flags);
 	return alloc_other(pool, size, flags);
 }
 
@@ -1375,24 +1392,27 @@ static __attribute__((noinline)) int free_slow_own_quiet(kp_pool *pool, void *p,
 static ALWAYS_INLINE int free_body(kp_pool *pool, void *p, bool quiet, bool checked);
 static __attribute__((noinline)) int free_other(kp_pool *pool, void *p)
 {
+	/* layout:outline with checks off (kp__ol_slot_id): kp_free's copy of
+	 * the outline path, without the canary (here, not in kp_free: there gcc
+	 * shared the tail of the two copies, a jump more for checks on) */
+	if (ol_names_unchecked(pool))
+		return kp__ol_free_check(pool, p, false, KP_OL_CANARY_OFF, false);
 	return free_body(pool, p, false, false);
 }
 static __attribute__((noinline)) int free_other_quiet(kp_pool *pool, void *p)
 {
+	if (ol_names_unchecked(pool)) /* as free_other */
+		return kp__ol_free_check(pool, p, false, KP_OL_CANARY_OFF, false);
 	return free_body(pool, p, true, false);
 }
-/* layout:outline, the pool the thread's slot names (outline.h); errno is
- * kept by kp__ol_free_slow (free(): the preload). */
-static __attribute__((noinline)) int free_outline(kp_pool *pool, void *p)
+/* outline.h's refusals: p's tests again, told apart (kp__ol_free_check);
+ * with try_only (kp__free_try) what is no plain free to the preload's
+ * hook, which reports a refusal in free()'s name. */
+__attribute__((noinline)) int kp__ol_free_refused(kp_pool *pool, void *p, bool try_only)
 {
-	return kp__ol_free_fast(pool, p, false);
-}
-
-/* kp__free_try's: what is no plain free goes to the preload's hook, which
- * reports a refusal in free()'s name (outline.h, try_only). */
-static __attribute__((noinline)) int free_outline_try(kp_pool *pool, void *p)
-{
-	int rc = kp__ol_free_fast(pool, p, true);
+	if (!try_only)
+		return kp__ol_free_check(pool, p, false, KP_OL_CANARY_SPAN, true);
+	int rc = kp__ol_free_check(pool, p, true, KP_OL_CANARY_SPAN, true);
 	return rc == KP_OL_UNTRIED ? kp__free_miss(pool, p, false) : rc;
 }
 
@@ -1400,6 +1420,23 @@ static __attribute__((noinline)) int free_outline_try(kp_pool *pool, void *p)
 int kp__free_classic(kp_pool *pool, void *p)
 {
 	return free_body(pool, p, false, false);
+}
+
+/* free_body's section, open (r: the thread's fast record, w: the grace word
+ * stored in it): free_fast, then the section closed, or the slow free. */
+static ALWAYS_INLINE int free_in_section(kp_pool *pool, uint64_t id, void *p, kp__grace_rec *r, uint64_t w, bool quiet,
+					 bool checked)
+{
+	atomic_store_explicit(&r->epoch, w, memory_order_release);
+	atomic_signal_fence(memory_order_seq_cst);
+	int res = free_fast(pool, id, p, true, false, checked);
+	if (KP_LIKELY(res == KP_FREE_DONE)) {
+		/* Nothing was retired in here: no reclaim became pending. */
+		atomic_signal_fence(memory_order_seq_cst);
+		atomic_store_explicit(&r->epoch, 0, memory_order_release);
+		return 0;
+	}
+	return quiet ? free_slow_own_quiet(pool, p, res == KP_FREE_FULL) : free_slow_own(pool, p, res == KP_FREE_FULL);
 }
 
 static ALWAYS_INLINE int free_body(kp_pool *pool, void *p, bool quiet, bool checked)
@@ -1412,35 +1449,49 @@ static ALWAYS_INLINE int free_body(kp_pool *pool, void *p, bool quiet, bool chec
 	uint64_t w = atomic_load_explicit(&kp__grace_epoch, memory_order_acquire);
 	uint64_t id;
 	if (KP_LIKELY(KP_FAST_AES && r && !atomic_load_explicit(&r->epoch, memory_order_relaxed) && pool &&
-		      (checked ? kp__tls_state.fast_free == (id = pool->id) : (id = pool->id, pool->secret.aes)))) {
-		atomic_store_explicit(&r->epoch, w, memory_order_release);
-		atomic_signal_fence(memory_order_seq_cst);
-		int res = free_fast(pool, id, p, true, false, checked);
-		if (KP_LIKELY(res == KP_FREE_DONE)) {
-			/* Nothing was retired in here: no reclaim became pending. */
-			atomic_signal_fence(memory_order_seq_cst);
-			atomic_store_explicit(&r->epoch, 0, memory_order_release);
-			return 0;
-		}
-		return quiet ? free_slow_own_quiet(pool, p, res == KP_FREE_FULL)
-			     : free_slow_own(pool, p, res == KP_FREE_FULL);
-	}
-	/* layout:outline (as alloc_fast): the default path never gets here */
-	if (checked && KP_LIKELY(pool != NULL) && kp__ol_slot.id == pool->id)
-		return free_outline(pool, p);
+		      (checked ? kp__tls_state.fast_free == (id = pool->id) : (id = pool->id, pool->secret.aes))))
+		return free_in_section(pool, id, p, r, w, quiet, checked);
 	if (checked) /* a pool of another mode (checks off), or the section is not the inline one's */
 		return quiet ? free_other_quiet(pool, p) : free_other(pool, p);
 	return quiet ? free_section_quiet(pool, p) : free_section(pool, p);
 }
 
+/* kp_free and kp__free_quiet: free_body's checked copy with the pool's test
+ * first: the fast word (kp__tls_state.fast_free) names it, then the grace
+ * record as free_body; else layout:outline, the pool the thread's slot
+ * names (outline.h), inline, with no call (errno is kept by
+ * kp__ol_free_slow: free(), the preload). The default path runs the same
+ * instructions as free_body's, in another order; an outline pool pays the
+ * fast word's test (2 instructions) and no more: the grace record is read
+ * past it (kp_alloc + kp_free on an outline pool 100.0 -> 75.0 instructions on
+ * kpbench a, where free_body's tests and a tail call came first). The slot's
+ * test first, as in alloc_fast, cost the default path 3 instructions and
+ * more: gcc kept the id for the fast word's test in a callee-saved register
+ * and saved four of them on entry. */
+static ALWAYS_INLINE int free_entry(kp_pool *pool, void *p, bool quiet)
+{
+	if (KP_LIKELY(pool != NULL)) {
+		uint64_t id = pool->id;
+		if (KP_LIKELY(kp__tls_state.fast_free == id)) {
+			kp__grace_rec *r = kp__grace_self.fast;
+			uint64_t w = atomic_load_explicit(&kp__grace_epoch, memory_order_acquire);
+			if (KP_LIKELY(KP_FAST_AES && r && !atomic_load_explicit(&r->epoch, memory_order_relaxed)))
+				return free_in_section(pool, id, p, r, w, quiet, true);
+		} else if (kp__ol_slot.id == id) { /* kp__ol_slot_id: checks on */
+			return kp__ol_free_check(pool, p, false, KP_OL_CANARY_ON, false);
+		}
+	}
+	return quiet ? free_other_quiet(pool, p) : free_other(pool, p);
+}
+
 KP_EXPORT int kp_free(kp_pool *pool, void *p)
 {
-	return free_body(pool, p, false, true);
+	return free_entry(pool, p, false);
 }
 
 int kp__free_quiet(kp_pool *pool, void *p)
 {
-	return free_body(pool, p, true, true);
+	return free_entry(pool, p, true);
 }
 
 /* The free() of the preload library (internal.h): kp_free's inline fast
@@ -1450,31 +1501,36 @@ int kp__free_quiet(kp_pool *pool, void *p)
  * goes on to free_slow_own_quiet as in kp__free_quiet, not to the hook. */
 int kp__free_try(kp_pool *pool, void *p)
 {
-	kp__grace_rec *r = kp__grace_self.fast;
-	uint64_t w = atomic_load_explicit(&kp__grace_epoch, memory_order_acquire);
-	uint64_t id;
-	if (KP_LIKELY(KP_FAST_AES && r && !atomic_load_explicit(&r->epoch, memory_order_relaxed) && pool &&
-		      kp__tls_state.fast_free == (id = pool->id))) {
-		atomic_store_explicit(&r->epoch, w, memory_order_release);
-		atomic_signal_fence(memory_order_seq_cst);
-		int res = free_fast(pool, id, p, true, false, true);
-		if (KP_LIKELY(res == KP_FREE_DONE)) {
-			atomic_signal_fence(memory_order_seq_cst);
-			atomic_store_explicit(&r->epoch, 0, memory_order_release);
-			return 0;
+	/* kp_free's order (free_entry): the fast word, then the grace record;
+	 * else layout:outline, its plain frees here, the rest (the preload's
+	 * own pointers, refusals) to the hook as before */
+	if (KP_LIKELY(pool != NULL)) {
+		uint64_t id = pool->id;
+		if (KP_LIKELY(kp__tls_state.fast_free == id)) {
+			kp__grace_rec *r = kp__grace_self.fast;
+			uint64_t w = atomic_load_explicit(&kp__grace_epoch, memory_order_acquire);
+			if (KP_LIKELY(KP_FAST_AES && r && !atomic_load_explicit(&r->epoch, memory_order_relaxed))) {
+				atomic_store_explicit(&r->epoch, w, memory_order_release);
+				atomic_signal_fence(memory_order_seq_cst);
+				int res = free_fast(pool, id, p, true, false, true);
+				if (KP_LIKELY(res == KP_FREE_DONE)) {
+					atomic_signal_fence(memory_order_seq_cst);
+					atomic_store_explicit(&r->epoch, 0, memory_order_release);
+					return 0;
+				}
+				if (res == KP_FREE_FULL)
+					return free_slow_own_quiet(pool, p, true);
+				/* Nothing was retired in here: the section closes as the
+				 * fast path's does. */
+				atomic_signal_fence(memory_order_seq_cst);
+				atomic_store_explicit(&r->epoch, 0, memory_order_release);
+				return kp__free_miss(pool, p, true);
+			}
+		} else if ((kp__ol_slot.id & ~KP_OL_ID_UNCHECKED) == id) {
+			/* its refusals go to the hook (kp__ol_free_refused) */
+			return kp__ol_free_check(pool, p, true, KP_OL_CANARY_SPAN, false);
 		}
-		if (res == KP_FREE_FULL)
-			return free_slow_own_quiet(pool, p, true);
-		/* Nothing was retired in here: the section closes as the
-		 * fast path's does. */
-		atomic_signal_fence(memory_order_seq_cst);
-		atomic_store_explicit(&r->epoch, 0, memory_order_release);
-		return kp__free_miss(pool, p, true);
 	}
-	/* layout:outline: its plain frees; the rest (NULL, the preload's own
-	 * pointers, refusals) to the hook as before */
-	if (KP_LIKELY(pool != NULL) && kp__ol_slot.id == pool->id)
-		return free_outline_try(pool, p);
 	return kp__free_miss(pool, p, false);
 }
 

@@ -461,9 +461,26 @@ typedef struct kp__grace_tls {
 /* The thread's state: one thread-local block for the whole library (a -fPIC
  * library reaches each thread-local variable through a GOT entry of its
  * own, one load each: one block, one load per call): the thread's caches
- * (tcache.c, which defines it) and its grace record (kp__grace_self). */
+ * (tcache.c, which defines it), its grace record (kp__grace_self) and its
+ * layout:outline slot (kp__ol_slot). */
 #define KP_TLS_SLOTS 4
 struct kp__tcache;
+struct ol_heap;
+struct ol_span;
+/* The calling thread's heap for one outline pool (outline.h, outline.c), and
+ * that pool's slice map (so that kp_free reads no pool field): the slot
+ * names the pool by its id, never reused, so a destroyed pool's slot
+ * matches no live pool. Before a thread's first call, and on a thread that
+ * only frees, heap is kp__ol_empty_heap, whose classes all take the slow
+ * path. map_n is 0 until the slot names a pool: every pointer misses the
+ * map. In kp__tls (kp__ol_slot), its first value tcache.c's. */
+typedef struct kp__ol_tls {
+	uint64_t id;
+	struct ol_heap *heap;
+	struct ol_span **map;
+	uintptr_t map_n;
+} kp__ol_tls;
+extern struct ol_heap kp__ol_empty_heap;
 typedef struct kp__tls {
 	uint64_t id[KP_TLS_SLOTS];
 	struct kp__tcache *tc[KP_TLS_SLOTS];
@@ -475,6 +492,7 @@ typedef struct kp__tls {
 	 * slot, the mode and the key's kind were three (kp__tcache_slow sets
 	 * them with slot 0, every write of slot 0 clears or sets them). */
 	uint64_t fast_alloc, fast_free;
+	kp__ol_tls ol; /* layout:outline's slot (kp__ol_slot) */
 	bool registered;
 	bool exited; /* the exit hook ran: later calls get no cache */
 	kp__grace_tls grace;

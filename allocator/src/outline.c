@@ -116,7 +116,6 @@ const uint8_t kp__ol_class_tbl[65] = {
 static uint16_t empty_stack = OL_SENT;
 static struct ol_span empty_span = {.sp = &empty_stack, .stack0 = &empty_stack};
 struct ol_heap kp__ol_empty_heap = {.direct = {[0 ... 64] = &empty_span}, .cur = {[0 ... OL_NCLASS - 1] = &empty_span}};
-__thread kp__ol_tls kp__ol_slot __attribute__((tls_model("initial-exec"))) = {0, &kp__ol_empty_heap, NULL, 0};
 
 /* ---- mappings (os.c) ------------------------------------------------------ */
 
@@ -839,7 +838,7 @@ static struct ol_heap *heap_get(kp_pool *pool)
 	if (pool->conf.poison) /* never in the slot: alloc.c's fast dispatch would skip the fill */
 		kp__ol_pslot = (struct ol_pslot){pool->id, h};
 	else
-		kp__ol_slot = (kp__ol_tls){pool->id, h, ol->map, OL_MAP_N};
+		kp__ol_slot = (kp__ol_tls){kp__ol_slot_id(pool), h, ol->map, OL_MAP_N};
 	return h;
 }
 
@@ -974,7 +973,7 @@ void *kp__ol_alloc(kp_pool *pool, size_t n, unsigned flags)
 		return kp__alloc_classic(pool, n, flags);
 	if (KP_UNLIKELY(pool->conf.poison))
 		return poison_alloc(pool, n, flags);
-	struct ol_heap *h = kp__ol_slot.id == pool->id && kp__ol_slot.heap != &kp__ol_empty_heap ? kp__ol_slot.heap
+	struct ol_heap *h = kp__ol_slot.id == kp__ol_slot_id(pool) && kp__ol_slot.heap != &kp__ol_empty_heap ? kp__ol_slot.heap
 												   : heap_get(pool);
 	void *p = NULL;
 	if (h) {
@@ -1140,8 +1139,8 @@ int kp__ol_free(kp_pool *pool, void *p)
 {
 	if (KP_UNLIKELY(pool->conf.poison))
 		return poison_free(pool, p);
-	if (kp__ol_slot.id != pool->id)
-		kp__ol_slot = (kp__ol_tls){pool->id, &kp__ol_empty_heap, pool->ol->map, OL_MAP_N};
+	if (kp__ol_slot.id != kp__ol_slot_id(pool))
+		kp__ol_slot = (kp__ol_tls){kp__ol_slot_id(pool), &kp__ol_empty_heap, pool->ol->map, OL_MAP_N};
 	return kp__ol_free_fast(pool, p, false);
 }
 

@@ -1,10 +1,12 @@
 /*
  * outline.h - layout:outline's structures and its fast paths, inlined in
- * alloc.c's dispatch (alloc_outline, free_outline, free_outline_try: the
- * tail calls of alloc_fast's, free_body's and kp__free_try's miss branches)
- * so that an outline pool's kp_alloc and kp_free make no other call; the
- * rest is outline.c (its opening comment: the design, the checks, what is
- * not done).
+ * kp_alloc, kp_free and kp__free_try themselves (alloc.c: alloc_fast,
+ * free_entry), so that an outline pool's kp_alloc and kp_free make no call
+ * and save no register: 75.0 instructions a kp_alloc + kp_free on kpbench
+ * a, 90.1 on b (callgrind, tests/test_instruction_counts.py; 100.0 and
+ * 119.2 by a tail call behind the default path's tests). The rest is
+ * outline.c (its opening comment: the design, the checks, what is not
+ * done).
  */
 #ifndef KP_OUTLINE_H
 #define KP_OUTLINE_H
@@ -149,19 +151,21 @@ struct kp__ol {
 	uint32_t nsegs; /* data segments mapped (the lock): kp__ol_wanted */
 };
 
-/* The calling thread's heap for one outline pool, and that pool's slice map
- * (so that kp_free reads no pool field): the slot names the pool by its id,
- * never reused, so a destroyed pool's slot matches no live pool. Before a
- * thread's first call, and on a thread that only frees, heap is
- * kp__ol_empty_heap, whose classes all take the slow path. map_n is 0 until
- * the slot names a pool: every pointer misses the map. */
-typedef struct kp__ol_tls {
-	uint64_t id;
-	struct ol_heap *heap;
-	struct ol_span **map;
-	uintptr_t map_n;
-} kp__ol_tls;
-extern __thread kp__ol_tls kp__ol_slot __attribute__((tls_model("initial-exec")));
+/* The calling thread's slot for one outline pool (kp__ol_tls, internal.h):
+ * a part of the library's one thread-local block, so that kp_alloc and
+ * kp_free reach it and the default path's fast words through one GOT load. */
+#define kp__ol_slot (kp__tls_state.ol)
+
+/* The id kp__ol_slot holds for pool: its id, with KP_OL_ID_UNCHECKED set
+ * when its checks are off, so that alloc.c's one compare of the slot with
+ * the pool's id tells the mode too, and the fast free of a pool with
+ * checks on tests no canary size (3 instructions). Pool ids count from 1:
+ * they never reach the bit. */
+#define KP_OL_ID_UNCHECKED ((uint64_t)1 << 63)
+static inline uint64_t kp__ol_slot_id(const kp_pool *pool)
+{
+	return pool->id | (pool->conf.checks ? 0 : KP_OL_ID_UNCHECKED);
+}
 extern struct ol_heap kp__ol_empty_heap;
 
 /* The slow halves (outline.c): a class run dry, and everything else. */
@@ -219,82 +223,134 @@ static inline __attribute__((always_inline)) void *kp__ol_pop(struct ol_heap *h,
 	return p;
 }
 
-/* kp_alloc of the pool whose id the calling thread's slot names (alloc.c
- * tested it): a request the table covers pops its class's span in hand;
- * anything else goes to kp__ol_alloc. */
-static inline __attribute__((always_inline)) void *kp__ol_alloc_fast(kp_pool *pool, size_t n, unsigned flags)
+/* kp__ol_pop for kp__ol_alloc_fast: the canary written in either mode. Its
+ * 8 bytes are in the block with checks off too (the class is n's and a
+ * canary's: kp__ol_alloc_fast), where they are the caller's, not yet
+ * written (the record's canary is 0 there: span_extend draws none), so the
+ * test of pg->csz is saved (3 instructions). Not kp__ol_pop's callers in
+ * outline.c: a poison pool's allocation checks those bytes after the pop. */
+static inline __attribute__((always_inline)) void *kp__ol_pop_fast(struct ol_heap *h, struct ol_span *pg, uint16_t *sp,
+								    size_t idx, size_t n)
 {
-	/* flags past bit 40: any flag fails both bounds, one test each */
-	size_t nf = n | (size_t)flags << 40;
-	if (KP_LIKELY(nf <= OL_TBL_MAX)) {
-		struct ol_heap *h = kp__ol_slot.heap;
+	kp__count_inc(&h->allocs, 1);
+	kp__ol_sp_set(pg, sp - 1);
+	uint8_t *p = pg->start + idx * pg->bsize;
+	struct ol_rec *r = &pg->rec[idx];
+	r->state = (uint32_t)n + 1;
+	memcpy(p + n, &r->canary, 8);
+	return p;
+}
+
+/* kp_alloc without flags of the pool whose id the calling thread's slot
+ * names (alloc.c, alloc_fast, tested both): a request the table covers
+ * pops its class's span in hand; a larger one up to OL_SMALL_MAX, the span
+ * in hand of its class; a class run dry goes to kp__ol_refill, anything
+ * else to alloc.c's slow path (kp__ol_alloc). Inline in kp_alloc: no call,
+ * no stack frame. */
+static inline __attribute__((always_inline)) void *kp__ol_alloc_fast(kp_pool *pool, size_t n)
+{
+	struct ol_heap *h = kp__ol_slot.heap;
+	if (KP_LIKELY(n <= OL_TBL_MAX)) {
 		/* the class of n and a canary, in either mode: with checks off a
 		 * block keeps the 8 bytes (the mode is not loaded here) */
 		size_t q = (n + OL_CANARY + 15) >> 4;
 		struct ol_span *pg = h->direct[q];
 		uint16_t *sp = kp__ol_sp(pg);
-		uint32_t idx = *sp;
+		size_t idx = *sp; /* size_t: an index, not extended again */
 		if (KP_LIKELY(idx != OL_SENT))
-			return kp__ol_pop(h, pg, sp, idx, n);
+			return kp__ol_pop_fast(h, pg, sp, idx, n);
 		return kp__ol_refill(pool, h, kp__ol_class_tbl[q], n);
 	}
-	if (KP_LIKELY(nf <= OL_SMALL_MAX - OL_CANARY)) { /* past the table: 8 classes a doubling */
-		struct ol_heap *h = kp__ol_slot.heap;
+	if (KP_LIKELY(n <= OL_SMALL_MAX - OL_CANARY)) { /* past the table: 8 classes a doubling */
 		uint32_t cls = kp__ol_class_big(n + OL_CANARY);
 		struct ol_span *pg = h->cur[cls];
 		uint16_t *sp = kp__ol_sp(pg);
-		uint32_t idx = *sp;
+		size_t idx = *sp;
 		if (KP_LIKELY(idx != OL_SENT))
-			return kp__ol_pop(h, pg, sp, idx, n);
+			return kp__ol_pop_fast(h, pg, sp, idx, n);
 		return kp__ol_refill(pool, h, cls, n);
 	}
-	return kp__alloc_slow(pool, n, flags); /* pool: checked there, then kp__ol_alloc */
+	return kp__alloc_slow(pool, n, 0); /* pool: checked there, then kp__ol_alloc */
 }
 
 /* What kp__ol_free_fast returns with try_only for a pointer it leaves
  * alone (positive: no kp_free code). */
 #define KP_OL_UNTRIED 1
 
-/* kp_free of a pool whose id the calling thread's slot names (alloc.c tested
- * it): the slice map finds p's span in one load, or not (a pointer of
- * alloc.c's path, or none); then p must be a block start, its record
- * allocated, its canary intact, and the span this thread's listed one;
- * anything else goes to kp__ol_free_slow, which reports or hands over.
- * try_only (the preload's free(), kp__free_try): what is no plain free
- * (a pointer the map does not know, a violation) is left alone,
- * KP_OL_UNTRIED, for the preload's hook, which frees or reports it in
- * free()'s name; a free to another thread's span or a retired one is made. */
-static inline __attribute__((always_inline)) int kp__ol_free_fast(kp_pool *pool, void *p, bool try_only)
+/* kp__ol_free_check's refusals, out of line (alloc.c): p's tests again,
+ * each failure sent on with its reason (kp__ol_free_slow), or with
+ * try_only KP_OL_UNTRIED. The fast path passes nothing but pool and p, so
+ * that it keeps no register for them and sets up no argument on its way. */
+int kp__ol_free_refused(kp_pool *pool, void *p, bool try_only);
+
+/* The canary test of kp__ol_free_check: by the span's canary size (either
+ * mode), or known from the slot (kp__ol_slot_id) to be on or off. */
+enum { KP_OL_CANARY_OFF, KP_OL_CANARY_ON, KP_OL_CANARY_SPAN };
+
+/* Is the canary of the block p (record r, state st) damaged? Never with the
+ * canary off. The record's canary is in a register, compared with the
+ * block's in memory: else gcc took a callee-saved register for one of them
+ * (and kp_free saved four on every call). */
+static inline __attribute__((always_inline)) bool kp__ol_canary_bad(const struct ol_rec *r, const void *p, size_t st)
 {
+	uint64_t want = r->canary, c;
+	__asm__("" : "+r"(want));
+	memcpy(&c, (const uint8_t *)p + st - 1, 8);
+	return c != want;
+}
+#define KP_OL_CANARY_BAD(canary, pg, r, p, st)                                                                     \
+	(((canary) == KP_OL_CANARY_ON || ((canary) == KP_OL_CANARY_SPAN && (pg)->csz)) &&                           \
+	 KP_UNLIKELY(kp__ol_canary_bad(r, p, st)))
+
+/* kp_free of a pool the calling thread's slot names (alloc.c tested it):
+ * the slice map finds p's span in one load, or not (a pointer of alloc.c's
+ * path, or none); then p must be a block start, its record allocated, its
+ * canary intact (canary: KP_OL_CANARY_*), and the span this thread's listed
+ * one; another thread's span or a retired one goes to kp__ol_free_other,
+ * anything else to kp__ol_free_refused (full: the reasons told apart here,
+ * to kp__ol_free_slow, which reports or hands over). try_only (the
+ * preload's free(), kp__free_try): what is no plain free (a pointer the map
+ * does not know, a violation) is left alone, KP_OL_UNTRIED, for the
+ * preload's hook, which frees or reports it in free()'s name; a free to
+ * another thread's span or a retired one is made. */
+static inline __attribute__((always_inline)) int kp__ol_free_check(kp_pool *pool, void *p, bool try_only, int canary,
+								    bool full)
+{
+#define KP_OL_REFUSE(pg, idx, st, why)                                                                             \
+	return full ? (try_only ? KP_OL_UNTRIED : kp__ol_free_slow(pool, p, pg, idx, (uint32_t)(st), why))          \
+		    : kp__ol_free_refused(pool, p, try_only)
 	uintptr_t a = (uintptr_t)p;
 	if (KP_UNLIKELY((a >> OL_SLICE_SHIFT) >= kp__ol_slot.map_n))
-		return try_only ? KP_OL_UNTRIED : kp__ol_free_slow(pool, p, NULL, 0, 0, KP_OL_MISS);
+		KP_OL_REFUSE(NULL, 0, 0, KP_OL_MISS);
 	struct ol_span *pg = kp__ol_slot.map[a >> OL_SLICE_SHIFT];
 	if (KP_UNLIKELY(!pg))
-		return try_only ? KP_OL_UNTRIED : kp__ol_free_slow(pool, p, NULL, 0, 0, KP_OL_MISS);
+		KP_OL_REFUSE(NULL, 0, 0, KP_OL_MISS);
 	uintptr_t off = a - (uintptr_t)pg->start;
 	uint32_t idx = (uint32_t)((off * pg->recip) >> 40);
 	/* an interior pointer fails the product; the span's tail (idx ==
 	 * nblocks) lands on the sentinel record, always free */
 	if (KP_UNLIKELY((uintptr_t)idx * pg->bsize != off))
-		return try_only ? KP_OL_UNTRIED : kp__ol_free_slow(pool, p, pg, idx, 0, KP_OL_BAD);
+		KP_OL_REFUSE(pg, idx, 0, KP_OL_BAD);
 	struct ol_rec *r = &pg->rec[idx];
-	uint32_t st = r->state;
+	size_t st = r->state; /* size_t: an address's part, not extended again */
 	if (KP_UNLIKELY(st == OL_FREE))
-		return try_only ? KP_OL_UNTRIED : kp__ol_free_slow(pool, p, pg, idx, st, KP_OL_DFREE);
-	if (KP_LIKELY(pg->csz)) {
-		uint64_t c;
-		memcpy(&c, (uint8_t *)p + st - 1, 8);
-		if (KP_UNLIKELY(c != r->canary))
-			return try_only ? KP_OL_UNTRIED : kp__ol_free_slow(pool, p, pg, idx, st, KP_OL_OVERFLOW);
-	}
+		KP_OL_REFUSE(pg, idx, st, KP_OL_DFREE);
+	if (KP_OL_CANARY_BAD(canary, pg, r, p, st))
+		KP_OL_REFUSE(pg, idx, st, KP_OL_OVERFLOW);
 	if (KP_UNLIKELY(atomic_load_explicit(&pg->owner, memory_order_relaxed) != kp__ol_self()))
-		return kp__ol_free_other(pool, pg, idx, st, p);
+		return kp__ol_free_other(pool, pg, idx, (uint32_t)st, p);
+#undef KP_OL_REFUSE
 	r->state = OL_FREE;
 	uint16_t *top = kp__ol_sp(pg) + 1;
 	*top = (uint16_t)idx;
 	kp__ol_sp_push(pg, top);
 	return 0;
+}
+
+/* outline.c's kp_free (kp__ol_free): the canary test by the span. */
+static inline __attribute__((always_inline)) int kp__ol_free_fast(kp_pool *pool, void *p, bool try_only)
+{
+	return kp__ol_free_check(pool, p, try_only, KP_OL_CANARY_SPAN, false);
 }
 
 #pragma GCC visibility pop

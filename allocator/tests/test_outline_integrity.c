@@ -236,6 +236,34 @@ static void test_checks_off(void)
 	kp_destroy(pool);
 }
 
+/* A pool with checks on and one with them off, in turn on one thread: the
+ * thread's outline slot names either by its id, the mode in a bit of it
+ * (outline.h, kp__ol_slot_id), and kp_alloc and kp_free take each one's
+ * fast path: an overflow is caught on the first pool alone, a double free
+ * on both. */
+static void test_modes_in_turn(void)
+{
+	kp_pool *on = outline_pool(), *off = kp_create("layout:outline,daemon:off,checks:off");
+	REQUIRE(on && off, "pools");
+	uint64_t other;
+	for (int i = 0; i < 1000; i++) {
+		unsigned char *a = kp_alloc(on, 40, 0), *b = kp_alloc(off, 40, 0), *c = kp_alloc(off, 40, 0);
+		REQUIRE(a && b && c, "round %d", i);
+		b[40] ^= 1; /* checks off: the 8 bytes past the request are the caller's */
+		CHECK(kp_free(on, a) == 0 && kp_free(off, b) == 0 && kp_free(off, c) == 0, "round %d", i);
+	}
+	unsigned char *a = kp_alloc(on, 40, 0), *b = kp_alloc(off, 40, 0);
+	a[40] ^= 1;
+	CHECK(kp_free(on, a) == KP_EOVERFLOW, "overflow on the checked pool not refused");
+	CHECK(kp_free(off, b) == 0 && kp_free(off, b) == KP_EDOUBLEFREE, "double free on the unchecked pool");
+	void *d = kp_alloc(on, 40, 0);
+	CHECK(kp_free(on, d) == 0 && kp_free(on, d) == KP_EDOUBLEFREE, "double free on the checked pool");
+	CHECK(new_errors(on, KP_EV_OVERFLOW, &other) == 1 && other == 1, "checked pool: events");
+	CHECK(new_errors(off, KP_EV_DOUBLE_FREE, &other) == 1 && other == 0, "unchecked pool: events");
+	kp_destroy(on);
+	kp_destroy(off);
+}
+
 /* Nothing of the allocator follows a block or lives in a free one: overwrite
  * every free block of a span with pointers to a live block; the allocator
  * hands out exactly the span's free blocks, never the live one. */
@@ -590,6 +618,7 @@ int main(void)
 	RUN(test_invalid);
 	RUN(test_overflow);
 	RUN(test_checks_off);
+	RUN(test_modes_in_turn);
 	RUN(test_no_inline_metadata);
 	RUN(test_no_syscall);
 	RUN(test_first_allocs_make_no_syscall);
