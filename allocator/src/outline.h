@@ -32,6 +32,7 @@
 #define OL_FREE 0u /* a block's state when free (a zero page's); else its request + 1 */
 #define OL_SENT 0xffffu /* stack[0] of every span: the stack is empty when sp points at it */
 #define OL_OWN_FULL 1u /* in span->owner: retired, in no list; a free relists it */
+#define OL_OWN_NONE 0u /* in span->owner and heap->self: an abandoned heap's (no thread's pointer) */
 
 struct ol_rec { /* one per block, out of line */
 	uint64_t canary;
@@ -40,33 +41,47 @@ struct ol_rec { /* one per block, out of line */
 };
 
 struct ol_heap;
+/* Three cache lines, by who writes them: the first is fixed while the span
+ * lives (but owner) and read by every free from any thread; the second is
+ * its owner's (sp on every allocation and free); the third is the other
+ * threads' (their batches of frees). One line for all three made every
+ * cross-thread free miss on the line its owner had just written (kpbench
+ * c). */
 struct ol_span {
 	uint8_t *start;
 	uint64_t recip; /* ceil(2^40 / bsize): offset * recip >> 40 = index */
 	uint32_t bsize, nblocks;
-	uint16_t *sp;     /* the top of the stack of free block indices */
-	uint16_t *stack0; /* its bottom: the sentinel */
 	struct ol_rec *rec;
+	uint16_t *stack0; /* the bottom of its stack: the sentinel */
 	/* the owner's thread pointer, | OL_OWN_FULL while retired: read by
-	 * other threads' frees, written by the owner (relaxed) */
+	 * other threads' frees, written by the owner (relaxed); OL_OWN_NONE
+	 * (| OL_OWN_FULL) while its heap is abandoned (heap_abandon) */
 	_Atomic uintptr_t owner;
 	uint32_t csz; /* the canary's bytes: OL_CANARY, or 0 with checks off */
-	uint32_t relist_at; /* free blocks a retired span needs to be listed again */
-	struct ol_heap *heap;
-	struct ol_span *next; /* in the heap's avail list */
-	_Atomic uint32_t remote; /* cross-thread frees: index + 1 of the head */
-	_Atomic uint32_t nremote; /* blocks on that list (kp__ol_in_use) */
-	uint32_t cls;
-	struct ol_span *_Atomic dirty_next;
-	/* the daemon's purge (kp__ol_daemon_pass), of a span on its heap's avail
-	 * list, under the heap's avail_lock: when it was first seen wholly free
-	 * (pool clock, ns; 0: not seen so), OL_PURGED once its pages went back */
-	uint64_t idle_ns;
+	uint16_t cls;
+	uint16_t fc_cap; /* blocks of its class a heap's foreign cache holds (ol_heap) */
+	uint64_t gen;    /* the span's generation, in its blocks' canaries */
+
+	/* the owner's line */
+	_Alignas(64) uint16_t *sp; /* the top of the stack of free block indices */
 	/* blocks whose records and stack entries are made (span_extend): the
 	 * first fresh; the rest were never handed out, their records zero
 	 * (free). The owner writes it, kp_stats reads it (relaxed). */
 	uint32_t fresh;
-	uint64_t gen; /* the span's generation, in its blocks' canaries */
+	uint32_t relist_at;   /* free blocks a retired span needs to be listed again */
+	struct ol_span *next; /* in the heap's avail list */
+	/* the daemon's purge (kp__ol_daemon_pass), of a span on its heap's avail
+	 * list, under the heap's avail_lock: when it was first seen wholly free
+	 * (pool clock, ns; 0: not seen so), OL_PURGED once its pages went back */
+	uint64_t idle_ns;
+
+	/* the other threads' line */
+	_Alignas(64) _Atomic uint32_t remote; /* cross-thread frees: index + 1 of the head */
+	_Atomic uint32_t nremote;             /* blocks on that list or being pushed (kp__ol_in_use) */
+	struct ol_span *_Atomic dirty_next;
+	/* its heap: written under the pool's outline lock (span_new, span_adopt)
+	 * while no block of it is out, read by the frees that push */
+	struct ol_heap *heap;
 };
 #define OL_PURGED UINT64_MAX
 
@@ -78,16 +93,32 @@ struct ol_seg {
 	struct ol_span spans[OL_NSLICES];
 };
 
+/* A heap's foreign cache: blocks of other heaps' spans this thread freed
+ * (kp__ol_free_other), per class, which its allocations of the class take
+ * first (kp__ol_refill) and whose overflow goes back to their spans a
+ * chain per span (one compare-and-swap a chain). OL_FC_MAX entries a
+ * class, and at most OL_FC_BYTES of blocks of it (ol_span's fc_cap): a
+ * thread's cache holds at most 72 x 16 KiB and is given back at its exit. */
+#define OL_FC_MAX 64
+#define OL_FC_BYTES (16u << 10)
+#define OL_FC_IDX_SHIFT 48 /* an entry: the span's address | block index << 48 */
+
 struct ol_heap {
-	struct ol_span *direct[65]; /* by (n + OL_CANARY + 15) >> 4: cur of that class */
-	struct ol_span *cur[OL_NCLASS];
-	uintptr_t self; /* the thread pointer */
+	/* the fast paths' tables: the span of a class to pop, or &empty_span
+	 * while the class's foreign cache holds blocks (so that the pop misses
+	 * and kp__ol_refill takes them first) */
+	struct ol_span *direct[65]; /* by (n + OL_CANARY + 15) >> 4 */
+	struct ol_span *fast[OL_NCLASS];
+	struct ol_span *cur[OL_NCLASS]; /* the span in hand of each class */
+	/* the thread pointer; OL_OWN_NONE (0) while abandoned: its thread
+	 * ended, and the next thread with no heap of the pool adopts it
+	 * (heap_get); the pool's outline lock */
+	uintptr_t self;
 	uint32_t csz;
 	struct ol_span *avail[OL_NCLASS];
-	struct ol_seg *seg; /* where its spans are carved */
-	struct ol_span *_Atomic dirty; /* spans with cross-thread frees */
-	struct ol_heap *next;          /* the pool's list */
-	bool own_map;                  /* not in the arena: a mapping of its own */
+	struct ol_seg *seg;    /* where its spans are carved */
+	struct ol_heap *next;  /* the pool's list */
+	bool own_map;          /* not in the arena: a mapping of its own */
 	/* blocks handed out (kp__ol_pop; the owner writes, kp_stats reads):
 	 * frees are these less the live blocks (kp__ol_counts) */
 	_Atomic uint64_t allocs;
@@ -95,6 +126,12 @@ struct ol_heap {
 	 * (refill, a relisting free) and the daemon's purge: a spin lock, held
 	 * for list moves only (no system call under it) */
 	_Atomic int avail_lock;
+	/* the foreign cache's blocks and usable bytes (the owner writes,
+	 * kp_stats reads: not live) */
+	_Atomic uint64_t fc_blocks, fc_bytes;
+	uint16_t fc_n[OL_NCLASS];
+	_Alignas(64) struct ol_span *_Atomic dirty; /* spans with cross-thread frees (other threads push) */
+	_Alignas(64) uint64_t fc_ent[OL_NCLASS][OL_FC_MAX];
 };
 
 struct kp__ol {
@@ -207,7 +244,7 @@ static inline __attribute__((always_inline)) void *kp__ol_alloc_fast(kp_pool *po
 	if (KP_LIKELY(nf <= OL_SMALL_MAX - OL_CANARY)) { /* past the table: 8 classes a doubling */
 		struct ol_heap *h = kp__ol_slot.heap;
 		uint32_t cls = kp__ol_class_big(n + OL_CANARY);
-		struct ol_span *pg = h->cur[cls];
+		struct ol_span *pg = h->fast[cls];
 		uint16_t *sp = kp__ol_sp(pg);
 		uint32_t idx = *sp;
 		if (KP_LIKELY(idx != OL_SENT))
