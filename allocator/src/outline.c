@@ -905,6 +905,38 @@ __attribute__((noinline)) void *kp__ol_refill(kp_pool *pool, struct ol_heap *h, 
 	if (*sp != OL_SENT)
 		return kp__ol_pop(h, pg, sp, *sp, n);
 	if (pg->fresh < pg->nblocks) { /* blocks never taken yet: the next page of them */
+		/* but first the blocks other threads gave back, whose pages are
+		 * touched already (larson: 2.9x its live bytes touched, then 2.3x) */
+		if (atomic_load_explicit(&h->dirty, memory_order_relaxed)) {
+			owner_lock(pool, h);
+			drain_remote(h);
+			owner_unlock(h);
+			sp = kp__ol_sp(pg);
+			if (*sp != OL_SENT)
+				return kp__ol_pop(h, pg, sp, *sp, n);
+		}
+		/* and a listed span's free blocks, touched too: this one waits
+		 * on the list with its untouched rest */
+		owner_lock(pool, h); /* the daemon's purge moves them */
+		struct ol_span *alt = h->avail[cls];
+		if (alt) {
+			h->avail[cls] = alt->next;
+			alt->idle_ns = 0;
+			pg->next = h->avail[cls];
+			h->avail[cls] = pg;
+			pg->idle_ns = 0;
+		}
+		owner_unlock(h);
+		if (alt) {
+			h->cur[cls] = alt;
+			class_point(h, cls, alt);
+			pg = alt;
+			sp = kp__ol_sp(pg);
+			if (*sp != OL_SENT)
+				return kp__ol_pop(h, pg, sp, *sp, n);
+			if (pg->fresh >= pg->nblocks)
+				return kp__ol_refill(pool, h, cls, n);
+		}
 		span_extend(pool, pg);
 		sp = kp__ol_sp(pg);
 		return kp__ol_pop(h, pg, sp, *sp, n);
@@ -912,8 +944,7 @@ __attribute__((noinline)) void *kp__ol_refill(kp_pool *pool, struct ol_heap *h, 
 	if (pg != &empty_span)
 		atomic_store_explicit(&pg->owner, h->self | OL_OWN_FULL, memory_order_relaxed);
 	owner_lock(pool, h);
-	if (!h->avail[cls])
-		drain_remote(h);
+	drain_remote(h);
 	pg = h->avail[cls];
 	if (pg) {
 		h->avail[cls] = pg->next;
@@ -925,6 +956,12 @@ __attribute__((noinline)) void *kp__ol_refill(kp_pool *pool, struct ol_heap *h, 
 	h->cur[cls] = pg;
 	class_point(h, cls, pg);
 	sp = kp__ol_sp(pg);
+	if (*sp == OL_SENT) { /* a listed span left in hand with none free (heap_abandon, the swap above) */
+		if (pg->fresh >= pg->nblocks)
+			return kp__ol_refill(pool, h, cls, n); /* retired, the next */
+		span_extend(pool, pg);
+		sp = kp__ol_sp(pg);
+	}
 	return kp__ol_pop(h, pg, sp, *sp, n);
 }
 

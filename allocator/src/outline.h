@@ -282,7 +282,9 @@ static inline __attribute__((always_inline)) int kp__ol_free_fast(kp_pool *pool,
 	if (KP_UNLIKELY((uintptr_t)idx * pg->bsize != off))
 		return try_only ? KP_OL_UNTRIED : kp__ol_free_slow(pool, p, pg, idx, 0, KP_OL_BAD);
 	struct ol_rec *r = &pg->rec[idx];
-	uint32_t st = r->state;
+	/* relaxed (a plain load): another thread's free of the same block may
+	 * race it (a double free from two threads: its compare-and-swap decides) */
+	uint32_t st = __atomic_load_n(&r->state, __ATOMIC_RELAXED);
 	if (KP_UNLIKELY(st == OL_FREE))
 		return try_only ? KP_OL_UNTRIED : kp__ol_free_slow(pool, p, pg, idx, st, KP_OL_DFREE);
 	if (KP_LIKELY(pg->csz)) {
