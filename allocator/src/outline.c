@@ -40,10 +40,35 @@
  * Threads: a heap per thread and pool (its spans, no lock); a span's owner
  * is its heap's thread pointer (%fs:0), so free's one compare says "this
  * thread's"; with OWN_FULL set the span is retired (full, in no list).
- * Frees from other threads push the block onto the span's remote list (CAS)
- * and the span onto its heap's dirty list; the owner takes them back when a
- * class runs dry. A thread's heap is found again by its thread pointer, so a
- * new thread that gets a dead thread's pointer adopts its heap.
+ * A free from another thread (free_remote) makes the record free by
+ * compare-and-swap (two threads freeing one block: one wins, the other is
+ * a double free) and puts the block into the freeing thread's foreign
+ * cache: per class, out of line in its heap, OL_FC_MAX entries and
+ * OL_FC_BYTES a class. While a class's cache holds blocks the heap's fast
+ * tables point that class at the empty span, so its allocations miss and
+ * kp__ol_refill hands the cached blocks out first (no instruction more on
+ * the fast paths): blocks move between threads as in jemalloc's and
+ * tcmalloc's caches, and a thread that frees what another allocated reuses
+ * it at once. A full class sends its older half back, a chain per span
+ * pushed onto the span's cross-thread list with one compare-and-swap, and
+ * the span onto its heap's dirty list; the owner takes them in when a class
+ * runs dry. A cached block is on no stack, so its span is never wholly
+ * free meanwhile: no heap adopts it, no purge drops its pages, no thread
+ * but the cache's writes its record. Before (s22), every cross-thread free
+ * made three or four contended atomics (the record, a count, the list, the
+ * dirty list) on lines its owner wrote: kpbench c 4 against the inline
+ * path's 16 M ops/s, and larson's frees waited on their owners' lists.
+ * A span's fields are on three lines by writer (outline.h).
+ *
+ * A thread's end (its exit hook, this file's pthread key: ol_thread_exit)
+ * abandons its heap: its cache back to the spans, its lists taken in, its
+ * spans in hand listed, every span's owner OL_OWN_NONE (so every free of
+ * its blocks goes onto their lists). The next thread with no heap of the
+ * pool adopts it whatever its thread pointer (heap_get), and until then a
+ * heap's refill that finds no span takes in its lists and its wholly free
+ * spans (span_adopt). Before, only a thread with the dead one's thread
+ * pointer took its heap: thread_churn's outline pool peaked at 8 MiB
+ * against the inline path's 2.
  *
  * System calls (os.c, counted): the slice map, the heap arena and a spare
  * segment at kp_create; a segment past the spare (the daemon's pass maps the
@@ -59,10 +84,11 @@
  * A span's records and stack entries are made a page of blocks at a time as
  * its blocks are first taken (span_extend): metadata in proportion to the
  * blocks used. A heap that needs a new span first takes a wholly free one of
- * the class from another heap (span_adopt). What still costs memory under
- * larson (4 threads on 2 CPUs, s22): blocks freed by other threads while
- * their owner is not running wait on its spans' cross-thread lists (about 3
- * MiB at its peak), and what they leave wholly free when it drains them.
+ * the class from another heap (span_adopt); a span in hand run dry takes
+ * the frees given back and a listed span's free blocks before it touches
+ * its untouched ones. What still costs memory under larson (4 threads on 2
+ * CPUs): free blocks on the four heaps' stacks, 24 classes each (about 2x
+ * its live bytes touched, test_outline_xfree).
  * primary_max: data segments are reserved against it with the primary's
  * capacity and the huge blocks (pool->ol_bytes); past it, alloc.c's path
  * and its policy (oom event, the backup for critical callers).
@@ -132,11 +158,14 @@ static void unmap_guarded(kp_pool *pool, void *p, size_t n)
 	kp__os_unmap_clean(&pool->os, (uint8_t *)p - KP_PAGE, n + 2 * KP_PAGE);
 }
 
-#define HEAP_BYTES ((sizeof(struct ol_heap) + KP_PAGE - 1) & ~(size_t)(KP_PAGE - 1))
-/* Heaps in kp_create's arena: 64 threads (address space: 64 x 1.5 KiB),
+/* A heap and its foreign cache's entries (ol_heap's fc_ent: 36 KiB of
+ * address space, a class's 512 bytes touched once the class is cached). */
+#define OL_HEAP_STRUCT ((sizeof(struct ol_heap) + 63) & ~(size_t)63)
+#define OL_HEAP_STRIDE (OL_HEAP_STRUCT + sizeof(uint64_t[OL_NCLASS][OL_FC_MAX]))
+#define HEAP_BYTES ((OL_HEAP_STRIDE + KP_PAGE - 1) & ~(size_t)(KP_PAGE - 1))
+/* Heaps in kp_create's arena: 64 threads (address space: 64 x 39 KiB),
  * each at a 64-byte line of its own. */
 #define OL_ARENA_HEAPS 64u
-#define OL_HEAP_STRIDE ((sizeof(struct ol_heap) + 63) & ~(size_t)63)
 #define OL_ARENA_BYTES ((OL_ARENA_HEAPS * OL_HEAP_STRIDE + KP_PAGE - 1) & ~(size_t)(KP_PAGE - 1))
 
 static struct ol_seg *segment_map(kp_pool *pool);
@@ -828,6 +857,7 @@ static struct ol_heap *heap_get(kp_pool *pool)
 			return NULL;
 		h->self = tp;
 		h->csz = ol->csz;
+		h->fc_ent = (uint64_t(*)[OL_FC_MAX])((uint8_t *)h + OL_HEAP_STRUCT);
 		for (int c = 0; c < OL_NCLASS; c++)
 			h->cur[c] = h->fast[c] = &empty_span;
 		for (int q = 0; q < 65; q++)

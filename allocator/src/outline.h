@@ -130,8 +130,11 @@ struct ol_heap {
 	 * kp_stats reads: not live) */
 	_Atomic uint64_t fc_blocks, fc_bytes;
 	uint16_t fc_n[OL_NCLASS];
+	/* the foreign cache's entries, OL_FC_MAX a class: in the heap's
+	 * mapping, after the structure (outline.c, OL_HEAP_STRIDE), so that the
+	 * empty heap costs no 36 KiB of .data */
+	uint64_t (*fc_ent)[OL_FC_MAX];
 	_Alignas(64) struct ol_span *_Atomic dirty; /* spans with cross-thread frees (other threads push) */
-	_Alignas(64) uint64_t fc_ent[OL_NCLASS][OL_FC_MAX];
 };
 
 struct kp__ol {
@@ -167,7 +170,8 @@ typedef struct kp__ol_tls {
 extern __thread kp__ol_tls kp__ol_slot __attribute__((tls_model("initial-exec")));
 extern struct ol_heap kp__ol_empty_heap;
 
-/* The slow halves (outline.c): a class run dry, and everything else. */
+/* The slow halves (outline.c): a class run dry (or whose foreign cache holds
+ * blocks: they go first), and everything else. */
 void *kp__ol_refill(kp_pool *pool, struct ol_heap *h, uint32_t cls, size_t n);
 int kp__ol_free_slow(kp_pool *pool, void *p, struct ol_span *pg, uint32_t idx, uint32_t st, int why);
 int kp__ol_free_other(kp_pool *pool, struct ol_span *pg, uint32_t idx, uint32_t st, void *p);
