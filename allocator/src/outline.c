@@ -552,7 +552,6 @@ static void fc_flush(struct ol_heap *h, uint32_t cls, uint32_t m)
 		struct ol_rec *tail;
 	} g[FC_GROUPS] = {{0}};
 	uint64_t *ent = h->fc_ent[cls];
-	uint64_t bytes = 0;
 	for (uint32_t i = 0; i < m; i++) {
 		struct ol_span *pg = fc_span(ent[i]);
 		uint32_t idx = (uint32_t)(ent[i] >> OL_FC_IDX_SHIFT), j = 0;
@@ -573,17 +572,14 @@ static void fc_flush(struct ol_heap *h, uint32_t cls, uint32_t m)
 			r->next = g[j].head;
 		g[j].head = idx + 1;
 		g[j].k++;
-		bytes += pg->bsize - pg->csz;
 	}
 	for (uint32_t j = 0; j < FC_GROUPS && g[j].pg; j++)
 		remote_push(g[j].pg, g[j].head, g[j].tail, g[j].k);
 	uint32_t n = h->fc_n[cls];
 	memmove(ent, ent + m, (n - m) * sizeof *ent);
-	h->fc_n[cls] = (uint16_t)(n - m);
+	__atomic_store_n(&h->fc_n[cls], (uint16_t)(n - m), __ATOMIC_RELAXED);
 	if (n == m)
 		class_point(h, cls, h->cur[cls]);
-	kp__count_inc(&h->fc_blocks, -(uint64_t)m);
-	kp__count_inc(&h->fc_bytes, -bytes);
 }
 
 /* Block idx of pg, just freed by this thread (not pg's owner), into h's
@@ -597,11 +593,9 @@ static void fc_put(struct ol_heap *h, struct ol_span *pg, uint32_t idx)
 		k = h->fc_n[cls];
 	}
 	h->fc_ent[cls][k] = (uintptr_t)pg | (uint64_t)idx << OL_FC_IDX_SHIFT;
-	h->fc_n[cls] = (uint16_t)(k + 1);
-	if (!k) /* the class's allocations take the cache first */
+	__atomic_store_n(&h->fc_n[cls], (uint16_t)(k + 1), __ATOMIC_RELAXED);
+	if (!k && h->fast[cls] != &empty_span) /* the class's allocations take the cache first */
 		class_point(h, cls, &empty_span);
-	kp__count_inc(&h->fc_blocks, 1);
-	kp__count_inc(&h->fc_bytes, pg->bsize - pg->csz);
 }
 
 /* The newest block of h's foreign cache of class cls (not empty), handed
@@ -613,13 +607,9 @@ static void *fc_pop(struct ol_heap *h, uint32_t cls, size_t n)
 {
 	uint32_t k = h->fc_n[cls] - 1u;
 	uint64_t e = h->fc_ent[cls][k];
-	h->fc_n[cls] = (uint16_t)k;
-	if (!k)
-		class_point(h, cls, h->cur[cls]);
+	__atomic_store_n(&h->fc_n[cls], (uint16_t)k, __ATOMIC_RELAXED);
 	struct ol_span *pg = fc_span(e);
 	uint32_t idx = (uint32_t)(e >> OL_FC_IDX_SHIFT);
-	kp__count_inc(&h->fc_blocks, (uint64_t)-1);
-	kp__count_inc(&h->fc_bytes, -(uint64_t)(pg->bsize - pg->csz));
 	kp__count_inc(&h->allocs, 1);
 	uint8_t *p = pg->start + (size_t)idx * pg->bsize;
 	struct ol_rec *r = &pg->rec[idx];
@@ -639,19 +629,19 @@ static void fc_flush_all(struct ol_heap *h)
 
 static struct ol_heap *heap_get(kp_pool *pool);
 
-/* A free of block idx of pg, another heap's (r its record, st the state
- * free_fast read): the record made free by compare-and-swap (a double free
- * from two threads at once: one wins, the other is reported), then the
- * block into this thread's foreign cache, or, with no heap to hold it (a
- * thread past its exit hook, poison:on), straight onto pg's list. */
-static int free_remote(kp_pool *pool, struct ol_span *pg, uint32_t idx, struct ol_rec *r, uint32_t st, void *p)
+/* free_remote's rest: a double free found by the compare-and-swap, or a
+ * block its fast case could not cache (no heap in the slot yet, a full
+ * class, the first block of a class, poison:on). */
+static __attribute__((noinline, cold)) int free_remote_dfree(kp_pool *pool, struct ol_span *pg, void *p)
 {
-	if (!__atomic_compare_exchange_n(&r->state, &st, OL_FREE, false, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) {
-		int e = errno; /* free() (the preload) keeps it */
-		int rc = kp__violation(pool, KP_EV_DOUBLE_FREE, KP_EDOUBLEFREE, p, pg->bsize - pg->csz, "double free");
-		errno = e;
-		return rc;
-	}
+	int e = errno; /* free() (the preload) keeps it */
+	int rc = kp__violation(pool, KP_EV_DOUBLE_FREE, KP_EDOUBLEFREE, p, pg->bsize - pg->csz, "double free");
+	errno = e;
+	return rc;
+}
+static __attribute__((noinline)) int free_remote_slow(kp_pool *pool, struct ol_span *pg, uint32_t idx,
+						     struct ol_rec *r)
+{
 	if (KP_LIKELY(!pool->conf.poison)) {
 		struct ol_heap *h = kp__ol_slot.id == pool->id ? kp__ol_slot.heap : NULL;
 		if (h == &kp__ol_empty_heap || !h) {
@@ -664,8 +654,32 @@ static int free_remote(kp_pool *pool, struct ol_span *pg, uint32_t idx, struct o
 			return 0;
 		}
 	}
-	remote_push(pg, idx + 1, r, 1);
+	remote_push(pg, idx + 1, r, 1); /* no heap to hold it (past the exit hook, poison:on) */
 	return 0;
+}
+
+/* A free of block idx of pg, another heap's (r its record, st the state
+ * free_fast read): the record made free by compare-and-swap (a double free
+ * from two threads at once: one wins, the other is reported), then the
+ * block into this thread's foreign cache (fc_put's common case inline: a
+ * small function, no register saved), or, with no heap to hold it (a
+ * thread past its exit hook, poison:on), straight onto pg's list. */
+static inline int free_remote(kp_pool *pool, struct ol_span *pg, uint32_t idx, struct ol_rec *r, uint32_t st, void *p)
+{
+	if (KP_UNLIKELY(!__atomic_compare_exchange_n(&r->state, &st, OL_FREE, false, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)))
+		return free_remote_dfree(pool, pg, p);
+	struct ol_heap *h = kp__ol_slot.heap; /* a poison:on pool is never in the slot */
+	if (KP_LIKELY(kp__ol_slot.id == pool->id)) {
+		uint32_t cls = pg->cls, k = h->fc_n[cls];
+		/* not full, and the class's tables point at the cache already
+		 * (the empty heap's never do: its classes go to the slow case) */
+		if (KP_LIKELY(k < pg->fc_cap && h->fast[cls] == &empty_span && h != &kp__ol_empty_heap)) {
+			h->fc_ent[cls][k] = (uintptr_t)pg | (uint64_t)idx << OL_FC_IDX_SHIFT;
+			__atomic_store_n(&h->fc_n[cls], (uint16_t)(k + 1), __ATOMIC_RELAXED);
+			return 0;
+		}
+	}
+	return free_remote_slow(pool, pg, idx, r);
 }
 
 static void span_relist(struct ol_heap *h, struct ol_span *pg)
@@ -924,12 +938,26 @@ static struct ol_span *span_adopt(kp_pool *pool, struct ol_heap *h, uint32_t cls
  * take one from the avail list, the cross-thread frees, or a new one. The
  * empty heap (a slot that names the pool but holds no heap of it yet):
  * kp__ol_alloc finds or makes the thread's. */
+static __attribute__((noinline)) void *refill_span(kp_pool *pool, struct ol_heap *h, uint32_t cls, size_t n);
+
+/* The foreign cache's case apart, in a function that saves no register
+ * (kpbench c: every allocation comes here while blocks migrate). */
 __attribute__((noinline)) void *kp__ol_refill(kp_pool *pool, struct ol_heap *h, uint32_t cls, size_t n)
+{
+	if (h->fc_n[cls]) /* other heaps' blocks this thread freed, first (the empty heap's: none) */
+		return fc_pop(h, cls, n);
+	return refill_span(pool, h, cls, n);
+}
+
+static __attribute__((noinline)) void *refill_span(kp_pool *pool, struct ol_heap *h, uint32_t cls, size_t n)
 {
 	if (h == &kp__ol_empty_heap) /* pool: any pointer whose first word is the slot's id */
 		return kp__alloc_slow(pool, n, 0);
-	if (h->fc_n[cls]) /* other heaps' blocks this thread freed, first */
-		return fc_pop(h, cls, n);
+	/* the cache emptied: the class's span in hand again (here, not as its
+	 * last block goes, so that a thread whose frees and allocations
+	 * alternate, kpbench c, points its tables at neither back and forth) */
+	if (h->fast[cls] != h->cur[cls])
+		class_point(h, cls, h->cur[cls]);
 	struct ol_span *pg = h->cur[cls];
 	uint16_t *sp = kp__ol_sp(pg);
 	if (*sp != OL_SENT)
@@ -1095,6 +1123,14 @@ static inline __attribute__((always_inline)) struct ol_span *block_of(struct ol_
 	return pg;
 }
 
+static __attribute__((noinline)) void span_relist_locked(kp_pool *pool, struct ol_span *pg)
+{
+	struct ol_heap *h = pg->heap;
+	owner_lock(pool, h);
+	span_relist(h, pg);
+	owner_unlock(h);
+}
+
 /* Not the owner's listed span: the owner's retired one (relist it), or
  * another thread's (its cross-thread list; a double free found there is
  * reported, errno kept: free_remote). */
@@ -1110,12 +1146,8 @@ __attribute__((noinline)) int kp__ol_free_other(kp_pool *pool, struct ol_span *p
 	kp__ol_sp_push(pg, sp);
 	/* Relisted once an eighth of it is free: a span with one free block
 	 * would send the next allocation of its class down the slow path. */
-	if ((uint32_t)(sp - pg->stack0) >= pg->relist_at) {
-		struct ol_heap *h = pg->heap;
-		owner_lock(pool, h);
-		span_relist(h, pg);
-		owner_unlock(h);
-	}
+	if ((uint32_t)(sp - pg->stack0) >= pg->relist_at)
+		span_relist_locked(pool, pg);
 	return 0;
 }
 
@@ -1305,7 +1337,8 @@ uint64_t kp__ol_in_use(kp_pool *pool)
 	}
 	uint64_t cached = 0; /* blocks freed into foreign caches: out of their spans' stacks, not live */
 	for (struct ol_heap *h = ol->heaps; h; h = h->next)
-		cached += atomic_load_explicit(&h->fc_bytes, memory_order_relaxed);
+		for (uint32_t c = 0; c < OL_NCLASS; c++)
+			cached += (uint64_t)__atomic_load_n(&h->fc_n[c], __ATOMIC_RELAXED) * (class_size[c] - h->csz);
 	pthread_mutex_unlock(&ol->lock);
 	return bytes > cached ? bytes - cached : 0;
 }
@@ -1323,7 +1356,8 @@ void kp__ol_counts(kp_pool *pool, uint64_t *allocs, uint64_t *frees)
 	uint64_t cached = 0; /* in foreign caches: freed */
 	for (struct ol_heap *h = ol->heaps; h; h = h->next) {
 		a += atomic_load_explicit(&h->allocs, memory_order_relaxed);
-		cached += atomic_load_explicit(&h->fc_blocks, memory_order_relaxed);
+		for (uint32_t c = 0; c < OL_NCLASS; c++)
+			cached += __atomic_load_n(&h->fc_n[c], __ATOMIC_RELAXED);
 	}
 	for (struct ol_seg *s = ol->segs; s; s = s->next) {
 		uint32_t used = __atomic_load_n(&s->used, __ATOMIC_ACQUIRE);

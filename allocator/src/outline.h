@@ -126,9 +126,8 @@ struct ol_heap {
 	 * (refill, a relisting free) and the daemon's purge: a spin lock, held
 	 * for list moves only (no system call under it) */
 	_Atomic int avail_lock;
-	/* the foreign cache's blocks and usable bytes (the owner writes,
-	 * kp_stats reads: not live) */
-	_Atomic uint64_t fc_blocks, fc_bytes;
+	/* the foreign cache's blocks by class (the owner writes, relaxed;
+	 * kp_stats reads: freed, not live) */
 	uint16_t fc_n[OL_NCLASS];
 	/* the foreign cache's entries, OL_FC_MAX a class: in the heap's
 	 * mapping, after the structure (outline.c, OL_HEAP_STRIDE), so that the
