@@ -1134,9 +1134,8 @@ static __attribute__((noinline)) void span_relist_locked(kp_pool *pool, struct o
 /* Not the owner's listed span: the owner's retired one (relist it), or
  * another thread's (its cross-thread list; a double free found there is
  * reported, errno kept: free_remote). */
-__attribute__((noinline)) int kp__ol_free_other(kp_pool *pool, struct ol_span *pg, uint32_t idx, uint32_t st, void *p)
+static int free_other_checked(kp_pool *pool, struct ol_span *pg, uint32_t idx, struct ol_rec *r, uint32_t st, void *p)
 {
-	struct ol_rec *r = &pg->rec[idx];
 	uintptr_t own = atomic_load_explicit(&pg->owner, memory_order_relaxed);
 	if ((own & ~(uintptr_t)OL_OWN_FULL) != kp__ol_self())
 		return free_remote(pool, pg, idx, r, st, p);
@@ -1149,6 +1148,26 @@ __attribute__((noinline)) int kp__ol_free_other(kp_pool *pool, struct ol_span *p
 	if ((uint32_t)(sp - pg->stack0) >= pg->relist_at)
 		span_relist_locked(pool, pg);
 	return 0;
+}
+
+/* kp__ol_free_fast's case of a span not the calling thread's listed one:
+ * its checks (the state, relaxed: another thread's free of the block may
+ * race it, and its compare-and-swap decides; the canary), then as above.
+ * try_only: a violation is left alone (KP_OL_UNTRIED), as free_fast's. */
+__attribute__((noinline)) int kp__ol_free_other(kp_pool *pool, struct ol_span *pg, uint32_t idx, void *p, bool try_only)
+{
+	struct ol_rec *r = &pg->rec[idx];
+	__builtin_prefetch(r, 1, 3);
+	uint32_t st = __atomic_load_n(&r->state, __ATOMIC_RELAXED);
+	if (KP_UNLIKELY(st == OL_FREE))
+		return try_only ? KP_OL_UNTRIED : kp__ol_free_slow(pool, p, pg, idx, st, KP_OL_DFREE);
+	if (KP_LIKELY(pg->csz)) {
+		uint64_t c;
+		memcpy(&c, (uint8_t *)p + st - 1, 8);
+		if (KP_UNLIKELY(c != r->canary))
+			return try_only ? KP_OL_UNTRIED : kp__ol_free_slow(pool, p, pg, idx, st, KP_OL_OVERFLOW);
+	}
+	return free_other_checked(pool, pg, idx, r, st, p);
 }
 
 /* What kp__ol_free_fast did not free, by why (outline.h). */
@@ -1222,7 +1241,7 @@ static int poison_free(kp_pool *pool, void *p)
 		else {
 			memset(p, KP_POISON_BYTE, pg->bsize);
 			if (atomic_load_explicit(&pg->owner, memory_order_relaxed) != kp__ol_self())
-				rc = kp__ol_free_other(pool, pg, idx, st, p);
+				rc = free_other_checked(pool, pg, idx, r, st, p);
 			else {
 				r->state = OL_FREE;
 				uint16_t *top = kp__ol_sp(pg) + 1;

@@ -173,7 +173,7 @@ extern struct ol_heap kp__ol_empty_heap;
  * blocks: they go first), and everything else. */
 void *kp__ol_refill(kp_pool *pool, struct ol_heap *h, uint32_t cls, size_t n);
 int kp__ol_free_slow(kp_pool *pool, void *p, struct ol_span *pg, uint32_t idx, uint32_t st, int why);
-int kp__ol_free_other(kp_pool *pool, struct ol_span *pg, uint32_t idx, uint32_t st, void *p);
+int kp__ol_free_other(kp_pool *pool, struct ol_span *pg, uint32_t idx, void *p, bool try_only);
 enum { KP_OL_MISS, KP_OL_BAD, KP_OL_DFREE, KP_OL_OVERFLOW, KP_OL_OTHER };
 
 static inline uintptr_t kp__ol_self(void)
@@ -284,9 +284,15 @@ static inline __attribute__((always_inline)) int kp__ol_free_fast(kp_pool *pool,
 	 * nblocks) lands on the sentinel record, always free */
 	if (KP_UNLIKELY((uintptr_t)idx * pg->bsize != off))
 		return try_only ? KP_OL_UNTRIED : kp__ol_free_slow(pool, p, pg, idx, 0, KP_OL_BAD);
+	/* another thread's span (or a retired one): kp__ol_free_other makes
+	 * the checks below there, after a prefetch for writing of the record
+	 * (its compare-and-swap then takes the line from the allocating CPU
+	 * once, not once to read and again to write) */
+	if (KP_UNLIKELY(atomic_load_explicit(&pg->owner, memory_order_relaxed) != kp__ol_self()))
+		return kp__ol_free_other(pool, pg, idx, p, try_only);
 	struct ol_rec *r = &pg->rec[idx];
-	/* relaxed (a plain load): another thread's free of the same block may
-	 * race it (a double free from two threads: its compare-and-swap decides) */
+	/* relaxed (a plain load): a double free from another thread at once
+	 * may race it */
 	uint32_t st = __atomic_load_n(&r->state, __ATOMIC_RELAXED);
 	if (KP_UNLIKELY(st == OL_FREE))
 		return try_only ? KP_OL_UNTRIED : kp__ol_free_slow(pool, p, pg, idx, st, KP_OL_DFREE);
@@ -296,8 +302,6 @@ static inline __attribute__((always_inline)) int kp__ol_free_fast(kp_pool *pool,
 		if (KP_UNLIKELY(c != r->canary))
 			return try_only ? KP_OL_UNTRIED : kp__ol_free_slow(pool, p, pg, idx, st, KP_OL_OVERFLOW);
 	}
-	if (KP_UNLIKELY(atomic_load_explicit(&pg->owner, memory_order_relaxed) != kp__ol_self()))
-		return kp__ol_free_other(pool, pg, idx, st, p);
 	r->state = OL_FREE;
 	uint16_t *top = kp__ol_sp(pg) + 1;
 	*top = (uint16_t)idx;
