@@ -1157,7 +1157,7 @@ static int free_other_checked(kp_pool *pool, struct ol_span *pg, uint32_t idx, s
 __attribute__((noinline)) int kp__ol_free_other(kp_pool *pool, struct ol_span *pg, uint32_t idx, void *p, bool try_only)
 {
 	struct ol_rec *r = &pg->rec[idx];
-	__builtin_prefetch(r, 1, 3);
+	__asm__ volatile("prefetchw %0" : : "m"(*(const char *)r)); /* gcc's builtin makes prefetcht0 without -mprfchw */
 	uint32_t st = __atomic_load_n(&r->state, __ATOMIC_RELAXED);
 	if (KP_UNLIKELY(st == OL_FREE))
 		return try_only ? KP_OL_UNTRIED : kp__ol_free_slow(pool, p, pg, idx, st, KP_OL_DFREE);

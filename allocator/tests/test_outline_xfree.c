@@ -359,7 +359,9 @@ static void test_dead_heap_adopted(void)
 /* Waves of short threads, each with a stack of its own (so no thread
  * pointer repeats), each allocating 400 blocks of 16..512 B and freeing
  * them: the heaps stay as many as one wave's threads, and the blocks
- * touched as one wave's. Before: a heap and fresh spans per thread. */
+ * touched within what one wave's threads touch at once. Before: a heap and
+ * fresh spans per thread (48 heaps, 8.3 MiB touched after 12 waves, 0.7
+ * after the first). */
 #define WAVES 12
 #define WT 4
 static void *wave_thread(void *arg)
@@ -401,7 +403,10 @@ static void test_thread_waves(void)
 	fprintf(stderr, "  %u heaps for %d threads; %zu KiB touched after the first wave, %zu after %d\n", heaps,
 		WAVES * WT, first >> 10, last >> 10, WAVES);
 	CHECK(heaps <= WT, "%u heaps for %d waves of %d threads", heaps, WAVES, WT);
-	CHECK(last <= 2 * first, "%zu KiB touched after %d waves, %zu after the first", last >> 10, WAVES, first >> 10);
+	/* a wave's threads overlap as the scheduler lets them: up to WT sets of
+	 * spans at once, whatever the first wave touched (s22: 12x, a heap a
+	 * thread) */
+	CHECK(last <= WT * first, "%zu KiB touched after %d waves, %zu after the first", last >> 10, WAVES, first >> 10);
 	kp_destroy(pool);
 	munmap(stacks, (size_t)WAVES * WT * ssz);
 }
