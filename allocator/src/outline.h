@@ -39,6 +39,7 @@
  * never takes kp__ol_free_fast, whose canary test would read past it. */
 #define OL_QUAR 0xffffffffu
 #define OL_OWN_FULL 1u /* in span->owner: retired, in no list; a free relists it */
+#define OL_OWN_NONE 0u /* in span->owner and heap->self: an abandoned heap's (no thread's pointer) */
 
 struct ol_rec { /* one per block, out of line */
 	uint64_t canary;
@@ -47,33 +48,47 @@ struct ol_rec { /* one per block, out of line */
 };
 
 struct ol_heap;
+/* Three cache lines, by who writes them: the first is fixed while the span
+ * lives (but owner) and read by every free from any thread; the second is
+ * its owner's (sp on every allocation and free); the third is the other
+ * threads' (their batches of frees). One line for all three made every
+ * cross-thread free miss on the line its owner had just written (kpbench
+ * c). */
 struct ol_span {
 	uint8_t *start;
 	uint64_t recip; /* ceil(2^40 / bsize): offset * recip >> 40 = index */
 	uint32_t bsize, nblocks;
-	uint16_t *sp;     /* the top of the stack of free block indices */
-	uint16_t *stack0; /* its bottom: the sentinel */
 	struct ol_rec *rec;
+	uint16_t *stack0; /* the bottom of its stack: the sentinel */
 	/* the owner's thread pointer, | OL_OWN_FULL while retired: read by
-	 * other threads' frees, written by the owner (relaxed) */
+	 * other threads' frees, written by the owner (relaxed); OL_OWN_NONE
+	 * (| OL_OWN_FULL) while its heap is abandoned (heap_abandon) */
 	_Atomic uintptr_t owner;
 	uint32_t csz; /* the canary's bytes: OL_CANARY, or 0 with checks off */
-	uint32_t relist_at; /* free blocks a retired span needs to be listed again */
-	struct ol_heap *heap;
-	struct ol_span *next; /* in the heap's avail list */
-	_Atomic uint32_t remote; /* cross-thread frees: index + 1 of the head */
-	_Atomic uint32_t nremote; /* blocks on that list (kp__ol_in_use) */
-	uint32_t cls;
-	struct ol_span *_Atomic dirty_next;
-	/* the daemon's purge (kp__ol_daemon_pass), of a span on its heap's avail
-	 * list, under the heap's avail_lock: when it was first seen wholly free
-	 * (pool clock, ns; 0: not seen so), OL_PURGED once its pages went back */
-	uint64_t idle_ns;
+	uint16_t cls;
+	uint16_t fc_cap; /* blocks of its class a heap's foreign cache holds (ol_heap) */
+	uint64_t gen;    /* the span's generation, in its blocks' canaries */
+
+	/* the owner's line */
+	_Alignas(64) uint16_t *sp; /* the top of the stack of free block indices */
 	/* blocks whose records and stack entries are made (span_extend): the
 	 * first fresh; the rest were never handed out, their records zero
 	 * (free). The owner writes it, kp_stats reads it (relaxed). */
 	uint32_t fresh;
-	uint64_t gen; /* the span's generation, in its blocks' canaries */
+	uint32_t relist_at;   /* free blocks a retired span needs to be listed again */
+	struct ol_span *next; /* in the heap's avail list */
+	/* the daemon's purge (kp__ol_daemon_pass), of a span on its heap's avail
+	 * list, under the heap's avail_lock: when it was first seen wholly free
+	 * (pool clock, ns; 0: not seen so), OL_PURGED once its pages went back */
+	uint64_t idle_ns;
+
+	/* the other threads' line */
+	_Alignas(64) _Atomic uint32_t remote; /* cross-thread frees: index + 1 of the head */
+	_Atomic uint32_t nremote;             /* blocks on that list or being pushed (kp__ol_in_use) */
+	struct ol_span *_Atomic dirty_next;
+	/* its heap: written under the pool's outline lock (span_new, span_adopt)
+	 * while no block of it is out, read by the frees that push */
+	struct ol_heap *heap;
 };
 #define OL_PURGED UINT64_MAX
 
@@ -92,16 +107,32 @@ struct ol_seg {
 	struct ol_span spans[OL_NSLICES];
 };
 
+/* A heap's foreign cache: blocks of other heaps' spans this thread freed
+ * (kp__ol_free_other), per class, which its allocations of the class take
+ * first (kp__ol_refill) and whose overflow goes back to their spans a
+ * chain per span (one compare-and-swap a chain). OL_FC_MAX entries a
+ * class, and at most OL_FC_BYTES of blocks of it (ol_span's fc_cap): a
+ * thread's cache holds at most 72 x 16 KiB and is given back at its exit. */
+#define OL_FC_MAX 64
+#define OL_FC_BYTES (16u << 10)
+#define OL_FC_IDX_SHIFT 48 /* an entry: the span's address | block index << 48 */
+
 struct ol_heap {
-	struct ol_span *direct[65]; /* by (n + OL_CANARY + 15) >> 4: cur of that class */
-	struct ol_span *cur[OL_NCLASS];
-	uintptr_t self; /* the thread pointer */
+	/* the fast paths' tables: the span of a class to pop, or &empty_span
+	 * while the class's foreign cache holds blocks (so that the pop misses
+	 * and kp__ol_refill takes them first) */
+	struct ol_span *direct[65]; /* by (n + OL_CANARY + 15) >> 4 */
+	struct ol_span *fast[OL_NCLASS];
+	struct ol_span *cur[OL_NCLASS]; /* the span in hand of each class */
+	/* the thread pointer; OL_OWN_NONE (0) while abandoned: its thread
+	 * ended, and the next thread with no heap of the pool adopts it
+	 * (heap_get); the pool's outline lock */
+	uintptr_t self;
 	uint32_t csz;
 	struct ol_span *avail[OL_NCLASS];
-	struct ol_seg *seg; /* where its spans are carved */
-	struct ol_span *_Atomic dirty; /* spans with cross-thread frees */
-	struct ol_heap *next;          /* the pool's list */
-	bool own_map;                  /* not in the arena: a mapping of its own */
+	struct ol_seg *seg;    /* where its spans are carved */
+	struct ol_heap *next;  /* the pool's list */
+	bool own_map;          /* not in the arena: a mapping of its own */
 	/* blocks handed out (kp__ol_pop; the owner writes, kp_stats reads):
 	 * frees are these less the live blocks (kp__ol_counts) */
 	_Atomic uint64_t allocs;
@@ -109,6 +140,14 @@ struct ol_heap {
 	 * (refill, a relisting free) and the daemon's purge: a spin lock, held
 	 * for list moves only (no system call under it) */
 	_Atomic int avail_lock;
+	/* the foreign cache's blocks by class (the owner writes, relaxed;
+	 * kp_stats reads: freed, not live) */
+	uint16_t fc_n[OL_NCLASS];
+	/* the foreign cache's entries, OL_FC_MAX a class: in the heap's
+	 * mapping, after the structure (outline.c, OL_HEAP_STRIDE), so that the
+	 * empty heap costs no 36 KiB of .data */
+	uint64_t (*fc_ent)[OL_FC_MAX];
+	_Alignas(64) struct ol_span *_Atomic dirty; /* spans with cross-thread frees (other threads push) */
 };
 
 struct kp__ol {
@@ -168,10 +207,11 @@ static inline uint64_t kp__ol_slot_id(const kp_pool *pool)
 }
 extern struct ol_heap kp__ol_empty_heap;
 
-/* The slow halves (outline.c): a class run dry, and everything else. */
+/* The slow halves (outline.c): a class run dry (or whose foreign cache holds
+ * blocks: they go first), and everything else. */
 void *kp__ol_refill(kp_pool *pool, struct ol_heap *h, uint32_t cls, size_t n);
 int kp__ol_free_slow(kp_pool *pool, void *p, struct ol_span *pg, uint32_t idx, uint32_t st, int why);
-int kp__ol_free_other(kp_pool *pool, struct ol_span *pg, uint32_t idx, uint32_t st, void *p);
+int kp__ol_free_other(kp_pool *pool, struct ol_span *pg, uint32_t idx, void *p, bool try_only);
 enum { KP_OL_MISS, KP_OL_BAD, KP_OL_DFREE, KP_OL_OVERFLOW, KP_OL_OTHER };
 
 static inline uintptr_t kp__ol_self(void)
@@ -263,7 +303,7 @@ static inline __attribute__((always_inline)) void *kp__ol_alloc_fast(kp_pool *po
 	}
 	if (KP_LIKELY(n <= OL_SMALL_MAX - OL_CANARY)) { /* past the table: 8 classes a doubling */
 		uint32_t cls = kp__ol_class_big(n + OL_CANARY);
-		struct ol_span *pg = h->cur[cls];
+		struct ol_span *pg = h->fast[cls];
 		uint16_t *sp = kp__ol_sp(pg);
 		size_t idx = *sp;
 		if (KP_LIKELY(idx != OL_SENT))
@@ -331,14 +371,20 @@ static inline __attribute__((always_inline)) int kp__ol_free_check(kp_pool *pool
 	 * nblocks) lands on the sentinel record, always free */
 	if (KP_UNLIKELY((uintptr_t)idx * pg->bsize != off))
 		KP_OL_REFUSE(pg, idx, 0, KP_OL_BAD);
+	/* another thread's span (or a retired one): kp__ol_free_other makes
+	 * the checks below there, after a prefetch for writing of the record
+	 * (its compare-and-swap then takes the line from the allocating CPU
+	 * once, not once to read and again to write) */
+	if (KP_UNLIKELY(atomic_load_explicit(&pg->owner, memory_order_relaxed) != kp__ol_self()))
+		return kp__ol_free_other(pool, pg, idx, p, try_only);
 	struct ol_rec *r = &pg->rec[idx];
-	size_t st = r->state; /* size_t: an address's part, not extended again */
+	/* relaxed (a plain load): a double free from another thread at once
+	 * may race it; size_t: an address's part, not extended again */
+	size_t st = __atomic_load_n(&r->state, __ATOMIC_RELAXED);
 	if (KP_UNLIKELY(st == OL_FREE))
 		KP_OL_REFUSE(pg, idx, st, KP_OL_DFREE);
 	if (KP_OL_CANARY_BAD(canary, pg, r, p, st))
 		KP_OL_REFUSE(pg, idx, st, KP_OL_OVERFLOW);
-	if (KP_UNLIKELY(atomic_load_explicit(&pg->owner, memory_order_relaxed) != kp__ol_self()))
-		return kp__ol_free_other(pool, pg, idx, (uint32_t)st, p);
 #undef KP_OL_REFUSE
 	r->state = OL_FREE;
 	uint16_t *top = kp__ol_sp(pg) + 1;
