@@ -112,8 +112,7 @@ int pool_open(const char *conf)
 		return 0;
 	g_pool = kp_create(conf);
 	if (!g_pool) {
-		fprintf(stderr, "kpbench: kp_create(\"%s\") failed: %s\n", conf ? conf : "",
-			kp_last_error());
+		fprintf(stderr, "kpbench: kp_create(\"%s\") failed: %s\n", conf ? conf : "", kp_last_error());
 		return -1;
 	}
 	return 0;
@@ -138,8 +137,7 @@ static uint32_t draw_size(enum dist d, uint32_t lo, uint32_t hi, uint64_t r)
 	return n < lo ? lo : n > hi ? hi : n;
 }
 
-struct step *make_steps(uint32_t nslots, enum dist d, uint32_t lo, uint32_t hi,
-			       uint64_t seed)
+struct step *make_steps(uint32_t nslots, enum dist d, uint32_t lo, uint32_t hi, uint64_t seed)
 {
 	struct step *s = malloc(sizeof(*s) * RTAB);
 	if (!s) {
@@ -153,4 +151,3 @@ struct step *make_steps(uint32_t nslots, enum dist d, uint32_t lo, uint32_t hi,
 	}
 	return s;
 }
-

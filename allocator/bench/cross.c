@@ -29,7 +29,8 @@
  * happens before the consumer sees the new tail, the slot read before the
  * producer sees the new head.
  */
-#define Q_CAP 1024u /* a few hundred KiB of blocks in flight: absorbs a
+#define Q_CAP \
+	1024u /* a few hundred KiB of blocks in flight: absorbs a
 			 * descheduled peer without stalling the producer */
 
 struct spsc {
@@ -76,8 +77,8 @@ struct cworker {
 	struct hist *ha, *hf; /* NULL: untimed */
 	uint64_t verify_errors, alloc_failures, minflt;
 	uint64_t cpu_ns; /* the thread's CPU time over its run, waits for the peer included */
-	int pin_cpu;	     /* -1: not pinned */
-	_Atomic int cpu;     /* the CPU it ran on at its last sample, -1 before the first */
+	int pin_cpu;	 /* -1: not pinned */
+	_Atomic int cpu; /* the CPU it ran on at its last sample, -1 before the first */
 	uint64_t samples, same, full, yields, vcsw, ivcsw; /* the mode (struct cross_mode) */
 };
 
@@ -299,4 +300,3 @@ int run_c(struct result *r, const struct opts *o)
 	free(steps);
 	return 0;
 }
-

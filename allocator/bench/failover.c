@@ -17,8 +17,7 @@
 #define E_CONF "primary_initial:16m,primary_max:16m,backup:4m,daemon:off"
 #define E_LIVE 1000u
 
-static void phase(kp_pool *pool, const struct step *steps, uint64_t n, unsigned flags, struct hist *h,
-		  struct result *r)
+static void phase(kp_pool *pool, const struct step *steps, uint64_t n, unsigned flags, struct hist *h, struct result *r)
 {
 	static void *slot[E_LIVE];
 	static uint32_t size[E_LIVE];

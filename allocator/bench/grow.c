@@ -73,4 +73,3 @@ int run_d(struct result *r, const struct opts *o)
 	free(steps);
 	return 0;
 }
-

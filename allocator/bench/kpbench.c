@@ -62,8 +62,8 @@ static void json_str(const char *s)
 
 static void json_lat(const char *key, const struct hist *h)
 {
-	printf("\"%s\":{\"count\":%" PRIu64 ",\"p50\":%" PRIu64 ",\"p99\":%" PRIu64
-	       ",\"p999\":%" PRIu64 ",\"max\":%" PRIu64 ",\"mean\":%.1f}",
+	printf("\"%s\":{\"count\":%" PRIu64 ",\"p50\":%" PRIu64 ",\"p99\":%" PRIu64 ",\"p999\":%" PRIu64
+	       ",\"max\":%" PRIu64 ",\"mean\":%.1f}",
 	       key, h->count, hist_pct(h, 0.50), hist_pct(h, 0.99), hist_pct(h, 0.999), h->max,
 	       h->count ? (double)h->sum / (double)h->count : 0.0);
 }
@@ -76,11 +76,13 @@ static void print_json(const struct result *r, uint64_t clock_ns)
 	json_str(getenv("LD_PRELOAD"));
 	printf(",\"conf\":");
 	json_str(g_use_kpool ? (r->conf ? r->conf : "") : NULL);
-	printf(",\"ops\":%" PRIu64 ",\"seconds\":%.6f,\"ops_per_s\":%.1f,\"cpu_seconds\":%.6f,\"ops_per_cpu_s\":%.1f,\"clock_ns\":%" PRIu64
-	       ",\"thread_minflt\":%" PRIu64 ",\"verify_errors\":%" PRIu64
-	       ",\"alloc_failures\":%" PRIu64 ",\"free_errors\":%" PRIu64 ",\"lat_ns\":{",
+	printf(",\"ops\":%" PRIu64
+	       ",\"seconds\":%.6f,\"ops_per_s\":%.1f,\"cpu_seconds\":%.6f,\"ops_per_cpu_s\":%.1f,\"clock_ns\":%" PRIu64
+	       ",\"thread_minflt\":%" PRIu64 ",\"verify_errors\":%" PRIu64 ",\"alloc_failures\":%" PRIu64
+	       ",\"free_errors\":%" PRIu64 ",\"lat_ns\":{",
 	       r->ops, r->secs, r->secs > 0 ? (double)r->ops / r->secs : 0.0, r->cpu_secs,
-	       r->cpu_secs > 0 ? (double)r->ops / r->cpu_secs : 0.0, clock_ns, r->thread_minflt, r->verify_errors, r->alloc_failures, r->free_errors);
+	       r->cpu_secs > 0 ? (double)r->ops / r->cpu_secs : 0.0, clock_ns, r->thread_minflt, r->verify_errors,
+	       r->alloc_failures, r->free_errors);
 	json_lat("alloc", r->lat_alloc);
 	if (r->lat_free) {
 		putchar(',');
@@ -91,11 +93,10 @@ static void print_json(const struct result *r, uint64_t clock_ns)
 		printf(",\"rounds\":[");
 		for (int i = 0; i < r->nrounds; i++) {
 			const struct round *rd = &r->rounds[i];
-			printf("%s{\"alloc_s\":%.6f,\"free_s\":%.6f,\"blocks\":%" PRIu64
-			       ",\"bytes\":%" PRIu64 ",\"pages\":%" PRIu64
-			       ",\"thread_minflt\":%" PRIu64 ",\"process_minflt\":%" PRIu64 ",",
-			       i ? "," : "", rd->alloc_s, rd->free_s, rd->blocks, rd->bytes,
-			       rd->pages, rd->thread_minflt, rd->process_minflt);
+			printf("%s{\"alloc_s\":%.6f,\"free_s\":%.6f,\"blocks\":%" PRIu64 ",\"bytes\":%" PRIu64
+			       ",\"pages\":%" PRIu64 ",\"thread_minflt\":%" PRIu64 ",\"process_minflt\":%" PRIu64 ",",
+			       i ? "," : "", rd->alloc_s, rd->free_s, rd->blocks, rd->bytes, rd->pages,
+			       rd->thread_minflt, rd->process_minflt);
 			json_lat("lat_ns", rd->lat);
 			putchar('}');
 		}
@@ -120,15 +121,14 @@ static void print_text(const struct result *r, uint64_t clock_ns)
 {
 	const struct hist *h = r->lat_alloc;
 	printf("(%c) %s\n", r->wl, r->desc);
-	printf("    %-6s %12.0f ops/s  %" PRIu64 " ops in %.3f s   alloc ns p50 %" PRIu64
-	       " p99 %" PRIu64 " p99.9 %" PRIu64 " max %" PRIu64 " (clock read %" PRIu64
-	       " ns)\n",
-	       g_use_kpool ? "kpool" : "malloc", r->secs > 0 ? (double)r->ops / r->secs : 0.0,
-	       r->ops, r->secs, hist_pct(h, 0.5), hist_pct(h, 0.99), hist_pct(h, 0.999), h->max,
-	       clock_ns);
+	printf("    %-6s %12.0f ops/s  %" PRIu64 " ops in %.3f s   alloc ns p50 %" PRIu64 " p99 %" PRIu64
+	       " p99.9 %" PRIu64 " max %" PRIu64 " (clock read %" PRIu64 " ns)\n",
+	       g_use_kpool ? "kpool" : "malloc", r->secs > 0 ? (double)r->ops / r->secs : 0.0, r->ops, r->secs,
+	       hist_pct(h, 0.5), hist_pct(h, 0.99), hist_pct(h, 0.999), h->max, clock_ns);
 	if (r->cpu_secs > 0)
 		printf("    %-6s %12.0f ops per CPU second of the timed thread%s (%.3f s of CPU)\n",
-		       g_use_kpool ? "kpool" : "malloc", (double)r->ops / r->cpu_secs, r->wl == 'c' ? "s" : "", r->cpu_secs);
+		       g_use_kpool ? "kpool" : "malloc", (double)r->ops / r->cpu_secs, r->wl == 'c' ? "s" : "",
+		       r->cpu_secs);
 	if (r->cross.set)
 		printf("    threads on one CPU in %.0f%% of samples; %" PRIu64 " pushes found a full queue, %" PRIu64
 		       " yields; %" PRIu64 " voluntary, %" PRIu64 " involuntary context switches\n",
@@ -136,10 +136,9 @@ static void print_text(const struct result *r, uint64_t clock_ns)
 	for (int i = 0; i < r->nrounds; i++) {
 		const struct round *rd = &r->rounds[i];
 		printf("    round %d: %" PRIu64 " blocks, %.1f MiB, alloc+touch %.3f s, free %.3f s, "
-		       "page faults %" PRIu64 " thread / %" PRIu64 " process (%" PRIu64
-		       " pages), p99 %" PRIu64 " ns\n",
-		       i + 1, rd->blocks, (double)rd->bytes / 1048576.0, rd->alloc_s, rd->free_s,
-		       rd->thread_minflt, rd->process_minflt, rd->pages, hist_pct(rd->lat, 0.99));
+		       "page faults %" PRIu64 " thread / %" PRIu64 " process (%" PRIu64 " pages), p99 %" PRIu64 " ns\n",
+		       i + 1, rd->blocks, (double)rd->bytes / 1048576.0, rd->alloc_s, rd->free_s, rd->thread_minflt,
+		       rd->process_minflt, rd->pages, hist_pct(rd->lat, 0.99));
 	}
 	if (r->wl == 'e') {
 		const struct hist *c = r->lat_free;
@@ -149,8 +148,7 @@ static void print_text(const struct result *r, uint64_t clock_ns)
 		       (double)hist_pct(c, 0.99) / (double)(hist_pct(h, 0.99) ? hist_pct(h, 0.99) : 1));
 	}
 	if (r->verify_errors || r->alloc_failures || r->free_errors)
-		printf("    ERRORS: %" PRIu64 " verify, %" PRIu64 " alloc failures, %" PRIu64
-		       " free errors\n",
+		printf("    ERRORS: %" PRIu64 " verify, %" PRIu64 " alloc failures, %" PRIu64 " free errors\n",
 		       r->verify_errors, r->alloc_failures, r->free_errors);
 	printf("    RSS: peak %.1f MiB (VmHWM %.1f MiB), %.1f MiB at the start, %.1f MiB at the end; %u samples "
 	       "every %u ms\n",
@@ -226,12 +224,17 @@ static int parse_u64(const char *s, uint64_t *out, bool suffixes)
 static int parse_opts(int argc, char **argv, struct opts *o, const char **workloads)
 {
 	static const struct option longopts[] = {
-		{"alloc", required_argument, NULL, 'a'}, {"workload", required_argument, NULL, 'w'},
-		{"ops", required_argument, NULL, 'n'},   {"seed", required_argument, NULL, 's'},
-		{"conf", required_argument, NULL, 'c'},  {"grow", required_argument, NULL, 'g'},
-		{"rounds", required_argument, NULL, 'r'}, {"json", no_argument, NULL, 'j'},
+		{"alloc", required_argument, NULL, 'a'},
+		{"workload", required_argument, NULL, 'w'},
+		{"ops", required_argument, NULL, 'n'},
+		{"seed", required_argument, NULL, 's'},
+		{"conf", required_argument, NULL, 'c'},
+		{"grow", required_argument, NULL, 'g'},
+		{"rounds", required_argument, NULL, 'r'},
+		{"json", no_argument, NULL, 'j'},
 		{"pin", required_argument, NULL, 'p'},
-		{"help", no_argument, NULL, 'h'},        {NULL, 0, NULL, 0},
+		{"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0},
 	};
 	uint64_t v;
 	int c;
@@ -259,7 +262,10 @@ static int parse_opts(int argc, char **argv, struct opts *o, const char **worklo
 			if (parse_u64(optarg, &v, c == 'g' || c == 'n') != 0 ||
 			    (c == 'r' && (v < 1 || v > MAX_ROUNDS)) || (c == 'g' && v == 0)) {
 				fprintf(stderr, "kpbench: bad value for --%s: %s\n",
-					c == 'n' ? "ops" : c == 's' ? "seed" : c == 'g' ? "grow" : "rounds",
+					c == 'n'   ? "ops"
+					: c == 's' ? "seed"
+					: c == 'g' ? "grow"
+						   : "rounds",
 					optarg);
 				return -1;
 			}

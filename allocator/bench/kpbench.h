@@ -125,8 +125,7 @@ static inline void hist_add(struct hist *h, uint64_t v)
 		if (e > H_MAX_EXP)
 			i = H_BUCKETS - 1;
 		else
-			i = H_SUB + (e - H_SUB_BITS) * H_SUB +
-			    (unsigned)((v >> (e - H_SUB_BITS)) & (H_SUB - 1));
+			i = H_SUB + (e - H_SUB_BITS) * H_SUB + (unsigned)((v >> (e - H_SUB_BITS)) & (H_SUB - 1));
 	}
 	h->b[i]++;
 	h->count++;
@@ -220,10 +219,10 @@ struct result {
 	/* (c) only, over the timed loop: which mode the run was in (cross.c). */
 	struct cross_mode {
 		bool set;
-		double same_cpu;	/* share of samples with both threads on one CPU */
-		uint64_t queue_full;	/* pushes that found the peer's queue full */
-		uint64_t yields;	/* sched_yield calls while waiting for the peer */
-		uint64_t vcsw, ivcsw;	/* the two threads' voluntary, involuntary switches */
+		double same_cpu;      /* share of samples with both threads on one CPU */
+		uint64_t queue_full;  /* pushes that found the peer's queue full */
+		uint64_t yields;      /* sched_yield calls while waiting for the peer */
+		uint64_t vcsw, ivcsw; /* the two threads' voluntary, involuntary switches */
 	} cross;
 	char *kp_stats; /* kp_stats_json() at the end, or NULL */
 	struct rss_trace rss;

@@ -41,8 +41,8 @@ static inline void slots_step(struct slots_run *w, struct hist *ha, struct hist 
 	s->n = st.size;
 }
 
-static int run_slots(struct result *r, const struct opts *o, uint32_t nslots, enum dist d,
-		     uint32_t lo, uint32_t hi, uint64_t default_ops)
+static int run_slots(struct result *r, const struct opts *o, uint32_t nslots, enum dist d, uint32_t lo, uint32_t hi,
+		     uint64_t default_ops)
 {
 	uint64_t ops = o->ops ? o->ops : default_ops;
 	uint64_t lat_ops = ops < LAT_OPS_MAX ? ops : LAT_OPS_MAX;
@@ -105,4 +105,3 @@ int run_b(struct result *r, const struct opts *o)
 	r->desc = "16 B-64 KiB log-uniform, 10000 live, 1 thread, free random slot + alloc";
 	return run_slots(r, o, 10000, LOGUNIFORM, 16, 65536, OPS_B);
 }
-

@@ -22,7 +22,6 @@ void kpd_crash_context(unsigned thread, const uint64_t *index)
 	t_index = index;
 }
 
-
 static void put(const char *s)
 {
 	ssize_t r = write(2, s, strlen(s));
@@ -69,8 +68,7 @@ void kpd_crash_handlers(void)
 	for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
 		struct sigaction old;
 		/* A sanitizer's handler (which prints the real report) stays. */
-		if (sigaction(sigs[i], NULL, &old) == 0 && old.sa_handler == SIG_DFL &&
-		    !(old.sa_flags & SA_SIGINFO))
+		if (sigaction(sigs[i], NULL, &old) == 0 && old.sa_handler == SIG_DFL && !(old.sa_flags & SA_SIGINFO))
 			signal(sigs[i], on_fatal);
 	}
 }

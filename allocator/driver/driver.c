@@ -32,8 +32,8 @@
 #define PUBLISH 1024u
 
 struct step {
-	uint32_t r;     /* victim choice */
-	uint32_t size;  /* allocation size */
+	uint32_t r;	/* victim choice */
+	uint32_t size;	/* allocation size */
 	uint32_t size2; /* realloc size */
 	uint8_t op, crit;
 };
@@ -72,7 +72,6 @@ struct kpd_thread {
 	uint64_t t_start, t_end;
 	uint64_t cpu_ns; /* CPU time of the op loop (CLOCK_THREAD_CPUTIME_ID) */
 };
-
 
 /* ---- patterns ------------------------------------------------------------------- */
 
@@ -146,22 +145,25 @@ static void fill_block(const struct kpd_thread *t, const struct block *b)
 	}
 }
 
-static void record_damage(struct kpd_thread *t, const struct block *b, uint64_t off,
-			  const char *when)
+static void record_damage(struct kpd_thread *t, const struct block *b, uint64_t off, const char *when)
 {
 	t->c.verify_errors++;
 	if (t->ndamage >= KPD_MAX_DAMAGE)
 		return;
 	uint64_t w = pattern_word(b->tag);
 	t->damage[t->ndamage++] = (struct kpd_damage){
-		.thread = t->id, .index = t->index, .size = b->size, .offset = off,
-		.want = (unsigned char)(w >> (8 * (off & 7))), .got = b->p[off], .when = when,
+		.thread = t->id,
+		.index = t->index,
+		.size = b->size,
+		.offset = off,
+		.want = (unsigned char)(w >> (8 * (off & 7))),
+		.got = b->p[off],
+		.when = when,
 	};
 }
 
 /* Check a block's pattern up to `upto` bytes; count and describe damage. */
-static void check_block(struct kpd_thread *t, const struct block *b, uint64_t upto,
-			const char *when)
+static void check_block(struct kpd_thread *t, const struct block *b, uint64_t upto, const char *when)
 {
 	enum kpd_verify v = t->run->prog->verify;
 	if (v == KPD_VERIFY_NONE || !b->p)
@@ -230,13 +232,17 @@ static void heap_sift_down(struct kpd_outlier *h, unsigned n, unsigned i)
 	}
 }
 
-static void keep_outlier(struct kpd_thread *t, enum kpd_kind k, uint64_t t0, uint64_t lat,
-			 uint64_t size)
+static void keep_outlier(struct kpd_thread *t, enum kpd_kind k, uint64_t t0, uint64_t lat, uint64_t size)
 {
 	unsigned K = t->run->prog->outliers;
 	struct kpd_outlier o = {
-		.lat_ns = lat, .t_ns = t0 - t->run->t0, .index = t->index, .size = size,
-		.thread = t->id, .kind = k, .interf = kpd_interfere_busy_since(t->run, t0),
+		.lat_ns = lat,
+		.t_ns = t0 - t->run->t0,
+		.index = t->index,
+		.size = size,
+		.thread = t->id,
+		.kind = k,
+		.interf = kpd_interfere_busy_since(t->run, t0),
 	};
 	if (t->nheap < K) {
 		unsigned i = t->nheap++;
@@ -256,8 +262,7 @@ static void keep_outlier(struct kpd_thread *t, enum kpd_kind k, uint64_t t0, uin
 }
 
 /* t0, t1: kpd_tick() readings around the call. */
-static inline void record(struct kpd_thread *t, enum kpd_kind k, uint64_t t0, uint64_t t1,
-			  uint64_t size)
+static inline void record(struct kpd_thread *t, enum kpd_kind k, uint64_t t0, uint64_t t1, uint64_t size)
 {
 	uint64_t lat = kpd_tick_ns(t1 - t0);
 	kpd_hist_add(t->h[k], lat);
@@ -289,8 +294,7 @@ static inline struct block take(struct kpd_thread *t, uint64_t i)
 	return b;
 }
 
-static void free_block(struct kpd_thread *t, struct block b, bool tm, enum kpd_kind k,
-		       const char *when)
+static void free_block(struct kpd_thread *t, struct block b, bool tm, enum kpd_kind k, const char *when)
 {
 	check_block(t, &b, b.size, when);
 	if (tm) {
@@ -325,8 +329,8 @@ static void adopt(struct kpd_thread *t, unsigned char *p, uint32_t size, enum kp
 static void op_alloc(struct kpd_thread *t, const struct step *s, enum kpd_op op, bool tm)
 {
 	bool crit = s->crit && t->run->pool;
-	enum kpd_kind k = crit ? KPD_K_CRITICAL
-			  : op == KPD_OP_CALLOC ? KPD_K_CALLOC
+	enum kpd_kind k = crit			 ? KPD_K_CRITICAL
+			  : op == KPD_OP_CALLOC	 ? KPD_K_CALLOC
 			  : op == KPD_OP_ALIGNED ? KPD_K_ALIGNED
 						 : KPD_K_ALLOC;
 	bool have_victim = t->nlive == t->cap;
@@ -490,24 +494,13 @@ static void one_op(struct kpd_thread *t, const struct step *s)
 	switch (op) {
 	case KPD_OP_ALLOC:
 	case KPD_OP_CALLOC:
-	case KPD_OP_ALIGNED:
-		op_alloc(t, s, op, tm);
-		break;
-	case KPD_OP_FREE:
-		free_block(t, take(t, pick(t, s->r)), tm, KPD_K_FREE, "free");
-		break;
-	case KPD_OP_REALLOC:
-		op_realloc(t, s, tm);
-		break;
-	case KPD_OP_XFREE:
-		op_xfree(t, s, tm);
-		break;
+	case KPD_OP_ALIGNED: op_alloc(t, s, op, tm); break;
+	case KPD_OP_FREE: free_block(t, take(t, pick(t, s->r)), tm, KPD_K_FREE, "free"); break;
+	case KPD_OP_REALLOC: op_realloc(t, s, tm); break;
+	case KPD_OP_XFREE: op_xfree(t, s, tm); break;
 	case KPD_OP_TOUCH:
-	case KPD_OP_VERIFY:
-		op_touch_verify(t, s, op == KPD_OP_TOUCH, tm);
-		break;
-	case KPD_OP__COUNT:
-		break;
+	case KPD_OP_VERIFY: op_touch_verify(t, s, op == KPD_OP_TOUCH, tm); break;
+	case KPD_OP__COUNT: break;
 	}
 }
 
@@ -517,8 +510,7 @@ static void pace(const struct kpd_thread *t, uint64_t i)
 	uint64_t due = t->t_start + (uint64_t)((double)i * 1e9 / rate);
 	uint64_t now = kpd_now();
 	if (due > now) {
-		struct timespec ts = {.tv_sec = (time_t)(due / 1000000000ull),
-				      .tv_nsec = (long)(due % 1000000000ull)};
+		struct timespec ts = {.tv_sec = (time_t)(due / 1000000000ull), .tv_nsec = (long)(due % 1000000000ull)};
 		clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL);
 	}
 }
@@ -738,15 +730,13 @@ static int setup_pool(struct kpd_run *run)
 		return 0;
 	run->pool = kp_create(pr->conf);
 	if (!run->pool) {
-		snprintf(run->error, sizeof(run->error), "kp_create(\"%s\"): %s", pr->conf,
-			 kp_last_error());
+		snprintf(run->error, sizeof(run->error), "kp_create(\"%s\"): %s", pr->conf, kp_last_error());
 		return -1;
 	}
 	if (pr->critical > 0)
 		run->token = kp_critical_token(run->pool);
 	if (pr->faults[0] && kp_fault_inject(run->pool, pr->faults) != 0) {
-		snprintf(run->error, sizeof(run->error), "kp_fault_inject(\"%s\"): %s", pr->faults,
-			 kp_last_error());
+		snprintf(run->error, sizeof(run->error), "kp_fault_inject(\"%s\"): %s", pr->faults, kp_last_error());
 		return -1;
 	}
 	return 0;

@@ -33,9 +33,9 @@
 #define FZ_HISTORY_BYTES ((size_t)64 << 20)
 #define FZ_HISTORY_HEAD "kpfuzz-history 1\n"
 
-static uint8_t *hist;  /* the mapping, or NULL: keep nothing */
+static uint8_t *hist;	/* the mapping, or NULL: keep nothing */
 static size_t hist_len; /* bytes of records after the head */
-static size_t hist_n;   /* inputs since the pools were made */
+static size_t hist_n;	/* inputs since the pools were made */
 static bool hist_init;
 
 static void history_open(void)

@@ -68,10 +68,10 @@ enum op {
 };
 
 static const char *const op_name[OP__N] = {
-	"alloc",	 "alloc_zero",	  "aligned",	"realloc",  "realloc_zero", "free",
-	"crit_enter",	 "crit_exit",	  "alloc_crit", "usable",   "verify",	    "stats",
-	"flush",	 "daemon_step",	  "give",	"take",	    "stale_free",   "interior_free",
-	"foreign_free", "overflow",	  "uaf_write",	"os_fault", "corrupt",
+	"alloc",	"alloc_zero",  "aligned",    "realloc",	 "realloc_zero", "free",
+	"crit_enter",	"crit_exit",   "alloc_crit", "usable",	 "verify",	 "stats",
+	"flush",	"daemon_step", "give",	     "take",	 "stale_free",	 "interior_free",
+	"foreign_free", "overflow",    "uaf_write",  "os_fault", "corrupt",
 };
 
 /* Operation tables: allocation and free appear more than once, so a random
@@ -79,20 +79,22 @@ static const char *const op_name[OP__N] = {
  * daemon pass may unmap and so refault a segment, a flush walks every bin)
  * once. */
 static const uint8_t ops_api[32] = {
-	OP_ALLOC,      OP_ALLOC,       OP_ALLOC,     OP_ALLOC,	   OP_ALLOC,	  OP_ALLOC_ZERO, OP_ALLOC_ZERO, OP_ALIGNED,
-	OP_ALIGNED,    OP_ALIGNED,     OP_REALLOC,   OP_REALLOC,   OP_REALLOC,	  OP_REALLOC_ZERO, OP_REALLOC_ZERO, OP_FREE,
-	OP_FREE,       OP_FREE,	       OP_FREE,	     OP_FREE,	   OP_FREE,	  OP_CRIT_ENTER, OP_CRIT_ENTER, OP_CRIT_EXIT,
-	OP_CRIT_EXIT,  OP_ALLOC_CRIT,  OP_ALLOC_CRIT, OP_USABLE,   OP_VERIFY,	  OP_STATS,	 OP_FLUSH,	OP_DAEMON};
+	OP_ALLOC,	 OP_ALLOC,	OP_ALLOC,     OP_ALLOC,	    OP_ALLOC,	   OP_ALLOC_ZERO, OP_ALLOC_ZERO,
+	OP_ALIGNED,	 OP_ALIGNED,	OP_ALIGNED,   OP_REALLOC,   OP_REALLOC,	   OP_REALLOC,	  OP_REALLOC_ZERO,
+	OP_REALLOC_ZERO, OP_FREE,	OP_FREE,      OP_FREE,	    OP_FREE,	   OP_FREE,	  OP_FREE,
+	OP_CRIT_ENTER,	 OP_CRIT_ENTER, OP_CRIT_EXIT, OP_CRIT_EXIT, OP_ALLOC_CRIT, OP_ALLOC_CRIT, OP_USABLE,
+	OP_VERIFY,	 OP_STATS,	OP_FLUSH,     OP_DAEMON};
 static const uint8_t ops_faults[32] = {
-	OP_ALLOC,	  OP_ALLOC,	  OP_ALLOC,	OP_ALLOC,     OP_ALIGNED,   OP_ALIGNED,	  OP_REALLOC,	OP_REALLOC,
-	OP_FREE,	  OP_FREE,	  OP_FREE,	OP_FREE,      OP_CRIT_ENTER, OP_CRIT_EXIT, OP_ALLOC_CRIT, OP_USABLE,
-	OP_VERIFY,	  OP_FLUSH,	  OP_DAEMON,	OP_STALE,     OP_STALE,	    OP_INTERIOR_FREE, OP_FOREIGN_FREE, OP_OVERFLOW,
-	OP_OVERFLOW,	  OP_UAF_WRITE,	  OP_UAF_WRITE, OP_OS_FAULT,  OP_OS_FAULT,  OP_CORRUPT,	  OP_CORRUPT,	OP_ALLOC_ZERO};
+	OP_ALLOC,	  OP_ALLOC,	   OP_ALLOC,	OP_ALLOC,     OP_ALIGNED,   OP_ALIGNED,	   OP_REALLOC,
+	OP_REALLOC,	  OP_FREE,	   OP_FREE,	OP_FREE,      OP_FREE,	    OP_CRIT_ENTER, OP_CRIT_EXIT,
+	OP_ALLOC_CRIT,	  OP_USABLE,	   OP_VERIFY,	OP_FLUSH,     OP_DAEMON,    OP_STALE,	   OP_STALE,
+	OP_INTERIOR_FREE, OP_FOREIGN_FREE, OP_OVERFLOW, OP_OVERFLOW,  OP_UAF_WRITE, OP_UAF_WRITE,  OP_OS_FAULT,
+	OP_OS_FAULT,	  OP_CORRUPT,	   OP_CORRUPT,	OP_ALLOC_ZERO};
 static const uint8_t ops_threads[32] = {
-	OP_ALLOC,	OP_ALLOC,     OP_ALLOC,	    OP_ALLOC,	  OP_ALLOC_ZERO, OP_ALIGNED, OP_ALIGNED,    OP_REALLOC,
-	OP_REALLOC,	OP_REALLOC,   OP_FREE,	    OP_FREE,	  OP_FREE,	 OP_FREE,    OP_FREE,	    OP_CRIT_ENTER,
-	OP_CRIT_EXIT,	OP_ALLOC_CRIT, OP_USABLE,   OP_VERIFY,	  OP_FLUSH,	 OP_DAEMON,  OP_GIVE,	    OP_GIVE,
-	OP_GIVE,	OP_GIVE,      OP_TAKE,	    OP_TAKE,	  OP_TAKE,	 OP_TAKE,    OP_ALLOC,	    OP_FREE};
+	OP_ALLOC,     OP_ALLOC,	     OP_ALLOC,	OP_ALLOC,  OP_ALLOC_ZERO, OP_ALIGNED, OP_ALIGNED, OP_REALLOC,
+	OP_REALLOC,   OP_REALLOC,    OP_FREE,	OP_FREE,   OP_FREE,	  OP_FREE,    OP_FREE,	  OP_CRIT_ENTER,
+	OP_CRIT_EXIT, OP_ALLOC_CRIT, OP_USABLE, OP_VERIFY, OP_FLUSH,	  OP_DAEMON,  OP_GIVE,	  OP_GIVE,
+	OP_GIVE,      OP_GIVE,	     OP_TAKE,	OP_TAKE,   OP_TAKE,	  OP_TAKE,    OP_ALLOC,	  OP_FREE};
 
 /* ---- the trace and failures -------------------------------------------------- */
 
@@ -123,8 +125,8 @@ void fz_fail(const char *kind, const char *api, const char *file, int line, cons
 	 * the violation's kind and the API call it applies to, whatever path led there. A
 	 * violation on a layout:outline pool is "outline-<kind>": the same check failing there is
 	 * another bug (outline.c's), and triage files it apart from the inline path's. */
-	fprintf(stderr, "==kpfuzz== VIOLATION %s%s in %s (%s:%d): ", cur_pool && cur_pool->outline ? "outline-" : "", kind, api,
-		file, line);
+	fprintf(stderr, "==kpfuzz== VIOLATION %s%s in %s (%s:%d): ", cur_pool && cur_pool->outline ? "outline-" : "",
+		kind, api, file, line);
 	va_start(ap, fmt);
 	vfprintf(stderr, fmt, ap);
 	va_end(ap);
@@ -231,7 +233,8 @@ static void verify(fz_ctx *c, unsigned i, const char *why)
 	fz_slot *s = &c->slot[i];
 	size_t bad = check_fill(s->p, s->req, s->tag, s->req);
 	if (bad != SIZE_MAX)
-		FZ_FAIL("content-damaged", "live_block", "%s: block %p (slot %u, %zu bytes) lost its contents at offset %zu: %#x, expected %#x", why,
+		FZ_FAIL("content-damaged", "live_block",
+			"%s: block %p (slot %u, %zu bytes) lost its contents at offset %zu: %#x, expected %#x", why,
 			(void *)s->p, i, s->req, bad, (uint8_t)s->p[bad], s->tag);
 }
 
@@ -277,11 +280,11 @@ static size_t edge_size(uint8_t b)
 	 * bits: 439 of their edge bytes are 0xef-0xff). The current classes'
 	 * boundaries are one dictionary token each instead (corpora/<target>/
 	 * dict, checked by tests/test_fuzz_class_edges.py). */
-	static const uint32_t edge_class[47] = {
-		32,    48,    64,    80,    96,    112,   128,   160,   192,   224,   256,   320,
-		384,   448,   512,   640,   768,   896,   1024,  1280,  1536,  1792,  2048,  2560,
-		3072,  3584,  4096,  5120,  6144,  7168,  8192,  10240, 12288, 14336, 16384, 20480,
-		24576, 28672, 32768, 40960, 49152, 57344, 65536, 81920, 98304, 114688, 131072};
+	static const uint32_t edge_class[47] = {32,    48,    64,    80,    96,	   112,	   128,	  160,	 192,	224,
+						256,   320,   384,   448,   512,   640,	   768,	  896,	 1024,	1280,
+						1536,  1792,  2048,  2560,  3072,  3584,   4096,  5120,	 6144,	7168,
+						8192,  10240, 12288, 14336, 16384, 20480,  24576, 28672, 32768, 40960,
+						49152, 57344, 65536, 81920, 98304, 114688, 131072};
 	unsigned i = b & 63;
 	if (i < 47) /* around a class boundary: the largest fit, and either side */
 		return edge_class[i] - KP_HDR - 2 + (b >> 6);
@@ -321,7 +324,7 @@ static size_t read_size(fz_in *r, bool lean)
 	case 12:
 	case 13: return edge_size(fz_u8(r));
 	case 14: return ((size_t)fz_u8(r) + 1) << 12; /* 4 KiB .. 1 MiB */
-	default: /* huge (its own mapping) one time in sixteen: 32 KiB .. 8 MiB */
+	default:				      /* huge (its own mapping) one time in sixteen: 32 KiB .. 8 MiB */
 		return ((size_t)fz_u8(r) + 1) << (b >= 0xf0 ? 15 : 13);
 	}
 }
@@ -353,7 +356,8 @@ static size_t check_new(fz_ctx *c, unsigned i, char *p, size_t req, size_t align
 		FZ_FAIL("misaligned", what, "%s(%zu, align %zu) returned %p: misaligned", what, req, align, (void *)p);
 	size_t us = kp_usable_size(c->pool, p);
 	if (us < req)
-		FZ_FAIL("usable-short", what, "%s(%zu) returned %p with usable size %zu < request", what, req, (void *)p, us);
+		FZ_FAIL("usable-short", what, "%s(%zu) returned %p with usable size %zu < request", what, req,
+			(void *)p, us);
 	uintptr_t lo = (uintptr_t)p, hi = lo + (req ? req : 1);
 	for (unsigned j = 0; j < FZ_SLOTS; j++) {
 		fz_slot *o = &c->slot[j];
@@ -361,7 +365,8 @@ static size_t check_new(fz_ctx *c, unsigned i, char *p, size_t req, size_t align
 			continue;
 		uintptr_t olo = (uintptr_t)o->p, ohi = olo + (o->req ? o->req : 1);
 		if (lo < ohi && olo < hi)
-			FZ_FAIL("overlap", what, "%s(%zu) returned %p..%p, overlapping the live block %p..%p of slot %u", what, req,
+			FZ_FAIL("overlap", what,
+				"%s(%zu) returned %p..%p, overlapping the live block %p..%p of slot %u", what, req,
 				(void *)lo, (void *)hi, (void *)olo, (void *)ohi, j);
 	}
 	return us;
@@ -383,7 +388,8 @@ static void slot_free(fz_ctx *c, unsigned i)
 	bool huge = !s->backup && seg && seg->kind == KP_SEG_HUGE;
 	int rc = kp_free(c->pool, s->p);
 	if (rc != 0)
-		FZ_FAIL("refused", "kp_free", "kp_free(%p) of a live block (slot %u, %zu bytes) returned %d", (void *)s->p, i, s->req, rc);
+		FZ_FAIL("refused", "kp_free", "kp_free(%p) of a live block (slot %u, %zu bytes) returned %d",
+			(void *)s->p, i, s->req, rc);
 	c->last_freed = s->p;
 	c->last_freed_req = s->req;
 	c->last_freed_backup = s->backup || huge; /* gone from the primary's spans */
@@ -409,19 +415,22 @@ static void do_alloc(fz_ctx *c, unsigned i, size_t size, size_t align, unsigned 
 		if (aligned && !align_ok)
 			return;
 		if (must_succeed(c, size) && !(flags & KP_CRITICAL))
-			FZ_FAIL("refused", aligned ? "kp_alloc_aligned" : "kp_alloc", "kp_alloc%s(%zu, align %zu) returned NULL in a roomy pool: %s", aligned ? "_aligned" : "",
-				size, align, kp_last_error());
+			FZ_FAIL("refused", aligned ? "kp_alloc_aligned" : "kp_alloc",
+				"kp_alloc%s(%zu, align %zu) returned NULL in a roomy pool: %s",
+				aligned ? "_aligned" : "", size, align, kp_last_error());
 		return;
 	}
 	if (aligned && !align_ok)
-		FZ_FAIL("impossible-served", "kp_alloc_aligned", "kp_alloc_aligned(%zu, align %zu) accepted an impossible alignment", size, align);
+		FZ_FAIL("impossible-served", "kp_alloc_aligned",
+			"kp_alloc_aligned(%zu, align %zu) accepted an impossible alignment", size, align);
 	if (size > KP_REQ_MAX)
 		FZ_FAIL("impossible-served", api, "%s(%zu) served an impossible size at %p", api, size, (void *)p);
 	size_t us = check_new(c, i, p, size, align < KP_HDR ? KP_HDR : align, api);
 	if ((flags & KP_ZERO) && check_fill(p, size, 0, size) != SIZE_MAX)
 		FZ_FAIL("not-zeroed", api, "%s(%zu, KP_ZERO) returned %p with a non-zero byte", api, size, (void *)p);
 	if ((flags & KP_CRITICAL) && c->depth == 0 && kp__backup_owns(&c->pool->backup, p))
-		FZ_FAIL("backup-outside-scope", api, "%s(%zu, KP_CRITICAL) outside a critical scope was served by the backup: %p", api, size,
+		FZ_FAIL("backup-outside-scope", api,
+			"%s(%zu, KP_CRITICAL) outside a critical scope was served by the backup: %p", api, size,
 			(void *)p);
 	slot_set(c, i, p, size, us, align < KP_HDR ? KP_HDR : align);
 	c->last_freed = NULL; /* the block freed just before may be this one */
@@ -452,13 +461,14 @@ static void do_realloc(fz_ctx *c, unsigned i, size_t size, unsigned flags)
 			return;
 		}
 		if (must_succeed(c, size))
-			FZ_FAIL("refused", "kp_realloc", "kp_realloc(%p, %zu) returned NULL in a roomy pool: %s", (void *)old.p, size,
-				kp_last_error());
+			FZ_FAIL("refused", "kp_realloc", "kp_realloc(%p, %zu) returned NULL in a roomy pool: %s",
+				(void *)old.p, size, kp_last_error());
 		verify(c, i, "after a failed realloc"); /* untouched */
 		return;
 	}
 	if (size > KP_REQ_MAX)
-		FZ_FAIL("impossible-served", "kp_realloc", "kp_realloc(%zu) served an impossible size at %p", size, (void *)p);
+		FZ_FAIL("impossible-served", "kp_realloc", "kp_realloc(%zu) served an impossible size at %p", size,
+			(void *)p);
 	s->live = false; /* the old block is gone: no overlap with it */
 	size_t us = check_new(c, i, p, size, KP_HDR, "kp_realloc");
 	size_t bad = check_fill(p, old.req, old.tag, size);
@@ -468,14 +478,16 @@ static void do_realloc(fz_ctx *c, unsigned i, size_t size, unsigned flags)
 		 * layout's own code kept or lost it. fz_fail does not return. */
 		if (p != old.p)
 			cur_pool = NULL;
-		FZ_FAIL("content-lost", "kp_realloc", "kp_realloc(%p -> %p, %zu -> %zu) lost the contents at offset %zu", (void *)old.p, (void *)p,
+		FZ_FAIL("content-lost", "kp_realloc",
+			"kp_realloc(%p -> %p, %zu -> %zu) lost the contents at offset %zu", (void *)old.p, (void *)p,
 			old.req, size, bad);
 	}
 	/* The grown part is what lies past the old usable size. */
 	if ((flags & KP_ZERO) && size > old.usable) {
 		size_t n = size - old.usable < FZ_HEAD ? size - old.usable : FZ_HEAD;
 		if (!all_eq(p + old.usable, n, 0))
-			FZ_FAIL("not-zeroed", "kp_realloc", "kp_realloc(%p, usable %zu -> %zu, KP_ZERO) left a non-zero byte in the grown part",
+			FZ_FAIL("not-zeroed", "kp_realloc",
+				"kp_realloc(%p, usable %zu -> %zu, KP_ZERO) left a non-zero byte in the grown part",
 				(void *)p, old.usable, size);
 	}
 	slot_set(c, i, p, size, us, KP_HDR);
@@ -504,13 +516,15 @@ static void check_stats(fz_ctx *c)
 	uint64_t bk_in_use = atomic_load(&c->pool->backup.in_use);
 	/* outline.c does not count its allocations and frees in kp_stats (yet): only the backup's are checked */
 	if (!c->fp->outline && st.allocs - st.frees != live)
-		FZ_FAIL("stats-mismatch", "kp_stats", "stats: primary allocs %llu - frees %llu != %llu live blocks", (unsigned long long)st.allocs,
-			(unsigned long long)st.frees, (unsigned long long)live);
+		FZ_FAIL("stats-mismatch", "kp_stats", "stats: primary allocs %llu - frees %llu != %llu live blocks",
+			(unsigned long long)st.allocs, (unsigned long long)st.frees, (unsigned long long)live);
 	if (!c->fp->outline && (st.in_use < req || (live == 0 && st.in_use != 0)))
-		FZ_FAIL("stats-mismatch", "kp_stats", "stats: primary in_use_bytes %llu for %llu live blocks of %llu bytes",
+		FZ_FAIL("stats-mismatch", "kp_stats",
+			"stats: primary in_use_bytes %llu for %llu live blocks of %llu bytes",
 			(unsigned long long)st.in_use, (unsigned long long)live, (unsigned long long)req);
 	if (bk_in_use != bk_bytes)
-		FZ_FAIL("stats-mismatch", "kp_stats", "stats: backup in_use_bytes %llu != %llu bytes of live backup blocks",
+		FZ_FAIL("stats-mismatch", "kp_stats",
+			"stats: backup in_use_bytes %llu != %llu bytes of live backup blocks",
 			(unsigned long long)bk_in_use, (unsigned long long)bk_bytes);
 }
 
@@ -536,7 +550,8 @@ static void check_json(fz_ctx *c, size_t len)
 	if (len) {
 		size_t end = (size_t)n < len ? (size_t)n : len - 1;
 		if (js[end] != 0 || memchr(js, 0, end) || (end + 1 < sizeof js && js[end + 1] != 'x'))
-			FZ_FAIL("stats-mismatch", "kp_stats_json", "kp_stats_json(len %zu) = %d: not terminated at %zu, or wrote past it", len, n, end);
+			FZ_FAIL("stats-mismatch", "kp_stats_json",
+				"kp_stats_json(len %zu) = %d: not terminated at %zu, or wrote past it", len, n, end);
 	}
 	if (len <= (size_t)n)
 		return;
@@ -569,17 +584,19 @@ static void op_stale(fz_ctx *c)
 		return;
 	size_t us = kp_usable_size(c->pool, p);
 	if (us)
-		FZ_FAIL("stale-usable", "kp_usable_size", "kp_usable_size(%p) of a freed block returned %zu", (void *)p, us);
+		FZ_FAIL("stale-usable", "kp_usable_size", "kp_usable_size(%p) of a freed block returned %zu", (void *)p,
+			us);
 	int rc = kp_free(c->pool, p);
 	fz_note(OP_STALE, 0, (uintptr_t)p, (uint64_t)(int64_t)rc);
 	if (rc != KP_EDOUBLEFREE && rc != KP_ENOTOURS)
-		FZ_FAIL("wrong-error", "kp_free", "double free of %p (%zu bytes) returned %d, not KP_EDOUBLEFREE", (void *)p, c->last_freed_req,
-			rc);
+		FZ_FAIL("wrong-error", "kp_free", "double free of %p (%zu bytes) returned %d, not KP_EDOUBLEFREE",
+			(void *)p, c->last_freed_req, rc);
 	/* Known: a freed aligned block's redirect header can lie in the enclosing
 	 * block's link word, so its double free reads as a foreign pointer. */
 	if (rc == KP_ENOTOURS && !c->last_freed_backup && !c->last_freed_aligned &&
 	    c->last_freed_req + KP_HDR + 1 <= KP_LARGE_MAX)
-		FZ_FAIL("wrong-error", "kp_free", "double free of %p (%zu bytes, still mapped) returned KP_ENOTOURS, not KP_EDOUBLEFREE",
+		FZ_FAIL("wrong-error", "kp_free",
+			"double free of %p (%zu bytes, still mapped) returned KP_ENOTOURS, not KP_EDOUBLEFREE",
 			(void *)p, c->last_freed_req);
 }
 
@@ -592,7 +609,8 @@ static void op_interior(fz_ctx *c, unsigned i, uint8_t b)
 	int rc = kp_free(c->pool, s->p + off);
 	fz_note(OP_INTERIOR_FREE, i, (uintptr_t)s->p + off, (uint64_t)(int64_t)rc);
 	if (rc >= 0)
-		FZ_FAIL("wrong-error", "kp_free", "kp_free(%p) of an interior pointer (%zu bytes into slot %u) returned %d", (void *)(s->p + off),
+		FZ_FAIL("wrong-error", "kp_free",
+			"kp_free(%p) of an interior pointer (%zu bytes into slot %u) returned %d", (void *)(s->p + off),
 			off, i, rc);
 	verify(c, i, "after an interior free");
 }
@@ -608,7 +626,8 @@ static void op_foreign(fz_ctx *c, uint8_t b)
 	fz_note(OP_FOREIGN_FREE, 0, (uintptr_t)p, (uint64_t)(int64_t)rc);
 	free(heap);
 	if (rc != KP_ENOTOURS)
-		FZ_FAIL("wrong-error", "kp_free", "kp_free(%p) of a foreign pointer returned %d, not KP_ENOTOURS", (void *)p, rc);
+		FZ_FAIL("wrong-error", "kp_free", "kp_free(%p) of a foreign pointer returned %d, not KP_ENOTOURS",
+			(void *)p, rc);
 }
 
 /* Write one byte past the request of a plain primary block, or past the
@@ -626,7 +645,8 @@ static void op_overflow(fz_ctx *c, unsigned i)
 	int rc = kp_free(c->pool, s->p);
 	fz_note(OP_OVERFLOW, i, (uintptr_t)s->p, (uint64_t)(int64_t)rc);
 	if (rc != KP_EOVERFLOW)
-		FZ_FAIL("wrong-error", "kp_free", "kp_free(%p) after a write one byte past its %zu %s bytes returned %d, not KP_EOVERFLOW",
+		FZ_FAIL("wrong-error", "kp_free",
+			"kp_free(%p) after a write one byte past its %zu %s bytes returned %d, not KP_EOVERFLOW",
 			(void *)s->p, s->backup ? s->usable : s->req, s->backup ? "usable backup" : "requested", rc);
 	s->live = false;
 	if (s->backup) {
@@ -671,7 +691,8 @@ static void op_os_fault(fz_ctx *c, fz_in *r)
 	int rc = kp_fault_inject(c->pool, spec);
 	fz_note(OP_OS_FAULT, 0, k, m);
 	if (rc != 0)
-		FZ_FAIL("refused", "kp_fault_inject", "kp_fault_inject('%s') refused a valid spec: %s", spec, kp_last_error());
+		FZ_FAIL("refused", "kp_fault_inject", "kp_fault_inject('%s') refused a valid spec: %s", spec,
+			kp_last_error());
 }
 
 static void op_corrupt(fz_ctx *c, uint8_t b)
@@ -747,7 +768,9 @@ static void step(fz_ctx *c, fz_in *r)
 	switch (op) {
 	case OP_ALLOC: do_alloc(c, i, read_size(r, c->mode & FZ_STRICT), KP_HDR, 0, false); break;
 	case OP_ALLOC_ZERO: do_alloc(c, i, read_size(r, c->mode & FZ_STRICT), KP_HDR, KP_ZERO, false); break;
-	case OP_ALLOC_CRIT: do_alloc(c, i, read_size(r, c->mode & FZ_STRICT), KP_HDR, KP_CRITICAL | (fz_u8(r) & KP_ZERO), false); break;
+	case OP_ALLOC_CRIT:
+		do_alloc(c, i, read_size(r, c->mode & FZ_STRICT), KP_HDR, KP_CRITICAL | (fz_u8(r) & KP_ZERO), false);
+		break;
 	case OP_ALIGNED: {
 		uint8_t a = fz_u8(r);
 		size_t align = a < 240 ? (size_t)1 << (a % 14) : (size_t)(a - 240) * 24; /* some impossible ones */
@@ -765,7 +788,8 @@ static void step(fz_ctx *c, fz_in *r)
 	case OP_CRIT_ENTER:
 		fz_note(op, 0, (uint64_t)c->depth, 0);
 		if (kp_critical_enter(c->pool, c->fp->token) != 0)
-			FZ_FAIL("refused", "kp_critical_enter", "kp_critical_enter refused the pool's token: %s", kp_last_error());
+			FZ_FAIL("refused", "kp_critical_enter", "kp_critical_enter refused the pool's token: %s",
+				kp_last_error());
 		c->depth++;
 		break;
 	case OP_CRIT_EXIT:
@@ -778,7 +802,8 @@ static void step(fz_ctx *c, fz_in *r)
 			size_t us = kp_usable_size(c->pool, s->p);
 			fz_note(op, i, (uintptr_t)s->p, us);
 			if (us < s->req)
-				FZ_FAIL("usable-short", "kp_usable_size", "kp_usable_size(%p) = %zu < %zu asked for", (void *)s->p, us, s->req);
+				FZ_FAIL("usable-short", "kp_usable_size", "kp_usable_size(%p) = %zu < %zu asked for",
+					(void *)s->p, us, s->req);
 		}
 		break;
 	case OP_VERIFY:
@@ -854,15 +879,19 @@ void fz_drain(fz_ctx *c)
 			/* Every event names a real kind, says something, and comes
 			 * after the one before it. */
 			if (ev[k].kind == KP_EV_NONE || ev[k].kind >= KP_EV__COUNT ||
-			    !strcmp(kp_event_name(ev[k].kind), "unknown") || !ev[k].text[0] || (!first && ev[k].seq <= last))
-				FZ_FAIL("malformed-event", "kp_events_drain", "event #%llu (after #%llu) of kind %u is malformed: '%s'", (unsigned long long)ev[k].seq,
-					(unsigned long long)last, ev[k].kind, ev[k].text);
+			    !strcmp(kp_event_name(ev[k].kind), "unknown") || !ev[k].text[0] ||
+			    (!first && ev[k].seq <= last))
+				FZ_FAIL("malformed-event", "kp_events_drain",
+					"event #%llu (after #%llu) of kind %u is malformed: '%s'",
+					(unsigned long long)ev[k].seq, (unsigned long long)last, ev[k].kind,
+					ev[k].text);
 			first = false;
 			last = ev[k].seq;
 			if ((c->mode & FZ_STRICT) && integrity_kind(ev[k].kind)) {
 				char kind[48];
 				snprintf(kind, sizeof kind, "integrity-%s", kp_event_name(ev[k].kind));
-				FZ_FAIL(kind, "kp_events_drain", "integrity event '%s' from correct use: %s", kp_event_name(ev[k].kind), ev[k].text);
+				FZ_FAIL(kind, "kp_events_drain", "integrity event '%s' from correct use: %s",
+					kp_event_name(ev[k].kind), ev[k].text);
 			}
 		}
 		if (n < 64)

@@ -29,8 +29,8 @@ uint16_t fz_u16(fz_in *r);
  * libkpool call it applies to (kp_alloc, kp_realloc, ...): triage signs a
  * crash with both, so one bug reached by two paths of the interpreter has one
  * signature, and two bugs the same abort path reaches have two. */
-__attribute__((noreturn, format(printf, 5, 6))) void fz_fail(const char *kind, const char *api, const char *file, int line,
-							     const char *fmt, ...);
+__attribute__((noreturn, format(printf, 5, 6))) void fz_fail(const char *kind, const char *api, const char *file,
+							     int line, const char *fmt, ...);
 #define FZ_FAIL(kind, api, ...) fz_fail((kind), (api), __FILE__, __LINE__, __VA_ARGS__)
 
 /* ---- pools ---------------------------------------------------------------- */
@@ -62,18 +62,18 @@ void fz_pool_reset(fz_pool *fp);
 
 typedef struct fz_slot {
 	char *p;
-	size_t req;   /* bytes asked for (and filled) */
+	size_t req;    /* bytes asked for (and filled) */
 	size_t usable; /* kp_usable_size when it was made: the caller may use all of it */
-	size_t align; /* alignment asked for (16 for kp_alloc) */
-	uint8_t tag;  /* the fill byte */
+	size_t align;  /* alignment asked for (16 for kp_alloc) */
+	uint8_t tag;   /* the fill byte */
 	bool live, backup;
 } fz_slot;
 
 /* What an interpreter may do, beyond the plain API. */
 enum {
-	FZ_MISUSE = 1,  /* double free, interior/foreign free, overflow, write after free */
-	FZ_FAULTS = 2,  /* OS fault injection and corrupt@ damage */
-	FZ_STRICT = 4,  /* no integrity event and no quarantine may happen; stats balance */
+	FZ_MISUSE = 1,	/* double free, interior/foreign free, overflow, write after free */
+	FZ_FAULTS = 2,	/* OS fault injection and corrupt@ damage */
+	FZ_STRICT = 4,	/* no integrity event and no quarantine may happen; stats balance */
 	FZ_HANDOFF = 8, /* blocks may move between two interpreters (threads) */
 };
 
@@ -82,15 +82,15 @@ typedef struct fz_ctx {
 	kp_pool *pool;
 	unsigned mode;
 	fz_slot slot[FZ_SLOTS];
-	int depth;       /* open critical scopes */
+	int depth; /* open critical scopes */
 	uint8_t next_tag;
 	/* The block freed by the previous operation (misuse targets), or NULL. */
 	char *last_freed;
 	size_t last_freed_req;
 	bool last_freed_backup;
 	bool last_freed_aligned; /* a redirect header may be overwritten by the link */
-	bool damaged;    /* corruption injected: the pool is remade after the input */
-	bool stats_seen; /* a stats operation ran: check the balance at the end */
+	bool damaged;		 /* corruption injected: the pool is remade after the input */
+	bool stats_seen;	 /* a stats operation ran: check the balance at the end */
 	/* FZ_HANDOFF: a one-block mailbox shared with the other interpreter;
 	 * a record (malloc'd) moves through it by atomic exchange. */
 	_Atomic(fz_slot *) *mailbox;

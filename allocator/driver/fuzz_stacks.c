@@ -63,8 +63,8 @@ static bool installed;
 static struct sigaction chained; /* the SIGALRM handler ours replaced */
 static uint64_t timeout_ms;
 static _Atomic uint64_t input_start_ms; /* 0: no input running */
-static atomic_bool dumped;              /* this input's stacks were printed */
-static _Atomic int answered;            /* the tid of the last thread that printed its stack */
+static atomic_bool dumped;		/* this input's stacks were printed */
+static _Atomic int answered;		/* the tid of the last thread that printed its stack */
 
 static const char *const state_text[] = {
 	[FZ_IDLE] = "idle",

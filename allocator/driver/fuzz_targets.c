@@ -29,10 +29,14 @@
  * step unmaps and the next input maps again), the smallest thread cache (the per-input flush returns a few
  * blocks, not batches of 128), and no pre-faulting and no transparent huge pages: an input touches a few
  * bytes of each block, and a 2 MiB page would be zeroed whole on the first. */
-#define FZ_BASE "daemon:off,step_clock:on,prefault:off,thp:off,primary_initial:4m,primary_max:64m,backup:1m,decay_ms:400,tcache_bytes:0"
+#define FZ_BASE                                                                                                    \
+	"daemon:off,step_clock:on,prefault:off,thp:off,primary_initial:4m,primary_max:64m,backup:1m,decay_ms:400," \
+	"tcache_bytes:0"
 /* The tight pool: two segments at most, the backup taking critical traffic
  * from half of them. */
-#define FZ_TIGHT "daemon:off,step_clock:on,prefault:off,thp:off,tcache_bytes:0,primary_initial:4m,primary_max:8m,backup:1m,critical_wm:50,recover_wm:25,low_wm:0,high_wm:0,decay_ms:10"
+#define FZ_TIGHT                                                                                                    \
+	"daemon:off,step_clock:on,prefault:off,thp:off,tcache_bytes:0,primary_initial:4m,primary_max:8m,backup:1m," \
+	"critical_wm:50,recover_wm:25,low_wm:0,high_wm:0,decay_ms:10"
 
 static fz_pool api_pools[] = {
 	{.conf = FZ_BASE ",seed:11,low_wm:0,high_wm:0"},
@@ -74,7 +78,8 @@ static fz_pool *pick_pool(fz_pool *pools, size_t npools, uint8_t b)
 		if ((strstr(pools[i].conf, "layout:outline") != NULL) == (layout == 2))
 			idx[n++] = i;
 	if (n == 0)
-		FZ_FAIL("harness", "getenv", "KPOOL_FUZZ_LAYOUT='%s': no pool of this target has that layout", getenv("KPOOL_FUZZ_LAYOUT"));
+		FZ_FAIL("harness", "getenv", "KPOOL_FUZZ_LAYOUT='%s': no pool of this target has that layout",
+			getenv("KPOOL_FUZZ_LAYOUT"));
 	return &pools[idx[b % n]];
 }
 
@@ -275,7 +280,8 @@ static void check_option_table(void)
 			FZ_FAIL("conf-contract", "kp_options", "option %zu of kp_options is not documented", i);
 		snprintf(one, sizeof one, "%s:%s", opt[i].name, opt[i].deflt);
 		if (kp__conf_load(&c, one) < 0)
-			FZ_FAIL("conf-contract", "kp_options", "the documented default '%s' is refused: %s", one, kp_last_error());
+			FZ_FAIL("conf-contract", "kp_options", "the documented default '%s' is refused: %s", one,
+				kp_last_error());
 	}
 }
 
@@ -289,7 +295,8 @@ static void conf_one(const uint8_t *data, size_t len)
 		kp_pool *pool = fz_pool_get(&conf_pool);
 		int rc = kp_fault_inject(pool, s);
 		if (rc != 0 && (rc != KP_EINVAL || !kp_last_error()[0]))
-			FZ_FAIL("conf-contract", "kp_fault_inject", "kp_fault_inject('%s') returned %d with error '%s'", s, rc, kp_last_error());
+			FZ_FAIL("conf-contract", "kp_fault_inject", "kp_fault_inject('%s') returned %d with error '%s'",
+				s, rc, kp_last_error());
 		kp_fault_inject(pool, "all@off");
 		return;
 	}
@@ -297,11 +304,13 @@ static void conf_one(const uint8_t *data, size_t len)
 	errno = 0;
 	if (kp__conf_load(&c, s) < 0) {
 		if (errno != EINVAL || !kp_last_error()[0])
-			FZ_FAIL("conf-contract", "kp__conf_load", "conf '%s' refused with errno %d and error '%s'", s, errno, kp_last_error());
+			FZ_FAIL("conf-contract", "kp__conf_load", "conf '%s' refused with errno %d and error '%s'", s,
+				errno, kp_last_error());
 		return;
 	}
 	if (kp_last_error()[0])
-		FZ_FAIL("conf-contract", "kp__conf_load", "conf '%s' accepted but kp_last_error is '%s'", s, kp_last_error());
+		FZ_FAIL("conf-contract", "kp__conf_load", "conf '%s' accepted but kp_last_error is '%s'", s,
+			kp_last_error());
 	if (data[0] & 4)
 		check_option_table();
 	if (c.primary_initial > c.primary_max || c.recover_wm > c.critical_wm || c.low_wm > c.high_wm ||
@@ -322,14 +331,16 @@ static void conf_one(const uint8_t *data, size_t len)
 	kp_pool *pool = kp_create(s);
 	if (!pool) {
 		if ((errno != EINVAL && errno != ENOMEM) || !kp_last_error()[0])
-			FZ_FAIL("conf-contract", "kp_create", "kp_create('%s') failed with errno %d and error '%s'", s, errno, kp_last_error());
+			FZ_FAIL("conf-contract", "kp_create", "kp_create('%s') failed with errno %d and error '%s'", s,
+				errno, kp_last_error());
 		return;
 	}
 	void *p = kp_alloc(pool, 100, 0);
 	if (p) {
 		memset(p, 1, 100);
 		if (kp_free(pool, p) != 0)
-			FZ_FAIL("refused", "kp_free", "kp_free in a pool made with '%s' failed: %s", s, kp_last_error());
+			FZ_FAIL("refused", "kp_free", "kp_free in a pool made with '%s' failed: %s", s,
+				kp_last_error());
 	}
 	kp_destroy(pool);
 }

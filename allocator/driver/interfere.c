@@ -93,8 +93,7 @@ static void call_once(struct worker *w, struct region *r)
 			err(sh);
 		break;
 	case KPD_IF_MPROTECT:
-		if (mprotect(r->p, f->size, PROT_READ) != 0 ||
-		    mprotect(r->p, f->size, PROT_READ | PROT_WRITE) != 0)
+		if (mprotect(r->p, f->size, PROT_READ) != 0 || mprotect(r->p, f->size, PROT_READ | PROT_WRITE) != 0)
 			err(sh);
 		break;
 	case KPD_IF_BRK:
@@ -128,14 +127,9 @@ static void call_once(struct worker *w, struct region *r)
 				;
 		break;
 	}
-	case KPD_IF_GETPID:
-		syscall(SYS_getpid);
-		break;
-	case KPD_IF_YIELD:
-		sched_yield();
-		break;
-	case KPD_IF__COUNT:
-		break;
+	case KPD_IF_GETPID: syscall(SYS_getpid); break;
+	case KPD_IF_YIELD: sched_yield(); break;
+	case KPD_IF__COUNT: break;
 	}
 }
 
@@ -218,8 +212,7 @@ static int ensure(struct kpd_run *run)
 	run->intf = calloc(1, sizeof(*run->intf));
 	if (!run->intf)
 		return -1;
-	void *p = mmap(NULL, sizeof(struct shared), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
-		       -1, 0);
+	void *p = mmap(NULL, sizeof(struct shared), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	if (p == MAP_FAILED) {
 		free(run->intf);
 		run->intf = NULL;
@@ -273,8 +266,7 @@ int kpd_interfere_start_threads(struct kpd_run *run)
 			int rc = pthread_create(&in->th[in->nth], NULL, thread_main, w);
 			if (rc) {
 				free(w);
-				snprintf(run->error, sizeof(run->error), "interference thread: %s",
-					 strerror(rc));
+				snprintf(run->error, sizeof(run->error), "interference thread: %s", strerror(rc));
 				return -1;
 			}
 			in->nth++;

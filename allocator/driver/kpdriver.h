@@ -33,12 +33,12 @@
 
 /* ---- limits ----------------------------------------------------------------- */
 
-#define KPD_MAX_THREADS 64   /* far above the cores of the machines we run on */
-#define KPD_MAX_INTERF 16    /* interference entries per program */
-#define KPD_MAX_LIST 32      /* entries of a weighted size list */
-#define KPD_CONF_LEN 1024    /* kpool conf and fault spec strings */
+#define KPD_MAX_THREADS 64 /* far above the cores of the machines we run on */
+#define KPD_MAX_INTERF 16  /* interference entries per program */
+#define KPD_MAX_LIST 32	   /* entries of a weighted size list */
+#define KPD_CONF_LEN 1024  /* kpool conf and fault spec strings */
 #define KPD_MAX_OUTLIERS 1024
-#define KPD_MAX_DAMAGE 16    /* damaged blocks described in detail */
+#define KPD_MAX_DAMAGE 16 /* damaged blocks described in detail */
 
 /* ---- clock ------------------------------------------------------------------ */
 
@@ -133,8 +133,7 @@ static inline unsigned kpd_hist_index(uint64_t v)
 	unsigned e = 63u - (unsigned)__builtin_clzll(v);
 	if (e > KPD_H_MAX_EXP)
 		return KPD_H_BUCKETS - 1;
-	return KPD_H_SUB + (e - KPD_H_SUB_BITS) * KPD_H_SUB +
-	       (unsigned)((v >> (e - KPD_H_SUB_BITS)) & (KPD_H_SUB - 1));
+	return KPD_H_SUB + (e - KPD_H_SUB_BITS) * KPD_H_SUB + (unsigned)((v >> (e - KPD_H_SUB_BITS)) & (KPD_H_SUB - 1));
 }
 
 /* The hot path keeps buckets, sum and max only; kpd_hist_seal() derives
@@ -147,7 +146,7 @@ static inline void kpd_hist_add(struct kpd_hist *h, uint64_t v)
 		h->max = v;
 }
 
-struct kpd_hist *kpd_hist_new(void); /* empty; NULL on out of memory */
+struct kpd_hist *kpd_hist_new(void);	/* empty; NULL on out of memory */
 void kpd_hist_seal(struct kpd_hist *h); /* count and min from the buckets */
 void kpd_hist_merge(struct kpd_hist *into, const struct kpd_hist *from);
 uint64_t kpd_hist_bucket_low(unsigned i);
@@ -160,14 +159,14 @@ uint64_t kpd_clock_cost_ns(void);
 
 /* Operation kinds of the mix. */
 enum kpd_op {
-	KPD_OP_ALLOC,   /* allocate into the working set (free a victim when full) */
-	KPD_OP_FREE,    /* free a random live block */
+	KPD_OP_ALLOC,	/* allocate into the working set (free a victim when full) */
+	KPD_OP_FREE,	/* free a random live block */
 	KPD_OP_REALLOC, /* resize a random live block */
-	KPD_OP_CALLOC,  /* zeroed allocation (KP_ZERO / calloc), checked for zeros */
+	KPD_OP_CALLOC,	/* zeroed allocation (KP_ZERO / calloc), checked for zeros */
 	KPD_OP_ALIGNED, /* aligned allocation (kp_alloc_aligned / posix_memalign) */
-	KPD_OP_XFREE,   /* hand a block to the next thread, which frees it */
-	KPD_OP_TOUCH,   /* rewrite the pattern of a random live block */
-	KPD_OP_VERIFY,  /* check the pattern of a random live block */
+	KPD_OP_XFREE,	/* hand a block to the next thread, which frees it */
+	KPD_OP_TOUCH,	/* rewrite the pattern of a random live block */
+	KPD_OP_VERIFY,	/* check the pattern of a random live block */
 	KPD_OP__COUNT
 };
 
@@ -192,23 +191,23 @@ enum kpd_dist_kind { KPD_D_FIXED, KPD_D_UNIFORM, KPD_D_LOGUNIFORM, KPD_D_LOGNORM
 
 struct kpd_dist {
 	enum kpd_dist_kind kind;
-	uint64_t lo, hi;   /* fixed: lo; uniform/loguniform: [lo, hi]; lognormal: clamp */
+	uint64_t lo, hi;      /* fixed: lo; uniform/loguniform: [lo, hi]; lognormal: clamp */
 	double median, sigma; /* lognormal: exp(N(ln median, sigma)) */
-	unsigned n;           /* list */
+	unsigned n;	      /* list */
 	uint64_t v[KPD_MAX_LIST];
 	double w[KPD_MAX_LIST]; /* cumulative weights, normalised to 1 */
 };
 
 enum kpd_if_kind {
-	KPD_IF_MMAP,     /* mmap + touch one page + munmap */
-	KPD_IF_MADVISE,  /* touch a region, madvise(DONTNEED) it */
-	KPD_IF_FAULTS,   /* fault storm: touch every page of a fresh mapping */
+	KPD_IF_MMAP,	 /* mmap + touch one page + munmap */
+	KPD_IF_MADVISE,	 /* touch a region, madvise(DONTNEED) it */
+	KPD_IF_FAULTS,	 /* fault storm: touch every page of a fresh mapping */
 	KPD_IF_MPROTECT, /* flip a region between read-only and read-write */
-	KPD_IF_BRK,      /* brk: grow/shrink in a process, set-to-same in a thread */
-	KPD_IF_FSYNC,    /* write a page to a temporary file and fsync it */
-	KPD_IF_FORK,     /* fork a child that exits at once, and reap it */
-	KPD_IF_GETPID,   /* cheap system call */
-	KPD_IF_YIELD,    /* sched_yield */
+	KPD_IF_BRK,	 /* brk: grow/shrink in a process, set-to-same in a thread */
+	KPD_IF_FSYNC,	 /* write a page to a temporary file and fsync it */
+	KPD_IF_FORK,	 /* fork a child that exits at once, and reap it */
+	KPD_IF_GETPID,	 /* cheap system call */
+	KPD_IF_YIELD,	 /* sched_yield */
 	KPD_IF__COUNT
 };
 
@@ -216,43 +215,43 @@ extern const char *const kpd_if_names[KPD_IF__COUNT];
 
 struct kpd_interf {
 	enum kpd_if_kind kind;
-	double rate;      /* calls per second per thread/process; 0 = flat out */
-	uint64_t size;    /* region size where it matters */
+	double rate;	  /* calls per second per thread/process; 0 = flat out */
+	uint64_t size;	  /* region size where it matters */
 	unsigned threads; /* how many threads (or processes) */
-	bool process;     /* sibling processes instead of threads */
+	bool process;	  /* sibling processes instead of threads */
 };
 
 enum kpd_verify { KPD_VERIFY_FULL, KPD_VERIFY_ENDS, KPD_VERIFY_NONE };
 
 struct kpd_program {
 	char name[128];
-	bool use_kpool;            /* false: the process's malloc */
+	bool use_kpool;		   /* false: the process's malloc */
 	char conf[KPD_CONF_LEN];   /* kp_create conf */
 	char faults[KPD_CONF_LEN]; /* kp_fault_inject spec, applied after create */
 	double weight[KPD_OP__COUNT];
 	struct kpd_dist size, realloc_size;
-	uint64_t align;        /* for aligned ops */
-	uint64_t working_set;  /* live blocks per thread, at most */
-	uint64_t ops;          /* operations per thread (0: use duration) */
-	uint64_t duration_ms;  /* run time when ops is 0 */
+	uint64_t align;	      /* for aligned ops */
+	uint64_t working_set; /* live blocks per thread, at most */
+	uint64_t ops;	      /* operations per thread (0: use duration) */
+	uint64_t duration_ms; /* run time when ops is 0 */
 	uint64_t seed;
-	double critical;       /* share of allocations made as critical */
+	double critical; /* share of allocations made as critical */
 	unsigned threads;
-	unsigned sample;       /* time 1 op in `sample` (1: every op) */
-	unsigned outliers;     /* K slowest kept */
+	unsigned sample;   /* time 1 op in `sample` (1: every op) */
+	unsigned outliers; /* K slowest kept */
 	enum kpd_verify verify;
-	double rate;           /* ops per second per thread; 0 = flat out */
+	double rate; /* ops per second per thread; 0 = flat out */
 	struct kpd_interf interf[KPD_MAX_INTERF];
 	unsigned ninterf;
-	unsigned timeline_ms;  /* stats sample period */
-	bool timer_tsc;        /* time ops with the TSC instead of clock_gettime */
-	bool timer_auto;       /* ... where possible, silently falling back to the clock */
-	unsigned progress_ms;  /* progress line period on stderr; 0 = none */
+	unsigned timeline_ms; /* stats sample period */
+	bool timer_tsc;	      /* time ops with the TSC instead of clock_gettime */
+	bool timer_auto;      /* ... where possible, silently falling back to the clock */
+	unsigned progress_ms; /* progress line period on stderr; 0 = none */
 	/* planted bugs, for the harness's own tests */
-	uint64_t stray_every;   /* every Nth op flips a byte inside a live block */
+	uint64_t stray_every;	/* every Nth op flips a byte inside a live block */
 	uint64_t overrun_every; /* every Nth allocation writes 8 bytes past its end */
-	uint64_t hang_at;       /* thread 0 stops forever at this op (1-based) */
-	uint64_t crash_at;      /* thread 0 dereferences a bad pointer here */
+	uint64_t hang_at;	/* thread 0 stops forever at this op (1-based) */
+	uint64_t crash_at;	/* thread 0 dereferences a bad pointer here */
 };
 
 /* Defaults, then `text` (lines of key=value; '#' starts a comment). 0, or -1
@@ -267,10 +266,10 @@ uint64_t kpd_dist_draw(const struct kpd_dist *d, uint64_t *rng);
 
 struct kpd_outlier {
 	uint64_t lat_ns, t_ns; /* latency; start, ns since the run started */
-	uint64_t index;        /* op index in its thread */
+	uint64_t index;	       /* op index in its thread */
 	uint64_t size;
 	uint32_t thread, kind; /* enum kpd_kind */
-	uint8_t interf;        /* an interference call was in flight */
+	uint8_t interf;	       /* an interference call was in flight */
 	uint8_t grow, backup;  /* filled by the monitor after the run */
 };
 
@@ -287,24 +286,24 @@ struct kpd_counters {
 	uint64_t alloc_failures, critical_allocs, critical_failures, critical_denied;
 	uint64_t realloc_failures;
 	uint64_t verify_errors, zero_errors; /* damaged blocks; calloc not zero */
-	uint64_t free_errors[8];             /* by -code of kp_free (0 unused) */
+	uint64_t free_errors[8];	     /* by -code of kp_free (0 unused) */
 	uint64_t remote_sent, remote_local;  /* handed over; freed locally (inbox full) */
 	uint64_t planted_stray, planted_overrun;
 	uint64_t bytes_allocated;
 };
 
-struct kpd_thread; /* private to driver.c */
-struct kpd_monitor; /* private to monitor.c */
+struct kpd_thread;	 /* private to driver.c */
+struct kpd_monitor;	 /* private to monitor.c */
 struct kpd_interference; /* private to interfere.c */
 
 struct kpd_run {
 	const struct kpd_program *prog;
 	kp_pool *pool;
-	uint64_t token; /* the critical token, 0 without kpool */
-	uint64_t t0;    /* run start (CLOCK_MONOTONIC ns) */
+	uint64_t token;		       /* the critical token, 0 without kpool */
+	uint64_t t0;		       /* run start (CLOCK_MONOTONIC ns) */
 	uint64_t loop_start, loop_end; /* first thread start, last thread end */
-	uint64_t loop_cpu_ns;          /* CPU time of all op loops together */
-	uint64_t clock_ns;     /* cost of one timer read */
+	uint64_t loop_cpu_ns;	       /* CPU time of all op loops together */
+	uint64_t clock_ns;	       /* cost of one timer read */
 	bool timer_tsc_refused;
 	char timer_note[128];
 	_Atomic int stop;
@@ -318,7 +317,7 @@ struct kpd_run {
 	unsigned noutliers;
 	struct kpd_damage damage[KPD_MAX_DAMAGE];
 	unsigned ndamage;
-	char *stats_json; /* kp_stats_json at the end, or NULL */
+	char *stats_json;	      /* kp_stats_json at the end, or NULL */
 	char error[3 * KPD_CONF_LEN]; /* a setup failure, "" if none */
 };
 
@@ -346,8 +345,7 @@ void kpd_interfere_free(struct kpd_run *run);
 /* Cheap: is an interference call in flight, or did one end after t? */
 bool kpd_interfere_busy_since(const struct kpd_run *run, uint64_t t);
 /* Calls made per interference kind; errors (failed calls). */
-void kpd_interfere_counts(const struct kpd_run *run, uint64_t calls[KPD_IF__COUNT],
-			  uint64_t *errors);
+void kpd_interfere_counts(const struct kpd_run *run, uint64_t calls[KPD_IF__COUNT], uint64_t *errors);
 
 /* ---- monitor (monitor.c) ------------------------------------------------------------ */
 

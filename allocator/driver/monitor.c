@@ -15,9 +15,9 @@
 /* The monitor wakes every TICK_MS: events are drained long before the ring
  * (thousands of entries) fills at any rate a workload produces. */
 #define TICK_MS 5
-#define FIRST_EVENTS 64     /* events kept verbatim: the start of the story */
-#define MAX_MARKS 16384     /* grow and backup transition times kept */
-#define MAX_SAMPLES 20000   /* timeline: 16 min at 50 ms */
+#define FIRST_EVENTS 64	  /* events kept verbatim: the start of the story */
+#define MAX_MARKS 16384	  /* grow and backup transition times kept */
+#define MAX_SAMPLES 20000 /* timeline: 16 min at 50 ms */
 /* A grow event is recorded when the grow is done; mapping and pre-faulting
  * take up to a few hundred microseconds, so an op that ended shortly before
  * the event still overlapped the grow. */
@@ -40,12 +40,12 @@ struct sample {
  * machine kept the daemon off every CPU for longer than the allocation path
  * waits for it (grow_wait_us): the runner reads this to tell the two apart. */
 struct daemon_sched {
-	pid_t tid;		 /* 0: not found yet (no pool, glibc, or not started) */
-	bool found;		 /* read at least once */
-	uint64_t first, last;	 /* run_delay at the first and the last read, ns */
-	uint64_t last_t;	 /* when the last read was made, kpd_now() */
-	uint64_t stretch;	 /* run_delay over the current stretch of reads that found it waiting */
-	uint64_t longest;	 /* the longest such stretch, ns */
+	pid_t tid;	      /* 0: not found yet (no pool, glibc, or not started) */
+	bool found;	      /* read at least once */
+	uint64_t first, last; /* run_delay at the first and the last read, ns */
+	uint64_t last_t;      /* when the last read was made, kpd_now() */
+	uint64_t stretch;     /* run_delay over the current stretch of reads that found it waiting */
+	uint64_t longest;     /* the longest such stretch, ns */
 };
 
 struct kpd_monitor {
@@ -75,8 +75,8 @@ static void drain(struct kpd_run *run, struct kpd_monitor *m)
 			m->total++;
 			if (m->nfirst < FIRST_EVENTS)
 				m->first[m->nfirst++] = *e;
-			if ((e->kind == KP_EV_GROW || e->kind == KP_EV_BACKUP_ENTER ||
-			     e->kind == KP_EV_BACKUP_LEAVE) && m->nmarks < MAX_MARKS)
+			if ((e->kind == KP_EV_GROW || e->kind == KP_EV_BACKUP_ENTER || e->kind == KP_EV_BACKUP_LEAVE) &&
+			    m->nmarks < MAX_MARKS)
 				m->marks[m->nmarks++] = (struct mark){e->time_ns, e->kind};
 		}
 		if (n < 256)
@@ -225,8 +225,7 @@ static void *monitor_main(void *arg)
 		}
 		if (pr->progress_ms && now >= next_progress) {
 			fprintf(stderr, "kpdrive: progress ops=%llu elapsed_ms=%llu\n",
-				(unsigned long long)kpd_ops_done(run),
-				(unsigned long long)((now - run->t0) / 1000000));
+				(unsigned long long)kpd_ops_done(run), (unsigned long long)((now - run->t0) / 1000000));
 			next_progress = now + pr->progress_ms * 1000000ull;
 		}
 		struct timespec ts = {.tv_sec = 0, .tv_nsec = TICK_MS * 1000000L};
@@ -322,19 +321,19 @@ void kpd_monitor_report(FILE *out, const struct kpd_run *run)
 	for (unsigned k = 0; k <= KP_EV__COUNT; k++) {
 		if (!m->counts[k])
 			continue;
-		fprintf(out, "%s\"%s\":%llu", first ? "" : ",", kp_event_name(k),
-			(unsigned long long)m->counts[k]);
+		fprintf(out, "%s\"%s\":%llu", first ? "" : ",", kp_event_name(k), (unsigned long long)m->counts[k]);
 		first = false;
 	}
 	fprintf(out, "},\"first\":[");
 	for (unsigned i = 0; i < m->nfirst; i++) {
 		const kp_event *e = &m->first[i];
-		fprintf(out, "%s{\"seq\":%llu,\"t_ms\":%.3f,\"kind\":\"%s\",\"pool\":\"%s\","
-			     "\"addr\":%llu,\"size\":%llu,\"text\":",
+		fprintf(out,
+			"%s{\"seq\":%llu,\"t_ms\":%.3f,\"kind\":\"%s\",\"pool\":\"%s\","
+			"\"addr\":%llu,\"size\":%llu,\"text\":",
 			i ? "," : "", (unsigned long long)e->seq,
-			e->time_ns >= run->t0 ? (double)(e->time_ns - run->t0) / 1e6 : 0.0,
-			kp_event_name(e->kind), e->pool == KP_POOL_BACKUP ? "backup" : "primary",
-			(unsigned long long)e->addr, (unsigned long long)e->size);
+			e->time_ns >= run->t0 ? (double)(e->time_ns - run->t0) / 1e6 : 0.0, kp_event_name(e->kind),
+			e->pool == KP_POOL_BACKUP ? "backup" : "primary", (unsigned long long)e->addr,
+			(unsigned long long)e->size);
 		kpd_json_string(out, e->text);
 		fputc('}', out);
 	}
@@ -342,11 +341,9 @@ void kpd_monitor_report(FILE *out, const struct kpd_run *run)
 		     "\"primary_in_use\",\"backup_in_use\",\"backup_active\",\"syscalls\"],\"rows\":[");
 	for (unsigned i = 0; i < m->nsamples; i++) {
 		const struct sample *s = &m->samples[i];
-		fprintf(out, "%s[%llu,%llu,%lld,%lld,%lld,%d,%lld]", i ? "," : "",
-			(unsigned long long)s->t_ms, (unsigned long long)s->ops, s->cap, s->in_use,
-			s->b_in_use, s->b_active, s->syscalls);
+		fprintf(out, "%s[%llu,%llu,%lld,%lld,%lld,%d,%lld]", i ? "," : "", (unsigned long long)s->t_ms,
+			(unsigned long long)s->ops, s->cap, s->in_use, s->b_in_use, s->b_active, s->syscalls);
 	}
 	fprintf(out, "]},\"daemon_sched\":{\"found\":%s,\"run_delay_ms\":%.3f,\"longest_wait_ms\":%.3f}",
-		m->ds.found ? "true" : "false", (double)(m->ds.last - m->ds.first) / 1e6,
-		(double)m->ds.longest / 1e6);
+		m->ds.found ? "true" : "false", (double)(m->ds.last - m->ds.first) / 1e6, (double)m->ds.longest / 1e6);
 }

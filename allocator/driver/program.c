@@ -62,8 +62,8 @@ void kpd_program_defaults(struct kpd_program *p)
 	p->outliers = 32;
 	p->verify = KPD_VERIFY_FULL;
 	p->timer_tsc = p->timer_auto = true; /* the TSC where it is behind CLOCK_MONOTONIC */
-	p->timeline_ms = 50;  /* 20 samples a second: a curve, at no measurable cost */
-	p->progress_ms = 250; /* four lines a second: a live figure, not a flood */
+	p->timeline_ms = 50;		     /* 20 samples a second: a curve, at no measurable cost */
+	p->progress_ms = 250;		     /* four lines a second: a live figure, not a flood */
 }
 
 /* ---- values --------------------------------------------------------------------- */
@@ -98,9 +98,18 @@ static int parse_size(const char *s, uint64_t *out)
 		return -1;
 	unsigned shift = 0;
 	switch (tolower((unsigned char)*end)) {
-	case 'k': shift = 10; end++; break;
-	case 'm': shift = 20; end++; break;
-	case 'g': shift = 30; end++; break;
+	case 'k':
+		shift = 10;
+		end++;
+		break;
+	case 'm':
+		shift = 20;
+		end++;
+		break;
+	case 'g':
+		shift = 30;
+		end++;
+		break;
 	default: break;
 	}
 	if (*end == 'b' || *end == 'B')
@@ -209,8 +218,10 @@ static int parse_dist(struct perr *e, char *s, struct kpd_dist *d)
 		if (median == 0 || d->lo > d->hi)
 			return fail(e, "needs median >= 1 and low <= high");
 	} else {
-		return fail(e, "'%s' is not a distribution: fixed:N, uniform:LO:HI, loguniform:LO:HI, "
-			       "lognormal:MEDIAN:SIGMA[:LO:HI] or list:N@W,...", f[0]);
+		return fail(e,
+			    "'%s' is not a distribution: fixed:N, uniform:LO:HI, loguniform:LO:HI, "
+			    "lognormal:MEDIAN:SIGMA[:LO:HI] or list:N@W,...",
+			    f[0]);
 	}
 	if (d->hi > SIZE_CEIL)
 		return fail(e, "sizes above 4g are not supported");
@@ -221,10 +232,8 @@ uint64_t kpd_dist_draw(const struct kpd_dist *d, uint64_t *rng)
 {
 	uint64_t r = kpd_splitmix(rng);
 	switch (d->kind) {
-	case KPD_D_FIXED:
-		return d->lo;
-	case KPD_D_UNIFORM:
-		return d->lo + r % (d->hi - d->lo + 1);
+	case KPD_D_FIXED: return d->lo;
+	case KPD_D_UNIFORM: return d->lo + r % (d->hi - d->lo + 1);
 	case KPD_D_LOGUNIFORM: {
 		double x = (double)d->lo * pow((double)(d->hi + 1) / (double)d->lo, kpd_unit(r));
 		uint64_t n = (uint64_t)x;
@@ -265,8 +274,10 @@ static int parse_ops(struct perr *e, char *s, double *w)
 			if (strcmp(items[i], kpd_op_names[k]) == 0)
 				op = k;
 		if (op < 0)
-			return fail(e, "unknown op '%s' (allowed: alloc, free, realloc, calloc, aligned, "
-				       "xfree, touch, verify)", items[i]);
+			return fail(e,
+				    "unknown op '%s' (allowed: alloc, free, realloc, calloc, aligned, "
+				    "xfree, touch, verify)",
+				    items[i]);
 		if (parse_double(c, &w[op]) != 0 || w[op] < 0)
 			return fail(e, "weight '%s' of %s is not a number >= 0", c, items[i]);
 		total += w[op];
@@ -288,8 +299,10 @@ static int parse_interf(struct perr *e, char *s, struct kpd_program *p)
 		if (strcmp(items[0], kpd_if_names[k]) == 0)
 			kind = k;
 	if (kind < 0)
-		return fail(e, "unknown interference '%s' (allowed: mmap, madvise, faults, mprotect, brk, "
-			       "fsync, fork, getpid, yield)", items[0]);
+		return fail(e,
+			    "unknown interference '%s' (allowed: mmap, madvise, faults, mprotect, brk, "
+			    "fsync, fork, getpid, yield)",
+			    items[0]);
 	*f = (struct kpd_interf){.kind = (enum kpd_if_kind)kind, .size = 1 << 20, .threads = 1};
 	for (unsigned i = 1; i < n; i++) {
 		char *v = strchr(items[i], '=');
@@ -314,8 +327,7 @@ static int parse_interf(struct perr *e, char *s, struct kpd_program *p)
 				return fail(e, "mode '%s' is not thread or process", v);
 			f->process = v[0] == 'p';
 		} else {
-			return fail(e, "unknown interference key '%s' (allowed: rate, size, threads, mode)",
-				    items[i]);
+			return fail(e, "unknown interference key '%s' (allowed: rate, size, threads, mode)", items[i]);
 		}
 	}
 	p->ninterf++;
@@ -335,8 +347,7 @@ static int u64_field(struct perr *e, const char *v, uint64_t *out, uint64_t lo, 
 	if (size_field(e, v, out) != 0)
 		return -1;
 	if (*out < lo || *out > hi)
-		return fail(e, "%s is outside %llu..%llu", v, (unsigned long long)lo,
-			    (unsigned long long)hi);
+		return fail(e, "%s is outside %llu..%llu", v, (unsigned long long)lo, (unsigned long long)hi);
 	return 0;
 }
 

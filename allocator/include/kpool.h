@@ -40,17 +40,17 @@ extern "C" {
 typedef struct kp_pool kp_pool;
 
 /* ---- allocation flags -------------------------------------------------- */
-#define KP_ZERO 0x1u     /* the returned memory is zero-filled */
+#define KP_ZERO 0x1u	 /* the returned memory is zero-filled */
 #define KP_CRITICAL 0x2u /* may use the backup pool, inside a critical scope */
 
 /* ---- error codes (negative returns) ------------------------------------ */
 #define KP_OK 0
-#define KP_EINVAL (-1)      /* bad argument (NULL pool, bad alignment, ...) */
+#define KP_EINVAL (-1)	    /* bad argument (NULL pool, bad alignment, ...) */
 #define KP_ENOTOURS (-2)    /* pointer never given out by this pool */
 #define KP_EDOUBLEFREE (-3) /* block is already free */
 #define KP_ECORRUPT (-4)    /* block header or pool metadata damaged */
-#define KP_EDENIED (-5)     /* privilege check failed */
-#define KP_ENOMEM (-6)      /* out of memory */
+#define KP_EDENIED (-5)	    /* privilege check failed */
+#define KP_ENOMEM (-6)	    /* out of memory */
 #define KP_EOVERFLOW (-7)   /* a write ran past the end of the block */
 
 /* ---- lifecycle --------------------------------------------------------- */
@@ -144,25 +144,25 @@ int kp_stats_json(kp_pool *pool, char *buf, size_t len);
 
 enum kp_event_kind {
 	KP_EV_NONE = 0,
-	KP_EV_GROW = 1,          /* primary grew (by daemon or allocation path) */
-	KP_EV_SHRINK = 2,        /* primary returned a segment to the OS */
-	KP_EV_BACKUP_ENTER = 3,  /* critical traffic now goes to the backup */
-	KP_EV_BACKUP_LEAVE = 4,  /* the primary recovered; traffic returns */
-	KP_EV_BACKUP_ALLOC = 5,  /* a block served by the backup */
-	KP_EV_DENIED = 6,        /* backup refused to an unprivileged caller */
-	KP_EV_OOM = 7,           /* a request could not be served at all */
-	KP_EV_BAD_SIZE = 8,      /* size/alignment impossible (SIZE_MAX, ...) */
-	KP_EV_DOUBLE_FREE = 9,   /* free of a block already free */
+	KP_EV_GROW = 1,		 /* primary grew (by daemon or allocation path) */
+	KP_EV_SHRINK = 2,	 /* primary returned a segment to the OS */
+	KP_EV_BACKUP_ENTER = 3,	 /* critical traffic now goes to the backup */
+	KP_EV_BACKUP_LEAVE = 4,	 /* the primary recovered; traffic returns */
+	KP_EV_BACKUP_ALLOC = 5,	 /* a block served by the backup */
+	KP_EV_DENIED = 6,	 /* backup refused to an unprivileged caller */
+	KP_EV_OOM = 7,		 /* a request could not be served at all */
+	KP_EV_BAD_SIZE = 8,	 /* size/alignment impossible (SIZE_MAX, ...) */
+	KP_EV_DOUBLE_FREE = 9,	 /* free of a block already free */
 	KP_EV_INVALID_FREE = 10, /* pointer never given out by this pool */
-	KP_EV_CORRUPTION = 11,   /* header or metadata damaged */
-	KP_EV_TOKEN = 12,        /* token handed out, or a bad token/exit */
-	KP_EV_OS_FAIL = 13,      /* the OS refused a call */
-	KP_EV_DAEMON = 14,       /* daemon started / stopped / restarted */
+	KP_EV_CORRUPTION = 11,	 /* header or metadata damaged */
+	KP_EV_TOKEN = 12,	 /* token handed out, or a bad token/exit */
+	KP_EV_OS_FAIL = 13,	 /* the OS refused a call */
+	KP_EV_DAEMON = 14,	 /* daemon started / stopped / restarted */
 	KP_EV_FAULT_INJECTED = 15,
-	KP_EV_OVERFLOW = 16,       /* write past the end of a block (canary) */
+	KP_EV_OVERFLOW = 16,	   /* write past the end of a block (canary) */
 	KP_EV_USE_AFTER_FREE = 17, /* write to a freed block (poison) */
-	KP_EV_FREELIST = 18,       /* a free-list link was damaged */
-	KP_EV_QUARANTINE = 19,     /* a damaged block or span set aside */
+	KP_EV_FREELIST = 18,	   /* a free-list link was damaged */
+	KP_EV_QUARANTINE = 19,	   /* a damaged block or span set aside */
 	KP_EV_LOG_SUPPRESSED = 20, /* log lines dropped by the rate limit */
 	KP_EV__COUNT
 };
@@ -173,12 +173,12 @@ enum kp_event_kind {
 #define KP_EVENT_TEXT 128
 
 typedef struct kp_event {
-	uint64_t seq;     /* position in the event stream, from 0 */
-	uint64_t time_ns; /* CLOCK_MONOTONIC */
-	uint32_t kind;    /* enum kp_event_kind */
-	uint32_t pool;    /* KP_POOL_PRIMARY or KP_POOL_BACKUP where relevant */
-	uint64_t addr;    /* address concerned, or 0 */
-	uint64_t size;    /* size concerned, or 0 */
+	uint64_t seq;		  /* position in the event stream, from 0 */
+	uint64_t time_ns;	  /* CLOCK_MONOTONIC */
+	uint32_t kind;		  /* enum kp_event_kind */
+	uint32_t pool;		  /* KP_POOL_PRIMARY or KP_POOL_BACKUP where relevant */
+	uint64_t addr;		  /* address concerned, or 0 */
+	uint64_t size;		  /* size concerned, or 0 */
 	char text[KP_EVENT_TEXT]; /* NUL-terminated, human-readable */
 } kp_event;
 

@@ -160,8 +160,7 @@ static void say(const char *s)
 static __attribute__((noreturn)) void conf_fail(const char *what, const char *item, size_t len)
 {
 	char line[256];
-	snprintf(line, sizeof line, "kpool-preload: %s: bad item '%.*s' (%s)\n", "KPOOL_PRELOAD", (int)len, item,
-		 what);
+	snprintf(line, sizeof line, "kpool-preload: %s: bad item '%.*s' (%s)\n", "KPOOL_PRELOAD", (int)len, item, what);
 	say(line);
 	_exit(EXIT_CONF);
 }
@@ -307,7 +306,7 @@ static TLS struct {
 	unsigned long calls; /* allocation calls of this thread, to the last look */
 	int *err;	     /* this thread's errno (realloc), set by the first look */
 	unsigned crit_depth; /* critical scopes this thread holds */
-	bool creating;       /* this thread is inside kp_create */
+	bool creating;	     /* this thread is inside kp_create */
 } me;
 
 /* The next allocation call of this thread takes alloc_look (a critical
@@ -964,7 +963,8 @@ API void *__libc_realloc(void *ptr, size_t size) __attribute__((alias("realloc")
 API void *__libc_memalign(size_t align, size_t size) __attribute__((alias("memalign"), copy(memalign)));
 API void *__libc_valloc(size_t size) __attribute__((alias("valloc"), copy(valloc)));
 API void *__libc_pvalloc(size_t size) __attribute__((alias("pvalloc"), copy(pvalloc)));
-API int __posix_memalign(void **out, size_t align, size_t size) __attribute__((alias("posix_memalign"), copy(posix_memalign)));
+API int __posix_memalign(void **out, size_t align, size_t size)
+	__attribute__((alias("posix_memalign"), copy(posix_memalign)));
 API void cfree(void *ptr) __attribute__((alias("free"), copy(free)));
 
 /* ---- C++'s operators new and delete -------------------------------------- */
@@ -1057,7 +1057,7 @@ API void *_ZnamSt11align_val_tRKSt9nothrow_t(size_t size, size_t align, NOTHROW 
 }
 
 /* Every delete is free(): the size and the alignment are the block's own. */
-#define DELETE(name, ...)                 \
+#define DELETE(name, ...)                      \
 	API void name(void *p, ##__VA_ARGS__); \
 	API void name(void *p, ##__VA_ARGS__)  \
 	{                                      \
@@ -1191,8 +1191,8 @@ static void stats_write(kp_pool *p)
 	if (fd < 0)
 		return;
 	struct out o = {figures, sizeof figures, 0, fd, false};
-	put(&o, "{\"version\": 1, \"pid\": %ld, \"ppid\": %ld, \"settings\": {\"on_error\": \"%s\", ",
-	    (long)getpid(), (long)getppid(), cfg.on_error == ON_ERROR_LOG ? "log" : "abort");
+	put(&o, "{\"version\": 1, \"pid\": %ld, \"ppid\": %ld, \"settings\": {\"on_error\": \"%s\", ", (long)getpid(),
+	    (long)getppid(), cfg.on_error == ON_ERROR_LOG ? "log" : "abort");
 	put(&o, "\"daemon_after\": %lu, \"daemon\": %s}, ", cfg.daemon_after, cfg.daemon ? "true" : "false");
 	put(&o, "\"daemon_started\": %s, ", atomic_load(&daemon_started) ? "true" : "false");
 	put(&o, "\"bootstrap\": {\"allocs\": %llu, \"frees\": %llu, \"bytes\": %zu}, ",

@@ -64,7 +64,7 @@
 #define SLICE_SHIFT 16 /* 64 KiB: 4096 blocks of 16 B, an index fits 16 bits */
 #define SLICE_SIZE (1ul << SLICE_SHIFT)
 #define NSLICES (SEG_SIZE / SLICE_SIZE)
-#define SEGMAP_N (1ul << (47 - SEG_SHIFT)) /* user addresses are below 2^47 */
+#define SEGMAP_N (1ul << (47 - SEG_SHIFT))     /* user addresses are below 2^47 */
 #define SLICEMAP_N (1ul << (47 - SLICE_SHIFT)) /* 2^31 entries: 16 GiB, MAP_NORESERVE */
 #define PAGE 4096ul
 /* Metadata reserve per segment, untouched pages cost nothing: 64 slices of the
@@ -73,17 +73,17 @@
 #define CANARY_SZ (PROTO_CANARY ? 8u : 0u)
 #define SMALL_MAX 65536u /* larger requests: a mapping of their own */
 #define TBL_MAX (1024u - CANARY_SZ)
-#define NCLASS 49 /* 16..256 by 16, then 4 per doubling up to 80 KiB */
+#define NCLASS 49	    /* 16..256 by 16, then 4 per doubling up to 80 KiB */
 #define ST_FREE 0xffffffffu /* a block's state when free; else its request size */
-#define SENT 0xffffu /* stack[0] of every span: the stack is empty when sp points at it */
-#define OWN_FULL 1u /* in page->owner: retired from cur, in no list; free relists it */
+#define SENT 0xffffu	    /* stack[0] of every span: the stack is empty when sp points at it */
+#define OWN_FULL 1u	    /* in page->owner: retired from cur, in no list; free relists it */
 
 struct brec { /* one per block, out of line */
 #if PROTO_CANARY == 1
 	uint64_t canary;
 #endif
 	uint32_t state; /* the request size, or ST_FREE */
-	uint32_t next;  /* cross-thread free list: index + 1 */
+	uint32_t next;	/* cross-thread free list: index + 1 */
 };
 
 struct heap;
@@ -91,15 +91,15 @@ struct page { /* a span: the first block, its size, its free stack */
 	uint8_t *start;
 	uint64_t recip; /* ceil(2^40 / bsize): offset * recip >> 40 = index */
 	uint32_t bsize, nblocks;
-	uint16_t *sp; /* the top of the stack of free block indices */
-	uint16_t *stack0; /* its bottom: the sentinel */
+	uint16_t *sp;	    /* the top of the stack of free block indices */
+	uint16_t *stack0;   /* its bottom: the sentinel */
 	uint32_t relist_at; /* free blocks a retired span needs to be listed again */
 	struct brec *rec;
 	/* the owning thread's thread pointer (%fs:0), | OWN_FULL when retired:
 	 * free's one compare says "local and listed" */
 	uintptr_t owner;
 	struct heap *heap;
-	struct page *next; /* in the heap's avail list */
+	struct page *next;	 /* in the heap's avail list */
 	_Atomic uint32_t remote; /* cross-thread frees: index + 1 of the head */
 	uint32_t cls;
 	struct page *_Atomic dirty_next;
@@ -109,8 +109,8 @@ struct segment {
 	uint8_t *base;
 	size_t huge_size, huge_req; /* huge: one block at base */
 	uint64_t huge_canary;
-	uint8_t *bump, *end; /* metadata arrays of the spans */
-	uint32_t used; /* slices given to spans */
+	uint8_t *bump, *end;	     /* metadata arrays of the spans */
+	uint32_t used;		     /* slices given to spans */
 	struct page *slice[NSLICES]; /* span of each slice, NULL if none */
 	struct page pages[NSLICES];
 };
@@ -124,17 +124,17 @@ struct heap {
 	struct page *_Atomic dirty; /* spans with cross-thread frees */
 };
 
-static const uint32_t class_size[NCLASS] = {
-	16,    32,    48,    64,    80,    96,    112,   128,   144,   160,   176,   192,   208,
-	224,   240,   256,   320,   384,   448,   512,   640,   768,   896,   1024,  1280,  1536,
-	1792,  2048,  2560,  3072,  3584,  4096,  5120,  6144,  7168,  8192,  10240, 12288, 14336,
-	16384, 20480, 24576, 28672, 32768, 40960, 49152, 57344, 65536, 81920};
+static const uint32_t class_size[NCLASS] = {16,	   32,	  48,	 64,	80,    96,    112,   128,   144,   160,
+					    176,   192,	  208,	 224,	240,   256,   320,   384,   448,   512,
+					    640,   768,	  896,	 1024,	1280,  1536,  1792,  2048,  2560,  3072,
+					    3584,  4096,  5120,	 6144,	7168,  8192,  10240, 12288, 14336, 16384,
+					    20480, 24576, 28672, 32768, 40960, 49152, 57344, 65536, 81920};
 /* class of q * 16 bytes, q = 0..64: every class boundary up to 1 KiB is a
  * multiple of 16, so (n + 15) >> 4 indexes it. */
-static const uint8_t class_tbl[65] = {
-	0,  0,  1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 12, 13, 14, 15, 16, 16, 16, 16, 17,
-	17, 17, 17, 18, 18, 18, 18, 19, 19, 19, 19, 20, 20, 20, 20, 20, 20, 20, 20, 21, 21, 21,
-	21, 21, 21, 21, 21, 22, 22, 22, 22, 22, 22, 22, 22, 23, 23, 23, 23, 23, 23, 23, 23};
+static const uint8_t class_tbl[65] = {0,  0,  1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 12, 13, 14, 15,
+				      16, 16, 16, 16, 17, 17, 17, 17, 18, 18, 18, 18, 19, 19, 19, 19, 20,
+				      20, 20, 20, 20, 20, 20, 20, 21, 21, 21, 21, 21, 21, 21, 21, 22, 22,
+				      22, 22, 22, 22, 22, 22, 23, 23, 23, 23, 23, 23, 23, 23};
 
 static uint16_t empty_stack = SENT;
 static struct page empty_page = {.sp = &empty_stack}; /* every malloc of a new thread goes slow */
@@ -267,8 +267,7 @@ static void init(void)
 
 /* ---- violations ---------------------------------------------------------- */
 
-static const char *const err_name[PROTO_ERR_KINDS] = {"invalid pointer", "double free",
-						      "write past the end"};
+static const char *const err_name[PROTO_ERR_KINDS] = {"invalid pointer", "double free", "write past the end"};
 NOINLINE static void violation(int kind, const void *p)
 {
 	n_errors[kind]++;

@@ -13,8 +13,8 @@ enum {
 	PROTO_ERR_KINDS
 };
 
-uint64_t proto_errors(int kind);  /* violations found so far, by kind */
-uint64_t proto_os_calls(void);    /* system calls made so far (mmap, munmap, mprotect, getrandom) */
-void proto_set_contain(int on);   /* 1: count and leak the block instead of abort() */
+uint64_t proto_errors(int kind);    /* violations found so far, by kind */
+uint64_t proto_os_calls(void);	    /* system calls made so far (mmap, munmap, mprotect, getrandom) */
+void proto_set_contain(int on);	    /* 1: count and leak the block instead of abort() */
 void *proto_meta_of(const void *p); /* the metadata of p's segment, or NULL */
 #endif

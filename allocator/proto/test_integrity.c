@@ -21,14 +21,14 @@
 #include <unistd.h>
 
 static int failures;
-#define CHECK(cond, ...)                                                                                   \
-	do {                                                                                               \
-		if (!(cond)) {                                                                             \
-			failures++;                                                                        \
-			printf("FAIL %s:%d: ", __FILE__, __LINE__);                                        \
-			printf(__VA_ARGS__);                                                               \
-			printf("\n");                                                                      \
-		}                                                                                          \
+#define CHECK(cond, ...)                                            \
+	do {                                                        \
+		if (!(cond)) {                                      \
+			failures++;                                 \
+			printf("FAIL %s:%d: ", __FILE__, __LINE__); \
+			printf(__VA_ARGS__);                        \
+			printf("\n");                               \
+		}                                                   \
 	} while (0)
 
 static uint64_t seen[PROTO_ERR_KINDS];
@@ -88,10 +88,10 @@ static void test_invalid(void)
 	char *span_tail = NULL;
 	free(&on_stack);
 	free(in_data);
-	free(p + 8);   /* interior */
-	free(p + 199); /* interior, last byte */
+	free(p + 8);			/* interior */
+	free(p + 199);			/* interior, last byte */
 	free((char *)proto_meta_of(p)); /* the allocator's own metadata */
-	char *big = malloc(1 << 20);    /* another mapping (the huge path) */
+	char *big = malloc(1 << 20);	/* another mapping (the huge path) */
 	free(big + 4096);
 	/* a pointer into another allocator's memory: one mmap of our own */
 	char *other_pool = mmap(NULL, 1 << 22, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -188,8 +188,8 @@ static void test_no_inline_metadata(void)
 		bad += x == live || ((uintptr_t)x & 63) != 0;
 		back += ((uintptr_t)x & ~(uintptr_t)0xffff) == span;
 	}
-	CHECK(bad == 0 && back == nfree, "after overwriting the free blocks: %d bad blocks, %d of %d back", bad,
-	      back, nfree);
+	CHECK(bad == 0 && back == nfree, "after overwriting the free blocks: %d bad blocks, %d of %d back", bad, back,
+	      nfree);
 	for (int i = 0; i < nq; i++)
 		free(q[i]);
 	for (int i = 0; i < N; i++)

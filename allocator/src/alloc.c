@@ -16,8 +16,8 @@
 static void *bad_size(kp_pool *pool, size_t size, size_t align)
 {
 	atomic_fetch_add(&pool->bad_sizes, 1);
-	kp__event(pool, KP_EV_BAD_SIZE, KP_POOL_PRIMARY, NULL, size, "impossible request: size %zu align %zu",
-		  size, align);
+	kp__event(pool, KP_EV_BAD_SIZE, KP_POOL_PRIMARY, NULL, size, "impossible request: size %zu align %zu", size,
+		  align);
 	kp__set_error_path("bad size %zu (align %zu)", size, align);
 	errno = size > KP_REQ_MAX ? ENOMEM : EINVAL;
 	return NULL;
@@ -41,8 +41,9 @@ static void bin_damaged(kp_pool *pool, kp__bin *b, const void *h, const char *wh
  * its place in the bin's key stack holds. */
 static ALWAYS_INLINE bool next_ok(kp_pool *pool, const char *h, const char *next)
 {
-	return !next || ((((uintptr_t)next ^ (uintptr_t)h) >> KP_SEG_SHIFT) == 0 && !((uintptr_t)next & (KP_HDR - 1)))
-	       || kp__pagemap_owns(pool->id, next);
+	return !next ||
+	       ((((uintptr_t)next ^ (uintptr_t)h) >> KP_SEG_SHIFT) == 0 && !((uintptr_t)next & (KP_HDR - 1))) ||
+	       kp__pagemap_owns(pool->id, next);
 }
 
 /* K(h) on the fast path of kp_free, which is built twice: with aes (the
@@ -98,7 +99,8 @@ static ALWAYS_INLINE void *small_alloc(kp_pool *pool, kp__bin *b, uint64_t *cons
 			/* A batch another bin parked (transfer.c), up to the bin's max
 			 * (the shared path's bin of one, cap KP_BIN_LEAST, has room for
 			 * one), else blocks from the spans. */
-			unsigned got = kp__xfer_take(pool, cls, &list, *keys, b->cap > KP_BIN_LEAST && b->max ? b->max : want, xc);
+			unsigned got = kp__xfer_take(pool, cls, &list, *keys,
+						     b->cap > KP_BIN_LEAST && b->max ? b->max : want, xc);
 			if (!got)
 				got = kp__central_take(pool, cls, &list, *keys, want);
 			if (!got)
@@ -209,8 +211,8 @@ static void *backup_alloc(kp_pool *pool, size_t size, size_t align, bool in_mode
 	 * critical traffic goes; a block served by a one-off failover is an
 	 * event of its own. */
 	if (!in_mode)
-		kp__event(pool, KP_EV_BACKUP_ALLOC, KP_POOL_BACKUP, p, size, "%p size %zu: served by the backup (%s)", p,
-			  size, why);
+		kp__event(pool, KP_EV_BACKUP_ALLOC, KP_POOL_BACKUP, p, size, "%p size %zu: served by the backup (%s)",
+			  p, size, why);
 	return p;
 }
 
@@ -292,8 +294,7 @@ static void *alloc_policy(kp_pool *pool, size_t size, size_t align, unsigned fla
 		if (p)
 			return p;
 		atomic_fetch_add(&pool->failures, 1);
-		kp__event(pool, KP_EV_OOM, KP_POOL_BACKUP, NULL, size, "%zu bytes: primary and backup exhausted",
-			  size);
+		kp__event(pool, KP_EV_OOM, KP_POOL_BACKUP, NULL, size, "%zu bytes: primary and backup exhausted", size);
 	} else if (flags & KP_CRITICAL) {
 		atomic_fetch_add(&pool->bk_refusals, 1);
 		kp__event(pool, KP_EV_DENIED, KP_POOL_BACKUP, NULL, size,
@@ -437,8 +438,7 @@ static ALWAYS_INLINE void bin_count_inc(kp__bin *b, unsigned n)
 }
 
 /* The pop of alloc_far and alloc_far_vet, once the head and its link are vetted. */
-static ALWAYS_INLINE void *far_pop(size_t size, kp__bin *b, char *h, unsigned n, uint64_t key, char *next,
-				   uint64_t fm)
+static ALWAYS_INLINE void *far_pop(size_t size, kp__bin *b, char *h, unsigned n, uint64_t key, char *next, uint64_t fm)
 {
 	b->head = next;
 	bin_count_dec(b, n - 1);
@@ -829,14 +829,12 @@ static int primary_free(kp_pool *pool, void *p, size_t holds)
 		return kp__violation(pool, KP_EV_DOUBLE_FREE, KP_EDOUBLEFREE, p, KP_SIZE_UNKNOWN,
 				     "double free of a huge block");
 	if (!h)
-		return kp__violation(pool, why_kind(code), code, p, failed_free_size(pool, p, code),
-				     why_text(code));
+		return kp__violation(pool, why_kind(code), code, p, failed_free_size(pool, p, code), why_text(code));
 	uint64_t meta = kp__hdr_meta(h);
 	unsigned cls = KP_META_CLS(meta);
 	size_t req = KP_META_REQ(meta);
 	if (holds && (cls == KP_CLS_ALIGNED || primary_capacity(s, h) < holds))
-		return kp__violation(pool, KP_EV_CORRUPTION, KP_ECORRUPT, p, KP_SIZE_UNKNOWN,
-				     "damaged block header");
+		return kp__violation(pool, KP_EV_CORRUPTION, KP_ECORRUPT, p, KP_SIZE_UNKNOWN, "damaged block header");
 	if (cls == KP_CLS_ALIGNED) {
 		if (req < KP_HDR || req > KP_ALIGN_MAX)
 			return kp__violation(pool, KP_EV_CORRUPTION, KP_ECORRUPT, p, KP_SIZE_UNKNOWN,
@@ -853,15 +851,13 @@ static int primary_free(kp_pool *pool, void *p, size_t holds)
 	/* A request past the block's capacity: rewritten by a caller who read
 	 * K(h) (tag ^ meta; test_req_rewritten), never written so. */
 	if (req > usable)
-		return kp__violation(pool, KP_EV_CORRUPTION, KP_ECORRUPT, p, KP_SIZE_UNKNOWN,
-				     "damaged block header");
+		return kp__violation(pool, KP_EV_CORRUPTION, KP_ECORRUPT, p, KP_SIZE_UNKNOWN, "damaged block header");
 	uint64_t key = kp__hkey(pool->secret, h);
 	if (pool->conf.checks &&
 	    (req < usable ? !kp__canary_ok(key, p, req, usable) : !neighbour_ok(pool, s, h, cls))) {
 		kp__hdr_put(h, key, kp__meta(req, (uint16_t)cls, KP_ST_QUARANTINE));
 		atomic_fetch_add(&pool->quarantined, 1);
-		return kp__violation(pool, KP_EV_OVERFLOW, KP_EOVERFLOW, p, req,
-				     "overflow, quarantined");
+		return kp__violation(pool, KP_EV_OVERFLOW, KP_EOVERFLOW, p, req, "overflow, quarantined");
 	}
 	kp__tcache *tc = kp__tcache_get(pool, pool->id);
 	kp__hdr_put(h, key, kp__meta(0, (uint16_t)cls, KP_ST_FREE));
@@ -1179,7 +1175,7 @@ static void *realloc_in_place(kp_pool *pool, void *p, size_t size, size_t old, u
 	size_t req = KP_META_REQ(meta);
 	if (pool->conf.checks && req < cap && !kp__canary_ok(key, p, req, cap))
 		return NULL; /* let free report the overflow */
-	if (size > old) /* [p, p + old) is open already */
+	if (size > old)	     /* [p, p + old) is open already */
 		KP_UNPOISON((char *)p + old, size - old);
 	if ((flags & KP_ZERO) && size > old)
 		memset((char *)p + old, 0, size - old);

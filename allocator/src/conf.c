@@ -98,7 +98,8 @@ static const struct option options[] = {
 	 * the floor whatever the pool holds; 0: none. */
 	{"high_wm", SIZE, "auto", OFF(high_wm), 0, 1ull << 40,
 	 "the least headroom the daemon keeps mapped and pre-faulted (auto: a quarter of the bytes in use, at most "
-	 "1 MiB, never under low_wm); above it the daemon follows the measured allocation rate (at most 1/16 of the bytes in use, or "
+	 "1 MiB, never under low_wm); above it the daemon follows the measured allocation rate (at most 1/16 of the "
+	 "bytes in use, or "
 	 "8 MiB)"},
 	{"critical_wm", PERCENT, "95", OFF(critical_wm), 1, 100,
 	 "primary use (% of primary_max) at which critical traffic moves to the backup"},
@@ -287,7 +288,8 @@ static int apply(kp__conf *c, const char *s, const char *origin)
 			if (strlen(options[i].name) == klen && !memcmp(options[i].name, item, klen))
 				o = &options[i];
 		if (!o) {
-			kp__set_error("%s: unknown option '%.*s' (value '%.*s')", origin, (int)klen, item, (int)vlen, v);
+			kp__set_error("%s: unknown option '%.*s' (value '%.*s')", origin, (int)klen, item, (int)vlen,
+				      v);
 			return -1;
 		}
 		uint64_t n;
@@ -340,10 +342,11 @@ int kp__conf_load(kp__conf *c, const char *s)
 		spare = lim > held ? lim - held : 0;
 	}
 	if (c->backup != KP_BK_AUTO && c->backup > KP_BACKUP_UNCHECKED && c->backup > spare) {
-		kp__set_error("conf: backup (%zu) is more than this process has room for (%zu: the memory limit %zu, the "
-			      "smaller of physical memory plus swap and the cgroup's, less what the process holds and a "
-			      "sixteenth); the reserve is resident from kp_create",
-			      (size_t)c->backup, spare, lim);
+		kp__set_error(
+			"conf: backup (%zu) is more than this process has room for (%zu: the memory limit %zu, the "
+			"smaller of physical memory plus swap and the cgroup's, less what the process holds and a "
+			"sixteenth); the reserve is resident from kp_create",
+			(size_t)c->backup, spare, lim);
 		errno = EINVAL;
 		return -1;
 	}
@@ -374,8 +377,7 @@ int kp__conf_load(kp__conf *c, const char *s)
 		return -1;
 	}
 	if (c->recover_wm > c->critical_wm) {
-		kp__set_error("conf: recover_wm (%u) must not exceed critical_wm (%u)", c->recover_wm,
-			      c->critical_wm);
+		kp__set_error("conf: recover_wm (%u) must not exceed critical_wm (%u)", c->recover_wm, c->critical_wm);
 		errno = EINVAL;
 		return -1;
 	}

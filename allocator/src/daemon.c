@@ -246,7 +246,7 @@ size_t kp__daemon_floor(kp_pool *pool)
 
 static size_t seg_usable(void)
 {
-	return (size_t)(KP_SEG_UNITS) * KP_UNIT_SIZE;
+	return (size_t)(KP_SEG_UNITS)*KP_UNIT_SIZE;
 }
 
 /* ---- whether to pre-fault at all -------------------------------------------
@@ -334,9 +334,9 @@ bool kp__daemon_wanted(kp_pool *pool)
 
 static bool prefaulting(kp_pool *pool)
 {
-	return pool->conf.prefault &&
-	       atomic_load_explicit(&pool->out_bytes, memory_order_relaxed) >= KP_PREFAULT_MIN &&
-	       (pool->conf.prefault_touch == 0 || atomic_load_explicit(&pool->daemon.prefaulting, memory_order_relaxed));
+	return pool->conf.prefault && atomic_load_explicit(&pool->out_bytes, memory_order_relaxed) >= KP_PREFAULT_MIN &&
+	       (pool->conf.prefault_touch == 0 ||
+		atomic_load_explicit(&pool->daemon.prefaulting, memory_order_relaxed));
 }
 
 static uint64_t probe_rand(kp__daemon *d)
@@ -355,8 +355,7 @@ static uint64_t probe_rand(kp__daemon *d)
  * block). The block's meta word is read without a lock: a block allocated
  * or freed meanwhile is sampled as it was (no_sanitize: the program's
  * header writes race with this read, harmlessly). */
-__attribute__((no_sanitize("thread"))) static KP_NOASAN char *probe_page(kp__seg *s, unsigned u, uint64_t r,
-									     bool *edge)
+__attribute__((no_sanitize("thread"))) static KP_NOASAN char *probe_page(kp__seg *s, unsigned u, uint64_t r, bool *edge)
 {
 	if ((s->free_mask >> u) & 1)
 		return NULL;
@@ -659,8 +658,8 @@ static void set_wake(kp_pool *pool, size_t target, size_t ready, bool pre)
 	 * allocation path in steady state. */
 	size_t out = atomic_load_explicit(&pool->out_bytes, memory_order_relaxed);
 	size_t peak = atomic_load_explicit(&pool->peak_out_bytes, memory_order_relaxed);
-	if (pool->conf.prefault && peak < KP_PREFAULT_MIN && out < KP_PREFAULT_MIN && free_bytes > KP_PREFAULT_MIN - out &&
-	    free_bytes - (KP_PREFAULT_MIN - out) > unready + wake)
+	if (pool->conf.prefault && peak < KP_PREFAULT_MIN && out < KP_PREFAULT_MIN &&
+	    free_bytes > KP_PREFAULT_MIN - out && free_bytes - (KP_PREFAULT_MIN - out) > unready + wake)
 		unready = free_bytes - (KP_PREFAULT_MIN - out) - wake;
 	atomic_store_explicit(&pool->wake_wm, unready + wake, memory_order_relaxed);
 }
@@ -866,7 +865,8 @@ static size_t daemon_target(kp_pool *pool)
 	size_t headroom = kp__primary_headroom(pool);
 	/* net bytes taken from the free units: what there was, plus what was
 	 * added (by anyone), less what is left */
-	int64_t added = ((int64_t)(grows - d->last_grows) - (int64_t)(shrinks - d->last_shrinks)) * (int64_t)seg_usable();
+	int64_t added =
+		((int64_t)(grows - d->last_grows) - (int64_t)(shrinks - d->last_shrinks)) * (int64_t)seg_usable();
 	int64_t taken = (int64_t)d->last_headroom + added - (int64_t)headroom;
 	uint64_t dt = now > d->last_ns ? now - d->last_ns : 0;
 	size_t ready = atomic_load(&d->ready);
@@ -958,8 +958,8 @@ static size_t daemon_target(kp_pool *pool)
 		atomic_compare_exchange_strong(&pool->grow_boost, &boost, boost - 1);
 		atomic_store(&pool->boost_at_ns, now);
 	}
-	size_t headroom_want = rate_headroom(rate, (unsigned)atomic_load(&pool->grow_boost), atomic_load(&pool->out_bytes),
-					d->busy_passes >= KP_BUSY_PASSES);
+	size_t headroom_want = rate_headroom(rate, (unsigned)atomic_load(&pool->grow_boost),
+					     atomic_load(&pool->out_bytes), d->busy_passes >= KP_BUSY_PASSES);
 	size_t target = (headroom_want + KP_UNIT_SIZE - 1) & ~(size_t)(KP_UNIT_SIZE - 1);
 	size_t floor = kp__daemon_floor(pool);
 	if (target < floor)
@@ -1151,9 +1151,9 @@ int kp__daemon_pass(kp_pool *pool)
 	size_t passed = pre && (atomic_load_explicit(&pool->take_min, memory_order_relaxed) ||
 				(atomic_load_explicit(&pool->take_min_prev, memory_order_relaxed) > 1 &&
 				 atomic_load(&pool->free_segs) &&
-				 kp__primary_headroom(pool) >= ahead + (KP_SEG_UNITS) * KP_UNIT_SIZE))
-			    ? short_runs(pool)
-			    : 0;
+				 kp__primary_headroom(pool) >= ahead + (KP_SEG_UNITS)*KP_UNIT_SIZE))
+				? short_runs(pool)
+				: 0;
 	for (size_t room, h; (h = kp__primary_headroom(pool), room = h > passed ? h - passed : 0) < ahead;) {
 		/* whole: pre-faulted as it is mapped, when the program touches
 		 * what it takes or asked for a floor of a segment or more; the
@@ -1216,7 +1216,7 @@ int kp__daemon_pass(kp_pool *pool)
 		pool->purge_at_ns = now + sparse_soon;
 	next_wait(pool, now);
 	kp__grace_reclaim(pool); /* unmap what was released, once no reader can see it */
-	kp__backup_grow(pool); /* backup:auto follows the peak use (backup.c) */
+	kp__backup_grow(pool);	 /* backup:auto follows the peak use (backup.c) */
 	uint64_t frees = atomic_load(&pool->bk_frees);
 	if (frees != d->refilled_at && kp__backup_refill(pool)) {
 		d->refilled_at = frees;

@@ -14,10 +14,9 @@
 #include <stdlib.h>
 
 static const char *const names[KP_EV__COUNT] = {
-	"none",         "grow",          "shrink",     "backup_enter", "backup_leave", "backup_alloc",
-	"denied",       "oom",           "bad_size",   "double_free",  "invalid_free", "corruption",
-	"token",        "os_fail",       "daemon",     "fault_injected", "overflow",     "use_after_free",
-	"freelist",     "quarantine",    "log_suppressed",
+	"none",	  "grow",	    "shrink",	   "backup_enter",   "backup_leave", "backup_alloc", "denied",
+	"oom",	  "bad_size",	    "double_free", "invalid_free",   "corruption",   "token",	     "os_fail",
+	"daemon", "fault_injected", "overflow",	   "use_after_free", "freelist",     "quarantine",   "log_suppressed",
 };
 
 KP_EXPORT const char *kp_event_name(unsigned kind)
@@ -131,7 +130,8 @@ static void log_line(kp_pool *pool, const kp_event *ev)
 		uint64_t lost = atomic_exchange(&pool->log_suppressed, 0);
 		if (lost) {
 			size_t n = fmt(line, sizeof line, "kpool %llu.%03llu %s suppressed %llu lines\n",
-				       (unsigned long long)sec, (unsigned long long)(ev->time_ns % 1000000000ull / 1000000),
+				       (unsigned long long)sec,
+				       (unsigned long long)(ev->time_ns % 1000000000ull / 1000000),
 				       kp_event_name(KP_EV_LOG_SUPPRESSED), (unsigned long long)lost);
 			kp__os_write(&pool->os, pool->log_fd, line, n);
 		}

@@ -272,7 +272,7 @@ void *kp__huge_alloc(kp_pool *pool, size_t need, size_t align)
 	(void)align; /* the payload is page-aligned, the largest alignment served */
 	size_t size = (need + 2 * KP_PAGE + KP_PAGE - 1) & ~(size_t)(KP_PAGE - 1);
 	kp__seg *evict = NULL;
-	bool release = false; /* holding release_mu: evicted mappings in hand */
+	bool release = false;	 /* holding release_mu: evicted mappings in hand */
 	kp__grace_reclaim(pool); /* before mapping: what waited out its grace period */
 again:
 	kp__pool_lock(pool);
@@ -459,8 +459,7 @@ kp__seg *kp__huge_resize(kp_pool *pool, kp__seg *s, size_t need, size_t open)
 	if (n != s) {
 		huge_note_gone(pool, s); /* a free of the old address is a double free */
 		kp__pagemap_set(&pool->os, s, old, NULL);
-	}
-	else if (old > keep)
+	} else if (old > keep)
 		kp__pagemap_set(&pool->os, (char *)s + keep, old - keep, NULL);
 	/* Only the payload moves (from 8 KiB on): the first two pages, all a
 	 * lookup of the old address reads, stay where they are until a grace
@@ -476,7 +475,8 @@ kp__seg *kp__huge_resize(kp_pool *pool, kp__seg *s, size_t need, size_t open)
 	int rc;
 	if (n == s) {
 		rc = kp__os_guard(&pool->os, (char *)s + size, KP_HUGE_GUARD);
-		if (rc == 0 && (rc = kp__os_unmap_clean(&pool->os, (char *)s + size + KP_HUGE_GUARD, old - size)) != 0 &&
+		if (rc == 0 &&
+		    (rc = kp__os_unmap_clean(&pool->os, (char *)s + size + KP_HUGE_GUARD, old - size)) != 0 &&
 		    kp__os_protect(&pool->os, (char *)s + size, KP_HUGE_GUARD, true) != 0) {
 			kp__event(pool, KP_EV_OS_FAIL, KP_POOL_PRIMARY, (char *)s + size + KP_HUGE_GUARD, old - size,
 				  "munmap of a shrunk huge block's %zu-byte tail refused (%d): left mapped", old - size,
@@ -503,7 +503,7 @@ kp__seg *kp__huge_resize(kp_pool *pool, kp__seg *s, size_t need, size_t open)
 		return NULL;
 	}
 	if (n != s) {
-		memcpy(n, s, 2 * KP_PAGE); /* the segment and block headers */
+		memcpy(n, s, 2 * KP_PAGE);				       /* the segment and block headers */
 		kp__os_unmap_clean(&pool->os, (char *)s + old, KP_HUGE_GUARD); /* its guard */
 		kp__grace_retire(pool, s, 2 * KP_PAGE);
 	}

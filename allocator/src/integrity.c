@@ -103,12 +103,12 @@ void kp__key_aes_init(kp__key *k)
 
 int kp__violation(kp_pool *pool, unsigned kind, int code, const void *addr, size_t size, const char *what)
 {
-	_Atomic uint64_t *counter = kind == KP_EV_DOUBLE_FREE	  ? &pool->double_frees
-				    : kind == KP_EV_INVALID_FREE  ? &pool->invalid_frees
-				    : kind == KP_EV_OVERFLOW	  ? &pool->overflows
+	_Atomic uint64_t *counter = kind == KP_EV_DOUBLE_FREE	   ? &pool->double_frees
+				    : kind == KP_EV_INVALID_FREE   ? &pool->invalid_frees
+				    : kind == KP_EV_OVERFLOW	   ? &pool->overflows
 				    : kind == KP_EV_USE_AFTER_FREE ? &pool->use_after_frees
-				    : kind == KP_EV_FREELIST	  ? &pool->freelist_errors
-								  : &pool->corruptions;
+				    : kind == KP_EV_FREELIST	   ? &pool->freelist_errors
+								   : &pool->corruptions;
 	atomic_fetch_add(counter, 1);
 	unsigned which = kp__backup_owns(&pool->backup, addr) ? KP_POOL_BACKUP : KP_POOL_PRIMARY;
 	/* Never a made-up size: "size unknown" rather than a 0 the block never had;

@@ -223,8 +223,8 @@ typedef struct kp__conf {
 	unsigned wait_ms, log_fd, log_rate, grow_wait_us;
 	char faults[KP_FAULT_SPEC_MAX];
 	bool step_clock; /* daemon:off only: the pool's clock is what kp_daemon_step advanced */
-	char layout[8];  /* "inline" or "outline" (conf.c) */
-	bool outline;    /* layout:outline: blocks up to 64 KiB on outline.c's path */
+	char layout[8];	 /* "inline" or "outline" (conf.c) */
+	bool outline;	 /* layout:outline: blocks up to 64 KiB on outline.c's path */
 } kp__conf;
 
 /* Fill *c from defaults, KPOOL_CONF, then s. 0, or -1 with kp_last_error set. */
@@ -248,10 +248,10 @@ enum kp__caller { KP_CALLER_ALLOC, KP_CALLER_DAEMON, KP_CALLER_SETUP, KP_CALLER_
 enum kp__fault_mode { KP_FAULT_OFF, KP_FAULT_NTH, KP_FAULT_EVERY, KP_FAULT_PROB };
 typedef struct kp__fault {
 	_Atomic int mode;
-	_Atomic uint64_t n;        /* nth / every */
-	_Atomic uint64_t p32;      /* probability * 2^32 */
-	_Atomic uint64_t calls;    /* calls of this kind since armed */
-	_Atomic uint64_t rng;      /* splitmix64 state */
+	_Atomic uint64_t n;	/* nth / every */
+	_Atomic uint64_t p32;	/* probability * 2^32 */
+	_Atomic uint64_t calls; /* calls of this kind since armed */
+	_Atomic uint64_t rng;	/* splitmix64 state */
 	_Atomic uint64_t injected;
 } kp__fault;
 typedef struct kp__oscount {
@@ -456,7 +456,7 @@ typedef struct kp__grace_tls {
 	 * word's fence bit on every call. Set by kp__grace_note_fast. */
 	kp__grace_rec *fast;
 	kp_pool *pending; /* retired inside a section: reclaim on leaving it */
-	bool exited;      /* the thread-exit destructor ran: the shared path */
+	bool exited;	  /* the thread-exit destructor ran: the shared path */
 } kp__grace_tls;
 /* The thread's state: one thread-local block for the whole library (a -fPIC
  * library reaches each thread-local variable through a GOT entry of its
@@ -580,26 +580,31 @@ enum kp__state { KP_ST_FREE = 0x5a, KP_ST_ALLOC = 0xa5, KP_ST_QUARANTINE = 0x3c 
 typedef struct kp__key {
 	uint64_t v0, v1, v2, v3;
 	uint64_t rk[22] __attribute__((aligned(16))); /* AES-128 round keys 0..10 */
-	uint32_t aes;                                 /* 1: K(h) is kp__aes_hkey */
-	uint64_t smul; /* odd, secret: kp__kslot's multiplier (kp__key_aes_init) */
+	uint32_t aes;				      /* 1: K(h) is kp__aes_hkey */
+	uint64_t smul;				      /* odd, secret: kp__kslot's multiplier (kp__key_aes_init) */
 } kp__key;
 /* Fill k->rk and k->aes from k's SipHash words (integrity.c): the AES key
  * is SipHash(k, 3, 0..1), an input no other use of k takes. */
 void kp__key_aes_init(kp__key *k);
 static inline kp__key kp__key_make(uint64_t k0, uint64_t k1)
 {
-	kp__key k = {k0 ^ 0x736f6d6570736575ull, k1 ^ 0x646f72616e646f6dull, k0 ^ 0x6c7967656e657261ull,
-		     k1 ^ 0x7465646279746573ull, {0}, 0, 0};
+	kp__key k = {k0 ^ 0x736f6d6570736575ull,
+		     k1 ^ 0x646f72616e646f6dull,
+		     k0 ^ 0x6c7967656e657261ull,
+		     k1 ^ 0x7465646279746573ull,
+		     {0},
+		     0,
+		     0};
 	kp__key_aes_init(&k);
 	return k;
 }
 #define KP_ROTL(x, b) (((x) << (b)) | ((x) >> (64 - (b))))
-#define KP_SIPROUND(v0, v1, v2, v3)                                                                              \
-	do {                                                                                                     \
-		v0 += v1, v1 = KP_ROTL(v1, 13), v1 ^= v0, v0 = KP_ROTL(v0, 32);                                  \
-		v2 += v3, v3 = KP_ROTL(v3, 16), v3 ^= v2;                                                        \
-		v0 += v3, v3 = KP_ROTL(v3, 21), v3 ^= v0;                                                        \
-		v2 += v1, v1 = KP_ROTL(v1, 17), v1 ^= v2, v2 = KP_ROTL(v2, 32);                                  \
+#define KP_SIPROUND(v0, v1, v2, v3)                                             \
+	do {                                                                    \
+		v0 += v1, v1 = KP_ROTL(v1, 13), v1 ^= v0, v0 = KP_ROTL(v0, 32); \
+		v2 += v3, v3 = KP_ROTL(v3, 16), v3 ^= v2;                       \
+		v0 += v3, v3 = KP_ROTL(v3, 21), v3 ^= v0;                       \
+		v2 += v1, v1 = KP_ROTL(v1, 17), v1 ^= v2, v2 = KP_ROTL(v2, 32); \
 	} while (0)
 /* SipHash-1-3 (one compression round, three finalization rounds: the
  * variant Rust's and CPython's hash tables use) of the 8 bytes of m, and of
@@ -899,8 +904,8 @@ typedef struct kp__ring {
 	_Atomic uint64_t dropped;
 	kp__ring_slot slot[KP_RING_SLOTS];
 } kp__ring;
-void kp__event(kp_pool *pool, unsigned kind, unsigned which, const void *addr, size_t size, const char *fmt,
-	       ...) __attribute__((format(printf, 6, 7)));
+void kp__event(kp_pool *pool, unsigned kind, unsigned which, const void *addr, size_t size, const char *fmt, ...)
+	__attribute__((format(printf, 6, 7)));
 /* A formatter that allocates nothing and is async-signal-safe: %s %p %c %d
  * %u %zu %llu %x (and %%). Returns the length it wanted, like snprintf. */
 size_t kp__fmt(char *buf, size_t len, const char *fmt, va_list ap);
@@ -913,17 +918,17 @@ enum kp__span_kind { KP_SPAN_FREE = 0, KP_SPAN_SMALL = 1, KP_SPAN_LARGE = 2 };
 #define KP_UNIT_META(cls) ((uint16_t)((unsigned)(cls) << 8 | KP_ST_ALLOC)) /* kp__seg's unit_meta */
 typedef struct kp__span {
 	struct kp__span *next, *prev; /* the class's partial list */
-	char *start;                  /* first block */
-	void *free;                   /* encoded list of returned blocks */
-	uint32_t block;               /* block size, header included */
+	char *start;		      /* first block */
+	void *free;		      /* encoded list of returned blocks */
+	uint32_t block;		      /* block size, header included */
 	uint32_t nblocks, nused, bump;
 	uint16_t units; /* length of the run */
-	uint8_t head;   /* unit index of the run's first unit */
-	uint8_t kind;   /* enum kp__span_kind */
+	uint8_t head;	/* unit index of the run's first unit */
+	uint8_t kind;	/* enum kp__span_kind */
 	uint8_t cls;
 	uint8_t in_partial;
 	uint8_t quarantined; /* found damaged: never carved from again */
-	uint8_t moving;      /* large: in-place growth failed, realloc moves it (primary.c, units_give) */
+	uint8_t moving;	     /* large: in-place growth failed, realloc moves it (primary.c, units_give) */
 	/* Blocks on the free list: the invariant checked in O(1) where a count
 	 * is trusted (primary.c: a refill takes from the span, its last block
 	 * returns and its units go back), so that a rewritten nused or bump
@@ -946,17 +951,17 @@ enum kp__seg_kind { KP_SEG_NORMAL = 1, KP_SEG_HUGE = 2 };
  * quarantined: its units are never handed out again. */
 typedef struct kp__seg {
 	uint64_t magic; /* kp__seg_magic */
-	uint64_t seal;  /* kp__seg_seal, normal segments */
+	uint64_t seal;	/* kp__seg_seal, normal segments */
 	kp_pool *pool;
 	struct kp__seg *next, *prev;
 	uint64_t free_mask; /* bit u set: unit u is free */
 	uint64_t empty_since_ns;
-	size_t size;        /* bytes mapped */
-	uint32_t kind;      /* enum kp__seg_kind */
+	size_t size;   /* bytes mapped */
+	uint32_t kind; /* enum kp__seg_kind */
 	uint32_t nfree_units;
-	uint32_t dirty;       /* huge: a kept mapping used again (not zero) */
+	uint32_t dirty;	      /* huge: a kept mapping used again (not zero) */
 	uint32_t quarantined; /* found damaged (reported once): never used again */
-	size_t retired; /* bytes still mapped while it waits out a grace period (pagemap.c) */
+	size_t retired;	      /* bytes still mapped while it waits out a grace period (pagemap.c) */
 	/* Free units given back to the OS (primary.c, kp__primary_purge), under
 	 * pool->lock; each a subset of free_mask. purge_idle: free at the last
 	 * purge checkpoint and not taken since; purged: given back since they
@@ -997,8 +1002,8 @@ typedef struct kp__central {
 	 * shares the even class's), so this name is not "lock": a direct use
 	 * would lock a mutex the other class of the pair does not take */
 	_Alignas(64) pthread_mutex_t pair_lock;
-	kp__span *partial;                  /* spans with a free block */
-	unsigned spans;                     /* small spans of the class (primary.c, span_new) */
+	kp__span *partial; /* spans with a free block */
+	unsigned spans;	   /* small spans of the class (primary.c, span_new) */
 	/* batches parked in the pool's xfer[cls] (transfer.c), their blocks,
 	 * the level of the class's room for more (KP_XFER_LEVELS), and whether
 	 * a bin took a batch since the room last grew: written under the class
@@ -1014,7 +1019,7 @@ extern const uint32_t kp__class_size[KP_NCLASS];
  * (mod 2^64; Lemire, Kaser and Kurz, "Faster remainder by direct
  * computation"): a block-start test without a division. */
 extern const uint64_t kp__class_div[256]; /* past KP_NCLASS: 0, every x passes (a unit_meta the caller refuses) */
-#define KP_CLASS_TABLE_MAX 1024 /* kp__class_of: the needs its table covers */
+#define KP_CLASS_TABLE_MAX 1024		  /* kp__class_of: the needs its table covers */
 static inline unsigned kp__class_of(size_t need)
 {
 	extern const uint8_t kp__class_small[];
@@ -1136,12 +1141,12 @@ typedef struct kp__bk_gran {
 } kp__bk_gran;
 typedef struct kp__backup {
 	pthread_mutex_t lock;
-	char *base;     /* first usable byte (after the front guard) */
+	char *base;	     /* first usable byte (after the front guard) */
 	_Atomic size_t size; /* the reserve: usable bytes served, a power of two (grows under backup:auto) */
-	size_t region;  /* usable bytes reserved, a power of two: size's cap */
-	bool auto_size; /* backup:auto: the daemon grows size with the pool (kp__backup_grow) */
+	size_t region;	     /* usable bytes reserved, a power of two: size's cap */
+	bool auto_size;	     /* backup:auto: the daemon grows size with the pool (kp__backup_grow) */
 	size_t map_size;
-	char *map;      /* the whole mapping, guards included */
+	char *map;	   /* the whole mapping, guards included */
 	kp__bk_gran *gran; /* per granule, in the metadata mapping */
 	uint32_t free_head[KP_BK_ORDERS];
 	unsigned max_order;
@@ -1425,7 +1430,7 @@ typedef struct __attribute__((aligned(KP_PAGE))) kp__tcache {
 /* Caches come from the OS in chunks of 64; the first chunk is mapped by
  * kp_create, so only a pool's 65th thread maps on its allocation path. */
 #define KP_TC_CHUNK 64
-#define KP_TC_CHUNKS 64 /* at most 4096 caches per pool; more threads take the shared path */
+#define KP_TC_CHUNKS 64			 /* at most 4096 caches per pool; more threads take the shared path */
 int kp__tcache_chunk_add(kp_pool *pool); /* caller holds pool->lock */
 /* NULL: no cache (the thread's exit hook ran, or none could be made); the
  * caller then takes the shared path, which serves without one. */
@@ -1492,19 +1497,19 @@ typedef struct kp__daemon {
 	pthread_t thread;
 	_Atomic int state;
 	_Atomic int wake_pending;
-	_Atomic int lock_tid; /* glibc's owner id of pool->lock as the daemon took it (kp__pool_lock) */
+	_Atomic int lock_tid;	  /* glibc's owner id of pool->lock as the daemon took it (kp__pool_lock) */
 	_Atomic int parked, reap; /* the thread is out of its passes; it may exit (kp__daemon_park) */
 	_Atomic uint64_t wakeups, timer_wakeups, passes, grows, shrinks, refills;
-	pthread_cond_t pass_cv;           /* broadcast after every pass (waiters) */
+	pthread_cond_t pass_cv;		  /* broadcast after every pass (waiters) */
 	_Atomic uint64_t clock_offset_ns; /* added by kp_daemon_step for tests */
-	_Atomic uint64_t refilled_at;     /* backup frees count at the last refill */
+	_Atomic uint64_t refilled_at;	  /* backup frees count at the last refill */
 	/* The headroom target and what it is made of (daemon.c); written by
 	 * the pass (one at a time: the daemon thread or kp_daemon_step under
 	 * step_mu), read by stats. */
 	pthread_mutex_t step_mu;
-	_Atomic size_t target, ready;     /* target; pre-faulted free bytes at the front */
-	_Atomic uint64_t rate;            /* bytes/s of net demand, decaying */
-	_Atomic uint64_t faulted;         /* bytes the allocation path took before they were pre-faulted */
+	_Atomic size_t target, ready; /* target; pre-faulted free bytes at the front */
+	_Atomic uint64_t rate;	      /* bytes/s of net demand, decaying */
+	_Atomic uint64_t faulted;     /* bytes the allocation path took before they were pre-faulted */
 	/* Pre-faulting is on (daemon.c, prefault_decide): the program writes
 	 * what it takes. touch_pct: the share measured; touch_share the same
 	 * in 1/65536, over touch_samples pages sampled (probe_rng). */
@@ -1517,14 +1522,14 @@ typedef struct kp__daemon {
 	/* when the allocation path last took free units (primary.c, run_alloc;
 	 * kp__pool_now): a pass long after it finds growth that has stopped */
 	_Atomic uint64_t take_ns;
-	size_t ahead; /* free bytes the pass keeps mapped, pre-faulted or not (daemon_target) */
+	size_t ahead;	      /* free bytes the pass keeps mapped, pre-faulted or not (daemon_target) */
 	unsigned busy_passes; /* consecutive passes that found growth (daemon.c) */
 	/* growth past the peak use (daemon_target): the peak at the last pass,
 	 * when a pass last found it, and the pre-faulted front it asks for */
 	size_t last_peak, front;
 	size_t last_purged_taken; /* pool->purged_taken at the last pass */
-	size_t ramp; /* the most the front may be while growth lasts: doubled when it was overrun (daemon.c) */
-	uint64_t ramp_ns;     /* when the ramp last doubled */
+	size_t ramp;	  /* the most the front may be while growth lasts: doubled when it was overrun (daemon.c) */
+	uint64_t ramp_ns; /* when the ramp last doubled */
 	uint64_t grow_ns;
 	uint64_t refill_ns; /* when a pass last found purged units taken (daemon_target) */
 	/* since when growth is measured for slowing down, and what it took */
@@ -1584,16 +1589,16 @@ size_t kp__daemon_grow_target(kp_pool *pool, kp__grow *g, size_t demand, bool fa
 /* ---- pool.c -------------------------------------------------------------- */
 struct kp_pool {
 	uint64_t id;
-	uint64_t magic;    /* KP_POOL_MAGIC ^ the pool's address while it lives */
+	uint64_t magic;	   /* KP_POOL_MAGIC ^ the pool's address while it lives */
 	kp_pool *reg_next; /* the registry of live pools */
-	kp__key secret; /* the key of every tag, link pad, canary and seal */
+	kp__key secret;	   /* the key of every tag, link pad, canary and seal */
 	kp__conf conf;
 	size_t self_size;
 	kp__ol *ol; /* layout:outline's state (outline.c), else NULL */
 
 	pthread_mutex_t lock; /* segments, units, capacity, tcache list */
 	kp__seg *segs, *huge;
-	kp__seg *huge_cache; /* freed huge mappings kept for reuse (huge.c) */
+	kp__seg *huge_cache;	  /* freed huge mappings kept for reuse (huge.c) */
 	_Atomic(kp__seg *) limbo; /* released, unmapped after a grace period (pagemap.c) */
 	/* Held, before pool->lock, by a thread that has mappings off the pool's
 	 * lists on their way out until they are unmapped or on the grace list:
@@ -1616,9 +1621,9 @@ struct kp_pool {
 #define KP_HUGE_GONE 16
 	_Atomic uintptr_t huge_gone[KP_HUGE_GONE];
 	_Atomic unsigned huge_gone_next;
-	size_t capacity;      /* bytes of normal segments */
-	size_t units_free;    /* free units over all normal segments */
-	size_t units_total;   /* usable units over all normal segments */
+	size_t capacity;    /* bytes of normal segments */
+	size_t units_free;  /* free units over all normal segments */
+	size_t units_total; /* usable units over all normal segments */
 	/* The shortest run units_take took since the daemon's last pass (0:
 	 * none; written under lock, taken by the daemon's pass with an
 	 * exchange), and the shortest over the passes before it, kept for
@@ -1638,9 +1643,9 @@ struct kp_pool {
 		kp__seg *s;
 		uint8_t u, n;
 	} taken[KP_TAKEN_RUNS];
-	_Atomic unsigned ntaken; /* written under lock; the pass reads it without */
+	_Atomic unsigned ntaken;  /* written under lock; the pass reads it without */
 	_Atomic size_t free_segs; /* normal segments with every unit free */
-	_Atomic size_t headroom; /* units_free * unit size, readable without lock */
+	_Atomic size_t headroom;  /* units_free * unit size, readable without lock */
 	/* bytes of purged free units taken (run_take, kp__large_resize; written
 	 * under lock): demand under the peak the daemon pre-faults (daemon.c) */
 	_Atomic size_t purged_taken;
@@ -1659,7 +1664,7 @@ struct kp_pool {
 	kp__tcache *tcaches, *tc_free;
 	void *tc_chunks[KP_TC_CHUNKS];
 	size_t tc_nchunks;
-	size_t tc_fresh; /* caches of the newest chunk never handed out (its last ones) */
+	size_t tc_fresh;	  /* caches of the newest chunk never handed out (its last ones) */
 	_Atomic unsigned tc_live; /* caches handed out (tcache.c: they share tcache_bytes) */
 
 	kp__central central[KP_NCLASS];
@@ -1683,7 +1688,7 @@ struct kp_pool {
 	 * pages: test_pool_pages). xfer_gen, read by each park, shares its line
 	 * with the daemon's xfer_at_ns and the backup's lock alone. */
 	_Alignas(KP_PAGE) _Atomic uint64_t xfer_gen; /* checkpoints of kp__xfer_drain so far */
-	uint64_t xfer_at_ns;       /* the next one (the daemon's alone) */
+	uint64_t xfer_at_ns;			     /* the next one (the daemon's alone) */
 	kp__backup backup;
 	kp__daemon daemon;
 	kp__oscount os;
@@ -1723,8 +1728,8 @@ struct kp_pool {
 	void *bpurge_blk[KP_BPURGE_BATCH];
 	/* the event log (log_fd): token bucket, refilled per second */
 	_Atomic uint64_t log_sec, log_used, log_suppressed;
-	int log_fd;       /* 0: no log */
-	bool log_owned;   /* opened by us from KPOOL_LOG: closed by kp_destroy */
+	int log_fd;	/* 0: no log */
+	bool log_owned; /* opened by us from KPOOL_LOG: closed by kp_destroy */
 	/* exited threads, and calls served without a cache (tcache.c) */
 	_Atomic uint64_t dead_allocs, dead_frees, dead_in_use;
 

@@ -97,8 +97,8 @@ static bool enter(kp__oscount *c, int kind)
 		atomic_fetch_add(&f->injected, 1);
 		if (c->pool) {
 			atomic_fetch_add(&c->pool->faults_injected, 1);
-			kp__event(c->pool, KP_EV_FAULT_INJECTED, KP_POOL_PRIMARY, NULL, 0, "injected %s failure (call %llu)",
-				  kind_names[kind], (unsigned long long)k);
+			kp__event(c->pool, KP_EV_FAULT_INJECTED, KP_POOL_PRIMARY, NULL, 0,
+				  "injected %s failure (call %llu)", kind_names[kind], (unsigned long long)k);
 		}
 		errno = ENOMEM;
 	}
@@ -358,7 +358,8 @@ static clock_fn vdso_lookup(void)
 	if (!base)
 		return NULL;
 	const ElfW(Ehdr) *eh = (const ElfW(Ehdr) *)base;
-	if (memcmp(eh->e_ident, ELFMAG, SELFMAG) || eh->e_ident[EI_CLASS] != (sizeof(void *) == 8 ? ELFCLASS64 : ELFCLASS32))
+	if (memcmp(eh->e_ident, ELFMAG, SELFMAG) ||
+	    eh->e_ident[EI_CLASS] != (sizeof(void *) == 8 ? ELFCLASS64 : ELFCLASS32))
 		return NULL;
 	const ElfW(Phdr) *ph = (const ElfW(Phdr) *)(base + eh->e_phoff);
 	uintptr_t bias = 0;

@@ -124,18 +124,17 @@
 #include <string.h>
 
 static const uint32_t class_size[OL_NCLASS] = {
-	16, 32, 48, 64, 80, 96, 112, 128, 144, 160, 176, 192,
-	208, 224, 240, 256, 320, 384, 448, 512, 640, 768, 896, 1024,
-	1152, 1280, 1408, 1536, 1664, 1792, 1920, 2048, 2304, 2560, 2816, 3072,
-	3328, 3584, 3840, 4096, 4608, 5120, 5632, 6144, 6656, 7168, 7680, 8192,
-	9216, 10240, 11264, 12288, 13312, 14336, 15360, 16384, 18432, 20480, 22528, 24576,
+	16,    32,    48,    64,    80,	   96,	  112,	 128,	144,   160,   176,   192,   208,   224,	  240,
+	256,   320,   384,   448,   512,   640,	  768,	 896,	1024,  1152,  1280,  1408,  1536,  1664,  1792,
+	1920,  2048,  2304,  2560,  2816,  3072,  3328,	 3584,	3840,  4096,  4608,  5120,  5632,  6144,  6656,
+	7168,  7680,  8192,  9216,  10240, 11264, 12288, 13312, 14336, 15360, 16384, 18432, 20480, 22528, 24576,
 	26624, 28672, 30720, 32768, 36864, 40960, 45056, 49152, 53248, 57344, 61440, 65536};
 /* The class of q * 16 bytes, q = 0..64: every class boundary up to 1 KiB is
  * a multiple of 16, so (n + OL_CANARY + 15) >> 4 indexes it (either mode). */
-const uint8_t kp__ol_class_tbl[65] = {
-	0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 16, 16, 16, 17,
-	17, 17, 17, 18, 18, 18, 18, 19, 19, 19, 19, 20, 20, 20, 20, 20, 20, 20, 20, 21, 21, 21,
-	21, 21, 21, 21, 21, 22, 22, 22, 22, 22, 22, 22, 22, 23, 23, 23, 23, 23, 23, 23, 23};
+const uint8_t kp__ol_class_tbl[65] = {0,  0,  1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 12, 13, 14, 15,
+				      16, 16, 16, 16, 17, 17, 17, 17, 18, 18, 18, 18, 19, 19, 19, 19, 20,
+				      20, 20, 20, 20, 20, 20, 20, 21, 21, 21, 21, 21, 21, 21, 21, 22, 22,
+				      22, 22, 22, 22, 22, 22, 23, 23, 23, 23, 23, 23, 23, 23};
 
 /* Where a heap has no span of a class yet: its stack is empty, so the fast
  * path takes the slow one without a test of its own. Never written. */
@@ -536,7 +535,8 @@ void kp__ol_daemon_pass(kp_pool *pool)
 	 * and the segments a program took before it held OL_PREFAULT_MIN had
 	 * its thread fault on 4-8% of the pages of the next 35 MiB
 	 * (test_outline_grow). Only what is not resident. */
-	if (caught_up && nready) { /* else kept: those a program took before it held OL_PREFAULT_MIN, at the first pass past it */
+	if (caught_up &&
+	    nready) { /* else kept: those a program took before it held OL_PREFAULT_MIN, at the first pass past it */
 		struct ol_seg *cold_segs[OL_COLD_MAX];
 		pthread_mutex_lock(&ol->lock);
 		uint32_t ncold = ol->ncold;
@@ -661,8 +661,7 @@ static void purge_idle(kp_pool *pool)
 			for (struct ol_span **pp = &h->avail[c], *pg; (pg = *pp) != NULL;) {
 				bool empty = (uint32_t)(kp__ol_sp(pg) - pg->stack0) ==
 					     __atomic_load_n(&pg->fresh, __ATOMIC_RELAXED);
-				if (!empty || pg->idle_ns == OL_PURGED || !pg->idle_ns ||
-				    now - pg->idle_ns < decay) {
+				if (!empty || pg->idle_ns == OL_PURGED || !pg->idle_ns || now - pg->idle_ns < decay) {
 					if (!empty)
 						pg->idle_ns = 0;
 					else if (!pg->idle_ns)
@@ -710,8 +709,8 @@ static void span_extend(kp_pool *pool, struct ol_span *pg)
 	k = k < pg->nblocks - f ? k : pg->nblocks - f;
 	if (pg->csz)
 		for (uint32_t i = f; i < f + k; i++)
-			pg->rec[i].canary = kp__hkey(pool->secret,
-						     (const void *)(pg->gen ^ (uintptr_t)(pg->start + (size_t)i * pg->bsize)));
+			pg->rec[i].canary = kp__hkey(
+				pool->secret, (const void *)(pg->gen ^ (uintptr_t)(pg->start + (size_t)i * pg->bsize)));
 	uint16_t *sp = kp__ol_sp(pg);
 	for (uint32_t i = k; i-- > 0;)
 		*++sp = (uint16_t)(f + i);
@@ -910,8 +909,7 @@ static __attribute__((noinline, cold)) int free_remote_dfree(kp_pool *pool, stru
 	errno = e;
 	return rc;
 }
-static __attribute__((noinline)) int free_remote_slow(kp_pool *pool, struct ol_span *pg, uint32_t idx,
-						     struct ol_rec *r)
+static __attribute__((noinline)) int free_remote_slow(kp_pool *pool, struct ol_span *pg, uint32_t idx, struct ol_rec *r)
 {
 	if (KP_LIKELY(!pool->conf.poison)) {
 		struct ol_heap *h = kp__ol_slot.id == kp__ol_slot_id(pool) ? kp__ol_slot.heap : NULL;
@@ -937,7 +935,8 @@ static __attribute__((noinline)) int free_remote_slow(kp_pool *pool, struct ol_s
  * thread past its exit hook, poison:on), straight onto pg's list. */
 static inline int free_remote(kp_pool *pool, struct ol_span *pg, uint32_t idx, struct ol_rec *r, uint32_t st, void *p)
 {
-	if (KP_UNLIKELY(!__atomic_compare_exchange_n(&r->state, &st, OL_FREE, false, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)))
+	if (KP_UNLIKELY(
+		    !__atomic_compare_exchange_n(&r->state, &st, OL_FREE, false, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)))
 		return free_remote_dfree(pool, pg, p);
 	struct ol_heap *h = kp__ol_slot.heap; /* a poison:on pool is never in the slot */
 	if (KP_LIKELY(kp__ol_slot.id == kp__ol_slot_id(pool))) {
@@ -1347,8 +1346,9 @@ void *kp__ol_alloc(kp_pool *pool, size_t n, unsigned flags)
 		return kp__alloc_classic(pool, n, flags);
 	if (KP_UNLIKELY(pool->conf.poison))
 		return poison_alloc(pool, n, flags);
-	struct ol_heap *h = kp__ol_slot.id == kp__ol_slot_id(pool) && kp__ol_slot.heap != &kp__ol_empty_heap ? kp__ol_slot.heap
-												   : heap_get(pool);
+	struct ol_heap *h = kp__ol_slot.id == kp__ol_slot_id(pool) && kp__ol_slot.heap != &kp__ol_empty_heap
+				    ? kp__ol_slot.heap
+				    : heap_get(pool);
 	void *p = NULL;
 	if (h) {
 		size_t need = n + OL_CANARY; /* either mode: outline.h */
@@ -1376,8 +1376,8 @@ void *kp__ol_alloc(kp_pool *pool, size_t n, unsigned flags)
 /* p's span and block index, or NULL: not in the slice map (*ours false: no
  * block of this path, alloc.c's path decides), or no block start (*ours
  * true: an interior pointer or a span's tail, refused here). */
-static inline __attribute__((always_inline)) struct ol_span *block_of(struct ol_span **map, const void *p, uint32_t *idx_out,
-								      bool *ours)
+static inline __attribute__((always_inline)) struct ol_span *block_of(struct ol_span **map, const void *p,
+								      uint32_t *idx_out, bool *ours)
 {
 	uintptr_t a = (uintptr_t)p;
 	*ours = false;
@@ -1431,7 +1431,9 @@ static int free_other_checked(kp_pool *pool, struct ol_span *pg, uint32_t idx, s
 __attribute__((noinline)) int kp__ol_free_other(kp_pool *pool, struct ol_span *pg, uint32_t idx, void *p, bool try_only)
 {
 	struct ol_rec *r = &pg->rec[idx];
-	__asm__ volatile("prefetchw %0" : : "m"(*(const char *)r)); /* gcc's builtin makes prefetcht0 without -mprfchw */
+	__asm__ volatile("prefetchw %0"
+			 :
+			 : "m"(*(const char *)r)); /* gcc's builtin makes prefetcht0 without -mprfchw */
 	uint32_t st = __atomic_load_n(&r->state, __ATOMIC_RELAXED);
 	if (KP_UNLIKELY(st == OL_FREE))
 		return try_only ? KP_OL_UNTRIED : kp__ol_free_slow(pool, p, pg, idx, st, KP_OL_DFREE);
@@ -1452,8 +1454,8 @@ static int free_slow(kp_pool *pool, void *p, struct ol_span *pg, uint32_t idx, u
 		return kp__free_classic(pool, p);
 	case KP_OL_DFREE:
 #if KP_PLANT == 2 /* planted 2: no double-free check (the owner's free block pushed again) */
-		if (idx < pg->nblocks &&
-		    (atomic_load_explicit(&pg->owner, memory_order_relaxed) & ~(uintptr_t)OL_OWN_FULL) == kp__ol_self()) {
+		if (idx < pg->nblocks && (atomic_load_explicit(&pg->owner, memory_order_relaxed) &
+					  ~(uintptr_t)OL_OWN_FULL) == kp__ol_self()) {
 			uint16_t *top = kp__ol_sp(pg) + 1;
 			*top = (uint16_t)idx;
 			kp__ol_sp_set(pg, top);
@@ -1627,7 +1629,8 @@ uint64_t kp__ol_in_use(kp_pool *pool)
 			struct ol_span *pg = &s->spans[i];
 			if (!pg->start)
 				continue; /* a later slice of a span of several */
-			int64_t live = (int64_t)__atomic_load_n(&pg->fresh, __ATOMIC_RELAXED) - (kp__ol_sp(pg) - pg->stack0) -
+			int64_t live = (int64_t)__atomic_load_n(&pg->fresh, __ATOMIC_RELAXED) -
+				       (kp__ol_sp(pg) - pg->stack0) -
 				       atomic_load_explicit(&pg->nremote, memory_order_relaxed);
 			if (live > 0)
 				bytes += (uint64_t)live * (pg->bsize - pg->csz);
@@ -1663,7 +1666,8 @@ void kp__ol_counts(kp_pool *pool, uint64_t *allocs, uint64_t *frees)
 			struct ol_span *pg = &s->spans[i];
 			if (!pg->start)
 				continue;
-			int64_t l = (int64_t)__atomic_load_n(&pg->fresh, __ATOMIC_RELAXED) - (kp__ol_sp(pg) - pg->stack0) -
+			int64_t l = (int64_t)__atomic_load_n(&pg->fresh, __ATOMIC_RELAXED) -
+				    (kp__ol_sp(pg) - pg->stack0) -
 				    atomic_load_explicit(&pg->nremote, memory_order_relaxed);
 			live += l > 0 ? (uint64_t)l : 0;
 		}

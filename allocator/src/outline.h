@@ -28,11 +28,11 @@
  * record) = 4.5 MiB, the span records and alignment. */
 #define OL_META (6 * ((size_t)1 << 20))
 #define OL_CANARY 8u
-#define OL_SMALL_MAX 65536u /* request + canary; larger: alloc.c's path */
+#define OL_SMALL_MAX 65536u	       /* request + canary; larger: alloc.c's path */
 #define OL_TBL_MAX (1024u - OL_CANARY) /* requests by direct[] (either mode) */
-#define OL_NCLASS 72 /* 16..256 by 16, 4 per doubling up to 1 KiB, then 8 up to 64 KiB */
-#define OL_FREE 0u /* a block's state when free (a zero page's); else its request + 1 */
-#define OL_SENT 0xffffu /* stack[0] of every span: the stack is empty when sp points at it */
+#define OL_NCLASS 72		       /* 16..256 by 16, 4 per doubling up to 1 KiB, then 8 up to 64 KiB */
+#define OL_FREE 0u		       /* a block's state when free (a zero page's); else its request + 1 */
+#define OL_SENT 0xffffu		       /* stack[0] of every span: the stack is empty when sp points at it */
 /* A poison pool's block found written after its free (outline.c,
  * poison_alloc): never handed out again, and a free of it is a double free.
  * Only a poison pool's paths read it (poison_free, live_rec): such a pool
@@ -44,7 +44,7 @@
 struct ol_rec { /* one per block, out of line */
 	uint64_t canary;
 	uint32_t state; /* the request + 1, or OL_FREE (0) */
-	uint32_t next;  /* cross-thread free list: index + 1 */
+	uint32_t next;	/* cross-thread free list: index + 1 */
 };
 
 struct ol_heap;
@@ -67,7 +67,7 @@ struct ol_span {
 	uint32_t csz; /* the canary's bytes: OL_CANARY, or 0 with checks off */
 	uint16_t cls;
 	uint16_t fc_cap; /* blocks of its class a heap's foreign cache holds (ol_heap) */
-	uint64_t gen;    /* the span's generation, in its blocks' canaries */
+	uint64_t gen;	 /* the span's generation, in its blocks' canaries */
 
 	/* the owner's line */
 	_Alignas(64) uint16_t *sp; /* the top of the stack of free block indices */
@@ -84,7 +84,7 @@ struct ol_span {
 
 	/* the other threads' line */
 	_Alignas(64) _Atomic uint32_t remote; /* cross-thread frees: index + 1 of the head */
-	_Atomic uint32_t nremote;             /* blocks on that list or being pushed (kp__ol_in_use) */
+	_Atomic uint32_t nremote;	      /* blocks on that list or being pushed (kp__ol_in_use) */
 	struct ol_span *_Atomic dirty_next;
 	/* its heap: written under the pool's outline lock (span_new, span_adopt)
 	 * while no block of it is out, read by the frees that push */
@@ -95,7 +95,7 @@ struct ol_span {
 struct ol_seg {
 	uint8_t *base;
 	uint8_t *bump, *end; /* the metadata arrays of its spans */
-	uint32_t used;       /* slices given to spans */
+	uint32_t used;	     /* slices given to spans */
 	struct ol_seg *next; /* the pool's list, or the spares' */
 	/* a spare's (outline.c, the daemon's pass): its data pages pre-faulted
 	 * whole; taken by a heap (from then on no spare: the daemon stops
@@ -130,9 +130,9 @@ struct ol_heap {
 	uintptr_t self;
 	uint32_t csz;
 	struct ol_span *avail[OL_NCLASS];
-	struct ol_seg *seg;    /* where its spans are carved */
-	struct ol_heap *next;  /* the pool's list */
-	bool own_map;          /* not in the arena: a mapping of its own */
+	struct ol_seg *seg;   /* where its spans are carved */
+	struct ol_heap *next; /* the pool's list */
+	bool own_map;	      /* not in the arena: a mapping of its own */
 	/* blocks handed out (kp__ol_pop; the owner writes, kp_stats reads):
 	 * frees are these less the live blocks (kp__ol_counts) */
 	_Atomic uint64_t allocs;
@@ -251,7 +251,7 @@ extern const uint8_t kp__ol_class_tbl[65];
 
 /* Pop idx, the top of pg's stack (not OL_SENT). */
 static inline __attribute__((always_inline)) void *kp__ol_pop(struct ol_heap *h, struct ol_span *pg, uint16_t *sp,
-							       uint32_t idx, size_t n)
+							      uint32_t idx, size_t n)
 {
 	kp__count_inc(&h->allocs, 1);
 	kp__ol_sp_set(pg, sp - 1);
@@ -270,7 +270,7 @@ static inline __attribute__((always_inline)) void *kp__ol_pop(struct ol_heap *h,
  * test of pg->csz is saved (3 instructions). Not kp__ol_pop's callers in
  * outline.c: a poison pool's allocation checks those bytes after the pop. */
 static inline __attribute__((always_inline)) void *kp__ol_pop_fast(struct ol_heap *h, struct ol_span *pg, uint16_t *sp,
-								    size_t idx, size_t n)
+								   size_t idx, size_t n)
 {
 	kp__count_inc(&h->allocs, 1);
 	kp__ol_sp_set(pg, sp - 1);
@@ -338,8 +338,8 @@ static inline __attribute__((always_inline)) bool kp__ol_canary_bad(const struct
 	memcpy(&c, (const uint8_t *)p + st - 1, 8);
 	return c != want;
 }
-#define KP_OL_CANARY_BAD(canary, pg, r, p, st)                                                                     \
-	(((canary) == KP_OL_CANARY_ON || ((canary) == KP_OL_CANARY_SPAN && (pg)->csz)) &&                           \
+#define KP_OL_CANARY_BAD(canary, pg, r, p, st)                                            \
+	(((canary) == KP_OL_CANARY_ON || ((canary) == KP_OL_CANARY_SPAN && (pg)->csz)) && \
 	 KP_UNLIKELY(kp__ol_canary_bad(r, p, st)))
 
 /* kp_free of a pool the calling thread's slot names (alloc.c tested it):
@@ -354,10 +354,10 @@ static inline __attribute__((always_inline)) bool kp__ol_canary_bad(const struct
  * preload's hook, which frees or reports it in free()'s name; a free to
  * another thread's span or a retired one is made. */
 static inline __attribute__((always_inline)) int kp__ol_free_check(kp_pool *pool, void *p, bool try_only, int canary,
-								    bool full)
+								   bool full)
 {
-#define KP_OL_REFUSE(pg, idx, st, why)                                                                             \
-	return full ? (try_only ? KP_OL_UNTRIED : kp__ol_free_slow(pool, p, pg, idx, (uint32_t)(st), why))          \
+#define KP_OL_REFUSE(pg, idx, st, why)                                                                     \
+	return full ? (try_only ? KP_OL_UNTRIED : kp__ol_free_slow(pool, p, pg, idx, (uint32_t)(st), why)) \
 		    : kp__ol_free_refused(pool, p, try_only)
 	uintptr_t a = (uintptr_t)p;
 	if (KP_UNLIKELY((a >> OL_SLICE_SHIFT) >= kp__ol_slot.map_n))

@@ -37,7 +37,7 @@ static void barrier_init(kp__oscount *c);
 #define FLAT_CHUNKS ((uintptr_t)1 << (KP_VA_BITS - KP_SEG_SHIFT))
 _Atomic uint32_t *_Atomic kp__pagemap_flat;
 _Atomic uintptr_t kp__pagemap_flat_n; /* 0 until the flat map is reserved */
-static bool flat_tried;               /* under grow_lock: reserved once, or given up */
+static bool flat_tried;		      /* under grow_lock: reserved once, or given up */
 
 /* Once, before the first segment goes into the pagemap, under grow_lock:
  * reserve the flat map (one mmap, counted to the pool that maps first).

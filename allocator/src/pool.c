@@ -276,8 +276,9 @@ KP_EXPORT kp_pool *kp_create(const char *conf)
 	uint64_t rnd[3];
 	kp__os_random(&pool->os, rnd, sizeof rnd);
 	/* A 128-bit key: SipHash's (internal.h). A fixed seed expands to one. */
-	pool->secret = c.seed ? kp__key_make(kp__mix(c.seed ^ 0x9e3779b97f4a7c15ull), kp__mix(c.seed ^ 0xc2b2ae3d27d4eb4full))
-			      : kp__key_make(rnd[0], rnd[1]);
+	pool->secret =
+		c.seed ? kp__key_make(kp__mix(c.seed ^ 0x9e3779b97f4a7c15ull), kp__mix(c.seed ^ 0xc2b2ae3d27d4eb4full))
+		       : kp__key_make(rnd[0], rnd[1]);
 	pool->token = rnd[2] ? rnd[2] : 0x5bd1e995ull;
 
 	bool ok = kp__backup_init(pool, c.backup) == 0 && kp__tcache_chunk_add(pool) == 0;
@@ -477,7 +478,8 @@ static int corrupt_cache(kp_pool *pool, bool link)
 			continue;
 		kp__hdr *h = b->head;
 		if (link)
-			kp__link_put(pool->secret, h, (void *)((uintptr_t)kp__link_get(pool->secret, h) + ((uintptr_t)1 << 40)));
+			kp__link_put(pool->secret, h,
+				     (void *)((uintptr_t)kp__link_get(pool->secret, h) + ((uintptr_t)1 << 40)));
 		else
 			kp__hdr_put(h, kp__hdr_tag(h) ^ 0x10, kp__hdr_meta(h));
 		kp__event(pool, KP_EV_FAULT_INJECTED, KP_POOL_PRIMARY, h, kp__class_size[c], "damaged the %s of %p",
@@ -528,8 +530,9 @@ static int inject_one(kp_pool *pool, const char *item, size_t len)
 		bool link = mlen == 8 && !memcmp(mode, "freelist", 8);
 		if (link || (mlen == 6 && !memcmp(mode, "header", 6))) {
 			if (!pool->conf.checks) {
-				kp__set_error("corrupt@%.*s needs checks:on (without checks the damage would be followed)",
-					      (int)mlen, mode);
+				kp__set_error(
+					"corrupt@%.*s needs checks:on (without checks the damage would be followed)",
+					(int)mlen, mode);
 				return -1;
 			}
 			return corrupt_cache(pool, link);
@@ -540,8 +543,9 @@ static int inject_one(kp_pool *pool, const char *item, size_t len)
 	int kind = kp__os_kind(item, klen);
 	bool all = klen == 3 && !memcmp(item, "all", 3);
 	if (kind < 0 && !all) {
-		kp__set_error("fault '%.*s': unknown kind '%.*s' (mmap, munmap, madvise, mprotect, other, all, corrupt)",
-			      (int)len, item, (int)klen, item);
+		kp__set_error(
+			"fault '%.*s': unknown kind '%.*s' (mmap, munmap, madvise, mprotect, other, all, corrupt)",
+			(int)len, item, (int)klen, item);
 		return -1;
 	}
 	char buf[96];

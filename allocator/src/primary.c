@@ -31,29 +31,28 @@
  * Append-free: the fuzz size table keeps its own copy of the old 47
  * (fuzz_model.c). */
 const uint32_t kp__class_size[KP_NCLASS] = {
-	32, 48, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320,
-	384, 448, 512, 640, 768, 896, 1024, 1152, 1280, 1408, 1536, 1664,
-	1792, 1920, 2048, 2304, 2560, 2816, 3072, 3328, 3584, 3840, 4096, 4400, 4608,
-	5120, 5632, 6144, 6656, 7168, 7680, 8192, 9216, 10240, 11264, 12288, 13312,
-	14336, 15360, 16384, 18432, 20480, 22528, 24576, 26624, 28672, 30720, 32768, 36864,
-	40960, 45056, 49152, 53248, 57344, 61440, 65536, 73728, 81920, 90112, 98304, 106496,
-	114688, 122880, 131072};
+	32,    48,    64,    80,    96,	   112,	  128,	 160,	 192,	 224,	 256,	320,   384,
+	448,   512,   640,   768,   896,   1024,  1152,	 1280,	 1408,	 1536,	 1664,	1792,  1920,
+	2048,  2304,  2560,  2816,  3072,  3328,  3584,	 3840,	 4096,	 4400,	 4608,	5120,  5632,
+	6144,  6656,  7168,  7680,  8192,  9216,  10240, 11264,	 12288,	 13312,	 14336, 15360, 16384,
+	18432, 20480, 22528, 24576, 26624, 28672, 30720, 32768,	 36864,	 40960,	 45056, 49152, 53248,
+	57344, 61440, 65536, 73728, 81920, 90112, 98304, 106496, 114688, 122880, 131072};
 #define KP_DIV(d) (UINT64_MAX / (d) + 1)
 const uint64_t kp__class_div[256] = {
-	KP_DIV(32), KP_DIV(48), KP_DIV(64), KP_DIV(80), KP_DIV(96), KP_DIV(112), KP_DIV(128), KP_DIV(160),
-	KP_DIV(192), KP_DIV(224), KP_DIV(256), KP_DIV(320), KP_DIV(384), KP_DIV(448), KP_DIV(512), KP_DIV(640),
-	KP_DIV(768), KP_DIV(896), KP_DIV(1024), KP_DIV(1152), KP_DIV(1280), KP_DIV(1408), KP_DIV(1536),
-	KP_DIV(1664), KP_DIV(1792), KP_DIV(1920), KP_DIV(2048), KP_DIV(2304), KP_DIV(2560), KP_DIV(2816),
-	KP_DIV(3072), KP_DIV(3328), KP_DIV(3584), KP_DIV(3840), KP_DIV(4096), KP_DIV(4400), KP_DIV(4608),
-	KP_DIV(5120), KP_DIV(5632), KP_DIV(6144), KP_DIV(6656), KP_DIV(7168), KP_DIV(7680), KP_DIV(8192),
-	KP_DIV(9216), KP_DIV(10240), KP_DIV(11264), KP_DIV(12288), KP_DIV(13312), KP_DIV(14336), KP_DIV(15360),
-	KP_DIV(16384), KP_DIV(18432), KP_DIV(20480), KP_DIV(22528), KP_DIV(24576), KP_DIV(26624), KP_DIV(28672),
-	KP_DIV(30720), KP_DIV(32768), KP_DIV(36864), KP_DIV(40960), KP_DIV(45056), KP_DIV(49152), KP_DIV(53248),
-	KP_DIV(57344), KP_DIV(61440), KP_DIV(65536), KP_DIV(73728), KP_DIV(81920), KP_DIV(90112), KP_DIV(98304),
-	KP_DIV(106496), KP_DIV(114688), KP_DIV(122880), KP_DIV(131072)};
+	KP_DIV(32),    KP_DIV(48),    KP_DIV(64),     KP_DIV(80),     KP_DIV(96),     KP_DIV(112),   KP_DIV(128),
+	KP_DIV(160),   KP_DIV(192),   KP_DIV(224),    KP_DIV(256),    KP_DIV(320),    KP_DIV(384),   KP_DIV(448),
+	KP_DIV(512),   KP_DIV(640),   KP_DIV(768),    KP_DIV(896),    KP_DIV(1024),   KP_DIV(1152),  KP_DIV(1280),
+	KP_DIV(1408),  KP_DIV(1536),  KP_DIV(1664),   KP_DIV(1792),   KP_DIV(1920),   KP_DIV(2048),  KP_DIV(2304),
+	KP_DIV(2560),  KP_DIV(2816),  KP_DIV(3072),   KP_DIV(3328),   KP_DIV(3584),   KP_DIV(3840),  KP_DIV(4096),
+	KP_DIV(4400),  KP_DIV(4608),  KP_DIV(5120),   KP_DIV(5632),   KP_DIV(6144),   KP_DIV(6656),  KP_DIV(7168),
+	KP_DIV(7680),  KP_DIV(8192),  KP_DIV(9216),   KP_DIV(10240),  KP_DIV(11264),  KP_DIV(12288), KP_DIV(13312),
+	KP_DIV(14336), KP_DIV(15360), KP_DIV(16384),  KP_DIV(18432),  KP_DIV(20480),  KP_DIV(22528), KP_DIV(24576),
+	KP_DIV(26624), KP_DIV(28672), KP_DIV(30720),  KP_DIV(32768),  KP_DIV(36864),  KP_DIV(40960), KP_DIV(45056),
+	KP_DIV(49152), KP_DIV(53248), KP_DIV(57344),  KP_DIV(61440),  KP_DIV(65536),  KP_DIV(73728), KP_DIV(81920),
+	KP_DIV(90112), KP_DIV(98304), KP_DIV(106496), KP_DIV(114688), KP_DIV(122880), KP_DIV(131072)};
 #undef KP_DIV
 
-const uint8_t kp__class_small[65] = {0,  0,  0,  1,  2,  3,  4,  5,  6,  7,  7,  8,  8,  9,  9,  10, 10,
+const uint8_t kp__class_small[65] = {0,	 0,  0,	 1,  2,	 3,  4,	 5,  6,	 7,  7,	 8,  8,	 9,  9,	 10, 10,
 				     11, 11, 11, 11, 12, 12, 12, 12, 13, 13, 13, 13, 14, 14, 14, 14, 15,
 				     15, 15, 15, 15, 15, 15, 15, 16, 16, 16, 16, 16, 16, 16, 16, 17, 17,
 				     17, 17, 17, 17, 17, 17, 18, 18, 18, 18, 18, 18, 18, 18};
@@ -109,9 +108,9 @@ static bool pool_is_valid(const kp_pool *pool)
 	return free_units == pool->units_free && total == pool->units_total;
 }
 
-#define KP_ASSERT(level, cond)                                                                                  \
-	do {                                                                                                   \
-		if (KP_DEBUG >= (level) && !(cond))                                                            \
+#define KP_ASSERT(level, cond)                                                                                   \
+	do {                                                                                                     \
+		if (KP_DEBUG >= (level) && !(cond))                                                              \
 			kp__violation(pool, KP_EV_CORRUPTION, KP_ECORRUPT, NULL, 0, "invariant broken: " #cond); \
 	} while (0)
 
@@ -223,9 +222,10 @@ static unsigned span_units(unsigned cls)
  * 1/128 (6144: 32 blocks in 3 units, 4400: 74 in 5). A class of 16 KiB and
  * more has at most 17 blocks to such a span (KP_BPURGE_SPAN bounds the
  * purge's walk). test_span_fit checks the bounds. */
-static const uint8_t span_fit_tab[KP_NCLASS] = {
-	1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 3, 1, 1, 1, 5, 1, 4,
-	5, 3, 5, 1, 2, 1, 2, 3, 4, 3, 4, 2, 4, 2, 4, 5, 6, 3, 7, 4, 8, 4, 9, 5, 11, 6, 13, 7, 15, 8, 9, 10, 11, 12, 13, 14, 15, 16};
+static const uint8_t span_fit_tab[KP_NCLASS] = {1, 1, 1, 1, 1, 1,  1, 1,  1, 1,	 1, 1, 1,  1,  1,  1,  1,  1,  1,
+						1, 1, 1, 1, 1, 1,  1, 1,  1, 1,	 1, 1, 3,  1,  1,  1,  5,  1,  4,
+						5, 3, 5, 1, 2, 1,  2, 3,  4, 3,	 4, 2, 4,  2,  4,  5,  6,  3,  7,
+						4, 8, 4, 9, 5, 11, 6, 13, 7, 15, 8, 9, 10, 11, 12, 13, 14, 15, 16};
 /* Only past a class's first spans: the longer runs, taken from the free
  * units' front before the daemon pre-faults past its small start-up
  * headroom, cost test_pool_behaviour's paced start 1,541-1,709 faults on
@@ -259,8 +259,9 @@ static kp__span *run_take(kp_pool *pool, kp__seg *s, unsigned u, unsigned n, kp_
 	uint64_t bits = run_bits(u, n);
 	s->free_mask &= ~bits;
 	s->purge_idle &= ~bits; /* taken: no longer idle, nor given back */
-	if (s->refill & bits) /* demand the daemon pre-faults, under the peak */
-		atomic_fetch_add_explicit(&pool->purged_taken, (size_t)__builtin_popcountll(s->refill & bits) << KP_UNIT_SHIFT,
+	if (s->refill & bits)	/* demand the daemon pre-faults, under the peak */
+		atomic_fetch_add_explicit(&pool->purged_taken,
+					  (size_t)__builtin_popcountll(s->refill & bits) << KP_UNIT_SHIFT,
 					  memory_order_relaxed);
 	s->purged &= ~bits;
 	s->refill &= ~bits;
@@ -339,7 +340,8 @@ static kp__span *units_take(kp_pool *pool, unsigned n, unsigned cls, bool bulk, 
 			if (pass == 0) {
 				for (uint64_t h = m & s->used_free; h && u < 0; h &= h - 1) {
 					unsigned v = (unsigned)__builtin_ctzll(h);
-					if (s->last_cls[v] == last && v + n <= KP_SEG_END && (m & run_bits(v, n)) == run_bits(v, n))
+					if (s->last_cls[v] == last && v + n <= KP_SEG_END &&
+					    (m & run_bits(v, n)) == run_bits(v, n))
 						u = (int)v;
 				}
 			} else {
@@ -379,9 +381,9 @@ static void units_give(kp_pool *pool, kp__seg *s, kp__span *sp)
 	for (unsigned i = 0; i < n; i++)
 		s->unit_meta[u + i] = 0;
 	memset(&s->last_cls[u], 0, n);
-	s->last_cls[u] = sp->kind == KP_SPAN_SMALL ? (uint8_t)(sp->cls + 1)
+	s->last_cls[u] = sp->kind == KP_SPAN_SMALL		    ? (uint8_t)(sp->cls + 1)
 			 : sp->kind == KP_SPAN_LARGE && !sp->moving ? (uint8_t)(KP_LAST_LARGE + n)
-						     : 0;
+								    : 0;
 	s->used_free |= bits;
 	memset(sp, 0, sizeof *sp);
 	sp->head = (uint8_t)u;
@@ -419,8 +421,9 @@ static kp__span *run_alloc(kp_pool *pool, unsigned n, unsigned cls, bool bulk, k
 		kp__pool_lock(pool);
 		kp__span *sp = units_take(pool, n, cls, bulk, segp);
 		bool low = pool->units_free * KP_UNIT_SIZE < atomic_load_explicit(&pool->wake_wm, memory_order_relaxed);
-		bool room = pool->capacity + KP_SEG_SIZE + atomic_load(&pool->huge_bytes) + atomic_load(&pool->ol_bytes) <=
-			    pool->conf.primary_max;
+		bool room =
+			pool->capacity + KP_SEG_SIZE + atomic_load(&pool->huge_bytes) + atomic_load(&pool->ol_bytes) <=
+			pool->conf.primary_max;
 		if (sp)
 			kp__backup_mode_update(pool, false);
 		pthread_mutex_unlock(&pool->lock);
@@ -558,10 +561,11 @@ static inline __attribute__((always_inline)) bool span_geometry_ok(const kp__spa
 	size_t run = (size_t)n << KP_UNIT_SHIFT, fill = (size_t)sp->nblocks * sp->block;
 	/* & of the compares, not &&: one branch for the lot */
 	return ((uintptr_t)sp == (uintptr_t)s->span + u * sizeof *sp) & (u != 0) & (u + n <= KP_SEG_END) &
-	       (sp->kind == KP_SPAN_SMALL) & (sp->cls == cls) & ((n == span_units(cls)) | (n == span_fit_tab[cls])) &
-	       (sp->block == kp__class_size[cls]) & (sp->start == (const char *)s + ((size_t)u << KP_UNIT_SHIFT)) &
-	       (fill <= run) & (run - fill < sp->block) & (sp->bump <= sp->nblocks) &
-	       ((size_t)sp->nused + sp->nfree == sp->bump) & (!sp->free == !sp->nfree) &&
+		       (sp->kind == KP_SPAN_SMALL) & (sp->cls == cls) &
+		       ((n == span_units(cls)) | (n == span_fit_tab[cls])) & (sp->block == kp__class_size[cls]) &
+		       (sp->start == (const char *)s + ((size_t)u << KP_UNIT_SHIFT)) & (fill <= run) &
+		       (run - fill < sp->block) & (sp->bump <= sp->nblocks) &
+		       ((size_t)sp->nused + sp->nfree == sp->bump) & (!sp->free == !sp->nfree) &&
 	       s->unit_meta[u] == KP_UNIT_META(cls);
 }
 
@@ -576,8 +580,8 @@ static inline bool span_block_ok(const kp__span *sp, const char *b)
  * aside for good (its blocks never handed out again, its units never given
  * back: leaked, span_give), off the list, whose link is followed only if it
  * is a span slot of this pool. Class lock held. */
-static void span_quarantine(kp_pool *pool, kp__central *c, kp__span *sp, unsigned kind, const void *at,
-			    size_t size, const char *what)
+static void span_quarantine(kp_pool *pool, kp__central *c, kp__span *sp, unsigned kind, const void *at, size_t size,
+			    const char *what)
 {
 	kp__violation(pool, kind, KP_ECORRUPT, at, size, what);
 	if (!sp->quarantined)
@@ -804,7 +808,7 @@ void kp__central_give(kp_pool *pool, unsigned cls, void *list, const uint64_t *k
 	kp__central *c = &pool->central[cls];
 	char *b = list;
 	kp__seg *vetted = NULL; /* the last segment whose magic was checked */
-#if KP_PLANT != 11 /* planted 11: blocks go back to the central free lists without their lock */
+#if KP_PLANT != 11		/* planted 11: blocks go back to the central free lists without their lock */
 	kp__class_lock_take(pool, cls);
 #endif
 	for (unsigned i = 0; i < n && b; i++) {
@@ -1116,7 +1120,7 @@ int kp__primary_shrink(kp_pool *pool, size_t keep)
 	/* Nothing to give back unless a segment is wholly free and the headroom
 	 * would stay at keep without it: then the pass takes no lock, so an
 	 * idle daemon never makes an allocating thread wait (a futex call). */
-	if (atomic_load(&pool->free_segs) == 0 || kp__primary_headroom(pool) < keep + (KP_SEG_UNITS) * KP_UNIT_SIZE)
+	if (atomic_load(&pool->free_segs) == 0 || kp__primary_headroom(pool) < keep + (KP_SEG_UNITS)*KP_UNIT_SIZE)
 		return 0;
 	pthread_mutex_lock(&pool->release_mu); /* the released segments in hand till retired: no fork */
 	kp__pool_lock(pool);
@@ -1130,7 +1134,8 @@ int kp__primary_shrink(kp_pool *pool, size_t keep)
 	left = (unsigned)(pool->units_total / (KP_SEG_UNITS)) + 1;
 	for (kp__seg *prev; s && left--; s = prev) {
 		prev = seg_step(pool, s, s->prev);
-		if (s->nfree_units + (KP_PLANT == 4) < KP_SEG_UNITS /* planted 4 */ || now_ns < s->empty_since_ns || now_ns - s->empty_since_ns < decay)
+		if (s->nfree_units + (KP_PLANT == 4) < KP_SEG_UNITS /* planted 4 */ || now_ns < s->empty_since_ns ||
+		    now_ns - s->empty_since_ns < decay)
 			continue;
 		if (!seg_ok_locked(pool, s) || !prev != !s->prev || (s->next && !seg_step(pool, s, s->next)))
 			continue; /* damaged: never released as free (it may hold live blocks) */
@@ -1358,7 +1363,8 @@ static int blocks_purge(kp_pool *pool)
 		bpurge_return(pool); /* held when a fork cut a pass short, or a class lock was busy */
 	if (pool->bpurge_n)
 		return 0;
-	uint64_t now = kp__pool_now(pool), gap = pool->conf.decay_ms < KP_BPURGE_MS ? pool->conf.decay_ms : KP_BPURGE_MS;
+	uint64_t now = kp__pool_now(pool),
+		 gap = pool->conf.decay_ms < KP_BPURGE_MS ? pool->conf.decay_ms : KP_BPURGE_MS;
 	/* Not while the program grows (this pass found memory taken) into
 	 * memory the daemon pre-faults for it, or with little headroom left:
 	 * blocks freed then are taken again soon, and the walk, its class
@@ -1380,8 +1386,8 @@ static int blocks_purge(kp_pool *pool)
 	 * quarter less than its peak: it gave back (freed_kick) */
 	bool hold = pool->daemon.busy_passes && out >= peak - peak / 4 &&
 		    (program_writes_all(pool) ||
-		     kp__primary_headroom(pool) < 2 * atomic_load_explicit(&pool->wake_wm, memory_order_relaxed) +
-							 KP_SEG_SIZE);
+		     kp__primary_headroom(pool) <
+			     2 * atomic_load_explicit(&pool->wake_wm, memory_order_relaxed) + KP_SEG_SIZE);
 	if (pool->conf.poison || hold) {
 		pool->bpurge_pending = 0; /* nothing given back at the next checkpoint either */
 		return 0;
@@ -1389,7 +1395,7 @@ static int blocks_purge(kp_pool *pool)
 	if (now < pool->bpurge_at_ns)
 		return 0;
 	pool->bpurge_at_ns = now + gap * 1000000ull;
-	pool->bpurge_pending = 0; /* counted again by this walk (bpurge_take_span) */
+	pool->bpurge_pending = 0;	       /* counted again by this walk (bpurge_take_span) */
 	uint64_t seq = ++pool->bpurge_seq + 1; /* from 2: the one before is never 0, the purged stamp */
 	int purged = 0;
 	kp__pool_lock(pool);
@@ -1431,7 +1437,7 @@ static int blocks_purge(kp_pool *pool)
 			bpurge_return(pool);
 			if (pool->bpurge_n) {
 				pool->bpurge_pending += KP_SEG_SIZE; /* not walked: more at the next one */
-				return purged; /* a class lock busy: the rest at the next pass */
+				return purged;			     /* a class lock busy: the rest at the next pass */
 			}
 		}
 	}
@@ -1536,7 +1542,7 @@ int kp__primary_purge(kp_pool *pool, size_t keep)
 		run[i].s->purging &= ~bits;
 		run[i].s->purged |= bits & run[i].s->free_mask;
 		run[i].s->refill |= bits & run[i].s->free_mask & run[i].s->used_free; /* pages a span used */
-		run[i].s->used_free &= ~(bits & run[i].s->free_mask); /* not resident: clean */
+		run[i].s->used_free &= ~(bits & run[i].s->free_mask);		      /* not resident: clean */
 	}
 	pthread_mutex_unlock(&pool->lock);
 	return purged;

@@ -77,8 +77,9 @@ void kp__stats_primary(kp_pool *pool, kp__primary_stats *st)
 	 * not every moment's), at least its inline path's own peak */
 	if (pool->ol) {
 		size_t peak = atomic_load_explicit(&pool->peak_out_bytes, memory_order_relaxed);
-		while (peak < in_use && !atomic_compare_exchange_weak_explicit(&pool->peak_out_bytes, &peak, in_use,
-									       memory_order_relaxed, memory_order_relaxed))
+		while (peak < in_use &&
+		       !atomic_compare_exchange_weak_explicit(&pool->peak_out_bytes, &peak, in_use,
+							      memory_order_relaxed, memory_order_relaxed))
 			;
 	}
 }
@@ -133,11 +134,15 @@ int kp__stats_json(kp_pool *pool, char *buf, size_t len)
 	int st = atomic_load(&d->state);
 	put(&o, "\"daemon\":{\"running\":%s,\"state\":\"%s\",\"wakeups\":%llu,\"timer_wakeups\":%llu,",
 	    st == KP_D_RUNNING ? "true" : "false",
-	    st == KP_D_RUNNING ? "running" : st == KP_D_RESTART ? "restart_pending" : st == KP_D_OFF ? "off" : "stopping",
+	    st == KP_D_RUNNING	 ? "running"
+	    : st == KP_D_RESTART ? "restart_pending"
+	    : st == KP_D_OFF	 ? "off"
+				 : "stopping",
 	    LD(d->wakeups), LD(d->timer_wakeups));
-	put(&o, "\"passes\":%llu,\"grows\":%llu,\"shrinks\":%llu,\"backup_refills\":%llu,", LD(d->passes),
-	    LD(d->grows), LD(d->shrinks), LD(d->refills));
-	put(&o, "\"target_bytes\":%llu,\"prefaulted_bytes\":%llu,\"rate_bytes_per_s\":%llu,\"alloc_faulted_bytes\":%llu,",
+	put(&o, "\"passes\":%llu,\"grows\":%llu,\"shrinks\":%llu,\"backup_refills\":%llu,", LD(d->passes), LD(d->grows),
+	    LD(d->shrinks), LD(d->refills));
+	put(&o,
+	    "\"target_bytes\":%llu,\"prefaulted_bytes\":%llu,\"rate_bytes_per_s\":%llu,\"alloc_faulted_bytes\":%llu,",
 	    LD(d->target), LD(d->ready), LD(d->rate), LD(d->faulted));
 	put(&o, "\"prefaulting\":%s,\"touched_pct\":%u},",
 	    pool->conf.prefault && (pool->conf.prefault_touch == 0 || atomic_load(&d->prefaulting)) ? "true" : "false",

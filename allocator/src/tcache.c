@@ -400,8 +400,7 @@ static uint64_t *row_move(kp__tcache *tc, uint64_t *old, int old_level, unsigned
 	}
 	return row;
 }
-_Static_assert(sizeof(((kp__tcache *)0)->keys) / sizeof(uint64_t) ==
-		       (size_t)KP_NCLASS * (32 + 64 + 128 + 256),
+_Static_assert(sizeof(((kp__tcache *)0)->keys) / sizeof(uint64_t) == (size_t)KP_NCLASS * (32 + 64 + 128 + 256),
 	       "room for KP_NCLASS rows of every size");
 
 /* The idle sweep, at every KP_SWEEP_MISSES-th miss of a thread's bins: a
@@ -702,7 +701,8 @@ void kp__tcache_flush_bin(kp_pool *pool, kp__tcache *tc, unsigned cls, unsigned 
 		 * (alloc.c, bin_head_ok) or by the daemon before it gives a stale
 		 * batch to its spans (transfer.c, batch_vet): a link written
 		 * meanwhile is caught before it is followed, as it is in a bin. */
-		if (b->count && park_ok(pool) && kp__xfer_put(pool, cls, b->head, tc->stack[cls], b->count, &tc->xcount)) {
+		if (b->count && park_ok(pool) &&
+		    kp__xfer_put(pool, cls, b->head, tc->stack[cls], b->count, &tc->xcount)) {
 			b->head = NULL;
 			b->count = 0;
 			return;
@@ -731,7 +731,8 @@ void kp__tcache_flush_bin(kp_pool *pool, kp__tcache *tc, unsigned cls, unsigned 
 		 * this pool by the pagemap's tag alone (no grace section, no read
 		 * of a segment header: kp__plausible cost 25 instructions a block).
 		 * The block it leads to is vetted against its key next. */
-		if (next && !((((uintptr_t)next ^ (uintptr_t)at) >> KP_SEG_SHIFT) == 0 && !((uintptr_t)next & (KP_HDR - 1))) &&
+		if (next &&
+		    !((((uintptr_t)next ^ (uintptr_t)at) >> KP_SEG_SHIFT) == 0 && !((uintptr_t)next & (KP_HDR - 1))) &&
 		    !kp__pagemap_owns(pool->id, next))
 			break;
 		last = at;

@@ -191,8 +191,8 @@ void kp__class_lock_wait(pthread_mutex_t *m)
  * thread alone writes (a plain add: kp__count_inc), or with no cache (the
  * shared path, count NULL) in the pool's, which any thread may (an atomic
  * add). Either way no line the other threads write: kp__xcount. */
-#define COUNT(pool, count, what)                                                                                 \
-	((count) ? kp__count_inc(&(count)->what, 1)                                                              \
+#define COUNT(pool, count, what)                    \
+	((count) ? kp__count_inc(&(count)->what, 1) \
 		 : (void)atomic_fetch_add_explicit(&(pool)->xfer_count.what, 1, memory_order_relaxed))
 
 /* Are keys blocks of size bytes within 1 / 2^shift of a class's bound? */
@@ -222,8 +222,10 @@ static bool stack_is_valid(kp_pool *pool, unsigned cls, unsigned i)
 
 static void stack_check(kp_pool *pool, unsigned cls)
 {
-	if (KP_DEBUG >= 2 && !stack_is_valid(pool, cls, atomic_load_explicit(&pool->central[cls].nxfer, memory_order_relaxed)))
-		kp__violation(pool, KP_EV_CORRUPTION, KP_ECORRUPT, NULL, 0, "invariant broken: a class's parked batches");
+	if (KP_DEBUG >= 2 &&
+	    !stack_is_valid(pool, cls, atomic_load_explicit(&pool->central[cls].nxfer, memory_order_relaxed)))
+		kp__violation(pool, KP_EV_CORRUPTION, KP_ECORRUPT, NULL, 0,
+			      "invariant broken: a class's parked batches");
 }
 
 /* Is there room for one more batch, the i-th, bringing the class's blocks
@@ -309,9 +311,9 @@ static unsigned batch_vet(kp_pool *pool, unsigned cls, const kp__xfer *x, const 
 			break;
 		char *next = kp__link_get_k(key, at);
 		if (i == n - 1 ? next != NULL
-				  : !next || !(((((uintptr_t)next ^ (uintptr_t)at) >> KP_SEG_SHIFT) == 0 &&
-						!((uintptr_t)next & (KP_HDR - 1))) ||
-					       kp__pagemap_owns(pool->id, next)))
+			       : !next || !(((((uintptr_t)next ^ (uintptr_t)at) >> KP_SEG_SHIFT) == 0 &&
+					     !((uintptr_t)next & (KP_HDR - 1))) ||
+					    kp__pagemap_owns(pool->id, next)))
 			break;
 		*last = at;
 		at = next;
@@ -367,8 +369,8 @@ unsigned kp__xfer_take(kp_pool *pool, unsigned cls, void **list, uint64_t *keys,
 	unsigned i = atomic_load_explicit(&c->nxfer, memory_order_relaxed), j = i <= KP_XFER_SLOTS ? i : 0;
 	/* the newest batch, if it fits the bin (and the class's keys: a record
 	 * is trusted no further) */
-	if (j > 0 && (kp__xfer_slot(pool, cls, j - 1)->n > n ||
-		      kp__xfer_slot(pool, cls, j - 1)->at + n > KP_XFER_CLASS_KEYS))
+	if (j > 0 &&
+	    (kp__xfer_slot(pool, cls, j - 1)->n > n || kp__xfer_slot(pool, cls, j - 1)->at + n > KP_XFER_CLASS_KEYS))
 		j = 0;
 	if (j > 0) {
 		const kp__xfer *x = kp__xfer_slot(pool, cls, --j);
@@ -377,7 +379,8 @@ unsigned kp__xfer_take(kp_pool *pool, unsigned cls, void **list, uint64_t *keys,
 		keys_out(pool, cls, x->at, keys, got);
 		slot_remove(pool, cls, j, i);
 		atomic_store_explicit(&c->nxfer, i - 1, memory_order_relaxed);
-		atomic_store_explicit(&c->xkeys, (uint16_t)(atomic_load_explicit(&c->xkeys, memory_order_relaxed) - got),
+		atomic_store_explicit(&c->xkeys,
+				      (uint16_t)(atomic_load_explicit(&c->xkeys, memory_order_relaxed) - got),
 				      memory_order_relaxed);
 		if (!atomic_load_explicit(&c->xtaken, memory_order_relaxed))
 			atomic_store_explicit(&c->xtaken, 1, memory_order_relaxed);
@@ -443,9 +446,10 @@ int kp__xfer_drain(kp_pool *pool, bool all)
 				keys_out(pool, cls, out.at, out_keys, out.n);
 				slot_remove(pool, cls, j, i);
 				atomic_store_explicit(&c->nxfer, i - 1, memory_order_relaxed);
-				atomic_store_explicit(&c->xkeys,
-						      (uint16_t)(atomic_load_explicit(&c->xkeys, memory_order_relaxed) - out.n),
-						      memory_order_relaxed);
+				atomic_store_explicit(
+					&c->xkeys,
+					(uint16_t)(atomic_load_explicit(&c->xkeys, memory_order_relaxed) - out.n),
+					memory_order_relaxed);
 				atomic_fetch_add_explicit(&pool->xfer_count.returned, 1, memory_order_relaxed);
 			}
 			pthread_mutex_unlock(kp__class_lock(pool, cls));
@@ -461,7 +465,8 @@ int kp__xfer_drain(kp_pool *pool, bool all)
 					      "damaged link in a parked batch: rest of the list quarantined");
 				atomic_fetch_add(&pool->quarantined, out.n - ok);
 				if (last)
-					kp__link_put_k(out_keys[out.n - ok] ^ kp__kslot(&pool->secret, last), last, NULL);
+					kp__link_put_k(out_keys[out.n - ok] ^ kp__kslot(&pool->secret, last), last,
+						       NULL);
 			}
 			if (ok)
 				kp__central_give(pool, cls, out.list, out_keys + (out.n - ok), ok);

@@ -103,22 +103,22 @@ static inline void ktest_fail_(const char *file, int line, const char *expr, con
 	fflush(stderr);
 }
 
-#define CHECK(cond, ...)                                                       \
-	do {                                                                   \
-		if (cond)                                                      \
+#define CHECK(cond, ...)                                                         \
+	do {                                                                     \
+		if (cond)                                                        \
 			__atomic_fetch_add(&ktest_passed_, 1, __ATOMIC_RELAXED); \
-		else                                                           \
-			ktest_fail_(__FILE__, __LINE__, #cond, __VA_ARGS__);   \
+		else                                                             \
+			ktest_fail_(__FILE__, __LINE__, #cond, __VA_ARGS__);     \
 	} while (0)
 
-#define REQUIRE(cond, ...)                                                     \
-	do {                                                                   \
-		if (cond) {                                                    \
+#define REQUIRE(cond, ...)                                                       \
+	do {                                                                     \
+		if (cond) {                                                      \
 			__atomic_fetch_add(&ktest_passed_, 1, __ATOMIC_RELAXED); \
-		} else {                                                       \
-			ktest_fail_(__FILE__, __LINE__, #cond, __VA_ARGS__);   \
-			return;                                                \
-		}                                                              \
+		} else {                                                         \
+			ktest_fail_(__FILE__, __LINE__, #cond, __VA_ARGS__);     \
+			return;                                                  \
+		}                                                                \
 	} while (0)
 
 static inline uint64_t kt_now_ns(void)
@@ -128,7 +128,10 @@ static inline uint64_t kt_now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-static inline uint64_t kt_now_ms(void) { return kt_now_ns() / 1000000ull; }
+static inline uint64_t kt_now_ms(void)
+{
+	return kt_now_ns() / 1000000ull;
+}
 
 static inline void kt_sleep_ms(unsigned ms)
 {
@@ -279,16 +282,14 @@ static inline void ktest_run_(const char *name, void (*fn)(void))
 				got == (ssize_t)sizeof counts ? " after the test body (sanitizer exit check?)" : "");
 		}
 	}
-	printf("   %s: %s (%.2f s)\n", name, ktest_failed_ == f0 ? "ok" : "FAILED",
-	       (double)(kt_now_ns() - t0) / 1e9);
+	printf("   %s: %s (%.2f s)\n", name, ktest_failed_ == f0 ? "ok" : "FAILED", (double)(kt_now_ns() - t0) / 1e9);
 	fflush(stdout);
 }
 
 static inline int ktest_summary(void)
 {
 	extern char *program_invocation_short_name;
-	printf("%s: %lu passed, %lu failed\n", program_invocation_short_name, ktest_passed_,
-	       ktest_failed_);
+	printf("%s: %lu passed, %lu failed\n", program_invocation_short_name, ktest_passed_, ktest_failed_);
 	fflush(stdout);
 	return ktest_failed_ == 0 ? 0 : 1;
 }
@@ -605,9 +606,8 @@ static inline size_t kt_events_count(kp_pool *pool, unsigned kind)
 		for (size_t i = 0; i < n; i++) {
 			if (verbose)
 				printf("   event %llu %s pool=%u addr=%#llx size=%llu %s\n",
-				       (unsigned long long)ev[i].seq, kp_event_name(ev[i].kind),
-				       ev[i].pool, (unsigned long long)ev[i].addr,
-				       (unsigned long long)ev[i].size, ev[i].text);
+				       (unsigned long long)ev[i].seq, kp_event_name(ev[i].kind), ev[i].pool,
+				       (unsigned long long)ev[i].addr, (unsigned long long)ev[i].size, ev[i].text);
 			if (kind == KP_EV_NONE || ev[i].kind == kind)
 				count++;
 		}
@@ -668,8 +668,8 @@ static inline void kt_free_all(kp_pool *pool, void **b, size_t n)
 }
 
 /* A pool, or a failed REQUIRE naming the conf and kp_last_error(). */
-#define KT_POOL(var, conf)                                                     \
-	kp_pool *var = kp_create(conf);                                        \
+#define KT_POOL(var, conf)              \
+	kp_pool *var = kp_create(conf); \
 	REQUIRE(var != NULL, "kp_create(\"%s\"): %s", (conf), kp_last_error())
 
 #endif /* KTEST_H */

@@ -55,8 +55,13 @@ static void test_conf_errors(void)
 	unsetenv("KPOOL_CONF");
 
 	/* good spellings: NULL, "", suffixes, spaces, booleans */
-	static const char *const good[] = {NULL, "", "primary_initial:1m", "backup:512k,primary_max:1g",
-					   "daemon:off", "daemon:on,seed:42", " seed:1 , decay_ms:10 "};
+	static const char *const good[] = {NULL,
+					   "",
+					   "primary_initial:1m",
+					   "backup:512k,primary_max:1g",
+					   "daemon:off",
+					   "daemon:on,seed:42",
+					   " seed:1 , decay_ms:10 "};
 	for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
 		kp_pool *g = kp_create(good[i]);
 		CHECK(g != NULL, "kp_create(\"%s\") refused: %s", good[i] ? good[i] : "NULL", kp_last_error());
@@ -70,9 +75,9 @@ static void test_options(void)
 	const kp_option_info *opt = NULL;
 	size_t n = kp_options(&opt);
 	CHECK(n >= 10 && opt != NULL, "kp_options: %zu options", n);
-	static const char *const need[] = {"primary_initial", "primary_max", "backup", "low_wm", "high_wm",
-					   "critical_wm", "recover_wm", "daemon", "daemon_interval_ms", "decay_ms",
-					   "seed"};
+	static const char *const need[] = {
+		"primary_initial", "primary_max",	 "backup",   "low_wm", "high_wm", "critical_wm", "recover_wm",
+		"daemon",	   "daemon_interval_ms", "decay_ms", "seed"};
 	for (size_t k = 0; k < sizeof need / sizeof need[0]; k++) {
 		int found = 0;
 		for (size_t i = 0; i < n && opt; i++)
@@ -98,18 +103,51 @@ static void test_stats_json(void)
 	KT_POOL(pool, "seed:1,daemon:off");
 	char *js = kt_stats(pool);
 	REQUIRE(js != NULL, "kp_stats_json");
-	static const char *const keys[] = {
-		"primary.capacity_bytes", "primary.max_bytes", "primary.in_use_bytes", "primary.peak_in_use_bytes",
-		"primary.committed_bytes", "primary.segments", "primary.allocs", "primary.frees", "primary.failures",
-		"primary.grows", "primary.shrinks", "backup.capacity_bytes", "backup.in_use_bytes",
-		"backup.peak_in_use_bytes", "backup.allocs", "backup.frees", "backup.refusals", "backup.active",
-		"backup.enters", "backup.leaves", "daemon.running", "daemon.wakeups", "daemon.timer_wakeups",
-		"daemon.passes", "daemon.grows", "daemon.shrinks", "daemon.backup_refills", "integrity.double_frees",
-		"integrity.invalid_frees", "integrity.corruptions", "integrity.bad_sizes", "syscalls.alloc.mmap",
-		"syscalls.alloc.munmap", "syscalls.alloc.madvise", "syscalls.alloc.mprotect", "syscalls.alloc.other",
-		"syscalls.daemon.mmap", "syscalls.daemon.munmap", "syscalls.daemon.madvise",
-		"syscalls.daemon.mprotect", "syscalls.daemon.other", "syscalls.total", "events.recorded",
-		"events.dropped", "threads"};
+	static const char *const keys[] = {"primary.capacity_bytes",
+					   "primary.max_bytes",
+					   "primary.in_use_bytes",
+					   "primary.peak_in_use_bytes",
+					   "primary.committed_bytes",
+					   "primary.segments",
+					   "primary.allocs",
+					   "primary.frees",
+					   "primary.failures",
+					   "primary.grows",
+					   "primary.shrinks",
+					   "backup.capacity_bytes",
+					   "backup.in_use_bytes",
+					   "backup.peak_in_use_bytes",
+					   "backup.allocs",
+					   "backup.frees",
+					   "backup.refusals",
+					   "backup.active",
+					   "backup.enters",
+					   "backup.leaves",
+					   "daemon.running",
+					   "daemon.wakeups",
+					   "daemon.timer_wakeups",
+					   "daemon.passes",
+					   "daemon.grows",
+					   "daemon.shrinks",
+					   "daemon.backup_refills",
+					   "integrity.double_frees",
+					   "integrity.invalid_frees",
+					   "integrity.corruptions",
+					   "integrity.bad_sizes",
+					   "syscalls.alloc.mmap",
+					   "syscalls.alloc.munmap",
+					   "syscalls.alloc.madvise",
+					   "syscalls.alloc.mprotect",
+					   "syscalls.alloc.other",
+					   "syscalls.daemon.mmap",
+					   "syscalls.daemon.munmap",
+					   "syscalls.daemon.madvise",
+					   "syscalls.daemon.mprotect",
+					   "syscalls.daemon.other",
+					   "syscalls.total",
+					   "events.recorded",
+					   "events.dropped",
+					   "threads"};
 	for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
 		CHECK(kt_json_int(js, keys[i], KT_MISSING) != KT_MISSING, "stats key %s missing: %s", keys[i], js);
 	int64_t total = kt_json_int(js, "syscalls.total", -1);

@@ -207,8 +207,7 @@ static void test_backup_story(void)
 	CHECK(st(pool, "backup.allocs") == bk_allocs + 1, "critical traffic left the backup at the first free");
 	CHECK(st(pool, "backup.active") == 1, "backup.active dropped at the first free");
 	/* step 2: free down to ~75% (between recover_wm and critical_wm) */
-	while (i < f.n && f.size[i] == 64 * KiB &&
-	       st(pool, "primary.in_use_bytes") > max_bytes * 75 / 100) {
+	while (i < f.n && f.size[i] == 64 * KiB && st(pool, "primary.in_use_bytes") > max_bytes * 75 / 100) {
 		kp_free(pool, f.p[i]);
 		f.p[i++] = NULL;
 		kp_thread_flush(pool);
@@ -245,8 +244,7 @@ static void test_backup_story(void)
 	CHECK(leaves >= 1, "backup.leaves not counted");
 	kp_critical_exit(pool);
 	/* blocks go back to the pool they came from, whoever frees them */
-	CHECK(kp_free(pool, c) == 0 && kp_free(pool, c4) == 0 && kp_free(pool, c5) == 0 &&
-		      kp_free(pool, c6) == 0,
+	CHECK(kp_free(pool, c) == 0 && kp_free(pool, c4) == 0 && kp_free(pool, c5) == 0 && kp_free(pool, c6) == 0,
 	      "frees of critical blocks");
 	CHECK(st(pool, "backup.in_use_bytes") == 0, "backup not empty at the end");
 	size_t bad = 0;
@@ -315,8 +313,7 @@ static void test_token_per_pool(void)
 	KT_POOL(a, "primary_initial:4m,primary_max:4m,backup:1m,daemon:off");
 	KT_POOL(b, "primary_initial:4m,primary_max:4m,backup:1m,daemon:off");
 	uint64_t ta = kp_critical_token(a), tb = kp_critical_token(b);
-	CHECK(ta != 0 && tb != 0 && ta != tb, "tokens %#llx %#llx", (unsigned long long)ta,
-	      (unsigned long long)tb);
+	CHECK(ta != 0 && tb != 0 && ta != tb, "tokens %#llx %#llx", (unsigned long long)ta, (unsigned long long)tb);
 	CHECK(kp_critical_enter(b, ta) == KP_EDENIED, "pool A's token opened a scope on pool B");
 	CHECK(kp_critical_enter(a, ta) == 0, "own token");
 	kp_critical_exit(a);
@@ -361,8 +358,8 @@ static void test_guard_pages(void)
 	}
 	CHECK(before, "no guard page right below the backup mapping %lx-%lx", lo[at], hi[at]);
 	CHECK(after, "no guard page right above the backup mapping %lx-%lx", lo[at], hi[at]);
-	CHECK(hi[at] - lo[at] <= 2 * MiB, "the backup mapping %lx-%lx is not fenced on its own (%lu bytes)",
-	      lo[at], hi[at], hi[at] - lo[at]);
+	CHECK(hi[at] - lo[at] <= 2 * MiB, "the backup mapping %lx-%lx is not fenced on its own (%lu bytes)", lo[at],
+	      hi[at], hi[at] - lo[at]);
 	kp_free(pool, b);
 	kp_critical_exit(pool);
 	for (size_t i = 0; i < f.n; i++)

@@ -128,8 +128,9 @@ static void test_backup_off_by_one(void)
 			raw_put(p + u, 1, v);
 			int rc = kp_free(pool, p);
 			if (rc != KP_EOVERFLOW && missed++ < 5)
-				CHECK(0, "a write of %#x one past the usable %zu bytes of a %zu-byte backup block: free "
-					 "returned %d",
+				CHECK(0,
+				      "a write of %#x one past the usable %zu bytes of a %zu-byte backup block: free "
+				      "returned %d",
 				      v, u, sizes[k], rc);
 		}
 		char *p = kp_alloc(pool, sizes[k], KP_CRITICAL);

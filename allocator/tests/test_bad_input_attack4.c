@@ -106,9 +106,19 @@ static void test_interior_and_double(void)
 	/* The segment header unit, a huge block's first pages, the backup's guard. */
 	char *seg = (char *)((uintptr_t)b[2].p & ~(uintptr_t)(KP_SEG_SIZE - 1));
 	char *huge = (char *)((uintptr_t)b[8].p & ~(uintptr_t)(KP_SEG_SIZE - 1));
-	char *odd[] = {seg, seg + 16, seg + 4096, seg + KP_UNIT_SIZE, huge, huge + 16, huge + KP_PAGE,
-		       huge + 2 * KP_PAGE - KP_HDR, pool->backup.base - 16, pool->backup.base + pool->backup.region,
-		       (char *)16, (char *)-16, (char *)pool};
+	char *odd[] = {seg,
+		       seg + 16,
+		       seg + 4096,
+		       seg + KP_UNIT_SIZE,
+		       huge,
+		       huge + 16,
+		       huge + KP_PAGE,
+		       huge + 2 * KP_PAGE - KP_HDR,
+		       pool->backup.base - 16,
+		       pool->backup.base + pool->backup.region,
+		       (char *)16,
+		       (char *)-16,
+		       (char *)pool};
 	for (unsigned i = 0; i < sizeof odd / sizeof *odd; i++, tried++)
 		if (kp_free(pool, odd[i]) == 0 || kp_usable_size(pool, odd[i]) != 0) {
 			accepted++;

@@ -51,7 +51,8 @@ static void test_garbage_allocation_calls(void)
 		errno = 0;
 		CHECK(kp_alloc(bad, 64, 0) == NULL && errno == EINVAL, "kp_alloc on %s", KIND[kind]);
 		CHECK(says_not_a_pool(), "kp_alloc on %s: error '%s'", KIND[kind], kp_last_error());
-		CHECK(kp_alloc(bad, 1 << 20, KP_ZERO | KP_CRITICAL) == NULL, "kp_alloc (large, flags) on %s", KIND[kind]);
+		CHECK(kp_alloc(bad, 1 << 20, KP_ZERO | KP_CRITICAL) == NULL, "kp_alloc (large, flags) on %s",
+		      KIND[kind]);
 		CHECK(kp_alloc_aligned(bad, 64, 256, 0) == NULL, "kp_alloc_aligned on %s", KIND[kind]);
 		CHECK(kp_realloc(bad, NULL, 64, 0) == NULL, "kp_realloc(NULL) on %s", KIND[kind]);
 		CHECK(kp_realloc(bad, block, 64, 0) == NULL, "kp_realloc on %s", KIND[kind]);

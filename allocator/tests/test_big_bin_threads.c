@@ -96,8 +96,8 @@ static void test_threads_share_big_bound(void)
 	printf("   20 KiB bin: alone max %u, holds %u; with %zu caches max %u, holds %u (%zu KiB, bound %zu KiB)\n",
 	       max_alone, alone, live, max_four, four, bytes >> 10, bound >> 10);
 	CHECK(live == 4, "%zu caches in the pool, not 4: the test proves nothing", live);
-	CHECK(max_alone * kp__class_size[cls] > bound, "a thread alone's bin stayed at %u blocks: the test proves nothing",
-	      max_alone);
+	CHECK(max_alone * kp__class_size[cls] > bound,
+	      "a thread alone's bin stayed at %u blocks: the test proves nothing", max_alone);
 	CHECK(bytes <= bound, "with four threads' caches a 20 KiB bin holds %zu KiB after its blocks were freed",
 	      bytes >> 10);
 	CHECK((size_t)max_four * kp__class_size[cls] <= bound, "and its max grew to %u blocks", max_four);

@@ -45,7 +45,7 @@ static void *other(void *arg)
 {
 	(void)arg;
 	kp_free(pool, kp_alloc(pool, 64, 0)); /* a cache of its own */
-	pthread_mutex_lock(&gate);            /* held until the walk is done */
+	pthread_mutex_lock(&gate);	      /* held until the walk is done */
 	pthread_mutex_unlock(&gate);
 	return NULL;
 }

@@ -112,7 +112,7 @@ static void *other(void *arg)
 {
 	(void)arg;
 	kp_free(pool, kp_alloc(pool, 64, 0)); /* a cache of its own */
-	pthread_mutex_lock(&gate); /* held until the walk is done */
+	pthread_mutex_lock(&gate);	      /* held until the walk is done */
 	pthread_mutex_unlock(&gate);
 	return NULL;
 }
@@ -135,7 +135,8 @@ static void test_two_threads(void)
 	kp__tcache *tc = kp__tls_state.tc[0];
 	unsigned over = 0;
 	for (unsigned c = 0; c < KP_NCLASS; c++)
-		if (kp__class_size[c] >= KP_BIN_BIG && (size_t)tc->bin[c].max * kp__class_size[c] > KP_BIN_CLASS_BYTES / 2 &&
+		if (kp__class_size[c] >= KP_BIN_BIG &&
+		    (size_t)tc->bin[c].max * kp__class_size[c] > KP_BIN_CLASS_BYTES / 2 &&
 		    tc->bin[c].max > KP_BIN_LEAST)
 			over++;
 	printf("   two threads: %.1f misses per 1000 operations, bins held %zu KiB at most\n", rate, held >> 10);

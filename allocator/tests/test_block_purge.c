@@ -35,7 +35,7 @@
 #define KiB ((size_t)1 << 10)
 #define PAGE ((size_t)4096)
 #define BLK (40 * KiB - 64) /* the 40 KiB class: ten pages, a span of five units holds eight */
-#define NBLK 512            /* 20 MiB */
+#define NBLK 512	    /* 20 MiB */
 
 static char *blk[NBLK];
 

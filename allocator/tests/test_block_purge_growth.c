@@ -29,9 +29,9 @@
 #define KiB ((size_t)1 << 10)
 #define PAGE ((size_t)4096)
 #define BLK (20 * KiB - 64) /* the 20 KiB class: five pages, three whole ones past the header's */
-#define NBLK 128            /* 2.5 MiB */
-#define NGROW 64            /* blocks taken past the peak before each pass */
-#define NBACK 240           /* 6 KiB blocks that bring the use back to its peak */
+#define NBLK 128	    /* 2.5 MiB */
+#define NGROW 64	    /* blocks taken past the peak before each pass */
+#define NBACK 240	    /* 6 KiB blocks that bring the use back to its peak */
 
 static char *blk[NBLK];
 static char *grow[8][NGROW];

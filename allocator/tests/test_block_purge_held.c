@@ -352,8 +352,9 @@ static kp__span *span_of_block(const char *p)
 /* Rewrite one field of the span of blk[0] (listed: it has free blocks) with
  * what, run passes, put it back. */
 enum field { F_FREE_UNMAPPED, F_FREE_INSIDE, F_FREE_LIVE, F_START, F_BLOCK, F_NBLOCKS };
-static const char *const field_name[] = {"free -> unmapped", "free -> inside a block", "free -> a live block",
-					 "start -> unmapped", "block -> 16", "nblocks -> 4096"};
+static const char *const field_name[] = {"free -> unmapped",	 "free -> inside a block",
+					 "free -> a live block", "start -> unmapped",
+					 "block -> 16",		 "nblocks -> 4096"};
 
 static void damage_one(enum field f)
 {

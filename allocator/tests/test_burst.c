@@ -116,8 +116,10 @@ static void test_floor_mapped_at_create(void)
 	int64_t cap = kt_stat(pool, "primary.capacity_bytes");
 	int64_t alloc_mmap = kt_stat(pool, "syscalls.alloc.mmap");
 	printf("   capacity right after kp_create: %lld MiB (high_wm 96 MiB)\n", (long long)(cap >> 20));
-	CHECK(cap >= (int64_t)(96 * MiB), "capacity %lld MiB after kp_create with high_wm:96m: the allocation path "
-	      "maps if it comes before the daemon's first pass", (long long)(cap >> 20));
+	CHECK(cap >= (int64_t)(96 * MiB),
+	      "capacity %lld MiB after kp_create with high_wm:96m: the allocation path "
+	      "maps if it comes before the daemon's first pass",
+	      (long long)(cap >> 20));
 	CHECK(alloc_mmap == 0, "%lld mmap calls on the allocation path", (long long)alloc_mmap);
 	kp_destroy(pool);
 }

@@ -27,8 +27,8 @@ static void read_alloc_syscalls(kp_pool *pool, int64_t out[NKINDS])
 static void compare(const char *what, const int64_t before[NKINDS], const int64_t after[NKINDS])
 {
 	for (int k = 0; k < NKINDS; k++)
-		CHECK(after[k] == before[k], "%s: syscalls.alloc.%s went %lld -> %lld over %d steady operations",
-		      what, KINDS[k], (long long)before[k], (long long)after[k], OPS);
+		CHECK(after[k] == before[k], "%s: syscalls.alloc.%s went %lld -> %lld over %d steady operations", what,
+		      KINDS[k], (long long)before[k], (long long)after[k], OPS);
 }
 
 /*

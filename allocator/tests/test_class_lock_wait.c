@@ -35,7 +35,7 @@
 #define HOLD_NS 10000ull /* a batch of 64-byte blocks given back to its spans */
 #define GAP_US 100
 #define HOLDS 400
-#define REQ 40 /* a class of 64-byte blocks */
+#define REQ 40	     /* a class of 64-byte blocks */
 #define RUN_LEN 2048 /* past any bin's cap (KP_BIN_MAX): every run refills and flushes */
 /* transfer.c's KP_CLASS_SPIN_NS: a waiter tries the lock on the CPU this
  * long, then sleeps. A hold that outlasts it (its holder preempted, or its
@@ -45,7 +45,7 @@
 static pthread_mutex_t *g_lock;
 static atomic_int g_holds;
 static int g_long_holds; /* holds of SPIN_NS or more: the holder's, read after the join */
-static int g_cpu[2]; /* the main thread's CPU and the holder's */
+static int g_cpu[2];	 /* the main thread's CPU and the holder's */
 
 /* Pin the calling thread to one CPU. */
 static void pin(int cpu)

@@ -31,8 +31,7 @@ static void test_smallest_class_that_holds(void)
 		if (!ok && !bad++)
 			first_bad = need;
 	}
-	CHECK(bad == 0, "%u sizes get a class that is not the smallest that holds them (first: %zu)", bad,
-	      first_bad);
+	CHECK(bad == 0, "%u sizes get a class that is not the smallest that holds them (first: %zu)", bad, first_bad);
 }
 
 static void test_rounding_bounded(void)
@@ -44,8 +43,8 @@ static void test_rounding_bounded(void)
 		if (got > need + need / 8 && !bad++)
 			worst_need = need;
 	}
-	CHECK(bad == 0, "%u sizes above 1 KiB rounded up by more than an eighth (first: %zu -> %u)", bad,
-	      worst_need, worst_need ? kp__class_size[kp__class_of(worst_need)] : 0);
+	CHECK(bad == 0, "%u sizes above 1 KiB rounded up by more than an eighth (first: %zu -> %u)", bad, worst_need,
+	      worst_need ? kp__class_size[kp__class_of(worst_need)] : 0);
 }
 
 /* The same through the public API, as a program sees it: 1000 blocks of

@@ -58,7 +58,7 @@ static void test_bad_values(void)
 		{"daemon", "2"},
 		{"daemon", "0n"},
 		{"daemon", "tru"},
-		{"daemon", "\x0f\x0e"}, /* "on" with bit 5 clear and 6 too: no letters */
+		{"daemon", "\x0f\x0e"},	    /* "on" with bit 5 clear and 6 too: no letters */
 		{"decay_ms", "4294967296"}, /* 2^32: past the range, not 0 */
 		{"decay_ms", "4294968296"}, /* 2^32 + 1000: not 1000 */
 		{"decay_ms", "3600001"},
@@ -238,15 +238,16 @@ static void test_machine_limit(void)
 	size_t room = want - want / 16;
 	size_t top = room > (1ull << 44) ? (size_t)1 << 44 : room;
 	int64_t max = kt_stat(pool, "primary.max_bytes");
-	CHECK(max <= (int64_t)top && max + (256 << 20) >= (int64_t)top, "max_bytes %lld, want %zu less what the process holds",
-	      (long long)max, top);
+	CHECK(max <= (int64_t)top && max + (256 << 20) >= (int64_t)top,
+	      "max_bytes %lld, want %zu less what the process holds", (long long)max, top);
 	kp_destroy(pool);
 	/* The top of backup's range, 16g, where the machine has room for it; a
 	 * reserve past the room is refused, naming it */
 	kp__conf c;
 	int rc = kp__conf_load(&c, "backup:16g");
 	if ((16ull << 30) + (256u << 20) <= room)
-		CHECK(rc == 0 && c.backup == 16ull << 30, "backup:16g refused with room %zu: %s", room, kp_last_error());
+		CHECK(rc == 0 && c.backup == 16ull << 30, "backup:16g refused with room %zu: %s", room,
+		      kp_last_error());
 	else if ((16ull << 30) > room)
 		CHECK(rc < 0 && strstr(kp_last_error(), "backup (17179869184)"), "backup:16g with room %zu: rc %d, %s",
 		      room, rc, kp_last_error());

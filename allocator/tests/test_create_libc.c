@@ -24,8 +24,7 @@
 #include <fcntl.h>
 #include <string.h>
 
-static unsigned strcspn_calls, sysconf_calls, strcasecmp_calls, strtoull_calls, printf_calls, open_calls,
-	clock_calls;
+static unsigned strcspn_calls, sysconf_calls, strcasecmp_calls, strtoull_calls, printf_calls, open_calls, clock_calls;
 
 size_t strcspn(const char *s, const char *reject)
 {

@@ -83,8 +83,8 @@ static void test_start_stop(void)
 	kp_pool *pool = kp_create("daemon:on,seed:1");
 	REQUIRE(pool != NULL, "kp_create: %s", kp_last_error());
 	CHECK(wait_stat(pool, "daemon.running", 1, 2000) == 1, "daemon.running not true after kp_create");
-	CHECK(wait_threads(base + 1, 2000) == base + 1, "want one daemon thread: %d threads, base %d",
-	      thread_count(), base);
+	CHECK(wait_threads(base + 1, 2000) == base + 1, "want one daemon thread: %d threads, base %d", thread_count(),
+	      base);
 	CHECK(kt_events_count(pool, KP_EV_DAEMON) >= 1, "no daemon event at start");
 	kp_destroy(pool);
 	CHECK(wait_threads(base, 2000) == base, "daemon thread still alive after kp_destroy: %d threads, base %d",
@@ -109,8 +109,8 @@ static void test_start_stop(void)
 		}
 		kp_destroy(p);
 	}
-	CHECK(wait_threads(base, 2000) == base, "threads leaked by create/destroy cycles: %d, base %d",
-	      thread_count(), base);
+	CHECK(wait_threads(base, 2000) == base, "threads leaked by create/destroy cycles: %d, base %d", thread_count(),
+	      base);
 }
 
 /* ---- woken by the allocation path ------------------------------------- */
@@ -127,8 +127,8 @@ static void test_wake_not_timer(void)
 	/* allocate until the headroom is below low_wm */
 	void *blk[1024];
 	size_t n = 0;
-	while (n < 1024 &&
-	       kt_stat(pool, "primary.capacity_bytes") - kt_stat(pool, "primary.committed_bytes") >= (int64_t)(4 * MiB)) {
+	while (n < 1024 && kt_stat(pool, "primary.capacity_bytes") - kt_stat(pool, "primary.committed_bytes") >=
+				   (int64_t)(4 * MiB)) {
 		blk[n] = kp_alloc(pool, 64 * KiB, 0);
 		REQUIRE(blk[n] != NULL, "kp_alloc");
 		n++;
@@ -232,7 +232,7 @@ static bool grow_ahead_and_shrink(bool last)
 		CHECK(0, "kp_create(\"%s\"): %s", conf, kp_last_error());
 		return false;
 	}
-	memset(grow_blk, 0, sizeof grow_blk);           /* pre-fault our own arrays */
+	memset(grow_blk, 0, sizeof grow_blk); /* pre-fault our own arrays */
 	memset(stats_buf, 0, sizeof stats_buf);
 	uint64_t rng = 12345;
 	CHECK(wait_stat(pool, "daemon.running", 1, 2000) == 1, "daemon not running");
@@ -369,8 +369,7 @@ static bool grow_ahead_and_shrink(bool last)
 			printf("     event +%.1f ms %s %s\n", ((double)ev[i].time_ns - (double)t_free) / 1e6,
 			       kp_event_name(ev[i].kind), ev[i].text);
 	free(ev);
-	CHECK(cap_after <= cap_full / 2, "capacity only went %lld -> %lld", (long long)cap_full,
-	      (long long)cap_after);
+	CHECK(cap_after <= cap_full / 2, "capacity only went %lld -> %lld", (long long)cap_full, (long long)cap_after);
 	CHECK(rss_full - rss_after >= (long)(128 * MiB / 4096), "RSS dropped only %ld -> %ld pages", rss_full,
 	      rss_after);
 	CHECK(cap_after - kt_stat(pool, "primary.in_use_bytes") >= (int64_t)(64 * MiB) ||
@@ -560,8 +559,7 @@ static void test_destroy_busy(void)
 		kp_daemon_wake(pool);
 		kp_destroy(pool);
 	}
-	CHECK(wait_threads(base, 2000) == base, "threads left after busy destroys: %d, base %d", thread_count(),
-	      base);
+	CHECK(wait_threads(base, 2000) == base, "threads left after busy destroys: %d, base %d", thread_count(), base);
 }
 
 int main(void)

@@ -83,8 +83,10 @@ static void test_fork_child(void)
 	}
 	int status = 0;
 	REQUIRE(waitpid(pid, &status, 0) == pid, "waitpid");
-	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child: status %d (bits: 1 ran after fork, 2 restarted "
-	      "by the allocation path after stop, 4 start failed, 8 not running after start)", status);
+	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+	      "child: status %d (bits: 1 ran after fork, 2 restarted "
+	      "by the allocation path after stop, 4 start failed, 8 not running after start)",
+	      status);
 	kp_destroy(pool);
 }
 

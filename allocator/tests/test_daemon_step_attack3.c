@@ -112,10 +112,10 @@ static void test_concurrent_near_bound(void)
 	atomic_store(&stop_watch, 1);
 	pthread_join(w, NULL);
 	uint64_t off = atomic_load(&pool->daemon.clock_offset_ns), bound = (uint64_t)1 << 62;
-	printf("   %d threads: %u steps of 2^36 down to 2 ms and %u of 1 ms accepted, offset %llu ns (bound %llu)\n", NT, big,
-	       small, (unsigned long long)off, (unsigned long long)bound);
-	CHECK(off - o0 == sum, "the offset moved %llu ns, the accepted steps add to %llu", (unsigned long long)(off - o0),
-	      (unsigned long long)sum);
+	printf("   %d threads: %u steps of 2^36 down to 2 ms and %u of 1 ms accepted, offset %llu ns (bound %llu)\n",
+	       NT, big, small, (unsigned long long)off, (unsigned long long)bound);
+	CHECK(off - o0 == sum, "the offset moved %llu ns, the accepted steps add to %llu",
+	      (unsigned long long)(off - o0), (unsigned long long)sum);
 	CHECK(off <= bound && bound - off < 1000000ull, "offset %llu ns not within 1 ms under the bound",
 	      (unsigned long long)off);
 	CHECK(bad == 0, "%u refusals without KP_EINVAL and EINVAL", bad);
@@ -151,8 +151,9 @@ static void *churner(void *arg)
 			kp_free(pool, v[i]);
 		}
 		unsigned w = (unsigned)kt_rand_range(&s, 0, 19);
-		n[i] = w == 0 ? kt_rand_range(&s, 5u << 20, 9u << 20) : w < 5 ? kt_rand_range(&s, 140000, 700000)
-									  : kt_rand_range(&s, 1, 2000);
+		n[i] = w == 0  ? kt_rand_range(&s, 5u << 20, 9u << 20)
+		       : w < 5 ? kt_rand_range(&s, 140000, 700000)
+			       : kt_rand_range(&s, 1, 2000);
 		v[i] = kp_alloc(pool, n[i], 0);
 		if (!v[i]) {
 			atomic_fetch_add(&churn_bad, 1);

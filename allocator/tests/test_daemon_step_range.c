@@ -71,8 +71,7 @@ static void test_steps_add_up(void)
 		back += now < prev;
 		prev = now;
 	}
-	printf("   8 steps of 2^42 ms: %u passed, %u refused, the clock went back %u times\n", passed, refused,
-	       back);
+	printf("   8 steps of 2^42 ms: %u passed, %u refused, the clock went back %u times\n", passed, refused, back);
 	CHECK(back == 0, "the pool's clock went back %u times", back);
 	CHECK(refused >= 4 && passed >= 1, "%u steps passed, %u refused", passed, refused);
 	void *p = kp_alloc(pool, 5000, 0);

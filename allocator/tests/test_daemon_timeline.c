@@ -58,8 +58,8 @@ static void burst_then_idle(const char *conf, const char *label)
 	CHECK(rises == 0, "%s: capacity rose %d times after the free (not monotonic)", label, rises);
 	for (int i = 1; i <= STEPS; i++)
 		if (cap[i] > cap[i - 1]) {
-			printf("     step %d (+%d ms): %lld -> %lld MiB\n", i, i * STEP_MS, (long long)(cap[i - 1] >> 20),
-			       (long long)(cap[i] >> 20));
+			printf("     step %d (+%d ms): %lld -> %lld MiB\n", i, i * STEP_MS,
+			       (long long)(cap[i - 1] >> 20), (long long)(cap[i] >> 20));
 			break;
 		}
 	CHECK(grows <= 2, "%s: %lld grows while idle after the free", label, (long long)grows);

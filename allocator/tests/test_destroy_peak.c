@@ -47,7 +47,6 @@ static size_t slurp(const char *path, char *buf, size_t len)
 
 static char text[1 << 16];
 
-
 /* libc's executable mappings, read once (the parse uses libc code that
  * must not run between the zap and the count) */
 static unsigned long lo[4], hi[4];

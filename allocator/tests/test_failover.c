@@ -34,8 +34,13 @@ static void one_run(uint64_t seed, struct run_result *r)
 		return;
 	}
 	uint64_t token = kp_critical_token(pool);
-	static const char *const specs[] = {"mmap@every=2", "mmap@p=0.5", "all@p=0.3", "mmap@nth=2",
-					    "mmap@every=1", "mmap@p=0.9", "madvise@every=1;mmap@p=0.7"};
+	static const char *const specs[] = {"mmap@every=2",
+					    "mmap@p=0.5",
+					    "all@p=0.3",
+					    "mmap@nth=2",
+					    "mmap@every=1",
+					    "mmap@p=0.9",
+					    "madvise@every=1;mmap@p=0.7"};
 	char spec[96];
 	snprintf(spec, sizeof spec, "%s@seed=%llu", specs[kt_rand(&rng) % 7], (unsigned long long)seed);
 	if (strstr(spec, "nth") || strstr(spec, "every") || strstr(spec, ";"))
@@ -71,7 +76,8 @@ static void one_run(uint64_t seed, struct run_result *r)
 		if (what < 4) { /* a critical caller */
 			size_t s = kt_rand_range(&rng, 1, 256);
 			kp_critical_enter(pool, token);
-			int64_t bk_used = kt_stat(pool, "backup.in_use_bytes"), bk_cap = kt_stat(pool, "backup.capacity_bytes");
+			int64_t bk_used = kt_stat(pool, "backup.in_use_bytes"),
+				bk_cap = kt_stat(pool, "backup.capacity_bytes");
 			p[i] = kp_alloc(pool, s, KP_CRITICAL);
 			kp_critical_exit(pool);
 			r->crit_asked++;
@@ -124,8 +130,8 @@ static void test_seeded_failover(void)
 	}
 	printf("   %u runs: %u critical requests, %u served, %u refused with the backup full; %u ordinary NULLs\n",
 	       runs, total.crit_asked, total.crit_served, total.crit_asked - total.crit_served, total.ord_null);
-	CHECK(bad_runs == 0, "%u of %u runs went wrong (damaged %u, critical missed %u, bad frees %u)", bad_runs,
-	      runs, total.damaged, total.crit_missed, total.bad_free);
+	CHECK(bad_runs == 0, "%u of %u runs went wrong (damaged %u, critical missed %u, bad frees %u)", bad_runs, runs,
+	      total.damaged, total.crit_missed, total.bad_free);
 	CHECK(total.ord_null > 0, "the injected failures never made the primary fail: the test tests nothing");
 	CHECK(total.crit_served > total.crit_asked / 2, "critical traffic mostly served");
 }
@@ -154,7 +160,8 @@ static void test_destroy_under_injected_munmap_failures(void)
 	int before = mappings();
 	for (int i = 0; i < 200; i++) {
 		char conf[128];
-		snprintf(conf, sizeof conf, "primary_initial:4m,backup:1m,daemon:off,faults:munmap@p=0.5@seed=%d", i + 1);
+		snprintf(conf, sizeof conf, "primary_initial:4m,backup:1m,daemon:off,faults:munmap@p=0.5@seed=%d",
+			 i + 1);
 		kp_pool *pool = kp_create(conf);
 		REQUIRE(pool, "kp_create(%s): %s", conf, kp_last_error());
 		void *p = kp_alloc(pool, 300000, 0);

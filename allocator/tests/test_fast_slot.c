@@ -29,8 +29,8 @@ static bool checked_mode(kp_pool *pool)
 static void slot_is(kp_pool *pool, const char *what)
 {
 	CHECK(kp__tls_state.id[0] == pool->id, "%s: first slot", what);
-	CHECK(kp__tls_state.fast_alloc == (checked_mode(pool) ? pool->id : 0), "%s: fast_alloc %llu (pool %llu)",
-	      what, (unsigned long long)kp__tls_state.fast_alloc, (unsigned long long)pool->id);
+	CHECK(kp__tls_state.fast_alloc == (checked_mode(pool) ? pool->id : 0), "%s: fast_alloc %llu (pool %llu)", what,
+	      (unsigned long long)kp__tls_state.fast_alloc, (unsigned long long)pool->id);
 	CHECK(kp__tls_state.fast_free == (checked_mode(pool) && pool->secret.aes ? pool->id : 0),
 	      "%s: fast_free %llu (pool %llu)", what, (unsigned long long)kp__tls_state.fast_free,
 	      (unsigned long long)pool->id);
@@ -76,7 +76,7 @@ static void poison_round(kp_pool *pool)
 	slot_is(pool, "poisoning pool");
 	CHECK(kp_free(pool, p) == 0, "poison free");
 	if (!KT_ASAN) {
-		p[20] = 'w'; /* a write after free */
+		p[20] = 'w';			 /* a write after free */
 		void *q = kp_alloc(pool, 40, 0); /* the bin's head: the block freed last */
 		CHECK(q && q != p, "a block written after free handed out again");
 		CHECK(kt_events_count(pool, KP_EV_USE_AFTER_FREE) == 1, "write after free caught");

@@ -32,7 +32,6 @@
 #include <signal.h>
 #include <stddef.h>
 
-
 /* A copy that may run into a guard: the bytes copied before the fault (n if
  * none), and where it faulted (*fault, NULL if nowhere). */
 static sigjmp_buf guard_jmp;
@@ -167,10 +166,10 @@ static void test_forged_header_refused(void)
 	kt_raw_put(fh + 8, meta);
 	kt_raw_put(fp + freq, (key ^ KP_CANARY_XOR) | 0x80); /* the old canary */
 	int64_t before = kt_stat(pool, "integrity.corruptions") + kt_stat(pool, "integrity.invalid_frees") +
-			  kt_stat(pool, "integrity.overflows");
+			 kt_stat(pool, "integrity.overflows");
 	int rc = kp_free(pool, fp);
 	int64_t after = kt_stat(pool, "integrity.corruptions") + kt_stat(pool, "integrity.invalid_frees") +
-			 kt_stat(pool, "integrity.overflows");
+			kt_stat(pool, "integrity.overflows");
 	CHECK(rc != 0, "kp_free accepted a header forged inside a live block (rc %d)", rc);
 	CHECK(after > before, "no integrity event for the forged header");
 	/* No later allocation overlaps a live block. */
@@ -268,8 +267,8 @@ static void test_segment_overflow_caught(void)
 	memcpy(bytes + KP_CANARY + mask_off, &all_free, 8);
 	memcpy(bytes + KP_CANARY + nfree_off, &nfree, 4);
 	size_t put = guarded_copy(big[a] + BIG_REQ, bytes, len, &fault); /* the overflow: 72 bytes */
-	CHECK(put == KP_CANARY && fault == guard, "the overflow wrote %zu bytes, faulted at %p (guard %p)", put,
-	      fault, (void *)guard);
+	CHECK(put == KP_CANARY && fault == guard, "the overflow wrote %zu bytes, faulted at %p (guard %p)", put, fault,
+	      (void *)guard);
 	int64_t ev = kt_stat(pool, "integrity.corruptions");
 	char *q = kp_alloc(pool, BIG_REQ, 0);
 	for (int i = 0; i < n; i++)

@@ -187,8 +187,9 @@ static void test_child_uses_pool(void)
 			_exit(fail);
 		}
 		int rc = wait_child(pid, 30000);
-		CHECK(rc == 0, "child (mode %d) %s: code %d (bits: 1 inherited corrupt, 2 inherited free, 4 alloc NULL, "
-			       "8 corrupt, 16 free, 32 grow, 64 no working daemon, 128 stats)",
+		CHECK(rc == 0,
+		      "child (mode %d) %s: code %d (bits: 1 inherited corrupt, 2 inherited free, 4 alloc NULL, "
+		      "8 corrupt, 16 free, 32 grow, 64 no working daemon, 128 stats)",
 		      mode, rc == -1 ? "hung" : "failed", rc);
 	}
 	/* the parent's pool is untouched by the children */
@@ -294,8 +295,9 @@ static void fork_race(const char *conf, int nthreads, int iterations)
 	printf("   %d forks beside %d threads (%ld thread ops): %d hung, %d failed (first code %d)\n", iterations,
 	       nthreads, ops, hung, failed, first_rc);
 	CHECK(hung == 0, "%d of %d children deadlocked (killed after 10 s)", hung, iterations);
-	CHECK(failed == 0, "%d of %d children failed; first exit code %d (1 NULL, 2 corrupt, 4 free; 128+n: "
-			   "signal n)",
+	CHECK(failed == 0,
+	      "%d of %d children failed; first exit code %d (1 NULL, 2 corrupt, 4 free; 128+n: "
+	      "signal n)",
 	      failed, iterations, first_rc);
 	kp_destroy(pool);
 }

@@ -47,7 +47,7 @@ static void fill(kept *k, unsigned char *p, size_t n, unsigned char v)
 	if (!p)
 		return;
 	/* first and last bytes and a stride: a huge block is not touched whole */
-	for (size_t i = 0; i < n; i += n > 65536 ? 4093 : 1)
+	for (size_t i = 0; i<n; i += n> 65536 ? 4093 : 1)
 		p[i] = v;
 	p[n - 1] = v;
 }
@@ -56,7 +56,7 @@ static bool intact(const kept *k)
 {
 	if (!k->p)
 		return true;
-	for (size_t i = 0; i < k->n; i += k->n > 65536 ? 4093 : 1)
+	for (size_t i = 0; i<k->n; i += k->n> 65536 ? 4093 : 1)
 		if (k->p[i] != k->v)
 			return false;
 	return k->p[k->n - 1] == k->v;
@@ -76,7 +76,7 @@ static void *worker(void *arg)
 			k[i].p = NULL;
 		}
 		unsigned what = (unsigned)kt_rand_range(&s, 0, 9);
-		size_t n = what == 0 ? kt_rand_range(&s, 4u << 20, 12u << 20)
+		size_t n = what == 0  ? kt_rand_range(&s, 4u << 20, 12u << 20)
 			   : what < 3 ? kt_rand_range(&s, 40000, 900000)
 				      : kt_rand_range(&s, 1, 4000);
 		fill(&k[i], kp_alloc(pool, n, 0), n, (unsigned char)(i + 1));
@@ -120,8 +120,8 @@ static int child(void)
 				unsigned oom = kt_events_count(pool, KP_EV_OOM);
 				size_t used = pool->capacity + atomic_load(&pool->huge_bytes);
 				bool full = used + (n > KP_SEG_SIZE ? n : KP_SEG_SIZE) > pool->conf.primary_max;
-				fprintf(stderr, "   child: %zu bytes refused, %zu of %zu in use, %u OOM events\n", n, used,
-					(size_t)pool->conf.primary_max, oom);
+				fprintf(stderr, "   child: %zu bytes refused, %zu of %zu in use, %u OOM events\n", n,
+					used, (size_t)pool->conf.primary_max, oom);
 				if (!oom || !full)
 					bad |= 4;
 			}

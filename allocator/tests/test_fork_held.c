@@ -54,9 +54,9 @@ static kp_pool *pool;
 /* ---- the window: an interposed call stops the pass until the fork ------- */
 
 enum { W_NONE, W_MUNMAP, W_MADVISE, W_WRITE, W_MMAP };
-static _Atomic int armed;		/* which call, once */
+static _Atomic int armed;		     /* which call, once */
 static _Atomic uintptr_t watch_lo, watch_hi; /* munmap/madvise: its address in [lo, hi) */
-static const char *watch_text;		/* write: a line that holds this */
+static const char *watch_text;		     /* write: a line that holds this */
 static sem_t in_window, forked;
 
 static void window(void)
@@ -105,8 +105,7 @@ static size_t mmap_len;
 void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
 {
 	void *r = (void *)syscall(SYS_mmap, addr, len, prot, flags, fd, off);
-	if (atomic_load(&armed) == W_MMAP && len >= KP_SEG_SIZE && r != MAP_FAILED &&
-	    is_stepper) {
+	if (atomic_load(&armed) == W_MMAP && len >= KP_SEG_SIZE && r != MAP_FAILED && is_stepper) {
 		int k = W_MMAP;
 		if (atomic_compare_exchange_strong(&armed, &k, W_NONE)) {
 			mmap_len = len;
@@ -192,8 +191,8 @@ static int child(void)
 	for (unsigned i = 0; i < nheld; i++) {
 		if (pages_mapped(held[i].p, held[i].len))
 			continue;
-		sent[i] = mmap(held[i].p, KP_PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE,
-			       -1, 0);
+		sent[i] = mmap(held[i].p, KP_PAGE, PROT_READ | PROT_WRITE,
+			       MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
 		if (sent[i] != held[i].p) {
 			sent[i] = NULL;
 			continue;
@@ -412,8 +411,8 @@ static void test_fork_in_huge_purge_evicted(void)
 	int status = 0;
 	if (pid > 0) {
 		waitpid(pid, &status, 0);
-		CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the child: status %#x (2: leaked, 4: unmapped twice)",
-		      (unsigned)status);
+		CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+		      "the child: status %#x (2: leaked, 4: unmapped twice)", (unsigned)status);
 	}
 	kp_daemon_step(pool, 0);
 	size_t left = held_mapped();
@@ -441,8 +440,8 @@ static void test_fork_in_shrink(void)
 	int fd[2];
 	REQUIRE(pipe(fd) == 0, "pipe");
 	char conf[160];
-	snprintf(conf, sizeof conf, "daemon:off,seed:8,backup:0,decay_ms:100,primary_initial:4m,log_fd:%d,log_rate:1000000",
-		 fd[1]);
+	snprintf(conf, sizeof conf,
+		 "daemon:off,seed:8,backup:0,decay_ms:100,primary_initial:4m,log_fd:%d,log_rate:1000000", fd[1]);
 	start(conf);
 	REQUIRE(pool != NULL, "kp_create: %s", kp_last_error());
 	static void *q[160];
@@ -488,7 +487,7 @@ static void test_fork_in_grow(void)
 	static void *q[64];
 	for (unsigned i = 0; i < 64; i++)
 		q[i] = kp_alloc(pool, 48 * KiB, 0); /* demand: the pass grows */
-	still_held = any; /* the parent links it: its segment */
+	still_held = any;			    /* the parent links it: its segment */
 	arm(W_MMAP, NULL, 0);
 	fork_in_window(1, "a segment the pass mapped");
 	size_t nseg = 0;

@@ -157,8 +157,9 @@ static void test_child_thread_takes_every_lock(void)
 		pthread_join(t, NULL);
 	printf("   %d forks: %u children failed (first: %ld; -3: died, e.g. a TSan report; -7: hung)\n", FORKS, bad,
 	       first);
-	CHECK(bad == 0, "%u of %d children failed, first %ld (bits: 1 alloc, 2 free, 4 page run, 8 backup alloc, "
-			"16 backup free, 32 step, 64 stats, 128 kp_create; -3: the child died, -7: it hung)",
+	CHECK(bad == 0,
+	      "%u of %d children failed, first %ld (bits: 1 alloc, 2 free, 4 page run, 8 backup alloc, "
+	      "16 backup free, 32 step, 64 stats, 128 kp_create; -3: the child died, -7: it hung)",
 	      bad, FORKS, first);
 	kp_destroy(pool);
 }

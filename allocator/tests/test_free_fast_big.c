@@ -42,8 +42,8 @@ static void test_big_classes_free_fast(void)
 			}
 			uint64_t before = tc->slow_frees;
 			CHECK(kp_free(pool, p) == 0, "free %zu", reqs[k]);
-			CHECK(tc->slow_frees == before, "a block of %zu bytes (class %u, %u) went to primary_free", reqs[k],
-			      c, kp__class_size[c]);
+			CHECK(tc->slow_frees == before, "a block of %zu bytes (class %u, %u) went to primary_free",
+			      reqs[k], c, kp__class_size[c]);
 			tested++;
 		}
 	}

@@ -19,7 +19,7 @@
 #include <string.h>
 
 #define SIZE 200 /* class 224 with header and canary */
-#define NB 600   /* more than a bin holds (KP_BIN_MAX) */
+#define NB 600	 /* more than a bin holds (KP_BIN_MAX) */
 
 static kp__bin *bin_of(size_t size)
 {

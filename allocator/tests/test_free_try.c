@@ -80,8 +80,8 @@ static void everything_else_reaches_the_hook_once(void)
 
 	CHECK(try_free(pool, NULL, &calls) == 0 && calls == 1 && last_p == NULL, "NULL: %u calls", calls);
 	CHECK(last_tried == fast, "NULL: tried %d", last_tried);
-	CHECK(try_free(NULL, p, &calls) == KP_EINVAL && calls == 1 && !last_tried, "no pool: %u calls, tried %d",
-	      calls, last_tried);
+	CHECK(try_free(NULL, p, &calls) == KP_EINVAL && calls == 1 && !last_tried, "no pool: %u calls, tried %d", calls,
+	      last_tried);
 
 	CHECK(try_free(pool, (char *)p + 32, &calls) != 0 && calls == 1, "inside a block: %u calls", calls);
 	CHECK(try_free(pool, p, &calls) == 0 && calls == 0, "the block: %u calls", calls);

@@ -82,7 +82,6 @@ static void test_idle_pass_thrash(void)
 	kp_destroy(pool);
 }
 
-
 /* 2. Free runs exactly take_len long (holes of 7 units between live 7-unit
  * blocks), then a program that takes 7-unit runs, one per pass: the holes
  * are where it takes them (a run of take_len is not passed over), every
@@ -192,7 +191,6 @@ static void test_front_at_primary_max(void)
 	kp_destroy(pool);
 }
 
-
 /* 4. The daemon's thread (a pass every ms) while threads take runs of 3-63
  * units (take_min written under the pool lock, exchanged by the pass;
  * take_min_prev and take_min_ns its own) and small blocks, a thread steps
@@ -269,14 +267,15 @@ static void test_daemon_thread_and_takes(void)
 		kp_thread_flush(pools[p]);
 		CHECK(kt_stat(pools[p], "primary.in_use_bytes") == 0, "pool %d: %lld bytes in use after all freed", p,
 		      (long long)kt_stat(pools[p], "primary.in_use_bytes"));
-		CHECK(kt_stat(pools[p], "primary.capacity_bytes") <= (int64_t)(48 * MiB), "pool %d: past primary_max", p);
-		CHECK(kt_stat(pools[p], "integrity.corruptions") == 0 && kt_stat(pools[p], "integrity.freelist_errors") == 0,
+		CHECK(kt_stat(pools[p], "primary.capacity_bytes") <= (int64_t)(48 * MiB), "pool %d: past primary_max",
+		      p);
+		CHECK(kt_stat(pools[p], "integrity.corruptions") == 0 &&
+			      kt_stat(pools[p], "integrity.freelist_errors") == 0,
 		      "pool %d: integrity events", p);
 		kp_destroy(pools[p]); /* its daemon running */
 	}
 	CHECK(atomic_load(&fails4) == 0, "%ld frees failed", atomic_load(&fails4));
 }
-
 
 /* 5. take_len's record at the edge of decay_ms (step_clock, decay_ms 100):
  * a pass that saw a 3-unit take keeps 3; 7-unit takes 99 ms later do not

@@ -54,8 +54,9 @@ static void test_purged_holes_taken_back(void)
 	}
 	printf("   first hole: %zu pages purged; %zu of %zu pages not resident when taken back at 45 MB/s\n", purged,
 	       missing, pages);
-	CHECK(missing * 10 < pages, "%zu of %zu pages not resident when taken (the daemon purged them, then pre-faulted none)",
-	      missing, pages);
+	CHECK(missing * 10 < pages,
+	      "%zu of %zu pages not resident when taken (the daemon purged them, then pre-faulted none)", missing,
+	      pages);
 	for (int i = 0; i < NHOLE; i++)
 		kp_free(pool, hole[i]);
 	for (int i = 0; i < NTAKE; i++)

@@ -38,10 +38,10 @@ enum { CREEP = 192 * 1024, BLOCK = 60 * 1024, PER_PASS = 34, PASSES = 12, NB = P
 static void *b[NB];
 
 struct burst {
-	long rss_kb;           /* RSS the pool added, at the end of the burst */
-	int64_t most_ready;    /* the most pre-faulted ahead after a pass */
-	int64_t front_then;    /* the target at that pass */
-	int64_t ready_end;     /* pre-faulted ahead when the burst stopped */
+	long rss_kb;		/* RSS the pool added, at the end of the burst */
+	int64_t most_ready;	/* the most pre-faulted ahead after a pass */
+	int64_t front_then;	/* the target at that pass */
+	int64_t ready_end;	/* pre-faulted ahead when the burst stopped */
 	int64_t faulted_steady; /* bytes the allocation path took before they were pre-faulted, past the first 8 MiB */
 };
 

@@ -71,8 +71,8 @@ static void test_huge_shrink_paths(void)
 	CHECK(kt_verify(q, 3 * MiB, 1) == KT_OK, "3 MiB: content");
 	huge_layout_ok(q, "shrunk to 3 MiB");
 	size_t now = seg_size(s);
-	CHECK(vmas_in(s + now + KP_PAGE, s + old + KP_PAGE) == 0, "the %zu bytes given up (and the old guard) are mapped",
-	      old - now);
+	CHECK(vmas_in(s + now + KP_PAGE, s + old + KP_PAGE) == 0,
+	      "the %zu bytes given up (and the old guard) are mapped", old - now);
 
 	/* by exactly one page (kp__huge_resize: kp_realloc shrinks in place only
 	 * below half, so a one-page shrink is this call's edge case): the
@@ -125,8 +125,8 @@ static void test_huge_shrink_paths(void)
 	CHECK(kt_verify_from(f2, h9, floor_req - 1, 4) == KT_OK, "below the floor: content");
 	CHECK(kp_usable_size(pool, h9) == 0, "the old huge block is still live");
 	CHECK(kt_stat(pool, "primary.huge_cached_bytes") == cached0 + (int64_t)size9,
-	      "the old huge mapping is not kept: cached %lld, was %lld", (long long)kt_stat(pool, "primary.huge_cached_bytes"),
-	      (long long)cached0);
+	      "the old huge mapping is not kept: cached %lld, was %lld",
+	      (long long)kt_stat(pool, "primary.huge_cached_bytes"), (long long)cached0);
 	vma gv;
 	CHECK(vma_at(s9 + size9, &gv) && strcmp(gv.perm, "r--p") == 0 && gv.lo == (uintptr_t)(s9 + size9),
 	      "the kept mapping lost its guard");
@@ -340,7 +340,8 @@ static void test_destroy_live_and_cached(void)
 	totals t1 = anon_totals();
 	if (!KT_SANITIZED)
 		CHECK(t1.n == t0.n && t1.bytes == t0.bytes && t1.ro == t0.ro,
-		      "anonymous mappings before the pool %zu (%zu bytes, %zu read-only), after kp_destroy %zu (%zu bytes, "
+		      "anonymous mappings before the pool %zu (%zu bytes, %zu read-only), after kp_destroy %zu (%zu "
+		      "bytes, "
 		      "%zu read-only)",
 		      t0.n, t0.bytes, t0.ro, t1.n, t1.bytes, t1.ro);
 }
@@ -461,8 +462,8 @@ static void test_cycles_no_leak(void)
 		if (it % 37 == 0)
 			kp_daemon_step(pool, it % 74 ? 0 : 500);
 	}
-	CHECK(bad_layout == 0 && bad_content == 0 && failed == 0, "%u bad layouts, %u bad contents, %u failed", bad_layout,
-	      bad_content, failed);
+	CHECK(bad_layout == 0 && bad_content == 0 && failed == 0, "%u bad layouts, %u bad contents, %u failed",
+	      bad_layout, bad_content, failed);
 	for (unsigned j = 0; j < NLIVE; j++)
 		if (blk[j])
 			kp_free(pool, blk[j]);
@@ -479,14 +480,16 @@ static void test_cycles_no_leak(void)
 	if (!KT_SANITIZED)
 		CHECK((int64_t)t2.ro - (int64_t)t1.ro == dsegs &&
 			      (int64_t)t2.bytes - (int64_t)t1.bytes == dsegs * (int64_t)KP_SEG_SIZE,
-		      "after create %zu mappings (%zu bytes, %zu read-only), settled after %u cycles %zu (%zu bytes, %zu "
+		      "after create %zu mappings (%zu bytes, %zu read-only), settled after %u cycles %zu (%zu bytes, "
+		      "%zu "
 		      "read-only), %lld segments more",
 		      t1.n, t1.bytes, t1.ro, CYCLES, t2.n, t2.bytes, t2.ro, (long long)dsegs);
 	kp_destroy(pool);
 	totals t3 = anon_totals();
 	if (!KT_SANITIZED)
 		CHECK(t3.n == t0.n && t3.bytes == t0.bytes && t3.ro == t0.ro,
-		      "before create %zu mappings (%zu bytes, %zu read-only), after destroy %zu (%zu bytes, %zu read-only)",
+		      "before create %zu mappings (%zu bytes, %zu read-only), after destroy %zu (%zu bytes, %zu "
+		      "read-only)",
 		      t0.n, t0.bytes, t0.ro, t3.n, t3.bytes, t3.ro);
 }
 
@@ -560,8 +563,8 @@ static void test_fault_huge_alloc(void)
 	CHECK(os_fails(pool) >= 1, "no os_fail event");
 	totals t1 = anon_totals();
 	if (!KT_SANITIZED)
-		CHECK(t1.n == t0.n && t1.bytes == t0.bytes, "mappings %zu (%zu bytes) before, %zu (%zu bytes) after", t0.n,
-		      t0.bytes, t1.n, t1.bytes);
+		CHECK(t1.n == t0.n && t1.bytes == t0.bytes, "mappings %zu (%zu bytes) before, %zu (%zu bytes) after",
+		      t0.n, t0.bytes, t1.n, t1.bytes);
 	CHECK(kt_stat(pool, "primary.huge_bytes") == 0, "huge bytes counted");
 	p = kp_alloc(pool, 8 * MiB, 0);
 	REQUIRE(p, "the next one");
@@ -629,8 +632,8 @@ static void test_fault_option_every(void)
 	kp_destroy(pool);
 	totals t1 = anon_totals();
 	if (!KT_SANITIZED)
-		CHECK(t1.n == t0.n && t1.bytes == t0.bytes, "mappings %zu (%zu bytes) before, %zu (%zu bytes) after", t0.n,
-		      t0.bytes, t1.n, t1.bytes);
+		CHECK(t1.n == t0.n && t1.bytes == t0.bytes, "mappings %zu (%zu bytes) before, %zu (%zu bytes) after",
+		      t0.n, t0.bytes, t1.n, t1.bytes);
 }
 
 static void test_fault_huge_shrink(void)
@@ -656,8 +659,8 @@ static void test_fault_huge_shrink(void)
 	CHECK(first_write_fault(p, size - 2 * KP_PAGE) == KT_OK, "a payload page is read-only after a refused shrink");
 	totals t1 = anon_totals();
 	if (!KT_SANITIZED)
-		CHECK(t1.n == t0.n && t1.bytes == t0.bytes, "mappings %zu (%zu bytes) before, %zu (%zu bytes) after", t0.n,
-		      t0.bytes, t1.n, t1.bytes);
+		CHECK(t1.n == t0.n && t1.bytes == t0.bytes, "mappings %zu (%zu bytes) before, %zu (%zu bytes) after",
+		      t0.n, t0.bytes, t1.n, t1.bytes);
 	/* the shrink's mprotect refused once: the move serves it */
 	REQUIRE(kp_fault_inject(pool, "mprotect@nth=1") == 0, "inject");
 	q = kp_realloc(pool, p, 5 * MiB, 0);
@@ -667,7 +670,8 @@ static void test_fault_huge_shrink(void)
 	char *k = kp_alloc(pool, 16 * MiB, 0); /* the old mapping, kept */
 	REQUIRE(k, "8 MiB");
 	huge_layout_ok(k, "the old mapping reused");
-	CHECK(first_write_fault(k, seg_size(huge_base(k)) - 2 * KP_PAGE) == KT_OK, "the reused mapping: read-only page");
+	CHECK(first_write_fault(k, seg_size(huge_base(k)) - 2 * KP_PAGE) == KT_OK,
+	      "the reused mapping: read-only page");
 	kp_free(pool, k);
 	kp_free(pool, q);
 	/* the tail's munmap refused: the guard's page made writable again,
@@ -713,8 +717,8 @@ static void test_fault_huge_grow(void)
 	settle(pool);
 	totals t1 = anon_totals();
 	if (!KT_SANITIZED)
-		CHECK(t1.n == t0.n && t1.bytes == t0.bytes, "mappings %zu (%zu bytes) before, %zu (%zu bytes) after", t0.n,
-		      t0.bytes, t1.n, t1.bytes);
+		CHECK(t1.n == t0.n && t1.bytes == t0.bytes, "mappings %zu (%zu bytes) before, %zu (%zu bytes) after",
+		      t0.n, t0.bytes, t1.n, t1.bytes);
 	/* once: the grow's new window refused, the move serves it */
 	REQUIRE(kp_fault_inject(pool, "mprotect@nth=1") == 0, "inject");
 	q = kp_realloc(pool, p, 12 * MiB, 0);
@@ -818,7 +822,7 @@ static void test_guard_pointers_huge(void)
 	unsigned accepted = 0, events = 0, tries = 0;
 	for (size_t off = 0; off < KP_PAGE; off += off < 64 ? 16 : 1024, tries++)
 		accepted += poke(pool, s + size + off, &events);
-	accepted += poke(pool, s + size - KP_HDR, &events); /* the payload's last 16 bytes */
+	accepted += poke(pool, s + size - KP_HDR, &events);  /* the payload's last 16 bytes */
 	accepted += poke(pool, s + size + KP_PAGE, &events); /* past the guard */
 	CHECK(accepted == 0 && events >= tries, "huge guard pointers: %u accepted, %u events for %u", accepted, events,
 	      tries);
@@ -858,7 +862,7 @@ static void test_guard_pointers_huge(void)
 static void test_large_max_boundary(void)
 {
 	static const char *const confs[2] = {"daemon:off,step_clock:on,seed:19",
-					      "daemon:off,step_clock:on,seed:19,checks:off"};
+					     "daemon:off,step_clock:on,seed:19,checks:off"};
 	for (int c = 0; c < 2; c++) {
 		KT_POOL(pool, confs[c]);
 		size_t extra = c ? 0 : KP_CANARY, edge = KP_LARGE_MAX - KP_HDR - extra;

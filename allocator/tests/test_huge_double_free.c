@@ -31,8 +31,8 @@ static void check_double_free(kp_pool *pool, void *p, const char *what)
 	      (long long)kt_stat(pool, "integrity.double_frees"), (long long)before + 1);
 	CHECK(kt_stat(pool, "integrity.invalid_frees") == invalid, "%s: counted as an invalid free", what);
 	kp_event ev = kt_last_event(pool, KP_EV_DOUBLE_FREE);
-	CHECK(ev.kind == KP_EV_DOUBLE_FREE && ev.addr == (uint64_t)(uintptr_t)p,
-	      "%s: no double_free event for %p", what, p);
+	CHECK(ev.kind == KP_EV_DOUBLE_FREE && ev.addr == (uint64_t)(uintptr_t)p, "%s: no double_free event for %p",
+	      what, p);
 	CHECK(strstr(ev.text, "double free") != NULL, "%s: event text '%s'", what, ev.text);
 }
 

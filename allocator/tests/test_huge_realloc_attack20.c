@@ -48,8 +48,8 @@ static void test_huge_request_past_the_mapping(const char *conf)
 			char *q = kp_realloc(pool, p, to[j], 0);
 			int e = errno;
 			CHECK(q == NULL && e == EINVAL,
-			      "%s: request rewritten to %llu, realloc to %zu: served (%p, errno %d), nothing refused", conf,
-			      (unsigned long long)reqs[i], to[j], (void *)q, e);
+			      "%s: request rewritten to %llu, realloc to %zu: served (%p, errno %d), nothing refused",
+			      conf, (unsigned long long)reqs[i], to[j], (void *)q, e);
 			CHECK(kt_stat(pool, "integrity.corruptions") == before + 1,
 			      "%s: request rewritten to %llu, realloc to %zu: %lld corruption events, not 1", conf,
 			      (unsigned long long)reqs[i], to[j],

@@ -13,7 +13,6 @@
 #include <stdbool.h>
 #include <pthread.h>
 
-
 static const char *const CONF = "primary_initial:4m,backup:1m,daemon:off,seed:5";
 
 /* The pool still serves: a round of allocations, filled and verified. */
@@ -41,8 +40,7 @@ static void check_text(const kp_event *ev, const void *addr)
 	snprintf(want, sizeof want, "%p", addr);
 	CHECK(strstr(ev->text, want) != NULL, "event text '%s' does not name %s", ev->text, want);
 	CHECK(strstr(ev->text, "size") != NULL, "event text '%s' does not name the size", ev->text);
-	CHECK(ev->addr == (uint64_t)(uintptr_t)addr, "event addr %#llx, want %p", (unsigned long long)ev->addr,
-	      addr);
+	CHECK(ev->addr == (uint64_t)(uintptr_t)addr, "event addr %#llx, want %p", (unsigned long long)ev->addr, addr);
 }
 
 static void test_double_free(void)
@@ -151,8 +149,8 @@ static void test_off_by_one_aligned_caught(void)
 				CHECK(kp_usable_size(pool, p) >= sizes[k], "usable size");
 				p[sizes[k]] = (char)v;
 				if (kp_free(pool, p) != KP_EOVERFLOW && missed++ < 5)
-					CHECK(0, "a write of %#x one past %zu bytes aligned to %zu went unseen", v, sizes[k],
-					      aligns[a]);
+					CHECK(0, "a write of %#x one past %zu bytes aligned to %zu went unseen", v,
+					      sizes[k], aligns[a]);
 			}
 	CHECK(missed == 0, "%d of %d off-by-one writes past aligned blocks unseen", missed, n);
 	/* and an aligned block written exactly to its end frees cleanly */
@@ -534,7 +532,8 @@ static void test_zero_huge_and_large(void)
 			size_t bad = 0;
 			for (size_t i = 0; i < sizes[k]; i += 511)
 				bad += p[i] != 0;
-			CHECK(bad == 0 && p[sizes[k] - 1] == 0, "KP_ZERO block of %zu has %zu non-zero bytes", sizes[k], bad);
+			CHECK(bad == 0 && p[sizes[k] - 1] == 0, "KP_ZERO block of %zu has %zu non-zero bytes", sizes[k],
+			      bad);
 			memset(p, 0xee, sizes[k]);
 			kp_free(pool, p);
 		}

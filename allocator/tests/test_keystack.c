@@ -145,8 +145,8 @@ static void test_empty_bin_ends_the_list(void)
 		int64_t before = kt_stat(pool, "integrity.freelist_errors");
 		CHECK(kp_free(pool, x) == 0, "free");
 		CHECK(b->count == 1 && b->head == x - KP_HDR, "%s: x heads the bin", how[way]);
-		CHECK(kp__link_get_k(kp__tls_state.tc[0]->stack[cls][0] ^ kp__kslot(&pool->secret, x - KP_HDR), x - KP_HDR) ==
-			      NULL,
+		CHECK(kp__link_get_k(kp__tls_state.tc[0]->stack[cls][0] ^ kp__kslot(&pool->secret, x - KP_HDR),
+				     x - KP_HDR) == NULL,
 		      "after %s, a block freed into the empty bin links past the list", how[way]);
 		char *y = kp_alloc(pool, 48, 0);
 		CHECK(y == x, "%s: the block comes back", how[way]);

@@ -166,8 +166,16 @@ static void test_small_program_peak(void)
 	}
 	for (int i = 0; i < 3; i++)
 		for (int j = i + 1; j < 3; j++) {
-			if (g[j] < g[i]) { long t = g[i]; g[i] = g[j]; g[j] = t; }
-			if (k[j] < k[i]) { long t = k[i]; k[i] = k[j]; k[j] = t; }
+			if (g[j] < g[i]) {
+				long t = g[i];
+				g[i] = g[j];
+				g[j] = t;
+			}
+			if (k[j] < k[i]) {
+				long t = k[i];
+				k[i] = k[j];
+				k[j] = t;
+			}
 		}
 	printf("   small program peak RSS: glibc %ld KiB, kpool %ld KiB without its backup reserve (%.2fx, %+ld KiB)\n",
 	       g[1], k[1], (double)k[1] / (double)g[1], k[1] - g[1]);
@@ -177,8 +185,8 @@ static void test_small_program_peak(void)
 	 * thread (its stack and the libc pages it brings, ~200 KiB), a thread
 	 * cache, and each class's span touched as far as its live and cached
 	 * blocks reach. The bound leaves a quarter of that for a loaded CI. */
-	CHECK(k[1] - g[1] <= 1280,
-	      "kpool's peak %ld KiB (reserve aside) is more than 1.25 MiB over glibc's %ld KiB", k[1], g[1]);
+	CHECK(k[1] - g[1] <= 1280, "kpool's peak %ld KiB (reserve aside) is more than 1.25 MiB over glibc's %ld KiB",
+	      k[1], g[1]);
 }
 
 /* A small program (test_small_program_peak's, ~250 KB handed out) has

@@ -128,8 +128,8 @@ static void test_stats_count_outline(void)
 	long long segs = primary_field(pool, "segments"), peak = primary_field(pool, "peak_in_use_bytes");
 	CHECK(in_use >= (long long)N * 1000, "in_use %lld", in_use);
 	CHECK(cap >= in_use, "capacity %lld below the %lld bytes in use", cap, in_use);
-	CHECK(committed >= in_use && committed <= cap, "committed %lld (in use %lld, capacity %lld)", committed,
-	      in_use, cap);
+	CHECK(committed >= in_use && committed <= cap, "committed %lld (in use %lld, capacity %lld)", committed, in_use,
+	      cap);
 	CHECK(segs >= in_use / (4 << 20), "%lld segments for %lld bytes in use", segs, in_use);
 	CHECK(peak >= in_use, "peak %lld below the %lld bytes in use", peak, in_use);
 	for (int i = 0; i < N; i++)

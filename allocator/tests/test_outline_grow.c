@@ -133,7 +133,8 @@ static void test_grows_ahead_then_shrinks(void)
 		}
 	}
 	int64_t mm = alloc_mmaps(pool) - mm0;
-	printf("   %zu blocks, %zu MiB; past the first 64 MiB: %lld mmap on the allocating thread, %ld faults (on %zu pages) and "
+	printf("   %zu blocks, %zu MiB; past the first 64 MiB: %lld mmap on the allocating thread, %ld faults (on %zu "
+	       "pages) and "
 	       "%zu pages not resident when handed out of %zu, a whole spare pre-faulted after %u passes of %u; "
 	       "segments mapped past the spare %llu\n",
 	       n, done >> 20, (long long)mm, faults, fpages, missed, pages, ready_passes, passes,
@@ -142,12 +143,11 @@ static void test_grows_ahead_then_shrinks(void)
 	       (unsigned long long)atomic_load(&pool->ol->taken), (unsigned long long)atomic_load(&pool->ol->cold),
 	       (unsigned long long)(pool->ol->grow.rate / 1000000), pool->ol->grow.boost);
 	CHECK(mm0 >= 0 && mm == 0, "%lld mmap calls on the allocating thread after the warm-up", (long long)mm);
-	CHECK(ready_passes == passes, "a whole spare segment pre-faulted after %u passes of %u", ready_passes,
-	      passes);
+	CHECK(ready_passes == passes, "a whole spare segment pre-faulted after %u passes of %u", ready_passes, passes);
 	CHECK(missed * 100 < pages, "%zu of %zu pages not resident when their block was handed out", missed, pages);
 	if (!KT_SANITIZED) /* a sanitizer's shadow faults on the thread too */
-		CHECK(fpages > 0 && (size_t)faults * 100 < fpages, "the allocating thread faulted %ld of %zu pages", faults,
-		      fpages);
+		CHECK(fpages > 0 && (size_t)faults * 100 < fpages, "the allocating thread faulted %ld of %zu pages",
+		      faults, fpages);
 	/* what pre-faulting whole segments costs: the heaps' segments resident
 	 * against the pages of the blocks. Past them: the untaken blocks of the
 	 * spans in hand (a span per class, up to 2 MiB each: 16-20 MiB here) and

@@ -31,7 +31,7 @@ static void drain(kp_pool *pool)
 		for (size_t i = 0; i < n; i++)
 			seen[ev[i].kind < KP_EV__COUNT ? ev[i].kind : 0]++;
 }
-static const unsigned integrity_kinds[] = {KP_EV_DOUBLE_FREE, KP_EV_INVALID_FREE, KP_EV_CORRUPTION,
+static const unsigned integrity_kinds[] = {KP_EV_DOUBLE_FREE, KP_EV_INVALID_FREE,   KP_EV_CORRUPTION,
 					   KP_EV_OVERFLOW,    KP_EV_USE_AFTER_FREE, KP_EV_FREELIST};
 /* Violations of kind k since the last call; *other: of the other kinds. */
 static uint64_t new_errors(kp_pool *pool, unsigned k, uint64_t *other)
@@ -75,8 +75,8 @@ static void test_option(void)
 	kp_pool *pool = outline_pool();
 	CHECK(pool != NULL, "layout:outline refused: %s", kp_last_error());
 	kp_destroy(pool);
-	CHECK(kp_create("layout:sideways") == NULL && strstr(kp_last_error(), "layout"),
-	      "a bad layout accepted (%s)", kp_last_error());
+	CHECK(kp_create("layout:sideways") == NULL && strstr(kp_last_error(), "layout"), "a bad layout accepted (%s)",
+	      kp_last_error());
 }
 
 /* Every free of a free block is found: no probability in it. */
@@ -134,8 +134,8 @@ static void test_invalid(void)
 	/* past the last block of a span: 48-byte blocks in 64 KiB leave 16 bytes */
 	char *b48 = kp_alloc(pool, 40, 0);
 	char *span_tail = (char *)(((uintptr_t)b48 & ~(uintptr_t)0xffff) + 65536 - 65536 % 48);
-	void *bad[] = {&on_stack, in_data, p + 8, p + 199, kp__ol_meta_of(pool, p), big + 4096, own + (1 << 16),
-		       span_tail, theirs};
+	void *bad[] = {&on_stack,  in_data,	    p + 8,     p + 199, kp__ol_meta_of(pool, p),
+		       big + 4096, own + (1 << 16), span_tail, theirs};
 	enum { NBAD = sizeof bad / sizeof bad[0] };
 	for (int i = 0; i < NBAD; i++) {
 		CHECK(bad[i] != NULL, "bad pointer %d is NULL", i);
@@ -144,8 +144,8 @@ static void test_invalid(void)
 		CHECK(kp_usable_size(pool, bad[i]) == 0, "usable size of bad pointer %d", i);
 	}
 	n = new_errors(pool, KP_EV_INVALID_FREE, &other);
-	CHECK(n == NBAD && other == 0, "invalid frees: %llu of %d refused (%llu others)", (unsigned long long)n,
-	      NBAD, (unsigned long long)other);
+	CHECK(n == NBAD && other == 0, "invalid frees: %llu of %d refused (%llu others)", (unsigned long long)n, NBAD,
+	      (unsigned long long)other);
 	CHECK(kp_free(pool, p) == 0 && kp_free(pool, big) == 0 && kp_free(pool, b48) == 0 &&
 		      kp_free(other_pool, theirs) == 0,
 	      "the real blocks free cleanly");
@@ -295,8 +295,8 @@ static void test_no_inline_metadata(void)
 		bad += x == live || ((uintptr_t)x & 63) != 0;
 		back += ((uintptr_t)x & ~(uintptr_t)0xffff) == span;
 	}
-	CHECK(bad == 0 && back == nfree, "after overwriting the free blocks: %d bad blocks, %d of %d back", bad,
-	      back, nfree);
+	CHECK(bad == 0 && back == nfree, "after overwriting the free blocks: %d bad blocks, %d of %d back", bad, back,
+	      nfree);
 	for (int i = 0; i < nq; i++)
 		kp_free(pool, q[i]);
 	for (int i = 0; i < N; i++)
@@ -379,8 +379,10 @@ static void test_first_allocs_make_no_syscall(void)
 	json = kt_stats(pool);
 	int64_t after = kt_syscalls(json, "alloc");
 	free(json);
-	CHECK(before != KT_MISSING && after == before, "%lld system calls on the allocation path of a thread's first "
-	      "1000 allocations", (long long)(after - before));
+	CHECK(before != KT_MISSING && after == before,
+	      "%lld system calls on the allocation path of a thread's first "
+	      "1000 allocations",
+	      (long long)(after - before));
 	/* a second thread takes the spare segment the daemon's pass left */
 	CHECK(kp_daemon_step(pool, 0) >= 0, "daemon step");
 	pthread_t t;

@@ -169,7 +169,8 @@ static void test_adopt_free_spans(void)
 	for (size_t i = 0; i < NADOPT; i++) {
 		bool seen = false;
 		for (size_t j = 0; j < NADOPT && !seen; j++)
-			seen = pb[i] && pa[j] && (uintptr_t)pb[i] >> OL_SLICE_SHIFT == (uintptr_t)pa[j] >> OL_SLICE_SHIFT;
+			seen = pb[i] && pa[j] &&
+			       (uintptr_t)pb[i] >> OL_SLICE_SHIFT == (uintptr_t)pa[j] >> OL_SLICE_SHIFT;
 		mine += seen;
 	}
 	for (size_t i = 0; i < NADOPT; i++)

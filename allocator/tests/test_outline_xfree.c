@@ -124,8 +124,9 @@ static void test_migrated_double_free(void)
 	uint64_t n1 = dfrees(pool);
 	run_on_thread(free_set, &a); /* another thread */
 	uint64_t n2 = dfrees(pool);
-	CHECK(n1 == NB && n2 == NB && a.rc_bad == 2 * NB, "double frees found: %llu by the freer, %llu by another thread",
-	      (unsigned long long)n1, (unsigned long long)n2);
+	CHECK(n1 == NB && n2 == NB && a.rc_bad == 2 * NB,
+	      "double frees found: %llu by the freer, %llu by another thread", (unsigned long long)n1,
+	      (unsigned long long)n2);
 	/* main allocates again: its cache's blocks first, A's blocks */
 	alloc_set(&again);
 	int reused = 0;
@@ -139,7 +140,8 @@ static void test_migrated_double_free(void)
 	run_on_thread(free_set, &again); /* freed by another thread (A's heap adopted, or a new one) */
 	CHECK(dfrees(pool) == 0 && again.rc_bad == 0, "valid frees reported");
 	free_set(&again);
-	CHECK(dfrees(pool) == NB && again.rc_bad == NB, "the reused blocks' double frees: %llu", (unsigned long long)dfree_seen);
+	CHECK(dfrees(pool) == NB && again.rc_bad == NB, "the reused blocks' double frees: %llu",
+	      (unsigned long long)dfree_seen);
 	kp_free(pool, warm);
 	kp_destroy(pool);
 }
@@ -182,8 +184,8 @@ static void test_racing_double_free(void)
 		pthread_join(t2, NULL);
 		pthread_barrier_destroy(&bar);
 		uint64_t n = dfrees(pool);
-		CHECK(n == NB && r1.refused + r2.refused == NB, "round %d: %llu double frees, %llu refused, want %d", round,
-		      (unsigned long long)n, (unsigned long long)(r1.refused + r2.refused), NB);
+		CHECK(n == NB && r1.refused + r2.refused == NB, "round %d: %llu double frees, %llu refused, want %d",
+		      round, (unsigned long long)n, (unsigned long long)(r1.refused + r2.refused), NB);
 	}
 	/* every block handed out once: no duplicate among 4 x NB allocations */
 	static void *q[4 * NB];
@@ -277,7 +279,8 @@ static void test_larson_bound(void)
 			if (sh.obj[i][k])
 				live += kp_usable_size(pool, sh.obj[i][k]);
 	size_t peak = sh.peak_touched;
-	fprintf(stderr, "  live %zu KiB, peak touched %zu KiB (%.2fx)\n", live >> 10, peak >> 10, (double)peak / (double)live);
+	fprintf(stderr, "  live %zu KiB, peak touched %zu KiB (%.2fx)\n", live >> 10, peak >> 10,
+		(double)peak / (double)live);
 	CHECK(peak * 5 <= live * 13, "peak %zu KiB of blocks touched for %zu KiB live", peak >> 10, live >> 10);
 	for (int i = 0; i < LT; i++)
 		for (int k = 0; k < LSLOTS; k++)
@@ -328,7 +331,8 @@ static void test_dead_heap_adopted(void)
 	REQUIRE(pool, "kp_create: %s", kp_last_error());
 	void *warm = kp_alloc(pool, 2000, 0); /* main's heap first (another class) */
 	size_t ssz = 2 << 20;
-	uint8_t *stacks = mmap(NULL, 2 * ssz, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	uint8_t *stacks =
+		mmap(NULL, 2 * ssz, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	REQUIRE(stacks != MAP_FAILED, "mmap");
 	static struct dead d1, d2;
 	d1.pool = d2.pool = pool;
@@ -380,7 +384,8 @@ static void test_thread_waves(void)
 	kp_pool *pool = kp_create(CONF);
 	REQUIRE(pool, "kp_create: %s", kp_last_error());
 	size_t ssz = 2 << 20; /* TSan wants 900 KiB of a stack given to it */
-	uint8_t *stacks = mmap(NULL, (size_t)WAVES * WT * ssz, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	uint8_t *stacks = mmap(NULL, (size_t)WAVES * WT * ssz, PROT_READ | PROT_WRITE,
+			       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	REQUIRE(stacks != MAP_FAILED, "mmap");
 	size_t first = 0;
 	for (int w = 0; w < WAVES; w++) {
@@ -406,7 +411,8 @@ static void test_thread_waves(void)
 	/* a wave's threads overlap as the scheduler lets them: up to WT sets of
 	 * spans at once, whatever the first wave touched (s22: 12x, a heap a
 	 * thread) */
-	CHECK(last <= WT * first, "%zu KiB touched after %d waves, %zu after the first", last >> 10, WAVES, first >> 10);
+	CHECK(last <= WT * first, "%zu KiB touched after %d waves, %zu after the first", last >> 10, WAVES,
+	      first >> 10);
 	kp_destroy(pool);
 	munmap(stacks, (size_t)WAVES * WT * ssz);
 }

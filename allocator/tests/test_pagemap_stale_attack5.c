@@ -101,7 +101,10 @@ static void test_failed_huge_pagemap(void)
 	if (v == 1)
 		printf("   skipped: no mapping across a leaf boundary\n");
 	CHECK(v == 0 || v == 1, "kp_free of a wild pointer in the failed huge mapping's range: %s (%ld)",
-	      v == -3 ? "the child died" : v == 3 ? "no os_fail event" : "accepted", v);
+	      v == -3  ? "the child died"
+	      : v == 3 ? "no os_fail event"
+		       : "accepted",
+	      v);
 	kp_destroy(pool);
 }
 

@@ -65,7 +65,8 @@ static void *ring(void *arg)
 		hand *out = &box[me];
 		out->n = 0;
 		for (unsigned k = 0; k < ncls; k++) {
-			unsigned c = first_cls + (k * 7 + r * 3 + me) % ncls; /* classes in a different order each round */
+			unsigned c =
+				first_cls + (k * 7 + r * 3 + me) % ncls; /* classes in a different order each round */
 			size_t req = req_of(c);
 			unsigned n = sched[(r + me + c) % NSCHED];
 			if ((size_t)n * kp__class_size[c] > CLASS_BYTES)

@@ -102,7 +102,8 @@ static long sparse_rss_growth(const char *conf)
 	       (long long)kt_json_int(js, "daemon.touched_pct", -1),
 	       strstr(js, "\"prefaulting\":true") ? "pre-faulting" : "not pre-faulting");
 	if (!strstr(conf, "prefault_touch:0"))
-		CHECK(strstr(js, "\"prefaulting\":false") != NULL, "pre-faulting for a program that touches 1 page in 16");
+		CHECK(strstr(js, "\"prefaulting\":false") != NULL,
+		      "pre-faulting for a program that touches 1 page in 16");
 	free(js);
 	release(pool, n);
 	kp_destroy(pool);
@@ -200,9 +201,13 @@ static void test_option_bounds(void)
 	 * high_wm or any other option, is out of range, not auto (the range
 	 * check let it through for every option: backup:2^64-1 looped for ever
 	 * in kp_create, prefault_touch:2^64-1 made a pool) */
-	static const char *const bad[] = {"prefault_touch:18446744073709551615", "decay_ms:18446744073709551615",
-					  "critical_wm:18446744073709551615", "tcache_bytes:18446744073709551615",
-					  "high_wm:18446744073709551615", "high_wm:autox", "high_wm:1099511627777"};
+	static const char *const bad[] = {"prefault_touch:18446744073709551615",
+					  "decay_ms:18446744073709551615",
+					  "critical_wm:18446744073709551615",
+					  "tcache_bytes:18446744073709551615",
+					  "high_wm:18446744073709551615",
+					  "high_wm:autox",
+					  "high_wm:1099511627777"};
 	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
 		p = kp_create(bad[i]);
 		CHECK(p == NULL, "%s accepted", bad[i]);

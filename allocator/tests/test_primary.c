@@ -11,8 +11,8 @@
 
 #if KT_ASAN
 /* ASan builds: the bytes past the request are poisoned, the last one is not. */
-#define CHECK_END_POISONED(p, n)                                                                              \
-	CHECK(!__asan_address_is_poisoned((p) + (n) - 1) && __asan_address_is_poisoned((p) + (n)),            \
+#define CHECK_END_POISONED(p, n)                                                                 \
+	CHECK(!__asan_address_is_poisoned((p) + (n)-1) && __asan_address_is_poisoned((p) + (n)), \
 	      "ASan poisoning wrong at the end of a %zu-byte block", (size_t)(n))
 #else
 #define CHECK_END_POISONED(p, n) ((void)(p), (void)(n))
@@ -127,8 +127,7 @@ static void test_boundary_sweep(void)
 				kt_fill(p, 4096, 29);
 				kt_fill((char *)p + s - 4096, 4096, 31);
 				CHECK(kt_verify(p, 4096, 29) == KT_OK, "head of %zu-byte block", s);
-				CHECK(kt_verify((char *)p + s - 4096, 4096, 31) == KT_OK,
-				      "tail of %zu-byte block", s);
+				CHECK(kt_verify((char *)p + s - 4096, 4096, 31) == KT_OK, "tail of %zu-byte block", s);
 				CHECK(kp_free(pool, p) == 0, "free of %zu-byte block", s);
 			}
 		}
@@ -158,8 +157,8 @@ static void test_boundary_sweep(void)
 static void test_zero(void)
 {
 	KT_POOL(pool, CONF);
-	static const size_t sizes[] = {1, 15, 16, 17, 100, 1000, 4096, 5000, 65536, 131072, 200000,
-				       MiB, 3 * MiB, 5 * MiB, 16 * MiB};
+	static const size_t sizes[] = {1,     15,     16,     17,  100,	    1000,    4096,    5000,
+				       65536, 131072, 200000, MiB, 3 * MiB, 5 * MiB, 16 * MiB};
 	for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
 		size_t s = sizes[i];
 		/* dirty several blocks of this size, free them, then ask zeroed */
@@ -234,8 +233,8 @@ static void test_aligned_free_reuse(void)
 static void test_aligned(void)
 {
 	KT_POOL(pool, CONF);
-	static const size_t sizes[] = {0, 1, 15, 16, 17, 100, 4095, 4096, 4097, 10000, 65536, 131072, 300000,
-				       MiB + 1, 5 * MiB};
+	static const size_t sizes[] = {0,    1,	    15,	   16,	   17,	   100,	    4095,   4096,
+				       4097, 10000, 65536, 131072, 300000, MiB + 1, 5 * MiB};
 	enum { NS = sizeof sizes / sizeof sizes[0] };
 	for (size_t a = 1; a <= 4096; a *= 2) {
 		void *p[NS];
@@ -244,8 +243,7 @@ static void test_aligned(void)
 			CHECK(p[i] != NULL, "kp_alloc_aligned(%zu, %zu) returned NULL", sizes[i], a);
 			if (p[i] == NULL)
 				continue;
-			CHECK(aligned_to(p[i], a < 16 ? 16 : a), "kp_alloc_aligned(%zu, %zu) = %p", sizes[i], a,
-			      p[i]);
+			CHECK(aligned_to(p[i], a < 16 ? 16 : a), "kp_alloc_aligned(%zu, %zu) = %p", sizes[i], a, p[i]);
 			CHECK(kp_usable_size(pool, p[i]) >= sizes[i], "usable %zu < %zu (align %zu)",
 			      kp_usable_size(pool, p[i]), sizes[i], a);
 			kt_fill(p[i], sizes[i], a);
@@ -253,8 +251,7 @@ static void test_aligned(void)
 		for (size_t i = 0; i < NS; i++) {
 			if (p[i] == NULL)
 				continue;
-			CHECK(kt_verify(p[i], sizes[i], a) == KT_OK, "aligned block %zu/%zu overwritten",
-			      sizes[i], a);
+			CHECK(kt_verify(p[i], sizes[i], a) == KT_OK, "aligned block %zu/%zu overwritten", sizes[i], a);
 			/* realloc keeps an aligned block's contents too */
 			size_t grow = sizes[i] * 2 + 64;
 			void *q = kp_realloc(pool, p[i], grow, 0);
@@ -297,9 +294,9 @@ static void test_huge_sizes(void)
 	KT_POOL(pool, "primary_max:1g,seed:7,daemon:off");
 	/* Near SIZE_MAX: every one of these would wrap in a naive "size + header"
 	 * or "round up to alignment" computation. */
-	static const size_t wrap[] = {SIZE_MAX,        SIZE_MAX - 1,    SIZE_MAX - 15,   SIZE_MAX - 16,
-				      SIZE_MAX - 31,   SIZE_MAX - 4095, SIZE_MAX - 4096, SIZE_MAX - MiB,
-				      SIZE_MAX / 2 + 1, SIZE_MAX / 2,   (size_t)PTRDIFF_MAX};
+	static const size_t wrap[] = {SIZE_MAX,		SIZE_MAX - 1,	 SIZE_MAX - 15,	     SIZE_MAX - 16,
+				      SIZE_MAX - 31,	SIZE_MAX - 4095, SIZE_MAX - 4096,    SIZE_MAX - MiB,
+				      SIZE_MAX / 2 + 1, SIZE_MAX / 2,	 (size_t)PTRDIFF_MAX};
 	for (size_t i = 0; i < sizeof wrap / sizeof wrap[0]; i++) {
 		size_t s = wrap[i];
 		kt_events_clear(pool);
@@ -583,7 +580,8 @@ static void test_realloc_huge_moves_pages(void)
 	for (size_t i = b; i < c; i += 512)
 		nonzero += r[i] != 0;
 	CHECK(nonzero == 0 && r[c - 1] == 0, "the grown part is not zero (%zu samples)", nonzero);
-	CHECK(kt_stat(pool, "primary.huge_bytes") >= (int64_t)c && kt_stat(pool, "primary.huge_bytes") < (int64_t)(c + MiB),
+	CHECK(kt_stat(pool, "primary.huge_bytes") >= (int64_t)c &&
+		      kt_stat(pool, "primary.huge_bytes") < (int64_t)(c + MiB),
 	      "huge_bytes %lld after growing to 24 MiB", (long long)kt_stat(pool, "primary.huge_bytes"));
 	/* shrinking stays in place */
 	char *s = kp_realloc(pool, r, d, 0);
@@ -608,7 +606,8 @@ static void test_realloc_huge_moves_pages(void)
 	REQUIRE(kp_fault_inject(pool, "other@nth=1") == 0, "kp_fault_inject: %s", kp_last_error());
 	char *t = kp_realloc(pool, s, 3 * d, 0);
 	REQUIRE(t != NULL, "kp_realloc with mremap refused");
-	CHECK(kt_verify_from(t, q, 3 * MiB, 4) == KT_OK && kt_verify_from(t + 3 * MiB, s + 3 * MiB, d - 3 * MiB, 9) == KT_OK,
+	CHECK(kt_verify_from(t, q, 3 * MiB, 4) == KT_OK &&
+		      kt_verify_from(t + 3 * MiB, s + 3 * MiB, d - 3 * MiB, 9) == KT_OK,
 	      "contents lost by the fallback copy");
 	CHECK(kt_events_count(pool, KP_EV_OS_FAIL) == 1, "no os_fail event for the refused mremap");
 	kp_fault_inject(pool, "all@off");
@@ -642,8 +641,8 @@ static void test_realloc_large_in_place(void)
 	CHECK(q == p, "1 MiB -> 200 KiB moved (%p -> %p)", (void *)p, (void *)q);
 	CHECK(kt_verify(q, c, 5) == KT_OK, "contents lost shrinking in place");
 	CHECK_END_POISONED(q, c);
-	CHECK(kt_stat(pool, "primary.in_use_bytes") < (int64_t)(256 * 1024),
-	      "in_use_bytes %lld for one 200 KiB block", (long long)kt_stat(pool, "primary.in_use_bytes"));
+	CHECK(kt_stat(pool, "primary.in_use_bytes") < (int64_t)(256 * 1024), "in_use_bytes %lld for one 200 KiB block",
+	      (long long)kt_stat(pool, "primary.in_use_bytes"));
 	/* the tail units went back: the next large block takes them */
 	char *x = kp_alloc(pool, a, 0);
 	REQUIRE(x != NULL, "kp_alloc(512 KiB)");
@@ -675,7 +674,8 @@ static void test_huge_cache(void)
 	int64_t mmaps = kt_stat(pool, "syscalls.alloc.mmap"), munmaps = kt_stat(pool, "syscalls.alloc.munmap");
 	CHECK(kp_free(pool, p) == 0, "free");
 	CHECK(kt_stat(pool, "syscalls.alloc.munmap") == munmaps, "freeing a huge block unmapped it");
-	CHECK(kt_stat(pool, "syscalls.alloc.madvise") == 1, "thp:on (the default): %lld MADV_HUGEPAGE for one huge block",
+	CHECK(kt_stat(pool, "syscalls.alloc.madvise") == 1,
+	      "thp:on (the default): %lld MADV_HUGEPAGE for one huge block",
 	      (long long)kt_stat(pool, "syscalls.alloc.madvise"));
 	CHECK(kt_stat(pool, "primary.huge_cached_bytes") >= (int64_t)a, "huge_cached_bytes %lld after the free",
 	      (long long)kt_stat(pool, "primary.huge_cached_bytes"));
@@ -737,7 +737,8 @@ static void test_huge_cache(void)
 	char *y = kp_realloc(pool2, x, 8 * MiB, 0);
 	CHECK(y == k, "8 MiB did not move into the kept mapping (%p, kept %p)", (void *)y, (void *)k);
 	CHECK(kt_stat(pool2, "syscalls.alloc.mmap") == mmaps && kt_stat(pool2, "syscalls.alloc.other") == others + 1,
-	      "moving into a kept mapping: %lld mmap, %lld mremap", (long long)(kt_stat(pool2, "syscalls.alloc.mmap") - mmaps),
+	      "moving into a kept mapping: %lld mmap, %lld mremap",
+	      (long long)(kt_stat(pool2, "syscalls.alloc.mmap") - mmaps),
 	      (long long)(kt_stat(pool2, "syscalls.alloc.other") - others));
 	CHECK(y && kt_verify_from(y, x, 5 * MiB, 6) == KT_OK, "contents lost moving into a kept mapping");
 	char *z = kp_realloc(pool2, y, 11 * MiB, 0);
@@ -866,16 +867,19 @@ static void test_large_shrink_race(void)
  * creation and in the daemon's passes; on, both pre-fault. */
 static void test_prefault_option(void)
 {
-	static const char *const conf[2] = {"primary_initial:8m,backup:0,daemon:off,low_wm:16m,high_wm:16m,prefault:off",
-					    "primary_initial:8m,backup:0,daemon:off,low_wm:16m,high_wm:16m,prefault:on"};
+	static const char *const conf[2] = {
+		"primary_initial:8m,backup:0,daemon:off,low_wm:16m,high_wm:16m,prefault:off",
+		"primary_initial:8m,backup:0,daemon:off,low_wm:16m,high_wm:16m,prefault:on"};
 	for (int on = 0; on < 2; on++) {
 		KT_POOL(pool, conf[on]);
-		CHECK((kt_stat(pool, "syscalls.setup.madvise") > 0) == on, "prefault:%s: %lld madvise calls at creation",
-		      on ? "on" : "off", (long long)kt_stat(pool, "syscalls.setup.madvise"));
+		CHECK((kt_stat(pool, "syscalls.setup.madvise") > 0) == on,
+		      "prefault:%s: %lld madvise calls at creation", on ? "on" : "off",
+		      (long long)kt_stat(pool, "syscalls.setup.madvise"));
 		kp_daemon_step(pool, 0);
 		CHECK(kt_stat(pool, "primary.capacity_bytes") >= (int64_t)(16 * MiB), "the daemon did not grow");
-		CHECK((kt_stat(pool, "syscalls.daemon.madvise") > 0) == on, "prefault:%s: %lld madvise calls by the daemon",
-		      on ? "on" : "off", (long long)kt_stat(pool, "syscalls.daemon.madvise"));
+		CHECK((kt_stat(pool, "syscalls.daemon.madvise") > 0) == on,
+		      "prefault:%s: %lld madvise calls by the daemon", on ? "on" : "off",
+		      (long long)kt_stat(pool, "syscalls.daemon.madvise"));
 		kp_destroy(pool);
 	}
 }
@@ -909,13 +913,11 @@ static void test_two_threads(void)
 	REQUIRE(js != NULL, "kp_stats_json");
 	int64_t allocs = kt_json_int(js, "primary.allocs", -1), frees = kt_json_int(js, "primary.frees", -2);
 	CHECK(allocs > 2 * MT_OPS / 4, "primary.allocs = %lld, implausibly few", (long long)allocs);
-	CHECK(allocs == frees, "primary.allocs %lld != primary.frees %lld", (long long)allocs,
-	      (long long)frees);
+	CHECK(allocs == frees, "primary.allocs %lld != primary.frees %lld", (long long)allocs, (long long)frees);
 	CHECK(kt_json_int(js, "primary.in_use_bytes", -1) == 0, "primary.in_use_bytes = %lld after all frees",
 	      (long long)kt_json_int(js, "primary.in_use_bytes", -1));
 	CHECK(kt_json_int(js, "backup.in_use_bytes", -1) == 0, "backup in use");
-	CHECK(kt_json_int(js, "integrity.corruptions", -1) == 0 &&
-		      kt_json_int(js, "integrity.double_frees", -1) == 0 &&
+	CHECK(kt_json_int(js, "integrity.corruptions", -1) == 0 && kt_json_int(js, "integrity.double_frees", -1) == 0 &&
 		      kt_json_int(js, "integrity.invalid_frees", -1) == 0,
 	      "integrity counters not zero: %s", js);
 	CHECK(kt_json_int(js, "primary.peak_in_use_bytes", 0) > 0, "peak_in_use_bytes not recorded");
@@ -954,8 +956,7 @@ static void test_double_free(void)
 			kt_fill(a, s, 1);
 			kt_fill(b, s, 2);
 			kt_fill(c, s, 3);
-			CHECK(kt_verify(a, s, 1) == KT_OK && kt_verify(b, s, 2) == KT_OK &&
-				      kt_verify(c, s, 3) == KT_OK,
+			CHECK(kt_verify(a, s, 1) == KT_OK && kt_verify(b, s, 2) == KT_OK && kt_verify(c, s, 3) == KT_OK,
 			      "blocks overlap after a double free (%zu)", s);
 		}
 		CHECK(kp_free(pool, a) == 0 && kp_free(pool, b) == 0 && kp_free(pool, c) == 0,

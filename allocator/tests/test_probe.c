@@ -85,10 +85,12 @@ static void test_steady_program_does_not_flap(void)
 		for (size_t i = 0; i < sizeof skips / sizeof skips[0]; i++) {
 			long long pct = -1;
 			size_t n = flips(skips[i], first, 1000, &pct);
-			printf("   one page in %u unwritten%s: touched_pct %lld, %zu pre-faulting on/off events in 1000 "
+			printf("   one page in %u unwritten%s: touched_pct %lld, %zu pre-faulting on/off events in "
+			       "1000 "
 			       "passes\n",
 			       skips[i], first ? " (after a sparse start)" : "", pct, n);
-			CHECK(n <= 1, "one page in %u unwritten%s: pre-faulting turned on or off %zu times in 1000 passes",
+			CHECK(n <= 1,
+			      "one page in %u unwritten%s: pre-faulting turned on or off %zu times in 1000 passes",
 			      skips[i], first ? " (after a sparse start)" : "", n);
 		}
 }
@@ -152,7 +154,8 @@ static void *churn(void *arg)
 		unsigned i = (unsigned)(kt_rand(&seed) % CHURN_SLOTS);
 		if (slot[i]) {
 			/* its first and last bytes are what was written */
-			if ((unsigned char)slot[i][0] != (i & 0xff) || (unsigned char)slot[i][size[i] - 1] != (i & 0xff))
+			if ((unsigned char)slot[i][0] != (i & 0xff) ||
+			    (unsigned char)slot[i][size[i] - 1] != (i & 0xff))
 				bad++;
 			kp_free(churn_pool, slot[i]);
 			slot[i] = NULL;

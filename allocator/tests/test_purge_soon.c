@@ -150,7 +150,8 @@ static void test_thread(void)
 	uint64_t t0 = kt_now_ms(), took = 0;
 	while ((took = kt_now_ms() - t0) < 2000 && (pct = freed_resident_pct(sides)) >= 40)
 		kt_sleep_ms(2);
-	printf("   freed 16-64 KiB blocks' pages resident: %u%% before the frees, %u%% %llu ms after (daemon timer 5 s)\n",
+	printf("   freed 16-64 KiB blocks' pages resident: %u%% before the frees, %u%% %llu ms after (daemon timer 5 "
+	       "s)\n",
 	       pct0, pct, (unsigned long long)took);
 	/* measured before the frees (after them, a daemon quicker than this
 	 * thread under TSan and two busy loops had given back a third already:

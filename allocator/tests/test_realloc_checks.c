@@ -75,18 +75,17 @@ struct resize {
 	int in_place; /* 1: the block stays where it is */
 };
 static const struct resize RESIZES[] = {
-	{100, 101, 1},	/* 124 -> 125 of the 128-byte class */
-	{100, 90, 1},	/* a shrink by less than half */
-	{100, 104, 1},	/* the class's whole room (128 - 16 - 8) */
-	{100, 105, 0},	/* one past it: the next class */
-	{40, 200, 0},	/* 64 -> 224 */
-	{200, 40, 0},	/* a shrink past half */
-	{990, 1000, 1}, /* the 1024-byte class, to its end */
-	{3000, 70000, 0}, /* a class past 64 KiB */
-	{70000, 70001, 1},
-	{100, 200000, 0}, /* a page run */
-	{16, 12, 1},	/* 48-byte class: 12 is half its room */
-	{16, 11, 0},	/* less than half: a smaller class */
+	{100, 101, 1},			     /* 124 -> 125 of the 128-byte class */
+	{100, 90, 1},			     /* a shrink by less than half */
+	{100, 104, 1},			     /* the class's whole room (128 - 16 - 8) */
+	{100, 105, 0},			     /* one past it: the next class */
+	{40, 200, 0},			     /* 64 -> 224 */
+	{200, 40, 0},			     /* a shrink past half */
+	{990, 1000, 1},			     /* the 1024-byte class, to its end */
+	{3000, 70000, 0},		     /* a class past 64 KiB */
+	{70000, 70001, 1}, {100, 200000, 0}, /* a page run */
+	{16, 12, 1},			     /* 48-byte class: 12 is half its room */
+	{16, 11, 0},			     /* less than half: a smaller class */
 };
 
 /* In place or moved, the contents come along, the usable size is the new
@@ -106,12 +105,12 @@ static void test_resize_keeps_contents_and_canary(void)
 		CHECK(kt_verify_from(q, p, keep, k) == KT_OK, "%zu -> %zu: contents lost", r->from, r->to);
 		CHECK(kp_usable_size(pool, q) == r->to, "%zu -> %zu: usable %zu", r->from, r->to,
 		      kp_usable_size(pool, q));
-		CHECK((q == p) == r->in_place, "%zu -> %zu: %s", r->from, r->to,
-		      q == p ? "stayed in place" : "moved");
+		CHECK((q == p) == r->in_place, "%zu -> %zu: %s", r->from, r->to, q == p ? "stayed in place" : "moved");
 		memset(q, 0x5c, r->to); /* every byte asked for is the caller's */
 		CHECK(kp_free(pool, q) == 0, "%zu -> %zu: free of a block written to its end", r->from, r->to);
 		if (q != p)
-			CHECK(kp_usable_size(pool, p) == 0, "%zu -> %zu: the old block is no longer live", r->from, r->to);
+			CHECK(kp_usable_size(pool, p) == 0, "%zu -> %zu: the old block is no longer live", r->from,
+			      r->to);
 	}
 	CHECK(overflows(pool) == 0, "false alarms: %lld overflows", (long long)overflows(pool));
 	CHECK(integrity_events(pool) == 0, "integrity events on a clean run");
@@ -387,8 +386,11 @@ static void test_huge_and_large_blocks(void)
 {
 	kp_pool *pool = kp_create(CONF);
 	REQUIRE(pool, "kp_create: %s", kp_last_error());
-	static const size_t sizes[][2] = {{8 * MiB, 12 * MiB}, {8 * MiB + 5, 3 * MiB}, {200 * KiB, 300 * KiB},
-					  {300 * KiB, 150 * KiB}, {200 * KiB, 100}};
+	static const size_t sizes[][2] = {{8 * MiB, 12 * MiB},
+					  {8 * MiB + 5, 3 * MiB},
+					  {200 * KiB, 300 * KiB},
+					  {300 * KiB, 150 * KiB},
+					  {200 * KiB, 100}};
 	for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
 		size_t from = sizes[k][0], to = sizes[k][1];
 		char *p = kp_alloc(pool, from, 0);
@@ -477,7 +479,8 @@ static void test_growing_chain(void)
 	kp_thread_flush(pool);
 	int64_t allocs = kt_stat(pool, "primary.allocs") - a0, frees = kt_stat(pool, "primary.frees") - f0;
 	CHECK(allocs == frees, "allocs %lld, frees %lld", (long long)allocs, (long long)frees);
-	CHECK(kt_stat(pool, "primary.in_use_bytes") == 0, "in use %lld", (long long)kt_stat(pool, "primary.in_use_bytes"));
+	CHECK(kt_stat(pool, "primary.in_use_bytes") == 0, "in use %lld",
+	      (long long)kt_stat(pool, "primary.in_use_bytes"));
 	CHECK(integrity_events(pool) == 0, "integrity events");
 	kp_destroy(pool);
 }

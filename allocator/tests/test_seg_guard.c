@@ -36,7 +36,6 @@
 #include <signal.h>
 #include <sys/wait.h>
 
-
 static KT_RAW void raw_copy(void *dst, const void *src, size_t n)
 {
 	for (size_t i = 0; i < n; i++)
@@ -109,8 +108,8 @@ static void test_guard_pointers(void)
 		accepted += kp_free(pool, q) == 0;
 		moved += kp_realloc(pool, q, 64, 0) != NULL;
 	}
-	CHECK(accepted == 0 && sized == 0 && moved == 0, "guard pointers: %u freed, %u sized, %u reallocated",
-	      accepted, sized, moved);
+	CHECK(accepted == 0 && sized == 0 && moved == 0, "guard pointers: %u freed, %u sized, %u reallocated", accepted,
+	      sized, moved);
 	CHECK(kt_stat(pool, "integrity.invalid_frees") + kt_stat(pool, "integrity.corruptions") > 0, "no event");
 	CHECK(kp_free(pool, p) == 0, "the live block frees");
 	kp_destroy(pool);

@@ -73,8 +73,8 @@ static void rewritten_between_batches(enum field f, bool via_take)
 		}
 	kp_thread_flush(pool); /* empty bins: the next allocation takes from a span */
 	int64_t ev = kt_stat(pool, "integrity.corruptions"), quar = kt_stat(pool, "integrity.quarantined");
-	CHECK(ev == 0 && quar == 0, "%s: events before the rewrite (%lld corruptions, %lld quarantined)",
-	      field_name[f], (long long)ev, (long long)quar);
+	CHECK(ev == 0 && quar == 0, "%s: events before the rewrite (%lld corruptions, %lld quarantined)", field_name[f],
+	      (long long)ev, (long long)quar);
 
 	rewrite(s, f);
 	/* One batch: a take (one bin's refill, from the partial spans of s:

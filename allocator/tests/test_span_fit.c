@@ -37,8 +37,7 @@ static void check_span(const kp__span *sp, unsigned cls, bool bulk, double *wors
 	      cls, sp->cls, sp->block);
 	CHECK(sp->units >= 1 && sp->units <= 16, "class %u (%zu B): %u units", cls, block, sp->units);
 	CHECK(sp->nblocks >= 8, "class %u (%zu B): %u blocks", cls, block, sp->nblocks);
-	CHECK(fill <= run && run - fill < block, "class %u: %u blocks of %zu B in %zu B", cls, sp->nblocks, block,
-	      run);
+	CHECK(fill <= run && run - fill < block, "class %u: %u blocks of %zu B in %zu B", cls, sp->nblocks, block, run);
 	CHECK(sp->nblocks <= 2048, "class %u (%zu B): %u blocks", cls, block, sp->nblocks);
 	if (block >= 16384)
 		CHECK(sp->nblocks <= 17, "class %u (%zu B): %u blocks", cls, block, sp->nblocks);

@@ -49,13 +49,31 @@
  * that fills a struct's later fields first does the same). */
 #define SKIP 8
 
-enum damage { D_FREE_OTHER_SPAN, D_FREE_UNMAPPED, D_FREE_MID_BLOCK, D_FREE_LIVE, D_NBLOCKS, D_BUMP, D_BLOCK,
-	      D_START, D_LINK_LIVE, D_NEXT_UNMAPPED, D_NUSED, D__N };
-static const char *const damage_name[] = {"free -> a free block of another span", "free -> unmapped",
-					  "free -> the middle of a block", "free -> a live block",
-					  "nblocks -> twice", "bump -> 0", "block -> half (nblocks to match)",
-					  "start -> the next span's", "the head's link -> a live block",
-					  "next -> unmapped", "nused -> 1, then a free"};
+enum damage {
+	D_FREE_OTHER_SPAN,
+	D_FREE_UNMAPPED,
+	D_FREE_MID_BLOCK,
+	D_FREE_LIVE,
+	D_NBLOCKS,
+	D_BUMP,
+	D_BLOCK,
+	D_START,
+	D_LINK_LIVE,
+	D_NEXT_UNMAPPED,
+	D_NUSED,
+	D__N
+};
+static const char *const damage_name[] = {"free -> a free block of another span",
+					  "free -> unmapped",
+					  "free -> the middle of a block",
+					  "free -> a live block",
+					  "nblocks -> twice",
+					  "bump -> 0",
+					  "block -> half (nblocks to match)",
+					  "start -> the next span's",
+					  "the head's link -> a live block",
+					  "next -> unmapped",
+					  "nused -> 1, then a free"};
 
 static kp__span *span_of_block(const char *p)
 {
@@ -182,7 +200,8 @@ static void attack(enum damage d)
 		CHECK(p != NULL, "%s: kp_alloc(%zu) after", damage_name[d], n);
 		if (p) {
 			kt_fill(p, n, i);
-			CHECK(kt_verify(p, n, i) == KT_OK && kp_free(pool, p) == 0, "%s: block of %zu", damage_name[d], n);
+			CHECK(kt_verify(p, n, i) == KT_OK && kp_free(pool, p) == 0, "%s: block of %zu", damage_name[d],
+			      n);
 		}
 	}
 	kp_destroy(pool);

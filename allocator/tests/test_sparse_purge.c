@@ -72,7 +72,8 @@ static long long purged_after_free(bool dense, bool *prefaulting)
 	long long after = (long long)kt_json_int(js, "primary.purged_bytes", -1);
 	*prefaulting = strstr(js, "\"prefaulting\":true") != NULL;
 	printf("   %s: %lld KiB given back within 300 ms of the free (touched_pct %lld, %s)\n",
-	       dense ? "dense" : "sparse", (after - before) / 1024, (long long)kt_json_int(js, "daemon.touched_pct", -1),
+	       dense ? "dense" : "sparse", (after - before) / 1024,
+	       (long long)kt_json_int(js, "daemon.touched_pct", -1),
 	       *prefaulting ? "pre-faulting" : "not pre-faulting");
 	free(js);
 	for (unsigned i = 0; i < NKEEP; i++)

@@ -108,8 +108,7 @@ static void attack(const char *conf, bool slow)
 	       "handed out inside it\n",
 	       conf, slow ? " (slow path)" : "", rc, inside);
 	CHECK(rc != 0, "%s%s: kp_free accepted a header forged inside a live block", conf, slow ? " (slow path)" : "");
-	CHECK(inside == 0, "%s%s: %u blocks handed out inside a live block", conf, slow ? " (slow path)" : "",
-	      inside);
+	CHECK(inside == 0, "%s%s: %u blocks handed out inside a live block", conf, slow ? " (slow path)" : "", inside);
 	kp_destroy(pool);
 }
 

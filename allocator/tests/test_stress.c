@@ -237,8 +237,8 @@ static void test_stress(void)
 	}
 	long nulls = 0;
 	for (int i = 0; i < nthreads; i++) {
-		CHECK(w[i].corrupt == 0, "seed %llu thread %d: %ld blocks failed their pattern", (unsigned long long)seed,
-		      i, w[i].corrupt);
+		CHECK(w[i].corrupt == 0, "seed %llu thread %d: %ld blocks failed their pattern",
+		      (unsigned long long)seed, i, w[i].corrupt);
 		CHECK(w[i].bad_frees == 0, "seed %llu thread %d: %ld frees failed", (unsigned long long)seed, i,
 		      w[i].bad_frees);
 		CHECK(w[i].bad_usable == 0, "seed %llu thread %d: %ld usable sizes too small", (unsigned long long)seed,

@@ -172,8 +172,7 @@ static void test_bins_in_use_are_kept(void)
 			shrunk += tc->bin[cls].max < grown_to / 2;
 		}
 	}
-	printf("   20 KiB bin grown to %u, now %u; %u steps with it below half\n", grown_to, tc->bin[cls].max,
-	       shrunk);
+	printf("   20 KiB bin grown to %u, now %u; %u steps with it below half\n", grown_to, tc->bin[cls].max, shrunk);
 	CHECK(grown_to >= 8, "the 20 KiB bin did not grow (%u): the test proves nothing", grown_to);
 	CHECK(shrunk < 100, "a bin in use was swept %u times", shrunk);
 	free_all(pool, slot);

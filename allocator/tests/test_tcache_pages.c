@@ -14,7 +14,7 @@
 #include "internal.h"
 
 #define CONF "primary_initial:4m,daemon:off,backup:0,seed:5"
-#define NCLS 16 /* classes 2..17: 64 B to 1 KiB */
+#define NCLS 16	 /* classes 2..17: 64 B to 1 KiB */
 #define SWING 20 /* blocks allocated and freed at once: a bin settles at 32-64 */
 
 static size_t request(unsigned cls)
@@ -61,8 +61,8 @@ static void test_rows_packed(void)
 		most = tc->bin[c].max > most ? tc->bin[c].max : most;
 	}
 	size_t after = row_pages(tc);
-	printf("   %u of %u bins grew past their start (largest %u blocks); rows: %zu pages resident, %zu before\n", grown,
-	       NCLS, most, after, before);
+	printf("   %u of %u bins grew past their start (largest %u blocks); rows: %zu pages resident, %zu before\n",
+	       grown, NCLS, most, after, before);
 	REQUIRE(grown >= NCLS - 2, "only %u bins grew: the test does not test rows", grown);
 	/* 16 bins of at most 64 keys, 512 bytes each, plus the 32-key rows left
 	 * behind: 3 pages; 4 with a page boundary inside a row */

@@ -413,7 +413,7 @@ static void test_accounting_through_whole_parks(void)
 		return;
 	size_t usable = kp__class_size[cls] - KP_HDR;
 	u0 += (int64_t)usable; /* blocks[N], live */
-	a0 += 2; /* and the cache holder's block, allocated and freed */
+	a0 += 2;	       /* and the cache holder's block, allocated and freed */
 	f0 += 1;
 	CHECK(kt_stat(pool, "primary.in_use_bytes") == u0, "in use %lld with the batch parked (want %lld)",
 	      (long long)kt_stat(pool, "primary.in_use_bytes"), (long long)u0);

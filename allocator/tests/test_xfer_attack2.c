@@ -45,7 +45,6 @@ static void do_flush(void *arg)
 	kp_thread_flush(arg);
 }
 
-
 /* NULLs, duplicates, live blocks and blocks outside the pool in v[0..n). */
 static unsigned bad_handouts(char *const *v, unsigned n, unsigned *outside)
 {
@@ -332,7 +331,6 @@ static void test_many_pools_destroyed_parked(void)
 		teardown();
 	}
 }
-
 
 /* 8. Threads on the least stack glibc gives them park and take batches
  * of 256 and call kp_thread_flush, whose drain holds two slots' keys and

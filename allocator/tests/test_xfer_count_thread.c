@@ -122,8 +122,10 @@ static void test_cross_counts_stay_in_the_thread_caches(void)
 	CHECK(!atomic_load(&failed), "an allocation or a free failed");
 	CHECK(live[0] > 100 && live[1] > 100, "the run parked %llu and took %llu batches: no hand-off to count",
 	      (unsigned long long)live[0], (unsigned long long)live[1]);
-	CHECK(shared == 0, "the pool's shared counters took %llu writes' worth while both threads cached (want 0: "
-	      "each thread counts in its own cache)", (unsigned long long)shared);
+	CHECK(shared == 0,
+	      "the pool's shared counters took %llu writes' worth while both threads cached (want 0: "
+	      "each thread counts in its own cache)",
+	      (unsigned long long)shared);
 	for (unsigned k = 0; k < 4; k++) {
 		CHECK(live[k] == TOTALS[k], "%s %llu with both threads alive, 21fec7b's run %llu", NAMES[k],
 		      (unsigned long long)live[k], (unsigned long long)TOTALS[k]);

@@ -114,7 +114,8 @@ static void test_phases_move_big_batches(void)
 	for (unsigned p = 0; p < PHASES; p++)
 		printf("   phase %u: %d class locks for %d blocks (%u per 1000)\n", p, atomic_load(&locks[p]), N,
 		       (unsigned)atomic_load(&locks[p]) * 1000u / N);
-	unsigned third = (unsigned)atomic_load(&locks[2]) * 1000u / N, last = (unsigned)atomic_load(&locks[PHASES - 1]) * 1000u / N;
+	unsigned third = (unsigned)atomic_load(&locks[2]) * 1000u / N,
+		 last = (unsigned)atomic_load(&locks[PHASES - 1]) * 1000u / N;
 	CHECK(third <= LOCKS_PER_1000, "%u class locks per 1000 blocks in the third phase (want <= %d)", third,
 	      LOCKS_PER_1000);
 	CHECK(last <= LOCKS_PER_1000_GROWN, "%u class locks per 1000 blocks in the last phase (want <= %d)", last,

@@ -87,8 +87,9 @@ static void report(kp_pool *pool, const char *what, int64_t full, double per_bur
 {
 	printf("   %s: %lld batches to the spans in %d bursts of %d (%.2f a burst, want <= %.2f); parked %lld, "
 	       "taken %lld, empty %lld\n",
-	       what, (long long)full, ROUNDS - WARM, BURST, per_burst, most, (long long)kt_stat(pool, "transfer.parked"),
-	       (long long)kt_stat(pool, "transfer.taken"), (long long)kt_stat(pool, "transfer.empty"));
+	       what, (long long)full, ROUNDS - WARM, BURST, per_burst, most,
+	       (long long)kt_stat(pool, "transfer.parked"), (long long)kt_stat(pool, "transfer.taken"),
+	       (long long)kt_stat(pool, "transfer.empty"));
 }
 
 static void test_one_way_bursts(void)

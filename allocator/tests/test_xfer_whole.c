@@ -101,8 +101,7 @@ static void test_whole_batch(void)
 		REQUIRE(blocks[i], "allocation %u failed", i);
 	run(consumer); /* its exit flushes its bin to the spans: read it before */
 	printf("   consumer's bin after %d frees: %u block(s)\n", N, consumer_bin);
-	CHECK(consumer_bin == 1, "the bin kept %u blocks past its flush (the whole bin should park)",
-	      consumer_bin);
+	CHECK(consumer_bin == 1, "the bin kept %u blocks past its flush (the whole bin should park)", consumer_bin);
 	unsigned n;
 	unsigned k = parked(&n);
 	printf("   parked: %u batch(es), the last of %u blocks\n", k, n);
@@ -111,8 +110,8 @@ static void test_whole_batch(void)
 	printf("   a new thread's first allocation: %u batch(es) left parked, its bin holds %u\n", taken_left,
 	       taker_bin);
 	CHECK(taken_left == 0, "the batch of %u stayed parked: the refill went to the spans", n);
-	CHECK(taker_bin == N - 2, "the taker's bin holds %u (want the batch less the block handed out: %d)",
-	      taker_bin, N - 2);
+	CHECK(taker_bin == N - 2, "the taker's bin holds %u (want the batch less the block handed out: %d)", taker_bin,
+	      N - 2);
 	CHECK(bad == 0, "%u bad blocks", bad);
 	CHECK(kt_events_count(pool, KP_EV_FREELIST) == 0, "free-list events");
 	CHECK(kt_events_count(pool, KP_EV_DOUBLE_FREE) == 0, "double-free events");

@@ -37,8 +37,7 @@ static inline long arg_long(int argc, char **argv, int i, long def)
 	char *end;
 	long v = strtol(argv[i], &end, 10);
 	if (*end != '\0' || v <= 0) {
-		fprintf(stderr, "%s: argument %d: expected a positive integer, got '%s'\n", argv[0], i,
-			argv[i]);
+		fprintf(stderr, "%s: argument %d: expected a positive integer, got '%s'\n", argv[0], i, argv[i]);
 		exit(2);
 	}
 	return v;

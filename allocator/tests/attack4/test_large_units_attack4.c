@@ -79,7 +79,8 @@ static void test_large_units_rewritten(void)
 		}
 	}
 	CHECK(bad == 0, "%u large allocations overlap the live block V", bad);
-	CHECK(rig_stopped || rc != 0 || rig_events(pool) > ev0, "the rewritten span slot freed with no event (rc %d)", rc);
+	CHECK(rig_stopped || rc != 0 || rig_events(pool) > ev0, "the rewritten span slot freed with no event (rc %d)",
+	      rc);
 	for (int i = 0; i < 4; i++)
 		if (q[i] && !rig_overlaps(q[i], L_REQ, V, L_REQ))
 			kp_free(pool, q[i]);
@@ -153,8 +154,8 @@ static void test_small_units_rewritten(void)
 	for (int i = 0; i < ns; i++)
 		REQUIRE((s[i] = kp_alloc(pool, S_REQ, 0)) != NULL, "small %d", i);
 	char *V = kp_alloc(pool, L_REQ, 0);
-	REQUIRE(V && V > r.segb + 2 * KP_UNIT_SIZE && V < r.segb + KP_SEG_SIZE, "V %p in B %p, past unit 1",
-		(void *)V, (void *)r.segb);
+	REQUIRE(V && V > r.segb + 2 * KP_UNIT_SIZE && V < r.segb + KP_SEG_SIZE, "V %p in B %p, past unit 1", (void *)V,
+		(void *)r.segb);
 	memset(V, 0x56, L_REQ);
 	unsigned vend = (unsigned)((uintptr_t)(V - KP_HDR - r.segb) >> KP_UNIT_SHIFT) + L_UNITS; /* past V's run */
 	size_t n = offsetof(kp__seg, span) + 2 * sizeof(kp__span);
@@ -162,8 +163,8 @@ static void test_small_units_rewritten(void)
 	REQUIRE(hdr, "malloc");
 	rig_hdr_read(&r, hdr, n);
 	kp__span *sp1 = (kp__span *)(hdr + offsetof(kp__seg, span) + sizeof(kp__span));
-	REQUIRE(sp1->kind == KP_SPAN_SMALL && sp1->units == 1 && !sp1->in_partial, "span[1]: kind %u units %u listed %u",
-		sp1->kind, sp1->units, sp1->in_partial);
+	REQUIRE(sp1->kind == KP_SPAN_SMALL && sp1->units == 1 && !sp1->in_partial,
+		"span[1]: kind %u units %u listed %u", sp1->kind, sp1->units, sp1->in_partial);
 	sp1->units = (uint16_t)(vend - 1); /* units 1 .. V's last */
 	rig_hdr_write(&r, hdr, n);
 	free(hdr);

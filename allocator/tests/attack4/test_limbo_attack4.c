@@ -30,7 +30,7 @@
 #include "seg_rig.h"
 
 #define MAP_OF(req) ((size_t)(req) + 2 * KP_PAGE + KP_HDR + KP_CANARY)
-#define V_REQ (KP_SEG_SIZE - 2 * KP_PAGE - KP_HDR - KP_CANARY)      /* a 4 MiB mapping */
+#define V_REQ (KP_SEG_SIZE - 2 * KP_PAGE - KP_HDR - KP_CANARY)	      /* a 4 MiB mapping */
 #define B_REQ (((size_t)40 << 20) - 2 * KP_PAGE - KP_HDR - KP_CANARY) /* 40 MiB: not kept */
 #define A_REQ V_REQ
 
@@ -91,7 +91,10 @@ static void test_limbo_unmaps_live(void)
 	printf("   after the reclaim the live V %p is %s; the new huge block is %p%s; V's bytes %s; events %lld -> "
 	       "%lld\n",
 	       (void *)r.V, gone ? "unmapped" : "mapped", (void *)x, same ? " (V's place)" : "",
-	       gone ? "gone" : lost ? "lost" : "kept", (long long)ev0, (long long)rig_events(r.pool));
+	       gone   ? "gone"
+	       : lost ? "lost"
+		      : "kept",
+	       (long long)ev0, (long long)rig_events(r.pool));
 	CHECK(!gone, "the grace list's reclaim unmapped the live huge block V");
 	CHECK(!same, "the next huge allocation returned the live V's address");
 	CHECK(gone || !lost, "V's bytes were lost (its pages unmapped and mapped again)");

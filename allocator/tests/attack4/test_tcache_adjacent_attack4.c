@@ -52,7 +52,7 @@ static void *holder(void *arg)
 {
 	long i = (long)arg;
 	void *p = kp_alloc(pool, 16, 0); /* takes a cache */
-	pthread_barrier_wait(&b0); /* every thread's stack mapped first */
+	pthread_barrier_wait(&b0);	 /* every thread's stack mapped first */
 	if (i == 0) {
 		/* X, then H right below it, then H shrunk: a hole of one chunk's
 		 * size between H's end and X. */
