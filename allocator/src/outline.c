@@ -389,8 +389,15 @@ static struct ol_seg *segment_for(kp_pool *pool, struct ol_heap *h, uint32_t nsl
  * allocator. At 16 MiB, sqlite3 under the preload (35 MB in use at its
  * peak, growing in bursts) had two spares pre-faulted at its last burst and
  * its first segments finished: 41.1 -> 61 MiB peak; larson (7 MB) had one
- * or two at its start at 1 MiB: 14.5 -> 27.4 MiB. */
-#define OL_PREFAULT_MIN ((size_t)64 << 20)
+ * or two at its start at 1 MiB: 14.5 -> 27.4 MiB. At 64 MiB, kpbench b
+ * (84 MB of blocks in use, a few bytes of each written) had its segments
+ * finished and two spares pre-faulted: 52 -> 136 MiB peak (2.7x mimalloc);
+ * at 256 MiB b stays at 50 MiB, and d (1 GiB, every page written) has its
+ * thread fault 130,610 pages of its 830,000 against 108,899 at 64 MiB
+ * (main: about 290,000). Pre-faulting cannot know which pages a program
+ * will write (the inline daemon's probe of it is not carried over): past
+ * 256 MiB in use a program of blocks it does not write pays for it. */
+#define OL_PREFAULT_MIN ((size_t)256 << 20)
 /* Segments a pass maps or pre-faults at most, and the most spares kept
  * pre-faulted (a high_wm past 256 MiB is kept to that): a pass is bounded
  * (4 MiB pre-faulted takes about 1 ms), the next comes at the allocation
