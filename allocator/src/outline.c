@@ -92,8 +92,11 @@
  *
  * Memory back: the daemon's pass purges the data pages of a span wholly free
  * on its heap's avail list for decay_ms (purge_idle), and the spares past
- * the demand (above); a heap's segments are never unmapped before
- * kp_destroy, nor are a span's records and stack given back.
+ * the demand (above); a segment whose spans have all sat so for decay_ms,
+ * and which no heap carves, leaves the heaps whole (return_idle): its
+ * slice-map entries cleared, its data and metadata pages purged, onto the
+ * spares, uncharged against primary_max; the spares' decay unmaps it. A
+ * span's records and stack are given back with their segment only.
  * A span's records and stack entries are made a page of blocks at a time as
  * its blocks are first taken (span_extend): metadata in proportion to the
  * blocks used. A heap that needs a new span first takes a wholly free one of
@@ -107,10 +110,12 @@
  * and its policy (oom event, the backup for critical callers).
  *
  * Not done yet: the spans in hand (cur[]) of an idle thread, retired
- * spans and those whose cross-thread frees wait on the dirty list are not
- * purged; a program growing faster than the daemon pre-faults (kpbench d's
- * first round, 1 GiB in 0.3-0.6 s) still faults on about 40% of the pages on
- * its own thread; kp_stats does not show the spares' counts.
+ * spans, those whose cross-thread frees wait on a live heap's dirty list or
+ * sit in a foreign cache are not purged, nor is their segment (nor a live
+ * heap's segment it carves) given back; poison:on gives back no segment; a
+ * program growing faster than the daemon pre-faults (kpbench d's first
+ * round, 1 GiB in 0.3-0.6 s) still faults on about 40% of the pages on its
+ * own thread; kp_stats does not show the spares' counts.
  *
  * Planted bugs (KP_PLANT, the inline path's in this path's terms): 2 a double
  * free of the owner's block pushed again; 5 a realloc in place 8 bytes past
@@ -261,6 +266,12 @@ void kp__ol_fork(kp_pool *pool, int phase)
 
 /* ---- spans and segments --------------------------------------------------- */
 
+/* Where s's spans' stacks and records start: past its own record. */
+static uint8_t *meta_first(struct ol_seg *s)
+{
+	return (uint8_t *)(((uintptr_t)(s + 1) + 63) & ~(uintptr_t)63);
+}
+
 /* A data segment and its guarded metadata, on no list yet. */
 static struct ol_seg *segment_map(kp_pool *pool)
 {
@@ -273,7 +284,7 @@ static struct ol_seg *segment_map(kp_pool *pool)
 		return NULL;
 	}
 	s->base = base;
-	s->bump = (uint8_t *)(((uintptr_t)(s + 1) + 63) & ~(uintptr_t)63);
+	s->bump = meta_first(s);
 	s->end = (uint8_t *)s + OL_META;
 	return s;
 }
@@ -308,6 +319,15 @@ static struct ol_seg *segment_new(kp_pool *pool)
 	if (kick)
 		kp__daemon_kick(pool);
 	bool cold = !s || !atomic_load_explicit(&s->ready, memory_order_relaxed);
+	if (s && s->bump != meta_first(s)) {
+		/* a segment heaps gave back (return_idle): its spans' records made
+		 * anew here, not as it went back, so that a stale free that read
+		 * its slice-map entry before return_idle cleared it found the span
+		 * as it was (its stacks and records purged: every block free) */
+		memset(s->spans, 0, sizeof s->spans);
+		s->used = 0;
+		s->bump = meta_first(s);
+	}
 	if (!s) {
 		if (!(s = segment_map(pool))) {
 			atomic_fetch_sub(&pool->ol_bytes, OL_SEG_SIZE);
@@ -329,6 +349,7 @@ static struct ol_seg *segment_new(kp_pool *pool)
 	s->next = ol->segs;
 	ol->segs = s;
 	ol->nsegs++;
+	s->held = true; /* segment_for's caller carves it */
 	pthread_mutex_unlock(&ol->lock);
 	return s;
 }
@@ -336,6 +357,18 @@ static struct ol_seg *segment_new(kp_pool *pool)
 static bool segment_fits(const struct ol_seg *s, uint32_t nsl, size_t need)
 {
 	return s->used + nsl <= OL_NSLICES && (size_t)(s->end - s->bump) >= need;
+}
+
+/* A heap's segment let go (segment_for; an abandoned heap's, return_idle):
+ * no longer carved, onto the partial lists while slices are free. The
+ * pool's outline lock. */
+static void segment_let_go(kp__ol *ol, struct ol_seg *s)
+{
+	s->held = false;
+	if (s->used < OL_NSLICES) {
+		s->pnext = ol->partial[OL_NSLICES - s->used];
+		ol->partial[OL_NSLICES - s->used] = s;
+	}
 }
 
 /* A segment for h's next span of nsl slices and need bytes of records: h's
@@ -354,15 +387,14 @@ static struct ol_seg *segment_for(kp_pool *pool, struct ol_heap *h, uint32_t nsl
 	kp__ol *ol = pool->ol;
 	h->seg = NULL;
 	pthread_mutex_lock(&ol->lock);
-	if (s && s->used < OL_NSLICES) {
-		s->pnext = ol->partial[OL_NSLICES - s->used];
-		ol->partial[OL_NSLICES - s->used] = s;
-	}
+	if (s)
+		segment_let_go(ol, s);
 	for (uint32_t r = nsl; r <= OL_NSLICES && !got; r++)
 		for (struct ol_seg **pp = &ol->partial[r]; *pp; pp = &(*pp)->pnext)
 			if (segment_fits(*pp, nsl, need)) {
 				got = *pp;
 				*pp = got->pnext;
+				got->held = true;
 				break;
 			}
 	pthread_mutex_unlock(&ol->lock);
@@ -437,6 +469,7 @@ static void spare_purge(kp_pool *pool, struct ol_seg *s)
 }
 
 static void purge_idle(kp_pool *pool);
+static void return_idle(kp_pool *pool);
 
 /* The daemon's pass (daemon.c, first in kp__daemon_pass): the demand since
  * the last pass (the bytes in use past their peak) sizes the spares by the
@@ -454,6 +487,7 @@ void kp__ol_daemon_pass(kp_pool *pool)
 	kp__ol *ol = pool->ol;
 	if (!ol)
 		return;
+	return_idle(pool); /* whole segments first: one purge each, not one a span */
 	purge_idle(pool);
 	/* The demand: how far the bytes in use went past their peak (blocks
 	 * freed and taken again are resident already). Not the segments heaps
@@ -550,7 +584,7 @@ void kp__ol_daemon_pass(kp_pool *pool)
 		memcpy(cold_segs, ol->cold_segs, ncold * sizeof cold_segs[0]);
 		ol->ncold = 0;
 		pthread_mutex_unlock(&ol->lock);
-		for (uint32_t k = 0; k < ncold; k++) { /* heaps' segments: unmapped at kp_destroy only */
+		for (uint32_t k = 0; k < ncold; k++) { /* heaps' (return_idle, first in the pass, took its own off) */
 			kp__os_populate_missing(&pool->os, cold_segs[k], OL_META_AHEAD);
 			kp__os_populate_missing(&pool->os, cold_segs[k]->base, OL_SEG_SIZE);
 		}
@@ -697,6 +731,220 @@ static void purge_idle(kp_pool *pool)
 		avail_unlock(h);
 	}
 	pthread_mutex_unlock(&ol->lock);
+}
+
+/* Segments a pass gives back at most: two madvise calls each (data and
+ * metadata), so a pass stays bounded as the spares' pre-fault does
+ * (OL_PASS_SEGS: 256 MiB); the rest go at the next pass. */
+#define OL_RETURN_MAX 64u
+
+static void drain_remote(struct ol_heap *h);
+
+/* Every span of s wholly free (every block it made on its stack, none on
+ * its cross-thread list or on the way there: no block of it is live nor in
+ * a foreign cache). Atomics only: a first sieve, made again under the
+ * spans' avail locks. The acquire of sp: the owner's last push (as
+ * span_adopt). */
+static bool segment_free(struct ol_seg *s)
+{
+	for (uint32_t i = 0; i < s->used; i++) {
+		struct ol_span *pg = &s->spans[i];
+		if (!pg->start)
+			continue; /* a later slice of a span of several */
+		uint16_t *sp = __atomic_load_n(&pg->sp, __ATOMIC_ACQUIRE);
+		if ((uint32_t)(sp - pg->stack0) != __atomic_load_n(&pg->fresh, __ATOMIC_RELAXED) ||
+		    atomic_load_explicit(&pg->remote, memory_order_acquire) ||
+		    atomic_load_explicit(&pg->nremote, memory_order_relaxed))
+			return false;
+	}
+	return true;
+}
+
+/* The segment of cand[0..n) that holds span pg, or n. */
+static uint32_t cand_of(struct ol_seg *const *cand, uint32_t n, const struct ol_span *pg)
+{
+	uint32_t k = 0;
+	while (k < n && (pg < cand[k]->spans || pg >= cand[k]->spans + OL_NSLICES))
+		k++;
+	return k;
+}
+
+/*
+ * Whole segments back, on the daemon's pass (first, before purge_idle): a
+ * segment no heap carves (held) whose every span has sat wholly free on its
+ * heap's avail list for decay_ms (purge_idle's idle_ns: set once a pass saw
+ * it so, reset whenever a heap takes it) leaves the heaps: its spans off
+ * their lists, its slice-map entries cleared, its data pages and its spans'
+ * stacks and records purged, and it goes onto the spare list, no longer
+ * charged against primary_max (pool->ol_bytes: spares are not, segment_new
+ * charges the one it takes). The spares' decay unmaps it when the demand
+ * wants no spare (kp__ol_daemon_pass, 3.). Before, a heap's segment stayed
+ * charged and mapped until kp_destroy: 48 MiB of 256-byte blocks freed
+ * under primary_max 64m left 128 of 400 blocks of 100 KiB possible
+ * (test_outline_return).
+ *
+ * A span on its heap's avail list with idle_ns set is in no thread's hand
+ * (cur[]: a span is taken off the list into it, idle_ns 0) and wholly free
+ * since idle_ns was set (blocks are handed out of spans in hand only, and a
+ * cached or cross-thread one leaves the stack short: segment_free's test,
+ * made again under the lock). Each heap's avail lock is taken in turn, in
+ * the order of the heaps' list (purge_idle's), the pool's outline lock held
+ * throughout (no span_adopt, no heap_get, no segment_for meanwhile); a
+ * heap's slow path that would take a span waits for the lock and then finds
+ * it gone, or finds it and the span is no longer idle here. The spans of a
+ * segment taken off lists are out of reach (no list, no hand, no live
+ * block); a segment whose spans were not all found idle has them put back.
+ *
+ * A free of a pointer into the segment (none is live: a double free, or a
+ * stale pointer) after the map entry was cleared finds no span and goes to
+ * alloc.c's path: an invalid free. One that read the entry before, and
+ * then reads the span: the span record is left as it was (segment_new
+ * makes it anew when a heap takes the segment again) and its block records
+ * read free (as they were, or zero pages once purged: free), so it is
+ * refused as a double free; the metadata stays mapped while the segment is
+ * a spare and is unmapped only by the spares' decay, at the next pass at the
+ * earliest: a free stalled between its two loads for that long is the one
+ * race left.
+ *
+ * An abandoned heap (its thread ended) has its cross-thread frees taken in
+ * here (as span_adopt does) and its segment let go, so that what a thread
+ * left goes back too. Not poison:on (purge_idle sets no idle_ns there).
+ */
+static void return_idle(kp_pool *pool)
+{
+	kp__ol *ol = pool->ol;
+	if (pool->conf.poison)
+		return;
+	uint64_t now = kp__pool_now(pool), decay = (uint64_t)pool->conf.decay_ms * 1000000ull;
+	struct ol_seg *cand[OL_RETURN_MAX];
+	uint32_t ncand = 0, want[OL_RETURN_MAX] = {0}, got[OL_RETURN_MAX] = {0};
+	uint64_t classes[2] = {0, 0}; /* the classes of the candidates' spans */
+	pthread_mutex_lock(&ol->lock);
+	for (struct ol_heap *h = ol->heaps; h; h = h->next) {
+		if (h->self != OL_OWN_NONE)
+			continue;
+		if (atomic_load_explicit(&h->dirty, memory_order_relaxed)) {
+			avail_lock(pool, h);
+			drain_remote(h);
+			avail_unlock(h);
+		}
+		if (h->seg) {
+			segment_let_go(ol, h->seg);
+			h->seg = NULL;
+		}
+	}
+	for (struct ol_seg *s = ol->segs; s && ncand < OL_RETURN_MAX; s = s->next) {
+		if (s->held || !segment_free(s))
+			continue;
+		for (uint32_t i = 0; i < s->used; i++)
+			if (s->spans[i].start) {
+				want[ncand]++;
+				classes[s->spans[i].cls / 64] |= (uint64_t)1 << (s->spans[i].cls % 64);
+			}
+		cand[ncand++] = s;
+	}
+	if (!ncand) {
+		pthread_mutex_unlock(&ol->lock);
+		return;
+	}
+	/* the candidates' spans idle for decay_ms, off their lists */
+	struct ol_span *off = NULL;
+	for (struct ol_heap *h = ol->heaps; h; h = h->next) {
+		avail_lock(pool, h);
+		for (uint32_t c = 0; c < OL_NCLASS; c++) {
+			if (!(classes[c / 64] >> (c % 64) & 1))
+				continue;
+			for (struct ol_span **pp = &h->avail[c], *pg; (pg = *pp) != NULL;) {
+				uint32_t k = cand_of(cand, ncand, pg);
+				uint16_t *sp = __atomic_load_n(&pg->sp, __ATOMIC_ACQUIRE);
+				if (k == ncand || !pg->idle_ns ||
+				    (pg->idle_ns != OL_PURGED && now - pg->idle_ns < decay) ||
+				    (uint32_t)(sp - pg->stack0) != __atomic_load_n(&pg->fresh, __ATOMIC_RELAXED) ||
+				    atomic_load_explicit(&pg->remote, memory_order_acquire) ||
+				    atomic_load_explicit(&pg->nremote, memory_order_relaxed)) {
+					pp = &pg->next;
+					continue;
+				}
+				*pp = pg->next;
+				pg->next = off;
+				off = pg;
+				got[k]++;
+			}
+		}
+		avail_unlock(h);
+	}
+	/* a segment not wholly taken: its spans back on their lists, as they were */
+	for (struct ol_span *pg = off, *nx, **pp = &off; pg; pg = nx) {
+		nx = pg->next;
+		uint32_t k = cand_of(cand, ncand, pg);
+		if (got[k] == want[k]) {
+			pp = &pg->next;
+			continue;
+		}
+		*pp = nx;
+		avail_lock(pool, pg->heap);
+		pg->next = pg->heap->avail[pg->cls];
+		pg->heap->avail[pg->cls] = pg;
+		avail_unlock(pg->heap);
+	}
+	/* the segments wholly taken: off the pool's lists, their map entries
+	 * cleared (a free of a pointer into them is alloc.c's from now) */
+	struct ol_seg *back = NULL;
+	for (uint32_t k = 0; k < ncand; k++) {
+		struct ol_seg *s = cand[k];
+		if (got[k] != want[k])
+			continue;
+		for (struct ol_seg **pp = &ol->segs; *pp; pp = &(*pp)->next)
+			if (*pp == s) {
+				*pp = s->next;
+				break;
+			}
+		for (struct ol_seg **pp = &ol->partial[OL_NSLICES - s->used]; *pp; pp = &(*pp)->pnext)
+			if (*pp == s) {
+				*pp = s->pnext;
+				break;
+			}
+		for (uint32_t i = 0; i < ol->ncold;)
+			if (ol->cold_segs[i] == s)
+				ol->cold_segs[i] = ol->cold_segs[--ol->ncold];
+			else
+				i++;
+		ol->nsegs--;
+		for (uint32_t i = 0; i < s->used; i++)
+			__atomic_store_n(&ol->map[((uintptr_t)s->base >> OL_SLICE_SHIFT) + i], NULL, __ATOMIC_RELAXED);
+		s->next = back;
+		back = s;
+	}
+	pthread_mutex_unlock(&ol->lock);
+	if (!back)
+		return;
+	/* their pages back (no lock held: no one reaches them), then spares */
+	struct ol_seg *last = back;
+	uint32_t n = 0;
+	for (struct ol_seg *s = back; s; s = s->next, n++) {
+		kp__os_purge(&pool->os, s->base, OL_SEG_SIZE); /* past its spans too: the daemon pre-faults whole */
+		uint8_t *m = meta_after_record(s);
+		uintptr_t top = ((uintptr_t)s->bump + KP_PAGE - 1) & ~(uintptr_t)(KP_PAGE - 1);
+		if ((uintptr_t)m < top)
+			kp__os_purge(&pool->os, m, top - (uintptr_t)m);
+		atomic_store_explicit(&s->ready, false, memory_order_relaxed);
+		atomic_store_explicit(&s->taken, false, memory_order_relaxed);
+		/* idle for decay_ms already: the spares' decay (kp__ol_daemon_pass,
+		 * 3.) unmaps it at the next pass unless the demand wants it, not at
+		 * this one (a pass's grace for a stale free: above) */
+		s->spare_ns = now > decay ? now - decay : 0;
+		atomic_fetch_sub(&pool->ol_bytes, OL_SEG_SIZE);
+		last = s;
+	}
+	pthread_mutex_lock(&ol->lock); /* at the tail: the last a heap takes */
+	struct ol_seg **pp = &ol->spare;
+	while (*pp)
+		pp = &(*pp)->next;
+	*pp = back;
+	last->next = NULL;
+	ol->nspare += n;
+	pthread_mutex_unlock(&ol->lock);
+	atomic_fetch_add_explicit(&ol->returned, n, memory_order_relaxed);
 }
 
 static void *meta_take(struct ol_seg *s, size_t n)
@@ -1286,8 +1534,14 @@ static __attribute__((noinline)) void *refill_span(kp_pool *pool, struct ol_heap
 		pg->idle_ns = 0;
 	}
 	owner_unlock(h);
-	if (!pg && !(pg = span_adopt(pool, h, cls)) && !(pg = span_new(pool, h, cls)))
+	if (!pg && !(pg = span_adopt(pool, h, cls)) && !(pg = span_new(pool, h, cls))) {
+		/* none in hand: the retired span left there would be relisted by
+		 * its frees while in hand, and the daemon's purge (or return)
+		 * would take it from under the pops (test_outline_return) */
+		h->cur[cls] = &empty_span;
+		class_point(h, cls, &empty_span);
 		return kp__alloc_classic(pool, n, 0); /* primary_max or the OS: alloc.c's policy (oom, the backup) */
+	}
 	h->cur[cls] = pg;
 	class_point(h, cls, pg);
 	sp = kp__ol_sp(pg);

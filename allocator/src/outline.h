@@ -104,6 +104,11 @@ struct ol_seg {
 	_Atomic bool ready, taken;
 	uint64_t spare_ns;
 	struct ol_seg *pnext; /* on the pool's partial lists (kp__ol.partial) */
+	/* a heap carves its spans (its ol_heap's seg: segment_new,
+	 * segment_for; an abandoned heap's let go by the daemon's return_idle):
+	 * no span is carved from a segment without it, so one without it may
+	 * go back (the pool's outline lock) */
+	bool held;
 	struct ol_span spans[OL_NSLICES];
 };
 
@@ -188,6 +193,9 @@ struct kp__ol {
 	_Atomic uint64_t span_gen;
 	uint32_t csz;
 	uint32_t nsegs; /* data segments mapped (the lock): kp__ol_wanted */
+	/* segments given back (outline.c, return_idle): wholly free for
+	 * decay_ms, off the heaps and onto the spares, uncharged */
+	_Atomic uint64_t returned;
 };
 
 /* The calling thread's slot for one outline pool (kp__ol_tls, internal.h):

@@ -17,6 +17,7 @@
 #include "outline.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdlib.h>
 
 /* Blocks of 248 bytes (a 256-byte class with the canary): 48 MiB of them,
@@ -268,34 +269,46 @@ static void test_cap_in_hand(void)
 	kp_destroy(pool);
 }
 
-/* Returns beside threads that churn (each allocates a few MiB, hands a
- * quarter of it to the other thread to free, frees the rest): passes back to back
- * with decay_ms 0; no block in use loses its contents, the segments go back
- * while they run (kp__ol_space's count falls between passes), and once the
- * threads ended (their heaps abandoned) all of them. TSan: the avail lists,
- * the slice map and the spares under their locks. */
-enum { RC_THREADS = 2, RC_BLOCKS = 12000, RC_ROUNDS = 6 };
+/* Returns beside threads that churn: each round a churner allocates 6 MiB
+ * of blocks of one band of sizes (the next round the next band), hands a
+ * quarter to the other churner to free, frees the rest, and lets two passes
+ * go by; a third thread allocates 12 MiB of 248-byte blocks, frees them and
+ * lets two passes go by (its segments go back while the churners run, and
+ * their heaps may adopt its spans as the daemon looks at them). The passes
+ * run back to back with decay_ms 0. No block in use loses its contents,
+ * segments go back while the threads run, and all of them once the threads
+ * ended (their heaps abandoned, their foreign caches flushed onto the
+ * spans' lists). TSan: the avail lists, the slice map and the spares under
+ * their locks. */
+enum { RC_THREADS = 2, RC_BLOCKS = 12000, RC_ROUNDS = 9 };
+#define RC_BYTES ((size_t)6 << 20)
 static _Atomic size_t rc_bad;
 static void *_Atomic rc_box[RC_THREADS][RC_BLOCKS / 4];
 static _Atomic int rc_done;
+static _Atomic uint64_t rc_passes;
 static pthread_barrier_t rc_bar;
+static void rc_wait_passes(void);
 struct rc_arg {
 	kp_pool *pool;
 	int id;
 };
 static void *rc_churn(void *arg)
 {
+	static const size_t band[3][2] = {{16, 256}, {257, 2048}, {2049, 16384}};
 	struct rc_arg *a = arg;
 	static __thread uint8_t *slot[RC_BLOCKS];
 	static __thread size_t sz[RC_BLOCKS];
 	uint64_t seed = 11 + (uint64_t)a->id;
 	size_t bad = 0;
 	for (int r = 0; r < RC_ROUNDS; r++) {
+		const size_t *b = band[(r + a->id) % 3];
+		size_t bytes = 0;
 		for (int k = 0; k < RC_BLOCKS; k++) {
-			sz[k] = kt_rand_log(&seed, 8, 3000);
-			slot[k] = kp_alloc(a->pool, sz[k], 0);
+			sz[k] = bytes < RC_BYTES ? kt_rand_range(&seed, b[0], b[1]) : 0;
+			slot[k] = sz[k] ? kp_alloc(a->pool, sz[k], 0) : NULL;
 			if (slot[k])
 				memset(slot[k], (uint8_t)(k + sz[k]), sz[k]);
+			bytes += sz[k];
 		}
 		for (int k = 0; k < RC_BLOCKS; k++) {
 			for (size_t i = 0; slot[k] && i < sz[k]; i++)
@@ -306,6 +319,7 @@ static void *rc_churn(void *arg)
 			} else
 				kp_free(a->pool, slot[k]);
 		}
+		rc_wait_passes();
 	}
 	pthread_barrier_wait(&rc_bar); /* the other thread's last blocks are in the box */
 	for (int k = 0; k < RC_BLOCKS / 4; k++)
@@ -315,33 +329,61 @@ static void *rc_churn(void *arg)
 	return NULL;
 }
 
+static void rc_wait_passes(void)
+{
+	uint64_t until = atomic_load(&rc_passes) + 2;
+	while (atomic_load(&rc_passes) < until)
+		sched_yield();
+}
+
+static void *rc_peak(void *arg)
+{
+	enum { N = (12 << 20) / 256 };
+	kp_pool *pool = arg;
+	static __thread void *p[N];
+	size_t bad = 0;
+	for (int r = 0; r < RC_ROUNDS; r++) {
+		for (size_t i = 0; i < N; i++)
+			if ((p[i] = kp_alloc(pool, SMALL, 0)) != NULL)
+				kt_fill(p[i], SMALL, i + (size_t)r);
+		for (size_t i = 0; i < N; i++) {
+			bad += p[i] && kt_verify(p[i], SMALL, i + (size_t)r) != KT_OK;
+			kp_free(pool, p[i]);
+		}
+		rc_wait_passes();
+	}
+	atomic_fetch_add(&rc_bad, bad);
+	atomic_fetch_add(&rc_done, 1);
+	return NULL;
+}
+
 static void test_return_beside_churn(void)
 {
 	kp_pool *pool = kp_create("layout:outline,daemon:off,seed:3,decay_ms:0");
 	REQUIRE(pool, "kp_create: %s", kp_last_error());
-	pthread_t t[RC_THREADS];
+	pthread_t t[RC_THREADS + 1];
 	struct rc_arg args[RC_THREADS];
 	pthread_barrier_init(&rc_bar, NULL, RC_THREADS);
 	for (int i = 0; i < RC_THREADS; i++) {
 		args[i] = (struct rc_arg){pool, i};
 		pthread_create(&t[i], NULL, rc_churn, &args[i]);
 	}
-	size_t falls = 0, last = ol_segments(pool);
-	while (atomic_load(&rc_done) < RC_THREADS) {
+	pthread_create(&t[RC_THREADS], NULL, rc_peak, pool);
+	while (atomic_load(&rc_done) < RC_THREADS + 1) {
 		kp_daemon_step(pool, 1);
-		size_t now = ol_segments(pool);
-		falls += now < last;
-		last = now;
+		atomic_fetch_add(&rc_passes, 1);
 	}
-	for (int i = 0; i < RC_THREADS; i++)
+	uint64_t during = atomic_load(&pool->ol->returned);
+	for (int i = 0; i < RC_THREADS + 1; i++)
 		pthread_join(t[i], NULL);
 	pthread_barrier_destroy(&rc_bar);
 	CHECK(atomic_load(&rc_bad) == 0, "%zu bytes of blocks in use changed beside the returns", atomic_load(&rc_bad));
 	for (int i = 0; i < 3; i++)
 		kp_daemon_step(pool, 1);
 	size_t left = ol_segments(pool);
-	fprintf(stderr, "  %zu falls of the segment count during the churn; %zu segments left after it\n", falls, left);
-	CHECK(falls > 0, "no segment went back while the threads churned");
+	fprintf(stderr, "  %llu segments back while the threads churned, %llu in all; %zu left after it\n",
+		(unsigned long long)during, (unsigned long long)atomic_load(&pool->ol->returned), left);
+	CHECK(during > 0, "no segment went back while the threads churned");
 	/* the main thread has no heap: nothing stays in hand */
 	CHECK(left == 0, "%zu segments left once every thread's heap was abandoned and everything freed", left);
 	CHECK(atomic_load(&pool->ol_bytes) == 0, "%zu MiB still charged", atomic_load(&pool->ol_bytes) >> 20);
