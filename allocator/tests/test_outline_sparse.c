@@ -25,7 +25,7 @@
 
 #define NLIVE 40000u
 #define CHURN 100000u
-#define PASS_EVERY 500u /* allocations between two passes */
+#define PASS_EVERY 500u	      /* allocations between two passes */
 #define MAX_REQ (65536u - 8u) /* the outline path's largest with its canary */
 
 static void *live[NLIVE];
