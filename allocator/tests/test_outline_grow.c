@@ -139,9 +139,11 @@ static void test_grows_ahead_then_shrinks(void)
 	       "segments mapped past the spare %llu\n",
 	       n, done >> 20, (long long)mm, faults, fpages, missed, pages, ready_passes, passes,
 	       (unsigned long long)atomic_load(&pool->ol->alloc_maps));
-	printf("   segments taken %llu, %llu of them cold; rate %llu MB/s, boost %u\n",
+	printf("   segments taken %llu, %llu of them cold; rate %llu MB/s, boost %u; written %u%% (probe)\n",
 	       (unsigned long long)atomic_load(&pool->ol->taken), (unsigned long long)atomic_load(&pool->ol->cold),
-	       (unsigned long long)(pool->ol->grow.rate / 1000000), pool->ol->grow.boost);
+	       (unsigned long long)(pool->ol->grow.rate / 1000000), pool->ol->grow.boost, pool->ol->grow.touch_pct);
+	CHECK(pool->ol->grow.prefaulting, "pre-faulting off for a program writing every page (%u%%)",
+	      pool->ol->grow.touch_pct);
 	CHECK(mm0 >= 0 && mm == 0, "%lld mmap calls on the allocating thread after the warm-up", (long long)mm);
 	CHECK(ready_passes == passes, "a whole spare segment pre-faulted after %u passes of %u", ready_passes, passes);
 	/* Under 5%, not the inline pool's 1%: with OL_PREFAULT_MIN at 256 MiB
