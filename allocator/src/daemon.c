@@ -1072,8 +1072,9 @@ static size_t daemon_target(kp_pool *pool)
  * not pre-faulted (or mapped it itself), one step down per decay_ms without,
  * and rate_headroom() of the bytes held; the floor (high_wm; 0 under auto) alone
  * once growth stopped (nothing taken for KP_QUIET_HORIZONS horizons), the
- * rate then forgotten. Not carried over: the ramp, the probe of what the
- * program writes, the slowed rate (a segment is 4 MiB: the demand comes in
+ * rate then forgotten. The probe of what the program writes is the
+ * layout's own, folded in by kp__daemon_grow_touch. Not carried over: the
+ * ramp, the slowed rate (a segment is 4 MiB: the demand comes in
  * whole segments, and the share of the bytes held bounds what a burst that
  * stops leaves pre-faulted). */
 size_t kp__daemon_grow_target(kp_pool *pool, kp__grow *g, size_t demand, bool faulted, size_t held)

@@ -79,10 +79,13 @@
  * kept mapped and pre-faulted ahead of the heaps, as many as the demand
  * measured pass to pass asks for (daemon.c, kp__daemon_grow_target: the
  * inline primary's rate, boost and share of the bytes in use; high_wm, when
- * set, the floor kept pre-faulted), from OL_PREFAULT_MIN in use, twice as
- * many mapped; a heap that takes the last spares wakes the daemon. A segment
- * taken before it was pre-faulted is finished once the pool pre-faults (and
- * the spares are ready); spares past the demand go back
+ * set, the floor kept pre-faulted), from OL_PREFAULT_MIN in use and only
+ * for a program that writes what it takes (the probe: a pass reads a few
+ * pages of live blocks, as the inline daemon's does; kpbench b writes a
+ * block's two ends, about 30% of its pages, and its segments stay cold),
+ * twice as many mapped; a heap that takes the last spares wakes the daemon.
+ * A segment taken before it was pre-faulted is finished once the pool
+ * pre-faults (and the spares are ready); spares past the demand go back
  * after decay_ms idle (purged, then unmapped). A heap whose span does not
  * fit its segment's tail leaves the segment to the next span that fits
  * (segment_for), so that pre-faulted tails are used.
@@ -109,8 +112,9 @@
  * Not done yet: the spans in hand (cur[]) of an idle thread, retired
  * spans and those whose cross-thread frees wait on the dirty list are not
  * purged; a program growing faster than the daemon pre-faults (kpbench d's
- * first round, 1 GiB in 0.3-0.6 s) still faults on about 40% of the pages on
- * its own thread; kp_stats does not show the spares' counts.
+ * first round, 1 GiB in 0.3-0.6 s) still faults on about 45% of the pages on
+ * its own thread; kp_stats does not show the spares' counts nor the probe's
+ * share (ol->grow.touch_pct).
  *
  * Planted bugs (KP_PLANT, the inline path's in this path's terms): 2 a double
  * free of the owner's block pushed again; 5 a realloc in place 8 bytes past
