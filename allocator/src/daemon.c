@@ -414,6 +414,19 @@ __attribute__((no_sanitize("thread"))) static KP_NOASAN bool page_written(const 
 	return false;
 }
 
+/* Fold n sampled pages, written of them written, into a written share
+ * (65536: all): the plain mean of the first KP_PROBE_WEIGHT pages, then a
+ * moving one. */
+static void touch_fold(int64_t *share, uint64_t *samples, unsigned written, unsigned n)
+{
+	for (unsigned k = 0; k < n; k++) {
+		int64_t x = k < written ? 65536 : 0;
+		uint64_t w = *samples < KP_PROBE_WEIGHT ? *samples + 1 : KP_PROBE_WEIGHT;
+		*share += (x - *share) / (int64_t)w;
+		(*samples)++;
+	}
+}
+
 /* Sample the carved pages and fold them into the written share. */
 static void probe(kp_pool *pool)
 {
@@ -445,13 +458,29 @@ static void probe(kp_pool *pool)
 	unsigned written = edges;
 	for (unsigned k = 0; k < nread; k++)
 		written += page_written(read[k]);
-	/* the plain mean of the first KP_PROBE_WEIGHT pages, then a moving one */
-	for (unsigned k = 0, n = edges + nread; k < n; k++) {
-		int64_t x = k < written ? 65536 : 0;
-		uint64_t w = d->touch_samples < KP_PROBE_WEIGHT ? d->touch_samples + 1 : KP_PROBE_WEIGHT;
-		d->touch_share += (x - d->touch_share) / (int64_t)w;
-		d->touch_samples++;
-	}
+	touch_fold(&d->touch_share, &d->touch_samples, written, edges + nread);
+}
+
+/* Whether pre-faulting turns (+1 on, -1 off, 0 as it is) for a written share
+ * (65536: all) over samples pages: off under prefault_touch, on at it plus
+ * KP_PROBE_HYST, each past the sample's error (KP_PROBE_Z); no decision
+ * before KP_PROBE_MIN pages. */
+static int touch_turn(const kp_pool *pool, int64_t share, uint64_t samples, bool on)
+{
+	if (samples < KP_PROBE_MIN)
+		return 0;
+	unsigned want = pool->conf.prefault_touch, resume = want + KP_PROBE_HYST > 100 ? 100 : want + KP_PROBE_HYST;
+	/* how far the share is from a threshold, against its sampling error
+	 * (squared, in percentage points) */
+	double p = (double)share / 65536.0;
+	double n = (double)(samples < KP_PROBE_WEIGHT ? samples : KP_PROBE_WEIGHT);
+	double err2 = KP_PROBE_Z * KP_PROBE_Z * p * (1.0 - p) / n * 10000.0;
+	double below = (double)want - 100.0 * p, above = 100.0 * p - (double)resume;
+	if (on && below > 0 && below * below > err2)
+		return -1;
+	if (!on && above >= 0 && above * above >= err2)
+		return 1;
+	return 0;
 }
 
 static void prefault_decide(kp_pool *pool)
@@ -464,24 +493,39 @@ static void prefault_decide(kp_pool *pool)
 		return;
 	unsigned pct = (unsigned)(d->touch_share * 100 / 65536);
 	atomic_store(&d->touch_pct, pct);
-	bool on = atomic_load(&d->prefaulting);
-	unsigned want = pool->conf.prefault_touch, resume = want + KP_PROBE_HYST > 100 ? 100 : want + KP_PROBE_HYST;
-	/* how far the share is from a threshold, against its sampling error
-	 * (squared, in percentage points) */
-	double p = (double)d->touch_share / 65536.0;
-	double n = (double)(d->touch_samples < KP_PROBE_WEIGHT ? d->touch_samples : KP_PROBE_WEIGHT);
-	double err2 = KP_PROBE_Z * KP_PROBE_Z * p * (1.0 - p) / n * 10000.0;
-	double below = (double)want - 100.0 * p, above = 100.0 * p - (double)resume;
-	if (on && below > 0 && below * below > err2) {
+	int turn = touch_turn(pool, d->touch_share, d->touch_samples, atomic_load(&d->prefaulting));
+	if (turn < 0) {
 		atomic_store(&d->prefaulting, 0);
 		kp__event(pool, KP_EV_DAEMON, KP_POOL_PRIMARY, NULL, 0,
 			  "pre-faulting off: the program writes %u%% of the pages it takes (prefault_touch %u)", pct,
-			  want);
-	} else if (!on && above >= 0 && above * above >= err2) {
+			  pool->conf.prefault_touch);
+	} else if (turn > 0) {
 		atomic_store(&d->prefaulting, 1);
 		kp__event(pool, KP_EV_DAEMON, KP_POOL_PRIMARY, NULL, 0,
 			  "pre-faulting on: the program writes %u%% of the pages it takes", pct);
 	}
+}
+
+/* internal.h. The same rules as prefault_decide, on the layout's samples;
+ * off until they show a program that writes what it takes (the inline
+ * daemon starts on: its probe decides within a pass or two, long before a
+ * layout:outline pool holds what its daemon pre-faults for, OL_PREFAULT_MIN,
+ * and a pool that started on pre-faulted kpbench b's first segments). */
+bool kp__daemon_grow_touch(kp_pool *pool, kp__grow *g, unsigned written, unsigned sampled)
+{
+	if (!measuring(pool))
+		return true;
+	touch_fold(&g->touch_share, &g->touch_samples, written, sampled);
+	if (g->touch_samples < KP_PROBE_MIN)
+		return g->prefaulting;
+	g->touch_pct = (unsigned)(g->touch_share * 100 / 65536);
+	int turn = touch_turn(pool, g->touch_share, g->touch_samples, g->prefaulting);
+	if (turn)
+		kp__event(pool, KP_EV_DAEMON, KP_POOL_PRIMARY, NULL, 0,
+			  "outline pre-faulting %s: the program writes %u%% of the pages it takes (prefault_touch %u)",
+			  turn > 0 ? "on" : "off", g->touch_pct, pool->conf.prefault_touch);
+	g->prefaulting = turn ? turn > 0 : g->prefaulting;
+	return g->prefaulting;
 }
 
 /* The shortest free run the allocation path takes: the shortest run
@@ -1028,8 +1072,9 @@ static size_t daemon_target(kp_pool *pool)
  * not pre-faulted (or mapped it itself), one step down per decay_ms without,
  * and rate_headroom() of the bytes held; the floor (high_wm; 0 under auto) alone
  * once growth stopped (nothing taken for KP_QUIET_HORIZONS horizons), the
- * rate then forgotten. Not carried over: the ramp, the probe of what the
- * program writes, the slowed rate (a segment is 4 MiB: the demand comes in
+ * rate then forgotten. The probe of what the program writes is the
+ * layout's own, folded in by kp__daemon_grow_touch. Not carried over: the
+ * ramp, the slowed rate (a segment is 4 MiB: the demand comes in
  * whole segments, and the share of the bytes held bounds what a burst that
  * stops leaves pre-faulted). */
 size_t kp__daemon_grow_target(kp_pool *pool, kp__grow *g, size_t demand, bool faulted, size_t held)

@@ -1583,8 +1583,22 @@ void kp__daemon_prime(kp_pool *pool);
 typedef struct kp__grow {
 	uint64_t rate, last_ns, grow_ns, boost_ns;
 	unsigned boost, busy;
+	/* the written share of the pages its probe sampled (kp__daemon_grow_touch):
+	 * a moving average (65536: all), the pages folded in, its percent, and
+	 * whether the layout pre-faults past its floor; the probe's generator */
+	int64_t touch_share;
+	uint64_t touch_samples, probe_rng;
+	unsigned touch_pct;
+	bool prefaulting;
 } kp__grow;
 size_t kp__daemon_grow_target(kp_pool *pool, kp__grow *g, size_t demand, bool faulted, size_t held);
+/* A layout's probe of what the program writes (outline.c: written of sampled
+ * pages of its live blocks, all zero or not) folded into g by the inline
+ * probe's rules (prefault_touch:N, its hysteresis and sampling error), with
+ * the event when pre-faulting turns on or off. Returns whether the layout
+ * pre-faults past its floor: off until the samples show the program writes
+ * what it takes; always with prefault_touch:0. The daemon's pass alone. */
+bool kp__daemon_grow_touch(kp_pool *pool, kp__grow *g, unsigned written, unsigned sampled);
 
 /* ---- pool.c -------------------------------------------------------------- */
 struct kp_pool {

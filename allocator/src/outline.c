@@ -79,10 +79,13 @@
  * kept mapped and pre-faulted ahead of the heaps, as many as the demand
  * measured pass to pass asks for (daemon.c, kp__daemon_grow_target: the
  * inline primary's rate, boost and share of the bytes in use; high_wm, when
- * set, the floor kept pre-faulted), from OL_PREFAULT_MIN in use, twice as
- * many mapped; a heap that takes the last spares wakes the daemon. A segment
- * taken before it was pre-faulted is finished once the pool pre-faults (and
- * the spares are ready); spares past the demand go back
+ * set, the floor kept pre-faulted), from OL_PREFAULT_MIN in use and only
+ * for a program that writes what it takes (the probe: a pass reads a few
+ * pages of live blocks, as the inline daemon's does; kpbench b writes a
+ * block's two ends, about 30% of its pages, and its segments stay cold),
+ * twice as many mapped; a heap that takes the last spares wakes the daemon.
+ * A segment taken before it was pre-faulted is finished once the pool
+ * pre-faults (and the spares are ready); spares past the demand go back
  * after decay_ms idle (purged, then unmapped). A heap whose span does not
  * fit its segment's tail leaves the segment to the next span that fits
  * (segment_for), so that pre-faulted tails are used.
@@ -114,8 +117,9 @@
  * sit in a foreign cache are not purged, nor is their segment (nor a live
  * heap's segment it carves) given back; poison:on gives back no segment; a
  * program growing faster than the daemon pre-faults (kpbench d's first
- * round, 1 GiB in 0.3-0.6 s) still faults on about 40% of the pages on its
- * own thread; kp_stats does not show the spares' counts.
+ * round, 1 GiB in 0.3-0.6 s) still faults on about 45% of the pages on its
+ * own thread; kp_stats does not show the spares' counts nor the probe's
+ * share (ol->grow.touch_pct).
  *
  * Planted bugs (KP_PLANT, the inline path's in this path's terms): 2 a double
  * free of the owner's block pushed again; 5 a realloc in place 8 bytes past
@@ -415,21 +419,20 @@ static struct ol_seg *segment_for(kp_pool *pool, struct ol_heap *h, uint32_t nsl
  * faulting the same pages would wait on each other's page-table locks). */
 #define OL_FAULT_STEP ((size_t)1 << 20)
 /* The daemon pre-faults spares past a floor set with high_wm only once the
- * heaps hold this much: a spare is 4 MiB, 1/16 of it (daemon.c's
- * KP_TARGET_SHARE: the headroom adds at most 1/16 to what a program holds).
- * Below it a program's pages fault in on its own thread, as on any
- * allocator. At 16 MiB, sqlite3 under the preload (35 MB in use at its
- * peak, growing in bursts) had two spares pre-faulted at its last burst and
- * its first segments finished: 41.1 -> 61 MiB peak; larson (7 MB) had one
- * or two at its start at 1 MiB: 14.5 -> 27.4 MiB. At 64 MiB, kpbench b
- * (84 MB of blocks in use, a few bytes of each written) had its segments
- * finished and two spares pre-faulted: 52 -> 136 MiB peak (2.7x mimalloc);
- * at 256 MiB b stays at 50 MiB, and d (1 GiB, every page written) has its
- * thread fault 130,610 pages of its 830,000 against 108,899 at 64 MiB
- * (main: about 290,000). Pre-faulting cannot know which pages a program
- * will write (the inline daemon's probe of it is not carried over): past
- * 256 MiB in use a program of blocks it does not write pays for it. */
-#define OL_PREFAULT_MIN ((size_t)256 << 20)
+ * heaps hold this much (and the probe finds a program that writes what it
+ * takes, below): a spare is 4 MiB, 1/16 of it (daemon.c's KP_TARGET_SHARE:
+ * the headroom adds at most 1/16 to what a program holds). Below it a
+ * program's pages fault in on its own thread, as on any allocator. At
+ * 16 MiB, sqlite3 under the preload (35 MB in use at its peak, growing in
+ * bursts) had two spares pre-faulted at its last burst and its first
+ * segments finished: 41.1 -> 61 MiB peak; larson (7 MB) had one or two at
+ * its start at 1 MiB: 14.5 -> 27.4 MiB. At 64 MiB without the probe,
+ * kpbench b (84 MB of blocks in use, a few bytes of each written) had its
+ * segments finished and two spares pre-faulted: 52 -> 136 MiB peak (2.7x
+ * mimalloc), so it was 256 MiB, where a program writing every page had its
+ * thread fault 2.6-3.4% of them past it (test_outline_grow); the probe
+ * keeps b's segments cold at any threshold. */
+#define OL_PREFAULT_MIN ((size_t)64 << 20)
 /* Segments a pass maps or pre-faults at most, and the most spares kept
  * pre-faulted (a high_wm past 256 MiB is kept to that): a pass is bounded
  * (4 MiB pre-faulted takes about 1 ms), the next comes at the allocation
@@ -471,6 +474,109 @@ static void spare_purge(kp_pool *pool, struct ol_seg *s)
 static void purge_idle(kp_pool *pool);
 static void return_idle(kp_pool *pool);
 
+/* ---- the probe: does the program write what it takes? ---------------------
+ *
+ * A page pre-faulted (a spare, a cold segment finished) is resident whether
+ * or not the program writes it; one the program writes it faults itself
+ * unless pre-faulted. So the daemon pre-faults past a high_wm floor only for
+ * a program that writes (nearly) every page of its blocks, as the inline
+ * primary's probe decides (daemon.c: prefault_touch, 90% by default). Each
+ * pass reads OL_PROBE_PICKS random pages of the heaps' segments: a page whose
+ * first byte is in a live block (its record: the request + 1), before the
+ * block's canary, is a sample; it counts as written when it holds the
+ * canary (written by the allocator) or any byte not zero (read: a page
+ * never written reads as the kernel's zero page, resident nowhere). Pages
+ * past a block's canary (its class's rounding) and of free blocks are no
+ * sample. kpbench b (16 B-64 KiB, the first and last byte written) measures
+ * about 30%, kpbench d and test_outline_grow (every byte) 100%. Before, a
+ * fixed threshold (pre-faulting from 256 MiB in use) stood in for it: b at
+ * 64 MiB had its segments finished, 52 -> 136 MiB peak, and a program
+ * writing every page faulted 2.6-3.4% of them itself past 256 MiB, all of
+ * them before. No system call: the pages are read. */
+
+/* Pages a pass reads: a few microseconds (a written page stops at its first
+ * word not zero), the inline probe's KP_PROBE_PICKS. */
+#define OL_PROBE_PICKS 32u
+
+static uint64_t probe_rand(kp__grow *g)
+{
+	uint64_t x = g->probe_rng ? g->probe_rng : 0x9e3779b97f4a7c15ull;
+	x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+	return g->probe_rng = x;
+}
+
+/* A random page of slice u of s that is a sample (above): NULL when none,
+ * else the page, and *edge when it holds the block's canary. The outline
+ * lock held (the segment list); a span's records and fields are read
+ * without the owner's synchronisation: a block taken or freed meanwhile is
+ * sampled as it was (no_sanitize: the owner's plain writes race with these
+ * reads, harmlessly). */
+__attribute__((no_sanitize("thread"))) static KP_NOASAN uint8_t *probe_page(kp__ol *ol, struct ol_seg *s, uint32_t u,
+									    uint64_t r, bool *edge)
+{
+	uint8_t *page = s->base + ((size_t)u << OL_SLICE_SHIFT) + (size_t)(r % (OL_SLICE_SIZE / KP_PAGE)) * KP_PAGE;
+	const struct ol_span *pg = ol->map[(uintptr_t)page >> OL_SLICE_SHIFT];
+	if (!pg || page < pg->start || !pg->bsize)
+		return NULL;
+	size_t idx = (size_t)(page - pg->start) / pg->bsize;
+	if (idx >= __atomic_load_n(&pg->fresh, __ATOMIC_RELAXED))
+		return NULL;
+	uint32_t st = __atomic_load_n(&pg->rec[idx].state, __ATOMIC_RELAXED);
+	if (st == OL_FREE || st == OL_QUAR)
+		return NULL;
+	uint8_t *b = pg->start + idx * pg->bsize, *canary = b + (st - 1), *hi = canary + pg->csz;
+	if (page >= hi)
+		return NULL;
+	*edge = pg->csz && canary < page + KP_PAGE;
+	return page;
+}
+
+/* Is any byte of the page not zero? The program's memory, read from the
+ * daemon's thread: a racing write makes it see the page as it was. */
+__attribute__((no_sanitize("thread"))) static KP_NOASAN bool page_written(const uint8_t *page)
+{
+	const volatile uint64_t *w = (const volatile uint64_t *)page;
+	for (size_t i = 0; i < KP_PAGE / sizeof *w; i++)
+		if (w[i])
+			return true;
+	return false;
+}
+
+/* Sample the heaps' segments: *written of *sampled pages written. The pages
+ * are found under the outline lock and read after it (a heap's segments
+ * stay mapped until kp_destroy, or a later step of this same pass). */
+static void probe(kp_pool *pool, unsigned *written, unsigned *sampled)
+{
+	kp__ol *ol = pool->ol;
+	kp__grow *g = &ol->grow;
+	uint8_t *read[OL_PROBE_PICKS];
+	unsigned nread = 0, edges = 0;
+	pthread_mutex_lock(&ol->lock);
+	unsigned nseg = ol->nsegs;
+	/* every stride-th segment from a random one, the picks spread over them */
+	unsigned stride = nseg / OL_PROBE_PICKS + 1, per = nseg ? (OL_PROBE_PICKS + nseg - 1) / nseg : 0;
+	unsigned at = nseg ? (unsigned)(probe_rand(g) % stride) : 0, i = 0, picks = 0;
+	for (struct ol_seg *s = ol->segs; s && picks < OL_PROBE_PICKS; s = s->next, i++) {
+		if (i % stride != at)
+			continue;
+		uint32_t used = __atomic_load_n(&s->used, __ATOMIC_ACQUIRE); /* its spans published */
+		for (unsigned k = 0; k < per && picks < OL_PROBE_PICKS; k++, picks++) {
+			uint64_t r = probe_rand(g);
+			bool edge = false;
+			uint8_t *page = used ? probe_page(ol, s, (uint32_t)(r % used), r >> 8, &edge) : NULL;
+			if (page && edge)
+				edges++;
+			else if (page)
+				read[nread++] = page;
+		}
+	}
+	pthread_mutex_unlock(&ol->lock);
+	*written = edges;
+	for (unsigned k = 0; k < nread; k++)
+		*written += page_written(read[k]);
+	*sampled = edges + nread;
+}
+
 /* The daemon's pass (daemon.c, first in kp__daemon_pass): the demand since
  * the last pass (the bytes in use past their peak) sizes the spares by the
  * daemon's rules (kp__daemon_grow_target: the rate, the boost raised when
@@ -500,15 +606,23 @@ void kp__ol_daemon_pass(kp_pool *pool)
 	size_t demand = in_use > ol->peak_in_use ? in_use - ol->peak_in_use : 0;
 	ol->peak_in_use = in_use > ol->peak_in_use ? in_use : ol->peak_in_use;
 	uint64_t cold = atomic_load(&ol->cold) + atomic_load(&ol->alloc_maps);
-	bool faulted = cold != ol->last_cold;
+	unsigned written = 0, sampled = 0;
+	if (pool->conf.prefault && pool->conf.prefault_touch)
+		probe(pool, &written, &sampled);
+	bool dense = kp__daemon_grow_touch(pool, &ol->grow, written, sampled);
+	/* a segment taken cold raises the boost only while the daemon
+	 * pre-faults: a sparse program takes every one cold */
+	bool faulted = cold != ol->last_cold && dense;
 	ol->last_cold = cold;
 	size_t target = kp__daemon_grow_target(pool, &ol->grow, demand, faulted, in_use);
 	/* In whole segments: what the rate asks for rounded down (a program
 	 * whose demand asks for less than a segment ahead gets none, rather
 	 * than 4 MiB resident beside it), a floor set with high_wm rounded up;
-	 * past the floor nothing while the heaps hold under OL_PREFAULT_MIN. */
+	 * past the floor nothing while the heaps hold under OL_PREFAULT_MIN or
+	 * the probe finds a program that leaves what it takes unwritten. */
 	size_t floor = pool->conf.high_wm != KP_WM_AUTO ? pool->conf.high_wm : 0;
-	uint32_t nready = in_use >= OL_PREFAULT_MIN ? (uint32_t)(target / OL_SEG_SIZE) : 0;
+	bool ahead = in_use >= OL_PREFAULT_MIN && dense;
+	uint32_t nready = ahead ? (uint32_t)(target / OL_SEG_SIZE) : 0;
 	uint32_t nfloor = (uint32_t)((floor + OL_SEG_SIZE - 1) / OL_SEG_SIZE);
 	nready = nready > nfloor ? nready : nfloor;
 	/* within primary_max: a spare is reserved against it only once taken
@@ -575,9 +689,11 @@ void kp__ol_daemon_pass(kp_pool *pool)
 	 * blocks for many passes to come (a span of 64 KiB blocks is 2 MiB),
 	 * and the segments a program took before it held OL_PREFAULT_MIN had
 	 * its thread fault on 4-8% of the pages of the next 35 MiB
-	 * (test_outline_grow). Only what is not resident. */
-	if (caught_up &&
-	    nready) { /* else kept: those a program took before it held OL_PREFAULT_MIN, at the first pass past it */
+	 * (test_outline_grow). Only what is not resident, and only for a
+	 * program the probe finds writing what it takes (a high_wm floor alone
+	 * pre-faults spares, not the heaps' segments). */
+	if (caught_up && nready &&
+	    ahead) { /* else kept: those a program took before it held OL_PREFAULT_MIN, at the first pass past it */
 		struct ol_seg *cold_segs[OL_COLD_MAX];
 		pthread_mutex_lock(&ol->lock);
 		uint32_t ncold = ol->ncold;

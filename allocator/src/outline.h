@@ -176,7 +176,7 @@ struct kp__ol {
 	struct ol_seg *partial[OL_NSLICES + 1];
 	/* segments a heap took before the daemon had pre-faulted them, the
 	 * daemon's to finish (the lock; at most OL_COLD_MAX a pass) */
-#define OL_COLD_MAX 64 /* OL_PREFAULT_MIN / OL_SEG_SIZE: every segment taken before the daemon pre-faults */
+#define OL_COLD_MAX 64 /* 256 MiB: every segment taken below OL_PREFAULT_MIN (64 MiB), and more */
 	struct ol_seg *cold_segs[OL_COLD_MAX];
 	uint32_t ncold;
 	/* the spares under which segment_new wakes the daemon (the pass sets it) */
