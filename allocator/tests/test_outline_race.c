@@ -119,7 +119,7 @@ static void *race_other(void *arg)
 #else
 #define TRIALS 200000l
 #endif
-#define BOTH_ENOUGH 100 /* trials in which both frees were taken: enough seen */
+#define BOTH_ENOUGH 2000 /* trials in which both frees were taken: enough seen */
 
 /* The owner (this thread) allocates a block, both threads free it at once,
  * the other thread allocates its class once. Every trial is one double
@@ -169,8 +169,7 @@ static void race_run(const char *conf)
 	long bad = 0;
 	for (int k = 0; k < 2; k++)
 		for (int i = 0; i < KEEP; i++)
-			bad += !r.mine[k][i] ||
-			       kt_verify(r.mine[k][i], SZ, ((uint64_t)k << 32) + (uint64_t)i) != KT_OK;
+			bad += !r.mine[k][i] || kt_verify(r.mine[k][i], SZ, ((uint64_t)k << 32) + (uint64_t)i) != KT_OK;
 	sbar_wait(&r.bar); /* E */
 	for (int i = 0; i < KEEP; i++)
 		kp_free(pool, r.mine[0][i]);
@@ -179,8 +178,8 @@ static void race_run(const char *conf)
 		trials, both, silent, refused_owner);
 	CHECK(silent == 0, "%ld of %ld trials: both frees taken, no double_free", silent, trials);
 	CHECK(wrong == 0, "%ld of %ld trials without exactly one double_free", wrong, trials);
-	CHECK(bad == 0, "%ld of %d blocks the two threads held at the end overwritten (a block handed out twice)",
-	      bad, 2 * KEEP);
+	CHECK(bad == 0, "%ld of %d blocks the two threads held at the end overwritten (a block handed out twice)", bad,
+	      2 * KEEP);
 	ring_drain(pool);
 	kp_destroy(pool);
 }
