@@ -1550,8 +1550,14 @@ __attribute__((noinline)) int kp__ol_free_other(kp_pool *pool, struct ol_span *p
 	if (KP_LIKELY(pg->csz)) {
 		uint64_t c;
 		memcpy(&c, (uint8_t *)p + st - 1, 8);
-		if (KP_UNLIKELY(c != r->canary))
-			return try_only ? KP_OL_UNTRIED : kp__ol_free_slow(pool, p, pg, idx, st, KP_OL_OVERFLOW);
+		if (KP_UNLIKELY(c != r->canary)) {
+			if (try_only)
+				return KP_OL_UNTRIED;
+			/* spoiled by another thread's free of it that took the
+			 * record after the load above (canary_spoil): a double free */
+			uint32_t now = __atomic_load_n(&r->state, __ATOMIC_RELAXED);
+			return kp__ol_free_slow(pool, p, pg, idx, st, kp__ol_dead(now) ? KP_OL_DFREE : KP_OL_OVERFLOW);
+		}
 	}
 	return free_other_checked(pool, pg, idx, r, st, p);
 }
