@@ -28,7 +28,7 @@
  * "leak the block, keep going" (kp__violation):
  *  - double free, exact: a block's record holds its request + 1, or OL_FREE
  *    (0: the records of blocks never handed out are untouched zero pages),
- *    or OL_REMOTE / OL_LISTED (another thread's free took it: "Threads");
+ *    or a heap's tag / OL_LISTED (another thread's free took it: "Threads");
  *    a cross-thread free changes it by compare-and-swap, the owner's by a
  *    plain store (the race of the two: "Threads");
  *  - write past the request: 8 bytes at p + request hold the block's canary
@@ -42,8 +42,8 @@
  * Threads: a heap per thread and pool (its spans, no lock); a span's owner
  * is its heap's thread pointer (%fs:0), so free's one compare says "this
  * thread's"; with OWN_FULL set the span is retired (full, in no list).
- * A free from another thread (free_remote) makes the record OL_REMOTE by
- * compare-and-swap (two threads freeing one block: one wins, the other is
+ * A free from another thread (free_remote) makes the record its heap's tag
+ * (outline.h, OL_REMOTE) by compare-and-swap (two threads freeing one block: one wins, the other is
  * a double free) and puts the block into the freeing thread's foreign
  * cache: per class, out of line in its heap, OL_FC_MAX entries and
  * OL_FC_BYTES a class. While a class's cache holds blocks the heap's fast
@@ -65,19 +65,22 @@
  * The owner's free is a load of the record and a plain store (no locked
  * instruction on kp_free's fast path), so a double free raced between the
  * owner and another thread can be taken by both: the owner read the record
- * live, the other thread swapped it to OL_REMOTE, the owner stored OL_FREE
+ * live, the other thread swapped it to its tag, the owner stored OL_FREE
  * over that (s23: 5 of 200,000 trials, the block then on the owner's stack
  * and in the other's cache, handed out twice, no event). So a block leaves
- * a foreign cache only by another compare-and-swap, OL_REMOTE to its
- * request + 1 (fc_pop) or to OL_LISTED (fc_flush, onto its span's list),
- * and the owner's drain takes only OL_LISTED records: a record not in the
- * state expected was stored over by its owner's free, a double free
- * reported there (raced_dfree, one event), and the entry is dropped (the
- * owner's stack has the block). A stale entry and a later valid one of
- * the same block are interchangeable: one swap wins. The other thread
- * also spoils the block's canary after its swap (canary_spoil), so that an
- * owner's free that reads it after that is refused at once (its full test
- * finds OL_REMOTE). Left: an owner's free held between its canary's load
+ * a foreign cache only while its record holds the cache's tag, which its
+ * thread alone takes (rec_claim: a load and a store), to its request + 1
+ * (fc_pop) or to OL_LISTED (fc_flush, onto its span's list), and the
+ * owner's drain takes only OL_LISTED records: a record not in the state
+ * expected was stored over by its owner's free, a double free reported
+ * there (raced_dfree, one event), and the entry is dropped (the owner's
+ * stack has the block). A stale entry and a later valid one of the same
+ * block in one cache are interchangeable: the first taken wins; in two,
+ * the tags tell them apart (a compare-and-swap in fc_pop, before the tags:
+ * kpbench c --pin same 38.7 against 40.7 M ops per CPU second). The other
+ * thread also spoils the block's canary after its swap (canary_spoil), so
+ * that an owner's free that reads it after that is refused at once (its
+ * full test finds the tag). Left: an owner's free held between its canary's load
  * and its store (an interrupt, a preemption) while the other thread frees
  * the block and takes it again from its cache: both hold it, as before
  * (test_outline_race: 0 in its trials; s23's window was the whole free).
@@ -162,7 +165,8 @@ const uint8_t kp__ol_class_tbl[65] = {0,  0,  1,  2,  3,  4,  5,  6,  7,  8,  9,
  * path takes the slow one without a test of its own. Never written. */
 static uint16_t empty_stack = OL_SENT;
 static struct ol_span empty_span = {.sp = &empty_stack, .stack0 = &empty_stack};
-struct ol_heap kp__ol_empty_heap = {.direct = {[0 ... 64] = &empty_span},
+struct ol_heap kp__ol_empty_heap = {.rtag = OL_REMOTE,
+				    .direct = {[0 ... 64] = &empty_span},
 				    .fast = {[0 ... OL_NCLASS - 1] = &empty_span},
 				    .cur = {[0 ... OL_NCLASS - 1] = &empty_span}};
 
@@ -840,7 +844,7 @@ static inline struct ol_span *fc_span(uint64_t e)
 }
 
 /* A block taken from a foreign cache or a span's list whose record was not
- * the state the taker swaps (OL_REMOTE, OL_LISTED): its owner's free read
+ * the state the taker swaps (its tag, OL_LISTED): its owner's free read
  * it live before another thread's free took it, and stored over it
  * (outline.h, kp__ol_free_check): a double free, reported here (errno
  * kept: an allocation's path too), and the entry dropped (the block is on
@@ -853,18 +857,24 @@ static __attribute__((noinline, cold)) void raced_dfree(kp_pool *pool, struct ol
 	errno = e;
 }
 
-/* Record r's state from want to to, or false (raced_dfree's case). The only
- * other writer of a record in OL_REMOTE or OL_LISTED is its owner's free
- * in that race: relaxed. */
+/* Record r's state from want (a heap's tag, OL_REMOTE) to to, or false
+ * (raced_dfree's case): a load and a store, no compare-and-swap. The one
+ * thread that takes a tag calls it (outline.h, OL_REMOTE); every other
+ * writer but the owner's racing free writes a record only from a live
+ * state (a free's compare-and-swap), and that free's store between the
+ * two is the race left (the opening comment). */
 static inline bool rec_claim(struct ol_rec *r, uint32_t want, uint32_t to)
 {
-	return __atomic_compare_exchange_n(&r->state, &want, to, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED);
+	if (KP_UNLIKELY(__atomic_load_n(&r->state, __ATOMIC_RELAXED) != want))
+		return false;
+	__atomic_store_n(&r->state, to, __ATOMIC_RELAXED);
+	return true;
 }
 
 /* The m oldest blocks of h's foreign cache of class cls back to their
  * spans' cross-thread lists, a chain per span (up to FC_GROUPS spans at
  * once: a cache's blocks come in runs from few spans), the rest moved
- * down; each swapped OL_REMOTE -> OL_LISTED first (else raced_dfree, and
+ * down; each from h's tag to OL_LISTED first (else raced_dfree, and
  * left out). h's thread. */
 #define FC_GROUPS 4
 static void fc_flush(kp_pool *pool, struct ol_heap *h, uint32_t cls, uint32_t m)
@@ -879,7 +889,7 @@ static void fc_flush(kp_pool *pool, struct ol_heap *h, uint32_t cls, uint32_t m)
 		struct ol_span *pg = fc_span(ent[i]);
 		uint32_t idx = (uint32_t)(ent[i] >> OL_FC_IDX_SHIFT), j = 0;
 		struct ol_rec *r = &pg->rec[idx];
-		if (KP_UNLIKELY(!rec_claim(r, OL_REMOTE, OL_LISTED))) {
+		if (KP_UNLIKELY(!rec_claim(r, h->rtag, OL_LISTED))) {
 			raced_dfree(pool, pg, idx);
 			continue;
 		}
@@ -925,7 +935,7 @@ static void fc_put(kp_pool *pool, struct ol_heap *h, struct ol_span *pg, uint32_
 		class_point(h, cls, &empty_span);
 }
 
-/* fc_pop's entry whose record was not OL_REMOTE: reported and dropped
+/* fc_pop's entry whose record was not h's tag: reported and dropped
  * (raced_dfree), and the allocation made again (the cache's next entry, or
  * the span in hand). Out of line, a tail call: fc_pop keeps no register. */
 static __attribute__((noinline, cold)) void *fc_pop_raced(kp_pool *pool, struct ol_heap *h, uint32_t cls, size_t n,
@@ -937,12 +947,12 @@ static __attribute__((noinline, cold)) void *fc_pop_raced(kp_pool *pool, struct 
 
 /* The newest block of h's foreign cache of class cls (not empty), handed
  * out as n bytes: as kp__ol_pop, the block another heap's (or, its record
- * not OL_REMOTE, fc_pop_raced's allocation). Its record reads OL_REMOTE
+ * not h's tag, fc_pop_raced's allocation). Its record reads h's tag
  * (this thread's free made it so) and no stack or list holds it, so its
  * span is not wholly free: no heap takes the span, no purge drops its
  * pages, and only an owner's free raced by this thread's writes the record
- * meanwhile. The swap is a compare-and-swap: a block whose owner's free
- * stored over it (the race) is handed out by the owner alone. */
+ * meanwhile: a block whose owner's free stored over it (the race) is
+ * handed out by the owner alone. */
 static void *fc_pop(kp_pool *pool, struct ol_heap *h, uint32_t cls, size_t n)
 {
 	uint32_t k = h->fc_n[cls] - 1u;
@@ -951,7 +961,7 @@ static void *fc_pop(kp_pool *pool, struct ol_heap *h, uint32_t cls, size_t n)
 	struct ol_span *pg = fc_span(e);
 	uint32_t idx = (uint32_t)(e >> OL_FC_IDX_SHIFT);
 	struct ol_rec *r = &pg->rec[idx];
-	if (KP_UNLIKELY(!rec_claim(r, OL_REMOTE, (uint32_t)n + 1)))
+	if (KP_UNLIKELY(!rec_claim(r, h->rtag, (uint32_t)n + 1)))
 		return fc_pop_raced(pool, h, cls, n, pg, idx);
 	kp__count_inc(&h->allocs, 1);
 	uint8_t *p = pg->start + (size_t)idx * pg->bsize;
@@ -969,6 +979,10 @@ static void fc_flush_all(kp_pool *pool, struct ol_heap *h)
 }
 
 static struct ol_heap *heap_get(kp_pool *pool);
+/* Heaps made so far, every pool's: the next heap's tag (ol_heap's rtag).
+ * Past OL_NTAGS heaps tags repeat, two heaps' alike only in a race the tag
+ * is there for (outline.h, OL_REMOTE). */
+static _Atomic uint32_t ol_tags;
 
 /* free_remote's rest: a double free found by the compare-and-swap, or a
  * block its fast case could not cache (no heap in the slot yet, a full
@@ -980,7 +994,8 @@ static __attribute__((noinline, cold)) int free_remote_dfree(kp_pool *pool, stru
 	errno = e;
 	return rc;
 }
-static __attribute__((noinline)) int free_remote_slow(kp_pool *pool, struct ol_span *pg, uint32_t idx, struct ol_rec *r)
+static __attribute__((noinline)) int free_remote_slow(kp_pool *pool, struct ol_span *pg, uint32_t idx, struct ol_rec *r,
+						      uint32_t tag)
 {
 	if (KP_LIKELY(!pool->conf.poison)) {
 		struct ol_heap *h = kp__ol_slot.id == kp__ol_slot_id(pool) ? kp__ol_slot.heap : NULL;
@@ -990,12 +1005,16 @@ static __attribute__((noinline)) int free_remote_slow(kp_pool *pool, struct ol_s
 			errno = e;
 		}
 		if (h) {
-			fc_put(pool, h, pg, idx);
+			/* tagged OL_REMOTE (no heap in the slot then): now its */
+			if (KP_UNLIKELY(tag != h->rtag) && !rec_claim(r, tag, h->rtag))
+				raced_dfree(pool, pg, idx);
+			else
+				fc_put(pool, h, pg, idx);
 			return 0;
 		}
 	}
 	/* no heap to hold it (past the exit hook, poison:on): onto its list */
-	if (KP_UNLIKELY(!rec_claim(r, OL_REMOTE, OL_LISTED)))
+	if (KP_UNLIKELY(!rec_claim(r, tag, OL_LISTED)))
 		raced_dfree(pool, pg, idx);
 	else
 		remote_push(pg, idx + 1, r, 1);
@@ -1005,7 +1024,7 @@ static __attribute__((noinline)) int free_remote_slow(kp_pool *pool, struct ol_s
 /* After free_remote's compare-and-swap, the block's canary (at p + st - 1)
  * made wrong: its owner's free, if it read the record live before the swap
  * and reads the canary after this, is refused (outline.h), and its full
- * test finds OL_REMOTE (this store follows the swap: x86-64's order of
+ * test finds the tag (this store follows the swap: x86-64's order of
  * stores), a double free there. Only an owner's free that read the canary
  * before this store and stores after the swap is left to raced_dfree. Not
  * seen by TSan: a double free alone races it (the owner's canary read). A
@@ -1023,7 +1042,8 @@ static OL_NO_TSAN void canary_spoil(uint8_t *p, uint32_t st, const struct ol_rec
 }
 
 /* A free of block idx of pg, another heap's (r its record, st the state
- * free_fast read): the record made OL_REMOTE by compare-and-swap (a double
+ * free_fast read): the record made this thread's heap's tag (OL_REMOTE
+ * with none in the slot) by compare-and-swap (a double
  * free from two threads at once: one wins, the other is reported; raced by
  * the owner's free, outline.h and raced_dfree), then the block into this
  * thread's foreign cache (fc_put's common case inline: a small function, no
@@ -1031,13 +1051,14 @@ static OL_NO_TSAN void canary_spoil(uint8_t *p, uint32_t st, const struct ol_rec
  * hook, poison:on), straight onto pg's list. */
 static inline int free_remote(kp_pool *pool, struct ol_span *pg, uint32_t idx, struct ol_rec *r, uint32_t st, void *p)
 {
-	if (KP_UNLIKELY(
-		    !__atomic_compare_exchange_n(&r->state, &st, OL_REMOTE, false, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)))
+	struct ol_heap *h = kp__ol_slot.heap; /* a poison:on pool is never in the slot */
+	bool slot = kp__ol_slot.id == kp__ol_slot_id(pool);
+	uint32_t tag = slot ? h->rtag : OL_REMOTE; /* the empty heap's: OL_REMOTE */
+	if (KP_UNLIKELY(!__atomic_compare_exchange_n(&r->state, &st, tag, false, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)))
 		return free_remote_dfree(pool, pg, p);
 	if (pg->csz && KP_LIKELY(!pool->conf.poison))
 		canary_spoil(p, st, r);
-	struct ol_heap *h = kp__ol_slot.heap; /* a poison:on pool is never in the slot */
-	if (KP_LIKELY(kp__ol_slot.id == kp__ol_slot_id(pool))) {
+	if (KP_LIKELY(slot)) {
 		uint32_t cls = pg->cls, k = h->fc_n[cls];
 		/* not full, and the class's tables point at the cache already
 		 * (the empty heap's never do: its classes go to the slow case) */
@@ -1047,7 +1068,7 @@ static inline int free_remote(kp_pool *pool, struct ol_span *pg, uint32_t idx, s
 			return 0;
 		}
 	}
-	return free_remote_slow(pool, pg, idx, r);
+	return free_remote_slow(pool, pg, idx, r, tag);
 }
 
 static void span_relist(struct ol_heap *h, struct ol_span *pg)
@@ -1251,6 +1272,7 @@ static struct ol_heap *heap_get(kp_pool *pool)
 			return NULL;
 		h->self = tp;
 		h->csz = ol->csz;
+		h->rtag = OL_TAG0 + atomic_fetch_add_explicit(&ol_tags, 1, memory_order_relaxed) % OL_NTAGS;
 		h->fc_ent = (uint64_t(*)[OL_FC_MAX])((uint8_t *)h + OL_HEAP_STRUCT);
 		for (int c = 0; c < OL_NCLASS; c++)
 			h->cur[c] = h->fast[c] = &empty_span;

@@ -39,16 +39,22 @@
  * instructions as a test of OL_FREE alone. */
 /* A block another thread's free took (outline.c, free_remote: a
  * compare-and-swap from the live state it read), in that thread's foreign
- * cache: not free yet. Whoever takes it from there (fc_pop, fc_flush)
- * swaps OL_REMOTE for its next state; a record no longer OL_REMOTE was
- * stored over by its owner's free, which read it live before that swap
- * (the owner's free is no atomic): a double free, reported there, and the
- * block is the owner's (its stack holds it). */
+ * cache: not free yet. The state names the cache: its heap's rtag, from
+ * OL_TAG0 on (or OL_REMOTE, a free that found no heap in the slot, for a
+ * moment). The heap's thread alone takes the block from there (fc_pop,
+ * fc_flush) and only while the record still holds its tag: else the
+ * owner's free, which read it live before that swap (the owner's free is
+ * no atomic), stored over it, a double free reported there, and the block
+ * is the owner's (its stack holds it); or, after that, the block went
+ * round and another thread's free took it (another tag): that one's. So
+ * the take needs no compare-and-swap: no two threads take the same tag. */
 #define OL_REMOTE 0x80000001u
-/* On its span's cross-thread list (remote_push), swapped in from
- * OL_REMOTE: the owner's drain takes only OL_LISTED records (else, as
+/* On its span's cross-thread list (remote_push), swapped in from the
+ * cache's tag: the owner's drain takes only OL_LISTED records (else, as
  * above, its own free stored over it). */
 #define OL_LISTED 0x80000002u
+#define OL_TAG0 0x80000003u  /* the first heap's tag (ol_heap's rtag) */
+#define OL_NTAGS 0x7ffffff0u /* tags OL_TAG0.. in turn: below OL_QUAR */
 /* A poison pool's block found written after its free (outline.c,
  * poison_alloc): never handed out again, and a free of it is a double free. */
 #define OL_QUAR 0xffffffffu
@@ -160,6 +166,9 @@ struct ol_heap {
 	/* the foreign cache's blocks by class (the owner writes, relaxed;
 	 * kp_stats reads: freed, not live) */
 	uint16_t fc_n[OL_NCLASS];
+	/* the state its thread's frees of other heaps' blocks give them
+	 * (OL_REMOTE's comment): fixed while the heap lives */
+	uint32_t rtag;
 	/* the foreign cache's entries, OL_FC_MAX a class: in the heap's
 	 * mapping, after the structure (outline.c, OL_HEAP_STRIDE), so that the
 	 * empty heap costs no 36 KiB of .data */
