@@ -27,8 +27,10 @@
  * Checks (checks:on, the default), each contained with kpool's events,
  * "leak the block, keep going" (kp__violation):
  *  - double free, exact: a block's record holds its request + 1, or OL_FREE
- *    (0: the records of blocks never handed out are untouched zero pages);
- *    a cross-thread free changes it by compare-and-swap;
+ *    (0: the records of blocks never handed out are untouched zero pages),
+ *    or a heap's tag / OL_LISTED (another thread's free took it: "Threads");
+ *    a cross-thread free changes it by compare-and-swap, the owner's by a
+ *    plain store (the race of the two: "Threads");
  *  - write past the request: 8 bytes at p + request hold the block's canary
  *    secret, K(address ^ span generation) drawn when its span is made and
  *    kept in its record (K: the pool's keyed function, kp__hkey: AES-NI
@@ -40,8 +42,8 @@
  * Threads: a heap per thread and pool (its spans, no lock); a span's owner
  * is its heap's thread pointer (%fs:0), so free's one compare says "this
  * thread's"; with OWN_FULL set the span is retired (full, in no list).
- * A free from another thread (free_remote) makes the record free by
- * compare-and-swap (two threads freeing one block: one wins, the other is
+ * A free from another thread (free_remote) makes the record its heap's tag
+ * (outline.h, OL_REMOTE) by compare-and-swap (two threads freeing one block: one wins, the other is
  * a double free) and puts the block into the freeing thread's foreign
  * cache: per class, out of line in its heap, OL_FC_MAX entries and
  * OL_FC_BYTES a class. While a class's cache holds blocks the heap's fast
@@ -59,6 +61,29 @@
  * dirty list) on lines its owner wrote: kpbench c 4 against the inline
  * path's 16 M ops/s, and larson's frees waited on their owners' lists.
  * A span's fields are on three lines by writer (outline.h).
+ *
+ * The owner's free is a load of the record and a plain store (no locked
+ * instruction on kp_free's fast path), so a double free raced between the
+ * owner and another thread can be taken by both: the owner read the record
+ * live, the other thread swapped it to its tag, the owner stored OL_FREE
+ * over that (s23: 5 of 200,000 trials, the block then on the owner's stack
+ * and in the other's cache, handed out twice, no event). So a block leaves
+ * a foreign cache only while its record holds the cache's tag, which its
+ * thread alone takes (rec_claim: a load and a store), to its request + 1
+ * (fc_pop) or to OL_LISTED (fc_flush, onto its span's list), and the
+ * owner's drain takes only OL_LISTED records: a record not in the state
+ * expected was stored over by its owner's free, a double free reported
+ * there (raced_dfree, one event), and the entry is dropped (the owner's
+ * stack has the block). A stale entry and a later valid one of the same
+ * block in one cache are interchangeable: the first taken wins; in two,
+ * the tags tell them apart (a compare-and-swap in fc_pop, before the tags:
+ * kpbench c --pin same 38.7 against 40.7 M ops per CPU second). The other
+ * thread also spoils the block's canary after its swap (canary_spoil), so
+ * that an owner's free that reads it after that is refused at once (its
+ * full test finds the tag). Left: an owner's free held between its canary's load
+ * and its store (an interrupt, a preemption) while the other thread frees
+ * the block and takes it again from its cache: both hold it, as before
+ * (test_outline_race: 0 in its trials; s23's window was the whole free).
  *
  * A thread's end (its exit hook, this file's pthread key: ol_thread_exit)
  * abandons its heap: its cache back to the spans, its lists taken in, its
@@ -149,7 +174,8 @@ const uint8_t kp__ol_class_tbl[65] = {0,  0,  1,  2,  3,  4,  5,  6,  7,  8,  9,
  * path takes the slow one without a test of its own. Never written. */
 static uint16_t empty_stack = OL_SENT;
 static struct ol_span empty_span = {.sp = &empty_stack, .stack0 = &empty_stack};
-struct ol_heap kp__ol_empty_heap = {.direct = {[0 ... 64] = &empty_span},
+struct ol_heap kp__ol_empty_heap = {.rtag = OL_REMOTE,
+				    .direct = {[0 ... 64] = &empty_span},
 				    .fast = {[0 ... OL_NCLASS - 1] = &empty_span},
 				    .cur = {[0 ... OL_NCLASS - 1] = &empty_span}};
 
@@ -1146,7 +1172,8 @@ static struct ol_span *span_new(kp_pool *pool, struct ol_heap *h, uint32_t cls)
  * (whose link is set here), k of them, pushed onto pg's cross-thread list
  * with one compare-and-swap; the span onto its heap's dirty list when the
  * list was empty. nremote first: a span with a push in flight is never
- * wholly free (span_adopt). Any thread; the blocks' records read free. */
+ * wholly free (span_adopt). Any thread; the blocks' records read
+ * OL_LISTED (swapped in by the caller: no block is pushed twice). */
 static void remote_push(struct ol_span *pg, uint32_t head, struct ol_rec *tail, uint32_t k)
 {
 	atomic_fetch_add_explicit(&pg->nremote, k, memory_order_relaxed);
@@ -1180,12 +1207,41 @@ static inline struct ol_span *fc_span(uint64_t e)
 	return (struct ol_span *)(uintptr_t)(e & (((uint64_t)1 << OL_FC_IDX_SHIFT) - 1));
 }
 
+/* A block taken from a foreign cache or a span's list whose record was not
+ * the state the taker swaps (its tag, OL_LISTED): its owner's free read
+ * it live before another thread's free took it, and stored over it
+ * (outline.h, kp__ol_free_check): a double free, reported here (errno
+ * kept: an allocation's path too), and the entry dropped (the block is on
+ * the owner's stack, or handed out again from there). */
+static __attribute__((noinline, cold)) void raced_dfree(kp_pool *pool, struct ol_span *pg, uint32_t idx)
+{
+	int e = errno;
+	kp__violation(pool, KP_EV_DOUBLE_FREE, KP_EDOUBLEFREE, pg->start + (size_t)idx * pg->bsize, pg->bsize - pg->csz,
+		      "double free");
+	errno = e;
+}
+
+/* Record r's state from want (a heap's tag, OL_REMOTE) to to, or false
+ * (raced_dfree's case): a load and a store, no compare-and-swap. The one
+ * thread that takes a tag calls it (outline.h, OL_REMOTE); every other
+ * writer but the owner's racing free writes a record only from a live
+ * state (a free's compare-and-swap), and that free's store between the
+ * two is the race left (the opening comment). */
+static inline bool rec_claim(struct ol_rec *r, uint32_t want, uint32_t to)
+{
+	if (KP_UNLIKELY(__atomic_load_n(&r->state, __ATOMIC_RELAXED) != want))
+		return false;
+	__atomic_store_n(&r->state, to, __ATOMIC_RELAXED);
+	return true;
+}
+
 /* The m oldest blocks of h's foreign cache of class cls back to their
  * spans' cross-thread lists, a chain per span (up to FC_GROUPS spans at
  * once: a cache's blocks come in runs from few spans), the rest moved
- * down. h's thread. */
+ * down; each from h's tag to OL_LISTED first (else raced_dfree, and
+ * left out). h's thread. */
 #define FC_GROUPS 4
-static void fc_flush(struct ol_heap *h, uint32_t cls, uint32_t m)
+static void fc_flush(kp_pool *pool, struct ol_heap *h, uint32_t cls, uint32_t m)
 {
 	struct {
 		struct ol_span *pg;
@@ -1196,6 +1252,11 @@ static void fc_flush(struct ol_heap *h, uint32_t cls, uint32_t m)
 	for (uint32_t i = 0; i < m; i++) {
 		struct ol_span *pg = fc_span(ent[i]);
 		uint32_t idx = (uint32_t)(ent[i] >> OL_FC_IDX_SHIFT), j = 0;
+		struct ol_rec *r = &pg->rec[idx];
+		if (KP_UNLIKELY(!rec_claim(r, h->rtag, OL_LISTED))) {
+			raced_dfree(pool, pg, idx);
+			continue;
+		}
 		while (j < FC_GROUPS && g[j].pg && g[j].pg != pg)
 			j++;
 		if (j == FC_GROUPS) { /* a fifth span: the first group goes now */
@@ -1204,7 +1265,6 @@ static void fc_flush(struct ol_heap *h, uint32_t cls, uint32_t m)
 			j = FC_GROUPS - 1;
 			g[j].pg = NULL;
 		}
-		struct ol_rec *r = &pg->rec[idx];
 		if (!g[j].pg) {
 			g[j].pg = pg;
 			g[j].tail = r;
@@ -1226,11 +1286,11 @@ static void fc_flush(struct ol_heap *h, uint32_t cls, uint32_t m)
 /* Block idx of pg, just freed by this thread (not pg's owner), into h's
  * foreign cache; the older half of the class's cache back to its spans
  * when full. h: this thread's heap of the pool. */
-static void fc_put(struct ol_heap *h, struct ol_span *pg, uint32_t idx)
+static void fc_put(kp_pool *pool, struct ol_heap *h, struct ol_span *pg, uint32_t idx)
 {
 	uint32_t cls = pg->cls, k = h->fc_n[cls];
 	if (k >= pg->fc_cap) {
-		fc_flush(h, cls, (k + 1) / 2);
+		fc_flush(pool, h, cls, (k + 1) / 2);
 		k = h->fc_n[cls];
 	}
 	h->fc_ent[cls][k] = (uintptr_t)pg | (uint64_t)idx << OL_FC_IDX_SHIFT;
@@ -1239,36 +1299,54 @@ static void fc_put(struct ol_heap *h, struct ol_span *pg, uint32_t idx)
 		class_point(h, cls, &empty_span);
 }
 
+/* fc_pop's entry whose record was not h's tag: reported and dropped
+ * (raced_dfree), and the allocation made again (the cache's next entry, or
+ * the span in hand). Out of line, a tail call: fc_pop keeps no register. */
+static __attribute__((noinline, cold)) void *fc_pop_raced(kp_pool *pool, struct ol_heap *h, uint32_t cls, size_t n,
+							  struct ol_span *pg, uint32_t idx)
+{
+	raced_dfree(pool, pg, idx);
+	return kp__ol_refill(pool, h, cls, n);
+}
+
 /* The newest block of h's foreign cache of class cls (not empty), handed
- * out as n bytes: as kp__ol_pop, the block another heap's. Its record
- * reads free (this thread's free made it so) and no stack or list holds
- * it, so its span is not wholly free: no heap takes the span, no purge
- * drops its pages, no other thread writes the record meanwhile. */
-static void *fc_pop(struct ol_heap *h, uint32_t cls, size_t n)
+ * out as n bytes: as kp__ol_pop, the block another heap's (or, its record
+ * not h's tag, fc_pop_raced's allocation). Its record reads h's tag
+ * (this thread's free made it so) and no stack or list holds it, so its
+ * span is not wholly free: no heap takes the span, no purge drops its
+ * pages, and only an owner's free raced by this thread's writes the record
+ * meanwhile: a block whose owner's free stored over it (the race) is
+ * handed out by the owner alone. */
+static void *fc_pop(kp_pool *pool, struct ol_heap *h, uint32_t cls, size_t n)
 {
 	uint32_t k = h->fc_n[cls] - 1u;
 	uint64_t e = h->fc_ent[cls][k];
 	__atomic_store_n(&h->fc_n[cls], (uint16_t)k, __ATOMIC_RELAXED);
 	struct ol_span *pg = fc_span(e);
 	uint32_t idx = (uint32_t)(e >> OL_FC_IDX_SHIFT);
+	struct ol_rec *r = &pg->rec[idx];
+	if (KP_UNLIKELY(!rec_claim(r, h->rtag, (uint32_t)n + 1)))
+		return fc_pop_raced(pool, h, cls, n, pg, idx);
 	kp__count_inc(&h->allocs, 1);
 	uint8_t *p = pg->start + (size_t)idx * pg->bsize;
-	struct ol_rec *r = &pg->rec[idx];
-	r->state = (uint32_t)n + 1;
 	if (KP_LIKELY(pg->csz))
 		memcpy(p + n, &r->canary, 8);
 	return p;
 }
 
 /* Every class of h's foreign cache back to its spans (heap_abandon). */
-static void fc_flush_all(struct ol_heap *h)
+static void fc_flush_all(kp_pool *pool, struct ol_heap *h)
 {
 	for (uint32_t c = 0; c < OL_NCLASS; c++)
 		if (h->fc_n[c])
-			fc_flush(h, c, h->fc_n[c]);
+			fc_flush(pool, h, c, h->fc_n[c]);
 }
 
 static struct ol_heap *heap_get(kp_pool *pool);
+/* Heaps made so far, every pool's: the next heap's tag (ol_heap's rtag).
+ * Past OL_NTAGS heaps tags repeat, two heaps' alike only in a race the tag
+ * is there for (outline.h, OL_REMOTE). */
+static _Atomic uint32_t ol_tags;
 
 /* free_remote's rest: a double free found by the compare-and-swap, or a
  * block its fast case could not cache (no heap in the slot yet, a full
@@ -1280,7 +1358,8 @@ static __attribute__((noinline, cold)) int free_remote_dfree(kp_pool *pool, stru
 	errno = e;
 	return rc;
 }
-static __attribute__((noinline)) int free_remote_slow(kp_pool *pool, struct ol_span *pg, uint32_t idx, struct ol_rec *r)
+static __attribute__((noinline)) int free_remote_slow(kp_pool *pool, struct ol_span *pg, uint32_t idx, struct ol_rec *r,
+						      uint32_t tag)
 {
 	if (KP_LIKELY(!pool->conf.poison)) {
 		struct ol_heap *h = kp__ol_slot.id == kp__ol_slot_id(pool) ? kp__ol_slot.heap : NULL;
@@ -1290,27 +1369,60 @@ static __attribute__((noinline)) int free_remote_slow(kp_pool *pool, struct ol_s
 			errno = e;
 		}
 		if (h) {
-			fc_put(h, pg, idx);
+			/* tagged OL_REMOTE (no heap in the slot then): now its */
+			if (KP_UNLIKELY(tag != h->rtag) && !rec_claim(r, tag, h->rtag))
+				raced_dfree(pool, pg, idx);
+			else
+				fc_put(pool, h, pg, idx);
 			return 0;
 		}
 	}
-	remote_push(pg, idx + 1, r, 1); /* no heap to hold it (past the exit hook, poison:on) */
+	/* no heap to hold it (past the exit hook, poison:on): onto its list */
+	if (KP_UNLIKELY(!rec_claim(r, tag, OL_LISTED)))
+		raced_dfree(pool, pg, idx);
+	else
+		remote_push(pg, idx + 1, r, 1);
 	return 0;
 }
 
+/* After free_remote's compare-and-swap, the block's canary (at p + st - 1)
+ * made wrong: its owner's free, if it read the record live before the swap
+ * and reads the canary after this, is refused (outline.h), and its full
+ * test finds the tag (this store follows the swap: x86-64's order of
+ * stores), a double free there. Only an owner's free that read the canary
+ * before this store and stores after the swap is left to raced_dfree. Not
+ * seen by TSan: a double free alone races it (the owner's canary read). A
+ * poison pool's free spoiled it before (poison_free's fill); with checks
+ * off there is none. */
+#if defined(__SANITIZE_THREAD__)
+#define OL_NO_TSAN __attribute__((no_sanitize_thread, noinline))
+#else
+#define OL_NO_TSAN
+#endif
+static OL_NO_TSAN void canary_spoil(uint8_t *p, uint32_t st, const struct ol_rec *r)
+{
+	uint64_t c = ~r->canary;
+	memcpy(p + st - 1, &c, 8);
+}
+
 /* A free of block idx of pg, another heap's (r its record, st the state
- * free_fast read): the record made free by compare-and-swap (a double free
- * from two threads at once: one wins, the other is reported), then the
- * block into this thread's foreign cache (fc_put's common case inline: a
- * small function, no register saved), or, with no heap to hold it (a
- * thread past its exit hook, poison:on), straight onto pg's list. */
+ * free_fast read): the record made this thread's heap's tag (OL_REMOTE
+ * with none in the slot) by compare-and-swap (a double
+ * free from two threads at once: one wins, the other is reported; raced by
+ * the owner's free, outline.h and raced_dfree), then the block into this
+ * thread's foreign cache (fc_put's common case inline: a small function, no
+ * register saved), or, with no heap to hold it (a thread past its exit
+ * hook, poison:on), straight onto pg's list. */
 static inline int free_remote(kp_pool *pool, struct ol_span *pg, uint32_t idx, struct ol_rec *r, uint32_t st, void *p)
 {
-	if (KP_UNLIKELY(
-		    !__atomic_compare_exchange_n(&r->state, &st, OL_FREE, false, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)))
-		return free_remote_dfree(pool, pg, p);
 	struct ol_heap *h = kp__ol_slot.heap; /* a poison:on pool is never in the slot */
-	if (KP_LIKELY(kp__ol_slot.id == kp__ol_slot_id(pool))) {
+	bool slot = kp__ol_slot.id == kp__ol_slot_id(pool);
+	uint32_t tag = slot ? h->rtag : OL_REMOTE; /* the empty heap's: OL_REMOTE */
+	if (KP_UNLIKELY(!__atomic_compare_exchange_n(&r->state, &st, tag, false, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)))
+		return free_remote_dfree(pool, pg, p);
+	if (pg->csz && KP_LIKELY(!pool->conf.poison))
+		canary_spoil(p, st, r);
+	if (KP_LIKELY(slot)) {
 		uint32_t cls = pg->cls, k = h->fc_n[cls];
 		/* not full, and the class's tables point at the cache already
 		 * (the empty heap's never do: its classes go to the slow case) */
@@ -1320,7 +1432,7 @@ static inline int free_remote(kp_pool *pool, struct ol_span *pg, uint32_t idx, s
 			return 0;
 		}
 	}
-	return free_remote_slow(pool, pg, idx, r);
+	return free_remote_slow(pool, pg, idx, r, tag);
 }
 
 static void span_relist(struct ol_heap *h, struct ol_span *pg)
@@ -1331,8 +1443,15 @@ static void span_relist(struct ol_heap *h, struct ol_span *pg)
 }
 
 /* The owner takes back what other threads freed. A span's dirty link is
- * read before its list is taken: after that a freer may push it again. */
-static void drain_remote(struct ol_heap *h)
+ * read before its list is taken: after that a freer may push it again. A
+ * block whose record is not OL_LISTED was stored over by the owner's free
+ * (raced_dfree: the owner's stack holds it, or it is out again), and is
+ * left out; a chain longer than the span's blocks or past its last (the
+ * links of such a block written twice) is cut there, its rest leaked.
+ * The owner (or, for an abandoned heap, a thread holding its avail lock
+ * and the outline lock: span_adopt); a violation's event is written under
+ * the avail lock. */
+static void drain_remote(kp_pool *pool, struct ol_heap *h)
 {
 	struct ol_span *pg = atomic_exchange_explicit(&h->dirty, NULL, memory_order_acquire);
 	while (pg) {
@@ -1340,9 +1459,14 @@ static void drain_remote(struct ol_heap *h)
 		uint32_t i = atomic_exchange_explicit(&pg->remote, 0, memory_order_acquire);
 		uint16_t *sp = kp__ol_sp(pg);
 		uint32_t n = 0;
-		while (i) {
-			*++sp = (uint16_t)(i - 1);
-			i = pg->rec[i - 1].next;
+		while (i && i <= pg->nblocks && n < pg->nblocks) {
+			struct ol_rec *r = &pg->rec[i - 1];
+			if (KP_LIKELY(__atomic_load_n(&r->state, __ATOMIC_RELAXED) == OL_LISTED)) {
+				__atomic_store_n(&r->state, OL_FREE, __ATOMIC_RELAXED);
+				*++sp = (uint16_t)(i - 1);
+			} else
+				raced_dfree(pool, pg, i - 1);
+			i = r->next;
 			n++;
 		}
 		kp__ol_sp_push(pg, sp);
@@ -1460,9 +1584,9 @@ static void heap_abandon(kp_pool *pool, uintptr_t tp)
 	pthread_mutex_unlock(&ol->lock);
 	if (!h)
 		return;
-	fc_flush_all(h);
+	fc_flush_all(pool, h);
 	owner_lock(pool, h);
-	drain_remote(h);
+	drain_remote(pool, h);
 	for (uint32_t c = 0; c < OL_NCLASS; c++) {
 		struct ol_span *pg = h->cur[c];
 		if (pg != &empty_span && !(atomic_load_explicit(&pg->owner, memory_order_relaxed) & OL_OWN_FULL)) {
@@ -1512,6 +1636,7 @@ static struct ol_heap *heap_get(kp_pool *pool)
 			return NULL;
 		h->self = tp;
 		h->csz = ol->csz;
+		h->rtag = OL_TAG0 + atomic_fetch_add_explicit(&ol_tags, 1, memory_order_relaxed) % OL_NTAGS;
 		h->fc_ent = (uint64_t(*)[OL_FC_MAX])((uint8_t *)h + OL_HEAP_STRUCT);
 		for (int c = 0; c < OL_NCLASS; c++)
 			h->cur[c] = h->fast[c] = &empty_span;
@@ -1552,7 +1677,7 @@ static struct ol_span *span_adopt(kp_pool *pool, struct ol_heap *h, uint32_t cls
 		 * heap to look does, under the pool's outline lock (no other, and
 		 * no adoption meanwhile) and that heap's avail lock */
 		if (o->self == OL_OWN_NONE && atomic_load_explicit(&o->dirty, memory_order_relaxed))
-			drain_remote(o);
+			drain_remote(pool, o);
 		for (struct ol_span **pp = &o->avail[cls], *pg; (pg = *pp) != NULL; pp = &pg->next) {
 			uint16_t *sp = __atomic_load_n(&pg->sp, __ATOMIC_ACQUIRE); /* the owner's last push */
 			if ((uint32_t)(sp - pg->stack0) == __atomic_load_n(&pg->fresh, __ATOMIC_RELAXED) &&
@@ -1586,7 +1711,7 @@ static __attribute__((noinline)) void *refill_span(kp_pool *pool, struct ol_heap
 __attribute__((noinline)) void *kp__ol_refill(kp_pool *pool, struct ol_heap *h, uint32_t cls, size_t n)
 {
 	if (h->fc_n[cls]) /* other heaps' blocks this thread freed, first (the empty heap's: none) */
-		return fc_pop(h, cls, n);
+		return fc_pop(pool, h, cls, n);
 	return refill_span(pool, h, cls, n);
 }
 
@@ -1608,7 +1733,7 @@ static __attribute__((noinline)) void *refill_span(kp_pool *pool, struct ol_heap
 		 * touched already (larson: 2.9x its live bytes touched, then 2.3x) */
 		if (atomic_load_explicit(&h->dirty, memory_order_relaxed)) {
 			owner_lock(pool, h);
-			drain_remote(h);
+			drain_remote(pool, h);
 			owner_unlock(h);
 			sp = kp__ol_sp(pg);
 			if (*sp != OL_SENT)
@@ -1643,7 +1768,7 @@ static __attribute__((noinline)) void *refill_span(kp_pool *pool, struct ol_heap
 	if (pg != &empty_span)
 		atomic_store_explicit(&pg->owner, h->self | OL_OWN_FULL, memory_order_relaxed);
 	owner_lock(pool, h);
-	drain_remote(h);
+	drain_remote(pool, h);
 	pg = h->avail[cls];
 	if (pg) {
 		h->avail[cls] = pg->next;
@@ -1790,7 +1915,7 @@ static int free_other_checked(kp_pool *pool, struct ol_span *pg, uint32_t idx, s
 	uintptr_t own = atomic_load_explicit(&pg->owner, memory_order_relaxed);
 	if ((own & ~(uintptr_t)OL_OWN_FULL) != kp__ol_self())
 		return free_remote(pool, pg, idx, r, st, p);
-	r->state = OL_FREE;
+	__atomic_store_n(&r->state, OL_FREE, __ATOMIC_RELAXED); /* as kp__ol_free_check's */
 	uint16_t *sp = kp__ol_sp(pg) + 1;
 	*sp = (uint16_t)idx;
 	kp__ol_sp_push(pg, sp);
@@ -1812,13 +1937,19 @@ __attribute__((noinline)) int kp__ol_free_other(kp_pool *pool, struct ol_span *p
 			 :
 			 : "m"(*(const char *)r)); /* gcc's builtin makes prefetcht0 without -mprfchw */
 	uint32_t st = __atomic_load_n(&r->state, __ATOMIC_RELAXED);
-	if (KP_UNLIKELY(st == OL_FREE))
+	if (KP_UNLIKELY(kp__ol_dead(st))) /* free, or another thread's free took it */
 		return try_only ? KP_OL_UNTRIED : kp__ol_free_slow(pool, p, pg, idx, st, KP_OL_DFREE);
 	if (KP_LIKELY(pg->csz)) {
 		uint64_t c;
 		memcpy(&c, (uint8_t *)p + st - 1, 8);
-		if (KP_UNLIKELY(c != r->canary))
-			return try_only ? KP_OL_UNTRIED : kp__ol_free_slow(pool, p, pg, idx, st, KP_OL_OVERFLOW);
+		if (KP_UNLIKELY(c != r->canary)) {
+			if (try_only)
+				return KP_OL_UNTRIED;
+			/* spoiled by another thread's free of it that took the
+			 * record after the load above (canary_spoil): a double free */
+			uint32_t now = __atomic_load_n(&r->state, __ATOMIC_RELAXED);
+			return kp__ol_free_slow(pool, p, pg, idx, st, kp__ol_dead(now) ? KP_OL_DFREE : KP_OL_OVERFLOW);
+		}
 	}
 	return free_other_checked(pool, pg, idx, r, st, p);
 }
@@ -1888,9 +2019,9 @@ static int poison_free(kp_pool *pool, void *p)
 		struct ol_rec *r = &pg->rec[idx];
 		uint32_t st = r->state;
 		uint64_t c = 0;
-		if (st != OL_FREE && st != OL_QUAR && pg->csz)
+		if (!kp__ol_dead(st) && pg->csz)
 			memcpy(&c, (uint8_t *)p + st - 1, 8);
-		if (st == OL_FREE || st == OL_QUAR)
+		if (kp__ol_dead(st))
 			rc = free_slow(pool, p, pg, idx, st, KP_OL_DFREE);
 		else if (pg->csz && c != r->canary)
 			rc = free_slow(pool, p, pg, idx, st, KP_OL_OVERFLOW);
@@ -1899,7 +2030,7 @@ static int poison_free(kp_pool *pool, void *p)
 			if (atomic_load_explicit(&pg->owner, memory_order_relaxed) != kp__ol_self())
 				rc = free_other_checked(pool, pg, idx, r, st, p);
 			else {
-				r->state = OL_FREE;
+				__atomic_store_n(&r->state, OL_FREE, __ATOMIC_RELAXED);
 				uint16_t *top = kp__ol_sp(pg) + 1;
 				*top = (uint16_t)idx;
 				kp__ol_sp_push(pg, top);
@@ -1927,8 +2058,8 @@ static struct ol_rec *live_rec(kp__ol *ol, const void *p, bool *ours, struct ol_
 {
 	uint32_t idx;
 	struct ol_span *pg = block_of(ol->map, p, &idx, ours);
-	if (!pg || pg->rec[idx].state == OL_FREE || pg->rec[idx].state == OL_QUAR)
-		return NULL;
+	if (!pg || kp__ol_dead(__atomic_load_n(&pg->rec[idx].state, __ATOMIC_RELAXED)))
+		return NULL; /* free, quarantined, or in another thread's cache or on a list */
 	*pgp = pg;
 	return &pg->rec[idx];
 }

@@ -33,17 +33,40 @@
 #define OL_NCLASS 72		       /* 16..256 by 16, 4 per doubling up to 1 KiB, then 8 up to 64 KiB */
 #define OL_FREE 0u		       /* a block's state when free (a zero page's); else its request + 1 */
 #define OL_SENT 0xffffu		       /* stack[0] of every span: the stack is empty when sp points at it */
+/* The states past a live block's (its request + 1, at most 65,537): all
+ * read as negative int32_t, as OL_FREE reads as not positive, so that one
+ * test (kp__ol_dead) tells a live block from every other, with the same
+ * instructions as a test of OL_FREE alone. */
+/* A block another thread's free took (outline.c, free_remote: a
+ * compare-and-swap from the live state it read), in that thread's foreign
+ * cache: not free yet. The state names the cache: its heap's rtag, from
+ * OL_TAG0 on (or OL_REMOTE, a free that found no heap in the slot, for a
+ * moment). The heap's thread alone takes the block from there (fc_pop,
+ * fc_flush) and only while the record still holds its tag: else the
+ * owner's free, which read it live before that swap (the owner's free is
+ * no atomic), stored over it, a double free reported there, and the block
+ * is the owner's (its stack holds it); or, after that, the block went
+ * round and another thread's free took it (another tag): that one's. So
+ * the take needs no compare-and-swap: no two threads take the same tag. */
+#define OL_REMOTE 0x80000001u
+/* On its span's cross-thread list (remote_push), swapped in from the
+ * cache's tag: the owner's drain takes only OL_LISTED records (else, as
+ * above, its own free stored over it). */
+#define OL_LISTED 0x80000002u
+#define OL_TAG0 0x80000003u  /* the first heap's tag (ol_heap's rtag) */
+#define OL_NTAGS 0x7ffffff0u /* tags OL_TAG0.. in turn: below OL_QUAR */
 /* A poison pool's block found written after its free (outline.c,
- * poison_alloc): never handed out again, and a free of it is a double free.
- * Only a poison pool's paths read it (poison_free, live_rec): such a pool
- * never takes kp__ol_free_fast, whose canary test would read past it. */
+ * poison_alloc): never handed out again, and a free of it is a double free. */
 #define OL_QUAR 0xffffffffu
+/* Is state st no live block's (free, in a foreign cache or on a list,
+ * quarantined)? */
+#define kp__ol_dead(st) ((int32_t)(uint32_t)(st) <= 0)
 #define OL_OWN_FULL 1u /* in span->owner: retired, in no list; a free relists it */
 #define OL_OWN_NONE 0u /* in span->owner and heap->self: an abandoned heap's (no thread's pointer) */
 
 struct ol_rec { /* one per block, out of line */
 	uint64_t canary;
-	uint32_t state; /* the request + 1, or OL_FREE (0) */
+	uint32_t state; /* the request + 1, or OL_FREE (0), OL_REMOTE, OL_LISTED, OL_QUAR */
 	uint32_t next;	/* cross-thread free list: index + 1 */
 };
 
@@ -148,6 +171,9 @@ struct ol_heap {
 	/* the foreign cache's blocks by class (the owner writes, relaxed;
 	 * kp_stats reads: freed, not live) */
 	uint16_t fc_n[OL_NCLASS];
+	/* the state its thread's frees of other heaps' blocks give them
+	 * (OL_REMOTE's comment): fixed while the heap lives */
+	uint32_t rtag;
 	/* the foreign cache's entries, OL_FC_MAX a class: in the heap's
 	 * mapping, after the structure (outline.c, OL_HEAP_STRIDE), so that the
 	 * empty heap costs no 36 KiB of .data */
@@ -387,14 +413,22 @@ static inline __attribute__((always_inline)) int kp__ol_free_check(kp_pool *pool
 		return kp__ol_free_other(pool, pg, idx, p, try_only);
 	struct ol_rec *r = &pg->rec[idx];
 	/* relaxed (a plain load): a double free from another thread at once
-	 * may race it; size_t: an address's part, not extended again */
+	 * may race it; size_t: an address's part, not extended again. Not
+	 * live: free, or taken by another thread's free (OL_REMOTE, OL_LISTED) */
 	size_t st = __atomic_load_n(&r->state, __ATOMIC_RELAXED);
-	if (KP_UNLIKELY(st == OL_FREE))
+	if (KP_UNLIKELY(kp__ol_dead(st)))
 		KP_OL_REFUSE(pg, idx, st, KP_OL_DFREE);
+	/* A double free by another thread at once may swap the record to
+	 * OL_REMOTE after the load above: it then spoils the canary
+	 * (outline.c, free_remote), so this test refuses the free if it reads
+	 * the canary after that, and the full test finds OL_REMOTE. Past it,
+	 * the store below may still overwrite OL_REMOTE: the block is then on
+	 * this stack and in the other thread's cache, and whoever takes it
+	 * from the cache finds the record not OL_REMOTE (outline.c, "Threads"). */
 	if (KP_OL_CANARY_BAD(canary, pg, r, p, st))
 		KP_OL_REFUSE(pg, idx, st, KP_OL_OVERFLOW);
 #undef KP_OL_REFUSE
-	r->state = OL_FREE;
+	__atomic_store_n(&r->state, OL_FREE, __ATOMIC_RELAXED); /* a plain store: no locked instruction */
 	uint16_t *top = kp__ol_sp(pg) + 1;
 	*top = (uint16_t)idx;
 	kp__ol_sp_push(pg, top);
