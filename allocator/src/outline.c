@@ -880,7 +880,7 @@ static void purge_idle(kp_pool *pool)
  * (OL_PASS_SEGS: 256 MiB); the rest go at the next pass. */
 #define OL_RETURN_MAX 64u
 
-static void drain_remote(struct ol_heap *h);
+static void drain_remote(kp_pool *pool, struct ol_heap *h);
 
 /* Every span of s wholly free (every block it made on its stack, none on
  * its cross-thread list or on the way there: no block of it is live nor in
@@ -967,7 +967,7 @@ static void return_idle(kp_pool *pool)
 			continue;
 		if (atomic_load_explicit(&h->dirty, memory_order_relaxed)) {
 			avail_lock(pool, h);
-			drain_remote(h);
+			drain_remote(pool, h);
 			avail_unlock(h);
 		}
 		if (h->seg) {
