@@ -902,13 +902,21 @@ static bool segment_free(struct ol_seg *s)
 	return true;
 }
 
-/* The segment of cand[0..n) that holds span pg, or n. */
+/* The segment of cand[0..n) (in address order) that holds span pg, or n:
+ * a binary search, as every span on the walked lists is looked up. */
 static uint32_t cand_of(struct ol_seg *const *cand, uint32_t n, const struct ol_span *pg)
 {
-	uint32_t k = 0;
-	while (k < n && (pg < cand[k]->spans || pg >= cand[k]->spans + OL_NSLICES))
-		k++;
-	return k;
+	uint32_t lo = 0, hi = n; /* the first whose record starts past pg: hi */
+	while (lo < hi) {
+		uint32_t mid = (lo + hi) / 2;
+		if ((uintptr_t)cand[mid] <= (uintptr_t)pg)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	if (!lo || pg < cand[lo - 1]->spans || pg >= cand[lo - 1]->spans + OL_NSLICES)
+		return n;
+	return lo - 1;
 }
 
 /*
@@ -978,13 +986,17 @@ static void return_idle(kp_pool *pool)
 	for (struct ol_seg *s = ol->segs; s && ncand < OL_RETURN_MAX; s = s->next) {
 		if (s->held || !segment_free(s))
 			continue;
-		for (uint32_t i = 0; i < s->used; i++)
-			if (s->spans[i].start) {
-				want[ncand]++;
-				classes[s->spans[i].cls / 64] |= (uint64_t)1 << (s->spans[i].cls % 64);
-			}
-		cand[ncand++] = s;
+		uint32_t k = ncand++; /* in address order (cand_of) */
+		for (; k && (uintptr_t)cand[k - 1] > (uintptr_t)s; k--)
+			cand[k] = cand[k - 1];
+		cand[k] = s;
 	}
+	for (uint32_t k = 0; k < ncand; k++)
+		for (uint32_t i = 0; i < cand[k]->used; i++)
+			if (cand[k]->spans[i].start) {
+				want[k]++;
+				classes[cand[k]->spans[i].cls / 64] |= (uint64_t)1 << (cand[k]->spans[i].cls % 64);
+			}
 	if (!ncand) {
 		pthread_mutex_unlock(&ol->lock);
 		return;

@@ -273,10 +273,11 @@ static void test_cap_in_hand(void)
 
 /* Returns beside threads that churn: each round a churner allocates 6 MiB
  * of blocks of one band of sizes (the next round the next band), hands a
- * quarter to the other churner to free, frees the rest, and lets two passes
- * go by; a third thread allocates 12 MiB of 248-byte blocks, frees them and
- * lets two passes go by (its segments go back while the churners run, and
- * their heaps may adopt its spans as the daemon looks at them). The passes
+ * quarter to the other churner to free, frees the rest, and lets three
+ * passes go by; a third thread allocates 12 MiB of 248-byte blocks, frees
+ * them and lets three passes go by (its segments go back while the churners
+ * run, and their heaps may adopt its spans as the daemon looks at them;
+ * three: seen idle by a pass begun after the frees, then back). The passes
  * run back to back with decay_ms 0. No block in use loses its contents,
  * segments go back while the threads run, and all of them once the threads
  * ended (their heaps abandoned, their foreign caches flushed onto the
@@ -333,7 +334,7 @@ static void *rc_churn(void *arg)
 
 static void rc_wait_passes(void)
 {
-	uint64_t until = atomic_load(&rc_passes) + 2;
+	uint64_t until = atomic_load(&rc_passes) + 3; /* the one under way may have begun before the frees */
 	while (atomic_load(&rc_passes) < until)
 		sched_yield();
 }
