@@ -119,7 +119,8 @@ static int child(void)
 			 * segment, past primary_max) and said so (KP_EV_OOM). */
 			if (!p) {
 				unsigned oom = kt_events_count(pool, KP_EV_OOM);
-				size_t used = pool->capacity + atomic_load(&pool->huge_bytes) + atomic_load(&pool->ol_bytes);
+				size_t used =
+					pool->capacity + atomic_load(&pool->huge_bytes) + atomic_load(&pool->ol_bytes);
 				bool full = used + (n > KP_SEG_SIZE ? n : KP_SEG_SIZE) > pool->conf.primary_max;
 				fprintf(stderr, "   child: %zu bytes refused, %zu of %zu in use, %u OOM events\n", n,
 					used, (size_t)pool->conf.primary_max, oom);
