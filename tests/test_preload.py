@@ -54,6 +54,11 @@ def programs(tmp_path_factory: pytest.TempPathFactory, cc: str) -> dict[str, Pat
     return built
 
 
+# KPOOL_CONF of the tests of the inline layout's own behaviour under the preload: the default became
+# outline in session 24.
+INLINE = "layout:inline"
+
+
 def run(
     argv: list[str], preload: Path | None, env: dict[str, str] | None = None, cwd: Path | str | None = None
 ) -> subprocess.CompletedProcess[str]:
@@ -111,7 +116,9 @@ def test_malloc_before_any_constructor_and_pointers_the_pool_never_gave(
 def test_fork_from_a_threaded_program_child_allocates_and_its_daemon_restarts(
     programs: dict[str, Path], preload: Path
 ) -> None:
-    proc = run([str(programs["traps"]), "fork"], preload)
+    # layout:inline: its daemon starts once 1 MiB was handed out, the default's only at a second segment
+    # (test_outline_gaps.py), and this parent holds less
+    proc = run([str(programs["traps"]), "fork"], preload, {"KPOOL_CONF": INLINE})
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "parent daemon: running" in proc.stdout
     assert "children that allocated with a running daemon: 20 of 20" in proc.stdout
@@ -174,7 +181,9 @@ def test_a_small_program_keeps_one_window_of_the_text_resident_and_little_bss(
     (allocator/preload/hot.txt), so the rest is never faulted in: all 88 KiB were resident before. The
     small state every call reads shares a page, the large arrays are apart (.lbss): 20-28 KiB of bss were
     resident before, 8 now (the rest: a page of the page map's root, whose index is the address's)."""
-    proc = run([str(programs["resident"])], preload)
+    # layout:inline: hot.txt lists its functions; the default layout's (outline.c) are not in it, and the
+    # program keeps 124 KiB of the text resident (test_outline_gaps.py)
+    proc = run([str(programs["resident"])], preload, {"KPOOL_CONF": INLINE})
     assert proc.returncode == 0, proc.stderr
     found = re.fullmatch(
         r"text resident KiB: (\d+) of (\d+)\nbss resident KiB: (\d+) of (\d+)\n", proc.stdout
@@ -321,14 +330,18 @@ def test_a_busy_program_of_little_memory_never_gets_the_daemon(
     the daemon would pre-fault nothing (it starts once 1 MiB was handed out), so the thread would only cost
     its stack, a segment it maps ahead and the libc code that starts it: 96-128 KiB of bench-small-objects'
     and bench-false-sharing's peak RSS (glibc's is 1.5 MiB). It started at the 1,000th allocation."""
-    busy = run([str(programs["traps"]), "busy"], preload, {"KPOOL_STATS_OUT": str(tmp_path)})
+    # layout:inline: its daemon starts once 1 MiB was handed out, the default's only at a second segment, so
+    # that "many" (2.5 MiB) gets none there (test_outline_gaps.py)
+    busy = run(
+        [str(programs["traps"]), "busy"], preload, {"KPOOL_STATS_OUT": str(tmp_path), "KPOOL_CONF": INLINE}
+    )
     assert busy.stdout == "daemon: off\n", busy.stderr
     doc = figures(tmp_path)
     assert doc["daemon_started"] is False
     assert doc["stats"]["primary"]["allocs"] >= 200000
-    many = run([str(programs["traps"]), "many"], preload)
+    many = run([str(programs["traps"]), "many"], preload, {"KPOOL_CONF": INLINE})
     assert many.stdout == "daemon: running\n"
-    off = run([str(programs["traps"]), "many"], preload, {"KPOOL_CONF": "daemon:off"})
+    off = run([str(programs["traps"]), "many"], preload, {"KPOOL_CONF": INLINE + ",daemon:off"})
     assert off.stdout == "daemon: off\n"
 
 

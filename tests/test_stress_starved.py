@@ -30,6 +30,9 @@ ops: 4000
 mix: {{alloc: 2, free: 1}}
 sizes: {{dist: loguniform, min: 16, max: 8k}}
 working_set: 500
+# layout:inline: its allocation path maps nothing on this workload (0 of 10 runs), so a broken verdict here is
+# the one the test plants; the default layout's mapped segments in 5 of 10 runs (test_outline_gaps.py)
+pool: {{layout: inline}}
 slo:
   max_alloc_path_syscalls: 0
 """

@@ -12,6 +12,12 @@
  * table's length. $KPOOL_FUZZ_LAYOUT=outline (or inline) narrows the pick to
  * that layout's pools: a plant in both paths (KP_PLANT 2, 5, 8) is then found
  * on the one asked for (tests/test_fuzz_outline.py).
+ *
+ * Every pool names its layout: the tables are the corpora's format (as
+ * fuzz_model.c's), so an inline pool stays inline whatever the default
+ * layout is (outline since s24-flip; FZ_BASE and FZ_TIGHT say inline, an
+ * outline pool's later layout:outline wins), and pick_pool's test of the
+ * conf tells them apart.
  */
 #include "fuzz_model.h"
 
@@ -29,14 +35,14 @@
  * step unmaps and the next input maps again), the smallest thread cache (the per-input flush returns a few
  * blocks, not batches of 128), and no pre-faulting and no transparent huge pages: an input touches a few
  * bytes of each block, and a 2 MiB page would be zeroed whole on the first. */
-#define FZ_BASE                                                                                                    \
-	"daemon:off,step_clock:on,prefault:off,thp:off,primary_initial:4m,primary_max:64m,backup:1m,decay_ms:400," \
-	"tcache_bytes:0"
+#define FZ_BASE                                                                                                     \
+	"layout:inline,daemon:off,step_clock:on,prefault:off,thp:off,primary_initial:4m,primary_max:64m,backup:1m," \
+	"decay_ms:400,tcache_bytes:0"
 /* The tight pool: two segments at most, the backup taking critical traffic
  * from half of them. */
-#define FZ_TIGHT                                                                                                    \
-	"daemon:off,step_clock:on,prefault:off,thp:off,tcache_bytes:0,primary_initial:4m,primary_max:8m,backup:1m," \
-	"critical_wm:50,recover_wm:25,low_wm:0,high_wm:0,decay_ms:10"
+#define FZ_TIGHT                                                                                         \
+	"layout:inline,daemon:off,step_clock:on,prefault:off,thp:off,tcache_bytes:0,primary_initial:4m," \
+	"primary_max:8m,backup:1m,critical_wm:50,recover_wm:25,low_wm:0,high_wm:0,decay_ms:10"
 
 static fz_pool api_pools[] = {
 	{.conf = FZ_BASE ",seed:11,low_wm:0,high_wm:0"},
@@ -119,9 +125,9 @@ KP_EXPORT int kp_fuzz_faults(const uint8_t *data, size_t len)
  * page would be zeroed whole (a quarter of this target's time). */
 static fz_pool thread_pools[] = {
 	{.conf = "primary_initial:0,primary_max:128m,backup:1m,low_wm:4m,high_wm:4m,decay_ms:0,"
-		 "daemon_interval_ms:1,grow_wait_us:50,thp:off,seed:31"},
+		 "daemon_interval_ms:1,grow_wait_us:50,thp:off,seed:31,layout:inline"},
 	{.conf = "primary_initial:4m,primary_max:128m,backup:1m,low_wm:0,high_wm:0,decay_ms:0,"
-		 "daemon_interval_ms:1,poison:on,thp:off,seed:32"},
+		 "daemon_interval_ms:1,poison:on,thp:off,seed:32,layout:inline"},
 	{.conf = "primary_initial:4m,primary_max:128m,backup:1m,low_wm:0,high_wm:0,decay_ms:0,"
 		 "daemon_interval_ms:1,thp:off,seed:33,layout:outline"},
 };

@@ -130,8 +130,11 @@ static const struct option options[] = {
 	/* outline (outline.c): blocks up to 64 KiB with their metadata out of
 	 * line (issue 14: 60 instructions a kp_alloc + kp_free against the
 	 * inline path's 186 on kpbench a, allocator/proto/README.md); larger
-	 * blocks, critical requests and the backup as with inline. */
-	{"layout", STRING, "inline", OFF(layout), 0, sizeof(((kp__conf *)0)->layout) - 1,
+	 * blocks, critical requests and the backup as with inline. The default
+	 * since s24 (issue 14: kpool wins on its own defaults); the C tests of
+	 * the inline path's own mechanism name layout:inline (tests/ktest.h,
+	 * KT_LAYOUT_INLINE). */
+	{"layout", STRING, "outline", OFF(layout), 0, sizeof(((kp__conf *)0)->layout) - 1,
 	 "where a small block's metadata lives: inline (a keyed 16-byte header before each block, free-list links "
 	 "inside free blocks) or outline (no header: per-span index stacks and per-block records in guard-paged "
 	 "mappings of their own, a canary secret per block; blocks up to 64 KiB, larger ones as with inline)"},

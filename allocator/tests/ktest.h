@@ -672,4 +672,32 @@ static inline void kt_free_all(kp_pool *pool, void **b, size_t n)
 	kp_pool *var = kp_create(conf); \
 	REQUIRE(var != NULL, "kp_create(\"%s\"): %s", (conf), kp_last_error())
 
+/* A file that tests the inline layout's own mechanism (block headers and
+ * their keys, the thread caches and central lists of the inline primary, its
+ * segments and spans, the daemon's growth of it, planted bugs in that code)
+ * defines KT_LAYOUT_INLINE before it includes this header: each kp_create of
+ * the file then gets "layout:inline" ahead of its own conf, so that the file
+ * keeps testing what it tested once the default layout became outline. A
+ * layout named in the test's own conf comes later and wins; kp_create(NULL)
+ * (the pool KPOOL_CONF makes) is left as it is. The joined conf is built in a
+ * thread-local buffer: no allocation, no stack below the test's frame. */
+#ifdef KT_LAYOUT_INLINE
+#define KT_INLINE_CONF "layout:inline,"
+static inline kp_pool *kt_create_inline_(const char *conf)
+{
+	static __thread char buf[4096];
+	if (!conf)
+		return kp_create(NULL);
+	size_t n = strlen(conf);
+	if (n + sizeof KT_INLINE_CONF > sizeof buf) {
+		fprintf(stderr, "ktest: conf of %zu bytes too long to pin to layout:inline\n", n);
+		abort();
+	}
+	memcpy(buf, KT_INLINE_CONF, sizeof KT_INLINE_CONF - 1);
+	memcpy(buf + sizeof KT_INLINE_CONF - 1, conf, n + 1);
+	return kp_create(buf);
+}
+#define kp_create(conf) kt_create_inline_(conf)
+#endif
+
 #endif /* KTEST_H */

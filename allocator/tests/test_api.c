@@ -100,7 +100,10 @@ static void test_options(void)
 
 static void test_stats_json(void)
 {
-	KT_POOL(pool, "seed:1,daemon:off");
+	/* layout:inline: its peak is counted on the allocation path, so a block
+	 * freed before the stats are read is in it (layout:outline samples its
+	 * peak when the stats are read: test_stats_peak_sampled) */
+	KT_POOL(pool, "layout:inline,seed:1,daemon:off");
 	char *js = kt_stats(pool);
 	REQUIRE(js != NULL, "kp_stats_json");
 	static const char *const keys[] = {"primary.capacity_bytes",
@@ -206,6 +209,24 @@ static void test_stats_json(void)
 	kp_destroy(pool);
 }
 
+/* The default layout (outline) counts no peak on its fast paths: its peak is
+ * the most a kp_stats reading found in use (stats.c), and stays there once
+ * the blocks are freed. */
+static void test_stats_peak_sampled(void)
+{
+	unsetenv("KPOOL_CONF");
+	KT_POOL(pool, "seed:1,daemon:off");
+	void *p = kp_alloc(pool, 1000, 0);
+	REQUIRE(p != NULL, "kp_alloc");
+	int64_t live = kt_stat(pool, "primary.peak_in_use_bytes");
+	kp_free(pool, p);
+	kp_thread_flush(pool);
+	CHECK(live >= 1000, "peak_in_use_bytes %lld with a 1000-byte block live", (long long)live);
+	CHECK(kt_stat(pool, "primary.peak_in_use_bytes") >= live, "the peak fell to %lld once the block was freed",
+	      (long long)kt_stat(pool, "primary.peak_in_use_bytes"));
+	kp_destroy(pool);
+}
+
 static void test_events(void)
 {
 	KT_POOL(pool, "seed:1,daemon:off");
@@ -302,6 +323,7 @@ int main(void)
 	RUN(test_conf_errors);
 	RUN(test_options);
 	RUN(test_stats_json);
+	RUN(test_stats_peak_sampled);
 	RUN(test_events);
 	RUN(test_thread_outlives_pool);
 	return ktest_summary();

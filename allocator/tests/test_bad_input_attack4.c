@@ -78,7 +78,9 @@ static int make_blocks(kp_pool *pool, blk *b)
 
 static void test_interior_and_double(void)
 {
-	kp_pool *pool = kp_create(BK_CONF);
+	/* layout:inline: the odd pointers below are its segment header unit's
+	 * (a layout:outline segment starts with a block: test_outline_integrity) */
+	kp_pool *pool = kp_create("layout:inline," BK_CONF);
 	REQUIRE(pool, "kp_create: %s", kp_last_error());
 	blk b[NB];
 	int n = make_blocks(pool, b);

@@ -14,6 +14,8 @@
  * held 8, 160 KiB, before big_bin_bound).
  */
 #define _GNU_SOURCE 1
+/* Tests the thread caches' bins (tcache.c): every pool layout:inline (ktest.h, KT_LAYOUT_INLINE). */
+#define KT_LAYOUT_INLINE 1
 #include "ktest.h"
 
 #include "internal.h"

@@ -20,6 +20,8 @@
  * ended, a block of such a class freed goes to the thread's bin again.
  */
 #define _GNU_SOURCE 1
+/* Tests the thread caches' bins (tcache.c): every pool layout:inline (ktest.h, KT_LAYOUT_INLINE). */
+#define KT_LAYOUT_INLINE 1
 #include "ktest.h"
 
 #include <pthread.h>

@@ -24,6 +24,8 @@
  *    KiB before and after).
  */
 #define _GNU_SOURCE 1
+/* Tests the thread caches' bins (tcache.c): every pool layout:inline (ktest.h, KT_LAYOUT_INLINE). */
+#define KT_LAYOUT_INLINE 1
 #include "ktest.h"
 
 #include "internal.h"

@@ -21,6 +21,8 @@
  *    KP_BIN_CLASS_BYTES / 2 of their class (tcache.c, shared_bin_bound).
  */
 #define _GNU_SOURCE 1
+/* Tests the thread caches' bins (tcache.c): every pool layout:inline (ktest.h, KT_LAYOUT_INLINE). */
+#define KT_LAYOUT_INLINE 1
 #include "ktest.h"
 
 #include <pthread.h>

@@ -25,6 +25,8 @@
  *     while that thread takes and returns them): no block loses a byte.
  */
 #define _GNU_SOURCE
+/* Tests the inline primary's segments, spans and units (primary.c): every pool layout:inline (ktest.h, KT_LAYOUT_INLINE). */
+#define KT_LAYOUT_INLINE 1
 #include "ktest.h"
 
 #include <pthread.h>

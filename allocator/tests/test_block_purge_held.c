@@ -36,6 +36,8 @@
  *     span's run: the walk read the head's link at any address and crashed.
  */
 #define _GNU_SOURCE
+/* Tests the inline primary's segments, spans and units (primary.c): every pool layout:inline (ktest.h, KT_LAYOUT_INLINE). */
+#define KT_LAYOUT_INLINE 1
 #include "ktest.h"
 
 #include "internal.h"

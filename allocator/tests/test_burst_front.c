@@ -17,6 +17,8 @@
  * pre-faulting such tails (daemon.c, prefault_taken): 167 and 87.
  */
 #define _GNU_SOURCE /* RUSAGE_THREAD */
+/* Tests the grow daemon's growth, front and purge of the inline primary (daemon.c, primary.c; layout:outline's: test_outline_grow.c, test_outline_memory.c): every pool layout:inline (ktest.h, KT_LAYOUT_INLINE). */
+#define KT_LAYOUT_INLINE 1
 #include "ktest.h"
 
 #include <sys/mman.h>

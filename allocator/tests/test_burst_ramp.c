@@ -24,6 +24,8 @@
  *     48 MiB; none before the ramp), and a front of 2 MiB or more ahead.
  * Before the ramp: 1,600 and 5,120 KiB ahead at the ends of the two bursts.
  */
+/* Tests the grow daemon's growth, front and purge of the inline primary (daemon.c, primary.c; layout:outline's: test_outline_grow.c, test_outline_memory.c): every pool layout:inline (ktest.h, KT_LAYOUT_INLINE). */
+#define KT_LAYOUT_INLINE 1
 #include "ktest.h"
 
 #define KiB ((size_t)1 << 10)

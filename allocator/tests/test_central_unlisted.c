@@ -11,6 +11,8 @@
  * freelist event, and the allocation is served from a fresh span. An alarm
  * turns a hang into a failure of this test instead of a stuck CI job.
  */
+/* Tests the transfer cache and central lists (transfer.c, tcache.c): every pool layout:inline (ktest.h, KT_LAYOUT_INLINE). */
+#define KT_LAYOUT_INLINE 1
 #include "ktest.h"
 
 #include "internal.h"

@@ -21,6 +21,8 @@
  * lasted past decay_ms twice. RSS is meaningless under a sanitizer: the
  * bound is checked in the release variant.
  */
+/* Tests the grow daemon's growth, front and purge of the inline primary (daemon.c, primary.c; layout:outline's: test_outline_grow.c, test_outline_memory.c): every pool layout:inline (ktest.h, KT_LAYOUT_INLINE). */
+#define KT_LAYOUT_INLINE 1
 #include "ktest.h"
 
 #define KiB ((size_t)1 << 10)

@@ -22,6 +22,8 @@
  * test_pool_lock_wait does the same for pool->lock.
  */
 #define _GNU_SOURCE /* RUSAGE_THREAD */
+/* Tests the transfer cache and central lists (transfer.c, tcache.c): every pool layout:inline (ktest.h, KT_LAYOUT_INLINE). */
+#define KT_LAYOUT_INLINE 1
 #include "ktest.h"
 
 #include "internal.h"

@@ -11,6 +11,8 @@
  * mimalloc and jemalloc's small classes are 8 per doubling, 12.5% apart.
  */
 #define _GNU_SOURCE 1
+/* Tests the inline primary's segments, spans and units (primary.c): every pool layout:inline (ktest.h, KT_LAYOUT_INLINE). */
+#define KT_LAYOUT_INLINE 1
 #include "ktest.h"
 
 #include "internal.h"

@@ -5,6 +5,8 @@
  * decay_ms; and kp_daemon_step drives the same decisions deterministically.
  */
 #define _GNU_SOURCE /* RUSAGE_THREAD */
+/* Tests the grow daemon's growth, front and purge of the inline primary (daemon.c, primary.c; layout:outline's: test_outline_grow.c, test_outline_memory.c): every pool layout:inline (ktest.h, KT_LAYOUT_INLINE). */
+#define KT_LAYOUT_INLINE 1
 #include "ktest.h"
 
 #include <dirent.h>

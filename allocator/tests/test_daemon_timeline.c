@@ -9,6 +9,8 @@
  * Time is driven with kp_daemon_step (daemon:off), so the test neither
  * sleeps nor depends on the machine's speed.
  */
+/* Tests the grow daemon's growth, front and purge of the inline primary (daemon.c, primary.c; layout:outline's: test_outline_grow.c, test_outline_memory.c): every pool layout:inline (ktest.h, KT_LAYOUT_INLINE). */
+#define KT_LAYOUT_INLINE 1
 #include "ktest.h"
 
 #define KiB ((size_t)1 << 10)

@@ -114,11 +114,13 @@ static int child(void)
 			 * child inherits the parent's workers' blocks (up to 48,
 			 * a tenth of them 4-12 MiB) next to primary_max. A NULL
 			 * is a failure unless the pool had no room for it (its
-			 * segments and huge blocks, and the request or a new
+			 * segments, huge blocks and layout:outline's reserved
+			 * segments, and the request or a new
 			 * segment, past primary_max) and said so (KP_EV_OOM). */
 			if (!p) {
 				unsigned oom = kt_events_count(pool, KP_EV_OOM);
-				size_t used = pool->capacity + atomic_load(&pool->huge_bytes);
+				size_t used =
+					pool->capacity + atomic_load(&pool->huge_bytes) + atomic_load(&pool->ol_bytes);
 				bool full = used + (n > KP_SEG_SIZE ? n : KP_SEG_SIZE) > pool->conf.primary_max;
 				fprintf(stderr, "   child: %zu bytes refused, %zu of %zu in use, %u OOM events\n", n,
 					used, (size_t)pool->conf.primary_max, oom);

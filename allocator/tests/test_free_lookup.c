@@ -15,6 +15,8 @@
  * huge segment's address, no tag), and into another pool's segment.
  */
 #define _GNU_SOURCE 1
+/* Tests the inline fast paths and their slot and grace words (alloc.c, kp__tls): every pool layout:inline (ktest.h, KT_LAYOUT_INLINE). */
+#define KT_LAYOUT_INLINE 1
 #include "ktest.h"
 
 #include "internal.h"

@@ -23,6 +23,8 @@
  * 5. take_len's record at the edge of decay_ms, with passes that saw no
  *    take, and the clock stepped 2^40 ms (held).
  */
+/* Tests the grow daemon's growth, front and purge of the inline primary (daemon.c, primary.c; layout:outline's: test_outline_grow.c, test_outline_memory.c): every pool layout:inline (ktest.h, KT_LAYOUT_INLINE). */
+#define KT_LAYOUT_INLINE 1
 #include "ktest.h"
 
 #include "internal.h"

@@ -17,6 +17,8 @@
  * each 4 MiB segment, counted as headroom ahead: the daemon grew too
  * little, daemon.c short_runs); with both, none.
  */
+/* Tests the grow daemon's growth, front and purge of the inline primary (daemon.c, primary.c; layout:outline's: test_outline_grow.c, test_outline_memory.c): every pool layout:inline (ktest.h, KT_LAYOUT_INLINE). */
+#define KT_LAYOUT_INLINE 1
 #include "ktest.h"
 
 #define MiB ((size_t)1 << 20)

@@ -17,6 +17,8 @@
  * pre-faulted). DESIGN's primary.c note says a purged unit is pre-faulted
  * "when the front reaches it", which it never does here.
  */
+/* Tests the grow daemon's growth, front and purge of the inline primary (daemon.c, primary.c; layout:outline's: test_outline_grow.c, test_outline_memory.c): every pool layout:inline (ktest.h, KT_LAYOUT_INLINE). */
+#define KT_LAYOUT_INLINE 1
 #include "ktest.h"
 
 #define UNIT ((size_t)64 << 10)

@@ -48,6 +48,8 @@
  *    probes) over free runs that end at the guard unit leave it read-only.
  */
 #define _GNU_SOURCE 1
+/* Tests the inline primary's segments, spans and units (primary.c): every pool layout:inline (ktest.h, KT_LAYOUT_INLINE). */
+#define KT_LAYOUT_INLINE 1
 #include "guard_rig5.h"
 
 #include <pthread.h>

@@ -20,6 +20,8 @@
  *   - a zeroed request on a given-back mapping reads zero.
  */
 #define _GNU_SOURCE
+/* Tests the grow daemon's growth, front and purge of the inline primary (daemon.c, primary.c; layout:outline's: test_outline_grow.c, test_outline_memory.c): every pool layout:inline (ktest.h, KT_LAYOUT_INLINE). */
+#define KT_LAYOUT_INLINE 1
 #include "ktest.h"
 
 #include "internal.h"

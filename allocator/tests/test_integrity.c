@@ -7,6 +7,8 @@
  * write, which is what the allocator's poisoning is for (the fuzz variant).
  */
 #define _GNU_SOURCE 1
+/* Tests the inline block headers and their keys (integrity.c; layout:outline's checks: test_outline_integrity.c): every pool layout:inline (ktest.h, KT_LAYOUT_INLINE). */
+#define KT_LAYOUT_INLINE 1
 #include "ktest.h"
 
 #include <fcntl.h>

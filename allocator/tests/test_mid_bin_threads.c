@@ -19,6 +19,8 @@
  * before, 1,446 now).
  */
 #define _GNU_SOURCE 1
+/* Tests the thread caches' bins (tcache.c): every pool layout:inline (ktest.h, KT_LAYOUT_INLINE). */
+#define KT_LAYOUT_INLINE 1
 #include "ktest.h"
 
 #include <pthread.h>

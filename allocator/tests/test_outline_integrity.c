@@ -69,7 +69,7 @@ static void test_option(void)
 	for (size_t i = 0; i < n; i++)
 		if (!strcmp(opt[i].name, "layout")) {
 			found = true;
-			CHECK(!strcmp(opt[i].deflt, "inline"), "layout's default is %s", opt[i].deflt);
+			CHECK(!strcmp(opt[i].deflt, "outline"), "layout's default is %s", opt[i].deflt);
 		}
 	CHECK(found, "no option 'layout' in kp_options");
 	kp_pool *pool = outline_pool();

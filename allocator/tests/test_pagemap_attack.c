@@ -10,6 +10,8 @@
  * flat map's own mmap), the pool works through the two-level map.
  */
 #define _GNU_SOURCE 1
+/* Tests the inline primary's segments, spans and units (primary.c): every pool layout:inline (ktest.h, KT_LAYOUT_INLINE). */
+#define KT_LAYOUT_INLINE 1
 #include "ktest.h"
 
 #include "internal.h"

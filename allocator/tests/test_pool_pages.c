@@ -15,6 +15,8 @@
  *    most 3 pages of the pool's structure are resident (4 on main).
  */
 #define _GNU_SOURCE 1
+/* Tests the inline primary's segments, spans and units (primary.c): every pool layout:inline (ktest.h, KT_LAYOUT_INLINE). */
+#define KT_LAYOUT_INLINE 1
 #include "ktest.h"
 
 #include "internal.h"

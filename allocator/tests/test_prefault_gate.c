@@ -11,6 +11,8 @@
  * 1,833 faults in its first 16 MiB in 2 runs of 12 (its bound is 1,536;
  * ~1,100 when the daemon's first pass came after the first 1 MiB).
  */
+/* Tests the grow daemon's growth, front and purge of the inline primary (daemon.c, primary.c; layout:outline's: test_outline_grow.c, test_outline_memory.c): every pool layout:inline (ktest.h, KT_LAYOUT_INLINE). */
+#define KT_LAYOUT_INLINE 1
 #include "ktest.h"
 
 #define KiB ((size_t)1 << 10)

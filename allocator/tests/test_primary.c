@@ -868,8 +868,8 @@ static void test_large_shrink_race(void)
 static void test_prefault_option(void)
 {
 	static const char *const conf[2] = {
-		"primary_initial:8m,backup:0,daemon:off,low_wm:16m,high_wm:16m,prefault:off",
-		"primary_initial:8m,backup:0,daemon:off,low_wm:16m,high_wm:16m,prefault:on"};
+		"layout:inline,primary_initial:8m,backup:0,daemon:off,low_wm:16m,high_wm:16m,prefault:off",
+		"layout:inline,primary_initial:8m,backup:0,daemon:off,low_wm:16m,high_wm:16m,prefault:on"};
 	for (int on = 0; on < 2; on++) {
 		KT_POOL(pool, conf[on]);
 		CHECK((kt_stat(pool, "syscalls.setup.madvise") > 0) == on,

@@ -22,6 +22,8 @@
  *   - the daemon thread (decay_ms:100): the same within a second.
  */
 #define _GNU_SOURCE
+/* Tests the grow daemon's growth, front and purge of the inline primary (daemon.c, primary.c; layout:outline's: test_outline_grow.c, test_outline_memory.c): every pool layout:inline (ktest.h, KT_LAYOUT_INLINE). */
+#define KT_LAYOUT_INLINE 1
 #include "ktest.h"
 
 #include <stdbool.h>

@@ -9,6 +9,8 @@
  * more than the burst and its headroom's bound; and a clock stepped far
  * ahead (kp_daemon_step) then quiet resets the ramp, without failing passes.
  */
+/* Tests the grow daemon's growth, front and purge of the inline primary (daemon.c, primary.c; layout:outline's: test_outline_grow.c, test_outline_memory.c): every pool layout:inline (ktest.h, KT_LAYOUT_INLINE). */
+#define KT_LAYOUT_INLINE 1
 #include "ktest.h"
 
 #include "internal.h"

@@ -17,6 +17,8 @@
  *    carved, at its class's size) stay under the bound below.
  */
 #define _GNU_SOURCE 1
+/* Tests the thread caches' bins (tcache.c): every pool layout:inline (ktest.h, KT_LAYOUT_INLINE). */
+#define KT_LAYOUT_INLINE 1
 #include "ktest.h"
 
 #include "internal.h"

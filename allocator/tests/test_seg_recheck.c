@@ -20,6 +20,8 @@
  * under ASan the rewrite must reach the pool, not ASan's report.
  */
 #define _GNU_SOURCE 1
+/* Tests the inline primary's segments, spans and units (primary.c): every pool layout:inline (ktest.h, KT_LAYOUT_INLINE). */
+#define KT_LAYOUT_INLINE 1
 #include "ktest.h"
 
 #include "internal.h"

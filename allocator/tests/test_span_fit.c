@@ -15,6 +15,8 @@
  * there, 6656: 9 blocks in 64 KiB).
  */
 #define _GNU_SOURCE
+/* Tests the inline primary's segments, spans and units (primary.c): every pool layout:inline (ktest.h, KT_LAYOUT_INLINE). */
+#define KT_LAYOUT_INLINE 1
 #include "ktest.h"
 
 #include "internal.h"

@@ -16,6 +16,8 @@
  *   - same class: 48 KiB blocks taken again land where the freed ones were.
  */
 #define _GNU_SOURCE
+/* Tests the inline primary's segments, spans and units (primary.c): every pool layout:inline (ktest.h, KT_LAYOUT_INLINE). */
+#define KT_LAYOUT_INLINE 1
 #include "ktest.h"
 
 #include <stdbool.h>

@@ -33,6 +33,8 @@
  * failure, and the other damages still run).
  */
 #define _GNU_SOURCE
+/* Tests the inline primary's segments, spans and units (primary.c): every pool layout:inline (ktest.h, KT_LAYOUT_INLINE). */
+#define KT_LAYOUT_INLINE 1
 #include "ktest.h"
 
 #include "internal.h"

@@ -16,6 +16,8 @@
  * back as soon, as pages pre-faulted for growth that stopped (daemon.c,
  * KP_RELEASE_MS): 7 MiB of the same run's 12.
  */
+/* Tests the grow daemon's growth, front and purge of the inline primary (daemon.c, primary.c; layout:outline's: test_outline_grow.c, test_outline_memory.c): every pool layout:inline (ktest.h, KT_LAYOUT_INLINE). */
+#define KT_LAYOUT_INLINE 1
 #include "ktest.h"
 
 #include <stdbool.h>

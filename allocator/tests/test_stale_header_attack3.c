@@ -24,6 +24,8 @@
  * written inside one of them at a former 64-byte block's start.
  */
 #define _GNU_SOURCE 1
+/* Tests the inline block headers and their keys (integrity.c; layout:outline's checks: test_outline_integrity.c): every pool layout:inline (ktest.h, KT_LAYOUT_INLINE). */
+#define KT_LAYOUT_INLINE 1
 #include "ktest.h"
 
 #include "internal.h"

@@ -9,6 +9,8 @@
  * are handed out again unharmed, under their keys.
  */
 #define _GNU_SOURCE 1
+/* Tests the thread caches' bins (tcache.c): every pool layout:inline (ktest.h, KT_LAYOUT_INLINE). */
+#define KT_LAYOUT_INLINE 1
 #include "ktest.h"
 
 #include "internal.h"

@@ -25,6 +25,8 @@
  *   2. The stats' totals are TOTALS, while the threads live and after
  *      they exit, when the pool's counters hold them all.
  */
+/* Tests the transfer cache and central lists (transfer.c, tcache.c): every pool layout:inline (ktest.h, KT_LAYOUT_INLINE). */
+#define KT_LAYOUT_INLINE 1
 #include "ktest.h"
 
 #include "internal.h"

@@ -22,6 +22,8 @@
  * 1,000-byte block of B's.
  */
 #define _GNU_SOURCE 1
+/* Tests the transfer cache and central lists (transfer.c, tcache.c): every pool layout:inline (ktest.h, KT_LAYOUT_INLINE). */
+#define KT_LAYOUT_INLINE 1
 #include "ktest.h"
 
 #include "internal.h"

@@ -8,6 +8,8 @@
  * each is intact at its free), every free succeeds, nothing is quarantined
  * and no error event is recorded.
  */
+/* Tests the thread caches' bins (tcache.c): every pool layout:inline (ktest.h, KT_LAYOUT_INLINE). */
+#define KT_LAYOUT_INLINE 1
 #include "ktest.h"
 
 #include "internal.h"

@@ -3,10 +3,10 @@
  * of its own (noinline), so that callgrind gives each kind of call its
  * inclusive cost (tests/test_instruction_counts.py, the realloc budgets).
  *
- *   realloc_cost /path/to/libkpool.so STEPS
+ *   realloc_cost /path/to/libkpool.so STEPS [CONF]
  *
- * libkpool.so is opened with dlopen, a pool made with daemon:off (default
- * checks: on). Every step makes one call of each kind:
+ * libkpool.so is opened with dlopen, a pool made with CONF (daemon:off when
+ * not given; default checks: on). Every step makes one call of each kind:
  *   one_usable  kp_usable_size of one of 1,000 live blocks of 8-256 bytes;
  *   one_same    kp_realloc of one block between 100 and 101 bytes: both in
  *               the 128-byte class (100 + 16 + 8 and 101 + 16 + 8 need 124
@@ -53,8 +53,8 @@ NOINLINE static void *one_cross(void *p, size_t n)
 
 int main(int argc, char **argv)
 {
-	if (argc != 3) {
-		fprintf(stderr, "usage: realloc_cost LIBKPOOL STEPS\n");
+	if (argc != 3 && argc != 4) {
+		fprintf(stderr, "usage: realloc_cost LIBKPOOL STEPS [CONF]\n");
 		return 2;
 	}
 	void *lib = dlopen(argv[1], RTLD_NOW | RTLD_LOCAL);
@@ -69,7 +69,7 @@ int main(int argc, char **argv)
 	*(void **)&kp_realloc_fn = dlsym(lib, "kp_realloc");
 	*(void **)&kp_usable_fn = dlsym(lib, "kp_usable_size");
 	if (!create || !kp_alloc_fn || !kp_free_fn || !kp_realloc_fn || !kp_usable_fn ||
-	    !(pool = create("daemon:off"))) {
+	    !(pool = create(argc > 3 ? argv[3] : "daemon:off"))) {
 		fprintf(stderr, "libkpool: no pool\n");
 		return 2;
 	}
