@@ -106,7 +106,10 @@ working_set: 500
 """
 
 
-@pytest.mark.xfail(strict=True, reason="the default layout maps segments on the allocation path")
+# Not strict: whether the daemon maps the next segment before the thread needs it depends on the machine's
+# load (5 of 10 runs mapped on the allocation path beside a slow tier and a TSan suite; 0 of 10 once in a
+# fast tier alone).
+@pytest.mark.xfail(strict=False, reason="the default layout maps segments on the allocation path")
 def test_a_paced_workload_maps_nothing_on_the_allocation_path(tmp_path: Path) -> None:
     """test_stress_starved.py's workload, ten runs of kpdrive on the default layout: its allocation path
     made 2-3 mmap and 2 mprotect (a segment and its guarded metadata: outline.c, segment_map) in 5 of 10

@@ -383,15 +383,17 @@ class _DaemonWait:
         self.last, self.t = delay, now
 
 
-def _paced_run() -> tuple[dict[str, int], float]:
-    """The paced loop once: its figures and the longest stretch its daemon waited for a CPU (ms)."""
+def _paced_run(layout: str = "layout:inline,") -> tuple[dict[str, int], float]:
+    """The paced loop once: its figures and the longest stretch its daemon waited for a CPU (ms). The
+    bounds below are the inline layout's (pinned since the default became outline, s24-flip); layout ""
+    is the default's (test_the_default_layout_grows_ahead_of_the_allocating_thread)."""
     rng = random.Random(3)
     total, start = 256 * MiB, 16 * MiB
     # grow_wait_us: on a loaded 2-core machine (pytest -n auto) the daemon thread can be descheduled
     # for a few milliseconds; the grace period keeps this a test of the daemon's capacity, not of the
     # scheduler. The C test test_daemon.c runs the same check without it.
     others = _daemon_tids()
-    with Pool("primary_initial:1m,grow_wait_us:5000") as pool:
+    with Pool(layout + "primary_initial:1m,grow_wait_us:5000") as pool:
         wait = _DaemonWait(others)
         wait.read()
         before = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
@@ -475,3 +477,16 @@ def test_daemon_grows_ahead_of_the_allocating_thread() -> None:
     assert f["steady_faults"] < 0.01 * f["steady_pages"], (
         f"{first}{f['steady_faults']} page faults for {f['steady_pages']} pages"
     )
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="the default layout (outline) pre-faults only past 256 MiB in use (OL_PREFAULT_MIN): 5-7 mmap "
+    "on the allocation path and a fault on every page of this paced 256 MiB (s24-flip)",
+)
+def test_the_default_layout_grows_ahead_of_the_allocating_thread() -> None:
+    f, waited = _paced_run("")
+    if not _paced_ok(f) and waited >= 10.0:
+        f, waited = _paced_run("")
+    assert _paced_ok(f), f"{f} (the daemon waited {waited:.0f} ms for a CPU)"

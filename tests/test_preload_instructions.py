@@ -64,19 +64,25 @@ def parse_inclusive(text: str) -> dict[str, int]:
     return one_calls(callgrind.parse(text))
 
 
-def callgrind_run(mode: str, steps: int) -> dict[str, int]:
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "KPOOL_CONF": "daemon:off"}
+# The budgets are the inline layout's (its fast paths behind the wrappers): pinned since the default became
+# outline (s24-flip); the default layout's figures beside them (test_..._on_the_default_layout).
+INLINE_CONF = "layout:inline,daemon:off"
+DEFAULT_CONF = "daemon:off"
+
+
+def callgrind_run(mode: str, steps: int, conf: str = INLINE_CONF) -> dict[str, int]:
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "KPOOL_CONF": conf}
     if mode == "libc":
         env["LD_PRELOAD"] = str(build.preload_library())
     return one_calls(callgrind.run([str(call_cost()), mode, str(steps)], env=env))
 
 
 @cache
-def per_call() -> dict[str, tuple[float, float]]:
+def per_call(conf: str = INLINE_CONF) -> dict[str, tuple[float, float]]:
     """(through the preload, straight to libkpool) instructions per call of each function."""
     lib = str(build.build("release"))
     result = {}
-    runs = {mode: [callgrind_run(mode, n) for n in STEPS] for mode in ("libc", lib)}
+    runs = {mode: [callgrind_run(mode, n, conf) for n in STEPS] for mode in ("libc", lib)}
     calls = STEPS[1] - STEPS[0]
     for name, k in PER_STEP.items():
         preload, direct = ((r[1][name] - r[0][name]) / (calls * k) for r in (runs["libc"], runs[lib]))
@@ -92,6 +98,30 @@ def test_the_preload_adds_few_instructions_to_each_call(name: str) -> None:
     assert added <= BUDGET[name], (
         f"{name}: {preload:.1f} instructions per call through the preload, {direct:.1f} straight to "
         f"libkpool: the wrapper adds {added:.1f}, over the budget of {BUDGET[name]:.0f}"
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(
+            n,
+            marks=pytest.mark.xfail(
+                strict=True, reason="free() through the preload adds 7 on the default layout (s24-flip)"
+            ),
+        )
+        if n == "free"
+        else n
+        for n in sorted(BUDGET)
+    ],
+)
+def test_the_preload_adds_few_instructions_to_each_call_on_the_default_layout(name: str) -> None:
+    preload, direct = per_call(DEFAULT_CONF)[name]
+    added = preload - direct
+    assert added <= BUDGET[name], (
+        f"{name} (default layout): {preload:.1f} instructions per call through the preload, {direct:.1f} "
+        f"straight to libkpool: the wrapper adds {added:.1f}, over the budget of {BUDGET[name]:.0f}"
     )
 
 

@@ -82,6 +82,8 @@ def test_a_tsan_race_in_a_stress_worker_has_a_parsed_signature(
     wl.write_text(
         "name: race\nprocesses: 1\nthreads: 2\nops: 20000\nseed: 21\nmix: {alloc: 50, xfree: 40, free: 10}\n"
         "sizes: {dist: list, sizes: [{size: 32, weight: 4}, {size: 128, weight: 3}]}\nworking_set: 200\n"
+        # planted 11 is in the inline layout's central lists
+        "pool: {layout: inline}\n"
     )
     reports = tmp_path / "reports"
     args = [
