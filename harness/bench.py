@@ -16,9 +16,10 @@ every round with `--conf checks:off` (the row "kpool-checks-off"), and each of t
 operation takes with checks on (off's ops/s ÷ on's, less one; the median of the rounds' ratios, each round
 running both back to back with one seed); the --json file carries it under "cost_of_checks".
 
-kpool's second small path, the pool option `layout:outline` (allocator/src/outline.c: metadata out of line),
-runs the same way on a-d as the row "kpool-outline" (on d with d's own grow conf, GROW_CONF, and the layout),
-and the ratio table gets a column "outline ÷ best peer" beside kpool's own.
+kpool's default small path is the pool option `layout:outline` (allocator/src/outline.c: metadata out of line,
+the default since session 24); the earlier one, `layout:inline` (block headers, the per-thread cache),
+runs the same way on a-d as the row "kpool-inline" (on d with d's own grow conf, GROW_CONF, and the layout),
+and the ratio table gets a column "inline ÷ best peer" beside kpool's own.
 """
 
 from __future__ import annotations
@@ -44,13 +45,14 @@ WORKLOADS = ("a", "b", "c", "d", "f")
 # kpool with its integrity checks off, beside kpool in every round. Only where the pool's conf is kpbench's
 # default (a-c): d runs its own grow conf, f measures realloc's copies, not the checks.
 CHECKS_OFF = Allocator("kpool-checks-off", "kpool", conf="checks:off")
-# kpool with its out-of-line small path (layout:outline), on the same workloads and on d.
-OUTLINE = Allocator("kpool-outline", "kpool", conf="layout:outline")
-CONF_ROWS = (CHECKS_OFF, OUTLINE)  # kpool in a configuration of its own, beside kpool
+# kpool with its earlier small path (layout:inline: block headers; the default was outline's from session 24),
+# on the same workloads and on d.
+INLINE = Allocator("kpool-inline", "kpool", conf="layout:inline")
+CONF_ROWS = (CHECKS_OFF, INLINE)  # kpool in a configuration of its own, beside kpool
 CHECKS_OFF_WORKLOADS = ("a", "b", "c")
 # The workloads each configuration row runs on.
-CONF_WORKLOADS = {CHECKS_OFF.name: CHECKS_OFF_WORKLOADS, OUTLINE.name: ("a", "b", "c", "d")}
-# kpbench's pool conf for d (allocator/bench/kpbench.h, GROW_CONF; tests/test_bench_outline.py holds the two
+CONF_WORKLOADS = {CHECKS_OFF.name: CHECKS_OFF_WORKLOADS, INLINE.name: ("a", "b", "c", "d")}
+# kpbench's pool conf for d (allocator/bench/kpbench.h, GROW_CONF; tests/test_bench_inline.py holds the two
 # the same): --conf replaces it, so a row of its own on d passes it whole, its own options after it.
 GROW_CONF = "primary_initial:1m,low_wm:32m,high_wm:128m,primary_max:2g"
 BENCH_ALLOCATORS = (ALLOCATORS[0], *CONF_ROWS, *ALLOCATORS[1:])
@@ -262,7 +264,7 @@ def workload_table(workload: str, desc: str, sums: dict[str, dict[str, Any]]) ->
     )
     clock = _median([s["clock_ns"] for s in sums.values() if s["runs"]])
     lines.append(f"latency: {timed}, timed in C; each figure includes one clock read (~{clock:.0f} ns)")
-    for name in ("kpool", OUTLINE.name):
+    for name in ("kpool", INLINE.name):
         row_sum = sums.get(name)
         if workload == "d" and row_sum and row_sum["runs"]:
             pages = " / ".join(f"{p:.0f}" for p in row_sum["pages"])
@@ -276,7 +278,7 @@ def workload_table(workload: str, desc: str, sums: dict[str, dict[str, Any]]) ->
     if traces:
         lines.append("RSS over time, MiB (the median run's sampler, 12 points from start to end):")
         lines += traces
-    for name in ("kpool", OUTLINE.name):
+    for name in ("kpool", INLINE.name):
         if sums.get(name, {}).get("kpool_syscalls"):
             calls = json.dumps(sums[name]["kpool_syscalls"], separators=(",", ":"))
             lines.append(f"{name} system calls: {calls}")
@@ -343,8 +345,8 @@ def _vs_best(kp: dict[str, Any] | None, sums: dict[str, dict[str, Any]], key: st
 
 def ratio_table(summary: dict[str, dict[str, dict[str, Any]]], peers: Sequence[str]) -> str:
     """kpool ops/s divided by each peer's, one row per workload, and by the best of issue 14's peers (and
-    kpool-outline's by the best peer's, when it ran)."""
-    outline = any(OUTLINE.name in sums for sums in summary.values())
+    kpool-inline's by the best peer's, when it ran)."""
+    inline = any(INLINE.name in sums for sums in summary.values())
     rows = []
     for workload, sums in summary.items():
         kp = sums.get("kpool")
@@ -359,11 +361,11 @@ def ratio_table(summary: dict[str, dict[str, dict[str, Any]]], peers: Sequence[s
                 for p in peers
             ]
             + [_vs_best(kp, sums, "ops_per_s", max)]
-            + ([_vs_best(sums.get(OUTLINE.name), sums, "ops_per_s", max)] if outline else [])
+            + ([_vs_best(sums.get(INLINE.name), sums, "ops_per_s", max)] if inline else [])
         )
     best_note = f"best peer: the best of {', '.join(TARGETS)} (issue 14's)"
     text = f"kpool ops/s ÷ peer ops/s (medians; {best_note})\n\n"
-    extra = ["outline ÷ best peer"] if outline else []
+    extra = ["inline ÷ best peer"] if inline else []
     text += output.markdown_table(["workload", *peers, "kpool ÷ best peer", *extra], rows)
     rss_rows = []
     for workload, sums in summary.items():
@@ -375,7 +377,7 @@ def ratio_table(summary: dict[str, dict[str, dict[str, Any]]], peers: Sequence[s
                 for p in peers
             ]
             + [_vs_best(kp, sums, "peak_rss_kib", min)]
-            + ([_vs_best(sums.get(OUTLINE.name), sums, "peak_rss_kib", min)] if outline else [])
+            + ([_vs_best(sums.get(INLINE.name), sums, "peak_rss_kib", min)] if inline else [])
         )
     headers = ["workload", "kpool", *peers, "kpool ÷ best peer", *extra]
     text += "\n\npeak RSS, MiB (VmHWM, medians)\n\n" + output.markdown_table(headers, rss_rows)
@@ -526,7 +528,7 @@ def run_all(
             order = list(allocs[i % len(allocs) :]) + list(allocs[: i % len(allocs)])
             for workload in workloads:
                 for alloc in order:
-                    if alloc.name not in raw[workload]:  # kpool-checks-off on d or f, kpool-outline on f
+                    if alloc.name not in raw[workload]:  # kpool-checks-off on d or f, kpool-inline on f
                         continue
                     output.progress(f"run {i + 1}/{runs}: ({workload}) {alloc.name}")
                     result = runner.run(alloc, workload, seed + i)
