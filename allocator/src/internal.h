@@ -1818,6 +1818,13 @@ typedef struct kp__primary_stats {
 	unsigned threads;
 } kp__primary_stats;
 void kp__stats_primary(kp_pool *pool, kp__primary_stats *st);
+/* layout:outline's blocks are counted on no fast path: the peak of an
+ * outline pool (pool->peak_out_bytes, which backup:auto follows: backup.c)
+ * is raised to in_use, the most a kp_stats reading or a daemon's pass
+ * (kp__ol_daemon_pass, before kp__backup_grow) found in use: a sample, not
+ * every moment's, at least its inline path's own peak. Nothing for an
+ * inline pool. Any thread. */
+void kp__stats_peak(kp_pool *pool, size_t in_use);
 int kp__stats_json(kp_pool *pool, char *buf, size_t len);
 
 static inline bool kp__plausible(kp_pool *pool, const void *h)

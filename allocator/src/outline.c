@@ -629,6 +629,7 @@ void kp__ol_daemon_pass(kp_pool *pool)
 	 * the inline primary's (of the segments' bytes, larson, 7 MB in use in
 	 * 8 segments, had 8 MiB pre-faulted beside it: 14.5 -> 31.7 MiB). */
 	size_t in_use = kp__ol_in_use(pool);
+	kp__stats_peak(pool, in_use); /* backup:auto grows from it, later in the daemon's pass (backup.c) */
 	size_t demand = in_use > ol->peak_in_use ? in_use - ol->peak_in_use : 0;
 	ol->peak_in_use = in_use > ol->peak_in_use ? in_use : ol->peak_in_use;
 	uint64_t cold = atomic_load(&ol->cold) + atomic_load(&ol->alloc_maps);

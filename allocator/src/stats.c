@@ -72,16 +72,17 @@ void kp__stats_primary(kp_pool *pool, kp__primary_stats *st)
 				  .committed = committed,
 				  .threads = threads};
 	pthread_mutex_unlock(&pool->lock);
-	/* layout:outline's blocks are counted on no fast path: the peak of an
-	 * outline pool is the most a kp_stats reading found in use (a sample,
-	 * not every moment's), at least its inline path's own peak */
-	if (pool->ol) {
-		size_t peak = atomic_load_explicit(&pool->peak_out_bytes, memory_order_relaxed);
-		while (peak < in_use &&
-		       !atomic_compare_exchange_weak_explicit(&pool->peak_out_bytes, &peak, in_use,
-							      memory_order_relaxed, memory_order_relaxed))
-			;
-	}
+	kp__stats_peak(pool, in_use);
+}
+
+void kp__stats_peak(kp_pool *pool, size_t in_use)
+{
+	if (!pool->ol)
+		return;
+	size_t peak = atomic_load_explicit(&pool->peak_out_bytes, memory_order_relaxed);
+	while (peak < in_use && !atomic_compare_exchange_weak_explicit(&pool->peak_out_bytes, &peak, in_use,
+								       memory_order_relaxed, memory_order_relaxed))
+		;
 }
 
 static void xcount_add(uint64_t xc[5], const kp__xcount *x)
