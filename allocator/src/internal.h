@@ -1590,6 +1590,9 @@ typedef struct kp__grow {
 	uint64_t touch_samples, probe_rng;
 	unsigned touch_pct;
 	bool prefaulting;
+	/* the last pass's target and rate, for kp_stats (stats.c) from any
+	 * thread: the fields above are the daemon's pass's alone */
+	_Atomic uint64_t shown_target, shown_rate;
 } kp__grow;
 size_t kp__daemon_grow_target(kp_pool *pool, kp__grow *g, size_t demand, bool faulted, size_t held);
 /* A layout's probe of what the program writes (outline.c: written of sampled

@@ -28,7 +28,6 @@
 #define KiB ((size_t)1 << 10)
 #define MiB ((size_t)1 << 20)
 
-
 /* Blocks of `size` until the primary refuses one, or until `upto` bytes;
  * returns how many (into b, at most cap). */
 static size_t fill(kp_pool *pool, void **b, size_t cap, size_t size, size_t upto)
