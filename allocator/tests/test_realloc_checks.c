@@ -148,10 +148,11 @@ static void test_in_place_canary_follows_the_request(void)
 }
 
 /* A write past the request is found by the realloc that comes next, in
- * place or not: an overflow event, the block set aside (kp_usable_size 0),
- * the contents moved to a new block. On each layout: the outline one (the
- * default) quarantines the block's record (outline.c, free_slow); before,
- * it stayed live and kp_usable_size gave the old block's size. */
+ * place or not: an overflow event, the block set aside (kp_usable_size 0, a
+ * free of it refused), the contents moved to a new block. On each layout:
+ * the outline one (the default) quarantines the block's record (outline.c,
+ * free_slow); before, it stayed live and kp_usable_size gave the old
+ * block's size. */
 static void overflow_found_at_realloc(const char *conf)
 {
 	if (KT_ASAN)
@@ -174,6 +175,7 @@ static void overflow_found_at_realloc(const char *conf)
 		size_t keep = r->from < r->to ? r->from : r->to;
 		CHECK(kt_verify_from(q, p, keep, k) == KT_OK, "%zu -> %zu: contents lost", r->from, r->to);
 		CHECK(kp_usable_size(pool, p) == 0, "%zu -> %zu: the overflowed block is still live", r->from, r->to);
+		CHECK(kp_free(pool, p) < 0, "%zu -> %zu: a free of the block set aside accepted", r->from, r->to);
 		CHECK(kp_free(pool, q) == 0, "%zu -> %zu: free of the new block", r->from, r->to);
 	}
 	CHECK(still_works(pool), "pool broken");
