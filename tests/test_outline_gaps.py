@@ -57,7 +57,7 @@ def _built(name: str) -> str:
 
 
 def test_gaps_are_listed() -> None:
-    """The folder holds the four gaps its README names: a file added or removed is said there."""
+    """The folder holds the gaps its README names: a file added or removed is said there."""
     readme = (ALLOCATOR / "tests" / "outline_gaps" / "README.md").read_text()
     assert GAPS, "no test_*.c in allocator/tests/outline_gaps"
     for name in GAPS:

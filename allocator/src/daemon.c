@@ -1076,7 +1076,8 @@ static size_t daemon_target(kp_pool *pool)
  * layout's own, folded in by kp__daemon_grow_touch. Not carried over: the
  * ramp, the slowed rate (a segment is 4 MiB: the demand comes in
  * whole segments, and the share of the bytes held bounds what a burst that
- * stops leaves pre-faulted). */
+ * stops leaves pre-faulted). The target and rate are published in g's
+ * shown_target and shown_rate for kp_stats. */
 size_t kp__daemon_grow_target(kp_pool *pool, kp__grow *g, size_t demand, bool faulted, size_t held)
 {
 	uint64_t now = kp__pool_now(pool), decay = (uint64_t)pool->conf.decay_ms * 1000000ull;
@@ -1096,12 +1097,15 @@ size_t kp__daemon_grow_target(kp_pool *pool, kp__grow *g, size_t demand, bool fa
 		g->boost--, g->boost_ns = now;
 	size_t floor = pool->conf.high_wm != KP_WM_AUTO ? pool->conf.high_wm : 0;
 	uint64_t quiet = (uint64_t)KP_QUIET_HORIZONS * KP_HORIZON_MS * 1000000ull;
-	if (!g->grow_ns || now - g->grow_ns > quiet) {
+	size_t want = floor;
+	if (!g->grow_ns || now - g->grow_ns > quiet)
 		g->rate = 0;
-		return floor;
-	}
-	size_t want = rate_headroom(g->rate, g->boost, held, g->busy >= KP_BUSY_PASSES);
-	return want > floor ? want : floor;
+	else
+		want = rate_headroom(g->rate, g->boost, held, g->busy >= KP_BUSY_PASSES);
+	want = want > floor ? want : floor;
+	atomic_store_explicit(&g->shown_target, want, memory_order_relaxed);
+	atomic_store_explicit(&g->shown_rate, g->rate, memory_order_relaxed);
+	return want;
 }
 
 /* The daemon's wait after a pass: daemon_interval_ms, the timer, unless

@@ -1590,6 +1590,9 @@ typedef struct kp__grow {
 	uint64_t touch_samples, probe_rng;
 	unsigned touch_pct;
 	bool prefaulting;
+	/* the last pass's target and rate, for kp_stats (stats.c) from any
+	 * thread: the fields above are the daemon's pass's alone */
+	_Atomic uint64_t shown_target, shown_rate;
 } kp__grow;
 size_t kp__daemon_grow_target(kp_pool *pool, kp__grow *g, size_t demand, bool faulted, size_t held);
 /* A layout's probe of what the program writes (outline.c: written of sampled
@@ -1818,6 +1821,13 @@ typedef struct kp__primary_stats {
 	unsigned threads;
 } kp__primary_stats;
 void kp__stats_primary(kp_pool *pool, kp__primary_stats *st);
+/* layout:outline's blocks are counted on no fast path: the peak of an
+ * outline pool (pool->peak_out_bytes, which backup:auto follows: backup.c)
+ * is raised to in_use, the most a kp_stats reading or a daemon's pass
+ * (kp__ol_daemon_pass, before kp__backup_grow) found in use: a sample, not
+ * every moment's, at least its inline path's own peak. Nothing for an
+ * inline pool. Any thread. */
+void kp__stats_peak(kp_pool *pool, size_t in_use);
 int kp__stats_json(kp_pool *pool, char *buf, size_t len);
 
 static inline bool kp__plausible(kp_pool *pool, const void *h)

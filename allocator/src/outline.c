@@ -629,6 +629,7 @@ void kp__ol_daemon_pass(kp_pool *pool)
 	 * the inline primary's (of the segments' bytes, larson, 7 MB in use in
 	 * 8 segments, had 8 MiB pre-faulted beside it: 14.5 -> 31.7 MiB). */
 	size_t in_use = kp__ol_in_use(pool);
+	kp__stats_peak(pool, in_use); /* backup:auto grows from it, later in the daemon's pass (backup.c) */
 	size_t demand = in_use > ol->peak_in_use ? in_use - ol->peak_in_use : 0;
 	ol->peak_in_use = in_use > ol->peak_in_use ? in_use : ol->peak_in_use;
 	uint64_t cold = atomic_load(&ol->cold) + atomic_load(&ol->alloc_maps);
@@ -1989,9 +1990,20 @@ static int free_slow(kp_pool *pool, void *p, struct ol_span *pg, uint32_t idx, u
 			return kp__violation(pool, KP_EV_DOUBLE_FREE, KP_EDOUBLEFREE, p, pg->bsize - pg->csz,
 					     "double free");
 		break; /* never made, or the span's tail: never a block */
-	case KP_OL_OVERFLOW:
-		atomic_fetch_add(&pool->quarantined, 1); /* the block stays allocated: never handed out again */
+	case KP_OL_OVERFLOW: {
+		/* the block stays out of its span's stack: never handed out again.
+		 * Its record quarantined (OL_QUAR), as poison_alloc's block written
+		 * after its free: kp_usable_size answers 0 and a free of the stale
+		 * pointer (the old block of a kp_realloc that moved) is a double
+		 * free. Before, the record stayed live: kp_usable_size gave its
+		 * size (test_realloc_checks). Only from the live state st the
+		 * caller read: a racing free that took the record keeps it. */
+		uint32_t live = st; /* not st: a failed exchange writes the state it found there */
+		__atomic_compare_exchange_n(&pg->rec[idx].state, &live, OL_QUAR, false, __ATOMIC_RELAXED,
+					    __ATOMIC_RELAXED);
+		atomic_fetch_add(&pool->quarantined, 1);
 		return kp__violation(pool, KP_EV_OVERFLOW, KP_EOVERFLOW, p, st - 1, "overflow, quarantined");
+	}
 	default: break;
 	}
 	return kp__violation(pool, KP_EV_INVALID_FREE, KP_ENOTOURS, p, KP_SIZE_UNKNOWN,
