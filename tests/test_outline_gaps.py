@@ -76,15 +76,6 @@ def test_outline_gap(name: str) -> None:
     assert proc.returncode == 0, "\n".join(_failure_lines(out)[:20])
 
 
-@pytest.mark.xfail(strict=True, reason="the default layout's daemon starts only at a second segment")
-def test_a_program_holding_megabytes_gets_the_daemon(programs: dict[str, Path], preload: Path) -> None:
-    """traps many (2.5 MiB held at once) gets the daemon on layout:inline (1 MiB handed out,
-    kp__daemon_wanted); on the default layout kp__ol_wanted asks for a second segment, which the
-    allocation path then maps itself (test_preload.py's busy/many and fork tests, test_run.py)."""
-    many = run([str(programs["traps"]), "many"], preload)
-    assert many.stdout == "daemon: running\n"
-
-
 @pytest.mark.xfail(strict=True, reason="hot.txt lists the inline layout's functions, not outline.c's")
 def test_a_small_program_on_the_default_layout_keeps_one_window_of_text(
     programs: dict[str, Path], preload: Path

@@ -21,7 +21,7 @@
  *   - the daemon: the pool is made with daemon:off, and the thread is
  *     started by kp_daemon_start from the allocation call of a thread that
  *     made `daemon_after` allocations, once the pool has work for it (1 MiB
- *     handed out), after this library's constructor ran, with no kpool lock
+ *     handed out, or in use on layout:outline), after this library's constructor ran, with no kpool lock
  *     held (pthread_create allocates); never in the constructor, never while
  *     the pool is being made. A program that allocates little, or often but
  *     within 1 MiB, never gets the thread;
