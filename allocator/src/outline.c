@@ -819,7 +819,7 @@ static bool wanted_in_use(kp__ol *ol)
 bool kp__ol_wanted(kp_pool *pool)
 {
 	kp__ol *ol = pool->ol;
-	return ol && (__atomic_load_n(&ol->nsegs, __ATOMIC_RELAXED) > 1 || wanted_in_use(ol));
+	return ol && wanted_in_use(ol);
 }
 
 /* A heap's avail lock (outline.h): the owner in its slow paths, the daemon
