@@ -786,7 +786,10 @@ void kp__ol_daemon_pass(kp_pool *pool)
  * started daemon (kp__ol_wanted): the inline pool's rule (daemon.c,
  * KP_PREFAULT_MIN: 1 MiB handed out), so a program holding a few MiB gets
  * its paced growth, decay and backup refill on either layout, and one of a
- * few hundred KiB (the preload's `traps busy`, 64 KiB live) pays no thread. */
+ * few hundred KiB (the preload's `traps busy`, 64 KiB live) pays no thread.
+ * Not the segments mapped: a heap carves from a segment of its own, so
+ * resident.c's four threads of 64 small blocks each (tests/data/preload)
+ * mapped 4-6 and started the daemon with more than one (s24). */
 #define OL_WANTED_BYTES ((uint64_t)1 << 20)
 
 /* Whether the live blocks of the spans reach OL_WANTED_BYTES, as
