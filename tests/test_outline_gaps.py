@@ -12,13 +12,11 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import re
 import subprocess
 from pathlib import Path
 
 import pytest
 from test_c_suite import ALLOCATOR, SANITIZER_ENV, _failure_lines, _make, _tail
-from test_preload import run
 
 from harness import build, spec
 from harness.stress.binary import ensure_kpdrive
@@ -74,26 +72,6 @@ def test_outline_gap(name: str) -> None:
     )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, "\n".join(_failure_lines(out)[:20])
-
-
-@pytest.mark.xfail(strict=True, reason="the default layout's daemon starts only at a second segment")
-def test_a_program_holding_megabytes_gets_the_daemon(programs: dict[str, Path], preload: Path) -> None:
-    """traps many (2.5 MiB held at once) gets the daemon on layout:inline (1 MiB handed out,
-    kp__daemon_wanted); on the default layout kp__ol_wanted asks for a second segment, which the
-    allocation path then maps itself (test_preload.py's busy/many and fork tests, test_run.py)."""
-    many = run([str(programs["traps"]), "many"], preload)
-    assert many.stdout == "daemon: running\n"
-
-
-@pytest.mark.xfail(strict=True, reason="hot.txt lists the inline layout's functions, not outline.c's")
-def test_a_small_program_on_the_default_layout_keeps_one_window_of_text(
-    programs: dict[str, Path], preload: Path
-) -> None:
-    """test_preload.py's resident test on the default layout: 124 KiB of the text resident, not 64."""
-    proc = run([str(programs["resident"])], preload)
-    found = re.search(r"text resident KiB: (\d+) of", proc.stdout)
-    assert found, proc.stdout + proc.stderr
-    assert int(found[1]) <= 64
 
 
 PACED = """\

@@ -51,9 +51,8 @@ def test_conformance_suite_gives_glibc_results_on_outline(programs: dict[str, Pa
     assert kpool.stderr == ""
 
 
-# Not traps' fork case: it requires the daemon running in the parent, and a preload pool starts its daemon
-# once the primary has handed out memory or an outline pool maps its second segment (kp__daemon_wanted),
-# which the fork trap's few small blocks never do. test_outline_integrity's test_fork forks.
+# Not traps' fork case: test_preload.py runs it on both layouts (the daemon running in the parent: an
+# outline pool's starts at 1 MiB in use, kp__ol_wanted). test_outline_integrity's test_fork forks.
 @pytest.mark.parametrize(("trap", "says"), [("early", "early blocks: ok")])
 def test_traps_pass_on_outline(programs: dict[str, Path], preload: Path, trap: str, says: str) -> None:
     proc = run([str(programs["traps"]), trap], preload, OUTLINE)

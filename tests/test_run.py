@@ -69,8 +69,7 @@ def test_a_planted_double_free_aborts_is_recorded_and_replays(traps: Path, tmp_p
 
 
 def test_figures_and_exit_status_of_a_clean_run(traps: Path, tmp_path: Path) -> None:
-    # layout:inline: tcache_bytes is its knob, and its daemon starts at 1 MiB handed out (the default's
-    # only at a second segment: test_outline_gaps.py)
+    # layout:inline: tcache_bytes is its knob
     conf = "layout:inline,tcache_bytes:64k"
     result = run.run_program([str(traps), "many"], "kpool", conf, echo_stderr=False,
                              stdout=subprocess.DEVNULL)  # fmt: skip

@@ -192,7 +192,8 @@ void *kp__ol_realloc(kp_pool *pool, void *p, size_t size, unsigned flags);
  * free, after decay_ms. */
 void kp__ol_daemon_pass(kp_pool *pool);
 /* Whether an outline pool has work for a lazily started daemon (the
- * preload: kp__daemon_wanted): more than one data segment mapped. */
+ * preload: kp__daemon_wanted): 1 MiB of blocks in use (the inline pool's
+ * rule). Any thread; never blocks (the outline lock by trylock). */
 bool kp__ol_wanted(kp_pool *pool);
 /* kp_stats' bytes in use of the outline blocks (stats.c); 0 for an inline
  * pool. Takes the outline lock. */

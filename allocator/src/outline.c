@@ -783,10 +783,47 @@ void kp__ol_daemon_pass(kp_pool *pool)
 	pthread_mutex_unlock(&ol->lock);
 }
 
+/* The bytes in use past which an outline pool has work for a lazily
+ * started daemon (kp__ol_wanted): the inline pool's rule (daemon.c,
+ * KP_PREFAULT_MIN: 1 MiB handed out), so a program holding a few MiB gets
+ * its paced growth, decay and backup refill on either layout, and one of a
+ * few hundred KiB (the preload's `traps busy`, 64 KiB live) pays no thread.
+ * Not the segments mapped: a heap carves from a segment of its own, so
+ * resident.c's four threads of 64 small blocks each (tests/data/preload)
+ * mapped 4-6 and started the daemon with more than one (s24). */
+#define OL_WANTED_BYTES ((uint64_t)1 << 20)
+
+/* Whether the live blocks of the spans reach OL_WANTED_BYTES, as
+ * kp__ol_in_use counts them less the foreign caches (an upper bound). The
+ * outline lock by trylock: false when another thread holds it (the caller
+ * asks again later), so it never blocks, nor deadlocks a thread that holds
+ * it already (a signal handler's malloc). */
+static bool wanted_in_use(kp__ol *ol)
+{
+	if (pthread_mutex_trylock(&ol->lock) != 0)
+		return false;
+	uint64_t bytes = 0;
+	for (struct ol_seg *s = ol->segs; s && bytes < OL_WANTED_BYTES; s = s->next) {
+		uint32_t used = __atomic_load_n(&s->used, __ATOMIC_ACQUIRE);
+		for (uint32_t i = 0; i < used; i++) {
+			struct ol_span *pg = &s->spans[i];
+			if (!pg->start)
+				continue; /* a later slice of a span of several */
+			int64_t live = (int64_t)__atomic_load_n(&pg->fresh, __ATOMIC_RELAXED) -
+				       (kp__ol_sp(pg) - pg->stack0) -
+				       atomic_load_explicit(&pg->nremote, memory_order_relaxed);
+			if (live > 0)
+				bytes += (uint64_t)live * (pg->bsize - pg->csz);
+		}
+	}
+	pthread_mutex_unlock(&ol->lock);
+	return bytes >= OL_WANTED_BYTES;
+}
+
 bool kp__ol_wanted(kp_pool *pool)
 {
 	kp__ol *ol = pool->ol;
-	return ol && __atomic_load_n(&ol->nsegs, __ATOMIC_RELAXED) > 1;
+	return ol && wanted_in_use(ol);
 }
 
 /* A heap's avail lock (outline.h): the owner in its slow paths, the daemon
