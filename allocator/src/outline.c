@@ -1717,6 +1717,7 @@ static struct ol_span *span_adopt(kp_pool *pool, struct ol_heap *h, uint32_t cls
  * empty heap (a slot that names the pool but holds no heap of it yet):
  * kp__ol_alloc finds or makes the thread's. */
 static __attribute__((noinline)) void *refill_span(kp_pool *pool, struct ol_heap *h, uint32_t cls, size_t n);
+static void *refill_body(kp_pool *pool, struct ol_heap *h, uint32_t cls, size_t n);
 
 /* The foreign cache's case apart, in a function that saves no register
  * (kpbench c: every allocation comes here while blocks migrate). */
@@ -1727,7 +1728,97 @@ __attribute__((noinline)) void *kp__ol_refill(kp_pool *pool, struct ol_heap *h, 
 	return refill_span(pool, h, cls, n);
 }
 
+/* A signal handler's call into the pool on a thread inside refill_span
+ * (its heap's spans in hand and lists, perhaps its avail lock held): kpool
+ * never nests its own calls, so ol_busy set says the call is a handler's.
+ * Its allocation takes alloc.c's path (kp__alloc_classic: none of its
+ * locks is one the refill holds, and kp__mutex_lock aborts with one line
+ * if the handler interrupted that path itself; kp_free sends the block
+ * there, as the blocks refill_span takes from it when the OS refuses); a
+ * free that would relist a span (span_relist_locked, under the avail lock)
+ * leaves it in ol_later for the refill to relist as it ends. Before (s24),
+ * the handler's refill spun forever on the avail lock its own thread held
+ * (test_preload_attack19's signal-malloc: 1 run in 4; test_outline_signal).
+ * Initial-exec, as kp__ol_pslot: the preload's TLS is static. */
+static __thread bool ol_busy __attribute__((tls_model("initial-exec")));
+/* Spans a handler's frees asked to relist while one refill ran: at most a
+ * few (a handler's frees between two refills); past these, a span stays
+ * retired until its next free outside a handler relists it. */
+#define OL_LATER 8
+static __thread struct ol_later {
+	kp_pool *pool;
+	struct ol_span *pg;
+} ol_later[OL_LATER] __attribute__((tls_model("initial-exec")));
+static __thread uint32_t ol_later_n __attribute__((tls_model("initial-exec")));
+
+/* The spans ol_later holds, relisted if still retired (a later free or a
+ * drain may have relisted one meanwhile), this thread marked busy again
+ * meanwhile (a handler's free then adds to ol_later, and the loop sees
+ * it). An entry a handler adds between a take and the count's store is
+ * lost: its span waits for its next free. */
+static __attribute__((noinline, cold)) void refill_done_later(void)
+{
+	do {
+		ol_busy = true;
+		atomic_signal_fence(memory_order_seq_cst);
+		while (ol_later_n) {
+			uint32_t k = ol_later_n - 1;
+			struct ol_later e = ol_later[k];
+			ol_later_n = k;
+			atomic_signal_fence(memory_order_seq_cst);
+			owner_lock(e.pool, e.pg->heap);
+			if (atomic_load_explicit(&e.pg->owner, memory_order_relaxed) & OL_OWN_FULL)
+				span_relist(e.pg->heap, e.pg);
+			owner_unlock(e.pg->heap);
+		}
+		atomic_signal_fence(memory_order_seq_cst);
+		ol_busy = false;
+		atomic_signal_fence(memory_order_seq_cst);
+	} while (ol_later_n);
+}
+
+/* span_relist_locked's call inside a refill (a handler's free): pg into
+ * ol_later, once, or left retired when it is full. */
+static __attribute__((noinline, cold)) void relist_later(kp_pool *pool, struct ol_span *pg)
+{
+	uint32_t k = ol_later_n;
+	for (uint32_t i = 0; i < k; i++)
+		if (ol_later[i].pg == pg)
+			return;
+	if (k < OL_LATER) {
+		ol_later[k] = (struct ol_later){pool, pg};
+		atomic_signal_fence(memory_order_seq_cst);
+		ol_later_n = k + 1;
+	}
+}
+
+/* refill_body with this thread marked busy (above); a call made inside one
+ * (a handler's) goes to alloc.c's path. */
 static __attribute__((noinline)) void *refill_span(kp_pool *pool, struct ol_heap *h, uint32_t cls, size_t n)
+{
+	if (KP_UNLIKELY(ol_busy))
+		return kp__alloc_classic(pool, n, 0);
+	ol_busy = true;
+	atomic_signal_fence(memory_order_seq_cst);
+	void *p = refill_body(pool, h, cls, n);
+	atomic_signal_fence(memory_order_seq_cst);
+	ol_busy = false;
+	atomic_signal_fence(memory_order_seq_cst);
+	if (KP_UNLIKELY(ol_later_n))
+		refill_done_later();
+	return p;
+}
+
+/* kp__ol_refill from inside refill_body: the foreign cache, or the body
+ * again (this thread is marked busy already). */
+static void *refill_again(kp_pool *pool, struct ol_heap *h, uint32_t cls, size_t n)
+{
+	if (h->fc_n[cls])
+		return fc_pop(pool, h, cls, n);
+	return refill_body(pool, h, cls, n);
+}
+
+static void *refill_body(kp_pool *pool, struct ol_heap *h, uint32_t cls, size_t n)
 {
 	if (h == &kp__ol_empty_heap) /* pool: any pointer whose first word is the slot's id */
 		return kp__alloc_slow(pool, n, 0);
@@ -1771,7 +1862,7 @@ static __attribute__((noinline)) void *refill_span(kp_pool *pool, struct ol_heap
 			if (*sp != OL_SENT)
 				return kp__ol_pop(h, pg, sp, *sp, n);
 			if (pg->fresh >= pg->nblocks)
-				return kp__ol_refill(pool, h, cls, n);
+				return refill_again(pool, h, cls, n);
 		}
 		span_extend(pool, pg);
 		sp = kp__ol_sp(pg);
@@ -1800,7 +1891,7 @@ static __attribute__((noinline)) void *refill_span(kp_pool *pool, struct ol_heap
 	sp = kp__ol_sp(pg);
 	if (*sp == OL_SENT) { /* a listed span left in hand with none free (heap_abandon, the swap above) */
 		if (pg->fresh >= pg->nblocks)
-			return kp__ol_refill(pool, h, cls, n); /* retired, the next */
+			return refill_again(pool, h, cls, n); /* retired, the next */
 		span_extend(pool, pg);
 		sp = kp__ol_sp(pg);
 	}
@@ -1913,6 +2004,10 @@ static inline __attribute__((always_inline)) struct ol_span *block_of(struct ol_
 
 static __attribute__((noinline)) void span_relist_locked(kp_pool *pool, struct ol_span *pg)
 {
+	if (KP_UNLIKELY(ol_busy)) { /* a handler's free inside a refill: after it (refill_span) */
+		relist_later(pool, pg);
+		return;
+	}
 	struct ol_heap *h = pg->heap;
 	owner_lock(pool, h);
 	span_relist(h, pg);
