@@ -95,9 +95,9 @@
  * pointer took its heap: thread_churn's outline pool peaked at 8 MiB
  * against the inline path's 2.
  *
- * System calls (os.c, counted): the slice map, the heap arena and a spare
- * segment at kp_create; a heap past the arena's 64; a segment when no spare
- * is left (rare: counted in ol->alloc_maps). None on kp_alloc/kp_free in
+ * System calls (os.c, counted): the slice map, the heap arena and
+ * OL_SPARES_MIN spare segments at kp_create; a heap past the arena's 64; a
+ * segment when no spare is left (rare: counted in ol->alloc_maps). None on kp_alloc/kp_free in
  * steady state, nor on a thread's first span.
  *
  * Growth (the grow daemon's pass, kp__ol_daemon_pass): spare segments are
@@ -215,6 +215,16 @@ static void unmap_guarded(kp_pool *pool, void *p, size_t n)
 #define OL_ARENA_HEAPS 64u
 #define OL_ARENA_BYTES ((OL_ARENA_HEAPS * OL_HEAP_STRIDE + KP_PAGE - 1) & ~(size_t)(KP_PAGE - 1))
 
+/* Spares kept mapped at the least, from kp_create on (the daemon's pass
+ * keeps them so, and a heap that leaves fewer wakes it): the heaps' first
+ * segment takes one, and the next still finds one while the daemon, woken
+ * by the first, maps its replacement. With one, a program that took its
+ * second segment before the daemon's pass had run mapped it on its
+ * allocation path (kpdrive's paced workload, 500 blocks of 16 B-8 KiB in
+ * two segments: 2-3 mmap and 2 mprotect in 5 runs of 10). A mapped spare
+ * costs address space and its record's page. */
+#define OL_SPARES_MIN 2u
+
 static struct ol_seg *segment_map(kp_pool *pool);
 static void exit_hook_init(void);
 static void avail_lock(kp_pool *pool, struct ol_heap *h);
@@ -237,10 +247,13 @@ int kp__ol_create(kp_pool *pool)
 	/* the first heaps and a first segment, now (kp_create's system
 	 * calls): a thread's first allocations make none */
 	ol->arena = map_guarded(pool, OL_ARENA_BYTES);
-	ol->spare = segment_map(pool);
-	ol->nspare = ol->spare != NULL;
-	atomic_store(&ol->wake_spares, 1);
-	if (!ol->arena || !ol->spare) {
+	struct ol_seg **pp = &ol->spare;
+	while (ol->nspare < OL_SPARES_MIN && (*pp = segment_map(pool)) != NULL) {
+		ol->nspare++;
+		pp = &(*pp)->next;
+	}
+	atomic_store(&ol->wake_spares, OL_SPARES_MIN);
+	if (!ol->arena || ol->nspare < OL_SPARES_MIN) {
 		kp__ol_destroy(pool);
 		return -1;
 	}
@@ -666,7 +679,7 @@ void kp__ol_daemon_pass(kp_pool *pool)
 	nahead = nahead > nready ? nahead : nready;
 	nahead = nahead < room ? nahead : (uint32_t)room;
 	nahead = nahead < OL_PASS_SEGS ? nahead : OL_PASS_SEGS;
-	uint32_t nmapped = 2 * nahead > 1 ? 2 * nahead : 1;
+	uint32_t nmapped = 2 * nahead > OL_SPARES_MIN ? 2 * nahead : OL_SPARES_MIN;
 	if (!pool->conf.prefault)
 		nready = 0;
 	atomic_store_explicit(&ol->wake_spares, nmapped, memory_order_relaxed);
