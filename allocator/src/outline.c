@@ -215,16 +215,6 @@ static void unmap_guarded(kp_pool *pool, void *p, size_t n)
 #define OL_ARENA_HEAPS 64u
 #define OL_ARENA_BYTES ((OL_ARENA_HEAPS * OL_HEAP_STRIDE + KP_PAGE - 1) & ~(size_t)(KP_PAGE - 1))
 
-/* Spares kept mapped at the least, from kp_create on (the daemon's pass
- * keeps them so, and a heap that leaves fewer wakes it): the heaps' first
- * segment takes one, and the next still finds one while the daemon, woken
- * by the first, maps its replacement. With one, a program that took its
- * second segment before the daemon's pass had run mapped it on its
- * allocation path (kpdrive's paced workload, 500 blocks of 16 B-8 KiB in
- * two segments: 2-3 mmap and 2 mprotect in 5 runs of 10). A mapped spare
- * costs address space and its record's page. */
-#define OL_SPARES_MIN 2u
-
 static struct ol_seg *segment_map(kp_pool *pool);
 static void exit_hook_init(void);
 static void avail_lock(kp_pool *pool, struct ol_heap *h);
