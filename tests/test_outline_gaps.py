@@ -84,14 +84,11 @@ working_set: 500
 """
 
 
-# Not strict: whether the daemon maps the next segment before the thread needs it depends on the machine's
-# load (5 of 10 runs mapped on the allocation path beside a slow tier and a TSan suite; 0 of 10 once in a
-# fast tier alone).
-@pytest.mark.xfail(strict=False, reason="the default layout maps segments on the allocation path")
 def test_a_paced_workload_maps_nothing_on_the_allocation_path(tmp_path: Path) -> None:
     """test_stress_starved.py's workload, ten runs of kpdrive on the default layout: its allocation path
     made 2-3 mmap and 2 mprotect (a segment and its guarded metadata: outline.c, segment_map) in 5 of 10
-    runs, layout:inline none in 10."""
+    runs, layout:inline none in 10: its second segment came before the daemon's pass had mapped a spare.
+    Two spares are kept mapped from kp_create on now (outline.c, OL_SPARES_MIN)."""
     path = tmp_path / "paced.yaml"
     path.write_text(PACED)
     prog = tmp_path / "paced.prog"
@@ -105,13 +102,12 @@ def test_a_paced_workload_maps_nothing_on_the_allocation_path(tmp_path: Path) ->
     assert made == [0] * 10, f"allocation-path system calls per run: {made}"
 
 
-# Not strict: the handler lands inside a refill's locked section in some runs only (1 of 4 here).
-@pytest.mark.xfail(strict=False, reason="a handler's refill spins on its own thread's heap lock (outline.c)")
 def test_a_signal_handler_that_mallocs_on_the_default_layout_never_hangs(
     programs: dict[str, Path], preload: Path
 ) -> None:
-    """test_preload_attack19.py's signal-malloc on the default layout: the handler's malloc waits in
-    avail_lock (outline.c) for the heap lock its own thread holds in refill_span, yielding forever."""
+    """test_preload_attack19.py's signal-malloc on the default layout: the handler's malloc waited in
+    avail_lock (outline.c) for the heap lock its own thread held in refill_span, yielding forever (1 run
+    in 4); a call inside a refill now takes alloc.c's path (outline.c, ol_busy; test_outline_signal.c)."""
     for _ in range(3):
         env = {"PATH": "/usr/bin:/bin", "LANG": "C", "LD_PRELOAD": str(preload)}
         argv = [str(programs["attack19"]), "signal-malloc"]

@@ -95,9 +95,9 @@
  * pointer took its heap: thread_churn's outline pool peaked at 8 MiB
  * against the inline path's 2.
  *
- * System calls (os.c, counted): the slice map, the heap arena and a spare
- * segment at kp_create; a heap past the arena's 64; a segment when no spare
- * is left (rare: counted in ol->alloc_maps). None on kp_alloc/kp_free in
+ * System calls (os.c, counted): the slice map, the heap arena and
+ * OL_SPARES_MIN spare segments at kp_create; a heap past the arena's 64; a
+ * segment when no spare is left (rare: counted in ol->alloc_maps). None on kp_alloc/kp_free in
  * steady state, nor on a thread's first span.
  *
  * Growth (the grow daemon's pass, kp__ol_daemon_pass): spare segments are
@@ -237,10 +237,13 @@ int kp__ol_create(kp_pool *pool)
 	/* the first heaps and a first segment, now (kp_create's system
 	 * calls): a thread's first allocations make none */
 	ol->arena = map_guarded(pool, OL_ARENA_BYTES);
-	ol->spare = segment_map(pool);
-	ol->nspare = ol->spare != NULL;
-	atomic_store(&ol->wake_spares, 1);
-	if (!ol->arena || !ol->spare) {
+	struct ol_seg **pp = &ol->spare;
+	while (ol->nspare < OL_SPARES_MIN && (*pp = segment_map(pool)) != NULL) {
+		ol->nspare++;
+		pp = &(*pp)->next;
+	}
+	atomic_store(&ol->wake_spares, OL_SPARES_MIN);
+	if (!ol->arena || ol->nspare < OL_SPARES_MIN) {
 		kp__ol_destroy(pool);
 		return -1;
 	}
@@ -667,7 +670,7 @@ void kp__ol_daemon_pass(kp_pool *pool)
 	nahead = nahead > nready ? nahead : nready;
 	nahead = nahead < room ? nahead : (uint32_t)room;
 	nahead = nahead < OL_PASS_SEGS ? nahead : OL_PASS_SEGS;
-	uint32_t nmapped = 2 * nahead > 1 ? 2 * nahead : 1;
+	uint32_t nmapped = 2 * nahead > OL_SPARES_MIN ? 2 * nahead : OL_SPARES_MIN;
 	if (!pool->conf.prefault)
 		nready = 0;
 	atomic_store_explicit(&ol->wake_spares, nmapped, memory_order_relaxed);
@@ -1492,6 +1495,93 @@ static void span_relist(struct ol_heap *h, struct ol_span *pg)
 	h->avail[pg->cls] = pg;
 }
 
+/* A signal handler's call into the pool on a thread inside refill_span
+ * (its heap's spans in hand and lists, perhaps its avail lock held), or
+ * inside another section of the owner's that holds the avail lock
+ * (span_relist_locked, heap_abandon): kpool never nests its own calls, so
+ * ol_busy set says the call is a handler's.
+ * Its allocation takes alloc.c's path (kp__alloc_classic: none of its
+ * locks is one the refill holds, and kp__mutex_lock aborts with one line
+ * if the handler interrupted that path itself; kp_free sends the block
+ * there, as the blocks refill_span takes from it when the OS refuses); a
+ * free that would relist a span (span_relist_locked, under the avail lock)
+ * leaves it in ol_later, relisted as the section ends (busy_leave). Before (s24),
+ * the handler's refill spun forever on the avail lock its own thread held
+ * (test_preload_attack19's signal-malloc: 1 run in 4; test_outline_signal).
+ * Initial-exec, as kp__ol_pslot: the preload's TLS is static. */
+static __thread bool ol_busy __attribute__((tls_model("initial-exec")));
+/* Spans a handler's frees asked to relist while one section ran: at most
+ * a few (a handler's frees inside one); past these, a span stays
+ * retired until its next free outside a handler relists it. */
+#define OL_LATER 8
+static __thread struct ol_later {
+	kp_pool *pool;
+	struct ol_span *pg;
+} ol_later[OL_LATER] __attribute__((tls_model("initial-exec")));
+static __thread uint32_t ol_later_n __attribute__((tls_model("initial-exec")));
+
+/* The spans ol_later holds, relisted if still retired (a later free or a
+ * drain may have relisted one meanwhile), this thread marked busy again
+ * meanwhile (a handler's free then adds to ol_later, and the loop sees
+ * it). An entry a handler adds between a take and the count's store is
+ * lost: its span waits for its next free. */
+static __attribute__((noinline, cold)) void busy_later(void)
+{
+	do {
+		ol_busy = true;
+		atomic_signal_fence(memory_order_seq_cst);
+		while (ol_later_n) {
+			uint32_t k = ol_later_n - 1;
+			struct ol_later e = ol_later[k];
+			ol_later_n = k;
+			atomic_signal_fence(memory_order_seq_cst);
+			owner_lock(e.pool, e.pg->heap);
+			if (atomic_load_explicit(&e.pg->owner, memory_order_relaxed) & OL_OWN_FULL)
+				span_relist(e.pg->heap, e.pg);
+			owner_unlock(e.pg->heap);
+		}
+		atomic_signal_fence(memory_order_seq_cst);
+		ol_busy = false;
+		atomic_signal_fence(memory_order_seq_cst);
+	} while (ol_later_n);
+}
+
+/* span_relist_locked's call inside a busy section (a handler's free): pg into
+ * ol_later, once, or left retired when it is full. */
+static __attribute__((noinline, cold)) void relist_later(kp_pool *pool, struct ol_span *pg)
+{
+	uint32_t k = ol_later_n;
+	for (uint32_t i = 0; i < k; i++)
+		if (ol_later[i].pg == pg)
+			return;
+	if (k < OL_LATER) {
+		ol_later[k] = (struct ol_later){pool, pg};
+		atomic_signal_fence(memory_order_seq_cst);
+		ol_later_n = k + 1;
+	}
+}
+
+/* This thread into a busy section (above): false if it is in one already
+ * (the caller is a handler's call). */
+static inline bool busy_enter(void)
+{
+	if (KP_UNLIKELY(ol_busy))
+		return false;
+	ol_busy = true;
+	atomic_signal_fence(memory_order_seq_cst);
+	return true;
+}
+
+/* Out of it: the spans a handler's frees left meanwhile relisted. */
+static inline void busy_leave(void)
+{
+	atomic_signal_fence(memory_order_seq_cst);
+	ol_busy = false;
+	atomic_signal_fence(memory_order_seq_cst);
+	if (KP_UNLIKELY(ol_later_n))
+		busy_later();
+}
+
 /* The owner takes back what other threads freed. A span's dirty link is
  * read before its list is taken: after that a freer may push it again. A
  * block whose record is not OL_LISTED was stored over by the owner's free
@@ -1634,6 +1724,7 @@ static void heap_abandon(kp_pool *pool, uintptr_t tp)
 	pthread_mutex_unlock(&ol->lock);
 	if (!h)
 		return;
+	bool mine = busy_enter(); /* a handler's call meanwhile takes alloc.c's path */
 	fc_flush_all(pool, h);
 	owner_lock(pool, h);
 	drain_remote(pool, h);
@@ -1648,6 +1739,8 @@ static void heap_abandon(kp_pool *pool, uintptr_t tp)
 		class_point(h, c, &empty_span);
 	}
 	owner_unlock(h);
+	if (mine)
+		busy_leave();
 	pthread_mutex_lock(&ol->lock);
 	heap_own(ol, h, OL_OWN_NONE);
 	h->self = OL_OWN_NONE;
@@ -1755,6 +1848,7 @@ static struct ol_span *span_adopt(kp_pool *pool, struct ol_heap *h, uint32_t cls
  * empty heap (a slot that names the pool but holds no heap of it yet):
  * kp__ol_alloc finds or makes the thread's. */
 static __attribute__((noinline)) void *refill_span(kp_pool *pool, struct ol_heap *h, uint32_t cls, size_t n);
+static void *refill_body(kp_pool *pool, struct ol_heap *h, uint32_t cls, size_t n);
 
 /* The foreign cache's case apart, in a function that saves no register
  * (kpbench c: every allocation comes here while blocks migrate). */
@@ -1765,7 +1859,27 @@ __attribute__((noinline)) void *kp__ol_refill(kp_pool *pool, struct ol_heap *h, 
 	return refill_span(pool, h, cls, n);
 }
 
+/* refill_body with this thread marked busy (above); a call made inside one
+ * (a handler's) goes to alloc.c's path. */
 static __attribute__((noinline)) void *refill_span(kp_pool *pool, struct ol_heap *h, uint32_t cls, size_t n)
+{
+	if (!busy_enter())
+		return kp__alloc_classic(pool, n, 0);
+	void *p = refill_body(pool, h, cls, n);
+	busy_leave();
+	return p;
+}
+
+/* kp__ol_refill from inside refill_body: the foreign cache, or the body
+ * again (this thread is marked busy already). */
+static void *refill_again(kp_pool *pool, struct ol_heap *h, uint32_t cls, size_t n)
+{
+	if (h->fc_n[cls])
+		return fc_pop(pool, h, cls, n);
+	return refill_body(pool, h, cls, n);
+}
+
+static void *refill_body(kp_pool *pool, struct ol_heap *h, uint32_t cls, size_t n)
 {
 	if (h == &kp__ol_empty_heap) /* pool: any pointer whose first word is the slot's id */
 		return kp__alloc_slow(pool, n, 0);
@@ -1809,7 +1923,7 @@ static __attribute__((noinline)) void *refill_span(kp_pool *pool, struct ol_heap
 			if (*sp != OL_SENT)
 				return kp__ol_pop(h, pg, sp, *sp, n);
 			if (pg->fresh >= pg->nblocks)
-				return kp__ol_refill(pool, h, cls, n);
+				return refill_again(pool, h, cls, n);
 		}
 		span_extend(pool, pg);
 		sp = kp__ol_sp(pg);
@@ -1838,7 +1952,7 @@ static __attribute__((noinline)) void *refill_span(kp_pool *pool, struct ol_heap
 	sp = kp__ol_sp(pg);
 	if (*sp == OL_SENT) { /* a listed span left in hand with none free (heap_abandon, the swap above) */
 		if (pg->fresh >= pg->nblocks)
-			return kp__ol_refill(pool, h, cls, n); /* retired, the next */
+			return refill_again(pool, h, cls, n); /* retired, the next */
 		span_extend(pool, pg);
 		sp = kp__ol_sp(pg);
 	}
@@ -1951,10 +2065,15 @@ static inline __attribute__((always_inline)) struct ol_span *block_of(struct ol_
 
 static __attribute__((noinline)) void span_relist_locked(kp_pool *pool, struct ol_span *pg)
 {
+	if (!busy_enter()) { /* a handler's free inside a busy section: after it (busy_leave) */
+		relist_later(pool, pg);
+		return;
+	}
 	struct ol_heap *h = pg->heap;
 	owner_lock(pool, h);
 	span_relist(h, pg);
 	owner_unlock(h);
+	busy_leave();
 }
 
 /* Not the owner's listed span: the owner's retired one (relist it), or

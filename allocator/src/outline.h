@@ -186,12 +186,21 @@ struct kp__ol {
 	pthread_mutex_t lock; /* segs, heaps, spare, the arena's count */
 	struct ol_seg *segs;
 	struct ol_heap *heaps;
-	/* segments mapped ahead, oldest first (kp_create's one, then the
+	/* segments mapped ahead, oldest first (kp_create's OL_SPARES_MIN, then the
 	 * daemon's passes: kp__ol_daemon_pass maps and pre-faults as many as the
 	 * measured demand asks for), so that a heap's next segment makes no
 	 * system call and its pages no fault; NULL when none is left */
 	struct ol_seg *spare;
 	uint32_t nspare; /* on that list (the lock) */
+/* Spares kept mapped at the least, from kp_create on (the daemon's pass
+ * keeps them so, and a heap that leaves fewer wakes it): the heaps' first
+ * segment takes one, and the next still finds one while the daemon, woken
+ * by the first, maps its replacement. With one, a program that took its
+ * second segment before the daemon's pass had run mapped it on its
+ * allocation path (kpdrive's paced workload, 500 blocks of 16 B-8 KiB in
+ * two segments: 2-3 mmap and 2 mprotect in 5 runs of 10). A mapped spare
+ * costs address space and its record's page. */
+#define OL_SPARES_MIN 2u
 	/* the allocation path's side (segment_new): segments heaps took, those
 	 * taken before the daemon had pre-faulted them, those mapped because no
 	 * spare was left (the allocation path's mmap: rare, counted) */

@@ -1,0 +1,174 @@
+/*
+ * test_outline_signal.c - layout:outline (the default) and a signal handler
+ * that allocates and frees while its thread allocates: test_reenter_attack19
+ * for outline.c's slow path. Its refill (refill_span) holds its heap's avail
+ * lock, a spin lock, and a handler's refill on the same thread spun on it
+ * forever (test_preload_attack19's signal-malloc under the preload: 1 run in
+ * 4). Now a call made inside a refill takes alloc.c's path (outline.c,
+ * ol_busy), and the program ends.
+ *
+ * Each round runs in a child (a 50 us timer, as signal-malloc's, until the
+ * handler has run HITS times); the parent is the hang guard: a child alive
+ * after HANG_S is killed and counted as hung (a hang is the failure, not a
+ * timing: a round takes well under a second).
+ */
+#define _GNU_SOURCE 1
+#include "ktest.h"
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <sys/time.h>
+
+/* Far past a round's length, so that only a thread waiting for itself
+ * reaches it. */
+#define HANG_S 20
+/* Handler runs a round: signal-malloc's 20,000, a few hundred of them
+ * inside a refill on this machine. */
+#define HITS 20000
+/* Rounds: the hang was seen in about 1 run in 4 of signal-malloc; each
+ * round here refills far more often (fewer blocks held, more classes). */
+#define ROUNDS 6
+
+static kp_pool *sig_pool;
+static volatile long hits, bad;
+
+static void handler(int sig)
+{
+	(void)sig;
+	size_t n = (size_t)(hits % 3000 + 1);
+	char *p = kp_alloc(sig_pool, n, 0);
+	if (p)
+		memset(p, 2, n);
+	else
+		bad++;
+	if (kp_free(sig_pool, p) != 0)
+		bad++;
+	hits++;
+}
+
+/* Blocks the main loop hands to the freer thread: their frees come back
+ * to the main thread's spans as cross-thread frees, which its refill takes
+ * in under its avail lock (drain_remote): the window a signal must hit. */
+#define RING 4096
+static void *_Atomic ring[RING];
+static atomic_long put_n, took_n;
+static atomic_int stop;
+
+static void *freer(void *arg)
+{
+	(void)arg;
+	sigset_t all;
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, NULL); /* the timer's signal lands on the main thread */
+	for (;;) {
+		long t = atomic_load(&took_n);
+		if (t == atomic_load(&put_n)) {
+			if (atomic_load(&stop))
+				return NULL;
+			sched_yield();
+			continue;
+		}
+		void *p = atomic_exchange(&ring[t % RING], NULL);
+		atomic_store(&took_n, t + 1);
+		if (kp_free(sig_pool, p) != 0)
+			bad++;
+	}
+}
+
+/* Events that report a block misused (a double or invalid free): none
+ * happens in this program, so one is the allocator's own damage. */
+static unsigned damage_events(kp_pool *pool)
+{
+	kp_event ev[64];
+	size_t n;
+	unsigned got = 0;
+	while ((n = kp_events_drain(pool, ev, 64)) > 0)
+		for (size_t i = 0; i < n; i++)
+			got += ev[i].kind == KP_EV_DOUBLE_FREE || ev[i].kind == KP_EV_INVALID_FREE;
+	return got;
+}
+
+/* The child: signal-malloc's loop on a pool of its own; 0 when every
+ * allocation and free succeeded and no event reports damage. */
+static int round_body(void)
+{
+	sig_pool = kp_create("layout:outline,daemon:off,seed:5");
+	if (!sig_pool)
+		return 3;
+	struct sigaction sa;
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = handler;
+	sa.sa_flags = SA_RESTART;
+	sigaction(SIGALRM, &sa, NULL);
+	struct itimerval it = {{0, 50}, {0, 50}};
+	setitimer(ITIMER_REAL, &it, NULL);
+	pthread_t t;
+	if (pthread_create(&t, NULL, freer, NULL) != 0)
+		return 3;
+	static void *held[64];
+	for (long i = 0; i < 200000000 && hits < HITS; i++) {
+		int k = (int)(i % 64);
+		long q = atomic_load(&put_n);
+		if (held[k] && (i & 1) && q - atomic_load(&took_n) < RING) { /* every other block freed there */
+			atomic_store(&ring[q % RING], held[k]);
+			atomic_store(&put_n, q + 1);
+		} else if (kp_free(sig_pool, held[k]) != 0)
+			bad++;
+		size_t n = (size_t)(i * 31) % 20000 + 1;
+		held[k] = kp_alloc(sig_pool, n, 0);
+		if (held[k])
+			memset(held[k], 1, n < 64 ? n : 64);
+		else
+			bad++;
+	}
+	struct itimerval off = {{0, 0}, {0, 0}};
+	setitimer(ITIMER_REAL, &off, NULL);
+	atomic_store(&stop, 1);
+	pthread_join(t, NULL);
+	for (int k = 0; k < 64; k++)
+		if (kp_free(sig_pool, held[k]) != 0)
+			bad++;
+	unsigned damage = damage_events(sig_pool);
+	kp_destroy(sig_pool);
+	return bad ? 4 : damage ? 5 : 0;
+}
+
+/* One round in a child: its exit status, or -1 if it hung (killed). */
+static int run_round(void)
+{
+	fflush(stdout);
+	fflush(stderr);
+	pid_t pid = fork();
+	if (pid == 0)
+		_exit(round_body());
+	int status = 0;
+	for (int ms = 0; ms < HANG_S * 1000; ms += 10) {
+		if (waitpid(pid, &status, WNOHANG) == pid)
+			return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+		kt_sleep_ms(10);
+	}
+	kill(pid, SIGKILL);
+	waitpid(pid, &status, 0);
+	return -1;
+}
+
+static void test_a_handler_that_allocates_inside_a_refill_never_hangs(void)
+{
+	int hung = 0, failed = 0;
+	for (int r = 0; r < ROUNDS; r++) {
+		int st = run_round();
+		hung += st == -1;
+		failed += st > 0;
+		if (st > 0)
+			fprintf(stderr, "round %d: status %d\n", r, st);
+	}
+	CHECK(hung == 0, "%d of %d rounds hung (a handler's refill waiting for its own thread)", hung, ROUNDS);
+	CHECK(failed == 0, "%d of %d rounds failed (3: no pool, 4: a call failed, 5: damage reported)", failed, ROUNDS);
+}
+
+int main(void)
+{
+	RUN(test_a_handler_that_allocates_inside_a_refill_never_hangs);
+	return ktest_summary();
+}
