@@ -31,7 +31,8 @@
 #define ROUNDS 6
 
 static kp_pool *sig_pool;
-static volatile long hits, bad;
+static volatile long hits;
+static atomic_long bad; /* the freer's failures too */
 
 static void handler(int sig)
 {
@@ -58,9 +59,6 @@ static atomic_int stop;
 static void *freer(void *arg)
 {
 	(void)arg;
-	sigset_t all;
-	sigfillset(&all);
-	pthread_sigmask(SIG_BLOCK, &all, NULL); /* the timer's signal lands on the main thread */
 	for (;;) {
 		long t = atomic_load(&took_n);
 		if (t == atomic_load(&put_n)) {
@@ -103,8 +101,15 @@ static int round_body(void)
 	sigaction(SIGALRM, &sa, NULL);
 	struct itimerval it = {{0, 50}, {0, 50}};
 	setitimer(ITIMER_REAL, &it, NULL);
+	/* the freer starts with every signal blocked: the timer's lands on the
+	 * main thread */
+	sigset_t all, old;
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
 	pthread_t t;
-	if (pthread_create(&t, NULL, freer, NULL) != 0)
+	int rc = pthread_create(&t, NULL, freer, NULL);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (rc != 0)
 		return 3;
 	static void *held[64];
 	for (long i = 0; i < 200000000 && hits < HITS; i++) {
@@ -131,7 +136,7 @@ static int round_body(void)
 			bad++;
 	unsigned damage = damage_events(sig_pool);
 	kp_destroy(sig_pool);
-	return bad ? 4 : damage ? 5 : 0;
+	return atomic_load(&bad) ? 4 : damage ? 5 : 0;
 }
 
 /* One round in a child: its exit status, or -1 if it hung (killed). */
