@@ -5,7 +5,9 @@
  * lock, a spin lock, and a handler's refill on the same thread spun on it
  * forever (test_preload_attack19's signal-malloc under the preload: 1 run in
  * 4). Now a call made inside a refill takes alloc.c's path (outline.c,
- * ol_busy), and the program ends.
+ * ol_busy), and the program ends: done, or kpool's one-line abort where
+ * the handler interrupted a section holding a mutex its own path needs (as
+ * layout:inline does, test_reenter_attack19; seen under TSan, 1 round in 6).
  *
  * Each round runs in a child (a 50 us timer, as signal-malloc's, until the
  * handler has run HITS times); the parent is the hang guard: a child alive
@@ -160,14 +162,19 @@ static int run_round(void)
 
 static void test_a_handler_that_allocates_inside_a_refill_never_hangs(void)
 {
-	int hung = 0, failed = 0;
+	int hung = 0, failed = 0, aborted = 0;
 	for (int r = 0; r < ROUNDS; r++) {
 		int st = run_round();
 		hung += st == -1;
-		failed += st > 0;
+		/* kp__mutex_lock's one-line abort, as layout:inline's (the handler
+		 * interrupted a section holding a mutex its own path needs: the
+		 * pool lock in segment_new): allowed, as by signal-malloc's test */
+		aborted += st == 128 + SIGABRT;
+		failed += st > 0 && st != 128 + SIGABRT;
 		if (st > 0)
 			fprintf(stderr, "round %d: status %d\n", r, st);
 	}
+	printf("   %d of %d rounds ended in kpool's one-line abort\n", aborted, ROUNDS);
 	CHECK(hung == 0, "%d of %d rounds hung (a handler's refill waiting for its own thread)", hung, ROUNDS);
 	CHECK(failed == 0, "%d of %d rounds failed (3: no pool, 4: a call failed, 5: damage reported)", failed, ROUNDS);
 }
