@@ -796,6 +796,24 @@ void kp__ol_daemon_pass(kp_pool *pool)
  * mapped 4-6 and started the daemon with more than one (s24). */
 #define OL_WANTED_BYTES ((uint64_t)1 << 20)
 
+/* The bytes of the blocks handed out of s's first used spans (records of
+ * blocks taken less those on their stacks and those other threads freed),
+ * each at its class's size less its canary: racy reads, a snapshot. */
+static uint64_t seg_live_bytes(struct ol_seg *s, uint32_t used)
+{
+	uint64_t bytes = 0;
+	for (uint32_t i = 0; i < used; i++) {
+		struct ol_span *pg = &s->spans[i];
+		if (!pg->start)
+			continue; /* a later slice of a span of several */
+		int64_t live = (int64_t)__atomic_load_n(&pg->fresh, __ATOMIC_RELAXED) - (kp__ol_sp(pg) - pg->stack0) -
+			       atomic_load_explicit(&pg->nremote, memory_order_relaxed);
+		if (live > 0)
+			bytes += (uint64_t)live * (pg->bsize - pg->csz);
+	}
+	return bytes;
+}
+
 /* Whether the live blocks of the spans reach OL_WANTED_BYTES, as
  * kp__ol_in_use counts them less the foreign caches (an upper bound). The
  * outline lock by trylock: false when another thread holds it (the caller
@@ -808,16 +826,7 @@ static bool wanted_in_use(kp__ol *ol)
 	uint64_t bytes = 0;
 	for (struct ol_seg *s = ol->segs; s && bytes < OL_WANTED_BYTES; s = s->next) {
 		uint32_t used = __atomic_load_n(&s->used, __ATOMIC_ACQUIRE);
-		for (uint32_t i = 0; i < used; i++) {
-			struct ol_span *pg = &s->spans[i];
-			if (!pg->start)
-				continue; /* a later slice of a span of several */
-			int64_t live = (int64_t)__atomic_load_n(&pg->fresh, __ATOMIC_RELAXED) -
-				       (kp__ol_sp(pg) - pg->stack0) -
-				       atomic_load_explicit(&pg->nremote, memory_order_relaxed);
-			if (live > 0)
-				bytes += (uint64_t)live * (pg->bsize - pg->csz);
-		}
+		bytes += seg_live_bytes(s, used);
 	}
 	pthread_mutex_unlock(&ol->lock);
 	return bytes >= OL_WANTED_BYTES;
@@ -2313,16 +2322,7 @@ uint64_t kp__ol_in_use(kp_pool *pool)
 	pthread_mutex_lock(&ol->lock);
 	for (struct ol_seg *s = ol->segs; s; s = s->next) {
 		uint32_t used = __atomic_load_n(&s->used, __ATOMIC_ACQUIRE);
-		for (uint32_t i = 0; i < used; i++) {
-			struct ol_span *pg = &s->spans[i];
-			if (!pg->start)
-				continue; /* a later slice of a span of several */
-			int64_t live = (int64_t)__atomic_load_n(&pg->fresh, __ATOMIC_RELAXED) -
-				       (kp__ol_sp(pg) - pg->stack0) -
-				       atomic_load_explicit(&pg->nremote, memory_order_relaxed);
-			if (live > 0)
-				bytes += (uint64_t)live * (pg->bsize - pg->csz);
-		}
+		bytes += seg_live_bytes(s, used);
 	}
 	uint64_t cached = 0; /* blocks freed into foreign caches: out of their spans' stacks, not live */
 	for (struct ol_heap *h = ol->heaps; h; h = h->next)
