@@ -29,6 +29,12 @@ PLANTS = {
     7: "a moving realloc copies 8 bytes too few",
     8: "KP_ZERO leaves the first 8 bytes of a small block as they were",
 }
+# Planted in both layouts' code: outline.c carries its own planted 8 (allocator/src/outline.c's opening
+# comment), the same defect written in a second place. A crash there is signed "oracle-outline-<kind>"
+# (fuzz_model.c, fz_fail), one signature per layout, so this bug may have two: one per place. Since the
+# default pool is layout:outline (session 24) both are found (CI: 'oracle-not-zeroed in kp_alloc' and
+# 'oracle-outline-not-zeroed in kp_alloc').
+BOTH_LAYOUTS = {8}
 SEEDS = (1, 2)
 # Each of these bugs is found in a few seconds; a run stops at its first crash.
 FUZZ_SECONDS = 30
@@ -85,7 +91,13 @@ def test_one_signature_per_planted_bug_and_one_bug_per_signature(tmp_path: Path)
     _, before = _show("the stack alone", stack_only)
     per_bug, per_sig = _show("today", now)
     assert max(before.values()) >= 3, "these planted bugs no longer share a stack: pick others"
-    assert set(per_bug.values()) == {1}, per_bug
+
+    def place(plant: int, sig: str) -> str:
+        return sig.replace("oracle-outline-", "oracle-", 1) if plant in BOTH_LAYOUTS else sig
+
+    per_place = {plant: {place(plant, sig) for sig in sigs} for plant, sigs in now.items()}
+    assert {len(sigs) for sigs in per_place.values()} == {1}, per_bug
+    assert all(per_bug[plant] == 1 for plant in PLANTS if plant not in BOTH_LAYOUTS), per_bug
     assert set(per_sig.values()) == {1}, per_sig
 
 
