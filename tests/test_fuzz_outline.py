@@ -134,3 +134,30 @@ def test_outline_reproducer_replays_without_the_environment(tmp_path: Path) -> N
     proc = subprocess.run(replay, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0 and "reproduced 2 of 2" in out, out
+
+
+# An input planted 8 crashes on only when it runs a second time in one process: its one KP_ZERO
+# allocation of 4096 bytes (on an outline pool: the first byte) is handed the block its first run wrote
+# and freed. Alone, in a fresh process, it must not crash; after itself, it must.
+_TWICE = b"unkn"
+
+
+def test_an_input_runs_once_in_its_replay(tmp_path: Path) -> None:
+    """`<target>.py INPUT` (the reproducer of a crash found alone) runs the input once. Before
+    (session 24's CI), libFuzzer ran it a second time now and then, to look for a leak (its malloc hooks
+    counted Python's allocations unbalanced), in the same process and on the same pools: a replay of
+    planted 8's finding said "reproduced 1 of 2" and "60% of 10", and a crash that needed the state its
+    first run left was filed as one the input alone reproduces."""
+    pytest.importorskip("atheris")
+    from harness.fuzz import runner
+    from harness.fuzz.target import write_history
+
+    env = dict(runner.target_env("api_sequence", 8), **{runner.LAYOUT_ENV: "outline"})
+    data = tmp_path / "twice"
+    data.write_bytes(_TWICE)
+    codes = [runner.replay("api_sequence", data, env)[0] for _ in range(8)]
+    assert codes == [0] * 8, codes
+    history = tmp_path / "history"
+    write_history(history, [_TWICE, _TWICE])
+    code, text = runner.replay("api_sequence", history, env, history=True)
+    assert code != 0 and "VIOLATION outline-not-zeroed" in text, text

@@ -1473,8 +1473,12 @@ void kp__daemon_kick(kp_pool *pool)
  * the deadline is re-checked every millisecond. */
 void kp__daemon_wait(kp_pool *pool, _Atomic uint64_t *counter, uint64_t deadline)
 {
+	kp__daemon_wait_since(pool, counter, atomic_load(counter), deadline);
+}
+
+void kp__daemon_wait_since(kp_pool *pool, _Atomic uint64_t *counter, uint64_t seen, uint64_t deadline)
+{
 	kp__daemon *d = &pool->daemon;
-	uint64_t seen = atomic_load(counter);
 	kp__daemon_kick(pool);
 	pthread_mutex_lock(&d->mu);
 	while (atomic_load(counter) == seen && atomic_load(&d->state) == KP_D_RUNNING && kp__now_ns() < deadline) {

@@ -1560,6 +1560,9 @@ bool kp__daemon_park(kp_pool *pool);
 void kp__daemon_reap(kp_pool *pool);
 void kp__daemon_kick(kp_pool *pool);
 void kp__daemon_wait(kp_pool *pool, _Atomic uint64_t *counter, uint64_t deadline_ns);
+/* The same, from a value of the counter read before (a change since then
+ * ends it at once). */
+void kp__daemon_wait_since(kp_pool *pool, _Atomic uint64_t *counter, uint64_t seen, uint64_t deadline_ns);
 /* pool->lock as every caller takes it: the daemon politely (never leaves a
  * waiter for an allocating thread's unlock to wake), others plainly. */
 void kp__pool_lock(kp_pool *pool);

@@ -322,11 +322,31 @@ static struct ol_seg *segment_map(kp_pool *pool)
 	return s;
 }
 
+/* The oldest spare, off the list (NULL: none left); the daemon woken when
+ * fewer than it wants are left. The pool's outline lock, taken here. */
+static struct ol_seg *spare_take(kp_pool *pool, kp__ol *ol)
+{
+	pthread_mutex_lock(&ol->lock);
+	struct ol_seg *s = ol->spare;
+	if (s) {
+		ol->spare = s->next;
+		ol->nspare--;
+		atomic_store_explicit(&s->taken, true, memory_order_relaxed); /* the daemon's pre-fault stops */
+	}
+	bool kick = ol->nspare < atomic_load_explicit(&ol->wake_spares, memory_order_relaxed);
+	pthread_mutex_unlock(&ol->lock);
+	if (kick)
+		kp__daemon_kick(pool);
+	return s;
+}
+
 /* A segment for a heap's spans: the oldest spare, or one mapped now (the
  * allocation path's system calls, counted so, and in ol->alloc_maps: the
  * daemon keeps spares ahead, so this is rare). Taking a spare leaves fewer
  * than the daemon wants: it is woken (a futex call at most, once per 4 MiB
- * while the heaps grow, none in steady state). */
+ * while the heaps grow, none in steady state). With none left and
+ * grow_wait_us set, the daemon's next spare is awaited that long first
+ * (test_outline_grow_wait). */
 static struct ol_seg *segment_new(kp_pool *pool)
 {
 	kp__ol *ol = pool->ol;
@@ -340,17 +360,17 @@ static struct ol_seg *segment_new(kp_pool *pool)
 	pthread_mutex_unlock(&pool->lock);
 	if (!room)
 		return NULL; /* kp__ol_alloc: alloc.c's path, its policy (oom, the backup) */
-	pthread_mutex_lock(&ol->lock);
-	struct ol_seg *s = ol->spare;
-	if (s) {
-		ol->spare = s->next;
-		ol->nspare--;
-		atomic_store_explicit(&s->taken, true, memory_order_relaxed); /* the daemon's pre-fault stops */
+	struct ol_seg *s = spare_take(pool, ol);
+	if (!s && pool->conf.grow_wait_us && atomic_load(&pool->daemon.state) == KP_D_RUNNING) {
+		/* grow_wait_us, as alloc.c's path (primary.c, run_alloc): the
+		 * daemon's next spare awaited before a mapping here */
+		uint64_t seen = atomic_load(&ol->spares_made);
+		if (!(s = spare_take(pool, ol))) {
+			uint64_t until = kp__now_ns() + (uint64_t)pool->conf.grow_wait_us * 1000ull;
+			kp__daemon_wait_since(pool, &ol->spares_made, seen, until);
+			s = spare_take(pool, ol);
+		}
 	}
-	bool kick = ol->nspare < atomic_load_explicit(&ol->wake_spares, memory_order_relaxed);
-	pthread_mutex_unlock(&ol->lock);
-	if (kick)
-		kp__daemon_kick(pool);
 	bool cold = !s || !atomic_load_explicit(&s->ready, memory_order_relaxed);
 	if (s && s->bump != meta_first(s)) {
 		/* a segment heaps gave back (return_idle): its spans' records made
@@ -706,6 +726,7 @@ void kp__ol_daemon_pass(kp_pool *pool)
 			*pp = s;
 			ol->nspare++;
 			pthread_mutex_unlock(&ol->lock);
+			atomic_fetch_add(&ol->spares_made, 1); /* segment_new's grow_wait_us */
 			continue;
 		}
 		if (!todo) {

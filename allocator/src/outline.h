@@ -205,6 +205,9 @@ struct kp__ol {
 	 * taken before the daemon had pre-faulted them, those mapped because no
 	 * spare was left (the allocation path's mmap: rare, counted) */
 	_Atomic uint64_t taken, cold, alloc_maps;
+	/* spares the daemon's passes mapped: what a heap with none left awaits
+	 * for up to grow_wait_us (segment_new) */
+	_Atomic uint64_t spares_made;
 	/* segments a heap left with slices free (a span did not fit), by
 	 * their free slices: the next heap whose span fits takes one (the lock;
 	 * outline.c, segment_for) */

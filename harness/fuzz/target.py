@@ -95,7 +95,7 @@ def _run_alone(entry: Callable[[bytes], None], argv: list[str], out: Path) -> No
         ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, 9)  # SIGKILL: the batch (or kpool) gone, nothing waits
         import atheris  # imported by replay_each already: a name lookup here
 
-        atheris.Setup(argv, entry)
+        atheris.Setup(fuzz_env.libfuzzer_argv(argv), entry)
         atheris.Fuzz()  # runs the input and exits with libFuzzer's code
         code = 0
     except BaseException:
@@ -164,5 +164,5 @@ def native_main(entry: str) -> None:
         sys.exit(replay_each(entry_point(entry, path), out_dir, inputs, timeout_s))
     import atheris
 
-    atheris.Setup(sys.argv, entry_point(entry, path))
+    atheris.Setup(fuzz_env.libfuzzer_argv(sys.argv), entry_point(entry, path))
     atheris.Fuzz()

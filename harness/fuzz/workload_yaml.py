@@ -19,6 +19,8 @@ if __package__ in (None, ""):  # run as a script: make the harness package impor
 
 import atheris
 
+from harness.fuzz import env as fuzz_env
+
 with atheris.instrument_imports():
     import yaml
 
@@ -69,7 +71,7 @@ def main() -> None:
         with contextlib.suppress(*allowed):
             load(text)
 
-    atheris.Setup(sys.argv, one_input)
+    atheris.Setup(fuzz_env.libfuzzer_argv(sys.argv), one_input)
     atheris.Fuzz()
 
 
