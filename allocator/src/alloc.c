@@ -496,13 +496,6 @@ static __attribute__((noinline)) void *alloc_far(kp_pool *pool, size_t size, kp_
 	return far_pop(size, b, h, n, key, next, fm);
 }
 
-/* kp_alloc of an outline pool with checks off (kp__ol_slot_id): its outline
- * path out of line, so that alloc_fast saves no register for it. */
-static __attribute__((noinline)) void *alloc_outline_unchecked(kp_pool *pool, size_t size, unsigned flags)
-{
-	return KP_LIKELY(!flags) ? kp__ol_alloc_fast(pool, size) : alloc_slow(pool, size, flags);
-}
-
 /* kp_alloc for a pool the thread's fast word (kp__tls_state.fast_alloc)
  * does not name: a pool of the first slot with checks off pops its bin
  * here (no canary, no link to vet: checks off), anything else goes to
@@ -550,8 +543,11 @@ static ALWAYS_INLINE void *alloc_fast(kp_pool *pool, size_t size, unsigned flags
 	 * kp_free 100.0 -> 75.0 instructions on kpbench a, where a tail call
 	 * behind the fast word's test came first); its id is never the fast
 	 * word (tcache.c). The default path pays this compare (2 instructions:
-	 * the slot is in kp__tls, no GOT load of its own). */
-	if (kp__ol_slot.id == id)
+	 * the slot is in kp__tls, no GOT load of its own). Either mode: the
+	 * slot's aid (internal.h), as kp__ol_alloc_fast is the same in both
+	 * (checks:off went through a tail call past the fast word's test
+	 * before, kpbench a 88.0 instructions against checks on's 75.0). */
+	if (kp__ol_slot.aid == id)
 		return KP_LIKELY(!flags) ? kp__ol_alloc_fast(pool, size) : alloc_other(pool, size, flags);
 	if (KP_LIKELY(kp__tls_state.fast_alloc == id && !flags)) {
 		/* Memory that is no pool, its first word 0, matched an empty
@@ -618,13 +614,6 @@ static ALWAYS_INLINE void *alloc_fast(kp_pool *pool, size_t size, unsigned flags
 	slow:
 		return alloc_slow(pool, size, 0); /* flags is 0 here: one register less to keep */
 	}
-	/* layout:outline with checks off (kp__ol_slot_id). The slot is read
-	 * again past a compiler barrier, so that gcc does not keep the first
-	 * read in a register on the paths that hit (one instruction more on
-	 * each) but compares it in memory. */
-	__asm__ __volatile__("" ::: "memory");
-	if (kp__ol_slot.id == (id | KP_OL_ID_UNCHECKED))
-		return alloc_outline_unchecked(pool, size, flags);
 	return alloc_other(pool, size, flags);
 }
 
@@ -1388,9 +1377,8 @@ static __attribute__((noinline)) int free_slow_own_quiet(kp_pool *pool, void *p,
 static ALWAYS_INLINE int free_body(kp_pool *pool, void *p, bool quiet, bool checked);
 static __attribute__((noinline)) int free_other(kp_pool *pool, void *p)
 {
-	/* layout:outline with checks off (kp__ol_slot_id): kp_free's copy of
-	 * the outline path, without the canary (here, not in kp_free: there gcc
-	 * shared the tail of the two copies, a jump more for checks on) */
+	/* layout:outline with checks off (kp__ol_slot_id): kp_free tests it
+	 * itself (free_entry); kp__free_rest_quiet's way comes here */
 	if (ol_names_unchecked(pool))
 		return kp__ol_free_check(pool, p, false, KP_OL_CANARY_OFF, false);
 	return free_body(pool, p, false, false);
@@ -1475,6 +1463,15 @@ static ALWAYS_INLINE int free_entry(kp_pool *pool, void *p, bool quiet)
 				return free_in_section(pool, id, p, r, w, quiet, true);
 		} else if (kp__ol_slot.id == id) { /* kp__ol_slot_id: checks on */
 			return kp__ol_free_check(pool, p, false, KP_OL_CANARY_ON, false);
+		} else {
+			/* checks off: its mode's test (3 instructions) where checks
+			 * on tests the canary (it went through free_other before).
+			 * The slot read again past a compiler barrier, as gcc kept
+			 * the first read in a register (checks on 1 instruction
+			 * more) */
+			__asm__ __volatile__("" ::: "memory");
+			if (kp__ol_slot.id == (id | KP_OL_ID_UNCHECKED))
+				return kp__ol_free_check(pool, p, false, KP_OL_CANARY_OFF, false);
 		}
 	}
 	return quiet ? free_other_quiet(pool, p) : free_other(pool, p);

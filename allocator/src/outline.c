@@ -1650,7 +1650,7 @@ static void ol_thread_exit(void *arg)
 	(void)arg;
 	ol_exited = true;
 	uintptr_t tp = kp__ol_self();
-	kp__ol_slot = (kp__ol_tls){0, &kp__ol_empty_heap, NULL, 0};
+	kp__ol_slot = (kp__ol_tls){0, &kp__ol_empty_heap, NULL, 0, 0};
 	kp__ol_pslot = (struct ol_pslot){0, NULL};
 	kp__registry_lock();
 	for (int i = 0; i < OL_EXIT_POOLS; i++) {
@@ -1793,7 +1793,7 @@ static struct ol_heap *heap_get(kp_pool *pool)
 	if (pool->conf.poison) /* never in the slot: alloc.c's fast dispatch would skip the fill */
 		kp__ol_pslot = (struct ol_pslot){pool->id, h};
 	else
-		kp__ol_slot = (kp__ol_tls){kp__ol_slot_id(pool), h, ol->map, OL_MAP_N};
+		kp__ol_slot = kp__ol_slot_make(pool, h);
 	exit_note(pool);
 	return h;
 }
@@ -2227,7 +2227,7 @@ int kp__ol_free(kp_pool *pool, void *p)
 	if (KP_UNLIKELY(pool->conf.poison))
 		return poison_free(pool, p);
 	if (kp__ol_slot.id != kp__ol_slot_id(pool))
-		kp__ol_slot = (kp__ol_tls){kp__ol_slot_id(pool), &kp__ol_empty_heap, pool->ol->map, OL_MAP_N};
+		kp__ol_slot = kp__ol_slot_make(pool, &kp__ol_empty_heap);
 	return kp__ol_free_fast(pool, p, false);
 }
 

@@ -250,6 +250,13 @@ static inline uint64_t kp__ol_slot_id(const kp_pool *pool)
 }
 extern struct ol_heap kp__ol_empty_heap;
 
+/* The slot that names pool (not poison:on: never in the slot) and its
+ * thread's heap h (kp__ol_empty_heap before its first allocation). */
+static inline kp__ol_tls kp__ol_slot_make(const kp_pool *pool, struct ol_heap *h)
+{
+	return (kp__ol_tls){kp__ol_slot_id(pool), h, pool->ol->map, OL_MAP_N, pool->id};
+}
+
 /* The slow halves (outline.c): a class run dry (or whose foreign cache holds
  * blocks: they go first), and everything else. */
 void *kp__ol_refill(kp_pool *pool, struct ol_heap *h, uint32_t cls, size_t n);
