@@ -1440,38 +1440,36 @@ static ALWAYS_INLINE int free_body(kp_pool *pool, void *p, bool quiet, bool chec
 	return quiet ? free_section_quiet(pool, p) : free_section(pool, p);
 }
 
-/* kp_free and kp__free_quiet: free_body's checked copy with the pool's test
- * first: the fast word (kp__tls_state.fast_free) names it, then the grace
- * record as free_body; else layout:outline, the pool the thread's slot
- * names (outline.h), inline, with no call (errno is kept by
- * kp__ol_free_slow: free(), the preload). The default path runs the same
- * instructions as free_body's, in another order; an outline pool pays the
- * fast word's test (2 instructions) and no more: the grace record is read
- * past it (kp_alloc + kp_free on an outline pool 100.0 -> 75.0 instructions on
- * kpbench a, where free_body's tests and a tail call came first). The slot's
- * test first, as in alloc_fast, cost the default path 3 instructions and
- * more: gcc kept the id for the fast word's test in a callee-saved register
- * and saved four of them on entry. */
+/* kp_free and kp__free_quiet: the pool's test first, layout:outline's
+ * (the default since s24), the pool the thread's slot names (outline.h)
+ * with checks on, inline, with no call (errno is kept by kp__ol_free_slow:
+ * free(), the preload); then free_body's checked copy: the fast word
+ * (kp__tls_state.fast_free) names it, then the grace record as free_body;
+ * then the outline slot's aid, which names a checks-off pool there (it went
+ * through free_other before: kpbench a 88.0 instructions against checks
+ * on's 75.0). The inline path runs the same instructions as free_body's,
+ * in another order, and pays the outline slot's test (2 instructions: a
+ * 188.1 -> 190.1 on layout:inline, and the outline pool's 75.0 -> 73.0,
+ * s25-off). Before s25 the fast word's test came first, and a comment
+ * warned that the slot's first cost that path 3 instructions and more (gcc
+ * kept the id in a callee-saved register, four of them saved on entry):
+ * not with this gcc (12.2), where the id stays in a scratch register. */
 static ALWAYS_INLINE int free_entry(kp_pool *pool, void *p, bool quiet)
 {
 	if (KP_LIKELY(pool != NULL)) {
 		uint64_t id = pool->id;
-		if (KP_LIKELY(kp__tls_state.fast_free == id)) {
+		if (kp__ol_slot.id == id) { /* kp__ol_slot_id: checks on */
+			return kp__ol_free_check(pool, p, false, KP_OL_CANARY_ON, false);
+		} else if (KP_LIKELY(kp__tls_state.fast_free == id)) {
 			kp__grace_rec *r = kp__grace_self.fast;
 			uint64_t w = atomic_load_explicit(&kp__grace_epoch, memory_order_acquire);
 			if (KP_LIKELY(KP_FAST_AES && r && !atomic_load_explicit(&r->epoch, memory_order_relaxed)))
 				return free_in_section(pool, id, p, r, w, quiet, true);
-		} else if (kp__ol_slot.id == id) { /* kp__ol_slot_id: checks on */
-			return kp__ol_free_check(pool, p, false, KP_OL_CANARY_ON, false);
-		} else {
-			/* checks off: its mode's test (3 instructions) where checks
-			 * on tests the canary (it went through free_other before).
-			 * The slot read again past a compiler barrier, as gcc kept
-			 * the first read in a register (checks on 1 instruction
-			 * more) */
-			__asm__ __volatile__("" ::: "memory");
-			if (kp__ol_slot.id == (id | KP_OL_ID_UNCHECKED))
-				return kp__ol_free_check(pool, p, false, KP_OL_CANARY_OFF, false);
+		} else if (kp__ol_slot.aid == id) {
+			/* the slot names pool, whose id is not kp__ol_slot_id's:
+			 * checks off. Its test (2 instructions) where checks on tests
+			 * the canary (it went through free_other before) */
+			return kp__ol_free_check(pool, p, false, KP_OL_CANARY_OFF, false);
 		}
 	}
 	return quiet ? free_other_quiet(pool, p) : free_other(pool, p);
