@@ -1183,8 +1183,10 @@ static struct ol_span *span_new(kp_pool *pool, struct ol_heap *h, uint32_t cls)
 	struct ol_span *pg = &s->spans[s->used];
 	pg->start = s->base + (size_t)s->used * OL_SLICE_SIZE;
 	pg->bsize = bs;
-	pg->recip = ((1ull << 40) + bs - 1) / bs;
+	pg->rot = (uint8_t)__builtin_ctz(bs);
+	pg->inv = kp__ol_inverse(bs >> pg->rot);
 	pg->nblocks = nb;
+	pg->last = nb;
 	pg->csz = h->csz;
 	uint16_t *stack = meta_take(s, (nb + 1) * sizeof(uint16_t));
 	/* rec[nb]: a sentinel, never allocated, so a free of the span's tail
@@ -2053,13 +2055,12 @@ static inline __attribute__((always_inline)) struct ol_span *block_of(struct ol_
 	if (KP_UNLIKELY(!pg))
 		return NULL;
 	*ours = true;
-	uintptr_t off = a - (uintptr_t)pg->start;
-	uint32_t idx = (uint32_t)((off * pg->recip) >> 40);
+	uint64_t q = kp__ol_index(pg, a - (uintptr_t)pg->start);
 	/* idx == nblocks (the tail) lands on the sentinel record: free's
 	 * state test refuses it */
-	if (KP_UNLIKELY((uintptr_t)idx * pg->bsize != off))
+	if (KP_UNLIKELY(q > pg->nblocks))
 		return NULL;
-	*idx_out = idx;
+	*idx_out = (uint32_t)q;
 	return pg;
 }
 
