@@ -21,7 +21,7 @@
  * does not know is no block of this path, and alloc.c's path decides (a
  * huge or backup block, or an invalid free). So kp_free of a stack, data,
  * foreign or another pool's pointer is refused before anything near it is
- * read; an interior pointer fails index * size == offset; a span's tail
+ * read; an interior pointer fails the exact division of its offset (kp__ol_index); a span's tail
  * lands on a sentinel record that is always free.
  *
  * Checks (checks:on, the default), each contained with kpool's events,
