@@ -496,13 +496,6 @@ static __attribute__((noinline)) void *alloc_far(kp_pool *pool, size_t size, kp_
 	return far_pop(size, b, h, n, key, next, fm);
 }
 
-/* kp_alloc of an outline pool with checks off (kp__ol_slot_id): its outline
- * path out of line, so that alloc_fast saves no register for it. */
-static __attribute__((noinline)) void *alloc_outline_unchecked(kp_pool *pool, size_t size, unsigned flags)
-{
-	return KP_LIKELY(!flags) ? kp__ol_alloc_fast(pool, size) : alloc_slow(pool, size, flags);
-}
-
 /* kp_alloc for a pool the thread's fast word (kp__tls_state.fast_alloc)
  * does not name: a pool of the first slot with checks off pops its bin
  * here (no canary, no link to vet: checks off), anything else goes to
@@ -550,8 +543,11 @@ static ALWAYS_INLINE void *alloc_fast(kp_pool *pool, size_t size, unsigned flags
 	 * kp_free 100.0 -> 75.0 instructions on kpbench a, where a tail call
 	 * behind the fast word's test came first); its id is never the fast
 	 * word (tcache.c). The default path pays this compare (2 instructions:
-	 * the slot is in kp__tls, no GOT load of its own). */
-	if (kp__ol_slot.id == id)
+	 * the slot is in kp__tls, no GOT load of its own). Either mode: the
+	 * slot's aid (internal.h), as kp__ol_alloc_fast is the same in both
+	 * (checks:off went through a tail call past the fast word's test
+	 * before, kpbench a 88.0 instructions against checks on's 75.0). */
+	if (kp__ol_slot.aid == id)
 		return KP_LIKELY(!flags) ? kp__ol_alloc_fast(pool, size) : alloc_other(pool, size, flags);
 	if (KP_LIKELY(kp__tls_state.fast_alloc == id && !flags)) {
 		/* Memory that is no pool, its first word 0, matched an empty
@@ -618,13 +614,6 @@ static ALWAYS_INLINE void *alloc_fast(kp_pool *pool, size_t size, unsigned flags
 	slow:
 		return alloc_slow(pool, size, 0); /* flags is 0 here: one register less to keep */
 	}
-	/* layout:outline with checks off (kp__ol_slot_id). The slot is read
-	 * again past a compiler barrier, so that gcc does not keep the first
-	 * read in a register on the paths that hit (one instruction more on
-	 * each) but compares it in memory. */
-	__asm__ __volatile__("" ::: "memory");
-	if (kp__ol_slot.id == (id | KP_OL_ID_UNCHECKED))
-		return alloc_outline_unchecked(pool, size, flags);
 	return alloc_other(pool, size, flags);
 }
 
@@ -1388,9 +1377,8 @@ static __attribute__((noinline)) int free_slow_own_quiet(kp_pool *pool, void *p,
 static ALWAYS_INLINE int free_body(kp_pool *pool, void *p, bool quiet, bool checked);
 static __attribute__((noinline)) int free_other(kp_pool *pool, void *p)
 {
-	/* layout:outline with checks off (kp__ol_slot_id): kp_free's copy of
-	 * the outline path, without the canary (here, not in kp_free: there gcc
-	 * shared the tail of the two copies, a jump more for checks on) */
+	/* layout:outline with checks off (kp__ol_slot_id): kp_free tests it
+	 * itself (free_entry); kp__free_rest_quiet's way comes here */
 	if (ol_names_unchecked(pool))
 		return kp__ol_free_check(pool, p, false, KP_OL_CANARY_OFF, false);
 	return free_body(pool, p, false, false);
@@ -1452,29 +1440,36 @@ static ALWAYS_INLINE int free_body(kp_pool *pool, void *p, bool quiet, bool chec
 	return quiet ? free_section_quiet(pool, p) : free_section(pool, p);
 }
 
-/* kp_free and kp__free_quiet: free_body's checked copy with the pool's test
- * first: the fast word (kp__tls_state.fast_free) names it, then the grace
- * record as free_body; else layout:outline, the pool the thread's slot
- * names (outline.h), inline, with no call (errno is kept by
- * kp__ol_free_slow: free(), the preload). The default path runs the same
- * instructions as free_body's, in another order; an outline pool pays the
- * fast word's test (2 instructions) and no more: the grace record is read
- * past it (kp_alloc + kp_free on an outline pool 100.0 -> 75.0 instructions on
- * kpbench a, where free_body's tests and a tail call came first). The slot's
- * test first, as in alloc_fast, cost the default path 3 instructions and
- * more: gcc kept the id for the fast word's test in a callee-saved register
- * and saved four of them on entry. */
+/* kp_free and kp__free_quiet: the pool's test first, layout:outline's
+ * (the default since s24), the pool the thread's slot names (outline.h)
+ * with checks on, inline, with no call (errno is kept by kp__ol_free_slow:
+ * free(), the preload); then free_body's checked copy: the fast word
+ * (kp__tls_state.fast_free) names it, then the grace record as free_body;
+ * then the outline slot's aid, which names a checks-off pool there (it went
+ * through free_other before: kpbench a 88.0 instructions against checks
+ * on's 75.0). The inline path runs the same instructions as free_body's,
+ * in another order, and pays the outline slot's test (2 instructions: a
+ * 188.1 -> 190.1 on layout:inline, and the outline pool's 75.0 -> 73.0,
+ * s25-off). Before s25 the fast word's test came first, and a comment
+ * warned that the slot's first cost that path 3 instructions and more (gcc
+ * kept the id in a callee-saved register, four of them saved on entry):
+ * not with this gcc (12.2), where the id stays in a scratch register. */
 static ALWAYS_INLINE int free_entry(kp_pool *pool, void *p, bool quiet)
 {
 	if (KP_LIKELY(pool != NULL)) {
 		uint64_t id = pool->id;
-		if (KP_LIKELY(kp__tls_state.fast_free == id)) {
+		if (kp__ol_slot.id == id) { /* kp__ol_slot_id: checks on */
+			return kp__ol_free_check(pool, p, false, KP_OL_CANARY_ON, false);
+		} else if (KP_LIKELY(kp__tls_state.fast_free == id)) {
 			kp__grace_rec *r = kp__grace_self.fast;
 			uint64_t w = atomic_load_explicit(&kp__grace_epoch, memory_order_acquire);
 			if (KP_LIKELY(KP_FAST_AES && r && !atomic_load_explicit(&r->epoch, memory_order_relaxed)))
 				return free_in_section(pool, id, p, r, w, quiet, true);
-		} else if (kp__ol_slot.id == id) { /* kp__ol_slot_id: checks on */
-			return kp__ol_free_check(pool, p, false, KP_OL_CANARY_ON, false);
+		} else if (kp__ol_slot.aid == id) {
+			/* the slot names pool, whose id is not kp__ol_slot_id's:
+			 * checks off. Its test (2 instructions) where checks on tests
+			 * the canary (it went through free_other before) */
+			return kp__ol_free_check(pool, p, false, KP_OL_CANARY_OFF, false);
 		}
 	}
 	return quiet ? free_other_quiet(pool, p) : free_other(pool, p);

@@ -474,12 +474,15 @@ struct ol_span;
  * matches no live pool. Before a thread's first call, and on a thread that
  * only frees, heap is kp__ol_empty_heap, whose classes all take the slow
  * path. map_n is 0 until the slot names a pool: every pointer misses the
- * map. In kp__tls (kp__ol_slot), its first value tcache.c's. */
+ * map. In kp__tls (kp__ol_slot), its first value tcache.c's. id is
+ * kp__ol_slot_id (the mode in it: kp_free's test), aid the pool's id in
+ * either mode (kp_alloc's test: its fast path is the same in both). */
 typedef struct kp__ol_tls {
 	uint64_t id;
 	struct ol_heap *heap;
 	struct ol_span **map;
 	uintptr_t map_n;
+	uint64_t aid;
 } kp__ol_tls;
 extern struct ol_heap kp__ol_empty_heap;
 typedef struct kp__tls {

@@ -21,7 +21,7 @@
  * does not know is no block of this path, and alloc.c's path decides (a
  * huge or backup block, or an invalid free). So kp_free of a stack, data,
  * foreign or another pool's pointer is refused before anything near it is
- * read; an interior pointer fails index * size == offset; a span's tail
+ * read; an interior pointer fails the exact division of its offset (kp__ol_index); a span's tail
  * lands on a sentinel record that is always free.
  *
  * Checks (checks:on, the default), each contained with kpool's events,
@@ -1213,8 +1213,10 @@ static struct ol_span *span_new(kp_pool *pool, struct ol_heap *h, uint32_t cls)
 	struct ol_span *pg = &s->spans[s->used];
 	pg->start = s->base + (size_t)s->used * OL_SLICE_SIZE;
 	pg->bsize = bs;
-	pg->recip = ((1ull << 40) + bs - 1) / bs;
+	pg->rot = (uint8_t)__builtin_ctz(bs);
+	pg->inv = kp__ol_inverse(bs >> pg->rot);
 	pg->nblocks = nb;
+	pg->last = nb;
 	pg->csz = h->csz;
 	uint16_t *stack = meta_take(s, (nb + 1) * sizeof(uint16_t));
 	/* rec[nb]: a sentinel, never allocated, so a free of the span's tail
@@ -1680,7 +1682,7 @@ static void ol_thread_exit(void *arg)
 	(void)arg;
 	ol_exited = true;
 	uintptr_t tp = kp__ol_self();
-	kp__ol_slot = (kp__ol_tls){0, &kp__ol_empty_heap, NULL, 0};
+	kp__ol_slot = (kp__ol_tls){0, &kp__ol_empty_heap, NULL, 0, 0};
 	kp__ol_pslot = (struct ol_pslot){0, NULL};
 	kp__registry_lock();
 	for (int i = 0; i < OL_EXIT_POOLS; i++) {
@@ -1823,7 +1825,7 @@ static struct ol_heap *heap_get(kp_pool *pool)
 	if (pool->conf.poison) /* never in the slot: alloc.c's fast dispatch would skip the fill */
 		kp__ol_pslot = (struct ol_pslot){pool->id, h};
 	else
-		kp__ol_slot = (kp__ol_tls){kp__ol_slot_id(pool), h, ol->map, OL_MAP_N};
+		kp__ol_slot = kp__ol_slot_make(pool, h);
 	exit_note(pool);
 	return h;
 }
@@ -2083,13 +2085,12 @@ static inline __attribute__((always_inline)) struct ol_span *block_of(struct ol_
 	if (KP_UNLIKELY(!pg))
 		return NULL;
 	*ours = true;
-	uintptr_t off = a - (uintptr_t)pg->start;
-	uint32_t idx = (uint32_t)((off * pg->recip) >> 40);
+	uint64_t q = kp__ol_index(pg, a - (uintptr_t)pg->start);
 	/* idx == nblocks (the tail) lands on the sentinel record: free's
 	 * state test refuses it */
-	if (KP_UNLIKELY((uintptr_t)idx * pg->bsize != off))
+	if (KP_UNLIKELY(q > pg->nblocks))
 		return NULL;
-	*idx_out = idx;
+	*idx_out = (uint32_t)q;
 	return pg;
 }
 
@@ -2257,7 +2258,7 @@ int kp__ol_free(kp_pool *pool, void *p)
 	if (KP_UNLIKELY(pool->conf.poison))
 		return poison_free(pool, p);
 	if (kp__ol_slot.id != kp__ol_slot_id(pool))
-		kp__ol_slot = (kp__ol_tls){kp__ol_slot_id(pool), &kp__ol_empty_heap, pool->ol->map, OL_MAP_N};
+		kp__ol_slot = kp__ol_slot_make(pool, &kp__ol_empty_heap);
 	return kp__ol_free_fast(pool, p, false);
 }
 

@@ -79,7 +79,8 @@ struct ol_heap;
  * c). */
 struct ol_span {
 	uint8_t *start;
-	uint64_t recip; /* ceil(2^40 / bsize): offset * recip >> 40 = index */
+	/* bsize = odd << rot, inv: odd's inverse mod 2^64 (kp__ol_index) */
+	uint64_t inv;
 	uint32_t bsize, nblocks;
 	struct ol_rec *rec;
 	uint16_t *stack0; /* the bottom of its stack: the sentinel */
@@ -87,10 +88,11 @@ struct ol_span {
 	 * other threads' frees, written by the owner (relaxed); OL_OWN_NONE
 	 * (| OL_OWN_FULL) while its heap is abandoned (heap_abandon) */
 	_Atomic uintptr_t owner;
-	uint32_t csz; /* the canary's bytes: OL_CANARY, or 0 with checks off */
+	uint16_t csz; /* the canary's bytes: OL_CANARY, or 0 with checks off */
+	uint8_t rot;
 	uint16_t cls;
 	uint16_t fc_cap; /* blocks of its class a heap's foreign cache holds (ol_heap) */
-	uint64_t gen;	 /* the span's generation, in its blocks' canaries */
+	uint64_t last;	 /* nblocks, 64 bits: kp_free compares kp__ol_index with it in memory */
 
 	/* the owner's line */
 	_Alignas(64) uint16_t *sp; /* the top of the stack of free block indices */
@@ -104,6 +106,7 @@ struct ol_span {
 	 * list, under the heap's avail_lock: when it was first seen wholly free
 	 * (pool clock, ns; 0: not seen so), OL_PURGED once its pages went back */
 	uint64_t idle_ns;
+	uint64_t gen; /* the span's generation, in its blocks' canaries (span_extend) */
 
 	/* the other threads' line */
 	_Alignas(64) _Atomic uint32_t remote; /* cross-thread frees: index + 1 of the head */
@@ -114,6 +117,8 @@ struct ol_span {
 	struct ol_heap *heap;
 };
 #define OL_PURGED UINT64_MAX
+_Static_assert(offsetof(struct ol_span, sp) == 64 && offsetof(struct ol_span, remote) == 128,
+	       "a span's fields on three lines: the first full");
 
 struct ol_seg {
 	uint8_t *base;
@@ -253,6 +258,13 @@ static inline uint64_t kp__ol_slot_id(const kp_pool *pool)
 }
 extern struct ol_heap kp__ol_empty_heap;
 
+/* The slot that names pool (not poison:on: never in the slot) and its
+ * thread's heap h (kp__ol_empty_heap before its first allocation). */
+static inline kp__ol_tls kp__ol_slot_make(const kp_pool *pool, struct ol_heap *h)
+{
+	return (kp__ol_tls){kp__ol_slot_id(pool), h, pool->ol->map, OL_MAP_N, pool->id};
+}
+
 /* The slow halves (outline.c): a class run dry (or whose foreign cache holds
  * blocks: they go first), and everything else. */
 void *kp__ol_refill(kp_pool *pool, struct ol_heap *h, uint32_t cls, size_t n);
@@ -282,6 +294,33 @@ static inline void kp__ol_sp_set(struct ol_span *pg, uint16_t *sp)
 static inline void kp__ol_sp_push(struct ol_span *pg, uint16_t *sp)
 {
 	__atomic_store_n(&pg->sp, sp, __ATOMIC_RELEASE);
+}
+
+/* The index of the block at offset off of pg when off is a block's start,
+ * else a number past 2^64 / bsize, so past nblocks: off * inv rotated
+ * right by rot (exact division, Granlund and Montgomery 1994, Hacker's
+ * Delight 10-17: bsize = odd << rot; off * inv is off / odd when odd
+ * divides off, and rotating it by rot then takes its rot low bits, zero
+ * when 1 << rot divides it too, to the top). One multiply and a rotation
+ * where the index from a reciprocal and its product with bsize were two
+ * multiplies and a load more (kp_free: 2 instructions, test_outline_index
+ * compares the two for every class). */
+/* The inverse of an odd d mod 2^64 (pg->inv: span_new): Newton's
+ * iteration, each step doubling the bits that are right, from d's 3 (d * d
+ * = 1 mod 8). */
+static inline uint64_t kp__ol_inverse(uint64_t d)
+{
+	uint64_t x = d;
+	for (int i = 0; i < 5; i++)
+		x *= 2 - d * x;
+	return x;
+}
+
+static inline __attribute__((always_inline)) uint64_t kp__ol_index(const struct ol_span *pg, uintptr_t off)
+{
+	uint64_t q = off * pg->inv;
+	unsigned r = pg->rot;
+	return q >> r | q << (-r & 63);
 }
 
 /* The class of n bytes (request and canary), 1 KiB < n <= 64 KiB. */
@@ -411,12 +450,12 @@ static inline __attribute__((always_inline)) int kp__ol_free_check(kp_pool *pool
 	struct ol_span *pg = kp__ol_slot.map[a >> OL_SLICE_SHIFT];
 	if (KP_UNLIKELY(!pg))
 		KP_OL_REFUSE(NULL, 0, 0, KP_OL_MISS);
-	uintptr_t off = a - (uintptr_t)pg->start;
-	uint32_t idx = (uint32_t)((off * pg->recip) >> 40);
-	/* an interior pointer fails the product; the span's tail (idx ==
+	uint64_t q = kp__ol_index(pg, a - (uintptr_t)pg->start);
+	/* an interior pointer fails the test; the span's tail (idx ==
 	 * nblocks) lands on the sentinel record, always free */
-	if (KP_UNLIKELY((uintptr_t)idx * pg->bsize != off))
-		KP_OL_REFUSE(pg, idx, 0, KP_OL_BAD);
+	if (KP_UNLIKELY(q > pg->last))
+		KP_OL_REFUSE(pg, 0, 0, KP_OL_BAD);
+	uint32_t idx = (uint32_t)q;
 	/* another thread's span (or a retired one): kp__ol_free_other makes
 	 * the checks below there, after a prefetch for writing of the record
 	 * (its compare-and-swap then takes the line from the allocating CPU

@@ -1,0 +1,95 @@
+/*
+ * test_outline_index.c - kp__ol_index (outline.h), kp_free's block index on
+ * layout:outline by exact division (an odd inverse and a rotation, s25-off),
+ * against the division it replaced: for every multiple of 16 up to 64 KiB
+ * as a block size (the classes among them), every offset of a span of 32
+ * blocks and more and the bytes past it gives the block's index when the
+ * offset is a block start, the sentinel's at the span's end, and a number
+ * past the span's last index for any other offset: an interior pointer is
+ * never taken for a block. Then offsets from all of 64 bits (a pointer
+ * below the span's start, or far past it). And through the API: a free of
+ * each interior offset of a block is refused, the block stays live.
+ */
+#define _GNU_SOURCE 1
+#include "ktest.h"
+#include "outline.h"
+
+/* An xorshift for the wide offsets. */
+static uint64_t next_rand(uint64_t *s)
+{
+	*s ^= *s << 13;
+	*s ^= *s >> 7;
+	*s ^= *s << 17;
+	return *s;
+}
+
+static void test_index_matches_division(void)
+{
+	uint64_t seed = 0x9e3779b97f4a7c15ull, bad = 0, checked = 0;
+	for (uint32_t bs = 16; bs <= 65536; bs += 16) {
+		struct ol_span pg = {0};
+		pg.bsize = bs;
+		pg.rot = (uint8_t)__builtin_ctz(bs);
+		pg.inv = kp__ol_inverse(bs >> pg.rot);
+		/* as span_new: 32 blocks at least, whole 64 KiB slices */
+		uint32_t nsl = (uint32_t)((32ul * bs + OL_SLICE_SIZE - 1) / OL_SLICE_SIZE);
+		pg.nblocks = (uint32_t)(nsl * OL_SLICE_SIZE / bs);
+		pg.last = pg.nblocks;
+		uint64_t end = (uint64_t)nsl * OL_SLICE_SIZE + 2 * (uint64_t)bs;
+		/* every offset for the small sizes, an odd stride for the rest,
+		 * and each start's neighbours */
+		uint64_t step = bs <= 256 ? 1 : (bs / 64) | 1;
+		for (uint64_t off = 0; off < end; off += step) {
+			uint64_t q = kp__ol_index(&pg, off);
+			bool start = off % bs == 0 && off / bs <= pg.nblocks;
+			bad += start ? q != off / bs : q <= pg.last;
+			checked++;
+		}
+		for (uint32_t i = 1; i <= pg.nblocks + 1; i++)
+			for (uint64_t d = 1; d < 16; d++) {
+				uint64_t lo = (uint64_t)i * bs - d, hi = (uint64_t)i * bs + d;
+				bad += (kp__ol_index(&pg, lo) <= pg.last) + (kp__ol_index(&pg, hi) <= pg.last);
+				checked += 2;
+			}
+		for (uint32_t i = 0; i <= pg.nblocks; i++) /* each start, whatever the stride */
+			bad += kp__ol_index(&pg, (uint64_t)i * bs) != i;
+		for (int k = 0; k < 20000; k++) {
+			uint64_t off = next_rand(&seed);
+			uint64_t q = kp__ol_index(&pg, off);
+			bool start = off % bs == 0 && off / bs <= pg.nblocks;
+			bad += start ? q != off / bs : q <= pg.last;
+			checked++;
+		}
+	}
+	CHECK(bad == 0, "%llu of %llu offsets given a wrong index", (unsigned long long)bad,
+	      (unsigned long long)checked);
+}
+
+static void test_interior_frees_refused(void)
+{
+	static const size_t reqs[] = {8, 40, 100, 300, 1000, 3000, 20000, 60000};
+	for (int checks = 0; checks < 2; checks++) {
+		kp_pool *pool =
+			kp_create(checks ? "layout:outline,daemon:off" : "layout:outline,checks:off,daemon:off");
+		REQUIRE(pool != NULL, "kp_create: %s", kp_last_error());
+		for (size_t k = 0; k < sizeof reqs / sizeof reqs[0]; k++) {
+			char *p = kp_alloc(pool, reqs[k], 0);
+			REQUIRE(p != NULL, "kp_alloc(%zu)", reqs[k]);
+			size_t u = kp_usable_size(pool, p);
+			for (size_t d = 1; d < u; d += d < 64 ? 1 : 61)
+				CHECK(kp_free(pool, p + d) != 0, "checks %d: free of %zu-byte block + %zu taken",
+				      checks, reqs[k], d);
+			CHECK(kp_usable_size(pool, p) == u, "checks %d: the %zu-byte block not live after", checks,
+			      reqs[k]);
+			CHECK(kp_free(pool, p) == 0, "checks %d: free of the %zu-byte block", checks, reqs[k]);
+		}
+		kp_destroy(pool);
+	}
+}
+
+int main(void)
+{
+	RUN(test_index_matches_division);
+	RUN(test_interior_frees_refused);
+	return ktest_summary();
+}
