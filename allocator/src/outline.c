@@ -1843,6 +1843,27 @@ static struct ol_span *span_adopt(kp_pool *pool, struct ol_heap *h, uint32_t cls
 	return got;
 }
 
+/* The first span of h's avail list of class cls with blocks on its stack,
+ * within OL_AVAIL_SCAN of the head, taken off the list; or NULL. A span
+ * there may have none: the span in hand swapped out with its untouched rest
+ * (refill_body), or one a drain relisted (drain_remote) and an earlier
+ * refill emptied. Before, a refill looked at the head alone and touched a
+ * new page of blocks while spans further down held touched free ones
+ * (test_memory_threads_outline: a consumer's frees come back to the
+ * producer's spans in bursts). The owner, under its avail lock. */
+#define OL_AVAIL_SCAN 8
+static struct ol_span *avail_take_free(struct ol_heap *h, uint32_t cls)
+{
+	uint32_t i = 0;
+	for (struct ol_span **pp = &h->avail[cls], *pg; (pg = *pp) != NULL && i < OL_AVAIL_SCAN; pp = &pg->next, i++)
+		if (*kp__ol_sp(pg) != OL_SENT) {
+			*pp = pg->next;
+			pg->idle_ns = 0;
+			return pg;
+		}
+	return NULL;
+}
+
 /* A class ran dry (or the span in hand is the placeholder): retire the span,
  * take one from the avail list, the cross-thread frees, or a new one. The
  * empty heap (a slot that names the pool but holds no heap of it yet):
@@ -1906,10 +1927,8 @@ static void *refill_body(kp_pool *pool, struct ol_heap *h, uint32_t cls, size_t 
 		/* and a listed span's free blocks, touched too: this one waits
 		 * on the list with its untouched rest */
 		owner_lock(pool, h); /* the daemon's purge moves them */
-		struct ol_span *alt = h->avail[cls];
+		struct ol_span *alt = avail_take_free(h, cls);
 		if (alt) {
-			h->avail[cls] = alt->next;
-			alt->idle_ns = 0;
 			pg->next = h->avail[cls];
 			h->avail[cls] = pg;
 			pg->idle_ns = 0;
@@ -1918,12 +1937,8 @@ static void *refill_body(kp_pool *pool, struct ol_heap *h, uint32_t cls, size_t 
 		if (alt) {
 			h->cur[cls] = alt;
 			class_point(h, cls, alt);
-			pg = alt;
-			sp = kp__ol_sp(pg);
-			if (*sp != OL_SENT)
-				return kp__ol_pop(h, pg, sp, *sp, n);
-			if (pg->fresh >= pg->nblocks)
-				return refill_again(pool, h, cls, n);
+			sp = kp__ol_sp(alt);
+			return kp__ol_pop(h, alt, sp, *sp, n);
 		}
 		span_extend(pool, pg);
 		sp = kp__ol_sp(pg);
@@ -1933,8 +1948,8 @@ static void *refill_body(kp_pool *pool, struct ol_heap *h, uint32_t cls, size_t 
 		atomic_store_explicit(&pg->owner, h->self | OL_OWN_FULL, memory_order_relaxed);
 	owner_lock(pool, h);
 	drain_remote(pool, h);
-	pg = h->avail[cls];
-	if (pg) {
+	pg = avail_take_free(h, cls);
+	if (!pg && (pg = h->avail[cls]) != NULL) { /* none with free blocks: one with untouched ones */
 		h->avail[cls] = pg->next;
 		pg->idle_ns = 0;
 	}
