@@ -1798,6 +1798,78 @@ static struct ol_heap *heap_get(kp_pool *pool)
 	return h;
 }
 
+/* Spans of another heap's dirty list fc_steal looks at, at most: a bound
+ * on its walk under that heap's avail lock. */
+#define OL_STEAL_SCAN 64
+
+/* Blocks of class cls that other threads freed onto another heap's spans'
+ * cross-thread lists, taken into h's foreign cache (at most its room of the
+ * class), for h to hand out before it touches new pages; how many. From
+ * each span of another heap's dirty list, the chain after its list's head
+ * (the head stays, so the span stays listed as its list is not empty:
+ * remote_push), under that heap's avail lock (no drain takes the list
+ * meanwhile: drain_remote's callers hold it) and the pool's outline lock
+ * (the heaps' list); other threads push at the head meanwhile, and no push
+ * writes a record already on the list. Each block from OL_LISTED to h's
+ * tag (rec_claim; else raced_dfree), as a block this thread freed: handed
+ * out by fc_pop, its next free goes to its span as any other heap's. A
+ * record not OL_LISTED on the list ends the take (left to the owner's
+ * drain). h's thread, in its refill (busy).
+ * Before, a heap's spans took their blocks back only by their owner's
+ * drain, so the producers of a producer/consumer program, taking turns at
+ * the queue, each touched pages for the whole of it while the other's
+ * blocks waited on its lists (test_memory_threads_outline). */
+static uint32_t fc_steal(kp_pool *pool, struct ol_heap *h, uint32_t cls)
+{
+	kp__ol *ol = pool->ol;
+	uint32_t got = h->fc_n[cls], room = 0;
+	pthread_mutex_lock(&ol->lock);
+	for (struct ol_heap *o = ol->heaps; o; o = o->next) {
+		if (o == h || !atomic_load_explicit(&o->dirty, memory_order_relaxed))
+			continue;
+		avail_lock(pool, o);
+		uint32_t seen = 0;
+		for (struct ol_span *pg = atomic_load_explicit(&o->dirty, memory_order_acquire);
+		     pg && seen < OL_STEAL_SCAN;
+		     pg = atomic_load_explicit(&pg->dirty_next, memory_order_relaxed), seen++) {
+			if (pg->cls != cls)
+				continue;
+			if (!room)
+				room = pg->fc_cap;
+			uint32_t head = atomic_load_explicit(&pg->remote, memory_order_acquire);
+			if (!head || head > pg->nblocks || got >= room)
+				continue;
+			struct ol_rec *hr = &pg->rec[head - 1];
+			uint32_t first = hr->next, i = first, k = 0, last = 0;
+			while (i && i <= pg->nblocks && got + k < room && k < pg->nblocks &&
+			       __atomic_load_n(&pg->rec[i - 1].state, __ATOMIC_RELAXED) == OL_LISTED) {
+				last = i;
+				i = pg->rec[i - 1].next;
+				k++;
+			}
+			if (!k)
+				continue;
+			hr->next = i; /* the rest stays listed */
+			atomic_fetch_sub_explicit(&pg->nremote, k, memory_order_relaxed);
+			for (uint32_t j = first, n = 0; n < k; n++) {
+				uint32_t nx = pg->rec[j - 1].next;
+				if (KP_UNLIKELY(!rec_claim(&pg->rec[j - 1], OL_LISTED, h->rtag)))
+					raced_dfree(pool, pg, j - 1);
+				else
+					h->fc_ent[cls][got++] = (uintptr_t)pg | (uint64_t)(j - 1) << OL_FC_IDX_SHIFT;
+				j = j == last ? 0 : nx;
+			}
+		}
+		avail_unlock(o);
+		if (room && got >= room)
+			break;
+	}
+	pthread_mutex_unlock(&ol->lock);
+	uint32_t took = got - h->fc_n[cls];
+	__atomic_store_n(&h->fc_n[cls], (uint16_t)got, __ATOMIC_RELAXED);
+	return took;
+}
+
 /* A span of class cls wholly free on another heap's avail list, taken off
  * it (that heap's avail lock, as the daemon's purge takes one) and made h's,
  * or NULL. Wholly free (every block it handed out on its stack, nothing on
@@ -1940,6 +2012,9 @@ static void *refill_body(kp_pool *pool, struct ol_heap *h, uint32_t cls, size_t 
 			sp = kp__ol_sp(alt);
 			return kp__ol_pop(h, alt, sp, *sp, n);
 		}
+		/* and other heaps' blocks waiting on their lists */
+		if (fc_steal(pool, h, cls))
+			return fc_pop(pool, h, cls, n);
 		span_extend(pool, pg);
 		sp = kp__ol_sp(pg);
 		return kp__ol_pop(h, pg, sp, *sp, n);
@@ -1954,6 +2029,11 @@ static void *refill_body(kp_pool *pool, struct ol_heap *h, uint32_t cls, size_t 
 		pg->idle_ns = 0;
 	}
 	owner_unlock(h);
+	if (!pg && fc_steal(pool, h, cls)) { /* other heaps' blocks first; none in hand meanwhile (below) */
+		h->cur[cls] = &empty_span;
+		class_point(h, cls, &empty_span);
+		return fc_pop(pool, h, cls, n);
+	}
 	if (!pg && !(pg = span_adopt(pool, h, cls)) && !(pg = span_new(pool, h, cls))) {
 		/* none in hand: the retired span left there would be relisted by
 		 * its frees while in hand, and the daemon's purge (or return)
