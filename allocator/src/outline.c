@@ -1336,19 +1336,46 @@ static void fc_flush(kp_pool *pool, struct ol_heap *h, uint32_t cls, uint32_t m)
 		class_point(h, cls, h->cur[cls]);
 }
 
+/* The blocks of pg's class h's foreign cache may hold before it overflows:
+ * pg->fc_cap, or OL_FC_ONEWAY_BYTES of them while h's thread frees other
+ * threads' blocks and allocates none. One-way is decided as the cache runs
+ * full: no allocation since it last ran full; it ends at the first free
+ * after an allocation. While one-way, the heap's tables keep the class's
+ * span in hand (fc_put), so that its frees come here past free_remote's
+ * inline case, which knows only fc_cap, and the cache is sent back whole
+ * when full. Before, a consumer thread of a producer/consumer program held
+ * 8-16 KiB of each of 32 classes of blocks it never reused
+ * (test_memory_threads_outline); kpbench c, whose threads allocate, never
+ * turns one-way. h's thread, in the free's slow path. */
+static uint32_t fc_room(struct ol_heap *h, const struct ol_span *pg)
+{
+	uint64_t a = atomic_load_explicit(&h->allocs, memory_order_relaxed);
+	if (h->fc_oneway && a != h->fc_mark) /* it allocated: two-way again */
+		h->fc_oneway = false;
+	if (h->fc_oneway) {
+		uint32_t room = OL_FC_ONEWAY_BYTES / pg->bsize;
+		return room < 1 ? 1 : room < pg->fc_cap ? room : pg->fc_cap;
+	}
+	if (h->fc_n[pg->cls] >= pg->fc_cap) { /* full: one-way if it allocated nothing since it last was */
+		h->fc_oneway = a == h->fc_mark;
+		h->fc_mark = a;
+	}
+	return pg->fc_cap;
+}
+
 /* Block idx of pg, just freed by this thread (not pg's owner), into h's
  * foreign cache; the older half of the class's cache back to its spans
  * when full. h: this thread's heap of the pool. */
 static void fc_put(kp_pool *pool, struct ol_heap *h, struct ol_span *pg, uint32_t idx)
 {
 	uint32_t cls = pg->cls, k = h->fc_n[cls];
-	if (k >= pg->fc_cap) {
-		fc_flush(pool, h, cls, (k + 1) / 2);
+	if (k >= fc_room(h, pg)) {
+		fc_flush(pool, h, cls, h->fc_oneway ? k : (k + 1) / 2);
 		k = h->fc_n[cls];
 	}
 	h->fc_ent[cls][k] = (uintptr_t)pg | (uint64_t)idx << OL_FC_IDX_SHIFT;
 	__atomic_store_n(&h->fc_n[cls], (uint16_t)(k + 1), __ATOMIC_RELAXED);
-	if (!k && h->fast[cls] != &empty_span) /* the class's allocations take the cache first */
+	if (!k && h->fast[cls] != &empty_span && !h->fc_oneway) /* the class's allocations take the cache first */
 		class_point(h, cls, &empty_span);
 }
 
@@ -1591,11 +1618,21 @@ static inline void busy_leave(void)
  * The owner (or, for an abandoned heap, a thread holding its avail lock
  * and the outline lock: span_adopt); a violation's event is written under
  * the avail lock. */
+static void drain_span(kp_pool *pool, struct ol_heap *h, struct ol_span *pg);
 static void drain_remote(kp_pool *pool, struct ol_heap *h)
 {
 	struct ol_span *pg = atomic_exchange_explicit(&h->dirty, NULL, memory_order_acquire);
 	while (pg) {
 		struct ol_span *nx = atomic_load_explicit(&pg->dirty_next, memory_order_relaxed);
+		drain_span(pool, h, pg);
+		pg = nx;
+	}
+}
+
+/* drain_remote's work on one span, off h's dirty list already. */
+static void drain_span(kp_pool *pool, struct ol_heap *h, struct ol_span *pg)
+{
+	{
 		uint32_t i = atomic_exchange_explicit(&pg->remote, 0, memory_order_acquire);
 		uint16_t *sp = kp__ol_sp(pg);
 		uint32_t n = 0;
@@ -1613,6 +1650,44 @@ static void drain_remote(kp_pool *pool, struct ol_heap *h)
 		atomic_fetch_sub_explicit(&pg->nremote, n, memory_order_relaxed);
 		if (atomic_load_explicit(&pg->owner, memory_order_relaxed) & OL_OWN_FULL)
 			span_relist(h, pg);
+	}
+}
+
+/* pg off h's dirty list, pred its predecessor there (NULL: it was the
+ * head). Other threads push spans at the head meanwhile (remote_push), none
+ * already on it (their lists are not empty); no one else takes spans off it
+ * (h's avail lock held: drain_remote's and fc_steal's callers hold it). */
+static void dirty_unlink(struct ol_heap *h, struct ol_span *pred, struct ol_span *pg)
+{
+	struct ol_span *nx = atomic_load_explicit(&pg->dirty_next, memory_order_relaxed);
+	if (!pred) {
+		struct ol_span *hd = pg;
+		if (atomic_compare_exchange_strong_explicit(&h->dirty, &hd, nx, memory_order_acquire,
+							    memory_order_acquire))
+			return;
+		for (pred = hd; atomic_load_explicit(&pred->dirty_next, memory_order_relaxed) != pg;)
+			pred = atomic_load_explicit(&pred->dirty_next, memory_order_relaxed);
+	}
+	atomic_store_explicit(&pred->dirty_next, nx, memory_order_relaxed);
+}
+
+/* drain_remote for the spans of class cls alone: the others' blocks stay on
+ * their lists, where any heap's refill of their class takes them (fc_steal)
+ * before it touches new pages, as h's own refill of the class does here.
+ * Before, a refill of one class took in every class's frees, onto h's
+ * stacks, out of the other heaps' reach (test_memory_threads_outline: each
+ * producer kept the blocks of the queue's turn it had last held). The
+ * owner, under its avail lock. */
+static void drain_class(kp_pool *pool, struct ol_heap *h, uint32_t cls)
+{
+	struct ol_span *pred = NULL, *pg = atomic_load_explicit(&h->dirty, memory_order_acquire);
+	while (pg) {
+		struct ol_span *nx = atomic_load_explicit(&pg->dirty_next, memory_order_relaxed);
+		if (pg->cls == cls) {
+			dirty_unlink(h, pred, pg);
+			drain_span(pool, h, pg);
+		} else
+			pred = pg;
 		pg = nx;
 	}
 }
@@ -1990,7 +2065,7 @@ static void *refill_body(kp_pool *pool, struct ol_heap *h, uint32_t cls, size_t 
 		 * touched already (larson: 2.9x its live bytes touched, then 2.3x) */
 		if (atomic_load_explicit(&h->dirty, memory_order_relaxed)) {
 			owner_lock(pool, h);
-			drain_remote(pool, h);
+			drain_class(pool, h, cls);
 			owner_unlock(h);
 			sp = kp__ol_sp(pg);
 			if (*sp != OL_SENT)
@@ -2022,7 +2097,7 @@ static void *refill_body(kp_pool *pool, struct ol_heap *h, uint32_t cls, size_t 
 	if (pg != &empty_span)
 		atomic_store_explicit(&pg->owner, h->self | OL_OWN_FULL, memory_order_relaxed);
 	owner_lock(pool, h);
-	drain_remote(pool, h);
+	drain_class(pool, h, cls);
 	pg = avail_take_free(h, cls);
 	if (!pg && (pg = h->avail[cls]) != NULL) { /* none with free blocks: one with untouched ones */
 		h->avail[cls] = pg->next;
