@@ -1686,6 +1686,7 @@ static void drain_class(kp_pool *pool, struct ol_heap *h, uint32_t cls)
 		if (pg->cls == cls) {
 			dirty_unlink(h, pred, pg);
 			drain_span(pool, h, pg);
+			return;
 		} else
 			pred = pg;
 		pg = nx;
