@@ -1336,46 +1336,19 @@ static void fc_flush(kp_pool *pool, struct ol_heap *h, uint32_t cls, uint32_t m)
 		class_point(h, cls, h->cur[cls]);
 }
 
-/* The blocks of pg's class h's foreign cache may hold before it overflows:
- * pg->fc_cap, or OL_FC_ONEWAY_BYTES of them while h's thread frees other
- * threads' blocks and allocates none. One-way is decided as the cache runs
- * full: no allocation since it last ran full; it ends at the first free
- * after an allocation. While one-way, the heap's tables keep the class's
- * span in hand (fc_put), so that its frees come here past free_remote's
- * inline case, which knows only fc_cap, and the cache is sent back whole
- * when full. Before, a consumer thread of a producer/consumer program held
- * 8-16 KiB of each of 32 classes of blocks it never reused
- * (test_memory_threads_outline); kpbench c, whose threads allocate, never
- * turns one-way. h's thread, in the free's slow path. */
-static uint32_t fc_room(struct ol_heap *h, const struct ol_span *pg)
-{
-	uint64_t a = atomic_load_explicit(&h->allocs, memory_order_relaxed);
-	if (h->fc_oneway && a != h->fc_mark) /* it allocated: two-way again */
-		h->fc_oneway = false;
-	if (h->fc_oneway) {
-		uint32_t room = OL_FC_ONEWAY_BYTES / pg->bsize;
-		return room < 1 ? 1 : room < pg->fc_cap ? room : pg->fc_cap;
-	}
-	if (h->fc_n[pg->cls] >= pg->fc_cap) { /* full: one-way if it allocated nothing since it last was */
-		h->fc_oneway = a == h->fc_mark;
-		h->fc_mark = a;
-	}
-	return pg->fc_cap;
-}
-
 /* Block idx of pg, just freed by this thread (not pg's owner), into h's
  * foreign cache; the older half of the class's cache back to its spans
  * when full. h: this thread's heap of the pool. */
 static void fc_put(kp_pool *pool, struct ol_heap *h, struct ol_span *pg, uint32_t idx)
 {
 	uint32_t cls = pg->cls, k = h->fc_n[cls];
-	if (k >= fc_room(h, pg)) {
-		fc_flush(pool, h, cls, h->fc_oneway ? k : (k + 1) / 2);
+	if (k >= pg->fc_cap) {
+		fc_flush(pool, h, cls, (k + 1) / 2);
 		k = h->fc_n[cls];
 	}
 	h->fc_ent[cls][k] = (uintptr_t)pg | (uint64_t)idx << OL_FC_IDX_SHIFT;
 	__atomic_store_n(&h->fc_n[cls], (uint16_t)(k + 1), __ATOMIC_RELAXED);
-	if (!k && h->fast[cls] != &empty_span && !h->fc_oneway) /* the class's allocations take the cache first */
+	if (!k && h->fast[cls] != &empty_span) /* the class's allocations take the cache first */
 		class_point(h, cls, &empty_span);
 }
 
@@ -1864,6 +1837,7 @@ static struct ol_heap *heap_get(kp_pool *pool)
 		pthread_mutex_lock(&ol->lock);
 		h->next = ol->heaps;
 		ol->heaps = h;
+		atomic_fetch_add_explicit(&ol->nheaps, 1, memory_order_relaxed);
 		pthread_mutex_unlock(&ol->lock);
 	}
 	if (pool->conf.poison) /* never in the slot: alloc.c's fast dispatch would skip the fill */
@@ -1899,6 +1873,8 @@ static uint32_t fc_steal(kp_pool *pool, struct ol_heap *h, uint32_t cls)
 {
 	kp__ol *ol = pool->ol;
 	uint32_t got = h->fc_n[cls], room = 0;
+	if (atomic_load_explicit(&ol->nheaps, memory_order_relaxed) < 2) /* h alone: no lock taken (kpbench b) */
+		return 0;
 	pthread_mutex_lock(&ol->lock);
 	for (struct ol_heap *o = ol->heaps; o; o = o->next) {
 		if (o == h || !atomic_load_explicit(&o->dirty, memory_order_relaxed))
@@ -2002,14 +1978,22 @@ static struct ol_span *span_adopt(kp_pool *pool, struct ol_heap *h, uint32_t cls
 #define OL_AVAIL_SCAN 8
 static struct ol_span *avail_take_free(struct ol_heap *h, uint32_t cls)
 {
+	struct ol_span **best = NULL, *pg;
+	uint16_t *most = NULL;
 	uint32_t i = 0;
-	for (struct ol_span **pp = &h->avail[cls], *pg; (pg = *pp) != NULL && i < OL_AVAIL_SCAN; pp = &pg->next, i++)
-		if (*kp__ol_sp(pg) != OL_SENT) {
-			*pp = pg->next;
-			pg->idle_ns = 0;
-			return pg;
+	for (struct ol_span **pp = &h->avail[cls]; (pg = *pp) != NULL && i < OL_AVAIL_SCAN; pp = &pg->next, i++) {
+		uint16_t *sp = kp__ol_sp(pg);
+		if (*sp != OL_SENT && (!best || sp - pg->stack0 > most - (*best)->stack0)) {
+			best = pp;
+			most = sp;
 		}
-	return NULL;
+	}
+	if (!best)
+		return NULL;
+	pg = *best;
+	*best = pg->next;
+	pg->idle_ns = 0;
+	return pg;
 }
 
 /* A class ran dry (or the span in hand is the placeholder): retire the span,

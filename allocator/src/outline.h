@@ -143,11 +143,6 @@ struct ol_seg {
  * thread's cache holds at most 72 x 16 KiB and is given back at its exit. */
 #define OL_FC_MAX 64
 #define OL_FC_BYTES (16u << 10)
-/* A thread that frees and does not allocate (outline.c, fc_room): at most
- * this of a class, all of it sent back when full. The blocks it holds are
- * no use to it and their owners touch new pages meanwhile (a consumer of a
- * producer/consumer program held 8-16 KiB of each of 32 classes). */
-#define OL_FC_ONEWAY_BYTES (2u << 10)
 #define OL_FC_IDX_SHIFT 48 /* an entry: the span's address | block index << 48 */
 
 struct ol_heap {
@@ -183,11 +178,6 @@ struct ol_heap {
 	 * mapping, after the structure (outline.c, OL_HEAP_STRIDE), so that the
 	 * empty heap costs no 36 KiB of .data */
 	uint64_t (*fc_ent)[OL_FC_MAX];
-	/* its allocations when its foreign cache last ran full, and whether
-	 * none had come between that and the time before: a thread that frees
-	 * other threads' blocks and allocates none (outline.c, fc_room) */
-	uint64_t fc_mark;
-	bool fc_oneway;
 	_Alignas(64) struct ol_span *_Atomic dirty; /* spans with cross-thread frees (other threads push) */
 };
 
@@ -237,7 +227,8 @@ struct kp__ol {
 	uint32_t arena_used;
 	_Atomic uint64_t span_gen;
 	uint32_t csz;
-	uint32_t nsegs; /* data segments mapped (the lock): kp__ol_wanted */
+	uint32_t nsegs;		 /* data segments mapped (the lock): kp__ol_wanted */
+	_Atomic uint32_t nheaps; /* heaps made (on ol->heaps): fc_steal looks at others' only past one */
 	/* segments given back (outline.c, return_idle): wholly free for
 	 * decay_ms, off the heaps and onto the spares, uncharged */
 	_Atomic uint64_t returned;
