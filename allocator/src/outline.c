@@ -2084,15 +2084,19 @@ static void *refill_body(kp_pool *pool, struct ol_heap *h, uint32_t cls, size_t 
 	owner_lock(pool, h);
 	drain_class(pool, h, cls);
 	pg = avail_take_free(h, cls);
-	if (!pg && (pg = h->avail[cls]) != NULL) { /* none with free blocks: one with untouched ones */
-		h->avail[cls] = pg->next;
-		pg->idle_ns = 0;
-	}
 	owner_unlock(h);
-	if (!pg && fc_steal(pool, h, cls)) { /* other heaps' blocks first; none in hand meanwhile (below) */
+	if (!pg && fc_steal(pool, h, cls)) { /* other heaps' blocks next; none in hand meanwhile (below) */
 		h->cur[cls] = &empty_span;
 		class_point(h, cls, &empty_span);
 		return fc_pop(pool, h, cls, n);
+	}
+	if (!pg) { /* then a listed span's untouched blocks */
+		owner_lock(pool, h);
+		if ((pg = h->avail[cls]) != NULL) {
+			h->avail[cls] = pg->next;
+			pg->idle_ns = 0;
+		}
+		owner_unlock(h);
 	}
 	if (!pg && !(pg = span_adopt(pool, h, cls)) && !(pg = span_new(pool, h, cls))) {
 		/* none in hand: the retired span left there would be relisted by
