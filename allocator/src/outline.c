@@ -53,10 +53,12 @@
  * tcmalloc's caches, and a thread that frees what another allocated reuses
  * it at once. A full class sends its older half back, a chain per span
  * pushed onto the span's cross-thread list with one compare-and-swap, and
- * the span onto its heap's dirty list; the owner takes them in when a class
- * runs dry. A cached block is on no stack, so its span is never wholly
- * free meanwhile: no heap adopts it, no purge drops its pages, no thread
- * but the cache's writes its record. Before (s22), every cross-thread free
+ * the span onto its heap's dirty list; the owner takes in one span's of a
+ * class when the class runs dry (drain_class), and a heap about to touch new
+ * pages takes other heaps' listed blocks into its cache (fc_steal). A
+ * cached block is on no stack, so its span is never wholly free meanwhile:
+ * no heap adopts it, no purge drops its pages, no thread but the cache's
+ * writes its record. Before (s22), every cross-thread free
  * made three or four contended atomics (the record, a count, the list, the
  * dirty list) on lines its owner wrote: kpbench c 4 against the inline
  * path's 16 M ops/s, and larson's frees waited on their owners' lists.
@@ -129,8 +131,10 @@
  * its blocks are first taken (span_extend): metadata in proportion to the
  * blocks used. A heap that needs a new span first takes a wholly free one of
  * the class from another heap (span_adopt); a span in hand run dry takes
- * the frees given back and a listed span's free blocks before it touches
- * its untouched ones. What still costs memory under larson (4 threads on 2
+ * the frees given back, the listed span with the most free blocks and other
+ * heaps' listed blocks (fc_steal) before it touches its untouched ones
+ * (s25: a producer/consumer program, 1.6-1.7x glibc's peak before, 1.3-1.4x:
+ * test_memory_threads). What still costs memory under larson (4 threads on 2
  * CPUs): free blocks on the four heaps' stacks, 24 classes each (about 2x
  * its live bytes touched, test_outline_xfree).
  * primary_max: data segments are reserved against it with the primary's
