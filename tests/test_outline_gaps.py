@@ -55,9 +55,12 @@ def _built(name: str) -> str:
 
 
 def test_gaps_are_listed() -> None:
-    """The folder holds the gaps its README names: a file added or removed is said there."""
+    """The folder holds the gaps its README names: a file added or removed is said there. None at
+    present (s25-mem moved test_memory_threads_outline.c back to test_memory_threads.c); with none,
+    test_outline_gap below is one skipped item (an empty parameter set)."""
     readme = (ALLOCATOR / "tests" / "outline_gaps" / "README.md").read_text()
-    assert GAPS, "no test_*.c in allocator/tests/outline_gaps"
+    if not GAPS:
+        assert "Files: none at present" in readme, "outline_gaps/README.md lists files the folder lacks"
     for name in GAPS:
         assert f"`{name}.c`" in readme, f"{name}.c is not in outline_gaps/README.md"
 

@@ -53,10 +53,12 @@
  * tcmalloc's caches, and a thread that frees what another allocated reuses
  * it at once. A full class sends its older half back, a chain per span
  * pushed onto the span's cross-thread list with one compare-and-swap, and
- * the span onto its heap's dirty list; the owner takes them in when a class
- * runs dry. A cached block is on no stack, so its span is never wholly
- * free meanwhile: no heap adopts it, no purge drops its pages, no thread
- * but the cache's writes its record. Before (s22), every cross-thread free
+ * the span onto its heap's dirty list; the owner takes in one span's of a
+ * class when the class runs dry (drain_class), and a heap about to touch new
+ * pages takes other heaps' listed blocks into its cache (fc_steal). A
+ * cached block is on no stack, so its span is never wholly free meanwhile:
+ * no heap adopts it, no purge drops its pages, no thread but the cache's
+ * writes its record. Before (s22), every cross-thread free
  * made three or four contended atomics (the record, a count, the list, the
  * dirty list) on lines its owner wrote: kpbench c 4 against the inline
  * path's 16 M ops/s, and larson's frees waited on their owners' lists.
@@ -129,8 +131,10 @@
  * its blocks are first taken (span_extend): metadata in proportion to the
  * blocks used. A heap that needs a new span first takes a wholly free one of
  * the class from another heap (span_adopt); a span in hand run dry takes
- * the frees given back and a listed span's free blocks before it touches
- * its untouched ones. What still costs memory under larson (4 threads on 2
+ * the frees given back, the listed span with the most free blocks and other
+ * heaps' listed blocks (fc_steal) before it touches its untouched ones
+ * (s25: a producer/consumer program, 1.6-1.7x glibc's peak before, 1.3-1.4x:
+ * test_memory_threads). What still costs memory under larson (4 threads on 2
  * CPUs): free blocks on the four heaps' stacks, 24 classes each (about 2x
  * its live bytes touched, test_outline_xfree).
  * primary_max: data segments are reserved against it with the primary's
@@ -1623,11 +1627,21 @@ static inline void busy_leave(void)
  * The owner (or, for an abandoned heap, a thread holding its avail lock
  * and the outline lock: span_adopt); a violation's event is written under
  * the avail lock. */
+static void drain_span(kp_pool *pool, struct ol_heap *h, struct ol_span *pg);
 static void drain_remote(kp_pool *pool, struct ol_heap *h)
 {
 	struct ol_span *pg = atomic_exchange_explicit(&h->dirty, NULL, memory_order_acquire);
 	while (pg) {
 		struct ol_span *nx = atomic_load_explicit(&pg->dirty_next, memory_order_relaxed);
+		drain_span(pool, h, pg);
+		pg = nx;
+	}
+}
+
+/* drain_remote's work on one span, off h's dirty list already. */
+static void drain_span(kp_pool *pool, struct ol_heap *h, struct ol_span *pg)
+{
+	{
 		uint32_t i = atomic_exchange_explicit(&pg->remote, 0, memory_order_acquire);
 		uint16_t *sp = kp__ol_sp(pg);
 		uint32_t n = 0;
@@ -1645,6 +1659,45 @@ static void drain_remote(kp_pool *pool, struct ol_heap *h)
 		atomic_fetch_sub_explicit(&pg->nremote, n, memory_order_relaxed);
 		if (atomic_load_explicit(&pg->owner, memory_order_relaxed) & OL_OWN_FULL)
 			span_relist(h, pg);
+	}
+}
+
+/* pg off h's dirty list, pred its predecessor there (NULL: it was the
+ * head). Other threads push spans at the head meanwhile (remote_push), none
+ * already on it (their lists are not empty); no one else takes spans off it
+ * (h's avail lock held: drain_remote's and fc_steal's callers hold it). */
+static void dirty_unlink(struct ol_heap *h, struct ol_span *pred, struct ol_span *pg)
+{
+	struct ol_span *nx = atomic_load_explicit(&pg->dirty_next, memory_order_relaxed);
+	if (!pred) {
+		struct ol_span *hd = pg;
+		if (atomic_compare_exchange_strong_explicit(&h->dirty, &hd, nx, memory_order_acquire,
+							    memory_order_acquire))
+			return;
+		for (pred = hd; atomic_load_explicit(&pred->dirty_next, memory_order_relaxed) != pg;)
+			pred = atomic_load_explicit(&pred->dirty_next, memory_order_relaxed);
+	}
+	atomic_store_explicit(&pred->dirty_next, nx, memory_order_relaxed);
+}
+
+/* drain_remote for the spans of class cls alone: the others' blocks stay on
+ * their lists, where any heap's refill of their class takes them (fc_steal)
+ * before it touches new pages, as h's own refill of the class does here.
+ * Before, a refill of one class took in every class's frees, onto h's
+ * stacks, out of the other heaps' reach (test_memory_threads_outline: each
+ * producer kept the blocks of the queue's turn it had last held). The
+ * owner, under its avail lock. */
+static void drain_class(kp_pool *pool, struct ol_heap *h, uint32_t cls)
+{
+	struct ol_span *pred = NULL, *pg = atomic_load_explicit(&h->dirty, memory_order_acquire);
+	while (pg) {
+		struct ol_span *nx = atomic_load_explicit(&pg->dirty_next, memory_order_relaxed);
+		if (pg->cls == cls) {
+			dirty_unlink(h, pred, pg);
+			drain_span(pool, h, pg);
+			return;
+		} else
+			pred = pg;
 		pg = nx;
 	}
 }
@@ -1820,6 +1873,7 @@ static struct ol_heap *heap_get(kp_pool *pool)
 		pthread_mutex_lock(&ol->lock);
 		h->next = ol->heaps;
 		ol->heaps = h;
+		atomic_fetch_add_explicit(&ol->nheaps, 1, memory_order_relaxed);
 		pthread_mutex_unlock(&ol->lock);
 	}
 	if (pool->conf.poison) /* never in the slot: alloc.c's fast dispatch would skip the fill */
@@ -1828,6 +1882,80 @@ static struct ol_heap *heap_get(kp_pool *pool)
 		kp__ol_slot = kp__ol_slot_make(pool, h);
 	exit_note(pool);
 	return h;
+}
+
+/* Spans of another heap's dirty list fc_steal looks at, at most: a bound
+ * on its walk under that heap's avail lock. */
+#define OL_STEAL_SCAN 64
+
+/* Blocks of class cls that other threads freed onto another heap's spans'
+ * cross-thread lists, taken into h's foreign cache (at most its room of the
+ * class), for h to hand out before it touches new pages; how many. From
+ * each span of another heap's dirty list, the chain after its list's head
+ * (the head stays, so the span stays listed as its list is not empty:
+ * remote_push), under that heap's avail lock (no drain takes the list
+ * meanwhile: drain_remote's callers hold it) and the pool's outline lock
+ * (the heaps' list); other threads push at the head meanwhile, and no push
+ * writes a record already on the list. Each block from OL_LISTED to h's
+ * tag (rec_claim; else raced_dfree), as a block this thread freed: handed
+ * out by fc_pop, its next free goes to its span as any other heap's. A
+ * record not OL_LISTED on the list ends the take (left to the owner's
+ * drain). h's thread, in its refill (busy).
+ * Before, a heap's spans took their blocks back only by their owner's
+ * drain, so the producers of a producer/consumer program, taking turns at
+ * the queue, each touched pages for the whole of it while the other's
+ * blocks waited on its lists (test_memory_threads_outline). */
+static uint32_t fc_steal(kp_pool *pool, struct ol_heap *h, uint32_t cls)
+{
+	kp__ol *ol = pool->ol;
+	uint32_t got = h->fc_n[cls], room = 0;
+	if (atomic_load_explicit(&ol->nheaps, memory_order_relaxed) < 2) /* h alone: no lock taken (kpbench b) */
+		return 0;
+	pthread_mutex_lock(&ol->lock);
+	for (struct ol_heap *o = ol->heaps; o; o = o->next) {
+		if (o == h || !atomic_load_explicit(&o->dirty, memory_order_relaxed))
+			continue;
+		avail_lock(pool, o);
+		uint32_t seen = 0;
+		for (struct ol_span *pg = atomic_load_explicit(&o->dirty, memory_order_acquire);
+		     pg && seen < OL_STEAL_SCAN;
+		     pg = atomic_load_explicit(&pg->dirty_next, memory_order_relaxed), seen++) {
+			if (pg->cls != cls)
+				continue;
+			if (!room)
+				room = pg->fc_cap;
+			uint32_t head = atomic_load_explicit(&pg->remote, memory_order_acquire);
+			if (!head || head > pg->nblocks || got >= room)
+				continue;
+			struct ol_rec *hr = &pg->rec[head - 1];
+			uint32_t first = hr->next, i = first, k = 0, last = 0;
+			while (i && i <= pg->nblocks && got + k < room && k < pg->nblocks &&
+			       __atomic_load_n(&pg->rec[i - 1].state, __ATOMIC_RELAXED) == OL_LISTED) {
+				last = i;
+				i = pg->rec[i - 1].next;
+				k++;
+			}
+			if (!k)
+				continue;
+			hr->next = i; /* the rest stays listed */
+			atomic_fetch_sub_explicit(&pg->nremote, k, memory_order_relaxed);
+			for (uint32_t j = first, n = 0; n < k; n++) {
+				uint32_t nx = pg->rec[j - 1].next;
+				if (KP_UNLIKELY(!rec_claim(&pg->rec[j - 1], OL_LISTED, h->rtag)))
+					raced_dfree(pool, pg, j - 1);
+				else
+					h->fc_ent[cls][got++] = (uintptr_t)pg | (uint64_t)(j - 1) << OL_FC_IDX_SHIFT;
+				j = j == last ? 0 : nx;
+			}
+		}
+		avail_unlock(o);
+		if (room && got >= room)
+			break;
+	}
+	pthread_mutex_unlock(&ol->lock);
+	uint32_t took = got - h->fc_n[cls];
+	__atomic_store_n(&h->fc_n[cls], (uint16_t)got, __ATOMIC_RELAXED);
+	return took;
 }
 
 /* A span of class cls wholly free on another heap's avail list, taken off
@@ -1873,6 +2001,35 @@ static struct ol_span *span_adopt(kp_pool *pool, struct ol_heap *h, uint32_t cls
 	}
 	pthread_mutex_unlock(&ol->lock);
 	return got;
+}
+
+/* The first span of h's avail list of class cls with blocks on its stack,
+ * within OL_AVAIL_SCAN of the head, taken off the list; or NULL. A span
+ * there may have none: the span in hand swapped out with its untouched rest
+ * (refill_body), or one a drain relisted (drain_remote) and an earlier
+ * refill emptied. Before, a refill looked at the head alone and touched a
+ * new page of blocks while spans further down held touched free ones
+ * (test_memory_threads_outline: a consumer's frees come back to the
+ * producer's spans in bursts). The owner, under its avail lock. */
+#define OL_AVAIL_SCAN 8
+static struct ol_span *avail_take_free(struct ol_heap *h, uint32_t cls)
+{
+	struct ol_span **best = NULL, *pg;
+	uint16_t *most = NULL;
+	uint32_t i = 0;
+	for (struct ol_span **pp = &h->avail[cls]; (pg = *pp) != NULL && i < OL_AVAIL_SCAN; pp = &pg->next, i++) {
+		uint16_t *sp = kp__ol_sp(pg);
+		if (*sp != OL_SENT && (!best || sp - pg->stack0 > most - (*best)->stack0)) {
+			best = pp;
+			most = sp;
+		}
+	}
+	if (!best)
+		return NULL;
+	pg = *best;
+	*best = pg->next;
+	pg->idle_ns = 0;
+	return pg;
 }
 
 /* A class ran dry (or the span in hand is the placeholder): retire the span,
@@ -1929,7 +2086,7 @@ static void *refill_body(kp_pool *pool, struct ol_heap *h, uint32_t cls, size_t 
 		 * touched already (larson: 2.9x its live bytes touched, then 2.3x) */
 		if (atomic_load_explicit(&h->dirty, memory_order_relaxed)) {
 			owner_lock(pool, h);
-			drain_remote(pool, h);
+			drain_class(pool, h, cls);
 			owner_unlock(h);
 			sp = kp__ol_sp(pg);
 			if (*sp != OL_SENT)
@@ -1938,10 +2095,8 @@ static void *refill_body(kp_pool *pool, struct ol_heap *h, uint32_t cls, size_t 
 		/* and a listed span's free blocks, touched too: this one waits
 		 * on the list with its untouched rest */
 		owner_lock(pool, h); /* the daemon's purge moves them */
-		struct ol_span *alt = h->avail[cls];
+		struct ol_span *alt = avail_take_free(h, cls);
 		if (alt) {
-			h->avail[cls] = alt->next;
-			alt->idle_ns = 0;
 			pg->next = h->avail[cls];
 			h->avail[cls] = pg;
 			pg->idle_ns = 0;
@@ -1950,13 +2105,12 @@ static void *refill_body(kp_pool *pool, struct ol_heap *h, uint32_t cls, size_t 
 		if (alt) {
 			h->cur[cls] = alt;
 			class_point(h, cls, alt);
-			pg = alt;
-			sp = kp__ol_sp(pg);
-			if (*sp != OL_SENT)
-				return kp__ol_pop(h, pg, sp, *sp, n);
-			if (pg->fresh >= pg->nblocks)
-				return refill_again(pool, h, cls, n);
+			sp = kp__ol_sp(alt);
+			return kp__ol_pop(h, alt, sp, *sp, n);
 		}
+		/* and other heaps' blocks waiting on their lists */
+		if (fc_steal(pool, h, cls))
+			return fc_pop(pool, h, cls, n);
 		span_extend(pool, pg);
 		sp = kp__ol_sp(pg);
 		return kp__ol_pop(h, pg, sp, *sp, n);
@@ -1964,13 +2118,22 @@ static void *refill_body(kp_pool *pool, struct ol_heap *h, uint32_t cls, size_t 
 	if (pg != &empty_span)
 		atomic_store_explicit(&pg->owner, h->self | OL_OWN_FULL, memory_order_relaxed);
 	owner_lock(pool, h);
-	drain_remote(pool, h);
-	pg = h->avail[cls];
-	if (pg) {
-		h->avail[cls] = pg->next;
-		pg->idle_ns = 0;
-	}
+	drain_class(pool, h, cls);
+	pg = avail_take_free(h, cls);
 	owner_unlock(h);
+	if (!pg && fc_steal(pool, h, cls)) { /* other heaps' blocks next; none in hand meanwhile (below) */
+		h->cur[cls] = &empty_span;
+		class_point(h, cls, &empty_span);
+		return fc_pop(pool, h, cls, n);
+	}
+	if (!pg) { /* then a listed span's untouched blocks */
+		owner_lock(pool, h);
+		if ((pg = h->avail[cls]) != NULL) {
+			h->avail[cls] = pg->next;
+			pg->idle_ns = 0;
+		}
+		owner_unlock(h);
+	}
 	if (!pg && !(pg = span_adopt(pool, h, cls)) && !(pg = span_new(pool, h, cls))) {
 		/* none in hand: the retired span left there would be relisted by
 		 * its frees while in hand, and the daemon's purge (or return)

@@ -235,7 +235,8 @@ struct kp__ol {
 	uint32_t arena_used;
 	_Atomic uint64_t span_gen;
 	uint32_t csz;
-	uint32_t nsegs; /* data segments mapped (the lock): kp__ol_wanted */
+	uint32_t nsegs;		 /* data segments mapped (the lock): kp__ol_wanted */
+	_Atomic uint32_t nheaps; /* heaps made (on ol->heaps): fc_steal looks at others' only past one */
 	/* segments given back (outline.c, return_idle): wholly free for
 	 * decay_ms, off the heaps and onto the spares, uncharged */
 	_Atomic uint64_t returned;
