@@ -18,7 +18,7 @@ running both back to back with one seed); the --json file carries it under "cost
 
 kpool's default small path is the pool option `layout:outline` (allocator/src/outline.c: metadata out of line,
 the default since session 24); the earlier one, `layout:inline` (block headers, the per-thread cache),
-runs the same way on a-d as the row "kpool-inline" (on d with d's own grow conf, GROW_CONF, and the layout),
+runs the same way on a-d as the row "kpool-inline" (every kpool row on kpool's defaults but its own options),
 and the ratio table gets a column "inline ÷ best peer" beside kpool's own.
 """
 
@@ -43,7 +43,7 @@ from harness.triage.patterns import SIGNALS
 KPBENCH = paths.build_dir("release") / "kpbench"
 WORKLOADS = ("a", "b", "c", "d", "f")
 # kpool with its integrity checks off, beside kpool in every round. Only where the pool's conf is kpbench's
-# default (a-c): d runs its own grow conf, f measures realloc's copies, not the checks.
+# default (a-c): d measures growth (the daemon's pre-faulting), f realloc's copies, not the checks.
 CHECKS_OFF = Allocator("kpool-checks-off", "kpool", conf="checks:off")
 # kpool with its earlier small path (layout:inline: block headers; the default was outline's from session 24),
 # on the same workloads and on d.
@@ -52,9 +52,6 @@ CONF_ROWS = (CHECKS_OFF, INLINE)  # kpool in a configuration of its own, beside 
 CHECKS_OFF_WORKLOADS = ("a", "b", "c")
 # The workloads each configuration row runs on.
 CONF_WORKLOADS = {CHECKS_OFF.name: CHECKS_OFF_WORKLOADS, INLINE.name: ("a", "b", "c", "d")}
-# kpbench's pool conf for d (allocator/bench/kpbench.h, GROW_CONF; tests/test_bench_inline.py holds the two
-# the same): --conf replaces it, so a row of its own on d passes it whole, its own options after it.
-GROW_CONF = "primary_initial:1m,low_wm:32m,high_wm:128m,primary_max:2g"
 BENCH_ALLOCATORS = (ALLOCATORS[0], *CONF_ROWS, *ALLOCATORS[1:])
 # The slowest single invocation (glibc on (c), or three 1 GiB rounds of (d)) takes seconds; ten minutes
 # means the allocator hangs, and the remaining runs are still worth having.
@@ -75,9 +72,8 @@ class Runner:
         """One kpbench process for one workload; its JSON object, or None when it failed."""
         cmd = [str(self.binary), "--alloc", alloc.alloc, "--workload", workload, "--seed", str(seed)]
         cmd.append("--json")
-        conf = run_conf(alloc, workload)
-        if conf:
-            cmd += ["--conf", conf]
+        if alloc.conf:
+            cmd += ["--conf", alloc.conf]
         if self.ops is not None:
             cmd += ["--ops", str(self.ops)]
         env = {"LD_PRELOAD": self.preload[alloc.name]} if alloc.soname else {}
@@ -119,13 +115,6 @@ class Runner:
 def runs_on(alloc: Allocator, workload: str) -> bool:
     """Whether the row runs this workload: a peer and kpool on all, a configuration row where it says."""
     return not alloc.conf or workload in CONF_WORKLOADS.get(alloc.name, CHECKS_OFF_WORKLOADS)
-
-
-def run_conf(alloc: Allocator, workload: str) -> str:
-    """kpbench --conf for the row on the workload: its own conf, on d after d's grow conf."""
-    if alloc.conf and workload == "d":
-        return f"{GROW_CONF},{alloc.conf}"
-    return alloc.conf
 
 
 def _env(extra: dict[str, str]) -> dict[str, str]:

@@ -41,7 +41,7 @@ def test_bench_runs_kpool_with_checks_off_beside_kpool(
 
 
 def test_checks_off_runs_only_on_a_to_c(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """d runs its own grow conf and f measures realloc: kpool-checks-off is not run on them."""
+    """d measures growth and f realloc: kpool-checks-off is not run on them."""
     ran: list[tuple[str, str]] = []
 
     def fake_run(self: bench.Runner, alloc: Any, workload: str, seed: int) -> dict[str, Any]:

@@ -33,11 +33,6 @@
  * in well under a second for every workload and allocator. */
 #define LAT_OPS_MAX 1000000ull
 
-/* The (d) conf: start tiny so the daemon must do all the growing, and give
- * it watermarks far enough apart to map and pre-fault ahead of a thread that
- * allocates as fast as it can. */
-#define GROW_CONF "primary_initial:1m,low_wm:32m,high_wm:128m,primary_max:2g"
-
 /* Default operation counts: a quarter to half a second for the fastest peer
  * and a few seconds for the slowest (glibc on (c)), so that five runs of five
  * allocators take minutes, yet each timed loop outlasts scheduler noise. */
