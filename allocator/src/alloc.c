@@ -308,8 +308,9 @@ static void *alloc_policy(kp_pool *pool, size_t size, size_t align, unsigned fla
 }
 
 /* Is p in a huge block's fresh mapping, zero already (KP_ZERO need not
- * write gigabytes: a kept mapping used again is dirty)? A backup block has
- * no segment. */
+ * write gigabytes: a kept mapping used again is dirty), or a large block
+ * cut from units never used (kp__large_take_fresh)? A backup block has no
+ * segment. */
 static bool fresh_mapping(kp_pool *pool, const void *p)
 {
 	/* Only this pool's huge block, inside its payload: a backup block
@@ -319,6 +320,8 @@ static bool fresh_mapping(kp_pool *pool, const void *p)
 	if (kp__backup_owns(&pool->backup, p))
 		return false;
 	kp__seg *s = kp__pagemap_get(p);
+	if (s && s->pool == pool && s->kind == KP_SEG_NORMAL) /* a large block of zero units (primary.c) */
+		return kp__large_take_fresh(s, p);
 	return s && s->pool == pool && s->kind == KP_SEG_HUGE && !s->dirty &&
 	       (const char *)p >= (const char *)s + 2 * KP_PAGE && (const char *)p < (const char *)s + s->size;
 }

@@ -939,6 +939,9 @@ typedef struct kp__span {
 	 * does not hand out live blocks. At most 2048 (32-byte blocks, one
 	 * unit). */
 	uint16_t nfree;
+	/* large: its units were all zero when run_take cut it (kp__seg's
+	 * zero), asked once by kp_alloc for KP_ZERO (kp__large_take_fresh) */
+	uint8_t fresh;
 } kp__span;
 
 #define KP_LAST_LARGE 128u /* kp__seg's last_cls of a large run: past 1 + every class */
@@ -983,6 +986,14 @@ typedef struct kp__seg {
 	 * length for a large block (0: none). Not sealed:
 	 * they only choose among the sealed free units. */
 	uint64_t used_free;
+	/* zero: the units no span or block has held since the segment was
+	 * mapped, so their bytes are the kernel's zero fill; a large block cut
+	 * from them alone needs no memset for KP_ZERO (primary.c, run_take and
+	 * kp__large_take_fresh: cc1's sparsely written callocs were resident
+	 * whole). Only cleared after the mapping (a purge's pages are not
+	 * counted: a swapped page reads as not resident to the purge's
+	 * mincore and keeps its bytes). Under pool->lock. */
+	uint64_t zero;
 	uint8_t last_cls[KP_UNITS];
 	/* unit_meta[u]: while unit u belongs to a small span of class c,
 	 * KP_UNIT_META(c), the low 16 bits of the meta of an allocated block
@@ -1047,6 +1058,7 @@ unsigned kp__central_take(kp_pool *pool, unsigned cls, void **list, uint64_t *ke
 void kp__central_give(kp_pool *pool, unsigned cls, void *list, const uint64_t *keys, unsigned n);
 void *kp__large_alloc(kp_pool *pool, size_t need);
 void kp__large_free(kp_pool *pool, kp__seg *seg, kp__span *sp);
+bool kp__large_take_fresh(kp__seg *s, const void *p);
 /* Resize a large block's run in place to fit need bytes (header included):
  * grow into the free units right after it, or give its tail units back.
  * false: no room there (the block is unchanged). */

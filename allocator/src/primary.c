@@ -257,6 +257,8 @@ static inline uint64_t run_bits(unsigned u, unsigned n)
 static kp__span *run_take(kp_pool *pool, kp__seg *s, unsigned u, unsigned n, kp__seg **segp)
 {
 	uint64_t bits = run_bits(u, n);
+	bool fresh = (s->zero & bits) == bits;
+	s->zero &= ~bits;
 	s->free_mask &= ~bits;
 	s->purge_idle &= ~bits; /* taken: no longer idle, nor given back */
 	if (s->refill & bits)	/* demand the daemon pre-faults, under the peak */
@@ -280,6 +282,7 @@ static kp__span *run_take(kp_pool *pool, kp__seg *s, unsigned u, unsigned n, kp_
 	kp__span *sp = &s->span[u];
 	sp->units = (uint16_t)n;
 	sp->start = (char *)s + ((size_t)u << KP_UNIT_SHIFT);
+	sp->fresh = fresh;
 	*segp = s;
 	headroom_publish(pool);
 	KP_ASSERT(1, seg_is_valid(s));
@@ -882,6 +885,25 @@ void *kp__large_alloc(kp_pool *pool, size_t need)
 	return sp->start;
 }
 
+/* Is p the payload of a large block that run_take cut from zero units (its
+ * segment's zero mask), so that KP_ZERO need not write it? s is p's
+ * segment, a normal one of the caller's pool. Asked once, by kp_alloc's
+ * thread right after it made the block (which no other thread knows yet):
+ * the answer is consumed. Anything else (a small block, a block's interior)
+ * is not fresh; a small span's fields are not written here. */
+bool kp__large_take_fresh(kp__seg *s, const void *p)
+{
+	uintptr_t off = (uintptr_t)p - (uintptr_t)s;
+	if (off >= KP_SEG_SIZE)
+		return false;
+	kp__span *sp = &s->span[s->span[off >> KP_UNIT_SHIFT].head];
+	if (sp->kind != KP_SPAN_LARGE || (const char *)p != sp->start + KP_HDR)
+		return false;
+	bool fresh = sp->fresh;
+	sp->fresh = 0;
+	return fresh;
+}
+
 void kp__large_free(kp_pool *pool, kp__seg *s, kp__span *sp)
 {
 	size_t bytes = sp->block;
@@ -918,6 +940,7 @@ bool kp__large_resize(kp_pool *pool, kp__seg *s, kp__span *sp, size_t need)
 		s->purged &= ~bits;
 		s->refill &= ~bits;
 		s->used_free &= ~bits;
+		s->zero &= ~bits;
 		memset(&s->last_cls[u + old], 0, n - old);
 		s->nfree_units -= n - old;
 		pool->units_free -= n - old;
@@ -1064,6 +1087,7 @@ int kp__primary_grow(kp_pool *pool, bool populate)
 		s->size = KP_SEG_SIZE;
 		s->free_mask = KP_SEG_FREE_ALL;
 		s->purge_idle = s->purged = s->purging = s->refill = s->used_free = 0;
+		s->zero = KP_SEG_FREE_ALL; /* a new mapping (populated: written with zeros) */
 		memset(s->last_cls, 0, sizeof s->last_cls);
 		s->magic = kp__seg_magic(pool->secret, s, KP_SEG_NORMAL, KP_SEG_SIZE);
 		s->nfree_units = KP_SEG_UNITS;
@@ -1562,6 +1586,7 @@ void kp__primary_relink(kp_pool *pool, kp__seg *s)
 {
 	s->empty_since_ns = kp__pool_now(pool);
 	s->purge_idle = s->purged = s->purging = s->refill = s->used_free = 0;
+	s->zero = 0; /* the blocks it held wrote it */
 	kp__pagemap_set(&pool->os, s, KP_SEG_SIZE, s);
 	kp__pool_lock(pool);
 	pool->capacity += KP_SEG_SIZE;
