@@ -1202,13 +1202,34 @@ static void span_extend(kp_pool *pool, struct ol_span *pg)
 	__atomic_store_n(&pg->fresh, f + k, __ATOMIC_RELAXED);
 }
 
+/* The fewest blocks of a span cut short to fit the slices left in its
+ * heap's segment (span_slices): a quarter of a span's usual 32, so that a
+ * tail of 8 slices or more takes a span of any class, one of 2-7 those up
+ * to 16-56 KiB. */
+#define OL_TAIL_MIN_BLOCKS 8u
+
+/* The slices of h's next span of blocks of bs bytes: enough for 32 blocks
+ * (fewer spans to switch between when the frees of a class are spread over
+ * many: kpbench b; untouched pages of a span cost no memory), or the slices
+ * left in h's segment when fewer, if they hold OL_TAIL_MIN_BLOCKS. Before,
+ * a span that did not fit left the tail to a later span small enough
+ * (segment_for's partial lists) and a new segment was taken: kpbench d's
+ * spans of 2-32 slices left 30-36 MiB of free slices on the partial lists
+ * at 1 GiB, pre-faulted by the daemon with their segments and never
+ * written (test_outline_grow_peak). The owner, in its slow path. */
+static uint32_t span_slices(const struct ol_heap *h, uint32_t bs)
+{
+	uint32_t nsl = (uint32_t)((32ul * bs + OL_SLICE_SIZE - 1) / OL_SLICE_SIZE);
+	uint32_t left = h->seg ? OL_NSLICES - h->seg->used : 0;
+	if (left && left < nsl && left * OL_SLICE_SIZE >= OL_TAIL_MIN_BLOCKS * bs)
+		nsl = left;
+	return nsl;
+}
+
 static struct ol_span *span_new(kp_pool *pool, struct ol_heap *h, uint32_t cls)
 {
 	uint32_t bs = class_size[cls];
-	/* at least 32 blocks a span: fewer spans to switch between when the
-	 * frees of a class are spread over many (kpbench b); untouched pages of
-	 * a span cost no memory */
-	uint32_t nsl = (uint32_t)((32ul * bs + OL_SLICE_SIZE - 1) / OL_SLICE_SIZE);
+	uint32_t nsl = span_slices(h, bs);
 	uint32_t nb = (uint32_t)(nsl * OL_SLICE_SIZE / bs);
 	size_t need = (nb + 1) * sizeof(uint16_t) + 64 + (nb + 1) * sizeof(struct ol_rec) + 64;
 	struct ol_seg *s = segment_for(pool, h, nsl, need);
