@@ -524,6 +524,25 @@ static void spare_purge(kp_pool *pool, struct ol_seg *s)
 	atomic_store_explicit(&s->ready, false, memory_order_relaxed);
 }
 
+/* Does a pass that pre-faulted nfaulted spares so far, nr of the window
+ * ready, stop? Past the high_wm floor (nfloor) and the pass's first spare,
+ * a spare is pre-faulted only while the heaps took a segment since the
+ * last one was (*taken_seen, advanced here): the demand the pass measured
+ * is that of the interval before it, and a program whose growth stopped
+ * within it takes no more. Before, the pass after kpbench d's growth to
+ * 1 GiB ended saw 300 MiB taken since the one before, pre-faulted the
+ * whole window (16 spares, 64 MiB) and finished the cold segments' free
+ * slices, all after the program's last allocation: its peak 1.14x glibc's
+ * (test_outline_grow_peak). A paced grower's pass pre-faults one spare
+ * and the next pass the next, until the window is ready. */
+static bool spare_enough(kp__ol *ol, uint32_t nr, uint32_t nfloor, uint32_t nfaulted, uint64_t *taken_seen)
+{
+	uint64_t taken = atomic_load(&ol->taken);
+	bool growing = taken != *taken_seen;
+	*taken_seen = taken;
+	return nr >= nfloor && nfaulted && !growing;
+}
+
 static void purge_idle(kp_pool *pool);
 static void return_idle(kp_pool *pool);
 
@@ -709,15 +728,21 @@ void kp__ol_daemon_pass(kp_pool *pool)
 	 * cold, 62% against 40% of its first round's pages faulted on its
 	 * thread). */
 	bool caught_up = false;
+	uint32_t nfaulted = 0;
+	uint64_t taken_seen = atomic_load(&ol->taken);
 	for (uint32_t k = 0; k < 2 * OL_PASS_SEGS; k++) {
 		struct ol_seg *todo = NULL;
 		pthread_mutex_lock(&ol->lock);
 		bool more = ol->nspare < nmapped;
-		uint32_t i = 0;
+		uint32_t i = 0, nr = 0;
 		for (struct ol_seg *s = ol->spare; s && i < nready; s = s->next, i++)
 			if (!atomic_load_explicit(&s->ready, memory_order_relaxed))
 				todo = s;
+			else
+				nr++;
 		pthread_mutex_unlock(&ol->lock);
+		if (todo && !more && spare_enough(ol, nr, nfloor, nfaulted, &taken_seen))
+			break; /* not caught up: the cold segments wait (step 2) */
 		if (more) {
 			struct ol_seg *s = segment_map(pool);
 			if (!s)
@@ -738,6 +763,7 @@ void kp__ol_daemon_pass(kp_pool *pool)
 			break;
 		}
 		spare_fault(pool, todo, now);
+		nfaulted++;
 	}
 	/* 2. once the spares are ready, the segments heaps took before they
 	 * were pre-faulted (up to OL_COLD_MAX), finished: their spans hand out
