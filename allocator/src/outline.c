@@ -463,10 +463,13 @@ static struct ol_seg *segment_for(kp_pool *pool, struct ol_heap *h, uint32_t nsl
 
 /* ---- the daemon's pass: spares ahead of demand, back when it falls -------- */
 
-/* The metadata pre-faulted with a spare's data: the segment's record and
- * the first span records and stacks (a segment of 4-64 KiB blocks uses
- * 20-30 KiB of it; kpbench d's thread faulted on them past the data). */
+/* The metadata pre-faulted with a spare's data at the most: the segment's
+ * record and the first span records and stacks (kpbench d's thread faulted
+ * on them past the data); what the heaps' last segments used (meta_ahead),
+ * this much before any was carved whole. */
 #define OL_META_AHEAD ((size_t)64 << 10)
+/* The heaps' segments meta_ahead looks at, newest first. */
+#define OL_META_LOOK 8u
 /* A spare is pre-faulted in steps of this much, the order a heap carves it,
  * and the daemon moves on once a heap took it (the heap and the daemon
  * faulting the same pages would wait on each other's page-table locks). */
@@ -500,11 +503,39 @@ static uint8_t *meta_after_record(struct ol_seg *s)
 	return (uint8_t *)(((uintptr_t)(s + 1) + KP_PAGE - 1) & ~(uintptr_t)(KP_PAGE - 1));
 }
 
-/* Pre-fault spare s (the daemon, no lock: only the daemon unmaps a spare,
- * so s stays mapped), until a heap takes it. Ready when it was not taken. */
-static void spare_fault(kp_pool *pool, struct ol_seg *s, uint64_t now)
+/* The metadata bytes to pre-fault with a segment (spare_fault, the cold
+ * segments finished): as many as the newest of the heaps' segments carved
+ * whole (no slice left) used, the most of up to OL_META_LOOK of them, a page
+ * more, within a page and OL_META_AHEAD; OL_META_AHEAD while none is. Not a
+ * fixed 64 KiB: kpbench d's segments (4-64 KiB blocks, 4-6 spans) use
+ * 16-20 KiB (the record and its span array, 12.4 KiB, and each span's
+ * records and stack), and the rest of 290 segments' 64 KiB, 12 MiB, was
+ * resident at its peak, never written (test_outline_grow_peak). A program of
+ * small blocks uses more than OL_META_AHEAD: its heaps fault the rest in as
+ * their spans extend (span_extend), as before. The pool's outline lock. */
+static size_t meta_ahead(kp__ol *ol)
 {
-	kp__os_populate(&pool->os, s, OL_META_AHEAD);
+	size_t most = 0;
+	uint32_t seen = 0;
+	for (struct ol_seg *s = ol->segs; s && seen < OL_META_LOOK; s = s->next) {
+		if (s->used < OL_NSLICES)
+			continue;
+		size_t u = (size_t)(s->bump - (uint8_t *)s);
+		most = u > most ? u : most;
+		seen++;
+	}
+	if (!seen)
+		return OL_META_AHEAD;
+	most = (most + 2 * KP_PAGE - 1) & ~(size_t)(KP_PAGE - 1);
+	return most < OL_META_AHEAD ? most : OL_META_AHEAD;
+}
+
+/* Pre-fault spare s (the daemon, no lock: only the daemon unmaps a spare,
+ * so s stays mapped), its metadata's first meta bytes, until a heap takes
+ * it. Ready when it was not taken. */
+static void spare_fault(kp_pool *pool, struct ol_seg *s, size_t meta, uint64_t now)
+{
+	kp__os_populate(&pool->os, s, meta);
 	for (size_t off = 0; off < OL_SEG_SIZE; off += OL_FAULT_STEP) {
 		if (atomic_load_explicit(&s->taken, memory_order_relaxed))
 			return;
@@ -727,6 +758,9 @@ void kp__ol_daemon_pass(kp_pool *pool)
 	 * same pages (nearest first: 178 of kpbench d's 287 segments taken
 	 * cold, 62% against 40% of its first round's pages faulted on its
 	 * thread). */
+	pthread_mutex_lock(&ol->lock);
+	size_t meta = meta_ahead(ol);
+	pthread_mutex_unlock(&ol->lock);
 	bool caught_up = false;
 	uint32_t nfaulted = 0;
 	uint64_t taken_seen = atomic_load(&ol->taken);
@@ -762,7 +796,7 @@ void kp__ol_daemon_pass(kp_pool *pool)
 			caught_up = true;
 			break;
 		}
-		spare_fault(pool, todo, now);
+		spare_fault(pool, todo, meta, now);
 		nfaulted++;
 	}
 	/* 2. once the spares are ready, the segments heaps took before they
@@ -782,7 +816,7 @@ void kp__ol_daemon_pass(kp_pool *pool)
 		ol->ncold = 0;
 		pthread_mutex_unlock(&ol->lock);
 		for (uint32_t k = 0; k < ncold; k++) { /* heaps' (return_idle, first in the pass, took its own off) */
-			kp__os_populate_missing(&pool->os, cold_segs[k], OL_META_AHEAD);
+			kp__os_populate_missing(&pool->os, cold_segs[k], meta);
 			kp__os_populate_missing(&pool->os, cold_segs[k]->base, OL_SEG_SIZE);
 		}
 	}

@@ -10,12 +10,17 @@
  * growth stops, and the free slices of segments the heaps left because a
  * span did not fit (outline.c, segment_for), pre-faulted whole.
  *
+ * test_meta_ahead: the metadata the daemon pre-faults with a segment is
+ * what the heaps' segments use, not a fixed 64 KiB.
+ *
  * RSS is meaningless under a sanitizer: there the program runs smaller and
  * the bound is left to the release variant.
  */
 #include "ktest.h"
+#include "outline.h"
 
 #include <stdbool.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 /* 1 GiB, as kpbench d (about 0.5 s a run): at 512 MiB the ratio was
@@ -130,8 +135,64 @@ static void test_grow_peak(void)
 	CHECK(km * 10 <= gm * 11, "kpool's peak %ld KiB is more than 1.1x glibc's %ld KiB", km, gm);
 }
 
+/* Pages of [p, p + n) resident (mincore). */
+static size_t resident(const void *p, size_t n)
+{
+	unsigned char v[OL_META / 4096];
+	if (n > OL_META || mincore((void *)p, n, v) != 0)
+		return 0;
+	size_t r = 0;
+	for (size_t i = 0; i < (n + 4095) / 4096; i++)
+		r += v[i] & 1;
+	return r;
+}
+
+/* A stepped pool (daemon:off, step_clock:on: a pass per 2 MiB, 10 ms of its
+ * clock, 200 MB/s) grows to 160 MiB of 4-64 KiB blocks, every byte written:
+ * the metadata pages resident in the heaps' segments are those their spans
+ * use (to s->bump) and a page more each. On main: 16 pages each for the
+ * segments the daemon pre-faulted or finished (OL_META_AHEAD, 64 KiB), about
+ * 5 of them used. */
+static void test_meta_ahead(void)
+{
+	kp_pool *p = kp_create("layout:outline,daemon:off,step_clock:on,seed:7");
+	REQUIRE(p, "kp_create: %s", kp_last_error());
+	kp_daemon_step(p, 0);
+	size_t total = KT_SANITIZED ? ((size_t)96 << 20) : ((size_t)160 << 20), done = 0, burst = 0, n = 0;
+	static void *held[(160 << 20) / 4096];
+	uint64_t x = 0x9e3779b97f4a7c15ull;
+	while (done < total) {
+		x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+		size_t sz = 4096 + (size_t)(x % (65536 - 8 - 4096 + 1));
+		void *b = kp_alloc(p, sz, 0);
+		REQUIRE(b, "kp_alloc(%zu): %s", sz, kp_last_error());
+		memset(b, 0x5a, sz);
+		held[n++] = b;
+		done += sz, burst += sz;
+		if (burst >= ((size_t)2 << 20)) {
+			burst = 0;
+			kp_daemon_step(p, 10);
+		}
+	}
+	kp__ol *ol = p->ol;
+	size_t res = 0, used = 0;
+	unsigned nseg = 0;
+	pthread_mutex_lock(&ol->lock);
+	for (struct ol_seg *s = ol->segs; s; s = s->next, nseg++) {
+		res += resident(s, OL_META);
+		used += ((size_t)(s->bump - (uint8_t *)s) + 4095) / 4096 + 1;
+	}
+	pthread_mutex_unlock(&ol->lock);
+	printf("   %u segments: %zu metadata pages resident, %zu used (and a page more each)\n", nseg, res, used);
+	CHECK(res <= used, "%zu metadata pages resident in %u segments whose spans use %zu", res, nseg, used);
+	for (size_t i = 0; i < n; i++)
+		kp_free(p, held[i]);
+	kp_destroy(p);
+}
+
 int main(void)
 {
+	RUN(test_meta_ahead);
 	RUN(test_grow_peak);
 	return ktest_summary();
 }
