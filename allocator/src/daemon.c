@@ -71,7 +71,8 @@ uint64_t kp__pool_now(kp_pool *pool)
  * in_use / KP_TARGET_SHARE: the headroom never adds more than 1/16 to the
  *   memory the program holds, so that a fast-growing program's peak RSS
  *   stays within a few percent of what it uses (issue 14: 1.1x the best
- *   peer); explicit watermarks (high_wm) override it.
+ *   peer); explicit watermarks (high_wm) override it. layout:outline's
+ *   spares: 1/32 (KP_GROW_TARGET_SHARE).
  * high_wm: the floor, also the idle headroom: by default (auto) a quarter
  *   of the bytes in use, at most KP_FLOOR_AUTO (kp__daemon_floor).
  *
