@@ -526,7 +526,9 @@ static size_t meta_ahead(kp__ol *ol)
 	size_t most = 0;
 	uint32_t seen = 0;
 	for (struct ol_seg *s = ol->segs; s && seen < OL_META_LOOK; s = s->next) {
-		if (s->used < OL_NSLICES)
+		/* its last span published (span_new's release store): its
+		 * bump is final while it stays whole on ol->segs */
+		if (__atomic_load_n(&s->used, __ATOMIC_ACQUIRE) < OL_NSLICES)
 			continue;
 		size_t u = (size_t)(s->bump - (uint8_t *)s);
 		most = u > most ? u : most;
