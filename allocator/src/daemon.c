@@ -71,7 +71,8 @@ uint64_t kp__pool_now(kp_pool *pool)
  * in_use / KP_TARGET_SHARE: the headroom never adds more than 1/16 to the
  *   memory the program holds, so that a fast-growing program's peak RSS
  *   stays within a few percent of what it uses (issue 14: 1.1x the best
- *   peer); explicit watermarks (high_wm) override it.
+ *   peer); explicit watermarks (high_wm) override it. layout:outline's
+ *   spares: 1/32 (KP_GROW_TARGET_SHARE).
  * high_wm: the floor, also the idle headroom: by default (auto) a quarter
  *   of the bytes in use, at most KP_FLOOR_AUTO (kp__daemon_floor).
  *
@@ -101,6 +102,13 @@ uint64_t kp__pool_now(kp_pool *pool)
 /* At most 1/16 of the bytes in use as headroom: 6% over the program's own
  * footprint at its peak, under the 10% the issue allows over the best peer. */
 #define KP_TARGET_SHARE 16
+/* The same for layout:outline's spare segments (kp__daemon_grow_target):
+ * 1/32, 3%, as its blocks cost 4-5% more than glibc's before any headroom
+ * (classes 1/8 of a doubling apart, the records; kpbench d with
+ * prefault:off: 1.046x glibc's peak). At 1/16, d's peak was 1.13x glibc's,
+ * 8-9 spares (32-36 MiB) pre-faulted ahead when its growth stopped
+ * (test_outline_grow_peak). */
+#define KP_GROW_TARGET_SHARE 32
 /* A small program's 1/16 would be too little to absorb a burst: while it
  * grows (below) its share is half the bytes in use, at most 8 MiB
  * (two segments), what a thread allocating at 200 MiB/s takes in 40 ms,
@@ -887,11 +895,11 @@ static uint64_t rate_of(size_t demand, uint64_t dt)
 
 /* The headroom the rate asks for, within the share of the bytes held (the
  * formula above, without the floor; not rounded). */
-static size_t rate_headroom(uint64_t rate, unsigned boost, size_t held, bool busy)
+static size_t rate_headroom(uint64_t rate, unsigned boost, size_t held, bool busy, unsigned share)
 {
 	double want = (double)rate * KP_HORIZON_MS / 1000.0 * (double)(1u << boost);
 	double out = (double)held;
-	double cap = out / KP_TARGET_SHARE;
+	double cap = out / share;
 	double small = out / (busy ? KP_GROW_SHARE : KP_FLOOR_SHARE);
 	if (small > (double)KP_TARGET_SMALL)
 		small = (double)KP_TARGET_SMALL;
@@ -1002,8 +1010,9 @@ static size_t daemon_target(kp_pool *pool)
 		atomic_compare_exchange_strong(&pool->grow_boost, &boost, boost - 1);
 		atomic_store(&pool->boost_at_ns, now);
 	}
-	size_t headroom_want = rate_headroom(rate, (unsigned)atomic_load(&pool->grow_boost),
-					     atomic_load(&pool->out_bytes), d->busy_passes >= KP_BUSY_PASSES);
+	size_t headroom_want =
+		rate_headroom(rate, (unsigned)atomic_load(&pool->grow_boost), atomic_load(&pool->out_bytes),
+			      d->busy_passes >= KP_BUSY_PASSES, KP_TARGET_SHARE);
 	size_t target = (headroom_want + KP_UNIT_SIZE - 1) & ~(size_t)(KP_UNIT_SIZE - 1);
 	size_t floor = kp__daemon_floor(pool);
 	if (target < floor)
@@ -1101,7 +1110,7 @@ size_t kp__daemon_grow_target(kp_pool *pool, kp__grow *g, size_t demand, bool fa
 	if (!g->grow_ns || now - g->grow_ns > quiet)
 		g->rate = 0;
 	else
-		want = rate_headroom(g->rate, g->boost, held, g->busy >= KP_BUSY_PASSES);
+		want = rate_headroom(g->rate, g->boost, held, g->busy >= KP_BUSY_PASSES, KP_GROW_TARGET_SHARE);
 	want = want > floor ? want : floor;
 	atomic_store_explicit(&g->shown_target, want, memory_order_relaxed);
 	atomic_store_explicit(&g->shown_rate, g->rate, memory_order_relaxed);

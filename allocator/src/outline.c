@@ -105,8 +105,8 @@
  * Growth (the grow daemon's pass, kp__ol_daemon_pass): spare segments are
  * kept mapped and pre-faulted ahead of the heaps, as many as the demand
  * measured pass to pass asks for (daemon.c, kp__daemon_grow_target: the
- * inline primary's rate, boost and share of the bytes in use; high_wm, when
- * set, the floor kept pre-faulted), from OL_PREFAULT_MIN in use and only
+ * inline primary's rate and boost, within 1/32 of the bytes in use; high_wm,
+ * when set, the floor kept pre-faulted), from OL_PREFAULT_MIN in use and only
  * for a program that writes what it takes (the probe: a pass reads a few
  * pages of live blocks, as the inline daemon's does; kpbench b writes a
  * block's two ends, about 30% of its pages, and its segments stay cold),
@@ -115,7 +115,15 @@
  * pre-faults (and the spares are ready); spares past the demand go back
  * after decay_ms idle (purged, then unmapped). A heap whose span does not
  * fit its segment's tail leaves the segment to the next span that fits
- * (segment_for), so that pre-faulted tails are used.
+ * (segment_for), so that pre-faulted tails are used, and a span that does
+ * not fit its heap's segment takes the slices left when they hold a few of
+ * its blocks (span_slices). Past its first spare, a pass pre-faults the next
+ * only while the heaps take segments (spare_enough: a program whose growth
+ * stopped gets no window pre-faulted after its last allocation), each with
+ * the metadata the heaps' last segments used (meta_ahead). kpbench d (1 GiB
+ * of 4-64 KiB blocks): peak 1.17x glibc's before these (s26), 1.10x
+ * (test_outline_grow_peak; mimalloc 1.15x); without pre-faulting 1.05x (the
+ * classes' rounding).
  *
  * Stats: kp_stats' bytes in use count these blocks (kp__ol_in_use, from the
  * spans, nothing counted on the fast paths).
@@ -463,10 +471,13 @@ static struct ol_seg *segment_for(kp_pool *pool, struct ol_heap *h, uint32_t nsl
 
 /* ---- the daemon's pass: spares ahead of demand, back when it falls -------- */
 
-/* The metadata pre-faulted with a spare's data: the segment's record and
- * the first span records and stacks (a segment of 4-64 KiB blocks uses
- * 20-30 KiB of it; kpbench d's thread faulted on them past the data). */
+/* The metadata pre-faulted with a spare's data at the most: the segment's
+ * record and the first span records and stacks (kpbench d's thread faulted
+ * on them past the data); what the heaps' last segments used (meta_ahead),
+ * this much before any was carved whole. */
 #define OL_META_AHEAD ((size_t)64 << 10)
+/* The heaps' segments meta_ahead looks at, newest first. */
+#define OL_META_LOOK 8u
 /* A spare is pre-faulted in steps of this much, the order a heap carves it,
  * and the daemon moves on once a heap took it (the heap and the daemon
  * faulting the same pages would wait on each other's page-table locks). */
@@ -500,11 +511,41 @@ static uint8_t *meta_after_record(struct ol_seg *s)
 	return (uint8_t *)(((uintptr_t)(s + 1) + KP_PAGE - 1) & ~(uintptr_t)(KP_PAGE - 1));
 }
 
-/* Pre-fault spare s (the daemon, no lock: only the daemon unmaps a spare,
- * so s stays mapped), until a heap takes it. Ready when it was not taken. */
-static void spare_fault(kp_pool *pool, struct ol_seg *s, uint64_t now)
+/* The metadata bytes to pre-fault with a segment (spare_fault, the cold
+ * segments finished): as many as the newest of the heaps' segments carved
+ * whole (no slice left) used, the most of up to OL_META_LOOK of them, a page
+ * more, within a page and OL_META_AHEAD; OL_META_AHEAD while none is. Not a
+ * fixed 64 KiB: kpbench d's segments (4-64 KiB blocks, 4-6 spans) use
+ * 16-20 KiB (the record and its span array, 12.4 KiB, and each span's
+ * records and stack), and the rest of 290 segments' 64 KiB, 12 MiB, was
+ * resident at its peak, never written (test_outline_grow_peak). A program of
+ * small blocks uses more than OL_META_AHEAD: its heaps fault the rest in as
+ * their spans extend (span_extend), as before. The pool's outline lock. */
+static size_t meta_ahead(kp__ol *ol)
 {
-	kp__os_populate(&pool->os, s, OL_META_AHEAD);
+	size_t most = 0;
+	uint32_t seen = 0;
+	for (struct ol_seg *s = ol->segs; s && seen < OL_META_LOOK; s = s->next) {
+		/* its last span published (span_new's release store): its
+		 * bump is final while it stays whole on ol->segs */
+		if (__atomic_load_n(&s->used, __ATOMIC_ACQUIRE) < OL_NSLICES)
+			continue;
+		size_t u = (size_t)(s->bump - (uint8_t *)s);
+		most = u > most ? u : most;
+		seen++;
+	}
+	if (!seen)
+		return OL_META_AHEAD;
+	most = (most + 2 * KP_PAGE - 1) & ~(size_t)(KP_PAGE - 1);
+	return most < OL_META_AHEAD ? most : OL_META_AHEAD;
+}
+
+/* Pre-fault spare s (the daemon, no lock: only the daemon unmaps a spare,
+ * so s stays mapped), its metadata's first meta bytes, until a heap takes
+ * it. Ready when it was not taken. */
+static void spare_fault(kp_pool *pool, struct ol_seg *s, size_t meta, uint64_t now)
+{
+	kp__os_populate(&pool->os, s, meta);
 	for (size_t off = 0; off < OL_SEG_SIZE; off += OL_FAULT_STEP) {
 		if (atomic_load_explicit(&s->taken, memory_order_relaxed))
 			return;
@@ -522,6 +563,25 @@ static void spare_purge(kp_pool *pool, struct ol_seg *s)
 	uint8_t *m = meta_after_record(s);
 	kp__os_purge(&pool->os, m, OL_META_AHEAD - (size_t)(m - (uint8_t *)s));
 	atomic_store_explicit(&s->ready, false, memory_order_relaxed);
+}
+
+/* Does a pass that pre-faulted nfaulted spares so far, nr of the window
+ * ready, stop? Past the high_wm floor (nfloor) and the pass's first spare,
+ * a spare is pre-faulted only while the heaps took a segment since the
+ * last one was (*taken_seen, advanced here): the demand the pass measured
+ * is that of the interval before it, and a program whose growth stopped
+ * within it takes no more. Before, the pass after kpbench d's growth to
+ * 1 GiB ended saw 300 MiB taken since the one before, pre-faulted the
+ * whole window (16 spares, 64 MiB) and finished the cold segments' free
+ * slices, all after the program's last allocation: its peak 1.14x glibc's
+ * (test_outline_grow_peak). A paced grower's pass pre-faults one spare
+ * and the next pass the next, until the window is ready. */
+static bool spare_enough(kp__ol *ol, uint32_t nr, uint32_t nfloor, uint32_t nfaulted, uint64_t *taken_seen)
+{
+	uint64_t taken = atomic_load(&ol->taken);
+	bool growing = taken != *taken_seen;
+	*taken_seen = taken;
+	return nr >= nfloor && nfaulted && !growing;
 }
 
 static void purge_idle(kp_pool *pool);
@@ -708,16 +768,25 @@ void kp__ol_daemon_pass(kp_pool *pool)
 	 * same pages (nearest first: 178 of kpbench d's 287 segments taken
 	 * cold, 62% against 40% of its first round's pages faulted on its
 	 * thread). */
+	pthread_mutex_lock(&ol->lock);
+	size_t meta = meta_ahead(ol);
+	pthread_mutex_unlock(&ol->lock);
 	bool caught_up = false;
+	uint32_t nfaulted = 0;
+	uint64_t taken_seen = atomic_load(&ol->taken);
 	for (uint32_t k = 0; k < 2 * OL_PASS_SEGS; k++) {
 		struct ol_seg *todo = NULL;
 		pthread_mutex_lock(&ol->lock);
 		bool more = ol->nspare < nmapped;
-		uint32_t i = 0;
+		uint32_t i = 0, nr = 0;
 		for (struct ol_seg *s = ol->spare; s && i < nready; s = s->next, i++)
 			if (!atomic_load_explicit(&s->ready, memory_order_relaxed))
 				todo = s;
+			else
+				nr++;
 		pthread_mutex_unlock(&ol->lock);
+		if (todo && !more && spare_enough(ol, nr, nfloor, nfaulted, &taken_seen))
+			break; /* not caught up: the cold segments wait (step 2) */
 		if (more) {
 			struct ol_seg *s = segment_map(pool);
 			if (!s)
@@ -737,7 +806,8 @@ void kp__ol_daemon_pass(kp_pool *pool)
 			caught_up = true;
 			break;
 		}
-		spare_fault(pool, todo, now);
+		spare_fault(pool, todo, meta, now);
+		nfaulted++;
 	}
 	/* 2. once the spares are ready, the segments heaps took before they
 	 * were pre-faulted (up to OL_COLD_MAX), finished: their spans hand out
@@ -756,7 +826,7 @@ void kp__ol_daemon_pass(kp_pool *pool)
 		ol->ncold = 0;
 		pthread_mutex_unlock(&ol->lock);
 		for (uint32_t k = 0; k < ncold; k++) { /* heaps' (return_idle, first in the pass, took its own off) */
-			kp__os_populate_missing(&pool->os, cold_segs[k], OL_META_AHEAD);
+			kp__os_populate_missing(&pool->os, cold_segs[k], meta);
 			kp__os_populate_missing(&pool->os, cold_segs[k]->base, OL_SEG_SIZE);
 		}
 	}
@@ -1202,13 +1272,34 @@ static void span_extend(kp_pool *pool, struct ol_span *pg)
 	__atomic_store_n(&pg->fresh, f + k, __ATOMIC_RELAXED);
 }
 
+/* The fewest blocks of a span cut short to fit the slices left in its
+ * heap's segment (span_slices): a quarter of a span's usual 32, so that a
+ * tail of 8 slices or more takes a span of any class, one of 2-7 those up
+ * to 16-56 KiB. */
+#define OL_TAIL_MIN_BLOCKS 8u
+
+/* The slices of h's next span of blocks of bs bytes: enough for 32 blocks
+ * (fewer spans to switch between when the frees of a class are spread over
+ * many: kpbench b; untouched pages of a span cost no memory), or the slices
+ * left in h's segment when fewer, if they hold OL_TAIL_MIN_BLOCKS. Before,
+ * a span that did not fit left the tail to a later span small enough
+ * (segment_for's partial lists) and a new segment was taken: kpbench d's
+ * spans of 2-32 slices left 30-36 MiB of free slices on the partial lists
+ * at 1 GiB, pre-faulted by the daemon with their segments and never
+ * written (test_outline_grow_peak). The owner, in its slow path. */
+static uint32_t span_slices(const struct ol_heap *h, uint32_t bs)
+{
+	uint32_t nsl = (uint32_t)((32ul * bs + OL_SLICE_SIZE - 1) / OL_SLICE_SIZE);
+	uint32_t left = h->seg ? OL_NSLICES - h->seg->used : 0;
+	if (left && left < nsl && left * OL_SLICE_SIZE >= OL_TAIL_MIN_BLOCKS * bs)
+		nsl = left;
+	return nsl;
+}
+
 static struct ol_span *span_new(kp_pool *pool, struct ol_heap *h, uint32_t cls)
 {
 	uint32_t bs = class_size[cls];
-	/* at least 32 blocks a span: fewer spans to switch between when the
-	 * frees of a class are spread over many (kpbench b); untouched pages of
-	 * a span cost no memory */
-	uint32_t nsl = (uint32_t)((32ul * bs + OL_SLICE_SIZE - 1) / OL_SLICE_SIZE);
+	uint32_t nsl = span_slices(h, bs);
 	uint32_t nb = (uint32_t)(nsl * OL_SLICE_SIZE / bs);
 	size_t need = (nb + 1) * sizeof(uint16_t) + 64 + (nb + 1) * sizeof(struct ol_rec) + 64;
 	struct ol_seg *s = segment_for(pool, h, nsl, need);
