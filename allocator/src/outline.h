@@ -319,6 +319,32 @@ static inline void kp__ol_sp_push(struct ol_span *pg, uint16_t *sp)
 {
 	__atomic_store_n(&pg->sp, sp, __ATOMIC_RELEASE);
 }
+/* The fast paths' moves of sp by one entry: sp - 1 (the pop: relaxed) and
+ * sp + 1 (the push: release), each one subtract or add to memory on
+ * x86-64 (KP_COUNT_ASM, as kp__count_inc: one writer, the owner; its load
+ * and store each a single aligned access), where the new pointer was
+ * computed in a register and stored: an instruction fewer on each
+ * (kp_alloc + kp_free 69.0 -> 67.0, kpbench a). The push's memory clobber
+ * keeps the entry's and the record's stores before it, and x86-64's
+ * stores are seen in their order (release). TSan sees the atomic store. */
+static inline __attribute__((always_inline)) void kp__ol_sp_down(struct ol_span *pg, uint16_t *sp)
+{
+#ifdef KP_COUNT_ASM
+	(void)sp;
+	__asm__("subq $2, %0" : "+m"(pg->sp));
+#else
+	kp__ol_sp_set(pg, sp - 1);
+#endif
+}
+static inline __attribute__((always_inline)) void kp__ol_sp_up(struct ol_span *pg, uint16_t *top)
+{
+#ifdef KP_COUNT_ASM
+	(void)top;
+	__asm__ volatile("addq $2, %0" : "+m"(pg->sp) : : "memory");
+#else
+	kp__ol_sp_push(pg, top);
+#endif
+}
 
 /* The index of the block at offset off of pg when off is a block's start,
  * else a number past 2^64 / bsize, so past nblocks: off * inv rotated
@@ -382,7 +408,7 @@ static inline __attribute__((always_inline)) void *kp__ol_pop_fast(struct ol_hea
 								   size_t ent, size_t n)
 {
 	kp__count_inc(&h->allocs, 1);
-	kp__ol_sp_set(pg, sp - 1);
+	kp__ol_sp_down(pg, sp);
 	uint8_t *p = pg->ostart + ent * pg->obsize16;
 	struct ol_rec *r = (struct ol_rec *)((uint8_t *)pg->orec + ent);
 	r->state = (uint32_t)n + 1;
@@ -519,7 +545,7 @@ static inline __attribute__((always_inline)) int kp__ol_free_check(kp_pool *pool
 	__atomic_store_n(&r->state, OL_FREE, __ATOMIC_RELAXED); /* a plain store: no locked instruction */
 	uint16_t *top = kp__ol_sp(pg) + 1;
 	*top = (uint16_t)ent;
-	kp__ol_sp_push(pg, top);
+	kp__ol_sp_up(pg, top);
 	return 0;
 }
 
