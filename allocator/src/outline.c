@@ -1384,8 +1384,10 @@ static void fc_put(kp_pool *pool, struct ol_heap *h, struct ol_span *pg, uint32_
 	}
 	h->fc_ent[cls][k] = (uintptr_t)pg | (uint64_t)idx << OL_FC_IDX_SHIFT;
 	__atomic_store_n(&h->fc_n[cls], (uint16_t)(k + 1), __ATOMIC_RELAXED);
-	if (!k && h->fast[cls] != &empty_span) /* the class's allocations take the cache first */
+	if (!k && h->fast[cls] != &empty_span) { /* the class's allocations take the cache first */
 		class_point(h, cls, &empty_span);
+		h->fc_stay[cls] = 0;
+	}
 }
 
 /* fc_pop's entry whose record was not h's tag: reported and dropped
@@ -1504,12 +1506,14 @@ static OL_NO_TSAN void canary_spoil(uint8_t *p, uint32_t st, const struct ol_rec
  * hook, poison:on), straight onto pg's list. */
 static inline int free_remote(kp_pool *pool, struct ol_span *pg, uint32_t idx, struct ol_rec *r, uint32_t st, void *p)
 {
-	struct ol_heap *h = kp__ol_slot.heap; /* a poison:on pool is never in the slot */
-	bool slot = kp__ol_slot.id == kp__ol_slot_id(pool);
+	struct ol_heap *h = kp__ol_slot.heap;
+	/* the slot names pool: its aid (internal.h), kp__ol_slot_id's test in
+	 * 2 instructions where it took 6; a poison:on pool is never in it */
+	bool slot = kp__ol_slot.aid == pool->id;
 	uint32_t tag = slot ? h->rtag : OL_REMOTE; /* the empty heap's: OL_REMOTE */
 	if (KP_UNLIKELY(!__atomic_compare_exchange_n(&r->state, &st, tag, false, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)))
 		return free_remote_dfree(pool, pg, p);
-	if (pg->csz && KP_LIKELY(!pool->conf.poison))
+	if (pg->csz && (KP_LIKELY(slot) || !pool->conf.poison))
 		canary_spoil(p, st, r);
 	if (KP_LIKELY(slot)) {
 		uint32_t cls = pg->cls, k = h->fc_n[cls];
@@ -2045,6 +2049,15 @@ __attribute__((noinline)) void *kp__ol_refill(kp_pool *pool, struct ol_heap *h, 
 {
 	if (h->fc_n[cls]) /* other heaps' blocks this thread freed, first (the empty heap's: none) */
 		return fc_pop(pool, h, cls, n);
+	/* the cache emptied, the tables at the empty span still (its span in
+	 * hand has blocks: else the pop had not missed): from the span, and the
+	 * tables pointed at it again only after OL_FC_STAY of these (refill_body) */
+	struct ol_span *pg = h->cur[cls];
+	uint16_t *sp = kp__ol_sp(pg);
+	if (*sp != OL_SENT && h->fc_stay[cls] < OL_FC_STAY) {
+		h->fc_stay[cls]++;
+		return kp__ol_pop(h, pg, sp, *sp, n);
+	}
 	return refill_span(pool, h, cls, n);
 }
 

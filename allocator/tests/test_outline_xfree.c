@@ -417,6 +417,77 @@ static void test_thread_waves(void)
 	munmap(stacks, (size_t)WAVES * WT * ssz);
 }
 
+/* ---- a class that gets other heaps' blocks and hands them out in turn ------- */
+
+#define FLIP_N 200
+#define FLIP_SIZE 100
+struct flipset {
+	kp_pool *pool;
+	void *p[FLIP_N];
+};
+static void *flip_alloc(void *arg)
+{
+	struct flipset *f = arg;
+	for (int i = 0; i < FLIP_N; i++)
+		f->p[i] = kp_alloc(f->pool, FLIP_SIZE, 0);
+	return NULL;
+}
+
+/* This thread frees another thread's block (into its foreign cache: its
+ * class's tables at the empty span), then allocates twice (the cache's block,
+ * then one of its span in hand), FLIP_N times over. Its tables point back
+ * at the span at most once in OL_FC_STAY of those allocations from the span
+ * (kp__ol_refill), not after each one: on main, 2 changes of the tables an
+ * iteration (400), each a trip through free_remote_slow and refill_body
+ * (larson: 834,059 of them, 2.01 G instructions; with OL_FC_STAY, 1.89 G). */
+static void test_class_flips(void)
+{
+	kp_pool *pool = kp_create(CONF);
+	REQUIRE(pool, "kp_create: %s", kp_last_error());
+	/* this thread's heap and span in hand of the class first: the other
+	 * thread's blocks are another heap's */
+	void *warm = kp_alloc(pool, FLIP_SIZE, 0);
+	REQUIRE(warm && kp__ol_slot.heap != &kp__ol_empty_heap, "no heap of the pool on this thread");
+	/* and its stack holding more free blocks than the loop takes from it:
+	 * a stack run dry points the tables at the span whatever the cache */
+	static void *mine[2 * FLIP_N];
+	for (int i = 0; i < 2 * FLIP_N; i++)
+		mine[i] = kp_alloc(pool, FLIP_SIZE, 0);
+	for (int i = 0; i < 2 * FLIP_N; i++)
+		kp_free(pool, mine[i]);
+	struct flipset f = {.pool = pool};
+	run_on_thread(flip_alloc, &f);
+	struct ol_heap *h = kp__ol_slot.heap;
+	uint32_t cls = kp__ol_class_tbl[(FLIP_SIZE + OL_CANARY + 15) >> 4];
+	unsigned flips = 0, got = 0;
+	bool at_span = h->fast[cls] == h->cur[cls];
+	for (int i = 0; i < FLIP_N; i++) {
+		CHECK(kp_free(pool, f.p[i]) == 0, "free of block %d", i);
+		flips += at_span != (h->fast[cls] == h->cur[cls]);
+		at_span = h->fast[cls] == h->cur[cls];
+		for (int j = 0; j < 2; j++) {
+			mine[got++] = kp_alloc(pool, FLIP_SIZE, 0);
+			flips += at_span != (h->fast[cls] == h->cur[cls]);
+			at_span = h->fast[cls] == h->cur[cls];
+		}
+	}
+	CHECK(flips <= 2 * (FLIP_N / OL_FC_STAY + 1), "%u changes of the class's tables in %d rounds (OL_FC_STAY %d)",
+	      flips, FLIP_N, OL_FC_STAY);
+	unsigned dup = 0, null = 0;
+	for (unsigned i = 0; i < got; i++) {
+		null += !mine[i];
+		for (unsigned j = 0; j < i; j++)
+			dup += mine[i] && mine[i] == mine[j];
+	}
+	CHECK(null == 0 && dup == 0, "%u allocations failed, %u blocks handed out twice", null, dup);
+	CHECK(mine[0] == f.p[0], "the first allocation took the block in the foreign cache");
+	for (unsigned i = 0; i < got; i++)
+		CHECK(kp_free(pool, mine[i]) == 0, "free of allocation %u", i);
+	CHECK(kp_free(pool, warm) == 0, "free of the first block");
+	CHECK(dfrees(pool) == 0, "no double free");
+	kp_destroy(pool);
+}
+
 int main(void)
 {
 	RUN(test_migrated_double_free);
@@ -424,5 +495,6 @@ int main(void)
 	RUN(test_larson_bound);
 	RUN(test_dead_heap_adopted);
 	RUN(test_thread_waves);
+	RUN(test_class_flips);
 	return ktest_summary();
 }
