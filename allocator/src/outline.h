@@ -149,15 +149,6 @@ struct ol_seg {
 #define OL_FC_MAX 64
 #define OL_FC_BYTES (16u << 10)
 #define OL_FC_IDX_SHIFT 48 /* an entry: the span's address | block index << 48 */
-/* Allocations of a class its span in hand serves through kp__ol_refill
- * while its foreign cache is empty and the fast tables still point at the
- * empty span (ol_heap's fc_stay), before the tables point at the span
- * again: a class that gets other heaps' blocks and hands them out in turn
- * (larson: 834,059 flips of 8M frees, each back and forth about 180
- * instructions: free_remote_slow and refill_body) flips once in
- * OL_FC_STAY of its allocations at most, each about 20 instructions more
- * than the fast pop. */
-#define OL_FC_STAY 16
 
 struct ol_heap {
 	/* the fast paths' tables: the span of a class to pop, or &empty_span
@@ -185,9 +176,6 @@ struct ol_heap {
 	/* the foreign cache's blocks by class (the owner writes, relaxed;
 	 * kp_stats reads: freed, not live) */
 	uint16_t fc_n[OL_NCLASS];
-	/* allocations of each class served from its span in hand while its
-	 * tables point at the empty span (OL_FC_STAY; the owner's) */
-	uint8_t fc_stay[OL_NCLASS];
 	/* the state its thread's frees of other heaps' blocks give them
 	 * (OL_REMOTE's comment): fixed while the heap lives */
 	uint32_t rtag;
