@@ -417,6 +417,79 @@ static void test_thread_waves(void)
 	munmap(stacks, (size_t)WAVES * WT * ssz);
 }
 
+/* ---- a class that gets other heaps' blocks and hands them out in turn ------- */
+
+#define FLIP_N 200
+#define FLIP_SIZE 100
+struct flipset {
+	kp_pool *pool;
+	void *p[FLIP_N];
+};
+static void *flip_alloc(void *arg)
+{
+	struct flipset *f = arg;
+	for (int i = 0; i < FLIP_N; i++)
+		f->p[i] = kp_alloc(f->pool, FLIP_SIZE, 0);
+	return NULL;
+}
+
+/* This thread frees another thread's block (into its foreign cache), then
+ * allocates twice (the cache's block, then one of its span in hand), FLIP_N
+ * times over: the class's fast tables point at the empty span while the
+ * cache holds the block (its allocation takes it first) and at the span in
+ * hand once it is empty (the next allocation pops there), each time. These
+ * changes are made on the cross-thread free's common case and in
+ * kp__ol_refill itself (larson: 834,059 of each in 8M frees; through
+ * free_remote_slow and refill_body before, 2.01 G instructions the run,
+ * 1.96 G now). */
+static void test_class_flips(void)
+{
+	kp_pool *pool = kp_create(CONF);
+	REQUIRE(pool, "kp_create: %s", kp_last_error());
+	/* this thread's heap and span in hand of the class first: the other
+	 * thread's blocks are another heap's */
+	void *warm = kp_alloc(pool, FLIP_SIZE, 0);
+	REQUIRE(warm && kp__ol_slot.heap != &kp__ol_empty_heap, "no heap of the pool on this thread");
+	/* and its stack holding more free blocks than the loop takes from it:
+	 * a stack run dry points the tables at the span whatever the cache */
+	static void *mine[2 * FLIP_N];
+	for (int i = 0; i < 2 * FLIP_N; i++)
+		mine[i] = kp_alloc(pool, FLIP_SIZE, 0);
+	for (int i = 0; i < 2 * FLIP_N; i++)
+		kp_free(pool, mine[i]);
+	struct flipset f = {.pool = pool};
+	run_on_thread(flip_alloc, &f);
+	struct ol_heap *h = kp__ol_slot.heap;
+	uint32_t cls = kp__ol_class_tbl[(FLIP_SIZE + OL_CANARY + 15) >> 4];
+	unsigned got = 0, bad_free = 0, bad_pop = 0, bad_span = 0;
+	for (int i = 0; i < FLIP_N; i++) {
+		CHECK(kp_free(pool, f.p[i]) == 0, "free of block %d", i);
+		bad_free += h->fc_n[cls] != 1 || h->fast[cls] == h->cur[cls];
+		void *a = kp_alloc(pool, FLIP_SIZE, 0);
+		bad_pop += a != f.p[i] || h->fc_n[cls] != 0;
+		void *b = kp_alloc(pool, FLIP_SIZE, 0);
+		bad_span += h->fast[cls] != h->cur[cls] || h->direct[(FLIP_SIZE + OL_CANARY + 15) >> 4] != h->cur[cls];
+		mine[got++] = a;
+		mine[got++] = b;
+	}
+	CHECK(bad_free == 0, "%u of %d frees left the tables at the span in hand (or the cache not 1 block)", bad_free,
+	      FLIP_N);
+	CHECK(bad_pop == 0, "%u of %d first allocations did not take the cached block", bad_pop, FLIP_N);
+	CHECK(bad_span == 0, "%u of %d second allocations left the tables off the span in hand", bad_span, FLIP_N);
+	unsigned dup = 0, null = 0;
+	for (unsigned i = 0; i < got; i++) {
+		null += !mine[i];
+		for (unsigned j = 0; j < i; j++)
+			dup += mine[i] && mine[i] == mine[j];
+	}
+	CHECK(null == 0 && dup == 0, "%u allocations failed, %u blocks handed out twice", null, dup);
+	for (unsigned i = 0; i < got; i++)
+		CHECK(kp_free(pool, mine[i]) == 0, "free of allocation %u", i);
+	CHECK(kp_free(pool, warm) == 0, "free of the first block");
+	CHECK(dfrees(pool) == 0, "no double free");
+	kp_destroy(pool);
+}
+
 int main(void)
 {
 	RUN(test_migrated_double_free);
@@ -424,5 +497,6 @@ int main(void)
 	RUN(test_larson_bound);
 	RUN(test_dead_heap_adopted);
 	RUN(test_thread_waves);
+	RUN(test_class_flips);
 	return ktest_summary();
 }
