@@ -1059,7 +1059,26 @@ unsigned kp__central_take(kp_pool *pool, unsigned cls, void **list, uint64_t *ke
 void kp__central_give(kp_pool *pool, unsigned cls, void *list, const uint64_t *keys, unsigned n);
 void *kp__large_alloc(kp_pool *pool, size_t need);
 void kp__large_free(kp_pool *pool, kp__seg *seg, kp__span *sp);
-bool kp__large_take_fresh(kp__seg *s, const void *p);
+/* Is p the payload of a large block that run_take cut from zero units (its
+ * segment's zero mask), so that KP_ZERO need not write it? s is p's
+ * segment, a normal one of the caller's pool. Asked once, by kp_alloc's
+ * thread right after it made the block (which no other thread knows yet):
+ * the answer is consumed. Anything else (a small block, a block's interior)
+ * is not fresh; a small span's fields are not written here. Inline: every
+ * KP_ZERO block of layout:inline asks, and a small program's calls stay in
+ * the preload's hot text (allocator/preload/hot.txt). */
+static inline bool kp__large_take_fresh(kp__seg *s, const void *p)
+{
+	uintptr_t off = (uintptr_t)p - (uintptr_t)s;
+	if (off >= KP_SEG_SIZE)
+		return false;
+	kp__span *sp = &s->span[s->span[off >> KP_UNIT_SHIFT].head];
+	if (sp->kind != KP_SPAN_LARGE || (const char *)p != sp->start + KP_HDR)
+		return false;
+	bool fresh = sp->fresh;
+	sp->fresh = 0;
+	return fresh;
+}
 /* Resize a large block's run in place to fit need bytes (header included):
  * grow into the free units right after it, or give its tail units back.
  * false: no room there (the block is unchanged). */

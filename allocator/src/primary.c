@@ -885,25 +885,6 @@ void *kp__large_alloc(kp_pool *pool, size_t need)
 	return sp->start;
 }
 
-/* Is p the payload of a large block that run_take cut from zero units (its
- * segment's zero mask), so that KP_ZERO need not write it? s is p's
- * segment, a normal one of the caller's pool. Asked once, by kp_alloc's
- * thread right after it made the block (which no other thread knows yet):
- * the answer is consumed. Anything else (a small block, a block's interior)
- * is not fresh; a small span's fields are not written here. */
-bool kp__large_take_fresh(kp__seg *s, const void *p)
-{
-	uintptr_t off = (uintptr_t)p - (uintptr_t)s;
-	if (off >= KP_SEG_SIZE)
-		return false;
-	kp__span *sp = &s->span[s->span[off >> KP_UNIT_SHIFT].head];
-	if (sp->kind != KP_SPAN_LARGE || (const char *)p != sp->start + KP_HDR)
-		return false;
-	bool fresh = sp->fresh;
-	sp->fresh = 0;
-	return fresh;
-}
-
 void kp__large_free(kp_pool *pool, kp__seg *s, kp__span *sp)
 {
 	size_t bytes = sp->block;
