@@ -164,6 +164,19 @@ static KT_RAW __attribute__((unused)) void kt_raw_put(void *at, uint64_t v)
 	*(volatile uint64_t *)at = v;
 }
 
+/* Sort n figures in place, smallest first (n is a handful of alternated
+ * runs: v[n / 2] is their median). */
+static inline __attribute__((unused)) void kt_sort_longs(long *v, int n)
+{
+	for (int i = 0; i < n; i++)
+		for (int j = i + 1; j < n; j++)
+			if (v[j] < v[i]) {
+				long t = v[i];
+				v[i] = v[j];
+				v[j] = t;
+			}
+}
+
 /* The process's resident memory in KiB (/proc/self/statm), -1 if unread. */
 static inline long kt_rss_kb(void)
 {

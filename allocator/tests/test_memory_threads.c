@@ -176,17 +176,6 @@ static long child(bool kpool)
 
 enum { REPEATS = 5 };
 
-static void sort_runs(long *v)
-{
-	for (int i = 0; i < REPEATS; i++)
-		for (int j = i + 1; j < REPEATS; j++)
-			if (v[j] < v[i]) {
-				long t = v[i];
-				v[i] = v[j];
-				v[j] = t;
-			}
-}
-
 /* The peak of the program on a pool made with conf against glibc's, medians
  * of REPEATS runs alternated (the machine is shared), at most 1.5x. */
 static void prodcons_peak(const char *conf)
@@ -198,8 +187,8 @@ static void prodcons_peak(const char *conf)
 		kp[i] = child(true);
 		REQUIRE(gl[i] > 0 && kp[i] > 0, "a child failed (glibc %ld, kpool %ld)", gl[i], kp[i]);
 	}
-	sort_runs(gl);
-	sort_runs(kp);
+	kt_sort_longs(gl, REPEATS);
+	kt_sort_longs(kp, REPEATS);
 	long gm = gl[REPEATS / 2], km = kp[REPEATS / 2];
 	printf("   2 producers, 2 consumers, '%s', peak RSS (medians of %d): glibc %ld KiB, kpool %ld KiB, backup "
 	       "reserve included (%.2fx; kpool %ld-%ld, glibc %ld-%ld)\n",

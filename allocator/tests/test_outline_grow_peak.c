@@ -101,17 +101,6 @@ static long child(bool kpool)
 
 enum { REPEATS = 3 };
 
-static void sort_runs(long *v)
-{
-	for (int i = 0; i < REPEATS; i++)
-		for (int j = i + 1; j < REPEATS; j++)
-			if (v[j] < v[i]) {
-				long t = v[i];
-				v[i] = v[j];
-				v[j] = t;
-			}
-}
-
 /* Medians of REPEATS runs alternated (the machine is shared): the default
  * pool's peak at most 1.1x glibc's. */
 static void test_grow_peak(void)
@@ -122,8 +111,8 @@ static void test_grow_peak(void)
 		kp[i] = child(true);
 		REQUIRE(gl[i] > 0 && kp[i] > 0, "a child failed (glibc %ld, kpool %ld)", gl[i], kp[i]);
 	}
-	sort_runs(gl);
-	sort_runs(kp);
+	kt_sort_longs(gl, REPEATS);
+	kt_sort_longs(kp, REPEATS);
 	long gm = gl[REPEATS / 2], km = kp[REPEATS / 2];
 	printf("   grow to %zu MiB, 4-64 KiB blocks, peak RSS (medians of %d): glibc %ld KiB, kpool %ld KiB "
 	       "(%.3fx; kpool %ld-%ld, glibc %ld-%ld)\n",
