@@ -190,8 +190,6 @@ struct ol_heap kp__ol_empty_heap = {.rtag = OL_REMOTE,
 				    .direct = {[0 ... 64] = &empty_span},
 				    .fast = {[0 ... OL_NCLASS - 1] = &empty_span},
 				    .cur = {[0 ... OL_NCLASS - 1] = &empty_span}};
-/* An empty slot's map (map_mask 0): its one entry, NULL, never written. */
-struct ol_span *kp__ol_no_map[1];
 
 /* ---- mappings (os.c) ------------------------------------------------------ */
 
@@ -1280,7 +1278,7 @@ static void span_extend(kp_pool *pool, struct ol_span *pg)
 				pool->secret, (const void *)(pg->gen ^ (uintptr_t)(pg->start + (size_t)i * pg->bsize)));
 	uint16_t *sp = kp__ol_sp(pg);
 	for (uint32_t i = k; i-- > 0;)
-		*++sp = kp__ol_ent(f + i);
+		*++sp = (uint16_t)(f + i);
 	kp__ol_sp_set(pg, sp);
 	__atomic_store_n(&pg->fresh, f + k, __ATOMIC_RELAXED);
 }
@@ -1330,9 +1328,6 @@ static struct ol_span *span_new(kp_pool *pool, struct ol_heap *h, uint32_t cls)
 	/* rec[nb]: a sentinel, never allocated, so a free of the span's tail
 	 * (offset nb * bsize) meets a free record and is refused. */
 	pg->rec = meta_take(s, (nb + 1) * sizeof(struct ol_rec));
-	pg->ostart = pg->start; /* the pop's copies, on the owner's line */
-	pg->orec = pg->rec;
-	pg->obsize16 = bs / 16; /* class sizes: multiples of 16 */
 	pg->heap = h;
 	atomic_store_explicit(&pg->owner, h->self, memory_order_relaxed);
 	pg->cls = (uint16_t)cls;
@@ -1764,7 +1759,7 @@ static void drain_span(kp_pool *pool, struct ol_heap *h, struct ol_span *pg)
 			struct ol_rec *r = &pg->rec[i - 1];
 			if (KP_LIKELY(__atomic_load_n(&r->state, __ATOMIC_RELAXED) == OL_LISTED)) {
 				__atomic_store_n(&r->state, OL_FREE, __ATOMIC_RELAXED);
-				*++sp = kp__ol_ent(i - 1);
+				*++sp = (uint16_t)(i - 1);
 			} else
 				raced_dfree(pool, pg, i - 1);
 			i = r->next;
@@ -1850,7 +1845,7 @@ static void ol_thread_exit(void *arg)
 	(void)arg;
 	ol_exited = true;
 	uintptr_t tp = kp__ol_self();
-	kp__ol_slot = (kp__ol_tls){0, &kp__ol_empty_heap, kp__ol_no_map, 0, 0};
+	kp__ol_slot = (kp__ol_tls){0, &kp__ol_empty_heap, NULL, 0, 0};
 	kp__ol_pslot = (struct ol_pslot){0, NULL};
 	kp__registry_lock();
 	for (int i = 0; i < OL_EXIT_POOLS; i++) {
@@ -2405,7 +2400,7 @@ static int free_other_checked(kp_pool *pool, struct ol_span *pg, uint32_t idx, s
 		return free_remote(pool, pg, idx, r, st, p);
 	__atomic_store_n(&r->state, OL_FREE, __ATOMIC_RELAXED); /* as kp__ol_free_check's */
 	uint16_t *sp = kp__ol_sp(pg) + 1;
-	*sp = kp__ol_ent(idx);
+	*sp = (uint16_t)idx;
 	kp__ol_sp_push(pg, sp);
 	/* Relisted once an eighth of it is free: a span with one free block
 	 * would send the next allocation of its class down the slow path. */
@@ -2453,7 +2448,7 @@ static int free_slow(kp_pool *pool, void *p, struct ol_span *pg, uint32_t idx, u
 		if (idx < pg->nblocks && (atomic_load_explicit(&pg->owner, memory_order_relaxed) &
 					  ~(uintptr_t)OL_OWN_FULL) == kp__ol_self()) {
 			uint16_t *top = kp__ol_sp(pg) + 1;
-			*top = kp__ol_ent(idx);
+			*top = (uint16_t)idx;
 			kp__ol_sp_set(pg, top);
 			return 0;
 		}
@@ -2531,7 +2526,7 @@ static int poison_free(kp_pool *pool, void *p)
 			else {
 				__atomic_store_n(&r->state, OL_FREE, __ATOMIC_RELAXED);
 				uint16_t *top = kp__ol_sp(pg) + 1;
-				*top = kp__ol_ent(idx);
+				*top = (uint16_t)idx;
 				kp__ol_sp_push(pg, top);
 				rc = 0;
 			}

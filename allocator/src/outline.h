@@ -2,11 +2,9 @@
  * outline.h - layout:outline's structures and its fast paths, inlined in
  * kp_alloc, kp_free and kp__free_try themselves (alloc.c: alloc_fast,
  * free_entry), so that an outline pool's kp_alloc and kp_free make no call
- * and save no register: 67.0 instructions a kp_alloc + kp_free on kpbench
- * a, 82.3 on b (callgrind, tests/test_instruction_counts.py; s26-fast:
- * kp__ol_ent, the masked map lookup, kp__ol_sp_down/up; 75.0 and 90.1 at
- * s23-entry, 100.0 and 119.2 by a tail call behind the default path's
- * tests). The rest is
+ * and save no register: 75.0 instructions a kp_alloc + kp_free on kpbench
+ * a, 90.1 on b (callgrind, tests/test_instruction_counts.py; 100.0 and
+ * 119.2 by a tail call behind the default path's tests). The rest is
  * outline.c (its opening comment: the design, the checks, what is not
  * done).
  */
@@ -72,21 +70,6 @@ struct ol_rec { /* one per block, out of line */
 	uint32_t next;	/* cross-thread free list: index + 1 */
 };
 
-/* A span's stack holds its free blocks as the byte offsets of their
- * records in pg->rec (index * 16), not their indices: the pop adds the
- * entry to the record array and multiplies it by bsize / 16 for the block
- * (a shift fewer: kp_alloc + kp_free 71.0 -> 70.0 instructions, kpbench
- * a), the free pushes the offset it indexed the record with (as many as
- * before). 4096 blocks at most a span (the 16-byte class's 64 KiB):
- * 65,520 at most, never OL_SENT (odd). */
-#define OL_ENT_SHIFT 4
-_Static_assert(sizeof(struct ol_rec) == 1u << OL_ENT_SHIFT, "a stack entry is its record's offset");
-_Static_assert(((OL_SLICE_SIZE / 16 - 1) << OL_ENT_SHIFT) < OL_SENT, "every entry below the sentinel");
-static inline uint16_t kp__ol_ent(uint32_t idx)
-{
-	return (uint16_t)(idx << OL_ENT_SHIFT);
-}
-
 struct ol_heap;
 /* Three cache lines, by who writes them: the first is fixed while the span
  * lives (but owner) and read by every free from any thread; the second is
@@ -124,14 +107,6 @@ struct ol_span {
 	 * (pool clock, ns; 0: not seen so), OL_PURGED once its pages went back */
 	uint64_t idle_ns;
 	uint64_t gen; /* the span's generation, in its blocks' canaries (span_extend) */
-	/* start, rec and bsize again, on this line: the pop (kp__ol_pop,
-	 * kp__ol_pop_fast) reads nothing else of the span, so an allocation
-	 * touches one span line, not two (kpbench b: the first line missed
-	 * 0.4 times per allocation, callgrind --cache-sim). Fixed while the
-	 * span lives, as the originals (span_new). */
-	uint8_t *ostart;
-	struct ol_rec *orec;
-	uint32_t obsize16; /* bsize / 16: a stack entry (kp__ol_ent) times it is the block's offset */
 
 	/* the other threads' line */
 	_Alignas(64) _Atomic uint32_t remote; /* cross-thread frees: index + 1 of the head */
@@ -288,7 +263,7 @@ extern struct ol_heap kp__ol_empty_heap;
  * thread's heap h (kp__ol_empty_heap before its first allocation). */
 static inline kp__ol_tls kp__ol_slot_make(const kp_pool *pool, struct ol_heap *h)
 {
-	return (kp__ol_tls){kp__ol_slot_id(pool), h, pool->ol->map, OL_MAP_N - 1, pool->id};
+	return (kp__ol_tls){kp__ol_slot_id(pool), h, pool->ol->map, OL_MAP_N, pool->id};
 }
 
 /* The slow halves (outline.c): a class run dry (or whose foreign cache holds
@@ -320,32 +295,6 @@ static inline void kp__ol_sp_set(struct ol_span *pg, uint16_t *sp)
 static inline void kp__ol_sp_push(struct ol_span *pg, uint16_t *sp)
 {
 	__atomic_store_n(&pg->sp, sp, __ATOMIC_RELEASE);
-}
-/* The fast paths' moves of sp by one entry: sp - 1 (the pop: relaxed) and
- * sp + 1 (the push: release), each one subtract or add to memory on
- * x86-64 (KP_COUNT_ASM, as kp__count_inc: one writer, the owner; its load
- * and store each a single aligned access), where the new pointer was
- * computed in a register and stored: an instruction fewer on each
- * (kp_alloc + kp_free 69.0 -> 67.0, kpbench a). The push's memory clobber
- * keeps the entry's and the record's stores before it, and x86-64's
- * stores are seen in their order (release). TSan sees the atomic store. */
-static inline __attribute__((always_inline)) void kp__ol_sp_down(struct ol_span *pg, uint16_t *sp)
-{
-#ifdef KP_COUNT_ASM
-	(void)sp;
-	__asm__("subq $2, %0" : "+m"(pg->sp));
-#else
-	kp__ol_sp_set(pg, sp - 1);
-#endif
-}
-static inline __attribute__((always_inline)) void kp__ol_sp_up(struct ol_span *pg, uint16_t *top)
-{
-#ifdef KP_COUNT_ASM
-	(void)top;
-	__asm__ volatile("addq $2, %0" : "+m"(pg->sp) : : "memory");
-#else
-	kp__ol_sp_push(pg, top);
-#endif
 }
 
 /* The index of the block at offset off of pg when off is a block's start,
@@ -386,14 +335,14 @@ static inline uint32_t kp__ol_class_big(size_t n)
 /* The class of q * 16 bytes, q = 0..64 (outline.c). */
 extern const uint8_t kp__ol_class_tbl[65];
 
-/* Pop ent, the top of pg's stack (not OL_SENT: kp__ol_ent's). */
+/* Pop idx, the top of pg's stack (not OL_SENT). */
 static inline __attribute__((always_inline)) void *kp__ol_pop(struct ol_heap *h, struct ol_span *pg, uint16_t *sp,
-							      uint32_t ent, size_t n)
+							      uint32_t idx, size_t n)
 {
 	kp__count_inc(&h->allocs, 1);
 	kp__ol_sp_set(pg, sp - 1);
-	uint8_t *p = pg->ostart + (size_t)ent * pg->obsize16;
-	struct ol_rec *r = (struct ol_rec *)((uint8_t *)pg->orec + ent);
+	uint8_t *p = pg->start + (size_t)idx * pg->bsize;
+	struct ol_rec *r = &pg->rec[idx];
 	r->state = (uint32_t)n + 1;
 	if (KP_LIKELY(pg->csz))
 		memcpy(p + n, &r->canary, 8);
@@ -407,12 +356,12 @@ static inline __attribute__((always_inline)) void *kp__ol_pop(struct ol_heap *h,
  * test of pg->csz is saved (3 instructions). Not kp__ol_pop's callers in
  * outline.c: a poison pool's allocation checks those bytes after the pop. */
 static inline __attribute__((always_inline)) void *kp__ol_pop_fast(struct ol_heap *h, struct ol_span *pg, uint16_t *sp,
-								   size_t ent, size_t n)
+								   size_t idx, size_t n)
 {
 	kp__count_inc(&h->allocs, 1);
-	kp__ol_sp_down(pg, sp);
-	uint8_t *p = pg->ostart + ent * pg->obsize16;
-	struct ol_rec *r = (struct ol_rec *)((uint8_t *)pg->orec + ent);
+	kp__ol_sp_set(pg, sp - 1);
+	uint8_t *p = pg->start + idx * pg->bsize;
+	struct ol_rec *r = &pg->rec[idx];
 	r->state = (uint32_t)n + 1;
 	memcpy(p + n, &r->canary, 8);
 	return p;
@@ -433,18 +382,18 @@ static inline __attribute__((always_inline)) void *kp__ol_alloc_fast(kp_pool *po
 		size_t q = (n + OL_CANARY + 15) >> 4;
 		struct ol_span *pg = h->direct[q];
 		uint16_t *sp = kp__ol_sp(pg);
-		size_t ent = *sp; /* size_t: an offset, not extended again */
-		if (KP_LIKELY(ent != OL_SENT))
-			return kp__ol_pop_fast(h, pg, sp, ent, n);
+		size_t idx = *sp; /* size_t: an index, not extended again */
+		if (KP_LIKELY(idx != OL_SENT))
+			return kp__ol_pop_fast(h, pg, sp, idx, n);
 		return kp__ol_refill(pool, h, kp__ol_class_tbl[q], n);
 	}
 	if (KP_LIKELY(n <= OL_SMALL_MAX - OL_CANARY)) { /* past the table: 8 classes a doubling */
 		uint32_t cls = kp__ol_class_big(n + OL_CANARY);
 		struct ol_span *pg = h->fast[cls];
 		uint16_t *sp = kp__ol_sp(pg);
-		size_t ent = *sp;
-		if (KP_LIKELY(ent != OL_SENT))
-			return kp__ol_pop_fast(h, pg, sp, ent, n);
+		size_t idx = *sp;
+		if (KP_LIKELY(idx != OL_SENT))
+			return kp__ol_pop_fast(h, pg, sp, idx, n);
 		return kp__ol_refill(pool, h, cls, n);
 	}
 	return kp__alloc_slow(pool, n, 0); /* pool: checked there, then kp__ol_alloc */
@@ -497,16 +446,9 @@ static inline __attribute__((always_inline)) int kp__ol_free_check(kp_pool *pool
 	return full ? (try_only ? KP_OL_UNTRIED : kp__ol_free_slow(pool, p, pg, idx, (uint32_t)(st), why)) \
 		    : kp__ol_free_refused(pool, p, try_only)
 	uintptr_t a = (uintptr_t)p;
-	/* The slice's number masked, not compared with the map's size (an
-	 * instruction fewer: and, where a compare and a branch were): a
-	 * pointer past the map (2^47 and up) may find a span through its
-	 * alias, where its offset from the span's start is no block's
-	 * (kp__ol_index: past last), and the full test, which refusals come
-	 * back to, still tells it a miss, as before. An empty slot's mask is
-	 * 0, its map kp__ol_no_map: a miss. */
-	if (full && KP_UNLIKELY((a >> OL_SLICE_SHIFT) >= OL_MAP_N))
+	if (KP_UNLIKELY((a >> OL_SLICE_SHIFT) >= kp__ol_slot.map_n))
 		KP_OL_REFUSE(NULL, 0, 0, KP_OL_MISS);
-	struct ol_span *pg = kp__ol_slot.map[(a >> OL_SLICE_SHIFT) & kp__ol_slot.map_mask];
+	struct ol_span *pg = kp__ol_slot.map[a >> OL_SLICE_SHIFT];
 	if (KP_UNLIKELY(!pg))
 		KP_OL_REFUSE(NULL, 0, 0, KP_OL_MISS);
 	uint64_t q = kp__ol_index(pg, a - (uintptr_t)pg->start);
@@ -514,19 +456,14 @@ static inline __attribute__((always_inline)) int kp__ol_free_check(kp_pool *pool
 	 * nblocks) lands on the sentinel record, always free */
 	if (KP_UNLIKELY(q > pg->last))
 		KP_OL_REFUSE(pg, 0, 0, KP_OL_BAD);
-	/* the record by its offset, which the push stores (kp__ol_ent); the
-	 * index again from it where a slow path takes one, so that q is
-	 * shifted in its register (else gcc kept both, a move more) */
-	uint64_t ent = q << OL_ENT_SHIFT;
-	__asm__("" : "+r"(ent));
-#define idx ((uint32_t)(ent >> OL_ENT_SHIFT))
+	uint32_t idx = (uint32_t)q;
 	/* another thread's span (or a retired one): kp__ol_free_other makes
 	 * the checks below there, after a prefetch for writing of the record
 	 * (its compare-and-swap then takes the line from the allocating CPU
 	 * once, not once to read and again to write) */
 	if (KP_UNLIKELY(atomic_load_explicit(&pg->owner, memory_order_relaxed) != kp__ol_self()))
 		return kp__ol_free_other(pool, pg, idx, p, try_only);
-	struct ol_rec *r = (struct ol_rec *)((uint8_t *)pg->rec + ent);
+	struct ol_rec *r = &pg->rec[idx];
 	/* relaxed (a plain load): a double free from another thread at once
 	 * may race it; size_t: an address's part, not extended again. Not
 	 * live: free, or taken by another thread's free (OL_REMOTE, OL_LISTED) */
@@ -543,21 +480,10 @@ static inline __attribute__((always_inline)) int kp__ol_free_check(kp_pool *pool
 	if (KP_OL_CANARY_BAD(canary, pg, r, p, st))
 		KP_OL_REFUSE(pg, idx, st, KP_OL_OVERFLOW);
 #undef KP_OL_REFUSE
-#undef idx
 	__atomic_store_n(&r->state, OL_FREE, __ATOMIC_RELAXED); /* a plain store: no locked instruction */
 	uint16_t *top = kp__ol_sp(pg) + 1;
-	*top = (uint16_t)ent;
-	kp__ol_sp_up(pg, top);
-#ifdef __x86_64__
-	/* checks off: a 0 gcc cannot merge with the checked path's (it ended
-	 * this path with a jump to that one's xor and ret: an instruction more,
-	 * kpbench a checks off 68.0 -> 69.0) */
-	if (canary == KP_OL_CANARY_OFF) {
-		int zero;
-		__asm__("xorl %0, %0" : "=r"(zero));
-		return zero;
-	}
-#endif
+	*top = (uint16_t)idx;
+	kp__ol_sp_push(pg, top);
 	return 0;
 }
 
