@@ -24,9 +24,10 @@
 #define OL_NSLICES (OL_SEG_SIZE / OL_SLICE_SIZE)
 #define OL_MAP_N ((uintptr_t)1 << (47 - OL_SLICE_SHIFT)) /* user addresses are below 2^47 */
 /* Metadata per segment, address space (untouched pages cost nothing): 64
- * slices of the 16-byte class, 4096 blocks each of (2 B stack + 16 B
- * record) = 4.5 MiB, the span records and alignment. */
-#define OL_META (6 * ((size_t)1 << 20))
+ * slices of the 16-byte class, 4096 blocks each of (2 B stack + 2 B
+ * cross-thread link + 8 B record) = 3 MiB, the span records (12 KiB) and
+ * alignment (3 x 64 B a span). */
+#define OL_META (4 * ((size_t)1 << 20))
 #define OL_CANARY 8u
 #define OL_SMALL_MAX 65536u	       /* request + canary; larger: alloc.c's path */
 #define OL_TBL_MAX (1024u - OL_CANARY) /* requests by direct[] (either mode) */
@@ -64,11 +65,36 @@
 #define OL_OWN_FULL 1u /* in span->owner: retired, in no list; a free relists it */
 #define OL_OWN_NONE 0u /* in span->owner and heap->self: an abandoned heap's (no thread's pointer) */
 
-struct ol_rec { /* one per block, out of line */
-	uint64_t canary;
-	uint32_t state; /* the request + 1, or OL_FREE (0), OL_REMOTE, OL_LISTED, OL_QUAR */
-	uint32_t next;	/* cross-thread free list: index + 1 */
+/* One per block, out of line: 8 bytes (the cross-thread list's link is in
+ * the span's link array, 2 bytes a block, touched only by cross-thread
+ * frees). A live block's 8 in-line canary bytes (at p + request) are its
+ * record's word, canary | state << 32 (kp__ol_word): 32 secret bits
+ * first, where an overflow writes first, then the state, which the free
+ * reads anyway; so the free's canary test stays one 8-byte compare with
+ * the record, no instruction more, and a record whose state another
+ * thread's free swapped (OL_REMOTE) fails it by itself. A canary read
+ * from one block tells nothing of another's (K of another address); a
+ * forged one passes with odds of 2^-32. Before (s26), a 16-byte record
+ * (a 64-bit canary, the state and the link): 18 bytes of metadata a block
+ * with its stack entry, 12 now (test_outline_rec; CPython's test_unicode
+ * holds 2.3 M small blocks). */
+struct ol_rec {
+	union {
+		uint64_t word; /* canary | (uint64_t)state << 32: the in-line canary */
+		struct {
+			uint32_t canary; /* 32 bits of K(address ^ span gen); 0 with checks off */
+			uint32_t state;	 /* the request + 1, or OL_FREE (0), OL_REMOTE, OL_LISTED, OL_QUAR */
+		};
+	};
 };
+_Static_assert(sizeof(struct ol_rec) == 8 && offsetof(struct ol_rec, state) == 4, "the record's word: canary, state");
+
+/* The in-line canary of a block of record r when its state is n + 1 (its
+ * request n): the record's word then. */
+static inline __attribute__((always_inline)) uint64_t kp__ol_word(const struct ol_rec *r, size_t n)
+{
+	return (uint64_t)r->canary | (uint64_t)(n + 1) << 32;
+}
 
 struct ol_heap;
 /* Three cache lines, by who writes them: the first is fixed while the span
@@ -111,6 +137,9 @@ struct ol_span {
 	/* the other threads' line */
 	_Alignas(64) _Atomic uint32_t remote; /* cross-thread frees: index + 1 of the head */
 	_Atomic uint32_t nremote;	      /* blocks on that list or being pushed (kp__ol_in_use) */
+	/* that list's links, one per block: index + 1 of the next (4096 blocks
+	 * a span at most: 16 bits), fixed while the span lives (span_new) */
+	uint16_t *link;
 	struct ol_span *_Atomic dirty_next;
 	/* its heap: written under the pool's outline lock (span_new, span_adopt)
 	 * while no block of it is out, read by the frees that push */
@@ -343,16 +372,18 @@ static inline __attribute__((always_inline)) void *kp__ol_pop(struct ol_heap *h,
 	kp__ol_sp_set(pg, sp - 1);
 	uint8_t *p = pg->start + (size_t)idx * pg->bsize;
 	struct ol_rec *r = &pg->rec[idx];
-	r->state = (uint32_t)n + 1;
+	uint64_t w = kp__ol_word(r, n);
+	r->word = w; /* one store: the free's loads of it forward from it */
 	if (KP_LIKELY(pg->csz))
-		memcpy(p + n, &r->canary, 8);
+		memcpy(p + n, &w, 8);
 	return p;
 }
 
 /* kp__ol_pop for kp__ol_alloc_fast: the canary written in either mode. Its
  * 8 bytes are in the block with checks off too (the class is n's and a
  * canary's: kp__ol_alloc_fast), where they are the caller's, not yet
- * written (the record's canary is 0 there: span_extend draws none), so the
+ * written (the record's canary is 0 there: span_extend draws none; the
+ * state above it), so the
  * test of pg->csz is saved (3 instructions). Not kp__ol_pop's callers in
  * outline.c: a poison pool's allocation checks those bytes after the pop. */
 static inline __attribute__((always_inline)) void *kp__ol_pop_fast(struct ol_heap *h, struct ol_span *pg, uint16_t *sp,
@@ -362,8 +393,9 @@ static inline __attribute__((always_inline)) void *kp__ol_pop_fast(struct ol_hea
 	kp__ol_sp_set(pg, sp - 1);
 	uint8_t *p = pg->start + idx * pg->bsize;
 	struct ol_rec *r = &pg->rec[idx];
-	r->state = (uint32_t)n + 1;
-	memcpy(p + n, &r->canary, 8);
+	uint64_t w = kp__ol_word(r, n);
+	r->word = w;
+	memcpy(p + n, &w, 8);
 	return p;
 }
 
@@ -414,12 +446,14 @@ int kp__ol_free_refused(kp_pool *pool, void *p, bool try_only);
 enum { KP_OL_CANARY_OFF, KP_OL_CANARY_ON, KP_OL_CANARY_SPAN };
 
 /* Is the canary of the block p (record r, state st) damaged? Never with the
- * canary off. The record's canary is in a register, compared with the
- * block's in memory: else gcc took a callee-saved register for one of them
- * (and kp_free saved four on every call). */
+ * canary off. The record's word (its canary and its state, read again: a
+ * swap by another thread's free since st fails the test) is in a
+ * register, compared with the block's in memory: else gcc took a
+ * callee-saved register for one of them (and kp_free saved four on every
+ * call). */
 static inline __attribute__((always_inline)) bool kp__ol_canary_bad(const struct ol_rec *r, const void *p, size_t st)
 {
-	uint64_t want = r->canary, c;
+	uint64_t want = __atomic_load_n(&r->word, __ATOMIC_RELAXED), c;
 	__asm__("" : "+r"(want));
 	memcpy(&c, (const uint8_t *)p + st - 1, 8);
 	return c != want;
@@ -471,9 +505,10 @@ static inline __attribute__((always_inline)) int kp__ol_free_check(kp_pool *pool
 	if (KP_UNLIKELY(kp__ol_dead(st)))
 		KP_OL_REFUSE(pg, idx, st, KP_OL_DFREE);
 	/* A double free by another thread at once may swap the record to
-	 * OL_REMOTE after the load above: it then spoils the canary
-	 * (outline.c, free_remote), so this test refuses the free if it reads
-	 * the canary after that, and the full test finds OL_REMOTE. Past it,
+	 * OL_REMOTE after the load above: the record's word then differs from
+	 * the block's canary (it holds the state), so this test refuses the
+	 * free if it reads the record after that, and the full test finds
+	 * OL_REMOTE. Past it,
 	 * the store below may still overwrite OL_REMOTE: the block is then on
 	 * this stack and in the other thread's cache, and whoever takes it
 	 * from the cache finds the record not OL_REMOTE (outline.c, "Threads"). */
