@@ -65,35 +65,31 @@
 #define OL_OWN_FULL 1u /* in span->owner: retired, in no list; a free relists it */
 #define OL_OWN_NONE 0u /* in span->owner and heap->self: an abandoned heap's (no thread's pointer) */
 
-/* One per block, out of line: 8 bytes (the cross-thread list's link is in
- * the span's link array, 2 bytes a block, touched only by cross-thread
- * frees). A live block's 8 in-line canary bytes (at p + request) are its
- * record's word, canary | state << 32 (kp__ol_word): 32 secret bits
- * first, where an overflow writes first, then the state, which the free
- * reads anyway; so the free's canary test stays one 8-byte compare with
- * the record, no instruction more, and a record whose state another
- * thread's free swapped (OL_REMOTE) fails it by itself. A canary read
- * from one block tells nothing of another's (K of another address); a
- * forged one passes with odds of 2^-32. Before (s26), a 16-byte record
- * (a 64-bit canary, the state and the link): 18 bytes of metadata a block
- * with its stack entry, 12 now (test_outline_rec; CPython's test_unicode
- * holds 2.3 M small blocks). */
+/* One per block, out of line: 8 bytes; the cross-thread list's link is in
+ * the span's link array (2 bytes a block, touched by cross-thread frees
+ * alone). A live block's 8 in-line canary bytes (at p + request) are its
+ * record's 32-bit canary, zero-extended (kp__ol_canary): the secret first,
+ * where an overflow writes first, so the free's test stays one 8-byte
+ * compare with the record's canary as its load extends it, and the
+ * allocation's one 8-byte store, no instruction more (s27: the canary and
+ * the state in the 8 bytes, or the canary twice, took 2-3 instructions
+ * more a kp_alloc + kp_free and broke test_instruction_counts' budgets).
+ * A canary read from one block tells nothing of another's (K of another
+ * address); a forged one passes with odds of 2^-32, and a stray write of
+ * zeros to bytes 4-7 alone goes unseen. Before (s26), a 16-byte record (a
+ * 64-bit canary, the state, the link): 18 bytes of metadata a block with
+ * its stack entry, 12 now (test_outline_rec; CPython's test_unicode holds
+ * 2.3 M small blocks under the preload). */
 struct ol_rec {
-	union {
-		uint64_t word; /* canary | (uint64_t)state << 32: the in-line canary */
-		struct {
-			uint32_t canary; /* 32 bits of K(address ^ span gen); 0 with checks off */
-			uint32_t state;	 /* the request + 1, or OL_FREE (0), OL_REMOTE, OL_LISTED, OL_QUAR */
-		};
-	};
+	uint32_t canary; /* 32 bits of K(address ^ span gen); 0 with checks off */
+	uint32_t state;	 /* the request + 1, or OL_FREE (0), OL_REMOTE, OL_LISTED, OL_QUAR */
 };
-_Static_assert(sizeof(struct ol_rec) == 8 && offsetof(struct ol_rec, state) == 4, "the record's word: canary, state");
+_Static_assert(sizeof(struct ol_rec) == 8, "a block's record: 8 bytes");
 
-/* The in-line canary of a block of record r when its state is n + 1 (its
- * request n): the record's word then. */
-static inline __attribute__((always_inline)) uint64_t kp__ol_word(const struct ol_rec *r, size_t n)
+/* The 8 in-line canary bytes of a block of record r. */
+static inline __attribute__((always_inline)) uint64_t kp__ol_canary(const struct ol_rec *r)
 {
-	return (uint64_t)r->canary | (uint64_t)(n + 1) << 32;
+	return r->canary;
 }
 
 struct ol_heap;
@@ -372,18 +368,18 @@ static inline __attribute__((always_inline)) void *kp__ol_pop(struct ol_heap *h,
 	kp__ol_sp_set(pg, sp - 1);
 	uint8_t *p = pg->start + (size_t)idx * pg->bsize;
 	struct ol_rec *r = &pg->rec[idx];
-	uint64_t w = kp__ol_word(r, n);
-	r->word = w; /* one store: the free's loads of it forward from it */
-	if (KP_LIKELY(pg->csz))
-		memcpy(p + n, &w, 8);
+	r->state = (uint32_t)n + 1;
+	if (KP_LIKELY(pg->csz)) {
+		uint64_t c = kp__ol_canary(r);
+		memcpy(p + n, &c, 8);
+	}
 	return p;
 }
 
 /* kp__ol_pop for kp__ol_alloc_fast: the canary written in either mode. Its
  * 8 bytes are in the block with checks off too (the class is n's and a
  * canary's: kp__ol_alloc_fast), where they are the caller's, not yet
- * written (the record's canary is 0 there: span_extend draws none; the
- * state above it), so the
+ * written (the record's canary is 0 there: span_extend draws none), so the
  * test of pg->csz is saved (3 instructions). Not kp__ol_pop's callers in
  * outline.c: a poison pool's allocation checks those bytes after the pop. */
 static inline __attribute__((always_inline)) void *kp__ol_pop_fast(struct ol_heap *h, struct ol_span *pg, uint16_t *sp,
@@ -393,9 +389,9 @@ static inline __attribute__((always_inline)) void *kp__ol_pop_fast(struct ol_hea
 	kp__ol_sp_set(pg, sp - 1);
 	uint8_t *p = pg->start + idx * pg->bsize;
 	struct ol_rec *r = &pg->rec[idx];
-	uint64_t w = kp__ol_word(r, n);
-	r->word = w;
-	memcpy(p + n, &w, 8);
+	r->state = (uint32_t)n + 1;
+	uint64_t c = kp__ol_canary(r);
+	memcpy(p + n, &c, 8);
 	return p;
 }
 
@@ -446,15 +442,15 @@ int kp__ol_free_refused(kp_pool *pool, void *p, bool try_only);
 enum { KP_OL_CANARY_OFF, KP_OL_CANARY_ON, KP_OL_CANARY_SPAN };
 
 /* Is the canary of the block p (record r, state st) damaged? Never with the
- * canary off. The record's word (its canary and its state, read again: a
- * swap by another thread's free since st fails the test) is in a
- * register, compared with the block's in memory: else gcc took a
- * callee-saved register for one of them (and kp_free saved four on every
- * call). */
+ * canary off. The record's canary is in a register (its 32-bit load
+ * extends it), compared with the block's in memory. Before s27 an empty
+ * asm kept the 64-bit canary in a register (else gcc took a callee-saved
+ * one and kp_free saved four on every call); with the 32-bit load it kept
+ * the record's address in another register than the checks-off path's,
+ * whose store then no longer shared the fast free's tail (a jump more). */
 static inline __attribute__((always_inline)) bool kp__ol_canary_bad(const struct ol_rec *r, const void *p, size_t st)
 {
-	uint64_t want = __atomic_load_n(&r->word, __ATOMIC_RELAXED), c;
-	__asm__("" : "+r"(want));
+	uint64_t want = kp__ol_canary(r), c;
 	memcpy(&c, (const uint8_t *)p + st - 1, 8);
 	return c != want;
 }
@@ -497,7 +493,9 @@ static inline __attribute__((always_inline)) int kp__ol_free_check(kp_pool *pool
 	 * once, not once to read and again to write) */
 	if (KP_UNLIKELY(atomic_load_explicit(&pg->owner, memory_order_relaxed) != kp__ol_self()))
 		return kp__ol_free_other(pool, pg, idx, p, try_only);
-	struct ol_rec *r = &pg->rec[idx];
+	/* by q, not idx: the same index (q <= last), not extended again (an
+	 * instruction less) */
+	struct ol_rec *r = &pg->rec[q];
 	/* relaxed (a plain load): a double free from another thread at once
 	 * may race it; size_t: an address's part, not extended again. Not
 	 * live: free, or taken by another thread's free (OL_REMOTE, OL_LISTED) */
@@ -505,10 +503,9 @@ static inline __attribute__((always_inline)) int kp__ol_free_check(kp_pool *pool
 	if (KP_UNLIKELY(kp__ol_dead(st)))
 		KP_OL_REFUSE(pg, idx, st, KP_OL_DFREE);
 	/* A double free by another thread at once may swap the record to
-	 * OL_REMOTE after the load above: the record's word then differs from
-	 * the block's canary (it holds the state), so this test refuses the
-	 * free if it reads the record after that, and the full test finds
-	 * OL_REMOTE. Past it,
+	 * OL_REMOTE after the load above: it then spoils the canary
+	 * (outline.c, free_remote), so this test refuses the free if it reads
+	 * the canary after that, and the full test finds OL_REMOTE. Past it,
 	 * the store below may still overwrite OL_REMOTE: the block is then on
 	 * this stack and in the other thread's cache, and whoever takes it
 	 * from the cache finds the record not OL_REMOTE (outline.c, "Threads"). */
