@@ -9,7 +9,8 @@
  * Memory: 4 MiB data segments, 4 MiB aligned, cut into 64 KiB slices; a span
  * of one or more slices holds blocks of one size class. Nothing of the
  * allocator lives in a data segment: each segment's metadata (the span
- * records, each span's free stack of block indices, one record per block)
+ * records, each span's free stack of block indices and its cross-thread
+ * list's links, an 8-byte record per block: 12 bytes a block, outline.h)
  * is in a mapping of its own with a PROT_NONE page on either side, and so
  * are the threads' heaps (the first 64 in one arena). No header precedes a block and no link lives in a free
  * one: there is nothing to forge (test_outline_integrity's overwrite of a
