@@ -164,6 +164,12 @@ struct ol_seg {
 	bool held;
 	struct ol_span spans[OL_NSLICES];
 };
+/* OL_META holds the most a segment's spans take (span_new: 64 of the
+ * 16-byte class, each array aligned to 64 bytes) past its record */
+#define OL_META_SPAN_MAX                                                                         \
+	((OL_SLICE_SIZE / 16 + 1) * sizeof(uint16_t) + (OL_SLICE_SIZE / 16) * sizeof(uint16_t) + \
+	 (OL_SLICE_SIZE / 16 + 1) * sizeof(struct ol_rec) + 3 * 64)
+_Static_assert(sizeof(struct ol_seg) + 64 + OL_NSLICES * OL_META_SPAN_MAX <= OL_META, "OL_META: a segment's metadata");
 
 /* A heap's foreign cache: blocks of other heaps' spans this thread freed
  * (kp__ol_free_other), per class, which its allocations of the class take
