@@ -9,7 +9,8 @@
  * Memory: 4 MiB data segments, 4 MiB aligned, cut into 64 KiB slices; a span
  * of one or more slices holds blocks of one size class. Nothing of the
  * allocator lives in a data segment: each segment's metadata (the span
- * records, each span's free stack of block indices, one record per block)
+ * records, each span's free stack of block indices and its cross-thread
+ * list's links, an 8-byte record per block: 12 bytes a block, outline.h)
  * is in a mapping of its own with a PROT_NONE page on either side, and so
  * are the threads' heaps (the first 64 in one arena). No header precedes a block and no link lives in a free
  * one: there is nothing to forge (test_outline_integrity's overwrite of a
@@ -31,10 +32,11 @@
  *    or a heap's tag / OL_LISTED (another thread's free took it: "Threads");
  *    a cross-thread free changes it by compare-and-swap, the owner's by a
  *    plain store (the race of the two: "Threads");
- *  - write past the request: 8 bytes at p + request hold the block's canary
- *    secret, K(address ^ span generation) drawn when its span is made and
- *    kept in its record (K: the pool's keyed function, kp__hkey: AES-NI
- *    where the CPU has it), so a canary read from one block is no other's;
+ *  - write past the request: 8 bytes at p + request hold the block's canary,
+ *    a secret of 32 bits and 4 zero bytes (outline.h, ol_rec): K(address ^
+ *    span generation) drawn when its span is made and kept in its record
+ *    (K: the pool's keyed function, kp__hkey: AES-NI where the CPU has
+ *    it), so a canary read from one block is no other's;
  *  - invalid pointers, as above.
  * checks:off drops the canary and its 8 bytes; the pointer and double-free
  * tests stay, as the free stacks' soundness depends on them.
@@ -1274,7 +1276,7 @@ static void span_extend(kp_pool *pool, struct ol_span *pg)
 	k = k < pg->nblocks - f ? k : pg->nblocks - f;
 	if (pg->csz)
 		for (uint32_t i = f; i < f + k; i++)
-			pg->rec[i].canary = kp__hkey(
+			pg->rec[i].canary = (uint32_t)kp__hkey(
 				pool->secret, (const void *)(pg->gen ^ (uintptr_t)(pg->start + (size_t)i * pg->bsize)));
 	uint16_t *sp = kp__ol_sp(pg);
 	for (uint32_t i = k; i-- > 0;)
@@ -1312,7 +1314,8 @@ static struct ol_span *span_new(kp_pool *pool, struct ol_heap *h, uint32_t cls)
 	uint32_t bs = class_size[cls];
 	uint32_t nsl = span_slices(h, bs);
 	uint32_t nb = (uint32_t)(nsl * OL_SLICE_SIZE / bs);
-	size_t need = (nb + 1) * sizeof(uint16_t) + 64 + (nb + 1) * sizeof(struct ol_rec) + 64;
+	size_t need =
+		(nb + 1) * sizeof(uint16_t) + 64 + nb * sizeof(uint16_t) + 64 + (nb + 1) * sizeof(struct ol_rec) + 64;
 	struct ol_seg *s = segment_for(pool, h, nsl, need);
 	if (!s)
 		return NULL;
@@ -1325,6 +1328,8 @@ static struct ol_span *span_new(kp_pool *pool, struct ol_heap *h, uint32_t cls)
 	pg->last = nb;
 	pg->csz = h->csz;
 	uint16_t *stack = meta_take(s, (nb + 1) * sizeof(uint16_t));
+	/* the cross-thread list's links: touched by cross-thread frees alone */
+	pg->link = meta_take(s, nb * sizeof(uint16_t));
 	/* rec[nb]: a sentinel, never allocated, so a free of the span's tail
 	 * (offset nb * bsize) meets a free record and is refused. */
 	pg->rec = meta_take(s, (nb + 1) * sizeof(struct ol_rec));
@@ -1359,18 +1364,18 @@ static struct ol_span *span_new(kp_pool *pool, struct ol_heap *h, uint32_t cls)
 
 /* ---- cross-thread frees --------------------------------------------------- */
 
-/* Blocks of pg, linked through their records from index head - 1 to tail
+/* Blocks of pg, linked through pg->link from index head - 1 to tail
  * (whose link is set here), k of them, pushed onto pg's cross-thread list
  * with one compare-and-swap; the span onto its heap's dirty list when the
  * list was empty. nremote first: a span with a push in flight is never
  * wholly free (span_adopt). Any thread; the blocks' records read
  * OL_LISTED (swapped in by the caller: no block is pushed twice). */
-static void remote_push(struct ol_span *pg, uint32_t head, struct ol_rec *tail, uint32_t k)
+static void remote_push(struct ol_span *pg, uint32_t head, uint32_t tail, uint32_t k)
 {
 	atomic_fetch_add_explicit(&pg->nremote, k, memory_order_relaxed);
 	uint32_t old = atomic_load_explicit(&pg->remote, memory_order_relaxed);
 	do
-		tail->next = old;
+		pg->link[tail] = (uint16_t)old;
 	while (!atomic_compare_exchange_weak_explicit(&pg->remote, &old, head, memory_order_release,
 						      memory_order_relaxed));
 	if (old == 0) { /* first on the list: tell the owner about the span */
@@ -1436,8 +1441,7 @@ static void fc_flush(kp_pool *pool, struct ol_heap *h, uint32_t cls, uint32_t m)
 {
 	struct {
 		struct ol_span *pg;
-		uint32_t head, k;
-		struct ol_rec *tail;
+		uint32_t head, k, tail;
 	} g[FC_GROUPS] = {{0}};
 	uint64_t *ent = h->fc_ent[cls];
 	for (uint32_t i = 0; i < m; i++) {
@@ -1458,10 +1462,10 @@ static void fc_flush(kp_pool *pool, struct ol_heap *h, uint32_t cls, uint32_t m)
 		}
 		if (!g[j].pg) {
 			g[j].pg = pg;
-			g[j].tail = r;
+			g[j].tail = idx;
 			g[j].k = 0;
 		} else
-			r->next = g[j].head;
+			pg->link[idx] = (uint16_t)g[j].head;
 		g[j].head = idx + 1;
 		g[j].k++;
 	}
@@ -1520,8 +1524,10 @@ static void *fc_pop(kp_pool *pool, struct ol_heap *h, uint32_t cls, size_t n)
 		return fc_pop_raced(pool, h, cls, n, pg, idx);
 	kp__count_inc(&h->allocs, 1);
 	uint8_t *p = pg->start + (size_t)idx * pg->bsize;
-	if (KP_LIKELY(pg->csz))
-		memcpy(p + n, &r->canary, 8);
+	if (KP_LIKELY(pg->csz)) {
+		uint64_t c = kp__ol_canary(r);
+		memcpy(p + n, &c, 8);
+	}
 	return p;
 }
 
@@ -1572,7 +1578,7 @@ static __attribute__((noinline)) int free_remote_slow(kp_pool *pool, struct ol_s
 	if (KP_UNLIKELY(!rec_claim(r, tag, OL_LISTED)))
 		raced_dfree(pool, pg, idx);
 	else
-		remote_push(pg, idx + 1, r, 1);
+		remote_push(pg, idx + 1, idx, 1);
 	return 0;
 }
 
@@ -1592,7 +1598,7 @@ static __attribute__((noinline)) int free_remote_slow(kp_pool *pool, struct ol_s
 #endif
 static OL_NO_TSAN void canary_spoil(uint8_t *p, uint32_t st, const struct ol_rec *r)
 {
-	uint64_t c = ~r->canary;
+	uint64_t c = ~kp__ol_canary(r);
 	memcpy(p + st - 1, &c, 8);
 }
 
@@ -1762,7 +1768,7 @@ static void drain_span(kp_pool *pool, struct ol_heap *h, struct ol_span *pg)
 				*++sp = (uint16_t)(i - 1);
 			} else
 				raced_dfree(pool, pg, i - 1);
-			i = r->next;
+			i = pg->link[i - 1];
 			n++;
 		}
 		kp__ol_sp_push(pg, sp);
@@ -2037,20 +2043,20 @@ static uint32_t fc_steal(kp_pool *pool, struct ol_heap *h, uint32_t cls)
 			uint32_t head = atomic_load_explicit(&pg->remote, memory_order_acquire);
 			if (!head || head > pg->nblocks || got >= room)
 				continue;
-			struct ol_rec *hr = &pg->rec[head - 1];
-			uint32_t first = hr->next, i = first, k = 0, last = 0;
+			uint16_t *hl = &pg->link[head - 1];
+			uint32_t first = *hl, i = first, k = 0, last = 0;
 			while (i && i <= pg->nblocks && got + k < room && k < pg->nblocks &&
 			       __atomic_load_n(&pg->rec[i - 1].state, __ATOMIC_RELAXED) == OL_LISTED) {
 				last = i;
-				i = pg->rec[i - 1].next;
+				i = pg->link[i - 1];
 				k++;
 			}
 			if (!k)
 				continue;
-			hr->next = i; /* the rest stays listed */
+			*hl = (uint16_t)i; /* the rest stays listed */
 			atomic_fetch_sub_explicit(&pg->nremote, k, memory_order_relaxed);
 			for (uint32_t j = first, n = 0; n < k; n++) {
-				uint32_t nx = pg->rec[j - 1].next;
+				uint32_t nx = pg->link[j - 1];
 				if (KP_UNLIKELY(!rec_claim(&pg->rec[j - 1], OL_LISTED, h->rtag)))
 					raced_dfree(pool, pg, j - 1);
 				else
@@ -2425,7 +2431,7 @@ __attribute__((noinline)) int kp__ol_free_other(kp_pool *pool, struct ol_span *p
 	if (KP_LIKELY(pg->csz)) {
 		uint64_t c;
 		memcpy(&c, (uint8_t *)p + st - 1, 8);
-		if (KP_UNLIKELY(c != r->canary)) {
+		if (KP_UNLIKELY(c != kp__ol_canary(r))) {
 			if (try_only)
 				return KP_OL_UNTRIED;
 			/* spoiled by another thread's free of it that took the
@@ -2517,7 +2523,7 @@ static int poison_free(kp_pool *pool, void *p)
 			memcpy(&c, (uint8_t *)p + st - 1, 8);
 		if (kp__ol_dead(st))
 			rc = free_slow(pool, p, pg, idx, st, KP_OL_DFREE);
-		else if (pg->csz && c != r->canary)
+		else if (pg->csz && c != kp__ol_canary(r))
 			rc = free_slow(pool, p, pg, idx, st, KP_OL_OVERFLOW);
 		else {
 			memset(p, KP_POISON_BYTE, pg->bsize);
@@ -2600,15 +2606,17 @@ void *kp__ol_realloc(kp_pool *pool, void *p, size_t size, unsigned flags)
 	if (pg->csz) {
 		uint64_t c;
 		memcpy(&c, (uint8_t *)p + old, 8);
-		intact = c == r->canary;
+		intact = c == kp__ol_canary(r);
 	}
 	/* planted 5: in place 8 bytes past the room (the canary does not fit) */
 	if (intact && size <= room + (KP_PLANT == 5) * pg->csz && size >= room / 2 && !(flags & KP_CRITICAL)) {
 		if ((flags & KP_ZERO) && size > old)
 			memset((uint8_t *)p + old, 0, size - old);
 		r->state = (uint32_t)size + 1;
-		if (pg->csz)
-			memcpy((uint8_t *)p + size, &r->canary, 8);
+		if (pg->csz) {
+			uint64_t c = kp__ol_canary(r);
+			memcpy((uint8_t *)p + size, &c, 8);
+		}
 		return p;
 	}
 	return kp__realloc_move(pool, p, size, old, flags);

@@ -24,9 +24,10 @@
 #define OL_NSLICES (OL_SEG_SIZE / OL_SLICE_SIZE)
 #define OL_MAP_N ((uintptr_t)1 << (47 - OL_SLICE_SHIFT)) /* user addresses are below 2^47 */
 /* Metadata per segment, address space (untouched pages cost nothing): 64
- * slices of the 16-byte class, 4096 blocks each of (2 B stack + 16 B
- * record) = 4.5 MiB, the span records and alignment. */
-#define OL_META (6 * ((size_t)1 << 20))
+ * slices of the 16-byte class, 4096 blocks each of (2 B stack + 2 B
+ * cross-thread link + 8 B record) = 3 MiB, the span records (12 KiB) and
+ * alignment (3 x 64 B a span). */
+#define OL_META (4 * ((size_t)1 << 20))
 #define OL_CANARY 8u
 #define OL_SMALL_MAX 65536u	       /* request + canary; larger: alloc.c's path */
 #define OL_TBL_MAX (1024u - OL_CANARY) /* requests by direct[] (either mode) */
@@ -64,11 +65,32 @@
 #define OL_OWN_FULL 1u /* in span->owner: retired, in no list; a free relists it */
 #define OL_OWN_NONE 0u /* in span->owner and heap->self: an abandoned heap's (no thread's pointer) */
 
-struct ol_rec { /* one per block, out of line */
-	uint64_t canary;
-	uint32_t state; /* the request + 1, or OL_FREE (0), OL_REMOTE, OL_LISTED, OL_QUAR */
-	uint32_t next;	/* cross-thread free list: index + 1 */
+/* One per block, out of line: 8 bytes; the cross-thread list's link is in
+ * the span's link array (2 bytes a block, touched by cross-thread frees
+ * alone). A live block's 8 in-line canary bytes (at p + request) are its
+ * record's 32-bit canary, zero-extended (kp__ol_canary): the secret first,
+ * where an overflow writes first, so the free's test stays one 8-byte
+ * compare with the record's canary as its load extends it, and the
+ * allocation's one 8-byte store, no instruction more (s27: the canary and
+ * the state in the 8 bytes, or the canary twice, took 2-3 instructions
+ * more a kp_alloc + kp_free and broke test_instruction_counts' budgets).
+ * A canary read from one block tells nothing of another's (K of another
+ * address); a forged one passes with odds of 2^-32, and a stray write of
+ * zeros to bytes 4-7 alone goes unseen. Before (s26), a 16-byte record (a
+ * 64-bit canary, the state, the link): 18 bytes of metadata a block with
+ * its stack entry, 12 now (test_outline_rec; CPython's test_unicode holds
+ * 2.3 M small blocks under the preload). */
+struct ol_rec {
+	uint32_t canary; /* 32 bits of K(address ^ span gen); 0 with checks off */
+	uint32_t state;	 /* the request + 1, or OL_FREE (0), OL_REMOTE, OL_LISTED, OL_QUAR */
 };
+_Static_assert(sizeof(struct ol_rec) == 8, "a block's record: 8 bytes");
+
+/* The 8 in-line canary bytes of a block of record r. */
+static inline __attribute__((always_inline)) uint64_t kp__ol_canary(const struct ol_rec *r)
+{
+	return r->canary;
+}
 
 struct ol_heap;
 /* Three cache lines, by who writes them: the first is fixed while the span
@@ -111,6 +133,9 @@ struct ol_span {
 	/* the other threads' line */
 	_Alignas(64) _Atomic uint32_t remote; /* cross-thread frees: index + 1 of the head */
 	_Atomic uint32_t nremote;	      /* blocks on that list or being pushed (kp__ol_in_use) */
+	/* that list's links, one per block: index + 1 of the next (4096 blocks
+	 * a span at most: 16 bits), fixed while the span lives (span_new) */
+	uint16_t *link;
 	struct ol_span *_Atomic dirty_next;
 	/* its heap: written under the pool's outline lock (span_new, span_adopt)
 	 * while no block of it is out, read by the frees that push */
@@ -139,6 +164,12 @@ struct ol_seg {
 	bool held;
 	struct ol_span spans[OL_NSLICES];
 };
+/* OL_META holds the most a segment's spans take (span_new: 64 of the
+ * 16-byte class, each array aligned to 64 bytes) past its record */
+#define OL_META_SPAN_MAX                                                                         \
+	((OL_SLICE_SIZE / 16 + 1) * sizeof(uint16_t) + (OL_SLICE_SIZE / 16) * sizeof(uint16_t) + \
+	 (OL_SLICE_SIZE / 16 + 1) * sizeof(struct ol_rec) + 3 * 64)
+_Static_assert(sizeof(struct ol_seg) + 64 + OL_NSLICES * OL_META_SPAN_MAX <= OL_META, "OL_META: a segment's metadata");
 
 /* A heap's foreign cache: blocks of other heaps' spans this thread freed
  * (kp__ol_free_other), per class, which its allocations of the class take
@@ -344,8 +375,10 @@ static inline __attribute__((always_inline)) void *kp__ol_pop(struct ol_heap *h,
 	uint8_t *p = pg->start + (size_t)idx * pg->bsize;
 	struct ol_rec *r = &pg->rec[idx];
 	r->state = (uint32_t)n + 1;
-	if (KP_LIKELY(pg->csz))
-		memcpy(p + n, &r->canary, 8);
+	if (KP_LIKELY(pg->csz)) {
+		uint64_t c = kp__ol_canary(r);
+		memcpy(p + n, &c, 8);
+	}
 	return p;
 }
 
@@ -363,7 +396,8 @@ static inline __attribute__((always_inline)) void *kp__ol_pop_fast(struct ol_hea
 	uint8_t *p = pg->start + idx * pg->bsize;
 	struct ol_rec *r = &pg->rec[idx];
 	r->state = (uint32_t)n + 1;
-	memcpy(p + n, &r->canary, 8);
+	uint64_t c = kp__ol_canary(r);
+	memcpy(p + n, &c, 8);
 	return p;
 }
 
@@ -414,13 +448,15 @@ int kp__ol_free_refused(kp_pool *pool, void *p, bool try_only);
 enum { KP_OL_CANARY_OFF, KP_OL_CANARY_ON, KP_OL_CANARY_SPAN };
 
 /* Is the canary of the block p (record r, state st) damaged? Never with the
- * canary off. The record's canary is in a register, compared with the
- * block's in memory: else gcc took a callee-saved register for one of them
- * (and kp_free saved four on every call). */
+ * canary off. The record's canary is in a register (its 32-bit load
+ * extends it), compared with the block's in memory. Before s27 an empty
+ * asm kept the 64-bit canary in a register (else gcc took a callee-saved
+ * one and kp_free saved four on every call); with the 32-bit load it kept
+ * the record's address in another register than the checks-off path's,
+ * whose store then no longer shared the fast free's tail (a jump more). */
 static inline __attribute__((always_inline)) bool kp__ol_canary_bad(const struct ol_rec *r, const void *p, size_t st)
 {
-	uint64_t want = r->canary, c;
-	__asm__("" : "+r"(want));
+	uint64_t want = kp__ol_canary(r), c;
 	memcpy(&c, (const uint8_t *)p + st - 1, 8);
 	return c != want;
 }
@@ -463,7 +499,9 @@ static inline __attribute__((always_inline)) int kp__ol_free_check(kp_pool *pool
 	 * once, not once to read and again to write) */
 	if (KP_UNLIKELY(atomic_load_explicit(&pg->owner, memory_order_relaxed) != kp__ol_self()))
 		return kp__ol_free_other(pool, pg, idx, p, try_only);
-	struct ol_rec *r = &pg->rec[idx];
+	/* by q, not idx: the same index (q <= last), not extended again (an
+	 * instruction less) */
+	struct ol_rec *r = &pg->rec[q];
 	/* relaxed (a plain load): a double free from another thread at once
 	 * may race it; size_t: an address's part, not extended again. Not
 	 * live: free, or taken by another thread's free (OL_REMOTE, OL_LISTED) */

@@ -1,7 +1,7 @@
 /*
  * test_outline_meta.c - layout:outline's metadata costs memory in proportion
  * to the blocks a span has handed out, not to the span's size: a span's
- * records (16 bytes a block) and free stack (2 bytes a block) are touched
+ * records (8 bytes a block) and free stack (2 bytes a block) are touched
  * as its blocks are first taken (outline.c, span_extend), so a heap that
  * holds a few blocks of each small class keeps a few pages of metadata per
  * class. Before, span_new wrote the record and the stack entry of every
