@@ -61,7 +61,7 @@ def test_planted_bug_then_clean_build(tmp_path: Path) -> None:
     assert "reproduced 2 of 2" in replay.stdout
     minimized = _kpool("triage", "--db", str(db.path), "minimize", str(sig.id))
     assert minimized.returncode == 0, minimized.stdout + minimized.stderr
-    assert db.get(sig.id).min_reproducer is not None
+    assert db.get(sig.id).min_reproducer is not None, minimized.stdout + minimized.stderr
 
     [run_dir] = [p.parent for p in tmp_path.glob("*/summary.json")]
     summary = json.loads((run_dir / "summary.json").read_text())

@@ -211,3 +211,26 @@ def test_a_minimised_fuzz_input_that_does_not_crash_is_not_left_beside_the_input
     done = M.minimize(r, SIG.hash)
     assert done.reproducer.input_path == str(crash_input)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["crash-1", "fuzzer.py"]
+
+
+def test_a_second_libfuzzer_pass_when_the_first_ends_on_another_crash(tmp_path: Path) -> None:
+    """libFuzzer's -minimize_crash keeps any smaller input that crashes, not one that crashes the same way.
+    When its one pass ended on another crash (or on nothing), minimisation kept no input: CI saw
+    `kpool triage minimize` of planted bug 1 keep none once (test_campaign_e2e) where 25 of 25 local runs
+    kept one. Here the first pass writes "Y" (no crash), the second the "X" that crashes the same way."""
+    fuzzer = tmp_path / "fuzzer.py"
+    counted = FUZZER.replace(
+        'write_bytes(b"X")',
+        'write_bytes(b"Y" if not (path.parent / "passes").exists() else b"X");'
+        ' (path.parent / "passes").touch()',
+    )
+    fuzzer.write_text(counted)
+    crash_input = tmp_path / "crash-1"
+    crash_input.write_bytes(b"abcXdef" * 10)
+    r = Reproducer(
+        argv=(sys.executable, str(fuzzer), str(crash_input)), kind="fuzz", input_path=str(crash_input)
+    )
+    done = M.minimize(r, SIG.hash)
+    assert done.reproducer.input_path != str(crash_input), done
+    assert Path(done.reproducer.input_path).read_bytes() == b"X"
+    assert done.tried == 2

@@ -28,6 +28,7 @@ Shrink = Callable[[Reproducer], Iterator[Reproducer]]
 ATTEMPTS = 3  # tries per candidate before it is judged not to reproduce: a 50% flaky crash passes 7 in 8
 MAX_CANDIDATES = 60  # candidates tried at most; each costs up to ATTEMPTS runs
 FUZZ_RUNS = 10_000  # libFuzzer -runs for -minimize_crash: its own default is endless
+FUZZ_PASSES = 3  # libFuzzer minimiser runs at most, each from its own random seed, until one keeps the crash
 SHRINK_FIELDS = ("processes", "threads", "ops")
 
 
@@ -135,9 +136,14 @@ def minimize_fuzz(
     source: str = "",
     runs: int = FUZZ_RUNS,
     attempts: int = ATTEMPTS,
+    passes: int = FUZZ_PASSES,
     on_step: Callable[[str], None] | None = None,
 ) -> Minimized:
-    """libFuzzer -minimize_crash on the reproducer's input; kept only if it still crashes the same way."""
+    """libFuzzer -minimize_crash on the reproducer's input; kept only if it still crashes the same way.
+
+    libFuzzer keeps any smaller input that crashes, not one that crashes the same way, and its search is
+    random: a pass whose result crashes otherwise (or not at all) is followed by another, `passes` in all.
+    """
     if not repro.input_path:
         raise KpoolError("a fuzz reproducer needs input_path to be minimised")
     src = Path(repro.input_path)
@@ -145,24 +151,30 @@ def minimize_fuzz(
     flags = ("-minimize_crash=1", f"-runs={runs}", f"-exact_artifact_path={out}")
     # The minimiser runs the target many times: give it the reproducer's timeout per run, times a margin.
     command = repro.evolve(argv=(*repro.argv, *flags), timeout_s=repro.timeout_s * 10)
-    R.run_once(command, source)
-    result = Minimized(repro, runs=1)
-    if not out.is_file():
-        return result
-    candidate = _with_input(repro, str(out))
-    result.tried = 1
-    for _ in range(attempts):
+    result = Minimized(repro)
+    for _ in range(passes):
+        R.run_once(command, source)
         result.runs += 1
-        if R.run_once(candidate, source).signature.hash == expected:
+        if out.is_file() and _same_crash(_with_input(repro, str(out)), expected, source, attempts, result):
             step = f"input {src.stat().st_size} -> {out.stat().st_size} bytes ({out})"
             result.steps.append(step)
             if on_step:
                 on_step(step)
-            result.reproducer = candidate
-            break
-    else:  # no smaller input crashes the same way: none is kept (beside the input it would read as one)
+            result.reproducer = _with_input(repro, str(out))
+            return result
+        # no smaller input crashes the same way: none is kept (beside the input it would read as one)
         out.unlink(missing_ok=True)
     return result
+
+
+def _same_crash(candidate: Reproducer, expected: str, source: str, attempts: int, result: Minimized) -> bool:
+    """Does candidate crash with the expected signature in any of `attempts` runs (counted in result)?"""
+    result.tried += 1
+    for _ in range(attempts):
+        result.runs += 1
+        if R.run_once(candidate, source).signature.hash == expected:
+            return True
+    return False
 
 
 def history_shrink(repro: Reproducer) -> Iterator[Reproducer]:
