@@ -95,9 +95,53 @@ static void test_used_units_are_zeroed(void)
 	kp_destroy(pool);
 }
 
+/* A block grown in place over fresh units (kp__large_resize) wrote them: a
+ * KP_ZERO block cut from those units alone, once it is freed, is zeroed
+ * (test_used_units_are_zeroed grows blocks too, but its KP_ZERO blocks
+ * always began on units run_take had cleared: the resize's own clear was
+ * reached by no test). In a fresh segment of a pool with no daemon: X of
+ * three units (a large run: past KP_SMALL_MAX) grown in place to six and
+ * written; F takes the segment's fresh units after it (a run-taking
+ * allocation prefers fresh units to freed ones); X freed; Y takes its first
+ * three units back, Z (KP_ZERO) the three X grew over. */
+static void test_grown_in_place_units_are_zeroed(void)
+{
+	const size_t unit = (size_t)1 << 16, three = 3 * unit - 4096, six = 6 * unit - 4096;
+	long bad = 0;
+	unsigned in_place = 0, over = 0;
+	for (int round = 0; round < 8; round++) {
+		kp_pool *pool = kp_create("daemon:off,prefault:off");
+		REQUIRE(pool, "kp_create: %s", kp_last_error());
+		unsigned char *x = kp_alloc(pool, three, 0);
+		REQUIRE(x, "X");
+		unsigned char *g = kp_realloc(pool, x, six, 0);
+		REQUIRE(g, "grow");
+		in_place += g == x;
+		memset(g, 0xa5, six);
+		/* units 7 up to the segment's guard unit (64: 4 MiB segments of 64 KiB units) */
+		unsigned char *f = kp_alloc(pool, (64 - 7) * unit - 4096, 0);
+		REQUIRE(f, "F");
+		kp_free(pool, g);
+		unsigned char *y = kp_alloc(pool, three, 0), *z = kp_alloc(pool, three, KP_ZERO);
+		REQUIRE(y && z, "Y, Z");
+		over += z >= g + three && z < g + six;
+		for (size_t k = 0; k < three; k += 61)
+			bad += z[k] != 0;
+		kp_free(pool, y);
+		kp_free(pool, z);
+		kp_free(pool, f);
+		kp_destroy(pool);
+	}
+	printf("   grown in place %u of 8, Z over the grown units %u of 8\n", in_place, over);
+	REQUIRE(in_place == 8 && over == 8, "the rig no longer puts Z over units a grow in place took (%u, %u)",
+		in_place, over);
+	CHECK(bad == 0, "%ld sampled bytes not zero in KP_ZERO blocks over units a grow in place wrote", bad);
+}
+
 int main(void)
 {
 	RUN(test_fresh_units_stay_unwritten);
 	RUN(test_used_units_are_zeroed);
+	RUN(test_grown_in_place_units_are_zeroed);
 	return ktest_summary();
 }
