@@ -2391,7 +2391,10 @@ static __attribute__((noinline)) void span_relist_locked(kp_pool *pool, struct o
 	}
 	struct ol_heap *h = pg->heap;
 	owner_lock(pool, h);
-	span_relist(h, pg);
+	/* still retired: a handler's call may have relisted it since the
+	 * caller's push (test_outline_signal), as busy_later tests */
+	if (atomic_load_explicit(&pg->owner, memory_order_relaxed) & OL_OWN_FULL)
+		span_relist(h, pg);
 	owner_unlock(h);
 	busy_leave();
 }

@@ -34,12 +34,22 @@
 
 static kp_pool *sig_pool;
 static volatile long hits;
+/* The second test's sizes: five classes of 600-1000 bytes (spans of 64 to
+ * 100 blocks, so refills and retired spans come often), both in the
+ * handler and in the loop, which holds 256 blocks. */
+static int relist;
+#define RELIST_SIZE(i) ((size_t)(600 + (i) % 5 * 100))
+/* Its rounds and the handler's runs a round: on 3c2ec5c (ASan) 2 rounds
+ * in 6 of 30,000 runs ended in the stack overflow below, 5 runs in 7 of
+ * 100,000. */
+#define RELIST_HITS 30000
+#define RELIST_ROUNDS 6
 static atomic_long bad; /* the freer's failures too */
 
 static void handler(int sig)
 {
 	(void)sig;
-	size_t n = (size_t)(hits % 3000 + 1);
+	size_t n = relist ? RELIST_SIZE(hits) : (size_t)(hits % 3000 + 1);
 	char *p = kp_alloc(sig_pool, n, 0);
 	if (p)
 		memset(p, 2, n);
@@ -113,16 +123,17 @@ static int round_body(void)
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (rc != 0)
 		return 3;
-	static void *held[64];
-	for (long i = 0; i < 200000000 && hits < HITS; i++) {
-		int k = (int)(i % 64);
+	static void *held[256];
+	int nheld = relist ? 256 : 64;
+	for (long i = 0; i < 200000000 && hits < (relist ? RELIST_HITS : HITS); i++) {
+		int k = (int)(i % nheld);
 		long q = atomic_load(&put_n);
 		if (held[k] && (i & 1) && q - atomic_load(&took_n) < RING) { /* every other block freed there */
 			atomic_store(&ring[q % RING], held[k]);
 			atomic_store(&put_n, q + 1);
 		} else if (kp_free(sig_pool, held[k]) != 0)
 			bad++;
-		size_t n = (size_t)(i * 31) % 20000 + 1;
+		size_t n = relist ? RELIST_SIZE(i / 7) : (size_t)(i * 31) % 20000 + 1;
 		held[k] = kp_alloc(sig_pool, n, 0);
 		if (held[k])
 			memset(held[k], 1, n < 64 ? n : 64);
@@ -133,7 +144,7 @@ static int round_body(void)
 	setitimer(ITIMER_REAL, &off, NULL);
 	atomic_store(&stop, 1);
 	pthread_join(t, NULL);
-	for (int k = 0; k < 64; k++)
+	for (int k = 0; k < nheld; k++)
 		if (kp_free(sig_pool, held[k]) != 0)
 			bad++;
 	unsigned damage = damage_events(sig_pool);
@@ -179,8 +190,34 @@ static void test_a_handler_that_allocates_inside_a_refill_never_hangs(void)
 	CHECK(failed == 0, "%d of %d rounds failed (3: no pool, 4: a call failed, 5: damage reported)", failed, ROUNDS);
 }
 
+/* A free to the thread's retired span that relists it (outline.c,
+ * free_other_checked, span_relist_locked) and a handler's call that
+ * relists the same span meanwhile (its refill's drain_span, the span's
+ * cross-thread frees) listed it twice: its avail list then led back to
+ * itself, and a refill that took it dry took it again (refill_again)
+ * until the stack ran out (SIGSEGV, status 139; 1 under ASan, its
+ * report). span_relist_locked relists a span still retired only, as
+ * busy_later does. */
+static void test_a_handler_that_relists_a_span_never_lists_it_twice(void)
+{
+	relist = 1;
+	int failed = 0;
+	for (int r = 0; r < RELIST_ROUNDS; r++) {
+		int st = run_round();
+		failed += st != 0 && st != 128 + SIGABRT; /* a hang too */
+		if (st != 0)
+			fprintf(stderr, "round %d: status %d\n", r, st);
+	}
+	relist = 0;
+	CHECK(failed == 0,
+	      "%d of %d rounds failed (139, 1 under ASan: the refill's recursion ran out of stack; -1: hung; 5: "
+	      "damage)",
+	      failed, RELIST_ROUNDS);
+}
+
 int main(void)
 {
 	RUN(test_a_handler_that_allocates_inside_a_refill_never_hangs);
+	RUN(test_a_handler_that_relists_a_span_never_lists_it_twice);
 	return ktest_summary();
 }
