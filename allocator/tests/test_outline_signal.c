@@ -8,6 +8,9 @@
  * ol_busy), and the program ends: done, or kpool's one-line abort where
  * the handler interrupted a section holding a mutex its own path needs (as
  * layout:inline does, test_reenter_attack19; seen under TSan, 1 round in 6).
+ * The second test: the same on five classes of about 1 KiB, where a
+ * handler's refill relisted a span that the free it interrupted was
+ * relisting (span_relist_locked).
  *
  * Each round runs in a child (a 50 us timer, as signal-malloc's, until the
  * handler has run HITS times); the parent is the hang guard: a child alive
