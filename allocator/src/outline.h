@@ -75,10 +75,11 @@
  * the state in the 8 bytes, or the canary twice, took 2-3 instructions
  * more a kp_alloc + kp_free and broke test_instruction_counts' budgets).
  * A canary read from one block tells nothing of another's (K of another
- * address); a forged one passes with odds of 2^-32, and a stray write of
- * zeros to bytes 4-7 alone goes unseen. Before (s26), a 16-byte record (a
- * 64-bit canary, the state, the link): 18 bytes of metadata a block with
- * its stack entry, 12 now (test_outline_rec; CPython's test_unicode holds
+ * address); a forged one passes with odds of 2^-31 (K's bit 7 is always
+ * set: an off-by-one NUL or character is always caught, test_off_by_one),
+ * and a stray write of zeros to bytes 4-7 alone goes unseen. Before (s26),
+ * a 16-byte record (a 64-bit canary, the state, the link): 18 bytes of
+ * metadata a block with its stack entry, 12 now (test_outline_rec; CPython's test_unicode holds
  * 2.3 M small blocks under the preload). */
 struct ol_rec {
 	uint32_t canary; /* 32 bits of K(address ^ span gen); 0 with checks off */
