@@ -354,6 +354,25 @@ static struct ol_seg *spare_take(kp_pool *pool, kp__ol *ol)
 	return s;
 }
 
+static uint8_t *meta_after_record(struct ol_seg *s);
+
+/* A segment given back (return_idle), taken again (segment_new): the
+ * metadata its spans used in its record's last page zeroed, as
+ * return_idle's purge zeroed the rest (from meta_after_record on), so that
+ * a span made there finds its records free (OL_FREE, 0) until its blocks
+ * are first taken, as span_extend and every free's double-free test
+ * assume. Before (s27), that part (meta_first up to the page's end, about
+ * 4 KiB of stacks, links and records) stayed as the segment's last spans
+ * left it: a span of another layout found old stack entries in its
+ * records, blocks never handed out read live, a free of one was taken and
+ * the block then handed out twice (test_outline_return_meta). */
+static void meta_clear_head(struct ol_seg *s)
+{
+	uint8_t *end = meta_after_record(s);
+	end = s->bump < end ? s->bump : end;
+	memset(meta_first(s), 0, (size_t)(end - meta_first(s)));
+}
+
 /* A segment for a heap's spans: the oldest spare, or one mapped now (the
  * allocation path's system calls, counted so, and in ol->alloc_maps: the
  * daemon keeps spares ahead, so this is rare). Taking a spare leaves fewer
@@ -392,6 +411,7 @@ static struct ol_seg *segment_new(kp_pool *pool)
 		 * its slice-map entry before return_idle cleared it found the span
 		 * as it was (its stacks and records purged: every block free) */
 		memset(s->spans, 0, sizeof s->spans);
+		meta_clear_head(s);
 		s->used = 0;
 		s->bump = meta_first(s);
 	}
