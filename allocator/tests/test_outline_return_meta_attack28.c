@@ -12,7 +12,11 @@
  * the segment still goes onto the spares and is taken again. A span made
  * there with another layout finds old records live: the free of a block
  * never handed out is taken with no event and the block is handed out
- * twice (checks off), or reported as an overflow and leaked (checks on).
+ * twice (checks off), or reported as an overflow and leaked (checks on:
+ * the free read the canary at p + the stale state - 1, up to 255 MiB past
+ * the block; it read the slice map's reservation here, zero). kp_usable_size
+ * of such a block says its stale state (checks on: up to 255 MiB; off: the
+ * class's size), and kp_realloc of one serves a new block.
  *
  * The others held: other layouts (old 16 B / new 48 B, old 48 B / new
  * 1000 B...), checks on, and fork between the return and the retake.
@@ -63,7 +67,8 @@ static int by_addr(const void *a, const void *b)
 }
 
 /* results from the new heap's thread */
-static unsigned r_stale, r_taken, r_events, r_twice, r_nb;
+static unsigned r_stale, r_taken, r_events, r_twice, r_nb, r_usable, r_realloc;
+static size_t r_usable_max;
 static bool r_here;
 
 /* A new heap's first span of new_size: its records past fresh must read
@@ -81,11 +86,24 @@ static void *new_span(void *arg)
 	r_stale = 0;
 	for (uint32_t i = pg->fresh; i <= pg->nblocks; i++)
 		r_stale += pg->rec[i].state != OL_FREE || pg->rec[i].canary != 0;
-	/* a free of every block never made (past fresh): each refused */
-	kt_events_clear(pool);
+	/* kp_usable_size of each block never made: 0 (no block), never more
+	 * than its class (the stale state taken for the request: up to
+	 * 255 MiB, and a free with checks on reads the canary there) */
 	uint32_t fresh = pg->fresh;
+	r_usable = 0, r_usable_max = 0;
+	for (uint32_t i = fresh; i < pg->nblocks; i++) {
+		size_t u = kp_usable_size(pool, pg->start + (size_t)i * pg->bsize);
+		r_usable += u != 0;
+		r_usable_max = u > r_usable_max ? u : r_usable_max;
+	}
+	/* a realloc of the first one never made: refused (NULL) */
+	kt_events_clear(pool);
+	void *q = kp_realloc(pool, pg->start + (size_t)fresh * pg->bsize, 24, 0);
+	r_realloc = q != NULL;
+	/* a free of every other block never made (past fresh): each refused */
+	kt_events_clear(pool);
 	r_taken = 0;
-	for (uint32_t i = fresh; i < pg->nblocks; i++)
+	for (uint32_t i = fresh + 1; i < pg->nblocks; i++)
 		r_taken += kp_free(pool, pg->start + (size_t)i * pg->bsize) == 0;
 	r_events = (unsigned)(kt_events_count(pool, KP_EV_INVALID_FREE) + kt_events_count(pool, KP_EV_DOUBLE_FREE) +
 			      kt_events_count(pool, KP_EV_OVERFLOW) + kt_events_count(pool, KP_EV_CORRUPTION));
@@ -115,8 +133,12 @@ static void retake(struct ol_seg *back)
 	CHECK(r_taken == 0, "%u frees of blocks never handed out taken (kp_free returned 0)", r_taken);
 	CHECK(r_twice == 0, "%u blocks handed out twice", r_twice);
 	CHECK(r_taken == 0 || r_events >= r_taken, "%u frees taken, %u events", r_taken, r_events);
-	printf("   stale records %u, frees taken %u, integrity events %u, handed out twice %u\n", r_stale, r_taken,
-	       r_events, r_twice);
+	CHECK(r_usable == 0, "kp_usable_size of %u blocks never handed out not 0 (up to %zu bytes)", r_usable,
+	      r_usable_max);
+	CHECK(r_realloc == 0, "a realloc of a block never handed out served");
+	printf("   stale records %u, frees taken %u, integrity events %u, handed out twice %u, usable sizes not 0 %u "
+	       "(up to %zu), realloc served %u\n",
+	       r_stale, r_taken, r_events, r_twice, r_usable, r_usable_max, r_realloc);
 }
 
 static void scenario(const struct scen *sc)
