@@ -66,6 +66,7 @@ static void test_stale_frees_after_outgrown(void)
 		errno = 0;
 		void *r = kp_realloc(pool, a, 7 * MIB, 0);
 		CHECK(r == NULL, "a realloc of an evicted block served (%p)", r);
+		CHECK(dfree_events(pool) == 1, "the realloc of an evicted block not reported as a double free");
 		CHECK(all_byte((unsigned char *)c, 20 * MIB, 0x33), "the live 20 MiB block changed");
 		/* a fresh block of the evicted sizes: distinct from c */
 		char *d = kp_alloc(pool, 5 * MIB, 0);
