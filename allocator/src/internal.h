@@ -295,6 +295,14 @@ bool kp__os_page_resident(kp__oscount *c, void *p);
 /* Give back the resident pages of [p, p + size) (mincore, then
  * MADV_DONTNEED); they read as zero after. Bytes that were resident. */
 size_t kp__os_purge(kp__oscount *c, void *p, size_t size);
+/* Give back every page of [p, p + size), resident, swapped out or not
+ * (MADV_DONTNEED over the whole range, no mincore: a swapped-out page is
+ * not resident to mincore, and kp__os_purge would leave it to come back
+ * as it was). true once it reads as zero; false when the kernel refused
+ * (an mlock'ed page: EINVAL) or a fault was injected, and then nothing is
+ * known of the range. For memory that must read zero after, not for a
+ * saving. */
+bool kp__os_discard(kp__oscount *c, void *p, size_t size);
 /* What the machine allows this process: the smaller of physical memory plus
  * swap and the memory limit of its cgroup (v2, the tightest of its
  * ancestors; or v1's). Not counted (kp_create's conf load, before a pool). */

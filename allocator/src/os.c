@@ -295,6 +295,13 @@ size_t kp__os_purge(kp__oscount *c, void *p, size_t size)
 	return given;
 }
 
+bool kp__os_discard(kp__oscount *c, void *p, size_t size)
+{
+	if (enter(c, KP_OS_MADVISE))
+		return false;
+	return madvise(p, size, MADV_DONTNEED) == 0;
+}
+
 bool kp__os_resident(kp__oscount *c, void *p, size_t size)
 {
 	unsigned char vec[1024];

@@ -1097,6 +1097,25 @@ static uint32_t cand_of(struct ol_seg *const *cand, uint32_t n, const struct ol_
 	return lo - 1;
 }
 
+/* The metadata a returned segment's spans used past its record's last
+ * page (meta_after_record up to its bump) made to read zero, as
+ * segment_new's meta_clear_head and every span made there assume: given
+ * back whole (kp__os_discard, not kp__os_purge: a metadata page swapped
+ * out is not resident to mincore, and a purge would leave it to come back
+ * as it was), or, where the kernel refuses (an mlock'ed page, a program
+ * under mlockall: EINVAL) or a fault is injected, written zero here on the
+ * daemon. Before (s28), a refused purge let the segment go onto the
+ * spares with its old records: blocks never handed out read live, a free
+ * of one was taken with no event and the block handed out twice
+ * (test_outline_return_meta_attack28). */
+static void meta_discard(kp_pool *pool, struct ol_seg *s)
+{
+	uint8_t *m = meta_after_record(s);
+	uintptr_t top = ((uintptr_t)s->bump + KP_PAGE - 1) & ~(uintptr_t)(KP_PAGE - 1);
+	if ((uintptr_t)m < top && !kp__os_discard(&pool->os, m, top - (uintptr_t)m))
+		memset(m, 0, top - (uintptr_t)m);
+}
+
 /*
  * Whole segments back, on the daemon's pass (first, before purge_idle): a
  * segment no heap carves (held) whose every span has sat wholly free on its
@@ -1255,10 +1274,7 @@ static void return_idle(kp_pool *pool)
 	uint32_t n = 0;
 	for (struct ol_seg *s = back; s; s = s->next, n++) {
 		kp__os_purge(&pool->os, s->base, OL_SEG_SIZE); /* past its spans too: the daemon pre-faults whole */
-		uint8_t *m = meta_after_record(s);
-		uintptr_t top = ((uintptr_t)s->bump + KP_PAGE - 1) & ~(uintptr_t)(KP_PAGE - 1);
-		if ((uintptr_t)m < top)
-			kp__os_purge(&pool->os, m, top - (uintptr_t)m);
+		meta_discard(pool, s);
 		atomic_store_explicit(&s->ready, false, memory_order_relaxed);
 		atomic_store_explicit(&s->taken, false, memory_order_relaxed);
 		/* idle for decay_ms already: the spares' decay (kp__ol_daemon_pass,

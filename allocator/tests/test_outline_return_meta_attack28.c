@@ -3,7 +3,8 @@
  * segment given back (outline.c, return_idle) and taken again
  * (segment_new, meta_clear_head; test_outline_return_meta).
  *
- * KNOWN FAILING (s28-att, on 2b03bdf): test_return_meta_madvise_refused,
+ * Failed on 2b03bdf (s28-att), pass since return_idle's meta_discard:
+ * test_return_meta_madvise_refused,
  * test_return_meta_mincore_refused, test_return_meta_madvise_refused_checks
  * and test_return_meta_mlocked (no fault injected: the metadata pages
  * mlock'ed, as a program under mlockall has them, and MADV_DONTNEED of a
@@ -253,28 +254,28 @@ static void test_return_meta_fork(void)
 	scenario(&s);
 }
 
-/* KNOWN FAILING (s28-att): return_idle's metadata purge refused */
+/* Failed before meta_discard (s28-att): return_idle's metadata purge refused */
 static void test_return_meta_madvise_refused(void)
 {
 	static const struct scen s = {OFF, 8, 4096, 40, "madvise@every=1", false, false};
 	scenario(&s);
 }
 
-/* KNOWN FAILING (s28-att): mincore refused, the purge skips the range */
+/* Failed before meta_discard (s28-att): mincore refused, the purge skips the range */
 static void test_return_meta_mincore_refused(void)
 {
 	static const struct scen s = {OFF, 8, 4096, 40, "other@every=1", false, false};
 	scenario(&s);
 }
 
-/* KNOWN FAILING (s28-att): checks on, the purge refused */
+/* Failed before meta_discard (s28-att): checks on, the purge refused */
 static void test_return_meta_madvise_refused_checks(void)
 {
 	static const struct scen s = {ON, 8, 4096, 40, "madvise@every=1", false, false};
 	scenario(&s);
 }
 
-/* KNOWN FAILING (s28-att): no fault injected, the metadata mlock'ed */
+/* Failed before meta_discard (s28-att): no fault injected, the metadata mlock'ed */
 static void test_return_meta_mlocked(void)
 {
 	static const struct scen s = {OFF, 8, 4096, 40, NULL, false, true};
