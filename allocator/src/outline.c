@@ -139,7 +139,9 @@
  * span's records and stack are given back with their segment only.
  * A span's records and stack entries are made a page of blocks at a time as
  * its blocks are first taken (span_extend): metadata in proportion to the
- * blocks used. A heap that needs a new span first takes a wholly free one of
+ * blocks used; a heap's first span of a class holds 128 blocks and each next
+ * 4 times more, up to its slices' (span_blocks), so that a class a thread
+ * uses little touches no page of a whole slice's stack and records. A heap that needs a new span first takes a wholly free one of
  * the class from another heap (span_adopt); a span in hand run dry takes
  * the frees given back, the listed span with the most free blocks and other
  * heaps' listed blocks (fc_steal) before it touches its untouched ones
