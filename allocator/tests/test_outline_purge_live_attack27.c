@@ -17,6 +17,17 @@
  * block counted on the stack (sp - stack0 == fresh) while some of their
  * records read live. 0 of 1,500 generations on main (pre-s27), 0 of 2,400
  * with OL_FIRST_BLOCKS 65536 (every span full).
+ *
+ * s27-span: those bad patterns were this test's: phase B verified a slot
+ * j % 17 == 0 before freeing it while its second racer (the thread two
+ * on) may have freed it already; with short spans (few blocks made) that
+ * free left its span wholly free and the daemon's step purged it (legal:
+ * the block was free), so the verify read zeros (all 11 of 3,000
+ * generations such slots, traced: the racer's free, then the purge of a
+ * span with every record free). Every live block is verified after A
+ * now (check_overlap), and in B only the slots no other thread frees.
+ * The stale metadata seen then was a bug of its own (return_idle left
+ * the record page's part of the spans' arrays: test_outline_return_meta).
  */
 #define _GNU_SOURCE 1
 #include "ktest.h"
@@ -94,6 +105,8 @@ static void check_overlap(void)
 			if (sl[t][j].p && !sl[t][j].freed)
 				all[k++] = &sl[t][j];
 	qsort(all, k, sizeof *all, cmpp);
+	for (size_t i = 0; i < k; i++)
+		verify(all[i]);
 	for (size_t i = 1; i < k; i++)
 		if (all[i - 1]->p + all[i - 1]->n > all[i]->p) {
 			atomic_fetch_add(&overlaps, 1);
@@ -138,7 +151,11 @@ static void *worker(void *arg)
 				}
 				continue;
 			}
-			verify(s);
+			/* a slot j % 17 == 0 is the second racer's too (below): it may
+			 * be freed already, its span wholly free and purged, its bytes
+			 * zero (verified after A instead) */
+			if (j % 17)
+				verify(s);
 			kp_free(pool, s->p);
 		}
 		/* the second racer of o' = (t + 2) % NT's j%17 slots: o' is freed by (o'+NT-1)%NT = t+1 */
