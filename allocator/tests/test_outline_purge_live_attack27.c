@@ -28,6 +28,22 @@
  * now (check_overlap), and in B only the slots no other thread frees.
  * The stale metadata seen then was a bug of its own (return_idle left
  * the record page's part of the spans' arrays: test_outline_return_meta).
+ *
+ * s28-span: a second free of a block whose segment went back meanwhile
+ * (return_idle: its slice-map entries cleared) is an invalid free, as
+ * outline.c's return_idle says, not a double free. Traced once: gen
+ * 677, round 5, t 2's stale free in C of o 3's slot 268 found the pool
+ * knew the pointer no more before the free. Read from the code (not
+ * traced): o took the block from another heap H's span (its foreign
+ * cache, fc_steal), and H's own thread freed it in B onto H's stack,
+ * leaving its span and segment wholly free, and the stepper's passes gave
+ * the segment back. With short spans (smaller spans are wholly free more
+ * often) 2 runs of 38 had double_free 1-2 short and invalid_free as many
+ * over, 0 of 38 without.
+ * Every bad free is still reported once (the sum), an interior pointer
+ * never as a double free, and an invalid free past exp_inv only for a
+ * pointer the pool no longer knows after its free (gone: no thread
+ * allocates in B or C, so no segment is taken again meanwhile).
  */
 #define _GNU_SOURCE 1
 #include "ktest.h"
@@ -47,7 +63,7 @@ static struct slot {
 	uint64_t id;
 	int freed;
 } sl[NT][M];
-static _Atomic uint64_t exp_df, exp_inv, nid, bad_pattern, overlaps, live_total;
+static _Atomic uint64_t gone, exp_df, exp_inv, nid, bad_pattern, overlaps, live_total;
 static _Atomic int stop;
 static unsigned gen_no;
 
@@ -115,6 +131,15 @@ static void check_overlap(void)
 	live_total += k;
 }
 
+/* A free that may find its block's segment given back (above): counted in
+ * gone when the pool no longer knows the pointer after it. */
+static void free_maybe_gone(void *p)
+{
+	kp_free(pool, p);
+	if (!kp__ol_knows(pool, p))
+		atomic_fetch_add(&gone, 1);
+}
+
 static void *worker(void *arg)
 {
 	int t = (int)(intptr_t)arg;
@@ -156,7 +181,10 @@ static void *worker(void *arg)
 			 * zero (verified after A instead) */
 			if (j % 17)
 				verify(s);
-			kp_free(pool, s->p);
+			if (j % 17)
+				kp_free(pool, s->p);
+			else
+				free_maybe_gone(s->p);
 		}
 		/* the second racer of o' = (t + 2) % NT's j%17 slots: o' is freed by (o'+NT-1)%NT = t+1 */
 		int od = (t + 2) % NT;
@@ -164,7 +192,7 @@ static void *worker(void *arg)
 			struct slot *s = &sl[od][j];
 			if (!s->p || j % 23 == 1)
 				continue;
-			kp_free(pool, s->p);
+			free_maybe_gone(s->p);
 			atomic_fetch_add(&exp_df, 1);
 		}
 		pthread_barrier_wait(&bar);
@@ -173,7 +201,7 @@ static void *worker(void *arg)
 			struct slot *s = &sl[o][j];
 			if (!s->p || j % 23 == 1)
 				continue;
-			kp_free(pool, s->p);
+			free_maybe_gone(s->p);
 			atomic_fetch_add(&exp_df, 1);
 		}
 		if (t == 0)
@@ -256,14 +284,18 @@ int main(int argc, char **argv)
 	kp_thread_flush(pool);
 	drain();
 	printf("gens %d live-checked %lu: double_free %lu (expected %lu) invalid %lu (expected %lu) overflow %lu "
-	       "corruption %lu quarantine %lu suppressed %lu; bad patterns %lu overlaps %lu\n",
+	       "corruption %lu quarantine %lu suppressed %lu; bad patterns %lu overlaps %lu; frees into memory given "
+	       "back %lu\n",
 	       gens, (unsigned long)live_total, (unsigned long)ev[KP_EV_DOUBLE_FREE], (unsigned long)exp_df,
 	       (unsigned long)ev[KP_EV_INVALID_FREE], (unsigned long)exp_inv, (unsigned long)ev[KP_EV_OVERFLOW],
 	       (unsigned long)ev[KP_EV_CORRUPTION], (unsigned long)ev[KP_EV_QUARANTINE],
-	       (unsigned long)ev[KP_EV_LOG_SUPPRESSED], (unsigned long)bad_pattern, (unsigned long)overlaps);
+	       (unsigned long)ev[KP_EV_LOG_SUPPRESSED], (unsigned long)bad_pattern, (unsigned long)overlaps,
+	       (unsigned long)gone);
 	CHECK(overlaps == 0 && bad_pattern == 0, "handed out twice");
-	CHECK(ev[KP_EV_INVALID_FREE] == exp_inv, "invalid");
-	CHECK(ev[KP_EV_DOUBLE_FREE] == exp_df, "double frees");
+	CHECK(ev[KP_EV_INVALID_FREE] + ev[KP_EV_DOUBLE_FREE] == exp_inv + exp_df, "a bad free not reported once");
+	CHECK(ev[KP_EV_INVALID_FREE] >= exp_inv && ev[KP_EV_INVALID_FREE] - exp_inv <= gone,
+	      "invalid frees %lu, expected %lu and up to %lu frees into memory given back",
+	      (unsigned long)ev[KP_EV_INVALID_FREE], (unsigned long)exp_inv, (unsigned long)gone);
 	kp_destroy(pool);
 	return ktest_summary();
 }
