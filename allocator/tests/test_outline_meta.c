@@ -73,16 +73,34 @@ static void test_meta_checks_off(void)
 
 /* A span taken block by block to its end, every block once: all distinct,
  * each freed once, a double free and a free of a block past those handed out
- * reported as ever (double free: its record reads free). */
+ * reported as ever (double free: its record reads free). A heap's first
+ * spans of a class are short (outline.c, span_blocks: 128 blocks, then 4
+ * times more each): the blocks of the first three are held, and the fourth
+ * span, a slice's 4096 blocks, is the one taken whole. */
 static void test_extend_whole_span(void)
 {
 	kp_pool *pool = kp_create("layout:outline,daemon:off,seed:6");
 	REQUIRE(pool, "kp_create: %s", kp_last_error());
 	size_t nb = OL_SLICE_SIZE / 16; /* 4096 blocks of the 16-byte class, one span */
 	char **p = calloc(nb + 1, sizeof *p);
-	REQUIRE(p, "calloc");
-	p[0] = kp_alloc(pool, 8, 0);
-	REQUIRE(p[0], "kp_alloc");
+	void **early = calloc(nb, sizeof *early);
+	REQUIRE(p && early, "calloc");
+	size_t nearly = 0, spans = 0;
+	uintptr_t slice = 0;
+	for (;;) {
+		char *q = kp_alloc(pool, 8, 0);
+		REQUIRE(q && nearly < nb, "kp_alloc (%zu blocks before the fourth span)", nearly);
+		if ((uintptr_t)q >> OL_SLICE_SHIFT != slice) {
+			slice = (uintptr_t)q >> OL_SLICE_SHIFT;
+			spans++;
+		}
+		if (spans == 4) {
+			p[0] = q;
+			break;
+		}
+		early[nearly++] = q;
+	}
+	CHECK(nearly == 128 + 512 + 2048, "%zu blocks in the three short spans", nearly);
 	char *past = p[0] + 16 * 300; /* a block start no one was given yet */
 	CHECK(kp_free(pool, past) != 0, "a free of a block never handed out was taken");
 	size_t dup = 0, bad = 0;
@@ -105,6 +123,9 @@ static void test_extend_whole_span(void)
 	for (size_t i = 0; i < nb; i++)
 		CHECK(kp_free(pool, p[i]) == 0, "kp_free %zu", i);
 	CHECK(kp_free(pool, p[7]) != 0, "a double free was taken");
+	for (size_t i = 0; i < nearly; i++)
+		CHECK(kp_free(pool, early[i]) == 0, "kp_free of a short span's block %zu", i);
+	free(early);
 	free(p);
 	kp_destroy(pool);
 }

@@ -17,6 +17,33 @@
  * block counted on the stack (sp - stack0 == fresh) while some of their
  * records read live. 0 of 1,500 generations on main (pre-s27), 0 of 2,400
  * with OL_FIRST_BLOCKS 65536 (every span full).
+ *
+ * s27-span: those bad patterns were this test's: phase B verified a slot
+ * j % 17 == 0 before freeing it while its second racer (the thread two
+ * on) may have freed it already; with short spans (few blocks made) that
+ * free left its span wholly free and the daemon's step purged it (legal:
+ * the block was free), so the verify read zeros (all 11 of 3,000
+ * generations such slots, traced: the racer's free, then the purge of a
+ * span with every record free). Every live block is verified after A
+ * now (check_overlap), and in B only the slots no other thread frees.
+ * The stale metadata seen then was a bug of its own (return_idle left
+ * the record page's part of the spans' arrays: test_outline_return_meta).
+ *
+ * s28-span: a second free of a block whose segment went back meanwhile
+ * (return_idle: its slice-map entries cleared) is an invalid free, as
+ * outline.c's return_idle says, not a double free. Traced once: gen
+ * 677, round 5, t 2's stale free in C of o 3's slot 268 found the pool
+ * knew the pointer no more before the free. Read from the code (not
+ * traced): o took the block from another heap H's span (its foreign
+ * cache, fc_steal), and H's own thread freed it in B onto H's stack,
+ * leaving its span and segment wholly free, and the stepper's passes gave
+ * the segment back. With short spans (smaller spans are wholly free more
+ * often) 2 runs of 38 had double_free 1-2 short and invalid_free as many
+ * over, 0 of 38 without.
+ * Every bad free is still reported once (the sum), an interior pointer
+ * never as a double free, and an invalid free past exp_inv only for a
+ * pointer the pool no longer knows after its free (gone: no thread
+ * allocates in B or C, so no segment is taken again meanwhile).
  */
 #define _GNU_SOURCE 1
 #include "ktest.h"
@@ -36,7 +63,7 @@ static struct slot {
 	uint64_t id;
 	int freed;
 } sl[NT][M];
-static _Atomic uint64_t exp_df, exp_inv, nid, bad_pattern, overlaps, live_total;
+static _Atomic uint64_t gone, exp_df, exp_inv, nid, bad_pattern, overlaps, live_total;
 static _Atomic int stop;
 static unsigned gen_no;
 
@@ -94,12 +121,23 @@ static void check_overlap(void)
 			if (sl[t][j].p && !sl[t][j].freed)
 				all[k++] = &sl[t][j];
 	qsort(all, k, sizeof *all, cmpp);
+	for (size_t i = 0; i < k; i++)
+		verify(all[i]);
 	for (size_t i = 1; i < k; i++)
 		if (all[i - 1]->p + all[i - 1]->n > all[i]->p) {
 			atomic_fetch_add(&overlaps, 1);
 			fprintf(stderr, "overlap %p+%zu %p\n", (void *)all[i - 1]->p, all[i - 1]->n, (void *)all[i]->p);
 		}
 	live_total += k;
+}
+
+/* A free that may find its block's segment given back (above): counted in
+ * gone when the pool no longer knows the pointer after it. */
+static void free_maybe_gone(void *p)
+{
+	kp_free(pool, p);
+	if (!kp__ol_knows(pool, p))
+		atomic_fetch_add(&gone, 1);
 }
 
 static void *worker(void *arg)
@@ -138,8 +176,15 @@ static void *worker(void *arg)
 				}
 				continue;
 			}
-			verify(s);
-			kp_free(pool, s->p);
+			/* a slot j % 17 == 0 is the second racer's too (below): it may
+			 * be freed already, its span wholly free and purged, its bytes
+			 * zero (verified after A instead) */
+			if (j % 17)
+				verify(s);
+			if (j % 17)
+				kp_free(pool, s->p);
+			else
+				free_maybe_gone(s->p);
 		}
 		/* the second racer of o' = (t + 2) % NT's j%17 slots: o' is freed by (o'+NT-1)%NT = t+1 */
 		int od = (t + 2) % NT;
@@ -147,7 +192,7 @@ static void *worker(void *arg)
 			struct slot *s = &sl[od][j];
 			if (!s->p || j % 23 == 1)
 				continue;
-			kp_free(pool, s->p);
+			free_maybe_gone(s->p);
 			atomic_fetch_add(&exp_df, 1);
 		}
 		pthread_barrier_wait(&bar);
@@ -156,7 +201,7 @@ static void *worker(void *arg)
 			struct slot *s = &sl[o][j];
 			if (!s->p || j % 23 == 1)
 				continue;
-			kp_free(pool, s->p);
+			free_maybe_gone(s->p);
 			atomic_fetch_add(&exp_df, 1);
 		}
 		if (t == 0)
@@ -239,14 +284,18 @@ int main(int argc, char **argv)
 	kp_thread_flush(pool);
 	drain();
 	printf("gens %d live-checked %lu: double_free %lu (expected %lu) invalid %lu (expected %lu) overflow %lu "
-	       "corruption %lu quarantine %lu suppressed %lu; bad patterns %lu overlaps %lu\n",
+	       "corruption %lu quarantine %lu suppressed %lu; bad patterns %lu overlaps %lu; frees into memory given "
+	       "back %lu\n",
 	       gens, (unsigned long)live_total, (unsigned long)ev[KP_EV_DOUBLE_FREE], (unsigned long)exp_df,
 	       (unsigned long)ev[KP_EV_INVALID_FREE], (unsigned long)exp_inv, (unsigned long)ev[KP_EV_OVERFLOW],
 	       (unsigned long)ev[KP_EV_CORRUPTION], (unsigned long)ev[KP_EV_QUARANTINE],
-	       (unsigned long)ev[KP_EV_LOG_SUPPRESSED], (unsigned long)bad_pattern, (unsigned long)overlaps);
+	       (unsigned long)ev[KP_EV_LOG_SUPPRESSED], (unsigned long)bad_pattern, (unsigned long)overlaps,
+	       (unsigned long)gone);
 	CHECK(overlaps == 0 && bad_pattern == 0, "handed out twice");
-	CHECK(ev[KP_EV_INVALID_FREE] == exp_inv, "invalid");
-	CHECK(ev[KP_EV_DOUBLE_FREE] == exp_df, "double frees");
+	CHECK(ev[KP_EV_INVALID_FREE] + ev[KP_EV_DOUBLE_FREE] == exp_inv + exp_df, "a bad free not reported once");
+	CHECK(ev[KP_EV_INVALID_FREE] >= exp_inv && ev[KP_EV_INVALID_FREE] - exp_inv <= gone,
+	      "invalid frees %lu, expected %lu and up to %lu frees into memory given back",
+	      (unsigned long)ev[KP_EV_INVALID_FREE], (unsigned long)exp_inv, (unsigned long)gone);
 	kp_destroy(pool);
 	return ktest_summary();
 }
