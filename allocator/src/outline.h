@@ -79,8 +79,9 @@
  * set: an off-by-one NUL or character is always caught, test_off_by_one),
  * and a stray write of zeros to bytes 4-7 alone goes unseen. Before (s26),
  * a 16-byte record (a 64-bit canary, the state, the link): 18 bytes of
- * metadata a block with its stack entry, 12 now (test_outline_rec; CPython's test_unicode holds
- * 2.3 M small blocks under the preload). */
+ * metadata a block with its stack entry, 12 now, of which the 2-byte link is
+ * touched by cross-thread frees alone (test_outline_rec; CPython's
+ * test_unicode holds 2.2 M small blocks under the preload). */
 struct ol_rec {
 	uint32_t canary; /* 32 bits of K(address ^ span gen); 0 with checks off */
 	uint32_t state;	 /* the request + 1, or OL_FREE (0), OL_REMOTE, OL_LISTED, OL_QUAR */
@@ -148,7 +149,10 @@ _Static_assert(offsetof(struct ol_span, sp) == 64 && offsetof(struct ol_span, re
 
 struct ol_seg {
 	uint8_t *base;
-	uint8_t *bump, *end; /* the metadata arrays of its spans */
+	/* the metadata arrays of its spans: stacks and records from the bottom
+	 * up to bump, links from the top (OL_META) down to end (outline.c,
+	 * meta_take_top) */
+	uint8_t *bump, *end;
 	uint32_t used;	     /* slices given to spans */
 	struct ol_seg *next; /* the pool's list, or the spares' */
 	/* a spare's (outline.c, the daemon's pass): its data pages pre-faulted
