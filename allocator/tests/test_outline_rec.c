@@ -2,10 +2,13 @@
  * test_outline_rec.c - layout:outline's out-of-line metadata per small
  * block: resident bytes of the segments' metadata mappings (the span
  * records, the free stacks, the block records and the cross-thread links:
- * outline.h, struct ol_rec) over the live blocks. 12 bytes a block (an
- * 8-byte record, a 2-byte stack entry and a 2-byte link) where a 16-byte
- * record made it 18: CPython's test_unicode holds 2.3 M blocks of 32-127 B
- * under the preload, 37 MB of records at 16 bytes.
+ * outline.h, struct ol_rec) over the live blocks. 10 bytes a block (an
+ * 8-byte record and a 2-byte stack entry) in a program whose blocks no other
+ * thread frees: the 2-byte links, touched by cross-thread frees alone, sit
+ * at the top of the mapping, apart (outline.c, meta_take_top), where they sat
+ * between each span's stack and records, on pages those touched: 11.45 bytes
+ * resident a block (s28). A 16-byte record made it 18 (s26): CPython's
+ * test_unicode holds 2.2 M blocks of 32 and 80 B under the preload.
  */
 #define _GNU_SOURCE 1
 #include "ktest.h"
@@ -14,9 +17,9 @@
 #include <sys/mman.h>
 
 #define NBLK 200000u /* blocks of 32 B (the class of 48: 1365 a span), about 3 segments */
-/* Bytes a block (8 + 2 + 2 = 12) and the share of the segments' own records
+/* Bytes a block (8 + 2 = 10) and the share of the segments' own records
  * and the spans' partly used pages (under 0.5 B a block at 200k blocks). */
-#define META_MAX_PER_BLOCK 12.5
+#define META_MAX_PER_BLOCK 10.5
 
 /* Resident bytes of [a, a + n) (mincore), whole pages. */
 static size_t resident(const void *a, size_t n)
@@ -35,14 +38,15 @@ static size_t resident(const void *a, size_t n)
 	return res * KP_PAGE;
 }
 
-/* Resident metadata bytes of pool's segments (their records and arrays,
- * up to each one's bump). Single-threaded: no lock. */
+/* Resident metadata bytes of pool's segments (their whole mappings: the
+ * records and arrays from the bottom, the links from the top).
+ * Single-threaded: no lock. */
 static size_t meta_resident(kp_pool *pool, uint32_t *nseg)
 {
 	size_t sum = 0;
 	*nseg = 0;
 	for (struct ol_seg *s = pool->ol->segs; s; s = s->next, ++*nseg)
-		sum += resident(s, (size_t)(s->bump - (uint8_t *)s));
+		sum += resident(s, OL_META);
 	return sum;
 }
 
