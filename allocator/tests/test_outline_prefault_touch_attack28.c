@@ -4,7 +4,7 @@
  * MADV_POPULATE_WRITE (before Linux 5.14: EINVAL), modelled here by a
  * seccomp filter that makes madvise(MADV_POPULATE_WRITE) say EINVAL.
  *
- * KNOWN FAILING (test_prefault_fallback_keeps_writes, on 1eaf4d9:
+ * Failed before touch_pages's atomic add (test_prefault_fallback_keeps_writes, on 1eaf4d9:
  * release 5 of 5 runs, 52-150 blocks of 400,000 lost their first bytes;
  * ASan 3 of 3, 1,603-2,670 of 160,000; TSan 2 of 3, 2-5, and in 3 of 3
  * TSan reports a data race: touch_pages (os.c:206, from spare_fault's
@@ -123,7 +123,7 @@ static void report(long v)
 	CHECK(dead == 0, "%lu live blocks whose record reads free", dead);
 }
 
-/* KNOWN FAILING on 1eaf4d9 (above) */
+/* Failed on 1eaf4d9, passes with the atomic touch (above) */
 static void test_prefault_fallback_keeps_writes(void)
 {
 	fflush(stdout);
