@@ -116,7 +116,9 @@
  * block's two ends, about 30% of its pages, and its segments stay cold),
  * twice as many mapped; a heap that takes the last spares wakes the daemon.
  * A segment taken before it was pre-faulted is finished once the pool
- * pre-faults (and the spares are ready); spares past the demand go back
+ * pre-faults (and the spares are ready), the pages its heap may hand out
+ * next (cold_finish: not those only live blocks hold, nor a span wholly
+ * free); spares past the demand go back
  * after decay_ms idle (purged, then unmapped). A heap whose span does not
  * fit its segment's tail leaves the segment to the next span that fits
  * (segment_for), so that pre-faulted tails are used, and a span that does
@@ -611,13 +613,30 @@ static bool spare_enough(kp__ol *ol, uint32_t nr, uint32_t nfloor, uint32_t nfau
 	return nr >= nfloor && nfaulted && !growing;
 }
 
+/* Does pg hold a live block (of its first fresh)? One that holds none is
+ * free on its heap's avail list, for purge_idle to give back after
+ * decay_ms, not carved next. Read as cold_pages reads. */
+__attribute__((no_sanitize("thread"))) static bool span_live(const struct ol_span *pg, uint32_t fresh)
+{
+	for (uint32_t i = 0; i < fresh; i++) {
+		uint32_t st = __atomic_load_n(&pg->rec[i].state, __ATOMIC_RELAXED);
+		if (st != OL_FREE && st != OL_QUAR)
+			return true;
+	}
+	return false;
+}
+
 /* The pages of s a heap may hand out next, marked in want (a page each):
- * those of slices no span holds, and those any block not live (free,
- * quarantined, or past the span's fresh ones: span_extend) overlaps. Not
- * the pages only live blocks hold: the program's, written (resident) or
- * left unwritten. The outline lock held; a span's records read without
- * their owner's synchronisation (a block handed out or freed meanwhile is
- * taken as it was: harmless, a page more or less finished). */
+ * those of slices no span holds, and in a span holding a live block those
+ * a block not live (free, quarantined, or past its fresh ones:
+ * span_extend) overlaps; of small blocks (under a page) only from the page
+ * before the first fresh one (span_extend's last page of them: a free block
+ * below it was handed out, and its page is resident if the program wrote
+ * it). Not the pages only live blocks hold (the program's, written or left
+ * unwritten), nor a span wholly free (span_live). The outline lock held; a
+ * span's records read without their owner's synchronisation (a block
+ * handed out or freed meanwhile is taken as it was: harmless, a page more
+ * or less finished). */
 __attribute__((no_sanitize("thread"))) static void cold_pages(kp__ol *ol, struct ol_seg *s, bool *want)
 {
 	const size_t per = OL_SLICE_SIZE / KP_PAGE;
@@ -629,13 +648,19 @@ __attribute__((no_sanitize("thread"))) static void cold_pages(kp__ol *ol, struct
 		if (!pg || !pg->bsize)
 			continue;
 		uint32_t fresh = __atomic_load_n(&pg->fresh, __ATOMIC_RELAXED);
+		/* small blocks: span_extend's last page of them and on */
+		uint8_t *near =
+			(uint8_t *)(((uintptr_t)pg->start + (size_t)fresh * pg->bsize) & ~(uintptr_t)(KP_PAGE - 1));
+		near = pg->bsize < KP_PAGE && near - pg->start >= (ptrdiff_t)KP_PAGE ? near - KP_PAGE : pg->start;
+		if (!span_live(pg, fresh))
+			continue;
 		size_t first = a > pg->start ? (size_t)(a - pg->start) / pg->bsize : 0;
 		for (size_t i = first; i < pg->nblocks; i++) {
 			uint8_t *b = pg->start + i * pg->bsize, *be = b + pg->bsize;
 			if (b >= a + OL_SLICE_SIZE)
 				break;
 			uint32_t st = i < fresh ? __atomic_load_n(&pg->rec[i].state, __ATOMIC_RELAXED) : OL_FREE;
-			if (st != OL_FREE && st != OL_QUAR)
+			if ((st != OL_FREE && st != OL_QUAR) || be <= near)
 				continue;
 			size_t lo = b > a ? (size_t)(b - a) / KP_PAGE : 0;
 			size_t hi = be < a + OL_SLICE_SIZE ? ((size_t)(be - a) + KP_PAGE - 1) / KP_PAGE : per;
@@ -646,12 +671,15 @@ __attribute__((no_sanitize("thread"))) static void cold_pages(kp__ol *ol, struct
 
 /* Finish the segments heaps took cold (segs[0..n)): their metadata's first
  * meta bytes and the pages their heaps may hand out next (cold_pages),
- * where not resident. Not the pages of live blocks, which a program that
- * writes less than all it takes leaves unwritten. Before, each segment was
- * populated whole: CPython's test_unicode under the preload had the 24
- * segments it took below OL_PREFAULT_MIN finished at once, unwritten pages
- * of its live blocks with them: its peak 268-270 MB, 248-250 with none
- * finished, 237 with prefault:off (test_outline_grow_slow). */
+ * where not resident. Before, each segment was populated whole: CPython's
+ * test_unicode under the preload (10 to 145 MiB in 175 ms) had the 24
+ * segments it took below OL_PREFAULT_MIN finished at once, 27 MiB
+ * populated, mostly wholly free spans and free small blocks (purged or
+ * never written) and unwritten pages of live blocks: its peak 270 MB
+ * (medians), 248-250 with none finished, 237 with prefault:off; 256 now
+ * (test_outline_grow_slow). test_outline_grow's thread faults are the same
+ * (24 of 43,168 pages): finishing only the newest segments, as far as the
+ * spares' window, had it fault 4% of them. */
 static void cold_finish(kp_pool *pool, struct ol_seg *const *segs, uint32_t n, size_t meta)
 {
 	kp__ol *ol = pool->ol;
