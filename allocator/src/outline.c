@@ -116,7 +116,9 @@
  * block's two ends, about 30% of its pages, and its segments stay cold),
  * twice as many mapped; a heap that takes the last spares wakes the daemon.
  * A segment taken before it was pre-faulted is finished once the pool
- * pre-faults (and the spares are ready); spares past the demand go back
+ * pre-faults (and the spares are ready), the pages its heap may hand out
+ * next (cold_finish: not those only live blocks hold, nor a span wholly
+ * free); spares past the demand go back
  * after decay_ms idle (purged, then unmapped). A heap whose span does not
  * fit its segment's tail leaves the segment to the next span that fits
  * (segment_for), so that pre-faulted tails are used, and a span that does
@@ -611,6 +613,97 @@ static bool spare_enough(kp__ol *ol, uint32_t nr, uint32_t nfloor, uint32_t nfau
 	return nr >= nfloor && nfaulted && !growing;
 }
 
+/* Does pg hold a live block (of its first fresh)? One that holds none is
+ * free on its heap's avail list, for purge_idle to give back after
+ * decay_ms, not carved next. Read as cold_pages reads. */
+__attribute__((no_sanitize("thread"))) static bool span_live(const struct ol_span *pg, uint32_t fresh)
+{
+	for (uint32_t i = 0; i < fresh; i++) {
+		uint32_t st = __atomic_load_n(&pg->rec[i].state, __ATOMIC_RELAXED);
+		if (st != OL_FREE && st != OL_QUAR)
+			return true;
+	}
+	return false;
+}
+
+/* The pages of s a heap may hand out next, marked in want (a page each):
+ * those of slices no span holds, and in a span holding a live block those
+ * a block not live (free, quarantined, or past its fresh ones:
+ * span_extend) overlaps; of small blocks (under a page) only from the page
+ * before the first fresh one (span_extend's last page of them: a free block
+ * below it was handed out, and its page is resident if the program wrote
+ * it). Not the pages only live blocks hold (the program's, written or left
+ * unwritten), nor a span wholly free (span_live). The outline lock held; a
+ * span's records read without their owner's synchronisation (a block
+ * handed out or freed meanwhile is taken as it was: harmless, a page more
+ * or less finished). */
+__attribute__((no_sanitize("thread"))) static void cold_pages(kp__ol *ol, struct ol_seg *s, bool *want)
+{
+	const size_t per = OL_SLICE_SIZE / KP_PAGE;
+	for (uint32_t u = 0; u < OL_NSLICES; u++) {
+		uint8_t *a = s->base + ((size_t)u << OL_SLICE_SHIFT);
+		const struct ol_span *pg = ol->map[(uintptr_t)a >> OL_SLICE_SHIFT];
+		bool *w = want + (size_t)u * per;
+		memset(w, !pg, per);
+		if (!pg || !pg->bsize)
+			continue;
+		uint32_t fresh = __atomic_load_n(&pg->fresh, __ATOMIC_RELAXED);
+		/* small blocks: span_extend's last page of them and on */
+		uint8_t *near =
+			(uint8_t *)(((uintptr_t)pg->start + (size_t)fresh * pg->bsize) & ~(uintptr_t)(KP_PAGE - 1));
+		near = pg->bsize < KP_PAGE && near - pg->start >= (ptrdiff_t)KP_PAGE ? near - KP_PAGE : pg->start;
+		if (!span_live(pg, fresh))
+			continue;
+		size_t first = a > pg->start ? (size_t)(a - pg->start) / pg->bsize : 0;
+		for (size_t i = first; i < pg->nblocks; i++) {
+			uint8_t *b = pg->start + i * pg->bsize, *be = b + pg->bsize;
+			if (b >= a + OL_SLICE_SIZE)
+				break;
+			uint32_t st = i < fresh ? __atomic_load_n(&pg->rec[i].state, __ATOMIC_RELAXED) : OL_FREE;
+			if ((st != OL_FREE && st != OL_QUAR) || be <= near)
+				continue;
+			size_t lo = b > a ? (size_t)(b - a) / KP_PAGE : 0;
+			size_t hi = be < a + OL_SLICE_SIZE ? ((size_t)(be - a) + KP_PAGE - 1) / KP_PAGE : per;
+			memset(w + lo, 1, hi - lo);
+		}
+	}
+}
+
+/* Finish the segments heaps took cold (segs[0..n)): their metadata's first
+ * meta bytes and the pages their heaps may hand out next (cold_pages),
+ * where not resident. Before, each segment was populated whole: CPython's
+ * test_unicode under the preload (10 to 145 MiB in 175 ms) had the 24
+ * segments it took below OL_PREFAULT_MIN finished at once, 27 MiB
+ * populated, mostly wholly free spans and free small blocks (purged or
+ * never written) and unwritten pages of live blocks: its peak 270 MB
+ * (medians), 248-250 with none finished, 237 with prefault:off; 256 now
+ * (test_outline_grow_slow). test_outline_grow's thread faults are the same
+ * (24 of 43,168 pages): finishing only the newest segments, as far as the
+ * spares' window, had it fault 4% of them. */
+static void cold_finish(kp_pool *pool, struct ol_seg *const *segs, uint32_t n, size_t meta)
+{
+	kp__ol *ol = pool->ol;
+	static const size_t npages = OL_SEG_SIZE / KP_PAGE;
+	bool want[OL_SEG_SIZE / KP_PAGE];
+	for (uint32_t k = 0; k < n; k++) { /* heaps' (return_idle, first in the pass, took its own off) */
+		pthread_mutex_lock(&ol->lock);
+		cold_pages(ol, segs[k], want);
+		pthread_mutex_unlock(&ol->lock);
+		kp__os_populate_missing(&pool->os, segs[k], meta);
+		for (size_t i = 0; i < npages;) {
+			if (!want[i]) {
+				i++;
+				continue;
+			}
+			size_t j = i;
+			while (j < npages && want[j])
+				j++;
+			kp__os_populate_missing(&pool->os, segs[k]->base + i * KP_PAGE, (j - i) * KP_PAGE);
+			i = j;
+		}
+	}
+}
+
 static void purge_idle(kp_pool *pool);
 static void return_idle(kp_pool *pool);
 
@@ -852,10 +945,7 @@ void kp__ol_daemon_pass(kp_pool *pool)
 		memcpy(cold_segs, ol->cold_segs, ncold * sizeof cold_segs[0]);
 		ol->ncold = 0;
 		pthread_mutex_unlock(&ol->lock);
-		for (uint32_t k = 0; k < ncold; k++) { /* heaps' (return_idle, first in the pass, took its own off) */
-			kp__os_populate_missing(&pool->os, cold_segs[k], meta);
-			kp__os_populate_missing(&pool->os, cold_segs[k]->base, OL_SEG_SIZE);
-		}
+		cold_finish(pool, cold_segs, ncold, meta);
 	}
 	/* 3. past what the demand asks for, idle for decay_ms: unmapped past
 	 * the mapped count, else purged (the oldest spares stay, in the order
