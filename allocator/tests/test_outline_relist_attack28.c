@@ -324,10 +324,15 @@ static void run(const char *conf, const char *fault, int gens)
 	CHECK(df_taken == 0 && inv_taken == 0, "bad frees taken");
 	CHECK(stale_taken == 0, "%llu of %llu stale frees between generations taken", (unsigned long long)stale_taken,
 	      (unsigned long long)exp_stale);
-	CHECK(ev[KP_EV_DOUBLE_FREE] + ev[KP_EV_INVALID_FREE] == exp_df + exp_inv + exp_stale,
-	      "double and invalid frees reported: %lu, expected %lu",
-	      (unsigned long)(ev[KP_EV_DOUBLE_FREE] + ev[KP_EV_INVALID_FREE]),
-	      (unsigned long)(exp_df + exp_inv + exp_stale));
+	/* every bad free reported once: exactly, unless the ring wrapped between
+	 * two drains (madvise@p=0.5 sends an event a refused purge), when the
+	 * events lost (ring.dropped) must cover what is missing. Under ASan one
+	 * run of nine saw 6953 of 7023 before the dropped events were counted. */
+	uint64_t got = ev[KP_EV_DOUBLE_FREE] + ev[KP_EV_INVALID_FREE], want = exp_df + exp_inv + exp_stale;
+	uint64_t lost = atomic_load(&pool->ring.dropped);
+	CHECK(got <= want && got + lost >= want && (lost || got == want),
+	      "double and invalid frees reported: %lu, expected %lu (events dropped %lu)", (unsigned long)got,
+	      (unsigned long)want, (unsigned long)lost);
 	kp_destroy(pool);
 }
 
