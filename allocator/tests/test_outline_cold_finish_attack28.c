@@ -1,0 +1,256 @@
+/*
+ * test_outline_cold_finish_attack28.c (s28-att3) - the daemon's cold_finish
+ * (outline.c: cold_pages, span_live; commits 43ade26, 967a873) reads the
+ * span records of segments heaps took cold, under the outline lock, while
+ * their owners allocate (span_new, span_extend) and free, other threads free
+ * cross-thread, threads exit (their heaps adopted), spans are purged
+ * (purge_idle, decay_ms:1) and segments returned (return_idle), then
+ * pre-faults (MADV_POPULATE_WRITE) the pages it picked. It must never fault,
+ * nor write a byte of a live block or its allocator's metadata.
+ *
+ * Four threads grow a layout:outline pool past OL_PREFAULT_MIN (64 MiB) in
+ * use with blocks of 16 B-60 KiB (one in eight written at its two ends
+ * only, pages between left unwritten for cold_finish to pick), then churn:
+ * each block carries a tag of its address and size, and every byte written
+ * is checked before its free (own or cross-thread, through a mailbox) and
+ * at the end; each round's threads exit and the next round's take their
+ * blocks over. Two ways: a real daemon (daemon_interval_ms:1), and
+ * daemon:off, step_clock:on with a thread calling kp_daemon_step(p, 10) in
+ * a loop (the passes as test_outline_grow_slow drives them, but concurrent
+ * with the owners). Every kp_free returns 0 and no byte read differs.
+ */
+#include "ktest.h"
+#include "outline.h"
+
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#define MiB ((size_t)1 << 20)
+#define NTHREADS 4
+#define ROUNDS 3
+#define PER_THREAD (KT_SANITIZED ? 20 * MiB : 24 * MiB) /* 4 x: past OL_PREFAULT_MIN */
+#define CHURN (KT_SANITIZED ? 8000u : 20000u)		/* per thread and round */
+#define NSLOT 16384u
+#define MAILBOX 4096u
+
+struct blk {
+	unsigned char *p;
+	size_t sz;
+	unsigned full; /* written whole; else only its first and last 8 bytes */
+};
+
+struct worker {
+	kp_pool *pool;
+	unsigned id, round;
+	uint64_t x;
+	struct blk slot[NSLOT];
+	unsigned n;
+	size_t bytes;
+	unsigned long bad_bytes, bad_free, allocs, nfail;
+};
+
+static pthread_mutex_t mbox_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct blk mbox[MAILBOX];
+static unsigned mbox_n;
+static _Atomic int stepping;
+static unsigned long cold_seen; /* stepped: segments on the cold list before a pass, summed */
+
+static uint64_t rnd(uint64_t *x)
+{
+	*x ^= *x << 13, *x ^= *x >> 7, *x ^= *x << 17;
+	return *x;
+}
+
+static unsigned char fill_byte(const struct blk *b, size_t i)
+{
+	return (unsigned char)(((uintptr_t)b->p >> 4) ^ b->sz ^ (i * 131u) ^ (i >> 8));
+}
+
+static void put_tag(const struct blk *b)
+{
+	uint64_t t = (uint64_t)(uintptr_t)b->p ^ ((uint64_t)b->sz << 48) ^ 0x5bd1e995u;
+	memcpy(b->p, &t, 8);
+	memcpy(b->p + b->sz - 8, &t, 8);
+}
+
+static void write_blk(const struct blk *b)
+{
+	if (b->full)
+		for (size_t i = 0; i < b->sz; i++)
+			b->p[i] = fill_byte(b, i);
+	else
+		put_tag(b);
+}
+
+/* bytes of b that differ from what was written */
+static unsigned long check_blk(const struct blk *b)
+{
+	unsigned long bad = 0;
+	if (b->full) {
+		for (size_t i = 0; i < b->sz; i++)
+			bad += b->p[i] != fill_byte(b, i);
+	} else {
+		uint64_t t = (uint64_t)(uintptr_t)b->p ^ ((uint64_t)b->sz << 48) ^ 0x5bd1e995u, u, v;
+		memcpy(&u, b->p, 8);
+		memcpy(&v, b->p + b->sz - 8, 8);
+		bad += (u != t) + (v != t);
+	}
+	return bad;
+}
+
+static size_t pick_size(uint64_t *x)
+{
+	uint64_t r = rnd(x);
+	if (r % 16 == 0)
+		return 16384 + (size_t)(r >> 8) % (61440 - 16384);
+	if (r % 4 == 0)
+		return 1024 + (size_t)(r >> 8) % (16384 - 1024);
+	return 16 + (size_t)(r >> 8) % 1008;
+}
+
+static void release(struct worker *w, struct blk *b)
+{
+	w->bad_bytes += check_blk(b);
+	int rc = kp_free(w->pool, b->p);
+	if (rc != 0 && w->bad_free++ < 4)
+		fprintf(stderr, "   kp_free(%p, %zu) = %d: %s\n", (void *)b->p, b->sz, rc, kp_last_error());
+}
+
+static bool take(struct worker *w, struct blk *b)
+{
+	b->sz = pick_size(&w->x);
+	b->full = rnd(&w->x) % 8 != 0;
+	b->p = kp_alloc(w->pool, b->sz, 0);
+	if (!b->p) {
+		w->nfail++;
+		return false;
+	}
+	w->allocs++;
+	write_blk(b);
+	return true;
+}
+
+static void *work(void *arg)
+{
+	struct worker *w = arg;
+	/* grow (first round) to PER_THREAD in use */
+	while (w->bytes < PER_THREAD && w->n < NSLOT) {
+		struct blk *b = &w->slot[w->n];
+		if (!take(w, b))
+			return NULL;
+		w->bytes += b->sz;
+		w->n++;
+	}
+	for (unsigned k = 0; k < CHURN && w->n; k++) {
+		unsigned i = (unsigned)(rnd(&w->x) % w->n);
+		struct blk *b = &w->slot[i];
+		if (rnd(&w->x) % 4 == 0) { /* to the mailbox: another thread frees it */
+			struct blk out = *b, in = {0};
+			pthread_mutex_lock(&mbox_lock);
+			if (mbox_n == MAILBOX || (mbox_n && rnd(&w->x) % 2))
+				in = mbox[--mbox_n];
+			mbox[mbox_n++] = out;
+			pthread_mutex_unlock(&mbox_lock);
+			if (in.p)
+				release(w, &in);
+		} else {
+			release(w, b);
+		}
+		w->bytes -= b->sz;
+		if (!take(w, b))
+			return NULL;
+		w->bytes += b->sz;
+		if (k % 4096 == 0) /* every block re-checked now and then: a write by the daemon shows */
+			for (unsigned j = 0; j < w->n; j += 29)
+				w->bad_bytes += check_blk(&w->slot[j]);
+	}
+	return NULL;
+}
+
+static void *stepper(void *arg)
+{
+	kp_pool *p = arg;
+	while (atomic_load(&stepping)) {
+		pthread_mutex_lock(&p->ol->lock);
+		cold_seen += p->ol->ncold;
+		pthread_mutex_unlock(&p->ol->lock);
+		kp_daemon_step(p, 10);
+		sched_yield();
+	}
+	return NULL;
+}
+
+static void run(const char *conf, bool step)
+{
+	kp_pool *p = kp_create(conf);
+	REQUIRE(p, "kp_create(%s): %s", conf, kp_last_error());
+	static struct worker ws[NTHREADS];
+	memset(ws, 0, sizeof ws);
+	mbox_n = 0;
+	cold_seen = 0;
+	pthread_t st;
+	if (step) {
+		atomic_store(&stepping, 1);
+		kp_daemon_step(p, 0);
+		REQUIRE(pthread_create(&st, NULL, stepper, p) == 0, "pthread_create");
+	}
+	for (unsigned t = 0; t < NTHREADS; t++) {
+		ws[t].pool = p;
+		ws[t].id = t;
+		ws[t].x = 0x9e3779b97f4a7c15ull * (t + 1);
+	}
+	for (unsigned r = 0; r < ROUNDS; r++) {
+		pthread_t th[NTHREADS];
+		for (unsigned t = 0; t < NTHREADS; t++) /* a new thread takes the last one's blocks over */
+			REQUIRE(pthread_create(&th[t], NULL, work, &ws[t]) == 0, "pthread_create");
+		for (unsigned t = 0; t < NTHREADS; t++)
+			pthread_join(th[t], NULL);
+	}
+	if (step) {
+		atomic_store(&stepping, 0);
+		pthread_join(st, NULL);
+	}
+	unsigned long bad = 0, badf = 0, allocs = 0, fails = 0;
+	size_t inuse = 0;
+	for (unsigned t = 0; t < NTHREADS; t++) {
+		for (unsigned i = 0; i < ws[t].n; i++)
+			release(&ws[t], &ws[t].slot[i]);
+		bad += ws[t].bad_bytes, badf += ws[t].bad_free, allocs += ws[t].allocs, fails += ws[t].nfail;
+		inuse += ws[t].bytes;
+	}
+	unsigned long b0 = ws[0].bad_bytes, f0 = ws[0].bad_free;
+	for (unsigned i = 0; i < mbox_n; i++)
+		release(&ws[0], &mbox[i]);
+	bad += ws[0].bad_bytes - b0, badf += ws[0].bad_free - f0;
+	printf("   %s: %lu allocations, %zu MiB in use at the end, %lu bytes changed, %lu frees refused, %lu "
+	       "allocations failed\n",
+	       conf, allocs, inuse >> 20, bad, badf, fails);
+	CHECK(fails == 0, "%lu allocations failed", fails);
+	CHECK(bad == 0, "%lu bytes of live blocks changed", bad);
+	CHECK(badf == 0, "%lu frees refused", badf);
+	if (step) {
+		printf("   segments taken cold before a pass: %lu in all\n", cold_seen);
+		CHECK(cold_seen > 0, "no segment taken cold: cold_finish never ran");
+	}
+	kp_destroy(p);
+}
+
+static void test_real_daemon(void)
+{
+	run("layout:outline,daemon_interval_ms:1,decay_ms:1", false);
+}
+
+static void test_stepped(void)
+{
+	run("layout:outline,daemon:off,step_clock:on,decay_ms:1", true);
+}
+
+int main(void)
+{
+	RUN(test_real_daemon);
+	RUN(test_stepped);
+	return ktest_summary();
+}
