@@ -31,8 +31,8 @@
 #define MiB ((size_t)1 << 20)
 #define NTHREADS 4
 #define ROUNDS 3
-#define PER_THREAD (KT_SANITIZED ? 20 * MiB : 24 * MiB) /* 4 x: past OL_PREFAULT_MIN */
-#define CHURN (KT_SANITIZED ? 8000u : 20000u)		/* per thread and round */
+#define PER_THREAD (KT_TSAN ? 17 * MiB : KT_SANITIZED ? 20 * MiB : 24 * MiB) /* 4 x: past OL_PREFAULT_MIN */
+#define CHURN (KT_TSAN ? 3000u : KT_SANITIZED ? 8000u : 20000u)		     /* per thread and round */
 #define NSLOT 16384u
 #define MAILBOX 4096u
 
