@@ -27,6 +27,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/mman.h>
 
 #define MiB ((size_t)1 << 20)
 #define NTHREADS 4
@@ -248,8 +249,84 @@ static void test_stepped(void)
 	run("layout:outline,daemon:off,step_clock:on,decay_ms:1", true);
 }
 
+/* bytes of [p, p + n) resident */
+static size_t resident(const void *p, size_t n)
+{
+	unsigned char v[64];
+	size_t r = 0;
+	if (!n)
+		return 0;
+	if (mincore((void *)p, n, v) != 0)
+		return 0;
+	for (size_t i = 0; i < (n + 4095) / 4096; i++)
+		r += (v[i] & 1) * 4096;
+	return r;
+}
+
+#define LIVE_SIZE 40000 /* a 40-48 KiB class: 8+ pages inside each block */
+#define LIVE_TOTAL (72 * MiB)
+
+/* cold_finish leaves the pages only live blocks hold: a pool grown past
+ * OL_PREFAULT_MIN with no pass (every segment taken cold) of blocks written
+ * at their first byte only, then passes: the pages wholly inside the live
+ * blocks (not the first, nor the last: the canary's) stay unwritten. */
+static void test_live_pages_left(void)
+{
+	kp_pool *p = kp_create("layout:outline,daemon:off,step_clock:on,seed:7");
+	REQUIRE(p, "kp_create: %s", kp_last_error());
+	static unsigned char *b[LIVE_TOTAL / LIVE_SIZE + 1];
+	size_t n = 0;
+	for (size_t done = 0; done < LIVE_TOTAL; done += LIVE_SIZE, n++) {
+		b[n] = kp_alloc(p, LIVE_SIZE, 0);
+		REQUIRE(b[n], "kp_alloc: %s", kp_last_error());
+		if (n % 10)
+			memset(b[n], 1, LIVE_SIZE); /* the probe finds the program writing what it takes */
+		else
+			b[n][0] = 1;
+	}
+	pthread_mutex_lock(&p->ol->lock);
+	uint32_t cold0 = p->ol->ncold;
+	pthread_mutex_unlock(&p->ol->lock);
+	size_t inner = 0, before = 0, after = 0;
+	for (size_t i = 0; i < n; i += 10) {
+		uintptr_t lo = ((uintptr_t)b[i] + 4095) & ~(uintptr_t)4095;
+		uintptr_t hi = ((uintptr_t)b[i] + LIVE_SIZE - 8) & ~(uintptr_t)4095;
+		inner += hi > lo ? hi - lo : 0;
+		before += hi > lo ? resident((void *)lo, hi - lo) : 0;
+	}
+	for (int k = 0; k < 3; k++)
+		kp_daemon_step(p, 10);
+	pthread_mutex_lock(&p->ol->lock);
+	uint32_t cold1 = p->ol->ncold;
+	pthread_mutex_unlock(&p->ol->lock);
+	for (size_t i = 0; i < n; i += 10) {
+		uintptr_t lo = ((uintptr_t)b[i] + 4095) & ~(uintptr_t)4095;
+		uintptr_t hi = ((uintptr_t)b[i] + LIVE_SIZE - 8) & ~(uintptr_t)4095;
+		after += hi > lo ? resident((void *)lo, hi - lo) : 0;
+	}
+	printf("   cold segments %u before the passes, %u after\n", cold0, cold1);
+	CHECK(cold0 > 0 && cold1 == 0, "cold_finish did not run (%u cold before, %u after)", cold0, cold1);
+	printf("   %zu live blocks of %d B, one in ten written at its first byte only: of %zu KiB inside them never "
+	       "written, %zu KiB resident before "
+	       "the passes, %zu after\n",
+	       n, LIVE_SIZE, inner >> 10, before >> 10, after >> 10);
+	/* the probe's reads (32 pages a pass: outline.c's OL_PROBE_PICKS) map
+	 * the zero page, resident to mincore: 5 pages here, deterministic */
+	CHECK(after <= before + 3 * 32 * 4096,
+	      "the passes made %zu KiB of live blocks' unwritten pages resident (more than the probe's reads)",
+	      (after - before) >> 10);
+	unsigned long bad = 0;
+	for (size_t i = 0; i < n; i++) {
+		bad += b[i][0] != 1 || (i % 10 && b[i][LIVE_SIZE - 1] != 1);
+		bad += kp_free(p, b[i]) != 0;
+	}
+	CHECK(bad == 0, "%lu blocks changed or refused", bad);
+	kp_destroy(p);
+}
+
 int main(void)
 {
+	RUN(test_live_pages_left);
 	RUN(test_real_daemon);
 	RUN(test_stepped);
 	return ktest_summary();
