@@ -17,7 +17,13 @@
  * blocks over. Two ways: a real daemon (daemon_interval_ms:1), and
  * daemon:off, step_clock:on with a thread calling kp_daemon_step(p, 10) in
  * a loop (the passes as test_outline_grow_slow drives them, but concurrent
- * with the owners). Every kp_free returns 0 and no byte read differs.
+ * with the owners); the first again in a child where MADV_POPULATE_WRITE is
+ * EINVAL (os.c's touch_pages populates). Every kp_free returns 0 and no
+ * byte read differs. And test_live_pages_left: the pages only live blocks
+ * hold, never written, stay so (it failed on 43ade26^: 5728 KiB made
+ * resident). All held on 1eecc3f: release, ASan, TSan, 3 of 3 runs each.
+ * The touch case did not catch the non-atomic touch_pages of 99a3e56^ (3
+ * of 3 runs passed with it): test_outline_prefault_touch_attack28 does.
  */
 #include "ktest.h"
 #include "outline.h"
@@ -377,6 +383,7 @@ int main(void)
 	RUN(test_live_pages_left);
 	RUN(test_real_daemon);
 	RUN(test_stepped);
-	RUN(test_real_daemon_touch);
+	if (!KT_TSAN) /* 6 s there; s28-att2's test covers the fallback under TSan */
+		RUN(test_real_daemon_touch);
 	return ktest_summary();
 }
