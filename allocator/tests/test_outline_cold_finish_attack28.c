@@ -26,6 +26,7 @@
  * of 3 runs passed with it): test_outline_prefault_touch_attack28 does.
  */
 #include "ktest.h"
+#include "no_populate.h"
 #include "outline.h"
 
 #include <errno.h>
@@ -334,30 +335,6 @@ static void test_live_pages_left(void)
 	}
 	CHECK(bad == 0, "%lu blocks changed or refused", bad);
 	kp_destroy(p);
-}
-
-#ifndef MADV_POPULATE_WRITE
-#define MADV_POPULATE_WRITE 23 /* Linux 5.14 */
-#endif
-
-/* madvise(.., MADV_POPULATE_WRITE) says EINVAL, as a kernel before 5.14
- * does (test_outline_prefault_touch_attack28's filter): cold_finish's
- * populate falls back to os.c's touch_pages, a locked add of 0 to each
- * page's first byte. 0, or -1 where seccomp is refused. */
-static int no_populate_write(void)
-{
-	struct sock_filter f[] = {
-		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
-		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_madvise, 0, 3),
-		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[2])),
-		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, MADV_POPULATE_WRITE, 0, 1),
-		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (EINVAL & SECCOMP_RET_DATA)),
-		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-	};
-	struct sock_fprog prog = {(unsigned short)(sizeof f / sizeof f[0]), f};
-	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
-		return -1;
-	return prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog);
 }
 
 /* the real daemon's case in a child under the filter: its failed checks */
