@@ -418,6 +418,7 @@ static struct ol_seg *segment_new(kp_pool *pool)
 		 * as it was (its stacks and records purged: every block free) */
 		memset(s->spans, 0, sizeof s->spans);
 		meta_clear_head(s);
+		s->recycled = true;
 		s->used = 0;
 		s->bump = meta_first(s);
 		s->end = (uint8_t *)s + OL_META; /* meta_take_top's links: from the top again */
@@ -620,7 +621,7 @@ __attribute__((no_sanitize("thread"))) static bool span_live(const struct ol_spa
 {
 	for (uint32_t i = 0; i < fresh; i++) {
 		uint32_t st = __atomic_load_n(&pg->rec[i].state, __ATOMIC_RELAXED);
-		if (st != OL_FREE && st != OL_QUAR)
+		if (st != OL_FREE && st != OL_QUAR && st != OL_VIRGIN)
 			return true;
 	}
 	return false;
@@ -660,7 +661,7 @@ __attribute__((no_sanitize("thread"))) static void cold_pages(kp__ol *ol, struct
 			if (b >= a + OL_SLICE_SIZE)
 				break;
 			uint32_t st = i < fresh ? __atomic_load_n(&pg->rec[i].state, __ATOMIC_RELAXED) : OL_FREE;
-			if ((st != OL_FREE && st != OL_QUAR) || be <= near)
+			if ((st != OL_FREE && st != OL_QUAR && st != OL_VIRGIN) || be <= near)
 				continue;
 			size_t lo = b > a ? (size_t)(b - a) / KP_PAGE : 0;
 			size_t hi = be < a + OL_SLICE_SIZE ? ((size_t)(be - a) + KP_PAGE - 1) / KP_PAGE : per;
@@ -755,7 +756,7 @@ __attribute__((no_sanitize("thread"))) static KP_NOASAN uint8_t *probe_page(kp__
 	if (idx >= __atomic_load_n(&pg->fresh, __ATOMIC_RELAXED))
 		return NULL;
 	uint32_t st = __atomic_load_n(&pg->rec[idx].state, __ATOMIC_RELAXED);
-	if (st == OL_FREE || st == OL_QUAR)
+	if (st == OL_FREE || st == OL_QUAR || st == OL_VIRGIN)
 		return NULL;
 	uint8_t *b = pg->start + idx * pg->bsize, *canary = b + (st - 1), *hi = canary + pg->csz;
 	if (page >= hi)
@@ -1432,6 +1433,9 @@ static void span_extend(kp_pool *pool, struct ol_span *pg)
 		for (uint32_t i = f; i < f + k; i++)
 			pg->rec[i].canary = (uint32_t)kp__hkey(
 				pool->secret, (const void *)(pg->gen ^ (uintptr_t)(pg->start + (size_t)i * pg->bsize)));
+	if (pg->zero)
+		for (uint32_t i = f; i < f + k; i++)
+			pg->rec[i].state = OL_VIRGIN;
 	uint16_t *sp = kp__ol_sp(pg);
 	for (uint32_t i = k; i-- > 0;)
 		*++sp = (uint16_t)(f + i);
@@ -1529,6 +1533,7 @@ static struct ol_span *span_new(kp_pool *pool, struct ol_heap *h, uint32_t cls)
 	/* per block, K(address ^ generation): distinct per slot and per span
 	 * made at that address */
 	pg->gen = h->csz ? atomic_fetch_add(&pool->ol->span_gen, 1) << 47 : 0;
+	pg->zero = !pool->conf.poison && !s->recycled;
 	span_extend(pool, pg);
 	/* published last: a free of a pointer into the span finds it whole
 	 * (a pointer into it comes from an allocation after this, on this
@@ -2499,6 +2504,34 @@ static void *poison_alloc(kp_pool *pool, size_t n, unsigned flags)
 	}
 }
 
+/* A block of class cls for a KP_ZERO request of n bytes, as kp__ol_alloc
+ * takes one, and *zero: whether its bytes are zero already (never handed
+ * out since its span's pages were zero: OL_VIRGIN, or made by span_extend
+ * in this refill from the span in hand), so that they are not written: a
+ * calloc'd block the program leaves partly unwritten keeps those pages
+ * untouched, as on glibc's and jemalloc's fresh memory. Before, every
+ * calloc up to 128 KiB was zeroed whole (the preload's calloc): gcc's cc1
+ * on integrity.c (bench gcc-libkpool's largest process) peaked at 102 MB
+ * against jemalloc's 77 and glibc's 106. Conservative: a block of a new,
+ * adopted or other span taken by the refill is zeroed (its record's state
+ * was not seen before the pop wrote it). The owner (h's thread). */
+static void *pop_zero(kp_pool *pool, struct ol_heap *h, uint32_t cls, size_t n, bool *zero)
+{
+	struct ol_span *pg = h->fast[cls];
+	uint16_t *sp = kp__ol_sp(pg);
+	if (*sp != OL_SENT) {
+		*zero = __atomic_load_n(&pg->rec[*sp].state, __ATOMIC_RELAXED) == OL_VIRGIN;
+		return kp__ol_pop(h, pg, sp, *sp, n);
+	}
+	struct ol_span *was = h->cur[cls];
+	uint32_t f0 = __atomic_load_n(&was->fresh, __ATOMIC_RELAXED);
+	uint8_t *p = kp__ol_refill(pool, h, cls, n);
+	/* blocks past f0 were made in this refill: never handed out before */
+	*zero = p && was->zero && p >= was->start + (size_t)f0 * was->bsize &&
+		p < was->start + (size_t)__atomic_load_n(&was->fresh, __ATOMIC_RELAXED) * was->bsize;
+	return p;
+}
+
 /* Everything but the common case: no heap yet on this thread for this pool
  * (or another pool's in the slot), flags, a request past the table. Larger
  * requests and critical ones go to alloc.c's path; so does a request the OS
@@ -2515,16 +2548,20 @@ void *kp__ol_alloc(kp_pool *pool, size_t n, unsigned flags)
 				    ? kp__ol_slot.heap
 				    : heap_get(pool);
 	void *p = NULL;
+	bool zero = false; /* p's bytes zero already (pop_zero) */
 	if (h) {
 		size_t need = n + OL_CANARY; /* either mode: outline.h */
 		uint32_t cls = need <= 1024 ? kp__ol_class_tbl[(need + 15) >> 4] : kp__ol_class_big(need);
 		struct ol_span *pg = h->fast[cls]; /* &empty_span while its foreign cache holds blocks */
 		uint16_t *sp = kp__ol_sp(pg);
-		p = *sp != OL_SENT ? kp__ol_pop(h, pg, sp, *sp, n) : kp__ol_refill(pool, h, cls, n);
+		if (KP_UNLIKELY(flags & KP_ZERO))
+			p = pop_zero(pool, h, cls, n, &zero);
+		else
+			p = *sp != OL_SENT ? kp__ol_pop(h, pg, sp, *sp, n) : kp__ol_refill(pool, h, cls, n);
 	}
 	if (!p)
 		return kp__alloc_classic(pool, n, flags);
-	if (flags & KP_ZERO) {
+	if ((flags & KP_ZERO) && !zero) {
 #if KP_PLANT == 8 /* planted 8: KP_ZERO leaves the first 8 bytes of a block as they were */
 		if (n >= 16) {
 			memset((uint8_t *)p + 8, 0, n - 8);

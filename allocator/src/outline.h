@@ -64,6 +64,12 @@
  * cache's tag: the owner's drain takes only OL_LISTED records (else, as
  * above, its own free stored over it). */
 #define OL_LISTED 0x80000002u
+/* Made (span_extend) and never handed out, in a span whose pages were zero
+ * when made (ol_span's zero): its bytes are zero still, so a KP_ZERO
+ * allocation that takes it writes none of them (outline.c, pop_zero).
+ * Dead (kp__ol_dead), as OL_FREE: a free of it is refused as one of a free
+ * block. Any other free block reads OL_FREE, zero or not. */
+#define OL_VIRGIN 0x80000000u
 #define OL_TAG0 0x80000003u  /* the first heap's tag (ol_heap's rtag) */
 #define OL_NTAGS 0x7ffffff0u /* tags OL_TAG0.. in turn: below OL_QUAR */
 /* A poison pool's block found written after its free (outline.c,
@@ -94,7 +100,7 @@
  * test_unicode holds 2.2 M small blocks under the preload). */
 struct ol_rec {
 	uint32_t canary; /* 32 bits of K(address ^ span gen); 0 with checks off */
-	uint32_t state;	 /* the request + 1, or OL_FREE (0), OL_REMOTE, OL_LISTED, OL_QUAR */
+	uint32_t state;	 /* the request + 1, or OL_FREE (0), OL_VIRGIN, OL_REMOTE, OL_LISTED, OL_QUAR */
 };
 _Static_assert(sizeof(struct ol_rec) == 8, "a block's record: 8 bytes");
 
@@ -141,6 +147,10 @@ struct ol_span {
 	 * (pool clock, ns; 0: not seen so), OL_PURGED once its pages went back */
 	uint64_t idle_ns;
 	uint64_t gen; /* the span's generation, in its blocks' canaries (span_extend) */
+	/* its blocks past fresh are zero (a segment mapped fresh, not one given
+	 * back and taken again: its purge may have failed; not poison:on):
+	 * span_extend makes them OL_VIRGIN (span_new) */
+	bool zero;
 
 	/* the other threads' line */
 	_Alignas(64) _Atomic uint32_t remote; /* cross-thread frees: index + 1 of the head */
@@ -177,6 +187,9 @@ struct ol_seg {
 	 * no span is carved from a segment without it, so one without it may
 	 * go back (the pool's outline lock) */
 	bool held;
+	/* given back (return_idle) and taken again (segment_new): its data
+	 * pages not vouched zero (ol_span's zero) */
+	bool recycled;
 	struct ol_span spans[OL_NSLICES];
 };
 /* OL_META holds the most a segment's spans take (span_new: 64 of the
