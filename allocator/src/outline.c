@@ -134,6 +134,11 @@
  * Stats: kp_stats' bytes in use count these blocks (kp__ol_in_use, from the
  * spans, nothing counted on the fast paths).
  *
+ * KP_ZERO (calloc from 4 KiB under the preload): a block span_extend made
+ * in a span whose pages were zero (a segment mapped fresh) and never handed
+ * out since reads OL_VIRGIN, and pop_zero hands it out unwritten; any other
+ * block is zeroed whole (test_outline_zero).
+ *
  * Memory back: the daemon's pass purges the data pages of a span wholly free
  * on its heap's avail list for decay_ms (purge_idle), and the spares past
  * the demand (above); a segment whose spans have all sat so for decay_ms,
