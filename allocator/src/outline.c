@@ -46,48 +46,7 @@
  * Threads: a heap per thread and pool (its spans, no lock); a span's owner
  * is its heap's thread pointer (%fs:0), so free's one compare says "this
  * thread's"; with OWN_FULL set the span is retired (full, in no list).
- * A free from another thread with checks on (free_remote, s29) leaves
- * the record as its owner wrote it and claims the block by its canary
- * instead: the canary's first byte swapped to its complement by
- * compare-and-swap (two threads freeing one block: one wins, the other is
- * a double free), the rest spoiled too, the record read again (the owner's
- * free stored over it meanwhile: a double free, the block the owner's);
- * the block goes into the thread's outbox (ol_heap's ob_ent, by class,
- * OL_OB_BYTES a class), which goes home a class at a time, a chain per
- * span onto the spans' cross-thread lists. The owner's drain takes a block
- * back only while its record is live and its canary the spoiled one
- * (listed_ok): the allocation writes the canary, so a block the owner
- * freed itself (a double free whose free read the canary before the swap)
- * and handed out again before the outbox came home is refused there, one
- * event, and stays its holder's (s28's objection to a free queued for its
- * owner's check, which the canary answers as a generation would: the
- * spoiled canary is the mark of this allocation's pending free). The
- * owner's free, realloc and usable size see the spoiled canary: a double
- * free (free_slow), no block (live_rec). So no thread but the owner writes
- * a record, and a block is no longer handed out by the thread that freed
- * it: its record's line stayed with the thread that wrote it last, where
- * the foreign cache had both threads write each block's record (and its
- * 7 neighbours'), the freer's by a locked instruction on the owner's
- * line. xpair (bench/programs, ns a pair, medians of 3 rounds alternated,
- * load 10): apart 84-90 before, 70-73; on one CPU 25-27, 21.5; larson (4
- * threads on 2 CPUs) 0.53 s of user time before, 0.40 (mimalloc 0.33,
- * medians of 5, load 7-9), and under callgrind (larson 4 20) 390.1 M
- * instructions before, 307.2 M (mimalloc 237.9 M; larson's own 126 M):
- * kpool's part 165 a pair, 113. jemalloc and tcmalloc: 22 apart, 7-8 on
- * one CPU (they write nothing of a block's but the block). The cost: a
- * thread no longer hands out the blocks it freed, and other heaps take an
- * outbox's blocks only off lists past OL_STEAL_WAITING caches (taken at
- * once, they went to and fro: xpair apart 80 with 2, 115 with 1), so
- * larson's blocks touched reach 2.6-3.0x its live bytes
- * (test_outline_xfree's bound 2.6x fails; 2.1-2.3x before; 2.07x with
- * OL_STEAL_WAITING 1).
- * Left: a freer held between its check and its swap (a preemption) while
- * the owner frees the block itself, hands it out and the canary is
- * written again: its swap then spoils the new allocation's canary, and
- * its outbox's entry would free that block at the drain (the record
- * carries no generation; the owner's fast paths would have to write one).
- * With checks off (no canary), a thread with no heap of the pool (past its
- * exit hook) and poison:on, the free makes the record its heap's tag
+ * A free from another thread (free_remote) makes the record its heap's tag
  * (outline.h, OL_REMOTE) by compare-and-swap (two threads freeing one block: one wins, the other is
  * a double free) and puts the block into the freeing thread's foreign
  * cache: per class, out of line in its heap, OL_FC_MAX entries and
@@ -269,7 +228,7 @@ static void unmap_guarded(kp_pool *pool, void *p, size_t n)
 /* A heap and its foreign cache's entries (ol_heap's fc_ent: 36 KiB of
  * address space, a class's 512 bytes touched once the class is cached). */
 #define OL_HEAP_STRUCT ((sizeof(struct ol_heap) + 63) & ~(size_t)63)
-#define OL_HEAP_STRIDE (OL_HEAP_STRUCT + 2 * sizeof(uint64_t[OL_NCLASS][OL_FC_MAX])) /* and the outbox's */
+#define OL_HEAP_STRIDE (OL_HEAP_STRUCT + sizeof(uint64_t[OL_NCLASS][OL_FC_MAX]))
 #define HEAP_BYTES ((OL_HEAP_STRIDE + KP_PAGE - 1) & ~(size_t)(KP_PAGE - 1))
 /* Heaps in kp_create's arena: 64 threads (address space: 64 x 39 KiB),
  * each at a 64-byte line of its own. */
@@ -1650,60 +1609,24 @@ static inline bool rec_claim(struct ol_rec *r, uint32_t want, uint32_t to)
 	return true;
 }
 
-/* Is block idx of pg (live, state st) one an outbox holds: its canary
- * spoiled (ob_claim) where its allocation wrote it? Checks on. The
- * allocation's canary over the spoil says the block was handed out again
- * since that free (free_remote). */
-static inline bool ob_spoiled(const struct ol_span *pg, uint32_t idx, uint32_t st)
-{
-	uint64_t c;
-	memcpy(&c, pg->start + (size_t)idx * pg->bsize + st - 1, 8);
-	return c == ~kp__ol_canary(&pg->rec[idx]);
-}
-
-/* May block idx of pg, on pg's cross-thread list, leave it (for its
- * stack: drain_span; for a stealer's cache: fc_steal)? OL_LISTED (a foreign
- * cache's, claimed: fc_flush), or, checks on, live with its canary
- * spoiled (an outbox's: free_remote); else its owner's free stored over
- * it (raced_dfree's case), or, an outbox's block, its owner freed it
- * meanwhile (a double free whose free read the canary before the spoil),
- * and perhaps handed it out again (the canary written over the spoil). */
-static inline bool listed_ok(const struct ol_span *pg, uint32_t idx)
-{
-	uint32_t st = __atomic_load_n(&pg->rec[idx].state, __ATOMIC_RELAXED);
-	return st == OL_LISTED || (pg->csz && !kp__ol_dead(st) && ob_spoiled(pg, idx, st));
-}
-
-/* Block idx of pg, off its list into another heap's foreign cache
- * (fc_steal, the list's heap's avail lock held), made tag to's, or false
- * when it may not leave the list (listed_ok; raced_dfree's case): a load
- * and a store, as rec_claim; only its owner's racing free writes it
- * meanwhile, and fc_pop finds that (the record not its tag). */
-static inline bool listed_claim(struct ol_span *pg, uint32_t idx, uint32_t to)
-{
-	if (!listed_ok(pg, idx))
-		return false;
-	__atomic_store_n(&pg->rec[idx].state, to, __ATOMIC_RELAXED);
-	return true;
-}
-
-/* Blocks ent[0..m) (entries as a foreign cache's) sent to their spans'
- * cross-thread lists, a chain per span (up to FC_GROUPS spans at once: a
- * thread's frees of another's blocks come in runs from few spans); each
- * record first claimed from tag from to OL_LISTED (a foreign cache's: else
- * raced_dfree, and left out), or, from 0, left as its owner wrote it (an
- * outbox's). The calling thread's cache or outbox. */
+/* The m oldest blocks of h's foreign cache of class cls back to their
+ * spans' cross-thread lists, a chain per span (up to FC_GROUPS spans at
+ * once: a cache's blocks come in runs from few spans), the rest moved
+ * down; each from h's tag to OL_LISTED first (else raced_dfree, and
+ * left out). h's thread. */
 #define FC_GROUPS 4
-static void send_home(kp_pool *pool, const uint64_t *ent, uint32_t m, uint32_t from)
+static void fc_flush(kp_pool *pool, struct ol_heap *h, uint32_t cls, uint32_t m)
 {
 	struct {
 		struct ol_span *pg;
 		uint32_t head, k, tail;
 	} g[FC_GROUPS] = {{0}};
+	uint64_t *ent = h->fc_ent[cls];
 	for (uint32_t i = 0; i < m; i++) {
 		struct ol_span *pg = fc_span(ent[i]);
 		uint32_t idx = (uint32_t)(ent[i] >> OL_FC_IDX_SHIFT), j = 0;
-		if (from && KP_UNLIKELY(!rec_claim(&pg->rec[idx], from, OL_LISTED))) {
+		struct ol_rec *r = &pg->rec[idx];
+		if (KP_UNLIKELY(!rec_claim(r, h->rtag, OL_LISTED))) {
 			raced_dfree(pool, pg, idx);
 			continue;
 		}
@@ -1726,14 +1649,6 @@ static void send_home(kp_pool *pool, const uint64_t *ent, uint32_t m, uint32_t f
 	}
 	for (uint32_t j = 0; j < FC_GROUPS && g[j].pg; j++)
 		remote_push(g[j].pg, g[j].head, g[j].tail, g[j].k);
-}
-
-/* The m oldest blocks of h's foreign cache of class cls back to their
- * spans (send_home, from h's tag), the rest moved down. h's thread. */
-static void fc_flush(kp_pool *pool, struct ol_heap *h, uint32_t cls, uint32_t m)
-{
-	uint64_t *ent = h->fc_ent[cls];
-	send_home(pool, ent, m, h->rtag);
 	uint32_t n = h->fc_n[cls];
 	memmove(ent, ent + m, (n - m) * sizeof *ent);
 	__atomic_store_n(&h->fc_n[cls], (uint16_t)(n - m), __ATOMIC_RELAXED);
@@ -1802,22 +1717,6 @@ static void fc_flush_all(kp_pool *pool, struct ol_heap *h)
 			fc_flush(pool, h, c, h->fc_n[c]);
 }
 
-/* h's outbox of class cls sent home (send_home: the records as their
- * owners wrote them), emptied. h's thread. */
-static __attribute__((noinline)) void ob_flush(kp_pool *pool, struct ol_heap *h, uint32_t cls)
-{
-	send_home(pool, h->ob_ent[cls], h->ob_n[cls], 0);
-	__atomic_store_n(&h->ob_n[cls], 0, __ATOMIC_RELAXED);
-}
-
-/* Every class of h's outbox sent home (heap_abandon, kp__ol_remote_sync). */
-static void ob_flush_all(kp_pool *pool, struct ol_heap *h)
-{
-	for (uint32_t c = 0; c < OL_NCLASS; c++)
-		if (h->ob_n[c])
-			ob_flush(pool, h, c);
-}
-
 static struct ol_heap *heap_get(kp_pool *pool);
 /* Heaps made so far, every pool's: the next heap's tag (ol_heap's rtag).
  * Past OL_NTAGS heaps tags repeat, two heaps' alike only in a race the tag
@@ -1881,33 +1780,8 @@ static OL_NO_TSAN void canary_spoil(uint8_t *p, uint32_t st, const struct ol_rec
 	memcpy(p + st - 1, &c, 8);
 }
 
-/* free_remote's claim of block p (record r, state st: live) for this
- * thread's outbox: the first byte of its canary from the record's to its
- * complement by compare-and-swap, so that of two threads freeing it at
- * once one alone takes it (the other: false, a double free; a block is
- * pushed onto its list once: its link is one), the rest spoiled as well
- * (ob_spoiled), then the record read again (the swap is a full barrier):
- * false if its owner's free stored over it meanwhile (that free read the
- * canary before the swap: the block is the owner's). One byte: the canary
- * is at any alignment, and no locked instruction may span two lines. The
- * owner's free reads the canary while a double free swaps it: not
- * instrumented for TSan (canary_spoil's). */
-static OL_NO_TSAN bool ob_claim(uint8_t *p, uint32_t st, const struct ol_rec *r)
-{
-	uint64_t c = kp__ol_canary(r);
-	uint8_t good = (uint8_t)c;
-	if (!__atomic_compare_exchange_n(p + st - 1, &good, (uint8_t)~c, false, __ATOMIC_SEQ_CST, __ATOMIC_RELAXED))
-		return false;
-	c = ~c;
-	memcpy(p + st - 1, &c, 8);
-	return __atomic_load_n(&r->state, __ATOMIC_SEQ_CST) == st;
-}
-
 /* A free of block idx of pg, another heap's (r its record, st the state
- * free_fast read). Checks on, a heap of the thread's in the slot: the
- * block claimed by its canary (ob_claim; else a double free), the record
- * left as its owner wrote it, into the outbox (the opening comment,
- * "Threads"). Else: the record made this thread's heap's tag (OL_REMOTE
+ * free_fast read): the record made this thread's heap's tag (OL_REMOTE
  * with none in the slot) by compare-and-swap (a double
  * free from two threads at once: one wins, the other is reported; raced by
  * the owner's free, outline.h and raced_dfree), then the block into this
@@ -1921,18 +1795,6 @@ static inline int free_remote(kp_pool *pool, struct ol_span *pg, uint32_t idx, s
 	/* the slot names pool: its aid (internal.h), kp__ol_slot_id's test in
 	 * 2 instructions where it took 6; a poison:on pool is never in it */
 	bool slot = kp__ol_slot.aid == pool->id;
-	/* checks on and a heap of the thread's own: the outbox, the record
-	 * not written (the opening comment, "Threads") */
-	if (KP_LIKELY(slot && pg->csz && h != &kp__ol_empty_heap)) {
-		if (KP_UNLIKELY(!ob_claim(p, st, r)))
-			return free_remote_dfree(pool, pg, p);
-		uint32_t cls = pg->cls, k = h->ob_n[cls];
-		h->ob_ent[cls][k] = (uintptr_t)pg | (uint64_t)idx << OL_FC_IDX_SHIFT;
-		__atomic_store_n(&h->ob_n[cls], (uint16_t)(k + 1), __ATOMIC_RELAXED);
-		if (KP_UNLIKELY(k + 1 >= pg->fc_cap || (k + 1) * pg->bsize >= OL_OB_BYTES))
-			ob_flush(pool, h, cls);
-		return 0;
-	}
 	uint32_t tag = slot ? h->rtag : OL_REMOTE; /* the empty heap's: OL_REMOTE */
 	if (KP_UNLIKELY(!__atomic_compare_exchange_n(&r->state, &st, tag, false, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)))
 		return free_remote_dfree(pool, pg, p);
@@ -2079,7 +1941,7 @@ static void drain_span(kp_pool *pool, struct ol_heap *h, struct ol_span *pg)
 		uint32_t n = 0;
 		while (i && i <= pg->nblocks && n < pg->nblocks) {
 			struct ol_rec *r = &pg->rec[i - 1];
-			if (KP_LIKELY(listed_ok(pg, i - 1))) {
+			if (KP_LIKELY(__atomic_load_n(&r->state, __ATOMIC_RELAXED) == OL_LISTED)) {
 				__atomic_store_n(&r->state, OL_FREE, __ATOMIC_RELAXED);
 				*++sp = (uint16_t)(i - 1);
 			} else
@@ -2132,24 +1994,6 @@ static void drain_class(kp_pool *pool, struct ol_heap *h, uint32_t cls)
 			pred = pg;
 		pg = nx;
 	}
-}
-
-/* The calling thread's cross-thread frees of pool checked: its outbox sent
- * home and its heap's cross-thread lists taken in, so that a double free
- * whose two frees were both taken (the owner's read the canary before the
- * other's spoil) has been reported (at the drain, raced_dfree). For tests:
- * a point by which each double free gave its event. Any thread; nothing
- * for one with no heap of the pool. */
-void kp__ol_remote_sync(kp_pool *pool)
-{
-	struct ol_heap *h = kp__ol_slot.aid == pool->id ? kp__ol_slot.heap : NULL;
-	if (!h || h == &kp__ol_empty_heap || !busy_enter())
-		return;
-	ob_flush_all(pool, h);
-	owner_lock(pool, h);
-	drain_remote(pool, h);
-	owner_unlock(h);
-	busy_leave();
 }
 
 /* ---- kp_alloc ------------------------------------------------------------- */
@@ -2260,7 +2104,6 @@ static void heap_abandon(kp_pool *pool, uintptr_t tp)
 	if (!h)
 		return;
 	bool mine = busy_enter(); /* a handler's call meanwhile takes alloc.c's path */
-	ob_flush_all(pool, h);
 	fc_flush_all(pool, h);
 	owner_lock(pool, h);
 	drain_remote(pool, h);
@@ -2317,7 +2160,6 @@ static struct ol_heap *heap_get(kp_pool *pool)
 		h->csz = ol->csz;
 		h->rtag = OL_TAG0 + atomic_fetch_add_explicit(&ol_tags, 1, memory_order_relaxed) % OL_NTAGS;
 		h->fc_ent = (uint64_t(*)[OL_FC_MAX])((uint8_t *)h + OL_HEAP_STRUCT);
-		h->ob_ent = h->fc_ent + OL_NCLASS;
 		for (int c = 0; c < OL_NCLASS; c++)
 			h->cur[c] = h->fast[c] = &empty_span;
 		for (int q = 0; q < 65; q++)
@@ -2339,10 +2181,6 @@ static struct ol_heap *heap_get(kp_pool *pool)
 /* Spans of another heap's dirty list fc_steal looks at, at most: a bound
  * on its walk under that heap's avail lock. */
 #define OL_STEAL_SCAN 64
-/* A span's list longer than this many foreign caches of its class: its
- * owner is not taking it in (idle), and other heaps take an outbox's blocks
- * from it (fc_steal) */
-#define OL_STEAL_WAITING 4u
 
 /* Blocks of class cls that other threads freed onto another heap's spans'
  * cross-thread lists, taken into h's foreign cache (at most its room of the
@@ -2352,12 +2190,11 @@ static struct ol_heap *heap_get(kp_pool *pool)
  * remote_push), under that heap's avail lock (no drain takes the list
  * meanwhile: drain_remote's callers hold it) and the pool's outline lock
  * (the heaps' list); other threads push at the head meanwhile, and no push
- * writes a record already on the list. Each block from OL_LISTED (or, on
- * a list past OL_STEAL_WAITING, an outbox's: live, its canary spoiled) to
- * h's tag (listed_claim; else raced_dfree), as a block this thread freed:
- * handed out by fc_pop, its next free goes to its span as any other
- * heap's. A block that may not leave (listed_ok) ends the take (left to
- * the owner's drain). h's thread, in its refill (busy).
+ * writes a record already on the list. Each block from OL_LISTED to h's
+ * tag (rec_claim; else raced_dfree), as a block this thread freed: handed
+ * out by fc_pop, its next free goes to its span as any other heap's. A
+ * record not OL_LISTED on the list ends the take (left to the owner's
+ * drain). h's thread, in its refill (busy).
  * Before, a heap's spans took their blocks back only by their owner's
  * drain, so the producers of a producer/consumer program, taking turns at
  * the queue, each touched pages for the whole of it while the other's
@@ -2384,18 +2221,10 @@ static uint32_t fc_steal(kp_pool *pool, struct ol_heap *h, uint32_t cls)
 			uint32_t head = atomic_load_explicit(&pg->remote, memory_order_acquire);
 			if (!head || head > pg->nblocks || got >= room)
 				continue;
-			/* an outbox's blocks only from a span whose list holds more than
-			 * OL_STEAL_WAITING caches' worth: its owner takes in a list
-			 * that short itself, and taking its blocks sent them to and fro
-			 * between the threads (xpair apart: 86 ns a pair, as before the
-			 * outbox, against 63 so) */
-			bool ob = atomic_load_explicit(&pg->nremote, memory_order_relaxed) >
-				  OL_STEAL_WAITING * (uint32_t)pg->fc_cap;
 			uint16_t *hl = &pg->link[head - 1];
 			uint32_t first = *hl, i = first, k = 0, last = 0;
 			while (i && i <= pg->nblocks && got + k < room && k < pg->nblocks &&
-			       (ob ? listed_ok(pg, i - 1)
-				   : __atomic_load_n(&pg->rec[i - 1].state, __ATOMIC_RELAXED) == OL_LISTED)) {
+			       __atomic_load_n(&pg->rec[i - 1].state, __ATOMIC_RELAXED) == OL_LISTED) {
 				last = i;
 				i = pg->link[i - 1];
 				k++;
@@ -2406,7 +2235,7 @@ static uint32_t fc_steal(kp_pool *pool, struct ol_heap *h, uint32_t cls)
 			atomic_fetch_sub_explicit(&pg->nremote, k, memory_order_relaxed);
 			for (uint32_t j = first, n = 0; n < k; n++) {
 				uint32_t nx = pg->link[j - 1];
-				if (KP_UNLIKELY(!listed_claim(pg, j - 1, h->rtag)))
+				if (KP_UNLIKELY(!rec_claim(&pg->rec[j - 1], OL_LISTED, h->rtag)))
 					raced_dfree(pool, pg, j - 1);
 				else
 					h->fc_ent[cls][got++] = (uintptr_t)pg | (uint64_t)(j - 1) << OL_FC_IDX_SHIFT;
@@ -2826,12 +2655,6 @@ static int free_slow(kp_pool *pool, void *p, struct ol_span *pg, uint32_t idx, u
 		 * free. Before, the record stayed live: kp_usable_size gave its
 		 * size (test_realloc_checks). Only from the live state st the
 		 * caller read: a racing free that took the record keeps it. */
-		/* spoiled by another thread's free of it, the block in that
-		 * thread's outbox (free_remote): a double free, the block left to
-		 * that free (its owner's drain checks it) */
-		if (pg->csz && ob_spoiled(pg, idx, st))
-			return kp__violation(pool, KP_EV_DOUBLE_FREE, KP_EDOUBLEFREE, p, pg->bsize - pg->csz,
-					     "double free");
 		uint32_t live = st; /* not st: a failed exchange writes the state it found there */
 		__atomic_compare_exchange_n(&pg->rec[idx].state, &live, OL_QUAR, false, __ATOMIC_RELAXED,
 					    __ATOMIC_RELAXED);
@@ -2916,12 +2739,8 @@ static struct ol_rec *live_rec(kp__ol *ol, const void *p, bool *ours, struct ol_
 {
 	uint32_t idx;
 	struct ol_span *pg = block_of(ol->map, p, &idx, ours);
-	if (!pg)
-		return NULL;
-	uint32_t st = __atomic_load_n(&pg->rec[idx].state, __ATOMIC_RELAXED);
-	/* free, quarantined, in another thread's cache, outbox or on a list */
-	if (kp__ol_dead(st) || (pg->csz && ob_spoiled(pg, idx, st)))
-		return NULL;
+	if (!pg || kp__ol_dead(__atomic_load_n(&pg->rec[idx].state, __ATOMIC_RELAXED)))
+		return NULL; /* free, quarantined, or in another thread's cache or on a list */
 	*pgp = pg;
 	return &pg->rec[idx];
 }
@@ -3000,12 +2819,9 @@ uint64_t kp__ol_in_use(kp_pool *pool)
 		bytes += seg_live_bytes(s, used);
 	}
 	uint64_t cached = 0; /* blocks freed into foreign caches: out of their spans' stacks, not live */
-	for (struct ol_heap *h = ol->heaps; h; h = h->next) {
-		for (uint32_t c = 0; c < OL_NCLASS; c++) /* and outboxes */
-			cached += (uint64_t)(__atomic_load_n(&h->fc_n[c], __ATOMIC_RELAXED) +
-					     __atomic_load_n(&h->ob_n[c], __ATOMIC_RELAXED)) *
-				  (class_size[c] - h->csz);
-	}
+	for (struct ol_heap *h = ol->heaps; h; h = h->next)
+		for (uint32_t c = 0; c < OL_NCLASS; c++)
+			cached += (uint64_t)__atomic_load_n(&h->fc_n[c], __ATOMIC_RELAXED) * (class_size[c] - h->csz);
 	pthread_mutex_unlock(&ol->lock);
 	return bytes > cached ? bytes - cached : 0;
 }
@@ -3023,9 +2839,8 @@ void kp__ol_counts(kp_pool *pool, uint64_t *allocs, uint64_t *frees)
 	uint64_t cached = 0; /* in foreign caches: freed */
 	for (struct ol_heap *h = ol->heaps; h; h = h->next) {
 		a += atomic_load_explicit(&h->allocs, memory_order_relaxed);
-		for (uint32_t c = 0; c < OL_NCLASS; c++) /* and outboxes */
-			cached += __atomic_load_n(&h->fc_n[c], __ATOMIC_RELAXED) +
-				  __atomic_load_n(&h->ob_n[c], __ATOMIC_RELAXED);
+		for (uint32_t c = 0; c < OL_NCLASS; c++)
+			cached += __atomic_load_n(&h->fc_n[c], __ATOMIC_RELAXED);
 	}
 	for (struct ol_seg *s = ol->segs; s; s = s->next) {
 		uint32_t used = __atomic_load_n(&s->used, __ATOMIC_ACQUIRE);

@@ -50,9 +50,7 @@
  * instructions as a test of OL_FREE alone. */
 /* A block another thread's free took (outline.c, free_remote: a
  * compare-and-swap from the live state it read), in that thread's foreign
- * cache: not free yet. With checks on a thread with a heap of the pool
- * leaves the record live and spoils the canary instead (its outbox), so
- * the tags are checks:off's, a heapless thread's and poison:on's. The state names the cache: its heap's rtag, from
+ * cache: not free yet. The state names the cache: its heap's rtag, from
  * OL_TAG0 on (or OL_REMOTE, a free that found no heap in the slot, for a
  * moment). The heap's thread alone takes the block from there (fc_pop,
  * fc_flush) and only while the record still holds its tag: else the
@@ -197,12 +195,6 @@ _Static_assert(sizeof(struct ol_seg) + 64 + OL_NSLICES * OL_META_SPAN_MAX <= OL_
 #define OL_FC_MAX 64
 #define OL_FC_BYTES (16u << 10)
 #define OL_FC_IDX_SHIFT 48 /* an entry: the span's address | block index << 48 */
-/* An outbox's class goes home at its foreign cache's count (fc_cap) or
- * at OL_OB_BYTES of blocks: freed blocks its owner cannot reuse meanwhile.
- * A producer/consumer program (test_memory_threads, 16 B-2 KiB messages)
- * peaked at 1.45-1.59x glibc's with 8-16 KiB, 1.31-1.38x with 4; xpair
- * apart 66 ns a pair with 8, 73 with 4 (85-90 before the outbox). */
-#define OL_OB_BYTES 4096u
 
 struct ol_heap {
 	/* the fast paths' tables: the span of a class to pop, or &empty_span
@@ -237,15 +229,6 @@ struct ol_heap {
 	 * mapping, after the structure (outline.c, OL_HEAP_STRIDE), so that the
 	 * empty heap costs no 36 KiB of .data */
 	uint64_t (*fc_ent)[OL_FC_MAX];
-	/* the outbox (outline.c, free_remote; checks on): blocks of other
-	 * heaps' spans its thread freed, their records left as their owners
-	 * wrote them (live) and their canaries spoiled, by class, as many as
-	 * the foreign cache holds (the span's fc_cap), sent home a class at a
-	 * time (ob_flush: a chain per span, one compare-and-swap each). Its
-	 * thread writes; kp_stats reads the counts (relaxed: freed, not live).
-	 * The entries after fc_ent's (OL_HEAP_STRIDE). */
-	uint16_t ob_n[OL_NCLASS];
-	uint64_t (*ob_ent)[OL_FC_MAX];
 	_Alignas(64) struct ol_span *_Atomic dirty; /* spans with cross-thread frees (other threads push) */
 };
 
@@ -334,8 +317,6 @@ static inline kp__ol_tls kp__ol_slot_make(const kp_pool *pool, struct ol_heap *h
 void *kp__ol_refill(kp_pool *pool, struct ol_heap *h, uint32_t cls, size_t n);
 int kp__ol_free_slow(kp_pool *pool, void *p, struct ol_span *pg, uint32_t idx, uint32_t st, int why);
 int kp__ol_free_other(kp_pool *pool, struct ol_span *pg, uint32_t idx, void *p, bool try_only);
-/* Tests: the calling thread's outbox sent home, its heap's lists taken in (outline.c). */
-void kp__ol_remote_sync(kp_pool *pool);
 enum { KP_OL_MISS, KP_OL_BAD, KP_OL_DFREE, KP_OL_OVERFLOW, KP_OL_OTHER };
 
 static inline uintptr_t kp__ol_self(void)

@@ -9,24 +9,12 @@
  * trials, no event). Each case here must give exactly one double_free per
  * double free, at the frees or as the cached block is next taken, and never
  * a block handed out twice.
- *
- * s29: with checks on, the other thread's free leaves the record alone: it
- * swaps the block's canary (one byte by compare-and-swap, then the rest)
- * and puts the block into its outbox, whose blocks go home to their
- * owners' lists; the owner's drain takes a block only while its record is
- * live and its canary the spoiled one (outline.c, "Threads"). The race's
- * event then comes at the other thread's free (the owner's store seen
- * after the swap), at the owner's (the spoiled canary), or, both taken, at
- * the owner's drain; kp__ol_remote_sync makes both threads' part of that
- * before a trial counts. The cache's cases (test_outcome_*) are the tag
- * scheme's, which checks:off pools keep; test_outbox_* are the outbox's.
  */
 #define _GNU_SOURCE 1
 #include "ktest.h"
 #include "kt_worker.h"
 #include "outline.h"
 
-#include <errno.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
@@ -116,8 +104,7 @@ static void *race_other(void *arg)
 		void *p = atomic_load_explicit(&r->p, memory_order_relaxed);
 		jitter((unsigned)(t * 7) & 15);
 		r->rc_other = kp_free(r->pool, p);
-		kp__ol_remote_sync(r->pool); /* its outbox home (checks on) */
-		sbar_wait(&r->bar);	     /* B: both frees made */
+		sbar_wait(&r->bar); /* B: both frees made */
 		void *q = kp_alloc(r->pool, SZ, 0);
 		kp_free(r->pool, q);
 		sbar_wait(&r->bar); /* C */
@@ -161,9 +148,8 @@ static void race_run(const char *conf)
 		sbar_wait(&r.bar); /* A */
 		jitter((unsigned)(trials * 5 + 3) & 15);
 		int rc = kp_free(pool, p);
-		sbar_wait(&r.bar);	  /* B */
-		kp__ol_remote_sync(pool); /* the other's outbox taken in (checks on) */
-		sbar_wait(&r.bar);	  /* C: the other thread allocated once */
+		sbar_wait(&r.bar); /* B */
+		sbar_wait(&r.bar); /* C: the other thread allocated once */
 		uint64_t d = dfree_count(pool) - d0;
 		refused_owner += rc != 0;
 		if (rc == 0 && r.rc_other == 0) {
@@ -212,8 +198,7 @@ static void test_race_checks_off(void)
 
 /* The owner's free as it goes when it read the record before the other
  * thread's compare-and-swap: the record and the canary as it read them put
- * back (white box), then kp_free. The cases below are the tag scheme's:
- * checks off (the outbox's cases follow them). */
+ * back (white box), then kp_free. */
 struct seen {
 	uint32_t state;
 	uint64_t canary;
@@ -287,7 +272,7 @@ static int owner_allocs_distinct(kp_pool *pool, int n, void *p, int *seen_p)
  * returns it, the other thread's none of its. */
 static void test_outcome_cache_pop(void)
 {
-	kp_pool *pool = kp_create(CONF_OFF);
+	kp_pool *pool = kp_create(CONF_ON);
 	REQUIRE(pool, "kp_create: %s", kp_last_error());
 	worker w;
 	w_start(&w);
@@ -325,7 +310,7 @@ static void test_outcome_cache_pop(void)
  * reaches its span's cross-thread list (the owner's stack has it). */
 static void outcome_flush(bool by_exit)
 {
-	kp_pool *pool = kp_create(CONF_OFF);
+	kp_pool *pool = kp_create(CONF_ON);
 	REQUIRE(pool, "kp_create: %s", kp_last_error());
 	worker w;
 	w_start(&w);
@@ -380,7 +365,7 @@ static void test_outcome_full_flush(void)
  * the listed block, once; the block is handed out once. */
 static void test_outcome_listed(void)
 {
-	kp_pool *pool = kp_create(CONF_OFF);
+	kp_pool *pool = kp_create(CONF_ON);
 	REQUIRE(pool, "kp_create: %s", kp_last_error());
 	worker w;
 	w_start(&w);
@@ -401,133 +386,12 @@ static void test_outcome_listed(void)
 	kp_destroy(pool);
 }
 
-/* ---- the outbox (checks on) ---------------------------------------------- */
-
-static void other_sync(void *arg)
-{
-	struct call *c = arg;
-	kp__ol_remote_sync(c->pool);
-}
-
-/* A pool with checks on, the other thread's heap made (w), and a block
- * of this thread's that the other thread freed: in its outbox. */
-static void outbox_setup(kp_pool *pool, worker *w, struct call *c, void **p, struct seen *s)
-{
-	w_start(w);
-	*c = (struct call){.pool = pool, .n = 8};
-	w_call(w, other_alloc, c); /* the other thread's heap, its spans */
-	w_call(w, other_free_got, c);
-	*p = kp_alloc(pool, SZ, 0);
-	*s = seen_of(pool, *p);
-	c->p = *p;
-	w_call(w, other_free, c);
-	CHECK(c->rc == 0, "the other thread's free: %d", c->rc);
-}
-
-/* s28's case, which a free that leaves the record to the owner's check had
- * to survive: the owner's free read the canary before the other thread's
- * swap (both frees taken), and the owner handed the block out again before
- * the other thread's outbox went home. Its drain refuses the block then
- * (its canary is the new allocation's): one double_free, and the block
- * stays its new holder's. */
-static void test_outbox_owner_raced(void)
-{
-	worker w;
-	struct call c;
-	void *p;
-	struct seen s;
-	kp_pool *pool = kp_create(CONF_ON);
-	REQUIRE(pool, "kp_create: %s", kp_last_error());
-	outbox_setup(pool, &w, &c, &p, &s);
-	CHECK(kp_usable_size(pool, p) == 0, "a block in an outbox: usable %zu", kp_usable_size(pool, p));
-	uint64_t d0 = dfree_count(pool);
-	int rc = owner_free_as_seen(pool, p, s);
-	CHECK(rc == 0, "the owner's free as it read the block: %d", rc);
-	void *q = kp_alloc(pool, SZ, 0);
-	CHECK(q == p, "the owner's next block %p, not %p (its stack's top)", q, p);
-	kt_fill(q, SZ, 99);
-	w_call(&w, other_sync, &c); /* the outbox home */
-	kp__ol_remote_sync(pool);   /* the owner's drain */
-	CHECK(dfree_count(pool) - d0 == 1, "%llu double frees at the drain, want 1",
-	      (unsigned long long)(dfree_count(pool) - d0));
-	CHECK(kp_usable_size(pool, q) == SZ && kt_verify(q, SZ, 99) == KT_OK, "the new holder's block freed");
-	int seen_p, bad = owner_allocs_distinct(pool, 2000, p, &seen_p);
-	CHECK(bad == 0 && seen_p == 0, "%d blocks overwritten, the held block handed out %d times", bad, seen_p);
-	CHECK(kp_free(pool, q) == 0, "the holder's free refused");
-	CHECK(dfree_count(pool) - d0 == 1, "later valid frees reported");
-	w_stop(&w);
-	kp_destroy(pool);
-}
-
-/* The owner's free of a block in the other thread's outbox, and its
- * realloc: refused at once (the spoiled canary: a double free, not an
- * overflow), the block left to the outbox, taken in once. */
-static void test_outbox_owner_refused(void)
-{
-	worker w;
-	struct call c;
-	void *p;
-	struct seen s;
-	kp_pool *pool = kp_create(CONF_ON);
-	REQUIRE(pool, "kp_create: %s", kp_last_error());
-	outbox_setup(pool, &w, &c, &p, &s);
-	uint64_t d0 = dfree_count(pool), q0 = atomic_load(&pool->quarantined);
-	CHECK(kp_free(pool, p) != 0, "the owner's free of a block in an outbox taken");
-	CHECK(dfree_count(pool) - d0 == 1, "%llu double frees, want 1", (unsigned long long)(dfree_count(pool) - d0));
-	errno = 0;
-	CHECK(kp_realloc(pool, p, SZ / 2, 0) == NULL && errno == EINVAL, "realloc of a block in an outbox");
-	CHECK(dfree_count(pool) - d0 == 2, "the realloc's free not a double free");
-	CHECK(atomic_load(&pool->quarantined) == q0, "quarantined as an overflow");
-	w_call(&w, other_sync, &c);
-	kp__ol_remote_sync(pool);
-	CHECK(dfree_count(pool) - d0 == 2, "the drain reported the block");
-	int seen_p, bad = owner_allocs_distinct(pool, 2000, p, &seen_p);
-	CHECK(bad == 0 && seen_p == 1, "%d blocks overwritten, the block handed out %d times", bad, seen_p);
-	w_stop(&w);
-	kp_destroy(pool);
-}
-
-/* A third thread's free of a block in the other thread's outbox: refused
- * at its free (the swap found the canary spoiled); the block pushed home
- * once. */
-static void test_outbox_two_freers(void)
-{
-	worker w, w2;
-	struct call c;
-	void *p;
-	struct seen s;
-	kp_pool *pool = kp_create(CONF_ON);
-	REQUIRE(pool, "kp_create: %s", kp_last_error());
-	outbox_setup(pool, &w, &c, &p, &s);
-	w_start(&w2);
-	struct call c2 = {.pool = pool, .n = 8};
-	w_call(&w2, other_alloc, &c2);
-	w_call(&w2, other_free_got, &c2);
-	c2.p = p;
-	uint64_t d0 = dfree_count(pool);
-	w_call(&w2, other_free, &c2);
-	CHECK(c2.rc != 0 && dfree_count(pool) - d0 == 1, "the third thread's free: %d, %llu double frees", c2.rc,
-	      (unsigned long long)(dfree_count(pool) - d0));
-	w_call(&w, other_sync, &c);
-	w_call(&w2, other_sync, &c2);
-	kp__ol_remote_sync(pool);
-	CHECK(dfree_count(pool) - d0 == 1, "the drain reported the block");
-	int seen_p, bad = owner_allocs_distinct(pool, 2000, p, &seen_p);
-	CHECK(bad == 0 && seen_p == 1, "%d blocks overwritten, the block handed out %d times", bad, seen_p);
-	w_stop(&w2);
-	w_stop(&w);
-	kp_destroy(pool);
-}
-
 int main(void)
 {
 	RUN(test_outcome_cache_pop);
 	RUN(test_outcome_exit_flush);
 	RUN(test_outcome_full_flush);
 	RUN(test_outcome_listed);
-	RUN(test_outbox_owner_raced);
-	RUN(test_outbox_owner_refused);
-	RUN(test_outbox_two_freers);
 	RUN(test_race_checks_on);
 	RUN(test_race_checks_off);
 	return ktest_summary();

@@ -17,10 +17,6 @@
 #include <sys/mman.h>
 
 static const char *const CONF = "layout:outline,daemon:off,seed:7";
-/* checks off: a free of another heap's block goes into the freeing
- * thread's foreign cache, which its allocations take first; with checks on
- * (CONF) into its outbox, home to its owner (outline.c, "Threads") */
-static const char *const CONF_OFF = "layout:outline,daemon:off,seed:7,checks:off";
 
 /* Double-free events since the last call (the ring drained as it fills:
  * callers drain at least every 500 violations). */
@@ -110,9 +106,9 @@ static void run_on_thread(void *(*fn)(void *), void *arg)
  * third thread and by A, each extra free is one double_free; B's next
  * allocations take those blocks, and a free of one by A (its owner) then by
  * B again is found once more. */
-static void migrated_double_free(const char *conf)
+static void test_migrated_double_free(void)
 {
-	kp_pool *pool = kp_create(conf);
+	kp_pool *pool = kp_create(CONF);
 	REQUIRE(pool, "kp_create: %s", kp_last_error());
 	static struct dset a, again;
 	a.pool = again.pool = pool;
@@ -140,8 +136,7 @@ static void migrated_double_free(const char *conf)
 				reused++;
 				break;
 			}
-	if (conf == CONF_OFF) /* the foreign cache's; an outbox's go home */
-		CHECK(reused > 0, "none of A's blocks freed by this thread handed out again by it");
+	CHECK(reused > 0, "none of A's blocks freed by this thread handed out again by it");
 	run_on_thread(free_set, &again); /* freed by another thread (A's heap adopted, or a new one) */
 	CHECK(dfrees(pool) == 0 && again.rc_bad == 0, "valid frees reported");
 	free_set(&again);
@@ -149,14 +144,6 @@ static void migrated_double_free(const char *conf)
 	      (unsigned long long)dfree_seen);
 	kp_free(pool, warm);
 	kp_destroy(pool);
-}
-static void test_migrated_double_free(void)
-{
-	migrated_double_free(CONF);
-}
-static void test_migrated_double_free_cache(void)
-{
-	migrated_double_free(CONF_OFF);
 }
 
 /* Two threads free the same blocks at once (neither owns them: a free by
@@ -463,7 +450,7 @@ static void *flip_alloc(void *arg)
  * 1.96 G now). */
 static void test_class_flips(void)
 {
-	kp_pool *pool = kp_create(CONF_OFF); /* the foreign cache's (checks on: the outbox) */
+	kp_pool *pool = kp_create(CONF);
 	REQUIRE(pool, "kp_create: %s", kp_last_error());
 	/* this thread's heap and span in hand of the class first: the other
 	 * thread's blocks are another heap's */
@@ -512,7 +499,6 @@ static void test_class_flips(void)
 int main(void)
 {
 	RUN(test_migrated_double_free);
-	RUN(test_migrated_double_free_cache);
 	RUN(test_racing_double_free);
 	RUN(test_larson_bound);
 	RUN(test_dead_heap_adopted);
