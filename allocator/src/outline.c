@@ -67,6 +67,30 @@
  * dirty list) on lines its owner wrote: kpbench c 4 against the inline
  * path's 16 M ops/s, and larson's frees waited on their owners' lists.
  * A span's fields are on three lines by writer (outline.h).
+ * s29 measured where a cross-thread free's time goes (bench/programs/
+ * xpair.c, two threads pinned apart, each round timed alone, ns a pair):
+ * 84-90 apart, 25-27 on one CPU, against jemalloc's and tcmalloc's 22 and
+ * 7-8 (they write nothing of a block's but the block), mimalloc 89 and
+ * 14. Perf's samples sat on the records' lines: both threads write each
+ * block's record (the freer's swap and its cache's hand-out, the owner's
+ * free and allocation), 8 to a line, so the owner's next pop or free of
+ * any of 8 blocks misses; the freer's swap and spoil alone (left out,
+ * unsafe: a measure) were 10-15 ns of it. A free queued for its owner's
+ * check (s28, branch s28-remote: unsafe as it was, the owner's own double
+ * free and reuse before the batch comes home hands the block out twice)
+ * needs no generation in the record: the freer claims the block by its
+ * canary (the first byte swapped by compare-and-swap on the block's own
+ * line, one winner of two racing frees; the record read again after it),
+ * the record stays as its owner wrote it, and the owner's drain takes a
+ * block back only while its record is live and its canary the spoiled
+ * one, which every allocation writes over: s28's case is refused there,
+ * once. Built and reverted (this branch, commit b0da705, with its tests):
+ * apart 70-73, one CPU 21.5, larson 0.53 -> 0.40 s of user time (mimalloc
+ * 0.33) and 165 -> 113 instructions a pair (mimalloc 70); but a thread no
+ * longer reuses what it frees, and with other heaps taking an outbox's
+ * blocks only off long lists (taken at once they went to and fro: xpair
+ * apart 83-115) larson's blocks touched reached 2.6-3.0x its live bytes,
+ * past test_outline_xfree's 2.6x bound (2.1-2.3x with the foreign cache).
  *
  * The owner's free is a load of the record and a plain store (no locked
  * instruction on kp_free's fast path), so a double free raced between the
