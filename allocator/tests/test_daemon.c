@@ -300,22 +300,32 @@ static void test_grow_ahead_and_shrink(void)
 		kp_free(pool, grow_blk[i]);
 	kp_thread_flush(pool);
 	CHECK(kt_stat(pool, "primary.in_use_bytes") == 0, "in_use_bytes after freeing all");
-	/* wait past decay_ms for the first shrink, then until the capacity
-	 * settles: until a whole daemon pass has run since it last changed
-	 * (passes are counted as they start, one at a time: with the count two
-	 * past the one seen at the change, a pass began and ended after it),
-	 * and one more, which unmaps what that one released (pagemap.c) */
+	/* wait past decay_ms for the first shrink, then until the pool has
+	 * shrunk as far as the checks below ask and the capacity has settled:
+	 * a whole daemon pass has run since it last changed (passes are
+	 * counted as they start, one at a time: with the count two past the
+	 * one seen at the change, a pass began and ended after it), one more
+	 * has begun (it unmaps what the last released, pagemap.c), and a
+	 * quarter of decay_ms has passed (the half-life of the demand rate
+	 * that sizes the headroom kept: it goes on falling after the first
+	 * shrinks). A starved daemon's passes come late: WAIT_MS bounds it. */
+	const uint64_t settle_ns = (uint64_t)decay_ms / 4 * 1000000u;
+	const long rss_drop = (long)(128 * MiB / 4096); /* pages */
 	uint64_t deadline = t_free + (uint64_t)(decay_ms + WAIT_MS) * 1000000u;
 	while (kt_stat(pool, "primary.shrinks") == shrinks0 && kt_now_ns() < deadline)
 		kt_sleep_ms(10);
 	int64_t cap_after = kt_stat(pool, "primary.capacity_bytes");
 	int64_t seen = kt_stat(pool, "daemon.passes");
+	uint64_t changed = kt_now_ns();
 	while (kt_now_ns() < deadline) {
 		kt_sleep_ms(10);
 		int64_t c = kt_stat(pool, "primary.capacity_bytes"), passes = kt_stat(pool, "daemon.passes");
-		if (c != cap_after)
-			cap_after = c, seen = passes;
-		else if (passes >= seen + 3)
+		if (c != cap_after) {
+			cap_after = c, seen = passes, changed = kt_now_ns();
+			continue;
+		}
+		bool shrunk = c <= cap_full / 2 && rss_full - kt_rss_kb() / 4 >= rss_drop;
+		if (shrunk && passes >= seen + 3 && kt_now_ns() - changed >= settle_ns)
 			break;
 	}
 	long rss_after = (kt_rss_kb() / 4);
@@ -348,8 +358,7 @@ static void test_grow_ahead_and_shrink(void)
 			       kp_event_name(ev[i].kind), ev[i].text);
 	free(ev);
 	CHECK(cap_after <= cap_full / 2, "capacity only went %lld -> %lld", (long long)cap_full, (long long)cap_after);
-	CHECK(rss_full - rss_after >= (long)(128 * MiB / 4096), "RSS dropped only %ld -> %ld pages", rss_full,
-	      rss_after);
+	CHECK(rss_full - rss_after >= rss_drop, "RSS dropped only %ld -> %ld pages", rss_full, rss_after);
 	CHECK(cap_after - kt_stat(pool, "primary.in_use_bytes") >= (int64_t)(64 * MiB) ||
 		      cap_after >= kt_stat(pool, "primary.max_bytes"),
 	      "the shrink left less than high_wm of headroom: capacity %lld", (long long)cap_after);
