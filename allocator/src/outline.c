@@ -198,6 +198,8 @@ struct ol_heap kp__ol_empty_heap = {.rtag = OL_REMOTE,
 				    .direct = {[0 ... 64] = &empty_span},
 				    .fast = {[0 ... OL_NCLASS - 1] = &empty_span},
 				    .cur = {[0 ... OL_NCLASS - 1] = &empty_span}};
+/* An empty slot's map (map_mask 0): its one entry, NULL, never written. */
+struct ol_span *kp__ol_no_map[1];
 
 /* ---- mappings (os.c) ------------------------------------------------------ */
 
@@ -2029,7 +2031,7 @@ static void ol_thread_exit(void *arg)
 	(void)arg;
 	ol_exited = true;
 	uintptr_t tp = kp__ol_self();
-	kp__ol_slot = (kp__ol_tls){0, &kp__ol_empty_heap, NULL, 0, 0};
+	kp__ol_slot = (kp__ol_tls){0, &kp__ol_empty_heap, kp__ol_no_map, 0, 0};
 	kp__ol_pslot = (struct ol_pslot){0, NULL};
 	kp__registry_lock();
 	for (int i = 0; i < OL_EXIT_POOLS; i++) {

@@ -309,7 +309,7 @@ extern struct ol_heap kp__ol_empty_heap;
  * thread's heap h (kp__ol_empty_heap before its first allocation). */
 static inline kp__ol_tls kp__ol_slot_make(const kp_pool *pool, struct ol_heap *h)
 {
-	return (kp__ol_tls){kp__ol_slot_id(pool), h, pool->ol->map, OL_MAP_N, pool->id};
+	return (kp__ol_tls){kp__ol_slot_id(pool), h, pool->ol->map, OL_MAP_N - 1, pool->id};
 }
 
 /* The slow halves (outline.c): a class run dry (or whose foreign cache holds
@@ -341,6 +341,32 @@ static inline void kp__ol_sp_set(struct ol_span *pg, uint16_t *sp)
 static inline void kp__ol_sp_push(struct ol_span *pg, uint16_t *sp)
 {
 	__atomic_store_n(&pg->sp, sp, __ATOMIC_RELEASE);
+}
+/* The fast paths' moves of sp by one entry: sp - 1 (the pop: relaxed) and
+ * sp + 1 (the push: release), each one subtract or add to memory on
+ * x86-64 (KP_COUNT_ASM, as kp__count_inc: one writer, the owner; its load
+ * and store each a single aligned access), where the new pointer was
+ * computed in a register and stored: an instruction fewer on each. The
+ * push's memory clobber keeps the entry's and the record's stores before
+ * it, and x86-64's stores are seen in their order (release). TSan sees the
+ * atomic stores. */
+static inline __attribute__((always_inline)) void kp__ol_sp_down(struct ol_span *pg, uint16_t *sp)
+{
+#ifdef KP_COUNT_ASM
+	(void)sp;
+	__asm__("subq $2, %0" : "+m"(pg->sp));
+#else
+	kp__ol_sp_set(pg, sp - 1);
+#endif
+}
+static inline __attribute__((always_inline)) void kp__ol_sp_up(struct ol_span *pg, uint16_t *top)
+{
+#ifdef KP_COUNT_ASM
+	(void)top;
+	__asm__ volatile("addq $2, %0" : "+m"(pg->sp) : : "memory");
+#else
+	kp__ol_sp_push(pg, top);
+#endif
 }
 
 /* The index of the block at offset off of pg when off is a block's start,
@@ -397,6 +423,16 @@ static inline __attribute__((always_inline)) void *kp__ol_pop(struct ol_heap *h,
 	return p;
 }
 
+/* The fast paths' records by base and index: each access to rec[idx] in
+ * its own addressing mode, where gcc computed &rec[idx] once (a lea) for
+ * two or three accesses (an instruction more). An empty asm between two
+ * accesses makes the base another value to gcc, so it shares no address;
+ * the base's register is the same (the first use is its last). */
+static inline __attribute__((always_inline)) void kp__ol_rec_apart(struct ol_rec **rec, size_t *idx)
+{
+	__asm__("" : "+r"(*rec), "+r"(*idx));
+}
+
 /* kp__ol_pop for kp__ol_alloc_fast: the canary written in either mode. Its
  * 8 bytes are in the block with checks off too (the class is n's and a
  * canary's: kp__ol_alloc_fast), where they are the caller's, not yet
@@ -407,11 +443,12 @@ static inline __attribute__((always_inline)) void *kp__ol_pop_fast(struct ol_hea
 								   size_t idx, size_t n)
 {
 	kp__count_inc(&h->allocs, 1);
-	kp__ol_sp_set(pg, sp - 1);
+	kp__ol_sp_down(pg, sp);
 	uint8_t *p = pg->start + idx * pg->bsize;
-	struct ol_rec *r = &pg->rec[idx];
-	r->state = (uint32_t)n + 1;
-	uint64_t c = kp__ol_canary(r);
+	struct ol_rec *rec = pg->rec;
+	uint64_t c = kp__ol_canary(&rec[idx]);
+	kp__ol_rec_apart(&rec, &idx);
+	rec[idx].state = (uint32_t)n + 1;
 	memcpy(p + n, &c, 8);
 	return p;
 }
@@ -497,9 +534,16 @@ static inline __attribute__((always_inline)) int kp__ol_free_check(kp_pool *pool
 	return full ? (try_only ? KP_OL_UNTRIED : kp__ol_free_slow(pool, p, pg, idx, (uint32_t)(st), why)) \
 		    : kp__ol_free_refused(pool, p, try_only)
 	uintptr_t a = (uintptr_t)p;
-	if (KP_UNLIKELY((a >> OL_SLICE_SHIFT) >= kp__ol_slot.map_n))
+	/* The slice's number masked, not compared with the map's size (an
+	 * instruction fewer: and, where a compare and a branch were): a
+	 * pointer past the map (2^47 and up) may find a span through its
+	 * alias, where its offset from the span's start is no block's
+	 * (kp__ol_index: past last), and the full test, which refusals come
+	 * back to, still tells it a miss, as before. An empty slot's mask is
+	 * 0, its map kp__ol_no_map: a miss. */
+	if (full && KP_UNLIKELY((a >> OL_SLICE_SHIFT) >= OL_MAP_N))
 		KP_OL_REFUSE(NULL, 0, 0, KP_OL_MISS);
-	struct ol_span *pg = kp__ol_slot.map[a >> OL_SLICE_SHIFT];
+	struct ol_span *pg = kp__ol_slot.map[(a >> OL_SLICE_SHIFT) & kp__ol_slot.map_mask];
 	if (KP_UNLIKELY(!pg))
 		KP_OL_REFUSE(NULL, 0, 0, KP_OL_MISS);
 	uint64_t q = kp__ol_index(pg, a - (uintptr_t)pg->start);
@@ -516,11 +560,12 @@ static inline __attribute__((always_inline)) int kp__ol_free_check(kp_pool *pool
 		return kp__ol_free_other(pool, pg, idx, p, try_only);
 	/* by q, not idx: the same index (q <= last), not extended again (an
 	 * instruction less) */
-	struct ol_rec *r = &pg->rec[q];
+	struct ol_rec *rec = pg->rec;
 	/* relaxed (a plain load): a double free from another thread at once
 	 * may race it; size_t: an address's part, not extended again. Not
 	 * live: free, or taken by another thread's free (OL_REMOTE, OL_LISTED) */
-	size_t st = __atomic_load_n(&r->state, __ATOMIC_RELAXED);
+	size_t st = __atomic_load_n(&rec[q].state, __ATOMIC_RELAXED);
+	kp__ol_rec_apart(&rec, &q);
 	if (KP_UNLIKELY(kp__ol_dead(st)))
 		KP_OL_REFUSE(pg, idx, st, KP_OL_DFREE);
 	/* A double free by another thread at once may swap the record to
@@ -530,13 +575,23 @@ static inline __attribute__((always_inline)) int kp__ol_free_check(kp_pool *pool
 	 * the store below may still overwrite OL_REMOTE: the block is then on
 	 * this stack and in the other thread's cache, and whoever takes it
 	 * from the cache finds the record not OL_REMOTE (outline.c, "Threads"). */
-	if (KP_OL_CANARY_BAD(canary, pg, r, p, st))
+	if (KP_OL_CANARY_BAD(canary, pg, &rec[q], p, st))
 		KP_OL_REFUSE(pg, idx, st, KP_OL_OVERFLOW);
 #undef KP_OL_REFUSE
-	__atomic_store_n(&r->state, OL_FREE, __ATOMIC_RELAXED); /* a plain store: no locked instruction */
+	kp__ol_rec_apart(&rec, &q);
+	__atomic_store_n(&rec[q].state, OL_FREE, __ATOMIC_RELAXED); /* a plain store: no locked instruction */
 	uint16_t *top = kp__ol_sp(pg) + 1;
-	*top = (uint16_t)idx;
-	kp__ol_sp_push(pg, top);
+	*top = (uint16_t)q; /* q: the value past kp__ol_rec_apart (no copy kept) */
+	kp__ol_sp_up(pg, top);
+#ifdef __x86_64__
+	/* checks off: a 0 gcc cannot merge with the checked path's (it ended
+	 * this path with a jump to that one's xor and ret: an instruction more) */
+	if (canary == KP_OL_CANARY_OFF) {
+		int zero;
+		__asm__("xorl %0, %0" : "=r"(zero));
+		return zero;
+	}
+#endif
 	return 0;
 }
 
