@@ -400,8 +400,10 @@ static inline __attribute__((always_inline)) uint64_t kp__ol_index(const struct 
 static inline uint32_t kp__ol_class_big(size_t n)
 {
 	size_t m = n - 1;
-	uint32_t b = 63u - (uint32_t)__builtin_clzl(m);
-	return 24u + (b - 10) * 8 + (uint32_t)((m >> (b - 3)) & 7);
+	uint32_t b = 63u ^ (uint32_t)__builtin_clzl(m); /* m's top bit: one bsr */
+	/* 24 + (b - 10) * 8 + (m's 3 bits below its top one): m >> (b - 3)
+	 * is those 3 bits and the top one (8..15), so no mask (b >= 10) */
+	return b * 8 + (uint32_t)(m >> (b - 3)) - 64;
 }
 
 /* The class of q * 16 bytes, q = 0..64 (outline.c). */

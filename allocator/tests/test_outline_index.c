@@ -10,7 +10,9 @@
  * below the span's start, or far past it). And through the API: a free of
  * each interior offset of a block is refused, the block stays live; and
  * so is a free of a pointer whose slice number aliases the block's in
- * kp_free's masked map lookup (2^47 and more past it).
+ * kp_free's masked map lookup (2^47 and more past it). And kp_alloc's
+ * class of a request past the table (kp__ol_class_big, s29-fast: no mask)
+ * against the formula it had, for every size up to 64 KiB.
  */
 #define _GNU_SOURCE 1
 #include "ktest.h"
@@ -125,10 +127,27 @@ static void test_alias_frees_refused(void)
 	}
 }
 
+/* kp__ol_class_big against its earlier form (24 + 8 per doubling past
+ * 1 KiB + the 3 bits below the top one), n = 1025..64 KiB. */
+static void test_class_big_matches_formula(void)
+{
+	uint32_t bad = 0;
+	for (size_t n = 1025; n <= OL_SMALL_MAX; n++) {
+		size_t m = n - 1;
+		uint32_t b = 63u - (uint32_t)__builtin_clzl(m);
+		uint32_t want = 24u + (b - 10) * 8 + (uint32_t)((m >> (b - 3)) & 7);
+		if (kp__ol_class_big(n) != want && bad++ < 5)
+			CHECK(0, "kp__ol_class_big(%zu) = %u, not %u", n, kp__ol_class_big(n), want);
+	}
+	CHECK(bad == 0, "%u sizes in the wrong class", bad);
+	CHECK(kp__ol_class_big(OL_SMALL_MAX) == OL_NCLASS - 1, "64 KiB: class %u", kp__ol_class_big(OL_SMALL_MAX));
+}
+
 int main(void)
 {
 	RUN(test_index_matches_division);
 	RUN(test_interior_frees_refused);
 	RUN(test_alias_frees_refused);
+	RUN(test_class_big_matches_formula);
 	return ktest_summary();
 }
