@@ -324,6 +324,21 @@ static inline uintptr_t kp__ol_self(void)
 	return (uintptr_t)__builtin_thread_pointer();
 }
 
+/* kp__ol_self read apart (x86-64: its own load of %fs:0), where a second
+ * test of the thread pointer must not make gcc keep the first in a
+ * register: the first test then compares with %fs:0 in memory, one
+ * instruction (kp_free's owner test; its retired case reads it again). */
+static inline __attribute__((always_inline)) uintptr_t kp__ol_self_again(void)
+{
+#ifdef __x86_64__
+	uintptr_t tp;
+	__asm__("movq %%fs:0, %0" : "=r"(tp));
+	return tp;
+#else
+	return kp__ol_self();
+#endif
+}
+
 /* A span's stack pointer: written by its owner alone, read by kp_stats
  * (kp__ol_in_use) from any thread, so relaxed atomics (plain moves on
  * x86-64: the fast paths' code is the same). */
@@ -518,48 +533,28 @@ static inline __attribute__((always_inline)) bool kp__ol_canary_bad(const struct
 	(((canary) == KP_OL_CANARY_ON || ((canary) == KP_OL_CANARY_SPAN && (pg)->csz)) && \
 	 KP_UNLIKELY(kp__ol_canary_bad(r, p, st)))
 
-/* kp_free of a pool the calling thread's slot names (alloc.c tested it):
- * the slice map finds p's span in one load, or not (a pointer of alloc.c's
- * path, or none); then p must be a block start, its record allocated, its
- * canary intact (canary: KP_OL_CANARY_*), and the span this thread's listed
- * one; another thread's span or a retired one goes to kp__ol_free_other,
- * anything else to kp__ol_free_refused (full: the reasons told apart here,
- * to kp__ol_free_slow, which reports or hands over). try_only (the
- * preload's free(), kp__free_try): what is no plain free (a pointer the map
- * does not know, a violation) is left alone, KP_OL_UNTRIED, for the
- * preload's hook, which frees or reports it in free()'s name; a free to
- * another thread's span or a retired one is made. */
-static inline __attribute__((always_inline)) int kp__ol_free_check(kp_pool *pool, void *p, bool try_only, int canary,
-								   bool full)
-{
+/* A retired span's relisting (outline.c, span_relist_locked) after its
+ * owner's free pushed a block: 0, kp_free's. */
+int kp__ol_relist(kp_pool *pool, struct ol_span *pg);
+
+/* kp__ol_free_check's refusal: full, the reason told apart (to
+ * kp__ol_free_slow, or with try_only KP_OL_UNTRIED); else the whole test
+ * again out of line (kp__ol_free_refused). */
 #define KP_OL_REFUSE(pg, idx, st, why)                                                                     \
 	return full ? (try_only ? KP_OL_UNTRIED : kp__ol_free_slow(pool, p, pg, idx, (uint32_t)(st), why)) \
 		    : kp__ol_free_refused(pool, p, try_only)
-	uintptr_t a = (uintptr_t)p;
-	/* The slice's number masked, not compared with the map's size (an
-	 * instruction fewer: and, where a compare and a branch were): a
-	 * pointer past the map (2^47 and up) may find a span through its
-	 * alias, where its offset from the span's start is no block's
-	 * (kp__ol_index: past last), and the full test, which refusals come
-	 * back to, still tells it a miss, as before. An empty slot's mask is
-	 * 0, its map kp__ol_no_map: a miss. */
-	if (full && KP_UNLIKELY((a >> OL_SLICE_SHIFT) >= OL_MAP_N))
-		KP_OL_REFUSE(NULL, 0, 0, KP_OL_MISS);
-	struct ol_span *pg = kp__ol_slot.map[(a >> OL_SLICE_SHIFT) & kp__ol_slot.map_mask];
-	if (KP_UNLIKELY(!pg))
-		KP_OL_REFUSE(NULL, 0, 0, KP_OL_MISS);
-	uint64_t q = kp__ol_index(pg, a - (uintptr_t)pg->start);
-	/* an interior pointer fails the test; the span's tail (idx ==
-	 * nblocks) lands on the sentinel record, always free */
-	if (KP_UNLIKELY(q > pg->last))
-		KP_OL_REFUSE(pg, 0, 0, KP_OL_BAD);
+
+/* kp__ol_free_check's second half, on a span of the calling thread (pg,
+ * p's index q): the record allocated, the canary intact, then the push.
+ * retired (a constant at each call): the span is the owner's retired one
+ * (OL_OWN_FULL), relisted once an eighth of it is free (as outline.c's
+ * free_other_checked, where these frees went through kp__ol_free_other
+ * before: kpbench b, where 3 in 10 frees find a retired span, ran ~40
+ * instructions a call there). */
+static inline __attribute__((always_inline)) int kp__ol_free_own(kp_pool *pool, void *p, struct ol_span *pg, uint64_t q,
+								 bool try_only, int canary, bool full, bool retired)
+{
 	uint32_t idx = (uint32_t)q;
-	/* another thread's span (or a retired one): kp__ol_free_other makes
-	 * the checks below there, after a prefetch for writing of the record
-	 * (its compare-and-swap then takes the line from the allocating CPU
-	 * once, not once to read and again to write) */
-	if (KP_UNLIKELY(atomic_load_explicit(&pg->owner, memory_order_relaxed) != kp__ol_self()))
-		return kp__ol_free_other(pool, pg, idx, p, try_only);
 	/* by q, not idx: the same index (q <= last), not extended again (an
 	 * instruction less) */
 	struct ol_rec *rec = pg->rec;
@@ -579,16 +574,17 @@ static inline __attribute__((always_inline)) int kp__ol_free_check(kp_pool *pool
 	 * from the cache finds the record not OL_REMOTE (outline.c, "Threads"). */
 	if (KP_OL_CANARY_BAD(canary, pg, &rec[q], p, st))
 		KP_OL_REFUSE(pg, idx, st, KP_OL_OVERFLOW);
-#undef KP_OL_REFUSE
 	kp__ol_rec_apart(&rec, &q);
 	__atomic_store_n(&rec[q].state, OL_FREE, __ATOMIC_RELAXED); /* a plain store: no locked instruction */
 	uint16_t *top = kp__ol_sp(pg) + 1;
 	*top = (uint16_t)q; /* q: the value past kp__ol_rec_apart (no copy kept) */
 	kp__ol_sp_up(pg, top);
+	if (retired && (uint32_t)(top - pg->stack0) >= pg->relist_at)
+		return kp__ol_relist(pool, pg);
 #ifdef __x86_64__
 	/* checks off: a 0 gcc cannot merge with the checked path's (it ended
 	 * this path with a jump to that one's xor and ret: an instruction more) */
-	if (canary == KP_OL_CANARY_OFF) {
+	if (canary == KP_OL_CANARY_OFF && !retired) {
 		int zero;
 		__asm__("xorl %0, %0" : "=r"(zero));
 		return zero;
@@ -596,6 +592,52 @@ static inline __attribute__((always_inline)) int kp__ol_free_check(kp_pool *pool
 #endif
 	return 0;
 }
+
+/* kp_free of a pool the calling thread's slot names (alloc.c tested it):
+ * the slice map finds p's span in one load, or not (a pointer of alloc.c's
+ * path, or none); then p must be a block start, its record allocated, its
+ * canary intact (canary: KP_OL_CANARY_*), and the span this thread's
+ * (listed, or retired: kp__ol_free_own); another thread's span goes to
+ * kp__ol_free_other, anything else to kp__ol_free_refused (full: the
+ * reasons told apart here, to kp__ol_free_slow, which reports or hands
+ * over). try_only (the preload's free(), kp__free_try): what is no plain
+ * free (a pointer the map does not know, a violation) is left alone,
+ * KP_OL_UNTRIED, for the preload's hook, which frees or reports it in
+ * free()'s name; a free to another thread's span or a retired one is made. */
+static inline __attribute__((always_inline)) int kp__ol_free_check(kp_pool *pool, void *p, bool try_only, int canary,
+								   bool full)
+{
+	uintptr_t a = (uintptr_t)p;
+	/* The slice's number masked, not compared with the map's size (an
+	 * instruction fewer: and, where a compare and a branch were): a
+	 * pointer past the map (2^47 and up) may find a span through its
+	 * alias, where its offset from the span's start is no block's
+	 * (kp__ol_index: past last), and the full test, which refusals come
+	 * back to, still tells it a miss, as before. An empty slot's mask is
+	 * 0, its map kp__ol_no_map: a miss. */
+	if (full && KP_UNLIKELY((a >> OL_SLICE_SHIFT) >= OL_MAP_N))
+		KP_OL_REFUSE(NULL, 0, 0, KP_OL_MISS);
+	struct ol_span *pg = kp__ol_slot.map[(a >> OL_SLICE_SHIFT) & kp__ol_slot.map_mask];
+	if (KP_UNLIKELY(!pg))
+		KP_OL_REFUSE(NULL, 0, 0, KP_OL_MISS);
+	uint64_t q = kp__ol_index(pg, a - (uintptr_t)pg->start);
+	/* an interior pointer fails the test; the span's tail (idx ==
+	 * nblocks) lands on the sentinel record, always free */
+	if (KP_UNLIKELY(q > pg->last))
+		KP_OL_REFUSE(pg, 0, 0, KP_OL_BAD);
+	uintptr_t own = atomic_load_explicit(&pg->owner, memory_order_relaxed);
+	if (KP_LIKELY(own == kp__ol_self()))
+		return kp__ol_free_own(pool, p, pg, q, try_only, canary, full, false);
+	/* this thread's retired span: the same checks and push, inline */
+	if (own == (kp__ol_self_again() | OL_OWN_FULL))
+		return kp__ol_free_own(pool, p, pg, q, try_only, canary, full, true);
+	/* another thread's span: kp__ol_free_other makes the checks there,
+	 * after a prefetch for writing of the record (its compare-and-swap then
+	 * takes the line from the allocating CPU once, not once to read and
+	 * again to write) */
+	return kp__ol_free_other(pool, pg, (uint32_t)q, p, try_only);
+}
+#undef KP_OL_REFUSE
 
 /* outline.c's kp_free (kp__ol_free): the canary test by the span. */
 static inline __attribute__((always_inline)) int kp__ol_free_fast(kp_pool *pool, void *p, bool try_only)
