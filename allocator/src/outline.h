@@ -2,9 +2,12 @@
  * outline.h - layout:outline's structures and its fast paths, inlined in
  * kp_alloc, kp_free and kp__free_try themselves (alloc.c: alloc_fast,
  * free_entry), so that an outline pool's kp_alloc and kp_free make no call
- * and save no register: 75.0 instructions a kp_alloc + kp_free on kpbench
- * a, 90.1 on b (callgrind, tests/test_instruction_counts.py; 100.0 and
- * 119.2 by a tail call behind the default path's tests). The rest is
+ * and save no register: 65.0 instructions a kp_alloc + kp_free on kpbench
+ * a, 78.2 on b (callgrind, tests/test_instruction_counts.py; s29-fast: the
+ * masked map lookup, kp__ol_sp_down/up, kp__ol_rec_apart, the class past
+ * 1 KiB by one bsr, kp__ol_free_retired; 75.0 and 90.1 at
+ * s23-entry, 100.0 and 119.2 by a tail call behind the default path's
+ * tests). The rest is
  * outline.c (its opening comment: the design, the checks, what is not
  * done).
  */
@@ -593,6 +596,10 @@ static inline __attribute__((always_inline)) int kp__ol_free_own(kp_pool *pool, 
 	return 0;
 }
 
+/* kp__ol_free_own's retired case for kp__ol_free_check (outline.c): the
+ * canary test by the span, refusals to kp__ol_free_refused. */
+int kp__ol_free_retired(kp_pool *pool, struct ol_span *pg, uint64_t q, void *p, bool try_only);
+
 /* kp_free of a pool the calling thread's slot names (alloc.c tested it):
  * the slice map finds p's span in one load, or not (a pointer of alloc.c's
  * path, or none); then p must be a block start, its record allocated, its
@@ -628,9 +635,14 @@ static inline __attribute__((always_inline)) int kp__ol_free_check(kp_pool *pool
 	uintptr_t own = atomic_load_explicit(&pg->owner, memory_order_relaxed);
 	if (KP_LIKELY(own == kp__ol_self()))
 		return kp__ol_free_own(pool, p, pg, q, try_only, canary, full, false);
-	/* this thread's retired span: the same checks and push, inline */
+	/* this thread's retired span: the same checks and push, out of line
+	 * (inline, gcc kept a fifth register for the inline layout's path in
+	 * kp_free: a push and a pop more on every free there); full (the
+	 * refusals' test, kp__ol_free_refused) inline, so that a refusal
+	 * there is told apart, never sent back to kp__ol_free_refused */
 	if (own == (kp__ol_self_again() | OL_OWN_FULL))
-		return kp__ol_free_own(pool, p, pg, q, try_only, canary, full, true);
+		return full ? kp__ol_free_own(pool, p, pg, q, try_only, canary, true, true)
+			    : kp__ol_free_retired(pool, pg, q, p, try_only);
 	/* another thread's span: kp__ol_free_other makes the checks there,
 	 * after a prefetch for writing of the record (its compare-and-swap then
 	 * takes the line from the allocating CPU once, not once to read and

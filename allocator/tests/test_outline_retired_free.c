@@ -1,7 +1,8 @@
 /*
  * test_outline_retired_free.c - the owner's free of a block of its own
- * retired span (outline.h, kp__ol_free_own: inline in kp_free since
- * s29-fast, where it went through kp__ol_free_other). One thread, checks
+ * retired span (outline.c, kp__ol_free_retired: outline.h's
+ * kp__ol_free_own, since s29-fast, where it went through
+ * kp__ol_free_other). One thread, checks
  * on and off, blocks of 2000 B until the first spans of the class retire
  * (OL_OWN_FULL in the span's owner). Into a retired span: a free is made
  * (the block reusable), a second free of it is a double free, an overflow
