@@ -2,9 +2,9 @@
  * outline.h - layout:outline's structures and its fast paths, inlined in
  * kp_alloc, kp_free and kp__free_try themselves (alloc.c: alloc_fast,
  * free_entry), so that an outline pool's kp_alloc and kp_free make no call
- * and save no register: 65.0 instructions a kp_alloc + kp_free on kpbench
- * a, 78.2 on b (callgrind, tests/test_instruction_counts.py; s29-fast: the
- * masked map lookup, kp__ol_sp_down/up, kp__ol_rec_apart, the class past
+ * and save no register: 67.0 instructions a kp_alloc + kp_free on kpbench
+ * a, 80.1 on b (callgrind, tests/test_instruction_counts.py; s29-fast: the
+ * masked map lookup, kp__ol_rec_apart, the class past
  * 1 KiB by one bsr, kp__ol_free_retired; 75.0 and 90.1 at
  * s23-entry, 100.0 and 119.2 by a tail call behind the default path's
  * tests). The rest is
@@ -360,33 +360,6 @@ static inline void kp__ol_sp_push(struct ol_span *pg, uint16_t *sp)
 {
 	__atomic_store_n(&pg->sp, sp, __ATOMIC_RELEASE);
 }
-/* The fast paths' moves of sp by one entry: sp - 1 (the pop: relaxed) and
- * sp + 1 (the push: release), each one subtract or add to memory on
- * x86-64 (KP_COUNT_ASM, as kp__count_inc: one writer, the owner; its load
- * and store each a single aligned access), where the new pointer was
- * computed in a register and stored: an instruction fewer on each. The
- * push's memory clobber keeps the entry's and the record's stores before
- * it, and x86-64's stores are seen in their order (release). TSan sees the
- * atomic stores. */
-static inline __attribute__((always_inline)) void kp__ol_sp_down(struct ol_span *pg, uint16_t *sp)
-{
-#ifdef KP_COUNT_ASM
-	(void)sp;
-	__asm__("subq $2, %0" : "+m"(pg->sp));
-#else
-	kp__ol_sp_set(pg, sp - 1);
-#endif
-}
-static inline __attribute__((always_inline)) void kp__ol_sp_up(struct ol_span *pg, uint16_t *top)
-{
-#ifdef KP_COUNT_ASM
-	(void)top;
-	__asm__ volatile("addq $2, %0" : "+m"(pg->sp) : : "memory");
-#else
-	kp__ol_sp_push(pg, top);
-#endif
-}
-
 /* The index of the block at offset off of pg when off is a block's start,
  * else a number past 2^64 / bsize, so past nblocks: off * inv rotated
  * right by rot (exact division, Granlund and Montgomery 1994, Hacker's
@@ -463,7 +436,7 @@ static inline __attribute__((always_inline)) void *kp__ol_pop_fast(struct ol_hea
 								   size_t idx, size_t n)
 {
 	kp__count_inc(&h->allocs, 1);
-	kp__ol_sp_down(pg, sp);
+	kp__ol_sp_set(pg, sp - 1);
 	uint8_t *p = pg->start + idx * pg->bsize;
 	struct ol_rec *rec = pg->rec;
 	uint64_t c = kp__ol_canary(&rec[idx]);
@@ -581,7 +554,7 @@ static inline __attribute__((always_inline)) int kp__ol_free_own(kp_pool *pool, 
 	__atomic_store_n(&rec[q].state, OL_FREE, __ATOMIC_RELAXED); /* a plain store: no locked instruction */
 	uint16_t *top = kp__ol_sp(pg) + 1;
 	*top = (uint16_t)q; /* q: the value past kp__ol_rec_apart (no copy kept) */
-	kp__ol_sp_up(pg, top);
+	kp__ol_sp_push(pg, top);
 	if (retired && (uint32_t)(top - pg->stack0) >= pg->relist_at)
 		return kp__ol_relist(pool, pg);
 #ifdef __x86_64__
