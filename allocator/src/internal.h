@@ -481,18 +481,20 @@ struct ol_span;
  * names the pool by its id, never reused, so a destroyed pool's slot
  * matches no live pool. Before a thread's first call, and on a thread that
  * only frees, heap is kp__ol_empty_heap, whose classes all take the slow
- * path. map_n is 0 until the slot names a pool: every pointer misses the
- * map. In kp__tls (kp__ol_slot), its first value tcache.c's. id is
- * kp__ol_slot_id (the mode in it: kp_free's test), aid the pool's id in
- * either mode (kp_alloc's test: its fast path is the same in both). */
+ * path. map_mask is 0 and map kp__ol_no_map (one NULL entry) until the
+ * slot names a pool: every pointer misses the map. In kp__tls
+ * (kp__ol_slot), its first value tcache.c's. id is kp__ol_slot_id (the
+ * mode in it: kp_free's test), aid the pool's id in either mode
+ * (kp_alloc's test: its fast path is the same in both). */
 typedef struct kp__ol_tls {
 	uint64_t id;
 	struct ol_heap *heap;
 	struct ol_span **map;
-	uintptr_t map_n;
+	uintptr_t map_mask; /* OL_MAP_N - 1: kp_free masks the slice's number (outline.h) */
 	uint64_t aid;
 } kp__ol_tls;
 extern struct ol_heap kp__ol_empty_heap;
+extern struct ol_span *kp__ol_no_map[1];
 typedef struct kp__tls {
 	uint64_t id[KP_TLS_SLOTS];
 	struct kp__tcache *tc[KP_TLS_SLOTS];

@@ -2,9 +2,12 @@
  * outline.h - layout:outline's structures and its fast paths, inlined in
  * kp_alloc, kp_free and kp__free_try themselves (alloc.c: alloc_fast,
  * free_entry), so that an outline pool's kp_alloc and kp_free make no call
- * and save no register: 75.0 instructions a kp_alloc + kp_free on kpbench
- * a, 90.1 on b (callgrind, tests/test_instruction_counts.py; 100.0 and
- * 119.2 by a tail call behind the default path's tests). The rest is
+ * and save no register: 67.0 instructions a kp_alloc + kp_free on kpbench
+ * a, 80.1 on b (callgrind, tests/test_instruction_counts.py; s29-fast: the
+ * masked map lookup, kp__ol_rec_apart, the class past
+ * 1 KiB by one bsr, kp__ol_free_retired; 75.0 and 90.1 at
+ * s23-entry, 100.0 and 119.2 by a tail call behind the default path's
+ * tests). The rest is
  * outline.c (its opening comment: the design, the checks, what is not
  * done).
  */
@@ -330,7 +333,7 @@ extern struct ol_heap kp__ol_empty_heap;
  * thread's heap h (kp__ol_empty_heap before its first allocation). */
 static inline kp__ol_tls kp__ol_slot_make(const kp_pool *pool, struct ol_heap *h)
 {
-	return (kp__ol_tls){kp__ol_slot_id(pool), h, pool->ol->map, OL_MAP_N, pool->id};
+	return (kp__ol_tls){kp__ol_slot_id(pool), h, pool->ol->map, OL_MAP_N - 1, pool->id};
 }
 
 /* The slow halves (outline.c): a class run dry (or whose foreign cache holds
@@ -343,6 +346,21 @@ enum { KP_OL_MISS, KP_OL_BAD, KP_OL_DFREE, KP_OL_OVERFLOW, KP_OL_OTHER };
 static inline uintptr_t kp__ol_self(void)
 {
 	return (uintptr_t)__builtin_thread_pointer();
+}
+
+/* kp__ol_self read apart (x86-64: its own load of %fs:0), where a second
+ * test of the thread pointer must not make gcc keep the first in a
+ * register: the first test then compares with %fs:0 in memory, one
+ * instruction (kp_free's owner test; its retired case reads it again). */
+static inline __attribute__((always_inline)) uintptr_t kp__ol_self_again(void)
+{
+#ifdef __x86_64__
+	uintptr_t tp;
+	__asm__("movq %%fs:0, %0" : "=r"(tp));
+	return tp;
+#else
+	return kp__ol_self();
+#endif
 }
 
 /* A span's stack pointer: written by its owner alone, read by kp_stats
@@ -363,7 +381,6 @@ static inline void kp__ol_sp_push(struct ol_span *pg, uint16_t *sp)
 {
 	__atomic_store_n(&pg->sp, sp, __ATOMIC_RELEASE);
 }
-
 /* The index of the block at offset off of pg when off is a block's start,
  * else a number past 2^64 / bsize, so past nblocks: off * inv rotated
  * right by rot (exact division, Granlund and Montgomery 1994, Hacker's
@@ -395,8 +412,10 @@ static inline __attribute__((always_inline)) uint64_t kp__ol_index(const struct 
 static inline uint32_t kp__ol_class_big(size_t n)
 {
 	size_t m = n - 1;
-	uint32_t b = 63u - (uint32_t)__builtin_clzl(m);
-	return 24u + (b - 10) * 8 + (uint32_t)((m >> (b - 3)) & 7);
+	uint32_t b = 63u ^ (uint32_t)__builtin_clzl(m); /* m's top bit: one bsr */
+	/* 24 + (b - 10) * 8 + (m's 3 bits below its top one): m >> (b - 3)
+	 * is those 3 bits and the top one (8..15), so no mask (b >= 10) */
+	return b * 8 + (uint32_t)(m >> (b - 3)) - 64;
 }
 
 /* The class of q * 16 bytes, q = 0..64 (outline.c). */
@@ -418,6 +437,16 @@ static inline __attribute__((always_inline)) void *kp__ol_pop(struct ol_heap *h,
 	return p;
 }
 
+/* The fast paths' records by base and index: each access to rec[idx] in
+ * its own addressing mode, where gcc computed &rec[idx] once (a lea) for
+ * two or three accesses (an instruction more). An empty asm between two
+ * accesses makes the base another value to gcc, so it shares no address;
+ * the base's register is the same (the first use is its last). */
+static inline __attribute__((always_inline)) void kp__ol_rec_apart(struct ol_rec **rec, size_t *idx)
+{
+	__asm__("" : "+r"(*rec), "+r"(*idx));
+}
+
 /* kp__ol_pop for kp__ol_alloc_fast: the canary written in either mode. Its
  * 8 bytes are in the block with checks off too (the class is n's and a
  * canary's: kp__ol_alloc_fast), where they are the caller's, not yet
@@ -430,9 +459,10 @@ static inline __attribute__((always_inline)) void *kp__ol_pop_fast(struct ol_hea
 	kp__count_inc(&h->allocs, 1);
 	kp__ol_sp_set(pg, sp - 1);
 	uint8_t *p = pg->start + idx * pg->bsize;
-	struct ol_rec *r = &pg->rec[idx];
-	r->state = (uint32_t)n + 1;
-	uint64_t c = kp__ol_canary(r);
+	struct ol_rec *rec = pg->rec;
+	uint64_t c = kp__ol_canary(&rec[idx]);
+	kp__ol_rec_apart(&rec, &idx);
+	rec[idx].state = (uint32_t)n + 1;
 	memcpy(p + n, &c, 8);
 	return p;
 }
@@ -500,48 +530,36 @@ static inline __attribute__((always_inline)) bool kp__ol_canary_bad(const struct
 	(((canary) == KP_OL_CANARY_ON || ((canary) == KP_OL_CANARY_SPAN && (pg)->csz)) && \
 	 KP_UNLIKELY(kp__ol_canary_bad(r, p, st)))
 
-/* kp_free of a pool the calling thread's slot names (alloc.c tested it):
- * the slice map finds p's span in one load, or not (a pointer of alloc.c's
- * path, or none); then p must be a block start, its record allocated, its
- * canary intact (canary: KP_OL_CANARY_*), and the span this thread's listed
- * one; another thread's span or a retired one goes to kp__ol_free_other,
- * anything else to kp__ol_free_refused (full: the reasons told apart here,
- * to kp__ol_free_slow, which reports or hands over). try_only (the
- * preload's free(), kp__free_try): what is no plain free (a pointer the map
- * does not know, a violation) is left alone, KP_OL_UNTRIED, for the
- * preload's hook, which frees or reports it in free()'s name; a free to
- * another thread's span or a retired one is made. */
-static inline __attribute__((always_inline)) int kp__ol_free_check(kp_pool *pool, void *p, bool try_only, int canary,
-								   bool full)
-{
+/* A retired span's relisting (outline.c, span_relist_locked) after its
+ * owner's free pushed a block: 0, kp_free's. */
+int kp__ol_relist(kp_pool *pool, struct ol_span *pg);
+
+/* kp__ol_free_check's refusal: full, the reason told apart (to
+ * kp__ol_free_slow, or with try_only KP_OL_UNTRIED); else the whole test
+ * again out of line (kp__ol_free_refused). */
 #define KP_OL_REFUSE(pg, idx, st, why)                                                                     \
 	return full ? (try_only ? KP_OL_UNTRIED : kp__ol_free_slow(pool, p, pg, idx, (uint32_t)(st), why)) \
 		    : kp__ol_free_refused(pool, p, try_only)
-	uintptr_t a = (uintptr_t)p;
-	if (KP_UNLIKELY((a >> OL_SLICE_SHIFT) >= kp__ol_slot.map_n))
-		KP_OL_REFUSE(NULL, 0, 0, KP_OL_MISS);
-	struct ol_span *pg = kp__ol_slot.map[a >> OL_SLICE_SHIFT];
-	if (KP_UNLIKELY(!pg))
-		KP_OL_REFUSE(NULL, 0, 0, KP_OL_MISS);
-	uint64_t q = kp__ol_index(pg, a - (uintptr_t)pg->start);
-	/* an interior pointer fails the test; the span's tail (idx ==
-	 * nblocks) lands on the sentinel record, always free */
-	if (KP_UNLIKELY(q > pg->last))
-		KP_OL_REFUSE(pg, 0, 0, KP_OL_BAD);
+
+/* kp__ol_free_check's second half, on a span of the calling thread (pg,
+ * p's index q): the record allocated, the canary intact, then the push.
+ * retired (a constant at each call): the span is the owner's retired one
+ * (OL_OWN_FULL), relisted once an eighth of it is free (as outline.c's
+ * free_other_checked, where these frees went through kp__ol_free_other
+ * before: kpbench b, where 3 in 10 frees find a retired span, ran ~40
+ * instructions a call there). */
+static inline __attribute__((always_inline)) int kp__ol_free_own(kp_pool *pool, void *p, struct ol_span *pg, uint64_t q,
+								 bool try_only, int canary, bool full, bool retired)
+{
 	uint32_t idx = (uint32_t)q;
-	/* another thread's span (or a retired one): kp__ol_free_other makes
-	 * the checks below there, after a prefetch for writing of the record
-	 * (its compare-and-swap then takes the line from the allocating CPU
-	 * once, not once to read and again to write) */
-	if (KP_UNLIKELY(atomic_load_explicit(&pg->owner, memory_order_relaxed) != kp__ol_self()))
-		return kp__ol_free_other(pool, pg, idx, p, try_only);
 	/* by q, not idx: the same index (q <= last), not extended again (an
 	 * instruction less) */
-	struct ol_rec *r = &pg->rec[q];
+	struct ol_rec *rec = pg->rec;
 	/* relaxed (a plain load): a double free from another thread at once
 	 * may race it; size_t: an address's part, not extended again. Not
 	 * live: free, or taken by another thread's free (OL_REMOTE, OL_LISTED) */
-	size_t st = __atomic_load_n(&r->state, __ATOMIC_RELAXED);
+	size_t st = __atomic_load_n(&rec[q].state, __ATOMIC_RELAXED);
+	kp__ol_rec_apart(&rec, &q);
 	if (KP_UNLIKELY(kp__ol_dead(st)))
 		KP_OL_REFUSE(pg, idx, st, KP_OL_DFREE);
 	/* A double free by another thread at once may swap the record to
@@ -551,15 +569,81 @@ static inline __attribute__((always_inline)) int kp__ol_free_check(kp_pool *pool
 	 * the store below may still overwrite OL_REMOTE: the block is then on
 	 * this stack and in the other thread's cache, and whoever takes it
 	 * from the cache finds the record not OL_REMOTE (outline.c, "Threads"). */
-	if (KP_OL_CANARY_BAD(canary, pg, r, p, st))
+	if (KP_OL_CANARY_BAD(canary, pg, &rec[q], p, st))
 		KP_OL_REFUSE(pg, idx, st, KP_OL_OVERFLOW);
-#undef KP_OL_REFUSE
-	__atomic_store_n(&r->state, OL_FREE, __ATOMIC_RELAXED); /* a plain store: no locked instruction */
+	kp__ol_rec_apart(&rec, &q);
+	__atomic_store_n(&rec[q].state, OL_FREE, __ATOMIC_RELAXED); /* a plain store: no locked instruction */
 	uint16_t *top = kp__ol_sp(pg) + 1;
-	*top = (uint16_t)idx;
+	*top = (uint16_t)q; /* q: the value past kp__ol_rec_apart (no copy kept) */
 	kp__ol_sp_push(pg, top);
+	if (retired && (uint32_t)(top - pg->stack0) >= pg->relist_at)
+		return kp__ol_relist(pool, pg);
+#ifdef __x86_64__
+	/* checks off: a 0 gcc cannot merge with the checked path's (it ended
+	 * this path with a jump to that one's xor and ret: an instruction more) */
+	if (canary == KP_OL_CANARY_OFF && !retired) {
+		int zero;
+		__asm__("xorl %0, %0" : "=r"(zero));
+		return zero;
+	}
+#endif
 	return 0;
 }
+
+/* kp__ol_free_own's retired case for kp__ol_free_check (outline.c): the
+ * canary test by the span, refusals to kp__ol_free_refused. */
+int kp__ol_free_retired(kp_pool *pool, struct ol_span *pg, uint64_t q, void *p, bool try_only);
+
+/* kp_free of a pool the calling thread's slot names (alloc.c tested it):
+ * the slice map finds p's span in one load, or not (a pointer of alloc.c's
+ * path, or none); then p must be a block start, its record allocated, its
+ * canary intact (canary: KP_OL_CANARY_*), and the span this thread's
+ * (listed, or retired: kp__ol_free_own); another thread's span goes to
+ * kp__ol_free_other, anything else to kp__ol_free_refused (full: the
+ * reasons told apart here, to kp__ol_free_slow, which reports or hands
+ * over). try_only (the preload's free(), kp__free_try): what is no plain
+ * free (a pointer the map does not know, a violation) is left alone,
+ * KP_OL_UNTRIED, for the preload's hook, which frees or reports it in
+ * free()'s name; a free to another thread's span or a retired one is made. */
+static inline __attribute__((always_inline)) int kp__ol_free_check(kp_pool *pool, void *p, bool try_only, int canary,
+								   bool full)
+{
+	uintptr_t a = (uintptr_t)p;
+	/* The slice's number masked, not compared with the map's size (an
+	 * instruction fewer: and, where a compare and a branch were): a
+	 * pointer past the map (2^47 and up) may find a span through its
+	 * alias, where its offset from the span's start is no block's
+	 * (kp__ol_index: past last), and the full test, which refusals come
+	 * back to, still tells it a miss, as before. An empty slot's mask is
+	 * 0, its map kp__ol_no_map: a miss. */
+	if (full && KP_UNLIKELY((a >> OL_SLICE_SHIFT) >= OL_MAP_N))
+		KP_OL_REFUSE(NULL, 0, 0, KP_OL_MISS);
+	struct ol_span *pg = kp__ol_slot.map[(a >> OL_SLICE_SHIFT) & kp__ol_slot.map_mask];
+	if (KP_UNLIKELY(!pg))
+		KP_OL_REFUSE(NULL, 0, 0, KP_OL_MISS);
+	uint64_t q = kp__ol_index(pg, a - (uintptr_t)pg->start);
+	/* an interior pointer fails the test; the span's tail (idx ==
+	 * nblocks) lands on the sentinel record, always free */
+	if (KP_UNLIKELY(q > pg->last))
+		KP_OL_REFUSE(pg, 0, 0, KP_OL_BAD);
+	uintptr_t own = atomic_load_explicit(&pg->owner, memory_order_relaxed);
+	if (KP_LIKELY(own == kp__ol_self()))
+		return kp__ol_free_own(pool, p, pg, q, try_only, canary, full, false);
+	/* this thread's retired span: the same checks and push, out of line
+	 * (inline, gcc kept a fifth register for the inline layout's path in
+	 * kp_free: a push and a pop more on every free there); full (the
+	 * refusals' test, kp__ol_free_refused) inline, so that a refusal
+	 * there is told apart, never sent back to kp__ol_free_refused */
+	if (own == (kp__ol_self_again() | OL_OWN_FULL))
+		return full ? kp__ol_free_own(pool, p, pg, q, try_only, canary, true, true)
+			    : kp__ol_free_retired(pool, pg, q, p, try_only);
+	/* another thread's span: kp__ol_free_other makes the checks there,
+	 * after a prefetch for writing of the record (its compare-and-swap then
+	 * takes the line from the allocating CPU once, not once to read and
+	 * again to write) */
+	return kp__ol_free_other(pool, pg, (uint32_t)q, p, try_only);
+}
+#undef KP_OL_REFUSE
 
 /* outline.c's kp_free (kp__ol_free): the canary test by the span. */
 static inline __attribute__((always_inline)) int kp__ol_free_fast(kp_pool *pool, void *p, bool try_only)

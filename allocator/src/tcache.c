@@ -20,7 +20,8 @@
  */
 #include "internal.h"
 
-__thread kp__tls kp__tls_state __attribute__((tls_model("initial-exec"))) = {.ol = {.heap = &kp__ol_empty_heap}};
+__thread kp__tls kp__tls_state
+	__attribute__((tls_model("initial-exec"))) = {.ol = {.heap = &kp__ol_empty_heap, .map = kp__ol_no_map}};
 
 static pthread_key_t exit_key;
 static pthread_once_t exit_once = PTHREAD_ONCE_INIT;

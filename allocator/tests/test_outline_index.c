@@ -8,7 +8,11 @@
  * past the span's last index for any other offset: an interior pointer is
  * never taken for a block. Then offsets from all of 64 bits (a pointer
  * below the span's start, or far past it). And through the API: a free of
- * each interior offset of a block is refused, the block stays live.
+ * each interior offset of a block is refused, the block stays live; and
+ * so is a free of a pointer whose slice number aliases the block's in
+ * kp_free's masked map lookup (2^47 and more past it). And kp_alloc's
+ * class of a request past the table (kp__ol_class_big, s29-fast: no mask)
+ * against the formula it had, for every size up to 64 KiB.
  */
 #define _GNU_SOURCE 1
 #include "ktest.h"
@@ -87,9 +91,63 @@ static void test_interior_frees_refused(void)
 	}
 }
 
+/* kp_free masks a pointer's slice number (outline.h, kp__ol_free_check):
+ * a pointer 2^47 and more past a live block finds its span through the
+ * alias. It must be refused as any pointer past the map is (the same
+ * code), the block left live. */
+static void test_alias_frees_refused(void)
+{
+	static const size_t reqs[] = {8, 100, 1000, 20000};
+	static const uint64_t adds[] = {1ull << 47, 1ull << 48, 3ull << 47, 1ull << 63, 0xffff800000000000ull};
+	for (int checks = 0; checks < 2; checks++) {
+		kp_pool *pool =
+			kp_create(checks ? "layout:outline,daemon:off" : "layout:outline,checks:off,daemon:off");
+		REQUIRE(pool != NULL, "kp_create: %s", kp_last_error());
+		char *first = kp_alloc(pool, 8, 0); /* the slot names the pool from here */
+		REQUIRE(first != NULL, "kp_alloc(8)");
+		/* past the map, the alias of slice 0: no span */
+		int far = kp_free(pool, (void *)((1ull << 47) + 16));
+		CHECK(far != 0, "checks %d: free of 2^47 + 16 taken", checks);
+		for (size_t k = 0; k < sizeof reqs / sizeof reqs[0]; k++) {
+			char *p = kp_alloc(pool, reqs[k], 0);
+			REQUIRE(p != NULL, "kp_alloc(%zu)", reqs[k]);
+			size_t u = kp_usable_size(pool, p);
+			for (size_t j = 0; j < sizeof adds / sizeof adds[0]; j++) {
+				void *alias = (void *)((uintptr_t)p + adds[j]);
+				int rc = kp_free(pool, alias);
+				CHECK(rc == far, "checks %d: free of the %zu-byte block + %#llx: %d, not %d", checks,
+				      reqs[k], (unsigned long long)adds[j], rc, far);
+			}
+			CHECK(kp_usable_size(pool, p) == u, "checks %d: the %zu-byte block not live after", checks,
+			      reqs[k]);
+			CHECK(kp_free(pool, p) == 0, "checks %d: free of the %zu-byte block", checks, reqs[k]);
+		}
+		CHECK(kp_free(pool, first) == 0, "checks %d: free of the first block", checks);
+		kp_destroy(pool);
+	}
+}
+
+/* kp__ol_class_big against its earlier form (24 + 8 per doubling past
+ * 1 KiB + the 3 bits below the top one), n = 1025..64 KiB. */
+static void test_class_big_matches_formula(void)
+{
+	uint32_t bad = 0;
+	for (size_t n = 1025; n <= OL_SMALL_MAX; n++) {
+		size_t m = n - 1;
+		uint32_t b = 63u - (uint32_t)__builtin_clzl(m);
+		uint32_t want = 24u + (b - 10) * 8 + (uint32_t)((m >> (b - 3)) & 7);
+		if (kp__ol_class_big(n) != want && bad++ < 5)
+			CHECK(0, "kp__ol_class_big(%zu) = %u, not %u", n, kp__ol_class_big(n), want);
+	}
+	CHECK(bad == 0, "%u sizes in the wrong class", bad);
+	CHECK(kp__ol_class_big(OL_SMALL_MAX) == OL_NCLASS - 1, "64 KiB: class %u", kp__ol_class_big(OL_SMALL_MAX));
+}
+
 int main(void)
 {
 	RUN(test_index_matches_division);
 	RUN(test_interior_frees_refused);
+	RUN(test_alias_frees_refused);
+	RUN(test_class_big_matches_formula);
 	return ktest_summary();
 }
