@@ -2548,18 +2548,33 @@ static void *poison_alloc(kp_pool *pool, size_t n, unsigned flags)
  * was not seen before the pop wrote it). The owner (h's thread). */
 static void *pop_zero(kp_pool *pool, struct ol_heap *h, uint32_t cls, size_t n, bool *zero)
 {
+	/* h's allocations before: a signal handler that allocates from h
+	 * between the reads below and the pop (its fast pop takes the block
+	 * read, writes it and frees it back on top) counts one more, and the
+	 * block is zeroed (test_outline_zero_signal_attack29: 16-20 rounds in
+	 * 20 returned the handler's bytes without this). Every pop of h's
+	 * counts one (kp__ol_pop, fc_pop, the refill's); a handler's call
+	 * inside the refill's busy section takes alloc.c's path and none of
+	 * h's blocks. */
+	uint64_t a0 = __atomic_load_n(&h->allocs, __ATOMIC_RELAXED);
+	atomic_signal_fence(memory_order_seq_cst);
 	struct ol_span *pg = h->fast[cls];
 	uint16_t *sp = kp__ol_sp(pg);
+	uint8_t *p;
 	if (*sp != OL_SENT) {
 		*zero = __atomic_load_n(&pg->rec[*sp].state, __ATOMIC_RELAXED) == OL_VIRGIN;
-		return kp__ol_pop(h, pg, sp, *sp, n);
+		p = kp__ol_pop(h, pg, sp, *sp, n);
+	} else {
+		struct ol_span *was = h->cur[cls];
+		uint32_t f0 = __atomic_load_n(&was->fresh, __ATOMIC_RELAXED);
+		p = kp__ol_refill(pool, h, cls, n);
+		/* blocks past f0 were made in this refill: never handed out before */
+		*zero = p && was->zero && p >= was->start + (size_t)f0 * was->bsize &&
+			p < was->start + (size_t)__atomic_load_n(&was->fresh, __ATOMIC_RELAXED) * was->bsize;
 	}
-	struct ol_span *was = h->cur[cls];
-	uint32_t f0 = __atomic_load_n(&was->fresh, __ATOMIC_RELAXED);
-	uint8_t *p = kp__ol_refill(pool, h, cls, n);
-	/* blocks past f0 were made in this refill: never handed out before */
-	*zero = p && was->zero && p >= was->start + (size_t)f0 * was->bsize &&
-		p < was->start + (size_t)__atomic_load_n(&was->fresh, __ATOMIC_RELAXED) * was->bsize;
+	atomic_signal_fence(memory_order_seq_cst);
+	if (__atomic_load_n(&h->allocs, __ATOMIC_RELAXED) != a0 + 1)
+		*zero = false;
 	return p;
 }
 
