@@ -1517,7 +1517,11 @@ static inline kp__tcache *kp__tcache_get(kp_pool *pool, uint64_t id)
  * store (no atomic read-modify-write). On x86-64 one add to memory does
  * both (two instructions fewer on each fast path): its load and store are
  * each a single aligned access, as the relaxed pair's are, and no reader
- * sees anything the pair would not show it. TSan sees the atomic pair. */
+ * sees anything the pair would not show it. Elsewhere (TSan, other
+ * machines) an atomic add: a signal handler's count between a load and a
+ * store would be lost, and outline.c's pop_zero tells a handler's
+ * allocation during its pop by the heap's count (one add to memory is one
+ * instruction: no handler runs inside it). */
 #if defined(__x86_64__) && !defined(__SANITIZE_THREAD__)
 #define KP_COUNT_ASM 1
 #elif defined(__has_feature)
@@ -1530,7 +1534,7 @@ static inline void kp__count_inc(_Atomic uint64_t *c, uint64_t by)
 #ifdef KP_COUNT_ASM
 	__asm__("addq %1, %0" : "+m"(*(uint64_t *)c) : "er"(by));
 #else
-	atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + by, memory_order_relaxed);
+	atomic_fetch_add_explicit(c, by, memory_order_relaxed);
 #endif
 }
 
