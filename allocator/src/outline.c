@@ -2556,7 +2556,7 @@ static void *pop_zero(kp_pool *pool, struct ol_heap *h, uint32_t cls, size_t n, 
 	 * counts one (kp__ol_pop, fc_pop, the refill's); a handler's call
 	 * inside the refill's busy section takes alloc.c's path and none of
 	 * h's blocks. */
-	uint64_t a0 = __atomic_load_n(&h->allocs, __ATOMIC_RELAXED);
+	uint64_t a0 = atomic_load_explicit(&h->allocs, memory_order_relaxed);
 	atomic_signal_fence(memory_order_seq_cst);
 	struct ol_span *pg = h->fast[cls];
 	uint16_t *sp = kp__ol_sp(pg);
@@ -2573,7 +2573,7 @@ static void *pop_zero(kp_pool *pool, struct ol_heap *h, uint32_t cls, size_t n, 
 			p < was->start + (size_t)__atomic_load_n(&was->fresh, __ATOMIC_RELAXED) * was->bsize;
 	}
 	atomic_signal_fence(memory_order_seq_cst);
-	if (__atomic_load_n(&h->allocs, __ATOMIC_RELAXED) != a0 + 1)
+	if (atomic_load_explicit(&h->allocs, memory_order_relaxed) != a0 + 1)
 		*zero = false;
 	return p;
 }
