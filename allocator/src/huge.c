@@ -21,9 +21,10 @@
  * buffers makes no mmap or munmap (the allocation path's system calls); the
  * daemon gives back the pages of those kept while the pool grew (the
  * mapping stays: a block taken there faults in what it writes, as a fresh
- * mapping would), unmaps those unused for decay_ms, and a segment or huge
+ * mapping would), as does a request that misses them all and maps
+ * (huge_cache_missed), unmaps those unused for decay_ms, and a segment or huge
  * block that needs their room under primary_max evicts them, as does a huge
- * request bigger than all of them (huge_cache_outgrown: a program growing a
+ * request bigger than all of them (huge_cache_missed: a program growing a
  * buffer asks for none of their sizes again). A kept
  * mapping's purge_idle holds pool->grows at its free; purging: the daemon
  * is giving its pages back (without the pool lock), so it is neither taken
@@ -139,17 +140,58 @@ static bool huge_cache_outgrown_locked(kp_pool *pool, size_t size)
  * makes its mmap anyway: a program that asks again for a size it freed
  * finds it kept and makes no system call; one that alternates a small and
  * a bigger size keeps the bigger, and the smaller is kept again beside it
- * at its next free. No lock held; takes release_mu (the evicted mappings in
- * hand till unmapped: no fork meanwhile), then pool->lock. */
-static void huge_cache_outgrown(kp_pool *pool, size_t size)
+ * at its next free.
+ *
+ * A miss smaller than a kept mapping (each has more than half of it to
+ * spare) gives back the pages the kept mappings hold, their mappings still
+ * kept: the miss is the pool growing while those pages sit unused, the
+ * daemon's own rule (kp__huge_cache_trim: given back once the pool grew
+ * since their free) applied now rather than at its next pass. A kept
+ * mapping taken later faults in what its block writes, as a fresh mapping
+ * would. CPython's test_unicode frees two lists of 8.5 and 9 MiB, then asks
+ * for strings of 4.4 MiB: each mapped and faulted in beside the freed
+ * lists' 17 MiB until the daemon's pass, a peak of 242-249 MiB against
+ * 237-239 with the cache compiled out (s30, test_huge_cache_miss). Marked
+ * purging under pool->lock (no thread takes them meanwhile: huge_cache_take,
+ * huge_cache_take_window) and given back without it; release_mu held from
+ * the mark to its clearing, so the daemon's trim, which clears stale marks,
+ * and kp__huge_cache_detach never see these. No lock held; takes
+ * release_mu (the evicted mappings in hand till unmapped: no fork
+ * meanwhile), then pool->lock. */
+static void huge_cache_missed(kp_pool *pool, size_t size)
 {
 	if (!atomic_load(&pool->huge_cached_bytes))
 		return;
+	kp__seg *purge[KP_HUGE_CACHE], *evict = NULL;
+	unsigned npurge = 0;
 	pthread_mutex_lock(&pool->release_mu);
 	kp__pool_lock(pool);
-	kp__seg *evict = huge_cache_outgrown_locked(pool, size) ? kp__huge_cache_detach(pool) : NULL;
+	if (huge_cache_outgrown_locked(pool, size))
+		evict = kp__huge_cache_detach(pool);
+	else
+		for (kp__seg *c = pool->huge_cache; c && npurge < KP_HUGE_CACHE; c = c->next)
+			if (!c->purged && !c->purging) {
+				c->purging = 1;
+				purge[npurge++] = c;
+			}
 	pthread_mutex_unlock(&pool->lock);
 	kp__huge_cache_release(pool, evict);
+	/* the payload past the block header's page, as the trim gives back */
+	for (unsigned i = 0; i < npurge; i++) {
+		size_t bytes = kp__os_purge(&pool->os, (char *)purge[i] + 2 * KP_PAGE, purge[i]->size - 2 * KP_PAGE);
+		if (bytes) {
+			atomic_fetch_add(&pool->purged_bytes, bytes);
+			atomic_fetch_add(&pool->purges, 1);
+		}
+	}
+	if (npurge) {
+		kp__pool_lock(pool);
+		for (unsigned i = 0; i < npurge; i++) {
+			purge[i]->purged = 1;
+			purge[i]->purging = 0;
+		}
+		pthread_mutex_unlock(&pool->lock);
+	}
 	pthread_mutex_unlock(&pool->release_mu);
 }
 
@@ -231,8 +273,9 @@ int kp__huge_cache_trim(kp_pool *pool, bool all)
 	for (kp__seg **pp = &pool->huge_cache; *pp;) {
 		kp__seg *c = *pp;
 		/* Only the daemon marks (its passes are serialized, and kp_destroy
-		 * stops it first): a mark found here was left by a pass that a
-		 * fork cut short. */
+		 * stops it first), but for a miss (huge_cache_missed), which holds
+		 * release_mu until it clears its marks: a mark found here was left
+		 * by a pass that a fork cut short. */
 		c->purging = 0;
 		if (all || now - c->empty_since_ns >= decay) {
 			*pp = c->next;
@@ -340,7 +383,7 @@ again:
 		size = s->size;
 		s->dirty = 1;
 	} else {
-		huge_cache_outgrown(pool, size);
+		huge_cache_missed(pool, size);
 		s = kp__os_map(&pool->os, size + KP_HUGE_GUARD, KP_SEG_SIZE, false);
 		int err = s ? -kp__os_guard(&pool->os, (char *)s + size, KP_HUGE_GUARD) : errno;
 		if (s && err) {
@@ -459,7 +502,7 @@ kp__seg *kp__huge_resize(kp_pool *pool, kp__seg *s, size_t need, size_t open)
 			KP_UNPOISON((char *)n + 2 * KP_PAGE, huge_poisoned(n));
 			size = n->size;
 		} else {
-			huge_cache_outgrown(pool, size);
+			huge_cache_missed(pool, size);
 			n = kp__os_map(&pool->os, size + KP_HUGE_GUARD, KP_SEG_SIZE, false);
 			int err = n ? -kp__os_guard(&pool->os, (char *)n + size, KP_HUGE_GUARD) : errno;
 			if (!n || err) { /* recorded as kp__huge_alloc records it (test_guard_attack5) */

@@ -1,7 +1,7 @@
 /*
  * test_huge_outgrown.c - the kept huge mappings a growing program has
  * outgrown are given back when it maps a bigger one (huge.c,
- * huge_cache_outgrown), and those it asks for again stay kept.
+ * huge_cache_missed), and those it asks for again stay kept.
  *
  * A freed huge block's mapping is kept (at most four) for the next request
  * it fits with at most half to spare. A program growing a buffer (a new

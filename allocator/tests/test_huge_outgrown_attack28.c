@@ -1,7 +1,7 @@
 /*
  * test_huge_outgrown_attack28.c - s28-att: bad inputs around the kept huge
  * mappings (huge.c) and their eviction by a bigger request
- * (huge_cache_outgrown). Each must give its event and never a crash, a
+ * (huge_cache_missed). Each must give its event and never a crash, a
  * block handed out twice, a live block changed, or dirty KP_ZERO memory:
  *   - stale frees and reallocs of huge blocks whose mappings the outgrown
  *     eviction unmapped: a double free each (the gone ring), refused;
