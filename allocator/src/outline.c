@@ -1511,6 +1511,19 @@ static uint32_t span_slices(const struct ol_heap *h, uint32_t bs)
  * classes on a second span, its data pages then half used (224 beyond). */
 #define OL_FIRST_BLOCKS 128u
 #define OL_SPAN_GROW 4u
+/* ... and its bytes at the most: 2 slices, so that blocks over 4 KiB (whose
+ * 32 take 3 slices or more: span_slices) start with a span of fewer, at
+ * least one (64 KiB blocks: 2), and the next spans grow from there (a
+ * hundred blocks of 64 KiB in 2 + 8 + 32 + 22 (a segment's tail) + 32 + 32,
+ * 4 spans of 32 before: test_outline_first_span).
+ * CPython grows a list by realloc, 1/8 more each time, one block live:
+ * through every class from 9 to 64 KiB, and each first span of 32 blocks
+ * (5 to 32 slices) carved 344 slices (21.5 MiB) in its test_unicode for 1.4
+ * MiB live at the peak, 6.7-7 MiB of them resident (the daemon pre-faults
+ * whole segments ahead of the heaps; s30). Classes up to 4 KiB are as
+ * before: 128 blocks, or 32 blocks' slices (span_slices), are 128 KiB at
+ * the most. */
+#define OL_FIRST_BYTES (2 * OL_SLICE_SIZE)
 
 /* The blocks of h's next span of class cls, whose slices hold nb: fewer
  * while its spans of the class are short (above). The owner, in its slow
@@ -1518,7 +1531,10 @@ static uint32_t span_slices(const struct ol_heap *h, uint32_t bs)
 static uint32_t span_blocks(const struct ol_heap *h, uint32_t cls, uint32_t nb)
 {
 	const struct ol_span *last = h->cur[cls];
-	uint32_t most = last == &empty_span ? OL_FIRST_BLOCKS : last->nblocks * OL_SPAN_GROW;
+	uint32_t first = (uint32_t)(OL_FIRST_BYTES / class_size[cls]);
+	first = first < OL_FIRST_BLOCKS ? first : OL_FIRST_BLOCKS;
+	first = first ? first : 1;
+	uint32_t most = last == &empty_span ? first : last->nblocks * OL_SPAN_GROW;
 	return nb < most ? nb : most;
 }
 
@@ -1527,6 +1543,10 @@ static struct ol_span *span_new(kp_pool *pool, struct ol_heap *h, uint32_t cls)
 	uint32_t bs = class_size[cls];
 	uint32_t nsl = span_slices(h, bs);
 	uint32_t nb = span_blocks(h, cls, (uint32_t)(nsl * OL_SLICE_SIZE / bs));
+	/* the slices its blocks take: fewer when span_blocks cut them short
+	 * (a first span of blocks over 4 KiB, and its next one) */
+	uint32_t used = (uint32_t)(((size_t)nb * bs + OL_SLICE_SIZE - 1) / OL_SLICE_SIZE);
+	nsl = used < nsl ? used : nsl;
 	size_t need =
 		(nb + 1) * sizeof(uint16_t) + 64 + nb * sizeof(uint16_t) + 64 + (nb + 1) * sizeof(struct ol_rec) + 64;
 	struct ol_seg *s = segment_for(pool, h, nsl, need);
