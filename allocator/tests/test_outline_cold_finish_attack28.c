@@ -285,7 +285,13 @@ static size_t resident(const void *p, size_t n)
  * blocks (not the first, nor the last: the canary's) stay unwritten. */
 static void test_live_pages_left(void)
 {
-	kp_pool *p = kp_create("layout:outline,daemon:off,step_clock:on,seed:7");
+	/* prefault_touch:50: pre-faulting on (cold_finish runs) for this
+	 * program, which writes about 92% of the pages it takes. At the
+	 * default 90 it rested on the probe's 32 deterministic picks a pass:
+	 * 100% at the first pass with the spans as they were, 90% (too close
+	 * to resume, pre-faulting stayed off) once a first span of 40 KiB
+	 * blocks holds 3 (s30, outline.c: OL_FIRST_BYTES) */
+	kp_pool *p = kp_create("layout:outline,daemon:off,step_clock:on,seed:7,prefault_touch:50");
 	REQUIRE(p, "kp_create: %s", kp_last_error());
 	static unsigned char *b[LIVE_TOTAL / LIVE_SIZE + 1];
 	size_t n = 0;
