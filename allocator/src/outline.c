@@ -1522,6 +1522,14 @@ static uint32_t span_blocks(const struct ol_heap *h, uint32_t cls, uint32_t nb)
 	return nb < most ? nb : most;
 }
 
+/* The blocks of bs bytes a foreign cache of `bytes` a class holds: 1 at
+ * least, OL_FC_MAX at most (outline.h). */
+static uint16_t fc_cap_of(uint32_t bytes, uint32_t bs)
+{
+	uint32_t cap = bytes / bs;
+	return (uint16_t)(cap < 1 ? 1 : cap > OL_FC_MAX ? OL_FC_MAX : cap);
+}
+
 static struct ol_span *span_new(kp_pool *pool, struct ol_heap *h, uint32_t cls)
 {
 	uint32_t bs = class_size[cls];
@@ -1549,8 +1557,7 @@ static struct ol_span *span_new(kp_pool *pool, struct ol_heap *h, uint32_t cls)
 	pg->heap = h;
 	atomic_store_explicit(&pg->owner, h->self, memory_order_relaxed);
 	pg->cls = (uint16_t)cls;
-	uint32_t cap = OL_FC_BYTES / bs;
-	pg->fc_cap = (uint16_t)(cap < 1 ? 1 : cap > OL_FC_MAX ? OL_FC_MAX : cap);
+	pg->fc_cap = fc_cap_of(OL_FC_BYTES, bs);
 	/* the records and stack entries are made as blocks are first taken
 	 * (span_extend): metadata pages in proportion to the blocks used, not
 	 * to the span (72 KiB for a span of 16-byte blocks) */
@@ -1698,7 +1705,7 @@ static void fc_flush(kp_pool *pool, struct ol_heap *h, uint32_t cls, uint32_t m)
 static void fc_put(kp_pool *pool, struct ol_heap *h, struct ol_span *pg, uint32_t idx)
 {
 	uint32_t cls = pg->cls, k = h->fc_n[cls];
-	if (k >= pg->fc_cap) {
+	if (k >= h->fc_cap[cls]) {
 		fc_flush(pool, h, cls, (k + 1) / 2);
 		k = h->fc_n[cls];
 	}
@@ -1843,7 +1850,7 @@ static inline int free_remote(kp_pool *pool, struct ol_span *pg, uint32_t idx, s
 		 * the cache as its first block goes in (fc_put's step, here:
 		 * a class that gets other heaps' blocks and hands them out in
 		 * turn does it over and over, larson 834,059 times in 8M frees) */
-		if (KP_LIKELY(k < pg->fc_cap && h != &kp__ol_empty_heap)) {
+		if (KP_LIKELY(k < h->fc_cap[cls] && h != &kp__ol_empty_heap)) {
 			h->fc_ent[cls][k] = (uintptr_t)pg | (uint64_t)idx << OL_FC_IDX_SHIFT;
 			__atomic_store_n(&h->fc_n[cls], (uint16_t)(k + 1), __ATOMIC_RELAXED);
 			if (KP_UNLIKELY(h->fast[cls] != &empty_span))
@@ -2196,8 +2203,10 @@ static struct ol_heap *heap_get(kp_pool *pool)
 		h->csz = ol->csz;
 		h->rtag = OL_TAG0 + atomic_fetch_add_explicit(&ol_tags, 1, memory_order_relaxed) % OL_NTAGS;
 		h->fc_ent = (uint64_t(*)[OL_FC_MAX])((uint8_t *)h + OL_HEAP_STRUCT);
-		for (int c = 0; c < OL_NCLASS; c++)
+		for (int c = 0; c < OL_NCLASS; c++) {
 			h->cur[c] = h->fast[c] = &empty_span;
+			h->fc_cap[c] = fc_cap_of(OL_FC_LONE_BYTES, class_size[c]);
+		}
 		for (int q = 0; q < 65; q++)
 			h->direct[q] = &empty_span;
 		pthread_mutex_lock(&ol->lock);
@@ -2412,6 +2421,8 @@ static void *refill_body(kp_pool *pool, struct ol_heap *h, uint32_t cls, size_t 
 {
 	if (h == &kp__ol_empty_heap) /* pool: any pointer whose first word is the slot's id */
 		return kp__alloc_slow(pool, n, 0);
+	/* the heap allocates the class: its cache of it at full size (outline.h, OL_FC_LONE_BYTES) */
+	h->fc_cap[cls] = fc_cap_of(OL_FC_BYTES, class_size[cls]);
 	/* the cache emptied: the class's span in hand again (here, not as its
 	 * last block goes, so that a thread whose frees and allocations
 	 * alternate, kpbench c, points its tables at neither back and forth) */

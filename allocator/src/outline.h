@@ -134,7 +134,7 @@ struct ol_span {
 	uint16_t csz; /* the canary's bytes: OL_CANARY, or 0 with checks off */
 	uint8_t rot;
 	uint16_t cls;
-	uint16_t fc_cap; /* blocks of its class a heap's foreign cache holds (ol_heap) */
+	uint16_t fc_cap; /* blocks of its class a heap that allocates the class too caches (ol_heap) */
 	uint64_t last;	 /* nblocks, 64 bits: kp_free compares kp__ol_index with it in memory */
 
 	/* the owner's line */
@@ -218,6 +218,19 @@ _Static_assert(sizeof(struct ol_seg) + 64 + OL_NSLICES * OL_META_SPAN_MAX <= OL_
  * bench-larson's 10.3 -> 8.6 MiB, kpbench c --pin same within noise. */
 #define OL_FC_MAX 64
 #define OL_FC_BYTES (4u << 10)
+/* A heap's foreign cache of a class it never allocated (no refill of the
+ * class yet: ol_heap's fc_cap): a consumer's. Its blocks wait there for no
+ * allocation of its own, while their owner touches new pages in their
+ * stead: at OL_FC_BYTES, a round of a producer/consumer program's blocks of
+ * a class of 256 bytes or less (a page or less) sat whole in the
+ * consumer's cache, and the producer touched a second page of each such
+ * class (test_outline_free_only: 426 data pages, 1.68x a round's; 401,
+ * 1.58x, at 1 KiB). Not less: at 1 KiB a class of blocks of 1 KiB or more
+ * caches one, and each free past it flushes one (a compare-and-swap on
+ * the owner's line, as every free made before the cache, s22). A heap that
+ * allocates the class too caches OL_FC_BYTES of it from its first refill
+ * on: it hands them out again at once (larson, kpbench c). */
+#define OL_FC_LONE_BYTES (1u << 10)
 #define OL_FC_IDX_SHIFT 48 /* an entry: the span's address | block index << 48 */
 
 struct ol_heap {
@@ -246,6 +259,11 @@ struct ol_heap {
 	/* the foreign cache's blocks by class (the owner writes, relaxed;
 	 * kp_stats reads: freed, not live) */
 	uint16_t fc_n[OL_NCLASS];
+	/* the most blocks of each class it caches: OL_FC_LONE_BYTES' worth
+	 * until the heap's first refill of the class, then OL_FC_BYTES' (its
+	 * spans' fc_cap); the owner writes, its frees of other heaps' blocks
+	 * read (free_remote, fc_put); the empty heap's are 0 */
+	uint16_t fc_cap[OL_NCLASS];
 	/* the state its thread's frees of other heaps' blocks give them
 	 * (OL_REMOTE's comment): fixed while the heap lives */
 	uint32_t rtag;
