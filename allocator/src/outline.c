@@ -1530,6 +1530,15 @@ static uint16_t fc_cap_of(uint32_t bytes, uint32_t bs)
 	return (uint16_t)(cap < 1 ? 1 : cap > OL_FC_MAX ? OL_FC_MAX : cap);
 }
 
+/* A heap's cache of blocks of bs bytes before it allocates the class:
+ * OL_FC_LONE_BYTES' worth, OL_FC_LONE_MIN blocks at least (the full cap
+ * when that is less). */
+static uint16_t fc_lone_cap(uint32_t bs)
+{
+	uint16_t full = fc_cap_of(OL_FC_BYTES, bs), lone = fc_cap_of(OL_FC_LONE_BYTES, bs);
+	return lone >= OL_FC_LONE_MIN ? lone : full < OL_FC_LONE_MIN ? full : OL_FC_LONE_MIN;
+}
+
 static struct ol_span *span_new(kp_pool *pool, struct ol_heap *h, uint32_t cls)
 {
 	uint32_t bs = class_size[cls];
@@ -1706,7 +1715,8 @@ static void fc_put(kp_pool *pool, struct ol_heap *h, struct ol_span *pg, uint32_
 {
 	uint32_t cls = pg->cls, k = h->fc_n[cls];
 	if (k >= h->fc_cap[cls]) {
-		fc_flush(pool, h, cls, (k + 1) / 2);
+		/* the older half, or all while h allocates none of the class */
+		fc_flush(pool, h, cls, h->cur[cls] == &empty_span ? k : (k + 1) / 2);
 		k = h->fc_n[cls];
 	}
 	h->fc_ent[cls][k] = (uintptr_t)pg | (uint64_t)idx << OL_FC_IDX_SHIFT;
@@ -2205,7 +2215,7 @@ static struct ol_heap *heap_get(kp_pool *pool)
 		h->fc_ent = (uint64_t(*)[OL_FC_MAX])((uint8_t *)h + OL_HEAP_STRUCT);
 		for (int c = 0; c < OL_NCLASS; c++) {
 			h->cur[c] = h->fast[c] = &empty_span;
-			h->fc_cap[c] = fc_cap_of(OL_FC_LONE_BYTES, class_size[c]);
+			h->fc_cap[c] = fc_lone_cap(class_size[c]);
 		}
 		for (int q = 0; q < 65; q++)
 			h->direct[q] = &empty_span;
