@@ -50,7 +50,8 @@
  * (outline.h, OL_REMOTE) by compare-and-swap (two threads freeing one block: one wins, the other is
  * a double free) and puts the block into the freeing thread's foreign
  * cache: per class, out of line in its heap, OL_FC_MAX entries and
- * OL_FC_BYTES a class. While a class's cache holds blocks the heap's fast
+ * OL_FC_BYTES a class (OL_FC_LONE_BYTES until the heap allocates the
+ * class: a consumer's blocks wait there for no allocation). While a class's cache holds blocks the heap's fast
  * tables point that class at the empty span, so its allocations miss and
  * kp__ol_refill hands the cached blocks out first (no instruction more on
  * the fast paths): blocks move between threads as in jemalloc's and
