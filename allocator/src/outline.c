@@ -51,8 +51,9 @@
  * a double free) and puts the block into the freeing thread's foreign
  * cache: per class, out of line in its heap, OL_FC_MAX entries and
  * OL_FC_BYTES a class (OL_FC_LONE_BYTES until the heap allocates the
- * class: a consumer's blocks wait there for no allocation). While a class's cache holds blocks the heap's fast
- * tables point that class at the empty span, so its allocations miss and
+ * class: a consumer's blocks wait there for no allocation). While a
+ * class's cache holds blocks the heap's fast tables point that class at
+ * the empty span, so its allocations miss and
  * kp__ol_refill hands the cached blocks out first (no instruction more on
  * the fast paths): blocks move between threads as in jemalloc's and
  * tcmalloc's caches, and a thread that frees what another allocated reuses

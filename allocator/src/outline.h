@@ -228,15 +228,15 @@ _Static_assert(sizeof(struct ol_seg) + 64 + OL_NSLICES * OL_META_SPAN_MAX <= OL_
  * least (the full cap when that is less), and all of it flushed when full
  * while the heap holds no span of the class (fc_put; the older half
  * else). test_outline_free_only: 426 data pages, 1.68x a round's, before
- * (s29); 411, 1.62x, now. bench-prodcons: peak RSS 5.20 -> 4.96 MiB
- * (medians of 6; glibc 3.89), instructions within noise (callgrind, 100,000
- * messages a producer: 174-176 M against 177-184 M). Not less: at 1 KiB
- * and one block of 1 KiB or more, half flushed, every free of those
- * classes flushed one (400 pages, 1.57x, but 8.6% more instructions; a
- * flush is a compare-and-swap a span on the owner's line, as every free
- * made before the cache, s22). A heap that allocates the class too caches
- * OL_FC_BYTES of it from its first refill on: it hands them out again at
- * once (larson, kpbench c). */
+ * (s29); 411, 1.62x, now. bench-prodcons: peak RSS 5.22 -> 4.96 MiB
+ * (medians of 9, alternated; glibc 3.94), instructions within noise
+ * (callgrind, 100,000 messages a producer: 174-176 M against 177-184 M).
+ * Not less: at 1 KiB and one block of 1 KiB or more, half flushed, every
+ * free of those classes flushed one (401 pages, 1.58x, but 8.6% more
+ * instructions; a flush is a compare-and-swap a span on the owner's line,
+ * as every free made before the cache, s22). A heap that allocates the
+ * class too caches OL_FC_BYTES of it from its first refill on: it hands
+ * them out again at once (larson, kpbench c). */
 #define OL_FC_LONE_BYTES (1u << 10)
 #define OL_FC_LONE_MIN 4u
 #define OL_FC_IDX_SHIFT 48 /* an entry: the span's address | block index << 48 */
