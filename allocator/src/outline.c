@@ -50,8 +50,10 @@
  * (outline.h, OL_REMOTE) by compare-and-swap (two threads freeing one block: one wins, the other is
  * a double free) and puts the block into the freeing thread's foreign
  * cache: per class, out of line in its heap, OL_FC_MAX entries and
- * OL_FC_BYTES a class. While a class's cache holds blocks the heap's fast
- * tables point that class at the empty span, so its allocations miss and
+ * OL_FC_BYTES a class (OL_FC_LONE_BYTES until the heap allocates the
+ * class: a consumer's blocks wait there for no allocation). While a
+ * class's cache holds blocks the heap's fast tables point that class at
+ * the empty span, so its allocations miss and
  * kp__ol_refill hands the cached blocks out first (no instruction more on
  * the fast paths): blocks move between threads as in jemalloc's and
  * tcmalloc's caches, and a thread that frees what another allocated reuses
@@ -1538,6 +1540,23 @@ static uint32_t span_blocks(const struct ol_heap *h, uint32_t cls, uint32_t nb)
 	return nb < most ? nb : most;
 }
 
+/* The blocks of bs bytes a foreign cache of `bytes` a class holds: 1 at
+ * least, OL_FC_MAX at most (outline.h). */
+static uint16_t fc_cap_of(uint32_t bytes, uint32_t bs)
+{
+	uint32_t cap = bytes / bs;
+	return (uint16_t)(cap < 1 ? 1 : cap > OL_FC_MAX ? OL_FC_MAX : cap);
+}
+
+/* A heap's cache of blocks of bs bytes before it allocates the class:
+ * OL_FC_LONE_BYTES' worth, OL_FC_LONE_MIN blocks at least (the full cap
+ * when that is less). */
+static uint16_t fc_lone_cap(uint32_t bs)
+{
+	uint16_t full = fc_cap_of(OL_FC_BYTES, bs), lone = fc_cap_of(OL_FC_LONE_BYTES, bs);
+	return lone >= OL_FC_LONE_MIN ? lone : full < OL_FC_LONE_MIN ? full : OL_FC_LONE_MIN;
+}
+
 static struct ol_span *span_new(kp_pool *pool, struct ol_heap *h, uint32_t cls)
 {
 	uint32_t bs = class_size[cls];
@@ -1569,8 +1588,7 @@ static struct ol_span *span_new(kp_pool *pool, struct ol_heap *h, uint32_t cls)
 	pg->heap = h;
 	atomic_store_explicit(&pg->owner, h->self, memory_order_relaxed);
 	pg->cls = (uint16_t)cls;
-	uint32_t cap = OL_FC_BYTES / bs;
-	pg->fc_cap = (uint16_t)(cap < 1 ? 1 : cap > OL_FC_MAX ? OL_FC_MAX : cap);
+	pg->fc_cap = fc_cap_of(OL_FC_BYTES, bs);
 	/* the records and stack entries are made as blocks are first taken
 	 * (span_extend): metadata pages in proportion to the blocks used, not
 	 * to the span (72 KiB for a span of 16-byte blocks) */
@@ -1718,8 +1736,9 @@ static void fc_flush(kp_pool *pool, struct ol_heap *h, uint32_t cls, uint32_t m)
 static void fc_put(kp_pool *pool, struct ol_heap *h, struct ol_span *pg, uint32_t idx)
 {
 	uint32_t cls = pg->cls, k = h->fc_n[cls];
-	if (k >= pg->fc_cap) {
-		fc_flush(pool, h, cls, (k + 1) / 2);
+	if (k >= h->fc_cap[cls]) {
+		/* the older half, or all while h allocates none of the class */
+		fc_flush(pool, h, cls, h->cur[cls] == &empty_span ? k : (k + 1) / 2);
 		k = h->fc_n[cls];
 	}
 	h->fc_ent[cls][k] = (uintptr_t)pg | (uint64_t)idx << OL_FC_IDX_SHIFT;
@@ -1863,7 +1882,7 @@ static inline int free_remote(kp_pool *pool, struct ol_span *pg, uint32_t idx, s
 		 * the cache as its first block goes in (fc_put's step, here:
 		 * a class that gets other heaps' blocks and hands them out in
 		 * turn does it over and over, larson 834,059 times in 8M frees) */
-		if (KP_LIKELY(k < pg->fc_cap && h != &kp__ol_empty_heap)) {
+		if (KP_LIKELY(k < h->fc_cap[cls] && h != &kp__ol_empty_heap)) {
 			h->fc_ent[cls][k] = (uintptr_t)pg | (uint64_t)idx << OL_FC_IDX_SHIFT;
 			__atomic_store_n(&h->fc_n[cls], (uint16_t)(k + 1), __ATOMIC_RELAXED);
 			if (KP_UNLIKELY(h->fast[cls] != &empty_span))
@@ -2216,8 +2235,10 @@ static struct ol_heap *heap_get(kp_pool *pool)
 		h->csz = ol->csz;
 		h->rtag = OL_TAG0 + atomic_fetch_add_explicit(&ol_tags, 1, memory_order_relaxed) % OL_NTAGS;
 		h->fc_ent = (uint64_t(*)[OL_FC_MAX])((uint8_t *)h + OL_HEAP_STRUCT);
-		for (int c = 0; c < OL_NCLASS; c++)
+		for (int c = 0; c < OL_NCLASS; c++) {
 			h->cur[c] = h->fast[c] = &empty_span;
+			h->fc_cap[c] = fc_lone_cap(class_size[c]);
+		}
 		for (int q = 0; q < 65; q++)
 			h->direct[q] = &empty_span;
 		pthread_mutex_lock(&ol->lock);
@@ -2432,6 +2453,8 @@ static void *refill_body(kp_pool *pool, struct ol_heap *h, uint32_t cls, size_t 
 {
 	if (h == &kp__ol_empty_heap) /* pool: any pointer whose first word is the slot's id */
 		return kp__alloc_slow(pool, n, 0);
+	/* the heap allocates the class: its cache of it at full size (outline.h, OL_FC_LONE_BYTES) */
+	h->fc_cap[cls] = fc_cap_of(OL_FC_BYTES, class_size[cls]);
 	/* the cache emptied: the class's span in hand again (here, not as its
 	 * last block goes, so that a thread whose frees and allocations
 	 * alternate, kpbench c, points its tables at neither back and forth) */

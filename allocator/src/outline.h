@@ -134,7 +134,7 @@ struct ol_span {
 	uint16_t csz; /* the canary's bytes: OL_CANARY, or 0 with checks off */
 	uint8_t rot;
 	uint16_t cls;
-	uint16_t fc_cap; /* blocks of its class a heap's foreign cache holds (ol_heap) */
+	uint16_t fc_cap; /* blocks of its class a heap that allocates the class too caches (ol_heap) */
 	uint64_t last;	 /* nblocks, 64 bits: kp_free compares kp__ol_index with it in memory */
 
 	/* the owner's line */
@@ -218,6 +218,27 @@ _Static_assert(sizeof(struct ol_seg) + 64 + OL_NSLICES * OL_META_SPAN_MAX <= OL_
  * bench-larson's 10.3 -> 8.6 MiB, kpbench c --pin same within noise. */
 #define OL_FC_MAX 64
 #define OL_FC_BYTES (4u << 10)
+/* A heap's foreign cache of a class it never allocated (no refill of the
+ * class yet: ol_heap's fc_cap): a consumer's. Its blocks wait there for no
+ * allocation of its own while their owner touches new pages in their
+ * stead: at OL_FC_BYTES, a round of a producer/consumer program's blocks of
+ * a class of 256 bytes or less (a page or less) sat whole in the
+ * consumer's cache, and the producer touched a second page of each such
+ * class. So OL_FC_LONE_BYTES of such a class, OL_FC_LONE_MIN blocks at
+ * least (the full cap when that is less), and all of it flushed when full
+ * while the heap holds no span of the class (fc_put; the older half
+ * else). test_outline_free_only: 426 data pages, 1.68x a round's, before
+ * (s29); 411, 1.62x, now. bench-prodcons: peak RSS 5.22 -> 4.96 MiB
+ * (medians of 9, alternated; glibc 3.94), instructions within noise
+ * (callgrind, 100,000 messages a producer: 174-176 M against 177-184 M).
+ * Not less: at 1 KiB and one block of 1 KiB or more, half flushed, every
+ * free of those classes flushed one (401 pages, 1.58x, but 8.6% more
+ * instructions; a flush is a compare-and-swap a span on the owner's line,
+ * as every free made before the cache, s22). A heap that allocates the
+ * class too caches OL_FC_BYTES of it from its first refill on: it hands
+ * them out again at once (larson, kpbench c). */
+#define OL_FC_LONE_BYTES (1u << 10)
+#define OL_FC_LONE_MIN 4u
 #define OL_FC_IDX_SHIFT 48 /* an entry: the span's address | block index << 48 */
 
 struct ol_heap {
@@ -246,6 +267,11 @@ struct ol_heap {
 	/* the foreign cache's blocks by class (the owner writes, relaxed;
 	 * kp_stats reads: freed, not live) */
 	uint16_t fc_n[OL_NCLASS];
+	/* the most blocks of each class it caches: OL_FC_LONE_BYTES' worth
+	 * until the heap's first refill of the class, then OL_FC_BYTES' (its
+	 * spans' fc_cap); the owner writes, its frees of other heaps' blocks
+	 * read (free_remote, fc_put); the empty heap's are 0 */
+	uint16_t fc_cap[OL_NCLASS];
 	/* the state its thread's frees of other heaps' blocks give them
 	 * (OL_REMOTE's comment): fixed while the heap lives */
 	uint32_t rtag;
