@@ -82,6 +82,9 @@
  * quarantined)? */
 #define kp__ol_dead(st) ((int32_t)(uint32_t)(st) <= 0)
 #define OL_OWN_FULL 1u /* in span->owner: retired, in no list; a free relists it */
+/* in span->link[i]: block i is on the span's cross-thread list (the bit
+ * above the 13 an index + 1 takes: 4096 blocks a span at most) */
+#define OL_LINK_ON 0x8000u
 #define OL_OWN_NONE 0u /* in span->owner and heap->self: an abandoned heap's (no thread's pointer) */
 
 /* One per block, out of line: 8 bytes; the cross-thread list's link is in
@@ -159,7 +162,8 @@ struct ol_span {
 	_Alignas(64) _Atomic uint32_t remote; /* cross-thread frees: index + 1 of the head */
 	_Atomic uint32_t nremote;	      /* blocks on that list or being pushed (kp__ol_in_use) */
 	/* that list's links, one per block: index + 1 of the next (4096 blocks
-	 * a span at most: 16 bits), fixed while the span lives (span_new) */
+	 * a span at most: 13 bits), | OL_LINK_ON while the block is on the list
+	 * (outline.c, link_next); fixed while the span lives (span_new) */
 	uint16_t *link;
 	struct ol_span *_Atomic dirty_next;
 	/* its heap: written under the pool's outline lock (span_new, span_adopt)
