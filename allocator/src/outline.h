@@ -595,12 +595,13 @@ static inline __attribute__((always_inline)) int kp__ol_free_own(kp_pool *pool, 
 }
 
 /* The owner's free into its retired span by kp__ol_free_own (s29-fast, b
- * 87.2 -> 80.1 instructions a pair), off (0: kp__ol_free_other, as before)
- * until test_outline_purge_live_attack27's extra double-free reports under
- * TSan are explained: 2 of 2 full TSan suites with it on failed that test
- * (double_free 22 and 35 over the expected; invalid frees exact), 0 of 5
- * without; 0 of 28 runs of the test alone either way. */
-#define KP_OL_RETIRED_OWN 0
+ * 87.2 -> 80.1 instructions a pair; 0: through kp__ol_free_other). Off in
+ * s29 after 2 of 2 full TSan suites with it failed
+ * test_outline_purge_live_attack27 (double_free 22 and 35 over): a block
+ * listed twice after a raced owner's free, which either path can make (a
+ * cycle of one block in a span of 36 reports 35 more: outline.c,
+ * OL_LINK_ON; test_outline_relisted), not this path's. */
+#define KP_OL_RETIRED_OWN 1
 /* kp__ol_free_own's retired case for kp__ol_free_check (outline.c): the
  * canary test by the span, refusals to kp__ol_free_refused. */
 int kp__ol_free_retired(kp_pool *pool, struct ol_span *pg, uint64_t q, void *p, bool try_only);
