@@ -1600,7 +1600,14 @@ static inline uint16_t link_next(const struct ol_span *pg, uint32_t idx)
  * the two sees the other's store (each side's store, fence, load). */
 static inline void list_fence(void)
 {
+#if defined(__SANITIZE_THREAD__)
+	/* gcc refuses a seq_cst fence under TSan (-Wtsan): a locked
+	 * read-modify-write, a full barrier on x86-64 as the fence's mfence */
+	_Atomic uint32_t dummy = 0;
+	atomic_fetch_add_explicit(&dummy, 0, memory_order_seq_cst);
+#else
 	atomic_thread_fence(memory_order_seq_cst);
+#endif
 }
 
 /* Is block idx, just claimed to OL_LISTED (list_fence since), on pg's list
