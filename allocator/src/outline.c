@@ -1616,18 +1616,62 @@ static struct ol_span *span_new(kp_pool *pool, struct ol_heap *h, uint32_t cls)
 
 /* ---- cross-thread frees --------------------------------------------------- */
 
+/* A block's link while it is on its span's cross-thread list (outline.h,
+ * OL_LINK_ON): set by the push, cleared by the walk that takes it off
+ * (drain_span, fc_steal). A block whose record its owner's raced free
+ * stored over (raced_dfree) may be on the list and on its owner's stack at
+ * once, be handed out from the stack and freed by another thread again
+ * before the owner's drain: a second push rewrote its link, the list ran
+ * in a cycle from it, and each walk reported its blocks again until it had
+ * counted the span's (test_outline_relisted: 35 double frees for one in a
+ * span of 36; test_outline_purge_live_attack27 under TSan, 22 and 35 over)
+ * and lost the rest of the list. So a free that finds the flag set after
+ * its claim (listed_already) leaves the block out: it is listed already,
+ * by the entry the raced free left, which the walk now takes as this one.
+ * Its cost, with KP_OL_RETIRED_OWN 1's 4 instructions a cross-thread free
+ * (against 4fa3c58): kpbench c --ops 300000 under callgrind, kp_alloc and
+ * kp_free, 90.8 -> 99.4 M instructions (fc_flush 8.3 -> 13.2, drain_span
+ * 3.2 -> 6.8); --pin same 48.1 -> 46.3 M ops per CPU second (median of 7,
+ * alternated, load 4-6). */
+static inline uint16_t link_next(const struct ol_span *pg, uint32_t idx)
+{
+	return (uint16_t)(__atomic_load_n(&pg->link[idx], __ATOMIC_RELAXED) & ~OL_LINK_ON);
+}
+
+/* After claims to OL_LISTED (stores), before their blocks' flags are read:
+ * a walk clears a flag and then reads the record (link_unlist), so one of
+ * the two sees the other's store (each side's store, fence, load). */
+static inline void list_fence(void)
+{
+#if defined(__SANITIZE_THREAD__)
+	/* gcc refuses a seq_cst fence under TSan (-Wtsan): a locked
+	 * read-modify-write, a full barrier on x86-64 as the fence's mfence */
+	_Atomic uint32_t dummy = 0;
+	atomic_fetch_add_explicit(&dummy, 0, memory_order_seq_cst);
+#else
+	atomic_thread_fence(memory_order_seq_cst);
+#endif
+}
+
+/* Is block idx, just claimed to OL_LISTED (list_fence since), on pg's list
+ * already (the entry a raced free left)? Then reported, once (raced_dfree:
+ * the double free that left the entry) and left out: the walk that meets
+ * the entry takes the block. */
+static bool listed_already(kp_pool *pool, struct ol_span *pg, uint32_t idx);
+
 /* Blocks of pg, linked through pg->link from index head - 1 to tail
  * (whose link is set here), k of them, pushed onto pg's cross-thread list
  * with one compare-and-swap; the span onto its heap's dirty list when the
  * list was empty. nremote first: a span with a push in flight is never
  * wholly free (span_adopt). Any thread; the blocks' records read
- * OL_LISTED (swapped in by the caller: no block is pushed twice). */
+ * OL_LISTED (swapped in by the caller) and none on the list already
+ * (listed_already). */
 static void remote_push(struct ol_span *pg, uint32_t head, uint32_t tail, uint32_t k)
 {
 	atomic_fetch_add_explicit(&pg->nremote, k, memory_order_relaxed);
 	uint32_t old = atomic_load_explicit(&pg->remote, memory_order_relaxed);
 	do
-		pg->link[tail] = (uint16_t)old;
+		__atomic_store_n(&pg->link[tail], (uint16_t)(old | OL_LINK_ON), __ATOMIC_RELAXED);
 	while (!atomic_compare_exchange_weak_explicit(&pg->remote, &old, head, memory_order_release,
 						      memory_order_relaxed));
 	if (old == 0) { /* first on the list: tell the owner about the span */
@@ -1683,6 +1727,24 @@ static inline bool rec_claim(struct ol_rec *r, uint32_t want, uint32_t to)
 	return true;
 }
 
+static bool listed_already(kp_pool *pool, struct ol_span *pg, uint32_t idx)
+{
+	if (KP_LIKELY(!(__atomic_load_n(&pg->link[idx], __ATOMIC_RELAXED) & OL_LINK_ON)))
+		return false;
+	raced_dfree(pool, pg, idx);
+	return true;
+}
+
+/* Block idx off its span's list, by the walk that took the list (or this
+ * part of it): its next (the link read first), its flag cleared. The
+ * caller's list_fence then orders the clear before its read of the record. */
+static inline uint32_t link_unlist(struct ol_span *pg, uint32_t idx)
+{
+	uint32_t nx = link_next(pg, idx);
+	__atomic_store_n(&pg->link[idx], 0, __ATOMIC_RELAXED);
+	return nx;
+}
+
 /* The m oldest blocks of h's foreign cache of class cls back to their
  * spans' cross-thread lists, a chain per span (up to FC_GROUPS spans at
  * once: a cache's blocks come in runs from few spans), the rest moved
@@ -1695,15 +1757,21 @@ static void fc_flush(kp_pool *pool, struct ol_heap *h, uint32_t cls, uint32_t m)
 		struct ol_span *pg;
 		uint32_t head, k, tail;
 	} g[FC_GROUPS] = {{0}};
-	uint64_t *ent = h->fc_ent[cls];
+	uint64_t *ent = h->fc_ent[cls], claimed = 0; /* m <= OL_FC_MAX (64): a bit each */
+	for (uint32_t i = 0; i < m; i++) {
+		struct ol_span *pg = fc_span(ent[i]);
+		uint32_t idx = (uint32_t)(ent[i] >> OL_FC_IDX_SHIFT);
+		if (KP_UNLIKELY(!rec_claim(&pg->rec[idx], h->rtag, OL_LISTED)))
+			raced_dfree(pool, pg, idx);
+		else
+			claimed |= (uint64_t)1 << i;
+	}
+	list_fence();
 	for (uint32_t i = 0; i < m; i++) {
 		struct ol_span *pg = fc_span(ent[i]);
 		uint32_t idx = (uint32_t)(ent[i] >> OL_FC_IDX_SHIFT), j = 0;
-		struct ol_rec *r = &pg->rec[idx];
-		if (KP_UNLIKELY(!rec_claim(r, h->rtag, OL_LISTED))) {
-			raced_dfree(pool, pg, idx);
+		if (!(claimed >> i & 1) || KP_UNLIKELY(listed_already(pool, pg, idx)))
 			continue;
-		}
 		while (j < FC_GROUPS && g[j].pg && g[j].pg != pg)
 			j++;
 		if (j == FC_GROUPS) { /* a fifth span: the first group goes now */
@@ -1717,7 +1785,7 @@ static void fc_flush(kp_pool *pool, struct ol_heap *h, uint32_t cls, uint32_t m)
 			g[j].tail = idx;
 			g[j].k = 0;
 		} else
-			pg->link[idx] = (uint16_t)g[j].head;
+			__atomic_store_n(&pg->link[idx], (uint16_t)(g[j].head | OL_LINK_ON), __ATOMIC_RELAXED);
 		g[j].head = idx + 1;
 		g[j].k++;
 	}
@@ -1830,8 +1898,11 @@ static __attribute__((noinline)) int free_remote_slow(kp_pool *pool, struct ol_s
 	/* no heap to hold it (past the exit hook, poison:on): onto its list */
 	if (KP_UNLIKELY(!rec_claim(r, tag, OL_LISTED)))
 		raced_dfree(pool, pg, idx);
-	else
-		remote_push(pg, idx + 1, idx, 1);
+	else {
+		list_fence();
+		if (!listed_already(pool, pg, idx))
+			remote_push(pg, idx + 1, idx, 1);
+	}
 	return 0;
 }
 
@@ -2015,14 +2086,24 @@ static void drain_span(kp_pool *pool, struct ol_heap *h, struct ol_span *pg)
 		uint16_t *sp = kp__ol_sp(pg);
 		uint32_t n = 0;
 		while (i && i <= pg->nblocks && n < pg->nblocks) {
-			struct ol_rec *r = &pg->rec[i - 1];
-			if (KP_LIKELY(__atomic_load_n(&r->state, __ATOMIC_RELAXED) == OL_LISTED)) {
-				__atomic_store_n(&r->state, OL_FREE, __ATOMIC_RELAXED);
-				*++sp = (uint16_t)(i - 1);
-			} else
-				raced_dfree(pool, pg, i - 1);
-			i = pg->link[i - 1];
-			n++;
+			/* up to 64 off the list (their flags cleared), one fence,
+			 * then their records (link_unlist) */
+			uint16_t b[64];
+			uint32_t m = 0;
+			for (; i && i <= pg->nblocks && n + m < pg->nblocks && m < 64; m++) {
+				b[m] = (uint16_t)(i - 1);
+				i = link_unlist(pg, i - 1);
+			}
+			list_fence();
+			for (uint32_t k = 0; k < m; k++) {
+				struct ol_rec *r = &pg->rec[b[k]];
+				if (KP_LIKELY(__atomic_load_n(&r->state, __ATOMIC_RELAXED) == OL_LISTED)) {
+					__atomic_store_n(&r->state, OL_FREE, __ATOMIC_RELAXED);
+					*++sp = b[k];
+				} else
+					raced_dfree(pool, pg, b[k]);
+			}
+			n += m;
 		}
 		kp__ol_sp_push(pg, sp);
 		atomic_fetch_sub_explicit(&pg->nremote, n, memory_order_relaxed);
@@ -2299,24 +2380,30 @@ static uint32_t fc_steal(kp_pool *pool, struct ol_heap *h, uint32_t cls)
 			if (!head || head > pg->nblocks || got >= room)
 				continue;
 			uint16_t *hl = &pg->link[head - 1];
-			uint32_t first = *hl, i = first, k = 0, last = 0;
+			uint32_t first = link_next(pg, head - 1), i = first, k = 0;
 			while (i && i <= pg->nblocks && got + k < room && k < pg->nblocks &&
 			       __atomic_load_n(&pg->rec[i - 1].state, __ATOMIC_RELAXED) == OL_LISTED) {
-				last = i;
-				i = pg->link[i - 1];
+				i = link_next(pg, i - 1);
 				k++;
 			}
 			if (!k)
 				continue;
-			*hl = (uint16_t)i; /* the rest stays listed */
+			/* the rest stays listed (the head too: its flag kept) */
+			__atomic_store_n(hl, (uint16_t)(i | OL_LINK_ON), __ATOMIC_RELAXED);
 			atomic_fetch_sub_explicit(&pg->nremote, k, memory_order_relaxed);
+			/* the k off the list (got + k <= room <= OL_FC_MAX), their
+			 * flags cleared, one fence, then their records (link_unlist) */
+			uint16_t b[OL_FC_MAX];
 			for (uint32_t j = first, n = 0; n < k; n++) {
-				uint32_t nx = pg->link[j - 1];
-				if (KP_UNLIKELY(!rec_claim(&pg->rec[j - 1], OL_LISTED, h->rtag)))
-					raced_dfree(pool, pg, j - 1);
+				b[n] = (uint16_t)(j - 1);
+				j = link_unlist(pg, j - 1);
+			}
+			list_fence();
+			for (uint32_t n = 0; n < k; n++) {
+				if (KP_UNLIKELY(!rec_claim(&pg->rec[b[n]], OL_LISTED, h->rtag)))
+					raced_dfree(pool, pg, b[n]);
 				else
-					h->fc_ent[cls][got++] = (uintptr_t)pg | (uint64_t)(j - 1) << OL_FC_IDX_SHIFT;
-				j = j == last ? 0 : nx;
+					h->fc_ent[cls][got++] = (uintptr_t)pg | (uint64_t)b[n] << OL_FC_IDX_SHIFT;
 			}
 		}
 		avail_unlock(o);

@@ -82,6 +82,9 @@
  * quarantined)? */
 #define kp__ol_dead(st) ((int32_t)(uint32_t)(st) <= 0)
 #define OL_OWN_FULL 1u /* in span->owner: retired, in no list; a free relists it */
+/* in span->link[i]: block i is on the span's cross-thread list (the bit
+ * above the 13 an index + 1 takes: 4096 blocks a span at most) */
+#define OL_LINK_ON 0x8000u
 #define OL_OWN_NONE 0u /* in span->owner and heap->self: an abandoned heap's (no thread's pointer) */
 
 /* One per block, out of line: 8 bytes; the cross-thread list's link is in
@@ -159,7 +162,8 @@ struct ol_span {
 	_Alignas(64) _Atomic uint32_t remote; /* cross-thread frees: index + 1 of the head */
 	_Atomic uint32_t nremote;	      /* blocks on that list or being pushed (kp__ol_in_use) */
 	/* that list's links, one per block: index + 1 of the next (4096 blocks
-	 * a span at most: 16 bits), fixed while the span lives (span_new) */
+	 * a span at most: 13 bits), | OL_LINK_ON while the block is on the list
+	 * (outline.c, link_next); fixed while the span lives (span_new) */
 	uint16_t *link;
 	struct ol_span *_Atomic dirty_next;
 	/* its heap: written under the pool's outline lock (span_new, span_adopt)
@@ -617,12 +621,13 @@ static inline __attribute__((always_inline)) int kp__ol_free_own(kp_pool *pool, 
 }
 
 /* The owner's free into its retired span by kp__ol_free_own (s29-fast, b
- * 87.2 -> 80.1 instructions a pair), off (0: kp__ol_free_other, as before)
- * until test_outline_purge_live_attack27's extra double-free reports under
- * TSan are explained: 2 of 2 full TSan suites with it on failed that test
- * (double_free 22 and 35 over the expected; invalid frees exact), 0 of 5
- * without; 0 of 28 runs of the test alone either way. */
-#define KP_OL_RETIRED_OWN 0
+ * 87.2 -> 80.1 instructions a pair; 0: through kp__ol_free_other). Off in
+ * s29 after 2 of 2 full TSan suites with it failed
+ * test_outline_purge_live_attack27 (double_free 22 and 35 over): a block
+ * listed twice after a raced owner's free, which either path can make (a
+ * cycle of one block in a span of 36 reports 35 more: outline.c,
+ * OL_LINK_ON; test_outline_relisted), not this path's. */
+#define KP_OL_RETIRED_OWN 1
 /* kp__ol_free_own's retired case for kp__ol_free_check (outline.c): the
  * canary test by the span, refusals to kp__ol_free_refused. */
 int kp__ol_free_retired(kp_pool *pool, struct ol_span *pg, uint64_t q, void *p, bool try_only);

@@ -44,6 +44,18 @@
  * never as a double free, and an invalid free past exp_inv only for a
  * pointer the pool no longer knows after its free (gone: no thread
  * allocates in B or C, so no segment is taken again meanwhile).
+ *
+ * s30-tsan: double_free 22 and 35 over the expected (invalid exact) in 2
+ * of 2 full TSan suites with KP_OL_RETIRED_OWN 1 (s29) were outline.c's: a
+ * racer that is the block's span's owner stored OL_FREE after the other
+ * racer's cache had listed the block, the owner took it again, and its
+ * next cross-thread free listed it a second time: a cycle, each walk
+ * reporting again up to the span's block count (test_outline_relisted).
+ * Either setting meets it; reproduced in release by a usleep(50) in 1 of 8
+ * of kp__ol_free_own's calls between its canary test and its store
+ * (outline.h), 100 generations: 4fa3c58 with the switch 1 double_free 555
+ * and 24 over (2 runs of 2), with it 0 74 over (1 of 1); with OL_LINK_ON
+ * and the switch 1 exact (3 of 3).
  */
 #define _GNU_SOURCE 1
 #include "ktest.h"

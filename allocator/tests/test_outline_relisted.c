@@ -1,0 +1,170 @@
+/*
+ * test_outline_relisted.c - layout:outline: a block on its span's
+ * cross-thread list and on its owner's stack at once (the owner's free read
+ * the record live and the canary intact, then stored OL_FREE after another
+ * thread's free took the block and that thread's foreign cache gave it back
+ * to the span's list: the race outline.c's "Threads" leaves), handed out
+ * again by its owner and freed by another thread, whose cache lists it a
+ * second time before the owner's drain took the first entry off.
+ *
+ * The second push rewrote the block's link: the list ran in a cycle from
+ * it, and the owner's drain walked it until it had counted the span's
+ * blocks, a double_free for every block met again (test_outline_race's
+ * outcomes end at the first listing). Found by
+ * test_outline_purge_live_attack27 under TSan (s29, KP_OL_RETIRED_OWN 1:
+ * double_free 22 and 35 over the expected in 2 full suites); a span of
+ * 7,168-byte blocks holds 36 (span_new: 4 slices), and a cycle of one
+ * block there reports 35 more. Here made on purpose (white box: the
+ * record and canary put back as the owner's free read them, as
+ * test_outline_race's outcomes): exactly one double_free for the one
+ * double free, no block handed out twice, and the span's blocks all come
+ * back (none lost from its list).
+ */
+#define _GNU_SOURCE 1
+#include "ktest.h"
+#include "kt_worker.h"
+#include "outline.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+static const char *const CONF_ON = "layout:outline,daemon:off,seed:7";
+
+static uint64_t dfree_count(kp_pool *pool)
+{
+	return atomic_load(&pool->double_frees);
+}
+
+struct seen {
+	uint32_t state;
+	uint64_t canary;
+};
+static struct ol_span *span_of(kp_pool *pool, void *p)
+{
+	return pool->ol->map[(uintptr_t)p >> OL_SLICE_SHIFT];
+}
+static KT_RAW struct seen seen_of(kp_pool *pool, void *p)
+{
+	struct ol_span *pg = span_of(pool, p);
+	struct ol_rec *r = &pg->rec[((uintptr_t)p - (uintptr_t)pg->start) / pg->bsize];
+	struct seen s = {__atomic_load_n(&r->state, __ATOMIC_RELAXED), 0};
+	if (pg->csz)
+		memcpy(&s.canary, (uint8_t *)p + s.state - 1, 8);
+	return s;
+}
+/* The owner's free as it goes when it read the record before the other
+ * thread's compare-and-swap: the record and canary put back, then kp_free. */
+static KT_RAW int owner_free_as_seen(kp_pool *pool, void *p, struct seen s)
+{
+	struct ol_span *pg = span_of(pool, p);
+	struct ol_rec *r = &pg->rec[((uintptr_t)p - (uintptr_t)pg->start) / pg->bsize];
+	__atomic_store_n(&r->state, s.state, __ATOMIC_RELAXED);
+	if (pg->csz)
+		memcpy((uint8_t *)p + s.state - 1, &s.canary, 8);
+	return kp_free(pool, p);
+}
+
+struct call {
+	kp_pool *pool;
+	size_t sz;
+	void *p;
+	int rc;
+	void *got[8];
+	int n;
+};
+static void other_free(void *arg)
+{
+	struct call *c = arg;
+	c->rc = kp_free(c->pool, c->p);
+}
+static void other_alloc_free(void *arg)
+{
+	struct call *c = arg;
+	for (int i = 0; i < c->n; i++)
+		c->got[i] = kp_alloc(c->pool, c->sz, 0);
+	for (int i = 0; i < c->n; i++)
+		kp_free(c->pool, c->got[i]);
+}
+
+/* A thread that makes its heap, frees c->p (into its foreign cache) and
+ * ends (heap_abandon: its cache back onto the span's list). */
+static void other_free_and_exit(struct call *c)
+{
+	worker w;
+	w_start(&w);
+	void *p = c->p;
+	w_call(&w, other_alloc_free, c);
+	c->p = p;
+	w_call(&w, other_free, c);
+	w_stop(&w);
+}
+
+#define MANY 400 /* blocks of the class the owner takes after: past its spans' (36 each), so its lists are drained */
+
+static void relisted(size_t sz)
+{
+	kp_pool *pool = kp_create(CONF_ON);
+	REQUIRE(pool, "kp_create: %s", kp_last_error());
+	void *p = kp_alloc(pool, sz, 0);
+	REQUIRE(p, "kp_alloc");
+	struct ol_span *pg = span_of(pool, p);
+	struct seen s = seen_of(pool, p);
+	struct call c = {.pool = pool, .sz = sz, .p = p, .n = 4};
+	/* the race: the other thread's free taken, its cache back on the list */
+	other_free_and_exit(&c);
+	CHECK(c.rc == 0, "the other thread's free: %d", c.rc);
+	uint64_t d0 = dfree_count(pool);
+	/* ... and the owner's free, which read the record before, stored after */
+	int rc = owner_free_as_seen(pool, p, s);
+	CHECK(rc == 0, "the owner's free: %d", rc);
+	/* the owner's next block of the class: the block (its stack's top),
+	 * still on the span's list */
+	void *q = kp_alloc(pool, sz, 0);
+	REQUIRE(q == p, "the owner's next block %p, not %p", q, p);
+	/* freed by another thread (valid), listed again as that thread ends */
+	c.p = q;
+	other_free_and_exit(&c);
+	CHECK(c.rc == 0, "the second free: %d", c.rc);
+	/* the owner takes in its lists as its spans run dry */
+	static void *got[MANY];
+	int seen_p = 0, bad = 0;
+	for (int i = 0; i < MANY; i++) {
+		got[i] = kp_alloc(pool, sz, 0);
+		seen_p += got[i] == p;
+		if (got[i])
+			kt_fill(got[i], sz, (uint64_t)i);
+	}
+	for (int i = 0; i < MANY; i++)
+		bad += !got[i] || kt_verify(got[i], sz, (uint64_t)i) != KT_OK;
+	uint64_t d = dfree_count(pool) - d0;
+	fprintf(stderr, "  %zu bytes: span of %u blocks, %llu double frees, the block handed out %d times\n", sz,
+		pg->nblocks, (unsigned long long)d, seen_p);
+	CHECK(d == 1, "%llu double frees for one (want 1)", (unsigned long long)d);
+	CHECK(bad == 0 && seen_p <= 1, "%d blocks overwritten, the block handed out %d times", bad, seen_p);
+	/* every block of the span came back: none was lost from its list */
+	uint32_t nremote = atomic_load_explicit(&pg->nremote, memory_order_relaxed);
+	CHECK(nremote == 0, "the span's list counts %u blocks after the drain", nremote);
+	for (int i = 0; i < MANY; i++)
+		kp_free(pool, got[i]);
+	CHECK(dfree_count(pool) - d0 == 1, "later valid frees reported");
+	kp_destroy(pool);
+}
+
+/* 7,000 bytes: 7,168-byte blocks, a foreign cache of one (each free lists
+ * the one before), 36 a span */
+static void test_relisted_big(void)
+{
+	relisted(7000);
+}
+/* 40 bytes: 48-byte blocks, a cache of 64, a first span of 128 */
+static void test_relisted_small(void)
+{
+	relisted(40);
+}
+
+int main(void)
+{
+	RUN(test_relisted_big);
+	RUN(test_relisted_small);
+	return ktest_summary();
+}
