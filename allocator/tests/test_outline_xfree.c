@@ -250,11 +250,16 @@ static void *lrun(void *arg)
 	return NULL;
 }
 
-/* The blocks touched stay within 2.6x the live bytes: LT x LSLOTS blocks of
+/* The blocks touched stay within 2.0x the live bytes: LT x LSLOTS blocks of
  * 8..1000 B (about 2 MiB live). Before the foreign caches (frees waited on
  * their owner's spans until it ran a refill) they reached 3.1x; with them
- * 2.1-2.3x (release, 2 vCPUs; the figure printed). The rest are free
- * blocks on the four heaps' stacks, 24 classes each. */
+ * 2.1-2.3x (release, 2 vCPUs; the figure printed); s29's main (f306826)
+ * 2.07x, main at 4fa3c58 1.62-1.67x (s30: 2 vCPUs, load 0.2-10, also on
+ * one CPU), so the bound was 2.6x until s30 and is 2.0x now, about a
+ * fifth above main's: s29's outbox (b0da705, not merged) on 4fa3c58 made
+ * 2.03-2.08x and passed 2.6x while its free blocks waited on their owners'
+ * cross-thread lists (823 KiB there at round 39 against main's 255). The
+ * rest are free blocks on the four heaps' stacks, 24 classes each. */
 static void test_larson_bound(void)
 {
 	kp_pool *pool = kp_create(CONF);
@@ -281,7 +286,7 @@ static void test_larson_bound(void)
 	size_t peak = sh.peak_touched;
 	fprintf(stderr, "  live %zu KiB, peak touched %zu KiB (%.2fx)\n", live >> 10, peak >> 10,
 		(double)peak / (double)live);
-	CHECK(peak * 5 <= live * 13, "peak %zu KiB of blocks touched for %zu KiB live", peak >> 10, live >> 10);
+	CHECK(peak <= live * 2, "peak %zu KiB of blocks touched for %zu KiB live", peak >> 10, live >> 10);
 	for (int i = 0; i < LT; i++)
 		for (int k = 0; k < LSLOTS; k++)
 			kp_free(pool, sh.obj[i][k]);
