@@ -93,21 +93,21 @@
  * blocks only off long lists (taken at once they went to and fro: xpair
  * apart 83-115) larson's blocks touched reached 2.6-3.0x its live bytes,
  * past test_outline_xfree's 2.6x bound (2.1-2.3x with the foreign cache).
- * s30 (branch s30-remote, 2 vCPUs, the outbox on 4fa3c58): no faster here
- * (xpair apart 86 ns a pair against 93-96 at load 10, 23 against 24 at
- * 0.2; larson 0.34 s of user time against 0.39, medians of 5; under
- * callgrind xpair 1 1 200 87 M instructions against 128 M), though larson
- * ran 389 M against 320 M under callgrind; its touched bytes 2.03-2.08x against main's
- * 1.62-1.67x (the bound is 2.0x since), the free blocks waiting on their
- * owners' lists (823 KiB at the peak against 255), where no other heap may
- * take an outbox's block; letting fc_steal take them brought 1.63x back at
- * 414 M instructions (with a dirty list per class, which made fc_steal's
- * walk short), and double-free events past the expected ones in
- * test_outline_purge_live_attack27; and the outbox gave that test overflow
- * events (a racing free read a half-spoiled canary: it asserts none now).
- * A guess, not measured: the foreign cache's reuse of a block by the
- * thread that freed it keeps the block's line in that thread's cache,
- * where the outbox moves it twice (to the freer, back to the owner).
+ * s30 (branch s30-remote, 2 vCPUs, the outbox on 4fa3c58): kpbench c
+ * --pin apart 4.6-33 M ops/s against main's 1.9-5.2 (jemalloc 8-10), but
+ * xpair no faster (apart 23.7 ns a pair against 23.0 at load 5, 94 against
+ * 86 at load 10; one CPU 15.8 both; under callgrind xpair 1 1 200 128 M
+ * instructions against 87 M), larson's user time 0.25 s against 0.27 at
+ * load 5 and 0.39 against 0.34 at load 10 (320 M instructions against 389 M
+ * under callgrind); its touched bytes 2.03-2.17x against main's 1.62-1.68x
+ * (the bound, 2.6x, passes), the free blocks waiting on their owners'
+ * lists (823 KiB at the peak against 255), where no other heap may take an
+ * outbox's block. Letting fc_steal take them (with a dirty list per class,
+ * which keeps its walk short) brought 1.63x back at 414 M instructions and
+ * c apart 3.9-12.5, and gave test_outline_purge_live_attack27 more
+ * double-free events than bad frees; and the outbox alone gives that test
+ * 2-5 overflow events a run (a racing free reads a half-spoiled canary:
+ * the test asserts none now).
  *
  * The owner's free is a load of the record and a plain store (no locked
  * instruction on kp_free's fast path), so a double free raced between the
