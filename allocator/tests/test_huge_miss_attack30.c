@@ -88,7 +88,7 @@ static size_t nonzero_all(const unsigned char *p, size_t n)
 }
 
 /* Integrity and OS-failure events drained (fault_injected not counted). */
-static size_t bad_events(kp_pool *pool, size_t *injected)
+static size_t bad_events(kp_pool *pool, size_t *injected, bool oom_ok)
 {
 	kp_event ev[64];
 	size_t n, bad = 0;
@@ -102,7 +102,7 @@ static size_t bad_events(kp_pool *pool, size_t *injected)
 			}
 			if (k == KP_EV_DOUBLE_FREE || k == KP_EV_INVALID_FREE || k == KP_EV_CORRUPTION ||
 			    k == KP_EV_OVERFLOW || k == KP_EV_USE_AFTER_FREE || k == KP_EV_FREELIST ||
-			    k == KP_EV_QUARANTINE || k == KP_EV_OOM || (k == KP_EV_OS_FAIL && !injected)) {
+			    k == KP_EV_QUARANTINE || (k == KP_EV_OOM && !oom_ok) || (k == KP_EV_OS_FAIL && !injected)) {
 				if (getenv("KT_VERBOSE"))
 					printf("   event %s %s\n", kp_event_name(k), ev[i].text);
 				bad++;
@@ -164,7 +164,7 @@ static void refused_by_injection(const char *conf)
 	REQUIRE(miss != NULL, "kp_alloc(4 MiB): %s", kp_last_error());
 	kt_fill(miss, 4 * MIB, 41);
 	size_t injected = 0;
-	CHECK(bad_events(pool, &injected) == 0, "%s: no integrity event for a refused purge", conf);
+	CHECK(bad_events(pool, &injected, false) == 0, "%s: no integrity event for a refused purge", conf);
 	CHECK(injected >= 1, "%s: the miss's purge met the injected madvise failure (%zu events)", conf, injected);
 	CHECK(kt_stat(pool, "primary.purged_bytes") == pb && kt_stat(pool, "primary.purges") == pn,
 	      "%s: a refused purge counted (purged_bytes %lld -> %lld, purges %lld -> %lld)", conf, (long long)pb,
@@ -193,7 +193,7 @@ static void refused_by_injection(const char *conf)
 		      kt_verify(miss, 4 * MIB, 41) == KT_OK,
 	      "%s: the blocks keep what was written", conf);
 	CHECK(kp_free(pool, w) == KP_OK && kp_free(pool, z) == KP_OK && kp_free(pool, miss) == KP_OK, "kp_free");
-	CHECK(bad_events(pool, NULL) == 0, "%s: no integrity or OS event", conf);
+	CHECK(bad_events(pool, NULL, false) == 0, "%s: no integrity or OS event", conf);
 	char why[160];
 	CHECK(!cache_inconsistent(pool, why, sizeof why), "%s: cache: %s", conf, why);
 	kp_destroy(pool);
@@ -238,7 +238,7 @@ static void test_refused_by_mlock(void)
 	CHECK(kt_verify(z, 9 * MIB, 5) == KT_OK, "the block keeps what was written");
 	munlock(a, 9 * MIB);
 	CHECK(kp_free(pool, z) == KP_OK && kp_free(pool, miss) == KP_OK, "kp_free");
-	CHECK(bad_events(pool, NULL) == 0, "no integrity event");
+	CHECK(bad_events(pool, NULL, false) == 0, "no integrity event");
 	kp_destroy(pool);
 }
 
@@ -337,7 +337,7 @@ static void *stepper_thread(void *arg)
 	return NULL;
 }
 
-static void concurrent(const char *conf, const char *faults)
+static void concurrent(const char *conf, const char *faults, bool tight)
 {
 	KT_POOL(pool, conf);
 	if (faults)
@@ -371,9 +371,11 @@ static void concurrent(const char *conf, const char *faults)
 	      faults ? " +faults" : "", bad, ops, re);
 	CHECK(nz == 0, "%s%s: %lu pages not zero in KP_ZERO blocks or grown parts (%lu KP_ZERO allocations)", conf,
 	      faults ? " +faults" : "", nz, zeros);
-	CHECK(fails == 0, "%s%s: %lu allocations, reallocs or frees failed", conf, faults ? " +faults" : "", fails);
+	/* under a tight primary_max allocations may fail (an oom event each) */
+	CHECK(tight || fails == 0, "%s%s: %lu allocations, reallocs or frees failed", conf, faults ? " +faults" : "",
+	      fails);
 	size_t injected = 0;
-	CHECK(bad_events(pool, faults ? &injected : NULL) == 0, "%s%s: no integrity or OS event", conf,
+	CHECK(bad_events(pool, faults ? &injected : NULL, tight) == 0, "%s%s: no integrity or OS event", conf,
 	      faults ? " +faults" : "");
 	char why[160];
 	CHECK(!cache_inconsistent(pool, why, sizeof why), "%s%s: cache: %s", conf, faults ? " +faults" : "", why);
@@ -382,17 +384,21 @@ static void concurrent(const char *conf, const char *faults)
 	int64_t pb = kt_stat(pool, "primary.purged_bytes"), pn = kt_stat(pool, "primary.purges");
 	CHECK(pb % KP_PAGE == 0 && (pn == 0) == (pb == 0), "%s: purged_bytes %lld in %lld purges", conf, (long long)pb,
 	      (long long)pn);
-	printf("   %s%s: %lu allocations, %lu reallocs, %lld purges (%lld MiB), %lld steps\n", conf,
-	       faults ? " +faults" : "", ops, re, (long long)pn, (long long)(pb >> 20), (long long)c[T].ops);
+	printf("   %s%s: %lu allocations, %lu reallocs, %lu failed, %lld purges (%lld MiB), %lld steps\n", conf,
+	       faults ? " +faults" : "", ops, re, fails, (long long)pn, (long long)(pb >> 20), (long long)c[T].ops);
 	kp_destroy(pool);
 }
 
 static void test_concurrent_takers_and_misses(void)
 {
-	concurrent("daemon:on,decay_ms:1,daemon_interval_ms:1,prefault:off,seed:5", NULL);
-	concurrent("daemon:on,decay_ms:1,daemon_interval_ms:1,prefault:off,seed:6,checks:off", NULL);
-	concurrent("daemon:off,decay_ms:1000000,seed:7", NULL);
-	concurrent("daemon:on,decay_ms:1,daemon_interval_ms:1,prefault:off,seed:8", "madvise@p=0.3@seed=9");
+	concurrent("daemon:on,decay_ms:1,daemon_interval_ms:1,prefault:off,seed:5", NULL, false);
+	concurrent("daemon:on,decay_ms:1,daemon_interval_ms:1,prefault:off,seed:6,checks:off", NULL, false);
+	concurrent("daemon:off,decay_ms:1000000,seed:7", NULL, false);
+	concurrent("daemon:on,decay_ms:1,daemon_interval_ms:1,prefault:off,seed:8", "madvise@p=0.3@seed=9", false);
+	/* 80 MiB: three threads' two blocks of up to 20 MiB each and the kept
+	 * mappings do not fit: blocks evict kept mappings (some of them being
+	 * purged by a miss or a pass: kp__huge_cache_detach's purging 2) */
+	concurrent("daemon:on,decay_ms:1000,daemon_interval_ms:1,prefault:off,seed:13,primary_max:80m", NULL, true);
 }
 
 /* ---- fork while a thread misses ---------------------------------------- */
@@ -460,7 +466,7 @@ static void test_fork_while_missing(void)
 				if (kp_free(pool, a) != KP_OK || kp_free(pool, b) != KP_OK)
 					rc |= 16;
 			}
-			if (bad_events(pool, NULL))
+			if (bad_events(pool, NULL, false))
 				rc |= 32;
 			if (cache_inconsistent(pool, why, sizeof why)) {
 				fprintf(stderr, "child: cache after: %s\n", why);
@@ -483,7 +489,7 @@ static void test_fork_while_missing(void)
 	CHECK(c.fails == 0 && c.nonzero == 0, "the missing thread: %lu failures, %lu pages not zero", c.fails,
 	      c.nonzero);
 	CHECK(c.ops > 0, "the missing thread missed (%lu rounds)", c.ops);
-	CHECK(bad_events(pool, NULL) == 0, "no integrity event in the parent");
+	CHECK(bad_events(pool, NULL, false) == 0, "no integrity event in the parent");
 	kp_destroy(pool);
 }
 
@@ -525,7 +531,7 @@ static void realloc_growth(unsigned flags)
 	CHECK(bad == 0, "flags %u: %u of %u realloc steps lost the block's bytes", flags, bad, steps);
 	CHECK(nz == 0, "flags %u: %u of %u KP_ZERO realloc steps left the grown part not zero", flags, nz, steps);
 	CHECK(kp_free(pool, p) == KP_OK, "kp_free");
-	CHECK(bad_events(pool, NULL) == 0, "no integrity event");
+	CHECK(bad_events(pool, NULL, false) == 0, "no integrity event");
 	char why[160];
 	CHECK(!cache_inconsistent(pool, why, sizeof why), "cache: %s", why);
 	printf("   flags %u: %u steps to %zu MiB, %u moved, %lld purges\n", flags, steps, n >> 20, moved,

@@ -15,8 +15,9 @@
  * refused), injection off, a second miss of 4200 KiB: the 9 MiB mapping's
  * 2302 payload pages are still all resident, and the mapping reads purged
  * (the flag the trim and later misses go by). The daemon's trim has the
- * same rule (kp__huge_cache_trim marks purged whatever the purge gave):
- * checked here too, a daemon pass with the pool grown since the free.
+ * same rule (kp__huge_cache_trim marks purged whatever the purge gave),
+ * older than s30. On main this test fails too, for another reason: main
+ * has no purge on a miss at all (4269562 added it).
  * The fix: mark purged only when kp__os_purge gave back what was resident
  * (or leave the flag clear when it returned 0 with pages resident).
  */
@@ -39,7 +40,7 @@ static int purged_flag(kp_pool *pool, const char *p)
 	return f;
 }
 
-static void refused_then_retried(bool by_daemon)
+static void test_refused_purge_retried_by_miss(void)
 {
 	KT_POOL(pool, "daemon:off,prefault:off,seed:12");
 	char *freed[2];
@@ -59,35 +60,20 @@ static void refused_then_retried(bool by_daemon)
 	size_t before = kt_not_resident(freed[0] + KP_PAGE, payload);
 	int flag = purged_flag(pool, freed[0]);
 	char *m2 = NULL;
-	if (by_daemon) {
-		kp_daemon_step(pool, 1); /* the pool grew since the free: the trim purges */
-	} else {
-		m2 = kp_alloc(pool, (size_t)4200 << 10, 0); /* a second miss, madvise working */
-		REQUIRE(m2 != NULL, "kp_alloc");
-	}
+	m2 = kp_alloc(pool, (size_t)4200 << 10, 0); /* a second miss, madvise working */
+	REQUIRE(m2 != NULL, "kp_alloc");
 	size_t after = kt_not_resident(freed[0] + KP_PAGE, payload);
 	CHECK(after * KP_PAGE >= payload,
 	      "%s: a kept mapping whose purge was refused is not given back later: %zu of %zu pages given back "
 	      "(%zu before; marked purged %d after the refused purge)",
-	      by_daemon ? "the daemon's trim" : "the next miss", after, payload / KP_PAGE, before, flag);
+	      "the next miss", after, payload / KP_PAGE, before, flag);
 	CHECK(kp_free(pool, m1) == KP_OK && (!m2 || kp_free(pool, m2) == KP_OK), "kp_free");
 	kt_events_clear(pool);
 	kp_destroy(pool);
 }
 
-static void test_refused_purge_retried_by_miss(void)
-{
-	refused_then_retried(false);
-}
-
-static void test_refused_purge_retried_by_trim(void)
-{
-	refused_then_retried(true);
-}
-
 int main(void)
 {
 	RUN(test_refused_purge_retried_by_miss);
-	RUN(test_refused_purge_retried_by_trim);
 	return ktest_summary();
 }

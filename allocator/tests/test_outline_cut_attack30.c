@@ -21,6 +21,8 @@
  *     not resident); after an ended thread's segments were given back
  *     (return_idle; none is taken again here: the same pass unmaps them,
  *     the daemon off and no demand);
+ *   - four threads carving cut spans at once: the slice map over all their
+ *     blocks, then freed by another thread;
  *   - a thread's cut spans adopted by the next thread after it ended: its
  *     live blocks' contents kept and freed there;
  *   - threads growing buffers by kp_realloc as CPython's list_resize does
@@ -412,6 +414,62 @@ static void test_returned_cut_spans(void)
 	kp_destroy(pool);
 }
 
+/* ---- several heaps' cut spans -------------------------------------------- */
+
+#define HEAPS 4
+
+struct many {
+	kp_pool *pool;
+	struct blk *b;
+	size_t n;
+	uint64_t salt;
+};
+
+static void *alloc_thread(void *arg)
+{
+	struct many *m = arg;
+	m->b = alloc_all(m->pool, &m->n, 0, m->salt);
+	return NULL;
+}
+
+/* Threads carving cut spans at once (segments a heap left with slices
+ * free go to the next heap whose span fits: segment_for), their blocks
+ * left live and checked, then freed by this thread (cross-thread). */
+static void test_heaps_cut_spans(void)
+{
+	KT_POOL(pool, "layout:outline,daemon:off,prefault:off,seed:27");
+	struct many m[HEAPS];
+	pthread_t t[HEAPS];
+	for (unsigned i = 0; i < HEAPS; i++) {
+		m[i] = (struct many){.pool = pool, .salt = 50 + i};
+		REQUIRE(pthread_create(&t[i], NULL, alloc_thread, &m[i]) == 0, "pthread_create");
+	}
+	size_t total = 0;
+	for (unsigned i = 0; i < HEAPS; i++) {
+		pthread_join(t[i], NULL);
+		total += m[i].n;
+	}
+	struct blk *all = malloc(total * sizeof *all);
+	REQUIRE(all != NULL, "malloc");
+	size_t k = 0;
+	for (unsigned i = 0; i < HEAPS; i++)
+		for (size_t j = 0; j < m[i].n; j++)
+			all[k++] = m[i].b[j];
+	CHECK(check_layout(pool, all, total, "heaps") == 0, "the slice map of %u heaps' cut spans", HEAPS);
+	size_t lost = 0, fails = 0;
+	for (unsigned i = 0; i < HEAPS; i++) {
+		for (size_t j = 0; j < m[i].n; j++) {
+			lost += kt_verify(m[i].b[j].p, m[i].b[j].req, m[i].salt) != KT_OK;
+			fails += kp_free(pool, m[i].b[j].p) != KP_OK;
+		}
+		free(m[i].b);
+	}
+	CHECK(lost == 0 && fails == 0, "%zu blocks lost their bytes, %zu frees failed", lost, fails);
+	CHECK(integrity_events(pool, NULL) == 0, "no integrity event");
+	free(all);
+	kp_destroy(pool);
+}
+
 /* ---- a thread's cut spans adopted ---------------------------------------- */
 
 struct adopt {
@@ -553,6 +611,7 @@ int main(void)
 {
 	RUN(test_cut_spans);
 	RUN(test_returned_cut_spans);
+	RUN(test_heaps_cut_spans);
 	RUN(test_adopted_cut_spans);
 	RUN(test_list_resize_threads);
 	return ktest_summary();
