@@ -179,10 +179,15 @@ static unsigned check_first_spans(kp_pool *pool, struct blk *b, size_t n, const 
 	return bad;
 }
 
-/* One refused free: a non-zero return, one integrity event, and the block
- * at 'owner' (if any) untouched. */
+/* One refused free: kp_usable_size 0, then kp_free's non-zero return and
+ * one integrity event. */
 static unsigned refused(kp_pool *pool, void *p, const char *what, const char *conf)
 {
+	size_t usable = kp_usable_size(pool, p);
+	if (usable) {
+		printf("   %s: kp_usable_size of %s %p: %zu\n", conf, what, p, usable);
+		return 1;
+	}
 	kt_events_clear(pool);
 	int rc = kp_free(pool, p);
 	size_t ev = integrity_events(pool, NULL);
@@ -202,7 +207,7 @@ static void cut_spans(const char *conf)
 	CHECK(check_layout(pool, b, n, conf) == 0, "%s: the slice map and blocks of cut spans", conf);
 	CHECK(check_first_spans(pool, b, n, conf) == 0, "%s: first spans hold 2 slices of blocks at most", conf);
 	/* frees that must be refused, per distinct span */
-	unsigned bad = 0, probes = 0;
+	unsigned bad = 0, probes = 0, past = 0;
 	for (size_t i = 0; i < n; i++) {
 		struct ol_span *pg = span_of(pool, b[i].p);
 		bool seen = false;
@@ -220,6 +225,11 @@ static void cut_spans(const char *conf)
 				bad += refused(pool, tail + 16, "the cut-off bytes", conf);
 				probes++;
 			}
+			if (!span_of(pool, end) && pg->start < end && ((uintptr_t)end & (OL_SEG_SIZE - 1))) {
+				bad += refused(pool, end + 64, "a slice past the segment's last span", conf);
+				probes++;
+				past++;
+			}
 			if (tail + 4096 < end) {
 				bad += refused(pool, tail + 4096, "the cut-off bytes' next page", conf);
 				probes++;
@@ -230,6 +240,8 @@ static void cut_spans(const char *conf)
 		probes += 2;
 	}
 	CHECK(bad == 0, "%s: %u of %u invalid frees into cut spans accepted or not reported once", conf, bad, probes);
+	CHECK(past > 0, "%s: a slice past a segment's last span probed", conf);
+	printf("   %s: %u invalid frees refused (%u past a segment's last span)\n", conf, probes, past);
 	/* a write past the request at a span's last block */
 	size_t overflows = 0, caught = 0;
 	if (pool->conf.checks)
