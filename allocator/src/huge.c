@@ -163,6 +163,7 @@ static void huge_cache_missed(kp_pool *pool, size_t size)
 	if (!atomic_load(&pool->huge_cached_bytes))
 		return;
 	kp__seg *purge[KP_HUGE_CACHE], *evict = NULL;
+	bool whole[KP_HUGE_CACHE];
 	unsigned npurge = 0;
 	pthread_mutex_lock(&pool->release_mu);
 	kp__pool_lock(pool);
@@ -178,7 +179,8 @@ static void huge_cache_missed(kp_pool *pool, size_t size)
 	kp__huge_cache_release(pool, evict);
 	/* the payload past the block header's page, as the trim gives back */
 	for (unsigned i = 0; i < npurge; i++) {
-		size_t bytes = kp__os_purge(&pool->os, (char *)purge[i] + 2 * KP_PAGE, purge[i]->size - 2 * KP_PAGE);
+		size_t bytes = kp__os_purge_whole(&pool->os, (char *)purge[i] + 2 * KP_PAGE,
+						  purge[i]->size - 2 * KP_PAGE, &whole[i]);
 		if (bytes) {
 			atomic_fetch_add(&pool->purged_bytes, bytes);
 			atomic_fetch_add(&pool->purges, 1);
@@ -187,7 +189,7 @@ static void huge_cache_missed(kp_pool *pool, size_t size)
 	if (npurge) {
 		kp__pool_lock(pool);
 		for (unsigned i = 0; i < npurge; i++) {
-			purge[i]->purged = 1;
+			purge[i]->purged = whole[i]; /* refused: a later miss or trim tries again */
 			purge[i]->purging = 0;
 		}
 		pthread_mutex_unlock(&pool->lock);
@@ -263,6 +265,7 @@ int kp__huge_cache_trim(kp_pool *pool, bool all)
 	uint64_t now = kp__pool_now(pool), decay = (uint64_t)pool->conf.decay_ms * 1000000ull;
 	uint64_t grows = atomic_load(&pool->grows);
 	kp__seg *gone = NULL, *purge[KP_HUGE_CACHE];
+	bool whole[KP_HUGE_CACHE];
 	unsigned npurge = 0;
 	/* expired and evicted mappings in hand till unmapped: no fork meanwhile */
 	pthread_mutex_lock(&pool->release_mu);
@@ -306,7 +309,8 @@ int kp__huge_cache_trim(kp_pool *pool, bool all)
 	 * headers a lookup reads) stay. Without the lock: the marked mappings
 	 * stay mapped and unused until their mark is cleared. */
 	for (unsigned i = 0; i < npurge; i++) {
-		size_t bytes = kp__os_purge(&pool->os, (char *)purge[i] + 2 * KP_PAGE, purge[i]->size - 2 * KP_PAGE);
+		size_t bytes = kp__os_purge_whole(&pool->os, (char *)purge[i] + 2 * KP_PAGE,
+						  purge[i]->size - 2 * KP_PAGE, &whole[i]);
 		if (bytes) {
 			atomic_fetch_add(&pool->purged_bytes, bytes);
 			atomic_fetch_add(&pool->purges, 1);
@@ -319,7 +323,7 @@ int kp__huge_cache_trim(kp_pool *pool, bool all)
 		for (unsigned i = 0; i < npurge; i++) {
 			if (purge[i]->purging == 2) /* evicted meanwhile: on huge_evicted */
 				continue;
-			purge[i]->purged = 1;
+			purge[i]->purged = whole[i]; /* refused: the next pass tries again */
 			purge[i]->purging = 0;
 		}
 		gone = atomic_exchange_explicit(&pool->huge_evicted, NULL, memory_order_relaxed);

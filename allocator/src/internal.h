@@ -295,6 +295,10 @@ bool kp__os_page_resident(kp__oscount *c, void *p);
 /* Give back the resident pages of [p, p + size) (mincore, then
  * MADV_DONTNEED); they read as zero after. Bytes that were resident. */
 size_t kp__os_purge(kp__oscount *c, void *p, size_t size);
+/* kp__os_purge, and *whole false when a part of the range could not be
+ * given back (mincore or madvise refused, or a fault injected): the caller
+ * that marks the range given back (huge.c's purged) must not then. */
+size_t kp__os_purge_whole(kp__oscount *c, void *p, size_t size, bool *whole);
 /* Give back every page of [p, p + size), resident, swapped out or not
  * (MADV_DONTNEED over the whole range, no mincore: a swapped-out page is
  * not resident to mincore, and kp__os_purge would leave it to come back

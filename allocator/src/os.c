@@ -277,29 +277,41 @@ size_t kp__os_populate_missing(kp__oscount *c, void *p, size_t size)
  * costs no madvise, and one madvise covers a window from its first resident
  * page to its last (non-resident pages inside cost the kernel a page-table
  * walk, not a fault). Returns the bytes that were resident. */
-size_t kp__os_purge(kp__oscount *c, void *p, size_t size)
+size_t kp__os_purge_whole(kp__oscount *c, void *p, size_t size, bool *whole)
 {
 	unsigned char vec[1024];
 	size_t given = 0;
+	*whole = true;
 	for (size_t off = 0; off < size; off += sizeof vec * KP_PAGE) {
 		size_t n = size - off < sizeof vec * KP_PAGE ? size - off : sizeof vec * KP_PAGE;
 		size_t np = (n + KP_PAGE - 1) / KP_PAGE, first = np, last = 0, res = 0;
 		char *base = (char *)p + off;
-		if (enter(c, KP_OS_OTHER) || mincore(base, n, vec) != 0)
+		if (enter(c, KP_OS_OTHER) || mincore(base, n, vec) != 0) {
+			*whole = false;
 			continue; /* not known resident: left alone */
+		}
 		for (size_t i = 0; i < np; i++)
 			if (vec[i] & 1) {
 				first = first < i ? first : i;
 				last = i;
 				res++;
 			}
-		if (!res || enter(c, KP_OS_MADVISE))
+		if (!res)
 			continue;
 		size_t end = (last + 1) * KP_PAGE < n ? (last + 1) * KP_PAGE : n;
-		if (madvise(base + first * KP_PAGE, end - first * KP_PAGE, MADV_DONTNEED) == 0)
+		if (enter(c, KP_OS_MADVISE) ||
+		    madvise(base + first * KP_PAGE, end - first * KP_PAGE, MADV_DONTNEED) != 0)
+			*whole = false;
+		else
 			given += res * KP_PAGE;
 	}
 	return given;
+}
+
+size_t kp__os_purge(kp__oscount *c, void *p, size_t size)
+{
+	bool whole;
+	return kp__os_purge_whole(c, p, size, &whole);
 }
 
 bool kp__os_discard(kp__oscount *c, void *p, size_t size)

@@ -4,8 +4,10 @@
  * (huge_cache_missed sets purged = 1 whatever kp__os_purge gave back), so
  * no later miss, nor the daemon's trim (which skips purged mappings),
  * gives its pages back: they stay resident until the mapping is taken or
- * unmapped by decay_ms. KNOWN_FAILING on s30-cpy 5f2c1f7 (release, ASan,
- * TSan alike, every run: deterministic).
+ * unmapped by decay_ms. It failed on s30-cpy 5f2c1f7 (release, ASan,
+ * TSan alike, every run: deterministic), in KNOWN_FAILING until the fix
+ * (s30-lead: kp__os_purge_whole tells a refused purge, and a mapping is
+ * marked purged only when its purge was whole, by a miss or the trim).
  *
  * Reproduce:
  *   make -C allocator VARIANT=release build/release/tests/test_huge_miss_retry_attack30 &&
