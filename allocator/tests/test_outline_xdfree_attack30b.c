@@ -328,6 +328,8 @@ static void *stepper(void *arg)
 	return NULL;
 }
 
+static unsigned lists_bad(void);
+
 /* ---- the child of a fork -------------------------------------------------- */
 static unsigned char *held[NT][512];
 static size_t hn[NT][512];
@@ -392,9 +394,10 @@ static int child_body(void)
 			"child: double_free %lu invalid_free %lu overflow %lu, none made; foreign-cache entries not "
 			"their heap's tag at the fork: %u\n",
 			(unsigned long)df, (unsigned long)inv, (unsigned long)ov, stale);
-	return atomic_load(&twice) || atomic_load(&bad_pattern) ? 2 : df || inv || ov ? 1 : 0;
+	unsigned lb = lists_bad(); /* quiescent: the child's threads are done */
+	return atomic_load(&twice) || atomic_load(&bad_pattern) ? 2 : df || inv || ov ? 1 : lb ? 4 : 0;
 }
-static int forks, fork_fail[4];
+static int forks, fork_fail[5];
 static void *forker(void *arg)
 {
 	(void)arg;
@@ -407,7 +410,7 @@ static void *forker(void *arg)
 		int st = 0;
 		waitpid(pid, &st, 0);
 		int k = WIFEXITED(st) ? WEXITSTATUS(st) : 3;
-		fork_fail[k < 4 ? k : 3]++;
+		fork_fail[k < 5 ? k : 3]++;
 		if (k)
 			fprintf(stderr, "fork %d: child status %d (signal %d)\n", forks, st,
 				WIFSIGNALED(st) ? WTERMSIG(st) : 0);
@@ -492,8 +495,9 @@ static void run(int gens, bool with_fork)
 	       (unsigned long)gone, (unsigned long)ov, (unsigned long)twice, (unsigned long)overlaps,
 	       (unsigned long)bad_pattern);
 	if (with_fork)
-		printf("  forks %d: children clean %d, bad-free events %d, handed out twice %d, died %d\n", forks,
-		       fork_fail[0], fork_fail[1], fork_fail[2], fork_fail[3]);
+		printf("  forks %d: children clean %d, bad-free events %d, handed out twice %d, died %d, a list not its "
+		       "count %d\n",
+		       forks, fork_fail[0], fork_fail[1], fork_fail[2], fork_fail[3], fork_fail[4]);
 	CHECK(twice == 0 && overlaps == 0 && bad_pattern == 0, "a block handed out twice or overwritten");
 	CHECK(df + inv == exp_bad + exp_inv, "bad frees %lu reported as %lu", (unsigned long)(exp_bad + exp_inv),
 	      (unsigned long)(df + inv));
@@ -504,7 +508,7 @@ static void run(int gens, bool with_fork)
 	if (with_fork) {
 		CHECK(forks > 0, "no fork made");
 		CHECK(fork_fail[0] == forks, "%d of %d children failed (1: events for bad frees not made, 2: a block "
-					     "handed out twice, 3: died or hung)",
+					     "handed out twice, 3: died or hung, 4: a list not its count)",
 		      forks - fork_fail[0], forks);
 	}
 	kp_destroy(pool);
