@@ -182,8 +182,8 @@ static unsigned lists_bad(void)
 			}
 			if (n > pg->nblocks || atomic_load(&pg->nremote) != n) {
 				bad++;
-				fprintf(stderr, "span %p (%u of %u): list %u, nremote %u\n", (void *)pg->start, pg->nblocks,
-					pg->bsize, n, atomic_load(&pg->nremote));
+				fprintf(stderr, "span %p (%u of %u): list %u, nremote %u\n", (void *)pg->start,
+					pg->nblocks, pg->bsize, n, atomic_load(&pg->nremote));
 			}
 		}
 	return bad;
@@ -268,7 +268,6 @@ static void test_retired_spans_freed_by_owner_and_others_with_a_handler(void)
 	printf("  %d runs: %d clean, %d in kpool's one-line abort\n", runs, clean, aborted);
 	CHECK(failed == 0, "%d of %d runs failed (2: handed out twice, 3: events, 4: lists)", failed, runs);
 }
-
 
 /* ---- 2 ------------------------------------------------------------------ */
 static const size_t lsz[] = {1, 1016, 1017, 65528, 248, 312}; /* classes 16, 1024, 1152, 65536, 256, 320 */

@@ -76,7 +76,7 @@ static _Atomic uint64_t exp_bad, exp_inv, gone, bad_pattern, overlaps, twice, li
 static _Atomic int stop;
 static _Atomic unsigned b_done; /* threads done with the last round's B */
 static _Atomic unsigned c_done; /* threads done with C, all rounds of all generations of a run */
-static unsigned gen_round;     /* rounds before this generation's */
+static unsigned gen_round;	/* rounds before this generation's */
 static unsigned gen_no;
 
 /* Sizes: 40 B (48-byte class, a cache of 64), 100 B, 1000 B, 7000 B (a
@@ -409,7 +409,8 @@ static unsigned stale_entries(void)
 		for (int c = 0; c < OL_NCLASS; c++)
 			for (unsigned k = 0; k < h->fc_n[c]; k++) {
 				uint64_t e = h->fc_ent[c][k];
-				struct ol_span *pg = (struct ol_span *)(uintptr_t)(e & (((uint64_t)1 << OL_FC_IDX_SHIFT) - 1));
+				struct ol_span *pg =
+					(struct ol_span *)(uintptr_t)(e & (((uint64_t)1 << OL_FC_IDX_SHIFT) - 1));
 				n += pg->rec[e >> OL_FC_IDX_SHIFT].state != h->rtag;
 			}
 	return n;
@@ -547,7 +548,8 @@ static void run(int gens, bool with_fork)
 	       (unsigned long)gone, (unsigned long)ov, (unsigned long)twice, (unsigned long)overlaps,
 	       (unsigned long)bad_pattern);
 	if (with_fork)
-		printf("  forks %d: children clean %d, bad-free events %d, handed out twice %d, died %d, a list not its "
+		printf("  forks %d: children clean %d, bad-free events %d, handed out twice %d, died %d, a list not "
+		       "its "
 		       "count %d\n",
 		       forks, fork_fail[0], fork_fail[1], fork_fail[2], fork_fail[3], fork_fail[4]);
 	CHECK(twice == 0 && overlaps == 0 && bad_pattern == 0, "a block handed out twice or overwritten");
@@ -559,8 +561,9 @@ static void run(int gens, bool with_fork)
 	CHECK(lists_bad() == 0, "a span's list not its count");
 	if (with_fork) {
 		CHECK(forks > 0, "no fork made");
-		CHECK(fork_fail[0] == forks, "%d of %d children failed (1: events for bad frees not made, 2: a block "
-					     "handed out twice, 3: died or hung, 4: a list not its count)",
+		CHECK(fork_fail[0] == forks,
+		      "%d of %d children failed (1: events for bad frees not made, 2: a block "
+		      "handed out twice, 3: died or hung, 4: a list not its count)",
 		      forks - fork_fail[0], forks);
 	}
 	kp_destroy(pool);
