@@ -173,7 +173,8 @@ typedef struct kp__ol kp__ol;
 int kp__ol_create(kp_pool *pool);
 void kp__ol_destroy(kp_pool *pool);
 /* pool.c's fork handlers: phase 0 before fork (the lock taken), 1 after it
- * in the parent or the child (released). */
+ * in the parent or the child (released), 2 in the child before 1 (the
+ * foreign caches of the threads gone made whole). */
 void kp__ol_fork(kp_pool *pool, int phase);
 /* kp_alloc, kp_free, kp_usable_size and kp_realloc of a layout:outline
  * pool (alloc.c dispatches, pool is a live pool with pool->ol set). Any

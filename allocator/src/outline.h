@@ -656,7 +656,11 @@ static inline __attribute__((always_inline)) int kp__ol_free_check(kp_pool *pool
 	 * 0, its map kp__ol_no_map: a miss. */
 	if (full && KP_UNLIKELY((a >> OL_SLICE_SHIFT) >= OL_MAP_N))
 		KP_OL_REFUSE(NULL, 0, 0, KP_OL_MISS);
-	struct ol_span *pg = kp__ol_slot.map[(a >> OL_SLICE_SHIFT) & kp__ol_slot.map_mask];
+	/* relaxed (a plain mov): a stale pointer's free may race the daemon's
+	 * clearing of its slices (return_idle), a C11 data race as a plain
+	 * load, which TSan laid at kpool's door (test_outline_map_race_attack30b) */
+	struct ol_span *pg =
+		__atomic_load_n(&kp__ol_slot.map[(a >> OL_SLICE_SHIFT) & kp__ol_slot.map_mask], __ATOMIC_RELAXED);
 	if (KP_UNLIKELY(!pg))
 		KP_OL_REFUSE(NULL, 0, 0, KP_OL_MISS);
 	uint64_t q = kp__ol_index(pg, a - (uintptr_t)pg->start);

@@ -223,6 +223,7 @@ static void fork_child(void)
 			atomic_store(&p->daemon.state, KP_D_RESTART);
 		atomic_store(&p->daemon.wake_pending, 0);
 		kp__primary_fork_child(p); /* a grow's segment, mapped, not linked */
+		kp__ol_fork(p, 2);	   /* the foreign caches of the threads gone */
 	}
 	fork_unlock();
 }
