@@ -362,6 +362,24 @@ void kp__ol_fork(kp_pool *pool, int phase)
 		for (struct ol_heap *h = ol->heaps; h; h = h->next)
 			if (h->self != kp__ol_self())
 				fc_fork_child(h);
+		/* A push (remote_push: nremote first) or a drain cut short by
+		 * the fork left its chain on a thread gone: nremote counted
+		 * blocks on no list, and the span was never wholly free again
+		 * (test_outline_fork_xfree_attack30b: 1-3 children of 70-80).
+		 * Each span's count is its list's length again; the chain's
+		 * blocks are lost to the child (a leak, not a fault). */
+		for (struct ol_seg *sg = ol->segs; sg; sg = sg->next)
+			for (uint32_t i = 0; i < sg->used; i++) {
+				struct ol_span *pg = &sg->spans[i];
+				if (!pg->start || !pg->link)
+					continue;
+				uint32_t len = 0, x = atomic_load_explicit(&pg->remote, memory_order_relaxed);
+				while (x && x <= pg->nblocks && len <= pg->nblocks) {
+					len++;
+					x = __atomic_load_n(&pg->link[x - 1], __ATOMIC_RELAXED) & (uint16_t)~OL_LINK_ON;
+				}
+				atomic_store_explicit(&pg->nremote, len, memory_order_relaxed);
+			}
 		return;
 	}
 	if (phase == 0) {

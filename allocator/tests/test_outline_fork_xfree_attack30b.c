@@ -1,6 +1,7 @@
 /*
- * test_outline_fork_xfree_attack30b.c - s30-att2: KNOWN_FAILING. A child
- * of fork() reports double frees that no one made.
+ * test_outline_fork_xfree_attack30b.c - s30-att2: a child of fork()
+ * reported double frees that no one made (KNOWN_FAILING until s30-lead2's
+ * kp__ol_fork phase 2: fc_fork_child and the spans' nremote recounted).
  *
  * test_outline_xdfree_attack30b.c's run, every free valid (each block freed
  * once, by the next thread: no bad free at all), while a thread forks every

@@ -1,6 +1,8 @@
 /*
- * test_outline_map_race_attack30b.c - s30-att2: KNOWN_FAILING under TSan
- * alone. A free of a stale pointer (a double free) while the daemon's
+ * test_outline_map_race_attack30b.c - s30-att2: failed under TSan alone
+ * (KNOWN_FAILING until s30-lead2 made the slice map's loads and stores
+ * relaxed atomics).
+ * A free of a stale pointer (a double free) while the daemon's
  * pass gives its segment back: kp_free's loads of the slice map
  * (outline.h, kp__ol_free_check: kp__ol_slot.map[...]; outline.c,
  * kp__ol_knows from alloc.c's free_slow: plain loads) race
