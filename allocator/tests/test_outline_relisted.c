@@ -19,6 +19,19 @@
  * test_outline_race's outcomes): exactly one double_free for the one
  * double free, no block handed out twice, and the span's blocks all come
  * back (none lost from its list).
+ *
+ * The _next cases (once test_outline_relisted_next.c): the same race with a
+ * block after the relisted one on its span's list: the other thread's
+ * cache lists p2 and then p (p's link names p2), the owner's raced free
+ * puts p on its stack too, the owner takes p again and a third thread
+ * frees it. A second push of p without OL_LINK_ON's test (outline.c,
+ * listed_already) rewrote p's link to the list's head, p itself: the walk
+ * met p twice and never p2, so p2 was lost (the span's list still
+ * counting it) and p reported once more. The first cases' lists
+ * end at p, and the walk's flag clears (link_unlist: p's link 0 when the
+ * walk meets it again) end the cycle there: it passes with listed_already
+ * made to return false always (s30-cheap); the _next cases fail that way
+ * (nremote 1 after the drain, p2 lost), and on 4fa3c58, before the flag.
  */
 #define _GNU_SOURCE 1
 #include "ktest.h"
@@ -67,7 +80,7 @@ static KT_RAW int owner_free_as_seen(kp_pool *pool, void *p, struct seen s)
 struct call {
 	kp_pool *pool;
 	size_t sz;
-	void *p;
+	void *p, *p2; /* p2: freed just before p (NULL: none) */
 	int rc;
 	void *got[8];
 	int n;
@@ -75,7 +88,11 @@ struct call {
 static void other_free(void *arg)
 {
 	struct call *c = arg;
-	c->rc = kp_free(c->pool, c->p);
+	c->rc = 0;
+	if (c->p2) /* first: its entry the older, the tail of the chain */
+		c->rc = kp_free(c->pool, c->p2);
+	if (!c->rc)
+		c->rc = kp_free(c->pool, c->p);
 }
 static void other_alloc_free(void *arg)
 {
@@ -101,49 +118,52 @@ static void other_free_and_exit(struct call *c)
 
 #define MANY 400 /* blocks of the class the owner takes after: past its spans' (36 each), so its lists are drained */
 
-static void relisted(size_t sz)
+static void relisted(size_t sz, bool next)
 {
 	kp_pool *pool = kp_create(CONF_ON);
 	REQUIRE(pool, "kp_create: %s", kp_last_error());
-	void *p = kp_alloc(pool, sz, 0);
-	REQUIRE(p, "kp_alloc");
+	void *p2 = next ? kp_alloc(pool, sz, 0) : NULL, *p = kp_alloc(pool, sz, 0);
+	REQUIRE(p && (p2 || !next), "kp_alloc");
 	struct ol_span *pg = span_of(pool, p);
+	REQUIRE(!next || span_of(pool, p2) == pg, "p and p2 in one span");
 	struct seen s = seen_of(pool, p);
-	struct call c = {.pool = pool, .sz = sz, .p = p, .n = 4};
-	/* the race: the other thread's free taken, its cache back on the list */
+	struct call c = {.pool = pool, .sz = sz, .p = p, .p2 = p2, .n = 4};
+	/* the race: the other thread's frees of (p2 and) p, its cache back on
+	 * the list (p's link names p2) */
 	other_free_and_exit(&c);
-	CHECK(c.rc == 0, "the other thread's free: %d", c.rc);
+	CHECK(c.rc == 0, "the other thread's frees: %d", c.rc);
 	uint64_t d0 = dfree_count(pool);
-	/* ... and the owner's free, which read the record before, stored after */
+	/* ... and the owner's free of p, which read the record before, stored after */
 	int rc = owner_free_as_seen(pool, p, s);
 	CHECK(rc == 0, "the owner's free: %d", rc);
-	/* the owner's next block of the class: the block (its stack's top),
-	 * still on the span's list */
 	void *q = kp_alloc(pool, sz, 0);
 	REQUIRE(q == p, "the owner's next block %p, not %p", q, p);
 	/* freed by another thread (valid), listed again as that thread ends */
 	c.p = q;
+	c.p2 = NULL;
 	other_free_and_exit(&c);
 	CHECK(c.rc == 0, "the second free: %d", c.rc);
-	/* the owner takes in its lists as its spans run dry */
 	static void *got[MANY];
-	int seen_p = 0, bad = 0;
+	int seen_p = 0, seen_p2 = 0, bad = 0;
 	for (int i = 0; i < MANY; i++) {
 		got[i] = kp_alloc(pool, sz, 0);
 		seen_p += got[i] == p;
+		seen_p2 += got[i] == p2;
 		if (got[i])
 			kt_fill(got[i], sz, (uint64_t)i);
 	}
 	for (int i = 0; i < MANY; i++)
 		bad += !got[i] || kt_verify(got[i], sz, (uint64_t)i) != KT_OK;
 	uint64_t d = dfree_count(pool) - d0;
-	fprintf(stderr, "  %zu bytes: span of %u blocks, %llu double frees, the block handed out %d times\n", sz,
-		pg->nblocks, (unsigned long long)d, seen_p);
-	CHECK(d == 1, "%llu double frees for one (want 1)", (unsigned long long)d);
-	CHECK(bad == 0 && seen_p <= 1, "%d blocks overwritten, the block handed out %d times", bad, seen_p);
-	/* every block of the span came back: none was lost from its list */
 	uint32_t nremote = atomic_load_explicit(&pg->nremote, memory_order_relaxed);
+	fprintf(stderr, "  %zu bytes: span of %u blocks, %llu double frees, p handed out %d times, p2 %d, nremote %u\n",
+		sz, pg->nblocks, (unsigned long long)d, seen_p, seen_p2, nremote);
+	CHECK(d == 1, "%llu double frees for one (want 1)", (unsigned long long)d);
+	CHECK(bad == 0 && seen_p <= 1 && seen_p2 <= 1, "%d blocks overwritten, p handed out %d times, p2 %d", bad,
+	      seen_p, seen_p2);
+	/* p2 came back: not lost behind p's rewritten link */
 	CHECK(nremote == 0, "the span's list counts %u blocks after the drain", nremote);
+	CHECK(!next || seen_p2 == 1, "p2 handed out %d times in %d allocations (lost from the list)", seen_p2, MANY);
 	for (int i = 0; i < MANY; i++)
 		kp_free(pool, got[i]);
 	CHECK(dfree_count(pool) - d0 == 1, "later valid frees reported");
@@ -151,20 +171,32 @@ static void relisted(size_t sz)
 }
 
 /* 7,000 bytes: 7,168-byte blocks, a foreign cache of one (each free lists
- * the one before), 36 a span */
+ * the one before), 18 a span (36 on 4fa3c58) */
 static void test_relisted_big(void)
 {
-	relisted(7000);
+	relisted(7000, false);
 }
 /* 40 bytes: 48-byte blocks, a cache of 64, a first span of 128 */
 static void test_relisted_small(void)
 {
-	relisted(40);
+	relisted(40, false);
+}
+/* with p2: listed as p is cached, p as the thread ends */
+static void test_relisted_next_big(void)
+{
+	relisted(7000, true);
+}
+/* with p2: both listed as the thread ends, one chain */
+static void test_relisted_next_small(void)
+{
+	relisted(40, true);
 }
 
 int main(void)
 {
 	RUN(test_relisted_big);
 	RUN(test_relisted_small);
+	RUN(test_relisted_next_big);
+	RUN(test_relisted_next_small);
 	return ktest_summary();
 }
