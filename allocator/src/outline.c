@@ -288,14 +288,8 @@ static void exit_hook_init(void);
 static void avail_lock(kp_pool *pool, struct ol_heap *h);
 static void avail_unlock(struct ol_heap *h);
 
-#include <stdlib.h>
-static unsigned K_REUSE, K_FCB = 4096, K_STEAL = 1, K_XSTEAL = 1;
 int kp__ol_create(kp_pool *pool)
 {
-	if (getenv("K_REUSE")) K_REUSE = (unsigned)atoi(getenv("K_REUSE"));
-	if (getenv("K_STEAL")) K_STEAL = (unsigned)atoi(getenv("K_STEAL"));
-	if (getenv("K_XSTEAL")) K_XSTEAL = (unsigned)atoi(getenv("K_XSTEAL"));
-	if (getenv("K_FCB")) K_FCB = (unsigned)atoi(getenv("K_FCB"));
 	kp__ol *ol = kp__os_map(&pool->os, (sizeof(kp__ol) + KP_PAGE - 1) & ~(size_t)(KP_PAGE - 1), KP_PAGE, false);
 	if (!ol)
 		return -1;
@@ -1637,7 +1631,7 @@ static struct ol_span *span_new(kp_pool *pool, struct ol_heap *h, uint32_t cls)
 	pg->heap = h;
 	atomic_store_explicit(&pg->owner, h->self, memory_order_relaxed);
 	pg->cls = (uint16_t)cls;
-	pg->fc_cap = fc_cap_of(K_FCB, bs);
+	pg->fc_cap = fc_cap_of(OL_FC_BYTES, bs);
 	/* the records and stack entries are made as blocks are first taken
 	 * (span_extend): metadata pages in proportion to the blocks used, not
 	 * to the span (72 KiB for a span of 16-byte blocks) */
@@ -1897,11 +1891,13 @@ static void fc_put(kp_pool *pool, struct ol_heap *h, struct ol_span *pg, uint32_
 	uint32_t cls = pg->cls, k = h->fc_n[cls];
 	if (k >= h->fc_cap[cls]) {
 		/* the older half, or all while h allocates none of the class */
-		fc_flush(pool, h, cls, k);
+		fc_flush(pool, h, cls, h->cur[cls] == &empty_span ? k : (k + 1) / 2);
 		k = h->fc_n[cls];
 	}
 	h->fc_ent[cls][k] = (uintptr_t)pg | (uint64_t)idx << OL_FC_IDX_SHIFT;
 	__atomic_store_n(&h->fc_n[cls], (uint16_t)(k + 1), __ATOMIC_RELAXED);
+	if (!k && h->fast[cls] != &empty_span) /* the class's allocations take the cache first */
+		class_point(h, cls, &empty_span);
 }
 
 /* fc_pop's entry whose record was not h's tag: reported and dropped
@@ -2078,6 +2074,8 @@ static inline int free_remote(kp_pool *pool, struct ol_span *pg, uint32_t idx, s
 		if (KP_LIKELY(k < h->fc_cap[cls] && h != &kp__ol_empty_heap)) {
 			h->fc_ent[cls][k] = (uintptr_t)pg | (uint64_t)idx << OL_FC_IDX_SHIFT;
 			__atomic_store_n(&h->fc_n[cls], (uint16_t)(k + 1), __ATOMIC_RELAXED);
+			if (KP_UNLIKELY(h->fast[cls] != &empty_span))
+				class_point(h, cls, &empty_span);
 			return 0;
 		}
 	}
@@ -2271,6 +2269,7 @@ static void drain_class(kp_pool *pool, struct ol_heap *h, uint32_t cls)
 		if (pg->cls == cls) {
 			dirty_unlink(h, pred, pg);
 			drain_span(pool, h, pg);
+			return;
 		} else
 			pred = pg;
 		pg = nx;
@@ -2486,7 +2485,7 @@ static uint32_t fc_steal(kp_pool *pool, struct ol_heap *h, uint32_t cls)
 {
 	kp__ol *ol = pool->ol;
 	uint32_t got = h->fc_n[cls], room = 0;
-	if (!K_STEAL || atomic_load_explicit(&ol->nheaps, memory_order_relaxed) < 2) /* h alone: no lock taken (kpbench b) */
+	if (atomic_load_explicit(&ol->nheaps, memory_order_relaxed) < 2) /* h alone: no lock taken (kpbench b) */
 		return 0;
 	pthread_mutex_lock(&ol->lock);
 	for (struct ol_heap *o = ol->heaps; o; o = o->next) {
@@ -2627,14 +2626,18 @@ static void *refill_body(kp_pool *pool, struct ol_heap *h, uint32_t cls, size_t 
  * (kpbench c: every allocation comes here while blocks migrate). */
 __attribute__((noinline)) void *kp__ol_refill(kp_pool *pool, struct ol_heap *h, uint32_t cls, size_t n)
 {
+	if (h->fc_n[cls]) /* other heaps' blocks this thread freed, first (the empty heap's: none) */
+		return fc_pop(pool, h, cls, n);
+	/* the cache emptied, the tables at the empty span still (the span in
+	 * hand has blocks: else the pop had not missed): they point at the span
+	 * again here (refill_body's first step, without its busy section: no
+	 * list is touched), then the pop */
 	struct ol_span *pg = h->cur[cls];
 	uint16_t *sp = kp__ol_sp(pg);
-	if (KP_UNLIKELY(*sp != OL_SENT)) {
+	if (KP_LIKELY(*sp != OL_SENT)) {
 		class_point(h, cls, pg);
 		return kp__ol_pop(h, pg, sp, *sp, n);
 	}
-	if (h->fast[cls] == &empty_span && h->fc_n[cls])
-		return fc_pop(pool, h, cls, n);
 	return refill_span(pool, h, cls, n);
 }
 
@@ -2663,7 +2666,7 @@ static void *refill_body(kp_pool *pool, struct ol_heap *h, uint32_t cls, size_t 
 	if (h == &kp__ol_empty_heap) /* pool: any pointer whose first word is the slot's id */
 		return kp__alloc_slow(pool, n, 0);
 	/* the heap allocates the class: its cache of it at full size (outline.h, OL_FC_LONE_BYTES) */
-	h->fc_cap[cls] = fc_cap_of(K_FCB, class_size[cls]);
+	h->fc_cap[cls] = fc_cap_of(OL_FC_BYTES, class_size[cls]);
 	/* the cache emptied: the class's span in hand again (here, not as its
 	 * last block goes, so that a thread whose frees and allocations
 	 * alternate, kpbench c, points its tables at neither back and forth) */
@@ -2701,12 +2704,8 @@ static void *refill_body(kp_pool *pool, struct ol_heap *h, uint32_t cls, size_t 
 			return kp__ol_pop(h, alt, sp, *sp, n);
 		}
 		/* and other heaps' blocks waiting on their lists */
-		if (K_REUSE == 2 && h->fc_n[cls])
-			fc_flush(pool, h, cls, h->fc_n[cls]);
-		if ((K_REUSE == 1 && h->fc_n[cls]) || (K_XSTEAL && fc_steal(pool, h, cls))) {
-			class_point(h, cls, &empty_span);
+		if (fc_steal(pool, h, cls))
 			return fc_pop(pool, h, cls, n);
-		}
 		span_extend(pool, pg);
 		sp = kp__ol_sp(pg);
 		return kp__ol_pop(h, pg, sp, *sp, n);
@@ -2717,9 +2716,7 @@ static void *refill_body(kp_pool *pool, struct ol_heap *h, uint32_t cls, size_t 
 	drain_class(pool, h, cls);
 	pg = avail_take_free(h, cls);
 	owner_unlock(h);
-	if (!pg && K_REUSE == 2 && h->fc_n[cls])
-		fc_flush(pool, h, cls, h->fc_n[cls]);
-	if (!pg && ((K_REUSE == 1 && h->fc_n[cls]) || fc_steal(pool, h, cls))) { /* other heaps' blocks next; none in hand meanwhile (below) */
+	if (!pg && fc_steal(pool, h, cls)) { /* other heaps' blocks next; none in hand meanwhile (below) */
 		h->cur[cls] = &empty_span;
 		class_point(h, cls, &empty_span);
 		return fc_pop(pool, h, cls, n);
