@@ -28,9 +28,13 @@ Figures (same method and toolchain):
       free_remote itself, its canary test by
       mode, no second owner test, no test of
       the empty heap: its fc_cap is 0)
+    s31-remote, OL_FC_BYTES 4 -> 8 KiB           116.4-117.4
+      (outline.h: c's 64 blocks a class in
+      flight fit the cache, a quarter as many
+      go home through fc_flush and drain_span)
 
-The budget is the second's highest plus 2.5% (as the outline budgets of test_instruction_counts.py: a
-few instructions): main's 150.9 fails it.
+The budget is the last's highest plus 2.2% (as the outline budgets of test_instruction_counts.py: a few
+instructions): main's 150.9 and the 4 KiB cache's 142 fail it.
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ import pytest
 from test_instruction_counts import kpbench_argv
 
 OPS = (100_000, 300_000)
-BUDGET = 146.0
+BUDGET = 120.0
 
 
 @cache
