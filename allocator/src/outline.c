@@ -93,21 +93,37 @@
  * blocks only off long lists (taken at once they went to and fro: xpair
  * apart 83-115) larson's blocks touched reached 2.6-3.0x its live bytes,
  * past test_outline_xfree's 2.6x bound (2.1-2.3x with the foreign cache).
- * s30 (branch s30-remote, 2 vCPUs, the outbox on 4fa3c58): kpbench c
- * --pin apart 4.6-33 M ops/s against main's 1.9-5.2 (jemalloc 8-10), but
- * xpair no faster (apart 23.7 ns a pair against 23.0 at load 5, 94 against
- * 86 at load 10; one CPU 15.8 both; under callgrind xpair 1 1 200 128 M
- * instructions against 87 M), larson's user time 0.25 s against 0.27 at
- * load 5 and 0.39 against 0.34 at load 10 (320 M instructions against 389 M
- * under callgrind); its touched bytes 2.03-2.17x against main's 1.62-1.68x
- * (the bound, 2.6x, passes), the free blocks waiting on their owners'
- * lists (823 KiB at the peak against 255), where no other heap may take an
- * outbox's block. Letting fc_steal take them (with a dirty list per class,
- * which keeps its walk short) brought 1.63x back at 414 M instructions and
- * c apart 3.9-12.5, and gave test_outline_purge_live_attack27 more
- * double-free events than bad frees; and the outbox alone gives that test
- * 2-5 overflow events a run (a racing free reads a half-spoiled canary:
- * the test asserts none now).
+ * s30 (branch s30-remote, the outbox on 4fa3c58): kpbench c --pin apart
+ * 4.6-33 M ops/s against 1.9-5.2, xpair no faster (1 1 200 under
+ * callgrind: 128 M instructions against 87 M), larson's touched bytes
+ * 2.03-2.17x its live bytes against 1.62-1.68x; letting fc_steal take an
+ * outbox's blocks gave 1.63x back at 414 M instructions against 389 M.
+ * s31 (branch s31-remote, 2 vCPUs, load 2-5) measured why: what costs
+ * larson is not a free's protocol but the reuse. A thread that hands out
+ * the blocks it freed of other heaps (this cache) keeps them, and frees
+ * them again as another heap's: 1.08 M of larson 4 20's 1.6 M frees are
+ * cross-thread on main (about 0.2 M when no thread reuses another's
+ * blocks), each ~80 instructions and two cache misses (perf: the canary's
+ * load in the block and the record's compare-and-swap, a third of
+ * larson's samples), against a local free's ~35. The experiment (commit
+ * 8cc5d62, reverted; its knobs by environment) kept main's protocol and
+ * changed the policy alone: the cache sent home whole when full, never
+ * handed out by its thread but for blocks fc_steal took (or, K_REUSE=1,
+ * only where the heap would touch new pages): larson 4 20 294-307 M
+ * instructions against 390-397 M (mimalloc 237 M, larson's own 126 M),
+ * 0.18 s of user time against 0.29 (mimalloc 0.14, medians of 7
+ * alternated), but 2.5-3.0x its live bytes touched (test_larson_bound:
+ * 2.0x) and 13.5 MiB of RSS against 8.6 (mimalloc's 13.5): the free
+ * blocks then wait on their owners' lists and stacks, in classes those
+ * heaps do not need at the time. Each point that kept the bound took
+ * main's instructions back (fc_steal before new pages: 388-449 M, 1.5-1.7x;
+ * without it before span_extend 334 M but 1.93-2.08x, flaky against the
+ * bound), and every one cost c (150.9 -> 190-199 instructions a pair,
+ * tests/test_cross_instructions.py's method) and xpair (apart 25.9 ->
+ * 32.3 ns a pair, one CPU 18.9 -> 24.1), whose threads need each other's
+ * blocks. Kept: kp__ol_free_other's shorter path (its comment), and a
+ * cache of 8 KiB a class (outline.h, OL_FC_BYTES: c 142 -> 117
+ * instructions, larson 1.85x touched).
  *
  * The owner's free is a load of the record and a plain store (no locked
  * instruction on kp_free's fast path), so a double free raced between the
@@ -240,6 +256,10 @@ const uint8_t kp__ol_class_tbl[65] = {0,  0,  1,  2,  3,  4,  5,  6,  7,  8,  9,
  * path takes the slow one without a test of its own. Never written. */
 static uint16_t empty_stack = OL_SENT;
 static struct ol_span empty_span = {.sp = &empty_stack, .stack0 = &empty_stack};
+/* The slot's heap before a thread's first allocation of the pool: never
+ * written either. Its fc_cap stays 0 in every class, which free_remote's
+ * one test of room relies on to send its frees to the slow case
+ * (test_outline_xfree checks it after larson's pattern). */
 struct ol_heap kp__ol_empty_heap = {.rtag = OL_REMOTE,
 				    .direct = {[0 ... 64] = &empty_span},
 				    .fast = {[0 ... OL_NCLASS - 1] = &empty_span},
@@ -2053,7 +2073,8 @@ static OL_NO_TSAN void canary_spoil(uint8_t *p, uint32_t st, const struct ol_rec
  * class's tables with it: 3 registers saved, 1 before, for 55 M
  * instructions fewer on larson), or, with no heap to hold it (a thread
  * past its exit hook, poison:on), straight onto pg's list. */
-static inline int free_remote(kp_pool *pool, struct ol_span *pg, uint32_t idx, struct ol_rec *r, uint32_t st, void *p)
+static inline __attribute__((always_inline)) int free_remote(kp_pool *pool, struct ol_span *pg, uint32_t idx,
+							     struct ol_rec *r, uint32_t st, void *p, int canary)
 {
 	struct ol_heap *h = kp__ol_slot.heap;
 	/* the slot names pool: its aid (internal.h), kp__ol_slot_id's test in
@@ -2062,16 +2083,19 @@ static inline int free_remote(kp_pool *pool, struct ol_span *pg, uint32_t idx, s
 	uint32_t tag = slot ? h->rtag : OL_REMOTE; /* the empty heap's: OL_REMOTE */
 	if (KP_UNLIKELY(!__atomic_compare_exchange_n(&r->state, &st, tag, false, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)))
 		return free_remote_dfree(pool, pg, p);
-	if (pg->csz && (KP_LIKELY(slot) || !pool->conf.poison))
+	if ((canary == KP_OL_CANARY_ON || (canary == KP_OL_CANARY_SPAN && pg->csz)) &&
+	    (KP_LIKELY(slot) || !pool->conf.poison))
 		canary_spoil(p, st, r);
 	if (KP_LIKELY(slot)) {
 		uint32_t cls = pg->cls, k = h->fc_n[cls];
-		/* not full, and a heap of the thread's own (the empty heap's
-		 * classes go to the slow case); the class's tables pointed at
+		/* not full, and a heap of the thread's own: the empty heap's
+		 * fc_cap is 0 in every class (refill_body returns before it sets
+		 * one), so its frees go to the slow case by this one test (a
+		 * compare with &kp__ol_empty_heap before); the class's tables pointed at
 		 * the cache as its first block goes in (fc_put's step, here:
 		 * a class that gets other heaps' blocks and hands them out in
 		 * turn does it over and over, larson 834,059 times in 8M frees) */
-		if (KP_LIKELY(k < h->fc_cap[cls] && h != &kp__ol_empty_heap)) {
+		if (KP_LIKELY(k < h->fc_cap[cls])) {
 			h->fc_ent[cls][k] = (uintptr_t)pg | (uint64_t)idx << OL_FC_IDX_SHIFT;
 			__atomic_store_n(&h->fc_n[cls], (uint16_t)(k + 1), __ATOMIC_RELAXED);
 			if (KP_UNLIKELY(h->fast[cls] != &empty_span))
@@ -2941,7 +2965,7 @@ static int free_other_checked(kp_pool *pool, struct ol_span *pg, uint32_t idx, s
 {
 	uintptr_t own = atomic_load_explicit(&pg->owner, memory_order_relaxed);
 	if ((own & ~(uintptr_t)OL_OWN_FULL) != kp__ol_self())
-		return free_remote(pool, pg, idx, r, st, p);
+		return free_remote(pool, pg, idx, r, st, p, KP_OL_CANARY_SPAN);
 	__atomic_store_n(&r->state, OL_FREE, __ATOMIC_RELAXED); /* as kp__ol_free_check's */
 	uint16_t *sp = kp__ol_sp(pg) + 1;
 	*sp = (uint16_t)idx;
@@ -2956,7 +2980,19 @@ static int free_other_checked(kp_pool *pool, struct ol_span *pg, uint32_t idx, s
 /* kp__ol_free_fast's case of a span not the calling thread's listed one:
  * its checks (the state, relaxed: another thread's free of the block may
  * race it, and its compare-and-swap decides; the canary), then as above.
- * try_only: a violation is left alone (KP_OL_UNTRIED), as free_fast's. */
+ * try_only: a violation is left alone (KP_OL_UNTRIED), as free_fast's.
+ * With KP_OL_RETIRED_OWN the fast path sent the owner's retired span
+ * elsewhere, so the span is another thread's: free_remote at once, its
+ * canary's spoil by the mode tested here (free_other_checked tested the
+ * owner again and the canary's size twice: kpbench c 150.9 -> 141.6-142.6
+ * instructions a kp_alloc + kp_free with the fc_cap test below,
+ * tests/test_cross_instructions.py; xpair 1 1 200 86.8 -> 78.7 M and
+ * larson 4 20 393.6 -> 381.5 M under callgrind). The owner read before
+ * may be stale only by this thread's own doing (no other thread makes a
+ * span this thread's): a signal handler's allocation between the two
+ * that adopted the span's abandoned heap (heap_get). Its block then goes
+ * into this thread's cache as another heap's would: tagged, handed out
+ * by fc_pop or listed by fc_flush and drained by its owner, this thread. */
 __attribute__((noinline)) int kp__ol_free_other(kp_pool *pool, struct ol_span *pg, uint32_t idx, void *p, bool try_only)
 {
 	struct ol_rec *r = &pg->rec[idx];
@@ -2977,8 +3013,11 @@ __attribute__((noinline)) int kp__ol_free_other(kp_pool *pool, struct ol_span *p
 			uint32_t now = __atomic_load_n(&r->state, __ATOMIC_RELAXED);
 			return kp__ol_free_slow(pool, p, pg, idx, st, kp__ol_dead(now) ? KP_OL_DFREE : KP_OL_OVERFLOW);
 		}
-	}
-	return free_other_checked(pool, pg, idx, r, st, p);
+		if (KP_OL_RETIRED_OWN)
+			return free_remote(pool, pg, idx, r, st, p, KP_OL_CANARY_ON);
+	} else if (KP_OL_RETIRED_OWN)
+		return free_remote(pool, pg, idx, r, st, p, KP_OL_CANARY_OFF);
+	return free_other_checked(pool, pg, idx, r, st, p); /* the owner's retired span comes here too */
 }
 
 /* What kp__ol_free_fast did not free, by why (outline.h). */

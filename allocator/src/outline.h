@@ -211,17 +211,24 @@ _Static_assert(sizeof(struct ol_seg) + 64 + OL_NSLICES * OL_META_SPAN_MAX <= OL_
  * first (kp__ol_refill) and whose overflow goes back to their spans a
  * chain per span (one compare-and-swap a chain). OL_FC_MAX entries a
  * class, and at most OL_FC_BYTES of blocks of it (ol_span's fc_cap): a
- * thread's cache holds at most 72 x 4 KiB and is given back at its exit.
- * A page a class: a thread that frees what others allocate and allocates
- * none of it (a consumer) holds between half and all of its cache's bytes
- * in every class it frees, blocks no allocation takes while their owners
- * touch new pages. At 16 KiB a class (s23-s28) a producer/consumer program
- * of 16-2048 B messages (34 classes) had its producer touch 1.93x the pages
- * of the messages live at once, 1.68x now, 1.37x the least its classes
- * allow (test_outline_free_only); bench-prodcons' peak 5.5 -> 5.0 MiB,
- * bench-larson's 10.3 -> 8.6 MiB, kpbench c --pin same within noise. */
+ * thread's cache holds at most 72 x 8 KiB and is given back at its exit.
+ * At 16 KiB a class (s23-s28) a producer/consumer program of 16-2048 B
+ * messages (34 classes) had its producer touch 1.93x the pages of the
+ * messages live at once, 1.68x at 4 KiB, 1.37x the least its classes
+ * allow; since s29 a consumer's classes cache OL_FC_LONE_BYTES (below), and
+ * this size is that of a heap that allocates the class too, which hands
+ * the blocks out again (kpbench c, larson). 8 KiB (s31): two threads that
+ * free each other's blocks (kpbench c, 16-256 B, 1024 in flight: 64 a
+ * class) send a quarter as many home (fc_flush, drain_span: ~80
+ * instructions a block) as at 4 KiB, c's kp_alloc + kp_free 142 -> 117
+ * instructions under callgrind (tests/test_cross_instructions.py; 6 KiB:
+ * 126), xpair 1 1 200 84.5 -> 71.6 M; the cost, larson's blocks touched
+ * 1.5-1.68x -> 1.85x its live bytes (test_larson_bound's bound 2.0x; 6
+ * KiB 1.76x), its peak RSS 8.6 -> 9.3 MiB (medians of 5; 16 KiB: 10.3,
+ * mimalloc 13.5), bench-prodcons' 4.99 -> 5.10 MiB (within its noise,
+ * 4.67-5.10), test_outline_free_only's producer 1.64x either way. */
 #define OL_FC_MAX 64
-#define OL_FC_BYTES (4u << 10)
+#define OL_FC_BYTES (8u << 10)
 /* A heap's foreign cache of a class it never allocated (no refill of the
  * class yet: ol_heap's fc_cap): a consumer's. Its blocks wait there for no
  * allocation of its own while their owner touches new pages in their

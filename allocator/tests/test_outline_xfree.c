@@ -291,6 +291,12 @@ static void test_larson_bound(void)
 		for (int k = 0; k < LSLOTS; k++)
 			kp_free(pool, sh.obj[i][k]);
 	CHECK(dfrees(pool) == 0, "violations in a valid run");
+	/* the empty heap never cached a block (outline.c, free_remote's test of
+	 * room alone keeps its frees out of the fast case) */
+	unsigned written = 0;
+	for (int c = 0; c < OL_NCLASS; c++)
+		written += kp__ol_empty_heap.fc_cap[c] != 0 || kp__ol_empty_heap.fc_n[c] != 0;
+	CHECK(written == 0, "%u classes of the empty heap with a cache", written);
 	pthread_barrier_destroy(&sh.bar);
 	kp_destroy(pool);
 }
