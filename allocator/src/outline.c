@@ -525,6 +525,11 @@ static struct ol_seg *segment_new(kp_pool *pool)
 	return s;
 }
 
+uint64_t kp__ol_grows(kp_pool *pool)
+{
+	return pool->ol ? atomic_load_explicit(&pool->ol->taken, memory_order_relaxed) : 0;
+}
+
 static bool segment_fits(const struct ol_seg *s, uint32_t nsl, size_t need)
 {
 	return s->used + nsl <= OL_NSLICES && (size_t)(s->end - s->bump) >= need;
