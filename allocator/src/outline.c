@@ -1243,49 +1243,52 @@ static void purge_idle(kp_pool *pool)
 	unsigned nblk = 0;
 	pthread_mutex_lock(&ol->lock);
 	for (struct ol_heap *h = ol->heaps; h; h = h->next) {
-		struct ol_span *take = NULL;
+		struct ol_span *take = NULL, *btake = NULL;
 		avail_lock(pool, h);
 		for (uint32_t c = 0; c < OL_NCLASS; c++)
 			for (struct ol_span **pp = &h->avail[c], *pg; (pg = *pp) != NULL;) {
 				uint32_t nfree = (uint32_t)(kp__ol_sp(pg) - pg->stack0);
 				bool empty = nfree == __atomic_load_n(&pg->fresh, __ATOMIC_RELAXED);
-				/* not wholly free: its free blocks' pages, once they
-				 * stayed the same for OL_BPURGE_MS (purge_blocks) */
-				bool blocks = !empty && nfree && pg->bsize >= OL_BPURGE_MIN;
+				bool whole =
+					empty && pg->idle_ns != OL_PURGED && pg->idle_ns && now - pg->idle_ns >= decay;
+				/* its free blocks' pages (all of them when wholly
+				 * free, its decay kept: idle_ns), once they stayed
+				 * the same for OL_BPURGE_MS (purge_blocks) */
+				bool blocks = !whole && nfree && pg->bsize >= OL_BPURGE_MIN;
 				if (blocks && (pg->bpurge_free != nfree || !pg->bpurge_ns)) {
 					pg->bpurge_free = nfree;
 					pg->bpurge_ns = now ? now : 1;
 				}
 				blocks = blocks && pg->bpurge_ns != OL_PURGED && now - pg->bpurge_ns >= bdue &&
 					 nblk < OL_BPURGE_SPANS;
-				if (!blocks &&
-				    (!empty || pg->idle_ns == OL_PURGED || !pg->idle_ns || now - pg->idle_ns < decay)) {
-					if (!empty)
-						pg->idle_ns = 0;
-					else if (!pg->idle_ns)
-						pg->idle_ns = now ? now : 1;
+				if (!empty)
+					pg->idle_ns = 0;
+				else if (!pg->idle_ns)
+					pg->idle_ns = now ? now : 1;
+				if (!whole && !blocks) {
 					pp = &pg->next;
 					continue;
 				}
 				nblk += blocks;
-				if (blocks)
-					pg->idle_ns = 0; /* not wholly free: the loop below */
-				*pp = pg->next;		 /* off the list while its pages go */
-				pg->next = take;
-				take = pg;
+				*pp = pg->next; /* off the list while its pages go */
+				if (whole)
+					pg->next = take, take = pg;
+				else
+					pg->next = btake, btake = pg;
 			}
 		avail_unlock(h);
-		if (!take)
+		if (!take && !btake)
 			continue;
 		for (struct ol_span *pg = take; pg; pg = pg->next) {
-			if (pg->idle_ns) { /* wholly free */
-				size_t bytes = ((size_t)pg->nblocks * pg->bsize + KP_PAGE - 1) & ~(size_t)(KP_PAGE - 1);
-				kp__os_purge(&pool->os, pg->start, bytes);
-				pg->idle_ns = OL_PURGED;
-			} else {
-				purge_blocks(pool, pg);
-				pg->bpurge_ns = OL_PURGED;
-			}
+			size_t bytes = ((size_t)pg->nblocks * pg->bsize + KP_PAGE - 1) & ~(size_t)(KP_PAGE - 1);
+			kp__os_purge(&pool->os, pg->start, bytes);
+			pg->idle_ns = OL_PURGED;
+		}
+		for (struct ol_span *pg = btake, *nx; pg; pg = nx) {
+			nx = pg->next;
+			purge_blocks(pool, pg);
+			pg->bpurge_ns = OL_PURGED;
+			pg->next = take, take = pg;
 		}
 		avail_lock(pool, h);
 		for (struct ol_span *pg = take, *nx; pg; pg = nx) {
