@@ -183,8 +183,9 @@
  * Memory back: the daemon's pass purges the data pages of a span wholly free
  * on its heap's avail list for decay_ms (purge_idle), the whole pages inside
  * the free blocks (of a page or more) of a span listed there with the same
- * free blocks for OL_BPURGE_MS (purge_blocks: git pack-objects' peak 20.4 ->
- * 19.4 MiB, test_outline_block_purge), and the spares past
+ * free blocks for OL_BPURGE_MS, wholly free or not (purge_blocks: git
+ * pack-objects' peak 20.4 -> 19.4 MiB, test_outline_block_purge), and the
+ * spares past
  * the demand (above); a segment whose spans have all sat so for decay_ms,
  * and which no heap carves, leaves the heaps whole (return_idle): its
  * slice-map entries cleared, its data and metadata pages purged, onto the
@@ -1231,8 +1232,15 @@ __attribute__((no_sanitize("thread"))) static void purge_blocks(kp_pool *pool, s
  * pages go, so the owner never waits on a system call: a span wholly free
  * and off every list is out of reach (no block of it is allocated, so no
  * free reaches its stack, and a free of a pointer into it finds its record
- * free and is refused). Spans in hand (cur[]), retired ones and those with
- * cross-thread frees not yet taken back are left alone. */
+ * free and is refused). A span listed with blocks of a page or more, not
+ * wholly free or not yet for decay_ms, whose free blocks stayed the same
+ * for OL_BPURGE_MS (bpurge_free, bpurge_ns), is taken off its list so too
+ * while the pages inside its free blocks go (purge_blocks): off every list
+ * and in no thread's hand, none of its blocks is handed out meanwhile, and
+ * a free block is written by no thread (a free of one is refused, the
+ * owner's frees of its live ones only push onto its stack). Spans in hand
+ * (cur[]), retired ones and those with cross-thread frees not yet taken
+ * back are left alone. */
 static void purge_idle(kp_pool *pool)
 {
 	kp__ol *ol = pool->ol;
