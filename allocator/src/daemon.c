@@ -124,6 +124,16 @@ uint64_t kp__pool_now(kp_pool *pool)
  * program keeps the floor. */
 #define KP_TARGET_SMALL ((size_t)8 << 20)
 #define KP_GROW_SHARE 2
+/* The same for layout:outline's spares (kp__daemon_grow_target): one
+ * segment (outline.h's OL_SEG_SIZE), what a burst's pass needs to find one
+ * whole spare pre-faulted, as the spares are pre-faulted from 64 MiB in use
+ * only (outline.c's OL_PREFAULT_MIN), where a program is no small one. At
+ * KP_TARGET_SMALL, two spares (8 MiB) were pre-faulted beside every growing
+ * pool of 64-256 MiB, past its 1/32 (CPython's test_unicode under the
+ * preload, 145 MiB at its peak: 8 MiB of its gap to mimalloc's peak;
+ * test_outline_spare_share), while test_outline_grow's thread faults stay
+ * under 1% with one. */
+#define KP_GROW_SMALL ((size_t)4 << 20)
 /* A program's first burst (its first spans, a few hundred KB in a few ms:
  * a "rate" of 100 MB/s) would be taken for growth and pre-fault several
  * times what it holds (test_memory's small program: 3.7x glibc's peak with
@@ -894,15 +904,16 @@ static uint64_t rate_of(size_t demand, uint64_t dt)
 }
 
 /* The headroom the rate asks for, within the share of the bytes held (the
- * formula above, without the floor; not rounded). */
-static size_t rate_headroom(uint64_t rate, unsigned boost, size_t held, bool busy, unsigned share)
+ * formula above, without the floor; not rounded), a small program's at most
+ * small_max (KP_TARGET_SMALL, KP_GROW_SMALL). */
+static size_t rate_headroom(uint64_t rate, unsigned boost, size_t held, bool busy, unsigned share, size_t small_max)
 {
 	double want = (double)rate * KP_HORIZON_MS / 1000.0 * (double)(1u << boost);
 	double out = (double)held;
 	double cap = out / share;
 	double small = out / (busy ? KP_GROW_SHARE : KP_FLOOR_SHARE);
-	if (small > (double)KP_TARGET_SMALL)
-		small = (double)KP_TARGET_SMALL;
+	if (small > (double)small_max)
+		small = (double)small_max;
 	if (cap < small)
 		cap = small;
 	return want < cap ? (size_t)want : (size_t)cap;
@@ -1012,7 +1023,7 @@ static size_t daemon_target(kp_pool *pool)
 	}
 	size_t headroom_want =
 		rate_headroom(rate, (unsigned)atomic_load(&pool->grow_boost), atomic_load(&pool->out_bytes),
-			      d->busy_passes >= KP_BUSY_PASSES, KP_TARGET_SHARE);
+			      d->busy_passes >= KP_BUSY_PASSES, KP_TARGET_SHARE, KP_TARGET_SMALL);
 	size_t target = (headroom_want + KP_UNIT_SIZE - 1) & ~(size_t)(KP_UNIT_SIZE - 1);
 	size_t floor = kp__daemon_floor(pool);
 	if (target < floor)
@@ -1110,7 +1121,8 @@ size_t kp__daemon_grow_target(kp_pool *pool, kp__grow *g, size_t demand, bool fa
 	if (!g->grow_ns || now - g->grow_ns > quiet)
 		g->rate = 0;
 	else
-		want = rate_headroom(g->rate, g->boost, held, g->busy >= KP_BUSY_PASSES, KP_GROW_TARGET_SHARE);
+		want = rate_headroom(g->rate, g->boost, held, g->busy >= KP_BUSY_PASSES, KP_GROW_TARGET_SHARE,
+				     KP_GROW_SMALL);
 	want = want > floor ? want : floor;
 	atomic_store_explicit(&g->shown_target, want, memory_order_relaxed);
 	atomic_store_explicit(&g->shown_rate, g->rate, memory_order_relaxed);

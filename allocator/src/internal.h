@@ -206,6 +206,10 @@ void kp__ol_counts(kp_pool *pool, uint64_t *allocs, uint64_t *frees);
 void kp__ol_space(kp_pool *pool, size_t *capacity, size_t *segments, size_t *committed);
 /* Tests: the guarded metadata mapping of p's data segment, or NULL. */
 void *kp__ol_meta_of(kp_pool *pool, const void *p);
+/* Segments the heaps of a layout:outline pool took (a count that only
+ * rises: the pool's growth in small blocks, as pool->grows is the inline
+ * primary's); 0 for an inline pool. Any thread, no lock. */
+uint64_t kp__ol_grows(kp_pool *pool);
 
 /* ---- conf.c ------------------------------------------------------------ */
 #define KP_FAULT_SPEC_MAX 256

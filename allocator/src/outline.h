@@ -157,6 +157,12 @@ struct ol_span {
 	 * back and taken again: its purge may have failed; not poison:on):
 	 * span_extend makes them OL_VIRGIN (span_new) */
 	bool zero;
+	/* the daemon's purge of its free blocks' pages while it is listed and
+	 * not wholly free (outline.c, purge_blocks), under its heap's avail
+	 * lock: the blocks on its stack when a pass first saw it so, and when
+	 * (pool clock, ns; OL_PURGED once given back at that count) */
+	uint32_t bpurge_free;
+	uint64_t bpurge_ns;
 
 	/* the other threads' line */
 	_Alignas(64) _Atomic uint32_t remote; /* cross-thread frees: index + 1 of the head */
