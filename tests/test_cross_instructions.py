@@ -35,6 +35,11 @@ Figures (same method and toolchain):
 
 The budget is the last's highest plus 2.2% (as the outline budgets of test_instruction_counts.py: a few
 instructions): main's 150.9 and the 4 KiB cache's 142 fail it.
+
+124 since the foreign cache is signal-safe (s31: its pushes and pops mark
+the thread, outline.c's ol_st, so that a handler's allocation neither pops
+an entry a flush claimed nor one a push has not counted yet; 5 instructions
+a pair: 117 -> 122; test_outline_fc_signal_attack31b).
 """
 
 from __future__ import annotations
@@ -46,7 +51,7 @@ import pytest
 from test_instruction_counts import kpbench_argv
 
 OPS = (100_000, 300_000)
-BUDGET = 120.0
+BUDGET = 124.0
 
 
 @cache

@@ -1917,6 +1917,39 @@ static inline uint32_t link_unlist(uint16_t *link, uint32_t idx)
  * g[j] in memory for every block; 42 before the flag), kpbench c under
  * callgrind. No block's link is written before the fence and its flag
  * test, so a block listed already keeps its link. */
+/* This thread inside a busy section (below, busy_enter: b.busy) or
+ * changing its foreign cache's count (b.fc: a push, free_remote and fc_put,
+ * or fc_pop's take; a count, a handler's own push nesting): a call then is
+ * a signal handler's, and neither pops the cache (kp__ol_refill, busy_enter:
+ * alloc.c's path) nor flushes it (free_remote_slow: onto the block's list).
+ * Before (s31-att, test_outline_fc_signal_attack31b), a handler's
+ * allocation popped entries a flush had claimed (5 of 6 children killed:
+ * the flush's memmove of n - m entries wrapped) or an entry its thread's
+ * push had not counted yet (1-14 double frees reported a child, none made).
+ * One 16-bit word: one compare tests both. Initial-exec, as kp__ol_pslot. */
+static __thread union {
+	uint16_t any;
+	struct {
+		bool busy;
+		uint8_t fc;
+	} b;
+} ol_st __attribute__((tls_model("initial-exec")));
+#define ol_busy (ol_st.b.busy)
+/* around a change of the cache's count (above) */
+#define FC_MARK()                                          \
+	do {                                               \
+		ol_st.b.fc++;                              \
+		atomic_signal_fence(memory_order_seq_cst); \
+	} while (0)
+#define FC_UNMARK()                                        \
+	do {                                               \
+		atomic_signal_fence(memory_order_seq_cst); \
+		ol_st.b.fc--;                              \
+	} while (0)
+static inline bool busy_enter(void);
+static inline void busy_leave(void);
+static void *refill_again(kp_pool *pool, struct ol_heap *h, uint32_t cls, size_t n);
+
 #define FC_GROUPS 4
 static void fc_flush(kp_pool *pool, struct ol_heap *h, uint32_t cls, uint32_t m)
 {
@@ -1992,6 +2025,11 @@ static void fc_flush(kp_pool *pool, struct ol_heap *h, uint32_t cls, uint32_t m)
  * when full. h: this thread's heap of the pool. */
 static void fc_put(kp_pool *pool, struct ol_heap *h, struct ol_span *pg, uint32_t idx)
 {
+	/* busy from the count's read on (free_remote_slow calls with ol_st
+	 * clear): a handler's allocation then takes alloc.c's path
+	 * (kp__ol_refill), not an entry the flush claimed or one the count
+	 * was read with, and its free lists its block (free_remote_slow) */
+	bool mine = busy_enter();
 	uint32_t cls = pg->cls, k = h->fc_n[cls];
 	if (k >= h->fc_cap[cls]) {
 		/* the older half, or all while h allocates none of the class */
@@ -2002,6 +2040,8 @@ static void fc_put(kp_pool *pool, struct ol_heap *h, struct ol_span *pg, uint32_
 	__atomic_store_n(&h->fc_n[cls], (uint16_t)(k + 1), __ATOMIC_RELAXED);
 	if (!k && h->fast[cls] != &empty_span) /* the class's allocations take the cache first */
 		class_point(h, cls, &empty_span);
+	if (mine)
+		busy_leave();
 }
 
 /* fc_pop's entry whose record was not h's tag: reported and dropped
@@ -2011,7 +2051,16 @@ static __attribute__((noinline, cold)) void *fc_pop_raced(kp_pool *pool, struct 
 							  struct ol_span *pg, uint32_t idx)
 {
 	raced_dfree(pool, pg, idx);
-	return kp__ol_refill(pool, h, cls, n);
+	/* inside refill_body (busy: its own thread) the body again, else the
+	 * entry point */
+	return ol_busy ? refill_again(pool, h, cls, n) : kp__ol_refill(pool, h, cls, n);
+}
+
+/* fc_pop's cache found empty (above): the allocation made again, as
+ * fc_pop_raced's. */
+static __attribute__((noinline, cold)) void *fc_pop_gone(kp_pool *pool, struct ol_heap *h, uint32_t cls, size_t n)
+{
+	return ol_busy ? refill_again(pool, h, cls, n) : kp__ol_refill(pool, h, cls, n);
 }
 
 /* The newest block of h's foreign cache of class cls (not empty), handed
@@ -2024,9 +2073,15 @@ static __attribute__((noinline, cold)) void *fc_pop_raced(kp_pool *pool, struct 
  * handed out by the owner alone. */
 static void *fc_pop(kp_pool *pool, struct ol_heap *h, uint32_t cls, size_t n)
 {
+	FC_MARK();
 	uint32_t k = h->fc_n[cls] - 1u;
+	if (KP_UNLIKELY(k == UINT32_MAX)) { /* a handler took the last between the caller's test and the mark */
+		FC_UNMARK();
+		return fc_pop_gone(pool, h, cls, n);
+	}
 	uint64_t e = h->fc_ent[cls][k];
 	__atomic_store_n(&h->fc_n[cls], (uint16_t)k, __ATOMIC_RELAXED);
+	FC_UNMARK();
 	struct ol_span *pg = fc_span(e);
 	uint32_t idx = (uint32_t)(e >> OL_FC_IDX_SHIFT);
 	struct ol_rec *r = &pg->rec[idx];
@@ -2101,7 +2156,10 @@ static __attribute__((noinline, cold)) int free_remote_dfree(kp_pool *pool, stru
 static __attribute__((noinline)) int free_remote_slow(kp_pool *pool, struct ol_span *pg, uint32_t idx, struct ol_rec *r,
 						      uint32_t tag)
 {
-	if (KP_LIKELY(!pool->conf.poison)) {
+	/* a signal handler's free while its thread changes its foreign cache
+	 * (fc_flush, fc_steal, refill_body, a push or pop: ol_st) touches
+	 * neither the cache nor heap_get's lock: onto the block's list */
+	if (KP_LIKELY(!pool->conf.poison) && KP_LIKELY(!ol_st.any)) {
 		struct ol_heap *h = kp__ol_slot.id == kp__ol_slot_id(pool) ? kp__ol_slot.heap : NULL;
 		if (h == &kp__ol_empty_heap || !h) {
 			int e = errno;
@@ -2117,7 +2175,8 @@ static __attribute__((noinline)) int free_remote_slow(kp_pool *pool, struct ol_s
 			return 0;
 		}
 	}
-	/* no heap to hold it (past the exit hook, poison:on): onto its list */
+	/* no heap to hold it (past the exit hook, poison:on, a handler's call
+	 * inside a busy section): onto its list */
 	if (KP_UNLIKELY(!rec_claim(r, tag, OL_LISTED)))
 		raced_dfree(pool, pg, idx);
 	else {
@@ -2171,6 +2230,7 @@ static inline __attribute__((always_inline)) int free_remote(kp_pool *pool, stru
 	    (KP_LIKELY(slot) || !pool->conf.poison))
 		canary_spoil(p, st, r);
 	if (KP_LIKELY(slot)) {
+		FC_MARK();
 		uint32_t cls = pg->cls, k = h->fc_n[cls];
 		/* not full, and a heap of the thread's own: the empty heap's
 		 * fc_cap is 0 in every class (refill_body returns before it sets
@@ -2182,10 +2242,12 @@ static inline __attribute__((always_inline)) int free_remote(kp_pool *pool, stru
 		if (KP_LIKELY(k < h->fc_cap[cls])) {
 			h->fc_ent[cls][k] = (uintptr_t)pg | (uint64_t)idx << OL_FC_IDX_SHIFT;
 			__atomic_store_n(&h->fc_n[cls], (uint16_t)(k + 1), __ATOMIC_RELAXED);
+			FC_UNMARK();
 			if (KP_UNLIKELY(h->fast[cls] != &empty_span))
 				class_point(h, cls, &empty_span);
 			return 0;
 		}
+		FC_UNMARK();
 	}
 	return free_remote_slow(pool, pg, idx, r, tag);
 }
@@ -2210,8 +2272,8 @@ static void span_relist(struct ol_heap *h, struct ol_span *pg)
  * leaves it in ol_later, relisted as the section ends (busy_leave). Before (s24),
  * the handler's refill spun forever on the avail lock its own thread held
  * (test_preload_attack19's signal-malloc: 1 run in 4; test_outline_signal).
- * Initial-exec, as kp__ol_pslot: the preload's TLS is static. */
-static __thread bool ol_busy __attribute__((tls_model("initial-exec")));
+ * Initial-exec, as kp__ol_pslot: the preload's TLS is static (ol_busy: its
+ * definition is above fc_flush, whose callers test it). */
 /* Spans a handler's frees asked to relist while one section ran: at most
  * a few (a handler's frees inside one); past these, a span stays
  * retired until its next free outside a handler relists it. */
@@ -2267,7 +2329,7 @@ static __attribute__((noinline, cold)) void relist_later(kp_pool *pool, struct o
  * (the caller is a handler's call). */
 static inline bool busy_enter(void)
 {
-	if (KP_UNLIKELY(ol_busy))
+	if (KP_UNLIKELY(ol_st.any))
 		return false;
 	ol_busy = true;
 	atomic_signal_fence(memory_order_seq_cst);
@@ -2734,6 +2796,14 @@ static void *refill_body(kp_pool *pool, struct ol_heap *h, uint32_t cls, size_t 
  * (kpbench c: every allocation comes here while blocks migrate). */
 __attribute__((noinline)) void *kp__ol_refill(kp_pool *pool, struct ol_heap *h, uint32_t cls, size_t n)
 {
+	/* a signal handler's call while its thread is inside a busy section
+	 * (refill_body, a foreign cache's flush: fc_put) takes alloc.c's path
+	 * (refill_span): a pop then could hand out an entry the flush claimed
+	 * already, report it, and leave fc_n below the flush's count (its
+	 * memmove of n - m entries wrapped: SIGSEGV, s31-att,
+	 * test_outline_fc_signal_attack31b: 5 of 6 children) */
+	if (KP_UNLIKELY(ol_st.any))
+		return refill_span(pool, h, cls, n);
 	if (h->fc_n[cls]) /* other heaps' blocks this thread freed, first (the empty heap's: none) */
 		return fc_pop(pool, h, cls, n);
 	/* the cache emptied, the tables at the empty span still (the span in
