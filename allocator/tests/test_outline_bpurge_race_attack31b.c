@@ -367,8 +367,11 @@ static void test_signals(void)
 		waitpid(pid, &st, 0);
 		if (WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT)
 			aborted++;
-		else if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+		else if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
 			failed++;
+			printf("   signal round %d: %s %d\n", r, WIFSIGNALED(st) ? "killed by signal" : "exit status",
+			       WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st));
+		}
 	}
 	printf("   signal rounds: %u failed, %u aborted (kpool's handler abort)\n", failed, aborted);
 	CHECK(failed == 0, "%u signal rounds lost bytes or events", failed);
@@ -376,6 +379,10 @@ static void test_signals(void)
 
 int main(int argc, char **argv)
 {
+	if (argc > 1 && !strcmp(argv[1], "sig")) {
+		RUN(test_signals);
+		return ktest_summary();
+	}
 	if (argc > 1 && !strcmp(argv[1], "off")) {
 		RUN(test_checks_off);
 		return ktest_summary();
