@@ -19,7 +19,8 @@
  * allocates a block of the same class (kept, freed by B later outside the
  * handler). Each round runs in a child. Asserted: no child dies, and no
  * double free is reported (the program makes none).
- * Failed on s31-mem a08a69c (and the same code on main): see the report;
+ * Failed on s31-mem a08a69c and on main 741539f: 6 of 6 children killed by
+ * SIGSEGV (0.03 s; gdb: fc_flush <- fc_put <- free_remote_slow <- kp_free);
  * reproduce:
  *   make -C allocator VARIANT=release build/release/tests/test_outline_fc_signal_attack31b && \
  *   allocator/build/release/tests/test_outline_fc_signal_attack31b
