@@ -64,11 +64,11 @@ static void one_class(const char *conf, uint32_t cls, bool checks)
 	kp_pool *pool = kp_create(conf);
 	REQUIRE(pool, "kp_create: %s", kp_last_error());
 	/* the class below (outline.c's class_size: 8 a doubling from 1 KiB) */
-	uint32_t prev = cls <= 4096	? 3840
-			: cls <= 8192	? cls - 512
-			: cls <= 16384	? cls - 1024
-			: cls <= 32768	? cls - 2048
-					: cls - 4096;
+	uint32_t prev = cls <= 4096    ? 3840
+			: cls <= 8192  ? cls - 512
+			: cls <= 16384 ? cls - 1024
+			: cls <= 32768 ? cls - 2048
+				       : cls - 4096;
 	uint64_t s = cls;
 	unsigned n = 0;
 	struct ol_span *sp[3] = {NULL, NULL, NULL}, *last = NULL;
@@ -78,7 +78,8 @@ static void one_class(const char *conf, uint32_t cls, bool checks)
 		size_t req = prev - 8 + 1 + kt_rand(&s) % (cls - prev); /* in the class with its canary */
 		unsigned char *p = kp_alloc(pool, req, 0);
 		REQUIRE(p, "kp_alloc(%zu): %s", req, kp_last_error());
-		REQUIRE(span_of(pool, p)->bsize == cls, "class %u for %zu B (got %u)", cls, req, span_of(pool, p)->bsize);
+		REQUIRE(span_of(pool, p)->bsize == cls, "class %u for %zu B (got %u)", cls, req,
+			span_of(pool, p)->bsize);
 		if (n % 3 == 0 && checks) { /* the canary at a page's start, if one falls in the room */
 			size_t room = cls - 8;
 			uintptr_t pg = ((uintptr_t)p + room) & ~(uintptr_t)4095;
@@ -120,7 +121,8 @@ static void one_class(const char *conf, uint32_t cls, bool checks)
 	for (unsigned i = 0; i < n; i++)
 		if (blk[i].live) {
 			lbad += kt_verify(blk[i].p, blk[i].n, i) != KT_OK;
-			lmiss += kt_not_resident(blk[i].p, blk[i].n + (checks ? 8 : 0)); /* checks:off: no canary written */
+			lmiss += kt_not_resident(blk[i].p,
+						 blk[i].n + (checks ? 8 : 0)); /* checks:off: no canary written */
 		}
 	/* free runs of the listed spans: their inner pages */
 	size_t pages = 0, miss = 0;
@@ -166,7 +168,8 @@ static void one_class(const char *conf, uint32_t cls, bool checks)
 	for (unsigned i = 0; i < n; i++)
 		kp_free(pool, blk[i].p);
 	if (lbad || lmiss || miss != pages || zbad || fbad || ev)
-		printf("   class %u (%s): %u blocks, spans of %u/%u; live changed %zu, live pages gone %zu; free-run pages "
+		printf("   class %u (%s): %u blocks, spans of %u/%u; live changed %zu, live pages gone %zu; free-run "
+		       "pages "
 		       "%zu of %zu given back; zeroed not zero %zu; frees refused %zu, events %lld\n",
 		       cls, checks ? "checks" : "no checks", n, sp[0]->nblocks, sp[1]->nblocks, lbad, lmiss, miss,
 		       pages, zbad, fbad, (long long)ev);

@@ -362,8 +362,8 @@ static void test_signals(void)
 		pid_t pid = fork();
 		REQUIRE(pid >= 0, "fork");
 		if (pid == 0) {
-			unsigned f = round_run("layout:outline,daemon:off,step_clock:on,prefault:off,decay_ms:200,seed:4",
-					       true, true);
+			unsigned f = round_run(
+				"layout:outline,daemon:off,step_clock:on,prefault:off,decay_ms:200,seed:4", true, true);
 			fflush(stdout);
 			_exit(f ? 3 : 0);
 		}

@@ -40,7 +40,8 @@ static long thread_minflt(void)
 static void *blocks[16384];
 
 /* faults and pages past the warm-up, and the thread's mmap calls there */
-static void grow(const char *conf, size_t burst_sz, bool stepped, unsigned pace_ms, long *faults, size_t *fpages, int64_t *mmaps)
+static void grow(const char *conf, size_t burst_sz, bool stepped, unsigned pace_ms, long *faults, size_t *fpages,
+		 int64_t *mmaps)
 {
 	kp_pool *pool = kp_create(conf);
 	REQUIRE(pool, "kp_create: %s", kp_last_error());
@@ -94,8 +95,9 @@ static void test_stepped_bursts(void)
 		       bursts[k] >> 20, faults, pages, 100.0 * (double)faults / (double)pages, (long long)mm);
 		if (bursts[k] <= 3 * MiB) {
 			if (!KT_SANITIZED)
-				CHECK((size_t)faults * 100 < pages, "%zu MiB a pass: %ld of %zu pages faulted on the thread",
-				      bursts[k] >> 20, faults, pages);
+				CHECK((size_t)faults * 100 < pages,
+				      "%zu MiB a pass: %ld of %zu pages faulted on the thread", bursts[k] >> 20, faults,
+				      pages);
 			CHECK(mm == 0, "%zu MiB a pass: %lld mmap on the thread", bursts[k] >> 20, (long long)mm);
 		}
 	}

@@ -127,8 +127,8 @@ static void test_huge_kept_purge_against_reuse(void)
 		     kt_stat(pool, "integrity.overflows") + kt_stat(pool, "integrity.corruptions");
 	printf("   %lu huge blocks, %lu segment rounds; outline segments taken %llu, huge purges %llu; bad %lu, "
 	       "zeroed not zero %lu, events %lld\n",
-	       atomic_load(&huge_ops), atomic_load(&seg_rounds), (unsigned long long)taken,
-	       (unsigned long long)purges, atomic_load(&bad), atomic_load(&nonzero), (long long)ev);
+	       atomic_load(&huge_ops), atomic_load(&seg_rounds), (unsigned long long)taken, (unsigned long long)purges,
+	       atomic_load(&bad), atomic_load(&nonzero), (long long)ev);
 	CHECK(atomic_load(&bad) == 0, "%lu huge blocks lost bytes", atomic_load(&bad));
 	CHECK(atomic_load(&nonzero) == 0, "%lu zeroed huge blocks not zero", atomic_load(&nonzero));
 	CHECK(ev == 0, "%lld integrity events", (long long)ev);
