@@ -24,6 +24,9 @@
  *   make -C allocator VARIANT=release build/release/tests/test_outline_bpurge_recount_attack31b && \
  *   allocator/build/release/tests/test_outline_bpurge_recount_attack31b
  * A memory gap, not a data loss: every block keeps its bytes (checked).
+ * Second test (test_first_pass_waits): a step_clock pool's first pass at
+ * clock 0 purges at once (bpurge_ns 1, now - 1 wraps): 3,072 KiB, where a
+ * pass at 5 ms gives back none.
  * In KNOWN_FAILING (allocator/Makefile) until bpurge_free/bpurge_ns are
  * reset where a span leaves its list (or the count becomes an identity).
  */
@@ -143,8 +146,39 @@ static void test_repurge_after_reuse(void)
 	kp_destroy(pool);
 }
 
+/* The wait itself: one pass only sees the free blocks (bpurge_ns set), the
+ * next OL_BPURGE_MS later gives them back. At pool clock 0 (a step_clock
+ * pool's first kp_daemon_step(pool, 0), as test_outline_block_purge's) the
+ * mark is set to 1 and now - 1 wraps: the first pass purges at once.
+ * Test-only (a running clock is never 0), but that test's "passes 0 and 20
+ * ms later" then never checks the wait. Failed on s31-mem a08a69c: 3,072
+ * KiB given back by the first pass at clock 0, 0 at clock 5 ms. */
+static void test_first_pass_waits(void)
+{
+	for (unsigned at = 0; at <= 5; at += 5) {
+		KT_POOL(pool, "layout:outline,daemon:off,step_clock:on,prefault:off,seed:5");
+		static void *b[300];
+		for (int i = 0; i < 300; i++) {
+			b[i] = kp_alloc(pool, BLK, 0);
+			REQUIRE(b[i], "kp_alloc");
+			memset(b[i], 1, BLK);
+		}
+		for (int i = 0; i < 300; i++)
+			if (i % 3)
+				REQUIRE(kp_free(pool, b[i]) == KP_OK, "kp_free");
+		uint64_t p0 = atomic_load(&pool->purged_bytes);
+		kp_daemon_step(pool, at);
+		uint64_t got = atomic_load(&pool->purged_bytes) - p0;
+		printf("   one pass at pool clock %u ms: %llu KiB given back\n", at, (unsigned long long)(got >> 10));
+		CHECK(got == 0, "the first pass (clock %u ms) gave back %llu KiB before OL_BPURGE_MS", at,
+		      (unsigned long long)(got >> 10));
+		kp_destroy(pool);
+	}
+}
+
 int main(void)
 {
 	RUN(test_repurge_after_reuse);
+	RUN(test_first_pass_waits);
 	return ktest_summary();
 }
