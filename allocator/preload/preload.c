@@ -29,6 +29,8 @@
  *     (the allocation path would restart it under its own locks, and
  *     pthread_create's calloc would come back to them); the child's next
  *     allocation starts it, so a child that only execs never pays for it;
+ *     this layer's own two locks (the event sweep's, the big alignments'
+ *     table's) are held across fork, so the child finds them free;
  *   - thread exit with cached blocks: libkpool's own key destructor returns
  *     them (tcache.c);
  *   - a pointer the pool never gave out: bootstrap blocks are never freed
@@ -105,6 +107,10 @@ int kp__free_try(kp_pool *pool, void *p) HIDDEN;
 int kp__free_rest_quiet(kp_pool *pool, void *p, bool tried) HIDDEN;
 int kp__free_miss(kp_pool *pool, void *p, bool tried) HIDDEN;
 bool kp__daemon_wanted(kp_pool *pool) HIDDEN;
+/* The library's lock taker (pool.c): a thread that already holds the lock
+ * (a handler that interrupted its own sweep or big-block walk) aborts with
+ * one line, never waits for itself. */
+int kp__mutex_lock(pthread_mutex_t *m);
 
 #define API __attribute__((visibility("default")))
 #define TLS __thread __attribute__((tls_model("initial-exec")))
@@ -328,6 +334,8 @@ static _Atomic int daemon_pending;
 static _Atomic bool daemon_started;
 static _Atomic bool ctor_done;
 
+static void fork_prepare(void);
+static void fork_parent(void);
 static void after_fork_child(void);
 
 static kp_pool *pool_make(void)
@@ -348,7 +356,10 @@ static kp_pool *pool_make(void)
 		_exit(EXIT_CONF);
 	}
 	token = kp_critical_token(p);
-	pthread_atfork(NULL, NULL, after_fork_child); /* after kp_create's: runs after it in the child */
+	/* After kp_create's: this prepare runs before pool.c's (which takes the
+	 * registry lock a sweep takes under drain_lock), this child handler
+	 * after pool.c's. */
+	pthread_atfork(fork_prepare, fork_parent, after_fork_child);
 	atomic_store(&daemon_pending, cfg.daemon ? D_AFTER : D_NONE);
 	atomic_store_explicit(&pool_ptr, p, memory_order_release);
 	atomic_store(&pool_state, P_READY);
@@ -388,8 +399,31 @@ static __attribute__((noinline)) void daemon_maybe_start(kp_pool *p, int pend)
 		atomic_store(&daemon_started, true);
 }
 
+/* This layer's own locks, defined below with what they guard. */
+static pthread_mutex_t drain_lock, big_lock;
+
+/* fork() holds this layer's two locks across itself, so the child finds
+ * them free and what they guard whole: a thread that held one when another
+ * forked left it held in the child forever, and the child's exit (its
+ * sweep) or its free of a big alignment's block hung (7 of 100 children of
+ * a program with two allocating threads; test_preload_fork_locks_attack31).
+ * Order: drain_lock before pool.c's registry lock (as a sweep takes them),
+ * big_lock a leaf (no lock is taken under it). */
+static void fork_prepare(void)
+{
+	kp__mutex_lock(&drain_lock);
+	kp__mutex_lock(&big_lock);
+}
+
+static void fork_parent(void)
+{
+	pthread_mutex_unlock(&big_lock);
+	pthread_mutex_unlock(&drain_lock);
+}
+
 static void after_fork_child(void)
 {
+	fork_parent(); /* the forking thread, the child's one, holds them */
 	kp_pool *p = atomic_load(&pool_ptr);
 	if (!p || !atomic_load(&daemon_started))
 		return;
@@ -410,10 +444,6 @@ static struct record {
 	char text[KP_EVENT_TEXT];
 } records[RECORDS] LARGE;
 static _Atomic uint64_t integrity_total;
-/* The library's lock taker (pool.c): a thread that already holds the lock
- * (a handler that interrupted its own sweep or big-block walk) aborts with
- * one line, never waits for itself. */
-int kp__mutex_lock(pthread_mutex_t *m);
 static pthread_mutex_t drain_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static bool is_integrity(unsigned kind)
