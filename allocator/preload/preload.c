@@ -30,7 +30,9 @@
  *     pthread_create's calloc would come back to them); the child's next
  *     allocation starts it, so a child that only execs never pays for it;
  *     this layer's own two locks (the event sweep's, the big alignments'
- *     table's) are held across fork, so the child finds them free;
+ *     table's) are held across fork, so the child finds them free; the
+ *     fork handlers are registered by the constructor, never by a malloc
+ *     (one inside pthread_atfork waited for glibc's atfork lock);
  *   - thread exit with cached blocks: libkpool's own key destructor returns
  *     them (tcache.c);
  *   - a pointer the pool never gave out: bootstrap blocks are never freed
@@ -111,6 +113,7 @@ bool kp__daemon_wanted(kp_pool *pool) HIDDEN;
  * (a handler that interrupted its own sweep or big-block walk) aborts with
  * one line, never waits for itself. */
 int kp__mutex_lock(pthread_mutex_t *m);
+void kp__pool_once(void) HIDDEN;
 
 #define API __attribute__((visibility("default")))
 #define TLS __thread __attribute__((tls_model("initial-exec")))
@@ -356,10 +359,6 @@ static kp_pool *pool_make(void)
 		_exit(EXIT_CONF);
 	}
 	token = kp_critical_token(p);
-	/* After kp_create's: this prepare runs before pool.c's (which takes the
-	 * registry lock a sweep takes under drain_lock), this child handler
-	 * after pool.c's. */
-	pthread_atfork(fork_prepare, fork_parent, after_fork_child);
 	atomic_store(&daemon_pending, cfg.daemon ? D_AFTER : D_NONE);
 	atomic_store_explicit(&pool_ptr, p, memory_order_release);
 	atomic_store(&pool_state, P_READY);
@@ -1267,8 +1266,21 @@ static void stats_write(kp_pool *p)
 		unlink(figures);
 }
 
+/* The fork handlers are registered here, pool.c's then this layer's (this
+ * prepare runs before pool.c's, which takes the registry lock a sweep takes
+ * under drain_lock; this child handler after pool.c's), not by the first
+ * malloc: glibc allocates its table of handlers inside pthread_atfork,
+ * holding its atfork lock, and a program's first malloc made there
+ * registered kpool's, which waited for that lock forever
+ * (test_preload_atfork_attack31). A constructor that allocated before this
+ * one made the pool, and pool.c's handlers with it: still first. Whatever
+ * pthread_atfork allocates here comes from the bootstrap buffer. */
 __attribute__((constructor)) static void preload_init(void)
 {
+	me.creating = true;
+	kp__pool_once();
+	pthread_atfork(fork_prepare, fork_parent, after_fork_child);
+	me.creating = false;
 	atomic_store(&ctor_done, true);
 }
 
