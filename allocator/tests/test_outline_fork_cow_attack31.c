@@ -20,6 +20,9 @@
  * Before the fix (release): small 12, big 143 (a difference of 131 over
  * the bound of 16).
  *
+ * Not run under TSan (its runtime's own fork work faults in proportion to
+ * the memory touched).
+ *
  * Reproduce: make -C allocator VARIANT=release
  * build/release/tests/test_outline_fork_cow_attack31 &&
  * allocator/build/release/tests/test_outline_fork_cow_attack31
@@ -74,6 +77,13 @@ static long child_faults(kp_pool *pool, int n)
 
 static void test_a_childs_faults_in_fork_do_not_grow_with_the_heap(void)
 {
+	if (KT_TSAN) {
+		/* TSan's runtime writes its own state in the child, in
+		 * proportion to the memory the parent touched: 309 faults
+		 * against 502 with the fix; release and ASan check kpool's. */
+		printf("    skipped under TSan: its fork handling faults pages of its own\n");
+		return;
+	}
 	kp_pool *small = kp_create("layout:outline,daemon:off");
 	REQUIRE(small, "kp_create: %s", kp_last_error());
 	long few = child_faults(small, 100);
