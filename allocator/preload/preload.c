@@ -14,7 +14,9 @@
  * The traps, and what this file does about each:
  *   - malloc before any constructor ran, even before libc set up the
  *     environment: until `environ` exists (KPOOL_CONF cannot be read
- *     before), allocations come from a static bootstrap buffer;
+ *     before), allocations come from a static bootstrap buffer; once this
+ *     library's constructor ran, an empty `environ` is a program's
+ *     clearenv(), and the pool is made with the defaults;
  *   - allocation while the pool is being made: the thread making it is
  *     marked, and whatever it allocates meanwhile (through libc) comes from
  *     the bootstrap buffer; no dlsym, no recursion, other threads wait;
@@ -375,7 +377,11 @@ static inline kp_pool *pool_get(void)
 	kp_pool *p = atomic_load_explicit(&pool_ptr, memory_order_acquire);
 	if (LIKELY(p))
 		return p;
-	if (me.creating || !environ)
+	/* No environment yet, before this library's constructor: libc has not
+	 * set it up. After it, none is a program's clearenv(), which got every
+	 * block from the bootstrap buffer until its 1 MiB ran out
+	 * (test_preload_clearenv_attack31): the pool, with the defaults. */
+	if (me.creating || (!environ && !atomic_load_explicit(&ctor_done, memory_order_relaxed)))
 		return NULL;
 	if (!atomic_load(&settings_loaded)) {
 		settings_load(); /* idempotent: racing threads write the same values */
