@@ -17,6 +17,8 @@
  *     before), allocations come from a static bootstrap buffer; once this
  *     library's constructor ran, an empty `environ` is a program's
  *     clearenv(), and the pool is made with the defaults;
+ *   - an address-space limit (RLIMIT_AS) the default layout's mappings do
+ *     not fit: the pool is made with layout:inline;
  *   - allocation while the pool is being made: the thread making it is
  *     marked, and whatever it allocates meanwhile (through libc) comes from
  *     the bootstrap buffer; no dlsym, no recursion, other threads wait;
@@ -211,7 +213,7 @@ static size_t item_len(const char *s, char c)
 }
 
 /* KPOOL_PRELOAD, read without allocating (the pool does not exist yet). */
-static void settings_load(void)
+static __attribute__((noinline)) void settings_load(void)
 {
 	const char *s = getenv("KPOOL_PRELOAD");
 	while (s && *s) {
@@ -343,7 +345,28 @@ static void fork_prepare(void);
 static void fork_parent(void);
 static void after_fork_child(void);
 
-static kp_pool *pool_make(void)
+/* kp_create refused the pool. The OS refused the default layout's
+ * mappings (ENOMEM): its slice map is 16 GiB of address space (outline.c),
+ * past any RLIMIT_AS (`ulimit -v`) under that, and no program ran
+ * (test_preload_rlimit_as_attack31): the inline layout, which maps only
+ * what it uses. A bad setting (EINVAL), or no pool either way, ends the
+ * program with one line. Out of line: pool_make is in the text every
+ * program keeps (hot.txt), this is not. */
+static __attribute__((noinline, cold)) kp_pool *pool_refused(void)
+{
+	kp_pool *p = errno == ENOMEM ? kp_create("daemon:off,layout:inline") : NULL;
+	if (!p) {
+		char line[320];
+		snprintf(line, sizeof line, "kpool-preload: cannot make the pool: %s\n", kp_last_error());
+		say(line);
+		_exit(EXIT_CONF);
+	}
+	return p;
+}
+
+/* noinline, as settings_load: functions of their own, as hot.txt names them
+ * (inlined, they went into a clone of pool_get outside the hot text). */
+static __attribute__((noinline)) kp_pool *pool_make(void)
 {
 	int st = P_NONE;
 	if (!atomic_compare_exchange_strong(&pool_state, &st, P_CREATING)) {
@@ -354,12 +377,8 @@ static kp_pool *pool_make(void)
 	me.creating = true;
 	int saved = errno;
 	kp_pool *p = kp_create("daemon:off");
-	if (!p) {
-		char line[320];
-		snprintf(line, sizeof line, "kpool-preload: cannot make the pool: %s\n", kp_last_error());
-		say(line);
-		_exit(EXIT_CONF);
-	}
+	if (UNLIKELY(!p))
+		p = pool_refused();
 	token = kp_critical_token(p);
 	atomic_store(&daemon_pending, cfg.daemon ? D_AFTER : D_NONE);
 	atomic_store_explicit(&pool_ptr, p, memory_order_release);
