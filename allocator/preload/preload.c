@@ -14,7 +14,11 @@
  * The traps, and what this file does about each:
  *   - malloc before any constructor ran, even before libc set up the
  *     environment: until `environ` exists (KPOOL_CONF cannot be read
- *     before), allocations come from a static bootstrap buffer;
+ *     before), allocations come from a static bootstrap buffer; once this
+ *     library's constructor ran, an empty `environ` is a program's
+ *     clearenv(), and the pool is made with the defaults;
+ *   - an address-space limit (RLIMIT_AS) the default layout's mappings do
+ *     not fit: the pool is made with layout:inline;
  *   - allocation while the pool is being made: the thread making it is
  *     marked, and whatever it allocates meanwhile (through libc) comes from
  *     the bootstrap buffer; no dlsym, no recursion, other threads wait;
@@ -29,6 +33,10 @@
  *     (the allocation path would restart it under its own locks, and
  *     pthread_create's calloc would come back to them); the child's next
  *     allocation starts it, so a child that only execs never pays for it;
+ *     this layer's own two locks (the event sweep's, the big alignments'
+ *     table's) are held across fork, so the child finds them free; the
+ *     fork handlers are registered by the constructor, never by a malloc
+ *     (one inside pthread_atfork waited for glibc's atfork lock);
  *   - thread exit with cached blocks: libkpool's own key destructor returns
  *     them (tcache.c);
  *   - a pointer the pool never gave out: bootstrap blocks are never freed
@@ -105,6 +113,11 @@ int kp__free_try(kp_pool *pool, void *p) HIDDEN;
 int kp__free_rest_quiet(kp_pool *pool, void *p, bool tried) HIDDEN;
 int kp__free_miss(kp_pool *pool, void *p, bool tried) HIDDEN;
 bool kp__daemon_wanted(kp_pool *pool) HIDDEN;
+/* The library's lock taker (pool.c): a thread that already holds the lock
+ * (a handler that interrupted its own sweep or big-block walk) aborts with
+ * one line, never waits for itself. */
+int kp__mutex_lock(pthread_mutex_t *m);
+void kp__pool_once(void) HIDDEN;
 
 #define API __attribute__((visibility("default")))
 #define TLS __thread __attribute__((tls_model("initial-exec")))
@@ -200,7 +213,7 @@ static size_t item_len(const char *s, char c)
 }
 
 /* KPOOL_PRELOAD, read without allocating (the pool does not exist yet). */
-static void settings_load(void)
+static __attribute__((noinline)) void settings_load(void)
 {
 	const char *s = getenv("KPOOL_PRELOAD");
 	while (s && *s) {
@@ -328,9 +341,32 @@ static _Atomic int daemon_pending;
 static _Atomic bool daemon_started;
 static _Atomic bool ctor_done;
 
+static void fork_prepare(void);
+static void fork_parent(void);
 static void after_fork_child(void);
 
-static kp_pool *pool_make(void)
+/* kp_create refused the pool. The OS refused the default layout's
+ * mappings (ENOMEM): its slice map is 16 GiB of address space (outline.c),
+ * past any RLIMIT_AS (`ulimit -v`) under that, and no program ran
+ * (test_preload_rlimit_as_attack31): the inline layout, which maps only
+ * what it uses. A bad setting (EINVAL), or no pool either way, ends the
+ * program with one line. Out of line: pool_make is in the text every
+ * program keeps (hot.txt), this is not. */
+static __attribute__((noinline, cold)) kp_pool *pool_refused(void)
+{
+	kp_pool *p = errno == ENOMEM ? kp_create("daemon:off,layout:inline") : NULL;
+	if (!p) {
+		char line[320];
+		snprintf(line, sizeof line, "kpool-preload: cannot make the pool: %s\n", kp_last_error());
+		say(line);
+		_exit(EXIT_CONF);
+	}
+	return p;
+}
+
+/* noinline, as settings_load: functions of their own, as hot.txt names them
+ * (inlined, they went into a clone of pool_get outside the hot text). */
+static __attribute__((noinline)) kp_pool *pool_make(void)
 {
 	int st = P_NONE;
 	if (!atomic_compare_exchange_strong(&pool_state, &st, P_CREATING)) {
@@ -341,14 +377,9 @@ static kp_pool *pool_make(void)
 	me.creating = true;
 	int saved = errno;
 	kp_pool *p = kp_create("daemon:off");
-	if (!p) {
-		char line[320];
-		snprintf(line, sizeof line, "kpool-preload: cannot make the pool: %s\n", kp_last_error());
-		say(line);
-		_exit(EXIT_CONF);
-	}
+	if (UNLIKELY(!p))
+		p = pool_refused();
 	token = kp_critical_token(p);
-	pthread_atfork(NULL, NULL, after_fork_child); /* after kp_create's: runs after it in the child */
 	atomic_store(&daemon_pending, cfg.daemon ? D_AFTER : D_NONE);
 	atomic_store_explicit(&pool_ptr, p, memory_order_release);
 	atomic_store(&pool_state, P_READY);
@@ -365,7 +396,11 @@ static inline kp_pool *pool_get(void)
 	kp_pool *p = atomic_load_explicit(&pool_ptr, memory_order_acquire);
 	if (LIKELY(p))
 		return p;
-	if (me.creating || !environ)
+	/* No environment yet, before this library's constructor: libc has not
+	 * set it up. After it, none is a program's clearenv(), which got every
+	 * block from the bootstrap buffer until its 1 MiB ran out
+	 * (test_preload_clearenv_attack31): the pool, with the defaults. */
+	if (me.creating || (!environ && !atomic_load_explicit(&ctor_done, memory_order_relaxed)))
 		return NULL;
 	if (!atomic_load(&settings_loaded)) {
 		settings_load(); /* idempotent: racing threads write the same values */
@@ -388,8 +423,31 @@ static __attribute__((noinline)) void daemon_maybe_start(kp_pool *p, int pend)
 		atomic_store(&daemon_started, true);
 }
 
+/* This layer's own locks, defined below with what they guard. */
+static pthread_mutex_t drain_lock, big_lock;
+
+/* fork() holds this layer's two locks across itself, so the child finds
+ * them free and what they guard whole: a thread that held one when another
+ * forked left it held in the child forever, and the child's exit (its
+ * sweep) or its free of a big alignment's block hung (7 of 100 children of
+ * a program with two allocating threads; test_preload_fork_locks_attack31).
+ * Order: drain_lock before pool.c's registry lock (as a sweep takes them),
+ * big_lock a leaf (no lock is taken under it). */
+static void fork_prepare(void)
+{
+	kp__mutex_lock(&drain_lock);
+	kp__mutex_lock(&big_lock);
+}
+
+static void fork_parent(void)
+{
+	pthread_mutex_unlock(&big_lock);
+	pthread_mutex_unlock(&drain_lock);
+}
+
 static void after_fork_child(void)
 {
+	fork_parent(); /* the forking thread, the child's one, holds them */
 	kp_pool *p = atomic_load(&pool_ptr);
 	if (!p || !atomic_load(&daemon_started))
 		return;
@@ -410,10 +468,6 @@ static struct record {
 	char text[KP_EVENT_TEXT];
 } records[RECORDS] LARGE;
 static _Atomic uint64_t integrity_total;
-/* The library's lock taker (pool.c): a thread that already holds the lock
- * (a handler that interrupted its own sweep or big-block walk) aborts with
- * one line, never waits for itself. */
-int kp__mutex_lock(pthread_mutex_t *m);
 static pthread_mutex_t drain_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static bool is_integrity(unsigned kind)
@@ -1237,8 +1291,21 @@ static void stats_write(kp_pool *p)
 		unlink(figures);
 }
 
+/* The fork handlers are registered here, pool.c's then this layer's (this
+ * prepare runs before pool.c's, which takes the registry lock a sweep takes
+ * under drain_lock; this child handler after pool.c's), not by the first
+ * malloc: glibc allocates its table of handlers inside pthread_atfork,
+ * holding its atfork lock, and a program's first malloc made there
+ * registered kpool's, which waited for that lock forever
+ * (test_preload_atfork_attack31). A constructor that allocated before this
+ * one made the pool, and pool.c's handlers with it: still first. Whatever
+ * pthread_atfork allocates here comes from the bootstrap buffer. */
 __attribute__((constructor)) static void preload_init(void)
 {
+	me.creating = true;
+	kp__pool_once();
+	pthread_atfork(fork_prepare, fork_parent, after_fork_child);
+	me.creating = false;
 	atomic_store(&ctor_done, true);
 }
 

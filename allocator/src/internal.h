@@ -1865,6 +1865,9 @@ static inline bool kp__ol_pool(const kp_pool *pool)
 	return kp__pool_ok(pool) && pool->ol != NULL;
 }
 bool kp__pool_live(const kp_pool *pool, const char *fn);
+/* The fork handlers and the thread keys, once a process (kp_create's first
+ * step; the preload's constructor runs it before any malloc can). */
+void kp__pool_once(void);
 /* The registry of live pools (for thread exit and fork). */
 void kp__registry_lock(void);
 void kp__registry_unlock(void);

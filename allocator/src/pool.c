@@ -243,10 +243,20 @@ static void once_init(void)
 static int fault_inject(kp_pool *pool, const char *spec);
 static void pool_teardown(kp_pool *pool);
 
+static pthread_once_t once = PTHREAD_ONCE_INIT;
+
+/* once_init, once a process: kp_create's first step, and the preload's
+ * constructor's (preload.c), so that a program's first malloc never
+ * registers fork handlers: inside pthread_atfork (glibc allocates its table
+ * of handlers there, holding its atfork lock) that waited for itself. */
+void kp__pool_once(void)
+{
+	pthread_once(&once, once_init);
+}
+
 KP_EXPORT kp_pool *kp_create(const char *conf)
 {
-	static pthread_once_t once = PTHREAD_ONCE_INIT;
-	pthread_once(&once, once_init);
+	kp__pool_once();
 	kp__conf c;
 	if (kp__conf_load(&c, conf) < 0)
 		return NULL;
