@@ -1293,8 +1293,10 @@ static void purge_idle(kp_pool *pool)
 					pg->bpurge_free = nfree;
 					pg->bpurge_ns = now ? now : 1;
 				}
-				blocks = blocks && pg->bpurge_ns != OL_PURGED && now - pg->bpurge_ns >= bdue &&
-					 nblk < OL_BPURGE_SPANS;
+				/* (now >= bpurge_ns: a pass at clock 0 marks 1, and
+				 * 0 - 1 wrapped: purged at once, s31-att) */
+				blocks = blocks && pg->bpurge_ns != OL_PURGED && now >= pg->bpurge_ns &&
+					 now - pg->bpurge_ns >= bdue && nblk < OL_BPURGE_SPANS;
 				if (!empty)
 					pg->idle_ns = 0;
 				else if (!pg->idle_ns)
@@ -2569,6 +2571,7 @@ static void heap_abandon(kp_pool *pool, uintptr_t tp)
 			pg->next = h->avail[c];
 			h->avail[c] = pg;
 			pg->idle_ns = 0;
+			pg->bpurge_ns = 0; /* its free blocks start a new wait (purge_idle) */
 		}
 		h->cur[c] = &empty_span;
 		class_point(h, c, &empty_span);
@@ -2756,6 +2759,7 @@ static struct ol_span *span_adopt(kp_pool *pool, struct ol_heap *h, uint32_t cls
 		got->heap = h;
 		got->next = NULL;
 		got->idle_ns = 0;
+		got->bpurge_ns = 0; /* its free blocks start a new wait (purge_idle) */
 		atomic_store_explicit(&got->owner, h->self, memory_order_relaxed);
 	}
 	pthread_mutex_unlock(&ol->lock);
@@ -2788,6 +2792,7 @@ static struct ol_span *avail_take_free(struct ol_heap *h, uint32_t cls)
 	pg = *best;
 	*best = pg->next;
 	pg->idle_ns = 0;
+	pg->bpurge_ns = 0; /* its free blocks start a new wait (purge_idle) */
 	return pg;
 }
 
@@ -2879,6 +2884,7 @@ static void *refill_body(kp_pool *pool, struct ol_heap *h, uint32_t cls, size_t 
 			pg->next = h->avail[cls];
 			h->avail[cls] = pg;
 			pg->idle_ns = 0;
+			pg->bpurge_ns = 0; /* its free blocks start a new wait (purge_idle) */
 		}
 		owner_unlock(h);
 		if (alt) {
@@ -2910,6 +2916,7 @@ static void *refill_body(kp_pool *pool, struct ol_heap *h, uint32_t cls, size_t 
 		if ((pg = h->avail[cls]) != NULL) {
 			h->avail[cls] = pg->next;
 			pg->idle_ns = 0;
+			pg->bpurge_ns = 0; /* its free blocks start a new wait (purge_idle) */
 		}
 		owner_unlock(h);
 	}
