@@ -1934,6 +1934,10 @@ static inline uint32_t link_unlist(uint16_t *link, uint32_t idx)
  * allocation popped entries a flush had claimed (5 of 6 children killed:
  * the flush's memmove of n - m entries wrapped) or an entry its thread's
  * push had not counted yet (1-14 double frees reported a child, none made).
+ * Left: a handler's own push (free_remote's inline case, which tests no
+ * mark: 2 instructions a cross-thread free kept) inside its thread's push,
+ * or after a flush read its count, loses one entry: its block leaks (its
+ * record keeps the tag), nothing is reported or handed out twice.
  * One 16-bit word: one compare tests both. Initial-exec, as kp__ol_pslot. */
 static __thread union {
 	uint16_t any;
