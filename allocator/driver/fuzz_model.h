@@ -45,6 +45,12 @@ typedef struct fz_pool {
 	uint64_t token;
 	bool checks, poison, daemon;
 	bool outline; /* layout:outline (outline.c): its verdicts read "outline-<kind>", its stats are not kept */
+	/* every address the pool handed out (fuzz_model.c, seen_add): a
+	 * KP_ZERO block never handed out before that reads non-zero is a
+	 * write past another block, not a zeroing bug ("fresh-written") */
+	uintptr_t *seen;
+	size_t nseen;
+	bool seen_full;
 } fz_pool;
 /* The pool, made (or remade) as needed; abort()s if kp_create refuses a conf
  * that is known good. */
