@@ -221,9 +221,9 @@ static void seen_add(fz_pool *fp, const void *p)
 /* p was never handed out by this pool (as far as the set knows) */
 static bool seen_never(const fz_pool *fp, const void *p)
 {
-	if (fp->seen_full || !fp->seen)
-		return !fp->seen_full && !fp->seen; /* nothing handed out yet: never */
-	return !fp->seen[seen_at(fp, (uintptr_t)p)];
+	if (fp->seen_full)
+		return false;
+	return !fp->seen || !fp->seen[seen_at(fp, (uintptr_t)p)]; /* no set yet: nothing handed out */
 }
 
 /* ---- contents ------------------------------------------------------------------- */
