@@ -137,7 +137,9 @@ static const struct option options[] = {
 	{"layout", STRING, "outline", OFF(layout), 0, sizeof(((kp__conf *)0)->layout) - 1,
 	 "where a small block's metadata lives: inline (a keyed 16-byte header before each block, free-list links "
 	 "inside free blocks) or outline (no header: per-span index stacks and per-block records in guard-paged "
-	 "mappings of their own, a canary secret per block; blocks up to 64 KiB, larger ones as with inline)"},
+	 "mappings of their own, a canary secret per block; blocks up to 64 KiB, larger ones as with inline). "
+	 "outline maps a 16 GiB slice map of untouched address space: under an address-space limit (ulimit -v) "
+	 "that refuses it, the default falls back to inline (stats: primary.layout)"},
 	{"checks", BOOL, "on", OFF(checks), 0, 1,
 	 "an 8-byte canary past every block, free-list links vetted before use (off: header tags only)"},
 	{"poison", BOOL, "off", OFF(poison), 0, 1, "fill freed payloads and verify them on reuse (write after free)"},
@@ -313,6 +315,29 @@ static int apply(kp__conf *c, const char *s, const char *origin)
  * (which costs kp_create four more system calls): 64 MiB fits any machine
  * kpool runs on, and the workloads' reserves are a few MiB. */
 #define KP_BACKUP_UNCHECKED ((size_t)64 << 20)
+
+/* Does the conf string s name option `name` (as apply reads it: items
+ * between commas, blanks trimmed, the key before the first colon)? */
+static bool names(const char *s, const char *name)
+{
+	size_t n = strlen(name);
+	while (s && *s) {
+		while (*s == ' ' || *s == '\t')
+			s++;
+		if (!strncmp(s, name, n) && s[n] == ':')
+			return true;
+		s = strchr(s, ',');
+		s = s ? s + 1 : NULL;
+	}
+	return false;
+}
+
+/* Out of line and cold: kp_create's error path only, and conf_load is in the
+ * text small programs keep (preload/hot.txt), which is full. */
+__attribute__((cold, noinline)) bool kp__conf_given(const char *s, const char *name)
+{
+	return names(getenv("KPOOL_CONF"), name) || names(s, name);
+}
 
 int kp__conf_load(kp__conf *c, const char *s)
 {

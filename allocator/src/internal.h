@@ -235,6 +235,8 @@ typedef struct kp__conf {
 
 /* Fill *c from defaults, KPOOL_CONF, then s. 0, or -1 with kp_last_error set. */
 int kp__conf_load(kp__conf *c, const char *s);
+/* Does KPOOL_CONF or s name option `name` (not left to its default)? */
+bool kp__conf_given(const char *s, const char *name);
 void kp__set_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* The same through kp__fmt (no stdio, nothing allocated, async-signal-safe;
  * it also skips the sanitizers' printf interceptors, which the fuzzers pay
@@ -317,6 +319,9 @@ bool kp__os_discard(kp__oscount *c, void *p, size_t size);
  * ancestors; or v1's). Not counted (kp_create's conf load, before a pool). */
 size_t kp__os_memory_limit(void);
 size_t kp__os_self_resident(void);
+/* This process's address-space limit (RLIMIT_AS, `ulimit -v`), or
+ * SIZE_MAX when there is none. Not counted (kp_create's error path). */
+size_t kp__os_as_limit(void);
 /* Ask for transparent huge pages over [p, p + size) (MADV_HUGEPAGE). */
 void kp__os_hugepage(kp__oscount *c, void *p, size_t size);
 void kp__os_thread_name(kp__oscount *c, const char *name);

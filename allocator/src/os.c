@@ -642,6 +642,12 @@ size_t kp__os_self_resident(void)
 	return pages * (size_t)KP_PAGE;
 }
 
+size_t kp__os_as_limit(void)
+{
+	struct rlimit rl;
+	return getrlimit(RLIMIT_AS, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY ? (size_t)rl.rlim_cur : SIZE_MAX;
+}
+
 size_t kp__os_memory_limit(void)
 {
 	/* sysinfo(2) as sysconf(_SC_PHYS_PAGES) reads it, through syscall():

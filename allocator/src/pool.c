@@ -254,6 +254,32 @@ void kp__pool_once(void)
 	pthread_once(&once, once_init);
 }
 
+/* kp__ol_create failed. The slice map is 16 GiB of address space
+ * (outline.c), which an address-space limit (RLIMIT_AS) counts whole: the
+ * default layout falls back to inline, which maps only what it uses (stats
+ * say "layout"), and true; a pool that named layout:outline is refused with
+ * the cause, and false (test_create_rlimit_as). Out of line and cold:
+ * kp_create is in the text small programs keep (preload/hot.txt). */
+static __attribute__((noinline, cold)) bool outline_refused(kp_pool *pool, const char *conf)
+{
+	if (!kp__conf_given(conf, "layout")) {
+		pool->conf.outline = false;
+		snprintf(pool->conf.layout, sizeof pool->conf.layout, "inline");
+		return true;
+	}
+	size_t as = kp__os_as_limit();
+	char lim[32];
+	if (as == SIZE_MAX)
+		snprintf(lim, sizeof lim, "none");
+	else
+		snprintf(lim, sizeof lim, "%zu MiB", as >> 20);
+	kp__set_error("kp_create: layout:outline could not map its slice map (16 GiB of address space, untouched) "
+		      "and first segments: ENOMEM, address-space limit RLIMIT_AS %s; layout:inline maps only what "
+		      "it uses",
+		      lim);
+	return false;
+}
+
 KP_EXPORT kp_pool *kp_create(const char *conf)
 {
 	kp__pool_once();
@@ -299,12 +325,15 @@ KP_EXPORT kp_pool *kp_create(const char *conf)
 	size_t nseg = (c.primary_initial + KP_SEG_SIZE - 1) / KP_SEG_SIZE;
 	for (size_t i = 0; ok && i < nseg; i++)
 		ok = kp__primary_grow(pool, false) == 0;
-	if (ok && c.outline)
-		ok = kp__ol_create(pool) == 0;
+	bool refused = false; /* outline_refused said why */
+	if (ok && c.outline && kp__ol_create(pool) < 0)
+		refused = !(ok = outline_refused(pool, conf));
 	if (ok)
 		kp__daemon_prime(pool);
 	if (!ok) {
-		if (c.backup == KP_BK_AUTO)
+		if (refused)
+			;
+		else if (c.backup == KP_BK_AUTO)
 			kp__set_error("kp_create: could not map the initial pools (primary_initial %zu, backup auto)",
 				      c.primary_initial);
 		else

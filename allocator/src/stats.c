@@ -140,8 +140,8 @@ int kp__stats_json(kp_pool *pool, char *buf, size_t len)
 	unsigned threads = ps.threads;
 
 	out o = {buf, len, 0};
-	put(&o, "{\"primary\":{\"capacity_bytes\":%llu,\"max_bytes\":%llu,\"in_use_bytes\":%llu,", U(capacity),
-	    U(pool->conf.primary_max), U(in_use));
+	put(&o, "{\"primary\":{\"layout\":\"%s\",\"capacity_bytes\":%llu,\"max_bytes\":%llu,\"in_use_bytes\":%llu,",
+	    pool->conf.layout, U(capacity), U(pool->conf.primary_max), U(in_use));
 	put(&o, "\"peak_in_use_bytes\":%llu,\"committed_bytes\":%llu,\"huge_bytes\":%llu,\"segments\":%llu,",
 	    LD(pool->peak_out_bytes), U(committed), LD(pool->huge_bytes), U(segments));
 	put(&o, "\"huge_cached_bytes\":%llu,", LD(pool->huge_cached_bytes));
