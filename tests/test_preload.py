@@ -196,7 +196,11 @@ def test_a_small_program_keeps_one_window_of_the_text_resident_and_little_bss(
     assert found, proc.stdout
     text, text_all, bss = int(found[1]), int(found[2]), int(found[3])
     assert text_all > 64, "the text fits one window: nothing to keep out"
-    assert text <= 64, f"{text} KiB of the text resident: a function small programs run is not in hot.txt"
+    # the default layout's window: the inline layout's own small paths (warm.txt) left it in s32 for room,
+    # and open the cold text: two windows on layout:inline. resident.c's cross-thread frees (as in
+    # thread_churn) kept 128 KiB on the default layout before (their functions were not in hot.txt)
+    bound = 128 if layout == "layout:inline" else 64
+    assert text <= bound, f"{text} KiB of the text resident: a function small programs run is not in hot.txt"
     assert bss <= 12, f"{bss} KiB of the bss resident"
 
 
@@ -335,12 +339,13 @@ def test_the_figures_at_exit_take_no_block_of_the_pool(
 
 
 def test_every_name_in_the_hot_list_is_a_function_of_the_library(preload: Path) -> None:
-    """hot.txt names functions; a renamed one would silently go cold."""
+    """hot.txt and warm.txt name functions; a renamed one would silently go cold."""
     nm = shutil.which("nm")
     if nm is None:
         pytest.skip("no nm")
-    listed = Path(__file__).parents[1] / "allocator" / "preload" / "hot.txt"
-    names = [n for n in listed.read_text().split("\n") if n and not n.startswith("#")]
+    folder = Path(__file__).parents[1] / "allocator" / "preload"
+    names = [n for f in ("hot.txt", "warm.txt") for n in (folder / f).read_text().split("\n")
+             if n and not n.startswith("#")]  # fmt: skip
     symbols = subprocess.run([nm, "--defined-only", str(preload)], capture_output=True, text=True, check=True)
     functions = {f[2].split(".")[0] for f in (line.split() for line in symbols.stdout.splitlines())
                  if len(f) == 3 and f[1] in "tT"}  # fmt: skip

@@ -1,7 +1,11 @@
 /*
  * resident.c - how much of the preload library's text a small program keeps
  * resident, for tests/test_preload.py: the work of the small benchmark
- * programs (bench/programs/small_objects.c, thread_churn.c) in brief, a pause
+ * programs (bench/programs/small_objects.c, thread_churn.c) in brief (each
+ * thread also frees the block the previous wave's thread kept, after its
+ * own allocations, as thread_churn does: a cross-thread free, whose
+ * functions were not in hot.txt before s32 and faulted a second window in),
+ * a pause
  * for the daemon's passes, then the pages of the library's executable mapping
  * and of its zero-filled data (.bss: the anonymous mapping right after the
  * library's own, up to the end of the library's last PT_LOAD segment: an
@@ -31,16 +35,23 @@ static uint64_t next(uint64_t *s)
 	return *s;
 }
 
+static char *kept[4];
+
 static void *churn(void *arg)
 {
 	uint64_t seed = 0x9e3779b97f4a7c15ull ^ (uintptr_t)arg;
 	char *live[64] = {0};
+	long id = (long)(uintptr_t)arg % 4;
 	for (int i = 0; i < 20000; i++) {
 		size_t k = next(&seed) % 64;
 		free(live[k]);
 		live[k] = malloc(8 + next(&seed) % 512);
 		live[k][0] = 1;
 	}
+	/* after its own allocations, as thread_churn: a thread whose first call
+	 * is a free takes kp__ol_free, outside hot.txt (false_sharing) */
+	free(kept[id]); /* the previous wave's block: another thread's */
+	kept[id] = malloc(24);
 	for (int k = 0; k < 64; k++)
 		free(live[k]);
 	return NULL;
@@ -71,6 +82,8 @@ int main(void)
 			pthread_join(t[i], NULL);
 	}
 	churn(NULL);
+	for (int i = 0; i < 4; i++)
+		free(kept[i]);
 	usleep(300000); /* the daemon's passes */
 	unsigned long lib_end = 0;
 	dl_iterate_phdr(library_end, &lib_end);
