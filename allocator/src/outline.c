@@ -1963,24 +1963,33 @@ static inline void busy_leave(void);
 static void *refill_again(kp_pool *pool, struct ol_heap *h, uint32_t cls, size_t n);
 
 /* Classes whose blocks are under a cache line (class_size[0..2]: 16, 32
- * and 48 bytes; 64 and up are lines whole, or straddle two at their ends):
- * a thread's foreign cache of them is an outbox only. The blocks it frees
- * of other heaps are not handed out by it (kp__ol_refill, refill_again) nor
- * do its frees point the class's tables at the cache (free_remote, fc_put);
- * they go home in batches as the cache fills (fc_put: fc_flush), where
- * their owner's drain takes them back (drain_class), and fc_steal leaves
- * them there. Such a block shares its line with its span's neighbours, which
- * its owner handed out, to itself or to other threads: the freeing thread
- * writing it again makes them share the line. Hoard's cache-scratch
- * (allocator/bench/programs/false_sharing.c, passive): each of 4 threads
- * freed one of 4 neighbouring 8-byte blocks the main thread allocated, and
- * allocated 8 bytes 100,000 times: every allocation handed the freed
- * block back, the 4 threads wrote one line (0x...800000/10/20/30) and took
- * 0.56 s against jemalloc's 0.15 (test_outline_false_sharing: 6 pairs of
- * threads on one line of 6, 16-byte blocks). mimalloc and snmalloc send
- * every cross-thread free home; a class under a line is where not doing
- * so costs most and saves least (larson: 3% of its objects, fewer of its
- * bytes). */
+ * and 48 bytes; 64 and up are lines whole, or share one at their ends):
+ * a heap caches none of another heap's blocks of such a class until it
+ * allocates the class (heap_get: fc_cap 0, refill_body's first refill sets
+ * it), and sends them home at once instead (free_remote_slow: onto the
+ * block's list, for its owner's drain), and fc_steal leaves these classes'
+ * listed blocks to their owners, so that its first allocation of the class
+ * takes a span of its own and not a block it freed (or one its neighbours
+ * sent home: test_outline_false_sharing's 3 threads of 4 on one line
+ * through fc_steal, with the first part alone). The blocks a
+ * thread frees before it allocates a class are those another thread gave
+ * it, and their neighbours on a line are that thread's, or other threads'
+ * it gave theirs to: Hoard's cache-scratch (allocator/bench/programs/
+ * false_sharing.c, passive): each of 4 threads freed one of 4 neighbouring
+ * 8-byte blocks the main thread allocated, then allocated and freed 8
+ * bytes 100,000 times; every allocation handed the freed block back (its
+ * free a cross-thread one again), the 4 threads wrote one line
+ * (0x...800000/10/20/30): 0.56 s against jemalloc's 0.15
+ * (test_outline_false_sharing: 6, 2 and 3 pairs of threads on one line,
+ * blocks of 16, 32 and 48 bytes). No instruction on the fast paths.
+ * Measured and not kept, on kpbench c (tests/test_cross_instructions.py,
+ * 123.3-124.2 instructions a pair on main, budget 124): these classes'
+ * caches never handed out (an outbox sent home in batches, as mimalloc
+ * and snmalloc send every cross-thread free): 131.6; a block handed out
+ * only while no other block on its line is live, else the cache home:
+ * 140.1 (c's own pops make their neighbours live); kp__ol_refill's pop
+ * refused while the heap has no span of the class: 125.7-126.3 (its test
+ * on every pop). */
 #define FC_LINE_CLASSES 3u
 
 #define FC_GROUPS 4
@@ -2071,8 +2080,7 @@ static void fc_put(kp_pool *pool, struct ol_heap *h, struct ol_span *pg, uint32_
 	}
 	h->fc_ent[cls][k] = (uintptr_t)pg | (uint64_t)idx << OL_FC_IDX_SHIFT;
 	__atomic_store_n(&h->fc_n[cls], (uint16_t)(k + 1), __ATOMIC_RELAXED);
-	/* the class's allocations take the cache first (not an outbox's) */
-	if (!k && h->fast[cls] != &empty_span && cls >= FC_LINE_CLASSES)
+	if (!k && h->fast[cls] != &empty_span) /* the class's allocations take the cache first */
 		class_point(h, cls, &empty_span);
 	if (mine)
 		busy_leave();
@@ -2200,7 +2208,9 @@ static __attribute__((noinline)) int free_remote_slow(kp_pool *pool, struct ol_s
 			h = heap_get(pool);
 			errno = e;
 		}
-		if (h) {
+		/* a class under a line the heap has not allocated yet: none
+		 * cached (FC_LINE_CLASSES), onto its list below */
+		if (h && h->fc_cap[pg->cls]) {
 			/* tagged OL_REMOTE (no heap in the slot then): now its */
 			if (KP_UNLIKELY(tag != h->rtag) && !rec_claim(r, tag, h->rtag))
 				raced_dfree(pool, pg, idx);
@@ -2210,7 +2220,7 @@ static __attribute__((noinline)) int free_remote_slow(kp_pool *pool, struct ol_s
 		}
 	}
 	/* no heap to hold it (past the exit hook, poison:on, a handler's call
-	 * inside a busy section): onto its list */
+	 * inside a busy section, FC_LINE_CLASSES): onto its list */
 	if (KP_UNLIKELY(!rec_claim(r, tag, OL_LISTED)))
 		raced_dfree(pool, pg, idx);
 	else {
@@ -2277,8 +2287,8 @@ static inline __attribute__((always_inline)) int free_remote(kp_pool *pool, stru
 			h->fc_ent[cls][k] = (uintptr_t)pg | (uint64_t)idx << OL_FC_IDX_SHIFT;
 			__atomic_store_n(&h->fc_n[cls], (uint16_t)(k + 1), __ATOMIC_RELAXED);
 			FC_UNMARK();
-			if (KP_UNLIKELY(h->fast[cls] != &empty_span) && cls >= FC_LINE_CLASSES)
-				class_point(h, cls, &empty_span); /* not an outbox's (FC_LINE_CLASSES) */
+			if (KP_UNLIKELY(h->fast[cls] != &empty_span))
+				class_point(h, cls, &empty_span);
 			return 0;
 		}
 		FC_UNMARK();
@@ -2647,7 +2657,7 @@ static struct ol_heap *heap_get(kp_pool *pool)
 		h->fc_ent = (uint64_t(*)[OL_FC_MAX])((uint8_t *)h + OL_HEAP_STRUCT);
 		for (int c = 0; c < OL_NCLASS; c++) {
 			h->cur[c] = h->fast[c] = &empty_span;
-			h->fc_cap[c] = fc_lone_cap(class_size[c]);
+			h->fc_cap[c] = (unsigned)c < FC_LINE_CLASSES ? 0 : fc_lone_cap(class_size[c]);
 		}
 		for (int q = 0; q < 65; q++)
 			h->direct[q] = &empty_span;
@@ -2692,7 +2702,7 @@ static uint32_t fc_steal(kp_pool *pool, struct ol_heap *h, uint32_t cls)
 	uint32_t got = h->fc_n[cls], room = 0;
 	if (atomic_load_explicit(&ol->nheaps, memory_order_relaxed) < 2) /* h alone: no lock taken (kpbench b) */
 		return 0;
-	if (cls < FC_LINE_CLASSES) /* an outbox's (FC_LINE_CLASSES): their owners' */
+	if (cls < FC_LINE_CLASSES) /* their owners' (FC_LINE_CLASSES) */
 		return 0;
 	pthread_mutex_lock(&ol->lock);
 	for (struct ol_heap *o = ol->heaps; o; o = o->next) {
@@ -2843,9 +2853,7 @@ __attribute__((noinline)) void *kp__ol_refill(kp_pool *pool, struct ol_heap *h, 
 	 * test_outline_fc_signal_attack31b: 5 of 6 children) */
 	if (KP_UNLIKELY(ol_st.any))
 		return refill_span(pool, h, cls, n);
-	/* other heaps' blocks this thread freed, first (the empty heap's:
-	 * none; an outbox's: never, FC_LINE_CLASSES) */
-	if (h->fc_n[cls] && KP_LIKELY(cls >= FC_LINE_CLASSES))
+	if (h->fc_n[cls]) /* other heaps' blocks this thread freed, first (the empty heap's: none) */
 		return fc_pop(pool, h, cls, n);
 	/* the cache emptied, the tables at the empty span still (the span in
 	 * hand has blocks: else the pop had not missed): they point at the span
@@ -2875,7 +2883,7 @@ static __attribute__((noinline)) void *refill_span(kp_pool *pool, struct ol_heap
  * again (this thread is marked busy already). */
 static void *refill_again(kp_pool *pool, struct ol_heap *h, uint32_t cls, size_t n)
 {
-	if (h->fc_n[cls] && cls >= FC_LINE_CLASSES)
+	if (h->fc_n[cls])
 		return fc_pop(pool, h, cls, n);
 	return refill_body(pool, h, cls, n);
 }
