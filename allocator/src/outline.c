@@ -57,7 +57,9 @@
  * kp__ol_refill hands the cached blocks out first (no instruction more on
  * the fast paths): blocks move between threads as in jemalloc's and
  * tcmalloc's caches, and a thread that frees what another allocated reuses
- * it at once. A full class sends its older half back, a chain per span
+ * it at once (of a class under a cache line, only once it allocates the
+ * class from a span of its own: FC_LINE_CLASSES, Hoard's cache-scratch).
+ * A full class sends its older half back, a chain per span
  * pushed onto the span's cross-thread list with one compare-and-swap, and
  * the span onto its heap's dirty list; the owner takes in one span's of a
  * class when the class runs dry (drain_class), and a heap about to touch new
@@ -1969,7 +1971,10 @@ static void *refill_again(kp_pool *pool, struct ol_heap *h, uint32_t cls, size_t
  * it), and sends them home at once instead (free_remote_slow: onto the
  * block's list, for its owner's drain), and fc_steal leaves these classes'
  * listed blocks to their owners, so that its first allocation of the class
- * takes a span of its own and not a block it freed (or one its neighbours
+ * takes a span of its own and not a block it freed (heap_abandon makes
+ * the cap 0 again for the heap's next thread: the second wave of
+ * test_outline_false_sharing's threads, adopting the first's heaps, held
+ * main's blocks, 6 pairs on one line) (or one its neighbours
  * sent home: test_outline_false_sharing's 3 threads of 4 on one line
  * through fc_steal, with the first part alone). The blocks a
  * thread frees before it allocates a class are those another thread gave
@@ -2611,6 +2616,8 @@ static void heap_abandon(kp_pool *pool, uintptr_t tp)
 		}
 		h->cur[c] = &empty_span;
 		class_point(h, c, &empty_span);
+		if (c < FC_LINE_CLASSES) /* no span in hand: none cached until the next thread allocates it */
+			h->fc_cap[c] = 0;
 	}
 	owner_unlock(h);
 	if (mine)
