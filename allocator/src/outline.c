@@ -2664,8 +2664,11 @@ static struct ol_heap *heap_get(kp_pool *pool)
 		h->fc_ent = (uint64_t(*)[OL_FC_MAX])((uint8_t *)h + OL_HEAP_STRUCT);
 		for (int c = 0; c < OL_NCLASS; c++) {
 			h->cur[c] = h->fast[c] = &empty_span;
-			h->fc_cap[c] = (unsigned)c < FC_LINE_CLASSES ? 0 : fc_lone_cap(class_size[c]);
+			h->fc_cap[c] = fc_lone_cap(class_size[c]);
 		}
+		/* a class under a line: none (FC_LINE_CLASSES; after the loop, in
+		 * two stores: the preload's hot text is a 64 KiB window) */
+		memset(h->fc_cap, 0, FC_LINE_CLASSES * sizeof h->fc_cap[0]);
 		for (int q = 0; q < 65; q++)
 			h->direct[q] = &empty_span;
 		pthread_mutex_lock(&ol->lock);
