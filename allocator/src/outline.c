@@ -57,7 +57,9 @@
  * kp__ol_refill hands the cached blocks out first (no instruction more on
  * the fast paths): blocks move between threads as in jemalloc's and
  * tcmalloc's caches, and a thread that frees what another allocated reuses
- * it at once. A full class sends its older half back, a chain per span
+ * it at once (of a class under a cache line, only once it allocates the
+ * class from a span of its own: FC_LINE_CLASSES, Hoard's cache-scratch).
+ * A full class sends its older half back, a chain per span
  * pushed onto the span's cross-thread list with one compare-and-swap, and
  * the span onto its heap's dirty list; the owner takes in one span's of a
  * class when the class runs dry (drain_class), and a heap about to touch new
@@ -1962,6 +1964,39 @@ static inline bool busy_enter(void);
 static inline void busy_leave(void);
 static void *refill_again(kp_pool *pool, struct ol_heap *h, uint32_t cls, size_t n);
 
+/* Classes whose blocks are under a cache line (class_size[0..2]: 16, 32
+ * and 48 bytes; 64 and up are lines whole, or share one at their ends):
+ * a heap caches none of another heap's blocks of such a class until it
+ * allocates the class (heap_get: fc_cap 0, refill_body's first refill sets
+ * it), and sends them home at once instead (free_remote_slow: onto the
+ * block's list, for its owner's drain), and fc_steal leaves these classes'
+ * listed blocks to their owners, so that its first allocation of the class
+ * takes a span of its own and not a block it freed (heap_abandon makes
+ * the cap 0 again for the heap's next thread: the second wave of
+ * test_outline_false_sharing's threads, adopting the first's heaps, held
+ * main's blocks, 6 pairs on one line) (or one its neighbours
+ * sent home: test_outline_false_sharing's 3 threads of 4 on one line
+ * through fc_steal, with the first part alone). The blocks a
+ * thread frees before it allocates a class are those another thread gave
+ * it, and their neighbours on a line are that thread's, or other threads'
+ * it gave theirs to: Hoard's cache-scratch (allocator/bench/programs/
+ * false_sharing.c, passive): each of 4 threads freed one of 4 neighbouring
+ * 8-byte blocks the main thread allocated, then allocated and freed 8
+ * bytes 100,000 times; every allocation handed the freed block back (its
+ * free a cross-thread one again), the 4 threads wrote one line
+ * (0x...800000/10/20/30): 0.56 s against jemalloc's 0.15
+ * (test_outline_false_sharing: 6, 2 and 3 pairs of threads on one line,
+ * blocks of 16, 32 and 48 bytes). No instruction on the fast paths.
+ * Measured and not kept, on kpbench c (tests/test_cross_instructions.py,
+ * 123.3-124.2 instructions a pair on main, budget 124): these classes'
+ * caches never handed out (an outbox sent home in batches, as mimalloc
+ * and snmalloc send every cross-thread free): 131.6; a block handed out
+ * only while no other block on its line is live, else the cache home:
+ * 140.1 (c's own pops make their neighbours live); kp__ol_refill's pop
+ * refused while the heap has no span of the class: 125.7-126.3 (its test
+ * on every pop). */
+#define FC_LINE_CLASSES 3u
+
 #define FC_GROUPS 4
 static void fc_flush(kp_pool *pool, struct ol_heap *h, uint32_t cls, uint32_t m)
 {
@@ -2178,7 +2213,9 @@ static __attribute__((noinline)) int free_remote_slow(kp_pool *pool, struct ol_s
 			h = heap_get(pool);
 			errno = e;
 		}
-		if (h) {
+		/* a class under a line the heap has not allocated yet: none
+		 * cached (FC_LINE_CLASSES), onto its list below */
+		if (h && h->fc_cap[pg->cls]) {
 			/* tagged OL_REMOTE (no heap in the slot then): now its */
 			if (KP_UNLIKELY(tag != h->rtag) && !rec_claim(r, tag, h->rtag))
 				raced_dfree(pool, pg, idx);
@@ -2188,7 +2225,7 @@ static __attribute__((noinline)) int free_remote_slow(kp_pool *pool, struct ol_s
 		}
 	}
 	/* no heap to hold it (past the exit hook, poison:on, a handler's call
-	 * inside a busy section): onto its list */
+	 * inside a busy section, FC_LINE_CLASSES): onto its list */
 	if (KP_UNLIKELY(!rec_claim(r, tag, OL_LISTED)))
 		raced_dfree(pool, pg, idx);
 	else {
@@ -2579,6 +2616,8 @@ static void heap_abandon(kp_pool *pool, uintptr_t tp)
 		}
 		h->cur[c] = &empty_span;
 		class_point(h, c, &empty_span);
+		if (c < FC_LINE_CLASSES) /* no span in hand: none cached until the next thread allocates it */
+			h->fc_cap[c] = 0;
 	}
 	owner_unlock(h);
 	if (mine)
@@ -2627,6 +2666,9 @@ static struct ol_heap *heap_get(kp_pool *pool)
 			h->cur[c] = h->fast[c] = &empty_span;
 			h->fc_cap[c] = fc_lone_cap(class_size[c]);
 		}
+		/* a class under a line: none (FC_LINE_CLASSES; after the loop, in
+		 * two stores: the preload's hot text is a 64 KiB window) */
+		memset(h->fc_cap, 0, FC_LINE_CLASSES * sizeof h->fc_cap[0]);
 		for (int q = 0; q < 65; q++)
 			h->direct[q] = &empty_span;
 		pthread_mutex_lock(&ol->lock);
@@ -2669,6 +2711,8 @@ static uint32_t fc_steal(kp_pool *pool, struct ol_heap *h, uint32_t cls)
 	kp__ol *ol = pool->ol;
 	uint32_t got = h->fc_n[cls], room = 0;
 	if (atomic_load_explicit(&ol->nheaps, memory_order_relaxed) < 2) /* h alone: no lock taken (kpbench b) */
+		return 0;
+	if (cls < FC_LINE_CLASSES) /* their owners' (FC_LINE_CLASSES) */
 		return 0;
 	pthread_mutex_lock(&ol->lock);
 	for (struct ol_heap *o = ol->heaps; o; o = o->next) {
