@@ -322,8 +322,24 @@ def _dist_rules(d: Mapping[str, Any], path: Path) -> Iterator[tuple[Path, bool, 
     for i, item in enumerate(d.get("sizes") or ()):
         if size_bytes(item["size"]) > SIZE_CEILING:
             yield (*path, "sizes", i, "size"), False, f"{item['size']} is above the driver's 4g ceiling"
-    if kind == "list" and d.get("sizes") and sum(item.get("weight", 1) for item in d["sizes"]) <= 0:
-        yield (*path, "sizes"), False, "the weights add up to 0; give at least one a positive weight"
+    if kind == "list" and d.get("sizes"):
+        yield from _weight_rules([item.get("weight", 1) for item in d["sizes"]], (*path, "sizes"))
+
+
+def _weight_rules(weights: Sequence[float], path: Path) -> Iterator[tuple[Path, bool, str]]:
+    """kpdrive adds a list's weights up in a double, in order, and divides each by the total: a total of
+    0 divides by zero, and one past the largest double is infinite and makes every weight 0 (the run
+    went ahead with the last op or size alone). Added here as it adds them."""
+    total = 0.0
+    for weight in weights:
+        try:
+            total += float(weight)
+        except OverflowError:  # an integer past the largest double: the driver reads it as infinite
+            total = math.inf
+    if total <= 0:
+        yield path, False, "the weights add up to 0; give at least one a positive weight"
+    elif not math.isfinite(total):
+        yield path, False, "the weights add up to a number too large for the driver; scale them down"
 
 
 def _nonfinite(value: Any, path: Path) -> Iterator[tuple[Path, bool, str]]:
@@ -388,9 +404,8 @@ def rule_errors(
     for key in ("sizes", "realloc_sizes"):
         if isinstance(data.get(key), dict):
             yield from _dist_rules(data[key], (key,))
-    mix = data.get("mix", {})
-    if mix and sum(mix.values()) <= 0:
-        yield ("mix",), False, "the weights add up to 0; give at least one a positive weight"
+    if data.get("mix"):
+        yield from _weight_rules(list(data["mix"].values()), ("mix",))
     yield from _driver_rules(data)
     if pool_options is not None:
         for key in data.get("pool", {}):

@@ -1,0 +1,139 @@
+"""Session 32's attacks on the harness from the outside (s32-harn): each test failed on main 6e9c7bd."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from harness import spec
+
+BASE = """\
+name: w
+ops: 2000
+mix: {alloc: 1}
+sizes: {dist: uniform, min: 16, max: 256}
+"""
+
+
+def _errors(text: str, tmp_path: Path) -> list[str]:
+    path = tmp_path / "w.yaml"
+    path.write_text(text)
+    with pytest.raises(spec.SpecError) as info:
+        spec.load(path)
+    return [str(i) for i in info.value.issues]
+
+
+@pytest.mark.parametrize(
+    "mix, field",
+    [
+        ("mix: {alloc: 1.0e+308, free: 1.0e+308}", "mix"),
+        ("mix: {alloc: 1, free: 1.0e+308, realloc: 1.0e+308}", "mix"),
+    ],
+)
+def test_mix_weights_whose_sum_overflows_are_refused(tmp_path: Path, mix: str, field: str) -> None:
+    # kpdrive adds the weights up in a double: inf, and every weight / inf is 0. On main the run went
+    # ahead and 'verify' (weight 0, the last op) took 1999 of 2000 ops; alloc 1.
+    got = _errors(BASE.replace("mix: {alloc: 1}", mix), tmp_path)
+    assert any(f": {field}: " in g and "too large" in g for g in got), got
+
+
+def test_size_list_weights_whose_sum_overflows_are_refused(tmp_path: Path) -> None:
+    sizes = "sizes: {dist: list, sizes: [{size: 16, weight: 1.0e+308}, {size: 32, weight: 1.0e+308}]}"
+    got = _errors(BASE.replace("sizes: {dist: uniform, min: 16, max: 256}", sizes), tmp_path)
+    assert any(": sizes.sizes: " in g and "too large" in g for g in got), got
+
+
+def test_large_weights_that_add_up_still_load(tmp_path: Path) -> None:
+    path = tmp_path / "w.yaml"
+    path.write_text(BASE.replace("mix: {alloc: 1}", "mix: {alloc: 1.0e+307, free: 1.0e+307}"))
+    assert spec.load(path).name == "w"
+
+
+def test_an_integer_weight_past_the_largest_double_is_refused_by_line(tmp_path: Path) -> None:
+    got = _errors(BASE.replace("mix: {alloc: 1}", "mix: {alloc: 1" + "0" * 400 + ", free: 1}"), tmp_path)
+    assert any(": mix: " in g and "too large" in g for g in got), got
+
+
+def _fake_result(name: str, alloc: str, interrupted: bool = False) -> dict[str, object]:
+    return {
+        "name": name,
+        "allocator": alloc,
+        "ops_per_s_per_thread": 1e6,
+        "latency": {"alloc": {"p50": 20, "p99": 30, "p999": 40}, "free": {"p99": 20}},
+        "crashes": [],
+        "interrupted": interrupted,
+        "passed": not interrupted,
+        "broken": ["interrupted before every worker finished"] if interrupted else [],
+    }
+
+
+def test_bench_of_workload_files_stops_at_an_interrupt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Ctrl-C in `kpool bench --workload`: the stress runner stops the allocator's workers and marks its
+    result interrupted. On main the bench went on to every other allocator and workload, printed them and
+    exited 0 (its --json said nothing of it): a long bench could not be stopped, and its partial figures
+    looked whole. Now it stops there, prints and writes what finished, marked interrupted, and ends 130."""
+    from harness import bench
+    from harness.stress import compare, runner
+
+    calls: list[tuple[str, str]] = []
+
+    def fake_run_workload(
+        wl: spec.Workload, opts: runner.Options, run_dir: Path, kpdrive: Path
+    ) -> dict[str, object]:
+        name, alloc = wl.name, str(opts.allocator)
+        calls.append((name, alloc))
+        return _fake_result(name, alloc, interrupted=len(calls) == 2)
+
+    monkeypatch.setattr(compare, "ensure_kpdrive", lambda *a: tmp_path / "kpdrive")
+    monkeypatch.setattr(runner, "run_workload", fake_run_workload)
+    files = []
+    for name in ("one", "two"):
+        files.append(tmp_path / f"{name}.yaml")
+        files[-1].write_text(BASE.replace("name: w", f"name: {name}"))
+    out = tmp_path / "bench.json"
+    argv = ["--allocators", "kpool,glibc", "--json", str(out), "--reports", str(tmp_path / "r")]
+    with pytest.raises(KeyboardInterrupt):
+        bench.main([*argv, "--workload", str(files[0]), "--workload", str(files[1])])
+    assert calls == [("one", "kpool"), ("one", "glibc")]
+    doc = json.loads(out.read_text())
+    assert doc["interrupted"] is True
+    assert doc["workloads"]["one"]["kpool"]["passed"] is True
+    assert doc["workloads"]["one"]["glibc"]["interrupted"] is True
+    assert "two" not in doc["workloads"]
+    assert "| kpool |" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["--workload", "w.yaml", "--runs", "3"],
+        ["--workload", "w.yaml", "--seed", "7"],
+        ["--workload", "w.yaml", "--ops", "100"],
+        ["--harness-speed", "--workloads", "a"],
+        ["--harness-speed", "--runs", "2"],
+    ],
+)
+def test_bench_refuses_kpbench_settings_its_workload_runs_would_ignore(
+    extra: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`kpool bench --workload w.yaml --runs 3` ran each allocator once and said nothing (the medians of 3
+    the user asked for were one run); --seed and --ops were ignored too, as was --workloads beside
+    --harness-speed. Now a usage error names the option, before any run."""
+    from harness import bench
+
+    assert bench.main(extra) == 2
+    err = capsys.readouterr().err
+    assert f"error: {extra[-2]} {extra[-1]}: a setting of kpbench's a-f" in err, err
+
+
+def test_bench_defaults_still_apply() -> None:
+    from harness import bench
+
+    args = bench.parse_args(["--workloads", "a"])
+    assert (args.runs, args.seed, args.ops) == (5, 1, None)
+    args = bench.parse_args(["--workload", "w.yaml"])
+    assert (args.runs, args.seed) == (5, 1)
