@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -137,3 +142,52 @@ def test_bench_defaults_still_apply() -> None:
     assert (args.runs, args.seed, args.ops) == (5, 1, None)
     args = bench.parse_args(["--workload", "w.yaml"])
     assert (args.runs, args.seed) == (5, 1)
+
+
+LONG = """\
+name: NAME
+processes: 1
+duration_ms: 20000
+mix: {alloc: 2, free: 1}
+sizes: {dist: uniform, min: 16, max: 512}
+"""
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_pytest_of_the_workloads(tmp_path: Path) -> None:
+    """`pytest workloads` (no xdist) and Ctrl-C in the first of two 20 s workloads: the stress runner
+    stops the workers and marks the result interrupted, the item failed with it and pytest went on to the
+    next workload (exit 1 after 20 s more; one Ctrl-C a workload). Now pytest stops there (exit 2, its
+    'interrupted'), the item's report kept."""
+    wdir = tmp_path / "workloads"
+    wdir.mkdir()
+    root = Path(__file__).resolve().parent.parent
+    (wdir / "conftest.py").write_text((root / "workloads" / "conftest.py").read_text())
+    for name in ("a_long", "b_long"):
+        (wdir / f"{name}.yaml").write_text(LONG.replace("NAME", name))
+    reports = tmp_path / "reports"
+    env = dict(os.environ, KPOOL_REPORTS=str(reports))
+    env["PYTHONPATH"] = str(root) + os.pathsep + env.get("PYTHONPATH", "")
+    cmd = [sys.executable, "-m", "pytest", "workloads", "-p", "no:xdist", "-p", "no:cacheprovider"]
+    proc = subprocess.Popen(
+        cmd,
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    deadline = time.monotonic() + 60
+    while not list(reports.glob("pytest-a_long-*/a_long/*.prog")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.0)  # its worker is under way
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    took = time.monotonic() - t0
+    assert proc.returncode == pytest.ExitCode.INTERRUPTED, out
+    assert took < 15, (took, out)  # not b_long's 20 s
+    assert not list(reports.glob("pytest-b_long-*")), out
+    [report] = reports.glob("pytest-a_long-*/stress.json")
+    assert json.loads(report.read_text())["workloads"][0]["interrupted"] is True
