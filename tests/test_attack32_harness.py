@@ -191,3 +191,40 @@ def test_ctrl_c_stops_pytest_of_the_workloads(tmp_path: Path) -> None:
     assert not list(reports.glob("pytest-b_long-*")), out
     [report] = reports.glob("pytest-a_long-*/stress.json")
     assert json.loads(report.read_text())["workloads"][0]["interrupted"] is True
+
+
+def _command_in(text: str, start: str) -> list[str]:
+    """The shell words of the command that begins at `start` in text and ends at ' runs them)' or the end."""
+    import shlex
+
+    tail = text[text.index(start) :]
+    return shlex.split(tail.split(" runs them)")[0])
+
+
+def test_the_resume_hint_of_an_interrupted_campaign_names_its_reports_folder(tmp_path: Path) -> None:
+    """'kpool campaign --resume ID runs them' after `kpool campaign --reports DIR` was interrupted: run as
+    printed, it looked for ID in ./reports ('no campaign ID'). Now the hint names DIR, quoted for the shell
+    (a folder with a space in its name)."""
+    from harness.campaign import budget
+    from harness.campaign import run as campaign_run
+    from harness.report.model import RunReport
+
+    reports = tmp_path / "night reports"
+    run_dir = reports / "campaign-1"
+    run_dir.mkdir(parents=True)
+    c = budget.plan("campaign-1", run_dir, 20.0, 1, 0, ["conf"], [])
+    text = campaign_run.summary(RunReport(run_id="campaign-1", started=0.0), run_dir, c, finished=False)
+    words = _command_in(text, "kpool campaign --resume")
+    assert words == ["kpool", "campaign", "--resume", "campaign-1", "--reports", str(reports)], text
+
+
+def test_the_triage_hint_of_recorded_crashes_is_quoted_for_the_shell(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """'kpool triage --db /x/we ird/crashes.sqlite list': pasted, the shell split the path in two."""
+    from harness.triage import db, record
+
+    path = tmp_path / "we ird $x" / "crashes.sqlite"
+    record._say([db.Recorded(signature_id=1, hash="h", status="new", new=True)], path)
+    words = _command_in(capsys.readouterr().err, "kpool triage")
+    assert words == ["kpool", "triage", "--db", str(path), "list"]

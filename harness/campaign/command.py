@@ -29,7 +29,7 @@ from harness.campaign.budget import (
     parse_budget,
     plan,
 )
-from harness.campaign.run import collect, run_jobs, summary
+from harness.campaign.run import collect, resume_command, run_jobs, summary
 from harness.errors import ConfigError, UsageError
 from harness.jobs.executor import Executor
 from harness.jobs.model import ENDED_STATES, RERUN_STATES, JobSpec
@@ -283,8 +283,8 @@ def _finished(c: Campaign, run_dir: Path) -> int | None:
     return 0 if report.ok and ended else 1
 
 
-def _no_clang(targets: Sequence[str], resume: str = "") -> str:
-    again = f"kpool campaign --resume {resume}" if resume else "a campaign"
+def _no_clang(targets: Sequence[str], resume: str = "", reports: Path | None = None) -> str:
+    again = resume_command(resume, reports) if resume and reports else "a campaign"
     return (
         f"clang not found (PATH): the fuzz jobs ({', '.join(targets)}) are skipped, the rest runs; the fuzz"
         f" targets are built with clang (libFuzzer); {build.CLANG_HINT}, then {again} fuzzes them"
@@ -389,7 +389,7 @@ def _main(argv: Sequence[str], held: contextlib.ExitStack) -> int:
             return done
         fuzz = [j for j in c.jobs if j.kind == "fuzz" and j.state in RERUN_STATES]
         if fuzz and build.clang_missing():
-            no_clang = _no_clang([j.target for j in fuzz], resume=c.run_id)
+            no_clang = _no_clang([j.target for j in fuzz], resume=c.run_id, reports=reports)
             output.warn(no_clang)
             skipped = {j.name for j in fuzz}
         _check_rerun(c, reports, skipped)
