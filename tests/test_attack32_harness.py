@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -228,3 +229,60 @@ def test_the_triage_hint_of_recorded_crashes_is_quoted_for_the_shell(
     record._say([db.Recorded(signature_id=1, hash="h", status="new", new=True)], path)
     words = _command_in(capsys.readouterr().err, "kpool triage")
     assert words == ["kpool", "triage", "--db", str(path), "list"]
+
+
+@pytest.fixture
+def read_only_db(tmp_path: Path) -> Iterator[Path]:
+    """A crash database of one signature in a folder nothing can write in: a tmpfs remounted read-only
+    for root (whom file modes do not stop), modes 0555/0444 for anyone else: the nightly's reports
+    folder, read the next morning from a read-only mount or as another user."""
+    from harness.triage import db as D
+    from harness.triage.crash import Crash
+
+    folder = tmp_path / "nightly"
+    folder.mkdir()
+    root = os.geteuid() == 0
+    if root and subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)]).returncode:
+        pytest.skip("no read-only folder: root, and mount refused")
+    path = folder / "crashes.sqlite"
+    text = "==1==ERROR: AddressSanitizer: heap-use-after-free on address 0x1\n    #0 0x1 in kp_free a.c:1\n"
+    D.CrashDB(path).record(Crash(text=text, run_id="r1", source="api", returncode=1))
+    try:
+        if root:
+            subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True)
+        else:
+            path.chmod(0o444)
+            folder.chmod(0o555)
+        yield path
+    finally:
+        if root:
+            subprocess.run(["umount", str(folder)], check=False)
+        else:
+            folder.chmod(0o755)
+
+
+@pytest.mark.parametrize("action", [["list"], ["show", "1"], ["sarif"]])
+def test_triage_reads_a_crash_database_it_cannot_write(
+    read_only_db: Path, action: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`kpool triage list` of a database on a read-only mount: 'is not a kpool crash database (unable to
+    open database file)', exit 2 (the reader opened it read-write, and WAL wants its -shm file beside
+    it). Reading needs no writing: now it lists, shows and writes SARIF."""
+    from harness import cli
+
+    assert cli.main(["triage", "--db", str(read_only_db), *action]) == 0
+    out = capsys.readouterr().out
+    assert "heap-use-after-free in kp_free" in out, out
+
+
+@pytest.mark.parametrize("action", [["replay", "1", "-n", "1"], ["minimize", "1"], ["recheck", "-n", "1"]])
+def test_triage_that_stores_results_says_the_database_is_read_only(
+    read_only_db: Path, action: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Replay, minimize and recheck store their results in the database: refused before any replay, the
+    message naming the file as read-only (it said 'not a kpool crash database')."""
+    from harness import cli
+
+    assert cli.main(["triage", "--db", str(read_only_db), *action]) == 2
+    err = capsys.readouterr().err
+    assert f"{read_only_db}: cannot be written" in err and "not a kpool crash database" not in err, err
