@@ -286,3 +286,35 @@ def test_triage_that_stores_results_says_the_database_is_read_only(
     assert cli.main(["triage", "--db", str(read_only_db), *action]) == 2
     err = capsys.readouterr().err
     assert f"{read_only_db}: cannot be written" in err and "not a kpool crash database" not in err, err
+
+
+def test_the_hints_of_a_crash_kpool_run_recorded_work_as_printed(tmp_path: Path) -> None:
+    """`kpool run --reports DIR -- CMD` that crashed printed 'kpool triage show HASH, kpool triage replay
+    HASH': run as printed, they looked in ./reports ('no crash database ... yet'). Now each names the
+    database (quoted for the shell), and `show` run as printed from another folder finds the crash."""
+    import shlex
+
+    root = Path(__file__).resolve().parent.parent
+    env = dict(os.environ, PYTHONPATH=str(root))
+    env.pop("KPOOL_CRASH_DB", None)
+    env.pop("KPOOL_REPORTS", None)
+    reports = tmp_path / "my reports"
+    cmd = [sys.executable, "-m", "harness.cli", "run", "--allocator", "glibc", "--reports", str(reports)]
+    proc = subprocess.run(
+        [*cmd, "--", "sh", "-c", "kill -SEGV $$"], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert proc.returncode == 128 + signal.SIGSEGV, proc.stderr
+    [line] = [ln for ln in proc.stderr.splitlines() if "crash recorded" in ln]
+    show = line.split("; ", 1)[1].split(", kpool triage")[0]
+    words = shlex.split(show)
+    assert words[:2] == ["kpool", "triage"] and "show" in words, line
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    again = subprocess.run(
+        [sys.executable, "-m", "harness.cli", *words[1:]],
+        cwd=elsewhere,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert again.returncode == 0 and "SIGSEGV in program:sh" in again.stdout, (line, again.stderr)
