@@ -153,9 +153,10 @@ def collect(
         try:
             report.fuzz_coverage = fuzz_coverage(c, run_dir, coverage_s)
         except KeyboardInterrupt:
+            again = shlex.join(["kpool", "fuzz", "--coverage", "--reports", str(run_dir.absolute().parent)])
             output.warn(
                 "interrupted while measuring the coverage of the fuzz corpora: the report goes without it "
-                f"(kpool fuzz --coverage --reports {run_dir.parent} measures it)"
+                f"({again} measures it)"
             )
             cut.append("coverage")
     report.finished = time.time()
