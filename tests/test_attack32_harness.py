@@ -318,3 +318,45 @@ def test_the_hints_of_a_crash_kpool_run_recorded_work_as_printed(tmp_path: Path)
         text=True,
     )
     assert again.returncode == 0 and "SIGSEGV in program:sh" in again.stdout, (line, again.stderr)
+
+
+def test_the_report_of_an_interrupted_campaign_does_not_say_ok(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Ctrl-C before any job ended: exit 130, but summary.json said "ok": true and its page and the
+    index's row 'ok' (0 workload runs, 0 fuzz targets): a CI step or a morning reader that trusts the
+    report saw a clean night that never ran. Now summary.json says "interrupted": true and "ok": false,
+    and the pages say 'interrupted'; the --resume that finishes it writes the report again, ok."""
+    from harness import cli
+    from harness.campaign import budget, command
+    from harness.campaign import run as campaign_run
+
+    def interrupted(c: budget.Campaign, run_dir: Path, *args: object, **kwargs: object) -> bool:
+        return False  # as run_jobs returns after Ctrl-C or SIGTERM: the jobs left pending
+
+    def done(c: budget.Campaign, run_dir: Path, *args: object, **kwargs: object) -> bool:
+        for j in c.jobs:
+            j.state = "done"
+        c.save(run_dir)
+        return True
+
+    monkeypatch.setattr(command, "build_variants", lambda *a, **k: None)
+    monkeypatch.setattr(campaign_run, "fuzz_coverage", lambda *a, **k: {})
+    monkeypatch.delenv("KPOOL_LOG", raising=False)
+    monkeypatch.setattr(command, "run_jobs", interrupted)
+    reports = tmp_path / "reports"
+    argv = ["campaign", "--budget", "30s", "--targets", "", "--reports", str(reports)]
+    workload = Path(__file__).resolve().parent.parent / "workloads" / "steady-small.yaml"
+    assert cli.main([*argv, "--workloads", str(workload)]) == 130
+    [run_dir] = reports.glob("campaign-*")
+    doc = json.loads((run_dir / "summary.json").read_text())
+    assert doc["interrupted"] is True and doc["ok"] is False, doc
+    page = (run_dir / "index.html").read_text()
+    assert "interrupted" in page.split("</h1>")[0], page.split("</h1>")[0]
+    index = (reports / "index.html").read_text()
+    row = index[index.rindex(f"{run_dir.name}/index.html") :].split("</tr>")[0]  # the runs table's
+    assert "interrupted" in row and ">ok<" not in row, row
+    monkeypatch.setattr(command, "run_jobs", done)
+    assert cli.main(["campaign", "--resume", run_dir.name, "--reports", str(reports)]) == 1  # no results
+    doc = json.loads((run_dir / "summary.json").read_text())
+    assert doc["interrupted"] is False, doc

@@ -472,6 +472,7 @@ def _main(argv: Sequence[str], held: contextlib.ExitStack) -> int:
     coverage_s = deadline + MARGIN_S - REPORT_S - time.monotonic()
     cut: list[str] = []  # what Ctrl-C cut short after the jobs: the report is written all the same
     report = collect(c, run_dir, coverage=finished, coverage_s=coverage_s, recover=finished, interrupted=cut)
+    report.interrupted = not finished or bool(cut)
     write_run(report, reports)
     if finished and not cut:
         c.reported = True
