@@ -356,6 +356,8 @@ def test_the_report_of_an_interrupted_campaign_does_not_say_ok(
     index = (reports / "index.html").read_text()
     row = index[index.rindex(f"{run_dir.name}/index.html") :].split("</tr>")[0]  # the runs table's
     assert "interrupted" in row and ">ok<" not in row, row
+    junit = (run_dir / "junit.xml").read_text()
+    assert 'failures="1"' in junit and "not run: stress:steady-small" in junit, junit
     monkeypatch.setattr(command, "run_jobs", done)
     assert cli.main(["campaign", "--resume", run_dir.name, "--reports", str(reports)]) == 1  # no results
     doc = json.loads((run_dir / "summary.json").read_text())

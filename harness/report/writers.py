@@ -93,6 +93,9 @@ def junit_xml(report: RunReport) -> str:
             0.0,
             f"{c.status}: {c.kind} in {c.source}" if c.status == "new" else "",
         )
+    if report.interrupted:  # no verdict of the whole: a CI that reads this file must not see a pass
+        left = [j.name for j in report.jobs if j.state in ("pending", "running", "stopped", "not-run")]
+        case("run", "interrupted", 0.0, "interrupted before it ended; not run: " + (", ".join(left) or "-"))
     suite.set("tests", str(cases))
     suite.set("failures", str(failures))
     ET.indent(suite)
