@@ -362,3 +362,23 @@ def test_the_report_of_an_interrupted_campaign_does_not_say_ok(
     assert cli.main(["campaign", "--resume", run_dir.name, "--reports", str(reports)]) == 1  # no results
     doc = json.loads((run_dir / "summary.json").read_text())
     assert doc["interrupted"] is False, doc
+
+
+def test_doctor_names_a_build_cache_an_installed_kpool_cannot_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An installed kpool builds its fuzz, coverage and sanitizer variants in its cache ($KPOOL_CACHE):
+    with KPOOL_CACHE a file (or a read-only folder) `kpool doctor` said 'all 36 capabilities present',
+    then `kpool fuzz` and `kpool build` stopped on it. Now doctor names it, with the remedy."""
+    from harness import doctor, paths
+
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    monkeypatch.setattr(paths, "checkout", lambda: None)  # as installed from a wheel
+    monkeypatch.setenv("KPOOL_CACHE", str(blocker))
+    [finding] = [f for f in doctor.check() if "build" in f.capability.name and "folder" in f.capability.name]
+    assert not finding.ok and "KPOOL_CACHE" in finding.detail, finding
+    assert "KPOOL_CACHE" in finding.capability.remedy
+    monkeypatch.setenv("KPOOL_CACHE", str(tmp_path / "cache"))
+    [finding] = [f for f in doctor.check() if f.capability is finding.capability]
+    assert finding.ok, finding
