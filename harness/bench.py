@@ -478,7 +478,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     args.seed = 1 if args.seed is None else args.seed
     if args.workloads is None:
         args.workloads = ",".join(WORKLOADS)
-    workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
+    # a workload named twice ran twice a round, with the same seeds: runs counted twice in its medians
+    workloads = list(dict.fromkeys(w.strip() for w in args.workloads.split(",") if w.strip()))
     bad = [w for w in workloads if w not in WORKLOADS]
     if bad or not workloads:
         p.error(f"--workloads {args.workloads!r}: choose from {','.join(WORKLOADS)}")

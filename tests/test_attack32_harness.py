@@ -382,3 +382,34 @@ def test_doctor_names_a_build_cache_an_installed_kpool_cannot_write(
     monkeypatch.setenv("KPOOL_CACHE", str(tmp_path / "cache"))
     [finding] = [f for f in doctor.check() if f.capability is finding.capability]
     assert finding.ok, finding
+
+
+def test_a_target_named_twice_is_fuzzed_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`kpool campaign --targets conf,conf` planned two fuzz:conf jobs in one folder: the second found the
+    first holding it ('the folder of a run still going'), failed, and the campaign ended FAIL (exit 1)
+    with nothing wrong. Now a target named twice is one job."""
+    from harness import cli
+    from harness.campaign import budget, command
+    from harness.campaign import run as campaign_run
+
+    planned: list[str] = []
+
+    def run_jobs(c: budget.Campaign, run_dir: Path, *args: object, **kwargs: object) -> bool:
+        planned.extend(j.name for j in c.jobs)
+        return False
+
+    monkeypatch.setattr(command, "build_variants", lambda *a, **k: None)
+    monkeypatch.setattr(command.build, "clang_missing", lambda: False)
+    monkeypatch.setattr(campaign_run, "fuzz_coverage", lambda *a, **k: {})
+    monkeypatch.setattr(command, "run_jobs", run_jobs)
+    argv = ["campaign", "--budget", "30s", "--workloads", "", "--reports", str(tmp_path / "r")]
+    cli.main([*argv, "--targets", "conf, conf,faults,conf"])
+    assert planned == ["fuzz:conf", "fuzz:faults"]
+
+
+def test_a_bench_workload_named_twice_runs_once_a_round() -> None:
+    """`kpool bench --workloads a,a --runs 1`: (a) ran twice on each allocator with the same seed, both
+    runs in its medians. Allocators named twice were already run once."""
+    from harness import bench
+
+    assert bench.parse_args(["--workloads", "a,b,a", "--runs", "1"]).workloads == ["a", "b"]

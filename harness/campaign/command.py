@@ -172,7 +172,8 @@ def _latest(reports: Path) -> str:
 
 
 def _targets(text: str) -> list[str]:
-    targets = [t.strip() for t in text.split(",") if t.strip()]
+    # a target named twice is one job: two would share its folder, the second refused as still held
+    targets = list(dict.fromkeys(t.strip() for t in text.split(",") if t.strip()))
     for t in targets:
         if t not in FUZZ_TARGETS:
             raise UsageError(f"--targets: unknown target {t!r} (known: {', '.join(FUZZ_TARGETS)})")
