@@ -413,3 +413,56 @@ def test_a_bench_workload_named_twice_runs_once_a_round() -> None:
     from harness import bench
 
     assert bench.parse_args(["--workloads", "a,b,a", "--runs", "1"]).workloads == ["a", "b"]
+
+
+def test_bench_refuses_two_workload_files_of_one_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`kpool bench --workload a/w.yaml --workload b/w.yaml`, both named w: the second's runs wrote over
+    the first's, in the table, the --json file and the run folder, in silence (`kpool stress` refuses
+    it). Now a usage error before any run; one file given twice runs once."""
+    from harness import cli
+    from harness.stress import compare, runner
+
+    ran: list[str] = []
+
+    def fake_run_workload(
+        wl: spec.Workload, opts: runner.Options, run_dir: Path, kpdrive: Path
+    ) -> dict[str, object]:
+        ran.append(f"{wl.path}:{opts.allocator}")
+        return _fake_result(wl.name, str(opts.allocator))
+
+    monkeypatch.setattr(compare, "ensure_kpdrive", lambda *a: tmp_path / "kpdrive")
+    monkeypatch.setattr(runner, "run_workload", fake_run_workload)
+    for d in ("a", "b"):
+        (tmp_path / d).mkdir()
+        (tmp_path / d / "w.yaml").write_text(BASE)
+    argv = ["--allocators", "glibc", "--reports", str(tmp_path / "r")]
+    assert (
+        cli.main(
+            [
+                "bench",
+                *argv,
+                "--workload",
+                str(tmp_path / "a/w.yaml"),
+                "--workload",
+                str(tmp_path / "b/w.yaml"),
+            ]
+        )
+        == 2
+    )
+    assert ran == [] and "one run needs distinct names" in capsys.readouterr().err
+    assert (
+        cli.main(
+            [
+                "bench",
+                *argv,
+                "--workload",
+                str(tmp_path / "a/w.yaml"),
+                "--workload",
+                str(tmp_path / "a/w.yaml"),
+            ]
+        )
+        == 0
+    )
+    assert len(ran) == 1, ran

@@ -97,7 +97,9 @@ def compare(
     """Each workload on each allocator (no interference baseline): (results by workload and allocator,
     interrupted). An interrupt (Ctrl-C, SIGTERM) stops the run it came in, whose result is marked
     interrupted (the stress runner's Phase), and the runs after it: (the results so far, True)."""
-    workloads = [spec.load_opstream(p) for p in paths]
+    unique = list(dict.fromkeys(p.absolute() for p in paths))  # a file given twice runs once
+    workloads = [spec.load_opstream(p) for p in unique]
+    runner.check_distinct_names(workloads)  # two names alike: the second wrote over the first's results
     run_id = runner.new_run_id() + "-bench"
     out: dict[str, Any] = {}
     for wl in workloads:
