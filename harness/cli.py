@@ -483,6 +483,11 @@ def _term_as_interrupt() -> Iterator[None]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        Path.cwd()
+    except FileNotFoundError:  # every default path (./reports) is relative to it
+        output.error("the current folder no longer exists (deleted or moved away): cd to one that does")
+        return 2
     parser = _parser()
     args, rest = parser.parse_known_args(argv)
     if rest and args.command not in ("bench", "campaign", "stress"):

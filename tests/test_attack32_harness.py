@@ -466,3 +466,25 @@ def test_bench_refuses_two_workload_files_of_one_name(
         == 0
     )
     assert len(ran) == 1, ran
+
+
+@pytest.mark.parametrize("command", [["options"], ["triage", "list"], ["stress", "w.yaml"]])
+def test_a_current_folder_that_was_deleted_is_one_line(tmp_path: Path, command: list[str]) -> None:
+    """kpool run from a folder deleted meanwhile (`rm -rf` of the reports folder the shell was in): a
+    traceback from the import of harness.cli (the default reports folder made absolute at import),
+    for every command. Now one line naming the cause, exit 2."""
+    import shlex
+
+    root = Path(__file__).resolve().parent.parent
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    kpool = shlex.join([sys.executable, "-m", "harness.cli", *command])
+    script = f"cd {shlex.quote(str(gone))} && rmdir {shlex.quote(str(gone))} && exec {kpool}"
+    env = dict(os.environ, PYTHONPATH=str(root))
+    env.pop("KPOOL_REPORTS", None)
+    proc = subprocess.run(["sh", "-c", script], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.strip() == (
+        "kpool: error: the current folder no longer exists (deleted or moved away): cd to one that does"
+    ), proc.stderr
