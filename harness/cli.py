@@ -470,16 +470,20 @@ def _on_term(signum: int, frame: object) -> None:
 
 @contextlib.contextmanager
 def _term_as_interrupt() -> Iterator[None]:
-    """SIGTERM (`timeout`, a CI runner, systemd) ends a command as Ctrl-C does: its children stopped and
-    what finished kept, not the process gone at once with its children left running."""
+    """SIGTERM (`timeout`, a CI runner, systemd) and SIGHUP (the terminal or ssh session closed) end a
+    command as Ctrl-C does: its children stopped and what finished kept, not the process gone at once
+    with its children left running. A SIGHUP ignored (nohup) stays ignored."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    old = signal.signal(signal.SIGTERM, _on_term)
+    old = {signal.SIGTERM: signal.signal(signal.SIGTERM, _on_term)}
+    if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
+        old[signal.SIGHUP] = signal.signal(signal.SIGHUP, _on_term)
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, old)
+        for signum, handler in old.items():
+            signal.signal(signum, handler)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -348,6 +348,7 @@ def test_the_report_of_an_interrupted_campaign_does_not_say_ok(
     argv = ["campaign", "--budget", "30s", "--targets", "", "--reports", str(reports)]
     workload = Path(__file__).resolve().parent.parent / "workloads" / "steady-small.yaml"
     assert cli.main([*argv, "--workloads", str(workload)]) == 130
+    assert "interrupted after 0 of 1 jobs (clean so far)" in capsys.readouterr().out
     [run_dir] = reports.glob("campaign-*")
     doc = json.loads((run_dir / "summary.json").read_text())
     assert doc["interrupted"] is True and doc["ok"] is False, doc
@@ -488,3 +489,36 @@ def test_a_current_folder_that_was_deleted_is_one_line(tmp_path: Path, command: 
     assert proc.stderr.strip() == (
         "kpool: error: the current folder no longer exists (deleted or moved away): cd to one that does"
     ), proc.stderr
+
+
+@pytest.mark.slow
+def test_a_hangup_ends_kpool_stress_as_an_interrupt(tmp_path: Path) -> None:
+    """The terminal (an ssh session) closed under `kpool stress`: SIGHUP's default ended Python at once,
+    exit -1, stress.json without the running workload and not marked interrupted (as kill -9). Now a
+    hangup ends it as SIGTERM and Ctrl-C do: 130, the workload that ran kept and marked interrupted."""
+    (tmp_path / "long.yaml").write_text(LONG.replace("NAME", "long"))
+    root = Path(__file__).resolve().parent.parent
+    env = dict(os.environ, PYTHONPATH=str(root))
+    cmd = [sys.executable, "-m", "harness.cli", "stress", "long.yaml", "--reports", "r", "--run-id", "x"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while not list((tmp_path / "r" / "x").glob("long/*.prog")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGHUP)
+    assert proc.wait(timeout=30) == 130
+    report = json.loads((tmp_path / "r" / "x" / "stress.json").read_text())
+    assert report["interrupted"] is True and report["workloads"][0]["interrupted"] is True
+
+
+def test_a_hangup_nohup_ignores_stays_ignored() -> None:
+    """Under nohup (SIGHUP ignored) a hangup must not stop kpool."""
+    from harness import cli
+
+    old = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        with cli._term_as_interrupt():
+            assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGHUP, old)

@@ -229,7 +229,7 @@ def _headline(
     report: RunReport, c: Campaign, run_dir: Path, finished: bool, skipped: Collection[str] = ()
 ) -> str:
     resume = resume_command(c.run_id, run_dir.absolute().parent)
-    verdict = "clean" if report.ok else "PROBLEMS"
+    verdict = "clean" if report.ok_so_far else "PROBLEMS"  # "so far" when interrupted (below)
     not_run = [
         j.name for j in c.jobs if j.state in ("pending", "running", "not-run") and j.name not in skipped
     ]

@@ -7,7 +7,6 @@ import math
 import os
 import time
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import replace
 from html import escape
 from urllib.parse import quote
 
@@ -243,8 +242,7 @@ def _run_verdict(r: RunReport) -> str:
     whole; FAIL too when what finished failed)."""
     if not r.interrupted:
         return _verdict(r.ok)
-    failed = replace(r, interrupted=False).ok is False
-    return '<span class="bad">interrupted</span>' + (" " + _verdict(False) if failed else "")
+    return '<span class="bad">interrupted</span>' + ("" if r.ok_so_far else " " + _verdict(False))
 
 
 def _slo(s: Slo) -> str:

@@ -214,9 +214,13 @@ class RunReport:
 
     @property
     def ok(self) -> bool:
+        return not self.interrupted and self.ok_so_far
+
+    @property
+    def ok_so_far(self) -> bool:
+        """What finished passed (no new crash, no broken SLO, no failed job), interrupted or not."""
         return (
-            not self.interrupted
-            and not self.new_crashes
+            not self.new_crashes
             and all(w.ok for w in self.workloads)
             and all(f.error == "" for f in self.fuzz)
         )
