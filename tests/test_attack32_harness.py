@@ -522,3 +522,19 @@ def test_a_hangup_nohup_ignores_stays_ignored() -> None:
         assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
     finally:
         signal.signal(signal.SIGHUP, old)
+
+
+@pytest.mark.parametrize("use_jsonschema", [True, False], ids=["jsonschema", "fallback"])
+def test_a_list_too_long_is_said_in_a_line_not_echoed(tmp_path: Path, use_jsonschema: bool) -> None:
+    """A size list of 300 entries (the schema allows 32): the error echoed the whole list, one line of
+    12 KB (5,000 entries: 200 KB) ending 'is too long'. Now it says how many and how many are allowed."""
+    items = ", ".join(f"{{size: {16 + i}, weight: 1}}" for i in range(300))
+    text = BASE.replace(
+        "sizes: {dist: uniform, min: 16, max: 256}", f"sizes: {{dist: list, sizes: [{items}]}}"
+    )
+    path = tmp_path / "w.yaml"
+    path.write_text(text)
+    with pytest.raises(spec.SpecError) as info:
+        spec.load(path, use_jsonschema=use_jsonschema)
+    [issue] = [str(i) for i in info.value.issues]
+    assert issue.endswith("sizes.sizes: 300 items, more than the 32 allowed"), issue[:300]

@@ -157,6 +157,10 @@ def _number_as_text(text: str, want: str) -> str:
     return f" (YAML reads it as text: write {' or '.join(forms)})"
 
 
+# The longest schema message shown as it is (a value echoed in it is cut there): a line or two.
+MAX_MESSAGE = 200
+
+
 def _messages(err: RawError) -> Iterator[tuple[Path, bool, str]]:
     """(path, point at the key?, message) for one schema error."""
     v, inst, path = err.value, err.instance, err.path
@@ -204,10 +208,13 @@ def _messages(err: RawError) -> Iterator[tuple[Path, bool, str]]:
         yield path, False, f"{_show(inst)} is not allowed (allowed: {v})"
     elif err.validator == "maxLength":
         yield path, False, f"{len(inst)} characters, more than the {v} allowed"
+    elif err.validator == "maxItems":  # jsonschema's text echoes the whole list
+        yield path, False, f"{len(inst)} items, more than the {v} allowed"
     elif err.validator == "pattern":
         yield path, False, f"{_show(inst)} does not match the pattern {v}"
-    else:
-        yield path, False, err.text or f"fails the schema's '{err.validator}' rule"
+    else:  # jsonschema's own text, which may echo a value of any size: one line of the terminal at most
+        text = err.text or f"fails the schema's '{err.validator}' rule"
+        yield path, False, text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 1] + "…"
 
 
 def _jsonschema_errors(data: Any, kind: str) -> list[RawError] | None:
