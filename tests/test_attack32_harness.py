@@ -538,3 +538,17 @@ def test_a_list_too_long_is_said_in_a_line_not_echoed(tmp_path: Path, use_jsonsc
         spec.load(path, use_jsonschema=use_jsonschema)
     [issue] = [str(i) for i in info.value.issues]
     assert issue.endswith("sizes.sizes: 300 items, more than the 32 allowed"), issue[:300]
+
+
+@pytest.mark.parametrize("option", [["--repeat", "3"], ["--peers", "jemalloc"]])
+def test_stress_refuses_program_options_without_a_program_workload(
+    option: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`kpool stress steady-small.yaml --repeat 3` (or --peers jemalloc) ran once, on kpool alone, and
+    said nothing: both apply to program workloads only. Now a usage error when none is given."""
+    from harness import cli
+
+    workload = Path(__file__).resolve().parent.parent / "workloads" / "steady-small.yaml"
+    assert cli.main(["stress", str(workload), *option]) == 2
+    err = capsys.readouterr().err
+    assert f"{option[0]} applies to program workloads" in err, err

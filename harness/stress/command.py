@@ -301,6 +301,12 @@ def main(argv: Sequence[str]) -> int:
     if args.allocator in (None, "kpool", "kpool-preload"):  # every kpool pool opens it
         poolcheck.check_log()
     workloads = [spec.load(p) for p in files]
+    if not any(isinstance(w, spec.ProgramWorkload) for w in workloads):  # else run once, in silence
+        for option, given in (("--repeat", args.repeat != 1), ("--peers", bool(args.peers))):
+            if given:
+                raise UsageError(
+                    f"{option} applies to program workloads (program:, workloads/programs/); none is given"
+                )
     overrides = dict(s.split("=", 1) for s in args.set)
     opts = Options(
         allocator=args.allocator,
