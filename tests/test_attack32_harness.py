@@ -552,3 +552,13 @@ def test_stress_refuses_program_options_without_a_program_workload(
     assert cli.main(["stress", str(workload), *option]) == 2
     err = capsys.readouterr().err
     assert f"{option[0]} applies to program workloads" in err, err
+
+
+def test_stress_refuses_set_when_every_workload_is_a_program(capsys: pytest.CaptureFixture[str]) -> None:
+    """`kpool stress workloads/programs/git.yaml --set conf=checks:off` ran git with kpool's checks on:
+    --set sets the op driver's keys, which a program workload has none of. Now a usage error."""
+    from harness import cli
+
+    workload = Path(__file__).resolve().parent.parent / "workloads" / "programs" / "git.yaml"
+    assert cli.main(["stress", str(workload), "--set", "conf=checks:off"]) == 2
+    assert "--set conf=checks:off: sets a key of the op driver's program" in capsys.readouterr().err
