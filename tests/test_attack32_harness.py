@@ -562,3 +562,24 @@ def test_stress_refuses_set_when_every_workload_is_a_program(capsys: pytest.Capt
     workload = Path(__file__).resolve().parent.parent / "workloads" / "programs" / "git.yaml"
     assert cli.main(["stress", str(workload), "--set", "conf=checks:off"]) == 2
     assert "--set conf=checks:off: sets a key of the op driver's program" in capsys.readouterr().err
+
+
+def test_a_campaign_refuses_two_workload_files_of_one_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`kpool campaign --workloads 'mine/*.yaml'`, a.yaml and b.yaml both `name: w`: two rows 'workload w'
+    in the summary and the page, one p99 of the two in the index's trends (`kpool stress` refuses it).
+    Now a usage error before any job."""
+    from harness import cli
+    from harness.campaign import command
+
+    monkeypatch.setattr(command, "build_variants", lambda *a, **k: None)
+    monkeypatch.setattr(command, "run_jobs", lambda *a, **k: pytest.fail("a job ran"))
+    monkeypatch.delenv("KPOOL_LOG", raising=False)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    for f in ("a.yaml", "b.yaml"):
+        (mine / f).write_text(BASE)
+    argv = ["campaign", "--budget", "30s", "--targets", "", "--reports", str(tmp_path / "r")]
+    assert cli.main([*argv, "--workloads", str(mine / "*.yaml")]) == 2
+    assert "one run needs distinct names" in capsys.readouterr().err
