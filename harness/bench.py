@@ -487,6 +487,14 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     unknown = [n for n in names if n not in {a.name for a in BENCH_ALLOCATORS}]
     if unknown or not names:
         p.error(f"--allocators {args.allocators!r}: unknown {', '.join(unknown) or '(empty)'}")
+    rows_named = [n for n in names if n in {a.name for a in CONF_ROWS}]
+    default_allocators = ",".join(a.name for a in BENCH_ALLOCATORS)
+    if args.workload and rows_named and args.allocators != default_allocators:  # named, not by default:
+        # the stress driver runs kpool with the workload's own pool options
+        p.error(
+            f"--allocators {rows_named[0]}: a row of kpbench's a-f, not an allocator --workload runs on (give"
+            " kpool's options in the workload's pool: field, or KPOOL_CONF)"
+        )
     conf_only = set(names) <= {a.name for a in CONF_ROWS}
     rows = [a for a in CONF_ROWS if a.name in names]
     bare = [w for w in workloads if not any(runs_on(a, w) for a in rows)] if conf_only else []

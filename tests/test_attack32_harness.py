@@ -583,3 +583,15 @@ def test_a_campaign_refuses_two_workload_files_of_one_name(
     argv = ["campaign", "--budget", "30s", "--targets", "", "--reports", str(tmp_path / "r")]
     assert cli.main([*argv, "--workloads", str(mine / "*.yaml")]) == 2
     assert "one run needs distinct names" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("row", ["kpool-checks-off", "kpool-inline"])
+def test_bench_workload_on_a_kpbench_row_says_so(row: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """`kpool bench --workload w.yaml --allocators kpool-checks-off`: 'runs on a,b,c only: nothing to run
+    on --workloads d,f (add kpool or a peer)', about kpbench workloads the user never named. Now it says
+    the row is kpbench's, and where kpool's options go for a workload file."""
+    from harness import bench
+
+    assert bench.main(["--workload", "w.yaml", "--allocators", row]) == 2
+    err = capsys.readouterr().err
+    assert f"--allocators {row}: a row of kpbench's a-f" in err and "--workloads d" not in err, err
