@@ -398,6 +398,11 @@ def _doctor(args: argparse.Namespace, rest: list[str]) -> int:
 def _fuzz(args: argparse.Namespace, rest: list[str]) -> int:
     from harness.fuzz import runner  # imported here: the other commands must work without atheris
 
+    if (args.coverage or args.merge) and args.reports is not None and not args.reports.is_dir():
+        # both read the working corpora under it: a mistyped folder was made, and the seeds alone measured
+        # (or merged into a corpus there), exit 0
+        what = "--coverage measures" if args.coverage else "--merge shrinks"
+        raise UsageError(f"--reports {args.reports}: no such folder; {what} the working corpora under it")
     if args.coverage:
         reports = args.reports or paths.reports()
         cov = runner.coverage(args.target, reports)

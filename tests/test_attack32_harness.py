@@ -595,3 +595,18 @@ def test_bench_workload_on_a_kpbench_row_says_so(row: str, capsys: pytest.Captur
     assert bench.main(["--workload", "w.yaml", "--allocators", row]) == 2
     err = capsys.readouterr().err
     assert f"--allocators {row}: a row of kpbench's a-f" in err and "--workloads d" not in err, err
+
+
+@pytest.mark.parametrize("mode", ["--coverage", "--merge"])
+def test_fuzz_coverage_of_a_reports_folder_that_is_not_there_creates_nothing(
+    tmp_path: Path, mode: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`kpool fuzz --coverage --reports reprots` (a typo): it made reprots/corpus/<target>, measured the
+    committed seeds alone and wrote reprots/coverage.json, exit 0: the figure of no corpus, given as the
+    corpus's. Now a usage error naming the folder, and nothing made."""
+    from harness import cli
+
+    missing = tmp_path / "reprots"
+    assert cli.main(["fuzz", "conf", mode, "--reports", str(missing)]) == 2
+    assert not missing.exists()
+    assert f"--reports {missing}: no such folder" in capsys.readouterr().err
