@@ -398,6 +398,8 @@ def _doctor(args: argparse.Namespace, rest: list[str]) -> int:
 def _fuzz(args: argparse.Namespace, rest: list[str]) -> int:
     from harness.fuzz import runner  # imported here: the other commands must work without atheris
 
+    if args.merge and args.reports is not None:
+        runner.check_utf8_path(args.reports.absolute(), "--reports")  # the fuzzer's own limit, said first
     if (args.coverage or args.merge) and args.reports is not None and not args.reports.is_dir():
         # both read the working corpora under it: a mistyped folder was made, and the seeds alone measured
         # (or merged into a corpus there), exit 0
