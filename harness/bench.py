@@ -401,9 +401,10 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         "peer; loaded by LD_PRELOAD) on the same five workloads, measured in C by allocator/bench's kpbench.",
     )
     p.add_argument("--workloads", default=None, help="comma-separated subset of a,b,c,d,f (default all)")
-    p.add_argument("--runs", type=int, default=5, help="runs per allocator and workload (default 5)")
+    # --runs and --seed default to None here, to tell them given from not (see below), then to 5 and 1
+    p.add_argument("--runs", type=int, default=None, help="runs per allocator and workload (default 5)")
     p.add_argument("--ops", type=int, default=None, help="ops per run for a/b/c (default: kpbench's)")
-    p.add_argument("--seed", type=int, default=1, help="seed of run 1; run i uses seed+i-1 (default 1)")
+    p.add_argument("--seed", type=int, default=None, help="seed of run 1; run i uses seed+i-1 (default 1)")
     p.add_argument(
         "--allocators",
         default=",".join(a.name for a in BENCH_ALLOCATORS),
@@ -460,9 +461,25 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         p.error(
             f"--workload runs YAML workloads instead of kpbench's a-f: --workloads {args.workloads!r} too"
         )
+    if args.workload or args.harness_speed:  # kpbench's settings, which the stress driver's runs ignore
+        instead = "--workload" if args.workload else "--harness-speed"
+        for option, value in (
+            ("--workloads", args.workloads),
+            ("--runs", args.runs),
+            ("--ops", args.ops),
+            ("--seed", args.seed),
+        ):
+            if value is not None:
+                p.error(
+                    f"{option} {value}: a setting of kpbench's a-f, which {instead} does not run (a workload"
+                    " file states its own ops and seed, and runs once on each allocator)"
+                )
+    args.runs = 5 if args.runs is None else args.runs
+    args.seed = 1 if args.seed is None else args.seed
     if args.workloads is None:
         args.workloads = ",".join(WORKLOADS)
-    workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
+    # a workload named twice ran twice a round, with the same seeds: runs counted twice in its medians
+    workloads = list(dict.fromkeys(w.strip() for w in args.workloads.split(",") if w.strip()))
     bad = [w for w in workloads if w not in WORKLOADS]
     if bad or not workloads:
         p.error(f"--workloads {args.workloads!r}: choose from {','.join(WORKLOADS)}")
@@ -470,6 +487,14 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     unknown = [n for n in names if n not in {a.name for a in BENCH_ALLOCATORS}]
     if unknown or not names:
         p.error(f"--allocators {args.allocators!r}: unknown {', '.join(unknown) or '(empty)'}")
+    rows_named = [n for n in names if n in {a.name for a in CONF_ROWS}]
+    default_allocators = ",".join(a.name for a in BENCH_ALLOCATORS)
+    if args.workload and rows_named and args.allocators != default_allocators:  # named, not by default:
+        # the stress driver runs kpool with the workload's own pool options
+        p.error(
+            f"--allocators {rows_named[0]}: a row of kpbench's a-f, not an allocator --workload runs on (give"
+            " kpool's options in the workload's pool: field, or KPOOL_CONF)"
+        )
     conf_only = set(names) <= {a.name for a in CONF_ROWS}
     rows = [a for a in CONF_ROWS if a.name in names]
     bare = [w for w in workloads if not any(runs_on(a, w) for a in rows)] if conf_only else []
@@ -604,13 +629,21 @@ def _stress_bench(args: argparse.Namespace) -> int:
     from harness.stress import compare  # the stress runner is only needed here
 
     doc: dict[str, Any] = {}
+    interrupted = False
     if args.workload:
         from harness.stress.command import workload_paths  # the shipped ones too, from another folder
 
         allocs, _ = available_allocators(args.allocators)
-        results = compare.compare(workload_paths([str(w) for w in args.workload]), allocs, args.reports)
+        paths = workload_paths([str(w) for w in args.workload])
+        results, interrupted = compare.compare(paths, allocs, args.reports)
         output.result(compare.compare_text(results))
         doc["workloads"] = results
+    if interrupted:  # what finished is written, marked so; the harness speed is not measured
+        doc["interrupted"] = True
+        if args.json is not None:
+            atomic.write_text(args.json, json.dumps(doc, indent=1) + "\n")
+        output.warn("interrupted: the tables hold the runs that finished")
+        raise KeyboardInterrupt
     if args.harness_speed:
         doc["harness_speed"] = compare.harness_speed(args.reports)
         output.result(compare.speed_text(doc["harness_speed"]))

@@ -398,6 +398,13 @@ def _doctor(args: argparse.Namespace, rest: list[str]) -> int:
 def _fuzz(args: argparse.Namespace, rest: list[str]) -> int:
     from harness.fuzz import runner  # imported here: the other commands must work without atheris
 
+    if args.merge and args.reports is not None:
+        runner.check_utf8_path(args.reports.absolute(), "--reports")  # the fuzzer's own limit, said first
+    if (args.coverage or args.merge) and args.reports is not None and not args.reports.is_dir():
+        # both read the working corpora under it: a mistyped folder was made, and the seeds alone measured
+        # (or merged into a corpus there), exit 0
+        what = "--coverage measures" if args.coverage else "--merge shrinks"
+        raise UsageError(f"--reports {args.reports}: no such folder; {what} the working corpora under it")
     if args.coverage:
         reports = args.reports or paths.reports()
         cov = runner.coverage(args.target, reports)
@@ -470,19 +477,28 @@ def _on_term(signum: int, frame: object) -> None:
 
 @contextlib.contextmanager
 def _term_as_interrupt() -> Iterator[None]:
-    """SIGTERM (`timeout`, a CI runner, systemd) ends a command as Ctrl-C does: its children stopped and
-    what finished kept, not the process gone at once with its children left running."""
+    """SIGTERM (`timeout`, a CI runner, systemd) and SIGHUP (the terminal or ssh session closed) end a
+    command as Ctrl-C does: its children stopped and what finished kept, not the process gone at once
+    with its children left running. A SIGHUP ignored (nohup) stays ignored."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    old = signal.signal(signal.SIGTERM, _on_term)
+    old = {signal.SIGTERM: signal.signal(signal.SIGTERM, _on_term)}
+    if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
+        old[signal.SIGHUP] = signal.signal(signal.SIGHUP, _on_term)
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, old)
+        for signum, handler in old.items():
+            signal.signal(signum, handler)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        Path.cwd()
+    except FileNotFoundError:  # every default path (./reports) is relative to it
+        output.error("the current folder no longer exists (deleted or moved away): cd to one that does")
+        return 2
     parser = _parser()
     args, rest = parser.parse_known_args(argv)
     if rest and args.command not in ("bench", "campaign", "stress"):

@@ -125,6 +125,15 @@ def _ours(find: Callable[[], Path]) -> Callable[[], Path | None]:
     return checked
 
 
+def _build_folder() -> Path | None:
+    """Where `make` writes the variants; an installed kpool's cache that cannot hold it is missing, with
+    paths.usable_build_root's reason (the variable that chose it) as the detail."""
+    try:
+        return paths.usable_build_root()
+    except KpoolError as exc:
+        raise OSError(str(exc)) from exc
+
+
 def _program_requirements() -> list[tuple[str, str, list[str]]]:
     """(command, Debian package, the program workloads that need it) from the shipped program workloads'
     `requires` (workloads/programs/*.yaml): each is a capability, declared once, in its workload."""
@@ -306,6 +315,12 @@ CAPABILITIES: tuple[Capability, ...] = (
         "building any other variant (fuzz, coverage, sanitizers, planted bugs) and kpool bench",
         REINSTALL,
         _ours(lambda: paths.allocator_sources() / "Makefile"),
+    ),
+    Capability(
+        "a folder to build in",
+        "building any other variant (fuzz, coverage, sanitizers, planted bugs) and kpool bench",
+        "set KPOOL_CACHE to a folder kpool may write in (an installed kpool builds in its cache)",
+        _build_folder,
     ),
     Capability(
         "seed corpora",

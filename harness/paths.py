@@ -123,5 +123,10 @@ def given(text: str) -> Path:
 
 
 def reports() -> Path:
-    """The default reports folder: $KPOOL_REPORTS, else ./reports."""
-    return Path(os.environ.get("KPOOL_REPORTS") or "reports").absolute()
+    """The default reports folder: $KPOOL_REPORTS, else ./reports. Relative as given when the current
+    folder no longer exists (it is read at import; `kpool` then says so, harness/cli.py)."""
+    given = Path(os.environ.get("KPOOL_REPORTS") or "reports")
+    try:
+        return given.absolute()
+    except FileNotFoundError:  # os.getcwd() of a deleted folder
+        return given

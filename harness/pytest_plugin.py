@@ -82,6 +82,8 @@ class WorkloadItem(pytest.Item):
             ) from exc
         result = report["workloads"][0]
         self.user_properties.append(("report", report["path"]))
+        if result["interrupted"]:  # Ctrl-C or SIGTERM reached the runner, which stopped the workers
+            raise KeyboardInterrupt  # pytest stops here, as at a Ctrl-C of its own, not at the next item
         if not result["passed"]:
             raise WorkloadFailure(failure_text(result, report["path"]))
 

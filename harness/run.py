@@ -519,7 +519,7 @@ def _pool_lines(doc: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def summary(result: RunResult, recorded: Recorded | None = None) -> list[str]:
+def summary(result: RunResult, recorded: Recorded | None = None, db: Path | None = None) -> list[str]:
     """The lines `kpool run` prints when the program has ended."""
     cmd = shlex.join(result.argv)
     how = f"killed by {result.signal_name}" if result.signal_name else f"exit status {result.returncode}"
@@ -554,10 +554,10 @@ def summary(result: RunResult, recorded: Recorded | None = None) -> list[str]:
             lines.append(f"child processes with figures: {len(result.children)}, their integrity events: {n}")
     if recorded is not None:
         state = "new" if recorded.new else recorded.status
-        lines.append(
-            f"crash recorded: signature {recorded.hash} ({state}); kpool triage show {recorded.hash},"
-            f" kpool triage replay {recorded.hash}"
-        )
+        # each hint names the database: run as printed, from any folder, it finds the crash
+        triage = ["kpool", "triage", *(["--db", str(db)] if db is not None else [])]
+        show, replay = (shlex.join([*triage, action, recorded.hash]) for action in ("show", "replay"))
+        lines.append(f"crash recorded: signature {recorded.hash} ({state}); {show}, {replay}")
     return lines
 
 
@@ -566,6 +566,6 @@ def main(argv: Sequence[str], allocator: str, conf: str | None, on_error: str | 
     the program's exit status (128 + N for signal N)."""
     result = run_program(argv, allocator, conf, on_error)
     recorded = record_crash(result, reports)
-    for line in summary(result, recorded):
+    for line in summary(result, recorded, record.db_path(reports)):
         output.progress(line)
     return result.exit_status

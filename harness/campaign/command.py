@@ -29,7 +29,7 @@ from harness.campaign.budget import (
     parse_budget,
     plan,
 )
-from harness.campaign.run import collect, run_jobs, summary
+from harness.campaign.run import collect, resume_command, run_jobs, summary
 from harness.errors import ConfigError, UsageError
 from harness.jobs.executor import Executor
 from harness.jobs.model import ENDED_STATES, RERUN_STATES, JobSpec
@@ -172,7 +172,8 @@ def _latest(reports: Path) -> str:
 
 
 def _targets(text: str) -> list[str]:
-    targets = [t.strip() for t in text.split(",") if t.strip()]
+    # a target named twice is one job: two would share its folder, the second refused as still held
+    targets = list(dict.fromkeys(t.strip() for t in text.split(",") if t.strip()))
     for t in targets:
         if t not in FUZZ_TARGETS:
             raise UsageError(f"--targets: unknown target {t!r} (known: {', '.join(FUZZ_TARGETS)})")
@@ -220,13 +221,19 @@ def load_workloads(files: Sequence[Path]) -> None:
 
     if files:  # the workloads' pools open it: a bad one failed every stress job
         poolcheck.check_log()
+    loaded = []
     for f in files:
         try:
-            spec.load(f)
+            loaded.append(spec.load(f))
         except spec.SpecError as exc:
             raise ConfigError(
                 f"workload {f} does not load: " + "; ".join(str(i) for i in exc.issues)
             ) from None
+    # as `kpool stress` (its report and the index's trends know a workload by its name): two files of one
+    # name were two rows alike in the summary, and one p99 of the two in the trends
+    from harness.stress.runner import check_distinct_names
+
+    check_distinct_names(loaded)
 
 
 def build_variants(targets: Sequence[str], plant: int, variants: Sequence[str] = ()) -> None:
@@ -283,8 +290,8 @@ def _finished(c: Campaign, run_dir: Path) -> int | None:
     return 0 if report.ok and ended else 1
 
 
-def _no_clang(targets: Sequence[str], resume: str = "") -> str:
-    again = f"kpool campaign --resume {resume}" if resume else "a campaign"
+def _no_clang(targets: Sequence[str], resume: str = "", reports: Path | None = None) -> str:
+    again = resume_command(resume, reports) if resume and reports else "a campaign"
     return (
         f"clang not found (PATH): the fuzz jobs ({', '.join(targets)}) are skipped, the rest runs; the fuzz"
         f" targets are built with clang (libFuzzer); {build.CLANG_HINT}, then {again} fuzzes them"
@@ -389,7 +396,7 @@ def _main(argv: Sequence[str], held: contextlib.ExitStack) -> int:
             return done
         fuzz = [j for j in c.jobs if j.kind == "fuzz" and j.state in RERUN_STATES]
         if fuzz and build.clang_missing():
-            no_clang = _no_clang([j.target for j in fuzz], resume=c.run_id)
+            no_clang = _no_clang([j.target for j in fuzz], resume=c.run_id, reports=reports)
             output.warn(no_clang)
             skipped = {j.name for j in fuzz}
         _check_rerun(c, reports, skipped)
@@ -472,6 +479,7 @@ def _main(argv: Sequence[str], held: contextlib.ExitStack) -> int:
     coverage_s = deadline + MARGIN_S - REPORT_S - time.monotonic()
     cut: list[str] = []  # what Ctrl-C cut short after the jobs: the report is written all the same
     report = collect(c, run_dir, coverage=finished, coverage_s=coverage_s, recover=finished, interrupted=cut)
+    report.interrupted = not finished or bool(cut)
     write_run(report, reports)
     if finished and not cut:
         c.reported = True

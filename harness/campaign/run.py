@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shlex
 import time
 from collections.abc import Collection
 from pathlib import Path
@@ -152,9 +153,10 @@ def collect(
         try:
             report.fuzz_coverage = fuzz_coverage(c, run_dir, coverage_s)
         except KeyboardInterrupt:
+            again = shlex.join(["kpool", "fuzz", "--coverage", "--reports", str(run_dir.absolute().parent)])
             output.warn(
                 "interrupted while measuring the coverage of the fuzz corpora: the report goes without it "
-                f"(kpool fuzz --coverage --reports {run_dir.parent} measures it)"
+                f"({again} measures it)"
             )
             cut.append("coverage")
     report.finished = time.time()
@@ -217,8 +219,17 @@ def fuzz_coverage(c: Campaign, run_dir: Path, timeout_s: float | None = None) ->
     return report.to_json()
 
 
-def _headline(report: RunReport, c: Campaign, finished: bool, skipped: Collection[str] = ()) -> str:
-    verdict = "clean" if report.ok else "PROBLEMS"
+def resume_command(run_id: str, reports: Path) -> str:
+    """The command that resumes run_id, for the shell: its reports folder named (run as printed from
+    another folder, a bare --resume looked in ./reports), both quoted."""
+    return shlex.join(["kpool", "campaign", "--resume", run_id, "--reports", str(reports)])
+
+
+def _headline(
+    report: RunReport, c: Campaign, run_dir: Path, finished: bool, skipped: Collection[str] = ()
+) -> str:
+    resume = resume_command(c.run_id, run_dir.absolute().parent)
+    verdict = "clean" if report.ok_so_far else "PROBLEMS"  # "so far" when interrupted (below)
     not_run = [
         j.name for j in c.jobs if j.state in ("pending", "running", "not-run") and j.name not in skipped
     ]
@@ -230,16 +241,11 @@ def _headline(report: RunReport, c: Campaign, finished: bool, skipped: Collectio
             f"kpool campaign {c.run_id}: interrupted after {ended} of {len(c.jobs)} jobs ({verdict} so far)"
         )
         if not_run or stopped:
-            line += (
-                f"; not run: {', '.join(stopped + not_run)} (kpool campaign --resume {c.run_id} runs them)"
-            )
+            line += f"; not run: {', '.join(stopped + not_run)} ({resume} runs them)"
         return line
     line = f"kpool campaign {c.run_id}: {verdict if ended else 'no job ran'}"
     if left:  # a resume's fuzz jobs on a machine without clang (command.py): not the budget's doing
-        line += (
-            f"; left for a machine with clang: {', '.join(left)} (install clang, then kpool campaign"
-            f" --resume {c.run_id} runs them)"
-        )
+        line += f"; left for a machine with clang: {', '.join(left)} (install clang, then {resume} runs them)"
     if stopped or not_run:
         line += f"; the budget ({c.budget_s:.0f}s) ran out"
         if stopped:
@@ -255,7 +261,7 @@ def summary(
 ) -> str:
     """The one-screen summary; skipped: jobs this run left as they were (a resume's fuzz jobs without
     clang), named as such and not as the budget's."""
-    lines = [_headline(report, c, finished, skipped)]
+    lines = [_headline(report, c, run_dir, finished, skipped)]
     for w in report.workloads:
         p99 = ", ".join(f"{lat.op} p99 {lat.percentile(0.99)} ns" for lat in w.latency)
         why = f" | broken: {'; '.join(w.broken)}" if w.broken else ""

@@ -65,12 +65,15 @@ def _on_signal(signum: int, frame: object) -> None:
 
 @contextmanager
 def interruptible() -> Iterator[None]:
-    """SIGINT and SIGTERM raise Interrupted inside, as they are restored after (in the main thread: only
-    it receives signals; elsewhere nothing changes)."""
+    """SIGINT, SIGTERM and SIGHUP (unless ignored: nohup) raise Interrupted inside, as they are restored
+    after (in the main thread: only it receives signals; elsewhere nothing changes)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    old = {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    signals = [signal.SIGINT, signal.SIGTERM]
+    if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
+        signals.append(signal.SIGHUP)
+    old = {s: signal.signal(s, _on_signal) for s in signals}
     try:
         yield
     finally:

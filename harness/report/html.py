@@ -237,6 +237,14 @@ def _verdict(ok: bool) -> str:
     return '<span class="good">ok</span>' if ok else '<span class="bad">FAIL</span>'
 
 
+def _run_verdict(r: RunReport) -> str:
+    """A run's: ok or FAIL, or 'interrupted' when it was stopped before it ended (no verdict of the
+    whole; FAIL too when what finished failed)."""
+    if not r.interrupted:
+        return _verdict(r.ok)
+    return '<span class="bad">interrupted</span>' + ("" if r.ok_so_far else " " + _verdict(False))
+
+
 def _slo(s: Slo) -> str:
     if not s.has_data:
         return f"{escape(s.name)}: <span class='nodata'>no data</span>"
@@ -290,7 +298,7 @@ def run_page(r: RunReport) -> str:
     env = ", ".join(f"{escape(str(k))} {escape(_env_value(v))}" for k, v in r.environment.items())
     parts = [
         f"<!doctype html><html><head><meta charset='utf-8'><title>kpool run {escape(r.run_id)}</title><style>{CSS}</style></head><body>",
-        f"<h1>kpool run {escape(r.run_id)} {_verdict(r.ok)}</h1>",
+        f"<h1>kpool run {escape(r.run_id)} {_run_verdict(r)}</h1>",
         f"<p>{when}; {escape(_what_ran(r))} at {escape(r.revision or '?')}<br><span class='muted'>{env}</span></p>",
         f"<p>{len(r.workloads)} workload runs, {len(r.fuzz)} fuzz targets, {len(r.crashes)} crash signatures "
         f"({len(r.new_crashes)} new), {len(r.broken_slos)} broken SLOs. Raw data: "
@@ -716,7 +724,7 @@ def index_page(
                 str(len(r.fuzz)),
                 str(len(r.new_crashes)),
                 str(len(r.broken_slos)),
-                _verdict(r.ok),
+                _run_verdict(r),
             ),
         )
         for r in runs

@@ -200,6 +200,9 @@ class RunReport:
     programs: list[ProgramResult] = field(default_factory=list)
     # A campaign's jobs (harness/campaign/), in its order; empty for a lone kpool stress or fuzz run.
     jobs: list[JobEntry] = field(default_factory=list)
+    # Ctrl-C or SIGTERM stopped the run before it ended (jobs left for --resume, or a part of the report
+    # cut short): what it holds is what finished, and it is no verdict of the whole (ok is False).
+    interrupted: bool = False
 
     @property
     def new_crashes(self) -> list[CrashEntry]:
@@ -211,6 +214,11 @@ class RunReport:
 
     @property
     def ok(self) -> bool:
+        return not self.interrupted and self.ok_so_far
+
+    @property
+    def ok_so_far(self) -> bool:
+        """What finished passed (no new crash, no broken SLO, no failed job), interrupted or not."""
         return (
             not self.new_crashes
             and all(w.ok for w in self.workloads)
@@ -260,6 +268,7 @@ class RunReport:
             fuzz_coverage=d.get("fuzz_coverage", {}),
             programs=[ProgramResult(**p) for p in d.get("programs", [])],
             jobs=[JobEntry(**j) for j in d.get("jobs", [])],
+            interrupted=d.get("interrupted", False) is True,
         )
 
 

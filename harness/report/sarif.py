@@ -192,7 +192,7 @@ def document(db: CrashDB | None) -> dict[str, Any]:
 def write(db_path: Path, out: Path) -> int:
     """Write the SARIF of the database at db_path (none there: an empty run) to out; the result count."""
     try:
-        db: CrashDB | None = CrashDB.open(db_path)
+        db: CrashDB | None = CrashDB.open(db_path, write=False)
     except MissingCrashDB:
         db = None
     doc = document(db)

@@ -93,6 +93,9 @@ def junit_xml(report: RunReport) -> str:
             0.0,
             f"{c.status}: {c.kind} in {c.source}" if c.status == "new" else "",
         )
+    if report.interrupted:  # no verdict of the whole: a CI that reads this file must not see a pass
+        left = [j.name for j in report.jobs if j.state in ("pending", "running", "stopped", "not-run")]
+        case("run", "interrupted", 0.0, "interrupted before it ended; not run: " + (", ".join(left) or "-"))
     suite.set("tests", str(cases))
     suite.set("failures", str(failures))
     ET.indent(suite)
@@ -102,7 +105,7 @@ def junit_xml(report: RunReport) -> str:
 def sarif_text(db_path: Path) -> str:
     """The crash database at db_path as SARIF 2.1.0 (an empty run when there is none)."""
     try:
-        db: CrashDB | None = CrashDB.open(db_path)
+        db: CrashDB | None = CrashDB.open(db_path, write=False)
     except MissingCrashDB:
         db = None
     return json.dumps(sarif.document(db), indent=1) + "\n"
@@ -242,7 +245,7 @@ def _crash_db(root: Path) -> tuple[CrashDB | None, str]:
     """The reports folder's crash database, None when there is none; and, when there is a file that
     cannot be read (damaged, of a newer schema, locked), why."""
     try:
-        return CrashDB.open(root / record.DB_NAME, busy_timeout_ms=REPORT_LOCK_WAIT_MS), ""
+        return CrashDB.open(root / record.DB_NAME, busy_timeout_ms=REPORT_LOCK_WAIT_MS, write=False), ""
     except MissingCrashDB:
         return None, ""
     except KpoolError as e:  # CrashDBError, LockedCrashDB, and an open that failed

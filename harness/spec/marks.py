@@ -57,7 +57,11 @@ MAX_DEPTH = 64
 def _walk(node: yaml.Node, path: Path, out: Located) -> None:
     out.values[path] = _pos(node)
     if len(out.values) > MAX_VALUES:
-        raise YamlSyntaxError(f"more than {MAX_VALUES} values once aliases are expanded", _pos(node))
+        raise YamlSyntaxError(
+            f"more than {MAX_VALUES} values (aliases counted as often as they are used): a workload holds"
+            " a few dozen",
+            _pos(node),
+        )
     if len(path) > MAX_DEPTH:
         raise YamlSyntaxError(f"nested more than {MAX_DEPTH} levels deep", _pos(node))
     if isinstance(node, yaml.MappingNode):

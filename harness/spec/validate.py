@@ -157,6 +157,10 @@ def _number_as_text(text: str, want: str) -> str:
     return f" (YAML reads it as text: write {' or '.join(forms)})"
 
 
+# The longest schema message shown as it is (a value echoed in it is cut there): a line or two.
+MAX_MESSAGE = 200
+
+
 def _messages(err: RawError) -> Iterator[tuple[Path, bool, str]]:
     """(path, point at the key?, message) for one schema error."""
     v, inst, path = err.value, err.instance, err.path
@@ -204,10 +208,13 @@ def _messages(err: RawError) -> Iterator[tuple[Path, bool, str]]:
         yield path, False, f"{_show(inst)} is not allowed (allowed: {v})"
     elif err.validator == "maxLength":
         yield path, False, f"{len(inst)} characters, more than the {v} allowed"
+    elif err.validator == "maxItems":  # jsonschema's text echoes the whole list
+        yield path, False, f"{len(inst)} items, more than the {v} allowed"
     elif err.validator == "pattern":
         yield path, False, f"{_show(inst)} does not match the pattern {v}"
-    else:
-        yield path, False, err.text or f"fails the schema's '{err.validator}' rule"
+    else:  # jsonschema's own text, which may echo a value of any size: one line of the terminal at most
+        text = err.text or f"fails the schema's '{err.validator}' rule"
+        yield path, False, text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 1] + "…"
 
 
 def _jsonschema_errors(data: Any, kind: str) -> list[RawError] | None:
@@ -322,8 +329,24 @@ def _dist_rules(d: Mapping[str, Any], path: Path) -> Iterator[tuple[Path, bool, 
     for i, item in enumerate(d.get("sizes") or ()):
         if size_bytes(item["size"]) > SIZE_CEILING:
             yield (*path, "sizes", i, "size"), False, f"{item['size']} is above the driver's 4g ceiling"
-    if kind == "list" and d.get("sizes") and sum(item.get("weight", 1) for item in d["sizes"]) <= 0:
-        yield (*path, "sizes"), False, "the weights add up to 0; give at least one a positive weight"
+    if kind == "list" and d.get("sizes"):
+        yield from _weight_rules([item.get("weight", 1) for item in d["sizes"]], (*path, "sizes"))
+
+
+def _weight_rules(weights: Sequence[float], path: Path) -> Iterator[tuple[Path, bool, str]]:
+    """kpdrive adds a list's weights up in a double, in order, and divides each by the total: a total of
+    0 divides by zero, and one past the largest double is infinite and makes every weight 0 (the run
+    went ahead with the last op or size alone). Added here as it adds them."""
+    total = 0.0
+    for weight in weights:
+        try:
+            total += float(weight)
+        except OverflowError:  # an integer past the largest double: the driver reads it as infinite
+            total = math.inf
+    if total <= 0:
+        yield path, False, "the weights add up to 0; give at least one a positive weight"
+    elif not math.isfinite(total):
+        yield path, False, "the weights add up to a number too large for the driver; scale them down"
 
 
 def _nonfinite(value: Any, path: Path) -> Iterator[tuple[Path, bool, str]]:
@@ -388,9 +411,8 @@ def rule_errors(
     for key in ("sizes", "realloc_sizes"):
         if isinstance(data.get(key), dict):
             yield from _dist_rules(data[key], (key,))
-    mix = data.get("mix", {})
-    if mix and sum(mix.values()) <= 0:
-        yield ("mix",), False, "the weights add up to 0; give at least one a positive weight"
+    if data.get("mix"):
+        yield from _weight_rules(list(data["mix"].values()), ("mix",))
     yield from _driver_rules(data)
     if pool_options is not None:
         for key in data.get("pool", {}):

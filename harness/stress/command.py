@@ -301,6 +301,17 @@ def main(argv: Sequence[str]) -> int:
     if args.allocator in (None, "kpool", "kpool-preload"):  # every kpool pool opens it
         poolcheck.check_log()
     workloads = [spec.load(p) for p in files]
+    if not any(isinstance(w, spec.ProgramWorkload) for w in workloads):  # else run once, in silence
+        for option, given in (("--repeat", args.repeat != 1), ("--peers", bool(args.peers))):
+            if given:
+                raise UsageError(
+                    f"{option} applies to program workloads (program:, workloads/programs/); none is given"
+                )
+    if args.set and all(isinstance(w, spec.ProgramWorkload) for w in workloads):  # the driver's keys
+        raise UsageError(
+            f"--set {args.set[0]}: sets a key of the op driver's program, and every workload given is a"
+            " program workload (for kpool's pool options there: KPOOL_CONF)"
+        )
     overrides = dict(s.split("=", 1) for s in args.set)
     opts = Options(
         allocator=args.allocator,

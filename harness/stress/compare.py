@@ -91,9 +91,15 @@ def speed_text(speed: dict[str, Any]) -> str:
 # ---- workloads side by side --------------------------------------------------------------------------------
 
 
-def compare(paths: Sequence[Path], allocs: Sequence[Allocator], reports_dir: Path) -> dict[str, Any]:
-    """Each workload on each allocator (no interference baseline); results by workload and allocator."""
-    workloads = [spec.load_opstream(p) for p in paths]
+def compare(
+    paths: Sequence[Path], allocs: Sequence[Allocator], reports_dir: Path
+) -> tuple[dict[str, Any], bool]:
+    """Each workload on each allocator (no interference baseline): (results by workload and allocator,
+    interrupted). An interrupt (Ctrl-C, SIGTERM) stops the run it came in, whose result is marked
+    interrupted (the stress runner's Phase), and the runs after it: (the results so far, True)."""
+    unique = list(dict.fromkeys(p.absolute() for p in paths))  # a file given twice runs once
+    workloads = [spec.load_opstream(p) for p in unique]
+    runner.check_distinct_names(workloads)  # two names alike: the second wrote over the first's results
     run_id = runner.new_run_id() + "-bench"
     out: dict[str, Any] = {}
     for wl in workloads:
@@ -108,8 +114,10 @@ def compare(paths: Sequence[Path], allocs: Sequence[Allocator], reports_dir: Pat
                 progress_s=3600.0,
             )
             kpdrive = ensure_kpdrive()
-            out[wl.name][alloc.name] = runner.run_workload(wl, opts, reports_dir / run_id, kpdrive)
-    return out
+            out[wl.name][alloc.name] = result = runner.run_workload(wl, opts, reports_dir / run_id, kpdrive)
+            if result["interrupted"]:
+                return out, True
+    return out, False
 
 
 def _cell(result: dict[str, Any], kind: str, pct: str) -> str:

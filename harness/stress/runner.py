@@ -472,19 +472,25 @@ def _refuse_finished(run_dir: Path) -> None:
         )
 
 
+def check_distinct_names(workloads: Sequence[AnyWorkload]) -> None:
+    """A workload's name is its folder in the run (and its key in the results): two files of one name
+    would write over each other. UsageError naming both."""
+    by_name: dict[str, str] = {}
+    for wl in workloads:
+        first = by_name.setdefault(wl.name, str(wl.path))
+        if first != str(wl.path):
+            raise UsageError(
+                f"{wl.path}: workload name {wl.name!r} is {first}'s too; one run needs distinct names"
+            )
+
+
 def run(workloads: Sequence[AnyWorkload], opts: Options) -> dict[str, Any]:
     """Run every workload in turn; write and return the report. The run holds its folder's lock
     (harness/runlock.py) from start to end: a second run given the same --run-id meanwhile is refused."""
     if opts.run_id is not None:
         check_run_id(opts.run_id)
         _refuse_finished(opts.reports_dir / opts.run_id)
-    by_name: dict[str, str] = {}
-    for wl in workloads:  # a workload's name is its folder in the run: one folder, one workload
-        first = by_name.setdefault(wl.name, str(wl.path))
-        if first != str(wl.path):
-            raise UsageError(
-                f"{wl.path}: workload name {wl.name!r} is {first}'s too; one run needs distinct names"
-            )
+    check_distinct_names(workloads)
     needs_driver = any(isinstance(wl, Workload) for wl in workloads)
     kpdrive = ensure_kpdrive(opts.variant) if needs_driver else None
     launches = [launch(wl, kpdrive) for wl in workloads]

@@ -1,6 +1,8 @@
 """`kpool triage ...`: the subcommands behind the CLI. Output goes through harness.output only.
 
 Every command takes the database's path and opens it for reading (CrashDB.open): none creates a database.
+list, show and sarif read a database they cannot write (a read-only mount); replay, minimize and recheck
+store results in it and refuse one.
 A missing (or empty) database means that no crash was recorded there: `list` and `recheck` say so and
 succeed; `show`, `replay` and `minimize` name a signature, so for them it is a usage error.
 
@@ -68,7 +70,7 @@ def _rate(row: SignatureRow) -> str:
 
 def list_signatures(path: Path) -> int:
     try:
-        db = CrashDB.open(path)
+        db = CrashDB.open(path, write=False)
     except MissingCrashDB as exc:
         output.progress(str(exc))
         return EXIT_OK
@@ -86,7 +88,7 @@ def list_signatures(path: Path) -> int:
 
 
 def show(path: Path, ref: str) -> int:
-    db = CrashDB.open(path)
+    db = CrashDB.open(path, write=False)
     row = db.get(ref)
     lines = [
         f"signature {row.id}  {row.hash}",
@@ -199,7 +201,7 @@ def sarif(path: Path, out: Path | None) -> int:
     from harness.report import sarif as SARIF
 
     try:
-        db: CrashDB | None = CrashDB.open(path)
+        db: CrashDB | None = CrashDB.open(path, write=False)
     except MissingCrashDB as exc:
         output.progress(str(exc))
         db = None

@@ -23,6 +23,7 @@ change with a new SCHEMA_VERSION.
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 import sqlite3
@@ -163,6 +164,11 @@ class CrashDBError(UsageError):
     schema. A usage error (exit 2): the --db argument names the wrong file."""
 
 
+class ReadOnlyCrashDB(UsageError):
+    """The crash database cannot be written (a read-only file system, or no permission): the commands that
+    store results in it (replay, minimize, recheck) refuse it before they run anything."""
+
+
 class LockedCrashDB(KpoolError):
     """Another process holds the crash database locked for longer than the reader would wait."""
 
@@ -184,11 +190,17 @@ class CrashDB:
     for a reader: creates nothing. Either raises CrashDBError if the file is not a crash database."""
 
     def __init__(
-        self, path: Path | str = DEFAULT_PATH, *, create: bool = True, busy_timeout_ms: int = BUSY_TIMEOUT_MS
+        self,
+        path: Path | str = DEFAULT_PATH,
+        *,
+        create: bool = True,
+        busy_timeout_ms: int = BUSY_TIMEOUT_MS,
+        write: bool = True,
     ) -> None:
         self.path = Path(path)
         self._create = create
         self._busy_ms = busy_timeout_ms
+        self._mode = "rw"  # a reader's: rw, ro or immutable (_reader_mode)
         self._missing: dict[str, set[str]] = {}  # columns of an older schema this file lacks
         if create:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -198,6 +210,7 @@ class CrashDB:
             raise MissingCrashDB(f"no crash database at {self.path} yet: no crashes recorded")
         if not self.path.is_file():
             raise CrashDBError(f"{self.path} is not a kpool crash database (not a file)")
+        self._mode = self._reader_mode(write)
         with self._connect() as conn:
             try:
                 found = self._check(conn)
@@ -210,10 +223,34 @@ class CrashDB:
                 raise MissingCrashDB(f"{self.path} is an empty database: no crashes recorded")
 
     @classmethod
-    def open(cls, path: Path | str = DEFAULT_PATH, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> CrashDB:
-        """An existing crash database, for reading (replay and recheck still store their results).
-        `busy_timeout_ms`: how long to wait for another process's lock (LockedCrashDB after)."""
-        return cls(path, create=False, busy_timeout_ms=busy_timeout_ms)
+    def open(
+        cls, path: Path | str = DEFAULT_PATH, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS, write: bool = True
+    ) -> CrashDB:
+        """An existing crash database, for reading; write: the caller stores results in it too (replay,
+        minimize and recheck do; ReadOnlyCrashDB when it cannot be written). `busy_timeout_ms`: how long
+        to wait for another process's lock (LockedCrashDB after)."""
+        return cls(path, create=False, busy_timeout_ms=busy_timeout_ms, write=write)
+
+    def _reader_mode(self, write: bool) -> str:
+        """How a reader opens the file. Read-write when it can be written: SQLite then never creates it.
+        Otherwise (the nightly's database on a read-only mount, or another user's): ReadOnlyCrashDB for a
+        caller that writes; for one that only reads, read-only, and on a read-only file system
+        'immutable' too: a WAL database opened read-only still wants its -shm file beside it, which
+        nothing can create there, and nothing can change the file meanwhile either."""
+        folder = self.path.absolute().parent
+        if os.access(self.path, os.W_OK) and os.access(folder, os.W_OK | os.X_OK):
+            return "rw"
+        if write:
+            raise ReadOnlyCrashDB(
+                f"{self.path}: cannot be written (a read-only file system, or no permission), and this"
+                " command stores its results in it: copy it to a folder you can write in, and give that"
+                " copy as --db (list, show and sarif read it where it is)"
+            )
+        try:
+            read_only_fs = bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+        except OSError:
+            read_only_fs = False
+        return "immutable" if read_only_fs else "ro"
 
     # ---- plumbing ------------------------------------------------------------------------------------
 
@@ -269,8 +306,10 @@ class CrashDB:
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        # A reader opens with mode=rw: SQLite then never creates the file, even if it went away meanwhile.
-        target = self.path if self._create else f"{self.path.resolve().as_uri()}?mode=rw"
+        # A reader opens with mode=rw (or ro): SQLite then never creates the file, even if it went away
+        # meanwhile. _reader_mode says which.
+        query = {"rw": "mode=rw", "ro": "mode=ro", "immutable": "mode=ro&immutable=1"}[self._mode]
+        target = self.path if self._create else f"{self.path.resolve().as_uri()}?{query}"
         try:
             conn = sqlite3.connect(
                 target, timeout=self._busy_ms / 1000, isolation_level=None, uri=not self._create
