@@ -498,12 +498,12 @@ struct ol_span;
 typedef struct kp__ol_tls {
 	uint64_t id;
 	struct ol_heap *heap;
-	struct ol_span **map;
+	uintptr_t *map;	    /* the pool's slice map (outline.h, kp__ol_map_span) */
 	uintptr_t map_mask; /* OL_MAP_N - 1: kp_free masks the slice's number (outline.h) */
 	uint64_t aid;
 } kp__ol_tls;
 extern struct ol_heap kp__ol_empty_heap;
-extern struct ol_span *kp__ol_no_map[1];
+extern uintptr_t kp__ol_no_map[8];
 typedef struct kp__tls {
 	uint64_t id[KP_TLS_SLOTS];
 	struct kp__tcache *tc[KP_TLS_SLOTS];
