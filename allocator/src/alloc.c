@@ -559,6 +559,7 @@ static ALWAYS_INLINE void *alloc_fast(kp_pool *pool, size_t size, unsigned flags
 	 * register's undefined upper half): a shl and an xor where a test and a
 	 * branch were, 1 instruction fewer on either path. A call with flags
 	 * fails both and goes to alloc_other, as before. */
+	/* (the flags again, for alloc_other: id's top half, the id below 2^32) */
 	uint64_t id = (uint64_t)flags << 32;
 #ifdef __x86_64__
 	/* the xor from memory: gcc loaded the id into a register of its own
@@ -643,7 +644,7 @@ static ALWAYS_INLINE void *alloc_fast(kp_pool *pool, size_t size, unsigned flags
 	slow:
 		return alloc_slow(pool, size, 0); /* flags is 0 here: one register less to keep */
 	}
-	return alloc_other(pool, size, (unsigned)((id ^ pool->id) >> 32));
+	return alloc_other(pool, size, (unsigned)(id >> 32));
 }
 
 KP_EXPORT void *kp_alloc(kp_pool *pool, size_t size, unsigned flags)

@@ -503,7 +503,7 @@ typedef struct kp__ol_tls {
 	uint64_t aid;
 } kp__ol_tls;
 extern struct ol_heap kp__ol_empty_heap;
-extern uintptr_t kp__ol_no_map[8];
+extern _Alignas(64) uintptr_t kp__ol_no_map[8];
 typedef struct kp__tls {
 	uint64_t id[KP_TLS_SLOTS];
 	struct kp__tcache *tc[KP_TLS_SLOTS];

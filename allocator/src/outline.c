@@ -272,7 +272,7 @@ struct ol_heap kp__ol_empty_heap = {.rtag = OL_REMOTE,
 /* An empty slot's map (map_mask 0): its one entry, 0, never written, and
  * the nil span its 0 names (outline.h, kp__ol_map_nil): 64 bytes of zeros,
  * whose lim 0 refuses every index. */
-uintptr_t kp__ol_no_map[8];
+_Alignas(64) uintptr_t kp__ol_no_map[8]; /* a span's alignment (the nil span) */
 
 /* ---- mappings (os.c) ------------------------------------------------------ */
 
