@@ -553,21 +553,7 @@ static ALWAYS_INLINE void *alloc_fast(kp_pool *pool, size_t size, unsigned flags
 	 * alloc_other, and so does a call with flags. */
 	if (KP_UNLIKELY(!pool))
 		return alloc_other(pool, size, flags);
-	/* The flags folded into the id: pool ids are below 2^32 (kp_create),
-	 * so id ^ flags << 32 is a pool's id only with flags 0, and each of the
-	 * two compares below tests the flags too (the shift drops the
-	 * register's undefined upper half): a shl and an xor where a test and a
-	 * branch were, 1 instruction fewer on either path. A call with flags
-	 * fails both and goes to alloc_other, as before. */
-	/* (the flags again, for alloc_other: id's top half, the id below 2^32) */
-	uint64_t id = (uint64_t)flags << 32;
-#ifdef __x86_64__
-	/* the xor from memory: gcc loaded the id into a register of its own
-	 * first, to keep it (an instruction more) */
-	__asm__("xorq %1, %0" : "+r"(id) : "m"(pool->id));
-#else
-	id ^= pool->id;
-#endif
+	uint64_t id = pool->id;
 	/* layout:outline with checks on, the pool the thread's slot names
 	 * (outline.h, kp__ol_slot_id): first, inline, no call (kp_alloc +
 	 * kp_free 100.0 -> 75.0 instructions on kpbench a, where a tail call
@@ -578,8 +564,8 @@ static ALWAYS_INLINE void *alloc_fast(kp_pool *pool, size_t size, unsigned flags
 	 * (checks:off went through a tail call past the fast word's test
 	 * before, kpbench a 88.0 instructions against checks on's 75.0). */
 	if (kp__ol_slot.aid == id)
-		return kp__ol_alloc_fast(pool, size);
-	if (KP_LIKELY(kp__tls_state.fast_alloc == id)) {
+		return KP_LIKELY(!flags) ? kp__ol_alloc_fast(pool, size) : alloc_other(pool, size, flags);
+	if (KP_LIKELY(kp__tls_state.fast_alloc == id && !flags)) {
 		/* Memory that is no pool, its first word 0, matched an empty
 		 * slot. A branch of its own: in the condition above gcc made
 		 * the two compares two set instructions and a test (one more). */
@@ -644,7 +630,7 @@ static ALWAYS_INLINE void *alloc_fast(kp_pool *pool, size_t size, unsigned flags
 	slow:
 		return alloc_slow(pool, size, 0); /* flags is 0 here: one register less to keep */
 	}
-	return alloc_other(pool, size, (unsigned)(id >> 32));
+	return alloc_other(pool, size, flags);
 }
 
 KP_EXPORT void *kp_alloc(kp_pool *pool, size_t size, unsigned flags)

@@ -490,7 +490,7 @@ struct ol_span;
  * names the pool by its id, never reused, so a destroyed pool's slot
  * matches no live pool. Before a thread's first call, and on a thread that
  * only frees, heap is kp__ol_empty_heap, whose classes all take the slow
- * path. map_mask is 0 and map kp__ol_no_map (one NULL entry) until the
+ * path. map_mask is 0 and map kp__ol_no_map (one empty entry) until the
  * slot names a pool: every pointer misses the map. In kp__tls
  * (kp__ol_slot), its first value tcache.c's. id is kp__ol_slot_id (the
  * mode in it: kp_free's test), aid the pool's id in either mode

@@ -2,8 +2,9 @@
  * outline.h - layout:outline's structures and its fast paths, inlined in
  * kp_alloc, kp_free and kp__free_try themselves (alloc.c: alloc_fast,
  * free_entry), so that an outline pool's kp_alloc and kp_free make no call
- * and save no register: 67.0 instructions a kp_alloc + kp_free on kpbench
- * a, 80.1 on b (callgrind, tests/test_instruction_counts.py; s29-fast: the
+ * and save no register: 66.0 instructions a kp_alloc + kp_free on kpbench
+ * a, 80.4 on b (callgrind, tests/test_instruction_counts.py; s32-fast: the
+ * slice map's nil span, kp__ol_map_nil; 67.0 and 81.7 before; s29-fast: the
  * masked map lookup, kp__ol_rec_apart, the class past
  * 1 KiB by one bsr, kp__ol_free_retired; 75.0 and 90.1 at
  * s23-entry, 100.0 and 119.2 by a tail call behind the default path's

@@ -283,19 +283,6 @@ KP_EXPORT kp_pool *kp_create(const char *conf)
 		return NULL;
 	}
 	pool->id = atomic_fetch_add(&next_id, 1);
-	/* Ids stay below 2^32: kp_alloc folds its flags into the id's top half
-	 * and compares once (alloc.c, alloc_fast), and outline.h's
-	 * KP_OL_ID_UNCHECKED is bit 63. 2^32 pools made in one process is past
-	 * any program's (a fuzzer making one an input at 10,000 a second: five
-	 * days); refused, never wrapped (a wrapped id could name a live pool). */
-	if (pool->id > UINT32_MAX) {
-		pool->id = 0;
-		kp__os_caller = saved;
-		pool_teardown(pool);
-		kp__set_error("kp_create: 2^32 pools made in this process: no pool id is left");
-		errno = ENOMEM;
-		return NULL;
-	}
 	locks_init(pool);
 	uint64_t rnd[3];
 	kp__os_random(&pool->os, rnd, sizeof rnd);
