@@ -495,7 +495,7 @@ struct ol_span;
  * names the pool by its id, never reused, so a destroyed pool's slot
  * matches no live pool. Before a thread's first call, and on a thread that
  * only frees, heap is kp__ol_empty_heap, whose classes all take the slow
- * path. map_mask is 0 and map kp__ol_no_map (one NULL entry) until the
+ * path. map_mask is 0 and map kp__ol_no_map (one empty entry) until the
  * slot names a pool: every pointer misses the map. In kp__tls
  * (kp__ol_slot), its first value tcache.c's. id is kp__ol_slot_id (the
  * mode in it: kp_free's test), aid the pool's id in either mode
@@ -503,12 +503,12 @@ struct ol_span;
 typedef struct kp__ol_tls {
 	uint64_t id;
 	struct ol_heap *heap;
-	struct ol_span **map;
+	uintptr_t *map;	    /* the pool's slice map (outline.h, kp__ol_map_span) */
 	uintptr_t map_mask; /* OL_MAP_N - 1: kp_free masks the slice's number (outline.h) */
 	uint64_t aid;
 } kp__ol_tls;
 extern struct ol_heap kp__ol_empty_heap;
-extern struct ol_span *kp__ol_no_map[1];
+extern _Alignas(64) uintptr_t kp__ol_no_map[8];
 typedef struct kp__tls {
 	uint64_t id[KP_TLS_SLOTS];
 	struct kp__tcache *tc[KP_TLS_SLOTS];

@@ -271,8 +271,10 @@ struct ol_heap kp__ol_empty_heap = {.rtag = OL_REMOTE,
 				    .direct = {[0 ... 64] = &empty_span},
 				    .fast = {[0 ... OL_NCLASS - 1] = &empty_span},
 				    .cur = {[0 ... OL_NCLASS - 1] = &empty_span}};
-/* An empty slot's map (map_mask 0): its one entry, NULL, never written. */
-struct ol_span *kp__ol_no_map[1];
+/* An empty slot's map (map_mask 0): its one entry, 0, never written, and
+ * the nil span its 0 names (outline.h, kp__ol_map_nil): 64 bytes of zeros,
+ * whose lim 0 refuses every index. */
+_Alignas(64) uintptr_t kp__ol_no_map[8]; /* a span's alignment (the nil span) */
 
 /* ---- mappings (os.c) ------------------------------------------------------ */
 
@@ -757,7 +759,7 @@ __attribute__((no_sanitize("thread"))) static void cold_pages(kp__ol *ol, struct
 	const size_t per = OL_SLICE_SIZE / KP_PAGE;
 	for (uint32_t u = 0; u < OL_NSLICES; u++) {
 		uint8_t *a = s->base + ((size_t)u << OL_SLICE_SHIFT);
-		const struct ol_span *pg = __atomic_load_n(&ol->map[(uintptr_t)a >> OL_SLICE_SHIFT], __ATOMIC_RELAXED);
+		const struct ol_span *pg = kp__ol_map_span(ol->map, (uintptr_t)a >> OL_SLICE_SHIFT);
 		bool *w = want + (size_t)u * per;
 		memset(w, !pg, per);
 		if (!pg || !pg->bsize)
@@ -863,7 +865,7 @@ __attribute__((no_sanitize("thread"))) static KP_NOASAN uint8_t *probe_page(kp__
 									    uint64_t r, bool *edge)
 {
 	uint8_t *page = s->base + ((size_t)u << OL_SLICE_SHIFT) + (size_t)(r % (OL_SLICE_SIZE / KP_PAGE)) * KP_PAGE;
-	const struct ol_span *pg = __atomic_load_n(&ol->map[(uintptr_t)page >> OL_SLICE_SHIFT], __ATOMIC_RELAXED);
+	const struct ol_span *pg = kp__ol_map_span(ol->map, (uintptr_t)page >> OL_SLICE_SHIFT);
 	if (!pg || page < pg->start || !pg->bsize)
 		return NULL;
 	size_t idx = (size_t)(page - pg->start) / pg->bsize;
@@ -1548,7 +1550,7 @@ static void return_idle(kp_pool *pool)
 				i++;
 		ol->nsegs--;
 		for (uint32_t i = 0; i < s->used; i++)
-			__atomic_store_n(&ol->map[((uintptr_t)s->base >> OL_SLICE_SHIFT) + i], NULL, __ATOMIC_RELAXED);
+			kp__ol_map_set(ol->map, ((uintptr_t)s->base >> OL_SLICE_SHIFT) + i, NULL);
 		s->next = back;
 		back = s;
 	}
@@ -1734,7 +1736,7 @@ static struct ol_span *span_new(kp_pool *pool, struct ol_heap *h, uint32_t cls)
 	pg->rot = (uint8_t)__builtin_ctz(bs);
 	pg->inv = kp__ol_inverse(bs >> pg->rot);
 	pg->nblocks = nb;
-	pg->last = nb;
+	pg->lim = (uint64_t)nb + 1;
 	pg->csz = h->csz;
 	uint16_t *stack = meta_take(s, (nb + 1) * sizeof(uint16_t));
 	/* the cross-thread list's links: touched by cross-thread frees alone */
@@ -1764,9 +1766,9 @@ static struct ol_span *span_new(kp_pool *pool, struct ol_heap *h, uint32_t cls)
 	/* published last: a free of a pointer into the span finds it whole
 	 * (a pointer into it comes from an allocation after this, on this
 	 * thread, or through the caller's own synchronisation) */
-	struct ol_span **map = pool->ol->map;
+	uintptr_t *map = pool->ol->map;
 	for (uint32_t i = 0; i < nsl; i++)
-		__atomic_store_n(&map[((uintptr_t)pg->start >> OL_SLICE_SHIFT) + i], pg, __ATOMIC_RELAXED);
+		kp__ol_map_set(map, ((uintptr_t)pg->start >> OL_SLICE_SHIFT) + i, pg);
 	__atomic_store_n(&s->used, s->used + nsl, __ATOMIC_RELEASE); /* the span whole: kp__ol_in_use */
 	return pg;
 }
@@ -3118,14 +3120,14 @@ void *kp__ol_alloc(kp_pool *pool, size_t n, unsigned flags)
 /* p's span and block index, or NULL: not in the slice map (*ours false: no
  * block of this path, alloc.c's path decides), or no block start (*ours
  * true: an interior pointer or a span's tail, refused here). */
-static inline __attribute__((always_inline)) struct ol_span *block_of(struct ol_span **map, const void *p,
+static inline __attribute__((always_inline)) struct ol_span *block_of(const uintptr_t *map, const void *p,
 								      uint32_t *idx_out, bool *ours)
 {
 	uintptr_t a = (uintptr_t)p;
 	*ours = false;
 	if (KP_UNLIKELY((a >> OL_SLICE_SHIFT) >= OL_MAP_N))
 		return NULL;
-	struct ol_span *pg = __atomic_load_n(&map[a >> OL_SLICE_SHIFT], __ATOMIC_RELAXED);
+	struct ol_span *pg = kp__ol_map_span(map, a >> OL_SLICE_SHIFT);
 	if (KP_UNLIKELY(!pg))
 		return NULL;
 	*ours = true;
@@ -3292,7 +3294,7 @@ bool kp__ol_knows(kp_pool *pool, const void *p)
 {
 	uintptr_t a = (uintptr_t)p;
 	return (a >> OL_SLICE_SHIFT) < OL_MAP_N &&
-	       __atomic_load_n(&pool->ol->map[a >> OL_SLICE_SHIFT], __ATOMIC_RELAXED) != NULL;
+	       __atomic_load_n(&pool->ol->map[a >> OL_SLICE_SHIFT], __ATOMIC_RELAXED) != 0;
 }
 
 /* kp_free from alloc.c's slow path, for a pointer the pool's slice map

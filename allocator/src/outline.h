@@ -2,8 +2,9 @@
  * outline.h - layout:outline's structures and its fast paths, inlined in
  * kp_alloc, kp_free and kp__free_try themselves (alloc.c: alloc_fast,
  * free_entry), so that an outline pool's kp_alloc and kp_free make no call
- * and save no register: 67.0 instructions a kp_alloc + kp_free on kpbench
- * a, 80.1 on b (callgrind, tests/test_instruction_counts.py; s29-fast: the
+ * and save no register: 66.0 instructions a kp_alloc + kp_free on kpbench
+ * a, 80.4 on b (callgrind, tests/test_instruction_counts.py; s32-fast: the
+ * slice map's nil span, kp__ol_map_nil; 67.0 and 81.7 before; s29-fast: the
  * masked map lookup, kp__ol_rec_apart, the class past
  * 1 KiB by one bsr, kp__ol_free_retired; 75.0 and 90.1 at
  * s23-entry, 100.0 and 119.2 by a tail call behind the default path's
@@ -138,7 +139,9 @@ struct ol_span {
 	uint8_t rot;
 	uint16_t cls;
 	uint16_t fc_cap; /* blocks of its class a heap that allocates the class too caches (ol_heap) */
-	uint64_t last;	 /* nblocks, 64 bits: kp_free compares kp__ol_index with it in memory */
+	/* nblocks + 1, 64 bits: kp_free compares kp__ol_index with it in
+	 * memory; 0 in the nil span (kp__ol_map_nil) */
+	uint64_t lim;
 
 	/* the owner's line */
 	_Alignas(64) uint16_t *sp; /* the top of the stack of free block indices */
@@ -176,6 +179,11 @@ struct ol_span {
 	 * while no block of it is out, read by the frees that push */
 	struct ol_heap *heap;
 };
+/* the nil span (kp__ol_map_nil): what kp_free reads of a span before its
+ * index test, in the 64 zero bytes it names */
+_Static_assert(offsetof(struct ol_span, lim) + 8 <= 64 && offsetof(struct ol_span, rot) < 64 &&
+		       offsetof(struct ol_span, inv) + 8 <= 64,
+	       "the nil span: kp_free's fields in 64 bytes");
 #define OL_PURGED UINT64_MAX
 _Static_assert(offsetof(struct ol_span, sp) == 64 && offsetof(struct ol_span, remote) == 128,
 	       "a span's fields on three lines: the first full");
@@ -300,7 +308,9 @@ struct ol_heap {
 };
 
 struct kp__ol {
-	struct ol_span **map; /* OL_MAP_N entries */
+	/* OL_MAP_N entries, each a span's address less the map's (0: none):
+	 * kp__ol_map_span, kp__ol_map_set, kp__ol_map_nil */
+	uintptr_t *map;
 	pthread_mutex_t lock; /* segs, heaps, spare, the arena's count */
 	struct ol_seg *segs;
 	struct ol_heap *heaps;
@@ -354,6 +364,37 @@ struct kp__ol {
 	 * decay_ms, off the heaps and onto the spares, uncharged */
 	_Atomic uint64_t returned;
 };
+
+/* The slice map's entries: a span's address less the map's own (0: no
+ * span), so that kp_free takes p's span by one add of the map's address,
+ * which it holds, where a NULL entry needed a test and a branch (an
+ * instruction fewer, s32-fast). An entry of 0 reads the map's first 64
+ * bytes as a span, the nil span: the entries of slices 0-7 (the first 512
+ * KiB of the address space, where no segment is: segments are mapped, 4
+ * MiB aligned, never at 0; span_new checks), or the empty slot's
+ * kp__ol_no_map, all 0, so its lim 0 refuses every index and the full test
+ * (kp__ol_free_refused) tells it a miss. Every other reader of the map
+ * takes the entry through kp__ol_map_span, NULL for 0. */
+static inline uintptr_t kp__ol_map_enc(const uintptr_t *map, const struct ol_span *pg)
+{
+	return pg ? (uintptr_t)pg - (uintptr_t)map : 0;
+}
+static inline __attribute__((always_inline)) struct ol_span *kp__ol_map_nil(const uintptr_t *map, uintptr_t e)
+{
+	return (struct ol_span *)((uintptr_t)map + e);
+}
+/* The span of slice i (a >> OL_SLICE_SHIFT), or NULL: relaxed, as the
+ * daemon clears a slice's entry (return_idle) while a stale pointer's free
+ * may read it. */
+static inline struct ol_span *kp__ol_map_span(const uintptr_t *map, uintptr_t i)
+{
+	uintptr_t e = __atomic_load_n(&map[i], __ATOMIC_RELAXED);
+	return e ? kp__ol_map_nil(map, e) : NULL;
+}
+static inline void kp__ol_map_set(uintptr_t *map, uintptr_t i, const struct ol_span *pg)
+{
+	__atomic_store_n(&map[i], kp__ol_map_enc(map, pg), __ATOMIC_RELAXED);
+}
 
 /* The calling thread's slot for one outline pool (kp__ol_tls, internal.h):
  * a part of the library's one thread-local block, so that kp_alloc and
@@ -537,7 +578,11 @@ static inline __attribute__((always_inline)) void *kp__ol_alloc_fast(kp_pool *po
 		size_t idx = *sp;
 		if (KP_LIKELY(idx != OL_SENT))
 			return kp__ol_pop_fast(h, pg, sp, idx, n);
-		return kp__ol_refill(pool, h, cls, n);
+		/* the class again (n apart: not the value above), so that the
+		 * pop keeps no copy of it for this call (a mov fewer) */
+		size_t m = n;
+		__asm__("" : "+r"(m));
+		return kp__ol_refill(pool, h, kp__ol_class_big(m + OL_CANARY), n);
 	}
 	return kp__alloc_slow(pool, n, 0); /* pool: checked there, then kp__ol_alloc */
 }
@@ -664,7 +709,7 @@ static inline __attribute__((always_inline)) int kp__ol_free_check(kp_pool *pool
 	 * instruction fewer: and, where a compare and a branch were): a
 	 * pointer past the map (2^47 and up) may find a span through its
 	 * alias, where its offset from the span's start is no block's
-	 * (kp__ol_index: past last), and the full test, which refusals come
+	 * (kp__ol_index: past lim), and the full test, which refusals come
 	 * back to, still tells it a miss, as before. An empty slot's mask is
 	 * 0, its map kp__ol_no_map: a miss. */
 	if (full && KP_UNLIKELY((a >> OL_SLICE_SHIFT) >= OL_MAP_N))
@@ -672,14 +717,17 @@ static inline __attribute__((always_inline)) int kp__ol_free_check(kp_pool *pool
 	/* relaxed (a plain mov): a stale pointer's free may race the daemon's
 	 * clearing of its slices (return_idle), a C11 data race as a plain
 	 * load, which TSan laid at kpool's door (test_outline_map_race_attack30b) */
-	struct ol_span *pg =
-		__atomic_load_n(&kp__ol_slot.map[(a >> OL_SLICE_SHIFT) & kp__ol_slot.map_mask], __ATOMIC_RELAXED);
-	if (KP_UNLIKELY(!pg))
+	const uintptr_t *map = kp__ol_slot.map;
+	uintptr_t e = __atomic_load_n(&map[(a >> OL_SLICE_SHIFT) & kp__ol_slot.map_mask], __ATOMIC_RELAXED);
+	/* no span: the nil span (kp__ol_map_nil), whose lim refuses below;
+	 * the full test tells it apart */
+	if (full && KP_UNLIKELY(!e))
 		KP_OL_REFUSE(NULL, 0, 0, KP_OL_MISS);
+	struct ol_span *pg = kp__ol_map_nil(map, e);
 	uint64_t q = kp__ol_index(pg, a - (uintptr_t)pg->start);
 	/* an interior pointer fails the test; the span's tail (idx ==
 	 * nblocks) lands on the sentinel record, always free */
-	if (KP_UNLIKELY(q > pg->last))
+	if (KP_UNLIKELY(q >= pg->lim))
 		KP_OL_REFUSE(pg, 0, 0, KP_OL_BAD);
 	uintptr_t own = atomic_load_explicit(&pg->owner, memory_order_relaxed);
 	if (KP_LIKELY(own == kp__ol_self()))

@@ -51,14 +51,14 @@ static void test_listed_span_gives_back_its_free_blocks(void)
 		REQUIRE(blk[i] != NULL, "kp_alloc(%d): %s", BLK, kp_last_error());
 		kt_fill(blk[i], BLK, i);
 	}
-	const struct ol_span *last = pool->ol->map[(uintptr_t)blk[N - 1] >> OL_SLICE_SHIFT];
+	const struct ol_span *last = kp__ol_map_span(pool->ol->map, (uintptr_t)blk[N - 1] >> OL_SLICE_SHIFT);
 	REQUIRE(last != NULL, "a span in hand");
 	/* two blocks in three freed: of the older spans (listed again) and of
 	 * the newest, the span in hand */
 	size_t pages = 0, missing = 0, hand_pages = 0, hand_missing = 0;
 	unsigned nfirst = 0;
 	for (unsigned i = 0; i < N; i++) {
-		const struct ol_span *pg = pool->ol->map[(uintptr_t)blk[i] >> OL_SLICE_SHIFT];
+		const struct ol_span *pg = kp__ol_map_span(pool->ol->map, (uintptr_t)blk[i] >> OL_SLICE_SHIFT);
 		if (i % 3 == 0)
 			continue;
 		REQUIRE(kp_free(pool, blk[i]) == KP_OK, "kp_free");
@@ -69,7 +69,7 @@ static void test_listed_span_gives_back_its_free_blocks(void)
 	kp_daemon_step(pool, 20);
 	kp_daemon_step(pool, 20);
 	for (unsigned i = 0; i < N; i++) {
-		const struct ol_span *pg = pool->ol->map[(uintptr_t)blk[i] >> OL_SLICE_SHIFT];
+		const struct ol_span *pg = kp__ol_map_span(pool->ol->map, (uintptr_t)blk[i] >> OL_SLICE_SHIFT);
 		if (i % 3 == 0)
 			continue;
 		if (pg != last)
@@ -128,16 +128,16 @@ static void test_wholly_free_listed_span_gives_back_its_pages(void)
 		REQUIRE(blk[i] != NULL, "kp_alloc(%d): %s", BLK, kp_last_error());
 		kt_fill(blk[i], BLK, i);
 	}
-	const struct ol_span *last = pool->ol->map[(uintptr_t)blk[N - 1] >> OL_SLICE_SHIFT];
+	const struct ol_span *last = kp__ol_map_span(pool->ol->map, (uintptr_t)blk[N - 1] >> OL_SLICE_SHIFT);
 	size_t pages = 0, missing = 0;
 	for (unsigned i = 0; i < N; i++) /* all but the span in hand's */
-		if (pool->ol->map[(uintptr_t)blk[i] >> OL_SLICE_SHIFT] != last)
+		if (kp__ol_map_span(pool->ol->map, (uintptr_t)blk[i] >> OL_SLICE_SHIFT) != last)
 			REQUIRE(kp_free(pool, blk[i]) == KP_OK, "kp_free");
 	kp_daemon_step(pool, 0);
 	kp_daemon_step(pool, 20);
 	kp_daemon_step(pool, 20);
 	for (unsigned i = 0; i < N; i++)
-		if (pool->ol->map[(uintptr_t)blk[i] >> OL_SLICE_SHIFT] != last)
+		if (kp__ol_map_span(pool->ol->map, (uintptr_t)blk[i] >> OL_SLICE_SHIFT) != last)
 			pages += inner_pages(blk[i], BLK, &missing);
 	printf("   wholly free listed spans: %zu of %zu inner pages given back 40 ms after the frees\n", missing,
 	       pages);
@@ -145,7 +145,7 @@ static void test_wholly_free_listed_span_gives_back_its_pages(void)
 	      missing, pages);
 	size_t nz = 0, bad = 0;
 	for (unsigned i = 0; i < N; i++) {
-		if (pool->ol->map[(uintptr_t)blk[i] >> OL_SLICE_SHIFT] == last)
+		if (kp__ol_map_span(pool->ol->map, (uintptr_t)blk[i] >> OL_SLICE_SHIFT) == last)
 			continue;
 		blk[i] = kp_alloc(pool, BLK, KP_ZERO);
 		REQUIRE(blk[i] != NULL, "kp_alloc again: %s", kp_last_error());

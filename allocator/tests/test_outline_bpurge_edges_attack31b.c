@@ -32,7 +32,7 @@ static struct b blk[MAXB];
 
 static struct ol_span *span_of(kp_pool *pool, const void *p)
 {
-	return pool->ol->map[(uintptr_t)p >> OL_SLICE_SHIFT];
+	return kp__ol_map_span(pool->ol->map, (uintptr_t)p >> OL_SLICE_SHIFT);
 }
 
 static uint64_t mix(uint64_t x)

@@ -42,7 +42,7 @@
 
 static struct ol_span *span_of(kp_pool *pool, const void *p)
 {
-	return pool->ol->map[(uintptr_t)p >> OL_SLICE_SHIFT];
+	return kp__ol_map_span(pool->ol->map, (uintptr_t)p >> OL_SLICE_SHIFT);
 }
 
 /* pages of the blocks b[0..n) not resident */

@@ -68,7 +68,7 @@ static size_t integrity_events(kp_pool *pool, size_t *overflow)
 
 static struct ol_span *span_of(kp_pool *pool, const void *p)
 {
-	return pool->ol->map[(uintptr_t)p >> OL_SLICE_SHIFT];
+	return kp__ol_map_span(pool->ol->map, (uintptr_t)p >> OL_SLICE_SHIFT);
 }
 
 /* Slices from pg->start naming pg. */

@@ -77,7 +77,7 @@ static void test_many_big_blocks_few_spans(void)
 	struct ol_span *seen[N];
 	unsigned nspans = 0;
 	for (unsigned i = 0; i < N; i++) {
-		struct ol_span *pg = pool->ol->map[(uintptr_t)p[i] >> OL_SLICE_SHIFT];
+		struct ol_span *pg = kp__ol_map_span(pool->ol->map, (uintptr_t)p[i] >> OL_SLICE_SHIFT);
 		bool known = false;
 		for (unsigned k = 0; k < nspans; k++)
 			known |= seen[k] == pg;

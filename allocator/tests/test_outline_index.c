@@ -12,7 +12,8 @@
  * so is a free of a pointer whose slice number aliases the block's in
  * kp_free's masked map lookup (2^47 and more past it). And kp_alloc's
  * class of a request past the table (kp__ol_class_big, s29-fast: no mask)
- * against the formula it had, for every size up to 64 KiB.
+ * against the formula it had, for every size up to 64 KiB. And the slice
+ * map's nil span (s32-fast): an empty entry refuses every index.
  */
 #define _GNU_SOURCE 1
 #include "ktest.h"
@@ -38,7 +39,7 @@ static void test_index_matches_division(void)
 		/* as span_new: 32 blocks at least, whole 64 KiB slices */
 		uint32_t nsl = (uint32_t)((32ul * bs + OL_SLICE_SIZE - 1) / OL_SLICE_SIZE);
 		pg.nblocks = (uint32_t)(nsl * OL_SLICE_SIZE / bs);
-		pg.last = pg.nblocks;
+		pg.lim = (uint64_t)pg.nblocks + 1;
 		uint64_t end = (uint64_t)nsl * OL_SLICE_SIZE + 2 * (uint64_t)bs;
 		/* every offset for the small sizes, an odd stride for the rest,
 		 * and each start's neighbours */
@@ -46,13 +47,13 @@ static void test_index_matches_division(void)
 		for (uint64_t off = 0; off < end; off += step) {
 			uint64_t q = kp__ol_index(&pg, off);
 			bool start = off % bs == 0 && off / bs <= pg.nblocks;
-			bad += start ? q != off / bs : q <= pg.last;
+			bad += start ? q != off / bs : q < pg.lim;
 			checked++;
 		}
 		for (uint32_t i = 1; i <= pg.nblocks + 1; i++)
 			for (uint64_t d = 1; d < 16; d++) {
 				uint64_t lo = (uint64_t)i * bs - d, hi = (uint64_t)i * bs + d;
-				bad += (kp__ol_index(&pg, lo) <= pg.last) + (kp__ol_index(&pg, hi) <= pg.last);
+				bad += (kp__ol_index(&pg, lo) < pg.lim) + (kp__ol_index(&pg, hi) < pg.lim);
 				checked += 2;
 			}
 		for (uint32_t i = 0; i <= pg.nblocks; i++) /* each start, whatever the stride */
@@ -61,7 +62,7 @@ static void test_index_matches_division(void)
 			uint64_t off = next_rand(&seed);
 			uint64_t q = kp__ol_index(&pg, off);
 			bool start = off % bs == 0 && off / bs <= pg.nblocks;
-			bad += start ? q != off / bs : q <= pg.last;
+			bad += start ? q != off / bs : q < pg.lim;
 			checked++;
 		}
 	}
@@ -127,6 +128,51 @@ static void test_alias_frees_refused(void)
 	}
 }
 
+/* The slice map's empty entry (0) names the nil span (outline.h,
+ * kp__ol_map_nil, s32-fast): the map's own first 64 bytes, or the empty
+ * slot's kp__ol_no_map, whose lim 0 refuses every index kp_free computes
+ * there, so that kp_free takes no branch for a pointer the map does not
+ * know. Each is all zero; and through the API a free of pointers in
+ * slices with no span (near a block, below the first segments, the empty
+ * slot's) is refused with the pool's answer for a pointer it never gave
+ * out, the blocks left live. */
+static void test_nil_span_refuses(void)
+{
+	uintptr_t *none_map = kp__ol_no_map;
+	__asm__("" : "+r"(none_map)); /* as kp_free sees it: the slot's map, not the 64-byte array */
+	CHECK(kp__ol_map_nil(none_map, 0)->lim == 0, "the empty slot's nil span: lim %llu",
+	      (unsigned long long)kp__ol_map_nil(none_map, 0)->lim);
+	for (int checks = 0; checks < 2; checks++) {
+		kp_pool *pool =
+			kp_create(checks ? "layout:outline,daemon:off" : "layout:outline,checks:off,daemon:off");
+		REQUIRE(pool != NULL, "kp_create: %s", kp_last_error());
+		/* before the slot names the pool: its empty map */
+		static char data[64];
+		int none = kp_free(pool, data + 16);
+		CHECK(none != 0, "checks %d: free of a data pointer taken (empty slot)", checks);
+		char *p = kp_alloc(pool, 100, 0);
+		REQUIRE(p != NULL, "kp_alloc(100)");
+		uintptr_t *map = pool->ol->map;
+		const struct ol_span *nil = kp__ol_map_nil(map, 0);
+		const uint8_t *b = (const uint8_t *)nil;
+		int nonzero = 0;
+		for (int i = 0; i < 64; i++)
+			nonzero += b[i] != 0;
+		CHECK(nonzero == 0 && nil->lim == 0, "checks %d: the map's nil span has %d bytes set", checks, nonzero);
+		for (uint64_t off = 0; off < (1u << 20); off += 4096 + 16)
+			CHECK(kp__ol_index(nil, off) >= nil->lim, "checks %d: nil span index of %#llx", checks,
+			      (unsigned long long)off);
+		static const uintptr_t ptrs[] = {16, 4096, 65536 + 32, (8u << 16) - 16};
+		for (size_t k = 0; k < sizeof ptrs / sizeof ptrs[0]; k++)
+			CHECK(kp_free(pool, (void *)ptrs[k]) == none, "checks %d: free of %#lx: not refused as %d",
+			      checks, (unsigned long)ptrs[k], none);
+		CHECK(kp_free(pool, data + 16) == none, "checks %d: free of a data pointer", checks);
+		CHECK(kp_usable_size(pool, p) >= 100, "checks %d: the block not live after", checks);
+		CHECK(kp_free(pool, p) == 0, "checks %d: free of the block", checks);
+		kp_destroy(pool);
+	}
+}
+
 /* kp__ol_class_big against its earlier form (24 + 8 per doubling past
  * 1 KiB + the 3 bits below the top one), n = 1025..64 KiB. */
 static void test_class_big_matches_formula(void)
@@ -149,5 +195,6 @@ int main(void)
 	RUN(test_interior_frees_refused);
 	RUN(test_alias_frees_refused);
 	RUN(test_class_big_matches_formula);
+	RUN(test_nil_span_refuses);
 	return ktest_summary();
 }

@@ -205,7 +205,7 @@ struct seen {
 };
 static KT_RAW struct seen seen_of(kp_pool *pool, void *p)
 {
-	struct ol_span *pg = pool->ol->map[(uintptr_t)p >> OL_SLICE_SHIFT];
+	struct ol_span *pg = kp__ol_map_span(pool->ol->map, (uintptr_t)p >> OL_SLICE_SHIFT);
 	struct ol_rec *r = &pg->rec[((uintptr_t)p - (uintptr_t)pg->start) / pg->bsize];
 	struct seen s = {__atomic_load_n(&r->state, __ATOMIC_RELAXED), 0};
 	if (pg->csz)
@@ -214,7 +214,7 @@ static KT_RAW struct seen seen_of(kp_pool *pool, void *p)
 }
 static KT_RAW int owner_free_as_seen(kp_pool *pool, void *p, struct seen s)
 {
-	struct ol_span *pg = pool->ol->map[(uintptr_t)p >> OL_SLICE_SHIFT];
+	struct ol_span *pg = kp__ol_map_span(pool->ol->map, (uintptr_t)p >> OL_SLICE_SHIFT);
 	struct ol_rec *r = &pg->rec[((uintptr_t)p - (uintptr_t)pg->start) / pg->bsize];
 	__atomic_store_n(&r->state, s.state, __ATOMIC_RELAXED);
 	if (pg->csz)

@@ -54,7 +54,7 @@ struct seen {
 };
 static struct ol_span *span_of(kp_pool *pool, void *p)
 {
-	return pool->ol->map[(uintptr_t)p >> OL_SLICE_SHIFT];
+	return kp__ol_map_span(pool->ol->map, (uintptr_t)p >> OL_SLICE_SHIFT);
 }
 static KT_RAW struct seen seen_of(kp_pool *pool, void *p)
 {

@@ -21,7 +21,7 @@
 
 static struct ol_span *span_of(kp_pool *pool, const void *p)
 {
-	return pool->ol->map[(uintptr_t)p >> OL_SLICE_SHIFT];
+	return kp__ol_map_span(pool->ol->map, (uintptr_t)p >> OL_SLICE_SHIFT);
 }
 
 static bool retired(const struct ol_span *pg)

@@ -76,7 +76,7 @@ static void *new_span(void *arg)
 	uint8_t *first = kp_alloc(pool, NEW_SIZE, 0);
 	NREQUIRE(first && (uint8_t *)kp__ol_meta_of(pool, first) == (uint8_t *)arg,
 		 "the block of %d B is not in the segment given back", NEW_SIZE);
-	struct ol_span *pg = ol->map[(uintptr_t)first >> OL_SLICE_SHIFT];
+	struct ol_span *pg = kp__ol_map_span(ol->map, (uintptr_t)first >> OL_SLICE_SHIFT);
 	NREQUIRE(pg && pg->nblocks == NEW_BLOCKS && pg->start == first, "not the segment's first span of %d blocks",
 		 NEW_BLOCKS);
 	uint32_t stale = 0;

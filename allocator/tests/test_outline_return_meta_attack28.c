@@ -106,7 +106,7 @@ static void *new_span(void *arg)
 	r_here = first && (uint8_t *)kp__ol_meta_of(pool, first) == (uint8_t *)arg;
 	if (!r_here)
 		return NULL;
-	struct ol_span *pg = ol->map[(uintptr_t)first >> OL_SLICE_SHIFT];
+	struct ol_span *pg = kp__ol_map_span(ol->map, (uintptr_t)first >> OL_SLICE_SHIFT);
 	r_nb = pg->nblocks;
 	r_stale = 0;
 	for (uint32_t i = pg->fresh; i <= pg->nblocks; i++)

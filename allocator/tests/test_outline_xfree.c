@@ -362,10 +362,10 @@ static void test_dead_heap_adopted(void)
 	 * (outline.c, span_blocks), so its 900 blocks are on three */
 	int same = 0;
 	for (int i = 0; i < DB; i++) {
-		struct ol_span *pg = pool->ol->map[(uintptr_t)d2.p[i] >> OL_SLICE_SHIFT];
+		struct ol_span *pg = kp__ol_map_span(pool->ol->map, (uintptr_t)d2.p[i] >> OL_SLICE_SHIFT);
 		int of_d1 = 0;
 		for (int j = 0; j < DB && !of_d1; j++)
-			of_d1 = pg == pool->ol->map[(uintptr_t)d1.p[j] >> OL_SLICE_SHIFT];
+			of_d1 = pg == kp__ol_map_span(pool->ol->map, (uintptr_t)d1.p[j] >> OL_SLICE_SHIFT);
 		same += of_d1;
 	}
 	CHECK(same > DB / 2, "%d of %d blocks from the dead thread's spans", same, DB);
