@@ -49,8 +49,10 @@
  * with its 16-byte header): a page, a caller's header of up to 280 bytes
  * and the canary, by 16. sqlite3's page cache (malloc(4368), 4376 bytes
  * with the canary; ~7,700 blocks at its peak) took 4608-byte blocks, 224
- * bytes (5.3%) over the 4384 it takes now: peak RSS under the preload
- * 1.10x glibc's (41.2 against 37.4 MiB, s32; test_outline_page_plus). */
+ * bytes (5.3%) over the 4384 it takes now: its peak RSS under the
+ * preload 41.2 -> 39.7 MiB, glibc's 37.4 (1.10x -> 1.06x; medians of 3,
+ * alternated, s32; test_outline_page_plus). A caller's header of 281-504
+ * bytes takes 4608, as before. */
 #define OL_CLASS_PAGE_PLUS 4384u
 #define OL_FREE 0u	/* a block's state when free (a zero page's); else its request + 1 */
 #define OL_SENT 0xffffu /* stack[0] of every span: the stack is empty when sp points at it */
