@@ -246,12 +246,28 @@
 #include <errno.h>
 #include <string.h>
 
+/* 4384, off the grid: OL_CLASS_PAGE_PLUS (outline.h, kp__ol_class_big) */
 static const uint32_t class_size[OL_NCLASS] = {
 	16,    32,    48,    64,    80,	   96,	  112,	 128,	144,   160,   176,   192,   208,   224,	  240,
 	256,   320,   384,   448,   512,   640,	  768,	 896,	1024,  1152,  1280,  1408,  1536,  1664,  1792,
-	1920,  2048,  2304,  2560,  2816,  3072,  3328,	 3584,	3840,  4096,  4608,  5120,  5632,  6144,  6656,
-	7168,  7680,  8192,  9216,  10240, 11264, 12288, 13312, 14336, 15360, 16384, 18432, 20480, 22528, 24576,
-	26624, 28672, 30720, 32768, 36864, 40960, 45056, 49152, 53248, 57344, 61440, 65536};
+	1920,  2048,  2304,  2560,  2816,  3072,  3328,	 3584,	3840,  4096,  4384,  4608,  5120,  5632,  6144,
+	6656,  7168,  7680,  8192,  9216,  10240, 11264, 12288, 13312, 14336, 15360, 16384, 18432, 20480, 22528,
+	24576, 26624, 28672, 30720, 32768, 36864, 40960, 45056, 49152, 53248, 57344, 61440, 65536};
+/* The class of n bytes past 1 KiB, by m = n - 1 (its top bit b, then the
+ * 3 bits below it: 8 classes a doubling, 24 from 1 KiB), one further past
+ * OL_CLASS_PAGE_PLUS; a constant expression for the table below (m of
+ * 1 KiB at least: the table's entries below it are never read). */
+#define OL_BIG_B(m) (63u - (uint32_t)__builtin_clzl(m))
+#define OL_BIG_CLS(m) (OL_BIG_B(m) * 8 + (uint32_t)((m) >> (OL_BIG_B(m) - 3)) - 64 + ((m) >= OL_CLASS_PAGE_PLUS))
+#define OL_BIG1(q) OL_BIG_CLS((q) < 32 ? (size_t)1024 : (size_t)(q) << 5)
+#define OL_BIG2(q) OL_BIG1(q), OL_BIG1((q) + 1)
+#define OL_BIG8(q) OL_BIG2(q), OL_BIG2((q) + 2), OL_BIG2((q) + 4), OL_BIG2((q) + 6)
+#define OL_BIG32(q) OL_BIG8(q), OL_BIG8((q) + 8), OL_BIG8((q) + 16), OL_BIG8((q) + 24)
+#define OL_BIG128(q) OL_BIG32(q), OL_BIG32((q) + 32), OL_BIG32((q) + 64), OL_BIG32((q) + 96)
+#define OL_BIG512(q) OL_BIG128(q), OL_BIG128((q) + 128), OL_BIG128((q) + 256), OL_BIG128((q) + 384)
+const uint8_t kp__ol_class_big_tbl[OL_SMALL_MAX / 32] = {OL_BIG512(0), OL_BIG512(512), OL_BIG512(1024),
+							 OL_BIG512(1536)};
+_Static_assert(OL_SMALL_MAX / 32 == 2048, "kp__ol_class_big_tbl: 4 x 512 entries");
 /* The class of q * 16 bytes, q = 0..64: every class boundary up to 1 KiB is
  * a multiple of 16, so (n + OL_CANARY + 15) >> 4 indexes it (either mode). */
 const uint8_t kp__ol_class_tbl[65] = {0,  0,  1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 12, 13, 14, 15,
@@ -307,10 +323,14 @@ static void unmap_guarded(kp_pool *pool, void *p, size_t n)
 #define OL_HEAP_STRUCT ((sizeof(struct ol_heap) + 63) & ~(size_t)63)
 #define OL_HEAP_STRIDE (OL_HEAP_STRUCT + sizeof(uint64_t[OL_NCLASS][OL_FC_MAX]))
 #define HEAP_BYTES ((OL_HEAP_STRIDE + KP_PAGE - 1) & ~(size_t)(KP_PAGE - 1))
-/* Heaps in kp_create's arena: 64 threads (address space: 64 x 39 KiB),
- * each at a 64-byte line of its own. */
+/* Heaps in kp_create's arena: 64 threads (address space: 64 x 40 KiB),
+ * each at a page of its own (HEAP_BYTES apart), its structure inside the
+ * page. At OL_HEAP_STRIDE apart (39 KiB) the structure crossed a page in
+ * two heaps of three: 30 pages resident for 17 heaps, 17 now
+ * (test_outline_heap_pages). */
 #define OL_ARENA_HEAPS 64u
-#define OL_ARENA_BYTES ((OL_ARENA_HEAPS * OL_HEAP_STRIDE + KP_PAGE - 1) & ~(size_t)(KP_PAGE - 1))
+#define OL_ARENA_BYTES (OL_ARENA_HEAPS * HEAP_BYTES)
+_Static_assert(OL_HEAP_STRUCT <= KP_PAGE, "a heap's structure inside its first page");
 
 static struct ol_seg *segment_map(kp_pool *pool);
 static void exit_hook_init(void);
@@ -2654,7 +2674,7 @@ static struct ol_heap *heap_get(kp_pool *pool)
 	if (!h) {
 		pthread_mutex_lock(&ol->lock);
 		if (ol->arena_used < OL_ARENA_HEAPS)
-			h = (struct ol_heap *)(ol->arena + ol->arena_used++ * OL_HEAP_STRIDE);
+			h = (struct ol_heap *)(ol->arena + ol->arena_used++ * HEAP_BYTES);
 		pthread_mutex_unlock(&ol->lock);
 		if (!h && (h = map_guarded(pool, HEAP_BYTES)) != NULL)
 			h->own_map = true;

@@ -63,12 +63,15 @@ static void one_class(const char *conf, uint32_t cls, bool checks)
 {
 	kp_pool *pool = kp_create(conf);
 	REQUIRE(pool, "kp_create: %s", kp_last_error());
-	/* the class below (outline.c's class_size: 8 a doubling from 1 KiB) */
-	uint32_t prev = cls <= 4096    ? 3840
-			: cls <= 8192  ? cls - 512
-			: cls <= 16384 ? cls - 1024
-			: cls <= 32768 ? cls - 2048
-				       : cls - 4096;
+	/* the class below (outline.c's class_size: 8 a doubling from 1 KiB,
+	 * and OL_CLASS_PAGE_PLUS off the grid) */
+	uint32_t prev = cls <= 4096		    ? 3840
+			: cls == OL_CLASS_PAGE_PLUS ? 4096
+			: cls == 4608		    ? OL_CLASS_PAGE_PLUS
+			: cls <= 8192		    ? cls - 512
+			: cls <= 16384		    ? cls - 1024
+			: cls <= 32768		    ? cls - 2048
+						    : cls - 4096;
 	uint64_t s = cls;
 	unsigned n = 0;
 	struct ol_span *sp[3] = {NULL, NULL, NULL}, *last = NULL;
@@ -180,9 +183,10 @@ static void one_class(const char *conf, uint32_t cls, bool checks)
 	kp_destroy(pool);
 }
 
-static const uint32_t classes[] = {4096,  4608,	 5120,	5632,  6144,  6656,  7168,  7680,  8192,  9216,	 10240,
-				   11264, 12288, 13312, 14336, 15360, 16384, 18432, 20480, 22528, 24576, 26624,
-				   28672, 30720, 32768, 36864, 40960, 45056, 49152, 53248, 57344, 61440, 65536};
+/* 4384: OL_CLASS_PAGE_PLUS (outline.h) */
+static const uint32_t classes[] = {4096,  4384,	 4608,	5120,  5632,  6144,  6656,  7168,  7680,  8192,	 9216,	10240,
+				   11264, 12288, 13312, 14336, 15360, 16384, 18432, 20480, 22528, 24576, 26624, 28672,
+				   30720, 32768, 36864, 40960, 45056, 49152, 53248, 57344, 61440, 65536};
 
 static void run_all(const char *conf, bool checks)
 {

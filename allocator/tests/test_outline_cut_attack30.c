@@ -44,10 +44,11 @@
 		}                                                                       \
 	} while (0)
 
-/* outline.c's classes from 4 KiB (class_size), and the one below it */
-static const uint32_t big_class[] = {3840,  4096,  4608,  5120,	 5632,	6144,  6656,  7168,  7680,  8192,  9216,  10240,
-				     11264, 12288, 13312, 14336, 15360, 16384, 18432, 20480, 22528, 24576, 26624, 28672,
-				     30720, 32768, 36864, 40960, 45056, 49152, 53248, 57344, 61440, 65536};
+/* outline.c's classes from 4 KiB (class_size, with 4384 off the grid:
+ * OL_CLASS_PAGE_PLUS), and the one below it */
+static const uint32_t big_class[] = {3840,  4096,  4384,  4608,	 5120,	5632,  6144,  6656,  7168,  7680,  8192,  9216,
+				     10240, 11264, 12288, 13312, 14336, 15360, 16384, 18432, 20480, 22528, 24576, 26624,
+				     28672, 30720, 32768, 36864, 40960, 45056, 49152, 53248, 57344, 61440, 65536};
 #define NBIG (sizeof big_class / sizeof big_class[0])
 
 static size_t integrity_events(kp_pool *pool, size_t *overflow)
