@@ -170,8 +170,8 @@ static void test_owner_races_listing(void)
 		pthread_join(tb, NULL);
 		int64_t df = kt_stat(rc.pool, "integrity.double_frees");
 		int64_t inuse = kt_stat(rc.pool, "primary.in_use_bytes");
-		fprintf(stderr, "  %zu B: %lld double frees reported of %lld made; in use %lld\n", rc.size, (long long)df,
-			(long long)expect, (long long)inuse);
+		fprintf(stderr, "  %zu B: %lld double frees reported of %lld made; in use %lld\n", rc.size,
+			(long long)df, (long long)expect, (long long)inuse);
 		CHECK(dup == 0, "%zu B: %u blocks handed out twice", rc.size, dup);
 		CHECK(df == expect, "%zu B: %lld double frees reported, %lld made", rc.size, (long long)df,
 		      (long long)expect);
