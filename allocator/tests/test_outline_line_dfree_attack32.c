@@ -7,8 +7,9 @@
  * Double frees on it must still be reported, once each, and no block
  * handed out twice:
  *  - listed_then_again: A allocates, B (no block of the class yet) frees
- *    (listed), then C, A and B free it again: 3 double frees; A's next
- *    allocations hand it out once.
+ *    (listed), then C and A free it again: 2 double frees; A's next
+ *    allocations hand it out once. Again with B allocating the class
+ *    first (the block cached, flushed home at B's exit).
  *  - owner_races_listing: A and B free each of A's blocks at once (A's
  *    own free against B's listing free), rounds of 64 blocks, B caching
  *    none of them for the first half and caching them for the second: one
@@ -75,8 +76,16 @@ static void do_free(struct job *j)
 {
 	kp_free(j->pool, j->p);
 }
+/* as do_free, by a thread that allocated the class first (its cap set:
+ * the block into its foreign cache, not home) */
+static void alloc_then_free(struct job *j)
+{
+	void *q = kp_alloc(j->pool, j->size, 0);
+	kp_free(j->pool, j->p);
+	j->v[0] = q; /* kept: the thread's heap keeps allocating the class */
+}
 
-static void test_listed_then_again(void)
+static void listed_then_again(bool b_allocates)
 {
 	for (size_t s = 0; s < sizeof SIZES / sizeof SIZES[0]; s++) {
 		kp_pool *pool = kp_create(CONF);
@@ -84,15 +93,18 @@ static void test_listed_then_again(void)
 		size_t size = SIZES[s];
 		void *x = kp_alloc(pool, size, 0);
 		REQUIRE(x, "kp_alloc");
-		struct job b = {pool, do_free, x, size, NULL, 0};
-		on_thread(&b); /* B's free: listed */
-		on_thread(&b); /* C's: a double free */
+		void *keep[1] = {NULL};
+		struct job b = {pool, b_allocates ? alloc_then_free : do_free, x, size, keep, 1};
+		on_thread(&b); /* B's free: listed (or cached, b_allocates, then flushed at B's exit) */
+		struct job c = {pool, do_free, x, size, NULL, 0};
+		on_thread(&c); /* C's: a double free */
 		int64_t d1 = kt_stat(pool, "integrity.double_frees");
 		kp_free(pool, x); /* A's, the owner's: another */
 		int64_t d2 = kt_stat(pool, "integrity.double_frees");
-		CHECK(d1 == 1, "%zu B: a second cross-thread free of a listed block: %lld double frees", size,
-		      (long long)d1);
-		CHECK(d2 == 2, "%zu B: the owner's free of a listed block: %lld double frees", size, (long long)d2);
+		CHECK(d1 == 1, "%zu B%s: a second cross-thread free: %lld double frees", size,
+		      b_allocates ? " (B allocates)" : "", (long long)d1);
+		CHECK(d2 == 2, "%zu B%s: the owner's free after: %lld double frees", size,
+		      b_allocates ? " (B allocates)" : "", (long long)d2);
 		enum { N = 4096 };
 		void **v = calloc(N, sizeof *v);
 		REQUIRE(v, "calloc");
@@ -105,11 +117,19 @@ static void test_listed_then_again(void)
 		CHECK(dups(v, N) == 0, "%zu B: a block handed out twice", size);
 		for (int i = 0; i < N; i++)
 			kp_free(pool, v[i]);
+		if (keep[0])
+			kp_free(pool, keep[0]);
 		CHECK(kt_stat(pool, "primary.in_use_bytes") == 0, "%zu B: in use %lld after all freed", size,
 		      (long long)kt_stat(pool, "primary.in_use_bytes"));
 		free(v);
 		kp_destroy(pool);
 	}
+}
+
+static void test_listed_then_again(void)
+{
+	listed_then_again(false);
+	listed_then_again(true);
 }
 
 /* ---- the owner's free against another thread's listing free ---- */
