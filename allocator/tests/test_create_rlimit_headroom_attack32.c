@@ -18,7 +18,8 @@
  *
  * Checked: under 16 GiB + 256 MiB, kp_create(NULL) makes a pool that hands
  * out 128 MiB in 1 MiB blocks (half the headroom; inline does 32 times
- * that). This test: 54 MiB of 128 on 2aee60a.
+ * that). This test: 54 MiB of 128 on 2aee60a; main 6e9c7bd 51 (no
+ * fallback at all there), so not a regression of c5b20c0, a gap it leaves.
  * Reproduce: make -C allocator VARIANT=release
  * build/release/tests/test_create_rlimit_headroom_attack32 &&
  * allocator/build/release/tests/test_create_rlimit_headroom_attack32

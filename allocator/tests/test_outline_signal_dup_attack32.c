@@ -36,7 +36,7 @@
  * cross-thread free anywhere). 10-14 double frees reported in 170-310
  * handler calls (gdb: kp__violation <- kp__ol_free_slow why 2, st 0 <- the
  * thread's own kp_free of a block it holds); 350, 295, 295 calls: 13, 9, 9
- * here. One cause, read from the code (not proven by a trace): the owner's fast pop (outline.h, kp__ol_alloc_fast ->
+ * here; on main 6e9c7bd 10 and 9 (199 and 341 calls). One cause, read from the code (not proven by a trace): the owner's fast pop (outline.h, kp__ol_alloc_fast ->
  * kp__ol_pop_fast) reads the index on top of the span's stack, then
  * stores sp - 1 and the record; a handler between the read and the stores
  * pops the same index (kept) and pushes its older block onto the slot the
