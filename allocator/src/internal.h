@@ -170,6 +170,9 @@ void *kp__realloc_move(kp_pool *pool, void *p, size_t size, size_t old, unsigned
 typedef struct kp__ol kp__ol;
 /* kp_create of a layout:outline pool: its slice map and lock. 0, or -1 when
  * the OS refused. kp__ol_destroy: every mapping of the path (kp_destroy). */
+/* The slice map's address space (outline.h: OL_MAP_N entries of 8 bytes,
+ * checked there), mapped MAP_NORESERVE and touched only where used. */
+#define KP_OL_MAP_BYTES ((size_t)16 << 30)
 int kp__ol_create(kp_pool *pool);
 void kp__ol_destroy(kp_pool *pool);
 /* pool.c's fork handlers: phase 0 before fork (the lock taken), 1 after it

@@ -337,6 +337,8 @@ static void exit_hook_init(void);
 static void avail_lock(kp_pool *pool, struct ol_heap *h);
 static void avail_unlock(struct ol_heap *h);
 
+_Static_assert(OL_MAP_N * sizeof(uintptr_t) == KP_OL_MAP_BYTES, "KP_OL_MAP_BYTES is the slice map's size");
+
 int kp__ol_create(kp_pool *pool)
 {
 	kp__ol *ol = kp__os_map(&pool->os, (sizeof(kp__ol) + KP_PAGE - 1) & ~(size_t)(KP_PAGE - 1), KP_PAGE, false);
