@@ -558,7 +558,12 @@ static inline __attribute__((always_inline)) void *kp__ol_pop_fast(struct ol_hea
 	struct ol_rec *rec = pg->rec;
 	uint64_t c = kp__ol_canary(&rec[idx]);
 	kp__ol_rec_apart(&rec, &idx);
-	rec[idx].state = (uint32_t)n + 1;
+	/* relaxed atomic: a plain store on x86-64 (the same instructions), and
+	 * TSan sees it as one: another thread's rec_claim reads a stale
+	 * foreign-cache entry's record (a double free the program raced) at
+	 * its exit's flush while the owner hands the block out again
+	 * (test_outline_line_dfree_attack32 under TSan) */
+	__atomic_store_n(&rec[idx].state, (uint32_t)n + 1, __ATOMIC_RELAXED);
 	memcpy(p + n, &c, 8);
 	return p;
 }
