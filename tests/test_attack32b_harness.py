@@ -1,0 +1,88 @@
+"""Session 32's second attack on the harness (s32-atth): each test failed on s32-lead 2aee60a."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+from harness.stress.binary import ensure_kpdrive
+from harness.triage.db import CrashDB
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _env(**extra: str) -> dict[str, str]:
+    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(ROOT), "LANG": "C", **extra}
+
+
+def _kill_pid_in(path: Path) -> None:
+    with contextlib.suppress(OSError, ValueError):
+        os.kill(int(path.read_text()), signal.SIGKILL)
+
+
+# ---- kpool stress killed mid-workload -------------------------------------------------------------------
+
+
+def test_a_stress_run_killed_mid_workload_keeps_the_crashes_of_workers_that_ended(tmp_path: Path) -> None:
+    """Worker 0 segfaults at once; worker 1 is still running when kpool stress is SIGKILLed (the OOM
+    killer, a CI job's timeout). On 2aee60a the crash was recorded only at the workload's end: the
+    database was never made and the crash lost (stress.json not written either). Now each worker's crash
+    is recorded as the worker ends."""
+    real = ensure_kpdrive()
+    pidfile = tmp_path / "sleeper.pid"
+    # kpdrive for the run: worker 0 (seed=100) crashes at op 5000; worker 1 runs on (a long worker).
+    wrapper = tmp_path / "kpdrive"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        f'case " $* " in *" seed=100 "*) exec {real} "$@" crash_at=5000;; esac\n'
+        f'case "$1" in --check) exec {real} "$@";; esac\n'
+        f"echo $$ > {pidfile}\nexec sleep 60\n"
+    )
+    wrapper.chmod(0o755)
+    (tmp_path / "w.yaml").write_text(
+        "name: w\nprocesses: 2\nseed: 100\nops: 20000\nmix: {alloc: 2, free: 1}\n"
+        "sizes: {dist: uniform, min: 16, max: 256}\nworking_set: 100\n"
+    )
+    reports = tmp_path / "reports"
+    script = textwrap.dedent(f"""
+        from pathlib import Path
+        from harness import spec
+        from harness.stress import runner
+        runner.ensure_kpdrive = lambda variant: Path({str(wrapper)!r})
+        wl = spec.load(Path({str(tmp_path / "w.yaml")!r}))
+        runner.run([wl], runner.Options(reports_dir=Path({str(reports)!r}), run_id="r", jobs=2))
+    """)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    db = reports / "crashes.sqlite"
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and proc.poll() is None:
+            if db.exists() and pidfile.exists():
+                try:
+                    if CrashDB.open(db).signatures():
+                        break
+                except Exception:  # being made: look again
+                    pass
+            time.sleep(0.1)
+        assert proc.poll() is None, proc.communicate()[1].decode()
+        assert pidfile.exists(), "worker 1 never started"
+        proc.kill()
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        _kill_pid_in(pidfile)
+    assert not (reports / "r" / "stress.json").exists()  # killed mid-workload, as intended
+    assert "fatal signal 11" in (reports / "r" / "w" / "main-worker-0.stderr").read_text()
+    assert db.exists(), "the crash of worker 0, which ended before the kill, was lost"
+    (sig,) = CrashDB.open(db).signatures()
+    assert "SIGSEGV" in sig.title or "SEGV" in sig.kind.upper(), (sig.title, sig.kind)
