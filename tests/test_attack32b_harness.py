@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
 import textwrap
 import time
+from html import unescape
 from pathlib import Path
 
 from harness.stress.binary import ensure_kpdrive
@@ -86,3 +88,69 @@ def test_a_stress_run_killed_mid_workload_keeps_the_crashes_of_workers_that_ende
     assert db.exists(), "the crash of worker 0, which ended before the kill, was lost"
     (sig,) = CrashDB.open(db).signatures()
     assert "SIGSEGV" in sig.title or "SEGV" in sig.kind.upper(), (sig.title, sig.kind)
+
+
+# ---- an interrupted run in the trends ------------------------------------------------------------------
+
+
+def _asan(frame: str) -> str:
+    return (
+        "==1==ERROR: AddressSanitizer: heap-use-after-free on address 0x1 at pc 0x2 bp 0x3 sp 0x4\n"
+        f"    #0 0x5000 in {frame} /k/allocator/src/alloc.c:3:1\n"
+    )
+
+
+def _night(reports: Path, db: CrashDB, night: int, frames: list[str], interrupted: bool = False) -> None:
+    from harness.report.model import CrashEntry, RunReport
+    from harness.report.writers import write_run
+    from harness.triage.crash import Crash
+
+    run_id = f"night{night}"
+    entries = []
+    for frame in frames:
+        rec = db.record(Crash(text=_asan(frame), run_id=run_id, source="fuzz:api_sequence"))
+        entries.append(CrashEntry(rec.hash, frame, "heap-use-after-free", rec.status))
+    t0 = 1_760_000_000.0 + night * 86400.0
+    report = RunReport(run_id=run_id, started=t0, finished=t0 + 60, crashes=entries, interrupted=interrupted)
+    write_run(report, reports)
+
+
+def _night_counts(reports: Path) -> dict[str, tuple[str, ...]]:
+    page = (reports / "index.html").read_text()
+    m = re.search(r'<table id="nights">(.*?)</table>', page, re.S)
+    assert m, page
+    rows = [
+        [unescape(re.sub(r"<[^>]+>", "", c)).strip() for c in re.findall(r"<t[hd]>(.*?)</t[hd]>", r)]
+        for r in re.findall(r"<tr>(.*?)</tr>", m.group(1), re.S)
+    ]
+    head = rows[0]
+    return {
+        r[0]: tuple(dict(zip(head, r, strict=True))[k] for k in ("new", "known", "fixed", "flaky"))
+        for r in rows[1:]
+    }
+
+
+def test_a_night_interrupted_before_its_jobs_does_not_make_a_signature_flaky(tmp_path: Path) -> None:
+    """Ctrl-C stopped night 2 before any job ran: it saw no crash because it looked for none. On 2aee60a
+    the signature seen nights 1 and 3 was 'flaky' on night 3 (it came back after a night away), and its
+    page said 'not seen' on night 2."""
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    db = CrashDB(reports / "crashes.sqlite")
+    _night(reports, db, 1, ["bug_a"])
+    _night(reports, db, 2, [], interrupted=True)
+    _night(reports, db, 3, ["bug_a"])
+    counts = _night_counts(reports)
+    assert counts["night3"] == ("0", "1", "0", "0"), counts
+
+
+def test_a_night_interrupted_before_its_jobs_does_not_fix_a_signature(tmp_path: Path) -> None:
+    """The latest night, interrupted before its jobs: on 2aee60a every signature of the night before was
+    'fixed' on it."""
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    db = CrashDB(reports / "crashes.sqlite")
+    _night(reports, db, 1, ["bug_a"])
+    _night(reports, db, 2, [], interrupted=True)
+    counts = _night_counts(reports)
+    assert counts["night2"] == ("0", "0", "0", "0"), counts
