@@ -10,10 +10,14 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
 from html import unescape
 from pathlib import Path
 
+import pytest
+
 from harness.stress.binary import ensure_kpdrive
+from harness.triage.crash import Crash
 from harness.triage.db import CrashDB
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -154,3 +158,64 @@ def test_a_night_interrupted_before_its_jobs_does_not_fix_a_signature(tmp_path: 
     _night(reports, db, 2, [], interrupted=True)
     counts = _night_counts(reports)
     assert counts["night2"] == ("0", "0", "0", "0"), counts
+
+
+# ---- a crash database on a read-only mount with its -wal file --------------------------------------------
+
+TRACE = "==1==ERROR: AddressSanitizer: heap-use-after-free on address 0x1\n    #0 0x1 in {frame} a.c:1\n"
+
+
+def _recorded_then_killed(path: Path, frames: list[str]) -> None:
+    """Record one crash per frame in a process that dies (os._exit) before it closes the database: the
+    rows stay in crashes.sqlite-wal, not yet copied into the file (a campaign killed, a machine that went
+    down, a snapshot taken while it wrote)."""
+    code = textwrap.dedent(f"""
+        import os, sqlite3
+        from harness.triage.db import CrashDB
+        from harness.triage.crash import Crash
+        keep = sqlite3.connect({str(path)!r})  # held open: the last close would checkpoint the WAL
+        keep.execute("SELECT count(*) FROM sqlite_master").fetchall()  # in the WAL's shared memory
+        db = CrashDB({str(path)!r})
+        for f in {frames!r}:
+            db.record(Crash(text={TRACE!r}.format(frame=f), run_id="r1", source="api", returncode=1))
+        os._exit(0)
+    """)
+    subprocess.run([sys.executable, "-c", code], env=_env(), check=True)
+
+
+@pytest.fixture
+def read_only_mount(tmp_path: Path) -> Iterator[Path]:
+    if os.geteuid() != 0:
+        pytest.skip("needs root: a tmpfs remounted read-only")
+    folder = tmp_path / "nightly"
+    folder.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(folder)]).returncode:
+        pytest.skip("mount refused")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=False)
+
+
+@pytest.mark.parametrize("shm", [True, False], ids=["with-shm", "wal-alone"])
+def test_triage_list_on_a_read_only_mount_reads_the_wal_file(
+    read_only_mount: Path, shm: bool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The database's last crashes are in crashes.sqlite-wal (its writer never closed it), the folder then
+    mounted read-only. On 2aee60a the reader opened it 'immutable', which reads the file alone: `kpool
+    triage list` said the database was not a kpool crash database (its tables were in the WAL), or listed
+    the crashes of the file without those of the WAL."""
+    from harness import cli
+
+    path = read_only_mount / "crashes.sqlite"
+    CrashDB(path).record(Crash(text=TRACE.format(frame="kp_old"), run_id="r0", source="api", returncode=1))
+    _recorded_then_killed(path, ["kp_new_one", "kp_new_two"])
+    wal = Path(f"{path}-wal")
+    assert wal.stat().st_size > 0
+    if not shm:
+        Path(f"{path}-shm").unlink()
+    subprocess.run(["mount", "-o", "remount,ro", str(read_only_mount)], check=True)
+    assert cli.main(["triage", "--db", str(path), "list"]) == 0
+    out = capsys.readouterr().out
+    for frame in ("kp_old", "kp_new_one", "kp_new_two"):
+        assert f"heap-use-after-free in {frame}" in out, out
