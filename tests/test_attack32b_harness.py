@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import signal
@@ -219,3 +220,51 @@ def test_triage_list_on_a_read_only_mount_reads_the_wal_file(
     out = capsys.readouterr().out
     for frame in ("kp_old", "kp_new_one", "kp_new_two"):
         assert f"heap-use-after-free in {frame}" in out, out
+
+
+# ---- SIGHUP when the terminal is gone ------------------------------------------------------------------
+
+
+def test_a_hangup_with_the_terminal_gone_ends_kpool_stress_as_an_interrupt(tmp_path: Path) -> None:
+    """The ssh session closed: the terminal is gone (every write to it fails, EIO) and kpool gets SIGHUP.
+    On 2aee60a the interrupt's summary raised OSError (Input/output error), so did the one-line error
+    for it, and kpool ended on a traceback, exit 1 (a failure of the work) instead of 130."""
+    (tmp_path / "long.yaml").write_text(
+        "name: long\nprocesses: 1\nduration_ms: 30000\nmix: {alloc: 2, free: 1}\n"
+        "sizes: {dist: uniform, min: 16, max: 256}\nworking_set: 100\n"
+    )
+    ensure_kpdrive()
+    master, slave = os.openpty()
+    argv = [
+        sys.executable,
+        "-m",
+        "harness.cli",
+        "stress",
+        "long.yaml",
+        "--reports",
+        "reports",
+        "--run-id",
+        "h",
+    ]
+    proc = subprocess.Popen(
+        argv, cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=slave, stderr=slave, env=_env()
+    )
+    os.close(slave)
+    try:
+        seen, deadline = b"", time.monotonic() + 60
+        while b"process(es) x" not in seen and time.monotonic() < deadline:
+            seen += os.read(master, 4096)
+        assert b"process(es) x" in seen, seen
+        time.sleep(1.0)  # the worker under way
+    finally:
+        os.close(master)  # the terminal goes away: writes to it fail from now on
+    proc.send_signal(signal.SIGHUP)
+    try:
+        rc = proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    report = json.loads((tmp_path / "reports" / "h" / "stress.json").read_text())
+    assert report.get("interrupted") is True, report
+    assert rc == 130, rc
