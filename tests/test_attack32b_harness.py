@@ -268,3 +268,27 @@ def test_a_hangup_with_the_terminal_gone_ends_kpool_stress_as_an_interrupt(tmp_p
     report = json.loads((tmp_path / "reports" / "h" / "stress.json").read_text())
     assert report.get("interrupted") is True, report
     assert rc == 130, rc
+
+
+# ---- one workload file named twice --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("second", ["link.yaml", "sub/../w.yaml"])
+def test_one_workload_file_named_two_ways_runs_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, second: str
+) -> None:
+    """`kpool stress w.yaml link.yaml` (a symlink to it) or `w.yaml sub/../w.yaml`: one file. On 2aee60a
+    it was refused, exit 2, as two files of one workload name ('link.yaml: workload name 'w' is
+    w.yaml's too'), while `w.yaml ./w.yaml` ran it once."""
+    from harness import cli
+
+    (tmp_path / "w.yaml").write_text(
+        "name: w\nprocesses: 1\nops: 2000\nmix: {alloc: 2, free: 1}\n"
+        "sizes: {dist: uniform, min: 16, max: 256}\nworking_set: 100\n"
+    )
+    (tmp_path / "link.yaml").symlink_to("w.yaml")
+    (tmp_path / "sub").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["stress", "w.yaml", second, "--reports", "reports", "--run-id", "r"]) == 0
+    report = json.loads((tmp_path / "reports" / "r" / "stress.json").read_text())
+    assert [w["name"] for w in report["workloads"]] == ["w"]

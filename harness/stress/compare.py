@@ -97,7 +97,10 @@ def compare(
     """Each workload on each allocator (no interference baseline): (results by workload and allocator,
     interrupted). An interrupt (Ctrl-C, SIGTERM) stops the run it came in, whose result is marked
     interrupted (the stress runner's Phase), and the runs after it: (the results so far, True)."""
-    unique = list(dict.fromkeys(p.absolute() for p in paths))  # a file given twice runs once
+    by_file: dict[Path, Path] = {}  # a file given twice (through a symlink, or `..`) runs once
+    for p in paths:
+        by_file.setdefault(p.resolve(), p.absolute())
+    unique = list(by_file.values())
     workloads = [spec.load_opstream(p) for p in unique]
     runner.check_distinct_names(workloads)  # two names alike: the second wrote over the first's results
     run_id = runner.new_run_id() + "-bench"

@@ -509,10 +509,10 @@ def _refuse_finished(run_dir: Path) -> None:
 def check_distinct_names(workloads: Sequence[AnyWorkload]) -> None:
     """A workload's name is its folder in the run (and its key in the results): two files of one name
     would write over each other. UsageError naming both."""
-    by_name: dict[str, str] = {}
+    by_name: dict[str, Path] = {}
     for wl in workloads:
-        first = by_name.setdefault(wl.name, str(wl.path))
-        if first != str(wl.path):
+        first = by_name.setdefault(wl.name, Path(wl.path))
+        if first.resolve() != Path(wl.path).resolve():  # one file named two ways is one
             raise UsageError(
                 f"{wl.path}: workload name {wl.name!r} is {first}'s too; one run needs distinct names"
             )
