@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from harness import spec
 from harness.stress.binary import ensure_kpdrive
 from harness.triage.crash import Crash
 from harness.triage.db import CrashDB
@@ -292,3 +293,63 @@ def test_one_workload_file_named_two_ways_runs_once(
     assert cli.main(["stress", "w.yaml", second, "--reports", "reports", "--run-id", "r"]) == 0
     report = json.loads((tmp_path / "reports" / "r" / "stress.json").read_text())
     assert [w["name"] for w in report["workloads"]] == ["w"]
+
+
+# ---- kpool bench --workload interrupted between runs ------------------------------------------------------
+
+BENCH_WL = "name: {name}\nops: 2000\nmix: {{alloc: 1}}\nsizes: {{dist: uniform, min: 16, max: 256}}\n"
+
+
+def _bench_result(name: str, alloc: str) -> dict[str, object]:
+    return {
+        "name": name,
+        "allocator": alloc,
+        "ops_per_s_per_thread": 1e6,
+        "latency": {"alloc": {"p50": 20, "p99": 30, "p999": 40}, "free": {"p99": 20}},
+        "crashes": [],
+        "interrupted": False,
+        "passed": True,
+        "broken": [],
+    }
+
+
+@pytest.mark.parametrize("where", ["driver", "run"])
+def test_bench_of_workload_files_keeps_what_finished_at_an_interrupt_between_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], where: str
+) -> None:
+    """Ctrl-C while the second allocator's run was being set up (the driver's up-to-date check, the
+    workload's program written, its merge): not inside the workers' phase, which catches it. On 2aee60a
+    the interrupt left compare() at once: the first allocator's finished run was neither printed nor
+    written to --json (no file), exit 130. Now it is, marked interrupted, as for an interrupt in a run."""
+    from harness import bench
+    from harness.stress import compare, runner
+
+    calls: list[str] = []
+
+    def driver(*a: object) -> Path:
+        calls.append("driver")
+        if where == "driver" and calls.count("driver") == 2:
+            raise KeyboardInterrupt
+        return tmp_path / "kpdrive"
+
+    def fake_run_workload(
+        wl: spec.Workload, opts: runner.Options, run_dir: Path, kpdrive: Path
+    ) -> dict[str, object]:
+        calls.append("run")
+        if where == "run" and calls.count("run") == 2:
+            raise KeyboardInterrupt  # after the workers, in the merge
+        return _bench_result(wl.name, str(opts.allocator))
+
+    monkeypatch.setattr(compare, "ensure_kpdrive", driver)
+    monkeypatch.setattr(runner, "run_workload", fake_run_workload)
+    (tmp_path / "one.yaml").write_text(BENCH_WL.format(name="one"))
+    out = tmp_path / "bench.json"
+    argv = ["--allocators", "kpool,glibc", "--json", str(out), "--reports", str(tmp_path / "r")]
+    with pytest.raises(KeyboardInterrupt):
+        bench.main([*argv, "--workload", str(tmp_path / "one.yaml")])
+    assert out.exists(), "the finished run of kpool was not written"
+    doc = json.loads(out.read_text())
+    assert doc["interrupted"] is True
+    assert doc["workloads"]["one"]["kpool"]["passed"] is True
+    assert "glibc" not in doc["workloads"]["one"]
+    assert "| kpool |" in capsys.readouterr().out

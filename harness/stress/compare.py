@@ -105,21 +105,24 @@ def compare(
     runner.check_distinct_names(workloads)  # two names alike: the second wrote over the first's results
     run_id = runner.new_run_id() + "-bench"
     out: dict[str, Any] = {}
-    for wl in workloads:
-        out[wl.name] = {}
-        for alloc in allocs:
-            output.progress(f"bench: {wl.name} on {alloc.name}")
-            opts = runner.Options(
-                allocator=alloc.name,
-                reports_dir=reports_dir,
-                run_id=run_id,
-                baseline=False,
-                progress_s=3600.0,
-            )
-            kpdrive = ensure_kpdrive()
-            out[wl.name][alloc.name] = result = runner.run_workload(wl, opts, reports_dir / run_id, kpdrive)
-            if result["interrupted"]:
-                return out, True
+    try:
+        for wl in workloads:
+            for alloc in allocs:
+                output.progress(f"bench: {wl.name} on {alloc.name}")
+                opts = runner.Options(
+                    allocator=alloc.name,
+                    reports_dir=reports_dir,
+                    run_id=run_id,
+                    baseline=False,
+                    progress_s=3600.0,
+                )
+                kpdrive = ensure_kpdrive()
+                result = runner.run_workload(wl, opts, reports_dir / run_id, kpdrive)
+                out.setdefault(wl.name, {})[alloc.name] = result
+                if result["interrupted"]:
+                    return out, True
+    except KeyboardInterrupt:  # outside the workers' phase (the driver's check, a merge): the same
+        return out, True
     return out, False
 
 
