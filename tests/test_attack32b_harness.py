@@ -353,3 +353,33 @@ def test_bench_of_workload_files_keeps_what_finished_at_an_interrupt_between_run
     assert doc["workloads"]["one"]["kpool"]["passed"] is True
     assert "glibc" not in doc["workloads"]["one"]
     assert "| kpool |" in capsys.readouterr().out
+
+
+# ---- kpool stress interrupted outside a workload's workers ------------------------------------------------
+
+
+def test_an_interrupt_while_a_finished_workload_is_recorded_keeps_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C while kpool stress records a workload that finished (its crashes into a database another
+    run holds locked: up to the busy timeout): on 2aee60a the interrupt left the run there, and the
+    workload's result never reached stress.json (no file at all for the first workload). Now the report
+    holds it and says interrupted."""
+    from harness.stress import runner
+    from harness.triage import record
+
+    (tmp_path / "w.yaml").write_text(
+        "name: w\nprocesses: 1\nops: 2000\nmix: {alloc: 2, free: 1}\n"
+        "sizes: {dist: uniform, min: 16, max: 256}\nworking_set: 100\n"
+    )
+    wl = spec.load(tmp_path / "w.yaml")
+
+    def interrupted(*a: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(record, "record_stress", interrupted)
+    opts = runner.Options(reports_dir=tmp_path / "reports", run_id="r", progress_s=3600)
+    report = runner.run([wl], opts)
+    assert report.get("interrupted") is True and report["passed"] is False
+    doc = json.loads((tmp_path / "reports" / "r" / "stress.json").read_text())
+    assert [w["name"] for w in doc["workloads"]] == ["w"] and doc["interrupted"] is True

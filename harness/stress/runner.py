@@ -558,18 +558,27 @@ def _run(
     }
     path = run_dir / "stress.json"
     for wl, ln in zip(workloads, launches, strict=True):
-        if isinstance(wl, Workload):
-            output.progress(f"{wl.name}: {wl.processes} process(es) x {wl.threads} thread(s) from {wl.path}")
-        else:
-            output.progress(f"{wl.name}: the program {wl.command[0]} from {wl.path}")
-        result = ln.run(opts, run_dir)
-        report["workloads"].append(result)
-        if any(c.get("signature") for c in result["crashes"]):  # recorded by the launch (a program's)
-            report["crash_db"] = str(record.db_path(opts.reports_dir))
-            report["crash_run"] = record.run_id(run_id)
-        record.record_stress(report, result, opts.reports_dir)  # `kpool triage list` shows them
-        report["passed"] = report["passed"] and result["passed"]
-        _write_report(path, report)
+        try:
+            if isinstance(wl, Workload):
+                output.progress(
+                    f"{wl.name}: {wl.processes} process(es) x {wl.threads} thread(s) from {wl.path}"
+                )
+            else:
+                output.progress(f"{wl.name}: the program {wl.command[0]} from {wl.path}")
+            result = ln.run(opts, run_dir)
+            report["workloads"].append(result)
+            report["passed"] = report["passed"] and result["passed"]
+            if any(c.get("signature") for c in result["crashes"]):  # recorded by the launch (a program's)
+                report["crash_db"] = str(record.db_path(opts.reports_dir))
+                report["crash_run"] = record.run_id(run_id)
+            record.record_stress(report, result, opts.reports_dir)  # `kpool triage list` shows them
+            _write_report(path, report)
+        except KeyboardInterrupt:
+            # outside the workers' phase (which keeps its workload, marked): before a workload's workers
+            # (its driver program written), or while a finished one is recorded (a database held
+            # locked by another run): the report keeps every workload that finished
+            report["interrupted"], report["passed"] = True, False
+            break
         if result["interrupted"]:
             report["interrupted"] = True
             break
