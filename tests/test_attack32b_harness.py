@@ -383,3 +383,43 @@ def test_an_interrupt_while_a_finished_workload_is_recorded_keeps_it(
     assert report.get("interrupted") is True and report["passed"] is False
     doc = json.loads((tmp_path / "reports" / "r" / "stress.json").read_text())
     assert [w["name"] for w in doc["workloads"]] == ["w"] and doc["interrupted"] is True
+
+
+# ---- workload errors: values and keys of any size, text of any script ---------------------------------------
+
+WL_OK = "name: w\nops: 2000\nmix: {alloc: 1}\nsizes: {dist: uniform, min: 16, max: 256}\n"
+LONG = "k" * 100_000
+
+
+def _spec_errors(text: str, tmp_path: Path) -> list[str]:
+    path = tmp_path / "w.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(spec.SpecError) as info:
+        spec.load(path)
+    return [str(i) for i in info.value.issues]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        WL_OK.replace("dist: uniform", f"dist: {LONG}"),  # enum
+        WL_OK + f"? {LONG}\n: 1\n",  # an unknown key (an explicit key: a plain one stops at 1024)
+        WL_OK.replace("mix: {alloc: 1}", f"mix:\n  alloc: 1\n  ? {LONG}\n  : 1"),
+        WL_OK.replace("ops: 2000", f"ops: {LONG}"),  # type
+    ],
+    ids=["enum", "top-key", "mix-key", "type"],
+)
+def test_a_huge_value_or_key_is_said_in_a_line(tmp_path: Path, text: str) -> None:
+    """A 100,000-character value or key: on 2aee60a its message echoed it whole (the enum's 'is not
+    allowed', the type's 'expected integer', the unknown key twice: in the field and in the message):
+    lines of 100-200 KB. Now each line stays within a terminal's few lines."""
+    got = _spec_errors(text, tmp_path)
+    assert got and all(len(g) < 600 for g in got), [len(g) for g in got]
+    assert all("100000 characters" in g for g in got), [g[:300] for g in got]
+
+
+def test_a_value_in_another_script_is_shown_as_written(tmp_path: Path) -> None:
+    """name: "été!" (not the name pattern): on 2aee60a the message showed "\\u00e9t\\u00e9!", JSON's
+    escapes, not what the file says."""
+    got = _spec_errors(WL_OK.replace("name: w", 'name: "été!"'), tmp_path)
+    assert any('"été!"' in g for g in got), got
