@@ -385,7 +385,7 @@ def test_an_interrupt_while_a_finished_workload_is_recorded_keeps_it(
     assert [w["name"] for w in doc["workloads"]] == ["w"] and doc["interrupted"] is True
 
 
-# ---- workload errors: values and keys of any size, text of any script ---------------------------------------
+# ---- workload errors: values and keys of any size, text of any script ---------------------------------
 
 WL_OK = "name: w\nops: 2000\nmix: {alloc: 1}\nsizes: {dist: uniform, min: 16, max: 256}\n"
 LONG = "k" * 100_000
@@ -423,3 +423,36 @@ def test_a_value_in_another_script_is_shown_as_written(tmp_path: Path) -> None:
     escapes, not what the file says."""
     got = _spec_errors(WL_OK.replace("name: w", 'name: "été!"'), tmp_path)
     assert any('"été!"' in g for g in got), got
+
+
+def test_a_workload_cut_short_by_an_interrupt_is_no_point_of_the_p99_trend(tmp_path: Path) -> None:
+    """Night 2's workload was stopped by Ctrl-C a moment after it started (its result marked
+    interrupted: a p99 of a few hundred operations). On 2aee60a the nights table showed that p99 beside
+    the whole nights' as if measured alike, and the p99 plot drew it. Now the cell says '-' and the plot
+    leaves it out."""
+    from harness.report.model import Latency, RunReport, WorkloadResult
+    from harness.report.writers import write_run
+
+    reports = tmp_path / "reports"
+    for night, p99, error in ((1, 100, ""), (2, 7777, "interrupted")):
+        t0 = 1_760_000_000.0 + night * 86400.0
+        w = WorkloadResult("steady", latency=[Latency("alloc", [(p99 // 2, 900), (p99, 100)])], error=error)
+        write_run(
+            RunReport(
+                run_id=f"night{night}", started=t0, finished=t0 + 60, workloads=[w], interrupted=bool(error)
+            ),
+            reports,
+        )
+    page = (reports / "index.html").read_text()
+    m = re.search(r'<table id="nights">(.*?)</table>', page, re.S)
+    assert m
+    rows = [
+        [unescape(re.sub(r"<[^>]+>", "", c)).strip() for c in re.findall(r"<t[hd]>(.*?)</t[hd]>", r)]
+        for r in re.findall(r"<tr>(.*?)</tr>", m.group(1), re.S)
+    ]
+    by_run = {r[0]: dict(zip(rows[0], r, strict=True)) for r in rows[1:]}
+    assert by_run["night2"]["p99 steady"] == "-", by_run
+    assert by_run["night1"]["p99 steady"] == "100 ns", by_run
+    plot = page[page.index('id="trend-p99"') :]
+    plot = plot[: plot.index("</svg>")]
+    assert "(night1," in plot and "(night2," not in plot, "the cut-short p99 drawn in the plot"

@@ -82,6 +82,12 @@ def workload_key(w: WorkloadResult) -> str:
     return w.name if w.allocator == "kpool" else f"{w.name} ({w.allocator})"
 
 
+def cut_short(w: WorkloadResult) -> bool:
+    """An interrupt stopped the workload's workers (its result marked interrupted): its figures are of
+    however many operations ran, no point of a trend."""
+    return w.error == "interrupted"
+
+
 def p99(w: WorkloadResult) -> int | None:
     measured = [lat for lat in w.latency if lat.count]
     chosen: Latency | None = next((lat for lat in measured if lat.op == P99_OP), None)
@@ -191,6 +197,6 @@ def nights(runs: Sequence[RunReport], found: Sequence[SignatureHistory] | None) 
             counts = (len(r.new_crashes), len(r.crashes) - len(r.new_crashes), None, None)
         cov = r.fuzz_coverage
         coverage = 100 * cov["union"] / cov["edges"] if cov and cov.get("edges") else None
-        figures = {workload_key(w): p for w in r.workloads if (p := p99(w)) is not None}
+        figures = {workload_key(w): p for w in r.workloads if (p := p99(w)) is not None and not cut_short(w)}
         out.append(Night(r.run_id, r.started, *counts, coverage, figures))
     return out
