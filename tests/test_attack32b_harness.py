@@ -456,3 +456,20 @@ def test_a_workload_cut_short_by_an_interrupt_is_no_point_of_the_p99_trend(tmp_p
     plot = page[page.index('id="trend-p99"') :]
     plot = plot[: plot.index("</svg>")]
     assert "(night1," in plot and "(night2," not in plot, "the cut-short p99 drawn in the plot"
+
+
+def test_a_campaign_glob_that_matches_a_workload_and_a_symlink_to_it_runs_it_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--workloads 'nightly/*.yaml' where nightly/latest.yaml is a symlink to nightly/w.yaml: one file.
+    On 2aee60a it was refused before any job as two workload files of one name; it is one job now (two
+    would be two rows alike in the summary, as the refusal was made against)."""
+    from harness.campaign.command import find_workloads, load_workloads
+
+    (tmp_path / "nightly").mkdir()
+    (tmp_path / "nightly" / "w.yaml").write_text(WL_OK)
+    (tmp_path / "nightly" / "latest.yaml").symlink_to("w.yaml")
+    monkeypatch.chdir(tmp_path)
+    files = find_workloads("nightly/*.yaml")
+    assert [f.name for f in files] == ["w.yaml"], files
+    load_workloads(files)
