@@ -473,3 +473,49 @@ def test_a_campaign_glob_that_matches_a_workload_and_a_symlink_to_it_runs_it_onc
     files = find_workloads("nightly/*.yaml")
     assert [f.name for f in files] == ["w.yaml"], files
     load_workloads(files)
+
+
+# ---- a crash database of another user, in a folder this user cannot write -------------------------------
+
+
+@pytest.fixture
+def as_nobody(tmp_path: Path) -> Iterator[tuple[Path, list[str]]]:
+    """(a folder in /tmp that anyone reads, the argv prefix of kpool run as user nobody): root drops to
+    nobody with setpriv; the harness copied where nobody reads it, run by the system's Python."""
+    import shutil
+    import tempfile
+
+    python = Path("/usr/bin/python3")
+    if os.geteuid() != 0 or not shutil.which("setpriv") or not python.exists():
+        pytest.skip("needs root, setpriv and /usr/bin/python3 (to read as another user)")
+    top = Path(tempfile.mkdtemp(prefix="kpool-nobody-"))
+    try:
+        shutil.copytree(ROOT / "harness", top / "harness", ignore=shutil.ignore_patterns("__pycache__"))
+        for p in [top, *top.rglob("*")]:
+            p.chmod(0o755 if p.is_dir() else 0o644)
+        argv = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "env", f"PYTHONPATH={top}"]
+        argv += ["HOME=/tmp", "LANG=C.UTF-8", str(python), "-m", "harness.cli"]
+        probe = subprocess.run([*argv, "--help"], capture_output=True, check=False)
+        if probe.returncode != 0:
+            pytest.skip(f"kpool does not run as nobody here: {probe.stderr[-300:]!r}")
+        yield top, argv
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
+
+
+def test_triage_reads_another_users_crash_database(as_nobody: tuple[Path, list[str]]) -> None:
+    """The nightly's crashes.sqlite (WAL mode, its writer done: no -shm file) in a folder of the user
+    that ran it, read by another user: on 2aee60a `kpool triage list` said 'is not a kpool crash database
+    (attempt to write a readonly database)', exit 2: read-only, SQLite needs a -shm file it cannot make
+    there. The tests ran as root, whom modes do not stop."""
+    top, kpool = as_nobody
+    folder = top / "nightly"
+    folder.mkdir()
+    path = folder / "crashes.sqlite"
+    CrashDB(path).record(Crash(text=TRACE.format(frame="kp_theirs"), run_id="r1", source="api", returncode=1))
+    assert not Path(f"{path}-shm").exists()
+    folder.chmod(0o755)
+    path.chmod(0o644)
+    proc = subprocess.run([*kpool, "triage", "--db", str(path), "list"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "heap-use-after-free in kp_theirs" in proc.stdout, proc.stdout

@@ -264,17 +264,24 @@ class CrashDB:
         wal, shm = Path(f"{self.path}-wal"), Path(f"{self.path}-shm")
         if wal.is_file() and wal.stat().st_size > 0 and (read_only_fs or not shm.exists()):
             return "snapshot"
-        return "immutable" if read_only_fs else "ro"
+        if read_only_fs:
+            return "immutable"
+        if not shm.exists() and not os.access(folder, os.W_OK | os.X_OK):
+            # another user's database, its writer done (it removed its -shm file): read-only, SQLite
+            # needs a -shm file it cannot make in that folder ('attempt to write a readonly database')
+            return "snapshot"
+        return "ro"
 
     def _snapshot(self) -> Path:
-        """A copy of the database and its -wal file in a private temporary folder (removed with this
-        object), which SQLite opens read-write: it reads the WAL's crashes into the copy."""
+        """A copy of the database and its -wal file (if any) in a private temporary folder (removed with
+        this object), which SQLite opens read-write: it reads the WAL's crashes into the copy."""
         folder = Path(tempfile.mkdtemp(prefix="kpool-crashdb-"))
         weakref.finalize(self, shutil.rmtree, folder, True)
         copy = folder / self.path.name
         try:
             shutil.copyfile(self.path, copy)
-            shutil.copyfile(f"{self.path}-wal", f"{copy}-wal")
+            if Path(f"{self.path}-wal").exists():
+                shutil.copyfile(f"{self.path}-wal", f"{copy}-wal")
         except OSError as exc:
             raise KpoolError(
                 f"{self.path}: cannot be read in place (read-only, with crashes in its -wal file) nor copied"
