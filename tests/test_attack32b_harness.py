@@ -519,3 +519,42 @@ def test_triage_reads_another_users_crash_database(as_nobody: tuple[Path, list[s
     proc = subprocess.run([*kpool, "triage", "--db", str(path), "list"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert "heap-use-after-free in kp_theirs" in proc.stdout, proc.stdout
+
+
+def test_kpool_under_setsid_goes_on_when_its_terminal_goes_away(tmp_path: Path) -> None:
+    """`setsid kpool stress ...` from a terminal, which then closes: no SIGHUP reaches kpool (no
+    controlling terminal), its writes to the terminal fail (EIO). On 2aee60a the next progress line
+    raised OSError out of the workers' loop: exit 1, no stress.json, the work lost. Now it runs on."""
+    (tmp_path / "w.yaml").write_text(
+        "name: w\nprocesses: 1\nduration_ms: 3000\nmix: {alloc: 2, free: 1}\n"
+        "sizes: {dist: uniform, min: 16, max: 256}\nworking_set: 100\n"
+    )
+    ensure_kpdrive()
+    master, slave = os.openpty()
+    argv = [sys.executable, "-m", "harness.cli", "stress", "w.yaml", "--reports", "reports", "--run-id", "s"]
+    proc = subprocess.Popen(
+        argv,
+        cwd=tmp_path,
+        stdin=subprocess.DEVNULL,
+        stdout=slave,
+        stderr=slave,
+        env=_env(),
+        start_new_session=True,
+    )
+    os.close(slave)
+    try:
+        seen, deadline = b"", time.monotonic() + 60
+        while b"process(es) x" not in seen and time.monotonic() < deadline:
+            seen += os.read(master, 4096)
+        assert b"process(es) x" in seen, seen
+    finally:
+        os.close(master)
+    try:
+        rc = proc.wait(90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert rc == 0, rc
+    report = json.loads((tmp_path / "reports" / "s" / "stress.json").read_text())
+    assert report["passed"] is True and not report.get("interrupted"), report
