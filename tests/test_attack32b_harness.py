@@ -23,6 +23,7 @@ from harness.triage.crash import Crash
 from harness.triage.db import CrashDB
 
 ROOT = Path(__file__).resolve().parents[1]
+KPOOL = [sys.executable, "-m", "harness.cli"]
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -558,3 +559,76 @@ def test_kpool_under_setsid_goes_on_when_its_terminal_goes_away(tmp_path: Path) 
     assert rc == 0, rc
     report = json.loads((tmp_path / "reports" / "s" / "stress.json").read_text())
     assert report["passed"] is True and not report.get("interrupted"), report
+
+
+# ---- kpool run: the terminal's SIGHUP is the program's, as its ^C is -----------------------------------
+
+
+def test_kpool_run_leaves_the_terminals_hangup_to_the_program(tmp_path: Path) -> None:
+    """`kpool run -- PROG` without a time limit: PROG shares kpool's process group, and what the terminal
+    sends the group (^C, SIGQUIT) is PROG's to handle while kpool waits. A hangup is sent the same way.
+    On 2aee60a kpool took it as an interrupt: it stopped a program that ignores SIGHUP (SIGTERM) and
+    ended 130. Now the program runs to its end and kpool reports it (exit 0)."""
+    done = tmp_path / "done"
+    script = f"trap '' HUP; echo started; sleep 3; touch {done}"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "harness.cli",
+            "run",
+            "--reports",
+            str(tmp_path / "r"),
+            "--",
+            "sh",
+            "-c",
+            script,
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=_env(),
+        start_new_session=True,  # a group of its own, as a terminal's foreground job
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == b"started"
+        time.sleep(1.0)  # kpool waiting for it
+        os.killpg(proc.pid, signal.SIGHUP)  # the terminal hangs up: its foreground group gets SIGHUP
+        rc = proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    err = proc.stderr.read().decode() if proc.stderr else ""
+    assert done.exists(), f"the program was stopped: {err}"
+    assert rc == 0, (rc, err)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGHUP])
+def test_kpool_run_records_no_crash_for_a_program_the_terminal_stopped(tmp_path: Path, sig: int) -> None:
+    """^C (or the terminal's hangup) to `kpool run -- PROG`: PROG dies of SIGINT (SIGHUP), which no fault
+    in it raises (the allocator's checks abort: SIGABRT). On 2aee60a ^C made a crash record, a new
+    signature ('killed by signal 2'), for every program the user stopped."""
+    proc = subprocess.Popen(
+        [*KPOOL, "run", "--reports", str(tmp_path / "r"), "--", "sh", "-c", "echo started; sleep 30"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=_env(),
+        start_new_session=True,
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == b"started"
+        time.sleep(1.0)  # kpool waiting for it
+        os.killpg(proc.pid, sig)  # the terminal's foreground group
+        rc = proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    err = proc.stderr.read().decode() if proc.stderr else ""
+    assert "crash recorded:" not in err, err
+    assert not (tmp_path / "r" / "crashes.sqlite").exists(), err
+    assert rc == 128 + sig, (rc, err)
