@@ -522,6 +522,7 @@ def test_triage_reads_another_users_crash_database(as_nobody: tuple[Path, list[s
     assert "heap-use-after-free in kp_theirs" in proc.stdout, proc.stdout
 
 
+@pytest.mark.slow
 def test_kpool_under_setsid_goes_on_when_its_terminal_goes_away(tmp_path: Path) -> None:
     """`setsid kpool stress ...` from a terminal, which then closes: no SIGHUP reaches kpool (no
     controlling terminal), its writes to the terminal fail (EIO). On 2aee60a the next progress line
