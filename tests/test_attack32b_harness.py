@@ -633,3 +633,20 @@ def test_kpool_run_records_no_crash_for_a_program_the_terminal_stopped(tmp_path:
     assert "crash recorded:" not in err, err
     assert not (tmp_path / "r" / "crashes.sqlite").exists(), err
     assert rc == 128 + sig, (rc, err)
+
+
+def test_bench_of_a_workload_that_crashes_records_no_signature(tmp_path: Path) -> None:
+    """kpool bench --workload runs kpool and its peers side by side; a crash there is said in its table
+    (a peer's is no kpool signature). Recording each stress worker's crash as it ends must not reach the
+    bench's runs: no crash database is made."""
+    from harness.peers import available_allocators
+    from harness.stress import compare
+
+    (tmp_path / "c.yaml").write_text(
+        "name: c\nprocesses: 1\nops: 20000\nmix: {alloc: 2, free: 1}\n"
+        "sizes: {dist: uniform, min: 16, max: 256}\nworking_set: 100\nplanted: {crash_at: 5000}\n"
+    )
+    allocs, _ = available_allocators(["glibc"])
+    results, interrupted = compare.compare([tmp_path / "c.yaml"], allocs, tmp_path / "reports")
+    assert not interrupted and results["c"]["glibc"]["crashes"], results
+    assert not (tmp_path / "reports" / "crashes.sqlite").exists()

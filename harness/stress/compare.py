@@ -115,6 +115,7 @@ def compare(
                     run_id=run_id,
                     baseline=False,
                     progress_s=3600.0,
+                    record=False,  # a peer's crash is no kpool signature; the table says it
                 )
                 kpdrive = ensure_kpdrive()
                 result = runner.run_workload(wl, opts, reports_dir / run_id, kpdrive)

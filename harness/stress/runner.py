@@ -60,6 +60,9 @@ class Options:
     progress_s: float = 1.0
     peers: tuple[str, ...] = ()  # program workloads: also run on these allocators, beside glibc
     repeat: int = 1  # program workloads: runs per allocator (medians)
+    # crashes recorded in the crash database as each worker ends (kpool stress); kpool bench's runs on
+    # kpool and its peers record none
+    record: bool = True
 
 
 # A run id names a folder under the reports folder: a plain name, never a path (no '/', no leading '.').
@@ -386,7 +389,8 @@ def _run_workload(wl: Workload, opts: Options, run_dir: Path, kpdrive: Path) -> 
                 doc = w.get("result")
                 if doc and integrity_errors(doc) > tolerated:
                     w["crash"] = w.get("crash") or integrity.crash(w)
-            _record_as_ended(wl, allocator, workers, label, run_dir.name, opts.reports_dir)
+            if opts.record:
+                _record_as_ended(wl, allocator, workers, label, run_dir.name, opts.reports_dir)
 
         ph = Phase(
             wl,
