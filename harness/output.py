@@ -6,8 +6,12 @@ command's output can be piped. Verbosity: 0 quiet, 1 normal, 2 verbose.
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import os
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from typing import TextIO
 
 _verbosity = 1
 
@@ -23,36 +27,63 @@ def _text(text: str) -> str:
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
+def _hung_up(stream: TextIO) -> None:
+    """The stream's terminal is gone (the ssh session or the terminal window closed: every write fails
+    with EIO, and SIGHUP is on its way): what it would say has no reader. Its descriptor goes to
+    /dev/null, so that the command ends as an interrupt does (its report written, exit 130), not on a
+    traceback of its last words."""
+    with contextlib.suppress(OSError, ValueError):
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, stream.fileno())
+        os.close(null)
+
+
+@contextlib.contextmanager
+def _terminal(stream: TextIO) -> Iterator[None]:
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno != errno.EIO:
+            raise
+        _hung_up(stream)
+
+
+def _say(text: str, stream: TextIO) -> None:
+    with _terminal(stream):
+        print(text, file=stream, flush=True)
+
+
 def result(text: str) -> None:
     """The product of a command, on stdout."""
-    print(_text(text), flush=True)
+    _say(_text(text), sys.stdout)
 
 
 def progress(message: str) -> None:
     """A step under way; hidden when quiet."""
     if _verbosity >= 1:
-        print(f"kpool: {_text(message)}", file=sys.stderr, flush=True)
+        _say(f"kpool: {_text(message)}", sys.stderr)
 
 
 def detail(message: str) -> None:
     """Verbose-only detail."""
     if _verbosity >= 2:
-        print(f"kpool: {_text(message)}", file=sys.stderr, flush=True)
+        _say(f"kpool: {_text(message)}", sys.stderr)
 
 
 def relay(data: bytes) -> None:
     """Bytes a child process wrote to its stderr, passed on as they come (`kpool run` keeps a copy)."""
-    sys.stderr.flush()
-    sys.stderr.buffer.write(data)
-    sys.stderr.buffer.flush()
+    with _terminal(sys.stderr):
+        sys.stderr.flush()
+        sys.stderr.buffer.write(data)
+        sys.stderr.buffer.flush()
 
 
 def warn(message: str) -> None:
-    print(f"kpool: warning: {_text(message)}", file=sys.stderr, flush=True)
+    _say(f"kpool: warning: {_text(message)}", sys.stderr)
 
 
 def error(message: str) -> None:
-    print(f"kpool: error: {_text(message)}", file=sys.stderr, flush=True)
+    _say(f"kpool: error: {_text(message)}", sys.stderr)
 
 
 def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:

@@ -18,6 +18,7 @@ is the text `kpool run` prints.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shlex
 import signal
@@ -25,7 +26,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -56,6 +57,8 @@ POLL_S = 0.05
 # program's own peak (%M, KiB); without it, wait4's figure is shown and marked as an upper bound. GNU time
 # itself must not run on the allocator under test: env(1), started by it, sets LD_PRELOAD and execs the
 # program (which keeps env's pid, a child of GNU time's).
+# What the terminal or a user sends to stop a program (^C, a hangup, kill): never a fault of the program.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGHUP, signal.SIGTERM)
 GNU_TIME = Path("/usr/bin/time")
 ENV = Path("/usr/bin/env")
 
@@ -110,9 +113,10 @@ class RunResult:
     @property
     def killed_from_outside(self) -> bool:
         """Killed by a SIGKILL kpool did not send (its time limit sends one): the OOM killer, a kill -9, a
-        container stopping. No allocator crash: the allocator's checks abort (SIGABRT), and SIGKILL is
-        neither caught nor raised by a fault in the program; it makes no crash record."""
-        return self.returncode == -signal.SIGKILL and not self.timed_out
+        container stopping; or by ^C, a hangup or a SIGTERM (the terminal, a kill). No allocator crash:
+        the allocator's checks abort (SIGABRT), and no fault in the program raises these; it makes no
+        crash record (^C made one, a new signature for each program the user stopped)."""
+        return not self.timed_out and -self.returncode in (*STOP_SIGNALS, signal.SIGKILL)
 
     @property
     def damaged(self) -> bool:
@@ -281,24 +285,30 @@ def run_program(
     child_env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
     child_env.update({k: v for k, v in env.items() if k != "LD_PRELOAD"}, **{STATS_ENV: str(folder)})
     launcher: list[str] = []
+    # GNU time ignores ^C and SIGQUIT (the program's to handle) but dies of a hangup, which a program
+    # that ignores SIGHUP outlives: kpool then saw 'killed by signal 1' and recorded a crash. In kpool's
+    # group (no time limit), GNU time starts with SIGHUP ignored and env gives the program back its default.
+    hup_to_program = timeout_s is None and _hup_default() and _env_default_signal()
     if GNU_TIME.is_file() and ENV.is_file() and "=" not in argv[0]:
         preload = [f"LD_PRELOAD={env['LD_PRELOAD']}"] if "LD_PRELOAD" in env else []
-        launcher = [str(GNU_TIME), "-f", "%M", "-o", str(measured), "--", str(ENV), *preload]
+        restore = ["--default-signal=HUP"] if hup_to_program else []
+        launcher = [str(GNU_TIME), "-f", "%M", "-o", str(measured), "--", str(ENV), *restore, *preload]
     elif "LD_PRELOAD" in env:
         child_env["LD_PRELOAD"] = env["LD_PRELOAD"]
     oom_before = _oom_kills()
     try:
         start = time.monotonic()
         try:
-            proc = subprocess.Popen(
-                [*launcher, *argv],
-                cwd=where,
-                env=child_env,
-                stdin=stdin,
-                stdout=stdout,
-                stderr=subprocess.PIPE,
-                start_new_session=timeout_s is not None,
-            )
+            with _hup_ignored(bool(launcher) and hup_to_program):
+                proc = subprocess.Popen(
+                    [*launcher, *argv],
+                    cwd=where,
+                    env=child_env,
+                    stdin=stdin,
+                    stdout=stdout,
+                    stderr=subprocess.PIPE,
+                    start_new_session=timeout_s is not None,
+                )
         except OSError as exc:
             raise UsageError(f"cannot run {argv[0]!r}: {exc.strerror or exc}") from exc
         kept = bytearray()
@@ -355,19 +365,49 @@ def _measured(path: Path) -> tuple[int | None, int | None]:
     return peak, signum
 
 
+def _hup_default() -> bool:
+    """SIGHUP is not ignored (nohup): a program started now would die of a hangup."""
+    return signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN
+
+
+@functools.cache
+def _env_default_signal() -> bool:
+    """This env takes --default-signal (GNU coreutils 8.31 and later)."""
+    if not ENV.is_file():
+        return False
+    done = subprocess.run([str(ENV), "--default-signal=HUP", "true"], capture_output=True, check=False)
+    return done.returncode == 0
+
+
+@contextlib.contextmanager
+def _hup_ignored(ignore: bool) -> Iterator[None]:
+    """SIGHUP ignored while the launcher is started (it inherits that), in the main thread only."""
+    if not ignore or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGHUP, old)
+
+
 def _wait(proc: subprocess.Popen[bytes], start: float, timeout_s: float | None) -> tuple[int, Any, bool]:
     """wait4 the program: its status and rusage, and whether it was killed at the time limit. Without a
-    time limit the program shares kpool's process group: ^C and a terminal's SIGQUIT are the program's to
-    handle while kpool waits (as `time` does). With one, the program has a session of its own that a
-    terminal's ^C never reaches: ^C is kpool's, which stops it.
+    time limit the program shares kpool's process group: ^C, a terminal's SIGQUIT and its hangup (SIGHUP)
+    are the program's to handle while kpool waits (as `time` does ^C; a program that ignores SIGHUP ran
+    on and was stopped by kpool, which took the hangup for an interrupt). With one, the program has a
+    session of its own that a terminal's ^C never reaches: ^C is kpool's, which stops it.
 
     kpool interrupted while it waits (KeyboardInterrupt: ^C with a time limit, SIGTERM either way) stops
     the program and reaps it before it raises: no program is left running after kpool (SIGTERM ended
     kpool and left the program an orphan; ^C with a time limit was ignored to the program's end)."""
     own_group = timeout_s is not None
     old_int = signal.getsignal(signal.SIGINT)
+    old_hup = signal.getsignal(signal.SIGHUP)
     if not own_group:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
     old_quit = signal.signal(signal.SIGQUIT, signal.SIG_IGN)
     timed_out = False
     try:
@@ -384,6 +424,7 @@ def _wait(proc: subprocess.Popen[bytes], start: float, timeout_s: float | None) 
         raise
     finally:
         signal.signal(signal.SIGINT, old_int)
+        signal.signal(signal.SIGHUP, old_hup)
         signal.signal(signal.SIGQUIT, old_quit)
 
 
@@ -525,6 +566,9 @@ def summary(result: RunResult, recorded: Recorded | None = None, db: Path | None
     how = f"killed by {result.signal_name}" if result.signal_name else f"exit status {result.returncode}"
     if result.timed_out:
         how = "stopped at its time limit (" + how + ")"
+    elif result.killed_from_outside and -result.returncode != signal.SIGKILL:
+        stop = "^C, a hangup or a kill"
+        how = f"killed by {result.signal_name} ({stop}): not an allocator crash, no crash recorded"
     elif result.killed_from_outside:
         oom = (
             f"the OOM killer killed {result.oom_kills} process(es) while it ran"

@@ -195,7 +195,12 @@ def find_workloads(pattern: str, option: str = "--workloads") -> list[Path]:
     found = _glob(pattern, Path.cwd())
     if not found and not Path(pattern).is_absolute():
         found = _glob(pattern, shipped)
-    files = [p.absolute() for p in found if p.is_file()]
+    # one file the glob matches twice (a symlink to it beside it) is one job, under the file's own name
+    same: dict[Path, list[Path]] = {}
+    for p in found:
+        if p.is_file():
+            same.setdefault(p.resolve(), []).append(p.absolute())
+    files = [next((p for p in group if not p.is_symlink()), group[0]) for group in same.values()]
     if not files:
         where = "" if Path(pattern).is_absolute() else f" (looked in {Path.cwd()} and {shipped})"
         raise UsageError(f"{option} {pattern!r} matches no file{where}")

@@ -657,7 +657,7 @@ def index_page(
     for i, r in enumerate(runs):
         for w in r.workloads:
             for lat in w.latency:
-                if lat.count:
+                if lat.count and not trends.cut_short(w):
                     trend.setdefault(f"{w.name} {w.allocator} {lat.op}", []).append(
                         (float(i), float(lat.percentile(0.99)))
                     )

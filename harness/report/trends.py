@@ -12,6 +12,9 @@ database that has no record, such as a `kpool fuzz` run, counts where the signat
   sometimes (status flaky in the database);
 - fixed: not seen, seen the run before, and never seen since.
 
+A run stopped before it ended (interrupted) that did not see a signature is left out of its history: it
+may never have run the job that finds it.
+
 Without a crash database a night counts its own record's crashes (new, and known for the rest), and
 fixed and flaky are unknown (None).
 """
@@ -79,6 +82,12 @@ def workload_key(w: WorkloadResult) -> str:
     return w.name if w.allocator == "kpool" else f"{w.name} ({w.allocator})"
 
 
+def cut_short(w: WorkloadResult) -> bool:
+    """An interrupt stopped the workload's workers (its result marked interrupted): its figures are of
+    however many operations ran, no point of a trend."""
+    return w.error == "interrupted"
+
+
 def p99(w: WorkloadResult) -> int | None:
     measured = [lat for lat in w.latency if lat.count]
     chosen: Latency | None = next((lat for lat in measured if lat.op == P99_OP), None)
@@ -98,13 +107,20 @@ def history(
 ) -> SignatureHistory:
     """A signature's history over the runs of the index and the other runs it was seen in, from its first
     sighting on (before it, it has none)."""
-    return _history(row, occurrences, sorted((r.started, r.run_id) for r in runs))
+    partial = frozenset(r.run_id for r in runs if r.interrupted)
+    return _history(row, occurrences, sorted((r.started, r.run_id) for r in runs), partial)
 
 
 def _history(
-    row: SignatureRow, occurrences: Sequence[Occurrence], indexed: Sequence[tuple[float, str]]
+    row: SignatureRow,
+    occurrences: Sequence[Occurrence],
+    indexed: Sequence[tuple[float, str]],
+    partial: frozenset[str] = frozenset(),
 ) -> SignatureHistory:
-    """history() with the index's runs given as (start, run id), sorted once for all signatures."""
+    """history() with the index's runs given as (start, run id), sorted once for all signatures.
+    `partial`: the runs stopped before they ended (interrupted): one that did not see the signature may not
+    have run what finds it, so it is left out of its history (neither 'not seen' nor 'fixed', and the
+    sighting after it is not 'flaky'); one that saw it counts."""
     seen: dict[str, list[Occurrence]] = {}
     for o in occurrences:
         seen.setdefault(o.run_id, []).append(o)
@@ -116,7 +132,9 @@ def _history(
     own = sorted((starts.get(rid, t), rid) for rid, t in first_time.items())
     # the timeline: the index's runs from the first sighting on, and the runs it was seen in
     begin = bisect.bisect_left(indexed, own[0])
-    timeline = sorted({(t, rid) for t, rid in indexed[begin:]} | set(own))
+    timeline = sorted(
+        {(t, rid) for t, rid in indexed[begin:] if rid not in partial or rid in seen} | set(own)
+    )
     last_seen = max(i for i, (_, rid) in enumerate(timeline) if rid in seen)
     out: list[Sighting] = []
     gap: list[tuple[float, str]] = []  # runs in a row where it was not seen, not yet in `out`
@@ -157,8 +175,9 @@ def histories(db: CrashDB | None, runs: Sequence[RunReport]) -> list[SignatureHi
     if db is None:
         return []
     indexed = sorted((r.started, r.run_id) for r in runs)
+    partial = frozenset(r.run_id for r in runs if r.interrupted)
     by_signature = db.occurrences_by_signature()
-    return [_history(row, by_signature.get(row.id, []), indexed) for row in db.signatures()]
+    return [_history(row, by_signature.get(row.id, []), indexed, partial) for row in db.signatures()]
 
 
 def nights(runs: Sequence[RunReport], found: Sequence[SignatureHistory] | None) -> list[Night]:
@@ -178,6 +197,6 @@ def nights(runs: Sequence[RunReport], found: Sequence[SignatureHistory] | None) 
             counts = (len(r.new_crashes), len(r.crashes) - len(r.new_crashes), None, None)
         cov = r.fuzz_coverage
         coverage = 100 * cov["union"] / cov["edges"] if cov and cov.get("edges") else None
-        figures = {workload_key(w): p for w in r.workloads if (p := p99(w)) is not None}
+        figures = {workload_key(w): p for w in r.workloads if (p := p99(w)) is not None and not cut_short(w)}
         out.append(Night(r.run_id, r.started, *counts, coverage, figures))
     return out

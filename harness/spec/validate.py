@@ -87,10 +87,21 @@ def kind_schema(kind: str) -> dict[str, Any]:
     return narrowed
 
 
+# The longest key or text value a message shows whole: a longer one is cut there, its length said.
+SHOW_MAX = 60
+
+
+def cut(text: str) -> str:
+    """text, or its first SHOW_MAX characters and its length: a key or a value of 100,000 characters
+    made a message of as many (twice, for an unknown key)."""
+    return text if len(text) <= SHOW_MAX else f"{text[:SHOW_MAX]}… ({len(text)} characters)"
+
+
 def dotted(path: Path) -> str:
     out = ""
     for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        part = part if isinstance(part, int) else cut(str(part))
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
     return out
 
 
@@ -131,8 +142,13 @@ def _a(type_name: str) -> str:
 
 
 def _show(v: Any) -> str:
-    """A scalar as JSON ("two", 3, null); anything else by its kind ("an array")."""
-    return json.dumps(v) if isinstance(v, str | int | float | bool) or v is None else _a(_type_name(v))
+    """A scalar as JSON ("two", 3, null), a text as written (not JSON's \\u escapes) and cut at SHOW_MAX
+    characters; anything else by its kind ("an array")."""
+    if isinstance(v, str) and len(v) > SHOW_MAX:
+        return f'{json.dumps(v[:SHOW_MAX], ensure_ascii=False)[:-1]}…" ({len(v)} characters)'
+    if isinstance(v, str | int | float | bool) or v is None:
+        return json.dumps(v, ensure_ascii=False)
+    return _a(_type_name(v))
 
 
 # A number in exponent notation without a dot or an exponent sign ("1e9", "2e+5"): YAML 1.1, which PyYAML
@@ -187,7 +203,7 @@ def _messages(err: RawError) -> Iterator[tuple[Path, bool, str]]:
     elif err.validator == "additionalProperties" and v is False:
         allowed = sorted(err.schema.get("properties", {}))
         for key in sorted(set(inst) - set(allowed), key=str):  # YAML keys need not be strings
-            yield (*path, key), True, f"unknown key '{key}' (allowed: {', '.join(allowed)})"
+            yield (*path, key), True, f"unknown key '{cut(str(key))}' (allowed: {', '.join(allowed)})"
     elif err.validator == "required":
         for key in v:
             if key not in inst:

@@ -166,7 +166,13 @@ def workload_paths(patterns: Sequence[str]) -> list[Path]:
                 raise UsageError(f"{pattern}: {_missing(pattern)} (looked in {Path.cwd()} and {shipped})")
         if found is None:
             raise UsageError(f"{pattern}: {_missing(pattern)}")
-        out += [f for f in found if f not in out]
+        # one file given twice (through a symlink, or `..`) runs once: two would be refused as two files
+        # of one workload name
+        seen = {o.resolve() for o in out}
+        for f in found:
+            if f.resolve() not in seen:
+                out.append(f)
+                seen.add(f.resolve())
     return out
 
 

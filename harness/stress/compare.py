@@ -97,26 +97,33 @@ def compare(
     """Each workload on each allocator (no interference baseline): (results by workload and allocator,
     interrupted). An interrupt (Ctrl-C, SIGTERM) stops the run it came in, whose result is marked
     interrupted (the stress runner's Phase), and the runs after it: (the results so far, True)."""
-    unique = list(dict.fromkeys(p.absolute() for p in paths))  # a file given twice runs once
+    by_file: dict[Path, Path] = {}  # a file given twice (through a symlink, or `..`) runs once
+    for p in paths:
+        by_file.setdefault(p.resolve(), p.absolute())
+    unique = list(by_file.values())
     workloads = [spec.load_opstream(p) for p in unique]
     runner.check_distinct_names(workloads)  # two names alike: the second wrote over the first's results
     run_id = runner.new_run_id() + "-bench"
     out: dict[str, Any] = {}
-    for wl in workloads:
-        out[wl.name] = {}
-        for alloc in allocs:
-            output.progress(f"bench: {wl.name} on {alloc.name}")
-            opts = runner.Options(
-                allocator=alloc.name,
-                reports_dir=reports_dir,
-                run_id=run_id,
-                baseline=False,
-                progress_s=3600.0,
-            )
-            kpdrive = ensure_kpdrive()
-            out[wl.name][alloc.name] = result = runner.run_workload(wl, opts, reports_dir / run_id, kpdrive)
-            if result["interrupted"]:
-                return out, True
+    try:
+        for wl in workloads:
+            for alloc in allocs:
+                output.progress(f"bench: {wl.name} on {alloc.name}")
+                opts = runner.Options(
+                    allocator=alloc.name,
+                    reports_dir=reports_dir,
+                    run_id=run_id,
+                    baseline=False,
+                    progress_s=3600.0,
+                    record=False,  # a peer's crash is no kpool signature; the table says it
+                )
+                kpdrive = ensure_kpdrive()
+                result = runner.run_workload(wl, opts, reports_dir / run_id, kpdrive)
+                out.setdefault(wl.name, {})[alloc.name] = result
+                if result["interrupted"]:
+                    return out, True
+    except KeyboardInterrupt:  # outside the workers' phase (the driver's check, a merge): the same
+        return out, True
     return out, False
 
 

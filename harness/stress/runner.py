@@ -11,7 +11,8 @@ With interference, the same workers run again without it (same seeds), and the r
 percentiles is the interference ratio.
 
 Results go to reports/<run-id>/stress.json, rewritten after each workload, so an interrupted run keeps
-everything finished so far; every worker's raw JSON and stderr stay beside it.
+everything finished so far; every worker's raw JSON and stderr stay beside it. A worker's crash is recorded in
+the crash database as the worker ends, so a run killed mid-workload (SIGKILL) keeps those too.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from harness.spec.compile import conf_string
 from harness.stress import integrity, slo
 from harness.stress.binary import ensure_kpdrive
 from harness.stress.launch import Launch
-from harness.stress.merge import merge
+from harness.stress.merge import integrity_errors, merge
 from harness.stress.worker import Worker, child_env
 from harness.triage import record
 
@@ -59,6 +60,9 @@ class Options:
     progress_s: float = 1.0
     peers: tuple[str, ...] = ()  # program workloads: also run on these allocators, beside glibc
     repeat: int = 1  # program workloads: runs per allocator (medians)
+    # crashes recorded in the crash database as each worker ends (kpool stress); kpool bench's runs on
+    # kpool and its peers record none
+    record: bool = True
 
 
 # A run id names a folder under the reports folder: a plain name, never a path (no '/', no leading '.').
@@ -180,6 +184,10 @@ class Phase:
     kpdrive: Path
     opts: Options
     on_progress: Callable[[str], None]
+    # Called with the results of the workers that ended in one poll, as they end (not at the phase's end):
+    # their crashes are recorded at once, so that a runner killed mid-workload (SIGKILL, the OOM killer)
+    # loses only the workers still running.
+    on_ended: Callable[[list[dict[str, Any]]], None] | None = None
     interrupted: bool = False
 
     def run(self) -> list[dict[str, Any]]:
@@ -194,6 +202,7 @@ class Phase:
         pending = [self._worker(i, prog_path, env, limit) for i in range(self.wl.processes)]
         running: list[Worker] = []
         done: list[Worker] = []
+        results: dict[int, dict[str, Any]] = {}  # of the workers that ended, by index: read once
         t0 = last = time.monotonic()
         shown = False
         try:
@@ -203,10 +212,13 @@ class Phase:
                     w.start()
                     running.append(w)
                 time.sleep(POLL_S)
-                for w in list(running):
-                    if w.poll():
-                        running.remove(w)
-                        done.append(w)
+                ended = [w for w in list(running) if w.poll()]
+                for w in ended:
+                    running.remove(w)
+                    done.append(w)
+                    results[w.index] = w.result()
+                if ended and self.on_ended is not None:
+                    self.on_ended([results[w.index] for w in ended])
                 if time.monotonic() - last >= self.opts.progress_s:
                     last = time.monotonic()
                     self._progress(t0, running, done)
@@ -219,7 +231,7 @@ class Phase:
             for w in running:
                 w.kill(interrupted=True)
             done += running
-        return [w.result() for w in sorted(done, key=lambda w: w.index)]
+        return [results.get(w.index) or w.result() for w in sorted(done, key=lambda w: w.index)]
 
     def _worker(self, i: int, prog_path: Path, env: dict[str, str], limit: float) -> Worker:
         seed = self.wl.seed + i
@@ -263,6 +275,20 @@ def _crash_records(
         }
         out.append({**crash, "workload": wl.name, "worker": w["worker"], "reproducer": repro})
     return out
+
+
+def _record_as_ended(
+    wl: Workload, allocator: str, workers: Sequence[dict[str, Any]], phase: str, own_run: str, reports: Path
+) -> None:
+    """Record the crashes of workers that just ended, each worker's crash (in place) given its signature,
+    which the crash record of the workload's end keeps (record_stress records only what has none).
+    Recorded at the workload's end alone, a runner killed mid-workload lost every crash of the workers
+    that had ended (stress.json is written at each workload's end)."""
+    crashes = _crash_records(wl, allocator, workers, phase)
+    doc = {"name": wl.name, "processes": wl.processes}
+    by_worker = {w["worker"]: w for w in workers}
+    for cr, sig in record.record_ended(doc, crashes, reports, own_run):
+        by_worker[cr["worker"]]["crash"]["signature"] = sig
 
 
 def _integrity_crashes(wl: Workload, workers: Sequence[dict[str, Any]], merged: dict[str, Any]) -> None:
@@ -352,9 +378,20 @@ def _run_workload(wl: Workload, opts: Options, run_dir: Path, kpdrive: Path) -> 
         directory = run_dir / f"{wl.name}-{allocator}"
 
     interrupted = False
+    tolerated = int(wl.slo.get("max_integrity_errors", 0))
 
     def phase(label: str, interference: bool) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         nonlocal interrupted
+
+        def ended(workers: list[dict[str, Any]]) -> None:
+            # a worker whose own integrity errors pass the tolerance breaks it for the workload's sum too
+            for w in workers:
+                doc = w.get("result")
+                if doc and integrity_errors(doc) > tolerated:
+                    w["crash"] = w.get("crash") or integrity.crash(w)
+            if opts.record:
+                _record_as_ended(wl, allocator, workers, label, run_dir.name, opts.reports_dir)
+
         ph = Phase(
             wl,
             label,
@@ -364,6 +401,7 @@ def _run_workload(wl: Workload, opts: Options, run_dir: Path, kpdrive: Path) -> 
             kpdrive,
             opts,
             output.progress,
+            ended,
         )
         workers = ph.run()
         interrupted = interrupted or ph.interrupted
@@ -475,10 +513,10 @@ def _refuse_finished(run_dir: Path) -> None:
 def check_distinct_names(workloads: Sequence[AnyWorkload]) -> None:
     """A workload's name is its folder in the run (and its key in the results): two files of one name
     would write over each other. UsageError naming both."""
-    by_name: dict[str, str] = {}
+    by_name: dict[str, Path] = {}
     for wl in workloads:
-        first = by_name.setdefault(wl.name, str(wl.path))
-        if first != str(wl.path):
+        first = by_name.setdefault(wl.name, Path(wl.path))
+        if first.resolve() != Path(wl.path).resolve():  # one file named two ways is one
             raise UsageError(
                 f"{wl.path}: workload name {wl.name!r} is {first}'s too; one run needs distinct names"
             )
@@ -524,18 +562,27 @@ def _run(
     }
     path = run_dir / "stress.json"
     for wl, ln in zip(workloads, launches, strict=True):
-        if isinstance(wl, Workload):
-            output.progress(f"{wl.name}: {wl.processes} process(es) x {wl.threads} thread(s) from {wl.path}")
-        else:
-            output.progress(f"{wl.name}: the program {wl.command[0]} from {wl.path}")
-        result = ln.run(opts, run_dir)
-        report["workloads"].append(result)
-        if any(c.get("signature") for c in result["crashes"]):  # recorded by the launch (a program's)
-            report["crash_db"] = str(record.db_path(opts.reports_dir))
-            report["crash_run"] = record.run_id(run_id)
-        record.record_stress(report, result, opts.reports_dir)  # `kpool triage list` shows them
-        report["passed"] = report["passed"] and result["passed"]
-        _write_report(path, report)
+        try:
+            if isinstance(wl, Workload):
+                output.progress(
+                    f"{wl.name}: {wl.processes} process(es) x {wl.threads} thread(s) from {wl.path}"
+                )
+            else:
+                output.progress(f"{wl.name}: the program {wl.command[0]} from {wl.path}")
+            result = ln.run(opts, run_dir)
+            report["workloads"].append(result)
+            report["passed"] = report["passed"] and result["passed"]
+            if any(c.get("signature") for c in result["crashes"]):  # recorded by the launch (a program's)
+                report["crash_db"] = str(record.db_path(opts.reports_dir))
+                report["crash_run"] = record.run_id(run_id)
+            record.record_stress(report, result, opts.reports_dir)  # `kpool triage list` shows them
+            _write_report(path, report)
+        except KeyboardInterrupt:
+            # outside the workers' phase (which keeps its workload, marked): before a workload's workers
+            # (its driver program written), or while a finished one is recorded (a database held
+            # locked by another run): the report keeps every workload that finished
+            report["interrupted"], report["passed"] = True, False
+            break
         if result["interrupted"]:
             report["interrupted"] = True
             break

@@ -26,8 +26,11 @@ import json
 import os
 import random
 import re
+import shutil
 import sqlite3
+import tempfile
 import time
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -200,7 +203,8 @@ class CrashDB:
         self.path = Path(path)
         self._create = create
         self._busy_ms = busy_timeout_ms
-        self._mode = "rw"  # a reader's: rw, ro or immutable (_reader_mode)
+        self._mode = "rw"  # a reader's: rw, ro, immutable or snapshot (_reader_mode)
+        self._file = self.path  # the file SQLite opens: a private copy of it in snapshot mode
         self._missing: dict[str, set[str]] = {}  # columns of an older schema this file lacks
         if create:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -211,6 +215,8 @@ class CrashDB:
         if not self.path.is_file():
             raise CrashDBError(f"{self.path} is not a kpool crash database (not a file)")
         self._mode = self._reader_mode(write)
+        if self._mode == "snapshot":
+            self._file = self._snapshot()
         with self._connect() as conn:
             try:
                 found = self._check(conn)
@@ -236,7 +242,12 @@ class CrashDB:
         Otherwise (the nightly's database on a read-only mount, or another user's): ReadOnlyCrashDB for a
         caller that writes; for one that only reads, read-only, and on a read-only file system
         'immutable' too: a WAL database opened read-only still wants its -shm file beside it, which
-        nothing can create there, and nothing can change the file meanwhile either."""
+        nothing can create there, and nothing can change the file meanwhile either.
+        But 'immutable' reads the file alone, not its -wal file, where a writer that never closed the
+        database (killed, a machine that went down, a snapshot of the disk taken as it wrote) left its last
+        crashes; and read-only, SQLite cannot open a WAL without its -shm file. Such a database is read
+        from a private copy of the two files ('snapshot'): nothing changes them on a read-only mount, and
+        on a writable one there is no writer without the -shm file."""
         folder = self.path.absolute().parent
         if os.access(self.path, os.W_OK) and os.access(folder, os.W_OK | os.X_OK):
             return "rw"
@@ -250,7 +261,33 @@ class CrashDB:
             read_only_fs = bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
         except OSError:
             read_only_fs = False
-        return "immutable" if read_only_fs else "ro"
+        wal, shm = Path(f"{self.path}-wal"), Path(f"{self.path}-shm")
+        if wal.is_file() and wal.stat().st_size > 0 and (read_only_fs or not shm.exists()):
+            return "snapshot"
+        if read_only_fs:
+            return "immutable"
+        if not shm.exists() and not os.access(folder, os.W_OK | os.X_OK):
+            # another user's database, its writer done (it removed its -shm file): read-only, SQLite
+            # needs a -shm file it cannot make in that folder ('attempt to write a readonly database')
+            return "snapshot"
+        return "ro"
+
+    def _snapshot(self) -> Path:
+        """A copy of the database and its -wal file (if any) in a private temporary folder (removed with
+        this object), which SQLite opens read-write: it reads the WAL's crashes into the copy."""
+        folder = Path(tempfile.mkdtemp(prefix="kpool-crashdb-"))
+        weakref.finalize(self, shutil.rmtree, folder, True)
+        copy = folder / self.path.name
+        try:
+            shutil.copyfile(self.path, copy)
+            if Path(f"{self.path}-wal").exists():
+                shutil.copyfile(f"{self.path}-wal", f"{copy}-wal")
+        except OSError as exc:
+            raise KpoolError(
+                f"{self.path}: cannot be read in place (read-only, with crashes in its -wal file) nor copied"
+                f" to {folder}: {exc}"
+            ) from exc
+        return copy
 
     # ---- plumbing ------------------------------------------------------------------------------------
 
@@ -308,8 +345,8 @@ class CrashDB:
     def _connect(self) -> Iterator[sqlite3.Connection]:
         # A reader opens with mode=rw (or ro): SQLite then never creates the file, even if it went away
         # meanwhile. _reader_mode says which.
-        query = {"rw": "mode=rw", "ro": "mode=ro", "immutable": "mode=ro&immutable=1"}[self._mode]
-        target = self.path if self._create else f"{self.path.resolve().as_uri()}?{query}"
+        query = {"rw": "mode=rw", "ro": "mode=ro", "immutable": "mode=ro&immutable=1", "snapshot": "mode=rw"}
+        target = self.path if self._create else f"{self._file.resolve().as_uri()}?{query[self._mode]}"
         try:
             conn = sqlite3.connect(
                 target, timeout=self._busy_ms / 1000, isolation_level=None, uri=not self._create

@@ -267,6 +267,18 @@ def record_stress(report: dict[str, Any], workload: dict[str, Any], reports: Pat
         _say(recorded, path)
 
 
+def record_ended(
+    workload: Mapping[str, Any], crashes: Sequence[dict[str, Any]], reports: Path, own_run: str
+) -> list[tuple[dict[str, Any], str]]:
+    """Record crash records of one workload's workers as they end (the runner goes on): each recorded
+    one with its signature's hash."""
+    path, run = db_path(reports), run_id(own_run)
+    recorded = record([stress_crash(workload, cr, run) for cr in crashes], path)
+    if recorded:
+        _say(recorded, path)
+    return [(cr, rec.hash) for cr, rec in zip(crashes, recorded, strict=False)]
+
+
 def _say(recorded: Sequence[Recorded], path: Path) -> None:
     new = sum(1 for r in recorded if r.new)
     output.progress(
