@@ -1,0 +1,181 @@
+/*
+ * test_outline_signal_stats_deadlock_attack32.c - s32-attm: a signal
+ * handler's allocation on a thread that holds layout:outline's pool lock
+ * (ol->lock: fc_steal, inside refill_span's busy section) against another
+ * thread's kp_stats_json. The handler's call takes alloc.c's path
+ * (ol_busy: kp__alloc_classic), whose first small block grows the
+ * classic primary (kp__primary_grow: release_mu, then pool->lock), while
+ * kp_stats_json holds pool->lock (kp__stats_primary) and asks for ol->lock
+ * (kp__ol_in_use): each thread waits for the other's lock, for good.
+ * kp__mutex_lock's abort catches only a lock its own thread holds. Found
+ * by TSan in test_outline_hand_race_attack32's signal round
+ * (lock-order-inversion, M97 ol->lock => M7 release_mu => M5 pool->lock
+ * => M97); pre-existing (main 6e9c7bd), not s32-mem's.
+ * Here the handler allocates only when its thread holds ol->lock (a way to
+ * pick the moment: any handler that allocates meets it in time) and waits
+ * 20 ms first, so that the stats thread is waiting for ol->lock. Rounds in
+ * children with a watchdog: a child still running after 5 s hung. On
+ * s32-mem 3c14b0b: 1 round of 3 hung (2 where the moment never came in
+ * 3 s); gdb: the handler in tcache_new waiting for pool->lock under
+ * fc_steal (ol->lock held), the stats thread in kp__ol_in_use waiting for
+ * ol->lock under kp__stats_primary (pool->lock held), the stepper waiting
+ * for ol->lock in return_idle. fork_prepare takes the same order
+ * (pool->lock, then kp__ol_fork's ol->lock), so a fork meets it too: the
+ * fix is the handler's path under ol->lock (it may take no lock ordered
+ * before ol->lock: refuse, or abort with kpool's line), not kp_stats alone.
+ * Reproduce: make -C allocator VARIANT=release build/release/tests/test_outline_signal_stats_deadlock_attack32
+ * && allocator/build/release/tests/test_outline_signal_stats_deadlock_attack32
+ */
+#define _GNU_SOURCE 1
+#include "ktest.h"
+#include "outline.h"
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <sys/syscall.h>
+#include <time.h>
+
+static kp_pool *pool;
+static atomic_bool stop;
+static atomic_int fired, my_tid_a;
+static pthread_t ta;
+
+static void handler(int sig)
+{
+	(void)sig;
+	int e = errno;
+	int tid = atomic_load(&my_tid_a);
+	if (!atomic_load(&fired) && tid && pool->ol->lock.__data.__owner == tid) {
+		atomic_store(&fired, 1);
+		struct timespec ts = {0, 20 * 1000 * 1000};
+		nanosleep(&ts, NULL);		  /* the stats thread now waits for ol->lock */
+		void *p = kp_alloc(pool, 200, 0); /* busy: alloc.c's path, its primary's first grow */
+		(void)p;
+		atomic_store(&fired, 2);
+	}
+	errno = e;
+}
+
+/* new spans all the time: its blocks of a page and more, a few MiB, all
+ * freed, the stepper gives the wholly free segments back (decay_ms:1),
+ * and the next round's spans come from span_adopt (ol->lock held, over
+ * the other heaps' lists) and segment_for */
+static void *alloc_thread(void *arg)
+{
+	(void)arg;
+	atomic_store(&my_tid_a, (int)syscall(SYS_gettid));
+	static void *p[1024];
+	while (!atomic_load(&stop)) {
+		for (int i = 0; i < 1024; i++)
+			p[i] = kp_alloc(pool, 4000 + (size_t)(i % 16) * 1024, 0);
+		for (int i = 0; i < 1024; i++)
+			kp_free(pool, p[i]);
+	}
+	return NULL;
+}
+
+/* other heaps with listed spans: span_adopt walks them under ol->lock */
+static void *other_thread(void *arg)
+{
+	(void)arg;
+	void *q[256];
+	while (!atomic_load(&stop)) {
+		for (int i = 0; i < 256; i++)
+			q[i] = kp_alloc(pool, 4000 + (size_t)(i % 16) * 1024, 0);
+		for (int i = 0; i < 256; i++)
+			kp_free(pool, q[i]);
+		kp_daemon_step(pool, 50); /* segments wholly free given back */
+	}
+	return NULL;
+}
+
+static void *stats_thread(void *arg)
+{
+	(void)arg;
+	char buf[8192];
+	while (!atomic_load(&stop))
+		kp_stats_json(pool, buf, sizeof buf);
+	return NULL;
+}
+
+static void *signaller(void *arg)
+{
+	(void)arg;
+	while (!atomic_load(&stop) && atomic_load(&fired) != 2) {
+		pthread_kill(ta, SIGUSR1);
+		struct timespec ts = {0, 20 * 1000};
+		nanosleep(&ts, NULL);
+	}
+	return NULL;
+}
+
+static int one_round(void)
+{
+	pool = kp_create("layout:outline,daemon:off,step_clock:on,prefault:off,decay_ms:1,seed:9");
+	if (!pool)
+		return 100;
+	struct sigaction sa = {.sa_handler = handler};
+	sigemptyset(&sa.sa_mask);
+	sa.sa_flags = SA_RESTART;
+	sigaction(SIGUSR1, &sa, NULL);
+	pthread_t tb, ts, tg;
+	pthread_create(&ta, NULL, alloc_thread, NULL);
+	pthread_create(&tb, NULL, other_thread, NULL);
+	pthread_create(&ts, NULL, stats_thread, NULL);
+	pthread_create(&tg, NULL, signaller, NULL);
+	for (int i = 0; i < 300 && atomic_load(&fired) != 2; i++)
+		kt_sleep_ms(10);
+	kt_sleep_ms(50);
+	atomic_store(&stop, true);
+	pthread_join(tg, NULL);
+	pthread_join(ta, NULL);
+	pthread_join(tb, NULL);
+	pthread_join(ts, NULL);
+	return atomic_load(&fired) == 2 ? 0 : 50; /* 50: the moment never came */
+}
+
+static void test_handler_alloc_under_ol_lock_with_stats(void)
+{
+	unsigned hung = 0, done = 0, missed = 0, other = 0;
+	for (int r = 0; r < 6; r++) {
+		fflush(stdout);
+		pid_t pid = fork();
+		REQUIRE(pid >= 0, "fork");
+		if (pid == 0)
+			_exit(one_round());
+		int st = 0;
+		bool over = false;
+		for (int t = 0; t < 500 && !over; t++) {
+			if (waitpid(pid, &st, WNOHANG) == pid)
+				over = true;
+			else
+				usleep(10000);
+		}
+		if (!over) {
+			hung++;
+			kill(pid, SIGKILL);
+			waitpid(pid, &st, 0);
+			continue;
+		}
+		if (WIFEXITED(st) && WEXITSTATUS(st) == 0)
+			done++;
+		else if (WIFEXITED(st) && WEXITSTATUS(st) == 50)
+			missed++;
+		else if (WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT)
+			done++; /* kpool's one-line abort: by design */
+		else
+			other++;
+	}
+	printf("   6 rounds: %u hung, %u done, %u where the moment never came, %u other\n", hung, done, missed, other);
+	CHECK(hung == 0, "%u of 6 rounds hung (ol->lock against pool->lock)", hung);
+	CHECK(other == 0, "%u rounds died otherwise", other);
+}
+
+int main(int argc, char **argv)
+{
+	if (argc > 1 && !strcmp(argv[1], "one")) /* one round in this process (a debugger's) */
+		return one_round();
+	RUN(test_handler_alloc_under_ol_lock_with_stats);
+	return ktest_summary();
+}
