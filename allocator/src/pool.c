@@ -285,8 +285,10 @@ static __attribute__((noinline, cold)) bool outline_refused(kp_pool *pool, const
  * may map, and inline maps only what it uses (test_create_rlimit_headroom_
  * attack32: under 16 GiB + 256 MiB the outline pool handed out 54 MiB of
  * 1 MiB blocks and 3 of 8 pthread_create calls failed; inline 4,096 MiB;
- * at 20 GiB outline 2,826 MiB). A layout named in the settings is kept. */
-static __attribute__((noinline, cold)) bool outline_cramped(const char *conf)
+ * at 20 GiB outline 2,826 MiB). A layout named in the settings is kept.
+ * Not cold: every kp_create asks (a cold call's site went to kp_create.cold,
+ * outside the preload's hot text: preload/hot.txt). */
+static __attribute__((noinline)) bool outline_cramped(const char *conf)
 {
 	return kp__os_as_limit() / 2 < KP_OL_MAP_BYTES && !kp__conf_given(conf, "layout");
 }
