@@ -30,17 +30,6 @@
  * does not. */
 #define LIMIT ((rlim_t)1 << 30)
 
-#if defined(__SANITIZE_THREAD__)
-#define SANITIZED 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define SANITIZED 1
-#endif
-#endif
-#ifndef SANITIZED
-#define SANITIZED KT_ASAN
-#endif
-
 static int limit_as(void)
 {
 	struct rlimit rl = {LIMIT, LIMIT};
@@ -49,7 +38,7 @@ static int limit_as(void)
 
 static void test_the_default_layout_falls_back_to_inline(void)
 {
-	if (SANITIZED)
+	if (KT_SANITIZED)
 		return;
 	REQUIRE(limit_as() == 0, "setrlimit: %s", strerror(errno));
 	kp_pool *pool = kp_create(NULL);
@@ -76,7 +65,7 @@ static void test_the_default_layout_falls_back_to_inline(void)
 
 static void test_outline_by_name_is_refused_with_the_cause(void)
 {
-	if (SANITIZED)
+	if (KT_SANITIZED)
 		return;
 	REQUIRE(limit_as() == 0, "setrlimit: %s", strerror(errno));
 	kp_pool *pool = kp_create("layout:outline");

@@ -33,17 +33,6 @@
 
 #include "ktest.h"
 
-#if defined(__SANITIZE_THREAD__)
-#define SANITIZED 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define SANITIZED 1
-#endif
-#endif
-#ifndef SANITIZED
-#define SANITIZED KT_ASAN
-#endif
-
 /* 16 GiB (the slice map) and 256 MiB: the map fits, with room for a small
  * program's heap. */
 #define LIMIT (((rlim_t)16 << 30) + ((rlim_t)256 << 20))
@@ -52,7 +41,7 @@
 
 static void test_a_limit_just_past_the_slice_map(void)
 {
-	if (SANITIZED)
+	if (KT_SANITIZED)
 		return;
 	struct rlimit rl = {LIMIT, LIMIT};
 	REQUIRE(setrlimit(RLIMIT_AS, &rl) == 0, "setrlimit: %s", strerror(errno));
@@ -77,7 +66,7 @@ static void test_a_limit_just_past_the_slice_map(void)
 /* The control: layout:inline under the same limit. */
 static void test_inline_under_the_same_limit(void)
 {
-	if (SANITIZED)
+	if (KT_SANITIZED)
 		return;
 	struct rlimit rl = {LIMIT, LIMIT};
 	REQUIRE(setrlimit(RLIMIT_AS, &rl) == 0, "setrlimit: %s", strerror(errno));
