@@ -160,8 +160,17 @@ static void *racer(void *arg)
 	return NULL;
 }
 
+/* Not under TSan: both threads free every block, a double free the program
+ * races on purpose, and the owner's record stores are plain by design
+ * (outline.c, "Threads"): TSan reports the other thread's rec_claim of a
+ * stale cache entry at its exit against the owner's next pop of the block
+ * (fresh-clone CI of s32-lead 793c638: kp__ol_pop from refill_body). What
+ * this checks (each double free reported once, no block handed out twice)
+ * is checked in release and ASan. */
 static void test_owner_races_listing(void)
 {
+	if (KT_TSAN)
+		return;
 	for (size_t s = 0; s < sizeof SIZES / sizeof SIZES[0]; s++) {
 		rc.pool = kp_create(CONF);
 		REQUIRE(rc.pool, "kp_create: %s", kp_last_error());
