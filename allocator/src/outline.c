@@ -63,7 +63,9 @@
  * pushed onto the span's cross-thread list with one compare-and-swap, and
  * the span onto its heap's dirty list; the owner takes in one span's of a
  * class when the class runs dry (drain_class), and a heap about to touch new
- * pages takes other heaps' listed blocks into its cache (fc_steal). A
+ * pages takes other heaps' listed blocks into its cache, or adopts a
+ * retired span of theirs whose blocks are all free, listed or not
+ * (fc_steal, span_quiet: s33, test_outline_line_stranded_attack32). A
  * cached block is on no stack, so its span is never wholly free meanwhile:
  * no heap adopts it, no purge drops its pages, no thread but the cache's
  * writes its record. Before (s22), every cross-thread free
@@ -1997,7 +1999,8 @@ static void *refill_again(kp_pool *pool, struct ol_heap *h, uint32_t cls, size_t
  * allocates the class (heap_get: fc_cap 0, refill_body's first refill sets
  * it), and sends them home at once instead (free_remote_slow: onto the
  * block's list, for its owner's drain), and fc_steal leaves these classes'
- * listed blocks to their owners, so that its first allocation of the class
+ * listed blocks to their owners (but for a retired span whose blocks are
+ * all free, which it adopts whole: no line of it is shared), so that its first allocation of the class
  * takes a span of its own and not a block it freed (heap_abandon makes
  * the cap 0 again for the heap's next thread: the second wave of
  * test_outline_false_sharing's threads, adopting the first's heaps, held
@@ -2844,15 +2847,17 @@ static uint32_t fc_steal(kp_pool *pool, struct ol_heap *h, uint32_t cls, struct 
 		/* not retired: drain_span relists none, and h's own frees of it
 		 * are the fast path's */
 		atomic_store_explicit(&whole->owner, h->self, memory_order_relaxed);
-	}
-	pthread_mutex_unlock(&ol->lock);
-	if (whole) {
-		/* its list onto its stack; a push in flight (counted, not yet
-		 * on the list) lands on h's dirty list (remote_push reads the
-		 * heap after its compare-and-swap, which follows this drain's) */
+		/* its list onto its stack, the outline lock still held (a fork
+		 * meanwhile would leave the child a span on no dirty list with
+		 * its list never taken); a push in flight (counted, not yet on
+		 * the list) lands on h's dirty list (remote_push reads the heap
+		 * after its compare-and-swap, which follows this drain's) */
 		owner_lock(pool, h);
 		drain_span(pool, h, whole);
 		owner_unlock(h);
+	}
+	pthread_mutex_unlock(&ol->lock);
+	if (whole) {
 		*adopt = whole;
 		return 0;
 	}
