@@ -2786,7 +2786,10 @@ static bool span_quiet(const struct ol_span *pg)
  * 131,072 blocks freed and allocated again, +2240 KiB committed for 16-byte
  * blocks, +4224 for 32, +6272 for 48, and +4288 for 64 (the steal took 128
  * blocks a call and left each span's head, so that its OL_STEAL_SCAN spans
- * ran dry with the blocks further down the list left behind). */
+ * ran dry with the blocks further down the list left behind). Left: of a
+ * class under a line, the listed blocks of a span with a block still live
+ * anywhere, or of its owner's span in hand, wait for their owner's drain
+ * (a parked owner's: for as long as it lives). */
 static uint32_t fc_steal(kp_pool *pool, struct ol_heap *h, uint32_t cls, struct ol_span **adopt)
 {
 	kp__ol *ol = pool->ol;
