@@ -76,6 +76,9 @@ class Night:
     flaky: int | None
     coverage: float | None  # % of libkpool's edges the fuzz corpora reach; None: not measured
     p99_ns: dict[str, int] = field(default_factory=dict)  # per workload (see workload_key)
+    # Stopped before it ended: what it counted is of the jobs that ran (a lower bound; 0 says nothing), its
+    # coverage of however long the fuzzers ran: no point of a trend.
+    interrupted: bool = False
 
 
 def workload_key(w: WorkloadResult) -> str:
@@ -197,6 +200,8 @@ def nights(runs: Sequence[RunReport], found: Sequence[SignatureHistory] | None) 
             counts = (len(r.new_crashes), len(r.crashes) - len(r.new_crashes), None, None)
         cov = r.fuzz_coverage
         coverage = 100 * cov["union"] / cov["edges"] if cov and cov.get("edges") else None
+        if r.interrupted:
+            coverage = None
         figures = {workload_key(w): p for w in r.workloads if (p := p99(w)) is not None and not cut_short(w)}
-        out.append(Night(r.run_id, r.started, *counts, coverage, figures))
+        out.append(Night(r.run_id, r.started, *counts, coverage, figures, r.interrupted))
     return out
