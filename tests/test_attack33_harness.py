@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 import re
+import signal
+import subprocess
+import sys
+import textwrap
+import time
 from html import unescape
 from pathlib import Path
+from typing import Any
 
 from harness.report.model import CrashEntry, Latency, RunReport, WorkloadResult
 from harness.report.writers import write_run
+from harness.stress.binary import ensure_kpdrive
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _table(page: str, table_id: str) -> dict[str, dict[str, str]]:
@@ -66,3 +78,105 @@ def test_an_interrupted_night_is_no_point_of_the_crash_and_coverage_trends(tmp_p
     assert nights["night2"]["new"] == "-" and nights["night2"]["known"] == "-", nights["night2"]
     assert nights["night2"]["coverage"] == "-", nights["night2"]
     assert nights["night1"]["known"] == "1" and nights["night1"]["coverage"] == "56.2%", nights["night1"]
+
+
+# ---- kpool stress killed mid-workload: stress.json holds what ended -------------------------------------
+
+
+def _env(**extra: str) -> dict[str, str]:
+    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(ROOT), "LANG": "C", **extra}
+
+
+def _kill_pid_in(path: Path) -> None:
+    with contextlib.suppress(OSError, ValueError):
+        os.kill(int(path.read_text()), signal.SIGKILL)
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def test_a_stress_run_killed_mid_workload_keeps_the_results_of_workers_that_ended(tmp_path: Path) -> None:
+    """Worker 0 ends well (its latencies measured), worker 1 segfaults, worker 2 is still running when
+    kpool stress is SIGKILLed (the OOM killer, a CI job's timeout). On b54c534 stress.json was written at
+    the workload's end only: after the kill there was none (worker 1's crash was in the database, worker 0's
+    figures only in its raw main-worker-0.json). Now stress.json is written again as each worker ends: the
+    workload with the two that ended, merged, marked unfinished."""
+    real = ensure_kpdrive()
+    pidfile = tmp_path / "sleeper.pid"
+    wrapper = tmp_path / "kpdrive"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        f'case "$1" in --check) exec {real} "$@";; esac\n'
+        f'case " $* " in *" seed=100 "*) exec {real} "$@";; esac\n'
+        f'case " $* " in *" seed=101 "*) exec {real} "$@" crash_at=5000;; esac\n'
+        f"echo $$ > {pidfile}\nexec sleep 60\n"
+    )
+    wrapper.chmod(0o755)
+    (tmp_path / "w.yaml").write_text(
+        "name: w\nprocesses: 3\nseed: 100\nops: 20000\nmix: {alloc: 2, free: 1}\n"
+        "sizes: {dist: uniform, min: 16, max: 256}\nworking_set: 100\n"
+    )
+    reports = tmp_path / "reports"
+    script = textwrap.dedent(f"""
+        from pathlib import Path
+        from harness import spec
+        from harness.stress import runner
+        runner.ensure_kpdrive = lambda variant: Path({str(wrapper)!r})
+        wl = spec.load(Path({str(tmp_path / "w.yaml")!r}))
+        runner.run([wl], runner.Options(reports_dir=Path({str(reports)!r}), run_id="r", jobs=3))
+    """)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    path = reports / "r" / "stress.json"
+    doc: dict[str, Any] | None = None
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and proc.poll() is None:
+            doc = _read_json(path)
+            if doc and doc["workloads"] and len(doc["workloads"][0]["workers"]) == 2:
+                break
+            time.sleep(0.1)
+        assert proc.poll() is None, proc.communicate()[1].decode()
+        assert pidfile.exists(), "worker 2 never started"
+        proc.kill()
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        _kill_pid_in(pidfile)
+    doc = _read_json(path)
+    assert doc is not None, "no stress.json after the kill: the results of the workers that ended are lost"
+    assert doc["interrupted"] is True and doc["passed"] is False, doc
+    (w,) = doc["workloads"]
+    assert w["interrupted"] is True and w["passed"] is False
+    assert any("2 of 3 workers" in b for b in w["broken"]), w["broken"]
+    assert sorted(x["worker"] for x in w["workers"]) == [0, 1]
+    assert w["ops"] >= 20000 and w["latency"]["alloc"]["count"] > 0, (w["ops"], w["latency"])
+    (crash,) = w["crashes"]
+    assert crash["worker"] == 1 and crash.get("signature"), crash
+    # the report of the reports folder shows it cut short (no point of a trend), not as a whole run
+    from harness.report.ingest import _workload
+
+    assert _workload(w).error == "interrupted"
+
+
+def test_a_campaign_job_whose_stress_json_is_unfinished_failed(tmp_path: Path) -> None:
+    """A stress job's child killed mid-workload leaves an unfinished stress.json (above): the job failed
+    (--resume runs it again), it is not done."""
+    from harness.jobs.task import wrote_result
+
+    out = tmp_path / "stress.json"
+    assert not wrote_result(out)
+    out.write_text(json.dumps({"workloads": [], "unfinished": "w"}))
+    assert not wrote_result(out)
+    out.write_text(json.dumps({"workloads": []}))
+    assert wrote_result(out)
+    out.write_text('{"workloads": [')  # cut short
+    assert not wrote_result(out)

@@ -11,12 +11,15 @@ With interference, the same workers run again without it (same seeds), and the r
 percentiles is the interference ratio.
 
 Results go to reports/<run-id>/stress.json, rewritten after each workload, so an interrupted run keeps
-everything finished so far; every worker's raw JSON and stderr stay beside it. A worker's crash is recorded in
-the crash database as the worker ends, so a run killed mid-workload (SIGKILL) keeps those too.
+everything finished so far, and as each worker ends, with the running workload's workers that ended (the
+entry marked `unfinished`, the report `interrupted`, until the workload's end writes it whole), so a run
+killed mid-workload (SIGKILL) keeps what they measured; every worker's raw JSON and stderr stay beside it.
+A worker's crash is recorded in the crash database as the worker ends, so the database keeps those too.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -63,6 +66,10 @@ class Options:
     # crashes recorded in the crash database as each worker ends (kpool stress); kpool bench's runs on
     # kpool and its peers record none
     record: bool = True
+    # Called with a workload's entry so far (marked unfinished) as its workers end: run() writes
+    # stress.json again with it, so that a runner killed mid-workload (SIGKILL, the OOM killer) leaves the
+    # figures of every worker that ended, not only their crashes.
+    on_partial: Callable[[dict[str, Any]], None] | None = None
 
 
 # A run id names a folder under the reports folder: a plain name, never a path (no '/', no leading '.').
@@ -379,9 +386,12 @@ def _run_workload(wl: Workload, opts: Options, run_dir: Path, kpdrive: Path) -> 
 
     interrupted = False
     tolerated = int(wl.slo.get("max_integrity_errors", 0))
+    so_far: list[dict[str, Any]] = []  # the workers of the running phase that ended
+    main: dict[str, Any] = {}  # the main phase's entry, once it ended (a baseline's snapshots hold it)
 
     def phase(label: str, interference: bool) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         nonlocal interrupted
+        so_far.clear()
 
         def ended(workers: list[dict[str, Any]]) -> None:
             # a worker whose own integrity errors pass the tolerance breaks it for the workload's sum too
@@ -391,6 +401,9 @@ def _run_workload(wl: Workload, opts: Options, run_dir: Path, kpdrive: Path) -> 
                     w["crash"] = w.get("crash") or integrity.crash(w)
             if opts.record:
                 _record_as_ended(wl, allocator, workers, label, run_dir.name, opts.reports_dir)
+            so_far.extend(workers)
+            if opts.on_partial is not None:
+                opts.on_partial(_unfinished(wl, allocator, directory, label, so_far, main))
 
         ph = Phase(
             wl,
@@ -424,6 +437,7 @@ def _run_workload(wl: Workload, opts: Options, run_dir: Path, kpdrive: Path) -> 
         "workers": [_worker_summary(w, directory) for w in workers],
         "crashes": crashes,
     }
+    main.update(result)
     base_workers: list[dict[str, Any]] = []
     if wl.interference and opts.baseline and not interrupted:
         base_workers, base = phase("baseline", False)
@@ -444,6 +458,48 @@ def _run_workload(wl: Workload, opts: Options, run_dir: Path, kpdrive: Path) -> 
         result["broken"].append("interrupted before every worker finished")
         result["passed"] = False
     return result
+
+
+def _unfinished(
+    wl: Workload,
+    allocator: str,
+    directory: Path,
+    label: str,
+    ended: Sequence[dict[str, Any]],
+    main: dict[str, Any],
+) -> dict[str, Any]:
+    """The workload's stress.json entry while its workers run (Options.on_partial): the workers that
+    ended in phase `label`, merged and judged as at the end, marked interrupted and unfinished (no
+    verdict: the run may never write the whole). In the baseline phase, the main phase's entry with the
+    baseline's crashes so far."""
+    workers = sorted(ended, key=lambda w: int(w["worker"]))
+    if label == "main":
+        merged = merge(workers, int(wl.data.get("outliers", 32)))
+        entry: dict[str, Any] = {
+            "name": wl.name,
+            "file": wl.path,
+            "sha256": wl.sha256,
+            "allocator": allocator,
+            "processes": wl.processes,
+            "threads": wl.threads,
+            "seed": wl.seed,
+            **merged,
+            "workers": [_worker_summary(w, directory) for w in workers],
+            "crashes": _crash_records(wl, allocator, workers, label),
+        }
+    else:
+        entry = {**main, "crashes": [*main["crashes"], *_crash_records(wl, allocator, workers, label)]}
+    entry["config_errors"] = _config_errors(workers)
+    entry["slo"] = slo.verdicts(wl.slo, entry, len(entry["crashes"]))
+    entry["broken"] = [
+        *slo.broken(entry["slo"]),
+        f"unfinished: {len(workers)} of {wl.processes} workers of its {label} phase had ended when this "
+        "was written (a run that ends writes it again, whole)",
+    ]
+    entry["passed"] = False
+    entry["interrupted"] = True
+    entry["unfinished"] = label
+    return entry
 
 
 def _worker_summary(w: dict[str, Any], directory: Path) -> dict[str, Any]:
@@ -561,6 +617,21 @@ def _run(
         "passed": True,
     }
     path = run_dir / "stress.json"
+    failed: list[OSError] = []
+
+    def partial(entry: dict[str, Any]) -> None:
+        """stress.json with the finished workloads and the running one's entry so far (unfinished): a
+        runner killed now leaves it. One that cannot be written (a full disk) is said once; the run goes
+        on, and its end writes the whole or fails as before."""
+        doc = {**report, "workloads": [*report["workloads"], entry], "passed": False, "interrupted": True}
+        try:
+            _write_report(path, {**doc, "unfinished": entry["name"]})
+        except OSError as exc:
+            if not failed:
+                output.warn(f"{path}: cannot write the results so far: {exc.strerror or exc}")
+            failed.append(exc)
+
+    opts = dataclasses.replace(opts, on_partial=partial)
     for wl, ln in zip(workloads, launches, strict=True):
         try:
             if isinstance(wl, Workload):
