@@ -12,6 +12,7 @@ The file also says which run holds it: JSON with the process id, the start time 
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -107,8 +108,13 @@ def hold(folder: Path, **info: Any) -> RunLock:
             )
         raise KpoolError(f"{folder} is the folder of a run still going (process {holder})")
     handle = lock._handle
-    handle.seek(0)
-    handle.truncate()
-    handle.write(json.dumps({"pid": os.getpid(), "started": time.time(), **info}) + "\n")
-    handle.flush()
+    try:
+        handle.seek(0)
+        handle.truncate()
+        handle.write(json.dumps({"pid": os.getpid(), "started": time.time(), **info}) + "\n")
+        handle.flush()
+    except OSError as exc:  # a full disk: the file's write names no file; the user's error line does
+        with contextlib.suppress(OSError):  # its close flushes the same text again
+            lock.release()
+        raise OSError(exc.errno, exc.strerror, str(folder / NAME)) from exc
     return lock

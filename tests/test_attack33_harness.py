@@ -11,15 +11,20 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
 from html import unescape
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from harness.report.model import CrashEntry, Latency, RunReport, WorkloadResult
 from harness.report.writers import write_run
 from harness.stress.binary import ensure_kpdrive
+from harness.triage.db import CrashDB
 
 ROOT = Path(__file__).resolve().parents[1]
+KPOOL = [sys.executable, "-m", "harness.cli"]
 
 
 def _table(page: str, table_id: str) -> dict[str, dict[str, str]]:
@@ -180,3 +185,123 @@ def test_a_campaign_job_whose_stress_json_is_unfinished_failed(tmp_path: Path) -
     assert wrote_result(out)
     out.write_text('{"workloads": [')  # cut short
     assert not wrote_result(out)
+
+
+# ---- a full disk ----------------------------------------------------------------------------------------
+
+QUICK = "name: {name}\nprocesses: 1\nseed: 1\nops: 2000\nmix: {{alloc: 2, free: 1}}\n"
+QUICK += "sizes: {{dist: uniform, min: 16, max: 256}}\nworking_set: 100\n"
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
+    """A 2 MiB tmpfs (a disk that fills), unmounted after the test."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root: mounts a tmpfs")
+    mnt = tmp_path / "full"
+    mnt.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], check=False)
+    if done.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def _fill(mnt: Path) -> None:
+    with contextlib.suppress(OSError), (mnt / "fill").open("ab") as f:
+        while True:
+            f.write(b"\0" * 4096)
+            f.flush()
+
+
+def test_a_full_disk_when_the_run_folder_is_taken_names_the_file(small_tmpfs: Path, tmp_path: Path) -> None:
+    """--reports on a disk with no room left: on b54c534 the one line was 'kpool: error: No space left on
+    device', naming nothing (the run lock's write: a file object's flush names no file)."""
+    (tmp_path / "w.yaml").write_text(QUICK.format(name="w"))
+    _fill(small_tmpfs)
+    proc = subprocess.run(
+        [*KPOOL, "-q", "stress", str(tmp_path / "w.yaml"), "--reports", str(small_tmpfs / "r")],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    errors = [ln for ln in proc.stderr.splitlines() if "error" in ln]
+    assert proc.returncode == 1 and len(errors) == 1, proc.stderr
+    assert re.fullmatch(r"kpool: error: \S+/r/[^/]+/run\.lock: No space left on device", errors[0]), errors
+    assert "Traceback" not in proc.stderr
+
+
+def test_a_worker_whose_result_a_full_disk_lost_is_no_crash(small_tmpfs: Path, tmp_path: Path) -> None:
+    """The workload's folder on a disk that fills while its worker runs: kpdrive's result write fails and
+    it exits 0 (it does not check stdout's writes). On b54c534 the worker was a crash, 'exit status 0, no
+    result', recorded in the crash database as a signature (a new crash, exit 1, for a full disk). Now it
+    is no crash: the workload is broken with 'results lost' naming the file and the full file system."""
+    real = ensure_kpdrive()
+    wrapper = tmp_path / "kpdrive"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        f'case "$1" in --check) exec {real} "$@";; esac\n'
+        f"cat /dev/zero > {small_tmpfs}/fill 2>/dev/null\n"
+        f'exec {real} "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    (tmp_path / "w.yaml").write_text(QUICK.format(name="w"))
+    reports = tmp_path / "reports"
+    (reports / "r").mkdir(parents=True)
+    (reports / "r" / "w").symlink_to(small_tmpfs)  # the workload's files on the small disk
+    script = textwrap.dedent(f"""
+        import json
+        from pathlib import Path
+        from harness import spec
+        from harness.stress import runner
+        runner.ensure_kpdrive = lambda variant: Path({str(wrapper)!r})
+        wl = spec.load(Path({str(tmp_path / "w.yaml")!r}))
+        rep = runner.run([wl], runner.Options(reports_dir=Path({str(reports)!r}), run_id="r", jobs=1))
+        print(json.dumps(rep["workloads"][0]))
+    """)
+    proc = subprocess.run(
+        [sys.executable, "-c", script], env=_env(), capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    w = json.loads(proc.stdout.splitlines()[-1])
+    assert w["crashes"] == [], [c["message"] for c in w["crashes"]]
+    db = reports / "crashes.sqlite"
+    assert not db.exists() or CrashDB.open(db).signatures() == []
+    assert not w["passed"]
+    (lost,) = [b for b in w["broken"] if b.startswith("results lost: ")]
+    assert "main-worker-0.json" in lost and "the file system is full" in lost, lost
+
+
+def test_a_full_disk_at_a_workloads_end_still_prints_what_ran(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The disk fills after the first of three workloads: stress.json cannot be written with the second.
+    On b54c534 the OSError left the run at once: 'kpool: error: ...stress.json: No space left on device',
+    and no table, so the second workload's figures were nowhere (not on screen, not on disk). Now the
+    table shows both, the error line names the file and the workload not run, exit 1."""
+    from harness import cli
+    from harness.stress import runner
+
+    files = []
+    for name in ("first", "second", "third"):
+        files.append(tmp_path / f"{name}.yaml")
+        files[-1].write_text(QUICK.format(name=name))
+    real = runner._write_report
+
+    def full_from_the_second(path: Path, report: dict[str, Any]) -> None:
+        if len(report["workloads"]) >= 2:
+            raise OSError(28, "No space left on device")
+        real(path, report)
+
+    monkeypatch.setattr(runner, "_write_report", full_from_the_second)
+    code = cli.main(["stress", *map(str, files), "--reports", str(tmp_path / "r"), "--run-id", "t"])
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert "| first |" in out and "| second |" in out and "| third |" not in out, out
+    (line,) = [ln for ln in err.splitlines() if ln.startswith("kpool: error:")]
+    assert "stress.json: No space left on device" in line and "not run: third" in line, line
+    kept = json.loads((tmp_path / "r" / "t" / "stress.json").read_text())
+    assert [w["name"] for w in kept["workloads"]] == ["first"]

@@ -41,7 +41,7 @@ from harness.stress import integrity, slo
 from harness.stress.binary import ensure_kpdrive
 from harness.stress.launch import Launch
 from harness.stress.merge import integrity_errors, merge
-from harness.stress.worker import Worker, child_env
+from harness.stress.worker import NO_SPACE, Worker, child_env
 from harness.triage import record
 
 POLL_S = 0.05  # psutil sample and exit check: 20 a second is smooth and costs ~1% of a core
@@ -267,7 +267,7 @@ def _crash_records(
     out = []
     for w in workers:
         crash = w.get("crash")
-        if not crash or crash["kind"] in ("interrupted", "config"):
+        if not crash or crash["kind"] in ("interrupted", "config", NO_SPACE):
             continue
         repro = {
             "workload": wl.path,
@@ -313,6 +313,15 @@ def _config_errors(workers: Sequence[dict[str, Any]]) -> list[str]:
     """The distinct messages of workers that refused their configuration (not crashes: nothing ran)."""
     found = [w["crash"]["message"] for w in workers if w.get("crash") and w["crash"]["kind"] == "config"]
     return list(dict.fromkeys(found))
+
+
+def _lost(workers: Sequence[dict[str, Any]]) -> list[str]:
+    """The workers whose results a full disk lost (worker.NO_SPACE: not crashes), one line each."""
+    return [
+        f"worker {w['worker']}: {w['crash']['message']}"
+        for w in workers
+        if w.get("crash") and w["crash"]["kind"] == NO_SPACE
+    ]
 
 
 def _ratio(with_i: dict[str, Any], without: dict[str, Any]) -> dict[str, dict[str, float]]:
@@ -451,6 +460,7 @@ def _run_workload(wl: Workload, opts: Options, run_dir: Path, kpdrive: Path) -> 
     result["slo"] = slo.verdicts(wl.slo, merged, len(result["crashes"]))
     result["broken"] = slo.broken(result["slo"])
     result["broken"] += [f"configuration error: {e}" for e in result["config_errors"]]
+    result["broken"] += [f"results lost: {e}" for e in _lost([*workers, *base_workers])]
     result["passed"] = not result["broken"]
     result["wall_s"] = round(time.monotonic() - t0, 3)
     result["interrupted"] = interrupted
@@ -647,7 +657,15 @@ def _run(
                 report["crash_db"] = str(record.db_path(opts.reports_dir))
                 report["crash_run"] = record.run_id(run_id)
             record.record_stress(report, result, opts.reports_dir)  # `kpool triage list` shows them
-            _write_report(path, report)
+            try:
+                _write_report(path, report)
+            except OSError as exc:
+                # a full disk: the next workload's workers could not write their results either; the
+                # caller prints what finished (report["unwritten"] says why the file lacks it)
+                report["unwritten"] = f"{path}: {exc.strerror or exc}"
+                report["not_run"] = [w.name for w in workloads[len(report["workloads"]) :]]
+                report["passed"] = False
+                break
         except KeyboardInterrupt:
             # outside the workers' phase (which keeps its workload, marked): before a workload's workers
             # (its driver program written), or while a finished one is recorded (a database held
@@ -658,7 +676,11 @@ def _run(
             report["interrupted"] = True
             break
     report["path"] = str(path)
-    _write_report(path, report)
+    try:
+        _write_report(path, {k: v for k, v in report.items() if k != "unwritten"})
+        report.pop("unwritten", None)  # room again: the file holds every workload that ran
+    except OSError as exc:
+        report["unwritten"] = f"{path}: {exc.strerror or exc}"
     return report
 
 
