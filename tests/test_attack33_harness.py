@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import re
@@ -347,7 +348,8 @@ def test_a_full_disk_under_the_fuzz_history_is_no_crash(small_tmpfs: Path) -> No
 @pytest.mark.skipif(shutil.which("clang") is None, reason="the fuzz build needs clang")
 def test_the_fuzz_history_reserved_a_chunk_at_a_time_reads_back(tmp_path: Path) -> None:
     """The history with its blocks reserved as it grows (above) is still what read_history reads: past
-    the first 1 MiB chunk (inputs up to 4 KiB), and no more disk taken than a chunk ahead of what is written."""
+    the first 1 MiB chunk (inputs up to 4 KiB), and no more disk taken than a chunk ahead of what is
+    written."""
     pytest.importorskip("atheris")
     from harness.fuzz import runner
     from harness.fuzz.target import HISTORY_ENV, read_history
@@ -371,3 +373,56 @@ def test_the_fuzz_history_reserved_a_chunk_at_a_time_reads_back(tmp_path: Path) 
     assert total > 1 << 20, (len(inputs), total)
     used = path.stat().st_blocks * 512
     assert used <= sum(4 + len(i) for i in inputs) + (2 << 20), (used, len(inputs))
+
+
+# ---- a long run's progress lines --------------------------------------------------------------------------
+
+
+class _FakeClock:
+    """runner's time module with a clock that runs STEP_S per reading (a long run, fast): sleep is real
+    and short, so that a worker of a few real seconds spans hours of this clock."""
+
+    STEP_S = 4.0
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def monotonic(self) -> float:
+        self.now += self.STEP_S
+        return self.now
+
+    def sleep(self, s: float) -> None:
+        time.sleep(0.002)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+
+def test_a_long_stress_runs_progress_lines_thin_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A worker that runs for hours (duration_ms up to a day): on b54c534 kpool stress printed its
+    progress line every second, 3,600 lines an hour in a CI log. Now every second for the first seconds,
+    then ever further apart, at most a minute apart: a line a minute once past the first ten minutes."""
+    from harness import spec
+    from harness.stress import runner
+
+    real = ensure_kpdrive()
+    wrapper = tmp_path / "kpdrive"
+    wrapper.write_text(
+        f'#!/bin/sh\ncase "$1" in --check) exec {real} "$@";; esac\nsleep 6\nexec {real} "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    (tmp_path / "w.yaml").write_text(QUICK.format(name="w"))
+    monkeypatch.setattr(runner, "ensure_kpdrive", lambda variant: wrapper)
+    wl = spec.load(tmp_path / "w.yaml")
+    clock = _FakeClock()
+    monkeypatch.setattr(runner, "time", clock)
+    runner.run([wl], runner.Options(reports_dir=tmp_path / "r", run_id="r", jobs=1, record=False))
+    said = [float(m) for m in re.findall(r"w \(main\): ([\d.]+) s,", capsys.readouterr().err)]
+    assert said and said[-1] > 3600, said[-5:]  # the fake clock ran for hours
+    assert said[0] <= 3 * clock.STEP_S, said[:3]  # at once: at its first poll or so
+    gaps = [b - a for a, b in itertools.pairwise(said)]
+    late = [g for t, g in zip(said[1:], gaps, strict=False) if t > 660]
+    assert late and all(55 <= g <= 70 for g in late[:-1]), late[:20]  # the last: the closing figure
+    assert len(said) < 10 + said[-1] / 50, len(said)

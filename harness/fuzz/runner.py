@@ -276,7 +276,7 @@ def _stream(proc: subprocess.Popen[str], log: Path, result: TargetResult, shown:
     """Copy the target's output to the log, keeping the newest progress figures (the progress lines said
     appended to shown); True when libFuzzer printed its final lines (it ended as planned, not in its
     start-up)."""
-    last_shown = time.monotonic()
+    pace = output.Pace(PROGRESS_EVERY_S, time.monotonic())
     finished = False
     assert proc.stdout is not None
     with _Log(log) as out:
@@ -293,8 +293,7 @@ def _stream(proc: subprocess.Popen[str], log: Path, result: TargetResult, shown:
             elif (s := STAT_RE.match(line)) is not None and s["key"] == "average_exec_per_sec":
                 result.exec_per_s = int(s["value"])
             finished = finished or FINAL_RE.match(line) is not None
-            if m and time.monotonic() - last_shown >= PROGRESS_EVERY_S:
-                last_shown = time.monotonic()
+            if m and pace.due(time.monotonic()):
                 shown.append(_progress_line(result))
                 output.progress(shown[-1])
     return finished

@@ -210,7 +210,8 @@ class Phase:
         running: list[Worker] = []
         done: list[Worker] = []
         results: dict[int, dict[str, Any]] = {}  # of the workers that ended, by index: read once
-        t0 = last = time.monotonic()
+        t0 = time.monotonic()
+        pace = output.Pace(self.opts.progress_s, t0)
         shown = False
         try:
             while pending or running:
@@ -226,8 +227,7 @@ class Phase:
                     results[w.index] = w.result()
                 if ended and self.on_ended is not None:
                     self.on_ended([results[w.index] for w in ended])
-                if time.monotonic() - last >= self.opts.progress_s:
-                    last = time.monotonic()
+                if pace.due(time.monotonic()):
                     self._progress(t0, running, done)
                     shown = True
             if shown:  # the closing figure: every worker's final count, the one the report shows
