@@ -87,6 +87,36 @@ def test_an_interrupted_night_is_no_point_of_the_crash_and_coverage_trends(tmp_p
     assert nights["night1"]["known"] == "1" and nights["night1"]["coverage"] == "56.2%", nights["night1"]
 
 
+def test_a_night_cut_short_after_its_jobs_ended_stays_in_the_crash_trend(tmp_path: Path) -> None:
+    """Ctrl-C during the coverage replay after every job ended: the run is interrupted (no coverage), but
+    its crashes are those of a whole night. The crash plot and the nights table count it; only its
+    coverage is missing."""
+    from harness.report.model import JobEntry
+
+    reports = tmp_path / "reports"
+    crash = CrashEntry("a1", "heap-use-after-free", "heap-use-after-free", "known")
+    for night in (1, 2):
+        t0 = 1_760_000_000.0 + night * 86400.0
+        write_run(
+            RunReport(
+                run_id=f"night{night}",
+                started=t0,
+                finished=t0 + 60,
+                crashes=[crash],
+                jobs=[
+                    JobEntry("fuzz:api_sequence", "fuzz", "done"),
+                    JobEntry("stress:w", "stress", "failed"),
+                ],
+                interrupted=night == 2,
+            ),
+            reports,
+        )
+    page = (reports / "index.html").read_text()
+    assert "(night2," in _svg(page, "trend-crashes")
+    nights = _table(page, "nights")
+    assert nights["night2"]["known"] == "1" and not nights["night2"]["started"].endswith("interrupted")
+
+
 # ---- kpool stress killed mid-workload: stress.json holds what ended -------------------------------------
 
 

@@ -693,11 +693,18 @@ def index_page(
             "trend-crashes",
             "crash signatures per run (new and known)",
             [  # "new" after "all": drawn on top, dashed, so that it shows where the two are equal;
-                # an interrupted run is no point: its 0 is of the jobs it ran, not of a night
-                ("all", [(float(i), float(len(r.crashes))) for i, r in enumerate(runs) if not r.interrupted]),
+                # a run interrupted before its jobs ended is no point: its 0 is of the jobs it ran
+                (
+                    "all",
+                    [(float(i), float(len(r.crashes))) for i, r in enumerate(runs) if not trends.jobs_cut(r)],
+                ),
                 (
                     "new",
-                    [(float(i), float(len(r.new_crashes))) for i, r in enumerate(runs) if not r.interrupted],
+                    [
+                        (float(i), float(len(r.new_crashes)))
+                        for i, r in enumerate(runs)
+                        if not trends.jobs_cut(r)
+                    ],
                 ),
             ],
             dashed=("new",),
