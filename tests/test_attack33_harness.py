@@ -204,6 +204,43 @@ def test_a_stress_run_killed_mid_workload_keeps_the_results_of_workers_that_ende
     assert _workload(w).error == "interrupted"
 
 
+def test_a_program_workload_killed_mid_run_keeps_the_runs_that_ended(tmp_path: Path) -> None:
+    """A program workload: its run on kpool ends, its run on glibc (the reference) is still going when
+    kpool stress is SIGKILLed. On b54c534 nothing of it was in stress.json (none written). Now the entry
+    with the kpool run (its wall time and peak RSS) is, marked unfinished."""
+    pidfile = tmp_path / "glibc.pid"
+    (tmp_path / "p.yaml").write_text(
+        "name: p\nprogram:\n  command: [/bin/sh, -c, "
+        f"'if [ -n \"$LD_PRELOAD\" ]; then echo kpool; else echo $$ > {pidfile}; exec sleep 60; fi']\n"
+    )
+    reports = tmp_path / "reports"
+    proc = subprocess.Popen(
+        [*KPOOL, "-q", "stress", str(tmp_path / "p.yaml"), "--reports", str(reports), "--run-id", "r"],
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None and not pidfile.exists():
+            time.sleep(0.05)
+        assert proc.poll() is None and pidfile.exists(), proc.communicate()[1].decode()
+        time.sleep(0.3)  # the glibc run is going: the kpool run has ended
+        proc.kill()
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        _kill_pid_in(pidfile)
+    doc = _read_json(reports / "r" / "stress.json")
+    assert doc is not None, "no stress.json after the kill: the kpool run's figures are lost"
+    (w,) = doc["workloads"]
+    assert w["interrupted"] is True and w["passed"] is False and doc["unfinished"] == "p"
+    assert [r["allocator"] for r in w["runs"]] == ["kpool"], w["runs"]
+    assert w["figures"]["kpool"]["wall_s"] is not None, w["figures"]
+
+
 def test_a_campaign_job_whose_stress_json_is_unfinished_failed(tmp_path: Path) -> None:
     """A stress job's child killed mid-workload leaves an unfinished stress.json (above): the job failed
     (--resume runs it again), it is not done."""
