@@ -493,3 +493,36 @@ def test_a_long_stress_runs_progress_lines_thin_out(
     late = [g for t, g in zip(said[1:], gaps, strict=False) if t > 660]
     assert late and all(55 <= g <= 70 for g in late[:-1]), late[:20]  # the last: the closing figure
     assert len(said) < 10 + said[-1] / 50, len(said)
+
+
+# ---- workload files: encodings ----------------------------------------------------------------------------
+
+WL = "name: w\nmix: {alloc: 2, free: 1}\nsizes: {dist: uniform, min: 16, max: 256}\n"
+
+
+def test_a_workload_saved_as_utf16_loads(tmp_path: Path) -> None:
+    """An editor that saves UTF-16 with its byte-order mark (Notepad's 'Unicode'): on b54c534 the file was
+    read as UTF-8, and the error was 'YAML syntax: unacceptable character #x0000: control characters are
+    not allowed / in "<unicode string>", position 7' at 1:1. It is the same text: it loads."""
+    from harness import spec
+
+    for codec in ("utf-16", "utf-16-be"):
+        path = tmp_path / f"{codec}.yaml"
+        path.write_bytes(("\ufeff" + WL).encode(codec) if codec.endswith("be") else WL.encode(codec))
+        wl = spec.load(path)
+        assert wl.name == "w", codec
+
+
+def test_a_nul_byte_in_a_workload_is_said_at_its_line_and_column(tmp_path: Path) -> None:
+    """A NUL byte on line 3: on b54c534 the message was at 1:1, in PyYAML's words, with its internal
+    'in "<unicode string>", position 54' on a second line."""
+    from harness import spec
+
+    path = tmp_path / "w.yaml"
+    path.write_bytes(WL.replace("sizes: {dist", "sizes: \0{dist").encode())
+    with pytest.raises(spec.SpecError) as info:
+        spec.load(path)
+    (issue,) = [str(i) for i in info.value.issues]
+    assert issue.startswith(f"{path}:3:8: "), issue
+    assert "\n" not in issue and "<unicode string>" not in issue and "position" not in issue, issue
+    assert "U+0000" in issue, issue

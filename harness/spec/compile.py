@@ -6,6 +6,7 @@ per-worker seed. Nothing here runs anything.
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import os
 import stat
@@ -196,6 +197,14 @@ def load_text(text: str, path: str = "<workload>", use_jsonschema: bool = True) 
     return Workload(path, digest, located.data)
 
 
+def _decode(raw: bytes) -> str:
+    """A workload file's text: UTF-16 when it starts with UTF-16's byte-order mark (an editor's
+    'Unicode'), else UTF-8 (bytes that are not shown as U+FFFD)."""
+    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return raw.decode("utf-16", errors="replace")
+    return raw.decode("utf-8", errors="replace")
+
+
 def load(path: str | Path, use_jsonschema: bool = True) -> AnyWorkload:
     p = Path(path)
     try:
@@ -211,7 +220,7 @@ def load(path: str | Path, use_jsonschema: bool = True) -> AnyWorkload:
     if len(raw) > MAX_WORKLOAD_BYTES:
         message = f"more than {MAX_WORKLOAD_BYTES >> 20} MiB: not a workload (is it the file you meant?)"
         raise SpecError([Issue(str(path), 1, 1, "", message)])
-    wl = load_text(raw.decode("utf-8", errors="replace"), str(path), use_jsonschema)
+    wl = load_text(_decode(raw), str(path), use_jsonschema)
     return type(wl)(wl.path, hashlib.sha256(raw).hexdigest(), wl.data)
 
 
