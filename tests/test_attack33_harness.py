@@ -526,3 +526,30 @@ def test_a_nul_byte_in_a_workload_is_said_at_its_line_and_column(tmp_path: Path)
     assert issue.startswith(f"{path}:3:8: "), issue
     assert "\n" not in issue and "<unicode string>" not in issue and "position" not in issue, issue
     assert "U+0000" in issue, issue
+
+
+# ---- a kpool fuzz that stops before fuzzing leaves no run folder ------------------------------------------
+
+
+def test_a_fuzz_run_refused_before_it_fuzzes_leaves_no_run_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`kpool fuzz --plant 99` (no such planted bug: exit 2, nothing ran), and a fuzz build that fails (no
+    clang): on b54c534 each left an empty run folder (run.lock alone), which `kpool report` lists as a run
+    'no record (interrupted or failed run)'. Now nothing is left."""
+    from harness import build, cli
+    from harness.errors import BuildError
+
+    reports = tmp_path / "reports"
+    code = cli.main(["fuzz", "api_sequence", "--time", "3", "--plant", "99", "--reports", str(reports)])
+    assert code == 2 and "no bug 99" in capsys.readouterr().err
+    assert not reports.exists() or list(reports.iterdir()) == [], list(reports.iterdir())
+
+    def no_clang(*args: object, **kw: object) -> Path:
+        raise BuildError("clang: not found; install it with scripts/setup.sh")
+
+    monkeypatch.setattr(build, "build", no_clang)
+    code = cli.main(["fuzz", "api_sequence", "--time", "3", "--no-seeds", "--reports", str(reports)])
+    assert code != 0 and "clang" in capsys.readouterr().err
+    left = [p for p in reports.iterdir() if p.name.startswith("fuzz-")] if reports.exists() else []
+    assert left == [], [sorted(q.name for q in p.rglob("*")) for p in left]

@@ -641,7 +641,38 @@ def run(
         check_utf8_path(run_dir.absolute(), "--run-dir")
     if seeds:  # --no-seeds fuzzes a corpus of the run's own, in its folder
         check_corpora_writable(targets, reports)
+    build.check_plant(plant)  # before the run's folder: a usage error leaves nothing behind
+    made = run_dir is None
     run_dir = (run_dir or new_run_dir(reports)).absolute()
+    try:
+        how = (plant, max_len, keep_going, seeds, extra, layout)
+        return _run(targets, seconds, jobs, run_dir, reports, *how)
+    except KpoolError:
+        if made:  # stopped before it fuzzed (a build that failed): no run folder to list without a record
+            _remove_if_unused(run_dir)
+        raise
+
+
+def _remove_if_unused(run_dir: Path) -> None:
+    """Remove a run folder that holds nothing but its lock and empty folders."""
+    with contextlib.suppress(OSError):
+        if all(p.is_dir() or p.name == runlock.NAME for p in run_dir.rglob("*")):
+            shutil.rmtree(run_dir)
+
+
+def _run(
+    targets: list[str],
+    seconds: int,
+    jobs: int,
+    run_dir: Path,
+    reports: Path,
+    plant: int,
+    max_len: int | None,
+    keep_going: bool,
+    seeds: bool,
+    extra: Sequence[str],
+    layout: str | None,
+) -> FuzzRun:
     # held to the end, by kill -9 too: another run takes the crash inputs of this folder for lost only
     # once this process is gone (fuzz/orphans.py)
     with runlock.hold(run_dir, kind="fuzz", plant=plant, targets=targets, layout=layout):
