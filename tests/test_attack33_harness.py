@@ -553,3 +553,27 @@ def test_a_fuzz_run_refused_before_it_fuzzes_leaves_no_run_folder(
     assert code != 0 and "clang" in capsys.readouterr().err
     left = [p for p in reports.iterdir() if p.name.startswith("fuzz-")] if reports.exists() else []
     assert left == [], [sorted(q.name for q in p.rglob("*")) for p in left]
+
+
+@pytest.mark.parametrize("where", ["reports", "corpus", "parent"])
+def test_a_fuzz_run_dir_that_is_the_reports_folder_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], where: str
+) -> None:
+    """`kpool fuzz --run-dir reports` (the reports folder itself), a working corpus or a folder above the
+    reports: on b54c534 the run wrote its crashes/, logs/ and history/ there (kpool report then listed
+    each as a run without a record; in a corpus folder, they went in among the inputs). Now it is a usage
+    error naming both, before anything is written."""
+    from harness import cli
+
+    reports = tmp_path / "r"
+    (reports / "corpus" / "api_sequence").mkdir(parents=True)
+    run_dir = {"reports": reports, "corpus": reports / "corpus" / "api_sequence", "parent": tmp_path}[where]
+    before = sorted(p.name for p in run_dir.rglob("*"))
+    code = cli.main(
+        ["fuzz", "api_sequence", "--time", "3", "--run-dir", str(run_dir), "--reports", str(reports)]
+    )
+    err = capsys.readouterr().err
+    assert code == 2, err
+    (line,) = [ln for ln in err.splitlines() if ln.startswith("kpool: error:")]
+    assert f"--run-dir {run_dir}" in line and str(reports) in line, line
+    assert sorted(p.name for p in run_dir.rglob("*")) == before

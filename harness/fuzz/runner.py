@@ -639,6 +639,7 @@ def run(
     check_utf8_path(reports, "--reports")
     if run_dir is not None:
         check_utf8_path(run_dir.absolute(), "--run-dir")
+        _check_run_dir(run_dir, reports)
     if seeds:  # --no-seeds fuzzes a corpus of the run's own, in its folder
         check_corpora_writable(targets, reports)
     build.check_plant(plant)  # before the run's folder: a usage error leaves nothing behind
@@ -651,6 +652,19 @@ def run(
         if made:  # stopped before it fuzzed (a build that failed): no run folder to list without a record
             _remove_if_unused(run_dir)
         raise
+
+
+def _check_run_dir(run_dir: Path, reports: Path) -> None:
+    """UsageError for a --run-dir that is the reports folder, a folder above it, or inside its working
+    corpora: the run's crashes/, logs/ and history/ would sit among the runs (listed as runs without a
+    record) or among a corpus's inputs."""
+    mine, root = run_dir.resolve(), reports.resolve()
+    corpora = root / "corpus"
+    if mine in (root, corpora) or mine in root.parents or corpora in mine.parents:
+        raise UsageError(
+            f"--run-dir {run_dir}: the reports folder {reports}, a folder above it or one of its corpora; "
+            f"a run's folder goes under it (give a new name, e.g. {reports / 'fuzz-mine'}, or none)"
+        )
 
 
 def _remove_if_unused(run_dir: Path) -> None:
