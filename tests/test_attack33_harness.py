@@ -577,3 +577,29 @@ def test_a_fuzz_run_dir_that_is_the_reports_folder_is_refused(
     (line,) = [ln for ln in err.splitlines() if ln.startswith("kpool: error:")]
     assert f"--run-dir {run_dir}" in line and str(reports) in line, line
     assert sorted(p.name for p in run_dir.rglob("*")) == before
+
+
+@pytest.mark.skipif(shutil.which("clang") is None, reason="the fuzz build needs clang")
+def test_a_full_disk_at_a_fuzz_runs_end_still_prints_what_it_found(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """fuzz.json cannot be written at the run's end (the disk filled while it fuzzed): on b54c534 the one
+    line was 'kpool: error: .../fuzz.json: No space left on device' and no table: what the run measured
+    was nowhere. Now the table prints, then the error naming the file, exit 1."""
+    pytest.importorskip("atheris")
+    from harness import atomic, cli
+
+    real = atomic.write_text
+
+    def full(path: Path, text: str, *args: Any, **kw: Any) -> None:
+        if Path(path).name == "fuzz.json":
+            raise OSError(28, "No space left on device")
+        real(path, text, *args, **kw)
+
+    monkeypatch.setattr(atomic, "write_text", full)
+    code = cli.main(["fuzz", "api_sequence", "--time", "2", "--reports", str(tmp_path / "r")])
+    out, err = capsys.readouterr()
+    assert code == 1, err
+    assert "| api_sequence |" in out, out
+    (line,) = [ln for ln in err.splitlines() if ln.startswith("kpool: error:")]
+    assert "fuzz.json: No space left on device" in line, line

@@ -140,6 +140,8 @@ class FuzzRun:
     results: list[TargetResult]
     # crash inputs killed runs had left unrecorded, recorded by this one: {"input", "signature", ...}
     recovered: list[dict[str, Any]] = field(default_factory=list)
+    # why fuzz.json could not be written (a full disk), "" when it was: the caller says it after the table
+    unwritten: str = ""
 
     @property
     def crashed(self) -> bool:
@@ -721,11 +723,19 @@ def _run(
         # says where: `kpool triage list` shows them
         record.record_fuzz(summary, reports, run_dir.name, plant)
         # whole or not at all: an empty one (a full disk, a kill) was read by the campaign as damaged
-        atomic.write_text(run_dir / "fuzz.json", json.dumps(summary, indent=2) + "\n")
-    if results[-1].interrupted:
-        output.warn(f"interrupted: what was fuzzed is in {run_dir / 'fuzz.json'}")
-        raise KeyboardInterrupt
+        unwritten = ""
+        try:
+            atomic.write_text(run_dir / "fuzz.json", json.dumps(summary, indent=2) + "\n")
+        except OSError as exc:  # a full disk: what was found is still printed (and recorded, above)
+            unwritten = f"{run_dir / 'fuzz.json'}: {exc.strerror or exc}"
     failed = [r for r in results if r.error]
+    if unwritten and (failed or results[-1].interrupted):  # said here: the caller prints no table then
+        output.error(f"{unwritten}: the run's report could not be written")
+    if results[-1].interrupted:
+        output.warn(
+            f"interrupted: what was fuzzed is in {run_dir / 'fuzz.json' if not unwritten else run_dir}"
+        )
+        raise KeyboardInterrupt
     if failed:
         # after fuzz.json is written: the campaign reads the error from it
         first = failed[0]
@@ -735,7 +745,7 @@ def _run(
         raise KpoolError(
             f"{first.target}: {first.error}{more}; its log, {first.log}, ends", _log_tail(Path(first.log))
         )
-    return FuzzRun(run_dir, results, recovered)
+    return FuzzRun(run_dir, results, recovered, unwritten)
 
 
 def check_utf8_path(path: Path, option: str) -> None:
