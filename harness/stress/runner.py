@@ -45,6 +45,11 @@ from harness.stress.worker import NO_SPACE, Worker, child_env
 from harness.triage import record
 
 POLL_S = 0.05  # psutil sample and exit check: 20 a second is smooth and costs ~1% of a core
+# stress.json written again with the running workload's ended workers at most this often: each write merges
+# and dumps every ended worker (a 64-process workload's, 0.2 MB), and done for each of 64 workers as they
+# ended it cost the harness 0.4 s of CPU beside the workers still measuring (3.4 s runs, 2 cores); a kill
+# loses at most this long of ended workers from stress.json (their own result files are on disk).
+SNAPSHOT_EVERY_S = 1.0
 RATIO_FIGURES = ("p50", "p99", "p999", "mean")
 TSAN_OPTIONS = "halt_on_error=1"
 RATIO_KINDS = ("alloc", "free", "realloc", "calloc", "aligned", "free_remote", "critical")
@@ -191,9 +196,9 @@ class Phase:
     kpdrive: Path
     opts: Options
     on_progress: Callable[[str], None]
-    # Called with the results of the workers that ended in one poll, as they end (not at the phase's end):
-    # their crashes are recorded at once, so that a runner killed mid-workload (SIGKILL, the OOM killer)
-    # loses only the workers still running.
+    # Called at every poll with the results of the workers that ended in it (often none), as they end (not
+    # at the phase's end): their crashes are recorded at once, so that a runner killed mid-workload
+    # (SIGKILL, the OOM killer) loses only the workers still running.
     on_ended: Callable[[list[dict[str, Any]]], None] | None = None
     interrupted: bool = False
 
@@ -225,7 +230,7 @@ class Phase:
                     running.remove(w)
                     done.append(w)
                     results[w.index] = w.result()
-                if ended and self.on_ended is not None:
+                if self.on_ended is not None:  # every poll: a snapshot held back (SNAPSHOT_EVERY_S) goes out
                     self.on_ended([results[w.index] for w in ended])
                 if pace.due(time.monotonic()):
                     self._progress(t0, running, done)
@@ -397,6 +402,7 @@ def _run_workload(wl: Workload, opts: Options, run_dir: Path, kpdrive: Path) -> 
     tolerated = int(wl.slo.get("max_integrity_errors", 0))
     so_far: list[dict[str, Any]] = []  # the workers of the running phase that ended
     main: dict[str, Any] = {}  # the main phase's entry, once it ended (a baseline's snapshots hold it)
+    snap = {"pending": False, "at": 0.0}  # a worker ended since the last snapshot; when that was written
 
     def phase(label: str, interference: bool) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         nonlocal interrupted
@@ -408,11 +414,17 @@ def _run_workload(wl: Workload, opts: Options, run_dir: Path, kpdrive: Path) -> 
                 doc = w.get("result")
                 if doc and integrity_errors(doc) > tolerated:
                     w["crash"] = w.get("crash") or integrity.crash(w)
-            if opts.record:
+            if workers and opts.record:
                 _record_as_ended(wl, allocator, workers, label, run_dir.name, opts.reports_dir)
             so_far.extend(workers)
-            if opts.on_partial is not None:
+            snap["pending"] = snap["pending"] or bool(workers)
+            if (
+                opts.on_partial is not None
+                and snap["pending"]
+                and time.monotonic() - snap["at"] >= SNAPSHOT_EVERY_S
+            ):
                 opts.on_partial(_unfinished(wl, allocator, directory, label, so_far, main))
+                snap["pending"], snap["at"] = False, time.monotonic()
 
         ph = Phase(
             wl,
@@ -449,6 +461,8 @@ def _run_workload(wl: Workload, opts: Options, run_dir: Path, kpdrive: Path) -> 
     main.update(result)
     base_workers: list[dict[str, Any]] = []
     if wl.interference and opts.baseline and not interrupted:
+        if opts.on_partial is not None:  # the main phase whole, before the baseline's workers start
+            opts.on_partial(_unfinished(wl, allocator, directory, "baseline", [], main))
         base_workers, base = phase("baseline", False)
         result["interference"] = {
             "ratio": _ratio(merged, base),
