@@ -603,3 +603,18 @@ def test_a_full_disk_at_a_fuzz_runs_end_still_prints_what_it_found(
     assert "| api_sequence |" in out, out
     (line,) = [ln for ln in err.splitlines() if ln.startswith("kpool: error:")]
     assert "fuzz.json: No space left on device" in line, line
+
+
+def test_the_index_says_a_stress_runs_report_is_unfinished(tmp_path: Path) -> None:
+    """A kpool stress run killed mid-workload leaves stress.json marked unfinished (above): the index of
+    runs said 'kpool stress run: stress.json, no report record', as for a whole run; now it says the run
+    did not finish."""
+    from harness.report.writers import write_index
+
+    for name, doc in (("whole", {"workloads": []}), ("killed", {"workloads": [], "unfinished": "w"})):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "stress.json").write_text(json.dumps(doc))
+    page = write_index(tmp_path).read_text()
+    runs = _table(page, "runs")
+    assert "unfinished" in runs["killed"]["verdict"] and "w" in runs["killed"]["verdict"], runs["killed"]
+    assert "unfinished" not in runs["whole"]["verdict"], runs["whole"]
