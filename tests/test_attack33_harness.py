@@ -618,3 +618,43 @@ def test_the_index_says_a_stress_runs_report_is_unfinished(tmp_path: Path) -> No
     runs = _table(page, "runs")
     assert "unfinished" in runs["killed"]["verdict"] and "w" in runs["killed"]["verdict"], runs["killed"]
     assert "unfinished" not in runs["whole"]["verdict"], runs["whole"]
+
+
+# ---- kpool triage replay interrupted ---------------------------------------------------------------------
+
+ASAN = (
+    "==7==ERROR: AddressSanitizer: heap-use-after-free on address 0x604000000090 at pc 0x1 bp 0x2 sp 0x3\n"
+    "WRITE of size 1 at 0x604000000090 thread T0\n"
+    "    #0 0x5654029bcefe in kp__central_give /src/alloc.c:6:77\n"
+)
+
+
+def test_an_interrupted_triage_replay_keeps_the_replays_it_made(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`kpool triage replay ID -n 1000` for a flaky crash, stopped with Ctrl-C after a while: on b54c534
+    every replay made was thrown away ('kpool: error: interrupted', the stored rate unchanged). Now the
+    replays made are stored and said, exit 130."""
+    from harness import cli
+    from harness.triage import replay as R
+    from harness.triage.crash import Crash, Reproducer
+
+    db_path = tmp_path / "crashes.sqlite"
+    code = f"import sys; sys.stderr.write({ASAN!r}); sys.exit(1)"
+    repro = Reproducer(argv=(sys.executable, "-c", code), timeout_s=20)
+    rec = CrashDB(db_path).record(Crash(text=ASAN, run_id="r", source="x", reproducer=repro))
+    real, calls = R.run_once, []
+
+    def stopped_at_the_fourth(*args: Any, **kw: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return real(*args, **kw)
+
+    monkeypatch.setattr(R, "run_once", stopped_at_the_fourth)
+    got = cli.main(["triage", "--db", str(db_path), "replay", str(rec.signature_id), "-n", "1000"])
+    out, err = capsys.readouterr()
+    assert got == 130, err
+    assert "reproduced 3 of 3" in out and "interrupted" in err, (out, err)
+    row = CrashDB.open(db_path).get(rec.signature_id)
+    assert (row.repro_rate, row.repro_runs) == (1.0, 3), (row.repro_rate, row.repro_runs)
