@@ -658,3 +658,40 @@ def test_an_interrupted_triage_replay_keeps_the_replays_it_made(
     assert "reproduced 3 of 3" in out and "interrupted" in err, (out, err)
     row = CrashDB.open(db_path).get(rec.signature_id)
     assert (row.repro_rate, row.repro_runs) == (1.0, 3), (row.repro_rate, row.repro_runs)
+
+
+def test_an_interrupted_triage_minimize_keeps_the_smaller_reproducer_it_found(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`kpool triage minimize ID` on a workload crash (60 candidates, up to 3 runs each: minutes), stopped
+    with Ctrl-C after it kept a smaller reproducer ('kept: processes 4 -> 1' on screen): on b54c534 the
+    smaller reproducer was thrown away. Now it is stored and said, exit 130."""
+    from harness import cli
+    from harness.triage import replay as R
+    from harness.triage.crash import Crash, Reproducer
+
+    db_path = tmp_path / "crashes.sqlite"
+    code = f"import sys; sys.stderr.write({ASAN!r}); sys.exit(1)"
+    repro = Reproducer(
+        argv=(sys.executable, "-c", code, "${processes}", "${ops}"),
+        kind="workload",
+        ops=1000,
+        processes=4,
+        timeout_s=20,
+    )
+    rec = CrashDB(db_path).record(Crash(text=ASAN, run_id="r", source="x", reproducer=repro))
+    real, calls = R.run_once, []
+
+    def stopped_at_the_second(*args: Any, **kw: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kw)
+
+    monkeypatch.setattr(R, "run_once", stopped_at_the_second)
+    got = cli.main(["triage", "--db", str(db_path), "minimize", str(rec.signature_id)])
+    out, err = capsys.readouterr()
+    assert got == 130, err
+    assert "processes 4 -> 1" in out and "interrupted" in err, (out, err)
+    kept = CrashDB.open(db_path).reproducer(rec.signature_id)
+    assert kept is not None and kept.processes == 1 and kept.ops == 1000, kept

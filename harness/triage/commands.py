@@ -172,6 +172,9 @@ def minimize(path: Path, ref: str) -> int:
         f" ({'; '.join(done.steps)})"
     )
     output.result(f"  command {' '.join(argv)}")
+    if done.interrupted:
+        output.error("interrupted; the smallest reproducer found so far is stored")
+        return 130
     return EXIT_OK
 
 
