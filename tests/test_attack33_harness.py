@@ -695,3 +695,43 @@ def test_an_interrupted_triage_minimize_keeps_the_smaller_reproducer_it_found(
     assert "processes 4 -> 1" in out and "interrupted" in err, (out, err)
     kept = CrashDB.open(db_path).reproducer(rec.signature_id)
     assert kept is not None and kept.processes == 1 and kept.ops == 1000, kept
+
+
+# ---- Ctrl-C while Python loads kpool ---------------------------------------------------------------------
+
+SIGINT_ON_IMPORT = """
+import os, signal, sys
+
+class _Finder:
+    def find_spec(self, name, path=None, target=None):
+        if name == "harness.output":  # one of the modules the command's code imports as it loads
+            sys.meta_path.remove(self)
+            os.kill(os.getpid(), signal.SIGINT)
+        return None
+
+sys.meta_path.insert(0, _Finder())
+"""
+
+
+def test_ctrl_c_while_kpool_loads_is_one_line(tmp_path: Path) -> None:
+    """Ctrl-C in the first second of `kpool stress ...` on a loaded machine, while Python imports kpool's
+    modules: on b54c534 a 10-line import traceback ending in KeyboardInterrupt (the console script's
+    module imported harness.cli before any of kpool's code ran). Now 'kpool: error: interrupted', exit
+    130. The command is run as pip's console script runs it: the entry point that pyproject.toml names."""
+    import tomllib
+
+    entry = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]["kpool"]
+    module, _, func = entry.partition(":")
+    (tmp_path / "sitecustomize.py").write_text(SIGINT_ON_IMPORT)
+    proc = subprocess.run(
+        [sys.executable, "-c", f"import sys; from {module} import {func}; sys.exit({func}())", "options"],
+        env={**_env(), "PYTHONPATH": f"{tmp_path}:{ROOT}"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert proc.returncode == 130 and proc.stderr == "kpool: error: interrupted\n", (
+        proc.returncode,
+        proc.stderr,
+    )
