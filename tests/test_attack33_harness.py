@@ -735,3 +735,40 @@ def test_ctrl_c_while_kpool_loads_is_one_line(tmp_path: Path) -> None:
         proc.returncode,
         proc.stderr,
     )
+
+
+# ---- kpool campaign --resume --budget ---------------------------------------------------------------------
+
+
+def test_a_resumes_budget_is_the_one_its_summary_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A campaign planned with 120 s, resumed with --budget 20s, whose resume ran out of time: on b54c534
+    the summary said 'the budget (120s) ran out' though the resume had 20 s (campaign.json's first
+    budget). Now it names the budget the resume had, and campaign.json keeps it for the next resume."""
+    from harness import cli
+    from harness.campaign import budget, command
+    from harness.campaign import run as campaign_run
+
+    def run_jobs(c: budget.Campaign, run_dir: Path, *args: object, **kwargs: object) -> bool:
+        c.jobs[0].state = "done"  # the rest: not run, the budget spent
+        for j in c.jobs[1:]:
+            j.state = "not-run"
+        c.save(run_dir)
+        return True
+
+    monkeypatch.setattr(command, "run_jobs", run_jobs)
+    monkeypatch.setattr(command, "build_variants", lambda *a, **k: None)
+    monkeypatch.setattr(campaign_run, "fuzz_coverage", lambda *a, **k: {})
+    monkeypatch.delenv("KPOOL_LOG", raising=False)
+    reports = tmp_path / "reports"
+    run_dir = reports / "campaign-1"
+    run_dir.mkdir(parents=True)
+    workload = ROOT / "workloads" / "steady-small.yaml"
+    budget.plan(
+        "campaign-1", run_dir, 120.0, 1, 0, [], [workload, workload.with_name("cross-thread.yaml")]
+    ).save(run_dir)
+    cli.main(["campaign", "--resume", "campaign-1", "--budget", "20s", "--reports", str(reports)])
+    out = capsys.readouterr().out
+    assert "the budget (20s) ran out" in out, out
+    assert json.loads((run_dir / "campaign.json").read_text())["budget_s"] == 20.0
