@@ -390,14 +390,10 @@ def test_a_full_disk_under_the_fuzz_history_is_no_crash(small_tmpfs: Path) -> No
 
     env = {**runner.target_env("api_sequence"), HISTORY_ENV: str(small_tmpfs / "history")}
     (small_tmpfs / "history").mkdir()
+    seeds = shutil.copytree(ROOT / "corpora" / "api_sequence", small_tmpfs.parent / "seeds")  # it adds inputs
     _fill(small_tmpfs)
     proc = subprocess.run(
-        [
-            sys.executable,
-            str(runner.script("api_sequence")),
-            "-runs=3000",
-            str(ROOT / "corpora" / "api_sequence"),
-        ],
+        [sys.executable, str(runner.script("api_sequence")), "-runs=3000", str(seeds)],
         env=env,
         capture_output=True,
         text=True,
@@ -423,7 +419,7 @@ def test_the_fuzz_history_reserved_a_chunk_at_a_time_reads_back(tmp_path: Path) 
 
     (tmp_path / "history").mkdir()
     env = {**runner.target_env("api_sequence"), HISTORY_ENV: str(tmp_path / "history")}
-    seeds = ROOT / "corpora" / "api_sequence"
+    seeds = shutil.copytree(ROOT / "corpora" / "api_sequence", tmp_path / "seeds")  # libFuzzer adds inputs
     proc = subprocess.run(
         [sys.executable, str(runner.script("api_sequence")), "-runs=8000", "-max_len=4096", str(seeds)],
         env=env,
@@ -446,17 +442,21 @@ def test_the_fuzz_history_reserved_a_chunk_at_a_time_reads_back(tmp_path: Path) 
 
 
 class _FakeClock:
-    """runner's time module with a clock that runs STEP_S per reading (a long run, fast): sleep is real
-    and short, so that a worker of a few real seconds spans hours of this clock."""
+    """runner's time module with a clock that runs SPEED times faster than the real one, and at least a
+    second per reading (a long run, fast, whatever the machine's load): sleep is real and short."""
 
-    STEP_S = 4.0
+    SPEED = 600.0
 
     def __init__(self) -> None:
+        self.t0 = time.monotonic()
         self.now = 0.0
+        self.max_step = 0.0
 
     def monotonic(self) -> float:
-        self.now += self.STEP_S
-        return self.now
+        new = max(self.now + 1.0, (time.monotonic() - self.t0) * self.SPEED)
+        self.max_step = max(self.max_step, new - self.now)
+        self.now = new
+        return new
 
     def sleep(self, s: float) -> None:
         time.sleep(0.002)
@@ -487,12 +487,13 @@ def test_a_long_stress_runs_progress_lines_thin_out(
     monkeypatch.setattr(runner, "time", clock)
     runner.run([wl], runner.Options(reports_dir=tmp_path / "r", run_id="r", jobs=1, record=False))
     said = [float(m) for m in re.findall(r"w \(main\): ([\d.]+) s,", capsys.readouterr().err)]
-    assert said and said[-1] > 3600, said[-5:]  # the fake clock ran for hours
-    assert said[0] <= 3 * clock.STEP_S, said[:3]  # at once: at its first poll or so
+    assert said and said[-1] > 3000, said[-5:]  # the fake clock ran for about an hour
+    assert said[0] <= 10 + 3 * clock.max_step, (said[:3], clock.max_step)  # at once: its first polls
     gaps = [b - a for a, b in itertools.pairwise(said)]
     late = [g for t, g in zip(said[1:], gaps, strict=False) if t > 660]
-    assert late and all(55 <= g <= 70 for g in late[:-1]), late[:20]  # the last: the closing figure
-    assert len(said) < 10 + said[-1] / 50, len(said)
+    # a minute apart (a poll's step of the fake clock more at most); the last: the closing figure
+    assert late and all(55 <= g <= 60 + 2 * clock.max_step for g in late[:-1]), (late[:20], clock.max_step)
+    assert len(said) < 100 + said[-1] / 60, len(said)  # a line a poll: a thousand and more
 
 
 # ---- workload files: encodings ----------------------------------------------------------------------------
@@ -772,3 +773,41 @@ def test_a_resumes_budget_is_the_one_its_summary_names(
     out = capsys.readouterr().out
     assert "the budget (20s) ran out" in out, out
     assert json.loads((run_dir / "campaign.json").read_text())["budget_s"] == 20.0
+
+
+# ---- a duration the time limit cuts short ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("limit", ["time_limit_s: 10\n", ""], ids=["given", "default"])
+def test_a_duration_past_the_time_limit_is_a_workload_error(tmp_path: Path, limit: str) -> None:
+    """duration_ms: 90000 with time_limit_s 10 (or the default 60): every worker is killed at its limit
+    and recorded as a hang, a crash signature for a workload that never hung. On b54c534 it ran: 'slow:
+    worker 0 timeout: killed after 10 s', a crash per worker. Now the file is refused at duration_ms."""
+    from harness import spec
+
+    path = tmp_path / "w.yaml"
+    path.write_text(WL + "duration_ms: 90000\n" + limit)
+    with pytest.raises(spec.SpecError) as info:
+        spec.load(path)
+    (issue,) = [str(i) for i in info.value.issues]
+    assert (
+        ":4:14: duration_ms:" in issue and ("10" if limit else "60") in issue and "time_limit_s" in issue
+    ), issue
+
+
+def test_a_time_limit_option_below_the_duration_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`kpool stress slow.yaml --time-limit 1` for a workload of duration_ms 60000: b54c534 ran it, every
+    worker a 'timeout' crash recorded in the crash database. Now exit 2 naming the option and the
+    workload, nothing run."""
+    from harness import cli
+
+    (tmp_path / "slow.yaml").write_text(WL + "duration_ms: 60000\ntime_limit_s: 120\n")
+    reports = tmp_path / "r"
+    code = cli.main(["stress", str(tmp_path / "slow.yaml"), "--time-limit", "1", "--reports", str(reports)])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    (line,) = [ln for ln in err.splitlines() if ln.startswith("kpool: error:")]
+    assert "--time-limit 1" in line and "duration_ms" in line and "slow.yaml" in line, line
+    assert not (reports / "crashes.sqlite").exists()

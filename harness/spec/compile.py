@@ -18,12 +18,11 @@ from typing import Any
 from harness.spec import marks, poolcheck, program
 from harness.spec.marks import Path as KeyPath
 from harness.spec.program import ProgramWorkload
-from harness.spec.validate import Issue, SpecError, check, dotted, kind_of, size_bytes
+from harness.spec.validate import DEFAULT_TIME_LIMIT_S, Issue, SpecError, check, dotted, kind_of, size_bytes
 
 # A workload that gives neither ops nor duration_ms: enough steps for stable percentiles, few enough
 # that the default run takes well under a second per worker.
 DEFAULT_OPS = 200_000
-DEFAULT_TIME_LIMIT_S = 60.0
 PEER_NAMES = ("glibc", "jemalloc", "mimalloc", "tcmalloc")
 # The largest workload file read: the shipped ones are under 4 KiB; a file far past this is something else
 # (a log, a core file, a glob that matched the wrong thing), which YAML would take seconds and gigabytes to

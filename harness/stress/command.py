@@ -13,7 +13,7 @@ from harness import output, paths, peers, spec
 from harness.build import VARIANTS
 from harness.errors import UsageError
 from harness.spec import poolcheck
-from harness.spec.compile import DEFAULT_TIME_LIMIT_S
+from harness.spec.validate import DEFAULT_TIME_LIMIT_S
 from harness.stress.runner import Options, check_run_id, run
 
 # What each variant is, as `kpool stress` says it before a run.

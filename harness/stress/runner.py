@@ -37,6 +37,7 @@ from harness import atomic, output, peers, runlock
 from harness.errors import ConfigError, UsageError
 from harness.spec import AnyWorkload, ProgramWorkload, Workload, poolcheck
 from harness.spec.compile import conf_string
+from harness.spec.validate import DURATION_MARGIN_MS
 from harness.stress import integrity, slo
 from harness.stress.binary import ensure_kpdrive
 from harness.stress.launch import Launch
@@ -169,6 +170,14 @@ def preflight(workloads: Sequence[Workload], opts: Options, kpdrive: Path | None
     the pool settings with KPOOL_CONF (kp_create's parser). A --set is named by itself."""
     if opts.run_id is not None:
         check_run_id(opts.run_id)
+    for wl in workloads:
+        duration = wl.data.get("duration_ms")
+        limit = opts.time_limit_s
+        if limit is not None and duration is not None and duration + DURATION_MARGIN_MS > limit * 1000:
+            raise ConfigError(
+                f"--time-limit {limit:g}: {wl.path} runs for duration_ms {duration}: every worker would be "
+                "killed as a hang (give a limit a second or more past its duration)"
+            )
     kpdrive = kpdrive or ensure_kpdrive(opts.variant)
     for wl in workloads:
         seeds = [f"seed={wl.seed}", f"seed={wl.seed + wl.processes - 1}"]
