@@ -811,3 +811,34 @@ def test_a_time_limit_option_below_the_duration_is_a_usage_error(
     (line,) = [ln for ln in err.splitlines() if ln.startswith("kpool: error:")]
     assert "--time-limit 1" in line and "duration_ms" in line and "slow.yaml" in line, line
     assert not (reports / "crashes.sqlite").exists()
+
+
+def test_a_run_folder_taken_a_moment_ago_names_its_process(tmp_path: Path) -> None:
+    """Two `kpool campaign --resume X` started together: the second found the folder locked before the
+    first had written who holds it, and said 'is the folder of a run still going (process ?)' (b54c534).
+    Now it waits a moment for the holder's record and names the process."""
+    import fcntl
+    import threading
+
+    from harness import runlock
+    from harness.errors import KpoolError
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    holder = (folder / runlock.NAME).open("a+")
+    fcntl.flock(holder, fcntl.LOCK_EX | fcntl.LOCK_NB)  # taken, nothing written yet
+
+    def write_later() -> None:
+        time.sleep(0.2)
+        holder.write(json.dumps({"pid": os.getpid(), "started": time.time()}) + "\n")  # alive
+        holder.flush()
+
+    writer = threading.Thread(target=write_later)
+    writer.start()
+    try:
+        with pytest.raises(KpoolError) as info:
+            runlock.hold(folder)
+    finally:
+        writer.join()
+        holder.close()
+    assert f"(process {os.getpid()})" in str(info.value), str(info.value)
