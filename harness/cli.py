@@ -457,6 +457,11 @@ def _fuzz(args: argparse.Namespace, rest: list[str]) -> int:
     for r in run.recovered:
         output.result(f"recovered {r['input']} (its run was killed): {r['signature']} [{r['status']}]")
     output.result(f"reports: {run.run_dir}")
+    if run.unwritten:
+        output.error(
+            f"{run.unwritten}: the run's report could not be written; the table above is what it found"
+        )
+        return 1
     return 1 if run.crashed else 0
 
 

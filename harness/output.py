@@ -78,6 +78,27 @@ def relay(data: bytes) -> None:
         sys.stderr.buffer.flush()
 
 
+# The longest a long run's progress lines are apart: a CI log or a terminal still sees it alive every
+# minute, and an hour-long run says so in about 70 lines, not thousands.
+PACE_MAX_S = 60.0
+
+
+class Pace:
+    """When a run's next progress line is due: every `every_s` at first, then ever further apart (a tenth
+    of the time elapsed, so that each line is about 10% further on) up to PACE_MAX_S; a caller's longer
+    every_s (a silent run's hour) stands."""
+
+    def __init__(self, every_s: float, t0: float) -> None:
+        self.every_s, self.t0, self.last = every_s, t0, t0
+
+    def due(self, now: float) -> bool:
+        gap = max(self.every_s, min(PACE_MAX_S, (now - self.t0) / 10))
+        if now - self.last < gap:
+            return False
+        self.last = now
+        return True
+
+
 def warn(message: str) -> None:
     _say(f"kpool: warning: {_text(message)}", sys.stderr)
 

@@ -12,6 +12,7 @@ The file also says which run holds it: JSON with the process id, the start time 
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -90,16 +91,31 @@ def _alive(pid: int) -> bool:
     return True
 
 
+# A run writes who it is right after it takes the lock: a second run that finds the lock taken reads it
+# for this long (milliseconds on an idle machine; a loaded one takes longer) before it says "process ?".
+HOLDER_WAIT_S = 1.0
+
+
+def _holder(folder: Path) -> Any:
+    """The pid the run holding folder wrote in its lock file, "?" when none came within HOLDER_WAIT_S."""
+    end = time.monotonic() + HOLDER_WAIT_S
+    while True:
+        try:
+            pid = atomic.loads((folder / NAME).read_text() or "{}").get("pid")
+        except (OSError, ValueError, AttributeError):
+            pid = None
+        if pid is not None or time.monotonic() >= end:
+            return "?" if pid is None else pid
+        time.sleep(0.05)
+
+
 def hold(folder: Path, **info: Any) -> RunLock:
     """Hold a run's folder for this process, writing who holds it and `info`. KpoolError when another
     process holds it: two runs in one folder would write over each other's files."""
     folder.mkdir(parents=True, exist_ok=True)
     lock = take(folder)
     if lock is None:
-        try:
-            holder = atomic.loads((folder / NAME).read_text() or "{}").get("pid", "?")
-        except (OSError, ValueError, AttributeError):
-            holder = "?"
+        holder = _holder(folder)
         if isinstance(holder, int) and not _alive(holder):  # its run ended: a sweep holds the folder
             raise KpoolError(
                 f"{folder}: another kpool is recovering the crash inputs its run (process {holder}, ended)"
@@ -107,8 +123,13 @@ def hold(folder: Path, **info: Any) -> RunLock:
             )
         raise KpoolError(f"{folder} is the folder of a run still going (process {holder})")
     handle = lock._handle
-    handle.seek(0)
-    handle.truncate()
-    handle.write(json.dumps({"pid": os.getpid(), "started": time.time(), **info}) + "\n")
-    handle.flush()
+    try:
+        handle.seek(0)
+        handle.truncate()
+        handle.write(json.dumps({"pid": os.getpid(), "started": time.time(), **info}) + "\n")
+        handle.flush()
+    except OSError as exc:  # a full disk: the file's write names no file; the user's error line does
+        with contextlib.suppress(OSError):  # its close flushes the same text again
+            lock.release()
+        raise OSError(exc.errno, exc.strerror, str(folder / NAME)) from exc
     return lock

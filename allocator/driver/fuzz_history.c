@@ -15,12 +15,21 @@
  * "kpfuzz-history 1\n", then per input its length (4 bytes, little endian)
  * and its bytes, then a length of 0; the last input is the one that ran last.
  * Without $KPOOL_FUZZ_HISTORY nothing is kept (a replay, the coverage count).
+ *
+ * The file is sparse, and a store to a page of a shared file mapping that the
+ * file system cannot back (a full disk) is a SIGBUS, which the sanitizer
+ * reports as a crash of the input (a false crash, signed and recorded). So
+ * the blocks are reserved (posix_fallocate) FZ_HISTORY_CHUNK at a time before
+ * any store reaches them; a reservation refused is said once on stderr and
+ * the history goes (its file removed: a partial one would replay the wrong
+ * inputs), the fuzzing goes on without it.
  */
 #include "fuzz_model.h"
 
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -32,30 +41,68 @@
  * (-max_len up to 1 MiB) remake the pools sooner. */
 #define FZ_HISTORY_BYTES ((size_t)64 << 20)
 #define FZ_HISTORY_HEAD "kpfuzz-history 1\n"
+/* Blocks reserved at a time: 1 MiB is 16k inputs of the default 64-byte
+ * -max_len, so one posix_fallocate per pool remaking at most, and never more
+ * than 1 MiB of disk taken ahead of what is written. */
+#define FZ_HISTORY_CHUNK ((size_t)1 << 20)
 
-static uint8_t *hist;	/* the mapping, or NULL: keep nothing */
-static size_t hist_len; /* bytes of records after the head */
-static size_t hist_n;	/* inputs since the pools were made */
+static uint8_t *hist;	 /* the mapping, or NULL: keep nothing */
+static size_t hist_len;	 /* bytes of records after the head */
+static size_t hist_n;	 /* inputs since the pools were made */
+static size_t hist_room; /* bytes of the file whose blocks are reserved */
+static int hist_fd = -1;
+static char hist_path[4096];
 static bool hist_init;
+
+/* Reserve the file's blocks up to `end` (a multiple of FZ_HISTORY_CHUNK past
+ * it); false, with the history given up, when the file system refuses. */
+static bool history_reserve(size_t end)
+{
+	if (end <= hist_room)
+		return true;
+	size_t to = (end + FZ_HISTORY_CHUNK - 1) / FZ_HISTORY_CHUNK * FZ_HISTORY_CHUNK;
+	if (to > FZ_HISTORY_BYTES)
+		to = FZ_HISTORY_BYTES;
+	int err = posix_fallocate(hist_fd, (off_t)hist_room, (off_t)(to - hist_room));
+	if (err == 0) {
+		hist_room = to;
+		return true;
+	}
+	fprintf(stderr,
+		"kpfuzz: the input history %s is not kept: %s (a crash that needs earlier inputs replays alone)\n",
+		hist_path, strerror(err));
+	if (hist)
+		munmap(hist, FZ_HISTORY_BYTES);
+	hist = NULL;
+	close(hist_fd);
+	hist_fd = -1;
+	unlink(hist_path);
+	return false;
+}
 
 static void history_open(void)
 {
 	hist_init = true;
 	const char *dir = getenv("KPOOL_FUZZ_HISTORY");
-	char path[4096];
-	if (!dir || !dir[0] || (size_t)snprintf(path, sizeof path, "%s/history-%d", dir, (int)getpid()) >= sizeof path)
+	if (!dir || !dir[0] ||
+	    (size_t)snprintf(hist_path, sizeof hist_path, "%s/history-%d", dir, (int)getpid()) >= sizeof hist_path)
 		return;
-	int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	if (fd < 0)
+	hist_fd = open(hist_path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (hist_fd < 0)
 		return;
-	if (ftruncate(fd, (off_t)FZ_HISTORY_BYTES) == 0) {
-		void *m = mmap(NULL, FZ_HISTORY_BYTES, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (ftruncate(hist_fd, (off_t)FZ_HISTORY_BYTES) == 0 && history_reserve(FZ_HISTORY_CHUNK)) {
+		void *m = mmap(NULL, FZ_HISTORY_BYTES, PROT_READ | PROT_WRITE, MAP_SHARED, hist_fd, 0);
 		if (m != MAP_FAILED) {
 			hist = m;
 			memcpy(hist, FZ_HISTORY_HEAD, sizeof FZ_HISTORY_HEAD - 1);
+			return;
 		}
 	}
-	close(fd);
+	if (hist_fd >= 0) { /* no history after all (history_reserve gave it up itself) */
+		close(hist_fd);
+		hist_fd = -1;
+		unlink(hist_path);
+	}
 }
 
 static void put_u32(uint8_t *p, uint32_t v)
@@ -76,7 +123,7 @@ void fz_history_add(fz_pool *pools, size_t npools, const uint8_t *data, size_t l
 		hist_len = hist_n = 0;
 	}
 	hist_n++;
-	if (!hist || head + len + 8 > FZ_HISTORY_BYTES)
+	if (!hist || head + len + 8 > FZ_HISTORY_BYTES || !history_reserve(head + hist_len + 4 + len + 4))
 		return;
 	uint8_t *at = hist + head + hist_len;
 	put_u32(at, (uint32_t)len);

@@ -409,6 +409,9 @@ def _main(argv: Sequence[str], held: contextlib.ExitStack) -> int:
             f"resuming campaign {c.run_id}: {sum(j.state in RERUN_STATES for j in c.jobs)} job(s) to run"
         )
         budget = parse_budget(args.budget) if args.budget is not None else c.budget_s
+        c.budget_s = (
+            budget  # the budget this resume runs with: its summary names it, the next resume's default
+        )
         executor = _executor(args, c.run_id)
         if executor is None and c.cluster:  # its jobs_n is the cluster's slots, not this machine's
             c.jobs_n = args.jobs or cpus()

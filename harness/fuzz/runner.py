@@ -140,6 +140,8 @@ class FuzzRun:
     results: list[TargetResult]
     # crash inputs killed runs had left unrecorded, recorded by this one: {"input", "signature", ...}
     recovered: list[dict[str, Any]] = field(default_factory=list)
+    # why fuzz.json could not be written (a full disk), "" when it was: the caller says it after the table
+    unwritten: str = ""
 
     @property
     def crashed(self) -> bool:
@@ -276,7 +278,7 @@ def _stream(proc: subprocess.Popen[str], log: Path, result: TargetResult, shown:
     """Copy the target's output to the log, keeping the newest progress figures (the progress lines said
     appended to shown); True when libFuzzer printed its final lines (it ended as planned, not in its
     start-up)."""
-    last_shown = time.monotonic()
+    pace = output.Pace(PROGRESS_EVERY_S, time.monotonic())
     finished = False
     assert proc.stdout is not None
     with _Log(log) as out:
@@ -293,8 +295,7 @@ def _stream(proc: subprocess.Popen[str], log: Path, result: TargetResult, shown:
             elif (s := STAT_RE.match(line)) is not None and s["key"] == "average_exec_per_sec":
                 result.exec_per_s = int(s["value"])
             finished = finished or FINAL_RE.match(line) is not None
-            if m and time.monotonic() - last_shown >= PROGRESS_EVERY_S:
-                last_shown = time.monotonic()
+            if m and pace.due(time.monotonic()):
                 shown.append(_progress_line(result))
                 output.progress(shown[-1])
     return finished
@@ -640,9 +641,54 @@ def run(
     check_utf8_path(reports, "--reports")
     if run_dir is not None:
         check_utf8_path(run_dir.absolute(), "--run-dir")
+        _check_run_dir(run_dir, reports)
     if seeds:  # --no-seeds fuzzes a corpus of the run's own, in its folder
         check_corpora_writable(targets, reports)
+    build.check_plant(plant)  # before the run's folder: a usage error leaves nothing behind
+    made = run_dir is None
     run_dir = (run_dir or new_run_dir(reports)).absolute()
+    try:
+        how = (plant, max_len, keep_going, seeds, extra, layout)
+        return _run(targets, seconds, jobs, run_dir, reports, *how)
+    except KpoolError:
+        if made:  # stopped before it fuzzed (a build that failed): no run folder to list without a record
+            _remove_if_unused(run_dir)
+        raise
+
+
+def _check_run_dir(run_dir: Path, reports: Path) -> None:
+    """UsageError for a --run-dir that is the reports folder, a folder above it, or inside its working
+    corpora: the run's crashes/, logs/ and history/ would sit among the runs (listed as runs without a
+    record) or among a corpus's inputs."""
+    mine, root = run_dir.resolve(), reports.resolve()
+    corpora = root / "corpus"
+    if mine in (root, corpora) or mine in root.parents or corpora in mine.parents:
+        raise UsageError(
+            f"--run-dir {run_dir}: the reports folder {reports}, a folder above it or one of its corpora; "
+            f"a run's folder goes under it (give a new name, e.g. {reports / 'fuzz-mine'}, or none)"
+        )
+
+
+def _remove_if_unused(run_dir: Path) -> None:
+    """Remove a run folder that holds nothing but its lock and empty folders."""
+    with contextlib.suppress(OSError):
+        if all(p.is_dir() or p.name == runlock.NAME for p in run_dir.rglob("*")):
+            shutil.rmtree(run_dir)
+
+
+def _run(
+    targets: list[str],
+    seconds: int,
+    jobs: int,
+    run_dir: Path,
+    reports: Path,
+    plant: int,
+    max_len: int | None,
+    keep_going: bool,
+    seeds: bool,
+    extra: Sequence[str],
+    layout: str | None,
+) -> FuzzRun:
     # held to the end, by kill -9 too: another run takes the crash inputs of this folder for lost only
     # once this process is gone (fuzz/orphans.py)
     with runlock.hold(run_dir, kind="fuzz", plant=plant, targets=targets, layout=layout):
@@ -677,11 +723,19 @@ def run(
         # says where: `kpool triage list` shows them
         record.record_fuzz(summary, reports, run_dir.name, plant)
         # whole or not at all: an empty one (a full disk, a kill) was read by the campaign as damaged
-        atomic.write_text(run_dir / "fuzz.json", json.dumps(summary, indent=2) + "\n")
-    if results[-1].interrupted:
-        output.warn(f"interrupted: what was fuzzed is in {run_dir / 'fuzz.json'}")
-        raise KeyboardInterrupt
+        unwritten = ""
+        try:
+            atomic.write_text(run_dir / "fuzz.json", json.dumps(summary, indent=2) + "\n")
+        except OSError as exc:  # a full disk: what was found is still printed (and recorded, above)
+            unwritten = f"{run_dir / 'fuzz.json'}: {exc.strerror or exc}"
     failed = [r for r in results if r.error]
+    if unwritten and (failed or results[-1].interrupted):  # said here: the caller prints no table then
+        output.error(f"{unwritten}: the run's report could not be written")
+    if results[-1].interrupted:
+        output.warn(
+            f"interrupted: what was fuzzed is in {run_dir / 'fuzz.json' if not unwritten else run_dir}"
+        )
+        raise KeyboardInterrupt
     if failed:
         # after fuzz.json is written: the campaign reads the error from it
         first = failed[0]
@@ -691,7 +745,7 @@ def run(
         raise KpoolError(
             f"{first.target}: {first.error}{more}; its log, {first.log}, ends", _log_tail(Path(first.log))
         )
-    return FuzzRun(run_dir, results, recovered)
+    return FuzzRun(run_dir, results, recovered, unwritten)
 
 
 def check_utf8_path(path: Path, option: str) -> None:

@@ -137,7 +137,7 @@ class LocalExecutor:
                         elif j.error.startswith("timeout"):
                             j.state = "timeout"
                         else:
-                            j.state = "done" if (self.run_dir / j.out).exists() else "failed"
+                            j.state = "done" if task.wrote_result(self.run_dir / j.out) else "failed"
                         del running[name]
                         hooks.changed()
                     progress(list(running))

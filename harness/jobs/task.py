@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import fcntl
+import json
 import os
 import shutil
 import signal
@@ -41,6 +42,21 @@ MAX_FILE_BYTES = 64 << 20
 # Crash databases and working histories are the coordinator's or scratch, never sent.
 _NOT_SENT = (".sqlite", ".sqlite-journal", ".sqlite-wal", ".sqlite-shm")
 _PR_SET_PDEATHSIG = 1
+
+
+def wrote_result(out: Path) -> bool:
+    """Whether a job's child wrote its result file (fuzz.json, stress.json) whole: a stress.json that
+    kpool stress writes as its workers end, before the run's end, says "unfinished" (a child that died
+    then, the OOM killer's say, failed)."""
+    if not out.is_file():
+        return False
+    if out.name != "stress.json":
+        return True
+    try:
+        doc = json.loads(out.read_bytes())
+    except (OSError, ValueError):
+        return False
+    return isinstance(doc, dict) and "unfinished" not in doc
 
 
 def kpool(*args: str) -> list[str]:
@@ -242,7 +258,7 @@ def _run(spec: JobSpec, scratch: Path, stop: Callable[[], bool], where: str) -> 
     how, rc, seconds = supervise(argv, run_dir, env, log, spec.slot_s, spec.deadline, stop)
     folder = run_dir / (f"fuzz-{spec.target}" if spec.kind == "fuzz" else argv[argv.index("--run-id") + 1])
     out = folder / ("fuzz.json" if spec.kind == "fuzz" else "stress.json")
-    state = {"timeout": "timeout", "stopped": "stopped"}.get(how, "done" if out.exists() else "failed")
+    state = {"timeout": "timeout", "stopped": "stopped"}.get(how, "done" if wrote_result(out) else "failed")
     result = JobResult(
         name=spec.name,
         state=state,

@@ -537,18 +537,24 @@ def _count(n: int | None, bad: bool = False) -> str:
     return f"<span class='bad'>{n}</span>" if bad and n else str(n)
 
 
+def _seen(n: int | None, night: trends.Night, bad: bool = False) -> str:
+    """A night's count; an interrupted night's 0 is unknown ('-'): it may not have run what finds one."""
+    return _count(None if night.interrupted and not n else n, bad)
+
+
 def nights_section(nights: Sequence[trends.Night], with_db: bool, db_problem: str = "") -> str:
-    """Per night (run), newest first: new, known, fixed and flaky signatures, coverage, p99 per workload."""
+    """Per night (run), newest first: new, known, fixed and flaky signatures, coverage, p99 per workload.
+    An interrupted night is marked so, its zero counts and its coverage '-' (trends.Night.interrupted)."""
     keys = sorted({k for n in nights for k in n.p99_ns})
     head = ["night", "started", "new", "known", "fixed", "flaky", "coverage", *(f"p99 {k}" for k in keys)]
     rows = [
         [
             f"<a href='{href(n.run_id)}/index.html'>{escape(n.run_id)}</a>",
-            _when(n.started),
-            _count(n.new, bad=True),
-            _count(n.known),
-            _count(n.fixed),
-            _count(n.flaky),
+            _when(n.started) + (" <span class='bad'>interrupted</span>" if n.interrupted else ""),
+            _seen(n.new, n, bad=True),
+            _seen(n.known, n),
+            _seen(n.fixed, n),
+            _seen(n.flaky, n),
             f"{n.coverage:.1f}%" if n.coverage is not None else "-",
             *(_fmt_ns(n.p99_ns[k]) if k in n.p99_ns else "-" for k in keys),
         ]
@@ -557,7 +563,8 @@ def nights_section(nights: Sequence[trends.Night], with_db: bool, db_problem: st
     how = (
         "new: seen for the first time (or again after a fix); known: seen the night before too; flaky: back "
         "after a night away, or replays only sometimes; fixed: seen the night before, not since. "
-        f"p99 of {trends.P99_OP} per workload."
+        f"p99 of {trends.P99_OP} per workload. An interrupted night counts only what its finished jobs "
+        "found ('-': none, which says nothing) and is no point of the plots."
         if with_db
         else f"crash database unreadable ({db_problem}): each night's own record of its crashes (fixed and "
         "flaky unknown)."
@@ -685,9 +692,20 @@ def index_page(
         line_chart(
             "trend-crashes",
             "crash signatures per run (new and known)",
-            [  # "new" after "all": drawn on top, dashed, so that it shows where the two are equal
-                ("all", [(float(i), float(len(r.crashes))) for i, r in enumerate(runs)]),
-                ("new", [(float(i), float(len(r.new_crashes))) for i, r in enumerate(runs)]),
+            [  # "new" after "all": drawn on top, dashed, so that it shows where the two are equal;
+                # a run interrupted before its jobs ended is no point: its 0 is of the jobs it ran
+                (
+                    "all",
+                    [(float(i), float(len(r.crashes))) for i, r in enumerate(runs) if not trends.jobs_cut(r)],
+                ),
+                (
+                    "new",
+                    [
+                        (float(i), float(len(r.new_crashes)))
+                        for i, r in enumerate(runs)
+                        if not trends.jobs_cut(r)
+                    ],
+                ),
             ],
             dashed=("new",),
             x_ticks=ticks,
@@ -699,7 +717,7 @@ def index_page(
     covered = [
         (float(i), 100 * r.fuzz_coverage["union"] / r.fuzz_coverage["edges"])
         for i, r in enumerate(runs)
-        if r.fuzz_coverage
+        if r.fuzz_coverage and not r.interrupted  # of however long an interrupted run's fuzzers ran
     ]
     if covered:
         parts.append(

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
 
+from harness.jobs.model import ENDED_STATES
 from harness.report.model import Latency, RunReport, WorkloadResult
 from harness.triage.db import FLAKY, NEW, CrashDB, Occurrence, SignatureRow
 
@@ -76,6 +77,9 @@ class Night:
     flaky: int | None
     coverage: float | None  # % of libkpool's edges the fuzz corpora reach; None: not measured
     p99_ns: dict[str, int] = field(default_factory=dict)  # per workload (see workload_key)
+    # Stopped before its jobs ended (jobs_cut): what it counted is of the jobs that ran (a lower bound; 0
+    # says nothing): no point of a trend. (An interrupted run's coverage is None in any case.)
+    interrupted: bool = False
 
 
 def workload_key(w: WorkloadResult) -> str:
@@ -86,6 +90,13 @@ def cut_short(w: WorkloadResult) -> bool:
     """An interrupt stopped the workload's workers (its result marked interrupted): its figures are of
     however many operations ran, no point of a trend."""
     return w.error == "interrupted"
+
+
+def jobs_cut(r: RunReport) -> bool:
+    """An interrupt stopped the run before every job ended (or a run without jobs, interrupted): what it
+    counted is of the jobs that ran, no point of the crash trend. A campaign interrupted after every job
+    ended (during the coverage replay) counted a whole night's crashes."""
+    return r.interrupted and not (r.jobs and all(j.state in ENDED_STATES for j in r.jobs))
 
 
 def p99(w: WorkloadResult) -> int | None:
@@ -197,6 +208,8 @@ def nights(runs: Sequence[RunReport], found: Sequence[SignatureHistory] | None) 
             counts = (len(r.new_crashes), len(r.crashes) - len(r.new_crashes), None, None)
         cov = r.fuzz_coverage
         coverage = 100 * cov["union"] / cov["edges"] if cov and cov.get("edges") else None
+        if r.interrupted:  # of however long its fuzzers ran, or cut short itself
+            coverage = None
         figures = {workload_key(w): p for w in r.workloads if (p := p99(w)) is not None and not cut_short(w)}
-        out.append(Night(r.run_id, r.started, *counts, coverage, figures))
+        out.append(Night(r.run_id, r.started, *counts, coverage, figures, jobs_cut(r)))
     return out

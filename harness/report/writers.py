@@ -147,7 +147,7 @@ def _scan(root: Path) -> tuple[list[RunReport], list[tuple[str, float, str]]]:
             continue
         except FileNotFoundError:
             if (folder / "stress.json").exists():
-                why = "kpool stress run: stress.json, no report record"
+                why = "kpool stress run: stress.json, no report record" + _unfinished(folder / "stress.json")
             elif (folder / "fuzz.json").exists():
                 why = "kpool fuzz run: fuzz.json, no report record"
             else:
@@ -160,6 +160,18 @@ def _scan(root: Path) -> tuple[list[RunReport], list[tuple[str, float, str]]]:
             continue
         unrecorded.append((folder.name, when, why))
     return runs, unrecorded
+
+
+def _unfinished(stress_json: Path) -> str:
+    """', unfinished ...' for a stress.json written before its run's end (runner.py's snapshots: the run is
+    still going, or was killed), else ""."""
+    try:
+        doc = json.loads(stress_json.read_bytes())
+    except (OSError, ValueError):
+        return ""
+    if not isinstance(doc, dict) or "unfinished" not in doc:
+        return ""
+    return f", unfinished (still going, or killed) in workload {doc['unfinished']}"
 
 
 def _builds(data: dict[str, object]) -> bool:

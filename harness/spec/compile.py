@@ -6,6 +6,7 @@ per-worker seed. Nothing here runs anything.
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import os
 import stat
@@ -17,12 +18,11 @@ from typing import Any
 from harness.spec import marks, poolcheck, program
 from harness.spec.marks import Path as KeyPath
 from harness.spec.program import ProgramWorkload
-from harness.spec.validate import Issue, SpecError, check, dotted, kind_of, size_bytes
+from harness.spec.validate import DEFAULT_TIME_LIMIT_S, Issue, SpecError, check, dotted, kind_of, size_bytes
 
 # A workload that gives neither ops nor duration_ms: enough steps for stable percentiles, few enough
 # that the default run takes well under a second per worker.
 DEFAULT_OPS = 200_000
-DEFAULT_TIME_LIMIT_S = 60.0
 PEER_NAMES = ("glibc", "jemalloc", "mimalloc", "tcmalloc")
 # The largest workload file read: the shipped ones are under 4 KiB; a file far past this is something else
 # (a log, a core file, a glob that matched the wrong thing), which YAML would take seconds and gigabytes to
@@ -196,6 +196,14 @@ def load_text(text: str, path: str = "<workload>", use_jsonschema: bool = True) 
     return Workload(path, digest, located.data)
 
 
+def _decode(raw: bytes) -> str:
+    """A workload file's text: UTF-16 when it starts with UTF-16's byte-order mark (an editor's
+    'Unicode'), else UTF-8 (bytes that are not shown as U+FFFD)."""
+    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return raw.decode("utf-16", errors="replace")
+    return raw.decode("utf-8", errors="replace")
+
+
 def load(path: str | Path, use_jsonschema: bool = True) -> AnyWorkload:
     p = Path(path)
     try:
@@ -211,7 +219,7 @@ def load(path: str | Path, use_jsonschema: bool = True) -> AnyWorkload:
     if len(raw) > MAX_WORKLOAD_BYTES:
         message = f"more than {MAX_WORKLOAD_BYTES >> 20} MiB: not a workload (is it the file you meant?)"
         raise SpecError([Issue(str(path), 1, 1, "", message)])
-    wl = load_text(raw.decode("utf-8", errors="replace"), str(path), use_jsonschema)
+    wl = load_text(_decode(raw), str(path), use_jsonschema)
     return type(wl)(wl.path, hashlib.sha256(raw).hexdigest(), wl.data)
 
 

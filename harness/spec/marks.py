@@ -97,6 +97,11 @@ def load(text: str) -> Located:
         mark = exc.problem_mark or exc.context_mark
         pos = Pos(mark.line + 1, mark.column + 1) if mark else Pos(1, 1)
         raise YamlSyntaxError(f"{exc.problem or exc.context or 'bad YAML'}", pos) from exc
+    except yaml.reader.ReaderError as exc:  # a character YAML refuses: at its line and column
+        before = text[: exc.position]
+        pos = Pos(before.count("\n") + 1, exc.position - before.rfind("\n"))
+        char = f"U+{exc.character:04X}" if isinstance(exc.character, int) else repr(exc.character)
+        raise YamlSyntaxError(f"unacceptable character {char}: {exc.reason}", pos) from exc
     except yaml.YAMLError as exc:
         raise YamlSyntaxError(str(exc), Pos(1, 1)) from exc
     return out

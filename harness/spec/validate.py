@@ -30,6 +30,11 @@ SCHEMA_PATH = paths.workloads() / "schema.json"
 SIZE_RE = re.compile(r"^([0-9]+)([kKmMgG]?)[bB]?$")
 U64_MAX = 2**64 - 1  # the driver's integers (strtoull)
 SIZE_CEILING = 2**32 - 1  # sizes in the driver's step table are 32 bits (program.c SIZE_CEIL)
+DEFAULT_TIME_LIMIT_S = 60.0  # an op-stream workload's time_limit_s when it gives none (the schema's default)
+# A worker with duration_ms runs that long and then writes its result; its pool's start (segments mapped,
+# pre-faulted) and the result take milliseconds to about a second on a loaded machine: a duration within
+# this of the time limit is killed as a hang.
+DURATION_MARGIN_MS = 1000
 LOGNORMAL_MAX = 64 << 20  # the driver's default upper bound of a lognormal distribution
 DIST_FIELDS: dict[str, tuple[str, ...]] = {
     "fixed": ("size",),
@@ -419,11 +424,25 @@ def _driver_rules(data: Mapping[str, Any]) -> Iterator[tuple[Path, bool, str]]:
             )
 
 
+def _number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
 def rule_errors(
     data: Mapping[str, Any], pool_options: Sequence[str] | None
 ) -> Iterator[tuple[Path, bool, str]]:
     if "ops" in data and "duration_ms" in data:
         yield ("duration_ms",), True, "give ops or duration_ms, not both"
+    duration: Any = data.get("duration_ms")
+    limit: Any = data.get("time_limit_s", DEFAULT_TIME_LIMIT_S)
+    if _number(duration) and _number(limit) and duration + DURATION_MARGIN_MS > limit * 1000:
+        given = "" if "time_limit_s" in data else " (the default)"
+        yield (
+            ("duration_ms",),
+            False,
+            f"{duration} ms is not within the time limit, time_limit_s {limit:g}{given}, less a second "
+            "for the worker's start and result: every worker would be killed as a hang (raise time_limit_s)",
+        )
     for key in ("sizes", "realloc_sizes"):
         if isinstance(data.get(key), dict):
             yield from _dist_rules(data[key], (key,))

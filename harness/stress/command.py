@@ -13,7 +13,7 @@ from harness import output, paths, peers, spec
 from harness.build import VARIANTS
 from harness.errors import UsageError
 from harness.spec import poolcheck
-from harness.spec.compile import DEFAULT_TIME_LIMIT_S
+from harness.spec.validate import DEFAULT_TIME_LIMIT_S
 from harness.stress.runner import Options, check_run_id, run
 
 # What each variant is, as `kpool stress` says it before a run.
@@ -343,6 +343,12 @@ def main(argv: Sequence[str]) -> int:
     output.result(summary_table(report))
     for line in details(report):
         output.warn(line)
+    if report.get("unwritten"):  # a full disk: the table above is what ran; the file lacks some
+        output.error(
+            f"{report['unwritten']}: the report could not be written whole; the table above is what ran"
+            + (f"; not run: {', '.join(report['not_run'])}" if report.get("not_run") else "")
+        )
+        return 1
     output.progress(f"report: {report['path']}")
     if report.get("interrupted"):
         output.error("interrupted; the report holds what finished")

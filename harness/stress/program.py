@@ -164,6 +164,8 @@ class ProgramLaunch:
                     if one.result is not None and one.result.recordable and alloc != REFERENCE:
                         recorded = run.record_crash(one.result, opts.reports_dir, own_run=run_dir.name)
                         one.signature = recorded.hash if recorded else None
+                    if opts.on_partial is not None:  # stress.json again: a runner killed now keeps it
+                        opts.on_partial(self._unfinished(runs, opts, t0))
         except KeyboardInterrupt:
             interrupted = True
         result = judge(self.wl, runs, allocators(opts)[0])
@@ -173,6 +175,18 @@ class ProgramLaunch:
             result["broken"].append("interrupted before every run finished")
             result["passed"] = False
         return result
+
+    def _unfinished(self, runs: Sequence[Run], opts: Options, t0: float) -> dict[str, Any]:
+        """The entry of the runs that ended so far (runner.Options.on_partial), marked unfinished."""
+        total = max(1, opts.repeat) * len(allocators(opts))
+        entry = judge(self.wl, runs, allocators(opts)[0])
+        entry["wall_s"] = round(time.monotonic() - t0, 3)
+        entry["broken"].append(
+            f"unfinished: {len(runs)} of {total} runs had ended when this was written (a run that ends "
+            "writes it again, whole)"
+        )
+        entry["passed"], entry["interrupted"], entry["unfinished"] = False, True, "runs"
+        return entry
 
     def _values(self, work: Path, port: int | None) -> dict[str, str]:
         values = {

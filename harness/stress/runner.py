@@ -11,12 +11,15 @@ With interference, the same workers run again without it (same seeds), and the r
 percentiles is the interference ratio.
 
 Results go to reports/<run-id>/stress.json, rewritten after each workload, so an interrupted run keeps
-everything finished so far; every worker's raw JSON and stderr stay beside it. A worker's crash is recorded in
-the crash database as the worker ends, so a run killed mid-workload (SIGKILL) keeps those too.
+everything finished so far, and as each worker ends, with the running workload's workers that ended (the
+entry marked `unfinished`, the report `interrupted`, until the workload's end writes it whole), so a run
+killed mid-workload (SIGKILL) keeps what they measured; every worker's raw JSON and stderr stay beside it.
+A worker's crash is recorded in the crash database as the worker ends, so the database keeps those too.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -34,14 +37,20 @@ from harness import atomic, output, peers, runlock
 from harness.errors import ConfigError, UsageError
 from harness.spec import AnyWorkload, ProgramWorkload, Workload, poolcheck
 from harness.spec.compile import conf_string
+from harness.spec.validate import DURATION_MARGIN_MS
 from harness.stress import integrity, slo
 from harness.stress.binary import ensure_kpdrive
 from harness.stress.launch import Launch
 from harness.stress.merge import integrity_errors, merge
-from harness.stress.worker import Worker, child_env
+from harness.stress.worker import NO_SPACE, Worker, child_env
 from harness.triage import record
 
 POLL_S = 0.05  # psutil sample and exit check: 20 a second is smooth and costs ~1% of a core
+# stress.json written again with the running workload's ended workers at most this often: each write merges
+# and dumps every ended worker (a 64-process workload's, 0.2 MB), and done for each of 64 workers as they
+# ended it cost the harness 0.4 s of CPU beside the workers still measuring (3.4 s runs, 2 cores); a kill
+# loses at most this long of ended workers from stress.json (their own result files are on disk).
+SNAPSHOT_EVERY_S = 1.0
 RATIO_FIGURES = ("p50", "p99", "p999", "mean")
 TSAN_OPTIONS = "halt_on_error=1"
 RATIO_KINDS = ("alloc", "free", "realloc", "calloc", "aligned", "free_remote", "critical")
@@ -63,6 +72,10 @@ class Options:
     # crashes recorded in the crash database as each worker ends (kpool stress); kpool bench's runs on
     # kpool and its peers record none
     record: bool = True
+    # Called with a workload's entry so far (marked unfinished) as its workers end: run() writes
+    # stress.json again with it, so that a runner killed mid-workload (SIGKILL, the OOM killer) leaves the
+    # figures of every worker that ended, not only their crashes.
+    on_partial: Callable[[dict[str, Any]], None] | None = None
 
 
 # A run id names a folder under the reports folder: a plain name, never a path (no '/', no leading '.').
@@ -157,6 +170,14 @@ def preflight(workloads: Sequence[Workload], opts: Options, kpdrive: Path | None
     the pool settings with KPOOL_CONF (kp_create's parser). A --set is named by itself."""
     if opts.run_id is not None:
         check_run_id(opts.run_id)
+    for wl in workloads:
+        duration = wl.data.get("duration_ms")
+        limit = opts.time_limit_s
+        if limit is not None and duration is not None and duration + DURATION_MARGIN_MS > limit * 1000:
+            raise ConfigError(
+                f"--time-limit {limit:g}: {wl.path} runs for duration_ms {duration}: every worker would be "
+                "killed as a hang (give a limit a second or more past its duration)"
+            )
     kpdrive = kpdrive or ensure_kpdrive(opts.variant)
     for wl in workloads:
         seeds = [f"seed={wl.seed}", f"seed={wl.seed + wl.processes - 1}"]
@@ -184,9 +205,9 @@ class Phase:
     kpdrive: Path
     opts: Options
     on_progress: Callable[[str], None]
-    # Called with the results of the workers that ended in one poll, as they end (not at the phase's end):
-    # their crashes are recorded at once, so that a runner killed mid-workload (SIGKILL, the OOM killer)
-    # loses only the workers still running.
+    # Called at every poll with the results of the workers that ended in it (often none), as they end (not
+    # at the phase's end): their crashes are recorded at once, so that a runner killed mid-workload
+    # (SIGKILL, the OOM killer) loses only the workers still running.
     on_ended: Callable[[list[dict[str, Any]]], None] | None = None
     interrupted: bool = False
 
@@ -203,7 +224,8 @@ class Phase:
         running: list[Worker] = []
         done: list[Worker] = []
         results: dict[int, dict[str, Any]] = {}  # of the workers that ended, by index: read once
-        t0 = last = time.monotonic()
+        t0 = time.monotonic()
+        pace = output.Pace(self.opts.progress_s, t0)
         shown = False
         try:
             while pending or running:
@@ -217,10 +239,9 @@ class Phase:
                     running.remove(w)
                     done.append(w)
                     results[w.index] = w.result()
-                if ended and self.on_ended is not None:
+                if self.on_ended is not None:  # every poll: a snapshot held back (SNAPSHOT_EVERY_S) goes out
                     self.on_ended([results[w.index] for w in ended])
-                if time.monotonic() - last >= self.opts.progress_s:
-                    last = time.monotonic()
+                if pace.due(time.monotonic()):
                     self._progress(t0, running, done)
                     shown = True
             if shown:  # the closing figure: every worker's final count, the one the report shows
@@ -260,7 +281,7 @@ def _crash_records(
     out = []
     for w in workers:
         crash = w.get("crash")
-        if not crash or crash["kind"] in ("interrupted", "config"):
+        if not crash or crash["kind"] in ("interrupted", "config", NO_SPACE):
             continue
         repro = {
             "workload": wl.path,
@@ -306,6 +327,15 @@ def _config_errors(workers: Sequence[dict[str, Any]]) -> list[str]:
     """The distinct messages of workers that refused their configuration (not crashes: nothing ran)."""
     found = [w["crash"]["message"] for w in workers if w.get("crash") and w["crash"]["kind"] == "config"]
     return list(dict.fromkeys(found))
+
+
+def _lost(workers: Sequence[dict[str, Any]]) -> list[str]:
+    """The workers whose results a full disk lost (worker.NO_SPACE: not crashes), one line each."""
+    return [
+        f"worker {w['worker']}: {w['crash']['message']}"
+        for w in workers
+        if w.get("crash") and w["crash"]["kind"] == NO_SPACE
+    ]
 
 
 def _ratio(with_i: dict[str, Any], without: dict[str, Any]) -> dict[str, dict[str, float]]:
@@ -379,9 +409,13 @@ def _run_workload(wl: Workload, opts: Options, run_dir: Path, kpdrive: Path) -> 
 
     interrupted = False
     tolerated = int(wl.slo.get("max_integrity_errors", 0))
+    so_far: list[dict[str, Any]] = []  # the workers of the running phase that ended
+    main: dict[str, Any] = {}  # the main phase's entry, once it ended (a baseline's snapshots hold it)
+    snap = {"pending": False, "at": 0.0}  # a worker ended since the last snapshot; when that was written
 
     def phase(label: str, interference: bool) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         nonlocal interrupted
+        so_far.clear()
 
         def ended(workers: list[dict[str, Any]]) -> None:
             # a worker whose own integrity errors pass the tolerance breaks it for the workload's sum too
@@ -389,8 +423,17 @@ def _run_workload(wl: Workload, opts: Options, run_dir: Path, kpdrive: Path) -> 
                 doc = w.get("result")
                 if doc and integrity_errors(doc) > tolerated:
                     w["crash"] = w.get("crash") or integrity.crash(w)
-            if opts.record:
+            if workers and opts.record:
                 _record_as_ended(wl, allocator, workers, label, run_dir.name, opts.reports_dir)
+            so_far.extend(workers)
+            snap["pending"] = snap["pending"] or bool(workers)
+            if (
+                opts.on_partial is not None
+                and snap["pending"]
+                and time.monotonic() - snap["at"] >= SNAPSHOT_EVERY_S
+            ):
+                opts.on_partial(_unfinished(wl, allocator, directory, label, so_far, main))
+                snap["pending"], snap["at"] = False, time.monotonic()
 
         ph = Phase(
             wl,
@@ -424,8 +467,11 @@ def _run_workload(wl: Workload, opts: Options, run_dir: Path, kpdrive: Path) -> 
         "workers": [_worker_summary(w, directory) for w in workers],
         "crashes": crashes,
     }
+    main.update(result)
     base_workers: list[dict[str, Any]] = []
     if wl.interference and opts.baseline and not interrupted:
+        if opts.on_partial is not None:  # the main phase whole, before the baseline's workers start
+            opts.on_partial(_unfinished(wl, allocator, directory, "baseline", [], main))
         base_workers, base = phase("baseline", False)
         result["interference"] = {
             "ratio": _ratio(merged, base),
@@ -437,6 +483,7 @@ def _run_workload(wl: Workload, opts: Options, run_dir: Path, kpdrive: Path) -> 
     result["slo"] = slo.verdicts(wl.slo, merged, len(result["crashes"]))
     result["broken"] = slo.broken(result["slo"])
     result["broken"] += [f"configuration error: {e}" for e in result["config_errors"]]
+    result["broken"] += [f"results lost: {e}" for e in _lost([*workers, *base_workers])]
     result["passed"] = not result["broken"]
     result["wall_s"] = round(time.monotonic() - t0, 3)
     result["interrupted"] = interrupted
@@ -444,6 +491,48 @@ def _run_workload(wl: Workload, opts: Options, run_dir: Path, kpdrive: Path) -> 
         result["broken"].append("interrupted before every worker finished")
         result["passed"] = False
     return result
+
+
+def _unfinished(
+    wl: Workload,
+    allocator: str,
+    directory: Path,
+    label: str,
+    ended: Sequence[dict[str, Any]],
+    main: dict[str, Any],
+) -> dict[str, Any]:
+    """The workload's stress.json entry while its workers run (Options.on_partial): the workers that
+    ended in phase `label`, merged and judged as at the end, marked interrupted and unfinished (no
+    verdict: the run may never write the whole). In the baseline phase, the main phase's entry with the
+    baseline's crashes so far."""
+    workers = sorted(ended, key=lambda w: int(w["worker"]))
+    if label == "main":
+        merged = merge(workers, int(wl.data.get("outliers", 32)))
+        entry: dict[str, Any] = {
+            "name": wl.name,
+            "file": wl.path,
+            "sha256": wl.sha256,
+            "allocator": allocator,
+            "processes": wl.processes,
+            "threads": wl.threads,
+            "seed": wl.seed,
+            **merged,
+            "workers": [_worker_summary(w, directory) for w in workers],
+            "crashes": _crash_records(wl, allocator, workers, label),
+        }
+    else:
+        entry = {**main, "crashes": [*main["crashes"], *_crash_records(wl, allocator, workers, label)]}
+    entry["config_errors"] = _config_errors(workers)
+    entry["slo"] = slo.verdicts(wl.slo, entry, len(entry["crashes"]))
+    entry["broken"] = [
+        *slo.broken(entry["slo"]),
+        f"unfinished: {len(workers)} of {wl.processes} workers of its {label} phase had ended when this "
+        "was written (a run that ends writes it again, whole)",
+    ]
+    entry["passed"] = False
+    entry["interrupted"] = True
+    entry["unfinished"] = label
+    return entry
 
 
 def _worker_summary(w: dict[str, Any], directory: Path) -> dict[str, Any]:
@@ -561,6 +650,21 @@ def _run(
         "passed": True,
     }
     path = run_dir / "stress.json"
+    failed: list[OSError] = []
+
+    def partial(entry: dict[str, Any]) -> None:
+        """stress.json with the finished workloads and the running one's entry so far (unfinished): a
+        runner killed now leaves it. One that cannot be written (a full disk) is said once; the run goes
+        on, and its end writes the whole or fails as before."""
+        doc = {**report, "workloads": [*report["workloads"], entry], "passed": False, "interrupted": True}
+        try:
+            _write_report(path, {**doc, "unfinished": entry["name"]})
+        except OSError as exc:
+            if not failed:
+                output.warn(f"{path}: cannot write the results so far: {exc.strerror or exc}")
+            failed.append(exc)
+
+    opts = dataclasses.replace(opts, on_partial=partial)
     for wl, ln in zip(workloads, launches, strict=True):
         try:
             if isinstance(wl, Workload):
@@ -576,7 +680,15 @@ def _run(
                 report["crash_db"] = str(record.db_path(opts.reports_dir))
                 report["crash_run"] = record.run_id(run_id)
             record.record_stress(report, result, opts.reports_dir)  # `kpool triage list` shows them
-            _write_report(path, report)
+            try:
+                _write_report(path, report)
+            except OSError as exc:
+                # a full disk: the next workload's workers could not write their results either; the
+                # caller prints what finished (report["unwritten"] says why the file lacks it)
+                report["unwritten"] = f"{path}: {exc.strerror or exc}"
+                report["not_run"] = [w.name for w in workloads[len(report["workloads"]) :]]
+                report["passed"] = False
+                break
         except KeyboardInterrupt:
             # outside the workers' phase (which keeps its workload, marked): before a workload's workers
             # (its driver program written), or while a finished one is recorded (a database held
@@ -587,7 +699,11 @@ def _run(
             report["interrupted"] = True
             break
     report["path"] = str(path)
-    _write_report(path, report)
+    try:
+        _write_report(path, {k: v for k, v in report.items() if k != "unwritten"})
+        report.pop("unwritten", None)  # room again: the file holds every workload that ran
+    except OSError as exc:
+        report["unwritten"] = f"{path}: {exc.strerror or exc}"
     return report
 
 

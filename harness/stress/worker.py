@@ -226,6 +226,9 @@ class Worker:
             kind, sig = "config", 0
         elif rc == SETUP_STATUS and doc is not None:
             kind, sig = "setup", 0
+        elif rc == 0 and doc is None and (full := _no_space(self.out_path)):
+            # kpdrive ended well and its result never reached the file: a full disk, not a crash
+            return {"kind": NO_SPACE, "signal": 0, "signal_name": None, "returncode": rc, "message": full}
         elif rc != 0 or doc is None:
             kind, sig = "exit", 0
         else:
@@ -302,6 +305,24 @@ def _proc_tasks(pid: int) -> dict[int, dict[str, str]]:
                 files[name] = Path(f"/proc/{pid}/task/{tid}/{name}").read_text(errors="replace")
         out[tid] = files
     return out
+
+
+# A worker's result file holds tens of KB: a file system with less than this free when a worker that exited
+# 0 left no readable result is why (kpdrive's writes to a full disk fail and it still exits 0).
+NO_SPACE_BYTES = 256 << 10
+NO_SPACE = "no-space"  # the crash kind of such a worker: no crash of the allocator, no crash record
+
+
+def _no_space(out_path: Path) -> str:
+    """Why a worker's result is missing when its file system is (nearly) full: "" when it is not."""
+    try:
+        st = os.statvfs(out_path.parent)
+    except OSError:
+        return ""
+    free = st.f_bavail * st.f_frsize
+    if free >= NO_SPACE_BYTES:
+        return ""
+    return f"its result could not be written to {out_path}: the file system is full ({free >> 10} KiB free)"
 
 
 def _conf_refused(doc: dict[str, Any] | None) -> bool:

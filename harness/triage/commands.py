@@ -132,6 +132,9 @@ def replay(path: Path, ref: str, runs: int) -> int:
     )
     for title, n in result.others.most_common():
         output.result(f"  otherwise {n}x: {title}")
+    if result.interrupted:
+        output.error(f"interrupted after {result.runs} of {runs} replays; their rate is stored")
+        return 130
     return EXIT_OK if result.reproduced else EXIT_NOT_REPRODUCED
 
 
@@ -169,6 +172,9 @@ def minimize(path: Path, ref: str) -> int:
         f" ({'; '.join(done.steps)})"
     )
     output.result(f"  command {' '.join(argv)}")
+    if done.interrupted:
+        output.error("interrupted; the smallest reproducer found so far is stored")
+        return 130
     return EXIT_OK
 
 

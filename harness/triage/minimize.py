@@ -38,6 +38,7 @@ class Minimized:
     steps: list[str] = field(default_factory=list)
     runs: int = 0
     tried: int = 0  # smaller candidates tried (kept or not)
+    interrupted: bool = False  # Ctrl-C (or SIGTERM) stopped the search: reproducer is the best kept so far
 
 
 def default_shrink(repro: Reproducer) -> Iterator[Reproducer]:
@@ -96,6 +97,24 @@ def minimize_workload(
 ) -> Minimized:
     shrink = shrink or shrink_function(repro)
     result = Minimized(repro)
+    try:
+        _shrink_loop(result, expected, source, shrink, attempts, max_candidates, on_step)
+    except KeyboardInterrupt:  # the smaller reproducer kept so far is a result: returned, unless none
+        if not result.steps:
+            raise
+        result.interrupted = True
+    return result
+
+
+def _shrink_loop(
+    result: Minimized,
+    expected: str,
+    source: str,
+    shrink: Shrink,
+    attempts: int,
+    max_candidates: int,
+    on_step: Callable[[str], None] | None,
+) -> None:
     tried = 0
     improved = True
     while improved and tried < max_candidates:
@@ -117,7 +136,6 @@ def minimize_workload(
                     break
             if improved:
                 break
-    return result
 
 
 def _with_input(repro: Reproducer, path: str) -> Reproducer:

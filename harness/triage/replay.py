@@ -38,6 +38,8 @@ class ReplayResult:
     runs: int
     reproduced: int
     others: Counter[str] = field(default_factory=Counter)  # titles of the other outcomes, by count
+    # Ctrl-C (or SIGTERM) stopped the replays: `runs` counts those that ended, not those asked for
+    interrupted: bool = False
 
     @property
     def rate(self) -> float:
@@ -102,7 +104,12 @@ def replay(
     reproduced = 0
     others: Counter[str] = Counter()
     for i in range(runs):
-        outcome = run_once(repro, source)
+        try:
+            outcome = run_once(repro, source)
+        except KeyboardInterrupt:  # the replays that ended are a rate too: kept, unless there is none
+            if i == 0:
+                raise
+            return ReplayResult(i, reproduced, others, interrupted=True)
         if outcome.signature.hash == expected:
             reproduced += 1
         else:
@@ -123,7 +130,8 @@ def replay_signature(
     if gone is not None:
         raise KpoolError(f"signature {row.id}: its reproducer's {gone} is gone (moved or deleted): no replay")
     result = replay(repro, row.hash, runs, source=db.source(row.id))
-    status = db.set_replay(row.id, result.rate, runs, update_status)
+    # an interrupted replay's rate is stored (of the runs that ended), but is no verdict of a recheck
+    status = db.set_replay(row.id, result.rate, result.runs, update_status and not result.interrupted)
     return result, status
 
 
@@ -154,4 +162,6 @@ def recheck(
         statuses[row.id] = status
         if on_signature:
             on_signature(row, result, status)
+        if result.interrupted:  # said above with its rate; the rest are not rechecked
+            raise KeyboardInterrupt
     return statuses
