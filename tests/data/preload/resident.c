@@ -4,8 +4,10 @@
  * programs (bench/programs/small_objects.c, thread_churn.c) in brief (each
  * thread also frees the block the previous wave's thread kept, after its
  * own allocations, as thread_churn does: a cross-thread free, whose
- * functions were not in hot.txt before s32 and faulted a second window in),
- * a pause
+ * functions were not in hot.txt before s32 and faulted a second window in;
+ * and one thread whose first call is such a free, as false_sharing's
+ * workers: kp__ol_free, outside hot.txt before s33, faulted the second
+ * window in false_sharing), a pause
  * for the daemon's passes, then the pages of the library's executable mapping
  * and of its zero-filled data (.bss: the anonymous mapping right after the
  * library's own, up to the end of the library's last PT_LOAD segment: an
@@ -57,6 +59,18 @@ static void *churn(void *arg)
 	return NULL;
 }
 
+/* A thread whose first call is a free of another thread's block (as
+ * false_sharing's workers free the main thread's): before its heap exists,
+ * so kp_free's fast path misses and the free goes the slow way. */
+static void *free_first(void *arg)
+{
+	free(arg);
+	char *p = malloc(24);
+	p[0] = 1;
+	free(p);
+	return NULL;
+}
+
 /* The end of the preload library's last PT_LOAD segment (its .bss end). */
 static int library_end(struct dl_phdr_info *info, size_t size, void *arg)
 {
@@ -82,6 +96,10 @@ int main(void)
 			pthread_join(t[i], NULL);
 	}
 	churn(NULL);
+	pthread_t t;
+	pthread_create(&t, NULL, free_first, kept[0]);
+	pthread_join(t, NULL);
+	kept[0] = NULL;
 	for (int i = 0; i < 4; i++)
 		free(kept[i]);
 	usleep(300000); /* the daemon's passes */
