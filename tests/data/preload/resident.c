@@ -18,6 +18,12 @@
  *
  *     text resident KiB: N of M
  *     bss resident KiB: N of M
+ *
+ * and the resident pages of all the library's own mappings (its file pages:
+ * the first segment with the dynamic symbols, relocations and read-only
+ * data, the text, relro and data; /proc/self/smaps' Rss), as
+ *
+ *     library resident KiB: N
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -86,6 +92,25 @@ static int library_end(struct dl_phdr_info *info, size_t size, void *arg)
 	return 1;
 }
 
+/* The Rss of every mapping of the library's file (/proc/self/smaps). */
+static unsigned long library_rss_kib(void)
+{
+	FILE *f = fopen("/proc/self/smaps", "r");
+	char line[512];
+	unsigned long kib = 0, n;
+	int mine = 0;
+	while (f && fgets(line, sizeof line, f)) {
+		unsigned long a, b;
+		if (sscanf(line, "%lx-%lx ", &a, &b) == 2 && strchr(line, ' '))
+			mine = strstr(line, "libkpool-preload") != NULL;
+		else if (mine && sscanf(line, "Rss: %lu kB", &n) == 1)
+			kib += n;
+	}
+	if (f)
+		fclose(f);
+	return kib;
+}
+
 int main(void)
 {
 	for (int wave = 0; wave < 20; wave++) {
@@ -132,5 +157,6 @@ int main(void)
 	}
 	printf("text resident KiB: %lu of %lu\n", text * 4, text_pages * 4);
 	printf("bss resident KiB: %lu of %lu\n", bss * 4, bss_pages * 4);
+	printf("library resident KiB: %lu\n", library_rss_kib());
 	return 0;
 }
