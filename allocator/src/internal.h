@@ -1127,6 +1127,9 @@ static inline uint64_t kp__seg_seal_at(const kp__key *k, const kp__seg *s)
 bool kp__seg_ok(kp_pool *pool, kp__seg *s);
 /* Map, pre-fault and add one segment. 0 or -1. Caller holds no lock. */
 int kp__primary_grow(kp_pool *pool, bool populate);
+/* alloc.c: the inline free path's prefetch table, filled once; by
+ * kp__primary_grow before it maps a segment. */
+void kp__canary_reach_init(void);
 /* Free blocks the daemon holds off their lists at once while it gives
  * their pages back (primary.c, "purging free blocks"). */
 #define KP_BPURGE_BATCH 64

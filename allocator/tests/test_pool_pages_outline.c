@@ -14,15 +14,59 @@
  *
  * 1. One thread allocates and frees blocks of a dozen small classes, and
  *    reads the stats: at most 1 page of the pool's structure is resident.
+ * 2. The same thread's pool keeps 2 pages resident for its structure, the
+ *    outline layout's (kp__ol) and its heap: kp__ol had a mapping of its
+ *    own, a page for 1.3 KiB (3 pages before s33); it shares the heap
+ *    arena's first page with the first heap now.
  */
 #define _GNU_SOURCE 1
 #include "ktest.h"
 
 #include "internal.h"
+#include "outline.h"
 
 #include <sys/mman.h>
 
 #define CONF "layout:outline,daemon:off,seed:9"
+
+/* Resident pages of [p, p + n), page-rounded outward, those already in seen
+ * not counted again (at most 8 pages remembered). */
+static unsigned resident_new(const void *p, size_t n, uintptr_t *seen, unsigned *nseen)
+{
+	uintptr_t a = (uintptr_t)p & ~(uintptr_t)(KP_PAGE - 1),
+		  b = ((uintptr_t)p + n + KP_PAGE - 1) & ~(uintptr_t)(KP_PAGE - 1);
+	unsigned k = 0;
+	for (; a < b; a += KP_PAGE) {
+		unsigned char v = 0;
+		bool dup = false;
+		for (unsigned i = 0; i < *nseen; i++)
+			dup |= seen[i] == a;
+		if (dup || mincore((void *)a, KP_PAGE, &v) != 0 || !(v & 1))
+			continue;
+		if (*nseen < 8)
+			seen[(*nseen)++] = a;
+		k++;
+	}
+	return k;
+}
+
+static void test_pool_and_heap_pages(void)
+{
+	kp_pool *pool = kp_create(CONF);
+	REQUIRE(pool, "kp_create: %s", kp_last_error());
+	REQUIRE(pool->ol != NULL, "not layout:outline");
+	for (unsigned c = 0; c < 12; c++)
+		kp_free(pool, kp_alloc(pool, 8 + 24 * c, 0));
+	uintptr_t seen[8];
+	unsigned nseen = 0;
+	unsigned n = resident_new(pool, sizeof *pool, seen, &nseen);
+	n += resident_new(pool->ol, sizeof *pool->ol, seen, &nseen);
+	REQUIRE(pool->ol->heaps != NULL && pool->ol->heaps->next == NULL, "one heap");
+	n += resident_new(pool->ol->heaps, sizeof(struct ol_heap), seen, &nseen);
+	printf("   the pool's, the layout's and the heap's structures: %u pages resident\n", n);
+	CHECK(n <= 2, "%u pages resident for the pool's, the layout's and the heap's structures", n);
+	kp_destroy(pool);
+}
 
 static void test_single_thread_pool_pages(void)
 {
@@ -58,5 +102,6 @@ static void test_single_thread_pool_pages(void)
 int main(void)
 {
 	RUN(test_single_thread_pool_pages);
+	RUN(test_pool_and_heap_pages);
 	return ktest_summary();
 }
