@@ -166,7 +166,10 @@ static struct {
 	unsigned long daemon_after;
 	unsigned long bootstrap;
 	bool daemon; /* KPOOL_CONF's daemon key (the pool's default: on) */
-} cfg = {ON_ERROR_ABORT, DAEMON_AFTER_DEFAULT, 0, true};
+	/* the pool made with primary_initial:0 (pool_make): KPOOL_CONF names
+	 * neither primary_initial nor a layout other than outline */
+	bool lazy_primary;
+} cfg = {ON_ERROR_ABORT, DAEMON_AFTER_DEFAULT, 0, true, true};
 
 static void say(const char *s)
 {
@@ -247,7 +250,12 @@ static __attribute__((noinline)) void settings_load(void)
 	 * KPOOL_CONF's last daemon item (kp_create validates the value). */
 	const char *c = getenv("KPOOL_CONF");
 	while (c && *c) {
+		while (*c == ' ' || *c == '\t') /* as conf.c reads an item */
+			c++;
 		size_t len = item_len(c, ',');
+		if ((len >= 16 && !memcmp(c, "primary_initial:", 16)) ||
+		    (len >= 7 && !memcmp(c, "layout:", 7) && !eq(c + 7, len - 7, "outline")))
+			cfg.lazy_primary = false;
 		if (len > 7 && !memcmp(c, "daemon:", 7)) {
 			const char *v = c + 7;
 			size_t vlen = len - 7;
@@ -376,7 +384,17 @@ static __attribute__((noinline)) kp_pool *pool_make(void)
 	}
 	me.creating = true;
 	int saved = errno;
-	kp_pool *p = kp_create("daemon:off");
+	/* primary_initial:0 on the default layout: its small blocks are
+	 * outline.c's, and the inline primary serves only blocks over 64 KiB
+	 * (and alignments past a page); its first segment mapped at kp_create
+	 * kept 24 KiB resident in every program that never asks for one (its
+	 * header, 12, and the page map's entries for it, 12: the root's page in
+	 * .lbss, a leaf's, the flat map's; tests/test_preload.py's anonymous
+	 * memory). The first such block maps it (as a huge block maps its own),
+	 * and the daemon keeps its headroom from then on (daemon.c,
+	 * kp__daemon_wanted). A pool that falls back to layout:inline maps one
+	 * (pool.c, kp_create). */
+	kp_pool *p = kp_create(cfg.lazy_primary ? "daemon:off,primary_initial:0" : "daemon:off");
 	if (UNLIKELY(!p))
 		p = pool_refused();
 	token = kp_critical_token(p);

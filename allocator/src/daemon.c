@@ -346,8 +346,14 @@ static bool measuring(const kp_pool *pool)
  * out now: a program that went past it once keeps the thread's decay. */
 bool kp__daemon_wanted(kp_pool *pool)
 {
+	/* The inline primary's headroom counts on layout:outline only once it
+	 * has served a block (seg_out_bytes: the preload maps its first segment
+	 * on the first block over 64 KiB, primary_initial:0): before, no
+	 * segment is no shortage, and a small program got the daemon's thread
+	 * (its stack, the cold text of its passes) for nothing. */
+	bool primary = !pool->ol || atomic_load_explicit(&pool->peak_seg_out_bytes, memory_order_relaxed);
 	return atomic_load_explicit(&pool->peak_out_bytes, memory_order_relaxed) >= KP_PREFAULT_MIN ||
-	       kp__primary_headroom(pool) < KP_PREFAULT_MIN || (pool->ol && kp__ol_wanted(pool));
+	       (primary && kp__primary_headroom(pool) < KP_PREFAULT_MIN) || (pool->ol && kp__ol_wanted(pool));
 }
 
 static bool prefaulting(kp_pool *pool)

@@ -1127,6 +1127,9 @@ static inline uint64_t kp__seg_seal_at(const kp__key *k, const kp__seg *s)
 bool kp__seg_ok(kp_pool *pool, kp__seg *s);
 /* Map, pre-fault and add one segment. 0 or -1. Caller holds no lock. */
 int kp__primary_grow(kp_pool *pool, bool populate);
+/* alloc.c: the inline free path's prefetch table, filled once; by
+ * kp__primary_grow before it maps a segment. */
+void kp__canary_reach_init(void);
 /* Free blocks the daemon holds off their lists at once while it gives
  * their pages back (primary.c, "purging free blocks"). */
 #define KP_BPURGE_BATCH 64
@@ -1753,28 +1756,18 @@ struct kp_pool {
 	size_t tc_fresh;	  /* caches of the newest chunk never handed out (its last ones) */
 	_Atomic unsigned tc_live; /* caches handed out (tcache.c: they share tcache_bytes) */
 
-	kp__central central[KP_NCLASS];
-	/* transfer.c's counts of exited threads, of the shared path and of
-	 * kp__xfer_drain (the live caches keep their own: kp__xcount), beside
-	 * the central lists: past the transfer arrays they were a page
-	 * resident for them alone (test_pool_pages) */
-	kp__xcount xfer_count;
-	/* transfer.c; address space until a class uses it. From a line of
-	 * their own: the first classes' records, written by each park and
-	 * take, away from xfer_count, written by neither */
-	_Alignas(64) kp__xfer xfer[KP_NCLASS][KP_XFER_BASE]; /* the first batches of each class; kp__xfer_slot */
-	uint64_t xfer_head[KP_NCLASS][KP_XFER_HEAD];
-	uint64_t xfer_mid[KP_NCLASS][KP_XFER_MID];
-	kp__xfer xfer_more[KP_NCLASS][KP_XFER_SLOTS - KP_XFER_BASE];
-	uint64_t xfer_tail[KP_NCLASS][KP_XFER_CLASS_KEYS - KP_XFER_HEAD - KP_XFER_MID];
-	/* The pool's tail, from a page of its own: what every program touches
-	 * here (the daemon, the pool-wide counters, the ring's head) fits one
-	 * page wherever the arrays above end (xfer_count shrank from a class's
-	 * counts each to one set, 2,960 bytes, and the tail then straddled two
-	 * pages: test_pool_pages). xfer_gen, read by each park, shares its line
-	 * with the daemon's xfer_at_ns and the backup's lock alone. */
-	_Alignas(KP_PAGE) _Atomic uint64_t xfer_gen; /* checkpoints of kp__xfer_drain so far */
-	uint64_t xfer_at_ns;			     /* the next one (the daemon's alone) */
+	/* The pool's tail (the daemon, the backup's state, the system-call
+	 * counts, the pool-wide counters), on the first page with the fields
+	 * above: what every program touches here. It had a page of its own
+	 * after the transfer arrays (xfer_count shrank from a class's counts
+	 * each to one set, 2,960 bytes, and the tail then straddled two pages:
+	 * test_pool_pages), and the central lists' class locks a page between:
+	 * 3 pages resident on layout:outline, whose small blocks take neither,
+	 * 1 now (test_pool_pages_outline, s33). xfer_gen, read by each park,
+	 * shares its line with the daemon's xfer_at_ns and the backup's lock
+	 * alone. */
+	_Alignas(64) _Atomic uint64_t xfer_gen; /* checkpoints of kp__xfer_drain so far */
+	uint64_t xfer_at_ns;			/* the next one (the daemon's alone) */
 	kp__backup backup;
 	kp__daemon daemon;
 	kp__oscount os;
@@ -1811,15 +1804,36 @@ struct kp_pool {
 	 * kp__primary_purge_due): the whole pages of the free blocks stamped
 	 * at the last one, and the resident free units idle at the last one */
 	size_t bpurge_pending, purge_pending;
-	void *bpurge_blk[KP_BPURGE_BATCH];
 	/* the event log (log_fd): token bucket, refilled per second */
 	_Atomic uint64_t log_sec, log_used, log_suppressed;
 	int log_fd;	/* 0: no log */
 	bool log_owned; /* opened by us from KPOOL_LOG: closed by kp_destroy */
 	/* exited threads, and calls served without a cache (tcache.c) */
 	_Atomic uint64_t dead_allocs, dead_frees, dead_in_use;
-
+	/* the event ring, its head and first slots on the first page too: a
+	 * program logs a few events (the preload's token, a grow) */
 	kp__ring ring;
+	/* the blocks a purge of free blocks holds off their lists (bpurge_n
+	 * above), the daemon's alone and only while it purges: past the ring */
+	void *bpurge_blk[KP_BPURGE_BATCH];
+
+	/* the inline primary's central lists, from a line of their own (their
+	 * class locks left as the zeroed mapping has them where that is a
+	 * default mutex: pool.c, locks_init) */
+	_Alignas(64) kp__central central[KP_NCLASS];
+	/* transfer.c's counts of exited threads, of the shared path and of
+	 * kp__xfer_drain (the live caches keep their own: kp__xcount), beside
+	 * the central lists: past the transfer arrays they were a page
+	 * resident for them alone (test_pool_pages) */
+	kp__xcount xfer_count;
+	/* transfer.c; address space until a class uses it. From a line of
+	 * their own: the first classes' records, written by each park and
+	 * take, away from xfer_count, written by neither */
+	_Alignas(64) kp__xfer xfer[KP_NCLASS][KP_XFER_BASE]; /* the first batches of each class; kp__xfer_slot */
+	uint64_t xfer_head[KP_NCLASS][KP_XFER_HEAD];
+	uint64_t xfer_mid[KP_NCLASS][KP_XFER_MID];
+	kp__xfer xfer_more[KP_NCLASS][KP_XFER_SLOTS - KP_XFER_BASE];
+	uint64_t xfer_tail[KP_NCLASS][KP_XFER_CLASS_KEYS - KP_XFER_HEAD - KP_XFER_MID];
 };
 /* Re-evaluate the backup mode after the primary's usage changed (hysteresis).
  * Caller holds pool->lock. */

@@ -344,6 +344,16 @@ static void unmap_guarded(kp_pool *pool, void *p, size_t n)
 #define OL_ARENA_HEAPS 64u
 #define OL_ARENA_BYTES (OL_ARENA_HEAPS * HEAP_BYTES)
 _Static_assert(OL_HEAP_STRUCT <= KP_PAGE, "a heap's structure inside its first page");
+/* The arena opens with the layout's own structure (kp__ol, 1.3 KiB), and
+ * each heap's structure ends its page (heap i at OL_ARENA_HEAD + i x
+ * HEAP_BYTES): kp__ol shares the first heap's page. It had a mapping of its
+ * own, a page resident in every program (test_pool_pages_outline, s33). A
+ * heap's structure that leaves no room before it for kp__ol: a page apart,
+ * as before. */
+#define OL_ARENA_HEAD_MIN ((sizeof(kp__ol) + 63) & ~(size_t)63)
+#define OL_ARENA_HEAD (OL_ARENA_HEAD_MIN + OL_HEAP_STRUCT <= KP_PAGE ? KP_PAGE - OL_HEAP_STRUCT : KP_PAGE)
+#define OL_ARENA_MAP (OL_ARENA_BYTES + KP_PAGE)
+_Static_assert(OL_ARENA_HEAD % 64 == 0 && OL_ARENA_HEAD >= sizeof(kp__ol), "kp__ol before the first heap");
 
 static struct ol_seg *segment_map(kp_pool *pool);
 static void exit_hook_init(void);
@@ -354,28 +364,30 @@ _Static_assert(OL_MAP_N * sizeof(uintptr_t) == KP_OL_MAP_BYTES, "KP_OL_MAP_BYTES
 
 int kp__ol_create(kp_pool *pool)
 {
-	kp__ol *ol = kp__os_map(&pool->os, (sizeof(kp__ol) + KP_PAGE - 1) & ~(size_t)(KP_PAGE - 1), KP_PAGE, false);
-	if (!ol)
+	/* the first heaps (kp_create's system calls: a thread's first
+	 * allocations make none), after the layout's own structure */
+	uint8_t *arena = map_guarded(pool, OL_ARENA_MAP);
+	if (!arena)
 		return -1;
+	kp__ol *ol = (kp__ol *)arena;
+	ol->arena = arena;
 	ol->map = kp__os_map(&pool->os, OL_MAP_N * sizeof(*ol->map), KP_PAGE, false);
 	if (!ol->map) {
-		kp__os_unmap_clean(&pool->os, ol, (sizeof(kp__ol) + KP_PAGE - 1) & ~(size_t)(KP_PAGE - 1));
+		unmap_guarded(pool, arena, OL_ARENA_MAP);
 		return -1;
 	}
 	pthread_mutex_init(&ol->lock, NULL);
 	exit_hook_init(); /* the exit hook's key, before any thread's heap */
 	ol->csz = pool->conf.checks ? OL_CANARY : 0;
 	pool->ol = ol;
-	/* the first heaps and a first segment, now (kp_create's system
-	 * calls): a thread's first allocations make none */
-	ol->arena = map_guarded(pool, OL_ARENA_BYTES);
+	/* and a first segment, now */
 	struct ol_seg **pp = &ol->spare;
 	while (ol->nspare < OL_SPARES_MIN && (*pp = segment_map(pool)) != NULL) {
 		ol->nspare++;
 		pp = &(*pp)->next;
 	}
 	atomic_store(&ol->wake_spares, OL_SPARES_MIN);
-	if (!ol->arena || ol->nspare < OL_SPARES_MIN) {
+	if (ol->nspare < OL_SPARES_MIN) {
 		kp__ol_destroy(pool);
 		return -1;
 	}
@@ -402,12 +414,10 @@ void kp__ol_destroy(kp_pool *pool)
 		if (h->own_map)
 			unmap_guarded(pool, h, HEAP_BYTES);
 	}
-	if (ol->arena)
-		unmap_guarded(pool, ol->arena, OL_ARENA_BYTES);
 	kp__os_unmap_clean(&pool->os, ol->map, OL_MAP_N * sizeof(*ol->map));
 	pthread_mutex_destroy(&ol->lock);
-	kp__os_unmap_clean(&pool->os, ol, (sizeof(kp__ol) + KP_PAGE - 1) & ~(size_t)(KP_PAGE - 1));
 	pool->ol = NULL;
+	unmap_guarded(pool, ol->arena, OL_ARENA_MAP); /* ol with it */
 }
 
 static void fc_fork_child(struct ol_heap *h);
@@ -2695,7 +2705,7 @@ static struct ol_heap *heap_get(kp_pool *pool)
 	if (!h) {
 		pthread_mutex_lock(&ol->lock);
 		if (ol->arena_used < OL_ARENA_HEAPS)
-			h = (struct ol_heap *)(ol->arena + ol->arena_used++ * HEAP_BYTES);
+			h = (struct ol_heap *)(ol->arena + OL_ARENA_HEAD + ol->arena_used++ * HEAP_BYTES);
 		pthread_mutex_unlock(&ol->lock);
 		if (!h && (h = map_guarded(pool, HEAP_BYTES)) != NULL)
 			h->own_map = true;

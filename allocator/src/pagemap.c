@@ -28,7 +28,11 @@
 #define ROOT_BITS KP_ROOT_BITS
 typedef kp__leaf leaf;
 
-_Atomic(kp__leaf *) kp__pagemap_root[1u << KP_ROOT_BITS];
+/* In .lbss (after .bss), as the grace records below: a program touches the
+ * page of its segments' entries, and the small state after it (grow_lock,
+ * the pool registry, the once flags) kept a page of its own resident
+ * between the two arrays in every program (tests/test_preload.py's bss). */
+__attribute__((section(".lbss"))) _Atomic(kp__leaf *) kp__pagemap_root[1u << KP_ROOT_BITS];
 #define root kp__pagemap_root
 static pthread_mutex_t grow_lock = PTHREAD_MUTEX_INITIALIZER;
 static void barrier_init(kp__oscount *c);
@@ -130,7 +134,7 @@ void kp__pagemap_fork(int phase)
 /* 1024 threads inside libkpool at once before the shared counter is used;
  * 64 KiB of .bss. */
 #define GRACE_RECS 1024
-static kp__grace_rec recs[GRACE_RECS];
+__attribute__((section(".lbss"))) static kp__grace_rec recs[GRACE_RECS];
 static _Atomic unsigned recs_used; /* high-water mark: a reclaim scans this many */
 static _Atomic uint64_t shared_readers;
 static pthread_mutex_t recs_lock = PTHREAD_MUTEX_INITIALIZER;

@@ -1008,6 +1008,7 @@ int kp__primary_grow(kp_pool *pool, bool populate)
 	 * it are in hand: no fork (release_mu). A fork after leaves the child
 	 * a growing segment, which it unmaps (pool.c, fork_child): it had 4
 	 * MiB mapped and counted in its capacity that nothing held. */
+	kp__canary_reach_init(); /* before any segment's block can be freed */
 	pthread_mutex_lock(&pool->release_mu);
 	kp__pool_lock(pool);
 	size_t used = pool->capacity + KP_SEG_SIZE + atomic_load(&pool->huge_bytes) + atomic_load(&pool->ol_bytes);

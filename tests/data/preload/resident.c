@@ -4,8 +4,10 @@
  * programs (bench/programs/small_objects.c, thread_churn.c) in brief (each
  * thread also frees the block the previous wave's thread kept, after its
  * own allocations, as thread_churn does: a cross-thread free, whose
- * functions were not in hot.txt before s32 and faulted a second window in),
- * a pause
+ * functions were not in hot.txt before s32 and faulted a second window in;
+ * and one thread whose first call is such a free, as false_sharing's
+ * workers: kp__ol_free, outside hot.txt before s33, faulted the second
+ * window in false_sharing), a pause
  * for the daemon's passes, then the pages of the library's executable mapping
  * and of its zero-filled data (.bss: the anonymous mapping right after the
  * library's own, up to the end of the library's last PT_LOAD segment: an
@@ -16,6 +18,12 @@
  *
  *     text resident KiB: N of M
  *     bss resident KiB: N of M
+ *
+ * and the resident pages of all the library's own mappings (its file pages:
+ * the first segment with the dynamic symbols, relocations and read-only
+ * data, the text, relro and data; /proc/self/smaps' Rss), as
+ *
+ *     library resident KiB: N
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -57,6 +65,18 @@ static void *churn(void *arg)
 	return NULL;
 }
 
+/* A thread whose first call is a free of another thread's block (as
+ * false_sharing's workers free the main thread's): before its heap exists,
+ * so kp_free's fast path misses and the free goes the slow way. */
+static void *free_first(void *arg)
+{
+	free(arg);
+	char *p = malloc(24);
+	p[0] = 1;
+	free(p);
+	return NULL;
+}
+
 /* The end of the preload library's last PT_LOAD segment (its .bss end). */
 static int library_end(struct dl_phdr_info *info, size_t size, void *arg)
 {
@@ -72,6 +92,25 @@ static int library_end(struct dl_phdr_info *info, size_t size, void *arg)
 	return 1;
 }
 
+/* The Rss of every mapping of the library's file (/proc/self/smaps). */
+static unsigned long library_rss_kib(void)
+{
+	FILE *f = fopen("/proc/self/smaps", "r");
+	char line[512];
+	unsigned long kib = 0, n;
+	int mine = 0;
+	while (f && fgets(line, sizeof line, f)) {
+		unsigned long a, b;
+		if (sscanf(line, "%lx-%lx ", &a, &b) == 2 && strchr(line, ' '))
+			mine = strstr(line, "libkpool-preload") != NULL;
+		else if (mine && sscanf(line, "Rss: %lu kB", &n) == 1)
+			kib += n;
+	}
+	if (f)
+		fclose(f);
+	return kib;
+}
+
 int main(void)
 {
 	for (int wave = 0; wave < 20; wave++) {
@@ -82,6 +121,10 @@ int main(void)
 			pthread_join(t[i], NULL);
 	}
 	churn(NULL);
+	pthread_t t;
+	pthread_create(&t, NULL, free_first, kept[0]);
+	pthread_join(t, NULL);
+	kept[0] = NULL;
 	for (int i = 0; i < 4; i++)
 		free(kept[i]);
 	usleep(300000); /* the daemon's passes */
@@ -114,5 +157,6 @@ int main(void)
 	}
 	printf("text resident KiB: %lu of %lu\n", text * 4, text_pages * 4);
 	printf("bss resident KiB: %lu of %lu\n", bss * 4, bss_pages * 4);
+	printf("library resident KiB: %lu\n", library_rss_kib());
 	return 0;
 }
