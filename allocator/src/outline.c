@@ -333,6 +333,7 @@ static void unmap_guarded(kp_pool *pool, void *p, size_t n)
 _Static_assert(OL_HEAP_STRUCT <= KP_PAGE, "a heap's structure inside its first page");
 
 static struct ol_seg *segment_map(kp_pool *pool);
+static void meta_unmap(kp_pool *pool, struct ol_seg *s);
 static void exit_hook_init(void);
 static void avail_lock(kp_pool *pool, struct ol_heap *h);
 static void avail_unlock(struct ol_heap *h);
@@ -377,12 +378,12 @@ void kp__ol_destroy(kp_pool *pool)
 	for (struct ol_seg *s = ol->segs, *nx; s; s = nx) {
 		nx = s->next;
 		kp__os_unmap_clean(&pool->os, s->base, OL_SEG_SIZE);
-		unmap_guarded(pool, s, OL_META);
+		meta_unmap(pool, s);
 	}
 	for (struct ol_seg *s = ol->spare, *nx; s; s = nx) {
 		nx = s->next;
 		kp__os_unmap_clean(&pool->os, s->base, OL_SEG_SIZE);
-		unmap_guarded(pool, s, OL_META);
+		meta_unmap(pool, s);
 	}
 	for (struct ol_heap *h = ol->heaps, *nx; h; h = nx) {
 		nx = h->next;
@@ -458,17 +459,45 @@ static uint8_t *meta_first(struct ol_seg *s)
 	return (uint8_t *)(((uintptr_t)(s + 1) + 63) & ~(uintptr_t)63);
 }
 
+/* A segment's metadata mapping: OL_META and OL_META_COLORS pages more, so
+ * that its metadata can start `color` pages in (outline.h), a guard page
+ * and the pages below it PROT_NONE, and above it the rest to the top: the
+ * same two mprotect calls as map_guarded's. */
+#define META_MAP_BYTES (OL_META + (OL_META_COLORS + 1) * KP_PAGE)
+static struct ol_seg *meta_map(kp_pool *pool, uint32_t color)
+{
+	size_t below = (1 + (size_t)color) * KP_PAGE;
+	uint8_t *p = kp__os_map(&pool->os, META_MAP_BYTES + KP_PAGE, KP_PAGE, false);
+	if (!p)
+		return NULL;
+	if (kp__os_protect(&pool->os, p, below, false) ||
+	    kp__os_protect(&pool->os, p + below + OL_META, META_MAP_BYTES + KP_PAGE - below - OL_META, false)) {
+		kp__os_unmap_clean(&pool->os, p, META_MAP_BYTES + KP_PAGE);
+		return NULL;
+	}
+	return (struct ol_seg *)(p + below);
+}
+
+static void meta_unmap(kp_pool *pool, struct ol_seg *s)
+{
+	kp__os_unmap_clean(&pool->os, (uint8_t *)s - (1 + (size_t)s->color) * KP_PAGE, META_MAP_BYTES + KP_PAGE);
+}
+
 /* A data segment and its guarded metadata, on no list yet. */
 static struct ol_seg *segment_map(kp_pool *pool)
 {
 	uint8_t *base = kp__os_map(&pool->os, OL_SEG_SIZE, OL_SEG_SIZE, false);
 	if (!base)
 		return NULL;
-	struct ol_seg *s = map_guarded(pool, OL_META);
+	/* the next color, whoever maps (the daemon's pass, a heap's
+	 * segment_new): consecutive segments a page of sets apart */
+	uint32_t color = atomic_fetch_add_explicit(&pool->ol->meta_colors, 1, memory_order_relaxed) % OL_META_COLORS;
+	struct ol_seg *s = meta_map(pool, color);
 	if (!s) {
 		kp__os_unmap_clean(&pool->os, base, OL_SEG_SIZE);
 		return NULL;
 	}
+	s->color = color;
 	s->base = base;
 	s->bump = meta_first(s);
 	s->end = (uint8_t *)s + OL_META;
@@ -1116,7 +1145,7 @@ void kp__ol_daemon_pass(kp_pool *pool)
 	for (struct ol_seg *s = drop, *nx; s; s = nx) {
 		nx = s->next;
 		kp__os_unmap_clean(&pool->os, s->base, OL_SEG_SIZE);
-		unmap_guarded(pool, s, OL_META);
+		meta_unmap(pool, s);
 	}
 	if (!purge)
 		return;
