@@ -69,11 +69,12 @@ def test_checks_add_no_cache_lines_on_mixed_sizes() -> None:
 # An L2 of the size and ways of this machine's (AMD EPYC: 1 MiB and 8 ways a core): one set every 128 KiB, so
 # that a structure at the same offset of many mappings falls into one set. D1 as above.
 L2_CACHES = ("--D1=32768,8,64", "--LL=1048576,8,64")
-# kp_alloc + kp_free's own L2 read misses per operation on (b), layout:outline (the loop's marks apart). s33 on
-# main b54c534: 0.80, where a 64-way L2 of the same size took 0.30: the metadata mappings of every segment sat
-# at the same address modulo 1 MiB, so the span records, stacks and block records of b's ~20 segments fell
-# into the same sets (test_outline_meta_color.c). Since each mapping's metadata starts OL_META_COLORS apart
-# (outline.h): see the figures beside OL_META_COLORS. The bound is half-way, so that aligned mappings fail it.
+# kp_alloc + kp_free's own L2 read misses per operation on (b), layout:outline, the loop's marks apart. s33,
+# on main b54c534: 1.06, and 0.17 with a 64-way L2 of the same size: the metadata mappings of every segment
+# sat at the same address modulo 1 MiB, so the span records, stacks and block records of b's ~20 segments
+# fell into the same sets (test_outline_meta_color.c). Each segment's metadata a page further into its
+# mapping than the last's (outline.h, OL_META_COLORS): 0.20 (0.15 at 64 ways). The bound is about half-way:
+# aligned mappings fail it.
 L2_READ_BOUND = 0.55
 
 

@@ -13,7 +13,9 @@
  * list's links, an 8-byte record per block: 12 bytes a block, outline.h;
  * the links at the mapping's top, so 10 resident while no other thread frees:
  * meta_take_top)
- * is in a mapping of its own with a PROT_NONE page on either side, and so
+ * is in a mapping of its own with a PROT_NONE page on either side (and,
+ * for a segment's, up to OL_META_COLORS pages more, so that different
+ * segments' metadata takes different cache sets: outline.h), and so
  * are the threads' heaps (the first 64 in one arena). No header precedes a block and no link lives in a free
  * one: there is nothing to forge (test_outline_integrity's overwrite of a
  * span's free blocks).

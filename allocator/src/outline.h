@@ -234,9 +234,11 @@ struct ol_seg {
  * same address modulo 1 MiB (a page below each 4 MiB-aligned data
  * segment), and kpbench b's ~20 segments' span records, stacks and block
  * records shared sets: kp_alloc + kp_free took 1.06 L2 read misses an
- * operation under callgrind's simulation of that cache
- * (tests/test_cache_lines.py; 0.30-0.40 with a 64-way L2 of the size).
- * Address space: 128 KiB a segment, never touched (guard pages). */
+ * operation under callgrind's simulation of that cache, 0.20 now
+ * (tests/test_cache_lines.py); the whole program 3.79 L2 misses an
+ * operation, 2.78 now (tcmalloc 1.98; a 64-way L2 of the size took main
+ * 2.64: the conflicts were a quarter of them). Address space: 128 KiB a
+ * segment, never touched (PROT_NONE, with the guard pages). */
 #define OL_META_COLORS 32u
 /* OL_META holds the most a segment's spans take (span_new: 64 of the
  * 16-byte class, each array aligned to 64 bytes) past its record */

@@ -12,9 +12,10 @@
  * of an 8-way 1 MiB L2. kpbench b under callgrind's cache simulation (D1
  * 32 KiB 8-way, L2 1 MiB 8-way, per kp_alloc + kp_free and the loop around
  * them): 2.65 L2 read misses, 1.67 with a 64-way L2 of the same size
- * (tcmalloc: 1.49 and 1.45); kp_free's load of a block's record alone
- * 796,000 misses in 1 M operations against 119,000 at 64 ways
- * (tests/test_cache_lines.py has the bound).
+ * (tcmalloc: 1.49 and 1.45), 1.77 now; kp_free's load of a block's record
+ * alone 796,000 misses in kpbench b --ops 1000000 (2.1 M operations with
+ * its warm-up and latency pass) against 119,000 at 64 ways and 135,000
+ * now (tests/test_cache_lines.py has the bound).
  *
  * Checked, the daemon off: 24 segments' metadata mappings take at least 16
  * of the OL_META_COLORS offsets (the pages of 128 KiB: an L2 set of 1 MiB
