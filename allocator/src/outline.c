@@ -1702,7 +1702,15 @@ static void span_extend(kp_pool *pool, struct ol_span *pg)
  * (segment_for's partial lists) and a new segment was taken: kpbench d's
  * spans of 2-32 slices left 30-36 MiB of free slices on the partial lists
  * at 1 GiB, pre-faulted by the daemon with their segments and never
- * written (test_outline_grow_peak). The owner, in its slow path. */
+ * written (test_outline_grow_peak). s33 measured 128 blocks for classes
+ * over 1 KiB (kpbench b spreads a class's frees over fewer spans: 60% of
+ * the owner's frees into the span in hand against 43%, so fewer refills):
+ * b 79.9 -> 74.5 instructions a kp_alloc + kp_free, L2 misses 2.78 -> 2.61
+ * an operation (test_cache_lines.py's caches, the whole program), but
+ * test_outline_grow_paced_attack31b's thread faulted 0.54% of its pages at
+ * 2 MiB a pass (0.06% with 32) and mapped 3 segments on its allocation
+ * path at 4 MiB (0); up to 64 slices it failed the 3 MiB bound and
+ * test_outline_free_only (1.65x). Not taken. The owner, in its slow path. */
 static uint32_t span_slices(const struct ol_heap *h, uint32_t bs)
 {
 	uint32_t nsl = (uint32_t)((32ul * bs + OL_SLICE_SIZE - 1) / OL_SLICE_SIZE);
