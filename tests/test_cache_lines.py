@@ -66,6 +66,38 @@ def test_checks_add_no_cache_lines_on_mixed_sizes() -> None:
     )
 
 
+# An L2 of the size and ways of this machine's (AMD EPYC: 1 MiB and 8 ways a core): one set every 128 KiB, so
+# that a structure at the same offset of many mappings falls into one set. D1 as above.
+L2_CACHES = ("--D1=32768,8,64", "--LL=1048576,8,64")
+# kp_alloc + kp_free's own L2 read misses per operation on (b), layout:outline, the loop's marks apart. s33,
+# on main b54c534: 1.06, and 0.17 with a 64-way L2 of the same size: the metadata mappings of every segment
+# sat at the same address modulo 1 MiB, so the span records, stacks and block records of b's ~20 segments
+# fell into the same sets (test_outline_meta_color.c). Each segment's metadata a page further into its
+# mapping than the last's (outline.h, OL_META_COLORS): 0.20 (0.15 at 64 ways). The bound is about half-way:
+# aligned mappings fail it.
+L2_READ_BOUND = 0.55
+
+
+@cache
+def outline_l2_reads_per_op() -> float:
+    """kp_alloc's and kp_free's L2 read misses (inclusive) per operation on (b), the daemon off."""
+    conf = "layout:outline,daemon:off"
+    runs = [callgrind.run(kpbench_argv("b", n, conf), options=["--cache-sim=yes", *L2_CACHES]) for n in OPS]
+    reads = [sum(p.inclusive.get(f, {}).get("DLmr", 0) for f in ("kp_alloc", "kp_free")) for p in runs]
+    calls = [p.calls.get("kp_alloc", 0) for p in runs]
+    assert calls[1] - calls[0] >= OPS[1] - OPS[0], calls
+    return (reads[1] - reads[0]) / (calls[1] - calls[0])
+
+
+@pytest.mark.slow
+def test_outline_metadata_misses_no_more_l2_lines_than_its_conflicts_allow() -> None:
+    got = outline_l2_reads_per_op()
+    assert got <= L2_READ_BOUND, (
+        f"(b) layout:outline: kp_alloc + kp_free miss an 8-way 1 MiB L2 {got:.2f} times per operation "
+        f"(reads), over {L2_READ_BOUND}: metadata of many segments in the same cache sets?"
+    )
+
+
 def test_parse_cache_reads_the_summary_and_the_calls_of_kp_alloc() -> None:
     text = "\n".join(
         [

@@ -13,7 +13,9 @@
  * list's links, an 8-byte record per block: 12 bytes a block, outline.h;
  * the links at the mapping's top, so 10 resident while no other thread frees:
  * meta_take_top)
- * is in a mapping of its own with a PROT_NONE page on either side, and so
+ * is in a mapping of its own with a PROT_NONE page on either side (and,
+ * for a segment's, up to OL_META_COLORS pages more, so that different
+ * segments' metadata takes different cache sets: outline.h), and so
  * are the threads' heaps (the first 64 in one arena). No header precedes a block and no link lives in a free
  * one: there is nothing to forge (test_outline_integrity's overwrite of a
  * span's free blocks).
@@ -356,6 +358,7 @@ _Static_assert(OL_HEAP_STRUCT <= KP_PAGE, "a heap's structure inside its first p
 _Static_assert(OL_ARENA_HEAD % 64 == 0 && OL_ARENA_HEAD >= sizeof(kp__ol), "kp__ol before the first heap");
 
 static struct ol_seg *segment_map(kp_pool *pool);
+static void meta_unmap(kp_pool *pool, struct ol_seg *s);
 static void exit_hook_init(void);
 static void avail_lock(kp_pool *pool, struct ol_heap *h);
 static void avail_unlock(struct ol_heap *h);
@@ -402,12 +405,12 @@ void kp__ol_destroy(kp_pool *pool)
 	for (struct ol_seg *s = ol->segs, *nx; s; s = nx) {
 		nx = s->next;
 		kp__os_unmap_clean(&pool->os, s->base, OL_SEG_SIZE);
-		unmap_guarded(pool, s, OL_META);
+		meta_unmap(pool, s);
 	}
 	for (struct ol_seg *s = ol->spare, *nx; s; s = nx) {
 		nx = s->next;
 		kp__os_unmap_clean(&pool->os, s->base, OL_SEG_SIZE);
-		unmap_guarded(pool, s, OL_META);
+		meta_unmap(pool, s);
 	}
 	for (struct ol_heap *h = ol->heaps, *nx; h; h = nx) {
 		nx = h->next;
@@ -481,17 +484,45 @@ static uint8_t *meta_first(struct ol_seg *s)
 	return (uint8_t *)(((uintptr_t)(s + 1) + 63) & ~(uintptr_t)63);
 }
 
+/* A segment's metadata mapping: OL_META and OL_META_COLORS pages more, so
+ * that its metadata can start `color` pages in (outline.h), a guard page
+ * and the pages below it PROT_NONE, and above it the rest to the top: the
+ * same two mprotect calls as map_guarded's. */
+#define META_MAP_BYTES (OL_META + (OL_META_COLORS + 1) * KP_PAGE)
+static struct ol_seg *meta_map(kp_pool *pool, uint32_t color)
+{
+	size_t below = (1 + (size_t)color) * KP_PAGE;
+	uint8_t *p = kp__os_map(&pool->os, META_MAP_BYTES + KP_PAGE, KP_PAGE, false);
+	if (!p)
+		return NULL;
+	if (kp__os_protect(&pool->os, p, below, false) ||
+	    kp__os_protect(&pool->os, p + below + OL_META, META_MAP_BYTES + KP_PAGE - below - OL_META, false)) {
+		kp__os_unmap_clean(&pool->os, p, META_MAP_BYTES + KP_PAGE);
+		return NULL;
+	}
+	return (struct ol_seg *)(p + below);
+}
+
+static void meta_unmap(kp_pool *pool, struct ol_seg *s)
+{
+	kp__os_unmap_clean(&pool->os, (uint8_t *)s - (1 + (size_t)s->color) * KP_PAGE, META_MAP_BYTES + KP_PAGE);
+}
+
 /* A data segment and its guarded metadata, on no list yet. */
 static struct ol_seg *segment_map(kp_pool *pool)
 {
 	uint8_t *base = kp__os_map(&pool->os, OL_SEG_SIZE, OL_SEG_SIZE, false);
 	if (!base)
 		return NULL;
-	struct ol_seg *s = map_guarded(pool, OL_META);
+	/* the next color, whoever maps (the daemon's pass, a heap's
+	 * segment_new): consecutive segments a page of sets apart */
+	uint32_t color = atomic_fetch_add_explicit(&pool->ol->meta_colors, 1, memory_order_relaxed) % OL_META_COLORS;
+	struct ol_seg *s = meta_map(pool, color);
 	if (!s) {
 		kp__os_unmap_clean(&pool->os, base, OL_SEG_SIZE);
 		return NULL;
 	}
+	s->color = color;
 	s->base = base;
 	s->bump = meta_first(s);
 	s->end = (uint8_t *)s + OL_META;
@@ -1139,7 +1170,7 @@ void kp__ol_daemon_pass(kp_pool *pool)
 	for (struct ol_seg *s = drop, *nx; s; s = nx) {
 		nx = s->next;
 		kp__os_unmap_clean(&pool->os, s->base, OL_SEG_SIZE);
-		unmap_guarded(pool, s, OL_META);
+		meta_unmap(pool, s);
 	}
 	if (!purge)
 		return;
@@ -1694,7 +1725,15 @@ static void span_extend(kp_pool *pool, struct ol_span *pg)
  * (segment_for's partial lists) and a new segment was taken: kpbench d's
  * spans of 2-32 slices left 30-36 MiB of free slices on the partial lists
  * at 1 GiB, pre-faulted by the daemon with their segments and never
- * written (test_outline_grow_peak). The owner, in its slow path. */
+ * written (test_outline_grow_peak). s33 measured 128 blocks for classes
+ * over 1 KiB (kpbench b spreads a class's frees over fewer spans: 60% of
+ * the owner's frees into the span in hand against 43%, so fewer refills):
+ * b 79.9 -> 74.5 instructions a kp_alloc + kp_free, L2 misses 2.78 -> 2.61
+ * an operation (test_cache_lines.py's caches, the whole program), but
+ * test_outline_grow_paced_attack31b's thread faulted 0.54% of its pages at
+ * 2 MiB a pass (0.06% with 32) and mapped 3 segments on its allocation
+ * path at 4 MiB (0); up to 64 slices it failed the 3 MiB bound and
+ * test_outline_free_only (1.65x). Not taken. The owner, in its slow path. */
 static uint32_t span_slices(const struct ol_heap *h, uint32_t bs)
 {
 	uint32_t nsl = (uint32_t)((32ul * bs + OL_SLICE_SIZE - 1) / OL_SLICE_SIZE);
