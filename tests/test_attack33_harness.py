@@ -377,7 +377,7 @@ def test_a_full_disk_at_a_workloads_end_still_prints_what_ran(
 
 
 @pytest.mark.skipif(shutil.which("clang") is None, reason="the fuzz build needs clang")
-def test_a_full_disk_under_the_fuzz_history_is_no_crash(small_tmpfs: Path) -> None:
+def test_a_full_disk_under_the_fuzz_history_is_no_crash(small_tmpfs: Path, tmp_path: Path) -> None:
     """The fuzz run's folder on a full disk: the C side keeps the inputs since the pools were made in a
     sparse 64 MiB file it maps (fuzz_history.c), and its first write to a page the file system cannot
     back raised SIGBUS. On b54c534 `kpool fuzz --reports <full disk>` reported 'AddressSanitizer: BUS in
@@ -390,10 +390,15 @@ def test_a_full_disk_under_the_fuzz_history_is_no_crash(small_tmpfs: Path) -> No
 
     env = {**runner.target_env("api_sequence"), HISTORY_ENV: str(small_tmpfs / "history")}
     (small_tmpfs / "history").mkdir()
-    seeds = shutil.copytree(ROOT / "corpora" / "api_sequence", small_tmpfs.parent / "seeds")  # it adds inputs
     _fill(small_tmpfs)
     proc = subprocess.run(
-        [sys.executable, str(runner.script("api_sequence")), "-runs=3000", str(seeds)],
+        [
+            sys.executable,
+            str(runner.script("api_sequence")),
+            "-runs=3000",
+            str(tmp_path),  # libFuzzer writes into its first corpus folder: never the seeds (s33-atth)
+            str(runner.seeds_dir("api_sequence")),
+        ],
         env=env,
         capture_output=True,
         text=True,
@@ -419,9 +424,19 @@ def test_the_fuzz_history_reserved_a_chunk_at_a_time_reads_back(tmp_path: Path) 
 
     (tmp_path / "history").mkdir()
     env = {**runner.target_env("api_sequence"), HISTORY_ENV: str(tmp_path / "history")}
-    seeds = shutil.copytree(ROOT / "corpora" / "api_sequence", tmp_path / "seeds")  # libFuzzer adds inputs
+    seeds = runner.seeds_dir("api_sequence")
+    (tmp_path / "corpus").mkdir()  # libFuzzer writes into its first corpus folder: never the seeds (s33-atth)
+    # -len_control=0: inputs up to max_len at once; the seeds alone (42, not the 2,530 stray inputs
+    # this test once wrote beside them) made 412 KB of history in 8,000 runs
+    cmd = [
+        sys.executable,
+        str(runner.script("api_sequence")),
+        "-runs=8000",
+        "-max_len=4096",
+        "-len_control=0",
+    ]
     proc = subprocess.run(
-        [sys.executable, str(runner.script("api_sequence")), "-runs=8000", "-max_len=4096", str(seeds)],
+        [*cmd, str(tmp_path / "corpus"), str(seeds)],
         env=env,
         capture_output=True,
         text=True,

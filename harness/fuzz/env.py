@@ -9,6 +9,7 @@ LD_PRELOAD; a target started without it re-executes itself with it (see target.p
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -62,6 +63,28 @@ def target_env(library: Path | None, base: Mapping[str, str] | None = None) -> d
     if str(REPO_ROOT) not in paths:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(REPO_ROOT), *paths)))
     return env
+
+
+def refuse_seed_output(argv: list[str]) -> None:
+    """Exit 2 with one line when the first corpus folder of a libFuzzer command line (argv, the program
+    first) is inside the committed seed corpora: libFuzzer writes every new input into that folder (with
+    -merge=1 it is the merge's output), and the seeds, corpora/<target>/seeds/, are only ever read. A
+    target run by hand as `api_sequence.py corpora/api_sequence` filled the seed corpus with hundreds of
+    top-level inputs per run (session 33). Seeds named after a folder of the user's own are read as usual."""
+    from harness import paths
+
+    seeds = paths.corpora().resolve()
+    first = next((a for a in argv[1:] if not a.startswith("-") and Path(a).is_dir()), None)
+    if first is None:
+        return
+    where = Path(first).resolve()
+    if where == seeds or seeds in where.parents:
+        sys.stderr.write(
+            f"kpool: error: {first}: is the committed seed corpus ({seeds}), which is only read; libFuzzer "
+            "writes new inputs into its first corpus folder: give a folder of your own first and the seeds "
+            f"after it (e.g. `{Path(argv[0]).name} my-corpus {seeds / 'TARGET' / 'seeds'}`)\n"
+        )
+        sys.exit(2)
 
 
 def libfuzzer_argv(argv: list[str]) -> list[str]:

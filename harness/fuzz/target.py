@@ -149,6 +149,7 @@ def native_main(entry: str) -> None:
     """Fuzz the C entry point `entry` with libFuzzer's command line in sys.argv; with
     `--kpool-history FILE`, replay the inputs of a history file instead; with
     `--kpool-replay-each OUT_DIR TIMEOUT_S [-timeout=T] INPUT...`, replay each input alone (replay_each)."""
+    fuzz_env.refuse_seed_output(sys.argv)
     path = library()
     if not fuzz_env.preloaded(os.environ):
         env = fuzz_env.target_env(path)

@@ -64,6 +64,7 @@ def loader() -> tuple[Callable[[str], object], tuple[type[BaseException], ...]]:
 
 
 def main() -> None:
+    fuzz_env.refuse_seed_output(sys.argv)
     load, allowed = loader()
 
     def one_input(data: bytes) -> None:

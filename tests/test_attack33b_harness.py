@@ -1,0 +1,62 @@
+"""Session 33's second harness attack (s33-atth): a newcomer's and a fuzzing user's first hours with kpool.
+
+Each test failed before its fix; its docstring says how."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _files(folder: Path) -> set[Path]:
+    return {p for p in folder.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize("target", ["api_sequence", "workload_yaml"])
+def test_a_fuzz_target_refuses_to_write_new_inputs_into_the_seed_corpus(target: str) -> None:
+    """libFuzzer writes every new input into the FIRST corpus folder on its command line. Two tests of
+    test_attack33_harness.py ran `api_sequence.py -runs=N corpora/api_sequence`, as a libFuzzer user runs
+    a target by hand, and each run left some hundred inputs as top-level files of the committed seed corpus
+    (a `commit -a` then committed 2,530 of them: ac38171 took them out). Before: the script fuzzed into the
+    seed corpus (here, with no library, a ctypes traceback, exit 1). Now: one line naming the folder, exit 2,
+    nothing run and nothing written."""
+    from harness import paths
+    from harness.fuzz import runner
+
+    seeds_root = paths.corpora() / target
+    before = _files(seeds_root)
+    env = {**os.environ, "KPOOL_LIB": "/nonexistent/libkpool.so"}  # nothing may get as far as loading it
+    proc = subprocess.run(
+        [sys.executable, str(runner.script(target)), "-runs=10", str(seeds_root)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("kpool: error:")]
+    assert len(lines) == 1 and str(seeds_root) in lines[0] and "seed" in lines[0], proc.stderr
+    assert _files(seeds_root) == before
+
+
+def test_a_fuzz_target_reads_the_seeds_after_a_corpus_of_its_own(tmp_path: Path) -> None:
+    """The guard above refuses only the first corpus folder: the seeds named after a writable one are
+    read, as `kpool fuzz` passes them (working corpus first, seeds second)."""
+    from harness.fuzz import env as fuzz_env
+    from harness.fuzz import runner
+
+    argv = ["x.py", "-runs=10", str(tmp_path), str(runner.seeds_dir("api_sequence"))]
+    fuzz_env.refuse_seed_output(argv)  # no SystemExit
+    with pytest.raises(SystemExit) as exc:
+        fuzz_env.refuse_seed_output(
+            ["x.py", "-merge=1", str(runner.seeds_dir("api_sequence")), str(tmp_path)]
+        )
+    assert exc.value.code == 2
