@@ -280,7 +280,15 @@ def _triage_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     tsub = p.add_subparsers(dest="triage_command", required=True, metavar="ACTION")
 
     def action(name: str, text: str) -> argparse.ArgumentParser:
-        return tsub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
+        t = tsub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
+        if name != "signature":  # `kpool triage show 3 --db FILE` too, as options follow every other command
+            t.add_argument(
+                "--db",
+                type=paths.given,
+                default=argparse.SUPPRESS,  # absent here: the one before the action, else the default
+                help="crash database, given after the action (default: triage's --db)",
+            )
+        return t
 
     def add_runs(t: argparse.ArgumentParser) -> None:
         t.add_argument(

@@ -60,3 +60,38 @@ def test_a_fuzz_target_reads_the_seeds_after_a_corpus_of_its_own(tmp_path: Path)
             ["x.py", "-merge=1", str(runner.seeds_dir("api_sequence")), str(tmp_path)]
         )
     assert exc.value.code == 2
+
+
+def _kpool(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "harness.cli", *args],
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    "action",
+    [["list"], ["show", "1"], ["sarif"], ["recheck"], ["replay", "1"], ["minimize", "1"]],
+)
+def test_triage_takes_db_after_its_action_too(tmp_path: Path, action: list[str]) -> None:
+    """`kpool triage show 3 --db FILE` (the order of git, sqlite3 and every other kpool command's
+    options, which follow the command) was refused with the top-level usage line and 'unrecognized
+    arguments: --db FILE', exit 2, not naming where --db goes. Now --db is taken on either side of the
+    action, and the one after it wins (here: a missing database, which each action names)."""
+    missing = tmp_path / "elsewhere.sqlite"
+    proc = _kpool("triage", *action, "--db", str(missing), env={"KPOOL_REPORTS": str(tmp_path / "r")})
+    assert "unrecognized arguments" not in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    if action[0] in ("list", "recheck", "sarif"):
+        assert proc.returncode == 0, proc.stderr  # no database: no crashes recorded
+    else:
+        assert proc.returncode == 2 and str(missing) in proc.stderr, proc.stderr
+    both = _kpool("triage", "--db", str(tmp_path / "first.sqlite"), *action, "--db", str(missing))
+    assert "first.sqlite" not in both.stderr and "unrecognized" not in both.stderr, both.stderr
