@@ -261,6 +261,7 @@ def _run(args: argparse.Namespace, rest: list[str]) -> int:
         program = program[1:]
     if not program:
         raise UsageError("kpool run needs a command: kpool run [options] -- CMD ARGS...")
+    paths.check_reports(args.reports or paths.reports(), args.reports is not None, create=False)
     return run.main(program, args.allocator, args.conf, args.on_error, args.reports or paths.reports())
 
 
@@ -445,6 +446,7 @@ def _fuzz(args: argparse.Namespace, rest: list[str]) -> int:
         merged = [(t, str(a), str(b)) for t, a, b in runner.merge(args.target, reports)]
         output.result(output.markdown_table(("target", "inputs before", "inputs after"), merged))
         return 0
+    paths.check_reports(args.reports or paths.reports(), args.reports is not None)
     run = runner.run(
         args.target,
         args.time,

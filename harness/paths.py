@@ -122,6 +122,29 @@ def given(text: str) -> Path:
     return Path(text)
 
 
+def check_reports(folder: Path, option: bool, create: bool = True) -> None:
+    """UsageError (exit 2: nothing ran) when folder cannot be the reports folder: a file in its way
+    (KPOOL_REPORTS=/etc/passwd, a path under a file) or, with create, a folder the system refuses to make
+    (/proc, /sys). option: it came from --reports, else from $KPOOL_REPORTS or the default. Before
+    session 33 these were the mkdir's OSError, exit 1 as if the work had failed, stress and fuzz only
+    after their builds; `kpool run` (create=False: it writes the folder only for a crash) lost its crash."""
+    label = (
+        "--reports"
+        if option
+        else ("KPOOL_REPORTS" if os.environ.get("KPOOL_REPORTS") else "the reports folder")
+    )
+    probe = next((p for p in (folder, *folder.parents) if p.exists() or p.is_symlink()), None)
+    if probe is not None and not probe.is_dir():
+        why = "a file, where a folder is expected" if probe.is_file() else "not a folder"
+        raise UsageError(f"{label} {folder}: " + ("" if probe == folder else f"{probe} is ") + why)
+    if not create:
+        return
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"{label} {folder}: cannot make this folder ({exc.strerror or exc})") from exc
+
+
 def reports() -> Path:
     """The default reports folder: $KPOOL_REPORTS, else ./reports. Relative as given when the current
     folder no longer exists (it is read at import; `kpool` then says so, harness/cli.py)."""

@@ -95,3 +95,39 @@ def test_triage_takes_db_after_its_action_too(tmp_path: Path, action: list[str])
         assert proc.returncode == 2 and str(missing) in proc.stderr, proc.stderr
     both = _kpool("triage", "--db", str(tmp_path / "first.sqlite"), *action, "--db", str(missing))
     assert "first.sqlite" not in both.stderr and "unrecognized" not in both.stderr, both.stderr
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["stress", "workloads/steady-small.yaml"],
+        ["fuzz", "conf", "--time", "1"],
+        ["campaign", "--budget", "30", "--targets", "", "--workloads", "workloads/steady-small.yaml"],
+        ["run", "--", "/bin/true"],
+    ],
+)
+@pytest.mark.parametrize("how", ["option", "environment"])
+def test_a_reports_folder_that_cannot_be_one_is_a_usage_error(
+    tmp_path: Path, command: list[str], how: str
+) -> None:
+    """A reports folder kpool cannot make (a file in its way: KPOOL_REPORTS=/etc/passwd, or a path under a
+    file) is the user's configuration, and nothing runs: exit 2, as `kpool report` already said for it.
+    Before: stress, fuzz, campaign and run said '<path>: a file, where a folder is expected' or 'Not a
+    directory' with exit 1 (a failure of the work), stress and fuzz only after their builds. Now exit 2, the
+    line naming the option or variable that gave the folder."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder\n")
+    folder = blocker / "reports"
+    env: dict[str, str] = {}
+    if how == "option":
+        where = command.index("--") if "--" in command else len(command)
+        args = [*command[:where], "--reports", str(folder), *command[where:]]
+        label = "--reports"
+    else:
+        args, env, label = command, {"KPOOL_REPORTS": str(folder)}, "KPOOL_REPORTS"
+    proc = _kpool(*args, cwd=ROOT, env=env)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("kpool: error:")]
+    assert len(errors) == 1 and label in errors[0] and str(folder) in errors[0], proc.stderr
+    assert blocker.read_text() == "not a folder\n"

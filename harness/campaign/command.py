@@ -439,6 +439,7 @@ def _main(argv: Sequence[str], held: contextlib.ExitStack) -> int:
             if no_clang:
                 raise UsageError(f"nothing to run: {no_clang}, and --workloads {args.workloads!r} gives none")
             raise UsageError("--targets '' and --workloads '': nothing to run")
+        paths.check_reports(reports, args.reports is not None)
         if targets:  # the fuzz corpora and crash inputs live under it
             from harness.fuzz.runner import check_corpora_writable, check_utf8_path
 

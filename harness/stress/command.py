@@ -318,6 +318,7 @@ def main(argv: Sequence[str]) -> int:
             f"--set {args.set[0]}: sets a key of the op driver's program, and every workload given is a"
             " program workload (for kpool's pool options there: KPOOL_CONF)"
         )
+    paths.check_reports(args.reports, "--reports" in argv or any(a.startswith("--reports=") for a in argv))
     overrides = dict(s.split("=", 1) for s in args.set)
     opts = Options(
         allocator=args.allocator,
