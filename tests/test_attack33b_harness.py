@@ -131,3 +131,20 @@ def test_a_reports_folder_that_cannot_be_one_is_a_usage_error(
     errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("kpool: error:")]
     assert len(errors) == 1 and label in errors[0] and str(folder) in errors[0], proc.stderr
     assert blocker.read_text() == "not a folder\n"
+
+
+@pytest.mark.parametrize("weight", [".nan", ".inf", "-.inf"])
+def test_a_weight_that_is_no_number_is_said_once(tmp_path: Path, weight: str) -> None:
+    """`mix: {alloc: .nan}` was said twice, the second line wrong: 'mix.alloc: nan is not a finite number'
+    and 'mix: the weights add up to a number too large for the driver; scale them down' (a NaN is no large
+    number, and scaling it down does nothing). Now only the first."""
+    wl = tmp_path / "w.yaml"
+    wl.write_text(
+        f"name: w\nprocesses: 1\nops: 10\nmix: {{alloc: {weight}, free: 1}}\n"
+        "sizes: {dist: uniform, min: 16, max: 256}\n"
+    )
+    proc = _kpool("stress", str(wl), "--reports", str(tmp_path / "r"))
+    assert proc.returncode == 2, proc.stderr
+    said = [ln.strip() for ln in proc.stderr.splitlines() if ln.startswith("  ")]
+    assert len(said) == 1 and "mix.alloc" in said[0], proc.stderr  # -.inf: 'below the minimum 0'
+    assert "too large" not in proc.stderr, proc.stderr

@@ -357,7 +357,11 @@ def _dist_rules(d: Mapping[str, Any], path: Path) -> Iterator[tuple[Path, bool, 
 def _weight_rules(weights: Sequence[float], path: Path) -> Iterator[tuple[Path, bool, str]]:
     """kpdrive adds a list's weights up in a double, in order, and divides each by the total: a total of
     0 divides by zero, and one past the largest double is infinite and makes every weight 0 (the run
-    went ahead with the last op or size alone). Added here as it adds them."""
+    went ahead with the last op or size alone). Added here as it adds them. A weight that is itself no
+    finite number (.nan, .inf) is said by _nonfinite: its total says nothing more (a NaN total was called
+    'too large for the driver' beside it)."""
+    if any(isinstance(w, float) and not math.isfinite(w) for w in weights):
+        return
     total = 0.0
     for weight in weights:
         try:
