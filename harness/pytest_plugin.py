@@ -33,6 +33,24 @@ class WorkloadFailure(Exception):
     """A workload ran and failed its verdict; the message is the readable report."""
 
 
+def pytest_load_initial_conftests(
+    early_config: pytest.Config, parser: pytest.Parser, args: list[str]
+) -> None:
+    """`pytest workloads` (README) in a folder with no workloads/ of its own (kpool installed with pip,
+    no checkout) collected nothing: 'file or directory not found: workloads', exit 4. A `workloads` or
+    `workloads/...` argument that names nothing here is read as the shipped workloads, as `kpool stress
+    workloads/x.yaml` reads it; one that exists here is left alone."""
+    from harness import paths
+
+    for i, arg in enumerate(args):
+        path = Path(arg.split("::", 1)[0])
+        if arg.startswith("-") or path.exists() or not path.parts or path.parts[0] != "workloads":
+            continue
+        shipped = paths.workloads().parent / path
+        if shipped.exists():
+            args[i] = str(shipped) + arg[len(arg.split("::", 1)[0]) :]
+
+
 def pytest_collect_file(parent: pytest.Collector, file_path: Path) -> pytest.Collector | None:
     if file_path.suffix in (".yaml", ".yml") and _in_workloads(file_path):
         collector: pytest.Collector = WorkloadFile.from_parent(parent, path=file_path)

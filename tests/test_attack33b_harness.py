@@ -148,3 +148,34 @@ def test_a_weight_that_is_no_number_is_said_once(tmp_path: Path, weight: str) ->
     said = [ln.strip() for ln in proc.stderr.splitlines() if ln.startswith("  ")]
     assert len(said) == 1 and "mix.alloc" in said[0], proc.stderr  # -.inf: 'below the minimum 0'
     assert "too large" not in proc.stderr, proc.stderr
+
+
+def test_pytest_workloads_runs_from_outside_a_checkout(tmp_path: Path) -> None:
+    """README's `pytest workloads -n auto --junitxml=x.xml`, typed in a folder of one's own after a plain
+    `pip install .` (the README: it "works from any directory"), found no `workloads` there: 'ERROR: file
+    or directory not found: workloads', exit 4 (with -n: 'no tests ran'). Now the plugin reads a
+    `workloads` argument that names nothing here as the shipped workloads, as `kpool stress
+    workloads/x.yaml` already does. (Here the plugin is loaded with -p, as the installed entry point does.)"""
+    from harness import paths
+
+    pytest_cmd = [sys.executable, "-m", "pytest", "-p", "no:kpool", "-p", "harness.pytest_plugin"]
+
+    def collected(arg: str) -> list[str]:
+        proc = subprocess.run(
+            [*pytest_cmd, "-p", "no:cacheprovider", "--collect-only", "-q", arg],
+            cwd=tmp_path,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert proc.returncode == 0, (arg, proc.stdout + proc.stderr)
+        return sorted(ln.rsplit("::", 1)[-1] for ln in proc.stdout.splitlines() if "::" in ln)
+
+    every = collected(str(paths.workloads()))
+    assert "steady-small" in every and len(every) > 9  # the op-stream workloads and programs/
+    assert collected("workloads") == every
+    assert collected("workloads/") == every
+    assert collected("workloads/steady-small.yaml") == ["steady-small"]
+    assert not (tmp_path / "workloads").exists()
