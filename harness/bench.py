@@ -486,7 +486,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     names = [a.strip() for a in args.allocators.split(",") if a.strip()]
     unknown = [n for n in names if n not in {a.name for a in BENCH_ALLOCATORS}]
     if unknown or not names:
-        p.error(f"--allocators {args.allocators!r}: unknown {', '.join(unknown) or '(empty)'}")
+        known = ",".join(a.name for a in BENCH_ALLOCATORS)
+        what = ", ".join(unknown) or "(empty)"
+        p.error(f"--allocators {args.allocators!r}: unknown {what}; choose from {known}")
     rows_named = [n for n in names if n in {a.name for a in CONF_ROWS}]
     default_allocators = ",".join(a.name for a in BENCH_ALLOCATORS)
     if args.workload and rows_named and args.allocators != default_allocators:  # named, not by default:

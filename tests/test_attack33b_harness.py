@@ -179,3 +179,14 @@ def test_pytest_workloads_runs_from_outside_a_checkout(tmp_path: Path) -> None:
     assert collected("workloads/") == every
     assert collected("workloads/steady-small.yaml") == ["steady-small"]
     assert not (tmp_path / "workloads").exists()
+
+
+def test_bench_names_the_allocators_it_knows() -> None:
+    """`kpool bench --allocators nosuch` said "--allocators 'nosuch': unknown nosuch" and not which names
+    it takes (--workloads says 'choose from a,b,c,d,f'). Now the known names follow."""
+    from harness.bench import BENCH_ALLOCATORS
+
+    proc = _kpool("bench", "--allocators", "nosuch")
+    assert proc.returncode == 2, proc.stderr
+    line = proc.stderr.strip().splitlines()[-1]
+    assert "nosuch" in line and all(a.name in line for a in BENCH_ALLOCATORS), line
