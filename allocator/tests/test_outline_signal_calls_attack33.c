@@ -18,6 +18,11 @@
  *   make -C allocator VARIANT=release build/release/tests/test_outline_signal_calls_attack33 &&
  *   allocator/build/release/tests/test_outline_signal_calls_attack33
  */
+/* The pool the rounds use (test_outline_signal_poison_attack33 includes this
+ * file with its own). */
+#ifndef SIGCALLS_CONF
+#define SIGCALLS_CONF "layout:outline,daemon:off"
+#endif
 #define _GNU_SOURCE 1
 #include "ktest.h"
 
@@ -144,7 +149,7 @@ static void *pester(void *arg)
 
 static int round_body(void)
 {
-	pool = kp_create(getenv("KT_CONF") ? getenv("KT_CONF") : "layout:outline,daemon:off");
+	pool = kp_create(getenv("KT_CONF") ? getenv("KT_CONF") : SIGCALLS_CONF);
 	if (!pool)
 		return 2;
 	struct sigaction sa;
