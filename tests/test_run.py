@@ -283,3 +283,17 @@ def test_integrity_events_logged_without_a_crash_are_a_record_that_replays(
     )
     assert replay.returncode == 0, replay.stderr
     assert "reproduced 2 of 2" in replay.stdout
+
+
+def test_a_time_limited_run_is_timed_to_the_millisecond_not_to_the_poll() -> None:
+    """With a time limit (every program benchmark has one) kpool looked at the program every 50 ms, so its
+    wall time was read to 0.05 s: `kpool bench --programs` compared runs of 0.10-0.30 s as 0.15 against
+    0.10 (larson "1.50x"). `sleep 0.11` must be timed within 30 ms of 0.11 s (median of 5); on the poll it
+    was read as 0.15 or more."""
+    sleep = shutil.which("sleep")
+    assert sleep is not None
+    over = sorted(
+        run.run_program([sleep, "0.11"], "glibc", timeout_s=30, echo_stderr=False).wall_s - 0.11
+        for _ in range(5)
+    )
+    assert -0.001 < over[2] < 0.03, f"wall time over the program's 0.11 s, sorted: {over}"
