@@ -159,9 +159,13 @@
  * spans in hand listed, every span's owner OL_OWN_NONE (so every free of
  * its blocks goes onto their lists). The next thread with no heap of the
  * pool adopts it whatever its thread pointer (heap_get), and until then a
- * heap's refill that finds no span takes in its lists and its wholly free
- * spans (span_adopt). Before, only a thread with the dead one's thread
- * pointer took its heap: thread_churn's outline pool peaked at 8 MiB
+ * heap's refill about to touch new pages (a new span, or the next page of
+ * its span in hand) takes in its lists and its wholly free spans
+ * (span_adopt), and once no thread adopted it for OL_ABANDON_MS the free
+ * blocks of its spans, into the refilling heap's foreign cache
+ * (abandoned_take; s34: a producer that outlives the other,
+ * test_outline_abandoned_spans). Before, only a thread with the dead one's
+ * thread pointer took its heap: thread_churn's outline pool peaked at 8 MiB
  * against the inline path's 2.
  *
  * System calls (os.c, counted): the slice map, the heap arena and
@@ -3000,8 +3004,11 @@ static struct ol_span *span_adopt(kp_pool *pool, struct ol_heap *h, uint32_t cls
 static uint32_t abandoned_take(kp_pool *pool, struct ol_heap *h, uint32_t cls)
 {
 	kp__ol *ol = pool->ol;
-	if (!atomic_load_explicit(&ol->nabandoned, memory_order_relaxed) || pool->conf.poison)
-		return 0; /* no lock taken: kpbench a, b, c (no thread ends) */
+	/* no lock taken while no heap is abandoned (kpbench a, b, c); a class
+	 * under a line, as fc_steal's listed blocks: its blocks one by one to
+	 * no other thread (FC_LINE_CLASSES), its spans whole (span_adopt) */
+	if (!atomic_load_explicit(&ol->nabandoned, memory_order_relaxed) || pool->conf.poison || cls < FC_LINE_CLASSES)
+		return 0;
 	uint32_t got = h->fc_n[cls], room = fc_cap_of(OL_FC_BYTES, class_size[cls]);
 	uint64_t now = 0;
 	pthread_mutex_lock(&ol->lock);

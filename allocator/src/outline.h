@@ -297,10 +297,12 @@ _Static_assert(sizeof(struct ol_seg) + 64 + OL_NSLICES * OL_META_SPAN_MAX <= OL_
  * heap_get) before other heaps take its spans' free blocks (abandoned_take):
  * a program that starts threads in waves (bench-thread-churn: 8 threads of
  * about 1 ms each, wave after wave) adopts its heaps within a millisecond,
- * and blocks taken from them before sat in the takers' foreign caches while
- * the adopters touched new pages (peak RSS 2.26 -> 2.63 MiB, medians of 15;
- * with this wait 2.xx); a producer that ended before the other
- * (bench-prodcons) leaves its heap for the rest of the run. */
+ * and blocks taken from them at once sat in the takers' foreign caches
+ * while the adopters touched new pages (under the preload, peak RSS 2,256
+ * KiB on s33's main, 2,640 taking at once, 2,300 after this wait: medians
+ * of 15 alternated runs, within their noise, 1,960-3,040); a producer that
+ * ended before the other (bench-prodcons) leaves its heap for the rest of
+ * the run. */
 #define OL_ABANDON_MS 10
 struct ol_heap {
 	/* the fast paths' tables: the span of a class to pop, or &empty_span
