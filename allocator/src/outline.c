@@ -3184,7 +3184,10 @@ static void *refill_body(kp_pool *pool, struct ol_heap *h, uint32_t cls, size_t 
 		 * a, b: no lock taken) */
 		if (!alt && atomic_load_explicit(&pool->ol->nheaps, memory_order_relaxed) > 1)
 			alt = span_adopt(pool, h, cls);
-		if (!alt && abandoned_take(pool, h, cls))
+		/* (the count tested here: abandoned_take is not in the preload's
+		 * hot text, hot.txt, which a single thread's refills stay in) */
+		if (!alt && atomic_load_explicit(&pool->ol->nabandoned, memory_order_relaxed) &&
+		    abandoned_take(pool, h, cls))
 			return fc_pop(pool, h, cls, n);
 		if (alt) {
 			owner_lock(pool, h);
@@ -3215,7 +3218,8 @@ static void *refill_body(kp_pool *pool, struct ol_heap *h, uint32_t cls, size_t 
 		class_point(h, cls, &empty_span);
 		return fc_pop(pool, h, cls, n);
 	}
-	if (!pg && abandoned_take(pool, h, cls)) { /* an ended thread's free blocks */
+	if (!pg && atomic_load_explicit(&pool->ol->nabandoned, memory_order_relaxed) &&
+	    abandoned_take(pool, h, cls)) { /* an ended thread's free blocks */
 		h->cur[cls] = &empty_span;
 		class_point(h, cls, &empty_span);
 		return fc_pop(pool, h, cls, n);
