@@ -15,7 +15,11 @@
  * spans under bench-prodcons (2 producers of 1,000,000 messages each) at
  * its peak: the ended producer's heap 0.86-0.96 MiB of free blocks on its
  * avail lists, the running producer's data pages growing past them (2.7-2.9
- * MiB resident for about 1 MiB live).
+ * MiB resident for about 1 MiB live). After (s34, the preload, /usr/bin/time's
+ * peak, medians of 7 alternated runs, load 10+): bench-prodcons 4,972 ->
+ * 4,840 KiB (glibc 3,868): the rest of its gap is its steady state, two
+ * producers alive (a class's blocks in flight on its spans' lists and in the
+ * consumers' caches: per-class stock that glibc's coalescing shares).
  *
  * The check, turn by turn so that the pages are the same from run to run:
  * rounds of a queue's worth of messages of 16-2048 bytes, written whole,
