@@ -159,9 +159,13 @@
  * spans in hand listed, every span's owner OL_OWN_NONE (so every free of
  * its blocks goes onto their lists). The next thread with no heap of the
  * pool adopts it whatever its thread pointer (heap_get), and until then a
- * heap's refill that finds no span takes in its lists and its wholly free
- * spans (span_adopt). Before, only a thread with the dead one's thread
- * pointer took its heap: thread_churn's outline pool peaked at 8 MiB
+ * heap's refill about to touch new pages (a new span, or the next page of
+ * its span in hand) takes in its lists and its wholly free spans
+ * (span_adopt), and once no thread adopted it for OL_ABANDON_MS the free
+ * blocks of its spans, into the refilling heap's foreign cache
+ * (abandoned_take; s34: a producer that outlives the other,
+ * test_outline_abandoned_spans). Before, only a thread with the dead one's
+ * thread pointer took its heap: thread_churn's outline pool peaked at 8 MiB
  * against the inline path's 2.
  *
  * System calls (os.c, counted): the slice map, the heap arena and
@@ -2717,6 +2721,8 @@ static void heap_abandon(kp_pool *pool, uintptr_t tp)
 	pthread_mutex_lock(&ol->lock);
 	heap_own(ol, h, OL_OWN_NONE);
 	h->self = OL_OWN_NONE;
+	h->abandoned_ns = kp__pool_now(pool);
+	atomic_fetch_add_explicit(&ol->nabandoned, 1, memory_order_relaxed);
 	pthread_mutex_unlock(&ol->lock);
 }
 
@@ -2739,6 +2745,7 @@ static struct ol_heap *heap_get(kp_pool *pool)
 		h = dead;
 		h->self = tp;
 		heap_own(ol, h, tp);
+		atomic_fetch_sub_explicit(&ol->nabandoned, 1, memory_order_relaxed);
 	}
 	pthread_mutex_unlock(&ol->lock);
 	if (!h) {
@@ -2975,6 +2982,65 @@ static struct ol_span *span_adopt(kp_pool *pool, struct ol_heap *h, uint32_t cls
 	return got;
 }
 
+/* Free blocks of class cls on the stacks of an ended thread's heap's spans
+ * (abandoned: heap_abandon), taken into h's foreign cache (its room of the
+ * class at most), as if h's thread had freed them: fc_pop hands them out,
+ * and their next free goes back to their span as any other heap's block's
+ * (onto its cross-thread list, which span_adopt and this drain, below).
+ * How many. A span wholly free is span_adopt's; this takes the free blocks
+ * of one that is not: an ended producer's spans, whose last blocks wait in
+ * a consumer's foreign cache (OL_FC_LONE_BYTES a class: most of its spans
+ * hold one) while the producer left alone would touch new pages (s34:
+ * test_outline_abandoned_spans, +84 data pages with span_adopt alone, a
+ * round's 257). No thread pops an abandoned heap's stacks: its next thread
+ * adopts it under the pool's outline lock (heap_get), held here, and that
+ * heap's avail lock keeps the daemon's purge (purge_idle, which takes a
+ * span off the list while its pages go, under the outline lock too) and
+ * span_adopt away. A block on a stack reads OL_FREE or OL_VIRGIN, and a
+ * free of it is refused whichever of those or h's tag it reads (a double
+ * free), so the record's plain store to the tag races no valid free. Not
+ * poison:on (its blocks are verified at their allocation: poison_alloc).
+ * h's thread, in its refill (busy). */
+static uint32_t abandoned_take(kp_pool *pool, struct ol_heap *h, uint32_t cls)
+{
+	kp__ol *ol = pool->ol;
+	/* no lock taken while no heap is abandoned (kpbench a, b, c); a class
+	 * under a line, as fc_steal's listed blocks: its blocks one by one to
+	 * no other thread (FC_LINE_CLASSES), its spans whole (span_adopt) */
+	if (!atomic_load_explicit(&ol->nabandoned, memory_order_relaxed) || pool->conf.poison || cls < FC_LINE_CLASSES)
+		return 0;
+	uint32_t got = h->fc_n[cls], room = fc_cap_of(OL_FC_BYTES, class_size[cls]);
+	uint64_t now = 0;
+	pthread_mutex_lock(&ol->lock);
+	for (struct ol_heap *o = ol->heaps; o && got < room; o = o->next) {
+		if (o == h || o->self != OL_OWN_NONE)
+			continue;
+		if (!now)
+			now = kp__pool_now(pool);
+		if (now - o->abandoned_ns < (uint64_t)OL_ABANDON_MS * 1000000ull)
+			continue; /* a thread may adopt it yet (heap_get) */
+		avail_lock(pool, o);
+		if (atomic_load_explicit(&o->dirty, memory_order_relaxed)) /* its frees: no owner takes them in */
+			drain_remote(pool, o);
+		for (struct ol_span *pg = o->avail[cls]; pg && got < room; pg = pg->next) {
+			uint16_t *sp = kp__ol_sp(pg);
+			while (*sp != OL_SENT && got < room) {
+				uint32_t idx = *sp--;
+				__atomic_store_n(&pg->rec[idx].state, h->rtag, __ATOMIC_RELAXED);
+				h->fc_ent[cls][got++] = (uintptr_t)pg | (uint64_t)idx << OL_FC_IDX_SHIFT;
+			}
+			kp__ol_sp_set(pg, sp);
+			pg->idle_ns = 0;
+			pg->bpurge_ns = 0; /* its free blocks start a new wait (purge_idle) */
+		}
+		avail_unlock(o);
+	}
+	pthread_mutex_unlock(&ol->lock);
+	uint32_t took = got - h->fc_n[cls];
+	__atomic_store_n(&h->fc_n[cls], (uint16_t)got, __ATOMIC_RELAXED);
+	return took;
+}
+
 /* The first span of h's avail list of class cls with blocks on its stack,
  * within OL_AVAIL_SCAN of the head, taken off the list; or NULL. A span
  * there may have none: the span in hand swapped out with its untouched rest
@@ -3107,6 +3173,22 @@ static void *refill_body(kp_pool *pool, struct ol_heap *h, uint32_t cls, size_t 
 		 * above) */
 		if (fc_steal(pool, h, cls, &alt))
 			return fc_pop(pool, h, cls, n);
+		/* and a span of another heap wholly free on its avail list
+		 * (span_adopt; an ended thread's heap: its frees taken in
+		 * there), whose pages are touched too. Before (s33), only a
+		 * heap with no untouched block in hand looked: a producer left
+		 * alone made new pages of its span in hand while the ended
+		 * one's spans sat free (bench-prodcons: 0.9 MiB of them at its
+		 * peak; test_outline_abandoned_spans, +112 data pages for A's
+		 * rounds alone, a round's 257). Not for a heap alone (kpbench
+		 * a, b: no lock taken) */
+		if (!alt && atomic_load_explicit(&pool->ol->nheaps, memory_order_relaxed) > 1)
+			alt = span_adopt(pool, h, cls);
+		/* (the count tested here: abandoned_take is not in the preload's
+		 * hot text, hot.txt, which a single thread's refills stay in) */
+		if (!alt && atomic_load_explicit(&pool->ol->nabandoned, memory_order_relaxed) &&
+		    abandoned_take(pool, h, cls))
+			return fc_pop(pool, h, cls, n);
 		if (alt) {
 			owner_lock(pool, h);
 			pg->next = h->avail[cls];
@@ -3132,6 +3214,12 @@ static void *refill_body(kp_pool *pool, struct ol_heap *h, uint32_t cls, size_t 
 	/* other heaps' blocks next (none in hand meanwhile, below), or a
 	 * span of theirs wholly free (fc_steal) */
 	if (!pg && fc_steal(pool, h, cls, &pg)) {
+		h->cur[cls] = &empty_span;
+		class_point(h, cls, &empty_span);
+		return fc_pop(pool, h, cls, n);
+	}
+	if (!pg && atomic_load_explicit(&pool->ol->nabandoned, memory_order_relaxed) &&
+	    abandoned_take(pool, h, cls)) { /* an ended thread's free blocks */
 		h->cur[cls] = &empty_span;
 		class_point(h, cls, &empty_span);
 		return fc_pop(pool, h, cls, n);

@@ -293,6 +293,17 @@ _Static_assert(sizeof(struct ol_seg) + 64 + OL_NSLICES * OL_META_SPAN_MAX <= OL_
 #define OL_FC_LONE_MIN 4u
 #define OL_FC_IDX_SHIFT 48 /* an entry: the span's address | block index << 48 */
 
+/* How long an ended thread's heap waits for a thread to adopt it (outline.c,
+ * heap_get) before other heaps take its spans' free blocks (abandoned_take):
+ * a program that starts threads in waves (bench-thread-churn: 8 threads of
+ * about 1 ms each, wave after wave) adopts its heaps within a millisecond,
+ * and blocks taken from them at once sat in the takers' foreign caches
+ * while the adopters touched new pages (under the preload, peak RSS 2,256
+ * KiB on s33's main, 2,640 taking at once, 2,300 after this wait: medians
+ * of 15 alternated runs, within their noise, 1,960-3,040); a producer that
+ * ended before the other (bench-prodcons) leaves its heap for the rest of
+ * the run. */
+#define OL_ABANDON_MS 10
 struct ol_heap {
 	/* the fast paths' tables: the span of a class to pop, or &empty_span
 	 * while the class's foreign cache holds blocks (so that the pop misses
@@ -327,6 +338,10 @@ struct ol_heap {
 	/* the state its thread's frees of other heaps' blocks give them
 	 * (OL_REMOTE's comment): fixed while the heap lives */
 	uint32_t rtag;
+	/* when its thread ended (heap_abandon; pool clock, ns): the pool's
+	 * outline lock. Another heap takes its spans' free blocks only once no
+	 * thread adopted it for OL_ABANDON_MS (outline.c, abandoned_take) */
+	uint64_t abandoned_ns;
 	/* the foreign cache's entries, OL_FC_MAX a class: in the heap's
 	 * mapping, after the structure (outline.c, OL_HEAP_STRIDE), so that the
 	 * empty heap costs no 36 KiB of .data */
@@ -387,6 +402,9 @@ struct kp__ol {
 	uint32_t csz;
 	uint32_t nsegs;		 /* data segments mapped (the lock): kp__ol_wanted */
 	_Atomic uint32_t nheaps; /* heaps made (on ol->heaps): fc_steal looks at others' only past one */
+	/* heaps abandoned (heap_abandon) and not adopted again (heap_get), the
+	 * outline lock's; read without it, abandoned_take looks at none while 0 */
+	_Atomic uint32_t nabandoned;
 	/* segments given back (outline.c, return_idle): wholly free for
 	 * decay_ms, off the heaps and onto the spares, uncharged */
 	_Atomic uint64_t returned;
