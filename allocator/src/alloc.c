@@ -392,8 +392,25 @@ static void *alloc_slow_inline(kp_pool *pool, size_t size, unsigned flags)
 	return p;
 }
 
+/* alloc.c's path for layout:outline (outline.c: a signal handler's call
+ * inside a busy section, a refill the OS refused, requests past its
+ * classes). Its locks (a class's, pool->lock) are ordered before the
+ * outline lock (ol->lock: kp_stats_json and fork_prepare take pool->lock,
+ * then ol->lock), and kpool never comes here holding ol->lock: a call that
+ * does is a signal handler's, its thread interrupted under ol->lock
+ * (fc_steal, span_adopt, segment_new), and waiting here for pool->lock
+ * held by a thread that waits for ol->lock hung for good
+ * (test_outline_signal_stats_deadlock_attack32: 3 of 3 rounds with the
+ * moment made, 2 of 6 by chance). Refused as kp__mutex_lock refuses a
+ * lock its own thread holds: kpool's one line and abort, glibc malloc's
+ * answer to a call nested inside itself; the call has no way that takes
+ * no lock (the outline heaps are its thread's, busy). */
 void *kp__alloc_classic(kp_pool *pool, size_t size, unsigned flags)
 {
+	if (pool->ol && KP_UNLIKELY(kp__mutex_mine(&pool->ol->lock)))
+		kp__os_die("kpool: a call into the pool on a thread that holds the pool's outline lock, whose path "
+			   "takes a lock ordered before it (an allocation in a signal handler that interrupted one); "
+			   "abort\n");
 	return alloc_slow_inline(pool, size, flags);
 }
 

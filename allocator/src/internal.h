@@ -39,6 +39,9 @@
  * holder is waited for as before. A test that counts pthread_mutex_lock
  * calls defines it after #undef pthread_mutex_lock. */
 int kp__mutex_lock(pthread_mutex_t *m);
+/* Does the calling thread hold m (kp__mutex_lock's own test)? For a path
+ * that must take no lock ordered before m while its thread holds m. */
+bool kp__mutex_mine(pthread_mutex_t *m);
 #define pthread_mutex_lock(m) kp__mutex_lock(m)
 /* Every unlock through kp__mutex_unlock, which marks the thread as inside
  * the unlock of m: glibc clears a mutex's holder before it frees the lock
