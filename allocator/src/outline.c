@@ -2666,10 +2666,13 @@ static void heap_abandon(kp_pool *pool, uintptr_t tp)
  * exit hook. */
 static struct ol_heap *heap_get(kp_pool *pool)
 {
-	/* past the exit hook; or the slot marked (outline.h, kp__ol_enter):
-	 * never named anew inside a call (free_remote_slow's) */
-	if (ol_exited || kp__ol_marked())
+	if (ol_exited)
 		return NULL;
+	/* the slot marked by this call (free_remote_slow's, on the empty
+	 * heap: outline.h, kp__ol_enter): marked again once named anew. A
+	 * handler's call never comes here (kp__ol_alloc, kp__ol_free: its
+	 * nested ways). */
+	uint64_t mark = kp__ol_slot.id;
 	kp__ol *ol = pool->ol;
 	uintptr_t tp = kp__ol_self();
 	pthread_mutex_lock(&ol->lock);
@@ -2715,6 +2718,8 @@ static struct ol_heap *heap_get(kp_pool *pool)
 		kp__ol_pslot = (struct ol_pslot){pool->id, h};
 	else
 		kp__ol_slot = kp__ol_slot_make(pool, h);
+	if (mark == (uint64_t)(uintptr_t)pool)
+		kp__ol_slot.id = mark;
 	exit_note(pool);
 	return h;
 }
@@ -2937,8 +2942,12 @@ static void *refill_again(kp_pool *pool, struct ol_heap *h, uint32_t cls, size_t
 
 static void *refill_body(kp_pool *pool, struct ol_heap *h, uint32_t cls, size_t n)
 {
-	if (h == &kp__ol_empty_heap) /* pool: any pointer whose first word is the slot's id */
+	if (h == &kp__ol_empty_heap) { /* pool: any pointer whose first word is the slot's id */
+		/* kp__ol_alloc makes the heap and marks the slot itself: this
+		 * call's mark (outline.h) would read there as a handler's */
+		kp__ol_unmark();
 		return kp__alloc_slow(pool, n, 0);
+	}
 	/* the heap allocates the class: its cache of it at full size (outline.h, OL_FC_LONE_BYTES) */
 	h->fc_cap[cls] = fc_cap_of(OL_FC_BYTES, class_size[cls]);
 	/* the cache emptied: the class's span in hand again (here, not as its

@@ -24,17 +24,21 @@
  * fix is the handler's path under ol->lock (it may take no lock ordered
  * before ol->lock: refuse, or abort with kpool's line), not kp_stats alone.
  * Fixed (s33-sig): kp__alloc_classic, alloc.c's path for an outline
- * pool, refuses a call whose thread holds ol->lock (kp__mutex_mine: the
- * lock's holder, as kp__mutex_lock tests it) with kpool's one line and
- * abort, as kp__mutex_lock refuses a lock the thread holds itself: kpool
- * never comes there holding ol->lock, so the call is a handler's, and its
- * path has no lock it may take. test_handler_alloc_under_held_ol_lock
- * makes the moment every time (the test takes ol->lock itself, as
- * fc_steal holds it, waits until the stats thread holds pool->lock, and
- * raises the signal; the handler asks for 1 MiB: alloc.c's path without a
- * busy section): before the fix 3 of 3 rounds hung; after it 3 of 3
- * aborted with the line. The rounds above (the moment by chance): 2 of 6
- * hung before (4 never met it), 0 after in 3 runs of 6 (1 aborted).
+ * pool, finds its thread holding ol->lock (kp__mutex_mine: the lock's
+ * holder, as kp__mutex_lock tests it; kpool never comes there holding
+ * it, so the call is a handler's) and tries its locks without waiting
+ * (pool.c, kp__mutex_nowait, lock_bounded): served while no holder waits
+ * for this thread (test_outline_signal_dup_attack32's handlers, often
+ * inside fc_steal, are), kpool's one line and abort after 2 s of tries
+ * when one does, as kp__mutex_lock refuses a lock its thread holds. (An
+ * abort at once on ol->lock held failed the dup test's handlers, which
+ * the old path served.) test_handler_alloc_under_held_ol_lock makes the
+ * moment every time (the test takes ol->lock itself, as fc_steal holds
+ * it, waits until the stats thread holds pool->lock, and raises the
+ * signal; the handler asks for 1 MiB: alloc.c's path without a busy
+ * section): before the fix 3 of 3 rounds hung; after it 3 of 3 aborted
+ * with the line. The rounds above (the moment by chance): 2 of 6 hung
+ * before (4 never met it), none after.
  * Reproduce: make -C allocator VARIANT=release build/release/tests/test_outline_signal_stats_deadlock_attack32
  * && allocator/build/release/tests/test_outline_signal_stats_deadlock_attack32
  */
