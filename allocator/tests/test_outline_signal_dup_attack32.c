@@ -64,7 +64,7 @@
  * to memory (2 stores fewer), which no handler can interleave with any
  * more (tests/test_instruction_counts.py: kpbench a 66.0 and b 80.4 a
  * pair, as on main; checks off 67.0 -> 66.0 and 81.4 -> 80.2, as checks
- * off now takes checks on's path; c 121.8). (2) A handler's call during
+ * off now takes checks on's path; c 121.8-122.6). (2) A handler's call during
  * its thread's exit hooks (tcache.c's release of its caches, outline.c's
  * heap_abandon), the signal sent as the worker returned: it counted into
  * a cache already read (16-80 bytes in use in 2-3 runs of 10 once (1) was
