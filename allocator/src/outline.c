@@ -3764,7 +3764,16 @@ void *kp__ol_realloc(kp_pool *pool, void *p, size_t size, unsigned flags)
 	if (intact && size <= room + (KP_PLANT == 5) * pg->csz && size >= room / 2 && !(flags & KP_CRITICAL)) {
 		if ((flags & KP_ZERO) && size > old)
 			memset((uint8_t *)p + old, 0, size - old);
-		r->state = (uint32_t)size + 1;
+		/* Checks off: the request recorded is at most the room a canary
+		 * would leave (bsize - OL_CANARY), whatever the whole block's
+		 * usable size, so that the fast free's 8-byte test at p + st - 1
+		 * (outline.h, kp__ol_free_own: checks off takes checks on's path
+		 * since s33-sig) reads inside the block; it fails there (the
+		 * caller's bytes) and the full test, which tests no canary with
+		 * checks off, frees it. Recorded as grown, the test read the next
+		 * block's first 8 bytes, or past the segment's end: a SIGSEGV
+		 * (test_outline_checks_off_overread_attack33). */
+		r->state = (uint32_t)(pg->csz || size <= room - OL_CANARY ? size : room - OL_CANARY) + 1;
 		if (pg->csz) {
 			uint64_t c = kp__ol_canary(r);
 			memcpy((uint8_t *)p + size, &c, 8);
