@@ -32,30 +32,7 @@
 
 static kp_pool *pool;
 
-/* a block's stamp: its serial in its first and last 8 bytes */
-static _Atomic uint64_t serial;
-static _Atomic long mismatches;
-static void stamp(void *p, size_t n, uint64_t s)
-{
-	memcpy(p, &s, 8);
-	memcpy((char *)p + n - 8, &s, 8);
-}
-static void check(const void *p, size_t n, uint64_t s)
-{
-	uint64_t a, b;
-	memcpy(&a, p, 8);
-	memcpy(&b, (const char *)p + n - 8, 8);
-	if (a != s || b != s)
-		atomic_fetch_add(&mismatches, 1);
-}
-
-#define HSLOTS 16
-struct held {
-	void *p;
-	size_t n;
-	uint64_t s;
-};
-static struct held hslot[HSLOTS];
+#include "signal_stamp_attack33.h"
 static _Atomic unsigned calls;
 static size_t hsize; /* the handler's sizes: hsize + (0..3) x 4 KiB */
 static size_t wsize; /* the worker's */
