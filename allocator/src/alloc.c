@@ -576,13 +576,13 @@ static ALWAYS_INLINE void *alloc_fast(kp_pool *pool, size_t size, unsigned flags
 	 * slot's aid (internal.h), as kp__ol_alloc_fast is the same in both
 	 * (checks:off went through a tail call past the fast word's test
 	 * before, kpbench a 88.0 instructions against checks on's 75.0). */
-	if (kp__ol_enter(pool, &oid)) { /* outline.h: the slot marked for the call's length */
+	if (kp__ol_enter(oid)) { /* outline.h: the slot marked for the call's length */
 		if (KP_LIKELY(!flags))
 			return kp__ol_alloc_fast(pool, size, oid);
 		kp__ol_leave(oid);
 		return alloc_other(pool, size, flags);
 	}
-	uint64_t id = pool->id; /* read again past kp__ol_enter (oid: the slot's id where it failed) */
+	uint64_t id = oid; /* not read again: the slot unmarked as it was (kp__ol_enter) */
 	if (KP_LIKELY(kp__tls_state.fast_alloc == id && !flags)) {
 		/* Memory that is no pool, its first word 0, matches no slot:
 		 * an empty one holds KP_FAST_NONE (internal.h) */
@@ -1499,12 +1499,20 @@ static ALWAYS_INLINE int free_body(kp_pool *pool, void *p, bool quiet, bool chec
  * not with this gcc (12.2), where the id stays in a scratch register. */
 static ALWAYS_INLINE int free_entry(kp_pool *pool, void *p, bool quiet)
 {
+#ifdef __x86_64__
+	/* pool and p where the call brought them (rdi, rsi): with nothing
+	 * of pool's on the outline path past the id (kp__ol_enter's subtract
+	 * stores none), gcc 12 moved p to rdi and pool to another register
+	 * on entry and back on the ways out (2 instructions a free, 1 more
+	 * each way out: kpbench a 68.0 a pair, 66.0 with this) */
+	__asm__("" : "+D"(pool), "+S"(p));
+#endif
 	if (KP_LIKELY(pool != NULL)) {
 		uint64_t oid = pool->id;
 		/* kp__ol_slot_id, either mode (outline.h), the slot marked */
-		if (kp__ol_enter(pool, &oid))
+		if (kp__ol_enter(oid))
 			return kp__ol_free_check(pool, p, false, KP_OL_CANARY_ON, false, oid);
-		uint64_t id = pool->id;
+		uint64_t id = oid;
 		if (KP_LIKELY(kp__tls_state.fast_free == id)) {
 			kp__grace_rec *r = kp__grace_self.fast;
 			uint64_t w = atomic_load_explicit(&kp__grace_epoch, memory_order_acquire);
@@ -1541,11 +1549,14 @@ int kp__free_try(kp_pool *pool, void *p)
 	 * id and tested each span's canary size: free() added 8 instructions
 	 * to kp_free on the default layout, 0 now; the inline layout's 2 more
 	 * (tests/test_preload_instructions.py) */
+#ifdef __x86_64__
+	__asm__("" : "+D"(pool), "+S"(p)); /* as free_entry (2 moves on entry) */
+#endif
 	if (KP_LIKELY(pool != NULL)) {
 		uint64_t oid = pool->id;
-		if (kp__ol_enter(pool, &oid)) /* kp__ol_slot_id, the slot marked; refusals to the hook */
+		if (kp__ol_enter(oid)) /* kp__ol_slot_id, the slot marked; refusals to the hook */
 			return kp__ol_free_check(pool, p, true, KP_OL_CANARY_ON, false, oid);
-		uint64_t id = pool->id;
+		uint64_t id = oid;
 		if (KP_LIKELY(kp__tls_state.fast_free == id)) {
 			kp__grace_rec *r = kp__grace_self.fast;
 			uint64_t w = atomic_load_explicit(&kp__grace_epoch, memory_order_acquire);

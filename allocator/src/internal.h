@@ -530,9 +530,7 @@ extern struct ol_heap kp__ol_empty_heap;
 extern _Alignas(64) uintptr_t kp__ol_no_map[8];
 /* fast_alloc when no pool takes kp_alloc's inline fast path: no pool's
  * id, and not 0 (memory whose first word is 0 is no pool, and its match
- * took a test of the id on every call: 2 instructions, s33-sig, where
- * kp_alloc's compare and mark of the outline slot, outline.h's
- * kp__ol_enter, leaves the inline path one load of the id more). Memory
+ * took a test of the id on every call: 2 instructions, s33-sig). Memory
  * that is no pool whose first word is this one matches, and finds
  * fast_tc's bins empty (kp__tcache_none): alloc_slow refuses it. */
 #define KP_FAST_NONE UINT64_MAX

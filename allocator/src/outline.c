@@ -2740,6 +2740,7 @@ static struct ol_heap *heap_get(kp_pool *pool)
 	 * heap: outline.h, kp__ol_enter): marked again once named anew. A
 	 * handler's call never comes here (kp__ol_alloc, kp__ol_free: its
 	 * nested ways). */
+	bool marked = kp__ol_marked();
 	uint64_t mark = kp__ol_slot.id;
 	kp__ol *ol = pool->ol;
 	uintptr_t tp = kp__ol_self();
@@ -2786,7 +2787,7 @@ static struct ol_heap *heap_get(kp_pool *pool)
 		kp__ol_pslot = (struct ol_pslot){pool->id, h};
 	else
 		kp__ol_slot = kp__ol_slot_make(pool, h);
-	if (mark == (uint64_t)(uintptr_t)pool)
+	if (marked)
 		kp__ol_slot.id = mark;
 	exit_note(pool);
 	return h;
@@ -3311,7 +3312,7 @@ void *kp__ol_alloc(kp_pool *pool, size_t n, unsigned flags)
 	void *p = NULL;
 	bool zero = false; /* p's bytes zero already (pop_zero) */
 	uint64_t id = pool->id;
-	if (h && kp__ol_enter(pool, &id)) {  /* the slot names pool (heap_get): marked for the pops */
+	if (h && kp__ol_enter(id)) {	     /* the slot names pool (heap_get): marked for the pops */
 		size_t need = n + OL_CANARY; /* either mode: outline.h */
 		uint32_t cls = need <= 1024 ? kp__ol_class_tbl[(need + 15) >> 4] : kp__ol_class_big(need);
 		struct ol_span *pg = h->fast[cls]; /* &empty_span while its foreign cache holds blocks */
@@ -3698,7 +3699,7 @@ int kp__ol_free(kp_pool *pool, void *p)
 	if (kp__ol_slot.aid != pool->id)
 		kp__ol_slot = kp__ol_slot_make(pool, &kp__ol_empty_heap);
 	uint64_t id = pool->id;
-	if (!kp__ol_enter(pool, &id)) /* not marked, and names pool: never */
+	if (!kp__ol_enter(id)) /* not marked, and names pool: never */
 		return free_nested(pool, p);
 	return kp__ol_free_fast(pool, p, false, id);
 }

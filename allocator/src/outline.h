@@ -455,39 +455,71 @@ static inline kp__ol_tls kp__ol_slot_make(const kp_pool *pool, struct ol_heap *h
 }
 
 /* A call into an outline pool marks its thread's slot for its length: the
- * slot's id holds the pool's address (no pool's id: ids are small
- * numbers, aid keeps the id), so that a signal handler's call on the same
- * thread meanwhile matches no fast path (kp_alloc's and kp_free's compare
- * of the id fails) and goes to the slow paths, which find the slot marked
- * (kp__ol_marked) and keep off the heap: an allocation takes alloc.c's
- * path (kp__alloc_classic), a free puts its block onto its span's
- * cross-thread list (outline.c, free_nested), as another thread's free
- * would, for the owner's drain. Before (s32, test_outline_signal_dup_attack32),
- * a handler's pop inside its thread's fast pop (kp__ol_pop_fast: the
- * index read, sp not yet lowered) took the same index, and its push of
- * another block onto the slot the index came from was dropped by the
- * interrupted pop's store of sp: blocks held twice, double frees reported
- * that no one made, bytes lost; a push interrupted alike lost the
- * handler's block or put one it held back on the stack.
- * The mark costs the fast paths one store each, the unmark (kp__ol_leave):
- * the mark is kp_alloc's and kp_free's compare of the slot's id itself
- * (kp__ol_enter: why a plain store suffices against a signal), and each
- * saves one instruction by moving the stack pointer with one
- * add or subtract to memory (kp__ol_sp_commit), which a handler can no
- * longer interleave. Paths that leave the inline code by a tail call keep
- * the mark, and the function called unmarks as it ends (kp__ol_unmark). */
-static inline __attribute__((always_inline)) bool kp__ol_enter(kp_pool *pool, uint64_t *id)
+ * slot's id holds 0 (no pool's id; aid keeps the id), so that a signal
+ * handler's call on the same thread meanwhile matches no fast path
+ * (kp_alloc's and kp_free's compare of the id fails) and goes to the slow
+ * paths, which find the slot marked (kp__ol_marked: id != aid) and keep
+ * off the heap: an allocation takes alloc.c's path (kp__alloc_classic), a
+ * free puts its block onto its span's cross-thread list (outline.c,
+ * free_nested), as another thread's free would, for the owner's drain.
+ * Before (s32, test_outline_signal_dup_attack32), a handler's pop inside
+ * its thread's fast pop (kp__ol_pop_fast: the index read, sp not yet
+ * lowered) took the same index, and its push of another block onto the
+ * slot the index came from was dropped by the interrupted pop's store of
+ * sp: blocks held twice, double frees reported that no one made, bytes
+ * lost; a push interrupted alike lost the handler's block or put one it
+ * held back on the stack. Paths that leave the inline code by a tail call
+ * keep the mark, and the function called unmarks as it ends
+ * (kp__ol_unmark). Other marks (outline.c: alloc.c's path inside a call,
+ * KP_OL_MARK_CLASSIC) are stored out of line: any id but aid is a mark.
+ *
+ * The mark costs the fast paths nothing in instructions against an
+ * unmarked compare (s34-sig: kpbench a 66.0 a kp_alloc + kp_free, as main
+ * b7ad467): the compare of the slot's id with the pool's IS the mark, one
+ * subtract to memory (sub id from the slot's id: 0, so marked, when they
+ * were equal; the zero flag tells), the unmark is one store of the id
+ * (kp__ol_leave), and the stack pointer moves by one add or subtract to
+ * memory (kp__ol_sp_commit, one instruction fewer than a load and a store),
+ * which no handler's call can now interleave. s33-sig compared and marked
+ * by x86-64's compare-and-exchange (unlocked: one instruction, but
+ * microcoded, kpbench a 14.6% slower by CPU time), s33-sig2 by a compare
+ * and a store (2 instructions a pair over main's budgets).
+ *
+ * Why it is signal-safe with no lock and no compare-and-exchange. A signal
+ * is taken between two instructions, never inside one, so the subtract
+ * (a load, a subtract and a store in one instruction) is whole against any
+ * handler's call on this thread; other threads never touch the slot (it is
+ * thread-local). Within this call's windows (between the subtract and
+ * the add, or the subtract and the unmark's store) the slot's id is not
+ * its aid: it reads as marked (0 then, or off by this pool's id, below;
+ * ids are never 0). A call that finds the slot marked leaves its id as it
+ * found it: its own subtract is undone by its add or its unmark's store of
+ * the id the slot held, the out-of-line marks restore what they replaced,
+ * and the nested ways never remake the slot (only a call that finds it
+ * unmarked does: heap_get, kp__ol_free). So a handler's call inside a
+ * window leaves the slot's id as this call left it, and the add and the
+ * store act on the value they expect, as if no handler had run.
+ * The case that did not match leaves the slot's id off by the pool's id
+ * until its add (one instruction later): a handler's call there must not
+ * match it. It does not: pool ids are odd (pool.c, next_id), so the id of
+ * another pool subtracted from a slot's id (odd minus odd) is even, and an
+ * empty slot's (0) less an id is past 2^63; neither is any pool's id, and
+ * the out-of-line marks (a pool's address, | 1) less an id are numbers far
+ * past any id's. Such a handler's call finds the slot marked (id != aid)
+ * and takes the nested ways: right, only slower, for that one instruction.
+ * A pointer that is no pool but whose first word happens to match may take
+ * the fast path, as with a plain compare. The memory clobber keeps the
+ * heap's loads after the subtract (a compiler fence, as the signal fence);
+ * the add needs none: the paths past it touch no heap. */
+static inline __attribute__((always_inline)) bool kp__ol_enter(uint64_t id)
 {
-	/* A plain load, compare and store, not x86-64's compare-and-exchange
-	 * (one instruction, but kpbench a 14.6% slower by CPU time): a signal
-	 * handler's call between the compare and the store runs whole and
-	 * leaves the slot's id as it found it, and the fence keeps the heap's
-	 * loads after the store (s33: a -3.7% against the base). */
-	if (kp__ol_slot.id != *id)
-		return false;
-	kp__ol_slot.id = (uint64_t)(uintptr_t)pool;
+	uint64_t d = kp__ol_slot.id - id;
+	kp__ol_slot.id = d;
 	atomic_signal_fence(memory_order_seq_cst);
-	return true;
+	if (KP_LIKELY(d == 0))
+		return true;
+	kp__ol_slot.id += id;
+	return false;
 }
 /* The mark undone by the inline paths (id: the pool's, kp__ol_enter's). */
 static inline __attribute__((always_inline)) void kp__ol_leave(uint64_t id)
@@ -673,6 +705,12 @@ static inline __attribute__((always_inline)) void *kp__ol_pop_fast(struct ol_hea
 	 * (test_outline_line_dfree_attack32 under TSan) */
 	__atomic_store_n(&rec[idx].state, (uint32_t)n + 1, __ATOMIC_RELAXED);
 	memcpy(p + n, &c, 8);
+#ifdef __x86_64__
+	/* p made where it is returned (rax): gcc 12 put the index there (sp's
+	 * register, free once the stack pointer moves by kp__ol_sp_commit)
+	 * and p in another, then a move (1 instruction an allocation) */
+	__asm__("" : "+a"(p));
+#endif
 	return p;
 }
 

@@ -13,6 +13,13 @@
 
 static pthread_mutex_t reg_lock = PTHREAD_MUTEX_INITIALIZER;
 static kp_pool *reg_head;
+/* Pool ids, never reused. Odd, 2 apart: outline.h's kp__ol_enter marks
+ * its thread's slot by subtracting the pool's id from the slot's, and
+ * adds it back where they differed; one id less another (odd less odd) is
+ * even, so the slot's id meanwhile is no pool's id and no signal
+ * handler's call there takes it for its own. The pagemap's tags
+ * (internal.h, id * 2 + 1) repeat after 2^20 pools where they did after
+ * 2^21: a shared tag costs only a test more (kp__pagemap_owns). */
 static _Atomic uint64_t next_id = 1;
 
 void kp__registry_lock(void)
@@ -396,7 +403,7 @@ KP_EXPORT kp_pool *kp_create(const char *conf)
 		errno = EINVAL;
 		return NULL;
 	}
-	pool->id = atomic_fetch_add(&next_id, 1);
+	pool->id = atomic_fetch_add(&next_id, 2);
 	locks_init(pool);
 	uint64_t rnd[3];
 	kp__os_random(&pool->os, rnd, sizeof rnd);
