@@ -564,6 +564,12 @@ static ALWAYS_INLINE void *alloc_fast(kp_pool *pool, size_t size, unsigned flags
 	 * is the first slot's id only when its pool has checks on and poison
 	 * off: the mode costs no test here. A pool of another mode goes to
 	 * alloc_other, and so does a call with flags. */
+#ifdef __x86_64__
+	/* pool kept where the call brought it (rdi): gcc 12 put the GOT's
+	 * address there for kp__ol_enter's subtract and moved pool (1
+	 * instruction an allocation), as free_entry's */
+	__asm__("" : "+D"(pool));
+#endif
 	if (KP_UNLIKELY(!pool))
 		return alloc_other(pool, size, flags);
 	uint64_t oid = pool->id;

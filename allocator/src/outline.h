@@ -489,16 +489,22 @@ static inline kp__ol_tls kp__ol_slot_make(const kp_pool *pool, struct ol_heap *h
  * is taken between two instructions, never inside one, so the subtract
  * (a load, a subtract and a store in one instruction) is whole against any
  * handler's call on this thread; other threads never touch the slot (it is
- * thread-local). Within this call's windows (between the subtract and
- * the add, or the subtract and the unmark's store) the slot's id is not
- * its aid: it reads as marked (0 then, or off by this pool's id, below;
- * ids are never 0). A call that finds the slot marked leaves its id as it
- * found it: its own subtract is undone by its add or its unmark's store of
- * the id the slot held, the out-of-line marks restore what they replaced,
- * and the nested ways never remake the slot (only a call that finds it
- * unmarked does: heap_get, kp__ol_free). So a handler's call inside a
- * window leaves the slot's id as this call left it, and the add and the
- * store act on the value they expect, as if no handler had run.
+ * thread-local). It must be one instruction (asm: gcc makes one of
+ * C's load, subtract and store, but need not): a handler's call between a
+ * separate load and store may find the slot unmarked and remake it for
+ * another pool (kp__ol_free, heap_get), and the store would then write an
+ * id computed from the slot before, and the heap read after it would be
+ * the other pool's (s33-sig2's compare and store had that window). Within
+ * this call's windows (between the subtract and the add, or the subtract
+ * and the unmark's store) the slot's id is not its aid: it reads as
+ * marked (0 then, or off by this pool's id, below; ids are never 0). A
+ * call that finds the slot marked leaves its id as it found it: its own
+ * subtract is undone by its add or its unmark's store of the id the slot
+ * held, the out-of-line marks restore what they replaced, and the nested
+ * ways never remake the slot (only a call that finds it unmarked does).
+ * So a handler's call inside a window leaves the slot's id as this call
+ * left it, and the add and the store act on the value they expect, as if
+ * no handler had run.
  * The case that did not match leaves the slot's id off by the pool's id
  * until its add (one instruction later): a handler's call there must not
  * match it. It does not: pool ids are odd (pool.c, next_id), so the id of
@@ -513,13 +519,23 @@ static inline kp__ol_tls kp__ol_slot_make(const kp_pool *pool, struct ol_heap *h
  * the add needs none: the paths past it touch no heap. */
 static inline __attribute__((always_inline)) bool kp__ol_enter(uint64_t id)
 {
-	uint64_t d = kp__ol_slot.id - id;
-	kp__ol_slot.id = d;
-	atomic_signal_fence(memory_order_seq_cst);
-	if (KP_LIKELY(d == 0))
+#ifdef __x86_64__
+	bool eq;
+	__asm__ volatile("subq %2, %0" : "+m"(kp__ol_slot.id), "=@ccz"(eq) : "r"(id) : "memory");
+	if (KP_LIKELY(eq))
 		return true;
-	kp__ol_slot.id += id;
+	__asm__ volatile("addq %1, %0" : "+m"(kp__ol_slot.id) : "r"(id));
 	return false;
+#else
+	/* one read-modify-write elsewhere too: an atomic one (a locked
+	 * instruction where the ISA has no plain one to memory) */
+	if (KP_LIKELY(__atomic_sub_fetch(&kp__ol_slot.id, id, __ATOMIC_RELAXED) == 0)) {
+		atomic_signal_fence(memory_order_seq_cst);
+		return true;
+	}
+	__atomic_add_fetch(&kp__ol_slot.id, id, __ATOMIC_RELAXED);
+	return false;
+#endif
 }
 /* The mark undone by the inline paths (id: the pool's, kp__ol_enter's). */
 static inline __attribute__((always_inline)) void kp__ol_leave(uint64_t id)
