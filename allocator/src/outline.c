@@ -3198,20 +3198,57 @@ static bool poison_ok(const uint8_t *p, size_t from, size_t to)
 	return true;
 }
 
-static void *poison_alloc(kp_pool *pool, size_t n, unsigned flags)
+/* poison:on's calls (poison_alloc, poison_free) mark the thread's outline
+ * slot for their length, as the fast paths do (outline.h, kp__ol_enter):
+ * such a pool is never in the slot (heap_get: kp__ol_pslot), so its calls
+ * marked nothing, and a signal handler's call inside one took the same
+ * heap's stacks (test_outline_signal_poison_attack33: 2 rounds of 4 failed
+ * on s34-sig before this, 2,261 double frees reported that no one made,
+ * 56-224 bytes left in use). A handler's call now finds the slot marked
+ * and takes the nested ways (kp__ol_alloc: alloc_nested; kp_free:
+ * free_nested, which fills a poison pool's block and lists it). The mark
+ * is the pool's address (no pool's id, never aid), a plain store: a
+ * handler's call before it runs whole; after it, every handler's call
+ * finds the slot marked and leaves it as it found it, so the unmark
+ * (kp__ol_unmark: the slot's aid, whatever pool it names) restores it.
+ * Callees that unmark as they end (kp__ol_refill's paths,
+ * free_other_checked) are followed by the mark again or by the end. */
+static inline void poison_mark(const kp_pool *pool)
+{
+	kp__ol_slot.id = (uint64_t)(uintptr_t)pool;
+	atomic_signal_fence(memory_order_seq_cst);
+}
+
+static inline __attribute__((always_inline)) struct ol_span *block_of(const uintptr_t *map, const void *p,
+								      uint32_t *idx_out, bool *ours);
+
+static void *poison_alloc_marked(kp_pool *pool, size_t n, unsigned flags)
 {
 	struct ol_heap *h = kp__ol_pslot.id == pool->id ? kp__ol_pslot.heap : heap_get(pool);
-	if (!h)
+	if (!h) {
+		kp__ol_unmark(); /* alloc.c's path unmarked, as kp__ol_alloc's other ways there */
 		return kp__alloc_classic(pool, n, flags);
+	}
 	size_t need = n + OL_CANARY;
 	uint32_t cls = need <= 1024 ? kp__ol_class_tbl[(need + 15) >> 4] : kp__ol_class_big(need);
 	for (;;) {
 		struct ol_span *pg = h->cur[cls];
 		uint16_t *sp = kp__ol_sp(pg);
-		uint8_t *p = *sp != OL_SENT ? kp__ol_pop(h, pg, sp, *sp, n) : kp__ol_refill(pool, h, cls, n);
+		uint8_t *p;
+		if (*sp != OL_SENT)
+			p = kp__ol_pop(h, pg, sp, *sp, n);
+		else {
+			p = kp__ol_refill(pool, h, cls, n); /* it unmarks */
+			poison_mark(pool);
+		}
 		if (!p || !kp__ol_knows(pool, p)) /* alloc.c's path served it (primary_max) */
 			return p && (flags & KP_ZERO) ? memset(p, 0, n) : p;
-		pg = h->cur[cls];
+		/* p's own span (the slice map), not h->cur[cls]: a handler's
+		 * call between the refill's unmark and the mark again may have
+		 * moved the class to another span */
+		uint32_t idx = 0;
+		bool ours;
+		pg = block_of(pool->ol->map, p, &idx, &ours);
 		if (poison_ok(p, 0, n) && poison_ok(p, n + pg->csz, pg->bsize)) {
 			if (flags & KP_ZERO)
 				memset(p, 0, n);
@@ -3221,12 +3258,20 @@ static void *poison_alloc(kp_pool *pool, size_t n, unsigned flags)
 		 * it), and a free of its stale pointer is a double free (OL_QUAR;
 		 * before, the record said allocated and such a free put it back:
 		 * test_outline_edges) */
-		pg->rec[((uintptr_t)p - (uintptr_t)pg->start) / pg->bsize].state = OL_QUAR;
+		pg->rec[idx].state = OL_QUAR;
 		atomic_fetch_add(&pool->quarantined, 1);
 		kp__count_inc(&h->allocs, (uint64_t)-1); /* popped, never handed out */
 		kp__violation(pool, KP_EV_USE_AFTER_FREE, KP_ECORRUPT, p, pg->bsize - pg->csz,
 			      "write after free, quarantined");
 	}
+}
+
+static void *poison_alloc(kp_pool *pool, size_t n, unsigned flags)
+{
+	poison_mark(pool);
+	void *p = poison_alloc_marked(pool, n, flags);
+	kp__ol_unmark();
+	return p;
 }
 
 /* A block of class cls for a KP_ZERO request of n bytes, as kp__ol_alloc
@@ -3585,10 +3630,11 @@ static int poison_free(kp_pool *pool, void *p)
 	int e = errno;
 	uint32_t idx;
 	bool ours;
+	poison_mark(pool); /* poison_alloc's comment */
 	struct ol_span *pg = block_of(pool->ol->map, p, &idx, &ours);
 	int rc;
-	if (!pg)
-		rc = free_slow(pool, p, NULL, 0, 0, ours ? KP_OL_BAD : KP_OL_MISS);
+	if (!pg) /* alloc.c's block by free_classic_marked, as the fast free's */
+		rc = kp__ol_free_slow(pool, p, NULL, 0, 0, ours ? KP_OL_BAD : KP_OL_MISS);
 	else {
 		struct ol_rec *r = &pg->rec[idx];
 		uint32_t st = r->state;
@@ -3612,6 +3658,7 @@ static int poison_free(kp_pool *pool, void *p)
 			}
 		}
 	}
+	kp__ol_unmark(); /* again after free_other_checked's or free_classic_marked's: the same store */
 	errno = e;
 	return rc;
 }
