@@ -39,7 +39,9 @@ instructions): main's 150.9 and the 4 KiB cache's 142 fail it.
 124 since the foreign cache is signal-safe (s31: its pushes and pops mark
 the thread, outline.c's ol_st, so that a handler's allocation neither pops
 an entry a flush claimed nor one a push has not counted yet; 5 instructions
-a pair: 117 -> 122; test_outline_fc_signal_attack31b).
+a pair: 117 -> 122; test_outline_fc_signal_attack31b). s34-sig's mark of the
+outline slot for each call's length (outline.h, kp__ol_enter): 122.35, main
+b7ad467 122.57 (s33-sig2's compare and store: 124.9-125.3).
 """
 
 from __future__ import annotations

@@ -57,6 +57,10 @@ recomputes its class (no copy kept on the pop): a 66.0, b 80.37 checks on; 67.0 
 dropped: kp_alloc's flags folded into the pool id it compares (id ^ flags << 32, ids kept below 2^32), one
 instruction fewer (a 65.0, b 79.36), but kpbench b 8-12% slower by CPU time in every alternated series
 (medians of 7-9), a no faster, for no reason the code shows (the instructions the same but the fold).
+s34-sig (the outline slot marked for each call's length against signal handlers' calls, outline.h
+kp__ol_enter): the compare of the slot's id is one subtract to memory that marks it, the unmark one store,
+the stack pointer moved by one add or subtract to memory: a 66.0, b 80.35 checks on; 66.0 and 80.15 off
+(main b7ad467: 66.0, 79.86, 67.0, 80.76; s33-sig2's compare and store: 68.0, 82.4, 68.0, 82.2).
 Another compiler makes other code: the budgets are this one's.
 """
 

@@ -338,14 +338,6 @@ static bool fresh_mapping(kp_pool *pool, const void *p)
 	       (const char *)p >= (const char *)s + 2 * KP_PAGE && (const char *)p < (const char *)s + s->size;
 }
 
-/* Does the thread's outline slot name pool, with its checks off
- * (kp__ol_slot_id)? free_other's test: such a pool comes through it, off
- * the default path. */
-static ALWAYS_INLINE bool ol_names_unchecked(const kp_pool *pool)
-{
-	return pool && kp__ol_slot.id == (pool->id | KP_OL_ID_UNCHECKED);
-}
-
 /* Everything but the common case, out of line so that the fast path below
  * needs no stack frame. */
 static void *alloc_slow_inline(kp_pool *pool, size_t size, unsigned flags);
@@ -392,8 +384,29 @@ static void *alloc_slow_inline(kp_pool *pool, size_t size, unsigned flags)
 	return p;
 }
 
+/* alloc.c's path for layout:outline (outline.c: a signal handler's call
+ * nested inside its thread's, a refill the OS refused, requests past its
+ * classes). Its locks (a class's, pool->lock) are ordered before the
+ * outline lock (ol->lock: kp_stats_json and fork_prepare take pool->lock,
+ * then ol->lock), and kpool never comes here holding ol->lock: a call that
+ * does is a signal handler's, its thread interrupted under ol->lock
+ * (fc_steal, span_adopt, segment_new). Waiting there for pool->lock held by
+ * a thread that waits for ol->lock hung for good
+ * (test_outline_signal_stats_deadlock_attack32: 3 of 3 rounds with the
+ * moment made, 2 of 6 by chance). Such a call tries its locks and never
+ * waits (kp__mutex_nowait): served while no holder waits for this thread
+ * (test_outline_signal_dup_attack32's handlers, whose threads are often in
+ * fc_steal, are served, as before), and kpool's one line and abort when
+ * one does (as kp__mutex_lock refuses a lock the thread holds itself,
+ * glibc malloc's answer to a call nested inside itself), where it hung. */
 void *kp__alloc_classic(kp_pool *pool, size_t size, unsigned flags)
 {
+	if (pool->ol && KP_UNLIKELY(kp__mutex_mine(&pool->ol->lock))) {
+		kp__oscount *was = kp__mutex_nowait(&pool->os);
+		void *p = alloc_slow_inline(pool, size, flags);
+		kp__mutex_nowait(was);
+		return p;
+	}
 	return alloc_slow_inline(pool, size, flags);
 }
 
@@ -551,9 +564,15 @@ static ALWAYS_INLINE void *alloc_fast(kp_pool *pool, size_t size, unsigned flags
 	 * is the first slot's id only when its pool has checks on and poison
 	 * off: the mode costs no test here. A pool of another mode goes to
 	 * alloc_other, and so does a call with flags. */
+#ifdef __x86_64__
+	/* pool kept where the call brought it (rdi): gcc 12 put the GOT's
+	 * address there for kp__ol_enter's subtract and moved pool (1
+	 * instruction an allocation), as free_entry's */
+	__asm__("" : "+D"(pool));
+#endif
 	if (KP_UNLIKELY(!pool))
 		return alloc_other(pool, size, flags);
-	uint64_t id = pool->id;
+	uint64_t oid = pool->id;
 	/* layout:outline with checks on, the pool the thread's slot names
 	 * (outline.h, kp__ol_slot_id): first, inline, no call (kp_alloc +
 	 * kp_free 100.0 -> 75.0 instructions on kpbench a, where a tail call
@@ -563,14 +582,16 @@ static ALWAYS_INLINE void *alloc_fast(kp_pool *pool, size_t size, unsigned flags
 	 * slot's aid (internal.h), as kp__ol_alloc_fast is the same in both
 	 * (checks:off went through a tail call past the fast word's test
 	 * before, kpbench a 88.0 instructions against checks on's 75.0). */
-	if (kp__ol_slot.aid == id)
-		return KP_LIKELY(!flags) ? kp__ol_alloc_fast(pool, size) : alloc_other(pool, size, flags);
+	if (kp__ol_enter(oid)) { /* outline.h: the slot marked for the call's length */
+		if (KP_LIKELY(!flags))
+			return kp__ol_alloc_fast(pool, size, oid);
+		kp__ol_leave(oid);
+		return alloc_other(pool, size, flags);
+	}
+	uint64_t id = oid; /* not read again: the slot unmarked as it was (kp__ol_enter) */
 	if (KP_LIKELY(kp__tls_state.fast_alloc == id && !flags)) {
-		/* Memory that is no pool, its first word 0, matched an empty
-		 * slot. A branch of its own: in the condition above gcc made
-		 * the two compares two set instructions and a test (one more). */
-		if (KP_UNLIKELY(!id))
-			goto slow;
+		/* Memory that is no pool, its first word 0, matches no slot:
+		 * an empty one holds KP_FAST_NONE (internal.h) */
 		/* pool->canary is KP_CANARY: checks are on. The sizes of
 		 * kp__class_of's table first, with one test: the bound of the
 		 * small sizes is tested only past it (kp_alloc 1 instruction
@@ -582,7 +603,7 @@ static ALWAYS_INLINE void *alloc_fast(kp_pool *pool, size_t size, unsigned flags
 			cls = kp__class_of(size + KP_HDR + KP_CANARY);
 		else
 			goto slow;
-		kp__tcache *tc = kp__tls_state.tc[0];
+		kp__tcache *tc = kp__tls_state.fast_tc; /* tc[0], or the empty kp__tcache_none */
 		kp__bin *b = &tc->bin[cls];
 		uint64_t *stack = tc->stack[cls];
 		unsigned n = b->count;
@@ -1403,16 +1424,17 @@ static __attribute__((noinline)) int free_slow_own_quiet(kp_pool *pool, void *p,
 static ALWAYS_INLINE int free_body(kp_pool *pool, void *p, bool quiet, bool checked);
 static __attribute__((noinline)) int free_other(kp_pool *pool, void *p)
 {
-	/* layout:outline with checks off (kp__ol_slot_id): kp_free tests it
-	 * itself (free_entry); kp__free_rest_quiet's way comes here */
-	if (ol_names_unchecked(pool))
-		return kp__ol_free_check(pool, p, false, KP_OL_CANARY_OFF, false);
+	/* a call nested inside another of this thread's into layout:outline
+	 * (outline.h, kp__ol_enter): outline.c's way, which keeps off what
+	 * the interrupted call is changing */
+	if (KP_UNLIKELY(kp__ol_marked()) && kp__pool_ok(pool) && pool->ol)
+		return kp__ol_free_nested(pool, p);
 	return free_body(pool, p, false, false);
 }
 static __attribute__((noinline)) int free_other_quiet(kp_pool *pool, void *p)
 {
-	if (ol_names_unchecked(pool)) /* as free_other */
-		return kp__ol_free_check(pool, p, false, KP_OL_CANARY_OFF, false);
+	if (KP_UNLIKELY(kp__ol_marked()) && kp__pool_ok(pool) && pool->ol) /* as free_other */
+		return kp__ol_free_nested(pool, p);
 	return free_body(pool, p, true, false);
 }
 /* outline.h's refusals: p's tests again, told apart (kp__ol_free_check);
@@ -1420,10 +1442,11 @@ static __attribute__((noinline)) int free_other_quiet(kp_pool *pool, void *p)
  * hook, which reports a refusal in free()'s name. */
 __attribute__((noinline)) int kp__ol_free_refused(kp_pool *pool, void *p, bool try_only)
 {
-	if (!try_only)
-		return kp__ol_free_check(pool, p, false, KP_OL_CANARY_SPAN, true);
-	int rc = kp__ol_free_check(pool, p, true, KP_OL_CANARY_SPAN, true);
-	return rc == KP_OL_UNTRIED ? kp__free_miss(pool, p, false) : rc;
+	/* the slot marked (outline.h, kp__ol_enter) until the full test's
+	 * push or report is done */
+	int rc = kp__ol_free_check(pool, p, try_only, KP_OL_CANARY_SPAN, true, pool->id);
+	kp__ol_unmark();
+	return try_only && rc == KP_OL_UNTRIED ? kp__free_miss(pool, p, false) : rc;
 }
 
 /* outline.c's way back for a pointer its slice map does not know */
@@ -1482,20 +1505,25 @@ static ALWAYS_INLINE int free_body(kp_pool *pool, void *p, bool quiet, bool chec
  * not with this gcc (12.2), where the id stays in a scratch register. */
 static ALWAYS_INLINE int free_entry(kp_pool *pool, void *p, bool quiet)
 {
+#ifdef __x86_64__
+	/* pool and p where the call brought them (rdi, rsi): with nothing
+	 * of pool's on the outline path past the id (kp__ol_enter's subtract
+	 * stores none), gcc 12 moved p to rdi and pool to another register
+	 * on entry and back on the ways out (2 instructions a free, 1 more
+	 * each way out: kpbench a 68.0 a pair, 66.0 with this) */
+	__asm__("" : "+D"(pool), "+S"(p));
+#endif
 	if (KP_LIKELY(pool != NULL)) {
-		uint64_t id = pool->id;
-		if (kp__ol_slot.id == id) { /* kp__ol_slot_id: checks on */
-			return kp__ol_free_check(pool, p, false, KP_OL_CANARY_ON, false);
-		} else if (KP_LIKELY(kp__tls_state.fast_free == id)) {
+		uint64_t oid = pool->id;
+		/* kp__ol_slot_id, either mode (outline.h), the slot marked */
+		if (kp__ol_enter(oid))
+			return kp__ol_free_check(pool, p, false, KP_OL_CANARY_ON, false, oid);
+		uint64_t id = oid;
+		if (KP_LIKELY(kp__tls_state.fast_free == id)) {
 			kp__grace_rec *r = kp__grace_self.fast;
 			uint64_t w = atomic_load_explicit(&kp__grace_epoch, memory_order_acquire);
 			if (KP_LIKELY(KP_FAST_AES && r && !atomic_load_explicit(&r->epoch, memory_order_relaxed)))
 				return free_in_section(pool, id, p, r, w, quiet, true);
-		} else if (kp__ol_slot.aid == id) {
-			/* the slot names pool, whose id is not kp__ol_slot_id's:
-			 * checks off. Its test (2 instructions) where checks on tests
-			 * the canary (it went through free_other before) */
-			return kp__ol_free_check(pool, p, false, KP_OL_CANARY_OFF, false);
 		}
 	}
 	return quiet ? free_other_quiet(pool, p) : free_other(pool, p);
@@ -1527,10 +1555,14 @@ int kp__free_try(kp_pool *pool, void *p)
 	 * id and tested each span's canary size: free() added 8 instructions
 	 * to kp_free on the default layout, 0 now; the inline layout's 2 more
 	 * (tests/test_preload_instructions.py) */
+#ifdef __x86_64__
+	__asm__("" : "+D"(pool), "+S"(p)); /* as free_entry (2 moves on entry) */
+#endif
 	if (KP_LIKELY(pool != NULL)) {
-		uint64_t id = pool->id;
-		if (kp__ol_slot.id == id) /* kp__ol_slot_id: checks on; refusals to the hook */
-			return kp__ol_free_check(pool, p, true, KP_OL_CANARY_ON, false);
+		uint64_t oid = pool->id;
+		if (kp__ol_enter(oid)) /* kp__ol_slot_id, the slot marked; refusals to the hook */
+			return kp__ol_free_check(pool, p, true, KP_OL_CANARY_ON, false, oid);
+		uint64_t id = oid;
 		if (KP_LIKELY(kp__tls_state.fast_free == id)) {
 			kp__grace_rec *r = kp__grace_self.fast;
 			uint64_t w = atomic_load_explicit(&kp__grace_epoch, memory_order_acquire);
@@ -1551,10 +1583,6 @@ int kp__free_try(kp_pool *pool, void *p)
 				atomic_store_explicit(&r->epoch, 0, memory_order_release);
 				return kp__free_miss(pool, p, true);
 			}
-		} else if (kp__ol_slot.aid == id) {
-			/* the slot names pool, checks off (as free_entry); its
-			 * refusals go to the hook (kp__ol_free_refused) */
-			return kp__ol_free_check(pool, p, true, KP_OL_CANARY_OFF, false);
 		}
 	}
 	return kp__free_miss(pool, p, false);

@@ -25,6 +25,7 @@
 #include "kpool.h"
 
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -39,6 +40,15 @@
  * holder is waited for as before. A test that counts pthread_mutex_lock
  * calls defines it after #undef pthread_mutex_lock. */
 int kp__mutex_lock(pthread_mutex_t *m);
+/* Does the calling thread hold m (kp__mutex_lock's own test)? For a path
+ * that must take no lock ordered before m while its thread holds m. */
+bool kp__mutex_mine(pthread_mutex_t *m);
+/* From now on (c not NULL: the pool's counts of its yields) until it is
+ * called again with what it returned, this thread's kp__mutex_lock tries
+ * and never waits: for a call nested inside one that holds a lock ordered
+ * after those it takes (pool.c, lock_bounded). */
+struct kp__oscount;
+struct kp__oscount *kp__mutex_nowait(struct kp__oscount *c);
 #define pthread_mutex_lock(m) kp__mutex_lock(m)
 /* Every unlock through kp__mutex_unlock, which marks the thread as inside
  * the unlock of m: glibc clears a mutex's holder before it frees the lock
@@ -253,6 +263,12 @@ void kp__set_error_path(const char *fmt, ...) __attribute__((format(printf, 1, 2
 int kp__os_tid(void);
 /* One line to stderr and abort(): for what no pool can contain. */
 __attribute__((noreturn)) void kp__os_die(const char *line);
+/* Every signal held off from this thread (*old: its mask before), then the
+ * mask back: around the thread exit hooks' teardown of its caches and
+ * heaps (tcache.c, outline.c), which no handler's call may interleave
+ * with. Uncounted: once per thread's end, on no allocation path. */
+void kp__os_signals_off(sigset_t *old);
+void kp__os_signals_back(const sigset_t *old);
 enum kp__os_kind { KP_OS_MMAP, KP_OS_MUNMAP, KP_OS_MADVISE, KP_OS_MPROTECT, KP_OS_OTHER, KP_OS__N };
 /* setup: kp_create and kp_destroy, neither on the allocation path. */
 enum kp__caller { KP_CALLER_ALLOC, KP_CALLER_DAEMON, KP_CALLER_SETUP, KP_CALLER__N };
@@ -512,6 +528,14 @@ typedef struct kp__ol_tls {
 } kp__ol_tls;
 extern struct ol_heap kp__ol_empty_heap;
 extern _Alignas(64) uintptr_t kp__ol_no_map[8];
+/* fast_alloc when no pool takes kp_alloc's inline fast path: no pool's
+ * id, and not 0 (memory whose first word is 0 is no pool, and its match
+ * took a test of the id on every call: 2 instructions, s33-sig). Memory
+ * that is no pool whose first word is this one matches, and finds
+ * fast_tc's bins empty (kp__tcache_none): alloc_slow refuses it. */
+#define KP_FAST_NONE UINT64_MAX
+struct kp__tcache;
+extern struct kp__tcache kp__tcache_none;
 typedef struct kp__tls {
 	uint64_t id[KP_TLS_SLOTS];
 	struct kp__tcache *tc[KP_TLS_SLOTS];
@@ -523,6 +547,9 @@ typedef struct kp__tls {
 	 * slot, the mode and the key's kind were three (kp__tcache_slow sets
 	 * them with slot 0, every write of slot 0 clears or sets them). */
 	uint64_t fast_alloc, fast_free;
+	/* tc[0] while fast_alloc names its pool, else kp__tcache_none (empty
+	 * bins): what alloc_fast pops */
+	struct kp__tcache *fast_tc;
 	kp__ol_tls ol; /* layout:outline's slot (kp__ol_slot) */
 	bool registered;
 	bool exited; /* the exit hook ran: later calls get no cache */

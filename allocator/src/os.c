@@ -489,6 +489,18 @@ void kp__os_die(const char *line)
 	abort();
 }
 
+void kp__os_signals_off(sigset_t *old)
+{
+	sigset_t all;
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, old);
+}
+
+void kp__os_signals_back(const sigset_t *old)
+{
+	pthread_sigmask(SIG_SETMASK, old, NULL);
+}
+
 void kp__os_yield(kp__oscount *c)
 {
 	count(c, KP_OS_OTHER);

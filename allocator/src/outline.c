@@ -2214,15 +2214,14 @@ static __attribute__((noinline, cold)) void *fc_pop_gone(kp_pool *pool, struct o
  * handed out by the owner alone. */
 static void *fc_pop(kp_pool *pool, struct ol_heap *h, uint32_t cls, size_t n)
 {
-	FC_MARK();
+	/* the slot marked (outline.h, kp__ol_enter: every caller's call is):
+	 * no handler's call on this thread touches the cache meanwhile, where
+	 * ol_st's fc count marked the take before s33 */
 	uint32_t k = h->fc_n[cls] - 1u;
-	if (KP_UNLIKELY(k == UINT32_MAX)) { /* a handler took the last between the caller's test and the mark */
-		FC_UNMARK();
+	if (KP_UNLIKELY(k == UINT32_MAX)) /* none left: as before the mark */
 		return fc_pop_gone(pool, h, cls, n);
-	}
 	uint64_t e = h->fc_ent[cls][k];
 	__atomic_store_n(&h->fc_n[cls], (uint16_t)k, __ATOMIC_RELAXED);
-	FC_UNMARK();
 	struct ol_span *pg = fc_span(e);
 	uint32_t idx = (uint32_t)(e >> OL_FC_IDX_SHIFT);
 	struct ol_rec *r = &pg->rec[idx];
@@ -2234,6 +2233,7 @@ static void *fc_pop(kp_pool *pool, struct ol_heap *h, uint32_t cls, size_t n)
 		uint64_t c = kp__ol_canary(r);
 		memcpy(p + n, &c, 8);
 	}
+	kp__ol_unmark();
 	return p;
 }
 
@@ -2292,6 +2292,7 @@ static __attribute__((noinline, cold)) int free_remote_dfree(kp_pool *pool, stru
 	int e = errno; /* free() (the preload) keeps it */
 	int rc = kp__violation(pool, KP_EV_DOUBLE_FREE, KP_EDOUBLEFREE, p, pg->bsize - pg->csz, "double free");
 	errno = e;
+	kp__ol_unmark();
 	return rc;
 }
 static __attribute__((noinline)) int free_remote_slow(kp_pool *pool, struct ol_span *pg, uint32_t idx, struct ol_rec *r,
@@ -2301,7 +2302,7 @@ static __attribute__((noinline)) int free_remote_slow(kp_pool *pool, struct ol_s
 	 * (fc_flush, fc_steal, refill_body, a push or pop: ol_st) touches
 	 * neither the cache nor heap_get's lock: onto the block's list */
 	if (KP_LIKELY(!pool->conf.poison) && KP_LIKELY(!ol_st.any)) {
-		struct ol_heap *h = kp__ol_slot.id == kp__ol_slot_id(pool) ? kp__ol_slot.heap : NULL;
+		struct ol_heap *h = kp__ol_slot.aid == pool->id ? kp__ol_slot.heap : NULL;
 		if (h == &kp__ol_empty_heap || !h) {
 			int e = errno;
 			h = heap_get(pool);
@@ -2315,6 +2316,7 @@ static __attribute__((noinline)) int free_remote_slow(kp_pool *pool, struct ol_s
 				raced_dfree(pool, pg, idx);
 			else
 				fc_put(pool, h, pg, idx);
+			kp__ol_unmark();
 			return 0;
 		}
 	}
@@ -2327,6 +2329,7 @@ static __attribute__((noinline)) int free_remote_slow(kp_pool *pool, struct ol_s
 		if (!listed_already(pool, pg, idx))
 			remote_push(pg, idx + 1, idx, 1);
 	}
+	kp__ol_unmark();
 	return 0;
 }
 
@@ -2373,7 +2376,8 @@ static inline __attribute__((always_inline)) int free_remote(kp_pool *pool, stru
 	    (KP_LIKELY(slot) || !pool->conf.poison))
 		canary_spoil(p, st, r);
 	if (KP_LIKELY(slot)) {
-		FC_MARK();
+		/* the slot marked (outline.h, kp__ol_enter), as in fc_pop: no
+		 * handler's call on this thread touches the cache meanwhile */
 		uint32_t cls = pg->cls, k = h->fc_n[cls];
 		/* not full, and a heap of the thread's own: the empty heap's
 		 * fc_cap is 0 in every class (refill_body returns before it sets
@@ -2385,12 +2389,11 @@ static inline __attribute__((always_inline)) int free_remote(kp_pool *pool, stru
 		if (KP_LIKELY(k < h->fc_cap[cls])) {
 			h->fc_ent[cls][k] = (uintptr_t)pg | (uint64_t)idx << OL_FC_IDX_SHIFT;
 			__atomic_store_n(&h->fc_n[cls], (uint16_t)(k + 1), __ATOMIC_RELAXED);
-			FC_UNMARK();
 			if (KP_UNLIKELY(h->fast[cls] != &empty_span))
 				class_point(h, cls, &empty_span);
+			kp__ol_unmark();
 			return 0;
 		}
-		FC_UNMARK();
 	}
 	return free_remote_slow(pool, pg, idx, r, tag);
 }
@@ -2622,6 +2625,10 @@ static void heap_abandon(kp_pool *pool, uintptr_t tp);
 static void ol_thread_exit(void *arg)
 {
 	(void)arg;
+	/* no signal handler's call inside heap_abandon (its flush, drain and
+	 * lists, the outline lock held: tcache.c's thread_exit, the same) */
+	sigset_t old;
+	kp__os_signals_off(&old);
 	ol_exited = true;
 	uintptr_t tp = kp__ol_self();
 	kp__ol_slot = (kp__ol_tls){0, &kp__ol_empty_heap, kp__ol_no_map, 0, 0};
@@ -2634,6 +2641,7 @@ static void ol_thread_exit(void *arg)
 		ol_exit_ids[i] = 0;
 	}
 	kp__registry_unlock();
+	kp__os_signals_back(&old);
 }
 
 static void ol_exit_key_init(void)
@@ -2734,6 +2742,12 @@ static struct ol_heap *heap_get(kp_pool *pool)
 {
 	if (ol_exited)
 		return NULL;
+	/* the slot marked by this call (free_remote_slow's, on the empty
+	 * heap: outline.h, kp__ol_enter): marked again once named anew. A
+	 * handler's call never comes here (kp__ol_alloc, kp__ol_free: its
+	 * nested ways). */
+	bool marked = kp__ol_marked();
+	uint64_t mark = kp__ol_slot.id;
 	kp__ol *ol = pool->ol;
 	uintptr_t tp = kp__ol_self();
 	pthread_mutex_lock(&ol->lock);
@@ -2780,6 +2794,8 @@ static struct ol_heap *heap_get(kp_pool *pool)
 		kp__ol_pslot = (struct ol_pslot){pool->id, h};
 	else
 		kp__ol_slot = kp__ol_slot_make(pool, h);
+	if (marked)
+		kp__ol_slot.id = mark;
 	exit_note(pool);
 	return h;
 }
@@ -3100,7 +3116,9 @@ __attribute__((noinline)) void *kp__ol_refill(kp_pool *pool, struct ol_heap *h, 
 	uint16_t *sp = kp__ol_sp(pg);
 	if (KP_LIKELY(*sp != OL_SENT)) {
 		class_point(h, cls, pg);
-		return kp__ol_pop(h, pg, sp, *sp, n);
+		void *p = kp__ol_pop(h, pg, sp, *sp, n);
+		kp__ol_unmark();
+		return p;
 	}
 	return refill_span(pool, h, cls, n);
 }
@@ -3113,6 +3131,7 @@ static __attribute__((noinline)) void *refill_span(kp_pool *pool, struct ol_heap
 		return kp__alloc_classic(pool, n, 0);
 	void *p = refill_body(pool, h, cls, n);
 	busy_leave();
+	kp__ol_unmark(); /* kp__ol_refill's caller marked the slot (outline.h) */
 	return p;
 }
 
@@ -3127,8 +3146,12 @@ static void *refill_again(kp_pool *pool, struct ol_heap *h, uint32_t cls, size_t
 
 static void *refill_body(kp_pool *pool, struct ol_heap *h, uint32_t cls, size_t n)
 {
-	if (h == &kp__ol_empty_heap) /* pool: any pointer whose first word is the slot's id */
+	if (h == &kp__ol_empty_heap) { /* pool: any pointer whose first word is the slot's id */
+		/* kp__ol_alloc makes the heap and marks the slot itself: this
+		 * call's mark (outline.h) would read there as a handler's */
+		kp__ol_unmark();
 		return kp__alloc_slow(pool, n, 0);
+	}
 	/* the heap allocates the class: its cache of it at full size (outline.h, OL_FC_LONE_BYTES) */
 	h->fc_cap[cls] = fc_cap_of(OL_FC_BYTES, class_size[cls]);
 	/* the cache emptied: the class's span in hand again (here, not as its
@@ -3263,20 +3286,57 @@ static bool poison_ok(const uint8_t *p, size_t from, size_t to)
 	return true;
 }
 
-static void *poison_alloc(kp_pool *pool, size_t n, unsigned flags)
+/* poison:on's calls (poison_alloc, poison_free) mark the thread's outline
+ * slot for their length, as the fast paths do (outline.h, kp__ol_enter):
+ * such a pool is never in the slot (heap_get: kp__ol_pslot), so its calls
+ * marked nothing, and a signal handler's call inside one took the same
+ * heap's stacks (test_outline_signal_poison_attack33: 2 rounds of 4 failed
+ * on s34-sig before this, 2,261 double frees reported that no one made,
+ * 56-224 bytes left in use). A handler's call now finds the slot marked
+ * and takes the nested ways (kp__ol_alloc: alloc_nested; kp_free:
+ * free_nested, which fills a poison pool's block and lists it). The mark
+ * is the pool's address (no pool's id, never aid), a plain store: a
+ * handler's call before it runs whole; after it, every handler's call
+ * finds the slot marked and leaves it as it found it, so the unmark
+ * (kp__ol_unmark: the slot's aid, whatever pool it names) restores it.
+ * Callees that unmark as they end (kp__ol_refill's paths,
+ * free_other_checked) are followed by the mark again or by the end. */
+static inline void poison_mark(const kp_pool *pool)
+{
+	kp__ol_slot.id = (uint64_t)(uintptr_t)pool;
+	atomic_signal_fence(memory_order_seq_cst);
+}
+
+static inline __attribute__((always_inline)) struct ol_span *block_of(const uintptr_t *map, const void *p,
+								      uint32_t *idx_out, bool *ours);
+
+static void *poison_alloc_marked(kp_pool *pool, size_t n, unsigned flags)
 {
 	struct ol_heap *h = kp__ol_pslot.id == pool->id ? kp__ol_pslot.heap : heap_get(pool);
-	if (!h)
+	if (!h) {
+		kp__ol_unmark(); /* alloc.c's path unmarked, as kp__ol_alloc's other ways there */
 		return kp__alloc_classic(pool, n, flags);
+	}
 	size_t need = n + OL_CANARY;
 	uint32_t cls = need <= 1024 ? kp__ol_class_tbl[(need + 15) >> 4] : kp__ol_class_big(need);
 	for (;;) {
 		struct ol_span *pg = h->cur[cls];
 		uint16_t *sp = kp__ol_sp(pg);
-		uint8_t *p = *sp != OL_SENT ? kp__ol_pop(h, pg, sp, *sp, n) : kp__ol_refill(pool, h, cls, n);
+		uint8_t *p;
+		if (*sp != OL_SENT)
+			p = kp__ol_pop(h, pg, sp, *sp, n);
+		else {
+			p = kp__ol_refill(pool, h, cls, n); /* it unmarks */
+			poison_mark(pool);
+		}
 		if (!p || !kp__ol_knows(pool, p)) /* alloc.c's path served it (primary_max) */
 			return p && (flags & KP_ZERO) ? memset(p, 0, n) : p;
-		pg = h->cur[cls];
+		/* p's own span (the slice map), not h->cur[cls]: a handler's
+		 * call between the refill's unmark and the mark again may have
+		 * moved the class to another span */
+		uint32_t idx = 0;
+		bool ours;
+		pg = block_of(pool->ol->map, p, &idx, &ours);
 		if (poison_ok(p, 0, n) && poison_ok(p, n + pg->csz, pg->bsize)) {
 			if (flags & KP_ZERO)
 				memset(p, 0, n);
@@ -3286,12 +3346,20 @@ static void *poison_alloc(kp_pool *pool, size_t n, unsigned flags)
 		 * it), and a free of its stale pointer is a double free (OL_QUAR;
 		 * before, the record said allocated and such a free put it back:
 		 * test_outline_edges) */
-		pg->rec[((uintptr_t)p - (uintptr_t)pg->start) / pg->bsize].state = OL_QUAR;
+		pg->rec[idx].state = OL_QUAR;
 		atomic_fetch_add(&pool->quarantined, 1);
 		kp__count_inc(&h->allocs, (uint64_t)-1); /* popped, never handed out */
 		kp__violation(pool, KP_EV_USE_AFTER_FREE, KP_ECORRUPT, p, pg->bsize - pg->csz,
 			      "write after free, quarantined");
 	}
+}
+
+static void *poison_alloc(kp_pool *pool, size_t n, unsigned flags)
+{
+	poison_mark(pool);
+	void *p = poison_alloc_marked(pool, n, flags);
+	kp__ol_unmark();
+	return p;
 }
 
 /* A block of class cls for a KP_ZERO request of n bytes, as kp__ol_alloc
@@ -3343,18 +3411,41 @@ static void *pop_zero(kp_pool *pool, struct ol_heap *h, uint32_t cls, size_t n, 
  * refused memory for here (its policy: wait, backup, events). pool: a live
  * pool of layout:outline (alloc.c's alloc_slow tested it, or the slot
  * names it). */
+/* kp_alloc of a call nested inside another of this thread's (a signal
+ * handler's: the slot marked, outline.h's kp__ol_enter): alloc.c's path
+ * while the interrupted call is inside this path (its heap's stacks,
+ * tables, caches); this path's, with the slot unmarked meanwhile, while
+ * it is inside alloc.c's (free_classic_marked: KP_OL_MARK_CLASSIC). */
+static __attribute__((noinline, cold)) void *alloc_nested(kp_pool *pool, size_t n, unsigned flags)
+{
+	uint64_t m = kp__ol_slot.id;
+	if (m != ((uint64_t)(uintptr_t)pool | KP_OL_MARK_CLASSIC) || kp__ol_slot.aid != pool->id)
+		return kp__alloc_classic(pool, n, flags);
+	kp__ol_slot.id = kp__ol_slot.aid;
+	atomic_signal_fence(memory_order_seq_cst);
+	void *p = kp__ol_alloc(pool, n, flags);
+	atomic_signal_fence(memory_order_seq_cst);
+	kp__ol_slot.id = m;
+	return p;
+}
+
 void *kp__ol_alloc(kp_pool *pool, size_t n, unsigned flags)
 {
+	/* the slot marked: a call nested inside another of this thread's (a
+	 * signal handler's; outline.h, kp__ol_enter), which keeps off the
+	 * heap: alloc.c's path */
+	if (KP_UNLIKELY(kp__ol_marked()))
+		return alloc_nested(pool, n, flags);
 	if (n > OL_SMALL_MAX - OL_CANARY || (flags & KP_CRITICAL))
 		return kp__alloc_classic(pool, n, flags);
 	if (KP_UNLIKELY(pool->conf.poison))
 		return poison_alloc(pool, n, flags);
-	struct ol_heap *h = kp__ol_slot.id == kp__ol_slot_id(pool) && kp__ol_slot.heap != &kp__ol_empty_heap
-				    ? kp__ol_slot.heap
-				    : heap_get(pool);
+	struct ol_heap *h = kp__ol_slot.aid == pool->id && kp__ol_slot.heap != &kp__ol_empty_heap ? kp__ol_slot.heap
+												  : heap_get(pool);
 	void *p = NULL;
 	bool zero = false; /* p's bytes zero already (pop_zero) */
-	if (h) {
+	uint64_t id = pool->id;
+	if (h && kp__ol_enter(id)) {	     /* the slot names pool (heap_get): marked for the pops */
 		size_t need = n + OL_CANARY; /* either mode: outline.h */
 		uint32_t cls = need <= 1024 ? kp__ol_class_tbl[(need + 15) >> 4] : kp__ol_class_big(need);
 		struct ol_span *pg = h->fast[cls]; /* &empty_span while its foreign cache holds blocks */
@@ -3363,6 +3454,7 @@ void *kp__ol_alloc(kp_pool *pool, size_t n, unsigned flags)
 			p = pop_zero(pool, h, cls, n, &zero);
 		else
 			p = *sp != OL_SENT ? kp__ol_pop(h, pg, sp, *sp, n) : kp__ol_refill(pool, h, cls, n);
+		kp__ol_unmark(); /* kp__ol_refill's unmark made again: the same store */
 	}
 	if (!p)
 		return kp__alloc_classic(pool, n, flags);
@@ -3424,6 +3516,7 @@ static __attribute__((noinline)) void span_relist_locked(kp_pool *pool, struct o
 __attribute__((noinline)) int kp__ol_relist(kp_pool *pool, struct ol_span *pg)
 {
 	span_relist_locked(pool, pg);
+	kp__ol_unmark(); /* the caller's mark (outline.h) */
 	return 0;
 }
 
@@ -3435,7 +3528,9 @@ __attribute__((noinline)) int kp__ol_relist(kp_pool *pool, struct ol_span *pg)
  * find a retired span 3 times in 10, ran ~40 instructions a call there. */
 __attribute__((noinline)) int kp__ol_free_retired(kp_pool *pool, struct ol_span *pg, uint64_t q, void *p, bool try_only)
 {
-	return kp__ol_free_own(pool, p, pg, q, try_only, KP_OL_CANARY_SPAN, false, true);
+	/* the slot marked (outline.h): unmarked by kp__ol_free_own's push, or
+	 * by the relist or refusal it calls */
+	return kp__ol_free_own(pool, p, pg, q, try_only, KP_OL_CANARY_SPAN, false, true, 0);
 }
 
 /* Not the owner's listed span: the owner's retired one (relist it), or
@@ -3454,6 +3549,7 @@ static int free_other_checked(kp_pool *pool, struct ol_span *pg, uint32_t idx, s
 	 * would send the next allocation of its class down the slow path. */
 	if ((uint32_t)(sp - pg->stack0) >= pg->relist_at)
 		span_relist_locked(pool, pg);
+	kp__ol_unmark(); /* kp__ol_free_other's caller's mark (outline.h) */
 	return 0;
 }
 
@@ -3473,6 +3569,17 @@ static int free_other_checked(kp_pool *pool, struct ol_span *pg, uint32_t idx, s
  * that adopted the span's abandoned heap (heap_get). Its block then goes
  * into this thread's cache as another heap's would: tagged, handed out
  * by fc_pop or listed by fc_flush and drained by its owner, this thread. */
+static int free_slow(kp_pool *pool, void *p, struct ol_span *pg, uint32_t idx, uint32_t st, int why);
+/* kp__ol_free_other's refusals (try_only: KP_OL_UNTRIED, else reported),
+ * the caller's mark undone (outline.h, kp__ol_enter). */
+static __attribute__((noinline, cold)) int other_refused(kp_pool *pool, void *p, struct ol_span *pg, uint32_t idx,
+							 uint32_t st, int why, bool try_only)
+{
+	int rc = try_only ? KP_OL_UNTRIED : kp__ol_free_slow(pool, p, pg, idx, st, why);
+	kp__ol_unmark();
+	return rc;
+}
+
 __attribute__((noinline)) int kp__ol_free_other(kp_pool *pool, struct ol_span *pg, uint32_t idx, void *p, bool try_only)
 {
 	struct ol_rec *r = &pg->rec[idx];
@@ -3481,17 +3588,16 @@ __attribute__((noinline)) int kp__ol_free_other(kp_pool *pool, struct ol_span *p
 			 : "m"(*(const char *)r)); /* gcc's builtin makes prefetcht0 without -mprfchw */
 	uint32_t st = __atomic_load_n(&r->state, __ATOMIC_RELAXED);
 	if (KP_UNLIKELY(kp__ol_dead(st))) /* free, or another thread's free took it */
-		return try_only ? KP_OL_UNTRIED : kp__ol_free_slow(pool, p, pg, idx, st, KP_OL_DFREE);
+		return other_refused(pool, p, pg, idx, st, KP_OL_DFREE, try_only);
 	if (KP_LIKELY(pg->csz)) {
 		uint64_t c;
 		memcpy(&c, (uint8_t *)p + st - 1, 8);
 		if (KP_UNLIKELY(c != kp__ol_canary(r))) {
-			if (try_only)
-				return KP_OL_UNTRIED;
 			/* spoiled by another thread's free of it that took the
 			 * record after the load above (canary_spoil): a double free */
 			uint32_t now = __atomic_load_n(&r->state, __ATOMIC_RELAXED);
-			return kp__ol_free_slow(pool, p, pg, idx, st, kp__ol_dead(now) ? KP_OL_DFREE : KP_OL_OVERFLOW);
+			return other_refused(pool, p, pg, idx, st, kp__ol_dead(now) ? KP_OL_DFREE : KP_OL_OVERFLOW,
+					     try_only);
 		}
 		if (KP_OL_RETIRED_OWN)
 			return free_remote(pool, pg, idx, r, st, p, KP_OL_CANARY_ON);
@@ -3543,10 +3649,53 @@ static int free_slow(kp_pool *pool, void *p, struct ol_span *pg, uint32_t idx, u
 			     "free of a pointer never given out");
 }
 
+/* alloc.c's blocks a handler freed while its thread was inside
+ * free_classic_marked, its pool's: freed by the thread as that ends.
+ * Linked through their first 8 bytes (a freed block's own). */
+static __thread void *_Atomic ol_deferred __attribute__((tls_model("initial-exec")));
+
+/* kp_free of alloc.c's block (the slice map does not know it) inside a
+ * call the slot marks (outline.h, kp__ol_enter): marked KP_OL_MARK_CLASSIC
+ * meanwhile, so that a handler's call takes this path's heap
+ * (kp__ol_alloc) and defers its own frees of this pool's alloc.c blocks
+ * (free_nested), where it would change alloc.c's thread cache under this
+ * free: the inline layout's caches are no handler's (s33-sig: with every
+ * handler's allocation inside a marked call on alloc.c's path,
+ * test_outline_signal_dup_attack32 left 16-64 bytes in use in 2-3 runs of
+ * 10, the inline caches' counts). Then the deferred ones, and unmarked. */
+static __attribute__((noinline)) int free_classic_marked(kp_pool *pool, void *p)
+{
+	int e = errno;
+	kp__ol_slot.id = (uint64_t)(uintptr_t)pool | KP_OL_MARK_CLASSIC;
+	atomic_signal_fence(memory_order_seq_cst);
+	int rc = kp__free_classic(pool, p);
+	for (;;) {
+		void *q = atomic_load_explicit(&ol_deferred, memory_order_relaxed);
+		while (q) { /* a handler pushes only: no other pop, no ABA */
+			if (!atomic_compare_exchange_weak_explicit(&ol_deferred, &q, *(void **)q, memory_order_relaxed,
+								   memory_order_relaxed))
+				continue;
+			kp__free_classic(pool, q);
+			q = atomic_load_explicit(&ol_deferred, memory_order_relaxed);
+		}
+		kp__ol_unmark();
+		/* one a handler deferred after the last look and before the
+		 * unmark (later ones are freed by their handlers): again */
+		if (!atomic_load_explicit(&ol_deferred, memory_order_relaxed))
+			break;
+		kp__ol_slot.id = (uint64_t)(uintptr_t)pool | KP_OL_MARK_CLASSIC;
+		atomic_signal_fence(memory_order_seq_cst);
+	}
+	errno = e;
+	return rc;
+}
+
 /* errno as it was: free() (the preload) calls it too. */
 __attribute__((noinline)) int kp__ol_free_slow(kp_pool *pool, void *p, struct ol_span *pg, uint32_t idx, uint32_t st,
 					       int why)
 {
+	if (why == KP_OL_MISS)
+		return free_classic_marked(pool, p);
 	int e = errno;
 	int rc = free_slow(pool, p, pg, idx, st, why);
 	errno = e;
@@ -3569,10 +3718,11 @@ static int poison_free(kp_pool *pool, void *p)
 	int e = errno;
 	uint32_t idx;
 	bool ours;
+	poison_mark(pool); /* poison_alloc's comment */
 	struct ol_span *pg = block_of(pool->ol->map, p, &idx, &ours);
 	int rc;
-	if (!pg)
-		rc = free_slow(pool, p, NULL, 0, 0, ours ? KP_OL_BAD : KP_OL_MISS);
+	if (!pg) /* alloc.c's block by free_classic_marked, as the fast free's */
+		rc = kp__ol_free_slow(pool, p, NULL, 0, 0, ours ? KP_OL_BAD : KP_OL_MISS);
 	else {
 		struct ol_rec *r = &pg->rec[idx];
 		uint32_t st = r->state;
@@ -3596,17 +3746,97 @@ static int poison_free(kp_pool *pool, void *p)
 			}
 		}
 	}
+	kp__ol_unmark(); /* again after free_other_checked's or free_classic_marked's: the same store */
 	errno = e;
 	return rc;
 }
 
+/* kp_free of a call nested inside another of this thread's (a signal
+ * handler's: the slot marked, outline.h's kp__ol_enter), which may be
+ * inside a push or pop of the same span: the block, checked as kp_free
+ * checks it, goes onto its span's cross-thread list as another thread's
+ * free would (free_remote_slow's case with no heap), by compare-and-swap
+ * of its record (a double free raced by the interrupted thread: one wins),
+ * and the owner's drain takes it in (drain_class: this thread, in a slow
+ * path of its own). Its stacks, tables and foreign cache are not touched.
+ * A pointer the slice map does not know goes to alloc.c's path, unless
+ * the thread holds ol->lock (kp__alloc_classic's refusal). */
+static __attribute__((noinline, cold)) int free_nested(kp_pool *pool, void *p)
+{
+	if (KP_UNLIKELY(pool->conf.poison) && !kp__ol_marked())
+		return poison_free(pool, p); /* past the exit hook (kp__ol_free), as before */
+	int e = errno;
+	uint32_t idx;
+	bool ours;
+	struct ol_span *pg = block_of(pool->ol->map, p, &idx, &ours);
+	int rc;
+	if (!pg) {
+		if (!ours && p && kp__ol_slot.id == ((uint64_t)(uintptr_t)pool | KP_OL_MARK_CLASSIC)) {
+			/* inside free_classic_marked: after it */
+			void *old = atomic_load_explicit(&ol_deferred, memory_order_relaxed);
+			do
+				*(void **)p = old;
+			while (!atomic_compare_exchange_weak_explicit(&ol_deferred, &old, p, memory_order_relaxed,
+								      memory_order_relaxed));
+			errno = e;
+			return 0;
+		}
+		/* alloc.c's path tries its locks (kp__alloc_classic's case) */
+		kp__oscount *was = NULL;
+		bool held = !ours && p && kp__mutex_mine(&pool->ol->lock);
+		if (KP_UNLIKELY(held))
+			was = kp__mutex_nowait(&pool->os);
+		rc = free_slow(pool, p, NULL, 0, 0, ours ? KP_OL_BAD : KP_OL_MISS);
+		if (KP_UNLIKELY(held))
+			kp__mutex_nowait(was);
+	} else {
+		struct ol_rec *r = &pg->rec[idx];
+		uint32_t st = __atomic_load_n(&r->state, __ATOMIC_RELAXED), live = st;
+		uint64_t c = 0;
+		if (!kp__ol_dead(st) && pg->csz)
+			memcpy(&c, (uint8_t *)p + st - 1, 8);
+		if (kp__ol_dead(st))
+			rc = free_slow(pool, p, pg, idx, st, KP_OL_DFREE);
+		else if (pg->csz && c != kp__ol_canary(r))
+			rc = free_slow(pool, p, pg, idx, st, KP_OL_OVERFLOW);
+		else if (!__atomic_compare_exchange_n(&r->state, &live, OL_LISTED, false, __ATOMIC_ACQ_REL,
+						      __ATOMIC_RELAXED))
+			rc = free_slow(pool, p, pg, idx, live, KP_OL_DFREE); /* taken meanwhile */
+		else {
+			if (pool->conf.poison) /* as poison_free: its next allocation checks the fill */
+				memset(p, KP_POISON_BYTE, pg->bsize);
+			else if (pg->csz)
+				canary_spoil(p, st, r);
+			list_fence();
+			if (!listed_already(pool, pg, idx))
+				remote_push(pg, idx + 1, idx, 1);
+			rc = 0;
+		}
+	}
+	errno = e;
+	return rc;
+}
+
+int kp__ol_free_nested(kp_pool *pool, void *p)
+{
+	return free_nested(pool, p);
+}
+
 int kp__ol_free(kp_pool *pool, void *p)
 {
+	/* a call nested inside another (outline.h, kp__ol_enter); or past the
+	 * exit hook, whose heap_abandon pushes onto the heap's stacks (a
+	 * signal's handler then): onto the block's list, never its stack */
+	if (KP_UNLIKELY(kp__ol_marked() || ol_exited))
+		return free_nested(pool, p);
 	if (KP_UNLIKELY(pool->conf.poison))
 		return poison_free(pool, p);
-	if (kp__ol_slot.id != kp__ol_slot_id(pool))
+	if (kp__ol_slot.aid != pool->id)
 		kp__ol_slot = kp__ol_slot_make(pool, &kp__ol_empty_heap);
-	return kp__ol_free_fast(pool, p, false);
+	uint64_t id = pool->id;
+	if (!kp__ol_enter(id)) /* not marked, and names pool: never */
+		return free_nested(pool, p);
+	return kp__ol_free_fast(pool, p, false, id);
 }
 
 /* ---- the rest of the block API -------------------------------------------- */
@@ -3670,7 +3900,16 @@ void *kp__ol_realloc(kp_pool *pool, void *p, size_t size, unsigned flags)
 	if (intact && size <= room + (KP_PLANT == 5) * pg->csz && size >= room / 2 && !(flags & KP_CRITICAL)) {
 		if ((flags & KP_ZERO) && size > old)
 			memset((uint8_t *)p + old, 0, size - old);
-		r->state = (uint32_t)size + 1;
+		/* Checks off: the request recorded is at most the room a canary
+		 * would leave (bsize - OL_CANARY), whatever the whole block's
+		 * usable size, so that the fast free's 8-byte test at p + st - 1
+		 * (outline.h, kp__ol_free_own: checks off takes checks on's path
+		 * since s33-sig) reads inside the block; it fails there (the
+		 * caller's bytes) and the full test, which tests no canary with
+		 * checks off, frees it. Recorded as grown, the test read the next
+		 * block's first 8 bytes, or past the segment's end: a SIGSEGV
+		 * (test_outline_checks_off_overread_attack33). */
+		r->state = (uint32_t)(pg->csz || size <= room - OL_CANARY ? size : room - OL_CANARY) + 1;
 		if (pg->csz) {
 			uint64_t c = kp__ol_canary(r);
 			memcpy((uint8_t *)p + size, &c, 8);

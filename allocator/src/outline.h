@@ -448,15 +448,20 @@ static inline void kp__ol_map_set(uintptr_t *map, uintptr_t i, const struct ol_s
  * kp_free reach it and the default path's fast words through one GOT load. */
 #define kp__ol_slot (kp__tls_state.ol)
 
-/* The id kp__ol_slot holds for pool: its id, with KP_OL_ID_UNCHECKED set
- * when its checks are off, so that alloc.c's one compare of the slot with
- * the pool's id tells the mode too, and the fast free of a pool with
- * checks on tests no canary size (3 instructions). Pool ids count from 1:
- * they never reach the bit. */
-#define KP_OL_ID_UNCHECKED ((uint64_t)1 << 63)
+/* The id kp__ol_slot holds for pool: its id, in either mode (s33-sig:
+ * checks:off had KP_OL_ID_UNCHECKED in it, and kp_free a second compare
+ * with aid; now both fast paths compare and mark one word, kp__ol_enter).
+ * A checks-off pool's fast free tests the canary as checks on does: its
+ * records' canary is 0 and kp__ol_pop_fast writes those 8 zero bytes past
+ * the request (the class has room for them in either mode), so its free
+ * passes; a block another pop handed out (kp__ol_pop, fc_pop: no canary
+ * written with checks off), or whose bytes past the request were written
+ * (kp_usable_size gives the whole block there), goes to the full test,
+ * which tests no canary with checks off (the span's csz), and is freed
+ * there. kpbench a, checks off: 67.0 -> 66.0 instructions a pair. */
 static inline uint64_t kp__ol_slot_id(const kp_pool *pool)
 {
-	return pool->id | (pool->conf.checks ? 0 : KP_OL_ID_UNCHECKED);
+	return pool->id;
 }
 extern struct ol_heap kp__ol_empty_heap;
 
@@ -465,6 +470,115 @@ extern struct ol_heap kp__ol_empty_heap;
 static inline kp__ol_tls kp__ol_slot_make(const kp_pool *pool, struct ol_heap *h)
 {
 	return (kp__ol_tls){kp__ol_slot_id(pool), h, pool->ol->map, OL_MAP_N - 1, pool->id};
+}
+
+/* A call into an outline pool marks its thread's slot for its length: the
+ * slot's id holds 0 (no pool's id; aid keeps the id), so that a signal
+ * handler's call on the same thread meanwhile matches no fast path
+ * (kp_alloc's and kp_free's compare of the id fails) and goes to the slow
+ * paths, which find the slot marked (kp__ol_marked: id != aid) and keep
+ * off the heap: an allocation takes alloc.c's path (kp__alloc_classic), a
+ * free puts its block onto its span's cross-thread list (outline.c,
+ * free_nested), as another thread's free would, for the owner's drain.
+ * Before (s32, test_outline_signal_dup_attack32), a handler's pop inside
+ * its thread's fast pop (kp__ol_pop_fast: the index read, sp not yet
+ * lowered) took the same index, and its push of another block onto the
+ * slot the index came from was dropped by the interrupted pop's store of
+ * sp: blocks held twice, double frees reported that no one made, bytes
+ * lost; a push interrupted alike lost the handler's block or put one it
+ * held back on the stack. Paths that leave the inline code by a tail call
+ * keep the mark, and the function called unmarks as it ends
+ * (kp__ol_unmark). Other marks (outline.c: alloc.c's path inside a call,
+ * KP_OL_MARK_CLASSIC) are stored out of line: any id but aid is a mark.
+ *
+ * The mark costs the fast paths nothing in instructions against an
+ * unmarked compare (s34-sig: kpbench a 66.0 a kp_alloc + kp_free, as main
+ * b7ad467): the compare of the slot's id with the pool's IS the mark, one
+ * subtract to memory (sub id from the slot's id: 0, so marked, when they
+ * were equal; the zero flag tells), the unmark is one store of the id
+ * (kp__ol_leave), and the stack pointer moves by one add or subtract to
+ * memory (kp__ol_sp_commit, one instruction fewer than a load and a store),
+ * which no handler's call can now interleave. s33-sig compared and marked
+ * by x86-64's compare-and-exchange (unlocked: one instruction, but
+ * microcoded, kpbench a 14.6% slower by CPU time), s33-sig2 by a compare
+ * and a store (2 instructions a pair over main's budgets).
+ *
+ * Why it is signal-safe with no lock and no compare-and-exchange. A signal
+ * is taken between two instructions, never inside one, so the subtract
+ * (a load, a subtract and a store in one instruction) is whole against any
+ * handler's call on this thread; other threads never touch the slot (it is
+ * thread-local). It must be one instruction (asm: gcc makes one of
+ * C's load, subtract and store, but need not): a handler's call between a
+ * separate load and store may find the slot unmarked and remake it for
+ * another pool (kp__ol_free, heap_get), and the store would then write an
+ * id computed from the slot before, and the heap read after it would be
+ * the other pool's (s33-sig2's compare and store had that window). Within
+ * this call's windows (between the subtract and the add, or the subtract
+ * and the unmark's store) the slot's id is not its aid: it reads as
+ * marked (0 then, or off by this pool's id, below; ids are never 0). A
+ * call that finds the slot marked leaves its id as it found it: its own
+ * subtract is undone by its add or its unmark's store of the id the slot
+ * held, the out-of-line marks restore what they replaced, and the nested
+ * ways never remake the slot (only a call that finds it unmarked does).
+ * So a handler's call inside a window leaves the slot's id as this call
+ * left it, and the add and the store act on the value they expect, as if
+ * no handler had run.
+ * The case that did not match leaves the slot's id off by the pool's id
+ * until its add (one instruction later): a handler's call there must not
+ * match it. It does not: pool ids are odd (pool.c, next_id), so the id of
+ * another pool subtracted from a slot's id (odd minus odd) is even, and an
+ * empty slot's (0) less an id is past 2^63; neither is any pool's id, and
+ * the out-of-line marks (a pool's address, | 1) less an id are numbers far
+ * past any id's. Such a handler's call finds the slot marked (id != aid)
+ * and takes the nested ways: right, only slower, for that one instruction.
+ * A pointer that is no pool but whose first word happens to match may take
+ * the fast path, as with a plain compare. The memory clobber keeps the
+ * heap's loads after the subtract (a compiler fence, as the signal fence);
+ * the add needs none: the paths past it touch no heap. */
+static inline __attribute__((always_inline)) bool kp__ol_enter(uint64_t id)
+{
+#ifdef __x86_64__
+	bool eq;
+	__asm__ volatile("subq %2, %0" : "+m"(kp__ol_slot.id), "=@ccz"(eq) : "r"(id) : "memory");
+	if (KP_LIKELY(eq))
+		return true;
+	__asm__ volatile("addq %1, %0" : "+m"(kp__ol_slot.id) : "r"(id));
+	return false;
+#else
+	/* one read-modify-write elsewhere too: an atomic one (a locked
+	 * instruction where the ISA has no plain one to memory) */
+	if (KP_LIKELY(__atomic_sub_fetch(&kp__ol_slot.id, id, __ATOMIC_RELAXED) == 0)) {
+		atomic_signal_fence(memory_order_seq_cst);
+		return true;
+	}
+	__atomic_add_fetch(&kp__ol_slot.id, id, __ATOMIC_RELAXED);
+	return false;
+#endif
+}
+/* The mark undone by the inline paths (id: the pool's, kp__ol_enter's). */
+static inline __attribute__((always_inline)) void kp__ol_leave(uint64_t id)
+{
+	atomic_signal_fence(memory_order_seq_cst);
+	kp__ol_slot.id = id;
+}
+/* Is the slot marked (above): is this call nested inside another on the
+ * same thread (a signal handler's)? */
+static inline bool kp__ol_marked(void)
+{
+	return kp__ol_slot.id != kp__ol_slot.aid;
+}
+/* The mark while the call is inside alloc.c's path (outline.c,
+ * free_classic_marked: the pool's address | this): a handler's call then
+ * keeps off alloc.c's thread cache, which the interrupted call is
+ * changing, and takes this path's heap, which it is not. */
+#define KP_OL_MARK_CLASSIC 1u
+/* kp_free of a call nested inside another (the slot marked): outline.c. */
+int kp__ol_free_nested(kp_pool *pool, void *p);
+/* The mark undone out of line (outline.c; the slot names the pool). */
+static inline void kp__ol_unmark(void)
+{
+	atomic_signal_fence(memory_order_seq_cst);
+	kp__ol_slot.id = kp__ol_slot.aid;
 }
 
 /* The slow halves (outline.c): a class run dry (or whose foreign cache holds
@@ -511,6 +625,27 @@ static inline void kp__ol_sp_set(struct ol_span *pg, uint16_t *sp)
 static inline void kp__ol_sp_push(struct ol_span *pg, uint16_t *sp)
 {
 	__atomic_store_n(&pg->sp, sp, __ATOMIC_RELEASE);
+}
+/* The fast paths' move of sp by d entries (+1 a push, -1 a pop): one add
+ * or subtract to memory on x86-64, no lock (kp__ol_enter: no handler's
+ * call comes between its load and store; another thread reads sp
+ * relaxed, kp__ol_in_use, and a push's stores are in order, as the
+ * release of kp__ol_sp_push: x86-64's). Before s33 a plain store of the
+ * value read (2 instructions), as a read-modify-write turned a handler's
+ * push between the load and the add into a stale entry. */
+static inline __attribute__((always_inline)) void kp__ol_sp_commit(struct ol_span *pg, int d)
+{
+	/* TSan: the atomic store, which it sees (span_adopt's acquire of sp
+	 * pairs with it); the mark alone keeps handlers off either way */
+#if defined(__x86_64__) && !defined(__SANITIZE_THREAD__)
+	if (d > 0)
+		__asm__ volatile("addq $2, %0" : "+m"(pg->sp) : : "memory");
+	else
+		__asm__ volatile("subq $2, %0" : "+m"(pg->sp) : : "memory");
+#else
+	uint16_t *sp = kp__ol_sp(pg) + d;
+	__atomic_store_n(&pg->sp, sp, __ATOMIC_RELEASE);
+#endif
 }
 /* The index of the block at offset off of pg when off is a block's start,
  * else a number past 2^64 / bsize, so past nblocks: off * inv rotated
@@ -587,11 +722,12 @@ static inline __attribute__((always_inline)) void kp__ol_rec_apart(struct ol_rec
  * written (the record's canary is 0 there: span_extend draws none), so the
  * test of pg->csz is saved (3 instructions). Not kp__ol_pop's callers in
  * outline.c: a poison pool's allocation checks those bytes after the pop. */
-static inline __attribute__((always_inline)) void *kp__ol_pop_fast(struct ol_heap *h, struct ol_span *pg, uint16_t *sp,
-								   size_t idx, size_t n)
+static inline __attribute__((always_inline)) void *kp__ol_pop_fast(struct ol_heap *h, struct ol_span *pg, size_t idx,
+								   size_t n, uint64_t id)
 {
+	kp__ol_sp_commit(pg, -1);
+	kp__ol_leave(id); /* idx is this call's: no other pop finds it now */
 	kp__count_inc(&h->allocs, 1);
-	kp__ol_sp_set(pg, sp - 1);
 	uint8_t *p = pg->start + idx * pg->bsize;
 	struct ol_rec *rec = pg->rec;
 	uint64_t c = kp__ol_canary(&rec[idx]);
@@ -603,6 +739,12 @@ static inline __attribute__((always_inline)) void *kp__ol_pop_fast(struct ol_hea
 	 * (test_outline_line_dfree_attack32 under TSan) */
 	__atomic_store_n(&rec[idx].state, (uint32_t)n + 1, __ATOMIC_RELAXED);
 	memcpy(p + n, &c, 8);
+#ifdef __x86_64__
+	/* p made where it is returned (rax): gcc 12 put the index there (sp's
+	 * register, free once the stack pointer moves by kp__ol_sp_commit)
+	 * and p in another, then a move (1 instruction an allocation) */
+	__asm__("" : "+a"(p));
+#endif
 	return p;
 }
 
@@ -612,7 +754,7 @@ static inline __attribute__((always_inline)) void *kp__ol_pop_fast(struct ol_hea
  * in hand of its class; a class run dry goes to kp__ol_refill, anything
  * else to alloc.c's slow path (kp__ol_alloc). Inline in kp_alloc: no call,
  * no stack frame. */
-static inline __attribute__((always_inline)) void *kp__ol_alloc_fast(kp_pool *pool, size_t n)
+static inline __attribute__((always_inline)) void *kp__ol_alloc_fast(kp_pool *pool, size_t n, uint64_t id)
 {
 	struct ol_heap *h = kp__ol_slot.heap;
 	if (KP_LIKELY(n <= OL_TBL_MAX)) {
@@ -623,7 +765,7 @@ static inline __attribute__((always_inline)) void *kp__ol_alloc_fast(kp_pool *po
 		uint16_t *sp = kp__ol_sp(pg);
 		size_t idx = *sp; /* size_t: an index, not extended again */
 		if (KP_LIKELY(idx != OL_SENT))
-			return kp__ol_pop_fast(h, pg, sp, idx, n);
+			return kp__ol_pop_fast(h, pg, idx, n, id);
 		return kp__ol_refill(pool, h, kp__ol_class_tbl[q], n);
 	}
 	if (KP_LIKELY(n <= OL_SMALL_MAX - OL_CANARY)) { /* past the table: 8 classes a doubling */
@@ -632,13 +774,14 @@ static inline __attribute__((always_inline)) void *kp__ol_alloc_fast(kp_pool *po
 		uint16_t *sp = kp__ol_sp(pg);
 		size_t idx = *sp;
 		if (KP_LIKELY(idx != OL_SENT))
-			return kp__ol_pop_fast(h, pg, sp, idx, n);
+			return kp__ol_pop_fast(h, pg, idx, n, id);
 		/* the class again (n apart: not the value above), so that the
 		 * pop keeps no copy of it for this call (a mov fewer) */
 		size_t m = n;
 		__asm__("" : "+r"(m));
 		return kp__ol_refill(pool, h, kp__ol_class_big(m + OL_CANARY), n);
 	}
+	kp__ol_leave(id);
 	return kp__alloc_slow(pool, n, 0); /* pool: checked there, then kp__ol_alloc */
 }
 
@@ -692,7 +835,8 @@ int kp__ol_relist(kp_pool *pool, struct ol_span *pg);
  * before: kpbench b, where 3 in 10 frees find a retired span, ran ~40
  * instructions a call there). */
 static inline __attribute__((always_inline)) int kp__ol_free_own(kp_pool *pool, void *p, struct ol_span *pg, uint64_t q,
-								 bool try_only, int canary, bool full, bool retired)
+								 bool try_only, int canary, bool full, bool retired,
+								 uint64_t id)
 {
 	uint32_t idx = (uint32_t)q;
 	/* by q, not idx: the same index (q <= last), not extended again (an
@@ -718,9 +862,13 @@ static inline __attribute__((always_inline)) int kp__ol_free_own(kp_pool *pool, 
 	__atomic_store_n(&rec[q].state, OL_FREE, __ATOMIC_RELAXED); /* a plain store: no locked instruction */
 	uint16_t *top = kp__ol_sp(pg) + 1;
 	*top = (uint16_t)q; /* q: the value past kp__ol_rec_apart (no copy kept) */
-	kp__ol_sp_push(pg, top);
+	kp__ol_sp_commit(pg, 1);
 	if (retired && (uint32_t)(top - pg->stack0) >= pg->relist_at)
-		return kp__ol_relist(pool, pg);
+		return kp__ol_relist(pool, pg); /* it unmarks */
+	if (!full && !retired)			/* full: the caller out of line unmarks */
+		kp__ol_leave(id);
+	else if (!full)
+		kp__ol_unmark(); /* kp__ol_free_retired's: id not at hand */
 #ifdef __x86_64__
 	/* checks off: a 0 gcc cannot merge with the checked path's (it ended
 	 * this path with a jump to that one's xor and ret: an instruction more) */
@@ -757,7 +905,7 @@ int kp__ol_free_retired(kp_pool *pool, struct ol_span *pg, uint64_t q, void *p, 
  * KP_OL_UNTRIED, for the preload's hook, which frees or reports it in
  * free()'s name; a free to another thread's span or a retired one is made. */
 static inline __attribute__((always_inline)) int kp__ol_free_check(kp_pool *pool, void *p, bool try_only, int canary,
-								   bool full)
+								   bool full, uint64_t id)
 {
 	uintptr_t a = (uintptr_t)p;
 	/* The slice's number masked, not compared with the map's size (an
@@ -786,14 +934,14 @@ static inline __attribute__((always_inline)) int kp__ol_free_check(kp_pool *pool
 		KP_OL_REFUSE(pg, 0, 0, KP_OL_BAD);
 	uintptr_t own = atomic_load_explicit(&pg->owner, memory_order_relaxed);
 	if (KP_LIKELY(own == kp__ol_self()))
-		return kp__ol_free_own(pool, p, pg, q, try_only, canary, full, false);
+		return kp__ol_free_own(pool, p, pg, q, try_only, canary, full, false, id);
 	/* this thread's retired span: the same checks and push, out of line
 	 * (inline, gcc kept a fifth register for the inline layout's path in
 	 * kp_free: a push and a pop more on every free there); full (the
 	 * refusals' test, kp__ol_free_refused) inline, so that a refusal
 	 * there is told apart, never sent back to kp__ol_free_refused */
 	if (KP_OL_RETIRED_OWN && own == (kp__ol_self_again() | OL_OWN_FULL))
-		return full ? kp__ol_free_own(pool, p, pg, q, try_only, canary, true, true)
+		return full ? kp__ol_free_own(pool, p, pg, q, try_only, canary, true, true, id)
 			    : kp__ol_free_retired(pool, pg, q, p, try_only);
 	/* another thread's span: kp__ol_free_other makes the checks there,
 	 * after a prefetch for writing of the record (its compare-and-swap then
@@ -804,9 +952,9 @@ static inline __attribute__((always_inline)) int kp__ol_free_check(kp_pool *pool
 #undef KP_OL_REFUSE
 
 /* outline.c's kp_free (kp__ol_free): the canary test by the span. */
-static inline __attribute__((always_inline)) int kp__ol_free_fast(kp_pool *pool, void *p, bool try_only)
+static inline __attribute__((always_inline)) int kp__ol_free_fast(kp_pool *pool, void *p, bool try_only, uint64_t id)
 {
-	return kp__ol_free_check(pool, p, try_only, KP_OL_CANARY_SPAN, false);
+	return kp__ol_free_check(pool, p, try_only, KP_OL_CANARY_SPAN, false, id);
 }
 
 #pragma GCC visibility pop

@@ -13,6 +13,13 @@
 
 static pthread_mutex_t reg_lock = PTHREAD_MUTEX_INITIALIZER;
 static kp_pool *reg_head;
+/* Pool ids, never reused. Odd, 2 apart: outline.h's kp__ol_enter marks
+ * its thread's slot by subtracting the pool's id from the slot's, and
+ * adds it back where they differed; one id less another (odd less odd) is
+ * even, so the slot's id meanwhile is no pool's id and no signal
+ * handler's call there takes it for its own. The pagemap's tags
+ * (internal.h, id * 2 + 1) repeat after 2^20 pools where they did after
+ * 2^21: a shared tag costs only a test more (kp__pagemap_owns). */
 static _Atomic uint64_t next_id = 1;
 
 void kp__registry_lock(void)
@@ -91,6 +98,47 @@ static inline __attribute__((always_inline)) int in_window(pthread_mutex_t *m, i
 	return rc;
 }
 
+/* Set (to the pool's system-call counts) while a call nested inside
+ * another of this thread's runs on a path whose locks are ordered before
+ * one this thread holds (kp__mutex_nowait): its locks are tried, never
+ * waited for (lock_bounded). */
+static __thread kp__oscount *lock_nowait;
+
+kp__oscount *kp__mutex_nowait(kp__oscount *c)
+{
+	kp__oscount *was = lock_nowait;
+	lock_nowait = c;
+	return was;
+}
+
+/* How long a nested call tries a lock held by another thread before it
+ * gives up (lock_bounded): far past any section that holds one of kpool's
+ * locks (a daemon pass's, a fork's: milliseconds, seconds under load on a
+ * loaded CI machine), so that only a holder waiting for this thread,
+ * which never comes, reaches it. */
+#define KP_NOWAIT_NS (2ull * 1000 * 1000 * 1000)
+
+/* m for a nested call (lock_nowait): tried, the CPU yielded between tries
+ * (os.c, counted), and after KP_NOWAIT_NS kpool's line and abort: the
+ * holder waits for a lock this thread holds (kp_stats_json or fork_prepare
+ * holds pool->lock and waits for the outline lock, which the interrupted
+ * code holds: test_outline_signal_stats_deadlock_attack32), where waiting
+ * hung for good. */
+static __attribute__((noinline, cold)) int lock_bounded(pthread_mutex_t *m)
+{
+	uint64_t t0 = kp__now_ns();
+	for (;;) {
+		int rc = in_window(m, pthread_mutex_trylock);
+		if (rc != EBUSY)
+			return rc;
+		if (kp__now_ns() - t0 > KP_NOWAIT_NS)
+			kp__os_die("kpool: a call into the pool on a thread that holds the pool's outline lock waited "
+				   "for a lock held by a thread that waits for that one (an allocation in a signal "
+				   "handler that interrupted one); abort\n");
+		kp__os_yield(lock_nowait);
+	}
+}
+
 int kp__mutex_lock(pthread_mutex_t *m)
 {
 	int holder = __atomic_load_n(&m->__data.__owner, __ATOMIC_RELAXED);
@@ -105,9 +153,27 @@ int kp__mutex_lock(pthread_mutex_t *m)
 	if (KP_UNLIKELY(lock_busy == m))
 		kp__os_die("kpool: a call into the pool on a thread that holds the pool's lock it needs "
 			   "(an allocation in a signal handler that interrupted one); abort\n");
+	if (KP_UNLIKELY(lock_nowait != NULL))
+		return lock_bounded(m);
 	/* Inside glibc's lock of m, the lock word is taken before the holder
 	 * is written: marked, as kp__mutex_unlock marks its own window. */
 	return in_window(m, pthread_mutex_lock);
+}
+
+/* Does this thread hold m (or is it inside glibc's lock or unlock of it)?
+ * kp__mutex_lock's test, without the lock: a free m costs one load; its
+ * holder's id is asked for (gettid, once per thread) only when m is held. */
+bool kp__mutex_mine(pthread_mutex_t *m)
+{
+	if (lock_busy == m)
+		return true;
+	int holder = __atomic_load_n(&m->__data.__owner, __ATOMIC_RELAXED);
+	if (!holder)
+		return false;
+	int tid = lock_tid;
+	if (!tid)
+		lock_tid = tid = kp__os_tid();
+	return holder == tid;
 }
 
 int kp__mutex_unlock(pthread_mutex_t *m)
@@ -337,7 +403,7 @@ KP_EXPORT kp_pool *kp_create(const char *conf)
 		errno = EINVAL;
 		return NULL;
 	}
-	pool->id = atomic_fetch_add(&next_id, 1);
+	pool->id = atomic_fetch_add(&next_id, 2);
 	locks_init(pool);
 	uint64_t rnd[3];
 	kp__os_random(&pool->os, rnd, sizeof rnd);

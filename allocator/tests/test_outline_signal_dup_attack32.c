@@ -50,6 +50,34 @@
  * notice an intervening pop (h->allocs, as pop_zero reads it) or a handler
  * to keep off the fast paths while one runs: instructions on the fast path
  * (tests/test_instruction_counts.py budgets), not tried here.
+ *
+ * Fixed (s33-sig), three causes. (1) The one above: a call into an
+ * outline pool now marks its thread's slot for its length (outline.h,
+ * kp__ol_enter: kp_alloc's and kp_free's compare of the slot's id is a
+ * compare-and-exchange without lock that writes the pool's address there;
+ * the inline paths restore the id as they end, the slow paths they jump
+ * to as they end), so a handler's call meanwhile matches no fast path and
+ * keeps off the heap: its allocation takes alloc.c's path, its free puts
+ * the block onto its span's cross-thread list (outline.c, free_nested).
+ * The fast paths' instructions stay as they were: the mark is the compare,
+ * the unmark one store, and the stack pointer moves by one add or subtract
+ * to memory (2 stores fewer), which no handler can interleave with any
+ * more (tests/test_instruction_counts.py: kpbench a 66.0 and b 80.4 a
+ * pair, as on main; checks off 67.0 -> 66.0 and 81.4 -> 80.2, as checks
+ * off now takes checks on's path; c 121.8-122.6). (2) A handler's call during
+ * its thread's exit hooks (tcache.c's release of its caches, outline.c's
+ * heap_abandon), the signal sent as the worker returned: it counted into
+ * a cache already read (16-80 bytes in use in 2-3 runs of 10 once (1) was
+ * in) or took the lock the hook held (kpool's abort, 1 run in 10); the
+ * hooks now hold signals off (os.c, kp__os_signals_off). (3) A handler's
+ * call inside its thread's free of an alloc.c block on alloc.c's thread
+ * cache: outline.c's free_classic_marked marks the slot so, and such a
+ * handler allocates from the heap and defers its frees of alloc.c blocks
+ * (not seen here: these workers free no alloc.c block; by reading).
+ * Before, on this branch's base b54c534 (release, 5 runs): the one-thread
+ * test 12, 6, 16, 7 and 10 double frees reported; the churn 0, 0, 12, 0
+ * and 2 mismatches, 2, 1, 2, 2 and 1 double frees, 104, 0, 8, 8 and 8
+ * bytes in use: 5 runs of 5 failed. After: none in 30 runs (release).
  * Reproduce:
  *   make -C allocator VARIANT=release build/release/tests/test_outline_signal_dup_attack32 &&
  *   allocator/build/release/tests/test_outline_signal_dup_attack32

@@ -23,6 +23,22 @@
  * (pool->lock, then kp__ol_fork's ol->lock), so a fork meets it too: the
  * fix is the handler's path under ol->lock (it may take no lock ordered
  * before ol->lock: refuse, or abort with kpool's line), not kp_stats alone.
+ * Fixed (s33-sig): kp__alloc_classic, alloc.c's path for an outline
+ * pool, finds its thread holding ol->lock (kp__mutex_mine: the lock's
+ * holder, as kp__mutex_lock tests it; kpool never comes there holding
+ * it, so the call is a handler's) and tries its locks without waiting
+ * (pool.c, kp__mutex_nowait, lock_bounded): served while no holder waits
+ * for this thread (test_outline_signal_dup_attack32's handlers, often
+ * inside fc_steal, are), kpool's one line and abort after 2 s of tries
+ * when one does, as kp__mutex_lock refuses a lock its thread holds. (An
+ * abort at once on ol->lock held failed the dup test's handlers, which
+ * the old path served.) test_handler_alloc_under_held_ol_lock makes the
+ * moment every time (the test takes ol->lock itself, as fc_steal holds
+ * it, waits until the stats thread holds pool->lock, and raises the
+ * signal; the handler asks for 1 MiB: alloc.c's path without a busy
+ * section): before the fix 3 of 3 rounds hung; after it 3 of 3 aborted
+ * with the line. The rounds above (the moment by chance): 2 of 6 hung
+ * before (4 never met it), none after.
  * Reproduce: make -C allocator VARIANT=release build/release/tests/test_outline_signal_stats_deadlock_attack32
  * && allocator/build/release/tests/test_outline_signal_stats_deadlock_attack32
  */
@@ -172,10 +188,92 @@ static void test_handler_alloc_under_ol_lock_with_stats(void)
 	CHECK(other == 0, "%u rounds died otherwise", other);
 }
 
+/* ---- the same moment, made: the thread holds ol->lock itself ---- */
+
+/* The state a handler finds when its signal interrupts fc_steal or
+ * span_adopt (ol->lock held), made by the test: it takes ol->lock, waits
+ * until a stats thread holds pool->lock and waits for ol->lock, and raises
+ * the signal; the handler asks for 1 MiB (alloc.c's path, its pool->lock:
+ * kp__ol_alloc past the classes), so no busy section is needed. */
+static atomic_int held_state; /* 1: the handler runs, 2: it returned */
+static void held_handler(int sig)
+{
+	(void)sig;
+	int e = errno;
+	atomic_store(&held_state, 1);
+	void *p = kp_alloc(pool, 1 << 20, 0);
+	(void)p;
+	atomic_store(&held_state, 2);
+	errno = e;
+}
+
+static int one_held_round(void)
+{
+	pool = kp_create("layout:outline,daemon:off");
+	if (!pool)
+		return 100;
+	struct sigaction sa = {.sa_handler = held_handler};
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGUSR1, &sa, NULL);
+	void *w = kp_alloc(pool, 100, 0); /* this thread's heap */
+	kp_free(pool, w);
+	pthread_mutex_lock(&pool->ol->lock); /* as fc_steal holds it */
+	pthread_t ts;
+	pthread_create(&ts, NULL, stats_thread, NULL);
+	/* the stats thread in kp__ol_in_use: pool->lock held, ol->lock awaited */
+	for (int i = 0; i < 2000 && !pool->lock.__data.__owner; i++)
+		kt_sleep_ms(1);
+	kt_sleep_ms(20);
+	if (!pool->lock.__data.__owner)
+		return 50; /* the moment never came */
+	raise(SIGUSR1);
+	pthread_mutex_unlock(&pool->ol->lock);
+	atomic_store(&stop, true);
+	pthread_join(ts, NULL);
+	return atomic_load(&held_state) == 2 ? 0 : 60;
+}
+
+static void test_handler_alloc_under_held_ol_lock(void)
+{
+	unsigned hung = 0, done = 0, missed = 0, other = 0;
+	for (int r = 0; r < 3; r++) {
+		fflush(stdout);
+		pid_t pid = fork();
+		REQUIRE(pid >= 0, "fork");
+		if (pid == 0)
+			_exit(one_held_round());
+		int st = 0;
+		bool over = false;
+		for (int t = 0; t < 500 && !over; t++) { /* 5 s: a round takes ~50 ms */
+			if (waitpid(pid, &st, WNOHANG) == pid)
+				over = true;
+			else
+				usleep(10000);
+		}
+		if (!over) {
+			hung++;
+			kill(pid, SIGKILL);
+			waitpid(pid, &st, 0);
+			continue;
+		}
+		if ((WIFEXITED(st) && WEXITSTATUS(st) == 0) || (WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT))
+			done++; /* served, or kpool's one-line abort: by design */
+		else if (WIFEXITED(st) && WEXITSTATUS(st) == 50)
+			missed++;
+		else
+			other++;
+	}
+	printf("   3 rounds: %u hung, %u done, %u where the moment never came, %u other\n", hung, done, missed, other);
+	CHECK(hung == 0, "%u of 3 rounds hung (ol->lock against pool->lock)", hung);
+	CHECK(other == 0, "%u rounds died otherwise", other);
+	CHECK(missed == 0, "%u rounds never made the moment", missed);
+}
+
 int main(int argc, char **argv)
 {
 	if (argc > 1 && !strcmp(argv[1], "one")) /* one round in this process (a debugger's) */
 		return one_round();
+	RUN(test_handler_alloc_under_held_ol_lock);
 	RUN(test_handler_alloc_under_ol_lock_with_stats);
 	return ktest_summary();
 }
