@@ -1951,6 +1951,15 @@ static inline struct ol_span *fc_span(uint64_t e)
 	return (struct ol_span *)(uintptr_t)(e & (((uint64_t)1 << OL_FC_IDX_SHIFT) - 1));
 }
 
+/* h's foreign cache's entries of class cls (h->fc_ent[cls]): right after
+ * its structure in its mapping (heap_get), so at an offset known here, an
+ * add where h->fc_ent was a load (fc_pop, free_remote: the path of every
+ * block that moves between threads). Not the empty heap's (no entry). */
+static inline uint64_t *fc_ents(struct ol_heap *h, uint32_t cls)
+{
+	return (uint64_t *)((uint8_t *)h + OL_HEAP_STRUCT) + (size_t)cls * OL_FC_MAX;
+}
+
 /* A block taken from a foreign cache or a span's list whose record was not
  * the state the taker swaps (its tag, OL_LISTED): its owner's free read
  * it live before another thread's free took it, and stored over it
@@ -2208,7 +2217,8 @@ static __attribute__((noinline, cold)) void *fc_pop_gone(kp_pool *pool, struct o
  * pages, and only an owner's free raced by this thread's writes the record
  * meanwhile: a block whose owner's free stored over it (the race) is
  * handed out by the owner alone. */
-static void *fc_pop(kp_pool *pool, struct ol_heap *h, uint32_t cls, size_t n)
+static inline __attribute__((always_inline)) void *fc_pop_inline(kp_pool *pool, struct ol_heap *h, uint32_t cls,
+								 size_t n)
 {
 	FC_MARK();
 	uint32_t k = h->fc_n[cls] - 1u;
@@ -2216,7 +2226,7 @@ static void *fc_pop(kp_pool *pool, struct ol_heap *h, uint32_t cls, size_t n)
 		FC_UNMARK();
 		return fc_pop_gone(pool, h, cls, n);
 	}
-	uint64_t e = h->fc_ent[cls][k];
+	uint64_t e = fc_ents(h, cls)[k];
 	__atomic_store_n(&h->fc_n[cls], (uint16_t)k, __ATOMIC_RELAXED);
 	FC_UNMARK();
 	struct ol_span *pg = fc_span(e);
@@ -2226,11 +2236,19 @@ static void *fc_pop(kp_pool *pool, struct ol_heap *h, uint32_t cls, size_t n)
 		return fc_pop_raced(pool, h, cls, n, pg, idx);
 	kp__count_inc(&h->allocs, 1);
 	uint8_t *p = pg->start + (size_t)idx * pg->bsize;
-	if (KP_LIKELY(pg->csz)) {
-		uint64_t c = kp__ol_canary(r);
-		memcpy(p + n, &c, 8);
-	}
+	/* the canary in either mode, as kp__ol_pop_fast writes it (outline.h:
+	 * with checks off its 8 bytes are in the block, not yet the caller's,
+	 * and the record's canary is 0); no poison:on pool's block is ever
+	 * cached (free_remote_slow), so none is checked after this pop */
+	uint64_t c = kp__ol_canary(r);
+	memcpy(p + n, &c, 8);
 	return p;
+}
+/* fc_pop_inline for the refill's other callers (kp__ol_refill has it inline:
+ * the path of every allocation of a block from the cache) */
+static __attribute__((noinline)) void *fc_pop(kp_pool *pool, struct ol_heap *h, uint32_t cls, size_t n)
+{
+	return fc_pop_inline(pool, h, cls, n);
 }
 
 /* In a forked child, the foreign cache of a heap whose thread is gone:
@@ -2290,9 +2308,11 @@ static __attribute__((noinline, cold)) int free_remote_dfree(kp_pool *pool, stru
 	errno = e;
 	return rc;
 }
-static __attribute__((noinline)) int free_remote_slow(kp_pool *pool, struct ol_span *pg, uint32_t idx, struct ol_rec *r,
-						      uint32_t tag)
+static __attribute__((noinline)) int free_remote_slow(kp_pool *pool, struct ol_span *pg, uint32_t idx, uint32_t tag)
 {
+	/* the record again here, not an argument: free_remote keeps a
+	 * register fewer on its way to its common case */
+	struct ol_rec *r = &pg->rec[idx];
 	/* a signal handler's free while its thread changes its foreign cache
 	 * (fc_flush, fc_steal, refill_body, a push or pop: ol_st) touches
 	 * neither the cache nor heap_get's lock: onto the block's list */
@@ -2340,9 +2360,9 @@ static __attribute__((noinline)) int free_remote_slow(kp_pool *pool, struct ol_s
 #else
 #define OL_NO_TSAN
 #endif
-static OL_NO_TSAN void canary_spoil(uint8_t *p, uint32_t st, const struct ol_rec *r)
+static OL_NO_TSAN void canary_spoil(uint8_t *p, uint32_t st, uint64_t canary)
 {
-	uint64_t c = ~kp__ol_canary(r);
+	uint64_t c = ~canary;
 	memcpy(p + st - 1, &c, 8);
 }
 
@@ -2356,7 +2376,8 @@ static OL_NO_TSAN void canary_spoil(uint8_t *p, uint32_t st, const struct ol_rec
  * instructions fewer on larson), or, with no heap to hold it (a thread
  * past its exit hook, poison:on), straight onto pg's list. */
 static inline __attribute__((always_inline)) int free_remote(kp_pool *pool, struct ol_span *pg, uint32_t idx,
-							     struct ol_rec *r, uint32_t st, void *p, int canary)
+							     struct ol_rec *r, uint32_t st, void *p, int canary,
+							     uint64_t want)
 {
 	struct ol_heap *h = kp__ol_slot.heap;
 	/* the slot names pool: its aid (internal.h), kp__ol_slot_id's test in
@@ -2367,7 +2388,7 @@ static inline __attribute__((always_inline)) int free_remote(kp_pool *pool, stru
 		return free_remote_dfree(pool, pg, p);
 	if ((canary == KP_OL_CANARY_ON || (canary == KP_OL_CANARY_SPAN && pg->csz)) &&
 	    (KP_LIKELY(slot) || !pool->conf.poison))
-		canary_spoil(p, st, r);
+		canary_spoil(p, st, canary == KP_OL_CANARY_ON ? want : kp__ol_canary(r));
 	if (KP_LIKELY(slot)) {
 		FC_MARK();
 		uint32_t cls = pg->cls, k = h->fc_n[cls];
@@ -2379,7 +2400,7 @@ static inline __attribute__((always_inline)) int free_remote(kp_pool *pool, stru
 		 * a class that gets other heaps' blocks and hands them out in
 		 * turn does it over and over, larson 834,059 times in 8M frees) */
 		if (KP_LIKELY(k < h->fc_cap[cls])) {
-			h->fc_ent[cls][k] = (uintptr_t)pg | (uint64_t)idx << OL_FC_IDX_SHIFT;
+			fc_ents(h, cls)[k] = (uintptr_t)pg | (uint64_t)idx << OL_FC_IDX_SHIFT;
 			__atomic_store_n(&h->fc_n[cls], (uint16_t)(k + 1), __ATOMIC_RELAXED);
 			FC_UNMARK();
 			if (KP_UNLIKELY(h->fast[cls] != &empty_span))
@@ -2388,7 +2409,7 @@ static inline __attribute__((always_inline)) int free_remote(kp_pool *pool, stru
 		}
 		FC_UNMARK();
 	}
-	return free_remote_slow(pool, pg, idx, r, tag);
+	return free_remote_slow(pool, pg, idx, tag);
 }
 
 static void span_relist(struct ol_heap *h, struct ol_span *pg)
@@ -3025,7 +3046,7 @@ __attribute__((noinline)) void *kp__ol_refill(kp_pool *pool, struct ol_heap *h, 
 	if (KP_UNLIKELY(ol_st.any))
 		return refill_span(pool, h, cls, n);
 	if (h->fc_n[cls]) /* other heaps' blocks this thread freed, first (the empty heap's: none) */
-		return fc_pop(pool, h, cls, n);
+		return fc_pop_inline(pool, h, cls, n);
 	/* the cache emptied, the tables at the empty span still (the span in
 	 * hand has blocks: else the pop had not missed): they point at the span
 	 * again here (refill_body's first step, without its busy section: no
@@ -3357,7 +3378,7 @@ static int free_other_checked(kp_pool *pool, struct ol_span *pg, uint32_t idx, s
 {
 	uintptr_t own = atomic_load_explicit(&pg->owner, memory_order_relaxed);
 	if ((own & ~(uintptr_t)OL_OWN_FULL) != kp__ol_self())
-		return free_remote(pool, pg, idx, r, st, p, KP_OL_CANARY_SPAN);
+		return free_remote(pool, pg, idx, r, st, p, KP_OL_CANARY_SPAN, 0);
 	__atomic_store_n(&r->state, OL_FREE, __ATOMIC_RELAXED); /* as kp__ol_free_check's */
 	uint16_t *sp = kp__ol_sp(pg) + 1;
 	*sp = (uint16_t)idx;
@@ -3391,13 +3412,21 @@ __attribute__((noinline)) int kp__ol_free_other(kp_pool *pool, struct ol_span *p
 	__asm__ volatile("prefetchw %0"
 			 :
 			 : "m"(*(const char *)r)); /* gcc's builtin makes prefetcht0 without -mprfchw */
+	/* and the block's last line, where its canary is (a request of a
+	 * class up to 1 KiB ends in its last 16 bytes, with the canary's 8 past
+	 * it; of a larger class, in its last eighth): read below, spoiled after
+	 * the swap. By the class, as the request is not known until the
+	 * record's load, whose miss (another thread wrote the record last) this
+	 * one then overlaps, where the canary's load waited for it: xpair's
+	 * pair apart 23.5-24.9 -> 23.3-23.4 ns (allocator/bench/programs) */
+	__asm__ volatile("prefetchw %0" : : "m"(*((const char *)p + pg->bsize - 1)));
 	uint32_t st = __atomic_load_n(&r->state, __ATOMIC_RELAXED);
 	if (KP_UNLIKELY(kp__ol_dead(st))) /* free, or another thread's free took it */
 		return try_only ? KP_OL_UNTRIED : kp__ol_free_slow(pool, p, pg, idx, st, KP_OL_DFREE);
 	if (KP_LIKELY(pg->csz)) {
-		uint64_t c;
+		uint64_t c, want = kp__ol_canary(r);
 		memcpy(&c, (uint8_t *)p + st - 1, 8);
-		if (KP_UNLIKELY(c != kp__ol_canary(r))) {
+		if (KP_UNLIKELY(c != want)) {
 			if (try_only)
 				return KP_OL_UNTRIED;
 			/* spoiled by another thread's free of it that took the
@@ -3406,9 +3435,9 @@ __attribute__((noinline)) int kp__ol_free_other(kp_pool *pool, struct ol_span *p
 			return kp__ol_free_slow(pool, p, pg, idx, st, kp__ol_dead(now) ? KP_OL_DFREE : KP_OL_OVERFLOW);
 		}
 		if (KP_OL_RETIRED_OWN)
-			return free_remote(pool, pg, idx, r, st, p, KP_OL_CANARY_ON);
+			return free_remote(pool, pg, idx, r, st, p, KP_OL_CANARY_ON, want);
 	} else if (KP_OL_RETIRED_OWN)
-		return free_remote(pool, pg, idx, r, st, p, KP_OL_CANARY_OFF);
+		return free_remote(pool, pg, idx, r, st, p, KP_OL_CANARY_OFF, 0);
 	return free_other_checked(pool, pg, idx, r, st, p); /* the owner's retired span comes here too */
 }
 
