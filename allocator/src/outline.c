@@ -130,6 +130,30 @@
  * blocks. Kept: kp__ol_free_other's shorter path (its comment), and a
  * cache of 8 KiB a class (outline.h, OL_FC_BYTES: c 142 -> 117
  * instructions, larson 1.85x touched).
+ * s34 (branch s34-cross) measured what still parts c and larson from
+ * jemalloc. c's gap is not instructions: under callgrind (one thread at
+ * a time) c took 121.7 a kp_alloc + kp_free against jemalloc's 119.6
+ * (mimalloc 98.9); on two CPUs (xpair apart) 23.7 ns a pair against
+ * 8.0-9.6 (mimalloc 36). perf's samples sat on three instructions of a
+ * free: the record's load (the other thread wrote it last), the canary's
+ * (its address waits for that state) and the compare-and-swap;
+ * callgrind's cache model gives kpool's calls 1.3 D1 misses a pair,
+ * jemalloc's and tcmalloc's 0.03 (a free of theirs reads nothing of the
+ * block, and they keep nothing per block). Left out, unsafe, as measures:
+ * the compare-and-swap (a store) 23.4 -> 21.8 ns, the spoil 22.9, both
+ * and the canary's test 20.5: the rest is the record's line, which both
+ * threads write (8 records a line). Kept: the canary's line prefetched
+ * beside the record (the misses overlap: 23.5-24.9 -> 23.2-23.8 ns) and
+ * the path shorter (c 122.1 -> 119.3-120.0 instructions, larson 4 20
+ * 387.9 -> 381.1 M; jemalloc 274 M, mimalloc 239 M). larson's gap is
+ * instructions, 163 a pair against jemalloc's 92: 1.15 M of its 1.6 M
+ * frees are cross-thread (a reused block stays another heap's for every
+ * thread but its owner; ~0.16 M by its pattern alone), each ~100
+ * instructions over an owner's (kp_free's front 20, kp__ol_free_other 57,
+ * the refill's pop 38, against ~50 a pair). mimalloc (a page's thread
+ * free list) and snmalloc (batches to the owner) link the freed block
+ * through itself, which this design refuses (nothing to forge in a block),
+ * and the outboxes that send blocks home (s28, s30, s31) cost memory.
  *
  * The owner's free is a load of the record and a plain store (no locked
  * instruction on kp_free's fast path), so a double free raced between the
