@@ -48,7 +48,7 @@ instructions a cross-thread free on a prefetch of the block's canary line): four
 
     commit                                        per kp_alloc + kp_free
     b7ad467 (main, s33)                           121.4-122.5
-    s34-cross                                     118.6-120.0
+    s34-cross                                     118.6-120.2
 
 The budget is between the two: main fails it in each of its runs.
 """

@@ -150,7 +150,16 @@
  * frees are cross-thread (a reused block stays another heap's for every
  * thread but its owner; ~0.16 M by its pattern alone), each ~100
  * instructions over an owner's (kp_free's front 20, kp__ol_free_other 57,
- * the refill's pop 38, against ~50 a pair). mimalloc (a page's thread
+ * the refill's pop 38, against ~50 a pair), and its time more so (user
+ * 0.34 s against 0.14, 2.4x, for 1.39x the instructions): perf put 20% of
+ * its samples on kp__ol_free_other's compare-and-swap, a locked
+ * instruction that waits for the stores before it (larson's memset of
+ * the block the last malloc returned, a line another CPU wrote) where
+ * jemalloc's free lets them drain. A store in its stead (the owner's
+ * free's way) would let an owner's free and another thread's, racing,
+ * both keep the block with no event (the owner's store first, the other
+ * over it: its cache's claim then finds its tag), a window of a few
+ * instructions with no preemption in it: not taken. mimalloc (a page's thread
  * free list) and snmalloc (batches to the owner) link the freed block
  * through itself, which this design refuses (nothing to forge in a block),
  * and the outboxes that send blocks home (s28, s30, s31) cost memory.
@@ -2260,12 +2269,14 @@ static inline __attribute__((always_inline)) void *fc_pop_inline(kp_pool *pool, 
 		return fc_pop_raced(pool, h, cls, n, pg, idx);
 	kp__count_inc(&h->allocs, 1);
 	uint8_t *p = pg->start + (size_t)idx * pg->bsize;
-	/* the canary in either mode, as kp__ol_pop_fast writes it (outline.h:
-	 * with checks off its 8 bytes are in the block, not yet the caller's,
-	 * and the record's canary is 0); no poison:on pool's block is ever
-	 * cached (free_remote_slow), so none is checked after this pop */
-	uint64_t c = kp__ol_canary(r);
-	memcpy(p + n, &c, 8);
+	/* not in either mode as kp__ol_pop_fast: a poison:on pool's heap
+	 * caches no block it frees (free_remote_slow) but takes listed ones
+	 * (fc_steal), and with checks off poison_alloc would find the 8 bytes
+	 * of zeros in the fill */
+	if (KP_LIKELY(pg->csz)) {
+		uint64_t c = kp__ol_canary(r);
+		memcpy(p + n, &c, 8);
+	}
 	return p;
 }
 /* fc_pop_inline for the refill's other callers (kp__ol_refill has it inline:
@@ -2399,6 +2410,15 @@ static OL_NO_TSAN void canary_spoil(uint8_t *p, uint32_t st, uint64_t canary)
  * class's tables with it: 3 registers saved, 1 before, for 55 M
  * instructions fewer on larson), or, with no heap to hold it (a thread
  * past its exit hook, poison:on), straight onto pg's list. */
+/* free_remote's change of the class's tables as its cache takes its first
+ * block, out of line (a tail call, 0 returned): inline, its arguments'
+ * registers were set on the common path too. */
+static __attribute__((noinline)) int fc_point_empty(struct ol_heap *h, uint32_t cls)
+{
+	class_point(h, cls, &empty_span);
+	return 0;
+}
+
 static inline __attribute__((always_inline)) int free_remote(kp_pool *pool, struct ol_span *pg, uint32_t idx,
 							     struct ol_rec *r, uint32_t st, void *p, int canary,
 							     uint64_t want)
@@ -2428,7 +2448,7 @@ static inline __attribute__((always_inline)) int free_remote(kp_pool *pool, stru
 			__atomic_store_n(&h->fc_n[cls], (uint16_t)(k + 1), __ATOMIC_RELAXED);
 			FC_UNMARK();
 			if (KP_UNLIKELY(h->fast[cls] != &empty_span))
-				class_point(h, cls, &empty_span);
+				return fc_point_empty(h, cls);
 			return 0;
 		}
 		FC_UNMARK();
