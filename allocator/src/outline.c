@@ -143,9 +143,10 @@
  * the compare-and-swap (a store) 23.4 -> 21.8 ns, the spoil 22.9, both
  * and the canary's test 20.5: the rest is the record's line, which both
  * threads write (8 records a line). Kept: the canary's line prefetched
- * beside the record (the misses overlap: 23.5-24.9 -> 23.2-23.8 ns) and
- * the path shorter (c 122.1 -> 119.3-120.0 instructions, larson 4 20
- * 387.9 -> 381.1 M; jemalloc 274 M, mimalloc 239 M). larson's gap is
+ * beside the record (the misses overlap) and the path shorter: xpair
+ * apart 24.8 -> 22.8 ns a pair (medians of 5 alternated, load 11-12), c
+ * 121.4-122.5 -> 118.6-120.2 instructions, larson 4 20 387.9 -> 382.7 M
+ * (jemalloc 274 M, mimalloc 239 M). larson's gap is
  * instructions, 163 a pair against jemalloc's 92: 1.15 M of its 1.6 M
  * frees are cross-thread (a reused block stays another heap's for every
  * thread but its owner; ~0.16 M by its pattern alone), each ~100
@@ -3462,7 +3463,7 @@ __attribute__((noinline)) int kp__ol_free_other(kp_pool *pool, struct ol_span *p
 	 * the swap. By the class, as the request is not known until the
 	 * record's load, whose miss (another thread wrote the record last) this
 	 * one then overlaps, where the canary's load waited for it: xpair's
-	 * pair apart 23.5-24.9 -> 23.3-23.4 ns (allocator/bench/programs) */
+	 * pair apart 23.5-24.9 -> 23.3-23.4 ns alone (allocator/bench/programs) */
 	__asm__ volatile("prefetchw %0" : : "m"(*((const char *)p + pg->bsize - 1)));
 	uint32_t st = __atomic_load_n(&r->state, __ATOMIC_RELAXED);
 	if (KP_UNLIKELY(kp__ol_dead(st))) /* free, or another thread's free took it */
