@@ -130,6 +130,40 @@
  * blocks. Kept: kp__ol_free_other's shorter path (its comment), and a
  * cache of 8 KiB a class (outline.h, OL_FC_BYTES: c 142 -> 117
  * instructions, larson 1.85x touched).
+ * s34 (branch s34-cross) measured what still parts c and larson from
+ * jemalloc. c's gap is not instructions: under callgrind (one thread at
+ * a time) c took 121.7 a kp_alloc + kp_free against jemalloc's 119.6
+ * (mimalloc 98.9); on two CPUs (xpair apart) 23.7 ns a pair against
+ * 8.0-9.6 (mimalloc 36). perf's samples sat on three instructions of a
+ * free: the record's load (the other thread wrote it last), the canary's
+ * (its address waits for that state) and the compare-and-swap;
+ * callgrind's cache model gives kpool's calls 1.3 D1 misses a pair,
+ * jemalloc's and tcmalloc's 0.03 (a free of theirs reads nothing of the
+ * block, and they keep nothing per block). Left out, unsafe, as measures:
+ * the compare-and-swap (a store) 23.4 -> 21.8 ns, the spoil 22.9, both
+ * and the canary's test 20.5: the rest is the record's line, which both
+ * threads write (8 records a line). Kept: the canary's line prefetched
+ * beside the record (the misses overlap) and the path shorter: xpair
+ * apart 24.8 -> 22.8 ns a pair (medians of 5 alternated, load 11-12), c
+ * 121.4-122.5 -> 118.6-120.2 instructions, larson 4 20 387.9 -> 382.7 M
+ * (jemalloc 274 M, mimalloc 239 M). larson's gap is
+ * instructions, 163 a pair against jemalloc's 92: 1.15 M of its 1.6 M
+ * frees are cross-thread (a reused block stays another heap's for every
+ * thread but its owner; ~0.16 M by its pattern alone), each ~100
+ * instructions over an owner's (kp_free's front 20, kp__ol_free_other 57,
+ * the refill's pop 38, against ~50 a pair), and its time more so (user
+ * 0.34 s against 0.14, 2.4x, for 1.39x the instructions): perf put 20% of
+ * its samples on kp__ol_free_other's compare-and-swap, a locked
+ * instruction that waits for the stores before it (larson's memset of
+ * the block the last malloc returned, a line another CPU wrote) where
+ * jemalloc's free lets them drain. A store in its stead (the owner's
+ * free's way) would let an owner's free and another thread's, racing,
+ * both keep the block with no event (the owner's store first, the other
+ * over it: its cache's claim then finds its tag), a window of a few
+ * instructions with no preemption in it: not taken. mimalloc (a page's thread
+ * free list) and snmalloc (batches to the owner) link the freed block
+ * through itself, which this design refuses (nothing to forge in a block),
+ * and the outboxes that send blocks home (s28, s30, s31) cost memory.
  *
  * The owner's free is a load of the record and a plain store (no locked
  * instruction on kp_free's fast path), so a double free raced between the
@@ -1955,6 +1989,15 @@ static inline struct ol_span *fc_span(uint64_t e)
 	return (struct ol_span *)(uintptr_t)(e & (((uint64_t)1 << OL_FC_IDX_SHIFT) - 1));
 }
 
+/* h's foreign cache's entries of class cls (h->fc_ent[cls]): right after
+ * its structure in its mapping (heap_get), so at an offset known here, an
+ * add where h->fc_ent was a load (fc_pop, free_remote: the path of every
+ * block that moves between threads). Not the empty heap's (no entry). */
+static inline uint64_t *fc_ents(struct ol_heap *h, uint32_t cls)
+{
+	return (uint64_t *)((uint8_t *)h + OL_HEAP_STRUCT) + (size_t)cls * OL_FC_MAX;
+}
+
 /* A block taken from a foreign cache or a span's list whose record was not
  * the state the taker swaps (its tag, OL_LISTED): its owner's free read
  * it live before another thread's free took it, and stored over it
@@ -2212,7 +2255,8 @@ static __attribute__((noinline, cold)) void *fc_pop_gone(kp_pool *pool, struct o
  * pages, and only an owner's free raced by this thread's writes the record
  * meanwhile: a block whose owner's free stored over it (the race) is
  * handed out by the owner alone. */
-static void *fc_pop(kp_pool *pool, struct ol_heap *h, uint32_t cls, size_t n)
+static inline __attribute__((always_inline)) void *fc_pop_inline(kp_pool *pool, struct ol_heap *h, uint32_t cls,
+								 size_t n)
 {
 	/* the slot marked (outline.h, kp__ol_enter: every caller's call is):
 	 * no handler's call on this thread touches the cache meanwhile, where
@@ -2220,7 +2264,7 @@ static void *fc_pop(kp_pool *pool, struct ol_heap *h, uint32_t cls, size_t n)
 	uint32_t k = h->fc_n[cls] - 1u;
 	if (KP_UNLIKELY(k == UINT32_MAX)) /* none left: as before the mark */
 		return fc_pop_gone(pool, h, cls, n);
-	uint64_t e = h->fc_ent[cls][k];
+	uint64_t e = fc_ents(h, cls)[k];
 	__atomic_store_n(&h->fc_n[cls], (uint16_t)k, __ATOMIC_RELAXED);
 	struct ol_span *pg = fc_span(e);
 	uint32_t idx = (uint32_t)(e >> OL_FC_IDX_SHIFT);
@@ -2229,12 +2273,22 @@ static void *fc_pop(kp_pool *pool, struct ol_heap *h, uint32_t cls, size_t n)
 		return fc_pop_raced(pool, h, cls, n, pg, idx);
 	kp__count_inc(&h->allocs, 1);
 	uint8_t *p = pg->start + (size_t)idx * pg->bsize;
+	/* not in either mode as kp__ol_pop_fast: a poison:on pool's heap
+	 * caches no block it frees (free_remote_slow) but takes listed ones
+	 * (fc_steal), and with checks off poison_alloc would find the 8 bytes
+	 * of zeros in the fill */
 	if (KP_LIKELY(pg->csz)) {
 		uint64_t c = kp__ol_canary(r);
 		memcpy(p + n, &c, 8);
 	}
 	kp__ol_unmark();
 	return p;
+}
+/* fc_pop_inline for the refill's other callers (kp__ol_refill has it inline:
+ * the path of every allocation of a block from the cache) */
+static __attribute__((noinline)) void *fc_pop(kp_pool *pool, struct ol_heap *h, uint32_t cls, size_t n)
+{
+	return fc_pop_inline(pool, h, cls, n);
 }
 
 /* In a forked child, the foreign cache of a heap whose thread is gone:
@@ -2295,9 +2349,11 @@ static __attribute__((noinline, cold)) int free_remote_dfree(kp_pool *pool, stru
 	kp__ol_unmark();
 	return rc;
 }
-static __attribute__((noinline)) int free_remote_slow(kp_pool *pool, struct ol_span *pg, uint32_t idx, struct ol_rec *r,
-						      uint32_t tag)
+static __attribute__((noinline)) int free_remote_slow(kp_pool *pool, struct ol_span *pg, uint32_t idx, uint32_t tag)
 {
+	/* the record again here, not an argument: free_remote keeps a
+	 * register fewer on its way to its common case */
+	struct ol_rec *r = &pg->rec[idx];
 	/* a signal handler's free while its thread changes its foreign cache
 	 * (fc_flush, fc_steal, refill_body, a push or pop: ol_st) touches
 	 * neither the cache nor heap_get's lock: onto the block's list */
@@ -2347,9 +2403,9 @@ static __attribute__((noinline)) int free_remote_slow(kp_pool *pool, struct ol_s
 #else
 #define OL_NO_TSAN
 #endif
-static OL_NO_TSAN void canary_spoil(uint8_t *p, uint32_t st, const struct ol_rec *r)
+static OL_NO_TSAN void canary_spoil(uint8_t *p, uint32_t st, uint64_t canary)
 {
-	uint64_t c = ~kp__ol_canary(r);
+	uint64_t c = ~canary;
 	memcpy(p + st - 1, &c, 8);
 }
 
@@ -2362,8 +2418,19 @@ static OL_NO_TSAN void canary_spoil(uint8_t *p, uint32_t st, const struct ol_rec
  * class's tables with it: 3 registers saved, 1 before, for 55 M
  * instructions fewer on larson), or, with no heap to hold it (a thread
  * past its exit hook, poison:on), straight onto pg's list. */
+/* free_remote's change of the class's tables as its cache takes its first
+ * block, out of line (a tail call, 0 returned): inline, its arguments'
+ * registers were set on the common path too. */
+static __attribute__((noinline)) int fc_point_empty(struct ol_heap *h, uint32_t cls)
+{
+	class_point(h, cls, &empty_span);
+	kp__ol_unmark(); /* the caller's mark (free_remote's: kp__ol_enter) */
+	return 0;
+}
+
 static inline __attribute__((always_inline)) int free_remote(kp_pool *pool, struct ol_span *pg, uint32_t idx,
-							     struct ol_rec *r, uint32_t st, void *p, int canary)
+							     struct ol_rec *r, uint32_t st, void *p, int canary,
+							     uint64_t want)
 {
 	struct ol_heap *h = kp__ol_slot.heap;
 	/* the slot names pool: its aid (internal.h), kp__ol_slot_id's test in
@@ -2374,7 +2441,7 @@ static inline __attribute__((always_inline)) int free_remote(kp_pool *pool, stru
 		return free_remote_dfree(pool, pg, p);
 	if ((canary == KP_OL_CANARY_ON || (canary == KP_OL_CANARY_SPAN && pg->csz)) &&
 	    (KP_LIKELY(slot) || !pool->conf.poison))
-		canary_spoil(p, st, r);
+		canary_spoil(p, st, canary == KP_OL_CANARY_ON ? want : kp__ol_canary(r));
 	if (KP_LIKELY(slot)) {
 		/* the slot marked (outline.h, kp__ol_enter), as in fc_pop: no
 		 * handler's call on this thread touches the cache meanwhile */
@@ -2387,15 +2454,15 @@ static inline __attribute__((always_inline)) int free_remote(kp_pool *pool, stru
 		 * a class that gets other heaps' blocks and hands them out in
 		 * turn does it over and over, larson 834,059 times in 8M frees) */
 		if (KP_LIKELY(k < h->fc_cap[cls])) {
-			h->fc_ent[cls][k] = (uintptr_t)pg | (uint64_t)idx << OL_FC_IDX_SHIFT;
+			fc_ents(h, cls)[k] = (uintptr_t)pg | (uint64_t)idx << OL_FC_IDX_SHIFT;
 			__atomic_store_n(&h->fc_n[cls], (uint16_t)(k + 1), __ATOMIC_RELAXED);
 			if (KP_UNLIKELY(h->fast[cls] != &empty_span))
-				class_point(h, cls, &empty_span);
+				return fc_point_empty(h, cls); /* unmarks */
 			kp__ol_unmark();
 			return 0;
 		}
 	}
-	return free_remote_slow(pool, pg, idx, r, tag);
+	return free_remote_slow(pool, pg, idx, tag);
 }
 
 static void span_relist(struct ol_heap *h, struct ol_span *pg)
@@ -3107,7 +3174,7 @@ __attribute__((noinline)) void *kp__ol_refill(kp_pool *pool, struct ol_heap *h, 
 	if (KP_UNLIKELY(ol_st.any))
 		return refill_span(pool, h, cls, n);
 	if (h->fc_n[cls]) /* other heaps' blocks this thread freed, first (the empty heap's: none) */
-		return fc_pop(pool, h, cls, n);
+		return fc_pop_inline(pool, h, cls, n);
 	/* the cache emptied, the tables at the empty span still (the span in
 	 * hand has blocks: else the pop had not missed): they point at the span
 	 * again here (refill_body's first step, without its busy section: no
@@ -3540,7 +3607,7 @@ static int free_other_checked(kp_pool *pool, struct ol_span *pg, uint32_t idx, s
 {
 	uintptr_t own = atomic_load_explicit(&pg->owner, memory_order_relaxed);
 	if ((own & ~(uintptr_t)OL_OWN_FULL) != kp__ol_self())
-		return free_remote(pool, pg, idx, r, st, p, KP_OL_CANARY_SPAN);
+		return free_remote(pool, pg, idx, r, st, p, KP_OL_CANARY_SPAN, 0);
 	__atomic_store_n(&r->state, OL_FREE, __ATOMIC_RELAXED); /* as kp__ol_free_check's */
 	uint16_t *sp = kp__ol_sp(pg) + 1;
 	*sp = (uint16_t)idx;
@@ -3586,13 +3653,21 @@ __attribute__((noinline)) int kp__ol_free_other(kp_pool *pool, struct ol_span *p
 	__asm__ volatile("prefetchw %0"
 			 :
 			 : "m"(*(const char *)r)); /* gcc's builtin makes prefetcht0 without -mprfchw */
+	/* and the block's last line, where its canary is (a request of a
+	 * class up to 1 KiB ends in its last 16 bytes, with the canary's 8 past
+	 * it; of a larger class, in its last eighth): read below, spoiled after
+	 * the swap. By the class, as the request is not known until the
+	 * record's load, whose miss (another thread wrote the record last) this
+	 * one then overlaps, where the canary's load waited for it: xpair's
+	 * pair apart 23.5-24.9 -> 23.3-23.4 ns alone (allocator/bench/programs) */
+	__asm__ volatile("prefetchw %0" : : "m"(*((const char *)p + pg->bsize - 1)));
 	uint32_t st = __atomic_load_n(&r->state, __ATOMIC_RELAXED);
 	if (KP_UNLIKELY(kp__ol_dead(st))) /* free, or another thread's free took it */
 		return other_refused(pool, p, pg, idx, st, KP_OL_DFREE, try_only);
 	if (KP_LIKELY(pg->csz)) {
-		uint64_t c;
+		uint64_t c, want = kp__ol_canary(r);
 		memcpy(&c, (uint8_t *)p + st - 1, 8);
-		if (KP_UNLIKELY(c != kp__ol_canary(r))) {
+		if (KP_UNLIKELY(c != want)) {
 			/* spoiled by another thread's free of it that took the
 			 * record after the load above (canary_spoil): a double free */
 			uint32_t now = __atomic_load_n(&r->state, __ATOMIC_RELAXED);
@@ -3600,9 +3675,9 @@ __attribute__((noinline)) int kp__ol_free_other(kp_pool *pool, struct ol_span *p
 					     try_only);
 		}
 		if (KP_OL_RETIRED_OWN)
-			return free_remote(pool, pg, idx, r, st, p, KP_OL_CANARY_ON);
+			return free_remote(pool, pg, idx, r, st, p, KP_OL_CANARY_ON, want);
 	} else if (KP_OL_RETIRED_OWN)
-		return free_remote(pool, pg, idx, r, st, p, KP_OL_CANARY_OFF);
+		return free_remote(pool, pg, idx, r, st, p, KP_OL_CANARY_OFF, 0);
 	return free_other_checked(pool, pg, idx, r, st, p); /* the owner's retired span comes here too */
 }
 
