@@ -32,6 +32,7 @@ from harness.report.model import (
     WorkloadResult,
     type_problem,
 )
+from harness.stress.hist import Layout
 from harness.triage import Crash, CrashDB, Reproducer, record
 from harness.triage.db import NEW
 
@@ -190,7 +191,18 @@ def _timeline(workers: list[dict[str, Any]]) -> list[TimePoint]:
 
 def _workload(w: dict[str, Any]) -> WorkloadResult:
     hist = w.get("hist", {})
-    latency = [Latency(op, [(int(v), int(c)) for v, c in h.get("buckets", [])]) for op, h in hist.items()]
+    # kpdrive's buckets are [index, count] of a log-linear layout (harness.stress.hist): the model's are
+    # (the bucket's highest value in ns, count), so an index past 127 is not its value
+    layout = Layout.of(w.get("hist_layout") or {})
+
+    def ns(i: Any, top: int) -> int:
+        """Bucket i's highest value, or the largest sample where that is lower (as Hist.percentile)."""
+        return min(layout.high(int(i)), top) if top else layout.high(int(i))
+
+    latency = [
+        Latency(op, [(ns(i, int(h.get("max", 0))), int(c)) for i, c in h.get("buckets", [])])
+        for op, h in hist.items()
+    ]
     slos = [
         Slo(
             s.get("slo", "?"), f"{s.get('op', '<=')} {s.get('bound')}", str(s.get("value")), bool(s.get("ok"))
