@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -52,3 +53,67 @@ def test_a_campaign_reports_latency_in_nanoseconds_not_bucket_indices(tmp_path: 
     assert "alloc 726 ns" not in page
     index = (tmp_path / "reports" / "index.html").read_text()
     assert "3.44 us" in index and "726 ns" not in index, "the per-night p99"
+
+
+# ---- triage minimize, night after night ------------------------------------------------------------------
+
+_REPORT = (
+    "==7==ERROR: AddressSanitizer: heap-use-after-free on address 0x604000000090 at pc 0x1 bp 0x2 sp 0x3\n"
+    "WRITE of size 1 at 0x604000000090 thread T0\n"
+    "    #0 0x5654029bcefe in kp__central_give /src/alloc.c:6:77\n"
+    "    #1 0x5654029bcf4f in kp_free /src/alloc.c:7:71\n"
+)
+
+# A libFuzzer look-alike: -minimize_crash=1 writes the input less its first byte (at least an "X") to
+# -exact_artifact_path; otherwise it crashes on an input holding an X.
+_FUZZER = f"""
+import pathlib, sys
+flags = dict(x[1:].split("=", 1) for x in sys.argv[1:] if x.startswith("-"))
+path = pathlib.Path([x for x in sys.argv[1:] if not x.startswith("-")][0])
+if flags.get("minimize_crash") == "1":
+    data = path.read_bytes()
+    pathlib.Path(flags["exact_artifact_path"]).write_bytes(data[1:] if len(data) > 1 else b"X")
+    sys.exit(0)
+if b"X" in path.read_bytes():
+    sys.stderr.write({_REPORT!r})
+    sys.exit(1)
+"""
+
+
+def test_minimizing_a_minimised_fuzz_input_again_and_again(tmp_path: Path) -> None:
+    """`kpool triage minimize ID` of a fuzz crash wrote minimized-<hash>-<input name> beside the input, and
+    the next minimize of the same signature started from that file and wrote minimized-<hash>-minimized-
+    <hash>-<input name>: 23 bytes longer each time. A CI job that minimises its open signatures every night
+    failed on the 9th (`kpool: error: ...: File name too long`, exit 2), for that signature for ever.
+    Seen with planted bug 2 (`kpool fuzz faults --plant 2`) and `kpool triage minimize 2` ten times."""
+    from harness.triage import minimize as M
+    from harness.triage import replay as R
+    from harness.triage import signature as S
+    from harness.triage.crash import Reproducer
+
+    expected = S.compute(_REPORT).hash
+    fuzzer = tmp_path / "fuzzer.py"
+    fuzzer.write_text(_FUZZER)
+    crashes = tmp_path / "crashes"
+    crashes.mkdir()
+    original = crashes / ("faults-crash-" + "5d1f7c7f75e0413a0d8adb0468ad93ad2c47bb0e")
+    original.write_bytes(b"abcdefghijklmnoX")
+    r = Reproducer(
+        argv=(sys.executable, str(fuzzer), "${input_path}"),
+        kind="fuzz",
+        input_path=str(original),
+        timeout_s=20,
+    )
+    for night in range(1, 13):
+        done = M.minimize(r, expected)
+        assert done.reproducer.input_path, night
+        path = Path(done.reproducer.input_path)
+        assert len(path.name) < 100, (night, path.name)
+        assert path.read_bytes() == b"abcdefghijklmnoX"[night:] or path.read_bytes() == b"X", night
+        r = done.reproducer
+    assert R.replay(r, expected, runs=1).rate == 1.0
+    assert original.read_bytes() == b"abcdefghijklmnoX"  # the recorded crash input is never rewritten
+    assert sorted(p.name for p in crashes.iterdir()) == [
+        original.name,
+        f"minimized-{expected[:12]}-{original.name}",
+    ]
