@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from harness.jobs.model import Job
 from harness.report.ingest import workload_results
@@ -117,3 +120,72 @@ def test_minimizing_a_minimised_fuzz_input_again_and_again(tmp_path: Path) -> No
         original.name,
         f"minimized-{expected[:12]}-{original.name}",
     ]
+
+
+# ---- a program workload whose stdin file is not there --------------------------------------------------
+
+
+def test_a_missing_stdin_file_fails_that_program_workload_not_the_run(tmp_path: Path) -> None:
+    """`program: {command: [cat], stdin: input.txt}` where no setup command wrote input.txt (a typo, or a
+    setup that wrote it elsewhere): `kpool stress a.yaml p.yaml b.yaml` stopped at p with `kpool: error:
+    .../p/kpool-0/input.txt: No such file or directory`, exit 1, no table, b never run, and stress.json
+    left saying `"passed": true` for the run. Now that run of p fails with the reason, as a setup command
+    that fails does, and the next workload runs."""
+    from harness import spec
+    from harness.stress import runner
+
+    missing = tmp_path / "p.yaml"
+    missing.write_text("name: p\nprogram:\n  command: [/bin/cat]\n  stdin: input.txt\n")
+    given = tmp_path / "q.yaml"
+    given.write_text(
+        "name: q\nprogram:\n  setup: [[/bin/sh, -c, 'echo hi > input.txt']]\n  command: [/bin/cat]\n"
+        "  stdin: input.txt\nslo:\n  output: {contains: [hi]}\n"
+    )
+    wls = [spec.load(missing), spec.load(given)]
+    opts = runner.Options(reports_dir=tmp_path / "reports", run_id="r", progress_s=3600.0)
+    doc = runner.run(wls, opts)
+    p, q = doc["workloads"]
+    assert p["name"] == "p" and p["passed"] is False
+    assert any("stdin: input.txt" in b for b in p["broken"]), p["broken"]
+    assert q["name"] == "q" and q["passed"] is True, q["broken"]
+    assert doc["passed"] is False
+
+
+# ---- stress.json between two workloads -------------------------------------------------------------------
+
+
+def test_stress_json_between_workloads_does_not_say_the_run_passed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`kpool stress a.yaml b.yaml`: once a ended, stress.json held a alone with `"passed": true` and no
+    mark of the run going on, until one of b's workers ended. A runner that died then (kill -9, the OOM
+    killer, the machine; or an exception: the missing stdin above) left a file that says the run passed,
+    b never mentioned. Now the file written between workloads says what has not run yet, and passed only
+    at the end."""
+    from harness import spec
+    from harness.stress import runner
+
+    names = []
+    for name in ("a", "b"):
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(
+            f"name: {name}\nprocesses: 1\nthreads: 1\nops: 1000\nseed: 1\nmix: {{alloc: 1}}\n"
+            "sizes: {dist: uniform, min: 16, max: 64}\nworking_set: 10\n"
+        )
+        names.append(spec.load(path))
+    original = runner.OpStreamLaunch.run
+
+    def dies_on_b(self: runner.OpStreamLaunch, opts: runner.Options, run_dir: Path) -> dict[str, Any]:
+        if self.wl.name == "b":
+            raise RuntimeError("the runner died here")
+        return original(self, opts, run_dir)
+
+    monkeypatch.setattr(runner.OpStreamLaunch, "run", dies_on_b)
+    opts = runner.Options(reports_dir=tmp_path / "reports", run_id="r", progress_s=3600.0)
+    with pytest.raises(RuntimeError):
+        runner.run(names, opts)
+    doc = json.loads((tmp_path / "reports" / "r" / "stress.json").read_text())
+    assert [w["name"] for w in doc["workloads"]] == ["a"]
+    assert doc["workloads"][0]["passed"] is True
+    assert doc["passed"] is False, "the run did not finish"
+    assert doc.get("not_run") == ["b"]

@@ -680,8 +680,15 @@ def _run(
                 report["crash_db"] = str(record.db_path(opts.reports_dir))
                 report["crash_run"] = record.run_id(run_id)
             record.record_stress(report, result, opts.reports_dir)  # `kpool triage list` shows them
+            # until the last workload's end the file is a snapshot of a run still going (the next
+            # workload's first ending worker writes the next): a runner that dies between two left
+            # "passed": true for a run that never ran the rest
+            rest = [w.name for w in workloads[len(report["workloads"]) :]]
+            going = (
+                {"passed": False, "interrupted": True, "unfinished": rest[0], "not_run": rest} if rest else {}
+            )
             try:
-                _write_report(path, report)
+                _write_report(path, {**report, **going})
             except OSError as exc:
                 # a full disk: the next workload's workers could not write their results either; the
                 # caller prints what finished (report["unwritten"] says why the file lacks it)
