@@ -189,3 +189,52 @@ def test_stress_json_between_workloads_does_not_say_the_run_passed(
     assert doc["workloads"][0]["passed"] is True
     assert doc["passed"] is False, "the run did not finish"
     assert doc.get("not_run") == ["b"]
+
+
+# ---- SARIF: where an oracle's verdict is ---------------------------------------------------------------
+
+
+_ORACLE_STACK = """\
+==kpfuzz== VIOLATION {v} in {api} (driver/fuzz_model.c:{line}): ...
+==9==ERROR: AddressSanitizer: ABRT on unknown address 0x1 (pc 0x2 bp 0x3 sp 0x4 T0)
+    #0 0x1 in __pthread_kill_implementation nptl/./nptl/pthread_kill.c:44:76
+    #1 0x1 in raise signal/../sysdeps/posix/raise.c:26:13
+    #2 0x1 in abort stdlib/abort.c:79:7
+    #3 0x2 in fz_fail /work/kpool/allocator/driver/fuzz_model.c:145:2
+    #4 0x3 in {fn} /work/kpool/allocator/driver/fuzz_model.c:{line}:4
+    #5 0x4 in step /work/kpool/allocator/driver/fuzz_model.c:910:40
+"""
+
+
+def test_sarif_puts_an_oracle_verdict_where_the_check_fired_not_in_fz_fail(tmp_path: Path) -> None:
+    """The fuzz oracle's verdicts (planted 6 under api_sequence: `VIOLATION misaligned in kp_alloc_aligned
+    (driver/fuzz_model.c:407)`, planted 2 under faults: `VIOLATION wrong-error in kp_free
+    (driver/fuzz_model.c:661)`) are two signatures, but `kpool triage sarif` (and the campaign's
+    results.sarif) located both at driver/fuzz_model.c:145, the abort() in fz_fail that every verdict
+    calls: code scanning showed every oracle finding on that one line. Now each is at the check that
+    fired, named by the call it judged."""
+    from harness.report import sarif
+    from harness.triage.crash import Crash
+    from harness.triage.db import CrashDB
+
+    db = CrashDB(tmp_path / "crashes.sqlite")
+    for v, api, fn, line in (
+        ("misaligned", "kp_alloc_aligned", "check_new", 407),
+        ("wrong-error", "kp_free", "op_stale", 661),
+    ):
+        text = _ORACLE_STACK.format(v=v, api=api, fn=fn, line=line)
+        db.record(Crash(text=text, run_id="r1", source="fuzz:api_sequence"))
+    results = sarif.document(db)["runs"][0]["results"]
+    where = {}
+    for r in results:
+        (loc,) = r["locations"]
+        phys = loc["physicalLocation"]
+        assert phys["artifactLocation"]["uri"].endswith("driver/fuzz_model.c"), phys
+        where[r["ruleId"]] = (
+            phys["region"]["startLine"],
+            [x["name"] for x in loc.get("logicalLocations", [])],
+        )
+    assert where == {
+        "oracle-misaligned": (407, ["kp_alloc_aligned"]),
+        "oracle-wrong-error": (661, ["kp_free"]),
+    }
