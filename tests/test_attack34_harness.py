@@ -238,3 +238,47 @@ def test_sarif_puts_an_oracle_verdict_where_the_check_fired_not_in_fz_fail(tmp_p
         "oracle-misaligned": (407, ["kp_alloc_aligned"]),
         "oracle-wrong-error": (661, ["kp_free"]),
     }
+
+
+# ---- kpool's own figures are not measured on a peer ------------------------------------------------------
+
+
+def test_a_peer_is_not_judged_on_kpool_only_bounds(tmp_path: Path) -> None:
+    """`kpool stress workloads/critical-exhaustion.yaml --allocator jemalloc` said FAIL: `min_backup_allocs:
+    0 (bound >= 1)`: jemalloc has no backup pool, and the driver reads no kpool counters through malloc.
+    paced-growth on jemalloc said `max_alloc_path_syscalls 0 <= 0 ok`: a claim about jemalloc's system
+    calls that nothing measured. A bound on kpool's own counters (backup allocations and peak, system
+    calls on the allocation path) is now "n/a" where the workers report no kpool figures, as a latency
+    bound on an operation the workload never did; the driver's own counts (alloc failures) still judge."""
+    from harness.stress import slo
+
+    bounds = {
+        "min_backup_allocs": 1,
+        "max_backup_allocs": 10,
+        "max_backup_peak_bytes": "1m",
+        "max_alloc_path_syscalls": 0,
+        "max_alloc_failures": 0,
+    }
+    peer = _kpdrive_doc([[20, 100]])
+    peer["counters"]["alloc_failures"] = 3
+    merged = merge([{"worker": 0, "spawned_mono_ns": 0, "result": peer}])
+    got = {v["slo"]: v for v in slo.verdicts(bounds, merged, 0)}
+    for name in (
+        "min_backup_allocs",
+        "max_backup_allocs",
+        "max_backup_peak_bytes",
+        "max_alloc_path_syscalls",
+    ):
+        assert got[name]["op"] == "n/a" and got[name]["ok"] and got[name]["value"] is None, got[name]
+    assert got["max_alloc_failures"]["ok"] is False  # the driver counts NULLs whatever the allocator
+    assert slo.broken(list(got.values())) == ["max_alloc_failures: 3 (bound <= 0)"]
+
+    kpool = _kpdrive_doc([[20, 100]])
+    kpool["kpool_stats"] = {
+        "backup": {"allocs": 0, "peak_in_use_bytes": 0},
+        "syscalls": {"alloc": {"mmap": 2}},
+    }
+    merged = merge([{"worker": 0, "spawned_mono_ns": 0, "result": kpool}])
+    got = {v["slo"]: v for v in slo.verdicts(bounds, merged, 0)}
+    assert got["min_backup_allocs"]["ok"] is False and got["min_backup_allocs"]["value"] == 0
+    assert got["max_alloc_path_syscalls"]["ok"] is False and got["max_alloc_path_syscalls"]["value"] == 2

@@ -96,6 +96,8 @@ def merge(workers: Sequence[Mapping[str, Any]], outliers_k: int = 32) -> dict[st
         "events": events,
         "backup": _backup(docs),
         "alloc_path_syscalls": _alloc_path_syscalls(docs),
+        # kpdrive reports kpool's counters only for a kpool pool (null through malloc: glibc and the peers)
+        "kpool_figures": any(d.get("kpool_stats") for d in docs),
         "outliers": outliers,
         "damage": damage[:16],
         "start_s": _start_s(workers),
