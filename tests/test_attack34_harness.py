@@ -282,3 +282,24 @@ def test_a_peer_is_not_judged_on_kpool_only_bounds(tmp_path: Path) -> None:
     got = {v["slo"]: v for v in slo.verdicts(bounds, merged, 0)}
     assert got["min_backup_allocs"]["ok"] is False and got["min_backup_allocs"]["value"] == 0
     assert got["max_alloc_path_syscalls"]["ok"] is False and got["max_alloc_path_syscalls"]["value"] == 2
+
+
+# ---- kpool run: one bug, whatever --on-error said ----------------------------------------------------------
+
+
+def test_a_preload_integrity_event_has_one_signature_whether_it_aborted_or_went_on() -> None:
+    """`kpool run -- python3 -c '<a double free>'` (the default, --on-error abort) and the same with
+    --on-error log were filed as two signatures: "kpool-double_free (double free in free(); abort)" and
+    "kpool-double_free (double free in free(); going on)". What the preload did next is the run's option,
+    not the bug. Now both are one signature; another event in another call stays another."""
+    from harness.triage import signature as S
+
+    line = "kpool 42354.935 double_free 0x7fdf44400240 size class 40: double free in free(); {then}\n"
+    aborted = S.compute(line.format(then="abort"), returncode=-6, source="program:python3")
+    went_on = S.compute(line.format(then="going on"), returncode=0, source="program:python3")
+    assert aborted.hash == went_on.hash, (aborted.title, went_on.title)
+    assert "abort" not in aborted.title and "going on" not in went_on.title
+    other = "kpool 1.5 invalid_free 0x7fdf44400240 size class 40: invalid free in realloc(); abort\n"
+    assert S.compute(other, returncode=-6, source="program:python3").hash != aborted.hash
+    in_realloc = line.replace("in free()", "in realloc()").format(then="abort")
+    assert S.compute(in_realloc, returncode=-6, source="program:python3").hash != aborted.hash
