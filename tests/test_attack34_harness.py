@@ -303,3 +303,33 @@ def test_a_preload_integrity_event_has_one_signature_whether_it_aborted_or_went_
     assert S.compute(other, returncode=-6, source="program:python3").hash != aborted.hash
     in_realloc = line.replace("in free()", "in realloc()").format(then="abort")
     assert S.compute(in_realloc, returncode=-6, source="program:python3").hash != aborted.hash
+
+
+# ---- ops/s of a workload with interference -----------------------------------------------------------------
+
+
+def test_ops_per_second_of_an_interference_workload_is_over_its_main_phase(tmp_path: Path) -> None:
+    """A workload with interference runs twice (main, then a baseline without it, for the ratio); its ops
+    are the main phase's, but the campaign's report divided them by the whole workload's wall time, the
+    baseline's included: fork-storm's 778,485 ops in its 0.26 s main phase read 1,098,004 ops/s (0.709 s),
+    a third of what it did. Now the runner records the main phase's time and the report divides by it."""
+    from harness import spec
+    from harness.stress import runner
+
+    path = tmp_path / "i.yaml"
+    path.write_text(
+        "name: i\nprocesses: 1\nthreads: 1\nops: 20000\nseed: 1\nmix: {alloc: 1}\n"
+        "sizes: {dist: uniform, min: 16, max: 64}\nworking_set: 10\n"
+        "interference:\n  - {kind: getpid, rate: 1000}\n"
+    )
+    opts = runner.Options(reports_dir=tmp_path / "reports", run_id="r", progress_s=3600.0)
+    (entry,) = runner.run([spec.load(path)], opts)["workloads"]
+    assert "interference" in entry, "a baseline phase ran"
+    assert 0 < entry["main_wall_s"] < entry["wall_s"]
+
+    doc = {"workloads": [{**entry, "ops": 778485, "wall_s": 0.709, "main_wall_s": 0.26}]}
+    job = Job("stress:i", "stress", [], 10.0, "stress-i/stress.json", state="done")
+    (w,) = workload_results(doc, job, tmp_path)
+    run_dir = write_run(RunReport("r", started=1.0, workloads=[w]), tmp_path / "out")
+    page = (run_dir / "index.html").read_text()
+    assert "2,994,173" in page and "1,097,997" not in page

@@ -221,6 +221,7 @@ def _workload(w: dict[str, Any]) -> WorkloadResult:
     ]
     crashes = w.get("crashes", [])
     wall = float(w.get("wall_s", 0.0))
+    main_s = float(w.get("main_wall_s", 0.0))  # the phase whose ops these are (no baseline)
     return WorkloadResult(
         name=w.get("name", "?"),
         allocator=w.get("allocator", "kpool"),
@@ -236,6 +237,7 @@ def _workload(w: dict[str, Any]) -> WorkloadResult:
         backup_allocs=int((w.get("backup") or {}).get("allocs", 0)),
         backup_peak_bytes=int((w.get("backup") or {}).get("peak_in_use_bytes", 0)),
         rerun=str(w.get("rerun", "")),
+        ops_per_s=round(int(w.get("ops", 0)) / main_s, 1) if main_s > 0 else 0.0,
     )
 
 

@@ -454,6 +454,7 @@ def _run_workload(wl: Workload, opts: Options, run_dir: Path, kpdrive: Path) -> 
 
     t0 = time.monotonic()
     workers, merged = phase("main", True)
+    main_s = round(time.monotonic() - t0, 3)  # the ops' time: wall_s adds the baseline phase's
     crashes = _crash_records(wl, allocator, workers, "main")
     result: dict[str, Any] = {
         "name": wl.name,
@@ -466,6 +467,7 @@ def _run_workload(wl: Workload, opts: Options, run_dir: Path, kpdrive: Path) -> 
         **merged,
         "workers": [_worker_summary(w, directory) for w in workers],
         "crashes": crashes,
+        "main_wall_s": main_s,
     }
     main.update(result)
     base_workers: list[dict[str, Any]] = []
