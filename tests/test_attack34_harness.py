@@ -333,3 +333,45 @@ def test_ops_per_second_of_an_interference_workload_is_over_its_main_phase(tmp_p
     run_dir = write_run(RunReport("r", started=1.0, workloads=[w]), tmp_path / "out")
     page = (run_dir / "index.html").read_text()
     assert "2,994,173" in page and "1,097,997" not in page
+
+
+# ---- a hang found by kpool stress, replayed ------------------------------------------------------------
+
+
+def test_a_stress_hang_replays_within_its_time_limit_and_reproduces(tmp_path: Path) -> None:
+    """`kpool stress steady-small.yaml --set hang_at=1000 --time-limit 3` filed "timeout in hang_forever <
+    special < run_loop" (every thread's stack, from gdb, before the kill). `kpool triage replay 1 -n 1`
+    then ran the worker for 120 s (the reproducer's default timeout, not the 3 s the run used) and called
+    it "non-reproducible: reproduced 0 of 1, otherwise 1x: timeout in workload:steady-small": the replay
+    killed the hung worker without taking its stacks, so its signature had no frames. Every hang stress
+    found read as fixed or flaky in `recheck`, at 10 minutes a signature. Now the reproducer keeps the
+    run's time limit and a replay that times out takes the stacks as the worker did."""
+    import shutil
+    import time
+
+    from harness import spec
+    from harness.stress import runner
+    from harness.triage import replay as R
+    from harness.triage.db import CrashDB
+
+    if not shutil.which("gdb"):
+        pytest.skip("gdb: the hung worker's stacks")
+    path = tmp_path / "h.yaml"
+    path.write_text(
+        "name: h\nprocesses: 1\nthreads: 1\nops: 100000\nseed: 1\nmix: {alloc: 1}\n"
+        "sizes: {dist: uniform, min: 16, max: 64}\nworking_set: 10\n"
+    )
+    reports = tmp_path / "reports"
+    opts = runner.Options(
+        reports_dir=reports, run_id="r", progress_s=3600.0, time_limit_s=2.0, overrides={"hang_at": "1000"}
+    )
+    runner.run([spec.load(path)], opts)
+    db = CrashDB(reports / "crashes.sqlite")
+    (row,) = db.signatures()
+    assert row.kind == "timeout" and "hang_forever" in row.title, row.title
+    repro = db.reproducer(row.id)
+    assert repro is not None and repro.timeout_s == 2.0
+    t0 = time.monotonic()
+    result = R.replay(repro, row.hash, runs=1, source="workload:h")
+    assert time.monotonic() - t0 < 30
+    assert result.reproduced == 1, result

@@ -293,6 +293,7 @@ def _crash_records(
             "op_index": crash.get("op_index"),
             # an integrity record's command prints the findings again (integrity.py)
             "command": crash.get("command") or shlex.join(w["cmd"]),
+            "time_limit_s": w.get("time_limit_s"),  # a replay waits as long as the run did
         }
         out.append({**crash, "workload": wl.name, "worker": w["worker"], "reproducer": repro})
     return out
