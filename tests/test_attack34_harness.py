@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -375,3 +376,44 @@ def test_a_stress_hang_replays_within_its_time_limit_and_reproduces(tmp_path: Pa
     result = R.replay(repro, row.hash, runs=1, source="workload:h")
     assert time.monotonic() - t0 < 30
     assert result.reproduced == 1, result
+
+
+# ---- pytest on a workload file named on the command line -------------------------------------------------
+
+
+def test_pytest_runs_a_workload_file_named_on_its_command_line(tmp_path: Path) -> None:
+    """The plugin collects YAML files in a folder named workloads/ (so that a repository's other YAML is
+    left alone). `pytest ci/nightly.yaml`, a workload named on the command line, was "ERROR: not found:
+    ci/nightly.yaml (no match in any of [<Dir ci>])", exit 4. A file the user names is a workload."""
+    import subprocess
+
+    ci = tmp_path / "ci"
+    ci.mkdir()
+    (ci / "nightly.yaml").write_text(
+        "name: nightly\nprocesses: 1\nthreads: 1\nops: 2000\nseed: 1\nmix: {alloc: 1}\n"
+        "sizes: {dist: uniform, min: 16, max: 64}\nworking_set: 10\n"
+    )
+    (ci / "other.yaml").write_text("not: a workload\n")  # in the folder, not named: not collected
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+        "KPOOL_REPORTS": str(tmp_path / "r"),
+    }
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",  # the plugin: the kpool pytest11 entry point
+            "ci/nightly.yaml",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0 and "1 passed" in proc.stdout, proc.stdout + proc.stderr
