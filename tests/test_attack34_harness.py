@@ -417,3 +417,26 @@ def test_pytest_runs_a_workload_file_named_on_its_command_line(tmp_path: Path) -
         check=False,
     )
     assert proc.returncode == 0 and "1 passed" in proc.stdout, proc.stdout + proc.stderr
+
+
+# ---- the program table of a run that never started ---------------------------------------------------------
+
+
+def test_the_program_table_says_no_exit_status_for_a_program_that_never_ran() -> None:
+    """`program: {command: [nosuchprog]}`: `kpool stress` printed `| p | kpool | - | - | glibc -/- | None |`,
+    Python's None for the exit status of a program that was never started. Now "-", as the other
+    figures it lacks."""
+    from harness.stress.command import program_table
+
+    result = {
+        "name": "p",
+        "allocator": "kpool",
+        "figures": {},
+        "ratios": {},
+        "runs": [{"allocator": "kpool", "returncode": None}, {"allocator": "glibc", "returncode": None}],
+        "integrity_errors": 0,
+        "crashes": [],
+        "passed": False,
+    }
+    row = program_table([result]).splitlines()[-1]
+    assert "None" not in row and row.split("|")[6].strip() == "-", row
