@@ -52,7 +52,10 @@ def pytest_load_initial_conftests(
 
 
 def pytest_collect_file(parent: pytest.Collector, file_path: Path) -> pytest.Collector | None:
-    if file_path.suffix in (".yaml", ".yml") and _in_workloads(file_path):
+    # a YAML file named on the command line is a workload wherever it is (`pytest ci/nightly.yaml` was
+    # "not found"); one a folder argument reaches is only in workloads/ (a repository's other YAML stays)
+    named = parent.session.isinitpath(file_path)
+    if file_path.suffix in (".yaml", ".yml") and (named or _in_workloads(file_path)):
         collector: pytest.Collector = WorkloadFile.from_parent(parent, path=file_path)
         return collector
     return None

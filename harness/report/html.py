@@ -342,7 +342,7 @@ def run_page(r: RunReport) -> str:
                     escape(w.name),
                     escape(w.allocator),
                     f"{w.ops:,}",
-                    f"{w.ops / w.seconds:,.0f}" if w.seconds else "",
+                    f"{w.ops_per_s or w.ops / w.seconds:,.0f}" if w.ops_per_s or w.seconds else "",
                     ", ".join(f"{escape(k)} {_fmt_ns(v)}" for k, v in p99.items()),
                     slos,
                     _verdict(w.ok)

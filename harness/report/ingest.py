@@ -32,6 +32,7 @@ from harness.report.model import (
     WorkloadResult,
     type_problem,
 )
+from harness.stress.hist import Layout
 from harness.triage import Crash, CrashDB, Reproducer, record
 from harness.triage.db import NEW
 
@@ -190,7 +191,18 @@ def _timeline(workers: list[dict[str, Any]]) -> list[TimePoint]:
 
 def _workload(w: dict[str, Any]) -> WorkloadResult:
     hist = w.get("hist", {})
-    latency = [Latency(op, [(int(v), int(c)) for v, c in h.get("buckets", [])]) for op, h in hist.items()]
+    # kpdrive's buckets are [index, count] of a log-linear layout (harness.stress.hist): the model's are
+    # (the bucket's highest value in ns, count), so an index past 127 is not its value
+    layout = Layout.of(w.get("hist_layout") or {})
+
+    def ns(i: Any, top: int) -> int:
+        """Bucket i's highest value, or the largest sample where that is lower (as Hist.percentile)."""
+        return min(layout.high(int(i)), top) if top else layout.high(int(i))
+
+    latency = [
+        Latency(op, [(ns(i, int(h.get("max", 0))), int(c)) for i, c in h.get("buckets", [])])
+        for op, h in hist.items()
+    ]
     slos = [
         Slo(
             s.get("slo", "?"), f"{s.get('op', '<=')} {s.get('bound')}", str(s.get("value")), bool(s.get("ok"))
@@ -209,6 +221,7 @@ def _workload(w: dict[str, Any]) -> WorkloadResult:
     ]
     crashes = w.get("crashes", [])
     wall = float(w.get("wall_s", 0.0))
+    main_s = float(w.get("main_wall_s", 0.0))  # the phase whose ops these are (no baseline)
     return WorkloadResult(
         name=w.get("name", "?"),
         allocator=w.get("allocator", "kpool"),
@@ -224,6 +237,7 @@ def _workload(w: dict[str, Any]) -> WorkloadResult:
         backup_allocs=int((w.get("backup") or {}).get("allocs", 0)),
         backup_peak_bytes=int((w.get("backup") or {}).get("peak_in_use_bytes", 0)),
         rerun=str(w.get("rerun", "")),
+        ops_per_s=round(int(w.get("ops", 0)) / main_s, 1) if main_s > 0 else 0.0,
     )
 
 

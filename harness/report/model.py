@@ -107,6 +107,9 @@ class WorkloadResult:
     # Why it was run a second time (the stress runner's rerun: a verdict broken while the machine kept the
     # grow daemon off every CPU), "" when it ran once; the verdicts are the second run's.
     rerun: str = ""
+    # ops over the time of the phase that did them (0: unknown, ops / seconds stands in): seconds is the
+    # whole workload's, with a workload's baseline phase (run again without its interference) and start-up
+    ops_per_s: float = 0.0
 
     @property
     def ok(self) -> bool:
@@ -253,6 +256,7 @@ class RunReport:
                 backup_allocs=w.get("backup_allocs", 0),
                 backup_peak_bytes=w.get("backup_peak_bytes", 0),
                 rerun=w.get("rerun", ""),
+                ops_per_s=w.get("ops_per_s", 0.0),
             )
 
         return cls(

@@ -29,6 +29,10 @@ SARIF_SCHEMA = "https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schem
 FINGERPRINT = "kpoolSignature/v1"  # bump the suffix if the signature's definition ever changes
 MAX_STACK = 32  # frames of a stack kept: the top is what a reader looks at
 _SRCROOT = "SRCROOT"
+# the fuzz oracle's verdict (patterns.py's kpfuzz rule) with where its check is: "(driver/fuzz_model.c:407)"
+_VERDICT = re.compile(
+    r"^==kpfuzz== VIOLATION [\w-]+ in (?P<api>\w+) \((?P<file>[^():\s]+):(?P<line>\d+)\)", re.M
+)
 
 
 def _root() -> Path:
@@ -128,7 +132,19 @@ def _result(
         result["properties"]["replayRate"] = row.repro_rate
         result["properties"]["replays"] = row.repro_runs
     where = repro and _reproducer_path(repro)
-    if located:
+    verdict = _VERDICT.search(text)
+    if verdict:
+        # the oracle's check that fired, under the call it judged: the stack's top is fz_fail's abort(),
+        # one line for every verdict
+        file, line = verdict.group("file"), int(verdict.group("line"))
+        physical = _physical(S.Frame(verdict.group("api"), file=file, line=line))
+        result["locations"] = [
+            {
+                "physicalLocation": physical,
+                "logicalLocations": [{"name": verdict.group("api"), "kind": "function"}],
+            }
+        ]
+    elif located:
         result["locations"] = [{"physicalLocation": _physical(located[0])}]
     elif where:
         result["locations"] = [{"physicalLocation": {"artifactLocation": _uri(where)}}]

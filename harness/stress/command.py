@@ -218,7 +218,13 @@ def program_table(results: Sequence[dict[str, Any]]) -> str:
         ratios = ", ".join(
             f"{peer} {_ratio(x['time'])}/{_ratio(x['rss'])}" for peer, x in r.get("ratios", {}).items()
         )
-        statuses = sorted({str(run["returncode"]) for run in r["runs"] if run["allocator"] == r["allocator"]})
+        statuses = sorted(
+            {
+                str(run["returncode"])
+                for run in r["runs"]
+                if run["allocator"] == r["allocator"] and run["returncode"] is not None  # never started
+            }
+        )
         rows.append(
             [
                 r["name"],

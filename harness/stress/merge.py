@@ -5,9 +5,10 @@ with its worker), counters and event counts (sums), and the figures the report l
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict
 from typing import Any
 
-from harness.stress.hist import merge_docs
+from harness.stress.hist import Layout, merge_docs
 
 # kpool's own integrity counters (kp_stats_json "integrity"); "quarantined" is a consequence, not an error.
 KPOOL_INTEGRITY = (
@@ -86,6 +87,8 @@ def merge(workers: Sequence[Mapping[str, Any]], outliers_k: int = 32) -> dict[st
         "clock_ns": max((int(d.get("clock_ns", 0)) for d in docs), default=0),
         "latency": {kind: h.summary() for kind, h in sorted(hists.items())},
         "hist": {kind: h.to_json() for kind, h in sorted(hists.items())},
+        # the buckets above are [index, count]: their layout turns an index into nanoseconds
+        "hist_layout": asdict(next(iter(hists.values())).layout if hists else Layout()),
         "counters": counters,
         "free_errors": free_errors,
         "integrity_errors": sum(integrity_errors(d) for d in docs),
@@ -93,6 +96,8 @@ def merge(workers: Sequence[Mapping[str, Any]], outliers_k: int = 32) -> dict[st
         "events": events,
         "backup": _backup(docs),
         "alloc_path_syscalls": _alloc_path_syscalls(docs),
+        # kpdrive reports kpool's counters only for a kpool pool (null through malloc: glibc and the peers)
+        "kpool_figures": any(d.get("kpool_stats") for d in docs),
         "outliers": outliers,
         "damage": damage[:16],
         "start_s": _start_s(workers),

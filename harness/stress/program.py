@@ -221,6 +221,10 @@ class ProgramLaunch:
         if missing:
             one.errors.append(f"command: {missing}")  # exec would fail alike on glibc: no "same as glibc"
             return one
+        if self.wl.stdin and not (work / self.wl.stdin).is_file():
+            # checked here, after setup (which may write it): open() stopped the whole kpool stress run
+            one.errors.append(f"stdin: {self.wl.stdin}: no such file in the work folder after setup")
+            return one
         if self.wl.env:
             argv = ["/usr/bin/env", *(f"{k}={v}" for k, v in expand_env(self.wl.env, values).items()), *argv]
         driver = None

@@ -293,6 +293,7 @@ def _crash_records(
             "op_index": crash.get("op_index"),
             # an integrity record's command prints the findings again (integrity.py)
             "command": crash.get("command") or shlex.join(w["cmd"]),
+            "time_limit_s": w.get("time_limit_s"),  # a replay waits as long as the run did
         }
         out.append({**crash, "workload": wl.name, "worker": w["worker"], "reproducer": repro})
     return out
@@ -454,6 +455,7 @@ def _run_workload(wl: Workload, opts: Options, run_dir: Path, kpdrive: Path) -> 
 
     t0 = time.monotonic()
     workers, merged = phase("main", True)
+    main_s = round(time.monotonic() - t0, 3)  # the ops' time: wall_s adds the baseline phase's
     crashes = _crash_records(wl, allocator, workers, "main")
     result: dict[str, Any] = {
         "name": wl.name,
@@ -466,6 +468,7 @@ def _run_workload(wl: Workload, opts: Options, run_dir: Path, kpdrive: Path) -> 
         **merged,
         "workers": [_worker_summary(w, directory) for w in workers],
         "crashes": crashes,
+        "main_wall_s": main_s,
     }
     main.update(result)
     base_workers: list[dict[str, Any]] = []
@@ -680,8 +683,15 @@ def _run(
                 report["crash_db"] = str(record.db_path(opts.reports_dir))
                 report["crash_run"] = record.run_id(run_id)
             record.record_stress(report, result, opts.reports_dir)  # `kpool triage list` shows them
+            # until the last workload's end the file is a snapshot of a run still going (the next
+            # workload's first ending worker writes the next): a runner that dies between two left
+            # "passed": true for a run that never ran the rest
+            rest = [w.name for w in workloads[len(report["workloads"]) :]]
+            going = (
+                {"passed": False, "interrupted": True, "unfinished": rest[0], "not_run": rest} if rest else {}
+            )
             try:
-                _write_report(path, report)
+                _write_report(path, {**report, **going})
             except OSError as exc:
                 # a full disk: the next workload's workers could not write their results either; the
                 # caller prints what finished (report["unwritten"] says why the file lacks it)

@@ -198,6 +198,7 @@ class Worker:
             "seed": self.seed,
             "pid": self.proc.pid,
             "cmd": self.cmd,
+            "time_limit_s": self.time_limit_s,
             "returncode": rc,
             "wall_s": round((self.ended_ns - self.spawned_ns) / 1e9, 3),
             "spawned_mono_ns": self.spawned_ns,

@@ -15,6 +15,7 @@ own in the reproducer's meta: `meta["shrink"] = "package.module:function"`.
 from __future__ import annotations
 
 import importlib
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,7 @@ MAX_CANDIDATES = 60  # candidates tried at most; each costs up to ATTEMPTS runs
 FUZZ_RUNS = 10_000  # libFuzzer -runs for -minimize_crash: its own default is endless
 FUZZ_PASSES = 3  # libFuzzer minimiser runs at most, each from its own random seed, until one keeps the crash
 SHRINK_FIELDS = ("processes", "threads", "ops")
+_MINIMIZED = re.compile(r"^(minimized-[0-9a-f]{12}-)+")  # the prefixes of a minimised fuzz input's name
 
 
 @dataclass
@@ -165,7 +167,11 @@ def minimize_fuzz(
     if not repro.input_path:
         raise KpoolError("a fuzz reproducer needs input_path to be minimised")
     src = Path(repro.input_path)
-    out = src.with_name(f"minimized-{expected[:12]}-{src.name}")
+    # One name per signature and recorded input: minimising a minimised input again (a nightly job) names
+    # its result as the first did, not minimized-<hash>-minimized-<hash>-..., 23 bytes longer each time
+    # until the file system refused the name. Then libFuzzer writes beside it and the result replaces it.
+    final = src.with_name(f"minimized-{expected[:12]}-{_MINIMIZED.sub('', src.name)}")
+    out = final if final != src else src.with_name(f".next-{src.name}")
     flags = ("-minimize_crash=1", f"-runs={runs}", f"-exact_artifact_path={out}")
     # The minimiser runs the target many times: give it the reproducer's timeout per run, times a margin.
     command = repro.evolve(argv=(*repro.argv, *flags), timeout_s=repro.timeout_s * 10)
@@ -174,11 +180,12 @@ def minimize_fuzz(
         R.run_once(command, source)
         result.runs += 1
         if out.is_file() and _same_crash(_with_input(repro, str(out)), expected, source, attempts, result):
-            step = f"input {src.stat().st_size} -> {out.stat().st_size} bytes ({out})"
+            step = f"input {src.stat().st_size} -> {out.stat().st_size} bytes ({final})"
+            out.replace(final)
             result.steps.append(step)
             if on_step:
                 on_step(step)
-            result.reproducer = _with_input(repro, str(out))
+            result.reproducer = _with_input(repro, str(final))
             return result
         # no smaller input crashes the same way: none is kept (beside the input it would read as one)
         out.unlink(missing_ok=True)

@@ -246,7 +246,12 @@ KIND_RULES: tuple[KindRule, ...] = (
     # -- kpool's own integrity events (its log lines: "kpool <sec>.<ms> <event> <text>") -------------------
     KindRule(
         "kpool-event",
-        _re(rf"(?:^|\s)kpool \d+\.\d+ (?P<ev>{_KPOOL_VIOLATIONS}) {_KPOOL_ADDR}(?P<what>[^\n]*)$"),
+        # the preload's line ends with what it did next ("; abort", or "; going on" under --on-error log):
+        # the run's option, not the bug, so not the detail
+        _re(
+            rf"(?:^|\s)kpool \d+\.\d+ (?P<ev>{_KPOOL_VIOLATIONS}) {_KPOOL_ADDR}"
+            r"(?P<what>[^\n]*?)(?:; (?:abort|going on))?$"
+        ),
         "kpool-{ev}",
         "kpool 1718000000.123 double_free 0x7f0a3c001040 size 64: double free",
         detail="{what}",

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from harness import output, paths
 from harness.errors import KpoolError
 from harness.triage import signature
-from harness.triage.crash import Crash, Reproducer
+from harness.triage.crash import DEFAULT_TIMEOUT_S, Crash, Reproducer
 from harness.triage.db import CrashDB, Recorded
 
 if TYPE_CHECKING:
@@ -170,6 +170,9 @@ def workload_reproducer(rep: Mapping[str, Any]) -> Reproducer:
     meta = {k: rep[k] for k in ("op_index", "phase", "allocator") if rep.get(k) is not None}
     if rep.get("processes") is not None:
         meta["workload_processes"] = rep["processes"]
+    # the time limit the worker ran under: a hang killed at 3 s replays for 3 s, not for the default 120
+    limit = rep.get("time_limit_s")
+    timeout_s = float(limit) if isinstance(limit, int | float) and limit > 0 else DEFAULT_TIMEOUT_S
     return Reproducer(
         argv=tuple(argv),
         kind="workload",
@@ -182,6 +185,7 @@ def workload_reproducer(rep: Mapping[str, Any]) -> Reproducer:
         processes=1 if keys else None,
         threads=threads,
         meta=meta,
+        timeout_s=timeout_s,
     )
 
 

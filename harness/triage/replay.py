@@ -62,11 +62,20 @@ def run_once(repro: Reproducer, source: str = "", depth: int = S.DEFAULT_DEPTH) 
     except OSError as exc:
         raise KpoolError(f"cannot run reproducer {argv[0]!r}: {exc}") from exc
     timed_out = False
+    stacks = ""
     try:
         out, _ = proc.communicate(timeout=repro.timeout_s)
     except subprocess.TimeoutExpired:
         timed_out = True
-        os.killpg(proc.pid, signal.SIGKILL)
+        # a stress worker's: every thread's stack before the kill, as the worker's at its time limit (the
+        # signature of its hang is the thread that hangs, and without them its replay never matched)
+        from harness.stress.worker import capture_stacks
+
+        try:
+            if repro.kind == "workload":
+                stacks = capture_stacks(proc.pid, f"killed at its time limit ({repro.timeout_s:g} s)")
+        finally:  # ^C while gdb runs: the reproducer, in a session of its own, is not left running
+            os.killpg(proc.pid, signal.SIGKILL)
         out, _ = proc.communicate()
     except BaseException:  # ^C, SIGTERM: its session is out of the terminal's reach; it was left running
         with contextlib.suppress(ProcessLookupError):
@@ -74,6 +83,8 @@ def run_once(repro: Reproducer, source: str = "", depth: int = S.DEFAULT_DEPTH) 
         proc.communicate()
         raise
     text = out[-_OUTPUT_MAX:].decode(errors="replace")
+    if stacks:
+        text = f"{stacks}\n{text}"
     sig = S.compute(
         text,
         returncode=proc.returncode,
