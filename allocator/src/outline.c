@@ -3881,7 +3881,7 @@ static __attribute__((noinline, cold)) int free_nested(kp_pool *pool, void *p)
 			if (pool->conf.poison) /* as poison_free: its next allocation checks the fill */
 				memset(p, KP_POISON_BYTE, pg->bsize);
 			else if (pg->csz)
-				canary_spoil(p, st, r);
+				canary_spoil(p, st, kp__ol_canary(r));
 			list_fence();
 			if (!listed_already(pool, pg, idx))
 				remote_push(pg, idx + 1, idx, 1);
