@@ -164,6 +164,17 @@
  * free list) and snmalloc (batches to the owner) link the freed block
  * through itself, which this design refuses (nothing to forge in a block),
  * and the outboxes that send blocks home (s28, s30, s31) cost memory.
+ * s35 (branch s35-larson) timed larson (4 100, task-clock, medians of 7-11
+ * alternated, load 12-16): the swap as a load and a store (unsafe, a
+ * measure) 228 -> 227 ms, the swap before the canary's test 238 -> 237,
+ * checks:off within the noise; pinned to one CPU 271 ms against
+ * tcmalloc's 106 (2 CPUs: 288). Not the lines the threads share, then, nor
+ * the locked instruction (perf's samples on it are the canary load's miss
+ * before it), but instructions: a block's trip through a foreign cache
+ * costs ~160 a malloc + free (kp__ol_free_other 58, kp__ol_refill's pop
+ * 43, kp_alloc's miss and kp_free's front), an owner's pair ~68. Kept:
+ * class_point's stores by table (larson 157.8 -> 152.6 instructions a
+ * pair, tests/test_larson_instructions.py; c 118.5 -> 117.5-117.9).
  *
  * The owner's free is a load of the record and a plain store (no locked
  * instruction on kp_free's fast path), so a double free raced between the
@@ -1974,14 +1985,38 @@ static void remote_push(struct ol_span *pg, uint32_t head, uint32_t tail, uint32
 	}
 }
 
+/* The entries of direct[] (by (n + OL_CANARY + 15) >> 4) of each class up
+ * to 1 KiB: the first, and how many (the sizes of the class by 16: 2 for
+ * 16 bytes, q 0 and 1; 1 for each class up to 256; 4 a class up to 512, 8
+ * up to 1 KiB). test_outline_xfree's test_class_tables checks them against
+ * kp__ol_class_tbl after every class's cache filled and emptied. */
+#define OL_DIRECT_CLASSES 24u /* class_size[23] is 1024: OL_TBL_MAX's class */
+static const uint8_t direct_lo[OL_DIRECT_CLASSES] = {0,	 2,  3,	 4,  5,	 6,  7,	 8,  9,	 10, 11, 12,
+						     13, 14, 15, 16, 17, 21, 25, 29, 33, 41, 49, 57};
+static const uint8_t direct_n[OL_DIRECT_CLASSES] = {2, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+						    1, 1, 1, 1, 4, 4, 4, 4, 8, 8, 8, 8};
+
 /* The fast tables' entries of class cls point at pg: its span in hand, or
- * &empty_span while its foreign cache holds blocks (the pop misses). */
-static void class_point(struct ol_heap *h, uint32_t cls, struct ol_span *pg)
+ * &empty_span while its foreign cache holds blocks (the pop misses). The
+ * direct entries by table, stored straight (1, 2, 4 or 8 of them): a loop
+ * over class_size took ~43 instructions a call, twice each time a class's
+ * foreign cache filled and emptied (fc_point_empty, kp__ol_refill: 167k
+ * times in larson 4 20, ~9 instructions a malloc + free; s35,
+ * tests/test_larson_instructions.py). */
+static inline __attribute__((always_inline)) void class_point(struct ol_heap *h, uint32_t cls, struct ol_span *pg)
 {
 	h->fast[cls] = pg;
-	if (class_size[cls] <= 1024) /* the sizes of class cls, by 16 */
-		for (uint32_t q = cls ? class_size[cls - 1] / 16 + 1 : 0; q <= class_size[cls] / 16; q++)
-			h->direct[q] = pg;
+	if (cls < OL_DIRECT_CLASSES) {
+		struct ol_span **d = &h->direct[direct_lo[cls]];
+		uint32_t n = direct_n[cls];
+		d[0] = pg;
+		d[n - 1] = pg; /* 1 or 2 entries: done */
+		if (n >= 4) {
+			d[1] = d[2] = pg;
+			if (n == 8)
+				d[3] = d[4] = d[5] = d[6] = pg;
+		}
+	}
 }
 
 static inline struct ol_span *fc_span(uint64_t e)

@@ -507,6 +507,85 @@ static void test_class_flips(void)
 	kp_destroy(pool);
 }
 
+/* Classes up to 1 KiB (OL_TBL_MAX's), whose fast tables have entries in
+ * direct[] too (outline.c, class_point's tables) */
+#define TBL_CLASSES 24
+struct tblset {
+	kp_pool *pool;
+	void *p[TBL_CLASSES];
+	size_t n[TBL_CLASSES];
+};
+static void *tbl_alloc(void *arg)
+{
+	struct tblset *t = arg;
+	for (int c = 0; c < TBL_CLASSES; c++)
+		t->p[c] = kp_alloc(t->pool, t->n[c], 0);
+	return NULL;
+}
+
+/* Entries of direct[] that are not their class's fast[] entry, and the
+ * classes up to 1 KiB whose fast entry is (cur: true) or is not (false)
+ * the span in hand. */
+static unsigned tables_off(const struct ol_heap *h, bool cur, unsigned *cls_off)
+{
+	unsigned off = 0;
+	for (int q = 0; q < 65; q++)
+		off += h->direct[q] != h->fast[kp__ol_class_tbl[q]];
+	*cls_off = 0;
+	for (int c = 0; c < TBL_CLASSES; c++)
+		*cls_off += (h->fast[c] == h->cur[c]) != cur;
+	return off;
+}
+
+/* Every class up to 1 KiB's cache filled (another thread's block freed
+ * here: the class's tables at the empty span, each of its direct[]
+ * entries) and emptied (its block and one more allocated: at the span in
+ * hand again). class_point stores a class's direct[] entries by table
+ * (outline.c): each entry of direct[] is its class's fast[] entry at
+ * every step. */
+static void test_class_tables(void)
+{
+	kp_pool *pool = kp_create(CONF);
+	REQUIRE(pool, "kp_create: %s", kp_last_error());
+	struct tblset t = {.pool = pool};
+	static void *warm[TBL_CLASSES][2];
+	for (int q = 1; q < 65; q++) /* each class's largest request: its last q */
+		t.n[kp__ol_class_tbl[q]] = (size_t)q * 16 - OL_CANARY;
+	for (int c = 0; c < TBL_CLASSES; c++) { /* this thread's heap and spans in hand first */
+		REQUIRE(t.n[c] > 0, "no request of class %d", c);
+		warm[c][0] = kp_alloc(pool, t.n[c], 0);
+		warm[c][1] = kp_alloc(pool, t.n[c], 0);
+		REQUIRE(warm[c][0] && warm[c][1], "allocation of %zu", t.n[c]);
+	}
+	for (int c = 0; c < TBL_CLASSES; c++)
+		kp_free(pool, warm[c][1]);
+	run_on_thread(tbl_alloc, &t);
+	struct ol_heap *h = kp__ol_slot.heap;
+	for (int c = 0; c < TBL_CLASSES; c++)
+		CHECK(t.p[c] && kp_free(pool, t.p[c]) == 0, "free of the other thread's block of class %d", c);
+	unsigned cls_off, off = tables_off(h, false, &cls_off);
+	CHECK(off == 0 && cls_off == 0, "caches filled: %u direct entries off their class, %u classes at the span", off,
+	      cls_off);
+	unsigned back = 0;
+	static void *got[TBL_CLASSES][2];
+	for (int c = 0; c < TBL_CLASSES; c++) {
+		got[c][0] = kp_alloc(pool, t.n[c], 0);
+		got[c][1] = kp_alloc(pool, t.n[c], 0);
+		back += got[c][0] == t.p[c] && got[c][1];
+	}
+	CHECK(back == TBL_CLASSES, "%u of %d cached blocks handed out first", back, TBL_CLASSES);
+	off = tables_off(h, true, &cls_off);
+	CHECK(off == 0 && cls_off == 0, "caches emptied: %u direct entries off their class, %u classes off the span",
+	      off, cls_off);
+	for (int c = 0; c < TBL_CLASSES; c++) {
+		kp_free(pool, got[c][0]);
+		kp_free(pool, got[c][1]);
+		kp_free(pool, warm[c][0]);
+	}
+	CHECK(dfrees(pool) == 0, "no double free");
+	kp_destroy(pool);
+}
+
 int main(void)
 {
 	RUN(test_migrated_double_free);
@@ -515,5 +594,6 @@ int main(void)
 	RUN(test_dead_heap_adopted);
 	RUN(test_thread_waves);
 	RUN(test_class_flips);
+	RUN(test_class_tables);
 	return ktest_summary();
 }
