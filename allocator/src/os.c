@@ -680,7 +680,7 @@ size_t kp__os_as_limit(void)
 	 * is libc's on 64-bit Linux */
 	struct rlimit rl;
 	return syscall(SYS_getrlimit, RLIMIT_AS, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY ? (size_t)rl.rlim_cur
-											      : SIZE_MAX;
+											   : SIZE_MAX;
 }
 
 size_t kp__os_memory_limit(void)
