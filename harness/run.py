@@ -90,6 +90,8 @@ class RunResult:
     # the program's own anonymous memory at its highest, KiB, sampled (harness/anon.py: no ASLR noise of
     # file pages); None where no sample was taken
     peak_anon_kib: int | None = None
+    # the program's own VmHWM, sampled (harness/anon.py): peak_rss_kib is at least env(1)'s, ~1.6 MiB
+    own_hwm_kib: int | None = None
 
     @property
     def signal_name(self) -> str | None:
@@ -323,9 +325,10 @@ def run_program(
         sampler = anon.AnonPeak(proc.pid, child=bool(launcher))
         try:
             status, usage, timed_out = _wait(proc, start, timeout_s)
+            wall = time.monotonic() - start  # before the sampler's end: its last sleep is no program's time
         finally:
             peak_anon = sampler.stop()
-        wall = time.monotonic() - start
+            own_hwm = sampler.own_hwm_kib
         relay.join()
         proc.stderr.close()
         returncode = os.waitstatus_to_exitcode(status)
@@ -356,6 +359,7 @@ def run_program(
         children=others,
         oom_kills=max(0, _oom_kills() - oom_before),
         peak_anon_kib=peak_anon,
+        own_hwm_kib=own_hwm,
     )
 
 

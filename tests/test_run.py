@@ -134,6 +134,11 @@ def test_the_peak_anonymous_memory_is_sampled_beside_the_peak_rss() -> None:
     assert 64 * 1024 <= big.peak_anon_kib <= big.peak_rss_kib, (big.peak_anon_kib, big.peak_rss_kib)
     # sleep's own: no GNU time's (its parent), nor Python's
     assert 0 < small.peak_anon_kib < 2 * 1024 and small.peak_anon_kib < small.peak_rss_kib
+    # the program's own high-water mark: Python's with its 64 MiB, GNU time's figure within 2% (the two are
+    # counted apart: sleep's VmHWM reads ~10% over its rusage maximum)
+    assert big.own_hwm_kib is not None and small.own_hwm_kib is not None
+    assert big.peak_anon_kib <= big.own_hwm_kib and abs(big.own_hwm_kib / big.peak_rss_kib - 1) < 0.02
+    assert small.peak_anon_kib < small.own_hwm_kib < 4 * 1024
 
 
 @pytest.mark.parametrize(

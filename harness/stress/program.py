@@ -73,6 +73,7 @@ class Run:
             "peak_rss_kib": None if r is None else r.peak_rss_kib,
             "rss_exact": None if r is None else r.rss_exact,
             "peak_anon_kib": None if r is None else r.peak_anon_kib,
+            "own_hwm_kib": None if r is None else r.own_hwm_kib,
             "integrity_events": None if r is None else r.integrity_events,
             "errors": self.errors,
             "checks_failed": self.checks,
@@ -326,6 +327,8 @@ def figures(runs: Sequence[Run]) -> dict[str, dict[str, Any]]:
             "peak_rss_kib": _median([float(r.peak_rss_kib) for r in ok]),
             # sampled (harness/anon.py): the allocator's own memory without the file pages' ASLR noise
             "peak_anon_kib": _median([float(r.peak_anon_kib) for r in ok if r.peak_anon_kib is not None]),
+            # the program's own VmHWM, sampled: no launcher's floor (harness/anon.py)
+            "own_hwm_kib": _median([float(r.own_hwm_kib) for r in ok if r.own_hwm_kib is not None]),
         }
         crashed = [r for r in mine if r.crashed]
         if crashed:  # how the first crashed run ended, for the table (a peer's defaults may abort)
@@ -342,6 +345,11 @@ def _how(r: run.RunResult) -> str:
     return how + (f": {first}" if first else "")
 
 
+# the figures compared, each by its label in a ratio row: the time, GNU time's peak RSS, the sampled peak
+# anonymous memory and own high-water mark (harness/anon.py)
+RATIOS = (("wall_s", "time"), ("peak_rss_kib", "rss"), ("peak_anon_kib", "anon"), ("own_hwm_kib", "own"))
+
+
 def ratios(figs: Mapping[str, Mapping[str, Any]], subject: str) -> dict[str, dict[str, float | None]]:
     """subject's time, peak RSS and peak anonymous memory over each other allocator's (None where either
     was not measured)."""
@@ -351,7 +359,7 @@ def ratios(figs: Mapping[str, Mapping[str, Any]], subject: str) -> dict[str, dic
         if alloc == subject:
             continue
         row: dict[str, float | None] = {}
-        for key, label in (("wall_s", "time"), ("peak_rss_kib", "rss"), ("peak_anon_kib", "anon")):
+        for key, label in RATIOS:
             a, b = me.get(key), other.get(key)
             row[label] = round(a / b, 3) if a is not None and b else None
         out[alloc] = row
