@@ -33,7 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from harness import atomic, binding, build, output, peers
+from harness import anon, atomic, binding, build, output, peers
 from harness.errors import AllocError, ArgumentError, ConfError, UsageError
 from harness.spec import poolcheck
 from harness.triage import patterns, record
@@ -87,6 +87,11 @@ class RunResult:
     figures: dict[str, Any] | None = None
     children: list[dict[str, Any]] = field(default_factory=list)
     oom_kills: int = 0  # the kernel's OOM kills (/proc/vmstat oom_kill) while it ran, on the whole machine
+    # the program's own anonymous memory at its highest, KiB, sampled (harness/anon.py: no ASLR noise of
+    # file pages); None where no sample was taken
+    peak_anon_kib: int | None = None
+    # the program's own VmHWM, sampled (harness/anon.py): peak_rss_kib is at least env(1)'s, ~1.6 MiB
+    own_hwm_kib: int | None = None
 
     @property
     def signal_name(self) -> str | None:
@@ -317,8 +322,13 @@ def run_program(
         assert proc.stderr is not None
         relay = threading.Thread(target=_relay, args=(proc.stderr, kept, echo_stderr), daemon=True)
         relay.start()
-        status, usage, timed_out = _wait(proc, start, timeout_s)
-        wall = time.monotonic() - start
+        sampler = anon.AnonPeak(proc.pid, child=bool(launcher))
+        try:
+            status, usage, timed_out = _wait(proc, start, timeout_s)
+            wall = time.monotonic() - start  # before the sampler's end: its last sleep is no program's time
+        finally:
+            peak_anon = sampler.stop()
+            own_hwm = sampler.own_hwm_kib
         relay.join()
         proc.stderr.close()
         returncode = os.waitstatus_to_exitcode(status)
@@ -348,6 +358,8 @@ def run_program(
         figures=mine,
         children=others,
         oom_kills=max(0, _oom_kills() - oom_before),
+        peak_anon_kib=peak_anon,
+        own_hwm_kib=own_hwm,
     )
 
 

@@ -249,6 +249,21 @@ def test_the_hot_text_holds_when_the_threads_are_preempted(programs: dict[str, P
         busy.wait()
 
 
+def test_a_small_program_whose_daemon_makes_passes_keeps_one_window_of_the_cold_text(
+    programs: dict[str, Path], preload: Path
+) -> None:
+    """The daemon's passes (resident.c daemon: 3 MiB live for 300 ms) run cold text small programs without
+    a daemon never do; its functions open the cold text (warm.txt), in its first 64 KiB window. s34's main:
+    the hot text's 52 KiB and the whole cold mapping, 92 KiB (bench-prodcons' too)."""
+    proc = run([str(programs["resident"]), "daemon"], preload)
+    assert proc.returncode == 0, proc.stderr
+    found = re.match(r"text resident KiB: (\d+) of (\d+)\n", proc.stdout)
+    assert found, proc.stdout
+    text, text_all = int(found[1]), int(found[2])
+    assert text_all > 52 + 64, "the cold text fits one window: nothing to keep out"
+    assert text <= 52 + 64, f"{text} KiB of the text resident: a function the daemon runs is not in warm.txt"
+
+
 # The anonymous memory kpool keeps resident beyond glibc's in a small program of one thread
 # (tests/data/preload/anon_resident.c small: 1,000 live blocks of 8-256 bytes, glibc 284 KiB): its blocks'
 # rounding and classes, its metadata, its tables. 272 KiB on main (s27), 124 of them the metadata mapping:

@@ -30,8 +30,9 @@ def test_bench_programs_prints_ratios_to_each_allocator(tmp_path: Path, capsys: 
     assert "medians of 2" in out and "kpool bench --programs" in out
     row = next(line for line in out.splitlines() if line.startswith("| tiny |"))
     cells = [c.strip() for c in row.strip("|").split("|")]
-    # program, kpool s, kpool MiB, time ÷ glibc, RSS ÷ glibc, runs, verdict
+    # program, kpool s, kpool MiB, time ÷ glibc, RSS ÷ glibc, anon ÷ glibc, runs, verdict
     assert re.fullmatch(r"\d+\.\d\d", cells[3]) and re.fullmatch(r"\d+\.\d\d", cells[4]), cells
+    assert "anon ÷ glibc" in out and re.fullmatch(r"\d+\.\d\d|-", cells[5]), cells
     assert cells[-2:] == ["2", "ok"]
     assert list((tmp_path / "r").glob("*/bench-programs.json"))
 

@@ -120,6 +120,27 @@ def test_the_peak_rss_is_the_programs_own(tmp_path: Path) -> None:
     assert result.rss_exact and result.peak_rss_kib < 8 * 1024
 
 
+def test_the_peak_anonymous_memory_is_sampled_beside_the_peak_rss() -> None:
+    """RssAnon at its highest (harness/anon.py): the program's own anonymous memory, without its file pages
+    (whose fault-around windows move with ASLR), and no more than its peak RSS."""
+    if not run.GNU_TIME.is_file():
+        pytest.skip("no GNU time")
+    # 64 MiB written, held 0.3 s: ~60 samples of it
+    hold = "import time; b = bytearray(64 << 20); time.sleep(0.3)"
+    big = run.run_program([sys.executable, "-c", hold], "glibc")
+    small = run.run_program(["sleep", "0.3"], "glibc")
+    assert big.returncode == 0 and small.returncode == 0
+    assert big.peak_anon_kib is not None and small.peak_anon_kib is not None
+    assert 64 * 1024 <= big.peak_anon_kib <= big.peak_rss_kib, (big.peak_anon_kib, big.peak_rss_kib)
+    # sleep's own: no GNU time's (its parent), nor Python's
+    assert 0 < small.peak_anon_kib < 2 * 1024 and small.peak_anon_kib < small.peak_rss_kib
+    # the program's own high-water mark: Python's with its 64 MiB, GNU time's figure within 2% (the two are
+    # counted apart: sleep's VmHWM reads ~10% over its rusage maximum)
+    assert big.own_hwm_kib is not None and small.own_hwm_kib is not None
+    assert big.peak_anon_kib <= big.own_hwm_kib and abs(big.own_hwm_kib / big.peak_rss_kib - 1) < 0.02
+    assert small.peak_anon_kib < small.own_hwm_kib < 4 * 1024
+
+
 @pytest.mark.parametrize(
     ("argv", "says"),
     [

@@ -1361,7 +1361,7 @@ static void *daemon_main(void *arg)
 	while (atomic_load(&d->state) == KP_D_RUNNING) {
 		if (!atomic_load(&d->wake_pending)) {
 			struct timespec ts;
-			clock_gettime(CLOCK_REALTIME, &ts);
+			kp__realtime(&ts);
 			uint64_t wait = atomic_load(&d->wait_ns); /* next_wait's; 0 before the first pass */
 			if (!wait)
 				wait = (uint64_t)pool->conf.daemon_interval_ms * 1000000ull;
@@ -1510,7 +1510,7 @@ void kp__daemon_wait_since(kp_pool *pool, _Atomic uint64_t *counter, uint64_t se
 	pthread_mutex_lock(&d->mu);
 	while (atomic_load(counter) == seen && atomic_load(&d->state) == KP_D_RUNNING && kp__now_ns() < deadline) {
 		struct timespec ts;
-		clock_gettime(CLOCK_REALTIME, &ts);
+		kp__realtime(&ts);
 		ts.tv_nsec += 1000000;
 		if (ts.tv_nsec >= 1000000000) {
 			ts.tv_sec++;

@@ -350,6 +350,7 @@ long kp__os_write(kp__oscount *c, int fd, const void *buf, size_t len);
 int kp__os_open_log(kp__oscount *c, const char *path);
 void kp__os_close(kp__oscount *c, int fd);
 uint64_t kp__now_ns(void);
+void kp__realtime(struct timespec *ts); /* CLOCK_REALTIME by the vDSO, as kp__now_ns */
 /* membarrier(2) for the grace periods (pagemap.c), counted as "other". */
 int kp__os_membarrier_register(kp__oscount *c);
 int kp__os_membarrier(kp__oscount *c);

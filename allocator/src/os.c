@@ -422,22 +422,37 @@ static clock_fn vdso_lookup(void)
 	return NULL;
 }
 
+static _Atomic(clock_fn) vdso_clock;
+
 /* clock_gettime(CLOCK_MONOTONIC), served by the vDSO: no system call.
  * Racing first calls look up the same address. */
 uint64_t kp__now_ns(void)
 {
-	static _Atomic(clock_fn) fn;
-	clock_fn f = atomic_load_explicit(&fn, memory_order_relaxed);
+	clock_fn f = atomic_load_explicit(&vdso_clock, memory_order_relaxed);
 	if (KP_UNLIKELY(!f)) {
 		f = vdso_lookup();
 		if (!f)
 			f = clock_gettime;
-		atomic_store_explicit(&fn, f, memory_order_relaxed);
+		atomic_store_explicit(&vdso_clock, f, memory_order_relaxed);
 	}
 	struct timespec ts;
 	if (KP_UNLIKELY(f(CLOCK_MONOTONIC, &ts) != 0))
 		clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* CLOCK_REALTIME, the clock of pthread_cond_timedwait's and
+ * pthread_mutex_timedlock's deadlines, by the same vDSO function: the
+ * daemon's wait (every pass) called libc's wrapper, whose window of time
+ * functions nothing else of a small program touches (s35: bench-prodcons
+ * under the preload, setarch -R, 16 pages of libc's text for it). */
+void kp__realtime(struct timespec *ts)
+{
+	if (KP_UNLIKELY(!atomic_load_explicit(&vdso_clock, memory_order_relaxed)))
+		(void)kp__now_ns(); /* the lookup */
+	clock_fn f = atomic_load_explicit(&vdso_clock, memory_order_relaxed);
+	if (KP_UNLIKELY(f(CLOCK_REALTIME, ts) != 0))
+		clock_gettime(CLOCK_REALTIME, ts);
 }
 
 long kp__os_write(kp__oscount *c, int fd, const void *buf, size_t len)
@@ -501,10 +516,14 @@ void kp__os_signals_back(const sigset_t *old)
 	pthread_sigmask(SIG_SETMASK, old, NULL);
 }
 
+/* Through syscall(), whose window of libc the mappings' calls touch
+ * anyway: libc's sched_yield wrapper sits in a window of file-system calls
+ * (open, stat, access, ...) a small program may never touch, 16 pages of
+ * its peak RSS (s35: bench-prodcons' spinning threads, setarch -R). */
 void kp__os_yield(kp__oscount *c)
 {
 	count(c, KP_OS_OTHER);
-	sched_yield();
+	syscall(SYS_sched_yield);
 }
 
 /* ---- what the machine allows (primary_max:0) ------------------------------ */
@@ -656,8 +675,12 @@ size_t kp__os_self_resident(void)
 
 size_t kp__os_as_limit(void)
 {
+	/* through syscall() (kp__os_yield's reason: libc's getrlimit wrapper
+	 * sits in its window of file-system calls); the kernel's struct rlimit
+	 * is libc's on 64-bit Linux */
 	struct rlimit rl;
-	return getrlimit(RLIMIT_AS, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY ? (size_t)rl.rlim_cur : SIZE_MAX;
+	return syscall(SYS_getrlimit, RLIMIT_AS, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY ? (size_t)rl.rlim_cur
+											   : SIZE_MAX;
 }
 
 size_t kp__os_memory_limit(void)

@@ -382,12 +382,11 @@ static void unmap_guarded(kp_pool *pool, void *p, size_t n)
 	kp__os_unmap_clean(&pool->os, (uint8_t *)p - KP_PAGE, n + 2 * KP_PAGE);
 }
 
-/* A heap and its foreign cache's entries (ol_heap's fc_ent: 36 KiB of
- * address space, a class's 512 bytes touched once the class is cached). */
-#define OL_HEAP_STRUCT ((sizeof(struct ol_heap) + 63) & ~(size_t)63)
-#define OL_HEAP_STRIDE (OL_HEAP_STRUCT + sizeof(uint64_t[OL_NCLASS][OL_FC_MAX]))
+/* A heap and its foreign cache's entries (ol_heap's fc_off: 8.3 KiB of
+ * rows, each class's sized by the most it caches; outline.h, OL_FC_SLOTS). */
+#define OL_HEAP_STRIDE (OL_HEAP_STRUCT + OL_FC_SLOTS * sizeof(uint64_t))
 #define HEAP_BYTES ((OL_HEAP_STRIDE + KP_PAGE - 1) & ~(size_t)(KP_PAGE - 1))
-/* Heaps in kp_create's arena: 64 threads (address space: 64 x 40 KiB),
+/* Heaps in kp_create's arena: 64 threads (address space: 64 x 16 KiB),
  * each at a page of its own (HEAP_BYTES apart), its structure inside the
  * page. At OL_HEAP_STRIDE apart (39 KiB) the structure crossed a page in
  * two heaps of three: 30 pages resident for 17 heaps, 17 now
@@ -2024,13 +2023,14 @@ static inline struct ol_span *fc_span(uint64_t e)
 	return (struct ol_span *)(uintptr_t)(e & (((uint64_t)1 << OL_FC_IDX_SHIFT) - 1));
 }
 
-/* h's foreign cache's entries of class cls (h->fc_ent[cls]): right after
- * its structure in its mapping (heap_get), so at an offset known here, an
- * add where h->fc_ent was a load (fc_pop, free_remote: the path of every
- * block that moves between threads). Not the empty heap's (no entry). */
+/* h's foreign cache's entries of class cls: right after its structure in
+ * its mapping (heap_get), its row at h->fc_off[cls] (outline.h, OL_FC_SLOTS):
+ * a load beside fc_n's and fc_cap's where a row of OL_FC_MAX a class was a
+ * shift (fc_pop, free_remote: the path of every block that moves between
+ * threads). Not the empty heap's (no entry). */
 static inline uint64_t *fc_ents(struct ol_heap *h, uint32_t cls)
 {
-	return (uint64_t *)((uint8_t *)h + OL_HEAP_STRUCT) + (size_t)cls * OL_FC_MAX;
+	return kp__ol_fc_row(h, cls);
 }
 
 /* A block taken from a foreign cache or a span's list whose record was not
@@ -2176,7 +2176,7 @@ static void fc_flush(kp_pool *pool, struct ol_heap *h, uint32_t cls, uint32_t m)
 		struct ol_span *pg;
 		uint32_t head, k, tail;
 	} g[FC_GROUPS] = {{0}};
-	uint64_t *ent = h->fc_ent[cls];
+	uint64_t *ent = fc_ents(h, cls);
 	uint32_t c = 0, rtag = h->rtag; /* the claimed entries: ent[0..c-1] */
 	for (uint32_t i = 0; i < m; i++) {
 		uint64_t e = ent[i];
@@ -2234,7 +2234,7 @@ static void fc_flush(kp_pool *pool, struct ol_heap *h, uint32_t cls, uint32_t m)
 		remote_push(g[j].pg, g[j].head, g[j].tail, g[j].k);
 	uint32_t n = h->fc_n[cls];
 	memmove(ent, ent + m, (n - m) * sizeof *ent);
-	__atomic_store_n(&h->fc_n[cls], (uint16_t)(n - m), __ATOMIC_RELAXED);
+	__atomic_store_n(&h->fc_n[cls], (uint8_t)(n - m), __ATOMIC_RELAXED);
 	if (n == m)
 		class_point(h, cls, h->cur[cls]);
 }
@@ -2255,8 +2255,8 @@ static void fc_put(kp_pool *pool, struct ol_heap *h, struct ol_span *pg, uint32_
 		fc_flush(pool, h, cls, h->cur[cls] == &empty_span ? k : (k + 1) / 2);
 		k = h->fc_n[cls];
 	}
-	h->fc_ent[cls][k] = (uintptr_t)pg | (uint64_t)idx << OL_FC_IDX_SHIFT;
-	__atomic_store_n(&h->fc_n[cls], (uint16_t)(k + 1), __ATOMIC_RELAXED);
+	fc_ents(h, cls)[k] = (uintptr_t)pg | (uint64_t)idx << OL_FC_IDX_SHIFT;
+	__atomic_store_n(&h->fc_n[cls], (uint8_t)(k + 1), __ATOMIC_RELAXED);
 	if (!k && h->fast[cls] != &empty_span) /* the class's allocations take the cache first */
 		class_point(h, cls, &empty_span);
 	if (mine)
@@ -2300,7 +2300,7 @@ static inline __attribute__((always_inline)) void *fc_pop_inline(kp_pool *pool, 
 	if (KP_UNLIKELY(k == UINT32_MAX)) /* none left: as before the mark */
 		return fc_pop_gone(pool, h, cls, n);
 	uint64_t e = fc_ents(h, cls)[k];
-	__atomic_store_n(&h->fc_n[cls], (uint16_t)k, __ATOMIC_RELAXED);
+	__atomic_store_n(&h->fc_n[cls], (uint8_t)k, __ATOMIC_RELAXED);
 	struct ol_span *pg = fc_span(e);
 	uint32_t idx = (uint32_t)(e >> OL_FC_IDX_SHIFT);
 	struct ol_rec *r = &pg->rec[idx];
@@ -2339,7 +2339,7 @@ static __attribute__((noinline)) void *fc_pop(kp_pool *pool, struct ol_heap *h, 
 static void fc_fork_child(struct ol_heap *h)
 {
 	for (uint32_t cls = 0; cls < OL_NCLASS; cls++) {
-		uint64_t *ent = h->fc_ent[cls];
+		uint64_t *ent = fc_ents(h, cls);
 		uint32_t n = h->fc_n[cls], k = 0;
 		for (uint32_t i = 0; i < n; i++) {
 			struct ol_span *pg = fc_span(ent[i]);
@@ -2353,7 +2353,7 @@ static void fc_fork_child(struct ol_heap *h)
 		}
 		if (k == n)
 			continue;
-		__atomic_store_n(&h->fc_n[cls], (uint16_t)k, __ATOMIC_RELAXED);
+		__atomic_store_n(&h->fc_n[cls], (uint8_t)k, __ATOMIC_RELAXED);
 		if (!k)
 			class_point(h, cls, h->cur[cls]);
 	}
@@ -2490,7 +2490,7 @@ static inline __attribute__((always_inline)) int free_remote(kp_pool *pool, stru
 		 * turn does it over and over, larson 834,059 times in 8M frees) */
 		if (KP_LIKELY(k < h->fc_cap[cls])) {
 			fc_ents(h, cls)[k] = (uintptr_t)pg | (uint64_t)idx << OL_FC_IDX_SHIFT;
-			__atomic_store_n(&h->fc_n[cls], (uint16_t)(k + 1), __ATOMIC_RELAXED);
+			__atomic_store_n(&h->fc_n[cls], (uint8_t)(k + 1), __ATOMIC_RELAXED);
 			if (KP_UNLIKELY(h->fast[cls] != &empty_span))
 				return fc_point_empty(h, cls); /* unmarks */
 			kp__ol_unmark();
@@ -2876,10 +2876,13 @@ static struct ol_heap *heap_get(kp_pool *pool)
 		h->self = tp;
 		h->csz = ol->csz;
 		h->rtag = OL_TAG0 + atomic_fetch_add_explicit(&ol_tags, 1, memory_order_relaxed) % OL_NTAGS;
-		h->fc_ent = (uint64_t(*)[OL_FC_MAX])((uint8_t *)h + OL_HEAP_STRUCT);
-		for (int c = 0; c < OL_NCLASS; c++) {
+		/* each class's row as long as the most it caches (fc_cap_of of
+		 * OL_FC_BYTES: fc_put's, free_remote's, fc_steal's and
+		 * abandoned_take's bound), OL_FC_SLOTS in all */
+		for (uint32_t c = 0, off = 0; c < OL_NCLASS; off += fc_cap_of(OL_FC_BYTES, class_size[c++])) {
 			h->cur[c] = h->fast[c] = &empty_span;
-			h->fc_cap[c] = fc_lone_cap(class_size[c]);
+			h->fc_cap[c] = (uint8_t)fc_lone_cap(class_size[c]);
+			h->fc_off[c] = (uint16_t)off;
 		}
 		/* a class under a line: none (FC_LINE_CLASSES; after the loop, in
 		 * two stores: the preload's hot text is a 64 KiB window) */
@@ -3020,7 +3023,7 @@ static uint32_t fc_steal(kp_pool *pool, struct ol_heap *h, uint32_t cls, struct 
 				if (KP_UNLIKELY(!rec_claim(&pg->rec[b[n]], OL_LISTED, h->rtag)))
 					raced_dfree(pool, pg, b[n]);
 				else
-					h->fc_ent[cls][got++] = (uintptr_t)pg | (uint64_t)b[n] << OL_FC_IDX_SHIFT;
+					fc_ents(h, cls)[got++] = (uintptr_t)pg | (uint64_t)b[n] << OL_FC_IDX_SHIFT;
 			}
 		}
 		avail_unlock(o);
@@ -3050,7 +3053,7 @@ static uint32_t fc_steal(kp_pool *pool, struct ol_heap *h, uint32_t cls, struct 
 		return 0;
 	}
 	uint32_t took = got - h->fc_n[cls];
-	__atomic_store_n(&h->fc_n[cls], (uint16_t)got, __ATOMIC_RELAXED);
+	__atomic_store_n(&h->fc_n[cls], (uint8_t)got, __ATOMIC_RELAXED);
 	return took;
 }
 
@@ -3145,7 +3148,7 @@ static uint32_t abandoned_take(kp_pool *pool, struct ol_heap *h, uint32_t cls)
 			while (*sp != OL_SENT && got < room) {
 				uint32_t idx = *sp--;
 				__atomic_store_n(&pg->rec[idx].state, h->rtag, __ATOMIC_RELAXED);
-				h->fc_ent[cls][got++] = (uintptr_t)pg | (uint64_t)idx << OL_FC_IDX_SHIFT;
+				fc_ents(h, cls)[got++] = (uintptr_t)pg | (uint64_t)idx << OL_FC_IDX_SHIFT;
 			}
 			kp__ol_sp_set(pg, sp);
 			pg->idle_ns = 0;
@@ -3155,7 +3158,7 @@ static uint32_t abandoned_take(kp_pool *pool, struct ol_heap *h, uint32_t cls)
 	}
 	pthread_mutex_unlock(&ol->lock);
 	uint32_t took = got - h->fc_n[cls];
-	__atomic_store_n(&h->fc_n[cls], (uint16_t)got, __ATOMIC_RELAXED);
+	__atomic_store_n(&h->fc_n[cls], (uint8_t)got, __ATOMIC_RELAXED);
 	return took;
 }
 
@@ -3255,7 +3258,7 @@ static void *refill_body(kp_pool *pool, struct ol_heap *h, uint32_t cls, size_t 
 		return kp__alloc_slow(pool, n, 0);
 	}
 	/* the heap allocates the class: its cache of it at full size (outline.h, OL_FC_LONE_BYTES) */
-	h->fc_cap[cls] = fc_cap_of(OL_FC_BYTES, class_size[cls]);
+	h->fc_cap[cls] = (uint8_t)fc_cap_of(OL_FC_BYTES, class_size[cls]);
 	/* the cache emptied: the class's span in hand again (here, not as its
 	 * last block goes, so that a thread whose frees and allocations
 	 * alternate, kpbench c, points its tables at neither back and forth) */

@@ -329,12 +329,15 @@ struct ol_heap {
 	_Atomic int avail_lock;
 	/* the foreign cache's blocks by class (the owner writes, relaxed;
 	 * kp_stats reads: freed, not live) */
-	uint16_t fc_n[OL_NCLASS];
+	uint8_t fc_n[OL_NCLASS]; /* at most OL_FC_MAX */
 	/* the most blocks of each class it caches: OL_FC_LONE_BYTES' worth
 	 * until the heap's first refill of the class, then OL_FC_BYTES' (its
 	 * spans' fc_cap); the owner writes, its frees of other heaps' blocks
 	 * read (free_remote, fc_put); the empty heap's are 0 */
-	uint16_t fc_cap[OL_NCLASS];
+	uint8_t fc_cap[OL_NCLASS]; /* at most OL_FC_MAX (uint8_t: fc_off's room in the page, below) */
+	/* each class's row of entries, from the first (kp__ol_fc_row): fixed
+	 * while the heap lives (heap_get) */
+	uint16_t fc_off[OL_NCLASS];
 	/* the state its thread's frees of other heaps' blocks give them
 	 * (OL_REMOTE's comment): fixed while the heap lives */
 	uint32_t rtag;
@@ -342,12 +345,25 @@ struct ol_heap {
 	 * outline lock. Another heap takes its spans' free blocks only once no
 	 * thread adopted it for OL_ABANDON_MS (outline.c, abandoned_take) */
 	uint64_t abandoned_ns;
-	/* the foreign cache's entries, OL_FC_MAX a class: in the heap's
-	 * mapping, after the structure (outline.c, OL_HEAP_STRIDE), so that the
-	 * empty heap costs no 36 KiB of .data */
-	uint64_t (*fc_ent)[OL_FC_MAX];
 	_Alignas(64) struct ol_span *_Atomic dirty; /* spans with cross-thread frees (other threads push) */
 };
+
+/* A heap's structure, from a page's start or to its end (outline.c,
+ * heap_get), and then its foreign cache's entries, in the heap's mapping
+ * (so that the empty heap costs no .data): a row a class, as long as the
+ * most the class caches (OL_FC_BYTES' worth, 1 to OL_FC_MAX: outline.c,
+ * fc_cap_of), OL_FC_SLOTS entries in all, 8,456 bytes. Before (s34), a
+ * row of OL_FC_MAX a class (36.5 KiB): a consumer of 16 B-2 KiB messages
+ * touched 4 pages of rows (a class's 4 entries of 64 at each 512 bytes),
+ * 2 now (test_outline_fc_pages: 5 -> 3 pages of its heap resident;
+ * bench-prodcons' 4 heaps 24 -> 12 pages of the arena). */
+#define OL_HEAP_STRUCT ((sizeof(struct ol_heap) + 63) & ~(size_t)63)
+/* the sum over the classes of fc_cap_of(OL_FC_BYTES, size): test_outline_fc_pages checks it */
+#define OL_FC_SLOTS 1057u
+static inline __attribute__((always_inline)) uint64_t *kp__ol_fc_row(struct ol_heap *h, uint32_t cls)
+{
+	return (uint64_t *)((uint8_t *)h + OL_HEAP_STRUCT) + h->fc_off[cls];
+}
 
 struct kp__ol {
 	/* OL_MAP_N entries, each a span's address less the map's (0: none):

@@ -1322,7 +1322,7 @@ static bool bpurge_lock(pthread_mutex_t *m)
 	if (pthread_mutex_trylock(m) == 0)
 		return true;
 	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
+	kp__realtime(&ts);
 	uint64_t ns = (uint64_t)ts.tv_nsec + KP_BPURGE_LOCK_NS;
 	ts.tv_sec += (time_t)(ns / 1000000000ull);
 	ts.tv_nsec = (long)(ns % 1000000000ull);

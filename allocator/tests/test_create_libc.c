@@ -12,7 +12,12 @@
  * kp_last_error), and open (the files that say how much memory the machine
  * and the cgroup allow). And clock_gettime, a wrapper of the vDSO's function
  * in libc's window of time functions, which the pool's clock called from
- * kp_create on: 16 pages of libc's text in small_objects' peak RSS. This
+ * kp_create on: 16 pages of libc's text in small_objects' peak RSS. The
+ * daemon's timed wait read CLOCK_REALTIME with that wrapper on every pass,
+ * and kpool's yield (its spin locks) and kp_create's address-space limit
+ * called sched_yield and getrlimit, in libc's window of file-system calls
+ * (s35: bench-prodcons under the preload, setarch -R, 32 pages of libc's
+ * text more than under glibc's malloc, these two windows). This
  * file defines those functions, which the test's copy of libkpool then calls
  * instead of libc's, counts the calls and passes them on to the C library.
  */
@@ -24,7 +29,11 @@
 #include <fcntl.h>
 #include <string.h>
 
+#include <sched.h>
+#include <sys/resource.h>
+
 static unsigned strcspn_calls, sysconf_calls, strcasecmp_calls, strtoull_calls, printf_calls, open_calls, clock_calls;
+static unsigned yield_calls, rlimit_calls;
 
 size_t strcspn(const char *s, const char *reject)
 {
@@ -78,6 +87,18 @@ int clock_gettime(clockid_t id, struct timespec *ts)
 	return ((int (*)(clockid_t, struct timespec *))next("clock_gettime"))(id, ts);
 }
 
+int sched_yield(void)
+{
+	yield_calls++;
+	return ((int (*)(void))next("sched_yield"))();
+}
+
+int getrlimit(__rlimit_resource_t res, struct rlimit *rl)
+{
+	rlimit_calls++;
+	return ((int (*)(__rlimit_resource_t, struct rlimit *))next("getrlimit"))(res, rl);
+}
+
 int vsnprintf(char *buf, size_t len, const char *fmt, va_list ap)
 {
 	printf_calls++;
@@ -116,7 +137,7 @@ static void test_create_calls_no_strcspn(void)
  * strtoull or printf family, and the values still parsed. */
 static void test_create_calls_none_of_the_rare_windows(void)
 {
-	sysconf_calls = strcasecmp_calls = strtoull_calls = printf_calls = open_calls = 0;
+	sysconf_calls = strcasecmp_calls = strtoull_calls = printf_calls = open_calls = rlimit_calls = 0;
 	kp_pool *pool = kp_create("daemon:OFF,checks:True,decay_ms:250,backup:1MiB,high_wm:auto");
 	REQUIRE(pool, "kp_create: %s", kp_last_error());
 	void *p = kp_alloc(pool, 100, 0);
@@ -127,6 +148,7 @@ static void test_create_calls_none_of_the_rare_windows(void)
 	CHECK(strtoull_calls == 0, "kp_create called strtoull %u times", strtoull_calls);
 	CHECK(printf_calls == 0, "kp_create called the printf family %u times", printf_calls);
 	CHECK(open_calls == 0, "kp_create called open %u times", open_calls);
+	CHECK(rlimit_calls == 0, "kp_create called getrlimit %u times", rlimit_calls);
 	CHECK(kt_stat(pool, "backup.capacity_bytes") == 1 << 20, "backup:1MiB parsed: %lld",
 	      (long long)kt_stat(pool, "backup.capacity_bytes"));
 	CHECK(kt_stat(pool, "daemon.running") == 0, "daemon:OFF parsed");
@@ -182,8 +204,38 @@ static void test_the_clock_calls_no_libc_clock_gettime(void)
 	      (unsigned long long)before, (unsigned long long)after, (unsigned long long)mono);
 }
 
+/* The daemon's passes (its timed wait's deadline, CLOCK_REALTIME) and
+ * kpool's yield: none of libc's clock_gettime, sched_yield or getrlimit
+ * (s34's main: the daemon called clock_gettime on every pass, the yield
+ * sched_yield each time). The limit and the deadline still right: the
+ * address-space limit read as getrlimit gives it, and the daemon's passes
+ * paced by its interval. */
+static void test_the_daemon_and_the_yield_call_no_rare_window(void)
+{
+	clock_calls = yield_calls = rlimit_calls = 0;
+	kp_pool *pool = kp_create("daemon_interval_ms:1");
+	REQUIRE(pool, "kp_create: %s", kp_last_error());
+	void *p = kp_alloc(pool, 100, 0);
+	CHECK(p != NULL, "alloc");
+	uint64_t t0 = kp__now_ns();
+	while (kt_stat(pool, "daemon.passes") < 5 && kp__now_ns() - t0 < 5000000000ull)
+		kt_sleep_ms(2);
+	long long passes = kt_stat(pool, "daemon.passes");
+	kp__os_yield(&pool->os);
+	kp_free(pool, p);
+	kp_destroy(pool);
+	CHECK(passes >= 5, "the daemon made %lld passes", passes);
+	CHECK(clock_calls == 0, "the daemon called libc's clock_gettime %u times in %lld passes", clock_calls, passes);
+	CHECK(yield_calls == 0, "kp__os_yield called libc's sched_yield %u times", yield_calls);
+	struct rlimit rl;
+	REQUIRE(((int (*)(__rlimit_resource_t, struct rlimit *))next("getrlimit"))(RLIMIT_AS, &rl) == 0, "getrlimit");
+	size_t want = rl.rlim_cur == RLIM_INFINITY ? SIZE_MAX : (size_t)rl.rlim_cur;
+	CHECK(kp__os_as_limit() == want, "kp__os_as_limit %zu, getrlimit's %zu", kp__os_as_limit(), want);
+}
+
 int main(void)
 {
+	RUN(test_the_daemon_and_the_yield_call_no_rare_window);
 	RUN(test_the_clock_calls_no_libc_clock_gettime);
 	RUN(test_create_calls_no_strcspn);
 	RUN(test_create_calls_none_of_the_rare_windows);

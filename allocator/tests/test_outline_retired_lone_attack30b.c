@@ -332,7 +332,8 @@ static void consume(void *arg)
 		/* its first allocation of the class: a cached block, then the cap full */
 		struct ol_heap *h = kp__ol_slot.heap;
 		uint16_t before = h->fc_n[cls];
-		uintptr_t last = before ? h->fc_ent[cls][before - 1] & (((uint64_t)1 << OL_FC_IDX_SHIFT) - 1) : 0;
+		uintptr_t last =
+			before ? kp__ol_fc_row(h, cls)[before - 1] & (((uint64_t)1 << OL_FC_IDX_SHIFT) - 1) : 0;
 		unsigned char *p = take(lsz[c]);
 		struct ol_span *pg = kp__ol_map_span(pool->ol->map, (uintptr_t)p >> OL_SLICE_SHIFT);
 		if (lone ? (uintptr_t)pg != last || h->fc_n[cls] != before - 1 : before || pg->heap != h) {

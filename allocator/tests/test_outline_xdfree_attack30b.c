@@ -408,7 +408,7 @@ static unsigned stale_entries(void)
 	for (struct ol_heap *h = pool->ol->heaps; h; h = h->next)
 		for (int c = 0; c < OL_NCLASS; c++)
 			for (unsigned k = 0; k < h->fc_n[c]; k++) {
-				uint64_t e = h->fc_ent[c][k];
+				uint64_t e = kp__ol_fc_row(h, c)[k];
 				struct ol_span *pg =
 					(struct ol_span *)(uintptr_t)(e & (((uint64_t)1 << OL_FC_IDX_SHIFT) - 1));
 				n += pg->rec[e >> OL_FC_IDX_SHIFT].state != h->rtag;

@@ -72,6 +72,8 @@ class Run:
             "sys_s": None if r is None else round(r.sys_s, 3),
             "peak_rss_kib": None if r is None else r.peak_rss_kib,
             "rss_exact": None if r is None else r.rss_exact,
+            "peak_anon_kib": None if r is None else r.peak_anon_kib,
+            "own_hwm_kib": None if r is None else r.own_hwm_kib,
             "integrity_events": None if r is None else r.integrity_events,
             "errors": self.errors,
             "checks_failed": self.checks,
@@ -323,6 +325,10 @@ def figures(runs: Sequence[Run]) -> dict[str, dict[str, Any]]:
             "wall_s": _median([r.wall_s for r in ok]),
             "cpu_s": _median([r.user_s + r.sys_s for r in ok]),
             "peak_rss_kib": _median([float(r.peak_rss_kib) for r in ok]),
+            # sampled (harness/anon.py): the allocator's own memory without the file pages' ASLR noise
+            "peak_anon_kib": _median([float(r.peak_anon_kib) for r in ok if r.peak_anon_kib is not None]),
+            # the program's own VmHWM, sampled: no launcher's floor (harness/anon.py)
+            "own_hwm_kib": _median([float(r.own_hwm_kib) for r in ok if r.own_hwm_kib is not None]),
         }
         crashed = [r for r in mine if r.crashed]
         if crashed:  # how the first crashed run ended, for the table (a peer's defaults may abort)
@@ -339,15 +345,21 @@ def _how(r: run.RunResult) -> str:
     return how + (f": {first}" if first else "")
 
 
+# the figures compared, each by its label in a ratio row: the time, GNU time's peak RSS, the sampled peak
+# anonymous memory and own high-water mark (harness/anon.py)
+RATIOS = (("wall_s", "time"), ("peak_rss_kib", "rss"), ("peak_anon_kib", "anon"), ("own_hwm_kib", "own"))
+
+
 def ratios(figs: Mapping[str, Mapping[str, Any]], subject: str) -> dict[str, dict[str, float | None]]:
-    """subject's time and peak RSS over each other allocator's (None where either was not measured)."""
+    """subject's time, peak RSS and peak anonymous memory over each other allocator's (None where either
+    was not measured)."""
     me = figs.get(subject, {})
     out: dict[str, dict[str, float | None]] = {}
     for alloc, other in figs.items():
         if alloc == subject:
             continue
         row: dict[str, float | None] = {}
-        for key, label in (("wall_s", "time"), ("peak_rss_kib", "rss")):
+        for key, label in RATIOS:
             a, b = me.get(key), other.get(key)
             row[label] = round(a / b, 3) if a is not None and b else None
         out[alloc] = row
@@ -491,11 +503,13 @@ def table(
     results: Sequence[Mapping[str, Any]], peers: Sequence[str] = TABLE_PEERS
 ) -> tuple[list[str], list[list[str]]]:
     """Headers and rows: per program, the subject's (kpool's) median wall time and peak RSS, and both as
-    ratios to each peer's medians ('-' where a peer did not run; how it failed where every run of it
-    crashed), then the verdict. Each result is a program workload's stress.json entry (its name,
-    allocator, figures, ratios, passed)."""
+    ratios to each peer's medians, then its peak anonymous memory's (harness/anon.py) ('-' where a peer
+    did not run or nothing was sampled; how it failed where every run of it crashed), then the verdict.
+    Each result is a program workload's stress.json entry (its name, allocator, figures, ratios,
+    passed)."""
     headers = ["program", "kpool s", "kpool MiB"]
-    headers += [f"time ÷ {p}" for p in peers] + [f"RSS ÷ {p}" for p in peers] + ["runs", "verdict"]
+    headers += [f"time ÷ {p}" for p in peers] + [f"RSS ÷ {p}" for p in peers] + [f"anon ÷ {p}" for p in peers]
+    headers += ["runs", "verdict"]
     rows = []
     for r in results:
         me = r["figures"].get(r["allocator"], {})
@@ -509,6 +523,7 @@ def table(
         failed = {p: how for p, how in failed.items() if how and not r["figures"][p].get("runs")}
         row += [f"failed: {failed[p]}" if p in failed else _x(rat.get(p, {}).get("time")) for p in peers]
         row += ["failed" if p in failed else _x(rat.get(p, {}).get("rss")) for p in peers]
+        row += ["failed" if p in failed else _x(rat.get(p, {}).get("anon")) for p in peers]
         row += [str(me.get("runs", 0)), "ok" if r.get("passed") else "FAIL"]
         rows.append(row)
     return headers, rows
