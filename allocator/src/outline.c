@@ -1866,6 +1866,9 @@ static struct ol_span *span_new(kp_pool *pool, struct ol_heap *h, uint32_t cls)
 	/* rec[nb]: a sentinel, never allocated, so a free of the span's tail
 	 * (offset nb * bsize) meets a free record and is refused. */
 	pg->rec = meta_take(s, (nb + 1) * sizeof(struct ol_rec));
+	pg->own_start = pg->start;
+	pg->own_rec = pg->rec;
+	pg->own_bsize = bs;
 	pg->heap = h;
 	atomic_store_explicit(&pg->owner, h->self, memory_order_relaxed);
 	pg->cls = (uint16_t)cls;
