@@ -78,15 +78,30 @@ L2_CACHES = ("--D1=32768,8,64", "--LL=1048576,8,64")
 L2_READ_BOUND = 0.55
 
 
+# kp_alloc + kp_free's own D1 read misses per operation on (b), layout:outline, the daemon off, D1 and L2
+# as above. s35, on main 47b37d0: 5.71 (kpbench's loop around them 2.97 more; tcmalloc's malloc + free
+# ~1.2, their metadata hot by LIFO reuse): a pop read its span's stack pointer on the owner's line, then the
+# span's first line for start, bsize and rec (0.29 misses a pop in the machine's 48 KiB D1). Those three
+# copied onto sp's line (outline.h, ol_span's own_*; the daemon's purge fields moved off it): 5.33, the
+# same instructions. The bound lies between: a pop that takes two lines of its span again fails it.
+D1_READ_BOUND = 5.5
+
+
 @cache
-def outline_l2_reads_per_op() -> float:
-    """kp_alloc's and kp_free's L2 read misses (inclusive) per operation on (b), the daemon off."""
+def outline_reads_per_op(event: str) -> float:
+    """kp_alloc's and kp_free's read misses (inclusive; event DLmr: L2, D1mr: D1) per operation on (b), the
+    daemon off."""
     conf = "layout:outline,daemon:off"
     runs = [callgrind.run(kpbench_argv("b", n, conf), options=["--cache-sim=yes", *L2_CACHES]) for n in OPS]
-    reads = [sum(p.inclusive.get(f, {}).get("DLmr", 0) for f in ("kp_alloc", "kp_free")) for p in runs]
+    reads = [sum(p.inclusive.get(f, {}).get(event, 0) for f in ("kp_alloc", "kp_free")) for p in runs]
     calls = [p.calls.get("kp_alloc", 0) for p in runs]
     assert calls[1] - calls[0] >= OPS[1] - OPS[0], calls
     return (reads[1] - reads[0]) / (calls[1] - calls[0])
+
+
+def outline_l2_reads_per_op() -> float:
+    """kp_alloc's and kp_free's L2 read misses (inclusive) per operation on (b), the daemon off."""
+    return outline_reads_per_op("DLmr")
 
 
 @pytest.mark.slow
@@ -95,6 +110,15 @@ def test_outline_metadata_misses_no_more_l2_lines_than_its_conflicts_allow() -> 
     assert got <= L2_READ_BOUND, (
         f"(b) layout:outline: kp_alloc + kp_free miss an 8-way 1 MiB L2 {got:.2f} times per operation "
         f"(reads), over {L2_READ_BOUND}: metadata of many segments in the same cache sets?"
+    )
+
+
+@pytest.mark.slow
+def test_outline_pop_and_push_miss_no_more_d1_lines_than_their_layout_allows() -> None:
+    got = outline_reads_per_op("D1mr")
+    assert got <= D1_READ_BOUND, (
+        f"(b) layout:outline: kp_alloc + kp_free miss a 32 KiB D1 {got:.2f} times per operation (reads), "
+        f"over {D1_READ_BOUND}: a pop reads two lines of its span again?"
     )
 
 

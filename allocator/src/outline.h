@@ -160,21 +160,21 @@ struct ol_span {
 	uint32_t fresh;
 	uint32_t relist_at;   /* free blocks a retired span needs to be listed again */
 	struct ol_span *next; /* in the heap's avail list */
-	/* the daemon's purge (kp__ol_daemon_pass), of a span on its heap's avail
-	 * list, under the heap's avail_lock: when it was first seen wholly free
-	 * (pool clock, ns; 0: not seen so), OL_PURGED once its pages went back */
-	uint64_t idle_ns;
+	/* start, bsize and rec again, for the allocation's pop (kp__ol_pop):
+	 * on the line of sp, which it reads first, so that a pop takes one
+	 * line of its span where it took two (the first line is the frees',
+	 * read by other threads: sp stays off it). Fixed while the span lives
+	 * (span_new). s35: kpbench b's kp_alloc + kp_free missed a 32 KiB D1
+	 * 5.71 times an operation (reads) under callgrind, a pop's read of the
+	 * first line 0.29 of them (tests/test_cache_lines.py) */
+	uint8_t *own_start;
+	struct ol_rec *own_rec;
+	uint32_t own_bsize;
 	uint64_t gen; /* the span's generation, in its blocks' canaries (span_extend) */
 	/* its blocks past fresh are zero (a segment mapped fresh, not one given
 	 * back and taken again: its purge may have failed; not poison:on):
 	 * span_extend makes them OL_VIRGIN (span_new) */
 	bool zero;
-	/* the daemon's purge of its free blocks' pages while it is listed and
-	 * not wholly free (outline.c, purge_blocks), under its heap's avail
-	 * lock: the blocks on its stack when a pass first saw it so, and when
-	 * (pool clock, ns; OL_PURGED once given back at that count) */
-	uint32_t bpurge_free;
-	uint64_t bpurge_ns;
 
 	/* the other threads' line */
 	_Alignas(64) _Atomic uint32_t remote; /* cross-thread frees: index + 1 of the head */
@@ -187,6 +187,18 @@ struct ol_span {
 	/* its heap: written under the pool's outline lock (span_new, span_adopt)
 	 * while no block of it is out, read by the frees that push */
 	struct ol_heap *heap;
+	/* the daemon's fields, here since s35 (they were on the owner's line,
+	 * which every pop and push of the span takes): */
+	/* the daemon's purge (kp__ol_daemon_pass), of a span on its heap's avail
+	 * list, under the heap's avail_lock: when it was first seen wholly free
+	 * (pool clock, ns; 0: not seen so), OL_PURGED once its pages went back */
+	uint64_t idle_ns;
+	/* the daemon's purge of its free blocks' pages while it is listed and
+	 * not wholly free (outline.c, purge_blocks), under its heap's avail
+	 * lock: the blocks on its stack when a pass first saw it so, and when
+	 * (pool clock, ns; OL_PURGED once given back at that count) */
+	uint32_t bpurge_free;
+	uint64_t bpurge_ns;
 };
 /* the nil span (kp__ol_map_nil): what kp_free reads of a span before its
  * index test, in the 64 zero bytes it names */
@@ -196,6 +208,8 @@ _Static_assert(offsetof(struct ol_span, lim) + 8 <= 64 && offsetof(struct ol_spa
 #define OL_PURGED UINT64_MAX
 _Static_assert(offsetof(struct ol_span, sp) == 64 && offsetof(struct ol_span, remote) == 128,
 	       "a span's fields on three lines: the first full");
+_Static_assert(offsetof(struct ol_span, own_bsize) + 4 <= 128 && sizeof(struct ol_span) == 192,
+	       "a span: the pop's fields on sp's line, three lines in all");
 
 struct ol_seg {
 	uint8_t *base;
@@ -712,8 +726,8 @@ static inline __attribute__((always_inline)) void *kp__ol_pop(struct ol_heap *h,
 {
 	kp__count_inc(&h->allocs, 1);
 	kp__ol_sp_set(pg, sp - 1);
-	uint8_t *p = pg->start + (size_t)idx * pg->bsize;
-	struct ol_rec *r = &pg->rec[idx];
+	uint8_t *p = pg->own_start + (size_t)idx * pg->own_bsize;
+	struct ol_rec *r = &pg->own_rec[idx];
 	r->state = (uint32_t)n + 1;
 	if (KP_LIKELY(pg->csz)) {
 		uint64_t c = kp__ol_canary(r);
@@ -744,8 +758,8 @@ static inline __attribute__((always_inline)) void *kp__ol_pop_fast(struct ol_hea
 	kp__ol_sp_commit(pg, -1);
 	kp__ol_leave(id); /* idx is this call's: no other pop finds it now */
 	kp__count_inc(&h->allocs, 1);
-	uint8_t *p = pg->start + idx * pg->bsize;
-	struct ol_rec *rec = pg->rec;
+	uint8_t *p = pg->own_start + idx * pg->own_bsize;
+	struct ol_rec *rec = pg->own_rec;
 	uint64_t c = kp__ol_canary(&rec[idx]);
 	kp__ol_rec_apart(&rec, &idx);
 	/* relaxed atomic: a plain store on x86-64 (the same instructions), and
