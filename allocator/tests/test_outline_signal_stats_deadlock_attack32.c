@@ -41,13 +41,16 @@
  * with the line. The rounds above (the moment by chance): 2 of 6 hung
  * before (4 never met it), none after.
  * Session 35 (s35-sig): in a make test one chance round of 6 "hung"
- * (KNOWN_FAILING since). No hang was found: 260 rounds alone ("one")
- * beside two busy loops, three such loops at once, each ended by itself
- * (none still running 40 s on); but a round's own length reaches the old
- * 5 s watchdog: up to 3 s for the moment, then the handler's 20 ms and
- * its tries for KP_NOWAIT_NS (pool.c: 2 s) before kpool's abort; rounds
- * without the moment took up to 4.8 s beside the load, one with it late
- * 5.48 s. The watchdog is now ROUND_LIMIT_S.
+ * (KNOWN_FAILING since). No hang was found: 375 rounds alone ("one")
+ * beside two busy loops (up to three such loops at once), 20 of them
+ * with the moment, each ended by itself within 5.5 s; gdb in one with
+ * the moment: the handler in lock_bounded (pool->lock), the stats thread
+ * waiting for ol->lock, as designed. But a round's own length passes the
+ * old 5 s watchdog: up to 3 s (300 sleeps of 10 ms, longer under load)
+ * for the moment, then the handler's 20 ms and its tries for
+ * KP_NOWAIT_NS (pool.c: 2 s) before kpool's abort; rounds without the
+ * moment took up to 5.38 s, one with it 5.48 s. The watchdog is now
+ * ROUND_LIMIT_S.
  * Reproduce: make -C allocator VARIANT=release build/release/tests/test_outline_signal_stats_deadlock_attack32
  * && allocator/build/release/tests/test_outline_signal_stats_deadlock_attack32
  */
@@ -65,7 +68,7 @@ static kp_pool *pool;
 static atomic_bool stop;
 /* A child still running after this long hung. A round takes up to 3 s
  * waiting for the moment, 20 ms in the handler, and 2 s of tries
- * (pool.c, KP_NOWAIT_NS) before kpool's abort: 5.48 s seen beside two
+ * (pool.c, KP_NOWAIT_NS) before kpool's abort: up to 5.48 s seen beside
  * busy loops, where the old 5 s limit called such a round hung. A
  * deadlock never ends, so the limit can be far past that: about 6x. */
 #define ROUND_LIMIT_S 30
