@@ -261,7 +261,9 @@ void kp__set_error_path(const char *fmt, ...) __attribute__((format(printf, 1, 2
 /* The calling thread's kernel id (gettid): uncounted, as it takes no memory
  * and is made once per thread (kp__mutex_lock, when a lock is busy). */
 int kp__os_tid(void);
-/* One line to stderr and abort(): for what no pool can contain. */
+/* One line to stderr and abort(): for what no pool can contain. Every
+ * signal is held off first, so that no handler runs between the decision
+ * and the abort (one line, then SIGABRT is what a parent sees). */
 __attribute__((noreturn)) void kp__os_die(const char *line);
 /* Every signal held off from this thread (*old: its mask before), then the
  * mask back: around the thread exit hooks' teardown of its caches and

@@ -10,9 +10,17 @@
  * signals it every ~20 us, and the handler allocates a 48-byte block and
  * frees the one its slot held. Asserted: no block held by two at once, no
  * double free reported, nothing in use at the end.
- * A guard: held on s33 atta (release, 0 mismatches, 0 double frees, 0
- * bytes in use in 6 runs of 2,400-3,000 handler calls). KT_NOSIG=1 runs
- * it without the signals, KT_STEPS the steps.
+ * Asserted in each of 3 rounds (a child each), or kpool's documented
+ * refusal (one line, abort: the handler needs the class lock its thread
+ * holds on alloc.c's path).
+ * Held on s33 atta (release, 0 mismatches, 0 double frees, 0 bytes in use
+ * in 6 runs of 2,400-3,000 handler calls); found (s35-sig) beside two busy
+ * loops in release: blocks held twice (1-7), a double free reported and 64
+ * bytes in use in 4 of 30 runs (main 47b37d0): the handler's call and its
+ * thread's on alloc.c's thread cache at once. Fixed in alloc.c (a call
+ * nested in one of its thread's on that path takes no thread cache:
+ * kp__alloc_classic, kp__free_classic): 0 of 30. KT_NOSIG=1 runs it
+ * without the signals, KT_STEPS the steps.
  * Reproduce:
  *   make -C allocator VARIANT=release build/release/tests/test_outline_signal_full_attack33 &&
  *   allocator/build/release/tests/test_outline_signal_full_attack33
@@ -26,6 +34,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/wait.h>
 
 #include "internal.h"
 #include "outline.h"
@@ -59,7 +68,7 @@ static void handler(int sig)
 
 #define WSLOTS 64
 static pthread_t worker;
-static _Atomic bool live, stop;
+static _Atomic bool live, stop, finished, quiet;
 static long steps = 4000000; /* or 3,000 handler calls */
 static long filled, fill_classic;
 static bool outline_block(const void *p)
@@ -102,6 +111,16 @@ static void *work(void *arg)
 		}
 	}
 	atomic_store(&live, false);
+	/* no pester signals this thread once it is joined (pthread_kill of a
+	 * joined thread is undefined: a pester that read live before the
+	 * store above sent it after round_body's join; the same order in
+	 * test_outline_signal_nested_attack33 killed rounds with SIGSEGV, 3
+	 * of 30 runs under ASan): round_body stops it first, then lets it end */
+	atomic_store(&finished, true);
+	while (!atomic_load(&quiet)) {
+		struct timespec ts = {0, 100000};
+		nanosleep(&ts, NULL);
+	}
 	for (int k = 0; k < WSLOTS; k++)
 		if (v[k].p) {
 			check(v[k].p, v[k].n, v[k].s);
@@ -124,16 +143,15 @@ static void *pester(void *arg)
 	return NULL;
 }
 
-static void round_of(const char *what, size_t w, size_t hs)
+/* One round (a child's): 0 clean, 77 blocks held twice, double frees or
+ * bytes in use (the counts on stderr), 2 no pool. */
+static int round_body(void)
 {
 	pool = kp_create(getenv("KT_CONF") ? getenv("KT_CONF") : "layout:outline,daemon:off,primary_max:8m");
-	REQUIRE(pool, "kp_create: %s", kp_last_error());
-	wsize = w;
-	hsize = hs;
-	atomic_store(&calls, 0);
-	atomic_store(&mismatches, 0);
-	atomic_store(&stop, false);
-	memset(hslot, 0, sizeof hslot);
+	if (!pool)
+		return 2;
+	wsize = 48;
+	hsize = 48;
 	struct sigaction sa;
 	memset(&sa, 0, sizeof sa);
 	sa.sa_handler = handler;
@@ -142,9 +160,14 @@ static void round_of(const char *what, size_t w, size_t hs)
 	pthread_create(&worker, NULL, work, NULL);
 	pthread_t pt;
 	pthread_create(&pt, NULL, pester, NULL);
-	pthread_join(worker, NULL);
+	while (!atomic_load(&finished)) {
+		struct timespec ts = {0, 1000000};
+		nanosleep(&ts, NULL);
+	}
 	atomic_store(&stop, true);
 	pthread_join(pt, NULL);
+	atomic_store(&quiet, true);
+	pthread_join(worker, NULL);
 	signal(SIGUSR1, SIG_IGN);
 	for (int k = 0; k < HSLOTS; k++)
 		if (hslot[k].p) {
@@ -154,18 +177,42 @@ static void round_of(const char *what, size_t w, size_t hs)
 	int64_t df = kt_stat(pool, "integrity.double_frees");
 	int64_t inuse = kt_stat(pool, "primary.in_use_bytes");
 	long mm = atomic_load(&mismatches);
-	fprintf(stderr, "  %s: %u handler calls, %ld mismatches, %lld double frees, %lld bytes in use\n", what,
-		atomic_load(&calls), mm, (long long)df, (long long)inuse);
-	CHECK(mm == 0, "%s: %ld blocks held by two at once", what, mm);
-	CHECK(df == 0, "%s: %lld double frees reported, none made", what, (long long)df);
-	CHECK(inuse == 0, "%s: %lld bytes in use with every block freed", what, (long long)inuse);
+	fprintf(stderr,
+		"  outline full: %u handler calls, %ld mismatches, %lld double frees, %lld bytes in use; filled %ld "
+		"blocks, %ld of them alloc.c's\n",
+		atomic_load(&calls), mm, (long long)df, (long long)inuse, filled, fill_classic);
 	kp_destroy(pool);
+	return mm == 0 && df == 0 && inuse == 0 ? 0 : 77;
 }
 
+/* Each round in a child: the handler's call on alloc.c's path may find the
+ * class lock its thread holds there (a refill from the central list),
+ * kpool's documented refusal (one line, abort: internal.h,
+ * kp__mutex_lock; alloc.c, kp__alloc_classic), which is allowed, as
+ * test_outline_signal_nested_attack33 allows it; a wrong block is not.
+ * Before (in-process, refusal not allowed): under TSan beside load a
+ * handler met the refusal; in release beside two busy loops 2 of 30 runs. */
+#define ROUNDS 3
 static void test_outline_full(void)
 {
-	round_of("outline full", 48, 48);
-	fprintf(stderr, "  filled %ld blocks, %ld of them alloc.c's\n", filled, fill_classic);
+	int clean = 0, refused = 0;
+	for (int r = 0; r < ROUNDS; r++) {
+		fflush(stderr);
+		pid_t pid = fork();
+		REQUIRE(pid >= 0, "fork");
+		if (pid == 0)
+			_exit(round_body());
+		int st;
+		REQUIRE(waitpid(pid, &st, 0) == pid, "waitpid");
+		if (WIFEXITED(st) && WEXITSTATUS(st) == 0)
+			clean++;
+		else if (WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT)
+			refused++;
+		else
+			CHECK(0, "round %d: %s %d (blocks held twice, double frees or bytes in use: the counts above)",
+			      r, WIFEXITED(st) ? "exit" : "signal", WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
+	}
+	fprintf(stderr, "  %d rounds clean, %d refused by kpool's abort\n", clean, refused);
 }
 
 int main(void)

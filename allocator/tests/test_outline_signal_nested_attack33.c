@@ -18,6 +18,15 @@
  * 4 runs of 16 blocks a call, every run of 256 within 0.3 s).
  * A guard: held on s33 atta (release: no wrong block in 10 rounds reaching
  * depth 2, 3,000-4,800 handler calls each).
+ * KNOWN_FAILING under ASan (allocator/Makefile): beside two busy loops
+ * and other sanitizer runs, 1 of 39 runs (s35-sig) had a round's child die
+ * of SIGSEGV ("AddressSanitizer:DEADLYSIGNAL", no report, no kpool line in
+ * that round); kpool's refusal no longer comes into it (os.c kp__os_die
+ * holds signals off; ASan's exit 1 is no longer taken for it). Cause not
+ * found. Under ASan: many runs of
+ *   make -C allocator VARIANT=asan build/asan/tests/test_outline_signal_nested_attack33 &&
+ *   allocator/build/asan/tests/test_outline_signal_nested_attack33
+ * beside two busy loops.
  * Reproduce:
  *   make -C allocator VARIANT=release build/release/tests/test_outline_signal_nested_attack33 &&
  *   allocator/build/release/tests/test_outline_signal_nested_attack33
@@ -164,14 +173,6 @@ static int round_body(void)
 	return mm == 0 && df == 0 && inuse == 0 ? 0 : 77;
 }
 
-/* ASan turns kpool's abort, with the signals still coming, into "nested
- * bug in the same thread" and exit status 1 */
-#if defined(__SANITIZE_ADDRESS__)
-#define ASAN_ABORT 1
-#else
-#define ASAN_ABORT 0
-#endif
-
 /* Each round in a child: a handler nested in a handler on alloc.c's path
  * may find the class lock the outer one holds, kpool's documented refusal
  * (one line, abort), which is allowed; a wrong block is not. */
@@ -188,8 +189,7 @@ static void test_nested_handlers(void)
 		REQUIRE(waitpid(pid, &st, 0) == pid, "waitpid");
 		if (WIFEXITED(st) && WEXITSTATUS(st) == 0)
 			clean++;
-		else if ((WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT) ||
-			 (ASAN_ABORT && WIFEXITED(st) && WEXITSTATUS(st) == 1))
+		else if (WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT) /* kpool's abort, signals held off (os.c) */
 			refused++;
 		else
 			CHECK(0, "round %d: %s %d (blocks held twice, double frees or bytes in use: the counts above)",
