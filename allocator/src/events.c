@@ -197,12 +197,37 @@ void kp__event(kp_pool *pool, unsigned kind, unsigned which, const void *addr, s
 		memcpy(u.ev.text + sizeof u.ev.text - 4, "...", 4);
 	va_end(ap);
 
+	/* The slot is claimed by compare-and-swap from an older lap's sequence
+	 * only: a writer lapped between its position and this (a signal
+	 * handler's events, a thread preempted while 1,024 more were
+	 * recorded) finds a later lap's sequence there and leaves the slot to
+	 * it. Its event is the ring's loss, which the drainer counts (the slot
+	 * holds another sequence than the one it wants, or it skipped the
+	 * position). Before (s35), the lapped writer stored its older event
+	 * over the newer one; the drainer took the older sequence for a slot
+	 * still being written and stopped there, and every event after it was
+	 * neither drained nor counted (test_ring_lapped_writer_attack35: 470-
+	 * 554 of a round's; test_ring_storm_attack33 under TSan). Its end is a
+	 * compare-and-swap too: a later lap that claimed the slot meanwhile
+	 * (past this writer's claim: it found the odd sequence below its own)
+	 * owns it, and its sequence stays. */
 	kp__ring_slot *s = &r->slot[pos % KP_RING_SLOTS];
-	atomic_store_explicit(&s->seq, 2 * pos + 1, memory_order_relaxed);
-	atomic_thread_fence(memory_order_release);
-	for (size_t i = 0; i < KP_RING_WORDS; i++)
-		atomic_store_explicit(&s->w[i], u.w[i], memory_order_relaxed);
-	atomic_store_explicit(&s->seq, 2 * pos + 2, memory_order_release);
+	uint64_t mine = 2 * pos + 1, cur = atomic_load_explicit(&s->seq, memory_order_relaxed);
+	bool claimed = true;
+	do {
+		if (cur >= mine) {
+			claimed = false;
+			break;
+		}
+	} while (!atomic_compare_exchange_weak_explicit(&s->seq, &cur, mine, memory_order_relaxed,
+							memory_order_relaxed));
+	if (claimed) {
+		atomic_thread_fence(memory_order_release);
+		for (size_t i = 0; i < KP_RING_WORDS; i++)
+			atomic_store_explicit(&s->w[i], u.w[i], memory_order_relaxed);
+		atomic_compare_exchange_strong_explicit(&s->seq, &mine, mine + 1, memory_order_release,
+							memory_order_relaxed);
+	}
 	if (pool->log_fd > 0)
 		log_line(pool, &u.ev);
 }
@@ -233,7 +258,9 @@ KP_EXPORT size_t kp_events_drain(kp_pool *pool, kp_event *out, size_t max)
 			u.w[i] = atomic_load_explicit(&s->w[i], memory_order_relaxed);
 		atomic_thread_fence(memory_order_acquire);
 		uint64_t s2 = atomic_load_explicit(&s->seq, memory_order_relaxed);
-		if (s1 != want || s2 != want) {
+		/* (the event's own sequence too: a lapped writer's late words
+		 * under a later lap's sequence, kp__event) */
+		if (s1 != want || s2 != want || u.ev.seq != tail) {
 			atomic_fetch_add_explicit(&r->dropped, 1, memory_order_relaxed);
 			continue;
 		}
