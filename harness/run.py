@@ -36,7 +36,7 @@ from typing import IO, Any
 from harness import anon, atomic, binding, build, output, peers
 from harness.errors import AllocError, ArgumentError, ConfError, UsageError
 from harness.spec import poolcheck
-from harness.triage import patterns, record
+from harness.triage import patterns, record, signature
 from harness.triage.crash import Crash, Reproducer
 from harness.triage.db import Recorded
 
@@ -523,7 +523,7 @@ def crash_of(result: RunResult, run: str) -> Crash:
     """The crash of a run (result.crashed), with a reproducer that reruns the command with the same
     environment additions in the same folder. The text is the program's stderr tail (an integrity error's
     line there is in kpool's event-log format, which triage reads), and the signal."""
-    text = result.stderr_tail
+    text = signature.with_pool_events(result.stderr_tail, result.all_figures)
     if result.signal_name:
         text += f"\nkpool: program killed by {result.signal_name}\n"
     meta: dict[str, Any] = {"allocator": result.allocator, "conf": result.conf or ""}

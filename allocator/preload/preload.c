@@ -482,7 +482,7 @@ static void after_fork_child(void)
 static struct record {
 	unsigned kind;
 	uint64_t addr, size, time_ns;
-	char call[16];
+	char call[24]; /* the longest call named: "a check of kpool's own" (22 and its NUL) */
 	char text[KP_EVENT_TEXT];
 } records[RECORDS] LARGE;
 static _Atomic uint64_t integrity_total;

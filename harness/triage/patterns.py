@@ -84,6 +84,8 @@ _ASAN_TYPES = (
 _KPOOL_VIOLATIONS = "double_free|invalid_free|corruption|overflow|use_after_free|freelist"
 # "%p size %zu: ", "%p size class %zu: " (a double free) or "%p size unknown: " before the text (integrity.c)
 _KPOOL_ADDR = r"(?:0x[0-9a-f]+ size (?:class \d+|\d+|unknown): )?"
+# A line of the preload's that names an integrity error (harness.triage.signature.with_pool_events)
+KPOOL_VIOLATION_LINE = re.compile(rf"(?:^|\s)kpool \d+\.\d+ (?:{_KPOOL_VIOLATIONS}) ", re.MULTILINE)
 _KPOOL_OTHER_EVENTS = "quarantine|oom|bad_size"  # the pool contained it or refused a request: weak evidence
 
 # Signals by number (Linux x86-64 and arm64 agree on these) and the names sanitizers print for them.

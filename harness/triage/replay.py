@@ -8,12 +8,16 @@ and marks it fixed (rate 0), known, i.e. still crashing (rate 1) or flaky (in be
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
+import tempfile
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 from harness import output
 from harness.errors import KpoolError
@@ -22,6 +26,9 @@ from harness.triage.crash import Reproducer
 from harness.triage.db import OPEN_STATUSES, CrashDB, CrashDBError, SignatureRow
 
 DEFAULT_RUNS = 5  # replays per signature: tells "always" from "sometimes" without taking all night
+# What the preload reads, and its file's name (harness/run.py, allocator/preload/preload.c)
+STATS_ENV = "KPOOL_STATS_OUT"
+PRELOAD_NAME = "libkpool-preload.so"
 _OUTPUT_MAX = 1 << 20  # bytes of a replay's output kept for its signature (its tail)
 
 
@@ -49,6 +56,39 @@ class ReplayResult:
 def run_once(repro: Reproducer, source: str = "", depth: int = S.DEFAULT_DEPTH) -> RunOutcome:
     """Run the reproducer's command once and compute the signature of its output (stdout + stderr)."""
     argv, env = repro.command()
+    with tempfile.TemporaryDirectory(prefix="kpool-replay-") as figures:
+        # a program on kpool's preload (`kpool run`'s reproducer) writes its pool's figures here: their
+        # integrity events are its signature's when its output holds none, as when it was recorded
+        on_preload = repro.kind == "command" and PRELOAD_NAME in env.get("LD_PRELOAD", "")
+        extra = {STATS_ENV: figures} if on_preload else {}
+        outcome = _run_once(repro, argv, {**env, **extra}, source, depth)
+        if not on_preload:
+            return outcome
+        text = S.with_pool_events(outcome.output, _figures(Path(figures)))
+    if text == outcome.output:
+        return outcome
+    sig = S.compute(
+        text,
+        returncode=outcome.returncode,
+        guess="timeout" if outcome.timed_out else None,
+        source=source,
+        depth=depth,
+    )
+    return RunOutcome(sig, outcome.returncode, outcome.timed_out, text)
+
+
+def _figures(folder: Path) -> list[dict[str, Any]]:
+    """The figures the preload wrote into folder (one file a process); one cut short is skipped."""
+    docs = []
+    for path in sorted(folder.glob("kpool-*.json")):
+        with contextlib.suppress(OSError, ValueError):
+            doc = json.loads(path.read_text())
+            if isinstance(doc, dict):
+                docs.append(doc)
+    return docs
+
+
+def _run_once(repro: Reproducer, argv: list[str], env: dict[str, str], source: str, depth: int) -> RunOutcome:
     try:
         proc = subprocess.Popen(
             argv,

@@ -28,8 +28,10 @@ import os
 import re
 import stat
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from harness.triage import patterns as P
 from harness.triage import threads
@@ -405,6 +407,27 @@ def compute(
             return Signature(kind, detail, stuck, "")
     names = _top_names(interesting_frames(crash_frames(text, kind)), depth)
     return Signature(kind, detail, names, "" if names else source)
+
+
+def with_pool_events(text: str, figures: Iterable[Mapping[str, Any]]) -> str:
+    """A preloaded program's output with its pool's integrity events (the figures the preload writes at
+    exit and before an integrity abort: KPOOL_STATS_OUT's kpool-<pid>.json) put first as the preload's own
+    lines, when the output holds none: a program that closed its stderr (a daemon), or sent it elsewhere,
+    or wrote more than is kept after the line, would be filed as a bare SIGABRT, or "unknown" when it went
+    on (on_error:log), beside every other crash of that program. The text as it is otherwise."""
+    if P.KPOOL_VIOLATION_LINE.search(text):
+        return text
+    lines = []
+    for doc in figures:
+        events = doc.get("integrity")
+        for ev in events if isinstance(events, list) else []:
+            if not isinstance(ev, Mapping):
+                continue
+            kind, what, call = (ev.get(key) for key in ("kind", "text", "call"))
+            if isinstance(kind, str) and isinstance(what, str):
+                where = f" in {call}" if isinstance(call, str) and call else ""
+                lines.append(f"kpool 0.000 {kind} {what}{where}\n")
+    return "".join(lines) + text
 
 
 def of_crash(crash: Crash, depth: int = DEFAULT_DEPTH) -> Signature:

@@ -1,0 +1,119 @@
+"""Session 36's attacks on `kpool run` from outside: an integrity error whose line never reached the kept
+stderr (a program that closed its stderr, as daemons do, or one that wrote more than kpool keeps after it).
+
+Before: the crash text was the stderr tail alone, so a double free in a program that had closed fd 2 was
+filed under the bare "SIGABRT in program:x" beside every other abort of that program, and one that went on
+(--on-error log) and printed 300 KB more was "unknown in program:x", though the pool's own figures (its
+KPOOL_STATS_OUT file, which `kpool run` reads and prints) named the double free. Now the figures' events
+are the crash text's when the tail holds none, and a replay reads them the same way."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness.triage.db import CrashDB
+
+PROGRAM = r"""
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+	if (!strcmp(argv[1], "write-after-free")) {  /* found at reuse (poison:on), by a sweep of kpool's */
+		char *q = malloc(64);
+		free(q);
+		memset(q, 'A', 64);
+		for (int i = 0; i < 3000; i++)
+			free(malloc(64));
+		return 0;
+	}
+	if (!strcmp(argv[1], "closed")) {
+		close(2);  /* a daemon's stderr: the preload's line goes nowhere */
+	}
+	char *p = malloc(24);
+	free(p);
+	free(p);
+	if (!strcmp(argv[1], "noisy")) {  /* --on-error log: it goes on, and its output pushes the line out */
+		for (int i = 0; i < 40000; i++)
+			fprintf(stderr, "noise line %d\n", i);
+	}
+	return 0;
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def program(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("no C compiler")
+    folder = tmp_path_factory.mktemp("att36")
+    (folder / "p.c").write_text(PROGRAM)
+    exe = folder / "p"
+    subprocess.run([cc, "-O0", "-fno-builtin", "-w", "-o", str(exe), str(folder / "p.c")], check=True)
+    return exe
+
+
+def kpool(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "harness.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path(__file__).parents[1]), "LANG": "C"},
+    )
+
+
+@pytest.mark.parametrize(
+    ("how", "options", "status"),
+    [("closed", [], 128 + signal.SIGABRT), ("noisy", ["--on-error", "log"], 0)],
+)
+def test_an_integrity_error_whose_line_left_no_stderr_is_still_its_signature(
+    program: Path, tmp_path: Path, how: str, options: list[str], status: int
+) -> None:
+    proc = kpool("run", *options, "--reports", str(tmp_path), "--", str(program), how, cwd=tmp_path)
+    assert proc.returncode == status, proc.stderr[-2000:]
+    assert "kpool: integrity: double_frees 1" in proc.stderr, proc.stderr[-2000:]
+    assert "crash recorded: signature" in proc.stderr, proc.stderr[-2000:]
+    db = CrashDB.open(tmp_path / "crashes.sqlite")
+    (sig,) = db.signatures()
+    assert sig.kind == "kpool-double_free", sig.title
+    assert "double free in free()" in sig.title, sig.title
+
+    replay = kpool(
+        "triage", "--db", str(tmp_path / "crashes.sqlite"), "replay", str(sig.id), "-n", "2", cwd=tmp_path
+    )
+    assert replay.returncode == 0, replay.stdout + replay.stderr
+    assert "reproduced 2 of 2" in replay.stdout, replay.stdout
+
+
+def test_the_figures_name_the_call_of_an_event_kpool_found_on_its_own_whole(
+    program: Path, tmp_path: Path
+) -> None:
+    """The preload's line said "use_after_free ... in a check of kpool's own", its figures (and so the
+    summary `kpool run` prints, and the signature of a run whose line was lost) "in a check of kpoo": the
+    record kept 16 bytes of the call's name."""
+    proc = kpool(
+        "run",
+        "--conf",
+        "poison:on",
+        "--reports",
+        str(tmp_path),
+        "--",
+        str(program),
+        "write-after-free",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 128 + signal.SIGABRT, proc.stderr[-2000:]
+    assert "use_after_free 0x" in proc.stderr and " in a check of kpool's own; abort" in proc.stderr, (
+        proc.stderr
+    )
+    assert "kpool:   use_after_free in a check of kpool's own: 0x" in proc.stderr, proc.stderr
