@@ -50,6 +50,13 @@ CONF_ENV = "KPOOL_CONF"
 KEPT_ENV = ("KPOOL_CONF", "KPOOL_PRELOAD", "KPOOL_LOG", "PYTHONMALLOC", "LD_LIBRARY_PATH", "MALLOC_ARENA_MAX")
 # The tail of the program's stderr kept for the crash text: a sanitizer report or a backtrace fits.
 STDERR_KEPT = 256 * 1024
+# A process the program started and left running (`server &`, a daemon that kept its stderr) holds the pipe
+# open past the program's end: kpool read it to its end, and waited as long as that process lived. What
+# comes this long after the program ended is passed on (a writer that is gone is the pipe's end at once,
+# so a program that leaves nothing behind costs nothing); then kpool stops reading and says so.
+RELAY_GRACE_S = 1.0
+# How often the relay looks whether it was told to stop (a select timeout: no cost while output flows).
+RELAY_POLL_S = 0.1
 # How often a run with a time limit looks at its program where no pidfd tells when it ends (before Linux
 # 5.3), and after the limit while the killed program is reaped: a limit is honoured within this.
 POLL_S = 0.05
@@ -84,6 +91,8 @@ class RunResult:
     peak_rss_kib: int
     rss_exact: bool  # False: wait4's figure, which includes the harness's resident set (no GNU time)
     stderr_tail: str
+    # a process the program started still held its stderr RELAY_GRACE_S after it ended: no longer read
+    stderr_held: bool = False
     figures: dict[str, Any] | None = None
     children: list[dict[str, Any]] = field(default_factory=list)
     oom_kills: int = 0  # the kernel's OOM kills (/proc/vmstat oom_kill) while it ran, on the whole machine
@@ -230,9 +239,15 @@ def environment(
     return env
 
 
-def _relay(pipe: IO[bytes], kept: bytearray, echo: bool) -> None:
+def _relay(pipe: IO[bytes], kept: bytearray, echo: bool, stop: threading.Event) -> None:
+    """Pass the program's stderr on and keep its tail, to its end or until stop is set."""
     fd = pipe.fileno()
-    for chunk in iter(lambda: os.read(fd, 65536), b""):
+    while not stop.is_set():
+        if not select.select([fd], [], [], RELAY_POLL_S)[0]:
+            continue
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            return
         if echo:
             output.relay(chunk)
         kept += chunk
@@ -320,7 +335,10 @@ def run_program(
             raise UsageError(f"cannot run {argv[0]!r}: {exc.strerror or exc}") from exc
         kept = bytearray()
         assert proc.stderr is not None
-        relay = threading.Thread(target=_relay, args=(proc.stderr, kept, echo_stderr), daemon=True)
+        stop_relay = threading.Event()
+        relay = threading.Thread(
+            target=_relay, args=(proc.stderr, kept, echo_stderr, stop_relay), daemon=True
+        )
         relay.start()
         sampler = anon.AnonPeak(proc.pid, child=bool(launcher))
         try:
@@ -329,6 +347,9 @@ def run_program(
         finally:
             peak_anon = sampler.stop()
             own_hwm = sampler.own_hwm_kib
+        relay.join(RELAY_GRACE_S)
+        stderr_held = relay.is_alive()
+        stop_relay.set()
         relay.join()
         proc.stderr.close()
         returncode = os.waitstatus_to_exitcode(status)
@@ -355,6 +376,7 @@ def run_program(
         peak_rss_kib=peak_kib if peak_kib is not None else int(usage.ru_maxrss),
         rss_exact=peak_kib is not None,
         stderr_tail=kept[-STDERR_KEPT:].decode(errors="replace"),
+        stderr_held=stderr_held,
         figures=mine,
         children=others,
         oom_kills=max(0, _oom_kills() - oom_before),
@@ -614,6 +636,14 @@ def summary(result: RunResult, recorded: Recorded | None = None, db: Path | None
         )
     lines = [
         f"{cmd}: {how}",
+        *(
+            [
+                "a process it started still holds its stderr: kpool stopped reading it"
+                f" {RELAY_GRACE_S:g} s after the program ended (what it writes from now on is not shown)"
+            ]
+            if result.stderr_held
+            else []
+        ),
         f"allocator {result.allocator}" + (f", conf {result.conf}" if result.conf else ""),
         f"wall {result.wall_s:.2f} s, cpu {result.user_s:.2f} s user + {result.sys_s:.2f} s system,"
         f" peak RSS {_mib(result.peak_rss_kib * 1024)}"

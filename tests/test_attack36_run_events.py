@@ -9,6 +9,7 @@ are the crash text's when the tail holds none, and a replay reads them the same 
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import signal
 import subprocess
@@ -117,3 +118,28 @@ def test_the_figures_name_the_call_of_an_event_kpool_found_on_its_own_whole(
         proc.stderr
     )
     assert "kpool:   use_after_free in a check of kpool's own: 0x" in proc.stderr, proc.stderr
+
+
+# ---- a program that leaves a process behind ----------------------------------------------------------
+
+
+def test_kpool_run_ends_with_its_program_not_with_a_process_it_left_behind(tmp_path: Path) -> None:
+    """`kpool run -- sh -c 'server & ...'`: the program ended, but a process it started in the background
+    kept its stderr open, and kpool read that pipe to its end: it printed nothing more and did not exit
+    until the background process did (30 s for a `sleep 30`, forever for a server). Now what comes within
+    a moment of the program's end is passed on, and kpool says it stopped reading and goes on."""
+    import os
+    import time
+
+    script = "sleep 60 >/dev/null & echo $! > bg.pid; echo started >&2; exit 3"
+    start = time.monotonic()
+    try:
+        proc = kpool("run", "--allocator", "glibc", "--", "sh", "-c", script, cwd=tmp_path)
+        took = time.monotonic() - start
+    finally:
+        with contextlib.suppress(OSError, ValueError):
+            os.kill(int((tmp_path / "bg.pid").read_text()), signal.SIGKILL)
+    assert took < 20, f"kpool run waited {took:.0f} s for a process its program left behind"
+    assert proc.returncode == 3, proc.stderr
+    assert "started" in proc.stderr and "exit status 3" in proc.stderr, proc.stderr
+    assert "still holds its stderr" in proc.stderr, proc.stderr
