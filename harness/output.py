@@ -42,10 +42,17 @@ def _hung_up(stream: TextIO) -> None:
 def _terminal(stream: TextIO) -> Iterator[None]:
     try:
         yield
+    except BrokenPipeError:  # `kpool ... | head`: the CLI ends quietly
+        raise
     except OSError as exc:
-        if exc.errno != errno.EIO:
-            raise
         _hung_up(stream)
+        if exc.errno == errno.EIO:
+            return
+        # a full disk under `kpool ... > file` (ENOSPC carries no file name): the error names the stream,
+        # once (the descriptor now on /dev/null, the exit's flush of what is buffered does not fail again)
+        if exc.filename is None:
+            exc.filename = "standard output" if stream is sys.stdout else "standard error"
+        raise
 
 
 def _say(text: str, stream: TextIO) -> None:
