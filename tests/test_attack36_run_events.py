@@ -143,3 +143,33 @@ def test_kpool_run_ends_with_its_program_not_with_a_process_it_left_behind(tmp_p
     assert proc.returncode == 3, proc.stderr
     assert "started" in proc.stderr and "exit status 3" in proc.stderr, proc.stderr
     assert "still holds its stderr" in proc.stderr, proc.stderr
+
+
+def test_a_replay_ends_with_its_program_not_with_a_process_it_left_behind(tmp_path: Path) -> None:
+    """A crash `kpool run` recorded of a program that had started a background process (`sleep 200 &`, a
+    server) before it crashed: `kpool triage replay` waited for the output pipe's end, which the
+    background process held, up to the reproducer's time limit (120 s), then called the run a timeout:
+    "non-reproducible: reproduced 0 of 1, otherwise 1x: timeout" (and `recheck` marked it fixed). Now a
+    replay ends with its program; what is left of its session is stopped."""
+    import os
+    import time
+
+    from harness.triage import replay
+    from harness.triage.crash import Reproducer
+
+    script = "sleep 60 & echo $! > bg.pid; echo crashing; kill -SEGV $$"
+    repro = Reproducer(argv=("sh", "-c", script), cwd=str(tmp_path), timeout_s=20)
+    start = time.monotonic()
+    try:
+        outcome = replay.run_once(repro, source="program:sh")
+        took = time.monotonic() - start
+        pid = int((tmp_path / "bg.pid").read_text())
+        time.sleep(0.2)
+        left = Path(f"/proc/{pid}").exists() and "Z" not in Path(f"/proc/{pid}/stat").read_text().split()[2]
+    finally:
+        with contextlib.suppress(OSError, ValueError):
+            os.kill(int((tmp_path / "bg.pid").read_text()), signal.SIGKILL)
+    assert not outcome.timed_out and took < 10, f"{took:.1f} s, {outcome.signature.title}"
+    assert outcome.returncode == -signal.SIGSEGV, outcome
+    assert outcome.signature.kind == "SIGSEGV" and "crashing" in outcome.output, outcome.signature.title
+    assert not left, "the process it left behind runs on"

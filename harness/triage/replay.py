@@ -10,14 +10,16 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
 import signal
 import subprocess
 import tempfile
+import threading
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from harness import output
 from harness.errors import KpoolError
@@ -30,6 +32,10 @@ DEFAULT_RUNS = 5  # replays per signature: tells "always" from "sometimes" witho
 STATS_ENV = "KPOOL_STATS_OUT"
 PRELOAD_NAME = "libkpool-preload.so"
 _OUTPUT_MAX = 1 << 20  # bytes of a replay's output kept for its signature (its tail)
+# How long a replay's output is read past the program's end (what a process it left behind still holds),
+# and, after that process is stopped, past its end: a writer that is gone is the pipe's end at once.
+_LEFT_S = 1.0
+_POLL_S = 0.1  # how often the reader looks whether it was told to stop (a select timeout)
 
 
 @dataclass(frozen=True)
@@ -88,6 +94,20 @@ def _figures(folder: Path) -> list[dict[str, Any]]:
     return docs
 
 
+def _read_output(pipe: IO[bytes], out: bytearray, stop: threading.Event) -> None:
+    """Read a replay's output to its end, or until stop is set; its last _OUTPUT_MAX bytes are kept."""
+    fd = pipe.fileno()
+    while not stop.is_set():
+        if not select.select([fd], [], [], _POLL_S)[0]:
+            continue
+        chunk = os.read(fd, 1 << 16)
+        if not chunk:
+            return
+        out += chunk
+        if len(out) > 2 * _OUTPUT_MAX:
+            del out[: len(out) - _OUTPUT_MAX]
+
+
 def _run_once(repro: Reproducer, argv: list[str], env: dict[str, str], source: str, depth: int) -> RunOutcome:
     try:
         proc = subprocess.Popen(
@@ -103,25 +123,43 @@ def _run_once(repro: Reproducer, argv: list[str], env: dict[str, str], source: s
         raise KpoolError(f"cannot run reproducer {argv[0]!r}: {exc}") from exc
     timed_out = False
     stacks = ""
+    assert proc.stdout is not None
+    out = bytearray()
+    stop = threading.Event()
+    reader = threading.Thread(target=_read_output, args=(proc.stdout, out, stop), daemon=True)
+    reader.start()
     try:
-        out, _ = proc.communicate(timeout=repro.timeout_s)
-    except subprocess.TimeoutExpired:
-        timed_out = True
-        # a stress worker's: every thread's stack before the kill, as the worker's at its time limit (the
-        # signature of its hang is the thread that hangs, and without them its replay never matched)
-        from harness.stress.worker import capture_stacks
-
         try:
-            if repro.kind == "workload":
-                stacks = capture_stacks(proc.pid, f"killed at its time limit ({repro.timeout_s:g} s)")
-        finally:  # ^C while gdb runs: the reproducer, in a session of its own, is not left running
-            os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
+            proc.wait(timeout=repro.timeout_s)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            # a stress worker's: every thread's stack before the kill, as the worker's at its time limit
+            # (the signature of its hang is the thread that hangs, and without them its replay never matched)
+            from harness.stress.worker import capture_stacks
+
+            try:
+                if repro.kind == "workload":
+                    stacks = capture_stacks(proc.pid, f"killed at its time limit ({repro.timeout_s:g} s)")
+            finally:  # ^C while gdb runs: the reproducer, in a session of its own, is not left running
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        # its output is read to its end, which a process it left behind (`server &`) holds: the replay
+        # waited for that process, up to the time limit, and then read as a timeout. What it writes within
+        # _LEFT_S of the program's end is read, then what is left of the program's session is stopped
+        reader.join(_LEFT_S)
+        if reader.is_alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            reader.join(_LEFT_S)
     except BaseException:  # ^C, SIGTERM: its session is out of the terminal's reach; it was left running
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
+        proc.wait()
         raise
+    finally:
+        stop.set()  # a process that left the session too: no longer read
+        reader.join()
+        proc.stdout.close()
     text = out[-_OUTPUT_MAX:].decode(errors="replace")
     if stacks:
         text = f"{stacks}\n{text}"
