@@ -93,6 +93,8 @@ class RunResult:
     stderr_tail: str
     # a process the program started still held its stderr RELAY_GRACE_S after it ended: no longer read
     stderr_held: bool = False
+    # its program file has no dynamic loader (statically linked): LD_PRELOAD loaded no allocator into it
+    static: bool = False
     figures: dict[str, Any] | None = None
     children: list[dict[str, Any]] = field(default_factory=list)
     oom_kills: int = 0  # the kernel's OOM kills (/proc/vmstat oom_kill) while it ran, on the whole machine
@@ -255,6 +257,46 @@ def _relay(pipe: IO[bytes], kept: bytearray, echo: bool, stop: threading.Event) 
             del kept[: len(kept) - STDERR_KEPT]
 
 
+# ELF: the header's fields that find the program headers, and the program header types read
+_ELF_MAGIC = b"\x7fELF"
+_ET_DYN, _PT_DYNAMIC, _PT_INTERP = 3, 2, 3
+
+
+def statically_linked(program: str, path: str | None = None) -> bool:
+    """Whether the program file (found on path as the kernel's execvp would) is an ELF executable that no
+    dynamic loader starts, so that LD_PRELOAD loads nothing into it: no PT_INTERP. A file without
+    PT_INTERP that has PT_DYNAMIC and is ET_DYN is a loader itself (ld.so, which honours LD_PRELOAD for the
+    program it is given) or a static PIE, which is rare: not called static. A script, a file that cannot
+    be read or is no ELF: False (nothing known)."""
+    import shutil
+    import struct
+
+    found = program if "/" in program else shutil.which(program, path=path)
+    if found is None or not Path(found).is_file():  # a FIFO's open would wait for a writer
+        return False
+    try:
+        with Path(found).open("rb") as f:
+            head = f.read(64)
+            if len(head) < 64 or head[:4] != _ELF_MAGIC or head[4] not in (1, 2) or head[5] not in (1, 2):
+                return False
+            wide, order = head[4] == 2, "<" if head[5] == 1 else ">"
+            e_type = struct.unpack_from(order + "H", head, 16)[0]
+            if wide:
+                phoff = struct.unpack_from(order + "Q", head, 32)[0]
+                phentsize, phnum = struct.unpack_from(order + "HH", head, 54)
+            else:
+                phoff = struct.unpack_from(order + "I", head, 28)[0]
+                phentsize, phnum = struct.unpack_from(order + "HH", head, 42)
+            if phentsize < 4 or not 0 < phnum < 0xFFFF:
+                return False
+            f.seek(phoff)
+            table = f.read(phentsize * phnum)
+    except (OSError, ValueError, struct.error):
+        return False
+    types = {struct.unpack_from(order + "I", table, i)[0] for i in range(0, len(table) - 3, phentsize)}
+    return _PT_INTERP not in types and not (e_type == _ET_DYN and _PT_DYNAMIC in types)
+
+
 def _figures(folder: Path, pid: int) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
     """The program's figures (its pid is `pid`, or its parent is `pid`: GNU time's child) and the others."""
     mine, others = None, []
@@ -377,6 +419,7 @@ def run_program(
         rss_exact=peak_kib is not None,
         stderr_tail=kept[-STDERR_KEPT:].decode(errors="replace"),
         stderr_held=stderr_held,
+        static=statically_linked(argv[0], child_env.get("PATH")),
         figures=mine,
         children=others,
         oom_kills=max(0, _oom_kills() - oom_before),
@@ -652,6 +695,11 @@ def summary(result: RunResult, recorded: Recorded | None = None, db: Path | None
     if result.allocator == "kpool":
         if result.figures:
             lines += _pool_lines(result.figures)
+        elif result.static:
+            lines.append(
+                f"pool: none: {result.argv[0]} is statically linked (no dynamic loader), so LD_PRELOAD"
+                " loaded no kpool into it: it ran on its own malloc"
+            )
         else:
             lines.append(
                 "pool: no figures (the program never allocated, or ended without exit(): _exit, a signal)"

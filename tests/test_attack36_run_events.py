@@ -173,3 +173,29 @@ def test_a_replay_ends_with_its_program_not_with_a_process_it_left_behind(tmp_pa
     assert outcome.returncode == -signal.SIGSEGV, outcome
     assert outcome.signature.kind == "SIGSEGV" and "crashing" in outcome.output, outcome.signature.title
     assert not left, "the process it left behind runs on"
+
+
+# ---- a program the preload cannot reach ----------------------------------------------------------------
+
+
+def test_a_statically_linked_program_is_said_to_run_on_its_own_malloc(program: Path, tmp_path: Path) -> None:
+    """`kpool run -- ./static-prog` ran it on glibc's malloc (LD_PRELOAD loads nothing into a program
+    without a dynamic loader) and said "allocator kpool" and "pool: no figures (the program never
+    allocated, ...)": a user read that kpool had run it. Now kpool says the program is statically linked
+    and kpool was never loaded into it."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    assert cc is not None
+    exe = tmp_path / "static"
+    built = subprocess.run(
+        [cc, "-static", "-O0", "-w", "-o", str(exe), str(program.parent / "p.c")],
+        capture_output=True,
+        check=False,
+    )
+    if built.returncode != 0:
+        pytest.skip(f"no static libc: {built.stderr[-200:]!r}")
+    proc = kpool("run", "--", str(exe), "write-after-free", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "statically linked" in proc.stderr and "never allocated" not in proc.stderr, proc.stderr
+    # a dynamically linked one is not
+    proc = kpool("run", "--on-error", "log", "--", str(program), "noisy", cwd=tmp_path)
+    assert "statically linked" not in proc.stderr[-3000:], proc.stderr[-3000:]
