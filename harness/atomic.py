@@ -40,16 +40,29 @@ class NotRegular(OSError):
     """A record's path that holds no regular file (a FIFO, a device): refused, never waited on."""
 
 
+# The largest record read back. The largest kpool writes are under a megabyte (a campaign's summary.json
+# with every job: 0.5 MB after a short night; a night of hundreds of jobs, a few MB); one of 2 GB (a damaged
+# disk, a file put there by mistake) was read whole by `kpool report`: 14.5 s and 4.2 GB of memory before
+# it said "not JSON". Past this, it is refused by its size, unread.
+RECORD_MAX = 64 << 20
+
+
 def read_bytes(path: Path) -> bytes:
     """A record kpool wrote, read back: a regular file only, opened without waiting for a FIFO's writer
     (a FIFO named summary.json or campaign.json hung `kpool report` and `--resume` in open()) and without
-    reading a device that never ends. FileNotFoundError and the other OSErrors as open() raises them;
-    NotRegular (an OSError) for anything but a regular file."""
+    reading a device that never ends, nor a file past RECORD_MAX. FileNotFoundError and the other OSErrors
+    as open() raises them; NotRegular (an OSError) for anything but a regular file, and an OSError (EFBIG)
+    for one too large."""
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
             raise NotRegular(errno.EINVAL, "not a regular file", str(path))
-        return f.read()
+        if st.st_size > RECORD_MAX:
+            size, most = f"{st.st_size / (1 << 20):,.0f}", RECORD_MAX >> 20
+            why = f"{size} MiB, more than any record kpool writes ({most} MiB)"
+            raise OSError(errno.EFBIG, why, str(path))
+        return f.read(RECORD_MAX + 1)
 
 
 def open_lock(path: Path) -> IO[str]:
