@@ -3,13 +3,21 @@ JSON): one that is far larger than any kpool writes."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from harness import atomic
 from harness.report import writers
+
+ROOT = Path(__file__).parents[1]
 
 
 def test_a_record_far_larger_than_kpool_writes_is_refused_unread(tmp_path: Path) -> None:
@@ -37,3 +45,60 @@ def test_report_lists_a_run_whose_record_is_too_large_beside_the_others(tmp_path
     assert cli.main(["report", "--reports", str(tmp_path)]) == 0
     page = (tmp_path / "index.html").read_text()
     assert "campaign-a" in page and "more than any record kpool writes" in page
+
+
+# ---- a crash database this user cannot write -------------------------------------------------------------
+
+
+@pytest.fixture
+def as_nobody(tmp_path: Path) -> Iterator[tuple[Path, list[str]]]:
+    """(a folder in /tmp that anyone reads, the argv prefix of kpool as user nobody): root drops to nobody
+    with setpriv; the harness copied where nobody reads it, run by the system's Python."""
+    python = Path("/usr/bin/python3")
+    if os.geteuid() != 0 or not shutil.which("setpriv") or not python.exists():
+        pytest.skip("needs root, setpriv and /usr/bin/python3 (to write as another user)")
+    top = Path(tempfile.mkdtemp(prefix="kpool-att36-"))
+    try:
+        shutil.copytree(ROOT / "harness", top / "harness", ignore=shutil.ignore_patterns("__pycache__"))
+        for p in [top, *top.rglob("*")]:
+            p.chmod(0o755 if p.is_dir() else 0o644)
+        argv = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "env", f"PYTHONPATH={top}"]
+        argv += ["HOME=/tmp", "LANG=C.UTF-8", str(python), "-m", "harness.cli"]
+        probe = subprocess.run([*argv, "--help"], capture_output=True, check=False)
+        if probe.returncode != 0:
+            pytest.skip(f"kpool does not run as nobody here: {probe.stderr[-300:]!r}")
+        yield top, argv
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
+
+
+@pytest.mark.parametrize("existing", [True, False])
+def test_a_crash_kpool_run_cannot_record_in_another_users_database_says_why(
+    as_nobody: tuple[Path, list[str]], existing: bool
+) -> None:
+    """`kpool run --reports <the nightly's folder> -- prog` by another user, prog crashing: "the crashes
+    were not recorded in .../crashes.sqlite: ... is not a kpool crash database (attempt to write a readonly
+    database)" (it is one: this user cannot write it), or, with no database there yet, "cannot open the
+    crash database ...: unable to open database file". Now it says the database cannot be written."""
+    from harness.triage.crash import Crash
+    from harness.triage.db import CrashDB
+
+    top, kpool = as_nobody
+    folder = top / "nightly"
+    folder.mkdir()
+    path = folder / "crashes.sqlite"
+    if existing:
+        CrashDB(path).record(Crash(text="==1==ERROR: x\n", run_id="r1", source="api", returncode=1))
+        path.chmod(0o644)
+    folder.chmod(0o755)
+    proc = subprocess.run(
+        [*kpool, "run", "--allocator", "glibc", "--reports", str(folder), "--", "sh", "-c", "kill -SEGV $$"],
+        cwd=top,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 128 + signal.SIGSEGV, proc.stderr
+    (line,) = [x for x in proc.stderr.splitlines() if "not recorded" in x]
+    assert "cannot be written" in line and "not a kpool crash database" not in line, line
+    assert "unable to open" not in line, line

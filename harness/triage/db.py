@@ -208,6 +208,16 @@ class CrashDB:
         self._missing: dict[str, set[str]] = {}  # columns of an older schema this file lacks
         if create:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            # another user's database or folder, a read-only mount: SQLite said "attempt to write a
+            # readonly database", read as "not a kpool crash database", or "unable to open database file"
+            folder = self.path.absolute().parent
+            if not os.access(folder, os.W_OK | os.X_OK) or (
+                self.path.exists() and not os.access(self.path, os.W_OK)
+            ):
+                raise ReadOnlyCrashDB(
+                    f"{self.path}: cannot be written (a read-only file system, or no permission"
+                    f" {'on it or ' if self.path.exists() else ''}on its folder)"
+                )
             self._write(self._create_schema, schema=True)
             return
         if not self.path.exists():
