@@ -137,6 +137,12 @@ class RunResult:
         return not self.timed_out and -self.returncode in (*STOP_SIGNALS, signal.SIGKILL)
 
     @property
+    def reader_gone(self) -> bool:
+        """Killed by SIGPIPE: it wrote to a pipe whose reader had gone (`kpool run -- yes | head -1`), as
+        every writer of a pipeline ends; no crash (it was recorded as one, 'signal-13 in program:yes')."""
+        return not self.timed_out and -self.returncode == signal.SIGPIPE
+
+    @property
     def damaged(self) -> bool:
         """Integrity errors that kpool counted and let the program go on after (on_error:log): no crash, but
         a record all the same (its event lines are in the stderr, and a replay prints them again)."""
@@ -144,7 +150,7 @@ class RunResult:
 
     @property
     def recordable(self) -> bool:
-        return (self.crashed and not self.killed_from_outside) or self.damaged
+        return (self.crashed and not self.killed_from_outside and not self.reader_gone) or self.damaged
 
 
 def library(allocator: str) -> Path | None:
@@ -667,6 +673,8 @@ def summary(result: RunResult, recorded: Recorded | None = None, db: Path | None
     elif result.killed_from_outside and -result.returncode != signal.SIGKILL:
         stop = "^C, a hangup or a kill"
         how = f"killed by {result.signal_name} ({stop}): not an allocator crash, no crash recorded"
+    elif result.reader_gone:
+        how = "killed by SIGPIPE (the reader of its output went away, as `| head` does): no crash recorded"
     elif result.killed_from_outside:
         oom = (
             f"the OOM killer killed {result.oom_kills} process(es) while it ran"

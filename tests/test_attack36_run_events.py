@@ -199,3 +199,24 @@ def test_a_statically_linked_program_is_said_to_run_on_its_own_malloc(program: P
     # a dynamically linked one is not
     proc = kpool("run", "--on-error", "log", "--", str(program), "noisy", cwd=tmp_path)
     assert "statically linked" not in proc.stderr[-3000:], proc.stderr[-3000:]
+
+
+def test_a_program_its_readers_end_stopped_is_no_crash(tmp_path: Path) -> None:
+    """`kpool run -- yes | head -1`: `yes` ends by SIGPIPE when head has its line, as every writer of a
+    pipeline does (the shell does not even say so). kpool said "killed by signal 13" and recorded a crash,
+    "signal-13 in program:yes", whose replay (its output read to the end) ran until its time limit. Now
+    it is said as SIGPIPE and nothing is recorded; the exit status stays 141, the shell's."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "harness.cli", "run", "--reports", str(tmp_path), "--", "yes"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path(__file__).parents[1]), "LANG": "C"},
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.read(2) == b"y\n"
+    proc.stdout.close()  # what `head -1` does once it has its line
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 128 + signal.SIGPIPE, err
+    assert "yes: killed by SIGPIPE" in err and "no crash recorded" in err, err
+    assert "crash recorded: signature" not in err and not (tmp_path / "crashes.sqlite").exists(), err
