@@ -395,6 +395,11 @@ def run_program(
         finally:
             peak_anon = sampler.stop()
             own_hwm = sampler.own_hwm_kib
+        if timeout_s is not None:
+            # its session is the program's: a process it left behind (`server &`) ran on after kpool, a
+            # server holding its port for the next allocator's run. Stopped, as at the time limit
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
         relay.join(RELAY_GRACE_S)
         stderr_held = relay.is_alive()
         stop_relay.set()

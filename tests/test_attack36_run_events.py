@@ -220,3 +220,31 @@ def test_a_program_its_readers_end_stopped_is_no_crash(tmp_path: Path) -> None:
     assert proc.wait(timeout=120) == 128 + signal.SIGPIPE, err
     assert "yes: killed by SIGPIPE" in err and "no crash recorded" in err, err
     assert "crash recorded: signature" not in err and not (tmp_path / "crashes.sqlite").exists(), err
+
+
+def test_a_time_limited_program_leaves_no_process_behind(tmp_path: Path) -> None:
+    """A program workload (a time limit: its own session) whose program started a background process
+    (`server &`) and ended: the process ran on after `kpool stress` ended (a server left holding its port
+    for the next allocator's run). The session is the program's: now what is left of it is stopped when
+    the program ends, as at its time limit."""
+    import os
+    import time
+
+    from harness import run
+
+    script = "sleep 60 >/dev/null 2>&1 & echo $! > bg.pid"
+    result = run.run_program(["sh", "-c", script], "glibc", cwd=tmp_path, timeout_s=30, echo_stderr=False)
+    pid = int((tmp_path / "bg.pid").read_text())
+    try:
+        assert result.returncode == 0 and not result.timed_out, result
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            stat = Path(f"/proc/{pid}/stat")
+            if not stat.exists() or stat.read_text().split()[2] == "Z":
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("the process the program left behind runs on")
+    finally:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
