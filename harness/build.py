@@ -8,11 +8,15 @@ of its own (harness/paths.py).
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import re
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 from harness import output, paths
 from harness.errors import BuildError, UsageError
@@ -120,9 +124,34 @@ def build(variant: str = "release", plant: int = 0) -> Path:
     return variant_path(variant, plant)
 
 
+@contextlib.contextmanager
+def _make_lock() -> Iterator[None]:
+    """One make at a time in this machine's build folder: two kpool commands started together (two
+    `kpool fuzz` on a fresh install) both ran make on the same variant, and one loaded the library while
+    the other was still writing it ("invalid ELF header"). A build folder that cannot hold the lock file
+    is left to make, which says what is wrong with it."""
+    handle: IO[str] | None = None
+    with contextlib.suppress(OSError):
+        root = paths.build_root()
+        root.mkdir(parents=True, exist_ok=True)
+        handle = (root / ".kpool-make.lock").open("a")
+    if handle is None:
+        yield
+        return
+    with handle:  # the lock goes with the descriptor
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            output.progress("waiting for another kpool's build to end")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
 def run_make(cmd: list[str]) -> None:
-    """Run a make command; a failure is a BuildError carrying the last lines of its output."""
-    proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace", check=False)
+    """Run a make command (one at a time on this machine: _make_lock); a failure is a BuildError carrying
+    the last lines of its output."""
+    with _make_lock():
+        proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace", check=False)
     output.detail(proc.stdout)
     if proc.returncode != 0:
         tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-20:])
