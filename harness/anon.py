@@ -31,7 +31,8 @@ def status_kib(pid: int, key: str) -> int | None:
     """A KiB figure of /proc/PID/status (RssAnon, VmHWM); None once the process has ended (or is a zombie:
     no such line)."""
     try:
-        text = Path(f"/proc/{pid}/status").read_text()
+        # its Name: line is the program's file name, in whatever bytes the file system holds ($'\xff'prog)
+        text = Path(f"/proc/{pid}/status").read_bytes().decode(errors="replace")
     except OSError:
         return None
     for line in text.splitlines():

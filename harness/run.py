@@ -592,7 +592,9 @@ def _running(p: Any) -> bool:
 
 def source(argv: Sequence[str]) -> str:
     """The crash's source in the database: the program's name."""
-    return f"program:{Path(argv[0]).name}"
+    # a name in another encoding than UTF-8 ($'\xff'prog: surrogate escapes), which SQLite refuses: escaped
+    name = os.fsencode(Path(argv[0]).name).decode("utf-8", "backslashreplace")
+    return f"program:{name}"
 
 
 def crash_of(result: RunResult, run: str) -> Crash:

@@ -10,6 +10,7 @@ are the crash text's when the tail holds none, and a replay reads them the same 
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import signal
 import subprocess
@@ -248,3 +249,31 @@ def test_a_time_limited_program_leaves_no_process_behind(tmp_path: Path) -> None
     finally:
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)
+
+
+KPOOL_RUN = [sys.executable, "-m", "harness.cli", "run"]
+
+
+def test_a_program_whose_name_is_not_utf8_is_run_and_recorded(tmp_path: Path) -> None:
+    """`kpool run -- ./$'\\xff'prog` (a file name in another encoding) crashing: two tracebacks, the
+    memory sampler's (its /proc/<pid>/status holds the name: UnicodeDecodeError) and the recorder's (the
+    crash's source, "program:\\udcffprog", refused by SQLite: UnicodeEncodeError), and no summary and no
+    record. Now the name is written with the byte escaped, and the crash is recorded."""
+    exe = Path(os.fsdecode(bytes(tmp_path) + b"/\xffsh"))
+    shutil.copy("/bin/sh", exe)
+    script = "sleep 0.3; kill -SEGV $$"  # the memory sampler reads its status meanwhile
+    proc = subprocess.run(
+        [*KPOOL_RUN, "--allocator", "glibc", "--reports", str(tmp_path), "--", exe, "-c", script],
+        cwd=tmp_path,
+        capture_output=True,
+        check=False,
+        timeout=120,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path(__file__).parents[1]), "LANG": "C.UTF-8"},
+    )
+    err = proc.stderr.decode(errors="replace")
+    assert "Traceback" not in err, err
+    assert proc.returncode == 128 + signal.SIGSEGV, err
+    assert "crash recorded: signature" in err, err
+    db = CrashDB.open(tmp_path / "crashes.sqlite")
+    (sig,) = db.signatures()
+    assert "\\xffsh" in sig.title, sig.title
