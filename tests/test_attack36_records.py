@@ -7,6 +7,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -102,3 +103,34 @@ def test_a_crash_kpool_run_cannot_record_in_another_users_database_says_why(
     (line,) = [x for x in proc.stderr.splitlines() if "not recorded" in x]
     assert "cannot be written" in line and "not a kpool crash database" not in line, line
     assert "unable to open" not in line, line
+
+
+# ---- a stress run's stress.json, read to say whether the run ended -----------------------------------------
+
+
+@pytest.mark.parametrize("what", ["nested", "fifo"])
+def test_report_reads_a_stress_json_that_is_no_record_without_stopping(tmp_path: Path, what: str) -> None:
+    """`kpool report` reads a stress run's stress.json (no summary.json) to say whether the run is
+    unfinished. That read was json.loads(path.read_bytes()), not the records' reader: a stress.json
+    nested 200,000 deep stopped the report with a RecursionError traceback (no index written), and a FIFO
+    named stress.json hung it for good in open(). Now both are a row like any run without a record."""
+    run = tmp_path / "20261207-000000-dead"
+    run.mkdir()
+    path = run / "stress.json"
+    if what == "fifo":
+        os.mkfifo(path)
+    else:
+        path.write_text("[" * 200_000 + "]" * 200_000)
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "harness.cli", "report", "--reports", str(tmp_path)],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=False,
+            env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "LANG": "C"},
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("kpool report waited on stress.json")
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert run.name in (tmp_path / "index.html").read_text()

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import fcntl
-import json
 import os
 import shutil
 import signal
@@ -24,7 +23,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from harness import paths
+from harness import atomic, paths
 from harness.errors import KpoolError
 from harness.jobs.identity import identity
 from harness.jobs.model import JobResult, JobSpec
@@ -53,7 +52,7 @@ def wrote_result(out: Path) -> bool:
     if out.name != "stress.json":
         return True
     try:
-        doc = json.loads(out.read_bytes())
+        doc = atomic.loads(atomic.read_bytes(out))
     except (OSError, ValueError):
         return False
     return isinstance(doc, dict) and "unfinished" not in doc

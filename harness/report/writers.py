@@ -165,8 +165,8 @@ def _scan(root: Path) -> tuple[list[RunReport], list[tuple[str, float, str]]]:
 def _unfinished(stress_json: Path) -> str:
     """', unfinished ...' for a stress.json written before its run's end (runner.py's snapshots: the run is
     still going, or was killed), else ""."""
-    try:
-        doc = json.loads(stress_json.read_bytes())
+    try:  # the records' reader: a FIFO hung the report in open(), a document nested deep stopped it
+        doc = atomic.loads(atomic.read_bytes(stress_json))
     except (OSError, ValueError):
         return ""
     if not isinstance(doc, dict) or "unfinished" not in doc:

@@ -8,7 +8,6 @@ and marks it fixed (rate 0), known, i.e. still crashing (rate 1) or flaky (in be
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import select
 import signal
@@ -21,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from harness import output
+from harness import atomic, output
 from harness.errors import KpoolError
 from harness.triage import signature as S
 from harness.triage.crash import Reproducer
@@ -88,7 +87,7 @@ def _figures(folder: Path) -> list[dict[str, Any]]:
     docs = []
     for path in sorted(folder.glob("kpool-*.json")):
         with contextlib.suppress(OSError, ValueError):
-            doc = json.loads(path.read_text())
+            doc = atomic.loads(atomic.read_bytes(path))
             if isinstance(doc, dict):
                 docs.append(doc)
     return docs
