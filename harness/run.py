@@ -22,6 +22,7 @@ import functools
 import os
 import select
 import shlex
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -274,7 +275,6 @@ def statically_linked(program: str, path: str | None = None) -> bool:
     PT_INTERP that has PT_DYNAMIC and is ET_DYN is a loader itself (ld.so, which honours LD_PRELOAD for the
     program it is given) or a static PIE, which is rare: not called static. A script, a file that cannot
     be read or is no ELF: False (nothing known)."""
-    import shutil
     import struct
 
     found = program if "/" in program else shutil.which(program, path=path)
@@ -351,7 +351,10 @@ def run_program(
     env = environment(allocator, conf, on_error)
     folder = Path(tempfile.mkdtemp(prefix="kpool-run-"))
     where = str(Path(cwd or Path.cwd()).absolute())
-    measured = folder / "time.txt"
+    # GNU time's figures in a folder of kpool's own: in the program's (KPOOL_STATS_OUT, which it sees), a
+    # program that removed that folder was read as having exited with status 128+N, not killed by signal N
+    mine_only = Path(tempfile.mkdtemp(prefix="kpool-time-"))
+    measured = mine_only / "time.txt"
     child_env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
     child_env.update({k: v for k, v in env.items() if k != "LD_PRELOAD"}, **{STATS_ENV: str(folder)})
     launcher: list[str] = []
@@ -412,9 +415,10 @@ def run_program(
             returncode = -signum  # GNU time exits 128+N for a program killed by signal N
         mine, others = _figures(folder, proc.pid)
     finally:
-        for path in folder.glob("*"):
-            path.unlink()
-        folder.rmdir()
+        # the program knows the folder (KPOOL_STATS_OUT): one that removed it, or made a folder in it,
+        # stopped kpool here with an OSError, its status and its crash lost
+        shutil.rmtree(folder, ignore_errors=True)
+        shutil.rmtree(mine_only, ignore_errors=True)
     return RunResult(
         argv=tuple(argv),
         allocator=allocator,

@@ -277,3 +277,27 @@ def test_a_program_whose_name_is_not_utf8_is_run_and_recorded(tmp_path: Path) ->
     db = CrashDB.open(tmp_path / "crashes.sqlite")
     (sig,) = db.signatures()
     assert "\\xffsh" in sig.title, sig.title
+
+
+@pytest.mark.parametrize("meddle", ['rm -rf "$KPOOL_STATS_OUT"', 'mkdir "$KPOOL_STATS_OUT/x"'])
+def test_a_program_that_meddles_with_the_figures_folder_is_still_summed_up_and_recorded(
+    tmp_path: Path, meddle: str
+) -> None:
+    """The program sees kpool run's figures folder in its environment (KPOOL_STATS_OUT): one that removed
+    it (a clean-up of the temporary folders it was given) or made a folder in it stopped kpool run at its
+    clean-up with "kpool: error: /tmp/kpool-run-x: No such file or directory" (or "x: Is a directory"),
+    exit 1: its crash (SIGSEGV) neither said nor recorded. Now the clean-up takes what is there."""
+    proc = kpool(
+        "run",
+        "--allocator",
+        "glibc",
+        "--reports",
+        str(tmp_path),
+        "--",
+        "sh",
+        "-c",
+        f"{meddle}; kill -SEGV $$",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 128 + signal.SIGSEGV, proc.stderr
+    assert "killed by SIGSEGV" in proc.stderr and "crash recorded: signature" in proc.stderr, proc.stderr
