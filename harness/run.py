@@ -365,7 +365,8 @@ def run_program(
     if GNU_TIME.is_file() and ENV.is_file() and "=" not in argv[0]:
         preload = [f"LD_PRELOAD={env['LD_PRELOAD']}"] if "LD_PRELOAD" in env else []
         restore = ["--default-signal=HUP"] if hup_to_program else []
-        launcher = [str(GNU_TIME), "-f", "%M", "-o", str(measured), "--", str(ENV), *restore, *preload]
+        # "--": env's options end there; a command named "--version" or "-i" is the command, not env's
+        launcher = [str(GNU_TIME), "-f", "%M", "-o", str(measured), "--", str(ENV), *restore, "--", *preload]
     elif "LD_PRELOAD" in env:
         child_env["LD_PRELOAD"] = env["LD_PRELOAD"]
     oom_before = _oom_kills()

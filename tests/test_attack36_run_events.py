@@ -301,3 +301,15 @@ def test_a_program_that_meddles_with_the_figures_folder_is_still_summed_up_and_r
     )
     assert proc.returncode == 128 + signal.SIGSEGV, proc.stderr
     assert "killed by SIGSEGV" in proc.stderr and "crash recorded: signature" in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("allocator", ["glibc", "kpool"])
+def test_a_command_that_starts_with_a_dash_is_the_command_not_an_option_of_env(
+    tmp_path: Path, allocator: str
+) -> None:
+    """kpool run starts the program through env(1) (under GNU time): `kpool run --allocator glibc --
+    --version` printed env's version, and `-- -i sh -c ...` ran sh with the environment cleared, where
+    the user named a program. Now env's options end before the command: no such program, exit 127."""
+    proc = kpool("run", "--allocator", allocator, "--reports", str(tmp_path), "--", "--version", cwd=tmp_path)
+    assert "GNU coreutils" not in proc.stdout + proc.stderr, proc.stdout
+    assert proc.returncode == 127, proc.stdout + proc.stderr
