@@ -210,9 +210,13 @@
  * complement of a canary kept in a register; the tag recomputed by
  * free_remote_slow, not kept across the compare-and-swap): 61.2-61.3 ->
  * 59.2-59.3 instructions a call, larson 149.9-150.1 -> 148.4-148.5 a pair, c
- * 114.8-115.3 -> 113.0-113.6. Larson 4 100's CPU time: 0.25 s against
- * mimalloc's 0.14 and tcmalloc's 0.10, peak RSS 9.0 MiB against 13.5 and
- * 15.0 (medians of 7 alternated, load 5-6).
+ * 114.8-115.3 -> 113.0-113.6; larson's time unchanged within the noise
+ * (4 100 pinned to one CPU: 0.29 s either way, medians of 11 alternated,
+ * load 10). Larson 4 100's CPU time: 0.25 s against mimalloc's 0.14 and
+ * tcmalloc's 0.10, peak RSS 9.0 MiB against 13.5 and 15.0 (medians of 7
+ * alternated, load 5-6; kpool bench: 1.42x mimalloc's wall time, 0.68x
+ * its RSS). What is left is the trip itself (~155 instructions a malloc +
+ * free against an owner's ~68) and how many blocks take it.
  *
  * The owner's free is a load of the record and a plain store (no locked
  * instruction on kp_free's fast path), so a double free raced between the
@@ -2458,7 +2462,7 @@ static __attribute__((noinline)) int free_remote_slow(kp_pool *pool, struct ol_s
 	 * register fewer on its way to its common case; and the tag it
 	 * swapped in, by the same test of the slot (marked: a handler's call
 	 * meanwhile remade no slot, outline.h), not kept across its
-	 * compare-and-swap (2 registers saved there: s36) */
+	 * compare-and-swap (s36: a register fewer there) */
 	struct ol_rec *r = &pg->rec[idx];
 	uint32_t tag = kp__ol_slot.aid == pool->id ? kp__ol_slot.heap->rtag : OL_REMOTE;
 	/* a signal handler's free while its thread changes its foreign cache
@@ -2513,8 +2517,10 @@ static __attribute__((noinline)) int free_remote_slow(kp_pool *pool, struct ol_s
 /* The 8 bytes made zero: never a block's canary, whose bit 7 is always set
  * (internal.h, KP_HKEY_BIT), and a store of a constant, so that
  * free_remote keeps no register for the canary across its
- * compare-and-swap (it wrote the canary's complement before s36: with the
- * tag's, 2 registers saved and restored on every cross-thread free). */
+ * compare-and-swap (it wrote the canary's complement before s36, the
+ * canary held in a register from its test to the spoil: the opening
+ * comment's s36, 2 instructions a cross-thread free with the two
+ * changes beside it). */
 static OL_NO_TSAN void canary_spoil(uint8_t *p, uint32_t st)
 {
 	uint64_t c = 0;
