@@ -175,6 +175,48 @@
  * 43, kp_alloc's miss and kp_free's front), an owner's pair ~68. Kept:
  * class_point's stores by table (larson 157.8 -> 152.6 instructions a
  * pair, tests/test_larson_instructions.py; c 118.5 -> 117.5-117.9).
+ * s36 (branch s36-larson; callgrind, larson 4 R 2000 20000, the
+ * difference of R = 30 and 10: 1.18 M of its 1.6 M frees cross-thread)
+ * weighed the two ideas s35 left. A "lent" state (a block handed out from
+ * T's cache records T, and T's free of it goes back on a short path) still
+ * needs the compare-and-swap: a third thread's free of the block (the
+ * program gave it away, or raced) must find one winner; what T's path
+ * could skip is the spoil (the owner's plain store cannot race a state it
+ * reads dead), ~5 instructions of a ~155-instruction trip, for a live
+ * state that reads dead (else the owner's free reads its canary at p +
+ * st - 1) which every reader of a record would have to learn (usable
+ * size, realloc, stats, span_quiet, the purges, fc_steal, the fork's
+ * child): not built. A retired span handed to the heap holding most of its
+ * blocks: larson's blocks move with its tables, which change thread every
+ * round, so no heap holds a span's blocks for long, and a span changes
+ * owner safely only once its old owner's plain pushes are known to be
+ * over (a handshake on its free path): not built. The policy instead, the
+ * span in hand before the foreign cache (the tables left at the span
+ * while the cache holds blocks, the cache popped once the span runs dry):
+ * larson 150.6 -> 147.2 instructions a pair, 558 k -> 442 k cross-thread
+ * frees in 4 10, blocks touched 1.85x -> 1.55x its live bytes
+ * (test_larson_bound), peak RSS 9.0 -> 8.2 MiB, its CPU time within the
+ * noise (0.26 s against 0.25, larson 4 100, medians of 7 alternated, load
+ * 5-6); but c 114.8-115.3 -> 120.9 (fc_flush 3.1 k -> 5.3 k calls): c's
+ * threads hand each other's blocks home by reusing them from the cache,
+ * and with the span first they reuse their own, whose frees are
+ * cross-thread again. The tables at the cache once it is full: larson
+ * 148.5, c 117.6-119.1, 1.60x; half full: 146.6, c 118.9, 1.76x; once it
+ * holds 2 (4) blocks: 146.5 (145.9), c 115.0 (115.8), 1.83x (1.80x), on
+ * the kept change below (148, c 113). Each bought larson's instructions
+ * with c's: not kept. Kept: kp__ol_free_other's common path shorter
+ * (other_refused's arguments all in registers: its seventh, on the stack,
+ * made a frame on every call; the canary spoiled with zeros, not the
+ * complement of a canary kept in a register; the tag recomputed by
+ * free_remote_slow, not kept across the compare-and-swap): 61.2-61.3 ->
+ * 59.2-59.3 instructions a call, larson 149.9-150.1 -> 148.4-148.5 a pair, c
+ * 114.8-115.3 -> 113.0-113.6; larson's time unchanged within the noise
+ * (4 100 pinned to one CPU: 0.29 s either way, medians of 11 alternated,
+ * load 10). Larson 4 100's CPU time: 0.25 s against mimalloc's 0.14 and
+ * tcmalloc's 0.10, peak RSS 9.0 MiB against 13.5 and 15.0 (medians of 7
+ * alternated, load 5-6; kpool bench: 1.42x mimalloc's wall time, 0.68x
+ * its RSS). What is left is the trip itself (~155 instructions a malloc +
+ * free against an owner's ~68) and how many blocks take it.
  *
  * The owner's free is a load of the record and a plain store (no locked
  * instruction on kp_free's fast path), so a double free raced between the
@@ -2414,11 +2456,15 @@ static __attribute__((noinline, cold)) int free_remote_dfree(kp_pool *pool, stru
 	kp__ol_unmark();
 	return rc;
 }
-static __attribute__((noinline)) int free_remote_slow(kp_pool *pool, struct ol_span *pg, uint32_t idx, uint32_t tag)
+static __attribute__((noinline)) int free_remote_slow(kp_pool *pool, struct ol_span *pg, uint32_t idx)
 {
 	/* the record again here, not an argument: free_remote keeps a
-	 * register fewer on its way to its common case */
+	 * register fewer on its way to its common case; and the tag it
+	 * swapped in, by the same test of the slot (marked: a handler's call
+	 * meanwhile remade no slot, outline.h), not kept across its
+	 * compare-and-swap (s36: a register fewer there) */
 	struct ol_rec *r = &pg->rec[idx];
+	uint32_t tag = kp__ol_slot.aid == pool->id ? kp__ol_slot.heap->rtag : OL_REMOTE;
 	/* a signal handler's free while its thread changes its foreign cache
 	 * (fc_flush, fc_steal, refill_body, a push or pop: ol_st) touches
 	 * neither the cache nor heap_get's lock: onto the block's list */
@@ -2468,9 +2514,16 @@ static __attribute__((noinline)) int free_remote_slow(kp_pool *pool, struct ol_s
 #else
 #define OL_NO_TSAN
 #endif
-static OL_NO_TSAN void canary_spoil(uint8_t *p, uint32_t st, uint64_t canary)
+/* The 8 bytes made zero: never a block's canary, whose bit 7 is always set
+ * (internal.h, KP_HKEY_BIT), and a store of a constant, so that
+ * free_remote keeps no register for the canary across its
+ * compare-and-swap (it wrote the canary's complement before s36, the
+ * canary held in a register from its test to the spoil: the opening
+ * comment's s36, 2 instructions a cross-thread free with the two
+ * changes beside it). */
+static OL_NO_TSAN void canary_spoil(uint8_t *p, uint32_t st)
 {
-	uint64_t c = ~canary;
+	uint64_t c = 0;
 	memcpy(p + st - 1, &c, 8);
 }
 
@@ -2494,8 +2547,7 @@ static __attribute__((noinline)) int fc_point_empty(struct ol_heap *h, uint32_t 
 }
 
 static inline __attribute__((always_inline)) int free_remote(kp_pool *pool, struct ol_span *pg, uint32_t idx,
-							     struct ol_rec *r, uint32_t st, void *p, int canary,
-							     uint64_t want)
+							     struct ol_rec *r, uint32_t st, void *p, int canary)
 {
 	struct ol_heap *h = kp__ol_slot.heap;
 	/* the slot names pool: its aid (internal.h), kp__ol_slot_id's test in
@@ -2506,7 +2558,7 @@ static inline __attribute__((always_inline)) int free_remote(kp_pool *pool, stru
 		return free_remote_dfree(pool, pg, p);
 	if ((canary == KP_OL_CANARY_ON || (canary == KP_OL_CANARY_SPAN && pg->csz)) &&
 	    (KP_LIKELY(slot) || !pool->conf.poison))
-		canary_spoil(p, st, canary == KP_OL_CANARY_ON ? want : kp__ol_canary(r));
+		canary_spoil(p, st);
 	if (KP_LIKELY(slot)) {
 		/* the slot marked (outline.h, kp__ol_enter), as in fc_pop: no
 		 * handler's call on this thread touches the cache meanwhile */
@@ -2527,7 +2579,7 @@ static inline __attribute__((always_inline)) int free_remote(kp_pool *pool, stru
 			return 0;
 		}
 	}
-	return free_remote_slow(pool, pg, idx, tag);
+	return free_remote_slow(pool, pg, idx);
 }
 
 static void span_relist(struct ol_heap *h, struct ol_span *pg)
@@ -3675,7 +3727,7 @@ static int free_other_checked(kp_pool *pool, struct ol_span *pg, uint32_t idx, s
 {
 	uintptr_t own = atomic_load_explicit(&pg->owner, memory_order_relaxed);
 	if ((own & ~(uintptr_t)OL_OWN_FULL) != kp__ol_self())
-		return free_remote(pool, pg, idx, r, st, p, KP_OL_CANARY_SPAN, 0);
+		return free_remote(pool, pg, idx, r, st, p, KP_OL_CANARY_SPAN);
 	__atomic_store_n(&r->state, OL_FREE, __ATOMIC_RELAXED); /* as kp__ol_free_check's */
 	uint16_t *sp = kp__ol_sp(pg) + 1;
 	*sp = (uint16_t)idx;
@@ -3708,9 +3760,10 @@ static int free_slow(kp_pool *pool, void *p, struct ol_span *pg, uint32_t idx, u
 /* kp__ol_free_other's refusals (try_only: KP_OL_UNTRIED, else reported),
  * the caller's mark undone (outline.h, kp__ol_enter). */
 static __attribute__((noinline, cold)) int other_refused(kp_pool *pool, void *p, struct ol_span *pg, uint32_t idx,
-							 uint32_t st, int why, bool try_only)
+							 uint32_t st, int why_try)
 {
-	int rc = try_only ? KP_OL_UNTRIED : kp__ol_free_slow(pool, p, pg, idx, st, why);
+	int why = why_try >> 1;
+	int rc = why_try & 1 ? KP_OL_UNTRIED : kp__ol_free_slow(pool, p, pg, idx, st, why);
 	kp__ol_unmark();
 	return rc;
 }
@@ -3731,7 +3784,7 @@ __attribute__((noinline)) int kp__ol_free_other(kp_pool *pool, struct ol_span *p
 	__asm__ volatile("prefetchw %0" : : "m"(*((const char *)p + pg->bsize - 1)));
 	uint32_t st = __atomic_load_n(&r->state, __ATOMIC_RELAXED);
 	if (KP_UNLIKELY(kp__ol_dead(st))) /* free, or another thread's free took it */
-		return other_refused(pool, p, pg, idx, st, KP_OL_DFREE, try_only);
+		return other_refused(pool, p, pg, idx, st, KP_OL_DFREE << 1 | try_only);
 	if (KP_LIKELY(pg->csz)) {
 		uint64_t c, want = kp__ol_canary(r);
 		memcpy(&c, (uint8_t *)p + st - 1, 8);
@@ -3739,13 +3792,13 @@ __attribute__((noinline)) int kp__ol_free_other(kp_pool *pool, struct ol_span *p
 			/* spoiled by another thread's free of it that took the
 			 * record after the load above (canary_spoil): a double free */
 			uint32_t now = __atomic_load_n(&r->state, __ATOMIC_RELAXED);
-			return other_refused(pool, p, pg, idx, st, kp__ol_dead(now) ? KP_OL_DFREE : KP_OL_OVERFLOW,
-					     try_only);
+			return other_refused(pool, p, pg, idx, st,
+					     (kp__ol_dead(now) ? KP_OL_DFREE : KP_OL_OVERFLOW) << 1 | try_only);
 		}
 		if (KP_OL_RETIRED_OWN)
-			return free_remote(pool, pg, idx, r, st, p, KP_OL_CANARY_ON, want);
+			return free_remote(pool, pg, idx, r, st, p, KP_OL_CANARY_ON);
 	} else if (KP_OL_RETIRED_OWN)
-		return free_remote(pool, pg, idx, r, st, p, KP_OL_CANARY_OFF, 0);
+		return free_remote(pool, pg, idx, r, st, p, KP_OL_CANARY_OFF);
 	return free_other_checked(pool, pg, idx, r, st, p); /* the owner's retired span comes here too */
 }
 
@@ -3949,7 +4002,7 @@ static __attribute__((noinline, cold)) int free_nested(kp_pool *pool, void *p)
 			if (pool->conf.poison) /* as poison_free: its next allocation checks the fill */
 				memset(p, KP_POISON_BYTE, pg->bsize);
 			else if (pg->csz)
-				canary_spoil(p, st, kp__ol_canary(r));
+				canary_spoil(p, st);
 			list_fence();
 			if (!listed_already(pool, pg, idx))
 				remote_push(pg, idx + 1, idx, 1);
