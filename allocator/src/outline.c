@@ -1844,33 +1844,6 @@ static uint32_t span_slices(const struct ol_heap *h, uint32_t bs)
  * before: 128 blocks, or 32 blocks' slices (span_slices), are 128 KiB at
  * the most. */
 #define OL_FIRST_BYTES (2 * OL_SLICE_SIZE)
-/* ... and in classes up to OL_FIRST_PAGE_MAX, the blocks that fill the
- * pages OL_FIRST_PAGE_MIN of them take (a page of blocks up to 256 bytes, 25
- * of 320, 21 of 384): the pages span_extend's first batch opens (16 blocks
- * at least), and what a short-lived thread's few blocks of a class touch. A
- * span's stack and records take their room in the segment's metadata one
- * span after the other, so a first span's room past what its blocks use
- * kept the next span's written entries pages apart: 128 blocks of 256 bytes
- * reserved 1.4 KiB of which 170 bytes were written, and a heap of 14
- * classes of 48-512 bytes had 6 metadata pages resident, 3 now
- * (test_outline_thread_pages; bench-thread-churn: 8 threads a wave, 16-512
- * bytes; s36). Filled pages, so that the next span (4 times more, a slice
- * of its own) leaves no page of this one part used: 16 blocks of 320-2048
- * bytes took test_outline_free_only's producer (16-2048 bytes) from 416 to
- * 422 data pages; up to 384 bytes 416 as before (up to 1 KiB: 418, past
- * its bound; up to 2 KiB: 410, but a span of 16 blocks of 2 KiB relists at
- * its second free, too soon for test_outline_retired_free's checks). Not
- * 512 bytes: test_outline_grow_slow's probe (a pass reads a few pages of
- * live blocks) then found its blocks written, the daemon pre-faulted, and
- * 15.3 MiB more were resident than with prefault:off, past the bound of
- * 12 (on main and here it pre-faults nothing: 43 of 43 segments taken
- * cold, +0.1 MiB; s36, see the report). The
- * next span grows from the first span's size before (128 blocks of 256
- * bytes: 512, a slice's 256), not from 16 (64): a class's frees spread over
- * more spans otherwise, and test_outline_reuse's blocks reused within 256
- * steps fell from 44.3% to 40.2% (47.1% now). */
-#define OL_FIRST_PAGE_MIN 16u
-#define OL_FIRST_PAGE_MAX 384u
 
 /* The blocks of h's next span of class cls, whose slices hold nb: fewer
  * while its spans of the class are short (above). The owner, in its slow
@@ -1880,15 +1853,8 @@ static uint32_t span_blocks(const struct ol_heap *h, uint32_t cls, uint32_t nb)
 	const struct ol_span *last = h->cur[cls];
 	uint32_t first = (uint32_t)(OL_FIRST_BYTES / class_size[cls]);
 	first = first < OL_FIRST_BLOCKS ? first : OL_FIRST_BLOCKS;
-	/* the pages OL_FIRST_PAGE_MIN blocks take at least, filled */
-	size_t pages = ((size_t)OL_FIRST_PAGE_MIN * class_size[cls] + KP_PAGE - 1) / KP_PAGE;
-	uint32_t page = (uint32_t)(pages * KP_PAGE / class_size[cls]);
-	uint32_t grown = first ? first : 1; /* the next spans grow as from a first span of this */
-	if (class_size[cls] <= OL_FIRST_PAGE_MAX && page < first)
-		first = page;
 	first = first ? first : 1;
-	grown = last->nblocks > grown ? last->nblocks : grown;
-	uint32_t most = last == &empty_span ? first : grown * OL_SPAN_GROW;
+	uint32_t most = last == &empty_span ? first : last->nblocks * OL_SPAN_GROW;
 	return nb < most ? nb : most;
 }
 
