@@ -141,6 +141,19 @@ def test_the_peak_anonymous_memory_is_sampled_beside_the_peak_rss() -> None:
     assert small.peak_anon_kib < small.own_hwm_kib < 4 * 1024
 
 
+def test_no_launcher_sets_a_floor_under_a_small_programs_peak() -> None:
+    """GNU time's peak is the rusage maximum, which Linux keeps across exec: at least that of what exec'd
+    the program. env(1) loaded the locale, 1.56-1.72 MiB here, more than `true` (1.0) or a small program on
+    glibc (bench-small-objects: 1.48-1.67 with its exit); kpool-exec, static, 548 KiB. main: 1576, 1676, 1532
+    KiB for `true`; now 988-1036."""
+    if not run.GNU_TIME.is_file():
+        pytest.skip("no GNU time")
+    if build.exec_helper() is None:
+        pytest.skip("no kpool-exec (it is linked static: no static C library)")
+    peaks = [run.run_program(["true"], "glibc").peak_rss_kib for _ in range(3)]
+    assert max(peaks) < 1400, peaks
+
+
 def test_the_own_peak_includes_the_programs_last_moments() -> None:
     """The program's own peak counts what it touches just before it exits (a small program's checksum
     printf and exit bring in new C library pages there, under some allocators only). It was sampled every
