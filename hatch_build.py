@@ -24,6 +24,9 @@ from hatchling.builders.hooks.plugin.interface import BuildHookInterface
 LIB_IN_PACKAGE = "harness/_lib/libkpool.so"
 DRIVER_IN_PACKAGE = "harness/_lib/kpdrive"
 PRELOAD_IN_PACKAGE = "harness/_lib/libkpool-preload.so"
+# What kpool run execs a program with (allocator/preload/kpool-exec.c): linked static, so shipped where
+# the static C library was there to build it (else kpool run uses env(1)).
+EXEC_IN_PACKAGE = "harness/_lib/kpool-exec"
 # Package data of a wheel: what a variant's build, the fuzzers and the campaign read.
 SHIPPED = "harness/_src"
 SHIPPED_TREES = ("allocator", "corpora", "workloads")
@@ -43,6 +46,10 @@ class CustomBuildHook(BuildHookInterface):  # type: ignore[type-arg]
             (built.parent / "kpdrive", DRIVER_IN_PACKAGE),
             (built.parent / "libkpool-preload.so", PRELOAD_IN_PACKAGE),
         )
+        execs = built.parent / "kpool-exec"
+        make_exec = ["make", "-C", str(Path(self.root, "allocator")), "VARIANT=release", "exec"]
+        if subprocess.run(make_exec, check=False).returncode == 0:
+            shipped_binaries += ((execs, EXEC_IN_PACKAGE),)
         for src, name in shipped_binaries:
             if version == "editable":
                 dest = Path(self.root, name)

@@ -9,12 +9,15 @@ SAMPLE_S while the program runs and keeps the highest (`kpool bench --programs`'
 held for less than SAMPLE_S may be missed: the figure is a lower bound of the true peak, close to it for a
 program whose memory grows and shrinks over more than a few samples.
 
-GNU time's peak RSS (%M: the rusage maximum, which Linux keeps across exec) is at least that of the env(1)
-that set LD_PRELOAD and exec'd the program: `time -f %M env true` 1.56-1.68 MiB here, `true` alone 1.0
-(env loads the locale), where a small program's own can be less (bench-small-objects on glibc: VmHWM 1.25
-MiB, GNU time 1.48-1.72; s35). The same thread reads the program's own high-water mark (VmHWM, its address
-space's, from its exec on) too: a figure no launcher inflates, short of the program's last SAMPLE_S (and
-counted apart from the rusage maximum: `sleep`'s VmHWM read 1.84 MiB where GNU time said 1.67).
+GNU time's peak RSS (%M: the rusage maximum, which Linux keeps across exec) is at least that of what exec'd
+the program: env(1)'s 1.56-1.68 MiB here (it loads the locale), more than a small program's own. kpool
+run execs with a static kpool-exec instead (harness/run.py), whose floor (~0.5 MiB) is under any
+program's: GNU time's figure is then the program's own peak, its exit included. Without it, the same
+thread reads the program's own high-water mark (VmHWM, its address space's, from its exec on): a figure
+no launcher inflates but short of the program's last SAMPLE_S, where a small program's checksum printf
+and exit bring in new C library pages (bench-small-objects on glibc: sampled 1.25 MiB, with its exit
+1.48-1.67; s36), and counted apart from the rusage maximum (`sleep`'s VmHWM read 1.84 MiB where GNU
+time said 1.67).
 """
 
 from __future__ import annotations

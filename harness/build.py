@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import os
 import re
 import shutil
@@ -32,6 +33,10 @@ PRELOAD_NAME = "libkpool-preload.so"
 PACKAGED_PRELOAD = paths.PACKAGED_LIB_DIR / PRELOAD_NAME
 # A sanitizer or fuzz build brings a malloc of its own: the preload exists in these two.
 PRELOAD_VARIANTS = ("release", "debug")
+# What `kpool run` execs the program with under GNU time (allocator/preload/kpool-exec.c): env(1)'s
+# part, static, so that the program's rusage peak is its own (harness/run.py).
+EXEC_NAME = "kpool-exec"
+PACKAGED_EXEC = paths.PACKAGED_LIB_DIR / EXEC_NAME
 
 
 def variant_path(variant: str, plant: int = 0) -> Path:
@@ -156,6 +161,21 @@ def run_make(cmd: list[str]) -> None:
     if proc.returncode != 0:
         tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-20:])
         raise BuildError(f"`{' '.join(cmd)}` failed (exit {proc.returncode})", tail)
+
+
+@functools.cache
+def exec_helper() -> Path | None:
+    """kpool-exec (allocator/preload/kpool-exec.c), built with `make exec` in a checkout (once a process:
+    a no-op when it is up to date), shipped by a wheel; None where it cannot be built (no static C
+    library: kpool run then execs with env(1) and samples the program's own peak)."""
+    if paths.checkout() is None and PACKAGED_EXEC.is_file():
+        return PACKAGED_EXEC
+    try:
+        run_make(make_command("release", "exec"))
+    except (BuildError, UsageError, OSError):
+        return None
+    built = paths.build_dir("release") / EXEC_NAME
+    return built if built.is_file() else None
 
 
 def preload_library(variant: str = "release") -> Path:

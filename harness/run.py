@@ -65,8 +65,11 @@ POLL_S = 0.05
 # keeps that mark across exec, so os.wait4 would report at least the harness's own size (14 to 24 MiB here,
 # where `ls` needs 2). GNU time (Debian package `time`), a small process, forks the program and reports the
 # program's own peak (%M, KiB); without it, wait4's figure is shown and marked as an upper bound. GNU time
-# itself must not run on the allocator under test: env(1), started by it, sets LD_PRELOAD and execs the
-# program (which keeps env's pid, a child of GNU time's).
+# itself must not run on the allocator under test: kpool-exec (build.exec_helper), started by it, sets
+# LD_PRELOAD and execs the program (which keeps its pid, a child of GNU time's). The mark of what exec'd
+# the program is the figure's floor: kpool-exec is static, ~0.5 MiB, so %M is the program's own peak, its
+# exit included (own_hwm_kib). Without it env(1) execs, whose 1.6 MiB is more than a small program's own:
+# then the own peak is sampled (harness/anon.py), its last moments missed.
 # What the terminal or a user sends to stop a program (^C, a hangup, kill): never a fault of the program.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGHUP, signal.SIGTERM)
 GNU_TIME = Path("/usr/bin/time")
@@ -102,7 +105,8 @@ class RunResult:
     # the program's own anonymous memory at its highest, KiB, sampled (harness/anon.py: no ASLR noise of
     # file pages); None where no sample was taken
     peak_anon_kib: int | None = None
-    # the program's own VmHWM, sampled (harness/anon.py): peak_rss_kib is at least env(1)'s, ~1.6 MiB
+    # the program's own peak RSS, its exit included: GNU time's, where kpool-exec exec'd it; else its
+    # VmHWM sampled (harness/anon.py), short of its last moments (peak_rss_kib is then at least env(1)'s)
     own_hwm_kib: int | None = None
 
     @property
@@ -360,13 +364,16 @@ def run_program(
     launcher: list[str] = []
     # GNU time ignores ^C and SIGQUIT (the program's to handle) but dies of a hangup, which a program
     # that ignores SIGHUP outlives: kpool then saw 'killed by signal 1' and recorded a crash. In kpool's
-    # group (no time limit), GNU time starts with SIGHUP ignored and env gives the program back its default.
-    hup_to_program = timeout_s is None and _hup_default() and _env_default_signal()
-    if GNU_TIME.is_file() and ENV.is_file() and "=" not in argv[0]:
+    # group (no time limit), GNU time starts with SIGHUP ignored and kpool-exec (or env) gives the program
+    # back its default.
+    execs = build.exec_helper() if GNU_TIME.is_file() else None
+    hup_to_program = timeout_s is None and _hup_default() and (execs is not None or _env_default_signal())
+    if GNU_TIME.is_file() and (execs is not None or ENV.is_file()) and "=" not in argv[0]:
         preload = [f"LD_PRELOAD={env['LD_PRELOAD']}"] if "LD_PRELOAD" in env else []
         restore = ["--default-signal=HUP"] if hup_to_program else []
-        # "--": env's options end there; a command named "--version" or "-i" is the command, not env's
-        launcher = [str(GNU_TIME), "-f", "%M", "-o", str(measured), "--", str(ENV), *restore, "--", *preload]
+        time_it = [str(GNU_TIME), "-f", "%M", "-o", str(measured), "--"]
+        # "--": the launcher's options end there; a command named "--version" or "-i" is the command
+        launcher = [*time_it, str(execs or ENV), *restore, "--", *preload]
     elif "LD_PRELOAD" in env:
         child_env["LD_PRELOAD"] = env["LD_PRELOAD"]
     oom_before = _oom_kills()
@@ -398,7 +405,7 @@ def run_program(
             wall = time.monotonic() - start  # before the sampler's end: its last sleep is no program's time
         finally:
             peak_anon = sampler.stop()
-            own_hwm = sampler.own_hwm_kib
+            own_hwm = sampler.own_hwm_kib  # sampled: short of the program's last moments
         if timeout_s is not None:
             # its session is the program's: a process it left behind (`server &`) ran on after kpool, a
             # server holding its port for the next allocator's run. Stopped, as at the time limit
@@ -414,6 +421,8 @@ def run_program(
         peak_kib, signum = _measured(measured) if launcher else (None, None)
         if signum is not None and returncode == 128 + signum:
             returncode = -signum  # GNU time exits 128+N for a program killed by signal N
+        if peak_kib is not None and execs is not None and launcher:
+            own_hwm = peak_kib  # kpool-exec's floor is under the program's own: its exit included
         mine, others = _figures(folder, proc.pid)
     finally:
         # the program knows the folder (KPOOL_STATS_OUT): one that removed it, or made a folder in it,

@@ -327,7 +327,7 @@ def figures(runs: Sequence[Run]) -> dict[str, dict[str, Any]]:
             "peak_rss_kib": _median([float(r.peak_rss_kib) for r in ok]),
             # sampled (harness/anon.py): the allocator's own memory without the file pages' ASLR noise
             "peak_anon_kib": _median([float(r.peak_anon_kib) for r in ok if r.peak_anon_kib is not None]),
-            # the program's own VmHWM, sampled: no launcher's floor (harness/anon.py)
+            # the program's own peak, its exit included (harness/run.py: kpool-exec; else sampled)
             "own_hwm_kib": _median([float(r.own_hwm_kib) for r in ok if r.own_hwm_kib is not None]),
         }
         crashed = [r for r in mine if r.crashed]
@@ -346,7 +346,7 @@ def _how(r: run.RunResult) -> str:
 
 
 # the figures compared, each by its label in a ratio row: the time, GNU time's peak RSS, the sampled peak
-# anonymous memory and own high-water mark (harness/anon.py)
+# anonymous memory (harness/anon.py) and the program's own peak (harness/run.py)
 RATIOS = (("wall_s", "time"), ("peak_rss_kib", "rss"), ("peak_anon_kib", "anon"), ("own_hwm_kib", "own"))
 
 
