@@ -124,7 +124,8 @@ def _run_binary(exe: str, prefix: list[str]) -> tuple[bool, str]:
     out = proc.stdout + proc.stderr
     summary = [line for line in out.splitlines() if line.startswith(f"{name}: ")]
     lines = [f"{name}: exit {proc.returncode}; " + (summary[-1] if summary else "no summary")]
-    lines.extend("    " + line for line in (_failure_lines(out)[:20] or out.splitlines()[-20:]))
+    lines.extend("    " + line for line in _failure_lines(out)[:20])
+    lines.extend("    | " + line for line in out.splitlines()[-15:])  # what it printed last: an abort's line
     return False, "\n".join(lines)
 
 
