@@ -11,6 +11,29 @@ import pytest
 
 from harness.binding import Pool
 
+# The C suites' shards (test_c_suite.py), the longest items, by the work of a shard: TSan's first.
+_SHARD_ORDER = ("tsan", "asan", "release")
+_SHARD_PREFIX = "tests/test_c_suite.py::test_c_suite["
+
+
+@pytest.hookimpl(trylast=True)  # after -m's deselection: the shards that run are spread
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Spread the C suites' shards evenly through the run, the longest first: pytest-xdist's load
+    scheduling hands out consecutive items, so shards next to each other went to one worker."""
+    shards = [it for it in items if it.nodeid.startswith(_SHARD_PREFIX)]
+    if len(shards) < 2:
+        return
+    shards.sort(key=lambda it: _SHARD_ORDER.index(it.nodeid[len(_SHARD_PREFIX) :].split("-")[0]))
+    rest = [it for it in items if not it.nodeid.startswith(_SHARD_PREFIX)]
+    step = max(1, len(rest) // len(shards))
+    spread: list[pytest.Item] = []
+    for i, item in enumerate(rest):
+        if i % step == 0 and i // step < len(shards):
+            spread.append(shards[i // step])
+        spread.append(item)
+    placed = len(spread) - len(rest)
+    items[:] = spread + shards[placed:]
+
 
 @pytest.fixture(autouse=True)
 def _no_kpool_conf(monkeypatch: pytest.MonkeyPatch) -> None:

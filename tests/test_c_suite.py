@@ -1,9 +1,10 @@
 """The C test suite of libkpool, run from pytest, and the strace proof of the quiet allocation path.
 
-`make -C allocator VARIANT=<v> test` builds every allocator/tests/test_*.c against the library
-objects and runs them; each binary exits non-zero on a failure and prints what failed. Each variant
-gets a build directory of its own (allocator/build/pytest-<variant>), so that pytest-xdist workers and
-a developer's own `make` never compile into the same files at once.
+As `make -C allocator VARIANT=<v> test` does, every allocator/tests/test_*.c is built against the
+library objects and run; each binary exits non-zero on a failure and prints what failed. Here a
+variant's binaries run in shards (test_c_suite's items), which pytest-xdist spreads over its workers.
+Each variant gets a build directory of its own (allocator/build/pytest-<variant>), so that pytest-xdist
+workers and a developer's own `make` never compile into the same files at once.
 
 The strace test runs tests/data/steady.c (not a test_*.c file: `make test` must not run it) under
 `strace -f` and checks that the allocating thread makes no system call at all between two markers it
@@ -69,11 +70,11 @@ def release_kpbench() -> Path:
     return ALLOCATOR / BENCH_BUILD / "kpbench"
 
 
-# The sanitizer settings `make test` uses, for re-running binaries one by one after a failure.
+# The sanitizer settings `make test` uses (the Makefile's TEST_ENV), for the binaries run here.
 SANITIZER_ENV = {
     "ASAN_OPTIONS": "detect_leaks=1:halt_on_error=1",
     "UBSAN_OPTIONS": "halt_on_error=1:print_stacktrace=1",
-    "TSAN_OPTIONS": "die_after_fork=0:halt_on_error=1",
+    "TSAN_OPTIONS": "die_after_fork=0:halt_on_error=1:second_deadlock_stack=1",
 }
 # A single C test binary is meant to take under ~20 s under a sanitizer; this is a hang.
 BINARY_TIMEOUT_S = 300
@@ -84,68 +85,92 @@ def _failure_lines(out: str) -> list[str]:
     return [line for line in out.splitlines() if any(m in line for m in marks)]
 
 
-def _each_binary(variant: str, prefix: list[str]) -> str:
-    """`make test` stops at the first failing binary; run them all, for the full picture."""
+# Each variant's binaries run in shards, each a pytest item, so that pytest-xdist spreads a variant
+# over its workers: one item per variant ran its whole suite on one worker (TSan: 468-905 s on the
+# 2-core CI machine, the suite's tail), and load scheduling sends consecutive items to one worker, so
+# one worker often ran all three. Shard i runs the binaries i, i + n, ... of `make list-tests` (the
+# Makefile's TESTS: KNOWN_FAILING left out), one at a time, never two of one shard at once: many
+# measure RSS, faults or time. Counts from each suite's CPU time (s36, release/ASan/TSan: 186/121/350 s
+# of tests, 40-90 s of compiling each), about a minute of work a shard. tests/conftest.py spreads the
+# shards through the collection.
+C_SHARDS = {"release": 3, "asan": 2, "tsan": 5}
+_MARKS = {"release": (), "asan": (pytest.mark.slow,), "tsan": (pytest.mark.slow,)}
+
+
+def _binary_prefix(variant: str) -> list[str]:
+    """TSan cannot place its shadow memory under high ASLR entropy on some kernels: ASLR off for
+    its binaries (scripts/test.sh's `setarch -R` advice), where setarch exists."""
+    setarch = shutil.which("setarch")
+    return [setarch, platform.machine(), "-R"] if variant == "tsan" and setarch else []
+
+
+def _run_binary(exe: str, prefix: list[str]) -> tuple[bool, str]:
     env = {**SANITIZER_ENV, **os.environ}
-    report = []
-    for exe in sorted((ALLOCATOR / "build" / f"pytest-{variant}" / "tests").glob("test_*")):
-        try:
-            proc = subprocess.run(
-                [*prefix, str(exe)],
-                cwd=ALLOCATOR,
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=BINARY_TIMEOUT_S,
-                check=False,
-            )
-        except subprocess.TimeoutExpired:
-            report.append(f"{exe.name}: timed out after {BINARY_TIMEOUT_S} s")
-            continue
-        out = proc.stdout + proc.stderr
-        summary = [line for line in out.splitlines() if line.startswith(f"{exe.name}: ")]
-        report.append(f"{exe.name}: exit {proc.returncode}; " + (summary[-1] if summary else "no summary"))
-        report.extend("    " + line for line in _failure_lines(out)[:20])
-    return "\n".join(report)
+    name = Path(exe).name
+    try:
+        proc = subprocess.run(
+            [*prefix, exe],
+            cwd=ALLOCATOR,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=BINARY_TIMEOUT_S,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return False, f"{name}: timed out after {BINARY_TIMEOUT_S} s"
+    if proc.returncode == 0:
+        return True, ""
+    out = proc.stdout + proc.stderr
+    summary = [line for line in out.splitlines() if line.startswith(f"{name}: ")]
+    lines = [f"{name}: exit {proc.returncode}; " + (summary[-1] if summary else "no summary")]
+    lines.extend("    " + line for line in _failure_lines(out)[:20])
+    lines.extend("    | " + line for line in out.splitlines()[-15:])  # what it printed last: an abort's line
+    return False, "\n".join(lines)
 
 
 @pytest.mark.parametrize(
-    "variant",
+    ("variant", "shard"),
     [
-        "release",
-        pytest.param("asan", marks=pytest.mark.slow),
-        pytest.param("tsan", marks=pytest.mark.slow),
+        pytest.param(v, i, id=f"{v}-{i + 1}of{n}", marks=_MARKS[v])
+        for v, n in C_SHARDS.items()
+        for i in range(n)
     ],
 )
-def test_c_suite(variant: str) -> None:
-    """Every C test binary passes in this build variant."""
+def test_c_suite(variant: str, shard: int) -> None:
+    """Every C test binary passes in this build variant (this shard's share of them)."""
     if shutil.which("make") is None or shutil.which(os.environ.get("CC", "cc")) is None:
         pytest.skip("make or a C compiler is missing (scripts/setup.sh installs them)")
-    proc = _make(variant, "test")
-    out = proc.stdout + proc.stderr
-    prefix: list[str] = []
-    if proc.returncode != 0 and variant == "tsan" and "unexpected memory mapping" in out:
-        # TSan cannot place its shadow memory under high ASLR entropy on some kernels: run the
-        # binaries again with ASLR off for this process tree only (as scripts/test.sh does).
-        setarch = shutil.which("setarch")
-        if setarch is None:
-            pytest.skip("TSan cannot map its shadow memory with ASLR on, and setarch is missing")
-        prefix = [setarch, platform.machine(), "-R"]
-        proc = subprocess.run(
-            [*prefix, "make", "-C", str(ALLOCATOR), "VARIANT=tsan", "BUILD=build/pytest-tsan", "test"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=MAKE_TIMEOUT_S["tsan"],
-            check=False,
-        )
-        out = proc.stdout + proc.stderr
-    if proc.returncode != 0:
-        built = "== build/" in out
+    build = f"build/pytest-{variant}"
+    # The library's objects (and the preload library) once, by whichever shard comes first: two
+    # makes must not compile the same object at once. Each shard's binaries are its own files.
+    lock = ALLOCATOR / f"{build}.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with lock.open("w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        made = _make(variant, "test-deps", build=build)
+    assert made.returncode == 0, (
+        f"make VARIANT={variant} test-deps failed:\n{_tail(made.stdout + made.stderr, 40)}"
+    )
+    listed = _make(variant, "-s", "list-tests", build=build)
+    assert listed.returncode == 0, _tail(listed.stdout + listed.stderr)
+    binaries = listed.stdout.split()
+    assert binaries, f"make VARIANT={variant} list-tests listed no test"
+    mine = binaries[shard :: C_SHARDS[variant]]
+    made = _make(variant, *mine, build=build)
+    assert made.returncode == 0, (
+        f"building {len(mine)} {variant} tests failed:\n{_tail(made.stdout + made.stderr, 40)}"
+    )
+    prefix = _binary_prefix(variant)
+    failed = []
+    for exe in mine:
+        ok, report = _run_binary(exe, prefix)
+        if not ok:
+            failed.append(report)
+    if failed:
         pytest.fail(
-            f"make VARIANT={variant} test failed (exit {proc.returncode}).\n"
-            + (f"Every binary, run one by one:\n{_each_binary(variant, prefix)}\n\n" if built else "")
-            + f"Last output of make:\n{_tail(out, 40)}",
+            f"{len(failed)} of {len(mine)} {variant} C tests "
+            f"(shard {shard + 1} of {C_SHARDS[variant]}) failed:\n" + "\n".join(failed),
             pytrace=False,
         )
 

@@ -1153,7 +1153,7 @@ size_t kp__daemon_grow_target(kp_pool *pool, kp__grow *g, size_t demand, bool fa
  * (primary.c, freed_kick) waits for the next checkpoint too. */
 #define KP_HURRY_MS 10
 #define KP_HURRY_MIN ((size_t)256 << 10)
-static void next_wait(kp_pool *pool, uint64_t now)
+static void next_wait(kp_pool *pool, uint64_t now, bool freed)
 {
 	kp__daemon *d = &pool->daemon;
 	uint64_t interval = (uint64_t)pool->conf.daemon_interval_ms * 1000000ull;
@@ -1163,9 +1163,22 @@ static void next_wait(kp_pool *pool, uint64_t now)
 	d->hurried = due != UINT64_MAX;
 	/* woken by a fall of the bytes in use (primary.c, freed_kick): what
 	 * was freed is stamped at the next checkpoint, whatever the last one
-	 * found (that pass only stamps: it is not held to a yield) */
-	if (atomic_exchange_explicit(&d->freed, 0, memory_order_relaxed)) {
-		uint64_t next = pool->bpurge_at_ns < pool->purge_at_ns ? pool->bpurge_at_ns : pool->purge_at_ns;
+	 * found (that pass only stamps: it is not held to a yield). freed was
+	 * taken at the pass's start (kp__daemon_pass), before its checkpoint. */
+	if (freed) {
+		d->kick_b = d->kick_u = true;
+		d->kick_b_ns = pool->bpurge_at_ns;
+		d->kick_u_ns = pool->purge_at_ns;
+	}
+	/* Until those checkpoints come: a pass before them (the thread woken
+	 * again at once, an allocation's kick) found nothing of the frees
+	 * stamped and waited the timer (test_purge_soon, early passes). A
+	 * checkpoint that came is later than the one noted. */
+	d->kick_b = d->kick_b && pool->bpurge_at_ns <= d->kick_b_ns;
+	d->kick_u = d->kick_u && pool->purge_at_ns <= d->kick_u_ns;
+	if (d->kick_b || d->kick_u) {
+		uint64_t next = d->kick_b ? pool->bpurge_at_ns : UINT64_MAX;
+		next = d->kick_u && pool->purge_at_ns < next ? pool->purge_at_ns : next;
 		due = next < due ? next : due;
 		d->hurried = false;
 	}
@@ -1188,6 +1201,12 @@ int kp__daemon_pass(kp_pool *pool)
 	kp__os_caller = KP_CALLER_DAEMON;
 	pthread_mutex_lock(&d->step_mu);
 	atomic_fetch_add(&d->passes, 1);
+	/* The frees' kick (next_wait), taken before this pass's checkpoint
+	 * stamps what was freed: a kick during the pass stays for the next one.
+	 * Taken at the pass's end, it answered frees this pass's checkpoint had
+	 * not seen, and the pass that the kick's pending wake brought at once
+	 * found nothing stamped and waited the timer (test_purge_soon). */
+	bool freed = atomic_exchange_explicit(&d->freed, 0, memory_order_relaxed);
 	kp__ol_daemon_pass(pool); /* layout:outline's spare segments (outline.c); nothing for inline */
 	d->purged_at = atomic_load(&pool->purged_bytes);
 	size_t target = daemon_target(pool);
@@ -1290,7 +1309,7 @@ int kp__daemon_pass(kp_pool *pool)
 		pool->purge_at_ns = now + soon;
 	else if (sparse && pool->purge_at_ns > now + sparse_soon)
 		pool->purge_at_ns = now + sparse_soon;
-	next_wait(pool, now);
+	next_wait(pool, now, freed);
 	kp__grace_reclaim(pool); /* unmap what was released, once no reader can see it */
 	kp__backup_grow(pool);	 /* backup:auto follows the peak use (backup.c) */
 	uint64_t frees = atomic_load(&pool->bk_frees);

@@ -193,6 +193,8 @@ static void huge_cache_missed(kp_pool *pool, size_t size)
 	for (unsigned i = 0; i < npurge; i++) {
 		size_t bytes = kp__os_purge_whole(&pool->os, (char *)purge[i] + 2 * KP_PAGE,
 						  purge[i]->size - 2 * KP_PAGE, &whole[i]);
+		if (whole[i]) /* khugepaged would refill the headers' 2 MiB (os.c) */
+			kp__os_nohugepage(&pool->os, purge[i], purge[i]->size);
 		if (bytes) {
 			atomic_fetch_add(&pool->purged_bytes, bytes);
 			atomic_fetch_add(&pool->purges, 1);
@@ -323,6 +325,8 @@ int kp__huge_cache_trim(kp_pool *pool, bool all)
 	for (unsigned i = 0; i < npurge; i++) {
 		size_t bytes = kp__os_purge_whole(&pool->os, (char *)purge[i] + 2 * KP_PAGE,
 						  purge[i]->size - 2 * KP_PAGE, &whole[i]);
+		if (whole[i]) /* as huge_cache_missed */
+			kp__os_nohugepage(&pool->os, purge[i], purge[i]->size);
 		if (bytes) {
 			atomic_fetch_add(&pool->purged_bytes, bytes);
 			atomic_fetch_add(&pool->purges, 1);
@@ -398,6 +402,10 @@ again:
 		KP_UNPOISON((char *)s + 2 * KP_PAGE, huge_poisoned(s));
 		size = s->size;
 		s->dirty = 1;
+		/* a purged one was advised off huge pages (kp__os_nohugepage):
+		 * its block faults in every page again, and one madvise more */
+		if (s->purged && pool->conf.thp)
+			kp__os_hugepage(&pool->os, s, size);
 	} else {
 		huge_cache_missed(pool, size);
 		s = kp__os_map(&pool->os, size + KP_HUGE_GUARD, KP_SEG_SIZE, false);

@@ -345,6 +345,7 @@ size_t kp__os_self_resident(void);
 size_t kp__os_as_limit(void);
 /* Ask for transparent huge pages over [p, p + size) (MADV_HUGEPAGE). */
 void kp__os_hugepage(kp__oscount *c, void *p, size_t size);
+void kp__os_nohugepage(kp__oscount *c, void *p, size_t size);
 void kp__os_thread_name(kp__oscount *c, const char *name);
 void kp__os_random(kp__oscount *c, void *buf, size_t len);
 /* The event log's descriptor: write(2), open(2), close(2). */
@@ -1647,6 +1648,11 @@ typedef struct kp__daemon {
 	 * freed_kick). */
 	_Atomic size_t out_at, peak_at;
 	_Atomic int freed; /* freed_kick woke it: its wait ends at the next checkpoint */
+	/* the checkpoints (pool->bpurge_at_ns, purge_at_ns) a kick's pass
+	 * found due, waited for until they come, whatever passes come before
+	 * (daemon.c, next_wait) */
+	bool kick_b, kick_u;
+	uint64_t kick_b_ns, kick_u_ns;
 } kp__daemon;
 int kp__daemon_start(kp_pool *pool);
 void kp__daemon_stop(kp_pool *pool);

@@ -34,7 +34,15 @@
 
 #define SZ 256
 #define NBLK 20000
-#define ROUNDS 20
+/* 5 under TSan: it runs a handler only where the thread enters its runtime
+ * (an intercepted call), never inside pop_zero's window, and at kpool's
+ * locks the handler's call meets kpool's refusal (an abort): s36, 17 of 20
+ * rounds ended so and none could return the handler's bytes (110 s of the
+ * TSan suite at load 14, the most after test_outline_signal). Release
+ * with pop_zero's allocation count taken out: 0 of 20 rounds failed (16-17
+ * before s33's nested-call marking, outline.h kp__ol_enter, kept the
+ * handler's call off the heap). */
+#define ROUNDS (KT_TSAN ? 5 : 20)
 
 static kp_pool *sig_pool;
 static volatile long hits;

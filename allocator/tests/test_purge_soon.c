@@ -279,10 +279,48 @@ static void test_wait(void)
 	kp_destroy(pool);
 }
 
+/* Passes that come before the checkpoint the frees' kick waits for keep
+ * that wait: the daemon's thread passes again at once when woken during a
+ * pass (daemon_main, wake_pending; an allocation's kick), and a pass that
+ * took the kick after the last checkpoint had stamped nothing of what was
+ * freed. Before, the second early pass found nothing stamped and waited the
+ * timer (daemon_interval_ms; 60 s in test_thread, which failed once at load
+ * 25 with 100% resident 30 s after the frees and one pass). step_clock: the
+ * passes come at the steps' times, the frees between two of them. */
+static void test_wait_early_passes(void)
+{
+	kp_pool *pool = kp_create("daemon:off,step_clock:on,prefault:off,seed:9");
+	REQUIRE(pool != NULL, "kp_create: %s", kp_last_error());
+	kp_daemon_step(pool, 0); /* the checkpoints: none of the frees to come stamped */
+	unsigned written;
+	run_two(pool, &written);
+	kp_daemon_step(pool, 1); /* takes the kick, before the next checkpoint */
+	uint64_t first = wait_ms(pool);
+	kp_daemon_step(pool, 1); /* woken at once, still before it */
+	uint64_t second = wait_ms(pool);
+	unsigned passes = 0;
+	uint64_t stepped = 0;
+	while (passes < 20 && wait_ms(pool) < pool->conf.daemon_interval_ms) {
+		stepped += wait_ms(pool);
+		kp_daemon_step(pool, wait_ms(pool));
+		passes++;
+	}
+	unsigned pct = freed_resident_pct(sides);
+	printf("   early passes: waits %llu then %llu ms; then %u passes over %llu ms, %u%% resident\n",
+	       (unsigned long long)first, (unsigned long long)second, passes, (unsigned long long)stepped, pct);
+	CHECK(first >= 1 && first <= 20, "the wait after the frees' kick: %llu ms", (unsigned long long)first);
+	CHECK(second >= 1 && second <= 20, "an early pass before the frees' checkpoint: a wait of %llu ms",
+	      (unsigned long long)second);
+	CHECK(pct < 40 && stepped <= 60, "%u%% resident after %llu ms of passes", pct, (unsigned long long)stepped);
+	free_kept(pool);
+	kp_destroy(pool);
+}
+
 int main(void)
 {
 	RUN(test_thread);
 	RUN(test_sparse);
 	RUN(test_wait);
+	RUN(test_wait_early_passes);
 	return ktest_summary();
 }
