@@ -1529,13 +1529,51 @@ __attribute__((noinline)) int kp__ol_free_refused(kp_pool *pool, void *p, bool t
 	return try_only && rc == KP_OL_UNTRIED ? kp__free_miss(pool, p, false) : rc;
 }
 
+/* A pointer that a call nested inside one of its thread's (a signal
+ * handler's) would set aside for that call's end, linked through its first
+ * 8 bytes (classic_later; outline.c's ol_deferred): 0 when it is a live
+ * block of pool's (a header of the primary's that verifies as allocated,
+ * primary_hdr; a live block's start in the backup), whose bytes are its
+ * caller's to give; else kp_free's refusal of it, reported with its event
+ * (primary_free's, free_slow's for the backup) and returned, nothing
+ * written. Reads only, inside a grace section (a segment found stays
+ * mapped); no lock (the interrupted call may hold any). Before (s36-robust)
+ * both lists took a pointer unvetted (classic_later any in the pool's
+ * segments, ol_deferred any the slice map did not know) and wrote 8 bytes
+ * where it pointed before anything checked it: a handler's free of an
+ * interior pointer, a freed block, a stack address, another pool's block
+ * or a glibc one wrote there (test_nested_free_vet_attack36: 6 of 6
+ * written inside free_classic_marked, 2 of 6 inside kp__alloc_classic). */
+int kp__classic_defer_vet(kp_pool *pool, void *p)
+{
+	if (kp__backup_owns(&pool->backup, p)) {
+		int rc = kp__backup_state(pool, p);
+		return rc ? kp__violation(pool, why_kind(rc), rc, p, KP_SIZE_UNKNOWN,
+					  rc == KP_EDOUBLEFREE ? "double free of a backup block"
+							       : "free of a pointer inside the backup that is no block")
+			  : 0;
+	}
+	unsigned g = kp__grace_enter();
+	kp__seg *s;
+	int code, rc = 0;
+	if (primary_hdr(pool, p, &s, &code))
+		rc = 0;
+	else if (code == KP_ENOTOURS && kp__huge_gone(pool, p)) /* as primary_free */
+		rc = kp__violation(pool, KP_EV_DOUBLE_FREE, KP_EDOUBLEFREE, p, KP_SIZE_UNKNOWN,
+				   "double free of a huge block");
+	else
+		rc = kp__violation(pool, why_kind(code), code, p, failed_free_size(pool, p, code), why_text(code));
+	kp__grace_exit(g);
+	return rc;
+}
+
 /* outline.c's way back for a pointer its slice map does not know. Nested
  * inside a call of this thread's on alloc.c's path (a signal handler's),
- * a block of that call's pool waits for its end (classic_later), and one
- * waiting there already is a double free; another pool's block, or a
- * pointer none of the pool's segments holds (the backup's, or no block:
- * refused as ever), goes on: neither reaches the thread cache the
- * interrupted call is changing. */
+ * a live block of that call's pool (kp__classic_defer_vet) waits for its
+ * end (classic_later), and one waiting there already is a double free;
+ * another pool's block, or a pointer none of the pool's segments holds
+ * (the backup's, or no block: refused as ever), goes on: neither reaches
+ * the thread cache the interrupted call is changing. */
 int kp__free_classic(kp_pool *pool, void *p)
 {
 	kp_pool *in = classic_pool;
@@ -1546,6 +1584,9 @@ int kp__free_classic(kp_pool *pool, void *p)
 				if (q == p)
 					return kp__violation(pool, KP_EV_DOUBLE_FREE, KP_EDOUBLEFREE, p,
 							     KP_SIZE_UNKNOWN, "double free");
+			int bad = kp__classic_defer_vet(pool, p);
+			if (bad)
+				return bad;
 			void *old = atomic_load_explicit(&classic_later, memory_order_relaxed);
 			do
 				*(void **)p = old;
