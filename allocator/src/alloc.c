@@ -739,6 +739,56 @@ KP_EXPORT void *kp_alloc(kp_pool *pool, size_t size, unsigned flags)
 	return alloc_fast(pool, size, flags);
 }
 
+/* kp_alloc_aligned's and kp_realloc's calls on alloc.c's path for
+ * layout:outline, as kp__alloc_classic's: the thread's call marked
+ * (classic_pool), so that a call nested inside it (a signal handler's)
+ * takes no thread cache (classic_nocache) and sets its frees of the pool's
+ * blocks aside (classic_later); nested, no thread cache itself; and with
+ * the outline lock held (a handler's, alloc_classic_body) its locks tried,
+ * never waited for. Before (s36-robust) both went to alloc.c's thread
+ * cache unmarked: a handler's kp_alloc_aligned, kp_realloc or kp_free
+ * nested inside its thread's changed the cache's lists under it
+ * (test_outline_signal_aligned_attack36: 3-9 lists found damaged,
+ * "bad cache link", in each of 9 rounds of 3 runs in release). */
+struct classic_call {
+	size_t size, align;
+	void *p;
+	unsigned flags;
+};
+static void *classic_call(kp_pool *pool, void *(*body)(kp_pool *, struct classic_call *), struct classic_call *c)
+{
+	bool nested = classic_pool != NULL, was = classic_nocache;
+	if (nested) {
+		classic_nocache = true;
+		atomic_signal_fence(memory_order_seq_cst);
+	} else {
+		classic_enter(pool);
+	}
+	bool mine = kp__mutex_mine(&pool->ol->lock);
+	kp__oscount *os = mine ? kp__mutex_nowait(&pool->os) : NULL;
+	void *p = body(pool, c);
+	if (mine)
+		kp__mutex_nowait(os);
+	if (nested) {
+		atomic_signal_fence(memory_order_seq_cst);
+		classic_nocache = was;
+	} else {
+		classic_leave(pool);
+	}
+	return p;
+}
+
+static void *aligned_body(kp_pool *pool, size_t size, size_t align, unsigned flags);
+static void *aligned_call(kp_pool *pool, struct classic_call *c)
+{
+	return aligned_body(pool, c->size, c->align, c->flags);
+}
+static __attribute__((noinline)) void *aligned_classic(kp_pool *pool, size_t size, size_t align, unsigned flags)
+{
+	struct classic_call c = {.size = size, .align = align, .flags = flags};
+	return classic_call(pool, aligned_call, &c);
+}
+
 KP_EXPORT void *kp_alloc_aligned(kp_pool *pool, size_t size, size_t align, unsigned flags)
 {
 	if (KP_UNLIKELY(!kp__pool_ok(pool))) {
@@ -751,6 +801,13 @@ KP_EXPORT void *kp_alloc_aligned(kp_pool *pool, size_t size, size_t align, unsig
 		return kp__ol_alloc(pool, size, flags);
 	if (align == 0 || (align & (align - 1)) || align > KP_ALIGN_MAX)
 		return bad_size(pool, size, align);
+	if (pool->ol) /* alloc.c's path for layout:outline (classic_call) */
+		return aligned_classic(pool, size, align, flags);
+	return aligned_body(pool, size, align, flags);
+}
+
+static void *aligned_body(kp_pool *pool, size_t size, size_t align, unsigned flags)
+{
 	void *p = alloc_policy(pool, size, align, flags);
 	if (p && (flags & KP_ZERO) && !fresh_mapping(pool, p))
 		memset(p, 0, size);
@@ -965,7 +1022,7 @@ static int primary_free(kp_pool *pool, void *p, size_t holds)
 		atomic_fetch_add(&pool->quarantined, 1);
 		return kp__violation(pool, KP_EV_OVERFLOW, KP_EOVERFLOW, p, req, "overflow, quarantined");
 	}
-	kp__tcache *tc = kp__tcache_get(pool, pool->id);
+	kp__tcache *tc = classic_cache(pool);
 	kp__hdr_put(h, key, kp__meta(0, (uint16_t)cls, KP_ST_FREE));
 	if (tc && cls < KP_NCLASS) {
 		kp__count_inc(&tc->bin[cls].frees, 1);
@@ -1340,7 +1397,7 @@ static void *realloc_large(kp_pool *pool, void *p, size_t size, size_t old, unsi
 	kp__hdr_put((kp__hdr *)h, key, kp__meta(size, KP_CLS_LARGE, KP_ST_ALLOC));
 	if (checks)
 		kp__canary_put(key, p, size, cap1);
-	kp__tcache *tc = kp__tcache_get(pool, pool->id);
+	kp__tcache *tc = classic_cache(pool);
 	if (tc)
 		kp__count_inc(&tc->in_use, (uint64_t)b1 - b0);
 	else
@@ -1384,7 +1441,7 @@ static void *realloc_huge(kp_pool *pool, void *p, size_t size, size_t old, unsig
 		memset((char *)p + old, 0, (size < cap ? size : cap) - old);
 	if (checks)
 		kp__canary_put(key, p, size, usable);
-	kp__tcache *tc = kp__tcache_get(pool, pool->id);
+	kp__tcache *tc = classic_cache(pool);
 	if (tc)
 		kp__count_inc(&tc->in_use, (uint64_t)usable - cap);
 	else
@@ -1855,8 +1912,20 @@ static __attribute__((noinline)) void *realloc_slow(kp_pool *pool, void *p, size
 	return kp__realloc_classic(pool, p, size, flags);
 }
 
+static void *realloc_call(kp_pool *pool, struct classic_call *c)
+{
+	unsigned g = kp__grace_enter();
+	void *q = realloc_inner(pool, c->p, c->size, c->flags);
+	kp__grace_exit(g);
+	return q;
+}
+
 void *kp__realloc_classic(kp_pool *pool, void *p, size_t size, unsigned flags)
 {
+	if (kp__ol_pool(pool)) { /* kp__ol_realloc's: alloc.c's block (classic_call) */
+		struct classic_call c = {.size = size, .p = p, .flags = flags};
+		return classic_call(pool, realloc_call, &c);
+	}
 	unsigned g = kp__grace_enter();
 	void *q = realloc_inner(pool, p, size, flags);
 	kp__grace_exit(g);
