@@ -451,6 +451,7 @@ static void classic_leave(kp_pool *pool)
 			if (!atomic_compare_exchange_weak_explicit(&classic_later, &q, *(void **)q,
 								   memory_order_relaxed, memory_order_relaxed))
 				continue;
+			kp__classic_defer_undo(pool, q);
 			free_body(pool, q, true, false);
 			q = atomic_load_explicit(&classic_later, memory_order_relaxed);
 		}
@@ -1586,6 +1587,62 @@ __attribute__((noinline)) int kp__ol_free_refused(kp_pool *pool, void *p, bool t
 	return try_only && rc == KP_OL_UNTRIED ? kp__free_miss(pool, p, false) : rc;
 }
 
+/* The canary a deferred block's link (its first 8 bytes: classic_later,
+ * ol_deferred) covers: a request under 8 bytes has it there (p + req; an
+ * aligned block, its enclosing block's, right past the aligned payload:
+ * align_inside). put: write it again (the list's drain, before the free
+ * checks it); else: is it intact (kp__classic_defer_vet, before the link
+ * is written)? true where no canary lies under the link. *hp, *atp: the
+ * header and payload whose canary it is. h: p's verified header, s its
+ * segment (primary_hdr), inside a grace section. Before (s36-robust), a
+ * deferred block of a request under 8 bytes was reported an overflow and
+ * quarantined at its free (test_outline_line_churn_attack32 once kp_realloc
+ * deferred its own frees: 92-99 KB of 1- and 8-byte blocks in use). */
+static bool link_canary(kp_pool *pool, kp__seg *s, kp__hdr *h, char *p, bool put, kp__hdr **hp, char **atp)
+{
+	uint64_t meta = kp__hdr_meta(h);
+	char *at = p;
+	*hp = h;
+	*atp = p;
+	if (!pool->conf.checks)
+		return true;
+	if (KP_META_CLS(meta) == KP_CLS_ALIGNED) {
+		size_t off = KP_META_REQ(meta);
+		at = p - off;
+		h = (kp__hdr *)(at - KP_HDR);
+		if (off < KP_HDR || off > KP_ALIGN_MAX || !kp__hdr_ok(pool->secret, h))
+			return true; /* its free reports it (primary_free) */
+		meta = kp__hdr_meta(h);
+		*hp = h;
+		*atp = at;
+	}
+	size_t req = KP_META_REQ(meta), usable = primary_capacity(s, h);
+	if (req >= usable || at + req >= p + 8)
+		return true; /* no canary (neighbour_ok's), or past the link */
+	uint64_t key = kp__hkey(pool->secret, h);
+	if (!put)
+		return kp__canary_ok(key, at, req, usable);
+	kp__canary_put(key, at, req, usable);
+	return true;
+}
+
+/* A deferred block q, taken off its list (classic_later, ol_deferred),
+ * before its free: the canary its link covered written again
+ * (link_canary). */
+void kp__classic_defer_undo(kp_pool *pool, void *q)
+{
+	if (kp__backup_owns(&pool->backup, q))
+		return; /* its canary at its end (backup.c) */
+	unsigned g = kp__grace_enter();
+	kp__seg *s;
+	int code;
+	kp__hdr *h = primary_hdr(pool, q, &s, &code), *hc;
+	char *at;
+	if (h)
+		link_canary(pool, s, h, q, true, &hc, &at);
+	kp__grace_exit(g);
+}
+
 /* A pointer that a call nested inside one of its thread's (a signal
  * handler's) would set aside for that call's end, linked through its first
  * 8 bytes (classic_later; outline.c's ol_deferred): 0 when it is a live
@@ -1613,9 +1670,17 @@ int kp__classic_defer_vet(kp_pool *pool, void *p)
 	unsigned g = kp__grace_enter();
 	kp__seg *s;
 	int code, rc = 0;
-	if (primary_hdr(pool, p, &s, &code))
-		rc = 0;
-	else if (code == KP_ENOTOURS && kp__huge_gone(pool, p)) /* as primary_free */
+	kp__hdr *h = primary_hdr(pool, p, &s, &code);
+	char *at;
+	if (h && !link_canary(pool, s, h, p, false, &h, &at)) { /* as primary_free's overflow */
+		uint64_t meta = kp__hdr_meta(h);
+		kp__hdr_put(h, kp__hkey(pool->secret, h),
+			    kp__meta(KP_META_REQ(meta), (uint16_t)KP_META_CLS(meta), KP_ST_QUARANTINE));
+		atomic_fetch_add(&pool->quarantined, 1);
+		rc = kp__violation(pool, KP_EV_OVERFLOW, KP_EOVERFLOW, at, KP_META_REQ(meta), "overflow, quarantined");
+	} else if (h) {
+		KP_UNPOISON(p, 8); /* the link's bytes: past a request under 8 bytes, closed */
+	} else if (code == KP_ENOTOURS && kp__huge_gone(pool, p)) /* as primary_free */
 		rc = kp__violation(pool, KP_EV_DOUBLE_FREE, KP_EDOUBLEFREE, p, KP_SIZE_UNKNOWN,
 				   "double free of a huge block");
 	else

@@ -176,6 +176,9 @@ int kp__free_classic(kp_pool *pool, void *p);
  * thread's may set aside, linked through its first 8 bytes; else kp_free's
  * refusal of it, reported, nothing written (alloc.c). */
 int kp__classic_defer_vet(kp_pool *pool, void *p);
+/* A deferred block taken off its list, before its free: the canary its
+ * link covered written again (alloc.c). */
+void kp__classic_defer_undo(kp_pool *pool, void *q);
 size_t kp__usable_classic(kp_pool *pool, const void *p);
 void *kp__realloc_classic(kp_pool *pool, void *p, size_t size, unsigned flags);
 void *kp__realloc_move(kp_pool *pool, void *p, size_t size, size_t old, unsigned flags);

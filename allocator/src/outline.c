@@ -3818,6 +3818,7 @@ static __attribute__((noinline)) int free_classic_marked(kp_pool *pool, void *p)
 			if (!atomic_compare_exchange_weak_explicit(&ol_deferred, &q, *(void **)q, memory_order_relaxed,
 								   memory_order_relaxed))
 				continue;
+			kp__classic_defer_undo(pool, q);
 			kp__free_classic(pool, q);
 			q = atomic_load_explicit(&ol_deferred, memory_order_relaxed);
 		}

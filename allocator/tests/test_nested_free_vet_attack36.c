@@ -20,10 +20,12 @@
  * pipe is drained and the thread's call ends. Asserted for each: the 8
  * bytes at it unchanged, kp_free's refusal returned, and one event naming
  * it (invalid_free; double_free for the freed block); the live blocks
- * free cleanly after.
+ * free cleanly after. And a good free there, of a live 1-byte block aligned
+ * to 64 (its canary, 1 byte in, under the link): freed, no event.
  * Found on main (f41f419): in mode "outline" all six were written (the
  * bytes changed, kp_free returned 0), in mode "classic" the two in the
- * pool's segments (the interior pointer, the freed block).
+ * pool's segments (the interior pointer, the freed block); and the 1-byte
+ * block's free was reported an overflow and the block quarantined.
  * Reproduce:
  *   make -C allocator VARIANT=release build/release/tests/test_nested_free_vet_attack36 &&
  *   allocator/build/release/tests/test_nested_free_vet_attack36
@@ -57,6 +59,8 @@ static _Atomic bool entered, handled, done;
 static _Atomic pid_t wtid;
 static int mode; /* 0: outline (free_classic_marked), 1: classic (kp__alloc_classic) */
 static void *freed0;
+static void *tiny; /* a live block of 1 byte aligned to 64: its canary under the link's 8 bytes */
+static int tiny_rc;
 
 static void handler(int sig)
 {
@@ -65,6 +69,7 @@ static void handler(int sig)
 	atomic_store(&entered, true);
 	for (int i = 0; i < NBAD; i++)
 		rc[i] = kp_free(pool, bad[i]);
+	tiny_rc = kp_free(pool, tiny); /* a good free, set aside (nothing past it) */
 	atomic_store(&handled, true);
 	errno = e;
 }
@@ -121,6 +126,9 @@ static void run_mode(int m)
 	freed0 = kp_alloc(pool, BIG, 0);
 	void *oblk = kp_alloc(other, BIG, 0), *osmall = kp_alloc(other, 48, 0);
 	void *g = malloc(64);
+	tiny = kp_alloc_aligned(pool, 1, 64, 0);
+	REQUIRE(tiny, "the tiny block");
+	memset(tiny, 0x77, 1);
 	REQUIRE(live && freed1 && freed0 && oblk && osmall && g, "blocks");
 	memset(live, 0x11, BIG);
 	memset(oblk, 0x22, BIG);
@@ -198,6 +206,13 @@ static void run_mode(int m)
 		CHECK(mine == 1 && wrong == 0, "mode %s: %s: %d %s events, %d of other kinds",
 		      m ? "classic" : "outline", bad_name[i], mine, kp_event_name(bad_kind[i]), wrong);
 	}
+	int tiny_ev = 0;
+	for (size_t k = 0; k < n; k++)
+		tiny_ev += evs[k].addr >= (uintptr_t)tiny - 64 && evs[k].addr <= (uintptr_t)tiny;
+	CHECK(tiny_rc == 0 && tiny_ev == 0 && kp_usable_size(pool, tiny) == 0,
+	      "mode %s: a live 1-byte block freed nested: rc %d, %d events (an overflow: the link over its canary), "
+	      "usable %zu after",
+	      m ? "classic" : "outline", tiny_rc, tiny_ev, kp_usable_size(pool, tiny));
 	uint64_t lw = kt_raw_get(live);
 	CHECK(lw == 0x1111111111111111ull, "the live block's first bytes %#llx", (unsigned long long)lw);
 	CHECK(kp_free(pool, live) == 0, "the live block frees");
