@@ -55,7 +55,7 @@ static const unsigned bad_kind[NBAD] = {KP_EV_INVALID_FREE, KP_EV_INVALID_FREE, 
 					KP_EV_INVALID_FREE, KP_EV_INVALID_FREE, KP_EV_INVALID_FREE};
 static uint64_t before[NBAD];
 static int rc[NBAD];
-static _Atomic bool entered, handled, done;
+static _Atomic bool entered, handled, done, ready, go;
 static _Atomic pid_t wtid;
 static int mode; /* 0: outline (free_classic_marked), 1: classic (kp__alloc_classic) */
 static void *freed0;
@@ -81,6 +81,10 @@ static void *work(void *arg)
 	/* the thread's slot names the pool (outline.h): its kp_free takes
 	 * outline.c's way (kp__ol_free_slow), not alloc.c's at once */
 	kp_free(pool, kp_alloc(pool, 48, 0));
+	/* then the pipe is filled: no event of this warm-up blocks */
+	atomic_store(&ready, true);
+	while (!atomic_load(&go))
+		kt_sleep_ms(1);
 	if (mode == 0)
 		kp_free(pool, freed0); /* a double free: its event's write blocks */
 	else
@@ -112,6 +116,8 @@ static void run_mode(int m)
 	atomic_store(&entered, false);
 	atomic_store(&handled, false);
 	atomic_store(&done, false);
+	atomic_store(&ready, false);
+	atomic_store(&go, false);
 	atomic_store(&wtid, 0);
 	int pfd[2];
 	REQUIRE(pipe(pfd) == 0, "pipe");
@@ -148,6 +154,15 @@ static void run_mode(int m)
 	kp_event evs[256];
 	kp_events_drain(pool, evs, 256); /* none of the test's yet */
 
+	struct sigaction sa;
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = handler;
+	sa.sa_flags = SA_RESTART;
+	sigaction(SIGUSR1, &sa, NULL);
+	pthread_t w;
+	REQUIRE(pthread_create(&w, NULL, work, NULL) == 0, "pthread_create");
+	while (!atomic_load(&ready))
+		kt_sleep_ms(1);
 	/* the pipe full, to the byte (each line must wait for a whole page) */
 	fcntl(pfd[1], F_SETFL, O_NONBLOCK);
 	static char junk[65536];
@@ -156,14 +171,7 @@ static void run_mode(int m)
 	while (write(pfd[1], junk, 1) > 0) {
 	}
 	fcntl(pfd[1], F_SETFL, 0);
-
-	struct sigaction sa;
-	memset(&sa, 0, sizeof sa);
-	sa.sa_handler = handler;
-	sa.sa_flags = SA_RESTART;
-	sigaction(SIGUSR1, &sa, NULL);
-	pthread_t w;
-	REQUIRE(pthread_create(&w, NULL, work, NULL) == 0, "pthread_create");
+	atomic_store(&go, true);
 	uint64_t t0 = kt_now_ms();
 	bool blocked = false;
 	while (!blocked && kt_now_ms() - t0 < 20000) { /* 20 s: a loaded CI machine, TSan */
