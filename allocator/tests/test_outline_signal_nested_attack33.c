@@ -18,15 +18,14 @@
  * 4 runs of 16 blocks a call, every run of 256 within 0.3 s).
  * A guard: held on s33 atta (release: no wrong block in 10 rounds reaching
  * depth 2, 3,000-4,800 handler calls each).
- * KNOWN_FAILING under ASan (allocator/Makefile): beside two busy loops
- * and other sanitizer runs, 1 of 39 runs (s35-sig) had a round's child die
- * of SIGSEGV ("AddressSanitizer:DEADLYSIGNAL", no report, no kpool line in
- * that round); kpool's refusal no longer comes into it (os.c kp__os_die
- * holds signals off; ASan's exit 1 is no longer taken for it). Cause not
- * found. Under ASan: many runs of
- *   make -C allocator VARIANT=asan build/asan/tests/test_outline_signal_nested_attack33 &&
- *   allocator/build/asan/tests/test_outline_signal_nested_attack33
- * beside two busy loops.
+ * Was KNOWN_FAILING under ASan: 1 of 39 runs (s35-sig), 2 of ~40 beside
+ * the TSan suite (s36-robust) had a round's child die of SIGSEGV
+ * ("AddressSanitizer:DEADLYSIGNAL", no report). A core (ASan's SEGV
+ * handler off) showed the stack run out: 1,423 handlers deep, each spinning
+ * in kp__class_lock_wait for the class lock the first handler held, each
+ * spin interrupted by the next signal. Fixed in transfer.c (a lock the
+ * thread holds is refused at once: test_class_lock_nested_attack36): 0 of
+ * 40 runs beside the TSan suite.
  * Reproduce:
  *   make -C allocator VARIANT=release build/release/tests/test_outline_signal_nested_attack33 &&
  *   allocator/build/release/tests/test_outline_signal_nested_attack33
