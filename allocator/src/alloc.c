@@ -333,7 +333,9 @@ static void *alloc_policy(kp_pool *pool, size_t size, size_t align, unsigned fla
  * write gigabytes: a kept mapping used again is dirty), or a large block
  * cut from units never used (kp__large_take_fresh)? A backup block has no
  * segment. */
-static bool fresh_mapping(kp_pool *pool, const void *p)
+/* (noinline: a function of its own for the preload's hot text, hot.txt;
+ * with two callers since s36-robust, aligned_body's too, gcc inlined it) */
+static __attribute__((noinline)) bool fresh_mapping(kp_pool *pool, const void *p)
 {
 	/* Only this pool's huge block, inside its payload: a backup block
 	 * (in the reserve, never in the pagemap) or anything the pagemap does
