@@ -333,7 +333,9 @@ static void *alloc_policy(kp_pool *pool, size_t size, size_t align, unsigned fla
  * write gigabytes: a kept mapping used again is dirty), or a large block
  * cut from units never used (kp__large_take_fresh)? A backup block has no
  * segment. */
-static bool fresh_mapping(kp_pool *pool, const void *p)
+/* (noinline: a function of its own for the preload's hot text, hot.txt;
+ * with two callers since s36-robust, aligned_body's too, gcc inlined it) */
+static __attribute__((noinline)) bool fresh_mapping(kp_pool *pool, const void *p)
 {
 	/* Only this pool's huge block, inside its payload: a backup block
 	 * (in the reserve, never in the pagemap) or anything the pagemap does
@@ -451,6 +453,7 @@ static void classic_leave(kp_pool *pool)
 			if (!atomic_compare_exchange_weak_explicit(&classic_later, &q, *(void **)q,
 								   memory_order_relaxed, memory_order_relaxed))
 				continue;
+			kp__classic_defer_undo(pool, q);
 			free_body(pool, q, true, false);
 			q = atomic_load_explicit(&classic_later, memory_order_relaxed);
 		}
@@ -739,6 +742,56 @@ KP_EXPORT void *kp_alloc(kp_pool *pool, size_t size, unsigned flags)
 	return alloc_fast(pool, size, flags);
 }
 
+/* kp_alloc_aligned's and kp_realloc's calls on alloc.c's path for
+ * layout:outline, as kp__alloc_classic's: the thread's call marked
+ * (classic_pool), so that a call nested inside it (a signal handler's)
+ * takes no thread cache (classic_nocache) and sets its frees of the pool's
+ * blocks aside (classic_later); nested, no thread cache itself; and with
+ * the outline lock held (a handler's, alloc_classic_body) its locks tried,
+ * never waited for. Before (s36-robust) both went to alloc.c's thread
+ * cache unmarked: a handler's kp_alloc_aligned, kp_realloc or kp_free
+ * nested inside its thread's changed the cache's lists under it
+ * (test_outline_signal_aligned_attack36: 3-9 lists found damaged,
+ * "bad cache link", in each of 9 rounds of 3 runs in release). */
+struct classic_call {
+	size_t size, align;
+	void *p;
+	unsigned flags;
+};
+static void *classic_call(kp_pool *pool, void *(*body)(kp_pool *, struct classic_call *), struct classic_call *c)
+{
+	bool nested = classic_pool != NULL, was = classic_nocache;
+	if (nested) {
+		classic_nocache = true;
+		atomic_signal_fence(memory_order_seq_cst);
+	} else {
+		classic_enter(pool);
+	}
+	bool mine = kp__mutex_mine(&pool->ol->lock);
+	kp__oscount *os = mine ? kp__mutex_nowait(&pool->os) : NULL;
+	void *p = body(pool, c);
+	if (mine)
+		kp__mutex_nowait(os);
+	if (nested) {
+		atomic_signal_fence(memory_order_seq_cst);
+		classic_nocache = was;
+	} else {
+		classic_leave(pool);
+	}
+	return p;
+}
+
+static void *aligned_body(kp_pool *pool, size_t size, size_t align, unsigned flags);
+static void *aligned_call(kp_pool *pool, struct classic_call *c)
+{
+	return aligned_body(pool, c->size, c->align, c->flags);
+}
+static __attribute__((noinline)) void *aligned_classic(kp_pool *pool, size_t size, size_t align, unsigned flags)
+{
+	struct classic_call c = {.size = size, .align = align, .flags = flags};
+	return classic_call(pool, aligned_call, &c);
+}
+
 KP_EXPORT void *kp_alloc_aligned(kp_pool *pool, size_t size, size_t align, unsigned flags)
 {
 	if (KP_UNLIKELY(!kp__pool_ok(pool))) {
@@ -751,6 +804,13 @@ KP_EXPORT void *kp_alloc_aligned(kp_pool *pool, size_t size, size_t align, unsig
 		return kp__ol_alloc(pool, size, flags);
 	if (align == 0 || (align & (align - 1)) || align > KP_ALIGN_MAX)
 		return bad_size(pool, size, align);
+	if (pool->ol) /* alloc.c's path for layout:outline (classic_call) */
+		return aligned_classic(pool, size, align, flags);
+	return aligned_body(pool, size, align, flags);
+}
+
+static void *aligned_body(kp_pool *pool, size_t size, size_t align, unsigned flags)
+{
 	void *p = alloc_policy(pool, size, align, flags);
 	if (p && (flags & KP_ZERO) && !fresh_mapping(pool, p))
 		memset(p, 0, size);
@@ -965,7 +1025,7 @@ static int primary_free(kp_pool *pool, void *p, size_t holds)
 		atomic_fetch_add(&pool->quarantined, 1);
 		return kp__violation(pool, KP_EV_OVERFLOW, KP_EOVERFLOW, p, req, "overflow, quarantined");
 	}
-	kp__tcache *tc = kp__tcache_get(pool, pool->id);
+	kp__tcache *tc = classic_cache(pool);
 	kp__hdr_put(h, key, kp__meta(0, (uint16_t)cls, KP_ST_FREE));
 	if (tc && cls < KP_NCLASS) {
 		kp__count_inc(&tc->bin[cls].frees, 1);
@@ -1340,7 +1400,7 @@ static void *realloc_large(kp_pool *pool, void *p, size_t size, size_t old, unsi
 	kp__hdr_put((kp__hdr *)h, key, kp__meta(size, KP_CLS_LARGE, KP_ST_ALLOC));
 	if (checks)
 		kp__canary_put(key, p, size, cap1);
-	kp__tcache *tc = kp__tcache_get(pool, pool->id);
+	kp__tcache *tc = classic_cache(pool);
 	if (tc)
 		kp__count_inc(&tc->in_use, (uint64_t)b1 - b0);
 	else
@@ -1384,7 +1444,7 @@ static void *realloc_huge(kp_pool *pool, void *p, size_t size, size_t old, unsig
 		memset((char *)p + old, 0, (size < cap ? size : cap) - old);
 	if (checks)
 		kp__canary_put(key, p, size, usable);
-	kp__tcache *tc = kp__tcache_get(pool, pool->id);
+	kp__tcache *tc = classic_cache(pool);
 	if (tc)
 		kp__count_inc(&tc->in_use, (uint64_t)usable - cap);
 	else
@@ -1529,13 +1589,115 @@ __attribute__((noinline)) int kp__ol_free_refused(kp_pool *pool, void *p, bool t
 	return try_only && rc == KP_OL_UNTRIED ? kp__free_miss(pool, p, false) : rc;
 }
 
+/* The canary a deferred block's link (its first 8 bytes: classic_later,
+ * ol_deferred) covers: a request under 8 bytes has it there (p + req; an
+ * aligned block, its enclosing block's, right past the aligned payload:
+ * align_inside). put: write it again (the list's drain, before the free
+ * checks it); else: is it intact (kp__classic_defer_vet, before the link
+ * is written)? true where no canary lies under the link. *hp, *atp: the
+ * header and payload whose canary it is. h: p's verified header, s its
+ * segment (primary_hdr), inside a grace section. Before (s36-robust), a
+ * deferred block of a request under 8 bytes was reported an overflow and
+ * quarantined at its free (test_outline_line_churn_attack32 once kp_realloc
+ * deferred its own frees: 92-99 KB of 1- and 8-byte blocks in use). */
+static bool link_canary(kp_pool *pool, kp__seg *s, kp__hdr *h, char *p, bool put, kp__hdr **hp, char **atp)
+{
+	uint64_t meta = kp__hdr_meta(h);
+	char *at = p;
+	*hp = h;
+	*atp = p;
+	if (!pool->conf.checks)
+		return true;
+	if (KP_META_CLS(meta) == KP_CLS_ALIGNED) {
+		size_t off = KP_META_REQ(meta);
+		at = p - off;
+		h = (kp__hdr *)(at - KP_HDR);
+		if (off < KP_HDR || off > KP_ALIGN_MAX || !kp__hdr_ok(pool->secret, h))
+			return true; /* its free reports it (primary_free) */
+		meta = kp__hdr_meta(h);
+		*hp = h;
+		*atp = at;
+	}
+	size_t req = KP_META_REQ(meta), usable = primary_capacity(s, h);
+	if (req >= usable || at + req >= p + 8)
+		return true; /* no canary (neighbour_ok's), or past the link */
+	uint64_t key = kp__hkey(pool->secret, h);
+	if (!put)
+		return kp__canary_ok(key, at, req, usable);
+	kp__canary_put(key, at, req, usable);
+	return true;
+}
+
+/* A deferred block q, taken off its list (classic_later, ol_deferred),
+ * before its free: the canary its link covered written again
+ * (link_canary). */
+void kp__classic_defer_undo(kp_pool *pool, void *q)
+{
+	if (kp__backup_owns(&pool->backup, q))
+		return; /* its canary at its end (backup.c) */
+	unsigned g = kp__grace_enter();
+	kp__seg *s;
+	int code;
+	kp__hdr *h = primary_hdr(pool, q, &s, &code), *hc;
+	char *at;
+	if (h)
+		link_canary(pool, s, h, q, true, &hc, &at);
+	kp__grace_exit(g);
+}
+
+/* A pointer that a call nested inside one of its thread's (a signal
+ * handler's) would set aside for that call's end, linked through its first
+ * 8 bytes (classic_later; outline.c's ol_deferred): 0 when it is a live
+ * block of pool's (a header of the primary's that verifies as allocated,
+ * primary_hdr; a live block's start in the backup), whose bytes are its
+ * caller's to give; else kp_free's refusal of it, reported with its event
+ * (primary_free's, free_slow's for the backup) and returned, nothing
+ * written. Reads only, inside a grace section (a segment found stays
+ * mapped); no lock (the interrupted call may hold any). Before (s36-robust)
+ * both lists took a pointer unvetted (classic_later any in the pool's
+ * segments, ol_deferred any the slice map did not know) and wrote 8 bytes
+ * where it pointed before anything checked it: a handler's free of an
+ * interior pointer, a freed block, a stack address, another pool's block
+ * or a glibc one wrote there (test_nested_free_vet_attack36: 6 of 6
+ * written inside free_classic_marked, 2 of 6 inside kp__alloc_classic). */
+int kp__classic_defer_vet(kp_pool *pool, void *p)
+{
+	if (kp__backup_owns(&pool->backup, p)) {
+		int rc = kp__backup_state(pool, p);
+		return rc ? kp__violation(pool, why_kind(rc), rc, p, KP_SIZE_UNKNOWN,
+					  rc == KP_EDOUBLEFREE ? "double free of a backup block"
+							       : "free of a pointer inside the backup that is no block")
+			  : 0;
+	}
+	unsigned g = kp__grace_enter();
+	kp__seg *s;
+	int code, rc = 0;
+	kp__hdr *h = primary_hdr(pool, p, &s, &code);
+	char *at;
+	if (h && !link_canary(pool, s, h, p, false, &h, &at)) { /* as primary_free's overflow */
+		uint64_t meta = kp__hdr_meta(h);
+		kp__hdr_put(h, kp__hkey(pool->secret, h),
+			    kp__meta(KP_META_REQ(meta), (uint16_t)KP_META_CLS(meta), KP_ST_QUARANTINE));
+		atomic_fetch_add(&pool->quarantined, 1);
+		rc = kp__violation(pool, KP_EV_OVERFLOW, KP_EOVERFLOW, at, KP_META_REQ(meta), "overflow, quarantined");
+	} else if (h) {
+		KP_UNPOISON(p, 8); /* the link's bytes: past a request under 8 bytes, closed */
+	} else if (code == KP_ENOTOURS && kp__huge_gone(pool, p)) /* as primary_free */
+		rc = kp__violation(pool, KP_EV_DOUBLE_FREE, KP_EDOUBLEFREE, p, KP_SIZE_UNKNOWN,
+				   "double free of a huge block");
+	else
+		rc = kp__violation(pool, why_kind(code), code, p, failed_free_size(pool, p, code), why_text(code));
+	kp__grace_exit(g);
+	return rc;
+}
+
 /* outline.c's way back for a pointer its slice map does not know. Nested
  * inside a call of this thread's on alloc.c's path (a signal handler's),
- * a block of that call's pool waits for its end (classic_later), and one
- * waiting there already is a double free; another pool's block, or a
- * pointer none of the pool's segments holds (the backup's, or no block:
- * refused as ever), goes on: neither reaches the thread cache the
- * interrupted call is changing. */
+ * a live block of that call's pool (kp__classic_defer_vet) waits for its
+ * end (classic_later), and one waiting there already is a double free;
+ * another pool's block, or a pointer none of the pool's segments holds
+ * (the backup's, or no block: refused as ever), goes on: neither reaches
+ * the thread cache the interrupted call is changing. */
 int kp__free_classic(kp_pool *pool, void *p)
 {
 	kp_pool *in = classic_pool;
@@ -1546,6 +1708,9 @@ int kp__free_classic(kp_pool *pool, void *p)
 				if (q == p)
 					return kp__violation(pool, KP_EV_DOUBLE_FREE, KP_EDOUBLEFREE, p,
 							     KP_SIZE_UNKNOWN, "double free");
+			int bad = kp__classic_defer_vet(pool, p);
+			if (bad)
+				return bad;
 			void *old = atomic_load_explicit(&classic_later, memory_order_relaxed);
 			do
 				*(void **)p = old;
@@ -1814,8 +1979,20 @@ static __attribute__((noinline)) void *realloc_slow(kp_pool *pool, void *p, size
 	return kp__realloc_classic(pool, p, size, flags);
 }
 
+static void *realloc_call(kp_pool *pool, struct classic_call *c)
+{
+	unsigned g = kp__grace_enter();
+	void *q = realloc_inner(pool, c->p, c->size, c->flags);
+	kp__grace_exit(g);
+	return q;
+}
+
 void *kp__realloc_classic(kp_pool *pool, void *p, size_t size, unsigned flags)
 {
+	if (kp__ol_pool(pool)) { /* kp__ol_realloc's: alloc.c's block (classic_call) */
+		struct classic_call c = {.size = size, .p = p, .flags = flags};
+		return classic_call(pool, realloc_call, &c);
+	}
 	unsigned g = kp__grace_enter();
 	void *q = realloc_inner(pool, p, size, flags);
 	kp__grace_exit(g);

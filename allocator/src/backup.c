@@ -234,6 +234,21 @@ static size_t block_bytes(kp__backup *b, const void *p)
 	return (st & LIVE_HEAD) ? GRAN << (st & ORDER_MASK) : 0;
 }
 
+/* p's state with no lock (a signal handler's free nested inside its
+ * thread's call, which may hold the lock: kp__classic_defer_vet): 0 a live
+ * block's start, else kp__backup_free's refusal. The byte is read once,
+ * relaxed: written under the lock by a free or an allocation of this very
+ * granule, which would race with the caller's own free of it anyway. */
+int kp__backup_state(kp_pool *pool, const void *p)
+{
+	kp__backup *b = &pool->backup;
+	size_t off = (size_t)((const char *)p - b->base);
+	if (off & (GRAN - 1))
+		return KP_ENOTOURS;
+	uint8_t st = __atomic_load_n(&b->gran[off >> KP_BK_GRAN_SHIFT].state, __ATOMIC_RELAXED);
+	return (st & LIVE_HEAD) ? 0 : (st & (FREE_HEAD | FREED)) ? KP_EDOUBLEFREE : KP_ENOTOURS;
+}
+
 size_t kp__backup_usable(kp_pool *pool, const void *p)
 {
 	size_t bytes = block_bytes(&pool->backup, p);

@@ -172,6 +172,13 @@ void *kp__alloc_classic(kp_pool *pool, size_t size, unsigned flags);
 /* kp_alloc's slow path whole: the pool checked, then either layout. */
 void *kp__alloc_slow(kp_pool *pool, size_t size, unsigned flags);
 int kp__free_classic(kp_pool *pool, void *p);
+/* 0 when p is a live block of pool's that a call nested inside its
+ * thread's may set aside, linked through its first 8 bytes; else kp_free's
+ * refusal of it, reported, nothing written (alloc.c). */
+int kp__classic_defer_vet(kp_pool *pool, void *p);
+/* A deferred block taken off its list, before its free: the canary its
+ * link covered written again (alloc.c). */
+void kp__classic_defer_undo(kp_pool *pool, void *q);
 size_t kp__usable_classic(kp_pool *pool, const void *p);
 void *kp__realloc_classic(kp_pool *pool, void *p, size_t size, unsigned flags);
 void *kp__realloc_move(kp_pool *pool, void *p, size_t size, size_t old, unsigned flags);
@@ -1259,6 +1266,8 @@ void *kp__backup_alloc(kp_pool *pool, size_t size, size_t align, size_t *usable)
 int kp__backup_free(kp_pool *pool, void *p);
 /* Usable bytes of a live backup block (its canary excluded), or 0. */
 size_t kp__backup_usable(kp_pool *pool, const void *p);
+/* 0 for a live block's start, else KP_EDOUBLEFREE / KP_ENOTOURS; no lock. */
+int kp__backup_state(kp_pool *pool, const void *p);
 /* Is the canary of live block p intact? (true for anything else) */
 bool kp__backup_intact(kp_pool *pool, const void *p);
 static inline bool kp__backup_owns(const kp__backup *b, const void *p)

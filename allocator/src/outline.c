@@ -3871,6 +3871,7 @@ static __attribute__((noinline)) int free_classic_marked(kp_pool *pool, void *p)
 			if (!atomic_compare_exchange_weak_explicit(&ol_deferred, &q, *(void **)q, memory_order_relaxed,
 								   memory_order_relaxed))
 				continue;
+			kp__classic_defer_undo(pool, q);
 			kp__free_classic(pool, q);
 			q = atomic_load_explicit(&ol_deferred, memory_order_relaxed);
 		}
@@ -3968,7 +3969,21 @@ static __attribute__((noinline, cold)) int free_nested(kp_pool *pool, void *p)
 	int rc;
 	if (!pg) {
 		if (!ours && p && kp__ol_slot.id == ((uint64_t)(uintptr_t)pool | KP_OL_MARK_CLASSIC)) {
-			/* inside free_classic_marked: after it */
+			/* inside free_classic_marked: after it, a live block of
+			 * pool's only (kp__classic_defer_vet; one deferred
+			 * already is a double free), as nothing is written */
+			for (void *q = atomic_load_explicit(&ol_deferred, memory_order_relaxed); q; q = *(void **)q)
+				if (q == p) {
+					rc = kp__violation(pool, KP_EV_DOUBLE_FREE, KP_EDOUBLEFREE, p, KP_SIZE_UNKNOWN,
+							   "double free");
+					errno = e;
+					return rc;
+				}
+			rc = kp__classic_defer_vet(pool, p);
+			if (rc) {
+				errno = e;
+				return rc;
+			}
 			void *old = atomic_load_explicit(&ol_deferred, memory_order_relaxed);
 			do
 				*(void **)p = old;

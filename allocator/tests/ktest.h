@@ -680,6 +680,45 @@ static inline void kt_free_all(kp_pool *pool, void **b, size_t n)
 	kp_thread_flush(pool);
 }
 
+/* ---- rounds in children ------------------------------------------------ */
+
+/* Run round(r) for r in [0, rounds), each in a child of its own (its
+ * return: the child's exit status, 0 clean), where kpool's documented
+ * refusal of a call nested in a signal handler is allowed: one line and
+ * SIGABRT (internal.h, kp__mutex_lock: a lock the thread holds itself).
+ * A round that ends any other way fails the calling test, its CHECK
+ * naming the round, how it ended and what (what the round's counts above
+ * say). Returns the rounds that ended clean; *refused, the aborted ones.
+ * The signal and ring attack tests' loop, once. */
+static inline __attribute__((unused)) int kt_fork_rounds(int rounds, int (*round)(int r), const char *what,
+							 int *refused)
+{
+	int clean = 0;
+	*refused = 0;
+	for (int r = 0; r < rounds; r++) {
+		fflush(NULL);
+		pid_t pid = fork();
+		CHECK(pid >= 0, "round %d: fork: %s", r, strerror(errno));
+		if (pid < 0)
+			break;
+		if (pid == 0)
+			_exit(round(r));
+		int st;
+		pid_t w = waitpid(pid, &st, 0);
+		CHECK(w == pid, "round %d: waitpid: %s", r, strerror(errno));
+		if (w != pid)
+			break;
+		if (WIFEXITED(st) && WEXITSTATUS(st) == 0)
+			clean++;
+		else if (WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT) /* kpool's abort, signals held off (os.c) */
+			(*refused)++;
+		else
+			CHECK(0, "round %d: %s %d (%s)", r, WIFEXITED(st) ? "exit" : "signal",
+			      WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st), what);
+	}
+	return clean;
+}
+
 /* A pool, or a failed REQUIRE naming the conf and kp_last_error(). */
 #define KT_POOL(var, conf)              \
 	kp_pool *var = kp_create(conf); \

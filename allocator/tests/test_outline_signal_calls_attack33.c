@@ -158,8 +158,9 @@ static void *pester(void *arg)
 	return NULL;
 }
 
-static int round_body(void)
+static int round_body(int r)
 {
+	(void)r;
 	pool = kp_create(getenv("KT_CONF") ? getenv("KT_CONF") : SIGCALLS_CONF);
 	if (!pool)
 		return 2;
@@ -201,23 +202,9 @@ static int round_body(void)
  * (one line, abort), which is allowed; a wrong block is not. */
 static void test_nested_handlers(void)
 {
-	int clean = 0, refused = 0;
-	for (int r = 0; r < 4; r++) {
-		fflush(stderr);
-		pid_t pid = fork();
-		REQUIRE(pid >= 0, "fork");
-		if (pid == 0)
-			_exit(round_body());
-		int st;
-		REQUIRE(waitpid(pid, &st, 0) == pid, "waitpid");
-		if (WIFEXITED(st) && WEXITSTATUS(st) == 0)
-			clean++;
-		else if (WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT) /* kpool's abort, signals held off (os.c) */
-			refused++;
-		else
-			CHECK(0, "round %d: %s %d (blocks held twice, double frees or bytes in use: the counts above)",
-			      r, WIFEXITED(st) ? "exit" : "signal", WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
-	}
+	int refused;
+	int clean = kt_fork_rounds(4, round_body, "blocks held twice, double frees or bytes in use: the counts above",
+				   &refused);
 	fprintf(stderr, "  %d rounds clean, %d refused by kpool's abort\n", clean, refused);
 }
 

@@ -145,8 +145,9 @@ static void *pester(void *arg)
 
 /* One round (a child's): 0 clean, 77 blocks held twice, double frees or
  * bytes in use (the counts on stderr), 2 no pool. */
-static int round_body(void)
+static int round_body(int r)
 {
+	(void)r;
 	pool = kp_create(getenv("KT_CONF") ? getenv("KT_CONF") : "layout:outline,daemon:off,primary_max:8m");
 	if (!pool)
 		return 2;
@@ -195,23 +196,9 @@ static int round_body(void)
 #define ROUNDS 3
 static void test_outline_full(void)
 {
-	int clean = 0, refused = 0;
-	for (int r = 0; r < ROUNDS; r++) {
-		fflush(stderr);
-		pid_t pid = fork();
-		REQUIRE(pid >= 0, "fork");
-		if (pid == 0)
-			_exit(round_body());
-		int st;
-		REQUIRE(waitpid(pid, &st, 0) == pid, "waitpid");
-		if (WIFEXITED(st) && WEXITSTATUS(st) == 0)
-			clean++;
-		else if (WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT)
-			refused++;
-		else
-			CHECK(0, "round %d: %s %d (blocks held twice, double frees or bytes in use: the counts above)",
-			      r, WIFEXITED(st) ? "exit" : "signal", WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
-	}
+	int refused;
+	int clean = kt_fork_rounds(ROUNDS, round_body,
+				   "blocks held twice, double frees or bytes in use: the counts above", &refused);
 	fprintf(stderr, "  %d rounds clean, %d refused by kpool's abort\n", clean, refused);
 }
 

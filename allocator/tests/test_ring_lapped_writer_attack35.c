@@ -103,29 +103,18 @@ static void round_lapped(int round)
  * abort), which is allowed; events lost uncounted are not. */
 #define ROUNDS 6
 
+/* a round's child: its CHECKs failed or not */
+static int round_child(int r)
+{
+	round_lapped(r);
+	fflush(stdout);
+	return ktest_failed_ ? 1 : 0;
+}
+
 static void test_a_lapped_writer_loses_nothing_uncounted(void)
 {
-	int clean = 0, refused = 0;
-	for (int r = 0; r < ROUNDS; r++) {
-		fflush(stdout);
-		fflush(stderr);
-		pid_t pid = fork();
-		REQUIRE(pid >= 0, "fork");
-		if (pid == 0) {
-			round_lapped(r);
-			fflush(stdout);
-			_exit(ktest_failed_ ? 1 : 0);
-		}
-		int st;
-		REQUIRE(waitpid(pid, &st, 0) == pid, "waitpid");
-		if (WIFEXITED(st) && WEXITSTATUS(st) == 0)
-			clean++;
-		else if (WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT) /* kpool's refusal: signals held off (os.c) */
-			refused++;
-		else
-			CHECK(0, "round %d: %s %d (events lost uncounted: the counts above)", r,
-			      WIFEXITED(st) ? "exit" : "signal", WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
-	}
+	int refused;
+	int clean = kt_fork_rounds(ROUNDS, round_child, "events lost uncounted: the counts above", &refused);
 	printf("   %d rounds clean, %d refused by kpool's abort\n", clean, refused);
 	CHECK(clean >= ROUNDS / 2, "only %d rounds of %d ran to the end", clean, ROUNDS);
 }
