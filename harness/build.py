@@ -167,15 +167,21 @@ def run_make(cmd: list[str]) -> None:
 def exec_helper() -> Path | None:
     """kpool-exec (allocator/preload/kpool-exec.c), built with `make exec` in a checkout (once a process:
     a no-op when it is up to date), shipped by a wheel; None where it cannot be built (no static C
-    library: kpool run then execs with env(1) and samples the program's own peak)."""
-    if paths.checkout() is None and PACKAGED_EXEC.is_file():
-        return PACKAGED_EXEC
+    library: kpool run then execs with env(1) and samples the program's own peak). One this user cannot
+    execute (a package copied without its modes: GNU time said "cannot run ...: Permission denied", exit
+    126, and the program never ran) is as none."""
+    if paths.checkout() is None:
+        return PACKAGED_EXEC if _executable(PACKAGED_EXEC) else None
     try:
         run_make(make_command("release", "exec"))
     except (BuildError, UsageError, OSError):
         return None
     built = paths.build_dir("release") / EXEC_NAME
-    return built if built.is_file() else None
+    return built if _executable(built) else None
+
+
+def _executable(path: Path) -> bool:
+    return path.is_file() and os.access(path, os.X_OK)
 
 
 def preload_library(variant: str = "release") -> Path:

@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -351,11 +352,18 @@ def test_a_time_limited_run_is_timed_to_the_millisecond_not_to_the_poll() -> Non
     """With a time limit (every program benchmark has one) kpool looked at the program every 50 ms, so its
     wall time was read to 0.05 s: `kpool bench --programs` compared runs of 0.10-0.30 s as 0.15 against
     0.10 (larson "1.50x"). `sleep 0.11` must be timed within 30 ms of 0.11 s (median of 5); on the poll it
-    was read as 0.15 or more."""
+    was read as 0.15 or more. Each kpool run is paired with a run of the same program started directly at
+    the same moment, and only kpool's time past that one counts: under CI's load (C suites beside it) both
+    start late, 23-53 ms over 0.11 in one CI run, which is the machine's, not the poll's."""
     sleep = shutil.which("sleep")
     assert sleep is not None
-    over = sorted(
-        run.run_program([sleep, "0.11"], "glibc", timeout_s=30, echo_stderr=False).wall_s - 0.11
-        for _ in range(5)
-    )
-    assert -0.001 < over[2] < 0.03, f"wall time over the program's 0.11 s, sorted: {over}"
+    over, direct = [], []
+    for _ in range(5):
+        start = time.monotonic()
+        subprocess.run([sleep, "0.11"], check=True)
+        direct.append(time.monotonic() - start - 0.11)
+        over.append(run.run_program([sleep, "0.11"], "glibc", timeout_s=30, echo_stderr=False).wall_s - 0.11)
+    past = sorted(a - max(b, 0.0) for a, b in zip(over, direct, strict=True))
+    assert min(over) > -0.001, f"wall time under the program's 0.11 s: {over}"
+    why = f"kpool's time past the direct run's, sorted: {past} (kpool's {over}, direct {direct})"
+    assert past[2] < 0.03, why
