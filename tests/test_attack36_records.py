@@ -134,3 +134,45 @@ def test_report_reads_a_stress_json_that_is_no_record_without_stopping(tmp_path:
         pytest.fail("kpool report waited on stress.json")
     assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert run.name in (tmp_path / "index.html").read_text()
+
+
+def test_a_crash_kpool_run_records_behind_another_writer_says_it_waits(tmp_path: Path) -> None:
+    """`kpool run` of a crashing program, while another process holds the crash database's write lock (a
+    campaign's ingest, `sqlite3` left open in a transaction): kpool waited up to SQLite's 30 s busy
+    timeout with nothing on the terminal after the program's last line. It now says it waits, and for
+    which file, then records the crash once the lock is gone."""
+    import sqlite3
+
+    from harness.triage.crash import Crash
+    from harness.triage.db import CrashDB
+
+    path = tmp_path / "crashes.sqlite"
+    CrashDB(path).record(Crash(text="==1==ERROR: x\n", run_id="r1", source="api", returncode=1))
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    crash = ["--", "sh", "-c", "kill -SEGV $$"]
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "harness.cli",
+            "run",
+            "--allocator",
+            "glibc",
+            "--reports",
+            str(tmp_path),
+            *crash,
+        ],
+        cwd=tmp_path,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    time.sleep(4.0)  # the program has crashed; kpool is blocked on the lock
+    holder.execute("ROLLBACK")
+    holder.close()
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGSEGV, err
+    waits = [x for x in err.splitlines() if "waiting" in x]
+    assert len(waits) == 1 and str(path) in waits[0], err
+    assert "crash recorded" in err, err

@@ -29,6 +29,7 @@ import re
 import shutil
 import sqlite3
 import tempfile
+import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator, Sequence
@@ -38,7 +39,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from harness import atomic, paths
+from harness import atomic, output, paths
 from harness.errors import KpoolError, UsageError
 from harness.triage import signature as S
 from harness.triage.crash import Crash, Reproducer
@@ -56,6 +57,10 @@ OPEN_STATUSES = (NEW, KNOWN, FLAKY)
 BUSY_TIMEOUT_MS = 30_000
 # And then we retry the whole transaction this many times, with jittered backoff (10 ms doubling to 1 s).
 WRITE_ATTEMPTS = 20
+# A write blocked this long on another writer's lock is said (once): the busy timeout above is silent, and
+# `kpool run` sat 30 s after its program's last line with nothing on the terminal. A write alone takes
+# milliseconds, so one second means another process holds the lock.
+WAIT_SAY_S = 1.0
 # The text of one occurrence kept in the database (its tail); the producer keeps the full text in a file.
 TEXT_MAX = 256 * 1024
 
@@ -371,7 +376,20 @@ class CrashDB:
             conn.close()
 
     def _write(self, body: Callable[[sqlite3.Connection], T], schema: bool = False) -> T:
-        """Run `body` in one BEGIN IMMEDIATE transaction, retried while the database is locked."""
+        """Run `body` in one BEGIN IMMEDIATE transaction, retried while the database is locked; a wait of
+        more than WAIT_SAY_S for the lock (not the body's own time) is said, once."""
+        line = f"waiting for the crash database {self.path}: another process is writing it"
+        said = threading.Timer(WAIT_SAY_S, output.progress, [line])
+        said.daemon = True
+        said.start()
+        try:
+            return self._write_now(body, schema, locked=said.cancel)
+        finally:
+            said.cancel()
+
+    def _write_now(
+        self, body: Callable[[sqlite3.Connection], T], schema: bool, locked: Callable[[], None]
+    ) -> T:
         delay = 0.01
         for attempt in range(WRITE_ATTEMPTS):
             try:
@@ -380,6 +398,7 @@ class CrashDB:
                         self._check(conn)  # but not on a file that is not ours
                         conn.execute("PRAGMA journal_mode=WAL")
                     conn.execute("BEGIN IMMEDIATE")
+                    locked()
                     try:
                         self._add_missing(conn)
                         result = body(conn)
