@@ -20,7 +20,7 @@
  * round ("bad cache link, list quarantined", integrity.freelist_errors),
  * none without the signals. Fixed in alloc.c (classic_call: both calls on
  * that path marked, as kp__alloc_classic's): 0 of 30 rounds failed (3
- * refused by kpool's abort). KT_NOSIG=1 runs it without the signals,
+ * refused by kpool's abort). KT_NOSIG=1 runs it without the signals (kt_pestered),
  * KT_STEPS the steps, KT_EVENTS=1 prints each round's events. Under TSan
  * every round met the refusal (0 clean of 9, s36-robust): there it shows
  * no crash only.
@@ -42,7 +42,6 @@
 static kp_pool *pool;
 
 #include "signal_stamp_attack33.h"
-static _Atomic unsigned calls;
 #define ALIGN 64 /* past 16: alloc.c's blocks (kp_alloc_aligned), not outline.c's */
 #define SIZE 48	 /* a small class of alloc.c's, its thread cache's */
 static void handler(int sig)
@@ -51,11 +50,7 @@ static void handler(int sig)
 	int e = errno;
 	unsigned c = atomic_fetch_add(&calls, 1);
 	struct held *h = &hslot[c % HSLOTS];
-	if (h->p) {
-		check(h->p, h->n, h->s);
-		kp_free(pool, h->p);
-		h->p = NULL;
-	}
+	release_held(h);
 	size_t n = SIZE;
 	void *p = kp_alloc_aligned(pool, n, ALIGN, 0);
 	if (p && (c & 1)) { /* every other one resized: kp_realloc's path nested too */
@@ -65,75 +60,37 @@ static void handler(int sig)
 			n += 8;
 		}
 	}
-	if (p) {
-		uint64_t s = atomic_fetch_add(&serial, 1) + 1;
-		stamp(p, n, s);
-		*h = (struct held){p, n, s};
-	}
+	hold(h, p, n);
 	errno = e;
 }
 
 #define WSLOTS 64
-static pthread_t worker;
-static _Atomic bool live, stop, finished, quiet;
+static struct held v[WSLOTS];
 static long steps = 4000000; /* or 3,000 handler calls */
-static void *work(void *arg)
+static void warm(void)
 {
-	(void)arg;
-	static struct held v[WSLOTS];
-	uint64_t seed = 99;
 	kp_free(pool, kp_alloc(pool, 16, 0)); /* the slot names the pool (outline.h) */
-	atomic_store(&live, true);
+}
+static void work(void)
+{
+	uint64_t seed = 99;
 	for (long i = 0; i < steps && atomic_load(&calls) < 3000; i++) {
 		unsigned k = (unsigned)(kt_rand(&seed) % WSLOTS);
 		struct held *h = &v[k];
 		if (h->p && (i & 3) == 0) { /* resized within the class, or moved */
 			check(h->p, h->n, h->s);
 			size_t n = h->n == SIZE ? SIZE + 8 : SIZE;
-			void *q = kp_realloc(pool, h->p, n, 0);
-			if (q) {
-				uint64_t s = atomic_fetch_add(&serial, 1) + 1;
-				stamp(q, n, s);
-				*h = (struct held){q, n, s};
-			}
+			hold(h, kp_realloc(pool, h->p, n, 0), n);
 		} else if (h->p) {
-			check(h->p, h->n, h->s);
-			kp_free(pool, h->p);
-			h->p = NULL;
+			release_held(h);
 		} else {
-			void *p = kp_alloc_aligned(pool, SIZE, ALIGN, 0);
-			if (!p)
-				continue;
-			uint64_t s = atomic_fetch_add(&serial, 1) + 1;
-			stamp(p, SIZE, s);
-			*h = (struct held){p, SIZE, s};
+			hold(h, kp_alloc_aligned(pool, SIZE, ALIGN, 0), SIZE);
 		}
 	}
-	atomic_store(&live, false);
-	/* no pester signals once joined (test_outline_signal_full_attack33) */
-	atomic_store(&finished, true);
-	while (!atomic_load(&quiet)) {
-		struct timespec ts = {0, 100000};
-		nanosleep(&ts, NULL);
-	}
-	for (int k = 0; k < WSLOTS; k++)
-		if (v[k].p) {
-			check(v[k].p, v[k].n, v[k].s);
-			kp_free(pool, v[k].p);
-			v[k].p = NULL;
-		}
-	return NULL;
 }
-static void *pester(void *arg)
+static void drain(void)
 {
-	(void)arg;
-	while (!atomic_load(&stop)) {
-		if (atomic_load(&live) && !getenv("KT_NOSIG"))
-			pthread_kill(worker, SIGUSR1);
-		struct timespec ts = {0, 20000};
-		nanosleep(&ts, NULL);
-	}
-	return NULL;
+	free_held(v, WSLOTS);
 }
 
 /* One round (a child's): 0 clean, 77 blocks held twice, double frees or
@@ -144,28 +101,8 @@ static int round_body(int r)
 	pool = kp_create(getenv("KT_CONF") ? getenv("KT_CONF") : "layout:outline,daemon:off");
 	if (!pool)
 		return 2;
-	struct sigaction sa;
-	memset(&sa, 0, sizeof sa);
-	sa.sa_handler = handler;
-	sa.sa_flags = SA_RESTART;
-	sigaction(SIGUSR1, &sa, NULL);
-	pthread_create(&worker, NULL, work, NULL);
-	pthread_t pt;
-	pthread_create(&pt, NULL, pester, NULL);
-	while (!atomic_load(&finished)) {
-		struct timespec ts = {0, 1000000};
-		nanosleep(&ts, NULL);
-	}
-	atomic_store(&stop, true);
-	pthread_join(pt, NULL);
-	atomic_store(&quiet, true);
-	pthread_join(worker, NULL);
-	signal(SIGUSR1, SIG_IGN);
-	for (int k = 0; k < HSLOTS; k++)
-		if (hslot[k].p) {
-			check(hslot[k].p, hslot[k].n, hslot[k].s);
-			kp_free(pool, hslot[k].p);
-		}
+	kt_pestered(handler, SA_RESTART, warm, work, drain, 1, 20000);
+	free_held(hslot, HSLOTS);
 	int64_t df = kt_stat(pool, "integrity.double_frees");
 	int64_t bad = kt_stat(pool, "integrity.invalid_frees") + kt_stat(pool, "integrity.corruptions") +
 		      kt_stat(pool, "integrity.freelist_errors");

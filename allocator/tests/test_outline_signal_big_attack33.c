@@ -26,7 +26,6 @@
 static kp_pool *pool;
 
 #include "signal_stamp_attack33.h"
-static _Atomic unsigned calls;
 static size_t hsize; /* the handler's sizes: hsize + (0..3) x 4 KiB */
 static size_t wsize; /* the worker's */
 static void handler(int sig)
@@ -35,78 +34,27 @@ static void handler(int sig)
 	int e = errno;
 	unsigned c = atomic_fetch_add(&calls, 1);
 	struct held *h = &hslot[c % HSLOTS];
-	if (h->p) {
-		check(h->p, h->n, h->s);
-		kp_free(pool, h->p);
-		h->p = NULL;
-	}
+	release_held(h);
 	size_t n = hsize + (c % 4) * 4096;
-	void *p = kp_alloc(pool, n, 0);
-	if (p) {
-		uint64_t s = atomic_fetch_add(&serial, 1) + 1;
-		stamp(p, n, s);
-		*h = (struct held){p, n, s};
-	}
+	hold(h, kp_alloc(pool, n, 0), n);
 	errno = e;
 }
 
 #define WSLOTS 64
-static pthread_t worker;
-static _Atomic bool live, stop, finished, quiet;
+static struct held v[WSLOTS];
 static long steps = 6000000; /* or 3,000 handler calls */
-static void *work(void *arg)
+static void warm(void)
 {
-	(void)arg;
-	static struct held v[WSLOTS];
-	uint64_t seed = 99;
 	kp_free(pool, kp_alloc(pool, 8, 0));
 	kp_free(pool, kp_alloc(pool, wsize, 0));
-	atomic_store(&live, true);
-	for (long i = 0; i < steps && atomic_load(&calls) < 3000; i++) {
-		unsigned k = (unsigned)(kt_rand(&seed) % WSLOTS);
-		if (v[k].p) {
-			check(v[k].p, v[k].n, v[k].s);
-			kp_free(pool, v[k].p);
-			v[k].p = NULL;
-		} else {
-			size_t n = wsize + (kt_rand(&seed) % 4) * 4096;
-			void *p = kp_alloc(pool, n, 0);
-			if (!p)
-				continue;
-			uint64_t s = atomic_fetch_add(&serial, 1) + 1;
-			stamp(p, n, s);
-			v[k] = (struct held){p, n, s};
-		}
-	}
-	atomic_store(&live, false);
-	/* no pester signals this thread once it is joined (pthread_kill of a
-	 * joined thread is undefined: a pester that read live before the
-	 * store above sent it after round_of's join; the same order in
-	 * test_outline_signal_nested_attack33 killed rounds with SIGSEGV, 3
-	 * of 30 runs under ASan): round_of stops it first, then lets it end */
-	atomic_store(&finished, true);
-	while (!atomic_load(&quiet)) {
-		struct timespec ts = {0, 100000};
-		nanosleep(&ts, NULL);
-	}
-	for (int k = 0; k < WSLOTS; k++)
-		if (v[k].p) {
-			check(v[k].p, v[k].n, v[k].s);
-			kp_free(pool, v[k].p);
-			v[k].p = NULL;
-		}
-	return NULL;
 }
-static void *pester(void *arg)
+static void work(void)
 {
-	(void)arg;
-	while (!atomic_load(&stop)) {
-		if (atomic_load(&live))
-			pthread_kill(worker, SIGUSR1);
-		struct timespec ts = {0, 20000};
-		nanosleep(&ts, NULL);
-	}
-	return NULL;
+	held_steps(v, WSLOTS, 99, steps, 3000, wsize, 1);
+}
+static void drain(void)
+{
+	free_held(v, WSLOTS);
 }
 
 static void round_of(const char *what, size_t w, size_t hs)
@@ -117,32 +65,9 @@ static void round_of(const char *what, size_t w, size_t hs)
 	hsize = hs;
 	atomic_store(&calls, 0);
 	atomic_store(&mismatches, 0);
-	atomic_store(&stop, false);
-	atomic_store(&finished, false);
-	atomic_store(&quiet, false);
 	memset(hslot, 0, sizeof hslot);
-	struct sigaction sa;
-	memset(&sa, 0, sizeof sa);
-	sa.sa_handler = handler;
-	sa.sa_flags = SA_RESTART;
-	sigaction(SIGUSR1, &sa, NULL);
-	pthread_create(&worker, NULL, work, NULL);
-	pthread_t pt;
-	pthread_create(&pt, NULL, pester, NULL);
-	while (!atomic_load(&finished)) {
-		struct timespec ts = {0, 1000000};
-		nanosleep(&ts, NULL);
-	}
-	atomic_store(&stop, true);
-	pthread_join(pt, NULL);
-	atomic_store(&quiet, true);
-	pthread_join(worker, NULL);
-	signal(SIGUSR1, SIG_IGN);
-	for (int k = 0; k < HSLOTS; k++)
-		if (hslot[k].p) {
-			check(hslot[k].p, hslot[k].n, hslot[k].s);
-			kp_free(pool, hslot[k].p);
-		}
+	kt_pestered(handler, SA_RESTART, warm, work, drain, 1, 20000);
+	free_held(hslot, HSLOTS);
 	int64_t df = kt_stat(pool, "integrity.double_frees");
 	int64_t inuse = kt_stat(pool, "primary.in_use_bytes");
 	long mm = atomic_load(&mismatches);

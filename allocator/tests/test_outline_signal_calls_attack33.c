@@ -35,9 +35,9 @@
 #include <sys/wait.h>
 
 static kp_pool *pool;
-static _Atomic uint64_t serial;
-static _Atomic long mismatches, nulls;
-static _Atomic unsigned calls;
+
+#include "signal_stamp_attack33.h"
+static _Atomic long nulls;
 
 #define HN 8
 /* realloc chains and aligned blocks, kept across calls in a slot each */
@@ -104,58 +104,20 @@ static void handler(int sig)
 }
 
 #define WSLOTS 64
-static pthread_t worker;
-static _Atomic bool live, stop, finished, quiet;
+static struct held v[WSLOTS];
 static long steps = 20000000;
 static unsigned max_calls = 20000;
-static void *work(void *arg)
+static void warm(void)
 {
-	(void)arg;
-	static void *v[WSLOTS];
-	static uint64_t vs[WSLOTS];
-	uint64_t seed = 7;
 	kp_free(pool, kp_alloc(pool, 48, 0));
-	atomic_store(&live, true);
-	for (long i = 0; i < steps && atomic_load(&calls) < max_calls; i++) {
-		unsigned k = (unsigned)(kt_rand(&seed) % WSLOTS);
-		if (v[k]) {
-			uint64_t a;
-			memcpy(&a, v[k], 8);
-			if (a != vs[k])
-				atomic_fetch_add(&mismatches, 1);
-			kp_free(pool, v[k]);
-			v[k] = NULL;
-		} else if ((v[k] = kp_alloc(pool, 48, 0)) != NULL) {
-			vs[k] = atomic_fetch_add(&serial, 1) + 1;
-			memcpy(v[k], &vs[k], 8);
-		}
-	}
-	atomic_store(&live, false);
-	/* no pester signals this thread once it is joined (pthread_kill of a
-	 * joined thread is undefined: a pester that read live before the
-	 * store above sent it after round_body's join; the same order in
-	 * test_outline_signal_nested_attack33 killed rounds with SIGSEGV, 3
-	 * of 30 runs under ASan): round_body stops them first, then lets it
-	 * end */
-	atomic_store(&finished, true);
-	while (!atomic_load(&quiet)) {
-		struct timespec ts = {0, 100000};
-		nanosleep(&ts, NULL);
-	}
-	for (int k = 0; k < WSLOTS; k++)
-		kp_free(pool, v[k]);
-	return NULL;
 }
-static void *pester(void *arg)
+static void work(void)
 {
-	(void)arg;
-	while (!atomic_load(&stop)) {
-		if (atomic_load(&live))
-			pthread_kill(worker, SIGUSR1);
-		struct timespec ts = {0, 5000};
-		nanosleep(&ts, NULL);
-	}
-	return NULL;
+	held_steps(v, WSLOTS, 7, steps, max_calls, 48, 0);
+}
+static void drain(void)
+{
+	free_held(v, WSLOTS);
 }
 
 static int round_body(int r)
@@ -164,25 +126,7 @@ static int round_body(int r)
 	pool = kp_create(getenv("KT_CONF") ? getenv("KT_CONF") : SIGCALLS_CONF);
 	if (!pool)
 		return 2;
-	struct sigaction sa;
-	memset(&sa, 0, sizeof sa);
-	sa.sa_handler = handler;
-	sa.sa_flags = SA_RESTART;
-	sigaction(SIGUSR1, &sa, NULL);
-	pthread_create(&worker, NULL, work, NULL);
-	pthread_t pt[2];
-	for (int i = 0; i < 2; i++)
-		pthread_create(&pt[i], NULL, pester, NULL);
-	while (!atomic_load(&finished)) {
-		struct timespec ts = {0, 1000000};
-		nanosleep(&ts, NULL);
-	}
-	atomic_store(&stop, true);
-	for (int i = 0; i < 2; i++)
-		pthread_join(pt[i], NULL);
-	atomic_store(&quiet, true);
-	pthread_join(worker, NULL);
-	signal(SIGUSR1, SIG_IGN);
+	kt_pestered(handler, SA_RESTART, warm, work, drain, 2, 5000);
 	kp_free(pool, kept_r);
 	kp_free(pool, kept_a);
 	kept_r = kept_a = NULL;

@@ -20,7 +20,7 @@
  * thread's on alloc.c's thread cache at once. Fixed in alloc.c (a call
  * nested in one of its thread's on that path takes no thread cache:
  * kp__alloc_classic, kp__free_classic): 0 of 30. KT_NOSIG=1 runs it
- * without the signals, KT_STEPS the steps.
+ * without the signals (ktest.h, kt_pestered), KT_STEPS the steps.
  * Reproduce:
  *   make -C allocator VARIANT=release build/release/tests/test_outline_signal_full_attack33 &&
  *   allocator/build/release/tests/test_outline_signal_full_attack33
@@ -42,7 +42,6 @@
 static kp_pool *pool;
 
 #include "signal_stamp_attack33.h"
-static _Atomic unsigned calls;
 static size_t hsize; /* the handler's sizes: hsize + (0..3) x 4 KiB */
 static size_t wsize; /* the worker's */
 static void handler(int sig)
@@ -51,24 +50,13 @@ static void handler(int sig)
 	int e = errno;
 	unsigned c = atomic_fetch_add(&calls, 1);
 	struct held *h = &hslot[c % HSLOTS];
-	if (h->p) {
-		check(h->p, h->n, h->s);
-		kp_free(pool, h->p);
-		h->p = NULL;
-	}
-	size_t n = hsize;
-	void *p = kp_alloc(pool, n, 0);
-	if (p) {
-		uint64_t s = atomic_fetch_add(&serial, 1) + 1;
-		stamp(p, n, s);
-		*h = (struct held){p, n, s};
-	}
+	release_held(h);
+	hold(h, kp_alloc(pool, hsize, 0), hsize);
 	errno = e;
 }
 
 #define WSLOTS 64
-static pthread_t worker;
-static _Atomic bool live, stop, finished, quiet;
+static struct held v[WSLOTS];
 static long steps = 4000000; /* or 3,000 handler calls */
 static long filled, fill_classic;
 static bool outline_block(const void *p)
@@ -78,13 +66,10 @@ static bool outline_block(const void *p)
 }
 #define FILL_MAX 400000
 static void *fill[FILL_MAX];
-static void *work(void *arg)
+/* the outline layout's segments all taken (primary_max): its next
+ * allocations of the class are alloc.c's (refill_body's last case) */
+static void warm(void)
 {
-	(void)arg;
-	static struct held v[WSLOTS];
-	uint64_t seed = 99;
-	/* the outline layout's segments all taken (primary_max): its next
-	 * allocations of the class are alloc.c's (refill_body's last case) */
 	while (filled < FILL_MAX) {
 		void *p = kp_alloc(pool, wsize, 0);
 		if (!p)
@@ -93,54 +78,16 @@ static void *work(void *arg)
 		if (!outline_block(p) && ++fill_classic >= 64)
 			break;
 	}
-	atomic_store(&live, true);
-	for (long i = 0; i < steps && atomic_load(&calls) < 3000; i++) {
-		unsigned k = (unsigned)(kt_rand(&seed) % WSLOTS);
-		if (v[k].p) {
-			check(v[k].p, v[k].n, v[k].s);
-			kp_free(pool, v[k].p);
-			v[k].p = NULL;
-		} else {
-			size_t n = wsize;
-			void *p = kp_alloc(pool, n, 0);
-			if (!p)
-				continue;
-			uint64_t s = atomic_fetch_add(&serial, 1) + 1;
-			stamp(p, n, s);
-			v[k] = (struct held){p, n, s};
-		}
-	}
-	atomic_store(&live, false);
-	/* no pester signals this thread once it is joined (pthread_kill of a
-	 * joined thread is undefined: a pester that read live before the
-	 * store above sent it after round_body's join; the same order in
-	 * test_outline_signal_nested_attack33 killed rounds with SIGSEGV, 3
-	 * of 30 runs under ASan): round_body stops it first, then lets it end */
-	atomic_store(&finished, true);
-	while (!atomic_load(&quiet)) {
-		struct timespec ts = {0, 100000};
-		nanosleep(&ts, NULL);
-	}
-	for (int k = 0; k < WSLOTS; k++)
-		if (v[k].p) {
-			check(v[k].p, v[k].n, v[k].s);
-			kp_free(pool, v[k].p);
-			v[k].p = NULL;
-		}
+}
+static void work(void)
+{
+	held_steps(v, WSLOTS, 99, steps, 3000, wsize, 0);
+}
+static void drain(void)
+{
+	free_held(v, WSLOTS);
 	for (long i = 0; i < filled; i++)
 		kp_free(pool, fill[i]);
-	return NULL;
-}
-static void *pester(void *arg)
-{
-	(void)arg;
-	while (!atomic_load(&stop)) {
-		if (atomic_load(&live) && !getenv("KT_NOSIG"))
-			pthread_kill(worker, SIGUSR1);
-		struct timespec ts = {0, 20000};
-		nanosleep(&ts, NULL);
-	}
-	return NULL;
 }
 
 /* One round (a child's): 0 clean, 77 blocks held twice, double frees or
@@ -153,28 +100,8 @@ static int round_body(int r)
 		return 2;
 	wsize = 48;
 	hsize = 48;
-	struct sigaction sa;
-	memset(&sa, 0, sizeof sa);
-	sa.sa_handler = handler;
-	sa.sa_flags = SA_RESTART;
-	sigaction(SIGUSR1, &sa, NULL);
-	pthread_create(&worker, NULL, work, NULL);
-	pthread_t pt;
-	pthread_create(&pt, NULL, pester, NULL);
-	while (!atomic_load(&finished)) {
-		struct timespec ts = {0, 1000000};
-		nanosleep(&ts, NULL);
-	}
-	atomic_store(&stop, true);
-	pthread_join(pt, NULL);
-	atomic_store(&quiet, true);
-	pthread_join(worker, NULL);
-	signal(SIGUSR1, SIG_IGN);
-	for (int k = 0; k < HSLOTS; k++)
-		if (hslot[k].p) {
-			check(hslot[k].p, hslot[k].n, hslot[k].s);
-			kp_free(pool, hslot[k].p);
-		}
+	kt_pestered(handler, SA_RESTART, warm, work, drain, 1, 20000);
+	free_held(hslot, HSLOTS);
 	int64_t df = kt_stat(pool, "integrity.double_frees");
 	int64_t inuse = kt_stat(pool, "primary.in_use_bytes");
 	long mm = atomic_load(&mismatches);

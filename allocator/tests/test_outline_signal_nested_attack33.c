@@ -42,9 +42,10 @@
 #include <sys/wait.h>
 
 static kp_pool *pool;
-static _Atomic uint64_t serial;
-static _Atomic long mismatches, nulls;
-static _Atomic unsigned calls, depth_max;
+
+#include "signal_stamp_attack33.h"
+static _Atomic long nulls;
+static _Atomic unsigned depth_max;
 static _Atomic unsigned depth;
 
 #define HN 16
@@ -57,84 +58,33 @@ static void handler(int sig)
 	while (d > m && !atomic_compare_exchange_weak(&depth_max, &m, d))
 		;
 	atomic_fetch_add(&calls, 1);
-	void *p[HN];
-	uint64_t s[HN];
+	struct held h[HN] = {0};
 	for (int i = 0; i < HN; i++) {
-		p[i] = kp_alloc(pool, 48, 0);
-		s[i] = atomic_fetch_add(&serial, 1) + 1;
-		if (!p[i]) {
+		void *p = kp_alloc(pool, 48, 0);
+		if (!p)
 			atomic_fetch_add(&nulls, 1);
-			continue;
-		}
-		memcpy(p[i], &s[i], 8);
-		memcpy((char *)p[i] + 40, &s[i], 8);
+		hold(&h[i], p, 48);
 	}
-	for (int i = 0; i < HN; i++) {
-		if (!p[i])
-			continue;
-		uint64_t a, b;
-		memcpy(&a, p[i], 8);
-		memcpy(&b, (char *)p[i] + 40, 8);
-		if (a != s[i] || b != s[i])
-			atomic_fetch_add(&mismatches, 1);
-		kp_free(pool, p[i]);
-	}
+	free_held(h, HN);
 	atomic_fetch_sub(&depth, 1);
 	errno = e;
 }
 
 #define WSLOTS 64
-static pthread_t worker;
-static _Atomic bool live, stop, finished, quiet;
+static struct held v[WSLOTS];
 static long steps = 20000000;
 static unsigned max_calls = 20000;
-static void *work(void *arg)
+static void warm(void)
 {
-	(void)arg;
-	static void *v[WSLOTS];
-	static uint64_t vs[WSLOTS];
-	uint64_t seed = 7;
 	kp_free(pool, kp_alloc(pool, 48, 0));
-	atomic_store(&live, true);
-	for (long i = 0; i < steps && atomic_load(&calls) < max_calls; i++) {
-		unsigned k = (unsigned)(kt_rand(&seed) % WSLOTS);
-		if (v[k]) {
-			uint64_t a;
-			memcpy(&a, v[k], 8);
-			if (a != vs[k])
-				atomic_fetch_add(&mismatches, 1);
-			kp_free(pool, v[k]);
-			v[k] = NULL;
-		} else if ((v[k] = kp_alloc(pool, 48, 0)) != NULL) {
-			vs[k] = atomic_fetch_add(&serial, 1) + 1;
-			memcpy(v[k], &vs[k], 8);
-		}
-	}
-	atomic_store(&live, false);
-	/* no pester signals this thread once it is joined (pthread_kill of a
-	 * joined thread is undefined: a pester that read live before the
-	 * store above sent it after round_body's join, and a round's child
-	 * died of SIGSEGV with no report, 3 of 30 runs under ASan beside the
-	 * TSan suite): round_body stops them first, then lets it end */
-	atomic_store(&finished, true);
-	while (!atomic_load(&quiet)) {
-		struct timespec ts = {0, 100000};
-		nanosleep(&ts, NULL);
-	}
-	for (int k = 0; k < WSLOTS; k++)
-		kp_free(pool, v[k]);
-	return NULL;
 }
-static void *pester(void *arg)
+static void work(void)
 {
-	(void)arg;
-	while (!atomic_load(&stop)) {
-		if (atomic_load(&live))
-			pthread_kill(worker, SIGUSR1);
-		struct timespec ts = {0, 5000};
-		nanosleep(&ts, NULL);
-	}
-	return NULL;
+	held_steps(v, WSLOTS, 7, steps, max_calls, 48, 0);
+}
+static void drain(void)
+{
+	free_held(v, WSLOTS);
 }
 
 static int round_body(int r)
@@ -143,25 +93,7 @@ static int round_body(int r)
 	pool = kp_create("layout:outline,daemon:off");
 	if (!pool)
 		return 2;
-	struct sigaction sa;
-	memset(&sa, 0, sizeof sa);
-	sa.sa_handler = handler;
-	sa.sa_flags = SA_RESTART | SA_NODEFER;
-	sigaction(SIGUSR1, &sa, NULL);
-	pthread_create(&worker, NULL, work, NULL);
-	pthread_t pt[2];
-	for (int i = 0; i < 2; i++)
-		pthread_create(&pt[i], NULL, pester, NULL);
-	while (!atomic_load(&finished)) {
-		struct timespec ts = {0, 1000000};
-		nanosleep(&ts, NULL);
-	}
-	atomic_store(&stop, true);
-	for (int i = 0; i < 2; i++)
-		pthread_join(pt[i], NULL);
-	atomic_store(&quiet, true);
-	pthread_join(worker, NULL);
-	signal(SIGUSR1, SIG_IGN);
+	kt_pestered(handler, SA_RESTART | SA_NODEFER, warm, work, drain, 2, 5000);
 	int64_t df = kt_stat(pool, "integrity.double_frees");
 	int64_t inuse = kt_stat(pool, "primary.in_use_bytes");
 	long mm = atomic_load(&mismatches);
