@@ -1562,6 +1562,23 @@ static __attribute__((noinline)) int free_slow_own_quiet(kp_pool *pool, void *p,
  * poison off, AES round keys), whose fast path tests no mode; else any
  * pool's (free_other), which tests it. */
 static ALWAYS_INLINE int free_body(kp_pool *pool, void *p, bool quiet, bool checked);
+/* A layout:outline pool's block that its slice map does not know (alloc.c's:
+ * aligned past 16, large, huge, a full layout's refills, the backup's), on
+ * a thread whose outline slot names another pool (free_entry's slot test
+ * failed; no outline pool has the fast word, tcache.c): alloc.c's marked
+ * way (kp__free_classic), as outline.c's own miss takes (free_slow,
+ * KP_OL_MISS). Before (s37-robust), free_body's: straight into the pool's
+ * thread cache unmarked (classic_pool), so a handler's kp_alloc_aligned
+ * nested in it took the same cache (classic_call saw no call to nest in),
+ * and a handler's kp_free nested in the thread's own marked call on that
+ * path pushed into the cache that call was changing; with the slot on
+ * another pool test_outline_signal_otherslot_attack37 failed 2-3 rounds
+ * of 3 in each of 5 runs, 4-15 cache lists found damaged a round
+ * (integrity.freelist_errors; release, main 74a960a); 0 of 15 after. */
+static bool outline_classic(kp_pool *pool, const void *p)
+{
+	return kp__pool_ok(pool) && pool->ol && !kp__ol_knows(pool, p);
+}
 static __attribute__((noinline)) int free_other(kp_pool *pool, void *p)
 {
 	/* a call nested inside another of this thread's into layout:outline
@@ -1569,12 +1586,20 @@ static __attribute__((noinline)) int free_other(kp_pool *pool, void *p)
 	 * the interrupted call is changing */
 	if (KP_UNLIKELY(kp__ol_marked()) && kp__pool_ok(pool) && pool->ol)
 		return kp__ol_free_nested(pool, p);
+	if (outline_classic(pool, p))
+		return kp__free_classic(pool, p);
 	return free_body(pool, p, false, false);
 }
 static __attribute__((noinline)) int free_other_quiet(kp_pool *pool, void *p)
 {
 	if (KP_UNLIKELY(kp__ol_marked()) && kp__pool_ok(pool) && pool->ol) /* as free_other */
 		return kp__ol_free_nested(pool, p);
+	if (outline_classic(pool, p)) {
+		int e = errno;
+		int rc = kp__free_classic(pool, p);
+		errno = e;
+		return rc;
+	}
 	return free_body(pool, p, true, false);
 }
 /* outline.h's refusals: p's tests again, told apart (kp__ol_free_check);
