@@ -56,9 +56,20 @@
 #define AUTO_SHARE 64
 #define AUTO_REGION ((size_t)1 << 20)
 
+/* A granule's state byte written, under b->lock: a relaxed atomic store,
+ * as kp__backup_state reads it with no lock (a signal handler's vetting
+ * nested in its thread's call, which may hold the lock). Before (s37-robust)
+ * the writes were plain, a data race with that read in C11's terms:
+ * test_backup_state_race_attack37 under TSan reported it (its first run).
+ * The same one mov on x86. Reads under the lock stay plain. */
+static inline void state_put(kp__bk_gran *e, uint8_t v)
+{
+	__atomic_store_n(&e->state, v, __ATOMIC_RELAXED);
+}
+
 static void list_push(kp__backup *b, unsigned order, uint32_t g)
 {
-	b->gran[g].state = (uint8_t)(FREE_HEAD | order);
+	state_put(&b->gran[g], (uint8_t)(FREE_HEAD | order));
 	b->gran[g].prev = NIL;
 	b->gran[g].next = b->free_head[order];
 	if (b->free_head[order] != NIL)
@@ -75,7 +86,7 @@ static void list_remove(kp__backup *b, unsigned order, uint32_t g, uint8_t after
 		b->free_head[order] = e->next;
 	if (e->next != NIL)
 		b->gran[e->next].prev = e->prev;
-	e->state = after;
+	state_put(e, after);
 }
 
 /* Free block g of `order` into the lists, coalesced with its free buddies
@@ -176,9 +187,9 @@ void *kp__backup_alloc(kp_pool *pool, size_t size, size_t align, size_t *usable)
 		o--;
 		list_push(b, o, g + (1u << o));
 	}
-	b->gran[g].state = (uint8_t)(LIVE_HEAD | order);
+	state_put(&b->gran[g], (uint8_t)(LIVE_HEAD | order));
 	for (uint32_t i = 1; i < (1u << order); i++) /* no stale FREED marks inside */
-		b->gran[g + i].state = 0;
+		state_put(&b->gran[g + i], 0);
 	pthread_mutex_unlock(&b->lock);
 	size_t bytes = GRAN << order;
 	size_t now = atomic_fetch_add(&b->in_use, bytes) + bytes;
@@ -211,7 +222,7 @@ int kp__backup_free(kp_pool *pool, void *p)
 	/* Read while the block is still live: once FREED, another thread may
 	 * allocate it and write its own canary. */
 	bool intact = !pool->canary || kp__canary8_ok(key, canary_at(p, bytes));
-	b->gran[g].state = FREED;
+	state_put(&b->gran[g], FREED);
 	KP_POISON(p, bytes);
 	give_back(b, g, order);
 	pthread_mutex_unlock(&b->lock);
@@ -237,8 +248,10 @@ static size_t block_bytes(kp__backup *b, const void *p)
 /* p's state with no lock (a signal handler's free nested inside its
  * thread's call, which may hold the lock: kp__classic_defer_vet): 0 a live
  * block's start, else kp__backup_free's refusal. The byte is read once,
- * relaxed: written under the lock by a free or an allocation of this very
- * granule, which would race with the caller's own free of it anyway. */
+ * relaxed, and written so (state_put): the answer is what some write under
+ * the lock left, never a torn or invented byte; a free or an allocation of
+ * this very granule meanwhile would race with the caller's own free of it
+ * anyway. */
 int kp__backup_state(kp_pool *pool, const void *p)
 {
 	kp__backup *b = &pool->backup;
