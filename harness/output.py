@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import shlex
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TextIO
@@ -25,6 +26,32 @@ def _text(text: str) -> str:
     """text that any stream takes: bytes of an argument or a path that are not UTF-8 (surrogate escapes)
     written as \\udcXX, not an error of the stream (stdout is strict under a UTF-8 locale)."""
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def shell_quote(word: str) -> str:
+    """word as a shell word that gives its bytes back when pasted into bash (or zsh, ksh): shlex.quote's,
+    or, where it holds bytes that are not UTF-8 (surrogate escapes: a folder named in another encoding)
+    or characters a terminal does not show (a tab, a newline), ANSI-C quoting, $'...\\xfe...'. Before,
+    a hint printed from such a folder showed `\\udcfe` (_text), which no shell turns back into the byte:
+    pasted, it named another folder (s37-robust)."""
+    if word.isprintable():  # a surrogate is not printable
+        return shlex.quote(word)
+    out = []
+    for ch in word:
+        if "\udc80" <= ch <= "\udcff":
+            out.append(f"\\x{ord(ch) - 0xDC00:02x}")
+        elif ch in "\\'":
+            out.append("\\" + ch)
+        elif not ch.isprintable():
+            out.extend(f"\\x{b:02x}" for b in ch.encode("utf-8", "surrogatepass"))
+        else:
+            out.append(ch)
+    return "$'" + "".join(out) + "'"
+
+
+def shell_join(argv: Iterable[str]) -> str:
+    """A command to paste (a hint), each word shell_quote'd: shlex.join where every word is plain text."""
+    return " ".join(shell_quote(w) for w in argv)
 
 
 def _hung_up(stream: TextIO) -> None:

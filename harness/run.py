@@ -21,7 +21,6 @@ import contextlib
 import functools
 import os
 import select
-import shlex
 import shutil
 import signal
 import subprocess
@@ -687,7 +686,7 @@ def _pool_lines(doc: Mapping[str, Any]) -> list[str]:
 
 def summary(result: RunResult, recorded: Recorded | None = None, db: Path | None = None) -> list[str]:
     """The lines `kpool run` prints when the program has ended."""
-    cmd = shlex.join(result.argv)
+    cmd = output.shell_join(result.argv)
     how = f"killed by {result.signal_name}" if result.signal_name else f"exit status {result.returncode}"
     if result.timed_out:
         how = "stopped at its time limit (" + how + ")"
@@ -740,7 +739,7 @@ def summary(result: RunResult, recorded: Recorded | None = None, db: Path | None
         state = "new" if recorded.new else recorded.status
         # each hint names the database: run as printed, from any folder, it finds the crash
         triage = ["kpool", "triage", *(["--db", str(db)] if db is not None else [])]
-        show, replay = (shlex.join([*triage, action, recorded.hash]) for action in ("show", "replay"))
+        show, replay = (output.shell_join([*triage, action, recorded.hash]) for action in ("show", "replay"))
         lines.append(f"crash recorded: signature {recorded.hash} ({state}); {show}, {replay}")
     return lines
 

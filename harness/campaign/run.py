@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import shlex
 import time
 from collections.abc import Collection
 from pathlib import Path
@@ -153,7 +152,9 @@ def collect(
         try:
             report.fuzz_coverage = fuzz_coverage(c, run_dir, coverage_s)
         except KeyboardInterrupt:
-            again = shlex.join(["kpool", "fuzz", "--coverage", "--reports", str(run_dir.absolute().parent)])
+            again = output.shell_join(
+                ["kpool", "fuzz", "--coverage", "--reports", str(run_dir.absolute().parent)]
+            )
             output.warn(
                 "interrupted while measuring the coverage of the fuzz corpora: the report goes without it "
                 f"({again} measures it)"
@@ -222,7 +223,7 @@ def fuzz_coverage(c: Campaign, run_dir: Path, timeout_s: float | None = None) ->
 def resume_command(run_id: str, reports: Path) -> str:
     """The command that resumes run_id, for the shell: its reports folder named (run as printed from
     another folder, a bare --resume looked in ./reports), both quoted."""
-    return shlex.join(["kpool", "campaign", "--resume", run_id, "--reports", str(reports)])
+    return output.shell_join(["kpool", "campaign", "--resume", run_id, "--reports", str(reports)])
 
 
 def _headline(

@@ -203,9 +203,16 @@ def recheck(path: Path, runs: int) -> int:
 
 
 def sarif(path: Path, out: Path | None) -> int:
-    """The database as SARIF 2.1.0 (harness/report/sarif.py), to a file or standard output."""
+    """The database as SARIF 2.1.0 (harness/report/sarif.py), to a file or standard output. A file in a
+    folder that is not there is refused (exit 2), naming the folder, as `kpool report --reports DIR` refuses
+    one: it was made silently, and a mistyped folder took the file where no one looked (s37-robust)."""
     from harness.report import sarif as SARIF
 
+    if out is not None and not out.parent.is_dir():
+        what = "is not a folder" if out.parent.exists() else "no such folder"
+        raise UsageError(
+            f"--out {out}: {out.parent}: {what} (make it first, or name a file in a folder there is)"
+        )
     try:
         db: CrashDB | None = CrashDB.open(path, write=False)
     except MissingCrashDB as exc:

@@ -287,7 +287,7 @@ def _say(recorded: Sequence[Recorded], path: Path) -> None:
     new = sum(1 for r in recorded if r.new)
     output.progress(
         f"{len(recorded)} crash(es) recorded in {path} ({len({r.hash for r in recorded})} signature(s),"
-        f" {new} new): {shlex.join(['kpool', 'triage', '--db', str(path), 'list'])}"
+        f" {new} new): {output.shell_join(['kpool', 'triage', '--db', str(path), 'list'])}"
     )
 
 
