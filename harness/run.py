@@ -8,7 +8,9 @@ its stderr passed on as it comes and kept (its tail) for triage. At exit: its st
 figures: the preload writes them per process to the folder named by KPOOL_STATS_OUT (kpool-<pid>.json: stats,
 integrity events, settings; allocator/preload/preload.c). A crash (killed by a signal; an integrity error
 aborts with SIGABRT) becomes a record in the crash database with a signature and a reproducer (the command
-line, the environment kpool run set, the conf), which `kpool triage replay ID` reruns.
+line, the environment kpool run set, the conf), which `kpool triage replay ID` reruns. So does a process the
+program started that a fault signal killed (the preload's record: harness/child_faults.py), named with its
+command in the summary; its reproducer is the program's command, which starts it again.
 
 The interface for other runners (program workloads): `run_program(argv, ...)` returns a `RunResult` and
 prints nothing but the program's own stderr; `record_crash(result, reports)` records it; `summary(result)`
@@ -33,7 +35,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from harness import anon, atomic, binding, build, output, peers
+from harness import anon, atomic, binding, build, child_faults, output, peers
+from harness.child_faults import ChildSignal
 from harness.errors import AllocError, ArgumentError, ConfError, UsageError
 from harness.spec import poolcheck
 from harness.triage import patterns, record, signature
@@ -107,6 +110,8 @@ class RunResult:
     # the program's own peak RSS, its exit included: GNU time's, where kpool-exec exec'd it; else its
     # VmHWM sampled (harness/anon.py), short of its last moments (peak_rss_kib is then at least env(1)'s)
     own_hwm_kib: int | None = None
+    # processes the program started that a fault signal killed (the preload's records: child_faults.py)
+    child_signals: list[ChildSignal] = field(default_factory=list)
 
     @property
     def signal_name(self) -> str | None:
@@ -153,8 +158,17 @@ class RunResult:
         return not self.crashed and self.integrity_events > 0
 
     @property
+    def child_crashed(self) -> bool:
+        """A process the program started died of a fault signal (the program itself may have gone on)."""
+        return bool(self.child_signals)
+
+    @property
     def recordable(self) -> bool:
-        return (self.crashed and not self.killed_from_outside and not self.reader_gone) or self.damaged
+        return (
+            (self.crashed and not self.killed_from_outside and not self.reader_gone)
+            or self.damaged
+            or self.child_crashed
+        )
 
 
 def library(allocator: str) -> Path | None:
@@ -423,6 +437,7 @@ def run_program(
         if peak_kib is not None and execs is not None and launcher:
             own_hwm = peak_kib  # kpool-exec's floor is under the program's own: its exit included
         mine, others = _figures(folder, proc.pid)
+        faults = child_faults.read(folder, pid=proc.pid, parent=proc.pid if launcher else None)
     finally:
         # the program knows the folder (KPOOL_STATS_OUT): one that removed it, or made a folder in it,
         # stopped kpool here with an OSError, its status and its crash lost
@@ -449,6 +464,7 @@ def run_program(
         oom_kills=max(0, _oom_kills() - oom_before),
         peak_anon_kib=peak_anon,
         own_hwm_kib=own_hwm,
+        child_signals=faults,
     )
 
 
@@ -617,17 +633,20 @@ def crash_of(result: RunResult, run: str) -> Crash:
     text = signature.with_pool_events(result.stderr_tail, result.all_figures)
     if result.signal_name:
         text += f"\nkpool: program killed by {result.signal_name}\n"
+    text += child_faults.lines(result.child_signals)
+    # the program's own end where it crashed; else the first child's that did (the source, the signal)
+    first = None if result.crashed or not result.child_signals else result.child_signals[0]
     meta: dict[str, Any] = {"allocator": result.allocator, "conf": result.conf or ""}
     if result.figures and result.figures.get("integrity"):
         meta["integrity"] = result.figures["integrity"]
     return Crash(
         text=text,
         run_id=run,
-        source=source(result.argv),
+        source=source(first.argv if first and first.argv else result.argv),
         reproducer=Reproducer(
             argv=result.argv, kind="command", env=dict(result.env), cwd=result.cwd, meta=meta
         ),
-        returncode=result.returncode,
+        returncode=-first.signal if first else result.returncode,
         kind="timeout" if result.timed_out else None,
     )
 
@@ -684,6 +703,11 @@ def _pool_lines(doc: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+# The children killed by a fault signal named one a line in the summary; the rest counted (a test suite whose
+# every test process crashed would bury the figures under hundreds of lines).
+CHILDREN_SHOWN = 5
+
+
 def summary(result: RunResult, recorded: Recorded | None = None, db: Path | None = None) -> list[str]:
     """The lines `kpool run` prints when the program has ended."""
     cmd = output.shell_join(result.argv)
@@ -713,6 +737,12 @@ def summary(result: RunResult, recorded: Recorded | None = None, db: Path | None
                 f" {RELAY_GRACE_S:g} s after the program ended (what it writes from now on is not shown)"
             ]
             if result.stderr_held
+            else []
+        ),
+        *[child.line() for child in result.child_signals[:CHILDREN_SHOWN]],
+        *(
+            [f"and {len(result.child_signals) - CHILDREN_SHOWN} more child processes a fault signal killed"]
+            if len(result.child_signals) > CHILDREN_SHOWN
             else []
         ),
         f"allocator {result.allocator}" + (f", conf {result.conf}" if result.conf else ""),

@@ -76,7 +76,8 @@
  * bootstrap (testing: serve the first N allocations from the bootstrap
  * buffer, as if the pool did not exist yet). KPOOL_CONF configures the pool
  * as for kp_create. KPOOL_STATS_OUT names a folder: each process writes
- * kpool-<pid>.json there at exit (its stats, integrity events, settings).
+ * kpool-<pid>.json there at exit (its stats, integrity events, settings),
+ * and kpool-<pid>.signal if a fault signal kills it (fault_record).
  *
  * System calls: this layer writes its error line and its figures itself
  * (write, open, close, getpid); every call libkpool makes goes through os.c
@@ -92,6 +93,7 @@
 #include <malloc.h>
 #include <pthread.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -1309,6 +1311,95 @@ static void stats_write(kp_pool *p)
 		unlink(figures);
 }
 
+/* ---- a death by a fault signal --------------------------------------------- */
+
+/* Under kpool run (KPOOL_STATS_OUT set; else nothing is installed), a
+ * process killed by a fault signal writes KPOOL_STATS_OUT/kpool-<pid>.signal
+ * on its way out: "kpool-signal 1 SIG PID PPID\n", then its command line
+ * (/proc/self/cmdline, NUL-separated), so that kpool run names a child
+ * process that died so (harness/run.py: only the program it started is its
+ * own child, whose status wait4 gives; a child of that program died unseen,
+ * s37-robust: tests/test_run_children.py). The signals a fault raises (and
+ * abort()'s, the preload's own integrity abort included): not SIGTERM,
+ * SIGKILL, SIGPIPE or ^C, which stop a process on purpose. Installed at
+ * start only where the signal's action is the default (a program's own
+ * handler later replaces it, and one that chains to the previous runs
+ * it); SA_RESETHAND: the action is the default again inside, and the
+ * signal raised again kills the process as it would have, its status the
+ * same to its parent. Async-signal-safe: open, read, write, close. */
+static const int fault_signals[] = {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT, SIGSYS};
+/* KPOOL_STATS_OUT as it was at start: the string itself (the environment's
+ * strings from exec stay where they are whatever the program does to its
+ * environment; a copy in .lbss cost a resident page in every process) */
+static const char *fault_dir;
+#define FAULT_DIR_MAX 4096 /* PATH_MAX: the path is built on the handler's stack */
+
+static char *put_dec(char *at, unsigned long v)
+{
+	char tmp[24];
+	int n = 0;
+	do
+		tmp[n++] = (char)('0' + v % 10);
+	while ((v /= 10) != 0);
+	while (n)
+		*at++ = tmp[--n];
+	return at;
+}
+
+static void fault_record(int sig)
+{
+	int e = errno;
+	char path[FAULT_DIR_MAX + 48], head[96];
+	size_t dn = strlen(fault_dir);
+	memcpy(path, fault_dir, dn);
+	char *at = path + dn;
+	memcpy(at, "/kpool-", 7);
+	at = put_dec(at + 7, (unsigned long)getpid());
+	memcpy(at, ".signal", 8);
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd >= 0) {
+		at = head;
+		memcpy(at, "kpool-signal 1 ", 15);
+		at = put_dec(at + 15, (unsigned long)sig);
+		*at++ = ' ';
+		at = put_dec(at, (unsigned long)getpid());
+		*at++ = ' ';
+		at = put_dec(at, (unsigned long)getppid());
+		*at++ = '\n';
+		ssize_t w = write(fd, head, (size_t)(at - head));
+		int cf = open("/proc/self/cmdline", O_RDONLY | O_CLOEXEC);
+		if (cf >= 0) {
+			char buf[4096];
+			ssize_t n;
+			while (w >= 0 && (n = read(cf, buf, sizeof buf)) > 0)
+				w = write(fd, buf, (size_t)n);
+			close(cf);
+		}
+		close(fd);
+	}
+	errno = e;
+	raise(sig); /* SIG_DFL now (SA_RESETHAND): as it would have died */
+}
+
+static void fault_install(void)
+{
+	const char *dir = getenv("KPOOL_STATS_OUT");
+	if (!dir || !*dir || strlen(dir) >= FAULT_DIR_MAX)
+		return;
+	fault_dir = dir;
+	for (size_t i = 0; i < sizeof fault_signals / sizeof fault_signals[0]; i++) {
+		struct sigaction old, sa;
+		if (sigaction(fault_signals[i], NULL, &old) != 0 || (old.sa_flags & SA_SIGINFO) ||
+		    old.sa_handler != SIG_DFL)
+			continue;
+		memset(&sa, 0, sizeof sa);
+		sa.sa_handler = fault_record;
+		sa.sa_flags = SA_RESETHAND | SA_NODEFER | SA_ONSTACK;
+		sigemptyset(&sa.sa_mask);
+		sigaction(fault_signals[i], &sa, NULL);
+	}
+}
+
 /* The fork handlers are registered here, pool.c's then this layer's (this
  * prepare runs before pool.c's, which takes the registry lock a sweep takes
  * under drain_lock; this child handler after pool.c's), not by the first
@@ -1323,6 +1414,7 @@ __attribute__((constructor)) static void preload_init(void)
 	me.creating = true;
 	kp__pool_once();
 	pthread_atfork(fork_prepare, fork_parent, after_fork_child);
+	fault_install();
 	me.creating = false;
 	atomic_store(&ctor_done, true);
 }

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from harness import atomic, output
+from harness import atomic, child_faults, output
 from harness.errors import KpoolError
 from harness.triage import signature as S
 from harness.triage.crash import Reproducer
@@ -70,16 +70,22 @@ def run_once(repro: Reproducer, source: str = "", depth: int = S.DEFAULT_DEPTH) 
         if not on_preload:
             return outcome
         text = S.with_pool_events(outcome.output, _figures(Path(figures)))
-    if text == outcome.output:
+        # the processes it started that a fault signal killed, as kpool run's record says them (run.crash_of)
+        children = child_faults.read(Path(figures), parent=os.getpid())
+        text += child_faults.lines(children)
+    returncode = outcome.returncode
+    if children and not outcome.timed_out and (returncode or 0) >= 0:
+        returncode = -children[0].signal  # the program went on: the first child's death is the crash
+    if text == outcome.output and returncode == outcome.returncode:
         return outcome
     sig = S.compute(
         text,
-        returncode=outcome.returncode,
+        returncode=returncode,
         guess="timeout" if outcome.timed_out else None,
         source=source,
         depth=depth,
     )
-    return RunOutcome(sig, outcome.returncode, outcome.timed_out, text)
+    return RunOutcome(sig, returncode, outcome.timed_out, text)
 
 
 def _figures(folder: Path) -> list[dict[str, Any]]:

@@ -1,0 +1,95 @@
+"""`kpool run` and the processes its program starts: a child that dies of a fault signal (SIGSEGV, SIGBUS,
+SIGILL, SIGFPE, SIGABRT, SIGSYS) is named in the summary (its command, its pid, the signal) and recorded as
+a crash, as the program's own death by one is; the preload records it (allocator/preload/preload.c,
+fault_record). A child stopped by SIGTERM, SIGKILL or SIGPIPE is process management, not a fault: neither."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from harness import run
+from harness.triage.db import CrashDB
+
+CRASHER = 'python3 -c "import os; os.kill(os.getpid(), 11)"'
+
+
+def kpool(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "harness.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path(__file__).parents[1]), "LANG": "C"},
+    )
+
+
+def test_a_childs_segfault_is_named_and_recorded(tmp_path: Path) -> None:
+    proc = kpool("run", "--reports", str(tmp_path), "--", "sh", "-c", f"{CRASHER}; true", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr  # the program's own status: sh went on
+    found = re.search(r"a child process died: (.*) \(pid (\d+)\) killed by SIGSEGV", proc.stderr)
+    assert found, proc.stderr
+    assert found.group(1) == "python3 -c 'import os; os.kill(os.getpid(), 11)'", proc.stderr
+    assert "crash recorded: signature" in proc.stderr, proc.stderr
+    db = CrashDB.open(tmp_path / "crashes.sqlite")
+    (sig,) = db.signatures()
+    assert db.source(sig.id) == "program:python3" and sig.kind == "SIGSEGV", sig
+    repro = db.reproducer(sig.id)
+    assert repro is not None and repro.argv[0] == "sh"  # the command kpool ran, which starts the child
+
+
+def test_a_child_stopped_by_sigterm_is_no_crash(tmp_path: Path) -> None:
+    proc = kpool(
+        "run", "--reports", str(tmp_path), "--", "sh", "-c", "sleep 30 & kill $!; wait; true", cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "child process" not in proc.stderr and "crash recorded" not in proc.stderr, proc.stderr
+
+
+def test_the_programs_own_segfault_is_not_also_a_childs(tmp_path: Path) -> None:
+    proc = kpool(
+        "run",
+        "--reports",
+        str(tmp_path),
+        "--",
+        "python3",
+        "-c",
+        "import os; os.kill(os.getpid(), 11)",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 128 + 11, proc.stderr
+    assert "killed by SIGSEGV" in proc.stderr and "child process" not in proc.stderr, proc.stderr
+
+
+def test_a_child_crash_alone_makes_a_run_recordable() -> None:
+    base = run.RunResult(
+        argv=("sh",),
+        allocator="kpool",
+        conf=None,
+        env={},
+        cwd="/",
+        returncode=0,
+        timed_out=False,
+        wall_s=0.1,
+        user_s=0.0,
+        sys_s=0.0,
+        peak_rss_kib=1,
+        rss_exact=True,
+        stderr_tail="",
+    )
+    assert not base.recordable
+    crashed = run.RunResult(**{**base.__dict__, "child_signals": [run.ChildSignal(12, 11, 11, ("python3",))]})
+    assert crashed.recordable and not crashed.crashed
+
+
+def test_a_childs_segfault_replays(tmp_path: Path) -> None:
+    proc = kpool("run", "--reports", str(tmp_path), "--", "sh", "-c", f"{CRASHER}; true", cwd=tmp_path)
+    found = re.search(r"crash recorded: signature (\w+)", proc.stderr)
+    assert found, proc.stderr
+    db = str(tmp_path / "crashes.sqlite")
+    replay = kpool("triage", "--db", db, "replay", found.group(1), "--runs", "2", cwd=tmp_path)
+    assert "reproduced 2 of 2" in replay.stdout + replay.stderr, replay.stdout + replay.stderr
