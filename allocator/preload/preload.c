@@ -1037,17 +1037,29 @@ API int mallopt(int param, int value)
 }
 
 /* glibc's own names of the same functions, which some programs and
- * libraries call directly. */
-API void *__libc_malloc(size_t size) __attribute__((alias("malloc"), copy(malloc)));
-API void __libc_free(void *ptr) __attribute__((alias("free"), copy(free)));
-API void *__libc_calloc(size_t n, size_t size) __attribute__((alias("calloc"), copy(calloc)));
-API void *__libc_realloc(void *ptr, size_t size) __attribute__((alias("realloc"), copy(realloc)));
-API void *__libc_memalign(size_t align, size_t size) __attribute__((alias("memalign"), copy(memalign)));
-API void *__libc_valloc(size_t size) __attribute__((alias("valloc"), copy(valloc)));
-API void *__libc_pvalloc(size_t size) __attribute__((alias("pvalloc"), copy(pvalloc)));
+ * libraries call directly. COPY: gcc's `copy` attribute gives each alias
+ * its target's attributes (malloc, alloc_size, ...: gcc warns of an alias
+ * without them, -Wmissing-attributes); clang knows no such attribute, and
+ * its -Werror made `make CC=clang preload` fail (s37-robust,
+ * tests/test_clang_compiles.py). There the aliases are plain. */
+#if defined(__has_attribute)
+#if __has_attribute(copy)
+#define COPY(f) copy(f)
+#endif
+#endif
+#ifndef COPY
+#define COPY(f)
+#endif
+API void *__libc_malloc(size_t size) __attribute__((alias("malloc"), COPY(malloc)));
+API void __libc_free(void *ptr) __attribute__((alias("free"), COPY(free)));
+API void *__libc_calloc(size_t n, size_t size) __attribute__((alias("calloc"), COPY(calloc)));
+API void *__libc_realloc(void *ptr, size_t size) __attribute__((alias("realloc"), COPY(realloc)));
+API void *__libc_memalign(size_t align, size_t size) __attribute__((alias("memalign"), COPY(memalign)));
+API void *__libc_valloc(size_t size) __attribute__((alias("valloc"), COPY(valloc)));
+API void *__libc_pvalloc(size_t size) __attribute__((alias("pvalloc"), COPY(pvalloc)));
 API int __posix_memalign(void **out, size_t align, size_t size)
-	__attribute__((alias("posix_memalign"), copy(posix_memalign)));
-API void cfree(void *ptr) __attribute__((alias("free"), copy(free)));
+	__attribute__((alias("posix_memalign"), COPY(posix_memalign)));
+API void cfree(void *ptr) __attribute__((alias("free"), COPY(free)));
 
 /* ---- C++'s operators new and delete -------------------------------------- */
 
