@@ -93,3 +93,27 @@ def test_a_childs_segfault_replays(tmp_path: Path) -> None:
     db = str(tmp_path / "crashes.sqlite")
     replay = kpool("triage", "--db", db, "replay", found.group(1), "--runs", "2", cwd=tmp_path)
     assert "reproduced 2 of 2" in replay.stdout + replay.stderr, replay.stdout + replay.stderr
+
+
+def test_a_program_workload_run_whose_child_crashed_is_a_crash_entry_and_breaks_the_verdict(
+    tmp_path: Path,
+) -> None:
+    from harness.spec.program import ProgramWorkload
+    from harness.stress import program
+
+    wl = ProgramWorkload(
+        path=str(tmp_path / "w.yaml"),
+        sha256="0" * 64,
+        data={"name": "kids", "program": {"command": ["sh", "-c", "x"]}, "slo": {"exit_status": 0}},
+    )
+    result = run.RunResult(
+        argv=("sh", "-c", "x"), allocator="kpool", conf=None, env={}, cwd=str(tmp_path), returncode=0,
+        timed_out=False, wall_s=0.1, user_s=0.0, sys_s=0.0, peak_rss_kib=1, rss_exact=True, stderr_tail="",
+        child_signals=[run.ChildSignal(77, 70, 11, ("./worker", "--n", "3"))],
+    )  # fmt: skip
+    one = program.Run("kpool", 0, tmp_path, result=result, signature="abcd")
+    entry = program.judge(wl, [one], "kpool")
+    (crash,) = entry["crashes"]
+    assert crash["kind"] == "child-signal" and crash["signal"] == 11 and crash["signature"] == "abcd", crash
+    assert "./worker --n 3 (pid 77) killed by SIGSEGV" in crash["message"], crash
+    assert not entry["passed"] and any(b.startswith("crashes: 1") for b in entry["broken"]), entry["broken"]

@@ -378,7 +378,9 @@ def judge(wl: ProgramWorkload, runs: Sequence[Run], subject: str) -> dict[str, A
     ref = [r for r in runs if r.allocator == REFERENCE]
     verdicts: list[dict[str, Any]] = []
     broken_runs = [f"{r.allocator} run {r.round + 1}: {e}" for r in runs for e in r.errors]
-    crashed = [r for r in mine if r.result is not None and r.result.crashed]
+    # the program's own crash, or a process it started that a fault signal killed (run.py, child_faults.py:
+    # the preload's records; a test suite's worker that died of SIGSEGV while the suite went on)
+    crashed = [r for r in mine if r.result is not None and (r.result.crashed or r.result.child_crashed)]
     verdicts.append(_verdict("crashes", len(crashed), 0, not crashed, "<="))
     measured = [r for r in mine if r.measured and r.result is not None]
     ref_status = next((r.result.returncode for r in ref if r.measured and r.result is not None), None)
@@ -429,7 +431,7 @@ def judge(wl: ProgramWorkload, runs: Sequence[Run], subject: str) -> dict[str, A
             verdicts.append(_verdict(key, value, slo[key], value is not None and value <= slo[key], "<="))
     # and the runs that went on after integrity errors (on_error:log): a record each, the errors judged
     # by max_integrity_events above
-    damaged = [r for r in mine if r.result is not None and r.result.damaged]
+    damaged = [r for r in mine if r.result is not None and r.result.damaged and not r.result.child_crashed]
     crashes = [_crash(wl, r) for r in crashed + damaged]
     broken = [f"{v['slo']}: {v['value']} (bound {v['op']} {v['bound']})" for v in verdicts if not v["ok"]]
     broken += broken_runs
@@ -460,6 +462,7 @@ def _crash(wl: ProgramWorkload, r: Run) -> dict[str, Any]:
     """A crash entry of stress.json (its signature when run.record_crash recorded it)."""
     assert r.result is not None
     res = r.result
+    child = res.child_signals[0] if res.child_signals and not res.crashed else None
     env = [f"{k}={v}" for k, v in res.env.items()]
     crash: dict[str, Any] = {
         "kind": "timeout"
@@ -468,11 +471,13 @@ def _crash(wl: ProgramWorkload, r: Run) -> dict[str, Any]:
         if res.killed_from_outside
         else "signal"
         if res.crashed
+        else "child-signal"  # the program went on; a process it started died of a fault signal
+        if child
         else "integrity",
-        "signal": -res.returncode if res.returncode < 0 else 0,
-        "signal_name": res.signal_name or "",
+        "signal": -res.returncode if res.returncode < 0 else child.signal if child else 0,
+        "signal_name": res.signal_name or (child.signal_name if child else ""),
         "returncode": res.returncode,
-        "message": run.summary(res)[0],
+        "message": run.summary(res)[0] + (f"; {child.line()}" if child else ""),
         "stderr_tail": "\n".join(res.stderr_tail.splitlines()[-40:]),
         "sanitizer_report": "",
         "backtrace": [],
