@@ -13,25 +13,12 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from kpool_cli import kpool
 
 from harness import output
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def kpool(*args: str, cwd: Path) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(
-        [sys.executable, "-m", "harness.cli", *args],
-        cwd=cwd,
-        capture_output=True,
-        timeout=300,
-        check=False,
-        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "LANG": "C.UTF-8"},
-    )
 
 
 @pytest.mark.parametrize(
@@ -48,7 +35,7 @@ def test_a_hint_from_a_folder_not_utf8_can_be_pasted(tmp_path: Path) -> None:
     here = Path(os.fsdecode(os.fsencode(tmp_path) + b"/x\xfey"))
     here.mkdir()
     proc = kpool("run", "--", "sh", "-c", "kill -SEGV $$", cwd=here)
-    err = proc.stderr.decode("utf-8", "replace")
+    err = proc.stderr
     assert "\\udc" not in err, err
     found = re.search(r"(kpool triage --db .* show \w+),", err)
     assert found, err
@@ -62,7 +49,7 @@ def test_sarif_out_in_a_missing_folder_is_refused_naming_it(tmp_path: Path) -> N
     missing = tmp_path / "not-there"
     db = str(tmp_path / "crashes.sqlite")
     proc = kpool("triage", "--db", db, "sarif", "--out", str(missing / "x.sarif"), cwd=tmp_path)
-    err = proc.stderr.decode()
+    err = proc.stderr
     assert proc.returncode == 2, err
     assert f"{missing}: no such folder" in err, err
     assert not missing.exists()
@@ -71,5 +58,5 @@ def test_sarif_out_in_a_missing_folder_is_refused_naming_it(tmp_path: Path) -> N
 def test_sarif_out_in_an_existing_folder_is_written(tmp_path: Path) -> None:
     out = tmp_path / "x.sarif"
     proc = kpool("triage", "--db", str(tmp_path / "crashes.sqlite"), "sarif", "--out", str(out), cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr.decode()
+    assert proc.returncode == 0, proc.stderr
     assert out.is_file() and '"version": "2.1.0"' in out.read_text()

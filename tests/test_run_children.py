@@ -6,26 +6,14 @@ fault_record). A child stopped by SIGTERM, SIGKILL or SIGPIPE is process managem
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from pathlib import Path
+
+from kpool_cli import kpool
 
 from harness import run
 from harness.triage.db import CrashDB
 
 CRASHER = 'python3 -c "import os; os.kill(os.getpid(), 11)"'
-
-
-def kpool(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "harness.cli", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path(__file__).parents[1]), "LANG": "C"},
-    )
 
 
 def test_a_childs_segfault_is_named_and_recorded(tmp_path: Path) -> None:

@@ -102,34 +102,15 @@ static int round_body(int r)
 	if (!pool)
 		return 2;
 	kt_pestered(handler, SA_RESTART, warm, work, drain, 1, 20000);
-	free_held(hslot, HSLOTS);
-	int64_t df = kt_stat(pool, "integrity.double_frees");
-	int64_t bad = kt_stat(pool, "integrity.invalid_frees") + kt_stat(pool, "integrity.corruptions") +
-		      kt_stat(pool, "integrity.freelist_errors");
-	int64_t inuse = kt_stat(pool, "primary.in_use_bytes");
-	long mm = atomic_load(&mismatches);
-	if (getenv("KT_EVENTS")) {
-		kp_event ev[64];
-		size_t ne = kp_events_drain(pool, ev, 64);
-		for (size_t i = 0; i < ne; i++)
-			fprintf(stderr, "    event %s: %s\n", kp_event_name(ev[i].kind), ev[i].text);
-	}
-	fprintf(stderr,
-		"  outline aligned: %u handler calls, %ld mismatches, %lld double frees, %lld other refusals, %lld "
-		"bytes in use\n",
-		atomic_load(&calls), mm, (long long)df, (long long)bad, (long long)inuse);
+	int rc = round_verdict("outline aligned", true);
 	kp_destroy(pool);
-	return mm == 0 && df == 0 && bad == 0 && inuse == 0 ? 0 : 77;
+	return rc;
 }
 
 #define ROUNDS 3
 static void test_outline_aligned(void)
 {
-	int refused;
-	int clean =
-		kt_fork_rounds(ROUNDS, round_body,
-			       "blocks held twice, double frees, refusals or bytes in use: the counts above", &refused);
-	fprintf(stderr, "  %d rounds clean, %d refused by kpool's abort\n", clean, refused);
+	fork_rounds(ROUNDS, round_body);
 }
 
 int main(void)

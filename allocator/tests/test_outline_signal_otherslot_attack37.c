@@ -83,29 +83,16 @@ static int round_body(int r)
 	if (!pool || !other)
 		return 2;
 	kt_pestered(handler, SA_RESTART, warm, work, drain, 1, 20000);
-	free_held(hslot, HSLOTS);
-	int64_t df = kt_stat(pool, "integrity.double_frees");
-	int64_t bad = kt_stat(pool, "integrity.invalid_frees") + kt_stat(pool, "integrity.corruptions") +
-		      kt_stat(pool, "integrity.freelist_errors");
-	int64_t inuse = kt_stat(pool, "primary.in_use_bytes");
-	long mm = atomic_load(&mismatches);
-	fprintf(stderr,
-		"  other slot: %u handler calls, %ld mismatches, %lld double frees, %lld other refusals, %lld bytes "
-		"in use\n",
-		atomic_load(&calls), mm, (long long)df, (long long)bad, (long long)inuse);
+	int rc = round_verdict("other slot", true);
 	kp_destroy(pool);
 	kp_destroy(other);
-	return mm == 0 && df == 0 && bad == 0 && inuse == 0 ? 0 : 77;
+	return rc;
 }
 
 #define ROUNDS 3
 static void test_outline_other_slot(void)
 {
-	int refused;
-	int clean =
-		kt_fork_rounds(ROUNDS, round_body,
-			       "blocks held twice, double frees, refusals or bytes in use: the counts above", &refused);
-	fprintf(stderr, "  %d rounds clean, %d refused by kpool's abort\n", clean, refused);
+	fork_rounds(ROUNDS, round_body);
 }
 
 int main(void)
