@@ -7,6 +7,7 @@
 #include "outline.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <time.h>
@@ -1562,43 +1563,62 @@ static __attribute__((noinline)) int free_slow_own_quiet(kp_pool *pool, void *p,
  * poison off, AES round keys), whose fast path tests no mode; else any
  * pool's (free_other), which tests it. */
 static ALWAYS_INLINE int free_body(kp_pool *pool, void *p, bool quiet, bool checked);
-/* A layout:outline pool's block that its slice map does not know (alloc.c's:
- * aligned past 16, large, huge, a full layout's refills, the backup's), on
- * a thread whose outline slot names another pool (free_entry's slot test
- * failed; no outline pool has the fast word, tcache.c): alloc.c's marked
- * way (kp__free_classic), as outline.c's own miss takes (free_slow,
- * KP_OL_MISS). Before (s37-robust), free_body's: straight into the pool's
- * thread cache unmarked (classic_pool), so a handler's kp_alloc_aligned
- * nested in it took the same cache (classic_call saw no call to nest in),
- * and a handler's kp_free nested in the thread's own marked call on that
- * path pushed into the cache that call was changing; with the slot on
- * another pool test_outline_signal_otherslot_attack37 failed 2-3 rounds
- * of 3 in each of 5 runs, 4-15 cache lists found damaged a round
- * (integrity.freelist_errors; release, main 74a960a); 0 of 15 after. */
-static bool outline_classic(kp_pool *pool, const void *p)
+/* kp_free of a pool the thread's fast word does not name: a layout:outline
+ * pool (not the one its outline slot names, or a call nested in another of
+ * the thread's) first, then free_body. For a layout:outline pool: a call
+ * nested inside another of this thread's into layout:outline (outline.h,
+ * kp__ol_enter) takes outline.c's way, which keeps off what the
+ * interrupted call is changing; a block its slice map does not know
+ * (alloc.c's: aligned past 16, large, huge, a full layout's refills, the
+ * backup's) takes alloc.c's marked way (kp__free_classic), as outline.c's
+ * own miss does (free_slow, KP_OL_MISS). Before (s37-robust) such a block
+ * went to free_body: straight into the pool's thread cache unmarked
+ * (classic_pool), so a handler's kp_alloc_aligned nested in it took the
+ * same cache (classic_call saw no call to nest in), and a handler's kp_free
+ * nested in the thread's own marked call on that path pushed into the
+ * cache that call was changing; with the slot on another pool
+ * test_outline_signal_otherslot_attack37 failed 2-3 rounds of 3 in each of
+ * 5 runs, 4-15 cache lists found damaged a round (freelist_errors;
+ * release, main 74a960a); 0 of 15 after. The pool's ol is read before
+ * kp__pool_ok, as free_body reads its id and key, and the rest is out of
+ * line (free_outline_other): the inline layout's pools (checks off come
+ * here for every free) pay a test of a word where they paid the slot's
+ * mark's (kp_alloc+kp_free, inline checks:off, tests/
+ * test_instruction_counts.py's callgrind: a 218.6 -> 219.6, b 241.1 ->
+ * 242.0; the outline layout's unchanged, a 66.0, b 76.9 -> 76.8). With
+ * kp__pool_ok and the tests inline after the mark's: a 226.6, b 249.0,
+ * over the budgets (223, 249). */
+/* free_outline_other's answer where the block is none of its ways' */
+#define KP_FREE_ON INT_MIN
+static __attribute__((noinline)) int free_outline_other(kp_pool *pool, void *p, bool quiet)
 {
-	return kp__pool_ok(pool) && pool->ol && !kp__ol_knows(pool, p);
+	if (!kp__pool_ok(pool))
+		return KP_FREE_ON;
+	if (KP_UNLIKELY(kp__ol_marked()))
+		return kp__ol_free_nested(pool, p);
+	if (kp__ol_knows(pool, p))
+		return KP_FREE_ON;
+	int e = errno;
+	int rc = kp__free_classic(pool, p);
+	if (quiet)
+		errno = e;
+	return rc;
 }
 static __attribute__((noinline)) int free_other(kp_pool *pool, void *p)
 {
-	/* a call nested inside another of this thread's into layout:outline
-	 * (outline.h, kp__ol_enter): outline.c's way, which keeps off what
-	 * the interrupted call is changing */
-	if (KP_UNLIKELY(kp__ol_marked()) && kp__pool_ok(pool) && pool->ol)
-		return kp__ol_free_nested(pool, p);
-	if (outline_classic(pool, p))
-		return kp__free_classic(pool, p);
+	if (KP_UNLIKELY(pool && pool->ol)) {
+		int rc = free_outline_other(pool, p, false);
+		if (rc != KP_FREE_ON)
+			return rc;
+	}
 	return free_body(pool, p, false, false);
 }
 static __attribute__((noinline)) int free_other_quiet(kp_pool *pool, void *p)
 {
-	if (KP_UNLIKELY(kp__ol_marked()) && kp__pool_ok(pool) && pool->ol) /* as free_other */
-		return kp__ol_free_nested(pool, p);
-	if (outline_classic(pool, p)) {
-		int e = errno;
-		int rc = kp__free_classic(pool, p);
-		errno = e;
-		return rc;
+	if (KP_UNLIKELY(pool && pool->ol)) {
+		int rc = free_outline_other(pool, p, true);
+		if (rc != KP_FREE_ON)
+			return rc;
 	}
 	return free_body(pool, p, true, false);
 }
