@@ -105,3 +105,21 @@ def test_a_program_workload_run_whose_child_crashed_is_a_crash_entry_and_breaks_
     assert crash["kind"] == "child-signal" and crash["signal"] == 11 and crash["signature"] == "abcd", crash
     assert "./worker --n 3 (pid 77) killed by SIGSEGV" in crash["message"], crash
     assert not entry["passed"] and any(b.startswith("crashes: 1") for b in entry["broken"]), entry["broken"]
+
+
+def test_a_fault_signal_the_program_ignores_stays_ignored(tmp_path: Path) -> None:
+    """The preload's record is installed only where the action is the default: an ignored SIGABRT (inherited
+    across exec) is still ignored in the program."""
+    look = "import signal; print(signal.getsignal(signal.SIGABRT) is signal.SIG_IGN)"
+    proc = kpool(
+        "run",
+        "--reports",
+        str(tmp_path),
+        "--",
+        "sh",
+        "-c",
+        f"trap '' ABRT; python3 -c '{look}'",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "True", proc.stdout

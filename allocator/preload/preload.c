@@ -1399,16 +1399,20 @@ static void fault_install(void)
 	if (!dir || !*dir || strlen(dir) >= FAULT_DIR_MAX)
 		return;
 	fault_dir = dir;
+	struct sigaction sa;
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = fault_record;
+	sa.sa_flags = SA_RESETHAND | SA_NODEFER | SA_ONSTACK;
+	sigemptyset(&sa.sa_mask);
+	/* set, and the old action put back where it was not the default (an
+	 * ignored signal inherited across exec): one system call a signal where
+	 * none is inherited, not a look and a set (the constructor runs before
+	 * any thread of the program, so no handler comes and goes meanwhile) */
 	for (size_t i = 0; i < sizeof fault_signals / sizeof fault_signals[0]; i++) {
-		struct sigaction old, sa;
-		if (sigaction(fault_signals[i], NULL, &old) != 0 || (old.sa_flags & SA_SIGINFO) ||
-		    old.sa_handler != SIG_DFL)
-			continue;
-		memset(&sa, 0, sizeof sa);
-		sa.sa_handler = fault_record;
-		sa.sa_flags = SA_RESETHAND | SA_NODEFER | SA_ONSTACK;
-		sigemptyset(&sa.sa_mask);
-		sigaction(fault_signals[i], &sa, NULL);
+		struct sigaction old;
+		if (sigaction(fault_signals[i], &sa, &old) == 0 &&
+		    ((old.sa_flags & SA_SIGINFO) || old.sa_handler != SIG_DFL))
+			sigaction(fault_signals[i], &old, NULL);
 	}
 }
 
