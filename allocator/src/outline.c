@@ -271,9 +271,10 @@
  * twice as many mapped; a heap that takes the last spares wakes the daemon.
  * A segment taken before it was pre-faulted is finished once the pool
  * pre-faults (and the spares are ready), the pages its heap may hand out
- * next (cold_finish: not those only live blocks hold, nor a span wholly
- * free); spares past the demand go back
- * after decay_ms idle (purged, then unmapped). A heap whose span does not
+ * next, nearest the spans' frontiers first and as far as the demand asks
+ * (cold_finish: twice the demand within the target a pass; not those only
+ * live blocks hold, nor a span wholly free); spares past the demand go
+ * back after decay_ms idle (purged, then unmapped). A heap whose span does not
  * fit its segment's tail leaves the segment to the next span that fits
  * (segment_for), so that pre-faulted tails are used, and a span that does
  * not fit its heap's segment takes the slices left when they hold a few of
@@ -815,18 +816,19 @@ static struct ol_seg *segment_for(kp_pool *pool, struct ol_heap *h, uint32_t nsl
  * path's next wake-up. 64: 256 MiB, what a 2.5 GB/s grower (kpbench d with
  * its pages pre-faulted) takes in 100 ms. */
 #define OL_PASS_SEGS 64u
-/* What the daemon pre-faults of the segments heaps took cold, a pass: a
- * multiple of the demand (the bytes in use past their peak since the last
- * pass), not every page the heaps may hand out (cold_finish). At the first
- * pass, twice the demand within the target (daemon.c's window: 4 MiB at
- * 64-128 MiB in use), the most a program whose growth stops there is left
- * with; at the next ones in a row, four times it, so that a program growing
- * on has the backlog (test_outline_grow: 15-18 MiB at OL_PREFAULT_MIN)
- * caught up within two or three passes. At twice it there too, its thread
- * faulted 60 of 43,168 pages (40 with four times, and on main), the
- * paced attack's 3 MiB a pass 0.51% (0.43%). */
+/* What the daemon pre-faults of the segments heaps took cold, a pass: at
+ * most twice the demand (the bytes in use past their peak since the last
+ * pass) and at most the target (daemon.c's window: 4 MiB at 64-128 MiB in
+ * use, 1/32 of the bytes in use past it), not every page the heaps may
+ * hand out (cold_finish). Four times the demand, uncapped, at the passes
+ * after the first in a row with demand (so that a program growing on had
+ * its backlog, 15-18 MiB at OL_PREFAULT_MIN in test_outline_grow, caught
+ * up within two passes): fork_churn `300 8 4096 4096 3` under the preload
+ * peaked at 116-121 MiB (133 on main, 96-97 with prefault:off; at load
+ * 12-23), the passes after its growth's end still finding a few MiB of
+ * demand each; the paced attack's thread faults at 3 and 4 MiB a pass
+ * 0.43% and 2.27% (0.83% and 2.97% now, 0.43% and 1.07% on main). */
 #define OL_COLD_AHEAD 2u
-#define OL_COLD_CATCHUP 4u
 
 /* The first page of s's metadata past its own record: what a purge of a
  * spare's metadata may give back (the record, written at segment_map, not). */
@@ -1319,22 +1321,18 @@ void kp__ol_daemon_pass(kp_pool *pool)
 	 * pages of the next 35 MiB (test_outline_grow). Only what is not
 	 * resident, and only for a program the probe finds writing what it
 	 * takes (a high_wm floor alone pre-faults spares, not the heaps'
-	 * segments). The budget: at the first such pass, OL_COLD_AHEAD times
-	 * the demand within the target (the window a program that stops there
-	 * leaves resident, as a spare); at the next ones in a row with demand,
-	 * OL_COLD_CATCHUP times it (a program growing on takes the rest). */
-	bool finishing = caught_up && nready && ahead;
-	uint32_t streak = ol->cold_streak;
-	ol->cold_streak = finishing && demand ? streak + 1 : 0;
-	if (finishing) { /* else kept: those a program took before it held OL_PREFAULT_MIN, at the first pass past it */
+	 * segments). The budget: OL_COLD_AHEAD times the demand within the
+	 * target (the window a program that stops there leaves resident, as a
+	 * spare); a program growing on takes the rest at the next passes. */
+	if (caught_up && nready &&
+	    ahead) { /* else kept: those a program took before it held OL_PREFAULT_MIN, at the first pass past it */
 		struct ol_seg *cold_segs[OL_COLD_MAX];
 		bool done[OL_COLD_MAX] = {false};
 		pthread_mutex_lock(&ol->lock);
 		uint32_t ncold = ol->ncold;
 		memcpy(cold_segs, ol->cold_segs, ncold * sizeof cold_segs[0]);
 		pthread_mutex_unlock(&ol->lock);
-		size_t budget = OL_COLD_AHEAD * demand;
-		budget = streak ? OL_COLD_CATCHUP * demand : budget < target ? budget : target;
+		size_t budget = OL_COLD_AHEAD * demand < target ? OL_COLD_AHEAD * demand : target;
 		cold_finish(pool, cold_segs, ncold, meta, budget, done);
 		/* the segments finished whole off the list, in order (heaps may
 		 * have added theirs meanwhile) */

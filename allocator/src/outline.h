@@ -423,9 +423,6 @@ struct kp__ol {
 	 * the demand (bytes of segments per second) and what it keeps ahead */
 	kp__grow grow;
 	uint64_t last_cold;
-	/* passes in a row that finished cold segments with demand (outline.c,
-	 * kp__ol_daemon_pass: the first one's budget is the target) */
-	uint32_t cold_streak;
 	size_t peak_in_use; /* the bytes in use at their highest, as the passes saw them */
 	/* the first OL_ARENA_HEAPS heaps, in one guarded mapping made by
 	 * kp_create; later ones each in a mapping of their own */
