@@ -271,9 +271,10 @@
  * twice as many mapped; a heap that takes the last spares wakes the daemon.
  * A segment taken before it was pre-faulted is finished once the pool
  * pre-faults (and the spares are ready), the pages its heap may hand out
- * next (cold_finish: not those only live blocks hold, nor a span wholly
- * free); spares past the demand go back
- * after decay_ms idle (purged, then unmapped). A heap whose span does not
+ * next, nearest the spans' frontiers first and as far as the demand asks
+ * (cold_finish: twice the demand within the target a pass; not those only
+ * live blocks hold, nor a span wholly free); spares past the demand go
+ * back after decay_ms idle (purged, then unmapped). A heap whose span does not
  * fit its segment's tail leaves the segment to the next span that fits
  * (segment_for), so that pre-faulted tails are used, and a span that does
  * not fit its heap's segment takes the slices left when they hold a few of
@@ -815,6 +816,19 @@ static struct ol_seg *segment_for(kp_pool *pool, struct ol_heap *h, uint32_t nsl
  * path's next wake-up. 64: 256 MiB, what a 2.5 GB/s grower (kpbench d with
  * its pages pre-faulted) takes in 100 ms. */
 #define OL_PASS_SEGS 64u
+/* What the daemon pre-faults of the segments heaps took cold, a pass: at
+ * most twice the demand (the bytes in use past their peak since the last
+ * pass) and at most the target (daemon.c's window: 4 MiB at 64-128 MiB in
+ * use, 1/32 of the bytes in use past it), not every page the heaps may
+ * hand out (cold_finish). Four times the demand, uncapped, at the passes
+ * after the first in a row with demand (so that a program growing on had
+ * its backlog, 15-18 MiB at OL_PREFAULT_MIN in test_outline_grow, caught
+ * up within two passes): fork_churn `300 8 4096 4096 3` under the preload
+ * peaked at 116-121 MiB (133 on main, 96-97 with prefault:off; at load
+ * 12-23), the passes after its growth's end still finding a few MiB of
+ * demand each; the paced attack's thread faults at 3 and 4 MiB a pass
+ * 0.43% and 2.27% (0.83% and 2.97% now, 0.43% and 1.07% on main). */
+#define OL_COLD_AHEAD 2u
 
 /* The first page of s's metadata past its own record: what a purge of a
  * spare's metadata may give back (the record, written at segment_map, not). */
@@ -909,9 +923,38 @@ __attribute__((no_sanitize("thread"))) static bool span_live(const struct ol_spa
 	return false;
 }
 
-/* The pages of s a heap may hand out next, marked in want (a page each):
- * those of slices no span holds, and in a span holding a live block those
- * a block not live (free, quarantined, or past its fresh ones:
+/* What a heap hands out next: the blocks past the frontier of each span's
+ * handed out (span_extend), and a segment's free slices from the first (a
+ * new span's), each at its distance from there; a free block below the
+ * frontier at none (the span's free stack hands it out first). cold_finish
+ * pre-faults by distance, every cold segment's nearest pages first: a
+ * heap's classes each carve their span in hand, so what a growing program
+ * takes next is spread over the frontiers of all of them. Levels of
+ * distance, a byte a page: 1 within OL_COLD_NEAR, 2 within 3x, then 7x,
+ * 15x, ..., COLD_LEVELS the rest; 0 not taken next. */
+#define OL_COLD_NEAR ((size_t)64 << 10)
+#define COLD_LEVELS 7u
+
+static uint8_t cold_level(size_t d)
+{
+	size_t q = (d / OL_COLD_NEAR) + 1;
+	uint32_t bits = 64u - (uint32_t)__builtin_clzl(q);
+	return (uint8_t)(bits < COLD_LEVELS ? bits : COLD_LEVELS);
+}
+
+/* Mark pages [lo, hi) of w at distance d0 from where a heap takes them next
+ * (d0 at page lo), keeping a nearer level already marked. */
+static void cold_mark(uint8_t *w, size_t lo, size_t hi, size_t d0)
+{
+	for (size_t i = lo; i < hi; i++) {
+		uint8_t l = cold_level(d0 + (i - lo) * KP_PAGE);
+		w[i] = w[i] && w[i] < l ? w[i] : l;
+	}
+}
+
+/* The pages of s a heap may hand out next, marked in level (a byte a page,
+ * above): those of slices no span holds, and in a span holding a live block
+ * those a block not live (free, quarantined, or past its fresh ones:
  * span_extend) overlaps; of small blocks (under a page) only from the page
  * before the first fresh one (span_extend's last page of them: a free block
  * below it was handed out, and its page is resident if the program wrote
@@ -920,71 +963,128 @@ __attribute__((no_sanitize("thread"))) static bool span_live(const struct ol_spa
  * span's records read without their owner's synchronisation (a block
  * handed out or freed meanwhile is taken as it was: harmless, a page more
  * or less finished). */
-__attribute__((no_sanitize("thread"))) static void cold_pages(kp__ol *ol, struct ol_seg *s, bool *want)
+__attribute__((no_sanitize("thread"))) static void cold_pages(kp__ol *ol, struct ol_seg *s, uint8_t *level)
 {
 	const size_t per = OL_SLICE_SIZE / KP_PAGE;
+	uint32_t free0 = OL_NSLICES; /* the first free slice */
+	memset(level, 0, OL_SEG_SIZE / KP_PAGE);
 	for (uint32_t u = 0; u < OL_NSLICES; u++) {
 		uint8_t *a = s->base + ((size_t)u << OL_SLICE_SHIFT);
 		const struct ol_span *pg = kp__ol_map_span(ol->map, (uintptr_t)a >> OL_SLICE_SHIFT);
-		bool *w = want + (size_t)u * per;
-		memset(w, !pg, per);
-		if (!pg || !pg->bsize)
+		uint8_t *w = level + (size_t)u * per;
+		if (!pg) {
+			free0 = free0 < u ? free0 : u;
+			cold_mark(w, 0, per, (size_t)(u - free0) << OL_SLICE_SHIFT);
+			continue;
+		}
+		if (!pg->bsize)
 			continue;
 		uint32_t fresh = __atomic_load_n(&pg->fresh, __ATOMIC_RELAXED);
+		uint8_t *front = pg->start + (size_t)fresh * pg->bsize;
+		uint8_t *end = pg->start + (size_t)pg->nblocks * pg->bsize;
 		/* small blocks: span_extend's last page of them and on */
-		uint8_t *near =
-			(uint8_t *)(((uintptr_t)pg->start + (size_t)fresh * pg->bsize) & ~(uintptr_t)(KP_PAGE - 1));
+		uint8_t *near = (uint8_t *)((uintptr_t)front & ~(uintptr_t)(KP_PAGE - 1));
 		near = pg->bsize < KP_PAGE && near - pg->start >= (ptrdiff_t)KP_PAGE ? near - KP_PAGE : pg->start;
 		if (!span_live(pg, fresh))
 			continue;
+		/* the free blocks below the frontier */
 		size_t first = a > pg->start ? (size_t)(a - pg->start) / pg->bsize : 0;
-		for (size_t i = first; i < pg->nblocks; i++) {
+		for (size_t i = first; i < fresh; i++) {
 			uint8_t *b = pg->start + i * pg->bsize, *be = b + pg->bsize;
 			if (b >= a + OL_SLICE_SIZE)
 				break;
-			uint32_t st = i < fresh ? __atomic_load_n(&pg->rec[i].state, __ATOMIC_RELAXED) : OL_FREE;
+			uint32_t st = __atomic_load_n(&pg->rec[i].state, __ATOMIC_RELAXED);
 			if ((st != OL_FREE && st != OL_QUAR && st != OL_VIRGIN) || be <= near)
 				continue;
 			size_t lo = b > a ? (size_t)(b - a) / KP_PAGE : 0;
 			size_t hi = be < a + OL_SLICE_SIZE ? ((size_t)(be - a) + KP_PAGE - 1) / KP_PAGE : per;
-			memset(w + lo, 1, hi - lo);
+			cold_mark(w, lo, hi, 0);
 		}
+		/* the blocks past it, by their distance */
+		if (front >= a + OL_SLICE_SIZE || end <= a || front >= end)
+			continue;
+		size_t lo = front > a ? (size_t)(front - a) / KP_PAGE : 0;
+		size_t hi = end < a + OL_SLICE_SIZE ? ((size_t)(end - a) + KP_PAGE - 1) / KP_PAGE : per;
+		uint8_t *p0 = a + lo * KP_PAGE;
+		cold_mark(w, lo, hi, p0 > front ? (size_t)(p0 - front) : 0);
 	}
 }
 
-/* Finish the segments heaps took cold (segs[0..n)): their metadata's first
- * meta bytes and the pages their heaps may hand out next (cold_pages),
- * where not resident. Before, each segment was populated whole: CPython's
- * test_unicode under the preload (10 to 145 MiB in 175 ms) had the 24
- * segments it took below OL_PREFAULT_MIN finished at once, 27 MiB
- * populated, mostly wholly free spans and free small blocks (purged or
- * never written) and unwritten pages of live blocks: its peak 270 MB
- * (medians), 248-250 with none finished, 237 with prefault:off; 256 now
- * (test_outline_grow_slow). test_outline_grow's thread faults are the same
- * (24 of 43,168 pages): finishing only the newest segments, as far as the
- * spares' window, had it fault 4% of them. */
-static void cold_finish(kp_pool *pool, struct ol_seg *const *segs, uint32_t n, size_t meta)
+/* Populate what is not resident of segment s's pages at level l (as
+ * cold_pages marked them), at most *budget bytes faulted in (taken off it).
+ * Whether every such page was reached. */
+static bool cold_fault(kp_pool *pool, struct ol_seg *s, const uint8_t *level, uint8_t l, size_t *budget)
+{
+	static const size_t npages = OL_SEG_SIZE / KP_PAGE;
+	for (size_t i = 0; i < npages;) {
+		if (level[i] != l) {
+			i++;
+			continue;
+		}
+		size_t j = i;
+		while (j < npages && level[j] == l)
+			j++;
+		if (!*budget)
+			return false;
+		size_t len = (j - i) * KP_PAGE, cut = len < *budget ? len : *budget;
+		size_t got = kp__os_populate_missing(&pool->os, s->base + i * KP_PAGE, cut);
+		*budget -= got < *budget ? got : *budget;
+		if (cut < len)
+			return false;
+		i = j;
+	}
+	return true;
+}
+
+/* Finish the segments heaps took cold (segs[0..n), the oldest first), as
+ * far as budget bytes faulted in: their metadata's first meta bytes and the
+ * pages their heaps may hand out next (cold_pages), where not resident,
+ * nearest first (a level at a time over every segment, the newest segment
+ * first); done[k] set for a segment finished whole. The budget is what the
+ * demand asks for (kp__ol_daemon_pass), not what the heaps may hand out:
+ * fork_churn under the preload (8 threads, ~70 MB of 16 B-4 KiB blocks in
+ * 0.3 s, then only replacing them) had its 29 cold segments finished whole
+ * at the first pass past OL_PREFAULT_MIN, 31.7 MiB of free slices and free
+ * blocks, after its growth had stopped: 133 MiB peak against 96-98 with
+ * prefault:off (test_prefault_demand). Before that (s28), each segment was
+ * populated whole: CPython's test_unicode under the preload (10 to 145 MiB
+ * in 175 ms) had the 24 segments it took below OL_PREFAULT_MIN finished at
+ * once, 27 MiB populated, mostly wholly free spans and free small blocks
+ * (purged or never written) and unwritten pages of live blocks: its peak
+ * 270 MB (medians), 248-250 with none finished, 237 with prefault:off; 256
+ * then. test_outline_grow's thread faults were the same (24 of 43,168
+ * pages): finishing only the newest segments, as far as the spares'
+ * window, had it fault 4% of them. */
+static void cold_finish(kp_pool *pool, struct ol_seg *const *segs, uint32_t n, size_t meta, size_t budget, bool *done)
 {
 	kp__ol *ol = pool->ol;
-	static const size_t npages = OL_SEG_SIZE / KP_PAGE;
-	bool want[OL_SEG_SIZE / KP_PAGE];
-	for (uint32_t k = 0; k < n; k++) { /* heaps' (return_idle, first in the pass, took its own off) */
-		pthread_mutex_lock(&ol->lock);
-		cold_pages(ol, segs[k], want);
-		pthread_mutex_unlock(&ol->lock);
-		kp__os_populate_missing(&pool->os, segs[k], meta);
-		for (size_t i = 0; i < npages;) {
-			if (!want[i]) {
-				i++;
+	uint8_t level[OL_SEG_SIZE / KP_PAGE];
+	uint64_t far = 0; /* segments with pages past the level done (bit k) */
+	for (uint32_t k = 0; k < n; k++)
+		far |= 1ull << k;
+	for (uint8_t l = 1; l <= COLD_LEVELS && far; l++)
+		for (uint32_t k = n; k-- > 0;) { /* heaps' (return_idle, first in the pass, took its own off) */
+			if (!(far >> k & 1))
 				continue;
+			if (!budget)
+				return;
+			pthread_mutex_lock(&ol->lock);
+			cold_pages(ol, segs[k], level);
+			pthread_mutex_unlock(&ol->lock);
+			if (l == 1) {
+				size_t got = kp__os_populate_missing(&pool->os, segs[k], meta);
+				budget -= got < budget ? got : budget;
 			}
-			size_t j = i;
-			while (j < npages && want[j])
-				j++;
-			kp__os_populate_missing(&pool->os, segs[k]->base + i * KP_PAGE, (j - i) * KP_PAGE);
-			i = j;
+			bool all = true, more = false;
+			for (uint8_t m = 1; m <= l; m++) /* the nearer ones again: the frontier moved */
+				all = all && cold_fault(pool, segs[k], level, m, &budget);
+			for (size_t i = 0; i < OL_SEG_SIZE / KP_PAGE && !more; i++)
+				more = level[i] > l;
+			if (all && !more) {
+				done[k] = true;
+				far &= ~(1ull << k);
+			}
 		}
-	}
 }
 
 static void purge_idle(kp_pool *pool);
@@ -1008,7 +1108,15 @@ static void return_idle(kp_pool *pool);
  * fixed threshold (pre-faulting from 256 MiB in use) stood in for it: b at
  * 64 MiB had its segments finished, 52 -> 136 MiB peak, and a program
  * writing every page faulted 2.6-3.4% of them itself past 256 MiB, all of
- * them before. No system call: the pages are read. */
+ * them before. No system call: the pages are read.
+ * A page holding a block's canary counts as written whatever the program
+ * does (s37, checked): the allocation's store of the canary makes it
+ * resident, so pre-faulting it costs no page the program would not hold
+ * (and read, the canary's bytes are not zero). A program taking 150 MB of
+ * 16 B-4 KiB (or 16-256 B) blocks and writing none peaks 11.0 (7.5) MiB
+ * over prefault:off, on main and with cold_finish by demand alike: the
+ * window ahead of a growing program, as a writer's; blocks of 8-64 KiB
+ * (pages past the canary read as zero) stay cold, +1 MiB. */
 
 /* Pages a pass reads: a few microseconds (a written page stops at its first
  * word not zero), the inline probe's KP_PROBE_PICKS. */
@@ -1213,22 +1321,40 @@ void kp__ol_daemon_pass(kp_pool *pool)
 		nfaulted++;
 	}
 	/* 2. once the spares are ready, the segments heaps took before they
-	 * were pre-faulted (up to OL_COLD_MAX), finished: their spans hand out
-	 * blocks for many passes to come (a span of 64 KiB blocks is 2 MiB),
-	 * and the segments a program took before it held OL_PREFAULT_MIN had
-	 * its thread fault on 4-8% of the pages of the next 35 MiB
-	 * (test_outline_grow). Only what is not resident, and only for a
-	 * program the probe finds writing what it takes (a high_wm floor alone
-	 * pre-faults spares, not the heaps' segments). */
+	 * were pre-faulted (up to OL_COLD_MAX), finished as far as the demand
+	 * asks (cold_finish; a segment not finished stays on the list for the
+	 * next passes): their spans hand out blocks for many passes to come (a
+	 * span of 64 KiB blocks is 2 MiB), and the segments a program took
+	 * before it held OL_PREFAULT_MIN had its thread fault on 4-8% of the
+	 * pages of the next 35 MiB (test_outline_grow). Only what is not
+	 * resident, and only for a program the probe finds writing what it
+	 * takes (a high_wm floor alone pre-faults spares, not the heaps'
+	 * segments). The budget: OL_COLD_AHEAD times the demand within the
+	 * target (the window a program that stops there leaves resident, as a
+	 * spare); a program growing on takes the rest at the next passes. */
 	if (caught_up && nready &&
 	    ahead) { /* else kept: those a program took before it held OL_PREFAULT_MIN, at the first pass past it */
 		struct ol_seg *cold_segs[OL_COLD_MAX];
+		bool done[OL_COLD_MAX] = {false};
 		pthread_mutex_lock(&ol->lock);
 		uint32_t ncold = ol->ncold;
 		memcpy(cold_segs, ol->cold_segs, ncold * sizeof cold_segs[0]);
-		ol->ncold = 0;
 		pthread_mutex_unlock(&ol->lock);
-		cold_finish(pool, cold_segs, ncold, meta);
+		size_t budget = OL_COLD_AHEAD * demand < target ? OL_COLD_AHEAD * demand : target;
+		cold_finish(pool, cold_segs, ncold, meta, budget, done);
+		/* the segments finished whole off the list, in order (heaps may
+		 * have added theirs meanwhile) */
+		pthread_mutex_lock(&ol->lock);
+		uint32_t keep = 0;
+		for (uint32_t i = 0; i < ol->ncold; i++) {
+			uint32_t k = 0;
+			while (k < ncold && cold_segs[k] != ol->cold_segs[i])
+				k++;
+			if (k == ncold || !done[k])
+				ol->cold_segs[keep++] = ol->cold_segs[i];
+		}
+		ol->ncold = keep;
+		pthread_mutex_unlock(&ol->lock);
 	}
 	/* 3. past what the demand asks for, idle for decay_ms: unmapped past
 	 * the mapped count, else purged (the oldest spares stay, in the order
