@@ -3707,19 +3707,6 @@ __attribute__((noinline)) int kp__ol_relist(kp_pool *pool, struct ol_span *pg)
 	return 0;
 }
 
-/* kp_free's free into the calling thread's own retired span (outline.h,
- * kp__ol_free_check found its owner self | OL_OWN_FULL): kp__ol_free_own's
- * checks and push, the canary test by the span; with a relist at its
- * relist_at'th free block. Where kp__ol_free_other took these (its
- * prefetch, free_other_checked's owner test again): kpbench b, whose frees
- * find a retired span 3 times in 10, ran ~40 instructions a call there. */
-__attribute__((noinline)) int kp__ol_free_retired(kp_pool *pool, struct ol_span *pg, uint64_t q, void *p, bool try_only)
-{
-	/* the slot marked (outline.h): unmarked by kp__ol_free_own's push, or
-	 * by the relist or refusal it calls */
-	return kp__ol_free_own(pool, p, pg, q, try_only, KP_OL_CANARY_SPAN, false, true, 0);
-}
-
 /* Not the owner's listed span: the owner's retired one (relist it), or
  * another thread's (its cross-thread list; a double free found there is
  * reported, errno kept: free_remote). */
