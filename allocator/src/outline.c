@@ -3370,25 +3370,30 @@ static uint32_t abandoned_take(kp_pool *pool, struct ol_heap *h, uint32_t cls)
 	return took;
 }
 
-/* The first span of h's avail list of class cls with blocks on its stack,
- * within OL_AVAIL_SCAN of the head, taken off the list; or NULL. A span
+/* The span of h's avail list of class cls with the most blocks on its
+ * stack (the first of those), within OL_AVAIL_SCAN of the head, taken off
+ * the list; or NULL. A span
  * there may have none: the span in hand swapped out with its untouched rest
  * (refill_body), or one a drain relisted (drain_remote) and an earlier
  * refill emptied. Before, a refill looked at the head alone and touched a
  * new page of blocks while spans further down held touched free ones
  * (test_memory_threads_outline: a consumer's frees come back to the
- * producer's spans in bursts). The owner, under its avail lock. */
+ * producer's spans in bursts). The owner, under its avail lock.
+ * A span's free blocks are sp - stack0 (stack0 holds the sentinel, the
+ * only OL_SENT on a stack: span_new), so the scan reads no stack; before
+ * (s36) it read each span's top entry and the best's stack0 again: kpbench
+ * b's refills (1 in 44 allocations) scan ~6 spans. */
 #define OL_AVAIL_SCAN 8
 static struct ol_span *avail_take_free(struct ol_heap *h, uint32_t cls)
 {
 	struct ol_span **best = NULL, *pg;
-	uint16_t *most = NULL;
+	ptrdiff_t most = 0;
 	uint32_t i = 0;
 	for (struct ol_span **pp = &h->avail[cls]; (pg = *pp) != NULL && i < OL_AVAIL_SCAN; pp = &pg->next, i++) {
-		uint16_t *sp = kp__ol_sp(pg);
-		if (*sp != OL_SENT && (!best || sp - pg->stack0 > most - (*best)->stack0)) {
+		ptrdiff_t k = kp__ol_sp(pg) - pg->stack0;
+		if (k > most) {
 			best = pp;
-			most = sp;
+			most = k;
 		}
 	}
 	if (!best)
@@ -3831,19 +3836,6 @@ __attribute__((noinline)) int kp__ol_relist(kp_pool *pool, struct ol_span *pg)
 	span_relist_locked(pool, pg);
 	kp__ol_unmark(); /* the caller's mark (outline.h) */
 	return 0;
-}
-
-/* kp_free's free into the calling thread's own retired span (outline.h,
- * kp__ol_free_check found its owner self | OL_OWN_FULL): kp__ol_free_own's
- * checks and push, the canary test by the span; with a relist at its
- * relist_at'th free block. Where kp__ol_free_other took these (its
- * prefetch, free_other_checked's owner test again): kpbench b, whose frees
- * find a retired span 3 times in 10, ran ~40 instructions a call there. */
-__attribute__((noinline)) int kp__ol_free_retired(kp_pool *pool, struct ol_span *pg, uint64_t q, void *p, bool try_only)
-{
-	/* the slot marked (outline.h): unmarked by kp__ol_free_own's push, or
-	 * by the relist or refusal it calls */
-	return kp__ol_free_own(pool, p, pg, q, try_only, KP_OL_CANARY_SPAN, false, true, 0);
 }
 
 /* Not the owner's listed span: the owner's retired one (relist it), or

@@ -8,7 +8,17 @@
  * masked map lookup, kp__ol_rec_apart, the class past
  * 1 KiB by one bsr, kp__ol_free_retired; 75.0 and 90.1 at
  * s23-entry, 100.0 and 119.2 by a tail call behind the default path's
- * tests). The rest is
+ * tests; s37-fast: b 75.2, the retired span's free inline, avail_take_free).
+ * Beside the peers (s37-fast, the same kpbench binary, malloc + free under
+ * LD_PRELOAD, callgrind --toggle-collect): a 66.0 against mimalloc's 45.3
+ * and tcmalloc's 67.0; b 75.2 against 149.9 and 73.0. a's 21 more than
+ * mimalloc's: the pool's id and the slot's mark (~14 a pair), the slice
+ * map and the exact division (~13), the block's address by multiply (3),
+ * the records' state and canary (~13; checks:off keeps them all, 66.0).
+ * b's is cache lines: these paths miss a 32 KiB D1 ~6.5 times an
+ * operation (reads and writes; the record 1.5, the span's two lines 1.6,
+ * the stack 0.9, the slice map 0.5), tcmalloc's ~1.6, whose free lists
+ * are in the blocks the program touches anyway. The rest is
  * outline.c (its opening comment: the design, the checks, what is not
  * done).
  */
@@ -895,10 +905,8 @@ static inline __attribute__((always_inline)) int kp__ol_free_own(kp_pool *pool, 
 	kp__ol_sp_commit(pg, 1);
 	if (retired && (uint32_t)(top - pg->stack0) >= pg->relist_at)
 		return kp__ol_relist(pool, pg); /* it unmarks */
-	if (!full && !retired)			/* full: the caller out of line unmarks */
+	if (!full)				/* full: the caller out of line unmarks */
 		kp__ol_leave(id);
-	else if (!full)
-		kp__ol_unmark(); /* kp__ol_free_retired's: id not at hand */
 #ifdef __x86_64__
 	/* checks off: a 0 gcc cannot merge with the checked path's (it ended
 	 * this path with a jump to that one's xor and ret: an instruction more) */
@@ -917,11 +925,10 @@ static inline __attribute__((always_inline)) int kp__ol_free_own(kp_pool *pool, 
  * test_outline_purge_live_attack27 (double_free 22 and 35 over): a block
  * listed twice after a raced owner's free, which either path can make (a
  * cycle of one block in a span of 36 reports 35 more: outline.c,
- * OL_LINK_ON; test_outline_relisted), not this path's. */
+ * OL_LINK_ON; test_outline_relisted), not this path's. Inline in kp_free
+ * since s37-fast (kp__ol_free_check; out of line in kp__ol_free_retired
+ * before). */
 #define KP_OL_RETIRED_OWN 1
-/* kp__ol_free_own's retired case for kp__ol_free_check (outline.c): the
- * canary test by the span, refusals to kp__ol_free_refused. */
-int kp__ol_free_retired(kp_pool *pool, struct ol_span *pg, uint64_t q, void *p, bool try_only);
 
 /* kp_free of a pool the calling thread's slot names (alloc.c tested it):
  * the slice map finds p's span in one load, or not (a pointer of alloc.c's
@@ -965,14 +972,16 @@ static inline __attribute__((always_inline)) int kp__ol_free_check(kp_pool *pool
 	uintptr_t own = atomic_load_explicit(&pg->owner, memory_order_relaxed);
 	if (KP_LIKELY(own == kp__ol_self()))
 		return kp__ol_free_own(pool, p, pg, q, try_only, canary, full, false, id);
-	/* this thread's retired span: the same checks and push, out of line
-	 * (inline, gcc kept a fifth register for the inline layout's path in
-	 * kp_free: a push and a pop more on every free there); full (the
-	 * refusals' test, kp__ol_free_refused) inline, so that a refusal
-	 * there is told apart, never sent back to kp__ol_free_refused */
+	/* this thread's retired span: the same checks and push, inline, its
+	 * relist out of line (kp__ol_relist). Out of line before (s29-s36,
+	 * kp__ol_free_retired: inline, gcc 12 then kept a fifth register for
+	 * the inline layout's path in kp_free; no longer, s37-fast: layout:inline
+	 * a 190.15 and b 229.94 instructions a pair either way). kpbench b,
+	 * where 1 free in 8 finds a retired span: 76.85 -> 75.56 a pair (the
+	 * call, its arguments' moves, the canary size's test and the unmark's
+	 * loads of the slot, about 9 instructions a retired free) */
 	if (KP_OL_RETIRED_OWN && own == (kp__ol_self_again() | OL_OWN_FULL))
-		return full ? kp__ol_free_own(pool, p, pg, q, try_only, canary, true, true, id)
-			    : kp__ol_free_retired(pool, pg, q, p, try_only);
+		return kp__ol_free_own(pool, p, pg, q, try_only, canary, full, true, id);
 	/* another thread's span: kp__ol_free_other makes the checks there,
 	 * after a prefetch for writing of the record (its compare-and-swap then
 	 * takes the line from the allocating CPU once, not once to read and

@@ -1,6 +1,6 @@
 /*
  * test_outline_retired_free.c - the owner's free of a block of its own
- * retired span (outline.c, kp__ol_free_retired: outline.h's
+ * retired span (outline.h, kp__ol_free_check's retired case, inline since s37-fast: outline.h's
  * kp__ol_free_own, since s29-fast, where it went through
  * kp__ol_free_other). One thread, checks
  * on and off, blocks of 2000 B until the first spans of the class retire
