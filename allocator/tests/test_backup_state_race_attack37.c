@@ -23,10 +23,16 @@
 
 #include "internal.h"
 
+#include <sched.h>
+
 #define BLOCKS 8
 #define ROUNDS 20000 /* the writer's allocations: each run of it under TSan ~0.3 s */
 static kp_pool *pool;
 static _Atomic bool done;
+/* set by the reader as it starts: the writer waits for it, else on a loaded
+ * machine it may run all its rounds before the reader is scheduled (CI,
+ * ASan: "0 reads beside 10001 blocks") and the test races nothing */
+static _Atomic bool reading;
 static void *blocks[BLOCKS];
 static long got; /* the writer's blocks: read after the join */
 
@@ -34,6 +40,8 @@ static void *writer(void *arg)
 {
 	(void)arg;
 	uint64_t seed = 5;
+	while (!atomic_load(&reading))
+		sched_yield();
 	for (int r = 0; r < ROUNDS; r++) {
 		unsigned k = (unsigned)(kt_rand(&seed) % BLOCKS);
 		void *p = atomic_load_explicit((void *_Atomic *)&blocks[k], memory_order_relaxed);
@@ -59,6 +67,7 @@ static void test_state_read_beside_writes(void)
 	pthread_create(&t, NULL, writer, NULL);
 	long reads = 0, odd = 0;
 	char *base = pool->backup.base;
+	atomic_store(&reading, true);
 	while (!atomic_load(&done)) {
 		/* every granule of the first 64 KiB: live starts, insides, free heads */
 		for (size_t off = 0; off < ((size_t)64 << 10); off += (size_t)1 << KP_BK_GRAN_SHIFT) {
