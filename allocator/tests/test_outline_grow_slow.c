@@ -37,6 +37,7 @@
  */
 #include "ktest.h"
 #include "outline.h"
+#include "ol_resident.h"
 
 #include <stdbool.h>
 #include <sys/mman.h>
@@ -45,36 +46,6 @@
 #define MiB ((size_t)1 << 20)
 #define TOTAL (KT_SANITIZED ? 96 * MiB : 160 * MiB)
 #define STEP (8 * MiB) /* per 10 ms pass: 800 MB/s */
-
-/* bytes of [p, p + n) resident */
-static size_t resident(const void *p, size_t n)
-{
-	uintptr_t a = (uintptr_t)p & ~(uintptr_t)4095, e = ((uintptr_t)p + n + 4095) & ~(uintptr_t)4095;
-	unsigned char v[1024];
-	size_t r = 0;
-	for (; a < e; a += sizeof v * 4096) {
-		size_t len = e - a < sizeof v * 4096 ? e - a : sizeof v * 4096;
-		if (mincore((void *)a, len, v) != 0)
-			return 0;
-		for (size_t i = 0; i < (len + 4095) / 4096; i++)
-			r += (v[i] & 1) * 4096;
-	}
-	return r;
-}
-
-/* the pool's segments resident, heaps' and spares' (metadata and data) */
-static size_t pool_resident(kp_pool *p)
-{
-	kp__ol *ol = p->ol;
-	size_t r = 0;
-	pthread_mutex_lock(&ol->lock);
-	for (struct ol_seg *s = ol->segs; s; s = s->next)
-		r += resident(s, OL_META) + resident(s->base, OL_SEG_SIZE);
-	for (struct ol_seg *s = ol->spare; s; s = s->next)
-		r += resident(s, OL_META) + resident(s->base, OL_SEG_SIZE);
-	pthread_mutex_unlock(&ol->lock);
-	return r;
-}
 
 /* Grow a pool made with conf to TOTAL as above: *res, its segments
  * resident at the end of the growth (after the pass that follows it);
