@@ -1,7 +1,9 @@
 /*
  * ol_resident.h - how much of a layout:outline pool's segments is resident
  * (mincore), for the tests that bound what the grow daemon pre-faults
- * (test_outline_grow_slow.c, test_prefault_demand.c). Include after
+ * and the other tests that count resident pages (test_outline_grow*.c,
+ * test_prefault_demand.c, test_outline_meta.c, test_outline_rec.c,
+ * test_outline_zero.c, test_outline_cold_finish_attack28.c). Include after
  * ktest.h and outline.h.
  */
 #ifndef KP_TEST_OL_RESIDENT_H
@@ -10,7 +12,7 @@
 #include <sys/mman.h>
 
 /* bytes of [p, p + n) resident */
-static size_t resident(const void *p, size_t n)
+static inline size_t resident(const void *p, size_t n)
 {
 	uintptr_t a = (uintptr_t)p & ~(uintptr_t)4095, e = ((uintptr_t)p + n + 4095) & ~(uintptr_t)4095;
 	unsigned char v[1024];
@@ -26,7 +28,7 @@ static size_t resident(const void *p, size_t n)
 }
 
 /* the pool's segments resident, heaps' and spares' (metadata and data) */
-static size_t pool_resident(kp_pool *p)
+static inline size_t pool_resident(kp_pool *p)
 {
 	kp__ol *ol = p->ol;
 	size_t r = 0;

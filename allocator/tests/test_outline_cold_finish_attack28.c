@@ -28,6 +28,7 @@
 #include "ktest.h"
 #include "no_populate.h"
 #include "outline.h"
+#include "ol_resident.h"
 
 #include <errno.h>
 #include <linux/filter.h>
@@ -260,20 +261,6 @@ static void test_real_daemon(void)
 static void test_stepped(void)
 {
 	run("layout:outline,daemon:off,step_clock:on,decay_ms:1", true);
-}
-
-/* bytes of [p, p + n) resident */
-static size_t resident(const void *p, size_t n)
-{
-	unsigned char v[64];
-	size_t r = 0;
-	if (!n)
-		return 0;
-	if (mincore((void *)p, n, v) != 0)
-		return 0;
-	for (size_t i = 0; i < (n + 4095) / 4096; i++)
-		r += (v[i] & 1) * 4096;
-	return r;
 }
 
 #define LIVE_SIZE 40000 /* a 40-48 KiB class: 8+ pages inside each block */

@@ -20,6 +20,7 @@
 #define _GNU_SOURCE /* RUSAGE_THREAD */
 #include "ktest.h"
 #include "outline.h"
+#include "ol_resident.h"
 
 #include <sys/mman.h>
 #include <sys/resource.h>
@@ -39,36 +40,20 @@ static long thread_minflt(void)
 	return ru.ru_minflt;
 }
 
-/* pages of [p, p + n) not resident */
-static size_t unresident(const void *p, size_t n)
-{
-	uintptr_t a = (uintptr_t)p & ~(uintptr_t)4095, e = ((uintptr_t)p + n + 4095) & ~(uintptr_t)4095;
-	unsigned char v[1024];
-	size_t miss = 0;
-	for (; a < e; a += sizeof v * 4096) {
-		size_t len = e - a < sizeof v * 4096 ? e - a : sizeof v * 4096;
-		if (mincore((void *)a, len, v) != 0)
-			return 0;
-		for (size_t i = 0; i < (len + 4095) / 4096; i++)
-			miss += !(v[i] & 1);
-	}
-	return miss;
-}
-
 static int64_t alloc_mmaps(kp_pool *pool)
 {
 	return kt_stat(pool, "syscalls.alloc.mmap");
 }
 
 /* The spare segments: how many, how many pages of their data resident. */
-static void spares(kp_pool *pool, unsigned *n, size_t *resident)
+static void spares(kp_pool *pool, unsigned *n, size_t *res)
 {
 	kp__ol *ol = pool->ol;
-	*n = 0, *resident = 0;
+	*n = 0, *res = 0;
 	pthread_mutex_lock(&ol->lock);
 	for (struct ol_seg *s = ol->spare; s; s = s->next) {
 		(*n)++;
-		*resident += OL_SEG_SIZE / 4096 - unresident(s->base, OL_SEG_SIZE);
+		*res += resident(s->base, OL_SEG_SIZE) / 4096;
 	}
 	pthread_mutex_unlock(&ol->lock);
 }
@@ -80,7 +65,7 @@ static size_t segs_resident(kp_pool *pool)
 	size_t res = 0;
 	pthread_mutex_lock(&ol->lock);
 	for (struct ol_seg *s = ol->segs; s; s = s->next)
-		res += OL_SEG_SIZE / 4096 - unresident(s->base, OL_SEG_SIZE);
+		res += resident(s->base, OL_SEG_SIZE) / 4096;
 	pthread_mutex_unlock(&ol->lock);
 	return res;
 }
@@ -106,8 +91,10 @@ static void test_grows_ahead_then_shrinks(void)
 			fpages += (sz + 4095) / 4096;
 		if (done >= WARM) {
 			long fa = thread_minflt();
-			missed += unresident(p, sz);
-			f0 += thread_minflt() - fa; /* mincore's own, if any */
+			uintptr_t lo = (uintptr_t)p & ~(uintptr_t)4095,
+				  hi = ((uintptr_t)p + sz + 4095) & ~(uintptr_t)4095;
+			missed += (hi - lo - resident(p, sz)) / 4096; /* its pages not resident */
+			f0 += thread_minflt() - fa;		      /* mincore's own, if any */
 			pages += (sz + 4095) / 4096;
 		}
 		memset(p, 0x5a, sz);

@@ -18,6 +18,7 @@
  */
 #include "ktest.h"
 #include "outline.h"
+#include "ol_resident.h"
 
 #include <stdbool.h>
 #include <sys/mman.h>
@@ -124,18 +125,6 @@ static void test_grow_peak(void)
 	CHECK(km * 10 <= gm * 11, "kpool's peak %ld KiB is more than 1.1x glibc's %ld KiB", km, gm);
 }
 
-/* Pages of [p, p + n) resident (mincore). */
-static size_t resident(const void *p, size_t n)
-{
-	unsigned char v[OL_META / 4096];
-	if (n > OL_META || mincore((void *)p, n, v) != 0)
-		return 0;
-	size_t r = 0;
-	for (size_t i = 0; i < (n + 4095) / 4096; i++)
-		r += v[i] & 1;
-	return r;
-}
-
 /* A stepped pool (daemon:off, step_clock:on: a pass per 2 MiB, 10 ms of its
  * clock, 200 MB/s) grows to 160 MiB of 4-64 KiB blocks, every byte written:
  * the metadata pages resident in the heaps' segments are those their spans
@@ -168,7 +157,7 @@ static void test_meta_ahead(void)
 	unsigned nseg = 0;
 	pthread_mutex_lock(&ol->lock);
 	for (struct ol_seg *s = ol->segs; s; s = s->next, nseg++) {
-		res += resident(s, OL_META);
+		res += resident(s, OL_META) / 4096;
 		used += ((size_t)(s->bump - (uint8_t *)s) + 4095) / 4096 + 1;
 	}
 	pthread_mutex_unlock(&ol->lock);

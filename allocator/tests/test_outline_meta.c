@@ -12,25 +12,11 @@
 #define _GNU_SOURCE 1
 #include "ktest.h"
 #include "outline.h"
+#include "ol_resident.h"
 
 #include <pthread.h>
 #include <sys/mman.h>
 #include <unistd.h>
-
-static size_t resident(const void *p, size_t n)
-{
-	uintptr_t a = (uintptr_t)p & ~(uintptr_t)(KP_PAGE - 1);
-	size_t np = ((uintptr_t)p + n - a + KP_PAGE - 1) / KP_PAGE, res = 0;
-	unsigned char *v = malloc(np);
-	if (!v || mincore((void *)a, np * KP_PAGE, v) != 0) {
-		free(v);
-		return 0;
-	}
-	for (size_t i = 0; i < np; i++)
-		res += v[i] & 1;
-	free(v);
-	return res * KP_PAGE;
-}
 
 /* A few blocks of every class up to 1 KiB (24 spans): their segment's
  * metadata stays within 128 KiB resident (before: 272 KiB; after: 120 with

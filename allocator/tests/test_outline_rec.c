@@ -13,6 +13,7 @@
 #define _GNU_SOURCE 1
 #include "ktest.h"
 #include "outline.h"
+#include "ol_resident.h"
 
 #include <sys/mman.h>
 
@@ -20,23 +21,6 @@
 /* Bytes a block (8 + 2 = 10) and the share of the segments' own records
  * and the spans' partly used pages (under 0.5 B a block at 200k blocks). */
 #define META_MAX_PER_BLOCK 10.5
-
-/* Resident bytes of [a, a + n) (mincore), whole pages. */
-static size_t resident(const void *a, size_t n)
-{
-	uintptr_t lo = (uintptr_t)a & ~(uintptr_t)(KP_PAGE - 1);
-	size_t pages = ((uintptr_t)a + n - lo + KP_PAGE - 1) / KP_PAGE;
-	unsigned char *v = calloc(pages, 1);
-	if (!v || mincore((void *)lo, pages * KP_PAGE, v) != 0) {
-		free(v);
-		return 0;
-	}
-	size_t res = 0;
-	for (size_t i = 0; i < pages; i++)
-		res += v[i] & 1;
-	free(v);
-	return res * KP_PAGE;
-}
 
 /* Resident metadata bytes of pool's segments (their whole mappings: the
  * records and arrays from the bottom, the links from the top).

@@ -10,23 +10,11 @@
 #define _GNU_SOURCE 1
 #include "ktest.h"
 #include "outline.h"
+#include "ol_resident.h"
 
 #include <sys/mman.h>
 
 enum { NB = 64 };
-
-/* Resident pages among those of [p, p + n) (mincore). */
-static size_t resident(const void *p, size_t n)
-{
-	uintptr_t a = (uintptr_t)p & ~(uintptr_t)(KP_PAGE - 1), b = (uintptr_t)p + n;
-	size_t res = 0;
-	for (; a < b; a += KP_PAGE) {
-		unsigned char v = 0;
-		if (mincore((void *)a, KP_PAGE, &v) == 0 && (v & 1))
-			res++;
-	}
-	return res;
-}
 
 static bool all_zero(const unsigned char *p, size_t n)
 {
@@ -52,7 +40,7 @@ static void fresh_untouched(size_t size)
 		pages += (size + KP_PAGE - 1) / KP_PAGE;
 	}
 	for (int i = 0; i < NB; i++)
-		res += resident(p[i], size);
+		res += resident(p[i], size) / 4096;
 	printf("   %d blocks of %zu B by KP_ZERO: %zu of their %zu pages resident\n", NB, size, res, pages);
 	CHECK(res * 4 <= pages, "%zu of %zu pages of fresh KP_ZERO blocks of %zu B resident", res, pages, size);
 	int bad = 0;
