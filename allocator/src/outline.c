@@ -3098,8 +3098,10 @@ static void heap_abandon(kp_pool *pool, uintptr_t tp)
  * 8-256 B (small_objects') 69 -> 71 pages. Tried: lenders of powers of two
  * (16-48 -> 64, 80-112 -> 128, 144-240 -> 256, ...) 18.0 and 77; lending
  * until the lender's span had made 8 KiB of blocks, 15.6 and 72; until the
- * class found the lender's span dry twice, 15.6 and 78. Not
- * for poison:on (poison_alloc pops its class's span in hand, cur[]). */
+ * class found the lender's span dry twice, 15.6 and 78. Not for poison:on
+ * (poison_alloc pops its class's span in hand, cur[]); off with lend:off
+ * (conf.c), which the tests of one class's own mechanism (its foreign
+ * cache, its spans' sizes and lists, the races of its records) name. */
 static const uint8_t lend_to[OL_DIRECT_CLASSES] = {1,  0,  3,  0, 7,  7, 7,  0, 11, 11, 11, 0,
 						   15, 15, 15, 0, 17, 0, 19, 0, 21, 0,	23, 0};
 
@@ -3166,7 +3168,7 @@ static struct ol_heap *heap_get(kp_pool *pool)
 		memset(h->fc_cap, 0, FC_LINE_CLASSES * sizeof h->fc_cap[0]);
 		for (int q = 0; q < 65; q++)
 			h->direct[q] = &empty_span;
-		if (!pool->conf.poison) /* poison_alloc pops its class's span in hand (cur[]) */
+		if (pool->conf.lend && !pool->conf.poison) /* poison_alloc pops its class's span in hand (cur[]) */
 			lend_start(h);
 		pthread_mutex_lock(&ol->lock);
 		h->next = ol->heaps;

@@ -79,7 +79,7 @@ static void test_meta_checks_off(void)
  * span, a slice's 4096 blocks, is the one taken whole. */
 static void test_extend_whole_span(void)
 {
-	kp_pool *pool = kp_create("layout:outline,daemon:off,seed:6");
+	kp_pool *pool = kp_create("layout:outline,daemon:off,seed:6,lend:off"); /* one class's spans (LEND) */
 	REQUIRE(pool, "kp_create: %s", kp_last_error());
 	size_t nb = OL_SLICE_SIZE / 16; /* 4096 blocks of the 16-byte class, one span */
 	char **p = calloc(nb + 1, sizeof *p);

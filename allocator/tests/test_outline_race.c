@@ -19,8 +19,9 @@
 #include <sched.h>
 #include <stdatomic.h>
 
-static const char *const CONF_ON = "layout:outline,daemon:off,seed:7";
-static const char *const CONF_OFF = "layout:outline,daemon:off,seed:7,checks:off";
+/* lend:off: each race takes one class's cache and span (outline.c, LEND) */
+static const char *const CONF_ON = "layout:outline,daemon:off,seed:7,lend:off";
+static const char *const CONF_OFF = "layout:outline,daemon:off,seed:7,checks:off,lend:off";
 #define SZ 40 /* a 48-byte block with its canary: 64 of them in a foreign cache */
 
 static uint64_t dfree_count(kp_pool *pool)

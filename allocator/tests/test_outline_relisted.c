@@ -41,7 +41,8 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
-static const char *const CONF_ON = "layout:outline,daemon:off,seed:7";
+/* lend:off: one class's span and list (outline.c, LEND) */
+static const char *const CONF_ON = "layout:outline,daemon:off,seed:7,lend:off";
 
 static uint64_t dfree_count(kp_pool *pool)
 {

@@ -370,7 +370,7 @@ static void consume(void *arg)
 
 static void test_a_consumer_caches_a_lone_share_until_it_allocates(void)
 {
-	pool = kp_create("layout:outline,daemon:off,seed:43");
+	pool = kp_create("layout:outline,daemon:off,seed:43,lend:off"); /* each class's own cache (LEND) */
 	REQUIRE(pool, "create %s", kp_last_error());
 	worker wp, wc;
 	w_start(&wp);

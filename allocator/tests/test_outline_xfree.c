@@ -16,7 +16,8 @@
 #include <stdatomic.h>
 #include <sys/mman.h>
 
-static const char *const CONF = "layout:outline,daemon:off,seed:7";
+/* lend:off: each class's own cache and tables (outline.c, LEND) */
+static const char *const CONF = "layout:outline,daemon:off,seed:7,lend:off";
 
 /* Double-free events since the last call (the ring drained as it fills:
  * callers drain at least every 500 violations). */
