@@ -3103,8 +3103,9 @@ static void heap_abandon(kp_pool *pool, uintptr_t tp)
  * until the lender's span had made 8 KiB of blocks, 15.6 and 72; until the
  * class found the lender's span dry twice, 15.6 and 78. Not for poison:on
  * (poison_alloc pops its class's span in hand, cur[]); off with lend:off
- * (conf.c), which the tests of one class's own mechanism (its foreign
- * cache, its spans' sizes and lists, the races of its records) name. */
+ * (conf.c). The tests of one class's own mechanism (its foreign cache, its
+ * spans' sizes and lists, the races of its records) run with it on: on a
+ * lender's class, or on heaps made past their start (tests/ol_lend.h). */
 static const uint8_t lend_to[OL_DIRECT_CLASSES] = {1,  0,  3,  0, 7,  7, 7,  0, 11, 11, 11, 0,
 						   15, 15, 15, 0, 17, 0, 19, 0, 21, 0,	23, 0};
 
@@ -3521,14 +3522,20 @@ __attribute__((noinline)) void *kp__ol_refill(kp_pool *pool, struct ol_heap *h, 
 /* The class whose span a refill of class cls, which its lender's span
  * serves (LEND), takes: the lender's while it has blocks for it (its span
  * in hand, its foreign cache) or no span yet; else cls's own from now on,
- * its tables at its span in hand (none yet: refill_body makes one). The
+ * its tables at its span in hand (none yet: refill_body makes one). Either
+ * way the heap allocates cls: its foreign cache of cls at full size, as
+ * refill_body sets a class's own (a consumer's borrowers kept the lone cap
+ * and a class under a line none, s37: test_outline_retired_lone_attack30b's
+ * 16 and 320 bytes, caps 0 and 4 after a refill, want 64 and 25). The
  * owner, in its refill. */
 static uint32_t lend_class(struct ol_heap *h, uint32_t cls)
 {
 	uint32_t lender = h->lender[cls];
 	struct ol_span *pg = h->cur[lender];
-	if (!h->fc_n[lender] && (pg == &empty_span || *kp__ol_sp(pg) != OL_SENT))
+	if (!h->fc_n[lender] && (pg == &empty_span || *kp__ol_sp(pg) != OL_SENT)) {
+		h->fc_cap[cls] = (uint8_t)fc_cap_of(OL_FC_BYTES, class_size[cls]);
 		return lender;
+	}
 	h->lender[cls] = 0;
 	uint32_t still = 0;
 	for (uint32_t c = 0; c < lender; c++)
