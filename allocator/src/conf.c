@@ -140,6 +140,12 @@ static const struct option options[] = {
 	 "mappings of their own, a canary secret per block; blocks up to 64 KiB, larger ones as with inline). "
 	 "outline maps a 16 GiB slice map of untouched address space: under an address-space limit (ulimit -v) "
 	 "that refuses it, the default falls back to inline (stats: primary.layout)"},
+	/* on: thread_churn's heaps (64 blocks of 16-512 B live) 30.8 -> 15.9
+	 * pages of data and metadata each (outline.c, LEND) */
+	{"lend", BOOL, "on", OFF(lend), 0, 1,
+	 "layout:outline: a thread's classes up to 1 KiB take their blocks from a coarser class's span until it runs "
+	 "dry, so that a thread holding a few blocks of many classes touches a page for each lender, not each class "
+	 "(off: each class its own spans from its first block)"},
 	{"checks", BOOL, "on", OFF(checks), 0, 1,
 	 "an 8-byte canary past every block, free-list links vetted before use (off: header tags only)"},
 	{"poison", BOOL, "off", OFF(poison), 0, 1, "fill freed payloads and verify them on reuse (write after free)"},

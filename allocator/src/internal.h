@@ -249,6 +249,7 @@ typedef struct kp__conf {
 	unsigned wait_ms, log_fd, log_rate, grow_wait_us;
 	char faults[KP_FAULT_SPEC_MAX];
 	bool step_clock; /* daemon:off only: the pool's clock is what kp_daemon_step advanced */
+	bool lend;	 /* layout:outline's young classes pop a coarser class's span (outline.c, LEND) */
 	char layout[8];	 /* "inline" or "outline" (conf.c) */
 	bool outline;	 /* layout:outline: blocks up to 64 KiB on outline.c's path */
 } kp__conf;

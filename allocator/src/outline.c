@@ -309,7 +309,10 @@
  * its blocks are first taken (span_extend): metadata in proportion to the
  * blocks used; a heap's first span of a class holds 128 blocks and each next
  * 4 times more, up to its slices' (span_blocks), so that a class a thread
- * uses little touches no page of a whole slice's stack and records. A heap that needs a new span first takes a wholly free one of
+ * uses little touches no page of a whole slice's stack and records; and a
+ * young heap's classes up to 1 KiB pop a coarser class's span until they
+ * find it dry (LEND, s37: a thread with a few blocks of many classes, as
+ * thread_churn's, 30.8 -> 15.9 pages of data and metadata resident). A heap that needs a new span first takes a wholly free one of
  * the class from another heap (span_adopt); a span in hand run dry takes
  * the frees given back, the listed span with the most free blocks and other
  * heaps' listed blocks (fc_steal) before it touches its untouched ones
@@ -2200,20 +2203,54 @@ static const uint8_t direct_n[OL_DIRECT_CLASSES] = {2, 1, 1, 1, 1, 1, 1, 1, 1, 1
  * foreign cache filled and emptied (fc_point_empty, kp__ol_refill: 167k
  * times in larson 4 20, ~9 instructions a malloc + free; s35,
  * tests/test_larson_instructions.py). */
-static inline __attribute__((always_inline)) void class_point(struct ol_heap *h, uint32_t cls, struct ol_span *pg)
+static inline __attribute__((always_inline)) void class_direct(struct ol_heap *h, uint32_t cls, struct ol_span *pg)
 {
 	h->fast[cls] = pg;
-	if (cls < OL_DIRECT_CLASSES) {
-		struct ol_span **d = &h->direct[direct_lo[cls]];
-		uint32_t n = direct_n[cls];
-		d[0] = pg;
-		d[n - 1] = pg; /* 1 or 2 entries: done */
-		if (n >= 4) {
-			d[1] = d[2] = pg;
-			if (n == 8)
-				d[3] = d[4] = d[5] = d[6] = pg;
-		}
+	struct ol_span **d = &h->direct[direct_lo[cls]];
+	uint32_t n = direct_n[cls];
+	d[0] = pg;
+	d[n - 1] = pg; /* 1 or 2 entries: done */
+	if (n >= 4) {
+		d[1] = d[2] = pg;
+		if (n == 8)
+			d[3] = d[4] = d[5] = d[6] = pg;
 	}
+}
+_Static_assert(sizeof(((struct ol_heap *)0)->lender) == OL_DIRECT_CLASSES && OL_DIRECT_CLASSES <= 32,
+	       "ol_heap's lender: a byte a direct class; lending: a bit each");
+
+/* The classes that pop from lender's span (LEND, below) pointed at pg with
+ * it: out of line, as only a young heap's lenders come here. */
+static __attribute__((noinline)) void class_point_lent(struct ol_heap *h, uint32_t lender, struct ol_span *pg)
+{
+	for (uint32_t c = 0; c < lender; c++)
+		if (h->lender[c] == lender)
+			class_direct(h, c, pg);
+}
+
+/* Does class cls lend its span to others of h (LEND)? */
+static inline __attribute__((always_inline)) bool class_lends(const struct ol_heap *h, uint32_t cls)
+{
+	return cls < OL_DIRECT_CLASSES && (h->lending >> cls & 1);
+}
+
+/* class_point of a class that lends to none (class_lends): no call, so that
+ * kp__ol_refill, which inlines it, saves no register (with class_point
+ * there, kpbench c's kp_alloc + kp_free took 113.9 -> 118.3 instructions
+ * under callgrind: a prologue and an epilogue on every refill) */
+static inline __attribute__((always_inline)) void class_point_own(struct ol_heap *h, uint32_t cls, struct ol_span *pg)
+{
+	if (cls < OL_DIRECT_CLASSES)
+		class_direct(h, cls, pg);
+	else
+		h->fast[cls] = pg;
+}
+
+static inline __attribute__((always_inline)) void class_point(struct ol_heap *h, uint32_t cls, struct ol_span *pg)
+{
+	class_point_own(h, cls, pg);
+	if (KP_UNLIKELY(class_lends(h, cls)))
+		class_point_lent(h, cls, pg);
 }
 
 static inline struct ol_span *fc_span(uint64_t e)
@@ -2664,10 +2701,18 @@ static OL_NO_TSAN void canary_spoil(uint8_t *p, uint32_t st)
  * past its exit hook, poison:on), straight onto pg's list. */
 /* free_remote's change of the class's tables as its cache takes its first
  * block, out of line (a tail call, 0 returned): inline, its arguments'
- * registers were set on the common path too. */
+ * registers were set on the common path too. The class's own tables alone
+ * (class_point_own): a lender's borrowers (LEND) go on popping its span in
+ * hand, which stays in hand (the lender pops its cache meanwhile), and
+ * leave it at their next refill (lend_class: the lender's cache holds
+ * blocks, or its span ran dry). With class_point, its test of the lending
+ * classes (a load, a bit test, a branch) and the call's stack alignment (a
+ * sub and an add of rsp): 26.6 -> 31.6 instructions a call, and
+ * kp__ol_free_other 59.2 -> 60.1 a call in larson (s38, inclusive,
+ * tests/test_larson_instructions.py: budget 60); 59.1 now. */
 static __attribute__((noinline)) int fc_point_empty(struct ol_heap *h, uint32_t cls)
 {
-	class_point(h, cls, &empty_span);
+	class_point_own(h, cls, &empty_span);
 	kp__ol_unmark(); /* the caller's mark (free_remote's: kp__ol_enter) */
 	return 0;
 }
@@ -3044,6 +3089,44 @@ static void heap_abandon(kp_pool *pool, uintptr_t tp)
 	pthread_mutex_unlock(&ol->lock);
 }
 
+/* LEND: a young heap's classes up to 1 KiB (the direct table's) pop a
+ * coarser class's span, the lender's, until they find it run dry: so that a
+ * thread that holds a few blocks of many classes takes a span, a data page
+ * and their stacks and records for each lender, not for each class. Each
+ * class's lender: the next of 32, 64, 128, 192, 256, 384, 512, 768 and
+ * 1024 bytes (a block at most 2x its class's, 16 in 32, and 1.6x past
+ * that); 0 for those (they lend, and pop their own). A class whose lender's
+ * span in hand runs dry, or that lends, allocates from spans of its own as
+ * before, from then on: a heap that holds many blocks of a class stops
+ * lending it at its first refill past the lender's first page of blocks
+ * (span_extend makes a page's worth at a time). The fast paths pop whatever
+ * span the tables name and free to the block's own span: no instruction
+ * there; class_point keeps the borrowers' tables at their lender's span
+ * (the daemon purges listed spans: a table must never name one).
+ * Measured (s37, test_outline_lend: 8 threads alive at once with
+ * thread_churn's pattern, 64 blocks of 16-512 B live each): 30.8 -> 15.9
+ * data and metadata pages resident a heap; a thread with 1,000 blocks of
+ * 8-256 B (small_objects') 69 -> 71 pages. Tried: lenders of powers of two
+ * (16-48 -> 64, 80-112 -> 128, 144-240 -> 256, ...) 18.0 and 77; lending
+ * until the lender's span had made 8 KiB of blocks, 15.6 and 72; until the
+ * class found the lender's span dry twice, 15.6 and 78. Not for poison:on
+ * (poison_alloc pops its class's span in hand, cur[]); off with lend:off
+ * (conf.c). The tests of one class's own mechanism (its foreign cache, its
+ * spans' sizes and lists, the races of its records) run with it on: on a
+ * lender's class, or on heaps made past their start (tests/ol_lend.h). */
+static const uint8_t lend_to[OL_DIRECT_CLASSES] = {1,  0,  3,  0, 7,  7, 7,  0, 11, 11, 11, 0,
+						   15, 15, 15, 0, 17, 0, 19, 0, 21, 0,	23, 0};
+
+/* A new heap's borrowers and lenders (LEND). */
+static void lend_start(struct ol_heap *h)
+{
+	for (uint32_t c = 0; c < OL_DIRECT_CLASSES; c++) {
+		h->lender[c] = lend_to[c];
+		if (lend_to[c])
+			h->lending |= 1u << lend_to[c];
+	}
+}
+
 /* The calling thread's heap for the pool: its own, an abandoned one
  * (its thread ended: heap_abandon) made its own, or a new one; the
  * thread's slot names it. NULL when the OS refuses, or past the thread's
@@ -3097,6 +3180,8 @@ static struct ol_heap *heap_get(kp_pool *pool)
 		memset(h->fc_cap, 0, FC_LINE_CLASSES * sizeof h->fc_cap[0]);
 		for (int q = 0; q < 65; q++)
 			h->direct[q] = &empty_span;
+		if (pool->conf.lend && !pool->conf.poison) /* poison_alloc pops its class's span in hand (cur[]) */
+			lend_start(h);
 		pthread_mutex_lock(&ol->lock);
 		h->next = ol->heaps;
 		ol->heaps = h;
@@ -3429,16 +3514,44 @@ __attribute__((noinline)) void *kp__ol_refill(kp_pool *pool, struct ol_heap *h, 
 	/* the cache emptied, the tables at the empty span still (the span in
 	 * hand has blocks: else the pop had not missed): they point at the span
 	 * again here (refill_body's first step, without its busy section: no
-	 * list is touched), then the pop */
+	 * list is touched), then the pop; a lender's there, with its
+	 * borrowers' tables (class_point's call) */
 	struct ol_span *pg = h->cur[cls];
 	uint16_t *sp = kp__ol_sp(pg);
-	if (KP_LIKELY(*sp != OL_SENT)) {
-		class_point(h, cls, pg);
+	if (KP_LIKELY(*sp != OL_SENT) && !class_lends(h, cls)) {
+		class_point_own(h, cls, pg);
 		void *p = kp__ol_pop(h, pg, sp, *sp, n);
 		kp__ol_unmark();
 		return p;
 	}
 	return refill_span(pool, h, cls, n);
+}
+
+/* The class whose span a refill of class cls, which its lender's span
+ * serves (LEND), takes: the lender's while it has blocks for it (its span
+ * in hand, its foreign cache) or no span yet; else cls's own from now on,
+ * its tables at its span in hand (none yet: refill_body makes one). Either
+ * way the heap allocates cls: its foreign cache of cls at full size, as
+ * refill_body sets a class's own (a consumer's borrowers kept the lone cap
+ * and a class under a line none, s37: test_outline_retired_lone_attack30b's
+ * 16 and 320 bytes, caps 0 and 4 after a refill, want 64 and 25). The
+ * owner, in its refill. */
+static uint32_t lend_class(struct ol_heap *h, uint32_t cls)
+{
+	uint32_t lender = h->lender[cls];
+	struct ol_span *pg = h->cur[lender];
+	if (!h->fc_n[lender] && (pg == &empty_span || *kp__ol_sp(pg) != OL_SENT)) {
+		h->fc_cap[cls] = (uint8_t)fc_cap_of(OL_FC_BYTES, class_size[cls]);
+		return lender;
+	}
+	h->lender[cls] = 0;
+	uint32_t still = 0;
+	for (uint32_t c = 0; c < lender; c++)
+		still |= h->lender[c] == lender;
+	if (!still)
+		h->lending &= ~(1u << lender);
+	class_direct(h, cls, &empty_span);
+	return cls;
 }
 
 /* refill_body with this thread marked busy (above); a call made inside one
@@ -3447,7 +3560,8 @@ static __attribute__((noinline)) void *refill_span(kp_pool *pool, struct ol_heap
 {
 	if (!busy_enter())
 		return kp__alloc_classic(pool, n, 0);
-	void *p = refill_body(pool, h, cls, n);
+	uint32_t from = cls < OL_DIRECT_CLASSES && h->lender[cls] ? lend_class(h, cls) : cls;
+	void *p = from == cls ? refill_body(pool, h, cls, n) : refill_again(pool, h, from, n);
 	busy_leave();
 	kp__ol_unmark(); /* kp__ol_refill's caller marked the slot (outline.h) */
 	return p;

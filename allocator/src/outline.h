@@ -369,6 +369,13 @@ struct ol_heap {
 	 * outline lock. Another heap takes its spans' free blocks only once no
 	 * thread adopted it for OL_ABANDON_MS (outline.c, abandoned_take) */
 	uint64_t abandoned_ns;
+	/* its classes up to 1 KiB that pop a coarser class's span (outline.c,
+	 * LEND): that class, 0 once the class has spans of its own (or lends);
+	 * the classes that lend to any, a bit each (class_point). In the
+	 * padding before dirty's line: the structure stays 2,752 bytes, so that
+	 * kp__ol still shares the first heap's page (outline.c, OL_ARENA_HEAD) */
+	uint8_t lender[24];
+	uint32_t lending;
 	_Alignas(64) struct ol_span *_Atomic dirty; /* spans with cross-thread frees (other threads push) */
 };
 

@@ -34,6 +34,7 @@
 #include "ktest.h"
 #include "kt_worker.h"
 #include "outline.h"
+#include "ol_lend.h"
 
 #include <pthread.h>
 #include <signal.h>
@@ -282,6 +283,10 @@ static unsigned char *prod[NL][PER];
 static void produce(void *arg)
 {
 	(void)arg;
+	/* each class's blocks of its own spans (ol_lend.h): a young heap's 16
+	 * and 320 bytes were the 32- and 384-byte classes' (outline.c, LEND),
+	 * which went to those classes' caches in the consumer */
+	ol_lend_done(pool);
 	for (size_t c = 0; c < NL; c++)
 		for (int i = 0; i < PER; i++)
 			prod[c][i] = take(lsz[c]);

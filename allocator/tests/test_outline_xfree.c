@@ -11,6 +11,7 @@
 #define _GNU_SOURCE 1
 #include "ktest.h"
 #include "outline.h"
+#include "ol_lend.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -445,6 +446,7 @@ struct flipset {
 static void *flip_alloc(void *arg)
 {
 	struct flipset *f = arg;
+	ol_lend_done(f->pool); /* blocks of the class's own spans (below) */
 	for (int i = 0; i < FLIP_N; i++)
 		f->p[i] = kp_alloc(f->pool, FLIP_SIZE, 0);
 	return NULL;
@@ -458,7 +460,10 @@ static void *flip_alloc(void *arg)
  * changes are made on the cross-thread free's common case and in
  * kp__ol_refill itself (larson: 834,059 of each in 8M frees; through
  * free_remote_slow and refill_body before, 2.01 G instructions the run,
- * 1.96 G now). */
+ * 1.96 G now). The class's own tables and cache: the other thread's blocks
+ * of its own spans (ol_lend.h; a young heap's first page of the 112-byte
+ * class's blocks is the 128-byte class's, outline.c's LEND, which went to
+ * this thread's cache of that class: 32 of 200 frees and pops off, s37). */
 static void test_class_flips(void)
 {
 	kp_pool *pool = kp_create(CONF);
@@ -518,6 +523,7 @@ struct tblset {
 static void *tbl_alloc(void *arg)
 {
 	struct tblset *t = arg;
+	ol_lend_done(t->pool); /* as this thread's (below) */
 	for (int c = 0; c < TBL_CLASSES; c++)
 		t->p[c] = kp_alloc(t->pool, t->n[c], 0);
 	return NULL;
@@ -542,11 +548,15 @@ static unsigned tables_off(const struct ol_heap *h, bool cur, unsigned *cls_off)
  * entries) and emptied (its block and one more allocated: at the span in
  * hand again). class_point stores a class's direct[] entries by table
  * (outline.c): each entry of direct[] is its class's fast[] entry at
- * every step. */
+ * every step. Each class's own tables: both heaps past LEND's start
+ * (ol_lend.h; a young heap's borrowers point at their lender's span, and
+ * their blocks go to its cache: 15 classes at the span with the caches
+ * filled, 9 of 24 cached blocks handed out first, s37). */
 static void test_class_tables(void)
 {
 	kp_pool *pool = kp_create(CONF);
 	REQUIRE(pool, "kp_create: %s", kp_last_error());
+	ol_lend_done(pool);
 	struct tblset t = {.pool = pool};
 	static void *warm[TBL_CLASSES][2];
 	for (int q = 1; q < 65; q++) /* each class's largest request: its last q */
