@@ -3792,8 +3792,9 @@ void *kp__ol_alloc(kp_pool *pool, size_t n, unsigned flags)
 		return kp__alloc_classic(pool, n, flags);
 	if (KP_UNLIKELY(pool->conf.poison))
 		return poison_alloc(pool, n, flags);
-	struct ol_heap *h = kp__ol_slot.aid == kp__ol_slot_id(pool) && kp__ol_slot.heap != &kp__ol_empty_heap ? kp__ol_slot.heap
-												  : heap_get(pool);
+	struct ol_heap *h = kp__ol_slot.aid == kp__ol_slot_id(pool) && kp__ol_slot.heap != &kp__ol_empty_heap
+				    ? kp__ol_slot.heap
+				    : heap_get(pool);
 	void *p = NULL;
 	bool zero = false; /* p's bytes zero already (pop_zero) */
 	uint64_t id = kp__ol_slot_id(pool);

@@ -8,13 +8,23 @@
  * masked map lookup, kp__ol_rec_apart, the class past
  * 1 KiB by one bsr, kp__ol_free_retired; 75.0 and 90.1 at
  * s23-entry, 100.0 and 119.2 by a tail call behind the default path's
- * tests; s37-fast: b 75.2, the retired span's free inline, avail_take_free).
+ * tests; s37-fast: b 75.2, the retired span's free inline, avail_take_free;
+ * s38-fasta: a 61.0, b 70.15, the slot's tag from the pool's address,
+ * kp__ol_slot_id, and the slice map's entry added from memory).
  * Beside the peers (s37-fast, the same kpbench binary, malloc + free under
- * LD_PRELOAD, callgrind --toggle-collect): a 66.0 against mimalloc's 45.3
- * and tcmalloc's 67.0; b 75.2 against 149.9 and 73.0. a's 21 more than
- * mimalloc's: the pool's id and the slot's mark (~14 a pair), the slice
- * map and the exact division (~13), the block's address by multiply (3),
- * the records' state and canary (~13; checks:off keeps them all, 66.0).
+ * LD_PRELOAD, callgrind --toggle-collect): a 66.0 (61.0 now) against
+ * mimalloc's 45.3 and tcmalloc's 67.0; b 75.2 (70.15) against 149.9 and
+ * 73.0. a's 16 more than mimalloc's now: the slot's tag and mark (~10 a
+ * pair: a GOT load, a lea, the subtract and branch, the unmark's store, a
+ * call each; 14 with the id's NULL test and load before s38-fasta), the
+ * slice map and the exact division (~12), the block's address by multiply
+ * (3), the records' state and canary (~13; checks:off keeps them all).
+ * Tried in s38-fasta and not taken: an index by a reciprocal (mulhi) in
+ * place of the exact division's multiply and rotate (the quotient, a test
+ * of the remainder's bits and lim's: 5 instructions or more where these are
+ * 5); the state and the canary in one 8-byte load and compare (the state
+ * locates the canary, so it is read first either way, and a freed record's
+ * canary must not pass: the dead test stays a branch of its own).
  * b's is cache lines: these paths miss a 32 KiB D1 ~6.5 times an
  * operation (reads and writes; the record 1.5, the span's two lines 1.6,
  * the stack 0.9, the slice map 0.5), tcmalloc's ~1.6, whose free lists

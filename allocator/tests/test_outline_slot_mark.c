@@ -51,14 +51,15 @@ static void test_tags_and_marks(void)
 		for (int m = 0; m < 4; m++) {
 			CHECK(m == 0 || slot[m] != 1, "mark %d of pool %d is a NULL pool's tag", m, i);
 			for (int j = 0; j < NPOOLS; j++) {
-				CHECK(m == 0 || slot[m] != kp__ol_slot_id(pool[j]), "mark %d of pool %d is pool %d's tag",
-				      m, i, j);
+				CHECK(m == 0 || slot[m] != kp__ol_slot_id(pool[j]),
+				      "mark %d of pool %d is pool %d's tag", m, i, j);
 				uint64_t off = slot[m] - kp__ol_slot_id(pool[j]);
-				CHECK(off != 1, "slot %#llx less pool %d's tag is a NULL pool's", (unsigned long long)slot[m],
-				      j);
+				CHECK(off != 1, "slot %#llx less pool %d's tag is a NULL pool's",
+				      (unsigned long long)slot[m], j);
 				for (int k = 0; k < NPOOLS; k++)
-					CHECK(off != kp__ol_slot_id(pool[k]), "slot %#llx less pool %d's tag is pool %d's",
-					      (unsigned long long)slot[m], j, k);
+					CHECK(off != kp__ol_slot_id(pool[k]),
+					      "slot %#llx less pool %d's tag is pool %d's", (unsigned long long)slot[m],
+					      j, k);
 			}
 		}
 	}
@@ -71,7 +72,8 @@ static void test_enter_and_leave(void)
 	KT_POOL(a, "daemon:off");
 	KT_POOL(b, "daemon:off");
 	kp_free(a, kp_alloc(a, 16, 0)); /* the slot names a, with its heap */
-	REQUIRE(kp__ol_slot.aid == kp__ol_slot_id(a) && kp__ol_slot.id == kp__ol_slot_id(a), "the slot does not name a");
+	REQUIRE(kp__ol_slot.aid == kp__ol_slot_id(a) && kp__ol_slot.id == kp__ol_slot_id(a),
+		"the slot does not name a");
 	CHECK(!kp__ol_marked(), "slot marked after a's calls");
 
 	/* another pool's id: no match, the slot as it was */
@@ -103,7 +105,8 @@ static void test_enter_and_leave(void)
 	      (unsigned long long)kp__ol_slot.aid);
 
 	kp__ol_leave(kp__ol_slot_id(a));
-	CHECK(!kp__ol_marked() && kp__ol_slot.id == kp__ol_slot_id(a), "leave: slot id %llu", (unsigned long long)kp__ol_slot.id);
+	CHECK(!kp__ol_marked() && kp__ol_slot.id == kp__ol_slot_id(a), "leave: slot id %llu",
+	      (unsigned long long)kp__ol_slot.id);
 	/* and the fast paths again */
 	p = kp_alloc(a, 48, 0);
 	CHECK(p != NULL && kp_free(a, p) == 0 && !kp__ol_marked(), "a's calls after the mark");
@@ -129,8 +132,8 @@ static void test_poison_calls_unmark(void)
 	}
 	for (int i = 0; i < 64; i++) {
 		CHECK(kp_free(p, blk[i]) == 0, "poison free %d refused", i);
-		CHECK(kp__ol_slot.id == kp__ol_slot_id(a) && !kp__ol_marked(), "poison free %d left the slot at %llu", i,
-		      (unsigned long long)kp__ol_slot.id);
+		CHECK(kp__ol_slot.id == kp__ol_slot_id(a) && !kp__ol_marked(), "poison free %d left the slot at %llu",
+		      i, (unsigned long long)kp__ol_slot.id);
 	}
 	kp_destroy(p);
 	kp_destroy(a);
