@@ -109,9 +109,9 @@ OFF_PAIR = {"inline": ("on", "off"), "outline": ("outline", "outline-off")}
 # 78 and 78 (main 47b37d0's fail them). s37-fast (the owner's free into its retired span inline in kp_free, 1
 # free in 8 on b: outline.h, kp__ol_free_check; and a refill's scan of its avail list reading no stack,
 # outline.c, avail_take_free): b on 76.85 -> 75.19, off 76.63 -> 75.38, so 75.8 and 76.0 (main 74a960a's fail
-# them; the first change alone, 75.56 and 75.84, passes them). s38-fasta (the slot's tag, the map's add): a on
-# 66.0 -> 61.0, off 66.0 -> 61.0, so 61.5 and 61.5; b on 75.19 -> 70.15, off 75.42 -> 70.42, so 70.8 and 71.0 (main
-# fc15e96's fail them). layout:inline's a on 190.15 -> 192.15 (the tag's lea before its own tests): 192 -> 193.
+# them; the first change alone, 75.56 and 75.84, passes them). s38-fasta (the slot's tag, the map's add): a
+# on 66.0 -> 61.0, off 66.0 -> 61.0, so 61.5 and 61.5; b on 75.19 -> 70.15, off 75.42 -> 70.42, so 70.8 and
+# 71.0 (main fc15e96's fail them). layout:inline's a on 190.15 -> 192.15 (the lea before its tests): 193.
 BUDGET = {
     ("a", "on"): 193.0,
     ("a", "off"): 223.0,
