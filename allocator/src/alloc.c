@@ -654,25 +654,26 @@ static ALWAYS_INLINE void *alloc_fast(kp_pool *pool, size_t size, unsigned flags
 	 * instruction an allocation), as free_entry's */
 	__asm__("" : "+D"(pool));
 #endif
-	if (KP_UNLIKELY(!pool))
-		return alloc_other(pool, size, flags);
-	uint64_t oid = pool->id;
-	/* layout:outline with checks on, the pool the thread's slot names
-	 * (outline.h, kp__ol_slot_id): first, inline, no call (kp_alloc +
-	 * kp_free 100.0 -> 75.0 instructions on kpbench a, where a tail call
-	 * behind the fast word's test came first); its id is never the fast
-	 * word (tcache.c). The default path pays this compare (2 instructions:
-	 * the slot is in kp__tls, no GOT load of its own). Either mode: the
-	 * slot's aid (internal.h), as kp__ol_alloc_fast is the same in both
-	 * (checks:off went through a tail call past the fast word's test
-	 * before, kpbench a 88.0 instructions against checks on's 75.0). */
-	if (kp__ol_enter(oid)) { /* outline.h: the slot marked for the call's length */
+	/* layout:outline, the pool the thread's slot names (outline.h,
+	 * kp__ol_slot_id: its address + 1, no load and no NULL test, since
+	 * s38-fasta: a NULL pool's tag matches no slot): first, inline, no
+	 * call (kp_alloc + kp_free 100.0 -> 75.0 instructions on kpbench a,
+	 * where a tail call behind the fast word's test came first). The
+	 * default path pays this compare (3 instructions: the slot is in
+	 * kp__tls, no GOT load of its own). Either mode, as kp__ol_alloc_fast
+	 * is the same in both (checks:off went through a tail call past the
+	 * fast word's test before, kpbench a 88.0 instructions against checks
+	 * on's 75.0). */
+	uint64_t tag = kp__ol_slot_id(pool);
+	if (kp__ol_enter(tag)) { /* outline.h: the slot marked for the call's length */
 		if (KP_LIKELY(!flags))
-			return kp__ol_alloc_fast(pool, size, oid);
-		kp__ol_leave(oid);
+			return kp__ol_alloc_fast(pool, size, tag);
+		kp__ol_leave(tag);
 		return alloc_other(pool, size, flags);
 	}
-	uint64_t id = oid; /* not read again: the slot unmarked as it was (kp__ol_enter) */
+	if (KP_UNLIKELY(!pool))
+		return alloc_other(pool, size, flags);
+	uint64_t id = pool->id;
 	if (KP_LIKELY(kp__tls_state.fast_alloc == id && !flags)) {
 		/* Memory that is no pool, its first word 0, matches no slot:
 		 * an empty one holds KP_FAST_NONE (internal.h) */
@@ -1629,7 +1630,7 @@ __attribute__((noinline)) int kp__ol_free_refused(kp_pool *pool, void *p, bool t
 {
 	/* the slot marked (outline.h, kp__ol_enter) until the full test's
 	 * push or report is done */
-	int rc = kp__ol_free_check(pool, p, try_only, KP_OL_CANARY_SPAN, true, pool->id);
+	int rc = kp__ol_free_check(pool, p, try_only, KP_OL_CANARY_SPAN, true, kp__ol_slot_id(pool));
 	kp__ol_unmark();
 	return try_only && rc == KP_OL_UNTRIED ? kp__free_miss(pool, p, false) : rc;
 }
@@ -1829,12 +1830,13 @@ static ALWAYS_INLINE int free_entry(kp_pool *pool, void *p, bool quiet)
 	 * each way out: kpbench a 68.0 a pair, 66.0 with this) */
 	__asm__("" : "+D"(pool), "+S"(p));
 #endif
+	/* kp__ol_slot_id, either mode (outline.h), the slot marked: before
+	 * the NULL test (a NULL pool's tag matches no slot) */
+	uint64_t tag = kp__ol_slot_id(pool);
+	if (kp__ol_enter(tag))
+		return kp__ol_free_check(pool, p, false, KP_OL_CANARY_ON, false, tag);
 	if (KP_LIKELY(pool != NULL)) {
-		uint64_t oid = pool->id;
-		/* kp__ol_slot_id, either mode (outline.h), the slot marked */
-		if (kp__ol_enter(oid))
-			return kp__ol_free_check(pool, p, false, KP_OL_CANARY_ON, false, oid);
-		uint64_t id = oid;
+		uint64_t id = pool->id;
 		if (KP_LIKELY(kp__tls_state.fast_free == id)) {
 			kp__grace_rec *r = kp__grace_self.fast;
 			uint64_t w = atomic_load_explicit(&kp__grace_epoch, memory_order_acquire);
@@ -1874,11 +1876,11 @@ int kp__free_try(kp_pool *pool, void *p)
 #ifdef __x86_64__
 	__asm__("" : "+D"(pool), "+S"(p)); /* as free_entry (2 moves on entry) */
 #endif
+	uint64_t tag = kp__ol_slot_id(pool);
+	if (kp__ol_enter(tag)) /* kp__ol_slot_id, the slot marked; refusals to the hook */
+		return kp__ol_free_check(pool, p, true, KP_OL_CANARY_ON, false, tag);
 	if (KP_LIKELY(pool != NULL)) {
-		uint64_t oid = pool->id;
-		if (kp__ol_enter(oid)) /* kp__ol_slot_id, the slot marked; refusals to the hook */
-			return kp__ol_free_check(pool, p, true, KP_OL_CANARY_ON, false, oid);
-		uint64_t id = oid;
+		uint64_t id = pool->id;
 		if (KP_LIKELY(kp__tls_state.fast_free == id)) {
 			kp__grace_rec *r = kp__grace_self.fast;
 			uint64_t w = atomic_load_explicit(&kp__grace_epoch, memory_order_acquire);

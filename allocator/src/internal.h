@@ -523,14 +523,14 @@ struct ol_heap;
 struct ol_span;
 /* The calling thread's heap for one outline pool (outline.h, outline.c), and
  * that pool's slice map (so that kp_free reads no pool field): the slot
- * names the pool by its id, never reused, so a destroyed pool's slot
- * matches no live pool. Before a thread's first call, and on a thread that
+ * names the pool by its address + 1 (outline.h, kp__ol_slot_id), which no
+ * new pool takes while the slot names it (the slot's reference: pool.c,
+ * kp__pool_unref), so a destroyed pool's slot matches no live pool. Before a thread's first call, and on a thread that
  * only frees, heap is kp__ol_empty_heap, whose classes all take the slow
  * path. map_mask is 0 and map kp__ol_no_map (one empty entry) until the
  * slot names a pool: every pointer misses the map. In kp__tls
- * (kp__ol_slot), its first value tcache.c's. id is kp__ol_slot_id (the
- * mode in it: kp_free's test), aid the pool's id in either mode
- * (kp_alloc's test: its fast path is the same in both). */
+ * (kp__ol_slot), its first value tcache.c's. id is kp__ol_slot_id, or a
+ * mark (outline.h, kp__ol_enter), aid the tag of the pool it names. */
 typedef struct kp__ol_tls {
 	uint64_t id;
 	struct ol_heap *heap;
@@ -1730,6 +1730,12 @@ struct kp_pool {
 	kp__conf conf;
 	size_t self_size;
 	kp__ol *ol; /* layout:outline's state (outline.c), else NULL */
+	/* References to this structure's mapping: the pool's own (kp_create to
+	 * kp_destroy) and one a thread whose outline slot names the pool
+	 * (outline.h, kp__ol_slot_id: the slot holds the pool's address, not its
+	 * id). The mapping goes back when the last is dropped (kp__pool_unref),
+	 * so that no pool is made at the address a thread's slot still names. */
+	_Atomic uint64_t slot_refs;
 
 	pthread_mutex_t lock; /* segments, units, capacity, tcache list */
 	kp__seg *segs, *huge;
@@ -1940,6 +1946,11 @@ void kp__pool_once(void);
 void kp__registry_lock(void);
 void kp__registry_unlock(void);
 kp_pool *kp__registry_find(uint64_t id); /* caller holds the registry lock */
+/* A reference to pool's structure (its slot_refs) taken and dropped: the
+ * last drop unmaps it (a destroyed pool's, once no thread's outline slot
+ * names it). Any thread; async-signal-safe (an atomic and a munmap). */
+void kp__pool_ref(kp_pool *pool);
+void kp__pool_unref(kp_pool *pool);
 
 /* Quarantine a live span of this pool (fault injection). 0 or -1. */
 int kp__primary_quarantine_span(kp_pool *pool);

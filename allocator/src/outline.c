@@ -491,11 +491,18 @@ int kp__ol_create(kp_pool *pool)
 	return 0;
 }
 
+static void slot_name(kp_pool *pool, struct ol_heap *h);
+
 void kp__ol_destroy(kp_pool *pool)
 {
 	kp__ol *ol = pool->ol;
 	if (!ol)
 		return;
+	/* this thread's slot names no destroyed pool (its reference dropped:
+	 * the structure unmapped at kp_destroy's end when no other thread's
+	 * slot names it, pool.c) */
+	if (kp__ol_slot.aid == kp__ol_slot_id(pool))
+		slot_name(NULL, &kp__ol_empty_heap);
 	for (struct ol_seg *s = ol->segs, *nx; s; s = nx) {
 		nx = s->next;
 		kp__os_unmap_clean(&pool->os, s->base, OL_SEG_SIZE);
@@ -2627,12 +2634,12 @@ static __attribute__((noinline)) int free_remote_slow(kp_pool *pool, struct ol_s
 	 * meanwhile remade no slot, outline.h), not kept across its
 	 * compare-and-swap (s36: a register fewer there) */
 	struct ol_rec *r = &pg->rec[idx];
-	uint32_t tag = kp__ol_slot.aid == pool->id ? kp__ol_slot.heap->rtag : OL_REMOTE;
+	uint32_t tag = kp__ol_slot.aid == kp__ol_slot_id(pool) ? kp__ol_slot.heap->rtag : OL_REMOTE;
 	/* a signal handler's free while its thread changes its foreign cache
 	 * (fc_flush, fc_steal, refill_body, a push or pop: ol_st) touches
 	 * neither the cache nor heap_get's lock: onto the block's list */
 	if (KP_LIKELY(!pool->conf.poison) && KP_LIKELY(!ol_st.any)) {
-		struct ol_heap *h = kp__ol_slot.aid == pool->id ? kp__ol_slot.heap : NULL;
+		struct ol_heap *h = kp__ol_slot.aid == kp__ol_slot_id(pool) ? kp__ol_slot.heap : NULL;
 		if (h == &kp__ol_empty_heap || !h) {
 			int e = errno;
 			h = heap_get(pool);
@@ -2723,7 +2730,7 @@ static inline __attribute__((always_inline)) int free_remote(kp_pool *pool, stru
 	struct ol_heap *h = kp__ol_slot.heap;
 	/* the slot names pool: its aid (internal.h), kp__ol_slot_id's test in
 	 * 2 instructions where it took 6; a poison:on pool is never in it */
-	bool slot = kp__ol_slot.aid == pool->id;
+	bool slot = kp__ol_slot.aid == kp__ol_slot_id(pool);
 	uint32_t tag = slot ? h->rtag : OL_REMOTE; /* the empty heap's: OL_REMOTE */
 	if (KP_UNLIKELY(!__atomic_compare_exchange_n(&r->state, &st, tag, false, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)))
 		return free_remote_dfree(pool, pg, p);
@@ -2977,6 +2984,37 @@ static pthread_once_t ol_exit_once = PTHREAD_ONCE_INIT;
 
 static void heap_abandon(kp_pool *pool, uintptr_t tp);
 
+/* The thread's slot names pool (its tag: outline.h, kp__ol_slot_id) with
+ * heap h; NULL: the empty slot (the exit hook). The slot holds a
+ * reference to the structure of the pool it names (pool.c,
+ * kp__pool_unref), taken here before it names it and the old one's dropped
+ * after, so that no pool is ever made at an address a slot names (its
+ * fast paths' compare would take it for the destroyed one, whose heap and
+ * map are gone). The slot stays marked meanwhile (0: outline.h,
+ * kp__ol_enter), by one exchange (read and mark in one instruction, as a
+ * handler's call may come between any two): a handler's call takes the
+ * nested ways and names no pool, so the reference dropped is the one the
+ * slot held. Its id then: the mark it held (a call marked it: heap_get
+ * from the slow paths), else the new tag (unmarked). The drop of a
+ * destroyed pool's last reference unmaps its structure (a system call on
+ * this path, once a destroyed pool). */
+static void slot_name(kp_pool *pool, struct ol_heap *h)
+{
+	uint64_t was = __atomic_exchange_n(&kp__ol_slot.id, 0, __ATOMIC_RELAXED);
+	atomic_signal_fence(memory_order_seq_cst);
+	uint64_t old = kp__ol_slot.aid, tag = pool ? kp__ol_slot_id(pool) : 0;
+	if (tag != old && pool)
+		kp__pool_ref(pool);
+	kp__ol_slot.heap = h;
+	kp__ol_slot.map = pool ? pool->ol->map : kp__ol_no_map;
+	kp__ol_slot.map_mask = pool ? OL_MAP_N - 1 : 0;
+	kp__ol_slot.aid = tag;
+	if (tag != old && old)
+		kp__pool_unref((kp_pool *)(uintptr_t)(old - 1));
+	atomic_signal_fence(memory_order_seq_cst);
+	kp__ol_slot.id = was != old ? was : tag;
+}
+
 static void ol_thread_exit(void *arg)
 {
 	(void)arg;
@@ -2986,7 +3024,7 @@ static void ol_thread_exit(void *arg)
 	kp__os_signals_off(&old);
 	ol_exited = true;
 	uintptr_t tp = kp__ol_self();
-	kp__ol_slot = (kp__ol_tls){0, &kp__ol_empty_heap, kp__ol_no_map, 0, 0};
+	slot_name(NULL, &kp__ol_empty_heap);
 	kp__ol_pslot = (struct ol_pslot){0, NULL};
 	kp__registry_lock();
 	for (int i = 0; i < OL_EXIT_POOLS; i++) {
@@ -3139,8 +3177,6 @@ static struct ol_heap *heap_get(kp_pool *pool)
 	 * heap: outline.h, kp__ol_enter): marked again once named anew. A
 	 * handler's call never comes here (kp__ol_alloc, kp__ol_free: its
 	 * nested ways). */
-	bool marked = kp__ol_marked();
-	uint64_t mark = kp__ol_slot.id;
 	kp__ol *ol = pool->ol;
 	uintptr_t tp = kp__ol_self();
 	pthread_mutex_lock(&ol->lock);
@@ -3191,9 +3227,7 @@ static struct ol_heap *heap_get(kp_pool *pool)
 	if (pool->conf.poison) /* never in the slot: alloc.c's fast dispatch would skip the fill */
 		kp__ol_pslot = (struct ol_pslot){pool->id, h};
 	else
-		kp__ol_slot = kp__ol_slot_make(pool, h);
-	if (marked)
-		kp__ol_slot.id = mark;
+		slot_name(pool, h);
 	exit_note(pool);
 	return h;
 }
@@ -3851,7 +3885,7 @@ static void *pop_zero(kp_pool *pool, struct ol_heap *h, uint32_t cls, size_t n, 
 static __attribute__((noinline, cold)) void *alloc_nested(kp_pool *pool, size_t n, unsigned flags)
 {
 	uint64_t m = kp__ol_slot.id;
-	if (m != ((uint64_t)(uintptr_t)pool | KP_OL_MARK_CLASSIC) || kp__ol_slot.aid != pool->id)
+	if (m != ((uint64_t)(uintptr_t)pool | KP_OL_MARK_CLASSIC) || kp__ol_slot.aid != kp__ol_slot_id(pool))
 		return kp__alloc_classic(pool, n, flags);
 	kp__ol_slot.id = kp__ol_slot.aid;
 	atomic_signal_fence(memory_order_seq_cst);
@@ -3872,11 +3906,12 @@ void *kp__ol_alloc(kp_pool *pool, size_t n, unsigned flags)
 		return kp__alloc_classic(pool, n, flags);
 	if (KP_UNLIKELY(pool->conf.poison))
 		return poison_alloc(pool, n, flags);
-	struct ol_heap *h = kp__ol_slot.aid == pool->id && kp__ol_slot.heap != &kp__ol_empty_heap ? kp__ol_slot.heap
-												  : heap_get(pool);
+	struct ol_heap *h = kp__ol_slot.aid == kp__ol_slot_id(pool) && kp__ol_slot.heap != &kp__ol_empty_heap
+				    ? kp__ol_slot.heap
+				    : heap_get(pool);
 	void *p = NULL;
 	bool zero = false; /* p's bytes zero already (pop_zero) */
-	uint64_t id = pool->id;
+	uint64_t id = kp__ol_slot_id(pool);
 	if (h && kp__ol_enter(id)) {	     /* the slot names pool (heap_get): marked for the pops */
 		size_t need = n + OL_CANARY; /* either mode: outline.h */
 		uint32_t cls = need <= 1024 ? kp__ol_class_tbl[(need + 15) >> 4] : kp__ol_class_big(need);
@@ -4274,9 +4309,9 @@ int kp__ol_free(kp_pool *pool, void *p)
 		return free_nested(pool, p);
 	if (KP_UNLIKELY(pool->conf.poison))
 		return poison_free(pool, p);
-	if (kp__ol_slot.aid != pool->id)
-		kp__ol_slot = kp__ol_slot_make(pool, &kp__ol_empty_heap);
-	uint64_t id = pool->id;
+	if (kp__ol_slot.aid != kp__ol_slot_id(pool))
+		slot_name(pool, &kp__ol_empty_heap);
+	uint64_t id = kp__ol_slot_id(pool);
 	if (!kp__ol_enter(id)) /* not marked, and names pool: never */
 		return free_nested(pool, p);
 	return kp__ol_free_fast(pool, p, false, id);

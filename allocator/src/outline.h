@@ -8,13 +8,23 @@
  * masked map lookup, kp__ol_rec_apart, the class past
  * 1 KiB by one bsr, kp__ol_free_retired; 75.0 and 90.1 at
  * s23-entry, 100.0 and 119.2 by a tail call behind the default path's
- * tests; s37-fast: b 75.2, the retired span's free inline, avail_take_free).
+ * tests; s37-fast: b 75.2, the retired span's free inline, avail_take_free;
+ * s38-fasta: a 61.0, b 70.15, the slot's tag from the pool's address,
+ * kp__ol_slot_id, and the slice map's entry added from memory).
  * Beside the peers (s37-fast, the same kpbench binary, malloc + free under
- * LD_PRELOAD, callgrind --toggle-collect): a 66.0 against mimalloc's 45.3
- * and tcmalloc's 67.0; b 75.2 against 149.9 and 73.0. a's 21 more than
- * mimalloc's: the pool's id and the slot's mark (~14 a pair), the slice
- * map and the exact division (~13), the block's address by multiply (3),
- * the records' state and canary (~13; checks:off keeps them all, 66.0).
+ * LD_PRELOAD, callgrind --toggle-collect): a 66.0 (61.0 now) against
+ * mimalloc's 45.3 and tcmalloc's 67.0; b 75.2 (70.15) against 149.9 and
+ * 73.0. a's 16 more than mimalloc's now: the slot's tag and mark (~10 a
+ * pair: a GOT load, a lea, the subtract and branch, the unmark's store, a
+ * call each; 14 with the id's NULL test and load before s38-fasta), the
+ * slice map and the exact division (~12), the block's address by multiply
+ * (3), the records' state and canary (~13; checks:off keeps them all).
+ * Tried in s38-fasta and not taken: an index by a reciprocal (mulhi) in
+ * place of the exact division's multiply and rotate (the quotient, a test
+ * of the remainder's bits and lim's: 5 instructions or more where these are
+ * 5); the state and the canary in one 8-byte load and compare (the state
+ * locates the canary, so it is read first either way, and a freed record's
+ * canary must not pass: the dead test stays a branch of its own).
  * b's is cache lines: these paths miss a 32 KiB D1 ~6.5 times an
  * operation (reads and writes; the record 1.5, the span's two lines 1.6,
  * the stack 0.9, the slice map 0.5), tcmalloc's ~1.6, whose free lists
@@ -505,22 +515,32 @@ static inline void kp__ol_map_set(uintptr_t *map, uintptr_t i, const struct ol_s
  * written with checks off), or whose bytes past the request were written
  * (kp_usable_size gives the whole block there), goes to the full test,
  * which tests no canary with checks off (the span's csz), and is freed
- * there. kpbench a, checks off: 67.0 -> 66.0 instructions a pair. */
+ * there. kpbench a, checks off: 67.0 -> 66.0 instructions a pair.
+ *
+ * Since s38-fasta the slot names a pool by its address + 1 (its tag), not
+ * its id: kp_alloc and kp_free make it from the pointer (one lea), where
+ * they tested it for NULL and loaded the id (3 instructions), 2 fewer a
+ * call (kpbench a 65.0 -> 61.0 a pair). A NULL pool's tag is 1, which no
+ * slot holds (below); a pointer that is no pool matches no slot (the id's
+ * compare matched memory whose first word was the slot's id: a buffer of
+ * zeros in a handler's call while the slot was marked 0). The address is
+ * never a new pool's while a thread's slot names it: the slot holds a
+ * reference to the pool's structure (pool.c, kp__pool_unref; outline.c,
+ * slot_name), so a destroyed pool's mapping stays until the last slot
+ * that names it names another pool or its thread ends (then unmapped: no
+ * mapping kept for good; a thread whose exit hook never runs keeps it).
+ * Pool structures are page-aligned (pool.c), so tags are 1 modulo 4096;
+ * the marks' arithmetic (kp__ol_enter) rests on it. */
+#define KP_OL_TAG_ALIGN 4096u
+_Static_assert(KP_PAGE % KP_OL_TAG_ALIGN == 0, "pool structures (page-aligned) at tags 1 modulo KP_OL_TAG_ALIGN");
 static inline uint64_t kp__ol_slot_id(const kp_pool *pool)
 {
-	return pool->id;
+	return (uint64_t)(uintptr_t)pool + 1;
 }
 extern struct ol_heap kp__ol_empty_heap;
 
-/* The slot that names pool (not poison:on: never in the slot) and its
- * thread's heap h (kp__ol_empty_heap before its first allocation). */
-static inline kp__ol_tls kp__ol_slot_make(const kp_pool *pool, struct ol_heap *h)
-{
-	return (kp__ol_tls){kp__ol_slot_id(pool), h, pool->ol->map, OL_MAP_N - 1, pool->id};
-}
-
 /* A call into an outline pool marks its thread's slot for its length: the
- * slot's id holds 0 (no pool's id; aid keeps the id), so that a signal
+ * slot's id holds 0 (no pool's tag; aid keeps the tag), so that a signal
  * handler's call on the same thread meanwhile matches no fast path
  * (kp_alloc's and kp_free's compare of the id fails) and goes to the slow
  * paths, which find the slot marked (kp__ol_marked: id != aid) and keep
@@ -562,7 +582,7 @@ static inline kp__ol_tls kp__ol_slot_make(const kp_pool *pool, struct ol_heap *h
  * the other pool's (s33-sig2's compare and store had that window). Within
  * this call's windows (between the subtract and the add, or the subtract
  * and the unmark's store) the slot's id is not its aid: it reads as
- * marked (0 then, or off by this pool's id, below; ids are never 0). A
+ * marked (0 then, or off by this pool's tag, below; tags are never 0). A
  * call that finds the slot marked leaves its id as it found it: its own
  * subtract is undone by its add or its unmark's store of the id the slot
  * held, the out-of-line marks restore what they replaced, and the nested
@@ -570,16 +590,19 @@ static inline kp__ol_tls kp__ol_slot_make(const kp_pool *pool, struct ol_heap *h
  * So a handler's call inside a window leaves the slot's id as this call
  * left it, and the add and the store act on the value they expect, as if
  * no handler had run.
- * The case that did not match leaves the slot's id off by the pool's id
+ * The case that did not match leaves the slot's id off by the pool's tag
  * until its add (one instruction later): a handler's call there must not
- * match it. It does not: pool ids are odd (pool.c, next_id), so the id of
- * another pool subtracted from a slot's id (odd minus odd) is even, and an
- * empty slot's (0) less an id is past 2^63; neither is any pool's id, and
- * the out-of-line marks (a pool's address, | 1) less an id are numbers far
- * past any id's. Such a handler's call finds the slot marked (id != aid)
+ * match it. It does not, by the values modulo KP_OL_TAG_ALIGN: a tag
+ * (kp__ol_slot_id, a page-aligned address + 1) is 1; the marks are 0 (the
+ * fast paths', an empty slot's, slot_name's), 3 (KP_OL_MARK_CLASSIC: the
+ * address | 3) and 0 (poison_mark: the address); so a slot's id less a tag
+ * is 0, 4095, 2 or 4095, never 1, and no handler's call takes it for its
+ * own (a NULL pool's tag, 1, is 1 too: it matches no slot, as no slot
+ * holds 1 or 2). Such a handler's call finds the slot marked (id != aid)
  * and takes the nested ways: right, only slower, for that one instruction.
- * A pointer that is no pool but whose first word happens to match may take
- * the fast path, as with a plain compare. The memory clobber keeps the
+ * Only a handler's call with a pointer that is no pool and equals a mark
+ * less 1 (~0, such an address | 2, or less 1) may match a marked slot (the
+ * id's compare: memory whose first word was 0). The memory clobber keeps the
  * heap's loads after the subtract (a compiler fence, as the signal fence);
  * the add needs none: the paths past it touch no heap. */
 static inline __attribute__((always_inline)) bool kp__ol_enter(uint64_t id)
@@ -618,7 +641,7 @@ static inline bool kp__ol_marked(void)
  * free_classic_marked: the pool's address | this): a handler's call then
  * keeps off alloc.c's thread cache, which the interrupted call is
  * changing, and takes this path's heap, which it is not. */
-#define KP_OL_MARK_CLASSIC 1u
+#define KP_OL_MARK_CLASSIC 3u /* no tag (kp__ol_enter: 3 modulo KP_OL_TAG_ALIGN; | 1 was, s38-fasta) */
 /* kp_free of a call nested inside another (the slot marked): outline.c. */
 int kp__ol_free_nested(kp_pool *pool, void *p);
 /* The mark undone out of line (outline.c; the slot names the pool). */
@@ -965,12 +988,29 @@ static inline __attribute__((always_inline)) int kp__ol_free_check(kp_pool *pool
 	 * clearing of its slices (return_idle), a C11 data race as a plain
 	 * load, which TSan laid at kpool's door (test_outline_map_race_attack30b) */
 	const uintptr_t *map = kp__ol_slot.map;
-	uintptr_t e = __atomic_load_n(&map[(a >> OL_SLICE_SHIFT) & kp__ol_slot.map_mask], __ATOMIC_RELAXED);
-	/* no span: the nil span (kp__ol_map_nil), whose lim refuses below;
-	 * the full test tells it apart */
-	if (full && KP_UNLIKELY(!e))
-		KP_OL_REFUSE(NULL, 0, 0, KP_OL_MISS);
-	struct ol_span *pg = kp__ol_map_nil(map, e);
+	uintptr_t slice = (a >> OL_SLICE_SHIFT) & kp__ol_slot.map_mask;
+	struct ol_span *pg;
+#if defined(__x86_64__) && !defined(__SANITIZE_THREAD__)
+	if (!full) {
+		/* the entry added to the map's address by one add from memory
+		 * (kp__ol_map_nil), where gcc 12 loads a relaxed atomic apart
+		 * and then adds it (an instruction more a free: s38-fasta,
+		 * kpbench a 66.0 -> 65.0 a pair). The asm's load is one aligned
+		 * 8-byte read, as the relaxed load's; TSan keeps the atomic,
+		 * which it sees (test_outline_map_race_attack30b). */
+		uintptr_t base = (uintptr_t)map;
+		__asm__("addq %1, %0" : "+r"(base) : "m"(map[slice]));
+		pg = (struct ol_span *)base;
+	} else
+#endif
+	{
+		uintptr_t e = __atomic_load_n(&map[slice], __ATOMIC_RELAXED);
+		/* no span: the nil span (kp__ol_map_nil), whose lim refuses
+		 * below; the full test tells it apart */
+		if (full && KP_UNLIKELY(!e))
+			KP_OL_REFUSE(NULL, 0, 0, KP_OL_MISS);
+		pg = kp__ol_map_nil(map, e);
+	}
 	uint64_t q = kp__ol_index(pg, a - (uintptr_t)pg->start);
 	/* an interior pointer fails the test; the span's tail (idx ==
 	 * nblocks) lands on the sentinel record, always free */

@@ -13,13 +13,11 @@
 
 static pthread_mutex_t reg_lock = PTHREAD_MUTEX_INITIALIZER;
 static kp_pool *reg_head;
-/* Pool ids, never reused. Odd, 2 apart: outline.h's kp__ol_enter marks
- * its thread's slot by subtracting the pool's id from the slot's, and
- * adds it back where they differed; one id less another (odd less odd) is
- * even, so the slot's id meanwhile is no pool's id and no signal
- * handler's call there takes it for its own. The pagemap's tags
- * (internal.h, id * 2 + 1) repeat after 2^20 pools where they did after
- * 2^21: a shared tag costs only a test more (kp__pagemap_owns). */
+/* Pool ids, never reused. Odd, 2 apart (outline.h's slot marks took the
+ * id until s38-fasta; the slot holds the pool's address + 1 now,
+ * kp__ol_slot_id). The pagemap's tags (internal.h, id * 2 + 1) repeat
+ * after 2^20 pools where they did after 2^21: a shared tag costs only a
+ * test more (kp__pagemap_owns). */
 static _Atomic uint64_t next_id = 1;
 
 void kp__registry_lock(void)
@@ -392,6 +390,9 @@ KP_EXPORT kp_pool *kp_create(const char *conf)
 		return NULL;
 	}
 	atomic_store(&pool->os.n[KP_CALLER_SETUP][KP_OS_MMAP], 1);
+	/* the pool's own reference (kp__pool_unref); page-aligned, as
+	 * outline.h's slot tags need (kp__ol_slot_id) */
+	atomic_store(&pool->slot_refs, 1);
 	pool->magic = KP_POOL_MAGIC ^ (uintptr_t)pool;
 	pool->self_size = self;
 	pool->conf = c;
@@ -501,8 +502,22 @@ static void pool_teardown(kp_pool *pool)
 		kp__daemon_reap(pool);
 	kp__log_close(pool);
 	pool->magic = 0;
-	kp__os_unmap(NULL, pool, pool->self_size);
+	kp__pool_unref(pool); /* unmapped now, or by the last thread whose slot names it */
 	kp__os_caller = saved;
+}
+
+void kp__pool_ref(kp_pool *pool)
+{
+	atomic_fetch_add_explicit(&pool->slot_refs, 1, memory_order_relaxed);
+}
+
+/* The last reference: the pool destroyed and no thread's outline slot
+ * naming it (outline.c, slot_name), so its address may be mapped again.
+ * acq_rel: the unmap comes after every other holder's last access. */
+void kp__pool_unref(kp_pool *pool)
+{
+	if (atomic_fetch_sub_explicit(&pool->slot_refs, 1, memory_order_acq_rel) == 1)
+		kp__os_unmap(NULL, pool, pool->self_size);
 }
 
 /* ---- accounting -------------------------------------------------------- */
