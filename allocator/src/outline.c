@@ -448,6 +448,13 @@ _Static_assert(OL_HEAP_STRUCT <= KP_PAGE, "a heap's structure inside its first p
 #define OL_ARENA_MAP (OL_ARENA_BYTES + KP_PAGE)
 _Static_assert(OL_ARENA_HEAD % 64 == 0 && OL_ARENA_HEAD >= sizeof(kp__ol), "kp__ol before the first heap");
 
+#include <stdlib.h>
+#include <stdio.h>
+static int exp_env(const char *n, int d)
+{
+	const char *e = getenv(n);
+	return e ? atoi(e) : d;
+}
 static struct ol_seg *segment_map(kp_pool *pool);
 static void meta_unmap(kp_pool *pool, struct ol_seg *s);
 static void exit_hook_init(void);
@@ -688,7 +695,12 @@ static struct ol_seg *segment_new(kp_pool *pool)
 			s = spare_take(pool, ol);
 		}
 	}
-	bool cold = !s || !atomic_load_explicit(&s->ready, memory_order_relaxed);
+	/* behind: taken before the daemon had pre-faulted what its pass asked
+	 * for (the boost's measure); cold: with pages its heap may take not
+	 * pre-faulted, the daemon's to finish by demand (cold_finish) */
+	size_t faulted = s ? atomic_load_explicit(&s->faulted, memory_order_relaxed) : 0;
+	bool behind = !faulted || faulted < atomic_load_explicit(&s->goal, memory_order_relaxed);
+	bool cold = faulted < OL_SEG_SIZE;
 	if (s && s->bump != meta_first(s)) {
 		/* a segment heaps gave back (return_idle): its spans' records made
 		 * anew here, not as it went back, so that a stale free that read
@@ -714,7 +726,7 @@ static struct ol_seg *segment_new(kp_pool *pool)
 	 * pre-faulted whole: 4 MiB resident, idle; test_outline_grow) */
 	if (ol->nsegs) {
 		atomic_fetch_add_explicit(&ol->taken, 1, memory_order_relaxed);
-		if (cold)
+		if (behind)
 			atomic_fetch_add_explicit(&ol->cold, 1, memory_order_relaxed);
 		if (cold && ol->ncold < OL_COLD_MAX)
 			ol->cold_segs[ol->ncold++] = s;
@@ -867,18 +879,25 @@ static size_t meta_ahead(kp__ol *ol)
 }
 
 /* Pre-fault spare s (the daemon, no lock: only the daemon unmaps a spare,
- * so s stays mapped), its metadata's first meta bytes, until a heap takes
- * it. Ready when it was not taken. */
-static void spare_fault(kp_pool *pool, struct ol_seg *s, size_t meta, uint64_t now)
+ * so s stays mapped) up to its goal from where it was faulted to, and its
+ * metadata's first meta bytes with its first step, until a heap takes it.
+ * Ready (some of it resident, for the spares' decay) when it was not
+ * taken. */
+static size_t spare_fault(kp_pool *pool, struct ol_seg *s, size_t meta, uint64_t now)
 {
-	kp__os_populate(&pool->os, s, meta);
-	for (size_t off = 0; off < OL_SEG_SIZE; off += OL_FAULT_STEP) {
+	size_t off = atomic_load_explicit(&s->faulted, memory_order_relaxed), from = off;
+	size_t goal = atomic_load_explicit(&s->goal, memory_order_relaxed);
+	if (!off)
+		kp__os_populate(&pool->os, s, meta);
+	for (; off < goal; off += OL_FAULT_STEP) {
 		if (atomic_load_explicit(&s->taken, memory_order_relaxed))
-			return;
+			return off - from;
 		kp__os_populate(&pool->os, s->base + off, OL_FAULT_STEP);
+		atomic_store_explicit(&s->faulted, off + OL_FAULT_STEP, memory_order_relaxed);
 	}
 	atomic_store_explicit(&s->ready, true, memory_order_relaxed);
 	s->spare_ns = now;
+	return off - from;
 }
 
 /* The purge of a spare idle past what the demand asks for: its data and
@@ -889,6 +908,7 @@ static void spare_purge(kp_pool *pool, struct ol_seg *s)
 	uint8_t *m = meta_after_record(s);
 	kp__os_purge(&pool->os, m, OL_META_AHEAD - (size_t)(m - (uint8_t *)s));
 	atomic_store_explicit(&s->ready, false, memory_order_relaxed);
+	atomic_store_explicit(&s->faulted, 0, memory_order_relaxed);
 }
 
 /* Does a pass that pre-faulted nfaulted spares so far, nr of the window
@@ -902,12 +922,12 @@ static void spare_purge(kp_pool *pool, struct ol_seg *s)
  * slices, all after the program's last allocation: its peak 1.14x glibc's
  * (test_outline_grow_peak). A paced grower's pass pre-faults one spare
  * and the next pass the next, until the window is ready. */
-static bool spare_enough(kp__ol *ol, uint32_t nr, uint32_t nfloor, uint32_t nfaulted, uint64_t *taken_seen)
+static bool spare_enough(kp__ol *ol, uint32_t nr, uint32_t nfloor, size_t nfaulted, uint64_t *taken_seen)
 {
 	uint64_t taken = atomic_load(&ol->taken);
 	bool growing = taken != *taken_seen;
 	*taken_seen = taken;
-	return nr >= nfloor && nfaulted && !growing;
+	return nr >= nfloor && nfaulted >= OL_SEG_SIZE && !growing;
 }
 
 /* Does pg hold a live block (of its first fresh)? One that holds none is
@@ -1087,6 +1107,33 @@ static void cold_finish(kp_pool *pool, struct ol_seg *const *segs, uint32_t n, s
 		}
 }
 
+/* Step 2 of kp__ol_daemon_pass: the cold segments finished as far as
+ * budget (cold_finish), those finished whole off the list. */
+static void cold_step(kp_pool *pool, size_t meta, size_t budget)
+{
+	kp__ol *ol = pool->ol;
+	struct ol_seg *cold_segs[OL_COLD_MAX];
+	bool done[OL_COLD_MAX] = {false};
+	pthread_mutex_lock(&ol->lock);
+	uint32_t ncold = ol->ncold;
+	memcpy(cold_segs, ol->cold_segs, ncold * sizeof cold_segs[0]);
+	pthread_mutex_unlock(&ol->lock);
+	cold_finish(pool, cold_segs, ncold, meta, budget, done);
+	/* the segments finished whole off the list, in order (heaps may
+	 * have added theirs meanwhile) */
+	pthread_mutex_lock(&ol->lock);
+	uint32_t keep = 0;
+	for (uint32_t i = 0; i < ol->ncold; i++) {
+		uint32_t k = 0;
+		while (k < ncold && cold_segs[k] != ol->cold_segs[i])
+			k++;
+		if (k == ncold || !done[k])
+			ol->cold_segs[keep++] = ol->cold_segs[i];
+	}
+	ol->ncold = keep;
+	pthread_mutex_unlock(&ol->lock);
+}
+
 static void purge_idle(kp_pool *pool);
 static void return_idle(kp_pool *pool);
 
@@ -1247,9 +1294,25 @@ void kp__ol_daemon_pass(kp_pool *pool)
 	 * the probe finds a program that leaves what it takes unwritten. */
 	size_t floor = pool->conf.high_wm != KP_WM_AUTO ? pool->conf.high_wm : 0;
 	bool ahead = in_use >= OL_PREFAULT_MIN && dense;
+	/* the heaps growing: those that carved a span since the last pass */
+	uint32_t growing = 0;
+	pthread_mutex_lock(&ol->lock);
+	for (struct ol_seg *s = ol->segs; s; s = s->next) {
+		uint32_t u = __atomic_load_n(&s->used, __ATOMIC_RELAXED);
+		growing += s->held && u != s->used_seen;
+		s->used_seen = u;
+	}
+	pthread_mutex_unlock(&ol->lock);
+	growing = growing ? growing : 1;
 	uint32_t nready = ahead ? (uint32_t)(target / OL_SEG_SIZE) : 0;
 	uint32_t nfloor = (uint32_t)((floor + OL_SEG_SIZE - 1) / OL_SEG_SIZE);
 	nready = nready > nfloor ? nready : nfloor;
+	/* the spares' bytes: what the demand asks for (as cold_finish's
+	 * budget), in steps, within the window; each spare a heap's share */
+	size_t want = OL_COLD_AHEAD * demand < target ? OL_COLD_AHEAD * demand : target;
+	size_t share = (want / growing + OL_FAULT_STEP - 1) & ~(OL_FAULT_STEP - 1);
+	share = share < OL_SEG_SIZE ? share : OL_SEG_SIZE;
+	want = (want + OL_FAULT_STEP - 1) & ~(OL_FAULT_STEP - 1);
 	/* within primary_max: a spare is reserved against it only once taken
 	 * (segment_new), so no more are made than it has room for */
 	kp__pool_lock(pool); /* the capacity is the pool lock's */
@@ -1284,19 +1347,31 @@ void kp__ol_daemon_pass(kp_pool *pool)
 	pthread_mutex_unlock(&ol->lock);
 	bool caught_up = false;
 	uint32_t nfaulted = 0;
+	size_t pf_bytes = 0;
 	uint64_t taken_seen = atomic_load(&ol->taken);
 	for (uint32_t k = 0; k < 2 * OL_PASS_SEGS; k++) {
 		struct ol_seg *todo = NULL;
 		pthread_mutex_lock(&ol->lock);
 		bool more = ol->nspare < nmapped;
 		uint32_t i = 0, nr = 0;
-		for (struct ol_seg *s = ol->spare; s && i < nready; s = s->next, i++)
-			if (!atomic_load_explicit(&s->ready, memory_order_relaxed))
+		size_t left = (size_t)nready * OL_SEG_SIZE;
+		left = left < want ? left : want;
+		left = left > (size_t)nfloor * OL_SEG_SIZE ? left : (size_t)nfloor * OL_SEG_SIZE;
+		for (struct ol_seg *s = ol->spare; s; s = s->next, i++) {
+			/* each spare's goal, in the order heaps take them */
+			size_t g = i < nfloor ? OL_SEG_SIZE : share;
+			g = left < g ? left : g;
+			left -= g;
+			atomic_store_explicit(&s->goal, g, memory_order_relaxed);
+			if (!g)
+				continue;
+			if (atomic_load_explicit(&s->faulted, memory_order_relaxed) < g)
 				todo = s;
 			else
 				nr++;
+		}
 		pthread_mutex_unlock(&ol->lock);
-		if (todo && !more && spare_enough(ol, nr, nfloor, nfaulted, &taken_seen))
+		if (todo && !more && spare_enough(ol, nr, nfloor, pf_bytes, &taken_seen))
 			break; /* not caught up: the cold segments wait (step 2) */
 		if (more) {
 			struct ol_seg *s = segment_map(pool);
@@ -1317,8 +1392,14 @@ void kp__ol_daemon_pass(kp_pool *pool)
 			caught_up = true;
 			break;
 		}
-		spare_fault(pool, todo, meta, now);
+		pf_bytes += spare_fault(pool, todo, meta, now);
 		nfaulted++;
+	}
+	if (exp_env("OL_EXP_DBG", 0)) {
+		fprintf(stderr, "pass in_use %zu demand %zu target %zu growing %u share %zu nready %u nmapped %u caught %d ncold %u nfaulted %u spares:", in_use >> 10, demand >> 10, target >> 10, growing, share >> 10, nready, nmapped, caught_up, ol->ncold, nfaulted);
+		for (struct ol_seg *s = ol->spare; s; s = s->next)
+			fprintf(stderr, " %zu/%zu", atomic_load(&s->faulted) >> 10, atomic_load(&s->goal) >> 10);
+		fprintf(stderr, "\n");
 	}
 	/* 2. once the spares are ready, the segments heaps took before they
 	 * were pre-faulted (up to OL_COLD_MAX), finished as far as the demand
@@ -1332,30 +1413,8 @@ void kp__ol_daemon_pass(kp_pool *pool)
 	 * segments). The budget: OL_COLD_AHEAD times the demand within the
 	 * target (the window a program that stops there leaves resident, as a
 	 * spare); a program growing on takes the rest at the next passes. */
-	if (caught_up && nready &&
-	    ahead) { /* else kept: those a program took before it held OL_PREFAULT_MIN, at the first pass past it */
-		struct ol_seg *cold_segs[OL_COLD_MAX];
-		bool done[OL_COLD_MAX] = {false};
-		pthread_mutex_lock(&ol->lock);
-		uint32_t ncold = ol->ncold;
-		memcpy(cold_segs, ol->cold_segs, ncold * sizeof cold_segs[0]);
-		pthread_mutex_unlock(&ol->lock);
-		size_t budget = OL_COLD_AHEAD * demand < target ? OL_COLD_AHEAD * demand : target;
-		cold_finish(pool, cold_segs, ncold, meta, budget, done);
-		/* the segments finished whole off the list, in order (heaps may
-		 * have added theirs meanwhile) */
-		pthread_mutex_lock(&ol->lock);
-		uint32_t keep = 0;
-		for (uint32_t i = 0; i < ol->ncold; i++) {
-			uint32_t k = 0;
-			while (k < ncold && cold_segs[k] != ol->cold_segs[i])
-				k++;
-			if (k == ncold || !done[k])
-				ol->cold_segs[keep++] = ol->cold_segs[i];
-		}
-		ol->ncold = keep;
-		pthread_mutex_unlock(&ol->lock);
-	}
+	if (caught_up && nready && ahead)
+		cold_step(pool, meta, OL_COLD_AHEAD * demand < target ? OL_COLD_AHEAD * demand : target);
 	/* 3. past what the demand asks for, idle for decay_ms: unmapped past
 	 * the mapped count, else purged (the oldest spares stay, in the order
 	 * taken). Either is off the list first: a heap never takes a spare
@@ -1864,6 +1923,8 @@ static void return_idle(kp_pool *pool)
 			kp__os_purge(&pool->os, (void *)low, lim - low);
 		atomic_store_explicit(&s->ready, false, memory_order_relaxed);
 		atomic_store_explicit(&s->taken, false, memory_order_relaxed);
+		atomic_store_explicit(&s->faulted, 0, memory_order_relaxed);
+		atomic_store_explicit(&s->goal, 0, memory_order_relaxed);
 		/* idle for decay_ms already: the spares' decay (kp__ol_daemon_pass,
 		 * 3.) unmaps it at the next pass unless the demand wants it, not at
 		 * this one (a pass's grace for a stale free: above) */
