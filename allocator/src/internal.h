@@ -324,9 +324,6 @@ int kp__os_guard(kp__oscount *c, void *p, size_t size);
 int kp__os_populate(kp__oscount *c, void *p, size_t size);
 /* Is every page of [p, p + size) resident (mincore)? false on failure. */
 bool kp__os_resident(kp__oscount *c, void *p, size_t size);
-/* The pages of [p, p + size) resident (mincore): vec[i] & 1 for page i,
- * vec sized by the caller; false on failure. */
-bool kp__os_resident_map(kp__oscount *c, void *p, size_t size, unsigned char *vec);
 /* Pre-fault only the pages not yet resident (mincore); bytes faulted in. */
 size_t kp__os_populate_missing(kp__oscount *c, void *p, size_t size);
 bool kp__os_page_resident(kp__oscount *c, void *p);

@@ -335,13 +335,6 @@ bool kp__os_resident(kp__oscount *c, void *p, size_t size)
 	return true;
 }
 
-bool kp__os_resident_map(kp__oscount *c, void *p, size_t size, unsigned char *vec)
-{
-	if (enter(c, KP_OS_OTHER) || mincore(p, size, vec) != 0)
-		return false;
-	return true;
-}
-
 void kp__os_hugepage(kp__oscount *c, void *p, size_t size)
 {
 	if (enter(c, KP_OS_MADVISE))

@@ -269,6 +269,10 @@
  * pages of live blocks, as the inline daemon's does; kpbench b writes a
  * block's two ends, about 30% of its pages, and its segments stay cold),
  * twice as many mapped; a heap that takes the last spares wakes the daemon.
+ * A spare is pre-faulted from its first byte as far as the pass's demand
+ * asks (twice it within the window, each spare a growing heap's share:
+ * kp__ol_daemon_pass), not whole; a heap that takes one pre-faulted in
+ * part has the rest finished by demand as a cold segment's (below).
  * A segment taken before it was pre-faulted is finished once the pool
  * pre-faults (and the spares are ready), the pages its heap may hand out
  * next, nearest the spans' frontiers first and as far as the demand asks
@@ -448,13 +452,6 @@ _Static_assert(OL_HEAP_STRUCT <= KP_PAGE, "a heap's structure inside its first p
 #define OL_ARENA_MAP (OL_ARENA_BYTES + KP_PAGE)
 _Static_assert(OL_ARENA_HEAD % 64 == 0 && OL_ARENA_HEAD >= sizeof(kp__ol), "kp__ol before the first heap");
 
-#include <stdlib.h>
-#include <stdio.h>
-static int exp_env(const char *n, int d)
-{
-	const char *e = getenv(n);
-	return e ? atoi(e) : d;
-}
 static struct ol_seg *segment_map(kp_pool *pool);
 static void meta_unmap(kp_pool *pool, struct ol_seg *s);
 static void exit_hook_init(void);
@@ -803,9 +800,10 @@ static struct ol_seg *segment_for(kp_pool *pool, struct ol_heap *h, uint32_t nsl
 #define OL_META_AHEAD ((size_t)64 << 10)
 /* The heaps' segments meta_ahead looks at, newest first. */
 #define OL_META_LOOK 8u
-/* A spare is pre-faulted in steps of this much, the order a heap carves it,
- * and the daemon moves on once a heap took it (the heap and the daemon
- * faulting the same pages would wait on each other's page-table locks). */
+/* A spare is pre-faulted in steps of this much, the order a heap carves it
+ * (as far as its goal, a number of steps: kp__ol_daemon_pass), and the
+ * daemon moves on once a heap took it (the heap and the daemon faulting
+ * the same pages would wait on each other's page-table locks). */
 #define OL_FAULT_STEP ((size_t)1 << 20)
 /* The daemon pre-faults spares past a floor set with high_wm only once the
  * heaps hold this much (and the probe finds a program that writes what it
@@ -882,7 +880,7 @@ static size_t meta_ahead(kp__ol *ol)
  * so s stays mapped) up to its goal from where it was faulted to, and its
  * metadata's first meta bytes with its first step, until a heap takes it.
  * Ready (some of it resident, for the spares' decay) when it was not
- * taken. */
+ * taken. The bytes faulted in. */
 static size_t spare_fault(kp_pool *pool, struct ol_seg *s, size_t meta, uint64_t now)
 {
 	size_t off = atomic_load_explicit(&s->faulted, memory_order_relaxed), from = off;
@@ -911,8 +909,9 @@ static void spare_purge(kp_pool *pool, struct ol_seg *s)
 	atomic_store_explicit(&s->faulted, 0, memory_order_relaxed);
 }
 
-/* Does a pass that pre-faulted nfaulted spares so far, nr of the window
- * ready, stop? Past the high_wm floor (nfloor) and the pass's first spare,
+/* Does a pass that pre-faulted nfaulted bytes of spares so far, nr of the
+ * window ready, stop? Past the high_wm floor (nfloor) and the pass's first
+ * segment's worth,
  * a spare is pre-faulted only while the heaps took a segment since the
  * last one was (*taken_seen, advanced here): the demand the pass measured
  * is that of the interval before it, and a program whose growth stopped
@@ -1107,33 +1106,6 @@ static void cold_finish(kp_pool *pool, struct ol_seg *const *segs, uint32_t n, s
 		}
 }
 
-/* Step 2 of kp__ol_daemon_pass: the cold segments finished as far as
- * budget (cold_finish), those finished whole off the list. */
-static void cold_step(kp_pool *pool, size_t meta, size_t budget)
-{
-	kp__ol *ol = pool->ol;
-	struct ol_seg *cold_segs[OL_COLD_MAX];
-	bool done[OL_COLD_MAX] = {false};
-	pthread_mutex_lock(&ol->lock);
-	uint32_t ncold = ol->ncold;
-	memcpy(cold_segs, ol->cold_segs, ncold * sizeof cold_segs[0]);
-	pthread_mutex_unlock(&ol->lock);
-	cold_finish(pool, cold_segs, ncold, meta, budget, done);
-	/* the segments finished whole off the list, in order (heaps may
-	 * have added theirs meanwhile) */
-	pthread_mutex_lock(&ol->lock);
-	uint32_t keep = 0;
-	for (uint32_t i = 0; i < ol->ncold; i++) {
-		uint32_t k = 0;
-		while (k < ncold && cold_segs[k] != ol->cold_segs[i])
-			k++;
-		if (k == ncold || !done[k])
-			ol->cold_segs[keep++] = ol->cold_segs[i];
-	}
-	ol->ncold = keep;
-	pthread_mutex_unlock(&ol->lock);
-}
-
 static void purge_idle(kp_pool *pool);
 static void return_idle(kp_pool *pool);
 
@@ -1287,14 +1259,16 @@ void kp__ol_daemon_pass(kp_pool *pool)
 	bool faulted = cold != ol->last_cold && dense;
 	ol->last_cold = cold;
 	size_t target = kp__daemon_grow_target(pool, &ol->grow, demand, faulted, in_use);
-	/* In whole segments: what the rate asks for rounded down (a program
-	 * whose demand asks for less than a segment ahead gets none, rather
-	 * than 4 MiB resident beside it), a floor set with high_wm rounded up;
+	/* The window in whole segments: what the rate asks for rounded down
+	 * (a program whose demand asks for less than a segment ahead gets
+	 * none, rather than 4 MiB resident beside it), a floor set with
+	 * high_wm rounded up;
 	 * past the floor nothing while the heaps hold under OL_PREFAULT_MIN or
 	 * the probe finds a program that leaves what it takes unwritten. */
 	size_t floor = pool->conf.high_wm != KP_WM_AUTO ? pool->conf.high_wm : 0;
 	bool ahead = in_use >= OL_PREFAULT_MIN && dense;
-	/* the heaps growing: those that carved a span since the last pass */
+	/* the heaps growing: those that carved a span in their segment since
+	 * the last pass (a spare goes to one heap: its share of the demand) */
 	uint32_t growing = 0;
 	pthread_mutex_lock(&ol->lock);
 	for (struct ol_seg *s = ol->segs; s; s = s->next) {
@@ -1307,8 +1281,21 @@ void kp__ol_daemon_pass(kp_pool *pool)
 	uint32_t nready = ahead ? (uint32_t)(target / OL_SEG_SIZE) : 0;
 	uint32_t nfloor = (uint32_t)((floor + OL_SEG_SIZE - 1) / OL_SEG_SIZE);
 	nready = nready > nfloor ? nready : nfloor;
-	/* the spares' bytes: what the demand asks for (as cold_finish's
-	 * budget), in steps, within the window; each spare a heap's share */
+	/* The spares' bytes: what the demand asks for, OL_COLD_AHEAD times
+	 * the pass's (as cold_finish's budget) within the window, in
+	 * OL_FAULT_STEPs from each spare's first byte, the order a heap
+	 * carves it; each spare a growing heap's share of it (the floor's
+	 * whole). A heap takes what it did not of a spare in its interval
+	 * and the daemon finishes the rest by demand (cold_finish: a spare
+	 * not pre-faulted whole is a cold segment once taken). Before, the
+	 * window's spares were pre-faulted whole, the demand's or not: under
+	 * test_prefault_demand's model of fork_churn (8 heaps, 67 MiB, then a
+	 * creep of 0.1-0.2 MiB a pass) each spare taken held 4 MiB resident
+	 * for a heap taking a few hundred KiB, its peak 1.062x prefault:off's
+	 * (1.026x now); fork_churn `300 8 4096 4096` under the preload
+	 * 108-113 MiB (99-101.5 now). A single heap growing faster than the
+	 * window (the paced attack, test_outline_grow_slow) has it whole, as
+	 * before. */
 	size_t want = OL_COLD_AHEAD * demand < target ? OL_COLD_AHEAD * demand : target;
 	size_t share = (want / growing + OL_FAULT_STEP - 1) & ~(OL_FAULT_STEP - 1);
 	share = share < OL_SEG_SIZE ? share : OL_SEG_SIZE;
@@ -1346,7 +1333,6 @@ void kp__ol_daemon_pass(kp_pool *pool)
 	size_t meta = meta_ahead(ol);
 	pthread_mutex_unlock(&ol->lock);
 	bool caught_up = false;
-	uint32_t nfaulted = 0;
 	size_t pf_bytes = 0;
 	uint64_t taken_seen = atomic_load(&ol->taken);
 	for (uint32_t k = 0; k < 2 * OL_PASS_SEGS; k++) {
@@ -1393,13 +1379,6 @@ void kp__ol_daemon_pass(kp_pool *pool)
 			break;
 		}
 		pf_bytes += spare_fault(pool, todo, meta, now);
-		nfaulted++;
-	}
-	if (exp_env("OL_EXP_DBG", 0)) {
-		fprintf(stderr, "pass in_use %zu demand %zu target %zu growing %u share %zu nready %u nmapped %u caught %d ncold %u nfaulted %u spares:", in_use >> 10, demand >> 10, target >> 10, growing, share >> 10, nready, nmapped, caught_up, ol->ncold, nfaulted);
-		for (struct ol_seg *s = ol->spare; s; s = s->next)
-			fprintf(stderr, " %zu/%zu", atomic_load(&s->faulted) >> 10, atomic_load(&s->goal) >> 10);
-		fprintf(stderr, "\n");
 	}
 	/* 2. once the spares are ready, the segments heaps took before they
 	 * were pre-faulted (up to OL_COLD_MAX), finished as far as the demand
@@ -1413,8 +1392,30 @@ void kp__ol_daemon_pass(kp_pool *pool)
 	 * segments). The budget: OL_COLD_AHEAD times the demand within the
 	 * target (the window a program that stops there leaves resident, as a
 	 * spare); a program growing on takes the rest at the next passes. */
-	if (caught_up && nready && ahead)
-		cold_step(pool, meta, OL_COLD_AHEAD * demand < target ? OL_COLD_AHEAD * demand : target);
+	if (caught_up && nready &&
+	    ahead) { /* else kept: those a program took before it held OL_PREFAULT_MIN, at the first pass past it */
+		struct ol_seg *cold_segs[OL_COLD_MAX];
+		bool done[OL_COLD_MAX] = {false};
+		pthread_mutex_lock(&ol->lock);
+		uint32_t ncold = ol->ncold;
+		memcpy(cold_segs, ol->cold_segs, ncold * sizeof cold_segs[0]);
+		pthread_mutex_unlock(&ol->lock);
+		size_t budget = OL_COLD_AHEAD * demand < target ? OL_COLD_AHEAD * demand : target;
+		cold_finish(pool, cold_segs, ncold, meta, budget, done);
+		/* the segments finished whole off the list, in order (heaps may
+		 * have added theirs meanwhile) */
+		pthread_mutex_lock(&ol->lock);
+		uint32_t keep = 0;
+		for (uint32_t i = 0; i < ol->ncold; i++) {
+			uint32_t k = 0;
+			while (k < ncold && cold_segs[k] != ol->cold_segs[i])
+				k++;
+			if (k == ncold || !done[k])
+				ol->cold_segs[keep++] = ol->cold_segs[i];
+		}
+		ol->ncold = keep;
+		pthread_mutex_unlock(&ol->lock);
+	}
 	/* 3. past what the demand asks for, idle for decay_ms: unmapped past
 	 * the mapped count, else purged (the oldest spares stay, in the order
 	 * taken). Either is off the list first: a heap never takes a spare
