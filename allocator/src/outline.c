@@ -1293,7 +1293,8 @@ void kp__ol_daemon_pass(kp_pool *pool)
 	 * creep of 0.1-0.2 MiB a pass) each spare taken held 4 MiB resident
 	 * for a heap taking a few hundred KiB, its peak 1.062x prefault:off's
 	 * (1.026x now); fork_churn `300 8 4096 4096` under the preload
-	 * 108-113 MiB (99-101.5 now). A single heap growing faster than the
+	 * peaked at 105.9 MiB (medians of 6 alternated, load 9-20), 98.6 now
+	 * (prefault:off ~97 in s37). A single heap growing faster than the
 	 * window (the paced attack, test_outline_grow_slow) has it whole, as
 	 * before. */
 	size_t want = OL_COLD_AHEAD * demand < target ? OL_COLD_AHEAD * demand : target;

@@ -26,7 +26,8 @@
  * 0.1-0.2 MiB a pass past OL_PREFAULT_MIN: a heap took a spare with 4 MiB
  * resident and used a few hundred KiB of it. With the spares pre-faulted
  * by demand too (outline.c, kp__ol_daemon_pass): 1.026x (84.7 MiB);
- * fork_churn 99-101.5 MiB against main's 99-113 (load 10-20).
+ * fork_churn under the preload 98.6 MiB against main's 105.9 (medians of
+ * 6 alternated runs, load 9-20).
  */
 #include "kt_worker.h"
 #include "ktest.h"
