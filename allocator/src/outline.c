@@ -269,6 +269,10 @@
  * pages of live blocks, as the inline daemon's does; kpbench b writes a
  * block's two ends, about 30% of its pages, and its segments stay cold),
  * twice as many mapped; a heap that takes the last spares wakes the daemon.
+ * A spare is pre-faulted from its first byte as far as the pass's demand
+ * asks (twice it within the window, each spare a growing heap's share:
+ * kp__ol_daemon_pass), not whole; a heap that takes one pre-faulted in
+ * part has the rest finished by demand as a cold segment's (below).
  * A segment taken before it was pre-faulted is finished once the pool
  * pre-faults (and the spares are ready), the pages its heap may hand out
  * next, nearest the spans' frontiers first and as far as the demand asks
@@ -698,7 +702,12 @@ static struct ol_seg *segment_new(kp_pool *pool)
 			s = spare_take(pool, ol);
 		}
 	}
-	bool cold = !s || !atomic_load_explicit(&s->ready, memory_order_relaxed);
+	/* behind: taken before the daemon had pre-faulted what its pass asked
+	 * for (the boost's measure); cold: with pages its heap may take not
+	 * pre-faulted, the daemon's to finish by demand (cold_finish) */
+	size_t faulted = s ? atomic_load_explicit(&s->faulted, memory_order_relaxed) : 0;
+	bool behind = !faulted || faulted < atomic_load_explicit(&s->goal, memory_order_relaxed);
+	bool cold = faulted < OL_SEG_SIZE;
 	if (s && s->bump != meta_first(s)) {
 		/* a segment heaps gave back (return_idle): its spans' records made
 		 * anew here, not as it went back, so that a stale free that read
@@ -724,7 +733,7 @@ static struct ol_seg *segment_new(kp_pool *pool)
 	 * pre-faulted whole: 4 MiB resident, idle; test_outline_grow) */
 	if (ol->nsegs) {
 		atomic_fetch_add_explicit(&ol->taken, 1, memory_order_relaxed);
-		if (cold)
+		if (behind)
 			atomic_fetch_add_explicit(&ol->cold, 1, memory_order_relaxed);
 		if (cold && ol->ncold < OL_COLD_MAX)
 			ol->cold_segs[ol->ncold++] = s;
@@ -801,9 +810,10 @@ static struct ol_seg *segment_for(kp_pool *pool, struct ol_heap *h, uint32_t nsl
 #define OL_META_AHEAD ((size_t)64 << 10)
 /* The heaps' segments meta_ahead looks at, newest first. */
 #define OL_META_LOOK 8u
-/* A spare is pre-faulted in steps of this much, the order a heap carves it,
- * and the daemon moves on once a heap took it (the heap and the daemon
- * faulting the same pages would wait on each other's page-table locks). */
+/* A spare is pre-faulted in steps of this much, the order a heap carves it
+ * (as far as its goal, a number of steps: kp__ol_daemon_pass), and the
+ * daemon moves on once a heap took it (the heap and the daemon faulting
+ * the same pages would wait on each other's page-table locks). */
 #define OL_FAULT_STEP ((size_t)1 << 20)
 /* The daemon pre-faults spares past a floor set with high_wm only once the
  * heaps hold this much (and the probe finds a program that writes what it
@@ -877,18 +887,25 @@ static size_t meta_ahead(kp__ol *ol)
 }
 
 /* Pre-fault spare s (the daemon, no lock: only the daemon unmaps a spare,
- * so s stays mapped), its metadata's first meta bytes, until a heap takes
- * it. Ready when it was not taken. */
-static void spare_fault(kp_pool *pool, struct ol_seg *s, size_t meta, uint64_t now)
+ * so s stays mapped) up to its goal from where it was faulted to, and its
+ * metadata's first meta bytes with its first step, until a heap takes it.
+ * Ready (some of it resident, for the spares' decay) when it was not
+ * taken. The bytes faulted in. */
+static size_t spare_fault(kp_pool *pool, struct ol_seg *s, size_t meta, uint64_t now)
 {
-	kp__os_populate(&pool->os, s, meta);
-	for (size_t off = 0; off < OL_SEG_SIZE; off += OL_FAULT_STEP) {
+	size_t off = atomic_load_explicit(&s->faulted, memory_order_relaxed), from = off;
+	size_t goal = atomic_load_explicit(&s->goal, memory_order_relaxed);
+	if (!off)
+		kp__os_populate(&pool->os, s, meta);
+	for (; off < goal; off += OL_FAULT_STEP) {
 		if (atomic_load_explicit(&s->taken, memory_order_relaxed))
-			return;
+			return off - from;
 		kp__os_populate(&pool->os, s->base + off, OL_FAULT_STEP);
+		atomic_store_explicit(&s->faulted, off + OL_FAULT_STEP, memory_order_relaxed);
 	}
 	atomic_store_explicit(&s->ready, true, memory_order_relaxed);
 	s->spare_ns = now;
+	return off - from;
 }
 
 /* The purge of a spare idle past what the demand asks for: its data and
@@ -899,10 +916,12 @@ static void spare_purge(kp_pool *pool, struct ol_seg *s)
 	uint8_t *m = meta_after_record(s);
 	kp__os_purge(&pool->os, m, OL_META_AHEAD - (size_t)(m - (uint8_t *)s));
 	atomic_store_explicit(&s->ready, false, memory_order_relaxed);
+	atomic_store_explicit(&s->faulted, 0, memory_order_relaxed);
 }
 
-/* Does a pass that pre-faulted nfaulted spares so far, nr of the window
- * ready, stop? Past the high_wm floor (nfloor) and the pass's first spare,
+/* Does a pass that pre-faulted nfaulted bytes of spares so far, nr of the
+ * window ready, stop? Past the high_wm floor (nfloor) and the pass's first
+ * segment's worth,
  * a spare is pre-faulted only while the heaps took a segment since the
  * last one was (*taken_seen, advanced here): the demand the pass measured
  * is that of the interval before it, and a program whose growth stopped
@@ -912,12 +931,12 @@ static void spare_purge(kp_pool *pool, struct ol_seg *s)
  * slices, all after the program's last allocation: its peak 1.14x glibc's
  * (test_outline_grow_peak). A paced grower's pass pre-faults one spare
  * and the next pass the next, until the window is ready. */
-static bool spare_enough(kp__ol *ol, uint32_t nr, uint32_t nfloor, uint32_t nfaulted, uint64_t *taken_seen)
+static bool spare_enough(kp__ol *ol, uint32_t nr, uint32_t nfloor, size_t nfaulted, uint64_t *taken_seen)
 {
 	uint64_t taken = atomic_load(&ol->taken);
 	bool growing = taken != *taken_seen;
 	*taken_seen = taken;
-	return nr >= nfloor && nfaulted && !growing;
+	return nr >= nfloor && nfaulted >= OL_SEG_SIZE && !growing;
 }
 
 /* Does pg hold a live block (of its first fresh)? One that holds none is
@@ -1250,16 +1269,48 @@ void kp__ol_daemon_pass(kp_pool *pool)
 	bool faulted = cold != ol->last_cold && dense;
 	ol->last_cold = cold;
 	size_t target = kp__daemon_grow_target(pool, &ol->grow, demand, faulted, in_use);
-	/* In whole segments: what the rate asks for rounded down (a program
-	 * whose demand asks for less than a segment ahead gets none, rather
-	 * than 4 MiB resident beside it), a floor set with high_wm rounded up;
+	/* The window in whole segments: what the rate asks for rounded down
+	 * (a program whose demand asks for less than a segment ahead gets
+	 * none, rather than 4 MiB resident beside it), a floor set with
+	 * high_wm rounded up;
 	 * past the floor nothing while the heaps hold under OL_PREFAULT_MIN or
 	 * the probe finds a program that leaves what it takes unwritten. */
 	size_t floor = pool->conf.high_wm != KP_WM_AUTO ? pool->conf.high_wm : 0;
 	bool ahead = in_use >= OL_PREFAULT_MIN && dense;
+	/* the heaps growing: those that carved a span in their segment since
+	 * the last pass (a spare goes to one heap: its share of the demand) */
+	uint32_t growing = 0;
+	pthread_mutex_lock(&ol->lock);
+	for (struct ol_seg *s = ol->segs; s; s = s->next) {
+		uint32_t u = __atomic_load_n(&s->used, __ATOMIC_RELAXED);
+		growing += s->held && u != s->used_seen;
+		s->used_seen = u;
+	}
+	pthread_mutex_unlock(&ol->lock);
+	growing = growing ? growing : 1;
 	uint32_t nready = ahead ? (uint32_t)(target / OL_SEG_SIZE) : 0;
 	uint32_t nfloor = (uint32_t)((floor + OL_SEG_SIZE - 1) / OL_SEG_SIZE);
 	nready = nready > nfloor ? nready : nfloor;
+	/* The spares' bytes: what the demand asks for, OL_COLD_AHEAD times
+	 * the pass's (as cold_finish's budget) within the window, in
+	 * OL_FAULT_STEPs from each spare's first byte, the order a heap
+	 * carves it; each spare a growing heap's share of it (the floor's
+	 * whole). A heap takes what it did not of a spare in its interval
+	 * and the daemon finishes the rest by demand (cold_finish: a spare
+	 * not pre-faulted whole is a cold segment once taken). Before, the
+	 * window's spares were pre-faulted whole, the demand's or not: under
+	 * test_prefault_demand's model of fork_churn (8 heaps, 67 MiB, then a
+	 * creep of 0.1-0.2 MiB a pass) each spare taken held 4 MiB resident
+	 * for a heap taking a few hundred KiB, its peak 1.062x prefault:off's
+	 * (1.026x now); fork_churn `300 8 4096 4096` under the preload
+	 * peaked at 105.9 MiB (medians of 6 alternated, load 9-20), 98.6 now
+	 * (prefault:off ~97 in s37). A single heap growing faster than the
+	 * window (the paced attack, test_outline_grow_slow) has it whole, as
+	 * before. */
+	size_t want = OL_COLD_AHEAD * demand < target ? OL_COLD_AHEAD * demand : target;
+	size_t share = (want / growing + OL_FAULT_STEP - 1) & ~(OL_FAULT_STEP - 1);
+	share = share < OL_SEG_SIZE ? share : OL_SEG_SIZE;
+	want = (want + OL_FAULT_STEP - 1) & ~(OL_FAULT_STEP - 1);
 	/* within primary_max: a spare is reserved against it only once taken
 	 * (segment_new), so no more are made than it has room for */
 	kp__pool_lock(pool); /* the capacity is the pool lock's */
@@ -1293,20 +1344,31 @@ void kp__ol_daemon_pass(kp_pool *pool)
 	size_t meta = meta_ahead(ol);
 	pthread_mutex_unlock(&ol->lock);
 	bool caught_up = false;
-	uint32_t nfaulted = 0;
+	size_t pf_bytes = 0;
 	uint64_t taken_seen = atomic_load(&ol->taken);
 	for (uint32_t k = 0; k < 2 * OL_PASS_SEGS; k++) {
 		struct ol_seg *todo = NULL;
 		pthread_mutex_lock(&ol->lock);
 		bool more = ol->nspare < nmapped;
 		uint32_t i = 0, nr = 0;
-		for (struct ol_seg *s = ol->spare; s && i < nready; s = s->next, i++)
-			if (!atomic_load_explicit(&s->ready, memory_order_relaxed))
+		size_t left = (size_t)nready * OL_SEG_SIZE;
+		left = left < want ? left : want;
+		left = left > (size_t)nfloor * OL_SEG_SIZE ? left : (size_t)nfloor * OL_SEG_SIZE;
+		for (struct ol_seg *s = ol->spare; s; s = s->next, i++) {
+			/* each spare's goal, in the order heaps take them */
+			size_t g = i < nfloor ? OL_SEG_SIZE : share;
+			g = left < g ? left : g;
+			left -= g;
+			atomic_store_explicit(&s->goal, g, memory_order_relaxed);
+			if (!g)
+				continue;
+			if (atomic_load_explicit(&s->faulted, memory_order_relaxed) < g)
 				todo = s;
 			else
 				nr++;
+		}
 		pthread_mutex_unlock(&ol->lock);
-		if (todo && !more && spare_enough(ol, nr, nfloor, nfaulted, &taken_seen))
+		if (todo && !more && spare_enough(ol, nr, nfloor, pf_bytes, &taken_seen))
 			break; /* not caught up: the cold segments wait (step 2) */
 		if (more) {
 			struct ol_seg *s = segment_map(pool);
@@ -1327,8 +1389,7 @@ void kp__ol_daemon_pass(kp_pool *pool)
 			caught_up = true;
 			break;
 		}
-		spare_fault(pool, todo, meta, now);
-		nfaulted++;
+		pf_bytes += spare_fault(pool, todo, meta, now);
 	}
 	/* 2. once the spares are ready, the segments heaps took before they
 	 * were pre-faulted (up to OL_COLD_MAX), finished as far as the demand
@@ -1874,6 +1935,8 @@ static void return_idle(kp_pool *pool)
 			kp__os_purge(&pool->os, (void *)low, lim - low);
 		atomic_store_explicit(&s->ready, false, memory_order_relaxed);
 		atomic_store_explicit(&s->taken, false, memory_order_relaxed);
+		atomic_store_explicit(&s->faulted, 0, memory_order_relaxed);
+		atomic_store_explicit(&s->goal, 0, memory_order_relaxed);
 		/* idle for decay_ms already: the spares' decay (kp__ol_daemon_pass,
 		 * 3.) unmaps it at the next pass unless the demand wants it, not at
 		 * this one (a pass's grace for a stale free: above) */

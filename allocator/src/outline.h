@@ -239,12 +239,18 @@ struct ol_seg {
 	uint8_t *bump, *end;
 	uint32_t used;	     /* slices given to spans */
 	struct ol_seg *next; /* the pool's list, or the spares' */
-	/* a spare's (outline.c, the daemon's pass): its data pages pre-faulted
-	 * whole; taken by a heap (from then on no spare: the daemon stops
+	/* a spare's (outline.c, the daemon's pass): some of its data pages
+	 * pre-faulted; taken by a heap (from then on no spare: the daemon stops
 	 * pre-faulting it); when it became a spare, or was last pre-faulted
 	 * (pool clock, ns) */
 	_Atomic bool ready, taken;
 	uint64_t spare_ns;
+	/* a spare's data pre-faulted from its first byte on, the order a heap
+	 * carves it (bytes: spare_fault), and as far as the daemon's last pass
+	 * asked for (goal: the daemon writes both) */
+	_Atomic size_t faulted, goal;
+	/* its used at the daemon's last pass (the daemon's: a heap growing) */
+	uint32_t used_seen;
 	struct ol_seg *pnext; /* on the pool's partial lists (kp__ol.partial) */
 	/* a heap carves its spans (its ol_heap's seg: segment_new,
 	 * segment_for; an abandoned heap's let go by the daemon's return_idle):

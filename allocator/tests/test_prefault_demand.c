@@ -13,7 +13,8 @@
  * replacing blocks for 2 s of passes. The threads take turns (w_call), so a
  * run is the same every time. The peak of the pool's segments resident
  * (heaps' and spares', data and metadata: mincore after each pass) with
- * pre-faulting on is at most 1.1x that of the same run with prefault:off.
+ * pre-faulting on is at most 1.045x that of the same run with prefault:off
+ * (1.1x, the issue's bound over the best peer, before s38).
  *
  * Before (s37): the first pass past OL_PREFAULT_MIN finished the 29
  * segments the 8 heaps had taken cold, every page they "may hand out next"
@@ -21,6 +22,12 @@
  * program had stopped growing: fork_churn under the preload peaked at
  * 133 MiB against 96-98 with prefault:off or daemon:off. After (cold_finish
  * by demand): 1.062x here (87.7 against 82.5 MiB); fork_churn 106-108 MiB.
+ * Then (s38) the spares pre-faulted whole while the program crept on at
+ * 0.1-0.2 MiB a pass past OL_PREFAULT_MIN: a heap took a spare with 4 MiB
+ * resident and used a few hundred KiB of it. With the spares pre-faulted
+ * by demand too (outline.c, kp__ol_daemon_pass): 1.026x (84.7 MiB);
+ * fork_churn under the preload 98.6 MiB against main's 105.9 (medians of
+ * 6 alternated runs, load 9-20).
  */
 #include "kt_worker.h"
 #include "ktest.h"
@@ -128,8 +135,8 @@ static void test_churn_after_growth(void)
 	/* the model reaches the size the daemon pre-faults for (outline.c,
 	 * OL_PREFAULT_MIN), or it checks nothing */
 	CHECK(use_on >= ((size_t)64 << 20), "%zu bytes in use at the peak: under OL_PREFAULT_MIN", use_on);
-	CHECK(on * 10 <= off * 11, "peak resident %zu KiB pre-faulting, %zu KiB with prefault:off: over 1.1x", on >> 10,
-	      off >> 10);
+	CHECK(on * 1000 <= off * 1045, "peak resident %zu KiB pre-faulting, %zu KiB with prefault:off: over 1.045x",
+	      on >> 10, off >> 10);
 }
 
 int main(void)
