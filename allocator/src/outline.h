@@ -369,6 +369,9 @@ struct ol_heap {
 	 * outline lock. Another heap takes its spans' free blocks only once no
 	 * thread adopted it for OL_ABANDON_MS (outline.c, abandoned_take) */
 	uint64_t abandoned_ns;
+	/* the pool's hand_epoch its thread last gave back its spans in hand
+	 * at (outline.c, large_taken): the owner's */
+	uint32_t hand_seen;
 	_Alignas(64) struct ol_span *_Atomic dirty; /* spans with cross-thread frees (other threads push) */
 };
 
@@ -450,6 +453,14 @@ struct kp__ol {
 	_Atomic uint64_t returned;
 	/* segments mapped, for their metadata's color (outline.c, segment_map) */
 	_Atomic uint32_t meta_colors;
+	/* the pool's out_bytes when a large block last made its thread give
+	 * back the free blocks of its spans in hand, and when (pool clock,
+	 * ns): outline.c, large_taken */
+	_Atomic size_t hand_mark;
+	_Atomic uint64_t hand_mark_ns;
+	/* moved on by each such purge: every other heap's thread gives back
+	 * its own at its next refill (refill_body) */
+	_Atomic uint32_t hand_epoch;
 };
 
 /* The slice map's entries: a span's address less the map's own (0: no
