@@ -1576,11 +1576,19 @@ static void hand_purge(kp_pool *pool, struct ol_heap *h)
 	}
 }
 
+/* How far past the mark the large bytes go before the next purge: a
+ * quarter MiB (a blob of git's and a bit: each of its 200 KB blobs takes 4
+ * units, 256 KiB), or an eighth of the mark, so that a program whose large
+ * blocks only grow (cc1's tables, a buffer doubled) purges a logarithmic
+ * number of times, not once a block. */
+#define OL_HAND_STEP ((size_t)256 << 10)
+#define OL_HAND_STEP_SHARE 8u
+
 /*
  * After a large block (past OL_SMALL_MAX: alloc.c's path) of a thread with
  * a heap of the pool: when the pool's out_bytes (the blocks alloc.c's path
- * gives out: these large ones) stand above their mark, or the mark is
- * decay_ms old, the mark moves there and the thread gives back the free
+ * gives out: these large ones) stand a step above their mark, or the mark
+ * is decay_ms old, the mark moves there and the thread gives back the free
  * blocks' pages of its spans in hand (hand_purge). A program whose large
  * blocks grow takes new pages for them, while the free blocks of its
  * classes in hand stay resident beside them (the daemon's purge takes
@@ -1607,9 +1615,10 @@ static void large_taken(kp_pool *pool)
 	if (pool->conf.poison || kp__ol_slot.aid != pool->id || kp__ol_slot.heap == &kp__ol_empty_heap)
 		return;
 	size_t out = atomic_load_explicit(&pool->out_bytes, memory_order_relaxed);
+	size_t mark = atomic_load_explicit(&ol->hand_mark, memory_order_relaxed);
+	size_t step = mark / OL_HAND_STEP_SHARE > OL_HAND_STEP ? mark / OL_HAND_STEP_SHARE : OL_HAND_STEP;
 	uint64_t now = kp__pool_now(pool), decay = (uint64_t)pool->conf.decay_ms * 1000000ull;
-	if (out <= atomic_load_explicit(&ol->hand_mark, memory_order_relaxed) &&
-	    now - atomic_load_explicit(&ol->hand_mark_ns, memory_order_relaxed) < decay)
+	if (out < mark + step && now - atomic_load_explicit(&ol->hand_mark_ns, memory_order_relaxed) < decay)
 		return;
 	atomic_store_explicit(&ol->hand_mark, out, memory_order_relaxed);
 	atomic_store_explicit(&ol->hand_mark_ns, now, memory_order_relaxed);

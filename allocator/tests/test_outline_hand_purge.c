@@ -162,6 +162,38 @@ static void test_same_level_makes_no_purge_a_round(void)
 	kp_destroy(pool);
 }
 
+/* Large blocks that only grow (1,000 of 100 KB, none freed), 16 KiB
+ * blocks churned between them: a purge each time the large bytes pass the
+ * mark by a step (a quarter MiB, or an eighth of the mark), not one a
+ * block. 100 MB of them: log(100 MB / 256 KiB) / log(9/8) ~ 50 steps. */
+static void test_growing_large_blocks_purge_a_logarithmic_number_of_times(void)
+{
+	KT_POOL(pool, "layout:outline,daemon:off,step_clock:on,prefault:off,seed:5");
+	enum { NGROW = 1000, GROW = 100000 };
+	static void *g[NGROW];
+	void *mid[16];
+	int64_t before = kt_stat(pool, "syscalls.alloc.madvise");
+	for (unsigned r = 0; r < NGROW; r++) {
+		unsigned nmid = 2 + r % 5 * 3;
+		for (unsigned i = 0; i < nmid; i++) {
+			mid[i] = kp_alloc(pool, BLK, 0);
+			REQUIRE(mid[i] != NULL, "kp_alloc(%d): %s", BLK, kp_last_error());
+			memset(mid[i], (int)r, BLK);
+		}
+		for (unsigned i = 0; i < nmid; i++)
+			REQUIRE(kp_free(pool, mid[i]) == KP_OK, "kp_free");
+		g[r] = kp_alloc(pool, GROW, 0);
+		REQUIRE(g[r] != NULL, "kp_alloc(%d): %s", GROW, kp_last_error());
+		memset(g[r], 1, 64);
+	}
+	int64_t calls = kt_stat(pool, "syscalls.alloc.madvise") - before;
+	printf("   %d large blocks that only grow: %lld madvise on the allocation path\n", NGROW, (long long)calls);
+	CHECK(calls <= 64, "%lld madvise calls for %d growing large blocks", (long long)calls, NGROW);
+	for (unsigned r = 0; r < NGROW; r++)
+		REQUIRE(kp_free(pool, g[r]) == KP_OK, "kp_free");
+	kp_destroy(pool);
+}
+
 /* Thread B's blocks, its steps driven by the main thread. */
 static kp_pool *xpool;
 static sem_t go, done;
@@ -257,5 +289,6 @@ int main(void)
 	RUN(test_large_growth_gives_back_the_free_blocks_in_hand);
 	RUN(test_same_level_makes_no_purge_a_round);
 	RUN(test_other_threads_give_back_theirs_at_their_next_refill);
+	RUN(test_growing_large_blocks_purge_a_logarithmic_number_of_times);
 	return ktest_summary();
 }
