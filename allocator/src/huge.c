@@ -402,6 +402,8 @@ again:
 		KP_UNPOISON((char *)s + 2 * KP_PAGE, huge_poisoned(s));
 		size = s->size;
 		s->dirty = 1;
+		if (s->purged) /* given back: no memory until written again */
+			atomic_fetch_add_explicit(&pool->fresh_taken, size, memory_order_relaxed);
 		/* a purged one was advised off huge pages (kp__os_nohugepage):
 		 * its block faults in every page again, and one madvise more */
 		if (s->purged && pool->conf.thp)
@@ -428,6 +430,7 @@ again:
 		s->kind = KP_SEG_HUGE;
 		s->size = size;
 		s->dirty = 0;
+		atomic_fetch_add_explicit(&pool->fresh_taken, size, memory_order_relaxed);
 		s->magic = kp__seg_magic(pool->secret, s, KP_SEG_HUGE, size);
 		if (kp__pagemap_set(&pool->os, s, size, s) < 0) {
 			/* the entries it wrote point here: cleared, and the header

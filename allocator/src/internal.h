@@ -1783,6 +1783,10 @@ struct kp_pool {
 	/* bytes of purged free units taken (run_take, kp__large_resize; written
 	 * under lock): demand under the peak the daemon pre-faults (daemon.c) */
 	_Atomic size_t purged_taken;
+	/* bytes of runs and huge mappings taken that were no memory (units
+	 * never used since mapped, or given back; a new or purged mapping):
+	 * run_take, kp__huge_alloc. outline.c's large_taken reads it */
+	_Atomic size_t fresh_taken;
 	_Atomic int backup_mode; /* critical traffic goes to the backup */
 	/* The daemon aims at high_wm << grow_boost of headroom. The allocation
 	 * path raises the boost each time it had to grow by itself (demand

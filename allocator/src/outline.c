@@ -1586,42 +1586,46 @@ static void hand_purge(kp_pool *pool, struct ol_heap *h)
 
 /*
  * After a large block (past OL_SMALL_MAX: alloc.c's path) of a thread with
- * a heap of the pool: when the pool's out_bytes (the blocks alloc.c's path
- * gives out: these large ones) stand a step above their mark, or the mark
- * is decay_ms old, the mark moves there and the thread gives back the free
- * blocks' pages of its spans in hand (hand_purge). A program whose large
- * blocks grow takes new pages for them, while the free blocks of its
- * classes in hand stay resident beside them (the daemon's purge takes
- * listed spans only); glibc's arena gives the blocks the memory those freed.
- * The mark moves on a pool-wide epoch (hand_epoch), and every other heap's
- * thread gives back its own spans' free pages at its next refill
- * (refill_body, hand_catch_up): another thread's spans in hand are popped
- * without a lock, so only their owner may.
+ * a heap of the pool: when the block raised the peak of the pool's
+ * out_bytes (what alloc.c's path gives out: these large blocks, and its
+ * thread caches' refills of them) to a step past the mark, the mark moves
+ * to the peak and the thread gives back the free blocks' pages of its spans
+ * in hand (hand_purge). A program whose large blocks grow takes new pages
+ * for them, while the free blocks of its classes in hand stay resident
+ * beside them (the daemon's purge takes listed spans only); glibc's arena
+ * gives the blocks the memory those freed. The mark moves on a pool-wide
+ * epoch (hand_epoch), and every other heap's thread gives back its own
+ * spans' free pages at its next refill (refill_body, hand_catch_up):
+ * another thread's spans in hand are popped without a lock, so only their
+ * owner may.
+ * Only a peak that rises: in a steady state (large bytes at or below their
+ * peak) the allocation path makes no system call (test_cache: a mark set
+ * from out_bytes alone, or moved on again each decay_ms, made 1-6 madvise
+ * in its million steady operations), and at one level of large bytes (a
+ * block taken and freed again and again, the classes between them
+ * churned) no purge a round, nor the faults to take the pages back
+ * (test_outline_hand_purge: 198 madvise in 200 rounds without the mark).
+ * A program whose large bytes fall and rise again to their peak is left
+ * to the daemon's purge of listed spans.
  * git pack-objects (git.yaml's repack alone, /usr/bin/time -f %M, medians
  * of 5 alternated, load 6-7): its 200 KB blobs and their delta indexes (3
  * MB at once, alloc.c's large runs) came on top of 1.4-3.5 MiB of free
  * 4-32 KiB blocks in its two delta threads' spans in hand: 19,128 KiB peak
  * against glibc's 16,036 (1.19x), whose arena gives the blobs the memory
  * the windows freed; 17,856 with the calling thread's spans alone, 17,548
- * with every heap's (1.09x). At one level of large bytes (a block taken
- * and freed again and again, the classes between them churned) the mark
- * holds: no purge a round, nor the faults to take the pages back
- * (test_outline_hand_purge: 198 madvise in 200 rounds without it), until
- * decay_ms passes.
+ * with every heap's (1.09x).
  */
-static void large_taken(kp_pool *pool)
+static void large_taken(kp_pool *pool, size_t fresh_before)
 {
 	kp__ol *ol = pool->ol;
 	if (pool->conf.poison || kp__ol_slot.aid != pool->id || kp__ol_slot.heap == &kp__ol_empty_heap)
 		return;
-	size_t out = atomic_load_explicit(&pool->out_bytes, memory_order_relaxed);
+	size_t fresh = atomic_load_explicit(&pool->fresh_taken, memory_order_relaxed);
 	size_t mark = atomic_load_explicit(&ol->hand_mark, memory_order_relaxed);
 	size_t step = mark / OL_HAND_STEP_SHARE > OL_HAND_STEP ? mark / OL_HAND_STEP_SHARE : OL_HAND_STEP;
-	uint64_t now = kp__pool_now(pool), decay = (uint64_t)pool->conf.decay_ms * 1000000ull;
-	if (out < mark + step && now - atomic_load_explicit(&ol->hand_mark_ns, memory_order_relaxed) < decay)
+	if (fresh == fresh_before || fresh < mark + step)
 		return;
-	atomic_store_explicit(&ol->hand_mark, out, memory_order_relaxed);
-	atomic_store_explicit(&ol->hand_mark_ns, now, memory_order_relaxed);
+	atomic_store_explicit(&ol->hand_mark, fresh, memory_order_relaxed);
 	uint32_t epoch = atomic_fetch_add_explicit(&ol->hand_epoch, 1, memory_order_relaxed) + 1;
 	if (!kp__ol_enter(pool->id)) /* a call nested inside another of this thread's */
 		return;
@@ -3854,9 +3858,10 @@ void *kp__ol_alloc(kp_pool *pool, size_t n, unsigned flags)
 	if (flags & KP_CRITICAL)
 		return kp__alloc_classic(pool, n, flags);
 	if (n > OL_SMALL_MAX - OL_CANARY) {
+		size_t fresh = atomic_load_explicit(&pool->fresh_taken, memory_order_relaxed);
 		void *big = kp__alloc_classic(pool, n, flags);
 		if (big)
-			large_taken(pool);
+			large_taken(pool, fresh);
 		return big;
 	}
 	if (KP_UNLIKELY(pool->conf.poison))

@@ -453,11 +453,10 @@ struct kp__ol {
 	_Atomic uint64_t returned;
 	/* segments mapped, for their metadata's color (outline.c, segment_map) */
 	_Atomic uint32_t meta_colors;
-	/* the pool's out_bytes when a large block last made its thread give
-	 * back the free blocks of its spans in hand, and when (pool clock,
-	 * ns): outline.c, large_taken */
+	/* the peak of the pool's out_bytes when a large block last made its
+	 * thread give back the free blocks of its spans in hand (outline.c,
+	 * large_taken) */
 	_Atomic size_t hand_mark;
-	_Atomic uint64_t hand_mark_ns;
 	/* moved on by each such purge: every other heap's thread gives back
 	 * its own at its next refill (refill_body) */
 	_Atomic uint32_t hand_epoch;
