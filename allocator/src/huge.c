@@ -402,8 +402,6 @@ again:
 		KP_UNPOISON((char *)s + 2 * KP_PAGE, huge_poisoned(s));
 		size = s->size;
 		s->dirty = 1;
-		if (s->purged) /* given back: no memory until written again */
-			atomic_fetch_add_explicit(&pool->fresh_taken, size, memory_order_relaxed);
 		/* a purged one was advised off huge pages (kp__os_nohugepage):
 		 * its block faults in every page again, and one madvise more */
 		if (s->purged && pool->conf.thp)
