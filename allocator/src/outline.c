@@ -1586,34 +1586,40 @@ static void hand_purge(kp_pool *pool, struct ol_heap *h)
 
 /*
  * After a large block (past OL_SMALL_MAX: alloc.c's path) of a thread with
- * a heap of the pool: when the block raised the peak of the pool's
- * out_bytes (what alloc.c's path gives out: these large blocks, and its
- * thread caches' refills of them) to a step past the mark, the mark moves
- * to the peak and the thread gives back the free blocks' pages of its spans
- * in hand (hand_purge). A program whose large blocks grow takes new pages
- * for them, while the free blocks of its classes in hand stay resident
- * beside them (the daemon's purge takes listed spans only); glibc's arena
- * gives the blocks the memory those freed. The mark moves on a pool-wide
- * epoch (hand_epoch), and every other heap's thread gives back its own
- * spans' free pages at its next refill (refill_body, hand_catch_up):
- * another thread's spans in hand are popped without a lock, so only their
- * owner may.
- * Only a peak that rises: in a steady state (large bytes at or below their
- * peak) the allocation path makes no system call (test_cache: a mark set
- * from out_bytes alone, or moved on again each decay_ms, made 1-6 madvise
- * in its million steady operations), and at one level of large bytes (a
- * block taken and freed again and again, the classes between them
- * churned) no purge a round, nor the faults to take the pages back
- * (test_outline_hand_purge: 198 madvise in 200 rounds without the mark).
- * A program whose large bytes fall and rise again to their peak is left
- * to the daemon's purge of listed spans.
+ * a heap of the pool: when the block took fresh memory (pool->fresh_taken:
+ * units no block held since they were mapped, a new huge mapping: the
+ * pool's footprint grew) and that count stands a step past the mark, the
+ * mark moves there and the thread gives back the free blocks' pages of its
+ * spans in hand (hand_purge). A program whose large blocks grow takes new
+ * pages for them, while the free blocks of its classes in hand stay
+ * resident beside them (the daemon's purge takes listed spans only);
+ * glibc's arena gives the blocks the memory those freed. The mark moves on
+ * a pool-wide epoch (hand_epoch), and every other heap's thread gives back
+ * its own spans' free pages at its next refill (refill_body,
+ * hand_catch_up): another thread's spans in hand are popped without a lock,
+ * so only their owner may.
+ * Only growth: in a steady state no large block takes fresh memory, and the
+ * allocation path makes no system call (test_cache: a mark on out_bytes,
+ * moved on again each decay_ms, made 1-6 madvise in its million steady
+ * operations, 3 on out_bytes' peak; units the daemon purged counted as
+ * fresh, 129 under load 20); at one level of large bytes (a block taken
+ * and freed again and again, the classes between them churned) no purge a
+ * round, nor the faults to take the pages back (test_outline_hand_purge:
+ * 198 madvise in 200 rounds without the mark). A program whose large
+ * blocks fall and rise again within its footprint is left to the daemon's
+ * purge of listed spans. A mark on out_bytes' peak missed git's blobs: a
+ * realloc'd array (no call here) had set the peak higher before them
+ * (18,308 KiB against 17,308).
  * git pack-objects (git.yaml's repack alone, /usr/bin/time -f %M, medians
  * of 5 alternated, load 6-7): its 200 KB blobs and their delta indexes (3
  * MB at once, alloc.c's large runs) came on top of 1.4-3.5 MiB of free
  * 4-32 KiB blocks in its two delta threads' spans in hand: 19,128 KiB peak
  * against glibc's 16,036 (1.19x), whose arena gives the blobs the memory
  * the windows freed; 17,856 with the calling thread's spans alone, 17,548
- * with every heap's (1.09x).
+ * with every heap's (1.09x). As kept (the mark on fresh_taken, load 20):
+ * repack alone 19,460 -> 17,904 (glibc 16,076); git.yaml's whole workload
+ * 18,724 -> 17,452 (glibc 16,524: 1.13x -> 1.06x; jemalloc 20,964, mimalloc
+ * 20,676), its git gc 11.3-11.9 -> 10.2-10.3 MiB (glibc 8.7).
  */
 static void large_taken(kp_pool *pool, size_t fresh_before)
 {
