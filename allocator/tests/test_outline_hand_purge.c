@@ -1,8 +1,9 @@
 /*
  * test_outline_hand_purge.c - a thread whose large blocks (past OL_SMALL_MAX:
- * alloc.c's path) take the pool's large bytes past their mark first gives
- * back the whole pages inside the free blocks (of a page or more) of its own
- * spans in hand (outline.c, hand_purge), which the daemon's purge never
+ * alloc.c's path) take fresh memory (units never used, new huge mappings:
+ * pool->fresh_taken) a step past the mark first gives back the whole pages
+ * inside the free blocks (of a page or more) of its own spans in hand
+ * (outline.c, large_taken, hand_purge), which the daemon's purge never
  * touches (it takes listed spans only: a span in hand is popped without a
  * lock).
  *
