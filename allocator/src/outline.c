@@ -2968,8 +2968,7 @@ static void drain_class(kp_pool *pool, struct ol_heap *h, uint32_t cls)
  * not from here). */
 static bool park_served(kp_pool *pool)
 {
-	return pool->conf.step_clock ||
-	       atomic_load_explicit(&pool->daemon.state, memory_order_relaxed) == KP_D_RUNNING;
+	return pool->conf.step_clock || atomic_load_explicit(&pool->daemon.state, memory_order_relaxed) == KP_D_RUNNING;
 }
 
 /* The blocks parked on pg, from index head - 1 along its links: their
