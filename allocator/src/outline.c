@@ -2960,10 +2960,11 @@ static void drain_class(kp_pool *pool, struct ol_heap *h, uint32_t cls)
  * made 237-241 system calls on the allocation path against its SLO of 0,
  * and test_cache under TSan at load 19 made 2 madvise and 2 mincore on it
  * in a steady million (175 -> 225 in CI); 0 now. git.yaml's whole workload
- * under the preload (git_workload.sh, /usr/bin/time -f %M, medians of 5
- * alternated, load 10-22): main 19,008 KiB, s37-realmem 17,608, parked
- * 17,540, glibc 16,020 (1.19x -> 1.09x); sqlite3.yaml 39,320 / 39,236 /
- * 39,332, glibc 37,248 (medians of 3: no change).
+ * under the preload (git_workload.sh, /usr/bin/time -f %M, alternated,
+ * load 4-22; medians of 10, 8 for s37-realmem): main 18,970 KiB,
+ * s37-realmem 17,768, parked 17,666, glibc 16,060 (1.18x -> 1.10x; runs
+ * spread 16.8-18.7 MiB parked, 17.5-20.0 main); sqlite3.yaml 39,320 /
+ * 39,236 / 39,332, glibc 37,248 (medians of 3: no change).
  */
 
 /* A span's parked blocks, at the least, in bytes: fewer hold a page or two
