@@ -428,6 +428,7 @@ again:
 		s->kind = KP_SEG_HUGE;
 		s->size = size;
 		s->dirty = 0;
+		atomic_fetch_add_explicit(&pool->fresh_taken, size, memory_order_relaxed);
 		s->magic = kp__seg_magic(pool->secret, s, KP_SEG_HUGE, size);
 		if (kp__pagemap_set(&pool->os, s, size, s) < 0) {
 			/* the entries it wrote point here: cleared, and the header

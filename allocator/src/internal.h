@@ -1790,6 +1790,12 @@ struct kp_pool {
 	/* bytes of purged free units taken (run_take, kp__large_resize; written
 	 * under lock): demand under the peak the daemon pre-faults (daemon.c) */
 	_Atomic size_t purged_taken;
+	/* bytes of runs taken from units no block has held since they were
+	 * mapped, and of new huge mappings: the pool's footprint grown (run_take,
+	 * kp__huge_alloc; not units or mappings given back and taken again,
+	 * which the daemon's purge makes of memory a steady program takes
+	 * again and again). outline.c's large_taken reads it */
+	_Atomic size_t fresh_taken;
 	_Atomic int backup_mode; /* critical traffic goes to the backup */
 	/* The daemon aims at high_wm << grow_boost of headroom. The allocation
 	 * path raises the boost each time it had to grow by itself (demand

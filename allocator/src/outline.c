@@ -529,6 +529,7 @@ void kp__ol_destroy(kp_pool *pool)
 }
 
 static void fc_fork_child(struct ol_heap *h);
+static void park_return(kp_pool *pool, struct ol_span *list, bool purge, bool counted);
 
 /* Fork: the pool's lock held across it (pool.c's fork handlers); the
  * child's other threads are gone, their heaps adopted by whichever new
@@ -568,6 +569,12 @@ void kp__ol_fork(kp_pool *pool, int phase)
 				if (atomic_load_explicit(&pg->nremote, memory_order_relaxed) != len)
 					atomic_store_explicit(&pg->nremote, len, memory_order_relaxed);
 			}
+		/* chains parked for the daemon (hand_park), which the counts
+		 * above left out: onto their lists, unpurged and counted (the
+		 * child's daemon, not restarted yet, would purge them only at
+		 * its first pass); none was in a thread's hands at the fork
+		 * (phase 0 took the locks that parking and park_give hold) */
+		park_return(pool, atomic_exchange_explicit(&ol->parked, NULL, memory_order_acquire), false, false);
 		return;
 	}
 	if (phase == 0) {
@@ -1118,6 +1125,7 @@ static void cold_finish(kp_pool *pool, struct ol_seg *const *segs, uint32_t n, s
 
 static void purge_idle(kp_pool *pool);
 static void return_idle(kp_pool *pool);
+static void park_give(kp_pool *pool, bool purge);
 
 /* ---- the probe: does the program write what it takes? ---------------------
  *
@@ -1246,6 +1254,13 @@ void kp__ol_daemon_pass(kp_pool *pool)
 	kp__ol *ol = pool->ol;
 	if (!ol)
 		return;
+	/* the spans in hand's free blocks their owners parked (hand_park); the
+	 * test here, so that a pass with none parked runs no text outside the
+	 * preload's warm text (park_give is not in warm.txt: a small program's
+	 * passes faulted a second window of the cold text, 152 KiB of the text
+	 * resident against tests/test_preload.py's 116) */
+	if (atomic_load_explicit(&ol->parked, memory_order_relaxed))
+		park_give(pool, true);
 	return_idle(pool); /* whole segments first: one purge each, not one a span */
 	purge_idle(pool);
 	/* The demand: how far the bytes in use went past their peak (blocks
@@ -2228,15 +2243,18 @@ static inline void list_fence(void)
 static inline bool listed_already(kp_pool *pool, struct ol_span *pg, uint32_t idx);
 
 /* Blocks of pg, linked through pg->link from index head - 1 to tail
- * (whose link is set here), k of them, pushed onto pg's cross-thread list
- * with one compare-and-swap; the span onto its heap's dirty list when the
- * list was empty. nremote first: a span with a push in flight is never
- * wholly free (span_adopt). Any thread; the blocks' records read
+ * (whose link is set here), onto pg's cross-thread list with one
+ * compare-and-swap; the span onto its heap's dirty list when the list was
+ * empty. Counted in nremote already (remote_push; the daemon's return of
+ * parked blocks: park_return). Any thread; the blocks' records read
  * OL_LISTED (swapped in by the caller) and none on the list already
- * (listed_already). */
-static void remote_push(struct ol_span *pg, uint32_t head, uint32_t tail, uint32_t k)
+ * (listed_already). Inlined: remote_push's code as it was before the split
+ * (the preload's hot text holds remote_push; a remote_list of its own went
+ * to the cold text, and tests/test_preload.py's small program, whose
+ * cross-thread frees push, faulted a second window of it: 88 KiB of the
+ * text resident against its bound of 52). */
+static inline __attribute__((always_inline)) void remote_list(struct ol_span *pg, uint32_t head, uint32_t tail)
 {
-	atomic_fetch_add_explicit(&pg->nremote, k, memory_order_relaxed);
 	uint32_t old = atomic_load_explicit(&pg->remote, memory_order_relaxed);
 	do
 		__atomic_store_n(&pg->link[tail], (uint16_t)(old | OL_LINK_ON), __ATOMIC_RELAXED);
@@ -2253,6 +2271,14 @@ static void remote_push(struct ol_span *pg, uint32_t head, uint32_t tail, uint32
 		while (!atomic_compare_exchange_weak_explicit(&h->dirty, &hd, pg, memory_order_release,
 							      memory_order_relaxed));
 	}
+}
+
+/* k blocks of pg, linked as for remote_list, counted and listed. nremote
+ * first: a span with a push in flight is never wholly free (span_adopt). */
+static void remote_push(struct ol_span *pg, uint32_t head, uint32_t tail, uint32_t k)
+{
+	atomic_fetch_add_explicit(&pg->nremote, k, memory_order_relaxed);
+	remote_list(pg, head, tail);
 }
 
 /* The entries of direct[] (by (n + OL_CANARY + 15) >> 4) of each class up
@@ -3019,6 +3045,276 @@ static void drain_class(kp_pool *pool, struct ol_heap *h, uint32_t cls)
 	}
 }
 
+/* ---- the free blocks of spans in hand, given back by the daemon ------------
+ *
+ * A span in hand (cur[]) is popped by its owner alone, without a lock, so
+ * the daemon's purge (purge_idle) never takes one, and a program whose
+ * large blocks grow keeps the free blocks of its classes in hand resident
+ * beside them (git pack-objects: 1.4-3.5 MiB of free 4-32 KiB blocks in its
+ * two delta threads' spans in hand under its 200 KB blobs and 3 MB delta
+ * indexes), where glibc's arena gives the large blocks the memory those
+ * freed. So the owner parks them: at a large block that took fresh memory
+ * (large_taken) its thread, and every other heap's at its next refill
+ * (hand_catch_up), takes the free blocks of a page or more that its spans
+ * in hand handed out before (OL_FREE: not OL_VIRGIN, the blocks never
+ * handed out, whose pages the daemon may have pre-faulted for the pops to
+ * come) off their stacks, chains them through the span's cross-thread
+ * links as a free of another thread would (records OL_LISTED, counted in
+ * nremote: a push in flight, so the span is never wholly free meanwhile),
+ * and queues the span on the pool's parked list (ol_span's park); the
+ * daemon's pass (park_give, first in kp__ol_daemon_pass) gives back the
+ * whole pages inside the runs of those blocks and pushes each chain onto
+ * its span's cross-thread list (remote_list), where the owner's drain
+ * (drain_class, at its refill) takes them back as any other thread's frees.
+ * No system call on the allocation path: the pages go on the daemon's
+ * thread, and no thread but the daemon touches a parked block (it is on no
+ * stack and no list; a free of it reads OL_LISTED and is refused as a
+ * double free).
+ * Before (s37-realmem, not merged), the owner gave the pages back itself
+ * (mincore and madvise on its allocation path): the paced-growth workload
+ * made 237-241 system calls on the allocation path against its SLO of 0,
+ * and test_cache under TSan at load 19 made 2 madvise and 2 mincore on it
+ * in a steady million (175 -> 225 in CI); 0 now. git.yaml's whole workload
+ * under the preload (git_workload.sh, /usr/bin/time -f %M, alternated,
+ * load 4-22; medians of 10, 8 for s37-realmem): main 18,970 KiB,
+ * s37-realmem 17,768, parked 17,666, glibc 16,060 (1.18x -> 1.10x; runs
+ * spread 16.8-18.7 MiB parked, 17.5-20.0 main); sqlite3.yaml 39,320 /
+ * 39,236 / 39,332, glibc 37,248 (medians of 3: no change).
+ */
+
+/* A span's parked blocks, at the least, in bytes: fewer hold a page or two
+ * of whole pages at most, not worth a trip through the daemon (a mincore
+ * and a madvise, and the owner's drain). */
+#define OL_PARK_MIN (4 * KP_PAGE)
+/* ol_span's park word: the next span on the pool's parked list (the low
+ * 48 bits, as a foreign cache's entry, OL_FC_IDX_SHIFT) and the chain's
+ * head (its first block's index + 1) above; 0 while not parked */
+#define OL_PARK_NEXT (((uint64_t)1 << OL_FC_IDX_SHIFT) - 1)
+
+/* Does a daemon's pass come to give parked blocks back? The thread running
+ * (a kick brings its pass), or a stepped pool's (step_clock: its passes are
+ * kp_daemon_step's, the tests'). Not a pool whose daemon is off, stopped,
+ * or not yet restarted in a forked child (its first kick starts a thread:
+ * not from here). */
+static bool park_served(kp_pool *pool)
+{
+	return pool->conf.step_clock || atomic_load_explicit(&pool->daemon.state, memory_order_relaxed) == KP_D_RUNNING;
+}
+
+/* The blocks parked on pg, from index head - 1 along its links: their
+ * bits set in bits (pg->nblocks of them), the last one's index in *tail;
+ * how many. The walk is bound by the span's blocks (the owner made the
+ * chain: hand_park). */
+static uint32_t park_chain(const struct ol_span *pg, uint32_t head, uint64_t *bits, uint32_t *tail)
+{
+	uint32_t k = 0;
+	for (uint32_t i = head; i && i <= pg->nblocks && k < pg->nblocks; i = link_next(pg, i - 1), k++) {
+		bits[(i - 1) / 64] |= (uint64_t)1 << ((i - 1) % 64);
+		*tail = i - 1;
+	}
+	return k;
+}
+
+/* Give back the whole pages inside each run of pg's blocks set in bits:
+ * the daemon's thread, kp__os_purge (a mincore, then a madvise from the
+ * first resident page to the last). */
+static void park_purge(kp_pool *pool, const struct ol_span *pg, const uint64_t *bits)
+{
+	uint8_t *run = NULL;
+	for (uint32_t i = 0; i <= pg->nblocks; i++) {
+		bool parked = i < pg->nblocks && (bits[i / 64] >> (i % 64) & 1);
+		uint8_t *b = pg->start + (size_t)i * pg->bsize;
+		if (parked && !run)
+			run = b;
+		if (parked || !run)
+			continue;
+		uint8_t *lo = (uint8_t *)(((uintptr_t)run + KP_PAGE - 1) & ~(uintptr_t)(KP_PAGE - 1));
+		uint8_t *hi = (uint8_t *)((uintptr_t)b & ~(uintptr_t)(KP_PAGE - 1));
+		if (hi > lo)
+			atomic_fetch_add(&pool->purged_bytes, kp__os_purge(&pool->os, lo, (size_t)(hi - lo)));
+		run = NULL;
+	}
+}
+
+/* The spans on list (the pool's parked list, taken whole), each chain of
+ * parked blocks given back (purge: park_purge) and onto its span's
+ * cross-thread list, the span's park word cleared (the owner may park its
+ * blocks again). counted: the chain is in nremote already (hand_park);
+ * else (a forked child, whose nremote counts the lists alone:
+ * kp__ol_fork) the push counts it. */
+static void park_return(kp_pool *pool, struct ol_span *list, bool purge, bool counted)
+{
+	uint64_t bits[OL_SLICE_SIZE / 16 / 64]; /* a span's blocks at most (outline.h, OL_LINK_ON) */
+	for (struct ol_span *pg = list, *nx; pg; pg = nx) {
+		uint64_t w = atomic_load_explicit(&pg->park, memory_order_relaxed);
+		nx = (struct ol_span *)(uintptr_t)(w & OL_PARK_NEXT);
+		uint32_t head = (uint32_t)(w >> OL_FC_IDX_SHIFT), tail = 0;
+		memset(bits, 0, ((pg->nblocks + 63) / 64) * sizeof bits[0]);
+		uint32_t k = park_chain(pg, head, bits, &tail);
+		if (k) {
+			if (purge)
+				park_purge(pool, pg, bits);
+			if (counted)
+				remote_list(pg, head, tail);
+			else
+				remote_push(pg, head, tail, k);
+		}
+		atomic_store_explicit(&pg->park, 0, memory_order_release);
+	}
+}
+
+/* The daemon's pass (kp__ol_daemon_pass, first), or a heap's thread while
+ * no daemon would come (park: purge false): the pool's parked spans'
+ * blocks given back and home. Under the pool's outline lock, which a fork
+ * takes first (kp__ol_fork): no chain is in this thread's hands across a
+ * fork. */
+static void park_give(kp_pool *pool, bool purge)
+{
+	kp__ol *ol = pool->ol;
+	if (!atomic_load_explicit(&ol->parked, memory_order_relaxed))
+		return;
+	pthread_mutex_lock(&ol->lock);
+	struct ol_span *list = atomic_exchange_explicit(&ol->parked, NULL, memory_order_acquire);
+	park_return(pool, list, purge, true);
+	pthread_mutex_unlock(&ol->lock);
+}
+
+/* h's spans in hand of blocks of a page or more: their blocks handed out
+ * and freed since (OL_FREE) off their stacks (the rest kept in order) and
+ * parked, OL_PARK_MIN bytes of them at least, a span whose last parked
+ * chain the daemon has not given back yet left alone. The owner's thread,
+ * its slot marked and busy (a handler's call takes alloc.c's path and its
+ * frees the cross-thread lists: no pop or push of these stacks
+ * meanwhile), under its avail lock (a fork waits for the chains to be
+ * queued: kp__ol_fork). true when the parked list was empty: the caller
+ * wakes the daemon. */
+static bool hand_park(kp_pool *pool, struct ol_heap *h)
+{
+	kp__ol *ol = pool->ol;
+	bool first = false;
+	owner_lock(pool, h);
+	for (uint32_t c = 0; c < OL_NCLASS; c++) {
+		struct ol_span *pg = h->cur[c];
+		if (pg == &empty_span || pg->bsize < OL_BPURGE_MIN ||
+		    atomic_load_explicit(&pg->park, memory_order_acquire))
+			continue;
+		uint16_t *sp = kp__ol_sp(pg);
+		uint32_t k = 0;
+		for (uint16_t *e = pg->stack0 + 1; e <= sp; e++)
+			k += __atomic_load_n(&pg->rec[*e].state, __ATOMIC_RELAXED) == OL_FREE;
+		if ((size_t)k * pg->bsize < OL_PARK_MIN)
+			continue;
+		uint16_t *keep = pg->stack0;
+		uint32_t head = 0;
+		for (uint16_t *e = pg->stack0 + 1; e <= sp; e++) {
+			uint32_t x = *e;
+			if (__atomic_load_n(&pg->rec[x].state, __ATOMIC_RELAXED) != OL_FREE) {
+				*++keep = (uint16_t)x;
+				continue;
+			}
+			__atomic_store_n(&pg->rec[x].state, OL_LISTED, __ATOMIC_RELAXED);
+			__atomic_store_n(&pg->link[x], (uint16_t)(head | OL_LINK_ON), __ATOMIC_RELAXED);
+			head = x + 1;
+		}
+		kp__ol_sp_set(pg, keep);
+		atomic_fetch_add_explicit(&pg->nremote, k, memory_order_relaxed);
+		struct ol_span *old = atomic_load_explicit(&ol->parked, memory_order_relaxed);
+		do
+			atomic_store_explicit(&pg->park, (uint64_t)(uintptr_t)old | (uint64_t)head << OL_FC_IDX_SHIFT,
+					      memory_order_relaxed);
+		while (!atomic_compare_exchange_weak_explicit(&ol->parked, &old, pg, memory_order_release,
+							      memory_order_relaxed));
+		first |= !old;
+	}
+	owner_unlock(h);
+	return first;
+}
+
+/* h's thread gives its spans in hand's free blocks to the daemon
+ * (hand_park), and wakes it (kp__daemon_kick: the allocation path's
+ * wake-up at a watermark, no counted system call). With no daemon to come
+ * (park_served), nothing is parked, and chains parked before (a daemon
+ * stopped since, a forked child's) go home unpurged. Not poison:on (a
+ * purged page reads zero, not the fill). */
+static void hand_give(kp_pool *pool, struct ol_heap *h)
+{
+	if (pool->conf.poison)
+		return;
+	if (!park_served(pool))
+		park_give(pool, false);
+	else if (hand_park(pool, h))
+		kp__daemon_kick(pool);
+}
+
+/* How far past the mark the fresh memory goes before the next parking: a
+ * quarter MiB (a blob of git's and a bit: each of its 200 KB blobs takes 4
+ * units, 256 KiB), or an eighth of the mark, so that a program whose large
+ * blocks only grow (cc1's tables, a buffer doubled) parks a logarithmic
+ * number of times, not once a block. */
+#define OL_HAND_STEP ((size_t)256 << 10)
+#define OL_HAND_STEP_SHARE 8u
+
+/*
+ * After a large block (past OL_SMALL_MAX: alloc.c's path) of a thread with
+ * a heap of the pool: when the block took fresh memory (pool->fresh_taken:
+ * units no block held since they were mapped, a new huge mapping: the
+ * pool's footprint grew) and that count stands a step past the mark, the
+ * mark moves there and the thread parks the free blocks of its spans in
+ * hand for the daemon to give their pages back (hand_give, above). The
+ * mark moves on a pool-wide epoch (hand_epoch), and every other heap's
+ * thread parks its own at its next refill (refill_body, hand_catch_up):
+ * another thread's spans in hand are popped without a lock, so only their
+ * owner may.
+ * Only growth: in a steady state no large block takes fresh memory (a
+ * mark on out_bytes, moved on again each decay_ms, had test_cache's
+ * steady runs purge 1-6 times in a million operations, 3 on out_bytes'
+ * peak; units the daemon purged counted as fresh, 129 under load 20); at
+ * one level of large bytes (a block taken and freed again and again, the
+ * classes between them churned) no purge a round, nor the faults to take
+ * the pages back (test_outline_hand_purge: 198 madvise in 200 rounds
+ * without the mark). A program whose large blocks fall and rise again
+ * within its footprint is left to the daemon's purge of listed spans. A
+ * mark on out_bytes' peak missed git's blobs: a realloc'd array (no call
+ * here) had set the peak higher before them (18,308 KiB against 17,308).
+ * git pack-objects (git.yaml's repack alone, /usr/bin/time -f %M, medians
+ * of 5 alternated, load 6-7), with the owner's own purge (s37-realmem):
+ * 19,128 KiB peak against glibc's 16,036 (1.19x) before; 17,856 with the
+ * calling thread's spans alone, 17,548 with every heap's (1.09x); the mark
+ * on fresh_taken (load 20): git.yaml's whole workload 18,724 -> 17,452
+ * (glibc 16,524: 1.13x -> 1.06x).
+ */
+static void large_taken(kp_pool *pool, size_t fresh_before)
+{
+	kp__ol *ol = pool->ol;
+	if (pool->conf.poison || kp__ol_slot.aid != pool->id || kp__ol_slot.heap == &kp__ol_empty_heap)
+		return;
+	size_t fresh = atomic_load_explicit(&pool->fresh_taken, memory_order_relaxed);
+	size_t mark = atomic_load_explicit(&ol->hand_mark, memory_order_relaxed);
+	size_t step = mark / OL_HAND_STEP_SHARE > OL_HAND_STEP ? mark / OL_HAND_STEP_SHARE : OL_HAND_STEP;
+	if (fresh == fresh_before || fresh < mark + step)
+		return;
+	atomic_store_explicit(&ol->hand_mark, fresh, memory_order_relaxed);
+	uint32_t epoch = atomic_fetch_add_explicit(&ol->hand_epoch, 1, memory_order_relaxed) + 1;
+	if (!kp__ol_enter(pool->id)) /* a call nested inside another of this thread's */
+		return;
+	if (busy_enter()) {
+		struct ol_heap *h = kp__ol_slot.heap;
+		h->hand_seen = epoch;
+		hand_give(pool, h);
+		busy_leave();
+	}
+	kp__ol_unmark();
+}
+
+/* refill_body's look at the pool's hand_epoch: moved since this heap's
+ * thread last parked its spans in hand's free blocks, it does so now
+ * (hand_give: the owner, its slot marked and busy). */
+static __attribute__((noinline, cold)) void hand_catch_up(kp_pool *pool, struct ol_heap *h, uint32_t epoch)
+{
+	h->hand_seen = epoch;
+	hand_give(pool, h);
+}
+
 /* ---- kp_alloc ------------------------------------------------------------- */
 
 /* poison:on (poison_alloc, poison_free): the thread's heap of such a pool,
@@ -3681,6 +3977,9 @@ static void *refill_body(kp_pool *pool, struct ol_heap *h, uint32_t cls, size_t 
 		kp__ol_unmark();
 		return kp__alloc_slow(pool, n, 0);
 	}
+	uint32_t epoch = atomic_load_explicit(&pool->ol->hand_epoch, memory_order_relaxed);
+	if (KP_UNLIKELY(epoch != h->hand_seen)) /* a thread's large blocks grew: large_taken */
+		hand_catch_up(pool, h, epoch);
 	/* the heap allocates the class: its cache of it at full size (outline.h, OL_FC_LONE_BYTES) */
 	h->fc_cap[cls] = (uint8_t)fc_cap_of(OL_FC_BYTES, class_size[cls]);
 	/* the cache emptied: the class's span in hand again (here, not as its
@@ -3965,8 +4264,15 @@ void *kp__ol_alloc(kp_pool *pool, size_t n, unsigned flags)
 	 * heap: alloc.c's path */
 	if (KP_UNLIKELY(kp__ol_marked()))
 		return alloc_nested(pool, n, flags);
-	if (n > OL_SMALL_MAX - OL_CANARY || (flags & KP_CRITICAL))
+	if (flags & KP_CRITICAL)
 		return kp__alloc_classic(pool, n, flags);
+	if (n > OL_SMALL_MAX - OL_CANARY) {
+		size_t fresh = atomic_load_explicit(&pool->fresh_taken, memory_order_relaxed);
+		void *big = kp__alloc_classic(pool, n, flags);
+		if (big)
+			large_taken(pool, fresh);
+		return big;
+	}
 	if (KP_UNLIKELY(pool->conf.poison))
 		return poison_alloc(pool, n, flags);
 	struct ol_heap *h = kp__ol_slot.aid == kp__ol_slot_id(pool) && kp__ol_slot.heap != &kp__ol_empty_heap

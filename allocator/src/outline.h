@@ -219,6 +219,10 @@ struct ol_span {
 	 * (pool clock, ns; OL_PURGED once given back at that count) */
 	uint32_t bpurge_free;
 	uint64_t bpurge_ns;
+	/* its owner's free blocks parked for the daemon (outline.c, hand_park):
+	 * the next span on the pool's parked list | the chain's head << 48;
+	 * 0 while none is (the daemon's park_return clears it) */
+	_Atomic uint64_t park;
 };
 /* the nil span (kp__ol_map_nil): what kp_free reads of a span before its
  * index test, in the 64 zero bytes it names */
@@ -392,6 +396,9 @@ struct ol_heap {
 	 * kp__ol still shares the first heap's page (outline.c, OL_ARENA_HEAD) */
 	uint8_t lender[24];
 	uint32_t lending;
+	/* the pool's hand_epoch its thread last parked its spans in hand's
+	 * free blocks at (outline.c, large_taken): the owner's */
+	uint32_t hand_seen;
 	_Alignas(64) struct ol_span *_Atomic dirty; /* spans with cross-thread frees (other threads push) */
 };
 
@@ -473,6 +480,15 @@ struct kp__ol {
 	_Atomic uint64_t returned;
 	/* segments mapped, for their metadata's color (outline.c, segment_map) */
 	_Atomic uint32_t meta_colors;
+	/* the pool's fresh_taken when a large block last made its thread park
+	 * the free blocks of its spans in hand (outline.c, large_taken) */
+	_Atomic size_t hand_mark;
+	/* moved on by each such parking: every other heap's thread parks its
+	 * own at its next refill (refill_body) */
+	_Atomic uint32_t hand_epoch;
+	/* spans whose owners parked free blocks for the daemon to give their
+	 * pages back (outline.c, hand_park; park_give takes the list whole) */
+	struct ol_span *_Atomic parked;
 };
 
 /* The slice map's entries: a span's address less the map's own (0: no

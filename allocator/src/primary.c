@@ -258,6 +258,10 @@ static kp__span *run_take(kp_pool *pool, kp__seg *s, unsigned u, unsigned n, kp_
 {
 	uint64_t bits = run_bits(u, n);
 	bool fresh = (s->zero & bits) == bits;
+	if (s->zero & bits)
+		atomic_fetch_add_explicit(&pool->fresh_taken,
+					  (size_t)__builtin_popcountll(s->zero & bits) << KP_UNIT_SHIFT,
+					  memory_order_relaxed);
 	s->zero &= ~bits;
 	s->free_mask &= ~bits;
 	s->purge_idle &= ~bits; /* taken: no longer idle, nor given back */
