@@ -3286,7 +3286,7 @@ static void hand_give(kp_pool *pool, struct ol_heap *h)
 static void large_taken(kp_pool *pool, size_t fresh_before)
 {
 	kp__ol *ol = pool->ol;
-	if (pool->conf.poison || kp__ol_slot.aid != pool->id || kp__ol_slot.heap == &kp__ol_empty_heap)
+	if (pool->conf.poison || kp__ol_slot.aid != kp__ol_slot_id(pool) || kp__ol_slot.heap == &kp__ol_empty_heap)
 		return;
 	size_t fresh = atomic_load_explicit(&pool->fresh_taken, memory_order_relaxed);
 	size_t mark = atomic_load_explicit(&ol->hand_mark, memory_order_relaxed);
@@ -3295,7 +3295,7 @@ static void large_taken(kp_pool *pool, size_t fresh_before)
 		return;
 	atomic_store_explicit(&ol->hand_mark, fresh, memory_order_relaxed);
 	uint32_t epoch = atomic_fetch_add_explicit(&ol->hand_epoch, 1, memory_order_relaxed) + 1;
-	if (!kp__ol_enter(pool->id)) /* a call nested inside another of this thread's */
+	if (!kp__ol_enter(kp__ol_slot_id(pool))) /* a call nested inside another of this thread's */
 		return;
 	if (busy_enter()) {
 		struct ol_heap *h = kp__ol_slot.heap;
