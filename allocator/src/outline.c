@@ -1605,6 +1605,16 @@ static void owner_unlock(struct ol_heap *h)
  * for the next one). */
 #define OL_BPURGE_SPANS 64u
 
+/* Give back the whole pages inside [run, end): a run of free blocks
+ * (purge_blocks, park_purge). */
+static void purge_inside(kp_pool *pool, uint8_t *run, uint8_t *end)
+{
+	uint8_t *lo = (uint8_t *)(((uintptr_t)run + KP_PAGE - 1) & ~(uintptr_t)(KP_PAGE - 1));
+	uint8_t *hi = (uint8_t *)((uintptr_t)end & ~(uintptr_t)(KP_PAGE - 1));
+	if (hi > lo)
+		atomic_fetch_add(&pool->purged_bytes, kp__os_purge(&pool->os, lo, (size_t)(hi - lo)));
+}
+
 /* Give back the whole pages inside pg's free blocks (of those made, free
  * on its stack or never handed out, and those past fresh): pg is off its
  * heap's avail list, in no thread's hand (see purge_idle: no block of it
@@ -1625,10 +1635,7 @@ __attribute__((no_sanitize("thread"))) static void purge_blocks(kp_pool *pool, s
 			run = b;
 		if (free || !run)
 			continue;
-		uint8_t *lo = (uint8_t *)(((uintptr_t)run + KP_PAGE - 1) & ~(uintptr_t)(KP_PAGE - 1));
-		uint8_t *hi = (uint8_t *)((uintptr_t)b & ~(uintptr_t)(KP_PAGE - 1));
-		if (hi > lo)
-			atomic_fetch_add(&pool->purged_bytes, kp__os_purge(&pool->os, lo, (size_t)(hi - lo)));
+		purge_inside(pool, run, b);
 		run = NULL;
 	}
 }
@@ -3128,10 +3135,7 @@ static void park_purge(kp_pool *pool, const struct ol_span *pg, const uint64_t *
 			run = b;
 		if (parked || !run)
 			continue;
-		uint8_t *lo = (uint8_t *)(((uintptr_t)run + KP_PAGE - 1) & ~(uintptr_t)(KP_PAGE - 1));
-		uint8_t *hi = (uint8_t *)((uintptr_t)b & ~(uintptr_t)(KP_PAGE - 1));
-		if (hi > lo)
-			atomic_fetch_add(&pool->purged_bytes, kp__os_purge(&pool->os, lo, (size_t)(hi - lo)));
+		purge_inside(pool, run, b);
 		run = NULL;
 	}
 }
