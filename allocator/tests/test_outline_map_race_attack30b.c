@@ -34,6 +34,7 @@
 #define _GNU_SOURCE 1
 #include "ktest.h"
 #include "internal.h"
+#include "outline.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -100,6 +101,16 @@ static void test_stale_frees_while_segments_go_back(void)
 	}
 	atomic_store(&stop, 1);
 	pthread_join(st, NULL);
+	/* the spares past the demand still unmapped once the frees are over
+	 * (the grace the daemon waits, outline.c ol_readers_quiet, ends) */
+	for (int i = 0; i < 200 && !atomic_load(&pool->ol->unmapped); i++) {
+		kp_daemon_step(pool, 5);
+		kt_sleep_ms(2);
+	}
+	uint64_t unmapped = atomic_load(&pool->ol->unmapped), waits = atomic_load(&pool->ol->unmap_waits);
+	printf("  %lu segments unmapped, %lu passes waited for a marked slot\n", (unsigned long)unmapped,
+	       (unsigned long)waits);
+	CHECK(unmapped > 0, "no spare unmapped");
 	uint64_t df = atomic_load(&pool->double_frees), inv = atomic_load(&pool->invalid_frees);
 	printf("  %d rounds: %lu stale frees (%lu into memory given back): double_free %lu + invalid_free %lu\n",
 	       rounds, (unsigned long)made, (unsigned long)gone, (unsigned long)df, (unsigned long)inv);
