@@ -1472,7 +1472,6 @@ static pthread_mutex_t ol_readers_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct ol_reader *ol_readers;
 static pthread_key_t ol_reader_key;
 static bool ol_reader_key_ok;
-static pthread_once_t ol_reader_once = PTHREAD_ONCE_INIT;
 static _Atomic int ol_readers_barrier; /* 0 not tried, 1 membarrier registered, -1 none */
 /* How long a pass waits for one marked slot to be seen unmarked: a free's
  * call is well under a microsecond; 1 ms covers a preempted one's return
@@ -1493,22 +1492,23 @@ static void ol_reader_exit(void *arg)
 	ol_reader_gone = true; /* never listed again: its TLS is going */
 	pthread_mutex_unlock(&ol_readers_lock);
 }
-static void ol_reader_key_make(void)
-{
-	ol_reader_key_ok = pthread_key_create(&ol_reader_key, ol_reader_exit) == 0;
-}
 
 /* The calling thread's slot on the readers' list (once a thread; where the
  * slot is made to name an outline pool, so before any mark of it). No list
- * without the exit key (a thread's TLS must leave it before it is freed):
- * the daemon then never unmaps (ol_readers_quiet). */
+ * without the exit key (ol_exit_key_init; a thread's TLS must leave the
+ * list before it is freed): the daemon then never unmaps (ol_readers_quiet). */
 static void ol_reader_note(void)
 {
-	if (KP_LIKELY(ol_reader_on) || ol_reader_gone)
+	if (KP_LIKELY(ol_reader_on) || ol_reader_gone || !ol_reader_key_ok)
 		return;
-	pthread_once(&ol_reader_once, ol_reader_key_make);
-	if (!ol_reader_key_ok || pthread_setspecific(ol_reader_key, &ol_reader_self) != 0)
+	/* first: setspecific may allocate (a key past glibc's first 32), and
+	 * the preload's malloc comes back here */
+	ol_reader_on = true;
+	if (pthread_setspecific(ol_reader_key, &ol_reader_self) != 0) {
+		ol_reader_on = false;
+		ol_reader_gone = true;
 		return;
+	}
 	sigset_t old;
 	kp__os_signals_off(&old); /* no handler's call while the lock is held */
 	pthread_mutex_lock(&ol_readers_lock);
@@ -1518,7 +1518,6 @@ static void ol_reader_note(void)
 	if (ol_readers)
 		ol_readers->pprev = &ol_reader_self.next;
 	ol_readers = &ol_reader_self;
-	ol_reader_on = true;
 	pthread_mutex_unlock(&ol_readers_lock);
 	kp__os_signals_back(&old);
 }
@@ -3131,6 +3130,9 @@ static void ol_thread_exit(void *arg)
 static void ol_exit_key_init(void)
 {
 	ol_exit_key_ok = pthread_key_create(&ol_exit_key, ol_thread_exit) == 0;
+	/* with it, at kp_create, not at a thread's first call (inside
+	 * pthread_once then: a handler's allocation there waited forever) */
+	ol_reader_key_ok = pthread_key_create(&ol_reader_key, ol_reader_exit) == 0;
 }
 
 static void exit_hook_init(void)
