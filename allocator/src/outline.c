@@ -2039,7 +2039,8 @@ static void return_idle(kp_pool *pool)
 		atomic_store_explicit(&s->taken, false, memory_order_relaxed);
 		/* idle for decay_ms already: the spares' decay (kp__ol_daemon_pass,
 		 * 3.) unmaps it at the next pass unless the demand wants it, not at
-		 * this one (a pass's grace for a stale free: above) */
+		 * this one; nor while a free that loaded its map entry may still
+		 * read it: ol_readers_quiet) */
 		s->spare_ns = now > decay ? now - decay : 0;
 		atomic_fetch_sub(&pool->ol_bytes, OL_SEG_SIZE);
 		last = s;

@@ -27,6 +27,21 @@
  * frees into memory given back, each reported once (and in test_outline_xdfree_attack30b before its passes were held
  * off during its bad frees under TSan, 2 runs of 3).
  *
+ * s38-race: SEGV inside kpool, not a report: the free that loaded the
+ * entry before the clear read the span, its record or the block after
+ * step 3 of the next pass (kp__ol_daemon_pass) had unmapped the spare
+ * segment: nothing but time (decay_ms 1, a pass) kept it mapped, and a
+ * racer preempted longer faulted at outline.h kp__ol_free_check (pg->lim),
+ * outline.c free_slow and kp__ol_free_other, and in TSan's atomic load of
+ * a record. Main fc15e96, alternate runs (/tmp/race-ab.sh): TSan 5 of 30,
+ * pinned to one CPU (taskset -c 0) 7 of 30; release 0 of 30, pinned 2 of
+ * 60 (and 2 of 90 more); ASan 0 of 30, pinned 0 of 30. The daemon now
+ * unmaps only once every thread's slot marked for this pool at a
+ * membarrier was seen unmarked (outline.c, ol_readers_quiet); else the
+ * next pass. This branch: TSan 0 of 30, pinned 0 of 30; release pinned 0
+ * of 60 (and 0 of 120 more). Asserted since: the spares are still
+ * unmapped (ol->unmapped; under TSan up to 13 passes a run waited).
+ *
  * Reproduce: setarch -R make -C allocator VARIANT=tsan
  * build/tsan/tests/test_outline_map_race_attack30b && setarch -R
  * allocator/build/tsan/tests/test_outline_map_race_attack30b
