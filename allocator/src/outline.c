@@ -530,6 +530,8 @@ void kp__ol_destroy(kp_pool *pool)
 
 static void fc_fork_child(struct ol_heap *h);
 static void park_return(kp_pool *pool, struct ol_span *list, bool purge, bool counted);
+static void ol_readers_fork_child(void);
+static bool ol_readers_quiet(kp_pool *pool);
 
 /* Fork: the pool's lock held across it (pool.c's fork handlers); the
  * child's other threads are gone, their heaps adopted by whichever new
@@ -542,6 +544,7 @@ void kp__ol_fork(kp_pool *pool, int phase)
 		return;
 	kp__ol *ol = pool->ol;
 	if (phase == 2) {
+		ol_readers_fork_child();
 		for (struct ol_heap *h = ol->heaps; h; h = h->next)
 			if (h->self != kp__ol_self())
 				fc_fork_child(h);
@@ -1469,10 +1472,30 @@ void kp__ol_daemon_pass(kp_pool *pool)
 		}
 	}
 	pthread_mutex_unlock(&ol->lock);
+	/* a free that loaded a map entry of one before return_idle cleared it
+	 * may still read it (ol_readers_quiet): else the spare list's tail
+	 * again, already purged, for the next pass */
+	if (drop && !ol_readers_quiet(pool)) {
+		uint32_t nd = 0;
+		struct ol_seg *tail = drop;
+		for (struct ol_seg *s = drop; s; s = s->next, nd++)
+			tail = s;
+		pthread_mutex_lock(&ol->lock);
+		struct ol_seg **tp = &ol->spare;
+		while (*tp)
+			tp = &(*tp)->next;
+		*tp = drop;
+		tail->next = NULL;
+		ol->nspare += nd;
+		pthread_mutex_unlock(&ol->lock);
+		atomic_fetch_add_explicit(&ol->unmap_waits, 1, memory_order_relaxed);
+		drop = NULL;
+	}
 	for (struct ol_seg *s = drop, *nx; s; s = nx) {
 		nx = s->next;
 		kp__os_unmap_clean(&pool->os, s->base, OL_SEG_SIZE);
 		meta_unmap(pool, s);
+		atomic_fetch_add_explicit(&ol->unmapped, 1, memory_order_relaxed);
 	}
 	if (!purge)
 		return;
@@ -1491,6 +1514,156 @@ void kp__ol_daemon_pass(kp_pool *pool)
 	last->next = NULL;
 	ol->nspare += n;
 	pthread_mutex_unlock(&ol->lock);
+}
+
+/* ---- A stale free's grace: the daemon waits out the marked slots ---------
+ * return_idle clears a segment's slice-map entries, and step 3 of the pass
+ * below unmaps it (its blocks and its metadata: the spans, the records).
+ * A kp_free of a stale pointer (a double free) that loaded the entry before
+ * the clear goes on to read the span, the record and the block: until s38
+ * nothing but time kept those mapped (decay_ms between the clear and the
+ * unmap, a pass's), and a free preempted in that window for longer read
+ * unmapped memory: test_outline_map_race_attack30b, SEGV in
+ * kp__ol_free_check (outline.h, pg->lim), kp__ol_free_other and free_slow,
+ * under TSan in 5 runs of 30 on main fc15e96 and in release pinned to one
+ * CPU (taskset -c 0) in 1 of 30. kpool reports a bad free; it must not
+ * crash on one.
+ *
+ * The free's fast path stays as it is (its instruction budget): every free
+ * that loads the map does so with its thread's slot marked (outline.h,
+ * kp__ol_enter: the slot's id is not its aid until the call ends; alloc.c's
+ * slow path reads the map unmarked only to test it, kp__ol_knows, and
+ * frees through kp__ol_free, marked). The daemon reads those marks: each
+ * thread whose slot names an outline pool is on a list (ol_reader_note,
+ * where the slot is made; off it at the thread's exit). Before unmapping
+ * segments a pass makes every thread execute a full barrier (membarrier:
+ * the subtract that marks is a plain store, which a CPU may hold past the
+ * map's load; the barrier makes it seen), then waits until each slot of
+ * this pool it finds marked is seen unmarked: a free that loaded the entry
+ * before the clear was marked then, and has ended; one marked after the
+ * barrier loads the cleared entry (a miss: an invalid free). A slot not
+ * seen unmarked within OL_READERS_WAIT_NS (preempted; marked again each
+ * look) keeps the segments on the spare list (purged already: their pages
+ * are back, only the address space waits) for the next pass. No
+ * membarrier (an old kernel, a sandbox): never unmapped, only purged.
+ * Not covered: a thread past its exit hook (ol_exited: its last frees go
+ * through free_nested unmarked, its slot already off the list). */
+struct ol_reader {
+	kp__ol_tls *slot;
+	struct ol_reader *next, **pprev;
+};
+static __thread struct ol_reader ol_reader_self;
+static __thread bool ol_reader_on, ol_reader_gone;
+static pthread_mutex_t ol_readers_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct ol_reader *ol_readers;
+static pthread_key_t ol_reader_key;
+static bool ol_reader_key_ok;
+static _Atomic int ol_readers_barrier; /* 0 not tried, 1 membarrier registered, -1 none */
+/* How long a pass waits for one marked slot to be seen unmarked: a free's
+ * call is well under a microsecond; 1 ms covers a preempted one's return
+ * on a loaded CPU's next slice often enough, and the pass's thread is the
+ * daemon's (no program thread waits). */
+#define OL_READERS_WAIT_NS 1000000ull
+
+static void ol_reader_exit(void *arg)
+{
+	(void)arg;
+	pthread_mutex_lock(&ol_readers_lock);
+	if (ol_reader_on) {
+		*ol_reader_self.pprev = ol_reader_self.next;
+		if (ol_reader_self.next)
+			ol_reader_self.next->pprev = ol_reader_self.pprev;
+		ol_reader_on = false;
+	}
+	ol_reader_gone = true; /* never listed again: its TLS is going */
+	pthread_mutex_unlock(&ol_readers_lock);
+}
+
+/* The calling thread's slot on the readers' list (once a thread; where the
+ * slot is made to name an outline pool, so before any mark of it). No list
+ * without the exit key (ol_exit_key_init; a thread's TLS must leave the
+ * list before it is freed): the daemon then never unmaps (ol_readers_quiet). */
+static void ol_reader_note(void)
+{
+	if (KP_LIKELY(ol_reader_on) || ol_reader_gone || !ol_reader_key_ok)
+		return;
+	/* first: setspecific may allocate (a key past glibc's first 32), and
+	 * the preload's malloc comes back here */
+	ol_reader_on = true;
+	if (pthread_setspecific(ol_reader_key, &ol_reader_self) != 0) {
+		ol_reader_on = false;
+		ol_reader_gone = true;
+		return;
+	}
+	sigset_t old;
+	kp__os_signals_off(&old); /* no handler's call while the lock is held */
+	pthread_mutex_lock(&ol_readers_lock);
+	ol_reader_self.slot = &kp__ol_slot;
+	ol_reader_self.next = ol_readers;
+	ol_reader_self.pprev = &ol_readers;
+	if (ol_readers)
+		ol_readers->pprev = &ol_reader_self.next;
+	ol_readers = &ol_reader_self;
+	pthread_mutex_unlock(&ol_readers_lock);
+	kp__os_signals_back(&old);
+}
+
+/* The child of a fork: the other threads are gone (their slots with them,
+ * and the list's lock may have been held by one): the list is this
+ * thread's slot alone, if it was on it. Once a pool (kp__ol_fork). */
+static void ol_readers_fork_child(void)
+{
+	pthread_mutex_init(&ol_readers_lock, NULL);
+	ol_readers = NULL;
+	if (ol_reader_on) {
+		ol_reader_self.next = NULL;
+		ol_reader_self.pprev = &ol_readers;
+		ol_readers = &ol_reader_self;
+	}
+}
+
+/* Another thread's slot word, read as one mov: its thread writes it with
+ * plain stores and an asm subtract (outline.h), and the order that makes
+ * the read meaningful is membarrier's, which TSan does not model. */
+static inline uint64_t ol_slot_word(const uint64_t *w)
+{
+	uint64_t v;
+#ifdef __x86_64__
+	__asm__ volatile("movq %1, %0" : "=r"(v) : "m"(*w) : "memory");
+#else
+	v = __atomic_load_n(w, __ATOMIC_RELAXED);
+#endif
+	return v;
+}
+
+/* May the segments whose map entries were cleared before this call be
+ * unmapped: no free that loaded one of them still running (above)? */
+static bool ol_readers_quiet(kp_pool *pool)
+{
+	int b = atomic_load_explicit(&ol_readers_barrier, memory_order_acquire);
+	if (!b) {
+		b = kp__os_membarrier_register(&pool->os) == 0 ? 1 : -1;
+		atomic_store_explicit(&ol_readers_barrier, b, memory_order_release);
+	}
+	if (b < 0 || !ol_reader_key_ok || kp__os_membarrier(&pool->os) != 0)
+		return false;
+	bool quiet = true;
+	uint64_t id = kp__ol_slot_id(pool), t0 = kp__pool_now(pool); /* the slot's tag (outline.h) */
+	pthread_mutex_lock(&ol_readers_lock);
+	for (struct ol_reader *r = ol_readers; r && quiet; r = r->next)
+		for (uint32_t spins = 0;; spins++) {
+			uint64_t aid = ol_slot_word(&r->slot->aid), sid = ol_slot_word(&r->slot->id);
+			if (aid != id || sid == aid)
+				break;
+			if (spins >= 64 && kp__pool_now(pool) - t0 > OL_READERS_WAIT_NS) {
+				quiet = false;
+				break;
+			}
+			if (spins >= 64)
+				kp__os_yield(&pool->os);
+		}
+	pthread_mutex_unlock(&ol_readers_lock);
+	return quiet;
 }
 
 /* The bytes in use past which an outline pool has work for a lazily
@@ -1961,7 +2134,8 @@ static void return_idle(kp_pool *pool)
 		atomic_store_explicit(&s->goal, 0, memory_order_relaxed);
 		/* idle for decay_ms already: the spares' decay (kp__ol_daemon_pass,
 		 * 3.) unmaps it at the next pass unless the demand wants it, not at
-		 * this one (a pass's grace for a stale free: above) */
+		 * this one; nor while a free that loaded its map entry may still
+		 * read it: ol_readers_quiet) */
 		s->spare_ns = now > decay ? now - decay : 0;
 		atomic_fetch_sub(&pool->ol_bytes, OL_SEG_SIZE);
 		last = s;
@@ -3403,6 +3577,9 @@ static void ol_thread_exit(void *arg)
 static void ol_exit_key_init(void)
 {
 	ol_exit_key_ok = pthread_key_create(&ol_exit_key, ol_thread_exit) == 0;
+	/* with it, at kp_create, not at a thread's first call (inside
+	 * pthread_once then: a handler's allocation there waited forever) */
+	ol_reader_key_ok = pthread_key_create(&ol_reader_key, ol_reader_exit) == 0;
 }
 
 static void exit_hook_init(void)
@@ -3591,6 +3768,7 @@ static struct ol_heap *heap_get(kp_pool *pool)
 		kp__ol_pslot = (struct ol_pslot){pool->id, h};
 	else
 		slot_name(pool, h);
+	ol_reader_note(); /* a stale free's grace (kp__ol_daemon_pass) */
 	exit_note(pool);
 	return h;
 }
@@ -4682,8 +4860,10 @@ int kp__ol_free(kp_pool *pool, void *p)
 		return free_nested(pool, p);
 	if (KP_UNLIKELY(pool->conf.poison))
 		return poison_free(pool, p);
-	if (kp__ol_slot.aid != kp__ol_slot_id(pool))
+	if (kp__ol_slot.aid != kp__ol_slot_id(pool)) {
 		slot_name(pool, &kp__ol_empty_heap);
+		ol_reader_note(); /* a stale free's grace (kp__ol_daemon_pass) */
+	}
 	uint64_t id = kp__ol_slot_id(pool);
 	if (!kp__ol_enter(id)) /* not marked, and names pool: never */
 		return free_nested(pool, p);

@@ -478,6 +478,9 @@ struct kp__ol {
 	/* segments given back (outline.c, return_idle): wholly free for
 	 * decay_ms, off the heaps and onto the spares, uncharged */
 	_Atomic uint64_t returned;
+	/* spares unmapped (kp__ol_daemon_pass, 3.), and the passes whose unmap
+	 * waited for a marked slot (outline.c, ol_readers_quiet) */
+	_Atomic uint64_t unmapped, unmap_waits;
 	/* segments mapped, for their metadata's color (outline.c, segment_map) */
 	_Atomic uint32_t meta_colors;
 	/* the pool's fresh_taken when a large block last made its thread park
