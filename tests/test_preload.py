@@ -205,7 +205,9 @@ def test_a_small_program_keeps_one_window_of_the_text_resident_and_little_bss(
     # so did its thread whose first call is a free (false_sharing's workers: kp__ol_free) until s33. The
     # hot text is the default layout's functions alone since s33 (the inline layout's slow paths, 16 KiB,
     # in warm.txt): 48.1 KiB, 13 pages, where it was a full 64 KiB window (every small program's RSS)
-    bound = 128 if layout == "layout:inline" else 52
+    # 52 -> 56 in s38: the hot list's functions are 50.8 KiB since the slot's tag (slot_name, kp__pool_ref,
+    # kp__pool_unref), LEND's and the stale-free readers' (ol_reader_note, ol_reader_exit) joined it; 14 pages
+    bound = 128 if layout == "layout:inline" else 56
     assert text <= bound, f"{text} KiB of the text resident: a function small programs run is not in hot.txt"
     # 12 KiB on main (s32). s33: pagemap.c's 64 KiB of grace records and 32 KiB page-map root in .lbss (the
     # small state after them, its locks and the pool registry, kept a page of its own), and alloc.c's
@@ -240,7 +242,7 @@ def test_the_hot_text_holds_when_the_threads_are_preempted(programs: dict[str, P
             found = re.match(r"text resident KiB: (\d+) of", proc.stdout)
             assert found, proc.stdout
             # the bound of the quiet run above: the hot text's 13 pages
-            assert int(found[1]) <= 52, (
+            assert int(found[1]) <= 56, (
                 f"run {attempt + 1}: {found[1]} KiB of the text resident beside a busy process on its CPU: "
                 "a function that contention takes is not in hot.txt"
             )
@@ -261,7 +263,7 @@ def test_a_small_program_whose_daemon_makes_passes_keeps_one_window_of_the_cold_
     assert found, proc.stdout
     text, text_all = int(found[1]), int(found[2])
     assert text_all > 52 + 64, "the cold text fits one window: nothing to keep out"
-    assert text <= 52 + 64, f"{text} KiB of the text resident: a function the daemon runs is not in warm.txt"
+    assert text <= 56 + 64, f"{text} KiB of the text resident: a function the daemon runs is not in warm.txt"
 
 
 # The anonymous memory kpool keeps resident beyond glibc's in a small program of one thread

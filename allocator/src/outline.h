@@ -483,12 +483,16 @@ struct kp__ol {
 	_Atomic uint64_t unmapped, unmap_waits;
 	/* segments mapped, for their metadata's color (outline.c, segment_map) */
 	_Atomic uint32_t meta_colors;
+	/* moved on by each parking (hand_mark, below): every other heap's
+	 * thread parks its own at its next refill (refill_body). Beside
+	 * meta_colors: kp__ol stays within KP_PAGE less a heap's structure
+	 * (outline.c, OL_ARENA_HEAD), or the first heap takes a page of its own
+	 * (test_outline_heap_pages, test_pool_pages_outline: 1,352 bytes with
+	 * it after hand_mark, one page more) */
+	_Atomic uint32_t hand_epoch;
 	/* the pool's fresh_taken when a large block last made its thread park
 	 * the free blocks of its spans in hand (outline.c, large_taken) */
 	_Atomic size_t hand_mark;
-	/* moved on by each such parking: every other heap's thread parks its
-	 * own at its next refill (refill_body) */
-	_Atomic uint32_t hand_epoch;
 	/* spans whose owners parked free blocks for the daemon to give their
 	 * pages back (outline.c, hand_park; park_give takes the list whole) */
 	struct ol_span *_Atomic parked;
