@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sys
 import threading
@@ -114,7 +115,19 @@ def test_a_cluster_campaign_gives_what_a_local_one_gives(tmp_path: Path) -> None
     assert [f["target"] for f in summary["fuzz"]] == ["conf"] and summary["fuzz"][0]["executions"] > 0
     assert [w["name"] for w in summary["workloads"]] == ["steady-small"]
     assert summary["workloads"][0]["latency"], summary["workloads"][0]
-    assert (run / "index.html").is_file() and (run / "coverage.json").is_file()
+    assert (run / "index.html").is_file(), out
+    if not (run / "coverage.json").is_file():
+        # The coverage count gets what is left of the budget's margin (MARGIN_S): on a loaded machine
+        # (the CI's other shards) it may not fit, which the campaign says, naming the seconds it had;
+        # then the merged corpus is counted here, outside the budget, as the warning tells a user to.
+        had = re.search(
+            r"libkpool coverage of the fuzz corpora: replaying the conf corpus did not finish"
+            r" in the (\d+) s it had|libkpool coverage of the fuzz corpora: no time left",
+            out,
+        )
+        assert had and (had.group(1) is None or int(had.group(1)) < 15), out
+        code, cov = _kpool("fuzz", "--coverage", "--reports", str(tmp_path), "conf")
+        assert code == 0 and "libkpool edges" in cov, cov
     assert any((tmp_path / "corpus" / "conf").iterdir()), "the workers' corpus entries were merged here"
     jobs = json.loads((run / "campaign.json").read_text())["jobs"]
     assert all(j["state"] == "done" and j["worker"].startswith("tcp://") for j in jobs), jobs
