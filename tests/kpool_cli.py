@@ -4,6 +4,7 @@ older test files keep their own copies."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -22,3 +23,10 @@ def kpool(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
         check=False,
         env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "LANG": "C.UTF-8"},
     )
+
+
+def hup_default() -> None:
+    """A Popen preexec_fn: SIGHUP's default in the child. A test that sends kpool a hangup means the
+    terminal's, and a suite started under nohup (SIGHUP ignored, which every child inherits) would
+    otherwise test nohup's case instead: kpool keeps an inherited ignore (test_attack32_harness)."""
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)

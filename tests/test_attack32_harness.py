@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from kpool_cli import hup_default
 
 from harness import spec
 
@@ -500,7 +501,14 @@ def test_a_hangup_ends_kpool_stress_as_an_interrupt(tmp_path: Path) -> None:
     root = Path(__file__).resolve().parent.parent
     env = dict(os.environ, PYTHONPATH=str(root))
     cmd = [sys.executable, "-m", "harness.cli", "stress", "long.yaml", "--reports", "r", "--run-id", "x"]
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        cmd,
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=hup_default,
+    )
     deadline = time.monotonic() + 60
     while not list((tmp_path / "r" / "x").glob("long/*.prog")) and time.monotonic() < deadline:
         time.sleep(0.05)

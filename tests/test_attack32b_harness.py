@@ -16,6 +16,7 @@ from html import unescape
 from pathlib import Path
 
 import pytest
+from kpool_cli import hup_default
 
 from harness import spec
 from harness.stress.binary import ensure_kpdrive
@@ -251,7 +252,13 @@ def test_a_hangup_with_the_terminal_gone_ends_kpool_stress_as_an_interrupt(tmp_p
         "h",
     ]
     proc = subprocess.Popen(
-        argv, cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=slave, stderr=slave, env=_env()
+        argv,
+        cwd=tmp_path,
+        stdin=subprocess.DEVNULL,
+        stdout=slave,
+        stderr=slave,
+        env=_env(),
+        preexec_fn=hup_default,
     )
     os.close(slave)
     try:
@@ -620,6 +627,7 @@ def test_kpool_run_records_no_crash_for_a_program_the_terminal_stopped(tmp_path:
         stderr=subprocess.PIPE,
         env=_env(),
         start_new_session=True,
+        preexec_fn=hup_default,
     )
     try:
         assert proc.stdout is not None
