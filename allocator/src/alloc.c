@@ -635,7 +635,7 @@ static __attribute__((noinline)) void *alloc_other(kp_pool *pool, size_t size, u
 	return alloc_slow(pool, size, flags);
 }
 
-static ALWAYS_INLINE void *alloc_fast(kp_pool *pool, size_t size, unsigned flags)
+static ALWAYS_INLINE void *alloc_fast_at(kp_pool *pool, size_t size, unsigned flags)
 {
 	/* The fast path: a small ordinary request, this thread's cache for the
 	 * pool in the first slot, a block in the bin, and (checks on) the block
@@ -647,13 +647,8 @@ static ALWAYS_INLINE void *alloc_fast(kp_pool *pool, size_t size, unsigned flags
 	 * which refuses it, before a field of it is read. fast_alloc (kp__tls)
 	 * is the first slot's id only when its pool has checks on and poison
 	 * off: the mode costs no test here. A pool of another mode goes to
-	 * alloc_other, and so does a call with flags. */
-#ifdef __x86_64__
-	/* pool kept where the call brought it (rdi): gcc 12 put the GOT's
-	 * address there for kp__ol_enter's subtract and moved pool (1
-	 * instruction an allocation), as free_entry's */
-	__asm__("" : "+D"(pool));
-#endif
+	 * alloc_other, and so does a call with flags. Its callers pin the
+	 * arguments' registers (alloc_fast, kp__malloc). */
 	/* layout:outline, the pool the thread's slot names (outline.h,
 	 * kp__ol_slot_id: its address + 1, no load and no NULL test, since
 	 * s38-fasta: a NULL pool's tag matches no slot): first, inline, no
@@ -739,9 +734,37 @@ static ALWAYS_INLINE void *alloc_fast(kp_pool *pool, size_t size, unsigned flags
 	return alloc_other(pool, size, flags);
 }
 
+static ALWAYS_INLINE void *alloc_fast(kp_pool *pool, size_t size, unsigned flags)
+{
+#ifdef __x86_64__
+	/* pool kept where the call brought it (rdi): gcc 12 put the GOT's
+	 * address there for kp__ol_enter's subtract and moved pool (1
+	 * instruction an allocation), as free_entry's */
+	__asm__("" : "+D"(pool));
+#endif
+	return alloc_fast_at(pool, size, flags);
+}
+
 KP_EXPORT void *kp_alloc(kp_pool *pool, size_t size, unsigned flags)
 {
 	return alloc_fast(pool, size, flags);
+}
+
+/* The preload's malloc (internal.h): kp_alloc's fast path with flags 0,
+ * its arguments in the order malloc's call brings them (the size where
+ * malloc's caller put it, the pool second), so that malloc moves no
+ * register and sets no flags, and this path tests none: 4 instructions
+ * a malloc fewer than its tail call of kp_alloc (a move of the size, a
+ * zero for flags, their test and branch; s39-small, small_objects under
+ * callgrind, tests/test_preload_instructions.py). */
+void *kp__malloc(size_t size, kp_pool *pool)
+{
+#ifdef __x86_64__
+	/* size and pool where the call brought them (rdi, rsi), as kp_alloc
+	 * keeps pool */
+	__asm__("" : "+D"(size), "+S"(pool));
+#endif
+	return alloc_fast_at(pool, size, 0);
 }
 
 /* kp_alloc_aligned's and kp_realloc's calls on alloc.c's path for
@@ -1862,7 +1885,7 @@ int kp__free_quiet(kp_pool *pool, void *p)
  * with no grace section open. A block the fast path found sound with its
  * bin full is this pool's (the pagemap vouched, the header verified): it
  * goes on to free_slow_own_quiet as in kp__free_quiet, not to the hook. */
-int kp__free_try(kp_pool *pool, void *p)
+int kp__free_try(void *p, kp_pool *pool)
 {
 	/* kp_free's order (free_entry): layout:outline with checks on first
 	 * (the default: its canary test known on, as kp_free's), then the fast
@@ -1874,7 +1897,10 @@ int kp__free_try(kp_pool *pool, void *p)
 	 * to kp_free on the default layout, 0 now; the inline layout's 2 more
 	 * (tests/test_preload_instructions.py) */
 #ifdef __x86_64__
-	__asm__("" : "+D"(pool), "+S"(p)); /* as free_entry (2 moves on entry) */
+	/* as free_entry (2 moves on entry); p first, where free()'s caller
+	 * put it, so that free() moves no register (s39-small: 1 instruction
+	 * a free) */
+	__asm__("" : "+D"(p), "+S"(pool));
 #endif
 	uint64_t tag = kp__ol_slot_id(pool);
 	if (kp__ol_enter(tag)) /* kp__ol_slot_id, the slot marked; refusals to the hook */

@@ -160,7 +160,10 @@ int kp__free_quiet(kp_pool *pool, void *p);
  * alloc.c (that default); the preload library defines its own, which first
  * sorts out the pointers that are no block of the pool (NULL, its bootstrap
  * buffer, its big alignments). */
-int kp__free_try(kp_pool *pool, void *p);
+int kp__free_try(void *p, kp_pool *pool); /* p first: where free()'s caller put it */
+/* The preload's malloc(): kp_alloc(pool, size, 0), the size first (where
+ * malloc's caller put it). */
+void *kp__malloc(size_t size, kp_pool *pool);
 int kp__free_rest_quiet(kp_pool *pool, void *p, bool tried);
 int kp__free_miss(kp_pool *pool, void *p, bool tried);
 

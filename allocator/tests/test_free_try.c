@@ -31,13 +31,13 @@ int kp__free_miss(kp_pool *pool, void *p, bool tried)
 	return kp__free_rest_quiet(pool, p, tried);
 }
 
-/* kp__free_try(pool, p) with errno set to a mark: its result, the hook's
+/* kp__free_try(p, pool) with errno set to a mark: its result, the hook's
  * calls it made, and errno kept. */
 static int try_free(kp_pool *pool, void *p, unsigned *calls)
 {
 	unsigned before = misses;
 	errno = 12345;
-	int rc = kp__free_try(pool, p);
+	int rc = kp__free_try(p, pool);
 	CHECK(errno == 12345, "kp__free_try(%p) changed errno to %d", p, errno);
 	*calls = misses - before;
 	return rc;
