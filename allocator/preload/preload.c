@@ -112,8 +112,9 @@
  * other two keep errno as it was. */
 #define HIDDEN __attribute__((visibility("hidden")))
 int kp__free_quiet(kp_pool *pool, void *p) HIDDEN;
-int kp__free_try(void *p, kp_pool *pool) HIDDEN;
-void *kp__malloc(size_t size, kp_pool *pool) HIDDEN;
+int kp__free_try(void *p, uint64_t tag) HIDDEN;
+void *kp__malloc(size_t size, uint64_t tag) HIDDEN;
+uint64_t kp__pool_tag(const kp_pool *pool) HIDDEN;
 int kp__free_rest_quiet(kp_pool *pool, void *p, bool tried) HIDDEN;
 int kp__free_miss(kp_pool *pool, void *p, bool tried) HIDDEN;
 bool kp__daemon_wanted(kp_pool *pool) HIDDEN;
@@ -317,6 +318,10 @@ static void *boot_alloc(size_t size, size_t align, bool zero)
 
 enum { P_NONE, P_CREATING, P_READY };
 static _Atomic(kp_pool *) pool_ptr;
+/* pool_ptr's tag (alloc.c, kp__pool_tag), which malloc and free pass to
+ * libkpool for it: stored with pool_ptr, 1 (NULL's tag: test_free_try.c)
+ * until then. */
+static _Atomic uint64_t pool_tag = 1;
 static _Atomic int pool_state;
 static uint64_t token;
 /* This layer's thread-local state, one block: one GOT load per call reaches
@@ -431,6 +436,7 @@ static __attribute__((noinline)) kp_pool *pool_make(void)
 		p = pool_refused();
 	token = kp_critical_token(p);
 	atomic_store(&daemon_pending, cfg.daemon ? D_AFTER : D_NONE);
+	atomic_store_explicit(&pool_tag, kp__pool_tag(p), memory_order_release);
 	atomic_store_explicit(&pool_ptr, p, memory_order_release);
 	atomic_store(&pool_state, P_READY);
 	me.creating = false;
@@ -793,7 +799,7 @@ static __attribute__((noinline)) void *malloc_look(size_t size)
 API void *malloc(size_t size)
 {
 	if (LIKELY(fast_take()))
-		return kp__malloc(size, atomic_load_explicit(&pool_ptr, memory_order_relaxed));
+		return kp__malloc(size, atomic_load_explicit(&pool_tag, memory_order_relaxed));
 	return malloc_look(size);
 }
 
@@ -850,11 +856,12 @@ int kp__free_miss(kp_pool *p, void *ptr, bool tried)
 	return 0;
 }
 
-/* free(): kp__free_try by a tail call. Before the pool is made, pool_ptr
- * is NULL, which kp__free_try hands to kp__free_miss at once. */
+/* free(): kp__free_try by a tail call, p where the caller put it and the
+ * pool's tag. Before the pool is made, pool_tag is NULL's, which
+ * kp__free_try hands to kp__free_miss at once. */
 static inline void do_free(void *ptr)
 {
-	kp__free_try(ptr, atomic_load_explicit(&pool_ptr, memory_order_acquire));
+	kp__free_try(ptr, atomic_load_explicit(&pool_tag, memory_order_acquire));
 }
 
 API void free(void *ptr)
@@ -882,7 +889,7 @@ API void *calloc(size_t n, size_t size)
 	}
 	if (LIKELY(total < CALLOC_FAST_MAX) && LIKELY(me.fast > 0)) {
 		me.fast--;
-		void *r = kp__malloc(total, atomic_load_explicit(&pool_ptr, memory_order_relaxed));
+		void *r = kp__malloc(total, atomic_load_explicit(&pool_tag, memory_order_relaxed));
 		return r ? memset(r, 0, total) : NULL;
 	}
 	return alloc_aligned(16, total, true);

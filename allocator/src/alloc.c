@@ -635,7 +635,7 @@ static __attribute__((noinline)) void *alloc_other(kp_pool *pool, size_t size, u
 	return alloc_slow(pool, size, flags);
 }
 
-static ALWAYS_INLINE void *alloc_fast_at(kp_pool *pool, size_t size, unsigned flags)
+static ALWAYS_INLINE void *alloc_fast_at(kp_pool *pool, uint64_t tag, size_t size, unsigned flags)
 {
 	/* The fast path: a small ordinary request, this thread's cache for the
 	 * pool in the first slot, a block in the bin, and (checks on) the block
@@ -648,7 +648,8 @@ static ALWAYS_INLINE void *alloc_fast_at(kp_pool *pool, size_t size, unsigned fl
 	 * is the first slot's id only when its pool has checks on and poison
 	 * off: the mode costs no test here. A pool of another mode goes to
 	 * alloc_other, and so does a call with flags. Its callers pin the
-	 * arguments' registers (alloc_fast, kp__malloc). */
+	 * arguments' registers and bring the pool's tag, kp__ol_slot_id(pool)
+	 * (alloc_fast, kp__malloc). */
 	/* layout:outline, the pool the thread's slot names (outline.h,
 	 * kp__ol_slot_id: its address + 1, no load and no NULL test, since
 	 * s38-fasta: a NULL pool's tag matches no slot): first, inline, no
@@ -659,7 +660,6 @@ static ALWAYS_INLINE void *alloc_fast_at(kp_pool *pool, size_t size, unsigned fl
 	 * is the same in both (checks:off went through a tail call past the
 	 * fast word's test before, kpbench a 88.0 instructions against checks
 	 * on's 75.0). */
-	uint64_t tag = kp__ol_slot_id(pool);
 	if (kp__ol_enter(tag)) { /* outline.h: the slot marked for the call's length */
 		if (KP_LIKELY(!flags))
 			return kp__ol_alloc_fast(pool, size, tag);
@@ -742,7 +742,7 @@ static ALWAYS_INLINE void *alloc_fast(kp_pool *pool, size_t size, unsigned flags
 	 * instruction an allocation), as free_entry's */
 	__asm__("" : "+D"(pool));
 #endif
-	return alloc_fast_at(pool, size, flags);
+	return alloc_fast_at(pool, kp__ol_slot_id(pool), size, flags);
 }
 
 KP_EXPORT void *kp_alloc(kp_pool *pool, size_t size, unsigned flags)
@@ -750,21 +750,31 @@ KP_EXPORT void *kp_alloc(kp_pool *pool, size_t size, unsigned flags)
 	return alloc_fast(pool, size, flags);
 }
 
+/* The tag the outline slot names pool by (outline.h, kp__ol_slot_id),
+ * which the preload's malloc and free pass for their pool (kp__malloc,
+ * kp__free_try): 1 for NULL. */
+uint64_t kp__pool_tag(const kp_pool *pool)
+{
+	return kp__ol_slot_id(pool);
+}
+
 /* The preload's malloc (internal.h): kp_alloc's fast path with flags 0,
  * its arguments in the order malloc's call brings them (the size where
- * malloc's caller put it, the pool second), so that malloc moves no
- * register and sets no flags, and this path tests none: 4 instructions
- * a malloc fewer than its tail call of kp_alloc (a move of the size, a
- * zero for flags, their test and branch; s39-small, small_objects under
- * callgrind, tests/test_preload_instructions.py). */
-void *kp__malloc(size_t size, kp_pool *pool)
+ * malloc's caller put it, the pool's tag second: kp__pool_tag), so that
+ * malloc moves no register and sets no flags, this path tests none and
+ * makes no tag (the pool, tag - 1, only on the ways past the slot's
+ * test): 5 instructions a malloc fewer than its tail call of kp_alloc (a
+ * move of the size, a zero for flags, their test and branch, the tag's
+ * lea; s39-small, small_objects under callgrind,
+ * tests/test_preload_instructions.py). */
+void *kp__malloc(size_t size, uint64_t tag)
 {
 #ifdef __x86_64__
-	/* size and pool where the call brought them (rdi, rsi), as kp_alloc
+	/* size and tag where the call brought them (rdi, rsi), as kp_alloc
 	 * keeps pool */
-	__asm__("" : "+D"(size), "+S"(pool));
+	__asm__("" : "+D"(size), "+S"(tag));
 #endif
-	return alloc_fast_at(pool, size, 0);
+	return alloc_fast_at((kp_pool *)(uintptr_t)(tag - 1), tag, size, 0);
 }
 
 /* kp_alloc_aligned's and kp_realloc's calls on alloc.c's path for
@@ -1885,7 +1895,7 @@ int kp__free_quiet(kp_pool *pool, void *p)
  * with no grace section open. A block the fast path found sound with its
  * bin full is this pool's (the pagemap vouched, the header verified): it
  * goes on to free_slow_own_quiet as in kp__free_quiet, not to the hook. */
-int kp__free_try(void *p, kp_pool *pool)
+int kp__free_try(void *p, uint64_t tag)
 {
 	/* kp_free's order (free_entry): layout:outline with checks on first
 	 * (the default: its canary test known on, as kp_free's), then the fast
@@ -1898,11 +1908,12 @@ int kp__free_try(void *p, kp_pool *pool)
 	 * (tests/test_preload_instructions.py) */
 #ifdef __x86_64__
 	/* as free_entry (2 moves on entry); p first, where free()'s caller
-	 * put it, so that free() moves no register (s39-small: 1 instruction
-	 * a free) */
-	__asm__("" : "+D"(p), "+S"(pool));
+	 * put it, so that free() moves no register, and the pool's tag
+	 * (kp__pool_tag), not the pool, so that the outline path makes none
+	 * (s39-small: 2 instructions a free) */
+	__asm__("" : "+D"(p), "+S"(tag));
 #endif
-	uint64_t tag = kp__ol_slot_id(pool);
+	kp_pool *pool = (kp_pool *)(uintptr_t)(tag - 1); /* past the slot's test alone */
 	if (kp__ol_enter(tag)) /* kp__ol_slot_id, the slot marked; refusals to the hook */
 		return kp__ol_free_check(pool, p, true, KP_OL_CANARY_ON, false, tag);
 	if (KP_LIKELY(pool != NULL)) {
