@@ -635,7 +635,7 @@ static __attribute__((noinline)) void *alloc_other(kp_pool *pool, size_t size, u
 	return alloc_slow(pool, size, flags);
 }
 
-static ALWAYS_INLINE void *alloc_fast_at(kp_pool *pool, uint64_t tag, size_t size, unsigned flags)
+static ALWAYS_INLINE void *alloc_fast_at(kp_pool *pool, uint64_t tag, size_t size, unsigned flags, bool by_tag)
 {
 	/* The fast path: a small ordinary request, this thread's cache for the
 	 * pool in the first slot, a block in the bin, and (checks on) the block
@@ -649,7 +649,8 @@ static ALWAYS_INLINE void *alloc_fast_at(kp_pool *pool, uint64_t tag, size_t siz
 	 * off: the mode costs no test here. A pool of another mode goes to
 	 * alloc_other, and so does a call with flags. Its callers pin the
 	 * arguments' registers and bring the pool's tag, kp__ol_slot_id(pool)
-	 * (alloc_fast, kp__malloc). */
+	 * (alloc_fast, kp__malloc); by_tag: the tag alone, pool made from it
+	 * past the slot's test (kp__ol_tag_pool). */
 	/* layout:outline, the pool the thread's slot names (outline.h,
 	 * kp__ol_slot_id: its address + 1, no load and no NULL test, since
 	 * s38-fasta: a NULL pool's tag matches no slot): first, inline, no
@@ -662,10 +663,12 @@ static ALWAYS_INLINE void *alloc_fast_at(kp_pool *pool, uint64_t tag, size_t siz
 	 * on's 75.0). */
 	if (kp__ol_enter(tag)) { /* outline.h: the slot marked for the call's length */
 		if (KP_LIKELY(!flags))
-			return kp__ol_alloc_fast(pool, size, tag);
+			return kp__ol_alloc_fast(size, tag);
 		kp__ol_leave(tag);
-		return alloc_other(pool, size, flags);
+		return alloc_other(by_tag ? kp__ol_tag_pool(tag) : pool, size, flags);
 	}
+	if (by_tag)
+		pool = kp__ol_tag_pool(tag);
 	if (KP_UNLIKELY(!pool))
 		return alloc_other(pool, size, flags);
 	uint64_t id = pool->id;
@@ -742,7 +745,7 @@ static ALWAYS_INLINE void *alloc_fast(kp_pool *pool, size_t size, unsigned flags
 	 * instruction an allocation), as free_entry's */
 	__asm__("" : "+D"(pool));
 #endif
-	return alloc_fast_at(pool, kp__ol_slot_id(pool), size, flags);
+	return alloc_fast_at(pool, kp__ol_slot_id(pool), size, flags, false);
 }
 
 KP_EXPORT void *kp_alloc(kp_pool *pool, size_t size, unsigned flags)
@@ -774,7 +777,7 @@ void *kp__malloc(size_t size, uint64_t tag)
 	 * keeps pool */
 	__asm__("" : "+D"(size), "+S"(tag));
 #endif
-	return alloc_fast_at((kp_pool *)(uintptr_t)(tag - 1), tag, size, 0);
+	return alloc_fast_at(NULL, tag, size, 0, true);
 }
 
 /* kp_alloc_aligned's and kp_realloc's calls on alloc.c's path for
@@ -1663,7 +1666,7 @@ __attribute__((noinline)) int kp__ol_free_refused(kp_pool *pool, void *p, bool t
 {
 	/* the slot marked (outline.h, kp__ol_enter) until the full test's
 	 * push or report is done */
-	int rc = kp__ol_free_check(pool, p, try_only, KP_OL_CANARY_SPAN, true, kp__ol_slot_id(pool));
+	int rc = kp__ol_free_check(p, try_only, KP_OL_CANARY_SPAN, true, kp__ol_slot_id(pool));
 	kp__ol_unmark();
 	return try_only && rc == KP_OL_UNTRIED ? kp__free_miss(pool, p, false) : rc;
 }
@@ -1867,7 +1870,7 @@ static ALWAYS_INLINE int free_entry(kp_pool *pool, void *p, bool quiet)
 	 * the NULL test (a NULL pool's tag matches no slot) */
 	uint64_t tag = kp__ol_slot_id(pool);
 	if (kp__ol_enter(tag))
-		return kp__ol_free_check(pool, p, false, KP_OL_CANARY_ON, false, tag);
+		return kp__ol_free_check(p, false, KP_OL_CANARY_ON, false, tag);
 	if (KP_LIKELY(pool != NULL)) {
 		uint64_t id = pool->id;
 		if (KP_LIKELY(kp__tls_state.fast_free == id)) {
@@ -1913,9 +1916,9 @@ int kp__free_try(void *p, uint64_t tag)
 	 * (s39-small: 2 instructions a free) */
 	__asm__("" : "+D"(p), "+S"(tag));
 #endif
-	kp_pool *pool = (kp_pool *)(uintptr_t)(tag - 1); /* past the slot's test alone */
 	if (kp__ol_enter(tag)) /* kp__ol_slot_id, the slot marked; refusals to the hook */
-		return kp__ol_free_check(pool, p, true, KP_OL_CANARY_ON, false, tag);
+		return kp__ol_free_check(p, true, KP_OL_CANARY_ON, false, tag);
+	kp_pool *pool = kp__ol_tag_pool(tag); /* past the slot's test alone */
 	if (KP_LIKELY(pool != NULL)) {
 		uint64_t id = pool->id;
 		if (KP_LIKELY(kp__tls_state.fast_free == id)) {
