@@ -934,8 +934,8 @@ int kp__ol_relist(kp_pool *pool, struct ol_span *pg);
 /* kp__ol_free_check's refusal: full, the reason told apart (to
  * kp__ol_free_slow, or with try_only KP_OL_UNTRIED); else the whole test
  * again out of line (kp__ol_free_refused). */
-#define KP_OL_REFUSE(pg, idx, st, why)                                                                     \
-	return full ? (try_only ? KP_OL_UNTRIED                                                     \
+#define KP_OL_REFUSE(pg, idx, st, why)                                                                    \
+	return full ? (try_only ? KP_OL_UNTRIED                                                           \
 				: kp__ol_free_slow(kp__ol_tag_pool(id), p, pg, idx, (uint32_t)(st), why)) \
 		    : kp__ol_free_refused(kp__ol_tag_pool(id), p, try_only)
 
@@ -946,9 +946,8 @@ int kp__ol_relist(kp_pool *pool, struct ol_span *pg);
  * free_other_checked, where these frees went through kp__ol_free_other
  * before: kpbench b, where 3 in 10 frees find a retired span, ran ~40
  * instructions a call there). */
-static inline __attribute__((always_inline)) int kp__ol_free_own(void *p, struct ol_span *pg, uint64_t q,
-								 bool try_only, int canary, bool full, bool retired,
-								 uint64_t id)
+static inline __attribute__((always_inline)) int kp__ol_free_own(void *p, struct ol_span *pg, uint64_t q, bool try_only,
+								 int canary, bool full, bool retired, uint64_t id)
 {
 	uint32_t idx = (uint32_t)q;
 	/* by q, not idx: the same index (q <= last), not extended again (an
@@ -977,7 +976,7 @@ static inline __attribute__((always_inline)) int kp__ol_free_own(void *p, struct
 	kp__ol_sp_commit(pg, 1);
 	if (retired && (uint32_t)(top - pg->stack0) >= pg->relist_at)
 		return kp__ol_relist(kp__ol_tag_pool(id), pg); /* it unmarks */
-	if (!full)				/* full: the caller out of line unmarks */
+	if (!full)					       /* full: the caller out of line unmarks */
 		kp__ol_leave(id);
 #ifdef __x86_64__
 	/* checks off: a 0 gcc cannot merge with the checked path's (it ended
@@ -1013,8 +1012,8 @@ static inline __attribute__((always_inline)) int kp__ol_free_own(void *p, struct
  * free (a pointer the map does not know, a violation) is left alone,
  * KP_OL_UNTRIED, for the preload's hook, which frees or reports it in
  * free()'s name; a free to another thread's span or a retired one is made. */
-static inline __attribute__((always_inline)) int kp__ol_free_check(void *p, bool try_only, int canary,
-								   bool full, uint64_t id)
+static inline __attribute__((always_inline)) int kp__ol_free_check(void *p, bool try_only, int canary, bool full,
+								   uint64_t id)
 {
 	uintptr_t a = (uintptr_t)p;
 	/* The slice's number masked, not compared with the map's size (an
