@@ -168,7 +168,10 @@ def test_parse_inclusive_sums_the_calls_of_each_function() -> None:
 # pool only on their ways out (outline.h, kp__ol_tag_pool: the tag's lea, 1 each); free passes p first
 # (no move). What is left beside mimalloc's is kpool's checks (the slot's mark for signal handlers, the
 # block's index by exact division and its bound, the owner, the record's state, the canary written and
-# compared) and the allocation count kp_stats reads.
+# compared) and the allocation count kp_stats reads. By time the cut is small (the program's total runs
+# 128.5 -> 118.5 instructions a pair): 20 M steps, medians of 5 alternated runs on a machine at load 9-12,
+# CPU seconds main 0.69, s39-small 0.67, mimalloc 0.48; kpool's blocks' canaries and records are lines
+# mimalloc's pattern never touches.
 PROGRAM = Path(__file__).parents[1] / "allocator" / "bench" / "programs" / "small_objects.c"
 PROGRAM_STEPS = (100_000, 300_000)  # multiples of 64: a burst each 64 steps, none cut short
 # instructions a malloc + free pair: after's figure plus ~2% headroom; lower it when a change makes the
