@@ -31,15 +31,20 @@ class Profile:
     calls: dict[str, int] = field(default_factory=dict)  # callee -> calls, summed over its calls= lines
     # callee -> event -> the inclusive cost of those calls (the cost line after each calls= line)
     inclusive: dict[str, dict[str, int]] = field(default_factory=dict)
+    # caller -> callee -> event -> the inclusive cost of the caller's calls of it (a program's main and what
+    # it calls, apart from the same functions' calls elsewhere: test_preload_instructions.py's program)
+    by_caller: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
 
 
 def parse(text: str) -> Profile:
     """A callgrind output file written with --compress-strings=no and --compress-pos=no."""
     p = Profile()
-    callee = ""
+    caller = callee = ""
     lines = text.splitlines()
     for i, line in enumerate(lines):
-        if line.startswith("events:"):
+        if line.startswith("fn="):
+            caller = line[3:].strip()
+        elif line.startswith("events:"):
             p.events = line.split()[1:]
         elif line.startswith(("summary:", "totals:")):
             p.totals = dict(zip(p.events, map(int, line.split()[1:]), strict=False))
@@ -50,8 +55,10 @@ def parse(text: str) -> Profile:
             if i + 1 < len(lines):
                 costs = dict(zip(p.events, map(int, lines[i + 1].split()[1:]), strict=False))
                 mine = p.inclusive.setdefault(callee, {})
+                theirs = p.by_caller.setdefault(caller, {}).setdefault(callee, {})
                 for event, n in costs.items():
                     mine[event] = mine.get(event, 0) + n
+                    theirs[event] = theirs.get(event, 0) + n
     return p
 
 

@@ -635,7 +635,7 @@ static __attribute__((noinline)) void *alloc_other(kp_pool *pool, size_t size, u
 	return alloc_slow(pool, size, flags);
 }
 
-static ALWAYS_INLINE void *alloc_fast(kp_pool *pool, size_t size, unsigned flags)
+static ALWAYS_INLINE void *alloc_fast_at(kp_pool *pool, uint64_t tag, size_t size, unsigned flags, bool by_tag)
 {
 	/* The fast path: a small ordinary request, this thread's cache for the
 	 * pool in the first slot, a block in the bin, and (checks on) the block
@@ -647,13 +647,10 @@ static ALWAYS_INLINE void *alloc_fast(kp_pool *pool, size_t size, unsigned flags
 	 * which refuses it, before a field of it is read. fast_alloc (kp__tls)
 	 * is the first slot's id only when its pool has checks on and poison
 	 * off: the mode costs no test here. A pool of another mode goes to
-	 * alloc_other, and so does a call with flags. */
-#ifdef __x86_64__
-	/* pool kept where the call brought it (rdi): gcc 12 put the GOT's
-	 * address there for kp__ol_enter's subtract and moved pool (1
-	 * instruction an allocation), as free_entry's */
-	__asm__("" : "+D"(pool));
-#endif
+	 * alloc_other, and so does a call with flags. Its callers pin the
+	 * arguments' registers and bring the pool's tag, kp__ol_slot_id(pool)
+	 * (alloc_fast, kp__malloc); by_tag: the tag alone, pool made from it
+	 * past the slot's test (kp__ol_tag_pool). */
 	/* layout:outline, the pool the thread's slot names (outline.h,
 	 * kp__ol_slot_id: its address + 1, no load and no NULL test, since
 	 * s38-fasta: a NULL pool's tag matches no slot): first, inline, no
@@ -664,13 +661,14 @@ static ALWAYS_INLINE void *alloc_fast(kp_pool *pool, size_t size, unsigned flags
 	 * is the same in both (checks:off went through a tail call past the
 	 * fast word's test before, kpbench a 88.0 instructions against checks
 	 * on's 75.0). */
-	uint64_t tag = kp__ol_slot_id(pool);
 	if (kp__ol_enter(tag)) { /* outline.h: the slot marked for the call's length */
 		if (KP_LIKELY(!flags))
-			return kp__ol_alloc_fast(pool, size, tag);
+			return kp__ol_alloc_fast(size, tag);
 		kp__ol_leave(tag);
-		return alloc_other(pool, size, flags);
+		return alloc_other(by_tag ? kp__ol_tag_pool(tag) : pool, size, flags);
 	}
+	if (by_tag)
+		pool = kp__ol_tag_pool(tag);
 	if (KP_UNLIKELY(!pool))
 		return alloc_other(pool, size, flags);
 	uint64_t id = pool->id;
@@ -739,9 +737,47 @@ static ALWAYS_INLINE void *alloc_fast(kp_pool *pool, size_t size, unsigned flags
 	return alloc_other(pool, size, flags);
 }
 
+static ALWAYS_INLINE void *alloc_fast(kp_pool *pool, size_t size, unsigned flags)
+{
+#ifdef __x86_64__
+	/* pool kept where the call brought it (rdi): gcc 12 put the GOT's
+	 * address there for kp__ol_enter's subtract and moved pool (1
+	 * instruction an allocation), as free_entry's */
+	__asm__("" : "+D"(pool));
+#endif
+	return alloc_fast_at(pool, kp__ol_slot_id(pool), size, flags, false);
+}
+
 KP_EXPORT void *kp_alloc(kp_pool *pool, size_t size, unsigned flags)
 {
 	return alloc_fast(pool, size, flags);
+}
+
+/* The tag the outline slot names pool by (outline.h, kp__ol_slot_id),
+ * which the preload's malloc and free pass for their pool (kp__malloc,
+ * kp__free_try): 1 for NULL. */
+uint64_t kp__pool_tag(const kp_pool *pool)
+{
+	return kp__ol_slot_id(pool);
+}
+
+/* The preload's malloc (internal.h): kp_alloc's fast path with flags 0,
+ * its arguments in the order malloc's call brings them (the size where
+ * malloc's caller put it, the pool's tag second: kp__pool_tag), so that
+ * malloc moves no register and sets no flags, this path tests none and
+ * makes no tag (the pool, tag - 1, only on the ways past the slot's
+ * test): 5 instructions a malloc fewer than its tail call of kp_alloc (a
+ * move of the size, a zero for flags, their test and branch, the tag's
+ * lea; s39-small, small_objects under callgrind,
+ * tests/test_preload_instructions.py). */
+void *kp__malloc(size_t size, uint64_t tag)
+{
+#ifdef __x86_64__
+	/* size and tag where the call brought them (rdi, rsi), as kp_alloc
+	 * keeps pool */
+	__asm__("" : "+D"(size), "+S"(tag));
+#endif
+	return alloc_fast_at(NULL, tag, size, 0, true);
 }
 
 /* kp_alloc_aligned's and kp_realloc's calls on alloc.c's path for
@@ -1630,7 +1666,7 @@ __attribute__((noinline)) int kp__ol_free_refused(kp_pool *pool, void *p, bool t
 {
 	/* the slot marked (outline.h, kp__ol_enter) until the full test's
 	 * push or report is done */
-	int rc = kp__ol_free_check(pool, p, try_only, KP_OL_CANARY_SPAN, true, kp__ol_slot_id(pool));
+	int rc = kp__ol_free_check(p, try_only, KP_OL_CANARY_SPAN, true, kp__ol_slot_id(pool));
 	kp__ol_unmark();
 	return try_only && rc == KP_OL_UNTRIED ? kp__free_miss(pool, p, false) : rc;
 }
@@ -1834,7 +1870,7 @@ static ALWAYS_INLINE int free_entry(kp_pool *pool, void *p, bool quiet)
 	 * the NULL test (a NULL pool's tag matches no slot) */
 	uint64_t tag = kp__ol_slot_id(pool);
 	if (kp__ol_enter(tag))
-		return kp__ol_free_check(pool, p, false, KP_OL_CANARY_ON, false, tag);
+		return kp__ol_free_check(p, false, KP_OL_CANARY_ON, false, tag);
 	if (KP_LIKELY(pool != NULL)) {
 		uint64_t id = pool->id;
 		if (KP_LIKELY(kp__tls_state.fast_free == id)) {
@@ -1862,7 +1898,7 @@ int kp__free_quiet(kp_pool *pool, void *p)
  * with no grace section open. A block the fast path found sound with its
  * bin full is this pool's (the pagemap vouched, the header verified): it
  * goes on to free_slow_own_quiet as in kp__free_quiet, not to the hook. */
-int kp__free_try(kp_pool *pool, void *p)
+int kp__free_try(void *p, uint64_t tag)
 {
 	/* kp_free's order (free_entry): layout:outline with checks on first
 	 * (the default: its canary test known on, as kp_free's), then the fast
@@ -1874,11 +1910,15 @@ int kp__free_try(kp_pool *pool, void *p)
 	 * to kp_free on the default layout, 0 now; the inline layout's 2 more
 	 * (tests/test_preload_instructions.py) */
 #ifdef __x86_64__
-	__asm__("" : "+D"(pool), "+S"(p)); /* as free_entry (2 moves on entry) */
+	/* as free_entry (2 moves on entry); p first, where free()'s caller
+	 * put it, so that free() moves no register, and the pool's tag
+	 * (kp__pool_tag), not the pool, so that the outline path makes none
+	 * (s39-small: 2 instructions a free) */
+	__asm__("" : "+D"(p), "+S"(tag));
 #endif
-	uint64_t tag = kp__ol_slot_id(pool);
 	if (kp__ol_enter(tag)) /* kp__ol_slot_id, the slot marked; refusals to the hook */
-		return kp__ol_free_check(pool, p, true, KP_OL_CANARY_ON, false, tag);
+		return kp__ol_free_check(p, true, KP_OL_CANARY_ON, false, tag);
+	kp_pool *pool = kp__ol_tag_pool(tag); /* past the slot's test alone */
 	if (KP_LIKELY(pool != NULL)) {
 		uint64_t id = pool->id;
 		if (KP_LIKELY(kp__tls_state.fast_free == id)) {

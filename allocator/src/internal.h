@@ -160,7 +160,12 @@ int kp__free_quiet(kp_pool *pool, void *p);
  * alloc.c (that default); the preload library defines its own, which first
  * sorts out the pointers that are no block of the pool (NULL, its bootstrap
  * buffer, its big alignments). */
-int kp__free_try(kp_pool *pool, void *p);
+int kp__free_try(void *p, uint64_t tag); /* p first: where free()'s caller put it */
+/* The preload's malloc(): kp_alloc(pool, size, 0), the size first (where
+ * malloc's caller put it). Both take the pool by its tag, kp__pool_tag(pool)
+ * (outline.h, kp__ol_slot_id: 1 for NULL), which the preload keeps. */
+void *kp__malloc(size_t size, uint64_t tag);
+uint64_t kp__pool_tag(const kp_pool *pool);
 int kp__free_rest_quiet(kp_pool *pool, void *p, bool tried);
 int kp__free_miss(kp_pool *pool, void *p, bool tried);
 

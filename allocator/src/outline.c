@@ -4867,7 +4867,7 @@ int kp__ol_free(kp_pool *pool, void *p)
 	uint64_t id = kp__ol_slot_id(pool);
 	if (!kp__ol_enter(id)) /* not marked, and names pool: never */
 		return free_nested(pool, p);
-	return kp__ol_free_fast(pool, p, false, id);
+	return kp__ol_free_fast(p, false, id);
 }
 
 /* ---- the rest of the block API -------------------------------------------- */

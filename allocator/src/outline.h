@@ -566,6 +566,18 @@ static inline uint64_t kp__ol_slot_id(const kp_pool *pool)
 {
 	return (uint64_t)(uintptr_t)pool + 1;
 }
+/* The pool a tag names (kp__ol_slot_id's inverse), for the fast paths'
+ * ways out that pass it on (a refill, a refusal, a relist, another
+ * thread's span), which make it there: the fast paths take the tag alone,
+ * so that the preload's malloc and free pass no pool (alloc.c, kp__malloc,
+ * kp__free_try). The empty volatile asm keeps the subtract where it is
+ * used: gcc hoisted it before the slot's test, onto the fast path, where
+ * nothing needs it (1 instruction a malloc and a free, s39-small). */
+static inline __attribute__((always_inline)) kp_pool *kp__ol_tag_pool(uint64_t tag)
+{
+	__asm__ volatile("" : "+r"(tag));
+	return (kp_pool *)(uintptr_t)(tag - 1);
+}
 extern struct ol_heap kp__ol_empty_heap;
 
 /* A call into an outline pool marks its thread's slot for its length: the
@@ -853,7 +865,7 @@ static inline __attribute__((always_inline)) void *kp__ol_pop_fast(struct ol_hea
  * in hand of its class; a class run dry goes to kp__ol_refill, anything
  * else to alloc.c's slow path (kp__ol_alloc). Inline in kp_alloc: no call,
  * no stack frame. */
-static inline __attribute__((always_inline)) void *kp__ol_alloc_fast(kp_pool *pool, size_t n, uint64_t id)
+static inline __attribute__((always_inline)) void *kp__ol_alloc_fast(size_t n, uint64_t id)
 {
 	struct ol_heap *h = kp__ol_slot.heap;
 	if (KP_LIKELY(n <= OL_TBL_MAX)) {
@@ -865,7 +877,7 @@ static inline __attribute__((always_inline)) void *kp__ol_alloc_fast(kp_pool *po
 		size_t idx = *sp; /* size_t: an index, not extended again */
 		if (KP_LIKELY(idx != OL_SENT))
 			return kp__ol_pop_fast(h, pg, idx, n, id);
-		return kp__ol_refill(pool, h, kp__ol_class_tbl[q], n);
+		return kp__ol_refill(kp__ol_tag_pool(id), h, kp__ol_class_tbl[q], n);
 	}
 	if (KP_LIKELY(n <= OL_SMALL_MAX - OL_CANARY)) { /* past the table: 8 classes a doubling */
 		uint32_t cls = kp__ol_class_big(n + OL_CANARY);
@@ -878,10 +890,10 @@ static inline __attribute__((always_inline)) void *kp__ol_alloc_fast(kp_pool *po
 		 * pop keeps no copy of it for this call (a mov fewer) */
 		size_t m = n;
 		__asm__("" : "+r"(m));
-		return kp__ol_refill(pool, h, kp__ol_class_big(m + OL_CANARY), n);
+		return kp__ol_refill(kp__ol_tag_pool(id), h, kp__ol_class_big(m + OL_CANARY), n);
 	}
 	kp__ol_leave(id);
-	return kp__alloc_slow(pool, n, 0); /* pool: checked there, then kp__ol_alloc */
+	return kp__alloc_slow(kp__ol_tag_pool(id), n, 0); /* pool: checked there, then kp__ol_alloc */
 }
 
 /* What kp__ol_free_fast returns with try_only for a pointer it leaves
@@ -922,9 +934,10 @@ int kp__ol_relist(kp_pool *pool, struct ol_span *pg);
 /* kp__ol_free_check's refusal: full, the reason told apart (to
  * kp__ol_free_slow, or with try_only KP_OL_UNTRIED); else the whole test
  * again out of line (kp__ol_free_refused). */
-#define KP_OL_REFUSE(pg, idx, st, why)                                                                     \
-	return full ? (try_only ? KP_OL_UNTRIED : kp__ol_free_slow(pool, p, pg, idx, (uint32_t)(st), why)) \
-		    : kp__ol_free_refused(pool, p, try_only)
+#define KP_OL_REFUSE(pg, idx, st, why)                                                                    \
+	return full ? (try_only ? KP_OL_UNTRIED                                                           \
+				: kp__ol_free_slow(kp__ol_tag_pool(id), p, pg, idx, (uint32_t)(st), why)) \
+		    : kp__ol_free_refused(kp__ol_tag_pool(id), p, try_only)
 
 /* kp__ol_free_check's second half, on a span of the calling thread (pg,
  * p's index q): the record allocated, the canary intact, then the push.
@@ -933,9 +946,8 @@ int kp__ol_relist(kp_pool *pool, struct ol_span *pg);
  * free_other_checked, where these frees went through kp__ol_free_other
  * before: kpbench b, where 3 in 10 frees find a retired span, ran ~40
  * instructions a call there). */
-static inline __attribute__((always_inline)) int kp__ol_free_own(kp_pool *pool, void *p, struct ol_span *pg, uint64_t q,
-								 bool try_only, int canary, bool full, bool retired,
-								 uint64_t id)
+static inline __attribute__((always_inline)) int kp__ol_free_own(void *p, struct ol_span *pg, uint64_t q, bool try_only,
+								 int canary, bool full, bool retired, uint64_t id)
 {
 	uint32_t idx = (uint32_t)q;
 	/* by q, not idx: the same index (q <= last), not extended again (an
@@ -963,8 +975,8 @@ static inline __attribute__((always_inline)) int kp__ol_free_own(kp_pool *pool, 
 	*top = (uint16_t)q; /* q: the value past kp__ol_rec_apart (no copy kept) */
 	kp__ol_sp_commit(pg, 1);
 	if (retired && (uint32_t)(top - pg->stack0) >= pg->relist_at)
-		return kp__ol_relist(pool, pg); /* it unmarks */
-	if (!full)				/* full: the caller out of line unmarks */
+		return kp__ol_relist(kp__ol_tag_pool(id), pg); /* it unmarks */
+	if (!full)					       /* full: the caller out of line unmarks */
 		kp__ol_leave(id);
 #ifdef __x86_64__
 	/* checks off: a 0 gcc cannot merge with the checked path's (it ended
@@ -1000,8 +1012,8 @@ static inline __attribute__((always_inline)) int kp__ol_free_own(kp_pool *pool, 
  * free (a pointer the map does not know, a violation) is left alone,
  * KP_OL_UNTRIED, for the preload's hook, which frees or reports it in
  * free()'s name; a free to another thread's span or a retired one is made. */
-static inline __attribute__((always_inline)) int kp__ol_free_check(kp_pool *pool, void *p, bool try_only, int canary,
-								   bool full, uint64_t id)
+static inline __attribute__((always_inline)) int kp__ol_free_check(void *p, bool try_only, int canary, bool full,
+								   uint64_t id)
 {
 	uintptr_t a = (uintptr_t)p;
 	/* The slice's number masked, not compared with the map's size (an
@@ -1047,7 +1059,7 @@ static inline __attribute__((always_inline)) int kp__ol_free_check(kp_pool *pool
 		KP_OL_REFUSE(pg, 0, 0, KP_OL_BAD);
 	uintptr_t own = atomic_load_explicit(&pg->owner, memory_order_relaxed);
 	if (KP_LIKELY(own == kp__ol_self()))
-		return kp__ol_free_own(pool, p, pg, q, try_only, canary, full, false, id);
+		return kp__ol_free_own(p, pg, q, try_only, canary, full, false, id);
 	/* this thread's retired span: the same checks and push, inline, its
 	 * relist out of line (kp__ol_relist). Out of line before (s29-s36,
 	 * kp__ol_free_retired: inline, gcc 12 then kept a fifth register for
@@ -1057,19 +1069,19 @@ static inline __attribute__((always_inline)) int kp__ol_free_check(kp_pool *pool
 	 * call, its arguments' moves, the canary size's test and the unmark's
 	 * loads of the slot, about 9 instructions a retired free) */
 	if (KP_OL_RETIRED_OWN && own == (kp__ol_self_again() | OL_OWN_FULL))
-		return kp__ol_free_own(pool, p, pg, q, try_only, canary, full, true, id);
+		return kp__ol_free_own(p, pg, q, try_only, canary, full, true, id);
 	/* another thread's span: kp__ol_free_other makes the checks there,
 	 * after a prefetch for writing of the record (its compare-and-swap then
 	 * takes the line from the allocating CPU once, not once to read and
 	 * again to write) */
-	return kp__ol_free_other(pool, pg, (uint32_t)q, p, try_only);
+	return kp__ol_free_other(kp__ol_tag_pool(id), pg, (uint32_t)q, p, try_only);
 }
 #undef KP_OL_REFUSE
 
 /* outline.c's kp_free (kp__ol_free): the canary test by the span. */
-static inline __attribute__((always_inline)) int kp__ol_free_fast(kp_pool *pool, void *p, bool try_only, uint64_t id)
+static inline __attribute__((always_inline)) int kp__ol_free_fast(void *p, bool try_only, uint64_t id)
 {
-	return kp__ol_free_check(pool, p, try_only, KP_OL_CANARY_SPAN, false, id);
+	return kp__ol_free_check(p, try_only, KP_OL_CANARY_SPAN, false, id);
 }
 
 #pragma GCC visibility pop

@@ -18,6 +18,7 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <string.h>
 
 static unsigned misses;
 static bool last_tried;
@@ -31,13 +32,13 @@ int kp__free_miss(kp_pool *pool, void *p, bool tried)
 	return kp__free_rest_quiet(pool, p, tried);
 }
 
-/* kp__free_try(pool, p) with errno set to a mark: its result, the hook's
+/* kp__free_try(p, kp__pool_tag(pool)) with errno set to a mark: its result, the hook's
  * calls it made, and errno kept. */
 static int try_free(kp_pool *pool, void *p, unsigned *calls)
 {
 	unsigned before = misses;
 	errno = 12345;
-	int rc = kp__free_try(pool, p);
+	int rc = kp__free_try(p, kp__pool_tag(pool));
 	CHECK(errno == 12345, "kp__free_try(%p) changed errno to %d", p, errno);
 	*calls = misses - before;
 	return rc;
@@ -116,8 +117,43 @@ static void failed_allocations_set_enomem(void)
 	kp_destroy(pool);
 }
 
+/* kp__malloc, the preload's malloc: kp_alloc(pool, size, 0) by the pool's
+ * tag (kp__pool_tag), its blocks kp_free's; the tag of no pool (NULL: 1,
+ * the preload's pool_tag before its pool is made) gets NULL and EINVAL,
+ * as kp_alloc(NULL) does; a request too large, ENOMEM. */
+static void kp_malloc_is_kp_alloc_by_the_tag(void)
+{
+	KT_POOL(pool, "daemon:off");
+	uint64_t tag = kp__pool_tag(pool);
+	CHECK(kp__pool_tag(NULL) == 1, "the tag of NULL: %llu (preload.c's pool_tag starts at 1)",
+	      (unsigned long long)kp__pool_tag(NULL));
+	enum { N = 600 }; /* past a span of the small classes: refills on the way */
+	static void *b[N];
+	for (int i = 0; i < N; i++) {
+		size_t n = 1 + (size_t)(i * 37 % 3000);
+		b[i] = kp__malloc(n, tag);
+		REQUIRE(b[i], "kp__malloc(%zu)", n);
+		CHECK(kp_usable_size(pool, b[i]) >= n, "usable size of %zu bytes: %zu", n, kp_usable_size(pool, b[i]));
+		memset(b[i], 0xa5, n);
+	}
+	for (int i = 0; i < N; i++)
+		CHECK(kp_free(pool, b[i]) == 0, "free %d", i);
+	CHECK(kt_stat(pool, "integrity.invalid_frees") == 0 && kt_stat(pool, "integrity.overflows") == 0,
+	      "invalid frees %lld, overflows %lld", (long long)kt_stat(pool, "integrity.invalid_frees"),
+	      (long long)kt_stat(pool, "integrity.overflows"));
+	void *big = kp__malloc(200u << 10, tag); /* past the outline classes: alloc.c's path */
+	REQUIRE(big, "kp__malloc(200 KiB)");
+	CHECK(kp_free(pool, big) == 0, "free of the large block");
+	errno = 0;
+	CHECK(kp__malloc(SIZE_MAX - 8, tag) == NULL && errno == ENOMEM, "too large: errno %d", errno);
+	errno = 0;
+	CHECK(kp__malloc(16, kp__pool_tag(NULL)) == NULL && errno == EINVAL, "no pool: errno %d", errno);
+	kp_destroy(pool);
+}
+
 int main(void)
 {
+	kp_malloc_is_kp_alloc_by_the_tag();
 	blocks_of_the_pool_never_reach_the_hook();
 	everything_else_reaches_the_hook_once();
 	failed_allocations_set_enomem();
