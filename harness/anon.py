@@ -18,6 +18,14 @@ no launcher inflates but short of the program's last SAMPLE_S, where a small pro
 and exit bring in new C library pages (bench-small-objects on glibc: sampled 1.25 MiB, with its exit
 1.48-1.67; s36), and counted apart from the rusage maximum (`sleep`'s VmHWM read 1.84 MiB where GNU
 time said 1.67).
+
+GNU time's figure moves in steps (s39, Linux 6.18, 2 CPUs): the rusage maximum is taken from the RSS
+counters' approximate read (per-CPU counters folded in batches of 32 pages), while /proc/PID/status sums
+them exactly. A static program touching N anonymous pages then exiting: %M 956 KiB for N = 0-8, 1,084 for
+16-40, 1,212 for 48-72; its RssAnon 96, 128, 160, 260, 288 KiB for N = 0, 8, 16, 40, 48. So a cut of
+20 KiB can show as 0 or 128 KiB in %M (bench-small-objects with backup:0, 20 KiB less anonymous memory
+at its exit by /proc: %M 1,748 KiB either way, ASLR off), and a small program's RSS ratio carries a step
+of ~128 KiB (7-8% of 1.7 MiB) either way.
 """
 
 from __future__ import annotations
