@@ -360,6 +360,17 @@
 #include <errno.h>
 #include <string.h>
 
+#ifndef KP_DEBUG
+#define KP_DEBUG 0
+#endif
+/* An invariant of this file, tested in the debug builds (KP_DEBUG: the
+ * sanitizer variants) as primary.c's KP_ASSERT: an event, pool in scope. */
+#define KP_OL_ASSERT(cond)                                                                                       \
+	do {                                                                                                     \
+		if (KP_DEBUG && !(cond))                                                                         \
+			kp__violation(pool, KP_EV_CORRUPTION, KP_ECORRUPT, NULL, 0, "invariant broken: " #cond); \
+	} while (0)
+
 /* 4384, off the grid: OL_CLASS_PAGE_PLUS (outline.h, kp__ol_class_big) */
 static const uint32_t class_size[OL_NCLASS] = {
 	16,    32,    48,    64,    80,	   96,	  112,	 128,	144,   160,   176,   192,   208,   224,	  240,
@@ -2997,17 +3008,23 @@ static __attribute__((noinline)) int fc_point_empty(struct ol_heap *h, uint32_t 
 static inline __attribute__((always_inline)) int free_remote(kp_pool *pool, struct ol_span *pg, uint32_t idx,
 							     struct ol_rec *r, uint32_t st, void *p, int canary)
 {
+	/* The slot names pool: every caller's call came through
+	 * kp__ol_free_check, past kp__ol_enter's compare of the slot's id
+	 * with pool's tag (the slot marked since, so no handler's call remade
+	 * it: outline.h), and a poison:on pool is never in it. Before (s39),
+	 * its aid was compared with the tag here again and the heap's tag
+	 * chosen by it (OL_REMOTE else), and the spoil and the cache tested
+	 * that choice: 4 instructions a cross-thread free that could not
+	 * fail (the empty heap's rtag is OL_REMOTE and its fc_cap 0: its
+	 * frees still go to free_remote_slow by the cap's test). */
+	KP_OL_ASSERT(kp__ol_slot.aid == kp__ol_slot_id(pool) && !pool->conf.poison);
 	struct ol_heap *h = kp__ol_slot.heap;
-	/* the slot names pool: its aid (internal.h), kp__ol_slot_id's test in
-	 * 2 instructions where it took 6; a poison:on pool is never in it */
-	bool slot = kp__ol_slot.aid == kp__ol_slot_id(pool);
-	uint32_t tag = slot ? h->rtag : OL_REMOTE; /* the empty heap's: OL_REMOTE */
+	uint32_t tag = h->rtag; /* the empty heap's: OL_REMOTE */
 	if (KP_UNLIKELY(!__atomic_compare_exchange_n(&r->state, &st, tag, false, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)))
 		return free_remote_dfree(pool, pg, p);
-	if ((canary == KP_OL_CANARY_ON || (canary == KP_OL_CANARY_SPAN && pg->csz)) &&
-	    (KP_LIKELY(slot) || !pool->conf.poison))
+	if (canary == KP_OL_CANARY_ON || (canary == KP_OL_CANARY_SPAN && pg->csz))
 		canary_spoil(p, st);
-	if (KP_LIKELY(slot)) {
+	{
 		/* the slot marked (outline.h, kp__ol_enter), as in fc_pop: no
 		 * handler's call on this thread touches the cache meanwhile */
 		uint32_t cls = pg->cls, k = h->fc_n[cls];
@@ -4586,6 +4603,23 @@ static __attribute__((noinline, cold)) int other_refused(kp_pool *pool, void *p,
 	return rc;
 }
 
+/* kp__ol_free_other's canary found not the record's: a checks-off span
+ * (none to test: its free goes on, its bytes not spoiled), else the
+ * block's free refused (spoiled by another thread's free of it that took
+ * the record after the state's load, canary_spoil: a double free; else an
+ * overflow). Out of line, a tail call: a checks-off pool's cross-thread
+ * frees of blocks the cache handed out (no canary written) come here. */
+static __attribute__((noinline, cold)) int other_mismatch(kp_pool *pool, void *p, struct ol_span *pg, uint32_t idx,
+						    uint32_t st, bool try_only)
+{
+	struct ol_rec *r = &pg->rec[idx];
+	if (!pg->csz)
+		return KP_OL_RETIRED_OWN ? free_remote(pool, pg, idx, r, st, p, KP_OL_CANARY_OFF)
+					 : free_other_checked(pool, pg, idx, r, st, p);
+	uint32_t now = __atomic_load_n(&r->state, __ATOMIC_RELAXED);
+	return other_refused(pool, p, pg, idx, st, (kp__ol_dead(now) ? KP_OL_DFREE : KP_OL_OVERFLOW) << 1 | try_only);
+}
+
 __attribute__((noinline)) int kp__ol_free_other(kp_pool *pool, struct ol_span *pg, uint32_t idx, void *p, bool try_only)
 {
 	struct ol_rec *r = &pg->rec[idx];
@@ -4603,21 +4637,22 @@ __attribute__((noinline)) int kp__ol_free_other(kp_pool *pool, struct ol_span *p
 	uint32_t st = __atomic_load_n(&r->state, __ATOMIC_RELAXED);
 	if (KP_UNLIKELY(kp__ol_dead(st))) /* free, or another thread's free took it */
 		return other_refused(pool, p, pg, idx, st, KP_OL_DFREE << 1 | try_only);
-	if (KP_LIKELY(pg->csz)) {
-		uint64_t c, want = kp__ol_canary(r);
-		memcpy(&c, (uint8_t *)p + st - 1, 8);
-		if (KP_UNLIKELY(c != want)) {
-			/* spoiled by another thread's free of it that took the
-			 * record after the load above (canary_spoil): a double free */
-			uint32_t now = __atomic_load_n(&r->state, __ATOMIC_RELAXED);
-			return other_refused(pool, p, pg, idx, st,
-					     (kp__ol_dead(now) ? KP_OL_DFREE : KP_OL_OVERFLOW) << 1 | try_only);
-		}
-		if (KP_OL_RETIRED_OWN)
-			return free_remote(pool, pg, idx, r, st, p, KP_OL_CANARY_ON);
-	} else if (KP_OL_RETIRED_OWN)
-		return free_remote(pool, pg, idx, r, st, p, KP_OL_CANARY_OFF);
-	return free_other_checked(pool, pg, idx, r, st, p); /* the owner's retired span comes here too */
+	if (!KP_OL_RETIRED_OWN)
+		return pg->csz && kp__ol_canary_bad(r, p, st) ? other_mismatch(pool, p, pg, idx, st, try_only)
+							      : free_other_checked(pool, pg, idx, r, st, p);
+	/* The canary tested before the span's canary size, which only its
+	 * mismatch reads (other_mismatch): 8 bytes at p + st - 1 are the
+	 * block's in either mode (the class has room for them, and a request
+	 * grows in place to bsize - 8 at most with checks off: outline.h,
+	 * kp__ol_slot_id), and with checks off the record's canary is 0,
+	 * which the fast pop writes there too. So a block of a checks-on
+	 * span whose canary is intact is freed as before, with 2
+	 * instructions fewer (s39: the size's load and branch); one of a
+	 * checks-off span whose 8 bytes happen to match (zeros) is freed
+	 * with its bytes spoiled, which are the freed block's own. */
+	if (KP_UNLIKELY(kp__ol_canary_bad(r, p, st)))
+		return other_mismatch(pool, p, pg, idx, st, try_only);
+	return free_remote(pool, pg, idx, r, st, p, KP_OL_CANARY_ON);
 }
 
 /* What kp__ol_free_fast did not free, by why (outline.h). */
