@@ -2551,7 +2551,7 @@ static inline struct ol_span *fc_span(uint64_t e)
  * a load beside fc_n's and fc_cap's where a row of OL_FC_MAX a class was a
  * shift (fc_pop, free_remote: the path of every block that moves between
  * threads). Not the empty heap's (no entry). */
-static inline uint64_t *fc_ents(struct ol_heap *h, uint32_t cls)
+static inline uint64_t *fc_ents(struct ol_heap *h, size_t cls)
 {
 	return kp__ol_fc_row(h, cls);
 }
@@ -2789,20 +2789,25 @@ static void fc_put(kp_pool *pool, struct ol_heap *h, struct ol_span *pg, uint32_
 /* fc_pop's entry whose record was not h's tag: reported and dropped
  * (raced_dfree), and the allocation made again (the cache's next entry, or
  * the span in hand). Out of line, a tail call: fc_pop keeps no register. */
+static void *refill_poison(kp_pool *pool, struct ol_heap *h, uint32_t cls, size_t n);
 static __attribute__((noinline, cold)) void *fc_pop_raced(kp_pool *pool, struct ol_heap *h, uint32_t cls, size_t n,
 							  struct ol_span *pg, uint32_t idx)
 {
 	raced_dfree(pool, pg, idx);
 	/* inside refill_body (busy: its own thread) the body again, else the
 	 * entry point */
-	return ol_busy ? refill_again(pool, h, cls, n) : kp__ol_refill(pool, h, cls, n);
+	return ol_busy		   ? refill_again(pool, h, cls, n)
+	       : pool->conf.poison ? refill_poison(pool, h, cls, n)
+				   : kp__ol_refill(pool, h, cls, n);
 }
 
 /* fc_pop's cache found empty (above): the allocation made again, as
  * fc_pop_raced's. */
 static __attribute__((noinline, cold)) void *fc_pop_gone(kp_pool *pool, struct ol_heap *h, uint32_t cls, size_t n)
 {
-	return ol_busy ? refill_again(pool, h, cls, n) : kp__ol_refill(pool, h, cls, n);
+	return ol_busy		   ? refill_again(pool, h, cls, n)
+	       : pool->conf.poison ? refill_poison(pool, h, cls, n)
+				   : kp__ol_refill(pool, h, cls, n);
 }
 
 /* The newest block of h's foreign cache of class cls (not empty), handed
@@ -2813,14 +2818,16 @@ static __attribute__((noinline, cold)) void *fc_pop_gone(kp_pool *pool, struct o
  * pages, and only an owner's free raced by this thread's writes the record
  * meanwhile: a block whose owner's free stored over it (the race) is
  * handed out by the owner alone. */
-static inline __attribute__((always_inline)) void *fc_pop_inline(kp_pool *pool, struct ol_heap *h, uint32_t cls,
-								 size_t n)
+static inline __attribute__((always_inline)) void *fc_pop_inline(kp_pool *pool, struct ol_heap *h, size_t cls, size_t n,
+								 bool any_mode)
 {
 	/* the slot marked (outline.h, kp__ol_enter: every caller's call is):
 	 * no handler's call on this thread touches the cache meanwhile, where
 	 * ol_st's fc count marked the take before s33 */
-	uint32_t k = h->fc_n[cls] - 1u;
-	if (KP_UNLIKELY(k == UINT32_MAX)) /* none left: as before the mark */
+	/* size_t: one register for the index and the count's store (a
+	 * uint32_t k took a copy of the count and two subtracts, s39) */
+	size_t k = (size_t)h->fc_n[cls] - 1;
+	if (KP_UNLIKELY(k == SIZE_MAX)) /* none left: as before the mark */
 		return fc_pop_gone(pool, h, cls, n);
 	uint64_t e = fc_ents(h, cls)[k];
 	__atomic_store_n(&h->fc_n[cls], (uint8_t)k, __ATOMIC_RELAXED);
@@ -2831,11 +2838,15 @@ static inline __attribute__((always_inline)) void *fc_pop_inline(kp_pool *pool, 
 		return fc_pop_raced(pool, h, cls, n, pg, idx);
 	kp__count_inc(&h->allocs, 1);
 	uint8_t *p = pg->start + (size_t)idx * pg->bsize;
-	/* not in either mode as kp__ol_pop_fast: a poison:on pool's heap
-	 * caches no block it frees (free_remote_slow) but takes listed ones
-	 * (fc_steal), and with checks off poison_alloc would find the 8 bytes
-	 * of zeros in the fill */
-	if (KP_LIKELY(pg->csz)) {
+	/* any_mode (kp__ol_refill's): written in either mode, as
+	 * kp__ol_pop_fast (with checks off the record's canary is 0, and the
+	 * class has room for the 8 bytes: outline.h); not a poison:on pool's
+	 * refill (refill_poison, fc_pop: by the span's canary size), whose
+	 * heap caches no block it frees (free_remote_slow) but takes listed
+	 * ones (fc_steal): with checks off poison_alloc would find the 8
+	 * bytes of zeros in the fill. s39: the size's test off the path of
+	 * every block handed out from the cache, 2 instructions */
+	if (any_mode || KP_LIKELY(pg->csz)) {
 		uint64_t c = kp__ol_canary(r);
 		memcpy(p + n, &c, 8);
 	}
@@ -2846,7 +2857,7 @@ static inline __attribute__((always_inline)) void *fc_pop_inline(kp_pool *pool, 
  * the path of every allocation of a block from the cache) */
 static __attribute__((noinline)) void *fc_pop(kp_pool *pool, struct ol_heap *h, uint32_t cls, size_t n)
 {
-	return fc_pop_inline(pool, h, cls, n);
+	return fc_pop_inline(pool, h, cls, n, false);
 }
 
 /* In a forked child, the foreign cache of a heap whose thread is gone:
@@ -2899,16 +2910,23 @@ static _Atomic uint32_t ol_tags;
 /* free_remote's rest: a double free found by the compare-and-swap, or a
  * block its fast case could not cache (no heap in the slot yet, a full
  * class, the first block of a class, poison:on). */
-static __attribute__((noinline, cold)) int free_remote_dfree(kp_pool *pool, struct ol_span *pg, void *p)
+/* The pool of kp__ol_free_other's key (outline.h: its address | try_only). */
+static inline kp_pool *key_pool(uint64_t key)
 {
+	return (kp_pool *)(uintptr_t)(key & ~(uint64_t)1);
+}
+static __attribute__((noinline, cold)) int free_remote_dfree(uint64_t key, struct ol_span *pg, void *p)
+{
+	kp_pool *pool = key_pool(key);
 	int e = errno; /* free() (the preload) keeps it */
 	int rc = kp__violation(pool, KP_EV_DOUBLE_FREE, KP_EDOUBLEFREE, p, pg->bsize - pg->csz, "double free");
 	errno = e;
 	kp__ol_unmark();
 	return rc;
 }
-static __attribute__((noinline)) int free_remote_slow(kp_pool *pool, struct ol_span *pg, uint32_t idx)
+static __attribute__((noinline)) int free_remote_slow(uint64_t key, struct ol_span *pg, uint32_t idx)
 {
+	kp_pool *pool = key_pool(key);
 	/* the record again here, not an argument: free_remote keeps a
 	 * register fewer on its way to its common case; and the tag it
 	 * swapped in, by the same test of the slot (marked: a handler's call
@@ -3005,7 +3023,7 @@ static __attribute__((noinline)) int fc_point_empty(struct ol_heap *h, uint32_t 
 	return 0;
 }
 
-static inline __attribute__((always_inline)) int free_remote(kp_pool *pool, struct ol_span *pg, uint32_t idx,
+static inline __attribute__((always_inline)) int free_remote(uint64_t key, struct ol_span *pg, uint32_t idx,
 							     struct ol_rec *r, uint32_t st, void *p, int canary)
 {
 	/* The slot names pool: every caller's call came through
@@ -3017,11 +3035,14 @@ static inline __attribute__((always_inline)) int free_remote(kp_pool *pool, stru
 	 * that choice: 4 instructions a cross-thread free that could not
 	 * fail (the empty heap's rtag is OL_REMOTE and its fc_cap 0: its
 	 * frees still go to free_remote_slow by the cap's test). */
-	KP_OL_ASSERT(kp__ol_slot.aid == kp__ol_slot_id(pool) && !pool->conf.poison);
+	if (KP_DEBUG) {
+		kp_pool *pool = key_pool(key);
+		KP_OL_ASSERT(kp__ol_slot.aid == kp__ol_slot_id(pool) && !pool->conf.poison);
+	}
 	struct ol_heap *h = kp__ol_slot.heap;
 	uint32_t tag = h->rtag; /* the empty heap's: OL_REMOTE */
 	if (KP_UNLIKELY(!__atomic_compare_exchange_n(&r->state, &st, tag, false, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)))
-		return free_remote_dfree(pool, pg, p);
+		return free_remote_dfree(key, pg, p);
 	if (canary == KP_OL_CANARY_ON || (canary == KP_OL_CANARY_SPAN && pg->csz))
 		canary_spoil(p, st);
 	{
@@ -3044,7 +3065,7 @@ static inline __attribute__((always_inline)) int free_remote(kp_pool *pool, stru
 			return 0;
 		}
 	}
-	return free_remote_slow(pool, pg, idx);
+	return free_remote_slow(key, pg, idx);
 }
 
 static void span_relist(struct ol_heap *h, struct ol_span *pg)
@@ -4091,7 +4112,7 @@ static void *refill_body(kp_pool *pool, struct ol_heap *h, uint32_t cls, size_t 
 
 /* The foreign cache's case apart, in a function that saves no register
  * (kpbench c: every allocation comes here while blocks migrate). */
-__attribute__((noinline)) void *kp__ol_refill(kp_pool *pool, struct ol_heap *h, uint32_t cls, size_t n)
+__attribute__((noinline)) void *kp__ol_refill(kp_pool *pool, struct ol_heap *h, size_t cls, size_t n)
 {
 	/* a signal handler's call while its thread is inside a busy section
 	 * (refill_body, a foreign cache's flush: fc_put) takes alloc.c's path
@@ -4102,7 +4123,7 @@ __attribute__((noinline)) void *kp__ol_refill(kp_pool *pool, struct ol_heap *h, 
 	if (KP_UNLIKELY(ol_st.any))
 		return refill_span(pool, h, cls, n);
 	if (h->fc_n[cls]) /* other heaps' blocks this thread freed, first (the empty heap's: none) */
-		return fc_pop_inline(pool, h, cls, n);
+		return fc_pop_inline(pool, h, cls, n, true);
 	/* the cache emptied, the tables at the empty span still (the span in
 	 * hand has blocks: else the pop had not missed): they point at the span
 	 * again here (refill_body's first step, without its busy section: no
@@ -4116,6 +4137,17 @@ __attribute__((noinline)) void *kp__ol_refill(kp_pool *pool, struct ol_heap *h, 
 		kp__ol_unmark();
 		return p;
 	}
+	return refill_span(pool, h, cls, n);
+}
+
+/* kp__ol_refill of a poison:on pool (poison_alloc, and fc_pop's retries in
+ * one): the foreign cache by fc_pop, whose canary is by the span's size
+ * (fc_pop_inline), else the span (refill_span, whose refill_body points the
+ * tables at it first, as kp__ol_refill's third case). */
+static __attribute__((noinline)) void *refill_poison(kp_pool *pool, struct ol_heap *h, uint32_t cls, size_t n)
+{
+	if (!ol_st.any && h->fc_n[cls])
+		return fc_pop(pool, h, cls, n);
 	return refill_span(pool, h, cls, n);
 }
 
@@ -4353,7 +4385,7 @@ static void *poison_alloc_marked(kp_pool *pool, size_t n, unsigned flags)
 		if (*sp != OL_SENT)
 			p = kp__ol_pop(h, pg, sp, *sp, n);
 		else {
-			p = kp__ol_refill(pool, h, cls, n); /* it unmarks */
+			p = refill_poison(pool, h, cls, n); /* it unmarks */
 			poison_mark(pool);
 		}
 		if (!p || !kp__ol_knows(pool, p)) /* alloc.c's path served it (primary_max) */
@@ -4562,7 +4594,7 @@ static int free_other_checked(kp_pool *pool, struct ol_span *pg, uint32_t idx, s
 {
 	uintptr_t own = atomic_load_explicit(&pg->owner, memory_order_relaxed);
 	if ((own & ~(uintptr_t)OL_OWN_FULL) != kp__ol_self())
-		return free_remote(pool, pg, idx, r, st, p, KP_OL_CANARY_SPAN);
+		return free_remote((uint64_t)(uintptr_t)pool, pg, idx, r, st, p, KP_OL_CANARY_SPAN);
 	__atomic_store_n(&r->state, OL_FREE, __ATOMIC_RELAXED); /* as kp__ol_free_check's */
 	uint16_t *sp = kp__ol_sp(pg) + 1;
 	*sp = (uint16_t)idx;
@@ -4594,11 +4626,10 @@ static int free_other_checked(kp_pool *pool, struct ol_span *pg, uint32_t idx, s
 static int free_slow(kp_pool *pool, void *p, struct ol_span *pg, uint32_t idx, uint32_t st, int why);
 /* kp__ol_free_other's refusals (try_only: KP_OL_UNTRIED, else reported),
  * the caller's mark undone (outline.h, kp__ol_enter). */
-static __attribute__((noinline, cold)) int other_refused(kp_pool *pool, void *p, struct ol_span *pg, uint32_t idx,
-							 uint32_t st, int why_try)
+static __attribute__((noinline, cold)) int other_refused(uint64_t key, void *p, struct ol_span *pg, uint32_t idx,
+							 uint32_t st, int why)
 {
-	int why = why_try >> 1;
-	int rc = why_try & 1 ? KP_OL_UNTRIED : kp__ol_free_slow(pool, p, pg, idx, st, why);
+	int rc = key & 1 ? KP_OL_UNTRIED : kp__ol_free_slow(key_pool(key), p, pg, idx, st, why);
 	kp__ol_unmark();
 	return rc;
 }
@@ -4609,19 +4640,24 @@ static __attribute__((noinline, cold)) int other_refused(kp_pool *pool, void *p,
  * the record after the state's load, canary_spoil: a double free; else an
  * overflow). Out of line, a tail call: a checks-off pool's cross-thread
  * frees of blocks the cache handed out (no canary written) come here. */
-static __attribute__((noinline, cold)) int other_mismatch(kp_pool *pool, void *p, struct ol_span *pg, uint32_t idx,
-						    uint32_t st, bool try_only)
+static __attribute__((noinline, cold)) int other_mismatch(uint64_t key, void *p, struct ol_span *pg, uint32_t idx,
+							  uint32_t st)
 {
 	struct ol_rec *r = &pg->rec[idx];
 	if (!pg->csz)
-		return KP_OL_RETIRED_OWN ? free_remote(pool, pg, idx, r, st, p, KP_OL_CANARY_OFF)
-					 : free_other_checked(pool, pg, idx, r, st, p);
+		return KP_OL_RETIRED_OWN ? free_remote(key, pg, idx, r, st, p, KP_OL_CANARY_OFF)
+					 : free_other_checked(key_pool(key), pg, idx, r, st, p);
 	uint32_t now = __atomic_load_n(&r->state, __ATOMIC_RELAXED);
-	return other_refused(pool, p, pg, idx, st, (kp__ol_dead(now) ? KP_OL_DFREE : KP_OL_OVERFLOW) << 1 | try_only);
+	return other_refused(key, p, pg, idx, st, kp__ol_dead(now) ? KP_OL_DFREE : KP_OL_OVERFLOW);
 }
 
-__attribute__((noinline)) int kp__ol_free_other(kp_pool *pool, struct ol_span *pg, uint32_t idx, void *p, bool try_only)
+__attribute__((noinline)) int kp__ol_free_other(uint64_t key, struct ol_span *pg, uint64_t idx, void *p)
 {
+	/* key: the pool's address | try_only (outline.h), passed on as it
+	 * is: only the slow and refused cases read either (key_pool), so the
+	 * common path keeps one register for both (s39: pool and try_only in
+	 * two, gcc saved rbx on entry and restored it on the way out, 2
+	 * instructions a call) */
 	struct ol_rec *r = &pg->rec[idx];
 	__asm__ volatile("prefetchw %0"
 			 :
@@ -4636,10 +4672,10 @@ __attribute__((noinline)) int kp__ol_free_other(kp_pool *pool, struct ol_span *p
 	__asm__ volatile("prefetchw %0" : : "m"(*((const char *)p + pg->bsize - 1)));
 	uint32_t st = __atomic_load_n(&r->state, __ATOMIC_RELAXED);
 	if (KP_UNLIKELY(kp__ol_dead(st))) /* free, or another thread's free took it */
-		return other_refused(pool, p, pg, idx, st, KP_OL_DFREE << 1 | try_only);
+		return other_refused(key, p, pg, idx, st, KP_OL_DFREE);
 	if (!KP_OL_RETIRED_OWN)
-		return pg->csz && kp__ol_canary_bad(r, p, st) ? other_mismatch(pool, p, pg, idx, st, try_only)
-							      : free_other_checked(pool, pg, idx, r, st, p);
+		return pg->csz && kp__ol_canary_bad(r, p, st) ? other_mismatch(key, p, pg, idx, st)
+							      : free_other_checked(key_pool(key), pg, idx, r, st, p);
 	/* The canary tested before the span's canary size, which only its
 	 * mismatch reads (other_mismatch): 8 bytes at p + st - 1 are the
 	 * block's in either mode (the class has room for them, and a request
@@ -4651,8 +4687,8 @@ __attribute__((noinline)) int kp__ol_free_other(kp_pool *pool, struct ol_span *p
 	 * checks-off span whose 8 bytes happen to match (zeros) is freed
 	 * with its bytes spoiled, which are the freed block's own. */
 	if (KP_UNLIKELY(kp__ol_canary_bad(r, p, st)))
-		return other_mismatch(pool, p, pg, idx, st, try_only);
-	return free_remote(pool, pg, idx, r, st, p, KP_OL_CANARY_ON);
+		return other_mismatch(key, p, pg, idx, st);
+	return free_remote(key, pg, idx, r, st, p, KP_OL_CANARY_ON);
 }
 
 /* What kp__ol_free_fast did not free, by why (outline.h). */
