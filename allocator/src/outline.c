@@ -2756,7 +2756,11 @@ static void fc_flush(kp_pool *pool, struct ol_heap *h, uint32_t cls, uint32_t m)
 	for (uint32_t j = 0; j < FC_GROUPS && g[j].pg; j++)
 		remote_push(g[j].pg, g[j].head, g[j].tail, g[j].k);
 	uint32_t n = h->fc_n[cls];
-	memmove(ent, ent + m, (n - m) * sizeof *ent);
+	/* none left (a consumer's cache is flushed whole, fc_put): no call
+	 * to move none (s39: bench-prodcons' consumers called memmove on
+	 * every flush, ~15 instructions each, 3.6 a message) */
+	if (n != m)
+		memmove(ent, ent + m, (n - m) * sizeof *ent);
 	__atomic_store_n(&h->fc_n[cls], (uint8_t)(n - m), __ATOMIC_RELAXED);
 	if (n == m)
 		class_point(h, cls, h->cur[cls]);
