@@ -217,6 +217,21 @@
  * alternated, load 5-6; kpool bench: 1.42x mimalloc's wall time, 0.68x
  * its RSS). What is left is the trip itself (~155 instructions a malloc +
  * free against an owner's ~68) and how many blocks take it.
+ * s39 (branch s39-larson; callgrind, larson 4 R 2000 20000, R = 30 less
+ * R = 10, malloc and free collected: tests/test_larson_instructions.py)
+ * cut the trip's two halves by what their code does twice or never needs:
+ * free_remote no longer compares the slot's aid with the pool (kp__ol_enter
+ * matched it on the way in), kp__ol_free_other tests the canary before
+ * the span's canary size (other_mismatch reads it), takes pool and
+ * try_only in one argument (its key) and the index as size_t, and the
+ * refill's pop of the cache writes the canary in either mode (a poison:on
+ * pool's refill apart: refill_poison) with its class and count as size_t.
+ * kp__ol_free_other 58.2 -> 49.1 instructions a call, kp__ol_refill 41.9
+ * -> 37.3, larson 142.8 -> 132.1-132.3 a pair (mimalloc 62.3, tcmalloc
+ * 67.2, glibc 168.2, the same method). gcc 12 still saves rbx in
+ * kp__ol_free_other and uses it nowhere (9 scratch registers live at the
+ * compare-and-swap; hoisting the class's load or passing the index to the
+ * double free's report instead of p did not free one).
  *
  * The owner's free is a load of the record and a plain store (no locked
  * instruction on kp_free's fast path), so a double free raced between the
