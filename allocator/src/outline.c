@@ -3043,28 +3043,37 @@ static __attribute__((noinline)) int fc_point_empty(struct ol_heap *h, uint32_t 
 }
 
 static inline __attribute__((always_inline)) int free_remote(uint64_t key, struct ol_span *pg, uint32_t idx,
-							     struct ol_rec *r, uint32_t st, void *p, int canary)
+							     struct ol_rec *r, uint32_t st, void *p, int canary,
+							     bool named)
 {
-	/* The slot names pool: every caller's call came through
-	 * kp__ol_free_check, past kp__ol_enter's compare of the slot's id
-	 * with pool's tag (the slot marked since, so no handler's call remade
-	 * it: outline.h), and a poison:on pool is never in it. Before (s39),
-	 * its aid was compared with the tag here again and the heap's tag
-	 * chosen by it (OL_REMOTE else), and the spoil and the cache tested
-	 * that choice: 4 instructions a cross-thread free that could not
-	 * fail (the empty heap's rtag is OL_REMOTE and its fc_cap 0: its
-	 * frees still go to free_remote_slow by the cap's test). */
-	if (KP_DEBUG) {
+	/* named (a constant at each call): the slot names pool, as
+	 * kp__ol_free_other's calls come through kp__ol_free_check, past
+	 * kp__ol_enter's compare of the slot's id with pool's tag (the slot
+	 * marked since, so no handler's call remade it: outline.h), and a
+	 * poison:on pool is never in it. Else (free_other_checked: a poison:on
+	 * pool's poison_free, whose pool no slot names) its aid is compared
+	 * with the tag here, the heap's tag chosen by it (OL_REMOTE else), and
+	 * the spoil and the cache test that choice, as every call did before
+	 * s39: 4 instructions a cross-thread free that could not fail on
+	 * kp__ol_free_other's way (the empty heap's rtag is OL_REMOTE and its
+	 * fc_cap 0: its frees still go to free_remote_slow by the cap's test).
+	 * A first cut trusted the slot in poison_free's call too, and put a
+	 * poison pool's blocks into the cache of the heap the slot named:
+	 * test_outline_hand_race_attack32's poison round, 3,077 events and
+	 * 49 MB in use after all was freed. */
+	struct ol_heap *h = kp__ol_slot.heap;
+	bool slot = named || kp__ol_slot.aid == kp__ol_slot_id(key_pool(key));
+	if (named && KP_DEBUG) {
 		kp_pool *pool = key_pool(key);
 		KP_OL_ASSERT(kp__ol_slot.aid == kp__ol_slot_id(pool) && !pool->conf.poison);
 	}
-	struct ol_heap *h = kp__ol_slot.heap;
-	uint32_t tag = h->rtag; /* the empty heap's: OL_REMOTE */
+	uint32_t tag = slot ? h->rtag : OL_REMOTE; /* the empty heap's: OL_REMOTE */
 	if (KP_UNLIKELY(!__atomic_compare_exchange_n(&r->state, &st, tag, false, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)))
 		return free_remote_dfree(key, pg, p);
-	if (canary == KP_OL_CANARY_ON || (canary == KP_OL_CANARY_SPAN && pg->csz))
+	if ((canary == KP_OL_CANARY_ON || (canary == KP_OL_CANARY_SPAN && pg->csz)) &&
+	    (KP_LIKELY(slot) || !key_pool(key)->conf.poison))
 		canary_spoil(p, st);
-	{
+	if (KP_LIKELY(slot)) {
 		/* the slot marked (outline.h, kp__ol_enter), as in fc_pop: no
 		 * handler's call on this thread touches the cache meanwhile */
 		uint32_t cls = pg->cls, k = h->fc_n[cls];
@@ -4613,7 +4622,7 @@ static int free_other_checked(kp_pool *pool, struct ol_span *pg, uint32_t idx, s
 {
 	uintptr_t own = atomic_load_explicit(&pg->owner, memory_order_relaxed);
 	if ((own & ~(uintptr_t)OL_OWN_FULL) != kp__ol_self())
-		return free_remote((uint64_t)(uintptr_t)pool, pg, idx, r, st, p, KP_OL_CANARY_SPAN);
+		return free_remote((uint64_t)(uintptr_t)pool, pg, idx, r, st, p, KP_OL_CANARY_SPAN, false);
 	__atomic_store_n(&r->state, OL_FREE, __ATOMIC_RELAXED); /* as kp__ol_free_check's */
 	uint16_t *sp = kp__ol_sp(pg) + 1;
 	*sp = (uint16_t)idx;
@@ -4664,7 +4673,7 @@ static __attribute__((noinline, cold)) int other_mismatch(uint64_t key, void *p,
 {
 	struct ol_rec *r = &pg->rec[idx];
 	if (!pg->csz)
-		return KP_OL_RETIRED_OWN ? free_remote(key, pg, idx, r, st, p, KP_OL_CANARY_OFF)
+		return KP_OL_RETIRED_OWN ? free_remote(key, pg, idx, r, st, p, KP_OL_CANARY_OFF, true)
 					 : free_other_checked(key_pool(key), pg, idx, r, st, p);
 	uint32_t now = __atomic_load_n(&r->state, __ATOMIC_RELAXED);
 	return other_refused(key, p, pg, idx, st, kp__ol_dead(now) ? KP_OL_DFREE : KP_OL_OVERFLOW);
@@ -4707,7 +4716,7 @@ __attribute__((noinline)) int kp__ol_free_other(uint64_t key, struct ol_span *pg
 	 * with its bytes spoiled, which are the freed block's own. */
 	if (KP_UNLIKELY(kp__ol_canary_bad(r, p, st)))
 		return other_mismatch(key, p, pg, idx, st);
-	return free_remote(key, pg, idx, r, st, p, KP_OL_CANARY_ON);
+	return free_remote(key, pg, idx, r, st, p, KP_OL_CANARY_ON, true);
 }
 
 /* What kp__ol_free_fast did not free, by why (outline.h). */
