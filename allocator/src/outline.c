@@ -217,6 +217,21 @@
  * alternated, load 5-6; kpool bench: 1.42x mimalloc's wall time, 0.68x
  * its RSS). What is left is the trip itself (~155 instructions a malloc +
  * free against an owner's ~68) and how many blocks take it.
+ * s39 (branch s39-larson; callgrind, larson 4 R 2000 20000, R = 30 less
+ * R = 10, malloc and free collected: tests/test_larson_instructions.py)
+ * cut the trip's two halves by what their code does twice or never needs:
+ * free_remote no longer compares the slot's aid with the pool (kp__ol_enter
+ * matched it on the way in), kp__ol_free_other tests the canary before
+ * the span's canary size (other_mismatch reads it), takes pool and
+ * try_only in one argument (its key) and the index as size_t, and the
+ * refill's pop of the cache writes the canary in either mode (a poison:on
+ * pool's refill apart: refill_poison) with its class and count as size_t.
+ * kp__ol_free_other 58.2 -> 49.1 instructions a call, kp__ol_refill 41.9
+ * -> 37.3, larson 142.8 -> 132.1-132.3 a pair (mimalloc 62.3, tcmalloc
+ * 67.2, glibc 168.2, the same method). gcc 12 still saves rbx in
+ * kp__ol_free_other and uses it nowhere (9 scratch registers live at the
+ * compare-and-swap; hoisting the class's load or passing the index to the
+ * double free's report instead of p did not free one).
  *
  * The owner's free is a load of the record and a plain store (no locked
  * instruction on kp_free's fast path), so a double free raced between the
@@ -359,6 +374,17 @@
 
 #include <errno.h>
 #include <string.h>
+
+#ifndef KP_DEBUG
+#define KP_DEBUG 0
+#endif
+/* An invariant of this file, tested in the debug builds (KP_DEBUG: the
+ * sanitizer variants) as primary.c's KP_ASSERT: an event, pool in scope. */
+#define KP_OL_ASSERT(cond)                                                                                       \
+	do {                                                                                                     \
+		if (KP_DEBUG && !(cond))                                                                         \
+			kp__violation(pool, KP_EV_CORRUPTION, KP_ECORRUPT, NULL, 0, "invariant broken: " #cond); \
+	} while (0)
 
 /* 4384, off the grid: OL_CLASS_PAGE_PLUS (outline.h, kp__ol_class_big) */
 static const uint32_t class_size[OL_NCLASS] = {
@@ -2540,7 +2566,7 @@ static inline struct ol_span *fc_span(uint64_t e)
  * a load beside fc_n's and fc_cap's where a row of OL_FC_MAX a class was a
  * shift (fc_pop, free_remote: the path of every block that moves between
  * threads). Not the empty heap's (no entry). */
-static inline uint64_t *fc_ents(struct ol_heap *h, uint32_t cls)
+static inline uint64_t *fc_ents(struct ol_heap *h, size_t cls)
 {
 	return kp__ol_fc_row(h, cls);
 }
@@ -2745,7 +2771,11 @@ static void fc_flush(kp_pool *pool, struct ol_heap *h, uint32_t cls, uint32_t m)
 	for (uint32_t j = 0; j < FC_GROUPS && g[j].pg; j++)
 		remote_push(g[j].pg, g[j].head, g[j].tail, g[j].k);
 	uint32_t n = h->fc_n[cls];
-	memmove(ent, ent + m, (n - m) * sizeof *ent);
+	/* none left (a consumer's cache is flushed whole, fc_put): no call
+	 * to move none (s39: bench-prodcons' consumers called memmove on
+	 * every flush, ~15 instructions each, 3.6 a message) */
+	if (n != m)
+		memmove(ent, ent + m, (n - m) * sizeof *ent);
 	__atomic_store_n(&h->fc_n[cls], (uint8_t)(n - m), __ATOMIC_RELAXED);
 	if (n == m)
 		class_point(h, cls, h->cur[cls]);
@@ -2778,20 +2808,25 @@ static void fc_put(kp_pool *pool, struct ol_heap *h, struct ol_span *pg, uint32_
 /* fc_pop's entry whose record was not h's tag: reported and dropped
  * (raced_dfree), and the allocation made again (the cache's next entry, or
  * the span in hand). Out of line, a tail call: fc_pop keeps no register. */
+static void *refill_poison(kp_pool *pool, struct ol_heap *h, uint32_t cls, size_t n);
 static __attribute__((noinline, cold)) void *fc_pop_raced(kp_pool *pool, struct ol_heap *h, uint32_t cls, size_t n,
 							  struct ol_span *pg, uint32_t idx)
 {
 	raced_dfree(pool, pg, idx);
 	/* inside refill_body (busy: its own thread) the body again, else the
 	 * entry point */
-	return ol_busy ? refill_again(pool, h, cls, n) : kp__ol_refill(pool, h, cls, n);
+	return ol_busy		   ? refill_again(pool, h, cls, n)
+	       : pool->conf.poison ? refill_poison(pool, h, cls, n)
+				   : kp__ol_refill(pool, h, cls, n);
 }
 
 /* fc_pop's cache found empty (above): the allocation made again, as
  * fc_pop_raced's. */
 static __attribute__((noinline, cold)) void *fc_pop_gone(kp_pool *pool, struct ol_heap *h, uint32_t cls, size_t n)
 {
-	return ol_busy ? refill_again(pool, h, cls, n) : kp__ol_refill(pool, h, cls, n);
+	return ol_busy		   ? refill_again(pool, h, cls, n)
+	       : pool->conf.poison ? refill_poison(pool, h, cls, n)
+				   : kp__ol_refill(pool, h, cls, n);
 }
 
 /* The newest block of h's foreign cache of class cls (not empty), handed
@@ -2802,14 +2837,16 @@ static __attribute__((noinline, cold)) void *fc_pop_gone(kp_pool *pool, struct o
  * pages, and only an owner's free raced by this thread's writes the record
  * meanwhile: a block whose owner's free stored over it (the race) is
  * handed out by the owner alone. */
-static inline __attribute__((always_inline)) void *fc_pop_inline(kp_pool *pool, struct ol_heap *h, uint32_t cls,
-								 size_t n)
+static inline __attribute__((always_inline)) void *fc_pop_inline(kp_pool *pool, struct ol_heap *h, size_t cls, size_t n,
+								 bool any_mode)
 {
 	/* the slot marked (outline.h, kp__ol_enter: every caller's call is):
 	 * no handler's call on this thread touches the cache meanwhile, where
 	 * ol_st's fc count marked the take before s33 */
-	uint32_t k = h->fc_n[cls] - 1u;
-	if (KP_UNLIKELY(k == UINT32_MAX)) /* none left: as before the mark */
+	/* size_t: one register for the index and the count's store (a
+	 * uint32_t k took a copy of the count and two subtracts, s39) */
+	size_t k = (size_t)h->fc_n[cls] - 1;
+	if (KP_UNLIKELY(k == SIZE_MAX)) /* none left: as before the mark */
 		return fc_pop_gone(pool, h, cls, n);
 	uint64_t e = fc_ents(h, cls)[k];
 	__atomic_store_n(&h->fc_n[cls], (uint8_t)k, __ATOMIC_RELAXED);
@@ -2820,11 +2857,15 @@ static inline __attribute__((always_inline)) void *fc_pop_inline(kp_pool *pool, 
 		return fc_pop_raced(pool, h, cls, n, pg, idx);
 	kp__count_inc(&h->allocs, 1);
 	uint8_t *p = pg->start + (size_t)idx * pg->bsize;
-	/* not in either mode as kp__ol_pop_fast: a poison:on pool's heap
-	 * caches no block it frees (free_remote_slow) but takes listed ones
-	 * (fc_steal), and with checks off poison_alloc would find the 8 bytes
-	 * of zeros in the fill */
-	if (KP_LIKELY(pg->csz)) {
+	/* any_mode (kp__ol_refill's): written in either mode, as
+	 * kp__ol_pop_fast (with checks off the record's canary is 0, and the
+	 * class has room for the 8 bytes: outline.h); not a poison:on pool's
+	 * refill (refill_poison, fc_pop: by the span's canary size), whose
+	 * heap caches no block it frees (free_remote_slow) but takes listed
+	 * ones (fc_steal): with checks off poison_alloc would find the 8
+	 * bytes of zeros in the fill. s39: the size's test off the path of
+	 * every block handed out from the cache, 2 instructions */
+	if (any_mode || KP_LIKELY(pg->csz)) {
 		uint64_t c = kp__ol_canary(r);
 		memcpy(p + n, &c, 8);
 	}
@@ -2835,7 +2876,7 @@ static inline __attribute__((always_inline)) void *fc_pop_inline(kp_pool *pool, 
  * the path of every allocation of a block from the cache) */
 static __attribute__((noinline)) void *fc_pop(kp_pool *pool, struct ol_heap *h, uint32_t cls, size_t n)
 {
-	return fc_pop_inline(pool, h, cls, n);
+	return fc_pop_inline(pool, h, cls, n, false);
 }
 
 /* In a forked child, the foreign cache of a heap whose thread is gone:
@@ -2888,16 +2929,23 @@ static _Atomic uint32_t ol_tags;
 /* free_remote's rest: a double free found by the compare-and-swap, or a
  * block its fast case could not cache (no heap in the slot yet, a full
  * class, the first block of a class, poison:on). */
-static __attribute__((noinline, cold)) int free_remote_dfree(kp_pool *pool, struct ol_span *pg, void *p)
+/* The pool of kp__ol_free_other's key (outline.h: its address | try_only). */
+static inline kp_pool *key_pool(uint64_t key)
 {
+	return (kp_pool *)(uintptr_t)(key & ~(uint64_t)1);
+}
+static __attribute__((noinline, cold)) int free_remote_dfree(uint64_t key, struct ol_span *pg, void *p)
+{
+	kp_pool *pool = key_pool(key);
 	int e = errno; /* free() (the preload) keeps it */
 	int rc = kp__violation(pool, KP_EV_DOUBLE_FREE, KP_EDOUBLEFREE, p, pg->bsize - pg->csz, "double free");
 	errno = e;
 	kp__ol_unmark();
 	return rc;
 }
-static __attribute__((noinline)) int free_remote_slow(kp_pool *pool, struct ol_span *pg, uint32_t idx)
+static __attribute__((noinline)) int free_remote_slow(uint64_t key, struct ol_span *pg, uint32_t idx)
 {
+	kp_pool *pool = key_pool(key);
 	/* the record again here, not an argument: free_remote keeps a
 	 * register fewer on its way to its common case; and the tag it
 	 * swapped in, by the same test of the slot (marked: a handler's call
@@ -2994,18 +3042,36 @@ static __attribute__((noinline)) int fc_point_empty(struct ol_heap *h, uint32_t 
 	return 0;
 }
 
-static inline __attribute__((always_inline)) int free_remote(kp_pool *pool, struct ol_span *pg, uint32_t idx,
-							     struct ol_rec *r, uint32_t st, void *p, int canary)
+static inline __attribute__((always_inline)) int free_remote(uint64_t key, struct ol_span *pg, uint32_t idx,
+							     struct ol_rec *r, uint32_t st, void *p, int canary,
+							     bool named)
 {
+	/* named (a constant at each call): the slot names pool, as
+	 * kp__ol_free_other's calls come through kp__ol_free_check, past
+	 * kp__ol_enter's compare of the slot's id with pool's tag (the slot
+	 * marked since, so no handler's call remade it: outline.h), and a
+	 * poison:on pool is never in it. Else (free_other_checked: a poison:on
+	 * pool's poison_free, whose pool no slot names) its aid is compared
+	 * with the tag here, the heap's tag chosen by it (OL_REMOTE else), and
+	 * the spoil and the cache test that choice, as every call did before
+	 * s39: 4 instructions a cross-thread free that could not fail on
+	 * kp__ol_free_other's way (the empty heap's rtag is OL_REMOTE and its
+	 * fc_cap 0: its frees still go to free_remote_slow by the cap's test).
+	 * A first cut trusted the slot in poison_free's call too, and put a
+	 * poison pool's blocks into the cache of the heap the slot named:
+	 * test_outline_hand_race_attack32's poison round, 3,077 events and
+	 * 49 MB in use after all was freed. */
 	struct ol_heap *h = kp__ol_slot.heap;
-	/* the slot names pool: its aid (internal.h), kp__ol_slot_id's test in
-	 * 2 instructions where it took 6; a poison:on pool is never in it */
-	bool slot = kp__ol_slot.aid == kp__ol_slot_id(pool);
+	bool slot = named || kp__ol_slot.aid == kp__ol_slot_id(key_pool(key));
+	if (named && KP_DEBUG) {
+		kp_pool *pool = key_pool(key);
+		KP_OL_ASSERT(kp__ol_slot.aid == kp__ol_slot_id(pool) && !pool->conf.poison);
+	}
 	uint32_t tag = slot ? h->rtag : OL_REMOTE; /* the empty heap's: OL_REMOTE */
 	if (KP_UNLIKELY(!__atomic_compare_exchange_n(&r->state, &st, tag, false, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)))
-		return free_remote_dfree(pool, pg, p);
+		return free_remote_dfree(key, pg, p);
 	if ((canary == KP_OL_CANARY_ON || (canary == KP_OL_CANARY_SPAN && pg->csz)) &&
-	    (KP_LIKELY(slot) || !pool->conf.poison))
+	    (KP_LIKELY(slot) || !key_pool(key)->conf.poison))
 		canary_spoil(p, st);
 	if (KP_LIKELY(slot)) {
 		/* the slot marked (outline.h, kp__ol_enter), as in fc_pop: no
@@ -3027,7 +3093,7 @@ static inline __attribute__((always_inline)) int free_remote(kp_pool *pool, stru
 			return 0;
 		}
 	}
-	return free_remote_slow(pool, pg, idx);
+	return free_remote_slow(key, pg, idx);
 }
 
 static void span_relist(struct ol_heap *h, struct ol_span *pg)
@@ -4074,7 +4140,7 @@ static void *refill_body(kp_pool *pool, struct ol_heap *h, uint32_t cls, size_t 
 
 /* The foreign cache's case apart, in a function that saves no register
  * (kpbench c: every allocation comes here while blocks migrate). */
-__attribute__((noinline)) void *kp__ol_refill(kp_pool *pool, struct ol_heap *h, uint32_t cls, size_t n)
+__attribute__((noinline)) void *kp__ol_refill(kp_pool *pool, struct ol_heap *h, size_t cls, size_t n)
 {
 	/* a signal handler's call while its thread is inside a busy section
 	 * (refill_body, a foreign cache's flush: fc_put) takes alloc.c's path
@@ -4085,7 +4151,7 @@ __attribute__((noinline)) void *kp__ol_refill(kp_pool *pool, struct ol_heap *h, 
 	if (KP_UNLIKELY(ol_st.any))
 		return refill_span(pool, h, cls, n);
 	if (h->fc_n[cls]) /* other heaps' blocks this thread freed, first (the empty heap's: none) */
-		return fc_pop_inline(pool, h, cls, n);
+		return fc_pop_inline(pool, h, cls, n, true);
 	/* the cache emptied, the tables at the empty span still (the span in
 	 * hand has blocks: else the pop had not missed): they point at the span
 	 * again here (refill_body's first step, without its busy section: no
@@ -4099,6 +4165,17 @@ __attribute__((noinline)) void *kp__ol_refill(kp_pool *pool, struct ol_heap *h, 
 		kp__ol_unmark();
 		return p;
 	}
+	return refill_span(pool, h, cls, n);
+}
+
+/* kp__ol_refill of a poison:on pool (poison_alloc, and fc_pop's retries in
+ * one): the foreign cache by fc_pop, whose canary is by the span's size
+ * (fc_pop_inline), else the span (refill_span, whose refill_body points the
+ * tables at it first, as kp__ol_refill's third case). */
+static __attribute__((noinline)) void *refill_poison(kp_pool *pool, struct ol_heap *h, uint32_t cls, size_t n)
+{
+	if (!ol_st.any && h->fc_n[cls])
+		return fc_pop(pool, h, cls, n);
 	return refill_span(pool, h, cls, n);
 }
 
@@ -4336,7 +4413,7 @@ static void *poison_alloc_marked(kp_pool *pool, size_t n, unsigned flags)
 		if (*sp != OL_SENT)
 			p = kp__ol_pop(h, pg, sp, *sp, n);
 		else {
-			p = kp__ol_refill(pool, h, cls, n); /* it unmarks */
+			p = refill_poison(pool, h, cls, n); /* it unmarks */
 			poison_mark(pool);
 		}
 		if (!p || !kp__ol_knows(pool, p)) /* alloc.c's path served it (primary_max) */
@@ -4545,7 +4622,7 @@ static int free_other_checked(kp_pool *pool, struct ol_span *pg, uint32_t idx, s
 {
 	uintptr_t own = atomic_load_explicit(&pg->owner, memory_order_relaxed);
 	if ((own & ~(uintptr_t)OL_OWN_FULL) != kp__ol_self())
-		return free_remote(pool, pg, idx, r, st, p, KP_OL_CANARY_SPAN);
+		return free_remote((uint64_t)(uintptr_t)pool, pg, idx, r, st, p, KP_OL_CANARY_SPAN, false);
 	__atomic_store_n(&r->state, OL_FREE, __ATOMIC_RELAXED); /* as kp__ol_free_check's */
 	uint16_t *sp = kp__ol_sp(pg) + 1;
 	*sp = (uint16_t)idx;
@@ -4577,17 +4654,38 @@ static int free_other_checked(kp_pool *pool, struct ol_span *pg, uint32_t idx, s
 static int free_slow(kp_pool *pool, void *p, struct ol_span *pg, uint32_t idx, uint32_t st, int why);
 /* kp__ol_free_other's refusals (try_only: KP_OL_UNTRIED, else reported),
  * the caller's mark undone (outline.h, kp__ol_enter). */
-static __attribute__((noinline, cold)) int other_refused(kp_pool *pool, void *p, struct ol_span *pg, uint32_t idx,
-							 uint32_t st, int why_try)
+static __attribute__((noinline, cold)) int other_refused(uint64_t key, void *p, struct ol_span *pg, uint32_t idx,
+							 uint32_t st, int why)
 {
-	int why = why_try >> 1;
-	int rc = why_try & 1 ? KP_OL_UNTRIED : kp__ol_free_slow(pool, p, pg, idx, st, why);
+	int rc = key & 1 ? KP_OL_UNTRIED : kp__ol_free_slow(key_pool(key), p, pg, idx, st, why);
 	kp__ol_unmark();
 	return rc;
 }
 
-__attribute__((noinline)) int kp__ol_free_other(kp_pool *pool, struct ol_span *pg, uint32_t idx, void *p, bool try_only)
+/* kp__ol_free_other's canary found not the record's: a checks-off span
+ * (none to test: its free goes on, its bytes not spoiled), else the
+ * block's free refused (spoiled by another thread's free of it that took
+ * the record after the state's load, canary_spoil: a double free; else an
+ * overflow). Out of line, a tail call: a checks-off pool's cross-thread
+ * frees of blocks the cache handed out (no canary written) come here. */
+static __attribute__((noinline, cold)) int other_mismatch(uint64_t key, void *p, struct ol_span *pg, uint32_t idx,
+							  uint32_t st)
 {
+	struct ol_rec *r = &pg->rec[idx];
+	if (!pg->csz)
+		return KP_OL_RETIRED_OWN ? free_remote(key, pg, idx, r, st, p, KP_OL_CANARY_OFF, true)
+					 : free_other_checked(key_pool(key), pg, idx, r, st, p);
+	uint32_t now = __atomic_load_n(&r->state, __ATOMIC_RELAXED);
+	return other_refused(key, p, pg, idx, st, kp__ol_dead(now) ? KP_OL_DFREE : KP_OL_OVERFLOW);
+}
+
+__attribute__((noinline)) int kp__ol_free_other(uint64_t key, struct ol_span *pg, uint64_t idx, void *p)
+{
+	/* key: the pool's address | try_only (outline.h), passed on as it
+	 * is: only the slow and refused cases read either (key_pool), so the
+	 * common path keeps one register for both (s39: pool and try_only in
+	 * two, gcc saved rbx on entry and restored it on the way out, 2
+	 * instructions a call) */
 	struct ol_rec *r = &pg->rec[idx];
 	__asm__ volatile("prefetchw %0"
 			 :
@@ -4602,22 +4700,23 @@ __attribute__((noinline)) int kp__ol_free_other(kp_pool *pool, struct ol_span *p
 	__asm__ volatile("prefetchw %0" : : "m"(*((const char *)p + pg->bsize - 1)));
 	uint32_t st = __atomic_load_n(&r->state, __ATOMIC_RELAXED);
 	if (KP_UNLIKELY(kp__ol_dead(st))) /* free, or another thread's free took it */
-		return other_refused(pool, p, pg, idx, st, KP_OL_DFREE << 1 | try_only);
-	if (KP_LIKELY(pg->csz)) {
-		uint64_t c, want = kp__ol_canary(r);
-		memcpy(&c, (uint8_t *)p + st - 1, 8);
-		if (KP_UNLIKELY(c != want)) {
-			/* spoiled by another thread's free of it that took the
-			 * record after the load above (canary_spoil): a double free */
-			uint32_t now = __atomic_load_n(&r->state, __ATOMIC_RELAXED);
-			return other_refused(pool, p, pg, idx, st,
-					     (kp__ol_dead(now) ? KP_OL_DFREE : KP_OL_OVERFLOW) << 1 | try_only);
-		}
-		if (KP_OL_RETIRED_OWN)
-			return free_remote(pool, pg, idx, r, st, p, KP_OL_CANARY_ON);
-	} else if (KP_OL_RETIRED_OWN)
-		return free_remote(pool, pg, idx, r, st, p, KP_OL_CANARY_OFF);
-	return free_other_checked(pool, pg, idx, r, st, p); /* the owner's retired span comes here too */
+		return other_refused(key, p, pg, idx, st, KP_OL_DFREE);
+	if (!KP_OL_RETIRED_OWN)
+		return pg->csz && kp__ol_canary_bad(r, p, st) ? other_mismatch(key, p, pg, idx, st)
+							      : free_other_checked(key_pool(key), pg, idx, r, st, p);
+	/* The canary tested before the span's canary size, which only its
+	 * mismatch reads (other_mismatch): 8 bytes at p + st - 1 are the
+	 * block's in either mode (the class has room for them, and a request
+	 * grows in place to bsize - 8 at most with checks off: outline.h,
+	 * kp__ol_slot_id), and with checks off the record's canary is 0,
+	 * which the fast pop writes there too. So a block of a checks-on
+	 * span whose canary is intact is freed as before, with 2
+	 * instructions fewer (s39: the size's load and branch); one of a
+	 * checks-off span whose 8 bytes happen to match (zeros) is freed
+	 * with its bytes spoiled, which are the freed block's own. */
+	if (KP_UNLIKELY(kp__ol_canary_bad(r, p, st)))
+		return other_mismatch(key, p, pg, idx, st);
+	return free_remote(key, pg, idx, r, st, p, KP_OL_CANARY_ON, true);
 }
 
 /* What kp__ol_free_fast did not free, by why (outline.h). */

@@ -414,7 +414,7 @@ struct ol_heap {
 #define OL_HEAP_STRUCT ((sizeof(struct ol_heap) + 63) & ~(size_t)63)
 /* the sum over the classes of fc_cap_of(OL_FC_BYTES, size): test_outline_fc_pages checks it */
 #define OL_FC_SLOTS 1057u
-static inline __attribute__((always_inline)) uint64_t *kp__ol_fc_row(struct ol_heap *h, uint32_t cls)
+static inline __attribute__((always_inline)) uint64_t *kp__ol_fc_row(struct ol_heap *h, size_t cls)
 {
 	return (uint64_t *)((uint8_t *)h + OL_HEAP_STRUCT) + h->fc_off[cls];
 }
@@ -694,9 +694,13 @@ static inline void kp__ol_unmark(void)
 
 /* The slow halves (outline.c): a class run dry (or whose foreign cache holds
  * blocks: they go first), and everything else. */
-void *kp__ol_refill(kp_pool *pool, struct ol_heap *h, uint32_t cls, size_t n);
+void *kp__ol_refill(kp_pool *pool, struct ol_heap *h, size_t cls, size_t n);
 int kp__ol_free_slow(kp_pool *pool, void *p, struct ol_span *pg, uint32_t idx, uint32_t st, int why);
-int kp__ol_free_other(kp_pool *pool, struct ol_span *pg, uint32_t idx, void *p, bool try_only);
+/* kp__ol_free_other's key: pool's address | try_only (pools are
+ * KP_OL_TAG_ALIGN-aligned, so with try_only it is pool's tag, which the
+ * fast free holds in a register: kp__ol_slot_id), one argument where two
+ * took two registers across the whole call. */
+int kp__ol_free_other(uint64_t key, struct ol_span *pg, uint64_t idx, void *p);
 enum { KP_OL_MISS, KP_OL_BAD, KP_OL_DFREE, KP_OL_OVERFLOW, KP_OL_OTHER };
 
 static inline uintptr_t kp__ol_self(void)
@@ -1074,7 +1078,8 @@ static inline __attribute__((always_inline)) int kp__ol_free_check(void *p, bool
 	 * after a prefetch for writing of the record (its compare-and-swap then
 	 * takes the line from the allocating CPU once, not once to read and
 	 * again to write) */
-	return kp__ol_free_other(kp__ol_tag_pool(id), pg, (uint32_t)q, p, try_only);
+	/* the key: the pool, its low bit try_only (the tag is pool + 1) */
+	return kp__ol_free_other(try_only ? id : (uint64_t)(uintptr_t)kp__ol_tag_pool(id), pg, q, p);
 }
 #undef KP_OL_REFUSE
 
