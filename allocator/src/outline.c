@@ -1572,7 +1572,8 @@ static _Atomic int ol_readers_barrier; /* 0 not tried, 1 membarrier registered, 
  * their TLS lives on until their last destructor has run, but no hook of
  * kpool's sees that moment: until s39 only time kept the segment such a
  * free read mapped (test_outline_exited_free_race: SEGV in free_nested's
- * reads of the span, see the counts there). Each such free now counts
+ * reads of the span, pinned to one CPU, release 30 runs of 30 and TSan 19
+ * of 20 on f50fe5a; 0 of 30 and 0 of 20 with this). Each such free now counts
  * itself, from before its load of the map's entry to its last read of the
  * span, in one of two counts (ol_exited_in): the one ol_exited_epoch names
  * when it starts. A pass that would unmap (ol_exited_quiet) waits for the
