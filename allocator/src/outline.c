@@ -1572,8 +1572,10 @@ void kp__ol_daemon_pass(kp_pool *pool)
  * look) keeps the segments on the spare list (purged already: their pages
  * are back, only the address space waits) for the next pass. No
  * membarrier (an old kernel, a sandbox): never unmapped, only purged.
- * Not covered: a thread past its exit hook (ol_exited: its last frees go
- * through free_nested unmarked, its slot already off the list). */
+ * A thread past its exit hook (ol_exited: a pthread key's destructor run
+ * after kpool's, its slot emptied and off the list) frees through
+ * free_nested unmarked: such a free counts itself instead (ol_exited_enter,
+ * below), and the pass waits for those counted before it (ol_exited_quiet). */
 struct ol_reader {
 	kp__ol_tls *slot;
 	struct ol_reader *next, **pprev;
@@ -1590,6 +1592,55 @@ static _Atomic int ol_readers_barrier; /* 0 not tried, 1 membarrier registered, 
  * on a loaded CPU's next slice often enough, and the pass's thread is the
  * daemon's (no program thread waits). */
 #define OL_READERS_WAIT_NS 1000000ull
+
+/* The frees of threads past their exit hook (free_nested, ol_exited): no
+ * slot of theirs is on the list (ol_reader_exit ran, or runs next), and
+ * their TLS lives on until their last destructor has run, but no hook of
+ * kpool's sees that moment: until s39 only time kept the segment such a
+ * free read mapped (test_outline_exited_free_race: SEGV in free_nested's
+ * reads of the span, pinned to one CPU, release 30 runs of 30 and TSan 19
+ * of 20 on f50fe5a; 0 of 30 and 0 of 20 with this). Each such free now counts
+ * itself, from before its load of the map's entry to its last read of the
+ * span, in one of two counts (ol_exited_in): the one ol_exited_epoch names
+ * when it starts. A pass that would unmap (ol_exited_quiet) waits for the
+ * other count to drain (frees that started before an earlier pass's flip
+ * and outlived its wait), flips the epoch, and waits for the count it left
+ * to drain: every free that may have loaded an entry cleared before the
+ * flip has then ended; one that starts after it reads the flipped epoch
+ * (acquire) and so the cleared entry (a miss: an invalid free). One global
+ * count, not a pool's: a post-exit free's pool is known only from its
+ * argument, and the wait is a pass's (at most OL_READERS_WAIT_NS, the
+ * daemon's thread). Two and an epoch, not one count seen at zero: frees
+ * of many threads past their hooks may overlap for longer than a pass
+ * waits, and the count would never be seen at zero. Atomics only, on a
+ * cold path: no system call, the fast paths untouched. Per thread too
+ * (ol_exited_mine): the child of a fork keeps the counts of its one
+ * thread only (ol_readers_fork_child), none of the parent's others. */
+static _Atomic uint32_t ol_exited_epoch;
+static _Atomic uint32_t ol_exited_in[2];
+static __thread uint32_t ol_exited_mine[2] __attribute__((tls_model("initial-exec")));
+static inline void list_fence(void);
+
+/* A post-exit free starts (above): the count it took, to give back to
+ * ol_exited_leave. Its own share first: a fork (a handler's) between the
+ * two counts the child's free twice, so that its daemon never unmaps (it
+ * purges), rather than once too few. Then a full barrier before the
+ * caller's load of the map: the pass's fence, then its loads of the
+ * counts (ol_exited_quiet), the same store, fence, load on each side. */
+static uint32_t ol_exited_enter(void)
+{
+	uint32_t e = atomic_load_explicit(&ol_exited_epoch, memory_order_acquire) & 1;
+	ol_exited_mine[e]++;
+	atomic_fetch_add_explicit(&ol_exited_in[e], 1, memory_order_seq_cst);
+	list_fence();
+	return e;
+}
+
+static void ol_exited_leave(uint32_t e)
+{
+	atomic_fetch_sub_explicit(&ol_exited_in[e], 1, memory_order_release);
+	ol_exited_mine[e]--;
+}
 
 static void ol_reader_exit(void *arg)
 {
@@ -1641,6 +1692,8 @@ static void ol_readers_fork_child(void)
 {
 	pthread_mutex_init(&ol_readers_lock, NULL);
 	ol_readers = NULL;
+	for (int e = 0; e < 2; e++)
+		atomic_store_explicit(&ol_exited_in[e], ol_exited_mine[e], memory_order_relaxed);
 	if (ol_reader_on) {
 		ol_reader_self.next = NULL;
 		ol_reader_self.pprev = &ol_readers;
@@ -1660,6 +1713,34 @@ static inline uint64_t ol_slot_word(const uint64_t *w)
 	v = __atomic_load_n(w, __ATOMIC_RELAXED);
 #endif
 	return v;
+}
+
+/* Is count e of the post-exit frees seen at zero before t0's wait is out? */
+static bool ol_exited_drained(kp_pool *pool, uint32_t e, uint64_t t0)
+{
+	for (uint32_t spins = 0; atomic_load_explicit(&ol_exited_in[e], memory_order_seq_cst) != 0; spins++) {
+		if (spins >= 64 && kp__pool_now(pool) - t0 > OL_READERS_WAIT_NS)
+			return false;
+		if (spins >= 64)
+			kp__os_yield(&pool->os);
+	}
+	return true;
+}
+
+/* Have the post-exit frees that may have loaded an entry cleared before
+ * this call ended (ol_exited_enter's comment)? ol_readers_lock held: one
+ * pass flips at a time. The fence first: the clears (return_idle, under
+ * the outline lock since) before the loads of either count. No flip while
+ * the older count is held: a free counted there may have loaded an entry
+ * this pass would unmap, and after the flip no pass would wait for it. */
+static bool ol_exited_quiet(kp_pool *pool, uint64_t t0)
+{
+	list_fence();
+	uint32_t cur = atomic_load_explicit(&ol_exited_epoch, memory_order_relaxed) & 1;
+	if (!ol_exited_drained(pool, cur ^ 1, t0))
+		return false;
+	atomic_fetch_xor_explicit(&ol_exited_epoch, 1, memory_order_seq_cst);
+	return ol_exited_drained(pool, cur, t0);
 }
 
 /* May the segments whose map entries were cleared before this call be
@@ -1688,6 +1769,8 @@ static bool ol_readers_quiet(kp_pool *pool)
 			if (spins >= 64)
 				kp__os_yield(&pool->os);
 		}
+	if (quiet)
+		quiet = ol_exited_quiet(pool, t0);
 	pthread_mutex_unlock(&ol_readers_lock);
 	return quiet;
 }
@@ -4875,7 +4958,18 @@ static int poison_free(kp_pool *pool, void *p)
  * path of its own). Its stacks, tables and foreign cache are not touched.
  * A pointer the slice map does not know goes to alloc.c's path, unless
  * the thread holds ol->lock (kp__alloc_classic's refusal). */
+static int free_nested_body(kp_pool *pool, void *p);
 static __attribute__((noinline, cold)) int free_nested(kp_pool *pool, void *p)
+{
+	/* past the exit hook: counted for the daemon's unmap (ol_exited_enter) */
+	bool exited = ol_exited;
+	uint32_t e = exited ? ol_exited_enter() : 0;
+	int rc = free_nested_body(pool, p);
+	if (exited)
+		ol_exited_leave(e);
+	return rc;
+}
+static int free_nested_body(kp_pool *pool, void *p)
 {
 	if (KP_UNLIKELY(pool->conf.poison) && !kp__ol_marked())
 		return poison_free(pool, p); /* past the exit hook (kp__ol_free), as before */
